@@ -1,0 +1,147 @@
+"""Every error hitl-vault raises on purpose.
+
+Each one subclasses :class:`VaultError`, keeps its fields, and carries a
+message that names the file or request and says what to do about it. The CLI
+turns any of them into one line on stderr and exit code 1; anything else that
+escapes is a bug.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class VaultError(Exception):
+    """The root of every error hitl-vault raises on purpose."""
+
+
+class VaultNotFoundError(VaultError):
+    """The vault folder does not exist or is not a vault."""
+
+    def __init__(self, path: Path, fix: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: no vault here ({fix})")
+
+
+class NoteError(VaultError):
+    """A note (a request or a proposal) cannot be read or changed safely.
+
+    ``where`` is the path as the user should see it (relative to the vault when
+    possible), ``line`` the 1-based line of the problem when one is known.
+    """
+
+    def __init__(self, where: str, problem: str, fix: str, line: int | None = None) -> None:
+        self.where = where
+        self.problem = problem
+        self.fix = fix
+        self.line = line
+        at = f"{where} line {line}" if line else where
+        super().__init__(f"{at}: {problem} ({fix})")
+
+
+class ChangedUnderfootError(NoteError):
+    """The note changed between our read and our write; nothing was written."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            where,
+            "changed while hitl-vault was updating it; your version was kept",
+            "nothing to do: the update is retried once the note is quiet",
+        )
+
+
+class RulesError(VaultError):
+    """``hitl-vault.yaml`` is missing, unreadable or invalid."""
+
+    def __init__(self, where: str, problem: str, fix: str, line: int | None = None) -> None:
+        self.where = where
+        self.problem = problem
+        self.fix = fix
+        self.line = line
+        at = f"{where} line {line}" if line else where
+        super().__init__(f"{at}: {problem} ({fix})")
+
+
+class UsageError(VaultError):
+    """An argument given to the API or the CLI is not acceptable."""
+
+    def __init__(self, argument: str, problem: str, fix: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument}: {problem} ({fix})")
+
+
+class RequestNotFoundError(VaultError):
+    """No request with this id is in the journal."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        super().__init__(
+            f"request {request_id}: not found in this vault "
+            "(check the id with `hitl-vault list`, or pass --vault)"
+        )
+
+
+class IllegalTransitionError(VaultError):
+    """The request is not in a status from which this move is allowed."""
+
+    def __init__(self, request_id: str, current: str, wanted: str) -> None:
+        self.request_id = request_id
+        self.current = current
+        self.wanted = wanted
+        super().__init__(
+            f"request {request_id}: is {current}, so it cannot become {wanted} "
+            f"(only a pending request can be approved, rejected or cancelled)"
+        )
+
+
+class NotAnApproverError(VaultError):
+    """Someone outside a rule's ``approvers`` tried to decide."""
+
+    def __init__(self, request_id: str, who: str, approvers: frozenset[str], rule: str) -> None:
+        self.request_id = request_id
+        self.who = who
+        self.approvers = approvers
+        names = ", ".join(sorted(approvers)) or "nobody"
+        super().__init__(
+            f"request {request_id}: {who or 'an unnamed person'} may not decide it; "
+            f"rule {rule} allows {names} (decide with --by NAME / by=NAME as one of them)"
+        )
+
+
+class DaemonRunningError(VaultError):
+    """Another daemon holds the vault's lock."""
+
+    def __init__(self, lock: Path, holder: str) -> None:
+        self.lock = lock
+        super().__init__(
+            f"{lock}: another hitl-vault daemon is already running on this vault ({holder}); "
+            "stop it first, or run this one on another vault"
+        )
+
+
+class WaitTimeoutError(VaultError, TimeoutError):
+    """``wait`` gave up before anybody decided; the request is still pending."""
+
+    def __init__(self, request_id: str, seconds: float) -> None:
+        self.request_id = request_id
+        super().__init__(
+            f"request {request_id}: still pending after waiting {seconds:g}s "
+            "(wait again, or give a longer timeout)"
+        )
+
+
+class Refused(VaultError):
+    """The request will never run: the base of :class:`Rejected` and :class:`TimedOut`."""
+
+    def __init__(self, request: Any, message: str) -> None:
+        self.request = request
+        super().__init__(message)
+
+
+class Rejected(Refused):
+    """A human or a rule rejected the request, or its requester cancelled it."""
+
+
+class TimedOut(Refused):
+    """Nobody decided before the request expired."""
