@@ -1,0 +1,586 @@
+"""Markdown notes with YAML frontmatter: strict reading, surgical edits, safe writes.
+
+A note is something a human may have open in an editor right now, so:
+
+* reading is strict: anything we cannot understand exactly is a :class:`NoteError`
+  with the line and the fix, never a silent empty result;
+* editing changes only the lines hitl-vault owns (a frontmatter key, the status
+  callout, one history line) and re-parses the result to prove nothing else moved;
+* writing goes through a temp file, fsync, a compare-and-swap on the bytes we
+  read, ``os.replace`` (or an exclusive link for new notes) and an fsync of the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ChangedUnderfootError, NoteError
+from .model import Request, Status, format_ts, parse_ts
+
+MAX_NOTE_BYTES = 1024 * 1024
+BOM = "\ufeff"
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _AliasFound(Exception):
+    def __init__(self, mark: Any) -> None:
+        self.mark = mark
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, mark: Any) -> None:
+        self.key = key
+        self.mark = mark
+
+
+class StrictLoader(_Loader):  # type: ignore[misc,valid-type]
+    """A safe loader that refuses aliases (alias bombs) and duplicate keys (silent overrides)."""
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        if node in self.constructed_objects or node in self.recursive_objects:
+            raise _AliasFound(node.start_mark)
+        return super().construct_object(node, deep)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                ident = (key_node.tag, key_node.value)
+                if ident in seen:
+                    raise _DuplicateKey(str(key_node.value), key_node.start_mark)
+                seen.add(ident)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, where: str, first_line: int = 1) -> Any:
+    """Parse YAML strictly; errors name ``where`` and the line (offset by ``first_line - 1``)."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+    except _AliasFound as e:
+        raise NoteError(
+            where,
+            "YAML anchors and aliases are not allowed",
+            "write each value out in full",
+            e.mark.line + first_line,
+        ) from None
+    except _DuplicateKey as e:
+        raise NoteError(
+            where, f"the key {e.key!r} appears twice", "keep one of them", e.mark.line + first_line
+        ) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + first_line if mark is not None else None
+        problem = (e.problem or e.context or "invalid YAML").strip()
+        raise NoteError(
+            where, f"YAML error: {problem}", "fix the frontmatter syntax", line
+        ) from None
+    except yaml.YAMLError as e:
+        raise NoteError(where, f"YAML error: {e}", "fix the frontmatter syntax") from None
+
+
+@dataclass(frozen=True)
+class Note:
+    """A note as read from disk, parsed strictly; edits produce new bytes, never mutate this."""
+
+    where: str
+    raw: bytes
+    bom: bool
+    newline: str
+    lines: tuple[str, ...]
+    fm_end: int
+    meta: Mapping[str, Any]
+
+    @property
+    def id(self) -> str | None:
+        value = self.meta.get("id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def status_text(self) -> str:
+        """What the human wrote after ``status:``, as text (YAML would turn ``yes`` into True)."""
+        value = self.meta.get("status")
+        if isinstance(value, str):
+            return value
+        if value is None:
+            return ""
+        index = self._key_line("status")
+        if index is not None:
+            raw = _content(self.lines[index]).split(":", 1)[1]
+            return _strip_comment(raw).strip().strip("\"'")
+        return str(value)
+
+    @property
+    def body(self) -> str:
+        return "".join(self.lines[self.fm_end + 1 :])
+
+    def _key_line(self, key: str) -> int | None:
+        return _find_key(self.lines, self.fm_end, key)
+
+
+def _content(line: str) -> str:
+    """A line without its ending."""
+    if line.endswith("\r\n"):
+        return line[:-2]
+    if line.endswith("\n"):
+        return line[:-1]
+    return line
+
+
+def parse_note(raw: bytes, where: str) -> Note:
+    """Split and parse a note strictly; :class:`NoteError` for anything we would have to guess."""
+    if len(raw) > MAX_NOTE_BYTES:
+        raise NoteError(
+            where,
+            f"is {len(raw):,} bytes, over the 1 MiB limit for a note",
+            "move large content into a separate file and link to it",
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise NoteError(where, "is not valid UTF-8", "save it as UTF-8", line) from None
+    bom = text.startswith(BOM)
+    if bom:
+        text = text[1:]
+    lines = tuple(re.split(r"(?<=\n)", text)) if text else ()
+    lines = tuple(part for part in lines if part)
+    if not lines or _content(lines[0]).rstrip() != "---":
+        raise NoteError(
+            where, "has no frontmatter", "start the file with a line `---`, then the YAML keys", 1
+        )
+    newline = "\r\n" if lines[0].endswith("\r\n") else "\n"
+    fm_end = next(
+        (i for i in range(1, len(lines)) if _content(lines[i]).rstrip() in ("---", "...")), None
+    )
+    if fm_end is None:
+        raise NoteError(
+            where, "the frontmatter has no closing `---`", "add a line `---` after the last key", 1
+        )
+    yaml_text = "".join(_content(line) + "\n" for line in lines[1:fm_end])
+    meta = load_yaml(yaml_text, where, first_line=2)
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise NoteError(
+            where,
+            f"the frontmatter is a {type(meta).__name__}, not a set of `key: value` lines",
+            "write one `key: value` per line between the `---` lines",
+            2,
+        )
+    for key in meta:
+        if not isinstance(key, str):
+            raise NoteError(
+                where,
+                f"the key {key!r} is not text",
+                "quote it or rename it to a word",
+                _line_of_key(lines, fm_end, str(key)),
+            )
+    if "content" in meta:
+        raise NoteError(
+            where,
+            "the key `content` is reserved (frontmatter tools use it for the note body)",
+            "rename the key",
+            _line_of_key(lines, fm_end, "content"),
+        )
+    return Note(where, raw, bom, newline, lines, fm_end, meta)
+
+
+def _line_of_key(lines: Sequence[str], fm_end: int, key: str) -> int | None:
+    for i in range(1, fm_end):
+        if lines[i].startswith(key):
+            return i + 1
+    return None
+
+
+def read_note(path: Path, where: str) -> Note:
+    """Read and parse a note; symlinks and oversized files are refused before reading."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise NoteError(where, "does not exist", "nothing to do: it was moved or deleted") from None
+    if path.is_symlink():
+        raise NoteError(
+            where,
+            "is a symbolic link; hitl-vault never follows links in request folders",
+            "put the note itself here, or remove the link",
+        )
+    if st.st_size > MAX_NOTE_BYTES:
+        raise NoteError(
+            where,
+            f"is {st.st_size:,} bytes, over the 1 MiB limit for a note",
+            "move large content into a separate file and link to it",
+        )
+    return parse_note(path.read_bytes(), where)
+
+
+# --- rendering values and new notes --------------------------------------------------
+
+_PLAIN_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 _.@/$,()+=-]*")
+
+
+def yaml_scalar(value: Any) -> str:
+    """One-line YAML for a value we write: plain when YAML reads it back unchanged, else quoted."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return format_ts(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} cannot be written to a note")
+        return repr(value)
+    text = str(value)
+    if text and text == text.strip() and _PLAIN_SAFE.fullmatch(text) and _reads_as(text, text):
+        return text
+    quoted = json.dumps(text, ensure_ascii=False)
+    return quoted if _reads_as(quoted, text) else json.dumps(text)
+
+
+def _reads_as(scalar: str, expected: Any) -> bool:
+    try:
+        return bool(yaml.load(f"k: {scalar}\n", Loader=_Loader) == {"k": expected})
+    except yaml.YAMLError:
+        return False
+
+
+def _dump_params(params: Mapping[str, Any]) -> str:
+    if not params:
+        return "params: {}\n"
+    text: str = yaml.safe_dump(
+        {"params": dict(params)},
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=2**31 - 1,
+    )
+    return text
+
+
+def callout(status: Status, expires: datetime | None, rule: str, reason: str | None) -> list[str]:
+    """The callout under the title: what the reader should know about this status."""
+    if status is Status.PENDING:
+        until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
+        return [
+            f"> [!question] Waiting for your decision until {until}",
+            "> Set `status` to `approved` or `rejected` (optionally fill `reason` and",
+            "> `decided_by`), or move this note into Approved/ or Rejected/.",
+        ]
+    kind = {
+        Status.APPROVED: "success",
+        Status.EXECUTING: "info",
+        Status.EXECUTED: "success",
+        Status.FAILED: "failure",
+        Status.REJECTED: "failure",
+        Status.TIMED_OUT: "warning",
+        Status.CANCELLED: "abstract",
+    }[status]
+    title = status.value.replace("_", " ").capitalize()
+    if status in (Status.APPROVED, Status.REJECTED) and rule and not reason:
+        title += f" (rule {rule})"
+    lines = [f"> [!{kind}] {title}"]
+    if reason and status is Status.REJECTED:
+        lines.append(f"> {' '.join(reason.split())}")
+    return lines
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def render_new_note(request: Request, explanation: str) -> str:
+    """The whole text of a new request note (SPEC section 3), with ``\\n`` endings."""
+    fields: list[tuple[str, Any]] = [
+        ("id", request.id),
+        ("status", str(request.status)),
+        ("action", request.action),
+        ("summary", request.summary),
+        ("risk", str(request.risk)),
+        ("rule", request.rule),
+        ("requested_by", request.requested_by),
+        ("created", request.created),
+        ("expires", request.expires),
+    ]
+    out = ["---"]
+    out += [f"{k}: {yaml_scalar(v)}".rstrip() for k, v in fields]
+    out.append(_dump_params(request.params).rstrip("\n"))
+    out += [f"decided_by: {yaml_scalar(request.decided_by)}".rstrip()]
+    out += [f"reason: {yaml_scalar(request.reason)}".rstrip()]
+    out.append("---")
+    out.append(f"# {' '.join((request.summary or request.action).split())}")
+    out.append("")
+    out += callout(request.status, request.expires, request.rule, request.reason)
+    out += ["", "## Details"]
+    if request.params:
+        out += ["| param | value |", "|---|---|"]
+        out += [f"| {_cell(k)} | {_cell(v)} |" for k, v in request.params.items()]
+    else:
+        out.append("No parameters.")
+    if explanation:
+        out += ["", explanation]
+    out += ["", "## History"]
+    out += [t.history_line() for t in request.history]
+    return "\n".join(out) + "\n"
+
+
+# --- surgical edits ---------------------------------------------------------------
+
+
+def _strip_comment(value: str) -> str:
+    m = re.search(r"\s#", value)
+    return value[: m.start()] if m else value
+
+
+def _field_span(lines: Sequence[str], start: int, end: int) -> int:
+    """The index after the last line that belongs to the key at ``start`` (continuations)."""
+    j = start + 1
+    last = start
+    while j < end:
+        text = _content(lines[j])
+        if text.strip() == "":
+            j += 1
+            continue
+        if text[0] in " \t" or text == "-" or text.startswith("- "):
+            last = j
+            j += 1
+            continue
+        break
+    return last + 1
+
+
+def _comment_of(line_value: str, parsed: Any) -> str:
+    """A trailing ``# comment`` on a key line, kept when we change the value."""
+    for m in re.finditer(r"\s+#", line_value):
+        before = line_value[: m.start()]
+        try:
+            if yaml.load(f"k: {before}\n", Loader=_Loader) == {"k": parsed}:
+                return line_value[m.start() :]
+        except yaml.YAMLError:
+            continue
+    return ""
+
+
+def _normalise(value: Any) -> Any:
+    return parse_ts(value) if isinstance(value, datetime) else value
+
+
+def edit_note(
+    note: Note,
+    fields: Mapping[str, Any] | None = None,
+    history: Iterable[str] = (),
+    callouts: tuple[Sequence[list[str]], list[str]] | None = None,
+) -> bytes:
+    """New bytes for ``note``: ``fields`` set, ``history`` lines appended, nothing else changed.
+
+    ``callouts`` is (candidates, new): the first candidate found in the body,
+    exactly as hitl-vault wrote it, is replaced by ``new``; a callout the human
+    edited is left alone. The result is re-parsed; if any
+    key other than ``fields`` reads differently, :class:`NoteError` is raised and
+    nothing should be written.
+    """
+    fields = dict(fields or {})
+    nl = note.newline
+    lines = list(note.lines)
+    fm_end = note.fm_end
+    for key, value in fields.items():
+        rendered = f"{key}: {yaml_scalar(value)}".rstrip()
+        index = _find_key(lines, fm_end, key)
+        if index is None:
+            lines.insert(fm_end, rendered + nl)
+            fm_end += 1
+            continue
+        stop = _field_span(lines, index, fm_end)
+        old_value = _content(lines[index]).split(":", 1)[1]
+        comment = _comment_of(old_value, note.meta.get(key)) if stop == index + 1 else ""
+        ending = nl if lines[stop - 1].endswith("\n") else ""
+        lines[index:stop] = [rendered + comment + (ending or nl)]
+        fm_end -= stop - index - 1
+    if callouts is not None:
+        candidates, new = callouts
+        for old in candidates:
+            at = _find_block(lines, fm_end, old)
+            if at is not None:
+                if old != new:
+                    lines[at : at + len(old)] = [text + nl for text in new]
+                break
+    extra = [line + nl for line in history]
+    if extra:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += nl
+        heading = next(
+            (
+                i
+                for i in range(fm_end + 1, len(lines))
+                if re.fullmatch(r"##\s+History\s*", _content(lines[i]), re.IGNORECASE)
+            ),
+            None,
+        )
+        if heading is None:
+            if lines and _content(lines[-1]).strip():
+                lines.append(nl)
+            lines += ["## History" + nl, *extra]
+        else:
+            end = next(
+                (
+                    i
+                    for i in range(heading + 1, len(lines))
+                    if re.match(r"#{1,2}\s", _content(lines[i]))
+                ),
+                len(lines),
+            )
+            last = heading
+            for i in range(heading + 1, end):
+                if _content(lines[i]).strip():
+                    last = i
+            lines[last + 1 : last + 1] = extra
+    text = (BOM if note.bom else "") + "".join(lines)
+    data = text.encode("utf-8")
+    _check_edit(note, data, fields)
+    return data
+
+
+def _find_key(lines: Sequence[str], fm_end: int, key: str) -> int | None:
+    pattern = re.compile(rf"^{re.escape(key)}\s*:(\s|$)")
+    return next((i for i in range(1, fm_end) if pattern.match(lines[i])), None)
+
+
+def _find_block(lines: Sequence[str], fm_end: int, block: Sequence[str]) -> int | None:
+    if not block:
+        return None
+    for i in range(fm_end + 1, len(lines) - len(block) + 1):
+        if all(_content(lines[i + k]) == block[k] for k in range(len(block))):
+            return i
+    return None
+
+
+def _check_edit(note: Note, data: bytes, fields: Mapping[str, Any]) -> None:
+    """Re-parse an edit: the fields we set read back as set, every other key as before."""
+    try:
+        after = parse_note(data, note.where)
+    except NoteError as e:
+        raise NoteError(
+            note.where,
+            f"an update would not parse ({e.problem})",
+            "check the frontmatter by hand; hitl-vault left the note as it was",
+            e.line,
+        ) from None
+    for key, value in note.meta.items():
+        if key not in fields and _normalise(after.meta.get(key)) != _normalise(value):
+            raise NoteError(
+                note.where,
+                f"an update would change the key {key!r}",
+                "check the frontmatter layout near that key; the note was left as it was",
+            )
+    for key, value in fields.items():
+        if _normalise(after.meta.get(key)) != _normalise(value):
+            raise NoteError(
+                note.where,
+                f"the key {key!r} did not read back as written",
+                "check the frontmatter layout near that key; the note was left as it was",
+            )
+
+
+# --- durable compare-and-swap writes --------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(folder: Path, name: str, data: bytes, mode: int | None) -> Path:
+    tmp = folder / f".{name}.{secrets.token_hex(4)}.hitl-tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode & 0o7777)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def _current(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> None:
+    """Write ``data`` to ``path`` if it still holds ``expected`` (None: if it does not exist).
+
+    Raises :class:`ChangedUnderfootError` and leaves the file alone otherwise.
+    """
+    mode = path.stat().st_mode if expected is not None and path.exists() else None
+    tmp = _write_temp(path.parent, path.name, data, mode)
+    try:
+        if _current(path) != expected:
+            raise ChangedUnderfootError(where)
+        if expected is None:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise ChangedUnderfootError(where) from None
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -> None:
+    """Move a note to ``dest`` with new content, only if ``src`` still holds ``expected``.
+
+    The new file appears before the old one goes, and the old one goes only if
+    nobody touched it meanwhile; if they did, the new copy is removed again and
+    :class:`ChangedUnderfootError` is raised, so the human's edit survives.
+    """
+    if dest.exists():
+        raise NoteError(
+            where,
+            f"cannot move it: {dest.parent.name}/{dest.name} already exists",
+            "remove or rename the other file with this name",
+        )
+    mode = src.stat().st_mode
+    tmp = _write_temp(dest.parent, dest.name, data, mode)
+    try:
+        if _current(src) != expected:
+            raise ChangedUnderfootError(where)
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            raise ChangedUnderfootError(where) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(dest.parent)
+    if _current(src) != expected:
+        dest.unlink(missing_ok=True)
+        _fsync_dir(dest.parent)
+        raise ChangedUnderfootError(where)
+    src.unlink()
+    _fsync_dir(src.parent)
