@@ -1,0 +1,475 @@
+"""The journal: what has happened, durably, in SQLite under ``.hitl/``.
+
+The journal, not any note, decides what has already happened. Every move is a
+single ``BEGIN IMMEDIATE`` transaction that checks the current status, so when
+two processes see the same human decision only one records it, and a stale
+``status: approved`` brought back by a sync tool finds nothing left to do.
+Entries form a SHA-256 hash chain, so an edited or deleted entry is detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import IllegalTransitionError, RequestNotFoundError
+from .model import LEGAL_MOVES, Request, Risk, Status, Transition, format_ts, parse_ts
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    action TEXT NOT NULL,
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    risk TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT,
+    params TEXT NOT NULL,
+    params_sha_created TEXT NOT NULL,
+    params_sha_approved TEXT,
+    decided_by TEXT,
+    reason TEXT,
+    decided_at TEXT,
+    executed_at TEXT,
+    result TEXT,
+    error TEXT,
+    path TEXT,
+    carried_by_requester INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS requests_status_expires ON requests (status, expires);
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    details TEXT NOT NULL,
+    params_sha TEXT,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_request ON entries (request_id, seq);
+CREATE TABLE IF NOT EXISTS proposals (
+    key TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS attention (
+    path TEXT PRIMARY KEY,
+    request_id TEXT,
+    message TEXT NOT NULL,
+    since TEXT NOT NULL
+);
+"""
+
+GENESIS = "0" * 64
+_REQUEST_COLUMNS = (
+    "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
+    "decided_by, reason, decided_at, executed_at, result, error, path, carried_by_requester"
+)
+# Fields a transition may set on the request row.
+_SETTABLE = frozenset(
+    {"decided_by", "reason", "decided_at", "executed_at", "result", "error", "params"}
+)
+
+
+def params_sha(params: Mapping[str, Any]) -> str:
+    """SHA-256 of the params in canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _entry_hash(prev: str, fields: Iterable[Any]) -> str:
+    text = prev + "\x1f" + "\x1f".join("" if f is None else str(f) for f in fields)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Attention:
+    """A file that needs a human's eye: why, and since when."""
+
+    path: str
+    request_id: str | None
+    message: str
+    since: datetime
+
+
+class Journal:
+    """One SQLite database in WAL mode with durable (``synchronous=FULL``) commits.
+
+    Safe to share between threads of one process; any number of processes may
+    open the same journal.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        if not path.exists():
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._write() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # --- writing -------------------------------------------------------------
+
+    def _append(self, db: sqlite3.Connection, request_id: str, t: Transition, sha: str | None) -> None:
+        row = db.execute("SELECT hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        prev = row[0] if row else GENESIS
+        fields = (
+            request_id,
+            format_ts(t.at),
+            t.kind,
+            t.from_status,
+            t.to_status,
+            t.by,
+            t.reason,
+            json.dumps(list(t.details), ensure_ascii=False),
+            sha,
+        )
+        db.execute(
+            "INSERT INTO entries (request_id, at, kind, from_status, to_status, by, reason, "
+            "details, params_sha, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (*fields, prev, _entry_hash(prev, fields)),
+        )
+
+    def create(self, request: Request, path: str | None, source: str | None = None) -> None:
+        """Record a new request and its first history entry (``created → status``).
+
+        ``source`` identifies the Inbox proposal it came from, recorded in the
+        same transaction, so a proposal is never turned into two requests.
+        """
+        sha = params_sha(request.params)
+        with self._write() as db:
+            if source is not None:
+                db.execute(
+                    "INSERT INTO proposals (key, request_id) VALUES (?, ?)", (source, request.id)
+                )
+            db.execute(
+                "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
+                "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
+                "reason, decided_at, path, carried_by_requester) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    request.id,
+                    request.action,
+                    request.status,
+                    request.summary,
+                    request.risk,
+                    request.rule,
+                    request.requested_by,
+                    format_ts(request.created),
+                    format_ts(request.expires) if request.expires else None,
+                    json.dumps(dict(request.params), ensure_ascii=False),
+                    sha,
+                    sha if request.status is Status.APPROVED else None,
+                    request.decided_by,
+                    request.reason,
+                    format_ts(request.decided_at) if request.decided_at else None,
+                    path,
+                    int(request.carried_by_requester),
+                ),
+            )
+            for t in request.history:
+                self._append(db, request.id, t, sha)
+
+    def transition(
+        self,
+        request_id: str,
+        to: Status,
+        *,
+        at: datetime,
+        by: str,
+        reason: str = "",
+        details: tuple[str, ...] = (),
+        expect: Iterable[Status] | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> Transition | None:
+        """Move a request to ``to`` if it is still in ``expect`` (default: any legal source).
+
+        Returns the recorded transition, or None when the request had already
+        moved on (another process got there first). Raises
+        :class:`IllegalTransitionError` if the move is illegal from where it is.
+        """
+        fields = dict(fields or {})
+        unknown = set(fields) - _SETTABLE
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)} in a transition")
+        with self._write() as db:
+            row = db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()
+            if row is None:
+                raise RequestNotFoundError(request_id)
+            current = Status(row[0])
+            if expect is not None and current not in set(expect):
+                return None
+            if to not in LEGAL_MOVES[current]:
+                if expect is None and current.is_final:
+                    return None
+                raise IllegalTransitionError(request_id, current, to)
+            t = Transition(at, current, to, by, reason, details)
+            sha = None
+            if "params" in fields:
+                sha = params_sha(fields["params"])
+                fields["params"] = json.dumps(fields["params"], ensure_ascii=False)
+                fields["params_sha_approved"] = sha
+            for key, value in list(fields.items()):
+                if isinstance(value, datetime):
+                    fields[key] = format_ts(value)
+            assigns = "".join(f", {k} = ?" for k in fields)
+            db.execute(
+                f"UPDATE requests SET status = ?{assigns} WHERE id = ?",  # noqa: S608
+                (to, *fields.values(), request_id),
+            )
+            self._append(db, request_id, t, sha)
+            return t
+
+    def record_ignored(self, request_id: str, at: datetime, details: tuple[str, ...]) -> Transition:
+        """Record that a note edit was not acted on (the status it kept, and why)."""
+        with self._write() as db:
+            row = db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()
+            if row is None:
+                raise RequestNotFoundError(request_id)
+            status = Status(row[0])
+            t = Transition(at, status, status, "hitl-vault", "", details, kind="ignored")
+            self._append(db, request_id, t, None)
+            return t
+
+    def proposal(self, source: str) -> str | None:
+        """The request an Inbox proposal already became, if it did."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT request_id FROM proposals WHERE key = ?", (source,)
+            ).fetchone()
+        return row[0] if row else None
+
+    def set_path(self, request_id: str, path: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE requests SET path = ? WHERE id = ?", (path, request_id))
+
+    def flag(self, path: str, message: str, at: datetime, request_id: str | None = None) -> bool:
+        """List a file under Needs attention; True if this is news (a new or changed message)."""
+        with self._write() as db:
+            row = db.execute("SELECT message FROM attention WHERE path = ?", (path,)).fetchone()
+            if row is not None and row[0] == message:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO attention (path, request_id, message, since) "
+                "VALUES (?,?,?,?)",
+                (path, request_id, message, format_ts(at)),
+            )
+            return True
+
+    def unflag(self, path: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM attention WHERE path = ?", (path,))
+
+    # --- reading -------------------------------------------------------------
+
+    def _request(self, row: tuple[Any, ...], history: tuple[Transition, ...] = ()) -> Request:
+        (rid, action, status, summary, risk, rule, by, created, expires, params,
+         decided_by, reason, decided_at, executed_at, result, error, path, requester) = row  # fmt: skip
+        return Request(
+            id=rid,
+            status=Status(status),
+            action=action,
+            summary=summary,
+            risk=Risk(risk),
+            rule=rule,
+            requested_by=by,
+            created=parse_ts(created),
+            expires=parse_ts(expires) if expires else None,
+            params=json.loads(params),
+            decided_by=decided_by,
+            reason=reason,
+            decided_at=parse_ts(decided_at) if decided_at else None,
+            executed_at=parse_ts(executed_at) if executed_at else None,
+            result=result,
+            error=error,
+            path=Path(path) if path else None,
+            carried_by_requester=bool(requester),
+            history=history,
+        )
+
+    def get(self, request_id: str) -> Request | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ?",  # noqa: S608
+                (request_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._request(row, tuple(self.history(request_id)))
+
+    def status_of(self, request_id: str) -> Status | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT status FROM requests WHERE id = ?", (request_id,)
+            ).fetchone()
+        return Status(row[0]) if row else None
+
+    def list(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
+        """Requests, newest first (history left out: use :meth:`get` for one)."""
+        query = f"SELECT {_REQUEST_COLUMNS} FROM requests"  # noqa: S608
+        args: list[Any] = []
+        if status is not None:
+            query += " WHERE status = ?"
+            args.append(str(status))
+        query += " ORDER BY created DESC, id DESC"
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            return [self._request(row) for row in self._db.execute(query, args).fetchall()]
+
+    def ids(self, status: Status | None = None) -> list[str]:
+        with self._lock:
+            if status is None:
+                rows = self._db.execute("SELECT id FROM requests").fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT id FROM requests WHERE status = ?", (str(status),)
+                ).fetchall()
+        return [r[0] for r in rows]
+
+    def paths(self) -> dict[str, str]:
+        """Every request's last known note path (relative to the vault)."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, path FROM requests WHERE path IS NOT NULL")
+            return {rid: path for rid, path in rows.fetchall()}
+
+    def history(self, request_id: str) -> list[Transition]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, kind, from_status, to_status, by, reason, details FROM entries "
+                "WHERE request_id = ? ORDER BY seq",
+                (request_id,),
+            ).fetchall()
+        return [
+            Transition(
+                parse_ts(at),
+                Status(frm) if frm else None,
+                Status(to),
+                by,
+                reason,
+                tuple(json.loads(details)),
+                kind,
+            )
+            for at, kind, frm, to, by, reason, details in rows
+        ]
+
+    def expiring(self, before: datetime | None = None) -> list[tuple[str, datetime]]:
+        """Pending requests with an expiry, soonest first (only those due by ``before``)."""
+        query = "SELECT id, expires FROM requests WHERE status = 'pending' AND expires IS NOT NULL"
+        args: list[Any] = []
+        if before is not None:
+            query += " AND expires <= ?"
+            args.append(format_ts(before))
+        query += " ORDER BY expires"
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [(rid, parse_ts(exp)) for rid, exp in rows]
+
+    def next_expiry(self) -> datetime | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(expires) FROM requests WHERE status = 'pending'"
+            ).fetchone()
+        return parse_ts(row[0]) if row and row[0] else None
+
+    def counts(self) -> dict[Status, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM requests GROUP BY status")
+            found = {Status(s): n for s, n in rows.fetchall()}
+        return {s: found.get(s, 0) for s in Status}
+
+    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT request_id, at, kind, from_status, to_status, by, reason, details "
+                "FROM entries ORDER BY seq DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            (
+                rid,
+                Transition(
+                    parse_ts(at),
+                    Status(frm) if frm else None,
+                    Status(to),
+                    by,
+                    reason,
+                    tuple(json.loads(details)),
+                    kind,
+                ),
+            )
+            for rid, at, kind, frm, to, by, reason, details in rows
+        ]
+
+    def attention(self) -> list[Attention]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT path, request_id, message, since FROM attention ORDER BY since, path"
+            ).fetchall()
+        return [Attention(p, rid, msg, parse_ts(since)) for p, rid, msg, since in rows]
+
+    def verify_chain(self) -> list[str]:
+        """Every break in the hash chain, as a sentence naming the entry; [] when intact."""
+        problems: list[str] = []
+        prev = GENESIS
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
+                "params_sha, prev_hash, hash FROM entries ORDER BY seq"
+            ).fetchall()
+        for seq, rid, *fields, stored_prev, stored in rows:
+            fields = [rid, *fields]
+            if stored_prev != prev:
+                problems.append(
+                    f"journal entry {seq} ({rid}): does not follow entry before it "
+                    "(an entry was removed or inserted)"
+                )
+            if _entry_hash(stored_prev, fields) != stored:
+                problems.append(
+                    f"journal entry {seq} ({rid}): its content does not match its hash "
+                    "(it was edited after it was written)"
+                )
+            prev = stored
+        return problems

@@ -1,0 +1,161 @@
+"""The SQLite journal: transitions happen once, the hash chain detects tampering."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from hitl_vault.errors import IllegalTransitionError, RequestNotFoundError
+from hitl_vault.journal import Journal, params_sha
+from hitl_vault.model import Request, Risk, Status, Transition
+
+T0 = datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
+
+
+def _request(rid: str = "20261122T101500Z-payment-7f3a2c", **kw: object) -> Request:
+    fields: dict[str, object] = dict(
+        id=rid, status=Status.PENDING, action="payment", summary="s", risk=Risk.HIGH,
+        rule="large-payments", requested_by="bot", created=T0, expires=T0 + timedelta(hours=1),
+        params={"amount": 1500},
+        history=(Transition(T0, None, Status.PENDING, "bot", details=("rule large-payments",)),),
+    )  # fmt: skip
+    fields.update(kw)
+    return Request(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    j = Journal(tmp_path / ".hitl" / "journal.db")
+    yield j  # type: ignore[misc]
+    j.close()
+
+
+def test_state_folder_is_owner_only(tmp_path: Path) -> None:
+    """.hitl/ and the database are created readable by the owner alone."""
+    j = Journal(tmp_path / ".hitl" / "journal.db")
+    j.close()
+    assert stat.S_IMODE((tmp_path / ".hitl").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / ".hitl" / "journal.db").stat().st_mode) == 0o600
+
+
+def test_create_and_get_round_trip(journal: Journal) -> None:
+    """A created request reads back with the same fields and its first history entry."""
+    journal.create(_request(), "Pending_Approval/x.md")
+    got = journal.get("20261122T101500Z-payment-7f3a2c")
+    assert got is not None
+    assert (got.status, got.params, got.expires, got.path) == (
+        Status.PENDING, {"amount": 1500}, T0 + timedelta(hours=1), Path("Pending_Approval/x.md"),
+    )  # fmt: skip
+    assert [t.history_line() for t in got.history] == [
+        "- 2026-11-22T10:15:00Z · created → pending · by bot · rule large-payments"
+    ]
+
+
+def test_transition_happens_once(journal: Journal) -> None:
+    """Two deciders racing on one pending request: exactly one transition is recorded."""
+    journal.create(_request(), None)
+    rid = "20261122T101500Z-payment-7f3a2c"
+    results: list[Transition | None] = []
+    barrier = threading.Barrier(8)
+
+    def decide() -> None:
+        barrier.wait()
+        results.append(
+            journal.transition(rid, Status.APPROVED, at=T0, by="alice", expect={Status.PENDING})
+        )
+
+    threads = [threading.Thread(target=decide) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+    assert len(journal.history(rid)) == 2
+
+
+def test_two_processes_share_the_journal(tmp_path: Path) -> None:
+    """A second connection (another process) sees the first one's commits and cannot redo them."""
+    a = Journal(tmp_path / "j.db")
+    b = Journal(tmp_path / "j.db")
+    a.create(_request(), None)
+    rid = "20261122T101500Z-payment-7f3a2c"
+    assert a.transition(rid, Status.APPROVED, at=T0, by="x", expect={Status.PENDING}) is not None
+    assert b.transition(rid, Status.APPROVED, at=T0, by="y", expect={Status.PENDING}) is None
+    assert b.status_of(rid) is Status.APPROVED
+    a.close()
+    b.close()
+
+
+def test_illegal_moves_are_refused(journal: Journal) -> None:
+    """pending cannot become executed; unknown ids are named."""
+    journal.create(_request(), None)
+    with pytest.raises(IllegalTransitionError, match="cannot become executed"):
+        journal.transition("20261122T101500Z-payment-7f3a2c", Status.EXECUTED, at=T0, by="x")
+    with pytest.raises(RequestNotFoundError, match="nope"):
+        journal.transition("nope", Status.APPROVED, at=T0, by="x")
+
+
+def test_approval_records_the_params_hash(journal: Journal) -> None:
+    """The params' SHA-256 is kept at creation and at approval, and the approved params are stored."""
+    journal.create(_request(), None)
+    rid = "20261122T101500Z-payment-7f3a2c"
+    journal.transition(
+        rid, Status.APPROVED, at=T0, by="alice", fields={"params": {"amount": 1000}}
+    )
+    row = journal._db.execute(
+        "SELECT params_sha_created, params_sha_approved FROM requests WHERE id = ?", (rid,)
+    ).fetchone()
+    assert row == (params_sha({"amount": 1500}), params_sha({"amount": 1000}))
+    got = journal.get(rid)
+    assert got is not None and got.params == {"amount": 1000}
+
+
+def test_hash_chain_detects_edits_and_deletions(tmp_path: Path) -> None:
+    """Editing or deleting a journal entry breaks the chain, and verify names the entry."""
+    j = Journal(tmp_path / "j.db")
+    for n in range(3):
+        j.create(_request(f"20261122T101500Z-payment-00000{n}"), None)
+    assert j.verify_chain() == []
+    j.close()
+    db = sqlite3.connect(tmp_path / "j.db")
+    db.execute("UPDATE entries SET by = 'mallory' WHERE seq = 2")
+    db.commit()
+    db.close()
+    j = Journal(tmp_path / "j.db")
+    problems = j.verify_chain()
+    assert problems == [
+        "journal entry 2 (20261122T101500Z-payment-000001): its content does not match its hash "
+        "(it was edited after it was written)"
+    ]
+    j.close()
+    db = sqlite3.connect(tmp_path / "j.db")
+    db.execute("DELETE FROM entries WHERE seq = 2")
+    db.commit()
+    db.close()
+    j = Journal(tmp_path / "j.db")
+    assert any("entry 3" in p and "removed or inserted" in p for p in j.verify_chain())
+    j.close()
+
+
+def test_expiry_index(journal: Journal) -> None:
+    """Pending requests come back soonest first, and only those due by the given time."""
+    journal.create(_request("20261122T101500Z-payment-00000a", expires=T0 + timedelta(hours=2)), None)
+    journal.create(_request("20261122T101500Z-payment-00000b", expires=T0 + timedelta(hours=1)), None)
+    assert journal.next_expiry() == T0 + timedelta(hours=1)
+    due = journal.expiring(before=T0 + timedelta(minutes=90))
+    assert [rid for rid, _ in due] == ["20261122T101500Z-payment-00000b"]
+
+
+def test_attention_flags(journal: Journal) -> None:
+    """A flag is news once, is replaced when its message changes, and goes away when cleared."""
+    assert journal.flag("Pending_Approval/a.md", "bad", T0) is True
+    assert journal.flag("Pending_Approval/a.md", "bad", T0) is False
+    assert journal.flag("Pending_Approval/a.md", "worse", T0) is True
+    assert [a.message for a in journal.attention()] == ["worse"]
+    journal.unflag("Pending_Approval/a.md")
+    assert journal.attention() == []
