@@ -9,6 +9,7 @@ Entries form a SHA-256 hash chain, so an edited or deleted entry is detected.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -119,10 +120,8 @@ class Journal:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
         if not path.exists():
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            except FileExistsError:
-                pass
         self._lock = threading.RLock()
         self._db = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -151,7 +150,9 @@ class Journal:
 
     # --- writing -------------------------------------------------------------
 
-    def _append(self, db: sqlite3.Connection, request_id: str, t: Transition, sha: str | None) -> None:
+    def _append(
+        self, db: sqlite3.Connection, request_id: str, t: Transition, sha: str | None
+    ) -> None:
         row = db.execute("SELECT hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
         prev = row[0] if row else GENESIS
         fields = (
@@ -255,7 +256,7 @@ class Journal:
                     fields[key] = format_ts(value)
             assigns = "".join(f", {k} = ?" for k in fields)
             db.execute(
-                f"UPDATE requests SET status = ?{assigns} WHERE id = ?",  # noqa: S608
+                f"UPDATE requests SET status = ?{assigns} WHERE id = ?",
                 (to, *fields.values(), request_id),
             )
             self._append(db, request_id, t, sha)
@@ -304,8 +305,8 @@ class Journal:
     # --- reading -------------------------------------------------------------
 
     def _request(self, row: tuple[Any, ...], history: tuple[Transition, ...] = ()) -> Request:
-        (rid, action, status, summary, risk, rule, by, created, expires, params,
-         decided_by, reason, decided_at, executed_at, result, error, path, requester) = row  # fmt: skip
+        (rid, action, status, summary, risk, rule, by, created, expires, params) = row[:10]
+        (decided_by, reason, decided_at, executed_at, result, error, path, requester) = row[10:]
         return Request(
             id=rid,
             status=Status(status),
@@ -331,7 +332,7 @@ class Journal:
     def get(self, request_id: str) -> Request | None:
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ?",  # noqa: S608
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ?",
                 (request_id,),
             ).fetchone()
             if row is None:
@@ -345,9 +346,9 @@ class Journal:
             ).fetchone()
         return Status(row[0]) if row else None
 
-    def list(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
+    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
         """Requests, newest first (history left out: use :meth:`get` for one)."""
-        query = f"SELECT {_REQUEST_COLUMNS} FROM requests"  # noqa: S608
+        query = f"SELECT {_REQUEST_COLUMNS} FROM requests"
         args: list[Any] = []
         if status is not None:
             query += " WHERE status = ?"

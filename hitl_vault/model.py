@@ -334,7 +334,9 @@ def parse_duration(text: str | int | float | timedelta, argument: str = "duratio
     if isinstance(text, timedelta):
         return text
     if isinstance(text, bool):
-        raise UsageError(argument, f"{text!r} is not a duration", "write it like 90s, 15m, 1h or 2d")
+        raise UsageError(
+            argument, f"{text!r} is not a duration", "write it like 90s, 15m, 1h or 2d"
+        )
     if isinstance(text, int | float):
         seconds = float(text)
     else:

@@ -45,7 +45,7 @@ class _DuplicateKey(Exception):
         self.mark = mark
 
 
-class StrictLoader(_Loader):  # type: ignore[misc,valid-type]
+class StrictLoader(_Loader):  # type: ignore[misc]
     """A safe loader that refuses aliases (alias bombs) and duplicate keys (silent overrides)."""
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
@@ -67,7 +67,7 @@ class StrictLoader(_Loader):  # type: ignore[misc,valid-type]
 def load_yaml(text: str, where: str, first_line: int = 1) -> Any:
     """Parse YAML strictly; errors name ``where`` and the line (offset by ``first_line - 1``)."""
     try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+        return yaml.load(text, Loader=StrictLoader)
     except _AliasFound as e:
         raise NoteError(
             where,

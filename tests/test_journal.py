@@ -101,12 +101,10 @@ def test_illegal_moves_are_refused(journal: Journal) -> None:
 
 
 def test_approval_records_the_params_hash(journal: Journal) -> None:
-    """The params' SHA-256 is kept at creation and at approval, and the approved params are stored."""
+    """The params' SHA-256 is kept at creation and at approval; the approved params are stored."""
     journal.create(_request(), None)
     rid = "20261122T101500Z-payment-7f3a2c"
-    journal.transition(
-        rid, Status.APPROVED, at=T0, by="alice", fields={"params": {"amount": 1000}}
-    )
+    journal.transition(rid, Status.APPROVED, at=T0, by="alice", fields={"params": {"amount": 1000}})
     row = journal._db.execute(
         "SELECT params_sha_created, params_sha_approved FROM requests WHERE id = ?", (rid,)
     ).fetchone()
@@ -144,8 +142,12 @@ def test_hash_chain_detects_edits_and_deletions(tmp_path: Path) -> None:
 
 def test_expiry_index(journal: Journal) -> None:
     """Pending requests come back soonest first, and only those due by the given time."""
-    journal.create(_request("20261122T101500Z-payment-00000a", expires=T0 + timedelta(hours=2)), None)
-    journal.create(_request("20261122T101500Z-payment-00000b", expires=T0 + timedelta(hours=1)), None)
+    journal.create(
+        _request("20261122T101500Z-payment-00000a", expires=T0 + timedelta(hours=2)), None
+    )
+    journal.create(
+        _request("20261122T101500Z-payment-00000b", expires=T0 + timedelta(hours=1)), None
+    )
     assert journal.next_expiry() == T0 + timedelta(hours=1)
     due = journal.expiring(before=T0 + timedelta(minutes=90))
     assert [rid for rid, _ in due] == ["20261122T101500Z-payment-00000b"]

@@ -96,7 +96,9 @@ def _request(**overrides: Any) -> Request:
         created=at,
         expires=datetime(2026, 11, 22, 11, 15, tzinfo=UTC),
         params={"amount": 1500, "recipient": "vendor@example.com", "currency": "USD"},
-        history=(Transition(at, None, Status.PENDING, "invoice-bot", details=("rule large-payments",)),),
+        history=(
+            Transition(at, None, Status.PENDING, "invoice-bot", details=("rule large-payments",)),
+        ),
     )
     fields.update(overrides)
     return Request(**fields)
@@ -146,11 +148,27 @@ def test_new_note_matches_the_spec_layout() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["NO", "01234", "[[Other Note]]", "yes", "1.10", "a: b", "# not a comment", "", " x",
-              "multi\nline", "tab\there", "quote\"s", "null", "~", "2026-11-22"]  # fmt: skip
+    "value",
+    [
+        "NO",
+        "01234",
+        "[[Other Note]]",
+        "yes",
+        "1.10",
+        "a: b",
+        "# not a comment",
+        "",
+        " x",
+        "multi\nline",
+        "tab\there",
+        'quote"s',
+        "null",
+        "~",
+        "2026-11-22",
+    ],
 )
 def test_values_we_write_read_back_unchanged(value: str) -> None:
-    """Values YAML would change (NO, 01234, [[Note]]...) are quoted so they read back as written."""
+    """Values YAML would change (NO, 01234, [[Note]]...) are quoted and read back as written."""
     note = parse_note(f"---\nid: x\nresult: {yaml_scalar(value)}\n---\n".encode(), "n.md")
     assert note.meta["result"] == value
 
@@ -164,7 +182,7 @@ def test_params_that_yaml_would_change_survive_a_new_note() -> None:
 
 
 def test_edit_changes_only_owned_lines() -> None:
-    """An approval edit changes the status line and adds one history line; every other byte stays."""
+    """An approval edit changes the status line, adds one history line, keeps every other byte."""
     raw = (DATA / "human-extras.md").read_bytes()
     note = parse_note(raw, "n.md")
     line = "- 2026-11-22T10:16:03Z · pending → approved · by alice"
@@ -180,7 +198,11 @@ def test_edit_changes_only_owned_lines() -> None:
 def test_edit_keeps_bom_and_crlf() -> None:
     """A note saved with a BOM and CRLF keeps both through an edit, new lines included."""
     raw = (DATA / "bom-crlf.md").read_bytes()
-    out = edit_note(parse_note(raw, "n.md"), {"status": "approved", "decided_at": datetime(2026, 1, 1, tzinfo=UTC)}, ["- h"])
+    out = edit_note(
+        parse_note(raw, "n.md"),
+        {"status": "approved", "decided_at": datetime(2026, 1, 1, tzinfo=UTC)},
+        ["- h"],
+    )
     assert out.startswith(b"\xef\xbb\xbf---\r\n")
     assert b"\r\nstatus: approved\r\n" in out
     assert b"decided_at: 2026-01-01T00:00:00Z\r\n---\r\n" in out
