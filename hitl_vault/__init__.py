@@ -1,0 +1,48 @@
+"""hitl-vault: a human-in-the-loop approval gate that lives in a folder of Markdown notes."""
+
+from .errors import (
+    DaemonRunningError,
+    IllegalTransitionError,
+    NotAnApproverError,
+    NoteError,
+    Refused,
+    Rejected,
+    RequestNotFoundError,
+    RulesError,
+    TimedOut,
+    UsageError,
+    VaultError,
+    VaultNotFoundError,
+    WaitTimeoutError,
+)
+from .model import Decision, Proposal, Request, Risk, RuleMatch, Ruling, Status, Transition
+from .vault import Approval, Vault
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Approval",
+    "DaemonRunningError",
+    "Decision",
+    "IllegalTransitionError",
+    "NotAnApproverError",
+    "NoteError",
+    "Proposal",
+    "Refused",
+    "Rejected",
+    "Request",
+    "RequestNotFoundError",
+    "Risk",
+    "RuleMatch",
+    "RulesError",
+    "Ruling",
+    "Status",
+    "TimedOut",
+    "Transition",
+    "UsageError",
+    "Vault",
+    "VaultError",
+    "VaultNotFoundError",
+    "WaitTimeoutError",
+    "__version__",
+]

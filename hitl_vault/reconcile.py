@@ -1,0 +1,477 @@
+"""Notes <-> journal: read what a human did to a note, record it, and show the journal in the note.
+
+Two directions, kept apart on purpose:
+
+* :meth:`Reconciler.inspect` reads one file and, when it holds a human's
+  decision on a pending request, journals it at once (this is the fast path);
+  anything it cannot act on is listed under Needs attention and left alone.
+* :meth:`Reconciler.sync` makes a request's note show what the journal knows
+  (status, owned fields, missing history lines, folder), changing only the
+  lines hitl-vault owns, with a compare-and-swap on the bytes it read.
+
+The daemon calls ``sync`` only once a note has been quiet; the API and CLI,
+which act on behalf of the person at the keyboard, call it at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ChangedUnderfootError, NotAnApproverError, NoteError
+from .journal import Journal
+from .model import (
+    APPROVED_FOLDER,
+    REJECTED_FOLDER,
+    REQUEST_FOLDERS,
+    Decision,
+    Proposal,
+    Request,
+    RuleFunction,
+    Status,
+    Transition,
+    history_key,
+    parse_ts,
+    read_status_word,
+)
+from .notefile import Note, callout, edit_note, move_note, read_note, render_new_note, write_note
+from .rules import Policy
+
+# Keys written once at creation: a human's change to them is never acted on.
+OWNED_AT_CREATION = ("action", "created", "expires", "requested_by", "rule", "risk")
+_FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What looking at one file found."""
+
+    path: Path
+    request_id: str | None
+    acted: Transition | None = None
+    needs_sync: bool = False
+    problem: str | None = None
+
+
+def is_candidate(rel: Path) -> bool:
+    """Whether a vault-relative path could be a request note (not a temp file or a folder note)."""
+    return (
+        len(rel.parts) == 2
+        and rel.parts[0] in REQUEST_FOLDERS
+        and rel.suffix == ".md"
+        and not rel.name.startswith((".", "_"))
+    )
+
+
+def is_conflict_copy(name: str) -> bool:
+    return ".sync-conflict-" in name or "conflicted copy" in name.lower()
+
+
+def describe_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """``amount 1500 → 1000, memo added: x``: how edited params differ from the requested ones."""
+
+    def show(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+    parts = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        if key not in after:
+            parts.append(f"{key} removed")
+        elif key not in before:
+            parts.append(f"{key} added: {show(after[key])}")
+        elif not same(before[key], after[key]):
+            parts.append(f"{key} {show(before[key])} → {show(after[key])}")
+    return ", ".join(parts)
+
+
+def explanation(ruling_matches: Sequence[Any], rule: str) -> str:
+    """The sentence under a new note's details table saying which rules matched."""
+    lines = [f"Matched rule `{m.rule}`: {m.explanation}" for m in ruling_matches if m.explanation]
+    return "\n".join(lines) if lines else f"No rule matched; `{rule}` decided."
+
+
+def _same_value(note_value: Any, journal_value: Any) -> bool:
+    if note_value in (None, "") or journal_value in (None, ""):
+        return note_value in (None, "") and journal_value in (None, "")
+    if isinstance(note_value, datetime) or isinstance(journal_value, datetime):
+        try:
+            return bool(parse_ts(note_value) == parse_ts(journal_value))
+        except (TypeError, ValueError):
+            return False
+    return bool(note_value == journal_value)
+
+
+class Reconciler:
+    """Keeps the notes of one vault and its journal telling the same story."""
+
+    def __init__(
+        self,
+        root: Path,
+        journal: Journal,
+        policy: Callable[[], Policy],
+        functions: Sequence[RuleFunction],
+    ) -> None:
+        self.root = root
+        self.journal = journal
+        self._policy = policy
+        self._functions = functions
+
+    def rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    # --- where notes are -------------------------------------------------------
+
+    def locate(self, request_id: str, known: str | None = None) -> Path | None:
+        """The note of a request: its last known path, else ``<folder>/<id>.md`` in any folder."""
+        if known:
+            path = self.root / known
+            if path.is_file() and not path.is_symlink():
+                return path
+        for folder in REQUEST_FOLDERS:
+            path = self.root / folder / f"{request_id}.md"
+            if path.is_file() and not path.is_symlink():
+                return path
+        return None
+
+    # --- reading a human's edit -----------------------------------------------------
+
+    def inspect(self, path: Path, now: datetime) -> Finding | None:
+        """Look at one file; journal a human's decision at once; flag what cannot be acted on.
+
+        Returns None for files that are not request notes at all (temp files,
+        folder notes, files elsewhere in the vault).
+        """
+        rel_path = Path(self.rel(path))
+        if not is_candidate(rel_path):
+            return None
+        where = rel_path.as_posix()
+        if is_conflict_copy(path.name):
+            if not path.exists():
+                self.journal.unflag(where)
+                return None
+            return self._flag(
+                path,
+                None,
+                f"{where}: a sync-conflict copy; hitl-vault never acts on it "
+                "(compare it with the note of the same id, keep what you need, delete it)",
+                now,
+            )
+        if not path.exists() and not path.is_symlink():
+            self.journal.unflag(where)
+            return None
+        try:
+            note = read_note(path, where)
+        except NoteError as e:
+            return self._flag(path, None, str(e), now)
+        rid = note.id
+        request = self.journal.get(rid) if rid else None
+        if request is None or rid is None:
+            shown = f'"{rid}"' if rid else "no id"
+            return self._flag(
+                path,
+                None,
+                f"{where}: {shown} is not a request hitl-vault created (proposals belong in "
+                "Inbox/; move it there without an id, or delete it)",
+                now,
+            )
+        known = self.locate(rid, str(request.path) if request.path else None)
+        if known is not None and known != path:
+            return self._flag(
+                path,
+                rid,
+                f"{where}: a second note for request {rid} (the first is {self.rel(known)}); "
+                "delete this copy",
+                now,
+            )
+        if request.path is None or str(request.path) != where:
+            self.journal.set_path(rid, where)
+        return self._judge(path, note, request, now)
+
+    def _flag(self, path: Path, rid: str | None, message: str, now: datetime) -> Finding:
+        self.journal.flag(self.rel(path), message, now, rid)
+        return Finding(path, rid, problem=message)
+
+    def _judge(self, path: Path, note: Note, request: Request, now: datetime) -> Finding:
+        where = note.where
+        state, word_status = note_state(note, request)
+        folder = path.parent.name
+        tampered = [
+            key
+            for key in OWNED_AT_CREATION
+            if not _same_value(note.meta.get(key), getattr(request, key))
+        ]
+        problem: str | None = None
+        acted: Transition | None = None
+        decided = word_status if state == "decision" else None
+        if request.status is Status.PENDING and folder in _FOLDER_DECISION:
+            by_folder = _FOLDER_DECISION[folder]
+            if decided is None and state == "same":
+                decided = by_folder
+            elif decided is not None and decided is not by_folder:
+                problem = (
+                    f"{where}: says {decided} but was moved into {folder}/; "
+                    "make the status and the folder agree"
+                )
+                decided = None
+        if state == "unknown":
+            problem = str(
+                NoteError(
+                    where,
+                    f'unknown status "{note.status_text}"',
+                    "use approved or rejected",
+                    _line_number(note, "status"),
+                )
+            )
+        elif state == "illegal":
+            problem = (
+                f"{where}: status {note.status_text!r} ignored: the request is "
+                f"{request.status} and cannot become {word_status} (it will be set back)"
+            )
+        elif tampered:
+            problem = (
+                f"{where}: {', '.join(tampered)} changed; only hitl-vault sets "
+                f"{'it' if len(tampered) == 1 else 'them'} (it will be set back; edit params, "
+                "status, reason or decided_by instead)"
+            )
+            decided = None
+        params = note.meta.get("params") or {}
+        if decided is not None and problem is None:
+            if not isinstance(params, dict):
+                problem = f"{where}: params is not a set of `key: value` lines (fix params)"
+            else:
+                by = note.meta.get("decided_by")
+                reason = note.meta.get("reason")
+                try:
+                    acted = self.decide(
+                        request,
+                        decided,
+                        by=str(by).strip() if by is not None else "",
+                        reason=str(reason).strip() if reason is not None else "",
+                        params=params,
+                        now=now,
+                    )
+                except NotAnApproverError as e:
+                    problem = f"{where}: {e}"
+        if problem:
+            self.journal.flag(where, problem, now, request.id)
+        else:
+            self.journal.unflag(where)
+        current = self.journal.get(request.id) if acted else request
+        assert current is not None
+        needs_sync = acted is not None or _differs(note, folder, current)
+        return Finding(path, request.id, acted, needs_sync or problem is not None, problem)
+
+    # --- deciding -------------------------------------------------------------
+
+    def decide(
+        self,
+        request: Request,
+        to: Status,
+        *,
+        by: str,
+        reason: str,
+        params: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> Transition | None:
+        """Record a human's approval or rejection of a pending request.
+
+        An approval runs the params given (those in the note at that moment); if
+        they differ from the requested ones the rules are checked again, and a
+        rule with ``editable: false`` or a ``block`` turns it into a rejection.
+        Raises :class:`NotAnApproverError` when ``by`` may not decide.
+        """
+        policy = self._policy()
+        final = dict(request.params) if params is None else dict(params)
+        changes = describe_changes(request.params, final)
+        ruling = policy.evaluate(
+            Proposal(request.action, final, request.summary, request.requested_by),
+            self._functions,
+        )
+        rulings = [ruling]
+        if changes:
+            rulings.append(
+                policy.evaluate(
+                    Proposal(request.action, request.params, request.summary, request.requested_by),
+                    self._functions,
+                )
+            )
+        for r in rulings:
+            if r.approvers is not None and by not in r.approvers:
+                raise NotAnApproverError(request.id, by, r.approvers, r.rule)
+        if to is Status.APPROVED and changes:
+            fixed = [m.rule for r in rulings for m in r.matches if not m.editable]
+            if fixed:
+                to = Status.REJECTED
+                reason = (
+                    f"params were edited ({changes}) but rule {fixed[0]} does not allow edits "
+                    "(editable: false)"
+                )
+            elif ruling.decision is Decision.BLOCK:
+                to = Status.REJECTED
+                reason = f"the edited params are blocked by rule {ruling.rule}" + (
+                    f": {ruling.reason}" if ruling.reason else ""
+                )
+        fields: dict[str, Any] = {
+            "decided_by": by or None,
+            "reason": reason or None,
+            "decided_at": now,
+        }
+        if to is Status.APPROVED:
+            fields["params"] = final
+        return self.journal.transition(
+            request.id,
+            to,
+            at=now,
+            by=by or "unknown",
+            reason=reason,
+            details=(changes,) if changes else (),
+            expect={Status.PENDING},
+            fields=fields,
+        )
+
+    # --- showing the journal in the note --------------------------------------------
+
+    def sync(self, request_id: str, now: datetime) -> bool:
+        """Make the note show the journal; True when it does (or there is nothing to show).
+
+        A missing note is written anew from the journal. A note that cannot be
+        parsed is left alone (False). A status the human typed that was not acted
+        on is set back with an ``ignored`` history line. Raises
+        :class:`ChangedUnderfootError` when the note changed while we wrote.
+        """
+        request = self.journal.get(request_id)
+        if request is None:
+            return True
+        path = self.locate(request_id, str(request.path) if request.path else None)
+        if path is None:
+            return self._recreate(request)
+        where = self.rel(path)
+        try:
+            note = read_note(path, where)
+        except NoteError:
+            return False
+        if note.id != request_id:
+            return False
+        state, _ = note_state(note, request)
+        if state in ("unknown", "illegal"):
+            self.journal.record_ignored(
+                request_id, now, (f'ignored status "{" ".join(note.status_text.split())}"',)
+            )
+            request = self.journal.get(request_id)
+            assert request is not None
+        fields = _owned_fields(note, request)
+        have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
+        missing = [t.history_line() for t in request.history if t.key not in have]
+        new_callout = callout(request.status, request.expires, request.rule, request.reason)
+        olds = [callout(s, request.expires, request.rule, request.reason) for s in Status]
+        data = edit_note(note, fields, missing, (olds, new_callout))
+        dest = self.root / request.status.folder / path.name
+        if data == note.raw and dest == path:
+            self.journal.unflag(where)
+            return True
+        if dest == path:
+            write_note(path, data, note.raw, where)
+        else:
+            dest.parent.mkdir(exist_ok=True)
+            move_note(path, note.raw, dest, data, where)
+            self.journal.unflag(where)
+        new_where = self.rel(dest)
+        self.journal.unflag(new_where)
+        self.journal.set_path(request_id, new_where)
+        return True
+
+    def sync_now(self, request_id: str, now: datetime, attempts: int = 5) -> bool:
+        """``sync``, retried a few times when the note changes underfoot (API and CLI use)."""
+        for _ in range(attempts):
+            try:
+                return self.sync(request_id, now)
+            except ChangedUnderfootError:
+                continue
+        return False
+
+    def _recreate(self, request: Request) -> bool:
+        path = self.root / request.status.folder / f"{request.id}.md"
+        path.parent.mkdir(exist_ok=True)
+        ruling_text = f"Matched rule `{request.rule}`."
+        text = render_new_note(request, ruling_text)
+        try:
+            write_note(path, text.encode("utf-8"), None, self.rel(path))
+        except ChangedUnderfootError:
+            return False
+        self.journal.set_path(request.id, self.rel(path))
+        return True
+
+    def write_new(self, request: Request, text: str) -> Path:
+        """Write a brand-new request note (exclusive create)."""
+        path = self.root / request.status.folder / f"{request.id}.md"
+        path.parent.mkdir(exist_ok=True)
+        write_note(path, text.encode("utf-8"), None, self.rel(path))
+        return path
+
+
+def note_state(note: Note, request: Request) -> tuple[str, Status | None]:
+    """How the note's status relates to the journal's.
+
+    ``same``; ``decision`` (a human decided a pending request); ``stale`` (the
+    note shows an earlier step of this request's life, consistently with its own
+    history: hitl-vault has not written it yet, or an old copy came back from
+    git or a sync tool); ``illegal`` (a move the request cannot make);
+    ``unknown`` (not a status word at all).
+    """
+    status = read_status_word(note.status_text)
+    if status is None:
+        return "unknown", None
+    if status is request.status:
+        return "same", status
+    if request.status is Status.PENDING and status in (Status.APPROVED, Status.REJECTED):
+        return "decision", status
+    have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
+    steps = [t for t in request.history if t.kind == "transition"]
+    k = 0
+    while k < len(steps) and steps[k].key in have:
+        k += 1
+    nearby = {steps[i].to_status for i in (k - 1, k) if 0 <= i < len(steps)}
+    return ("stale" if status in nearby else "illegal"), status
+
+
+def _owned_fields(note: Note, request: Request) -> dict[str, Any]:
+    wanted: dict[str, Any] = {"status": str(request.status)}
+    for key in OWNED_AT_CREATION:
+        wanted[key] = getattr(request, key)
+    for key in ("decided_at", "executed_at", "result", "error"):
+        if getattr(request, key) is not None:
+            wanted[key] = getattr(request, key)
+    for key in ("decided_by", "reason"):
+        if getattr(request, key) and not note.meta.get(key):
+            wanted[key] = getattr(request, key)
+    fields = {}
+    for key, value in wanted.items():
+        current = note.meta.get(key)
+        if key == "status":
+            if note.status_text != value:
+                fields[key] = value
+        elif not _same_value(current, value):
+            fields[key] = value
+    return fields
+
+
+def _differs(note: Note, folder: str, request: Request) -> bool:
+    if note.status_text != str(request.status) or folder != request.status.folder:
+        return True
+    have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
+    return any(t.key not in have for t in request.history)
+
+
+def _line_number(note: Note, key: str) -> int | None:
+    index = note._key_line(key)
+    return index + 1 if index is not None else None

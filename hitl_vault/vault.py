@@ -1,0 +1,626 @@
+"""The Vault: what scripts, agents and the CLI use.
+
+It composes the journal (what happened), the rules (what needs a human), the
+notes (what the human sees and edits) and, for ``wait``, a watcher, so that
+every operation works the same with or without a daemon running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import functools
+import getpass
+import inspect
+import math
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .errors import (
+    IllegalTransitionError,
+    NoteError,
+    Rejected,
+    RequestNotFoundError,
+    TimedOut,
+    UsageError,
+    VaultError,
+    VaultNotFoundError,
+    WaitTimeoutError,
+)
+from .journal import Journal
+from .lock import daemon_running
+from .model import (
+    REQUEST_FOLDERS,
+    Decision,
+    Proposal,
+    Request,
+    RuleFunction,
+    Ruling,
+    Status,
+    Transition,
+    check_action,
+    history_key,
+    new_id,
+    one_line,
+    parse_duration,
+    read_status_word,
+    utcnow,
+)
+from .notefile import read_note, render_new_note
+from .reconcile import Reconciler, explanation
+from .rules import Policy, load_policy
+
+RULES_FILE = "hitl-vault.yaml"
+STATE_DIR = ".hitl"
+F = TypeVar("F", bound=Callable[..., Any])
+_OUTCOME = {
+    Decision.ALLOW: Status.APPROVED,
+    Decision.ASK: Status.PENDING,
+    Decision.BLOCK: Status.REJECTED,
+}
+# Longest a waiter sleeps without an event, as a net under lost events.
+_WAIT_SAFETY_NET = 30.0
+
+
+def default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def clean_params(params: Mapping[str, Any] | None, argument: str = "params") -> dict[str, Any]:
+    """Params as JSON-like data (text keys; numbers, text, booleans, null, lists, mappings)."""
+
+    def check(value: Any, where: str) -> Any:
+        if value is None or isinstance(value, bool | int | str):
+            return value
+        if isinstance(value, float):
+            if math.isfinite(value):
+                return value
+        elif isinstance(value, list | tuple):
+            return [check(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        elif isinstance(value, Mapping):
+            out = {}
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise UsageError(argument, f"key {k!r} in {where} is not text", "use text keys")
+                out[k] = check(v, f"{where}.{k}")
+            return out
+        raise UsageError(
+            argument,
+            f"{where} is a {type(value).__name__}",
+            "pass numbers, text, booleans, lists or mappings (params travel as JSON)",
+        )
+
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise UsageError(argument, "is not a mapping", "pass a dict of name -> value")
+    result: dict[str, Any] = check(params, "params")
+    return result
+
+
+class Approval:
+    """What ``approval()`` gives the requester: the approved request, and a place for the result."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.result: Any = None
+
+    @property
+    def id(self) -> str:
+        return self.request.id
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """The params as approved (a human may have edited them)."""
+        return self.request.params
+
+
+class Vault:
+    """One vault folder: its journal, its rules and its notes."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        ids: Callable[[str, datetime], str] = new_id,
+    ) -> None:
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise VaultNotFoundError(root, "create one with `hitl-vault init PATH`")
+        if not (root / RULES_FILE).exists() and not any(
+            (root / f).is_dir() for f in REQUEST_FOLDERS
+        ):
+            raise VaultNotFoundError(
+                root, f"it has no {RULES_FILE} and no request folders; run `hitl-vault init {root}`"
+            )
+        self.root = root.resolve()
+        self._clock = clock
+        self._ids = ids
+        self.policy: Policy = load_policy(self.root / RULES_FILE, RULES_FILE)
+        self.journal = Journal(self.root / STATE_DIR / "journal.db")
+        self.functions: list[RuleFunction] = []
+        self.handlers: dict[str, Callable[[Request], Any]] = {}
+        self.notes = Reconciler(self.root, self.journal, lambda: self.policy, self.functions)
+        self._watch_lock = threading.Lock()
+        self._watcher: Any = None
+        self._listeners: set[Callable[[Path], None]] = set()
+
+    def __repr__(self) -> str:
+        return f"Vault({str(self.root)!r})"
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def reload_policy(self) -> Policy:
+        """Read hitl-vault.yaml again; on error the old policy stays and the error is raised."""
+        self.policy = load_policy(self.root / RULES_FILE, RULES_FILE)
+        return self.policy
+
+    def close(self) -> None:
+        with self._watch_lock:
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+        self.journal.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- rules ------------------------------------------------------------------
+
+    def rule(self, fn: RuleFunction) -> RuleFunction:
+        """Register a Python rule: it sees each proposal and returns a decision or None."""
+        self.functions.append(fn)
+        return fn
+
+    def evaluate(
+        self, action: str, params: Mapping[str, Any] | None = None, *, requested_by: str = ""
+    ) -> Ruling:
+        """What the rules say about an action, without creating anything."""
+        check_action(action)
+        proposal = Proposal(action, clean_params(params), "", requested_by)
+        return self.policy.evaluate(proposal, self.functions)
+
+    def action(self, name: str) -> Callable[[F], F]:
+        """Register an in-process executor, run by ``vault.run()`` for approved requests."""
+        check_action(name)
+
+        def register(fn: F) -> F:
+            self.handlers[name] = fn
+            return fn
+
+        return register
+
+    # --- requests ---------------------------------------------------------------
+
+    def submit(
+        self,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        summary: str = "",
+        timeout: str | float | None = None,
+        requested_by: str | None = None,
+        carried_by_requester: bool = False,
+        source: str | None = None,
+    ) -> Request:
+        """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
+
+        ``source`` (used for Inbox proposals) is a key recorded with the request;
+        a second submit with the same key raises ``sqlite3.IntegrityError``.
+        """
+        check_action(action)
+        params = clean_params(params)
+        asked = parse_duration(timeout, "timeout") if timeout is not None else None
+        by = requested_by or default_user()
+        now = self.now()
+        ruling = self.policy.evaluate(Proposal(action, params, summary, by), self.functions)
+        status = _OUTCOME[ruling.decision]
+        expires = None
+        if status is Status.PENDING:
+            limits = [d for d in (asked, ruling.timeout) if d is not None]
+            expires = now + (min(limits) if limits else self.policy.defaults.timeout)
+        reason = ruling.reason if status is Status.REJECTED else ""
+        first = Transition(now, None, status, by, reason, (f"rule {ruling.rule}",))
+        for attempt in range(5):
+            request = Request(
+                id=self._ids(action, now),
+                status=status,
+                action=action,
+                summary=summary.strip(),
+                risk=ruling.risk,
+                rule=ruling.rule,
+                requested_by=by,
+                created=now,
+                expires=expires,
+                params=params,
+                reason=reason or None,
+                decided_at=now if status is not Status.PENDING else None,
+                carried_by_requester=carried_by_requester,
+                history=(first,),
+            )
+            try:
+                self.journal.create(request, f"{status.folder}/{request.id}.md", source)
+                break
+            except sqlite3.IntegrityError:
+                if attempt == 4 or (source is not None and self.journal.proposal(source)):
+                    raise
+        path = self.notes.write_new(
+            request, render_new_note(request, explanation(ruling.matches, ruling.rule))
+        )
+        return replace(request, path=path)
+
+    def get(self, request_id: str) -> Request:
+        request = self.journal.get(request_id)
+        if request is None:
+            raise RequestNotFoundError(request_id)
+        return self._located(request)
+
+    def _located(self, request: Request) -> Request:
+        path = self.notes.locate(request.id, str(request.path) if request.path else None)
+        return replace(request, path=path)
+
+    def list(self, status: Status | str | None = None, limit: int | None = None) -> list[Request]:
+        """Requests, newest first (their ``history`` is left empty; ``get`` one for it)."""
+        wanted = _status_arg(status) if status is not None else None
+        return [
+            replace(r, path=self.root / r.path if r.path else None)
+            for r in self.journal.requests(wanted, limit)
+        ]
+
+    def approve(self, request_id: str, by: str | None = None, reason: str = "") -> Request:
+        """Approve a pending request, exactly as setting ``status: approved`` in its note would."""
+        return self._decide(request_id, Status.APPROVED, by, reason)
+
+    def reject(self, request_id: str, by: str | None = None, reason: str = "") -> Request:
+        """Reject a pending request, exactly as setting ``status: rejected`` in its note would."""
+        return self._decide(request_id, Status.REJECTED, by, reason)
+
+    def _decide(self, request_id: str, to: Status, by: str | None, reason: str) -> Request:
+        request = self.get(request_id)
+        if request.status is not Status.PENDING:
+            raise IllegalTransitionError(request_id, request.status, to)
+        params: Mapping[str, Any] | None = None
+        if request.path is not None:
+            try:
+                note = read_note(request.path, self.notes.rel(request.path))
+            except NoteError:
+                note = None
+            if note is not None and isinstance(note.meta.get("params"), dict):
+                params = note.meta["params"]
+        now = self.now()
+        done = self.notes.decide(
+            request, to, by=by or default_user(), reason=reason, params=params, now=now
+        )
+        if done is None:
+            current = self.get(request_id)
+            raise IllegalTransitionError(request_id, current.status, to)
+        self._show(request_id, now)
+        return self.get(request_id)
+
+    def cancel(self, request_id: str, by: str | None = None) -> Request:
+        """Withdraw a pending request."""
+        request = self.get(request_id)
+        now = self.now()
+        done = self.journal.transition(
+            request_id, Status.CANCELLED, at=now, by=by or request.requested_by,
+            expect={Status.PENDING}, fields={"decided_at": now},
+        )  # fmt: skip
+        if done is None:
+            raise IllegalTransitionError(request_id, self.get(request_id).status, Status.CANCELLED)
+        self._show(request_id, now)
+        return self.get(request_id)
+
+    def _show(self, request_id: str, now: datetime) -> None:
+        """Bring the note up to date at once, unless a daemon will do it once the note is quiet."""
+        if not daemon_running(self.root / STATE_DIR / "daemon.lock"):
+            self.notes.sync_now(request_id, now)
+
+    # --- catching up without a daemon ---------------------------------------------
+
+    def refresh(self, request_id: str) -> Request:
+        """Apply what the note and the clock say to one request (a human's decision, expiry)."""
+        request = self.get(request_id)
+        now = self.now()
+        if request.status is Status.PENDING and request.path is not None:
+            finding = self.notes.inspect(request.path, now)
+            if finding is not None and finding.acted is not None:
+                self._show(request_id, now)
+                return self.get(request_id)
+        if request.status is Status.PENDING and request.expires and request.expires <= now:
+            if self.expire(request_id, now) is not None:
+                self._show(request_id, now)
+            return self.get(request_id)
+        return request
+
+    def expire(self, request_id: str, now: datetime) -> Transition | None:
+        return self.journal.transition(
+            request_id, Status.TIMED_OUT, at=now, by="hitl-vault", expect={Status.PENDING}
+        )
+
+    # --- waiting ------------------------------------------------------------------
+
+    def _on_change(self, path: Path) -> None:
+        for listener in list(self._listeners):
+            listener(path)
+
+    def _on_overflow(self) -> None:
+        self._on_change(self.root)
+
+    @contextmanager
+    def _listening(self, listener: Callable[[Path], None]) -> Iterator[None]:
+        from .watcher import Watcher
+
+        with self._watch_lock:
+            if self._watcher is None:
+                self._watcher = Watcher(self.root, self._on_change, self._on_overflow).start()
+            self._listeners.add(listener)
+        try:
+            yield
+        finally:
+            with self._watch_lock:
+                self._listeners.discard(listener)
+
+    async def wait(self, request_id: str, timeout: float | None = None) -> Request:
+        """Return once the request is no longer pending.
+
+        Works with no daemon running: this process watches the note and the
+        journal, applies the human's decision and the expiry itself with the same
+        rules, and the journal makes sure each transition is recorded once.
+        Raises :class:`WaitTimeoutError` if ``timeout`` seconds pass first.
+        """
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        started = loop.time()
+
+        def poke(path: Path) -> None:
+            if path.name.startswith((request_id, "journal.db")) or path == self.root:
+                loop.call_soon_threadsafe(wake.set)
+
+        with self._listening(poke):
+            while True:
+                wake.clear()
+                request = self.refresh(request_id)
+                if request.status is not Status.PENDING:
+                    return request
+                delay = _WAIT_SAFETY_NET
+                if request.expires is not None:
+                    delay = min(
+                        delay, max(0.0, (request.expires - self.now()).total_seconds()) + 0.05
+                    )
+                if timeout is not None:
+                    left = timeout - (loop.time() - started)
+                    if left <= 0:
+                        raise WaitTimeoutError(request_id, timeout)
+                    delay = min(delay, left)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), delay)
+
+    def wait_sync(self, request_id: str, timeout: float | None = None) -> Request:
+        """``wait`` for code that is not async (it cannot be called from inside an event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.wait(request_id, timeout))
+        raise UsageError(
+            "wait_sync", "called from inside a running event loop", "use `await vault.wait(...)`"
+        )
+
+    # --- carrying out an approved request ----------------------------------------------
+
+    def start_execution(self, request_id: str, by: str) -> Transition | None:
+        """approved → executing, durably, before the action starts (None if already started)."""
+        now = self.now()
+        done = self.journal.transition(
+            request_id, Status.EXECUTING, at=now, by=by, expect={Status.APPROVED}
+        )
+        return done
+
+    def finish_execution(
+        self, request_id: str, ok: bool, result: str | None = None, error: str | None = None
+    ) -> Transition | None:
+        """executing → executed (with its result) or failed (with the error)."""
+        now = self.now()
+        if ok:
+            details = (f"result: {one_line(result or '', 200)}",) if result else ()
+            fields: dict[str, Any] = {"executed_at": now, "result": result or ""}
+            to = Status.EXECUTED
+        else:
+            details = (f"error: {one_line(error or '', 200)}",)
+            fields = {"executed_at": now, "error": error or "failed"}
+            to = Status.FAILED
+        return self.journal.transition(
+            request_id, to, at=now, by="executor", details=details,
+            expect={Status.EXECUTING}, fields=fields,
+        )  # fmt: skip
+
+    def _refused(self, request: Request) -> VaultError | None:
+        who = f" by {request.decided_by}" if request.decided_by else ""
+        why = f": {request.reason}" if request.reason else ""
+        if request.status is Status.TIMED_OUT:
+            return TimedOut(
+                request, f"request {request.id}: nobody decided before {request.expires}"
+            )
+        if request.status in (Status.REJECTED, Status.CANCELLED):
+            return Rejected(request, f"request {request.id}: {request.status}{who}{why}")
+        if request.status is not Status.APPROVED:
+            return VaultError(f"request {request.id}: is {request.status}, expected approved")
+        return None
+
+    def _begin(self, request: Request) -> Approval:
+        refused = self._refused(request)
+        if refused is not None:
+            raise refused
+        if self.start_execution(request.id, by=request.requested_by) is None:
+            raise VaultError(
+                f"request {request.id}: was already started elsewhere; not running it again"
+            )
+        self._show(request.id, self.now())
+        return Approval(self.get(request.id))
+
+    def _end(self, handle: Approval, error: BaseException | None) -> None:
+        if error is None:
+            result = None if handle.result is None else str(handle.result)
+            self.finish_execution(handle.id, True, result=result)
+        else:
+            self.finish_execution(handle.id, False, error=f"{type(error).__name__}: {error}")
+        self._show(handle.id, self.now())
+
+    @asynccontextmanager
+    async def approval(
+        self,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        summary: str = "",
+        timeout: str | float | None = None,
+        requested_by: str | None = None,
+        wait_timeout: float | None = None,
+    ) -> AsyncIterator[Approval]:
+        """Ask, wait, then let the caller do it: executing on entry, executed or failed on exit.
+
+        Raises :class:`Rejected` or :class:`TimedOut` instead of entering when
+        the request is refused. The daemon never runs such a request.
+        """
+        request = self.submit(
+            action, params, summary=summary, timeout=timeout,
+            requested_by=requested_by, carried_by_requester=True,
+        )  # fmt: skip
+        if request.status is Status.PENDING:
+            request = await self.wait(request.id, wait_timeout)
+        handle = self._begin(request)
+        try:
+            yield handle
+        except BaseException as e:
+            self._end(handle, e)
+            raise
+        self._end(handle, None)
+
+    def requires_approval(
+        self,
+        action: str,
+        *,
+        summary: str = "",
+        timeout: str | float | None = None,
+        requested_by: str | None = None,
+    ) -> Callable[[F], F]:
+        """Decorate a function (sync or async) so each call asks first, then runs as approved.
+
+        The call's arguments become the params (by name); ``summary`` is
+        formatted with them (``"Pay {recipient} ${amount}"``).
+        """
+        check_action(action)
+
+        def decorate(fn: F) -> F:
+            signature = inspect.signature(fn)
+
+            def ask(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                params = dict(bound.arguments)
+                text = summary.format(**params) if summary else ""
+                return self.submit(
+                    action, params, summary=text, timeout=timeout,
+                    requested_by=requested_by or fn.__qualname__, carried_by_requester=True,
+                )  # fmt: skip
+
+            if inspect.iscoroutinefunction(fn):
+
+                @functools.wraps(fn)
+                async def run_async(*args: Any, **kwargs: Any) -> Any:
+                    request = ask(args, kwargs)
+                    if request.status is Status.PENDING:
+                        request = await self.wait(request.id)
+                    handle = self._begin(request)
+                    try:
+                        handle.result = await fn(**handle.params)
+                    except BaseException as e:
+                        self._end(handle, e)
+                        raise
+                    self._end(handle, None)
+                    return handle.result
+
+                return run_async  # type: ignore[return-value]
+
+            @functools.wraps(fn)
+            def run_sync(*args: Any, **kwargs: Any) -> Any:
+                request = ask(args, kwargs)
+                if request.status is Status.PENDING:
+                    request = self.wait_sync(request.id)
+                handle = self._begin(request)
+                try:
+                    handle.result = fn(**handle.params)
+                except BaseException as e:
+                    self._end(handle, e)
+                    raise
+                self._end(handle, None)
+                return handle.result
+
+            return run_sync  # type: ignore[return-value]
+
+        return decorate
+
+    # --- checking -----------------------------------------------------------------
+
+    def verify(self) -> builtins.list[str]:
+        """Every disagreement between the journal's chain, its entries and the notes."""
+        problems = self.journal.verify_chain()
+        for summary in self.journal.requests():
+            request = self.journal.get(summary.id)
+            assert request is not None
+            path = self.notes.locate(request.id, str(request.path) if request.path else None)
+            if path is None:
+                problems.append(
+                    f"request {request.id}: its note is missing "
+                    "(`hitl-vault run --once` writes it again from the journal)"
+                )
+                continue
+            where = self.notes.rel(path)
+            try:
+                note = read_note(path, where)
+            except NoteError as e:
+                problems.append(str(e))
+                continue
+            shown = read_status_word(note.status_text)
+            if shown is not request.status:
+                problems.append(
+                    f"{where}: status says {note.status_text!r} but the journal says "
+                    f"{request.status} (`hitl-vault run --once` brings the note up to date)"
+                )
+            body = note.lines[note.fm_end + 1 :]
+            noted = {history_key(line): line.strip() for line in body if history_key(line)[0]}
+            journaled = {t.key for t in request.history}
+            for t in request.history:
+                if t.key not in noted:
+                    problems.append(
+                        f"{where}: history lacks journal entry {t.history_line()[2:]!r}"
+                    )
+            for key, line in noted.items():
+                if key not in journaled:
+                    problems.append(f"{where}: history line {line!r} is not in the journal")
+        return problems
+
+
+def _status_arg(status: Status | str) -> Status:
+    try:
+        return Status(str(status).strip().lower())
+    except ValueError:
+        names = ", ".join(s.value for s in Status)
+        raise UsageError("status", f"{status!r} is not a status", f"use one of {names}") from None
