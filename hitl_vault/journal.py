@@ -421,6 +421,19 @@ class Journal:
             found = {Status(s): n for s, n in rows.fetchall()}
         return {s: found.get(s, 0) for s in Status}
 
+    def last_seq(self) -> int:
+        """The number of the newest entry (0 when there is none)."""
+        with self._lock:
+            return int(self._db.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()[0])
+
+    def changed_since(self, seq: int) -> tuple[int, set[str]]:
+        """The newest entry's number, and the requests with entries after entry ``seq``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, request_id FROM entries WHERE seq > ? ORDER BY seq", (seq,)
+            ).fetchall()
+        return (rows[-1][0] if rows else seq), {rid for _, rid in rows}
+
     def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition]]:
         with self._lock:
             rows = self._db.execute(

@@ -6,6 +6,7 @@ the package (and its tests) can reason about a request without touching disk.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -250,6 +251,15 @@ def one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def default_summary(action: str, params: Mapping[str, Any]) -> str:
+    """``payment: amount=1500, recipient=v@x.y``: a title for a request submitted without one."""
+    shown = ", ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+        for k, v in params.items()
+    )
+    return one_line(f"{action}: {shown}" if shown else action, 120)
+
+
 @dataclass(frozen=True)
 class Request:
     """A frozen snapshot of one request: what the journal knows, and where its note is."""
@@ -325,12 +335,12 @@ def parse_ts(value: str | datetime) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|[smhd])")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str | int | float | timedelta, argument: str = "duration") -> timedelta:
-    """``90s``, ``15m``, ``1h``, ``2d`` (or ``1h30m``); a bare number is seconds."""
+    """``90s``, ``15m``, ``1h``, ``2d`` (or ``1h30m``, ``500ms``); a bare number is seconds."""
     if isinstance(text, timedelta):
         return text
     if isinstance(text, bool):
@@ -358,6 +368,8 @@ def parse_duration(text: str | int | float | timedelta, argument: str = "duratio
 
 def format_duration(value: timedelta) -> str:
     """The shortest way to write a duration in the units ``parse_duration`` reads."""
+    if value.total_seconds() < 1 or value.microseconds:
+        return f"{round(value.total_seconds() * 1000)}ms"
     seconds = int(value.total_seconds())
     for unit in ("d", "h", "m"):
         size = _UNIT_SECONDS[unit]

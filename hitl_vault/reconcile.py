@@ -34,6 +34,7 @@ from .model import (
     RuleFunction,
     Status,
     Transition,
+    format_ts,
     history_key,
     parse_ts,
     read_status_word,
@@ -288,8 +289,14 @@ class Reconciler:
         An approval runs the params given (those in the note at that moment); if
         they differ from the requested ones the rules are checked again, and a
         rule with ``editable: false`` or a ``block`` turns it into a rejection.
-        Raises :class:`NotAnApproverError` when ``by`` may not decide.
+        Raises :class:`NotAnApproverError` when ``by`` may not decide. A decision
+        seen at or after ``expires`` comes too late: the request times out instead.
         """
+        if request.expires is not None and now >= request.expires:
+            return self.journal.transition(
+                request.id, Status.TIMED_OUT, at=now, by="hitl-vault", expect={Status.PENDING},
+                details=(f"{to} seen after it expired at {format_ts(request.expires)}",),
+            )  # fmt: skip
         policy = self._policy()
         final = dict(request.params) if params is None else dict(params)
         changes = describe_changes(request.params, final)

@@ -47,6 +47,7 @@ from .model import (
     Status,
     Transition,
     check_action,
+    default_summary,
     history_key,
     new_id,
     one_line,
@@ -60,6 +61,7 @@ from .rules import Policy, load_policy
 
 RULES_FILE = "hitl-vault.yaml"
 STATE_DIR = ".hitl"
+JOURNAL_FILE = "journal.db"
 F = TypeVar("F", bound=Callable[..., Any])
 _OUTCOME = {
     Decision.ALLOW: Status.APPROVED,
@@ -149,7 +151,7 @@ class Vault:
         self._clock = clock
         self._ids = ids
         self.policy: Policy = load_policy(self.root / RULES_FILE, RULES_FILE)
-        self.journal = Journal(self.root / STATE_DIR / "journal.db")
+        self.journal = Journal(self.root / STATE_DIR / JOURNAL_FILE)
         self.functions: list[RuleFunction] = []
         self.handlers: dict[str, Callable[[Request], Any]] = {}
         self.notes = Reconciler(self.root, self.journal, lambda: self.policy, self.functions)
@@ -208,6 +210,16 @@ class Vault:
 
         return register
 
+    def run(self, once: bool = False) -> None:
+        """The daemon, in this process: watch the vault and run approved actions.
+
+        Blocks until SIGTERM / Ctrl-C (``once``: until everything due is done).
+        Raises :class:`DaemonRunningError` if another daemon holds the vault.
+        """
+        from .daemon import Daemon  # the daemon is built on Vault
+
+        Daemon(self).run(once=once)
+
     # --- requests ---------------------------------------------------------------
 
     def submit(
@@ -244,7 +256,7 @@ class Vault:
                 id=self._ids(action, now),
                 status=status,
                 action=action,
-                summary=summary.strip(),
+                summary=one_line(summary, 500) or default_summary(action, params),
                 risk=ruling.risk,
                 rule=ruling.rule,
                 requested_by=by,
@@ -309,10 +321,10 @@ class Vault:
         done = self.notes.decide(
             request, to, by=by or default_user(), reason=reason, params=params, now=now
         )
-        if done is None:
-            current = self.get(request_id)
-            raise IllegalTransitionError(request_id, current.status, to)
-        self._show(request_id, now)
+        if done is not None:
+            self._show(request_id, now)
+        if done is None or done.to_status is Status.TIMED_OUT:  # too late: it expired
+            raise IllegalTransitionError(request_id, self.get(request_id).status, to)
         return self.get(request_id)
 
     def cancel(self, request_id: str, by: str | None = None) -> Request:
@@ -391,7 +403,7 @@ class Vault:
         started = loop.time()
 
         def poke(path: Path) -> None:
-            if path.name.startswith((request_id, "journal.db")) or path == self.root:
+            if path.name.startswith((request_id, JOURNAL_FILE)) or path == self.root:
                 loop.call_soon_threadsafe(wake.set)
 
         with self._listening(poke):

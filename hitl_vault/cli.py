@@ -1,0 +1,357 @@
+"""The ``hitl-vault`` command: the only module that imports click.
+
+Each command builds a :class:`Vault`, calls one method, prints the result, and
+turns a :class:`VaultError` into one line on stderr with exit code 1 (2 for
+bad usage). A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from . import __version__
+from .errors import UsageError, VaultError
+from .model import Request, Ruling, Status, format_duration, format_ts
+from .template import init_vault
+from .vault import Vault, default_user
+
+_DEFAULT_VAULT = "vault"
+
+
+class _BadUsage(click.UsageError):
+    """Exit code 2 with a one-line message (an argument the library refused)."""
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except UsageError as e:
+        raise _BadUsage(str(e)) from None
+    except VaultError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _vault_path(ctx: click.Context) -> Path:
+    return Path(ctx.obj["vault"]).expanduser()
+
+
+def _open(ctx: click.Context) -> Vault:
+    with _errors():
+        return Vault(_vault_path(ctx))
+
+
+def _param(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as a YAML scalar (``amount=1500`` is a number)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"{text!r} is not key=value (write e.g. -p amount=1500)")
+    if raw == "":
+        return key.strip(), ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return key.strip(), raw
+    if value is None and raw.strip().lower() not in ("null", "~"):
+        return key.strip(), raw
+    if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
+        return key.strip(), raw
+    if value is None or isinstance(value, bool | int | float | str):
+        return key.strip(), value
+    return key.strip(), raw
+
+
+def _params(pairs: tuple[str, ...], as_json: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if as_json is not None:
+        try:
+            loaded = json.loads(as_json)
+        except json.JSONDecodeError as e:
+            raise click.BadParameter(f"not valid JSON: {e}", param_hint="--params-json") from None
+        if not isinstance(loaded, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--params-json")
+        params.update(loaded)
+    params.update(_param(p) for p in pairs)
+    return params
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+_param_option = click.option(
+    "-p",
+    "--param",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter; the value is read as a YAML scalar (amount=1500 is a number). Repeatable.",
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--vault",
+    envvar="HITL_VAULT",
+    default=_DEFAULT_VAULT,
+    show_default=True,
+    metavar="PATH",
+    help="The vault folder (or set $HITL_VAULT).",
+)
+@click.version_option(__version__, prog_name="hitl-vault")
+@click.pass_context
+def cli(ctx: click.Context, vault: str) -> None:
+    """A human-in-the-loop approval gate that lives in a folder of Markdown notes."""
+    ctx.ensure_object(dict)
+    ctx.obj["vault"] = vault
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.pass_context
+def init(ctx: click.Context, path: Path | None) -> None:
+    """Create a vault from the template (PATH defaults to --vault); never overwrites a file."""
+    target = path or _vault_path(ctx)
+    with _errors():
+        report = init_vault(target)
+    click.echo(
+        f"vault ready at {target} ({len(report.created)} files created, {len(report.kept)} kept)"
+    )
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Catch up on everything, then exit.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every event, not just transitions.")
+@click.pass_context
+def run(ctx: click.Context, once: bool, verbose: bool) -> None:
+    """Run the daemon: watch the vault, apply decisions, execute, time out.
+
+    With no vault at the path yet, one is created from the template first.
+    """
+    from .daemon import Daemon
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    path = _vault_path(ctx)
+    with _errors():
+        if not path.exists():
+            init_vault(path)
+            click.echo(f"created a new vault at {path}", err=True)
+        with Vault(path) as vault:
+            Daemon(vault).run(once=once)
+
+
+@cli.command()
+@click.argument("action")
+@_param_option
+@click.option("--params-json", metavar="JSON", help="All params as one JSON object (-p wins).")
+@click.option("--summary", default="", help="One line a human reads first.")
+@click.option(
+    "--timeout", metavar="DURATION", help="How long it may stay pending: 90s, 15m, 1h, 2d."
+)
+@click.option("--by", metavar="NAME", help="Who is asking (default: your user name).")
+@click.option("--wait", is_flag=True, help="Block until decided; exit 0 if approved, 1 if not.")
+@_json_option
+@click.pass_context
+def submit(
+    ctx: click.Context,
+    action: str,
+    pairs: tuple[str, ...],
+    params_json: str | None,
+    summary: str,
+    timeout: str | None,
+    by: str | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Propose an action; prints its id and status."""
+    params = _params(pairs, params_json)
+    vault = _open(ctx)
+    with _errors(), vault:
+        request = vault.submit(action, params, summary=summary, timeout=timeout, requested_by=by)
+        if not as_json:
+            click.echo(f"{request.id} {request.status}")
+        if wait and request.status is Status.PENDING:
+            request = vault.wait_sync(request.id)
+            if not as_json:
+                click.echo(f"{request.id} {request.status}")
+        if as_json:
+            _echo_json(request.to_json())
+    if wait and request.status not in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED):
+        ctx.exit(1)
+
+
+@cli.command("list")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in Status]),
+    help="Only requests with this status.",
+)
+@_json_option
+@click.pass_context
+def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
+    """List requests, newest first."""
+    vault = _open(ctx)
+    with _errors(), vault:
+        requests = vault.list(status=status)
+    if as_json:
+        _echo_json([_listed(r) for r in requests])
+        return
+    if not requests:
+        click.echo("no requests")
+    for r in requests:
+        click.echo(f"{r.id}  {r.status:<9}  {r.risk:<8}  {r.summary or r.action}")
+
+
+def _listed(request: Request) -> dict[str, Any]:
+    data = request.to_json()
+    del data["history"]
+    return data
+
+
+@cli.command()
+@click.argument("request_id", metavar="ID")
+@_json_option
+@click.pass_context
+def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
+    """Show one request with its history."""
+    vault = _open(ctx)
+    with _errors(), vault:
+        request = vault.get(request_id)
+        where = vault.notes.rel(request.path) if request.path else "(no note)"
+    if as_json:
+        _echo_json(request.to_json())
+        return
+    data = request.to_json()
+    for key in ("id", "status", "action", "summary", "risk", "rule", "requested_by",
+                "created", "expires", "decided_by", "reason", "decided_at",
+                "executed_at", "result", "error"):  # fmt: skip
+        if data[key] not in (None, ""):
+            click.echo(f"{key + ':':<14}{data[key]}")
+    click.echo(f"{'note:':<14}{where}")
+    click.echo("params:")
+    for key, value in request.params.items():
+        click.echo(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
+    click.echo("history:")
+    for t in request.history:
+        click.echo("  " + t.history_line())
+
+
+def _decision_command(name: str, method: Callable[[Vault], Callable[..., Request]]) -> None:
+    @cli.command(name, help=f"{name.capitalize()} a pending request (same as editing its note).")
+    @click.argument("request_id", metavar="ID")
+    @click.option("--by", metavar="NAME", help="Who decides (default: your user name).")
+    @click.option("--reason", default="", help="Why; shown in the note and the journal.")
+    @click.pass_context
+    def command(ctx: click.Context, request_id: str, by: str | None, reason: str) -> None:
+        vault = _open(ctx)
+        with _errors(), vault:
+            request = method(vault)(request_id, by=by or default_user(), reason=reason)
+        click.echo(f"{request.id} {request.status}")
+        if name == "approve" and request.status is not Status.APPROVED:
+            click.echo(f"not approved: {request.reason}", err=True)
+            ctx.exit(1)
+
+
+_decision_command("approve", lambda v: v.approve)
+_decision_command("reject", lambda v: v.reject)
+
+
+@cli.command()
+@click.argument("request_id", metavar="ID")
+@click.pass_context
+def cancel(ctx: click.Context, request_id: str) -> None:
+    """Withdraw a pending request."""
+    vault = _open(ctx)
+    with _errors(), vault:
+        request = vault.cancel(request_id)
+    click.echo(f"{request.id} {request.status}")
+
+
+@cli.group()
+def rules() -> None:
+    """Inspect the rules in hitl-vault.yaml."""
+
+
+@rules.command("check")
+@click.argument("action")
+@_param_option
+@_json_option
+@click.pass_context
+def rules_check(ctx: click.Context, action: str, pairs: tuple[str, ...], as_json: bool) -> None:
+    """Dry run: what the rules decide for ACTION with these params (creates nothing)."""
+    params = _params(pairs, None)
+    vault = _open(ctx)
+    with _errors(), vault:
+        ruling = vault.evaluate(action, params)
+        timeout = ruling.timeout or vault.policy.defaults.timeout
+    data = _ruling_json(ruling, timeout)
+    if as_json:
+        _echo_json(data)
+        return
+    click.echo(f"decision: {data['decision']}")
+    click.echo(f"risk:     {data['risk']}")
+    if ruling.decision == "ask":
+        click.echo(f"timeout:  {data['timeout']}")
+    if ruling.approvers is not None:
+        click.echo(f"approvers: {', '.join(sorted(ruling.approvers)) or '(nobody)'}")
+    if ruling.reason:
+        click.echo(f"reason:   {ruling.reason}")
+    if not ruling.matches:
+        click.echo(f"no rule matched; the default ({ruling.decision}) applies")
+    for m in data["matches"]:
+        click.echo(f"  matched {m['rule']}: {m['decision']} - {m['explanation']}")
+
+
+def _ruling_json(ruling: Ruling, timeout: Any) -> dict[str, Any]:
+    return {
+        "decision": str(ruling.decision),
+        "risk": str(ruling.risk),
+        "timeout": format_duration(timeout),
+        "rule": ruling.rule,
+        "reason": ruling.reason,
+        "approvers": sorted(ruling.approvers) if ruling.approvers is not None else None,
+        "editable": ruling.editable,
+        "matches": [
+            {"rule": m.rule, "decision": str(m.decision), "explanation": m.explanation}
+            for m in ruling.matches
+        ],
+    }
+
+
+@cli.command()
+@click.pass_context
+def verify(ctx: click.Context) -> None:
+    """Check the journal's hash chain and that every note agrees with the journal."""
+    vault = _open(ctx)
+    with _errors(), vault:
+        problems = vault.verify()
+        count = len(vault.journal.ids())
+    if problems:
+        for problem in problems:
+            click.echo(problem, err=True)
+        raise click.ClickException(f"{len(problems)} problem(s) found")
+    click.echo(
+        f"ok: {count} requests; the journal chain and every note agree ({format_ts(vault.now())})"
+    )
+
+
+def main() -> None:
+    cli(prog_name="hitl-vault", obj={}, auto_envvar_prefix=None)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,476 @@
+"""The daemon: the loop around a Vault that reacts to saves, runs actions and times out requests.
+
+One step is :meth:`Daemon.run_once` (time injected, as huey and rq do);
+:meth:`Daemon.run_forever` is a loop around it that sleeps until the next
+event, expiry, quiet deadline or rescan, and never polls on a fixed interval.
+
+* A watcher thread only says "this path may have changed"; paths are coalesced,
+  so two events for one save cause one read.
+* A human's decision is journaled and its action started at once; the note is
+  rewritten or moved only after it has been quiet for ``defaults.quiet``.
+* Actions run on worker threads; ``executing`` is journaled before each starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .dashboard import write_dashboard
+from .errors import ChangedUnderfootError, NoteError, RulesError, VaultError
+from .executor import execute
+from .inbox import Inbox
+from .lock import DaemonLock
+from .model import INBOX_FOLDER, REQUEST_FOLDERS, Status, Transition
+from .reconcile import is_candidate
+from .vault import JOURNAL_FILE, RULES_FILE, STATE_DIR, Vault
+from .watcher import Watcher
+
+log = logging.getLogger("hitl_vault")
+
+INTERRUPTED = "interrupted: it may or may not have run; check before retrying"
+RESCAN_EVERY = timedelta(minutes=5)
+
+
+def _precise_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Daemon:
+    """Watches one vault and keeps it moving."""
+
+    def __init__(
+        self,
+        vault: Vault,
+        *,
+        clock: Callable[[], datetime] = _precise_now,
+        workers: int = 4,
+        rescan_every: timedelta = RESCAN_EVERY,
+    ) -> None:
+        self.vault = vault
+        self.clock = clock
+        self.rescan_every = rescan_every
+        self.inbox = Inbox(vault)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._dirty: set[Path] = set()
+        self._rescan_wanted = True
+        self._last_change: dict[Path, datetime] = {}
+        self._ours: dict[Path, str] = {}
+        self._reported: dict[Path, str] = {}
+        self._to_sync: set[str] = set()
+        self._to_run: set[str] = set()
+        self._finished: set[str] = set()
+        self._running: dict[str, Future[None]] = {}
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hitl-action")
+        self._next_rescan: datetime | None = None
+        self._dashboard_stale = True
+        self._stopping = False
+        self._recovered = False
+        self._seen_seq = vault.journal.last_seq()
+
+    # --- events in ------------------------------------------------------------
+
+    def notice(self, path: Path) -> None:
+        """Called from the watcher thread: ``path`` may have changed."""
+        with self._lock:
+            self._dirty.add(path)
+        self._wake.set()
+
+    def overflow(self) -> None:
+        """Events were lost; everything gets looked at again."""
+        log.warning("file events were lost (watcher queue overflow); rescanning the vault")
+        with self._lock:
+            self._rescan_wanted = True
+        self._wake.set()
+
+    # --- one step ---------------------------------------------------------------
+
+    def run_once(self, now: datetime | None = None) -> bool:
+        """Do everything that is due now; True if anything happened."""
+        now = now or self.clock()
+        did = False
+        if not self._recovered:
+            self._recover(now)
+            did = True
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            rescan, self._rescan_wanted = self._rescan_wanted, False
+            finished, self._finished = self._finished, set()
+        for request_id in finished:
+            self._running.pop(request_id, None)
+            self._to_sync.add(request_id)
+        if rescan or (self._next_rescan is not None and now >= self._next_rescan):
+            dirty |= self._scan_paths()
+            self._check_missing_notes()
+            self._next_rescan = now + self.rescan_every
+            did = True
+        for path in sorted(dirty):
+            did |= self._look_at(path, now)
+        did |= self._expire(now)
+        did |= self._start_actions()
+        did |= self._sync_quiet(now)
+        if did or self._dashboard_stale:
+            self._dashboard_stale = not self._write_dashboard(now)
+        return did
+
+    def _look_at(self, path: Path, now: datetime) -> bool:
+        root = self.vault.root
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            return False
+        if rel.parts and rel.parts[0] == STATE_DIR:
+            return rel.name.startswith(JOURNAL_FILE) and self._journal_changed()
+        if rel.as_posix() == RULES_FILE:
+            return self._reload_rules()
+        if rel.parts and rel.parts[0] == INBOX_FOLDER:
+            created = self.inbox.take(path, now)
+            for request in created:
+                log.info("%s created → %s (from %s)", request.id, request.status, rel)
+                self._queue_if_runnable(request.id)
+            return bool(created)
+        if len(rel.parts) == 1 and rel.parts[0] in REQUEST_FOLDERS and path.is_dir():
+            # A folder appeared or moved (a git checkout, a sync): look at all it holds.
+            did = False
+            for child in path.iterdir():
+                did |= self._look_at(child, now)
+            return did
+        if not is_candidate(rel):
+            return False
+        if not self._changed_by_someone_else(path):
+            return False
+        self._last_change[path] = now
+        finding = self.vault.notes.inspect(path, now)
+        if finding is None:
+            return False
+        if finding.problem and self._reported.get(path) != finding.problem:
+            log.warning("needs attention: %s", finding.problem)
+        if finding.problem:
+            self._reported[path] = finding.problem
+        else:
+            self._reported.pop(path, None)
+        if finding.acted is not None and finding.request_id:
+            self._log(finding.request_id, finding.acted)
+            self._queue_if_runnable(finding.request_id)
+        if finding.request_id and finding.needs_sync:
+            self._to_sync.add(finding.request_id)
+        return True
+
+    def _journal_changed(self) -> bool:
+        """Another process (the CLI, the API) recorded transitions: act on them and show them."""
+        self._seen_seq, changed = self.vault.journal.changed_since(self._seen_seq)
+        for request_id in changed:
+            self._queue_if_runnable(request_id)
+            self._to_sync.add(request_id)
+        return bool(changed)
+
+    def _changed_by_someone_else(self, path: Path) -> bool:
+        """False when the file holds exactly what we last wrote (our own write's event)."""
+        mine = self._ours.get(path)
+        if mine is None:
+            return True
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            digest = ""
+        if digest == mine:
+            return False
+        del self._ours[path]
+        return True
+
+    def _scan_paths(self) -> set[Path]:
+        found: set[Path] = set()
+        for folder in (INBOX_FOLDER, *REQUEST_FOLDERS):
+            try:
+                found.update(p for p in (self.vault.root / folder).iterdir())
+            except FileNotFoundError:
+                continue
+        for path in found:
+            self._ours.pop(path, None)
+        return found
+
+    def _check_missing_notes(self) -> None:
+        for request_id, rel in self.vault.journal.paths().items():
+            if not (self.vault.root / rel).exists():
+                self._to_sync.add(request_id)
+
+    def _reload_rules(self) -> bool:
+        try:
+            self.vault.reload_policy()
+        except RulesError as e:
+            log.error("%s; keeping the rules loaded before", e)
+            self.vault.journal.flag(
+                RULES_FILE, f"{e} (the daemon keeps the previous rules)", self.clock()
+            )
+            return True
+        self.vault.journal.unflag(RULES_FILE)
+        log.info("reloaded %s", RULES_FILE)
+        return True
+
+    def _expire(self, now: datetime) -> bool:
+        due = self.vault.journal.expiring(before=now)
+        for request_id, _ in due:
+            t = self.vault.expire(request_id, now)
+            if t is not None:
+                self._log(request_id, t)
+                self._to_sync.add(request_id)
+        return bool(due)
+
+    # --- running actions -------------------------------------------------------------
+
+    def _runnable(self, request_id: str) -> bool:
+        request = self.vault.journal.get(request_id)
+        return (
+            request is not None
+            and request.status is Status.APPROVED
+            and not request.carried_by_requester
+            and (
+                request.action in self.vault.handlers or request.action in self.vault.policy.actions
+            )
+        )
+
+    def _queue_if_runnable(self, request_id: str) -> None:
+        if self._runnable(request_id):
+            self._to_run.add(request_id)
+
+    def _start_actions(self) -> bool:
+        if self._stopping or not self._to_run:
+            return False
+        started = False
+        for request_id in sorted(self._to_run):
+            self._to_run.discard(request_id)
+            if request_id in self._running:
+                continue
+            t = self.vault.start_execution(request_id, by="executor")
+            if t is None:
+                continue
+            self._log(request_id, t)
+            self._to_sync.add(request_id)
+            self._running[request_id] = self._pool.submit(self._carry_out, request_id)
+            started = True
+        return started
+
+    def _carry_out(self, request_id: str) -> None:
+        try:
+            request = self.vault.get(request_id)
+            spec = self.vault.policy.actions.get(request.action)
+            handler = self.vault.handlers.get(request.action)
+            outcome = execute(spec, request, cwd=self.vault.root, handler=handler)
+            t = self.vault.finish_execution(request_id, outcome.ok, outcome.result, outcome.error)
+            if t is not None:
+                self._log(request_id, t)
+        except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
+            log.exception("%s: could not record the outcome", request_id)
+        finally:
+            with self._lock:
+                self._finished.add(request_id)
+            self._wake.set()
+
+    def _recover(self, now: datetime) -> None:
+        """After a restart: finish what a dead daemon left behind, never running anything twice."""
+        self._recovered = True
+        journal = self.vault.journal
+        for request in journal.requests(Status.EXECUTING):
+            if request.carried_by_requester or request.id in self._running:
+                continue
+            spec = self.vault.policy.actions.get(request.action)
+            if spec is not None and spec.idempotent:
+                log.warning(
+                    "%s: was running when the daemon stopped; idempotent, so running it again",
+                    request.id,
+                )
+                self._running[request.id] = self._pool.submit(self._carry_out, request.id)
+                continue
+            t = journal.transition(
+                request.id, Status.FAILED, at=now, by="executor",
+                details=(f"error: {INTERRUPTED}",), expect={Status.EXECUTING},
+                fields={"executed_at": now, "error": INTERRUPTED},
+            )  # fmt: skip
+            if t is not None:
+                self._log(request.id, t)
+                self._to_sync.add(request.id)
+        for request_id in journal.ids(Status.APPROVED):
+            self._queue_if_runnable(request_id)
+
+    # --- writing notes once quiet -----------------------------------------------------
+
+    def _quiet_at(self, request_id: str) -> tuple[Path | None, datetime | None]:
+        request = self.vault.journal.get(request_id)
+        if request is None:
+            return None, None
+        path = self.vault.notes.locate(request_id, str(request.path) if request.path else None)
+        if path is None:
+            return None, None
+        last = self._last_change.get(path)
+        if last is None:
+            try:
+                last = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except OSError:
+                return path, None
+        return path, last + self.vault.policy.defaults.quiet
+
+    def _sync_quiet(self, now: datetime) -> bool:
+        did = False
+        for request_id in sorted(self._to_sync):
+            path, quiet_at = self._quiet_at(request_id)
+            if path is not None and quiet_at is not None and now < quiet_at:
+                continue
+            self._to_sync.discard(request_id)
+            try:
+                done = self.vault.notes.sync(request_id, now)
+            except ChangedUnderfootError:
+                self._to_sync.add(request_id)
+                if path is not None:
+                    self._last_change[path] = now
+                continue
+            except NoteError as e:
+                log.warning("needs attention: %s", e)
+                continue
+            if done:
+                self._remember_written(request_id)
+            did = True
+        return did
+
+    def _remember_written(self, request_id: str) -> None:
+        request = self.vault.journal.get(request_id)
+        if request is None or request.path is None:
+            return
+        path = self.vault.root / request.path
+        try:
+            self._ours[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return
+        self._last_change.pop(path, None)
+
+    def _next_deadline(self) -> datetime | None:
+        candidates: list[datetime] = []
+        expiry = self.vault.journal.next_expiry()
+        if expiry is not None:
+            candidates.append(expiry)
+        for request_id in list(self._to_sync):
+            _, quiet_at = self._quiet_at(request_id)
+            if quiet_at is not None:
+                candidates.append(quiet_at)
+        if self._next_rescan is not None:
+            candidates.append(self._next_rescan)
+        return min(candidates) if candidates else None
+
+    def _write_dashboard(self, now: datetime) -> bool:
+        try:
+            write_dashboard(self.vault, now)
+        except (OSError, VaultError) as e:
+            log.warning("could not write Dashboard.md: %s", e)
+            return False
+        return True
+
+    def _log(self, request_id: str, t: Transition) -> None:
+        log.info("%s %s", request_id, t.history_line()[2 + 21 :])
+
+    # --- the loop -----------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """``run --once``: rescan, apply, expire, run what is approved, write the notes, exit."""
+        while True:
+            self.run_once()
+            for future in list(self._running.values()):
+                future.result()
+            if self._finished:
+                continue
+            if not (
+                self._running or self._to_run or self._to_sync or self._dirty or self._finished
+            ):
+                break
+            deadline = self._next_deadline()
+            if self._to_sync and deadline is not None:
+                delay = (deadline - self.clock()).total_seconds()
+                if delay > 0:
+                    self._wake.wait(min(delay, self.vault.policy.defaults.quiet.total_seconds()))
+                    self._wake.clear()
+        self._write_dashboard(self.clock())
+
+    def run_forever(self, ready: threading.Event | None = None) -> None:
+        """Watch and act until :meth:`stop` (or SIGTERM / Ctrl-C) is called."""
+        with Watcher(self.vault.root, self.notice, self.overflow):
+            self._rescan_wanted = True
+            if ready is not None:
+                ready.set()
+            log.info("watching %s", self.vault.root)
+            while not self._stopping:
+                self._wake.clear()
+                self.run_once()
+                deadline = self._next_deadline()
+                delay = None
+                if deadline is not None:
+                    delay = max(0.0, (deadline - self.clock()).total_seconds())
+                if not self._dirty:
+                    self._wake.wait(delay)
+        self._finish_in_flight()
+
+    def _finish_in_flight(self) -> None:
+        if self._running:
+            log.info("finishing %d action(s) in flight before exiting", len(self._running))
+        self._pool.shutdown(wait=True)
+        self.run_once()
+
+    def stop(self) -> None:
+        """Ask :meth:`run_forever` to return once the actions in flight have finished."""
+        self._stopping = True
+        self._wake.set()
+
+    def close(self) -> None:
+        """Wait for actions in flight and release the worker threads."""
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, once: bool = False) -> None:
+        """Hold the vault's daemon lock and run (``once``: catch up and exit)."""
+        lock = DaemonLock(self.vault.root / STATE_DIR / "daemon.lock").acquire()
+        restore = self._install_signals()
+        try:
+            if once:
+                self.catch_up()
+                self._pool.shutdown(wait=True)
+            else:
+                self.run_forever()
+        finally:
+            restore()
+            lock.release()
+
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        signals = 0
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                log.warning("second signal: exiting now; actions in flight are left as executing")
+                os._exit(130)
+            log.info("stopping: letting actions in flight finish (signal again to exit at once)")
+            self.stop()
+
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handle)
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore

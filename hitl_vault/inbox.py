@@ -1,0 +1,117 @@
+"""``Inbox/``: proposals dropped by agents or scripts in any language.
+
+A proposal is a Markdown note whose frontmatter has ``action`` and ``params``
+(optionally ``summary``, ``timeout``, ``requested_by``), or the same keys as a
+``.json`` file. Each becomes a request (or an immediate decision, per the
+rules) and leaves the Inbox. A broken proposal is listed under Needs attention
+and left exactly as it is. The proposal's name and bytes are recorded with the
+request in one transaction, so a crash between creating the request and
+removing the file never turns one proposal into two requests.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import NoteError, VaultError
+from .model import Request
+from .notefile import MAX_NOTE_BYTES, parse_note
+from .vault import Vault
+
+KEYS = ("action", "params", "summary", "timeout", "requested_by")
+_IGNORED_SUFFIXES = ("~", ".tmp", ".swp", ".swx", ".part", ".crdownload", ".hitl-tmp")
+
+
+def _proposal(raw: bytes, where: str) -> dict[str, Any]:
+    if where.endswith(".json"):
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise NoteError(where, "is not valid UTF-8", "save it as UTF-8") from None
+        except json.JSONDecodeError as e:
+            raise NoteError(
+                where, f"is not valid JSON ({e.msg})", "fix the JSON", e.lineno
+            ) from None
+        if not isinstance(data, dict):
+            raise NoteError(where, "is not a JSON object", 'write {"action": ..., "params": {...}}')
+    else:
+        data = dict(parse_note(raw, where).meta)
+    if data.get("id"):
+        raise NoteError(
+            where,
+            "has an id; a proposal must not (hitl-vault gives each request its id)",
+            "remove the id line",
+        )
+    unknown = [k for k in data if k not in KEYS and k != "id"]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], KEYS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"a proposal has only {', '.join(KEYS)}"
+        raise NoteError(where, f"unknown key {unknown[0]!r}", hint)
+    if not data.get("action"):
+        raise NoteError(where, "has no action", "add a line `action: <name>`")
+    for key in ("summary", "requested_by"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise NoteError(where, f"{key} is not text", f"quote the {key} value")
+    return data
+
+
+class Inbox:
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+
+    def take(self, path: Path, now: datetime) -> list[Request]:
+        """Turn one proposal file into a request and remove it; [] if there is nothing to take."""
+        journal = self.vault.journal
+        where = self.vault.notes.rel(path)
+        name = path.name
+        if (
+            path.parent != self.vault.root / "Inbox"
+            or name.startswith((".", "_"))
+            or name.endswith(_IGNORED_SUFFIXES)
+        ):
+            return []
+        if not path.exists() and not path.is_symlink():
+            journal.unflag(where)
+            return []
+        if path.suffix not in (".md", ".json"):
+            journal.flag(where, f"{where}: not a proposal (use a .md or .json file)", now)
+            return []
+        try:
+            if path.is_symlink():
+                raise NoteError(where, "is a symbolic link", "put the proposal itself here")
+            if path.stat().st_size > MAX_NOTE_BYTES:
+                raise NoteError(where, "is over the 1 MiB limit", "make the proposal smaller")
+            raw = path.read_bytes()
+            source = hashlib.sha256(name.encode() + b"\0" + raw).hexdigest()
+            if journal.proposal(source) is None:
+                data = _proposal(raw, where)
+                request = self.vault.submit(
+                    data["action"],
+                    data.get("params"),
+                    summary=data.get("summary") or "",
+                    timeout=data.get("timeout"),
+                    requested_by=data.get("requested_by") or "inbox",
+                    source=source,
+                )
+                created = [request]
+            else:
+                created = []
+        except sqlite3.IntegrityError:
+            created = []
+        except (NoteError, VaultError) as e:
+            message = str(e) if where in str(e) else f"{where}: {e}"
+            journal.flag(where, message, now)
+            return []
+        journal.unflag(where)
+        try:
+            if path.read_bytes() == raw:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        return created

@@ -1,0 +1,343 @@
+"""The daemon's step, ``run_once(now)``, with injected time and real files, real SQLite.
+
+Actions run on the daemon's worker threads; tests wait for them on conditions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from hitl_vault import Request, Status, Vault
+from hitl_vault.daemon import INTERRUPTED, Daemon
+from hitl_vault.model import utcnow
+
+from .helpers import eventually, set_status
+
+QUIET = timedelta(seconds=2)  # the template's defaults.quiet
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> datetime:
+        self.now += delta
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ran() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def daemon(vault_path: Path, clock: Clock, ran: list[str]) -> Iterator[Daemon]:
+    """A daemon on the template vault with an in-process ``payment`` executor that records runs."""
+    with Vault(vault_path, clock=clock) as vault:
+
+        @vault.action("payment")
+        def pay(request: Request) -> str:
+            ran.append(request.id)
+            return f"paid {request.params['amount']}"
+
+        with Daemon(vault, clock=clock) as d:
+            yield d
+
+
+def _settle(daemon: Daemon, clock: Clock, request_id: str, *, after: timedelta = QUIET) -> Request:
+    """Wait for the action in flight, then step past the quiet period so the note is written."""
+    vault = daemon.vault
+    eventually(
+        lambda: vault.journal.status_of(request_id) not in (Status.APPROVED, Status.EXECUTING)
+    )
+    daemon.run_once(clock.now)
+    daemon.run_once(clock.advance(after + timedelta(seconds=1)))
+    return vault.get(request_id)
+
+
+def _note(vault: Vault, request_id: str) -> str:
+    path = vault.get(request_id).path
+    assert path is not None
+    return path.read_text(encoding="utf-8")
+
+
+def test_decision_runs_at_once_and_the_note_moves_once_quiet(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    vault = daemon.vault
+    req = vault.submit("payment", {"amount": 1500, "recipient": "v@x.y"})
+    assert req.path is not None
+    daemon.run_once(clock.now)
+    set_status(req.path, "approved", decided_by="alice")
+    daemon.notice(req.path)
+    daemon.run_once(clock.now)  # the decision is journaled and the action started in this step
+    eventually(lambda: ran == [req.id])
+    eventually(lambda: vault.journal.status_of(req.id) is Status.EXECUTED)
+    daemon.run_once(clock.now)
+    assert req.path.exists(), "a note the human just saved is not moved before it is quiet"
+    done = _settle(daemon, clock, req.id)
+    assert done.path == vault.root / "Done" / f"{req.id}.md"
+    assert not req.path.exists()
+    text = _note(vault, req.id)
+    assert "status: executed" in text
+    assert 'result: "paid 1500"' in text or "result: paid 1500" in text
+    moves = [line for line in text.splitlines() if line.startswith("- ") and "→" in line]
+    assert [m.split(" · ")[1] for m in moves] == [
+        "created → pending",
+        "pending → approved",
+        "approved → executing",
+        "executing → executed",
+    ]
+    assert "by alice" in moves[1]
+    assert vault.verify() == []
+
+
+def test_moving_the_note_into_a_folder_is_the_decision(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    vault = daemon.vault
+    keep = vault.submit("payment", {"amount": 900})
+    drop = vault.submit("payment", {"amount": 901})
+    assert keep.path and drop.path
+    daemon.run_once(clock.now)
+    moved = vault.root / "Approved" / keep.path.name
+    shutil.move(keep.path, moved)
+    thrown = vault.root / "Rejected" / drop.path.name
+    shutil.move(drop.path, thrown)
+    daemon.notice(moved)
+    daemon.notice(thrown)
+    daemon.run_once(clock.now)
+    eventually(lambda: ran == [keep.id])
+    assert vault.journal.status_of(drop.id) is Status.REJECTED
+    assert _settle(daemon, clock, keep.id).status is Status.EXECUTED
+    assert "status: rejected" in thrown.read_text()
+
+
+def test_a_pending_request_times_out_at_expiry(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    vault = daemon.vault
+    req = vault.submit("payment", {"amount": 1500}, timeout="1h")
+    daemon.run_once(clock.now)
+    assert daemon.vault.journal.next_expiry() == req.expires
+    daemon.run_once(clock.advance(timedelta(minutes=59)))
+    assert vault.journal.status_of(req.id) is Status.PENDING
+    daemon.run_once(clock.advance(timedelta(minutes=1, seconds=1)))
+    assert vault.journal.status_of(req.id) is Status.TIMED_OUT
+    final = _settle(daemon, clock, req.id)
+    assert final.path == vault.root / "Rejected" / f"{req.id}.md"
+    assert "pending → timed_out" in _note(vault, req.id)
+    assert ran == []
+
+
+def test_an_approval_after_expiry_never_runs(daemon: Daemon, clock: Clock, ran: list[str]) -> None:
+    vault = daemon.vault
+    req = vault.submit("payment", {"amount": 1500}, timeout="1h")
+    assert req.path is not None
+    daemon.run_once(clock.now)
+    set_status(req.path, "approved")
+    daemon.notice(req.path)
+    daemon.run_once(clock.advance(timedelta(hours=2)))
+    assert vault.journal.status_of(req.id) is Status.TIMED_OUT
+    _settle(daemon, clock, req.id)
+    assert ran == []
+
+
+def test_a_typo_is_never_acted_on_and_the_true_status_comes_back(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    vault = daemon.vault
+    req = vault.submit("payment", {"amount": 1500})
+    assert req.path is not None
+    daemon.run_once(clock.now)
+    set_status(req.path, "aproved")
+    daemon.notice(req.path)
+    daemon.run_once(clock.now)
+    assert vault.journal.status_of(req.id) is Status.PENDING
+    dashboard = (vault.root / "Dashboard.md").read_text()
+    attention = dashboard.split("## Needs attention")[1].split("##")[0]
+    assert req.path.name in attention and "aproved" in attention
+    daemon.run_once(clock.advance(QUIET + timedelta(seconds=1)))
+    text = req.path.read_text()
+    assert "status: pending" in text
+    assert 'kept pending · ignored status "aproved"' in text
+    assert ran == []
+    dashboard = (vault.root / "Dashboard.md").read_text()
+    assert "aproved" not in dashboard.split("## Needs attention")[1].split("##")[0]
+
+
+def test_a_reverted_status_never_runs_an_action_twice(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    """A git checkout or a sync conflict brings back `status: approved` for an executed request."""
+    vault = daemon.vault
+    req = vault.submit("payment", {"amount": 1500})
+    assert req.path is not None
+    daemon.run_once(clock.now)
+    set_status(req.path, "approved")
+    old_bytes = req.path.read_bytes()
+    daemon.notice(req.path)
+    daemon.run_once(clock.now)
+    done = _settle(daemon, clock, req.id)
+    assert done.status is Status.EXECUTED and ran == [req.id]
+    assert done.path is not None
+    done.path.write_bytes(old_bytes)  # the old approved version, back in Done/
+    req.path.write_bytes(old_bytes)  # and a copy back where it was
+    daemon.notice(done.path)
+    daemon.notice(req.path)
+    daemon.run_once(clock.now)
+    _settle(daemon, clock, req.id)
+    assert ran == [req.id]
+    assert vault.journal.status_of(req.id) is Status.EXECUTED
+    assert "status: executed" in done.path.read_text()
+
+
+def test_edited_params_run_as_edited_and_the_history_says_what_changed(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    vault = daemon.vault
+    req = vault.submit("payment", {"amount": 1500, "recipient": "v@x.y"})
+    assert req.path is not None
+    daemon.run_once(clock.now)
+    text = req.path.read_text().replace("amount: 1500", "amount: 1000")
+    req.path.write_text(text.replace("status: pending", "status: approved"))
+    daemon.notice(req.path)
+    daemon.run_once(clock.now)
+    done = _settle(daemon, clock, req.id)
+    assert done.params["amount"] == 1000
+    assert "amount 1500 → 1000" in _note(vault, req.id)
+
+
+def test_editable_false_turns_an_edited_approval_into_a_rejection(
+    vault_path: Path, clock: Clock, ran: list[str]
+) -> None:
+    rules = vault_path / "hitl-vault.yaml"
+    rules.write_text(
+        rules.read_text().replace("    timeout: 1h\n", "    timeout: 1h\n    editable: false\n")
+    )
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as daemon:
+        vault.action("payment")(lambda r: ran.append(r.id) or "paid")
+        req = vault.submit("payment", {"amount": 1500})
+        assert req.path is not None
+        text = req.path.read_text().replace("amount: 1500", "amount: 1000")
+        req.path.write_text(text.replace("status: pending", "status: approved"))
+        daemon.run_once(clock.now)
+        final = _settle(daemon, clock, req.id)
+    assert final.status is Status.REJECTED
+    assert final.reason and "large-payments" in final.reason and "edit" in final.reason
+    assert ran == []
+
+
+def test_inbox_proposals_become_requests_and_broken_ones_stay(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    vault = daemon.vault
+    inbox = vault.root / "Inbox"
+    (inbox / "pay.md").write_text(
+        "---\naction: payment\nparams:\n  amount: 2000\nsummary: Pay the rent\n"
+        "requested_by: rent-bot\n---\nplease\n"
+    )
+    (inbox / "small.json").write_text(json.dumps({"action": "payment", "params": {"amount": 5}}))
+    broken = inbox / "broken.md"
+    broken.write_text("---\naction: payment\nparams: {amount: [\n---\n")
+    broken_bytes = broken.read_bytes()
+    daemon.run_once(clock.now)
+    by_summary = {r.summary: r for r in vault.list()}
+    assert by_summary["Pay the rent"].status is Status.PENDING
+    assert by_summary["Pay the rent"].requested_by == "rent-bot"
+    small = [r for r in vault.list() if r.params == {"amount": 5}]
+    assert len(small) == 1
+    eventually(lambda: ran == [small[0].id])
+    assert sorted(p.name for p in inbox.iterdir()) == ["_README.md", "broken.md"]
+    assert broken.read_bytes() == broken_bytes
+    attention = (vault.root / "Dashboard.md").read_text().split("## Needs attention")[1]
+    assert "Inbox/broken.md" in attention
+    daemon.run_once(clock.now)
+    assert len(vault.list()) == 2
+
+
+def test_a_bad_rules_edit_keeps_the_old_rules_and_says_so(daemon: Daemon, clock: Clock) -> None:
+    vault = daemon.vault
+    rules = vault.root / "hitl-vault.yaml"
+    rules.write_text(rules.read_text().replace("decision: allow", "decision: alow"))
+    daemon.notice(rules)
+    daemon.run_once(clock.now)
+    assert vault.submit("payment", {"amount": 5}).status is Status.APPROVED
+    attention = (vault.root / "Dashboard.md").read_text().split("## Needs attention")[1]
+    assert "hitl-vault.yaml" in attention and "alow" in attention
+
+
+def test_after_a_crash_an_interrupted_action_fails_and_an_idempotent_one_reruns(
+    vault_path: Path, clock: Clock
+) -> None:
+    rules = vault_path / "hitl-vault.yaml"
+    rules.write_text(
+        rules.read_text()
+        + "  refund:\n    run: [python3, -c, 'print(\"refunded\")']\n    idempotent: true\n"
+    )
+    with Vault(vault_path, clock=clock) as vault:
+        pay = vault.submit("payment", {"amount": 1500})
+        refund = vault.submit("refund", {"amount": 1})
+        for r in (pay, refund):
+            vault.approve(r.id, by="alice")
+            assert vault.start_execution(r.id, by="executor") is not None
+        # The process that started them died here; a new daemon starts.
+        with Daemon(vault, clock=clock) as daemon:
+            daemon.run_once(clock.now)
+            eventually(lambda: vault.journal.status_of(refund.id) is Status.EXECUTED)
+            failed = _settle(daemon, clock, pay.id)
+            again = _settle(daemon, clock, refund.id)
+    assert failed.status is Status.FAILED and failed.error == INTERRUPTED
+    assert again.result == "refunded"
+    assert [t.to_status for t in again.history].count(Status.EXECUTING) == 1
+
+
+def test_requests_made_through_approval_are_never_run_by_the_daemon(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    vault = daemon.vault
+    handed: list[Request] = []
+
+    @vault.requires_approval("payment")
+    def pay(amount: int) -> str:
+        return "done by requester"
+
+    thread = threading.Thread(target=lambda: handed.append(pay(amount=1500)))
+    thread.start()
+    req = eventually(lambda: vault.list(status=Status.PENDING))[0]  # type: ignore[index]
+    vault.approve(req.id, by="alice")
+    daemon.run_once(clock.now)
+    thread.join(20)
+    assert handed == ["done by requester"]
+    assert ran == []
+    assert vault.get(req.id).status is Status.EXECUTED
+
+
+def test_an_approved_request_without_an_executor_rests_in_approved(
+    daemon: Daemon, clock: Clock
+) -> None:
+    vault = daemon.vault
+    req = vault.submit("deploy", {"environment": "production"})
+    vault.approve(req.id, by="alice")
+    daemon.run_once(clock.now)
+    daemon.run_once(clock.advance(QUIET + timedelta(seconds=1)))
+    final = vault.get(req.id)
+    assert final.status is Status.APPROVED
+    assert final.path == vault.root / "Approved" / f"{req.id}.md"
