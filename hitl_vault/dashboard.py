@@ -11,8 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .durable import write_note
 from .model import Status, format_ts, one_line
-from .notefile import write_note
 
 if TYPE_CHECKING:
     from .vault import Vault

@@ -5,18 +5,15 @@ A note is something a human may have open in an editor right now, so:
 * reading is strict: anything we cannot understand exactly is a :class:`NoteError`
   with the line and the fix, never a silent empty result;
 * editing changes only the lines hitl-vault owns (a frontmatter key, the status
-  callout, one history line) and re-parses the result to prove nothing else moved;
-* writing goes through a temp file, fsync, a compare-and-swap on the bytes we
-  read, ``os.replace`` (or an exclusive link for new notes) and an fsync of the folder.
+  callout, one history line) and re-parses the result to prove nothing else moved.
+
+What we write is rendered in :mod:`hitl_vault.render` and written durably by
+:mod:`hitl_vault.durable`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +22,9 @@ from typing import Any
 
 import yaml
 
-from .errors import ChangedUnderfootError, NoteError
-from .model import Request, Status, format_ts, parse_ts
+from .errors import NoteError
+from .model import parse_ts
+from .render import yaml_scalar
 
 MAX_NOTE_BYTES = 1024 * 1024
 BOM = "\ufeff"
@@ -225,119 +223,6 @@ def read_note(path: Path, where: str) -> Note:
     return parse_note(path.read_bytes(), where)
 
 
-# --- rendering values and new notes --------------------------------------------------
-
-_PLAIN_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 _.@/$,()+=-]*")
-
-
-def yaml_scalar(value: Any) -> str:
-    """One-line YAML for a value we write: plain when YAML reads it back unchanged, else quoted."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime):
-        return format_ts(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} cannot be written to a note")
-        return repr(value)
-    text = str(value)
-    if text and text == text.strip() and _PLAIN_SAFE.fullmatch(text) and _reads_as(text, text):
-        return text
-    quoted = json.dumps(text, ensure_ascii=False)
-    return quoted if _reads_as(quoted, text) else json.dumps(text)
-
-
-def _reads_as(scalar: str, expected: Any) -> bool:
-    try:
-        return bool(yaml.load(f"k: {scalar}\n", Loader=_Loader) == {"k": expected})
-    except yaml.YAMLError:
-        return False
-
-
-def _dump_params(params: Mapping[str, Any]) -> str:
-    if not params:
-        return "params: {}\n"
-    text: str = yaml.safe_dump(
-        {"params": dict(params)},
-        sort_keys=False,
-        allow_unicode=True,
-        default_flow_style=False,
-        width=2**31 - 1,
-    )
-    return text
-
-
-def callout(status: Status, expires: datetime | None, rule: str, reason: str | None) -> list[str]:
-    """The callout under the title: what the reader should know about this status."""
-    if status is Status.PENDING:
-        until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
-        return [
-            f"> [!question] Waiting for your decision until {until}",
-            "> Set `status` to `approved` or `rejected` (optionally fill `reason` and",
-            "> `decided_by`), or move this note into Approved/ or Rejected/.",
-        ]
-    kind = {
-        Status.APPROVED: "success",
-        Status.EXECUTING: "info",
-        Status.EXECUTED: "success",
-        Status.FAILED: "failure",
-        Status.REJECTED: "failure",
-        Status.TIMED_OUT: "warning",
-        Status.CANCELLED: "abstract",
-    }[status]
-    title = status.value.replace("_", " ").capitalize()
-    if status in (Status.APPROVED, Status.REJECTED) and rule and not reason:
-        title += f" (rule {rule})"
-    lines = [f"> [!{kind}] {title}"]
-    if reason and status is Status.REJECTED:
-        lines.append(f"> {' '.join(reason.split())}")
-    return lines
-
-
-def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return " ".join(text.split()).replace("|", "\\|")
-
-
-def render_new_note(request: Request, explanation: str) -> str:
-    """The whole text of a new request note (SPEC section 3), with ``\\n`` endings."""
-    fields: list[tuple[str, Any]] = [
-        ("id", request.id),
-        ("status", str(request.status)),
-        ("action", request.action),
-        ("summary", request.summary),
-        ("risk", str(request.risk)),
-        ("rule", request.rule),
-        ("requested_by", request.requested_by),
-        ("created", request.created),
-        ("expires", request.expires),
-    ]
-    out = ["---"]
-    out += [f"{k}: {yaml_scalar(v)}".rstrip() for k, v in fields]
-    out.append(_dump_params(request.params).rstrip("\n"))
-    out += [f"decided_by: {yaml_scalar(request.decided_by)}".rstrip()]
-    out += [f"reason: {yaml_scalar(request.reason)}".rstrip()]
-    out.append("---")
-    out.append(f"# {' '.join((request.summary or request.action).split())}")
-    out.append("")
-    out += callout(request.status, request.expires, request.rule, request.reason)
-    out += ["", "## Details"]
-    if request.params:
-        out += ["| param | value |", "|---|---|"]
-        out += [f"| {_cell(k)} | {_cell(v)} |" for k, v in request.params.items()]
-    else:
-        out.append("No parameters.")
-    if explanation:
-        out += ["", explanation]
-    out += ["", "## History"]
-    out += [t.history_line() for t in request.history]
-    return "\n".join(out) + "\n"
-
-
 # --- surgical edits ---------------------------------------------------------------
 
 
@@ -493,94 +378,3 @@ def _check_edit(note: Note, data: bytes, fields: Mapping[str, Any]) -> None:
                 f"the key {key!r} did not read back as written",
                 "check the frontmatter layout near that key; the note was left as it was",
             )
-
-
-# --- durable compare-and-swap writes --------------------------------------------------
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_temp(folder: Path, name: str, data: bytes, mode: int | None) -> Path:
-    tmp = folder / f".{name}.{secrets.token_hex(4)}.hitl-tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        if mode is not None:
-            os.fchmod(fd, mode & 0o7777)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return tmp
-
-
-def _current(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> None:
-    """Write ``data`` to ``path`` if it still holds ``expected`` (None: if it does not exist).
-
-    Raises :class:`ChangedUnderfootError` and leaves the file alone otherwise.
-    """
-    mode = path.stat().st_mode if expected is not None and path.exists() else None
-    tmp = _write_temp(path.parent, path.name, data, mode)
-    try:
-        if _current(path) != expected:
-            raise ChangedUnderfootError(where)
-        if expected is None:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise ChangedUnderfootError(where) from None
-        else:
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -> None:
-    """Move a note to ``dest`` with new content, only if ``src`` still holds ``expected``.
-
-    The new file appears before the old one goes, and the old one goes only if
-    nobody touched it meanwhile; if they did, the new copy is removed again and
-    :class:`ChangedUnderfootError` is raised, so the human's edit survives.
-    """
-    if dest.exists():
-        raise NoteError(
-            where,
-            f"cannot move it: {dest.parent.name}/{dest.name} already exists",
-            "remove or rename the other file with this name",
-        )
-    mode = src.stat().st_mode
-    tmp = _write_temp(dest.parent, dest.name, data, mode)
-    try:
-        if _current(src) != expected:
-            raise ChangedUnderfootError(where)
-        try:
-            os.link(tmp, dest)
-        except FileExistsError:
-            raise ChangedUnderfootError(where) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(dest.parent)
-    if _current(src) != expected:
-        dest.unlink(missing_ok=True)
-        _fsync_dir(dest.parent)
-        raise ChangedUnderfootError(where)
-    src.unlink()
-    _fsync_dir(src.parent)

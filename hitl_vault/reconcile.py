@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .durable import move_note, write_note
 from .errors import ChangedUnderfootError, NotAnApproverError, NoteError
 from .journal import Journal
 from .model import (
@@ -39,7 +40,8 @@ from .model import (
     parse_ts,
     read_status_word,
 )
-from .notefile import Note, callout, edit_note, move_note, read_note, render_new_note, write_note
+from .notefile import Note, edit_note, read_note
+from .render import callout, render_new_note
 from .rules import Policy
 
 # Keys written once at creation: a human's change to them is never acted on.

@@ -55,8 +55,9 @@ from .model import (
     read_status_word,
     utcnow,
 )
-from .notefile import read_note, render_new_note
+from .notefile import read_note
 from .reconcile import Reconciler, explanation
+from .render import render_new_note
 from .rules import Policy, load_policy
 
 RULES_FILE = "hitl-vault.yaml"

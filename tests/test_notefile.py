@@ -9,18 +9,11 @@ from typing import Any
 
 import pytest
 
+from hitl_vault.durable import move_note, write_note
 from hitl_vault.errors import ChangedUnderfootError, NoteError
 from hitl_vault.model import Request, Risk, Status, Transition
-from hitl_vault.notefile import (
-    callout,
-    edit_note,
-    move_note,
-    parse_note,
-    read_note,
-    render_new_note,
-    write_note,
-    yaml_scalar,
-)
+from hitl_vault.notefile import edit_note, parse_note, read_note
+from hitl_vault.render import callout, render_new_note, yaml_scalar
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = sorted(p for p in DATA.glob("*.md"))

@@ -1,0 +1,103 @@
+"""Durable compare-and-swap writes of files a human may be editing right now.
+
+Every write goes through a temp file and fsync, then checks that the file still
+holds the bytes we read before it replaces it (``os.replace``, or an exclusive
+link for a new file), then fsyncs the folder. If someone saved meanwhile, the
+write is abandoned with :class:`ChangedUnderfootError` and their edit stands.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from .errors import ChangedUnderfootError, NoteError
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(folder: Path, name: str, data: bytes, mode: int | None) -> Path:
+    tmp = folder / f".{name}.{secrets.token_hex(4)}.hitl-tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode & 0o7777)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def _current(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> None:
+    """Write ``data`` to ``path`` if it still holds ``expected`` (None: if it does not exist).
+
+    Raises :class:`ChangedUnderfootError` and leaves the file alone otherwise.
+    """
+    mode = path.stat().st_mode if expected is not None and path.exists() else None
+    tmp = _write_temp(path.parent, path.name, data, mode)
+    try:
+        if _current(path) != expected:
+            raise ChangedUnderfootError(where)
+        if expected is None:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise ChangedUnderfootError(where) from None
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -> None:
+    """Move a note to ``dest`` with new content, only if ``src`` still holds ``expected``.
+
+    The new file appears before the old one goes, and the old one goes only if
+    nobody touched it meanwhile; if they did, the new copy is removed again and
+    :class:`ChangedUnderfootError` is raised, so the human's edit survives.
+    """
+    if dest.exists():
+        raise NoteError(
+            where,
+            f"cannot move it: {dest.parent.name}/{dest.name} already exists",
+            "remove or rename the other file with this name",
+        )
+    mode = src.stat().st_mode
+    tmp = _write_temp(dest.parent, dest.name, data, mode)
+    try:
+        if _current(src) != expected:
+            raise ChangedUnderfootError(where)
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            raise ChangedUnderfootError(where) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(dest.parent)
+    if _current(src) != expected:
+        dest.unlink(missing_ok=True)
+        _fsync_dir(dest.parent)
+        raise ChangedUnderfootError(where)
+    src.unlink()
+    _fsync_dir(src.parent)
