@@ -58,7 +58,8 @@ from .model import (
 from .notefile import read_note
 from .reconcile import Reconciler, explanation
 from .render import render_new_note
-from .rules import Policy, load_policy
+from .rules import Policy
+from .rulesfile import load_policy
 
 RULES_FILE = "hitl-vault.yaml"
 STATE_DIR = ".hitl"

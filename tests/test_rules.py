@@ -11,7 +11,8 @@ import pytest
 
 from hitl_vault.errors import RulesError
 from hitl_vault.model import ActionSpec, Decision, Proposal, Risk, RuleMatch, Ruling
-from hitl_vault.rules import Defaults, Policy, load_policy, parse_policy
+from hitl_vault.rules import Defaults, Policy
+from hitl_vault.rulesfile import load_policy, parse_policy
 
 # The example from SPEC section 5, byte for byte.
 SPEC_RULES = """\

@@ -1,0 +1,393 @@
+"""Reading ``hitl-vault.yaml`` into a :class:`~hitl_vault.rules.Policy`.
+
+:func:`parse_policy` composes the YAML into nodes and reads them by hand so that
+every problem is reported with its line and the fix; a bad file raises
+:class:`RulesError` rather than yielding half a policy.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from .errors import RulesError, UsageError
+from .model import (
+    ActionSpec,
+    Decision,
+    Risk,
+    check_action,
+    parse_duration,
+)
+from .rules import (
+    OPERATORS,
+    ActionMatcher,
+    AnyOf,
+    Compare,
+    Condition,
+    Defaults,
+    Equals,
+    Matches,
+    Policy,
+    Rule,
+    as_number,
+    as_text,
+)
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# For each mapping in the file: its allowed keys, and the _Reader method that reads each value.
+_TOP = {"defaults": "defaults", "rules": "rules", "actions": "actions"}
+_DEFAULT_FIELDS = {"decision": "decision", "timeout": "duration", "quiet": "duration"}
+_RULE_FIELDS = {
+    "name": "name",
+    "action": "action",
+    "params": "params",
+    "decision": "decision",
+    "risk": "risk",
+    "timeout": "duration",
+    "approvers": "approvers",
+    "editable": "boolean",
+    "reason": "text",
+}
+_ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
+_PYTHON_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+_BARE_WORD = re.compile(r"[\w./@%+=-]+")
+_CONDITION_FIX = 'write a value, a comparison like "< 500", "re:<regex>", or a list of those'
+_ACTION_NAME_FIX = "use letters, digits, '-', '_' or '.', starting with a letter or digit"
+
+
+def _line(node: Any) -> int | None:
+    """The 1-based line of a YAML node, event or error mark."""
+    mark = getattr(node, "start_mark", node)
+    return mark.line + 1 if mark is not None else None
+
+
+def _is_null(node: Any) -> bool:
+    return isinstance(node, yaml.ScalarNode) and str(node.tag).endswith(":null")
+
+
+def _suggest(word: str, options: Sequence[str]) -> str:
+    """A fix for a word that is not one of ``options``: the closest one, and the list."""
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    listing = ", ".join(options)
+    return f'did you mean "{close[0]}"? allowed: {listing}' if close else f"use one of: {listing}"
+
+
+def _argv_fix(command: Any) -> str:
+    """How to write a shell-like command string as an argv list."""
+    try:
+        words = shlex.split(command) if isinstance(command, str) else []
+    except ValueError:
+        words = []
+    words = words or ["python3", "scripts/pay.py"]
+    shown = ", ".join(w if _BARE_WORD.fullmatch(w) else f'"{w}"' for w in words)
+    return f"write it as a list: run: [{shown}] (a shell is never used)"
+
+
+class _Reader:
+    """Reads composed YAML nodes into a Policy, raising RulesError at the offending line."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.constructor = SafeConstructor()
+
+    def error(self, node: Any, problem: str, fix: str) -> RulesError:
+        return RulesError(self.where, problem, fix, _line(node))
+
+    # --- values ------------------------------------------------------------------
+
+    def scalar(self, node: Any, what: str, fix: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            kind = "list" if isinstance(node, yaml.SequenceNode) else "mapping"
+            raise self.error(node, f"{what} must be a single value, not a {kind}", fix)
+        try:
+            return self.constructor.construct_object(node)
+        except yaml.YAMLError as e:
+            raise self.error(node, f"{what}: {getattr(e, 'problem', e)}", fix) from None
+
+    def text(self, node: Any, what: str, fix: str = "write it as text") -> str:
+        value = self.scalar(node, what, fix)
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(node, f"{what} must be non-empty text, not {value!r}", fix)
+        return value
+
+    def words(self, node: Any, what: str, fix: str) -> list[tuple[str, Any]]:
+        """A text value or a non-empty list of them, each with its node."""
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if not items:
+            raise self.error(node, f"{what} is an empty list", fix)
+        return [(self.text(item, what, fix), item) for item in items]
+
+    def choice(self, node: Any, what: str, names: list[str]) -> str:
+        value = self.scalar(node, what, f"use one of: {', '.join(names)}")
+        if value not in names:
+            raise self.error(
+                node, f'{what} "{as_text(value)}" is not valid', _suggest(str(value), names)
+            )
+        return str(value)
+
+    def decision(self, node: Any, what: str) -> Decision:
+        return Decision(self.choice(node, what, [str(d) for d in Decision]))
+
+    def risk(self, node: Any, what: str) -> Risk:
+        return Risk(self.choice(node, what, [str(r) for r in Risk]))
+
+    def duration(self, node: Any, what: str) -> timedelta:
+        fix = "write a duration like 90s, 15m, 1h or 2d"
+        value = self.scalar(node, what, fix)
+        try:
+            return parse_duration(value, what)
+        except (UsageError, TypeError):
+            problem = f'{what} "{as_text(value)}" is not a positive duration'
+            raise self.error(node, problem, fix) from None
+
+    def boolean(self, node: Any, what: str) -> bool:
+        value = self.scalar(node, what, "write true or false")
+        if not isinstance(value, bool):
+            problem = f"{what} must be true or false, not {value!r}"
+            raise self.error(node, problem, "write true or false, without quotes")
+        return value
+
+    def pairs(self, node: Any, what: str, fix: str, allowed: Sequence[str] | None = None) -> Any:
+        """(key, key node, value node) of a mapping whose keys are text (and ``allowed``)."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, f"{what} must be a mapping of key: value lines", fix)
+        out = []
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node, f"a key in {what}", "write the key as plain text")
+            if not isinstance(key, str):
+                problem = f"the key {key!r} in {what} is not text"
+                raise self.error(key_node, problem, f'quote it: "{key}"')
+            if allowed is not None and key not in allowed:
+                raise self.error(key_node, f'unknown key "{key}" in {what}', _suggest(key, allowed))
+            out.append((key, key_node, value_node))
+        return out
+
+    def fields(self, pairs: Any, what: str, table: Mapping[str, str]) -> dict[str, Any]:
+        """Each value read by the method ``table`` names for its key."""
+        return {key: getattr(self, table[key])(value, f"{what} {key}") for key, _, value in pairs}
+
+    # --- the sections ------------------------------------------------------------
+
+    def policy(self, root: Any) -> Policy:
+        fix = "write a mapping with defaults:, rules: and actions: at the top level"
+        pairs = [
+            p for p in self.pairs(root, "the top level", fix, tuple(_TOP)) if not _is_null(p[2])
+        ]
+        found = {key: getattr(self, _TOP[key])(value) for key, _, value in pairs}
+        actions = MappingProxyType(found.get("actions", {}))
+        return Policy(
+            found.get("defaults", Defaults()), found.get("rules", ()), actions, self.where
+        )
+
+    def defaults(self, node: Any) -> Defaults:
+        fix = "write e.g. decision: ask and timeout: 24h under defaults:"
+        pairs = self.pairs(node, "defaults", fix, tuple(_DEFAULT_FIELDS))
+        return Defaults(**self.fields(pairs, "defaults", _DEFAULT_FIELDS))
+
+    def rules(self, node: Any) -> tuple[Rule, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, "rules must be a list", 'start each rule with "- name: ..."')
+        rules: dict[str, Rule] = {}
+        for item in node.value:
+            rule = self.rule(item)
+            if rule.name in rules:
+                problem = f'two rules are named "{rule.name}" (lines {rules[rule.name].line} and '
+                raise self.error(item, f"{problem}{rule.line})", "give each rule its own name")
+            rules[rule.name] = rule
+        return tuple(rules.values())
+
+    def rule(self, node: Any) -> Rule:
+        fix = "write each rule as a mapping: - name: my-rule, then decision: ask below it"
+        pairs = self.pairs(node, "a rule", fix, tuple(_RULE_FIELDS))
+        name_node = next((value for key, _, value in pairs if key == "name"), None)
+        if name_node is None:
+            raise self.error(node, "a rule has no name", "add name: some-name to it")
+        name = self.name(name_node, "a rule's name")
+        fields = self.fields(pairs, f"rule {name}", _RULE_FIELDS)
+        if "decision" not in fields:
+            raise self.error(
+                node, f"rule {name} has no decision", "add decision: allow, ask or block"
+            )
+        return Rule(**fields, line=_line(node) or 0)
+
+    def name(self, node: Any, what: str) -> str:
+        name = self.text(node, what, "write a short name like large-payments")
+        if "\n" in name or name != name.strip() or name == "defaults":
+            fix = "use one line of text, without spaces around it, other than defaults"
+            raise self.error(node, f"{what} {name!r} cannot be used", fix)
+        return name
+
+    def action(self, node: Any, what: str) -> ActionMatcher:
+        names: set[str] = set()
+        patterns: list[re.Pattern[str]] = []
+        for word, item in self.words(node, what, 'write a name, a list of names, or "re:<regex>"'):
+            if word.startswith("re:"):
+                patterns.append(self.regex(word, item, what))
+                continue
+            try:
+                names.add(check_action(word))
+            except UsageError:
+                problem = f'{what} "{word}" is not a valid action name'
+                raise self.error(item, problem, _ACTION_NAME_FIX + " (or re:<regex>)") from None
+        return ActionMatcher(frozenset(names), tuple(patterns))
+
+    def regex(self, word: str, node: Any, what: str) -> re.Pattern[str]:
+        try:
+            return re.compile(word[3:])
+        except re.error as e:
+            problem = f'{what}: the regex "{word[3:]}" is invalid ({e})'
+            raise self.error(node, problem, "fix the regular expression after re:") from None
+
+    def params(self, node: Any, what: str) -> Mapping[str, Condition]:
+        fix = 'write each condition as name: value, e.g. params: {amount: ">= 500"}'
+        pairs = self.pairs(node, what, fix)
+        return MappingProxyType({k: self.condition(v, f"{what} {k}", True) for k, _, v in pairs})
+
+    def condition(self, node: Any, what: str, top: bool) -> Condition:
+        if isinstance(node, yaml.MappingNode):
+            raise self.error(node, f"{what} is a mapping, which is not a condition", _CONDITION_FIX)
+        if isinstance(node, yaml.SequenceNode):
+            if not top or not node.value:
+                problem = "has a list inside a list" if node.value else "is an empty list"
+                raise self.error(node, f"{what} {problem}", _CONDITION_FIX)
+            return AnyOf(tuple(self.condition(item, what, False) for item in node.value))
+        value = self.scalar(node, what, _CONDITION_FIX)
+        if not isinstance(value, str):
+            return Equals(value)
+        if value.startswith("re:"):
+            return Matches(self.regex(value, node, what))
+        op = next((op for op in OPERATORS if value.startswith(op)), None)
+        if op is None:
+            return Equals(value)
+        rest = value[len(op) :].strip()
+        number = as_number(rest)
+        if number is None:
+            problem = f'{what}: "{value}" compares with "{rest}", which is not a number'
+            fix = f'write a number after {op}, e.g. "{op} 500"; to match text use re:<regex>'
+            raise self.error(node, problem, fix)
+        return Compare(op, number, rest)
+
+    def approvers(self, node: Any, what: str) -> frozenset[str]:
+        fix = "write a name, or a list of names: approvers: [alice, bob]"
+        names = self.words(node, what, fix)
+        if isinstance(node, yaml.ScalarNode) and "," in names[0][0]:
+            raise self.error(node, f'{what} "{names[0][0]}" holds several names', fix)
+        return frozenset(name.strip() for name, _ in names)
+
+    def actions(self, node: Any) -> dict[str, ActionSpec]:
+        fix = "write each action's name, then run: [...] or python: module:function under it"
+        specs: dict[str, ActionSpec] = {}
+        for name, key_node, value in self.pairs(node, "actions", fix):
+            try:
+                check_action(name)
+            except UsageError:
+                problem = f'"{name}" is not a valid action name'
+                raise self.error(key_node, problem, _ACTION_NAME_FIX) from None
+            specs[name] = self.action_spec(name, key_node, value)
+        return specs
+
+    def action_spec(self, name: str, key_node: Any, node: Any) -> ActionSpec:
+        what = f"action {name}"
+        how = "give it run: [program, arg, ...] or python: package.module:function"
+        fields = self.fields(
+            self.pairs(node, what, how, tuple(_ACTION_FIELDS)), what, _ACTION_FIELDS
+        )
+        if "run" in fields and "python" in fields:
+            raise self.error(key_node, f"{what} has both run and python", "keep only one of them")
+        if "run" not in fields and "python" not in fields:
+            raise self.error(key_node, f"{what} has neither run nor python", how)
+        return ActionSpec(name=name, **fields)
+
+    def run(self, node: Any, what: str) -> tuple[str, ...]:
+        if isinstance(node, yaml.ScalarNode):
+            value = self.scalar(node, what, _argv_fix(None))
+            raise self.error(node, f"{what} is a single string, not a list", _argv_fix(value))
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            raise self.error(node, f"{what} must be a non-empty list", _argv_fix(None))
+        argv = tuple(self.scalar(item, what, _argv_fix(None)) for item in node.value)
+        for item, value in zip(node.value, argv, strict=True):
+            if not isinstance(value, str):
+                raise self.error(item, f"{what}: {value!r} is not text", f'quote it: "{value}"')
+        if not argv[0].strip():
+            raise self.error(node, f"{what}: the program is empty", _argv_fix(None))
+        return argv
+
+    def python(self, node: Any, what: str) -> str:
+        target = self.text(node, what, "write it as package.module:function").strip()
+        if not _PYTHON_RE.fullmatch(target):
+            problem = f'{what} "{target}" is not in the form package.module:function'
+            raise self.error(node, problem, "write it like payments.executor:pay")
+        return target
+
+
+def _check_nodes(text: str, root: Any, where: str) -> None:
+    """Refuse anchors and aliases (alias bombs) and duplicate keys (PyYAML keeps the last)."""
+    for event in yaml.parse(text, Loader=_Loader):
+        if getattr(event, "anchor", None) is not None:
+            problem = "anchors and aliases are not allowed in hitl-vault.yaml"
+            raise RulesError(where, problem, "write each value out in full", _line(event))
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int | None] = {}
+            for key, value in node.value:
+                ident = (str(key.tag), str(key.value))
+                if isinstance(key, yaml.ScalarNode) and ident in seen:
+                    problem = f'the key "{key.value}" appears twice (first at line {seen[ident]})'
+                    raise RulesError(where, problem, "keep only one of them", _line(key))
+                seen[ident] = _line(key)
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
+
+
+def _empty_policy(where: str) -> Policy:
+    return Policy(Defaults(), (), MappingProxyType({}), where)
+
+
+def parse_policy(text: str, where: str = "hitl-vault.yaml") -> Policy:
+    """The policy the text of a rules file states; raises RulesError with the line and fix."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+        _check_nodes(text, root, where)
+    except yaml.MarkedYAMLError as e:
+        problem = f"YAML error: {(e.problem or e.context or 'invalid YAML').strip()}"
+        fix = 'fix the YAML syntax; quote values that start with a symbol, e.g. amount: ">= 500"'
+        raise RulesError(where, problem, fix, _line(e.problem_mark or e.context_mark)) from None
+    except yaml.YAMLError as e:
+        raise RulesError(where, f"YAML error: {e}", "fix the YAML syntax") from None
+    if root is None or _is_null(root):
+        return _empty_policy(where)
+    return _Reader(where).policy(root)
+
+
+def load_policy(path: Path, where: str | None = None) -> Policy:
+    """Read the rules file; a missing file means no rules (everything asks: fail closed)."""
+    where = where or str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return _empty_policy(where)
+    except OSError as e:
+        problem = f"cannot be read ({e.strerror or e})"
+        raise RulesError(where, problem, "make it a file you may read") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise RulesError(
+            where, f"is not UTF-8 (byte {e.start})", "save it as UTF-8", line
+        ) from None
+    return parse_policy(text, where)
