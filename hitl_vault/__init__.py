@@ -1,5 +1,6 @@
 """hitl-vault: a human-in-the-loop approval gate that lives in a folder of Markdown notes."""
 
+from .asking import Approval
 from .errors import (
     DaemonRunningError,
     IllegalTransitionError,
@@ -16,7 +17,7 @@ from .errors import (
     WaitTimeoutError,
 )
 from .model import Decision, Proposal, Request, Risk, RuleMatch, Ruling, Status, Transition
-from .vault import Approval, Vault
+from .vault import Vault
 
 __version__ = "0.1.0"
 

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from .dashboard import write_dashboard
 from .errors import ChangedUnderfootError, NoteError, RulesError, VaultError
@@ -32,6 +28,7 @@ from .inbox import Inbox
 from .lock import DaemonLock
 from .model import INBOX_FOLDER, REQUEST_FOLDERS, Status, Transition
 from .reconcile import is_candidate
+from .signals import stop_on_signals
 from .vault import JOURNAL_FILE, RULES_FILE, STATE_DIR, Vault
 from .watcher import Watcher
 
@@ -440,7 +437,7 @@ class Daemon:
     def run(self, once: bool = False) -> None:
         """Hold the vault's daemon lock and run (``once``: catch up and exit)."""
         lock = DaemonLock(self.vault.root / STATE_DIR / "daemon.lock").acquire()
-        restore = self._install_signals()
+        restore = stop_on_signals(self.stop)
         try:
             if once:
                 self.catch_up()
@@ -450,27 +447,3 @@ class Daemon:
         finally:
             restore()
             lock.release()
-
-    def _install_signals(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        signals = 0
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            nonlocal signals
-            signals += 1
-            if signals > 1:
-                log.warning("second signal: exiting now; actions in flight are left as executing")
-                os._exit(130)
-            log.info("stopping: letting actions in flight finish (signal again to exit at once)")
-            self.stop()
-
-        previous: dict[int, Any] = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, handle)
-
-        def restore() -> None:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-        return restore

@@ -78,6 +78,11 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
     :class:`ChangedUnderfootError` is raised, so the human's edit survives.
     """
     if dest.exists():
+        if _current(dest) == data:  # the very same move, just made by another process
+            if _current(src) == expected:
+                src.unlink(missing_ok=True)
+                _fsync_dir(src.parent)
+            return
         raise NoteError(
             where,
             f"cannot move it: {dest.parent.name}/{dest.name} already exists",

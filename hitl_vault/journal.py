@@ -19,62 +19,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import IllegalTransitionError, RequestNotFoundError
 from .model import LEGAL_MOVES, Request, Risk, Status, Transition, format_ts, parse_ts
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-    id TEXT PRIMARY KEY,
-    action TEXT NOT NULL,
-    status TEXT NOT NULL,
-    summary TEXT NOT NULL,
-    risk TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    requested_by TEXT NOT NULL,
-    created TEXT NOT NULL,
-    expires TEXT,
-    params TEXT NOT NULL,
-    params_sha_created TEXT NOT NULL,
-    params_sha_approved TEXT,
-    decided_by TEXT,
-    reason TEXT,
-    decided_at TEXT,
-    executed_at TEXT,
-    result TEXT,
-    error TEXT,
-    path TEXT,
-    carried_by_requester INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS requests_status_expires ON requests (status, expires);
-CREATE TABLE IF NOT EXISTS entries (
-    seq INTEGER PRIMARY KEY,
-    request_id TEXT NOT NULL,
-    at TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    from_status TEXT,
-    to_status TEXT NOT NULL,
-    by TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    details TEXT NOT NULL,
-    params_sha TEXT,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entries_request ON entries (request_id, seq);
-CREATE TABLE IF NOT EXISTS proposals (
-    key TEXT PRIMARY KEY,
-    request_id TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS attention (
-    path TEXT PRIMARY KEY,
-    request_id TEXT,
-    message TEXT NOT NULL,
-    since TEXT NOT NULL
-);
-"""
+SCHEMA = resources.files("hitl_vault").joinpath("schema.sql").read_text(encoding="utf-8")
 
 GENESIS = "0" * 64
 _REQUEST_COLUMNS = (

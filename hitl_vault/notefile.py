@@ -113,7 +113,7 @@ class Note:
             return value
         if value is None:
             return ""
-        index = self._key_line("status")
+        index = self.key_line("status")
         if index is not None:
             raw = _content(self.lines[index]).split(":", 1)[1]
             return _strip_comment(raw).strip().strip("\"'")
@@ -123,7 +123,7 @@ class Note:
     def body(self) -> str:
         return "".join(self.lines[self.fm_end + 1 :])
 
-    def _key_line(self, key: str) -> int | None:
+    def key_line(self, key: str) -> int | None:
         return _find_key(self.lines, self.fm_end, key)
 
 

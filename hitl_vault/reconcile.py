@@ -15,7 +15,6 @@ which act on behalf of the person at the keyboard, call it at once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,15 +36,20 @@ from .model import (
     Transition,
     format_ts,
     history_key,
-    parse_ts,
-    read_status_word,
 )
 from .notefile import Note, edit_note, read_note
+from .notestate import (
+    OWNED_AT_CREATION,
+    describe_changes,
+    differs,
+    line_number,
+    note_state,
+    owned_fields,
+    same_value,
+)
 from .render import callout, render_new_note
 from .rules import Policy
 
-# Keys written once at creation: a human's change to them is never acted on.
-OWNED_AT_CREATION = ("action", "created", "expires", "requested_by", "rule", "risk")
 _FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
 
 
@@ -72,43 +76,6 @@ def is_candidate(rel: Path) -> bool:
 
 def is_conflict_copy(name: str) -> bool:
     return ".sync-conflict-" in name or "conflicted copy" in name.lower()
-
-
-def describe_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
-    """``amount 1500 → 1000, memo added: x``: how edited params differ from the requested ones."""
-
-    def show(value: Any) -> str:
-        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-    def same(a: Any, b: Any) -> bool:
-        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-    parts = []
-    for key in [*before, *(k for k in after if k not in before)]:
-        if key not in after:
-            parts.append(f"{key} removed")
-        elif key not in before:
-            parts.append(f"{key} added: {show(after[key])}")
-        elif not same(before[key], after[key]):
-            parts.append(f"{key} {show(before[key])} → {show(after[key])}")
-    return ", ".join(parts)
-
-
-def explanation(ruling_matches: Sequence[Any], rule: str) -> str:
-    """The sentence under a new note's details table saying which rules matched."""
-    lines = [f"Matched rule `{m.rule}`: {m.explanation}" for m in ruling_matches if m.explanation]
-    return "\n".join(lines) if lines else f"No rule matched; `{rule}` decided."
-
-
-def _same_value(note_value: Any, journal_value: Any) -> bool:
-    if note_value in (None, "") or journal_value in (None, ""):
-        return note_value in (None, "") and journal_value in (None, "")
-    if isinstance(note_value, datetime) or isinstance(journal_value, datetime):
-        try:
-            return bool(parse_ts(note_value) == parse_ts(journal_value))
-        except (TypeError, ValueError):
-            return False
-    return bool(note_value == journal_value)
 
 
 class Reconciler:
@@ -211,7 +178,7 @@ class Reconciler:
         tampered = [
             key
             for key in OWNED_AT_CREATION
-            if not _same_value(note.meta.get(key), getattr(request, key))
+            if not same_value(note.meta.get(key), getattr(request, key))
         ]
         problem: str | None = None
         acted: Transition | None = None
@@ -232,7 +199,7 @@ class Reconciler:
                     where,
                     f'unknown status "{note.status_text}"',
                     "use approved or rejected",
-                    _line_number(note, "status"),
+                    line_number(note, "status"),
                 )
             )
         elif state == "illegal":
@@ -271,7 +238,7 @@ class Reconciler:
             self.journal.unflag(where)
         current = self.journal.get(request.id) if acted else request
         assert current is not None
-        needs_sync = acted is not None or _differs(note, folder, current)
+        needs_sync = acted is not None or differs(note, folder, current)
         return Finding(path, request.id, acted, needs_sync or problem is not None, problem)
 
     # --- deciding -------------------------------------------------------------
@@ -378,7 +345,7 @@ class Reconciler:
             )
             request = self.journal.get(request_id)
             assert request is not None
-        fields = _owned_fields(note, request)
+        fields = owned_fields(note, request)
         have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
         missing = [t.history_line() for t in request.history if t.key not in have]
         new_callout = callout(request.status, request.expires, request.rule, request.reason)
@@ -426,61 +393,3 @@ class Reconciler:
         path.parent.mkdir(exist_ok=True)
         write_note(path, text.encode("utf-8"), None, self.rel(path))
         return path
-
-
-def note_state(note: Note, request: Request) -> tuple[str, Status | None]:
-    """How the note's status relates to the journal's.
-
-    ``same``; ``decision`` (a human decided a pending request); ``stale`` (the
-    note shows an earlier step of this request's life, consistently with its own
-    history: hitl-vault has not written it yet, or an old copy came back from
-    git or a sync tool); ``illegal`` (a move the request cannot make);
-    ``unknown`` (not a status word at all).
-    """
-    status = read_status_word(note.status_text)
-    if status is None:
-        return "unknown", None
-    if status is request.status:
-        return "same", status
-    if request.status is Status.PENDING and status in (Status.APPROVED, Status.REJECTED):
-        return "decision", status
-    have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
-    steps = [t for t in request.history if t.kind == "transition"]
-    k = 0
-    while k < len(steps) and steps[k].key in have:
-        k += 1
-    nearby = {steps[i].to_status for i in (k - 1, k) if 0 <= i < len(steps)}
-    return ("stale" if status in nearby else "illegal"), status
-
-
-def _owned_fields(note: Note, request: Request) -> dict[str, Any]:
-    wanted: dict[str, Any] = {"status": str(request.status)}
-    for key in OWNED_AT_CREATION:
-        wanted[key] = getattr(request, key)
-    for key in ("decided_at", "executed_at", "result", "error"):
-        if getattr(request, key) is not None:
-            wanted[key] = getattr(request, key)
-    for key in ("decided_by", "reason"):
-        if getattr(request, key) and not note.meta.get(key):
-            wanted[key] = getattr(request, key)
-    fields = {}
-    for key, value in wanted.items():
-        current = note.meta.get(key)
-        if key == "status":
-            if note.status_text != value:
-                fields[key] = value
-        elif not _same_value(current, value):
-            fields[key] = value
-    return fields
-
-
-def _differs(note: Note, folder: str, request: Request) -> bool:
-    if note.status_text != str(request.status) or folder != request.status.folder:
-        return True
-    have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
-    return any(t.key not in have for t in request.history)
-
-
-def _line_number(note: Note, key: str) -> int | None:
-    index = note._key_line(key)
-    return index + 1 if index is not None else None

@@ -10,32 +10,30 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import functools
 import getpass
-import inspect
-import math
+import logging
 import sqlite3
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from . import asking
+from .asking import Approval
+from .checks import verify_vault
 from .errors import (
     IllegalTransitionError,
     NoteError,
-    Rejected,
     RequestNotFoundError,
-    TimedOut,
     UsageError,
-    VaultError,
     VaultNotFoundError,
     WaitTimeoutError,
 )
 from .journal import Journal
+from .listeners import Listeners
 from .lock import daemon_running
 from .model import (
     REQUEST_FOLDERS,
@@ -48,18 +46,20 @@ from .model import (
     Transition,
     check_action,
     default_summary,
-    history_key,
     new_id,
     one_line,
     parse_duration,
-    read_status_word,
     utcnow,
 )
 from .notefile import read_note
-from .reconcile import Reconciler, explanation
+from .notestate import explanation
+from .params import clean_params
+from .reconcile import Reconciler
 from .render import render_new_note
 from .rules import Policy
 from .rulesfile import load_policy
+
+log = logging.getLogger("hitl_vault")
 
 RULES_FILE = "hitl-vault.yaml"
 STATE_DIR = ".hitl"
@@ -79,55 +79,6 @@ def default_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-def clean_params(params: Mapping[str, Any] | None, argument: str = "params") -> dict[str, Any]:
-    """Params as JSON-like data (text keys; numbers, text, booleans, null, lists, mappings)."""
-
-    def check(value: Any, where: str) -> Any:
-        if value is None or isinstance(value, bool | int | str):
-            return value
-        if isinstance(value, float):
-            if math.isfinite(value):
-                return value
-        elif isinstance(value, list | tuple):
-            return [check(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        elif isinstance(value, Mapping):
-            out = {}
-            for k, v in value.items():
-                if not isinstance(k, str):
-                    raise UsageError(argument, f"key {k!r} in {where} is not text", "use text keys")
-                out[k] = check(v, f"{where}.{k}")
-            return out
-        raise UsageError(
-            argument,
-            f"{where} is a {type(value).__name__}",
-            "pass numbers, text, booleans, lists or mappings (params travel as JSON)",
-        )
-
-    if params is None:
-        return {}
-    if not isinstance(params, Mapping):
-        raise UsageError(argument, "is not a mapping", "pass a dict of name -> value")
-    result: dict[str, Any] = check(params, "params")
-    return result
-
-
-class Approval:
-    """What ``approval()`` gives the requester: the approved request, and a place for the result."""
-
-    def __init__(self, request: Request) -> None:
-        self.request = request
-        self.result: Any = None
-
-    @property
-    def id(self) -> str:
-        return self.request.id
-
-    @property
-    def params(self) -> Mapping[str, Any]:
-        """The params as approved (a human may have edited them)."""
-        return self.request.params
 
 
 class Vault:
@@ -157,9 +108,7 @@ class Vault:
         self.functions: list[RuleFunction] = []
         self.handlers: dict[str, Callable[[Request], Any]] = {}
         self.notes = Reconciler(self.root, self.journal, lambda: self.policy, self.functions)
-        self._watch_lock = threading.Lock()
-        self._watcher: Any = None
-        self._listeners: set[Callable[[Path], None]] = set()
+        self._changes = Listeners(self.root)
 
     def __repr__(self) -> str:
         return f"Vault({str(self.root)!r})"
@@ -173,10 +122,7 @@ class Vault:
         return self.policy
 
     def close(self) -> None:
-        with self._watch_lock:
-            watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.stop()
+        self._changes.close()
         self.journal.close()
 
     def __enter__(self) -> Vault:
@@ -324,7 +270,7 @@ class Vault:
             request, to, by=by or default_user(), reason=reason, params=params, now=now
         )
         if done is not None:
-            self._show(request_id, now)
+            self.show_in_note(request_id, now)
         if done is None or done.to_status is Status.TIMED_OUT:  # too late: it expired
             raise IllegalTransitionError(request_id, self.get(request_id).status, to)
         return self.get(request_id)
@@ -339,13 +285,18 @@ class Vault:
         )  # fmt: skip
         if done is None:
             raise IllegalTransitionError(request_id, self.get(request_id).status, Status.CANCELLED)
-        self._show(request_id, now)
+        self.show_in_note(request_id, now)
         return self.get(request_id)
 
-    def _show(self, request_id: str, now: datetime) -> None:
+    def show_in_note(self, request_id: str, now: datetime) -> None:
         """Bring the note up to date at once, unless a daemon will do it once the note is quiet."""
-        if not daemon_running(self.root / STATE_DIR / "daemon.lock"):
+        if daemon_running(self.root / STATE_DIR / "daemon.lock"):
+            return
+        try:
             self.notes.sync_now(request_id, now)
+        except NoteError as e:  # the journal has it; the note waits for a fix (see Dashboard.md)
+            self.journal.flag(e.where, str(e), now, request_id)
+            log.warning("needs attention: %s", e)
 
     # --- catching up without a daemon ---------------------------------------------
 
@@ -356,11 +307,11 @@ class Vault:
         if request.status is Status.PENDING and request.path is not None:
             finding = self.notes.inspect(request.path, now)
             if finding is not None and finding.acted is not None:
-                self._show(request_id, now)
+                self.show_in_note(request_id, now)
                 return self.get(request_id)
         if request.status is Status.PENDING and request.expires and request.expires <= now:
             if self.expire(request_id, now) is not None:
-                self._show(request_id, now)
+                self.show_in_note(request_id, now)
             return self.get(request_id)
         return request
 
@@ -370,27 +321,6 @@ class Vault:
         )
 
     # --- waiting ------------------------------------------------------------------
-
-    def _on_change(self, path: Path) -> None:
-        for listener in list(self._listeners):
-            listener(path)
-
-    def _on_overflow(self) -> None:
-        self._on_change(self.root)
-
-    @contextmanager
-    def _listening(self, listener: Callable[[Path], None]) -> Iterator[None]:
-        from .watcher import Watcher
-
-        with self._watch_lock:
-            if self._watcher is None:
-                self._watcher = Watcher(self.root, self._on_change, self._on_overflow).start()
-            self._listeners.add(listener)
-        try:
-            yield
-        finally:
-            with self._watch_lock:
-                self._listeners.discard(listener)
 
     async def wait(self, request_id: str, timeout: float | None = None) -> Request:
         """Return once the request is no longer pending.
@@ -408,7 +338,7 @@ class Vault:
             if path.name.startswith((request_id, JOURNAL_FILE)) or path == self.root:
                 loop.call_soon_threadsafe(wake.set)
 
-        with self._listening(poke):
+        with self._changes.listening(poke):
             while True:
                 wake.clear()
                 request = self.refresh(request_id)
@@ -465,40 +395,7 @@ class Vault:
             expect={Status.EXECUTING}, fields=fields,
         )  # fmt: skip
 
-    def _refused(self, request: Request) -> VaultError | None:
-        who = f" by {request.decided_by}" if request.decided_by else ""
-        why = f": {request.reason}" if request.reason else ""
-        if request.status is Status.TIMED_OUT:
-            return TimedOut(
-                request, f"request {request.id}: nobody decided before {request.expires}"
-            )
-        if request.status in (Status.REJECTED, Status.CANCELLED):
-            return Rejected(request, f"request {request.id}: {request.status}{who}{why}")
-        if request.status is not Status.APPROVED:
-            return VaultError(f"request {request.id}: is {request.status}, expected approved")
-        return None
-
-    def _begin(self, request: Request) -> Approval:
-        refused = self._refused(request)
-        if refused is not None:
-            raise refused
-        if self.start_execution(request.id, by=request.requested_by) is None:
-            raise VaultError(
-                f"request {request.id}: was already started elsewhere; not running it again"
-            )
-        self._show(request.id, self.now())
-        return Approval(self.get(request.id))
-
-    def _end(self, handle: Approval, error: BaseException | None) -> None:
-        if error is None:
-            result = None if handle.result is None else str(handle.result)
-            self.finish_execution(handle.id, True, result=result)
-        else:
-            self.finish_execution(handle.id, False, error=f"{type(error).__name__}: {error}")
-        self._show(handle.id, self.now())
-
-    @asynccontextmanager
-    async def approval(
+    def approval(
         self,
         action: str,
         params: Mapping[str, Any] | None = None,
@@ -507,25 +404,18 @@ class Vault:
         timeout: str | float | None = None,
         requested_by: str | None = None,
         wait_timeout: float | None = None,
-    ) -> AsyncIterator[Approval]:
+    ) -> AbstractAsyncContextManager[Approval]:
         """Ask, wait, then let the caller do it: executing on entry, executed or failed on exit.
 
-        Raises :class:`Rejected` or :class:`TimedOut` instead of entering when
-        the request is refused. The daemon never runs such a request.
+        ``async with vault.approval("payment", {...}) as req:`` enters with the
+        request as approved (``req.params`` as the human left them); set
+        ``req.result``. Raises :class:`Rejected` or :class:`TimedOut` instead of
+        entering when the request is refused. The daemon never runs such a request.
         """
-        request = self.submit(
-            action, params, summary=summary, timeout=timeout,
-            requested_by=requested_by, carried_by_requester=True,
+        return asking.approval(
+            self, action, params, summary=summary, timeout=timeout,
+            requested_by=requested_by, wait_timeout=wait_timeout,
         )  # fmt: skip
-        if request.status is Status.PENDING:
-            request = await self.wait(request.id, wait_timeout)
-        handle = self._begin(request)
-        try:
-            yield handle
-        except BaseException as e:
-            self._end(handle, e)
-            raise
-        self._end(handle, None)
 
     def requires_approval(
         self,
@@ -540,96 +430,15 @@ class Vault:
         The call's arguments become the params (by name); ``summary`` is
         formatted with them (``"Pay {recipient} ${amount}"``).
         """
-        check_action(action)
-
-        def decorate(fn: F) -> F:
-            signature = inspect.signature(fn)
-
-            def ask(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Request:
-                bound = signature.bind(*args, **kwargs)
-                bound.apply_defaults()
-                params = dict(bound.arguments)
-                text = summary.format(**params) if summary else ""
-                return self.submit(
-                    action, params, summary=text, timeout=timeout,
-                    requested_by=requested_by or fn.__qualname__, carried_by_requester=True,
-                )  # fmt: skip
-
-            if inspect.iscoroutinefunction(fn):
-
-                @functools.wraps(fn)
-                async def run_async(*args: Any, **kwargs: Any) -> Any:
-                    request = ask(args, kwargs)
-                    if request.status is Status.PENDING:
-                        request = await self.wait(request.id)
-                    handle = self._begin(request)
-                    try:
-                        handle.result = await fn(**handle.params)
-                    except BaseException as e:
-                        self._end(handle, e)
-                        raise
-                    self._end(handle, None)
-                    return handle.result
-
-                return run_async  # type: ignore[return-value]
-
-            @functools.wraps(fn)
-            def run_sync(*args: Any, **kwargs: Any) -> Any:
-                request = ask(args, kwargs)
-                if request.status is Status.PENDING:
-                    request = self.wait_sync(request.id)
-                handle = self._begin(request)
-                try:
-                    handle.result = fn(**handle.params)
-                except BaseException as e:
-                    self._end(handle, e)
-                    raise
-                self._end(handle, None)
-                return handle.result
-
-            return run_sync  # type: ignore[return-value]
-
-        return decorate
+        return asking.requires_approval(
+            self, action, summary=summary, timeout=timeout, requested_by=requested_by
+        )
 
     # --- checking -----------------------------------------------------------------
 
     def verify(self) -> builtins.list[str]:
         """Every disagreement between the journal's chain, its entries and the notes."""
-        problems = self.journal.verify_chain()
-        for summary in self.journal.requests():
-            request = self.journal.get(summary.id)
-            assert request is not None
-            path = self.notes.locate(request.id, str(request.path) if request.path else None)
-            if path is None:
-                problems.append(
-                    f"request {request.id}: its note is missing "
-                    "(`hitl-vault run --once` writes it again from the journal)"
-                )
-                continue
-            where = self.notes.rel(path)
-            try:
-                note = read_note(path, where)
-            except NoteError as e:
-                problems.append(str(e))
-                continue
-            shown = read_status_word(note.status_text)
-            if shown is not request.status:
-                problems.append(
-                    f"{where}: status says {note.status_text!r} but the journal says "
-                    f"{request.status} (`hitl-vault run --once` brings the note up to date)"
-                )
-            body = note.lines[note.fm_end + 1 :]
-            noted = {history_key(line): line.strip() for line in body if history_key(line)[0]}
-            journaled = {t.key for t in request.history}
-            for t in request.history:
-                if t.key not in noted:
-                    problems.append(
-                        f"{where}: history lacks journal entry {t.history_line()[2:]!r}"
-                    )
-            for key, line in noted.items():
-                if key not in journaled:
-                    problems.append(f"{where}: history line {line!r} is not in the journal")
-        return problems
+        return verify_vault(self)
 
 
 def _status_arg(status: Status | str) -> Status:

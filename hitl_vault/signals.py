@@ -1,0 +1,43 @@
+"""Signals for the daemon: the first asks it to stop gracefully, the second exits at once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+log = logging.getLogger("hitl_vault")
+
+
+def stop_on_signals(stop: Callable[[], None]) -> Callable[[], None]:
+    """SIGTERM / Ctrl-C call ``stop`` (finish what is in flight); a second one exits at once.
+
+    Returns a function that puts the previous handlers back. Outside the main
+    thread signals cannot be handled, and nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    signals = 0
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second signal: exiting now; actions in flight are left as executing")
+            os._exit(130)
+        log.info("stopping: letting actions in flight finish (signal again to exit at once)")
+        stop()
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handle)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
