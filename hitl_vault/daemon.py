@@ -306,8 +306,9 @@ class Daemon:
         if request is None:
             return None, None
         path = self.vault.notes.locate(request_id, str(request.path) if request.path else None)
-        if path is None:
-            return None, None
+        if path is None:  # written back from the journal once its last change is quiet too
+            last = request.history[-1].at if request.history else request.created
+            return None, last + self.vault.policy.defaults.quiet
         last = self._last_change.get(path)
         if last is None:
             try:

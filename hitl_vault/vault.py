@@ -25,6 +25,7 @@ from . import asking
 from .asking import Approval
 from .checks import verify_vault
 from .errors import (
+    ChangedUnderfootError,
     IllegalTransitionError,
     NoteError,
     RequestNotFoundError,
@@ -222,9 +223,13 @@ class Vault:
             except sqlite3.IntegrityError:
                 if attempt == 4 or (source is not None and self.journal.proposal(source)):
                     raise
-        path = self.notes.write_new(
-            request, render_new_note(request, explanation(ruling.matches, ruling.rule))
-        )
+        text = render_new_note(request, explanation(ruling.matches, ruling.rule))
+        try:
+            path: Path | None = self.notes.write_new(request, text)
+        except ChangedUnderfootError:  # a daemon that saw the journal entry wrote it first
+            path = self.notes.locate(request.id)
+            if path is None:
+                raise
         return replace(request, path=path)
 
     def get(self, request_id: str) -> Request:
