@@ -1,0 +1,93 @@
+"""The vault template: what `hitl-vault init` gives a new user, in Obsidian or any editor."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from hitl_vault import Decision, Vault
+from hitl_vault.dashboard import render_dashboard
+from hitl_vault.model import utcnow
+from hitl_vault.reconcile import is_candidate
+from hitl_vault.template import template_root
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "vault_template"
+
+
+def test_every_template_file_is_installed(vault_path: Path) -> None:
+    """An installed package carries the same template as the source tree."""
+    shipped = {p.relative_to(TEMPLATE) for p in TEMPLATE.rglob("*") if p.is_file()}
+    assert {Path(".obsidian/types.json"), Path("Approvals.base"), Path("Welcome.md")} <= shipped
+    for rel in shipped:
+        assert (vault_path / rel).read_bytes() == (TEMPLATE / rel).read_bytes(), rel
+    assert template_root().joinpath("hitl-vault.yaml").is_file()
+
+
+def test_the_dashboard_is_what_the_daemon_writes_for_an_empty_vault(vault: Vault) -> None:
+    assert (vault.root / "Dashboard.md").read_text() == render_dashboard(vault, utcnow())
+
+
+def test_folder_notes_say_what_belongs_there_and_are_never_requests(vault_path: Path) -> None:
+    for folder in ("Inbox", "Pending_Approval", "Approved", "Done", "Rejected"):
+        note = vault_path / folder / "_README.md"
+        text = note.read_text()
+        assert text.startswith("---\nhitl: folder-note\n---\n") and len(text.splitlines()) > 3
+        assert not is_candidate(note.relative_to(vault_path))
+
+
+def test_approvals_base_has_the_three_views(vault_path: Path) -> None:
+    base = yaml.safe_load((vault_path / "Approvals.base").read_text())
+    views = {v["name"]: v for v in base["views"]}
+    assert set(views) == {"Pending", "Decided", "Needs attention"}
+    pending = views["Pending"]
+    assert pending["type"] == "table"
+    assert {"status", "action", "risk", "summary", "expires"} <= set(pending["order"])
+    assert pending["sort"] == [{"property": "expires", "direction": "ASC"}]
+    assert "'id'" in (vault_path / "Approvals.base").read_text()  # folder notes have no id
+
+
+def test_types_json_declares_every_property_a_request_note_has(vault: Vault) -> None:
+    types = json.loads((vault.root / ".obsidian" / "types.json").read_text())["types"]
+    req = vault.submit("payment", {"amount": 1500})
+    vault.approve(req.id, by="alice", reason="ok")
+    assert req.path is not None
+    note = vault.get(req.id).path
+    assert note is not None
+    keys = set(yaml.safe_load(note.read_text().split("---")[1])) - {"params"}
+    assert keys <= set(types), keys - set(types)
+    for key in ("created", "expires", "decided_at", "executed_at"):
+        assert types[key] == "datetime"
+    assert types["status"] == "text"
+
+
+def test_sync_and_git_ignore_the_journal(vault_path: Path) -> None:
+    assert ".hitl/" in (vault_path / ".gitignore").read_text().split()
+    assert ".hitl" in (vault_path / ".stignore").read_text().split()
+
+
+def test_welcome_teaches_both_gestures_in_five_steps(vault_path: Path) -> None:
+    text = (vault_path / "Welcome.md").read_text()
+    steps = re.findall(r"(?m)^\d\. ", text)
+    assert len(steps) == 5
+    assert "status: approved" in text and "Approved/" in text
+
+
+def test_the_example_rules_decide_as_their_comments_say(vault: Vault) -> None:
+    def decide(action: str, **params: object) -> tuple[Decision, str]:
+        ruling = vault.evaluate(action, params)
+        return ruling.decision, ruling.rule
+
+    assert decide("payment", amount=499) == (Decision.ALLOW, "small-payments")
+    assert decide("payment", amount=500) == (Decision.ASK, "large-payments")
+    assert decide("shell", cmd="ls") == (Decision.BLOCK, "no-shell")
+    assert decide("delete_user", id=3)[0] is Decision.ASK
+    assert decide("deploy", environment="production") == (Decision.ASK, "production")
+    assert decide("archive", count=250) == (Decision.ASK, "bulk")
+    assert decide("read_file", path="a") == (Decision.ALLOW, "read-only-tools")
+    assert decide("send_email", to="x@y.z") == (Decision.ASK, "email")
+    refund = vault.evaluate("refund", {"amount": 5})
+    assert set(refund.approvers or ()) == {"alice", "bob"}
+    assert decide("unknown_tool") == (Decision.ASK, "defaults")
