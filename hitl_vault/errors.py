@@ -12,6 +12,12 @@ from pathlib import Path
 from typing import Any
 
 
+def located(where: str, problem: str, fix: str, line: int | None = None) -> str:
+    """``file line 3: what is wrong (how to fix it)``: the shape of every file error."""
+    at = f"{where} line {line}" if line else where
+    return f"{at}: {problem} ({fix})"
+
+
 class VaultError(Exception):
     """The root of every error hitl-vault raises on purpose."""
 
@@ -32,12 +38,8 @@ class NoteError(VaultError):
     """
 
     def __init__(self, where: str, problem: str, fix: str, line: int | None = None) -> None:
-        self.where = where
-        self.problem = problem
-        self.fix = fix
-        self.line = line
-        at = f"{where} line {line}" if line else where
-        super().__init__(f"{at}: {problem} ({fix})")
+        self.where, self.problem, self.fix, self.line = where, problem, fix, line
+        super().__init__(located(where, problem, fix, line))
 
 
 class ChangedUnderfootError(NoteError):
@@ -55,12 +57,8 @@ class RulesError(VaultError):
     """``hitl-vault.yaml`` is missing, unreadable or invalid."""
 
     def __init__(self, where: str, problem: str, fix: str, line: int | None = None) -> None:
-        self.where = where
-        self.problem = problem
-        self.fix = fix
-        self.line = line
-        at = f"{where} line {line}" if line else where
-        super().__init__(f"{at}: {problem} ({fix})")
+        self.where, self.problem, self.fix, self.line = where, problem, fix, line
+        super().__init__(located(where, problem, fix, line))
 
 
 class UsageError(VaultError):

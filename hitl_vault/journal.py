@@ -60,6 +60,16 @@ class Attention:
     since: datetime
 
 
+def _transition(
+    at: str, kind: str, frm: str | None, to: str, by: str, reason: str, details: str
+) -> Transition:
+    """A Transition from an ``entries`` row."""
+    return Transition(
+        parse_ts(at), Status(frm) if frm else None, Status(to), by, reason,
+        tuple(json.loads(details)), kind,
+    )  # fmt: skip
+
+
 class Journal:
     """One SQLite database in WAL mode with durable (``synchronous=FULL``) commits.
 
@@ -335,18 +345,7 @@ class Journal:
                 "WHERE request_id = ? ORDER BY seq",
                 (request_id,),
             ).fetchall()
-        return [
-            Transition(
-                parse_ts(at),
-                Status(frm) if frm else None,
-                Status(to),
-                by,
-                reason,
-                tuple(json.loads(details)),
-                kind,
-            )
-            for at, kind, frm, to, by, reason, details in rows
-        ]
+        return [_transition(*row) for row in rows]
 
     def expiring(self, before: datetime | None = None) -> list[tuple[str, datetime]]:
         """Pending requests with an expiry, soonest first (only those due by ``before``)."""
@@ -393,21 +392,7 @@ class Journal:
                 "FROM entries ORDER BY seq DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [
-            (
-                rid,
-                Transition(
-                    parse_ts(at),
-                    Status(frm) if frm else None,
-                    Status(to),
-                    by,
-                    reason,
-                    tuple(json.loads(details)),
-                    kind,
-                ),
-            )
-            for rid, at, kind, frm, to, by, reason, details in rows
-        ]
+        return [(row[0], _transition(*row[1:])) for row in rows]
 
     def attention(self) -> list[Attention]:
         with self._lock:
