@@ -306,16 +306,16 @@ class Daemon:
         if request is None:
             return None, None
         path = self.vault.notes.locate(request_id, str(request.path) if request.path else None)
+        quiet = self.vault.policy.defaults.quiet
         if path is None:  # written back from the journal once its last change is quiet too
-            last = request.history[-1].at if request.history else request.created
-            return None, last + self.vault.policy.defaults.quiet
-        last = self._last_change.get(path)
-        if last is None:
+            return None, (request.history[-1].at if request.history else request.created) + quiet
+        seen = self._last_change.get(path)
+        if seen is None:
             try:
-                last = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                seen = datetime.fromtimestamp(path.stat().st_mtime, UTC)
             except OSError:
                 return path, None
-        return path, last + self.vault.policy.defaults.quiet
+        return path, seen + quiet
 
     def _sync_quiet(self, now: datetime) -> bool:
         did = False
