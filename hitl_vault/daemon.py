@@ -36,6 +36,8 @@ log = logging.getLogger("hitl_vault")
 
 INTERRUPTED = "interrupted: it may or may not have run; check before retrying"
 RESCAN_EVERY = timedelta(minutes=5)
+# Dashboard.md is rewritten at most this often while the vault is busy (and once it settles).
+DASHBOARD_EVERY = timedelta(seconds=1)
 
 
 def _precise_now() -> datetime:
@@ -71,6 +73,8 @@ class Daemon:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hitl-action")
         self._next_rescan: datetime | None = None
         self._dashboard_stale = True
+        self._dashboard_written: datetime | None = None
+        self._next_quiet: datetime | None = None
         self._stopping = False
         self._recovered = False
         self._seen_seq = vault.journal.last_seq()
@@ -116,8 +120,11 @@ class Daemon:
         did |= self._expire(now)
         did |= self._start_actions()
         did |= self._sync_quiet(now)
-        if did or self._dashboard_stale:
+        self._dashboard_stale |= did
+        written = self._dashboard_written
+        if self._dashboard_stale and (written is None or now >= written + DASHBOARD_EVERY):
             self._dashboard_stale = not self._write_dashboard(now)
+            self._dashboard_written = now
         return did
 
     def _look_at(self, path: Path, now: datetime) -> bool:
@@ -318,10 +325,13 @@ class Daemon:
         return path, seen + quiet
 
     def _sync_quiet(self, now: datetime) -> bool:
+        """Write the notes that are due and quiet; remember when the next one will be."""
         did = False
+        self._next_quiet = None
         for request_id in sorted(self._to_sync):
             path, quiet_at = self._quiet_at(request_id)
-            if path is not None and quiet_at is not None and now < quiet_at:
+            if quiet_at is not None and now < quiet_at:
+                self._next_quiet = min(quiet_at, self._next_quiet or quiet_at)
                 continue
             self._to_sync.discard(request_id)
             try:
@@ -330,6 +340,8 @@ class Daemon:
                 self._to_sync.add(request_id)
                 if path is not None:
                     self._last_change[path] = now
+                quiet_at = now + self.vault.policy.defaults.quiet
+                self._next_quiet = min(quiet_at, self._next_quiet or quiet_at)
                 continue
             except NoteError as e:
                 log.warning("needs attention: %s", e)
@@ -355,10 +367,10 @@ class Daemon:
         expiry = self.vault.journal.next_expiry()
         if expiry is not None:
             candidates.append(expiry)
-        for request_id in list(self._to_sync):
-            _, quiet_at = self._quiet_at(request_id)
-            if quiet_at is not None:
-                candidates.append(quiet_at)
+        if self._next_quiet is not None:
+            candidates.append(self._next_quiet)
+        if self._dashboard_stale and self._dashboard_written is not None:
+            candidates.append(self._dashboard_written + DASHBOARD_EVERY)
         if self._next_rescan is not None:
             candidates.append(self._next_rescan)
         return min(candidates) if candidates else None

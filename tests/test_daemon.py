@@ -72,6 +72,13 @@ def _settle(daemon: Daemon, clock: Clock, request_id: str, *, after: timedelta =
     return vault.get(request_id)
 
 
+def _attention(daemon: Daemon, clock: Clock) -> str:
+    """The dashboard's Needs attention section, once the daemon has rewritten it (at most 1/s)."""
+    daemon.run_once(clock.advance(timedelta(seconds=1)))
+    text = (daemon.vault.root / "Dashboard.md").read_text()
+    return text.split("## Needs attention")[1].split("\n## ")[0]
+
+
 def _note(vault: Vault, request_id: str) -> str:
     path = vault.get(request_id).path
     assert path is not None
@@ -171,16 +178,14 @@ def test_a_typo_is_never_acted_on_and_the_true_status_comes_back(
     daemon.notice(req.path)
     daemon.run_once(clock.now)
     assert vault.journal.status_of(req.id) is Status.PENDING
-    dashboard = (vault.root / "Dashboard.md").read_text()
-    attention = dashboard.split("## Needs attention")[1].split("##")[0]
+    attention = _attention(daemon, clock)
     assert req.path.name in attention and "aproved" in attention
     daemon.run_once(clock.advance(QUIET + timedelta(seconds=1)))
     text = req.path.read_text()
     assert "status: pending" in text
     assert 'kept pending · ignored status "aproved"' in text
     assert ran == []
-    dashboard = (vault.root / "Dashboard.md").read_text()
-    assert "aproved" not in dashboard.split("## Needs attention")[1].split("##")[0]
+    assert "aproved" not in _attention(daemon, clock)
 
 
 def test_a_reverted_status_never_runs_an_action_twice(
@@ -267,7 +272,7 @@ def test_inbox_proposals_become_requests_and_broken_ones_stay(
     eventually(lambda: ran == [small[0].id])
     assert sorted(p.name for p in inbox.iterdir()) == ["_README.md", "broken.md"]
     assert broken.read_bytes() == broken_bytes
-    attention = (vault.root / "Dashboard.md").read_text().split("## Needs attention")[1]
+    attention = _attention(daemon, clock)
     assert "Inbox/broken.md" in attention
     daemon.run_once(clock.now)
     assert len(vault.list()) == 2
@@ -280,7 +285,7 @@ def test_a_bad_rules_edit_keeps_the_old_rules_and_says_so(daemon: Daemon, clock:
     daemon.notice(rules)
     daemon.run_once(clock.now)
     assert vault.submit("payment", {"amount": 5}).status is Status.APPROVED
-    attention = (vault.root / "Dashboard.md").read_text().split("## Needs attention")[1]
+    attention = _attention(daemon, clock)
     assert "hitl-vault.yaml" in attention and "alow" in attention
 
 
