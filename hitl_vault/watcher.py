@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from watchdog.events import (
+    DirModifiedEvent,
     FileClosedNoWriteEvent,
     FileOpenedEvent,
     FileSystemEvent,
@@ -23,8 +24,10 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-# Events that cannot change a file's content.
-_NOISE = (FileOpenedEvent, FileClosedNoWriteEvent)
+# Events that cannot change a file's content. A folder's own "modified" comes with
+# every change inside it, which is reported for the file itself; a folder that
+# appears or moves in (a git checkout, a sync) still comes as created or moved.
+_NOISE = (FileOpenedEvent, FileClosedNoWriteEvent, DirModifiedEvent)
 
 
 class _Handler(FileSystemEventHandler):
