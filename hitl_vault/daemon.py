@@ -66,6 +66,7 @@ class Daemon:
         self._last_change: dict[Path, datetime] = {}
         self._ours: dict[Path, str] = {}
         self._reported: dict[Path, str] = {}
+        self._recheck: dict[Path, datetime] = {}
         self._to_sync: set[str] = set()
         self._to_run: set[str] = set()
         self._finished: set[str] = set()
@@ -115,6 +116,7 @@ class Daemon:
             self._check_missing_notes()
             self._next_rescan = now + self.rescan_every
             did = True
+        dirty |= {path for path, at in self._recheck.items() if now >= at}
         for path in sorted(dirty):
             did |= self._look_at(path, now)
         did |= self._expire(now)
@@ -154,8 +156,13 @@ class Daemon:
         if not self._changed_by_someone_else(path):
             return False
         self._last_change[path] = now
-        finding = self.vault.notes.inspect(path, now)
+        recheck = self._recheck.pop(path, None)
+        hold = (recheck is None or now < recheck) and self._recently_written(path, now)
+        finding = self.vault.notes.inspect(path, now, hold=hold)
         if finding is None:
+            return False
+        if finding.held:  # maybe half-saved: flag it only if it still fails once quiet
+            self._recheck[path] = now + self.vault.policy.defaults.quiet
             return False
         if finding.problem and self._reported.get(path) != finding.problem:
             log.warning("needs attention: %s", finding.problem)
@@ -169,6 +176,13 @@ class Daemon:
         if finding.request_id and finding.needs_sync:
             self._to_sync.add(finding.request_id)
         return True
+
+    def _recently_written(self, path: Path, now: datetime) -> bool:
+        try:
+            written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except OSError:
+            return False
+        return written > now - self.vault.policy.defaults.quiet
 
     def _journal_changed(self) -> bool:
         """Another process (the CLI, the API) recorded transitions: act on them and show them."""
@@ -369,6 +383,8 @@ class Daemon:
             candidates.append(expiry)
         if self._next_quiet is not None:
             candidates.append(self._next_quiet)
+        if self._recheck:
+            candidates.append(min(self._recheck.values()))
         if self._dashboard_stale and self._dashboard_written is not None:
             candidates.append(self._dashboard_written + DASHBOARD_EVERY)
         if self._next_rescan is not None:
@@ -397,11 +413,16 @@ class Daemon:
             if self._finished:
                 continue
             if not (
-                self._running or self._to_run or self._to_sync or self._dirty or self._finished
+                self._running
+                or self._to_run
+                or self._to_sync
+                or self._dirty
+                or self._finished
+                or self._recheck
             ):
                 break
             deadline = self._next_deadline()
-            if self._to_sync and deadline is not None:
+            if (self._to_sync or self._recheck) and deadline is not None:
                 delay = (deadline - self.clock()).total_seconds()
                 if delay > 0:
                     self._wake.wait(min(delay, self.vault.policy.defaults.quiet.total_seconds()))

@@ -62,6 +62,7 @@ class Finding:
     acted: Transition | None = None
     needs_sync: bool = False
     problem: str | None = None
+    held: bool = False  # a parse error not flagged yet (see Reconciler.inspect)
 
 
 def is_candidate(rel: Path) -> bool:
@@ -115,11 +116,13 @@ class Reconciler:
 
     # --- reading a human's edit -----------------------------------------------------
 
-    def inspect(self, path: Path, now: datetime) -> Finding | None:
+    def inspect(self, path: Path, now: datetime, *, hold: bool = False) -> Finding | None:
         """Look at one file; journal a human's decision at once; flag what cannot be acted on.
 
         Returns None for files that are not request notes at all (temp files,
-        folder notes, files elsewhere in the vault).
+        folder notes, files elsewhere in the vault). With ``hold``, a file that
+        does not parse is reported (``held``) but not flagged yet: an editor may
+        be between truncating it and writing it; look again once it is quiet.
         """
         rel_path = Path(self.rel(path))
         if not is_candidate(rel_path):
@@ -142,6 +145,8 @@ class Reconciler:
         try:
             note = read_note(path, where)
         except NoteError as e:
+            if hold:
+                return Finding(path, None, problem=str(e), held=True)
             return self._flag(path, None, str(e), now)
         rid = note.id
         request = self.journal.get(rid) if rid else None

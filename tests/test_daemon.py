@@ -346,3 +346,30 @@ def test_an_approved_request_without_an_executor_rests_in_approved(
     final = vault.get(req.id)
     assert final.status is Status.APPROVED
     assert final.path == vault.root / "Approved" / f"{req.id}.md"
+
+
+def test_a_half_saved_note_is_not_flagged_and_a_broken_one_is_once_quiet(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    """An editor truncates, then writes a moment later: the empty moment is no problem."""
+    vault = daemon.vault
+    req = vault.submit("payment", {"amount": 1500})
+    assert req.path is not None
+    daemon.run_once(clock.now)
+    text = req.path.read_text().replace("status: pending", "status: approved")
+    req.path.write_text("")  # truncated; the daemon looks right now
+    daemon.notice(req.path)
+    daemon.run_once(clock.now)
+    assert req.path.name not in _attention(daemon, clock)
+    req.path.write_text(text)
+    daemon.notice(req.path)
+    daemon.run_once(clock.now)
+    eventually(lambda: ran == [req.id])
+    broken = vault.root / "Pending_Approval" / "broken.md"
+    broken.write_text("---\nstatus: [\n")
+    daemon.notice(broken)
+    daemon.run_once(clock.now)
+    assert "broken.md" not in _attention(daemon, clock)
+    daemon.run_once(clock.advance(QUIET))
+    assert "broken.md" in _attention(daemon, clock)
+    assert req.path.name not in _attention(daemon, clock)
