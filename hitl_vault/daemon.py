@@ -14,6 +14,7 @@ event, expiry, quiet deadline or rescan, and never polls on a fixed interval.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import threading
 from collections.abc import Callable
@@ -38,6 +39,10 @@ INTERRUPTED = "interrupted: it may or may not have run; check before retrying"
 RESCAN_EVERY = timedelta(minutes=5)
 # Dashboard.md is rewritten at most this often while the vault is busy (and once it settles).
 DASHBOARD_EVERY = timedelta(seconds=1)
+# Decisions seen in one step are journaled in groups of this many, one fsync each.
+BATCH = 64
+# Notes rewritten per step at most, so a burst of rewrites never delays a new decision long.
+SYNC_STEP = 16
 
 
 def _precise_now() -> datetime:
@@ -65,9 +70,11 @@ class Daemon:
         self._rescan_wanted = True
         self._last_change: dict[Path, datetime] = {}
         self._ours: dict[Path, str] = {}
+        self._seen: dict[Path, str] = {}
         self._reported: dict[Path, str] = {}
         self._recheck: dict[Path, datetime] = {}
         self._to_sync: set[str] = set()
+        self._sync_due: list[tuple[datetime, str]] = []  # a heap: when to look at each next
         self._to_run: set[str] = set()
         self._finished: set[str] = set()
         self._running: dict[str, Future[None]] = {}
@@ -110,17 +117,25 @@ class Daemon:
             finished, self._finished = self._finished, set()
         for request_id in finished:
             self._running.pop(request_id, None)
-            self._to_sync.add(request_id)
+            self._want_sync(request_id)
         if rescan or (self._next_rescan is not None and now >= self._next_rescan):
             dirty |= self._scan_paths()
             self._check_missing_notes()
             self._next_rescan = now + self.rescan_every
             did = True
         dirty |= {path for path, at in self._recheck.items() if now >= at}
-        for path in sorted(dirty):
+        notes = sorted(p for p in dirty if self._is_note(p))
+        for path in sorted(dirty.difference(notes)):
             did |= self._look_at(path, now)
+        # Decisions in groups: one durable commit for each group, then its actions start.
+        for start in range(0, len(notes), BATCH):
+            with self.vault.journal.batch():
+                for path in notes[start : start + BATCH]:
+                    did |= self._look_at(path, now)
+                claimed = self._claim_actions()
+            did |= self._launch(claimed)
         did |= self._expire(now)
-        did |= self._start_actions()
+        did |= self._launch(self._claim_actions())
         did |= self._sync_quiet(now)
         self._dashboard_stale |= did
         written = self._dashboard_written
@@ -153,17 +168,21 @@ class Daemon:
             return did
         if not is_candidate(rel):
             return False
-        if not self._changed_by_someone_else(path):
+        recheck = self._recheck.pop(path, None)
+        due = recheck is not None and now >= recheck
+        digest = self._new_content(path)
+        if digest is None and not due:
             return False
         self._last_change[path] = now
-        recheck = self._recheck.pop(path, None)
-        hold = (recheck is None or now < recheck) and self._recently_written(path, now)
+        hold = not due and self._recently_written(path, now)
         finding = self.vault.notes.inspect(path, now, hold=hold)
         if finding is None:
             return False
         if finding.held:  # maybe half-saved: flag it only if it still fails once quiet
             self._recheck[path] = now + self.vault.policy.defaults.quiet
             return False
+        if digest:
+            self._seen[path] = digest
         if finding.problem and self._reported.get(path) != finding.problem:
             log.warning("needs attention: %s", finding.problem)
         if finding.problem:
@@ -174,7 +193,7 @@ class Daemon:
             self._log(finding.request_id, finding.acted)
             self._queue_if_runnable(finding.request_id)
         if finding.request_id and finding.needs_sync:
-            self._to_sync.add(finding.request_id)
+            self._want_sync(finding.request_id)
         return True
 
     def _recently_written(self, path: Path, now: datetime) -> bool:
@@ -189,22 +208,31 @@ class Daemon:
         self._seen_seq, changed = self.vault.journal.changed_since(self._seen_seq)
         for request_id in changed:
             self._queue_if_runnable(request_id)
-            self._to_sync.add(request_id)
+            self._want_sync(request_id)
         return bool(changed)
 
-    def _changed_by_someone_else(self, path: Path) -> bool:
-        """False when the file holds exactly what we last wrote (our own write's event)."""
-        mine = self._ours.get(path)
-        if mine is None:
-            return True
+    def _is_note(self, path: Path) -> bool:
+        try:
+            return is_candidate(path.relative_to(self.vault.root))
+        except ValueError:
+            return False
+
+    def _new_content(self, path: Path) -> str | None:
+        """The file's digest, or None when it holds what we last wrote or last looked at.
+
+        An editor's save comes as two or three events: each content is read
+        once. What we looked at is forgotten when we rewrite or move the note,
+        so an old version that comes back (a git checkout) is looked at again.
+        """
         try:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
-            digest = ""
-        if digest == mine:
-            return False
-        del self._ours[path]
-        return True
+            self._seen.pop(path, None)
+            return ""
+        if digest in (self._ours.get(path), self._seen.get(path)):
+            return None
+        self._ours.pop(path, None)
+        return digest
 
     def _scan_paths(self) -> set[Path]:
         found: set[Path] = set()
@@ -215,12 +243,13 @@ class Daemon:
                 continue
         for path in found:
             self._ours.pop(path, None)
+            self._seen.pop(path, None)
         return found
 
     def _check_missing_notes(self) -> None:
         for request_id, rel in self.vault.journal.paths().items():
             if not (self.vault.root / rel).exists():
-                self._to_sync.add(request_id)
+                self._want_sync(request_id)
 
     def _reload_rules(self) -> bool:
         try:
@@ -241,13 +270,13 @@ class Daemon:
             t = self.vault.expire(request_id, now)
             if t is not None:
                 self._log(request_id, t)
-                self._to_sync.add(request_id)
+                self._want_sync(request_id)
         return bool(due)
 
     # --- running actions -------------------------------------------------------------
 
     def _runnable(self, request_id: str) -> bool:
-        request = self.vault.journal.get(request_id)
+        request = self.vault.journal.get(request_id, history=False)
         return (
             request is not None
             and request.status is Status.APPROVED
@@ -261,26 +290,31 @@ class Daemon:
         if self._runnable(request_id):
             self._to_run.add(request_id)
 
-    def _start_actions(self) -> bool:
-        if self._stopping or not self._to_run:
-            return False
-        started = False
+    def _claim_actions(self) -> list[tuple[str, Transition]]:
+        """approved → executing in the journal for each queued action (launched after commit)."""
+        claimed: list[tuple[str, Transition]] = []
+        if self._stopping:
+            return claimed
         for request_id in sorted(self._to_run):
             self._to_run.discard(request_id)
             if request_id in self._running:
                 continue
             t = self.vault.start_execution(request_id, by="executor")
-            if t is None:
-                continue
+            if t is not None:
+                claimed.append((request_id, t))
+        return claimed
+
+    def _launch(self, claimed: list[tuple[str, Transition]]) -> bool:
+        for request_id, t in claimed:
             self._log(request_id, t)
-            self._to_sync.add(request_id)
+            self._want_sync(request_id)
             self._running[request_id] = self._pool.submit(self._carry_out, request_id)
-            started = True
-        return started
+        return bool(claimed)
 
     def _carry_out(self, request_id: str) -> None:
         try:
-            request = self.vault.get(request_id)
+            request = self.vault.journal.get(request_id, history=False)
+            assert request is not None, request_id
             spec = self.vault.policy.actions.get(request.action)
             handler = self.vault.handlers.get(request.action)
             outcome = execute(spec, request, cwd=self.vault.root, handler=handler)
@@ -316,20 +350,22 @@ class Daemon:
             )  # fmt: skip
             if t is not None:
                 self._log(request.id, t)
-                self._to_sync.add(request.id)
+                self._want_sync(request.id)
         for request_id in journal.ids(Status.APPROVED):
             self._queue_if_runnable(request_id)
 
     # --- writing notes once quiet -----------------------------------------------------
 
     def _quiet_at(self, request_id: str) -> tuple[Path | None, datetime | None]:
-        request = self.vault.journal.get(request_id)
-        if request is None:
+        """The request's note, and when it will have been quiet long enough to be rewritten."""
+        known = self.vault.journal.last_change(request_id)
+        if known is None:
             return None, None
-        path = self.vault.notes.locate(request_id, str(request.path) if request.path else None)
+        rel, last_entry = known
         quiet = self.vault.policy.defaults.quiet
+        path = self.vault.notes.locate(request_id, rel)
         if path is None:  # written back from the journal once its last change is quiet too
-            return None, (request.history[-1].at if request.history else request.created) + quiet
+            return None, last_entry + quiet
         seen = self._last_change.get(path)
         if seen is None:
             try:
@@ -338,24 +374,36 @@ class Daemon:
                 return path, None
         return path, seen + quiet
 
+    def _want_sync(self, request_id: str, at: datetime | None = None) -> None:
+        """Make the note show the journal once it is quiet (and no sooner than ``at``)."""
+        if request_id in self._to_sync and at is None:
+            return  # its entry in the heap stands; quiet is checked again when it comes up
+        self._to_sync.add(request_id)
+        heapq.heappush(self._sync_due, (at or datetime.min.replace(tzinfo=UTC), request_id))
+
     def _sync_quiet(self, now: datetime) -> bool:
-        """Write the notes that are due and quiet; remember when the next one will be."""
+        """Write the notes that are due and quiet, a few per step; new saves come first."""
         did = False
-        self._next_quiet = None
-        for request_id in sorted(self._to_sync):
+        written = 0
+        due = self._sync_due
+        while due and due[0][0] <= now:
+            if written >= SYNC_STEP or (written and self._dirty):
+                break
+            _, request_id = heapq.heappop(due)
+            if request_id not in self._to_sync:
+                continue  # already written through another entry
             path, quiet_at = self._quiet_at(request_id)
             if quiet_at is not None and now < quiet_at:
-                self._next_quiet = min(quiet_at, self._next_quiet or quiet_at)
+                heapq.heappush(due, (quiet_at, request_id))
                 continue
+            written += 1
             self._to_sync.discard(request_id)
             try:
                 done = self.vault.notes.sync(request_id, now)
             except ChangedUnderfootError:
-                self._to_sync.add(request_id)
                 if path is not None:
                     self._last_change[path] = now
-                quiet_at = now + self.vault.policy.defaults.quiet
-                self._next_quiet = min(quiet_at, self._next_quiet or quiet_at)
+                self._want_sync(request_id, now + self.vault.policy.defaults.quiet)
                 continue
             except NoteError as e:
                 log.warning("needs attention: %s", e)
@@ -363,13 +411,16 @@ class Daemon:
             if done:
                 self._remember_written(request_id)
             did = True
+        self._next_quiet = due[0][0] if due else None
         return did
 
     def _remember_written(self, request_id: str) -> None:
-        request = self.vault.journal.get(request_id)
-        if request is None or request.path is None:
+        for folder in REQUEST_FOLDERS:
+            self._seen.pop(self.vault.root / folder / f"{request_id}.md", None)
+        known = self.vault.journal.last_change(request_id)
+        if known is None or known[0] is None:
             return
-        path = self.vault.root / request.path
+        path = self.vault.root / known[0]
         try:
             self._ours[path] = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
@@ -438,7 +489,12 @@ class Daemon:
             log.info("watching %s", self.vault.root)
             while not self._stopping:
                 self._wake.clear()
-                self.run_once()
+                try:
+                    self.run_once()
+                except Exception:  # a bug: say so loudly, keep watching, try again shortly
+                    log.exception("unexpected error; the daemon carries on")
+                    self._wake.wait(1.0)
+                    continue
                 deadline = self._next_deadline()
                 delay = None
                 if deadline is not None:

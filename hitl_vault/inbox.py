@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ from .errors import NoteError, VaultError
 from .model import Request
 from .notefile import MAX_NOTE_BYTES, parse_note
 from .vault import Vault
+
+log = logging.getLogger("hitl_vault")
 
 KEYS = ("action", "params", "summary", "timeout", "requested_by")
 _IGNORED_SUFFIXES = ("~", ".tmp", ".swp", ".swx", ".part", ".crdownload", ".hitl-tmp")
@@ -65,6 +68,10 @@ class Inbox:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
 
+    def _flag(self, where: str, message: str, now: datetime) -> None:
+        if self.vault.journal.flag(where, message, now):
+            log.warning("needs attention: %s", message)
+
     def take(self, path: Path, now: datetime) -> list[Request]:
         """Turn one proposal file into a request and remove it; [] if there is nothing to take."""
         journal = self.vault.journal
@@ -80,7 +87,7 @@ class Inbox:
             journal.unflag(where)
             return []
         if path.suffix not in (".md", ".json"):
-            journal.flag(where, f"{where}: not a proposal (use a .md or .json file)", now)
+            self._flag(where, f"{where}: not a proposal (use a .md or .json file)", now)
             return []
         try:
             if path.is_symlink():
@@ -105,8 +112,7 @@ class Inbox:
         except sqlite3.IntegrityError:
             created = []
         except (NoteError, VaultError) as e:
-            message = str(e) if where in str(e) else f"{where}: {e}"
-            journal.flag(where, message, now)
+            self._flag(where, str(e) if where in str(e) else f"{where}: {e}", now)
             return []
         journal.unflag(where)
         try:

@@ -85,6 +85,7 @@ class Journal:
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self._lock = threading.RLock()
+        self._batching = False
         self._db = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
@@ -101,13 +102,42 @@ class Journal:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: a transaction, or a savepoint inside :meth:`batch`."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            begin, commit, undo = (
+                ("SAVEPOINT w", "RELEASE w", "ROLLBACK TO w; RELEASE w")
+                if self._batching
+                else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+            )
+            self._db.execute(begin)
             try:
                 yield self._db
             except BaseException:
+                for statement in undo.split("; "):
+                    self._db.execute(statement)
+                raise
+            self._db.execute(commit)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many writes, one durable commit: for a burst of decisions seen at once.
+
+        Each write inside stays atomic on its own (a savepoint); none is durable,
+        or visible to other processes, until the batch ends. Other threads wait.
+        """
+        with self._lock:
+            if self._batching:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._batching = True
+            try:
+                yield
+            except BaseException:
+                self._batching = False
                 self._db.execute("ROLLBACK")
                 raise
+            self._batching = False
             self._db.execute("COMMIT")
 
     # --- writing -------------------------------------------------------------
@@ -291,7 +321,8 @@ class Journal:
             history=history,
         )
 
-    def get(self, request_id: str) -> Request | None:
+    def get(self, request_id: str, *, history: bool = True) -> Request | None:
+        """One request (with its history unless ``history=False``), or None."""
         with self._lock:
             row = self._db.execute(
                 f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ?",
@@ -299,7 +330,17 @@ class Journal:
             ).fetchone()
             if row is None:
                 return None
-            return self._request(row, tuple(self.history(request_id)))
+            return self._request(row, tuple(self.history(request_id)) if history else ())
+
+    def last_change(self, request_id: str) -> tuple[str | None, datetime] | None:
+        """Where a request's note was last known to be, and when its last entry was made."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT r.path, (SELECT at FROM entries WHERE request_id = r.id "
+                "ORDER BY seq DESC LIMIT 1) FROM requests r WHERE r.id = ?",
+                (request_id,),
+            ).fetchone()
+        return (row[0], parse_ts(row[1])) if row else None
 
     def status_of(self, request_id: str) -> Status | None:
         with self._lock:

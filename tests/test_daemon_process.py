@@ -54,11 +54,12 @@ def runs(vault_path: Path) -> list[str]:
 
 
 def settled(vault: Vault, request_id: str, status: Status, folder: str) -> bool:
-    """The journal says ``status`` and the note shows it, in ``folder``."""
+    """The journal says ``status`` and the note shows it, in ``folder`` (its only copy)."""
     path = vault.root / folder / f"{request_id}.md"
+    copies = list(vault.root.glob(f"*/{request_id}.md"))
     return (
         vault.journal.status_of(request_id) is status
-        and path.exists()
+        and copies == [path]
         and f"status: {status}" in path.read_text(encoding="utf-8")
     )
 
