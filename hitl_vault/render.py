@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -14,6 +15,7 @@ import yaml
 from .model import Request, Status, format_ts
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 _PLAIN_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9 _.@/$,()+=-]*")
 
@@ -39,7 +41,8 @@ def yaml_scalar(value: Any) -> str:
     return quoted if _reads_as(quoted, text) else json.dumps(text)
 
 
-def _reads_as(scalar: str, expected: Any) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _reads_as(scalar: str, expected: str) -> bool:
     try:
         return bool(yaml.load(f"k: {scalar}\n", Loader=_Loader) == {"k": expected})
     except yaml.YAMLError:
@@ -49,8 +52,9 @@ def _reads_as(scalar: str, expected: Any) -> bool:
 def _dump_params(params: Mapping[str, Any]) -> str:
     if not params:
         return "params: {}\n"
-    text: str = yaml.safe_dump(
+    text: str = yaml.dump(
         {"params": dict(params)},
+        Dumper=_Dumper,
         sort_keys=False,
         allow_unicode=True,
         default_flow_style=False,
