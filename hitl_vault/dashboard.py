@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .vault import Vault
 
 DASHBOARD = "Dashboard.md"
+_SHOWN = 200  # pending requests listed; Approvals.base shows them all
 
 _DATAVIEW = """```dataview
 TABLE status, action, risk, summary, expires
@@ -59,17 +60,15 @@ def render_dashboard(vault: Vault, now: datetime) -> str:
     else:
         out.append("Nothing needs attention.")
     out += ["", "## Pending, by expiry"]
-    pending = sorted(
-        journal.requests(Status.PENDING), key=lambda r: (r.expires is None, r.expires or now, r.id)
-    )
+    pending = journal.pending_by_expiry(_SHOWN)
     if pending:
         out += ["| request | action | risk | expires |", "|---|---|---|---|"]
-        for r in pending[:200]:
+        for r in pending:
             expires = format_ts(r.expires) if r.expires else "never"
             link = _link(str(r.path) if r.path else None, r.summary or r.id)
             out.append(f"| {link} | {r.action} | {r.risk} | {expires} |")
-        if len(pending) > 200:
-            out.append(f"\n…and {len(pending) - 200} more (see Approvals.base).")
+        if counts[Status.PENDING] > _SHOWN:
+            out.append(f"\n…and {counts[Status.PENDING] - _SHOWN} more (see Approvals.base).")
     else:
         out.append("Nothing is waiting for a decision.")
     out += ["", "## Recent transitions"]

@@ -248,7 +248,7 @@ class Journal:
                     fields[key] = format_ts(value)
             assigns = "".join(f", {k} = ?" for k in fields)
             db.execute(
-                f"UPDATE requests SET status = ?{assigns} WHERE id = ?",
+                f"UPDATE requests SET status = ?, note_sha = NULL{assigns} WHERE id = ?",
                 (to, *fields.values(), request_id),
             )
             self._append(db, request_id, t, sha)
@@ -262,6 +262,7 @@ class Journal:
                 raise RequestNotFoundError(request_id)
             status = Status(row[0])
             t = Transition(at, status, status, "hitl-vault", "", details, kind="ignored")
+            db.execute("UPDATE requests SET note_sha = NULL WHERE id = ?", (request_id,))
             self._append(db, request_id, t, None)
             return t
 
@@ -273,9 +274,21 @@ class Journal:
             ).fetchone()
         return row[0] if row else None
 
-    def set_path(self, request_id: str, path: str) -> None:
+    def set_path(self, request_id: str, path: str, note_sha: str | None = None) -> None:
+        """Where the request's note is; ``note_sha``: its bytes now match the journal."""
         with self._write() as db:
-            db.execute("UPDATE requests SET path = ? WHERE id = ?", (path, request_id))
+            db.execute(
+                "UPDATE requests SET path = ?, note_sha = ? WHERE id = ?",
+                (path, note_sha, request_id),
+            )
+
+    def note_sha(self, request_id: str) -> tuple[str | None, str | None]:
+        """The note's known path and the SHA-256 its bytes had when they matched the journal."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT path, note_sha FROM requests WHERE id = ?", (request_id,)
+            ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
 
     def flag(self, path: str, message: str, at: datetime, request_id: str | None = None) -> bool:
         """List a file under Needs attention; True if this is news (a new or changed message)."""
@@ -362,6 +375,16 @@ class Journal:
             args.append(limit)
         with self._lock:
             return [self._request(row) for row in self._db.execute(query, args).fetchall()]
+
+    def pending_by_expiry(self, limit: int) -> list[Request]:
+        """The pending requests that expire first (those that never expire last)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE status = 'pending' "
+                "ORDER BY expires IS NULL, expires, id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [self._request(row) for row in rows]
 
     def ids(self, status: Status | None = None) -> list[str]:
         with self._lock:

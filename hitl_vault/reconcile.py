@@ -15,6 +15,7 @@ which act on behalf of the person at the keyboard, call it at once.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +52,10 @@ from .render import callout, render_new_note
 from .rules import Policy
 
 _FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,8 @@ class Reconciler:
         if not path.exists() and not path.is_symlink():
             self.journal.unflag(where)
             return None
+        if self._unchanged(path, where):
+            return Finding(path, path.stem)
         try:
             note = read_note(path, where)
         except NoteError as e:
@@ -171,6 +178,16 @@ class Reconciler:
         if request.path is None or str(request.path) != where:
             self.journal.set_path(rid, where)
         return self._judge(path, note, request, now)
+
+    def _unchanged(self, path: Path, where: str) -> bool:
+        """The note still holds the bytes it had when it last matched the journal."""
+        known, digest = self.journal.note_sha(path.stem)
+        if digest is None or known != where or path.is_symlink():
+            return False
+        try:
+            return sha256(path.read_bytes()) == digest
+        except OSError:
+            return False
 
     def _flag(self, path: Path, rid: str | None, message: str, now: datetime) -> Finding:
         self.journal.flag(self.rel(path), message, now, rid)
@@ -244,6 +261,8 @@ class Reconciler:
         current = self.journal.get(request.id) if acted else request
         assert current is not None
         needs_sync = acted is not None or differs(note, folder, current)
+        if not (needs_sync or problem):
+            self.journal.set_path(request.id, where, sha256(note.raw))
         return Finding(path, request.id, acted, needs_sync or problem is not None, problem)
 
     # --- deciding -------------------------------------------------------------
@@ -359,6 +378,7 @@ class Reconciler:
         dest = self.root / request.status.folder / path.name
         if data == note.raw and dest == path:
             self.journal.unflag(where)
+            self.journal.set_path(request_id, where, sha256(data))
             return True
         if dest == path:
             write_note(path, data, note.raw, where)
@@ -368,7 +388,7 @@ class Reconciler:
             self.journal.unflag(where)
         new_where = self.rel(dest)
         self.journal.unflag(new_where)
-        self.journal.set_path(request_id, new_where)
+        self.journal.set_path(request_id, new_where, sha256(data))
         return True
 
     def sync_now(self, request_id: str, now: datetime, attempts: int = 5) -> bool:
@@ -385,16 +405,19 @@ class Reconciler:
         path.parent.mkdir(exist_ok=True)
         ruling_text = f"Matched rule `{request.rule}`."
         text = render_new_note(request, ruling_text)
+        data = text.encode("utf-8")
         try:
-            write_note(path, text.encode("utf-8"), None, self.rel(path))
+            write_note(path, data, None, self.rel(path))
         except ChangedUnderfootError:
             return False
-        self.journal.set_path(request.id, self.rel(path))
+        self.journal.set_path(request.id, self.rel(path), sha256(data))
         return True
 
     def write_new(self, request: Request, text: str) -> Path:
         """Write a brand-new request note (exclusive create)."""
         path = self.root / request.status.folder / f"{request.id}.md"
         path.parent.mkdir(exist_ok=True)
-        write_note(path, text.encode("utf-8"), None, self.rel(path))
+        data = text.encode("utf-8")
+        write_note(path, data, None, self.rel(path))
+        self.journal.set_path(request.id, self.rel(path), sha256(data))
         return path

@@ -19,7 +19,10 @@ CREATE TABLE IF NOT EXISTS requests (
     result TEXT,
     error TEXT,
     path TEXT,
-    carried_by_requester INTEGER NOT NULL DEFAULT 0
+    carried_by_requester INTEGER NOT NULL DEFAULT 0,
+    -- SHA-256 of the note's bytes when they last matched this row, cleared by every
+    -- transition. A rescan skips a note whose bytes still have it.
+    note_sha TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_status_expires ON requests (status, expires);
 CREATE TABLE IF NOT EXISTS entries (
