@@ -13,8 +13,6 @@ event, expiry, quiet deadline or rescan, and never polls on a fixed interval.
 
 from __future__ import annotations
 
-import hashlib
-import heapq
 import logging
 import threading
 from collections.abc import Callable
@@ -23,11 +21,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .dashboard import write_dashboard
-from .errors import ChangedUnderfootError, NoteError, RulesError, VaultError
+from .errors import RulesError, VaultError
 from .executor import execute
 from .inbox import Inbox
 from .lock import DaemonLock
 from .model import INBOX_FOLDER, REQUEST_FOLDERS, Status, Transition
+from .quiet import QuietWriter
 from .reconcile import is_candidate
 from .signals import stop_on_signals
 from .vault import JOURNAL_FILE, RULES_FILE, STATE_DIR, Vault
@@ -41,8 +40,6 @@ RESCAN_EVERY = timedelta(minutes=5)
 DASHBOARD_EVERY = timedelta(seconds=1)
 # Decisions seen in one step are journaled in groups of this many, one fsync each.
 BATCH = 64
-# Notes rewritten per step at most, so a burst of rewrites never delays a new decision long.
-SYNC_STEP = 16
 
 
 def _precise_now() -> datetime:
@@ -64,17 +61,13 @@ class Daemon:
         self.clock = clock
         self.rescan_every = rescan_every
         self.inbox = Inbox(vault)
+        self.quiet = QuietWriter(vault)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._dirty: set[Path] = set()
         self._rescan_wanted = True
-        self._last_change: dict[Path, datetime] = {}
-        self._ours: dict[Path, str] = {}
-        self._seen: dict[Path, str] = {}
         self._reported: dict[Path, str] = {}
         self._recheck: dict[Path, datetime] = {}
-        self._to_sync: set[str] = set()
-        self._sync_due: list[tuple[datetime, str]] = []  # a heap: when to look at each next
         self._to_run: set[str] = set()
         self._finished: set[str] = set()
         self._running: dict[str, Future[None]] = {}
@@ -82,7 +75,6 @@ class Daemon:
         self._next_rescan: datetime | None = None
         self._dashboard_stale = True
         self._dashboard_written: datetime | None = None
-        self._next_quiet: datetime | None = None
         self._stopping = False
         self._recovered = False
         self._seen_seq = vault.journal.last_seq()
@@ -117,7 +109,7 @@ class Daemon:
             finished, self._finished = self._finished, set()
         for request_id in finished:
             self._running.pop(request_id, None)
-            self._want_sync(request_id)
+            self.quiet.want(request_id)
         if rescan or (self._next_rescan is not None and now >= self._next_rescan):
             dirty |= self._scan_paths()
             self._check_missing_notes()
@@ -136,7 +128,7 @@ class Daemon:
             did |= self._launch(claimed)
         did |= self._expire(now)
         did |= self._launch(self._claim_actions())
-        did |= self._sync_quiet(now)
+        did |= self.quiet.write_due(now, busy=bool(self._dirty))
         self._dashboard_stale |= did
         written = self._dashboard_written
         if self._dashboard_stale and (written is None or now >= written + DASHBOARD_EVERY):
@@ -170,19 +162,18 @@ class Daemon:
             return False
         recheck = self._recheck.pop(path, None)
         due = recheck is not None and now >= recheck
-        digest = self._new_content(path)
+        digest = self.quiet.new_content(path)
         if digest is None and not due:
             return False
-        self._last_change[path] = now
-        hold = not due and self._recently_written(path, now)
+        self.quiet.touched(path, now)
+        hold = not due and self.quiet.recently_written(path, now)
         finding = self.vault.notes.inspect(path, now, hold=hold)
         if finding is None:
             return False
         if finding.held:  # maybe half-saved: flag it only if it still fails once quiet
             self._recheck[path] = now + self.vault.policy.defaults.quiet
             return False
-        if digest:
-            self._seen[path] = digest
+        self.quiet.looked_at(path, digest)
         if finding.problem and self._reported.get(path) != finding.problem:
             log.warning("needs attention: %s", finding.problem)
         if finding.problem:
@@ -193,22 +184,15 @@ class Daemon:
             self._log(finding.request_id, finding.acted)
             self._queue_if_runnable(finding.request_id)
         if finding.request_id and finding.needs_sync:
-            self._want_sync(finding.request_id)
+            self.quiet.want(finding.request_id)
         return True
-
-    def _recently_written(self, path: Path, now: datetime) -> bool:
-        try:
-            written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        except OSError:
-            return False
-        return written > now - self.vault.policy.defaults.quiet
 
     def _journal_changed(self) -> bool:
         """Another process (the CLI, the API) recorded transitions: act on them and show them."""
         self._seen_seq, changed = self.vault.journal.changed_since(self._seen_seq)
         for request_id in changed:
             self._queue_if_runnable(request_id)
-            self._want_sync(request_id)
+            self.quiet.want(request_id)
         return bool(changed)
 
     def _is_note(self, path: Path) -> bool:
@@ -217,23 +201,6 @@ class Daemon:
         except ValueError:
             return False
 
-    def _new_content(self, path: Path) -> str | None:
-        """The file's digest, or None when it holds what we last wrote or last looked at.
-
-        An editor's save comes as two or three events: each content is read
-        once. What we looked at is forgotten when we rewrite or move the note,
-        so an old version that comes back (a git checkout) is looked at again.
-        """
-        try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError:
-            self._seen.pop(path, None)
-            return ""
-        if digest in (self._ours.get(path), self._seen.get(path)):
-            return None
-        self._ours.pop(path, None)
-        return digest
-
     def _scan_paths(self) -> set[Path]:
         found: set[Path] = set()
         for folder in (INBOX_FOLDER, *REQUEST_FOLDERS):
@@ -241,15 +208,13 @@ class Daemon:
                 found.update(p for p in (self.vault.root / folder).iterdir())
             except FileNotFoundError:
                 continue
-        for path in found:
-            self._ours.pop(path, None)
-            self._seen.pop(path, None)
+        self.quiet.forget(found)
         return found
 
     def _check_missing_notes(self) -> None:
         for request_id, rel in self.vault.journal.paths().items():
             if not (self.vault.root / rel).exists():
-                self._want_sync(request_id)
+                self.quiet.want(request_id)
 
     def _reload_rules(self) -> bool:
         try:
@@ -270,7 +235,7 @@ class Daemon:
             t = self.vault.expire(request_id, now)
             if t is not None:
                 self._log(request_id, t)
-                self._want_sync(request_id)
+                self.quiet.want(request_id)
         return bool(due)
 
     # --- running actions -------------------------------------------------------------
@@ -307,7 +272,7 @@ class Daemon:
     def _launch(self, claimed: list[tuple[str, Transition]]) -> bool:
         for request_id, t in claimed:
             self._log(request_id, t)
-            self._want_sync(request_id)
+            self.quiet.want(request_id)
             self._running[request_id] = self._pool.submit(self._carry_out, request_id)
         return bool(claimed)
 
@@ -350,90 +315,19 @@ class Daemon:
             )  # fmt: skip
             if t is not None:
                 self._log(request.id, t)
-                self._want_sync(request.id)
+                self.quiet.want(request.id)
         for request_id in journal.ids(Status.APPROVED):
             self._queue_if_runnable(request_id)
 
     # --- writing notes once quiet -----------------------------------------------------
-
-    def _quiet_at(self, request_id: str) -> tuple[Path | None, datetime | None]:
-        """The request's note, and when it will have been quiet long enough to be rewritten."""
-        known = self.vault.journal.last_change(request_id)
-        if known is None:
-            return None, None
-        rel, last_entry = known
-        quiet = self.vault.policy.defaults.quiet
-        path = self.vault.notes.locate(request_id, rel)
-        if path is None:  # written back from the journal once its last change is quiet too
-            return None, last_entry + quiet
-        seen = self._last_change.get(path)
-        if seen is None:
-            try:
-                seen = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-            except OSError:
-                return path, None
-        return path, seen + quiet
-
-    def _want_sync(self, request_id: str, at: datetime | None = None) -> None:
-        """Make the note show the journal once it is quiet (and no sooner than ``at``)."""
-        if request_id in self._to_sync and at is None:
-            return  # its entry in the heap stands; quiet is checked again when it comes up
-        self._to_sync.add(request_id)
-        heapq.heappush(self._sync_due, (at or datetime.min.replace(tzinfo=UTC), request_id))
-
-    def _sync_quiet(self, now: datetime) -> bool:
-        """Write the notes that are due and quiet, a few per step; new saves come first."""
-        did = False
-        written = 0
-        due = self._sync_due
-        while due and due[0][0] <= now:
-            if written >= SYNC_STEP or (written and self._dirty):
-                break
-            _, request_id = heapq.heappop(due)
-            if request_id not in self._to_sync:
-                continue  # already written through another entry
-            path, quiet_at = self._quiet_at(request_id)
-            if quiet_at is not None and now < quiet_at:
-                heapq.heappush(due, (quiet_at, request_id))
-                continue
-            written += 1
-            self._to_sync.discard(request_id)
-            try:
-                done = self.vault.notes.sync(request_id, now)
-            except ChangedUnderfootError:
-                if path is not None:
-                    self._last_change[path] = now
-                self._want_sync(request_id, now + self.vault.policy.defaults.quiet)
-                continue
-            except NoteError as e:
-                log.warning("needs attention: %s", e)
-                continue
-            if done:
-                self._remember_written(request_id)
-            did = True
-        self._next_quiet = due[0][0] if due else None
-        return did
-
-    def _remember_written(self, request_id: str) -> None:
-        for folder in REQUEST_FOLDERS:
-            self._seen.pop(self.vault.root / folder / f"{request_id}.md", None)
-        known = self.vault.journal.last_change(request_id)
-        if known is None or known[0] is None:
-            return
-        path = self.vault.root / known[0]
-        try:
-            self._ours[path] = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError:
-            return
-        self._last_change.pop(path, None)
 
     def _next_deadline(self) -> datetime | None:
         candidates: list[datetime] = []
         expiry = self.vault.journal.next_expiry()
         if expiry is not None:
             candidates.append(expiry)
-        if self._next_quiet is not None:
-            candidates.append(self._next_quiet)
+        if self.quiet.next_at is not None:
+            candidates.append(self.quiet.next_at)
         if self._recheck:
             candidates.append(min(self._recheck.values()))
         if self._dashboard_stale and self._dashboard_written is not None:
@@ -466,14 +360,14 @@ class Daemon:
             if not (
                 self._running
                 or self._to_run
-                or self._to_sync
+                or self.quiet.waiting
                 or self._dirty
                 or self._finished
                 or self._recheck
             ):
                 break
             deadline = self._next_deadline()
-            if (self._to_sync or self._recheck) and deadline is not None:
+            if (self.quiet.waiting or self._recheck) and deadline is not None:
                 delay = (deadline - self.clock()).total_seconds()
                 if delay > 0:
                     self._wake.wait(min(delay, self.vault.policy.defaults.quiet.total_seconds()))

@@ -17,22 +17,17 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import IllegalTransitionError, RequestNotFoundError
-from .model import LEGAL_MOVES, Request, Risk, Status, Transition, format_ts, parse_ts
+from .journal_read import GENESIS, JournalReader, entry_hash
+from .model import LEGAL_MOVES, Request, Status, Transition, format_ts
 
 SCHEMA = resources.files("hitl_vault").joinpath("schema.sql").read_text(encoding="utf-8")
 
-GENESIS = "0" * 64
-_REQUEST_COLUMNS = (
-    "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
-    "decided_by, reason, decided_at, executed_at, result, error, path, carried_by_requester"
-)
 # Fields a transition may set on the request row.
 _SETTABLE = frozenset(
     {"decided_by", "reason", "decided_at", "executed_at", "result", "error", "params"}
@@ -45,32 +40,7 @@ def params_sha(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _entry_hash(prev: str, fields: Iterable[Any]) -> str:
-    text = prev + "\x1f" + "\x1f".join("" if f is None else str(f) for f in fields)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Attention:
-    """A file that needs a human's eye: why, and since when."""
-
-    path: str
-    request_id: str | None
-    message: str
-    since: datetime
-
-
-def _transition(
-    at: str, kind: str, frm: str | None, to: str, by: str, reason: str, details: str
-) -> Transition:
-    """A Transition from an ``entries`` row."""
-    return Transition(
-        parse_ts(at), Status(frm) if frm else None, Status(to), by, reason,
-        tuple(json.loads(details)), kind,
-    )  # fmt: skip
-
-
-class Journal:
+class Journal(JournalReader):
     """One SQLite database in WAL mode with durable (``synchronous=FULL``) commits.
 
     Safe to share between threads of one process; any number of processes may
@@ -161,7 +131,7 @@ class Journal:
         db.execute(
             "INSERT INTO entries (request_id, at, kind, from_status, to_status, by, reason, "
             "details, params_sha, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (*fields, prev, _entry_hash(prev, fields)),
+            (*fields, prev, entry_hash(prev, fields)),
         )
 
     def create(self, request: Request, path: str | None, source: str | None = None) -> None:
@@ -308,183 +278,3 @@ class Journal:
             self._db.execute("DELETE FROM attention WHERE path = ?", (path,))
 
     # --- reading -------------------------------------------------------------
-
-    def _request(self, row: tuple[Any, ...], history: tuple[Transition, ...] = ()) -> Request:
-        (rid, action, status, summary, risk, rule, by, created, expires, params) = row[:10]
-        (decided_by, reason, decided_at, executed_at, result, error, path, requester) = row[10:]
-        return Request(
-            id=rid,
-            status=Status(status),
-            action=action,
-            summary=summary,
-            risk=Risk(risk),
-            rule=rule,
-            requested_by=by,
-            created=parse_ts(created),
-            expires=parse_ts(expires) if expires else None,
-            params=json.loads(params),
-            decided_by=decided_by,
-            reason=reason,
-            decided_at=parse_ts(decided_at) if decided_at else None,
-            executed_at=parse_ts(executed_at) if executed_at else None,
-            result=result,
-            error=error,
-            path=Path(path) if path else None,
-            carried_by_requester=bool(requester),
-            history=history,
-        )
-
-    def get(self, request_id: str, *, history: bool = True) -> Request | None:
-        """One request (with its history unless ``history=False``), or None."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id = ?",
-                (request_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            return self._request(row, tuple(self.history(request_id)) if history else ())
-
-    def last_change(self, request_id: str) -> tuple[str | None, datetime] | None:
-        """Where a request's note was last known to be, and when its last entry was made."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT r.path, (SELECT at FROM entries WHERE request_id = r.id "
-                "ORDER BY seq DESC LIMIT 1) FROM requests r WHERE r.id = ?",
-                (request_id,),
-            ).fetchone()
-        return (row[0], parse_ts(row[1])) if row else None
-
-    def status_of(self, request_id: str) -> Status | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT status FROM requests WHERE id = ?", (request_id,)
-            ).fetchone()
-        return Status(row[0]) if row else None
-
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
-        """Requests, newest first (history left out: use :meth:`get` for one)."""
-        query = f"SELECT {_REQUEST_COLUMNS} FROM requests"
-        args: list[Any] = []
-        if status is not None:
-            query += " WHERE status = ?"
-            args.append(str(status))
-        query += " ORDER BY created DESC, id DESC"
-        if limit is not None:
-            query += " LIMIT ?"
-            args.append(limit)
-        with self._lock:
-            return [self._request(row) for row in self._db.execute(query, args).fetchall()]
-
-    def pending_by_expiry(self, limit: int) -> list[Request]:
-        """The pending requests that expire first (those that never expire last)."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE status = 'pending' "
-                "ORDER BY expires IS NULL, expires, id LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [self._request(row) for row in rows]
-
-    def ids(self, status: Status | None = None) -> list[str]:
-        with self._lock:
-            if status is None:
-                rows = self._db.execute("SELECT id FROM requests").fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT id FROM requests WHERE status = ?", (str(status),)
-                ).fetchall()
-        return [r[0] for r in rows]
-
-    def paths(self) -> dict[str, str]:
-        """Every request's last known note path (relative to the vault)."""
-        with self._lock:
-            rows = self._db.execute("SELECT id, path FROM requests WHERE path IS NOT NULL")
-            return {rid: path for rid, path in rows.fetchall()}
-
-    def history(self, request_id: str) -> list[Transition]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT at, kind, from_status, to_status, by, reason, details FROM entries "
-                "WHERE request_id = ? ORDER BY seq",
-                (request_id,),
-            ).fetchall()
-        return [_transition(*row) for row in rows]
-
-    def expiring(self, before: datetime | None = None) -> list[tuple[str, datetime]]:
-        """Pending requests with an expiry, soonest first (only those due by ``before``)."""
-        query = "SELECT id, expires FROM requests WHERE status = 'pending' AND expires IS NOT NULL"
-        args: list[Any] = []
-        if before is not None:
-            query += " AND expires <= ?"
-            args.append(format_ts(before))
-        query += " ORDER BY expires"
-        with self._lock:
-            rows = self._db.execute(query, args).fetchall()
-        return [(rid, parse_ts(exp)) for rid, exp in rows]
-
-    def next_expiry(self) -> datetime | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MIN(expires) FROM requests WHERE status = 'pending'"
-            ).fetchone()
-        return parse_ts(row[0]) if row and row[0] else None
-
-    def counts(self) -> dict[Status, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) FROM requests GROUP BY status")
-            found = {Status(s): n for s, n in rows.fetchall()}
-        return {s: found.get(s, 0) for s in Status}
-
-    def last_seq(self) -> int:
-        """The number of the newest entry (0 when there is none)."""
-        with self._lock:
-            return int(self._db.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()[0])
-
-    def changed_since(self, seq: int) -> tuple[int, set[str]]:
-        """The newest entry's number, and the requests with entries after entry ``seq``."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, request_id FROM entries WHERE seq > ? ORDER BY seq", (seq,)
-            ).fetchall()
-        return (rows[-1][0] if rows else seq), {rid for _, rid in rows}
-
-    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT request_id, at, kind, from_status, to_status, by, reason, details "
-                "FROM entries ORDER BY seq DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [(row[0], _transition(*row[1:])) for row in rows]
-
-    def attention(self) -> list[Attention]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT path, request_id, message, since FROM attention ORDER BY since, path"
-            ).fetchall()
-        return [Attention(p, rid, msg, parse_ts(since)) for p, rid, msg, since in rows]
-
-    def verify_chain(self) -> list[str]:
-        """Every break in the hash chain, as a sentence naming the entry; [] when intact."""
-        problems: list[str] = []
-        prev = GENESIS
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
-                "params_sha, prev_hash, hash FROM entries ORDER BY seq"
-            ).fetchall()
-        for seq, rid, *fields, stored_prev, stored in rows:
-            fields = [rid, *fields]
-            if stored_prev != prev:
-                problems.append(
-                    f"journal entry {seq} ({rid}): does not follow entry before it "
-                    "(an entry was removed or inserted)"
-                )
-            if _entry_hash(stored_prev, fields) != stored:
-                problems.append(
-                    f"journal entry {seq} ({rid}): its content does not match its hash "
-                    "(it was edited after it was written)"
-                )
-            prev = stored
-        return problems

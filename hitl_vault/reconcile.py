@@ -363,6 +363,18 @@ class Reconciler:
         if note.id != request_id:
             return False
         state, _ = note_state(note, request)
+        if state == "decision":
+            # A decision not journaled yet (its save is still on its way to us):
+            # record it now rather than write over it. One that was refused
+            # (an approver rule, a changed owned field) is set back below.
+            finding = self._judge(path, note, request, now)
+            request = self.journal.get(request_id)
+            assert request is not None
+            state, _ = note_state(note, request)
+            if state == "decision":
+                if finding.problem is None:
+                    raise ChangedUnderfootError(where)  # not decided yet: try again later
+                state = "illegal"
         if state in ("unknown", "illegal"):
             self.journal.record_ignored(
                 request_id, now, (f'ignored status "{" ".join(note.status_text.split())}"',)

@@ -1,0 +1,158 @@
+"""The daemon's side of the files: which notes to rewrite, when each is quiet, what it last saw.
+
+A note is rewritten (or moved) only once nobody has touched it for
+``defaults.quiet``; notes wait in a heap ordered by when they are next worth a
+look, and a few are written per step so that new saves are never kept waiting.
+The digests of what the daemon last wrote and last read let it ignore its own
+writes' events and the second and third events of one save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ChangedUnderfootError, NoteError
+from .model import REQUEST_FOLDERS
+
+if TYPE_CHECKING:
+    from .vault import Vault
+
+log = logging.getLogger("hitl_vault")
+
+# Notes rewritten per step at most, so a burst of rewrites never delays a new decision long.
+SYNC_STEP = 16
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+class QuietWriter:
+    """Rewrites notes once quiet, and remembers what it wrote and read, per file."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self.waiting: set[str] = set()  # requests whose note should show the journal
+        self.next_at: datetime | None = None  # when the next waiting note is worth a look
+        self._due: list[tuple[datetime, str]] = []  # a heap of (no sooner than, request id)
+        self._touched: dict[Path, datetime] = {}
+        self._ours: dict[Path, str] = {}
+        self._seen: dict[Path, str] = {}
+
+    @property
+    def _quiet(self) -> timedelta:
+        return self.vault.policy.defaults.quiet
+
+    # --- what the files hold ------------------------------------------------------
+
+    def touched(self, path: Path, now: datetime) -> None:
+        """Someone (not us) changed ``path`` at ``now``: its quiet period starts again."""
+        self._touched[path] = now
+
+    def recently_written(self, path: Path, now: datetime) -> bool:
+        try:
+            written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except OSError:
+            return False
+        return written > now - self._quiet
+
+    def new_content(self, path: Path) -> str | None:
+        """The file's digest, or None when it holds what we last wrote or last looked at.
+
+        An editor's save comes as two or three events: each content is read
+        once. What we looked at is forgotten when we rewrite or move the note,
+        so an old version that comes back (a git checkout) is looked at again.
+        """
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            self._seen.pop(path, None)
+            return ""
+        if digest in (self._ours.get(path), self._seen.get(path)):
+            return None
+        self._ours.pop(path, None)
+        return digest
+
+    def looked_at(self, path: Path, digest: str | None) -> None:
+        if digest:
+            self._seen[path] = digest
+
+    def forget(self, paths: Iterable[Path]) -> None:
+        """A rescan: look at these files afresh."""
+        for path in paths:
+            self._ours.pop(path, None)
+            self._seen.pop(path, None)
+
+    # --- writing notes once quiet ---------------------------------------------------
+
+    def want(self, request_id: str, at: datetime | None = None) -> None:
+        """Make the note show the journal once it is quiet (and no sooner than ``at``)."""
+        if request_id in self.waiting and at is None:
+            return  # its entry in the heap stands; quiet is checked again when it comes up
+        self.waiting.add(request_id)
+        heapq.heappush(self._due, (at or _EARLIEST, request_id))
+        self.next_at = self._due[0][0]
+
+    def quiet_at(self, request_id: str) -> tuple[Path | None, datetime | None]:
+        """The request's note, and when it will have been quiet long enough to be rewritten."""
+        known = self.vault.journal.last_change(request_id)
+        if known is None:
+            return None, None
+        rel, last_entry = known
+        path = self.vault.notes.locate(request_id, rel)
+        if path is None:  # written back from the journal once its last change is quiet too
+            return None, last_entry + self._quiet
+        seen = self._touched.get(path)
+        if seen is None:
+            try:
+                seen = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except OSError:
+                return path, None
+        return path, seen + self._quiet
+
+    def write_due(self, now: datetime, busy: bool) -> bool:
+        """Write the notes that are due and quiet, a few (one while ``busy``) per step."""
+        did = False
+        written = 0
+        due = self._due
+        while due and due[0][0] <= now and written < (1 if busy else SYNC_STEP):
+            _, request_id = heapq.heappop(due)
+            if request_id not in self.waiting:
+                continue  # already written through another entry
+            path, quiet_at = self.quiet_at(request_id)
+            if quiet_at is not None and now < quiet_at:
+                heapq.heappush(due, (quiet_at, request_id))
+                continue
+            written += 1
+            self.waiting.discard(request_id)
+            try:
+                done = self.vault.notes.sync(request_id, now)
+            except ChangedUnderfootError:
+                if path is not None:
+                    self._touched[path] = now
+                self.want(request_id, now + self._quiet)
+                continue
+            except NoteError as e:
+                log.warning("needs attention: %s", e)
+                continue
+            if done:
+                self._remember_written(request_id)
+            did = True
+        self.next_at = due[0][0] if due else None
+        return did
+
+    def _remember_written(self, request_id: str) -> None:
+        for folder in REQUEST_FOLDERS:
+            self._seen.pop(self.vault.root / folder / f"{request_id}.md", None)
+        known = self.vault.journal.last_change(request_id)
+        if known is None or known[0] is None:
+            return
+        path = self.vault.root / known[0]
+        try:
+            self._ours[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return
+        self._touched.pop(path, None)
