@@ -20,9 +20,9 @@ import yaml
 
 from . import __version__
 from .errors import UsageError, VaultError
-from .model import Request, Ruling, Status, format_duration, format_ts
+from .model import Request, Ruling, Status, default_user, format_duration, format_ts
 from .template import init_vault
-from .vault import Vault, default_user
+from .vault import Vault
 
 _DEFAULT_VAULT = "vault"
 

@@ -6,6 +6,7 @@ the package (and its tests) can reason about a request without touching disk.
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import secrets
@@ -31,6 +32,15 @@ class Status(StrEnum):
     EXECUTING = "executing"
     EXECUTED = "executed"
     FAILED = "failed"
+
+    @classmethod
+    def named(cls, name: Status | str) -> Status:
+        """The status a user named (any case, spaces around); UsageError if there is none."""
+        try:
+            return cls(str(name).strip().lower())
+        except ValueError:
+            names = ", ".join(s.value for s in cls)
+            raise UsageError("status", f"{name!r} is not a status", f"use one of {names}") from None
 
     @property
     def is_final(self) -> bool:
@@ -249,6 +259,14 @@ def one_line(text: str, limit: int = 300) -> str:
     """Text fit for one history line: no line breaks, no ` · ` ambiguity, bounded."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def default_user() -> str:
+    """Who is at the keyboard, for ``by`` when nobody said."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def default_summary(action: str, params: Mapping[str, Any]) -> str:

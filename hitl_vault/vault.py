@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import getpass
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -47,6 +46,7 @@ from .model import (
     Transition,
     check_action,
     default_summary,
+    default_user,
     new_id,
     one_line,
     parse_duration,
@@ -73,13 +73,6 @@ _OUTCOME = {
 }
 # Longest a waiter sleeps without an event, as a net under lost events.
 _WAIT_SAFETY_NET = 30.0
-
-
-def default_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 class Vault:
@@ -244,7 +237,7 @@ class Vault:
 
     def list(self, status: Status | str | None = None, limit: int | None = None) -> list[Request]:
         """Requests, newest first (their ``history`` is left empty; ``get`` one for it)."""
-        wanted = _status_arg(status) if status is not None else None
+        wanted = Status.named(status) if status is not None else None
         return [
             replace(r, path=self.root / r.path if r.path else None)
             for r in self.journal.requests(wanted, limit)
@@ -444,11 +437,3 @@ class Vault:
     def verify(self) -> builtins.list[str]:
         """Every disagreement between the journal's chain, its entries and the notes."""
         return verify_vault(self)
-
-
-def _status_arg(status: Status | str) -> Status:
-    try:
-        return Status(str(status).strip().lower())
-    except ValueError:
-        names = ", ".join(s.value for s in Status)
-        raise UsageError("status", f"{status!r} is not a status", f"use one of {names}") from None
