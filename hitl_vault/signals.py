@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -35,9 +36,14 @@ def stop_on_signals(stop: Callable[[], None]) -> Callable[[], None]:
     previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handle)
+    dump = getattr(signal, "SIGUSR1", None)  # `kill -USR1 <pid>`: every thread's stack, to stderr
+    if dump is not None:
+        faulthandler.register(dump, all_threads=True)
 
     def restore() -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        if dump is not None:
+            faulthandler.unregister(dump)
 
     return restore
