@@ -190,8 +190,9 @@ class Daemon:
     def _journal_changed(self) -> bool:
         """Another process (the CLI, the API) recorded transitions: act on them and show them."""
         self._seen_seq, changed = self.vault.journal.changed_since(self._seen_seq)
-        for request_id in changed:
-            self._queue_if_runnable(request_id)
+        for request_id, status in changed.items():
+            if status is Status.APPROVED:
+                self._queue_if_runnable(request_id)
             self.quiet.want(request_id)
         return bool(changed)
 

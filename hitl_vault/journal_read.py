@@ -184,13 +184,13 @@ class JournalReader:
         with self._lock:
             return int(self._db.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()[0])
 
-    def changed_since(self, seq: int) -> tuple[int, set[str]]:
-        """The newest entry's number, and the requests with entries after entry ``seq``."""
+    def changed_since(self, seq: int) -> tuple[int, dict[str, Status]]:
+        """The newest entry's number, and each request with entries after ``seq``: where it went."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, request_id FROM entries WHERE seq > ? ORDER BY seq", (seq,)
+                "SELECT seq, request_id, to_status FROM entries WHERE seq > ? ORDER BY seq", (seq,)
             ).fetchall()
-        return (rows[-1][0] if rows else seq), {rid for _, rid in rows}
+        return (rows[-1][0] if rows else seq), {rid: Status(to) for _, rid, to in rows}
 
     def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition]]:
         with self._lock:
