@@ -151,7 +151,7 @@ class Daemon:
             for request in created:
                 log.info("%s created → %s (from %s)", request.id, request.status, rel)
                 self._queue_if_runnable(request.id)
-            return bool(created)
+            return True  # a request, or a flag: either way the dashboard may change
         if len(rel.parts) == 1 and rel.parts[0] in REQUEST_FOLDERS and path.is_dir():
             # A folder appeared or moved (a git checkout, a sync): look at all it holds.
             did = False

@@ -37,8 +37,30 @@ def yaml_scalar(value: Any) -> str:
     text = str(value)
     if text and text == text.strip() and _PLAIN_SAFE.fullmatch(text) and _reads_as(text, text):
         return text
-    quoted = json.dumps(text, ensure_ascii=False)
-    return quoted if _reads_as(quoted, text) else json.dumps(text)
+    return _double_quoted(text)
+
+
+# What a YAML double-quoted scalar must escape: the quote, the backslash, line breaks and
+# tabs (kept on one line), Unicode line breaks, and what YAML cannot print (YAML 1.1, 5.1).
+_MUST_ESCAPE = re.compile(
+    '["\\\\\n\t\r]|[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]'
+)
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def _double_quoted(text: str) -> str:
+    """A YAML double-quoted scalar that reads back as ``text``, whatever characters it holds."""
+    return '"' + _MUST_ESCAPE.sub(_escape, text) + '"'
 
 
 @functools.lru_cache(maxsize=4096)
