@@ -147,12 +147,11 @@ class QuietWriter:
     def _remember_written(self, request_id: str) -> None:
         for folder in REQUEST_FOLDERS:
             self._seen.pop(self.vault.root / folder / f"{request_id}.md", None)
-        known = self.vault.journal.last_change(request_id)
-        if known is None or known[0] is None:
+        # The digest of the bytes we wrote, as the journal recorded them: reading the
+        # file again could pick up a save made a moment later and take it for ours.
+        rel, digest = self.vault.journal.note_sha(request_id)
+        if rel is None or digest is None:
             return
-        path = self.vault.root / known[0]
-        try:
-            self._ours[path] = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError:
-            return
+        path = self.vault.root / rel
+        self._ours[path] = digest
         self._touched.pop(path, None)
