@@ -244,12 +244,21 @@ class Journal(JournalReader):
             ).fetchone()
         return row[0] if row else None
 
-    def set_path(self, request_id: str, path: str, note_sha: str | None = None) -> None:
-        """Where the request's note is; ``note_sha``: its bytes now match the journal."""
+    def set_path(
+        self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0
+    ) -> None:
+        """Where the request's note is; ``note_sha``: its bytes show the first ``entries``.
+
+        The digest is kept only while the journal still holds exactly that many entries
+        for the request: a transition committed by another thread while the note was
+        being written makes those bytes stale, and a rescan must not skip them.
+        """
         with self._write() as db:
             db.execute(
-                "UPDATE requests SET path = ?, note_sha = ? WHERE id = ?",
-                (path, note_sha, request_id),
+                "UPDATE requests SET path = ?, note_sha = CASE WHEN "
+                "(SELECT COUNT(*) FROM entries WHERE request_id = ?) = ? THEN ? END "
+                "WHERE id = ?",
+                (path, request_id, entries, note_sha, request_id),
             )
 
     def note_sha(self, request_id: str) -> tuple[str | None, str | None]:

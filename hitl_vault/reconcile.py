@@ -262,7 +262,7 @@ class Reconciler:
         assert current is not None
         needs_sync = acted is not None or differs(note, folder, current)
         if not (needs_sync or problem):
-            self.journal.set_path(request.id, where, sha256(note.raw))
+            self.journal.set_path(request.id, where, sha256(note.raw), len(request.history))
         return Finding(path, request.id, acted, needs_sync or problem is not None, problem)
 
     # --- deciding -------------------------------------------------------------
@@ -390,7 +390,7 @@ class Reconciler:
         dest = self.root / request.status.folder / path.name
         if data == note.raw and dest == path:
             self.journal.unflag(where)
-            self.journal.set_path(request_id, where, sha256(data))
+            self.journal.set_path(request_id, where, sha256(data), len(request.history))
             return True
         if dest == path:
             write_note(path, data, note.raw, where)
@@ -400,7 +400,7 @@ class Reconciler:
             self.journal.unflag(where)
         new_where = self.rel(dest)
         self.journal.unflag(new_where)
-        self.journal.set_path(request_id, new_where, sha256(data))
+        self.journal.set_path(request_id, new_where, sha256(data), len(request.history))
         return True
 
     def sync_now(self, request_id: str, now: datetime, attempts: int = 5) -> bool:
@@ -422,7 +422,7 @@ class Reconciler:
             write_note(path, data, None, self.rel(path))
         except ChangedUnderfootError:
             return False
-        self.journal.set_path(request.id, self.rel(path), sha256(data))
+        self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
         return True
 
     def write_new(self, request: Request, text: str) -> Path:
@@ -431,5 +431,5 @@ class Reconciler:
         path.parent.mkdir(exist_ok=True)
         data = text.encode("utf-8")
         write_note(path, data, None, self.rel(path))
-        self.journal.set_path(request.id, self.rel(path), sha256(data))
+        self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
         return path
