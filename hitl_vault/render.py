@@ -33,7 +33,11 @@ def yaml_scalar(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{value!r} cannot be written to a note")
-        return repr(value)
+        text = repr(value)
+        if "e" in text and "." not in text:  # YAML 1.1 reads "1e-05" as text, "1.0e-05" as a float
+            mantissa, exponent = text.split("e")
+            text = f"{mantissa}.0e{exponent}"
+        return text
     text = str(value)
     if text and text == text.strip() and _PLAIN_SAFE.fullmatch(text) and _reads_as(text, text):
         return text
