@@ -145,6 +145,8 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    # watchdog's own debug output is a line per inotify event: noise even with -v.
+    logging.getLogger("watchdog").setLevel(logging.WARNING)
     path = _vault_path(ctx)
     with _errors():
         if not path.exists():
