@@ -26,8 +26,8 @@ from .executor import execute
 from .inbox import Inbox
 from .lock import DaemonLock
 from .model import INBOX_FOLDER, REQUEST_FOLDERS, Status, Transition
+from .notestate import is_candidate
 from .quiet import QuietWriter
-from .reconcile import is_candidate
 from .signals import stop_on_signals
 from .vault import JOURNAL_FILE, RULES_FILE, STATE_DIR, Vault
 from .watcher import Watcher

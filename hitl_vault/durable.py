@@ -73,9 +73,12 @@ def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> N
 def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -> None:
     """Move a note to ``dest`` with new content, only if ``src`` still holds ``expected``.
 
-    The new file appears before the old one goes, and the old one goes only if
-    nobody touched it meanwhile; if they did, the new copy is removed again and
-    :class:`ChangedUnderfootError` is raised, so the human's edit survives.
+    The new content is written in place first (compare-and-swap), then the note
+    gets its second name with a hard link and loses the first. A crash between
+    the two leaves one file under two names (see :func:`interrupted_move`), never
+    two notes that differ. If someone saves the note between the steps, the new
+    name is dropped again and :class:`ChangedUnderfootError` raised: their save
+    stays where they made it.
     """
     if dest.exists():
         if _current(dest) == data:  # the very same move, just made by another process
@@ -88,21 +91,32 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
             f"cannot move it: {dest.parent.name}/{dest.name} already exists",
             "remove or rename the other file with this name",
         )
-    mode = src.stat().st_mode
-    tmp = _write_temp(dest.parent, dest.name, data, mode)
+    if data != expected:
+        write_note(src, data, expected, where)
+    ours = src.stat()
     try:
-        if _current(src) != expected:
-            raise ChangedUnderfootError(where)
-        try:
-            os.link(tmp, dest)
-        except FileExistsError:
-            raise ChangedUnderfootError(where) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        os.link(src, dest)
+    except FileExistsError:
+        raise ChangedUnderfootError(where) from None
+    except FileNotFoundError:
+        raise ChangedUnderfootError(where) from None
     _fsync_dir(dest.parent)
-    if _current(src) != expected:
+    try:
+        now = src.stat()
+    except FileNotFoundError:
+        now = None
+    if now is None or (now.st_ino, now.st_dev) != (ours.st_ino, ours.st_dev):
+        # Saved by rename (a new file) between our steps: their file is the note.
         dest.unlink(missing_ok=True)
         _fsync_dir(dest.parent)
         raise ChangedUnderfootError(where)
     src.unlink()
     _fsync_dir(src.parent)
+
+
+def interrupted_move(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` are one file under two names: a :func:`move_note` cut short."""
+    try:
+        return a != b and os.path.samefile(a, b)
+    except OSError:
+        return False

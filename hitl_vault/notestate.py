@@ -1,14 +1,30 @@
-"""How a note relates to the journal's record of its request: pure functions, no I/O."""
+"""Which files are request notes, and how a note relates to the journal: pure functions, no I/O."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from .model import Request, Status, history_key, parse_ts, read_status_word
+from .model import REQUEST_FOLDERS, Request, Status, history_key, parse_ts, read_status_word
 from .notefile import Note
+
+
+def is_candidate(rel: Path) -> bool:
+    """Whether a vault-relative path could be a request note (not a temp file or a folder note)."""
+    return (
+        len(rel.parts) == 2
+        and rel.parts[0] in REQUEST_FOLDERS
+        and rel.suffix == ".md"
+        and not rel.name.startswith((".", "_"))
+    )
+
+
+def is_conflict_copy(name: str) -> bool:
+    return ".sync-conflict-" in name or "conflicted copy" in name.lower()
+
 
 # Keys written once at creation: a human's change to them is never acted on.
 OWNED_AT_CREATION = ("action", "created", "expires", "requested_by", "rule", "risk")

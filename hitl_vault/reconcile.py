@@ -16,13 +16,14 @@ which act on behalf of the person at the keyboard, call it at once.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .durable import move_note, write_note
+from .durable import interrupted_move, move_note, write_note
 from .errors import ChangedUnderfootError, NotAnApproverError, NoteError
 from .journal import Journal
 from .model import (
@@ -43,6 +44,8 @@ from .notestate import (
     OWNED_AT_CREATION,
     describe_changes,
     differs,
+    is_candidate,
+    is_conflict_copy,
     line_number,
     note_state,
     owned_fields,
@@ -58,6 +61,9 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+log = logging.getLogger("hitl_vault")
+
+
 @dataclass(frozen=True)
 class Finding:
     """What looking at one file found."""
@@ -68,20 +74,6 @@ class Finding:
     needs_sync: bool = False
     problem: str | None = None
     held: bool = False  # a parse error not flagged yet (see Reconciler.inspect)
-
-
-def is_candidate(rel: Path) -> bool:
-    """Whether a vault-relative path could be a request note (not a temp file or a folder note)."""
-    return (
-        len(rel.parts) == 2
-        and rel.parts[0] in REQUEST_FOLDERS
-        and rel.suffix == ".md"
-        and not rel.name.startswith((".", "_"))
-    )
-
-
-def is_conflict_copy(name: str) -> bool:
-    return ".sync-conflict-" in name or "conflicted copy" in name.lower()
 
 
 class Reconciler:
@@ -118,6 +110,17 @@ class Reconciler:
             if path.is_file() and not path.is_symlink():
                 return path
         return None
+
+    def _finish_move(self, request: Request, a: Path, b: Path) -> Path:
+        """One note under two names (a move cut short by a crash): drop one; return the other.
+
+        The name kept is the one in the request's status folder, if either is;
+        both names show the same bytes, so removing one loses nothing.
+        """
+        keep, drop = (b, a) if b.parent.name == request.status.folder else (a, b)
+        drop.unlink(missing_ok=True)
+        log.info("%s: finished an interrupted move to %s", self.rel(drop), self.rel(keep))
+        return keep
 
     # --- reading a human's edit -----------------------------------------------------
 
@@ -167,6 +170,11 @@ class Reconciler:
                 now,
             )
         known = self.locate(rid, str(request.path) if request.path else None)
+        if known is not None and interrupted_move(known, path):
+            known = self._finish_move(request, known, path)
+            if known != path:
+                self.journal.unflag(where)
+                return None
         if known is not None and known != path:
             return self._flag(
                 path,
@@ -355,6 +363,9 @@ class Reconciler:
         path = self.locate(request_id, str(request.path) if request.path else None)
         if path is None:
             return self._recreate(request)
+        there = self.root / request.status.folder / path.name
+        if interrupted_move(path, there):
+            path = self._finish_move(request, path, there)
         where = self.rel(path)
         try:
             note = read_note(path, where)

@@ -6,6 +6,7 @@ Actions run on the daemon's worker threads; tests wait for them on conditions.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -373,3 +374,42 @@ def test_a_half_saved_note_is_not_flagged_and_a_broken_one_is_once_quiet(
     daemon.run_once(clock.advance(QUIET))
     assert "broken.md" in _attention(daemon, clock)
     assert req.path.name not in _attention(daemon, clock)
+
+
+@pytest.mark.parametrize("journal_says", ["old name", "new name"])
+def test_a_move_cut_short_by_a_crash_is_finished_not_flagged(
+    vault_path: Path, journal_says: str
+) -> None:
+    """A kill between giving a note its new name and removing the old one leaves one file
+    under two names (whichever the journal recorded); the next start keeps the right one.
+    """
+    with Vault(vault_path) as vault:
+        req = vault.submit("payment", {"amount": 1500})
+        assert req.path is not None
+        vault.reject(req.id, by="alice", reason="no")
+        moved = vault_path / "Rejected" / req.path.name
+        os.link(moved, req.path)  # the state a crash between link and unlink leaves
+        if journal_says == "old name":
+            vault.journal.set_path(req.id, f"Pending_Approval/{req.path.name}")
+        Daemon(vault).run(once=True)
+        assert moved.exists() and not req.path.exists()
+        assert "status: rejected" in moved.read_text()
+        assert vault.get(req.id).path == moved
+        assert vault.journal.attention() == []
+        assert vault.verify() == []
+
+
+def test_a_note_copied_by_hand_into_another_folder_is_flagged_not_deleted(
+    vault_path: Path,
+) -> None:
+    """A real copy (its own file, as cp or a sync tool makes) is never taken for a cut-short
+    move: it stays, byte for byte, and is listed under Needs attention."""
+    with Vault(vault_path) as vault:
+        req = vault.submit("payment", {"amount": 1500})
+        assert req.path is not None
+        vault.reject(req.id, by="alice", reason="no")
+        moved = vault_path / "Rejected" / req.path.name
+        shutil.copyfile(moved, req.path)
+        Daemon(vault).run(once=True)
+        assert req.path.read_bytes() == moved.read_bytes()
+        assert [a.path for a in vault.journal.attention()] == [f"Pending_Approval/{req.path.name}"]
