@@ -16,8 +16,16 @@ from pathlib import Path
 from types import TracebackType
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
     DirModifiedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
     FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
     FileOpenedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -28,6 +36,19 @@ from watchdog.observers import Observer
 # every change inside it, which is reported for the file itself; a folder that
 # appears or moves in (a git checkout, a sync) still comes as created or moved.
 _NOISE = (FileOpenedEvent, FileClosedNoWriteEvent, DirModifiedEvent)
+# The events that can change what a note holds. Handed to the observer, they also set
+# the inotify mask, so the kernel never queues the open/close-without-write pair that
+# every read makes (our own reads included) and no thread wakes up for them.
+_WANTED: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
 
 
 class _Handler(FileSystemEventHandler):
@@ -69,7 +90,9 @@ class Watcher:
         self.root = root
         self._observer = Observer()
         self._observer.daemon = True
-        self._observer.schedule(_Handler(on_change), str(root), recursive=True)
+        self._observer.schedule(
+            _Handler(on_change), str(root), recursive=True, event_filter=_WANTED
+        )
         self._listener = _OverflowListener(on_overflow) if on_overflow else None
         self._lock = threading.Lock()
         self._started = False
