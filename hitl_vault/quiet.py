@@ -93,7 +93,14 @@ class QuietWriter:
         if request_id in self.waiting and at is None:
             return  # its entry in the heap stands; quiet is checked again when it comes up
         self.waiting.add(request_id)
-        heapq.heappush(self._due, (at or _EARLIEST, request_id))
+        if at is None:
+            # A note someone just saved cannot be quiet before its save is ``quiet`` old:
+            # looking any sooner would only cost a journal query and a stat.
+            root = self.vault.root
+            saves = [self._touched.get(root / f / f"{request_id}.md") for f in REQUEST_FOLDERS]
+            last = min((t for t in saves if t is not None), default=None)
+            at = _EARLIEST if last is None else last + self._quiet
+        heapq.heappush(self._due, (at, request_id))
         self.next_at = self._due[0][0]
 
     def quiet_at(self, request_id: str) -> tuple[Path | None, datetime | None]:
