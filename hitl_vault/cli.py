@@ -54,7 +54,9 @@ def _param(text: str) -> tuple[str, Any]:
     """``key=value`` with the value read as a YAML scalar (``amount=1500`` is a number)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise click.BadParameter(f"{text!r} is not key=value (write e.g. -p amount=1500)")
+        raise click.BadParameter(
+            f"{text!r} is not key=value (write e.g. -p amount=1500)", param_hint="'-p' / '--param'"
+        )
     if raw == "":
         return key.strip(), ""
     try:
@@ -131,7 +133,7 @@ def init(ctx: click.Context, path: Path | None) -> None:
 
 @cli.command()
 @click.option("--once", is_flag=True, help="Catch up on everything, then exit.")
-@click.option("-v", "--verbose", is_flag=True, help="Log every event, not just transitions.")
+@click.option("-v", "--verbose", is_flag=True, help="Also log each note looked at, written or run.")
 @click.pass_context
 def run(ctx: click.Context, once: bool, verbose: bool) -> None:
     """Run the daemon: watch the vault, apply decisions, execute, time out.

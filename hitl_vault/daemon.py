@@ -111,7 +111,9 @@ class Daemon:
             self._running.pop(request_id, None)
             self.quiet.want(request_id)
         if rescan or (self._next_rescan is not None and now >= self._next_rescan):
-            dirty |= self._scan_paths()
+            scanned = self._scan_paths()
+            log.debug("rescan: %d files in the inbox and request folders", len(scanned))
+            dirty |= scanned
             self._check_missing_notes()
             self._next_rescan = now + self.rescan_every
             did = True
@@ -165,12 +167,14 @@ class Daemon:
         digest = self.quiet.new_content(path)
         if digest is None and not due:
             return False
+        log.debug("%s: changed", rel)
         self.quiet.touched(path, now)
         hold = not due and self.quiet.recently_written(path, now)
         finding = self.vault.notes.inspect(path, now, hold=hold)
         if finding is None:
             return False
         if finding.held:  # maybe half-saved: flag it only if it still fails once quiet
+            log.debug("%s: does not parse yet; looking again once it is quiet", rel)
             self._recheck[path] = now + self.vault.policy.defaults.quiet
             return False
         self.quiet.looked_at(path, digest)

@@ -110,6 +110,7 @@ def run_command(
         if not argv:
             raise ValueError("the argv is empty")
         stdin = json.dumps(payload(request)).encode("ascii")
+        log.debug("%s: running %s in %s", request.id, list(argv), cwd)
         proc = subprocess.Popen(
             list(argv),
             cwd=cwd,

@@ -112,7 +112,7 @@ class JournalReader:
         if status is not None:
             query += " WHERE status = ?"
             args.append(str(status))
-        query += " ORDER BY created DESC, id DESC"
+        query += " ORDER BY created DESC, rowid DESC"  # rowid: the order they were journaled
         if limit is not None:
             query += " LIMIT ?"
             args.append(limit)

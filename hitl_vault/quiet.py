@@ -138,6 +138,7 @@ class QuietWriter:
             try:
                 done = self.vault.notes.sync(request_id, now)
             except ChangedUnderfootError:
+                log.debug("%s: the note changed while being written; trying again", request_id)
                 if path is not None:
                     self._touched[path] = now
                 self.want(request_id, now + self._quiet)
@@ -146,6 +147,7 @@ class QuietWriter:
                 log.warning("needs attention: %s", e)
                 continue
             if done:
+                log.debug("%s: note brought up to date with the journal", request_id)
                 self._remember_written(request_id)
             did = True
         self.next_at = due[0][0] if due else None
