@@ -71,22 +71,34 @@ class Journal(JournalReader):
             self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write: a transaction, or a savepoint inside :meth:`batch`."""
+    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One atomic write: a transaction, or a savepoint inside :meth:`batch`.
+
+        ``durable=False`` is for what can be found again from the notes (where a
+        note is, its digest, a flag): the commit skips its fsync and becomes
+        durable with the next durable one. A power cut may lose it, never reorder it.
+        """
         with self._lock:
             begin, commit, undo = (
                 ("SAVEPOINT w", "RELEASE w", "ROLLBACK TO w; RELEASE w")
                 if self._batching
                 else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
             )
-            self._db.execute(begin)
+            relaxed = not durable and not self._batching
+            if relaxed:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                for statement in undo.split("; "):
-                    self._db.execute(statement)
-                raise
-            self._db.execute(commit)
+                self._db.execute(begin)
+                try:
+                    yield self._db
+                except BaseException:
+                    for statement in undo.split("; "):
+                        self._db.execute(statement)
+                    raise
+                self._db.execute(commit)
+            finally:
+                if relaxed:
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -253,7 +265,7 @@ class Journal(JournalReader):
         for the request: a transition committed by another thread while the note was
         being written makes those bytes stale, and a rescan must not skip them.
         """
-        with self._write() as db:
+        with self._write(durable=False) as db:
             db.execute(
                 "UPDATE requests SET path = ?, note_sha = CASE WHEN "
                 "(SELECT COUNT(*) FROM entries WHERE request_id = ?) = ? THEN ? END "
@@ -271,7 +283,7 @@ class Journal(JournalReader):
 
     def flag(self, path: str, message: str, at: datetime, request_id: str | None = None) -> bool:
         """List a file under Needs attention; True if this is news (a new or changed message)."""
-        with self._write() as db:
+        with self._write(durable=False) as db:
             row = db.execute("SELECT message FROM attention WHERE path = ?", (path,)).fetchone()
             if row is not None and row[0] == message:
                 return False

@@ -161,3 +161,21 @@ def test_attention_flags(journal: Journal) -> None:
     assert [a.message for a in journal.attention()] == ["worse"]
     journal.unflag("Pending_Approval/a.md")
     assert journal.attention() == []
+
+
+def test_writes_the_notes_can_restore_leave_every_transition_durable(tmp_path: Path) -> None:
+    """Where a note is and its digest commit without an fsync; transitions keep theirs."""
+    journal = Journal(tmp_path / ".hitl" / "journal.db")
+    try:
+        journal.create(_request(), "Pending_Approval/x.md")
+        journal.set_path("20261122T101500Z-payment-7f3a2c", "Approved/x.md", "ab" * 32, 1)
+        journal.flag("Inbox/bad.md", "bad", T0)
+        full = 2
+        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == full
+        other = Journal(tmp_path / ".hitl" / "journal.db")
+        try:  # committed and visible to other processes all the same
+            assert other.note_sha("20261122T101500Z-payment-7f3a2c") == ("Approved/x.md", "ab" * 32)
+        finally:
+            other.close()
+    finally:
+        journal.close()
