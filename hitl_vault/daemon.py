@@ -25,7 +25,7 @@ from .errors import RulesError, VaultError
 from .executor import execute
 from .inbox import Inbox
 from .lock import DaemonLock
-from .model import INBOX_FOLDER, REQUEST_FOLDERS, Status, Transition
+from .model import INBOX_FOLDER, REQUEST_FOLDERS, Request, Status, Transition
 from .notestate import is_candidate
 from .quiet import QuietWriter
 from .signals import stop_on_signals
@@ -260,9 +260,13 @@ class Daemon:
         if self._runnable(request_id):
             self._to_run.add(request_id)
 
-    def _claim_actions(self) -> list[tuple[str, Transition]]:
-        """approved → executing in the journal for each queued action (launched after commit)."""
-        claimed: list[tuple[str, Transition]] = []
+    def _claim_actions(self) -> list[tuple[Request, Transition]]:
+        """approved → executing in the journal for each queued action (launched after commit).
+
+        The request is read here, in the daemon's batch, so the action starts without
+        waiting for the journal.
+        """
+        claimed: list[tuple[Request, Transition]] = []
         if self._stopping:
             return claimed
         for request_id in sorted(self._to_run):
@@ -270,21 +274,21 @@ class Daemon:
             if request_id in self._running:
                 continue
             t = self.vault.start_execution(request_id, by="executor")
-            if t is not None:
-                claimed.append((request_id, t))
+            request = self.vault.journal.get(request_id, history=False) if t else None
+            if t is not None and request is not None:
+                claimed.append((request, t))
         return claimed
 
-    def _launch(self, claimed: list[tuple[str, Transition]]) -> bool:
-        for request_id, t in claimed:
-            self._log(request_id, t)
-            self.quiet.want(request_id)
-            self._running[request_id] = self._pool.submit(self._carry_out, request_id)
+    def _launch(self, claimed: list[tuple[Request, Transition]]) -> bool:
+        for request, t in claimed:
+            self._log(request.id, t)
+            self.quiet.want(request.id)
+            self._running[request.id] = self._pool.submit(self._carry_out, request)
         return bool(claimed)
 
-    def _carry_out(self, request_id: str) -> None:
+    def _carry_out(self, request: Request) -> None:
+        request_id = request.id
         try:
-            request = self.vault.journal.get(request_id, history=False)
-            assert request is not None, request_id
             spec = self.vault.policy.actions.get(request.action)
             handler = self.vault.handlers.get(request.action)
             outcome = execute(spec, request, cwd=self.vault.root, handler=handler)
@@ -311,7 +315,7 @@ class Daemon:
                     "%s: was running when the daemon stopped; idempotent, so running it again",
                     request.id,
                 )
-                self._running[request.id] = self._pool.submit(self._carry_out, request.id)
+                self._running[request.id] = self._pool.submit(self._carry_out, request)
                 continue
             t = journal.transition(
                 request.id, Status.FAILED, at=now, by="executor",
