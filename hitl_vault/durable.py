@@ -53,7 +53,10 @@ def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> N
 
     Raises :class:`ChangedUnderfootError` and leaves the file alone otherwise.
     """
-    mode = path.stat().st_mode if expected is not None and path.exists() else None
+    try:
+        mode = path.stat().st_mode if expected is not None else None
+    except FileNotFoundError:
+        raise ChangedUnderfootError(where) from None
     tmp = _write_temp(path.parent, path.name, data, mode)
     try:
         if _current(path) != expected:
@@ -93,7 +96,10 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
         )
     if data != expected:
         write_note(src, data, expected, where)
-    ours = src.stat()
+    try:
+        ours = src.stat()
+    except FileNotFoundError:  # moved by another process that wrote the same bytes at once
+        raise ChangedUnderfootError(where) from None
     try:
         os.link(src, dest)
     except FileExistsError:
@@ -110,7 +116,7 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
         dest.unlink(missing_ok=True)
         _fsync_dir(dest.parent)
         raise ChangedUnderfootError(where)
-    src.unlink()
+    src.unlink(missing_ok=True)
     _fsync_dir(src.parent)
 
 

@@ -204,10 +204,11 @@ def _line_of_key(lines: Sequence[str], fm_end: int, key: str) -> int | None:
 
 def read_note(path: Path, where: str) -> Note:
     """Read and parse a note; symlinks and oversized files are refused before reading."""
+    gone = NoteError(where, "does not exist", "nothing to do: it was moved or deleted")
     try:
         st = path.lstat()
     except FileNotFoundError:
-        raise NoteError(where, "does not exist", "nothing to do: it was moved or deleted") from None
+        raise gone from None
     if path.is_symlink():
         raise NoteError(
             where,
@@ -220,7 +221,11 @@ def read_note(path: Path, where: str) -> Note:
             f"is {st.st_size:,} bytes, over the 1 MiB limit for a note",
             "move large content into a separate file and link to it",
         )
-    return parse_note(path.read_bytes(), where)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:  # moved or deleted a moment ago
+        raise gone from None
+    return parse_note(data, where)
 
 
 # --- surgical edits ---------------------------------------------------------------

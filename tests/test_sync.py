@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,4 +275,39 @@ def test_a_checkout_of_many_notes_while_the_daemon_is_down(vault_path: Path) -> 
             assert daemon.stop() == 0
         assert sorted(runs(vault_path)) == sorted(r.id for r in reqs)
         assert all(vault.journal.status_of(r.id) is Status.EXECUTED for r in reqs)
+        assert vault.verify() == []
+
+
+def test_two_processes_bringing_the_same_notes_up_to_date_at_once(vault_path: Path) -> None:
+    """The CLI and a waiting script both write a decided note: one move, nothing lost, no error."""
+    n = 40
+    with Vault(vault_path) as setup:
+        ids = [setup.submit("payment", {"amount": 1000 + i}).id for i in range(n)]
+        now = setup.now()
+        for rid in ids:  # decided in the journal; the notes still say pending
+            setup.journal.transition(rid, Status.APPROVED, at=now, by="alice")
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def bring_up_to_date() -> None:
+        with Vault(vault_path) as vault:
+            start.wait()
+            for rid in ids:
+                try:
+                    vault.notes.sync_now(rid, vault.now())
+                except BaseException as e:  # any error at all is the finding
+                    errors.append(e)
+
+    workers = [threading.Thread(target=bring_up_to_date) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert errors == []
+    assert not [p for p in (vault_path / "Pending_Approval").glob("2*.md")]
+    for rid in ids:
+        text = (vault_path / "Approved" / f"{rid}.md").read_text(encoding="utf-8")
+        assert "status: approved" in text
+        assert text.count("· pending → approved · by alice") == 1
+    with Vault(vault_path) as vault:
         assert vault.verify() == []
