@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,26 +52,42 @@ def _open(ctx: click.Context) -> Vault:
         return Vault(_vault_path(ctx))
 
 
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_QUOTED = re.compile(r"""(".*"|'.*')""", re.S)
+
+
 def _param(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as a YAML scalar (``amount=1500`` is a number)."""
+    """``key=value``: a plain number, true/false or null is read as such, anything else is text.
+
+    Not YAML 1.1's full reading, which would turn ``01234`` into 668, ``NO`` into
+    false and ``12:30:00`` into 45000. A value in YAML quotes is that text.
+    """
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise click.BadParameter(
             f"{text!r} is not key=value (write e.g. -p amount=1500)", param_hint="'-p' / '--param'"
         )
-    if raw == "":
-        return key.strip(), ""
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return key.strip(), raw
-    if value is None and raw.strip().lower() not in ("null", "~"):
-        return key.strip(), raw
-    if (isinstance(value, float) and value != value) or value in (float("inf"), float("-inf")):
-        return key.strip(), raw
-    if value is None or isinstance(value, bool | int | float | str):
-        return key.strip(), value
-    return key.strip(), raw
+    return key.strip(), _scalar(raw)
+
+
+def _scalar(raw: str) -> Any:
+    word = raw.lower()
+    if word in ("true", "false"):
+        return word == "true"
+    if word in ("null", "~"):
+        return None
+    if _NUMBER.fullmatch(raw):
+        if raw.lstrip("-").isdigit():
+            return int(raw)
+        number = float(raw)
+        return number if math.isfinite(number) else raw
+    if _QUOTED.fullmatch(raw):
+        try:
+            unquoted = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            return raw
+        return unquoted if isinstance(unquoted, str) else raw
+    return raw
 
 
 def _params(pairs: tuple[str, ...], as_json: str | None) -> dict[str, Any]:
@@ -96,7 +114,8 @@ _param_option = click.option(
     "pairs",
     multiple=True,
     metavar="KEY=VALUE",
-    help="A parameter; the value is read as a YAML scalar (amount=1500 is a number). Repeatable.",
+    help="A parameter: numbers, true/false and null are read as such, the rest is text. "
+    "Repeatable.",
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 

@@ -211,6 +211,39 @@ def test_a_rule_that_decides_at_once_answers_at_once_and_records_it(
 
 
 @pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        ("1500", 1500),
+        ("-3", -3),
+        ("0.5", 0.5),
+        ("1.5e3", 1500.0),
+        ("true", True),
+        ("False", False),
+        ("null", None),
+        ("", ""),
+        ("01234", "01234"),  # YAML 1.1: the octal number 668
+        ("NO", "NO"),  # YAML 1.1: false
+        ("yes", "yes"),
+        ("12:30:00", "12:30:00"),  # YAML 1.1: 45000 (base 60)
+        ("0x1F", "0x1F"),
+        ("1_000", "1_000"),
+        ("2026-11-22", "2026-11-22"),
+        ("1e999", "1e999"),
+        ('"01234"', "01234"),
+        ("'true'", "true"),
+        ("[a, b]", "[a, b]"),
+        ("a=b", "a=b"),
+    ],
+)
+def test_p_reads_plain_numbers_booleans_and_null_and_keeps_everything_else_as_typed(
+    vault_path: Path, given: str, read: object
+) -> None:
+    request = submitted(vault_path, "lookup", "-p", f"value={given}")
+    assert request["params"] == {"value": read}
+    assert type(request["params"]["value"]) is type(read)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
     ("args", "names"),
     [
         (("-p", "novalue"), "-p"),
