@@ -28,12 +28,14 @@ SORT expires ASC
 ```"""
 
 
-def _link(rel: str | None, text: str) -> str:
+def _link(rel: str | None, text: str, *, in_table: bool = False) -> str:
+    """A wikilink to a note; in a table its ``|`` is escaped, as Obsidian requires there."""
     label = one_line(text, 80).replace("|", "/").replace("]", ")").replace("[", "(")
     if not rel:
         return label
     target = rel[:-3] if rel.endswith(".md") else rel
-    return f"[[{target}|{label}]]"
+    pipe = "\\|" if in_table else "|"
+    return f"[[{target}{pipe}{label}]]"
 
 
 def render_dashboard(vault: Vault, now: datetime) -> str:
@@ -65,7 +67,7 @@ def render_dashboard(vault: Vault, now: datetime) -> str:
         out += ["| request | action | risk | expires |", "|---|---|---|---|"]
         for r in pending:
             expires = format_ts(r.expires) if r.expires else "never"
-            link = _link(str(r.path) if r.path else None, r.summary or r.id)
+            link = _link(str(r.path) if r.path else None, r.summary or r.id, in_table=True)
             out.append(f"| {link} | {r.action} | {r.risk} | {expires} |")
         if counts[Status.PENDING] > _SHOWN:
             out.append(f"\n…and {counts[Status.PENDING] - _SHOWN} more (see Approvals.base).")
