@@ -164,20 +164,21 @@ class Daemon:
             return False
         recheck = self._recheck.pop(path, None)
         due = recheck is not None and now >= recheck
-        digest = self.quiet.new_content(path)
-        if digest is None and not due:
+        content = self.quiet.new_content(path)
+        if content is None and not due:
             return False
         log.debug("%s: changed", rel)
         self.quiet.touched(path, now)
         hold = not due and self.quiet.recently_written(path, now)
-        finding = self.vault.notes.inspect(path, now, hold=hold)
+        data = content.data if content else None
+        finding = self.vault.notes.inspect(path, now, hold=hold, data=data)
         if finding is None:
             return False
         if finding.held:  # maybe half-saved: flag it only if it still fails once quiet
             log.debug("%s: does not parse yet; looking again once it is quiet", rel)
             self._recheck[path] = now + self.vault.policy.defaults.quiet
             return False
-        self.quiet.looked_at(path, digest)
+        self.quiet.looked_at(path, content.digest if content else None)
         if finding.problem and self._reported.get(path) != finding.problem:
             log.warning("needs attention: %s", finding.problem)
         if finding.problem:

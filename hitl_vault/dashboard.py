@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .durable import write_note
+from .durable import read_file, write_note
 from .model import Status, format_ts, one_line
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def write_dashboard(vault: Vault, now: datetime) -> bool:
     path: Path = vault.root / DASHBOARD
     text = render_dashboard(vault, now).encode("utf-8")
     try:
-        current = path.read_bytes()
+        current: bytes | None = read_file(path, DASHBOARD)
     except FileNotFoundError:
         current = None
     if current == text:

@@ -1,4 +1,7 @@
-"""Durable compare-and-swap writes of files a human may be editing right now.
+"""Safe reads and durable compare-and-swap writes of files a human may be editing right now.
+
+Every read refuses links, pipes, devices and files over 1 MiB before it reads
+a byte, so nothing placed in a vault can hang or flood the reader.
 
 Every write goes through a temp file and fsync, then checks that the file still
 holds the bytes we read before it replaces it (``os.replace``, or an exclusive
@@ -10,9 +13,63 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from .errors import ChangedUnderfootError, NoteError
+
+MAX_NOTE_BYTES = 1024 * 1024
+# Never through a link; opening a pipe must not wait for a writer.
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def too_big(where: str, size: int) -> NoteError:
+    return NoteError(
+        where,
+        f"is {size:,} bytes, over the 1 MiB limit for a note",
+        "move large content into a separate file and link to it",
+    )
+
+
+def read_file(path: Path, where: str) -> bytes:
+    """The bytes of a regular file of at most 1 MiB, never through a link.
+
+    Raises FileNotFoundError when nothing is there, and :class:`NoteError`
+    naming ``where`` for a link, a folder, a pipe or device, a file over the
+    limit, or one that cannot be read.
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if os.path.islink(path):
+            raise NoteError(
+                where,
+                "is a symbolic link; hitl-vault never follows links in the vault",
+                "put the file itself here, or remove the link",
+            ) from None
+        raise NoteError(
+            where, f"cannot be read ({e.strerror})", "make it readable by hitl-vault's user"
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe, socket or device"
+            raise NoteError(where, f"is {kind}, not a note", "remove it from this folder")
+        if st.st_size > MAX_NOTE_BYTES:
+            raise too_big(where, st.st_size)
+        chunks: list[bytes] = []
+        left = MAX_NOTE_BYTES + 1
+        while left > 0 and (chunk := os.read(fd, left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_NOTE_BYTES:  # it grew while we read
+        raise too_big(where, len(data))
+    return data
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -41,9 +98,9 @@ def _write_temp(folder: Path, name: str, data: bytes, mode: int | None) -> Path:
     return tmp
 
 
-def _current(path: Path) -> bytes | None:
+def _current(path: Path, where: str) -> bytes | None:
     try:
-        return path.read_bytes()
+        return read_file(path, where)
     except FileNotFoundError:
         return None
 
@@ -59,7 +116,7 @@ def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> N
         raise ChangedUnderfootError(where) from None
     tmp = _write_temp(path.parent, path.name, data, mode)
     try:
-        if _current(path) != expected:
+        if _current(path, where) != expected:
             raise ChangedUnderfootError(where)
         if expected is None:
             try:
@@ -84,8 +141,8 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
     stays where they made it.
     """
     if dest.exists():
-        if _current(dest) == data:  # the very same move, just made by another process
-            if _current(src) == expected:
+        if _current(dest, where) == data:  # the very same move, just made by another process
+            if _current(src, where) == expected:
                 src.unlink(missing_ok=True)
                 _fsync_dir(src.parent)
             return

@@ -20,9 +20,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .durable import read_file
 from .errors import NoteError, VaultError
 from .model import Request
-from .notefile import MAX_NOTE_BYTES, parse_note
+from .notefile import parse_note
 from .vault import Vault
 
 log = logging.getLogger("hitl_vault")
@@ -90,11 +91,7 @@ class Inbox:
             self._flag(where, f"{where}: not a proposal (use a .md or .json file)", now)
             return []
         try:
-            if path.is_symlink():
-                raise NoteError(where, "is a symbolic link", "put the proposal itself here")
-            if path.stat().st_size > MAX_NOTE_BYTES:
-                raise NoteError(where, "is over the 1 MiB limit", "make the proposal smaller")
-            raw = path.read_bytes()
+            raw = read_file(path, where)
             source = hashlib.sha256(name.encode() + b"\0" + raw).hexdigest()
             if journal.proposal(source) is None:
                 data = _proposal(raw, where)
@@ -109,6 +106,9 @@ class Inbox:
                 created = [request]
             else:
                 created = []
+        except FileNotFoundError:  # taken by another process, or deleted, a moment ago
+            journal.unflag(where)
+            return []
         except sqlite3.IntegrityError:
             created = []
         except (NoteError, VaultError) as e:
@@ -116,8 +116,8 @@ class Inbox:
             return []
         journal.unflag(where)
         try:
-            if path.read_bytes() == raw:
+            if read_file(path, where) == raw:
                 path.unlink()
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, NoteError):
+            pass  # gone already, or replaced by something else: that stays for a later look
         return created

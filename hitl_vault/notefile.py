@@ -22,11 +22,11 @@ from typing import Any
 
 import yaml
 
+from .durable import MAX_NOTE_BYTES, read_file, too_big
 from .errors import NoteError
 from .model import parse_ts
 from .render import yaml_scalar
 
-MAX_NOTE_BYTES = 1024 * 1024
 BOM = "\ufeff"
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -139,11 +139,7 @@ def _content(line: str) -> str:
 def parse_note(raw: bytes, where: str) -> Note:
     """Split and parse a note strictly; :class:`NoteError` for anything we would have to guess."""
     if len(raw) > MAX_NOTE_BYTES:
-        raise NoteError(
-            where,
-            f"is {len(raw):,} bytes, over the 1 MiB limit for a note",
-            "move large content into a separate file and link to it",
-        )
+        raise too_big(where, len(raw))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -203,28 +199,11 @@ def _line_of_key(lines: Sequence[str], fm_end: int, key: str) -> int | None:
 
 
 def read_note(path: Path, where: str) -> Note:
-    """Read and parse a note; symlinks and oversized files are refused before reading."""
-    gone = NoteError(where, "does not exist", "nothing to do: it was moved or deleted")
+    """Read and parse a note; links, pipes and oversized files are refused before reading."""
     try:
-        st = path.lstat()
-    except FileNotFoundError:
-        raise gone from None
-    if path.is_symlink():
-        raise NoteError(
-            where,
-            "is a symbolic link; hitl-vault never follows links in request folders",
-            "put the note itself here, or remove the link",
-        )
-    if st.st_size > MAX_NOTE_BYTES:
-        raise NoteError(
-            where,
-            f"is {st.st_size:,} bytes, over the 1 MiB limit for a note",
-            "move large content into a separate file and link to it",
-        )
-    try:
-        data = path.read_bytes()
+        data = read_file(path, where)
     except FileNotFoundError:  # moved or deleted a moment ago
-        raise gone from None
+        raise NoteError(where, "does not exist", "nothing to do: it was moved or deleted") from None
     return parse_note(data, where)
 
 

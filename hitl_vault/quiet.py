@@ -15,8 +15,9 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
+from .durable import read_file
 from .errors import ChangedUnderfootError, NoteError
 from .model import REQUEST_FOLDERS
 
@@ -28,6 +29,13 @@ log = logging.getLogger("hitl_vault")
 # Notes rewritten per step at most, so a burst of rewrites never delays a new decision long.
 SYNC_STEP = 16
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+class Content(NamedTuple):
+    """What a file held when the daemon looked: a digest, and its bytes if it can be a note."""
+
+    digest: str  # "" when the file is gone
+    data: bytes | None  # None: not readable as a note (gone, a link, a pipe, too big...)
 
 
 class QuietWriter:
@@ -59,22 +67,29 @@ class QuietWriter:
             return False
         return written > now - self._quiet
 
-    def new_content(self, path: Path) -> str | None:
-        """The file's digest, or None when it holds what we last wrote or last looked at.
+    def new_content(self, path: Path) -> Content | None:
+        """What the file holds, or None when it is what we last wrote or last looked at.
 
         An editor's save comes as two or three events: each content is read
         once. What we looked at is forgotten when we rewrite or move the note,
         so an old version that comes back (a git checkout) is looked at again.
+        A file that cannot be a note is told apart by its metadata, unread.
         """
+        data: bytes | None = None
         try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError:
-            self._seen.pop(path, None)
-            return ""
+            data = read_file(path, path.name)
+            digest = hashlib.sha256(data).hexdigest()
+        except (OSError, NoteError):
+            try:
+                st = path.lstat()
+            except OSError:
+                self._seen.pop(path, None)
+                return Content("", None)
+            digest = f"stat {st.st_mode:o} {st.st_size} {st.st_mtime_ns} {st.st_ino}"
         if digest in (self._ours.get(path), self._seen.get(path)):
             return None
         self._ours.pop(path, None)
-        return digest
+        return Content(digest, data)
 
     def looked_at(self, path: Path, digest: str | None) -> None:
         if digest:

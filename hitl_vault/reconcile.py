@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .durable import interrupted_move, move_note, write_note
+from .durable import interrupted_move, move_note, read_file, write_note
 from .errors import ChangedUnderfootError, NotAnApproverError, NoteError
 from .journal import Journal
 from .model import (
@@ -39,7 +39,7 @@ from .model import (
     format_ts,
     history_key,
 )
-from .notefile import Note, edit_note, read_note
+from .notefile import Note, edit_note, parse_note, read_note
 from .notestate import (
     OWNED_AT_CREATION,
     describe_changes,
@@ -124,13 +124,16 @@ class Reconciler:
 
     # --- reading a human's edit -----------------------------------------------------
 
-    def inspect(self, path: Path, now: datetime, *, hold: bool = False) -> Finding | None:
+    def inspect(
+        self, path: Path, now: datetime, *, hold: bool = False, data: bytes | None = None
+    ) -> Finding | None:
         """Look at one file; journal a human's decision at once; flag what cannot be acted on.
 
         Returns None for files that are not request notes at all (temp files,
         folder notes, files elsewhere in the vault). With ``hold``, a file that
         does not parse is reported (``held``) but not flagged yet: an editor may
         be between truncating it and writing it; look again once it is quiet.
+        ``data``: the file's bytes, when the caller has just read them.
         """
         rel_path = Path(self.rel(path))
         if not is_candidate(rel_path):
@@ -147,13 +150,13 @@ class Reconciler:
                 "(compare it with the note of the same id, keep what you need, delete it)",
                 now,
             )
-        if not path.exists() and not path.is_symlink():
+        if data is None and not path.exists() and not path.is_symlink():
             self.journal.unflag(where)
             return None
-        if self._unchanged(path, where):
+        if self._unchanged(path, where, data):
             return Finding(path, path.stem)
         try:
-            note = read_note(path, where)
+            note = read_note(path, where) if data is None else parse_note(data, where)
         except NoteError as e:
             if hold:
                 return Finding(path, None, problem=str(e), held=True)
@@ -187,15 +190,17 @@ class Reconciler:
             self.journal.set_path(rid, where)
         return self._judge(path, note, request, now)
 
-    def _unchanged(self, path: Path, where: str) -> bool:
+    def _unchanged(self, path: Path, where: str, data: bytes | None) -> bool:
         """The note still holds the bytes it had when it last matched the journal."""
         known, digest = self.journal.note_sha(path.stem)
-        if digest is None or known != where or path.is_symlink():
+        if digest is None or known != where:
             return False
-        try:
-            return sha256(path.read_bytes()) == digest
-        except OSError:
-            return False
+        if data is None:
+            try:
+                data = read_file(path, where)
+            except (OSError, NoteError):
+                return False
+        return sha256(data) == digest
 
     def _flag(self, path: Path, rid: str | None, message: str, now: datetime) -> Finding:
         self.journal.flag(self.rel(path), message, now, rid)

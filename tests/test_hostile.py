@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -435,3 +437,72 @@ def test_hostile_files_leave_nothing_outside_the_vault(
         assert result.outside_after == result.outside_before
         leftovers = [p for p in (result.vault / folder).iterdir() if p.name.endswith(".hitl-tmp")]
         assert leftovers == []
+
+
+# --- things that are not files at all -------------------------------------------------------
+
+
+def _not_files(vault: Path) -> dict[str, str]:
+    """In every folder: a named pipe, a link to an endless device and a folder, named as notes."""
+    made: dict[str, str] = {}
+    for folder in GROUPS:
+        where = vault / folder
+        os.mkfifo(where / "pipe.md")
+        (where / "zero.md").symlink_to("/dev/zero")
+        (where / "folder.md").mkdir()
+        made |= {
+            f"{folder}/pipe.md": "pipe",
+            f"{folder}/zero.md": "link",
+            f"{folder}/folder.md": "folder",
+        }
+    return made
+
+
+def _kind(path: Path) -> str | None:
+    st = path.lstat()
+    if stat.S_ISFIFO(st.st_mode):
+        return "pipe"
+    if stat.S_ISLNK(st.st_mode):
+        return "link" if os.readlink(path) == "/dev/zero" else "other link"
+    return "folder" if stat.S_ISDIR(st.st_mode) else None
+
+
+def test_pipes_devices_and_folders_named_like_notes_never_hang_the_daemon(vault_path: Path) -> None:
+    """Opening a pipe for reading waits for a writer, and /dev/zero never ends: neither is read.
+
+    Each is flagged with a fix, left as it is, and a valid approval still runs, both
+    under a watching daemon and under ``run --once`` (which rescans them all).
+    """
+    configure(vault_path)
+    with Vault(vault_path) as vault, DaemonProcess(vault_path) as daemon:
+        made = _not_files(vault_path)
+
+        def flagged() -> list[str]:
+            lines = attention(vault_path)
+            return [rel for rel in made if not any(rel in line for line in lines)]
+
+        eventually(lambda: not flagged(), 30)
+        probe = vault.submit("payment", {"amount": 2000}, summary="probe")
+        assert probe.path is not None
+        settle()
+        set_status(probe.path, "approved", decided_by="alice")
+        eventually(lambda: vault.journal.status_of(probe.id) is Status.EXECUTED, 30)
+        assert daemon.stop() == 0
+    for line in attention(vault_path):
+        rel = next((r for r in made if r in line), None)
+        if rel is not None:
+            said = line.replace(rel, "<file>")
+            assert re.search(r"pipe|device|link|folder", said), line
+            assert FIX.search(said), f"the message names no fix: {line}"
+    with Vault(vault_path) as vault:
+        late = vault.submit("payment", {"amount": 2000}, summary="approved while it was down")
+        vault.approve(late.id, by="alice")
+    once = subprocess.run(
+        [sys.executable, "-m", "hitl_vault", "--vault", str(vault_path), "run", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert once.returncode == 0, once.stderr
+    assert sorted(runs(vault_path)) == sorted([probe.id, late.id])
+    assert {rel: _kind(vault_path / rel) for rel in made} == made

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ import pytest
 from hitl_vault.durable import move_note, write_note
 from hitl_vault.errors import ChangedUnderfootError, NoteError
 from hitl_vault.model import Request, Risk, Status, Transition
-from hitl_vault.notefile import edit_note, parse_note, read_note
+from hitl_vault.notefile import Note, edit_note, parse_note, read_note
 from hitl_vault.render import callout, render_new_note, yaml_scalar
 
 DATA = Path(__file__).parent / "data"
@@ -273,3 +276,29 @@ def test_edit_refuses_to_change_other_keys() -> None:
     note = parse_note(text.encode(), "n.md")
     out = edit_note(note, {"status": "approved"}, [])
     assert parse_note(out, "n.md").meta["note"] == "text\n"
+
+
+def test_pipes_devices_and_folders_are_refused_without_waiting(tmp_path: Path) -> None:
+    """Nothing in a vault can make a read wait (a pipe with no writer) or never end (/dev/zero)."""
+    pipe = tmp_path / "pipe.md"
+    os.mkfifo(pipe)
+    zero = tmp_path / "zero.md"
+    zero.symlink_to("/dev/zero")
+    folder = tmp_path / "folder.md"
+    folder.mkdir()
+    for path, problem in ((pipe, "pipe"), (zero, "symbolic link"), (folder, "folder")):
+        where = f"Pending_Approval/{path.name}"
+        outcome: list[BaseException | Note] = []
+
+        def read(path: Path = path, where: str = where, out: list[Any] = outcome) -> None:
+            try:
+                out.append(read_note(path, where))
+            except BaseException as e:  # handed to the test thread
+                out.append(e)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), f"reading {where} did not return"
+        assert isinstance(outcome[0], NoteError), outcome
+        assert re.search(problem, str(outcome[0])) and where in str(outcome[0])
