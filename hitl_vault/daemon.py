@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .dashboard import write_dashboard
 from .errors import RulesError, VaultError
-from .executor import execute
+from .executor import Outcome, execute
 from .inbox import Inbox
 from .lock import DaemonLock
 from .model import INBOX_FOLDER, REQUEST_FOLDERS, Request, Status, Transition
@@ -69,7 +69,8 @@ class Daemon:
         self._reported: dict[Path, str] = {}
         self._recheck: dict[Path, datetime] = {}
         self._to_run: set[str] = set()
-        self._finished: set[str] = set()
+        # Actions that ended, with how they went (None: a bug kept it from running), and when.
+        self._finished: dict[str, tuple[Outcome | None, datetime]] = {}
         self._running: dict[str, Future[None]] = {}
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hitl-action")
         self._next_rescan: datetime | None = None
@@ -106,10 +107,8 @@ class Daemon:
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             rescan, self._rescan_wanted = self._rescan_wanted, False
-            finished, self._finished = self._finished, set()
-        for request_id in finished:
-            self._running.pop(request_id, None)
-            self.quiet.want(request_id)
+            finished, self._finished = self._finished, {}
+        did |= self._record_outcomes(finished)
         if rescan or (self._next_rescan is not None and now >= self._next_rescan):
             scanned = self._scan_paths()
             log.debug("rescan: %d files in the inbox and request folders", len(scanned))
@@ -288,20 +287,58 @@ class Daemon:
         return bool(claimed)
 
     def _carry_out(self, request: Request) -> None:
-        request_id = request.id
+        """On a worker thread: run the action; the daemon's next step journals how it went.
+
+        The worker never waits for the journal, so the next action starts at once.
+        """
+        outcome: Outcome | None = None
         try:
             spec = self.vault.policy.actions.get(request.action)
             handler = self.vault.handlers.get(request.action)
             outcome = execute(spec, request, cwd=self.vault.root, handler=handler)
-            t = self.vault.finish_execution(request_id, outcome.ok, outcome.result, outcome.error)
-            if t is not None:
-                self._log(request_id, t)
         except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
-            log.exception("%s: could not record the outcome", request_id)
+            log.exception("%s: could not run the action", request.id)
         finally:
             with self._lock:
-                self._finished.add(request_id)
+                self._finished[request.id] = (outcome, self.vault.now())
             self._wake.set()
+
+    def _record_outcomes(self, finished: dict[str, tuple[Outcome | None, datetime]]) -> bool:
+        """executing → executed or failed for the actions that ended: one durable commit for all.
+
+        Until that commit the request stays ``executing``: a crash before it counts
+        as a crash during the action (run again if idempotent, else interrupted).
+        """
+        if not finished:
+            return False
+        recorded: list[tuple[str, Transition]] = []
+        try:
+            with self.vault.journal.batch():
+                for request_id, (outcome, at) in finished.items():
+                    if outcome is not None:
+                        recorded += self._record(request_id, outcome, at)
+        except Exception:  # the commit failed, so nothing was recorded: try again next step
+            with self._lock:
+                self._finished = {**finished, **self._finished}
+            raise
+        for request_id, t in recorded:
+            self._log(request_id, t)
+        for request_id in finished:
+            self._running.pop(request_id, None)
+            self.quiet.want(request_id)
+        return True
+
+    def _record(
+        self, request_id: str, outcome: Outcome, at: datetime
+    ) -> list[tuple[str, Transition]]:
+        try:
+            t = self.vault.finish_execution(
+                request_id, outcome.ok, outcome.result, outcome.error, at=at
+            )
+        except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
+            log.exception("%s: could not record the outcome", request_id)
+            return []
+        return [] if t is None else [(request_id, t)]
 
     def _recover(self, now: datetime) -> None:
         """After a restart: finish what a dead daemon left behind, never running anything twice."""

@@ -376,10 +376,16 @@ class Vault:
         return done
 
     def finish_execution(
-        self, request_id: str, ok: bool, result: str | None = None, error: str | None = None
+        self,
+        request_id: str,
+        ok: bool,
+        result: str | None = None,
+        error: str | None = None,
+        *,
+        at: datetime | None = None,
     ) -> Transition | None:
-        """executing → executed (with its result) or failed (with the error)."""
-        now = self.now()
+        """executing → executed (with its result) or failed (with the error), as of ``at``."""
+        now = at or self.now()
         if ok:
             details = (f"result: {one_line(result or '', 200)}",) if result else ()
             fields: dict[str, Any] = {"executed_at": now, "result": result or ""}

@@ -62,13 +62,21 @@ def daemon(vault_path: Path, clock: Clock, ran: list[str]) -> Iterator[Daemon]:
             yield d
 
 
+def _ended(daemon: Daemon, clock: Clock, request_id: str, status: Status | None = None) -> None:
+    """Step until the request's action has ended and its outcome is journaled (by a step)."""
+
+    def ended() -> bool:
+        daemon.run_once(clock.now)
+        now = daemon.vault.journal.status_of(request_id)
+        return now is status if status else now not in (Status.APPROVED, Status.EXECUTING)
+
+    eventually(ended)
+
+
 def _settle(daemon: Daemon, clock: Clock, request_id: str, *, after: timedelta = QUIET) -> Request:
     """Wait for the action in flight, then step past the quiet period so the note is written."""
     vault = daemon.vault
-    eventually(
-        lambda: vault.journal.status_of(request_id) not in (Status.APPROVED, Status.EXECUTING)
-    )
-    daemon.run_once(clock.now)
+    _ended(daemon, clock, request_id)
     daemon.run_once(clock.advance(after + timedelta(seconds=1)))
     return vault.get(request_id)
 
@@ -97,8 +105,7 @@ def test_decision_runs_at_once_and_the_note_moves_once_quiet(
     daemon.notice(req.path)
     daemon.run_once(clock.now)  # the decision is journaled and the action started in this step
     eventually(lambda: ran == [req.id])
-    eventually(lambda: vault.journal.status_of(req.id) is Status.EXECUTED)
-    daemon.run_once(clock.now)
+    _ended(daemon, clock, req.id, Status.EXECUTED)
     assert req.path.exists(), "a note the human just saved is not moved before it is quiet"
     done = _settle(daemon, clock, req.id)
     assert done.path == vault.root / "Done" / f"{req.id}.md"
@@ -307,12 +314,46 @@ def test_after_a_crash_an_interrupted_action_fails_and_an_idempotent_one_reruns(
         # The process that started them died here; a new daemon starts.
         with Daemon(vault, clock=clock) as daemon:
             daemon.run_once(clock.now)
-            eventually(lambda: vault.journal.status_of(refund.id) is Status.EXECUTED)
+            _ended(daemon, clock, refund.id, Status.EXECUTED)
             failed = _settle(daemon, clock, pay.id)
             again = _settle(daemon, clock, refund.id)
     assert failed.status is Status.FAILED and failed.error == INTERRUPTED
     assert again.result == "refunded"
     assert [t.to_status for t in again.history].count(Status.EXECUTING) == 1
+
+
+def test_the_next_action_starts_while_the_journal_is_busy(vault_path: Path, clock: Clock) -> None:
+    """A worker never waits for the journal once its action ends: it starts the next one.
+
+    While another writer holds the journal (here the test, as a long batch of decisions
+    or a slow disk would), the second approved action starts anyway; each outcome is
+    journaled by the daemon's next step, once.
+    """
+    started: list[str] = []
+    first_may_end = threading.Event()
+    with Vault(vault_path, clock=clock) as vault:
+
+        @vault.action("payment")
+        def pay(request: Request) -> str:
+            started.append(request.id)
+            if len(started) == 1:
+                assert first_may_end.wait(20)
+            return "paid"
+
+        ids = [vault.submit("payment", {"amount": 1500 + i}).id for i in range(2)]
+        for request_id in ids:
+            vault.approve(request_id, by="alice")
+        with Daemon(vault, clock=clock, workers=1) as daemon:
+            daemon.run_once(clock.now)
+            eventually(lambda: len(started) == 1)
+            with vault.journal.batch():
+                first_may_end.set()
+                eventually(lambda: len(started) == 2)
+            for request_id in ids:
+                _ended(daemon, clock, request_id, Status.EXECUTED)
+            history = [vault.get(request_id).history for request_id in ids]
+    assert sorted(started) == sorted(ids)
+    assert all([t.to_status for t in h].count(Status.EXECUTED) == 1 for h in history)
 
 
 def test_requests_made_through_approval_are_never_run_by_the_daemon(
