@@ -46,7 +46,7 @@ class QuietWriter:
         self.waiting: set[str] = set()  # requests whose note should show the journal
         self.next_at: datetime | None = None  # when the next waiting note is worth a look
         self._due: list[tuple[datetime, str]] = []  # a heap of (no sooner than, request id)
-        self._touched: dict[Path, datetime] = {}
+        self._touched: dict[str, datetime] = {}  # by file stem: a request's note, anywhere
         self._ours: dict[Path, str] = {}
         self._seen: dict[Path, str] = {}
 
@@ -58,7 +58,7 @@ class QuietWriter:
 
     def touched(self, path: Path, now: datetime) -> None:
         """Someone (not us) changed ``path`` at ``now``: its quiet period starts again."""
-        self._touched[path] = now
+        self._touched[path.stem] = now
 
     def recently_written(self, path: Path, now: datetime) -> bool:
         try:
@@ -111,9 +111,7 @@ class QuietWriter:
         if at is None:
             # A note someone just saved cannot be quiet before its save is ``quiet`` old:
             # looking any sooner would only cost a journal query and a stat.
-            root = self.vault.root
-            saves = [self._touched.get(root / f / f"{request_id}.md") for f in REQUEST_FOLDERS]
-            last = min((t for t in saves if t is not None), default=None)
+            last = self._touched.get(request_id)
             at = _EARLIEST if last is None else last + self._quiet
         heapq.heappush(self._due, (at, request_id))
         self.next_at = self._due[0][0]
@@ -127,7 +125,7 @@ class QuietWriter:
         path = self.vault.notes.locate(request_id, rel)
         if path is None:  # written back from the journal once its last change is quiet too
             return None, last_entry + self._quiet
-        seen = self._touched.get(path)
+        seen = self._touched.get(path.stem)
         if seen is None:
             try:
                 seen = datetime.fromtimestamp(path.stat().st_mtime, UTC)
@@ -155,7 +153,7 @@ class QuietWriter:
             except ChangedUnderfootError:
                 log.debug("%s: the note changed while being written; trying again", request_id)
                 if path is not None:
-                    self._touched[path] = now
+                    self._touched[path.stem] = now
                 self.want(request_id, now + self._quiet)
                 continue
             except NoteError as e:
@@ -178,4 +176,4 @@ class QuietWriter:
             return
         path = self.vault.root / rel
         self._ours[path] = digest
-        self._touched.pop(path, None)
+        self._touched.pop(path.stem, None)

@@ -271,9 +271,7 @@ class Reconciler:
             self.journal.flag(where, problem, now, request.id)
         else:
             self.journal.unflag(where)
-        current = self.journal.get(request.id) if acted else request
-        assert current is not None
-        needs_sync = acted is not None or differs(note, folder, current)
+        needs_sync = acted is not None or differs(note, folder, request)
         if not (needs_sync or problem):
             self.journal.set_path(request.id, where, sha256(note.raw), len(request.history))
         return Finding(path, request.id, acted, needs_sync or problem is not None, problem)
