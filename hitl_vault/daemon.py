@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,7 +69,7 @@ class Daemon:
         self._rescan_wanted = True
         self._reported: dict[Path, str] = {}
         self._recheck: dict[Path, datetime] = {}
-        self._to_run: set[str] = set()
+        self._to_run: dict[str, Request] = {}  # approved, with an executor, as read then
         # Actions that ended, with how they went (None: a bug kept it from running), and when.
         self._finished: dict[str, tuple[Outcome | None, datetime]] = {}
         self._running: dict[str, Future[None]] = {}
@@ -245,38 +246,34 @@ class Daemon:
 
     # --- running actions -------------------------------------------------------------
 
-    def _runnable(self, request_id: str) -> bool:
+    def _queue_if_runnable(self, request_id: str) -> None:
         request = self.vault.journal.get(request_id, history=False)
-        return (
+        if (
             request is not None
             and request.status is Status.APPROVED
             and not request.carried_by_requester
             and (
                 request.action in self.vault.handlers or request.action in self.vault.policy.actions
             )
-        )
-
-    def _queue_if_runnable(self, request_id: str) -> None:
-        if self._runnable(request_id):
-            self._to_run.add(request_id)
+        ):
+            self._to_run[request_id] = request
 
     def _claim_actions(self) -> list[tuple[Request, Transition]]:
         """approved → executing in the journal for each queued action (launched after commit).
 
-        The request is read here, in the daemon's batch, so the action starts without
-        waiting for the journal.
+        An approved request's params and decision can no longer change, so the action
+        gets the request as it was read when queued; only its status moves on.
         """
         claimed: list[tuple[Request, Transition]] = []
         if self._stopping:
             return claimed
-        for request_id in sorted(self._to_run):
-            self._to_run.discard(request_id)
+        queued, self._to_run = self._to_run, {}
+        for request_id in sorted(queued):
             if request_id in self._running:
                 continue
             t = self.vault.start_execution(request_id, by="executor")
-            request = self.vault.journal.get(request_id, history=False) if t else None
-            if t is not None and request is not None:
-                claimed.append((request, t))
+            if t is not None:
+                claimed.append((replace(queued[request_id], status=Status.EXECUTING), t))
         return claimed
 
     def _launch(self, claimed: list[tuple[Request, Transition]]) -> bool:
