@@ -8,7 +8,8 @@ event, expiry, quiet deadline or rescan, and never polls on a fixed interval.
   so two events for one save cause one read.
 * A human's decision is journaled and its action started at once; the note is
   rewritten or moved only after it has been quiet for ``defaults.quiet``.
-* Actions run on worker threads; ``executing`` is journaled before each starts.
+* Actions run on worker threads (:mod:`hitl_vault.actions`); ``executing`` is journaled
+  before each starts, and its outcome by the step after it ends.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from .actions import Actions
 from .dashboard import write_dashboard
 from .errors import RulesError, VaultError
-from .executor import Outcome, execute
 from .inbox import Inbox
 from .lock import DaemonLock
 from .model import INBOX_FOLDER, REQUEST_FOLDERS, Request, Status, Transition
@@ -69,11 +68,7 @@ class Daemon:
         self._rescan_wanted = True
         self._reported: dict[Path, str] = {}
         self._recheck: dict[Path, datetime] = {}
-        self._to_run: dict[str, Request] = {}  # approved, with an executor, as read then
-        # Actions that ended, with how they went (None: a bug kept it from running), and when.
-        self._finished: dict[str, tuple[Outcome | None, datetime]] = {}
-        self._running: dict[str, Future[None]] = {}
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hitl-action")
+        self.actions = Actions(vault, workers, self._wake.set)
         self._next_rescan: datetime | None = None
         self._dashboard_stale = True
         self._dashboard_written: datetime | None = None
@@ -108,8 +103,7 @@ class Daemon:
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             rescan, self._rescan_wanted = self._rescan_wanted, False
-            finished, self._finished = self._finished, {}
-        did |= self._record_outcomes(finished)
+        did |= self._record_outcomes()
         if rescan or (self._next_rescan is not None and now >= self._next_rescan):
             scanned = self._scan_paths()
             log.debug("rescan: %d files in the inbox and request folders", len(scanned))
@@ -126,10 +120,10 @@ class Daemon:
             with self.vault.journal.batch():
                 for path in notes[start : start + BATCH]:
                     did |= self._look_at(path, now)
-                claimed = self._claim_actions()
+                claimed = self._claim()
             did |= self._launch(claimed)
         did |= self._expire(now)
-        did |= self._launch(self._claim_actions())
+        did |= self._launch(self._claim())
         did |= self.quiet.write_due(now, busy=bool(self._dirty))
         self._dashboard_stale |= did
         written = self._dashboard_written
@@ -152,7 +146,7 @@ class Daemon:
             created = self.inbox.take(path, now)
             for request in created:
                 log.info("%s created → %s (from %s)", request.id, request.status, rel)
-                self._queue_if_runnable(request.id)
+                self.actions.queue_if_runnable(request.id)
             return True  # a request, or a flag: either way the dashboard may change
         if len(rel.parts) == 1 and rel.parts[0] in REQUEST_FOLDERS and path.is_dir():
             # A folder appeared or moved (a git checkout, a sync): look at all it holds.
@@ -187,7 +181,7 @@ class Daemon:
             self._reported.pop(path, None)
         if finding.acted is not None and finding.request_id:
             self._log(finding.request_id, finding.acted)
-            self._queue_if_runnable(finding.request_id)
+            self.actions.queue_if_runnable(finding.request_id)
         if finding.request_id and finding.needs_sync:
             self.quiet.want(finding.request_id)
         return True
@@ -197,7 +191,7 @@ class Daemon:
         self._seen_seq, changed = self.vault.journal.changed_since(self._seen_seq)
         for request_id, status in changed.items():
             if status is Status.APPROVED:
-                self._queue_if_runnable(request_id)
+                self.actions.queue_if_runnable(request_id)
             self.quiet.want(request_id)
         return bool(changed)
 
@@ -246,103 +240,30 @@ class Daemon:
 
     # --- running actions -------------------------------------------------------------
 
-    def _queue_if_runnable(self, request_id: str) -> None:
-        request = self.vault.journal.get(request_id, history=False)
-        if (
-            request is not None
-            and request.status is Status.APPROVED
-            and not request.carried_by_requester
-            and (
-                request.action in self.vault.handlers or request.action in self.vault.policy.actions
-            )
-        ):
-            self._to_run[request_id] = request
-
-    def _claim_actions(self) -> list[tuple[Request, Transition]]:
-        """approved → executing in the journal for each queued action (launched after commit).
-
-        An approved request's params and decision can no longer change, so the action
-        gets the request as it was read when queued; only its status moves on.
-        """
-        claimed: list[tuple[Request, Transition]] = []
-        if self._stopping:
-            return claimed
-        queued, self._to_run = self._to_run, {}
-        for request_id in sorted(queued):
-            if request_id in self._running:
-                continue
-            t = self.vault.start_execution(request_id, by="executor")
-            if t is not None:
-                claimed.append((replace(queued[request_id], status=Status.EXECUTING), t))
-        return claimed
+    def _claim(self) -> list[tuple[Request, Transition]]:
+        return [] if self._stopping else self.actions.claim()
 
     def _launch(self, claimed: list[tuple[Request, Transition]]) -> bool:
         for request, t in claimed:
             self._log(request.id, t)
             self.quiet.want(request.id)
-            self._running[request.id] = self._pool.submit(self._carry_out, request)
+            self.actions.start(request)
         return bool(claimed)
 
-    def _carry_out(self, request: Request) -> None:
-        """On a worker thread: run the action; the daemon's next step journals how it went.
-
-        The worker never waits for the journal, so the next action starts at once.
-        """
-        outcome: Outcome | None = None
-        try:
-            spec = self.vault.policy.actions.get(request.action)
-            handler = self.vault.handlers.get(request.action)
-            outcome = execute(spec, request, cwd=self.vault.root, handler=handler)
-        except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
-            log.exception("%s: could not run the action", request.id)
-        finally:
-            with self._lock:
-                self._finished[request.id] = (outcome, self.vault.now())
-            self._wake.set()
-
-    def _record_outcomes(self, finished: dict[str, tuple[Outcome | None, datetime]]) -> bool:
-        """executing → executed or failed for the actions that ended: one durable commit for all.
-
-        Until that commit the request stays ``executing``: a crash before it counts
-        as a crash during the action (run again if idempotent, else interrupted).
-        """
-        if not finished:
-            return False
-        recorded: list[tuple[str, Transition]] = []
-        try:
-            with self.vault.journal.batch():
-                for request_id, (outcome, at) in finished.items():
-                    if outcome is not None:
-                        recorded += self._record(request_id, outcome, at)
-        except Exception:  # the commit failed, so nothing was recorded: try again next step
-            with self._lock:
-                self._finished = {**finished, **self._finished}
-            raise
+    def _record_outcomes(self) -> bool:
+        ended, recorded = self.actions.record_outcomes()
         for request_id, t in recorded:
             self._log(request_id, t)
-        for request_id in finished:
-            self._running.pop(request_id, None)
+        for request_id in ended:
             self.quiet.want(request_id)
-        return True
-
-    def _record(
-        self, request_id: str, outcome: Outcome, at: datetime
-    ) -> list[tuple[str, Transition]]:
-        try:
-            t = self.vault.finish_execution(
-                request_id, outcome.ok, outcome.result, outcome.error, at=at
-            )
-        except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
-            log.exception("%s: could not record the outcome", request_id)
-            return []
-        return [] if t is None else [(request_id, t)]
+        return bool(ended)
 
     def _recover(self, now: datetime) -> None:
         """After a restart: finish what a dead daemon left behind, never running anything twice."""
         self._recovered = True
         journal = self.vault.journal
         for request in journal.requests(Status.EXECUTING):
-            if request.carried_by_requester or request.id in self._running:
+            if request.carried_by_requester or self.actions.is_running(request.id):
                 continue
             spec = self.vault.policy.actions.get(request.action)
             if spec is not None and spec.idempotent:
@@ -350,7 +271,7 @@ class Daemon:
                     "%s: was running when the daemon stopped; idempotent, so running it again",
                     request.id,
                 )
-                self._running[request.id] = self._pool.submit(self._carry_out, request)
+                self.actions.start(request)
                 continue
             t = journal.transition(
                 request.id, Status.FAILED, at=now, by="executor",
@@ -361,7 +282,7 @@ class Daemon:
                 self._log(request.id, t)
                 self.quiet.want(request.id)
         for request_id in journal.ids(Status.APPROVED):
-            self._queue_if_runnable(request_id)
+            self.actions.queue_if_runnable(request_id)
 
     # --- writing notes once quiet -----------------------------------------------------
 
@@ -397,18 +318,10 @@ class Daemon:
         """``run --once``: rescan, apply, expire, run what is approved, write the notes, exit."""
         while True:
             self.run_once()
-            for future in list(self._running.values()):
-                future.result()
-            if self._finished:
+            self.actions.wait()
+            if self.actions.finished:
                 continue
-            if not (
-                self._running
-                or self._to_run
-                or self.quiet.waiting
-                or self._dirty
-                or self._finished
-                or self._recheck
-            ):
+            if not (self.actions.busy or self.quiet.waiting or self._dirty or self._recheck):
                 break
             deadline = self._next_deadline()
             if (self.quiet.waiting or self._recheck) and deadline is not None:
@@ -442,9 +355,9 @@ class Daemon:
         self._finish_in_flight()
 
     def _finish_in_flight(self) -> None:
-        if self._running:
-            log.info("finishing %d action(s) in flight before exiting", len(self._running))
-        self._pool.shutdown(wait=True)
+        if self.actions.running:
+            log.info("finishing %d action(s) in flight before exiting", self.actions.running)
+        self.actions.shutdown()
         self.run_once()
 
     def stop(self) -> None:
@@ -454,7 +367,7 @@ class Daemon:
 
     def close(self) -> None:
         """Wait for actions in flight and release the worker threads."""
-        self._pool.shutdown(wait=True)
+        self.actions.shutdown()
 
     def __enter__(self) -> Daemon:
         return self
@@ -469,7 +382,7 @@ class Daemon:
         try:
             if once:
                 self.catch_up()
-                self._pool.shutdown(wait=True)
+                self.actions.shutdown()
             else:
                 self.run_forever()
         finally:

@@ -1,0 +1,145 @@
+"""The daemon's actions: which approved requests to run, claiming them, worker threads, outcomes.
+
+A request is queued when it is approved, has an executor and was not made
+through ``approval()`` (its requester runs it). The daemon's step claims the
+queue (approved → executing, journaled before anything starts) and hands the
+claims to worker threads. A worker never touches the journal: it hands back the
+outcome and the time the action ended, and the daemon's next step journals all
+that came in, in one durable commit. Until then the request stays
+``executing``, so a crash in between counts as a crash during the action.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime
+
+from .executor import Outcome, execute
+from .model import Request, Status, Transition
+from .vault import Vault
+
+log = logging.getLogger("hitl_vault")
+
+
+class Actions:
+    """Approved requests queued, claimed, run on worker threads and finished."""
+
+    def __init__(self, vault: Vault, workers: int, wake: Callable[[], None]) -> None:
+        self.vault = vault
+        self._wake = wake  # tells the daemon an action ended
+        self._lock = threading.Lock()
+        self._queued: dict[str, Request] = {}  # approved, with an executor, as read then
+        self._running: dict[str, Future[None]] = {}
+        # Actions that ended, with how they went (None: a bug kept it from running), and when.
+        self._finished: dict[str, tuple[Outcome | None, datetime]] = {}
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hitl-action")
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def finished(self) -> bool:
+        """Some action ended and its outcome waits to be journaled."""
+        return bool(self._finished)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queued or self._running or self._finished)
+
+    def queue_if_runnable(self, request_id: str) -> None:
+        request = self.vault.journal.get(request_id, history=False)
+        if (
+            request is not None
+            and request.status is Status.APPROVED
+            and not request.carried_by_requester
+            and (
+                request.action in self.vault.handlers or request.action in self.vault.policy.actions
+            )
+        ):
+            self._queued[request_id] = request
+
+    def claim(self) -> list[tuple[Request, Transition]]:
+        """approved → executing in the journal for each queued action (started after commit).
+
+        An approved request's params and decision can no longer change, so the action
+        gets the request as it was read when queued; only its status moves on.
+        """
+        claimed: list[tuple[Request, Transition]] = []
+        queued, self._queued = self._queued, {}
+        for request_id in sorted(queued):
+            if request_id in self._running:
+                continue
+            t = self.vault.start_execution(request_id, by="executor")
+            if t is not None:
+                claimed.append((replace(queued[request_id], status=Status.EXECUTING), t))
+        return claimed
+
+    def start(self, request: Request) -> None:
+        """Run a claimed request's action on a worker thread."""
+        self._running[request.id] = self._pool.submit(self._carry_out, request)
+
+    def is_running(self, request_id: str) -> bool:
+        return request_id in self._running
+
+    def _carry_out(self, request: Request) -> None:
+        """On a worker thread: run the action; the daemon's next step journals how it went."""
+        outcome: Outcome | None = None
+        try:
+            spec = self.vault.policy.actions.get(request.action)
+            handler = self.vault.handlers.get(request.action)
+            outcome = execute(spec, request, cwd=self.vault.root, handler=handler)
+        except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
+            log.exception("%s: could not run the action", request.id)
+        finally:
+            with self._lock:
+                self._finished[request.id] = (outcome, self.vault.now())
+            self._wake()
+
+    def record_outcomes(self) -> tuple[list[str], list[tuple[str, Transition]]]:
+        """executing → executed or failed for the actions that ended: one durable commit for all.
+
+        Returns the requests whose actions ended, and the transitions recorded.
+        """
+        with self._lock:
+            finished, self._finished = self._finished, {}
+        if not finished:
+            return [], []
+        recorded: list[tuple[str, Transition]] = []
+        try:
+            with self.vault.journal.batch():
+                for request_id, (outcome, at) in finished.items():
+                    if outcome is not None:
+                        recorded += self._record(request_id, outcome, at)
+        except Exception:  # the commit failed, so nothing was recorded: try again next step
+            with self._lock:
+                self._finished = {**finished, **self._finished}
+            raise
+        for request_id in finished:
+            self._running.pop(request_id, None)
+        return list(finished), recorded
+
+    def _record(
+        self, request_id: str, outcome: Outcome, at: datetime
+    ) -> list[tuple[str, Transition]]:
+        try:
+            t = self.vault.finish_execution(
+                request_id, outcome.ok, outcome.result, outcome.error, at=at
+            )
+        except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
+            log.exception("%s: could not record the outcome", request_id)
+            return []
+        return [] if t is None else [(request_id, t)]
+
+    def wait(self) -> None:
+        """Until every action started so far has ended."""
+        for future in list(self._running.values()):
+            future.result()
+
+    def shutdown(self) -> None:
+        """Wait for the actions in flight and release the worker threads."""
+        self._pool.shutdown(wait=True)
