@@ -40,7 +40,9 @@ class Actions:
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        """Actions started that have not ended yet."""
+        with self._lock:
+            return len(self._running.keys() - self._finished.keys())
 
     @property
     def finished(self) -> bool:

@@ -72,6 +72,7 @@ class Daemon:
         self._next_rescan: datetime | None = None
         self._dashboard_stale = True
         self._dashboard_written: datetime | None = None
+        self._dashboard_error: str | None = None
         self._stopping = False
         self._recovered = False
         self._seen_seq = vault.journal.last_seq()
@@ -100,10 +101,10 @@ class Daemon:
         if not self._recovered:
             self._recover(now)
             did = True
+        did |= self._record_outcomes()
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             rescan, self._rescan_wanted = self._rescan_wanted, False
-        did |= self._record_outcomes()
         if rescan or (self._next_rescan is not None and now >= self._next_rescan):
             scanned = self._scan_paths()
             log.debug("rescan: %d files in the inbox and request folders", len(scanned))
@@ -122,6 +123,7 @@ class Daemon:
                     did |= self._look_at(path, now)
                 claimed = self._claim()
             did |= self._launch(claimed)
+            did |= self._record_outcomes()  # a long step leaves none waiting
         did |= self._expire(now)
         did |= self._launch(self._claim())
         did |= self.quiet.write_due(now, busy=bool(self._dirty))
@@ -251,7 +253,11 @@ class Daemon:
         return bool(claimed)
 
     def _record_outcomes(self) -> bool:
-        ended, recorded = self.actions.record_outcomes()
+        try:
+            ended, recorded = self.actions.record_outcomes()
+        except Exception:  # kept to try again next step; the rest of this step goes on
+            log.exception("could not journal how the actions that ended went; trying again")
+            return False
         for request_id, t in recorded:
             self._log(request_id, t)
         for request_id in ended:
@@ -305,8 +311,11 @@ class Daemon:
         try:
             write_dashboard(self.vault, now)
         except (OSError, VaultError) as e:
-            log.warning("could not write Dashboard.md: %s", e)
+            if str(e) != self._dashboard_error:  # it is retried every second: say it once
+                log.warning("could not write Dashboard.md: %s", e)
+            self._dashboard_error = str(e)
             return False
+        self._dashboard_error = None
         return True
 
     def _log(self, request_id: str, t: Transition) -> None:
@@ -321,6 +330,8 @@ class Daemon:
             self.actions.wait()
             if self.actions.finished:
                 continue
+            if self._stopping:  # what is queued stays approved for the next run
+                break
             if not (self.actions.busy or self.quiet.waiting or self._dirty or self._recheck):
                 break
             deadline = self._next_deadline()
@@ -366,8 +377,9 @@ class Daemon:
         self._wake.set()
 
     def close(self) -> None:
-        """Wait for actions in flight and release the worker threads."""
+        """Wait for actions in flight, journal how they went, release the worker threads."""
         self.actions.shutdown()
+        self._record_outcomes()
 
     def __enter__(self) -> Daemon:
         return self

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from .vault import Vault
 
 DASHBOARD = "Dashboard.md"
-_SHOWN = 200  # pending requests listed; Approvals.base shows them all
+_SHOWN = 200  # pending requests (Approvals.base shows them all) and flagged files listed
+# A Dashboard.md someone pasted into is still replaced, up to this size.
+_READ_LIMIT = 16 * 1024 * 1024
 
 _DATAVIEW = """```dataview
 TABLE status, action, risk, summary, expires
@@ -58,7 +60,10 @@ def render_dashboard(vault: Vault, now: datetime) -> str:
     out += ["", "## Needs attention"]
     attention = journal.attention()
     if attention:
-        out += [f"- {one_line(a.message, 500)} (since {format_ts(a.since)})" for a in attention]
+        shown = attention[:_SHOWN]
+        out += [f"- {one_line(a.message, 500)} (since {format_ts(a.since)})" for a in shown]
+        if len(attention) > _SHOWN:
+            out.append(f"\n…and {len(attention) - _SHOWN} more (the daemon's log names each).")
     else:
         out.append("Nothing needs attention.")
     out += ["", "## Pending, by expiry"]
@@ -90,7 +95,7 @@ def write_dashboard(vault: Vault, now: datetime) -> bool:
     path: Path = vault.root / DASHBOARD
     text = render_dashboard(vault, now).encode("utf-8")
     try:
-        current: bytes | None = read_file(path, DASHBOARD)
+        current: bytes | None = read_file(path, DASHBOARD, limit=_READ_LIMIT)
     except FileNotFoundError:
         current = None
     if current == text:

@@ -19,57 +19,65 @@ from pathlib import Path
 from .errors import ChangedUnderfootError, NoteError
 
 MAX_NOTE_BYTES = 1024 * 1024
-# Never through a link; opening a pipe must not wait for a writer.
-_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+# Opening a pipe must not wait for a writer.
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 
 
-def too_big(where: str, size: int) -> NoteError:
+def too_big(where: str, size: int, limit: int = MAX_NOTE_BYTES) -> NoteError:
     return NoteError(
         where,
-        f"is {size:,} bytes, over the 1 MiB limit for a note",
+        f"is {size:,} bytes, over the {limit // 1024 // 1024} MiB limit for a note",
         "move large content into a separate file and link to it",
     )
 
 
-def read_file(path: Path, where: str) -> bytes:
-    """The bytes of a regular file of at most 1 MiB, never through a link.
+def read_file(
+    path: Path, where: str, *, limit: int = MAX_NOTE_BYTES, follow_links: bool = False
+) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, never through a link.
 
     Raises FileNotFoundError when nothing is there, and :class:`NoteError`
-    naming ``where`` for a link, a folder, a pipe or device, a file over the
-    limit, or one that cannot be read.
+    naming ``where`` for a link (unless ``follow_links``), a folder, a pipe or
+    device, a file over the limit, or one that cannot be read.
     """
     try:
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(path, _READ_FLAGS | (0 if follow_links else os.O_NOFOLLOW))
     except FileNotFoundError:
         raise
     except OSError as e:
-        if os.path.islink(path):
+        if not follow_links and os.path.islink(path):
             raise NoteError(
                 where,
                 "is a symbolic link; hitl-vault never follows links in the vault",
                 "put the file itself here, or remove the link",
             ) from None
-        raise NoteError(
-            where, f"cannot be read ({e.strerror})", "make it readable by hitl-vault's user"
-        ) from None
+        raise _unreadable(where, e) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a pipe, socket or device"
-            raise NoteError(where, f"is {kind}, not a note", "remove it from this folder")
-        if st.st_size > MAX_NOTE_BYTES:
-            raise too_big(where, st.st_size)
+            raise NoteError(where, f"is {kind}, not a file", "remove it from this folder")
+        if st.st_size > limit:
+            raise too_big(where, st.st_size, limit)
         chunks: list[bytes] = []
-        left = MAX_NOTE_BYTES + 1
+        left = limit + 1
         while left > 0 and (chunk := os.read(fd, left)):
             chunks.append(chunk)
             left -= len(chunk)
+    except OSError as e:  # EIO and the like, from a failing disk or a network folder
+        raise _unreadable(where, e) from None
     finally:
         os.close(fd)
     data = b"".join(chunks)
-    if len(data) > MAX_NOTE_BYTES:  # it grew while we read
-        raise too_big(where, len(data))
+    if len(data) > limit:  # it grew while we read
+        raise too_big(where, len(data), limit)
     return data
+
+
+def _unreadable(where: str, e: OSError) -> NoteError:
+    return NoteError(
+        where, f"cannot be read ({e.strerror or e})", "make it readable by hitl-vault's user"
+    )
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -98,9 +106,11 @@ def _write_temp(folder: Path, name: str, data: bytes, mode: int | None) -> Path:
     return tmp
 
 
-def _current(path: Path, where: str) -> bytes | None:
+def _current(path: Path, where: str, expected: bytes | None) -> bytes | None:
+    """What ``path`` holds now, read far enough to compare it with ``expected``."""
+    limit = max(MAX_NOTE_BYTES, len(expected) if expected is not None else 0)
     try:
-        return read_file(path, where)
+        return read_file(path, where, limit=limit)
     except FileNotFoundError:
         return None
 
@@ -116,7 +126,7 @@ def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> N
         raise ChangedUnderfootError(where) from None
     tmp = _write_temp(path.parent, path.name, data, mode)
     try:
-        if _current(path, where) != expected:
+        if _current(path, where, expected) != expected:
             raise ChangedUnderfootError(where)
         if expected is None:
             try:
@@ -141,8 +151,8 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
     stays where they made it.
     """
     if dest.exists():
-        if _current(dest, where) == data:  # the very same move, just made by another process
-            if _current(src, where) == expected:
+        if _current(dest, where, data) == data:  # the same move, just made by another process
+            if _current(src, where, expected) == expected:
                 src.unlink(missing_ok=True)
                 _fsync_dir(src.parent)
             return

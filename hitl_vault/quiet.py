@@ -85,7 +85,9 @@ class QuietWriter:
             except OSError:
                 self._seen.pop(path, None)
                 return Content("", None)
-            digest = f"stat {st.st_mode:o} {st.st_size} {st.st_mtime_ns} {st.st_ino}"
+            digest = (
+                f"stat {st.st_mode:o} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
+            )
         if digest in (self._ours.get(path), self._seen.get(path)):
             return None
         self._ours.pop(path, None)

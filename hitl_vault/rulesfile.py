@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .errors import RulesError, UsageError
+from .durable import read_file
+from .errors import NoteError, RulesError, UsageError
 from .model import (
     ActionSpec,
     Decision,
@@ -376,13 +377,12 @@ def parse_policy(text: str, where: str = "hitl-vault.yaml") -> Policy:
 def load_policy(path: Path, where: str | None = None) -> Policy:
     """Read the rules file; a missing file means no rules (everything asks: fail closed)."""
     where = where or str(path)
-    try:
-        raw = Path(path).read_bytes()
+    try:  # a link is fine here; a pipe, a device or a huge file is refused before reading
+        raw = read_file(Path(path), where, follow_links=True)
     except FileNotFoundError:
         return _empty_policy(where)
-    except OSError as e:
-        problem = f"cannot be read ({e.strerror or e})"
-        raise RulesError(where, problem, "make it a file you may read") from None
+    except NoteError as e:
+        raise RulesError(where, e.problem, "make it a plain file you may read") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -356,6 +356,57 @@ def test_the_next_action_starts_while_the_journal_is_busy(vault_path: Path, cloc
     assert all([t.to_status for t in h].count(Status.EXECUTED) == 1 for h in history)
 
 
+def test_closing_a_daemon_journals_the_outcomes_of_actions_in_flight(
+    vault_path: Path, clock: Clock
+) -> None:
+    """A script that steps the daemon itself and closes it loses no outcome."""
+    may_end = threading.Event()
+    with Vault(vault_path, clock=clock) as vault:
+
+        @vault.action("payment")
+        def pay(request: Request) -> str:
+            assert may_end.wait(20)
+            return "paid"
+
+        req = vault.submit("payment", {"amount": 1500})
+        vault.approve(req.id, by="alice")
+        with Daemon(vault, clock=clock) as daemon:
+            daemon.run_once(clock.now)
+            assert vault.journal.status_of(req.id) is Status.EXECUTING
+            may_end.set()
+        assert vault.get(req.id).status is Status.EXECUTED
+        assert vault.get(req.id).result == "paid"
+
+
+def test_run_once_stopped_by_a_signal_leaves_queued_actions_approved(
+    vault_path: Path, clock: Clock
+) -> None:
+    """SIGTERM during ``run --once``: it returns, and nothing it had not started runs."""
+    ran: list[str] = []
+    with Vault(vault_path, clock=clock) as vault:
+        vault.action("payment")(lambda request: ran.append(request.id))
+        req = vault.submit("payment", {"amount": 1500})
+        vault.approve(req.id, by="alice")
+        with Daemon(vault, clock=clock) as daemon:
+            daemon.stop()
+            catching_up = threading.Thread(target=daemon.catch_up, daemon=True)
+            catching_up.start()
+            catching_up.join(20)
+            assert not catching_up.is_alive(), "catch_up did not return after stop()"
+        assert ran == []
+        assert vault.journal.status_of(req.id) is Status.APPROVED
+
+
+def test_the_dashboard_lists_at_most_200_files_needing_attention(
+    daemon: Daemon, clock: Clock
+) -> None:
+    for i in range(230):
+        daemon.vault.journal.flag(f"Inbox/broken-{i:03}.md", f"broken {i}", clock.now)
+    listed = _attention(daemon, clock)
+    assert sum(line.startswith("- ") for line in listed.splitlines()) == 200
+    assert "and 30 more" in listed
+
+
 def test_requests_made_through_approval_are_never_run_by_the_daemon(
     daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:

@@ -275,7 +275,8 @@ def _check_only_owned_lines_changed(
     body_before, body_after = before[fm_end + 1 :], after[after_fm_end + 1 :]
     human = [i for i, line in enumerate(body_before) if _content(line) not in callout_lines]
     kept = 0
-    for line in body_after:
+    added: dict[int, str] = {}  # index in the edited body -> its text, for lines not kept
+    for j, line in enumerate(body_after):
         if kept < len(human):
             index = human[kept]
             want = body_before[index]
@@ -287,7 +288,20 @@ def _check_only_owned_lines_changed(
         assert text in callout_lines or text in history or text in ("", "## History"), (
             f"the daemon added a body line it does not own: {line!r}"
         )
+        added[j] = text
     assert kept == len(human), f"a human body line changed: {body_before[human[kept]]!r}"
+    # New history lines: one block, in the first History section (a new one at the end).
+    new = [j for j, text in added.items() if text in history and text not in callout_lines]
+    if new:
+        assert new == list(range(new[0], new[0] + len(new))), "history lines were split up"
+        above = [j for j in range(new[0]) if re.match(r"#{1,2}\s", _content(body_after[j]))]
+        first_history = next(
+            j for j, line in enumerate(body_after)
+            if re.fullmatch(r"##\s+History\s*", _content(line), re.IGNORECASE)
+        )  # fmt: skip
+        assert above and above[-1] == first_history, (
+            "history lines were added outside the first History section"
+        )
 
 
 # Found by hypothesis: a repeated heading and a last line without its ending (a diff-based

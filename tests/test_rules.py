@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -797,9 +799,21 @@ def test_load_non_utf8_file(tmp_path: Path) -> None:
     assert str(err).startswith("hitl-vault.yaml line 3: is not UTF-8")
 
 
-def test_load_unreadable_path(tmp_path: Path) -> None:
-    """A directory where the file should be is a RulesError, not a crash."""
-    (tmp_path / "hitl-vault.yaml").mkdir()
-    err = load_error(tmp_path / "hitl-vault.yaml", "x.yaml")
-    assert err.line is None
-    assert str(err).startswith("x.yaml: cannot be read")
+@pytest.mark.parametrize(("make", "problem"), [("folder", "is a folder"), ("pipe", "is a pipe")])
+def test_load_unreadable_path(tmp_path: Path, make: str, problem: str) -> None:
+    """A folder or a named pipe where the file should be is a RulesError, at once.
+
+    Opening a pipe for reading waits for a writer: it must not be opened that way.
+    """
+    path = tmp_path / "hitl-vault.yaml"
+    if make == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+    errors: list[RulesError] = []
+    reader = threading.Thread(target=lambda: errors.append(load_error(path, "x.yaml")), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "reading the rules file did not return"
+    assert errors[0].line is None
+    assert str(errors[0]).startswith(f"x.yaml: {problem}")
