@@ -115,6 +115,14 @@ def _current(path: Path, where: str, expected: bytes | None) -> bytes | None:
         return None
 
 
+def _holds(path: Path, data: bytes) -> bool:
+    """``path`` is a file holding exactly ``data``; not a link, a pipe, a folder or other bytes."""
+    try:
+        return read_file(path, path.name, limit=len(data)) == data
+    except (FileNotFoundError, NoteError):
+        return False
+
+
 def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> None:
     """Write ``data`` to ``path`` if it still holds ``expected`` (None: if it does not exist).
 
@@ -150,9 +158,9 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
     name is dropped again and :class:`ChangedUnderfootError` raised: their save
     stays where they made it.
     """
-    if dest.exists():
-        if _current(dest, where, data) == data:  # the same move, just made by another process
-            if _current(src, where, expected) == expected:
+    if os.path.lexists(dest):  # a dangling link, too, is in the way
+        if _holds(dest, data):  # the same move, just made by another process
+            if _holds(src, expected):
                 src.unlink(missing_ok=True)
                 _fsync_dir(src.parent)
             return

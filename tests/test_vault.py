@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
+import stat
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -127,6 +129,34 @@ def test_reject_cancel_and_illegal_moves(vault: Vault) -> None:
     with pytest.raises(RequestNotFoundError, match="hitl-vault list"):
         vault.get("20990101T000000Z-payment-000000")
     assert (vault.root / "Rejected" / f"{b.id}.md").exists()
+
+
+@pytest.mark.parametrize("obstacle", ["pipe", "folder", "dangling link", "another file"])
+def test_a_file_in_the_way_of_a_move_is_named_and_left_alone(vault: Vault, obstacle: str) -> None:
+    """The rejected note stays where it is, and the flag names the file in the way, not the note."""
+    req = vault.submit("payment", {"amount": 1500})
+    assert req.path is not None
+    before = req.path.read_bytes()
+    dest = vault.root / "Rejected" / req.path.name
+    if obstacle == "pipe":
+        os.mkfifo(dest)
+    elif obstacle == "folder":
+        dest.mkdir()
+    elif obstacle == "dangling link":
+        dest.symlink_to(vault.root / "nowhere.md")
+    else:
+        dest.write_bytes(b"someone else's note\n")
+    kind = stat.S_IFMT(dest.lstat().st_mode)
+
+    assert vault.reject(req.id, reason="duplicate").status is Status.REJECTED
+
+    assert req.path.read_bytes() == before
+    assert stat.S_IFMT(dest.lstat().st_mode) == kind
+    where = f"Pending_Approval/{req.path.name}"
+    assert [a.message for a in vault.journal.attention()] == [
+        f"{where}: cannot move it: Rejected/{req.path.name} already exists "
+        "(remove or rename the other file with this name)"
+    ]
 
 
 def test_human_edit_in_the_note_is_applied_by_refresh(vault: Vault) -> None:
