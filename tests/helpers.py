@@ -7,9 +7,11 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 
 def set_status(path: Path, word: str, **extra: str) -> None:
@@ -39,6 +41,34 @@ def eventually(check: Callable[[], object], timeout: float = 10.0) -> object:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {check}")
         time.sleep(0.01)
+
+
+T = TypeVar("T")
+
+
+def returns_within(call: Callable[[], T], what: str, timeout: float = 10.0) -> T:
+    """``call()``'s result, or its exception raised here; fails if it has not returned in time.
+
+    For calls that must never block (reading a pipe, stopping a loop): a hang
+    becomes a failure naming ``what``, not a suite that never ends.
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as e:  # raised again in the test's thread
+            error.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise AssertionError(f"{what} did not return within {timeout}s")
+    if error:
+        raise error[0]
+    return result[0]
 
 
 class DaemonProcess:

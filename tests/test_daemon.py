@@ -19,7 +19,7 @@ from hitl_vault import Request, Status, Vault
 from hitl_vault.daemon import INTERRUPTED, Daemon
 from hitl_vault.model import utcnow
 
-from .helpers import eventually, set_status
+from .helpers import eventually, returns_within, set_status
 
 QUIET = timedelta(seconds=2)  # the template's defaults.quiet
 
@@ -389,10 +389,7 @@ def test_run_once_stopped_by_a_signal_leaves_queued_actions_approved(
         vault.approve(req.id, by="alice")
         with Daemon(vault, clock=clock) as daemon:
             daemon.stop()
-            catching_up = threading.Thread(target=daemon.catch_up, daemon=True)
-            catching_up.start()
-            catching_up.join(20)
-            assert not catching_up.is_alive(), "catch_up did not return after stop()"
+            returns_within(daemon.catch_up, "catch_up after stop()", timeout=20)
         assert ran == []
         assert vault.journal.status_of(req.id) is Status.APPROVED
 

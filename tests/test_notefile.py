@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import threading
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,10 @@ import pytest
 from hitl_vault.durable import move_note, write_note
 from hitl_vault.errors import ChangedUnderfootError, NoteError
 from hitl_vault.model import Request, Risk, Status, Transition
-from hitl_vault.notefile import Note, edit_note, parse_note, read_note
+from hitl_vault.notefile import edit_note, parse_note, read_note
 from hitl_vault.render import callout, render_new_note, yaml_scalar
+
+from .helpers import returns_within
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = sorted(p for p in DATA.glob("*.md"))
@@ -288,17 +289,6 @@ def test_pipes_devices_and_folders_are_refused_without_waiting(tmp_path: Path) -
     folder.mkdir()
     for path, problem in ((pipe, "pipe"), (zero, "symbolic link"), (folder, "folder")):
         where = f"Pending_Approval/{path.name}"
-        outcome: list[BaseException | Note] = []
-
-        def read(path: Path = path, where: str = where, out: list[Any] = outcome) -> None:
-            try:
-                out.append(read_note(path, where))
-            except BaseException as e:  # handed to the test thread
-                out.append(e)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(10)
-        assert not reader.is_alive(), f"reading {where} did not return"
-        assert isinstance(outcome[0], NoteError), outcome
-        assert re.search(problem, str(outcome[0])) and where in str(outcome[0])
+        with pytest.raises(NoteError, match=problem) as caught:
+            returns_within(partial(read_note, path, where), f"reading {where}")
+        assert where in str(caught.value)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import textwrap
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from hitl_vault.errors import RulesError
 from hitl_vault.model import ActionSpec, Decision, Proposal, Risk, RuleMatch, Ruling
 from hitl_vault.rules import Defaults, Policy
 from hitl_vault.rulesfile import load_policy, parse_policy
+
+from .helpers import returns_within
 
 # The example from SPEC section 5, byte for byte.
 SPEC_RULES = """\
@@ -810,10 +811,6 @@ def test_load_unreadable_path(tmp_path: Path, make: str, problem: str) -> None:
         path.mkdir()
     else:
         os.mkfifo(path)
-    errors: list[RulesError] = []
-    reader = threading.Thread(target=lambda: errors.append(load_error(path, "x.yaml")), daemon=True)
-    reader.start()
-    reader.join(10)
-    assert not reader.is_alive(), "reading the rules file did not return"
-    assert errors[0].line is None
-    assert str(errors[0]).startswith(f"x.yaml: {problem}")
+    err = returns_within(lambda: load_error(path, "x.yaml"), "reading the rules file")
+    assert err.line is None
+    assert str(err).startswith(f"x.yaml: {problem}")
