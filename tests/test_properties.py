@@ -291,10 +291,11 @@ def _check_only_owned_lines_changed(
         added[j] = text
     assert kept == len(human), f"a human body line changed: {body_before[human[kept]]!r}"
     # New history lines: one block, in the first History section (a new one at the end).
-    new = [j for j, text in added.items() if text in history and text not in callout_lines]
-    if new:
-        assert new == list(range(new[0], new[0] + len(new))), "history lines were split up"
-        above = [j for j in range(new[0]) if re.match(r"#{1,2}\s", _content(body_after[j]))]
+    appended = [j for j, text in added.items() if text in history and text not in callout_lines]
+    if appended:
+        start = appended[0]
+        assert appended == list(range(start, start + len(appended))), "history lines were split up"
+        above = [j for j in range(start) if re.match(r"#{1,2}\s", _content(body_after[j]))]
         first_history = next(
             j for j, line in enumerate(body_after)
             if re.fullmatch(r"##\s+History\s*", _content(line), re.IGNORECASE)

@@ -19,7 +19,6 @@ Sections
                 handler has started. The saves come from another process, as a
                 bulk paste in Obsidian, a git pull or a sync tool's would; then
                 again from a thread of the daemon's own process, for comparison
-                handler has started
   5. scale      `hitl-vault run --once` wall time over N pending; a `hitl-vault run`
                 daemon's VmRSS and idle CPU (utime+stime) with N pending
 
