@@ -158,8 +158,10 @@ class QuietWriter:
                     self._touched[path.stem] = now
                 self.want(request_id, now + self._quiet)
                 continue
-            except NoteError as e:
-                log.warning("needs attention: %s", e)
+            except NoteError as e:  # e.g. a file in the way of a move: the next rescan retries
+                if self.vault.journal.flag(e.where, str(e), now, request_id):
+                    log.warning("needs attention: %s", e)
+                did = True  # the dashboard lists it
                 continue
             if done:
                 log.debug("%s: note brought up to date with the journal", request_id)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, Status, Vault
-from hitl_vault.daemon import INTERRUPTED, Daemon
+from hitl_vault.daemon import INTERRUPTED, RESCAN_EVERY, Daemon
 from hitl_vault.model import utcnow
 
 from .helpers import eventually, returns_within, set_status
@@ -392,6 +392,34 @@ def test_run_once_stopped_by_a_signal_leaves_queued_actions_approved(
             returns_within(daemon.catch_up, "catch_up after stop()", timeout=20)
         assert ran == []
         assert vault.journal.status_of(req.id) is Status.APPROVED
+
+
+def test_a_file_in_the_way_of_a_move_is_on_the_dashboard_until_removed(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    """A folder named like the note in Done/: the move waits, and Dashboard.md says why."""
+    vault = daemon.vault
+    req = vault.submit("payment", {"amount": 1500})
+    assert req.path is not None
+    in_the_way = vault.root / "Done" / req.path.name
+    in_the_way.mkdir()
+    set_status(req.path, "approved", decided_by="alice")
+    daemon.notice(req.path)
+    daemon.run_once(clock.now)
+    _settle(daemon, clock, req.id)
+    # The folder's own event counts as a touch of the note (same id): one more quiet period.
+    done = _settle(daemon, clock, req.id)
+    assert done.status is Status.EXECUTED and ran == [req.id]
+    assert done.path == req.path, "the note stays where it is"
+    listed = _attention(daemon, clock)
+    assert f"cannot move it: Done/{req.path.name} already exists" in listed
+
+    in_the_way.rmdir()
+    daemon.notice(in_the_way)
+    daemon.run_once(clock.advance(RESCAN_EVERY))  # the next rescan tries again
+    _settle(daemon, clock, req.id)
+    assert vault.get(req.id).path == in_the_way
+    assert "cannot move it" not in _attention(daemon, clock)
 
 
 def test_the_dashboard_lists_at_most_200_files_needing_attention(
