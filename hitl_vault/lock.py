@@ -1,62 +1,183 @@
-"""``.hitl/daemon.lock``: one daemon per vault.
+"""One daemon per vault: a lock on the ``.hitl/`` folder itself.
 
-Editors ignore advisory locks, so this lock guards nothing in the notes; it
-only keeps a second daemon from running on the same vault. The kernel drops
-it when the process dies, however it dies, so there is no stale lock to clean.
+Why the folder and not ``.hitl/daemon.lock``: a lock on a file guards only that
+file's inode, so ``rm .hitl/daemon.lock`` under a running daemon let a second
+daemon create a fresh file, lock it, and run the same approved action at the
+same time as the first. The ``.hitl/`` folder cannot be removed while the
+journal is in it, so an exclusive ``flock`` on it holds for as long as the
+daemon lives. The kernel drops it when the process dies, however it dies, so
+there is no stale lock to clean. SQLite locks its journal files with POSIX
+``fcntl`` record locks, never the folder and never ``flock``, so the two do not
+meet.
+
+``.hitl/daemon.lock`` is now only a note for people: "pid N on HOST since TIME",
+so that the error for a second daemon can say who holds the vault. Whatever
+else sits at that name (a FIFO, a folder, a symlink, a device) is never
+opened for reading or followed, and never deleted: the lock does not depend on it.
+
+Editors ignore advisory locks, so this lock guards nothing in the notes.
+
+Windows has neither ``fcntl`` nor folder locks; there a byte of
+``.hitl/daemon.winlock`` is locked with ``msvcrt.locking`` (best effort).
 """
 
 from __future__ import annotations
 
-import fcntl
+import logging
 import os
 import socket
+import stat
+import sys
 from pathlib import Path
 
 from .errors import DaemonRunningError
 from .model import format_ts, utcnow
 
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
+
+log = logging.getLogger("hitl_vault")
+
+WINDOWS_LOCK = "daemon.winlock"
+"""On Windows only: the file, next to the holder note, whose first byte is locked."""
+
+UNKNOWN = "unknown process"
+
+# Never block on and never follow what sits at the holder's name (O_NOFOLLOW,
+# O_NONBLOCK and O_DIRECTORY do not exist on Windows, where FIFOs do not either).
+_SAFE = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+# What a lock held by someone else raises: flock says EWOULDBLOCK; msvcrt says
+# EACCES or EDEADLOCK, as a plain OSError.
+_BUSY: type[OSError] = OSError if sys.platform == "win32" else BlockingIOError
+
+
+def _lock_state(state: Path, exclusive: bool) -> int | None:
+    """An fd holding the lock on ``state``, or ``None`` if another holder has it.
+
+    ``exclusive=False`` only asks (a shared lock, which any daemon's excludes).
+    Raises :class:`FileNotFoundError` when ``state`` does not exist.
+    """
+    if sys.platform == "win32":
+        flags = os.O_RDWR | (os.O_CREAT if exclusive else 0) | _SAFE
+        fd = os.open(state / WINDOWS_LOCK, flags, 0o600)
+    else:  # os.open fds are not inherited, so actions the daemon runs never hold the lock
+        fd = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if sys.platform == "win32":
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # no shared locks here: exclusive either way
+        else:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except _BUSY:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unlock_state(fd: int) -> None:
+    try:
+        if sys.platform == "win32":
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _open_holder(path: Path, flags: int) -> int | None:
+    """An fd on the holder note if it is a regular file (created if missing when asked).
+
+    ``None`` when it is missing, or is something else, which is then left as it is.
+    """
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):  # never open a FIFO, a device, a folder
+            log.warning("%s is not a regular file: left alone (the lock does not need it)", path)
+            return None
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            return None
+    try:
+        fd = os.open(path, flags | _SAFE, 0o600)
+    except OSError as e:  # replaced in between by a symlink, a folder, ...; or not ours to read
+        log.warning("%s: cannot open the holder note (%s); left alone", path, e.strerror)
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced in between by a FIFO or a device
+        os.close(fd)
+        log.warning("%s is not a regular file: left alone (the lock does not need it)", path)
+        return None
+    return fd
+
+
+def _holder(path: Path) -> str:
+    """Who the holder note says holds the lock, or ``unknown process``."""
+    fd = _open_holder(path, os.O_RDONLY)
+    if fd is None:
+        return UNKNOWN
+    try:
+        return os.read(fd, 200).decode("utf-8", "replace").strip() or UNKNOWN
+    except OSError:
+        return UNKNOWN
+    finally:
+        os.close(fd)
+
 
 class DaemonLock:
+    """The vault's daemon lock; ``path`` is ``.hitl/daemon.lock``, the holder note.
+
+    The lock itself is on ``path.parent`` (the ``.hitl/`` folder), see the module.
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
 
     def acquire(self) -> DaemonLock:
         """Take the lock or raise :class:`DaemonRunningError` naming who holds it."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown process"
-            os.close(fd)
-            raise DaemonRunningError(self.path, holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(
-            fd,
-            f"pid {os.getpid()} on {socket.gethostname()} since {format_ts(utcnow())}\n".encode(),
-            0,
-        )
+        state = self.path.parent
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = _lock_state(state, exclusive=True)
+        if fd is None:
+            raise DaemonRunningError(self.path, _holder(self.path))
         self._fd = fd
+        self._write_holder()
         return self
+
+    def _write_holder(self) -> None:
+        """Say who holds the lock in the holder note, if it is a file we can write."""
+        note = _open_holder(self.path, os.O_WRONLY | os.O_CREAT)
+        if note is None:
+            return
+        text = f"pid {os.getpid()} on {socket.gethostname()} since {format_ts(utcnow())}\n"
+        try:
+            os.ftruncate(note, 0)
+            os.write(note, text.encode())
+        except OSError as e:
+            log.warning("%s: cannot write the holder note (%s)", self.path, e.strerror)
+        finally:
+            os.close(note)
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            _unlock_state(fd)
 
 
 def daemon_running(path: Path) -> bool:
-    """Whether some process (this one included) holds the daemon lock right now."""
+    """Whether some process (this one included) holds the daemon lock right now.
+
+    ``path`` is the holder note; only its folder is looked at, never the note.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _lock_state(path.parent, exclusive=False)
     except FileNotFoundError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if fd is None:
         return True
-    finally:
-        os.close(fd)
+    _unlock_state(fd)
     return False

@@ -1,0 +1,207 @@
+"""The daemon lock: one daemon per vault, whatever sits at (or vanished from) daemon.lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hitl_vault import Vault
+from hitl_vault.errors import DaemonRunningError
+from hitl_vault.journal import Journal
+from hitl_vault.lock import DaemonLock, daemon_running
+from hitl_vault.model import Status, utcnow
+
+from .helpers import DaemonProcess, returns_within
+
+COMMAND = Path(sys.executable).with_name("hitl-vault")
+
+
+def hitl(vault: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The installed console script on ``vault``, in a process of its own."""
+    assert COMMAND.exists(), f"{COMMAND} is missing: install the package (pip install -e .)"
+    return subprocess.run(
+        [str(COMMAND), "--vault", str(vault), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def lock_path(vault_path: Path) -> Path:
+    return vault_path / ".hitl" / "daemon.lock"
+
+
+@pytest.fixture
+def held(lock_path: Path) -> Iterator[DaemonLock]:
+    lock = DaemonLock(lock_path).acquire()
+    yield lock
+    lock.release()
+
+
+def test_a_second_acquire_in_the_same_process_names_the_holder(
+    lock_path: Path, held: DaemonLock
+) -> None:
+    """A second DaemonLock on the same vault raises DaemonRunningError naming the holder's pid."""
+    with pytest.raises(DaemonRunningError, match=rf"pid {os.getpid()} on "):
+        DaemonLock(lock_path).acquire()
+    assert daemon_running(lock_path)
+
+
+def test_deleting_the_lock_file_does_not_free_the_lock(lock_path: Path) -> None:
+    """With daemon.lock deleted the vault stays locked; after release it is free again."""
+    first = DaemonLock(lock_path).acquire()
+    try:
+        lock_path.unlink()
+        with pytest.raises(DaemonRunningError, match="unknown process"):
+            DaemonLock(lock_path).acquire()
+        assert daemon_running(lock_path)
+    finally:
+        first.release()
+    assert not daemon_running(lock_path)
+    again = DaemonLock(lock_path).acquire()
+    try:
+        assert f"pid {os.getpid()} on " in lock_path.read_text()
+        assert daemon_running(lock_path)
+    finally:
+        again.release()
+    assert not daemon_running(lock_path)
+
+
+def test_a_second_daemon_is_refused_after_the_lock_file_is_deleted(tmp_path: Path) -> None:
+    """`rm .hitl/daemon.lock` under a running daemon does not let `run --once` start beside it."""
+    vault = tmp_path / "vault"
+    made = hitl(vault, "init")
+    assert made.returncode == 0, made.stderr
+    with DaemonProcess(vault) as first:
+        (vault / ".hitl" / "daemon.lock").unlink()
+        second = hitl(vault, "run", "--once")
+        assert second.returncode != 0, second.stderr
+        assert "another hitl-vault daemon is already running" in second.stderr
+        assert "unknown process" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert first.proc is not None and first.proc.poll() is None
+        assert first.stop() == 0
+
+
+def test_a_fifo_at_the_lock_path_blocks_nothing(vault_path: Path, lock_path: Path) -> None:
+    """A FIFO at daemon.lock: daemon_running, `approve` and acquire all return at once."""
+    submitted = hitl(vault_path, "submit", "payment", "-p", "amount=1500", "-p", "recipient=a@b.c",
+                     "--json")  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    request = json.loads(submitted.stdout)
+    assert request["status"] == "pending"
+    lock_path.parent.mkdir(exist_ok=True)
+    if lock_path.exists():
+        lock_path.unlink()
+    os.mkfifo(lock_path)
+
+    assert returns_within(lambda: daemon_running(lock_path), "daemon_running on a FIFO") is False
+    approved = hitl(vault_path, "approve", request["id"], "--by", "alice", timeout=30)
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout == f"{request['id']} approved\n"
+
+    lock = returns_within(lambda: DaemonLock(lock_path).acquire(), "acquire beside a FIFO")
+    try:
+        assert returns_within(lambda: daemon_running(lock_path), "daemon_running, locked")
+        with pytest.raises(DaemonRunningError, match="unknown process"):
+            returns_within(lambda: DaemonLock(lock_path).acquire(), "a second acquire")
+    finally:
+        lock.release()
+    assert os.path.exists(lock_path) and not lock_path.is_file()  # a human's FIFO is left alone
+
+
+@pytest.mark.parametrize("kind", ["folder", "symlink"])
+def test_a_folder_or_symlink_at_the_lock_path_is_left_alone(
+    tmp_path: Path, lock_path: Path, kind: str
+) -> None:
+    """A folder or a symlink at daemon.lock neither breaks the lock nor gets written through."""
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me\n")
+    lock_path.parent.mkdir(exist_ok=True)
+    if kind == "folder":
+        lock_path.mkdir()
+    else:
+        lock_path.symlink_to(target)
+    lock = DaemonLock(lock_path).acquire()
+    try:
+        assert daemon_running(lock_path)
+        with pytest.raises(DaemonRunningError, match="unknown process"):
+            DaemonLock(lock_path).acquire()
+    finally:
+        lock.release()
+    assert not daemon_running(lock_path)
+    assert target.read_text() == "keep me\n"
+
+
+def test_the_journal_works_while_the_state_folder_is_locked(
+    vault_path: Path, lock_path: Path, held: DaemonLock
+) -> None:
+    """SQLite's own locks do not collide with the flock on .hitl/: the journal opens and writes."""
+    journal = returns_within(lambda: Journal(lock_path.parent / "journal.db"), "Journal()")
+    try:
+        assert returns_within(lambda: journal.flag("x.md", "broken", utcnow()), "a write") is True
+        assert [a.path for a in journal.attention()] == ["x.md"]
+    finally:
+        journal.close()
+    with Vault(vault_path) as vault:
+        request = returns_within(lambda: vault.submit("payment", {"amount": 1500}), "submit")
+        assert vault.journal.status_of(request.id) is Status.PENDING
+    assert daemon_running(lock_path)
+
+
+def test_the_module_imports_and_locks_without_fcntl(tmp_path: Path) -> None:
+    """With fcntl missing and sys.platform "win32", lock.py imports and locks through msvcrt."""
+    script = textwrap.dedent(
+        """
+        import importlib, sys, types
+        from pathlib import Path
+        import hitl_vault  # the rest of the package, imported as usual
+
+        held = {}
+        def locking(fd, mode, nbytes):
+            key = Path(f"/proc/self/fd/{fd}").resolve()
+            if mode == msvcrt.LK_NBLCK:
+                if key in held:
+                    raise OSError(36, "Resource deadlock avoided")
+                held[key] = fd
+            elif mode == msvcrt.LK_UNLCK:
+                del held[key]
+        msvcrt = types.ModuleType("msvcrt")
+        msvcrt.LK_NBLCK, msvcrt.LK_UNLCK, msvcrt.locking = 2, 0, locking
+
+        sys.modules.pop("hitl_vault.lock")
+        sys.modules["fcntl"] = None
+        sys.modules["msvcrt"] = msvcrt
+        sys.platform = "win32"
+        lock = importlib.import_module("hitl_vault.lock")
+        path = Path(sys.argv[1]) / ".hitl" / "daemon.lock"
+        first = lock.DaemonLock(path).acquire()
+        assert held and lock.daemon_running(path)
+        try:
+            lock.DaemonLock(path).acquire()
+        except lock.DaemonRunningError as e:
+            assert "pid " in str(e), e
+        else:
+            raise AssertionError("a second acquire succeeded")
+        first.release()
+        assert not held and not lock.daemon_running(path)
+        print("ok")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, "ok\n", "")
