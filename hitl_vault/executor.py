@@ -16,6 +16,8 @@ import inspect
 import json
 import logging
 import os
+import select
+import selectors
 import signal
 import subprocess
 import time
@@ -34,7 +36,13 @@ log = logging.getLogger("hitl_vault.executor")
 RESULT_LIMIT = 4000  # characters of stdout kept as the result (the end, where summaries go)
 ERROR_LIMIT = 1000  # characters of stderr (or an exception message) kept in the error
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for an action over its timeout
+TAIL_BYTES = 64 * 1024  # bytes of stdout and of stderr kept as they stream (ample for the limits)
 RUN_FIX = "fix the run: argv in hitl-vault.yaml"
+
+_PIPE_BUF = select.PIPE_BUF  # a write of this much to a pipe that polls writable never blocks
+_READ_SIZE = 64 * 1024
+_KILL_ROUNDS = 3  # scans for escaped processes to SIGKILL, should one start another as it dies
+_UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
 
 # A python executor: a plain or async function of the request; its return value is the result.
 Handler = Callable[[Request], object]
@@ -100,12 +108,16 @@ def run_command(
     """Run ``argv`` in ``cwd`` with the request as JSON on stdin, never through a shell.
 
     The program starts in a session of its own, so a Ctrl-C in the daemon's
-    terminal does not reach it; over ``timeout`` its whole process group is
-    terminated (then killed after a short grace).
+    terminal does not reach it. Only the tails of its stdout and stderr are kept,
+    so memory stays flat whatever it prints. Over ``timeout`` its whole process
+    group is terminated (then killed after a short grace), and so is every process
+    it started that left the group (found by ``HITL_REQUEST_ID``).
     """
     started = time.monotonic()
+    deadline = started + timeout
     program = str(argv[0]) if argv else ""
-    environment = {**os.environ, "HITL_REQUEST_ID": request.id, **(env or {})}
+    # Set last, so every process the action starts carries the tag that finds it on a timeout.
+    environment = {**os.environ, **(env or {}), "HITL_REQUEST_ID": request.id}
     try:
         if not argv:
             raise ValueError("the argv is empty")
@@ -127,46 +139,213 @@ def run_command(
     except (ValueError, TypeError) as e:
         return _failed(f"cannot start {program or 'the action'}: {e} ({RUN_FIX})", started)
 
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        exited = proc.poll() is not None
-        err = _stop_group(proc)
-        why = f"timed out after {_seconds_text(timeout)}"
-        if exited:
-            why += " (the program exited, but something it started kept stdout or stderr open)"
-        return _failed(_with_tail(why, err), started)
+    with _Pipes(proc, stdin) as pipes:
+        if not _settle(proc, pipes, deadline):
+            exited = proc.poll() is not None
+            escaped = _stop(proc, pipes, _tag(request.id))
+            return _failed(_with_tail(_timeout_text(timeout, exited, escaped), pipes.err), started)
 
     if proc.returncode == 0:
-        result = _tail(_decode(out), RESULT_LIMIT)
+        result = pipes.out.text(RESULT_LIMIT)
         return Outcome(ok=True, result=result, error=None, seconds=time.monotonic() - started)
-    return _failed(_with_tail(_exit_text(proc.returncode), err), started)
+    return _failed(_with_tail(_exit_text(proc.returncode), pipes.err), started)
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> bytes:
-    """SIGTERM the process group, SIGKILL it after the grace; return the stderr read so far."""
-    _signal_group(proc, signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=KILL_GRACE)
-    except subprocess.TimeoutExpired as e:
-        err = e.stderr or b""
-    _signal_group(proc, signal.SIGKILL)  # whatever ignored SIGTERM or still lingers
-    if proc.returncode is None:
+class _Tail:
+    """The last ``TAIL_BYTES`` of one output stream, however much went through it."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._cut = False
+
+    def add(self, chunk: bytes) -> None:
+        """Append ``chunk``, dropping the oldest bytes beyond ``TAIL_BYTES``."""
+        self._data += chunk
+        excess = len(self._data) - TAIL_BYTES
+        if excess > 0:
+            del self._data[:excess]
+            self._cut = True
+
+    def text(self, limit: int) -> str:
+        """The stripped end as text, at most ``limit`` characters, marked with … when cut."""
+        data = bytes(self._data)
+        if self._cut:  # the first bytes may be the rest of a character that was dropped
+            data = data.lstrip(_UTF8_CONTINUATION)
+        text = _tail(data.decode("utf-8", errors="replace"), limit)
+        if self._cut and not text.startswith("…"):
+            text = "…" + text  # _tail saw no cut: the bytes kept were mostly blank
+        return text
+
+
+class _Pipes:
+    """A program's pipes, pumped on the calling thread: the request written, the output tailed.
+
+    Like ``Popen.communicate`` (a selector, stdin in ``PIPE_BUF`` pieces, so a
+    program that prints before it reads cannot deadlock us), but keeping only
+    the tails of stdout and stderr and able to stop at a deadline and resume.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], stdin: bytes) -> None:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self.out = _Tail()
+        self.err = _Tail()
+        self._stdin = proc.stdin
+        self._pending = memoryview(stdin)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(proc.stdin, selectors.EVENT_WRITE)
+        self._selector.register(proc.stdout, selectors.EVENT_READ, self.out)
+        self._selector.register(proc.stderr, selectors.EVENT_READ, self.err)
+
+    def __enter__(self) -> _Pipes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pump(self, deadline: float) -> bool:
+        """Write and read until stdout and stderr are closed (True) or until ``deadline``."""
+        while self._selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for key, _ in self._selector.select(remaining):
+                if key.data is None:
+                    self._write()
+                else:
+                    self._read(key.fileobj, key.data)
+        return True
+
+    def stop_writing(self) -> None:
+        """Give up on the rest of the request: the program gets end-of-file on stdin."""
+        self._finish(self._stdin)
+
+    def close(self) -> None:
+        """Close every pipe still open and stop watching them."""
+        for key in list(self._selector.get_map().values()):
+            self._finish(key.fileobj)
+        self._selector.close()
+
+    def _write(self) -> None:
         try:
-            _, err = proc.communicate(timeout=KILL_GRACE)
-        except subprocess.TimeoutExpired as e:
-            # Something outside the group still holds our pipes: stop reading and move on.
-            err = e.stderr or err
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
-            proc.wait()
-    return err or b""
+            written = os.write(self._stdin.fileno(), self._pending[:_PIPE_BUF])
+        except BrokenPipeError:  # the program exited or closed stdin: what it read is its input
+            written = len(self._pending)
+        self._pending = self._pending[written:]
+        if not self._pending:
+            self._finish(self._stdin)
+
+    def _read(self, pipe: Any, tail: _Tail) -> None:
+        chunk = os.read(pipe.fileno(), _READ_SIZE)
+        if chunk:
+            tail.add(chunk)
+        else:
+            self._finish(pipe)
+
+    def _finish(self, pipe: Any) -> None:
+        if pipe.closed:
+            return
+        self._selector.unregister(pipe)
+        with contextlib.suppress(OSError):  # a broken stdin may fail to flush: nothing is lost
+            pipe.close()
+
+
+def _settle(proc: subprocess.Popen[bytes], pipes: _Pipes, deadline: float) -> bool:
+    """Pump the pipes until they close and the program exits (True), or until ``deadline``."""
+    if not pipes.pump(deadline):
+        return False
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _stop(proc: subprocess.Popen[bytes], pipes: _Pipes, tag: bytes) -> int:
+    """Stop an action over its timeout; return how many processes that left its group were hit.
+
+    SIGTERM goes to the process group and to every process carrying ``tag`` that
+    left it; after the grace, SIGKILL goes to whatever is left. Meanwhile stderr
+    is still read, for the error.
+    """
+    pipes.stop_writing()
+    escaped = _signal_escaped(tag, proc.pid, signal.SIGTERM)
+    _signal_group(proc, signal.SIGTERM)
+    grace = time.monotonic() + KILL_GRACE
+    settled = _settle(proc, pipes, grace)
+    _wait_gone(escaped, tag, grace)
+    _signal_group(proc, signal.SIGKILL)  # whatever ignored SIGTERM or still lingers
+    for _ in range(_KILL_ROUNDS):  # again, in case one started another as it was killed
+        killed = _signal_escaped(tag, proc.pid, signal.SIGKILL)
+        if not killed:
+            break
+        escaped |= killed
+    if not settled and not _settle(proc, pipes, time.monotonic() + KILL_GRACE):
+        # Something we could not find still holds our pipes: stop reading and move on.
+        pipes.close()
+        proc.wait()
+    return len(escaped)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
         os.killpg(proc.pid, sig)  # the pgid is the pid: start_new_session made it a leader
+
+
+def _tag(request_id: str) -> bytes:
+    """The environ entry, as /proc/<pid>/environ has it, of every process the action starts."""
+    return b"HITL_REQUEST_ID=" + os.fsencode(request_id) + b"\0"
+
+
+def _signal_escaped(tag: bytes, group: int, sig: signal.Signals) -> set[int]:
+    """Send ``sig`` to the processes carrying ``tag`` outside process group ``group``.
+
+    Returns their pids; none where there is no /proc.
+    """
+    hit: set[int] = set()
+    for pid in _tagged_pids(tag):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) != group:
+                os.kill(pid, sig)
+                hit.add(pid)
+    return hit
+
+
+def _tagged_pids(tag: bytes) -> list[int]:
+    """The pids, other than ours, whose environment holds the entry ``tag``."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    pids = (int(name) for name in names if name.isdigit())
+    return [pid for pid in pids if pid != os.getpid() and _carries(pid, tag)]
+
+
+def _carries(pid: int, tag: bytes) -> bool:
+    """Whether process ``pid`` runs with the entry ``tag`` (a zombie's environment is empty)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except OSError:  # gone, or not ours to read
+        return False
+    return (b"\0" + environ).find(b"\0" + tag) >= 0
+
+
+def _wait_gone(pids: set[int], tag: bytes, deadline: float) -> None:
+    """Wait until none of ``pids`` runs with ``tag`` any more, or until ``deadline``."""
+    while any(_carries(pid, tag) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _timeout_text(timeout: float, exited: bool, escaped: int) -> str:
+    """Why a run over its timeout failed, not hiding that some of its work may go on."""
+    why = f"timed out after {_seconds_text(timeout)}"
+    if exited:
+        why += " (the program exited, but something it started kept stdout or stderr open)"
+    why += "; work it started may still be running"
+    if escaped:
+        noun = "process" if escaped == 1 else "processes"
+        why += f" (killed {escaped} {noun} that had left its process group)"
+    return why
 
 
 def _exit_text(returncode: int) -> str:
@@ -178,13 +357,9 @@ def _exit_text(returncode: int) -> str:
         return f"killed by signal {-returncode}"
 
 
-def _with_tail(why: str, stderr: bytes) -> str:
-    tail = _tail(_decode(stderr), ERROR_LIMIT)
+def _with_tail(why: str, stderr: _Tail) -> str:
+    tail = stderr.text(ERROR_LIMIT)
     return f"{why}: {tail}" if tail else why
-
-
-def _decode(data: bytes | None) -> str:
-    return (data or b"").decode("utf-8", errors="replace")
 
 
 def _tail(text: str, limit: int) -> str:
