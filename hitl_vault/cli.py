@@ -78,7 +78,10 @@ def _scalar(raw: str) -> Any:
         return None
     if _NUMBER.fullmatch(raw):
         if raw.lstrip("-").isdigit():
-            return int(raw)
+            try:
+                return int(raw)
+            except ValueError:  # over Python's 4,300 digits: keep exactly what was typed
+                return raw
         number = float(raw)
         return number if math.isfinite(number) else raw
     if _QUOTED.fullmatch(raw):
@@ -97,6 +100,10 @@ def _params(pairs: tuple[str, ...], as_json: str | None) -> dict[str, Any]:
             loaded = json.loads(as_json)
         except json.JSONDecodeError as e:
             raise click.BadParameter(f"not valid JSON: {e}", param_hint="--params-json") from None
+        except RecursionError:
+            raise click.BadParameter("nested too deeply", param_hint="--params-json") from None
+        except ValueError as e:  # a number of more than 4,300 digits
+            raise click.BadParameter(f"{e} (quote it)", param_hint="--params-json") from None
         if not isinstance(loaded, dict):
             raise click.BadParameter("must be a JSON object", param_hint="--params-json")
         params.update(loaded)

@@ -143,3 +143,26 @@ class Rejected(Refused):
 
 class TimedOut(Refused):
     """Nobody decided before the request expired."""
+
+
+class CatchUpError(VaultError):
+    """``run --once`` could not handle some files, even after retrying."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        super().__init__(
+            f"could not handle {shown}, even after retrying (the log above says why; "
+            "everything else was done: run `hitl-vault run --once` again once it is fixed)"
+        )
+
+
+class JournalDamagedError(VaultError):
+    """The journal file is not a database any more, or SQLite found it damaged."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: the journal cannot be read ({problem}); restore .hitl/ from the backup "
+            "taken together with the vault (never .hitl/ alone), or move it aside to start anew"
+        )

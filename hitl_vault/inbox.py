@@ -42,6 +42,10 @@ def _proposal(raw: bytes, where: str) -> dict[str, Any]:
             raise NoteError(
                 where, f"is not valid JSON ({e.msg})", "fix the JSON", e.lineno
             ) from None
+        except RecursionError:
+            raise NoteError(where, "is JSON nested too deeply", "flatten it") from None
+        except ValueError as e:  # a number of more than 4,300 digits
+            raise NoteError(where, f"cannot be read ({e})", "quote long numbers") from None
         if not isinstance(data, dict):
             raise NoteError(where, "is not a JSON object", 'write {"action": ..., "params": {...}}')
     else:
@@ -63,6 +67,18 @@ def _proposal(raw: bytes, where: str) -> dict[str, Any]:
         if data.get(key) is not None and not isinstance(data[key], str):
             raise NoteError(where, f"{key} is not text", f"quote the {key} value")
     return data
+
+
+def _identity(path: Path, raw: bytes) -> str:
+    """What tells one drop of a proposal from another: its name, bytes and file.
+
+    A file left behind by a crash between its request and its removal keeps its
+    inode and modification time, so it never becomes a second request; the same
+    name and bytes dropped again later (a monthly cron job) are a new file.
+    """
+    st = path.stat()
+    file = f"\0{st.st_ino}\0{st.st_mtime_ns}".encode()
+    return hashlib.sha256(path.name.encode() + b"\0" + raw + file).hexdigest()
 
 
 class Inbox:
@@ -92,8 +108,12 @@ class Inbox:
             return []
         try:
             raw = read_file(path, where)
-            source = hashlib.sha256(name.encode() + b"\0" + raw).hexdigest()
-            if journal.proposal(source) is None:
+            source = _identity(path, raw)
+            taken = journal.proposal(source)
+            if taken is not None:  # left behind by a crash after its request was made
+                log.info("%s: already became request %s; removing it", where, taken)
+                created = []
+            else:
                 data = _proposal(raw, where)
                 request = self.vault.submit(
                     data["action"],
@@ -104,8 +124,6 @@ class Inbox:
                     source=source,
                 )
                 created = [request]
-            else:
-                created = []
         except FileNotFoundError:  # taken by another process, or deleted, a moment ago
             journal.unflag(where)
             return []

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import IllegalTransitionError, RequestNotFoundError
+from .errors import IllegalTransitionError, JournalDamagedError, RequestNotFoundError
 from .journal_read import GENESIS, JournalReader, entry_hash
 from .model import LEGAL_MOVES, Request, Status, Transition, format_ts
 
@@ -38,6 +38,20 @@ def params_sha(params: Mapping[str, Any]) -> str:
     """SHA-256 of the params in canonical JSON (sorted keys, no spaces)."""
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements raise :class:`JournalDamagedError` for a damaged file."""
+
+    journal_path = Path()
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.DatabaseError as e:
+            if type(e) is sqlite3.DatabaseError:  # not a lock, a full disk or a bad query
+                raise JournalDamagedError(self.journal_path, str(e)) from None
+            raise
 
 
 class Journal(JournalReader):
@@ -57,14 +71,24 @@ class Journal(JournalReader):
         self._lock = threading.RLock()
         self._batching = False
         self._db = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=30.0
+            path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=30.0,
+            factory=_Connection,
         )
+        self._db.journal_path = path
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         with self._write() as db:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+
+    def wait_for_lock(self, seconds: float) -> None:
+        """How long a write waits for another process's write before it fails (30 s at first)."""
+        with self._lock:
+            self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
     def close(self) -> None:
         with self._lock:

@@ -213,6 +213,9 @@ class JournalReader:
         problems: list[str] = []
         prev = GENESIS
         with self._lock:
+            damage = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
+            if damage != ["ok"]:
+                problems += [f"journal file damaged: {text}" for text in damage[:20]]
             rows = self._db.execute(
                 "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
                 "params_sha, prev_hash, hash FROM entries ORDER BY seq"

@@ -354,6 +354,8 @@ def parse_ts(value: str | datetime) -> datetime:
 
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|[smhd])")
+# The longest duration read (100 years): anything longer overflows a date, and means "never".
+MAX_DURATION = timedelta(days=36500)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -381,6 +383,9 @@ def parse_duration(text: str | int | float | timedelta, argument: str = "duratio
             )
     if seconds <= 0:
         raise UsageError(argument, f"{text!r} is not a positive duration", "use e.g. 90s or 1h")
+    if not seconds <= MAX_DURATION.total_seconds():  # also NaN and infinity
+        shown = f"{str(text)[:20]!r}…" if len(str(text)) > 20 else repr(text)
+        raise UsageError(argument, f"{shown} is longer than 100 years", "use at most 36500d")
     return timedelta(seconds=seconds)
 
 

@@ -37,6 +37,14 @@ class _AliasFound(Exception):
         self.mark = mark
 
 
+class _BadValue(Exception):
+    """A scalar YAML reads but Python cannot hold: ``2026-02-30``, an int of 5,000 digits."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        self.problem = problem
+        self.mark = mark
+
+
 class _DuplicateKey(Exception):
     def __init__(self, key: str, mark: Any) -> None:
         self.key = key
@@ -49,7 +57,10 @@ class StrictLoader(_Loader):  # type: ignore[misc]
     def construct_object(self, node: Any, deep: bool = False) -> Any:
         if node in self.constructed_objects or node in self.recursive_objects:
             raise _AliasFound(node.start_mark)
-        return super().construct_object(node, deep)
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as e:
+            raise _BadValue(_bad_value(node, e), node.start_mark) from None
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[tuple[str, str]] = set()
@@ -60,6 +71,18 @@ class StrictLoader(_Loader):  # type: ignore[misc]
                     raise _DuplicateKey(str(key_node.value), key_node.start_mark)
                 seen.add(ident)
         return super().construct_mapping(node, deep)
+
+
+def _bad_value(node: Any, error: Exception) -> str:
+    """Why YAML could not hold a scalar, in words: a date that does not exist, a huge number."""
+    text = str(node.value)
+    shown = repr(text) if len(text) <= 40 else f"{text[:20]!r}… ({len(text)} characters)"
+    kind = str(node.tag).rsplit(":", 1)[-1]
+    if kind == "timestamp":
+        return f"{shown} reads as a date that does not exist ({error})"
+    if kind == "int" and "digits" in str(error):
+        return f"{shown} reads as a number too long to hold (at most 4,300 digits)"
+    return f"{shown} cannot be read as a {kind} ({error})"
 
 
 def load_yaml(text: str, where: str, first_line: int = 1) -> Any:
@@ -73,6 +96,12 @@ def load_yaml(text: str, where: str, first_line: int = 1) -> Any:
             "write each value out in full",
             e.mark.line + first_line,
         ) from None
+    except _BadValue as e:
+        raise NoteError(
+            where, e.problem, "quote the value to keep it as text", e.mark.line + first_line
+        ) from None
+    except RecursionError:
+        raise NoteError(where, "the YAML is nested too deeply", "flatten it") from None
     except _DuplicateKey as e:
         raise NoteError(
             where, f"the key {e.key!r} appears twice", "keep one of them", e.mark.line + first_line

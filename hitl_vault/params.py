@@ -4,38 +4,76 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
-from .errors import UsageError
+from .errors import NoteError, UsageError
+
+# Deeper than this is a mistake or an attack (JSON nested thousands deep), never an action's input.
+MAX_DEPTH = 64
+# Python writes and reads integers of at most 4,300 digits as text (JSON is text).
+_MAX_INT_BITS = 14_000
+_JSON = "pass numbers, text, booleans, lists or mappings (params travel as JSON)"
+
+
+class _Refused(Exception):
+    def __init__(self, problem: str, fix: str) -> None:
+        self.problem = problem
+        self.fix = fix
+
+
+def _check(value: Any, where: str, depth: int) -> Any:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:
+            raise _Refused(f"{where} is a number too long to hold", "send it as text")
+        return value
+    if depth > MAX_DEPTH:
+        raise _Refused(f"{where} is nested more than {MAX_DEPTH} levels deep", "flatten it")
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise _Refused(f"{where} is {value}, not a finite number", _JSON)
+    if isinstance(value, list | tuple):
+        return [_check(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _Refused(f"key {k!r} in {where} is not text", "use text keys")
+            out[k] = _check(v, f"{where}.{k}", depth + 1)
+        return out
+    if isinstance(value, date):  # YAML reads 2026-12-01 as a date: JSON has no dates
+        text = value.isoformat().replace("+00:00", "Z")
+        raise _Refused(f"{where} reads as a date ({text})", f'quote it to keep it: "{text}"')
+    if isinstance(value, bytes | set | frozenset):  # YAML's !!binary and !!set
+        kind = "binary data" if isinstance(value, bytes) else "a set"
+        raise _Refused(f"{where} is {kind}", "quote it to keep it as text")
+    raise _Refused(f"{where} is a {type(value).__name__}", _JSON)
 
 
 def clean_params(params: Mapping[str, Any] | None, argument: str = "params") -> dict[str, Any]:
     """Params as JSON-like data (text keys; numbers, text, booleans, null, lists, mappings)."""
-
-    def check(value: Any, where: str) -> Any:
-        if value is None or isinstance(value, bool | int | str):
-            return value
-        if isinstance(value, float):
-            if math.isfinite(value):
-                return value
-        elif isinstance(value, list | tuple):
-            return [check(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        elif isinstance(value, Mapping):
-            out = {}
-            for k, v in value.items():
-                if not isinstance(k, str):
-                    raise UsageError(argument, f"key {k!r} in {where} is not text", "use text keys")
-                out[k] = check(v, f"{where}.{k}")
-            return out
-        raise UsageError(
-            argument,
-            f"{where} is a {type(value).__name__}",
-            "pass numbers, text, booleans, lists or mappings (params travel as JSON)",
-        )
-
     if params is None:
         return {}
     if not isinstance(params, Mapping):
         raise UsageError(argument, "is not a mapping", "pass a dict of name -> value")
-    result: dict[str, Any] = check(params, "params")
+    try:
+        result: dict[str, Any] = _check(params, "params", 0)
+    except _Refused as e:
+        raise UsageError(argument, e.problem, e.fix) from None
+    return result
+
+
+def note_params(params: Any, where: str, line: int | None) -> dict[str, Any]:
+    """A note's ``params`` as they would run; :class:`NoteError` naming the note and the fix."""
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise NoteError(where, "params is not a set of `key: value` lines", "fix params", line)
+    try:
+        result: dict[str, Any] = _check(params, "params", 0)
+    except _Refused as e:
+        raise NoteError(where, e.problem, e.fix, line) from None
     return result

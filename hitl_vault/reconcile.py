@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ from .model import (
     Transition,
     format_ts,
     history_key,
+    one_line,
 )
 from .notefile import Note, edit_note, parse_note, read_note
 from .notestate import (
@@ -51,6 +53,7 @@ from .notestate import (
     owned_fields,
     same_value,
 )
+from .params import note_params
 from .render import callout, render_new_note
 from .rules import Policy
 
@@ -249,24 +252,27 @@ class Reconciler:
                 "status, reason or decided_by instead)"
             )
             decided = None
-        params = note.meta.get("params") or {}
         if decided is not None and problem is None:
-            if not isinstance(params, dict):
-                problem = f"{where}: params is not a set of `key: value` lines (fix params)"
-            else:
-                by = note.meta.get("decided_by")
-                reason = note.meta.get("reason")
-                try:
-                    acted = self.decide(
-                        request,
-                        decided,
-                        by=str(by).strip() if by is not None else "",
-                        reason=str(reason).strip() if reason is not None else "",
-                        params=params,
-                        now=now,
-                    )
-                except NotAnApproverError as e:
-                    problem = f"{where}: {e}"
+            by = note.meta.get("decided_by")
+            reason = note.meta.get("reason")
+            try:
+                acted = self.decide(
+                    request,
+                    decided,
+                    by=str(by).strip() if by is not None else "",
+                    reason=str(reason).strip() if reason is not None else "",
+                    params=note_params(note.meta.get("params"), where, line_number(note, "params")),
+                    now=now,
+                )
+            except NoteError as e:
+                problem = str(e)
+            except NotAnApproverError as e:
+                problem = f"{where}: {e}"
+        elif problem is None and request.status is Status.PENDING:
+            try:  # say so now, not only once someone approves
+                note_params(note.meta.get("params"), where, line_number(note, "params"))
+            except NoteError as e:
+                problem = f"{e} before approving"
         if problem:
             self.journal.flag(where, problem, now, request.id)
         else:
@@ -377,6 +383,7 @@ class Reconciler:
         if note.id != request_id:
             return False
         state, _ = note_state(note, request)
+        why: str | None = None
         if state == "decision":
             # A decision not journaled yet (its save is still on its way to us):
             # record it now rather than write over it. One that was refused
@@ -389,10 +396,12 @@ class Reconciler:
                 if finding.problem is None:
                     raise ChangedUnderfootError(where)  # not decided yet: try again later
                 state = "illegal"
+                why = finding.problem
         if state in ("unknown", "illegal"):
-            self.journal.record_ignored(
-                request_id, now, (f'ignored status "{" ".join(note.status_text.split())}"',)
-            )
+            ignored = f'ignored status "{" ".join(note.status_text.split())}"'
+            if why:  # what the human must fix before deciding again
+                ignored += ": " + re.sub(rf"^{re.escape(where)}( line \d+)?: ", "", why)
+            self.journal.record_ignored(request_id, now, (one_line(ignored, 400),))
             request = self.journal.get(request_id)
             assert request is not None
         fields = owned_fields(note, request)

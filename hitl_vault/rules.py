@@ -54,7 +54,12 @@ def as_number(value: Any) -> int | float | None:
     if isinstance(value, int | float):
         return value
     if isinstance(value, str) and _NUMBER_RE.fullmatch(text := value.strip()):
-        return int(text) if text.lstrip("+-").isdigit() else float(text)
+        if text.lstrip("+-").isdigit():
+            try:
+                return int(text)
+            except ValueError:  # over Python's 4,300 digits: a float keeps its size and sign
+                return float(text)
+        return float(text)
     return None
 
 

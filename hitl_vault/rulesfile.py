@@ -115,6 +115,9 @@ class _Reader:
             return self.constructor.construct_object(node)
         except yaml.YAMLError as e:
             raise self.error(node, f"{what}: {getattr(e, 'problem', e)}", fix) from None
+        except (ValueError, OverflowError) as e:  # 2026-02-30, an int of 5,000 digits
+            problem = f"{what}: {str(node.value)[:40]!r} cannot be read ({e})"
+            raise self.error(node, problem, "quote it, or write a value that exists") from None
 
     def text(self, node: Any, what: str, fix: str = "write it as text") -> str:
         value = self.scalar(node, what, fix)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from . import asking
 from .asking import Approval
 from .checks import verify_vault
+from .durable import MAX_NOTE_BYTES
 from .errors import (
     ChangedUnderfootError,
     IllegalTransitionError,
@@ -53,8 +54,8 @@ from .model import (
     utcnow,
 )
 from .notefile import read_note
-from .notestate import explanation
-from .params import clean_params
+from .notestate import explanation, line_number
+from .params import clean_params, note_params
 from .reconcile import Reconciler
 from .render import render_new_note
 from .rules import Policy
@@ -73,6 +74,17 @@ _OUTCOME = {
 }
 # Longest a waiter sleeps without an event, as a net under lost events.
 _WAIT_SAFETY_NET = 30.0
+
+
+def _check_size(text: str) -> None:
+    """A note must be small enough to be read back (and opened on a phone)."""
+    size = len(text.encode("utf-8"))
+    if size > MAX_NOTE_BYTES:
+        raise UsageError(
+            "params",
+            f"make a note of {size:,} bytes, over the {MAX_NOTE_BYTES:,} a note may hold",
+            "send less: put large data in a file and pass its path",
+        )
 
 
 class Vault:
@@ -193,6 +205,7 @@ class Vault:
             expires = now + (min(limits) if limits else self.policy.defaults.timeout)
         reason = ruling.reason if status is Status.REJECTED else ""
         first = Transition(now, None, status, by, reason, (f"rule {ruling.rule}",))
+        explained = explanation(ruling.matches, ruling.rule)
         for attempt in range(5):
             request = Request(
                 id=self._ids(action, now),
@@ -210,13 +223,14 @@ class Vault:
                 carried_by_requester=carried_by_requester,
                 history=(first,),
             )
+            text = render_new_note(request, explained)
+            _check_size(text)
             try:
                 self.journal.create(request, f"{status.folder}/{request.id}.md", source)
                 break
             except sqlite3.IntegrityError:
                 if attempt == 4 or (source is not None and self.journal.proposal(source)):
                     raise
-        text = render_new_note(request, explanation(ruling.matches, ruling.rule))
         try:
             path: Path | None = self.notes.write_new(request, text)
         except ChangedUnderfootError:  # a daemon that saw the journal entry wrote it first
@@ -262,7 +276,8 @@ class Vault:
             except NoteError:
                 note = None
             if note is not None and isinstance(note.meta.get("params"), dict):
-                params = note.meta["params"]
+                line = line_number(note, "params")
+                params = note_params(note.meta["params"], note.where, line)
         now = self.now()
         done = self.notes.decide(
             request, to, by=by or default_user(), reason=reason, params=params, now=now
