@@ -33,6 +33,8 @@ class Actions:
         self._wake = wake  # tells the daemon an action ended
         self._lock = threading.Lock()
         self._queued: dict[str, Request] = {}  # approved, with an executor, as read then
+        self._taken: dict[str, Request] = {}  # claimed in a commit that has not landed yet
+        self._workers = workers
         self._running: dict[str, Future[None]] = {}
         # Actions that ended, with how they went (None: a bug kept it from running), and when.
         self._finished: dict[str, tuple[Outcome | None, datetime]] = {}
@@ -48,6 +50,11 @@ class Actions:
     def finished(self) -> bool:
         """Some action ended and its outcome waits to be journaled."""
         return bool(self._finished)
+
+    @property
+    def queued(self) -> int:
+        """Approved requests waiting for an idle worker."""
+        return len(self._queued)
 
     @property
     def busy(self) -> bool:
@@ -66,20 +73,36 @@ class Actions:
             self._queued[request_id] = request
 
     def claim(self) -> list[tuple[Request, Transition]]:
-        """approved → executing in the journal for each queued action (started after commit).
+        """approved → executing for as many queued actions as there are idle workers.
 
-        An approved request's params and decision can no longer change, so the action
-        gets the request as it was read when queued; only its status moves on.
+        Only what a worker will start at once is claimed: the rest stays ``approved``
+        (so a crash or a stop leaves it to run later, never "interrupted"). An approved
+        request's params and decision can no longer change, so the action gets the
+        request as it was read when queued; only its status moves on. Started after
+        the claim's commit (:meth:`launched`); :meth:`unclaim` if that commit failed.
         """
         claimed: list[tuple[Request, Transition]] = []
-        queued, self._queued = self._queued, {}
-        for request_id in sorted(queued):
+        idle = self._workers - self.running
+        for request_id in sorted(self._queued):
+            if len(claimed) >= idle:
+                break
+            request = self._queued.pop(request_id)
             if request_id in self._running:
                 continue
+            self._taken[request_id] = request
             t = self.vault.start_execution(request_id, by="executor")
             if t is not None:
-                claimed.append((replace(queued[request_id], status=Status.EXECUTING), t))
+                claimed.append((replace(request, status=Status.EXECUTING), t))
         return claimed
+
+    def unclaim(self) -> None:
+        """The commit of the last claims failed: queue those requests again."""
+        self._queued.update(self._taken)
+        self._taken = {}
+
+    def launched(self) -> None:
+        """The last claims were committed: they are no longer queued."""
+        self._taken = {}
 
     def start(self, request: Request) -> None:
         """Run a claimed request's action on a worker thread."""

@@ -14,7 +14,9 @@ event, expiry, quiet deadline or rescan, and never polls on a fixed interval.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from .actions import Actions
 from .dashboard import write_dashboard
-from .errors import RulesError, VaultError
+from .errors import CatchUpError, RulesError, VaultError
 from .inbox import Inbox
 from .lock import DaemonLock
 from .model import INBOX_FOLDER, REQUEST_FOLDERS, Request, Status, Transition
@@ -40,6 +42,13 @@ RESCAN_EVERY = timedelta(minutes=5)
 DASHBOARD_EVERY = timedelta(seconds=1)
 # Decisions seen in one step are journaled in groups of this many, one fsync each.
 BATCH = 64
+# A path whose handling failed is looked at again after this, doubling up to RETRY_MAX.
+RETRY_FIRST = timedelta(milliseconds=500)
+RETRY_MAX = timedelta(seconds=30)
+# How long the daemon waits for a journal another process holds before it retries later.
+JOURNAL_WAIT = timedelta(seconds=5)
+# ``run --once`` gives up on a path (until the next run) after this many failed looks.
+ONCE_TRIES = 5
 
 
 def _precise_now() -> datetime:
@@ -68,14 +77,23 @@ class Daemon:
         self._rescan_wanted = True
         self._reported: dict[Path, str] = {}
         self._recheck: dict[Path, datetime] = {}
+        self._failures: dict[Path, int] = {}  # paths whose handling failed, and how often
+        self._retry_at: dict[Path, datetime] = {}  # when each is looked at again
+        self._retry_soon: datetime | None = None  # a part of a step failed: the next try
+        self._rules_due: datetime | None = None  # hitl-vault.yaml changed: reload once quiet
+        self._deferring = False  # inside a batch: transitions are said once committed
+        self._said: list[tuple[str, Transition]] = []
+        self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
         self.actions = Actions(vault, workers, self._wake.set)
         self._next_rescan: datetime | None = None
         self._dashboard_stale = True
         self._dashboard_written: datetime | None = None
-        self._dashboard_error: str | None = None
         self._stopping = False
         self._recovered = False
         self._seen_seq = vault.journal.last_seq()
+        # A journal held by another process for longer fails the step, which is retried
+        # within a second (RETRY_FIRST), instead of holding every other file up for 30 s.
+        vault.journal.wait_for_lock(JOURNAL_WAIT.total_seconds())
 
     # --- events in ------------------------------------------------------------
 
@@ -98,41 +116,99 @@ class Daemon:
         """Do everything that is due now; True if anything happened."""
         now = now or self.clock()
         did = False
+        self._retry_soon = None
         if not self._recovered:
-            self._recover(now)
-            did = True
+            did |= self._guarded("recovering after a restart", self._recover, now)
         did |= self._record_outcomes()
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             rescan, self._rescan_wanted = self._rescan_wanted, False
         if rescan or (self._next_rescan is not None and now >= self._next_rescan):
-            scanned = self._scan_paths()
-            log.debug("rescan: %d files in the inbox and request folders", len(scanned))
-            dirty |= scanned
-            self._check_missing_notes()
+            dirty |= self._scan_paths()
+            self._guarded("looking for missing notes", self._check_missing_notes, now)
             self._next_rescan = now + self.rescan_every
             did = True
         dirty |= {path for path, at in self._recheck.items() if now >= at}
+        dirty |= {path for path, at in self._retry_at.items() if now >= at}
+        if self._rules_due is not None and now >= self._rules_due:
+            did |= self._guarded("reloading the rules", self._reload_rules, now)
         notes = sorted(p for p in dirty if self._is_note(p))
-        for path in sorted(dirty.difference(notes)):
-            did |= self._look_at(path, now)
+        for path in sorted(dirty.difference(notes)):  # each commits on its own
+            did |= self._look_safely([path], now, batch=False)
         # Decisions in groups: one durable commit for each group, then its actions start.
         for start in range(0, len(notes), BATCH):
-            with self.vault.journal.batch():
-                for path in notes[start : start + BATCH]:
-                    did |= self._look_at(path, now)
-                claimed = self._claim()
-            did |= self._launch(claimed)
+            did |= self._look_safely(notes[start : start + BATCH], now)
             did |= self._record_outcomes()  # a long step leaves none waiting
-        did |= self._expire(now)
-        did |= self._launch(self._claim())
-        did |= self.quiet.write_due(now, busy=bool(self._dirty))
+        did |= self._guarded("expiring requests", self._expire, now)
+        did |= self._guarded("starting actions", self._claim_and_launch, now)
+        did |= self._guarded("writing notes", self._write_due, now)
         self._dashboard_stale |= did
         written = self._dashboard_written
         if self._dashboard_stale and (written is None or now >= written + DASHBOARD_EVERY):
-            self._dashboard_stale = not self._write_dashboard(now)
+            self._write_dashboard(now)
+            self._dashboard_stale = False  # a failed write is tried with the next change
             self._dashboard_written = now
         return did
+
+    def _look_safely(self, paths: list[Path], now: datetime, *, batch: bool = True) -> bool:
+        """Look at ``paths`` in one durable commit; say what happened only once it is committed.
+
+        A path whose handling raises is retried on its own (an error in one file
+        never holds back another); when the commit itself fails (disk full, the
+        journal locked too long), none of it happened: every path is retried soon.
+        """
+        failed: dict[Path, Exception] = {}
+        did = False
+        self._said, self._deferring = [], True
+        try:
+            with self.vault.journal.batch() if batch else contextlib.nullcontext():
+                for path in paths:
+                    try:
+                        did |= self._look_at(path, now)
+                    except Exception as e:  # kept apart and retried, below
+                        failed[path] = e
+                claimed = self._claim()
+        except Exception as e:  # the commit failed: nothing in it happened
+            self.actions.unclaim()
+            self._retry_later(paths, now, e)
+            return False
+        finally:
+            self._deferring = False
+        said, self._said = self._said, []
+        for request_id, t in said:
+            self._log(request_id, t)
+        for path in paths:
+            if path not in failed:
+                self._failures.pop(path, None)
+                self._retry_at.pop(path, None)
+        for path, error in failed.items():
+            self._retry_later([path], now, error)
+        return self._launch(claimed) or did
+
+    def _guarded(self, what: str, work: Callable[[datetime], bool], now: datetime) -> bool:
+        """One part of a step; if it fails, the rest of the step goes on and it is tried again."""
+        try:
+            return work(now)
+        except (OSError, sqlite3.Error) as e:  # a full disk, a journal locked too long
+            log.error("error while %s: %s; trying again shortly", what, e)
+        except Exception:  # a bug: say where, loudly
+            log.exception("unexpected error while %s; trying again shortly", what)
+        self._retry_soon = now + RETRY_FIRST
+        return False
+
+    def _retry_later(self, paths: list[Path], now: datetime, error: BaseException) -> None:
+        """Look at ``paths`` again after a backoff (0.5 s, doubling, at most every 30 s)."""
+        for path in paths:
+            n = self._failures.get(path, 0) + 1
+            self._failures[path] = n
+            self._retry_at[path] = now + min(RETRY_FIRST * 2 ** (n - 1), RETRY_MAX)
+        shown = self.vault.notes.rel(paths[0]) + (
+            f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+        )
+        if isinstance(error, OSError | sqlite3.Error):
+            log.error("%s: %s; trying again shortly", shown, error)
+        else:  # a bug: say where, loudly
+            log.error("%s: unexpected error; trying again shortly", shown, exc_info=error)
 
     def _look_at(self, path: Path, now: datetime) -> bool:
         root = self.vault.root
@@ -142,8 +218,9 @@ class Daemon:
             return False
         if rel.parts and rel.parts[0] == STATE_DIR:
             return rel.name.startswith(JOURNAL_FILE) and self._journal_changed()
-        if rel.as_posix() == RULES_FILE:
-            return self._reload_rules()
+        if rel.as_posix() == RULES_FILE:  # reloaded once quiet: an editor may be mid-save
+            self._rules_due = now + self.vault.policy.defaults.quiet
+            return False
         if rel.parts and rel.parts[0] == INBOX_FOLDER:
             created = self.inbox.take(path, now)
             for request in created:
@@ -210,15 +287,24 @@ class Daemon:
                 found.update(p for p in (self.vault.root / folder).iterdir())
             except FileNotFoundError:
                 continue
+            except OSError as e:  # a file where the folder should be, no permission
+                log.error(
+                    "cannot look into %s/: %s (make it a folder hitl-vault may read)",
+                    folder,
+                    e.strerror or e,
+                )
         self.quiet.forget(found)
         return found
 
-    def _check_missing_notes(self) -> None:
+    def _check_missing_notes(self, now: datetime) -> bool:
         for request_id, rel in self.vault.journal.paths().items():
             if not (self.vault.root / rel).exists():
                 self.quiet.want(request_id)
+        return True
 
-    def _reload_rules(self) -> bool:
+    def _reload_rules(self, now: datetime) -> bool:
+        """Load hitl-vault.yaml again; a bad one is flagged and the last good rules stay."""
+        self._rules_due = None
         try:
             self.vault.reload_policy()
         except RulesError as e:
@@ -229,6 +315,9 @@ class Daemon:
             return True
         self.vault.journal.unflag(RULES_FILE)
         log.info("reloaded %s", RULES_FILE)
+        # An approval that waited for an executor the new rules name can run now.
+        for request_id in self.vault.journal.ids(Status.APPROVED):
+            self.actions.queue_if_runnable(request_id)
         return True
 
     def _expire(self, now: datetime) -> bool:
@@ -245,7 +334,19 @@ class Daemon:
     def _claim(self) -> list[tuple[Request, Transition]]:
         return [] if self._stopping else self.actions.claim()
 
+    def _claim_and_launch(self, now: datetime) -> bool:
+        try:
+            claimed = self._claim()
+        except Exception:  # nothing was claimed: the queue stays as it was
+            self.actions.unclaim()
+            raise
+        return self._launch(claimed)
+
+    def _write_due(self, now: datetime) -> bool:
+        return self.quiet.write_due(now, busy=bool(self._dirty))
+
     def _launch(self, claimed: list[tuple[Request, Transition]]) -> bool:
+        self.actions.launched()
         for request, t in claimed:
             self._log(request.id, t)
             self.quiet.want(request.id)
@@ -255,8 +356,13 @@ class Daemon:
     def _record_outcomes(self) -> bool:
         try:
             ended, recorded = self.actions.record_outcomes()
-        except Exception:  # kept to try again next step; the rest of this step goes on
+        except (OSError, sqlite3.Error) as e:  # kept to try again; the rest of the step goes on
+            log.error("could not journal how the actions that ended went: %s; trying again", e)
+            self._retry_soon = self.clock() + RETRY_FIRST
+            return False
+        except Exception:  # a bug: say where, loudly
             log.exception("could not journal how the actions that ended went; trying again")
+            self._retry_soon = self.clock() + RETRY_FIRST
             return False
         for request_id, t in recorded:
             self._log(request_id, t)
@@ -264,10 +370,13 @@ class Daemon:
             self.quiet.want(request_id)
         return bool(ended)
 
-    def _recover(self, now: datetime) -> None:
-        """After a restart: finish what a dead daemon left behind, never running anything twice."""
-        self._recovered = True
+    def _recover(self, now: datetime) -> bool:
+        """After a restart: finish what a dead daemon left behind, never running anything twice.
+
+        Safe to repeat after a failure part way: what it finished is no longer ``executing``.
+        """
         journal = self.vault.journal
+        journal.unflag(RULES_FILE)  # the rules loaded: an error listed by an earlier run is gone
         for request in journal.requests(Status.EXECUTING):
             if request.carried_by_requester or self.actions.is_running(request.id):
                 continue
@@ -289,6 +398,8 @@ class Daemon:
                 self.quiet.want(request.id)
         for request_id in journal.ids(Status.APPROVED):
             self.actions.queue_if_runnable(request_id)
+        self._recovered = True
+        return True
 
     # --- writing notes once quiet -----------------------------------------------------
 
@@ -305,20 +416,41 @@ class Daemon:
             candidates.append(self._dashboard_written + DASHBOARD_EVERY)
         if self._next_rescan is not None:
             candidates.append(self._next_rescan)
+        if self._retry_at:
+            candidates.append(min(self._retry_at.values()))
+        if self._retry_soon is not None:
+            candidates.append(self._retry_soon)
+        if self._rules_due is not None:
+            candidates.append(self._rules_due)
         return min(candidates) if candidates else None
 
-    def _write_dashboard(self, now: datetime) -> bool:
+    def _write_dashboard(self, now: datetime) -> None:
+        """Rewrite Dashboard.md; if it cannot be, say so as an error, with what it would show.
+
+        Called once per change (at most once a second), so a dashboard that stays
+        broken is reported with every change it misses, and never hides a warning.
+        """
         try:
             write_dashboard(self.vault, now)
-        except (OSError, VaultError) as e:
-            if str(e) != self._dashboard_error:  # it is retried every second: say it once
-                log.warning("could not write Dashboard.md: %s", e)
-            self._dashboard_error = str(e)
-            return False
-        self._dashboard_error = None
-        return True
+        except (OSError, VaultError, sqlite3.Error) as e:
+            flagged = self.vault.journal.attention()
+            hidden = (
+                f"; {len(flagged)} file(s) need attention and are not shown there: "
+                + ", ".join(a.path for a in flagged[:5])
+                if flagged
+                else ""
+            )
+            log.error(
+                "could not write Dashboard.md: %s%s (make Dashboard.md a note hitl-vault may "
+                "write, or remove what is in its place)",
+                e,
+                hidden,
+            )
 
     def _log(self, request_id: str, t: Transition) -> None:
+        if self._deferring:  # said once its batch is committed, never for a rollback
+            self._said.append((request_id, t))
+            return
         log.info("%s %s", request_id, t.history_line()[2 + 21 :])
 
     # --- the loop -----------------------------------------------------------------
@@ -332,15 +464,30 @@ class Daemon:
                 continue
             if self._stopping:  # what is queued stays approved for the next run
                 break
-            if not (self.actions.busy or self.quiet.waiting or self._dirty or self._recheck):
+            retrying = self._retries_left()
+            writing = self.quiet.waiting.difference(self.quiet.refused)
+            if not (self.actions.busy or writing or self._dirty or self._recheck or retrying):
                 break
             deadline = self._next_deadline()
-            if (self.quiet.waiting or self._recheck) and deadline is not None:
+            if (writing or self._recheck or retrying) and deadline is not None:
                 delay = (deadline - self.clock()).total_seconds()
                 if delay > 0:
                     self._wake.wait(min(delay, self.vault.policy.defaults.quiet.total_seconds()))
                     self._wake.clear()
+        self.gave_up += self.quiet.refused.values()
         self._write_dashboard(self.clock())
+
+    def _retries_left(self) -> bool:
+        """``run --once``: paths still worth another look; those tried too often are given up."""
+        for path, failures in list(self._failures.items()):
+            if failures >= ONCE_TRIES and self._retry_at.pop(path, None) is not None:
+                self.gave_up.append(self.vault.notes.rel(path))
+                log.error(
+                    "%s: still failing after %d tries; left for the next run",
+                    self.vault.notes.rel(path),
+                    failures,
+                )
+        return bool(self._retry_at)
 
     def run_forever(self, ready: threading.Event | None = None) -> None:
         """Watch and act until :meth:`stop` (or SIGTERM / Ctrl-C) is called."""
@@ -395,6 +542,8 @@ class Daemon:
             if once:
                 self.catch_up()
                 self.actions.shutdown()
+                if self.gave_up:
+                    raise CatchUpError(self.gave_up)
             else:
                 self.run_forever()
         finally:

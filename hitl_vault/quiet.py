@@ -29,6 +29,8 @@ log = logging.getLogger("hitl_vault")
 # Notes rewritten per step at most, so a burst of rewrites never delays a new decision long.
 SYNC_STEP = 16
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+# A note the system refused to let us write is tried again after this.
+RETRY_WRITE = timedelta(seconds=30)
 
 
 class Content(NamedTuple):
@@ -44,6 +46,7 @@ class QuietWriter:
     def __init__(self, vault: Vault) -> None:
         self.vault = vault
         self.waiting: set[str] = set()  # requests whose note should show the journal
+        self.refused: dict[str, str] = {}  # the system refused to write these notes: where
         self.next_at: datetime | None = None  # when the next waiting note is worth a look
         self._due: list[tuple[datetime, str]] = []  # a heap of (no sooner than, request id)
         self._touched: dict[str, datetime] = {}  # by file stem: a request's note, anywhere
@@ -163,6 +166,20 @@ class QuietWriter:
                     log.warning("needs attention: %s", e)
                 did = True  # the dashboard lists it
                 continue
+            except OSError as e:  # refused by permissions, a full disk: flagged, retried later
+                where = self.vault.notes.rel(path) if path is not None else request_id
+                message = (
+                    f"{where}: cannot bring the note up to date: {e.strerror or e}"
+                    f"{f' ({e.filename})' if e.filename else ''} (check that hitl-vault may "
+                    "write this note and its folders; it tries again shortly)"
+                )
+                if self.vault.journal.flag(where, message, now, request_id):
+                    log.error("needs attention: %s", message)
+                self.refused[request_id] = where
+                self.want(request_id, now + RETRY_WRITE)
+                did = True
+                continue
+            self.refused.pop(request_id, None)
             if done:
                 log.debug("%s: note brought up to date with the journal", request_id)
                 self._remember_written(request_id)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh vault from the real template, and a guard against leaked threads."""
+"""Shared fixtures: a vault from the real template, a stepped daemon, a guard on threads."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from hitl_vault import Vault
+from hitl_vault import Request, Vault
+from hitl_vault.daemon import Daemon
 from hitl_vault.template import init_vault
+
+from .helpers import Clock
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +41,32 @@ def vault_path(tmp_path: Path) -> Path:
 def vault(vault_path: Path) -> Iterator[Vault]:
     with Vault(vault_path) as v:
         yield v
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def ran() -> list[str]:
+    """The ids the ``daemon`` fixture's ``payment`` executor ran, in order."""
+    return []
+
+
+@pytest.fixture
+def daemon(vault_path: Path, clock: Clock, ran: list[str]) -> Iterator[Daemon]:
+    """A daemon on the template vault with an in-process ``payment`` executor that records runs.
+
+    Tests step it with ``daemon.run_once(clock.now)``; modules that need a real
+    ``hitl-vault run`` process define a ``daemon`` fixture of their own.
+    """
+    with Vault(vault_path, clock=clock) as vault:
+
+        @vault.action("payment")
+        def pay(request: Request) -> str:
+            ran.append(request.id)
+            return f"paid {request.params['amount']}"
+
+        with Daemon(vault, clock=clock) as d:
+            yield d

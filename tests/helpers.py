@@ -10,8 +10,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
+
+from hitl_vault.model import utcnow
 
 
 def set_status(path: Path, word: str, **extra: str) -> None:
@@ -41,6 +44,20 @@ def eventually(check: Callable[[], object], timeout: float = 10.0) -> object:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {check}")
         time.sleep(0.01)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> datetime:
+        self.now += delta
+        return self.now
 
 
 T = TypeVar("T")
