@@ -268,7 +268,7 @@ def _comment_of(line_value: str, parsed: Any) -> str:
         try:
             if yaml.load(f"k: {before}\n", Loader=_Loader) == {"k": parsed}:
                 return line_value[m.start() :]
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, OverflowError):  # 2026-02-30 reads as no value
             continue
     return ""
 

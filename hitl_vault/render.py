@@ -71,7 +71,7 @@ def _double_quoted(text: str) -> str:
 def _reads_as(scalar: str, expected: str) -> bool:
     try:
         return bool(yaml.load(f"k: {scalar}\n", Loader=_Loader) == {"k": expected})
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, OverflowError):  # 2026-02-30: quote it
         return False
 
 

@@ -160,6 +160,16 @@ CASES = (
         lambda t: (t + ("x" * 99 + "\n") * (2 * 1024 * 1024 // 100 + 1)).encode(),
     ),
     Case("content-key", r"content", lambda t: _in_frontmatter(t, "content: hello").encode()),
+    Case(
+        "impossible-date",
+        r"date that does not exist",
+        lambda t: _in_frontmatter(t, "due: 2026-02-30").encode(),
+    ),
+    Case(
+        "long-number",
+        r"number too long",
+        lambda t: _in_frontmatter(t, "n: " + "9" * 5000).encode(),
+    ),
     Case("non-string-key", r"key|text", lambda t: _in_frontmatter(t, "2024: year").encode()),
     Case("symlink", r"link"),
     Case("unknown-id", r"not a request|unknown|has an id|\bid\b"),

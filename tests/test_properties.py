@@ -70,6 +70,11 @@ TRICKY = st.sampled_from(
         "@reserved",
         "%percent",
         "tab\tinside",
+        "2026-02-30",
+        "2026-13-01T10:00:00Z",
+        "9" * 5000,
+        "!!binary '%%%'",
+        "!!set {a, b}",
     ]
 )
 PLAIN_TEXT = st.text(

@@ -547,3 +547,15 @@ def test_a_rules_error_fixed_while_no_daemon_ran_is_gone_at_the_next_start(
     rules.write_text(good)
     with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as second:
         assert "hitl-vault.yaml" not in _attention(second, clock)
+
+
+def test_a_reason_that_looks_like_an_impossible_date_is_written_quoted(vault: Vault) -> None:
+    """``--reason 2026-02-30`` is text: the note gets it quoted and reads back as written."""
+    request = vault.submit("payment", {"amount": 1500})
+
+    vault.approve(request.id, by="alice", reason="2026-02-30")
+
+    path = vault.get(request.id).path
+    assert path is not None
+    assert 'reason: "2026-02-30"' in path.read_text() or "reason: '2026-02-30'" in path.read_text()
+    assert vault.verify() == []
