@@ -7,17 +7,21 @@ Obsidian and sync tools are not woken for nothing.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from .durable import read_file, write_note
 from .model import Status, format_ts, one_line
+from .render import inline
 
 if TYPE_CHECKING:
     from .vault import Vault
 
 DASHBOARD = "Dashboard.md"
+_RULES_SHOWN = 5  # the latest changes of hitl-vault.yaml shown (the journal keeps them all)
 _SHOWN = 200  # pending requests (Approvals.base shows them all) and flagged files listed
 # A Dashboard.md someone pasted into is still replaced, up to this size.
 _READ_LIMIT = 16 * 1024 * 1024
@@ -30,14 +34,19 @@ SORT expires ASC
 ```"""
 
 
-def _link(rel: str | None, text: str, *, in_table: bool = False) -> str:
-    """A wikilink to a note; in a table its ``|`` is escaped, as Obsidian requires there."""
-    label = one_line(text, 80).replace("|", "/").replace("]", ")").replace("[", "(")
+def _link(rel: str | None, text: str, fallback: str) -> str:
+    """A link to a note, ``[label](Folder/name.md)``, safe in a table row too.
+
+    A Markdown link rather than a wikilink: its label is ordinary Markdown text, so
+    the summary it shows is escaped like any other (``inline``; a wikilink's alias
+    offers no such escape), and its path is percent-encoded, as Obsidian reads it in
+    a Markdown link, so a file name can neither end the link nor start anything.
+    ``fallback`` (an id) labels it when ``text`` shows nothing.
+    """
+    label = inline(one_line(text, 80)) or inline(fallback)
     if not rel:
         return label
-    target = rel[:-3] if rel.endswith(".md") else rel
-    pipe = "\\|" if in_table else "|"
-    return f"[[{target}{pipe}{label}]]"
+    return f"[{label}]({quote(rel, safe='/')})"
 
 
 def render_dashboard(vault: Vault, now: datetime) -> str:
@@ -61,19 +70,26 @@ def render_dashboard(vault: Vault, now: datetime) -> str:
     attention = journal.attention()
     if attention:
         shown = attention[:_SHOWN]
-        out += [f"- {one_line(a.message, 500)} (since {format_ts(a.since)})" for a in shown]
+        out += [f"- {inline(one_line(a.message, 500))} (since {format_ts(a.since)})" for a in shown]
         if len(attention) > _SHOWN:
             out.append(f"\n…and {len(attention) - _SHOWN} more (the daemon's log names each).")
     else:
         out.append("Nothing needs attention.")
+    out += ["", "## Rules changes", ""]
+    changes = [c for c in journal.policy_changes(_RULES_SHOWN) if not c[2].startswith("first")]
+    for at, sha, summary in changes:
+        fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", summary)), default=0))
+        out += [f"- {format_ts(at)} · hitl-vault.yaml sha256 {sha[:12]}", "", fence, summary, fence]
+    if not changes:
+        out.append("No change since hitl-vault.yaml was first loaded.")
     out += ["", "## Pending, by expiry"]
     pending = journal.pending_by_expiry(_SHOWN)
     if pending:
         out += ["| request | action | risk | expires |", "|---|---|---|---|"]
         for r in pending:
             expires = format_ts(r.expires) if r.expires else "never"
-            link = _link(str(r.path) if r.path else None, r.summary or r.id, in_table=True)
-            out.append(f"| {link} | {r.action} | {r.risk} | {expires} |")
+            link = _link(str(r.path) if r.path else None, r.summary, r.id)
+            out.append(f"| {link} | {inline(r.action)} | {r.risk} | {expires} |")
         if counts[Status.PENDING] > _SHOWN:
             out.append(f"\n…and {counts[Status.PENDING] - _SHOWN} more (see Approvals.base).")
     else:
@@ -83,7 +99,7 @@ def render_dashboard(vault: Vault, now: datetime) -> str:
     paths = journal.paths()
     if recent:
         for rid, t in recent:
-            out.append(f"- {_link(paths.get(rid), rid)} {t.history_line()[2:]}")
+            out.append(f"- {_link(paths.get(rid), rid, rid)} {t.history_line()[2:]}")
     else:
         out.append("No transitions yet.")
     out += ["", "## With Dataview", "", _DATAVIEW, ""]

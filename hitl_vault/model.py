@@ -58,7 +58,8 @@ LEGAL_MOVES: Mapping[Status, frozenset[Status]] = MappingProxyType(
         Status.PENDING: frozenset(
             {Status.APPROVED, Status.REJECTED, Status.TIMED_OUT, Status.CANCELLED}
         ),
-        Status.APPROVED: frozenset({Status.EXECUTING}),
+        # approved → rejected: a block rule in force when it was about to run.
+        Status.APPROVED: frozenset({Status.EXECUTING, Status.REJECTED}),
         Status.EXECUTING: frozenset({Status.EXECUTED, Status.FAILED}),
         Status.REJECTED: frozenset(),
         Status.TIMED_OUT: frozenset(),
@@ -74,6 +75,10 @@ DONE_FOLDER = "Done"
 REJECTED_FOLDER = "Rejected"
 INBOX_FOLDER = "Inbox"
 REQUEST_FOLDERS = (PENDING_FOLDER, APPROVED_FOLDER, DONE_FOLDER, REJECTED_FOLDER)
+RULES_FILE = "hitl-vault.yaml"
+STATE_DIR = ".hitl"  # the journal and the daemon lock
+JOURNAL_FILE = "journal.db"
+LOCK_FILE = "daemon.lock"
 
 FOLDER_OF: Mapping[Status, str] = MappingProxyType(
     {
@@ -227,17 +232,26 @@ class Transition:
     kind: str = "transition"
 
     def history_line(self) -> str:
-        """The Markdown list item for this step, exactly as the note shows it."""
+        """The Markdown list item for this step, exactly as the note shows it.
+
+        ``- <time> · <from> → <to>`` (or ``kept <status>``) is hitl-vault's and starts
+        every history line (``history_key`` finds them by it); who, why and the details
+        come from outside and are escaped as inline Markdown (``render.inline``).
+        """
+        from .render import inline  # render imports this module
+
         parts = [format_ts(self.at)]
         if self.kind == "ignored":
             parts.append(f"kept {self.to_status}")
         else:
             parts.append(f"{self.from_status or 'created'} → {self.to_status}")
-            if self.by and self.to_status not in (Status.EXECUTED, Status.FAILED):
-                parts.append(f"by {one_line(self.by)}")
-        if self.reason:
-            parts.append(f'"{one_line(self.reason)}"')
-        parts.extend(one_line(d) for d in self.details if d)
+            by = inline(one_line(self.by))
+            if by and self.to_status not in (Status.EXECUTED, Status.FAILED):
+                parts.append(f"by {by}")
+        reason = inline(one_line(self.reason))
+        if reason:
+            parts.append(f'"{reason}"')
+        parts.extend(text for text in (inline(one_line(d)) for d in self.details) if text)
         return "- " + " · ".join(parts)
 
     @property

@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -89,6 +90,101 @@ def _dump_params(params: Mapping[str, Any]) -> str:
     return text
 
 
+# --- text from outside hitl-vault, in a note's body or Dashboard.md ---------------------
+
+# What inline() escapes with a backslash (all ASCII punctuation, which CommonMark allows):
+#   anywhere: \ escapes; ` code spans, so Dataview's `= ...` and `$= ...`; * emphasis;
+#     [ ] links, [[wikilinks]], ![[embeds]], [^footnotes], [!callouts]; < HTML, <!-- -->
+#     and <autolinks>; # headings and #tags; | table cells; % Obsidian %%comments%%;
+#     $ math; ~ ~~strikethrough~~ and ~~~ fences; ^ ^block-ids; & &entities;
+#   two or more in a row: == ==highlights==; :: Dataview (key:: value) fields
+#     (a lone "a = b" or "10:30" stays as typed);
+#   _ unless between two letters or digits, where CommonMark never reads it as emphasis;
+#   at the very start, where a block would begin: - + = > and the . or ) of "12." / "3)".
+_SPECIAL = re.compile(r"[\\`*\[\]<#|%$~^&]|={2,}|:{2,}|(?<![^\W_])_|_(?![^\W_])")
+_BLOCK_START = re.compile(r"[-+=>]|[0-9]+(?=[.)])")
+# Characters worth a look for being invisible: all but printable ASCII.
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    """The character, or "" for a format character (Cf: bidi overrides and isolates,
+    zero-width characters, BOM...), a lone surrogate or a control character that is
+    not whitespace."""
+    ch = match.group()
+    category = unicodedata.category(ch)
+    if category in ("Cf", "Cs") or (category == "Cc" and not ch.isspace()):
+        return ""
+    return ch
+
+
+def _backslashed(match: re.Match[str]) -> str:
+    return "".join("\\" + ch for ch in match.group())
+
+
+def inline(text: object) -> str:
+    r"""``text`` (from a submitter, a file name, a rule) made safe as inline Markdown in Obsidian.
+
+    It shows as the same characters in reading view, and it can start nothing: no
+    link, embed, comment, HTML, code span (so no Dataview query), tag, highlight,
+    math, footnote or block id, and no new block or line. Format characters
+    (Unicode category Cf: right-to-left overrides, isolates, zero-width spaces, ...)
+    and control characters are removed, and every run of whitespace, line breaks
+    included, becomes one space.
+
+    The escape is CommonMark's: any ASCII punctuation character may be preceded by a
+    backslash and is then a literal character (Obsidian reads these escapes too).
+    Only the characters that can start something are escaped (see ``_SPECIAL``), so
+    ``Pay INV-2024-001 for $1,500 (urgent)`` is written
+    ``Pay INV-2024-001 for \$1,500 (urgent)``, and reads as typed. No two unescaped
+    ``% = [ ] ~ * :`` are ever left side by side, so even a tool that ignores
+    backslashes finds no ``%%``, ``[[``, ``==`` or ``::`` in the result.
+
+    Code spans are not used for such text: Dataview runs a code span that begins with
+    ``=`` or ``$=``, and a ``|`` needs its backslash inside one in a table all the same.
+    """
+    flat = " ".join(_NOT_PRINTABLE_ASCII.sub(_visible, str(text)).split())
+    escaped = _SPECIAL.sub(_backslashed, flat)
+    start = _BLOCK_START.match(escaped)
+    if start:
+        at = start.end() if escaped[0].isdigit() else 0
+        escaped = f"{escaped[:at]}\\{escaped[at:]}"
+    return escaped
+
+
+# A rule's name shown as code, as hitl-vault writes it, only when nothing in it needs escaping.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?: [A-Za-z0-9_.-]+)*")
+# The sentences notestate.explanation and the note recreation write around a rule's name.
+_MATCHED = re.compile(r"Matched rule `([^`]*)`(?:(\.)|: (.*))")
+_NONE_MATCHED = re.compile(r"No rule matched; `([^`]*)` decided\.")
+
+
+def _name(name: str) -> str:
+    return f"`{name}`" if _PLAIN_NAME.fullmatch(name) else inline(name)
+
+
+def _explained(explanation: str) -> list[str]:
+    """The lines under the Details table, one per rule: hitl-vault's frame, the rest escaped.
+
+    The rule names and sentences come from hitl-vault.yaml and from Python rules, and
+    describe the submitted params, so only the fixed ``Matched rule `name`:`` frame is
+    kept as Markdown. A line break inside a rule's sentence becomes a space.
+    """
+    lines: list[str] = []
+    for line in explanation.splitlines():
+        if m := _MATCHED.fullmatch(line):
+            end = m.group(2) or ": " + inline(m.group(3))
+            lines.append(f"Matched rule {_name(m.group(1))}{end}")
+        elif m := _NONE_MATCHED.fullmatch(line):
+            lines.append(f"No rule matched; {_name(m.group(1))} decided.")
+        elif text := inline(line):
+            if lines:
+                lines[-1] = f"{lines[-1]} {text}"
+            else:
+                lines.append(text)
+    return lines
+
+
 def callout(status: Status, expires: datetime | None, rule: str, reason: str | None) -> list[str]:
     """The callout under the title: what the reader should know about this status."""
     if status is Status.PENDING:
@@ -109,16 +205,17 @@ def callout(status: Status, expires: datetime | None, rule: str, reason: str | N
     }[status]
     title = status.value.replace("_", " ").capitalize()
     if status in (Status.APPROVED, Status.REJECTED) and rule and not reason:
-        title += f" (rule {rule})"
+        title += f" (rule {inline(rule)})"
     lines = [f"> [!{kind}] {title}"]
-    if reason and status is Status.REJECTED:
-        lines.append(f"> {' '.join(reason.split())}")
+    shown = inline(reason) if reason and status is Status.REJECTED else ""
+    if shown:
+        lines.append(f"> {shown}")
     return lines
 
 
 def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return " ".join(text.split()).replace("|", "\\|")
+    """A Details table cell: the text escaped (its ``|`` too), JSON for other values."""
+    return inline(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 
 
 def render_new_note(request: Request, explanation: str) -> str:
@@ -140,7 +237,7 @@ def render_new_note(request: Request, explanation: str) -> str:
     out += [f"decided_by: {yaml_scalar(request.decided_by)}".rstrip()]
     out += [f"reason: {yaml_scalar(request.reason)}".rstrip()]
     out.append("---")
-    out.append(f"# {' '.join((request.summary or request.action).split())}")
+    out.append(f"# {inline(request.summary) or inline(request.action)}")
     out.append("")
     out += callout(request.status, request.expires, request.rule, request.reason)
     out += ["", "## Details"]
@@ -149,8 +246,9 @@ def render_new_note(request: Request, explanation: str) -> str:
         out += [f"| {_cell(k)} | {_cell(v)} |" for k, v in request.params.items()]
     else:
         out.append("No parameters.")
-    if explanation:
-        out += ["", explanation]
+    explained = _explained(explanation)
+    if explained:
+        out += ["", *explained]
     out += ["", "## History"]
     out += [t.history_line() for t in request.history]
     return "\n".join(out) + "\n"

@@ -124,7 +124,7 @@ def test_new_note_matches_the_spec_layout() -> None:
         "decided_by:\n"
         "reason:\n"
         "---\n"
-        "# Pay $1500 to vendor@example.com for INV-2024-001\n"
+        "# Pay \\$1500 to vendor@example.com for INV-2024-001\n"
         "\n"
         "> [!question] Waiting for your decision until 2026-11-22 11:15 UTC\n"
         "> Set `status` to `approved` or `rejected` (optionally fill `reason` and\n"

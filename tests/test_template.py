@@ -27,23 +27,24 @@ def test_every_template_file_is_installed(vault_path: Path) -> None:
 
 
 def test_the_dashboard_is_what_the_daemon_writes_for_an_empty_vault(vault: Vault) -> None:
+    """A new vault's Dashboard.md is already what the daemon would write: no first rewrite."""
     assert (vault.root / "Dashboard.md").read_text() == render_dashboard(vault, utcnow())
 
 
 def test_dashboard_tables_keep_their_columns_in_obsidian(vault: Vault) -> None:
-    """A wikilink's alias pipe inside a table row is escaped, or Obsidian splits the cell."""
+    """A link label's pipe inside a table row is escaped, or Obsidian splits the cell."""
     pending = vault.submit("payment", {"amount": 1500}, summary="Pay | INV-1 [draft]")
     text = render_dashboard(vault, utcnow())
     rows = [line for line in text.splitlines() if pending.id in line and line.startswith("|")]
     assert rows == [
-        f"| [[Pending_Approval/{pending.id}\\|Pay / INV-1 (draft)]] | payment | high | "
+        f"| [Pay \\| INV-1 \\[draft\\]](Pending_Approval/{pending.id}.md) | payment | high | "
         f"{pending.expires:%Y-%m-%dT%H:%M:%SZ} |"
     ]
     for line in text.splitlines():
         if line.startswith("|"):
             cells = re.split(r"(?<!\\)\|", line)
             assert len(cells) in (4, 6), line  # 2 or 4 columns between the outer pipes
-    assert f"- [[Pending_Approval/{pending.id}|{pending.id}]] " in text  # not in a table
+    assert f"- [{pending.id}](Pending_Approval/{pending.id}.md) " in text  # not in a table
 
 
 def test_folder_notes_say_what_belongs_there_and_are_never_requests(vault_path: Path) -> None:
