@@ -18,11 +18,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 
+from .errors import NotRunnableError
 from .executor import Outcome, execute
 from .model import Request, Status, Transition
 from .vault import Vault
 
 log = logging.getLogger("hitl_vault")
+
+
+def refusal_key(request_id: str) -> str:
+    """Where Needs attention lists a request refused at the last moment (not a note's path:
+    looking at the note again must not clear it)."""
+    return f"request {request_id}"
 
 
 class Actions:
@@ -90,10 +97,22 @@ class Actions:
             if request_id in self._running:
                 continue
             self._taken[request_id] = request
-            t = self.vault.start_execution(request_id, by="executor")
+            try:
+                t = self.vault.start_execution(request_id, by="executor", params=request.params)
+            except NotRunnableError as e:
+                self._refuse(request, e)
+                continue
+            self.vault.journal.unflag(refusal_key(request_id))
             if t is not None:
-                claimed.append((replace(request, status=Status.EXECUTING), t))
+                claimed.append((replace(request, status=t.to_status), t))
         return claimed
+
+    def _refuse(self, request: Request, error: NotRunnableError) -> None:
+        """Never run it; say so under Needs attention (kept there while it stays refused)."""
+        if self.vault.journal.flag(
+            refusal_key(request.id), str(error), self.vault.now(), request.id
+        ):
+            log.error("%s", error)
 
     def unclaim(self) -> None:
         """The commit of the last claims failed: queue those requests again."""

@@ -58,8 +58,12 @@ def carrying_out(vault: Vault, request: Request) -> Iterator[Approval]:
     refused = refusal(request)
     if refused is not None:
         raise refused
-    if vault.start_execution(request.id, by=request.requested_by) is None:
+    started = vault.start_execution(request.id, by=request.requested_by, params=request.params)
+    if started is None:
         raise VaultError(f"request {request.id}: was already started; not running it again")
+    if started.to_status is Status.REJECTED:  # a block rule added since it was approved
+        vault.show_in_note(request.id, vault.now())
+        raise Rejected(vault.get(request.id), f"request {request.id}: {started.reason}")
     vault.show_in_note(request.id, vault.now())
     handle = Approval(vault.get(request.id))
     try:

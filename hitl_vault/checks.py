@@ -1,15 +1,23 @@
-"""``hitl-vault verify``: the journal's hash chain, and every note against the journal."""
+"""``hitl-vault verify``: the journal file, its hash chain, each request's entries replayed,
+and every note against the journal."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import NoteError
-from .model import history_key, read_status_word
-from .notefile import read_note
+from .journal import params_sha
+from .model import Request, Status, history_key, read_status_word
+from .notefile import Note, read_note
+from .notestate import same_value
+from .replay import replay
 
 if TYPE_CHECKING:
     from .vault import Vault
+
+# Fields the note must show as the journal has them, once the request was decided.
+_DECIDED = ("decided_by", "reason", "params")
+_ALWAYS = ("decided_at", "executed_at", "result", "error")
 
 
 def verify_vault(vault: Vault) -> list[str]:
@@ -18,6 +26,7 @@ def verify_vault(vault: Vault) -> list[str]:
     for summary in vault.journal.requests():
         request = vault.journal.get(summary.id)
         assert request is not None
+        problems += _replayed(vault, request)
         path = vault.notes.locate(request.id, str(request.path) if request.path else None)
         if path is None:
             problems.append(
@@ -31,19 +40,52 @@ def verify_vault(vault: Vault) -> list[str]:
         except NoteError as e:
             problems.append(str(e))
             continue
-        shown = read_status_word(note.status_text)
-        if shown is not request.status:
-            problems.append(
-                f"{where}: status says {note.status_text!r} but the journal says "
-                f"{request.status} (`hitl-vault run --once` brings the note up to date)"
-            )
-        body = note.lines[note.fm_end + 1 :]
-        noted = {history_key(line): line.strip() for line in body if history_key(line)[0]}
-        journaled = {t.key for t in request.history}
-        for t in request.history:
-            if t.key not in noted:
-                problems.append(f"{where}: history lacks journal entry {t.history_line()[2:]!r}")
-        for key, line in noted.items():
-            if key not in journaled:
-                problems.append(f"{where}: history line {line!r} is not in the journal")
+        problems += _note_problems(where, note, request)
+    return problems
+
+
+def _replayed(vault: Vault, request: Request) -> list[str]:
+    """The request's row held against a replay of its own entries."""
+    proof = replay(vault.journal.entries(request.id))
+    found = [f"request {request.id}: {p}" for p in proof.problems]
+    if proof.status is not request.status:
+        found.append(
+            f"request {request.id}: the journal's row says {request.status} but its entries "
+            f"end at {proof.status} (the row was changed outside hitl-vault)"
+        )
+    if proof.params_sha != params_sha(request.params):
+        found.append(
+            f"request {request.id}: its params are not those its entries recorded "
+            "(the row was changed outside hitl-vault)"
+        )
+    return found
+
+
+def _note_problems(where: str, note: Note, request: Request) -> list[str]:
+    problems: list[str] = []
+    shown = read_status_word(note.status_text)
+    if shown is not request.status:
+        problems.append(
+            f"{where}: status says {note.status_text!r} but the journal says "
+            f"{request.status} (`hitl-vault run --once` brings the note up to date)"
+        )
+    decided = request.status is not Status.PENDING
+    for key in (*_ALWAYS, *(_DECIDED if decided else ())):
+        journaled: Any = getattr(request, key)
+        if key == "params" and request.status in (Status.REJECTED, Status.CANCELLED):
+            continue  # a refusal never ran anything: the note may keep an edit
+        if key in note.meta and not same_value(note.meta[key], journaled):
+            problems.append(f"{where}: {key} differs from the journal's")
+    body = note.lines[note.fm_end + 1 :]
+    noted = {history_key(line): line.strip() for line in body if history_key(line)[0]}
+    journaled_keys = {t.key for t in request.history}
+    for t in request.history:
+        line = noted.get(t.key)
+        if line is None:
+            problems.append(f"{where}: history lacks journal entry {t.history_line()[2:]!r}")
+        elif line != t.history_line():
+            problems.append(f"{where}: history line {line!r} differs from the journal's")
+    for key, line in noted.items():
+        if key not in journaled_keys:
+            problems.append(f"{where}: history line {line!r} is not in the journal")
     return problems

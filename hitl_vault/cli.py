@@ -262,10 +262,13 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     with _errors(), vault:
         request = vault.get(request_id)
         where = vault.notes.rel(request.path) if request.path else "(no note)"
+        uid = vault.decided_uid(request_id)
+    data = {**request.to_json(), "decided_uid": uid}
     if as_json:
-        _echo_json(request.to_json())
+        _echo_json(data)
         return
-    data = request.to_json()
+    if data["decided_by"] and uid is not None:  # the name is claimed; the uid is the process's
+        data["decided_by"] = f"{data['decided_by']} (recorded by {_user(uid)})"
     for key in ("id", "status", "action", "summary", "risk", "rule", "requested_by",
                 "created", "expires", "decided_by", "reason", "decided_at",
                 "executed_at", "result", "error"):  # fmt: skip
@@ -278,6 +281,16 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     click.echo("history:")
     for t in request.history:
         click.echo("  " + t.history_line())
+
+
+def _user(uid: int) -> str:
+    """``uid 1000 (alice)``: a user id with its name where the system knows it."""
+    try:
+        import pwd  # POSIX only
+
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
 
 
 def _decision_command(name: str, method: Callable[[Vault], Callable[..., Request]]) -> None:

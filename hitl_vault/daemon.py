@@ -22,16 +22,26 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .actions import Actions
+from .actions import Actions, refusal_key
 from .dashboard import write_dashboard
-from .errors import CatchUpError, RulesError, VaultError
+from .errors import CatchUpError, NotRunnableError, RulesError, VaultError
 from .inbox import Inbox
 from .lock import DaemonLock
-from .model import INBOX_FOLDER, REQUEST_FOLDERS, Request, Status, Transition
+from .model import (
+    INBOX_FOLDER,
+    JOURNAL_FILE,
+    LOCK_FILE,
+    REQUEST_FOLDERS,
+    RULES_FILE,
+    STATE_DIR,
+    Request,
+    Status,
+    Transition,
+)
 from .notestate import is_candidate
 from .quiet import QuietWriter
 from .signals import stop_on_signals
-from .vault import JOURNAL_FILE, RULES_FILE, STATE_DIR, Vault
+from .vault import Vault
 from .watcher import Watcher
 
 log = logging.getLogger("hitl_vault")
@@ -350,7 +360,8 @@ class Daemon:
         for request, t in claimed:
             self._log(request.id, t)
             self.quiet.want(request.id)
-            self.actions.start(request)
+            if t.to_status is Status.EXECUTING:  # not one a block rule rejected at the last moment
+                self.actions.start(request)
         return bool(claimed)
 
     def _record_outcomes(self) -> bool:
@@ -379,6 +390,16 @@ class Daemon:
         journal.unflag(RULES_FILE)  # the rules loaded: an error listed by an earlier run is gone
         for request in journal.requests(Status.EXECUTING):
             if request.carried_by_requester or self.actions.is_running(request.id):
+                continue
+            full = journal.get(request.id)
+            assert full is not None
+            problem = journal.unproven(
+                request.id, request.params, Status.EXECUTING
+            ) or self.vault.notes.later_in_note(full)
+            if problem:  # neither run again nor called interrupted: a human looks first
+                error = NotRunnableError(request.id, problem)
+                if journal.flag(refusal_key(request.id), str(error), now, request.id):
+                    log.error("%s", error)
                 continue
             spec = self.vault.policy.actions.get(request.action)
             if spec is not None and spec.idempotent:
@@ -536,7 +557,7 @@ class Daemon:
 
     def run(self, once: bool = False) -> None:
         """Hold the vault's daemon lock and run (``once``: catch up and exit)."""
-        lock = DaemonLock(self.vault.root / STATE_DIR / "daemon.lock").acquire()
+        lock = DaemonLock(self.vault.root / STATE_DIR / LOCK_FILE).acquire()
         restore = stop_on_signals(self.stop)
         try:
             if once:

@@ -93,7 +93,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def _write_temp(folder: Path, name: str, data: bytes, mode: int | None) -> Path:
     tmp = folder / f".{name}.{secrets.token_hex(4)}.hitl-tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # a new note: owner writes
     try:
         if mode is not None:
             os.fchmod(fd, mode & 0o7777)

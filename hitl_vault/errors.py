@@ -166,3 +166,14 @@ class JournalDamagedError(VaultError):
             f"{path}: the journal cannot be read ({problem}); restore .hitl/ from the backup "
             "taken together with the vault (never .hitl/ alone), or move it aside to start anew"
         )
+
+
+class NotRunnableError(VaultError):
+    """An approved request the journal's entries or its note do not let run."""
+
+    def __init__(self, request_id: str, problem: str) -> None:
+        self.request_id, self.problem = request_id, problem
+        super().__init__(
+            f"request {request_id}: not run: {problem} (`hitl-vault verify` shows what "
+            "disagrees; restore .hitl/ and the vault from the same moment, or submit it anew)"
+        )

@@ -24,10 +24,14 @@ from typing import Any
 
 from .errors import IllegalTransitionError, JournalDamagedError, RequestNotFoundError
 from .journal_read import GENESIS, JournalReader, entry_hash
-from .model import LEGAL_MOVES, Request, Status, Transition, format_ts
+from .model import LEGAL_MOVES, Request, Status, Transition, format_ts, parse_ts
+from .replay import Entry, replay
+from .trust import policy_change
 
 SCHEMA = resources.files("hitl_vault").joinpath("schema.sql").read_text(encoding="utf-8")
 
+# Who records an entry: the real user id of this process, whatever name it claims.
+_UID: int | None = os.getuid() if hasattr(os, "getuid") else None
 # Fields a transition may set on the request row.
 _SETTABLE = frozenset(
     {"decided_by", "reason", "decided_at", "executed_at", "result", "error", "params"}
@@ -84,6 +88,9 @@ class Journal(JournalReader):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(entries)").fetchall()}
+            if "uid" not in columns:  # a journal made before uids were recorded
+                db.execute("ALTER TABLE entries ADD COLUMN uid INTEGER")
 
     def wait_for_lock(self, seconds: float) -> None:
         """How long a write waits for another process's write before it fails (30 s at first)."""
@@ -166,8 +173,8 @@ class Journal(JournalReader):
         )
         db.execute(
             "INSERT INTO entries (request_id, at, kind, from_status, to_status, by, reason, "
-            "details, params_sha, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (*fields, prev, entry_hash(prev, fields)),
+            "details, params_sha, prev_hash, hash, uid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (*fields, prev, entry_hash(prev, fields, _UID), _UID),
         )
 
     def create(self, request: Request, path: str | None, source: str | None = None) -> None:
@@ -233,10 +240,14 @@ class Journal(JournalReader):
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)} in a transition")
         with self._write() as db:
-            row = db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()
+            row = db.execute(
+                "SELECT status, params FROM requests WHERE id = ?", (request_id,)
+            ).fetchone()
             if row is None:
                 raise RequestNotFoundError(request_id)
             current = Status(row[0])
+            if to is Status.APPROVED and "params" not in fields:  # an approval names its params
+                fields["params"] = json.loads(row[1])
             if expect is not None and current not in set(expect):
                 return None
             if to not in LEGAL_MOVES[current]:
@@ -271,6 +282,59 @@ class Journal(JournalReader):
             db.execute("UPDATE requests SET note_sha = NULL WHERE id = ?", (request_id,))
             self._append(db, request_id, t, None)
             return t
+
+    def entries(self, request_id: str) -> list[Entry]:
+        """A request's entries, in order, as stored."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
+                "params_sha, prev_hash, hash, uid FROM entries WHERE request_id = ? ORDER BY seq",
+                (request_id,),
+            ).fetchall()
+        return [Entry(*row) for row in rows]
+
+    def unproven(
+        self, request_id: str, params: Mapping[str, Any], status: Status = Status.APPROVED
+    ) -> str | None:
+        """Why the entries do not prove that ``params`` were approved and the request is at
+        ``status`` now; None when they do. Checked right before an action runs."""
+        proof = replay(self.entries(request_id))
+        row = self.status_of(request_id)
+        if proof.problems:
+            return "; ".join(proof.problems[:3])
+        if proof.status is not status or row is not status:
+            return f"the journal's row says {row} but its entries end at {proof.status}"
+        if not proof.approved:
+            return "its entries hold no approval"
+        if proof.params_sha != params_sha(params):
+            return "the params to run are not the params that were approved"
+        return None
+
+    def record_policy(self, text: str | None, at: datetime) -> str | None:
+        """Journal the rules file's text if it differs from the last recorded; the change's
+        summary, or None when nothing changed (a missing file counts as empty)."""
+        text = text or ""
+        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        with self._write() as db:
+            row = db.execute(
+                "SELECT sha, text FROM policy_changes ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if row is not None and row[0] == sha:
+                return None
+            _, summary = policy_change(row[1] if row else None, text)
+            db.execute(
+                "INSERT INTO policy_changes (at, sha, summary, text) VALUES (?,?,?,?)",
+                (format_ts(at), sha, summary, text),
+            )
+        return summary
+
+    def policy_changes(self, limit: int = 5) -> list[tuple[datetime, str, str]]:
+        """The latest changes of the rules in force: when, the new text's hash, what changed."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, sha, summary FROM policy_changes ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [(parse_ts(at), sha, summary) for at, sha, summary in rows]
 
     def proposal(self, source: str) -> str | None:
         """The request an Inbox proposal already became, if it did."""

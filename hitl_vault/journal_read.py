@@ -21,8 +21,11 @@ REQUEST_COLUMNS = (
 )
 
 
-def entry_hash(prev: str, fields: Iterable[Any]) -> str:
-    text = prev + "\x1f" + "\x1f".join("" if f is None else str(f) for f in fields)
+def entry_hash(prev: str, fields: Iterable[Any], uid: int | None = None) -> str:
+    """The chain's link: the previous hash and the entry's fields (``uid`` only when known,
+    so entries written before it was recorded keep their hashes)."""
+    values = [*fields] if uid is None else [*fields, uid]
+    text = prev + "\x1f" + "\x1f".join("" if f is None else str(f) for f in values)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -87,6 +90,16 @@ class JournalReader:
             if row is None:
                 return None
             return self._request(row, tuple(self.history(request_id)) if history else ())
+
+    def decision_uid(self, request_id: str) -> int | None:
+        """The real user id of the process that recorded the request's decision, if known."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT uid FROM entries WHERE request_id = ? AND kind = 'transition' "
+                "AND to_status IN ('approved', 'rejected', 'cancelled') ORDER BY seq LIMIT 1",
+                (request_id,),
+            ).fetchone()
+        return row[0] if row else None
 
     def last_change(self, request_id: str) -> tuple[str | None, datetime] | None:
         """Where a request's note was last known to be, and when its last entry was made."""
@@ -218,16 +231,16 @@ class JournalReader:
                 problems += [f"journal file damaged: {text}" for text in damage[:20]]
             rows = self._db.execute(
                 "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
-                "params_sha, prev_hash, hash FROM entries ORDER BY seq"
+                "params_sha, prev_hash, hash, uid FROM entries ORDER BY seq"
             ).fetchall()
-        for seq, rid, *fields, stored_prev, stored in rows:
+        for seq, rid, *fields, stored_prev, stored, uid in rows:
             fields = [rid, *fields]
             if stored_prev != prev:
                 problems.append(
                     f"journal entry {seq} ({rid}): does not follow entry before it "
                     "(an entry was removed or inserted)"
                 )
-            if entry_hash(stored_prev, fields) != stored:
+            if entry_hash(stored_prev, fields, uid) != stored:
                 problems.append(
                     f"journal entry {seq} ({rid}): its content does not match its hash "
                     "(it was edited after it was written)"

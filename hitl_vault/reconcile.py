@@ -29,6 +29,7 @@ from .errors import ChangedUnderfootError, NotAnApproverError, NoteError
 from .journal import Journal
 from .model import (
     APPROVED_FOLDER,
+    DONE_FOLDER,
     REJECTED_FOLDER,
     REQUEST_FOLDERS,
     Decision,
@@ -58,6 +59,19 @@ from .render import callout, render_new_note
 from .rules import Policy
 
 _FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
+
+
+def _later(move: str, status: Status) -> bool:
+    """Whether a history line's move (``approved → executing``) ends past ``status``."""
+    try:
+        to = Status(move.rsplit(" ", 1)[-1])
+    except ValueError:  # "kept approved": no move
+        return False
+    return _STAGE[to] > _STAGE[status]
+
+
+# How far along its life each status is; a final status is as far as it gets.
+_STAGE = {s: 3 for s in Status} | {Status.PENDING: 0, Status.APPROVED: 1, Status.EXECUTING: 2}
 
 
 def sha256(data: bytes) -> str:
@@ -124,6 +138,34 @@ class Reconciler:
         drop.unlink(missing_ok=True)
         log.info("%s: finished an interrupted move to %s", self.rel(drop), self.rel(keep))
         return keep
+
+    def later_in_note(self, request: Request) -> str | None:
+        """What in the note shows the request further on than the journal does, or None.
+
+        A journal restored from a backup older than the vault forgets that an action
+        ran; the note remembers: a history line hitl-vault wrote for a later step, an
+        ``executed_at``, or the note in ``Done/`` or ``Rejected/``. Such a request
+        must never run again.
+        """
+        path = self.locate(request.id, str(request.path) if request.path else None)
+        if path is None:
+            return None
+        where = self.rel(path)
+        folder = path.parent.name
+        if folder in (DONE_FOLDER, REJECTED_FOLDER) and folder != request.status.folder:
+            return f"{where} is in {folder}/, but the journal says {request.status}"
+        try:
+            note = read_note(path, where)
+        except NoteError:
+            return None
+        if note.meta.get("executed_at") and request.executed_at is None:
+            return f"{where} has executed_at, but the journal says {request.status}"
+        known = {t.key for t in request.history}
+        for line in note.lines[note.fm_end + 1 :]:
+            at, move = history_key(line)
+            if at and (at, move) not in known and _later(move, request.status):
+                return f"{where} has the history line {line.strip()!r}, unknown to the journal"
+        return None
 
     # --- reading a human's edit -----------------------------------------------------
 
@@ -325,19 +367,19 @@ class Reconciler:
         for r in rulings:
             if r.approvers is not None and by not in r.approvers:
                 raise NotAnApproverError(request.id, by, r.approvers, r.rule)
-        if to is Status.APPROVED and changes:
-            fixed = [m.rule for r in rulings for m in r.matches if not m.editable]
-            if fixed:
-                to = Status.REJECTED
-                reason = (
-                    f"params were edited ({changes}) but rule {fixed[0]} does not allow edits "
-                    "(editable: false)"
-                )
-            elif ruling.decision is Decision.BLOCK:
-                to = Status.REJECTED
-                reason = f"the edited params are blocked by rule {ruling.rule}" + (
-                    f": {ruling.reason}" if ruling.reason else ""
-                )
+        fixed = [m.rule for r in rulings for m in r.matches if not m.editable]
+        if to is Status.APPROVED and changes and fixed:
+            to = Status.REJECTED
+            reason = (
+                f"params were edited ({changes}) but rule {fixed[0]} does not allow edits "
+                "(editable: false)"
+            )
+        elif to is Status.APPROVED and ruling.decision is Decision.BLOCK:  # a kill switch
+            to = Status.REJECTED
+            what = "the edited params are" if changes else "it is now"
+            reason = f"{what} blocked by rule {ruling.rule}" + (
+                f": {ruling.reason}" if ruling.reason else ""
+            )
         fields: dict[str, Any] = {
             "decided_by": by or None,
             "reason": reason or None,

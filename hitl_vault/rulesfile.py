@@ -380,17 +380,22 @@ def parse_policy(text: str, where: str = "hitl-vault.yaml") -> Policy:
 def load_policy(path: Path, where: str | None = None) -> Policy:
     """Read the rules file; a missing file means no rules (everything asks: fail closed)."""
     where = where or str(path)
+    text = rules_text(path, where)
+    return _empty_policy(where) if text is None else parse_policy(text, where)
+
+
+def rules_text(path: Path, where: str) -> str | None:
+    """The rules file's text (None when there is none); RulesError when it cannot be read."""
     try:  # a link is fine here; a pipe, a device or a huge file is refused before reading
         raw = read_file(Path(path), where, follow_links=True)
     except FileNotFoundError:
-        return _empty_policy(where)
+        return None
     except NoteError as e:
         raise RulesError(where, e.problem, "make it a plain file you may read") from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise RulesError(
             where, f"is not UTF-8 (byte {e.start})", "save it as UTF-8", line
         ) from None
-    return parse_policy(text, where)

@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS requests (
     note_sha TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_status_expires ON requests (status, expires);
+-- entries.uid: the real user id of the process that recorded the entry (NULL where the
+-- system has none, and in entries older than the column), part of the hash when present.
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
     request_id TEXT NOT NULL,
@@ -37,12 +39,21 @@ CREATE TABLE IF NOT EXISTS entries (
     details TEXT NOT NULL,
     params_sha TEXT,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    uid INTEGER
 );
 CREATE INDEX IF NOT EXISTS entries_request ON entries (request_id, seq);
 CREATE TABLE IF NOT EXISTS proposals (
     key TEXT PRIMARY KEY,
     request_id TEXT NOT NULL
+);
+-- Every version of hitl-vault.yaml that came into force: when, its hash, what changed.
+CREATE TABLE IF NOT EXISTS policy_changes (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    text TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS attention (
     path TEXT PRIMARY KEY,

