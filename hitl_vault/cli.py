@@ -263,7 +263,10 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         request = vault.get(request_id)
         where = vault.notes.rel(request.path) if request.path else "(no note)"
         uid = vault.decided_uid(request_id)
-    data = {**request.to_json(), "decided_uid": uid}
+        params, sha, edited = vault.params_to_run(request_id)
+    data = {**request.to_json(), "decided_uid": uid, "params": params, "params_sha": sha}
+    if edited:
+        data["edited_in_note"] = edited
     if as_json:
         _echo_json(data)
         return
@@ -275,8 +278,10 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         if data[key] not in (None, ""):
             click.echo(f"{key + ':':<14}{data[key]}")
     click.echo(f"{'note:':<14}{where}")
-    click.echo("params:")
-    for key, value in request.params.items():
+    if edited:
+        click.echo(f"{'edited:':<14}in the note, not yet recorded: {edited}")
+    click.echo(f"params (sha256 {sha[:16]}):")
+    for key, value in params.items():
         click.echo(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
     click.echo("history:")
     for t in request.history:
@@ -293,23 +298,33 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _decision_command(name: str, method: Callable[[Vault], Callable[..., Request]]) -> None:
+def _decision_command(
+    name: str, method: Callable[[Vault], Callable[..., Request]]
+) -> click.Command:
     @cli.command(name, help=f"{name.capitalize()} a pending request (same as editing its note).")
     @click.argument("request_id", metavar="ID")
     @click.option("--by", metavar="NAME", help="Who decides (default: your user name).")
     @click.option("--reason", default="", help="Why; shown in the note and the journal.")
     @click.pass_context
-    def command(ctx: click.Context, request_id: str, by: str | None, reason: str) -> None:
+    def command(
+        ctx: click.Context, /, request_id: str, by: str | None, reason: str, **kw: Any
+    ) -> None:
         vault = _open(ctx)
         with _errors(), vault:
-            request = method(vault)(request_id, by=by or default_user(), reason=reason)
+            request = method(vault)(request_id, by=by or default_user(), reason=reason, **kw)
         click.echo(f"{request.id} {request.status}")
         if name == "approve" and request.status is not Status.APPROVED:
             click.echo(f"not approved: {request.reason}", err=True)
             ctx.exit(1)
 
+    return command
 
-_decision_command("approve", lambda v: v.approve)
+
+click.option(
+    "--expect",
+    metavar="HASH",
+    help="Approve only if the params to run have this hash (as `show` prints it).",
+)(_decision_command("approve", lambda v: v.approve))
 _decision_command("reject", lambda v: v.reject)
 
 

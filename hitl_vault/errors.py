@@ -177,3 +177,11 @@ class NotRunnableError(VaultError):
             f"request {request_id}: not run: {problem} (`hitl-vault verify` shows what "
             "disagrees; restore .hitl/ and the vault from the same moment, or submit it anew)"
         )
+
+
+class ParamsChangedError(VaultError):
+    """An approval would run other params than those the approver was shown."""
+
+    def __init__(self, request_id: str, problem: str, fix: str) -> None:
+        self.request_id = request_id
+        super().__init__(f"request {request_id}: not approved: {problem} ({fix})")

@@ -32,6 +32,8 @@ SCHEMA = resources.files("hitl_vault").joinpath("schema.sql").read_text(encoding
 
 # Who records an entry: the real user id of this process, whatever name it claims.
 _UID: int | None = os.getuid() if hasattr(os, "getuid") else None
+# Columns added since the first release: a journal made before them gets them on open.
+_ADDED_COLUMNS = (("entries", "uid", "INTEGER"), ("requests", "pinned", "TEXT"))
 # Fields a transition may set on the request row.
 _SETTABLE = frozenset(
     {"decided_by", "reason", "decided_at", "executed_at", "result", "error", "params"}
@@ -88,9 +90,13 @@ class Journal(JournalReader):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(entries)").fetchall()}
-            if "uid" not in columns:  # a journal made before uids were recorded
-                db.execute("ALTER TABLE entries ADD COLUMN uid INTEGER")
+            for table, column, kind in (
+                ("entries", "uid", "INTEGER"),
+                ("requests", "pinned", "TEXT"),
+            ):
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})").fetchall()}
+                if column not in have:  # a journal made before this column
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def wait_for_lock(self, seconds: float) -> None:
         """How long a write waits for another process's write before it fails (30 s at first)."""
@@ -177,11 +183,18 @@ class Journal(JournalReader):
             (*fields, prev, entry_hash(prev, fields, _UID), _UID),
         )
 
-    def create(self, request: Request, path: str | None, source: str | None = None) -> None:
+    def create(
+        self,
+        request: Request,
+        path: str | None,
+        source: str | None = None,
+        pinned: Mapping[str, Any] | None = None,
+    ) -> None:
         """Record a new request and its first history entry (``created → status``).
 
         ``source`` identifies the Inbox proposal it came from, recorded in the
         same transaction, so a proposal is never turned into two requests.
+        ``pinned``: what the submitter's Python rules required (see :meth:`pinned`).
         """
         sha = params_sha(request.params)
         with self._write() as db:
@@ -192,8 +205,8 @@ class Journal(JournalReader):
             db.execute(
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
                 "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
-                "reason, decided_at, path, carried_by_requester) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "reason, decided_at, path, carried_by_requester, pinned) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     request.id,
                     request.action,
@@ -212,6 +225,7 @@ class Journal(JournalReader):
                     format_ts(request.decided_at) if request.decided_at else None,
                     path,
                     int(request.carried_by_requester),
+                    json.dumps(dict(pinned)) if pinned else None,
                 ),
             )
             for t in request.history:
@@ -267,6 +281,26 @@ class Journal(JournalReader):
             db.execute(
                 f"UPDATE requests SET status = ?, note_sha = NULL{assigns} WHERE id = ?",
                 (to, *fields.values(), request_id),
+            )
+            self._append(db, request_id, t, sha)
+            return t
+
+    def record_edit(
+        self, request_id: str, params: Mapping[str, Any], *, at: datetime, by: str, changes: str
+    ) -> Transition | None:
+        """Params edited in a pending note, recorded before anyone decides: they are what an
+        approval then runs. None when the request is no longer pending."""
+        sha = params_sha(params)
+        with self._write() as db:
+            row = db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()
+            if row is None:
+                raise RequestNotFoundError(request_id)
+            if Status(row[0]) is not Status.PENDING:
+                return None
+            t = Transition(at, Status.PENDING, Status.PENDING, by, "", (changes,), kind="edited")
+            db.execute(
+                "UPDATE requests SET params = ?, note_sha = NULL WHERE id = ?",
+                (json.dumps(dict(params), ensure_ascii=False), request_id),
             )
             self._append(db, request_id, t, sha)
             return t

@@ -91,6 +91,15 @@ class JournalReader:
                 return None
             return self._request(row, tuple(self.history(request_id)) if history else ())
 
+    def pinned(self, request_id: str) -> dict[str, Any]:
+        """What the submitter's Python rules required: ``approvers`` (names, or absent),
+        ``fixed`` (rules that forbid edits), ``rules`` (their names); {} when none spoke."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT pinned FROM requests WHERE id = ?", (request_id,)
+            ).fetchone()
+        return dict(json.loads(row[0])) if row and row[0] else {}
+
     def decision_uid(self, request_id: str) -> int | None:
         """The real user id of the process that recorded the request's decision, if known."""
         with self._lock:

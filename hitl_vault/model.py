@@ -243,6 +243,11 @@ class Transition:
         parts = [format_ts(self.at)]
         if self.kind == "ignored":
             parts.append(f"kept {self.to_status}")
+        elif self.kind == "edited":  # params edited while pending, before any decision
+            parts.append("params edited")
+            by = inline(one_line(self.by))
+            if by:
+                parts.append(f"by {by}")
         else:
             parts.append(f"{self.from_status or 'created'} → {self.to_status}")
             by = inline(one_line(self.by))
@@ -260,7 +265,9 @@ class Transition:
         return history_key(self.history_line())
 
 
-_HISTORY_RE = re.compile(r"^- (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) · ((?:\w+ → \w+)|(?:kept \w+))\b")
+_HISTORY_RE = re.compile(
+    r"^- (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) · ((?:\w+ → \w+)|(?:kept \w+)|(?:params edited))\b"
+)
 
 
 def history_key(line: str) -> tuple[str, str]:

@@ -282,6 +282,7 @@ def edit_note(
     fields: Mapping[str, Any] | None = None,
     history: Iterable[str] = (),
     callouts: tuple[Sequence[list[str]], list[str]] | None = None,
+    table: list[str] | None = None,
 ) -> bytes:
     """New bytes for ``note``: ``fields`` set, ``history`` lines appended, nothing else changed.
 
@@ -316,6 +317,10 @@ def edit_note(
                 if old != new:
                     lines[at : at + len(old)] = [text + nl for text in new]
                 break
+    if table is not None and (span := details_span(lines, fm_end)) is not None:
+        start, stop = span
+        if [_content(line) for line in lines[start:stop]] != table:
+            lines[start:stop] = [text + nl for text in table]
     extra = [line + nl for line in history]
     if extra:
         if lines and not lines[-1].endswith("\n"):
@@ -350,6 +355,23 @@ def edit_note(
     data = text.encode("utf-8")
     _check_edit(note, data, fields)
     return data
+
+
+def details_span(lines: Sequence[str], fm_end: int) -> tuple[int, int] | None:
+    """Where the table hitl-vault wrote under ``## Details`` is: the rows right after the
+    heading (or its ``No parameters.`` line); None when a human reshaped that part."""
+    heading = next(
+        (i for i in range(fm_end + 1, len(lines)) if _content(lines[i]) == "## Details"), None
+    )
+    if heading is None or heading + 1 >= len(lines):
+        return None
+    start = heading + 1
+    if _content(lines[start]) == "No parameters.":
+        return start, start + 1
+    stop = start
+    while stop < len(lines) and _content(lines[stop]).startswith("|"):
+        stop += 1
+    return (start, stop) if stop - start >= 2 else None
 
 
 def _find_key(lines: Sequence[str], fm_end: int, key: str) -> int | None:

@@ -36,6 +36,7 @@ from .model import (
     Proposal,
     Request,
     RuleFunction,
+    Ruling,
     Status,
     Transition,
     format_ts,
@@ -55,7 +56,7 @@ from .notestate import (
     same_value,
 )
 from .params import note_params
-from .render import callout, render_new_note
+from .render import callout, details_table, render_new_note
 from .rules import Policy
 
 _FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
@@ -312,9 +313,12 @@ class Reconciler:
                 problem = f"{where}: {e}"
         elif problem is None and request.status is Status.PENDING:
             try:  # say so now, not only once someone approves
-                note_params(note.meta.get("params"), where, line_number(note, "params"))
+                params = note_params(note.meta.get("params"), where, line_number(note, "params"))
             except NoteError as e:
                 problem = f"{e} before approving"
+            else:
+                if state == "same":
+                    acted, problem = self._record_edit(note, request, params, now)
         if problem:
             self.journal.flag(where, problem, now, request.id)
         else:
@@ -323,6 +327,45 @@ class Reconciler:
         if not (needs_sync or problem):
             self.journal.set_path(request.id, where, sha256(note.raw), len(request.history))
         return Finding(path, request.id, acted, needs_sync or problem is not None, problem)
+
+    def _rulings(self, request: Request, final: Mapping[str, Any], changes: str) -> list[Ruling]:
+        """What the rules say of the params that would run (and of those asked for, if edited)."""
+        policy = self._policy()
+        ask = [final, request.params] if changes else [final]
+        return [
+            policy.evaluate(
+                Proposal(request.action, p, request.summary, request.requested_by), self._functions
+            )
+            for p in ask
+        ]
+
+    def _record_edit(
+        self, note: Note, request: Request, params: dict[str, Any], now: datetime
+    ) -> tuple[Transition | None, str | None]:
+        """Params edited in a pending note with no decision: record them, so the note shows
+        them before anyone approves and an approval runs exactly them. A rule with
+        ``editable: false`` refuses the edit instead (the problem is returned)."""
+        changes = describe_changes(request.params, params)
+        if not changes:
+            return None, None
+        fixed = self._not_editable(request, params, changes)
+        if fixed:
+            return None, (
+                f"{note.where}: params edited ({changes}) but rule {fixed[0]} does not allow "
+                "edits (editable: false); put them back as they were asked for"
+            )
+        by = note.meta.get("decided_by")
+        who = str(by).strip() if by is not None and str(by).strip() else "unknown"
+        t = self.journal.record_edit(request.id, params, at=now, by=who, changes=changes)
+        return t, None
+
+    def _not_editable(self, request: Request, params: Mapping[str, Any], changes: str) -> list[str]:
+        """The rules (from hitl-vault.yaml, and the submitter's Python rules) that forbid edits."""
+        rulings = self._rulings(request, params, changes)
+        fixed = [m.rule for r in rulings for m in r.matches if not m.editable]
+        return fixed + [
+            r for r in self.journal.pinned(request.id).get("fixed", ()) if r not in fixed
+        ]
 
     # --- deciding -------------------------------------------------------------
 
@@ -349,25 +392,18 @@ class Reconciler:
                 request.id, Status.TIMED_OUT, at=now, by="hitl-vault", expect={Status.PENDING},
                 details=(f"{to} seen after it expired at {format_ts(request.expires)}",),
             )  # fmt: skip
-        policy = self._policy()
         final = dict(request.params) if params is None else dict(params)
         changes = describe_changes(request.params, final)
-        ruling = policy.evaluate(
-            Proposal(request.action, final, request.summary, request.requested_by),
-            self._functions,
-        )
-        rulings = [ruling]
-        if changes:
-            rulings.append(
-                policy.evaluate(
-                    Proposal(request.action, request.params, request.summary, request.requested_by),
-                    self._functions,
-                )
-            )
+        rulings = self._rulings(request, final, changes)
+        ruling = rulings[0]
         for r in rulings:
             if r.approvers is not None and by not in r.approvers:
                 raise NotAnApproverError(request.id, by, r.approvers, r.rule)
-        fixed = [m.rule for r in rulings for m in r.matches if not m.editable]
+        pinned = self.journal.pinned(request.id)  # the submitter's Python rules, at submit
+        if "approvers" in pinned and by not in pinned["approvers"]:
+            rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
+            raise NotAnApproverError(request.id, by, frozenset(pinned["approvers"]), rule)
+        fixed = self._not_editable(request, final, changes)
         if to is Status.APPROVED and changes and fixed:
             to = Status.REJECTED
             reason = (
@@ -449,9 +485,16 @@ class Reconciler:
         fields = owned_fields(note, request)
         have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
         missing = [t.history_line() for t in request.history if t.key not in have]
-        new_callout = callout(request.status, request.expires, request.rule, request.reason)
-        olds = [callout(s, request.expires, request.rule, request.reason) for s in Status]
-        data = edit_note(note, fields, missing, (olds, new_callout))
+        edits = [t.details[0] for t in request.history if t.kind == "edited" and t.details]
+        shown = edits[-1] if edits and request.status is Status.PENDING else None
+        new_callout = callout(request.status, request.expires, request.rule, request.reason, shown)
+        olds = [
+            callout(s, request.expires, request.rule, request.reason, e)
+            for e in (None, *edits)
+            for s in Status
+        ]
+        table = details_table(request.params)
+        data = edit_note(note, fields, missing, (olds, new_callout), table)
         dest = self.root / request.status.folder / path.name
         if data == note.raw and dest == path:
             self.journal.unflag(where)

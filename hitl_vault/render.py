@@ -185,15 +185,30 @@ def _explained(explanation: str) -> list[str]:
     return lines
 
 
-def callout(status: Status, expires: datetime | None, rule: str, reason: str | None) -> list[str]:
-    """The callout under the title: what the reader should know about this status."""
+def callout(
+    status: Status,
+    expires: datetime | None,
+    rule: str,
+    reason: str | None,
+    edited: str | None = None,
+) -> list[str]:
+    """The callout under the title: what the reader should know about this status.
+
+    ``edited``: how the params were last edited while pending (``amount 1500 → 1000``),
+    shown so that whoever decides later sees it before approving.
+    """
     if status is Status.PENDING:
         until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
-        return [
+        lines = [
             f"> [!question] Waiting for your decision until {until}",
             "> Set `status` to `approved` or `rejected` (optionally fill `reason` and",
             "> `decided_by`), or move this note into Approved/ or Rejected/.",
         ]
+        if edited:
+            lines.append(
+                f"> **The params were edited since they were asked for:** {inline(edited)}"
+            )
+        return lines
     kind = {
         Status.APPROVED: "success",
         Status.EXECUTING: "info",
@@ -218,6 +233,14 @@ def _cell(value: Any) -> str:
     return inline(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 
 
+def details_table(params: Mapping[str, Any]) -> list[str]:
+    """The lines under ``## Details``: the params that would run, one row each."""
+    if not params:
+        return ["No parameters."]
+    rows = [f"| {_cell(k)} | {_cell(v)} |" for k, v in params.items()]
+    return ["| param | value |", "|---|---|", *rows]
+
+
 def render_new_note(request: Request, explanation: str) -> str:
     """The whole text of a new request note (SPEC section 3), with ``\\n`` endings."""
     fields: list[tuple[str, Any]] = [
@@ -240,12 +263,7 @@ def render_new_note(request: Request, explanation: str) -> str:
     out.append(f"# {inline(request.summary) or inline(request.action)}")
     out.append("")
     out += callout(request.status, request.expires, request.rule, request.reason)
-    out += ["", "## Details"]
-    if request.params:
-        out += ["| param | value |", "|---|---|"]
-        out += [f"| {_cell(k)} | {_cell(v)} |" for k, v in request.params.items()]
-    else:
-        out.append("No parameters.")
+    out += ["", "## Details", *details_table(request.params)]
     explained = _explained(explanation)
     if explained:
         out += ["", *explained]

@@ -221,6 +221,11 @@ def _function_name(fn: Any) -> str:
     return str(getattr(fn, "__name__", None) or type(fn).__name__)
 
 
+def code_matches(proposal: Proposal, functions: Sequence[RuleFunction]) -> list[RuleMatch]:
+    """What the Python rules registered in this process say about a proposal."""
+    return [m for fn in functions if (m := _call(fn, proposal)) is not None]
+
+
 def _call(fn: RuleFunction, proposal: Proposal) -> RuleMatch | None:
     """Run a Python rule; anything but a clear answer raises (the vault fails closed)."""
     name = _function_name(fn)
@@ -275,7 +280,7 @@ class Policy:
         stated, and a single ``editable: false`` makes the request not editable.
         """
         matches = [m for rule in self.rules if (m := rule.match(proposal)) is not None]
-        matches += [m for fn in functions if (m := _call(fn, proposal)) is not None]
+        matches += code_matches(proposal, functions)
         if not matches:
             return Ruling(
                 decision=self.defaults.decision,

@@ -20,6 +20,9 @@ CREATE TABLE IF NOT EXISTS requests (
     error TEXT,
     path TEXT,
     carried_by_requester INTEGER NOT NULL DEFAULT 0,
+    -- What the submitter's Python rules required (JSON: approvers, fixed): enforced by
+    -- every process, also those that do not run those rules.
+    pinned TEXT,
     -- SHA-256 of the note's bytes when they last matched this row, cleared by every
     -- transition. A rescan skips a note whose bytes still have it.
     note_sha TEXT

@@ -29,13 +29,14 @@ from .errors import (
     IllegalTransitionError,
     NoteError,
     NotRunnableError,
+    ParamsChangedError,
     RequestNotFoundError,
     RulesError,
     UsageError,
     VaultNotFoundError,
     WaitTimeoutError,
 )
-from .journal import Journal
+from .journal import Journal, params_sha
 from .listeners import Listeners
 from .lock import daemon_running
 from .model import (
@@ -48,6 +49,7 @@ from .model import (
     Proposal,
     Request,
     RuleFunction,
+    RuleMatch,
     Ruling,
     Status,
     Transition,
@@ -60,11 +62,11 @@ from .model import (
     utcnow,
 )
 from .notefile import read_note
-from .notestate import explanation, line_number
+from .notestate import describe_changes, explanation, line_number
 from .params import clean_params, note_params
 from .reconcile import Reconciler
 from .render import render_new_note
-from .rules import Policy
+from .rules import Policy, code_matches
 from .rulesfile import parse_policy, rules_text
 from .trust import UntrustedVaultError, check_vault, raise_for
 
@@ -78,6 +80,43 @@ _OUTCOME = {
 }
 # Longest a waiter sleeps without an event, as a net under lost events.
 _WAIT_SAFETY_NET = 30.0
+
+
+def _pinned(matches: builtins.list[RuleMatch]) -> dict[str, Any]:
+    """What Python rules required at submit, kept with the request: the daemon and the CLI
+    do not run the submitter's code, yet must enforce its approvers and ``editable: false``."""
+    pinned: dict[str, Any] = {}
+    approvers: frozenset[str] | None = None
+    for m in matches:
+        if m.approvers is not None:
+            approvers = m.approvers if approvers is None else approvers & m.approvers
+    if approvers is not None:
+        pinned["approvers"] = sorted(approvers)
+    fixed = [m.rule for m in matches if not m.editable]
+    if fixed:
+        pinned["fixed"] = fixed
+    if pinned:
+        pinned["rules"] = [m.rule for m in matches]
+    return pinned
+
+
+def _check_expected(request_id: str, sha: str, expect: str | None, edited: str) -> None:
+    """Refuse to approve params other than those the approver saw (see ``Vault.approve``)."""
+    if expect is None:
+        raise ParamsChangedError(
+            request_id,
+            f"its params were edited in the note ({edited}) since they were recorded",
+            f"check them with `hitl-vault show {request_id}`, then approve with "
+            f"--expect {sha[:16]}",
+        )
+    wanted = expect.strip().lower()
+    if len(wanted) < 8 or not sha.startswith(wanted):
+        what = f"edited in the note: {edited}" if edited else "the params are not those"
+        raise ParamsChangedError(
+            request_id,
+            f"the params to run have the hash {sha[:16]}, not {wanted[:16]} ({what})",
+            f"check them with `hitl-vault show {request_id}`, then approve with the hash it prints",
+        )
 
 
 def _check_size(text: str) -> None:
@@ -225,7 +264,9 @@ class Vault:
         asked = parse_duration(timeout, "timeout") if timeout is not None else None
         by = requested_by or default_user()
         now = self.now()
-        ruling = self.policy.evaluate(Proposal(action, params, summary, by), self.functions)
+        proposal = Proposal(action, params, summary, by)
+        ruling = self.policy.evaluate(proposal, self.functions)
+        pinned = _pinned(code_matches(proposal, self.functions))
         status = _OUTCOME[ruling.decision]
         expires = None
         if status is Status.PENDING:
@@ -254,7 +295,7 @@ class Vault:
             text = render_new_note(request, explained)
             _check_size(text)
             try:
-                self.journal.create(request, f"{status.folder}/{request.id}.md", source)
+                self.journal.create(request, f"{status.folder}/{request.id}.md", source, pinned)
                 break
             except sqlite3.IntegrityError:
                 if attempt == 4 or (source is not None and self.journal.proposal(source)):
@@ -290,20 +331,29 @@ class Vault:
             for r in self.journal.requests(wanted, limit)
         ]
 
-    def approve(self, request_id: str, by: str | None = None, reason: str = "") -> Request:
-        """Approve a pending request, exactly as setting ``status: approved`` in its note would."""
-        return self._decide(request_id, Status.APPROVED, by, reason)
+    def approve(
+        self, request_id: str, by: str | None = None, reason: str = "", expect: str | None = None
+    ) -> Request:
+        """Approve a pending request, exactly as setting ``status: approved`` in its note would.
+
+        What runs is what ``show`` printed: params edited in the note since they were
+        recorded are refused (:class:`ParamsChangedError`) unless ``expect`` is (a prefix
+        of at least 8 characters of) the hash ``show`` printed for them; with ``expect``,
+        any other params are refused.
+        """
+        return self._decide(request_id, Status.APPROVED, by, reason, expect)
 
     def reject(self, request_id: str, by: str | None = None, reason: str = "") -> Request:
         """Reject a pending request, exactly as setting ``status: rejected`` in its note would."""
         return self._decide(request_id, Status.REJECTED, by, reason)
 
-    def _decide(self, request_id: str, to: Status, by: str | None, reason: str) -> Request:
+    def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
+        """What approving now would run: the params (the note's, if a human edited them
+        there), their hash (``approve --expect``), and how they differ from the params
+        recorded in the journal ("" when they do not)."""
         request = self.get(request_id)
-        if request.status is not Status.PENDING:
-            raise IllegalTransitionError(request_id, request.status, to)
-        params: Mapping[str, Any] | None = None
-        if request.path is not None:
+        params = dict(request.params)
+        if request.path is not None and request.status is Status.PENDING:
             try:
                 note = read_note(request.path, self.notes.rel(request.path))
             except NoteError:
@@ -311,6 +361,17 @@ class Vault:
             if note is not None and isinstance(note.meta.get("params"), dict):
                 line = line_number(note, "params")
                 params = note_params(note.meta["params"], note.where, line)
+        return params, params_sha(params), describe_changes(request.params, params)
+
+    def _decide(
+        self, request_id: str, to: Status, by: str | None, reason: str, expect: str | None = None
+    ) -> Request:
+        request = self.get(request_id)
+        if request.status is not Status.PENDING:
+            raise IllegalTransitionError(request_id, request.status, to)
+        params, sha, edited = self.params_to_run(request_id)
+        if to is Status.APPROVED and (expect is not None or edited):
+            _check_expected(request_id, sha, expect, edited)
         now = self.now()
         done = self.notes.decide(
             request, to, by=by or default_user(), reason=reason, params=params, now=now

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl_vault import Rejected, Status, Vault
+from hitl_vault import Decision, Proposal, Rejected, RuleMatch, Status, Vault
 from hitl_vault.asking import carrying_out
 from hitl_vault.daemon import Daemon
 
@@ -354,3 +354,103 @@ def _rehash_without_uids(vault: Path) -> None:
         db.execute("UPDATE entries SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, new, seq))
         prev = new
     db.close()
+
+
+# --- Python rules bind every process -------------------------------------------------------
+
+
+def test_approvers_set_by_a_python_rule_bind_the_cli_and_the_daemon(
+    vault_path: Path, clock: Clock
+) -> None:
+    """A rule in the submitter's code names alice: bob's approval is refused everywhere."""
+    with Vault(vault_path) as submitter:
+
+        @submitter.rule
+        def treasurer(proposal: Proposal) -> RuleMatch | None:
+            if proposal.action == "payment":
+                return RuleMatch(Decision.ASK, approvers=frozenset({"alice"}), editable=False)
+            return None
+
+        request = submitter.submit("payment", {"amount": 1500})
+
+    refused = _hitl(vault_path, "approve", request.id, "--by", "bob")
+    assert refused.returncode == 1
+    assert "bob may not decide it; rule treasurer allows alice" in refused.stderr
+
+    assert request.path is not None
+    text = request.path.read_text().replace("amount: 1500", "amount: 1000")
+    request.path.write_text(text.replace("decided_by:", "decided_by: alice", 1))
+    set_status(request.path, "approved")
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as daemon:
+        daemon.notice(request.path)
+        daemon.run_once(clock.now)
+        decided = vault.get(request.id)
+    assert decided.status is Status.REJECTED  # alice edited the amount; the rule forbids it
+    assert "rule treasurer does not allow edits" in (decided.reason or "")
+
+
+# --- what the human sees is what runs -------------------------------------------------------
+
+
+def test_a_params_edit_saved_alone_is_recorded_and_shown_before_anyone_approves(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    """The edit lands in the journal, the callout and the Details table; approve runs it."""
+    vault = daemon.vault
+    request = vault.submit("payment", {"amount": 1500, "to": "a@b.c"})
+    assert request.path is not None
+    request.path.write_text(request.path.read_text().replace("amount: 1500", "amount: 900"))
+    daemon.notice(request.path)
+    daemon.run_once(clock.now)
+
+    recorded = vault.get(request.id)
+    assert recorded.status is Status.PENDING and recorded.params == {"amount": 900, "to": "a@b.c"}
+    assert "params edited · by unknown · amount 1500 → 900" in recorded.history[-1].history_line()
+    daemon.run_once(clock.advance(timedelta(seconds=3)))  # the note is quiet: it is rewritten
+    text = request.path.read_text()
+    assert "**The params were edited since they were asked for:** amount 1500 → 900" in text
+    assert "| amount | 900 |" in text and "| amount | 1500 |" not in text
+    assert vault.verify() == []
+
+    vault.approve(request.id, by="alice")  # what show prints is what runs: no --expect needed
+    daemon.notice(vault.root / ".hitl" / "journal.db")  # as the watcher tells it
+    daemon.run_once(clock.now)
+    eventually(lambda: ran == [request.id])
+    assert vault.get(request.id).params == {"amount": 900, "to": "a@b.c"}
+
+
+def test_an_edit_a_rule_forbids_is_flagged_and_not_recorded(vault_path: Path, clock: Clock) -> None:
+    """With editable: false, a params edit is listed under Needs attention and never recorded."""
+    rules = vault_path / "hitl-vault.yaml"
+    rules.write_text(
+        rules.read_text().replace("    timeout: 1h\n", "    timeout: 1h\n    editable: false\n")
+    )
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as daemon:
+        request = vault.submit("payment", {"amount": 1500})
+        assert request.path is not None
+        request.path.write_text(request.path.read_text().replace("amount: 1500", "amount: 9000"))
+        daemon.notice(request.path)
+        daemon.run_once(clock.now)
+        assert vault.get(request.id).params == {"amount": 1500}
+        flagged = [a.message for a in vault.journal.attention()]
+        assert any("does not allow edits (editable: false); put them back" in m for m in flagged)
+
+
+def test_show_prints_the_hash_that_approve_expects(vault_path: Path) -> None:
+    """``show`` prints the params about to run and their hash; ``approve --expect`` takes it."""
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 1500})
+    assert request.path is not None
+    request.path.write_text(request.path.read_text().replace("amount: 1500", "amount: 700"))
+
+    shown = _hitl(vault_path, "show", request.id).stdout
+    refused = _hitl(vault_path, "approve", request.id)
+    sha = json.loads(_hitl(vault_path, "show", request.id, "--json").stdout)["params_sha"]
+    approved = _hitl(vault_path, "approve", request.id, "--expect", sha[:16])
+
+    assert "edited:       in the note, not yet recorded: amount 1500 → 700" in shown
+    assert f"params (sha256 {sha[:16]}):" in shown and "amount: 700" in shown
+    assert refused.returncode == 1 and f"--expect {sha[:16]}" in refused.stderr
+    assert approved.returncode == 0, approved.stderr
+    with Vault(vault_path) as vault:
+        assert vault.get(request.id).params == {"amount": 700}

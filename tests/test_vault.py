@@ -26,6 +26,7 @@ from hitl_vault import (
     VaultNotFoundError,
     WaitTimeoutError,
 )
+from hitl_vault.errors import ParamsChangedError
 from hitl_vault.model import utcnow
 from hitl_vault.notefile import read_note
 
@@ -176,11 +177,28 @@ def test_edit_then_approve_runs_the_edited_params(vault: Vault) -> None:
     assert req.path is not None
     text = req.path.read_text().replace("  amount: 1500", "  amount: 1000")
     req.path.write_text(text)
-    got = vault.approve(req.id, by="alice")
+    with pytest.raises(ParamsChangedError, match=r"edited in the note \(amount 1500 → 1000\)"):
+        vault.approve(req.id, by="alice")  # the approver may not have seen the edit
+    params, sha, edited = vault.params_to_run(req.id)
+    assert params == {"amount": 1000, "recipient": "v@x.y"} and edited == "amount 1500 → 1000"
+    got = vault.approve(req.id, by="alice", expect=sha[:12])
     assert got.status is Status.APPROVED and got.params == {"amount": 1000, "recipient": "v@x.y"}
     assert any(
         "amount 1500 → 1000" in line for line in _history(vault.root / "Approved" / f"{req.id}.md")
     )
+
+
+def test_approve_with_a_stale_hash_runs_nothing(vault: Vault) -> None:
+    """``expect`` names the params the approver saw: any others are refused, nothing recorded."""
+    req = vault.submit("payment", {"amount": 1500})
+    seen = vault.params_to_run(req.id)[1]
+    assert req.path is not None
+    req.path.write_text(req.path.read_text().replace("  amount: 1500", "  amount: 9000"))
+    with pytest.raises(ParamsChangedError, match=f"not {seen[:16]}"):
+        vault.approve(req.id, by="alice", expect=seen)
+    with pytest.raises(ParamsChangedError, match="not 1234"):
+        vault.approve(req.id, by="alice", expect="1234")  # too short to mean anything
+    assert vault.get(req.id).status is Status.PENDING
 
 
 def test_editable_false_turns_an_edited_approval_into_a_rejection(vault_path: Path) -> None:
@@ -193,7 +211,7 @@ def test_editable_false_turns_an_edited_approval_into_a_rejection(vault_path: Pa
         req = vault.submit("payment", {"amount": 1500})
         assert req.path is not None
         req.path.write_text(req.path.read_text().replace("  amount: 1500", "  amount: 9000"))
-        got = vault.approve(req.id, by="alice")
+        got = vault.approve(req.id, by="alice", expect=vault.params_to_run(req.id)[1])
         assert got.status is Status.REJECTED
         assert (
             got.reason is not None
