@@ -346,7 +346,8 @@ class Daemon:
 
     def _claim_and_launch(self, now: datetime) -> bool:
         try:
-            claimed = self._claim()
+            with self.vault.journal.batch():  # one durable commit for every claim of the step
+                claimed = self._claim()
         except Exception:  # nothing was claimed: the queue stays as it was
             self.actions.unclaim()
             raise

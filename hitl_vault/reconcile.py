@@ -71,6 +71,8 @@ def _later(move: str, status: Status) -> bool:
     return _STAGE[to] > _STAGE[status]
 
 
+# An ``executed_at`` key with a value, in the frontmatter.
+_EXECUTED_AT = re.compile(r"executed_at:[ \t]*(?![ \t]*(?:#|~|null\b|''|\"\"|$))")
 # How far along its life each status is; a final status is as far as it gets.
 _STAGE = {s: 3 for s in Status} | {Status.PENDING: 0, Status.APPROVED: 1, Status.EXECUTING: 2}
 
@@ -155,14 +157,16 @@ class Reconciler:
         folder = path.parent.name
         if folder in (DONE_FOLDER, REJECTED_FOLDER) and folder != request.status.folder:
             return f"{where} is in {folder}/, but the journal says {request.status}"
-        try:
-            note = read_note(path, where)
-        except NoteError:
+        try:  # read as text, not parsed: fast, and a note with broken YAML still tells
+            lines = read_file(path, where).decode("utf-8", "replace").splitlines()
+        except (OSError, NoteError):
             return None
-        if note.meta.get("executed_at") and request.executed_at is None:
+        end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), 0)
+        ran = any(_EXECUTED_AT.match(line) for line in lines[1:end])
+        if ran and request.executed_at is None:
             return f"{where} has executed_at, but the journal says {request.status}"
         known = {t.key for t in request.history}
-        for line in note.lines[note.fm_end + 1 :]:
+        for line in lines[end + 1 :]:
             at, move = history_key(line)
             if at and (at, move) not in known and _later(move, request.status):
                 return f"{where} has the history line {line.strip()!r}, unknown to the journal"
