@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 
-from .errors import NotRunnableError
+from .errors import NotRunnableError, VaultError
 from .executor import Outcome, execute
 from .model import Request, Status, Transition
 from .vault import Vault
@@ -102,6 +102,9 @@ class Actions:
             except NotRunnableError as e:
                 self._refuse(request, e)
                 continue
+            except VaultError as e:  # a Python rule that raised, say: fail closed, alone
+                self._refuse(request, NotRunnableError(request_id, str(e)))
+                continue
             self.vault.journal.unflag(refusal_key(request_id))
             if t is not None:
                 claimed.append((replace(request, status=t.to_status), t))
@@ -174,9 +177,11 @@ class Actions:
             t = self.vault.finish_execution(
                 request_id, outcome.ok, outcome.result, outcome.error, at=at
             )
-        except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
+        except VaultError:  # the request is gone or moved on: nothing to record, say so loudly
             log.exception("%s: could not record the outcome", request_id)
             return []
+        # Anything else (a full disk, a held journal) reaches record_outcomes, which keeps
+        # every outcome of the group to record again: an outcome is never dropped.
         return [] if t is None else [(request_id, t)]
 
     def wait(self) -> None:

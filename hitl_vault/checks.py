@@ -15,8 +15,9 @@ from .replay import replay
 if TYPE_CHECKING:
     from .vault import Vault
 
-# Fields the note must show as the journal has them, once the request was decided.
-_DECIDED = ("decided_by", "reason", "params")
+# Fields the note must show as the journal has them, once the request was decided
+# (``reason`` stays the human's: a rule that refuses an approval gives its own in the journal).
+_DECIDED = ("decided_by", "params")
 _ALWAYS = ("decided_at", "executed_at", "result", "error")
 
 
@@ -76,16 +77,21 @@ def _note_problems(where: str, note: Note, request: Request) -> list[str]:
             continue  # a refusal never ran anything: the note may keep an edit
         if key in note.meta and not same_value(note.meta[key], journaled):
             problems.append(f"{where}: {key} differs from the journal's")
-    body = note.lines[note.fm_end + 1 :]
-    noted = {history_key(line): line.strip() for line in body if history_key(line)[0]}
-    journaled_keys = {t.key for t in request.history}
+    noted: dict[tuple[str, str], list[str]] = {}  # one time and move may stand twice
+    for line in note.lines[note.fm_end + 1 :]:
+        if history_key(line)[0]:
+            noted.setdefault(history_key(line), []).append(line.strip())
     for t in request.history:
-        line = noted.get(t.key)
-        if line is None:
+        lines = noted.get(t.key, [])
+        if not lines:
             problems.append(f"{where}: history lacks journal entry {t.history_line()[2:]!r}")
-        elif line != t.history_line():
-            problems.append(f"{where}: history line {line!r} differs from the journal's")
-    for key, line in noted.items():
-        if key not in journaled_keys:
-            problems.append(f"{where}: history line {line!r} is not in the journal")
+            continue
+        for written in (t.history_line(), t.unescaped_history_line()):
+            if written in lines:
+                lines.remove(written)
+                break
+        else:
+            problems.append(f"{where}: history line {lines.pop(0)!r} differs from the journal's")
+    for lines in noted.values():
+        problems += [f"{where}: history line {line!r} is not in the journal" for line in lines]
     return problems

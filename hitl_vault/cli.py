@@ -279,7 +279,7 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
             click.echo(f"{key + ':':<14}{data[key]}")
     click.echo(f"{'note:':<14}{where}")
     if edited:
-        click.echo(f"{'edited:':<14}in the note, not yet recorded: {edited}")
+        click.echo(f"{'edited:':<14}since it was asked for: {edited}")
     click.echo(f"params (sha256 {sha[:16]}):")
     for key, value in params.items():
         click.echo(f"  {key}: {json.dumps(value, ensure_ascii=False)}")

@@ -94,6 +94,7 @@ class Daemon:
         self._deferring = False  # inside a batch: transitions are said once committed
         self._said: list[tuple[str, Transition]] = []
         self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
+        self._part_failures: dict[str, int] = {}  # parts of the step failing in a row
         self.actions = Actions(vault, workers, self._wake.set)
         self._next_rescan: datetime | None = None
         self._dashboard_stale = True
@@ -177,9 +178,12 @@ class Daemon:
                         did |= self._look_at(path, now)
                     except Exception as e:  # kept apart and retried, below
                         failed[path] = e
-                claimed = self._claim()
+                # Claims share the group's commit; alone, a path's commit is its own, and
+                # claims wait for the step's end (a failed claim must roll back whole).
+                claimed = self._claim() if batch else []
         except Exception as e:  # the commit failed: nothing in it happened
             self.actions.unclaim()
+            self.quiet.forget(paths)  # read them afresh when retried
             self._retry_later(paths, now, e)
             return False
         finally:
@@ -191,6 +195,7 @@ class Daemon:
             if path not in failed:
                 self._failures.pop(path, None)
                 self._retry_at.pop(path, None)
+        self.quiet.forget(failed)
         for path, error in failed.items():
             self._retry_later([path], now, error)
         return self._launch(claimed) or did
@@ -198,11 +203,15 @@ class Daemon:
     def _guarded(self, what: str, work: Callable[[datetime], bool], now: datetime) -> bool:
         """One part of a step; if it fails, the rest of the step goes on and it is tried again."""
         try:
-            return work(now)
+            did = work(now)
         except (OSError, sqlite3.Error) as e:  # a full disk, a journal locked too long
             log.error("error while %s: %s; trying again shortly", what, e)
         except Exception:  # a bug: say where, loudly
             log.exception("unexpected error while %s; trying again shortly", what)
+        else:
+            self._part_failures.pop(what, None)
+            return did
+        self._part_failures[what] = self._part_failures.get(what, 0) + 1
         self._retry_soon = now + RETRY_FIRST
         return False
 
@@ -403,7 +412,7 @@ class Daemon:
                     log.error("%s", error)
                 continue
             spec = self.vault.policy.actions.get(request.action)
-            if spec is not None and spec.idempotent:
+            if spec is not None and spec.idempotent and not self._stopping:
                 log.warning(
                     "%s: was running when the daemon stopped; idempotent, so running it again",
                     request.id,
@@ -509,7 +518,12 @@ class Daemon:
                     self.vault.notes.rel(path),
                     failures,
                 )
-        return bool(self._retry_at)
+        stuck = [what for what, n in self._part_failures.items() if n >= ONCE_TRIES]
+        if stuck:  # what is queued stays approved for the next run
+            self.gave_up += stuck
+            self._stopping = True
+            return False
+        return bool(self._retry_at) or self._retry_soon is not None
 
     def run_forever(self, ready: threading.Event | None = None) -> None:
         """Watch and act until :meth:`stop` (or SIGTERM / Ctrl-C) is called."""

@@ -33,7 +33,11 @@ SCHEMA = resources.files("hitl_vault").joinpath("schema.sql").read_text(encoding
 # Who records an entry: the real user id of this process, whatever name it claims.
 _UID: int | None = os.getuid() if hasattr(os, "getuid") else None
 # Columns added since the first release: a journal made before them gets them on open.
-_ADDED_COLUMNS = (("entries", "uid", "INTEGER"), ("requests", "pinned", "TEXT"))
+_ADDED_COLUMNS = (
+    ("entries", "uid", "INTEGER"),
+    ("requests", "pinned", "TEXT"),
+    ("requests", "params_created", "TEXT"),
+)
 # Fields a transition may set on the request row.
 _SETTABLE = frozenset(
     {"decided_by", "reason", "decided_at", "executed_at", "result", "error", "params"}
@@ -132,7 +136,12 @@ class Journal(JournalReader):
                     for statement in undo.split("; "):
                         self._db.execute(statement)
                     raise
-                self._db.execute(commit)
+                try:
+                    self._db.execute(commit)
+                except BaseException:  # a failed COMMIT may leave the transaction open
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
             finally:
                 if relaxed:
                     self._db.execute("PRAGMA synchronous=FULL")
@@ -157,7 +166,12 @@ class Journal(JournalReader):
                 self._db.execute("ROLLBACK")
                 raise
             self._batching = False
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:  # a failed COMMIT may leave the transaction open
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
 
     # --- writing -------------------------------------------------------------
 
@@ -205,8 +219,8 @@ class Journal(JournalReader):
             db.execute(
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
                 "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
-                "reason, decided_at, path, carried_by_requester, pinned) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "reason, decided_at, path, carried_by_requester, pinned, params_created) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     request.id,
                     request.action,
@@ -226,6 +240,7 @@ class Journal(JournalReader):
                     path,
                     int(request.carried_by_requester),
                     json.dumps(dict(pinned)) if pinned else None,
+                    json.dumps(dict(request.params), ensure_ascii=False),
                 ),
             )
             for t in request.history:
@@ -349,6 +364,12 @@ class Journal(JournalReader):
         summary, or None when nothing changed (a missing file counts as empty)."""
         text = text or ""
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        with self._lock:  # the usual case, unchanged: no write lock taken
+            last = self._db.execute(
+                "SELECT sha FROM policy_changes ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        if last is not None and last[0] == sha:
+            return None
         with self._write() as db:
             row = db.execute(
                 "SELECT sha, text FROM policy_changes ORDER BY seq DESC LIMIT 1"

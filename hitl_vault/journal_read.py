@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .errors import RequestNotFoundError
 from .model import Request, Risk, Status, Transition, format_ts, parse_ts
 
 GENESIS = "0" * 64
@@ -90,6 +91,19 @@ class JournalReader:
             if row is None:
                 return None
             return self._request(row, tuple(self.history(request_id)) if history else ())
+
+    def created_params(self, request_id: str) -> dict[str, Any]:
+        """The params as they were asked for, before any edit (the current ones for requests
+        journaled before they were kept apart, which no edit had touched while pending)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT coalesce(params_created, params) FROM requests WHERE id = ?",
+                (request_id,),
+            ).fetchone()
+        if row is None:
+            raise RequestNotFoundError(request_id)
+        created: dict[str, Any] = json.loads(row[0])
+        return created
 
     def pinned(self, request_id: str) -> dict[str, Any]:
         """What the submitter's Python rules required: ``approvers`` (names, or absent),

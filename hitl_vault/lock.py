@@ -136,6 +136,7 @@ class DaemonLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._legacy: int | bool | None = None
 
     def acquire(self) -> DaemonLock:
         """Take the lock or raise :class:`DaemonRunningError` naming who holds it."""
@@ -145,8 +146,27 @@ class DaemonLock:
         if fd is None:
             raise DaemonRunningError(self.path, _holder(self.path))
         self._fd = fd
+        self._legacy = self._lock_legacy()
+        if self._legacy is False:
+            self.release()
+            raise DaemonRunningError(self.path, _holder(self.path))
         self._write_holder()
         return self
+
+    def _lock_legacy(self) -> int | bool | None:
+        """Earlier versions locked the holder note itself: a daemon of such a version may
+        still run on this vault. Its fd, False when one does, None when it cannot tell."""
+        if sys.platform == "win32":
+            return None
+        note = _open_holder(self.path, os.O_RDONLY | os.O_CREAT)
+        if note is None:
+            return None
+        try:
+            fcntl.flock(note, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(note)
+            return False
+        return note
 
     def _write_holder(self) -> None:
         """Say who holds the lock in the holder note, if it is a file we can write."""
@@ -163,6 +183,9 @@ class DaemonLock:
             os.close(note)
 
     def release(self) -> None:
+        legacy, self._legacy = self._legacy, None
+        if isinstance(legacy, int) and not isinstance(legacy, bool):
+            os.close(legacy)  # closing drops its flock
         if self._fd is not None:
             fd, self._fd = self._fd, None
             _unlock_state(fd)

@@ -259,6 +259,24 @@ class Transition:
         parts.extend(text for text in (inline(one_line(d)) for d in self.details) if text)
         return "- " + " · ".join(parts)
 
+    def unescaped_history_line(self) -> str:
+        """The line as versions before the escaping wrote it (notes keep what was written)."""
+        parts = (
+            [format_ts(self.at), f"kept {self.to_status}"]
+            if self.kind == "ignored"
+            else [format_ts(self.at), f"{self.from_status or 'created'} → {self.to_status}"]
+        )
+        if (
+            self.kind != "ignored"
+            and self.by
+            and self.to_status not in (Status.EXECUTED, Status.FAILED)
+        ):
+            parts.append(f"by {one_line(self.by)}")
+        if self.reason:
+            parts.append(f'"{one_line(self.reason)}"')
+        parts.extend(one_line(d) for d in self.details if d)
+        return "- " + " · ".join(parts)
+
     @property
     def key(self) -> tuple[str, str]:
         """What identifies this step in a note's history: its time and its move."""

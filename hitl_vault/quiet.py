@@ -179,6 +179,9 @@ class QuietWriter:
                 self.want(request_id, now + RETRY_WRITE)
                 did = True
                 continue
+            except Exception:  # not this note's doing (a held journal, a bug): never forgotten
+                self.want(request_id, now + self._quiet)
+                raise
             self.refused.pop(request_id, None)
             if done:
                 log.debug("%s: note brought up to date with the journal", request_id)

@@ -26,7 +26,7 @@ from typing import Any
 
 from .durable import interrupted_move, move_note, read_file, write_note
 from .errors import ChangedUnderfootError, NotAnApproverError, NoteError
-from .journal import Journal
+from .journal import Journal, params_sha
 from .model import (
     APPROVED_FOLDER,
     DONE_FOLDER,
@@ -66,7 +66,7 @@ def _later(move: str, status: Status) -> bool:
     """Whether a history line's move (``approved → executing``) ends past ``status``."""
     try:
         to = Status(move.rsplit(" ", 1)[-1])
-    except ValueError:  # "kept approved": no move
+    except ValueError:  # not a status word
         return False
     return _STAGE[to] > _STAGE[status]
 
@@ -308,7 +308,11 @@ class Reconciler:
                     decided,
                     by=str(by).strip() if by is not None else "",
                     reason=str(reason).strip() if reason is not None else "",
-                    params=note_params(note.meta.get("params"), where, line_number(note, "params")),
+                    params=(  # a rejection runs nothing: whatever params say, it stands
+                        note_params(note.meta.get("params"), where, line_number(note, "params"))
+                        if decided is Status.APPROVED
+                        else None
+                    ),
                     now=now,
                 )
             except NoteError as e:
@@ -332,15 +336,18 @@ class Reconciler:
             self.journal.set_path(request.id, where, sha256(note.raw), len(request.history))
         return Finding(path, request.id, acted, needs_sync or problem is not None, problem)
 
-    def _rulings(self, request: Request, final: Mapping[str, Any], changes: str) -> list[Ruling]:
-        """What the rules say of the params that would run (and of those asked for, if edited)."""
+    def _rulings(self, request: Request, final: Mapping[str, Any]) -> list[Ruling]:
+        """What the rules say of the params that would run, and of every version before them
+        (as asked for, and as last recorded): an edit never escapes a rule that covered them."""
         policy = self._policy()
-        ask = [final, request.params] if changes else [final]
+        versions: dict[str, Mapping[str, Any]] = {}
+        for p in (final, self.journal.created_params(request.id), request.params):
+            versions.setdefault(params_sha(p), p)
         return [
             policy.evaluate(
                 Proposal(request.action, p, request.summary, request.requested_by), self._functions
             )
-            for p in ask
+            for p in versions.values()
         ]
 
     def _record_edit(
@@ -352,7 +359,7 @@ class Reconciler:
         changes = describe_changes(request.params, params)
         if not changes:
             return None, None
-        fixed = self._not_editable(request, params, changes)
+        fixed = self._not_editable(request, params)
         if fixed:
             return None, (
                 f"{note.where}: params edited ({changes}) but rule {fixed[0]} does not allow "
@@ -363,9 +370,12 @@ class Reconciler:
         t = self.journal.record_edit(request.id, params, at=now, by=who, changes=changes)
         return t, None
 
-    def _not_editable(self, request: Request, params: Mapping[str, Any], changes: str) -> list[str]:
-        """The rules (from hitl-vault.yaml, and the submitter's Python rules) that forbid edits."""
-        rulings = self._rulings(request, params, changes)
+    def _not_editable(self, request: Request, params: Mapping[str, Any]) -> list[str]:
+        """The rules (from hitl-vault.yaml, and the submitter's Python rules) that forbid edits
+        of the params as asked for; [] when ``params`` are those."""
+        if not describe_changes(self.journal.created_params(request.id), params):
+            return []
+        rulings = self._rulings(request, params)
         fixed = [m.rule for r in rulings for m in r.matches if not m.editable]
         return fixed + [
             r for r in self.journal.pinned(request.id).get("fixed", ()) if r not in fixed
@@ -398,7 +408,7 @@ class Reconciler:
             )  # fmt: skip
         final = dict(request.params) if params is None else dict(params)
         changes = describe_changes(request.params, final)
-        rulings = self._rulings(request, final, changes)
+        rulings = self._rulings(request, final)
         ruling = rulings[0]
         for r in rulings:
             if r.approvers is not None and by not in r.approvers:
@@ -407,11 +417,12 @@ class Reconciler:
         if "approvers" in pinned and by not in pinned["approvers"]:
             rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
             raise NotAnApproverError(request.id, by, frozenset(pinned["approvers"]), rule)
-        fixed = self._not_editable(request, final, changes)
-        if to is Status.APPROVED and changes and fixed:
+        fixed = self._not_editable(request, final)
+        if to is Status.APPROVED and fixed:
+            edited = describe_changes(self.journal.created_params(request.id), final)
             to = Status.REJECTED
             reason = (
-                f"params were edited ({changes}) but rule {fixed[0]} does not allow edits "
+                f"params were edited ({edited}) but rule {fixed[0]} does not allow edits "
                 "(editable: false)"
             )
         elif to is Status.APPROVED and ruling.decision is Decision.BLOCK:  # a kill switch

@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS requests (
     -- What the submitter's Python rules required (JSON: approvers, fixed): enforced by
     -- every process, also those that do not run those rules.
     pinned TEXT,
+    -- The params as asked for (JSON), kept when a human edits them while pending.
+    params_created TEXT,
     -- SHA-256 of the note's bytes when they last matched this row, cleared by every
     -- transition. A rescan skips a note whose bytes still have it.
     note_sha TEXT

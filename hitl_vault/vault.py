@@ -105,13 +105,13 @@ def _check_expected(request_id: str, sha: str, expect: str | None, edited: str) 
     if expect is None:
         raise ParamsChangedError(
             request_id,
-            f"its params were edited in the note ({edited}) since they were recorded",
+            f"its params were edited ({edited}) since it was asked for",
             f"check them with `hitl-vault show {request_id}`, then approve with "
             f"--expect {sha[:16]}",
         )
     wanted = expect.strip().lower()
     if len(wanted) < 8 or not sha.startswith(wanted):
-        what = f"edited in the note: {edited}" if edited else "the params are not those"
+        what = f"edited since it was asked for: {edited}" if edited else "the params as asked for"
         raise ParamsChangedError(
             request_id,
             f"the params to run have the hash {sha[:16]}, not {wanted[:16]} ({what})",
@@ -349,8 +349,8 @@ class Vault:
 
     def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
         """What approving now would run: the params (the note's, if a human edited them
-        there), their hash (``approve --expect``), and how they differ from the params
-        recorded in the journal ("" when they do not)."""
+        there), their hash (``approve --expect``), and how they differ from the params as
+        they were asked for ("" when they do not)."""
         request = self.get(request_id)
         params = dict(request.params)
         if request.path is not None and request.status is Status.PENDING:
@@ -361,7 +361,8 @@ class Vault:
             if note is not None and isinstance(note.meta.get("params"), dict):
                 line = line_number(note, "params")
                 params = note_params(note.meta["params"], note.where, line)
-        return params, params_sha(params), describe_changes(request.params, params)
+        edited = describe_changes(self.journal.created_params(request_id), params)
+        return params, params_sha(params), edited
 
     def _decide(
         self, request_id: str, to: Status, by: str | None, reason: str, expect: str | None = None
@@ -369,9 +370,11 @@ class Vault:
         request = self.get(request_id)
         if request.status is not Status.PENDING:
             raise IllegalTransitionError(request_id, request.status, to)
-        params, sha, edited = self.params_to_run(request_id)
-        if to is Status.APPROVED and (expect is not None or edited):
-            _check_expected(request_id, sha, expect, edited)
+        params: Mapping[str, Any] | None = None  # a rejection runs nothing: its params stand
+        if to is Status.APPROVED:
+            params, sha, edited = self.params_to_run(request_id)
+            if expect is not None or edited:
+                _check_expected(request_id, sha, expect, edited)
         now = self.now()
         done = self.notes.decide(
             request, to, by=by or default_user(), reason=reason, params=params, now=now

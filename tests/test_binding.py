@@ -17,6 +17,7 @@ import pytest
 from hitl_vault import Decision, Proposal, Rejected, RuleMatch, Status, Vault
 from hitl_vault.asking import carrying_out
 from hitl_vault.daemon import Daemon
+from hitl_vault.errors import ParamsChangedError
 
 from .helpers import Clock, eventually, set_status
 
@@ -412,7 +413,9 @@ def test_a_params_edit_saved_alone_is_recorded_and_shown_before_anyone_approves(
     assert "| amount | 900 |" in text and "| amount | 1500 |" not in text
     assert vault.verify() == []
 
-    vault.approve(request.id, by="alice")  # what show prints is what runs: no --expect needed
+    with pytest.raises(ParamsChangedError, match=r"edited \(amount 1500 → 900\)"):
+        vault.approve(request.id, by="alice")  # maybe shown the params as asked for
+    vault.approve(request.id, by="alice", expect=vault.params_to_run(request.id)[1])
     daemon.notice(vault.root / ".hitl" / "journal.db")  # as the watcher tells it
     daemon.run_once(clock.now)
     eventually(lambda: ran == [request.id])
@@ -448,7 +451,7 @@ def test_show_prints_the_hash_that_approve_expects(vault_path: Path) -> None:
     sha = json.loads(_hitl(vault_path, "show", request.id, "--json").stdout)["params_sha"]
     approved = _hitl(vault_path, "approve", request.id, "--expect", sha[:16])
 
-    assert "edited:       in the note, not yet recorded: amount 1500 → 700" in shown
+    assert "edited:       since it was asked for: amount 1500 → 700" in shown
     assert f"params (sha256 {sha[:16]}):" in shown and "amount: 700" in shown
     assert refused.returncode == 1 and f"--expect {sha[:16]}" in refused.stderr
     assert approved.returncode == 0, approved.stderr

@@ -51,8 +51,12 @@ def configure(vault: Path) -> None:
 
 
 def received(vault: Path, request_id: str) -> dict[str, object] | None:
+    """What the executor received for a request, once it has written all of it."""
     path = vault / "scripts" / "received" / f"{request_id}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, json.JSONDecodeError):  # not yet, or still being written
+        return None
 
 
 def settle() -> None:

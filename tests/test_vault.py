@@ -177,7 +177,7 @@ def test_edit_then_approve_runs_the_edited_params(vault: Vault) -> None:
     assert req.path is not None
     text = req.path.read_text().replace("  amount: 1500", "  amount: 1000")
     req.path.write_text(text)
-    with pytest.raises(ParamsChangedError, match=r"edited in the note \(amount 1500 → 1000\)"):
+    with pytest.raises(ParamsChangedError, match=r"edited \(amount 1500 → 1000\) since it was"):
         vault.approve(req.id, by="alice")  # the approver may not have seen the edit
     params, sha, edited = vault.params_to_run(req.id)
     assert params == {"amount": 1000, "recipient": "v@x.y"} and edited == "amount 1500 → 1000"
