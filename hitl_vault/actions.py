@@ -12,11 +12,12 @@ that came in, in one durable commit. Until then the request stays
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .errors import NotRunnableError, VaultError
 from .executor import Outcome, execute
@@ -24,6 +25,9 @@ from .model import Request, Status, Transition
 from .vault import Vault
 
 log = logging.getLogger("hitl_vault")
+
+# A request whose check raised (a Python rule's error) is tried again after this.
+RETRY_CHECK = timedelta(seconds=30)
 
 
 def refusal_key(request_id: str) -> str:
@@ -41,6 +45,7 @@ class Actions:
         self._lock = threading.Lock()
         self._queued: dict[str, Request] = {}  # approved, with an executor, as read then
         self._taken: dict[str, Request] = {}  # claimed in a commit that has not landed yet
+        self._later: dict[str, tuple[Request, datetime]] = {}  # deferred, and until when
         self._workers = workers
         self._running: dict[str, Future[None]] = {}
         # Actions that ended, with how they went (None: a bug kept it from running), and when.
@@ -89,6 +94,11 @@ class Actions:
         the claim's commit (:meth:`launched`); :meth:`unclaim` if that commit failed.
         """
         claimed: list[tuple[Request, Transition]] = []
+        now = self.vault.now()
+        for request_id, (request, at) in list(self._later.items()):
+            if now >= at:
+                del self._later[request_id]
+                self._queued.setdefault(request_id, request)
         idle = self._workers - self.running
         for request_id in sorted(self._queued):
             if len(claimed) >= idle:
@@ -102,13 +112,29 @@ class Actions:
             except NotRunnableError as e:
                 self._refuse(request, e)
                 continue
-            except VaultError as e:  # a Python rule that raised, say: fail closed, alone
-                self._refuse(request, NotRunnableError(request_id, str(e)))
+            except VaultError as e:  # a Python rule that raised, say: not now, tried again later
+                self._defer(request, e)
                 continue
             self.vault.journal.unflag(refusal_key(request_id))
             if t is not None:
                 claimed.append((replace(request, status=t.to_status), t))
         return claimed
+
+    def _defer(self, request: Request, error: VaultError) -> None:
+        """A check that could not be made (a Python rule raised): fail closed for now, flag
+        it, and try again in RETRY_CHECK, without holding back any other request."""
+        self._later[request.id] = (request, self.vault.now() + RETRY_CHECK)
+        message = (
+            f"request {request.id}: not run yet: {error} (fix it; hitl-vault tries again "
+            f"every {RETRY_CHECK.seconds} s)"
+        )
+        if self.vault.journal.flag(refusal_key(request.id), message, self.vault.now(), request.id):
+            log.error("%s", message)
+
+    @property
+    def next_retry(self) -> datetime | None:
+        """When the first deferred request is tried again."""
+        return min((at for _, at in self._later.values()), default=None)
 
     def _refuse(self, request: Request, error: NotRunnableError) -> None:
         """Never run it; say so under Needs attention (kept there while it stays refused)."""
@@ -177,11 +203,11 @@ class Actions:
             t = self.vault.finish_execution(
                 request_id, outcome.ok, outcome.result, outcome.error, at=at
             )
-        except VaultError:  # the request is gone or moved on: nothing to record, say so loudly
+        except (OSError, sqlite3.OperationalError):
+            raise  # a full disk, a held journal: record_outcomes keeps the group to record again
+        except Exception:  # the request moved on, or a bug: say so loudly; the rest go on
             log.exception("%s: could not record the outcome", request_id)
             return []
-        # Anything else (a full disk, a held journal) reaches record_outcomes, which keeps
-        # every outcome of the group to record again: an outcome is never dropped.
         return [] if t is None else [(request_id, t)]
 
     def wait(self) -> None:

@@ -70,11 +70,14 @@ def _note_problems(where: str, note: Note, request: Request) -> list[str]:
             f"{where}: status says {note.status_text!r} but the journal says "
             f"{request.status} (`hitl-vault run --once` brings the note up to date)"
         )
-    decided = request.status is not Status.PENDING
+    # Decided by a human (not timed out or cancelled, where the note's names stay the human's).
+    decided = request.status not in (Status.PENDING, Status.TIMED_OUT, Status.CANCELLED)
     for key in (*_ALWAYS, *(_DECIDED if decided else ())):
         journaled: Any = getattr(request, key)
-        if key == "params" and request.status in (Status.REJECTED, Status.CANCELLED):
+        if key == "params" and request.status is Status.REJECTED:
             continue  # a refusal never ran anything: the note may keep an edit
+        if key == "decided_by" and not journaled:
+            continue  # decided by a rule: the note's decided_by is whatever the human typed
         if key in note.meta and not same_value(note.meta[key], journaled):
             problems.append(f"{where}: {key} differs from the journal's")
     noted: dict[tuple[str, str], list[str]] = {}  # one time and move may stand twice

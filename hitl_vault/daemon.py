@@ -57,6 +57,8 @@ RETRY_FIRST = timedelta(milliseconds=500)
 RETRY_MAX = timedelta(seconds=30)
 # How long the daemon waits for a journal another process holds before it retries later.
 JOURNAL_WAIT = timedelta(seconds=5)
+# The part of a step that journals how actions went (see _part_failures).
+_OUTCOMES = "recording how actions went"
 # ``run --once`` gives up on a path (until the next run) after this many failed looks.
 ONCE_TRIES = 5
 
@@ -379,17 +381,18 @@ class Daemon:
             ended, recorded = self.actions.record_outcomes()
         except (OSError, sqlite3.Error) as e:  # kept to try again; the rest of the step goes on
             log.error("could not journal how the actions that ended went: %s; trying again", e)
-            self._retry_soon = self.clock() + RETRY_FIRST
-            return False
         except Exception:  # a bug: say where, loudly
             log.exception("could not journal how the actions that ended went; trying again")
-            self._retry_soon = self.clock() + RETRY_FIRST
-            return False
-        for request_id, t in recorded:
-            self._log(request_id, t)
-        for request_id in ended:
-            self.quiet.want(request_id)
-        return bool(ended)
+        else:
+            self._part_failures.pop(_OUTCOMES, None)
+            for request_id, t in recorded:
+                self._log(request_id, t)
+            for request_id in ended:
+                self.quiet.want(request_id)
+            return bool(ended)
+        self._part_failures[_OUTCOMES] = self._part_failures.get(_OUTCOMES, 0) + 1
+        self._retry_soon = self.clock() + RETRY_FIRST
+        return False
 
     def _recover(self, now: datetime) -> bool:
         """After a restart: finish what a dead daemon left behind, never running anything twice.
@@ -412,7 +415,9 @@ class Daemon:
                     log.error("%s", error)
                 continue
             spec = self.vault.policy.actions.get(request.action)
-            if spec is not None and spec.idempotent and not self._stopping:
+            if spec is not None and spec.idempotent:
+                if self._stopping:  # stays executing: run again at the next start
+                    continue
                 log.warning(
                     "%s: was running when the daemon stopped; idempotent, so running it again",
                     request.id,
@@ -453,6 +458,8 @@ class Daemon:
             candidates.append(self._retry_soon)
         if self._rules_due is not None:
             candidates.append(self._rules_due)
+        if self.actions.next_retry is not None:
+            candidates.append(self.actions.next_retry)
         return min(candidates) if candidates else None
 
     def _write_dashboard(self, now: datetime) -> None:
@@ -491,11 +498,13 @@ class Daemon:
         while True:
             self.run_once()
             self.actions.wait()
-            if self.actions.finished:
-                continue
+            if self.actions.finished and _OUTCOMES not in self._part_failures:
+                continue  # record them now (failing, they wait for the retry below)
             if self._stopping:  # what is queued stays approved for the next run
                 break
             retrying = self._retries_left()
+            if self._stopping:
+                break
             writing = self.quiet.waiting.difference(self.quiet.refused)
             if not (self.actions.busy or writing or self._dirty or self._recheck or retrying):
                 break

@@ -94,10 +94,7 @@ class Journal(JournalReader):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            for table, column, kind in (
-                ("entries", "uid", "INTEGER"),
-                ("requests", "pinned", "TEXT"),
-            ):
+            for table, column, kind in _ADDED_COLUMNS:
                 have = {row[1] for row in db.execute(f"PRAGMA table_info({table})").fetchall()}
                 if column not in have:  # a journal made before this column
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
@@ -139,8 +136,9 @@ class Journal(JournalReader):
                 try:
                     self._db.execute(commit)
                 except BaseException:  # a failed COMMIT may leave the transaction open
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
+                    if not self._batching:  # (a savepoint's batch undoes itself, whole)
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
                     raise
             finally:
                 if relaxed:

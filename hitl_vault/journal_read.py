@@ -93,8 +93,8 @@ class JournalReader:
             return self._request(row, tuple(self.history(request_id)) if history else ())
 
     def created_params(self, request_id: str) -> dict[str, Any]:
-        """The params as they were asked for, before any edit (the current ones for requests
-        journaled before they were kept apart, which no edit had touched while pending)."""
+        """The params as they were asked for, before any edit (for requests journaled before
+        they were kept apart, the current ones: such journals recorded no edit while pending)."""
         with self._lock:
             row = self._db.execute(
                 "SELECT coalesce(params_created, params) FROM requests WHERE id = ?",

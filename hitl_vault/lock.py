@@ -166,6 +166,9 @@ class DaemonLock:
         except BlockingIOError:
             os.close(note)
             return False
+        except OSError:  # a file system without flock on files: the folder's lock stands alone
+            os.close(note)
+            return None
         return note
 
     def _write_holder(self) -> None:

@@ -23,7 +23,13 @@ class _Refused(Exception):
 
 
 def _check(value: Any, where: str, depth: int) -> Any:
-    if value is None or isinstance(value, bool | str):
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, as from a file name that is not UTF-8
+            raise _Refused(f"{where} is not valid Unicode text", "pass it as UTF-8 text") from None
+        return value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         if value.bit_length() > _MAX_INT_BITS:

@@ -272,15 +272,23 @@ class Policy:
     actions: Mapping[str, ActionSpec]
     source: str
 
-    def evaluate(self, proposal: Proposal, functions: Sequence[RuleFunction] = ()) -> Ruling:
+    def evaluate(
+        self,
+        proposal: Proposal,
+        functions: Sequence[RuleFunction] = (),
+        *,
+        code: Sequence[RuleMatch] | None = None,
+    ) -> Ruling:
         """Combine every matching rule: the most restrictive decision wins.
 
         Risk is the highest stated, timeout the shortest stated (None: the caller
         applies ``defaults.timeout``), approvers the intersection of the sets
         stated, and a single ``editable: false`` makes the request not editable.
+        ``code``: what the Python rules said already (:func:`code_matches`), instead of
+        calling ``functions`` again.
         """
         matches = [m for rule in self.rules if (m := rule.match(proposal)) is not None]
-        matches += code_matches(proposal, functions)
+        matches += code_matches(proposal, functions) if code is None else code
         if not matches:
             return Ruling(
                 decision=self.defaults.decision,

@@ -100,6 +100,11 @@ def _pinned(matches: builtins.list[RuleMatch]) -> dict[str, Any]:
     return pinned
 
 
+def _storable(text: str | None) -> str | None:
+    """Text as UTF-8 can hold it: what cannot be encoded (a lone surrogate) becomes "?"."""
+    return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _check_expected(request_id: str, sha: str, expect: str | None, edited: str) -> None:
     """Refuse to approve params other than those the approver saw (see ``Vault.approve``)."""
     if expect is None:
@@ -265,8 +270,9 @@ class Vault:
         by = requested_by or default_user()
         now = self.now()
         proposal = Proposal(action, params, summary, by)
-        ruling = self.policy.evaluate(proposal, self.functions)
-        pinned = _pinned(code_matches(proposal, self.functions))
+        code = code_matches(proposal, self.functions)  # each Python rule called once
+        ruling = self.policy.evaluate(proposal, code=code)
+        pinned = _pinned(code)
         status = _OUTCOME[ruling.decision]
         expires = None
         if status is Status.PENDING:
@@ -526,6 +532,7 @@ class Vault:
     ) -> Transition | None:
         """executing → executed (with its result) or failed (with the error), as of ``at``."""
         now = at or self.now()
+        result, error = _storable(result), _storable(error)  # e.g. a file name's lone surrogate
         if ok:
             details = (f"result: {one_line(result or '', 200)}",) if result else ()
             fields: dict[str, Any] = {"executed_at": now, "result": result or ""}

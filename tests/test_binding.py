@@ -322,12 +322,14 @@ def test_the_real_user_id_is_recorded_beside_the_claimed_name(vault_path: Path) 
 def test_a_journal_from_before_uids_keeps_its_chain_and_records_uids_from_now_on(
     vault_path: Path,
 ) -> None:
-    """An older journal (no uid column) opens, verifies clean, and new entries carry the uid."""
+    """An older journal (no uid, pinned, params_created) opens, verifies, takes new requests."""
     with Vault(vault_path) as vault:
         old = vault.submit("payment", {"amount": 1500}).id
     db = sqlite3.connect(vault_path / ".hitl" / "journal.db", isolation_level=None)
     db.execute("UPDATE entries SET uid = NULL")  # as written before uids were recorded...
     db.execute("ALTER TABLE entries DROP COLUMN uid")  # ...into a table without the column
+    for column in ("pinned", "params_created"):  # and requests without these
+        db.execute(f"ALTER TABLE requests DROP COLUMN {column}")
     rows = db.execute("SELECT prev_hash, hash FROM entries").fetchall()
     db.close()
     assert rows  # the hashes were made with a uid: rebuild them as an old journal had them
@@ -335,6 +337,7 @@ def test_a_journal_from_before_uids_keeps_its_chain_and_records_uids_from_now_on
 
     with Vault(vault_path) as vault:
         assert vault.verify() == []
+        assert vault.submit("payment", {"amount": 2500}).status is Status.PENDING
         vault.approve(old, by="alice")
         assert vault.decided_uid(old) == os.getuid()
         assert vault.verify() == []

@@ -5,6 +5,7 @@ saves, a dropped outcome, verify on honest vaults, an older daemon, a rejection)
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import sqlite3
 import threading
@@ -204,3 +205,83 @@ def test_a_rejection_stands_whatever_the_params_say(daemon: Daemon, clock: Clock
 
     assert vault.reject(by_cli.id, by="alice", reason="no").status is Status.REJECTED
     assert vault.get(by_note.id).status is Status.REJECTED
+
+
+def test_an_outcome_with_text_utf8_cannot_hold_is_recorded_and_holds_back_none(
+    vault_path: Path,
+) -> None:
+    """A handler failing with a file name that is not UTF-8: recorded, "?" in its place."""
+    with Vault(vault_path) as vault:
+
+        @vault.action("payment")
+        def pay(request: Request) -> str:
+            if request.params["amount"] == 1:
+                raise ValueError(os.fsdecode(b"cannot read inv-\xff.pdf"))
+            return "paid"
+
+        ids = [vault.submit("payment", {"amount": n}).id for n in (1, 2, 3)]  # allowed
+        daemon = Daemon(vault)
+        done = threading.Thread(target=daemon.catch_up, daemon=True)
+        done.start()
+        done.join(30)
+        assert not done.is_alive(), "run --once never returned"
+        daemon.close()
+        statuses = [vault.get(i).status for i in ids]
+        assert statuses == [Status.FAILED, Status.EXECUTED, Status.EXECUTED]
+        assert "cannot read inv-?.pdf" in (vault.get(ids[0]).error or "")
+
+
+def test_a_stop_before_recovery_leaves_an_idempotent_action_to_run_again(
+    vault_path: Path, clock: Clock
+) -> None:
+    """Stopped before it recovered: an idempotent action left executing is not failed."""
+    rules = vault_path / "hitl-vault.yaml"
+    rules.write_text(
+        rules.read_text() + "  refund:\n    run: [python3, -c, pass]\n    idempotent: true\n"
+    )
+    with Vault(vault_path, clock=clock) as vault:
+        request = vault.submit("refund", {"amount": 5})
+        vault.approve(request.id, by="alice")
+        vault.start_execution(request.id, by="executor")  # then the daemon died
+        daemon = Daemon(vault, clock=clock)
+        daemon.stop()
+        daemon.run_once(clock.now)
+        daemon.close()
+        assert vault.get(request.id).status is Status.EXECUTING
+
+
+def test_an_approval_a_rule_could_not_judge_is_tried_again(
+    daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    """A Python rule that fails once (a timeout of its own): flagged, then run on the retry."""
+    vault = daemon.vault
+    calls: list[int] = []
+
+    @vault.rule
+    def flaky(proposal):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:  # the first call is at submit; the second, before running
+            raise TimeoutError("the limits service did not answer")
+        return None
+
+    request = vault.submit("payment", {"amount": 100})  # allowed at once
+    daemon.run_once(clock.now)
+    assert ran == [] and vault.get(request.id).status is Status.APPROVED
+    assert any("not run yet" in a.message for a in vault.journal.attention())
+
+    daemon.run_once(clock.advance(timedelta(seconds=31)))
+
+    eventually(lambda: ran == [request.id])
+
+
+def test_a_late_approval_that_timed_out_verifies_clean(daemon: Daemon, clock: Clock) -> None:
+    """decided_by typed into a note that then timed out stays the human's: no false problem."""
+    vault = daemon.vault
+    request = vault.submit("payment", {"amount": 1500}, timeout="1m")
+    assert request.path is not None
+    set_status(request.path, "approved", decided_by="alice")
+    daemon.notice(request.path)
+    daemon.run_once(clock.advance(timedelta(minutes=2)))
+    daemon.run_once(clock.advance(QUIET * 3))
+    assert vault.get(request.id).status is Status.TIMED_OUT
+    assert vault.verify() == []
