@@ -22,7 +22,7 @@ from .errors import UsageError
 
 
 class Status(StrEnum):
-    """Where a request is in its life; see SPEC section 4."""
+    """Where a request is in its life; ``LEGAL_MOVES`` says which moves it may make."""
 
     PENDING = "pending"
     APPROVED = "approved"

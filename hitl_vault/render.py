@@ -242,7 +242,7 @@ def details_table(params: Mapping[str, Any]) -> list[str]:
 
 
 def render_new_note(request: Request, explanation: str) -> str:
-    """The whole text of a new request note (SPEC section 3), with ``\\n`` endings."""
+    """The whole text of a new request note, as the README shows one, with ``\\n`` endings."""
     fields: list[tuple[str, Any]] = [
         ("id", request.id),
         ("status", str(request.status)),

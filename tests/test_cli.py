@@ -1,4 +1,4 @@
-"""The ``hitl-vault`` command as a user types it (SPEC section 8).
+"""The ``hitl-vault`` command as a user types it.
 
 Most tests go through click's CliRunner against a real vault on disk; the
 daemon (``run``) and the installed console script run as real subprocesses,

@@ -1,4 +1,4 @@
-"""Hostile files in every folder of a vault watched by a real ``hitl-vault run`` (SPEC section 10).
+"""Hostile files in every folder of a vault watched by a real ``hitl-vault run`` (a broken file never stops the daemon).
 
 Each folder (the four request folders and ``Inbox/``) is one group: a daemon
 runs, every hostile file is dropped in, a probe request shows the daemon is
@@ -389,7 +389,7 @@ def test_hostile_file_is_flagged_and_left_alone(
 def test_hostile_file_is_named_in_the_daemon_log(
     groups: Callable[[str], GroupResult], folder: str, case: str
 ) -> None:
-    """SPEC 10: listed under Needs attention "and in the log"."""
+    """A broken file is listed under Needs attention and in the log."""
     result = groups(folder)
     rel = result.placed[case].path.relative_to(result.vault).as_posix()
     named = [line.replace(rel, "<file>") for line in result.log.splitlines() if rel in line]

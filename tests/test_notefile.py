@@ -54,7 +54,7 @@ def test_golden_notes(path: Path) -> None:
 
 
 def test_golden_set_covers_every_hostile_kind() -> None:
-    """The golden files include each kind of broken note SPEC section 10 lists."""
+    """The golden files include each kind of broken note the README lists."""
     names = {p.stem for p in GOLDEN}
     for kind in ("no-closing", "yaml-error", "alias-bomb", "list-frontmatter",
                  "scalar-frontmatter", "non-utf8", "content-key", "nonstring-key",
@@ -102,7 +102,7 @@ def _request(**overrides: Any) -> Request:
 
 
 def test_new_note_matches_the_spec_layout() -> None:
-    """A new request note is exactly the layout of SPEC section 3."""
+    """A new request note is exactly the layout the README shows."""
     text = render_new_note(
         _request(), "Matched rule `large-payments`: payment with amount >= 500 needs approval."
     )

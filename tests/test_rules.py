@@ -1,4 +1,4 @@
-"""hitl-vault.yaml: parsing with line-numbered errors, and matching proposals (SPEC section 5)."""
+"""hitl-vault.yaml: parsing with line-numbered errors, and matching proposals."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from hitl_vault.rulesfile import load_policy, parse_policy
 
 from .helpers import returns_within
 
-# The example from SPEC section 5, byte for byte.
-SPEC_RULES = """\
+# A full rules file: defaults, five rules of every kind of match, one action.
+FULL_RULES = """\
 defaults:
   decision: ask          # when no rule matches: ask (fail closed)
   timeout: 24h           # how long a request may stay pending
@@ -59,7 +59,7 @@ actions:
 
 @pytest.fixture
 def spec() -> Policy:
-    return parse_policy(SPEC_RULES)
+    return parse_policy(FULL_RULES)
 
 
 def parse(text: str) -> Policy:
@@ -91,11 +91,11 @@ def matched(policy: Policy, action: str = "act", **params: Any) -> list[str]:
     return [m.rule for m in decide(policy, action, **params).matches]
 
 
-# --- the SPEC example ------------------------------------------------------------
+# --- a full rules file ------------------------------------------------------------
 
 
 def test_spec_example_parses_to_exact_policy(spec: Policy) -> None:
-    """The SPEC section 5 example yields its defaults, five rules at their lines, and one action."""
+    """A full rules file yields its defaults, five rules at their lines, and one action."""
     assert spec.defaults == Defaults(Decision.ASK, timedelta(hours=24), timedelta(seconds=2))
     assert [(r.name, r.line) for r in spec.rules] == [
         ("small-payments", 7),
@@ -784,7 +784,7 @@ def test_load_missing_file_means_defaults(tmp_path: Path) -> None:
 def test_load_reads_the_file_and_names_it(tmp_path: Path) -> None:
     """A file with a BOM and CRLF line endings loads; errors name the path when no name is given."""
     path = tmp_path / "hitl-vault.yaml"
-    path.write_bytes(b"\xef\xbb\xbf" + SPEC_RULES.replace("\n", "\r\n").encode())
+    path.write_bytes(b"\xef\xbb\xbf" + FULL_RULES.replace("\n", "\r\n").encode())
     assert [r.line for r in load_policy(path).rules] == [7, 11, 17, 21, 25]
     path.write_text("rules:\n  - name: a\n")
     err = load_error(path)

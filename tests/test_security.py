@@ -1,4 +1,4 @@
-"""Security: no shell, no way out of the vault, and a private ``.hitl/`` (SPEC sections 2, 6, 10).
+"""Security: no shell, no way out of the vault, and a private ``.hitl/``.
 
 * Params reach an executor only as JSON on stdin: ``$(rm -rf ~)`` or
   ``; reboot`` arrive as those very strings, never run, never in argv.
