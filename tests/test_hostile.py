@@ -1,4 +1,4 @@
-"""Hostile files in every folder of a vault watched by a real ``hitl-vault run`` (a broken file never stops the daemon).
+"""Hostile files in every folder of a vault watched by a real ``hitl-vault run``.
 
 Each folder (the four request folders and ``Inbox/``) is one group: a daemon
 runs, every hostile file is dropped in, a probe request shows the daemon is

@@ -49,7 +49,7 @@ def test_vault_must_exist(tmp_path: Path) -> None:
 
 
 def test_submit_that_needs_a_human_writes_a_pending_note(vault: Vault) -> None:
-    """A large payment becomes a pending note in Pending_Approval/ with the fields the README lists."""
+    """A large payment becomes a pending note in Pending_Approval/ with the README's fields."""
     req = vault.submit(
         "payment", {"amount": 1500, "recipient": "vendor@example.com", "currency": "USD"},
         summary="Pay $1500 to vendor@example.com for INV-2024-001", requested_by="invoice-bot",
