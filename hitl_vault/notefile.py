@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -30,6 +30,10 @@ from .render import yaml_scalar
 BOM = "\ufeff"
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:
+    _Base = yaml.SafeLoader
+else:  # libyaml's parser when it is there, with the Python constructor we extend
+    _Base = _Loader
 
 
 class _AliasFound(Exception):
@@ -51,7 +55,7 @@ class _DuplicateKey(Exception):
         self.mark = mark
 
 
-class StrictLoader(_Loader):  # type: ignore[misc]
+class StrictLoader(_Base):
     """A safe loader that refuses aliases (alias bombs) and duplicate keys (silent overrides)."""
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:

@@ -15,8 +15,6 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from .errors import RulesError
 from .model import (
     DEFAULT_RISK,
@@ -28,8 +26,6 @@ from .model import (
     RuleMatch,
     Ruling,
 )
-
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # --- conditions on params ------------------------------------------------------
 
