@@ -196,7 +196,9 @@ class Vault:
 
     def _record_policy(self, text: str | None) -> None:
         summary = self.journal.record_policy(text, self.now())
-        if summary is not None:
+        if summary is not None and summary.startswith("first load"):
+            log.info("%s: %s", RULES_FILE, summary)
+        elif summary is not None:
             log.info("%s changed:\n%s", RULES_FILE, summary)
 
     def close(self) -> None:
