@@ -336,12 +336,14 @@ class Reconciler:
             self.journal.set_path(request.id, where, sha256(note.raw), len(request.history))
         return Finding(path, request.id, acted, needs_sync or problem is not None, problem)
 
-    def _rulings(self, request: Request, final: Mapping[str, Any]) -> list[Ruling]:
+    def _rulings(
+        self, request: Request, final: Mapping[str, Any], created: Mapping[str, Any]
+    ) -> list[Ruling]:
         """What the rules say of the params that would run, and of every version before them
         (as asked for, and as last recorded): an edit never escapes a rule that covered them."""
         policy = self._policy()
         versions: dict[str, Mapping[str, Any]] = {}
-        for p in (final, self.journal.created_params(request.id), request.params):
+        for p in (final, created, request.params):
             versions.setdefault(params_sha(p), p)
         return [
             policy.evaluate(
@@ -359,7 +361,10 @@ class Reconciler:
         changes = describe_changes(request.params, params)
         if not changes:
             return None, None
-        fixed = self._not_editable(request, params)
+        created = self.journal.created_params(request.id)
+        rulings = self._rulings(request, params, created)
+        edited = describe_changes(created, params)  # back as asked for is no edit at all
+        fixed = self._not_editable(rulings, self.journal.pinned(request.id)) if edited else []
         if fixed:
             return None, (
                 f"{note.where}: params edited ({changes}) but rule {fixed[0]} does not allow "
@@ -370,16 +375,12 @@ class Reconciler:
         t = self.journal.record_edit(request.id, params, at=now, by=who, changes=changes)
         return t, None
 
-    def _not_editable(self, request: Request, params: Mapping[str, Any]) -> list[str]:
-        """The rules (from hitl-vault.yaml, and the submitter's Python rules) that forbid edits
-        of the params as asked for; [] when ``params`` are those."""
-        if not describe_changes(self.journal.created_params(request.id), params):
-            return []
-        rulings = self._rulings(request, params)
+    @staticmethod
+    def _not_editable(rulings: list[Ruling], pinned: Mapping[str, Any]) -> list[str]:
+        """The rules that forbid editing the params: those of hitl-vault.yaml that matched
+        any version of them, and the submitter's Python rules (``pinned`` at submit)."""
         fixed = [m.rule for r in rulings for m in r.matches if not m.editable]
-        return fixed + [
-            r for r in self.journal.pinned(request.id).get("fixed", ()) if r not in fixed
-        ]
+        return fixed + [rule for rule in pinned.get("fixed", ()) if rule not in fixed]
 
     # --- deciding -------------------------------------------------------------
 
@@ -408,7 +409,9 @@ class Reconciler:
             )  # fmt: skip
         final = dict(request.params) if params is None else dict(params)
         changes = describe_changes(request.params, final)
-        rulings = self._rulings(request, final)
+        created = self.journal.created_params(request.id)
+        edited = describe_changes(created, final)
+        rulings = self._rulings(request, final, created)
         ruling = rulings[0]
         for r in rulings:
             if r.approvers is not None and by not in r.approvers:
@@ -417,9 +420,8 @@ class Reconciler:
         if "approvers" in pinned and by not in pinned["approvers"]:
             rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
             raise NotAnApproverError(request.id, by, frozenset(pinned["approvers"]), rule)
-        fixed = self._not_editable(request, final)
+        fixed = self._not_editable(rulings, pinned) if edited else []
         if to is Status.APPROVED and fixed:
-            edited = describe_changes(self.journal.created_params(request.id), final)
             to = Status.REJECTED
             reason = (
                 f"params were edited ({edited}) but rule {fixed[0]} does not allow edits "
