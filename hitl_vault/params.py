@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from .errors import NoteError, UsageError
+from .errors import NoteError, ParamsChangedError, UsageError
 
 # Deeper than this is a mistake or an attack (JSON nested thousands deep), never an action's input.
 MAX_DEPTH = 64
@@ -83,3 +83,22 @@ def note_params(params: Any, where: str, line: int | None) -> dict[str, Any]:
     except _Refused as e:
         raise NoteError(where, e.problem, e.fix, line) from None
     return result
+
+
+def check_expected(request_id: str, sha: str, expect: str | None, edited: str) -> None:
+    """Refuse to approve params other than those the approver saw (see ``Vault.approve``)."""
+    if expect is None:
+        raise ParamsChangedError(
+            request_id,
+            f"its params were edited ({edited}) since it was asked for",
+            f"check them with `hitl-vault show {request_id}`, then approve with "
+            f"--expect {sha[:16]}",
+        )
+    wanted = expect.strip().lower()
+    if len(wanted) < 8 or not sha.startswith(wanted):
+        what = f"edited since it was asked for: {edited}" if edited else "the params as asked for"
+        raise ParamsChangedError(
+            request_id,
+            f"the params to run have the hash {sha[:16]}, not {wanted[:16]} ({what})",
+            f"check them with `hitl-vault show {request_id}`, then approve with the hash it prints",
+        )

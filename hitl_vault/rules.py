@@ -217,6 +217,31 @@ def _function_name(fn: Any) -> str:
     return str(getattr(fn, "__name__", None) or type(fn).__name__)
 
 
+def _approvers(matches: Sequence[RuleMatch]) -> frozenset[str] | None:
+    """Who may decide when all of ``matches`` apply: the names every set of them allows."""
+    approvers: frozenset[str] | None = None
+    for m in matches:
+        if m.approvers is not None:
+            approvers = m.approvers if approvers is None else approvers & m.approvers
+    return approvers
+
+
+def pinned(matches: Sequence[RuleMatch]) -> dict[str, Any]:
+    """What Python rules required at submit, to keep with the request: the daemon and the
+    CLI do not run the submitter's code, yet must enforce its approvers and
+    ``editable: false`` (``approvers``, ``fixed`` and the ``rules`` that spoke; {} if none)."""
+    found: dict[str, Any] = {}
+    approvers = _approvers(matches)
+    if approvers is not None:
+        found["approvers"] = sorted(approvers)
+    fixed = [m.rule for m in matches if not m.editable]
+    if fixed:
+        found["fixed"] = fixed
+    if found:
+        found["rules"] = [m.rule for m in matches]
+    return found
+
+
 def code_matches(proposal: Proposal, functions: Sequence[RuleFunction]) -> list[RuleMatch]:
     """What the Python rules registered in this process say about a proposal."""
     return [m for fn in functions if (m := _call(fn, proposal)) is not None]
@@ -300,10 +325,7 @@ class Policy:
         winner = next(m for m in matches if m.decision is decision)
         risks = [m.risk for m in matches if m.risk is not None]
         timeouts = [m.timeout for m in matches if m.timeout is not None]
-        approvers: frozenset[str] | None = None
-        for m in matches:
-            if m.approvers is not None:
-                approvers = m.approvers if approvers is None else approvers & m.approvers
+        approvers = _approvers(matches)
         return Ruling(
             decision=decision,
             risk=max(risks, key=lambda r: r.rank) if risks else DEFAULT_RISK,

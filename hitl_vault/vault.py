@@ -29,7 +29,6 @@ from .errors import (
     IllegalTransitionError,
     NoteError,
     NotRunnableError,
-    ParamsChangedError,
     RequestNotFoundError,
     RulesError,
     UsageError,
@@ -49,7 +48,6 @@ from .model import (
     Proposal,
     Request,
     RuleFunction,
-    RuleMatch,
     Ruling,
     Status,
     Transition,
@@ -63,10 +61,10 @@ from .model import (
 )
 from .notefile import read_note
 from .notestate import describe_changes, explanation, line_number
-from .params import clean_params, note_params
+from .params import check_expected, clean_params, note_params
 from .reconcile import Reconciler
 from .render import render_new_note
-from .rules import Policy, code_matches
+from .rules import Policy, code_matches, pinned
 from .rulesfile import parse_policy, rules_text
 from .trust import UntrustedVaultError, check_vault, raise_for
 
@@ -82,46 +80,9 @@ _OUTCOME = {
 _WAIT_SAFETY_NET = 30.0
 
 
-def _pinned(matches: builtins.list[RuleMatch]) -> dict[str, Any]:
-    """What Python rules required at submit, kept with the request: the daemon and the CLI
-    do not run the submitter's code, yet must enforce its approvers and ``editable: false``."""
-    pinned: dict[str, Any] = {}
-    approvers: frozenset[str] | None = None
-    for m in matches:
-        if m.approvers is not None:
-            approvers = m.approvers if approvers is None else approvers & m.approvers
-    if approvers is not None:
-        pinned["approvers"] = sorted(approvers)
-    fixed = [m.rule for m in matches if not m.editable]
-    if fixed:
-        pinned["fixed"] = fixed
-    if pinned:
-        pinned["rules"] = [m.rule for m in matches]
-    return pinned
-
-
 def _storable(text: str | None) -> str | None:
     """Text as UTF-8 can hold it: what cannot be encoded (a lone surrogate) becomes "?"."""
     return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _check_expected(request_id: str, sha: str, expect: str | None, edited: str) -> None:
-    """Refuse to approve params other than those the approver saw (see ``Vault.approve``)."""
-    if expect is None:
-        raise ParamsChangedError(
-            request_id,
-            f"its params were edited ({edited}) since it was asked for",
-            f"check them with `hitl-vault show {request_id}`, then approve with "
-            f"--expect {sha[:16]}",
-        )
-    wanted = expect.strip().lower()
-    if len(wanted) < 8 or not sha.startswith(wanted):
-        what = f"edited since it was asked for: {edited}" if edited else "the params as asked for"
-        raise ParamsChangedError(
-            request_id,
-            f"the params to run have the hash {sha[:16]}, not {wanted[:16]} ({what})",
-            f"check them with `hitl-vault show {request_id}`, then approve with the hash it prints",
-        )
 
 
 def _check_size(text: str) -> None:
@@ -158,8 +119,7 @@ class Vault:
         self._clock = clock
         self._ids = ids
         self._check_trust()  # before anything is created or chmodded through a link
-        text = rules_text(self.root / RULES_FILE, RULES_FILE)
-        self.policy: Policy = parse_policy(text or "", RULES_FILE)
+        self.policy, text = self._read_rules()
         self.journal = Journal(self.root / STATE_DIR / JOURNAL_FILE)
         self._record_policy(text)
         self.functions: list[RuleFunction] = []
@@ -183,10 +143,14 @@ class Vault:
             self._check_trust()
         except UntrustedVaultError as e:
             raise RulesError(RULES_FILE, str(e), "fix who may write it") from None
-        text = rules_text(self.root / RULES_FILE, RULES_FILE)
-        self.policy = parse_policy(text or "", RULES_FILE)
+        self.policy, text = self._read_rules()
         self._record_policy(text)
         return self.policy
+
+    def _read_rules(self) -> tuple[Policy, str | None]:
+        """The rules file's policy, and its text to journal (None when there is no file)."""
+        text = rules_text(self.root / RULES_FILE, RULES_FILE)
+        return parse_policy(text or "", RULES_FILE), text
 
     def _check_trust(self) -> None:
         report = check_vault(self.root)
@@ -274,7 +238,7 @@ class Vault:
         proposal = Proposal(action, params, summary, by)
         code = code_matches(proposal, self.functions)  # each Python rule called once
         ruling = self.policy.evaluate(proposal, code=code)
-        pinned = _pinned(code)
+        required = pinned(code)
         status = _OUTCOME[ruling.decision]
         expires = None
         if status is Status.PENDING:
@@ -303,7 +267,7 @@ class Vault:
             text = render_new_note(request, explained)
             _check_size(text)
             try:
-                self.journal.create(request, f"{status.folder}/{request.id}.md", source, pinned)
+                self.journal.create(request, f"{status.folder}/{request.id}.md", source, required)
                 break
             except sqlite3.IntegrityError:
                 if attempt == 4 or (source is not None and self.journal.proposal(source)):
@@ -382,7 +346,7 @@ class Vault:
         if to is Status.APPROVED:
             params, sha, edited = self.params_to_run(request_id)
             if expect is not None or edited:
-                _check_expected(request_id, sha, expect, edited)
+                check_expected(request_id, sha, expect, edited)
         now = self.now()
         done = self.notes.decide(
             request, to, by=by or default_user(), reason=reason, params=params, now=now
