@@ -64,11 +64,6 @@ class Actions:
         return bool(self._finished)
 
     @property
-    def queued(self) -> int:
-        """Approved requests waiting for an idle worker."""
-        return len(self._queued)
-
-    @property
     def busy(self) -> bool:
         return bool(self._queued or self._running or self._finished)
 
@@ -110,7 +105,7 @@ class Actions:
             try:
                 t = self.vault.start_execution(request_id, by="executor", params=request.params)
             except NotRunnableError as e:
-                self._refuse(request, e)
+                self.refuse(request_id, str(e))
                 continue
             except VaultError as e:  # a Python rule that raised, say: not now, tried again later
                 self._defer(request, e)
@@ -124,24 +119,22 @@ class Actions:
         """A check that could not be made (a Python rule raised): fail closed for now, flag
         it, and try again in RETRY_CHECK, without holding back any other request."""
         self._later[request.id] = (request, self.vault.now() + RETRY_CHECK)
-        message = (
+        self.refuse(
+            request.id,
             f"request {request.id}: not run yet: {error} (fix it; hitl-vault tries again "
-            f"every {RETRY_CHECK.seconds} s)"
+            f"every {RETRY_CHECK.seconds} s)",
         )
-        if self.vault.journal.flag(refusal_key(request.id), message, self.vault.now(), request.id):
-            log.error("%s", message)
 
     @property
     def next_retry(self) -> datetime | None:
         """When the first deferred request is tried again."""
         return min((at for _, at in self._later.values()), default=None)
 
-    def _refuse(self, request: Request, error: NotRunnableError) -> None:
-        """Never run it; say so under Needs attention (kept there while it stays refused)."""
-        if self.vault.journal.flag(
-            refusal_key(request.id), str(error), self.vault.now(), request.id
-        ):
-            log.error("%s", error)
+    def refuse(self, request_id: str, message: str) -> None:
+        """Not run: say so under Needs attention (kept there while it stays refused) and, the
+        first time, in the log."""
+        if self.vault.journal.flag(refusal_key(request_id), message, self.vault.now(), request_id):
+            log.error("%s", message)
 
     def unclaim(self) -> None:
         """The commit of the last claims failed: queue those requests again."""

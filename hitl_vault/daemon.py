@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .actions import Actions, refusal_key
+from .actions import Actions
 from .dashboard import write_dashboard
 from .errors import CatchUpError, NotRunnableError, RulesError, VaultError
 from .inbox import Inbox
@@ -377,22 +377,16 @@ class Daemon:
         return bool(claimed)
 
     def _record_outcomes(self) -> bool:
-        try:
-            ended, recorded = self.actions.record_outcomes()
-        except (OSError, sqlite3.Error) as e:  # kept to try again; the rest of the step goes on
-            log.error("could not journal how the actions that ended went: %s; trying again", e)
-        except Exception:  # a bug: say where, loudly
-            log.exception("could not journal how the actions that ended went; trying again")
-        else:
-            self._part_failures.pop(_OUTCOMES, None)
-            for request_id, t in recorded:
-                self._log(request_id, t)
-            for request_id in ended:
-                self.quiet.want(request_id)
-            return bool(ended)
-        self._part_failures[_OUTCOMES] = self._part_failures.get(_OUTCOMES, 0) + 1
-        self._retry_soon = self.clock() + RETRY_FIRST
-        return False
+        """Journal how the actions that ended went; failing, they are kept to try again."""
+        return self._guarded(_OUTCOMES, self._journal_outcomes, self.clock())
+
+    def _journal_outcomes(self, now: datetime) -> bool:
+        ended, recorded = self.actions.record_outcomes()
+        for request_id, t in recorded:
+            self._log(request_id, t)
+        for request_id in ended:
+            self.quiet.want(request_id)
+        return bool(ended)
 
     def _recover(self, now: datetime) -> bool:
         """After a restart: finish what a dead daemon left behind, never running anything twice.
@@ -410,9 +404,7 @@ class Daemon:
                 request.id, request.params, Status.EXECUTING
             ) or self.vault.notes.later_in_note(full)
             if problem:  # neither run again nor called interrupted: a human looks first
-                error = NotRunnableError(request.id, problem)
-                if journal.flag(refusal_key(request.id), str(error), now, request.id):
-                    log.error("%s", error)
+                self.actions.refuse(request.id, str(NotRunnableError(request.id, problem)))
                 continue
             spec = self.vault.policy.actions.get(request.action)
             if spec is not None and spec.idempotent:
@@ -500,10 +492,8 @@ class Daemon:
             self.actions.wait()
             if self.actions.finished and _OUTCOMES not in self._part_failures:
                 continue  # record them now (failing, they wait for the retry below)
-            if self._stopping:  # what is queued stays approved for the next run
-                break
             retrying = self._retries_left()
-            if self._stopping:
+            if self._stopping:  # what is queued stays approved for the next run
                 break
             writing = self.quiet.waiting.difference(self.quiet.refused)
             if not (self.actions.busy or writing or self._dirty or self._recheck or retrying):
