@@ -12,9 +12,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from hitl_vault.model import utcnow
+from hitl_vault.model import Status, utcnow
+
+if TYPE_CHECKING:
+    from hitl_vault.daemon import Daemon
 
 
 def set_status(path: Path, word: str, **extra: str) -> None:
@@ -58,6 +61,17 @@ class Clock:
     def advance(self, delta: timedelta) -> datetime:
         self.now += delta
         return self.now
+
+
+def ended(daemon: Daemon, clock: Clock, request_id: str, status: Status | None = None) -> None:
+    """Step until the request's action has ended and its outcome is journaled (by a step)."""
+
+    def done() -> bool:
+        daemon.run_once(clock.now)
+        now = daemon.vault.journal.status_of(request_id)
+        return now is status if status else now not in (Status.APPROVED, Status.EXECUTING)
+
+    eventually(done)
 
 
 T = TypeVar("T")

@@ -17,26 +17,15 @@ import pytest
 from hitl_vault import Request, Status, Vault
 from hitl_vault.daemon import INTERRUPTED, RESCAN_EVERY, Daemon
 
-from .helpers import Clock, eventually, returns_within, set_status
+from .helpers import Clock, ended, eventually, returns_within, set_status
 
 QUIET = timedelta(seconds=2)  # the template's defaults.quiet
-
-
-def _ended(daemon: Daemon, clock: Clock, request_id: str, status: Status | None = None) -> None:
-    """Step until the request's action has ended and its outcome is journaled (by a step)."""
-
-    def ended() -> bool:
-        daemon.run_once(clock.now)
-        now = daemon.vault.journal.status_of(request_id)
-        return now is status if status else now not in (Status.APPROVED, Status.EXECUTING)
-
-    eventually(ended)
 
 
 def _settle(daemon: Daemon, clock: Clock, request_id: str, *, after: timedelta = QUIET) -> Request:
     """Wait for the action in flight, then step past the quiet period so the note is written."""
     vault = daemon.vault
-    _ended(daemon, clock, request_id)
+    ended(daemon, clock, request_id)
     daemon.run_once(clock.advance(after + timedelta(seconds=1)))
     return vault.get(request_id)
 
@@ -65,7 +54,7 @@ def test_decision_runs_at_once_and_the_note_moves_once_quiet(
     daemon.notice(req.path)
     daemon.run_once(clock.now)  # the decision is journaled and the action started in this step
     eventually(lambda: ran == [req.id])
-    _ended(daemon, clock, req.id, Status.EXECUTED)
+    ended(daemon, clock, req.id, Status.EXECUTED)
     assert req.path.exists(), "a note the human just saved is not moved before it is quiet"
     done = _settle(daemon, clock, req.id)
     assert done.path == vault.root / "Done" / f"{req.id}.md"
@@ -275,7 +264,7 @@ def test_after_a_crash_an_interrupted_action_fails_and_an_idempotent_one_reruns(
         # The process that started them died here; a new daemon starts.
         with Daemon(vault, clock=clock) as daemon:
             daemon.run_once(clock.now)
-            _ended(daemon, clock, refund.id, Status.EXECUTED)
+            ended(daemon, clock, refund.id, Status.EXECUTED)
             failed = _settle(daemon, clock, pay.id)
             again = _settle(daemon, clock, refund.id)
     assert failed.status is Status.FAILED and failed.error == INTERRUPTED
@@ -310,7 +299,7 @@ def test_only_what_a_worker_starts_is_claimed(vault_path: Path, clock: Clock) ->
             assert statuses == {Status.EXECUTING, Status.APPROVED}
             first_may_end.set()
             for request_id in ids:
-                _ended(daemon, clock, request_id, Status.EXECUTED)
+                ended(daemon, clock, request_id, Status.EXECUTED)
             history = [vault.get(request_id).history for request_id in ids]
     assert started == sorted(ids)
     assert all([t.to_status for t in h].count(Status.EXECUTED) == 1 for h in history)

@@ -8,7 +8,6 @@ import fcntl
 import os
 import re
 import sqlite3
-import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from hitl_vault.daemon import Daemon
 from hitl_vault.errors import DaemonRunningError, NotAnApproverError
 from hitl_vault.lock import DaemonLock
 
-from .helpers import Clock, eventually, set_status
+from .helpers import Clock, eventually, returns_within, set_status
 
 QUIET = timedelta(seconds=2)
 
@@ -53,10 +52,7 @@ def test_a_python_rule_that_raises_for_one_request_holds_back_no_other(vault_pat
             return "paid"
 
         daemon = Daemon(vault)
-        done = threading.Thread(target=daemon.catch_up, daemon=True)
-        done.start()
-        done.join(30)
-        assert not done.is_alive(), "run --once never returned"
+        returns_within(daemon.catch_up, "run --once", 30)
         daemon.close()
         assert ran == [good]
         assert vault.get(bad).status is Status.APPROVED  # refused, never claimed
@@ -221,10 +217,7 @@ def test_an_outcome_with_text_utf8_cannot_hold_is_recorded_and_holds_back_none(
 
         ids = [vault.submit("payment", {"amount": n}).id for n in (1, 2, 3)]  # allowed
         daemon = Daemon(vault)
-        done = threading.Thread(target=daemon.catch_up, daemon=True)
-        done.start()
-        done.join(30)
-        assert not done.is_alive(), "run --once never returned"
+        returns_within(daemon.catch_up, "run --once", 30)
         daemon.close()
         statuses = [vault.get(i).status for i in ids]
         assert statuses == [Status.FAILED, Status.EXECUTED, Status.EXECUTED]

@@ -28,7 +28,7 @@ from hitl_vault.errors import RulesError, UsageError
 from hitl_vault.quiet import RETRY_WRITE
 from hitl_vault.rulesfile import parse_policy
 
-from .helpers import Clock, DaemonProcess, eventually, set_status
+from .helpers import Clock, DaemonProcess, ended, eventually, set_status
 
 QUIET = timedelta(seconds=2)  # the template's defaults.quiet
 LONG_INT = "1" * 5000  # Python reads at most 4,300 digits as an int
@@ -380,11 +380,7 @@ def test_an_executor_added_to_the_rules_runs_what_was_already_approved(
 
     daemon.run_once(clock.advance(QUIET))
 
-    def executed() -> bool:
-        daemon.run_once(clock.now)
-        return vault.get(request.id).status is Status.EXECUTED
-
-    eventually(executed)
+    ended(daemon, clock, request.id, Status.EXECUTED)
     assert vault.get(request.id).result == "shipped"
 
 
@@ -409,12 +405,7 @@ def test_a_move_the_system_refuses_is_flagged_and_tried_again(
         vault.approve(request.id, by="alice")
         daemon.run_once(clock.now)
         eventually(lambda: ran == [request.id])
-
-        def executed() -> bool:
-            daemon.run_once(clock.now)
-            return vault.get(request.id).status is Status.EXECUTED
-
-        eventually(executed)
+        ended(daemon, clock, request.id, Status.EXECUTED)
         daemon.run_once(clock.advance(QUIET))
         attention = _attention(daemon, clock)
         assert f"Approved/{request.id}.md" in attention
