@@ -10,14 +10,11 @@ Whatever the action does, a failure comes back as an :class:`Outcome` with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import inspect
 import json
 import logging
 import os
-import select
-import selectors
 import signal
 import subprocess
 import time
@@ -30,19 +27,14 @@ from typing import Any
 
 from .errors import UsageError
 from .model import ActionSpec, Request, format_duration
+from .processes import Pipes, Tail, request_tag, settle, stop, tail_text
 
 log = logging.getLogger("hitl_vault.executor")
 
 RESULT_LIMIT = 4000  # characters of stdout kept as the result (the end, where summaries go)
 ERROR_LIMIT = 1000  # characters of stderr (or an exception message) kept in the error
-KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for an action over its timeout
-TAIL_BYTES = 64 * 1024  # bytes of stdout and of stderr kept as they stream (ample for the limits)
 RUN_FIX = "fix the run: argv in hitl-vault.yaml"
 
-_PIPE_BUF = select.PIPE_BUF  # a write of this much to a pipe that polls writable never blocks
-_READ_SIZE = 64 * 1024
-_KILL_ROUNDS = 3  # scans for escaped processes to SIGKILL, should one start another as it dies
-_UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
 
 # A python executor: a plain or async function of the request; its return value is the result.
 Handler = Callable[[Request], object]
@@ -139,201 +131,16 @@ def run_command(
     except (ValueError, TypeError) as e:
         return _failed(f"cannot start {program or 'the action'}: {e} ({RUN_FIX})", started)
 
-    with _Pipes(proc, stdin) as pipes:
-        if not _settle(proc, pipes, deadline):
+    with Pipes(proc, stdin) as pipes:
+        if not settle(proc, pipes, deadline):
             exited = proc.poll() is not None
-            escaped = _stop(proc, pipes, _tag(request.id))
+            escaped = stop(proc, pipes, request_tag(request.id))
             return _failed(_with_tail(_timeout_text(timeout, exited, escaped), pipes.err), started)
 
     if proc.returncode == 0:
         result = pipes.out.text(RESULT_LIMIT)
         return Outcome(ok=True, result=result, error=None, seconds=time.monotonic() - started)
     return _failed(_with_tail(_exit_text(proc.returncode), pipes.err), started)
-
-
-class _Tail:
-    """The last ``TAIL_BYTES`` of one output stream, however much went through it."""
-
-    def __init__(self) -> None:
-        self._data = bytearray()
-        self._cut = False
-
-    def add(self, chunk: bytes) -> None:
-        """Append ``chunk``, dropping the oldest bytes beyond ``TAIL_BYTES``."""
-        self._data += chunk
-        excess = len(self._data) - TAIL_BYTES
-        if excess > 0:
-            del self._data[:excess]
-            self._cut = True
-
-    def text(self, limit: int) -> str:
-        """The stripped end as text, at most ``limit`` characters, marked with … when cut."""
-        data = bytes(self._data)
-        if self._cut:  # the first bytes may be the rest of a character that was dropped
-            data = data.lstrip(_UTF8_CONTINUATION)
-        text = _tail(data.decode("utf-8", errors="replace"), limit)
-        if self._cut and not text.startswith("…"):
-            text = "…" + text  # _tail saw no cut: the bytes kept were mostly blank
-        return text
-
-
-class _Pipes:
-    """A program's pipes, pumped on the calling thread: the request written, the output tailed.
-
-    Like ``Popen.communicate`` (a selector, stdin in ``PIPE_BUF`` pieces, so a
-    program that prints before it reads cannot deadlock us), but keeping only
-    the tails of stdout and stderr and able to stop at a deadline and resume.
-    """
-
-    def __init__(self, proc: subprocess.Popen[bytes], stdin: bytes) -> None:
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        self.out = _Tail()
-        self.err = _Tail()
-        self._stdin = proc.stdin
-        self._pending = memoryview(stdin)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(proc.stdin, selectors.EVENT_WRITE)
-        self._selector.register(proc.stdout, selectors.EVENT_READ, self.out)
-        self._selector.register(proc.stderr, selectors.EVENT_READ, self.err)
-
-    def __enter__(self) -> _Pipes:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def pump(self, deadline: float) -> bool:
-        """Write and read until stdout and stderr are closed (True) or until ``deadline``."""
-        while self._selector.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            for key, _ in self._selector.select(remaining):
-                if key.data is None:
-                    self._write()
-                else:
-                    self._read(key.fileobj, key.data)
-        return True
-
-    def stop_writing(self) -> None:
-        """Give up on the rest of the request: the program gets end-of-file on stdin."""
-        self._finish(self._stdin)
-
-    def close(self) -> None:
-        """Close every pipe still open and stop watching them."""
-        for key in list(self._selector.get_map().values()):
-            self._finish(key.fileobj)
-        self._selector.close()
-
-    def _write(self) -> None:
-        try:
-            written = os.write(self._stdin.fileno(), self._pending[:_PIPE_BUF])
-        except BrokenPipeError:  # the program exited or closed stdin: what it read is its input
-            written = len(self._pending)
-        self._pending = self._pending[written:]
-        if not self._pending:
-            self._finish(self._stdin)
-
-    def _read(self, pipe: Any, tail: _Tail) -> None:
-        chunk = os.read(pipe.fileno(), _READ_SIZE)
-        if chunk:
-            tail.add(chunk)
-        else:
-            self._finish(pipe)
-
-    def _finish(self, pipe: Any) -> None:
-        if pipe.closed:
-            return
-        self._selector.unregister(pipe)
-        with contextlib.suppress(OSError):  # a broken stdin may fail to flush: nothing is lost
-            pipe.close()
-
-
-def _settle(proc: subprocess.Popen[bytes], pipes: _Pipes, deadline: float) -> bool:
-    """Pump the pipes until they close and the program exits (True), or until ``deadline``."""
-    if not pipes.pump(deadline):
-        return False
-    try:
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        return False
-    return True
-
-
-def _stop(proc: subprocess.Popen[bytes], pipes: _Pipes, tag: bytes) -> int:
-    """Stop an action over its timeout; return how many processes that left its group were hit.
-
-    SIGTERM goes to the process group and to every process carrying ``tag`` that
-    left it; after the grace, SIGKILL goes to whatever is left. Meanwhile stderr
-    is still read, for the error.
-    """
-    pipes.stop_writing()
-    escaped = _signal_escaped(tag, proc.pid, signal.SIGTERM)
-    _signal_group(proc, signal.SIGTERM)
-    grace = time.monotonic() + KILL_GRACE
-    settled = _settle(proc, pipes, grace)
-    _wait_gone(escaped, tag, grace)
-    _signal_group(proc, signal.SIGKILL)  # whatever ignored SIGTERM or still lingers
-    for _ in range(_KILL_ROUNDS):  # again, in case one started another as it was killed
-        killed = _signal_escaped(tag, proc.pid, signal.SIGKILL)
-        if not killed:
-            break
-        escaped |= killed
-    if not settled and not _settle(proc, pipes, time.monotonic() + KILL_GRACE):
-        # Something we could not find still holds our pipes: stop reading and move on.
-        pipes.close()
-        proc.wait()
-    return len(escaped)
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
-        os.killpg(proc.pid, sig)  # the pgid is the pid: start_new_session made it a leader
-
-
-def _tag(request_id: str) -> bytes:
-    """The environ entry, as /proc/<pid>/environ has it, of every process the action starts."""
-    return b"HITL_REQUEST_ID=" + os.fsencode(request_id) + b"\0"
-
-
-def _signal_escaped(tag: bytes, group: int, sig: signal.Signals) -> set[int]:
-    """Send ``sig`` to the processes carrying ``tag`` outside process group ``group``.
-
-    Returns their pids; none where there is no /proc.
-    """
-    hit: set[int] = set()
-    for pid in _tagged_pids(tag):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if os.getpgid(pid) != group:
-                os.kill(pid, sig)
-                hit.add(pid)
-    return hit
-
-
-def _tagged_pids(tag: bytes) -> list[int]:
-    """The pids, other than ours, whose environment holds the entry ``tag``."""
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    pids = (int(name) for name in names if name.isdigit())
-    return [pid for pid in pids if pid != os.getpid() and _carries(pid, tag)]
-
-
-def _carries(pid: int, tag: bytes) -> bool:
-    """Whether process ``pid`` runs with the entry ``tag`` (a zombie's environment is empty)."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read()
-    except OSError:  # gone, or not ours to read
-        return False
-    return (b"\0" + environ).find(b"\0" + tag) >= 0
-
-
-def _wait_gone(pids: set[int], tag: bytes, deadline: float) -> None:
-    """Wait until none of ``pids`` runs with ``tag`` any more, or until ``deadline``."""
-    while any(_carries(pid, tag) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def _timeout_text(timeout: float, exited: bool, escaped: int) -> str:
@@ -357,17 +164,9 @@ def _exit_text(returncode: int) -> str:
         return f"killed by signal {-returncode}"
 
 
-def _with_tail(why: str, stderr: _Tail) -> str:
+def _with_tail(why: str, stderr: Tail) -> str:
     tail = stderr.text(ERROR_LIMIT)
     return f"{why}: {tail}" if tail else why
-
-
-def _tail(text: str, limit: int) -> str:
-    """The stripped end of ``text``, at most ``limit`` characters, marked with … when cut."""
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    return "…" + text[-(limit - 1) :].lstrip()
 
 
 def _seconds_text(seconds: float) -> str:
@@ -404,7 +203,7 @@ def run_handler(handler: Handler, request: Request) -> Outcome:
         value = handler(request)
         if inspect.iscoroutine(value):
             value = _run_coroutine(value)
-        result = "" if value is None else _tail(str(value), RESULT_LIMIT)
+        result = "" if value is None else tail_text(str(value), RESULT_LIMIT)
     except Exception as e:
         log.warning("%s: the %s handler raised", request.id, request.action, exc_info=True)
         return _failed(_exception_text(e), started)
@@ -426,7 +225,7 @@ def _exception_text(e: BaseException) -> str:
         return str(e)
     message = str(e).strip()
     name = type(e).__name__
-    return f"{name}: {_tail(message, ERROR_LIMIT)}" if message else name
+    return f"{name}: {tail_text(message, ERROR_LIMIT)}" if message else name
 
 
 def load_handler(target: str) -> Handler:
