@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import IllegalTransitionError, JournalDamagedError, RequestNotFoundError
-from .journal_read import GENESIS, JournalReader, entry_hash
+from .journal_read import JournalReader
 from .model import LEGAL_MOVES, Request, Status, Transition, format_ts, parse_ts
-from .replay import Entry, replay
+from .replay import GENESIS, entry_hash, replay
 from .trust import policy_change
 
 SCHEMA = resources.files("hitl_vault").joinpath("schema.sql").read_text(encoding="utf-8")
@@ -329,16 +329,6 @@ class Journal(JournalReader):
             db.execute("UPDATE requests SET note_sha = NULL WHERE id = ?", (request_id,))
             self._append(db, request_id, t, None)
             return t
-
-    def entries(self, request_id: str) -> list[Entry]:
-        """A request's entries, in order, as stored."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
-                "params_sha, prev_hash, hash, uid FROM entries WHERE request_id = ? ORDER BY seq",
-                (request_id,),
-            ).fetchall()
-        return [Entry(*row) for row in rows]
 
     def unproven(
         self, request_id: str, params: Mapping[str, Any], status: Status = Status.APPROVED

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,20 +12,12 @@ from typing import Any
 
 from .errors import RequestNotFoundError
 from .model import Request, Risk, Status, Transition, format_ts, parse_ts
+from .replay import GENESIS, Entry
 
-GENESIS = "0" * 64
 REQUEST_COLUMNS = (
     "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
     "decided_by, reason, decided_at, executed_at, result, error, path, carried_by_requester"
 )
-
-
-def entry_hash(prev: str, fields: Iterable[Any], uid: int | None = None) -> str:
-    """The chain's link: the previous hash and the entry's fields (``uid`` only when known,
-    so entries written before it was recorded keep their hashes)."""
-    values = [*fields] if uid is None else [*fields, uid]
-    text = prev + "\x1f" + "\x1f".join("" if f is None else str(f) for f in values)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -244,29 +234,38 @@ class JournalReader:
             ).fetchall()
         return [Attention(p, rid, msg, parse_ts(since)) for p, rid, msg, since in rows]
 
+    def entries(self, request_id: str | None = None) -> list[Entry]:
+        """A request's entries (every entry, without one), in order, as stored."""
+        query = (
+            "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
+            "params_sha, prev_hash, hash, uid FROM entries"
+        )
+        args: tuple[str, ...] = ()
+        if request_id is not None:
+            query += " WHERE request_id = ?"
+            args = (request_id,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY seq", args).fetchall()
+        return [Entry(*row) for row in rows]
+
     def verify_chain(self) -> list[str]:
         """Every break in the hash chain, as a sentence naming the entry; [] when intact."""
         problems: list[str] = []
         prev = GENESIS
         with self._lock:
             damage = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
-            if damage != ["ok"]:
-                problems += [f"journal file damaged: {text}" for text in damage[:20]]
-            rows = self._db.execute(
-                "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
-                "params_sha, prev_hash, hash, uid FROM entries ORDER BY seq"
-            ).fetchall()
-        for seq, rid, *fields, stored_prev, stored, uid in rows:
-            fields = [rid, *fields]
-            if stored_prev != prev:
+        if damage != ["ok"]:
+            problems += [f"journal file damaged: {text}" for text in damage[:20]]
+        for e in self.entries():
+            if e.prev_hash != prev:
                 problems.append(
-                    f"journal entry {seq} ({rid}): does not follow entry before it "
+                    f"journal entry {e.seq} ({e.request_id}): does not follow entry before it "
                     "(an entry was removed or inserted)"
                 )
-            if entry_hash(stored_prev, fields, uid) != stored:
+            if not e.intact():
                 problems.append(
-                    f"journal entry {seq} ({rid}): its content does not match its hash "
+                    f"journal entry {e.seq} ({e.request_id}): its content does not match its hash "
                     "(it was edited after it was written)"
                 )
-            prev = stored
+            prev = e.hash
         return problems

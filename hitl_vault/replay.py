@@ -3,16 +3,28 @@
 The ``requests`` row is a summary that any SQL ``UPDATE`` can change; the
 entries are a hash chain. Nothing runs unless the entries themselves show a
 legal path ending in an approval that covered exactly the params about to run,
-and ``verify`` holds every row against its replay.
+and ``verify`` holds every row against its replay. The chain's link
+(:func:`entry_hash`) is here too: an entry's own hash is the first thing checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from .journal_read import entry_hash
 from .model import LEGAL_MOVES, Status
+
+GENESIS = "0" * 64  # the hash before the first entry
+
+
+def entry_hash(prev: str, fields: Iterable[Any], uid: int | None = None) -> str:
+    """The chain's link: the previous hash and the entry's fields (``uid`` only when known,
+    so entries written before it was recorded keep their hashes)."""
+    values = [*fields] if uid is None else [*fields, uid]
+    text = prev + "\x1f" + "\x1f".join("" if f is None else str(f) for f in values)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
