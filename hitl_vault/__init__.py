@@ -16,7 +16,8 @@ from .errors import (
     VaultNotFoundError,
     WaitTimeoutError,
 )
-from .model import Decision, Proposal, Request, Risk, RuleMatch, Ruling, Status, Transition
+from .model import Request, Status, Transition
+from .rules import Decision, Proposal, Risk, RuleMatch, Ruling
 from .vault import Vault
 
 __version__ = "0.1.0"

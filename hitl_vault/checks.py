@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import NoteError
 from .journal import params_sha
-from .model import Request, Status, history_key, read_status_word
+from .model import Request, Status
 from .notefile import Note, read_note
-from .notestate import same_value
+from .notestate import read_status_word, same_value
+from .render import history_key, history_line, unescaped_history_line
 from .replay import replay
 
 if TYPE_CHECKING:
@@ -87,9 +88,9 @@ def _note_problems(where: str, note: Note, request: Request) -> list[str]:
     for t in request.history:
         lines = noted.get(t.key, [])
         if not lines:
-            problems.append(f"{where}: history lacks journal entry {t.history_line()[2:]!r}")
+            problems.append(f"{where}: history lacks journal entry {history_line(t)[2:]!r}")
             continue
-        for written in (t.history_line(), t.unescaped_history_line()):
+        for written in (history_line(t), unescaped_history_line(t)):
             if written in lines:
                 lines.remove(written)
                 break

@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,42 @@ import yaml
 
 from . import __version__
 from .errors import UsageError, VaultError
-from .model import Request, Ruling, Status, default_user, format_duration, format_ts
+from .model import Request, Status
+from .render import history_line
+from .rules import Ruling
 from .template import init_vault
-from .vault import Vault
+from .times import format_duration, format_ts
+from .vault import Vault, default_user
 
 _DEFAULT_VAULT = "vault"
+
+
+def request_json(request: Request) -> dict[str, Any]:
+    """The stable JSON form used by ``--json`` (documented in the README)."""
+
+    def ts(value: datetime | None) -> str | None:
+        return format_ts(value) if value else None
+
+    return {
+        "id": request.id,
+        "status": str(request.status),
+        "action": request.action,
+        "summary": request.summary,
+        "risk": str(request.risk),
+        "rule": request.rule,
+        "requested_by": request.requested_by,
+        "created": ts(request.created),
+        "expires": ts(request.expires),
+        "params": dict(request.params),
+        "decided_by": request.decided_by,
+        "reason": request.reason,
+        "decided_at": ts(request.decided_at),
+        "executed_at": ts(request.executed_at),
+        "result": request.result,
+        "error": request.error,
+        "path": str(request.path) if request.path else None,
+        "history": [history_line(t)[2:] for t in request.history],
+    }
 
 
 class _BadUsage(click.UsageError):
@@ -219,7 +251,7 @@ def submit(
             if not as_json:
                 click.echo(f"{request.id} {request.status}")
         if as_json:
-            _echo_json(request.to_json())
+            _echo_json(request_json(request))
     if wait and request.status not in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED):
         ctx.exit(1)
 
@@ -247,7 +279,7 @@ def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
 
 
 def _listed(request: Request) -> dict[str, Any]:
-    data = request.to_json()
+    data = request_json(request)
     del data["history"]
     return data
 
@@ -264,7 +296,7 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         where = vault.notes.rel(request.path) if request.path else "(no note)"
         uid = vault.decided_uid(request_id)
         params, sha, edited = vault.params_to_run(request_id)
-    data = {**request.to_json(), "decided_uid": uid, "params": params, "params_sha": sha}
+    data = {**request_json(request), "decided_uid": uid, "params": params, "params_sha": sha}
     if edited:
         data["edited_in_note"] = edited
     if as_json:
@@ -285,7 +317,7 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         click.echo(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
     click.echo("history:")
     for t in request.history:
-        click.echo("  " + t.history_line())
+        click.echo("  " + history_line(t))
 
 
 def _user(uid: int) -> str:

@@ -26,20 +26,12 @@ from .actions import Actions
 from .dashboard import write_dashboard
 from .errors import CatchUpError, NotRunnableError, RulesError, VaultError
 from .inbox import Inbox
+from .layout import INBOX_FOLDER, JOURNAL_FILE, LOCK_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from .lock import DaemonLock
-from .model import (
-    INBOX_FOLDER,
-    JOURNAL_FILE,
-    LOCK_FILE,
-    REQUEST_FOLDERS,
-    RULES_FILE,
-    STATE_DIR,
-    Request,
-    Status,
-    Transition,
-)
+from .model import Request, Status, Transition
 from .notestate import is_candidate
 from .quiet import QuietWriter
+from .render import history_line
 from .signals import stop_on_signals
 from .vault import Vault
 from .watcher import Watcher
@@ -481,7 +473,7 @@ class Daemon:
         if self._deferring:  # said once its batch is committed, never for a rollback
             self._said.append((request_id, t))
             return
-        log.info("%s %s", request_id, t.history_line()[2 + 21 :])
+        log.info("%s %s", request_id, history_line(t)[2 + 21 :])
 
     # --- the loop -----------------------------------------------------------------
 

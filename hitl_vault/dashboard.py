@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .durable import read_file, write_note
-from .model import Status, format_ts, one_line
-from .render import inline
+from .model import Status
+from .render import history_line, inline, one_line
+from .times import format_ts
 
 if TYPE_CHECKING:
     from .vault import Vault
@@ -99,7 +100,7 @@ def render_dashboard(vault: Vault, now: datetime) -> str:
     paths = journal.paths()
     if recent:
         for rid, t in recent:
-            out.append(f"- {_link(paths.get(rid), rid, rid)} {t.history_line()[2:]}")
+            out.append(f"- {_link(paths.get(rid), rid, rid)} {history_line(t)[2:]}")
     else:
         out.append("No transitions yet.")
     out += ["", "## With Dataview", "", _DATAVIEW, ""]

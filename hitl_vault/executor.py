@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .model import ActionSpec, Request, format_duration
+from .model import Request
 from .processes import Pipes, Tail, request_tag, settle, stop, tail_text
+from .rules import ActionSpec
+from .times import format_duration
 
 log = logging.getLogger("hitl_vault.executor")
 

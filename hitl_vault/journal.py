@@ -24,8 +24,9 @@ from typing import Any
 
 from .errors import IllegalTransitionError, JournalDamagedError, RequestNotFoundError
 from .journal_read import JournalReader
-from .model import LEGAL_MOVES, Request, Status, Transition, format_ts, parse_ts
+from .model import LEGAL_MOVES, Kind, Request, Status, Transition
 from .replay import GENESIS, entry_hash, replay
+from .times import format_ts, parse_ts
 from .trust import policy_change
 
 SCHEMA = resources.files("hitl_vault").joinpath("schema.sql").read_text(encoding="utf-8")
@@ -310,7 +311,7 @@ class Journal(JournalReader):
                 raise RequestNotFoundError(request_id)
             if Status(row[0]) is not Status.PENDING:
                 return None
-            t = Transition(at, Status.PENDING, Status.PENDING, by, "", (changes,), kind="edited")
+            t = Transition(at, Status.PENDING, Status.PENDING, by, "", (changes,), kind=Kind.EDITED)
             db.execute(
                 "UPDATE requests SET params = ?, note_sha = NULL WHERE id = ?",
                 (json.dumps(dict(params), ensure_ascii=False), request_id),
@@ -325,7 +326,7 @@ class Journal(JournalReader):
             if row is None:
                 raise RequestNotFoundError(request_id)
             status = Status(row[0])
-            t = Transition(at, status, status, "hitl-vault", "", details, kind="ignored")
+            t = Transition(at, status, status, "hitl-vault", "", details, kind=Kind.IGNORED)
             db.execute("UPDATE requests SET note_sha = NULL WHERE id = ?", (request_id,))
             self._append(db, request_id, t, None)
             return t

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RequestNotFoundError
-from .model import Request, Risk, Status, Transition, format_ts, parse_ts
+from .model import Kind, Request, Status, Transition
 from .replay import GENESIS, Entry
+from .rules import Risk
+from .times import format_ts, parse_ts
 
 REQUEST_COLUMNS = (
     "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
@@ -36,7 +38,7 @@ def _transition(
     """A Transition from an ``entries`` row."""
     return Transition(
         parse_ts(at), Status(frm) if frm else None, Status(to), by, reason,
-        tuple(json.loads(details)), kind,
+        tuple(json.loads(details)), Kind(kind),
     )  # fmt: skip
 
 

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from .errors import DaemonRunningError
-from .model import format_ts, utcnow
+from .times import format_ts, utcnow
 
 if sys.platform == "win32":
     import msvcrt

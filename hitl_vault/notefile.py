@@ -24,8 +24,8 @@ import yaml
 
 from .durable import MAX_NOTE_BYTES, read_file, too_big
 from .errors import NoteError
-from .model import parse_ts
 from .render import yaml_scalar
+from .times import parse_ts
 
 BOM = "\ufeff"
 

@@ -5,11 +5,41 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .model import REQUEST_FOLDERS, Request, Status, history_key, parse_ts, read_status_word
+from .layout import REQUEST_FOLDERS
+from .model import Kind, Request, Status
 from .notefile import Note
+from .render import history_key
+from .times import parse_ts
+
+# What a human may type in `status:` to decide, in any case, with spaces around.
+_HUMAN_WORDS = {
+    "approve": Status.APPROVED,
+    "approved": Status.APPROVED,
+    "yes": Status.APPROVED,
+    "reject": Status.REJECTED,
+    "rejected": Status.REJECTED,
+    "no": Status.REJECTED,
+}
+
+
+def read_status_word(word: str) -> Status | None:
+    """The status a word in a note's ``status:`` means, or None for a word we never act on.
+
+    Human decision words (``Yes``, `` approve ``) map to their canonical status;
+    canonical names of every status are recognised too, so a note that shows an
+    older status is understood rather than reported as a typo.
+    """
+    text = word.strip().lower()
+    if text in _HUMAN_WORDS:
+        return _HUMAN_WORDS[text]
+    try:
+        return Status(text)
+    except ValueError:
+        return None
 
 
 def is_candidate(rel: Path) -> bool:
@@ -67,29 +97,34 @@ def same_value(note_value: Any, journal_value: Any) -> bool:
     return bool(note_value == journal_value)
 
 
-def note_state(note: Note, request: Request) -> tuple[str, Status | None]:
-    """How the note's status relates to the journal's.
+class NoteState(StrEnum):
+    """How a note's status relates to the journal's."""
 
-    ``same``; ``decision`` (a human decided a pending request); ``stale`` (the
-    note shows an earlier step of this request's life, consistently with its own
-    history: hitl-vault has not written it yet, or an old copy came back from
-    git or a sync tool); ``illegal`` (a move the request cannot make);
-    ``unknown`` (not a status word at all).
-    """
+    SAME = "same"
+    DECISION = "decision"  # a human decided a pending request
+    # The note shows an earlier step of this request's life, consistently with its own
+    # history: hitl-vault has not written it yet, or an old copy came back from git or sync.
+    STALE = "stale"
+    ILLEGAL = "illegal"  # a move the request cannot make
+    UNKNOWN = "unknown"  # not a status word at all
+
+
+def note_state(note: Note, request: Request) -> tuple[NoteState, Status | None]:
+    """How the note's status relates to the journal's, and the status its word means."""
     status = read_status_word(note.status_text)
     if status is None:
-        return "unknown", None
+        return NoteState.UNKNOWN, None
     if status is request.status:
-        return "same", status
+        return NoteState.SAME, status
     if request.status is Status.PENDING and status in (Status.APPROVED, Status.REJECTED):
-        return "decision", status
+        return NoteState.DECISION, status
     have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
-    steps = [t for t in request.history if t.kind == "transition"]
+    steps = [t for t in request.history if t.kind is Kind.TRANSITION]
     k = 0
     while k < len(steps) and steps[k].key in have:
         k += 1
     nearby = {steps[i].to_status for i in (k - 1, k) if 0 <= i < len(steps)}
-    return ("stale" if status in nearby else "illegal"), status
+    return (NoteState.STALE if status in nearby else NoteState.ILLEGAL), status
 
 
 def owned_fields(note: Note, request: Request) -> dict[str, Any]:

@@ -27,25 +27,12 @@ from typing import Any
 from .durable import interrupted_move, move_note, read_file, write_note
 from .errors import ChangedUnderfootError, NotAnApproverError, NoteError
 from .journal import Journal, params_sha
-from .model import (
-    APPROVED_FOLDER,
-    DONE_FOLDER,
-    REJECTED_FOLDER,
-    REQUEST_FOLDERS,
-    Decision,
-    Proposal,
-    Request,
-    RuleFunction,
-    Ruling,
-    Status,
-    Transition,
-    format_ts,
-    history_key,
-    one_line,
-)
+from .layout import APPROVED_FOLDER, DONE_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS
+from .model import Kind, Request, Status, Transition
 from .notefile import Note, edit_note, parse_note, read_note
 from .notestate import (
     OWNED_AT_CREATION,
+    NoteState,
     describe_changes,
     differs,
     is_candidate,
@@ -56,8 +43,9 @@ from .notestate import (
     same_value,
 )
 from .params import note_params
-from .render import callout, details_table, render_new_note
-from .rules import Policy
+from .render import callout, details_table, history_key, history_line, one_line, render_new_note
+from .rules import Decision, Policy, Proposal, RuleFunction, Ruling
+from .times import format_ts
 
 _FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
 
@@ -267,10 +255,10 @@ class Reconciler:
         ]
         problem: str | None = None
         acted: Transition | None = None
-        decided = word_status if state == "decision" else None
+        decided = word_status if state is NoteState.DECISION else None
         if request.status is Status.PENDING and folder in _FOLDER_DECISION:
             by_folder = _FOLDER_DECISION[folder]
-            if decided is None and state == "same":
+            if decided is None and state is NoteState.SAME:
                 decided = by_folder
             elif decided is not None and decided is not by_folder:
                 problem = (
@@ -278,7 +266,7 @@ class Reconciler:
                     "make the status and the folder agree"
                 )
                 decided = None
-        if state == "unknown":
+        if state is NoteState.UNKNOWN:
             problem = str(
                 NoteError(
                     where,
@@ -287,7 +275,7 @@ class Reconciler:
                     line_number(note, "status"),
                 )
             )
-        elif state == "illegal":
+        elif state is NoteState.ILLEGAL:
             problem = (
                 f"{where}: status {note.status_text!r} ignored: the request is "
                 f"{request.status} and cannot become {word_status} (it will be set back)"
@@ -325,7 +313,7 @@ class Reconciler:
             except NoteError as e:
                 problem = f"{e} before approving"
             else:
-                if state == "same":
+                if state is NoteState.SAME:
                     acted, problem = self._record_edit(note, request, params, now)
         if problem:
             self.journal.flag(where, problem, now, request.id)
@@ -479,7 +467,7 @@ class Reconciler:
             return False
         state, _ = note_state(note, request)
         why: str | None = None
-        if state == "decision":
+        if state is NoteState.DECISION:
             # A decision not journaled yet (its save is still on its way to us):
             # record it now rather than write over it. One that was refused
             # (an approver rule, a changed owned field) is set back below.
@@ -487,12 +475,12 @@ class Reconciler:
             request = self.journal.get(request_id)
             assert request is not None
             state, _ = note_state(note, request)
-            if state == "decision":
+            if state is NoteState.DECISION:
                 if finding.problem is None:
                     raise ChangedUnderfootError(where)  # not decided yet: try again later
-                state = "illegal"
+                state = NoteState.ILLEGAL
                 why = finding.problem
-        if state in ("unknown", "illegal"):
+        if state in (NoteState.UNKNOWN, NoteState.ILLEGAL):
             ignored = f'ignored status "{" ".join(note.status_text.split())}"'
             if why:  # what the human must fix before deciding again
                 ignored += ": " + re.sub(rf"^{re.escape(where)}( line \d+)?: ", "", why)
@@ -501,8 +489,8 @@ class Reconciler:
             assert request is not None
         fields = owned_fields(note, request)
         have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
-        missing = [t.history_line() for t in request.history if t.key not in have]
-        edits = [t.details[0] for t in request.history if t.kind == "edited" and t.details]
+        missing = [history_line(t) for t in request.history if t.key not in have]
+        edits = [t.details[0] for t in request.history if t.kind is Kind.EDITED and t.details]
         shown = edits[-1] if edits and request.status is Status.PENDING else None
         new_callout = callout(request.status, request.expires, request.rule, request.reason, shown)
         olds = [

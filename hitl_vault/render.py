@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from .model import Request, Status, format_ts
+from .model import Kind, Request, Status, Transition
+from .times import format_ts
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -268,5 +269,54 @@ def render_new_note(request: Request, explanation: str) -> str:
     if explained:
         out += ["", *explained]
     out += ["", "## History"]
-    out += [t.history_line() for t in request.history]
+    out += [history_line(t) for t in request.history]
     return "\n".join(out) + "\n"
+
+
+# --- history lines ------------------------------------------------------------------
+
+_HISTORY_RE = re.compile(
+    r"^- (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) · ((?:\w+ → \w+)|(?:kept \w+)|(?:params edited))\b"
+)
+
+
+def history_key(line: str) -> tuple[str, str]:
+    """(timestamp, move) of a history line, or ("", "") for anything else."""
+    m = _HISTORY_RE.match(line.strip())
+    return (m.group(1), m.group(2)) if m else ("", "")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Text fit for one history line: no line breaks, no ` · ` ambiguity, bounded."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def history_line(t: Transition) -> str:
+    """The Markdown list item for a step, exactly as the note shows it.
+
+    ``- <time> · <move>`` is hitl-vault's and starts every history line
+    (:func:`history_key` finds them by it); who, why and the details come from
+    outside and are escaped as inline Markdown (:func:`inline`).
+    """
+    parts = [format_ts(t.at), t.move]
+    by = inline(one_line(t.by))
+    if by and t.kind is not Kind.IGNORED and t.to_status not in (Status.EXECUTED, Status.FAILED):
+        parts.append(f"by {by}")
+    reason = inline(one_line(t.reason))
+    if reason:
+        parts.append(f'"{reason}"')
+    parts.extend(text for text in (inline(one_line(d)) for d in t.details) if text)
+    return "- " + " · ".join(parts)
+
+
+def unescaped_history_line(t: Transition) -> str:
+    """The line as versions before the escaping wrote it (notes keep what was written)."""
+    move = f"{t.from_status or 'created'} → {t.to_status}"  # edits were written so too
+    parts = [format_ts(t.at), f"kept {t.to_status}" if t.kind is Kind.IGNORED else move]
+    if t.kind is not Kind.IGNORED and t.by and t.to_status not in (Status.EXECUTED, Status.FAILED):
+        parts.append(f"by {one_line(t.by)}")
+    if t.reason:
+        parts.append(f'"{one_line(t.reason)}"')
+    parts.extend(one_line(d) for d in t.details if d)
+    return "- " + " · ".join(parts)

@@ -7,146 +7,111 @@ rules decide about a :class:`Proposal`. Reading ``hitl-vault.yaml`` into a
 
 from __future__ import annotations
 
-import operator
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from .conditions import ActionMatcher, Condition
 from .errors import RulesError
-from .model import (
-    DEFAULT_RISK,
-    ActionSpec,
-    Decision,
-    Proposal,
-    Risk,
-    RuleFunction,
-    RuleMatch,
-    Ruling,
-)
 
-# --- conditions on params ------------------------------------------------------
-
-_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-# Two-character operators first, so "<=" is not read as "<" followed by "=".
-OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = MappingProxyType(
-    {
-        "<=": operator.le,
-        ">=": operator.ge,
-        "==": operator.eq,
-        "!=": operator.ne,
-        "<": operator.lt,
-        ">": operator.gt,
-    }
-)
+# --- the nouns: decisions, risks, proposals, what rules say -----------------------
 
 
-def as_number(value: Any) -> int | float | None:
-    """A number, or a string that reads as one; None otherwise (a bool is not a number)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return value
-    if isinstance(value, str) and _NUMBER_RE.fullmatch(text := value.strip()):
-        if text.lstrip("+-").isdigit():
-            try:
-                return int(text)
-            except ValueError:  # over Python's 4,300 digits: a float keeps its size and sign
-                return float(text)
-        return float(text)
-    return None
+class Risk(StrEnum):
+    """How bad it is if the action goes wrong; ordered low < medium < high < critical."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Risk).index(self)
 
 
-def as_text(value: Any) -> str | None:
-    """A scalar as YAML would show it (bools as true/false); None for lists and mappings."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, Mapping | list | tuple | set | frozenset):
-        return None
-    return str(value)
+class Decision(StrEnum):
+    """What the rules say about a proposed action; ordered allow < ask < block."""
+
+    ALLOW = "allow"
+    ASK = "ask"
+    BLOCK = "block"
+
+    @property
+    def rank(self) -> int:
+        return list(Decision).index(self)
+
+
+DEFAULT_RISK = Risk.MEDIUM
 
 
 @dataclass(frozen=True)
-class Equals:
-    """A plain value: the param equals it (a bool never equals a number; "1500" equals 1500)."""
+class Proposal:
+    """An action somebody wants to take, before any rule has looked at it."""
 
-    value: Any
-
-    def holds(self, actual: Any) -> bool:
-        expected = self.value
-        if isinstance(expected, bool) or isinstance(actual, bool):
-            return isinstance(expected, bool) and isinstance(actual, bool) and expected == actual
-        if isinstance(expected, int | float) or isinstance(actual, int | float):
-            left, right = as_number(expected), as_number(actual)
-            return left is not None and right is not None and left == right
-        return bool(expected == actual)
-
-    def describe(self, name: str) -> str:
-        return f"{name} = {as_text(self.value)}"
+    action: str
+    params: Mapping[str, Any]
+    summary: str = ""
+    requested_by: str = ""
 
 
 @dataclass(frozen=True)
-class Compare:
-    """``"< 500"`` and friends: the param must be a number (or read as one) and compare so."""
+class RuleMatch:
+    """One rule that matched a proposal, and what it says.
 
-    op: str
-    number: int | float
-    written: str = field(default="", compare=False)
+    A callable rule may return one of these (or just a :class:`Decision`).
+    """
 
-    def holds(self, actual: Any) -> bool:
-        value = as_number(actual)
-        return value is not None and bool(OPERATORS[self.op](value, self.number))
-
-    def describe(self, name: str) -> str:
-        return f"{name} {self.op} {self.written or self.number}"
-
-
-@dataclass(frozen=True)
-class Matches:
-    """``"re:<regex>"``: the param, as text, must match the whole pattern."""
-
-    pattern: re.Pattern[str]
-
-    def holds(self, actual: Any) -> bool:
-        text = as_text(actual)
-        return text is not None and self.pattern.fullmatch(text) is not None
-
-    def describe(self, name: str) -> str:
-        return f"{name} matching re:{self.pattern.pattern}"
+    decision: Decision
+    rule: str = ""
+    risk: Risk | None = None
+    timeout: timedelta | None = None
+    approvers: frozenset[str] | None = None
+    editable: bool = True
+    reason: str = ""
+    explanation: str = ""
 
 
 @dataclass(frozen=True)
-class AnyOf:
-    """A list in the rules file: any one of its conditions is enough."""
+class ActionSpec:
+    """How the daemon carries out an approved action (``actions:`` in hitl-vault.yaml).
 
-    options: tuple[Condition, ...]
+    Exactly one of ``run`` (an argv, never a shell string) and ``python``
+    (``"package.module:function"``) is set.
+    """
 
-    def holds(self, actual: Any) -> bool:
-        return any(option.holds(actual) for option in self.options)
-
-    def describe(self, name: str) -> str:
-        values = [as_text(o.value) for o in self.options if isinstance(o, Equals)]
-        if len(values) == len(self.options):
-            return f"{name} in [{', '.join(str(v) for v in values)}]"
-        return "(" + " or ".join(o.describe(name) for o in self.options) + ")"
+    name: str
+    run: tuple[str, ...] | None = None
+    python: str | None = None
+    timeout: timedelta = timedelta(seconds=60)
+    idempotent: bool = False
 
 
-Condition = Equals | Compare | Matches | AnyOf
+# A rule written in Python: it sees the proposal and returns a decision or None.
+RuleFunction = Callable[[Proposal], "Decision | RuleMatch | str | None"]
 
 
 @dataclass(frozen=True)
-class ActionMatcher:
-    """Which actions a rule applies to: any of these names, or a full match of any pattern."""
+class Ruling:
+    """The combined verdict of every matching rule (most restrictive wins)."""
 
-    names: frozenset[str] = frozenset()
-    patterns: tuple[re.Pattern[str], ...] = ()
+    decision: Decision
+    risk: Risk
+    timeout: timedelta | None
+    rule: str
+    reason: str
+    approvers: frozenset[str] | None
+    editable: bool
+    matches: tuple[RuleMatch, ...]
 
-    def matches(self, action: str) -> bool:
-        return action in self.names or any(p.fullmatch(action) for p in self.patterns)
+    @property
+    def explanation(self) -> str:
+        """One sentence per matching rule, or what the default did."""
+        lines = [m.explanation for m in self.matches if m.explanation]
+        return " ".join(lines)
 
 
 # --- rules, policy and evaluation ----------------------------------------------

@@ -19,29 +19,22 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
-from .durable import read_file
-from .errors import NoteError, RulesError, UsageError
-from .model import (
-    ActionSpec,
-    Decision,
-    Risk,
-    check_action,
-    parse_duration,
-)
-from .rules import (
+from .conditions import (
     OPERATORS,
     ActionMatcher,
     AnyOf,
     Compare,
     Condition,
-    Defaults,
     Equals,
     Matches,
-    Policy,
-    Rule,
     as_number,
     as_text,
 )
+from .durable import read_file
+from .errors import NoteError, RulesError, UsageError
+from .model import check_action
+from .rules import ActionSpec, Decision, Defaults, Policy, Risk, Rule
+from .times import parse_duration
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -10,7 +10,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from .errors import UsageError
-from .model import INBOX_FOLDER, REQUEST_FOLDERS
+from .layout import INBOX_FOLDER, REQUEST_FOLDERS
 
 
 def template_root() -> Traversable:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import getpass
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -36,36 +38,18 @@ from .errors import (
     WaitTimeoutError,
 )
 from .journal import Journal, params_sha
+from .layout import JOURNAL_FILE, LOCK_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from .listeners import Listeners
 from .lock import daemon_running
-from .model import (
-    JOURNAL_FILE,
-    LOCK_FILE,
-    REQUEST_FOLDERS,
-    RULES_FILE,
-    STATE_DIR,
-    Decision,
-    Proposal,
-    Request,
-    RuleFunction,
-    Ruling,
-    Status,
-    Transition,
-    check_action,
-    default_summary,
-    default_user,
-    new_id,
-    one_line,
-    parse_duration,
-    utcnow,
-)
+from .model import Request, Status, Transition, check_action, new_id
 from .notefile import read_note
 from .notestate import describe_changes, explanation, line_number
 from .params import check_expected, clean_params, note_params
 from .reconcile import Reconciler
-from .render import render_new_note
-from .rules import Policy, code_matches, pinned
+from .render import one_line, render_new_note
+from .rules import Decision, Policy, Proposal, RuleFunction, Ruling, code_matches, pinned
 from .rulesfile import parse_policy, rules_text
+from .times import parse_duration, utcnow
 from .trust import UntrustedVaultError, check_vault, raise_for
 
 log = logging.getLogger("hitl_vault")
@@ -94,6 +78,23 @@ def _check_size(text: str) -> None:
             f"make a note of {size:,} bytes, over the {MAX_NOTE_BYTES:,} a note may hold",
             "send less: put large data in a file and pass its path",
         )
+
+
+def default_user() -> str:
+    """Who is at the keyboard, for ``by`` when nobody said."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def default_summary(action: str, params: Mapping[str, Any]) -> str:
+    """``payment: amount=1500, recipient=v@x.y``: a title for a request submitted without one."""
+    shown = ", ".join(
+        f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+        for k, v in params.items()
+    )
+    return one_line(f"{action}: {shown}" if shown else action, 120)
 
 
 class Vault:

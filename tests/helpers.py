@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from hitl_vault.model import Status, utcnow
+from hitl_vault.model import Status
+from hitl_vault.times import utcnow
 
 if TYPE_CHECKING:
     from hitl_vault.daemon import Daemon

@@ -18,6 +18,7 @@ from hitl_vault import Decision, Proposal, Rejected, RuleMatch, Status, Vault
 from hitl_vault.asking import carrying_out
 from hitl_vault.daemon import Daemon
 from hitl_vault.errors import ParamsChangedError
+from hitl_vault.render import history_line
 
 from .helpers import Clock, eventually, set_status
 
@@ -409,7 +410,7 @@ def test_a_params_edit_saved_alone_is_recorded_and_shown_before_anyone_approves(
 
     recorded = vault.get(request.id)
     assert recorded.status is Status.PENDING and recorded.params == {"amount": 900, "to": "a@b.c"}
-    assert "params edited · by unknown · amount 1500 → 900" in recorded.history[-1].history_line()
+    assert "params edited · by unknown · amount 1500 → 900" in history_line(recorded.history[-1])
     daemon.run_once(clock.advance(timedelta(seconds=3)))  # the note is quiet: it is rewritten
     text = request.path.read_text()
     assert "**The params were edited since they were asked for:** amount 1500 → 900" in text

@@ -23,7 +23,8 @@ from hitl_vault.executor import (
     run_command,
     run_handler,
 )
-from hitl_vault.model import ActionSpec, Request, Risk, Status
+from hitl_vault.model import Request, Status
+from hitl_vault.rules import ActionSpec, Risk
 
 PY = sys.executable
 

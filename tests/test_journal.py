@@ -12,7 +12,9 @@ import pytest
 
 from hitl_vault.errors import IllegalTransitionError, RequestNotFoundError
 from hitl_vault.journal import Journal, params_sha
-from hitl_vault.model import Request, Risk, Status, Transition
+from hitl_vault.model import Request, Status, Transition
+from hitl_vault.render import history_line
+from hitl_vault.rules import Risk
 
 T0 = datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
 
@@ -51,7 +53,7 @@ def test_create_and_get_round_trip(journal: Journal) -> None:
     assert (got.status, got.params, got.expires, got.path) == (
         Status.PENDING, {"amount": 1500}, T0 + timedelta(hours=1), Path("Pending_Approval/x.md"),
     )  # fmt: skip
-    assert [t.history_line() for t in got.history] == [
+    assert [history_line(t) for t in got.history] == [
         "- 2026-11-22T10:15:00Z · created → pending · by bot · rule large-payments"
     ]
 

@@ -16,7 +16,8 @@ from hitl_vault import Vault
 from hitl_vault.errors import DaemonRunningError
 from hitl_vault.journal import Journal
 from hitl_vault.lock import DaemonLock, daemon_running
-from hitl_vault.model import Status, utcnow
+from hitl_vault.model import Status
+from hitl_vault.times import utcnow
 
 from .helpers import DaemonProcess, returns_within
 

@@ -21,18 +21,11 @@ from hypothesis import strategies as st
 from hitl_vault import Vault
 from hitl_vault.daemon import Daemon
 from hitl_vault.dashboard import render_dashboard
-from hitl_vault.model import (
-    Decision,
-    Proposal,
-    RuleMatch,
-    Status,
-    Transition,
-    history_key,
-    one_line,
-    utcnow,
-)
+from hitl_vault.model import Kind, Status, Transition
 from hitl_vault.notefile import parse_note
-from hitl_vault.render import inline
+from hitl_vault.render import history_key, history_line, inline, one_line
+from hitl_vault.rules import Decision, Proposal, RuleMatch
+from hitl_vault.times import utcnow
 
 RLO = "\u202e"
 # Unicode format characters (category Cf) that reorder or hide text.
@@ -247,13 +240,13 @@ def test_history_lines_keep_their_fixed_start() -> None:
     """Other code finds a history line by its time and move, whatever follows them."""
     at = utcnow()
     t = Transition(at, Status.PENDING, Status.REJECTED, "- bob\n", "`$= x` %%", ("[[d]]",))
-    line = t.history_line()
+    line = history_line(t)
     assert history_key(line) == (at.strftime("%Y-%m-%dT%H:%M:%SZ"), "pending → rejected")
     assert line.endswith(
         ' · pending → rejected · by \\- bob · "\\`\\$= x\\` \\%\\%" · \\[\\[d\\]\\]'
     )
-    kept = Transition(at, Status.PENDING, Status.PENDING, "", "", ("<b>x</b>",), kind="ignored")
-    assert kept.history_line().endswith(" · kept pending · \\<b>x\\</b>")
+    kept = Transition(at, Status.PENDING, Status.PENDING, "", "", ("<b>x</b>",), kind=Kind.IGNORED)
+    assert history_line(kept).endswith(" · kept pending · \\<b>x\\</b>")
 
 
 @given(st.text())

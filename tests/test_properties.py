@@ -20,9 +20,11 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from hitl_vault.errors import NoteError
-from hitl_vault.model import Request, Risk, Status, Transition, one_line, parse_ts
+from hitl_vault.model import Request, Status, Transition
 from hitl_vault.notefile import Note, edit_note, parse_note
-from hitl_vault.render import callout, render_new_note, yaml_scalar
+from hitl_vault.render import callout, history_line, one_line, render_new_note, yaml_scalar
+from hitl_vault.rules import Risk
+from hitl_vault.times import parse_ts
 
 SETTINGS = settings(
     max_examples=250,
@@ -187,7 +189,7 @@ def daemon_edits(draw: st.DrawFn) -> tuple[dict[str, Any], list[str], Any]:
             fields[key] = draw(st.one_of(TRICKY, PLAIN_TEXT).filter(lambda s: s.strip() == s))
     moves = draw(st.lists(st.sampled_from(list(Status)), max_size=3))
     history = [
-        Transition(draw(TIMES), Status.PENDING, to, "alice", draw(PLAIN_TEXT)).history_line()
+        history_line(Transition(draw(TIMES), Status.PENDING, to, "alice", draw(PLAIN_TEXT)))
         for to in moves
     ]
     new = draw(st.sampled_from(list(Status)))
@@ -318,7 +320,7 @@ _REPEATS = (
 )  # fmt: skip
 _REPEATS_EDIT = (
     {},
-    [Transition(EXPIRES, Status.PENDING, Status.APPROVED, "alice", "").history_line()],
+    [history_line(Transition(EXPIRES, Status.PENDING, Status.APPROVED, "alice", ""))],
     (
         [callout(s, EXPIRES, "large-payments", None) for s in Status],
         callout(Status.APPROVED, EXPIRES, "large-payments", None),

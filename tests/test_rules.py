@@ -11,8 +11,16 @@ from typing import Any
 import pytest
 
 from hitl_vault.errors import RulesError
-from hitl_vault.model import ActionSpec, Decision, Proposal, Risk, RuleMatch, Ruling
-from hitl_vault.rules import Defaults, Policy
+from hitl_vault.rules import (
+    ActionSpec,
+    Decision,
+    Defaults,
+    Policy,
+    Proposal,
+    Risk,
+    RuleMatch,
+    Ruling,
+)
 from hitl_vault.rulesfile import load_policy, parse_policy
 
 from .helpers import returns_within

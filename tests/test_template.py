@@ -10,9 +10,9 @@ import yaml
 
 from hitl_vault import Decision, Vault
 from hitl_vault.dashboard import render_dashboard
-from hitl_vault.model import utcnow
 from hitl_vault.notestate import is_candidate
 from hitl_vault.template import template_root
+from hitl_vault.times import utcnow
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "vault_template"
 

@@ -27,8 +27,8 @@ from hitl_vault import (
     WaitTimeoutError,
 )
 from hitl_vault.errors import ParamsChangedError
-from hitl_vault.model import utcnow
 from hitl_vault.notefile import read_note
+from hitl_vault.times import utcnow
 
 from .helpers import save_by_rename, set_status
 

@@ -1,0 +1,130 @@
+"""Conditions a rule sets on params (``amount: "< 500"``, ``re:``, lists), and which actions
+it covers. Pure: no I/O, nothing about files."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# Two-character operators first, so "<=" is not read as "<" followed by "=".
+OPERATORS: Mapping[str, Callable[[Any, Any], Any]] = MappingProxyType(
+    {
+        "<=": operator.le,
+        ">=": operator.ge,
+        "==": operator.eq,
+        "!=": operator.ne,
+        "<": operator.lt,
+        ">": operator.gt,
+    }
+)
+
+
+def as_number(value: Any) -> int | float | None:
+    """A number, or a string that reads as one; None otherwise (a bool is not a number)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str) and _NUMBER_RE.fullmatch(text := value.strip()):
+        if text.lstrip("+-").isdigit():
+            try:
+                return int(text)
+            except ValueError:  # over Python's 4,300 digits: a float keeps its size and sign
+                return float(text)
+        return float(text)
+    return None
+
+
+def as_text(value: Any) -> str | None:
+    """A scalar as YAML would show it (bools as true/false); None for lists and mappings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        return None
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Equals:
+    """A plain value: the param equals it (a bool never equals a number; "1500" equals 1500)."""
+
+    value: Any
+
+    def holds(self, actual: Any) -> bool:
+        expected = self.value
+        if isinstance(expected, bool) or isinstance(actual, bool):
+            return isinstance(expected, bool) and isinstance(actual, bool) and expected == actual
+        if isinstance(expected, int | float) or isinstance(actual, int | float):
+            left, right = as_number(expected), as_number(actual)
+            return left is not None and right is not None and left == right
+        return bool(expected == actual)
+
+    def describe(self, name: str) -> str:
+        return f"{name} = {as_text(self.value)}"
+
+
+@dataclass(frozen=True)
+class Compare:
+    """``"< 500"`` and friends: the param must be a number (or read as one) and compare so."""
+
+    op: str
+    number: int | float
+    written: str = field(default="", compare=False)
+
+    def holds(self, actual: Any) -> bool:
+        value = as_number(actual)
+        return value is not None and bool(OPERATORS[self.op](value, self.number))
+
+    def describe(self, name: str) -> str:
+        return f"{name} {self.op} {self.written or self.number}"
+
+
+@dataclass(frozen=True)
+class Matches:
+    """``"re:<regex>"``: the param, as text, must match the whole pattern."""
+
+    pattern: re.Pattern[str]
+
+    def holds(self, actual: Any) -> bool:
+        text = as_text(actual)
+        return text is not None and self.pattern.fullmatch(text) is not None
+
+    def describe(self, name: str) -> str:
+        return f"{name} matching re:{self.pattern.pattern}"
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """A list in the rules file: any one of its conditions is enough."""
+
+    options: tuple[Condition, ...]
+
+    def holds(self, actual: Any) -> bool:
+        return any(option.holds(actual) for option in self.options)
+
+    def describe(self, name: str) -> str:
+        values = [as_text(o.value) for o in self.options if isinstance(o, Equals)]
+        if len(values) == len(self.options):
+            return f"{name} in [{', '.join(str(v) for v in values)}]"
+        return "(" + " or ".join(o.describe(name) for o in self.options) + ")"
+
+
+Condition = Equals | Compare | Matches | AnyOf
+
+
+@dataclass(frozen=True)
+class ActionMatcher:
+    """Which actions a rule applies to: any of these names, or a full match of any pattern."""
+
+    names: frozenset[str] = frozenset()
+    patterns: tuple[re.Pattern[str], ...] = ()
+
+    def matches(self, action: str) -> bool:
+        return action in self.names or any(p.fullmatch(action) for p in self.patterns)
