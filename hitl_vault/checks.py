@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import NoteError
-from .journal import params_sha
 from .model import Request, Status
 from .notefile import Note, read_note
 from .notestate import read_status_word, same_value
+from .params import params_sha
 from .render import history_key, history_line, unescaped_history_line
 from .replay import replay
 

@@ -25,6 +25,7 @@ from typing import Any
 from .errors import IllegalTransitionError, JournalDamagedError, RequestNotFoundError
 from .journal_read import JournalReader
 from .model import LEGAL_MOVES, Kind, Request, Status, Transition
+from .params import params_sha
 from .replay import GENESIS, entry_hash, replay
 from .times import format_ts, parse_ts
 from .trust import policy_change
@@ -43,12 +44,6 @@ _ADDED_COLUMNS = (
 _SETTABLE = frozenset(
     {"decided_by", "reason", "decided_at", "executed_at", "result", "error", "params"}
 )
-
-
-def params_sha(params: Mapping[str, Any]) -> str:
-    """SHA-256 of the params in canonical JSON (sorted keys, no spaces)."""
-    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class _Connection(sqlite3.Connection):

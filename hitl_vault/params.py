@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from datetime import date
@@ -13,7 +15,7 @@ from .errors import NoteError, ParamsChangedError, UsageError
 MAX_DEPTH = 64
 # Python writes and reads integers of at most 4,300 digits as text (JSON is text).
 _MAX_INT_BITS = 14_000
-_JSON = "pass numbers, text, booleans, lists or mappings (params travel as JSON)"
+_JSON_FIX = "pass numbers, text, booleans, lists or mappings (params travel as JSON)"
 
 
 class _Refused(Exception):
@@ -40,7 +42,7 @@ def _check(value: Any, where: str, depth: int) -> Any:
     if isinstance(value, float):
         if math.isfinite(value):
             return value
-        raise _Refused(f"{where} is {value}, not a finite number", _JSON)
+        raise _Refused(f"{where} is {value}, not a finite number", _JSON_FIX)
     if isinstance(value, list | tuple):
         return [_check(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
@@ -56,7 +58,7 @@ def _check(value: Any, where: str, depth: int) -> Any:
     if isinstance(value, bytes | set | frozenset):  # YAML's !!binary and !!set
         kind = "binary data" if isinstance(value, bytes) else "a set"
         raise _Refused(f"{where} is {kind}", "quote it to keep it as text")
-    raise _Refused(f"{where} is a {type(value).__name__}", _JSON)
+    raise _Refused(f"{where} is a {type(value).__name__}", _JSON_FIX)
 
 
 def clean_params(params: Mapping[str, Any] | None, argument: str = "params") -> dict[str, Any]:
@@ -102,3 +104,9 @@ def check_expected(request_id: str, sha: str, expect: str | None, edited: str) -
             f"the params to run have the hash {sha[:16]}, not {wanted[:16]} ({what})",
             f"check them with `hitl-vault show {request_id}`, then approve with the hash it prints",
         )
+
+
+def params_sha(params: Mapping[str, Any]) -> str:
+    """SHA-256 of the params in canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -26,7 +26,7 @@ from typing import Any
 
 from .durable import interrupted_move, move_note, read_file, write_note
 from .errors import ChangedUnderfootError, NotAnApproverError, NoteError
-from .journal import Journal, params_sha
+from .journal import Journal
 from .layout import APPROVED_FOLDER, DONE_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS
 from .model import Kind, Request, Status, Transition
 from .notefile import Note, edit_note, parse_note, read_note
@@ -44,8 +44,8 @@ from .notestate import (
 )
 from .params import note_params
 from .render import callout, details_table, history_key, history_line, one_line, render_new_note
-from .rules import Decision, Policy, Proposal, RuleFunction, Ruling
-from .times import format_ts
+from .rules import Policy, RuleFunction
+from .verdict import judge, judge_edit
 
 _FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
 
@@ -324,22 +324,6 @@ class Reconciler:
             self.journal.set_path(request.id, where, sha256(note.raw), len(request.history))
         return Finding(path, request.id, acted, needs_sync or problem is not None, problem)
 
-    def _rulings(
-        self, request: Request, final: Mapping[str, Any], created: Mapping[str, Any]
-    ) -> list[Ruling]:
-        """What the rules say of the params that would run, and of every version before them
-        (as asked for, and as last recorded): an edit never escapes a rule that covered them."""
-        policy = self._policy()
-        versions: dict[str, Mapping[str, Any]] = {}
-        for p in (final, created, request.params):
-            versions.setdefault(params_sha(p), p)
-        return [
-            policy.evaluate(
-                Proposal(request.action, p, request.summary, request.requested_by), self._functions
-            )
-            for p in versions.values()
-        ]
-
     def _record_edit(
         self, note: Note, request: Request, params: dict[str, Any], now: datetime
     ) -> tuple[Transition | None, str | None]:
@@ -349,26 +333,19 @@ class Reconciler:
         changes = describe_changes(request.params, params)
         if not changes:
             return None, None
-        created = self.journal.created_params(request.id)
-        rulings = self._rulings(request, params, created)
-        edited = describe_changes(created, params)  # back as asked for is no edit at all
-        fixed = self._not_editable(rulings, self.journal.pinned(request.id)) if edited else []
+        fixed = judge_edit(
+            self._policy(), request, params, created=self.journal.created_params(request.id),
+            pinned=self.journal.pinned(request.id), functions=self._functions,
+        )  # fmt: skip
         if fixed:
             return None, (
-                f"{note.where}: params edited ({changes}) but rule {fixed[0]} does not allow "
+                f"{note.where}: params edited ({changes}) but rule {fixed} does not allow "
                 "edits (editable: false); put them back as they were asked for"
             )
         by = note.meta.get("decided_by")
         who = str(by).strip() if by is not None and str(by).strip() else "unknown"
         t = self.journal.record_edit(request.id, params, at=now, by=who, changes=changes)
         return t, None
-
-    @staticmethod
-    def _not_editable(rulings: list[Ruling], pinned: Mapping[str, Any]) -> list[str]:
-        """The rules that forbid editing the params: those of hitl-vault.yaml that matched
-        any version of them, and the submitter's Python rules (``pinned`` at submit)."""
-        fixed = [m.rule for r in rulings for m in r.matches if not m.editable]
-        return fixed + [rule for rule in pinned.get("fixed", ()) if rule not in fixed]
 
     # --- deciding -------------------------------------------------------------
 
@@ -382,61 +359,31 @@ class Reconciler:
         params: Mapping[str, Any] | None,
         now: datetime,
     ) -> Transition | None:
-        """Record a human's approval or rejection of a pending request.
-
-        An approval runs the params given (those in the note at that moment); if
-        they differ from the requested ones the rules are checked again, and a
-        rule with ``editable: false`` or a ``block`` turns it into a rejection.
-        Raises :class:`NotAnApproverError` when ``by`` may not decide. A decision
-        seen at or after ``expires`` comes too late: the request times out instead.
-        """
-        if request.expires is not None and now >= request.expires:
+        """Judge a human's approval or rejection of a pending request (:func:`judge`) and
+        journal the verdict. Raises :class:`NotAnApproverError` when ``by`` may not decide;
+        None when the request was no longer pending."""
+        verdict = judge(
+            self._policy(), request, to, by=by, reason=reason, params=params, now=now,
+            created=self.journal.created_params(request.id),
+            pinned=self.journal.pinned(request.id), functions=self._functions,
+        )  # fmt: skip
+        if verdict.refused is not None:
+            r = verdict.refused
+            raise NotAnApproverError(request.id, r.by, r.approvers, r.rule)
+        if verdict.to is Status.TIMED_OUT:
             return self.journal.transition(
                 request.id, Status.TIMED_OUT, at=now, by="hitl-vault", expect={Status.PENDING},
-                details=(f"{to} seen after it expired at {format_ts(request.expires)}",),
+                details=verdict.details,
             )  # fmt: skip
-        final = dict(request.params) if params is None else dict(params)
-        changes = describe_changes(request.params, final)
-        created = self.journal.created_params(request.id)
-        edited = describe_changes(created, final)
-        rulings = self._rulings(request, final, created)
-        ruling = rulings[0]
-        for r in rulings:
-            if r.approvers is not None and by not in r.approvers:
-                raise NotAnApproverError(request.id, by, r.approvers, r.rule)
-        pinned = self.journal.pinned(request.id)  # the submitter's Python rules, at submit
-        if "approvers" in pinned and by not in pinned["approvers"]:
-            rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
-            raise NotAnApproverError(request.id, by, frozenset(pinned["approvers"]), rule)
-        fixed = self._not_editable(rulings, pinned) if edited else []
-        if to is Status.APPROVED and fixed:
-            to = Status.REJECTED
-            reason = (
-                f"params were edited ({edited}) but rule {fixed[0]} does not allow edits "
-                "(editable: false)"
-            )
-        elif to is Status.APPROVED and ruling.decision is Decision.BLOCK:  # a kill switch
-            to = Status.REJECTED
-            what = "the edited params are" if changes else "it is now"
-            reason = f"{what} blocked by rule {ruling.rule}" + (
-                f": {ruling.reason}" if ruling.reason else ""
-            )
-        fields: dict[str, Any] = {
-            "decided_by": by or None,
-            "reason": reason or None,
-            "decided_at": now,
-        }
-        if to is Status.APPROVED:
-            fields["params"] = final
         return self.journal.transition(
             request.id,
-            to,
+            verdict.to,
             at=now,
             by=by or "unknown",
-            reason=reason,
-            details=(changes,) if changes else (),
+            reason=verdict.reason,
+            details=verdict.details,
             expect={Status.PENDING},
-            fields=fields,
+            fields=dict(verdict.fields),
         )
 
     # --- showing the journal in the note --------------------------------------------

@@ -37,20 +37,21 @@ from .errors import (
     VaultNotFoundError,
     WaitTimeoutError,
 )
-from .journal import Journal, params_sha
+from .journal import Journal
 from .layout import JOURNAL_FILE, LOCK_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from .listeners import Listeners
 from .lock import daemon_running
 from .model import Request, Status, Transition, check_action, new_id
 from .notefile import read_note
 from .notestate import describe_changes, explanation, line_number
-from .params import check_expected, clean_params, note_params
+from .params import check_expected, clean_params, note_params, params_sha
 from .reconcile import Reconciler
 from .render import one_line, render_new_note
 from .rules import Decision, Policy, Proposal, RuleFunction, Ruling, code_matches, pinned
 from .rulesfile import parse_policy, rules_text
 from .times import parse_duration, utcnow
 from .trust import UntrustedVaultError, check_vault, raise_for
+from .verdict import judge_run
 
 log = logging.getLogger("hitl_vault")
 
@@ -473,16 +474,11 @@ class Vault:
         if problem:
             raise NotRunnableError(request_id, problem)
         now = self.now()
-        ruling = self.policy.evaluate(
-            Proposal(request.action, run, request.summary, request.requested_by), self.functions
-        )
-        if ruling.decision is Decision.BLOCK:
-            reason = f"blocked by rule {ruling.rule} before it ran" + (
-                f": {ruling.reason}" if ruling.reason else ""
-            )
+        blocked = judge_run(self.policy, request, run, self.functions)
+        if blocked is not None:
             return self.journal.transition(
-                request_id, Status.REJECTED, at=now, by="hitl-vault", reason=reason,
-                expect={Status.APPROVED}, fields={"reason": reason},
+                request_id, Status.REJECTED, at=now, by="hitl-vault", reason=blocked,
+                expect={Status.APPROVED}, fields={"reason": blocked},
             )  # fmt: skip
         return self.journal.transition(
             request_id, Status.EXECUTING, at=now, by=by, expect={Status.APPROVED}

@@ -1,0 +1,170 @@
+"""May this decision stand? One pure answer, beside the rules.
+
+A human's approval or rejection, an edit of a pending request's params, and an
+approved request about to run are each judged here, from the policy and the
+request alone: no journal, no notes, no clock of its own. The caller records
+what the verdict says. Who may decide (``approvers``), expiry, re-checking
+edited params, ``editable: false`` and a ``block`` rule all live in this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .model import Request, Status
+from .notestate import describe_changes
+from .params import params_sha
+from .rules import Decision, Policy, Proposal, RuleFunction, Ruling
+from .times import format_ts
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a person's decision does not count: they are not among the approvers."""
+
+    by: str
+    approvers: frozenset[str]
+    rule: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a proposed decision becomes.
+
+    ``to`` is the move that stands: the one proposed, ``timed_out`` when it came too
+    late, or ``rejected`` when a rule refuses the approval (``reason`` says which).
+    With ``refused`` set, nothing stands: the person may not decide.
+    """
+
+    to: Status
+    reason: str = ""
+    details: tuple[str, ...] = ()
+    params: Mapping[str, Any] | None = None  # what an approval runs; None for anything else
+    refused: Refusal | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)  # what the request records
+
+
+def rulings(
+    policy: Policy,
+    request: Request,
+    versions: Sequence[Mapping[str, Any]],
+    functions: Sequence[RuleFunction] = (),
+) -> list[Ruling]:
+    """What the rules say of each distinct version of the params (the first one first):
+    an edit never escapes a rule that covered any version before it."""
+    distinct: dict[str, Mapping[str, Any]] = {}
+    for p in versions:
+        distinct.setdefault(params_sha(p), p)
+    return [
+        policy.evaluate(
+            Proposal(request.action, p, request.summary, request.requested_by), functions
+        )
+        for p in distinct.values()
+    ]
+
+
+def not_editable(found: Sequence[Ruling], pinned: Mapping[str, Any]) -> list[str]:
+    """The rules that forbid editing the params: those of hitl-vault.yaml that matched any
+    version of them, and the submitter's Python rules (``pinned`` at submit)."""
+    fixed = [m.rule for r in found for m in r.matches if not m.editable]
+    return fixed + [rule for rule in pinned.get("fixed", ()) if rule not in fixed]
+
+
+def judge(
+    policy: Policy,
+    request: Request,
+    to: Status,
+    *,
+    by: str,
+    reason: str,
+    params: Mapping[str, Any] | None,
+    now: datetime,
+    created: Mapping[str, Any],
+    pinned: Mapping[str, Any],
+    functions: Sequence[RuleFunction] = (),
+) -> Verdict:
+    """A human's approval or rejection of a pending request, judged.
+
+    An approval runs ``params`` (the note's at that moment; None: as recorded). If
+    they differ from the requested ones the rules are checked again: a rule with
+    ``editable: false`` or a ``block`` turns the approval into a rejection. A person
+    not among a matching rule's ``approvers`` (or the submitter's Python rules'
+    approvers, ``pinned``) is refused. A decision seen at or after ``expires`` comes
+    too late: the request times out instead. ``created``: the params as asked for.
+    """
+    if request.expires is not None and now >= request.expires:
+        late = f"{to} seen after it expired at {format_ts(request.expires)}"
+        return Verdict(Status.TIMED_OUT, details=(late,))
+    final = dict(request.params) if params is None else dict(params)
+    changes = describe_changes(request.params, final)
+    edited = describe_changes(created, final)
+    found = rulings(policy, request, (final, created, request.params), functions)
+    for r in found:
+        if r.approvers is not None and by not in r.approvers:
+            return Verdict(to, refused=Refusal(by, r.approvers, r.rule))
+    if "approvers" in pinned and by not in pinned["approvers"]:
+        rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
+        return Verdict(to, refused=Refusal(by, frozenset(pinned["approvers"]), rule))
+    fixed = not_editable(found, pinned) if edited else []
+    ruling = found[0]
+    if to is Status.APPROVED and fixed:
+        to = Status.REJECTED
+        reason = (
+            f"params were edited ({edited}) but rule {fixed[0]} does not allow edits "
+            "(editable: false)"
+        )
+    elif to is Status.APPROVED and ruling.decision is Decision.BLOCK:  # a kill switch
+        to = Status.REJECTED
+        what = "the edited params are" if changes else "it is now"
+        reason = f"{what} blocked by rule {ruling.rule}" + (
+            f": {ruling.reason}" if ruling.reason else ""
+        )
+    fields: dict[str, Any] = {"decided_by": by or None, "reason": reason or None, "decided_at": now}
+    if to is Status.APPROVED:
+        fields["params"] = final
+    return Verdict(
+        to,
+        reason=reason,
+        details=(changes,) if changes else (),
+        params=final if to is Status.APPROVED else None,
+        fields=fields,
+    )
+
+
+def judge_edit(
+    policy: Policy,
+    request: Request,
+    params: Mapping[str, Any],
+    *,
+    created: Mapping[str, Any],
+    pinned: Mapping[str, Any],
+    functions: Sequence[RuleFunction] = (),
+) -> str | None:
+    """Params edited in a pending note with no decision: the rule that forbids the edit
+    (``editable: false``), or None when it may be recorded. Back as asked for is no
+    edit at all."""
+    if not describe_changes(created, params):
+        return None
+    found = rulings(policy, request, (params, created, request.params), functions)
+    fixed = not_editable(found, pinned)
+    return fixed[0] if fixed else None
+
+
+def judge_run(
+    policy: Policy,
+    request: Request,
+    params: Mapping[str, Any],
+    functions: Sequence[RuleFunction] = (),
+) -> str | None:
+    """An approved request about to run ``params``: why a ``block`` rule in force now
+    stops it (the reason to reject it with), or None when it may run."""
+    proposal = Proposal(request.action, params, request.summary, request.requested_by)
+    ruling = policy.evaluate(proposal, functions)
+    if ruling.decision is not Decision.BLOCK:
+        return None
+    return f"blocked by rule {ruling.rule} before it ran" + (
+        f": {ruling.reason}" if ruling.reason else ""
+    )
