@@ -20,7 +20,7 @@ from .errors import ChangedUnderfootError, NoteError
 
 MAX_NOTE_BYTES = 1024 * 1024
 # Opening a pipe must not wait for a writer.
-_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)  # 0: Windows
 
 
 def too_big(where: str, size: int, limit: int = MAX_NOTE_BYTES) -> NoteError:

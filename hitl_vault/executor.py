@@ -27,11 +27,20 @@ from typing import Any
 
 from .errors import UsageError
 from .model import Request
-from .processes import Pipes, Tail, request_tag, settle, stop, tail_text
+from .processes import (
+    CREATION_FLAGS,
+    NEW_SESSION,
+    Pipes,
+    Tail,
+    request_tag,
+    settle,
+    stop,
+    tail_text,
+)
 from .rules import ActionSpec
 from .times import format_duration
 
-log = logging.getLogger("hitl_vault.executor")
+log = logging.getLogger(__name__)
 
 RESULT_LIMIT = 4000  # characters of stdout kept as the result (the end, where summaries go)
 ERROR_LIMIT = 1000  # characters of stderr (or an exception message) kept in the error
@@ -101,11 +110,12 @@ def run_command(
 ) -> Outcome:
     """Run ``argv`` in ``cwd`` with the request as JSON on stdin, never through a shell.
 
-    The program starts in a session of its own, so a Ctrl-C in the daemon's
-    terminal does not reach it. Only the tails of its stdout and stderr are kept,
-    so memory stays flat whatever it prints. Over ``timeout`` its whole process
-    group is terminated (then killed after a short grace), and so is every process
-    it started that left the group (found by ``HITL_REQUEST_ID``).
+    The program starts in a session of its own (on Windows, a process group of
+    its own), so a Ctrl-C in the daemon's terminal does not reach it. Only the
+    tails of its stdout and stderr are kept, so memory stays flat whatever it
+    prints. Over ``timeout`` its whole process group is terminated (then killed
+    after a short grace), and so is every process it started that left the group
+    (found by ``HITL_REQUEST_ID``).
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -125,7 +135,8 @@ def run_command(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             shell=False,
-            start_new_session=True,
+            start_new_session=NEW_SESSION,  # True: a session (and process group) of its own
+            creationflags=CREATION_FLAGS,  # 0, but a new process group on Windows
         )
     except OSError as e:
         where = f"in {cwd}" if e.filename is not None and str(e.filename) == str(cwd) else program

@@ -19,6 +19,8 @@ Editors ignore advisory locks, so this lock guards nothing in the notes.
 
 Windows has neither ``fcntl`` nor folder locks; there a byte of
 ``.hitl/daemon.winlock`` is locked with ``msvcrt.locking`` (best effort).
+Neither module is needed to import this one: where the one the platform calls
+for is missing, taking or asking about the lock raises :class:`LockUnavailableError`.
 """
 
 from __future__ import annotations
@@ -30,15 +32,21 @@ import stat
 import sys
 from pathlib import Path
 
-from .errors import DaemonRunningError
+from .errors import DaemonRunningError, VaultError
 from .times import format_ts, utcnow
 
-if sys.platform == "win32":
-    import msvcrt
-else:
+# Both imports are guarded so that every module imports on every platform; which
+# one is used is decided by sys.platform when locking (see _lock_state).
+try:
     import fcntl
+except ImportError:  # Windows, or a Python built without it
+    fcntl = None  # type: ignore[assignment]
+try:
+    import msvcrt
+except ImportError:  # anything but Windows
+    msvcrt = None  # type: ignore[assignment]
 
-log = logging.getLogger("hitl_vault")
+log = logging.getLogger(__name__)
 
 WINDOWS_LOCK = "daemon.winlock"
 """On Windows only: the file, next to the holder note, whose first byte is locked."""
@@ -54,12 +62,29 @@ _SAFE = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os
 _BUSY: type[OSError] = OSError if sys.platform == "win32" else BlockingIOError
 
 
+class LockUnavailableError(VaultError):
+    """This platform has no lock primitive (``fcntl`` on POSIX, ``msvcrt`` on Windows)."""
+
+    def __init__(self, state: Path, module: str) -> None:
+        self.state, self.module = state, module
+        super().__init__(
+            f"{state}: cannot lock or check the daemon lock: this Python has no {module} "
+            "module (run hitl-vault on Linux, macOS or another POSIX system, or on Windows)"
+        )
+
+
 def _lock_state(state: Path, exclusive: bool) -> int | None:
     """An fd holding the lock on ``state``, or ``None`` if another holder has it.
 
     ``exclusive=False`` only asks (a shared lock, which any daemon's excludes).
-    Raises :class:`FileNotFoundError` when ``state`` does not exist.
+    Raises :class:`FileNotFoundError` when ``state`` does not exist, and
+    :class:`LockUnavailableError` when the platform's lock module is missing.
     """
+    if sys.platform == "win32":
+        if msvcrt is None:
+            raise LockUnavailableError(state, "msvcrt")
+    elif fcntl is None:
+        raise LockUnavailableError(state, "fcntl")
     if sys.platform == "win32":
         flags = os.O_RDWR | (os.O_CREAT if exclusive else 0) | _SAFE
         fd = os.open(state / WINDOWS_LOCK, flags, 0o600)

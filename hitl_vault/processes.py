@@ -4,7 +4,11 @@ An action's program may print gigabytes: only the last ``TAIL_BYTES`` of its std
 and stderr are kept, so the daemon's memory stays flat. Over its timeout its process
 group is stopped, and so is every process it started that left the group: each one
 carries ``HITL_REQUEST_ID=<id>`` in its environment, which is how it is found (on
-Linux, through ``/proc``). POSIX only at run time; importing it works everywhere.
+Linux only, through ``/proc``). Importing it works everywhere.
+
+On Windows the program gets a console process group of its own instead of a
+session; over its timeout it gets ``CTRL_BREAK_EVENT``, then ``taskkill /T /F``
+on its process tree. Escaped processes are not looked for there.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import select
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -24,6 +29,17 @@ _PIPE_BUF = getattr(select, "PIPE_BUF", 512)  # a write this size to a writable 
 _READ_SIZE = 64 * 1024
 _UTF8_CONTINUATION = bytes(range(0x80, 0xC0))  # bytes that only continue a character
 _KILL_ROUNDS = 3  # scans for escaped processes to SIGKILL, should one start another as it dies
+_TASKKILL_TIMEOUT = 30.0  # seconds taskkill may take to kill a process tree (Windows)
+
+# How a program starts (subprocess.Popen's start_new_session and creationflags), so
+# that its work can be stopped as a whole and a Ctrl-C in the daemon's terminal
+# does not reach it.
+if sys.platform == "win32":
+    NEW_SESSION = False  # no sessions on Windows: a console process group instead
+    CREATION_FLAGS = subprocess.CREATE_NEW_PROCESS_GROUP  # its pid is the group's id
+else:
+    NEW_SESSION = True  # a session of its own: its pid is its process group's id
+    CREATION_FLAGS = 0
 
 
 class Tail:
@@ -143,6 +159,8 @@ def stop(proc: subprocess.Popen[bytes], pipes: Pipes, tag: bytes) -> int:
     is still read, for the error.
     """
     pipes.stop_writing()
+    if sys.platform == "win32":
+        return _stop_tree(proc, pipes)
     escaped = _signal_escaped(tag, proc.pid, signal.SIGTERM)
     _signal_group(proc, signal.SIGTERM)
     grace = time.monotonic() + KILL_GRACE
@@ -162,8 +180,50 @@ def stop(proc: subprocess.Popen[bytes], pipes: Pipes, tag: bytes) -> int:
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if sys.platform == "win32":  # never called there: see _stop_tree
+        raise NotImplementedError("process groups are stopped with _stop_tree on Windows")
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
         os.killpg(proc.pid, sig)  # the pgid is the pid: start_new_session made it a leader
+
+
+def _stop_tree(proc: subprocess.Popen[bytes], pipes: Pipes) -> int:
+    """Windows: stop an action over its timeout; return 0 (escaped processes are not sought).
+
+    CTRL_BREAK_EVENT goes to its console process group; if it still runs after the
+    grace, ``taskkill /T /F`` kills it and every process it started that still runs.
+    CTRL_BREAK_EVENT needs a console shared with the daemon, so it may not arrive
+    (best effort); taskkill does not. Meanwhile stderr is still read, for the error.
+    """
+    if sys.platform == "win32":  # CTRL_BREAK_EVENT exists only there
+        with contextlib.suppress(OSError):  # gone, or no console to send it through
+            proc.send_signal(signal.CTRL_BREAK_EVENT)
+    if settle(proc, pipes, time.monotonic() + KILL_GRACE):
+        return 0
+    if proc.poll() is None:  # once it is gone, taskkill can no longer find its tree
+        _kill_tree(proc)
+    if not settle(proc, pipes, time.monotonic() + KILL_GRACE):
+        # Something we could not find still holds our pipes: stop reading and move on.
+        pipes.close()
+        proc.wait()
+    return 0
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """``taskkill /T /F``: kill ``proc`` and the processes it started, by force (Windows)."""
+    system = os.environ.get("SYSTEMROOT", r"C:\Windows")
+    taskkill = os.path.join(system, "System32", "taskkill.exe")  # not whatever PATH finds
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # missing, hung: see below
+        subprocess.run(
+            [taskkill, "/T", "/F", "/PID", str(proc.pid)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=_TASKKILL_TIMEOUT,
+            check=False,
+        )
+    if proc.poll() is None:  # taskkill failed: at least the program itself (TerminateProcess)
+        with contextlib.suppress(OSError):
+            proc.kill()
 
 
 def request_tag(request_id: str) -> bytes:
@@ -176,6 +236,11 @@ def _signal_escaped(tag: bytes, group: int, sig: signal.Signals) -> set[int]:
 
     Returns their pids; none where there is no /proc.
     """
+    if sys.platform != "linux":
+        # Finding escaped processes reads /proc/<pid>/environ, which only Linux has
+        # (macOS and the BSDs have no /proc, or one without environ; Windows has
+        # neither it nor os.getpgid): elsewhere only the process group is stopped.
+        return set()
     hit: set[int] = set()
     for pid in _tagged_pids(tag):
         with contextlib.suppress(ProcessLookupError, PermissionError):

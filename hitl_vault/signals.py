@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import faulthandler
-import logging
 import os
 import signal
 import threading
@@ -11,7 +10,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-log = logging.getLogger("hitl_vault")
+_EXIT_NOW = b"second signal: exiting now; actions in flight are left as executing\n"
 
 
 def stop_on_signals(stop: Callable[[], None]) -> Callable[[], None]:
@@ -25,12 +24,12 @@ def stop_on_signals(stop: Callable[[], None]) -> Callable[[], None]:
     signals = 0
 
     def handle(signum: int, frame: FrameType | None) -> None:
+        # Only what is safe in a signal handler: the loop says what it does.
         nonlocal signals
         signals += 1
         if signals > 1:
-            log.warning("second signal: exiting now; actions in flight are left as executing")
+            os.write(2, _EXIT_NOW)
             os._exit(130)
-        log.info("stopping: letting actions in flight finish (signal again to exit at once)")
         stop()
 
     previous: dict[int, Any] = {}
