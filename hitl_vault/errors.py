@@ -168,6 +168,26 @@ class JournalDamagedError(VaultError):
         )
 
 
+class JournalUnavailableError(VaultError):
+    """The journal could not be read or written just now (held by another process for too
+    long, a full disk, an I/O error): nothing was recorded, and trying again may work."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: the journal cannot be used just now ({problem}); nothing was recorded: "
+            "try again (free disk space, or stop what holds it)"
+        )
+
+
+class DuplicateError(VaultError):
+    """The journal has a request with this id, or made from this Inbox proposal, already."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"{what} is recorded already")
+
+
 class NotRunnableError(VaultError):
     """An approved request the journal's entries or its note do not let run."""
 

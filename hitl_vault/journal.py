@@ -10,7 +10,6 @@ Entries form a SHA-256 hash chain, so an edited or deleted entry is detected.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
@@ -22,13 +21,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import IllegalTransitionError, JournalDamagedError, RequestNotFoundError
+from .chain import GENESIS, entry_hash
+from .errors import (
+    DuplicateError,
+    IllegalTransitionError,
+    JournalDamagedError,
+    JournalUnavailableError,
+    RequestNotFoundError,
+)
+from .journal_book import Bookkeeping
 from .journal_read import JournalReader
 from .model import LEGAL_MOVES, Kind, Request, Status, Transition
 from .params import params_sha
-from .replay import GENESIS, entry_hash, replay
-from .times import format_ts, parse_ts
-from .trust import policy_change
+from .replay import replay
+from .times import format_ts
 
 SCHEMA = resources.files("hitl_vault").joinpath("schema.sql").read_text(encoding="utf-8")
 
@@ -47,20 +53,25 @@ _SETTABLE = frozenset(
 
 
 class _Connection(sqlite3.Connection):
-    """A connection whose statements raise :class:`JournalDamagedError` for a damaged file."""
+    """A connection whose statements raise our typed errors, so no ``sqlite3`` error leaves
+    the journal modules: :class:`JournalDamagedError` for a damaged file,
+    :class:`JournalUnavailableError` for a lock held too long, a full disk, an I/O error.
+    (An ``IntegrityError`` is left to the statement that expects one.)"""
 
     journal_path = Path()
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         try:
             return super().execute(sql, parameters)
+        except sqlite3.OperationalError as e:
+            raise JournalUnavailableError(self.journal_path, str(e)) from e
         except sqlite3.DatabaseError as e:
             if type(e) is sqlite3.DatabaseError:  # not a lock, a full disk or a bad query
                 raise JournalDamagedError(self.journal_path, str(e)) from None
             raise
 
 
-class Journal(JournalReader):
+class Journal(Bookkeeping, JournalReader):
     """One SQLite database in WAL mode with durable (``synchronous=FULL``) commits.
 
     Safe to share between threads of one process; any number of processes may
@@ -76,13 +87,16 @@ class Journal(JournalReader):
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self._lock = threading.RLock()
         self._batching = False
-        self._db = sqlite3.connect(
-            path,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=30.0,
-            factory=_Connection,
-        )
+        try:
+            self._db = sqlite3.connect(
+                path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
+                factory=_Connection,
+            )
+        except sqlite3.OperationalError as e:  # cannot open it: a folder in its place, say
+            raise JournalUnavailableError(path, str(e)) from e
         self._db.journal_path = path
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -94,6 +108,11 @@ class Journal(JournalReader):
                 have = {row[1] for row in db.execute(f"PRAGMA table_info({table})").fetchall()}
                 if column not in have:  # a journal made before this column
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    @property
+    def batching(self) -> bool:
+        """Inside :meth:`batch`, before its commit."""
+        return self._batching
 
     def wait_for_lock(self, seconds: float) -> None:
         """How long a write waits for another process's write before it fails (30 s at first)."""
@@ -133,7 +152,7 @@ class Journal(JournalReader):
                     self._db.execute(commit)
                 except BaseException:  # a failed COMMIT may leave the transaction open
                     if not self._batching:  # (a savepoint's batch undoes itself, whole)
-                        with contextlib.suppress(sqlite3.Error):
+                        with contextlib.suppress(sqlite3.Error, JournalUnavailableError):
                             self._db.execute("ROLLBACK")
                     raise
             finally:
@@ -163,7 +182,7 @@ class Journal(JournalReader):
             try:
                 self._db.execute("COMMIT")
             except BaseException:  # a failed COMMIT may leave the transaction open
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(sqlite3.Error, JournalUnavailableError):
                     self._db.execute("ROLLBACK")
                 raise
 
@@ -203,8 +222,24 @@ class Journal(JournalReader):
         ``source`` identifies the Inbox proposal it came from, recorded in the
         same transaction, so a proposal is never turned into two requests.
         ``pinned``: what the submitter's Python rules required (see :meth:`pinned`).
+        Raises :class:`DuplicateError` when the id or the proposal is recorded already.
         """
         sha = params_sha(request.params)
+        try:
+            self._create(request, path, source, pinned, sha)
+        except sqlite3.IntegrityError:
+            if source is not None and self.proposal(source) is not None:
+                raise DuplicateError(f"proposal {source}") from None
+            raise DuplicateError(f"request {request.id}") from None
+
+    def _create(
+        self,
+        request: Request,
+        path: str | None,
+        source: str | None,
+        pinned: Mapping[str, Any] | None,
+        sha: str,
+    ) -> None:
         with self._write() as db:
             if source is not None:
                 db.execute(
@@ -342,87 +377,5 @@ class Journal(JournalReader):
         if proof.params_sha != params_sha(params):
             return "the params to run are not the params that were approved"
         return None
-
-    def record_policy(self, text: str | None, at: datetime) -> str | None:
-        """Journal the rules file's text if it differs from the last recorded; the change's
-        summary, or None when nothing changed (a missing file counts as empty)."""
-        text = text or ""
-        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        with self._lock:  # the usual case, unchanged: no write lock taken
-            last = self._db.execute(
-                "SELECT sha FROM policy_changes ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-        if last is not None and last[0] == sha:
-            return None
-        with self._write() as db:
-            row = db.execute(
-                "SELECT sha, text FROM policy_changes ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            if row is not None and row[0] == sha:
-                return None
-            _, summary = policy_change(row[1] if row else None, text)
-            db.execute(
-                "INSERT INTO policy_changes (at, sha, summary, text) VALUES (?,?,?,?)",
-                (format_ts(at), sha, summary, text),
-            )
-        return summary
-
-    def policy_changes(self, limit: int = 5) -> list[tuple[datetime, str, str]]:
-        """The latest changes of the rules in force: when, the new text's hash, what changed."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT at, sha, summary FROM policy_changes ORDER BY seq DESC LIMIT ?", (limit,)
-            ).fetchall()
-        return [(parse_ts(at), sha, summary) for at, sha, summary in rows]
-
-    def proposal(self, source: str) -> str | None:
-        """The request an Inbox proposal already became, if it did."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT request_id FROM proposals WHERE key = ?", (source,)
-            ).fetchone()
-        return row[0] if row else None
-
-    def set_path(
-        self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0
-    ) -> None:
-        """Where the request's note is; ``note_sha``: its bytes show the first ``entries``.
-
-        The digest is kept only while the journal still holds exactly that many entries
-        for the request: a transition committed by another thread while the note was
-        being written makes those bytes stale, and a rescan must not skip them.
-        """
-        with self._write(durable=False) as db:
-            db.execute(
-                "UPDATE requests SET path = ?, note_sha = CASE WHEN "
-                "(SELECT COUNT(*) FROM entries WHERE request_id = ?) = ? THEN ? END "
-                "WHERE id = ?",
-                (path, request_id, entries, note_sha, request_id),
-            )
-
-    def note_sha(self, request_id: str) -> tuple[str | None, str | None]:
-        """The note's known path and the SHA-256 its bytes had when they matched the journal."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT path, note_sha FROM requests WHERE id = ?", (request_id,)
-            ).fetchone()
-        return (row[0], row[1]) if row else (None, None)
-
-    def flag(self, path: str, message: str, at: datetime, request_id: str | None = None) -> bool:
-        """List a file under Needs attention; True if this is news (a new or changed message)."""
-        with self._write(durable=False) as db:
-            row = db.execute("SELECT message FROM attention WHERE path = ?", (path,)).fetchone()
-            if row is not None and row[0] == message:
-                return False
-            db.execute(
-                "INSERT OR REPLACE INTO attention (path, request_id, message, since) "
-                "VALUES (?,?,?,?)",
-                (path, request_id, message, format_ts(at)),
-            )
-            return True
-
-    def unflag(self, path: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM attention WHERE path = ?", (path,))
 
     # --- reading -------------------------------------------------------------

@@ -5,31 +5,21 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .chain import Entry, chain_problems
 from .errors import RequestNotFoundError
 from .model import Kind, Request, Status, Transition
-from .replay import GENESIS, Entry
 from .rules import Risk
+from .store import Attention
 from .times import format_ts, parse_ts
 
 REQUEST_COLUMNS = (
     "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
     "decided_by, reason, decided_at, executed_at, result, error, path, carried_by_requester"
 )
-
-
-@dataclass(frozen=True)
-class Attention:
-    """A file that needs a human's eye: why, and since when."""
-
-    path: str
-    request_id: str | None
-    message: str
-    since: datetime
 
 
 def _transition(
@@ -45,6 +35,7 @@ def _transition(
 class JournalReader:
     """The queries; :class:`~hitl_vault.journal.Journal` adds the writes."""
 
+    path: Path
     _db: sqlite3.Connection
     _lock: threading.RLock
 
@@ -212,13 +203,19 @@ class JournalReader:
         with self._lock:
             return int(self._db.execute("SELECT coalesce(max(seq), 0) FROM entries").fetchone()[0])
 
-    def changed_since(self, seq: int) -> tuple[int, dict[str, Status]]:
-        """The newest entry's number, and each request with entries after ``seq``: where it went."""
+    def feed(self, seq: int) -> list[tuple[int, str, Transition]]:
+        """Every entry after ``seq``, in order: its number, its request, the step it records."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, request_id, to_status FROM entries WHERE seq > ? ORDER BY seq", (seq,)
+                "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details "
+                "FROM entries WHERE seq > ? ORDER BY seq",
+                (seq,),
             ).fetchall()
-        return (rows[-1][0] if rows else seq), {rid: Status(to) for _, rid, to in rows}
+        return [(row[0], row[1], _transition(*row[2:])) for row in rows]
+
+    def touches(self, path: Path) -> bool:
+        """Whether a change to the file at ``path`` may be a change of this journal."""
+        return path.parent == self.path.parent and path.name.startswith(self.path.name)
 
     def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition]]:
         with self._lock:
@@ -251,23 +248,9 @@ class JournalReader:
         return [Entry(*row) for row in rows]
 
     def verify_chain(self) -> list[str]:
-        """Every break in the hash chain, as a sentence naming the entry; [] when intact."""
-        problems: list[str] = []
-        prev = GENESIS
+        """Every break in the hash chain, and any damage SQLite finds in the file, as
+        sentences naming the entry; [] when intact."""
         with self._lock:
             damage = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
-        if damage != ["ok"]:
-            problems += [f"journal file damaged: {text}" for text in damage[:20]]
-        for e in self.entries():
-            if e.prev_hash != prev:
-                problems.append(
-                    f"journal entry {e.seq} ({e.request_id}): does not follow entry before it "
-                    "(an entry was removed or inserted)"
-                )
-            if not e.intact():
-                problems.append(
-                    f"journal entry {e.seq} ({e.request_id}): its content does not match its hash "
-                    "(it was edited after it was written)"
-                )
-            prev = e.hash
-        return problems
+        problems = [f"journal file damaged: {text}" for text in damage[:20] if damage != ["ok"]]
+        return problems + chain_problems(self.entries())

@@ -1,57 +1,18 @@
 """What a request's own journal entries prove, replayed as a state machine: pure, no I/O.
 
 The ``requests`` row is a summary that any SQL ``UPDATE`` can change; the
-entries are a hash chain. Nothing runs unless the entries themselves show a
-legal path ending in an approval that covered exactly the params about to run,
-and ``verify`` holds every row against its replay. The chain's link
-(:func:`entry_hash`) is here too: an entry's own hash is the first thing checked.
+entries are a hash chain (:mod:`hitl_vault.chain`). Nothing runs unless the
+entries themselves show a legal path ending in an approval that covered exactly
+the params about to run, and ``verify`` holds every row against its replay.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from .chain import Entry
 from .model import LEGAL_MOVES, Status
-
-GENESIS = "0" * 64  # the hash before the first entry
-
-
-def entry_hash(prev: str, fields: Iterable[Any], uid: int | None = None) -> str:
-    """The chain's link: the previous hash and the entry's fields (``uid`` only when known,
-    so entries written before it was recorded keep their hashes)."""
-    values = [*fields] if uid is None else [*fields, uid]
-    text = prev + "\x1f" + "\x1f".join("" if f is None else str(f) for f in values)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One row of ``entries``, as stored (see schema.sql)."""
-
-    seq: int
-    request_id: str
-    at: str
-    kind: str
-    from_status: str | None
-    to_status: str
-    by: str
-    reason: str
-    details: str
-    params_sha: str | None
-    prev_hash: str
-    hash: str
-    uid: int | None = None
-
-    def intact(self) -> bool:
-        """Its content still matches the hash it was written with."""
-        fields = (
-            self.request_id, self.at, self.kind, self.from_status, self.to_status, self.by,
-            self.reason, self.details, self.params_sha,
-        )  # fmt: skip
-        return entry_hash(self.prev_hash, fields, self.uid) == self.hash
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,172 @@
+"""What the rest of hitl-vault needs from a journal: :class:`JournalStore`.
+
+:class:`~hitl_vault.journal.Journal` (SQLite) is the one implementation shipped;
+``Vault(path, journal=...)`` accepts another. Each method says its contract in
+one line. Errors are ours, never the storage's: :class:`DuplicateError` from
+``create``, :class:`JournalUnavailableError` when it cannot be used just now
+(try again), :class:`JournalDamagedError` when it cannot be read at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .model import Request, Status, Transition
+
+if TYPE_CHECKING:
+    from .chain import Entry
+
+
+@dataclass(frozen=True)
+class Attention:
+    """A file that needs a human's eye: why, and since when."""
+
+    path: str
+    request_id: str | None
+    message: str
+    since: datetime
+
+
+class JournalStore(Protocol):
+    """The journal: what happened to every request, durable, shared by every process."""
+
+    # --- lifetime and transactions ---------------------------------------------------
+    @property
+    def batching(self) -> bool:
+        """Inside :meth:`batch`, before its commit."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Many writes, one durable commit: all of them happen, or none (writes nest inside)."""
+
+    def wait_for_lock(self, seconds: float) -> None:
+        """A write waits at most this long for another process's write, then fails."""
+
+    def close(self) -> None:
+        """Release the storage; nothing is used after this."""
+
+    # --- requests and their steps -------------------------------------------------------
+    def create(
+        self,
+        request: Request,
+        path: str | None,
+        source: str | None = None,
+        pinned: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a new request with its history, once per id and per ``source`` proposal."""
+
+    def transition(
+        self,
+        request_id: str,
+        to: Status,
+        *,
+        at: datetime,
+        by: str,
+        reason: str = "",
+        details: tuple[str, ...] = (),
+        expect: Iterable[Status] | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> Transition | None:
+        """Move the request to ``to`` if it is in ``expect`` (else None), setting ``fields``."""
+
+    def record_edit(
+        self, request_id: str, params: Mapping[str, Any], *, at: datetime, by: str, changes: str
+    ) -> Transition | None:
+        """Record params edited while pending (None: it is not pending any more)."""
+
+    def record_ignored(self, request_id: str, at: datetime, details: tuple[str, ...]) -> Transition:
+        """Record that a status typed in the note was not acted on, and why."""
+
+    def get(self, request_id: str, *, history: bool = True) -> Request | None:
+        """One request, with its history unless ``history=False``; None if unknown."""
+
+    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
+        """Requests (of ``status``), newest first, without their history."""
+
+    def ids(self, status: Status | None = None) -> list[str]:
+        """The ids of the requests (of ``status``)."""
+
+    def status_of(self, request_id: str) -> Status | None:
+        """Where the request is now; None if unknown."""
+
+    def counts(self) -> dict[Status, int]:
+        """How many requests there are in each status."""
+
+    def pending_by_expiry(self, limit: int) -> list[Request]:
+        """The pending requests that expire first (those that never expire last)."""
+
+    def expiring(self, before: datetime | None = None) -> list[tuple[str, datetime]]:
+        """Pending requests with an expiry (due by ``before``), soonest first."""
+
+    def next_expiry(self) -> datetime | None:
+        """When the next pending request expires; None if none does."""
+
+    def created_params(self, request_id: str) -> dict[str, Any]:
+        """The params as they were asked for, before any edit."""
+
+    def pinned(self, request_id: str) -> dict[str, Any]:
+        """What the submitter's Python rules required at submit ({} if nothing)."""
+
+    def decision_uid(self, request_id: str) -> int | None:
+        """The OS user id of the process that recorded the decision, if known."""
+
+    def unproven(
+        self, request_id: str, params: Mapping[str, Any], status: Status = Status.APPROVED
+    ) -> str | None:
+        """Why the entries do not prove ``params`` approved and the request at ``status``."""
+
+    def proposal(self, source: str) -> str | None:
+        """The request an Inbox proposal became, if it did."""
+
+    # --- the change feed and the chain ---------------------------------------------------
+    def last_seq(self) -> int:
+        """The position of the newest entry (0 when there is none)."""
+
+    def feed(self, seq: int) -> list[tuple[int, str, Transition]]:
+        """Every entry after position ``seq``, in order: position, request id, step."""
+
+    def touches(self, path: Path) -> bool:
+        """Whether a change to this file may be a change of the journal (it wakes waiters)."""
+
+    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition]]:
+        """The newest entries, newest first."""
+
+    def entries(self, request_id: str | None = None) -> list[Entry]:
+        """The stored entries (of one request), in order, with their hashes."""
+
+    def verify_chain(self) -> list[str]:
+        """Every break in the hash chain or damage in the storage, as a sentence."""
+
+    # --- notes, the rules in force, and what needs attention ---------------------------------
+    def set_path(
+        self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0
+    ) -> None:
+        """Where the note is; ``note_sha``: its bytes show the first ``entries`` entries."""
+
+    def note_sha(self, request_id: str) -> tuple[str | None, str | None]:
+        """The note's known path, and the SHA-256 its bytes had when they matched."""
+
+    def paths(self) -> dict[str, str]:
+        """Every request's last known note path (relative to the vault)."""
+
+    def last_change(self, request_id: str) -> tuple[str | None, datetime] | None:
+        """The note's last known path and when the request's last entry was made."""
+
+    def record_policy(self, text: str | None, at: datetime) -> str | None:
+        """Record the rules file's text if it changed; a summary of the change, else None."""
+
+    def policy_changes(self, limit: int = 5) -> list[tuple[datetime, str, str]]:
+        """The latest changes of the rules in force: when, the text's hash, what changed."""
+
+    def flag(self, path: str, message: str, at: datetime, request_id: str | None = None) -> bool:
+        """List a file under Needs attention; True if the message is new."""
+
+    def unflag(self, path: str) -> None:
+        """Take a file off Needs attention."""
+
+    def attention(self) -> list[Attention]:
+        """Everything under Needs attention, oldest first."""
