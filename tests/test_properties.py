@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from hitl_vault.errors import NoteError
 from hitl_vault.model import Request, Status, Transition
-from hitl_vault.notefile import Note, edit_note, parse_note
+from hitl_vault.noteedit import edit_note
+from hitl_vault.notefile import Note, parse_note
 from hitl_vault.render import callout, history_line, one_line, render_new_note, yaml_scalar
 from hitl_vault.rules import Risk
 from hitl_vault.times import parse_ts
@@ -224,6 +225,7 @@ def _parse_or_error(raw: bytes) -> Note | None:
 @SETTINGS
 @given(st.binary(max_size=400))
 def test_any_bytes_parse_or_raise_note_error(raw: bytes) -> None:
+    """Any bytes, with or without dashes around them, parse as a note or raise NoteError only."""
     _parse_or_error(raw)
     _parse_or_error(b"---\n" + raw)
     _parse_or_error(b"---\n" + raw + b"\n---\n")
@@ -232,6 +234,7 @@ def test_any_bytes_parse_or_raise_note_error(raw: bytes) -> None:
 @SETTINGS
 @given(st.text(max_size=300))
 def test_any_text_between_dashes_parses_or_raises_note_error(text: str) -> None:
+    """Any text as frontmatter parses as a note or raises NoteError, never another error."""
     _parse_or_error(f"---\n{text}\n---\nbody\n".encode())
 
 
@@ -334,6 +337,7 @@ _REPEATS_EDIT = (
 def test_a_daemon_edit_keeps_every_other_key_and_every_other_byte(
     raw: bytes, edit: tuple[dict[str, Any], list[str], Any]
 ) -> None:
+    """The daemon's edit of a note changes only its own keys and lines; the rest stays as it was."""
     note = _parse_or_error(raw)
     event("parses" if note is not None else "NoteError on read")
     assume(note is not None)

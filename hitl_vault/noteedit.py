@@ -1,0 +1,178 @@
+"""Surgical edits of a note: only the lines hitl-vault owns change (a frontmatter key, the
+status callout, the Details table, history lines appended); the result is read back and
+refused if anything else would read differently."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from .errors import NoteError
+from .notefile import BOM, Note, _content, _find_key, parse_note
+from .noteyaml import reads_as, yaml_scalar
+from .times import parse_ts
+
+
+def _field_span(lines: Sequence[str], start: int, end: int) -> int:
+    """The index after the last line that belongs to the key at ``start`` (continuations)."""
+    j = start + 1
+    last = start
+    while j < end:
+        text = _content(lines[j])
+        if text.strip() == "":
+            j += 1
+            continue
+        if text[0] in " \t" or text == "-" or text.startswith("- "):
+            last = j
+            j += 1
+            continue
+        break
+    return last + 1
+
+
+def _comment_of(line_value: str, parsed: Any) -> str:
+    """A trailing ``# comment`` on a key line, kept when we change the value."""
+    for m in re.finditer(r"\s+#", line_value):
+        before = line_value[: m.start()]
+        if reads_as(before, parsed):
+            return line_value[m.start() :]
+    return ""
+
+
+def _normalise(value: Any) -> Any:
+    return parse_ts(value) if isinstance(value, datetime) else value
+
+
+def edit_note(
+    note: Note,
+    fields: Mapping[str, Any] | None = None,
+    history: Iterable[str] = (),
+    callouts: tuple[Sequence[list[str]], list[str]] | None = None,
+    table: list[str] | None = None,
+) -> bytes:
+    """New bytes for ``note``: ``fields`` set, ``history`` lines appended, nothing else changed.
+
+    ``callouts`` is (candidates, new): the first candidate found in the body,
+    exactly as hitl-vault wrote it, is replaced by ``new``; a callout the human
+    edited is left alone. The result is re-parsed; if any
+    key other than ``fields`` reads differently, :class:`NoteError` is raised and
+    nothing should be written.
+    """
+    fields = dict(fields or {})
+    nl = note.newline
+    lines = list(note.lines)
+    fm_end = note.fm_end
+    for key, value in fields.items():
+        rendered = f"{key}: {yaml_scalar(value)}".rstrip()
+        index = _find_key(lines, fm_end, key)
+        if index is None:
+            lines.insert(fm_end, rendered + nl)
+            fm_end += 1
+            continue
+        stop = _field_span(lines, index, fm_end)
+        old_value = _content(lines[index]).split(":", 1)[1]
+        comment = _comment_of(old_value, note.meta.get(key)) if stop == index + 1 else ""
+        ending = nl if lines[stop - 1].endswith("\n") else ""
+        lines[index:stop] = [rendered + comment + (ending or nl)]
+        fm_end -= stop - index - 1
+    if callouts is not None:
+        candidates, new = callouts
+        for old in candidates:
+            at = _find_block(lines, fm_end, old)
+            if at is not None:
+                if old != new:
+                    lines[at : at + len(old)] = [text + nl for text in new]
+                break
+    if table is not None and (span := details_span(lines, fm_end)) is not None:
+        start, stop = span
+        if [_content(line) for line in lines[start:stop]] != table:
+            lines[start:stop] = [text + nl for text in table]
+    extra = [line + nl for line in history]
+    if extra:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += nl
+        heading = next(
+            (
+                i
+                for i in range(fm_end + 1, len(lines))
+                if re.fullmatch(r"##\s+History\s*", _content(lines[i]), re.IGNORECASE)
+            ),
+            None,
+        )
+        if heading is None:
+            if lines and _content(lines[-1]).strip():
+                lines.append(nl)
+            lines += ["## History" + nl, *extra]
+        else:
+            end = next(
+                (
+                    i
+                    for i in range(heading + 1, len(lines))
+                    if re.match(r"#{1,2}\s", _content(lines[i]))
+                ),
+                len(lines),
+            )
+            last = heading
+            for i in range(heading + 1, end):
+                if _content(lines[i]).strip():
+                    last = i
+            lines[last + 1 : last + 1] = extra
+    text = (BOM if note.bom else "") + "".join(lines)
+    data = text.encode("utf-8")
+    _check_edit(note, data, fields)
+    return data
+
+
+def details_span(lines: Sequence[str], fm_end: int) -> tuple[int, int] | None:
+    """Where the table hitl-vault wrote under ``## Details`` is: the rows right after the
+    heading (or its ``No parameters.`` line); None when a human reshaped that part."""
+    heading = next(
+        (i for i in range(fm_end + 1, len(lines)) if _content(lines[i]) == "## Details"), None
+    )
+    if heading is None or heading + 1 >= len(lines):
+        return None
+    start = heading + 1
+    if _content(lines[start]) == "No parameters.":
+        return start, start + 1
+    stop = start
+    while stop < len(lines) and _content(lines[stop]).startswith("|"):
+        stop += 1
+    return (start, stop) if stop - start >= 2 else None
+
+
+def _find_block(lines: Sequence[str], fm_end: int, block: Sequence[str]) -> int | None:
+    if not block:
+        return None
+    for i in range(fm_end + 1, len(lines) - len(block) + 1):
+        if all(_content(lines[i + k]) == block[k] for k in range(len(block))):
+            return i
+    return None
+
+
+def _check_edit(note: Note, data: bytes, fields: Mapping[str, Any]) -> None:
+    """Re-parse an edit: the fields we set read back as set, every other key as before."""
+    try:
+        after = parse_note(data, note.where)
+    except NoteError as e:
+        raise NoteError(
+            note.where,
+            f"an update would not parse ({e.problem})",
+            "check the frontmatter by hand; hitl-vault left the note as it was",
+            e.line,
+        ) from None
+    for key, value in note.meta.items():
+        if key not in fields and _normalise(after.meta.get(key)) != _normalise(value):
+            raise NoteError(
+                note.where,
+                f"an update would change the key {key!r}",
+                "check the frontmatter layout near that key; the note was left as it was",
+            )
+    for key, value in fields.items():
+        if _normalise(after.meta.get(key)) != _normalise(value):
+            raise NoteError(
+                note.where,
+                f"the key {key!r} did not read back as written",
+                "check the frontmatter layout near that key; the note was left as it was",
+            )
