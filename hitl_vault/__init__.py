@@ -16,6 +16,7 @@ from .errors import (
     VaultNotFoundError,
     WaitTimeoutError,
 )
+from .events import Event, Listener
 from .model import Request, Status, Transition
 from .rules import Decision, Proposal, Risk, RuleMatch, Ruling
 from .vault import Vault
@@ -26,7 +27,9 @@ __all__ = [
     "Approval",
     "DaemonRunningError",
     "Decision",
+    "Event",
     "IllegalTransitionError",
+    "Listener",
     "NotAnApproverError",
     "NoteError",
     "Proposal",

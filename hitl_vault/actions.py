@@ -12,20 +12,20 @@ that came in, in one durable commit. Until then the request stays
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from .errors import NotRunnableError, VaultError
+from .engine import Engine
+from .errors import JournalUnavailableError, NotRunnableError, VaultError
 from .executor import Outcome, execute
 from .model import Request, Status, Transition
-from .vault import Vault
 
-log = logging.getLogger("hitl_vault")
+log = logging.getLogger(__name__)
 
+INTERRUPTED = "interrupted: it may or may not have run; check before retrying"
 # A request whose check raised (a Python rule's error) is tried again after this.
 RETRY_CHECK = timedelta(seconds=30)
 
@@ -39,8 +39,8 @@ def refusal_key(request_id: str) -> str:
 class Actions:
     """Approved requests queued, claimed, run on worker threads and finished."""
 
-    def __init__(self, vault: Vault, workers: int, wake: Callable[[], None]) -> None:
-        self.vault = vault
+    def __init__(self, engine: Engine, workers: int, wake: Callable[[], None]) -> None:
+        self.engine = engine
         self._wake = wake  # tells the daemon an action ended
         self._lock = threading.Lock()
         self._queued: dict[str, Request] = {}  # approved, with an executor, as read then
@@ -68,13 +68,14 @@ class Actions:
         return bool(self._queued or self._running or self._finished)
 
     def queue_if_runnable(self, request_id: str) -> None:
-        request = self.vault.journal.get(request_id, history=False)
+        request = self.engine.journal.get(request_id, history=False)
         if (
             request is not None
             and request.status is Status.APPROVED
             and not request.carried_by_requester
             and (
-                request.action in self.vault.handlers or request.action in self.vault.policy.actions
+                request.action in self.engine.handlers
+                or request.action in self.engine.policy.actions
             )
         ):
             self._queued[request_id] = request
@@ -89,7 +90,7 @@ class Actions:
         the claim's commit (:meth:`launched`); :meth:`unclaim` if that commit failed.
         """
         claimed: list[tuple[Request, Transition]] = []
-        now = self.vault.now()
+        now = self.engine.now()
         for request_id, (request, at) in list(self._later.items()):
             if now >= at:
                 del self._later[request_id]
@@ -103,14 +104,14 @@ class Actions:
                 continue
             self._taken[request_id] = request
             try:
-                t = self.vault.start_execution(request_id, by="executor", params=request.params)
+                t = self.engine.start_execution(request_id, by="executor", params=request.params)
             except NotRunnableError as e:
                 self.refuse(request_id, str(e))
                 continue
             except VaultError as e:  # a Python rule that raised, say: not now, tried again later
                 self._defer(request, e)
                 continue
-            self.vault.journal.unflag(refusal_key(request_id))
+            self.engine.journal.unflag(refusal_key(request_id))
             if t is not None:
                 claimed.append((replace(request, status=t.to_status), t))
         return claimed
@@ -118,7 +119,7 @@ class Actions:
     def _defer(self, request: Request, error: VaultError) -> None:
         """A check that could not be made (a Python rule raised): fail closed for now, flag
         it, and try again in RETRY_CHECK, without holding back any other request."""
-        self._later[request.id] = (request, self.vault.now() + RETRY_CHECK)
+        self._later[request.id] = (request, self.engine.now() + RETRY_CHECK)
         self.refuse(
             request.id,
             f"request {request.id}: not run yet: {error} (fix it; hitl-vault tries again "
@@ -133,7 +134,9 @@ class Actions:
     def refuse(self, request_id: str, message: str) -> None:
         """Not run: say so under Needs attention (kept there while it stays refused) and, the
         first time, in the log."""
-        if self.vault.journal.flag(refusal_key(request_id), message, self.vault.now(), request_id):
+        if self.engine.journal.flag(
+            refusal_key(request_id), message, self.engine.now(), request_id
+        ):
             log.error("%s", message)
 
     def unclaim(self) -> None:
@@ -156,52 +159,86 @@ class Actions:
         """On a worker thread: run the action; the daemon's next step journals how it went."""
         outcome: Outcome | None = None
         try:
-            spec = self.vault.policy.actions.get(request.action)
-            handler = self.vault.handlers.get(request.action)
-            outcome = execute(spec, request, cwd=self.vault.root, handler=handler)
+            spec = self.engine.policy.actions.get(request.action)
+            handler = self.engine.handlers.get(request.action)
+            outcome = execute(spec, request, cwd=self.engine.root, handler=handler)
         except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
             log.exception("%s: could not run the action", request.id)
         finally:
             with self._lock:
-                self._finished[request.id] = (outcome, self.vault.now())
+                self._finished[request.id] = (outcome, self.engine.now())
             self._wake()
 
-    def record_outcomes(self) -> tuple[list[str], list[tuple[str, Transition]]]:
+    def record_outcomes(self) -> list[str]:
         """executing → executed or failed for the actions that ended: one durable commit for all.
 
-        Returns the requests whose actions ended, and the transitions recorded.
+        Returns the requests whose actions ended.
         """
         with self._lock:
             finished, self._finished = self._finished, {}
         if not finished:
-            return [], []
-        recorded: list[tuple[str, Transition]] = []
+            return []
         try:
-            with self.vault.journal.batch():
+            with self.engine.journal.batch():
                 for request_id, (outcome, at) in finished.items():
                     if outcome is not None:
-                        recorded += self._record(request_id, outcome, at)
+                        self._record(request_id, outcome, at)
         except Exception:  # the commit failed, so nothing was recorded: try again next step
             with self._lock:
                 self._finished = {**finished, **self._finished}
             raise
         for request_id in finished:
             self._running.pop(request_id, None)
-        return list(finished), recorded
+        return list(finished)
 
-    def _record(
-        self, request_id: str, outcome: Outcome, at: datetime
-    ) -> list[tuple[str, Transition]]:
+    def _record(self, request_id: str, outcome: Outcome, at: datetime) -> None:
         try:
-            t = self.vault.finish_execution(
+            self.engine.finish_execution(
                 request_id, outcome.ok, outcome.result, outcome.error, at=at
             )
-        except (OSError, sqlite3.OperationalError):
+        except (OSError, JournalUnavailableError):
             raise  # a full disk, a held journal: record_outcomes keeps the group to record again
         except Exception:  # the request moved on, or a bug: say so loudly; the rest go on
             log.exception("%s: could not record the outcome", request_id)
-            return []
-        return [] if t is None else [(request_id, t)]
+
+    def recover(self, now: datetime, *, stopping: bool) -> list[str]:
+        """After a restart: what a dead daemon left ``executing`` is run again if idempotent
+        (unless ``stopping``), else failed as interrupted; never run twice. A request whose
+        entries or note do not prove its approval is refused instead. Approved requests are
+        queued. Returns the requests whose state changed."""
+        journal = self.engine.journal
+        changed = []
+        for request in journal.requests(Status.EXECUTING):
+            if request.carried_by_requester or self.is_running(request.id):
+                continue
+            full = journal.get(request.id)
+            assert full is not None
+            problem = journal.unproven(
+                request.id, request.params, Status.EXECUTING
+            ) or self.engine.notes.later_in_note(full)
+            if problem:  # neither run again nor called interrupted: a human looks first
+                self.refuse(request.id, str(NotRunnableError(request.id, problem)))
+                continue
+            spec = self.engine.policy.actions.get(request.action)
+            if spec is not None and spec.idempotent:
+                if stopping:  # stays executing: run again at the next start
+                    continue
+                log.warning(
+                    "%s: was running when the daemon stopped; idempotent, so running it again",
+                    request.id,
+                )
+                self.start(request)
+                continue
+            t = journal.transition(
+                request.id, Status.FAILED, at=now, by="executor",
+                details=(f"error: {INTERRUPTED}",), expect={Status.EXECUTING},
+                fields={"executed_at": now, "error": INTERRUPTED},
+            )  # fmt: skip
+            if t is not None:
+                changed.append(request.id)
+        for request_id in journal.ids(Status.APPROVED):
+            self.queue_if_runnable(request_id)
+        return changed
 
     def wait(self) -> None:
         """Until every action started so far has ended."""

@@ -17,7 +17,7 @@ from .errors import Rejected, TimedOut, VaultError
 from .model import Request, Status, check_action
 
 if TYPE_CHECKING:
-    from .vault import Vault
+    from .engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,33 +53,33 @@ def refusal(request: Request) -> VaultError | None:
 
 
 @contextmanager
-def carrying_out(vault: Vault, request: Request) -> Iterator[Approval]:
+def carrying_out(engine: Engine, request: Request) -> Iterator[Approval]:
     """Executing on entry; executed on a normal exit, failed (and re-raised) on an error."""
     refused = refusal(request)
     if refused is not None:
         raise refused
-    started = vault.start_execution(request.id, by=request.requested_by, params=request.params)
+    started = engine.start_execution(request.id, by=request.requested_by, params=request.params)
     if started is None:
         raise VaultError(f"request {request.id}: was already started; not running it again")
     if started.to_status is Status.REJECTED:  # a block rule added since it was approved
-        vault.show_in_note(request.id, vault.now())
-        raise Rejected(vault.get(request.id), f"request {request.id}: {started.reason}")
-    vault.show_in_note(request.id, vault.now())
-    handle = Approval(vault.get(request.id))
+        engine.show_in_note(request.id, engine.now())
+        raise Rejected(engine.get(request.id), f"request {request.id}: {started.reason}")
+    engine.show_in_note(request.id, engine.now())
+    handle = Approval(engine.get(request.id))
     try:
         yield handle
     except BaseException as e:
-        vault.finish_execution(handle.id, False, error=f"{type(e).__name__}: {e}")
-        vault.show_in_note(handle.id, vault.now())
+        engine.finish_execution(handle.id, False, error=f"{type(e).__name__}: {e}")
+        engine.show_in_note(handle.id, engine.now())
         raise
     result = None if handle.result is None else str(handle.result)
-    vault.finish_execution(handle.id, True, result=result)
-    vault.show_in_note(handle.id, vault.now())
+    engine.finish_execution(handle.id, True, result=result)
+    engine.show_in_note(handle.id, engine.now())
 
 
 @asynccontextmanager
 async def approval(
-    vault: Vault,
+    engine: Engine,
     action: str,
     params: Mapping[str, Any] | None = None,
     *,
@@ -88,26 +88,26 @@ async def approval(
     requested_by: str | None = None,
     wait_timeout: float | None = None,
 ) -> AsyncIterator[Approval]:
-    """See :meth:`Vault.approval`."""
-    request = vault.submit(
+    """See :meth:`hitl_vault.Vault.approval`."""
+    request = engine.submit(
         action, params, summary=summary, timeout=timeout,
         requested_by=requested_by, carried_by_requester=True,
     )  # fmt: skip
     if request.status is Status.PENDING:
-        request = await vault.wait(request.id, wait_timeout)
-    with carrying_out(vault, request) as handle:
+        request = await engine.wait(request.id, wait_timeout)
+    with carrying_out(engine, request) as handle:
         yield handle
 
 
 def requires_approval(
-    vault: Vault,
+    engine: Engine,
     action: str,
     *,
     summary: str = "",
     timeout: str | float | None = None,
     requested_by: str | None = None,
 ) -> Callable[[F], F]:
-    """See :meth:`Vault.requires_approval`."""
+    """See :meth:`hitl_vault.Vault.requires_approval`."""
     check_action(action)
 
     def decorate(fn: F) -> F:
@@ -117,7 +117,7 @@ def requires_approval(
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             params = dict(bound.arguments)
-            return vault.submit(
+            return engine.submit(
                 action, params, summary=summary.format(**params) if summary else "",
                 timeout=timeout, requested_by=requested_by or fn.__qualname__,
                 carried_by_requester=True,
@@ -129,8 +129,8 @@ def requires_approval(
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 request = ask(args, kwargs)
                 if request.status is Status.PENDING:
-                    request = await vault.wait(request.id)
-                with carrying_out(vault, request) as handle:
+                    request = await engine.wait(request.id)
+                with carrying_out(engine, request) as handle:
                     handle.result = await fn(**handle.params)
                 return handle.result
 
@@ -140,8 +140,8 @@ def requires_approval(
         def run_sync(*args: Any, **kwargs: Any) -> Any:
             request = ask(args, kwargs)
             if request.status is Status.PENDING:
-                request = vault.wait_sync(request.id)
-            with carrying_out(vault, request) as handle:
+                request = engine.wait_sync(request.id)
+            with carrying_out(engine, request) as handle:
                 handle.result = fn(**handle.params)
             return handle.result
 

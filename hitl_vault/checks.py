@@ -14,7 +14,8 @@ from .render import history_key, history_line, unescaped_history_line
 from .replay import replay
 
 if TYPE_CHECKING:
-    from .vault import Vault
+    from .reconcile import Reconciler
+    from .store import JournalStore
 
 # Fields the note must show as the journal has them, once the request was decided
 # (``reason`` stays the human's: a rule that refuses an approval gives its own in the journal).
@@ -22,21 +23,21 @@ _DECIDED = ("decided_by", "params")
 _ALWAYS = ("decided_at", "executed_at", "result", "error")
 
 
-def verify_vault(vault: Vault) -> list[str]:
+def verify_vault(journal: JournalStore, notes: Reconciler) -> list[str]:
     """Every disagreement between the journal's chain, its entries and the notes."""
-    problems = vault.journal.verify_chain()
-    for summary in vault.journal.requests():
-        request = vault.journal.get(summary.id)
+    problems = journal.verify_chain()
+    for summary in journal.requests():
+        request = journal.get(summary.id)
         assert request is not None
-        problems += _replayed(vault, request)
-        path = vault.notes.locate(request.id, str(request.path) if request.path else None)
+        problems += _replayed(journal, request)
+        path = notes.locate(request.id, str(request.path) if request.path else None)
         if path is None:
             problems.append(
                 f"request {request.id}: its note is missing "
                 "(`hitl-vault run --once` writes it again from the journal)"
             )
             continue
-        where = vault.notes.rel(path)
+        where = notes.rel(path)
         try:
             note = read_note(path, where)
         except NoteError as e:
@@ -46,9 +47,9 @@ def verify_vault(vault: Vault) -> list[str]:
     return problems
 
 
-def _replayed(vault: Vault, request: Request) -> list[str]:
+def _replayed(journal: JournalStore, request: Request) -> list[str]:
     """The request's row held against a replay of its own entries."""
-    proof = replay(vault.journal.entries(request.id))
+    proof = replay(journal.entries(request.id))
     found = [f"request {request.id}: {p}" for p in proof.problems]
     if proof.status is not request.status:
         found.append(

@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from . import __version__
 from .errors import UsageError, VaultError
 from .model import Request, Status
+from .noteyaml import quoted_text
 from .render import history_line
 from .rules import Ruling
 from .template import init_vault
-from .times import format_duration, format_ts
-from .vault import Vault, default_user
+from .times import format_duration, format_ts, utcnow
+from .vault import Vault
 
 _DEFAULT_VAULT = "vault"
 
@@ -117,11 +117,8 @@ def _scalar(raw: str) -> Any:
         number = float(raw)
         return number if math.isfinite(number) else raw
     if _QUOTED.fullmatch(raw):
-        try:
-            unquoted = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            return raw
-        return unquoted if isinstance(unquoted, str) else raw
+        unquoted = quoted_text(raw)
+        return raw if unquoted is None else unquoted
     return raw
 
 
@@ -198,8 +195,6 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
 
     With no vault at the path yet, one is created from the template first.
     """
-    from .daemon import Daemon
-
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -213,7 +208,7 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
             init_vault(path)
             click.echo(f"created a new vault at {path}", err=True)
         with Vault(path) as vault:
-            Daemon(vault).run(once=once)
+            vault.run(once=once)
 
 
 @cli.command()
@@ -293,7 +288,7 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     vault = _open(ctx)
     with _errors(), vault:
         request = vault.get(request_id)
-        where = vault.notes.rel(request.path) if request.path else "(no note)"
+        where = request.path.relative_to(vault.root).as_posix() if request.path else "(no note)"
         uid = vault.decided_uid(request_id)
         params, sha, edited = vault.params_to_run(request_id)
     data = {**request_json(request), "decided_uid": uid, "params": params, "params_sha": sha}
@@ -343,7 +338,7 @@ def _decision_command(
     ) -> None:
         vault = _open(ctx)
         with _errors(), vault:
-            request = method(vault)(request_id, by=by or default_user(), reason=reason, **kw)
+            request = method(vault)(request_id, by=by, reason=reason, **kw)
         click.echo(f"{request.id} {request.status}")
         if name == "approve" and request.status is not Status.APPROVED:
             click.echo(f"not approved: {request.reason}", err=True)
@@ -429,13 +424,13 @@ def verify(ctx: click.Context) -> None:
     vault = _open(ctx)
     with _errors(), vault:
         problems = vault.verify()
-        count = len(vault.journal.ids())
+        count = len(vault.list())
     if problems:
         for problem in problems:
             click.echo(problem, err=True)
         raise click.ClickException(f"{len(problems)} problem(s) found")
     click.echo(
-        f"ok: {count} requests; the journal chain and every note agree ({format_ts(vault.now())})"
+        f"ok: {count} requests; the journal chain and every note agree ({format_ts(utcnow())})"
     )
 
 

@@ -7,6 +7,7 @@ Obsidian and sync tools are not woken for nothing.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime
 from pathlib import Path
@@ -14,14 +15,17 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .durable import read_file, write_note
+from .errors import VaultError
+from .layout import DASHBOARD_FILE
 from .model import Status
 from .render import history_line, inline, one_line
 from .times import format_ts
 
 if TYPE_CHECKING:
-    from .vault import Vault
+    from .store import JournalStore
 
-DASHBOARD = "Dashboard.md"
+DASHBOARD = DASHBOARD_FILE
+log = logging.getLogger(__name__)
 _RULES_SHOWN = 5  # the latest changes of hitl-vault.yaml shown (the journal keeps them all)
 _SHOWN = 200  # pending requests (Approvals.base shows them all) and flagged files listed
 # A Dashboard.md someone pasted into is still replaced, up to this size.
@@ -50,9 +54,8 @@ def _link(rel: str | None, text: str, fallback: str) -> str:
     return f"[{label}]({quote(rel, safe='/')})"
 
 
-def render_dashboard(vault: Vault, now: datetime) -> str:
+def render_dashboard(journal: JournalStore, now: datetime) -> str:
     """The dashboard's Markdown for the journal as it is now."""
-    journal = vault.journal
     counts = journal.counts()
     out = [
         "---",
@@ -107,10 +110,10 @@ def render_dashboard(vault: Vault, now: datetime) -> str:
     return "\n".join(out)
 
 
-def write_dashboard(vault: Vault, now: datetime) -> bool:
+def write_dashboard(root: Path, journal: JournalStore, now: datetime) -> bool:
     """Write Dashboard.md if its text changed; True if it was written."""
-    path: Path = vault.root / DASHBOARD
-    text = render_dashboard(vault, now).encode("utf-8")
+    path = root / DASHBOARD
+    text = render_dashboard(journal, now).encode("utf-8")
     try:
         current: bytes | None = read_file(path, DASHBOARD, limit=_READ_LIMIT)
     except FileNotFoundError:
@@ -119,3 +122,24 @@ def write_dashboard(vault: Vault, now: datetime) -> bool:
         return False
     write_note(path, text, current, DASHBOARD)
     return True
+
+
+def write_or_report(root: Path, journal: JournalStore, now: datetime) -> None:
+    """:func:`write_dashboard`; if it cannot be written, say so as an error, with what it
+    would show, so a broken dashboard never hides a warning."""
+    try:
+        write_dashboard(root, journal, now)
+    except (OSError, VaultError) as e:
+        flagged = journal.attention()
+        hidden = (
+            f"; {len(flagged)} file(s) need attention and are not shown there: "
+            + ", ".join(a.path for a in flagged[:5])
+            if flagged
+            else ""
+        )
+        log.error(
+            "could not write Dashboard.md: %s%s (make Dashboard.md a note hitl-vault may "
+            "write, or remove what is in its place)",
+            e,
+            hidden,
+        )

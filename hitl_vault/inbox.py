@@ -2,31 +2,32 @@
 
 A proposal is a Markdown note whose frontmatter has ``action`` and ``params``
 (optionally ``summary``, ``timeout``, ``requested_by``), or the same keys as a
-``.json`` file. Each becomes a request (or an immediate decision, per the
-rules) and leaves the Inbox. A broken proposal is listed under Needs attention
-and left exactly as it is. The proposal's name and bytes are recorded with the
-request in one transaction, so a crash between creating the request and
-removing the file never turns one proposal into two requests.
+``.json`` file. The frontmatter may be YAML between ``---`` lines, TOML between
+``+++`` lines or JSON between a line ``{`` and a line ``}`` (the forms
+python-frontmatter knows; see :func:`~hitl_vault.notefile.parse_frontmatter`).
+Each becomes a request (or an immediate decision, per the rules) and leaves the
+Inbox. A broken proposal is listed under Needs attention and left exactly as it
+is. The proposal's name and bytes are recorded with the request in one
+transaction, so a crash between creating the request and removing the file
+never turns one proposal into two requests.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import logging
-import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .durable import read_file
-from .errors import NoteError, VaultError
+from .engine import Engine
+from .errors import DuplicateError, NoteError, VaultError
 from .model import Request
-from .notefile import parse_note
-from .vault import Vault
+from .notefile import load_json, parse_frontmatter
 
-log = logging.getLogger("hitl_vault")
+log = logging.getLogger(__name__)
 
 KEYS = ("action", "params", "summary", "timeout", "requested_by")
 _IGNORED_SUFFIXES = ("~", ".tmp", ".swp", ".swx", ".part", ".crdownload", ".hitl-tmp")
@@ -35,21 +36,15 @@ _IGNORED_SUFFIXES = ("~", ".tmp", ".swp", ".swx", ".part", ".crdownload", ".hitl
 def _proposal(raw: bytes, where: str) -> dict[str, Any]:
     if where.endswith(".json"):
         try:
-            data = json.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise NoteError(where, "is not valid UTF-8", "save it as UTF-8") from None
-        except json.JSONDecodeError as e:
-            raise NoteError(
-                where, f"is not valid JSON ({e.msg})", "fix the JSON", e.lineno
-            ) from None
-        except RecursionError:
-            raise NoteError(where, "is JSON nested too deeply", "flatten it") from None
-        except ValueError as e:  # a number of more than 4,300 digits
-            raise NoteError(where, f"cannot be read ({e})", "quote long numbers") from None
-        if not isinstance(data, dict):
+        loaded = load_json(text, where)
+        if not isinstance(loaded, dict):
             raise NoteError(where, "is not a JSON object", 'write {"action": ..., "params": {...}}')
+        data: dict[str, Any] = loaded
     else:
-        data = dict(parse_note(raw, where).meta)
+        data = parse_frontmatter(raw, where)
     if data.get("id"):
         raise NoteError(
             where,
@@ -82,20 +77,20 @@ def _identity(path: Path, raw: bytes) -> str:
 
 
 class Inbox:
-    def __init__(self, vault: Vault) -> None:
-        self.vault = vault
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     def _flag(self, where: str, message: str, now: datetime) -> None:
-        if self.vault.journal.flag(where, message, now):
+        if self.engine.journal.flag(where, message, now):
             log.warning("needs attention: %s", message)
 
     def take(self, path: Path, now: datetime) -> list[Request]:
         """Turn one proposal file into a request and remove it; [] if there is nothing to take."""
-        journal = self.vault.journal
-        where = self.vault.notes.rel(path)
+        journal = self.engine.journal
+        where = self.engine.notes.rel(path)
         name = path.name
         if (
-            path.parent != self.vault.root / "Inbox"
+            path.parent != self.engine.root / "Inbox"
             or name.startswith((".", "_"))
             or name.endswith(_IGNORED_SUFFIXES)
         ):
@@ -115,7 +110,7 @@ class Inbox:
                 created = []
             else:
                 data = _proposal(raw, where)
-                request = self.vault.submit(
+                request = self.engine.submit(
                     data["action"],
                     data.get("params"),
                     summary=data.get("summary") or "",
@@ -127,7 +122,7 @@ class Inbox:
         except FileNotFoundError:  # taken by another process, or deleted, a moment ago
             journal.unflag(where)
             return []
-        except sqlite3.IntegrityError:
+        except DuplicateError:  # taken already (by another process, say)
             created = []
         except (NoteError, VaultError) as e:
             self._flag(where, str(e) if where in str(e) else f"{where}: {e}", now)

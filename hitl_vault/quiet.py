@@ -22,9 +22,9 @@ from .errors import ChangedUnderfootError, NoteError
 from .layout import REQUEST_FOLDERS
 
 if TYPE_CHECKING:
-    from .vault import Vault
+    from .engine import Engine
 
-log = logging.getLogger("hitl_vault")
+log = logging.getLogger(__name__)
 
 # Notes rewritten per step at most, so a burst of rewrites never delays a new decision long.
 SYNC_STEP = 16
@@ -43,8 +43,8 @@ class Content(NamedTuple):
 class QuietWriter:
     """Rewrites notes once quiet, and remembers what it wrote and read, per file."""
 
-    def __init__(self, vault: Vault) -> None:
-        self.vault = vault
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.waiting: set[str] = set()  # requests whose note should show the journal
         self.refused: dict[str, str] = {}  # the system refused to write these notes: where
         self.next_at: datetime | None = None  # when the next waiting note is worth a look
@@ -55,7 +55,7 @@ class QuietWriter:
 
     @property
     def _quiet(self) -> timedelta:
-        return self.vault.policy.defaults.quiet
+        return self.engine.policy.defaults.quiet
 
     # --- what the files hold ------------------------------------------------------
 
@@ -123,11 +123,11 @@ class QuietWriter:
 
     def quiet_at(self, request_id: str) -> tuple[Path | None, datetime | None]:
         """The request's note, and when it will have been quiet long enough to be rewritten."""
-        known = self.vault.journal.last_change(request_id)
+        known = self.engine.journal.last_change(request_id)
         if known is None:
             return None, None
         rel, last_entry = known
-        path = self.vault.notes.locate(request_id, rel)
+        path = self.engine.notes.locate(request_id, rel)
         if path is None:  # written back from the journal once its last change is quiet too
             return None, last_entry + self._quiet
         seen = self._touched.get(path.stem)
@@ -154,7 +154,7 @@ class QuietWriter:
             written += 1
             self.waiting.discard(request_id)
             try:
-                done = self.vault.notes.sync(request_id, now)
+                done = self.engine.notes.sync(request_id, now)
             except ChangedUnderfootError:
                 log.debug("%s: the note changed while being written; trying again", request_id)
                 if path is not None:
@@ -162,18 +162,18 @@ class QuietWriter:
                 self.want(request_id, now + self._quiet)
                 continue
             except NoteError as e:  # e.g. a file in the way of a move: the next rescan retries
-                if self.vault.journal.flag(e.where, str(e), now, request_id):
+                if self.engine.journal.flag(e.where, str(e), now, request_id):
                     log.warning("needs attention: %s", e)
                 did = True  # the dashboard lists it
                 continue
             except OSError as e:  # refused by permissions, a full disk: flagged, retried later
-                where = self.vault.notes.rel(path) if path is not None else request_id
+                where = self.engine.notes.rel(path) if path is not None else request_id
                 message = (
                     f"{where}: cannot bring the note up to date: {e.strerror or e}"
                     f"{f' ({e.filename})' if e.filename else ''} (check that hitl-vault may "
                     "write this note and its folders; it tries again shortly)"
                 )
-                if self.vault.journal.flag(where, message, now, request_id):
+                if self.engine.journal.flag(where, message, now, request_id):
                     log.error("needs attention: %s", message)
                 self.refused[request_id] = where
                 self.want(request_id, now + RETRY_WRITE)
@@ -192,12 +192,12 @@ class QuietWriter:
 
     def _remember_written(self, request_id: str) -> None:
         for folder in REQUEST_FOLDERS:
-            self._seen.pop(self.vault.root / folder / f"{request_id}.md", None)
+            self._seen.pop(self.engine.root / folder / f"{request_id}.md", None)
         # The digest of the bytes we wrote, as the journal recorded them: reading the
         # file again could pick up a save made a moment later and take it for ours.
-        rel, digest = self.vault.journal.note_sha(request_id)
+        rel, digest = self.engine.journal.note_sha(request_id)
         if rel is None or digest is None:
             return
-        path = self.vault.root / rel
+        path = self.engine.root / rel
         self._ours[path] = digest
         self._touched.pop(path.stem, None)

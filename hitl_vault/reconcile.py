@@ -15,8 +15,6 @@ which act on behalf of the person at the keyboard, call it at once.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,12 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .durable import interrupted_move, move_note, read_file, write_note
-from .errors import ChangedUnderfootError, NotAnApproverError, NoteError
-from .journal import Journal
-from .layout import APPROVED_FOLDER, DONE_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS
-from .model import Kind, Request, Status, Transition
-from .notefile import Note, edit_note, parse_note, read_note
+from .durable import interrupted_move, read_file
+from .errors import NotAnApproverError, NoteError
+from .layout import APPROVED_FOLDER, DONE_FOLDER, REJECTED_FOLDER
+from .model import Request, Status, Transition
+from .notefile import Note, parse_note, read_note
 from .notestate import (
     OWNED_AT_CREATION,
     NoteState,
@@ -39,12 +36,13 @@ from .notestate import (
     is_conflict_copy,
     line_number,
     note_state,
-    owned_fields,
     same_value,
 )
+from .notesync import NoteSync, sha256
 from .params import note_params
-from .render import callout, details_table, history_key, history_line, one_line, render_new_note
+from .render import history_key
 from .rules import Policy, RuleFunction
+from .store import JournalStore
 from .verdict import judge, judge_edit
 
 _FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
@@ -65,13 +63,6 @@ _EXECUTED_AT = re.compile(r"executed_at:[ \t]*(?![ \t]*(?:#|~|null\b|''|\"\"|$))
 _STAGE = {s: 3 for s in Status} | {Status.PENDING: 0, Status.APPROVED: 1, Status.EXECUTING: 2}
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-log = logging.getLogger("hitl_vault")
-
-
 @dataclass(frozen=True)
 class Finding:
     """What looking at one file found."""
@@ -84,51 +75,24 @@ class Finding:
     held: bool = False  # a parse error not flagged yet (see Reconciler.inspect)
 
 
-class Reconciler:
+class Reconciler(NoteSync):
     """Keeps the notes of one vault and its journal telling the same story."""
 
     def __init__(
         self,
         root: Path,
-        journal: Journal,
+        journal: JournalStore,
         policy: Callable[[], Policy],
         functions: Sequence[RuleFunction],
     ) -> None:
-        self.root = root
-        self.journal = journal
+        super().__init__(root, journal)
         self._policy = policy
         self._functions = functions
 
-    def rel(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return str(path)
-
-    # --- where notes are -------------------------------------------------------
-
-    def locate(self, request_id: str, known: str | None = None) -> Path | None:
-        """The note of a request: its last known path, else ``<folder>/<id>.md`` in any folder."""
-        if known:
-            path = self.root / known
-            if path.is_file() and not path.is_symlink():
-                return path
-        for folder in REQUEST_FOLDERS:
-            path = self.root / folder / f"{request_id}.md"
-            if path.is_file() and not path.is_symlink():
-                return path
-        return None
-
-    def _finish_move(self, request: Request, a: Path, b: Path) -> Path:
-        """One note under two names (a move cut short by a crash): drop one; return the other.
-
-        The name kept is the one in the request's status folder, if either is;
-        both names show the same bytes, so removing one loses nothing.
-        """
-        keep, drop = (b, a) if b.parent.name == request.status.folder else (a, b)
-        drop.unlink(missing_ok=True)
-        log.info("%s: finished an interrupted move to %s", self.rel(drop), self.rel(keep))
-        return keep
+    def record_decision(
+        self, path: Path, note: Note, request: Request, now: datetime
+    ) -> str | None:
+        return self._judge(path, note, request, now).problem
 
     def later_in_note(self, request: Request) -> str | None:
         """What in the note shows the request further on than the journal does, or None.
@@ -385,111 +349,3 @@ class Reconciler:
             expect={Status.PENDING},
             fields=dict(verdict.fields),
         )
-
-    # --- showing the journal in the note --------------------------------------------
-
-    def sync(self, request_id: str, now: datetime) -> bool:
-        """Make the note show the journal; True when it does (or there is nothing to show).
-
-        A missing note is written anew from the journal. A note that cannot be
-        parsed is left alone (False). A status the human typed that was not acted
-        on is set back with an ``ignored`` history line. Raises
-        :class:`ChangedUnderfootError` when the note changed while we wrote.
-        """
-        request = self.journal.get(request_id)
-        if request is None:
-            return True
-        path = self.locate(request_id, str(request.path) if request.path else None)
-        if path is None:
-            return self._recreate(request)
-        there = self.root / request.status.folder / path.name
-        if interrupted_move(path, there):
-            path = self._finish_move(request, path, there)
-        where = self.rel(path)
-        try:
-            note = read_note(path, where)
-        except NoteError:
-            return False
-        if note.id != request_id:
-            return False
-        state, _ = note_state(note, request)
-        why: str | None = None
-        if state is NoteState.DECISION:
-            # A decision not journaled yet (its save is still on its way to us):
-            # record it now rather than write over it. One that was refused
-            # (an approver rule, a changed owned field) is set back below.
-            finding = self._judge(path, note, request, now)
-            request = self.journal.get(request_id)
-            assert request is not None
-            state, _ = note_state(note, request)
-            if state is NoteState.DECISION:
-                if finding.problem is None:
-                    raise ChangedUnderfootError(where)  # not decided yet: try again later
-                state = NoteState.ILLEGAL
-                why = finding.problem
-        if state in (NoteState.UNKNOWN, NoteState.ILLEGAL):
-            ignored = f'ignored status "{" ".join(note.status_text.split())}"'
-            if why:  # what the human must fix before deciding again
-                ignored += ": " + re.sub(rf"^{re.escape(where)}( line \d+)?: ", "", why)
-            self.journal.record_ignored(request_id, now, (one_line(ignored, 400),))
-            request = self.journal.get(request_id)
-            assert request is not None
-        fields = owned_fields(note, request)
-        have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
-        missing = [history_line(t) for t in request.history if t.key not in have]
-        edits = [t.details[0] for t in request.history if t.kind is Kind.EDITED and t.details]
-        shown = edits[-1] if edits and request.status is Status.PENDING else None
-        new_callout = callout(request.status, request.expires, request.rule, request.reason, shown)
-        olds = [
-            callout(s, request.expires, request.rule, request.reason, e)
-            for e in (None, *edits)
-            for s in Status
-        ]
-        table = details_table(request.params)
-        data = edit_note(note, fields, missing, (olds, new_callout), table)
-        dest = self.root / request.status.folder / path.name
-        if data == note.raw and dest == path:
-            self.journal.unflag(where)
-            self.journal.set_path(request_id, where, sha256(data), len(request.history))
-            return True
-        if dest == path:
-            write_note(path, data, note.raw, where)
-        else:
-            dest.parent.mkdir(exist_ok=True)
-            move_note(path, note.raw, dest, data, where)
-            self.journal.unflag(where)
-        new_where = self.rel(dest)
-        self.journal.unflag(new_where)
-        self.journal.set_path(request_id, new_where, sha256(data), len(request.history))
-        return True
-
-    def sync_now(self, request_id: str, now: datetime, attempts: int = 5) -> bool:
-        """``sync``, retried a few times when the note changes underfoot (API and CLI use)."""
-        for _ in range(attempts):
-            try:
-                return self.sync(request_id, now)
-            except ChangedUnderfootError:
-                continue
-        return False
-
-    def _recreate(self, request: Request) -> bool:
-        path = self.root / request.status.folder / f"{request.id}.md"
-        path.parent.mkdir(exist_ok=True)
-        ruling_text = f"Matched rule `{request.rule}`."
-        text = render_new_note(request, ruling_text)
-        data = text.encode("utf-8")
-        try:
-            write_note(path, data, None, self.rel(path))
-        except ChangedUnderfootError:
-            return False
-        self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
-        return True
-
-    def write_new(self, request: Request, text: str) -> Path:
-        """Write a brand-new request note (exclusive create)."""
-        path = self.root / request.status.folder / f"{request.id}.md"
-        path.parent.mkdir(exist_ok=True)
-        data = text.encode("utf-8")
-        write_note(path, data, None, self.rel(path))
-        self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
-        return path

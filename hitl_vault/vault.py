@@ -1,22 +1,15 @@
 """The Vault: what scripts, agents and the CLI use.
 
-It composes the journal (what happened), the rules (what needs a human), the
-notes (what the human sees and edits) and, for ``wait``, a watcher, so that
-every operation works the same with or without a daemon running.
+A small public face over the :class:`~hitl_vault.engine.Engine`, which does the
+work and which the daemon, its workers and ``approval()`` receive. Everything
+here works the same with or without a daemon running.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import contextlib
-import getpass
-import json
-import logging
-import sqlite3
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -24,82 +17,18 @@ from typing import Any, TypeVar
 
 from . import asking
 from .asking import Approval
-from .checks import verify_vault
-from .durable import MAX_NOTE_BYTES
-from .errors import (
-    ChangedUnderfootError,
-    IllegalTransitionError,
-    NoteError,
-    NotRunnableError,
-    RequestNotFoundError,
-    RulesError,
-    UsageError,
-    VaultNotFoundError,
-    WaitTimeoutError,
-)
-from .journal import Journal
-from .layout import JOURNAL_FILE, LOCK_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
-from .listeners import Listeners
-from .lock import daemon_running
-from .model import Request, Status, Transition, check_action, new_id
-from .notefile import read_note
-from .notestate import describe_changes, explanation, line_number
-from .params import check_expected, clean_params, note_params, params_sha
-from .reconcile import Reconciler
-from .render import one_line, render_new_note
-from .rules import Decision, Policy, Proposal, RuleFunction, Ruling, code_matches, pinned
-from .rulesfile import parse_policy, rules_text
-from .times import parse_duration, utcnow
-from .trust import UntrustedVaultError, check_vault, raise_for
-from .verdict import judge_run
-
-log = logging.getLogger("hitl_vault")
+from .engine import Engine
+from .events import Listener
+from .model import Request, Status, check_action, new_id
+from .rules import Policy, RuleFunction, Ruling
+from .store import JournalStore
+from .times import utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
-_OUTCOME = {
-    Decision.ALLOW: Status.APPROVED,
-    Decision.ASK: Status.PENDING,
-    Decision.BLOCK: Status.REJECTED,
-}
-# Longest a waiter sleeps without an event, as a net under lost events.
-_WAIT_SAFETY_NET = 30.0
-
-
-def _storable(text: str | None) -> str | None:
-    """Text as UTF-8 can hold it: what cannot be encoded (a lone surrogate) becomes "?"."""
-    return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _check_size(text: str) -> None:
-    """A note must be small enough to be read back (and opened on a phone)."""
-    size = len(text.encode("utf-8"))
-    if size > MAX_NOTE_BYTES:
-        raise UsageError(
-            "params",
-            f"make a note of {size:,} bytes, over the {MAX_NOTE_BYTES:,} a note may hold",
-            "send less: put large data in a file and pass its path",
-        )
-
-
-def default_user() -> str:
-    """Who is at the keyboard, for ``by`` when nobody said."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def default_summary(action: str, params: Mapping[str, Any]) -> str:
-    """``payment: amount=1500, recipient=v@x.y``: a title for a request submitted without one."""
-    shown = ", ".join(
-        f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
-        for k, v in params.items()
-    )
-    return one_line(f"{action}: {shown}" if shown else action, 120)
 
 
 class Vault:
-    """One vault folder: its journal, its rules and its notes."""
+    """One vault folder: submit requests, decide them, wait for them, listen to them."""
 
     def __init__(
         self,
@@ -107,69 +36,27 @@ class Vault:
         *,
         clock: Callable[[], datetime] = utcnow,
         ids: Callable[[str, datetime], str] = new_id,
+        journal: JournalStore | None = None,
     ) -> None:
-        root = Path(path).expanduser()
-        if not root.is_dir():
-            raise VaultNotFoundError(root, "create one with `hitl-vault init PATH`")
-        if not (root / RULES_FILE).exists() and not any(
-            (root / f).is_dir() for f in REQUEST_FOLDERS
-        ):
-            raise VaultNotFoundError(
-                root, f"it has no {RULES_FILE} and no request folders; run `hitl-vault init {root}`"
-            )
-        self.root = root.resolve()
-        self._clock = clock
-        self._ids = ids
-        self._check_trust()  # before anything is created or chmodded through a link
-        self.policy, text = self._read_rules()
-        self.journal = Journal(self.root / STATE_DIR / JOURNAL_FILE)
-        self._record_policy(text)
-        self.functions: list[RuleFunction] = []
-        self.handlers: dict[str, Callable[[Request], Any]] = {}
-        self.notes = Reconciler(self.root, self.journal, lambda: self.policy, self.functions)
-        self._changes = Listeners(self.root)
+        """Open the vault at ``path``. ``journal``: another implementation of
+        :class:`~hitl_vault.store.JournalStore` than the SQLite file in ``.hitl/``."""
+        self.engine = Engine(path, clock=clock, ids=ids, journal=journal)
 
     def __repr__(self) -> str:
         return f"Vault({str(self.root)!r})"
 
-    def now(self) -> datetime:
-        return self._clock()
+    @property
+    def root(self) -> Path:
+        """The vault folder."""
+        return self.engine.root
 
-    def reload_policy(self) -> Policy:
-        """Read hitl-vault.yaml again; on error the old policy stays and the error is raised.
-
-        A rules file anyone (or another user) may write is refused like a broken one.
-        Every change of the rules in force is journaled with its hash and a short diff.
-        """
-        try:
-            self._check_trust()
-        except UntrustedVaultError as e:
-            raise RulesError(RULES_FILE, str(e), "fix who may write it") from None
-        self.policy, text = self._read_rules()
-        self._record_policy(text)
-        return self.policy
-
-    def _read_rules(self) -> tuple[Policy, str | None]:
-        """The rules file's policy, and its text to journal (None when there is no file)."""
-        text = rules_text(self.root / RULES_FILE, RULES_FILE)
-        return parse_policy(text or "", RULES_FILE), text
-
-    def _check_trust(self) -> None:
-        report = check_vault(self.root)
-        for warning in report.warnings:
-            log.warning("%s", warning)
-        raise_for(report)
-
-    def _record_policy(self, text: str | None) -> None:
-        summary = self.journal.record_policy(text, self.now())
-        if summary is not None and summary.startswith("first load"):
-            log.info("%s: %s", RULES_FILE, summary)
-        elif summary is not None:
-            log.info("%s changed:\n%s", RULES_FILE, summary)
+    @property
+    def policy(self) -> Policy:
+        """The rules in force (``hitl-vault.yaml`` as last loaded)."""
+        return self.engine.policy
 
     def close(self) -> None:
-        self._changes.close()
-        self.journal.close()
+        self.engine.close()
 
     def __enter__(self) -> Vault:
         return self
@@ -179,30 +66,43 @@ class Vault:
     ) -> None:
         self.close()
 
-    # --- rules ------------------------------------------------------------------
+    # --- rules, executors and listeners ---------------------------------------------
 
     def rule(self, fn: RuleFunction) -> RuleFunction:
         """Register a Python rule: it sees each proposal and returns a decision or None."""
-        self.functions.append(fn)
+        self.engine.functions.append(fn)
         return fn
-
-    def evaluate(
-        self, action: str, params: Mapping[str, Any] | None = None, *, requested_by: str = ""
-    ) -> Ruling:
-        """What the rules say about an action, without creating anything."""
-        check_action(action)
-        proposal = Proposal(action, clean_params(params), "", requested_by)
-        return self.policy.evaluate(proposal, self.functions)
 
     def action(self, name: str) -> Callable[[F], F]:
         """Register an in-process executor, run by ``vault.run()`` for approved requests."""
         check_action(name)
 
         def register(fn: F) -> F:
-            self.handlers[name] = fn
+            self.engine.handlers[name] = fn
             return fn
 
         return register
+
+    def on(self, *statuses: Status | str) -> Callable[[Listener], Listener]:
+        """Register a listener for transitions into ``statuses`` (none named: every one).
+
+        ``@vault.on(Status.PENDING)`` calls the function with an
+        :class:`~hitl_vault.events.Event` once per transition, after it is
+        recorded, also for transitions another process made (heard when this vault
+        next acts or waits; a running daemon hears them as they happen). A
+        listener's exception is logged, never raised.
+        """
+
+        def register(listener: Listener) -> Listener:
+            return self.engine.listen(listener, statuses)
+
+        return register
+
+    def evaluate(
+        self, action: str, params: Mapping[str, Any] | None = None, *, requested_by: str = ""
+    ) -> Ruling:
+        """What the rules say about an action, without creating anything."""
+        return self.engine.evaluate(action, params, requested_by=requested_by)
 
     def run(self, once: bool = False) -> None:
         """The daemon, in this process: watch the vault and run approved actions.
@@ -210,9 +110,9 @@ class Vault:
         Blocks until SIGTERM / Ctrl-C (``once``: until everything due is done).
         Raises :class:`DaemonRunningError` if another daemon holds the vault.
         """
-        from .daemon import Daemon  # the daemon is built on Vault
+        from .daemon import Daemon  # loaded only here: it brings the file watcher
 
-        Daemon(self).run(once=once)
+        Daemon(self.engine).run(once=once)
 
     # --- requests ---------------------------------------------------------------
 
@@ -224,86 +124,19 @@ class Vault:
         summary: str = "",
         timeout: str | float | None = None,
         requested_by: str | None = None,
-        carried_by_requester: bool = False,
-        source: str | None = None,
     ) -> Request:
-        """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
-
-        ``source`` (used for Inbox proposals) is a key recorded with the request;
-        a second submit with the same key raises ``sqlite3.IntegrityError``.
-        """
-        check_action(action)
-        params = clean_params(params)
-        asked = parse_duration(timeout, "timeout") if timeout is not None else None
-        by = requested_by or default_user()
-        now = self.now()
-        proposal = Proposal(action, params, summary, by)
-        code = code_matches(proposal, self.functions)  # each Python rule called once
-        ruling = self.policy.evaluate(proposal, code=code)
-        required = pinned(code)
-        status = _OUTCOME[ruling.decision]
-        expires = None
-        if status is Status.PENDING:
-            limits = [d for d in (asked, ruling.timeout) if d is not None]
-            expires = now + (min(limits) if limits else self.policy.defaults.timeout)
-        reason = ruling.reason if status is Status.REJECTED else ""
-        first = Transition(now, None, status, by, reason, (f"rule {ruling.rule}",))
-        explained = explanation(ruling.matches, ruling.rule)
-        for attempt in range(5):
-            request = Request(
-                id=self._ids(action, now),
-                status=status,
-                action=action,
-                summary=one_line(summary, 500) or default_summary(action, params),
-                risk=ruling.risk,
-                rule=ruling.rule,
-                requested_by=by,
-                created=now,
-                expires=expires,
-                params=params,
-                reason=reason or None,
-                decided_at=now if status is not Status.PENDING else None,
-                carried_by_requester=carried_by_requester,
-                history=(first,),
-            )
-            text = render_new_note(request, explained)
-            _check_size(text)
-            try:
-                self.journal.create(request, f"{status.folder}/{request.id}.md", source, required)
-                break
-            except sqlite3.IntegrityError:
-                if attempt == 4 or (source is not None and self.journal.proposal(source)):
-                    raise
-        try:
-            path: Path | None = self.notes.write_new(request, text)
-        except ChangedUnderfootError:  # a daemon that saw the journal entry wrote it first
-            path = self.notes.locate(request.id)
-            if path is None:
-                raise
-        return replace(request, path=path)
+        """Propose an action; returns ``pending`` at once, or what an allow/block rule decided."""
+        return self.engine.submit(
+            action, params, summary=summary, timeout=timeout, requested_by=requested_by
+        )
 
     def get(self, request_id: str) -> Request:
-        request = self.journal.get(request_id)
-        if request is None:
-            raise RequestNotFoundError(request_id)
-        return self._located(request)
-
-    def decided_uid(self, request_id: str) -> int | None:
-        """The real user id of the process that recorded the decision (``decided_by`` is only
-        the name it claimed); None before a decision, or where the system has no user ids."""
-        return self.journal.decision_uid(request_id)
-
-    def _located(self, request: Request) -> Request:
-        path = self.notes.locate(request.id, str(request.path) if request.path else None)
-        return replace(request, path=path)
+        """One request, with its history; :class:`RequestNotFoundError` if there is none."""
+        return self.engine.get(request_id)
 
     def list(self, status: Status | str | None = None, limit: int | None = None) -> list[Request]:
         """Requests, newest first (their ``history`` is left empty; ``get`` one for it)."""
-        wanted = Status.named(status) if status is not None else None
-        return [
-            replace(r, path=self.root / r.path if r.path else None)
-            for r in self.journal.requests(wanted, limit)
-        ]
+        return self.engine.list(status, limit)
 
     def approve(
         self, request_id: str, by: str | None = None, reason: str = "", expect: str | None = None
@@ -315,94 +148,26 @@ class Vault:
         of at least 8 characters of) the hash ``show`` printed for them; with ``expect``,
         any other params are refused.
         """
-        return self._decide(request_id, Status.APPROVED, by, reason, expect)
+        return self.engine.approve(request_id, by, reason, expect)
 
     def reject(self, request_id: str, by: str | None = None, reason: str = "") -> Request:
         """Reject a pending request, exactly as setting ``status: rejected`` in its note would."""
-        return self._decide(request_id, Status.REJECTED, by, reason)
+        return self.engine.reject(request_id, by, reason)
+
+    def cancel(self, request_id: str, by: str | None = None) -> Request:
+        """Withdraw a pending request."""
+        return self.engine.cancel(request_id, by)
 
     def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
         """What approving now would run: the params (the note's, if a human edited them
         there), their hash (``approve --expect``), and how they differ from the params as
         they were asked for ("" when they do not)."""
-        request = self.get(request_id)
-        params = dict(request.params)
-        if request.path is not None and request.status is Status.PENDING:
-            try:
-                note = read_note(request.path, self.notes.rel(request.path))
-            except NoteError:
-                note = None
-            if note is not None and isinstance(note.meta.get("params"), dict):
-                line = line_number(note, "params")
-                params = note_params(note.meta["params"], note.where, line)
-        edited = describe_changes(self.journal.created_params(request_id), params)
-        return params, params_sha(params), edited
+        return self.engine.params_to_run(request_id)
 
-    def _decide(
-        self, request_id: str, to: Status, by: str | None, reason: str, expect: str | None = None
-    ) -> Request:
-        request = self.get(request_id)
-        if request.status is not Status.PENDING:
-            raise IllegalTransitionError(request_id, request.status, to)
-        params: Mapping[str, Any] | None = None  # a rejection runs nothing: its params stand
-        if to is Status.APPROVED:
-            params, sha, edited = self.params_to_run(request_id)
-            if expect is not None or edited:
-                check_expected(request_id, sha, expect, edited)
-        now = self.now()
-        done = self.notes.decide(
-            request, to, by=by or default_user(), reason=reason, params=params, now=now
-        )
-        if done is not None:
-            self.show_in_note(request_id, now)
-        if done is None or done.to_status is Status.TIMED_OUT:  # too late: it expired
-            raise IllegalTransitionError(request_id, self.get(request_id).status, to)
-        return self.get(request_id)
-
-    def cancel(self, request_id: str, by: str | None = None) -> Request:
-        """Withdraw a pending request."""
-        request = self.get(request_id)
-        now = self.now()
-        done = self.journal.transition(
-            request_id, Status.CANCELLED, at=now, by=by or request.requested_by,
-            expect={Status.PENDING}, fields={"decided_at": now},
-        )  # fmt: skip
-        if done is None:
-            raise IllegalTransitionError(request_id, self.get(request_id).status, Status.CANCELLED)
-        self.show_in_note(request_id, now)
-        return self.get(request_id)
-
-    def show_in_note(self, request_id: str, now: datetime) -> None:
-        """Bring the note up to date at once, unless a daemon will do it once the note is quiet."""
-        if daemon_running(self.root / STATE_DIR / LOCK_FILE):
-            return
-        try:
-            self.notes.sync_now(request_id, now)
-        except NoteError as e:  # the journal has it; the note waits for a fix (see Dashboard.md)
-            self.journal.flag(e.where, str(e), now, request_id)
-            log.warning("needs attention: %s", e)
-
-    # --- catching up without a daemon ---------------------------------------------
-
-    def refresh(self, request_id: str) -> Request:
-        """Apply what the note and the clock say to one request (a human's decision, expiry)."""
-        request = self.get(request_id)
-        now = self.now()
-        if request.status is Status.PENDING and request.path is not None:
-            finding = self.notes.inspect(request.path, now)
-            if finding is not None and finding.acted is not None:
-                self.show_in_note(request_id, now)
-                return self.get(request_id)
-        if request.status is Status.PENDING and request.expires and request.expires <= now:
-            if self.expire(request_id, now) is not None:
-                self.show_in_note(request_id, now)
-            return self.get(request_id)
-        return request
-
-    def expire(self, request_id: str, now: datetime) -> Transition | None:
-        return self.journal.transition(
-            request_id, Status.TIMED_OUT, at=now, by="hitl-vault", expect={Status.PENDING}
-        )
+    def decided_uid(self, request_id: str) -> int | None:
+        """The real user id of the process that recorded the decision (``decided_by`` is only
+        the name it claimed); None before a decision, or where the system has no user ids."""
+        return self.engine.decided_uid(request_id)
 
     # --- waiting ------------------------------------------------------------------
 
@@ -414,100 +179,11 @@ class Vault:
         rules, and the journal makes sure each transition is recorded once.
         Raises :class:`WaitTimeoutError` if ``timeout`` seconds pass first.
         """
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
-        started = loop.time()
-
-        def poke(path: Path) -> None:
-            if path.name.startswith((request_id, JOURNAL_FILE)) or path == self.root:
-                loop.call_soon_threadsafe(wake.set)
-
-        with self._changes.listening(poke):
-            while True:
-                wake.clear()
-                request = self.refresh(request_id)
-                if request.status is not Status.PENDING:
-                    return request
-                delay = _WAIT_SAFETY_NET
-                if request.expires is not None:
-                    delay = min(
-                        delay, max(0.0, (request.expires - self.now()).total_seconds()) + 0.05
-                    )
-                if timeout is not None:
-                    left = timeout - (loop.time() - started)
-                    if left <= 0:
-                        raise WaitTimeoutError(request_id, timeout)
-                    delay = min(delay, left)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), delay)
+        return await self.engine.wait(request_id, timeout)
 
     def wait_sync(self, request_id: str, timeout: float | None = None) -> Request:
         """``wait`` for code that is not async (it cannot be called from inside an event loop)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.wait(request_id, timeout))
-        raise UsageError(
-            "wait_sync", "called from inside a running event loop", "use `await vault.wait(...)`"
-        )
-
-    # --- carrying out an approved request ----------------------------------------------
-
-    def start_execution(
-        self, request_id: str, by: str, params: Mapping[str, Any] | None = None
-    ) -> Transition | None:
-        """approved → executing, durably, right before the action starts with ``params``.
-
-        None if it is no longer approved (already started, say). Raises
-        :class:`NotRunnableError`, recording nothing, unless the journal's own entries
-        prove an approval of exactly these params and the note shows no later state
-        than the journal. A block rule in force now rejects it instead (that
-        transition is returned).
-        """
-        request = self.journal.get(request_id)
-        if request is None:
-            raise RequestNotFoundError(request_id)
-        if request.status is not Status.APPROVED:
-            return None
-        run = request.params if params is None else params
-        problem = self.journal.unproven(request_id, run) or self.notes.later_in_note(request)
-        if problem:
-            raise NotRunnableError(request_id, problem)
-        now = self.now()
-        blocked = judge_run(self.policy, request, run, self.functions)
-        if blocked is not None:
-            return self.journal.transition(
-                request_id, Status.REJECTED, at=now, by="hitl-vault", reason=blocked,
-                expect={Status.APPROVED}, fields={"reason": blocked},
-            )  # fmt: skip
-        return self.journal.transition(
-            request_id, Status.EXECUTING, at=now, by=by, expect={Status.APPROVED}
-        )
-
-    def finish_execution(
-        self,
-        request_id: str,
-        ok: bool,
-        result: str | None = None,
-        error: str | None = None,
-        *,
-        at: datetime | None = None,
-    ) -> Transition | None:
-        """executing → executed (with its result) or failed (with the error), as of ``at``."""
-        now = at or self.now()
-        result, error = _storable(result), _storable(error)  # e.g. a file name's lone surrogate
-        if ok:
-            details = (f"result: {one_line(result or '', 200)}",) if result else ()
-            fields: dict[str, Any] = {"executed_at": now, "result": result or ""}
-            to = Status.EXECUTED
-        else:
-            details = (f"error: {one_line(error or '', 200)}",)
-            fields = {"executed_at": now, "error": error or "failed"}
-            to = Status.FAILED
-        return self.journal.transition(
-            request_id, to, at=now, by="executor", details=details,
-            expect={Status.EXECUTING}, fields=fields,
-        )  # fmt: skip
+        return self.engine.wait_sync(request_id, timeout)
 
     def approval(
         self,
@@ -527,7 +203,7 @@ class Vault:
         entering when the request is refused. The daemon never runs such a request.
         """
         return asking.approval(
-            self, action, params, summary=summary, timeout=timeout,
+            self.engine, action, params, summary=summary, timeout=timeout,
             requested_by=requested_by, wait_timeout=wait_timeout,
         )  # fmt: skip
 
@@ -545,11 +221,11 @@ class Vault:
         formatted with them (``"Pay {recipient} ${amount}"``).
         """
         return asking.requires_approval(
-            self, action, summary=summary, timeout=timeout, requested_by=requested_by
+            self.engine, action, summary=summary, timeout=timeout, requested_by=requested_by
         )
 
     # --- checking -----------------------------------------------------------------
 
     def verify(self) -> builtins.list[str]:
         """Every disagreement between the journal's chain, its entries and the notes."""
-        return verify_vault(self)
+        return self.engine.verify()

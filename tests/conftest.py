@@ -1,4 +1,9 @@
-"""Shared fixtures: a vault from the real template, a stepped daemon, a guard on threads."""
+"""Shared fixtures: a vault from the real template, its scaffold, a stepped daemon, a real
+daemon process, a guard on threads.
+
+A module that needs the vault set up differently (an executor of its own, a short
+quiet period) overrides ``vault_path``; every fixture here then uses that vault.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from hitl_vault import Request, Vault
 from hitl_vault.daemon import Daemon
 from hitl_vault.template import init_vault
 
-from .helpers import Clock
+from .helpers import Clock, DaemonProcess, VaultHelper
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +43,12 @@ def vault_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def helper(vault_path: Path) -> VaultHelper:
+    """The scaffold on ``vault_path``: executors, runs, attention, the CLI, raw SQL."""
+    return VaultHelper(vault_path)
+
+
+@pytest.fixture
 def vault(vault_path: Path) -> Iterator[Vault]:
     with Vault(vault_path) as v:
         yield v
@@ -55,12 +66,9 @@ def ran() -> list[str]:
 
 
 @pytest.fixture
-def daemon(vault_path: Path, clock: Clock, ran: list[str]) -> Iterator[Daemon]:
-    """A daemon on the template vault with an in-process ``payment`` executor that records runs.
-
-    Tests step it with ``daemon.run_once(clock.now)``; modules that need a real
-    ``hitl-vault run`` process define a ``daemon`` fixture of their own.
-    """
+def clocked_vault(vault_path: Path, clock: Clock, ran: list[str]) -> Iterator[Vault]:
+    """The template vault on the test's clock, with an in-process ``payment`` executor that
+    records runs (the vault the ``daemon`` fixture watches)."""
     with Vault(vault_path, clock=clock) as vault:
 
         @vault.action("payment")
@@ -68,5 +76,21 @@ def daemon(vault_path: Path, clock: Clock, ran: list[str]) -> Iterator[Daemon]:
             ran.append(request.id)
             return f"paid {request.params['amount']}"
 
-        with Daemon(vault, clock=clock) as d:
-            yield d
+        yield vault
+
+
+@pytest.fixture
+def daemon(clocked_vault: Vault, clock: Clock) -> Iterator[Daemon]:
+    """A daemon on ``clocked_vault``, stepped by hand: ``daemon.run_once(clock.now)``.
+
+    Modules that need a real ``hitl-vault run`` process use ``daemon_process``.
+    """
+    with Daemon(clocked_vault.engine, clock=clock) as d:
+        yield d
+
+
+@pytest.fixture
+def daemon_process(vault_path: Path) -> Iterator[DaemonProcess]:
+    """A real ``hitl-vault run`` watching ``vault_path``; killed at the end if still running."""
+    with DaemonProcess(vault_path) as d:
+        yield d

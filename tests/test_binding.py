@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,119 +18,84 @@ from hitl_vault.daemon import Daemon
 from hitl_vault.errors import ParamsChangedError
 from hitl_vault.render import history_line
 
-from .helpers import Clock, eventually, set_status
-
-RECORD = """\
-import json, os, sys
-request = json.load(sys.stdin)
-with open(os.path.join(os.path.dirname(__file__), "runs.log"), "a") as f:
-    f.write(request["id"] + "\\n")
-print("paid", request["params"].get("amount"))
-"""
+from .helpers import Clock, VaultHelper, eventually, set_status
 
 
-def _recording(vault: Path) -> Path:
-    """The payment executor appends each run's id to scripts/runs.log; returns that log."""
-    (vault / "scripts" / "record.py").write_text(RECORD)
-    rules = vault / "hitl-vault.yaml"
-    rules.write_text(
-        rules.read_text().replace(
-            "run: [python3, scripts/pay.py]", f"run: [{sys.executable}, scripts/record.py]"
-        )
-    )
-    return vault / "scripts" / "runs.log"
-
-
-def _runs(log: Path) -> list[str]:
-    return log.read_text().split() if log.exists() else []
-
-
-def _hitl(vault: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hitl_vault", "--vault", str(vault), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def _sql(vault: Path, statement: str, *args: object) -> None:
-    """A write into the journal by anyone who can open the file: no hitl-vault involved."""
-    db = sqlite3.connect(vault / ".hitl" / "journal.db", isolation_level=None)
-    db.execute(statement, args)
-    db.close()
-
-
-def test_a_row_set_to_approved_by_sql_never_runs_and_verify_says_why(vault_path: Path) -> None:
+def test_a_row_set_to_approved_by_sql_never_runs_and_verify_says_why(
+    vault_path: Path, helper: VaultHelper
+) -> None:
     """``UPDATE requests SET status='approved'``: nothing runs; verify names the row."""
-    log = _recording(vault_path)
+    helper.record_runs(quiet=None)  # the template's 2 s
     with Vault(vault_path) as vault:
         request = vault.submit("payment", {"amount": 1500})
-    _sql(vault_path, "UPDATE requests SET status = 'approved' WHERE id = ?", request.id)
+    helper.sql("UPDATE requests SET status = 'approved' WHERE id = ?", request.id)
 
-    done = _hitl(vault_path, "run", "--once")
+    done = helper.hitl("run", "--once")
 
-    assert _runs(log) == []
+    assert helper.runs() == []
     assert "not run" in done.stderr and "entries end at pending" in done.stderr
     dashboard = (vault_path / "Dashboard.md").read_text()
     assert f"request {request.id}" in dashboard and "not run" in dashboard
-    verified = _hitl(vault_path, "verify")
+    verified = helper.hitl("verify")
     assert verified.returncode == 1
     assert "row says approved but its entries end at pending" in verified.stderr
 
 
-def test_params_changed_by_sql_after_an_approval_never_run(vault_path: Path) -> None:
+def test_params_changed_by_sql_after_an_approval_never_run(
+    vault_path: Path, helper: VaultHelper
+) -> None:
     """An approved payment whose amount is raised in the row: refused, the approval stands."""
-    log = _recording(vault_path)
+    helper.record_runs(quiet=None)  # the template's 2 s
     with Vault(vault_path) as vault:
         request = vault.submit("payment", {"amount": 1500})
         vault.approve(request.id, by="alice")
-    _sql(vault_path, "UPDATE requests SET params = '{\"amount\": 9999}' WHERE id = ?", request.id)
+    helper.sql("UPDATE requests SET params = '{\"amount\": 9999}' WHERE id = ?", request.id)
 
-    _hitl(vault_path, "run", "--once")
+    helper.hitl("run", "--once")
 
-    assert _runs(log) == []
+    assert helper.runs() == []
     with Vault(vault_path) as vault:
         assert vault.get(request.id).status is Status.APPROVED
         assert any("params are not those its entries recorded" in p for p in vault.verify())
 
 
-def test_an_edited_entry_is_caught_before_anything_runs(vault_path: Path) -> None:
+def test_an_edited_entry_is_caught_before_anything_runs(
+    vault_path: Path, helper: VaultHelper
+) -> None:
     """A journal entry rewritten by hand breaks its hash: the request does not run."""
-    log = _recording(vault_path)
+    helper.record_runs(quiet=None)  # the template's 2 s
     with Vault(vault_path) as vault:
         request = vault.submit("payment", {"amount": 1500})
         vault.approve(request.id, by="alice")
-    _sql(
-        vault_path,
+    helper.sql(
         "UPDATE entries SET by = 'ceo' WHERE request_id = ? AND by = 'alice'",
         request.id,
     )
 
-    _hitl(vault_path, "run", "--once")
+    helper.hitl("run", "--once")
 
-    assert _runs(log) == []
+    assert helper.runs() == []
 
 
 def test_a_journal_restored_from_before_an_execution_never_runs_it_again(
-    vault_path: Path,
+    vault_path: Path, helper: VaultHelper
 ) -> None:
     """Back up .hitl/ after an approval, execute, restore it: the note in Done/ forbids a rerun."""
-    log = _recording(vault_path)
+    helper.record_runs(quiet=None)  # the template's 2 s
     with Vault(vault_path) as vault:
         request = vault.submit("payment", {"amount": 1500})
         vault.approve(request.id, by="alice")
     backup = vault_path.parent / "hitl-backup"
     shutil.copytree(vault_path / ".hitl", backup)
-    assert _hitl(vault_path, "run", "--once").returncode == 0
-    assert _runs(log) == [request.id]
+    assert helper.hitl("run", "--once").returncode == 0
+    assert helper.runs() == [request.id]
     assert (vault_path / "Done" / f"{request.id}.md").exists()
     shutil.rmtree(vault_path / ".hitl")
     shutil.copytree(backup, vault_path / ".hitl")
 
-    done = _hitl(vault_path, "run", "--once")
+    done = helper.hitl("run", "--once")
 
-    assert _runs(log) == [request.id]
+    assert helper.runs() == [request.id]
     assert "is in Done/, but the journal says approved" in done.stderr
     assert f"request {request.id}" in (vault_path / "Dashboard.md").read_text()
 
@@ -148,16 +111,16 @@ def test_a_restored_journal_is_caught_by_the_history_even_before_the_note_moves(
     text = note.read_text()
     note.write_text(text + "- 2026-01-01T00:00:00Z · executing → executed · result: paid\n")
 
-    problem = vault.notes.later_in_note(vault.get(request.id))
+    problem = vault.engine.notes.later_in_note(vault.get(request.id))
 
     assert problem is not None and "executing → executed" in problem
 
 
 def test_a_block_rule_added_while_pending_turns_an_approval_into_a_rejection(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
     """Block is a kill switch: a rule added after the request still stops the approval."""
-    vault = daemon.vault
+    vault = clocked_vault
     request = vault.submit("payment", {"amount": 1500})
     rules = vault.root / "hitl-vault.yaml"
     rules.write_text(
@@ -168,7 +131,7 @@ def test_a_block_rule_added_while_pending_turns_an_approval_into_a_rejection(
             1,
         )
     )
-    vault.reload_policy()
+    vault.engine.reload_policy()
     assert request.path is not None
     set_status(request.path, "approved")
     daemon.notice(request.path)
@@ -181,9 +144,11 @@ def test_a_block_rule_added_while_pending_turns_an_approval_into_a_rejection(
     assert ran == []
 
 
-def test_a_block_rule_added_after_the_approval_stops_it_before_it_runs(vault_path: Path) -> None:
+def test_a_block_rule_added_after_the_approval_stops_it_before_it_runs(
+    vault_path: Path, helper: VaultHelper
+) -> None:
     """Approved while nothing blocked it, then payments are frozen: it is rejected, never run."""
-    log = _recording(vault_path)
+    helper.record_runs(quiet=None)  # the template's 2 s
     with Vault(vault_path) as vault:
         request = vault.submit("payment", {"amount": 1500})
         vault.approve(request.id, by="alice")
@@ -194,9 +159,9 @@ def test_a_block_rule_added_after_the_approval_stops_it_before_it_runs(vault_pat
         )
     )
 
-    assert _hitl(vault_path, "run", "--once").returncode == 0
+    assert helper.hitl("run", "--once").returncode == 0
 
-    assert _runs(log) == []
+    assert helper.runs() == []
     with Vault(vault_path) as vault:
         after = vault.get(request.id)
         assert after.status is Status.REJECTED
@@ -208,7 +173,7 @@ def test_a_block_rule_added_after_the_approval_stops_it_before_it_runs(vault_pat
 def test_a_requester_carrying_out_is_stopped_by_a_later_block(vault_path: Path) -> None:
     """The requester's own code never runs once a block rule covers its approved request."""
     with Vault(vault_path) as vault:
-        request = vault.submit("deploy", {"to": "prod"}, carried_by_requester=True)
+        request = vault.engine.submit("deploy", {"to": "prod"}, carried_by_requester=True)
         vault.approve(request.id, by="alice")
         rules = vault_path / "hitl-vault.yaml"
         rules.write_text(
@@ -216,21 +181,21 @@ def test_a_requester_carrying_out_is_stopped_by_a_later_block(vault_path: Path) 
                 "rules:\n", "rules:\n  - name: freeze\n    action: deploy\n    decision: block\n", 1
             )
         )
-        vault.reload_policy()
+        vault.engine.reload_policy()
 
         with (
             pytest.raises(Rejected, match="blocked by rule freeze"),
-            carrying_out(vault, vault.get(request.id)),
+            carrying_out(vault.engine, vault.get(request.id)),
         ):
             raise AssertionError("the requester's code ran")
         assert vault.get(request.id).status is Status.REJECTED
 
 
 def test_the_same_approval_runs_once_with_its_proof(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
     """An honest approval still runs, once: the proof costs nothing a user sees."""
-    vault = daemon.vault
+    vault = clocked_vault
     request = vault.submit("payment", {"amount": 1500})
     vault.approve(request.id, by="alice")
     daemon.run_once(clock.now)
@@ -241,10 +206,10 @@ def test_the_same_approval_runs_once_with_its_proof(
 
 
 def test_every_change_of_the_rules_is_journaled_with_its_hash_and_diff(
-    daemon: Daemon, clock: Clock
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
 ) -> None:
     """Adding an executor to hitl-vault.yaml is recorded: when, the new hash, what changed."""
-    vault = daemon.vault
+    vault = clocked_vault
     rules = vault.root / "hitl-vault.yaml"
     rules.write_text(
         rules.read_text().replace(
@@ -255,7 +220,7 @@ def test_every_change_of_the_rules_is_journaled_with_its_hash_and_diff(
     daemon.run_once(clock.now)
     daemon.run_once(clock.advance(timedelta(seconds=3)))
 
-    changes = vault.journal.policy_changes()
+    changes = vault.engine.journal.policy_changes()
     assert len(changes) == 2  # the first load, then this edit
     at, sha, summary = changes[0]
     assert at == clock.now and len(sha) == 64
@@ -267,10 +232,10 @@ def test_every_change_of_the_rules_is_journaled_with_its_hash_and_diff(
 
 
 def test_a_rules_file_others_may_write_is_refused_and_the_last_good_rules_stay(
-    daemon: Daemon, clock: Clock
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
 ) -> None:
     """chmod o+w hitl-vault.yaml under a running daemon: flagged, the old rules stay in force."""
-    vault = daemon.vault
+    vault = clocked_vault
     rules = vault.root / "hitl-vault.yaml"
     loaded = vault.policy
     rules.write_text(rules.read_text().replace('amount: "< 500"', 'amount: "< 99999"'))
@@ -280,17 +245,19 @@ def test_a_rules_file_others_may_write_is_refused_and_the_last_good_rules_stay(
     daemon.run_once(clock.advance(timedelta(seconds=3)))
 
     assert vault.policy is loaded
-    attention = [a.message for a in vault.journal.attention()]
+    attention = [a.message for a in vault.engine.journal.attention()]
     assert any("hitl-vault.yaml: anyone may write it (chmod o-w" in m for m in attention)
 
 
-def test_a_linked_request_folder_is_refused(vault_path: Path, tmp_path: Path) -> None:
+def test_a_linked_request_folder_is_refused(
+    vault_path: Path, tmp_path: Path, helper: VaultHelper
+) -> None:
     """A Done/ that is a link would put notes outside the vault: every command refuses it."""
     outside = tmp_path / "elsewhere"
     (vault_path / "Done").rename(outside)
     (vault_path / "Done").symlink_to(outside)
 
-    result = _hitl(vault_path, "list")
+    result = helper.hitl("list")
 
     assert result.returncode == 1
     assert "Done: is a symlink" in result.stderr and "Traceback" not in result.stderr
@@ -299,20 +266,18 @@ def test_a_linked_request_folder_is_refused(vault_path: Path, tmp_path: Path) ->
 # --- who did it --------------------------------------------------------------------------
 
 
-def test_the_real_user_id_is_recorded_beside_the_claimed_name(vault_path: Path) -> None:
+def test_the_real_user_id_is_recorded_beside_the_claimed_name(
+    vault_path: Path, helper: VaultHelper
+) -> None:
     """``LOGNAME=alice hitl-vault approve`` says alice, and show says which uid recorded it."""
     with Vault(vault_path) as vault:
         request_id = vault.submit("payment", {"amount": 1500}).id
     env = {**os.environ, "LOGNAME": "alice", "USER": "alice"}
-    subprocess.run(
-        [sys.executable, "-m", "hitl_vault", "--vault", str(vault_path), "approve", request_id],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    approved = helper.hitl("approve", request_id, env=env)
+    assert approved.returncode == 0, approved.stderr
 
-    shown = _hitl(vault_path, "show", request_id, "--json")
-    text = _hitl(vault_path, "show", request_id).stdout
+    shown = helper.hitl("show", request_id, "--json")
+    text = helper.hitl("show", request_id).stdout
 
     data = json.loads(shown.stdout)
     assert data["decided_by"] == "alice"
@@ -346,7 +311,7 @@ def test_a_journal_from_before_uids_keeps_its_chain_and_records_uids_from_now_on
 
 def _rehash_without_uids(vault: Path) -> None:
     """Rewrite the chain as a journal from before uids were recorded would hold it."""
-    from hitl_vault.replay import GENESIS, entry_hash
+    from hitl_vault.chain import GENESIS, entry_hash
 
     db = sqlite3.connect(vault / ".hitl" / "journal.db", isolation_level=None)
     prev = GENESIS
@@ -365,7 +330,7 @@ def _rehash_without_uids(vault: Path) -> None:
 
 
 def test_approvers_set_by_a_python_rule_bind_the_cli_and_the_daemon(
-    vault_path: Path, clock: Clock
+    vault_path: Path, clock: Clock, helper: VaultHelper
 ) -> None:
     """A rule in the submitter's code names alice: bob's approval is refused everywhere."""
     with Vault(vault_path) as submitter:
@@ -378,7 +343,7 @@ def test_approvers_set_by_a_python_rule_bind_the_cli_and_the_daemon(
 
         request = submitter.submit("payment", {"amount": 1500})
 
-    refused = _hitl(vault_path, "approve", request.id, "--by", "bob")
+    refused = helper.hitl("approve", request.id, "--by", "bob")
     assert refused.returncode == 1
     assert "bob may not decide it; rule treasurer allows alice" in refused.stderr
 
@@ -386,7 +351,7 @@ def test_approvers_set_by_a_python_rule_bind_the_cli_and_the_daemon(
     text = request.path.read_text().replace("amount: 1500", "amount: 1000")
     request.path.write_text(text.replace("decided_by:", "decided_by: alice", 1))
     set_status(request.path, "approved")
-    with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as daemon:
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault.engine, clock=clock) as daemon:
         daemon.notice(request.path)
         daemon.run_once(clock.now)
         decided = vault.get(request.id)
@@ -398,10 +363,10 @@ def test_approvers_set_by_a_python_rule_bind_the_cli_and_the_daemon(
 
 
 def test_a_params_edit_saved_alone_is_recorded_and_shown_before_anyone_approves(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
     """The edit lands in the journal, the callout and the Details table; approve runs it."""
-    vault = daemon.vault
+    vault = clocked_vault
     request = vault.submit("payment", {"amount": 1500, "to": "a@b.c"})
     assert request.path is not None
     request.path.write_text(request.path.read_text().replace("amount: 1500", "amount: 900"))
@@ -432,28 +397,28 @@ def test_an_edit_a_rule_forbids_is_flagged_and_not_recorded(vault_path: Path, cl
     rules.write_text(
         rules.read_text().replace("    timeout: 1h\n", "    timeout: 1h\n    editable: false\n")
     )
-    with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as daemon:
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault.engine, clock=clock) as daemon:
         request = vault.submit("payment", {"amount": 1500})
         assert request.path is not None
         request.path.write_text(request.path.read_text().replace("amount: 1500", "amount: 9000"))
         daemon.notice(request.path)
         daemon.run_once(clock.now)
         assert vault.get(request.id).params == {"amount": 1500}
-        flagged = [a.message for a in vault.journal.attention()]
+        flagged = [a.message for a in vault.engine.journal.attention()]
         assert any("does not allow edits (editable: false); put them back" in m for m in flagged)
 
 
-def test_show_prints_the_hash_that_approve_expects(vault_path: Path) -> None:
+def test_show_prints_the_hash_that_approve_expects(vault_path: Path, helper: VaultHelper) -> None:
     """``show`` prints the params about to run and their hash; ``approve --expect`` takes it."""
     with Vault(vault_path) as vault:
         request = vault.submit("payment", {"amount": 1500})
     assert request.path is not None
     request.path.write_text(request.path.read_text().replace("amount: 1500", "amount: 700"))
 
-    shown = _hitl(vault_path, "show", request.id).stdout
-    refused = _hitl(vault_path, "approve", request.id)
-    sha = json.loads(_hitl(vault_path, "show", request.id, "--json").stdout)["params_sha"]
-    approved = _hitl(vault_path, "approve", request.id, "--expect", sha[:16])
+    shown = helper.hitl("show", request.id).stdout
+    refused = helper.hitl("approve", request.id)
+    sha = json.loads(helper.hitl("show", request.id, "--json").stdout)["params_sha"]
+    approved = helper.hitl("approve", request.id, "--expect", sha[:16])
 
     assert "edited:       since it was asked for: amount 1500 → 700" in shown
     assert f"params (sha256 {sha[:16]}):" in shown and "amount: 700" in shown

@@ -8,10 +8,9 @@ since ``run`` installs signal handlers and configures logging for its process.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
 
@@ -23,9 +22,7 @@ from hitl_vault import Status, Vault
 from hitl_vault.cli import cli
 from hitl_vault.template import init_vault
 
-from .helpers import eventually, set_status
-
-COMMAND = Path(sys.executable).with_name("hitl-vault")
+from .helpers import VaultHelper, eventually, set_status
 
 
 def invoke(vault: Path | None, *args: str, env: dict[str, str] | None = None) -> Result:
@@ -57,14 +54,6 @@ def pending(vault: Path, amount: int = 1500) -> str:
     return str(request["id"])
 
 
-def run_command(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The installed console script, in a process of its own."""
-    assert COMMAND.exists(), f"{COMMAND} is missing: install the package (pip install '.[test]')"
-    return subprocess.run(
-        [str(COMMAND), *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
 def walk(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     yield path
     if isinstance(command, click.Group):
@@ -76,6 +65,7 @@ def walk(command: click.Command, path: tuple[str, ...] = ()) -> Iterator[tuple[s
 
 
 def test_every_command_and_option_has_help_text() -> None:
+    """Every command and option has help text, and `--help` works on each command."""
     commands = list(walk(cli))
     assert {"init", "run", "submit", "list", "show", "approve", "reject", "cancel", "verify"} <= {
         p[0] for p in commands if p
@@ -99,12 +89,14 @@ def test_every_command_and_option_has_help_text() -> None:
 
 
 def test_version_is_the_installed_packages() -> None:
+    """`hitl-vault --version` prints the version of the installed package."""
     result = invoke(None, "--version")
     assert result.exit_code == 0
     assert result.stdout.strip() == f"hitl-vault, version {version('hitl-vault')}"
 
 
 def test_init_creates_a_vault_and_never_overwrites_a_file(tmp_path: Path) -> None:
+    """`init` makes a vault; run again, it adds what is missing and keeps the user's edits."""
     target = tmp_path / "v"
     first = invoke(None, "init", str(target))
     assert first.exit_code == 0, first.stderr
@@ -126,6 +118,7 @@ def test_init_creates_a_vault_and_never_overwrites_a_file(tmp_path: Path) -> Non
 def test_the_vault_is_the_option_else_the_environment_else_dot_vault(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The vault is `--vault`, else `$HITL_VAULT`, else `./vault`."""
     for name in ("opt", "env", "vault"):
         init_vault(tmp_path / name)
     monkeypatch.chdir(tmp_path)
@@ -142,6 +135,7 @@ def test_the_vault_is_the_option_else_the_environment_else_dot_vault(
 
 
 def test_a_folder_that_is_no_vault_is_named_with_the_fix(tmp_path: Path) -> None:
+    """A `--vault` that is no vault exits 1 naming it and `hitl-vault init`; nothing is made."""
     error = failed(invoke(tmp_path / "nowhere", "list"), 1)
     assert str(tmp_path / "nowhere") in error
     assert "hitl-vault init" in error
@@ -152,6 +146,7 @@ def test_a_folder_that_is_no_vault_is_named_with_the_fix(tmp_path: Path) -> None
 
 
 def test_submit_writes_the_pending_note_with_typed_params(vault_path: Path) -> None:
+    """`submit` writes a pending note with typed params, rule, risk, summary and history."""
     request = submitted(
         vault_path,
         "payment",
@@ -194,6 +189,7 @@ def test_submit_writes_the_pending_note_with_typed_params(vault_path: Path) -> N
 def test_a_rule_that_decides_at_once_answers_at_once_and_records_it(
     vault_path: Path, args: tuple[str, ...], status: str, rule: str
 ) -> None:
+    """A request a rule allows or blocks is decided at submit: no pending note, one history line."""
     request = submitted(vault_path, *args, "--by", "agent")
     assert (request["status"], request["rule"]) == (status, rule)
     assert not list((vault_path / "Pending_Approval").glob("2*.md"))
@@ -238,6 +234,7 @@ def test_a_rule_that_decides_at_once_answers_at_once_and_records_it(
 def test_p_reads_plain_numbers_booleans_and_null_and_keeps_everything_else_as_typed(
     vault_path: Path, given: str, read: object
 ) -> None:
+    """`-p` reads plain numbers, booleans and null; anything else (YAML 1.1 too) stays as typed."""
     request = submitted(vault_path, "lookup", "-p", f"value={given}")
     assert request["params"] == {"value": read}
     assert type(request["params"]["value"]) is type(read)  # type: ignore[index]
@@ -256,6 +253,7 @@ def test_p_reads_plain_numbers_booleans_and_null_and_keeps_everything_else_as_ty
 def test_bad_arguments_exit_2_naming_the_argument(
     vault_path: Path, args: tuple[str, ...], names: str
 ) -> None:
+    """A bad `-p`, `--params-json` or `--timeout` exits 2 naming it; no note is written."""
     error = failed(invoke(vault_path, "submit", "payment", *args), 2)
     assert names in error
     assert not list((vault_path / "Pending_Approval").glob("2*.md"))
@@ -263,12 +261,14 @@ def test_bad_arguments_exit_2_naming_the_argument(
 
 @pytest.mark.parametrize("action", ["../escape", "a/b", ""])
 def test_an_action_name_that_is_no_name_exits_2(vault_path: Path, action: str) -> None:
+    """An action name with a slash, `..` or nothing at all exits 2; no note is written."""
     error = failed(invoke(vault_path, "submit", action), 2)
     assert "action" in error
     assert not list((vault_path / "Pending_Approval").glob("2*.md"))
 
 
 def test_p_wins_over_params_json(vault_path: Path) -> None:
+    """`-p` overrides the same key in `--params-json`, and the rules judge the merged params."""
     request = submitted(
         vault_path, "payment", "--params-json", '{"amount": 9000, "memo": "x"}', "-p", "amount=700"
     )
@@ -277,6 +277,7 @@ def test_p_wins_over_params_json(vault_path: Path) -> None:
 
 
 def test_submit_wait_exits_0_once_a_human_approves_the_note(vault_path: Path) -> None:
+    """`submit --wait` prints pending, then approved, and exits 0 once a human approves."""
     folder = vault_path / "Pending_Approval"
 
     def human() -> None:
@@ -298,6 +299,7 @@ def test_submit_wait_exits_0_once_a_human_approves_the_note(vault_path: Path) ->
 
 
 def test_submit_wait_exits_1_when_nobody_decides_in_time(vault_path: Path) -> None:
+    """`submit --wait` exits 1 with status timed_out when nobody decides in time."""
     result = invoke(vault_path, "submit", "deploy", "--timeout", "1s", "--wait", "--json")
     assert result.exit_code == 1
     request = json.loads(result.stdout)
@@ -305,6 +307,7 @@ def test_submit_wait_exits_1_when_nobody_decides_in_time(vault_path: Path) -> No
 
 
 def test_submit_wait_on_a_blocked_action_exits_1_at_once(vault_path: Path) -> None:
+    """`submit --wait` on an action a rule blocks exits 1 at once, printing rejected."""
     result = invoke(vault_path, "submit", "shell", "--wait")
     assert result.exit_code == 1
     assert result.stdout.split()[1] == "rejected"
@@ -314,6 +317,7 @@ def test_submit_wait_on_a_blocked_action_exits_1_at_once(vault_path: Path) -> No
 
 
 def test_list_prints_requests_newest_first_and_filters_by_status(vault_path: Path) -> None:
+    """`list` shows requests newest first; `--status` filters; an unknown status exits 2."""
     assert invoke(vault_path, "list").stdout == "no requests\n"
     first = pending(vault_path)
     allowed = submitted(vault_path, "payment", "-p", "amount=5")["id"]
@@ -331,6 +335,7 @@ def test_list_prints_requests_newest_first_and_filters_by_status(vault_path: Pat
 
 
 def test_show_prints_the_request_with_its_history(vault_path: Path) -> None:
+    """`show` prints a request's fields, params and history; `--json` holds the same."""
     rid = pending(vault_path)
     assert invoke(vault_path, "approve", rid, "--by", "alice", "--reason", "ok").exit_code == 0
 
@@ -348,6 +353,7 @@ def test_show_prints_the_request_with_its_history(vault_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["show", "approve", "reject", "cancel"])
 def test_an_unknown_id_is_one_line_naming_it(vault_path: Path, command: str) -> None:
+    """An unknown id given to show, approve, reject or cancel is one error line naming it."""
     error = failed(invoke(vault_path, command, "20260101T000000Z-nope-abcdef"), 1)
     assert error.count("\n") == 1
     assert "20260101T000000Z-nope-abcdef" in error
@@ -355,6 +361,7 @@ def test_an_unknown_id_is_one_line_naming_it(vault_path: Path, command: str) -> 
 
 
 def test_approve_records_the_decision_in_the_note_at_once(vault_path: Path) -> None:
+    """`approve` writes the decision into the note in Approved/ at once; approving again exits 1."""
     rid = pending(vault_path)
     result = invoke(vault_path, "approve", rid, "--by", "alice", "--reason", "checked")
     assert (result.exit_code, result.stdout) == (0, f"{rid} approved\n")
@@ -368,6 +375,7 @@ def test_approve_records_the_decision_in_the_note_at_once(vault_path: Path) -> N
 
 
 def test_reject_and_cancel(vault_path: Path) -> None:
+    """`reject` keeps its reason in Rejected/; `cancel` cancels; then a `reject` of it exits 1."""
     rejected, cancelled = pending(vault_path), pending(vault_path)
     result = invoke(vault_path, "reject", rejected, "--by", "bob", "--reason", "wrong vendor")
     assert (result.exit_code, result.stdout) == (0, f"{rejected} rejected\n")
@@ -381,6 +389,7 @@ def test_reject_and_cancel(vault_path: Path) -> None:
 
 
 def test_someone_outside_a_rules_approvers_is_refused_naming_the_rule(vault_path: Path) -> None:
+    """An approver a rule does not list is refused (exit 1) naming the rule; a listed one may."""
     rid = str(submitted(vault_path, "refund", "-p", "amount=40")["id"])
     error = failed(invoke(vault_path, "approve", rid, "--by", "mallory"), 1)
     assert "mallory" in error and "rule refunds" in error and "--by" in error
@@ -393,6 +402,7 @@ def test_someone_outside_a_rules_approvers_is_refused_naming_the_rule(vault_path
 
 
 def test_rules_check_explains_the_decision_and_creates_nothing(vault_path: Path) -> None:
+    """`rules check` explains the decision, rule and reason (also as JSON) and creates nothing."""
     text = invoke(vault_path, "rules", "check", "payment", "-p", "amount=1500").stdout
     assert text.splitlines()[:3] == ["decision: ask", "risk:     high", "timeout:  1h"]
     assert "matched large-payments: ask" in text
@@ -420,6 +430,7 @@ def test_rules_check_explains_the_decision_and_creates_nothing(vault_path: Path)
 def test_a_broken_rules_file_exits_1_naming_the_file_and_line(
     vault_path: Path, rules: str, line: int, words: str, command: tuple[str, ...]
 ) -> None:
+    """A broken hitl-vault.yaml makes list, submit and rules check exit 1 naming file and line."""
     (vault_path / "hitl-vault.yaml").write_text(rules)
     error = failed(invoke(vault_path, *command), 1)
     assert f"hitl-vault.yaml line {line}" in error
@@ -430,6 +441,7 @@ def test_a_broken_rules_file_exits_1_naming_the_file_and_line(
 def test_verify_passes_on_a_clean_vault_and_names_a_note_that_disagrees(
     vault_path: Path,
 ) -> None:
+    """`verify` says ok on a clean vault and names a note that disagrees with the journal."""
     rid = pending(vault_path)
     pending(vault_path, amount=700)
     ok = invoke(vault_path, "verify")
@@ -456,21 +468,23 @@ print("paid", request["params"]["amount"], "key", request["idempotency_key"])
 """
 
 
-def test_the_installed_command_submits_and_prints_json(vault_path: Path) -> None:
-    result = run_command("--vault", str(vault_path), "submit", "payment", "-p", "amount=1500",
-                         "-p", "recipient=v@x.y", "--json")  # fmt: skip
+def test_the_installed_command_submits_and_prints_json(helper: VaultHelper) -> None:
+    """The installed `hitl-vault` script submits with `--json`; an unknown id fails cleanly."""
+    result = helper.hitl("submit", "payment", "-p", "amount=1500", "-p", "recipient=v@x.y",
+                         "--json", script=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     request = json.loads(result.stdout)
     assert request["status"] == "pending" and request["params"]["amount"] == 1500
     assert Path(request["path"]).exists()
 
-    bad = run_command("--vault", str(vault_path), "show", "nope")
+    bad = helper.hitl("show", "nope", script=True)
     assert bad.returncode == 1
     assert bad.stderr.startswith("Error: request nope: not found") and "Traceback" not in bad.stderr
 
 
 def test_run_once_creates_a_missing_vault(tmp_path: Path) -> None:
-    result = run_command("--vault", str(tmp_path / "fresh"), "run", "--once")
+    """`run --once` on a folder that does not exist makes a new vault there and says so."""
+    result = VaultHelper(tmp_path / "fresh").hitl("run", "--once", script=True)
     assert result.returncode == 0, result.stderr
     assert f"created a new vault at {tmp_path / 'fresh'}" in result.stderr
     assert (tmp_path / "fresh" / "hitl-vault.yaml").exists()
@@ -478,17 +492,14 @@ def test_run_once_creates_a_missing_vault(tmp_path: Path) -> None:
 
 
 def test_run_once_executes_what_was_approved_and_verbose_adds_only_our_debug_lines(
-    vault_path: Path,
+    vault_path: Path, helper: VaultHelper
 ) -> None:
-    (vault_path / "scripts" / "echo_pay.py").write_text(EXECUTOR)
-    rules = vault_path / "hitl-vault.yaml"
-    text = rules.read_text().replace("quiet: 2s", "quiet: 100ms")
-    executor = f"run: [{sys.executable}, scripts/echo_pay.py]"
-    rules.write_text(text.replace("run: [python3, scripts/pay.py]", executor))
+    """`run --once` runs what was approved; `-v` adds hitl-vault's DEBUG lines, not watchdog's."""
+    helper.executor("echo_pay.py", EXECUTOR, quiet=timedelta(milliseconds=100))
     rid = pending(vault_path)
     assert invoke(vault_path, "approve", rid, "--by", "alice").exit_code == 0
 
-    result = run_command("--vault", str(vault_path), "run", "--once", "-v")
+    result = helper.hitl("run", "--once", "-v", script=True)
     assert result.returncode == 0, result.stderr
     assert f"{rid} · executing → executed · result: paid 1500 key {rid}" in result.stderr
     assert f"DEBUG {rid}: running" in result.stderr
@@ -502,7 +513,7 @@ def test_run_once_executes_what_was_approved_and_verbose_adds_only_our_debug_lin
     assert done.status is Status.EXECUTED
     assert done.path == vault_path / "Done" / f"{rid}.md"
 
-    quiet = run_command("--vault", str(vault_path), "run", "--once")
+    quiet = helper.hitl("run", "--once", script=True)
     assert quiet.returncode == 0
     assert "DEBUG" not in quiet.stderr and "executing" not in quiet.stderr
 
@@ -512,4 +523,5 @@ def test_run_once_executes_what_was_approved_and_verbose_adds_only_our_debug_lin
     [(("frobnicate",), "frobnicate"), (("show",), "ID"), (("submit", "x", "--nope"), "--nope")],
 )
 def test_click_usage_errors_exit_2_too(vault_path: Path, args: tuple[str, ...], names: str) -> None:
+    """An unknown command, a missing argument or an unknown option exits 2 naming it."""
     assert names in failed(invoke(vault_path, *args), 2)

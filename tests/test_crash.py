@@ -30,10 +30,10 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, Status, Vault
-from hitl_vault.daemon import INTERRUPTED
+from hitl_vault.actions import INTERRUPTED
 from hitl_vault.template import init_vault
 
-from .helpers import DaemonProcess, eventually, set_status
+from .helpers import LOG_PREAMBLE, DaemonProcess, VaultHelper, eventually, set_status
 
 RULES = """\
 defaults:
@@ -51,27 +51,19 @@ actions:
     timeout: 30s
     idempotent: true
 """
-COMMON = """\
-import json, os, random, sys, time
-here = os.path.dirname(os.path.abspath(__file__))
-def append(name, line):
-    fd = os.open(os.path.join(here, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.write(fd, (line + "\\n").encode())
-    os.close(fd)
-request = json.load(sys.stdin)
-"""
 ONCE = (
-    COMMON
+    LOG_PREAMBLE
     + """\
+import random
 append("runs.log", request["id"])
 time.sleep(random.uniform(0, 0.15))
 print("paid", request["params"]["n"])
 """
 )
 KEYED = (
-    COMMON
+    LOG_PREAMBLE
     + """\
-import fcntl
+import fcntl, random
 key = request["idempotency_key"]
 append("attempts.log", key)
 time.sleep(random.uniform(0, 0.15))
@@ -98,22 +90,9 @@ def prepare(vault: Path) -> None:
     (vault / "scripts" / "keyed.py").write_text(KEYED)
 
 
-def settle() -> None:
-    """Pacing, not an assertion: leave the daemon a moment with a new note before editing it.
-
-    Approving within a millisecond of a note appearing is tested on its own, in
-    test_editors.py::test_an_approval_saved_the_moment_a_note_appears_is_never_missed.
-    """
-    time.sleep(0.4)
-
-
 def _status_line(path: Path) -> str:
     lines = [li for li in path.read_text().splitlines() if li.startswith("status:")]
     return lines[0] if lines else "(no status)"
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
 
 
 @dataclass
@@ -157,7 +136,7 @@ def crash_loop(vault_path: Path, kills: int, seed: int, alive: tuple[float, floa
     prepare(vault_path)
     rng = random.Random(seed)
     figures = Figures()
-    scripts = vault_path / "scripts"
+    helper = VaultHelper(vault_path)
     log = vault_path.parent / f"crash-{vault_path.name}.log"
     started = time.monotonic()
     kinds: dict[str, str] = {}
@@ -184,7 +163,7 @@ def crash_loop(vault_path: Path, kills: int, seed: int, alive: tuple[float, floa
                 while waiting and waiting[0][0] < time.monotonic() - 0.3:
                     approve(waiting.pop(0)[1])
                 time.sleep(rng.uniform(0.02, 0.12))  # pacing the stream, not an assertion
-            executing = vault.journal.ids(Status.EXECUTING)
+            executing = vault.engine.journal.ids(Status.EXECUTING)
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
             figures.kills += 1
@@ -200,7 +179,7 @@ def crash_loop(vault_path: Path, kills: int, seed: int, alive: tuple[float, floa
         with final:
 
             def finished() -> bool:
-                counts = vault.journal.counts()
+                counts = vault.engine.journal.counts()
                 return counts[Status.EXECUTED] + counts[Status.FAILED] == len(kinds)
 
             with contextlib.suppress(AssertionError):  # reported below, request by request
@@ -213,9 +192,9 @@ def crash_loop(vault_path: Path, kills: int, seed: int, alive: tuple[float, floa
             if code != 0:
                 figures.problems.append(f"the last daemon exited {code}")
         figures.seconds = time.monotonic() - started
-        runs = collections.Counter(lines(scripts / "runs.log"))
-        effects = collections.Counter(lines(scripts / "effects.log"))
-        attempts = collections.Counter(lines(scripts / "attempts.log"))
+        runs = collections.Counter(helper.runs("runs.log"))
+        effects = collections.Counter(helper.runs("effects.log"))
+        attempts = collections.Counter(helper.runs("attempts.log"))
         for request_id, kind in kinds.items():
             request = vault.get(request_id)
             status = request.status
@@ -269,7 +248,7 @@ def crash_loop(vault_path: Path, kills: int, seed: int, alive: tuple[float, floa
 
 
 def test_a_report_the_killed_daemon_never_showed_reaches_the_note_after_restart(
-    vault_path: Path,
+    vault_path: Path, helper: VaultHelper
 ) -> None:
     """The journal moved on while the daemon was frozen, then it was killed: the restart shows it.
 
@@ -284,18 +263,20 @@ def test_a_report_the_killed_daemon_never_showed_reaches_the_note_after_restart(
         first = DaemonProcess(vault_path)
         first.start()
         try:
-            req = vault.submit("transfer", {"n": 1}, carried_by_requester=True)
+            req = vault.engine.submit("transfer", {"n": 1}, carried_by_requester=True)
             assert req.path is not None
-            settle()
+            helper.settle()
             set_status(req.path, "approved", decided_by="alice")
             moved = vault_path / "Approved" / req.path.name
             eventually(lambda: moved.exists() and "status: approved" in moved.read_text(), 30)
             assert first.proc is not None
             first.proc.send_signal(signal.SIGSTOP)
-            assert vault.start_execution(req.id, by="requester") is not None
-            vault.show_in_note(req.id, vault.now())  # a daemon holds the lock: it will do it
-            assert vault.finish_execution(req.id, True, result="sent") is not None
-            vault.show_in_note(req.id, vault.now())
+            assert vault.engine.start_execution(req.id, by="requester") is not None
+            vault.engine.show_in_note(
+                req.id, vault.engine.now()
+            )  # a daemon holds the lock: it will do it
+            assert vault.engine.finish_execution(req.id, True, result="sent") is not None
+            vault.engine.show_in_note(req.id, vault.engine.now())
         finally:
             first.kill()  # SIGKILL reaches a stopped process too
         second = DaemonProcess(vault_path)
@@ -311,6 +292,7 @@ def test_a_report_the_killed_daemon_never_showed_reaches_the_note_after_restart(
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_runs_anything_twice(vault_path: Path) -> None:
+    """50 SIGKILLs amid a stream of approvals: nothing runs twice and every request ends right."""
     figures = crash_loop(vault_path, kills=50, seed=int(os.environ.get("CRASH_SEED", "5")),
                          alive=(0.05, 0.7))  # fmt: skip
     print(figures.show())
@@ -335,7 +317,7 @@ FAST = "cat > /dev/null\nprintf '%s\\n' \"$HITL_REQUEST_ID\" >> scripts/fast.log
 
 @pytest.mark.slow
 def test_a_thousand_approvals_saved_while_the_daemon_is_frozen_all_run_once(
-    vault_path: Path,
+    vault_path: Path, helper: VaultHelper
 ) -> None:
     """SIGSTOP, 1,000 approvals saved in place (far more events than it can take), SIGCONT."""
     (vault_path / "hitl-vault.yaml").write_text(FAST_RULES)
@@ -355,7 +337,7 @@ def test_a_thousand_approvals_saved_while_the_daemon_is_frozen_all_run_once(
             resumed = time.monotonic()
 
             def all_executed() -> bool:
-                return vault.journal.counts()[Status.EXECUTED] == count
+                return vault.engine.journal.counts()[Status.EXECUTED] == count
 
             eventually(all_executed, 90)
             executed_after = time.monotonic() - resumed
@@ -366,7 +348,7 @@ def test_a_thousand_approvals_saved_while_the_daemon_is_frozen_all_run_once(
                 f"{count} approvals caught up: all executed {executed_after:.1f}s after SIGCONT, "
                 f"all notes in Done/ after {settled_after:.1f}s"
             )
-            runs = collections.Counter(lines(vault_path / "scripts" / "fast.log"))
+            runs = collections.Counter(helper.runs("fast.log"))
             assert sorted(runs) == sorted(r.id for r in reqs)
             assert set(runs.values()) == {1}, "some ran more than once"
             for req in reqs[:: count // 20]:

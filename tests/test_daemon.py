@@ -15,38 +15,25 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, Status, Vault
-from hitl_vault.daemon import INTERRUPTED, RESCAN_EVERY, Daemon
+from hitl_vault.actions import INTERRUPTED
+from hitl_vault.daemon import RESCAN_EVERY, Daemon
 
-from .helpers import Clock, ended, eventually, returns_within, set_status
-
-QUIET = timedelta(seconds=2)  # the template's defaults.quiet
-
-
-def _settle(daemon: Daemon, clock: Clock, request_id: str, *, after: timedelta = QUIET) -> Request:
-    """Wait for the action in flight, then step past the quiet period so the note is written."""
-    vault = daemon.vault
-    ended(daemon, clock, request_id)
-    daemon.run_once(clock.advance(after + timedelta(seconds=1)))
-    return vault.get(request_id)
-
-
-def _attention(daemon: Daemon, clock: Clock) -> str:
-    """The dashboard's Needs attention section, once the daemon has rewritten it (at most 1/s)."""
-    daemon.run_once(clock.advance(timedelta(seconds=1)))
-    text = (daemon.vault.root / "Dashboard.md").read_text()
-    return text.split("## Needs attention")[1].split("\n## ")[0]
-
-
-def _note(vault: Vault, request_id: str) -> str:
-    path = vault.get(request_id).path
-    assert path is not None
-    return path.read_text(encoding="utf-8")
+from .helpers import (
+    TEMPLATE_QUIET,
+    Clock,
+    VaultHelper,
+    ended,
+    eventually,
+    returns_within,
+    set_status,
+)
 
 
 def test_decision_runs_at_once_and_the_note_moves_once_quiet(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
-    vault = daemon.vault
+    """An approval in the note runs at once; the note moves to Done/ only once it is quiet."""
+    vault = clocked_vault
     req = vault.submit("payment", {"amount": 1500, "recipient": "v@x.y"})
     assert req.path is not None
     daemon.run_once(clock.now)
@@ -56,10 +43,10 @@ def test_decision_runs_at_once_and_the_note_moves_once_quiet(
     eventually(lambda: ran == [req.id])
     ended(daemon, clock, req.id, Status.EXECUTED)
     assert req.path.exists(), "a note the human just saved is not moved before it is quiet"
-    done = _settle(daemon, clock, req.id)
+    done = helper.settled(daemon, clock, req.id)
     assert done.path == vault.root / "Done" / f"{req.id}.md"
     assert not req.path.exists()
-    text = _note(vault, req.id)
+    text = helper.note(req.id)
     assert "status: executed" in text
     assert 'result: "paid 1500"' in text or "result: paid 1500" in text
     moves = [line for line in text.splitlines() if line.startswith("- ") and "→" in line]
@@ -74,9 +61,10 @@ def test_decision_runs_at_once_and_the_note_moves_once_quiet(
 
 
 def test_moving_the_note_into_a_folder_is_the_decision(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
-    vault = daemon.vault
+    """Dragging a note into Approved/ or Rejected/ decides it, as editing its status does."""
+    vault = clocked_vault
     keep = vault.submit("payment", {"amount": 900})
     drop = vault.submit("payment", {"amount": 901})
     assert keep.path and drop.path
@@ -89,67 +77,72 @@ def test_moving_the_note_into_a_folder_is_the_decision(
     daemon.notice(thrown)
     daemon.run_once(clock.now)
     eventually(lambda: ran == [keep.id])
-    assert vault.journal.status_of(drop.id) is Status.REJECTED
-    assert _settle(daemon, clock, keep.id).status is Status.EXECUTED
+    assert vault.engine.journal.status_of(drop.id) is Status.REJECTED
+    assert helper.settled(daemon, clock, keep.id).status is Status.EXECUTED
     assert "status: rejected" in thrown.read_text()
 
 
 def test_a_pending_request_times_out_at_expiry(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
-    vault = daemon.vault
+    """A pending request times out at its expiry, not before; its note then moves to Rejected/."""
+    vault = clocked_vault
     req = vault.submit("payment", {"amount": 1500}, timeout="1h")
     daemon.run_once(clock.now)
-    assert daemon.vault.journal.next_expiry() == req.expires
+    assert daemon.engine.journal.next_expiry() == req.expires
     daemon.run_once(clock.advance(timedelta(minutes=59)))
-    assert vault.journal.status_of(req.id) is Status.PENDING
+    assert vault.engine.journal.status_of(req.id) is Status.PENDING
     daemon.run_once(clock.advance(timedelta(minutes=1, seconds=1)))
-    assert vault.journal.status_of(req.id) is Status.TIMED_OUT
-    final = _settle(daemon, clock, req.id)
+    assert vault.engine.journal.status_of(req.id) is Status.TIMED_OUT
+    final = helper.settled(daemon, clock, req.id)
     assert final.path == vault.root / "Rejected" / f"{req.id}.md"
-    assert "pending → timed_out" in _note(vault, req.id)
+    assert "pending → timed_out" in helper.note(req.id)
     assert ran == []
 
 
-def test_an_approval_after_expiry_never_runs(daemon: Daemon, clock: Clock, ran: list[str]) -> None:
-    vault = daemon.vault
+def test_an_approval_after_expiry_never_runs(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
+) -> None:
+    """An approval saved after the request expired never runs: it stays timed out."""
+    vault = clocked_vault
     req = vault.submit("payment", {"amount": 1500}, timeout="1h")
     assert req.path is not None
     daemon.run_once(clock.now)
     set_status(req.path, "approved")
     daemon.notice(req.path)
     daemon.run_once(clock.advance(timedelta(hours=2)))
-    assert vault.journal.status_of(req.id) is Status.TIMED_OUT
-    _settle(daemon, clock, req.id)
+    assert vault.engine.journal.status_of(req.id) is Status.TIMED_OUT
+    helper.settled(daemon, clock, req.id)
     assert ran == []
 
 
 def test_a_typo_is_never_acted_on_and_the_true_status_comes_back(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
-    vault = daemon.vault
+    """A mistyped status is never acted on: it is flagged, and the note says pending again."""
+    vault = clocked_vault
     req = vault.submit("payment", {"amount": 1500})
     assert req.path is not None
     daemon.run_once(clock.now)
     set_status(req.path, "aproved")
     daemon.notice(req.path)
     daemon.run_once(clock.now)
-    assert vault.journal.status_of(req.id) is Status.PENDING
-    attention = _attention(daemon, clock)
+    assert vault.engine.journal.status_of(req.id) is Status.PENDING
+    attention = helper.attention(daemon, clock)
     assert req.path.name in attention and "aproved" in attention
-    daemon.run_once(clock.advance(QUIET + timedelta(seconds=1)))
+    daemon.run_once(clock.advance(TEMPLATE_QUIET + timedelta(seconds=1)))
     text = req.path.read_text()
     assert "status: pending" in text
     assert 'kept pending · ignored status "aproved"' in text
     assert ran == []
-    assert "aproved" not in _attention(daemon, clock)
+    assert "aproved" not in helper.attention(daemon, clock)
 
 
 def test_a_reverted_status_never_runs_an_action_twice(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
     """A git checkout or a sync conflict brings back `status: approved` for an executed request."""
-    vault = daemon.vault
+    vault = clocked_vault
     req = vault.submit("payment", {"amount": 1500})
     assert req.path is not None
     daemon.run_once(clock.now)
@@ -157,7 +150,7 @@ def test_a_reverted_status_never_runs_an_action_twice(
     old_bytes = req.path.read_bytes()
     daemon.notice(req.path)
     daemon.run_once(clock.now)
-    done = _settle(daemon, clock, req.id)
+    done = helper.settled(daemon, clock, req.id)
     assert done.status is Status.EXECUTED and ran == [req.id]
     assert done.path is not None
     done.path.write_bytes(old_bytes)  # the old approved version, back in Done/
@@ -165,16 +158,17 @@ def test_a_reverted_status_never_runs_an_action_twice(
     daemon.notice(done.path)
     daemon.notice(req.path)
     daemon.run_once(clock.now)
-    _settle(daemon, clock, req.id)
+    helper.settled(daemon, clock, req.id)
     assert ran == [req.id]
-    assert vault.journal.status_of(req.id) is Status.EXECUTED
+    assert vault.engine.journal.status_of(req.id) is Status.EXECUTED
     assert "status: executed" in done.path.read_text()
 
 
 def test_edited_params_run_as_edited_and_the_history_says_what_changed(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
-    vault = daemon.vault
+    """Params edited in the note as it is approved run as edited; the history says what changed."""
+    vault = clocked_vault
     req = vault.submit("payment", {"amount": 1500, "recipient": "v@x.y"})
     assert req.path is not None
     daemon.run_once(clock.now)
@@ -182,35 +176,37 @@ def test_edited_params_run_as_edited_and_the_history_says_what_changed(
     req.path.write_text(text.replace("status: pending", "status: approved"))
     daemon.notice(req.path)
     daemon.run_once(clock.now)
-    done = _settle(daemon, clock, req.id)
+    done = helper.settled(daemon, clock, req.id)
     assert done.params["amount"] == 1000
-    assert "amount 1500 → 1000" in _note(vault, req.id)
+    assert "amount 1500 → 1000" in helper.note(req.id)
 
 
 def test_editable_false_turns_an_edited_approval_into_a_rejection(
-    vault_path: Path, clock: Clock, ran: list[str]
+    vault_path: Path, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
+    """With editable: false, an approval with edited params becomes a rejection; nothing runs."""
     rules = vault_path / "hitl-vault.yaml"
     rules.write_text(
         rules.read_text().replace("    timeout: 1h\n", "    timeout: 1h\n    editable: false\n")
     )
-    with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as daemon:
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault.engine, clock=clock) as daemon:
         vault.action("payment")(lambda r: ran.append(r.id) or "paid")
         req = vault.submit("payment", {"amount": 1500})
         assert req.path is not None
         text = req.path.read_text().replace("amount: 1500", "amount: 1000")
         req.path.write_text(text.replace("status: pending", "status: approved"))
         daemon.run_once(clock.now)
-        final = _settle(daemon, clock, req.id)
+        final = helper.settled(daemon, clock, req.id)
     assert final.status is Status.REJECTED
     assert final.reason and "large-payments" in final.reason and "edit" in final.reason
     assert ran == []
 
 
 def test_inbox_proposals_become_requests_and_broken_ones_stay(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
-    vault = daemon.vault
+    """Inbox proposals become requests (an allowed one runs); a broken one stays and is flagged."""
+    vault = clocked_vault
     inbox = vault.root / "Inbox"
     (inbox / "pay.md").write_text(
         "---\naction: payment\nparams:\n  amount: 2000\nsummary: Pay the rent\n"
@@ -229,27 +225,31 @@ def test_inbox_proposals_become_requests_and_broken_ones_stay(
     eventually(lambda: ran == [small[0].id])
     assert sorted(p.name for p in inbox.iterdir()) == ["_README.md", "broken.md"]
     assert broken.read_bytes() == broken_bytes
-    attention = _attention(daemon, clock)
+    attention = helper.attention(daemon, clock)
     assert "Inbox/broken.md" in attention
     daemon.run_once(clock.now)
     assert len(vault.list()) == 2
 
 
-def test_a_bad_rules_edit_keeps_the_old_rules_and_says_so(daemon: Daemon, clock: Clock) -> None:
-    vault = daemon.vault
+def test_a_bad_rules_edit_keeps_the_old_rules_and_says_so(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, helper: VaultHelper
+) -> None:
+    """A broken rules edit keeps the old rules in force and is listed under Needs attention."""
+    vault = clocked_vault
     rules = vault.root / "hitl-vault.yaml"
     rules.write_text(rules.read_text().replace("decision: allow", "decision: alow"))
     daemon.notice(rules)
     daemon.run_once(clock.now)
     daemon.run_once(clock.advance(vault.policy.defaults.quiet))  # reloaded once quiet
     assert vault.submit("payment", {"amount": 5}).status is Status.APPROVED
-    attention = _attention(daemon, clock)
+    attention = helper.attention(daemon, clock)
     assert "hitl-vault.yaml" in attention and "alow" in attention
 
 
 def test_after_a_crash_an_interrupted_action_fails_and_an_idempotent_one_reruns(
-    vault_path: Path, clock: Clock
+    vault_path: Path, clock: Clock, helper: VaultHelper
 ) -> None:
+    """After a crash an interrupted action fails; an idempotent one is run again, once."""
     rules = vault_path / "hitl-vault.yaml"
     rules.write_text(
         rules.read_text()
@@ -260,13 +260,13 @@ def test_after_a_crash_an_interrupted_action_fails_and_an_idempotent_one_reruns(
         refund = vault.submit("refund", {"amount": 1})
         for r in (pay, refund):
             vault.approve(r.id, by="alice")
-            assert vault.start_execution(r.id, by="executor") is not None
+            assert vault.engine.start_execution(r.id, by="executor") is not None
         # The process that started them died here; a new daemon starts.
-        with Daemon(vault, clock=clock) as daemon:
+        with Daemon(vault.engine, clock=clock) as daemon:
             daemon.run_once(clock.now)
             ended(daemon, clock, refund.id, Status.EXECUTED)
-            failed = _settle(daemon, clock, pay.id)
-            again = _settle(daemon, clock, refund.id)
+            failed = helper.settled(daemon, clock, pay.id)
+            again = helper.settled(daemon, clock, refund.id)
     assert failed.status is Status.FAILED and failed.error == INTERRUPTED
     assert again.result == "refunded"
     assert [t.to_status for t in again.history].count(Status.EXECUTING) == 1
@@ -292,7 +292,7 @@ def test_only_what_a_worker_starts_is_claimed(vault_path: Path, clock: Clock) ->
         ids = [vault.submit("payment", {"amount": 1500 + i}).id for i in range(2)]
         for request_id in ids:
             vault.approve(request_id, by="alice")
-        with Daemon(vault, clock=clock, workers=1) as daemon:
+        with Daemon(vault.engine, clock=clock, workers=1) as daemon:
             daemon.run_once(clock.now)
             eventually(lambda: len(started) == 1)
             statuses = {vault.get(request_id).status for request_id in ids}
@@ -319,9 +319,9 @@ def test_closing_a_daemon_journals_the_outcomes_of_actions_in_flight(
 
         req = vault.submit("payment", {"amount": 1500})
         vault.approve(req.id, by="alice")
-        with Daemon(vault, clock=clock) as daemon:
+        with Daemon(vault.engine, clock=clock) as daemon:
             daemon.run_once(clock.now)
-            assert vault.journal.status_of(req.id) is Status.EXECUTING
+            assert vault.engine.journal.status_of(req.id) is Status.EXECUTING
             may_end.set()
         assert vault.get(req.id).status is Status.EXECUTED
         assert vault.get(req.id).result == "paid"
@@ -336,18 +336,18 @@ def test_run_once_stopped_by_a_signal_leaves_queued_actions_approved(
         vault.action("payment")(lambda request: ran.append(request.id))
         req = vault.submit("payment", {"amount": 1500})
         vault.approve(req.id, by="alice")
-        with Daemon(vault, clock=clock) as daemon:
+        with Daemon(vault.engine, clock=clock) as daemon:
             daemon.stop()
             returns_within(daemon.catch_up, "catch_up after stop()", timeout=20)
         assert ran == []
-        assert vault.journal.status_of(req.id) is Status.APPROVED
+        assert vault.engine.journal.status_of(req.id) is Status.APPROVED
 
 
 def test_a_file_in_the_way_of_a_move_is_on_the_dashboard_until_removed(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
     """A folder named like the note in Done/: the move waits, and Dashboard.md says why."""
-    vault = daemon.vault
+    vault = clocked_vault
     req = vault.submit("payment", {"amount": 1500})
     assert req.path is not None
     in_the_way = vault.root / "Done" / req.path.name
@@ -355,36 +355,38 @@ def test_a_file_in_the_way_of_a_move_is_on_the_dashboard_until_removed(
     set_status(req.path, "approved", decided_by="alice")
     daemon.notice(req.path)
     daemon.run_once(clock.now)
-    _settle(daemon, clock, req.id)
+    helper.settled(daemon, clock, req.id)
     # The folder's own event counts as a touch of the note (same id): one more quiet period.
-    done = _settle(daemon, clock, req.id)
+    done = helper.settled(daemon, clock, req.id)
     assert done.status is Status.EXECUTED and ran == [req.id]
     assert done.path == req.path, "the note stays where it is"
-    listed = _attention(daemon, clock)
+    listed = helper.attention(daemon, clock)
     assert f"cannot move it: Done/{req.path.name} already exists" in listed
 
     in_the_way.rmdir()
     daemon.notice(in_the_way)
     daemon.run_once(clock.advance(RESCAN_EVERY))  # the next rescan tries again
-    _settle(daemon, clock, req.id)
+    helper.settled(daemon, clock, req.id)
     assert vault.get(req.id).path == in_the_way
-    assert "cannot move it" not in _attention(daemon, clock)
+    assert "cannot move it" not in helper.attention(daemon, clock)
 
 
 def test_the_dashboard_lists_at_most_200_files_needing_attention(
-    daemon: Daemon, clock: Clock
+    daemon: Daemon, clock: Clock, helper: VaultHelper
 ) -> None:
+    """Needs attention lists at most 200 files, then says how many more there are."""
     for i in range(230):
-        daemon.vault.journal.flag(f"Inbox/broken-{i:03}.md", f"broken {i}", clock.now)
-    listed = _attention(daemon, clock)
+        daemon.engine.journal.flag(f"Inbox/broken-{i:03}.md", f"broken {i}", clock.now)
+    listed = helper.attention(daemon, clock)
     assert sum(line.startswith("- ") for line in listed.splitlines()) == 200
     assert "and 30 more" in listed
 
 
 def test_requests_made_through_approval_are_never_run_by_the_daemon(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
-    vault = daemon.vault
+    """A request from `requires_approval` is carried out by its requester, never by the daemon."""
+    vault = clocked_vault
     handed: list[Request] = []
 
     @vault.requires_approval("payment")
@@ -403,23 +405,24 @@ def test_requests_made_through_approval_are_never_run_by_the_daemon(
 
 
 def test_an_approved_request_without_an_executor_rests_in_approved(
-    daemon: Daemon, clock: Clock
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
 ) -> None:
-    vault = daemon.vault
+    """An approved request whose action has no executor rests in Approved/, still approved."""
+    vault = clocked_vault
     req = vault.submit("deploy", {"environment": "production"})
     vault.approve(req.id, by="alice")
     daemon.run_once(clock.now)
-    daemon.run_once(clock.advance(QUIET + timedelta(seconds=1)))
+    daemon.run_once(clock.advance(TEMPLATE_QUIET + timedelta(seconds=1)))
     final = vault.get(req.id)
     assert final.status is Status.APPROVED
     assert final.path == vault.root / "Approved" / f"{req.id}.md"
 
 
 def test_a_half_saved_note_is_not_flagged_and_a_broken_one_is_once_quiet(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
     """An editor truncates, then writes a moment later: the empty moment is no problem."""
-    vault = daemon.vault
+    vault = clocked_vault
     req = vault.submit("payment", {"amount": 1500})
     assert req.path is not None
     daemon.run_once(clock.now)
@@ -427,7 +430,7 @@ def test_a_half_saved_note_is_not_flagged_and_a_broken_one_is_once_quiet(
     req.path.write_text("")  # truncated; the daemon looks right now
     daemon.notice(req.path)
     daemon.run_once(clock.now)
-    assert req.path.name not in _attention(daemon, clock)
+    assert req.path.name not in helper.attention(daemon, clock)
     req.path.write_text(text)
     daemon.notice(req.path)
     daemon.run_once(clock.now)
@@ -436,17 +439,19 @@ def test_a_half_saved_note_is_not_flagged_and_a_broken_one_is_once_quiet(
     broken.write_text("---\nstatus: [\n")
     daemon.notice(broken)
     daemon.run_once(clock.now)
-    assert "broken.md" not in _attention(daemon, clock)
-    daemon.run_once(clock.advance(QUIET))
-    assert "broken.md" in _attention(daemon, clock)
-    assert req.path.name not in _attention(daemon, clock)
+    assert "broken.md" not in helper.attention(daemon, clock)
+    daemon.run_once(clock.advance(TEMPLATE_QUIET))
+    assert "broken.md" in helper.attention(daemon, clock)
+    assert req.path.name not in helper.attention(daemon, clock)
 
 
 @pytest.mark.parametrize("journal_says", ["old name", "new name"])
 def test_a_move_cut_short_by_a_crash_is_finished_not_flagged(
     vault_path: Path, journal_says: str
 ) -> None:
-    """A kill between giving a note its new name and removing the old one leaves one file
+    """A move cut short by a crash is finished by the next start, not flagged.
+
+    A kill between giving a note its new name and removing the old one leaves one file
     under two names (whichever the journal recorded); the next start keeps the right one.
     """
     with Vault(vault_path) as vault:
@@ -456,26 +461,31 @@ def test_a_move_cut_short_by_a_crash_is_finished_not_flagged(
         moved = vault_path / "Rejected" / req.path.name
         os.link(moved, req.path)  # the state a crash between link and unlink leaves
         if journal_says == "old name":
-            vault.journal.set_path(req.id, f"Pending_Approval/{req.path.name}")
-        Daemon(vault).run(once=True)
+            vault.engine.journal.set_path(req.id, f"Pending_Approval/{req.path.name}")
+        Daemon(vault.engine).run(once=True)
         assert moved.exists() and not req.path.exists()
         assert "status: rejected" in moved.read_text()
         assert vault.get(req.id).path == moved
-        assert vault.journal.attention() == []
+        assert vault.engine.journal.attention() == []
         assert vault.verify() == []
 
 
 def test_a_note_copied_by_hand_into_another_folder_is_flagged_not_deleted(
     vault_path: Path,
 ) -> None:
-    """A real copy (its own file, as cp or a sync tool makes) is never taken for a cut-short
-    move: it stays, byte for byte, and is listed under Needs attention."""
+    """A note copied by hand into another folder is flagged and kept, never deleted.
+
+    A real copy (its own file, as cp or a sync tool makes) is never taken for a cut-short
+    move: it stays, byte for byte, and is listed under Needs attention.
+    """
     with Vault(vault_path) as vault:
         req = vault.submit("payment", {"amount": 1500})
         assert req.path is not None
         vault.reject(req.id, by="alice", reason="no")
         moved = vault_path / "Rejected" / req.path.name
         shutil.copyfile(moved, req.path)
-        Daemon(vault).run(once=True)
+        Daemon(vault.engine).run(once=True)
         assert req.path.read_bytes() == moved.read_bytes()
-        assert [a.path for a in vault.journal.attention()] == [f"Pending_Approval/{req.path.name}"]
+        assert [a.path for a in vault.engine.journal.attention()] == [
+            f"Pending_Approval/{req.path.name}"
+        ]

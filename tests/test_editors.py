@@ -8,7 +8,6 @@ human's own edits (decided_by, a line in the body) kept.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,42 +17,7 @@ import pytest
 
 from hitl_vault import Status, Vault
 
-from .helpers import DaemonProcess, eventually, save_by_rename
-
-RECORD = """\
-import json, os, sys
-request = json.load(sys.stdin)
-fd = os.open(os.path.join(os.path.dirname(__file__), "runs.log"),
-             os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-os.write(fd, (request["id"] + "\\n").encode())
-os.close(fd)
-print("paid", request["params"].get("amount"))
-"""
-QUIET = 0.2  # seconds, set in hitl-vault.yaml below
-
-
-def configure(vault: Path) -> None:
-    (vault / "scripts" / "record.py").write_text(RECORD)
-    rules = vault / "hitl-vault.yaml"
-    text = rules.read_text().replace("quiet: 2s", f"quiet: {int(QUIET * 1000)}ms")
-    text = text.replace(
-        "run: [python3, scripts/pay.py]", f"run: [{sys.executable}, scripts/record.py]"
-    )
-    rules.write_text(text)
-
-
-def runs(vault: Path) -> list[str]:
-    log = vault / "scripts" / "runs.log"
-    return log.read_text().split() if log.exists() else []
-
-
-def settle() -> None:
-    """Pacing, not an assertion: leave the daemon a moment with a new note before editing it.
-
-    Approving within a millisecond of a note appearing is tested on its own, in
-    test_editors.py::test_an_approval_saved_the_moment_a_note_appears_is_never_missed.
-    """
-    time.sleep(0.4)
+from .helpers import QUIET, DaemonProcess, VaultHelper, eventually, save_by_rename
 
 
 def approve_text(text: str, n: int) -> str:
@@ -102,7 +66,7 @@ def truncate_then_write_soon(path: Path, text: str) -> None:
     """The file is empty for a moment (well under the quiet period) before the content comes."""
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.flush()
-        time.sleep(QUIET / 4)
+        time.sleep(QUIET.total_seconds() / 4)
         f.write(text)
 
 
@@ -110,7 +74,7 @@ def truncate_then_write_late(path: Path, text: str) -> None:
     """The file stays empty for longer than the quiet period before the content comes."""
     with open(path, "w", encoding="utf-8", newline="") as f:
         f.flush()
-        time.sleep(QUIET * 3)
+        time.sleep(QUIET.total_seconds() * 3)
         f.write(text)
 
 
@@ -142,7 +106,7 @@ def _check_done(vault: Vault, request_id: str, n: int) -> None:
         for folder in ("Pending_Approval", "Approved", "Rejected")
     ]
     assert not any(p.exists() for p in others), "a second copy of the note was left behind"
-    history = vault.journal.history(request_id)
+    history = vault.engine.journal.history(request_id)
     assert [t.to_status for t in history if t.kind == "transition"] == [
         Status.PENDING,
         Status.APPROVED,
@@ -152,20 +116,25 @@ def _check_done(vault: Vault, request_id: str, n: int) -> None:
 
 
 @pytest.mark.parametrize("editor", list(EDITORS))
-def test_approval_through_each_editor_runs_exactly_once(vault_path: Path, editor: str) -> None:
+def test_approval_through_each_editor_runs_exactly_once(
+    vault_path: Path, helper: VaultHelper, editor: str
+) -> None:
+    """Approvals saved as each editor saves, one by one and in a batch, each run exactly once."""
     save = EDITORS[editor]
-    configure(vault_path)
+    helper.record_runs()
     with Vault(vault_path) as vault, DaemonProcess(vault_path) as daemon:
         # One at a time, each waiting for the daemon to catch up ...
         one_by_one = [vault.submit("payment", {"amount": 600 + n}) for n in range(3)]
-        settle()
+        helper.settle()
         for n, req in enumerate(one_by_one):
             assert req.path is not None
             save(req.path, approve_text(req.path.read_text(encoding="utf-8"), n))
-            eventually(lambda req=req: vault.journal.status_of(req.id) is Status.EXECUTED, 30)
+            eventually(
+                lambda req=req: vault.engine.journal.status_of(req.id) is Status.EXECUTED, 30
+            )
         # ... and several saved at once, from threads, as a sync tool delivering a batch would.
         batch = [vault.submit("payment", {"amount": 700 + n}) for n in range(4)]
-        settle()
+        helper.settle()
         threads = []
         for n, req in enumerate(batch, start=len(one_by_one)):
             assert req.path is not None
@@ -188,18 +157,20 @@ def test_approval_through_each_editor_runs_exactly_once(vault_path: Path, editor
         )
         for n, req in enumerate(everyone):
             _check_done(vault, req.id, n)
-        assert sorted(runs(vault_path)) == sorted(r.id for r in everyone)
+        assert sorted(helper.runs()) == sorted(r.id for r in everyone)
         assert vault.verify() == []
         assert daemon.stop() == 0
 
 
-def test_an_approval_saved_the_moment_a_note_appears_is_never_missed(vault_path: Path) -> None:
+def test_an_approval_saved_the_moment_a_note_appears_is_never_missed(
+    vault_path: Path, helper: VaultHelper
+) -> None:
     """A bot (or a very quick human) approves each request within a millisecond of its note.
 
     Other tests leave the daemon a moment with each new note (``settle``); this
     one does not, on purpose.
     """
-    configure(vault_path)
+    helper.record_runs()
     with Vault(vault_path) as vault, DaemonProcess(vault_path) as daemon:
         reqs = []
         for n in range(100):
@@ -210,26 +181,26 @@ def test_an_approval_saved_the_moment_a_note_appears_is_never_missed(vault_path:
             time.sleep(0.01)  # pacing the bot, not an assertion
 
         def all_ran() -> bool:
-            return all(vault.journal.status_of(r.id) is Status.EXECUTED for r in reqs)
+            return all(vault.engine.journal.status_of(r.id) is Status.EXECUTED for r in reqs)
 
         try:
             eventually(all_ran, 10)
         except AssertionError:
-            missed = [r.id for r in reqs if vault.journal.status_of(r.id) is Status.PENDING]
+            missed = [r.id for r in reqs if vault.engine.journal.status_of(r.id) is Status.PENDING]
             notes = [vault.get(i).path for i in missed]
             says = [p.read_text().count("status: approved") if p else None for p in notes]
             raise AssertionError(
                 f"{len(missed)} of {len(reqs)} approvals never acted on although the note says "
                 f"approved ({says}): {missed[:3]}"
             ) from None
-        assert sorted(runs(vault_path)) == sorted(r.id for r in reqs)
+        assert sorted(helper.runs()) == sorted(r.id for r in reqs)
         assert daemon.stop() == 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("editor", ["in-place-one-write", "vim-backup-dance"])
 def test_approvals_saved_as_the_daemon_comes_to_tidy_new_notes_are_never_reverted(
-    vault_path: Path, editor: str
+    vault_path: Path, helper: VaultHelper, editor: str
 ) -> None:
     """Humans (or a bot) approve a batch of new requests about one quiet period after they appear.
 
@@ -238,21 +209,21 @@ def test_approvals_saved_as_the_daemon_comes_to_tidy_new_notes_are_never_reverte
     ``status: pending`` by the daemon's write.
     """
     save = EDITORS[editor]
-    configure(vault_path)
+    helper.record_runs()
     with Vault(vault_path) as vault, DaemonProcess(vault_path) as daemon:
         reqs = [vault.submit("payment", {"amount": 1000 + n}) for n in range(120)]
-        time.sleep(QUIET * 0.6)  # pacing the human, not an assertion
+        time.sleep(QUIET.total_seconds() * 0.6)  # pacing the human, not an assertion
         for n, req in enumerate(reqs):
             assert req.path is not None
             save(req.path, approve_text(req.path.read_text(encoding="utf-8"), n))
 
         def all_ran() -> bool:
-            return all(vault.journal.status_of(r.id) is Status.EXECUTED for r in reqs)
+            return all(vault.engine.journal.status_of(r.id) is Status.EXECUTED for r in reqs)
 
         try:
             eventually(all_ran, 10)
         except AssertionError:
-            lost = [r for r in reqs if vault.journal.status_of(r.id) is Status.PENDING]
+            lost = [r for r in reqs if vault.engine.journal.status_of(r.id) is Status.PENDING]
             shown = []
             for r in lost[:3]:
                 path = vault.get(r.id).path
@@ -262,7 +233,7 @@ def test_approvals_saved_as_the_daemon_comes_to_tidy_new_notes_are_never_reverte
             raise AssertionError(
                 f"{len(lost)} of {len(reqs)} approvals were lost:\n" + "\n".join(shown)
             ) from None
-        assert sorted(runs(vault_path)) == sorted(r.id for r in reqs)
+        assert sorted(helper.runs()) == sorted(r.id for r in reqs)
         assert daemon.stop() == 0
 
 
@@ -357,15 +328,16 @@ class FastHuman:
 
 @pytest.mark.slow
 def test_a_fast_human_typing_into_notes_the_daemon_is_moving_loses_no_line(
-    vault_path: Path,
+    vault_path: Path, helper: VaultHelper
 ) -> None:
+    """A human typing into notes while the daemon rewrites and moves them loses no line."""
     from hitl_vault.notefile import parse_note
 
-    configure(vault_path)
+    helper.record_runs()
     seconds = 6.0
     with Vault(vault_path) as vault, DaemonProcess(vault_path) as daemon:
         reqs = [vault.submit("payment", {"amount": 900 + n}) for n in range(8)]
-        settle()
+        helper.settle()
         ids = [r.id for r in reqs]
         with FastHuman(vault_path, ids, seconds) as human:
             pass
@@ -373,7 +345,8 @@ def test_a_fast_human_typing_into_notes_the_daemon_is_moving_loses_no_line(
         total = sum(len(lines) for lines in human.written.values())
         print(
             f"fast human: {total} lines in {seconds:.0f}s into {len(ids)} notes "
-            f"({total / seconds:.1f} saves/s, each note every 50-500 ms, quiet {QUIET}s); "
+            f"({total / seconds:.1f} saves/s, each note every 50-500 ms, "
+            f"quiet {QUIET.total_seconds()}s); "
             f"saves by folder: {human.saved_in}"
         )
         # The daemon moved notes while the human kept typing into them.
@@ -391,22 +364,24 @@ def test_a_fast_human_typing_into_notes_the_daemon_is_moving_loses_no_line(
             assert not lost, f"{request_id}: {len(lost)} human lines lost, e.g. {lost[:3]}"
             assert len(human.written[request_id]) >= 3, "the writer never approved this note"
             assert [p for p in vault_path.glob(f"*/{request_id}.md") if p != done] == []
-        assert sorted(runs(vault_path)) == sorted(ids)
+        assert sorted(helper.runs()) == sorted(ids)
         assert vault.verify() == []
         assert daemon.stop() == 0
 
 
-def test_an_editor_saving_again_right_after_the_daemon_moved_the_note(vault_path: Path) -> None:
+def test_an_editor_saving_again_right_after_the_daemon_moved_the_note(
+    vault_path: Path, helper: VaultHelper
+) -> None:
     """A stale editor buffer (status: approved) saved in place after the note went to Done/.
 
     VS Code re-creates the file at its old path; the journal says it already ran,
     so nothing runs again, and the daemon does not lose the human's new line.
     """
-    configure(vault_path)
+    helper.record_runs()
     with Vault(vault_path) as vault, DaemonProcess(vault_path) as daemon:
         req = vault.submit("payment", {"amount": 1500})
         assert req.path is not None
-        settle()
+        helper.settle()
         buffer = approve_text(req.path.read_text(encoding="utf-8"), 0)
         in_place_one_write(req.path, buffer)
         done = vault_path / "Done" / f"{req.id}.md"
@@ -414,9 +389,8 @@ def test_an_editor_saving_again_right_after_the_daemon_moved_the_note(vault_path
         eventually(lambda: not req.path.exists())
         in_place_two_writes(req.path, buffer + "Another line typed after it ran.\n")
         # The stale copy is a second note for the same request: listed, never acted on.
-        dash = vault_path / "Dashboard.md"
-        eventually(lambda: req.path.name in dash.read_text().split("## Needs attention")[1], 15)
-        assert runs(vault_path) == [req.id]
-        assert vault.journal.status_of(req.id) is Status.EXECUTED
+        eventually(lambda: req.path.name in helper.attention(), 15)
+        assert helper.runs() == [req.id]
+        assert vault.engine.journal.status_of(req.id) is Status.EXECUTED
         assert "Another line typed after it ran." in req.path.read_text()
         assert daemon.stop() == 0

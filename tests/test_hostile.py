@@ -18,9 +18,6 @@ import contextlib
 import os
 import re
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +27,7 @@ import pytest
 from hitl_vault import Status, Vault
 from hitl_vault.template import init_vault
 
-from .helpers import DaemonProcess, eventually, set_status
-
-RECORD = """\
-import json, os, sys
-request = json.load(sys.stdin)
-fd = os.open(os.path.join(os.path.dirname(__file__), "runs.log"),
-             os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-os.write(fd, (request["id"] + "\\n").encode())
-os.close(fd)
-print("paid", request["params"].get("amount"))
-"""
+from .helpers import DaemonProcess, VaultHelper, eventually, set_status
 
 REQUEST_FOLDERS = ("Pending_Approval", "Approved", "Done", "Rejected")
 GROUPS = (*REQUEST_FOLDERS, "Inbox")
@@ -52,43 +39,6 @@ FIX = re.compile(
     r"start|use|make|check|split)\b",
     re.IGNORECASE,
 )
-
-
-def configure(vault: Path) -> None:
-    """A short quiet period and an executor that appends each run's id to scripts/runs.log."""
-    (vault / "scripts" / "record.py").write_text(RECORD)
-    rules = vault / "hitl-vault.yaml"
-    text = rules.read_text().replace("quiet: 2s", "quiet: 200ms")
-    text = text.replace(
-        "run: [python3, scripts/pay.py]", f"run: [{sys.executable}, scripts/record.py]"
-    )
-    rules.write_text(text)
-
-
-def runs(vault: Path) -> list[str]:
-    log = vault / "scripts" / "runs.log"
-    return log.read_text().split() if log.exists() else []
-
-
-def settle() -> None:
-    """Pacing, not an assertion: leave the daemon a moment with a new note before editing it.
-
-    Approving within a millisecond of a note appearing is tested on its own, in
-    test_editors.py::test_an_approval_saved_the_moment_a_note_appears_is_never_missed.
-    """
-    time.sleep(0.4)
-
-
-def attention(vault: Path) -> list[str]:
-    """The lines under "Needs attention" in Dashboard.md."""
-    try:
-        text = (vault / "Dashboard.md").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    if "## Needs attention" not in text:
-        return []
-    section = text.split("## Needs attention", 1)[1].split("\n## ", 1)[0]
-    return [line for line in section.splitlines() if line.startswith("- ")]
 
 
 def approved(text: str) -> str:
@@ -229,7 +179,7 @@ def _place(vault: Vault, folder: str, outside: Path) -> dict[str, Placed]:
         for case in CASES
         if case.own_request and (not inbox or case.name in ("duplicate-id", "sync-conflict"))
     }
-    settle()
+    VaultHelper.settle()
     for case in CASES:
         request_id: str | None = None
         note: Path | None = None
@@ -279,7 +229,8 @@ def _run_group(base: Path, folder: str) -> GroupResult:
     outside = base / "outside"
     outside.mkdir()
     init_vault(vault_path)
-    configure(vault_path)
+    helper = VaultHelper(vault_path)
+    helper.record_runs()
     exit_codes: list[int] = []
     daemon = DaemonProcess(vault_path)
     with Vault(vault_path) as vault:
@@ -289,7 +240,7 @@ def _run_group(base: Path, folder: str) -> GroupResult:
             outside_before = {p.name: p.read_bytes() for p in outside.iterdir()}
 
             def flagged_all() -> bool:
-                lines = attention(vault_path)
+                lines = helper.attention_lines()
                 return all(any(p.path.name in line for line in lines) for p in placed.values())
 
             with contextlib.suppress(AssertionError):  # each case's test says which one was not
@@ -298,7 +249,7 @@ def _run_group(base: Path, folder: str) -> GroupResult:
             for round_ in range(2):
                 probe = vault.submit("payment", {"amount": 2000}, summary=f"probe {round_}")
                 assert probe.path is not None
-                settle()
+                helper.settle()
                 probes.append(probe.id)
                 set_status(probe.path, "approved", decided_by="alice")
                 done = vault_path / "Done" / f"{probe.id}.md"
@@ -311,15 +262,15 @@ def _run_group(base: Path, folder: str) -> GroupResult:
             with contextlib.suppress(AssertionError):
                 eventually(flagged_all, 10)
             alive = daemon.proc is not None and daemon.proc.poll() is None
-            dashboard = attention(vault_path)
+            dashboard = helper.attention_lines()
         finally:
             if daemon.proc is not None and daemon.proc.poll() is None:
                 exit_codes.append(daemon.stop())
         statuses = {
-            name: vault.journal.status_of(p.request_id) if p.request_id else None
+            name: vault.engine.journal.status_of(p.request_id) if p.request_id else None
             for name, p in placed.items()
         }
-        request_count = sum(vault.journal.counts().values())
+        request_count = sum(vault.engine.journal.counts().values())
     expected = 2 + len({p.request_id for p in placed.values() if p.request_id})
     return GroupResult(
         vault=vault_path,
@@ -328,7 +279,7 @@ def _run_group(base: Path, folder: str) -> GroupResult:
         outside_after={p.name: p.read_bytes() for p in outside.iterdir()},
         outside_before=outside_before,
         attention=dashboard,
-        runs=runs(vault_path),
+        runs=helper.runs(),
         probes=probes,
         statuses=statuses,
         request_count=request_count,
@@ -355,6 +306,7 @@ def groups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str],
 def test_hostile_file_is_flagged_and_left_alone(
     groups: Callable[[str], GroupResult], folder: str, case: str
 ) -> None:
+    """A hostile file stays byte for byte, runs nothing, and is listed with its problem and fix."""
     result = groups(folder)
     placed = result.placed[case]
     rel = placed.path.relative_to(result.vault).as_posix()
@@ -404,13 +356,14 @@ def test_hostile_file_is_named_in_the_daemon_log(
     ("bom", "crlf"), [(True, False), (False, True), (True, True)], ids=["bom", "crlf", "bom+crlf"]
 )
 def test_a_note_saved_with_bom_or_crlf_is_approved_executed_and_keeps_them(
-    vault_path: Path, bom: bool, crlf: bool
+    vault_path: Path, bom: bool, crlf: bool, helper: VaultHelper
 ) -> None:
-    configure(vault_path)
+    """A note saved with a BOM or CRLF line endings is approved, run once, and keeps them."""
+    helper.record_runs()
     with Vault(vault_path) as vault, DaemonProcess(vault_path) as daemon:
         req = vault.submit("payment", {"amount": 1500}, summary="windows user")
         assert req.path is not None
-        settle()
+        helper.settle()
         data = approved(req.path.read_text()).replace("decided_by:", "decided_by: carol")
         raw = data.encode()
         if crlf:
@@ -429,10 +382,10 @@ def test_a_note_saved_with_bom_or_crlf_is_approved_executed_and_keeps_them(
         else:
             assert b"\r" not in out
         assert "pending → approved · by carol" in out.decode("utf-8-sig")
-        assert runs(vault_path) == [req.id]
+        assert helper.runs() == [req.id]
         assert vault.get(req.id).status is Status.EXECUTED
-        assert not attention(vault_path) or all(
-            req.id not in line for line in attention(vault_path)
+        assert not helper.attention_lines() or all(
+            req.id not in line for line in helper.attention_lines()
         )
         assert daemon.stop() == 0
 
@@ -477,29 +430,31 @@ def _kind(path: Path) -> str | None:
     return "folder" if stat.S_ISDIR(st.st_mode) else None
 
 
-def test_pipes_devices_and_folders_named_like_notes_never_hang_the_daemon(vault_path: Path) -> None:
+def test_pipes_devices_and_folders_named_like_notes_never_hang_the_daemon(
+    vault_path: Path, helper: VaultHelper
+) -> None:
     """Opening a pipe for reading waits for a writer, and /dev/zero never ends: neither is read.
 
     Each is flagged with a fix, left as it is, and a valid approval still runs, both
     under a watching daemon and under ``run --once`` (which rescans them all).
     """
-    configure(vault_path)
+    helper.record_runs()
     with Vault(vault_path) as vault, DaemonProcess(vault_path) as daemon:
         made = _not_files(vault_path)
 
         def flagged() -> list[str]:
-            lines = attention(vault_path)
+            lines = helper.attention_lines()
             return [rel for rel in made if not any(rel in line for line in lines)]
 
         eventually(lambda: not flagged(), 30)
         probe = vault.submit("payment", {"amount": 2000}, summary="probe")
         assert probe.path is not None
-        settle()
+        helper.settle()
         set_status(probe.path, "approved", decided_by="alice")
-        eventually(lambda: vault.journal.status_of(probe.id) is Status.EXECUTED, 30)
+        eventually(lambda: vault.engine.journal.status_of(probe.id) is Status.EXECUTED, 30)
         assert daemon.stop() == 0
     problems = {"pipe": "a pipe", "link": "symbolic link", "folder": "a folder"}
-    for line in attention(vault_path):
+    for line in helper.attention_lines():
         rel = next((r for r in made if r in line), None)
         if rel is not None:
             said = line.replace(rel, "<file>")
@@ -508,12 +463,7 @@ def test_pipes_devices_and_folders_named_like_notes_never_hang_the_daemon(vault_
     with Vault(vault_path) as vault:
         late = vault.submit("payment", {"amount": 2000}, summary="approved while it was down")
         vault.approve(late.id, by="alice")
-    once = subprocess.run(
-        [sys.executable, "-m", "hitl_vault", "--vault", str(vault_path), "run", "--once"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    once = helper.hitl("run", "--once", timeout=120)
     assert once.returncode == 0, once.stderr
-    assert sorted(runs(vault_path)) == sorted([probe.id, late.id])
+    assert sorted(helper.runs()) == sorted([probe.id, late.id])
     assert {rel: _kind(vault_path / rel) for rel in made} == made

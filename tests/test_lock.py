@@ -19,21 +19,7 @@ from hitl_vault.lock import DaemonLock, daemon_running
 from hitl_vault.model import Status
 from hitl_vault.times import utcnow
 
-from .helpers import DaemonProcess, returns_within
-
-COMMAND = Path(sys.executable).with_name("hitl-vault")
-
-
-def hitl(vault: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The installed console script on ``vault``, in a process of its own."""
-    assert COMMAND.exists(), f"{COMMAND} is missing: install the package (pip install -e .)"
-    return subprocess.run(
-        [str(COMMAND), "--vault", str(vault), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from .helpers import DaemonProcess, VaultHelper, returns_within
 
 
 @pytest.fixture
@@ -79,12 +65,13 @@ def test_deleting_the_lock_file_does_not_free_the_lock(lock_path: Path) -> None:
 
 def test_a_second_daemon_is_refused_after_the_lock_file_is_deleted(tmp_path: Path) -> None:
     """`rm .hitl/daemon.lock` under a running daemon does not let `run --once` start beside it."""
-    vault = tmp_path / "vault"
-    made = hitl(vault, "init")
+    helper = VaultHelper(tmp_path / "vault")  # not made yet: `init` makes it
+    vault = helper.root
+    made = helper.hitl("init", script=True)
     assert made.returncode == 0, made.stderr
     with DaemonProcess(vault) as first:
         (vault / ".hitl" / "daemon.lock").unlink()
-        second = hitl(vault, "run", "--once")
+        second = helper.hitl("run", "--once", script=True)
         assert second.returncode != 0, second.stderr
         assert "another hitl-vault daemon is already running" in second.stderr
         assert "unknown process" in second.stderr
@@ -93,10 +80,10 @@ def test_a_second_daemon_is_refused_after_the_lock_file_is_deleted(tmp_path: Pat
         assert first.stop() == 0
 
 
-def test_a_fifo_at_the_lock_path_blocks_nothing(vault_path: Path, lock_path: Path) -> None:
+def test_a_fifo_at_the_lock_path_blocks_nothing(helper: VaultHelper, lock_path: Path) -> None:
     """A FIFO at daemon.lock: daemon_running, `approve` and acquire all return at once."""
-    submitted = hitl(vault_path, "submit", "payment", "-p", "amount=1500", "-p", "recipient=a@b.c",
-                     "--json")  # fmt: skip
+    submitted = helper.hitl("submit", "payment", "-p", "amount=1500", "-p", "recipient=a@b.c",
+                            "--json", script=True)  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     request = json.loads(submitted.stdout)
     assert request["status"] == "pending"
@@ -106,7 +93,7 @@ def test_a_fifo_at_the_lock_path_blocks_nothing(vault_path: Path, lock_path: Pat
     os.mkfifo(lock_path)
 
     assert returns_within(lambda: daemon_running(lock_path), "daemon_running on a FIFO") is False
-    approved = hitl(vault_path, "approve", request["id"], "--by", "alice", timeout=30)
+    approved = helper.hitl("approve", request["id"], "--by", "alice", timeout=30, script=True)
     assert approved.returncode == 0, approved.stderr
     assert approved.stdout == f"{request['id']} approved\n"
 
@@ -155,7 +142,7 @@ def test_the_journal_works_while_the_state_folder_is_locked(
         journal.close()
     with Vault(vault_path) as vault:
         request = returns_within(lambda: vault.submit("payment", {"amount": 1500}), "submit")
-        assert vault.journal.status_of(request.id) is Status.PENDING
+        assert vault.engine.journal.status_of(request.id) is Status.PENDING
     assert daemon_running(lock_path)
 
 

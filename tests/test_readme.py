@@ -64,6 +64,7 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_the_quick_start_is_two_commands() -> None:
+    """The README's quick start is two commands (install and run; install and test), run by CI."""
     install_and_run, install_and_test = quick_start()
     assert install_and_run.strip().endswith("hitl-vault run")
     assert "pip install '.[test]'" in install_and_test and "pytest" in install_and_test
@@ -72,6 +73,7 @@ def test_the_quick_start_is_two_commands() -> None:
 
 
 def test_shell_and_python_snippets_run_in_order(workdir: Path) -> None:
+    """Every sh and python snippet after the quick start runs, in order, against one vault."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("HITL_VAULT", None)
     ran = 0
@@ -100,6 +102,7 @@ def test_shell_and_python_snippets_run_in_order(workdir: Path) -> None:
 
 
 def test_the_rules_example_is_a_valid_rules_file() -> None:
+    """The README's rules example is a valid rules file with the rules and action it shows."""
     (rules,) = [b for b in blocks("yaml") if "rules:" in b]
     policy = parse_policy(rules, "README.md")
     assert [r.name for r in policy.rules][:2] == ["small-payments", "large-payments"]
@@ -107,12 +110,14 @@ def test_the_rules_example_is_a_valid_rules_file() -> None:
 
 
 def test_the_request_example_parses_strictly() -> None:
+    """The README's example note parses strictly: a pending payment of 1500."""
     (note,) = blocks("markdown")
     parsed = parse_note(note.encode(), "README.md")
     assert parsed.meta["status"] == "pending" and parsed.meta["params"]["amount"] == 1500
 
 
 def test_the_service_examples_run_the_daemon() -> None:
+    """The README's systemd unit and launchd plist start `hitl-vault ... run`."""
     (unit,) = blocks("ini")
     assert re.search(r"(?m)^ExecStart=\S+/hitl-vault --vault \S+ run$", unit)
     (plist,) = blocks("xml")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,16 +14,17 @@ import pytest
 
 from hitl_vault import Request, Status, Vault
 from hitl_vault.daemon import Daemon
-from hitl_vault.errors import DaemonRunningError, NotAnApproverError
+from hitl_vault.errors import DaemonRunningError, JournalUnavailableError, NotAnApproverError
 from hitl_vault.lock import DaemonLock
 
-from .helpers import Clock, eventually, returns_within, set_status
-
-QUIET = timedelta(seconds=2)
-
-
-def _add_param(note: Path, line: str) -> None:
-    note.write_text(note.read_text().replace("params:\n", f"params:\n  {line}\n", 1))
+from .helpers import (
+    TEMPLATE_QUIET,
+    Clock,
+    add_param,
+    eventually,
+    returns_within,
+    set_status,
+)
 
 
 def _edit_param(note: Path, key: str, value: str) -> None:
@@ -51,19 +51,19 @@ def test_a_python_rule_that_raises_for_one_request_holds_back_no_other(vault_pat
             ran.append(request.id)
             return "paid"
 
-        daemon = Daemon(vault)
+        daemon = Daemon(vault.engine)
         returns_within(daemon.catch_up, "run --once", 30)
         daemon.close()
         assert ran == [good]
         assert vault.get(bad).status is Status.APPROVED  # refused, never claimed
-        assert any("KeyError" in a.message for a in vault.journal.attention())
+        assert any("KeyError" in a.message for a in vault.engine.journal.attention())
 
 
 def test_a_look_rolled_back_is_read_again_on_the_retry(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
     """A commit that fails (a disk I/O error, injected) leaves the note to be read afresh."""
-    vault = daemon.vault
+    vault = clocked_vault
     request = vault.submit("payment", {"amount": 1500})
     daemon.run_once(clock.now)
     assert request.path is not None
@@ -73,7 +73,7 @@ def test_a_look_rolled_back_is_read_again_on_the_retry(
     def failing_commit() -> list[tuple[Request, object]]:  # the fault this machine cannot make
         calls.append(1)
         if len(calls) == 1:
-            raise sqlite3.OperationalError("disk I/O error")
+            raise JournalUnavailableError(vault.root / ".hitl" / "journal.db", "disk I/O error")
         return real()  # type: ignore[return-value]
 
     daemon._claim = failing_commit  # type: ignore[method-assign,assignment]
@@ -96,7 +96,7 @@ def test_an_edit_recorded_first_never_escapes_the_approvers_of_the_params_asked_
             "    timeout: 1h\n", "    timeout: 1h\n    approvers: [alice]\n", 1
         )
     )
-    with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as daemon:
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault.engine, clock=clock) as daemon:
         request = vault.submit("payment", {"amount": 1500})
         assert request.path is not None
         _edit_param(request.path, "amount", "999")
@@ -112,20 +112,22 @@ def test_an_edit_recorded_first_never_escapes_the_approvers_of_the_params_asked_
 
 
 def test_an_outcome_the_journal_refuses_is_recorded_on_the_retry(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
     """A full disk while recording how an action went: kept and recorded later, never lost."""
-    vault = daemon.vault
+    vault = clocked_vault
     request = vault.submit("payment", {"amount": 100})  # allowed at once
-    real, calls = vault.finish_execution, []
+    real, calls = vault.engine.finish_execution, []
 
     def full_disk(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(1)
         if len(calls) == 1:
-            raise sqlite3.OperationalError("database or disk is full")
+            raise JournalUnavailableError(
+                vault.root / ".hitl" / "journal.db", "database or disk is full"
+            )
         return real(*args, **kwargs)
 
-    vault.finish_execution = full_disk  # type: ignore[method-assign]
+    vault.engine.finish_execution = full_disk  # type: ignore[method-assign]
     daemon.run_once(clock.now)
     daemon.actions.wait()
     for _ in range(3):
@@ -138,7 +140,7 @@ def test_verify_is_clean_for_a_reason_a_rule_overrode_and_two_edits_in_one_secon
     vault_path: Path, clock: Clock
 ) -> None:
     """Honest notes: the human's reason stays in the note, two same-second lines both count."""
-    with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as daemon:
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault.engine, clock=clock) as daemon:
         edited = vault.submit("payment", {"amount": 1500}).id
         note = vault_path / "Pending_Approval" / f"{edited}.md"
         for amount in ("1400", "1300"):  # within one second
@@ -152,12 +154,12 @@ def test_verify_is_clean_for_a_reason_a_rule_overrode_and_two_edits_in_one_secon
                 "rules:\n", "rules:\n  - name: freeze\n    action: payment\n    decision: block\n"
             )
         )
-        vault.reload_policy()
+        vault.engine.reload_policy()
         path = vault_path / "Pending_Approval" / f"{blocked}.md"
         set_status(path, "approved", reason="invoice checked")
         daemon.notice(path)
         daemon.run_once(clock.now)
-        daemon.run_once(clock.advance(QUIET * 3))
+        daemon.run_once(clock.advance(TEMPLATE_QUIET * 3))
         assert vault.get(blocked).status is Status.REJECTED
         assert vault.verify() == []
 
@@ -186,14 +188,16 @@ def test_a_daemon_of_an_earlier_version_still_blocks_a_second_one(vault_path: Pa
     DaemonLock(holder).acquire().release()  # once it is gone, the lock is free
 
 
-def test_a_rejection_stands_whatever_the_params_say(daemon: Daemon, clock: Clock) -> None:
+def test_a_rejection_stands_whatever_the_params_say(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
+) -> None:
     """An unquoted date in params never blocks a "no", by note or by the CLI."""
-    vault = daemon.vault
+    vault = clocked_vault
     by_note = vault.submit("payment", {"amount": 1500})
     by_cli = vault.submit("payment", {"amount": 1600})
     for request in (by_note, by_cli):
         assert request.path is not None
-        _add_param(request.path, "pay_on: 2026-12-01")
+        add_param(request.path, "pay_on: 2026-12-01")
     assert by_note.path is not None
     set_status(by_note.path, "rejected")
     daemon.notice(by_note.path)
@@ -216,7 +220,7 @@ def test_an_outcome_with_text_utf8_cannot_hold_is_recorded_and_holds_back_none(
             return "paid"
 
         ids = [vault.submit("payment", {"amount": n}).id for n in (1, 2, 3)]  # allowed
-        daemon = Daemon(vault)
+        daemon = Daemon(vault.engine)
         returns_within(daemon.catch_up, "run --once", 30)
         daemon.close()
         statuses = [vault.get(i).status for i in ids]
@@ -235,8 +239,8 @@ def test_a_stop_before_recovery_leaves_an_idempotent_action_to_run_again(
     with Vault(vault_path, clock=clock) as vault:
         request = vault.submit("refund", {"amount": 5})
         vault.approve(request.id, by="alice")
-        vault.start_execution(request.id, by="executor")  # then the daemon died
-        daemon = Daemon(vault, clock=clock)
+        vault.engine.start_execution(request.id, by="executor")  # then the daemon died
+        daemon = Daemon(vault.engine, clock=clock)
         daemon.stop()
         daemon.run_once(clock.now)
         daemon.close()
@@ -244,10 +248,10 @@ def test_a_stop_before_recovery_leaves_an_idempotent_action_to_run_again(
 
 
 def test_an_approval_a_rule_could_not_judge_is_tried_again(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
     """A Python rule that fails once (a timeout of its own): flagged, then run on the retry."""
-    vault = daemon.vault
+    vault = clocked_vault
     calls: list[int] = []
 
     @vault.rule
@@ -260,21 +264,23 @@ def test_an_approval_a_rule_could_not_judge_is_tried_again(
     request = vault.submit("payment", {"amount": 100})  # allowed at once
     daemon.run_once(clock.now)
     assert ran == [] and vault.get(request.id).status is Status.APPROVED
-    assert any("not run yet" in a.message for a in vault.journal.attention())
+    assert any("not run yet" in a.message for a in vault.engine.journal.attention())
 
     daemon.run_once(clock.advance(timedelta(seconds=31)))
 
     eventually(lambda: ran == [request.id])
 
 
-def test_a_late_approval_that_timed_out_verifies_clean(daemon: Daemon, clock: Clock) -> None:
+def test_a_late_approval_that_timed_out_verifies_clean(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
+) -> None:
     """decided_by typed into a note that then timed out stays the human's: no false problem."""
-    vault = daemon.vault
+    vault = clocked_vault
     request = vault.submit("payment", {"amount": 1500}, timeout="1m")
     assert request.path is not None
     set_status(request.path, "approved", decided_by="alice")
     daemon.notice(request.path)
     daemon.run_once(clock.advance(timedelta(minutes=2)))
-    daemon.run_once(clock.advance(QUIET * 3))
+    daemon.run_once(clock.advance(TEMPLATE_QUIET * 3))
     assert vault.get(request.id).status is Status.TIMED_OUT
     assert vault.verify() == []

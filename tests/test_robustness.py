@@ -28,9 +28,19 @@ from hitl_vault.errors import RulesError, UsageError
 from hitl_vault.quiet import RETRY_WRITE
 from hitl_vault.rulesfile import parse_policy
 
-from .helpers import Clock, DaemonProcess, ended, eventually, set_status
+from .helpers import (
+    LOG_PREAMBLE,
+    QUIET,
+    TEMPLATE_QUIET,
+    Clock,
+    DaemonProcess,
+    VaultHelper,
+    add_param,
+    ended,
+    eventually,
+    set_status,
+)
 
-QUIET = timedelta(seconds=2)  # the template's defaults.quiet
 LONG_INT = "1" * 5000  # Python reads at most 4,300 digits as an int
 BAD_VALUES = {
     "impossible-date": "due: 2026-02-30",
@@ -40,41 +50,20 @@ BAD_VALUES = {
 }
 
 
-def _attention(daemon: Daemon, clock: Clock) -> str:
-    """The dashboard's Needs attention section, once the daemon has rewritten it."""
-    daemon.run_once(clock.advance(timedelta(seconds=1)))
-    text = (daemon.vault.root / "Dashboard.md").read_text()
-    return text.split("## Needs attention")[1].split("\n## ")[0]
-
-
-def _hitl(vault: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The installed command, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "hitl_vault", "--vault", str(vault), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _add_param(note: Path, line: str) -> None:
-    """A human adds ``line`` under ``params:`` (and nothing else)."""
-    text = note.read_text()
-    note.write_text(text.replace("params:\n", f"params:\n  {line}\n", 1))
-
-
 # --- 1. one bad value never stops catch-up ------------------------------------------------
 
 
 @pytest.mark.parametrize("bad", BAD_VALUES.values(), ids=BAD_VALUES.keys())
-def test_a_value_python_cannot_hold_never_stops_run_once(vault_path: Path, bad: str) -> None:
+def test_a_value_python_cannot_hold_never_stops_run_once(
+    vault_path: Path, bad: str, helper: VaultHelper
+) -> None:
     """A note with ``2026-02-30`` or a 5,000-digit number is flagged; approvals still run."""
     (vault_path / "Approved" / "notes.md").write_text(f"---\n{bad}\n---\nx\n")
-    submitted = _hitl(vault_path, "submit", "payment", "-p", "amount=2500", "-p", "recipient=v@e")
+    submitted = helper.hitl("submit", "payment", "-p", "amount=2500", "-p", "recipient=v@e")
     request_id = submitted.stdout.split()[0]
     set_status(vault_path / "Pending_Approval" / f"{request_id}.md", "approved")
 
-    done = _hitl(vault_path, "run", "--once")
+    done = helper.hitl("run", "--once")
 
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
@@ -82,11 +71,13 @@ def test_a_value_python_cannot_hold_never_stops_run_once(vault_path: Path, bad: 
         assert vault.get(request_id).status is Status.EXECUTED
     dashboard = (vault_path / "Dashboard.md").read_text()
     assert re.search(r"Approved/notes\.md line 2: .*(date|number).*quote", dashboard)
-    verified = _hitl(vault_path, "verify")
+    verified = helper.hitl("verify")
     assert verified.returncode == 0 and "Traceback" not in verified.stderr
 
 
-def test_a_request_note_with_a_bad_value_is_named_by_verify(vault_path: Path) -> None:
+def test_a_request_note_with_a_bad_value_is_named_by_verify(
+    vault_path: Path, helper: VaultHelper
+) -> None:
     """``verify`` names the note and the line of a value it cannot read, without a traceback."""
     with Vault(vault_path) as vault:
         request = vault.submit("payment", {"amount": 1500})
@@ -94,7 +85,7 @@ def test_a_request_note_with_a_bad_value_is_named_by_verify(vault_path: Path) ->
     text = request.path.read_text().replace("params:\n", "due: 2026-02-30\nparams:\n", 1)
     request.path.write_text(text)
 
-    verified = _hitl(vault_path, "verify")
+    verified = helper.hitl("verify")
 
     assert verified.returncode == 1
     assert "Traceback" not in verified.stderr
@@ -103,10 +94,10 @@ def test_a_request_note_with_a_bad_value_is_named_by_verify(vault_path: Path) ->
 
 
 def test_bad_numbers_and_nesting_in_inbox_proposals_are_flagged(
-    daemon: Daemon, clock: Clock
+    daemon: Daemon, clock: Clock, helper: VaultHelper
 ) -> None:
     """Each broken proposal is flagged on its own; the good one beside them becomes a request."""
-    inbox = daemon.vault.root / "Inbox"
+    inbox = daemon.engine.root / "Inbox"
     broken = {
         "long.json": f'{{"action": "payment", "params": {{"amount": {LONG_INT}}}}}',
         "deep.json": '{"action": "payment", "params": {"a": '
@@ -126,8 +117,8 @@ def test_bad_numbers_and_nesting_in_inbox_proposals_are_flagged(
 
     daemon.run_once(clock.now)
 
-    assert [r.params for r in daemon.vault.list()] == [{"amount": 1500}]
-    attention = _attention(daemon, clock)
+    assert [r.params for r in daemon.engine.list()] == [{"amount": 1500}]
+    attention = helper.attention(daemon, clock)
     for name in broken:
         assert f"Inbox/{name}" in attention
         assert (inbox / name).read_text() == broken[name]
@@ -173,23 +164,23 @@ def test_a_number_too_long_for_python_is_compared_by_its_size(vault_path: Path) 
 
 
 def test_a_date_typed_into_params_while_approving_is_flagged_then_runs_once_quoted(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
     """The human is told to quote the date; the quoted approval runs with it as text."""
-    vault = daemon.vault
+    vault = clocked_vault
     request = vault.submit("payment", {"amount": 1500})
     assert request.path is not None
-    _add_param(request.path, "pay_on: 2026-12-01")
+    add_param(request.path, "pay_on: 2026-12-01")
     set_status(request.path, "approved")
     daemon.notice(request.path)
 
     daemon.run_once(clock.now)
 
     assert vault.get(request.id).status is Status.PENDING and ran == []
-    attention = _attention(daemon, clock)
+    attention = helper.attention(daemon, clock)
     assert re.search(r"line \d+: params\.pay_on reads as a date.*quote it", attention)
     # Once quiet, the note shows why the approval was not taken (not a silent drop).
-    daemon.run_once(clock.advance(QUIET))
+    daemon.run_once(clock.advance(TEMPLATE_QUIET))
     text = request.path.read_text()
     assert "status: pending" in text
     assert re.search(r'ignored status "approved": params\.pay_on reads as a date', text)
@@ -207,7 +198,7 @@ def test_approve_on_the_cli_names_the_date_and_the_fix(vault_path: Path) -> None
     with Vault(vault_path) as vault:
         request = vault.submit("payment", {"amount": 1500})
     assert request.path is not None
-    _add_param(request.path, "pay_on: 2026-12-01")
+    add_param(request.path, "pay_on: 2026-12-01")
 
     result = CliRunner().invoke(cli, ["--vault", str(vault_path), "approve", request.id])
 
@@ -222,13 +213,17 @@ def test_approve_on_the_cli_names_the_date_and_the_fix(vault_path: Path) -> None
 
 
 def test_a_journal_held_by_another_process_delays_a_decision_but_never_drops_it(
-    daemon: Daemon, clock: Clock, ran: list[str], caplog: pytest.LogCaptureFixture
+    clocked_vault: Vault,
+    daemon: Daemon,
+    clock: Clock,
+    ran: list[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The step fails while the journal is held; nothing is logged as done; it lands once free."""
-    vault = daemon.vault
+    vault = clocked_vault
     request = vault.submit("payment", {"amount": 1500})
     assert request.path is not None
-    vault.journal.wait_for_lock(0.1)
+    vault.engine.journal.wait_for_lock(0.1)
     set_status(request.path, "approved")
     other = sqlite3.connect(vault.root / ".hitl" / "journal.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process writing, for longer than we wait
@@ -251,25 +246,22 @@ def test_a_journal_held_by_another_process_delays_a_decision_but_never_drops_it(
 
 # --- 5. stopping or crashing during a burst ------------------------------------------------
 
-SLOW = """\
-import json, os, sys, time
-request = json.load(sys.stdin)
-def note(name):
-    fd = os.open(os.path.join(os.path.dirname(__file__), name),
-                 os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.write(fd, (request["id"] + "\\n").encode())
-    os.close(fd)
-note("started.log")
+SLOW = (
+    LOG_PREAMBLE
+    + """\
+append("started.log", request["id"])
 time.sleep(1.5)
-note("ended.log")
+append("ended.log", request["id"])
 """
+)
 
 
-def _slow_vault(vault: Path, count: int) -> list[str]:
+def _slow_vault(helper: VaultHelper, count: int) -> list[str]:
     """``count`` approved ``slow`` actions, each taking 1.5 s, and no daemon yet."""
-    (vault / "scripts" / "slow.py").write_text(SLOW)
-    rules = vault / "hitl-vault.yaml"
-    text = rules.read_text().replace("quiet: 2s", "quiet: 200ms")
+    (helper.scripts / "slow.py").write_text(SLOW)
+    helper.set_quiet(QUIET)
+    rules = helper.rules
+    text = rules.read_text()
     text = text.replace(
         "actions:\n",
         f"actions:\n  slow:\n    run: [{sys.executable}, scripts/slow.py]\n    timeout: 60s\n",
@@ -279,12 +271,8 @@ def _slow_vault(vault: Path, count: int) -> list[str]:
         "rules:\n", "rules:\n  - name: slow\n    action: slow\n    decision: allow\n", 1
     )
     rules.write_text(text)
-    with Vault(vault) as v:
+    with Vault(helper.root) as v:
         return [v.submit("slow", {"n": i}).id for i in range(count)]
-
-
-def _lines(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
 
 
 def _statuses(vault: Path, ids: list[str]) -> dict[Status, int]:
@@ -294,35 +282,33 @@ def _statuses(vault: Path, ids: list[str]) -> dict[Status, int]:
 
 
 def test_sigterm_during_a_burst_finishes_what_runs_and_starts_nothing_new(
-    vault_path: Path,
+    vault_path: Path, helper: VaultHelper
 ) -> None:
     """On SIGTERM the 4 running actions finish; the other 8 stay approved and run next time."""
-    ids = _slow_vault(vault_path, 12)
-    started = vault_path / "scripts" / "started.log"
+    ids = _slow_vault(helper, 12)
     with DaemonProcess(vault_path) as daemon:
-        eventually(lambda: len(_lines(started)) >= 4, 30)
+        eventually(lambda: len(helper.runs("started.log")) >= 4, 30)
         assert daemon.stop() == 0
-    assert len(_lines(started)) == 4  # nothing started after the signal
+    assert len(helper.runs("started.log")) == 4  # nothing started after the signal
     assert _statuses(vault_path, ids) == {Status.EXECUTED: 4, Status.APPROVED: 8}
 
-    assert _hitl(vault_path, "run", "--once").returncode == 0
+    assert helper.hitl("run", "--once").returncode == 0
 
     assert _statuses(vault_path, ids) == {Status.EXECUTED: 12}
-    assert sorted(_lines(vault_path / "scripts" / "ended.log")) == sorted(ids)
+    assert sorted(helper.runs("ended.log")) == sorted(ids)
 
 
 def test_a_kill_during_a_burst_interrupts_only_the_actions_that_had_started(
-    vault_path: Path,
+    vault_path: Path, helper: VaultHelper
 ) -> None:
     """After kill -9, only the 4 started actions read "interrupted"; the 8 queued run once."""
-    ids = _slow_vault(vault_path, 12)
-    started = vault_path / "scripts" / "started.log"
+    ids = _slow_vault(helper, 12)
     with DaemonProcess(vault_path) as daemon:
-        eventually(lambda: len(_lines(started)) >= 4, 30)
+        eventually(lambda: len(helper.runs("started.log")) >= 4, 30)
         daemon.kill()
-    running = set(_lines(started))
+    running = set(helper.runs("started.log"))
 
-    assert _hitl(vault_path, "run", "--once").returncode == 0
+    assert helper.hitl("run", "--once").returncode == 0
 
     with Vault(vault_path) as vault:
         failed = {r.id for r in vault.list(status=Status.FAILED)}
@@ -335,9 +321,11 @@ def test_a_kill_during_a_burst_interrupts_only_the_actions_that_had_started(
 # --- 8. smaller promises ----------------------------------------------------------------
 
 
-def test_a_rules_file_is_reloaded_only_once_quiet(daemon: Daemon, clock: Clock) -> None:
+def test_a_rules_file_is_reloaded_only_once_quiet(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
+) -> None:
     """A half-saved hitl-vault.yaml is never loaded: the rules change once the save is quiet."""
-    vault = daemon.vault
+    vault = clocked_vault
     rules = vault.root / "hitl-vault.yaml"
     full = rules.read_text()
     edited = full.replace('amount: "< 500"', 'amount: "< 5000"')
@@ -353,17 +341,17 @@ def test_a_rules_file_is_reloaded_only_once_quiet(daemon: Daemon, clock: Clock) 
     daemon.run_once(clock.advance(timedelta(seconds=1)))
     assert vault.policy is loaded
 
-    daemon.run_once(clock.advance(QUIET))
+    daemon.run_once(clock.advance(TEMPLATE_QUIET))
 
     assert vault.policy is not loaded
     assert vault.submit("payment", {"amount": 1500}).status is Status.APPROVED
 
 
 def test_an_executor_added_to_the_rules_runs_what_was_already_approved(
-    daemon: Daemon, clock: Clock
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
 ) -> None:
     """An approval resting in Approved/ for want of an executor runs once the rules give one."""
-    vault = daemon.vault
+    vault = clocked_vault
     request = vault.submit("ship", {"box": 1})
     vault.approve(request.id, by="alice")
     daemon.run_once(clock.now)
@@ -378,7 +366,7 @@ def test_an_executor_added_to_the_rules_runs_what_was_already_approved(
     daemon.notice(rules)
     daemon.run_once(clock.now)
 
-    daemon.run_once(clock.advance(QUIET))
+    daemon.run_once(clock.advance(TEMPLATE_QUIET))
 
     ended(daemon, clock, request.id, Status.EXECUTED)
     assert vault.get(request.id).result == "shipped"
@@ -393,10 +381,10 @@ def _immutable(folder: Path, on: bool) -> bool:
 
 
 def test_a_move_the_system_refuses_is_flagged_and_tried_again(
-    daemon: Daemon, clock: Clock, ran: list[str]
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
     """A note that may not move into Done/ is listed with the reason; it moves once allowed."""
-    vault = daemon.vault
+    vault = clocked_vault
     done = vault.root / "Done"
     if not _immutable(done, True):
         pytest.skip("this file system cannot make a folder refuse new files")
@@ -406,8 +394,8 @@ def test_a_move_the_system_refuses_is_flagged_and_tried_again(
         daemon.run_once(clock.now)
         eventually(lambda: ran == [request.id])
         ended(daemon, clock, request.id, Status.EXECUTED)
-        daemon.run_once(clock.advance(QUIET))
-        attention = _attention(daemon, clock)
+        daemon.run_once(clock.advance(TEMPLATE_QUIET))
+        attention = helper.attention(daemon, clock)
         assert f"Approved/{request.id}.md" in attention
         assert "Operation not permitted" in attention and "may write" in attention
     finally:
@@ -416,14 +404,14 @@ def test_a_move_the_system_refuses_is_flagged_and_tried_again(
     daemon.run_once(clock.advance(RETRY_WRITE))
 
     assert (done / f"{request.id}.md").exists()
-    assert "Nothing needs attention" in _attention(daemon, clock)
+    assert "Nothing needs attention" in helper.attention(daemon, clock)
 
 
 def test_a_dashboard_that_cannot_be_written_reports_every_new_problem(
-    daemon: Daemon, clock: Clock, caplog: pytest.LogCaptureFixture
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Dashboard.md replaced by a folder: each change it misses is an error naming the files."""
-    vault = daemon.vault
+    vault = clocked_vault
     dashboard = vault.root / "Dashboard.md"
     dashboard.unlink()
     dashboard.mkdir()
@@ -432,14 +420,16 @@ def test_a_dashboard_that_cannot_be_written_reports_every_new_problem(
         broken = vault.root / "Pending_Approval" / name
         broken.write_text("no frontmatter\n")
         daemon.notice(broken)
-        daemon.run_once(clock.advance(timedelta(seconds=QUIET.total_seconds() + 1)))
+        daemon.run_once(clock.advance(timedelta(seconds=TEMPLATE_QUIET.total_seconds() + 1)))
         daemon.run_once(clock.advance(timedelta(seconds=1)))
         errors = [r.getMessage() for r in caplog.records if "Dashboard.md" in r.getMessage()]
         assert len(errors) >= n + 1
         assert f"Pending_Approval/{name}" in errors[-1]
 
 
-def test_a_damaged_journal_is_named_with_the_fix_by_every_command(vault_path: Path) -> None:
+def test_a_damaged_journal_is_named_with_the_fix_by_every_command(
+    vault_path: Path, helper: VaultHelper
+) -> None:
     """``list``, ``show``, ``verify``, ``run --once`` on a damaged journal: one line, no trace."""
     with Vault(vault_path) as vault:
         request_id = vault.submit("payment", {"amount": 1500}).id
@@ -447,7 +437,7 @@ def test_a_damaged_journal_is_named_with_the_fix_by_every_command(vault_path: Pa
     with open(journal, "r+b") as f:
         f.write(b"not a database" * 10)
     for args in (["list"], ["show", request_id], ["verify"], ["run", "--once"]):
-        result = _hitl(vault_path, *args)
+        result = helper.hitl(*args)
         assert result.returncode == 1, args
         assert "Traceback" not in result.stderr
         assert "journal.db: the journal cannot be read" in result.stderr
@@ -466,14 +456,14 @@ def test_the_same_proposal_dropped_again_later_is_a_new_request(
     daemon: Daemon, clock: Clock
 ) -> None:
     """A monthly cron job dropping the same rent.json: one request each time, none lost."""
-    inbox = daemon.vault.root / "Inbox"
+    inbox = daemon.engine.root / "Inbox"
     text = '{"action": "payment", "params": {"amount": 1200}, "summary": "Rent"}'
     for month in (1, 2):
         (inbox / "rent.json").write_text(text)
         daemon.notice(inbox / "rent.json")
         daemon.run_once(clock.advance(timedelta(days=30)))
         assert not (inbox / "rent.json").exists()
-        assert len(daemon.vault.list()) == month
+        assert len(daemon.engine.list()) == month
 
 
 def test_a_proposal_left_behind_after_its_request_was_made_is_not_taken_twice(
@@ -484,60 +474,60 @@ def test_a_proposal_left_behind_after_its_request_was_made_is_not_taken_twice(
     The file a crash leaves is the same file (inode and modification time): a hard
     link kept aside and linked back after the daemon removed it is exactly that.
     """
-    inbox = daemon.vault.root / "Inbox"
+    inbox = daemon.engine.root / "Inbox"
     rent = inbox / "rent.json"
     rent.write_text('{"action": "payment", "params": {"amount": 1200}}')
-    kept = daemon.vault.root / "kept-rent.json"
+    kept = daemon.engine.root / "kept-rent.json"
     os.link(rent, kept)
     daemon.notice(rent)
     daemon.run_once(clock.now)
-    assert not rent.exists() and len(daemon.vault.list()) == 1
+    assert not rent.exists() and len(daemon.engine.list()) == 1
     os.link(kept, rent)
     daemon.notice(rent)
 
     daemon.run_once(clock.advance(timedelta(seconds=5)))
 
     assert not rent.exists()
-    assert len(daemon.vault.list()) == 1
+    assert len(daemon.engine.list()) == 1
 
 
 def test_a_rules_error_replaced_by_another_shows_only_the_new_one(
-    daemon: Daemon, clock: Clock
+    daemon: Daemon, clock: Clock, helper: VaultHelper
 ) -> None:
     """Needs attention shows the rules file's current error, never one already fixed."""
-    rules = daemon.vault.root / "hitl-vault.yaml"
+    rules = daemon.engine.root / "hitl-vault.yaml"
     good = rules.read_text()
     for typo in ("decision: alow", "decision: blok"):
         rules.write_text(good.replace("decision: allow", typo, 1))
         daemon.notice(rules)
         daemon.run_once(clock.now)
-        daemon.run_once(clock.advance(QUIET))
-        attention = _attention(daemon, clock)
+        daemon.run_once(clock.advance(TEMPLATE_QUIET))
+        attention = helper.attention(daemon, clock)
         assert typo.split()[1] in attention
     assert "alow" not in attention
     rules.write_text(good)
     daemon.notice(rules)
     daemon.run_once(clock.now)
-    daemon.run_once(clock.advance(QUIET))
-    assert "hitl-vault.yaml" not in _attention(daemon, clock)
+    daemon.run_once(clock.advance(TEMPLATE_QUIET))
+    assert "hitl-vault.yaml" not in helper.attention(daemon, clock)
 
 
 def test_a_rules_error_fixed_while_no_daemon_ran_is_gone_at_the_next_start(
-    vault_path: Path, clock: Clock
+    vault_path: Path, clock: Clock, helper: VaultHelper
 ) -> None:
     """A daemon that starts with good rules clears the error a previous one listed."""
     rules = vault_path / "hitl-vault.yaml"
     good = rules.read_text()
-    with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as first:
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault.engine, clock=clock) as first:
         first.run_once(clock.now)
         rules.write_text(good.replace("decision: allow", "decision: alow", 1))
         first.notice(rules)
         first.run_once(clock.now)
-        first.run_once(clock.advance(QUIET))
-        assert "alow" in _attention(first, clock)
+        first.run_once(clock.advance(TEMPLATE_QUIET))
+        assert "alow" in helper.attention(first, clock)
     rules.write_text(good)
-    with Vault(vault_path, clock=clock) as vault, Daemon(vault, clock=clock) as second:
-        assert "hitl-vault.yaml" not in _attention(second, clock)
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault.engine, clock=clock) as second:
+        assert "hitl-vault.yaml" not in helper.attention(second, clock)
 
 
 def test_a_reason_that_looks_like_an_impossible_date_is_written_quoted(vault: Vault) -> None:

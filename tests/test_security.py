@@ -12,10 +12,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +21,7 @@ from hitl_vault.errors import RequestNotFoundError, UsageError
 from hitl_vault.template import init_vault
 from hitl_vault.trust import UntrustedVaultError
 
-from .helpers import DaemonProcess, eventually, set_status
+from .helpers import DaemonProcess, VaultHelper, eventually, set_status
 
 # Dumps exactly what it was given: stdin, argv, and the request id in its environment.
 RECEIVE = """\
@@ -40,16 +36,6 @@ print("received")
 """
 
 
-def configure(vault: Path) -> None:
-    (vault / "scripts" / "receive.py").write_text(RECEIVE)
-    rules = vault / "hitl-vault.yaml"
-    text = rules.read_text().replace("quiet: 2s", "quiet: 200ms")
-    text = text.replace(
-        "run: [python3, scripts/pay.py]", f"run: [{sys.executable}, scripts/receive.py]"
-    )
-    rules.write_text(text)
-
-
 def received(vault: Path, request_id: str) -> dict[str, object] | None:
     """What the executor received for a request, once it has written all of it."""
     path = vault / "scripts" / "received" / f"{request_id}.json"
@@ -57,20 +43,6 @@ def received(vault: Path, request_id: str) -> dict[str, object] | None:
         return json.loads(path.read_text())  # type: ignore[no-any-return]
     except (FileNotFoundError, json.JSONDecodeError):  # not yet, or still being written
         return None
-
-
-def settle() -> None:
-    """Pacing, not an assertion: leave the daemon a moment with a new note before editing it.
-
-    Approving within a millisecond of a note appearing is tested on its own, in
-    test_editors.py::test_an_approval_saved_the_moment_a_note_appears_is_never_missed.
-    """
-    time.sleep(0.4)
-
-
-def attention(vault: Path) -> str:
-    text = (vault / "Dashboard.md").read_text(encoding="utf-8")
-    return text.split("## Needs attention", 1)[1].split("\n## ", 1)[0]
 
 
 def tree(root: Path) -> set[str]:
@@ -82,23 +54,11 @@ def tree(root: Path) -> set[str]:
     }
 
 
-def cli(vault: Path, *args: str, umask: int | None = None) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "hitl_vault", "--vault", str(vault), *args]
-    if umask is not None:
-        argv = ["/bin/sh", "-c", f'umask {umask:03o}; exec "$@"', "sh", *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
-
-
 @pytest.fixture
 def vault_path(vault_path: Path) -> Path:
-    configure(vault_path)
+    """The template vault, its payment executor the script above, quiet after 200 ms."""
+    VaultHelper(vault_path).executor("receive.py", RECEIVE)
     return vault_path
-
-
-@pytest.fixture
-def daemon(vault_path: Path) -> Iterator[DaemonProcess]:
-    with DaemonProcess(vault_path) as d:
-        yield d
 
 
 # --- params reach the executor only as JSON ------------------------------------------------
@@ -123,19 +83,21 @@ def hostile_params(canary: Path) -> dict[str, object]:
 
 
 def test_shell_metacharacters_in_params_reach_the_executor_as_literal_json(
-    vault_path: Path, daemon: DaemonProcess, tmp_path: Path
+    vault_path: Path, daemon_process: DaemonProcess, tmp_path: Path, helper: VaultHelper
 ) -> None:
+    """`$(...)`, backticks, `;` in params (note, CLI, Inbox) reach the executor only as JSON."""
     canary = tmp_path / "canary"
     params = hostile_params(canary)
     with Vault(vault_path) as vault:
         # Through a note: submitted, approved by editing it.
         by_note = vault.submit("payment", params)
         assert by_note.path is not None
-        settle()
+        helper.settle()
         set_status(by_note.path, "approved", decided_by="alice")
         # Through the CLI, values given with -p as a shell user would quote them.
-        out = cli(vault_path, "submit", "payment", "-p", "amount=100", "-p",
-                  f"memo=$(touch {canary}-cli)", "-p", "then=; reboot", "--json")  # fmt: skip
+        out = helper.hitl("submit", "payment", "-p", "amount=100", "-p",
+                          f"memo=$(touch {canary}-cli)", "-p", "then=; reboot", "--json",
+                          timeout=120)  # fmt: skip
         assert out.returncode == 0, out.stderr
         by_cli = json.loads(out.stdout)
         assert by_cli["status"] == "approved"  # a small payment: allowed at once
@@ -171,17 +133,18 @@ def test_shell_metacharacters_in_params_reach_the_executor_as_literal_json(
         inbox_request = json.loads(str(inbox_got["stdin"]))
         assert inbox_request["params"] == {"amount": 5, "memo": "; reboot"}
     assert not list(tmp_path.glob("canary*")), "a param was run by a shell"
-    assert daemon.stop() == 0
+    assert daemon_process.stop() == 0
 
 
 def test_params_a_human_edits_before_approving_also_arrive_literally(
-    vault_path: Path, daemon: DaemonProcess, tmp_path: Path
+    vault_path: Path, daemon_process: DaemonProcess, tmp_path: Path, helper: VaultHelper
 ) -> None:
+    """Shell syntax a human types into the params before approving reaches the executor as text."""
     canary = tmp_path / "canary-edited"
     with Vault(vault_path) as vault:
         req = vault.submit("payment", {"amount": 1500, "memo": "invoice"})
         assert req.path is not None
-        settle()
+        helper.settle()
         text = req.path.read_text().replace("memo: invoice", f"memo: $(touch {canary}); reboot")
         req.path.write_text(text.replace("status: pending", "status: approved"))
         eventually(lambda: received(vault_path, req.id) is not None, 30)
@@ -189,14 +152,15 @@ def test_params_a_human_edits_before_approving_also_arrive_literally(
         assert edited is not None
         got = json.loads(str(edited["stdin"]))
         assert got["params"] == {"amount": 1500, "memo": f"$(touch {canary}); reboot"}
-        eventually(lambda: vault.journal.status_of(req.id) is Status.EXECUTED)
+        eventually(lambda: vault.engine.journal.status_of(req.id) is Status.EXECUTED)
     assert not canary.exists()
-    assert daemon.stop() == 0
+    assert daemon_process.stop() == 0
 
 
 def test_an_executor_given_as_a_shell_string_is_refused_at_start(
-    vault_path: Path, tmp_path: Path
+    vault_path: Path, tmp_path: Path, helper: VaultHelper
 ) -> None:
+    """An executor given as one shell string is refused at start, naming the rules file."""
     canary = tmp_path / "canary-string"
     rules = vault_path / "hitl-vault.yaml"
     text = rules.read_text()
@@ -205,7 +169,7 @@ def test_an_executor_given_as_a_shell_string_is_refused_at_start(
     rules.write_text(
         text[:start] + f'    run: "python3 scripts/pay.py; touch {canary}"' + text[end:]
     )
-    out = cli(vault_path, "run", "--once")
+    out = helper.hitl("run", "--once", timeout=120)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "hitl-vault.yaml" in out.stderr and "Traceback" not in out.stderr
     assert not canary.exists()
@@ -234,6 +198,7 @@ BAD_ACTIONS = [
 def test_submit_refuses_an_action_name_that_could_leave_the_folder(
     vault: Vault, tmp_path: Path, action: str
 ) -> None:
+    """`submit` refuses an action name that could point outside the vault; nothing is written."""
     before = tree(tmp_path)
     with pytest.raises(UsageError) as e:
         vault.submit(action, {"amount": 1})
@@ -242,20 +207,24 @@ def test_submit_refuses_an_action_name_that_could_leave_the_folder(
     assert vault.list() == []
 
 
-def test_the_cli_refuses_them_too_without_a_traceback(vault_path: Path, tmp_path: Path) -> None:
+def test_the_cli_refuses_them_too_without_a_traceback(
+    vault_path: Path, tmp_path: Path, helper: VaultHelper
+) -> None:
+    """The CLI refuses such action names and ids (exit 1 or 2, no traceback); nothing is written."""
     before = tree(tmp_path)
     for action in ("../x", "a/b", "..", "$(reboot)"):
-        out = cli(vault_path, "submit", action, "-p", "amount=1")
+        out = helper.hitl("submit", action, "-p", "amount=1", timeout=120)
         assert out.returncode == 2, (action, out.stdout, out.stderr)
         assert "Traceback" not in out.stderr and "action" in out.stderr
     for command in ("show", "approve", "reject", "cancel"):
-        out = cli(vault_path, command, "../../../etc/passwd")
+        out = helper.hitl(command, "../../../etc/passwd", timeout=120)
         assert out.returncode in (1, 2), (command, out.stdout, out.stderr)
         assert "Traceback" not in out.stderr
     assert tree(tmp_path) == before
 
 
 def test_ids_that_point_outside_are_just_unknown(vault: Vault) -> None:
+    """An id like `../../etc/passwd` is just an unknown request, to get and to approve."""
     for request_id in ("../../etc/passwd", "/etc/passwd", "..", "../Done/x"):
         with pytest.raises(RequestNotFoundError):
             vault.get(request_id)
@@ -264,8 +233,9 @@ def test_ids_that_point_outside_are_just_unknown(vault: Vault) -> None:
 
 
 def test_inbox_proposals_with_weird_action_names_are_flagged_and_nothing_is_written_outside(
-    vault_path: Path, daemon: DaemonProcess, tmp_path: Path
+    vault_path: Path, daemon_process: DaemonProcess, tmp_path: Path, helper: VaultHelper
 ) -> None:
+    """Inbox proposals with path-like or non-text action names are flagged, kept, never run."""
     inbox = vault_path / "Inbox"
     proposals = {
         "dotdot.json": json.dumps({"action": "../../../outside", "params": {"amount": 5}}),
@@ -283,15 +253,15 @@ def test_inbox_proposals_with_weird_action_names_are_flagged_and_nothing_is_writ
         (inbox / name).write_text(text)
     with Vault(vault_path) as vault:
         try:
-            eventually(lambda: all(f"Inbox/{n}" in attention(vault_path) for n in proposals), 10)
+            eventually(lambda: all(f"Inbox/{n}" in helper.attention() for n in proposals), 10)
         except AssertionError:
-            missing = [n for n in proposals if f"Inbox/{n}" not in attention(vault_path)]
-            logged = [n for n in missing if f"Inbox/{n}" in daemon.log()]
+            missing = [n for n in proposals if f"Inbox/{n}" not in helper.attention()]
+            logged = [n for n in missing if f"Inbox/{n}" in daemon_process.log()]
             raise AssertionError(
                 f"not under Needs attention in Dashboard.md: {missing} "
                 f"(in the daemon's log: {logged})"
             ) from None
-        section = attention(vault_path)
+        section = helper.attention()
         for name, text in proposals.items():
             line = next(li for li in section.splitlines() if f"Inbox/{name}" in li)
             assert "action" in line, line
@@ -301,23 +271,24 @@ def test_inbox_proposals_with_weird_action_names_are_flagged_and_nothing_is_writ
     after = tree(tmp_path)
     new = {p for p in after - before_outside if not p.startswith("vault/")}
     assert new == set(), f"files appeared outside the vault: {new}"
-    assert daemon.stop() == 0
+    assert daemon_process.stop() == 0
 
 
 def test_a_note_whose_id_points_outside_is_flagged_not_followed(
-    vault_path: Path, daemon: DaemonProcess, tmp_path: Path
+    vault_path: Path, daemon_process: DaemonProcess, tmp_path: Path, helper: VaultHelper
 ) -> None:
+    """A note whose id points outside the vault is flagged, left alone, and nothing goes there."""
     with Vault(vault_path) as vault:
         real = vault.submit("payment", {"amount": 1500})
         assert real.path is not None
         text = real.path.read_text().replace(f"id: {real.id}", "id: ../../../outside")
         evil = vault_path / "Approved" / "evil.md"
         evil.write_text(text.replace("status: pending", "status: approved"))
-        eventually(lambda: "Approved/evil.md" in attention(vault_path), 30)
+        eventually(lambda: "Approved/evil.md" in helper.attention(), 30)
         assert evil.read_text() == text.replace("status: pending", "status: approved")
-        assert vault.journal.status_of(real.id) is Status.PENDING
+        assert vault.engine.journal.status_of(real.id) is Status.PENDING
     assert not (tmp_path / "outside").exists() and not (tmp_path / "outside.md").exists()
-    assert daemon.stop() == 0
+    assert daemon_process.stop() == 0
 
 
 # --- .hitl/ is private -------------------------------------------------------------------------
@@ -329,16 +300,17 @@ def _mode(path: Path) -> int:
 
 def test_state_folder_is_owner_only_even_with_a_permissive_umask(tmp_path: Path) -> None:
     """Under umask 000, init, run and submit still make nothing another user may write."""
-    vault = tmp_path / "vault"
-    out = cli(vault, "init", umask=0)
+    helper = VaultHelper(tmp_path / "vault")  # not made yet: init makes it, under that umask
+    vault = helper.root
+    out = helper.hitl("init", umask=0, timeout=120)
     assert out.returncode == 0, out.stderr
-    out = cli(vault, "run", "--once", umask=0)
+    out = helper.hitl("run", "--once", umask=0, timeout=120)
     assert out.returncode == 0, out.stderr
     state = vault / ".hitl"
     assert _mode(state) == 0o700
     for name in ("journal.db", "daemon.lock"):
         assert _mode(state / name) & 0o077 == 0, f"{name} is {oct(_mode(state / name))}"
-    out = cli(vault, "submit", "payment", "-p", "amount=1500", umask=0)
+    out = helper.hitl("submit", "payment", "-p", "amount=1500", umask=0, timeout=120)
     assert out.returncode == 0, out.stderr
     for p in state.iterdir():
         assert _mode(p) & 0o022 == 0, f"{p.name} is {oct(_mode(p))}: others may write it"
@@ -348,13 +320,14 @@ def test_state_folder_is_owner_only_even_with_a_permissive_umask(tmp_path: Path)
 
 def test_an_open_state_folder_is_refused_until_fixed(tmp_path: Path) -> None:
     """A .hitl/ anyone may write may hold a forged journal: refused with the fix, never used."""
-    vault = tmp_path / "vault"
+    helper = VaultHelper(tmp_path / "vault")
+    vault = helper.root
     init_vault(vault)
     (vault / ".hitl").mkdir(mode=0o777, exist_ok=True)
     os.chmod(vault / ".hitl", 0o777)
     with pytest.raises(UntrustedVaultError, match=r"\.hitl: anyone may write it \(chmod o-w "):
         Vault(vault)
-    out = cli(vault, "run", "--once")
+    out = helper.hitl("run", "--once", timeout=120)
     assert out.returncode == 1 and ".hitl: anyone may write it" in out.stderr
     assert not (vault / ".hitl" / "journal.db").exists()
     os.chmod(vault / ".hitl", 0o700)

@@ -28,13 +28,15 @@ def test_every_template_file_is_installed(vault_path: Path) -> None:
 
 def test_the_dashboard_is_what_the_daemon_writes_for_an_empty_vault(vault: Vault) -> None:
     """A new vault's Dashboard.md is already what the daemon would write: no first rewrite."""
-    assert (vault.root / "Dashboard.md").read_text() == render_dashboard(vault, utcnow())
+    assert (vault.root / "Dashboard.md").read_text() == render_dashboard(
+        vault.engine.journal, utcnow()
+    )
 
 
 def test_dashboard_tables_keep_their_columns_in_obsidian(vault: Vault) -> None:
     """A link label's pipe inside a table row is escaped, or Obsidian splits the cell."""
     pending = vault.submit("payment", {"amount": 1500}, summary="Pay | INV-1 [draft]")
-    text = render_dashboard(vault, utcnow())
+    text = render_dashboard(vault.engine.journal, utcnow())
     rows = [line for line in text.splitlines() if pending.id in line and line.startswith("|")]
     assert rows == [
         f"| [Pay \\| INV-1 \\[draft\\]](Pending_Approval/{pending.id}.md) | payment | high | "
@@ -48,6 +50,7 @@ def test_dashboard_tables_keep_their_columns_in_obsidian(vault: Vault) -> None:
 
 
 def test_folder_notes_say_what_belongs_there_and_are_never_requests(vault_path: Path) -> None:
+    """Each folder's _README.md says what belongs there and is never read as a request."""
     for folder in ("Inbox", "Pending_Approval", "Approved", "Done", "Rejected"):
         note = vault_path / folder / "_README.md"
         text = note.read_text()
@@ -56,6 +59,7 @@ def test_folder_notes_say_what_belongs_there_and_are_never_requests(vault_path: 
 
 
 def test_approvals_base_has_the_three_views(vault_path: Path) -> None:
+    """Approvals.base has its three views; Pending shows the key columns, sorted by expiry."""
     base = yaml.safe_load((vault_path / "Approvals.base").read_text())
     views = {v["name"]: v for v in base["views"]}
     assert set(views) == {"Pending", "Decided", "Needs attention"}
@@ -67,6 +71,7 @@ def test_approvals_base_has_the_three_views(vault_path: Path) -> None:
 
 
 def test_types_json_declares_every_property_a_request_note_has(vault: Vault) -> None:
+    """Obsidian's types.json declares every property of a request note, dates as datetime."""
     types = json.loads((vault.root / ".obsidian" / "types.json").read_text())["types"]
     req = vault.submit("payment", {"amount": 1500})
     vault.approve(req.id, by="alice", reason="ok")
@@ -81,11 +86,13 @@ def test_types_json_declares_every_property_a_request_note_has(vault: Vault) -> 
 
 
 def test_sync_and_git_ignore_the_journal(vault_path: Path) -> None:
+    """The vault's .gitignore and .stignore keep .hitl/ (the journal) out of git and Syncthing."""
     assert ".hitl/" in (vault_path / ".gitignore").read_text().split()
     assert ".hitl" in (vault_path / ".stignore").read_text().split()
 
 
 def test_welcome_teaches_both_gestures_in_five_steps(vault_path: Path) -> None:
+    """Welcome.md teaches, in five steps, approving by `status: approved` and by Approved/."""
     text = (vault_path / "Welcome.md").read_text()
     steps = re.findall(r"(?m)^\d\. ", text)
     assert len(steps) == 5
@@ -93,6 +100,8 @@ def test_welcome_teaches_both_gestures_in_five_steps(vault_path: Path) -> None:
 
 
 def test_the_example_rules_decide_as_their_comments_say(vault: Vault) -> None:
+    """Each example rule in the template decides as its comment says."""
+
     def decide(action: str, **params: object) -> tuple[Decision, str]:
         ruling = vault.evaluate(action, params)
         return ruling.decision, ruling.rule

@@ -154,7 +154,7 @@ def test_a_file_in_the_way_of_a_move_is_named_and_left_alone(vault: Vault, obsta
     assert req.path.read_bytes() == before
     assert stat.S_IFMT(dest.lstat().st_mode) == kind
     where = f"Pending_Approval/{req.path.name}"
-    assert [a.message for a in vault.journal.attention()] == [
+    assert [a.message for a in vault.engine.journal.attention()] == [
         f"{where}: cannot move it: Rejected/{req.path.name} already exists "
         "(remove or rename the other file with this name)"
     ]
@@ -165,7 +165,7 @@ def test_human_edit_in_the_note_is_applied_by_refresh(vault: Vault) -> None:
     req = vault.submit("payment", {"amount": 1500})
     assert req.path is not None
     set_status(req.path, " Yes ", decided_by="carol")
-    got = vault.refresh(req.id)
+    got = vault.engine.refresh(req.id)
     assert got.status is Status.APPROVED and got.decided_by == "carol"
     note = vault.root / "Approved" / f"{req.id}.md"
     assert "status: approved\n" in note.read_text()
@@ -232,12 +232,12 @@ def test_approvers_are_enforced(vault_path: Path) -> None:
             vault.approve(req.id, by="bob")
         assert req.path is not None
         set_status(req.path, "approved", decided_by="bob")
-        assert vault.refresh(req.id).status is Status.PENDING
-        flagged = [a.message for a in vault.journal.attention()]
+        assert vault.engine.refresh(req.id).status is Status.PENDING
+        flagged = [a.message for a in vault.engine.journal.attention()]
         assert any("bob may not decide" in m for m in flagged)
         set_status(req.path, "approved", decided_by="alice")
-        assert vault.refresh(req.id).status is Status.APPROVED
-        assert vault.journal.attention() == []
+        assert vault.engine.refresh(req.id).status is Status.APPROVED
+        assert vault.engine.journal.attention() == []
 
 
 def test_typo_is_flagged_then_restored_with_a_history_line(vault: Vault) -> None:
@@ -245,15 +245,15 @@ def test_typo_is_flagged_then_restored_with_a_history_line(vault: Vault) -> None
     req = vault.submit("payment", {"amount": 1500})
     assert req.path is not None
     set_status(req.path, "aproved")
-    assert vault.refresh(req.id).status is Status.PENDING
-    [flag] = vault.journal.attention()
+    assert vault.engine.refresh(req.id).status is Status.PENDING
+    [flag] = vault.engine.journal.attention()
     assert 'unknown status "aproved" (use approved or rejected)' in flag.message
     assert flag.message.startswith(f"Pending_Approval/{req.id}.md line 3:")
-    assert vault.notes.sync(req.id, vault.now())
+    assert vault.engine.notes.sync(req.id, vault.engine.now())
     text = req.path.read_text()
     assert "status: pending\n" in text
     assert _history(req.path)[-1].endswith('· kept pending · ignored status "aproved"')
-    assert vault.journal.attention() == []
+    assert vault.engine.journal.attention() == []
 
 
 def test_moving_the_note_into_approved_counts_as_approval(vault: Vault) -> None:
@@ -262,7 +262,7 @@ def test_moving_the_note_into_approved_counts_as_approval(vault: Vault) -> None:
     assert req.path is not None
     moved = vault.root / "Approved" / req.path.name
     shutil.move(req.path, moved)
-    assert vault.refresh(req.id).status is Status.APPROVED
+    assert vault.engine.refresh(req.id).status is Status.APPROVED
     assert "status: approved\n" in moved.read_text()
 
 
@@ -314,7 +314,7 @@ def test_two_waiters_record_a_decision_once(vault_path: Path) -> None:
 
         def look(v: Vault) -> None:
             barrier.wait()
-            v.refresh(req.id)
+            v.engine.refresh(req.id)
 
         threads = [threading.Thread(target=look, args=(v,)) for v in (a, b)]
         for t in threads:

@@ -455,7 +455,7 @@ class InProcessDaemon:
     """A Daemon running `run_forever` in a thread of this process."""
 
     def __init__(self, vault: Vault, profiler: Profiler, name: str) -> None:
-        self.daemon = Daemon(vault)
+        self.daemon = Daemon(vault.engine)
         self.ready = threading.Event()
         target = profiler.wrap(name, self.daemon.run_forever)
         self.thread = threading.Thread(
@@ -500,7 +500,7 @@ def bench_latency_inprocess(
         for r in reqs:
             hl.events[r.id] = threading.Event()
         dist = Dist("hitl-vault in-process daemon: save -> handler starts")
-        with logs.attached(), InProcessDaemon(vault, profiler, "latency_daemon_thread"):
+        with logs.attached(), InProcessDaemon(vault.engine, profiler, "latency_daemon_thread"):
             for i, r in enumerate(reqs):
                 data = approved_bytes(r.path.read_bytes())
                 t0 = time.perf_counter()
@@ -672,7 +672,7 @@ def check_submitted(path: Path, ids: list[str]) -> list[str]:
     finally:
         db.close()
     with Vault(path) as vault:
-        chain = vault.journal.verify_chain()
+        chain = vault.engine.journal.verify_chain()
     problems = []
     if len(set(ids)) != len(ids):
         problems.append(f"{len(ids) - len(set(ids))} duplicate id(s) returned")
@@ -796,7 +796,10 @@ def bench_burst(
         hl = HandlerLog()
         vault.action(ACTION)(hl.handler)
         wanted = {r.id for r in reqs}
-        with logs.attached(), InProcessDaemon(vault, profiler, f"burst_{writer}_daemon_thread"):
+        with (
+            logs.attached(),
+            InProcessDaemon(vault.engine, profiler, f"burst_{writer}_daemon_thread"),
+        ):
             save_in_place(warm.path, approved_bytes(warm.path.read_bytes()))
             with hl.cond:
                 hl.cond.wait_for(lambda: warm.id in hl.starts, timeout=60)

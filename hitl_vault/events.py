@@ -1,0 +1,91 @@
+"""Lifecycle events: every transition, once, to whoever listens.
+
+The journal is the one place a transition is recorded; :meth:`Events.publish`
+reads what it recorded since the last call (its change feed) and calls each
+listener whose statuses match. So a listener hears a transition once, after it
+is committed (never one that was rolled back), whichever process made it. A
+listener's exception is logged and never reaches the code that made the
+transition: telling people is never a reason for a decision not to stand.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .model import Kind, Request, Status, Transition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One transition of one request, as the journal recorded it."""
+
+    request_id: str
+    transition: Transition
+    seq: int  # its place in the journal: events arrive in this order
+    _load: Callable[[str], Request | None] = field(repr=False, compare=False)
+
+    @property
+    def status(self) -> Status:
+        """Where the request went."""
+        return self.transition.to_status
+
+    @cached_property
+    def request(self) -> Request | None:
+        """The request as the journal has it now (read on first use; it may have moved on)."""
+        return self._load(self.request_id)
+
+
+# A listener: a plain callable given each event it registered for (as structlog's processors).
+Listener = Callable[[Event], None]
+
+
+class Events:
+    """Listeners by the statuses they want, and the journal position heard up to."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: list[tuple[Listener, frozenset[Status] | None]] = []
+        self.seen: int | None = None  # the journal position published up to
+
+    def __bool__(self) -> bool:
+        return bool(self._listeners)
+
+    def add(self, listener: Listener, statuses: Iterable[Status | str] = ()) -> Listener:
+        """Call ``listener`` for every transition into one of ``statuses`` (none: every one)."""
+        wanted = frozenset(Status.named(s) for s in statuses) or None
+        with self._lock:
+            self._listeners.append((listener, wanted))
+        return listener
+
+    def remove(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = [(f, s) for f, s in self._listeners if f is not listener]
+
+    def emit(self, events: Iterable[Event]) -> int:
+        """Hand each event to the listeners that want it; returns how many events there were."""
+        with self._lock:
+            listeners = list(self._listeners)
+        count = 0
+        for event in events:
+            count += 1
+            if event.transition.kind is not Kind.TRANSITION:
+                continue  # an ignored status or an edit is no transition
+            for listener, wanted in listeners:
+                if wanted is not None and event.status not in wanted:
+                    continue
+                try:
+                    listener(event)
+                except Exception:  # never raised: the transition stands either way
+                    log.exception(
+                        "listener %s failed on %s %s",
+                        getattr(listener, "__qualname__", listener),
+                        event.request_id,
+                        event.transition.move,
+                    )
+        return count
