@@ -108,13 +108,14 @@ class Engine:
         """
         if not self.events or self.journal.batching:
             return 0
-        if self.events.seen is None:
-            self.events.seen = self.journal.last_seq()
-        entries = self.journal.feed(self.events.seen)
-        if entries:
-            self.events.seen = entries[-1][0]
-        load = functools.partial(self.journal.get, history=False)
-        return self.events.emit(Event(rid, t, seq, load) for seq, rid, t in entries)
+        with self.events.publishing:  # one thread at a time: each entry is handed on once
+            if self.events.seen is None:
+                self.events.seen = self.journal.last_seq()
+            entries = self.journal.feed(self.events.seen)
+            if entries:
+                self.events.seen = entries[-1][0]
+            load = functools.partial(self.journal.get, history=False)
+            return self.events.emit(Event(rid, t, seq, load) for seq, rid, t in entries)
 
     def __repr__(self) -> str:
         return f"Engine({str(self.root)!r})"

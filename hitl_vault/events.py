@@ -46,12 +46,18 @@ Listener = Callable[[Event], None]
 
 
 class Events:
-    """Listeners by the statuses they want, and the journal position heard up to."""
+    """Listeners by the statuses they want, and the journal position heard up to.
+
+    Listeners are called one at a time, on the thread that published, in journal order.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: list[tuple[Listener, frozenset[Status] | None]] = []
         self.seen: int | None = None  # the journal position published up to
+        # Held while reading the feed and calling listeners, so no entry is handed on twice;
+        # re-entrant, so a listener may act on the vault (its own events follow at once).
+        self.publishing = threading.RLock()
 
     def __bool__(self) -> bool:
         return bool(self._listeners)
