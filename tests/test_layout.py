@@ -16,9 +16,9 @@ HOMES = {
     "click": {"cli"},
     "watchdog": {"watcher"},
     "sqlite3": {"journal", "journal_read", "journal_book"},
-    "yaml": {"noteyaml", "rulesfile", "notify"},
+    "yaml": {"noteyaml", "rulesfile", "notifyconf"},
     "frontmatter": {"notefile"},
-    "apprise": {"notify"},
+    "apprise": {"sending"},
 }
 DECLARED = {"click", "watchdog", "yaml", "frontmatter", "apprise"}  # pyproject dependencies
 

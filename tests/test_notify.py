@@ -22,22 +22,13 @@ from typing import Any
 import pytest
 import yaml
 
-from hitl_vault import notify
+from hitl_vault import sending
 from hitl_vault.errors import RulesError
 from hitl_vault.model import Request, Status
-from hitl_vault.notify import (
-    EVENTS,
-    MESSAGE_LIMIT,
-    Event,
-    Message,
-    Target,
-    compose,
-    obsidian_uri,
-    parse_notify,
-    parse_vault_name,
-    send,
-)
+from hitl_vault.notify import compose, obsidian_uri
+from hitl_vault.notifyconf import EVENTS, Event, Target, parse_notify, parse_vault_name
 from hitl_vault.rules import Risk
+from hitl_vault.sending import MESSAGE_LIMIT, Message, send
 
 NOTE = "Pending_Approval/20261122T101500Z-payment-7f3a2c.md"
 LINK = "obsidian://open?vault=My%20Vault&file=Pending_Approval%2F20261122T101500Z-payment-7f3a2c.md"
@@ -221,7 +212,7 @@ def test_a_parse_error_never_prints_a_password_from_the_file() -> None:
 
 def test_importing_the_module_does_not_load_apprise() -> None:
     """Every CLI command may import hitl_vault.notify; only sending or checking loads Apprise."""
-    code = "import sys, hitl_vault.notify; print('apprise' in sys.modules)"
+    code = "import sys, hitl_vault.notify, hitl_vault.notifyconf; print('apprise' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
 
@@ -471,7 +462,7 @@ def test_a_receiver_that_never_answers_costs_a_bounded_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A receiver that accepts but never answers makes the send give up after READ_TIMEOUT."""
-    monkeypatch.setattr(notify, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(sending, "READ_TIMEOUT", 0.5)
     with socket.create_server(("127.0.0.1", 0), backlog=5) as silent:
         port = silent.getsockname()[1]
         started = time.monotonic()
@@ -484,7 +475,7 @@ def test_a_receiver_that_never_answers_costs_a_bounded_time(
 
 def test_a_timeout_written_in_the_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     """A URL's own rto= is kept: the user's bound applies, not hitl-vault's."""
-    monkeypatch.setattr(notify, "READ_TIMEOUT", 60.0)
+    monkeypatch.setattr(sending, "READ_TIMEOUT", 60.0)
     with socket.create_server(("127.0.0.1", 0), backlog=5) as silent:
         port = silent.getsockname()[1]
         started = time.monotonic()
@@ -499,7 +490,7 @@ def test_an_smtp_server_that_never_greets_costs_a_bounded_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An SMTP server that accepts but never says hello makes the send give up, with why."""
-    monkeypatch.setattr(notify, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(sending, "CONNECT_TIMEOUT", 0.5)
     with socket.create_server(("127.0.0.1", 0), backlog=5) as silent:
         port = silent.getsockname()[1]
         started = time.monotonic()
