@@ -367,6 +367,30 @@ def cancel(ctx: click.Context, request_id: str) -> None:
 
 
 @cli.group()
+def notify() -> None:
+    """Notification targets (notify: in hitl-vault.yaml)."""
+
+
+@notify.command("test")
+@click.pass_context
+def notify_test(ctx: click.Context) -> None:
+    """Send a test message to every target; say, per target, delivered or why not.
+
+    Exits 0 when every target got it, 1 otherwise.
+    """
+    vault = _open(ctx)
+    with _errors(), vault:
+        results = vault.send_test_notifications()
+    if not results:
+        click.echo("no notify: targets in hitl-vault.yaml (see the README's Notifications)")
+        ctx.exit(1)
+    for shown, error in results:
+        click.echo(f"{shown}: {'delivered' if error is None else 'NOT delivered: ' + error}")
+    if any(error is not None for _, error in results):
+        ctx.exit(1)
+
+
+@cli.group()
 def rules() -> None:
     """Inspect the rules in hitl-vault.yaml."""
 

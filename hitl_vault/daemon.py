@@ -34,6 +34,7 @@ from .layout import LOCK_FILE, RULES_FILE, STATE_DIR
 from .lock import DaemonLock
 from .looking import Looker
 from .model import Request, Status, Transition
+from .notifier import Notifier
 from .quiet import QuietWriter
 from .render import history_line
 from .retries import Retries
@@ -85,6 +86,7 @@ class Daemon:
         self.retries = Retries()
         self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
         self.actions = Actions(engine, workers, self._wake.set)
+        self.notifier = Notifier(engine, clock)
         self.looker = Looker(engine, self.quiet, self.actions, self._publish)
         self._next_rescan: datetime | None = None
         self._dashboard_stale = True
@@ -146,6 +148,8 @@ class Daemon:
         did |= self._guarded("starting actions", self._claim_and_launch, now)
         did |= self._guarded("writing notes", self._write_due, now)
         did |= self._publish(now)  # what _recover and the parts above recorded
+        if self.engine.notify.targets:  # after the decisions and actions: never before them
+            self._guarded("recording notifications", self.notifier.record, now)
         self._dashboard_stale |= did
         written = self._dashboard_written
         if self._dashboard_stale and (written is None or now >= written + DASHBOARD_EVERY):
@@ -227,7 +231,7 @@ class Daemon:
         """Load hitl-vault.yaml again; a bad one is flagged and the last good rules stay."""
         self.looker.rules_due = None
         try:
-            self.engine.reload_policy()
+            self.engine.reload_policy(check_urls=True)
         except RulesError as e:
             log.error("%s; keeping the rules loaded before", e)
             self.engine.journal.flag(
@@ -316,6 +320,8 @@ class Daemon:
             candidates.append(self.looker.rules_due)
         if self.actions.next_retry is not None:
             candidates.append(self.actions.next_retry)
+        if self.notifier.next_reminder is not None:
+            candidates.append(self.notifier.next_reminder)
         return min(candidates) if candidates else None
 
     def _write_dashboard(self, now: datetime) -> None:
@@ -346,6 +352,10 @@ class Daemon:
                     self._wake.wait(min(delay, self.engine.policy.defaults.quiet.total_seconds()))
                     self._wake.clear()
         self.gave_up += self.quiet.refused.values()
+        if self.engine.notify.targets:  # what is due goes out now; what fails, next run
+            self._guarded(
+                "sending notifications", lambda _: self.notifier.send_due() > 0, now=self.clock()
+            )
         self._write_dashboard(self.clock())
 
     def _retries_left(self) -> bool:
@@ -368,6 +378,7 @@ class Daemon:
             if ready is not None:
                 ready.set()
             log.info("watching %s", self.engine.root)
+            self.notifier.start()
             while not self._stopping:
                 self._wake.clear()
                 try:
@@ -390,6 +401,7 @@ class Daemon:
             log.info("finishing %d action(s) in flight before exiting", self.actions.running)
         self.actions.shutdown()
         self.run_once()
+        self.notifier.stop()
 
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return once the actions in flight have finished."""
@@ -410,6 +422,8 @@ class Daemon:
     def run(self, once: bool = False) -> None:
         """Hold the vault's daemon lock and run (``once``: catch up and exit)."""
         lock = DaemonLock(self.engine.root / STATE_DIR / LOCK_FILE).acquire()
+        if self.engine.notify.targets:  # like a broken rule: say so and do not start
+            self.engine.reload_policy(check_urls=True)
         restore = stop_on_signals(self.stop)
         try:
             if once:

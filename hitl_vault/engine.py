@@ -39,6 +39,7 @@ from .lock import daemon_running
 from .model import Request, Status, Transition, check_action, new_id
 from .notefile import read_note
 from .notestate import describe_changes, explanation, line_number
+from .notifyconf import NotifyConfig, read_notify_config
 from .params import check_expected, clean_params, note_params, params_sha
 from .reconcile import Reconciler
 from .render import one_line, render_new_note
@@ -82,7 +83,7 @@ class Engine:
         self._clock = clock
         self._ids = ids
         self._check_trust()  # before anything is created or chmodded through a link
-        self.policy, text = self._read_rules()
+        self.policy, self.notify, text = self._read_rules()
         self.journal: JournalStore = journal or Journal(self.root / STATE_DIR / JOURNAL_FILE)
         self._record_policy(text)
         self.functions: list[RuleFunction] = []
@@ -123,8 +124,9 @@ class Engine:
     def now(self) -> datetime:
         return self._clock()
 
-    def reload_policy(self) -> Policy:
-        """Read hitl-vault.yaml again; on error the old policy stays and the error is raised.
+    def reload_policy(self, *, check_urls: bool = False) -> Policy:
+        """Read hitl-vault.yaml again; on error the old rules and notification targets stay
+        and the error is raised. ``check_urls``: Apprise must read each ``notify:`` URL.
 
         A rules file anyone (or another user) may write is refused like a broken one.
         Every change of the rules in force is journaled with its hash and a short diff.
@@ -133,14 +135,17 @@ class Engine:
             self._check_trust()
         except UntrustedVaultError as e:
             raise RulesError(RULES_FILE, str(e), "fix who may write it") from None
-        self.policy, text = self._read_rules()
+        self.policy, self.notify, text = self._read_rules(check_urls=check_urls)
         self._record_policy(text)
         return self.policy
 
-    def _read_rules(self) -> tuple[Policy, str | None]:
-        """The rules file's policy, and its text to journal (None when there is no file)."""
-        text = rules_text(self.root / RULES_FILE, RULES_FILE)
-        return parse_policy(text or "", RULES_FILE), text
+    def _read_rules(self, *, check_urls: bool = False) -> tuple[Policy, NotifyConfig, str | None]:
+        """The rules file's policy and notification targets, and its text to journal (None
+        when there is no file)."""
+        text = rules_text(self.root / RULES_FILE, RULES_FILE) or ""
+        policy = parse_policy(text, RULES_FILE)
+        notify = read_notify_config(text, RULES_FILE, check_urls=check_urls)
+        return policy, notify, text or None
 
     def _check_trust(self) -> None:
         report = check_vault(self.root)

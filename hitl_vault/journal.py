@@ -30,6 +30,7 @@ from .errors import (
     RequestNotFoundError,
 )
 from .journal_book import Bookkeeping
+from .journal_outbox import Outbox
 from .journal_read import JournalReader
 from .model import LEGAL_MOVES, Kind, Request, Status, Transition
 from .params import params_sha
@@ -71,7 +72,7 @@ class _Connection(sqlite3.Connection):
             raise
 
 
-class Journal(Bookkeeping, JournalReader):
+class Journal(Bookkeeping, Outbox, JournalReader):
     """One SQLite database in WAL mode with durable (``synchronous=FULL``) commits.
 
     Safe to share between threads of one process; any number of processes may

@@ -221,9 +221,44 @@ def parse_notify(
 
 
 def parse_vault_name(node: Any, where: str = RULES_FILE) -> str:
-    """The Obsidian vault name (``vault_name:``) for links: one line of text."""
-    name = _Reader(where).text(node, "vault_name", "write the vault's name as Obsidian shows it")
+    """The Obsidian vault name (``notify_vault:``) for links: one line of text."""
+    name = _Reader(where).text(node, "notify_vault", "write the vault's name as Obsidian shows it")
     if "\n" in name or name != name.strip():
-        problem = f"vault_name {name!r} is not one line without spaces around it"
+        problem = f"notify_vault {name!r} is not one line without spaces around it"
         raise RulesError(where, problem, "write it on one line", _line(node))
     return name
+
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Who to tell (``notify:``), and the Obsidian vault name for links (``notify_vault:``)."""
+
+    targets: tuple[Target, ...] = ()
+    vault_name: str | None = None
+
+
+def read_notify_config(
+    text: str, where: str = RULES_FILE, *, check_urls: bool = False
+) -> NotifyConfig:
+    """The ``notify:`` and ``notify_vault:`` keys of a rules file's text; RulesError at the
+    offending line. The rest of the file is :func:`~hitl_vault.rulesfile.parse_policy`'s
+    (call it first: it reports broken YAML)."""
+    try:
+        root = yaml.compose(text, Loader=_Loader) if text.strip() else None
+    except yaml.YAMLError:  # parse_policy says where
+        return NotifyConfig()
+    if not isinstance(root, yaml.MappingNode):
+        return NotifyConfig()
+    targets: tuple[Target, ...] = ()
+    name = None
+    for key_node, value in root.value:
+        if _is_null(value):
+            continue
+        if key_node.value == "notify":
+            targets = parse_notify(value, where, check_urls=check_urls)
+        elif key_node.value == "notify_vault":
+            name = parse_vault_name(value, where)
+    return NotifyConfig(targets, name)

@@ -73,6 +73,7 @@ class RuleMatch:
     editable: bool = True
     reason: str = ""
     explanation: str = ""
+    remind_before: timedelta | None = None  # one reminder this long before it expires
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Ruling:
     approvers: frozenset[str] | None
     editable: bool
     matches: tuple[RuleMatch, ...]
+    remind_before: timedelta | None = None  # one reminder this long before expiry
 
     @property
     def explanation(self) -> str:
@@ -135,6 +137,7 @@ class Defaults:
     decision: Decision = Decision.ASK  # when no rule matches: fail closed
     timeout: timedelta = timedelta(hours=24)  # how long a request may stay pending
     quiet: timedelta = timedelta(seconds=2)  # how long a note must be untouched before a rewrite
+    remind_before: timedelta | None = None  # one reminder this long before expiry (None: none)
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class Rule:
     approvers: frozenset[str] | None = None
     editable: bool = True
     reason: str = ""
+    remind_before: timedelta | None = None
     line: int = 0
 
     def match(self, proposal: Proposal) -> RuleMatch | None:
@@ -169,6 +173,7 @@ class Rule:
             editable=self.editable,
             reason=self.reason,
             explanation=_sentence(proposal.action, self.decision, conditions, self.reason),
+            remind_before=self.remind_before,
         )
 
 
@@ -285,11 +290,13 @@ class Policy:
                 approvers=None,
                 editable=True,
                 matches=(),
+                remind_before=self.defaults.remind_before,
             )
         decision = max((m.decision for m in matches), key=lambda d: d.rank)
         winner = next(m for m in matches if m.decision is decision)
         risks = [m.risk for m in matches if m.risk is not None]
         timeouts = [m.timeout for m in matches if m.timeout is not None]
+        reminders = [m.remind_before for m in matches if m.remind_before is not None]
         approvers = _approvers(matches)
         return Ruling(
             decision=decision,
@@ -300,4 +307,5 @@ class Policy:
             approvers=approvers,
             editable=all(m.editable for m in matches),
             matches=tuple(matches),
+            remind_before=min(reminders) if reminders else self.defaults.remind_before,
         )

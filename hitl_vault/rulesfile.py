@@ -40,8 +40,19 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # For each mapping in the file: its allowed keys, and the _Reader method that reads each value.
-_TOP = {"defaults": "defaults", "rules": "rules", "actions": "actions"}
-_DEFAULT_FIELDS = {"decision": "decision", "timeout": "duration", "quiet": "duration"}
+_TOP = {
+    "defaults": "defaults",
+    "rules": "rules",
+    "actions": "actions",
+    "notify": "elsewhere",  # who to tell: read by hitl_vault.notifyconf
+    "notify_vault": "elsewhere",
+}
+_DEFAULT_FIELDS = {
+    "decision": "decision",
+    "timeout": "duration",
+    "quiet": "duration",
+    "remind_before": "duration",
+}
 _RULE_FIELDS = {
     "name": "name",
     "action": "action",
@@ -52,6 +63,7 @@ _RULE_FIELDS = {
     "approvers": "approvers",
     "editable": "boolean",
     "reason": "text",
+    "remind_before": "duration",
 }
 _ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
 _PYTHON_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
@@ -181,7 +193,11 @@ class _Reader:
         pairs = [
             p for p in self.pairs(root, "the top level", fix, tuple(_TOP)) if not _is_null(p[2])
         ]
-        found = {key: getattr(self, _TOP[key])(value) for key, _, value in pairs}
+        found = {
+            key: getattr(self, _TOP[key])(value)
+            for key, _, value in pairs
+            if _TOP[key] != "elsewhere"
+        }
         actions = MappingProxyType(found.get("actions", {}))
         return Policy(
             found.get("defaults", Defaults()), found.get("rules", ()), actions, self.where

@@ -66,3 +66,24 @@ CREATE TABLE IF NOT EXISTS attention (
     message TEXT NOT NULL,
     since TEXT NOT NULL
 );
+-- Notifications: each recorded before it is sent, marked sent after (an outbox). One row
+-- per request, event and target (the URL as written, secrets never resolved here).
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    target TEXT NOT NULL,
+    created TEXT NOT NULL,
+    due TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    sent_at TEXT,
+    given_up_at TEXT,
+    UNIQUE (request_id, event, target)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (sent_at, given_up_at, due);
+-- How far a reader of the entries has got (the notifier: which transitions it recorded).
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);

@@ -32,6 +32,20 @@ class Attention:
     since: datetime
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A notification recorded in the outbox, not sent yet."""
+
+    id: int
+    request_id: str
+    event: str
+    target: str  # the URL as written in hitl-vault.yaml (``${NAME}`` unresolved)
+    created: datetime
+    due: datetime
+    attempts: int
+    last_error: str | None
+
+
 class JournalStore(Protocol):
     """The journal: what happened to every request, durable, shared by every process."""
 
@@ -170,3 +184,27 @@ class JournalStore(Protocol):
 
     def attention(self) -> list[Attention]:
         """Everything under Needs attention, oldest first."""
+
+    # --- the notifications outbox ---------------------------------------------------------
+    def cursor(self, name: str) -> int | None:
+        """How far the reader ``name`` got in the entries; None before its first time."""
+
+    def enqueue(
+        self,
+        items: Iterable[tuple[str, str, str]],
+        at: datetime,
+        cursor: tuple[str, int] | None = None,
+    ) -> int:
+        """Record (request, event, target) notifications once ever, moving ``cursor`` too."""
+
+    def outgoing(self, now: datetime | None = None, limit: int = 100) -> list[Outgoing]:
+        """Notifications neither sent nor given up (due by ``now``), oldest due first."""
+
+    def sent(self, item_id: int, at: datetime) -> None:
+        """Mark a notification delivered."""
+
+    def not_sent(self, item_id: int, at: datetime, error: str, retry_at: datetime | None) -> None:
+        """Record a failed try; tried again at ``retry_at`` (None: given up)."""
+
+    def sent_count(self, request_id: str | None = None) -> int:
+        """How many notifications were delivered (about one request)."""

@@ -226,6 +226,12 @@ class Vault:
 
     # --- checking -----------------------------------------------------------------
 
+    def send_test_notifications(self) -> builtins.list[tuple[str, str | None]]:
+        """A test message to every ``notify:`` target: (target, None if delivered, else why)."""
+        from .notifier import send_tests  # Apprise is loaded only to send
+
+        return send_tests(self.engine)
+
     def verify(self) -> builtins.list[str]:
         """Every disagreement between the journal's chain, its entries and the notes."""
         return self.engine.verify()

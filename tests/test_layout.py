@@ -15,7 +15,7 @@ PACKAGE = Path(hitl_vault.__file__).parent
 HOMES = {
     "click": {"cli"},
     "watchdog": {"watcher"},
-    "sqlite3": {"journal", "journal_read", "journal_book"},
+    "sqlite3": {"journal", "journal_read", "journal_book", "journal_outbox"},
     "yaml": {"noteyaml", "rulesfile", "notifyconf"},
     "frontmatter": {"notefile"},
     "apprise": {"sending"},

@@ -1,0 +1,236 @@
+"""The daemon's notifications: recorded in the journal's outbox, then sent in the background.
+
+:meth:`Notifier.record` reads the journal's entries from where it stopped last time (a
+cursor kept in the journal, so requests made while no daemon ran are told about when it
+starts) and records one notification per transition and target that wants it, plus the
+reminders that fell due, moving the cursor in the same commit. :meth:`Notifier.send_due`
+sends what is due and marks each sent; a failed send is tried again after 5 s, then at
+most 30 s apart, for 24 h, then given up and listed under Needs attention. A background
+thread calls it, so a slow or dead receiver never delays a decision or an execution.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from .engine import Engine
+from .errors import RulesError
+from .model import Kind, Request, Status
+from .notify import compose
+from .notifyconf import EVENT_OF_STATUS, Event, NotifyConfig, Target
+from .rules import Proposal
+from .sending import Message, send
+from .store import Outgoing
+
+log = logging.getLogger(__name__)
+
+CURSOR = "notify"
+RETRY_FIRST = timedelta(seconds=5)
+RETRY_MAX = timedelta(seconds=30)
+GIVE_UP_AFTER = timedelta(hours=24)
+
+
+def flag_key(target: Target) -> str:
+    """Where Needs attention lists notifications to one target that were given up."""
+    return f"notify {target.shown}"
+
+
+class Notifier:
+    """Records notifications for one vault and sends them."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.next_reminder: datetime | None = None  # when a reminder falls due next
+        self._reminded: set[str] = set()  # recorded already (the journal also keeps each once)
+
+    @property
+    def config(self) -> NotifyConfig:
+        return self.engine.notify
+
+    # --- recording ------------------------------------------------------------------
+
+    def record(self, now: datetime) -> bool:
+        """Record what the entries since the cursor, and the clock, call for; True if any."""
+        journal = self.engine.journal
+        targets = self.config.targets
+        start = journal.cursor(CURSOR)
+        last = journal.last_seq()
+        items: list[tuple[str, str, str]] = []
+        if start is None:  # the first time: what waits now, not the whole history
+            items += [
+                (r.id, Event.PENDING, t.url)
+                for r in journal.requests(Status.PENDING)
+                for t in targets
+                if t.wants(Event.PENDING, r)
+            ]
+        elif start < last:
+            for _, request_id, step in journal.feed(start):
+                event = EVENT_OF_STATUS.get(step.to_status)
+                if step.kind is not Kind.TRANSITION or event is None:
+                    continue
+                wanting = [t for t in targets if event in t.events]
+                request = journal.get(request_id, history=False) if wanting else None
+                if request is not None:
+                    items += [
+                        (request_id, event, t.url) for t in wanting if t.wants(event, request)
+                    ]
+        items += self._reminders(now, targets)
+        if not items and start == last:
+            return False
+        new = journal.enqueue(items, now, (CURSOR, last))
+        if new:
+            self._wake.set()
+        return new > 0
+
+    def _reminders(self, now: datetime, targets: tuple[Target, ...]) -> list[tuple[str, str, str]]:
+        """One reminder per pending request and target once ``remind_before`` its expiry."""
+        reminding = [t for t in targets if Event.REMINDER in t.events]
+        policy = self.engine.policy
+        longest = max(
+            [r.remind_before for r in policy.rules if r.remind_before is not None]
+            + ([policy.defaults.remind_before] if policy.defaults.remind_before else []),
+            default=None,
+        )
+        self.next_reminder = None
+        if not reminding or longest is None:
+            return []
+        items: list[tuple[str, str, str]] = []
+        soonest = self.engine.journal.next_expiry()
+        if soonest is not None and soonest - longest > now:  # nothing in reach yet
+            self.next_reminder = soonest - longest
+        for request_id, expires in self.engine.journal.expiring(before=now + longest):
+            if request_id in self._reminded:
+                continue
+            request = self.engine.journal.get(request_id, history=False)
+            if request is None:
+                continue
+            proposal = Proposal(
+                request.action, request.params, request.summary, request.requested_by
+            )
+            before = policy.evaluate(proposal, self.engine.functions).remind_before
+            if before is not None and now < expires - before:
+                later = expires - before
+                self.next_reminder = min(self.next_reminder or later, later)
+            elif before is not None and now < expires and request_id not in self._reminded:
+                self._reminded.add(request_id)
+                items += [
+                    (request_id, Event.REMINDER, t.url)
+                    for t in reminding
+                    if t.wants(Event.REMINDER, request)
+                ]
+        return items
+
+    # --- sending --------------------------------------------------------------------
+
+    def send_due(self, now: datetime | None = None) -> bool:
+        """Send every notification due now; True if any was delivered."""
+        delivered = 0
+        for item in self.engine.journal.outgoing(now or self.clock()):
+            if self._stop.is_set():
+                break
+            delivered += self._send(item)
+        return delivered > 0
+
+    def _send(self, item: Outgoing) -> bool:
+        target = next((t for t in self.config.targets if t.url == item.target), None)
+        request = self.engine.journal.get(item.request_id, history=False)
+        if target is None or request is None:  # taken out of hitl-vault.yaml since
+            self.engine.journal.not_sent(item.id, self.clock(), "no such target now", None)
+            return False
+        try:
+            error = send(target.resolved_url(), self._message(item.event, request))
+        except Exception as e:  # a missing ${NAME}, or a bug: kept, tried again, said
+            error = str(e)
+        now = self.clock()
+        if error is None:
+            self.engine.journal.sent(item.id, now)
+            log.info("%s: told %s (%s)", item.request_id, target.shown, item.event)
+            return True
+        give_up = now - item.created >= GIVE_UP_AFTER
+        retry = None if give_up else now + min(RETRY_FIRST * 2**item.attempts, RETRY_MAX)
+        self.engine.journal.not_sent(item.id, now, error, retry)
+        if give_up:
+            message = (
+                f"notifications to {target.shown} are failing: {error} (the {item.event} "
+                f"notification of {item.request_id} was given up after 24 h; fix the target "
+                "in hitl-vault.yaml or its receiver)"
+            )
+            self.engine.journal.flag(flag_key(target), message, now, item.request_id)
+            log.error("%s", message)
+        else:
+            log.warning(
+                "%s: could not tell %s (%s): %s; trying again", item.request_id,
+                target.shown, item.event, error,
+            )  # fmt: skip
+        return False
+
+    def _message(self, event: str, request: Request) -> Message:
+        located = self.engine.notes.locate(request.id, str(request.path) if request.path else None)
+        note = self.engine.notes.rel(located) if located else f"{request.id}.md"
+        proposal = Proposal(request.action, request.params, request.summary, request.requested_by)
+        why = self.engine.policy.evaluate(proposal, self.engine.functions).explanation
+        return compose(
+            event, request, note=note, why=why,
+            vault_name=self.config.vault_name or self.engine.root.name,
+            context=getattr(request, "context", None) or "",
+        )  # fmt: skip
+
+    # --- the background thread ----------------------------------------------------------
+
+    def next_due(self) -> datetime | None:
+        pending = self.engine.journal.outgoing(limit=1)
+        return pending[0].due if pending else None
+
+    def start(self) -> None:
+        """Send in the background until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._loop, name="hitl-notify", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.send_due()
+                due = self.next_due()
+            except Exception:  # the journal held too long, or a bug: say so, go on
+                log.exception("error while sending notifications; trying again shortly")
+                due = self.clock() + RETRY_FIRST
+            delay = None if due is None else max(0.0, (due - self.clock()).total_seconds())
+            self._wake.wait(delay)
+
+    def stop(self) -> None:
+        """Stop the thread once the send in flight ends (each is bounded to about 10 s)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def send_tests(engine: Engine) -> list[tuple[str, str | None]]:
+    """A test message to every target of ``notify:``: (the target as shown, None when it was
+    delivered, else why not). Raises RulesError for a target Apprise cannot read."""
+    engine.reload_policy(check_urls=True)
+    name = engine.notify.vault_name or engine.root.name
+    message = Message(
+        "hitl-vault: test notification",
+        f"A test from the vault {name!r}: notifications from hitl-vault reach you here.",
+    )
+    results: list[tuple[str, str | None]] = []
+    for target in engine.notify.targets:
+        try:
+            error = send(target.resolved_url(), message)
+        except RulesError as e:  # a ${NAME} that is not set
+            error = str(e)
+        results.append((target.shown, error))
+    return results
