@@ -620,7 +620,7 @@ def test_unknown_top_level_key_suggests_the_close_one() -> None:
     err = error("defaults:\n  decision: ask\nrule:\n  - name: a\n")
     assert (err.line, err.problem) == (3, 'unknown key "rule" in the top level')
     assert 'did you mean "rules"?' in err.fix
-    assert error("zzz: 1\n").fix == "use one of: defaults, rules, actions"
+    assert error("zzz: 1\n").fix == "use one of: defaults, rules, actions, notify, notify_vault"
 
 
 def test_defaults_validation() -> None:
