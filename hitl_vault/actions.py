@@ -64,6 +64,11 @@ class Actions:
         return bool(self._finished)
 
     @property
+    def waiting(self) -> bool:
+        """Some approved request is queued or deferred: a claim may start it."""
+        return bool(self._queued or self._later)
+
+    @property
     def busy(self) -> bool:
         return bool(self._queued or self._running or self._finished)
 

@@ -259,6 +259,8 @@ class Daemon:
         return [] if self._stopping else self.actions.claim()
 
     def _claim_and_launch(self, now: datetime) -> bool:
+        if not self.actions.waiting:  # no write lock taken for nothing (others may write)
+            return False
         try:
             with self.engine.journal.batch():  # one durable commit for every claim of the step
                 claimed = self._claim()
