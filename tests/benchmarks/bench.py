@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import http.server
 import io
 import json
 import logging
@@ -207,9 +208,45 @@ def is_request(path: Path) -> bool:
     return not path.name.startswith(("_", "."))
 
 
+# --notify: every vault gets three notify targets, two on a local receiver and one
+# unreachable, each told of every decision (the decision latency must not move).
+NOTIFY_TARGETS: list[str] = []
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        _Receiver.received += 1
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def notify_receiver() -> Iterator[int]:
+    """A local HTTP server that accepts every post; yields its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def new_vault(parent: Path, name: str) -> Path:
     path = parent / name
     init_vault(path)
+    if NOTIFY_TARGETS:
+        events = "[pending, approved, executed, failed]"
+        entries = "".join(f"  - url: {url}\n    on: {events}\n" for url in NOTIFY_TARGETS)
+        with open(path / "hitl-vault.yaml", "a", encoding="utf-8") as f:
+            f.write("\nnotify:\n" + entries)
     return path
 
 
@@ -949,7 +986,27 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a reduced run (under a minute)")
     ap.add_argument("--profile", metavar="DIR", type=Path, help="write cProfile data to DIR")
     ap.add_argument("--gap", type=float, default=0.02, help="seconds between sequential saves")
+    ap.add_argument(
+        "--notify",
+        action="store_true",
+        help="three notify targets in every vault (two local, one unreachable)",
+    )
     args = ap.parse_args()
+    if args.notify:
+        with notify_receiver() as port:
+            NOTIFY_TARGETS[:] = [
+                f"json://127.0.0.1:{port}/a",
+                f"json://127.0.0.1:{port}/b",
+                "json://127.0.0.1:9/unreachable",  # the discard port: refused at once
+            ]
+            try:
+                return _main(args)
+            finally:
+                print(f"  notifications received by the local receiver: {_Receiver.received}")
+    return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     q = args.quick
     cfg: dict[str, Any] = {
         "saves": 50 if q else 300,
@@ -965,7 +1022,11 @@ def main() -> int:
     profiler = Profiler(args.profile)
     tmp = Path(tempfile.mkdtemp(prefix="hitl-bench-"))
     started = time.perf_counter()
-    print("hitl-vault benchmark" + (" (--quick)" if q else ""))
+    print(
+        "hitl-vault benchmark"
+        + (" (--quick)" if q else "")
+        + (" (--notify)" if NOTIFY_TARGETS else "")
+    )
     for line in machine_info(tmp):
         print("  " + line)
     print(f"  settings:    {cfg}, gap between sequential saves {args.gap * 1000:g} ms")
