@@ -20,7 +20,7 @@ from .engine import Engine
 from .errors import RulesError
 from .model import Kind, Request, Status
 from .notify import compose
-from .notifyconf import EVENT_OF_STATUS, Event, NotifyConfig, Target
+from .notifyconf import DECIDE_EVENTS, EVENT_OF_STATUS, Event, NotifyConfig, Target
 from .rules import Proposal
 from .sending import Message, send
 from .store import Outgoing
@@ -49,6 +49,8 @@ class Notifier:
         self._thread: threading.Thread | None = None
         self.next_reminder: datetime | None = None  # when a reminder falls due next
         self._reminded: set[str] = set()  # recorded already (the journal also keeps each once)
+        self._remind_at: dict[str, datetime | None] = {}  # by the rules below
+        self._remind_policy: object = None
 
     @property
     def config(self) -> NotifyConfig:
@@ -77,6 +79,12 @@ class Notifier:
                     continue
                 wanting = [t for t in targets if event in t.events]
                 request = journal.get(request_id, history=False) if wanting else None
+                if (
+                    request is not None
+                    and event in DECIDE_EVENTS
+                    and request.status is not (Status.PENDING)
+                ):
+                    continue  # decided while no daemon ran: nobody is asked to decide it now
                 if request is not None:
                     items += [
                         (request_id, event, t.url) for t in wanting if t.wants(event, request)
@@ -90,42 +98,51 @@ class Notifier:
         return new > 0
 
     def _reminders(self, now: datetime, targets: tuple[Target, ...]) -> list[tuple[str, str, str]]:
-        """One reminder per pending request and target once ``remind_before`` its expiry."""
+        """One reminder per pending request and target at ``expires - remind_before``; also
+        sets :attr:`next_reminder`, when the daemon must look again."""
         reminding = [t for t in targets if Event.REMINDER in t.events]
-        policy = self.engine.policy
-        longest = max(
-            [r.remind_before for r in policy.rules if r.remind_before is not None]
-            + ([policy.defaults.remind_before] if policy.defaults.remind_before else []),
-            default=None,
-        )
         self.next_reminder = None
-        if not reminding or longest is None:
+        policy = self.engine.policy
+        if not reminding or not (
+            policy.defaults.remind_before or any(r.remind_before for r in policy.rules)
+        ):
             return []
+        if policy is not self._remind_policy:  # rules changed: work the times out again
+            self._remind_at, self._remind_policy = {}, policy
         items: list[tuple[str, str, str]] = []
-        soonest = self.engine.journal.next_expiry()
-        if soonest is not None and soonest - longest > now:  # nothing in reach yet
-            self.next_reminder = soonest - longest
-        for request_id, expires in self.engine.journal.expiring(before=now + longest):
+        waiting = self.engine.journal.expiring()
+        live = {request_id for request_id, _ in waiting}  # forget what was decided since
+        self._reminded &= live
+        self._remind_at = {k: v for k, v in self._remind_at.items() if k in live}
+        for request_id, expires in waiting:
             if request_id in self._reminded:
                 continue
-            request = self.engine.journal.get(request_id, history=False)
-            if request is None:
+            if request_id not in self._remind_at:
+                self._remind_at[request_id] = self._remind_time(request_id, expires)
+            at = self._remind_at[request_id]
+            if at is None:
                 continue
-            proposal = Proposal(
-                request.action, request.params, request.summary, request.requested_by
-            )
-            before = policy.evaluate(proposal, self.engine.functions).remind_before
-            if before is not None and now < expires - before:
-                later = expires - before
-                self.next_reminder = min(self.next_reminder or later, later)
-            elif before is not None and now < expires and request_id not in self._reminded:
-                self._reminded.add(request_id)
+            if now < at:
+                self.next_reminder = min(self.next_reminder or at, at)
+                continue
+            request = self.engine.journal.get(request_id, history=False)
+            self._reminded.add(request_id)
+            if request is not None and now < expires:
                 items += [
                     (request_id, Event.REMINDER, t.url)
                     for t in reminding
                     if t.wants(Event.REMINDER, request)
                 ]
         return items
+
+    def _remind_time(self, request_id: str, expires: datetime) -> datetime | None:
+        """When the request's reminder is due, by the rules in force (None: no reminder)."""
+        request = self.engine.journal.get(request_id, history=False)
+        if request is None:
+            return None
+        proposal = Proposal(request.action, request.params, request.summary, request.requested_by)
+        before = self.engine.policy.evaluate(proposal, self.engine.functions).remind_before
+        return None if before is None else expires - before
 
     # --- sending --------------------------------------------------------------------
 
@@ -172,8 +189,9 @@ class Notifier:
         return False
 
     def _message(self, event: str, request: Request) -> Message:
-        located = self.engine.notes.locate(request.id, str(request.path) if request.path else None)
-        note = self.engine.notes.rel(located) if located else f"{request.id}.md"
+        # Where the note is, or is about to be: a daemon moves it once it is quiet.
+        name = request.path.name if request.path else f"{request.id}.md"
+        note = f"{request.status.folder}/{name}"
         proposal = Proposal(request.action, request.params, request.summary, request.requested_by)
         why = self.engine.policy.evaluate(proposal, self.engine.functions).explanation
         return compose(
