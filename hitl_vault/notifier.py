@@ -168,6 +168,7 @@ class Notifier:
         now = self.clock()
         if error is None:
             self.engine.journal.sent(item.id, now)
+            self.engine.journal.unflag(flag_key(target))  # it works again: nothing to fix
             log.info("%s: told %s (%s)", item.request_id, target.shown, item.event)
             return True
         give_up = now - item.created >= GIVE_UP_AFTER
