@@ -39,6 +39,34 @@ def default_summary(action: str, params: Mapping[str, Any]) -> str:
     return one_line(f"{action}: {shown}" if shown else action, 120)
 
 
+# The most text a request's context may hold: a few pages, enough to say why, small
+# enough for a note, a notification and a terminal (20,000 characters are at most 80 KB).
+MAX_CONTEXT = 20_000
+
+
+def storable(text: str) -> str:
+    """Text as UTF-8 can hold it: what cannot be encoded (a lone surrogate) becomes "?"."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def check_context(context: object) -> str | None:
+    """The requester's context as it is stored: None for none (or only blanks), else the
+    text as given, lone surrogates made storable; too long or not text is a UsageError."""
+    if context is None:
+        return None
+    if not isinstance(context, str):
+        raise UsageError(
+            "context", f"is {type(context).__name__}, not text", "pass the context as a string"
+        )
+    if len(context) > MAX_CONTEXT:
+        raise UsageError(
+            "context",
+            f"has {len(context):,} characters, over the {MAX_CONTEXT:,} a request may carry",
+            "say why in fewer words: put long material in a file and name its path",
+        )
+    return storable(context) if context.strip() else None
+
+
 def check_size(text: str) -> None:
     """A note must be small enough to be read back (and opened on a phone)."""
     size = len(text.encode("utf-8"))
@@ -73,6 +101,7 @@ def ask(
     asked_timeout: timedelta | None,
     now: datetime,
     carried_by_requester: bool = False,
+    context: str | None = None,
 ) -> Asked:
     """The request the rules make of ``proposal`` (``code``: what Python rules said of it):
     pending until the shortest timeout asked or ruled, approved or rejected at once."""
@@ -100,6 +129,7 @@ def ask(
         reason=reason or None,
         decided_at=now if status is not Status.PENDING else None,
         carried_by_requester=carried_by_requester,
+        context=context,
         history=(first,),
     )
     return Asked(request, ruling.matches, pinned(code))

@@ -16,15 +16,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
 from . import __version__
+from .asked import MAX_CONTEXT
 from .errors import UsageError, VaultError
 from .model import Request, Status
 from .noteyaml import quoted_text
-from .render import history_line
+from .render import _NOT_PRINTABLE_ASCII, _visible, history_line
 from .rules import Ruling
 from .template import init_vault
 from .times import format_duration, format_ts, utcnow
@@ -57,6 +58,7 @@ def request_json(request: Request) -> dict[str, Any]:
         "result": request.result,
         "error": request.error,
         "path": str(request.path) if request.path else None,
+        "context": request.context,
         "history": [history_line(t)[2:] for t in request.history],
     }
 
@@ -220,7 +222,20 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
     "--timeout", metavar="DURATION", help="How long it may stay pending: 90s, 15m, 1h, 2d."
 )
 @click.option("--by", metavar="NAME", help="Who is asking (default: your user name).")
-@click.option("--wait", is_flag=True, help="Block until decided; exit 0 if approved, 1 if not.")
+@click.option(
+    "--context", metavar="TEXT", help="Why you ask, for whoever decides (shown in the note)."
+)
+@click.option(
+    "--context-file",
+    metavar="PATH",
+    type=click.File("rb", lazy=False),
+    help="The context from a UTF-8 file ('-' reads stdin).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Block until decided; exit 0 if approved, 1 if not (then print who decided and why).",
+)
 @_json_option
 @click.pass_context
 def submit(
@@ -231,14 +246,22 @@ def submit(
     summary: str,
     timeout: str | None,
     by: str | None,
+    context: str | None,
+    context_file: BinaryIO | None,
     wait: bool,
     as_json: bool,
 ) -> None:
     """Propose an action; prints its id and status."""
     params = _params(pairs, params_json)
+    if context_file is not None:
+        if context is not None:
+            raise click.UsageError("give --context or --context-file, not both")
+        context = _read_context(context_file)
     vault = _open(ctx)
     with _errors(), vault:
-        request = vault.submit(action, params, summary=summary, timeout=timeout, requested_by=by)
+        request = vault.submit(
+            action, params, summary=summary, timeout=timeout, requested_by=by, context=context
+        )
         if not as_json:
             click.echo(f"{request.id} {request.status}")
         if wait and request.status is Status.PENDING:
@@ -248,7 +271,56 @@ def submit(
         if as_json:
             _echo_json(request_json(request))
     if wait and request.status not in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED):
+        if not as_json:  # --json has it all in the object
+            click.echo(_outcome(request), err=True)
         ctx.exit(1)
+
+
+def _read_context(file: BinaryIO) -> str:
+    """The text of ``--context-file``, read no further than a context may be long (a UTF-8
+    character is at most 4 bytes), so ``/dev/zero`` or a huge file ends at once."""
+    most = MAX_CONTEXT * 4
+    try:
+        data = file.read(most + 1)
+    except OSError as e:
+        raise click.BadParameter(f"cannot read it: {e}", param_hint="--context-file") from None
+    if len(data) > most:
+        raise click.BadParameter(
+            f"is over the {MAX_CONTEXT:,} characters a context may hold (give a shorter file)",
+            param_hint="--context-file",
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise click.BadParameter(
+            f"is not UTF-8 (byte {e.start + 1}); save it as UTF-8", param_hint="--context-file"
+        ) from None
+
+
+def _shown(text: object) -> str:
+    """Text from outside on one line for the terminal: no control or format characters
+    (no escape sequence reaches the terminal), blanks collapsed."""
+    return " ".join(_NOT_PRINTABLE_ASCII.sub(_visible, str(text)).split())
+
+
+def _outcome(request: Request) -> str:
+    """Why a request that was waited for will not run: who decided, and their reason."""
+    if request.status is Status.TIMED_OUT:
+        until = f" by {format_ts(request.expires)}" if request.expires else ""
+        return f"timed out: nobody decided{until}"
+    if request.status is Status.FAILED:  # approved, run by the daemon, failed: all before we saw
+        return f"failed after it was approved: {_shown(request.error or '(no error recorded)')}"
+    if request.status is Status.CANCELLED:
+        who = request.history[-1].by if request.history else request.requested_by
+        return f"cancelled by {_shown(who)}"
+    if request.decided_by:
+        who = _shown(request.decided_by)
+    elif request.rule:  # refused by a block rule, not by a person
+        who = f"rule {_shown(request.rule)}"
+    else:
+        who = "unknown"
+    reason = _shown(request.reason or "")
+    return f"{request.status} by {who}" + (f": {reason}" if reason else " (no reason given)")
 
 
 @cli.command("list")
@@ -310,6 +382,10 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     click.echo(f"params (sha256 {sha[:16]}):")
     for key, value in params.items():
         click.echo(f"  {key}: {json.dumps(value, ensure_ascii=False)}")
+    if request.context:
+        click.echo("context:")
+        for line in request.context.splitlines():
+            click.echo(f"  {_NOT_PRINTABLE_ASCII.sub(_visible, line)}".rstrip())
     click.echo("history:")
     for t in request.history:
         click.echo("  " + history_line(t))

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .asked import ask, check_size, default_user
+from .asked import ask, check_context, check_size, default_user, storable
 from .checks import verify_vault
 from .errors import (
     ChangedUnderfootError,
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 def _storable(text: str | None) -> str | None:
     """Text as UTF-8 can hold it: what cannot be encoded (a lone surrogate) becomes "?"."""
-    return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
+    return None if text is None else storable(text)
 
 
 class Engine:
@@ -194,20 +194,23 @@ class Engine:
         requested_by: str | None = None,
         carried_by_requester: bool = False,
         source: str | None = None,
+        context: str | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
 
+        ``context`` is what the requester tells the approver (see :meth:`Vault.submit`).
         ``source`` (used for Inbox proposals) is a key recorded with the request;
         a second submit with the same key raises :class:`DuplicateError`.
         """
         check_action(action)
         params = clean_params(params)
+        context = check_context(context)
         limit = parse_duration(timeout, "timeout") if timeout is not None else None
         proposal = Proposal(action, params, summary, requested_by or default_user())
         code = code_matches(proposal, self.functions)  # each Python rule called once
         asked = ask(
             self.policy, proposal, code, asked_timeout=limit, now=self.now(),
-            carried_by_requester=carried_by_requester,
+            carried_by_requester=carried_by_requester, context=context,
         )  # fmt: skip
         explained = explanation(asked.matches, asked.request.rule)
         for attempt in range(5):

@@ -2,7 +2,8 @@
 
 A proposal is a Markdown note whose frontmatter has ``action`` and ``params``
 (optionally ``summary``, ``timeout``, ``requested_by``), or the same keys as a
-``.json`` file. The frontmatter may be YAML between ``---`` lines, TOML between
+``.json`` file (which may add ``context``). A Markdown proposal's body text is the
+request's context, for the approver. The frontmatter may be YAML between ``---`` lines, TOML between
 ``+++`` lines or JSON between a line ``{`` and a line ``}`` (the forms
 python-frontmatter knows; see :func:`~hitl_vault.notefile.parse_frontmatter`).
 Each becomes a request (or an immediate decision, per the rules) and leaves the
@@ -25,15 +26,17 @@ from .durable import read_file
 from .engine import Engine
 from .errors import DuplicateError, NoteError, VaultError
 from .model import Request
-from .notefile import load_json, parse_frontmatter
+from .notefile import load_json, split_frontmatter
 
 log = logging.getLogger(__name__)
 
-KEYS = ("action", "params", "summary", "timeout", "requested_by")
+KEYS = ("action", "params", "summary", "timeout", "requested_by", "context")
 _IGNORED_SUFFIXES = ("~", ".tmp", ".swp", ".swx", ".part", ".crdownload", ".hitl-tmp")
 
 
 def _proposal(raw: bytes, where: str) -> dict[str, Any]:
+    """The proposal's keys; a Markdown proposal's body text (stripped) is its ``context``."""
+    body = ""
     if where.endswith(".json"):
         try:
             text = raw.decode("utf-8")
@@ -44,7 +47,7 @@ def _proposal(raw: bytes, where: str) -> dict[str, Any]:
             raise NoteError(where, "is not a JSON object", 'write {"action": ..., "params": {...}}')
         data: dict[str, Any] = loaded
     else:
-        data = parse_frontmatter(raw, where)
+        data, body = split_frontmatter(raw, where)
     if data.get("id"):
         raise NoteError(
             where,
@@ -58,9 +61,17 @@ def _proposal(raw: bytes, where: str) -> dict[str, Any]:
         raise NoteError(where, f"unknown key {unknown[0]!r}", hint)
     if not data.get("action"):
         raise NoteError(where, "has no action", "add a line `action: <name>`")
-    for key in ("summary", "requested_by"):
+    for key in ("summary", "requested_by", "context"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise NoteError(where, f"{key} is not text", f"quote the {key} value")
+    if body.strip():
+        if data.get("context") is not None:  # which one was meant? Neither is dropped.
+            raise NoteError(
+                where,
+                "has both a context key and text below its frontmatter",
+                "keep one: the text below the frontmatter is the context",
+            )
+        data["context"] = body.strip()
     return data
 
 
@@ -117,6 +128,7 @@ class Inbox:
                     timeout=data.get("timeout"),
                     requested_by=data.get("requested_by") or "inbox",
                     source=source,
+                    context=data.get("context"),
                 )
                 created = [request]
         except FileNotFoundError:  # taken by another process, or deleted, a moment ago

@@ -46,6 +46,7 @@ _ADDED_COLUMNS = (
     ("entries", "uid", "INTEGER"),
     ("requests", "pinned", "TEXT"),
     ("requests", "params_created", "TEXT"),
+    ("requests", "context", "TEXT"),
 )
 # Fields a transition may set on the request row.
 _SETTABLE = frozenset(
@@ -249,8 +250,8 @@ class Journal(Bookkeeping, Outbox, JournalReader):
             db.execute(
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
                 "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
-                "reason, decided_at, path, carried_by_requester, pinned, params_created) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "reason, decided_at, path, carried_by_requester, pinned, params_created, context) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     request.id,
                     request.action,
@@ -271,6 +272,7 @@ class Journal(Bookkeeping, Outbox, JournalReader):
                     int(request.carried_by_requester),
                     json.dumps(dict(pinned)) if pinned else None,
                     json.dumps(dict(request.params), ensure_ascii=False),
+                    request.context,
                 ),
             )
             for t in request.history:

@@ -18,7 +18,8 @@ from .times import format_ts, parse_ts
 
 REQUEST_COLUMNS = (
     "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
-    "decided_by, reason, decided_at, executed_at, result, error, path, carried_by_requester"
+    "decided_by, reason, decided_at, executed_at, result, error, path, carried_by_requester, "
+    "context"
 )
 
 
@@ -41,7 +42,8 @@ class JournalReader:
 
     def _request(self, row: tuple[Any, ...], history: tuple[Transition, ...] = ()) -> Request:
         (rid, action, status, summary, risk, rule, by, created, expires, params) = row[:10]
-        (decided_by, reason, decided_at, executed_at, result, error, path, requester) = row[10:]
+        (decided_by, reason, decided_at, executed_at, result, error, path, requester) = row[10:18]
+        context = row[18]
         return Request(
             id=rid,
             status=Status(status),
@@ -61,6 +63,7 @@ class JournalReader:
             error=error,
             path=Path(path) if path else None,
             carried_by_requester=bool(requester),
+            context=context,
             history=history,
         )
 

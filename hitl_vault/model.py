@@ -148,6 +148,8 @@ class Request:
     error: str | None = None
     path: Path | None = None
     carried_by_requester: bool = False
+    # Free text from the requester for the approver: why it asks (``## Context`` in the note).
+    context: str | None = None
     history: tuple[Transition, ...] = field(default=(), compare=False)
 
 

@@ -282,10 +282,17 @@ def parse_frontmatter(raw: bytes, where: str) -> dict[str, Any]:
     """The frontmatter of a file in a form python-frontmatter knows (detected by its
     ``detect_format``): ``---`` YAML, read exactly as :func:`parse_note` reads a note;
     ``+++`` TOML; or JSON between a line ``{`` and a line ``}``. Inbox proposals use it."""
+    return split_frontmatter(raw, where)[0]
+
+
+def split_frontmatter(raw: bytes, where: str) -> tuple[dict[str, Any], str]:
+    """:func:`parse_frontmatter`'s keys, and the text after the closing line (the body), as
+    it is in the file, line endings included."""
     text, _ = _text(raw, where)
     handler = frontmatter.detect_format(text, PROPOSAL_HANDLERS)
     if handler is YAML:
-        return dict(parse_note(raw, where).meta)
+        note = parse_note(raw, where)
+        return dict(note.meta), note.body
     if handler is None:
         raise NoteError(
             where,
@@ -295,7 +302,7 @@ def parse_frontmatter(raw: bytes, where: str) -> dict[str, Any]:
         )
     closing = "+++" if handler is TOML else "}"
     try:
-        fm, _ = handler.split(text)
+        fm, body = handler.split(text)
     except ValueError:  # python-frontmatter's loads would return empty metadata here
         raise NoteError(
             where,
@@ -304,8 +311,10 @@ def parse_frontmatter(raw: bytes, where: str) -> dict[str, Any]:
             1,
         ) from None
     # As with YAML, ``fm`` starts with the opening line's end: its line 1 is the file's.
+    # ``body`` starts with the closing line's end.
+    body = body[1:] if body.startswith("\n") else body
     if handler is TOML:
-        return load_toml(fm, where, last_line=fm.count("\n") + 1)
+        return load_toml(fm, where, last_line=fm.count("\n") + 1), body
     data = load_json(
         fm,
         where,
@@ -314,7 +323,7 @@ def parse_frontmatter(raw: bytes, where: str) -> dict[str, Any]:
     )
     if not isinstance(data, dict):  # cannot happen: the split wraps it in braces
         raise NoteError(where, "the frontmatter is not a JSON object", "write {...}", 1)
-    return data
+    return data, body
 
 
 def read_note(path: Path, where: str) -> Note:

@@ -198,7 +198,7 @@ class Notifier:
         return compose(
             event, request, note=note, why=why,
             vault_name=self.config.vault_name or self.engine.root.name,
-            context=getattr(request, "context", None) or "",
+            context=request.context or "",
         )  # fmt: skip
 
     # --- the background thread ----------------------------------------------------------

@@ -95,13 +95,14 @@ def compose(
     note: str,
     vault_name: str,
     why: str = "",
-    context: str = "",
+    context: str | None = None,
 ) -> Message:
     """The plain-text message for one event of one request, at most MESSAGE_LIMIT characters.
 
     ``note`` is the note's vault-relative path, ``why`` the rule's explanation and
-    ``context`` what the agent said about it. When it is too long, params are cut
-    first (the last line then says "…and N more"), then the context.
+    ``context`` what the agent said about it (by default the request's own
+    ``context``). When it is too long, params are cut first (the last line then
+    says "…and N more"), then the context.
     """
     event = Event(str(event))
     summary = request.summary or request.action
@@ -128,7 +129,7 @@ def compose(
         f"- {_plain(key, 60)}: {_plain(_value(value), 200)}"
         for key, value in request.params.items()
     ]
-    story = _paragraphs(context)
+    story = _paragraphs((request.context or "") if context is None else context)
 
     def body(shown: int, context_text: str) -> str:
         lines = list(head)

@@ -164,6 +164,30 @@ def details_table(params: Mapping[str, Any]) -> list[str]:
     return ["| param | value |", "|---|---|", *rows]
 
 
+def context_section(context: str | None) -> list[str]:
+    r"""The ``## Context`` section: what the requester said, as plain text; [] for none.
+
+    Each line of the text is escaped on its own with :func:`inline`, and runs of blank
+    lines become one, so its lines and paragraphs stay as the agent wrote them (reading
+    view shows a line break per line), in the note's own font. A fenced code block would
+    keep the text verbatim, but shows prose as code, needs a fence longer than any
+    inside, and hitl-vault's own line-based readers (the ``## History`` heading, history
+    lines, the status callout) would still see the lines inside it. Escaped, no line can
+    be read as anything but text: not a ``---``, a heading (``\## History``), a history
+    line (``\- 2026-…``), a callout, a list, a table, a link, HTML or a Dataview query.
+    Like every text from outside, it is shown, never trusted: hitl-vault reads nothing
+    back from this section (the journal keeps the context as given).
+    """
+    lines: list[str] = []
+    for line in (context or "").splitlines():
+        shown = inline(line)
+        if shown or (lines and lines[-1]):
+            lines.append(shown)
+    while lines and not lines[-1]:
+        lines.pop()
+    return ["## Context", *lines] if lines else []
+
+
 def render_new_note(request: Request, explanation: str) -> str:
     """The whole text of a new request note, as the README shows one, with ``\\n`` endings."""
     fields: list[tuple[str, Any]] = [
@@ -190,6 +214,9 @@ def render_new_note(request: Request, explanation: str) -> str:
     explained = _explained(explanation)
     if explained:
         out += ["", *explained]
+    context = context_section(request.context)
+    if context:
+        out += ["", *context]
     out += ["", "## History"]
     out += [history_line(t) for t in request.history]
     return "\n".join(out) + "\n"

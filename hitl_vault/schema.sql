@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS requests (
     pinned TEXT,
     -- The params as asked for (JSON), kept when a human edits them while pending.
     params_created TEXT,
+    -- What the requester said about it for the approver, as given (NULL: nothing said).
+    context TEXT,
     -- SHA-256 of the note's bytes when they last matched this row, cleared by every
     -- transition. A rescan skips a note whose bytes still have it.
     note_sha TEXT

@@ -71,7 +71,8 @@ class JournalStore(Protocol):
         source: str | None = None,
         pinned: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record a new request with its history, once per id and per ``source`` proposal."""
+        """Record a new request (its ``context`` too) with its history, once per id and per
+        ``source`` proposal."""
 
     def transition(
         self,

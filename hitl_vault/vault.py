@@ -124,11 +124,20 @@ class Vault:
         summary: str = "",
         timeout: str | float | None = None,
         requested_by: str | None = None,
+        context: str | None = None,
     ) -> Request:
-        """Propose an action; returns ``pending`` at once, or what an allow/block rule decided."""
+        """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
+
+        ``context`` is free text for whoever decides: why the action is asked for, what
+        it is part of. It is kept as given (``Request.context``; at most 20,000
+        characters, more is a :class:`UsageError`), shown as plain text in a
+        ``## Context`` section of the note, and put in notifications. The rules do not
+        see it.
+        """
         return self.engine.submit(
-            action, params, summary=summary, timeout=timeout, requested_by=requested_by
-        )
+            action, params, summary=summary, timeout=timeout, requested_by=requested_by,
+            context=context,
+        )  # fmt: skip
 
     def get(self, request_id: str) -> Request:
         """One request, with its history; :class:`RequestNotFoundError` if there is none."""
