@@ -107,6 +107,7 @@ class Daemon:
         """Called from the watcher thread: ``path`` may have changed."""
         with self._lock:
             self._dirty.add(path)
+        self.notifier.idle.clear()  # a decision may be coming: no new send until it is done
         self._wake.set()
 
     def overflow(self) -> None:
@@ -182,14 +183,15 @@ class Daemon:
             self.quiet.forget(paths)  # read them afresh when retried
             self._retry_later(paths, now, e)
             return False
-        self._publish(now)
         for path in paths:
             if path not in failed:
                 self.retries.path_ok(path)
         self.quiet.forget(failed)
         for path, error in failed.items():
             self._retry_later([path], now, error)
-        return self._launch(claimed) or did
+        did |= self._launch(claimed)
+        self._publish(now)  # once the actions started: telling never delays them
+        return did
 
     def _guarded(self, what: str, work: Callable[[datetime], bool], now: datetime) -> bool:
         """One part of a step; if it fails, the rest of the step goes on and it is tried again."""
@@ -267,14 +269,15 @@ class Daemon:
         except Exception:  # nothing was claimed: the queue stays as it was
             self.actions.unclaim()
             raise
-        return self._launch(claimed)
+        launched = self._launch(claimed)
+        self._publish(now)
+        return launched
 
     def _write_due(self, now: datetime) -> bool:
         return self.quiet.write_due(now, busy=bool(self._dirty))
 
     def _launch(self, claimed: list[tuple[Request, Transition]]) -> bool:
         self.actions.launched()
-        self._publish(self.clock())
         for request, t in claimed:
             self.quiet.want(request.id)
             if t.to_status is Status.EXECUTING:  # not one a block rule rejected at the last moment
@@ -383,6 +386,7 @@ class Daemon:
             self.notifier.start()
             while not self._stopping:
                 self._wake.clear()
+                self.notifier.idle.clear()
                 try:
                     self.run_once()
                 except Exception:  # a bug: say so loudly, keep watching, try again shortly
@@ -394,7 +398,9 @@ class Daemon:
                 if deadline is not None:
                     delay = max(0.0, (deadline - self.clock()).total_seconds())
                 if not self._dirty:
+                    self.notifier.idle.set()
                     self._wake.wait(delay)
+        self.notifier.idle.set()
         self._finish_in_flight()
 
     def _finish_in_flight(self) -> None:

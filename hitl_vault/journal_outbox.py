@@ -67,8 +67,9 @@ class Outbox:
         ]
 
     def sent(self, item_id: int, at: datetime) -> None:
-        """The notification was delivered."""
-        with self._write() as db:
+        """The notification was delivered. Not fsynced: a power cut may lose the mark, and the
+        message is then sent again (at least once, never lost), but no send waits on a disk."""
+        with self._write(durable=False) as db:
             db.execute(
                 "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
                 (format_ts(at), item_id),
@@ -76,7 +77,7 @@ class Outbox:
 
     def not_sent(self, item_id: int, at: datetime, error: str, retry_at: datetime | None) -> None:
         """A try failed with ``error``; tried again at ``retry_at`` (None: given up)."""
-        with self._write() as db:
+        with self._write(durable=False) as db:
             db.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, due = ?, "
                 "given_up_at = ? WHERE id = ?",

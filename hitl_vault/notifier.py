@@ -47,6 +47,10 @@ class Notifier:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Set while the daemon waits for work: the background thread sends only then, so a
+        # decision never waits behind a send (each send is a few ms of this process's time).
+        self.idle = threading.Event()
+        self.idle.set()
         self.next_reminder: datetime | None = None  # when a reminder falls due next
         self._reminded: set[str] = set()  # recorded already (the journal also keeps each once)
         self._remind_at: dict[str, datetime | None] = {}  # by the rules below
@@ -146,10 +150,14 @@ class Notifier:
 
     # --- sending --------------------------------------------------------------------
 
-    def send_due(self, now: datetime | None = None) -> bool:
-        """Send every notification due now; True if any was delivered."""
+    def send_due(self, now: datetime | None = None, *, polite: bool = False) -> bool:
+        """Send every notification due now; True if any was delivered. ``polite``: before
+        each send, wait until the daemon is :attr:`idle`."""
         delivered = 0
         for item in self.engine.journal.outgoing(now or self.clock()):
+            while polite and not self.idle.wait(0.5):
+                if self._stop.is_set():
+                    break
             if self._stop.is_set():
                 break
             delivered += self._send(item)
@@ -219,7 +227,7 @@ class Notifier:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                self.send_due()
+                self.send_due(polite=True)
                 due = self.next_due()
             except Exception:  # the journal held too long, or a bug: say so, go on
                 log.exception("error while sending notifications; trying again shortly")

@@ -208,43 +208,55 @@ def is_request(path: Path) -> bool:
     return not path.name.startswith(("_", "."))
 
 
-# --notify: every vault gets three notify targets, two on a local receiver and one
-# unreachable, each told of every decision (the decision latency must not move).
+# --notify: every vault gets three notify targets, two on a local receiver (in a process of
+# its own) and one unreachable; the first is told of every step, the others of what waits.
 NOTIFY_TARGETS: list[str] = []
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received = 0
+def _receive(port: Any, received: Any) -> None:
+    """The receiver's process: accept every post (never in the daemon's process)."""
 
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        _Receiver.received += 1
-        self.send_response(200)
-        self.end_headers()
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            with received.get_lock():
+                received.value += 1
+            self.send_response(200)
+            self.end_headers()
 
-    def log_message(self, *args: Any) -> None:
-        pass
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    port.value = server.server_address[1]
+    server.serve_forever()
 
 
 @contextlib.contextmanager
-def notify_receiver() -> Iterator[int]:
-    """A local HTTP server that accepts every post; yields its port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def notify_receiver() -> Iterator[tuple[int, Any]]:
+    """A local HTTP server in a process of its own that accepts every post: (port, count)."""
+    port, received = mp.Value("i", 0), mp.Value("i", 0)
+    proc = mp.Process(target=_receive, args=(port, received), daemon=True)
+    proc.start()
+    deadline = time.monotonic() + 10
+    while not port.value and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
-        yield server.server_address[1]
+        yield port.value, received
     finally:
-        server.shutdown()
-        server.server_close()
+        proc.terminate()
+        proc.join()
 
 
 def new_vault(parent: Path, name: str) -> Path:
     path = parent / name
     init_vault(path)
-    if NOTIFY_TARGETS:
-        events = "[pending, approved, executed, failed]"
-        entries = "".join(f"  - url: {url}\n    on: {events}\n" for url in NOTIFY_TARGETS)
+    if NOTIFY_TARGETS:  # the first told of every step, the others of what waits (the default)
+        events = ["[pending, approved, executed, failed]", "[pending]", "[pending]"]
+        entries = "".join(
+            f"  - url: {url}\n    on: {on}\n"
+            for url, on in zip(NOTIFY_TARGETS, events, strict=True)
+        )
         with open(path / "hitl-vault.yaml", "a", encoding="utf-8") as f:
             f.write("\nnotify:\n" + entries)
     return path
@@ -537,7 +549,7 @@ def bench_latency_inprocess(
         for r in reqs:
             hl.events[r.id] = threading.Event()
         dist = Dist("hitl-vault in-process daemon: save -> handler starts")
-        with logs.attached(), InProcessDaemon(vault.engine, profiler, "latency_daemon_thread"):
+        with logs.attached(), InProcessDaemon(vault, profiler, "latency_daemon_thread"):
             for i, r in enumerate(reqs):
                 data = approved_bytes(r.path.read_bytes())
                 t0 = time.perf_counter()
@@ -606,9 +618,8 @@ def add_run_executor(path: Path, tmp: Path) -> tuple[Path, Path]:
     rules = path / "hitl-vault.yaml"
     text = rules.read_text()
     assert "\nactions:\n" in text, "the template's hitl-vault.yaml has no actions: section"
-    rules.write_text(
-        text + f"\n  {ACTION}:\n    run: {argv}\n    timeout: 30s\n    idempotent: false\n"
-    )
+    action = f"  {ACTION}:\n    run: {argv}\n    timeout: 30s\n    idempotent: false\n"
+    rules.write_text(text.replace("\nactions:\n", "\nactions:\n" + action, 1))
     return out, script
 
 
@@ -835,7 +846,7 @@ def bench_burst(
         wanted = {r.id for r in reqs}
         with (
             logs.attached(),
-            InProcessDaemon(vault.engine, profiler, f"burst_{writer}_daemon_thread"),
+            InProcessDaemon(vault, profiler, f"burst_{writer}_daemon_thread"),
         ):
             save_in_place(warm.path, approved_bytes(warm.path.read_bytes()))
             with hl.cond:
@@ -993,7 +1004,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.notify:
-        with notify_receiver() as port:
+        with notify_receiver() as (port, received):
             NOTIFY_TARGETS[:] = [
                 f"json://127.0.0.1:{port}/a",
                 f"json://127.0.0.1:{port}/b",
@@ -1002,7 +1013,7 @@ def main() -> int:
             try:
                 return _main(args)
             finally:
-                print(f"  notifications received by the local receiver: {_Receiver.received}")
+                print(f"  notifications received by the local receiver: {received.value}")
     return _main(args)
 
 
