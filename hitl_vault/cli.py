@@ -9,58 +9,32 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
 
 from . import __version__
-from .asked import MAX_CONTEXT
+from .clitext import (
+    listed_json,
+    outcome,
+    parse_params,
+    read_context,
+    request_json,
+    ruling_json,
+    user_name,
+)
 from .errors import UsageError, VaultError
 from .model import Request, Status
-from .noteyaml import quoted_text
 from .render import _NOT_PRINTABLE_ASCII, _visible, history_line
-from .rules import Ruling
 from .template import init_vault
-from .times import format_duration, format_ts, utcnow
+from .times import format_ts, utcnow
 from .vault import Vault
 
 _DEFAULT_VAULT = "vault"
-
-
-def request_json(request: Request) -> dict[str, Any]:
-    """The stable JSON form used by ``--json`` (documented in the README)."""
-
-    def ts(value: datetime | None) -> str | None:
-        return format_ts(value) if value else None
-
-    return {
-        "id": request.id,
-        "status": str(request.status),
-        "action": request.action,
-        "summary": request.summary,
-        "risk": str(request.risk),
-        "rule": request.rule,
-        "requested_by": request.requested_by,
-        "created": ts(request.created),
-        "expires": ts(request.expires),
-        "params": dict(request.params),
-        "decided_by": request.decided_by,
-        "reason": request.reason,
-        "decided_at": ts(request.decided_at),
-        "executed_at": ts(request.executed_at),
-        "result": request.result,
-        "error": request.error,
-        "path": str(request.path) if request.path else None,
-        "context": request.context,
-        "history": [history_line(t)[2:] for t in request.history],
-    }
 
 
 class _BadUsage(click.UsageError):
@@ -84,62 +58,6 @@ def _vault_path(ctx: click.Context) -> Path:
 def _open(ctx: click.Context) -> Vault:
     with _errors():
         return Vault(_vault_path(ctx))
-
-
-_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
-_QUOTED = re.compile(r"""(".*"|'.*')""", re.S)
-
-
-def _param(text: str) -> tuple[str, Any]:
-    """``key=value``: a plain number, true/false or null is read as such, anything else is text.
-
-    Not YAML 1.1's full reading, which would turn ``01234`` into 668, ``NO`` into
-    false and ``12:30:00`` into 45000. A value in YAML quotes is that text.
-    """
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise click.BadParameter(
-            f"{text!r} is not key=value (write e.g. -p amount=1500)", param_hint="'-p' / '--param'"
-        )
-    return key.strip(), _scalar(raw)
-
-
-def _scalar(raw: str) -> Any:
-    word = raw.lower()
-    if word in ("true", "false"):
-        return word == "true"
-    if word in ("null", "~"):
-        return None
-    if _NUMBER.fullmatch(raw):
-        if raw.lstrip("-").isdigit():
-            try:
-                return int(raw)
-            except ValueError:  # over Python's 4,300 digits: keep exactly what was typed
-                return raw
-        number = float(raw)
-        return number if math.isfinite(number) else raw
-    if _QUOTED.fullmatch(raw):
-        unquoted = quoted_text(raw)
-        return raw if unquoted is None else unquoted
-    return raw
-
-
-def _params(pairs: tuple[str, ...], as_json: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if as_json is not None:
-        try:
-            loaded = json.loads(as_json)
-        except json.JSONDecodeError as e:
-            raise click.BadParameter(f"not valid JSON: {e}", param_hint="--params-json") from None
-        except RecursionError:
-            raise click.BadParameter("nested too deeply", param_hint="--params-json") from None
-        except ValueError as e:  # a number of more than 4,300 digits
-            raise click.BadParameter(f"{e} (quote it)", param_hint="--params-json") from None
-        if not isinstance(loaded, dict):
-            raise click.BadParameter("must be a JSON object", param_hint="--params-json")
-        params.update(loaded)
-    params.update(_param(p) for p in pairs)
-    return params
 
 
 def _echo_json(data: Any) -> None:
@@ -252,11 +170,13 @@ def submit(
     as_json: bool,
 ) -> None:
     """Propose an action; prints its id and status."""
-    params = _params(pairs, params_json)
+    with _errors():
+        params = parse_params(pairs, params_json)
     if context_file is not None:
         if context is not None:
             raise click.UsageError("give --context or --context-file, not both")
-        context = _read_context(context_file)
+        with _errors():
+            context = read_context(context_file)
     vault = _open(ctx)
     with _errors(), vault:
         request = vault.submit(
@@ -272,55 +192,8 @@ def submit(
             _echo_json(request_json(request))
     if wait and request.status not in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED):
         if not as_json:  # --json has it all in the object
-            click.echo(_outcome(request), err=True)
+            click.echo(outcome(request), err=True)
         ctx.exit(1)
-
-
-def _read_context(file: BinaryIO) -> str:
-    """The text of ``--context-file``, read no further than a context may be long (a UTF-8
-    character is at most 4 bytes), so ``/dev/zero`` or a huge file ends at once."""
-    most = MAX_CONTEXT * 4
-    try:
-        data = file.read(most + 1)
-    except OSError as e:
-        raise click.BadParameter(f"cannot read it: {e}", param_hint="--context-file") from None
-    if len(data) > most:
-        raise click.BadParameter(
-            f"is over the {MAX_CONTEXT:,} characters a context may hold (give a shorter file)",
-            param_hint="--context-file",
-        )
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise click.BadParameter(
-            f"is not UTF-8 (byte {e.start + 1}); save it as UTF-8", param_hint="--context-file"
-        ) from None
-
-
-def _shown(text: object) -> str:
-    """Text from outside on one line for the terminal: no control or format characters
-    (no escape sequence reaches the terminal), blanks collapsed."""
-    return " ".join(_NOT_PRINTABLE_ASCII.sub(_visible, str(text)).split())
-
-
-def _outcome(request: Request) -> str:
-    """Why a request that was waited for will not run: who decided, and their reason."""
-    if request.status is Status.TIMED_OUT:
-        until = f" by {format_ts(request.expires)}" if request.expires else ""
-        return f"timed out: nobody decided{until}"
-    if request.status is Status.FAILED:  # approved, run by the daemon, failed: all before we saw
-        return f"failed after it was approved: {_shown(request.error or '(no error recorded)')}"
-    if request.status is Status.CANCELLED:
-        who = request.history[-1].by if request.history else request.requested_by
-        return f"cancelled by {_shown(who)}"
-    if request.decided_by:
-        who = _shown(request.decided_by)
-    elif request.rule:  # refused by a block rule, not by a person
-        who = f"rule {_shown(request.rule)}"
-    else:
-        who = "unknown"
-    reason = _shown(request.reason or "")
-    return f"{request.status} by {who}" + (f": {reason}" if reason else " (no reason given)")
 
 
 @cli.command("list")
@@ -337,18 +210,12 @@ def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
     with _errors(), vault:
         requests = vault.list(status=status)
     if as_json:
-        _echo_json([_listed(r) for r in requests])
+        _echo_json([listed_json(r) for r in requests])
         return
     if not requests:
         click.echo("no requests")
     for r in requests:
         click.echo(f"{r.id}  {r.status:<9}  {r.risk:<8}  {r.summary or r.action}")
-
-
-def _listed(request: Request) -> dict[str, Any]:
-    data = request_json(request)
-    del data["history"]
-    return data
 
 
 @cli.command()
@@ -370,7 +237,7 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         _echo_json(data)
         return
     if data["decided_by"] and uid is not None:  # the name is claimed; the uid is the process's
-        data["decided_by"] = f"{data['decided_by']} (recorded by {_user(uid)})"
+        data["decided_by"] = f"{data['decided_by']} (recorded by {user_name(uid)})"
     for key in ("id", "status", "action", "summary", "risk", "rule", "requested_by",
                 "created", "expires", "decided_by", "reason", "decided_at",
                 "executed_at", "result", "error"):  # fmt: skip
@@ -389,16 +256,6 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     click.echo("history:")
     for t in request.history:
         click.echo("  " + history_line(t))
-
-
-def _user(uid: int) -> str:
-    """``uid 1000 (alice)``: a user id with its name where the system knows it."""
-    try:
-        import pwd  # POSIX only
-
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except (ImportError, KeyError):
-        return f"uid {uid}"
 
 
 def _decision_command(
@@ -478,12 +335,13 @@ def rules() -> None:
 @click.pass_context
 def rules_check(ctx: click.Context, action: str, pairs: tuple[str, ...], as_json: bool) -> None:
     """Dry run: what the rules decide for ACTION with these params (creates nothing)."""
-    params = _params(pairs, None)
+    with _errors():
+        params = parse_params(pairs, None)
     vault = _open(ctx)
     with _errors(), vault:
         ruling = vault.evaluate(action, params)
         timeout = ruling.timeout or vault.policy.defaults.timeout
-    data = _ruling_json(ruling, timeout)
+    data = ruling_json(ruling, timeout)
     if as_json:
         _echo_json(data)
         return
@@ -499,22 +357,6 @@ def rules_check(ctx: click.Context, action: str, pairs: tuple[str, ...], as_json
         click.echo(f"no rule matched; the default ({ruling.decision}) applies")
     for m in data["matches"]:
         click.echo(f"  matched {m['rule']}: {m['decision']} - {m['explanation']}")
-
-
-def _ruling_json(ruling: Ruling, timeout: Any) -> dict[str, Any]:
-    return {
-        "decision": str(ruling.decision),
-        "risk": str(ruling.risk),
-        "timeout": format_duration(timeout),
-        "rule": ruling.rule,
-        "reason": ruling.reason,
-        "approvers": sorted(ruling.approvers) if ruling.approvers is not None else None,
-        "editable": ruling.editable,
-        "matches": [
-            {"rule": m.rule, "decision": str(m.decision), "explanation": m.explanation}
-            for m in ruling.matches
-        ],
-    }
 
 
 @cli.command()
