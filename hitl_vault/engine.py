@@ -11,7 +11,6 @@ operation it publishes what the journal recorded to the listeners
 from __future__ import annotations
 
 import builtins
-import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -32,7 +31,7 @@ from .errors import (
     RulesError,
     VaultNotFoundError,
 )
-from .events import Event, Events, Listener
+from .events import Events, Listener
 from .journal import Journal
 from .layout import JOURNAL_FILE, LOCK_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from .lock import daemon_running
@@ -89,34 +88,19 @@ class Engine:
         self.functions: list[RuleFunction] = []
         self.handlers: dict[str, Callable[[Request], Any]] = {}
         self.notes = Reconciler(self.root, self.journal, lambda: self.policy, self.functions)
-        self.events = Events()
+        self.events = Events(self.journal)
         self._waiting = Waiting(self.root, self.refresh, self.now, self.journal.touches)
 
     # --- events -------------------------------------------------------------------
 
     def listen(self, listener: Listener, statuses: Iterable[Status | str] = ()) -> Listener:
         """Call ``listener`` once for each transition (into ``statuses``) from now on."""
-        if not self.events:  # the first listener hears what happens from now on
-            self.events.seen = self.journal.last_seq()
-        return self.events.add(listener, statuses)
+        return self.events.listen(listener, statuses)
 
     def publish(self) -> int:
-        """Hand what the journal recorded since the last call to the listeners, once each.
-
-        Called after every operation, and by the daemon after each commit; inside a
-        batch that has not committed yet it waits for the commit. Returns how many
-        entries there were (0 when nobody listens: then nothing is read).
-        """
-        if not self.events or self.journal.batching:
-            return 0
-        with self.events.publishing:  # one thread at a time: each entry is handed on once
-            if self.events.seen is None:
-                self.events.seen = self.journal.last_seq()
-            entries = self.journal.feed(self.events.seen)
-            if entries:
-                self.events.seen = entries[-1][0]
-            load = functools.partial(self.journal.get, history=False)
-            return self.events.emit(Event(rid, t, seq, load) for seq, rid, t in entries)
+        """Hand what the journal recorded since the last call to the listeners, once each
+        (see :meth:`Events.publish`); the count of entries."""
+        return self.events.publish()
 
     def __repr__(self) -> str:
         return f"Engine({str(self.root)!r})"

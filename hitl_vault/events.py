@@ -10,13 +10,18 @@ transition: telling people is never a reason for a decision not to stand.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from .model import Kind, Request, Status, Transition
+
+if TYPE_CHECKING:
+    from .store import JournalStore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +56,8 @@ class Events:
     Listeners are called one at a time, on the thread that published, in journal order.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, journal: JournalStore) -> None:
+        self.journal = journal
         self._lock = threading.Lock()
         self._listeners: list[tuple[Listener, frozenset[Status] | None]] = []
         self.seen: int | None = None  # the journal position published up to
@@ -61,6 +67,30 @@ class Events:
 
     def __bool__(self) -> bool:
         return bool(self._listeners)
+
+    def listen(self, listener: Listener, statuses: Iterable[Status | str] = ()) -> Listener:
+        """:meth:`add`, hearing what happens from now on (no replay of the journal)."""
+        if not self:
+            self.seen = self.journal.last_seq()
+        return self.add(listener, statuses)
+
+    def publish(self) -> int:
+        """Hand what the journal recorded since the last call to the listeners, once each.
+
+        Called after every operation, and by the daemon after each commit; inside a
+        batch that has not committed yet it waits for the commit. Returns how many
+        entries there were (0 when nobody listens: then nothing is read).
+        """
+        if not self or self.journal.batching:
+            return 0
+        with self.publishing:  # one thread at a time: each entry is handed on once
+            if self.seen is None:
+                self.seen = self.journal.last_seq()
+            entries = self.journal.feed(self.seen)
+            if entries:
+                self.seen = entries[-1][0]
+            load = functools.partial(self.journal.get, history=False)
+            return self.emit(Event(rid, t, seq, load) for seq, rid, t in entries)
 
     def add(self, listener: Listener, statuses: Iterable[Status | str] = ()) -> Listener:
         """Call ``listener`` for every transition into one of ``statuses`` (none: every one)."""
