@@ -73,8 +73,9 @@ class Actions:
         return bool(self._queued or self._running or self._finished)
 
     def queue_if_runnable(self, request_id: str) -> None:
-        if request_id in self._queued or request_id in self._running:
-            return  # queued already (the daemon also hears its own approvals as events)
+        if request_id in self._running:
+            return  # started already (the daemon also hears its own approvals as events)
+        # Read afresh every time: a copy queued inside a commit that failed may be stale.
         request = self.engine.journal.get(request_id, history=False)
         if (
             request is not None

@@ -83,6 +83,7 @@ class Daemon:
         self._wake = threading.Event()
         self._dirty: set[Path] = set()
         self._rescan_wanted = True
+        self._followed: list[tuple[str, Status]] = []  # transitions heard, to act on
         self.retries = Retries()
         self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
         self.actions = Actions(engine, workers, self._wake.set)
@@ -127,6 +128,7 @@ class Daemon:
         if not self._recovered:
             did |= self._guarded("recovering after a restart", self._recover, now)
         did |= self._record_outcomes()
+        self._act_on_followed()
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             rescan, self._rescan_wanted = self._rescan_wanted, False
@@ -146,11 +148,13 @@ class Daemon:
             did |= self._look_safely(notes[start : start + BATCH], now)
             did |= self._record_outcomes()  # a long step leaves none waiting
         did |= self._guarded("expiring requests", self._expire, now)
+        self._act_on_followed()  # what the parts above heard of (another process's approval)
         did |= self._guarded("starting actions", self._claim_and_launch, now)
         did |= self._guarded("writing notes", self._write_due, now)
         did |= self._publish(now)  # what _recover and the parts above recorded
-        if self.engine.notify.targets:  # after the decisions and actions: never before them
-            self._guarded("recording notifications", self.notifier.record, now)
+        # After the decisions and actions, never before them; with no target, only the
+        # position moves (a notify: added later does not tell of what came before it).
+        self._guarded("recording notifications", self.notifier.record, now)
         self._dashboard_stale |= did
         written = self._dashboard_written
         if self._dashboard_stale and (written is None or now >= written + DASHBOARD_EVERY):
@@ -224,10 +228,19 @@ class Daemon:
         return self._guarded(_TELLING, lambda _: self.engine.publish() > 0, now)
 
     def _follow(self, event: Event) -> None:
-        """Act on a transition, whoever made it: run an approval, show it in the note."""
-        if event.status is Status.APPROVED:
-            self.actions.queue_if_runnable(event.request_id)
-        self.quiet.want(event.request_id)
+        """A transition, whoever made it (called on the thread that published): the step acts
+        on it, on the daemon's thread (runs an approval, shows it in the note)."""
+        with self._lock:
+            self._followed.append((event.request_id, event.status))
+        self._wake.set()
+
+    def _act_on_followed(self) -> None:
+        with self._lock:
+            followed, self._followed = self._followed, []
+        for request_id, status in followed:
+            if status is Status.APPROVED:
+                self.actions.queue_if_runnable(request_id)
+            self.quiet.want(request_id)
 
     def _reload_rules(self, now: datetime) -> bool:
         """Load hitl-vault.yaml again; a bad one is flagged and the last good rules stay."""
@@ -429,9 +442,9 @@ class Daemon:
 
     def run(self, once: bool = False) -> None:
         """Hold the vault's daemon lock and run (``once``: catch up and exit)."""
-        lock = DaemonLock(self.engine.root / STATE_DIR / LOCK_FILE).acquire()
         if self.engine.notify.targets:  # like a broken rule: say so and do not start
             self.engine.reload_policy(check_urls=True)
+        lock = DaemonLock(self.engine.root / STATE_DIR / LOCK_FILE).acquire()
         restore = stop_on_signals(self.stop)
         try:
             if once:

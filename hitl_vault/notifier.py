@@ -55,6 +55,7 @@ class Notifier:
         self._reminded: set[str] = set()  # recorded already (the journal also keeps each once)
         self._remind_at: dict[str, datetime | None] = {}  # by the rules below
         self._remind_policy: object = None
+        self._reminding: set[str] = set()  # reminders of this record(), until committed
 
     @property
     def config(self) -> NotifyConfig:
@@ -68,6 +69,10 @@ class Notifier:
         targets = self.config.targets
         start = journal.cursor(CURSOR)
         last = journal.last_seq()
+        if not targets:  # only the position moves: a notify: added later tells of what follows
+            if start != last:
+                journal.enqueue([], now, (CURSOR, last))
+            return False
         items: list[tuple[str, str, str]] = []
         if start is None:  # the first time: what waits now, not the whole history
             items += [
@@ -83,20 +88,19 @@ class Notifier:
                     continue
                 wanting = [t for t in targets if event in t.events]
                 request = journal.get(request_id, history=False) if wanting else None
-                if (
-                    request is not None
-                    and event in DECIDE_EVENTS
-                    and request.status is not (Status.PENDING)
-                ):
+                asked = event in DECIDE_EVENTS
+                if request is not None and asked and request.status is not Status.PENDING:
                     continue  # decided while no daemon ran: nobody is asked to decide it now
                 if request is not None:
                     items += [
                         (request_id, event, t.url) for t in wanting if t.wants(event, request)
                     ]
+        self._reminding = set()
         items += self._reminders(now, targets)
         if not items and start == last:
             return False
         new = journal.enqueue(items, now, (CURSOR, last))
+        self._reminded |= self._reminding
         if new:
             self._wake.set()
         return new > 0
@@ -130,7 +134,7 @@ class Notifier:
                 self.next_reminder = min(self.next_reminder or at, at)
                 continue
             request = self.engine.journal.get(request_id, history=False)
-            self._reminded.add(request_id)
+            self._reminding.add(request_id)  # marked reminded once the outbox has it
             if request is not None and now < expires:
                 items += [
                     (request_id, Event.REMINDER, t.url)
@@ -160,7 +164,11 @@ class Notifier:
                     break
             if self._stop.is_set():
                 break
-            delivered += self._send(item)
+            try:
+                delivered += self._send(item)
+            except Exception:  # a bug, or the journal held too long: the others still go
+                log.exception("%s: error while sending the %s notification", item.request_id,
+                              item.event)  # fmt: skip
         return delivered > 0
 
     def _send(self, item: Outgoing) -> bool:
@@ -180,7 +188,7 @@ class Notifier:
             log.info("%s: told %s (%s)", item.request_id, target.shown, item.event)
             return True
         give_up = now - item.created >= GIVE_UP_AFTER
-        retry = None if give_up else now + min(RETRY_FIRST * 2**item.attempts, RETRY_MAX)
+        retry = None if give_up else now + min(RETRY_FIRST * 2 ** min(item.attempts, 8), RETRY_MAX)
         self.engine.journal.not_sent(item.id, now, error, retry)
         if give_up:
             message = (

@@ -38,7 +38,7 @@ class Retries:
     def path_failed(self, path: Path, now: datetime) -> None:
         n = self._failures.get(path, 0) + 1
         self._failures[path] = n
-        self._at[path] = now + min(RETRY_FIRST * 2 ** (n - 1), RETRY_MAX)
+        self._at[path] = now + min(RETRY_FIRST * 2 ** min(n - 1, 8), RETRY_MAX)
 
     def path_ok(self, path: Path) -> None:
         self._failures.pop(path, None)
