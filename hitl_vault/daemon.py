@@ -22,11 +22,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .actions import Actions
-from .dashboard import write_or_report
+from .dashboard import DashboardWriter
 from .engine import Engine
 from .errors import (
     CatchUpError,
-    JournalUnavailableError,
     RulesError,
 )
 from .events import Event
@@ -44,8 +43,6 @@ from .watcher import Watcher
 log = logging.getLogger(__name__)
 
 RESCAN_EVERY = timedelta(minutes=5)
-# Dashboard.md is rewritten at most this often while the vault is busy (and once it settles).
-DASHBOARD_EVERY = timedelta(seconds=1)
 # Decisions seen in one step are journaled in groups of this many, one fsync each.
 BATCH = 64
 # How long the daemon waits for a journal another process holds before it retries later.
@@ -90,8 +87,7 @@ class Daemon:
         self.notifier = Notifier(engine, clock)
         self.looker = Looker(engine, self.quiet, self.actions, self._publish)
         self._next_rescan: datetime | None = None
-        self._dashboard_stale = True
-        self._dashboard_written: datetime | None = None
+        self.dashboard = DashboardWriter(engine.root, engine.journal)
         self._stopping = False
         self._recovered = False
         # Every transition, once committed, whichever process made it: said in the log
@@ -155,12 +151,7 @@ class Daemon:
         # After the decisions and actions, never before them; with no target, only the
         # position moves (a notify: added later does not tell of what came before it).
         self._guarded("recording notifications", self.notifier.record, now)
-        self._dashboard_stale |= did
-        written = self._dashboard_written
-        if self._dashboard_stale and (written is None or now >= written + DASHBOARD_EVERY):
-            self._write_dashboard(now)
-            self._dashboard_stale = False  # a failed write is tried with the next change
-            self._dashboard_written = now
+        self.dashboard.step(now, changed=did)
         return did
 
     def _look_safely(self, paths: list[Path], now: datetime, *, batch: bool = True) -> bool:
@@ -199,29 +190,11 @@ class Daemon:
 
     def _guarded(self, what: str, work: Callable[[datetime], bool], now: datetime) -> bool:
         """One part of a step; if it fails, the rest of the step goes on and it is tried again."""
-        try:
-            did = work(now)
-        except (OSError, JournalUnavailableError) as e:  # a full disk, a journal held too long
-            log.error("error while %s: %s; trying again shortly", what, e)
-        except Exception:  # a bug: say where, loudly
-            log.exception("unexpected error while %s; trying again shortly", what)
-        else:
-            self.retries.part_ok(what)
-            return did
-        self.retries.part_failed(what, now)
-        return False
+        return self.retries.guarded(what, work, now)
 
     def _retry_later(self, paths: list[Path], now: datetime, error: BaseException) -> None:
         """Look at ``paths`` again after a backoff (0.5 s, doubling, at most every 30 s)."""
-        for path in paths:
-            self.retries.path_failed(path, now)
-        shown = self.engine.notes.rel(paths[0]) + (
-            f" and {len(paths) - 1} more" if len(paths) > 1 else ""
-        )
-        if isinstance(error, OSError | JournalUnavailableError):
-            log.error("%s: %s; trying again shortly", shown, error)
-        else:  # a bug: say where, loudly
-            log.error("%s: unexpected error; trying again shortly", shown, exc_info=error)
+        self.retries.paths_failed(paths, now, error, self.engine.notes.rel)
 
     def _publish(self, now: datetime) -> bool:
         """Tell the listeners what the journal recorded since the last time; True if anything."""
@@ -328,8 +301,8 @@ class Daemon:
             candidates.append(self.quiet.next_at)
         if self.looker.recheck:
             candidates.append(min(self.looker.recheck.values()))
-        if self._dashboard_stale and self._dashboard_written is not None:
-            candidates.append(self._dashboard_written + DASHBOARD_EVERY)
+        if self.dashboard.next_at is not None:
+            candidates.append(self.dashboard.next_at)
         if self._next_rescan is not None:
             candidates.append(self._next_rescan)
         if self.retries.next_at is not None:
@@ -341,11 +314,6 @@ class Daemon:
         if self.notifier.next_reminder is not None:
             candidates.append(self.notifier.next_reminder)
         return min(candidates) if candidates else None
-
-    def _write_dashboard(self, now: datetime) -> None:
-        """Rewrite Dashboard.md (once per change, at most once a second); a dashboard that
-        stays broken is reported with every change it misses."""
-        write_or_report(self.engine.root, self.engine.journal, now)
 
     # --- the loop -----------------------------------------------------------------
 
@@ -374,7 +342,7 @@ class Daemon:
             self._guarded(
                 "sending notifications", lambda _: self.notifier.send_due() > 0, now=self.clock()
             )
-        self._write_dashboard(self.clock())
+        self.dashboard.write(self.clock())
 
     def _retries_left(self) -> bool:
         """``run --once``: paths still worth another look; those tried too often are given up."""

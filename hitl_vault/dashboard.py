@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -143,3 +143,36 @@ def write_or_report(root: Path, journal: JournalStore, now: datetime) -> None:
             e,
             hidden,
         )
+
+
+# Dashboard.md is rewritten at most this often while the vault is busy (and once it settles).
+DASHBOARD_EVERY = timedelta(seconds=1)
+
+
+class DashboardWriter:
+    """The daemon's Dashboard.md: rewritten once per change, at most once a second."""
+
+    def __init__(self, root: Path, journal: JournalStore) -> None:
+        self.root, self.journal = root, journal
+        self._stale = True
+        self._written: datetime | None = None
+
+    def step(self, now: datetime, *, changed: bool) -> None:
+        """After a step: write it if something changed and a second passed since the last."""
+        self._stale |= changed
+        if self._stale and (self._written is None or now >= self._written + DASHBOARD_EVERY):
+            self.write(now)
+            self._stale = False  # a failed write is tried with the next change
+            self._written = now
+
+    def write(self, now: datetime) -> None:
+        """Write it now (:func:`write_or_report`: a dashboard that stays broken is reported
+        with every change it misses)."""
+        write_or_report(self.root, self.journal, now)
+
+    @property
+    def next_at(self) -> datetime | None:
+        """When a pending rewrite is due; None when nothing waits."""
+        if self._stale and self._written is not None:
+            return self._written + DASHBOARD_EVERY
+        return None

@@ -9,8 +9,14 @@ ends, naming it.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+
+from .errors import JournalUnavailableError
+
+log = logging.getLogger(__name__)
 
 # A path whose handling failed is looked at again after this, doubling up to RETRY_MAX.
 RETRY_FIRST = timedelta(milliseconds=500)
@@ -72,3 +78,29 @@ class Retries:
     def waiting(self) -> bool:
         """Whether any retry is still to come."""
         return bool(self._at) or self._soon is not None
+
+    def guarded(self, what: str, work: Callable[[datetime], bool], now: datetime) -> bool:
+        """Run one part of a step; if it fails, say so and try it again soon (RETRY_FIRST)."""
+        try:
+            did = work(now)
+        except (OSError, JournalUnavailableError) as e:  # a full disk, a journal held too long
+            log.error("error while %s: %s; trying again shortly", what, e)
+        except Exception:  # a bug: say where, loudly
+            log.exception("unexpected error while %s; trying again shortly", what)
+        else:
+            self.part_ok(what)
+            return did
+        self.part_failed(what, now)
+        return False
+
+    def paths_failed(
+        self, paths: list[Path], now: datetime, error: BaseException, rel: Callable[[Path], str]
+    ) -> None:
+        """Look at ``paths`` again after their backoff, saying why (loudly for a bug)."""
+        for path in paths:
+            self.path_failed(path, now)
+        shown = rel(paths[0]) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")
+        if isinstance(error, OSError | JournalUnavailableError):
+            log.error("%s: %s; trying again shortly", shown, error)
+        else:  # a bug: say where, loudly
+            log.error("%s: unexpected error; trying again shortly", shown, exc_info=error)
