@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
-import http.server
-import json
 import logging
-import queue
 import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +25,8 @@ from hitl_vault.notify import compose, obsidian_uri
 from hitl_vault.notifyconf import EVENTS, Event, Target, parse_notify, parse_vault_name
 from hitl_vault.rules import Risk
 from hitl_vault.sending import MESSAGE_LIMIT, Message, send
+
+from .receivers import Receiver, free_port, smtp_server
 
 NOTE = "Pending_Approval/20261122T101500Z-payment-7f3a2c.md"
 LINK = "obsidian://open?vault=My%20Vault&file=Pending_Approval%2F20261122T101500Z-payment-7f3a2c.md"
@@ -64,12 +62,6 @@ def parse_error(text: str) -> RulesError:
     with pytest.raises(RulesError) as caught:
         parse(text)
     return caught.value
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the notify: list ----------------------------------------------------------
@@ -347,73 +339,38 @@ def test_values_from_outside_cannot_hide_or_break_lines() -> None:
 # --- real deliveries -----------------------------------------------------------------
 
 
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length", 0))
-        body = self.rfile.read(length)
-        server: Any = self.server
-        server.received.put(Received(self.path, dict(self.headers), body))
-        answer = b'{"id": "x1", "event": "message"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def http_receiver() -> Iterator[tuple[int, queue.Queue[Received]]]:
+def http_receiver() -> Iterator[Receiver]:
     """A real HTTP server on 127.0.0.1 that records each POST."""
-    server: Any = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
-    server.received = queue.Queue()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
+    receiver = Receiver().start()
     try:
-        yield server.server_address[1], server.received
+        yield receiver
     finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
+        receiver.stop()
 
 
 def pending_message() -> Message:
     return compose("pending", a_request(), note=NOTE, vault_name="My Vault", why="big.")
 
 
-def test_json_post_arrives_with_title_body_and_link(
-    http_receiver: tuple[int, queue.Queue[Received]],
-) -> None:
+def test_json_post_arrives_with_title_body_and_link(http_receiver: Receiver) -> None:
     """A json:// target receives one POST with the title, the body and the Obsidian link."""
-    port, received = http_receiver
     message = pending_message()
-    assert send(f"json://127.0.0.1:{port}/hitl/hook", message) is None
-    post = received.get(timeout=10)
+    assert send(f"json://127.0.0.1:{http_receiver.port}/hitl/hook", message) is None
+    [post] = http_receiver.wait_for(1)
     assert post.path == "/hitl/hook"
-    payload = json.loads(post.body)
+    payload = post.payload
     assert payload["title"] == message.title
     assert payload["message"] == message.body
     assert LINK in payload["message"]
 
 
-def test_ntfy_post_arrives_with_topic_title_and_link(
-    http_receiver: tuple[int, queue.Queue[Received]],
-) -> None:
+def test_ntfy_post_arrives_with_topic_title_and_link(http_receiver: Receiver) -> None:
     """An ntfy:// target on a self-hosted server receives the topic, the title and the link."""
-    port, received = http_receiver
     message = pending_message()
-    assert send(f"ntfy://127.0.0.1:{port}/approvals", message) is None
-    post = received.get(timeout=10)
-    payload = json.loads(post.body)
+    assert send(f"ntfy://127.0.0.1:{http_receiver.port}/approvals", message) is None
+    [post] = http_receiver.wait_for(1)
+    payload = post.payload
     assert payload["topic"] == "approvals"
     assert payload["title"] == message.title
     assert LINK in payload["message"]
@@ -422,25 +379,11 @@ def test_ntfy_post_arrives_with_topic_title_and_link(
 
 def test_mailto_delivers_a_real_email_to_a_local_smtp_server() -> None:
     """A mailto:// target sends a plain-text e-mail through a plain, no-auth SMTP server."""
-    from aiosmtpd.controller import Controller
-
-    received: queue.Queue[bytes] = queue.Queue()
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            received.put(envelope.content)
-            return "250 OK"
-
-    port = free_port()
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server() as (port, received):
         message = pending_message()
         url = f"mailto://127.0.0.1:{port}?from=hitl@example.com&to=alice@example.com"
         assert send(url, message) is None
         mail = email.message_from_bytes(received.get(timeout=10), policy=email.policy.default)
-    finally:
-        controller.stop()
     assert mail["Subject"] == message.title
     assert mail["To"] == "alice@example.com"
     text: Any = mail.get_body(preferencelist=("plain",))

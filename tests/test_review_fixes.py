@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import re
 import socket
 import threading
@@ -19,6 +18,7 @@ from hitl_vault.errors import JournalUnavailableError, RulesError
 from hitl_vault.lock import daemon_running
 
 from .helpers import Clock, set_status
+from .receivers import Receiver
 
 REFUSED = "json://127.0.0.1:9/hook"  # the discard port: nothing listens, refused at once
 
@@ -29,30 +29,6 @@ def _notify(vault_path: Path, entries: str, defaults: str = "") -> None:
     if defaults:
         text = text.replace("\ndefaults:\n", f"\ndefaults:\n{defaults}", 1)
     rules.write_text(text + "\nnotify:\n" + entries)
-
-
-@contextmanager
-def _receiver() -> Iterator[tuple[int, list[bytes]]]:
-    got: list[bytes] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            got.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
-        yield server.server_address[1], got
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_an_approval_saved_again_after_a_failed_commit_runs_the_params_approved(
@@ -112,8 +88,8 @@ def test_a_target_down_for_many_tries_never_stops_the_others(
 ) -> None:
     """Fifty failed tries of one target (past where the backoff overflowed) and the other
     target still hears of the next request."""
-    with _receiver() as (port, got):
-        _notify(vault_path, f"  - url: {REFUSED}\n  - url: json://127.0.0.1:{port}/hook\n")
+    with Receiver().start() as receiver:
+        _notify(vault_path, f"  - url: {REFUSED}\n  - url: json://127.0.0.1:{receiver.port}/hook\n")
         with Vault(vault_path, clock=clock) as vault, Daemon(vault.engine, clock=clock) as daemon:
             vault.submit("payment", {"amount": 5000})
             daemon.run_once(clock.now)
@@ -128,7 +104,7 @@ def test_a_target_down_for_many_tries_never_stops_the_others(
             vault.submit("payment", {"amount": 6000})
             daemon.run_once(clock.now)
             daemon.notifier.send_due()
-            assert len(got) == 2
+            assert len(receiver.wait_for(2)) == 2
 
 
 def test_a_reminder_whose_recording_failed_is_recorded_on_the_next_step(
