@@ -214,7 +214,6 @@ class Notifier:
         return compose(
             event, request, note=note, why=why,
             vault_name=self.config.vault_name or self.engine.root.name,
-            context=request.context or "",
         )  # fmt: skip
 
     # --- the background thread ----------------------------------------------------------

@@ -180,8 +180,9 @@ def stop(proc: subprocess.Popen[bytes], pipes: Pipes, tag: bytes) -> int:
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    if sys.platform == "win32":  # never called there: see _stop_tree
-        raise NotImplementedError("process groups are stopped with _stop_tree on Windows")
+    if sys.platform == "win32":  # no process groups to signal: the process itself (stop()
+        proc.terminate()  # uses _stop_tree there, which also ends what it started)
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
         os.killpg(proc.pid, sig)  # the pgid is the pid: start_new_session made it a leader
 
