@@ -21,7 +21,7 @@ from .errors import RulesError
 from .model import Kind, Request, Status
 from .notify import compose
 from .notifyconf import DECIDE_EVENTS, EVENT_OF_STATUS, Event, NotifyConfig, Target
-from .rules import Proposal
+from .rules import Proposal, Ruling
 from .sending import Message, send
 from .store import Outgoing
 
@@ -55,7 +55,6 @@ class Notifier:
         self._reminded: set[str] = set()  # recorded already (the journal also keeps each once)
         self._remind_at: dict[str, datetime | None] = {}  # by the rules below
         self._remind_policy: object = None
-        self._reminding: set[str] = set()  # reminders of this record(), until committed
 
     @property
     def config(self) -> NotifyConfig:
@@ -95,29 +94,32 @@ class Notifier:
                     items += [
                         (request_id, event, t.url) for t in wanting if t.wants(event, request)
                     ]
-        self._reminding = set()
-        items += self._reminders(now, targets)
+        reminders, reminded = self._reminders(now, targets)
+        items += reminders
         if not items and start == last:
             return False
         new = journal.enqueue(items, now, (CURSOR, last))
-        self._reminded |= self._reminding
+        self._reminded |= reminded  # only once the outbox has them
         if new:
             self._wake.set()
         return new > 0
 
-    def _reminders(self, now: datetime, targets: tuple[Target, ...]) -> list[tuple[str, str, str]]:
-        """One reminder per pending request and target at ``expires - remind_before``; also
-        sets :attr:`next_reminder`, when the daemon must look again."""
+    def _reminders(
+        self, now: datetime, targets: tuple[Target, ...]
+    ) -> tuple[list[tuple[str, str, str]], set[str]]:
+        """One reminder per pending request and target at ``expires - remind_before``, and the
+        requests they remind of; also sets :attr:`next_reminder`, when to look again."""
         reminding = [t for t in targets if Event.REMINDER in t.events]
         self.next_reminder = None
         policy = self.engine.policy
         if not reminding or not (
             policy.defaults.remind_before or any(r.remind_before for r in policy.rules)
         ):
-            return []
+            return [], set()
         if policy is not self._remind_policy:  # rules changed: work the times out again
             self._remind_at, self._remind_policy = {}, policy
         items: list[tuple[str, str, str]] = []
+        reminded: set[str] = set()
         waiting = self.engine.journal.expiring()
         live = {request_id for request_id, _ in waiting}  # forget what was decided since
         self._reminded &= live
@@ -134,23 +136,27 @@ class Notifier:
                 self.next_reminder = min(self.next_reminder or at, at)
                 continue
             request = self.engine.journal.get(request_id, history=False)
-            self._reminding.add(request_id)  # marked reminded once the outbox has it
+            reminded.add(request_id)
             if request is not None and now < expires:
                 items += [
                     (request_id, Event.REMINDER, t.url)
                     for t in reminding
                     if t.wants(Event.REMINDER, request)
                 ]
-        return items
+        return items, reminded
 
     def _remind_time(self, request_id: str, expires: datetime) -> datetime | None:
         """When the request's reminder is due, by the rules in force (None: no reminder)."""
         request = self.engine.journal.get(request_id, history=False)
         if request is None:
             return None
-        proposal = Proposal(request.action, request.params, request.summary, request.requested_by)
-        before = self.engine.policy.evaluate(proposal, self.engine.functions).remind_before
+        before = self._ruling(request).remind_before
         return None if before is None else expires - before
+
+    def _ruling(self, request: Request) -> Ruling:
+        """What the rules in force say of the request as it stands."""
+        proposal = Proposal(request.action, request.params, request.summary, request.requested_by)
+        return self.engine.policy.evaluate(proposal, self.engine.functions)
 
     # --- sending --------------------------------------------------------------------
 
@@ -209,8 +215,7 @@ class Notifier:
         # Where the note is, or is about to be: a daemon moves it once it is quiet.
         name = request.path.name if request.path else f"{request.id}.md"
         note = f"{request.status.folder}/{name}"
-        proposal = Proposal(request.action, request.params, request.summary, request.requested_by)
-        why = self.engine.policy.evaluate(proposal, self.engine.functions).explanation
+        why = self._ruling(request).explanation
         return compose(
             event, request, note=note, why=why,
             vault_name=self.config.vault_name or self.engine.root.name,
