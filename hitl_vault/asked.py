@@ -5,13 +5,14 @@ from __future__ import annotations
 import getpass
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from .durable import MAX_NOTE_BYTES
 from .errors import UsageError
 from .model import Request, Status, Transition
+from .quorum import Plan
 from .render import one_line
 from .rules import Decision, Policy, Proposal, RuleMatch, pinned
 
@@ -86,6 +87,7 @@ class Asked:
     request: Request
     matches: tuple[RuleMatch, ...]
     pinned: Mapping[str, Any]
+    plan: Plan = field(default_factory=Plan)
 
     def with_id(self, make_id: Callable[[str, datetime], str]) -> Request:
         from dataclasses import replace
@@ -107,10 +109,12 @@ def ask(
     pending until the shortest timeout asked or ruled, approved or rejected at once."""
     ruling = policy.evaluate(proposal, code=code)
     status = _OUTCOME[ruling.decision]
-    expires = None
+    expires = escalate_at = None
     if status is Status.PENDING:
         limits = [d for d in (asked_timeout, ruling.timeout) if d is not None]
         expires = now + (min(limits) if limits else policy.defaults.timeout)
+        if ruling.plan.escalate_after is not None and now + ruling.plan.escalate_after < expires:
+            escalate_at = now + ruling.plan.escalate_after
     reason = ruling.reason if status is Status.REJECTED else ""
     params = proposal.params
     first = Transition(now, None, status, proposal.requested_by, reason, (f"rule {ruling.rule}",))
@@ -130,6 +134,7 @@ def ask(
         decided_at=now if status is not Status.PENDING else None,
         carried_by_requester=carried_by_requester,
         context=context,
+        escalate_at=escalate_at,
         history=(first,),
     )
-    return Asked(request, ruling.matches, pinned(code))
+    return Asked(request, ruling.matches, pinned(code), ruling.plan)

@@ -209,9 +209,10 @@ def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
     vault = _open(ctx)
     with _errors(), vault:
         requests = vault.list(status=status)
-    if as_json:
-        _echo_json([listed_json(r) for r in requests])
-        return
+        if as_json:
+            full = [vault.get(r.id) for r in requests]
+            _echo_json([listed_json(r, vault.votes(r.id)) for r in full])
+            return
     if not requests:
         click.echo("no requests")
     for r in requests:
@@ -230,7 +231,8 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         where = request.path.relative_to(vault.root).as_posix() if request.path else "(no note)"
         uid = vault.decided_uid(request_id)
         params, sha, edited = vault.params_to_run(request_id)
-    data = {**request_json(request), "decided_uid": uid, "params": params, "params_sha": sha}
+        votes = vault.votes(request_id)
+    data = {**request_json(request, votes), "decided_uid": uid, "params": params, "params_sha": sha}
     if edited:
         data["edited_in_note"] = edited
     if as_json:
@@ -244,6 +246,11 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         if data[key] not in (None, ""):
             click.echo(f"{key + ':':<14}{data[key]}")
     click.echo(f"{'note:':<14}{where}")
+    if votes.plan.by_votes:
+        cast = ", ".join(f"{n} {v or '(not yet)'}" for n, v in data["votes"].items())
+        click.echo(f"{'votes:':<14}{cast or '(none yet)'}")
+        if request.status is Status.PENDING:
+            click.echo(f"{'needed:':<14}{votes.progress()}")
     if edited:
         click.echo(f"{'edited:':<14}since it was asked for: {edited}")
     click.echo(f"params (sha256 {sha[:16]}):")
@@ -272,6 +279,9 @@ def _decision_command(
         vault = _open(ctx)
         with _errors(), vault:
             request = method(vault)(request_id, by=by, reason=reason, **kw)
+            if request.status is Status.PENDING:  # one vote of several: say what is missing
+                click.echo(f"{request.id} pending: {vault.votes(request.id).progress()}")
+                return
         click.echo(f"{request.id} {request.status}")
         if name == "approve" and request.status is not Status.APPROVED:
             click.echo(f"not approved: {request.reason}", err=True)

@@ -13,13 +13,17 @@ from .asked import MAX_CONTEXT
 from .errors import UsageError
 from .model import Request, Status
 from .noteyaml import quoted_text
+from .quorum import Count
 from .render import _NOT_PRINTABLE_ASCII, _visible, history_line
 from .rules import Ruling
 from .times import format_duration, format_ts
 
 
-def request_json(request: Request) -> dict[str, Any]:
-    """The stable JSON form used by ``--json`` (documented in the README)."""
+def request_json(request: Request, votes: Count | None = None) -> dict[str, Any]:
+    """The stable JSON form used by ``--json`` (documented in the README).
+
+    ``votes``: where its votes stand (:meth:`Vault.votes`), for ``votes``, ``stage`` and
+    the ``approvers`` who may still approve (null: anyone)."""
 
     def ts(value: datetime | None) -> str | None:
         return format_ts(value) if value else None
@@ -43,7 +47,21 @@ def request_json(request: Request) -> dict[str, Any]:
         "error": request.error,
         "path": str(request.path) if request.path else None,
         "context": request.context,
+        **(votes_json(request, votes) if votes is not None else {}),
         "history": [history_line(t)[2:] for t in request.history],
+    }
+
+
+def votes_json(request: Request, votes: Count) -> dict[str, Any]:
+    """``votes`` (name → approved | rejected | null), ``stage``, ``approvers`` still needed."""
+    pending = request.status is Status.PENDING
+    waiting = votes.waiting_for() if pending else []
+    shown: dict[str, str | None] = dict.fromkeys(waiting or ())
+    shown |= {t.by: str(t.to_status) for t in request.votes()}
+    return {
+        "votes": shown,
+        "stage": votes.stage_name if pending else None,
+        "approvers": waiting,
     }
 
 
@@ -151,8 +169,8 @@ def outcome(request: Request) -> str:
     return f"{request.status} by {who}" + (f": {reason}" if reason else " (no reason given)")
 
 
-def listed_json(request: Request) -> dict[str, Any]:
-    data = request_json(request)
+def listed_json(request: Request, votes: Count | None = None) -> dict[str, Any]:
+    data = request_json(request, votes)
     del data["history"]
     return data
 

@@ -144,6 +144,7 @@ class Daemon:
             did |= self._look_safely(notes[start : start + BATCH], now)
             did |= self._record_outcomes()  # a long step leaves none waiting
         did |= self._guarded("expiring requests", self._expire, now)
+        did |= self._guarded("escalating requests", self._escalate, now)
         self._act_on_followed()  # what the parts above heard of (another process's approval)
         did |= self._guarded("starting actions", self._claim_and_launch, now)
         did |= self._guarded("writing notes", self._write_due, now)
@@ -233,6 +234,13 @@ class Daemon:
             self.actions.queue_if_runnable(request_id)
         return True
 
+    def _escalate(self, now: datetime) -> bool:
+        due = self.engine.journal.escalating(before=now)
+        for request_id in due:
+            if self.engine.escalate(request_id, now) is not None:
+                self.quiet.want(request_id)
+        return bool(due)
+
     def _expire(self, now: datetime) -> bool:
         due = self.engine.journal.expiring(before=now)
         for request_id, _ in due:
@@ -294,9 +302,9 @@ class Daemon:
 
     def _next_deadline(self) -> datetime | None:
         candidates: list[datetime] = []
-        expiry = self.engine.journal.next_expiry()
-        if expiry is not None:
-            candidates.append(expiry)
+        for due in (self.engine.journal.next_expiry(), self.engine.journal.next_escalation()):
+            if due is not None:
+                candidates.append(due)
         if self.quiet.next_at is not None:
             candidates.append(self.quiet.next_at)
         if self.looker.recheck:

@@ -40,6 +40,7 @@ from .notefile import read_note
 from .notestate import describe_changes, explanation, line_number
 from .notifyconf import NotifyConfig, read_notify_config
 from .params import check_expected, clean_params, note_params, params_sha
+from .quorum import Count, count
 from .reconcile import Reconciler
 from .render import one_line, render_new_note
 from .rules import Policy, Proposal, RuleFunction, Ruling, code_matches
@@ -47,7 +48,7 @@ from .rulesfile import parse_policy, rules_text
 from .store import JournalStore
 from .times import parse_duration, utcnow
 from .trust import UntrustedVaultError, check_vault, raise_for
-from .verdict import judge_run
+from .verdict import counted, judge_run
 from .waiting import Waiting
 
 log = logging.getLogger(__name__)
@@ -197,9 +198,15 @@ class Engine:
             carried_by_requester=carried_by_requester, context=context,
         )  # fmt: skip
         explained = explanation(asked.matches, asked.request.rule)
+        plan = asked.plan
+        first = count(plan, (), requester=asked.request.requested_by)
+        names = sorted(first.waiting_for() or ()) if plan.by_votes else []
+        waiting = (
+            first.progress() if plan.by_votes and asked.request.status is Status.PENDING else None
+        )
         for attempt in range(5):
             request = asked.with_id(self._ids)
-            text = render_new_note(request, explained)
+            text = render_new_note(request, explained, names, waiting)
             check_size(text)
             try:
                 where = f"{request.status.folder}/{request.id}.md"
@@ -296,6 +303,10 @@ class Engine:
             raise IllegalTransitionError(request_id, self.get(request_id).status, to)
         return self.get(request_id)
 
+    def votes(self, request: Request) -> Count:
+        """Who decides ``request`` under the rules in force and where its votes stand."""
+        return counted(self.notes.plan(request), request)
+
     def cancel(self, request_id: str, by: str | None = None) -> Request:
         """Withdraw a pending request."""
         request = self.get(request_id)
@@ -337,11 +348,24 @@ class Engine:
             if finding is not None and finding.acted is not None:
                 self.show_in_note(request_id, now)
                 return self.get(request_id)
+        if request.status is Status.PENDING and request.escalate_at and request.escalate_at <= now:
+            if self.escalate(request_id, now) is not None:
+                self.show_in_note(request_id, now)
+            request = self.get(request_id)
         if request.status is Status.PENDING and request.expires and request.expires <= now:
             if self.expire(request_id, now) is not None:
                 self.show_in_note(request_id, now)
             return self.get(request_id)
         return request
+
+    def escalate(self, request_id: str, now: datetime) -> Transition | None:
+        """Nobody decided by ``escalate_after``: ``escalate_to`` may decide too (None: it
+        was decided, or escalated, first)."""
+        request = self.get(request_id)
+        names = sorted(self.notes.plan(request).escalate_to)
+        t = self.journal.record_escalation(request_id, now, "to " + (", ".join(names) or "nobody"))
+        self.publish()
+        return t
 
     def expire(self, request_id: str, now: datetime) -> Transition | None:
         """pending → timed_out, unless it was decided first (then None)."""

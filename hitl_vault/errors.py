@@ -93,17 +93,28 @@ class IllegalTransitionError(VaultError):
         )
 
 
-class NotAnApproverError(VaultError):
+class DecisionRefusedError(VaultError):
+    """A person's decision or vote does not count (who they are, a missing reason, the
+    order of stages); nothing was recorded."""
+
+    def __init__(self, request_id: str, who: str, problem: str) -> None:
+        self.request_id = request_id
+        self.who = who
+        self.problem = problem
+        super().__init__(f"request {request_id}: {problem}")
+
+
+class NotAnApproverError(DecisionRefusedError):
     """Someone outside a rule's ``approvers`` tried to decide."""
 
     def __init__(self, request_id: str, who: str, approvers: frozenset[str], rule: str) -> None:
-        self.request_id = request_id
-        self.who = who
         self.approvers = approvers
         names = ", ".join(sorted(approvers)) or "nobody"
         super().__init__(
-            f"request {request_id}: {who or 'an unnamed person'} may not decide it; "
-            f"rule {rule} allows {names} (decide with --by NAME / by=NAME as one of them)"
+            request_id,
+            who,
+            f"{who or 'an unnamed person'} may not decide it; "
+            f"rule {rule} allows {names} (decide with --by NAME / by=NAME as one of them)",
         )
 
 

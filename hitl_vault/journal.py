@@ -47,6 +47,7 @@ _ADDED_COLUMNS = (
     ("requests", "pinned", "TEXT"),
     ("requests", "params_created", "TEXT"),
     ("requests", "context", "TEXT"),
+    ("requests", "escalate_at", "TEXT"),
 )
 # Fields a transition may set on the request row.
 _SETTABLE = frozenset(
@@ -250,8 +251,8 @@ class Journal(Bookkeeping, Outbox, JournalReader):
             db.execute(
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
                 "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
-                "reason, decided_at, path, carried_by_requester, pinned, params_created, context) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "reason, decided_at, path, carried_by_requester, pinned, params_created, context, "
+                "escalate_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     request.id,
                     request.action,
@@ -273,6 +274,7 @@ class Journal(Bookkeeping, Outbox, JournalReader):
                     json.dumps(dict(pinned)) if pinned else None,
                     json.dumps(dict(request.params), ensure_ascii=False),
                     request.context,
+                    format_ts(request.escalate_at) if request.escalate_at else None,
                 ),
             )
             for t in request.history:
@@ -350,6 +352,36 @@ class Journal(Bookkeeping, Outbox, JournalReader):
                 (json.dumps(dict(params), ensure_ascii=False), request_id),
             )
             self._append(db, request_id, t, sha)
+            return t
+
+    def record_vote(
+        self, request_id: str, *, at: datetime, by: str, approve: bool, reason: str, count: str
+    ) -> Transition | None:
+        """One person's vote on a pending request (``count``: ``1 of 2``); the status stays
+        until :meth:`transition` says otherwise. None when it is no longer pending."""
+        to = Status.APPROVED if approve else Status.REJECTED
+        t = Transition(at, Status.PENDING, to, by, reason, (count,), kind=Kind.VOTED)
+        return self._pending_entry(request_id, t)
+
+    def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
+        """Nobody decided in time: ``to`` (names) may decide too. None when no longer pending
+        (or escalated already)."""
+        t = Transition(at, Status.PENDING, Status.PENDING, "hitl-vault", "", (to,), Kind.ESCALATED)
+        return self._pending_entry(request_id, t, "AND escalate_at IS NOT NULL")
+
+    def _pending_entry(self, request_id: str, t: Transition, where: str = "") -> Transition | None:
+        with self._write() as db:
+            row = db.execute(
+                f"SELECT status FROM requests WHERE id = ? {where}", (request_id,)
+            ).fetchone()
+            if row is None or Status(row[0]) is not Status.PENDING:
+                return None
+            db.execute(
+                "UPDATE requests SET note_sha = NULL, escalate_at = CASE WHEN ? THEN NULL "
+                "ELSE escalate_at END WHERE id = ?",
+                (t.kind is Kind.ESCALATED, request_id),
+            )
+            self._append(db, request_id, t, None)
             return t
 
     def record_ignored(self, request_id: str, at: datetime, details: tuple[str, ...]) -> Transition:

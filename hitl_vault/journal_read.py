@@ -19,7 +19,7 @@ from .times import format_ts, parse_ts
 REQUEST_COLUMNS = (
     "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
     "decided_by, reason, decided_at, executed_at, result, error, path, carried_by_requester, "
-    "context"
+    "context, escalate_at"
 )
 
 
@@ -43,7 +43,7 @@ class JournalReader:
     def _request(self, row: tuple[Any, ...], history: tuple[Transition, ...] = ()) -> Request:
         (rid, action, status, summary, risk, rule, by, created, expires, params) = row[:10]
         (decided_by, reason, decided_at, executed_at, result, error, path, requester) = row[10:18]
-        context = row[18]
+        context, escalate_at = row[18:20]
         return Request(
             id=rid,
             status=Status(status),
@@ -64,6 +64,7 @@ class JournalReader:
             path=Path(path) if path else None,
             carried_by_requester=bool(requester),
             context=context,
+            escalate_at=parse_ts(escalate_at) if escalate_at else None,
             history=history,
         )
 
@@ -187,6 +188,23 @@ class JournalReader:
         with self._lock:
             rows = self._db.execute(query, args).fetchall()
         return [(rid, parse_ts(exp)) for rid, exp in rows]
+
+    def escalating(self, before: datetime) -> list[str]:
+        """Pending requests whose escalation is due at ``before``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM requests WHERE status = 'pending' AND escalate_at IS NOT NULL "
+                "AND escalate_at <= ? ORDER BY escalate_at",
+                (format_ts(before),),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def next_escalation(self) -> datetime | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(escalate_at) FROM requests WHERE status = 'pending'"
+            ).fetchone()
+        return parse_ts(row[0]) if row and row[0] else None
 
     def next_expiry(self) -> datetime | None:
         with self._lock:

@@ -92,6 +92,8 @@ class Kind(StrEnum):
     TRANSITION = "transition"  # the request moved from one status to another
     IGNORED = "ignored"  # a status typed in the note was not acted on; the status was kept
     EDITED = "edited"  # params edited in a pending note, before any decision
+    VOTED = "voted"  # one person's vote (to_status: approved or rejected); the status stays
+    ESCALATED = "escalated"  # nobody decided in time: escalate_to may decide too
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,10 @@ class Transition:
             return f"kept {self.to_status}"
         if self.kind is Kind.EDITED:
             return "params edited"
+        if self.kind is Kind.VOTED:
+            return f"{self.by} {self.to_status}"
+        if self.kind is Kind.ESCALATED:
+            return "escalated"
         return f"{self.from_status or 'created'} → {self.to_status}"
 
     @property
@@ -150,7 +156,24 @@ class Request:
     carried_by_requester: bool = False
     # Free text from the requester for the approver: why it asks (``## Context`` in the note).
     context: str | None = None
+    # When nobody having decided by then escalates it (``escalate_after``); None: never/done.
+    escalate_at: datetime | None = None
     history: tuple[Transition, ...] = field(default=(), compare=False)
+
+    @property
+    def escalated(self) -> bool:
+        return any(t.kind is Kind.ESCALATED for t in self.history)
+
+    def votes(self) -> list[Transition]:
+        """The votes recorded for the params as they stand: an edit of the params after a
+        vote means that vote was for other params, and it no longer counts."""
+        found: list[Transition] = []
+        for t in self.history:
+            if t.kind is Kind.EDITED:
+                found = []
+            elif t.kind is Kind.VOTED:
+                found.append(t)
+        return found
 
 
 ACTION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import NoteError
 from .notefile import BOM, Note, _content, _find_key, parse_note
+from .notestate import read_vote
 from .noteyaml import reads_as, yaml_scalar
 from .times import parse_ts
 
@@ -45,12 +46,58 @@ def _normalise(value: Any) -> Any:
     return parse_ts(value) if isinstance(value, datetime) else value
 
 
+_VOTE_LINE = re.compile(r"([ \t]+)([^\s:#][^:#]*?)[ \t]*:(?:[ \t]|$)")
+
+
+def _set_votes(
+    note: Note, lines: list[str], fm_end: int, votes: Mapping[str, str]
+) -> tuple[list[str], int]:
+    """The ``votes:`` map showing ``votes`` (name: ``approved``/``rejected``/empty): a line
+    whose vote reads differently is rewritten, a missing one added; other lines stay."""
+    nl = note.newline
+    index = _find_key(lines, fm_end, "votes")
+    have = note.meta.get("votes")
+    if index is None:
+        lines[fm_end:fm_end] = ["votes:" + nl]
+        index, fm_end = fm_end, fm_end + 1
+    elif _content(lines[index]).split(":", 1)[1].strip():  # votes: {} or a one-line map
+        kept = [f"  {k}: {yaml_scalar(v)}".rstrip() + nl for k, v in (have or {}).items()]
+        lines[index : index + 1] = ["votes:" + nl, *kept]
+        fm_end += len(kept)
+    stop = _field_span(lines, index, fm_end)
+    indent = "  "
+    at: dict[str, int] = {}
+    for i in range(index + 1, stop):
+        m = _VOTE_LINE.match(_content(lines[i]))
+        if m:
+            indent = m.group(1)
+            at[m.group(2).strip()] = i
+    current = have if isinstance(have, dict) else {}
+    new: list[str] = []
+    for name, value in votes.items():
+        line = f"{indent}{name}: {value}".rstrip() + nl
+        if name not in at:
+            new.append(line)
+        elif not _same_vote(current.get(name), value):
+            lines[at[name]] = line
+    lines[stop:stop] = new
+    return lines, fm_end + len(new)
+
+
+def _same_vote(have: Any, want: str) -> bool:
+    try:
+        return read_vote(have)[0] == read_vote(want)[0]
+    except ValueError:
+        return False
+
+
 def edit_note(
     note: Note,
     fields: Mapping[str, Any] | None = None,
     history: Iterable[str] = (),
     callouts: tuple[Sequence[list[str]], list[str]] | None = None,
     table: list[str] | None = None,
+    votes: Mapping[str, str] | None = None,
 ) -> bytes:
     """New bytes for ``note``: ``fields`` set, ``history`` lines appended, nothing else changed.
 
@@ -77,6 +124,10 @@ def edit_note(
         ending = nl if lines[stop - 1].endswith("\n") else ""
         lines[index:stop] = [rendered + comment + (ending or nl)]
         fm_end -= stop - index - 1
+    if not isinstance(note.meta.get("votes", {}), dict | None):
+        votes = None  # not a map: flagged under Needs attention, never written over
+    if votes:
+        lines, fm_end = _set_votes(note, lines, fm_end, votes)
     if callouts is not None:
         candidates, new = callouts
         for old in candidates:
@@ -121,7 +172,7 @@ def edit_note(
             lines[last + 1 : last + 1] = extra
     text = (BOM if note.bom else "") + "".join(lines)
     data = text.encode("utf-8")
-    _check_edit(note, data, fields)
+    _check_edit(note, data, fields, votes or {})
     return data
 
 
@@ -151,7 +202,9 @@ def _find_block(lines: Sequence[str], fm_end: int, block: Sequence[str]) -> int 
     return None
 
 
-def _check_edit(note: Note, data: bytes, fields: Mapping[str, Any]) -> None:
+def _check_edit(
+    note: Note, data: bytes, fields: Mapping[str, Any], votes: Mapping[str, str]
+) -> None:
     """Re-parse an edit: the fields we set read back as set, every other key as before."""
     try:
         after = parse_note(data, note.where)
@@ -162,7 +215,25 @@ def _check_edit(note: Note, data: bytes, fields: Mapping[str, Any]) -> None:
             "check the frontmatter by hand; hitl-vault left the note as it was",
             e.line,
         ) from None
+    shown: Any = after.meta.get("votes") if votes else None
+    if votes and not (
+        isinstance(shown, dict) and all(_same_vote(shown.get(n), v) for n, v in votes.items())
+    ):
+        raise NoteError(
+            note.where,
+            "the votes: map did not read back as written",
+            "check the frontmatter layout near votes:; the note was left as it was",
+        )
     for key, value in note.meta.items():
+        if key == "votes" and votes and isinstance(shown, dict):
+            before = value if isinstance(value, dict) else {}
+            if any(shown.get(k) != v for k, v in before.items() if k not in votes):
+                raise NoteError(
+                    note.where,
+                    "an update would change someone else's vote",
+                    "check the frontmatter layout near votes:; the note was left as it was",
+                )
+            continue
         if key not in fields and _normalise(after.meta.get(key)) != _normalise(value):
             raise NoteError(
                 note.where,

@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .errors import NoteError
 from .layout import REQUEST_FOLDERS
 from .model import Kind, Request, Status
 from .notefile import Note
@@ -40,6 +41,51 @@ def read_status_word(word: str) -> Status | None:
         return Status(text)
     except ValueError:
         return None
+
+
+VOTES_FIX = (
+    "under votes:, write approved or rejected after your name, a reason after a comma "
+    "if you like (bob: rejected, not this week)"
+)
+
+
+def read_vote(value: Any) -> tuple[Status | None, str]:
+    """A ``votes:`` line's value: the decision (None: none yet) and the reason after it.
+
+    ``approved``, ``Yes``, ``rejected, budget frozen``, ``no - not now``; raises ValueError
+    for anything else."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, ""
+    if isinstance(value, bool):  # YAML 1.1 reads yes/no as booleans
+        return (Status.APPROVED if value else Status.REJECTED), ""
+    if not isinstance(value, str):
+        raise ValueError(value)
+    word, _, reason = value.strip().partition(" ")
+    word, comma, rest = word.partition(",")
+    status = _HUMAN_WORDS.get(word.strip().lower())
+    if status is None:
+        raise ValueError(value)
+    reason = (rest + " " + reason) if comma else reason
+    return status, reason.strip().lstrip(",;:-—–").strip()
+
+
+def note_votes(note: Note) -> dict[str, tuple[Status | None, str]]:
+    """Each name's vote in the note's ``votes:`` map ({} when there is none); NoteError
+    naming the line for a map or a vote that cannot be read."""
+    raw = note.meta.get("votes")
+    if raw is None:
+        return {}
+    line = line_number(note, "votes")
+    if not isinstance(raw, dict):
+        raise NoteError(note.where, "votes: is not a map of name: vote lines", VOTES_FIX, line)
+    found: dict[str, tuple[Status | None, str]] = {}
+    for name, value in raw.items():
+        try:
+            found[str(name)] = read_vote(value)
+        except ValueError:
+            problem = f"votes: {name}: {str(value)[:40]!r} is not a vote"
+            raise NoteError(note.where, problem, VOTES_FIX, line) from None
+    return found
 
 
 def is_candidate(rel: Path) -> bool:

@@ -45,6 +45,11 @@ class NoteSync(ABC):
         """Journal the decision a note shows before it is written over; the problem that kept
         it from counting, or None."""
 
+    def approval_view(self, request: Request) -> tuple[dict[str, str] | None, list[str]]:
+        """The ``votes:`` lines a note decided by votes shows, and what its callout says is
+        still needed (now first, then earlier texts); (None, []) when one person decides."""
+        return None, []
+
     def rel(self, path: Path) -> str:
         try:
             return path.relative_to(self.root).as_posix()
@@ -129,14 +134,19 @@ class NoteSync(ABC):
         missing = [history_line(t) for t in request.history if t.key not in have]
         edits = [t.details[0] for t in request.history if t.kind is Kind.EDITED and t.details]
         shown = edits[-1] if edits and request.status is Status.PENDING else None
-        new_callout = callout(request.status, request.expires, request.rule, request.reason, shown)
+        votes, waits = self.approval_view(request)
+        now_waiting = waits[0] if waits and request.status is Status.PENDING else None
+        new_callout = callout(
+            request.status, request.expires, request.rule, request.reason, shown, now_waiting
+        )
         olds = [
-            callout(s, request.expires, request.rule, request.reason, e)
+            callout(s, request.expires, request.rule, request.reason, e, w)
             for e in (None, *edits)
             for s in Status
+            for w in (None, *dict.fromkeys(waits))
         ]
         table = details_table(request.params)
-        data = edit_note(note, fields, missing, (olds, new_callout), table)
+        data = edit_note(note, fields, missing, (olds, new_callout), table, votes)
         dest = self.root / request.status.folder / path.name
         if data == note.raw and dest == path:
             self.journal.unflag(where)
@@ -166,7 +176,12 @@ class NoteSync(ABC):
         path = self.root / request.status.folder / f"{request.id}.md"
         path.parent.mkdir(exist_ok=True)
         ruling_text = f"Matched rule `{request.rule}`."
-        text = render_new_note(request, ruling_text)
+        votes, waits = self.approval_view(request)
+        pending = request.status is Status.PENDING and bool(waits)
+        text = render_new_note(
+            request, ruling_text, [n for n, v in (votes or {}).items() if not v],
+            waits[0] if pending else None,
+        )  # fmt: skip
         data = text.encode("utf-8")
         try:
             write_note(path, data, None, self.rel(path))

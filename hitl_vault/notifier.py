@@ -82,8 +82,13 @@ class Notifier:
             ]
         elif start < last:
             for _, request_id, step in journal.feed(start):
-                event = EVENT_OF_STATUS.get(step.to_status)
-                if step.kind is not Kind.TRANSITION or event is None:
+                if step.kind is Kind.ESCALATED:
+                    event: Event | None = Event.ESCALATED
+                elif step.kind is Kind.TRANSITION:
+                    event = EVENT_OF_STATUS.get(step.to_status)
+                else:
+                    continue
+                if event is None:
                     continue
                 wanting = [t for t in targets if event in t.events]
                 request = journal.get(request_id, history=False) if wanting else None

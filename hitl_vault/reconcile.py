@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .durable import interrupted_move, read_file
-from .errors import NotAnApproverError, NoteError
+from .errors import DecisionRefusedError, NotAnApproverError, NoteError
 from .layout import APPROVED_FOLDER, DONE_FOLDER, REJECTED_FOLDER
 from .model import Request, Status, Transition
 from .notefile import Note, parse_note, read_note
@@ -36,14 +36,16 @@ from .notestate import (
     is_conflict_copy,
     line_number,
     note_state,
+    note_votes,
     same_value,
 )
 from .notesync import NoteSync, sha256
 from .params import note_params
+from .quorum import Plan, count
 from .render import history_key
 from .rules import Policy, RuleFunction
 from .store import JournalStore
-from .verdict import judge, judge_edit
+from .verdict import Verdict, counted, judge, judge_edit, plan_for, rulings, votes_of
 
 _FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
 
@@ -251,6 +253,13 @@ class Reconciler(NoteSync):
                 "status, reason or decided_by instead)"
             )
             decided = None
+        plan = self.plan(request) if request.status is Status.PENDING else None
+        if plan is not None and plan.by_votes and decided is not None and problem is None:
+            problem = (
+                f"{where}: this request is decided by votes: write approved or rejected after "
+                "your own name under votes: (hitl-vault sets status when the votes decide)"
+            )
+            decided = None
         if decided is not None and problem is None:
             by = note.meta.get("decided_by")
             reason = note.meta.get("reason")
@@ -269,7 +278,7 @@ class Reconciler(NoteSync):
                 )
             except NoteError as e:
                 problem = str(e)
-            except NotAnApproverError as e:
+            except DecisionRefusedError as e:
                 problem = f"{where}: {e}"
         elif problem is None and request.status is Status.PENDING:
             try:  # say so now, not only once someone approves
@@ -279,6 +288,9 @@ class Reconciler(NoteSync):
             else:
                 if state is NoteState.SAME:
                     acted, problem = self._record_edit(note, request, params, now)
+                if state is NoteState.SAME and problem is None and plan and plan.by_votes:
+                    voted, problem = self._record_votes(note, request, params, now)
+                    acted = voted or acted
         if problem:
             self.journal.flag(where, problem, now, request.id)
         else:
@@ -297,6 +309,12 @@ class Reconciler(NoteSync):
         changes = describe_changes(request.params, params)
         if not changes:
             return None, None
+        if request.votes():
+            names = ", ".join(sorted({t.by for t in request.votes()}))
+            return None, (
+                f"{note.where}: params edited ({changes}) after {names} voted for them as they "
+                "were; put them back (or reject it and ask again with the new params)"
+            )
         fixed = judge_edit(
             self._policy(), request, params, created=self.journal.created_params(request.id),
             pinned=self.journal.pinned(request.id), functions=self._functions,
@@ -311,6 +329,68 @@ class Reconciler(NoteSync):
         t = self.journal.record_edit(request.id, params, at=now, by=who, changes=changes)
         return t, None
 
+    def plan(self, request: Request) -> Plan:
+        """Who decides ``request`` under the rules in force (its params as asked for, and as
+        they stand)."""
+        policy = self._policy()
+        versions = (request.params, self.journal.created_params(request.id))
+        found = rulings(policy, request, versions, self._functions)
+        return plan_for(policy, found, self.journal.pinned(request.id))
+
+    def _record_votes(
+        self, note: Note, request: Request, params: dict[str, Any], now: datetime
+    ) -> tuple[Transition | None, str | None]:
+        """The votes written under ``votes:`` that the journal does not hold yet, each
+        judged and recorded in the order of the lines; what did not count is returned."""
+        try:
+            lines = note_votes(note)
+        except NoteError as e:
+            return None, str(e)
+        recorded = {t.by: t.to_status for t in request.votes()}
+        acted: Transition | None = None
+        problems: list[str] = []
+        for name, (vote, reason) in lines.items():
+            if vote is None or recorded.get(name) is vote:
+                continue
+            if name in recorded:
+                problems.append(
+                    f"{note.where}: {name} {recorded[name]} already; a vote cannot be changed "
+                    f"(it will be shown as {recorded[name]} again)"
+                )
+                continue
+            current = self.journal.get(request.id)
+            if current is None or current.status is not Status.PENDING:
+                break
+            try:
+                acted = self.decide(
+                    current, vote, by=name, reason=reason, now=now,
+                    params=params if vote is Status.APPROVED else None,
+                ) or acted  # fmt: skip
+            except DecisionRefusedError as e:
+                problems.append(f"{note.where}: {e}")
+        return acted, "; ".join(problems) or None
+
+    def approval_view(self, request: Request) -> tuple[dict[str, str] | None, list[str]]:
+        """For a request decided by votes: the ``votes:`` lines its note should show, and
+        what the callout says is still needed (now first, then what it said before, to
+        find it by); (None, []) for a request one person decides."""
+        plan = self.plan(request)
+        if not plan.by_votes:
+            return None, []
+        recorded = request.votes()
+        votes = {t.by: str(t.to_status) for t in recorded}
+        said = [
+            count(plan, votes_of(replace(request, history=request.history[:k])),
+                  requester=request.requested_by, escalated=e).progress()
+            for k in range(len(request.history) + 1) for e in (False, True)
+        ]  # fmt: skip
+        if request.status is not Status.PENDING:
+            return votes, ["", *said]
+        state = counted(plan, request)
+        for name in state.waiting_for() or ():
+            votes.setdefault(name, "")
+        return votes, [state.progress(), *said]
+
     # --- deciding -------------------------------------------------------------
 
     def decide(
@@ -324,8 +404,9 @@ class Reconciler(NoteSync):
         now: datetime,
     ) -> Transition | None:
         """Judge a human's approval or rejection of a pending request (:func:`judge`) and
-        journal the verdict. Raises :class:`NotAnApproverError` when ``by`` may not decide;
-        None when the request was no longer pending."""
+        journal the verdict: a vote, then the decision when the votes make one. Raises
+        :class:`DecisionRefusedError` when ``by``'s decision does not count; None when the
+        request was no longer pending."""
         verdict = judge(
             self._policy(), request, to, by=by, reason=reason, params=params, now=now,
             created=self.journal.created_params(request.id),
@@ -333,7 +414,26 @@ class Reconciler(NoteSync):
         )  # fmt: skip
         if verdict.refused is not None:
             r = verdict.refused
+            if r.problem:
+                raise DecisionRefusedError(request.id, r.by, r.problem)
             raise NotAnApproverError(request.id, r.by, r.approvers, r.rule)
+        if verdict.vote is not None and verdict.count is not None:
+            with self.journal.batch():  # the vote and the decision it completes, or neither
+                v, c = verdict.vote, verdict.count
+                done = sum(len(a) for a in c.approvals)
+                need = sum(s.quorum for s in c.plan.stages)
+                t = self.journal.record_vote(
+                    request.id, at=now, by=v.name, approve=v.approve, reason=v.reason,
+                    count=f"{done} of {need}" if v.approve else "rejects it",
+                )  # fmt: skip
+                if t is None or verdict.to is Status.PENDING:
+                    return t
+                return self._transition(request, verdict, by, now)
+        return self._transition(request, verdict, by, now)
+
+    def _transition(
+        self, request: Request, verdict: Verdict, by: str, now: datetime
+    ) -> Transition | None:
         if verdict.to is Status.TIMED_OUT:
             return self.journal.transition(
                 request.id, Status.TIMED_OUT, at=now, by="hitl-vault", expect={Status.PENDING},
@@ -343,7 +443,7 @@ class Reconciler(NoteSync):
             request.id,
             verdict.to,
             at=now,
-            by=by or "unknown",
+            by=str(verdict.fields.get("decided_by") or by or "unknown"),
             reason=verdict.reason,
             details=verdict.details,
             expect={Status.PENDING},

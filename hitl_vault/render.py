@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -114,12 +115,29 @@ def callout(
     rule: str,
     reason: str | None,
     edited: str | None = None,
+    waiting: str | None = None,
 ) -> list[str]:
     """The callout under the title: what the reader should know about this status.
 
     ``edited``: how the params were last edited while pending (``amount 1500 → 1000``),
-    shown so that whoever decides later sees it before approving.
+    shown so that whoever decides later sees it before approving. ``waiting``: where the
+    votes stand (``1 of 2 approvals; waiting for bob or carol``) for a request decided by
+    votes.
     """
+    if status is Status.PENDING and waiting is not None:
+        until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
+        lines = [
+            f"> [!question] Waiting for approvals until {until}",
+            "> Write `approved` or `rejected` after your own name under `votes:` (a reason",
+            "> may follow after a comma); hitl-vault sets `status` once the votes decide.",
+            f"> Still needed: {inline(waiting)}",
+        ]
+        if edited:
+            lines.append(
+                f"> **The params were edited since they were asked for:** {inline(edited)}"
+                " (votes before the edit no longer count)"
+            )
+        return lines
     if status is Status.PENDING:
         until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
         lines = [
@@ -188,8 +206,13 @@ def context_section(context: str | None) -> list[str]:
     return ["## Context", *lines] if lines else []
 
 
-def render_new_note(request: Request, explanation: str) -> str:
-    """The whole text of a new request note, as the README shows one, with ``\\n`` endings."""
+def render_new_note(
+    request: Request, explanation: str, votes: Sequence[str] = (), waiting: str | None = None
+) -> str:
+    """The whole text of a new request note, as the README shows one, with ``\\n`` endings.
+
+    ``votes``: the names whose empty line the ``votes:`` map starts with, and ``waiting``
+    what the votes still need, for a request decided by votes."""
     fields: list[tuple[str, Any]] = [
         ("id", request.id),
         ("status", str(request.status)),
@@ -206,10 +229,12 @@ def render_new_note(request: Request, explanation: str) -> str:
     out.append(dump_params(request.params).rstrip("\n"))
     out += [f"decided_by: {yaml_scalar(request.decided_by)}".rstrip()]
     out += [f"reason: {yaml_scalar(request.reason)}".rstrip()]
+    if waiting is not None:
+        out += ["votes:", *(f"  {name}:" for name in votes)]
     out.append("---")
     out.append(f"# {inline(request.summary) or inline(request.action)}")
     out.append("")
-    out += callout(request.status, request.expires, request.rule, request.reason)
+    out += callout(request.status, request.expires, request.rule, request.reason, None, waiting)
     out += ["", "## Details", *details_table(request.params)]
     explained = _explained(explanation)
     if explained:
@@ -225,7 +250,8 @@ def render_new_note(request: Request, explanation: str) -> str:
 # --- history lines ------------------------------------------------------------------
 
 _HISTORY_RE = re.compile(
-    r"^- (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) · ((?:\w+ → \w+)|(?:kept \w+)|(?:params edited))\b"
+    r"^- (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) · ((?:\w+ → \w+)|(?:kept \w+)|(?:params edited)"
+    r"|(?:escalated)|(?:[A-Za-z0-9][\w.@+-]* (?:approved|rejected)))(?=\s|$)"
 )
 
 
@@ -249,6 +275,12 @@ def history_line(t: Transition) -> str:
     outside and are escaped as inline Markdown (:func:`inline`).
     """
     parts = [format_ts(t.at), t.move]
+    if t.kind is Kind.VOTED and t.details:  # alice approved (1 of 2)
+        parts[1] += f" ({inline(one_line(t.details[0]))})"
+        t = replace(t, by="", details=t.details[1:])
+    elif t.kind is Kind.ESCALATED and t.details:  # escalated to dave
+        parts[1] += f" {inline(one_line(t.details[0]))}"
+        t = replace(t, by="", details=t.details[1:])
     by = inline(one_line(t.by))
     if by and t.kind is not Kind.IGNORED and t.to_status not in (Status.EXECUTED, Status.FAILED):
         parts.append(f"by {by}")
@@ -261,6 +293,8 @@ def history_line(t: Transition) -> str:
 
 def unescaped_history_line(t: Transition) -> str:
     """The line as versions before the escaping wrote it (notes keep what was written)."""
+    if t.kind in (Kind.VOTED, Kind.ESCALATED):  # no version before the escaping wrote these
+        return history_line(t)
     move = f"{t.from_status or 'created'} → {t.to_status}"  # edits were written so too
     parts = [format_ts(t.at), f"kept {t.to_status}" if t.kind is Kind.IGNORED else move]
     if t.kind is not Kind.IGNORED and t.by and t.to_status not in (Status.EXECUTED, Status.FAILED):

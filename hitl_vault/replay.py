@@ -45,6 +45,10 @@ def replay(entries: Sequence[Entry]) -> Replay:
             if to is not status:
                 problems.append(f"{where}: keeps {to}, but the request was {status}")
             continue
+        if e.kind in ("voted", "escalated"):  # a vote, or more people may vote: still pending
+            if status is not Status.PENDING:
+                problems.append(f"{where}: {e.kind} while the request was {status}")
+            continue
         if e.kind == "edited":  # params edited in a pending note, recorded before a decision
             if status is not Status.PENDING or to is not Status.PENDING:
                 problems.append(f"{where}: params edited while the request was {status}")

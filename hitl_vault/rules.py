@@ -16,6 +16,7 @@ from typing import Any
 
 from .conditions import ActionMatcher, Condition
 from .errors import RulesError
+from .quorum import Part, Plan, RequireReason, Stage, combine
 
 # --- the nouns: decisions, risks, proposals, what rules say -----------------------
 
@@ -74,6 +75,14 @@ class RuleMatch:
     reason: str = ""
     explanation: str = ""
     remind_before: timedelta | None = None  # one reminder this long before it expires
+    approval: Part = field(
+        default_factory=Part
+    )  # quorum, stages, escalation... (``approvers`` is above)
+
+    @property
+    def part(self) -> Part:
+        """What this match says about who decides, ``approvers`` included."""
+        return replace(self.approval, approvers=self.approvers)
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ class Ruling:
     editable: bool
     matches: tuple[RuleMatch, ...]
     remind_before: timedelta | None = None  # one reminder this long before expiry
+    plan: Plan = field(default_factory=Plan)  # who decides: approvers, quorum, stages, escalation
 
     @property
     def explanation(self) -> str:
@@ -138,6 +148,20 @@ class Defaults:
     timeout: timedelta = timedelta(hours=24)  # how long a request may stay pending
     quiet: timedelta = timedelta(seconds=2)  # how long a note must be untouched before a rewrite
     remind_before: timedelta | None = None  # one reminder this long before expiry (None: none)
+    # Who decides, for every request (combined with what the matching rules say).
+    approvers: frozenset[str] | None = None
+    quorum: int | None = None
+    prevent_self_approval: bool = False
+    require_reason: RequireReason = RequireReason.NONE
+    escalate_after: timedelta | None = None
+    escalate_to: frozenset[str] = frozenset()
+
+    @property
+    def part(self) -> Part:
+        return Part(
+            self.approvers, self.quorum, (), self.prevent_self_approval, self.require_reason,
+            self.escalate_after, self.escalate_to,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -154,6 +178,12 @@ class Rule:
     editable: bool = True
     reason: str = ""
     remind_before: timedelta | None = None
+    quorum: int | None = None
+    stages: tuple[Stage, ...] = ()
+    prevent_self_approval: bool = False
+    require_reason: RequireReason = RequireReason.NONE
+    escalate_after: timedelta | None = None
+    escalate_to: frozenset[str] = frozenset()
     line: int = 0
 
     def match(self, proposal: Proposal) -> RuleMatch | None:
@@ -174,7 +204,11 @@ class Rule:
             reason=self.reason,
             explanation=_sentence(proposal.action, self.decision, conditions, self.reason),
             remind_before=self.remind_before,
-        )
+            approval=Part(
+                None, self.quorum, self.stages, self.prevent_self_approval, self.require_reason,
+                self.escalate_after, self.escalate_to,
+            ),
+        )  # fmt: skip
 
 
 _RETURN_FIX = (
@@ -291,6 +325,7 @@ class Policy:
                 editable=True,
                 matches=(),
                 remind_before=self.defaults.remind_before,
+                plan=combine([self.defaults.part]),
             )
         decision = max((m.decision for m in matches), key=lambda d: d.rank)
         winner = next(m for m in matches if m.decision is decision)
@@ -308,4 +343,13 @@ class Policy:
             editable=all(m.editable for m in matches),
             matches=tuple(matches),
             remind_before=min(reminders) if reminders else self.defaults.remind_before,
+            plan=self.plan_of(matches),
         )
+
+    def plan_of(self, matches: Sequence[RuleMatch], pinned: Sequence[str] | None = None) -> Plan:
+        """Who decides when all of ``matches`` apply (the defaults too, and the approvers
+        the submitter's Python rules pinned): see :func:`hitl_vault.quorum.combine`."""
+        parts = [self.defaults.part, *(m.part for m in matches)]
+        if pinned is not None:
+            parts.append(Part(approvers=frozenset(pinned)))
+        return combine(parts)

@@ -33,6 +33,7 @@ from .conditions import (
 from .durable import read_file
 from .errors import NoteError, RulesError, UsageError
 from .model import check_action
+from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
 from .rules import ActionSpec, Decision, Defaults, Policy, Risk, Rule
 from .times import parse_duration
 
@@ -44,6 +45,7 @@ _TOP = {
     "defaults": "defaults",
     "rules": "rules",
     "actions": "actions",
+    "groups": "groups",  # named sets of approvers, read first (group:NAME)
     "notify": "elsewhere",  # who to tell: read by hitl_vault.notifyconf
     "notify_vault": "elsewhere",
 }
@@ -52,6 +54,12 @@ _DEFAULT_FIELDS = {
     "timeout": "duration",
     "quiet": "duration",
     "remind_before": "duration",
+    "approvers": "approvers",
+    "quorum": "quorum",
+    "prevent_self_approval": "boolean",
+    "require_reason": "require_reason",
+    "escalate_after": "duration",
+    "escalate_to": "approvers",
 }
 _RULE_FIELDS = {
     "name": "name",
@@ -64,7 +72,14 @@ _RULE_FIELDS = {
     "editable": "boolean",
     "reason": "text",
     "remind_before": "duration",
+    "quorum": "quorum",
+    "stages": "stages",
+    "prevent_self_approval": "boolean",
+    "require_reason": "require_reason",
+    "escalate_after": "duration",
+    "escalate_to": "approvers",
 }
+_STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
 _ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
 _PYTHON_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _BARE_WORD = re.compile(r"[\w./@%+=-]+")
@@ -106,6 +121,7 @@ class _Reader:
     def __init__(self, where: str) -> None:
         self.where = where
         self.constructor = SafeConstructor()
+        self.group_names: dict[str, frozenset[str]] = {}
 
     def error(self, node: Any, problem: str, fix: str) -> RulesError:
         return RulesError(self.where, problem, fix, _line(node))
@@ -193,10 +209,13 @@ class _Reader:
         pairs = [
             p for p in self.pairs(root, "the top level", fix, tuple(_TOP)) if not _is_null(p[2])
         ]
+        for key, _, value in pairs:
+            if key == "groups":
+                self.group_names = self.groups(value)
         found = {
             key: getattr(self, _TOP[key])(value)
             for key, _, value in pairs
-            if _TOP[key] != "elsewhere"
+            if _TOP[key] not in ("elsewhere", "groups")
         }
         actions = MappingProxyType(found.get("actions", {}))
         return Policy(
@@ -206,7 +225,9 @@ class _Reader:
     def defaults(self, node: Any) -> Defaults:
         fix = "write e.g. decision: ask and timeout: 24h under defaults:"
         pairs = self.pairs(node, "defaults", fix, tuple(_DEFAULT_FIELDS))
-        return Defaults(**self.fields(pairs, "defaults", _DEFAULT_FIELDS))
+        fields = self.fields(pairs, "defaults", _DEFAULT_FIELDS)
+        self.check_approval(node, "defaults", fields)
+        return Defaults(**fields)
 
     def rules(self, node: Any) -> tuple[Rule, ...]:
         if not isinstance(node, yaml.SequenceNode):
@@ -232,7 +253,25 @@ class _Reader:
             raise self.error(
                 node, f"rule {name} has no decision", "add decision: allow, ask or block"
             )
+        self.check_approval(node, f"rule {name}", fields)
         return Rule(**fields, line=_line(node) or 0)
+
+    def check_approval(self, node: Any, what: str, fields: Mapping[str, Any]) -> None:
+        """A quorum the approvers can reach; an escalation that says when and to whom."""
+        quorum, names = fields.get("quorum"), fields.get("approvers")
+        if quorum is not None and names is not None and quorum > len(names):
+            problem = f"{what} needs {quorum} approvals but names only {len(names)} approvers"
+            raise self.error(node, problem, "lower quorum, or add approvers")
+        if ("escalate_after" in fields) != ("escalate_to" in fields):
+            have, missing = (
+                ("escalate_after", "escalate_to")
+                if "escalate_after" in fields
+                else ("escalate_to", "escalate_after")
+            )
+            problem = f"{what} has {have} but no {missing}"
+            raise self.error(
+                node, problem, "give both: escalate_after: 30m and escalate_to: [name]"
+            )
 
     def name(self, node: Any, what: str) -> str:
         name = self.text(node, what, "write a short name like large-payments")
@@ -292,11 +331,68 @@ class _Reader:
         return Compare(op, number, rest)
 
     def approvers(self, node: Any, what: str) -> frozenset[str]:
-        fix = "write a name, or a list of names: approvers: [alice, bob]"
+        fix = "write a name, or a list of names or groups: approvers: [alice, group:finance]"
         names = self.words(node, what, fix)
         if isinstance(node, yaml.ScalarNode) and "," in names[0][0]:
             raise self.error(node, f'{what} "{names[0][0]}" holds several names', fix)
-        return frozenset(name.strip() for name, _ in names)
+        found: set[str] = set()
+        for word, item in names:
+            word = word.strip()
+            if word.startswith("group:"):
+                group = word[len("group:") :].strip()
+                if group not in self.group_names:
+                    known = sorted(self.group_names)
+                    fix = _suggest(group, known) if known else "define it under groups: at the top"
+                    raise self.error(item, f'{what}: no group named "{group}"', fix)
+                found |= self.group_names[group]
+            else:
+                found.add(self.person(word, item, what))
+        return frozenset(found)
+
+    def person(self, word: str, node: Any, what: str) -> str:
+        if not NAME_RE.fullmatch(word):
+            raise self.error(node, f'{what}: "{word}" is not a valid name', NAME_FIX)
+        return word
+
+    def groups(self, node: Any) -> dict[str, frozenset[str]]:
+        fix = "write each group as name: [alice, bob] under groups:"
+        found: dict[str, frozenset[str]] = {}
+        for name, key_node, value in self.pairs(node, "groups", fix):
+            self.person(name, key_node, "a group name")
+            people = self.words(value, f"group {name}", fix)
+            found[name] = frozenset(self.person(w.strip(), n, f"group {name}") for w, n in people)
+        return found
+
+    def quorum(self, node: Any, what: str) -> int:
+        fix = "write a whole number of approvals, like quorum: 2"
+        value = self.scalar(node, what, fix)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+            raise self.error(
+                node, f"{what} must be a whole number from 1 to 100, not {value!r}", fix
+            )
+        return value
+
+    def require_reason(self, node: Any, what: str) -> RequireReason:
+        return RequireReason(self.choice(node, what, [str(r) for r in RequireReason]))
+
+    def stages(self, node: Any, what: str) -> tuple[Stage, ...]:
+        fix = "write a list of stages: - {name: lead, approvers: [alice, bob], quorum: 1}"
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            raise self.error(node, f"{what} must be a non-empty list", fix)
+        stages: list[Stage] = []
+        for i, item in enumerate(node.value, 1):
+            where = f"{what} {i}"
+            fields = self.fields(
+                self.pairs(item, where, fix, tuple(_STAGE_FIELDS)), where, _STAGE_FIELDS
+            )
+            if "approvers" not in fields:
+                raise self.error(item, f"{where} has no approvers", "add approvers: [name, ...]")
+            self.check_approval(item, where, fields)
+            stage = Stage(fields.get("name", ""), fields["approvers"], fields.get("quorum", 1))
+            if stage.name and any(s.name == stage.name for s in stages):
+                raise self.error(item, f'{what}: two stages are named "{stage.name}"', "rename one")
+            stages.append(stage)
+        return tuple(stages)
 
     def actions(self, node: Any) -> dict[str, ActionSpec]:
         fix = "write each action's name, then run: [...] or python: module:function under it"

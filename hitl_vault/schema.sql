@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS requests (
     params_created TEXT,
     -- What the requester said about it for the approver, as given (NULL: nothing said).
     context TEXT,
+    -- When the request escalates if nobody decided it (escalate_after), NULL once it did.
+    escalate_at TEXT,
     -- SHA-256 of the note's bytes when they last matched this row, cleared by every
     -- transition. A rescan skips a note whose bytes still have it.
     note_sha TEXT

@@ -96,6 +96,20 @@ class JournalStore(Protocol):
     def record_ignored(self, request_id: str, at: datetime, details: tuple[str, ...]) -> Transition:
         """Record that a status typed in the note was not acted on, and why."""
 
+    def record_vote(
+        self, request_id: str, *, at: datetime, by: str, approve: bool, reason: str, count: str
+    ) -> Transition | None:
+        """Record one person's vote while pending (None: it is not pending any more)."""
+
+    def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
+        """Record that nobody decided in time (None: not pending, or escalated already)."""
+
+    def escalating(self, before: datetime) -> list[str]:
+        """Pending requests whose escalation is due at ``before``."""
+
+    def next_escalation(self) -> datetime | None:
+        """When the next escalation is due (None: none is)."""
+
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
         """One request, with its history unless ``history=False``; None if unknown."""
 

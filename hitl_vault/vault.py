@@ -20,6 +20,7 @@ from .asking import Approval
 from .engine import Engine
 from .events import Listener
 from .model import Request, Status, check_action, new_id
+from .quorum import Count
 from .rules import Policy, RuleFunction, Ruling
 from .store import JournalStore
 from .times import utcnow
@@ -152,6 +153,10 @@ class Vault:
     ) -> Request:
         """Approve a pending request, exactly as setting ``status: approved`` in its note would.
 
+        Where the rules ask for several approvals (``quorum``, ``stages``) this is one vote
+        by ``by``: the request stays ``pending`` until the votes decide (see :meth:`votes`);
+        a vote that does not count raises :class:`DecisionRefusedError` and changes nothing.
+
         What runs is what ``show`` printed: params edited in the note since they were
         recorded are refused (:class:`ParamsChangedError`) unless ``expect`` is (a prefix
         of at least 8 characters of) the hash ``show`` printed for them; with ``expect``,
@@ -162,6 +167,12 @@ class Vault:
     def reject(self, request_id: str, by: str | None = None, reason: str = "") -> Request:
         """Reject a pending request, exactly as setting ``status: rejected`` in its note would."""
         return self.engine.reject(request_id, by, reason)
+
+    def votes(self, request_id: str) -> Count:
+        """Who decides the request and where its votes stand: ``progress()`` says it in a
+        line (``1 of 2 approvals; waiting for bob or carol``), ``waiting_for()`` lists who
+        may still approve in the current stage, ``approvals`` who counted in each stage."""
+        return self.engine.votes(self.engine.get(request_id))
 
     def cancel(self, request_id: str, by: str | None = None) -> Request:
         """Withdraw a pending request."""

@@ -17,17 +17,20 @@ from typing import Any
 from .model import Request, Status
 from .notestate import describe_changes
 from .params import params_sha
+from .quorum import Count, Plan, Vote, add, count, refusal
 from .rules import Decision, Policy, Proposal, RuleFunction, Ruling
 from .times import format_ts
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a person's decision does not count: they are not among the approvers."""
+    """Why a person's decision does not count: not among the ``approvers`` of ``rule``,
+    or ``problem`` (the requester approving, a missing reason, a stage out of turn)."""
 
     by: str
-    approvers: frozenset[str]
-    rule: str
+    approvers: frozenset[str] = frozenset()
+    rule: str = ""
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class Verdict:
     params: Mapping[str, Any] | None = None  # what an approval runs; None for anything else
     refused: Refusal | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)  # what the request records
+    # Decided by votes: the vote to record and where the votes stand with it (``to`` is
+    # then ``pending`` until the last stage's quorum is met, or one rejection ends it).
+    vote: Vote | None = None
+    count: Count | None = None
 
 
 def rulings(
@@ -64,6 +71,24 @@ def rulings(
         )
         for p in distinct.values()
     ]
+
+
+def plan_for(policy: Policy, found: Sequence[Ruling], pinned: Mapping[str, Any]) -> Plan:
+    """Who decides a request whose params were ``found`` so by the rules (every version)."""
+    matches = [m for r in found for m in r.matches]
+    return policy.plan_of(matches, pinned.get("approvers"))
+
+
+def votes_of(request: Request) -> list[Vote]:
+    """The votes that count for the request's params as they stand."""
+    return [Vote(t.by, t.to_status is Status.APPROVED, t.at, t.reason) for t in request.votes()]
+
+
+def counted(plan: Plan, request: Request) -> Count:
+    """Where the request's recorded votes leave it under ``plan``."""
+    return count(
+        plan, votes_of(request), requester=request.requested_by, escalated=request.escalated
+    )
 
 
 def not_editable(found: Sequence[Ruling], pinned: Mapping[str, Any]) -> list[str]:
@@ -102,12 +127,25 @@ def judge(
     changes = describe_changes(request.params, final)
     edited = describe_changes(created, final)
     found = rulings(policy, request, (final, created, request.params), functions)
-    for r in found:
-        if r.approvers is not None and by not in r.approvers:
-            return Verdict(to, refused=Refusal(by, r.approvers, r.rule))
-    if "approvers" in pinned and by not in pinned["approvers"]:
-        rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
-        return Verdict(to, refused=Refusal(by, frozenset(pinned["approvers"]), rule))
+    plan = plan_for(policy, found, pinned)
+    state = counted(plan, request)
+    vote = Vote(by, to is Status.APPROVED, now, reason)
+    extra = plan.escalate_to if state.escalated else frozenset()
+    if not plan.by_votes:  # one person decides: say which rule's approvers they are not among
+        for r in found:
+            if r.approvers is not None and by not in r.approvers | extra:
+                return Verdict(to, refused=Refusal(by, r.approvers, r.rule))
+        if "approvers" in pinned and by not in set(pinned["approvers"]) | extra:
+            rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
+            return Verdict(to, refused=Refusal(by, frozenset(pinned["approvers"]), rule))
+    problem = refusal(state, vote, requester=request.requested_by)
+    if problem is not None:
+        return Verdict(to, refused=Refusal(by, problem=problem))
+    after = add(state, vote)
+    if plan.by_votes and not after.decided:  # a vote that counts; not decided yet
+        return Verdict(Status.PENDING, reason=reason, vote=vote, count=after)
+    if plan.by_votes:
+        by = ", ".join(n for names in after.approvals for n in names) if after.approved else by
     fixed = not_editable(found, pinned) if edited else []
     ruling = found[0]
     if to is Status.APPROVED and fixed:
@@ -131,6 +169,8 @@ def judge(
         details=(changes,) if changes else (),
         params=final if to is Status.APPROVED else None,
         fields=fields,
+        vote=vote if plan.by_votes else None,
+        count=after if plan.by_votes else None,
     )
 
 
