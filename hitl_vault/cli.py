@@ -25,13 +25,13 @@ from .clitext import (
     read_context,
     request_json,
     ruling_json,
-    user_name,
 )
 from .errors import UsageError, VaultError
 from .model import Request, Status
 from .render import _NOT_PRINTABLE_ASCII, _visible, history_line
 from .template import init_vault
 from .times import format_ts, utcnow
+from .trust import user_name
 from .vault import Vault
 
 _DEFAULT_VAULT = "vault"

@@ -175,16 +175,6 @@ def listed_json(request: Request, votes: Count | None = None) -> dict[str, Any]:
     return data
 
 
-def user_name(uid: int) -> str:
-    """``uid 1000 (alice)``: a user id with its name where the system knows it."""
-    try:
-        import pwd  # POSIX only
-
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except (ImportError, KeyError):
-        return f"uid {uid}"
-
-
 def ruling_json(ruling: Ruling, timeout: Any) -> dict[str, Any]:
     return {
         "decision": str(ruling.decision),

@@ -17,9 +17,13 @@ from urllib.parse import quote
 from .durable import read_file, write_note
 from .errors import VaultError
 from .layout import DASHBOARD_FILE
-from .model import Status
+from .model import Kind, Status
 from .render import history_line, inline, one_line
 from .times import format_ts
+from .trust import user_name
+
+# A person's decision: the name on it is a claim (see "Who can approve" in the README).
+_DECISIONS = frozenset({Status.APPROVED, Status.REJECTED, Status.CANCELLED})
 
 if TYPE_CHECKING:
     from .store import JournalStore
@@ -102,8 +106,14 @@ def render_dashboard(journal: JournalStore, now: datetime) -> str:
     recent = journal.recent_entries(20)
     paths = journal.paths()
     if recent:
-        for rid, t in recent:
-            out.append(f"- {_link(paths.get(rid), rid, rid)} {history_line(t)[2:]}")
+        for rid, t, uid in recent:
+            line = f"- {_link(paths.get(rid), rid, rid)} {history_line(t)[2:]}"
+            decided = t.kind is Kind.TRANSITION and t.from_status and t.to_status in _DECISIONS
+            if t.by and t.by != "hitl-vault" and (t.kind is Kind.VOTED or decided):
+                line += f" · claimed by {inline(one_line(t.by))}" + (
+                    f", recorded by {user_name(uid)}" if uid is not None else ""
+                )
+            out.append(line)
     else:
         out.append("No transitions yet.")
     out += ["", "## With Dataview", "", _DATAVIEW, ""]

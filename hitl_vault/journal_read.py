@@ -238,14 +238,14 @@ class JournalReader:
         """Whether a change to the file at ``path`` may be a change of this journal."""
         return path.parent == self.path.parent and path.name.startswith(self.path.name)
 
-    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition]]:
+    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition, int | None]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT request_id, at, kind, from_status, to_status, by, reason, details "
+                "SELECT request_id, at, kind, from_status, to_status, by, reason, details, uid "
                 "FROM entries ORDER BY seq DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [(row[0], _transition(*row[1:])) for row in rows]
+        return [(row[0], _transition(*row[1:8]), row[8]) for row in rows]
 
     def attention(self) -> list[Attention]:
         with self._lock:

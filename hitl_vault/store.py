@@ -161,8 +161,9 @@ class JournalStore(Protocol):
     def touches(self, path: Path) -> bool:
         """Whether a change to this file may be a change of the journal (it wakes waiters)."""
 
-    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition]]:
-        """The newest entries, newest first."""
+    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition, int | None]]:
+        """The newest entries, newest first, with the user id of the process that recorded
+        each (None where unknown)."""
 
     def entries(self, request_id: str | None = None) -> list[Entry]:
         """The stored entries (of one request), in order, with their hashes."""

@@ -199,3 +199,13 @@ def policy_change(old_text: str | None, new_text: str) -> tuple[str, str]:
     if shown_changed < changed:
         shown.append(f"…and {changed - shown_changed} more changed lines")
     return digest, "\n".join(shown)
+
+
+def user_name(uid: int) -> str:
+    """``uid 1000 (alice)``: a user id with its name where the system knows it."""
+    try:
+        import pwd  # POSIX only
+
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"

@@ -620,7 +620,10 @@ def test_unknown_top_level_key_suggests_the_close_one() -> None:
     err = error("defaults:\n  decision: ask\nrule:\n  - name: a\n")
     assert (err.line, err.problem) == (3, 'unknown key "rule" in the top level')
     assert 'did you mean "rules"?' in err.fix
-    assert error("zzz: 1\n").fix == "use one of: defaults, rules, actions, groups, notify, notify_vault"
+    assert (
+        error("zzz: 1\n").fix
+        == "use one of: defaults, rules, actions, groups, notify, notify_vault"
+    )
 
 
 def test_defaults_validation() -> None:
@@ -737,7 +740,9 @@ def test_approvers_validation() -> None:
     ].approvers == frozenset({"alice"})
     err = error("rules:\n  - name: a\n    decision: ask\n    approvers: alice, bob\n")
     assert err.line == 4
-    assert err.fix == "write a name, or a list of names or groups: approvers: [alice, group:finance]"
+    assert (
+        err.fix == "write a name, or a list of names or groups: approvers: [alice, group:finance]"
+    )
     assert error("rules:\n  - name: a\n    decision: ask\n    approvers: []\n").line == 4
 
 
