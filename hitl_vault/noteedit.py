@@ -78,7 +78,7 @@ def _set_votes(
         line = f"{indent}{name}: {value}".rstrip() + nl
         if name not in at:
             new.append(line)
-        elif not _same_vote(current.get(name), value):
+        elif value and not _same_vote(current.get(name), value):  # a recorded vote, shown
             lines[at[name]] = line
     lines[stop:stop] = new
     return lines, fm_end + len(new)
