@@ -22,6 +22,7 @@ import pytest
 from hitl_vault import Status, Vault
 from hitl_vault.errors import IllegalTransitionError
 from hitl_vault.notefile import parse_note
+from hitl_vault.rules import Proposal
 from hitl_vault.rulesfile import parse_policy
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -103,10 +104,26 @@ def test_shell_and_python_snippets_run_in_order(workdir: Path) -> None:
 
 def test_the_rules_example_is_a_valid_rules_file() -> None:
     """The README's rules example is a valid rules file with the rules and action it shows."""
-    (rules,) = [b for b in blocks("yaml") if "rules:" in b]
+    rules, _ = [b for b in blocks("yaml") if "rules:" in b]
     policy = parse_policy(rules, "README.md")
     assert [r.name for r in policy.rules][:2] == ["small-payments", "large-payments"]
     assert "payment" in policy.actions
+
+
+def test_the_who_can_approve_example_says_who_decides() -> None:
+    """The README's several-approvers example: two of three, lead then finance, escalation."""
+    (rules,) = [b for b in blocks("yaml") if "groups:" in b]
+    policy = parse_policy(rules, "README.md")
+    deploy = policy.evaluate(Proposal("deploy", {})).plan
+    assert deploy.stages[0].quorum == 2 and deploy.prevent_self_approval
+    assert deploy.stages[0].approvers == {"alice", "bob", "carol"}
+    wire = policy.evaluate(Proposal("wire", {})).plan
+    assert [(s.name, s.approvers) for s in wire.stages] == [
+        ("lead", {"alice", "bob"}),
+        ("finance", {"alice", "bob"}),
+    ]
+    hotfix = policy.evaluate(Proposal("hotfix", {})).plan
+    assert hotfix.escalate_to == {"dave"} and not hotfix.by_votes
 
 
 def test_the_request_example_parses_strictly() -> None:
