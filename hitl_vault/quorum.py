@@ -170,7 +170,7 @@ class Count:
         stage = stages[self.stage]
         text = f"{len(self.approvals[self.stage])} of {stage.quorum} approvals"
         if len(stages) > 1:
-            text += f" in {stage.title} ({self.stage + 1} of {len(stages)})"
+            text += f" in {stage.title} (stage {self.stage + 1} of {len(stages)})"
         waiting = self.waiting_for()
         if waiting is None:
             return text + "; waiting for anyone"
