@@ -369,6 +369,29 @@ def rules_check(ctx: click.Context, action: str, pairs: tuple[str, ...], as_json
         click.echo(f"  matched {m['rule']}: {m['decision']} - {m['explanation']}")
 
 
+@cli.command("mcp")
+@click.pass_context
+def mcp_server(ctx: click.Context) -> None:
+    """Serve the vault to an agent over stdio (Model Context Protocol): it asks and waits.
+
+    Needs the extra: pip install 'hitl-vault[mcp]'. Approved actions with an executor
+    are run by the daemon (`hitl-vault run`), not by this server.
+    """
+    try:
+        from .mcpserver import serve  # the SDK is loaded only by this command
+    except ImportError as e:
+        if (e.name or "").startswith("hitl_vault"):
+            raise
+        raise click.ClickException(
+            f"the MCP server needs the mcp package, version 2, which does not import here ({e}): "
+            "install hitl-vault[mcp], "
+            "e.g. pip install 'hitl-vault[mcp]'"
+        ) from None
+    vault = _open(ctx)
+    with _errors(), vault:
+        serve(vault)
+
+
 @cli.command()
 @click.pass_context
 def verify(ctx: click.Context) -> None:

@@ -19,6 +19,7 @@ HOMES = {
     "yaml": {"noteyaml", "rulesfile", "notifyconf"},
     "frontmatter": {"notefile"},
     "apprise": {"sending"},
+    "mcp": {"mcpserver"},  # the optional extra hitl-vault[mcp]; cli.py imports it lazily
 }
 DECLARED = {"click", "watchdog", "yaml", "frontmatter", "apprise"}  # pyproject dependencies
 

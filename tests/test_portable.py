@@ -17,8 +17,12 @@ from hitl_vault.lock import DaemonLock, LockUnavailableError, daemon_running
 # POSIX-only modules: the package may use them only where it needs them, guarded.
 HIDDEN = ("fcntl", "termios", "resource", "grp", "pwd")
 
+# The mcp extra's SDK chooses fcntl or its Windows code by sys.platform, which hiding modules
+# cannot fool: it is loaded first, as it is, and hitl_vault.mcpserver is imported like the rest.
 IMPORT_EVERYTHING = """
 import contextlib, importlib, io, pkgutil, sys
+
+import mcp.server.mcpserver
 
 for name in {hidden!r}:
     sys.modules[name] = None  # `import fcntl` now raises ImportError, as on Windows
@@ -46,6 +50,7 @@ SIMULATE_WINDOWS = """
 import importlib, os, pkgutil, select, signal, sys
 
 import hitl_vault  # first as usual, so the standard library is loaded with all it needs
+import mcp.server.mcpserver
 
 names = sorted(m.name for m in pkgutil.walk_packages(hitl_vault.__path__, "hitl_vault."))
 names.remove("hitl_vault.__main__")  # runs the CLI when imported; it only imports cli
