@@ -22,6 +22,8 @@ from .engine import Engine
 from .errors import JournalUnavailableError, NotRunnableError, VaultError
 from .executor import Outcome, execute
 from .model import Request, Status, Transition
+from .render import one_line
+from .store import request_flag
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,9 @@ INTERRUPTED = "interrupted: it may or may not have run; check before retrying"
 RETRY_CHECK = timedelta(seconds=30)
 
 
-def refusal_key(request_id: str) -> str:
-    """Where Needs attention lists a request refused at the last moment (not a note's path:
-    looking at the note again must not clear it)."""
-    return f"request {request_id}"
+# Where Needs attention lists a request refused at the last moment (not a note's path:
+# looking at the note again must not clear it).
+refusal_key = request_flag
 
 
 class Actions:
@@ -51,6 +52,7 @@ class Actions:
         # Actions that ended, with how they went (None: a bug kept it from running), and when.
         self._finished: dict[str, tuple[Outcome | None, datetime]] = {}
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hitl-action")
+        self.noted: set[str] = set()  # requests whose history gained a line: notes to rewrite
 
     @property
     def running(self) -> int:
@@ -127,25 +129,31 @@ class Actions:
     def _defer(self, request: Request, error: VaultError) -> None:
         """A check that could not be made (a Python rule raised): fail closed for now, flag
         it, and try again in RETRY_CHECK, without holding back any other request."""
-        self._later[request.id] = (request, self.engine.now() + RETRY_CHECK)
-        self.refuse(
+        now = self.engine.now()
+        self._later[request.id] = (request, now + RETRY_CHECK)
+        if self.refuse(
             request.id,
             f"request {request.id}: not run yet: {error} (fix it; hitl-vault tries again "
             f"every {RETRY_CHECK.seconds} s)",
-        )
+        ):  # the first time: in its history too
+            details = (one_line(f"not run yet: {error}", 400),)
+            self.engine.journal.record_ignored(request.id, now, details)
+            self.noted.add(request.id)
 
     @property
     def next_retry(self) -> datetime | None:
         """When the first deferred request is tried again."""
         return min((at for _, at in self._later.values()), default=None)
 
-    def refuse(self, request_id: str, message: str) -> None:
+    def refuse(self, request_id: str, message: str) -> bool:
         """Not run: say so under Needs attention (kept there while it stays refused) and, the
-        first time, in the log."""
+        first time, in the log; True that first time."""
         if self.engine.journal.flag(
             refusal_key(request_id), message, self.engine.now(), request_id
         ):
             log.error("%s", message)
+            return True
+        return False
 
     def unclaim(self) -> None:
         """The commit of the last claims failed: queue those requests again."""

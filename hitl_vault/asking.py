@@ -60,6 +60,10 @@ def carrying_out(engine: Engine, request: Request) -> Iterator[Approval]:
         raise refused
     started = engine.start_execution(request.id, by=request.requested_by, params=request.params)
     if started is None:
+        current = engine.get(request.id)
+        if current.status is Status.CANCELLED:  # withdrawn by a human before it started
+            who = current.history[-1].by if current.history else "someone"
+            raise Rejected(current, f"request {request.id}: cancelled by {who} before it started")
         raise VaultError(f"request {request.id}: was already started; not running it again")
     if started.to_status is Status.REJECTED:  # a block rule added since it was approved
         engine.show_in_note(request.id, engine.now())

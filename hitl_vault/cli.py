@@ -28,6 +28,7 @@ from .clitext import (
 )
 from .errors import UsageError, VaultError
 from .model import Request, Status
+from .params import check_expected
 from .render import _NOT_PRINTABLE_ASCII, _visible, history_line
 from .template import init_vault
 from .times import format_ts, utcnow
@@ -268,45 +269,110 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
 def _decision_command(
     name: str, method: Callable[[Vault], Callable[..., Request]]
 ) -> click.Command:
-    @cli.command(name, help=f"{name.capitalize()} a pending request (same as editing its note).")
-    @click.argument("request_id", metavar="ID")
+    @cli.command(
+        name,
+        help=f"{name.capitalize()} pending requests (same as editing each note); each ID is "
+        "decided on its own, and the exit code is 0 only if all were.",
+    )
+    @click.argument("request_ids", metavar="ID...", nargs=-1, required=True)
     @click.option("--by", metavar="NAME", help="Who decides (default: your user name).")
     @click.option("--reason", default="", help="Why; shown in the note and the journal.")
     @click.pass_context
     def command(
-        ctx: click.Context, /, request_id: str, by: str | None, reason: str, **kw: Any
-    ) -> None:
+        ctx: click.Context, /, request_ids: tuple[str, ...], by: str | None, reason: str,
+        **kw: Any,
+    ) -> None:  # fmt: skip
+        pairs, params_json = kw.pop("pairs", ()), kw.pop("params_json", None)
+        edits = pairs or params_json is not None
+        if len(request_ids) > 1 and (edits or kw.get("expect")):
+            raise click.UsageError("-p, --params-json and --expect go with one ID only")
+        with _errors():
+            typed = parse_params(pairs, params_json) if edits else None
         vault = _open(ctx)
-        with _errors(), vault:
-            request = method(vault)(request_id, by=by, reason=reason, **kw)
-            if request.status is Status.PENDING:  # one vote of several: say what is missing
-                click.echo(f"{request.id} pending: {vault.votes(request.id).progress()}")
-                return
-        click.echo(f"{request.id} {request.status}")
-        if name == "approve" and request.status is not Status.APPROVED:
-            click.echo(f"not approved: {request.reason}", err=True)
+        failed = 0
+        with vault:
+            for request_id in request_ids:
+                try:
+                    with _errors():
+                        if typed is not None:
+                            kw["params"] = _edited_params(
+                                vault, request_id, typed, params_json is not None, kw["expect"]
+                            )
+                        request = method(vault)(request_id, by=by, reason=reason, **kw)
+                        if request.status is Status.PENDING:  # one vote of several
+                            progress = vault.votes(request.id).progress()
+                except click.ClickException as e:
+                    if len(request_ids) == 1:
+                        raise
+                    click.echo(f"Error: {e.format_message()}", err=True)
+                    failed += 1
+                    continue
+                if request.status is Status.PENDING:  # say what is still missing
+                    click.echo(f"{request.id} pending: {progress}")
+                    continue
+                click.echo(f"{request.id} {request.status}")
+                if name == "approve" and request.status is not Status.APPROVED:
+                    click.echo(f"not approved: {request.reason}", err=True)
+                    failed += 1
+        if failed:
             ctx.exit(1)
 
     return command
 
 
+def _edited_params(
+    vault: Vault, request_id: str, typed: dict[str, Any], whole: bool, expect: str | None
+) -> dict[str, Any]:
+    """``approve ID -p k=v``: the params to run. ``--params-json`` gives all of them (``-p``
+    on top); ``-p`` alone changes those approving would run now, as ``show`` prints them
+    (edited in the note but not recorded: only with ``--expect``, as without ``-p``)."""
+    if whole:
+        return typed
+    base, sha, edited = vault.params_to_run(request_id)
+    if edited and expect is None:
+        check_expected(request_id, sha, None, edited)
+    return {**base, **typed}
+
+
+_approve = _decision_command("approve", lambda v: v.approve)
 click.option(
     "--expect",
     metavar="HASH",
-    help="Approve only if the params to run have this hash (as `show` prints it).",
-)(_decision_command("approve", lambda v: v.approve))
+    help="Approve only if the params to run (before -p) have this hash (as `show` prints it).",
+)(_approve)
+click.option(
+    "--params-json", metavar="JSON", help="Run these params instead, all of them (-p wins)."
+)(_approve)
+_param_option(_approve)
 _decision_command("reject", lambda v: v.reject)
 
 
 @cli.command()
 @click.argument("request_id", metavar="ID")
+@click.option("--by", metavar="NAME", help="Who withdraws it (default: see the README).")
 @click.pass_context
-def cancel(ctx: click.Context, request_id: str) -> None:
-    """Withdraw a pending request."""
+def cancel(ctx: click.Context, request_id: str, by: str | None) -> None:
+    """Withdraw a pending request, or an approved one whose action has not started."""
     vault = _open(ctx)
     with _errors(), vault:
-        request = vault.cancel(request_id)
+        request = vault.cancel(request_id, by=by)
     click.echo(f"{request.id} {request.status}")
+
+
+@cli.command()
+@click.argument("request_id", metavar="ID")
+@click.option("--by", metavar="NAME", help="Who retries it (default: your user name).")
+@_json_option
+@click.pass_context
+def retry(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -> None:
+    """A new request from a failed or timed-out one, decided by the rules again."""
+    vault = _open(ctx)
+    with _errors(), vault:
+        request = vault.retry(request_id, by=by)
+    if as_json:
+        _echo_json(request_json(request))
+    else:
+        click.echo(f"{request.id} {request.status}")
 
 
 @cli.group()

@@ -48,6 +48,8 @@ def request_json(request: Request, votes: Count | None = None) -> dict[str, Any]
         "path": str(request.path) if request.path else None,
         "context": request.context,
         **(votes_json(request, votes) if votes is not None else {}),
+        "retry_of": request.retry_of,
+        "retried_as": request.retried_as,
         "history": [history_line(t)[2:] for t in request.history],
     }
 

@@ -80,7 +80,7 @@ class Daemon:
         self._wake = threading.Event()
         self._dirty: set[Path] = set()
         self._rescan_wanted = True
-        self._followed: list[tuple[str, Status]] = []  # transitions heard, to act on
+        self._followed: list[tuple[str, Status, bool]] = []  # heard (created?), to act on
         self.retries = Retries()
         self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
         self.actions = Actions(engine, workers, self._wake.set)
@@ -205,16 +205,20 @@ class Daemon:
         """A transition, whoever made it (called on the thread that published): the step acts
         on it, on the daemon's thread (runs an approval, shows it in the note)."""
         with self._lock:
-            self._followed.append((event.request_id, event.status))
+            created = event.transition.from_status is None
+            self._followed.append((event.request_id, event.status, created))
         self._wake.set()
 
     def _act_on_followed(self) -> None:
         with self._lock:
             followed, self._followed = self._followed, []
-        for request_id, status in followed:
+        for request_id, status, created in followed:
             if status is Status.APPROVED:
                 self.actions.queue_if_runnable(request_id)
             self.quiet.want(request_id)
+            made = self.engine.journal.get(request_id, history=False) if created else None
+            if made is not None and made.retry_of:  # its note links to the new one now
+                self.quiet.want(made.retry_of)
 
     def _reload_rules(self, now: datetime) -> bool:
         """Load hitl-vault.yaml again; a bad one is flagged and the last good rules stay."""
@@ -272,6 +276,8 @@ class Daemon:
 
     def _launch(self, claimed: list[tuple[Request, Transition]]) -> bool:
         self.actions.launched()
+        while self.actions.noted:  # a check that raised, now in the request's history
+            self.quiet.want(self.actions.noted.pop())
         for request, t in claimed:
             self.quiet.want(request.id)
             if t.to_status is Status.EXECUTING:  # not one a block rule rejected at the last moment

@@ -26,6 +26,7 @@ from .errors import (
     DuplicateError,
     IllegalTransitionError,
     NoteError,
+    NotRetryableError,
     NotRunnableError,
     RequestNotFoundError,
     RulesError,
@@ -35,7 +36,7 @@ from .events import Events, Listener
 from .journal import Journal
 from .layout import JOURNAL_FILE, LOCK_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from .lock import daemon_running
-from .model import Request, Status, Transition, check_action, new_id
+from .model import RETRYABLE, Kind, Request, Status, Transition, check_action, new_id
 from .notefile import read_note
 from .notestate import describe_changes, explanation, line_number
 from .notifyconf import NotifyConfig, read_notify_config
@@ -180,12 +181,14 @@ class Engine:
         carried_by_requester: bool = False,
         source: str | None = None,
         context: str | None = None,
+        retry: tuple[str, str] | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
 
         ``context`` is what the requester tells the approver (see :meth:`Vault.submit`).
         ``source`` (used for Inbox proposals) is a key recorded with the request;
         a second submit with the same key raises :class:`DuplicateError`.
+        ``retry``: (the request this one retries, who retries it), linked in both.
         """
         check_action(action)
         params = clean_params(params)
@@ -197,13 +200,20 @@ class Engine:
             self.policy, proposal, code, asked_timeout=limit, now=self.now(),
             carried_by_requester=carried_by_requester, context=context,
         )  # fmt: skip
+        if retry is not None:
+            first = asked.request.history[0]
+            link = Transition(
+                first.at, first.to_status, first.to_status, retry[1], "",
+                (f"retry of {retry[0]}",), Kind.LINKED,
+            )  # fmt: skip
+            made = replace(asked.request, retry_of=retry[0], history=(first, link))
+            asked = replace(asked, request=made)
         explained = explanation(asked.matches, asked.request.rule)
         plan = asked.plan
-        first = count(plan, (), requester=asked.request.requested_by)
-        names = sorted(first.waiting_for() or ()) if plan.by_votes else []
-        waiting = (
-            first.progress() if plan.by_votes and asked.request.status is Status.PENDING else None
-        )
+        none_yet = count(plan, (), requester=asked.request.requested_by)
+        names = sorted(none_yet.waiting_for() or ()) if plan.by_votes else []
+        pending = plan.by_votes and asked.request.status is Status.PENDING
+        waiting = none_yet.progress() if pending else None
         for attempt in range(5):
             request = asked.with_id(self._ids)
             text = render_new_note(request, explained, names, waiting)
@@ -223,7 +233,21 @@ class Engine:
                 raise
         finally:
             self.publish()
+        if retry is not None:
+            self.show_in_note(retry[0], request.created)
         return replace(request, path=path)
+
+    def retry(self, request_id: str, by: str | None = None) -> Request:
+        """A new request from a failed or timed-out one: the same action, params (those
+        that ran, or as last recorded), summary, context and requester, decided by the
+        rules again. Both notes link to each other; ``by`` is who retried it."""
+        old = self.get(request_id)
+        if old.status not in RETRYABLE or old.retried_as is not None:
+            raise NotRetryableError(request_id, old.status, old.retried_as)
+        return self.submit(
+            old.action, old.params, summary=old.summary, requested_by=old.requested_by,
+            context=old.context, retry=(old.id, by or default_user()),
+        )  # fmt: skip
 
     def get(self, request_id: str) -> Request:
         request = self.journal.get(request_id)
@@ -249,16 +273,24 @@ class Engine:
         ]
 
     def approve(
-        self, request_id: str, by: str | None = None, reason: str = "", expect: str | None = None
+        self,
+        request_id: str,
+        by: str | None = None,
+        reason: str = "",
+        expect: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> Request:
         """Approve a pending request, exactly as setting ``status: approved`` in its note would.
 
         What runs is what ``show`` printed: params edited in the note since they were
         recorded are refused (:class:`ParamsChangedError`) unless ``expect`` is (a prefix
         of at least 8 characters of) the hash ``show`` printed for them; with ``expect``,
-        any other params are refused.
+        any other params are refused. ``params``: run these instead (all of them), judged
+        as an edit of the note's params saved with the approval; ``expect`` then names the
+        params they were edited from.
         """
-        return self._decide(request_id, Status.APPROVED, by, reason, expect)
+        edited = None if params is None else clean_params(params)
+        return self._decide(request_id, Status.APPROVED, by, reason, expect, edited)
 
     def reject(self, request_id: str, by: str | None = None, reason: str = "") -> Request:
         """Reject a pending request, exactly as setting ``status: rejected`` in its note would."""
@@ -282,7 +314,13 @@ class Engine:
         return params, params_sha(params), edited
 
     def _decide(
-        self, request_id: str, to: Status, by: str | None, reason: str, expect: str | None = None
+        self,
+        request_id: str,
+        to: Status,
+        by: str | None,
+        reason: str,
+        expect: str | None = None,
+        given: Mapping[str, Any] | None = None,
     ) -> Request:
         request = self.get(request_id)
         if request.status is not Status.PENDING:
@@ -290,12 +328,20 @@ class Engine:
         params: Mapping[str, Any] | None = None  # a rejection runs nothing: its params stand
         if to is Status.APPROVED:
             params, sha, edited = self.params_to_run(request_id)
-            if expect is not None or edited:
+            if expect is not None or (edited and given is None):
                 check_expected(request_id, sha, expect, edited)
+            params = params if given is None else given
         now = self.now()
-        done = self.notes.decide(
-            request, to, by=by or default_user(), reason=reason, params=params, now=now
-        )
+        try:
+            done = self.notes.decide(
+                request, to, by=by or default_user(), reason=reason, params=params, now=now
+            )
+        except RulesError as e:  # a Python rule raised: fail closed, pending, and say so
+            what = "approval" if to is Status.APPROVED else "rejection"
+            self.notes.rule_failed(request, what, e, now)
+            self.publish()
+            self.show_in_note(request_id, now)
+            raise
         self.publish()
         if done is not None:
             self.show_in_note(request_id, now)
@@ -308,13 +354,22 @@ class Engine:
         return counted(self.notes.plan(request), request)
 
     def cancel(self, request_id: str, by: str | None = None) -> Request:
-        """Withdraw a pending request."""
+        """Withdraw a pending request, or an approved one whose action has not started
+        (approved → executing checks the status in the same transaction, so the action
+        either started first or never starts). ``by``: the requester (pending) or the
+        user at the keyboard (approved) unless given."""
         request = self.get(request_id)
         now = self.now()
-        done = self.journal.transition(
-            request_id, Status.CANCELLED, at=now, by=by or request.requested_by,
-            expect={Status.PENDING}, fields={"decided_at": now},
-        )  # fmt: skip
+        if request.status is Status.APPROVED:  # the approval's decided_by/_at stay
+            done = self.journal.transition(
+                request_id, Status.CANCELLED, at=now, by=by or default_user(),
+                expect={Status.APPROVED}, details=("withdrawn before its action started",),
+            )  # fmt: skip
+        else:
+            done = self.journal.transition(
+                request_id, Status.CANCELLED, at=now, by=by or request.requested_by,
+                expect={Status.PENDING}, fields={"decided_at": now},
+            )  # fmt: skip
         self.publish()
         if done is None:
             raise IllegalTransitionError(request_id, self.get(request_id).status, Status.CANCELLED)
@@ -409,6 +464,8 @@ class Engine:
             return None
         run = request.params if params is None else params
         problem = self.journal.unproven(request_id, run) or self.notes.later_in_note(request)
+        if problem and self.journal.status_of(request_id) is not Status.APPROVED:
+            return None  # cancelled meanwhile (by another process): nothing to run
         if problem:
             raise NotRunnableError(request_id, problem)
         now = self.now()

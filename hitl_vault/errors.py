@@ -87,9 +87,15 @@ class IllegalTransitionError(VaultError):
         self.request_id = request_id
         self.current = current
         self.wanted = wanted
+        if wanted == "cancelled" and current in ("executing", "executed", "failed"):
+            why = "its action has started already; nothing can withdraw it now"
+        elif wanted == "cancelled":
+            why = "only a pending request, or an approved one whose action has not started, "
+            why += "can be cancelled"
+        else:
+            why = "only a pending request can be approved or rejected"
         super().__init__(
-            f"request {request_id}: is {current}, so it cannot become {wanted} "
-            f"(only a pending request can be approved, rejected or cancelled)"
+            f"request {request_id}: is {current}, so it cannot become {wanted} ({why})"
         )
 
 
@@ -102,6 +108,18 @@ class DecisionRefusedError(VaultError):
         self.who = who
         self.problem = problem
         super().__init__(f"request {request_id}: {problem}")
+
+
+class NotRetryableError(VaultError):
+    """``retry`` of a request that did not fail or time out, or that was retried already."""
+
+    def __init__(self, request_id: str, current: str, retried_as: str | None = None) -> None:
+        self.request_id, self.current, self.retried_as = request_id, current, retried_as
+        if retried_as is not None:
+            why = f"it was retried already as {retried_as} (retry that one if it fails too)"
+        else:
+            why = f"it is {current}; only a failed or timed-out request can be retried"
+        super().__init__(f"request {request_id}: cannot be retried: {why}")
 
 
 class NotAnApproverError(DecisionRefusedError):

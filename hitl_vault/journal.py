@@ -27,14 +27,16 @@ from .errors import (
     IllegalTransitionError,
     JournalDamagedError,
     JournalUnavailableError,
+    NotRetryableError,
     RequestNotFoundError,
 )
 from .journal_book import Bookkeeping
 from .journal_outbox import Outbox
 from .journal_read import JournalReader
-from .model import LEGAL_MOVES, Kind, Request, Status, Transition
+from .model import LEGAL_MOVES, RETRYABLE, Kind, Request, Status, Transition
 from .params import params_sha
 from .replay import replay
+from .store import request_flag
 from .times import format_ts
 
 SCHEMA = resources.files("hitl_vault").joinpath("schema.sql").read_text(encoding="utf-8")
@@ -48,6 +50,7 @@ _ADDED_COLUMNS = (
     ("requests", "params_created", "TEXT"),
     ("requests", "context", "TEXT"),
     ("requests", "escalate_at", "TEXT"),
+    ("requests", "retry_of", "TEXT"),
 )
 # Fields a transition may set on the request row.
 _SETTABLE = frozenset(
@@ -111,6 +114,8 @@ class Journal(Bookkeeping, Outbox, JournalReader):
                 have = {row[1] for row in db.execute(f"PRAGMA table_info({table})").fetchall()}
                 if column not in have:  # a journal made before this column
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            # After the columns: a journal made before retry_of has no such column above.
+            db.execute("CREATE INDEX IF NOT EXISTS requests_retry_of ON requests (retry_of)")
 
     @property
     def batching(self) -> bool:
@@ -225,6 +230,8 @@ class Journal(Bookkeeping, Outbox, JournalReader):
         ``source`` identifies the Inbox proposal it came from, recorded in the
         same transaction, so a proposal is never turned into two requests.
         ``pinned``: what the submitter's Python rules required (see :meth:`pinned`).
+        A request with ``retry_of`` gets a ``retried as`` entry on that request in the
+        same transaction (:class:`NotRetryableError` if it was retried already).
         Raises :class:`DuplicateError` when the id or the proposal is recorded already.
         """
         sha = params_sha(request.params)
@@ -248,11 +255,13 @@ class Journal(Bookkeeping, Outbox, JournalReader):
                 db.execute(
                     "INSERT INTO proposals (key, request_id) VALUES (?, ?)", (source, request.id)
                 )
+            if request.retry_of is not None:
+                self._link_retry(db, request)
             db.execute(
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
                 "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
                 "reason, decided_at, path, carried_by_requester, pinned, params_created, context, "
-                "escalate_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "escalate_at, retry_of) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     request.id,
                     request.action,
@@ -275,10 +284,29 @@ class Journal(Bookkeeping, Outbox, JournalReader):
                     json.dumps(dict(request.params), ensure_ascii=False),
                     request.context,
                     format_ts(request.escalate_at) if request.escalate_at else None,
+                    request.retry_of,
                 ),
             )
             for t in request.history:
                 self._append(db, request.id, t, sha)
+
+    def _link_retry(self, db: sqlite3.Connection, request: Request) -> None:
+        """The ``retried as`` entry on the request ``request`` retries: at most one retry each,
+        and only of a failed or timed-out request."""
+        old = request.retry_of
+        assert old is not None
+        row = db.execute("SELECT status FROM requests WHERE id = ?", (old,)).fetchone()
+        if row is None:
+            raise RequestNotFoundError(old)
+        taken = db.execute("SELECT id FROM requests WHERE retry_of = ?", (old,)).fetchone()
+        status = Status(row[0])
+        if taken is not None or status not in RETRYABLE:
+            raise NotRetryableError(old, status, taken[0] if taken else None)
+        link = next((t for t in request.history if t.kind is Kind.LINKED), None)
+        by = link.by if link is not None else request.requested_by
+        at = link.at if link is not None else request.created
+        t = Transition(at, status, status, by, "", (f"retried as {request.id}",), Kind.LINKED)
+        self._append(db, old, t, None)
 
     def transition(
         self,
@@ -332,6 +360,8 @@ class Journal(Bookkeeping, Outbox, JournalReader):
                 (to, *fields.values(), request_id),
             )
             self._append(db, request_id, t, sha)
+            # What was listed about the request itself (a step refused) is stale now.
+            db.execute("DELETE FROM attention WHERE path = ?", (request_flag(request_id),))
             return t
 
     def record_edit(

@@ -19,7 +19,8 @@ from .times import format_ts, parse_ts
 REQUEST_COLUMNS = (
     "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
     "decided_by, reason, decided_at, executed_at, result, error, path, carried_by_requester, "
-    "context, escalate_at"
+    "context, escalate_at, retry_of, "
+    "(SELECT r.id FROM requests r WHERE r.retry_of = requests.id)"
 )
 
 
@@ -43,7 +44,7 @@ class JournalReader:
     def _request(self, row: tuple[Any, ...], history: tuple[Transition, ...] = ()) -> Request:
         (rid, action, status, summary, risk, rule, by, created, expires, params) = row[:10]
         (decided_by, reason, decided_at, executed_at, result, error, path, requester) = row[10:18]
-        context, escalate_at = row[18:20]
+        context, escalate_at, retry_of, retried_as = row[18:22]
         return Request(
             id=rid,
             status=Status(status),
@@ -65,6 +66,8 @@ class JournalReader:
             carried_by_requester=bool(requester),
             context=context,
             escalate_at=parse_ts(escalate_at) if escalate_at else None,
+            retry_of=retry_of,
+            retried_as=retried_as,
             history=history,
         )
 

@@ -61,8 +61,9 @@ LEGAL_MOVES: Mapping[Status, frozenset[Status]] = MappingProxyType(
         Status.PENDING: frozenset(
             {Status.APPROVED, Status.REJECTED, Status.TIMED_OUT, Status.CANCELLED}
         ),
-        # approved → rejected: a block rule in force when it was about to run.
-        Status.APPROVED: frozenset({Status.EXECUTING, Status.REJECTED}),
+        # approved → rejected: a block rule in force when it was about to run;
+        # approved → cancelled: withdrawn by a human before its action started.
+        Status.APPROVED: frozenset({Status.EXECUTING, Status.REJECTED, Status.CANCELLED}),
         Status.EXECUTING: frozenset({Status.EXECUTED, Status.FAILED}),
         Status.REJECTED: frozenset(),
         Status.TIMED_OUT: frozenset(),
@@ -71,6 +72,9 @@ LEGAL_MOVES: Mapping[Status, frozenset[Status]] = MappingProxyType(
         Status.FAILED: frozenset(),
     }
 )
+
+# What ``retry`` makes a new request from: a request that ended without running as asked.
+RETRYABLE = frozenset({Status.FAILED, Status.TIMED_OUT})
 
 FOLDER_OF: Mapping[Status, str] = MappingProxyType(
     {
@@ -94,6 +98,7 @@ class Kind(StrEnum):
     EDITED = "edited"  # params edited in a pending note, before any decision
     VOTED = "voted"  # one person's vote (to_status: approved or rejected); the status stays
     ESCALATED = "escalated"  # nobody decided in time: escalate_to may decide too
+    LINKED = "linked"  # a retry made or was made from another request; the status was kept
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,9 @@ class Transition:
             return f"{self.by} {self.to_status}"
         if self.kind is Kind.ESCALATED:
             return "escalated"
+        if self.kind is Kind.LINKED:  # details[0]: ``retry of <id>`` or ``retried as <id>``
+            link, _, other = self.details[0].rpartition(" ")
+            return f"{link} [[{other}]]"
         return f"{self.from_status or 'created'} → {self.to_status}"
 
     @property
@@ -158,6 +166,8 @@ class Request:
     context: str | None = None
     # When nobody having decided by then escalates it (``escalate_after``); None: never/done.
     escalate_at: datetime | None = None
+    retry_of: str | None = None  # the failed or timed-out request this one retries
+    retried_as: str | None = None  # the request made to retry this one
     history: tuple[Transition, ...] = field(default=(), compare=False)
 
     @property

@@ -12,7 +12,7 @@ from typing import Any
 from .errors import NoteError
 from .notefile import BOM, Note, _content, _find_key, parse_note
 from .notestate import read_vote
-from .noteyaml import reads_as, yaml_scalar
+from .noteyaml import dump_params, reads_as, yaml_scalar
 from .times import parse_ts
 
 
@@ -112,18 +112,23 @@ def edit_note(
     lines = list(note.lines)
     fm_end = note.fm_end
     for key, value in fields.items():
-        rendered = f"{key}: {yaml_scalar(value)}".rstrip()
+        if isinstance(value, Mapping):  # params: a block of lines, as a new note has them
+            block = dump_params(value).rstrip("\n").split("\n")
+            block[0] = f"{key}:" + block[0].split(":", 1)[1]
+        else:
+            block = [f"{key}: {yaml_scalar(value)}".rstrip()]
         index = _find_key(lines, fm_end, key)
         if index is None:
-            lines.insert(fm_end, rendered + nl)
-            fm_end += 1
+            lines[fm_end:fm_end] = [text + nl for text in block]
+            fm_end += len(block)
             continue
         stop = _field_span(lines, index, fm_end)
         old_value = _content(lines[index]).split(":", 1)[1]
-        comment = _comment_of(old_value, note.meta.get(key)) if stop == index + 1 else ""
-        ending = nl if lines[stop - 1].endswith("\n") else ""
-        lines[index:stop] = [rendered + comment + (ending or nl)]
-        fm_end -= stop - index - 1
+        one = stop == index + 1 and len(block) == 1
+        comment = _comment_of(old_value, note.meta.get(key)) if one else ""
+        block[-1] += comment
+        lines[index:stop] = [text + nl for text in block]
+        fm_end -= stop - index - len(block)
     if not isinstance(note.meta.get("votes", {}), dict | None):
         votes = None  # not a map: flagged under Needs attention, never written over
     if votes:

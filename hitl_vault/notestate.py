@@ -173,6 +173,16 @@ def note_state(note: Note, request: Request) -> tuple[NoteState, Status | None]:
     return (NoteState.STALE if status in nearby else NoteState.ILLEGAL), status
 
 
+# Statuses whose params are those approved: the note shows exactly them.
+_RAN_AS_APPROVED = frozenset({Status.APPROVED, Status.EXECUTING, Status.EXECUTED, Status.FAILED})
+
+
+def _same_params(shown: Any, request: Request) -> bool:
+    return isinstance(shown, dict) and json.dumps(shown, sort_keys=True, default=str) == json.dumps(
+        dict(request.params), sort_keys=True
+    )
+
+
 def owned_fields(note: Note, request: Request) -> dict[str, Any]:
     wanted: dict[str, Any] = {"status": str(request.status)}
     for key in OWNED_AT_CREATION:
@@ -183,13 +193,15 @@ def owned_fields(note: Note, request: Request) -> dict[str, Any]:
     for key in ("decided_by", "reason"):
         if getattr(request, key) and not note.meta.get(key):
             wanted[key] = getattr(request, key)
+    if request.status in _RAN_AS_APPROVED and not _same_params(note.meta.get("params"), request):
+        wanted["params"] = dict(request.params)  # approved with other params (``approve -p``)
     fields = {}
     for key, value in wanted.items():
         current = note.meta.get(key)
         if key == "status":
             if note.status_text != value:
                 fields[key] = value
-        elif not same_value(current, value):
+        elif key == "params" or not same_value(current, value):
             fields[key] = value
     return fields
 

@@ -122,6 +122,7 @@ class NoteSync(ABC):
                     raise ChangedUnderfootError(where)  # not decided yet: try again later
                 state = NoteState.ILLEGAL
                 why = problem
+        refused: str | None = None  # what Needs attention keeps saying once it is set back
         if state in (NoteState.UNKNOWN, NoteState.ILLEGAL):
             ignored = f'ignored status "{" ".join(note.status_text.split())}"'
             if why:  # what the human must fix before deciding again
@@ -129,6 +130,11 @@ class NoteSync(ABC):
             self.journal.record_ignored(request_id, now, (one_line(ignored, 400),))
             request = self.journal.get(request_id)
             assert request is not None
+            if request.status is Status.PENDING:
+                refused = f"{ignored}; set back to pending (change the note to decide again)"
+        # A refusal stays listed until a human changes the note (inspect clears it then) or
+        # the request moves on: while its last entry is the refusal, the note is ours.
+        keep = request.status is Status.PENDING and request.history[-1].kind is Kind.IGNORED
         fields = owned_fields(note, request)
         have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
         missing = [history_line(t) for t in request.history if t.key not in have]
@@ -149,7 +155,8 @@ class NoteSync(ABC):
         data = edit_note(note, fields, missing, (olds, new_callout), table, votes)
         dest = self.root / request.status.folder / path.name
         if data == note.raw and dest == path:
-            self.journal.unflag(where)
+            if not keep:
+                self.journal.unflag(where)
             self.journal.set_path(request_id, where, sha256(data), len(request.history))
             return True
         if dest == path:
@@ -159,7 +166,10 @@ class NoteSync(ABC):
             move_note(path, note.raw, dest, data, where)
             self.journal.unflag(where)
         new_where = self.rel(dest)
-        self.journal.unflag(new_where)
+        if refused is not None:
+            self.journal.flag(new_where, f"{new_where}: {refused}", now, request_id)
+        elif not keep:
+            self.journal.unflag(new_where)
         self.journal.set_path(request_id, new_where, sha256(data), len(request.history))
         return True
 

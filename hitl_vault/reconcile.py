@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .durable import interrupted_move, read_file
-from .errors import DecisionRefusedError, NotAnApproverError, NoteError
+from .errors import DecisionRefusedError, NotAnApproverError, NoteError, RulesError
 from .layout import APPROVED_FOLDER, DONE_FOLDER, REJECTED_FOLDER
 from .model import Request, Status, Transition
 from .notefile import Note, parse_note, read_note
@@ -42,9 +42,9 @@ from .notestate import (
 from .notesync import NoteSync, sha256
 from .params import note_params
 from .quorum import Plan, count
-from .render import history_key
+from .render import history_key, one_line
 from .rules import Policy, RuleFunction
-from .store import JournalStore
+from .store import JournalStore, request_flag
 from .verdict import Verdict, counted, judge, judge_edit, plan_for, rulings, votes_of
 
 _FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
@@ -253,7 +253,10 @@ class Reconciler(NoteSync):
                 "status, reason or decided_by instead)"
             )
             decided = None
-        plan = self.plan(request) if request.status is Status.PENDING else None
+        try:
+            plan = self.plan(request) if request.status is Status.PENDING else None
+        except RulesError:  # a Python rule raised: the paths below meet it too, and say so
+            plan = None
         if plan is not None and plan.by_votes and decided is not None and problem is None:
             problem = (
                 f"{where}: this request is decided by votes: write approved or rejected after "
@@ -280,6 +283,8 @@ class Reconciler(NoteSync):
                 problem = str(e)
             except DecisionRefusedError as e:
                 problem = f"{where}: {e}"
+            except RulesError as e:  # fail closed: it stays pending (set back once quiet)
+                problem = f"{where}: {decided} not recorded, the request stays pending: {e}"
         elif problem is None and request.status is Status.PENDING:
             try:  # say so now, not only once someone approves
                 params = note_params(note.meta.get("params"), where, line_number(note, "params"))
@@ -287,7 +292,10 @@ class Reconciler(NoteSync):
                 problem = f"{e} before approving"
             else:
                 if state is NoteState.SAME:
-                    acted, problem = self._record_edit(note, request, params, now)
+                    try:
+                        acted, problem = self._record_edit(note, request, params, now)
+                    except RulesError as e:  # fail closed: the edit is not recorded
+                        problem = self.rule_failed(request, "params edit", e, now, where)
                 if state is NoteState.SAME and problem is None and plan and plan.by_votes:
                     voted, problem = self._record_votes(note, request, params, now)
                     acted = voted or acted
@@ -368,13 +376,19 @@ class Reconciler(NoteSync):
                 ) or acted  # fmt: skip
             except DecisionRefusedError as e:
                 problems.append(f"{note.where}: {e}")
+            except RulesError as e:  # fail closed: not recorded, pending, and said
+                problems.append(self.rule_failed(current, f"{name}'s vote", e, now, note.where))
+                break
         return acted, "; ".join(problems) or None
 
     def approval_view(self, request: Request) -> tuple[dict[str, str] | None, list[str]]:
         """For a request decided by votes: the ``votes:`` lines its note should show, and
         what the callout says is still needed (now first, then what it said before, to
         find it by); (None, []) for a request one person decides."""
-        plan = self.plan(request)
+        try:
+            plan = self.plan(request)
+        except RulesError:  # a Python rule raised: shown under Needs attention, not here
+            return None, []
         if not plan.by_votes:
             return None, []
         recorded = request.votes()
@@ -392,6 +406,18 @@ class Reconciler(NoteSync):
         return votes, [state.progress(), *said]
 
     # --- deciding -------------------------------------------------------------
+
+    def rule_failed(
+        self, request: Request, what: str, error: RulesError, now: datetime, where: str = ""
+    ) -> str:
+        """A Python rule raised while judging ``what`` (a decision, an edit) of a pending
+        request: nothing is recorded but that. It is listed under Needs attention (at
+        ``where``, else as the request) and, the first time, in its history. The message."""
+        message = f"{what} not recorded, the request stays pending: {error}"
+        shown = f"{where}: {message}" if where else f"request {request.id}: {message}"
+        if self.journal.flag(where or request_flag(request.id), shown, now, request.id):
+            self.journal.record_ignored(request.id, now, (one_line(message, 400),))
+        return shown
 
     def decide(
         self,

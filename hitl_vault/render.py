@@ -251,7 +251,8 @@ def render_new_note(
 
 _HISTORY_RE = re.compile(
     r"^- (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) · ((?:\w+ → \w+)|(?:kept \w+)|(?:params edited)"
-    r"|(?:escalated)|(?:[A-Za-z0-9][\w.@+-]* (?:approved|rejected)))(?=\s|$)"
+    r"|(?:escalated)|(?:[A-Za-z0-9][\w.@+-]* (?:approved|rejected))"
+    r"|(?:(?:retry of|retried as) \[\[[\w.-]+\]\]))(?=\s|$)"
 )
 
 
@@ -282,12 +283,14 @@ def history_line(t: Transition) -> str:
         parts[1] += f" {inline(one_line(t.details[0]))}"
         t = replace(t, by="", details=t.details[1:])
     by = inline(one_line(t.by))
-    if by and t.kind is not Kind.IGNORED and t.to_status not in (Status.EXECUTED, Status.FAILED):
+    done = t.to_status in (Status.EXECUTED, Status.FAILED)  # "by executor" says nothing
+    if by and (t.kind is Kind.LINKED or (t.kind is not Kind.IGNORED and not done)):
         parts.append(f"by {by}")
     reason = inline(one_line(t.reason))
     if reason:
         parts.append(f'"{reason}"')
-    parts.extend(text for text in (inline(one_line(d)) for d in t.details) if text)
+    if t.kind is not Kind.LINKED:  # a link's detail is its move
+        parts.extend(text for text in (inline(one_line(d)) for d in t.details) if text)
     return "- " + " · ".join(parts)
 
 

@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS requests (
     context TEXT,
     -- When the request escalates if nobody decided it (escalate_after), NULL once it did.
     escalate_at TEXT,
+    -- The failed or timed-out request this one retries (`hitl-vault retry`), if any.
+    retry_of TEXT,
     -- SHA-256 of the note's bytes when they last matched this row, cleared by every
     -- transition. A rescan skips a note whose bytes still have it.
     note_sha TEXT

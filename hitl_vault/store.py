@@ -32,6 +32,12 @@ class Attention:
     since: datetime
 
 
+def request_flag(request_id: str) -> str:
+    """Where Needs attention lists a request itself rather than its note (a step refused for
+    it); looking at the note again never clears it, its next transition does."""
+    return f"request {request_id}"
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """A notification recorded in the outbox, not sent yet."""

@@ -149,7 +149,12 @@ class Vault:
         return self.engine.list(status, limit)
 
     def approve(
-        self, request_id: str, by: str | None = None, reason: str = "", expect: str | None = None
+        self,
+        request_id: str,
+        by: str | None = None,
+        reason: str = "",
+        expect: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> Request:
         """Approve a pending request, exactly as setting ``status: approved`` in its note would.
 
@@ -160,9 +165,11 @@ class Vault:
         What runs is what ``show`` printed: params edited in the note since they were
         recorded are refused (:class:`ParamsChangedError`) unless ``expect`` is (a prefix
         of at least 8 characters of) the hash ``show`` printed for them; with ``expect``,
-        any other params are refused.
+        any other params are refused. ``params``: run these instead (all of them), judged
+        exactly like params edited in the note and approved in the same save (a rule with
+        ``editable: false`` or a ``block`` rule turns the approval into a rejection).
         """
-        return self.engine.approve(request_id, by, reason, expect)
+        return self.engine.approve(request_id, by, reason, expect, params)
 
     def reject(self, request_id: str, by: str | None = None, reason: str = "") -> Request:
         """Reject a pending request, exactly as setting ``status: rejected`` in its note would."""
@@ -175,8 +182,16 @@ class Vault:
         return self.engine.votes(self.engine.get(request_id))
 
     def cancel(self, request_id: str, by: str | None = None) -> Request:
-        """Withdraw a pending request."""
+        """Withdraw a pending request, or an approved one whose action has not started
+        (:class:`IllegalTransitionError` once it has)."""
         return self.engine.cancel(request_id, by)
+
+    def retry(self, request_id: str, by: str | None = None) -> Request:
+        """A new request from a failed or timed-out one (:class:`NotRetryableError` for any
+        other, or one retried already): the same action, params, summary, context and
+        ``requested_by``, decided by the rules again; ``by`` (default: the OS user) is
+        recorded as who retried it. ``retry_of`` / ``retried_as`` link the two."""
+        return self.engine.retry(request_id, by)
 
     def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
         """What approving now would run: the params (the note's, if a human edited them
