@@ -93,7 +93,7 @@ class Daemon:
         # Every transition, once committed, whichever process made it: said in the log
         # (the first listener), then acted on (an approval made elsewhere runs here).
         engine.listen(_say)
-        engine.listen(self._follow)
+        engine.listen(self._follow, every=True)  # a vote made elsewhere shows in the note too
         # A journal held by another process for longer fails the step, which is retried
         # within a second (RETRY_FIRST), instead of holding every other file up for 30 s.
         engine.journal.wait_for_lock(JOURNAL_WAIT.total_seconds())

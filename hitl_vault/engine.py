@@ -95,9 +95,12 @@ class Engine:
 
     # --- events -------------------------------------------------------------------
 
-    def listen(self, listener: Listener, statuses: Iterable[Status | str] = ()) -> Listener:
-        """Call ``listener`` once for each transition (into ``statuses``) from now on."""
-        return self.events.listen(listener, statuses)
+    def listen(
+        self, listener: Listener, statuses: Iterable[Status | str] = (), *, every: bool = False
+    ) -> Listener:
+        """Call ``listener`` once for each transition (into ``statuses``) from now on; with
+        ``every``, for each journal entry (votes, escalations, edits) too."""
+        return self.events.listen(listener, statuses, every=every)
 
     def publish(self) -> int:
         """Hand what the journal recorded since the last call to the listeners, once each
@@ -325,6 +328,9 @@ class Engine:
         request = self.get(request_id)
         if request.status is not Status.PENDING:
             raise IllegalTransitionError(request_id, request.status, to)
+        if request.escalate_at is not None and request.escalate_at <= self.now():
+            self.escalate(request_id, self.now())  # due with no daemon to see it: now
+            request = self.get(request_id)
         params: Mapping[str, Any] | None = None  # a rejection runs nothing: its params stand
         if to is Status.APPROVED:
             params, sha, edited = self.params_to_run(request_id)

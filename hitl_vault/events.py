@@ -59,7 +59,8 @@ class Events:
     def __init__(self, journal: JournalStore) -> None:
         self.journal = journal
         self._lock = threading.Lock()
-        self._listeners: list[tuple[Listener, frozenset[Status] | None]] = []
+        # (listener, the statuses it wants or None, whether it hears every kind of entry)
+        self._listeners: list[tuple[Listener, frozenset[Status] | None, bool]] = []
         self.seen: int | None = None  # the journal position published up to
         # Held while reading the feed and calling listeners, so no entry is handed on twice;
         # re-entrant, so a listener may act on the vault (its own events follow at once).
@@ -68,11 +69,13 @@ class Events:
     def __bool__(self) -> bool:
         return bool(self._listeners)
 
-    def listen(self, listener: Listener, statuses: Iterable[Status | str] = ()) -> Listener:
+    def listen(
+        self, listener: Listener, statuses: Iterable[Status | str] = (), *, every: bool = False
+    ) -> Listener:
         """:meth:`add`, hearing what happens from now on (no replay of the journal)."""
         if not self:
             self.seen = self.journal.last_seq()
-        return self.add(listener, statuses)
+        return self.add(listener, statuses, every=every)
 
     def publish(self) -> int:
         """Hand what the journal recorded since the last call to the listeners, once each.
@@ -92,16 +95,19 @@ class Events:
             load = functools.partial(self.journal.get, history=False)
             return self.emit(Event(rid, t, seq, load) for seq, rid, t in entries)
 
-    def add(self, listener: Listener, statuses: Iterable[Status | str] = ()) -> Listener:
-        """Call ``listener`` for every transition into one of ``statuses`` (none: every one)."""
+    def add(
+        self, listener: Listener, statuses: Iterable[Status | str] = (), *, every: bool = False
+    ) -> Listener:
+        """Call ``listener`` for every transition into one of ``statuses`` (none: every one);
+        with ``every``, for every journal entry (a vote, an escalation, an edit) as well."""
         wanted = frozenset(Status.named(s) for s in statuses) or None
         with self._lock:
-            self._listeners.append((listener, wanted))
+            self._listeners.append((listener, wanted, every))
         return listener
 
     def remove(self, listener: Listener) -> None:
         with self._lock:
-            self._listeners = [(f, s) for f, s in self._listeners if f is not listener]
+            self._listeners = [e for e in self._listeners if e[0] is not listener]
 
     def emit(self, events: Iterable[Event]) -> int:
         """Hand each event to the listeners that want it; returns how many events there were."""
@@ -110,10 +116,9 @@ class Events:
         count = 0
         for event in events:
             count += 1
-            if event.transition.kind is not Kind.TRANSITION:
-                continue  # an ignored status or an edit is no transition
-            for listener, wanted in listeners:
-                if wanted is not None and event.status not in wanted:
+            moved = event.transition.kind is Kind.TRANSITION  # a vote or an edit is no move
+            for listener, wanted, every in listeners:
+                if not (moved or every) or (wanted is not None and event.status not in wanted):
                     continue
                 try:
                     listener(event)

@@ -20,7 +20,7 @@ from .layout import REQUEST_FOLDERS
 from .model import Kind, Request, Status
 from .noteedit import edit_note
 from .notefile import Note, read_note
-from .notestate import NoteState, note_state, owned_fields
+from .notestate import NoteState, describe_changes, note_state, owned_fields
 from .render import callout, details_table, history_key, history_line, one_line, render_new_note
 from .store import JournalStore
 
@@ -29,6 +29,16 @@ log = logging.getLogger(__name__)
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _other_params(note: Note, request: Request) -> bool:
+    """The note shows params the journal did not record (an edit that was refused): its
+    listing under Needs attention stays until a human puts them back or changes them."""
+    shown = note.meta.get("params")
+    try:
+        return isinstance(shown, dict) and bool(describe_changes(request.params, shown))
+    except (TypeError, ValueError):  # a value JSON cannot hold: not what was recorded
+        return True
 
 
 class NoteSync(ABC):
@@ -134,7 +144,9 @@ class NoteSync(ABC):
                 refused = f"{ignored}; set back to pending (change the note to decide again)"
         # A refusal stays listed until a human changes the note (inspect clears it then) or
         # the request moves on: while its last entry is the refusal, the note is ours.
-        keep = request.status is Status.PENDING and request.history[-1].kind is Kind.IGNORED
+        keep = request.status is Status.PENDING and (
+            request.history[-1].kind is Kind.IGNORED or _other_params(note, request)
+        )
         fields = owned_fields(note, request)
         have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
         missing = [history_line(t) for t in request.history if t.key not in have]

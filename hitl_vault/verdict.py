@@ -141,6 +141,12 @@ def judge(
     problem = refusal(state, vote, requester=request.requested_by)
     if problem is not None:
         return Verdict(to, refused=Refusal(by, problem=problem))
+    if plan.by_votes and to is Status.APPROVED and changes:
+        problem = (
+            f"a vote is for the params as recorded, and these differ ({changes}); save the "
+            "params edit in the note on its own first (before anyone votes), then vote"
+        )
+        return Verdict(to, refused=Refusal(by, problem=problem))
     after = add(state, vote)
     if plan.by_votes and not after.decided:  # a vote that counts; not decided yet
         return Verdict(Status.PENDING, reason=reason, vote=vote, count=after)
