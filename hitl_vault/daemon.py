@@ -32,7 +32,7 @@ from .events import Event
 from .layout import LOCK_FILE, RULES_FILE, STATE_DIR
 from .lock import DaemonLock
 from .looking import Looker
-from .model import Request, Status, Transition
+from .model import Kind, Request, Status, Transition
 from .notifier import Notifier
 from .quiet import QuietWriter
 from .render import history_line
@@ -80,7 +80,8 @@ class Daemon:
         self._wake = threading.Event()
         self._dirty: set[Path] = set()
         self._rescan_wanted = True
-        self._followed: list[tuple[str, Status, bool]] = []  # heard (created?), to act on
+        # heard: the request, the status a move took it to (None: no move), created?
+        self._followed: list[tuple[str, Status | None, bool]] = []
         self.retries = Retries()
         self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
         self.actions = Actions(engine, workers, self._wake.set)
@@ -204,9 +205,10 @@ class Daemon:
     def _follow(self, event: Event) -> None:
         """A transition, whoever made it (called on the thread that published): the step acts
         on it, on the daemon's thread (runs an approval, shows it in the note)."""
+        moved = event.transition.kind is Kind.TRANSITION  # not a vote, an edit, a refusal
         with self._lock:
             created = event.transition.from_status is None
-            self._followed.append((event.request_id, event.status, created))
+            self._followed.append((event.request_id, event.status if moved else None, created))
         self._wake.set()
 
     def _act_on_followed(self) -> None:

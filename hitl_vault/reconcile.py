@@ -337,12 +337,13 @@ class Reconciler(NoteSync):
         t = self.journal.record_edit(request.id, params, at=now, by=who, changes=changes)
         return t, None
 
-    def plan(self, request: Request) -> Plan:
+    def plan(self, request: Request, *, code: bool = True) -> Plan:
         """Who decides ``request`` under the rules in force (its params as asked for, and as
-        they stand)."""
+        they stand); ``code=False``: without calling this process's Python rules (what
+        they said at submit is pinned with the request)."""
         policy = self._policy()
         versions = (request.params, self.journal.created_params(request.id))
-        found = rulings(policy, request, versions, self._functions)
+        found = rulings(policy, request, versions, self._functions if code else ())
         return plan_for(policy, found, self.journal.pinned(request.id))
 
     def _record_votes(
@@ -385,10 +386,10 @@ class Reconciler(NoteSync):
         """For a request decided by votes: the ``votes:`` lines its note should show, and
         what the callout says is still needed (now first, then what it said before, to
         find it by); (None, []) for a request one person decides."""
-        try:
-            plan = self.plan(request)
-        except RulesError:  # a Python rule raised: shown under Needs attention, not here
+        pending = request.status is Status.PENDING
+        if not pending and not request.votes():
             return None, []
+        plan = self.plan(request, code=False)  # only showing: what Python rules said is pinned
         if not plan.by_votes:
             return None, []
         recorded = request.votes()
@@ -398,7 +399,7 @@ class Reconciler(NoteSync):
                   requester=request.requested_by, escalated=e).progress()
             for k in range(len(request.history) + 1) for e in (False, True)
         ]  # fmt: skip
-        if request.status is not Status.PENDING:
+        if not pending:
             return votes, ["", *said]
         state = counted(plan, request)
         for name in state.waiting_for() or ():
