@@ -1,33 +1,75 @@
-"""hitl-vault: a human-in-the-loop approval gate that lives in a folder of Markdown notes."""
+"""hitl-vault: a human-in-the-loop approval gate that lives in a folder of Markdown notes.
 
-from .asking import Approval
-from .errors import (
-    DaemonRunningError,
-    IllegalTransitionError,
-    NotAnApproverError,
-    NoteError,
-    NotRetryableError,
-    Refused,
-    Rejected,
-    RequestNotFoundError,
-    RulesError,
-    TimedOut,
-    UsageError,
-    VaultError,
-    VaultNotFoundError,
-    WaitTimeoutError,
-)
-from .events import Event, Listener
-from .model import Request, Status, Transition
-from .rules import Decision, Proposal, Risk, RuleMatch, Ruling
-from .vault import Vault
+The names below are loaded on first use (a module ``__getattr__``), so importing one
+submodule, as the agent gate does before every tool call, does not load the rest.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .asking import Approval
+    from .errors import (
+        DaemonRunningError,
+        DecisionRefusedError,
+        IllegalTransitionError,
+        NotAnApproverError,
+        NoteError,
+        NotRetryableError,
+        Refused,
+        Rejected,
+        RequestNotFoundError,
+        RulesError,
+        TimedOut,
+        UsageError,
+        VaultError,
+        VaultNotFoundError,
+        WaitTimeoutError,
+    )
+    from .events import Event, Listener
+    from .model import Request, Status, Transition
+    from .rules import Decision, Proposal, Risk, RuleMatch, Ruling
+    from .vault import Vault
+
+# Each public name and the submodule it lives in.
+_HOMES = {
+    "Approval": "asking",
+    "DaemonRunningError": "errors",
+    "DecisionRefusedError": "errors",
+    "NotRetryableError": "errors",
+    "IllegalTransitionError": "errors",
+    "NotAnApproverError": "errors",
+    "NoteError": "errors",
+    "Refused": "errors",
+    "Rejected": "errors",
+    "RequestNotFoundError": "errors",
+    "RulesError": "errors",
+    "TimedOut": "errors",
+    "UsageError": "errors",
+    "VaultError": "errors",
+    "VaultNotFoundError": "errors",
+    "WaitTimeoutError": "errors",
+    "Event": "events",
+    "Listener": "events",
+    "Request": "model",
+    "Status": "model",
+    "Transition": "model",
+    "Decision": "rules",
+    "Proposal": "rules",
+    "Risk": "rules",
+    "RuleMatch": "rules",
+    "Ruling": "rules",
+    "Vault": "vault",
+}
 
 __all__ = [
     "Approval",
     "DaemonRunningError",
     "Decision",
+    "DecisionRefusedError",
     "Event",
     "IllegalTransitionError",
     "Listener",
@@ -53,3 +95,18 @@ __all__ = [
     "WaitTimeoutError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{home}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

@@ -106,16 +106,19 @@ def ask(
     context: str | None = None,
 ) -> Asked:
     """The request the rules make of ``proposal`` (``code``: what Python rules said of it):
-    pending until the shortest timeout asked or ruled, approved or rejected at once."""
+    pending until the shortest timeout asked or ruled, approved or rejected at once.
+    What monitor mode or ``min_risk`` allowed is approved with the reason "would ask"
+    or "would block" (see :meth:`Policy.applied`)."""
     ruling = policy.evaluate(proposal, code=code)
-    status = _OUTCOME[ruling.decision]
+    decision, would = policy.applied(ruling)  # monitor mode, min_risk: "would ask", allowed
+    status = _OUTCOME[decision]
     expires = escalate_at = None
     if status is Status.PENDING:
         limits = [d for d in (asked_timeout, ruling.timeout) if d is not None]
         expires = now + (min(limits) if limits else policy.defaults.timeout)
         if ruling.plan.escalate_after is not None and now + ruling.plan.escalate_after < expires:
             escalate_at = now + ruling.plan.escalate_after
-    reason = ruling.reason if status is Status.REJECTED else ""
+    reason = ruling.reason if status is Status.REJECTED else would
     params = proposal.params
     first = Transition(now, None, status, proposal.requested_by, reason, (f"rule {ruling.rule}",))
     request = Request(

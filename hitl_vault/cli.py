@@ -13,27 +13,20 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
 from . import __version__
-from .clitext import (
-    listed_json,
-    outcome,
-    parse_params,
-    read_context,
-    request_json,
-    ruling_json,
-)
 from .errors import UsageError, VaultError
-from .model import Request, Status
-from .params import check_expected
-from .render import _NOT_PRINTABLE_ASCII, _visible, history_line
-from .template import init_vault
-from .times import format_ts, utcnow
-from .trust import user_name
-from .vault import Vault
+from .model import Status
+
+if TYPE_CHECKING:
+    from .model import Request
+    from .vault import Vault
+
+# What a command needs is imported inside it: `--version`, `--help` and the agent gate
+# start without the journal, the notes, the file watcher and the notifier.
 
 _DEFAULT_VAULT = "vault"
 
@@ -57,6 +50,8 @@ def _vault_path(ctx: click.Context) -> Path:
 
 
 def _open(ctx: click.Context) -> Vault:
+    from .vault import Vault
+
     with _errors():
         return Vault(_vault_path(ctx))
 
@@ -99,6 +94,8 @@ def cli(ctx: click.Context, vault: str) -> None:
 @click.pass_context
 def init(ctx: click.Context, path: Path | None) -> None:
     """Create a vault from the template (PATH defaults to --vault); never overwrites a file."""
+    from .template import init_vault
+
     target = path or _vault_path(ctx)
     with _errors():
         report = init_vault(target)
@@ -116,6 +113,9 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
 
     With no vault at the path yet, one is created from the template first.
     """
+    from .template import init_vault
+    from .vault import Vault
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
@@ -171,6 +171,8 @@ def submit(
     as_json: bool,
 ) -> None:
     """Propose an action; prints its id and status."""
+    from .clitext import outcome, parse_params, read_context, request_json
+
     with _errors():
         params = parse_params(pairs, params_json)
     if context_file is not None:
@@ -207,6 +209,8 @@ def submit(
 @click.pass_context
 def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
     """List requests, newest first."""
+    from .clitext import listed_json
+
     vault = _open(ctx)
     with _errors(), vault:
         requests = vault.list(status=status)
@@ -226,6 +230,10 @@ def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     """Show one request with its history."""
+    from .clitext import request_json
+    from .render import _NOT_PRINTABLE_ASCII, _visible, history_line
+    from .trust import user_name
+
     vault = _open(ctx)
     with _errors(), vault:
         request = vault.get(request_id)
@@ -282,6 +290,8 @@ def _decision_command(
         ctx: click.Context, /, request_ids: tuple[str, ...], by: str | None, reason: str,
         **kw: Any,
     ) -> None:  # fmt: skip
+        from .clitext import parse_params
+
         pairs, params_json = kw.pop("pairs", ()), kw.pop("params_json", None)
         edits = pairs or params_json is not None
         if len(request_ids) > 1 and (edits or kw.get("expect")):
@@ -326,6 +336,8 @@ def _edited_params(
     """``approve ID -p k=v``: the params to run. ``--params-json`` gives all of them (``-p``
     on top); ``-p`` alone changes those approving would run now, as ``show`` prints them
     (edited in the note but not recorded: only with ``--expect``, as without ``-p``)."""
+    from .params import check_expected
+
     if whole:
         return typed
     base, sha, edited = vault.params_to_run(request_id)
@@ -366,6 +378,8 @@ def cancel(ctx: click.Context, request_id: str, by: str | None) -> None:
 @click.pass_context
 def retry(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -> None:
     """A new request from a failed or timed-out one, decided by the rules again."""
+    from .clitext import request_json
+
     vault = _open(ctx)
     with _errors(), vault:
         request = vault.retry(request_id, by=by)
@@ -411,6 +425,8 @@ def rules() -> None:
 @click.pass_context
 def rules_check(ctx: click.Context, action: str, pairs: tuple[str, ...], as_json: bool) -> None:
     """Dry run: what the rules decide for ACTION with these params (creates nothing)."""
+    from .clitext import parse_params, ruling_json
+
     with _errors():
         params = parse_params(pairs, None)
     vault = _open(ctx)
@@ -462,6 +478,8 @@ def mcp_server(ctx: click.Context) -> None:
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Check the journal's hash chain and that every note agrees with the journal."""
+    from .times import format_ts, utcnow
+
     vault = _open(ctx)
     with _errors(), vault:
         problems = vault.verify()
@@ -473,6 +491,93 @@ def verify(ctx: click.Context) -> None:
     click.echo(
         f"ok: {count} requests; the journal chain and every note agree ({format_ts(utcnow())})"
     )
+
+
+def _duration(text: str, option: str) -> float:
+    from .times import parse_duration
+
+    with _errors():
+        return parse_duration(text, option).total_seconds()
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["claude", "cursor", "gemini", "codex"]),
+    default="claude",
+    show_default=True,
+    help="The agent's hook format.",
+)
+@click.option(
+    "--wait",
+    default="9m",
+    show_default=True,
+    metavar="DURATION",
+    help="How long to wait for a human before denying (keep it below the hook's timeout).",
+)
+@click.pass_context
+def gate(ctx: click.Context, fmt: str, wait: str) -> None:
+    """An agent's PreToolUse hook: read the tool call on stdin, answer allow or deny.
+
+    The rules decide; an ask becomes a request a human approves in its note while the
+    gate waits up to --wait, then it denies and the agent's identical retry is matched
+    to the same request.
+    """
+    from .gating import run as run_gate
+
+    seconds = _duration(wait, "--wait")
+    stdin: bytes = sys.stdin.buffer.read()
+    code, out, err = run_gate(_vault_path(ctx), fmt, seconds, stdin)
+    click.echo(out, nl=False)
+    click.echo(err, nl=False, err=True)
+    ctx.exit(code)
+
+
+@cli.group()
+def hook() -> None:
+    """Agent hooks that send tool calls through `hitl-vault gate`."""
+
+
+@hook.command("install")
+@click.option(
+    "--agent",
+    type=click.Choice(["claude"]),
+    default="claude",
+    show_default=True,
+    help="Whose settings file to change.",
+)
+@click.option(
+    "--project",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Install into DIR/.claude/settings.json (default: ~/.claude/settings.json).",
+)
+@click.option(
+    "--wait",
+    default="9m",
+    show_default=True,
+    metavar="DURATION",
+    help="How long the gate waits for a human; the hook's timeout is a minute more.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.pass_context
+def hook_install(
+    ctx: click.Context, agent: str, project: Path | None, wait: str, dry_run: bool
+) -> None:
+    """Add the gate to the agent's settings, keeping everything else (with a backup)."""
+    from .hooks import command_line, install, settings_path
+
+    seconds = _duration(wait, "--wait")
+    vault = _vault_path(ctx)
+    if not vault.is_dir():
+        raise click.ClickException(
+            f"{vault}: no vault there (create one with `hitl-vault init {vault}`, or give --vault)"
+        )
+    target = settings_path(agent, project)
+    with _errors():
+        report = install(target, command_line(vault, wait), seconds, dry_run=dry_run)
+    click.echo(report)
 
 
 def main() -> None:

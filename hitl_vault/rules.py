@@ -148,6 +148,7 @@ class Defaults:
     timeout: timedelta = timedelta(hours=24)  # how long a request may stay pending
     quiet: timedelta = timedelta(seconds=2)  # how long a note must be untouched before a rewrite
     remind_before: timedelta | None = None  # one reminder this long before expiry (None: none)
+    min_risk: Risk | None = None  # an ask below this risk is allowed (and recorded as such)
     # Who decides, for every request (combined with what the matching rules say).
     approvers: frozenset[str] | None = None
     quorum: int | None = None
@@ -162,6 +163,23 @@ class Defaults:
             self.approvers, self.quorum, (), self.prevent_self_approval, self.require_reason,
             self.escalate_after, self.escalate_to,
         )  # fmt: skip
+
+
+class Mode(StrEnum):
+    """``mode:`` in hitl-vault.yaml: enforce the rules, or only record what they would do."""
+
+    ENFORCE = "enforce"
+    MONITOR = "monitor"  # ask and block are recorded as "would ask/block" and allowed
+
+
+class GateRecord(StrEnum):
+    """``gate: {record: ...}``: which of the agent gate's decisions become requests.
+
+    An ask always does (a human decides it in its note)."""
+
+    ASKS = "asks"  # only asks: a blocked tool call is denied without a trace
+    BLOCKS = "blocks"  # asks and blocks (the default)
+    ALL = "all"  # also every allowed tool call
 
 
 @dataclass(frozen=True)
@@ -296,6 +314,25 @@ class Policy:
     rules: tuple[Rule, ...]
     actions: Mapping[str, ActionSpec]
     source: str
+    mode: Mode = Mode.ENFORCE
+    gate_record: GateRecord = GateRecord.BLOCKS
+
+    def applied(self, ruling: Ruling) -> tuple[Decision, str]:
+        """The decision that takes effect for ``ruling`` under ``mode`` and
+        ``defaults.min_risk``, and why it differs from the rules' ("" when it does not):
+        monitor mode allows what would ask or block, and an ask below ``min_risk`` is
+        allowed."""
+        decision = ruling.decision
+        if decision is Decision.ALLOW:
+            return decision, ""
+        would = "would ask" if decision is Decision.ASK else "would block"
+        if self.mode is Mode.MONITOR:
+            why = f": {ruling.reason}" if ruling.reason and decision is Decision.BLOCK else ""
+            return Decision.ALLOW, f"{would} (monitor mode){why}"
+        floor = self.defaults.min_risk
+        if decision is Decision.ASK and floor is not None and ruling.risk.rank < floor.rank:
+            return Decision.ALLOW, f"would ask (risk {ruling.risk} is below min_risk {floor})"
+        return decision, ""
 
     def evaluate(
         self,

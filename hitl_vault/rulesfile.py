@@ -34,7 +34,7 @@ from .durable import read_file
 from .errors import NoteError, RulesError, UsageError
 from .model import check_action
 from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
-from .rules import ActionSpec, Decision, Defaults, Policy, Risk, Rule
+from .rules import ActionSpec, Decision, Defaults, GateRecord, Mode, Policy, Risk, Rule
 from .times import parse_duration
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -48,12 +48,15 @@ _TOP = {
     "groups": "groups",  # named sets of approvers, read first (group:NAME)
     "notify": "elsewhere",  # who to tell: read by hitl_vault.notifyconf
     "notify_vault": "elsewhere",
+    "mode": "mode",
+    "gate": "gate",
 }
 _DEFAULT_FIELDS = {
     "decision": "decision",
     "timeout": "duration",
     "quiet": "duration",
     "remind_before": "duration",
+    "min_risk": "risk",
     "approvers": "approvers",
     "quorum": "quorum",
     "prevent_self_approval": "boolean",
@@ -61,6 +64,7 @@ _DEFAULT_FIELDS = {
     "escalate_after": "duration",
     "escalate_to": "approvers",
 }
+_GATE_FIELDS = {"record": "gate_record"}
 _RULE_FIELDS = {
     "name": "name",
     "action": "action",
@@ -219,8 +223,26 @@ class _Reader:
         }
         actions = MappingProxyType(found.get("actions", {}))
         return Policy(
-            found.get("defaults", Defaults()), found.get("rules", ()), actions, self.where
+            found.get("defaults", Defaults()),
+            found.get("rules", ()),
+            actions,
+            self.where,
+            mode=found.get("mode", Mode.ENFORCE),
+            gate_record=found.get("gate", GateRecord.BLOCKS),
         )
+
+    def mode(self, node: Any) -> Mode:
+        return Mode(self.choice(node, "mode", [str(m) for m in Mode]))
+
+    def gate(self, node: Any) -> GateRecord:
+        fix = "write e.g. gate: {record: all}"
+        pairs = self.pairs(node, "gate", fix, tuple(_GATE_FIELDS))
+        found = self.fields(pairs, "gate", _GATE_FIELDS)
+        record: GateRecord = found.get("record", GateRecord.BLOCKS)
+        return record
+
+    def gate_record(self, node: Any, what: str) -> GateRecord:
+        return GateRecord(self.choice(node, what, [str(r) for r in GateRecord]))
 
     def defaults(self, node: Any) -> Defaults:
         fix = "write e.g. decision: ask and timeout: 24h under defaults:"

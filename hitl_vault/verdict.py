@@ -18,7 +18,7 @@ from .model import Request, Status
 from .notestate import describe_changes
 from .params import params_sha
 from .quorum import Count, Plan, Vote, add, count, refusal
-from .rules import Decision, Policy, Proposal, RuleFunction, Ruling
+from .rules import Decision, Mode, Policy, Proposal, RuleFunction, Ruling
 from .times import format_ts
 
 
@@ -206,11 +206,12 @@ def judge_run(
     functions: Sequence[RuleFunction] = (),
 ) -> str | None:
     """An approved request about to run ``params``: why a ``block`` rule in force now
-    stops it (the reason to reject it with), or None when it may run."""
+    stops it (the reason to reject it with), or None when it may run (always, in
+    monitor mode)."""
     proposal = Proposal(request.action, params, request.summary, request.requested_by)
     ruling = policy.evaluate(proposal, functions)
-    if ruling.decision is not Decision.BLOCK:
-        return None
+    if ruling.decision is not Decision.BLOCK or policy.mode is Mode.MONITOR:
+        return None  # monitor mode recorded "would block" at submit and lets it run
     return f"blocked by rule {ruling.rule} before it ran" + (
         f": {ruling.reason}" if ruling.reason else ""
     )

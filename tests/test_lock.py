@@ -152,7 +152,7 @@ def test_the_module_imports_and_locks_without_fcntl(tmp_path: Path) -> None:
         """
         import importlib, sys, types
         from pathlib import Path
-        import hitl_vault  # the rest of the package, imported as usual
+        import hitl_vault.vault  # the rest of the package, imported as usual
 
         held = {}
         def locking(fd, mode, nbytes):
