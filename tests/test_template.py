@@ -11,6 +11,8 @@ import yaml
 from hitl_vault import Decision, Vault
 from hitl_vault.dashboard import render_dashboard
 from hitl_vault.notestate import is_candidate
+from hitl_vault.rules import Proposal
+from hitl_vault.rulesfile import parse_policy
 from hitl_vault.template import template_root
 from hitl_vault.times import utcnow
 
@@ -117,3 +119,22 @@ def test_the_example_rules_decide_as_their_comments_say(vault: Vault) -> None:
     refund = vault.evaluate("refund", {"amount": 5})
     assert set(refund.approvers or ()) == {"alice", "bob"}
     assert decide("unknown_tool") == (Decision.ASK, "defaults")
+
+
+def test_the_several_approvers_examples_read_as_their_comments_say() -> None:
+    """Uncommented, the template's deploys, big-wires and hotfix rules ask whom they say."""
+    text = (Path(__file__).parents[1] / "vault_template" / "hitl-vault.yaml").read_text()
+    start = text.index("  # - name: deploys")
+    end = text.index("#   finance: [alice, bob]") + len("#   finance: [alice, bob]")
+    block = [  # "  # - name" is a rule's line, "# groups:" a top-level key's
+        "  " + line[4:] if line.startswith("  # ") else line[2:] if line.startswith("# ") else line
+        for line in text[start:end].splitlines()
+    ]
+    policy = parse_policy(text[:start] + "\n".join(block) + text[end:])
+    deploy = policy.evaluate(Proposal("deploy", {})).plan
+    assert deploy.stages[0].quorum == 2 and deploy.prevent_self_approval and deploy.by_votes
+    wire = policy.evaluate(Proposal("wire", {})).plan
+    assert [s.name for s in wire.stages] == ["lead", "finance"]
+    assert wire.stages[1].approvers == {"alice", "bob"}
+    hotfix = policy.evaluate(Proposal("hotfix", {})).plan
+    assert hotfix.escalate_to == {"dave"} and not hotfix.by_votes
