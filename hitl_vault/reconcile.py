@@ -45,7 +45,16 @@ from .quorum import Plan, count
 from .render import history_key, one_line
 from .rules import Policy, RuleFunction
 from .store import JournalStore, request_flag
-from .verdict import Verdict, counted, judge, judge_edit, plan_for, rulings, votes_of
+from .verdict import (
+    Verdict,
+    counted,
+    judge,
+    judge_edit,
+    plan_for,
+    rulings,
+    settled,
+    votes_of,
+)
 
 _FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
 
@@ -434,6 +443,53 @@ class Reconciler(NoteSync):
         journal the verdict: a vote, then the decision when the votes make one. Raises
         :class:`DecisionRefusedError` when ``by``'s decision does not count; None when the
         request was no longer pending."""
+        verdict = self._verdict(request, to, by, reason, params, now)
+        # The vote and the decision it completes are written together, judged on the votes
+        # the journal holds inside the same transaction: two people voting at the same
+        # moment are counted one after the other, never both as "1 of 2".
+        with self.journal.batch():
+            fresh = self.journal.get(request.id)
+            if fresh is not None and len(fresh.history) != len(request.history):
+                request = fresh  # something was recorded meanwhile: judge again
+                verdict = self._verdict(request, to, by, reason, params, now)
+            if verdict.vote is None or verdict.count is None:
+                return self._transition(request, verdict, by, now)
+            v, c = verdict.vote, verdict.count
+            done = sum(len(a) for a in c.approvals)
+            need = sum(s.quorum for s in c.plan.stages)
+            t = self.journal.record_vote(
+                request.id, at=now, by=v.name, approve=v.approve, reason=v.reason,
+                count=f"{done} of {need}" if v.approve else "rejects it",
+            )  # fmt: skip
+            if t is None or verdict.to is Status.PENDING:
+                return t
+            return self._transition(request, verdict, by, now)
+
+    def settle(self, request_id: str, now: datetime) -> Transition | None:
+        """A pending request whose recorded votes decide it under the rules in force (they
+        changed since: a lower quorum, a stage gone) is decided so; None when they do not."""
+        first = self.journal.get(request_id)
+        if first is None or first.status is not Status.PENDING or not first.votes():
+            return None  # the usual case, with no write lock taken
+        with self.journal.batch():
+            request = self.journal.get(request_id)
+            if request is None or request.status is not Status.PENDING or not request.votes():
+                return None
+            state = counted(self.plan(request, code=False), request)
+            if not state.decided:
+                return None
+            return self._transition(request, settled(state, now), "", now)
+
+    def _verdict(
+        self,
+        request: Request,
+        to: Status,
+        by: str,
+        reason: str,
+        params: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> Verdict:
+        """:func:`judge`; raises :class:`DecisionRefusedError` when ``by``'s does not count."""
         verdict = judge(
             self._policy(), request, to, by=by, reason=reason, params=params, now=now,
             created=self.journal.created_params(request.id),
@@ -444,19 +500,7 @@ class Reconciler(NoteSync):
             if r.problem:
                 raise DecisionRefusedError(request.id, r.by, r.problem)
             raise NotAnApproverError(request.id, r.by, r.approvers, r.rule)
-        if verdict.vote is not None and verdict.count is not None:
-            with self.journal.batch():  # the vote and the decision it completes, or neither
-                v, c = verdict.vote, verdict.count
-                done = sum(len(a) for a in c.approvals)
-                need = sum(s.quorum for s in c.plan.stages)
-                t = self.journal.record_vote(
-                    request.id, at=now, by=v.name, approve=v.approve, reason=v.reason,
-                    count=f"{done} of {need}" if v.approve else "rejects it",
-                )  # fmt: skip
-                if t is None or verdict.to is Status.PENDING:
-                    return t
-                return self._transition(request, verdict, by, now)
-        return self._transition(request, verdict, by, now)
+        return verdict
 
     def _transition(
         self, request: Request, verdict: Verdict, by: str, now: datetime

@@ -91,6 +91,20 @@ def counted(plan: Plan, request: Request) -> Count:
     )
 
 
+def settled(state: Count, now: datetime) -> Verdict:
+    """The decision votes already recorded make under the rules in force: after a change of
+    the rules (a lower quorum, a stage removed) they may decide a request by themselves."""
+    if state.rejected_by is not None:
+        return Verdict(
+            Status.REJECTED,
+            reason="rejected by a vote already in, under the rules as they stand now",
+            fields={"decided_by": state.rejected_by, "decided_at": now},
+        )
+    names = ", ".join(n for stage in state.approvals for n in stage)
+    why = "the votes already in meet the rules as they stand now"
+    return Verdict(Status.APPROVED, reason=why, fields={"decided_by": names, "decided_at": now})
+
+
 def not_editable(found: Sequence[Ruling], pinned: Mapping[str, Any]) -> list[str]:
     """The rules that forbid editing the params: those of hitl-vault.yaml that matched any
     version of them, and the submitter's Python rules (``pinned`` at submit)."""
@@ -138,6 +152,8 @@ def judge(
         if "approvers" in pinned and by not in set(pinned["approvers"]) | extra:
             rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
             return Verdict(to, refused=Refusal(by, frozenset(pinned["approvers"]), rule))
+    if state.decided:  # the votes in meet the rules as they stand now (they changed)
+        return settled(state, now)
     problem = refusal(state, vote, requester=request.requested_by)
     if problem is not None:
         return Verdict(to, refused=Refusal(by, problem=problem))
