@@ -47,22 +47,52 @@ def _normalise(value: Any) -> Any:
 
 
 _VOTE_LINE = re.compile(r"([ \t]+)([^\s:#][^:#]*?)[ \t]*:(?:[ \t]|$)")
+# What hitl-vault appends to a vote line it did not count; the human deletes it to vote again.
+NOT_COUNTED = "# not counted"
+
+
+def _key(text: str) -> str:
+    """A ``votes:`` line's key as written, without the quotes hitl-vault may put around it."""
+    text = text.strip()
+    return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'" else text
+
+
+def vote_lines(note: Note) -> dict[str, str]:
+    """Each name's line under ``votes:`` as the note holds it (the raw text)."""
+    index = _find_key(note.lines, note.fm_end, "votes")
+    if index is None:
+        return {}
+    stop = _field_span(note.lines, index, note.fm_end)
+    found: dict[str, str] = {}
+    for line in note.lines[index + 1 : stop]:
+        if m := _VOTE_LINE.match(_content(line)):
+            found[_key(m.group(2))] = _content(line)
+    return found
 
 
 def _set_votes(
-    note: Note, lines: list[str], fm_end: int, votes: Mapping[str, str]
+    note: Note,
+    lines: list[str],
+    fm_end: int,
+    votes: Mapping[str, str],
+    marks: Mapping[str, str],
 ) -> tuple[list[str], int]:
     """The ``votes:`` map showing ``votes`` (name: ``approved``/``rejected``/empty): a line
-    whose vote reads differently is rewritten, a missing one added; other lines stay."""
+    whose vote reads differently is rewritten, a missing one added; other lines stay as the
+    human wrote them, but for ``marks``: ``# not counted: <why>`` appended to those lines."""
     nl = note.newline
     index = _find_key(lines, fm_end, "votes")
     have = note.meta.get("votes")
     if index is None:
         lines[fm_end:fm_end] = ["votes:" + nl]
         index, fm_end = fm_end, fm_end + 1
-    elif _content(lines[index]).split(":", 1)[1].strip():  # votes: {} or a one-line map
-        kept = [f"  {k}: {yaml_scalar(v)}".rstrip() + nl for k, v in (have or {}).items()]
-        lines[index : index + 1] = ["votes:" + nl, *kept]
+    elif (flow := _content(lines[index]).split(":", 1)[1]).strip():  # votes: {} or one line
+        comment = _comment_of(flow, have)
+        kept = [
+            f"  {yaml_scalar(str(k))}: {yaml_scalar(v)}".rstrip() + nl
+            for k, v in (have or {}).items()
+        ]
+        lines[index : index + 1] = ["votes:" + comment + nl, *kept]
         fm_end += len(kept)
     stop = _field_span(lines, index, fm_end)
     indent = "  "
@@ -71,15 +101,21 @@ def _set_votes(
         m = _VOTE_LINE.match(_content(lines[i]))
         if m:
             indent = m.group(1)
-            at[m.group(2).strip()] = i
+            at[_key(m.group(2))] = i
     current = have if isinstance(have, dict) else {}
     new: list[str] = []
     for name, value in votes.items():
-        line = f"{indent}{name}: {value}".rstrip() + nl
+        line = f"{indent}{yaml_scalar(name)}: {value}".rstrip() + nl
         if name not in at:
             new.append(line)
-        elif value and not _same_vote(current.get(name), value):  # a recorded vote, shown
+        elif value and (  # a recorded vote, shown (and no longer marked as not counted)
+            not _same_vote(current.get(name), value) or NOT_COUNTED in lines[at[name]]
+        ):
             lines[at[name]] = line
+    for name, why in marks.items():
+        if name in at and NOT_COUNTED not in lines[at[name]]:
+            text = _content(lines[at[name]]).rstrip()
+            lines[at[name]] = f"{text}  {NOT_COUNTED}: {why}".rstrip() + nl
     lines[stop:stop] = new
     return lines, fm_end + len(new)
 
@@ -98,6 +134,7 @@ def edit_note(
     callouts: tuple[Sequence[list[str]], list[str]] | None = None,
     table: list[str] | None = None,
     votes: Mapping[str, str] | None = None,
+    marks: Mapping[str, str] | None = None,
 ) -> bytes:
     """New bytes for ``note``: ``fields`` set, ``history`` lines appended, nothing else changed.
 
@@ -132,7 +169,7 @@ def edit_note(
     if not isinstance(note.meta.get("votes", {}), dict | None):
         votes = None  # not a map: flagged under Needs attention, never written over
     if votes:
-        lines, fm_end = _set_votes(note, lines, fm_end, votes)
+        lines, fm_end = _set_votes(note, lines, fm_end, votes, marks or {})
     if callouts is not None:
         candidates, new = callouts
         for old in candidates:
@@ -222,7 +259,8 @@ def _check_edit(
         ) from None
     shown: Any = after.meta.get("votes") if votes else None
     if votes and not (
-        isinstance(shown, dict) and all(_same_vote(shown.get(n), v) for n, v in votes.items())
+        isinstance(shown, dict)
+        and all(n in shown if not v else _same_vote(shown.get(n), v) for n, v in votes.items())
     ):
         raise NoteError(
             note.where,

@@ -16,12 +16,20 @@ from pathlib import Path
 
 from .durable import interrupted_move, move_note, write_note
 from .errors import ChangedUnderfootError, NoteError
-from .layout import REQUEST_FOLDERS
+from .layout import APPROVED_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS
 from .model import Kind, Request, Status
-from .noteedit import edit_note
+from .noteedit import NOT_COUNTED, edit_note, vote_lines
 from .notefile import Note, read_note
-from .notestate import NoteState, describe_changes, note_state, owned_fields
-from .render import callout, details_table, history_key, history_line, one_line, render_new_note
+from .notestate import NoteState, describe_changes, note_state, note_votes, owned_fields
+from .render import (
+    callout,
+    details_table,
+    history_key,
+    history_line,
+    one_line,
+    read_refused_vote,
+    render_new_note,
+)
 from .store import JournalStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,24 @@ def _other_params(note: Note, request: Request) -> bool:
         return isinstance(shown, dict) and bool(describe_changes(request.params, shown))
     except (TypeError, ValueError):  # a value JSON cannot hold: not what was recorded
         return True
+
+
+def _not_counted(note: Note, request: Request, shown: set[tuple[str, str]]) -> dict[str, str]:
+    """The vote lines to mark ``# not counted: <why>``: refused since the note last showed
+    the history, and still reading as the vote that was refused."""
+    try:
+        lines = note_votes(note)
+    except NoteError:
+        return {}
+    marks: dict[str, str] = {}
+    for t in request.history:
+        found = read_refused_vote(t)
+        if found is None or t.key in shown:
+            continue
+        name, vote, why = found
+        if name in lines and str(lines[name][0]) == vote:
+            marks[name] = one_line(why, 160)
+    return marks
 
 
 class NoteSync(ABC):
@@ -132,23 +158,42 @@ class NoteSync(ABC):
                     raise ChangedUnderfootError(where)  # not decided yet: try again later
                 state = NoteState.ILLEGAL
                 why = problem
+        folder = path.parent.name
+        moved = False
+        if (
+            state is NoteState.SAME
+            and request.status is Status.PENDING
+            and folder in (APPROVED_FOLDER, REJECTED_FOLDER)
+        ):  # moved into a decision's folder, and not acted on: say why before moving it back
+            why = self.record_decision(path, note, request, now)
+            request = self.journal.get(request_id)
+            assert request is not None
+            if request.status is Status.PENDING and why:
+                state, moved = NoteState.ILLEGAL, True
         refused: str | None = None  # what Needs attention keeps saying once it is set back
         if state in (NoteState.UNKNOWN, NoteState.ILLEGAL):
             ignored = f'ignored status "{" ".join(note.status_text.split())}"'
+            if moved:
+                ignored = f"ignored the move into {folder}/"
             if why:  # what the human must fix before deciding again
                 ignored += ": " + re.sub(rf"^{re.escape(where)}( line \d+)?: ", "", why)
             self.journal.record_ignored(request_id, now, (one_line(ignored, 400),))
             request = self.journal.get(request_id)
             assert request is not None
             if request.status is Status.PENDING:
-                refused = f"{ignored}; set back to pending (change the note to decide again)"
+                back = "moved back" if moved else "set back to pending"
+                refused = f"{ignored}; {back} (change the note to decide again)"
         # A refusal stays listed until a human changes the note (inspect clears it then) or
         # the request moves on: while its last entry is the refusal, the note is ours.
-        keep = request.status is Status.PENDING and (
-            request.history[-1].kind is Kind.IGNORED or _other_params(note, request)
-        )
         fields = owned_fields(note, request)
         have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
+        marks = _not_counted(note, request, have)
+        keep = request.status is Status.PENDING and (
+            request.history[-1].kind is Kind.IGNORED
+            or _other_params(note, request)
+            or bool(marks)
+            or any(NOT_COUNTED in line for line in vote_lines(note).values())
+        )
         missing = [history_line(t) for t in request.history if t.key not in have]
         edits = [t.details[0] for t in request.history if t.kind is Kind.EDITED and t.details]
         shown = edits[-1] if edits and request.status is Status.PENDING else None
@@ -164,7 +209,7 @@ class NoteSync(ABC):
             for w in (None, *dict.fromkeys(waits))
         ]
         table = details_table(request.params)
-        data = edit_note(note, fields, missing, (olds, new_callout), table, votes)
+        data = edit_note(note, fields, missing, (olds, new_callout), table, votes, marks)
         dest = self.root / request.status.folder / path.name
         if data == note.raw and dest == path:
             if not keep:

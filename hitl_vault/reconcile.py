@@ -26,6 +26,7 @@ from .durable import interrupted_move, read_file
 from .errors import DecisionRefusedError, NotAnApproverError, NoteError, RulesError
 from .layout import APPROVED_FOLDER, DONE_FOLDER, REJECTED_FOLDER
 from .model import Request, Status, Transition
+from .noteedit import NOT_COUNTED, vote_lines
 from .notefile import Note, parse_note, read_note
 from .notestate import (
     OWNED_AT_CREATION,
@@ -42,7 +43,7 @@ from .notestate import (
 from .notesync import NoteSync, sha256
 from .params import note_params
 from .quorum import Plan, count
-from .render import history_key, one_line
+from .render import history_key, one_line, read_refused_vote, refused_vote
 from .rules import Policy, RuleFunction
 from .store import JournalStore, request_flag
 from .verdict import (
@@ -359,16 +360,37 @@ class Reconciler(NoteSync):
         self, note: Note, request: Request, params: dict[str, Any], now: datetime
     ) -> tuple[Transition | None, str | None]:
         """The votes written under ``votes:`` that the journal does not hold yet, each
-        judged and recorded in the order of the lines; what did not count is returned."""
+        judged and recorded in the order of the lines; what did not count is returned.
+
+        A line that did not count is journaled as such, and the note marks it ``# not
+        counted: <why>``; it is never counted later on its own (when its stage opens, after
+        an escalation, for params edited since): the human deletes the mark to vote again.
+        """
         try:
             lines = note_votes(note)
         except NoteError as e:
             return None, str(e)
         recorded = {t.by: t.to_status for t in request.votes()}
+        refused = {
+            (found[0], found[1]): t
+            for t in request.history
+            if (found := read_refused_vote(t)) is not None
+        }
+        shown = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
+        raw = vote_lines(note)
         acted: Transition | None = None
         problems: list[str] = []
         for name, (vote, reason) in lines.items():
             if vote is None or recorded.get(name) is vote:
+                continue
+            earlier = refused.get((name, str(vote)))
+            if earlier is not None and (
+                NOT_COUNTED in raw.get(name, "") or earlier.key not in shown
+            ):
+                problems.append(
+                    f"{note.where}: {earlier.details[0]} (delete the {NOT_COUNTED!r} "
+                    "comment on the line to vote again)"
+                )
                 continue
             if name in recorded:
                 problems.append(
@@ -386,6 +408,8 @@ class Reconciler(NoteSync):
                 ) or acted  # fmt: skip
             except DecisionRefusedError as e:
                 problems.append(f"{note.where}: {e}")
+                detail = one_line(refused_vote(name, vote, e.problem), 400)
+                self.journal.record_ignored(request.id, now, (detail,))
             except RulesError as e:  # fail closed: not recorded, pending, and said
                 problems.append(self.rule_failed(current, f"{name}'s vote", e, now, note.where))
                 break

@@ -230,7 +230,7 @@ def render_new_note(
     out += [f"decided_by: {yaml_scalar(request.decided_by)}".rstrip()]
     out += [f"reason: {yaml_scalar(request.reason)}".rstrip()]
     if waiting is not None:
-        out += ["votes:", *(f"  {name}:" for name in votes)]
+        out += ["votes:", *(f"  {yaml_scalar(name)}:" for name in votes)]
     out.append("---")
     out.append(f"# {inline(request.summary) or inline(request.action)}")
     out.append("")
@@ -254,6 +254,22 @@ _HISTORY_RE = re.compile(
     r"|(?:escalated)|(?:[A-Za-z0-9][\w.@+-]* (?:approved|rejected))"
     r"|(?:(?:retry of|retried as) \[\[[\w.-]+\]\]))(?=\s|$)"
 )
+
+
+_REFUSED_VOTE = re.compile(r"(.+?)'s vote \((approved|rejected)\) not counted: (.*)", re.S)
+
+
+def refused_vote(name: str, vote: Status, why: str) -> str:
+    """The history detail of a vote line that did not count (see :func:`read_refused_vote`)."""
+    return f"{name}'s vote ({vote}) not counted: {why}"
+
+
+def read_refused_vote(t: Transition) -> tuple[str, str, str] | None:
+    """(name, vote, why) of an entry recording a vote line that did not count, else None."""
+    if t.kind is not Kind.IGNORED or not t.details:
+        return None
+    m = _REFUSED_VOTE.fullmatch(t.details[0])
+    return (m.group(1), m.group(2), m.group(3)) if m else None
 
 
 def history_key(line: str) -> tuple[str, str]:

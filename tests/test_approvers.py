@@ -135,9 +135,10 @@ def history(vault: Vault, request_id: str) -> list[str]:
 def vote_line(note: Path, name: str, value: str) -> None:
     """``name`` saves their own line under votes: (and nothing else), in place."""
     text = note.read_text(encoding="utf-8")
-    assert f"\n  {name}:\n" in text, f"no empty line for {name} in:\n{text}"
+    key = name if f"\n  {name}:\n" in text else f'"{name}"'  # quoted where YAML needs it
+    assert f"\n  {key}:\n" in text, f"no empty line for {name} in:\n{text}"
     with open(note, "w", encoding="utf-8", newline="") as f:
-        f.write(text.replace(f"\n  {name}:\n", f"\n  {name}: {value}\n", 1))
+        f.write(text.replace(f"\n  {key}:\n", f"\n  {key}: {value}\n", 1))
 
 
 # --- 1. quorum through the CLI --------------------------------------------------------------

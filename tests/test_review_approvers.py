@@ -73,11 +73,6 @@ def test_dropping_the_quorum_after_a_vote_lets_one_approver_decide(vault_path: P
     assert bob.exit_code == 0, bob.stderr  # today: exit 1 "it is decided already"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a vote line refused as out of turn stays in the note and is counted silently on "
-    "a later look, once the earlier stage is met: nobody re-confirmed it",
-)
 def test_a_vote_refused_out_of_turn_does_not_count_later_on_its_own(
     clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
@@ -88,18 +83,14 @@ def test_a_vote_refused_out_of_turn_does_not_count_later_on_its_own(
     req.path.write_text(req.path.read_text().replace("  lena:\n", "  lena:\n  carol: approved\n"))
     daemon.notice(req.path)
     settle(daemon, clock)
-    assert history(clocked_vault, req.id) == ["created → pending"]
+    assert history(clocked_vault, req.id) == ["created → pending", "kept pending"]
+    assert "# not counted: carol approves in stage finance" in req.path.read_text()
     clocked_vault.approve(req.id, by="lena")
     settle(daemon, clock, every=100)  # past a rescan; nobody touches the note
     # today: ['created → pending', 'lena approved', 'carol approved', 'pending → approved']
     assert clocked_vault.get(req.id).status is Status.PENDING, history(clocked_vault, req.id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a refused vote line is counted later without being saved again: for params "
-    "edited after it was written, which the voter never saw",
-)
 def test_a_refused_vote_line_never_approves_params_edited_after_it(
     clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
@@ -121,11 +112,6 @@ def test_a_refused_vote_line_never_approves_params_edited_after_it(
     assert request.status is Status.PENDING, (history(clocked_vault, req.id), request.params)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dave's line written before the escalation is refused, then counted on its own "
-    "once the escalation comes",
-)
 def test_a_vote_refused_before_the_escalation_is_not_counted_after_it(
     clocked_vault: Vault, daemon: Daemon, clock: Clock
 ) -> None:
@@ -145,11 +131,6 @@ def test_a_vote_refused_before_the_escalation_is_not_counted_after_it(
     assert clocked_vault.get(req.id).status is Status.PENDING, history(clocked_vault, req.id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NoteSync.sync unflags a note it need not rewrite unless the last entry is IGNORED: "
-    "a refused vote line leaves Needs attention within one quiet period, seen nowhere",
-)
 def test_a_refused_vote_line_stays_under_needs_attention(
     clocked_vault: Vault, daemon: Daemon, clock: Clock
 ) -> None:
@@ -168,11 +149,6 @@ def test_a_refused_vote_line_stays_under_needs_attention(
     assert "mallory is not among its approvers" in flagged(clocked_vault), history_text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_set_votes rewrites nothing for a refused line but edit_note's read-back check "
-    "expects it empty: every sync of the note fails with a misleading layout error",
-)
 def test_a_refused_vote_line_does_not_stop_the_note_showing_later_votes(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -198,11 +174,6 @@ def run_once(helper: VaultHelper) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_set_votes and render write vote keys unquoted: a name YAML reads as a number "
-    "('00123' -> 83) can never vote in the note, and the error names '83'",
-)
 def test_an_approver_named_like_a_number_can_vote_in_the_note(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -220,11 +191,6 @@ def test_an_approver_named_like_a_number_can_vote_in_the_note(
         assert [t.by for t in vault.get(rid).votes()] == ["00123"], flagged(vault)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_set_votes turns a one-line votes: map into block lines and drops the comment "
-    "after it: a human's text is lost",
-)
 def test_a_comment_after_a_flow_style_votes_map_survives(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -240,11 +206,6 @@ def test_a_comment_after_a_flow_style_votes_map_survives(
     assert "alice phoned, ok by her" in note.read_text()  # today: the comment is gone
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a voted note moved into Approved/ is moved back silently: no history line, and "
-    "Needs attention drops the refusal in the same run",
-)
 def test_a_voted_note_moved_into_approved_says_why_it_came_back(
     vault_path: Path, helper: VaultHelper
 ) -> None:
