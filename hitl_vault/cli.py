@@ -321,7 +321,8 @@ def _decision_command(
                     click.echo(f"{request.id} pending: {progress}")
                     continue
                 click.echo(f"{request.id} {request.status}")
-                if name == "approve" and request.status is not Status.APPROVED:
+                ran = (Status.APPROVED, Status.EXECUTING, Status.EXECUTED, Status.FAILED)
+                if name == "approve" and request.status not in ran:  # (on its way already)
                     click.echo(f"not approved: {request.reason}", err=True)
                     failed += 1
         if failed:

@@ -52,10 +52,16 @@ def main() -> None:
 
         cli_main()
         return
-    from .gating import run
+    try:
+        from .gating import run
 
-    code, out, err = run(*fast, sys.stdin.buffer.read())
-    sys.stdout.write(out)
-    sys.stderr.write(err)
+        code, out, err = run(*fast, sys.stdin.buffer.read())
+    except BaseException as e:  # never exit 1 (Claude Code runs the tool then): fail closed
+        if isinstance(e, SystemExit) and e.code == 2:
+            raise
+        code, out, err = 2, "", f"hitl-vault gate failed ({type(e).__name__}: {e}); blocked\n"
+    # UTF-8 whatever the locale says: a reason with an accent must still block.
+    sys.stdout.buffer.write(out.encode("utf-8", "replace"))
+    sys.stderr.buffer.write(err.encode("utf-8", "replace"))
     sys.stdout.flush()
     sys.exit(code)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,11 @@ from .params import clean_params
 AGENTS = {"claude": "claude-code", "cursor": "cursor", "gemini": "gemini-cli", "codex": "codex"}
 FORMATS = tuple(AGENTS)
 
-# Keys of a tool's input that name a file it writes, and tools that only read.
-_PATH_KEYS = ("file_path", "notebook_path", "path", "filePath", "target_file", "absolute_path")
+# Keys of a tool's input that hold text, not a path; and tools that only read.
+_TEXT_KEYS = frozenset(
+    {"content", "new_string", "old_string", "new_source", "description", "prompt", "text",
+     "body", "message", "query", "pattern", "title", "summary", "reason", "explanation"}
+)  # fmt: skip
 _READ_ONLY = frozenset(
     {"Read", "Glob", "Grep", "LS", "NotebookRead", "WebFetch", "WebSearch", "TodoWrite",
      "read_file", "read_many_files", "glob", "search_file_content", "list_directory"}
@@ -31,6 +35,18 @@ _READ_ONLY = frozenset(
 # Words that mark a shell command as reaching for hitl-vault itself (its CLI, its package,
 # its journal folder), wherever the vault is.
 _OWN_WORDS = ("hitl-vault", "hitl_vault", ".hitl")
+# Names only a hitl-vault vault has: a command naming them reaches for one.
+_VAULT_WORDS = ("Pending_Approval",)
+# Keys of a tool's input that name the file it works on (for the request's summary).
+_PATH_KEYS = ("file_path", "notebook_path", "path", "filePath", "target_file", "absolute_path")
+
+
+def _own_code() -> tuple[Path, ...]:
+    """hitl-vault's own code: the package, and the ``hitl-vault`` command the hook runs."""
+    found = [Path(os.path.realpath(os.path.dirname(__file__)))]
+    if os.path.basename(sys.argv[0]).startswith("hitl-vault"):
+        found.append(Path(os.path.realpath(sys.argv[0])))
+    return tuple(found)
 
 
 class BadInput(Exception):
@@ -67,9 +83,10 @@ class Call:
 
     @property
     def key(self) -> str:
-        """The same session, tool and input give the same key (an identical retry)."""
+        """The same session, folder, tool and input give the same key (an identical retry):
+        an approval given for a command in one folder is never handed to it in another."""
         canonical = json.dumps(
-            [self.agent, self.session, self.tool, self.params],
+            [self.agent, self.session, str(self.cwd), self.tool, self.params],
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=False,
@@ -207,23 +224,43 @@ def guard(call: Call, root: Path, given: Path) -> str | None:
     agent's own request. ``root`` is the vault resolved; ``given`` as configured.
     """
     why = "an agent may not change the vault that approves its own requests"
-    if call.tool not in _READ_ONLY:
-        for key in _PATH_KEYS:
-            value = call.params.get(key)
-            if isinstance(value, str) and value and _inside(value, call.cwd, root):
+    if call.tool not in _READ_ONLY:  # any path it is given: file_path, source, destination…
+        for value in _paths(call.params):
+            if any(_inside(value, call.cwd, place) for place in (root, *_own_code())):
                 return f"{call.tool} would write {value}, inside the hitl-vault vault: {why}"
     command = _command(call.params)
     if not command:
         return None
     if _inside(".", call.cwd, root):
         return f"{call.tool} would run inside the hitl-vault vault ({call.cwd}): {why}"
-    for word in _OWN_WORDS:
-        if word in command:
+    flat = re.sub(r"/(?:\./)+|/{2,}", "/", command)  # /code//vault, /code/./vault
+    for word in (*_OWN_WORDS, *_VAULT_WORDS):
+        if word in flat:
             return f"{call.tool} names {word!r} in its command: {why}"
-    for pattern in _spellings(root, given, call.cwd):
-        if pattern.search(command):
+    for pattern in (*_spellings(root, given, call.cwd), _component(root.name)):
+        if pattern.search(flat):
             return f"{call.tool} names the hitl-vault vault in its command: {why}"
     return None
+
+
+def _paths(value: Any, key: str = "") -> list[str]:
+    """The strings of a tool's input that could be paths it writes (not its text)."""
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _paths(v, str(k))]
+    if isinstance(value, list):
+        return [p for v in value for p in _paths(v, key)]
+    if not isinstance(value, str) or key in _TEXT_KEYS or key in ("command", "cmd"):
+        return []
+    if not value or len(value) > 4096 or "\n" in value or "\0" in value:
+        return []
+    return [value]
+
+
+def _component(name: str) -> re.Pattern[str]:
+    """The vault's folder name next to a slash (``cd .. && sed … vault/Pending_Approval``);
+    alone, a word like ``vault`` may mean anything."""
+    word = re.escape(name)
+    return re.compile(rf"(?:(?<![\w.-]){word}/|/{word}(?![\w.-]))")
 
 
 # --- answering in each agent's format ------------------------------------------------------

@@ -93,7 +93,10 @@ def _merge(data: dict[str, Any], entry: dict[str, Any], path: Path) -> str:
 
 
 def install(path: Path, command: str, wait: float, *, dry_run: bool = False) -> str:
-    """Merge the gate's hook into the settings file at ``path``; what was done, to print."""
+    """Merge the gate's hook into the settings file at ``path``; what was done, to print.
+
+    A settings file that is a link (kept in a dotfiles repository) is written through it."""
+    path = Path(os.path.realpath(path))
     timeout = max(MIN_TIMEOUT, math.ceil(wait) + MARGIN)
     entry = {"type": "command", "command": command, "timeout": timeout}
     data, before = _read(path)

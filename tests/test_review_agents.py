@@ -1,6 +1,6 @@
 """A review of the agent gate, `hook install` and the template's agent rules, attacked as a
 careless user and a hostile agent would: each test states behaviour the README promises
-and the code does not keep yet (xfail, strict, until fixed)."""
+that the code once did not keep."""
 
 from __future__ import annotations
 
@@ -91,11 +91,6 @@ rules:
 # --- the vault guard ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard checks only file_path/notebook_path/path/...; move_file's source and "
-    "destination are not checked, so an agent can move its own note into Approved/",
-)
 def test_an_mcp_filesystem_move_into_approved_is_denied_whatever_the_rules_say(
     agent_vault: Path,
 ) -> None:
@@ -110,11 +105,6 @@ def test_an_mcp_filesystem_move_into_approved_is_denied_whatever_the_rules_say(
     assert _permission(done) == "deny", done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the guard looks for the vault's spellings relative to the hook's cwd only; "
-    "`cd .. && ... vault/...` names it relative to the folder the command moves to",
-)
 def test_a_command_that_cds_to_the_vaults_parent_and_names_it_is_denied(
     agent_vault: Path,
 ) -> None:
@@ -126,12 +116,6 @@ def test_a_command_that_cds_to_the_vaults_parent_and_names_it_is_denied(
     assert _permission(done) == "deny", done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a command naming hitl_vault/hitl-vault is denied, but a Write to the installed "
-    "hitl-vault script (the hook's own command) is not: the guard checks file paths "
-    "against the vault only",
-)
 def test_a_file_tool_cannot_rewrite_the_hitl_vault_command_the_hook_runs(
     agent_vault: Path, tmp_path: Path
 ) -> None:
@@ -148,11 +132,6 @@ def test_a_file_tool_cannot_rewrite_the_hitl_vault_command_the_hook_runs(
 # --- an approval and what it was given for --------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the identical-retry key is session, tool and input; the cwd the human saw "
-    "under ## Context is not part of it, so the approval runs in another folder",
-)
 def test_an_approval_for_one_folder_is_not_handed_to_the_same_command_in_another(
     agent_vault: Path,
 ) -> None:
@@ -176,11 +155,6 @@ def test_an_approval_for_one_folder_is_not_handed_to_the_same_command_in_another
 # --- failing open -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="entry.main writes ensure_ascii=False JSON with sys.stdout.write: under a "
-    "non-UTF-8 stdout a non-ASCII reason raises UnicodeEncodeError, exit 1, and the tool runs",
-)
 def test_a_block_with_a_non_ascii_reason_blocks_whatever_stdouts_encoding(
     agent_vault: Path,
 ) -> None:
@@ -211,11 +185,6 @@ def _template_with_agent_rules() -> Any:
     return parse_policy(text[:start] + block + text[end:])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agent-safe-commands' `( [^;&|`$<>]*)?` matches a newline, so `ls .` followed "
-    "by any second line is allowed (Claude Code's Bash runs every line)",
-)
 @pytest.mark.parametrize(
     "command",
     ["ls .\nrm -r -f ~", "git status -s\npython3 exfil.py", "ls -la\nchmod -R 777 ~"],
@@ -231,11 +200,6 @@ def test_the_templates_safe_commands_never_allow_a_second_line(command: str) -> 
 # --- hook install -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hooks._write os.replace()s the path itself: a symlinked settings.json (dotfiles) "
-    "becomes a plain file and the linked file never gets the hook",
-)
 def test_install_into_a_symlinked_settings_file_writes_through_the_link(
     agent_vault: Path, tmp_path: Path
 ) -> None:
@@ -263,12 +227,6 @@ def test_install_into_a_symlinked_settings_file_writes_through_the_link(
 # --- the human's side of a gate request ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Engine._decide re-reads the request after the commit; when the gate (or a fast "
-    "executor) has already moved it to executing/executed, cli.approve prints "
-    "'not approved: None' and exits 1 for an approval that took effect",
-)
 def test_approve_says_approved_when_the_gate_hands_it_out_at_once(
     agent_vault: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

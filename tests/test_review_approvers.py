@@ -1,6 +1,6 @@
 """Review of several approvers and the human's override: behaviour a user would hit.
 
-Each test is a finding of the review, marked xfail(strict=True) until it is fixed.
+Each test is a finding of the review, kept once it was fixed.
 """
 
 from __future__ import annotations
