@@ -509,3 +509,18 @@ def test_a_running_daemon_never_runs_or_fails_what_the_gate_hands_to_the_agent(
     assert not marker.exists()
     assert "run by the agent" in done.read_text()
     assert " ERROR " not in daemon.log() and "failed" not in daemon.log()
+
+
+def test_the_templates_agent_rules_let_the_agent_ask_the_vault_and_plan() -> None:
+    """Uncommented, the template lets hitl-vault's MCP tools and planning tools through."""
+    from hitl_vault.rules import Proposal
+    from hitl_vault.rulesfile import parse_policy
+
+    text = (Path(__file__).parents[1] / "vault_template" / "hitl-vault.yaml").read_text()
+    start = text.index("#  - name: agent-reads")
+    end = text.index("\n\n", start)
+    block = "\n".join(line[1:] for line in text[start:end].splitlines())
+    policy = parse_policy(text[:start] + block + text[end:])
+    for tool in ("mcp__hitl-vault__wait_for_approval", "Task", "AskUserQuestion"):
+        assert policy.evaluate(Proposal(tool, {})).decision == "allow", tool
+    assert policy.evaluate(Proposal("mcp__other__do", {})).decision == "ask"
