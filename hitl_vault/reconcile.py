@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -470,8 +471,9 @@ class Reconciler(NoteSync):
         verdict = self._verdict(request, to, by, reason, params, now)
         # The vote and the decision it completes are written together, judged on the votes
         # the journal holds inside the same transaction: two people voting at the same
-        # moment are counted one after the other, never both as "1 of 2".
-        with self.journal.batch():
+        # moment are counted one after the other, never both as "1 of 2". (Inside the daemon's
+        # batch, that is its transaction.)
+        with nullcontext() if self.journal.batching else self.journal.batch():
             fresh = self.journal.get(request.id)
             if fresh is not None and len(fresh.history) != len(request.history):
                 request = fresh  # something was recorded meanwhile: judge again
