@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 import textwrap
 import time
@@ -31,7 +32,9 @@ PY = sys.executable
 
 def make_request(**changes: Any) -> Request:
     fields: dict[str, Any] = {
-        "id": "20240101T120000Z-pay-abc123",
+        # Unique: a timeout finds escaped processes by this id, so two runs of the suite at
+        # once must never share one.
+        "id": f"20240101T120000Z-pay-{secrets.token_hex(3)}",
         "status": Status.EXECUTING,
         "action": "pay",
         "summary": "Pay $1500 to vendor@example.com",
