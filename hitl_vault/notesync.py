@@ -176,7 +176,8 @@ class NoteSync(ABC):
             if moved:
                 ignored = f"ignored the move into {folder}/"
             if why:  # what the human must fix before deciding again
-                ignored += ": " + re.sub(rf"^{re.escape(where)}( line \d+)?: ", "", why)
+                said = rf"^{re.escape(where)}( line \d+)?: (request {re.escape(request_id)}: )?"
+                ignored += ": " + re.sub(said, "", why)
             self.journal.record_ignored(request_id, now, (one_line(ignored, 400),))
             request = self.journal.get(request_id)
             assert request is not None

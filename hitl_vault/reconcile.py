@@ -264,16 +264,11 @@ class Reconciler(NoteSync):
                 "status, reason or decided_by instead)"
             )
             decided = None
-        try:
-            plan = self.plan(request) if request.status is Status.PENDING else None
-        except RulesError:  # a Python rule raised: the paths below meet it too, and say so
+        try:  # who decides: for the votes: lines (a typed status is judged in decide)
+            asks = decided is None and "votes" in note.meta
+            plan = self.plan(request) if asks and request.status is Status.PENDING else None
+        except RulesError:  # a Python rule raised: the path below meets it too, and says so
             plan = None
-        if plan is not None and plan.by_votes and decided is not None and problem is None:
-            problem = (
-                f"{where}: this request is decided by votes: write approved or rejected after "
-                "your own name under votes: (hitl-vault sets status when the votes decide)"
-            )
-            decided = None
         if decided is not None and problem is None:
             by = note.meta.get("decided_by")
             reason = note.meta.get("reason")
@@ -289,6 +284,7 @@ class Reconciler(NoteSync):
                         else None
                     ),
                     now=now,
+                    typed=True,
                 )
             except NoteError as e:
                 problem = str(e)
@@ -463,21 +459,24 @@ class Reconciler(NoteSync):
         reason: str,
         params: Mapping[str, Any] | None,
         now: datetime,
+        typed: bool = False,
     ) -> Transition | None:
         """Judge a human's approval or rejection of a pending request (:func:`judge`) and
         journal the verdict: a vote, then the decision when the votes make one. Raises
         :class:`DecisionRefusedError` when ``by``'s decision does not count; None when the
-        request was no longer pending."""
-        verdict = self._verdict(request, to, by, reason, params, now)
+        request was no longer pending. ``typed``: a status typed in the note (or its folder),
+        which a request decided by votes refuses."""
+        verdict = self._verdict(request, to, by, reason, params, now, typed)
         # The vote and the decision it completes are written together, judged on the votes
         # the journal holds inside the same transaction: two people voting at the same
         # moment are counted one after the other, never both as "1 of 2". (Inside the daemon's
         # batch, that is its transaction.)
-        with nullcontext() if self.journal.batching else self.journal.batch():
-            fresh = self.journal.get(request.id)
+        batching = self.journal.batching  # then ``request`` was read in this transaction
+        with nullcontext() if batching else self.journal.batch():
+            fresh = None if batching else self.journal.get(request.id)
             if fresh is not None and len(fresh.history) != len(request.history):
                 request = fresh  # something was recorded meanwhile: judge again
-                verdict = self._verdict(request, to, by, reason, params, now)
+                verdict = self._verdict(request, to, by, reason, params, now, typed)
             if verdict.vote is None or verdict.count is None:
                 return self._transition(request, verdict, by, now)
             v, c = verdict.vote, verdict.count
@@ -514,12 +513,13 @@ class Reconciler(NoteSync):
         reason: str,
         params: Mapping[str, Any] | None,
         now: datetime,
+        typed: bool = False,
     ) -> Verdict:
         """:func:`judge`; raises :class:`DecisionRefusedError` when ``by``'s does not count."""
         verdict = judge(
             self._policy(), request, to, by=by, reason=reason, params=params, now=now,
             created=self.journal.created_params(request.id),
-            pinned=self.journal.pinned(request.id), functions=self._functions,
+            pinned=self.journal.pinned(request.id), functions=self._functions, typed=typed,
         )  # fmt: skip
         if verdict.refused is not None:
             r = verdict.refused

@@ -124,6 +124,7 @@ def judge(
     created: Mapping[str, Any],
     pinned: Mapping[str, Any],
     functions: Sequence[RuleFunction] = (),
+    typed: bool = False,
 ) -> Verdict:
     """A human's approval or rejection of a pending request, judged.
 
@@ -142,6 +143,12 @@ def judge(
     edited = describe_changes(created, final)
     found = rulings(policy, request, (final, created, request.params), functions)
     plan = plan_for(policy, found, pinned)
+    if typed and plan.by_votes:  # a status typed in the note: votes decide this one
+        votes = (
+            "this request is decided by votes: write approved or rejected after your own "
+            "name under votes: (hitl-vault sets status when the votes decide)"
+        )
+        return Verdict(to, refused=Refusal(by, problem=votes))
     state = counted(plan, request)
     vote = Vote(by, to is Status.APPROVED, now, reason)
     extra = plan.escalate_to if state.escalated else frozenset()
