@@ -247,6 +247,12 @@ class Engine:
         old = self.get(request_id)
         if old.status not in RETRYABLE or old.retried_as is not None:
             raise NotRetryableError(request_id, old.status, old.retried_as)
+        if old.carried_by_requester:  # an agent's tool call: only the agent can make it again
+            why = (
+                f"it is {old.status} and was made by {old.requested_by}, which carries it "
+                "out itself: have the agent make the same call again (a new request)"
+            )
+            raise NotRetryableError(request_id, old.status, why=why)
         return self.submit(
             old.action, old.params, summary=old.summary, requested_by=old.requested_by,
             context=old.context, retry=(old.id, by or default_user()),

@@ -113,11 +113,13 @@ class DecisionRefusedError(VaultError):
 class NotRetryableError(VaultError):
     """``retry`` of a request that did not fail or time out, or that was retried already."""
 
-    def __init__(self, request_id: str, current: str, retried_as: str | None = None) -> None:
+    def __init__(
+        self, request_id: str, current: str, retried_as: str | None = None, why: str = ""
+    ) -> None:
         self.request_id, self.current, self.retried_as = request_id, current, retried_as
-        if retried_as is not None:
+        if not why and retried_as is not None:
             why = f"it was retried already as {retried_as} (retry that one if it fails too)"
-        else:
+        elif not why:
             why = f"it is {current}; only a failed or timed-out request can be retried"
         super().__init__(f"request {request_id}: cannot be retried: {why}")
 

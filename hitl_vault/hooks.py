@@ -40,7 +40,9 @@ def command_line(vault: Path, wait: str) -> str:
     if script.name.startswith("hitl-vault") and script.is_file():
         program = [os.path.abspath(script)]
     else:
-        program = [os.path.abspath(sys.executable), "-m", "hitl_vault"]
+        # -I: isolated, so a hitl_vault.py in the project (the hook's folder) is never
+        # imported in place of the gate.
+        program = [os.path.abspath(sys.executable), "-I", "-m", "hitl_vault"]
     vault_abs = os.path.abspath(vault.expanduser())
     return shlex.join([*program, "--vault", vault_abs, "gate", "--wait", wait])
 

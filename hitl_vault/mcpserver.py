@@ -113,8 +113,9 @@ class Tools:
         (what the agent should do now)."""
         executor = request.action in self.vault.policy.actions
         note = self.note(request)
+        votes = self.vault.votes(request.id) if request.history else None
         return {
-            **request_json(request),
+            **request_json(request, votes),
             "note": note,
             "executor": executor,
             "next": next_step(request, note, executor),

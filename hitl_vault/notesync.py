@@ -67,6 +67,15 @@ def _not_counted(note: Note, request: Request, shown: set[tuple[str, str]]) -> d
     return marks
 
 
+def _unreadable_votes(note: Note) -> bool:
+    """A ``votes:`` line that reads as no vote (``alice: ok``): listed until it is fixed."""
+    try:
+        note_votes(note)
+    except NoteError:
+        return True
+    return False
+
+
 class NoteSync(ABC):
     """Finds each request's note and makes it show what the journal knows."""
 
@@ -194,6 +203,7 @@ class NoteSync(ABC):
             or _other_params(note, request)
             or bool(marks)
             or any(NOT_COUNTED in line for line in vote_lines(note).values())
+            or _unreadable_votes(note)
         )
         missing = [history_line(t) for t in request.history if t.key not in have]
         edits = [t.details[0] for t in request.history if t.kind is Kind.EDITED and t.details]

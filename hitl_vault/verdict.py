@@ -159,8 +159,14 @@ def judge(
         if "approvers" in pinned and by not in set(pinned["approvers"]) | extra:
             rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
             return Verdict(to, refused=Refusal(by, frozenset(pinned["approvers"]), rule))
-    if state.decided:  # the votes in meet the rules as they stand now (they changed)
+    if state.decided and to is Status.APPROVED:  # votes in meet the rules as they stand now
         return settled(state, now)
+    if state.decided and state.rejected_by is None:  # they approve it, but nothing has run:
+        names = [plan.eligible(i, True) for i in range(len(plan.stages))]  # a no wins
+        if any(n is None or by in n for n in names):
+            no = {"decided_by": by or None, "reason": reason or None, "decided_at": now}
+            return Verdict(Status.REJECTED, reason=reason, fields=no)
+        return Verdict(to, refused=Refusal(by, problem=f"{by} is not among its approvers"))
     problem = refusal(state, vote, requester=request.requested_by)
     if problem is not None:
         return Verdict(to, refused=Refusal(by, problem=problem))
