@@ -125,12 +125,14 @@ def test_the_several_approvers_examples_read_as_their_comments_say() -> None:
     """Uncommented, the template's deploys, big-wires and hotfix rules ask whom they say."""
     text = (Path(__file__).parents[1] / "vault_template" / "hitl-vault.yaml").read_text()
     start = text.index("  # - name: deploys")
-    end = text.index("#   finance: [alice, bob]") + len("#   finance: [alice, bob]")
-    block = [  # "  # - name" is a rule's line, "# groups:" a top-level key's
-        "  " + line[4:] if line.startswith("  # ") else line[2:] if line.startswith("# ") else line
+    end = text.index("# Coding agents")
+    block = [  # "  # - name" is a rule's line
+        "  " + line[4:] if line.startswith("  # ") else line
         for line in text[start:end].splitlines()
     ]
-    policy = parse_policy(text[:start] + "\n".join(block) + text[end:])
+    text = text[:start] + "\n".join(block) + "\n" + text[end:]
+    text = text.replace("# groups:\n#   finance: [alice, bob]", "groups:\n  finance: [alice, bob]")
+    policy = parse_policy(text)
     deploy = policy.evaluate(Proposal("deploy", {})).plan
     assert deploy.stages[0].quorum == 2 and deploy.prevent_self_approval and deploy.by_votes
     wire = policy.evaluate(Proposal("wire", {})).plan
