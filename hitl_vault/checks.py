@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import NoteError
 from .model import Request, Status
 from .notefile import Note, read_note
-from .notestate import read_status_word, same_value
+from .notestate import read_status_word, same_value, votes_differ
 from .params import params_sha
 from .render import history_key, history_line, unescaped_history_line
 from .replay import replay
@@ -82,6 +82,10 @@ def _note_problems(where: str, note: Note, request: Request) -> list[str]:
             continue  # decided by a rule: the note's decided_by is whatever the human typed
         if key in note.meta and not same_value(note.meta[key], journaled):
             problems.append(f"{where}: {key} differs from the journal's")
+    problems += [
+        f"{where}: votes: does not show {name}'s vote as the journal recorded it"
+        for name in votes_differ(note, request)
+    ]
     noted: dict[tuple[str, str], list[str]] = {}  # one time and move may stand twice
     for line in note.lines[note.fm_end + 1 :]:
         if history_key(line)[0]:

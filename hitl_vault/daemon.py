@@ -235,10 +235,11 @@ class Daemon:
             return True
         self.engine.journal.unflag(RULES_FILE)
         log.info("reloaded %s", RULES_FILE)
-        # Votes already in may decide a request under the new rules (a lower quorum).
+        # Votes already in may decide a request under the new rules (a lower quorum), and
+        # who decides may have changed: each pending note shows it anew (votes: lines or not).
         for request_id in self.engine.journal.ids(Status.PENDING):
-            if self.engine.notes.settle(request_id, now) is not None:
-                self.quiet.want(request_id)
+            self.engine.notes.settle(request_id, now)
+            self.quiet.want(request_id)
         # An approval that waited for an executor the new rules name can run now.
         for request_id in self.engine.journal.ids(Status.APPROVED):
             self.actions.queue_if_runnable(request_id)

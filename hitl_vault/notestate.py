@@ -206,8 +206,22 @@ def owned_fields(note: Note, request: Request) -> dict[str, Any]:
     return fields
 
 
+def votes_differ(note: Note, request: Request) -> list[str]:
+    """The names whose recorded vote the note's ``votes:`` map does not show, once the
+    request is decided (while pending, the lines are the voters' to write)."""
+    if request.status is Status.PENDING:
+        return []
+    try:
+        shown = note_votes(note)
+    except NoteError:
+        shown = {}
+    return [t.by for t in request.votes() if shown.get(t.by, (None, ""))[0] is not t.to_status]
+
+
 def differs(note: Note, folder: str, request: Request) -> bool:
     if note.status_text != str(request.status) or folder != request.status.folder:
+        return True
+    if votes_differ(note, request):
         return True
     have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
     return any(t.key not in have for t in request.history)

@@ -22,6 +22,7 @@ from .noteedit import NOT_COUNTED, edit_note, vote_lines
 from .notefile import Note, read_note
 from .notestate import NoteState, describe_changes, note_state, note_votes, owned_fields
 from .render import (
+    VOTES_CALLOUT,
     callout,
     details_table,
     history_key,
@@ -65,6 +66,19 @@ def _not_counted(note: Note, request: Request, shown: set[tuple[str, str]]) -> d
         if name in lines and str(lines[name][0]) == vote:
             marks[name] = one_line(why, 160)
     return marks
+
+
+def _votes_callout(note: Note) -> list[list[str]]:
+    """The votes callout hitl-vault wrote under rules that asked for several approvals, as the
+    note shows it ([] if none): replaced when the rules no longer do."""
+    body = [line.rstrip("\r\n") for line in note.lines[note.fm_end + 1 :]]
+    start = next((i for i, line in enumerate(body) if line.startswith(VOTES_CALLOUT)), None)
+    if start is None:
+        return []
+    stop = start + 1
+    while stop < len(body) and body[stop].startswith("> "):
+        stop += 1
+    return [body[start:stop]]
 
 
 def _unreadable_votes(note: Note) -> bool:
@@ -218,7 +232,7 @@ class NoteSync(ABC):
             for e in (None, *edits)
             for s in Status
             for w in (None, *dict.fromkeys(waits))
-        ]
+        ] + _votes_callout(note)
         table = details_table(request.params)
         data = edit_note(note, fields, missing, (olds, new_callout), table, votes, marks)
         dest = self.root / request.status.folder / path.name

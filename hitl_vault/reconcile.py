@@ -303,7 +303,7 @@ class Reconciler(NoteSync):
                         acted, problem = self._record_edit(note, request, params, now)
                     except RulesError as e:  # fail closed: the edit is not recorded
                         problem = self.rule_failed(request, "params edit", e, now, where)
-                if state is NoteState.SAME and problem is None and plan and plan.by_votes:
+                if state is NoteState.SAME and problem is None and plan is not None:
                     voted, problem = self._record_votes(note, request, params, now)
                     acted = voted or acted
         if problem:

@@ -109,6 +109,10 @@ def _explained(explanation: str) -> list[str]:
     return lines
 
 
+# How the callout of a request decided by votes begins.
+VOTES_CALLOUT = "> [!question] Waiting for approvals until "
+
+
 def callout(
     status: Status,
     expires: datetime | None,
@@ -127,7 +131,7 @@ def callout(
     if status is Status.PENDING and waiting is not None:
         until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
         lines = [
-            f"> [!question] Waiting for approvals until {until}",
+            f"{VOTES_CALLOUT}{until}",
             "> Write `approved` or `rejected` after your own name under `votes:` (a reason",
             "> may follow after a comma); hitl-vault sets `status` once the votes decide.",
             f"> Still needed: {inline(waiting)}",

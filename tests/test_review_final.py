@@ -1,8 +1,5 @@
-"""Final review of the features since 95052c1: the seams between several approvers, cancel,
-retry, monitor mode, the gate and the README a new user reads first.
-
-Each test is a finding of the review, marked xfail (strict) until it is fixed.
-"""
+"""A review of the seams between several approvers, cancel, retry, monitor mode, the gate
+and the README a new user reads first: each test is a finding, kept once it was fixed."""
 
 from __future__ import annotations
 
@@ -63,11 +60,6 @@ def test_a_reject_command_never_approves_a_request(vault_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a pending note is not rewritten when the rules stop asking for votes, and a vote "
-    "written on its votes: line is then neither counted nor flagged",
-)
 def test_a_vote_written_as_the_note_asks_after_the_quorum_was_dropped_is_not_lost(
     vault_path: Path, clocked_vault: Vault, daemon: Daemon, clock: Clock
 ) -> None:
@@ -204,11 +196,6 @@ def test_the_templates_remind_before_example_can_be_uncommented(tmp_path: Path) 
     assert result.exit_code == 0, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pending notes are not rewritten when a rules reload makes them decided by votes: "
-    "the note keeps telling people to set status, which is then refused",
-)
 def test_a_pending_note_shows_the_vote_lines_once_the_rules_ask_for_a_quorum(
     vault_path: Path, clocked_vault: Vault, daemon: Daemon, clock: Clock
 ) -> None:
@@ -228,11 +215,6 @@ def test_a_pending_note_shows_the_vote_lines_once_the_rules_ask_for_a_quorum(
     assert "\n  alice:\n" in text and "Set `status`" not in text, text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vote lines of a decided note are checked by nothing: rewritten after the run, "
-    "verify still says every note agrees",
-)
 def test_verify_names_a_vote_line_rewritten_after_the_request_ran(
     vault_path: Path, clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
