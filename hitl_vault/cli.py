@@ -255,7 +255,7 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         if data[key] not in (None, ""):
             click.echo(f"{key + ':':<14}{data[key]}")
     click.echo(f"{'note:':<14}{where}")
-    if votes.plan.by_votes:
+    if votes.plan.by_votes and (request.status is Status.PENDING or request.votes()):
         cast = ", ".join(f"{n} {v or '(not yet)'}" for n, v in data["votes"].items())
         click.echo(f"{'votes:':<14}{cast or '(none yet)'}")
         if request.status is Status.PENDING:
