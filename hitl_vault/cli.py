@@ -192,7 +192,7 @@ def submit(
             if not as_json:
                 click.echo(f"{request.id} {request.status}")
         if as_json:
-            _echo_json(request_json(vault.get(request.id), vault.votes(request.id)))
+            _echo_json(request_json(request, vault.votes(request.id)))
     if wait and request.status not in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED):
         if not as_json:  # --json has it all in the object
             click.echo(outcome(request), err=True)
@@ -385,7 +385,7 @@ def retry(ctx: click.Context, request_id: str, by: str | None, as_json: bool) ->
     with _errors(), vault:
         request = vault.retry(request_id, by=by)
         if as_json:
-            _echo_json(request_json(vault.get(request.id), vault.votes(request.id)))
+            _echo_json(request_json(request, vault.votes(request.id)))
             return
     click.echo(f"{request.id} {request.status}")
 
