@@ -567,7 +567,7 @@ def hook_install(
     ctx: click.Context, agent: str, project: Path | None, wait: str, dry_run: bool
 ) -> None:
     """Add the gate to the agent's settings, keeping everything else (with a backup)."""
-    from .hooks import command_line, install, settings_path
+    from .hooks import check_starts, command_line, install, settings_path
 
     seconds = _duration(wait, "--wait")
     vault = _vault_path(ctx)
@@ -576,8 +576,10 @@ def hook_install(
             f"{vault}: no vault there (create one with `hitl-vault init {vault}`, or give --vault)"
         )
     target = settings_path(agent, project)
+    command = command_line(vault, wait)
     with _errors():
-        report = install(target, command_line(vault, wait), seconds, dry_run=dry_run)
+        check_starts(command, project if project and project.is_dir() else Path.cwd())
+        report = install(target, command, seconds, dry_run=dry_run)
     click.echo(report)
 
 

@@ -37,8 +37,13 @@ _READ_ONLY = frozenset(
 _OWN_WORDS = ("hitl-vault", "hitl_vault", ".hitl")
 # Names only a hitl-vault vault has: a command naming them reaches for one.
 _VAULT_WORDS = ("Pending_Approval",)
-# Keys of a tool's input that name the file it works on (for the request's summary).
+# Keys of a tool's input that name the file it works on (also the request's summary).
 _PATH_KEYS = ("file_path", "notebook_path", "path", "filePath", "target_file", "absolute_path")
+# More keys whose value is a path, whatever it looks like (file servers, copy and move).
+_MORE_PATH_KEYS = frozenset(
+    {"paths", "source", "destination", "target", "dest", "src", "new_path", "old_path",
+     "directory", "dir", "folder", "file", "filename", "output", "out"}
+)  # fmt: skip
 
 
 def _own_code() -> tuple[Path, ...]:
@@ -194,8 +199,11 @@ def _command(params: Mapping[str, Any]) -> str:
 
 def _inside(path: str, cwd: Path, root: Path) -> bool:
     """Whether ``path`` (relative to ``cwd``, ``~`` expanded) lands in ``root`` once every
-    link on the way is followed."""
-    target = Path(os.path.realpath(cwd / Path(path).expanduser()))
+    link on the way is followed; a path that cannot be resolved counts as inside."""
+    try:
+        target = Path(os.path.realpath(os.path.normpath(cwd / Path(path).expanduser())))
+    except (ValueError, OSError):  # a NUL, a name too long: fail closed
+        return True
     return target == root or target.is_relative_to(root)
 
 
@@ -244,16 +252,20 @@ def guard(call: Call, root: Path, given: Path) -> str | None:
 
 
 def _paths(value: Any, key: str = "") -> list[str]:
-    """The strings of a tool's input that could be paths it writes (not its text)."""
+    """The strings of a tool's input that could be paths it writes: every value of a key
+    that names a path, whatever it holds, and any other value that looks like one (not its
+    text: ``content``, ``new_string``, …)."""
     if isinstance(value, Mapping):
         return [p for k, v in value.items() for p in _paths(v, str(k))]
     if isinstance(value, list):
         return [p for v in value for p in _paths(v, key)]
-    if not isinstance(value, str) or key in _TEXT_KEYS or key in ("command", "cmd"):
+    if not isinstance(value, str) or not value:
         return []
-    if not value or len(value) > 4096 or "\n" in value or "\0" in value:
+    if key in _PATH_KEYS or key in _MORE_PATH_KEYS:
+        return [value]
+    if key in _TEXT_KEYS or key in ("command", "cmd") or "\n" in value:
         return []
-    return [value]
+    return [value] if "/" in value or value.startswith(("~", ".")) else []
 
 
 def _component(name: str) -> re.Pattern[str]:

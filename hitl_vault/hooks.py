@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,11 +41,35 @@ def command_line(vault: Path, wait: str) -> str:
     if script.name.startswith("hitl-vault") and script.is_file():
         program = [os.path.abspath(script)]
     else:
-        # -I: isolated, so a hitl_vault.py in the project (the hook's folder) is never
-        # imported in place of the gate.
-        program = [os.path.abspath(sys.executable), "-I", "-m", "hitl_vault"]
+        # -P: the hook's folder (the project) is not put on the import path, so a
+        # hitl_vault.py there is never imported in place of the gate (a --user install and
+        # PYTHONPATH still work, as they would not under -I).
+        program = [os.path.abspath(sys.executable), "-P", "-m", "hitl_vault"]
     vault_abs = os.path.abspath(vault.expanduser())
     return shlex.join([*program, "--vault", vault_abs, "gate", "--wait", wait])
+
+
+def check_starts(command: str, folder: Path) -> None:
+    """Run the hook's program once (``--version``) from ``folder``, as the agent will: a
+    hook that cannot start lets every tool call run, so it is never installed.
+
+    Raises :class:`UsageError` naming what failed."""
+    words = shlex.split(command)
+    program = words[: words.index("--vault")]
+    try:
+        done = subprocess.run(
+            [*program, "--version"], cwd=folder, capture_output=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        problem = f"the hook's command cannot start ({e})"
+    else:
+        if done.returncode == 0:
+            return
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        problem = f"the hook's command does not start from {folder} ({said[0]})"
+    raise UsageError(
+        "hook install", problem, "install hitl-vault where that python finds it, then try again"
+    )
 
 
 def _is_ours(hook: Any) -> bool:

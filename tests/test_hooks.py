@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from hitl_vault.cli import cli
@@ -157,3 +158,20 @@ def test_the_installed_command_answers_claude_code(vault_path: Path, tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["hookSpecificOutput"]["permissionDecision"] == "deny"
+
+
+def test_a_hook_whose_command_cannot_start_is_never_installed(tmp_path: Path) -> None:
+    """A hook that cannot start lets every tool call run: hook install refuses to write it."""
+    import shlex
+    import sys
+
+    from hitl_vault.errors import UsageError
+    from hitl_vault.hooks import check_starts
+
+    broken = shlex.join([sys.executable, "-c", "raise SystemExit('no module named x')"])
+    with pytest.raises(UsageError, match=r"does not start from .*no module named x"):
+        check_starts(f"{broken} --vault /v gate --wait 9m", tmp_path)
+    with pytest.raises(UsageError, match="cannot start"):
+        check_starts(f"{tmp_path}/nothing-here --vault /v gate", tmp_path)
+    works = shlex.join([sys.executable, "-P", "-m", "hitl_vault"])
+    check_starts(f"{works} --vault /v gate --wait 9m", tmp_path)  # no error
