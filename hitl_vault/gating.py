@@ -116,7 +116,7 @@ def rules_in_force(root: Path) -> Policy:
     except NoteError:
         raw = b"unreadable"  # load_policy says why
     here = Path(rules.__file__ or ".").parent  # the code that reads and matches rules
-    sources = ("rules.py", "conditions.py", "rulesfile.py")
+    sources = ("rules.py", "conditions.py", "quorum.py", "rulesfile.py")
     code = [__version__, sys.version, *(here.joinpath(f).stat().st_mtime_ns for f in sources)]
     key = hashlib.sha256(repr((code, raw)).encode()).hexdigest()
     cache = root / STATE_DIR / POLICY_CACHE
