@@ -134,6 +134,12 @@ def judge(
     not among a matching rule's ``approvers`` (or the submitter's Python rules'
     approvers, ``pinned``) is refused. A decision seen at or after ``expires`` comes
     too late: the request times out instead. ``created``: the params as asked for.
+
+    Where the rules ask for several approvals (:mod:`hitl_vault.quorum`), the decision is
+    one person's vote: the verdict carries it and where the votes stand with it, and
+    ``to`` stays ``pending`` until they decide. Votes already in that meet rules changed
+    since settle an approval; a "no" from someone who may decide still wins then.
+    ``typed``: a status typed in the note, which such a request refuses.
     """
     if request.expires is not None and now >= request.expires:
         late = f"{to} seen after it expired at {format_ts(request.expires)}"
