@@ -257,11 +257,6 @@ class Reconciler(Voting, NoteSync):
                 "status, reason or decided_by instead)"
             )
             decided = None
-        try:  # who decides: for the votes: lines (a typed status is judged in decide)
-            asks = decided is None and "votes" in note.meta
-            plan = self.plan(request) if asks and request.status is Status.PENDING else None
-        except RulesError:  # a Python rule raised: the path below meets it too, and says so
-            plan = None
         if decided is not None and problem is None:
             by = note.meta.get("decided_by")
             reason = note.meta.get("reason")
@@ -296,7 +291,7 @@ class Reconciler(Voting, NoteSync):
                         acted, problem = self._record_edit(note, request, params, now)
                     except RulesError as e:  # fail closed: the edit is not recorded
                         problem = self.rule_failed(request, "params edit", e, now, where)
-                if state is NoteState.SAME and problem is None and plan is not None:
+                if state is NoteState.SAME and problem is None and "votes" in note.meta:
                     voted, problem = self._record_votes(note, request, params, now)
                     acted = voted or acted
         if problem:
