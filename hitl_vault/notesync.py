@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -50,13 +51,13 @@ def _other_params(note: Note, request: Request) -> bool:
         return True
 
 
-def _not_counted(note: Note, request: Request, shown: set[tuple[str, str]]) -> dict[str, str]:
-    """The vote lines to mark ``# not counted: <why>``: refused since the note last showed
-    the history, and still reading as the vote that was refused."""
-    try:
-        lines = note_votes(note)
-    except NoteError:
-        return {}
+def _not_counted(
+    lines: Mapping[str, tuple[Status | None, str]],
+    request: Request,
+    shown: set[tuple[str, str]],
+) -> dict[str, str]:
+    """The vote lines (``lines``: the note's votes) to mark ``# not counted: <why>``: refused
+    since the note last showed the history, and still reading as the vote refused."""
     marks: dict[str, str] = {}
     for t in request.history:
         found = read_refused_vote(t)
@@ -79,15 +80,6 @@ def _votes_callout(note: Note) -> list[list[str]]:
     while stop < len(body) and body[stop].startswith("> "):
         stop += 1
     return [body[start:stop]]
-
-
-def _unreadable_votes(note: Note) -> bool:
-    """A ``votes:`` line that reads as no vote (``alice: ok``): listed until it is fixed."""
-    try:
-        note_votes(note)
-    except NoteError:
-        return True
-    return False
 
 
 class NoteSync(ABC):
@@ -211,13 +203,17 @@ class NoteSync(ABC):
         # the request moves on: while its last entry is the refusal, the note is ours.
         fields = owned_fields(note, request)
         have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
-        marks = _not_counted(note, request, have)
+        try:
+            shown_votes: Mapping[str, tuple[Status | None, str]] | None = note_votes(note)
+        except NoteError:  # a line that reads as no vote (alice: ok): listed until fixed
+            shown_votes = None
+        marks = _not_counted(shown_votes or {}, request, have)
         keep = request.status is Status.PENDING and (
             request.history[-1].kind is Kind.IGNORED
             or _other_params(note, request)
             or bool(marks)
             or any(NOT_COUNTED in line for line in vote_lines(note).values())
-            or _unreadable_votes(note)
+            or shown_votes is None
         )
         missing = [history_line(t) for t in request.history if t.key not in have]
         edits = [t.details[0] for t in request.history if t.kind is Kind.EDITED and t.details]
