@@ -334,8 +334,7 @@ class Engine:
         request = self.get(request_id)
         if request.status is not Status.PENDING:
             raise IllegalTransitionError(request_id, request.status, to)
-        if request.escalate_at is not None and request.escalate_at <= self.now():
-            self.escalate(request_id, self.now())  # due with no daemon to see it: now
+        if self._escalate_if_due(request, self.now()) is not None:
             request = self.get(request_id)
         params: Mapping[str, Any] | None = None  # a rejection runs nothing: its params stand
         if to is Status.APPROVED:
@@ -415,9 +414,8 @@ class Engine:
             if finding is not None and finding.acted is not None:
                 self.show_in_note(request_id, now)
                 return self.get(request_id)
-        if request.status is Status.PENDING and request.escalate_at and request.escalate_at <= now:
-            if self.escalate(request_id, now) is not None:
-                self.show_in_note(request_id, now)
+        if self._escalate_if_due(request, now) is not None:
+            self.show_in_note(request_id, now)
             request = self.get(request_id)
         if request.status is Status.PENDING and request.expires and request.expires <= now:
             if self.expire(request_id, now) is not None:
@@ -433,6 +431,13 @@ class Engine:
         t = self.journal.record_escalation(request_id, now, "to " + (", ".join(names) or "nobody"))
         self.publish()
         return t
+
+    def _escalate_if_due(self, request: Request, now: datetime) -> Transition | None:
+        """The escalation of a pending request that fell due with no daemon to see it."""
+        due = request.escalate_at is not None and request.escalate_at <= now
+        if request.status is Status.PENDING and due:
+            return self.escalate(request.id, now)
+        return None
 
     def expire(self, request_id: str, now: datetime) -> Transition | None:
         """pending → timed_out, unless it was decided first (then None)."""
