@@ -1,4 +1,5 @@
-"""The ``hitl-vault`` command: the only module that imports click.
+"""The ``hitl-vault`` command (click is imported here, in :mod:`hitl_vault.clibase` and in
+:mod:`hitl_vault.cliagents`, the commands for agents).
 
 Each command builds a :class:`Vault`, calls one method, prints the result, and
 turns a :class:`VaultError` into one line on stderr with exit code 1 (2 for
@@ -10,15 +11,23 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
 from . import __version__
-from .errors import UsageError, VaultError
+from .cliagents import gate, hook, mcp_server
+from .clibase import (
+    DEFAULT_VAULT,
+    cli_errors,
+    echo_json,
+    json_option,
+    open_vault,
+    param_option,
+    vault_path,
+)
 from .model import Status
 
 if TYPE_CHECKING:
@@ -28,55 +37,12 @@ if TYPE_CHECKING:
 # What a command needs is imported inside it: `--version`, `--help` and the agent gate
 # start without the journal, the notes, the file watcher and the notifier.
 
-_DEFAULT_VAULT = "vault"
-
-
-class _BadUsage(click.UsageError):
-    """Exit code 2 with a one-line message (an argument the library refused)."""
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except UsageError as e:
-        raise _BadUsage(str(e)) from None
-    except VaultError as e:
-        raise click.ClickException(str(e)) from None
-
-
-def _vault_path(ctx: click.Context) -> Path:
-    return Path(ctx.obj["vault"]).expanduser()
-
-
-def _open(ctx: click.Context) -> Vault:
-    from .vault import Vault
-
-    with _errors():
-        return Vault(_vault_path(ctx))
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-_param_option = click.option(
-    "-p",
-    "--param",
-    "pairs",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A parameter: numbers, true/false and null are read as such, the rest is text. "
-    "Repeatable.",
-)
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--vault",
     envvar="HITL_VAULT",
-    default=_DEFAULT_VAULT,
+    default=DEFAULT_VAULT,
     show_default=True,
     metavar="PATH",
     help="The vault folder (or set $HITL_VAULT).",
@@ -96,8 +62,8 @@ def init(ctx: click.Context, path: Path | None) -> None:
     """Create a vault from the template (PATH defaults to --vault); never overwrites a file."""
     from .template import init_vault
 
-    target = path or _vault_path(ctx)
-    with _errors():
+    target = path or vault_path(ctx)
+    with cli_errors():
         report = init_vault(target)
     click.echo(
         f"vault ready at {target} ({len(report.created)} files created, {len(report.kept)} kept)"
@@ -123,8 +89,8 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
     )
     # watchdog's own debug output is a line per inotify event: noise even with -v.
     logging.getLogger("watchdog").setLevel(logging.WARNING)
-    path = _vault_path(ctx)
-    with _errors():
+    path = vault_path(ctx)
+    with cli_errors():
         if not path.exists():
             init_vault(path)
             click.echo(f"created a new vault at {path}", err=True)
@@ -134,7 +100,7 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
 
 @cli.command()
 @click.argument("action")
-@_param_option
+@param_option
 @click.option("--params-json", metavar="JSON", help="All params as one JSON object (-p wins).")
 @click.option("--summary", default="", help="One line a human reads first.")
 @click.option(
@@ -155,7 +121,7 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
     is_flag=True,
     help="Block until decided; exit 0 if approved, 1 if not (then print who decided and why).",
 )
-@_json_option
+@json_option
 @click.pass_context
 def submit(
     ctx: click.Context,
@@ -173,15 +139,15 @@ def submit(
     """Propose an action; prints its id and status."""
     from .clitext import outcome, parse_params, read_context, request_json
 
-    with _errors():
+    with cli_errors():
         params = parse_params(pairs, params_json)
     if context_file is not None:
         if context is not None:
             raise click.UsageError("give --context or --context-file, not both")
-        with _errors():
+        with cli_errors():
             context = read_context(context_file)
-    vault = _open(ctx)
-    with _errors(), vault:
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
         request = vault.submit(
             action, params, summary=summary, timeout=timeout, requested_by=by, context=context
         )
@@ -192,7 +158,7 @@ def submit(
             if not as_json:
                 click.echo(f"{request.id} {request.status}")
         if as_json:
-            _echo_json(request_json(request, vault.votes(request.id)))
+            echo_json(request_json(request, vault.votes(request.id)))
     if wait and request.status not in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED):
         if not as_json:  # --json has it all in the object
             click.echo(outcome(request), err=True)
@@ -205,18 +171,18 @@ def submit(
     type=click.Choice([s.value for s in Status]),
     help="Only requests with this status.",
 )
-@_json_option
+@json_option
 @click.pass_context
 def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
     """List requests, newest first."""
     from .clitext import listed_json
 
-    vault = _open(ctx)
-    with _errors(), vault:
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
         requests = vault.list(status=status)
         if as_json:
             full = [vault.get(r.id) for r in requests]
-            _echo_json([listed_json(r, vault.votes(r.id)) for r in full])
+            echo_json([listed_json(r, vault.votes(r.id)) for r in full])
             return
     if not requests:
         click.echo("no requests")
@@ -226,7 +192,7 @@ def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("request_id", metavar="ID")
-@_json_option
+@json_option
 @click.pass_context
 def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     """Show one request with its history."""
@@ -234,8 +200,8 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     from .render import _NOT_PRINTABLE_ASCII, _visible, history_line
     from .trust import user_name
 
-    vault = _open(ctx)
-    with _errors(), vault:
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
         request = vault.get(request_id)
         where = request.path.relative_to(vault.root).as_posix() if request.path else "(no note)"
         uid = vault.decided_uid(request_id)
@@ -245,7 +211,7 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     if edited:
         data["edited_in_note"] = edited
     if as_json:
-        _echo_json(data)
+        echo_json(data)
         return
     if data["decided_by"] and uid is not None:  # the name is claimed; the uid is the process's
         data["decided_by"] = f"{data['decided_by']} (recorded by {user_name(uid)})"
@@ -296,14 +262,14 @@ def _decision_command(
         edits = pairs or params_json is not None
         if len(request_ids) > 1 and (edits or kw.get("expect")):
             raise click.UsageError("-p, --params-json and --expect go with one ID only")
-        with _errors():
+        with cli_errors():
             typed = parse_params(pairs, params_json) if edits else None
-        vault = _open(ctx)
+        vault = open_vault(ctx)
         failed = 0
         with vault:
             for request_id in request_ids:
                 try:
-                    with _errors():
+                    with cli_errors():
                         if typed is not None:
                             kw["params"] = _edited_params(
                                 vault, request_id, typed, params_json is not None, kw["expect"]
@@ -356,7 +322,7 @@ click.option(
 click.option(
     "--params-json", metavar="JSON", help="Run these params instead, all of them (-p wins)."
 )(_approve)
-_param_option(_approve)
+param_option(_approve)
 _decision_command("reject", lambda v: v.reject)
 
 
@@ -366,8 +332,8 @@ _decision_command("reject", lambda v: v.reject)
 @click.pass_context
 def cancel(ctx: click.Context, request_id: str, by: str | None) -> None:
     """Withdraw a pending request, or an approved one whose action has not started."""
-    vault = _open(ctx)
-    with _errors(), vault:
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
         request = vault.cancel(request_id, by=by)
     click.echo(f"{request.id} {request.status}")
 
@@ -375,17 +341,17 @@ def cancel(ctx: click.Context, request_id: str, by: str | None) -> None:
 @cli.command()
 @click.argument("request_id", metavar="ID")
 @click.option("--by", metavar="NAME", help="Who retries it (default: your user name).")
-@_json_option
+@json_option
 @click.pass_context
 def retry(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -> None:
     """A new request from a failed or timed-out one, decided by the rules again."""
     from .clitext import request_json
 
-    vault = _open(ctx)
-    with _errors(), vault:
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
         request = vault.retry(request_id, by=by)
         if as_json:
-            _echo_json(request_json(request, vault.votes(request.id)))
+            echo_json(request_json(request, vault.votes(request.id)))
             return
     click.echo(f"{request.id} {request.status}")
 
@@ -402,8 +368,8 @@ def notify_test(ctx: click.Context) -> None:
 
     Exits 0 when every target got it, 1 otherwise.
     """
-    vault = _open(ctx)
-    with _errors(), vault:
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
         results = vault.send_test_notifications()
     if not results:
         click.echo("no notify: targets in hitl-vault.yaml (see the README's Notifications)")
@@ -421,22 +387,22 @@ def rules() -> None:
 
 @rules.command("check")
 @click.argument("action")
-@_param_option
-@_json_option
+@param_option
+@json_option
 @click.pass_context
 def rules_check(ctx: click.Context, action: str, pairs: tuple[str, ...], as_json: bool) -> None:
     """Dry run: what the rules decide for ACTION with these params (creates nothing)."""
     from .clitext import parse_params, ruling_json
 
-    with _errors():
+    with cli_errors():
         params = parse_params(pairs, None)
-    vault = _open(ctx)
-    with _errors(), vault:
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
         ruling = vault.evaluate(action, params)
         timeout = ruling.timeout or vault.policy.defaults.timeout
     data = ruling_json(ruling, timeout)
     if as_json:
-        _echo_json(data)
+        echo_json(data)
         return
     click.echo(f"decision: {data['decision']}")
     click.echo(f"risk:     {data['risk']}")
@@ -452,37 +418,14 @@ def rules_check(ctx: click.Context, action: str, pairs: tuple[str, ...], as_json
         click.echo(f"  matched {m['rule']}: {m['decision']} - {m['explanation']}")
 
 
-@cli.command("mcp")
-@click.pass_context
-def mcp_server(ctx: click.Context) -> None:
-    """Serve the vault to an agent over stdio (Model Context Protocol): it asks and waits.
-
-    Needs the extra: pip install 'hitl-vault[mcp]'. Approved actions with an executor
-    are run by the daemon (`hitl-vault run`), not by this server.
-    """
-    try:
-        from .mcpserver import serve  # the SDK is loaded only by this command
-    except ImportError as e:
-        if (e.name or "").startswith("hitl_vault"):
-            raise
-        raise click.ClickException(
-            f"the MCP server needs the mcp package, version 2, which does not import here ({e}): "
-            "install hitl-vault[mcp], "
-            "e.g. pip install 'hitl-vault[mcp]'"
-        ) from None
-    vault = _open(ctx)
-    with _errors(), vault:
-        serve(vault)
-
-
 @cli.command()
 @click.pass_context
 def verify(ctx: click.Context) -> None:
     """Check the journal's hash chain and that every note agrees with the journal."""
     from .times import format_ts, utcnow
 
-    vault = _open(ctx)
-    with _errors(), vault:
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
         problems = vault.verify()
         count = len(vault.list())
     if problems:
@@ -494,93 +437,9 @@ def verify(ctx: click.Context) -> None:
     )
 
 
-def _duration(text: str, option: str) -> float:
-    from .times import parse_duration
-
-    with _errors():
-        return parse_duration(text, option).total_seconds()
-
-
-@cli.command()
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["claude", "cursor", "gemini", "codex"]),
-    default="claude",
-    show_default=True,
-    help="The agent's hook format.",
-)
-@click.option(
-    "--wait",
-    default="9m",
-    show_default=True,
-    metavar="DURATION",
-    help="How long to wait for a human before denying (keep it below the hook's timeout).",
-)
-@click.pass_context
-def gate(ctx: click.Context, fmt: str, wait: str) -> None:
-    """An agent's PreToolUse hook: read the tool call on stdin, answer allow or deny.
-
-    The rules decide; an ask becomes a request a human approves in its note while the
-    gate waits up to --wait, then it denies and the agent's identical retry is matched
-    to the same request.
-    """
-    from .gating import run as run_gate
-
-    seconds = _duration(wait, "--wait")
-    stdin: bytes = sys.stdin.buffer.read()
-    code, out, err = run_gate(_vault_path(ctx), fmt, seconds, stdin)
-    click.echo(out, nl=False)
-    click.echo(err, nl=False, err=True)
-    ctx.exit(code)
-
-
-@cli.group()
-def hook() -> None:
-    """Agent hooks that send tool calls through `hitl-vault gate`."""
-
-
-@hook.command("install")
-@click.option(
-    "--agent",
-    type=click.Choice(["claude"]),
-    default="claude",
-    show_default=True,
-    help="Whose settings file to change.",
-)
-@click.option(
-    "--project",
-    metavar="DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Install into DIR/.claude/settings.json (default: ~/.claude/settings.json).",
-)
-@click.option(
-    "--wait",
-    default="9m",
-    show_default=True,
-    metavar="DURATION",
-    help="How long the gate waits for a human; the hook's timeout is a minute more.",
-)
-@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
-@click.pass_context
-def hook_install(
-    ctx: click.Context, agent: str, project: Path | None, wait: str, dry_run: bool
-) -> None:
-    """Add the gate to the agent's settings, keeping everything else (with a backup)."""
-    from .hooks import check_starts, command_line, install, settings_path
-
-    seconds = _duration(wait, "--wait")
-    vault = _vault_path(ctx)
-    if not vault.is_dir():
-        raise click.ClickException(
-            f"{vault}: no vault there (create one with `hitl-vault init {vault}`, or give --vault)"
-        )
-    target = settings_path(agent, project)
-    command = command_line(vault, wait)
-    with _errors():
-        check_starts(command, project if project and project.is_dir() else Path.cwd())
-        report = install(target, command, seconds, dry_run=dry_run)
-    click.echo(report)
+cli.add_command(gate)
+cli.add_command(hook)
+cli.add_command(mcp_server)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ PACKAGE = Path(hitl_vault.__file__).parent
 
 # Each outside library lives in one room (a module, or the modules of one job).
 HOMES = {
-    "click": {"cli"},
+    "click": {"cli", "clibase", "cliagents"},
     "watchdog": {"watcher"},
     "sqlite3": {"journal", "journal_read", "journal_book", "journal_outbox"},
     "yaml": {"noteyaml", "rulesfile", "notifyconf"},
