@@ -22,8 +22,8 @@ from .errors import RulesError
 from .layout import RULES_FILE
 from .model import Request, Status
 from .rules import Risk
-from .rulesfile import _is_null, _line, _Reader, _suggest
 from .sending import PLACEHOLDER, SCHEME, mask_url, placeholders, url_problem
+from .yamlnodes import NodeReader, is_null, line_of, suggest
 
 
 class Event(StrEnum):
@@ -112,11 +112,11 @@ class Target:
         return PLACEHOLDER.sub(lambda m: env[m.group(1)], self.url)
 
 
-class _NotifyReader(_Reader):
+class _NotifyReader(NodeReader):
     """Reads the ``notify:`` list; every problem is a RulesError at its line."""
 
     def targets(self, node: Any, check_urls: bool) -> tuple[Target, ...]:
-        if node is None or _is_null(node):
+        if node is None or is_null(node):
             return ()
         if not isinstance(node, yaml.SequenceNode):
             raise self.error(node, "notify must be a list", 'start each target with "- url: ..."')
@@ -134,9 +134,9 @@ class _NotifyReader(_Reader):
             key = str(key_node.value)
             if key not in _TARGET_KEYS:
                 problem = f'unknown key "{key}" in a notify target'
-                raise self.error(key_node, problem, _suggest(key, _TARGET_KEYS))
+                raise self.error(key_node, problem, suggest(key, _TARGET_KEYS))
             if key in found:
-                problem = f'the key "{key}" appears twice (first at line {_line(found[key][0])})'
+                problem = f'the key "{key}" appears twice (first at line {line_of(found[key][0])})'
                 raise self.error(key_node, problem, "keep only one of them")
             found[key] = (key_node, value_node)
         return found
@@ -161,7 +161,7 @@ class _NotifyReader(_Reader):
             actions = frozenset(
                 w for w, _ in self.words(found["actions"][1], "notify actions", fix)
             )
-        line = _line(node) or 0
+        line = line_of(node) or 0
         return Target(url, events, risk, rules, actions, line, self.where)
 
     def events(self, node: Any) -> frozenset[Event]:
@@ -180,7 +180,7 @@ class _NotifyReader(_Reader):
             elif word in EVENTS:
                 out.add(Event(word))
             else:
-                raise self.error(item, f'unknown event "{word}"', _suggest(word, names))
+                raise self.error(item, f'unknown event "{word}"', suggest(word, names))
         return frozenset(out)
 
     def url(self, node: Any, check: bool) -> str:
@@ -222,10 +222,12 @@ def parse_notify(
 
 def parse_vault_name(node: Any, where: str = RULES_FILE) -> str:
     """The Obsidian vault name (``notify_vault:``) for links: one line of text."""
-    name = _Reader(where).text(node, "notify_vault", "write the vault's name as Obsidian shows it")
+    name = NodeReader(where).text(
+        node, "notify_vault", "write the vault's name as Obsidian shows it"
+    )
     if "\n" in name or name != name.strip():
         problem = f"notify_vault {name!r} is not one line without spaces around it"
-        raise RulesError(where, problem, "write it on one line", _line(node))
+        raise RulesError(where, problem, "write it on one line", line_of(node))
     return name
 
 
@@ -255,7 +257,7 @@ def read_notify_config(
     targets: tuple[Target, ...] = ()
     name = None
     for key_node, value in root.value:
-        if _is_null(value):
+        if is_null(value):
             continue
         if key_node.value == "notify":
             targets = parse_notify(value, where, check_urls=check_urls)

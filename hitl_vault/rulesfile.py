@@ -7,17 +7,14 @@ every problem is reported with its line and the fix; a bad file raises
 
 from __future__ import annotations
 
-import difflib
 import re
 import shlex
-from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
-from yaml.constructor import SafeConstructor
 
 from .conditions import (
     OPERATORS,
@@ -28,14 +25,13 @@ from .conditions import (
     Equals,
     Matches,
     as_number,
-    as_text,
 )
 from .durable import read_file
 from .errors import NoteError, RulesError, UsageError
 from .model import check_action
 from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
-from .rules import ActionSpec, Decision, Defaults, GateRecord, Mode, Policy, Risk, Rule
-from .times import parse_duration
+from .rules import ActionSpec, Defaults, GateRecord, Mode, Policy, Rule
+from .yamlnodes import NodeReader, is_null, line_of, suggest
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -91,23 +87,6 @@ _CONDITION_FIX = 'write a value, a comparison like "< 500", "re:<regex>", or a l
 _ACTION_NAME_FIX = "use letters, digits, '-', '_' or '.', starting with a letter or digit"
 
 
-def _line(node: Any) -> int | None:
-    """The 1-based line of a YAML node, event or error mark."""
-    mark = getattr(node, "start_mark", node)
-    return mark.line + 1 if mark is not None else None
-
-
-def _is_null(node: Any) -> bool:
-    return isinstance(node, yaml.ScalarNode) and str(node.tag).endswith(":null")
-
-
-def _suggest(word: str, options: Sequence[str]) -> str:
-    """A fix for a word that is not one of ``options``: the closest one, and the list."""
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    listing = ", ".join(options)
-    return f'did you mean "{close[0]}"? allowed: {listing}' if close else f"use one of: {listing}"
-
-
 def _argv_fix(command: Any) -> str:
     """How to write a shell-like command string as an argv list."""
     try:
@@ -119,99 +98,19 @@ def _argv_fix(command: Any) -> str:
     return f"write it as a list: run: [{shown}] (a shell is never used)"
 
 
-class _Reader:
+class _Reader(NodeReader):
     """Reads composed YAML nodes into a Policy, raising RulesError at the offending line."""
 
     def __init__(self, where: str) -> None:
-        self.where = where
-        self.constructor = SafeConstructor()
+        super().__init__(where)
         self.group_names: dict[str, frozenset[str]] = {}
-
-    def error(self, node: Any, problem: str, fix: str) -> RulesError:
-        return RulesError(self.where, problem, fix, _line(node))
-
-    # --- values ------------------------------------------------------------------
-
-    def scalar(self, node: Any, what: str, fix: str) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            kind = "list" if isinstance(node, yaml.SequenceNode) else "mapping"
-            raise self.error(node, f"{what} must be a single value, not a {kind}", fix)
-        try:
-            return self.constructor.construct_object(node)
-        except yaml.YAMLError as e:
-            raise self.error(node, f"{what}: {getattr(e, 'problem', e)}", fix) from None
-        except (ValueError, OverflowError) as e:  # 2026-02-30, an int of 5,000 digits
-            problem = f"{what}: {str(node.value)[:40]!r} cannot be read ({e})"
-            raise self.error(node, problem, "quote it, or write a value that exists") from None
-
-    def text(self, node: Any, what: str, fix: str = "write it as text") -> str:
-        value = self.scalar(node, what, fix)
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(node, f"{what} must be non-empty text, not {value!r}", fix)
-        return value
-
-    def words(self, node: Any, what: str, fix: str) -> list[tuple[str, Any]]:
-        """A text value or a non-empty list of them, each with its node."""
-        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
-        if not items:
-            raise self.error(node, f"{what} is an empty list", fix)
-        return [(self.text(item, what, fix), item) for item in items]
-
-    def choice(self, node: Any, what: str, names: list[str]) -> str:
-        value = self.scalar(node, what, f"use one of: {', '.join(names)}")
-        if value not in names:
-            raise self.error(
-                node, f'{what} "{as_text(value)}" is not valid', _suggest(str(value), names)
-            )
-        return str(value)
-
-    def decision(self, node: Any, what: str) -> Decision:
-        return Decision(self.choice(node, what, [str(d) for d in Decision]))
-
-    def risk(self, node: Any, what: str) -> Risk:
-        return Risk(self.choice(node, what, [str(r) for r in Risk]))
-
-    def duration(self, node: Any, what: str) -> timedelta:
-        fix = "write a duration like 90s, 15m, 1h or 2d"
-        value = self.scalar(node, what, fix)
-        try:
-            return parse_duration(value, what)
-        except (UsageError, TypeError):
-            problem = f'{what} "{as_text(value)}" is not a positive duration'
-            raise self.error(node, problem, fix) from None
-
-    def boolean(self, node: Any, what: str) -> bool:
-        value = self.scalar(node, what, "write true or false")
-        if not isinstance(value, bool):
-            problem = f"{what} must be true or false, not {value!r}"
-            raise self.error(node, problem, "write true or false, without quotes")
-        return value
-
-    def pairs(self, node: Any, what: str, fix: str, allowed: Sequence[str] | None = None) -> Any:
-        """(key, key node, value node) of a mapping whose keys are text (and ``allowed``)."""
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(node, f"{what} must be a mapping of key: value lines", fix)
-        out = []
-        for key_node, value_node in node.value:
-            key = self.scalar(key_node, f"a key in {what}", "write the key as plain text")
-            if not isinstance(key, str):
-                problem = f"the key {key!r} in {what} is not text"
-                raise self.error(key_node, problem, f'quote it: "{key}"')
-            if allowed is not None and key not in allowed:
-                raise self.error(key_node, f'unknown key "{key}" in {what}', _suggest(key, allowed))
-            out.append((key, key_node, value_node))
-        return out
-
-    def fields(self, pairs: Any, what: str, table: Mapping[str, str]) -> dict[str, Any]:
-        """Each value read by the method ``table`` names for its key."""
-        return {key: getattr(self, table[key])(value, f"{what} {key}") for key, _, value in pairs}
 
     # --- the sections ------------------------------------------------------------
 
     def policy(self, root: Any) -> Policy:
         fix = "write a mapping with defaults:, rules: and actions: at the top level"
         pairs = [
-            p for p in self.pairs(root, "the top level", fix, tuple(_TOP)) if not _is_null(p[2])
+            p for p in self.pairs(root, "the top level", fix, tuple(_TOP)) if not is_null(p[2])
         ]
         for key, _, value in pairs:
             if key == "groups":
@@ -276,7 +175,7 @@ class _Reader:
                 node, f"rule {name} has no decision", "add decision: allow, ask or block"
             )
         self.check_approval(node, f"rule {name}", fields)
-        return Rule(**fields, line=_line(node) or 0)
+        return Rule(**fields, line=line_of(node) or 0)
 
     def check_approval(self, node: Any, what: str, fields: Mapping[str, Any]) -> None:
         """A quorum the approvers can reach; an escalation that says when and to whom."""
@@ -364,7 +263,7 @@ class _Reader:
                 group = word[len("group:") :].strip()
                 if group not in self.group_names:
                     known = sorted(self.group_names)
-                    fix = _suggest(group, known) if known else "define it under groups: at the top"
+                    fix = suggest(group, known) if known else "define it under groups: at the top"
                     raise self.error(item, f'{what}: no group named "{group}"', fix)
                 found |= self.group_names[group]
             else:
@@ -467,7 +366,7 @@ def _check_nodes(text: str, root: Any, where: str) -> None:
     for event in yaml.parse(text, Loader=_Loader):
         if getattr(event, "anchor", None) is not None:
             problem = "anchors and aliases are not allowed in hitl-vault.yaml"
-            raise RulesError(where, problem, "write each value out in full", _line(event))
+            raise RulesError(where, problem, "write each value out in full", line_of(event))
     stack = [root]
     while stack:
         node = stack.pop()
@@ -477,8 +376,8 @@ def _check_nodes(text: str, root: Any, where: str) -> None:
                 ident = (str(key.tag), str(key.value))
                 if isinstance(key, yaml.ScalarNode) and ident in seen:
                     problem = f'the key "{key.value}" appears twice (first at line {seen[ident]})'
-                    raise RulesError(where, problem, "keep only one of them", _line(key))
-                seen[ident] = _line(key)
+                    raise RulesError(where, problem, "keep only one of them", line_of(key))
+                seen[ident] = line_of(key)
                 stack += [key, value]
         elif isinstance(node, yaml.SequenceNode):
             stack += node.value
@@ -496,10 +395,10 @@ def parse_policy(text: str, where: str = "hitl-vault.yaml") -> Policy:
     except yaml.MarkedYAMLError as e:
         problem = f"YAML error: {(e.problem or e.context or 'invalid YAML').strip()}"
         fix = 'fix the YAML syntax; quote values that start with a symbol, e.g. amount: ">= 500"'
-        raise RulesError(where, problem, fix, _line(e.problem_mark or e.context_mark)) from None
+        raise RulesError(where, problem, fix, line_of(e.problem_mark or e.context_mark)) from None
     except yaml.YAMLError as e:
         raise RulesError(where, f"YAML error: {e}", "fix the YAML syntax") from None
-    if root is None or _is_null(root):
+    if root is None or is_null(root):
         return _empty_policy(where)
     return _Reader(where).policy(root)
 

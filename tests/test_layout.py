@@ -16,7 +16,7 @@ HOMES = {
     "click": {"cli", "clibase", "cliagents"},
     "watchdog": {"watcher"},
     "sqlite3": {"journal", "journal_read", "journal_book", "journal_outbox"},
-    "yaml": {"noteyaml", "rulesfile", "notifyconf"},
+    "yaml": {"noteyaml", "rulesfile", "notifyconf", "yamlnodes"},
     "frontmatter": {"notefile"},
     "apprise": {"sending"},
     "mcp": {"mcpserver"},  # the optional extra hitl-vault[mcp]; cli.py imports it lazily
