@@ -32,6 +32,18 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+
+class _StopRace(logging.Filter):
+    """watchdog logs an ERROR when its inotify thread reads an event while being stopped (a
+    race inside watchdog that loses nothing: the observer is going away). It is not an
+    error of ours, and a user reading the daemon's log must not think it one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in str(record.msg)
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_StopRace())
+
 # Events that cannot change a file's content. A folder's own "modified" comes with
 # every change inside it, which is reported for the file itself; a folder that
 # appears or moves in (a git checkout, a sync) still comes as created or moved.

@@ -102,3 +102,17 @@ def test_a_second_daemon_on_the_same_vault_exits_with_a_clear_message(
     assert "already running" in second.stderr
     assert "Traceback" not in second.stderr
     assert daemon_process.proc is not None and daemon_process.proc.poll() is None
+
+
+def test_watchdogs_stop_race_is_not_logged_as_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """watchdog's "called when the thread is inactive" (a race as it stops) stays out of the
+    daemon's log; its other errors do not."""
+    import logging
+
+    import hitl_vault.watcher  # noqa: F401  (installs the filter)
+
+    inotify = logging.getLogger("watchdog.observers.inotify")
+    with caplog.at_level(logging.ERROR):
+        inotify.error("InotifyEmitter.queue_events() called when the thread is inactive")
+        inotify.error("inotify watch limit reached")
+    assert [r.getMessage() for r in caplog.records] == ["inotify watch limit reached"]
