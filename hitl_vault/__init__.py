@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .asking import Approval
+    from .approval import Approval
     from .errors import (
         DaemonRunningError,
         DecisionRefusedError,
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
         WaitTimeoutError,
     )
     from .events import Event, Listener
-    from .model import Request, Status, Transition
-    from .rules import Decision, Proposal, Risk, RuleMatch, Ruling
+    from .model import Request, Risk, Status, Transition
+    from .policy.rules import Decision, Proposal, RuleMatch, Ruling
     from .vault import Vault
 
 # Each public name and the submodule it lives in.
@@ -57,11 +57,11 @@ _HOMES = {
     "Request": "model",
     "Status": "model",
     "Transition": "model",
-    "Decision": "rules",
-    "Proposal": "rules",
-    "Risk": "rules",
-    "RuleMatch": "rules",
-    "Ruling": "rules",
+    "Decision": "policy.rules",
+    "Proposal": "policy.rules",
+    "Risk": "policy.rules",
+    "RuleMatch": "policy.rules",
+    "Ruling": "policy.rules",
     "Vault": "vault",
 }
 

@@ -19,8 +19,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .asked import ask, check_context, check_size, default_user, storable
-from .checks import verify_vault
 from .errors import (
     ChangedUnderfootError,
     DuplicateError,
@@ -33,23 +31,26 @@ from .errors import (
     VaultNotFoundError,
 )
 from .events import Events, Listener
-from .journal import Journal
+from .journal.lock import daemon_running
+from .journal.sqlite import Journal
 from .layout import JOURNAL_FILE, LOCK_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
-from .lock import daemon_running
 from .model import RETRYABLE, Kind, Request, Status, Transition, check_action, new_id
-from .notefile import read_note
-from .notestate import describe_changes, explanation, line_number
-from .notifyconf import NotifyConfig, read_notify_config
-from .params import check_expected, clean_params, note_params, params_sha
-from .quorum import Count, count
-from .reconcile import Reconciler
-from .render import one_line, render_new_note
-from .rules import Policy, Proposal, RuleFunction, Ruling, code_matches
-from .rulesfile import parse_policy, rules_text
+from .notes.file import read_note
+from .notes.reconcile import Reconciler
+from .notes.render import render_new_note
+from .notes.state import explanation, line_number
+from .notify.config import NotifyConfig, read_notify_config
+from .params import check_expected, clean_params, describe_changes, note_params, params_sha
+from .policy.intake import ask, check_context, check_size, default_user, storable
+from .policy.quorum import Count, count
+from .policy.rules import Policy, Proposal, RuleFunction, Ruling, code_matches
+from .policy.rulesfile import parse_policy, rules_text
+from .policy.trust import UntrustedVaultError, check_vault, raise_for
+from .policy.verdict import counted, judge_run
 from .store import JournalStore
+from .text import one_line
 from .times import parse_duration, utcnow
-from .trust import UntrustedVaultError, check_vault, raise_for
-from .verdict import counted, judge_run
+from .verify import verify_vault
 from .waiting import Waiting
 
 log = logging.getLogger(__name__)

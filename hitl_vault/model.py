@@ -2,8 +2,8 @@
 
 Frozen dataclasses and tables, no I/O, so the rest of the package (and its
 tests) can reason about a request without touching disk. What rules say lives
-in :mod:`hitl_vault.rules`; how a transition reads in a note, in
-:mod:`hitl_vault.render`.
+in :mod:`hitl_vault.policy.rules`; how a transition reads in a note, in
+:mod:`hitl_vault.notes.render`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 
 from .errors import UsageError
 from .layout import APPROVED_FOLDER, DONE_FOLDER, PENDING_FOLDER, REJECTED_FOLDER
-from .rules import Risk
 from .times import format_ts
 
 
@@ -210,3 +209,16 @@ def new_id(action: str, now: datetime, token: str | None = None) -> str:
 
 def is_request_id(text: str) -> bool:
     return bool(ID_RE.fullmatch(text))
+
+
+class Risk(StrEnum):
+    """How bad it is if the action goes wrong; ordered low < medium < high < critical."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return list(Risk).index(self)

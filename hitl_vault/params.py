@@ -110,3 +110,23 @@ def params_sha(params: Mapping[str, Any]) -> str:
     """SHA-256 of the params in canonical JSON (sorted keys, no spaces)."""
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def describe_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """``amount 1500 → 1000, memo added: x``: how edited params differ from the requested ones."""
+
+    def show(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+    parts = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        if key not in after:
+            parts.append(f"{key} removed")
+        elif key not in before:
+            parts.append(f"{key} added: {show(after[key])}")
+        elif not same(before[key], after[key]):
+            parts.append(f"{key} {show(before[key])} → {show(after[key])}")
+    return ", ".join(parts)

@@ -1,6 +1,6 @@
 """What the rest of hitl-vault needs from a journal: :class:`JournalStore`.
 
-:class:`~hitl_vault.journal.Journal` (SQLite) is the one implementation shipped;
+:class:`~hitl_vault.journal.sqlite.Journal` (SQLite) is the one implementation shipped;
 ``Vault(path, journal=...)`` accepts another. Each method says its contract in
 one line. Errors are ours, never the storage's: :class:`DuplicateError` from
 ``create``, :class:`JournalUnavailableError` when it cannot be used just now
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .model import Request, Status, Transition
 
 if TYPE_CHECKING:
-    from .chain import Entry
+    from .journal.chain import Entry
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from . import asking
-from .asking import Approval
+from . import approval
+from .approval import Approval
 from .engine import Engine
 from .events import Listener
 from .model import Request, Status, check_action, new_id
-from .quorum import Count
-from .rules import Policy, RuleFunction, Ruling
+from .policy.quorum import Count
+from .policy.rules import Policy, RuleFunction, Ruling
 from .store import JournalStore
 from .times import utcnow
 
@@ -111,7 +111,7 @@ class Vault:
         Blocks until SIGTERM / Ctrl-C (``once``: until everything due is done).
         Raises :class:`DaemonRunningError` if another daemon holds the vault.
         """
-        from .daemon import Daemon  # loaded only here: it brings the file watcher
+        from .daemon.loop import Daemon  # loaded only here: it brings the file watcher
 
         Daemon(self.engine).run(once=once)
 
@@ -237,7 +237,7 @@ class Vault:
         ``req.result``. Raises :class:`Rejected` or :class:`TimedOut` instead of
         entering when the request is refused. The daemon never runs such a request.
         """
-        return asking.approval(
+        return approval.approval(
             self.engine, action, params, summary=summary, timeout=timeout,
             requested_by=requested_by, wait_timeout=wait_timeout,
         )  # fmt: skip
@@ -255,7 +255,7 @@ class Vault:
         The call's arguments become the params (by name); ``summary`` is
         formatted with them (``"Pay {recipient} ${amount}"``).
         """
-        return asking.requires_approval(
+        return approval.requires_approval(
             self.engine, action, summary=summary, timeout=timeout, requested_by=requested_by
         )
 
@@ -263,7 +263,7 @@ class Vault:
 
     def send_test_notifications(self) -> builtins.list[tuple[str, str | None]]:
         """A test message to every ``notify:`` target: (target, None if delivered, else why)."""
-        from .notifier import send_tests  # Apprise is loaded only to send
+        from .daemon.notifier import send_tests  # Apprise is loaded only to send
 
         return send_tests(self.engine)
 

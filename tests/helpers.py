@@ -26,7 +26,7 @@ from hitl_vault.times import utcnow
 
 if TYPE_CHECKING:
     from hitl_vault import Request, Vault
-    from hitl_vault.daemon import Daemon
+    from hitl_vault.daemon.loop import Daemon
 
 
 def set_status(path: Path, word: str, **extra: str) -> None:

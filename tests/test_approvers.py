@@ -2,7 +2,7 @@
 
 Real vaults on disk, real SQLite, the real CLI (CliRunner and a subprocess), an in-process
 daemon stepped on an injected clock and a real ``hitl-vault run`` process; the pure
-counting in :mod:`hitl_vault.quorum` is checked against a reference model with hypothesis.
+counting in :mod:`hitl_vault.policy.quorum` is checked against a reference model with hypothesis.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hitl_vault import Request, Status, Vault
-from hitl_vault.cli import cli
-from hitl_vault.daemon import Daemon
+from hitl_vault.cli.main import cli
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import (
     DecisionRefusedError,
     IllegalTransitionError,
     RulesError,
 )
 from hitl_vault.model import Kind
-from hitl_vault.quorum import Count, Plan, RequireReason, Stage, Vote, add, count, refusal
-from hitl_vault.rules import Proposal
-from hitl_vault.rulesfile import parse_policy
+from hitl_vault.policy.quorum import Count, Plan, RequireReason, Stage, Vote, add, count, refusal
+from hitl_vault.policy.rules import Proposal
+from hitl_vault.policy.rulesfile import parse_policy
 from hitl_vault.template import init_vault
 
 from .helpers import RECORD, Clock, DaemonProcess, VaultHelper, ended, eventually

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Decision, Proposal, Rejected, RuleMatch, Status, Vault
-from hitl_vault.asking import carrying_out
-from hitl_vault.daemon import Daemon
+from hitl_vault.approval import carrying_out
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import ParamsChangedError
-from hitl_vault.render import history_line
+from hitl_vault.notes.render import history_line
 
 from .helpers import Clock, VaultHelper, eventually, set_status
 
@@ -311,7 +311,7 @@ def test_a_journal_from_before_uids_keeps_its_chain_and_records_uids_from_now_on
 
 def _rehash_without_uids(vault: Path) -> None:
     """Rewrite the chain as a journal from before uids were recorded would hold it."""
-    from hitl_vault.chain import GENESIS, entry_hash
+    from hitl_vault.journal.chain import GENESIS, entry_hash
 
     db = sqlite3.connect(vault / ".hitl" / "journal.db", isolation_level=None)
     prev = GENESIS

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hitl_vault import Status, Vault
-from hitl_vault.cli import cli
+from hitl_vault.cli.main import cli
 from hitl_vault.template import init_vault
 
 from .helpers import VaultHelper, eventually, set_status

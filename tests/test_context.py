@@ -17,14 +17,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hitl_vault import Status, Vault
-from hitl_vault.cli import cli
-from hitl_vault.daemon import Daemon
+from hitl_vault.cli.main import cli
+from hitl_vault.daemon.inbox import Inbox
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import UsageError
-from hitl_vault.inbox import Inbox
 from hitl_vault.model import new_id
-from hitl_vault.notefile import parse_note
-from hitl_vault.notify import compose
-from hitl_vault.render import history_key
+from hitl_vault.notes.file import parse_note
+from hitl_vault.notes.render import history_key
+from hitl_vault.notify.message import compose
 from hitl_vault.times import format_ts
 
 from .helpers import Clock, VaultHelper, eventually, set_status

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, Status, Vault
-from hitl_vault.actions import INTERRUPTED
+from hitl_vault.daemon.workers import INTERRUPTED
 from hitl_vault.template import init_vault
 
 from .helpers import LOG_PREAMBLE, DaemonProcess, VaultHelper, eventually, set_status

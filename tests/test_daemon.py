@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, Status, Vault
-from hitl_vault.actions import INTERRUPTED
-from hitl_vault.daemon import RESCAN_EVERY, Daemon
+from hitl_vault.daemon.loop import RESCAN_EVERY, Daemon
+from hitl_vault.daemon.workers import INTERRUPTED
 
 from .helpers import (
     TEMPLATE_QUIET,

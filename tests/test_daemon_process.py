@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Status, Vault
-from hitl_vault.actions import INTERRUPTED
+from hitl_vault.daemon.workers import INTERRUPTED
 
 from .helpers import DaemonProcess, VaultHelper, eventually, save_by_rename, set_status
 

@@ -331,7 +331,7 @@ def test_a_fast_human_typing_into_notes_the_daemon_is_moving_loses_no_line(
     vault_path: Path, helper: VaultHelper
 ) -> None:
     """A human typing into notes while the daemon rewrites and moves them loses no line."""
-    from hitl_vault.notefile import parse_note
+    from hitl_vault.notes.file import parse_note
 
     helper.record_runs()
     seconds = 6.0

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hitl_vault.errors import UsageError
-from hitl_vault.executor import (
+from hitl_vault.execute.executor import (
     RESULT_LIMIT,
     execute,
     load_handler,
@@ -24,8 +24,8 @@ from hitl_vault.executor import (
     run_command,
     run_handler,
 )
-from hitl_vault.model import Request, Status
-from hitl_vault.rules import ActionSpec, Risk
+from hitl_vault.model import Request, Risk, Status
+from hitl_vault.policy.rules import ActionSpec
 
 PY = sys.executable
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hitl_vault.executor import ERROR_LIMIT, RESULT_LIMIT, payload, run_command
+from hitl_vault.execute.executor import ERROR_LIMIT, RESULT_LIMIT, payload, run_command
 from hitl_vault.model import Request
 
 from .test_executor import alive, make_request, script, wait_for
@@ -23,7 +23,7 @@ PY = sys.executable
 DRIVER = """
 import json, pickle, resource, sys
 from pathlib import Path
-from hitl_vault.executor import run_command
+from hitl_vault.execute.executor import run_command
 
 request = pickle.loads(Path(sys.argv[1]).read_bytes())
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -13,10 +13,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from hitl_vault import Status, Vault
-from hitl_vault.daemon import Daemon
+from hitl_vault.daemon.inbox import Inbox
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import NoteError
-from hitl_vault.inbox import Inbox
-from hitl_vault.notefile import (
+from hitl_vault.notes.file import (
     BOM,
     Note,
     _content,

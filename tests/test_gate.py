@@ -433,8 +433,8 @@ def test_an_allowed_call_loads_neither_click_nor_the_journal_nor_the_watcher(
 
 def test_the_templates_coding_agent_rules_do_what_they_say_once_uncommented() -> None:
     """Reads allowed, rm -rf blocked, pushes and deploys asked, in the template's examples."""
-    from hitl_vault.rules import Proposal
-    from hitl_vault.rulesfile import parse_policy
+    from hitl_vault.policy.rules import Proposal
+    from hitl_vault.policy.rulesfile import parse_policy
 
     text = (Path(__file__).parents[1] / "vault_template" / "hitl-vault.yaml").read_text()
     start = text.index("#  - name: agent-reads")
@@ -513,8 +513,8 @@ def test_a_running_daemon_never_runs_or_fails_what_the_gate_hands_to_the_agent(
 
 def test_the_templates_agent_rules_let_the_agent_ask_the_vault_and_plan() -> None:
     """Uncommented, the template lets hitl-vault's MCP tools and planning tools through."""
-    from hitl_vault.rules import Proposal
-    from hitl_vault.rulesfile import parse_policy
+    from hitl_vault.policy.rules import Proposal
+    from hitl_vault.policy.rulesfile import parse_policy
 
     text = (Path(__file__).parents[1] / "vault_template" / "hitl-vault.yaml").read_text()
     start = text.index("#  - name: agent-reads")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hitl_vault.cli import cli
+from hitl_vault.cli.main import cli
 
 EXISTING = {
     "permissions": {"allow": ["Bash(npm test)"], "deny": ["Read(./.env)"]},
@@ -165,8 +165,8 @@ def test_a_hook_whose_command_cannot_start_is_never_installed(tmp_path: Path) ->
     import shlex
     import sys
 
+    from hitl_vault.agents.install import check_starts
     from hitl_vault.errors import UsageError
-    from hitl_vault.hooks import check_starts
 
     broken = shlex.join([sys.executable, "-c", "raise SystemExit('no module named x')"])
     with pytest.raises(UsageError, match=r"does not start from .*no module named x"):

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from hitl_vault.errors import IllegalTransitionError, RequestNotFoundError
-from hitl_vault.journal import Journal
-from hitl_vault.model import Request, Status, Transition
+from hitl_vault.journal.sqlite import Journal
+from hitl_vault.model import Request, Risk, Status, Transition
+from hitl_vault.notes.render import history_line
 from hitl_vault.params import params_sha
-from hitl_vault.render import history_line
-from hitl_vault.rules import Risk
 
 T0 = datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
 

@@ -14,8 +14,8 @@ import pytest
 
 from hitl_vault import Vault
 from hitl_vault.errors import DaemonRunningError
-from hitl_vault.journal import Journal
-from hitl_vault.lock import DaemonLock, daemon_running
+from hitl_vault.journal.lock import DaemonLock, daemon_running
+from hitl_vault.journal.sqlite import Journal
 from hitl_vault.model import Status
 from hitl_vault.times import utcnow
 
@@ -166,11 +166,11 @@ def test_the_module_imports_and_locks_without_fcntl(tmp_path: Path) -> None:
         msvcrt = types.ModuleType("msvcrt")
         msvcrt.LK_NBLCK, msvcrt.LK_UNLCK, msvcrt.locking = 2, 0, locking
 
-        sys.modules.pop("hitl_vault.lock")
+        sys.modules.pop("hitl_vault.journal.lock")
         sys.modules["fcntl"] = None
         sys.modules["msvcrt"] = msvcrt
         sys.platform = "win32"
-        lock = importlib.import_module("hitl_vault.lock")
+        lock = importlib.import_module("hitl_vault.journal.lock")
         path = Path(sys.argv[1]) / ".hitl" / "daemon.lock"
         first = lock.DaemonLock(path).acquire()
         assert held and lock.daemon_running(path)

@@ -19,12 +19,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hitl_vault import Vault
-from hitl_vault.daemon import Daemon
-from hitl_vault.dashboard import render_dashboard
+from hitl_vault.daemon.dashboard import render_dashboard
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.model import Kind, Status, Transition
-from hitl_vault.notefile import parse_note
-from hitl_vault.render import history_key, history_line, inline, one_line
-from hitl_vault.rules import Decision, Proposal, RuleMatch
+from hitl_vault.notes.file import parse_note
+from hitl_vault.notes.render import history_key, history_line
+from hitl_vault.policy.rules import Decision, Proposal, RuleMatch
+from hitl_vault.text import inline, one_line
 from hitl_vault.times import utcnow
 
 from .helpers import needs_attention

@@ -19,7 +19,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import Implementation
 
 from hitl_vault import Vault
-from hitl_vault.mcpserver import MAX_WAIT, RulesFile, Tools, wait_used
+from hitl_vault.agents.mcp_server import MAX_WAIT, RulesFile, Tools, wait_used
 
 from .helpers import set_status
 
@@ -254,7 +254,7 @@ def test_without_the_mcp_extra_the_command_says_what_to_install(
     """With the mcp package not importable: one line naming hitl-vault[mcp], exit 1."""
     hide_mcp = (
         "import sys; sys.modules['mcp'] = None; sys.argv[0] = 'hitl-vault';"
-        "from hitl_vault.cli import main; main()"
+        "from hitl_vault.cli.main import main; main()"
     )
     done = subprocess.run(
         [sys.executable, "-c", hide_mcp, "--vault", str(vault_path), "mcp"],
@@ -270,7 +270,7 @@ def test_without_the_mcp_extra_the_command_says_what_to_install(
 
 def test_the_cli_does_not_load_the_mcp_sdk(tmp_path: Path) -> None:
     """Only `hitl-vault mcp` pays for importing the SDK."""
-    loads = "import sys, hitl_vault.cli; print(sorted(m for m in sys.modules if m == 'mcp'))"
+    loads = "import sys, hitl_vault.cli.main; print(sorted(m for m in sys.modules if m == 'mcp'))"
     done = subprocess.run(
         [sys.executable, "-c", loads], cwd=tmp_path, capture_output=True, text=True, timeout=30,
         check=True,

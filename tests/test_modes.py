@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, RulesError, Status, Vault
-from hitl_vault.rules import GateRecord, Mode, Risk
-from hitl_vault.rulesfile import parse_policy
+from hitl_vault.model import Risk
+from hitl_vault.policy.rules import GateRecord, Mode
+from hitl_vault.policy.rulesfile import parse_policy
 
 RULES = """\
 defaults:

@@ -13,11 +13,10 @@ import pytest
 
 from hitl_vault.durable import move_note, write_note
 from hitl_vault.errors import ChangedUnderfootError, NoteError
-from hitl_vault.model import Request, Status, Transition
-from hitl_vault.noteedit import edit_note
-from hitl_vault.notefile import parse_note, read_note
-from hitl_vault.render import callout, render_new_note, yaml_scalar
-from hitl_vault.rules import Risk
+from hitl_vault.model import Request, Risk, Status, Transition
+from hitl_vault.notes.edit import edit_note
+from hitl_vault.notes.file import parse_note, read_note
+from hitl_vault.notes.render import callout, render_new_note, yaml_scalar
 
 from .helpers import returns_within
 

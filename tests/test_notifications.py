@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from hitl_vault import Request, Status, Vault
-from hitl_vault.daemon import Daemon
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.times import parse_ts
 
 from .helpers import QUIET, Clock, DaemonProcess, VaultHelper, ended, eventually, set_status

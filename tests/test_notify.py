@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 import yaml
 
-from hitl_vault import sending
 from hitl_vault.errors import RulesError
-from hitl_vault.model import Request, Status
-from hitl_vault.notify import compose, obsidian_uri
-from hitl_vault.notifyconf import EVENTS, Event, Target, parse_notify, parse_vault_name
-from hitl_vault.rules import Risk
-from hitl_vault.sending import MESSAGE_LIMIT, Message, send
+from hitl_vault.model import Request, Risk, Status
+from hitl_vault.notify import send as sending
+from hitl_vault.notify.config import EVENTS, Event, Target, parse_notify, parse_vault_name
+from hitl_vault.notify.message import compose, obsidian_uri
+from hitl_vault.notify.send import MESSAGE_LIMIT, Message, send
 
 from .receivers import Receiver, free_port, smtp_server
 
@@ -203,8 +202,11 @@ def test_a_parse_error_never_prints_a_password_from_the_file() -> None:
 
 
 def test_importing_the_module_does_not_load_apprise() -> None:
-    """Every CLI command may import hitl_vault.notify; only sending or checking loads Apprise."""
-    code = "import sys, hitl_vault.notify, hitl_vault.notifyconf; print('apprise' in sys.modules)"
+    """Every CLI command may import notify.message; only sending or checking loads Apprise."""
+    code = (
+        "import sys, hitl_vault.notify.message, hitl_vault.notify.config;"
+        " print('apprise' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
 

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hitl_vault import IllegalTransitionError, NotRetryableError, Rejected, Request, Status, Vault
-from hitl_vault.asking import carrying_out
-from hitl_vault.cli import cli
-from hitl_vault.daemon import Daemon
+from hitl_vault.approval import carrying_out
+from hitl_vault.cli.main import cli
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import RulesError
-from hitl_vault.rules import Proposal
+from hitl_vault.policy.rules import Proposal
 
 from .helpers import Clock, VaultHelper, set_status
 

@@ -10,15 +10,17 @@ from typing import Any
 
 import pytest
 
-from hitl_vault import lock, processes
 from hitl_vault.errors import VaultError
-from hitl_vault.lock import DaemonLock, LockUnavailableError, daemon_running
+from hitl_vault.execute import processes
+from hitl_vault.journal import lock
+from hitl_vault.journal.lock import DaemonLock, LockUnavailableError, daemon_running
 
 # POSIX-only modules: the package may use them only where it needs them, guarded.
 HIDDEN = ("fcntl", "termios", "resource", "grp", "pwd")
 
 # The mcp extra's SDK chooses fcntl or its Windows code by sys.platform, which hiding modules
-# cannot fool: it is loaded first, as it is, and hitl_vault.mcpserver is imported like the rest.
+# cannot fool: it is loaded first, as it is, and hitl_vault.agents.mcp_server is imported
+# like the rest.
 IMPORT_EVERYTHING = """
 import contextlib, importlib, io, pkgutil, sys
 
@@ -89,7 +91,11 @@ def test_every_module_imports_without_posix_only_modules(tmp_path: Path) -> None
     out = run_python(IMPORT_EVERYTHING.format(hidden=HIDDEN), tmp_path)
     assert out.returncode == 0, out.stderr
     imported = out.stdout.split()
-    assert {"hitl_vault.lock", "hitl_vault.processes", "hitl_vault.cli"} <= set(imported)
+    assert {
+        "hitl_vault.journal.lock",
+        "hitl_vault.execute.processes",
+        "hitl_vault.cli.main",
+    } <= set(imported)
     assert "hitl_vault.__main__" in imported
     assert len(imported) >= 25, imported  # the walk found the whole package
 

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from hitl_vault.errors import NoteError
-from hitl_vault.model import Request, Status, Transition
-from hitl_vault.noteedit import edit_note
-from hitl_vault.notefile import Note, parse_note
-from hitl_vault.render import callout, history_line, one_line, render_new_note, yaml_scalar
-from hitl_vault.rules import Risk
+from hitl_vault.model import Request, Risk, Status, Transition
+from hitl_vault.notes.edit import edit_note
+from hitl_vault.notes.file import Note, parse_note
+from hitl_vault.notes.render import callout, history_line, render_new_note, yaml_scalar
+from hitl_vault.text import one_line
 from hitl_vault.times import parse_ts
 
 SETTINGS = settings(

@@ -21,9 +21,9 @@ import pytest
 
 from hitl_vault import Status, Vault
 from hitl_vault.errors import IllegalTransitionError
-from hitl_vault.notefile import parse_note
-from hitl_vault.rules import Proposal
-from hitl_vault.rulesfile import parse_policy
+from hitl_vault.notes.file import parse_note
+from hitl_vault.policy.rules import Proposal
+from hitl_vault.policy.rulesfile import parse_policy
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"(?ms)^```(\w+)\n(.*?)^```$")

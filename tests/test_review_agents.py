@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from hitl_vault import Status, Vault
-from hitl_vault.cli import cli
+from hitl_vault.cli.main import cli
 from hitl_vault.template import init_vault
 
 from .helpers import COMMAND
@@ -176,7 +176,7 @@ def test_a_block_with_a_non_ascii_reason_blocks_whatever_stdouts_encoding(
 
 
 def _template_with_agent_rules() -> Any:
-    from hitl_vault.rulesfile import parse_policy
+    from hitl_vault.policy.rulesfile import parse_policy
 
     text = (Path(__file__).parents[1] / "vault_template" / "hitl-vault.yaml").read_text()
     start = text.index("#  - name: agent-reads")
@@ -191,7 +191,7 @@ def _template_with_agent_rules() -> Any:
 )
 def test_the_templates_safe_commands_never_allow_a_second_line(command: str) -> None:
     """A 'safe' first line does not let an arbitrary second line through without a human."""
-    from hitl_vault.rules import Proposal
+    from hitl_vault.policy.rules import Proposal
 
     policy = _template_with_agent_rules()
     assert str(policy.evaluate(Proposal("Bash", {"command": command})).decision) != "allow"
@@ -231,8 +231,8 @@ def test_approve_says_approved_when_the_gate_hands_it_out_at_once(
     agent_vault: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`hitl-vault approve` of a request a waiting gate hands to its agent within milliseconds."""
+    from hitl_vault.agents.gate import RUN_BY_AGENT
     from hitl_vault.engine import Engine
-    from hitl_vault.gating import RUN_BY_AGENT
 
     _rules(agent_vault, ALLOW_ALL_BUT_DEPLOYS)
     app = agent_vault.parent / "my-app"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Status, Vault
-from hitl_vault.daemon import Daemon
+from hitl_vault.daemon.loop import Daemon
 
 from .helpers import Clock, VaultHelper
 from .test_approvers import RULES, flagged, history, invoke, submit_cli, vote_line, write_vault

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Status, Vault
-from hitl_vault.daemon import Daemon
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import NotRetryableError
 
 from .helpers import Clock, VaultHelper, eventually

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, Status, Vault
-from hitl_vault.daemon import Daemon
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import DaemonRunningError, JournalUnavailableError, NotAnApproverError
-from hitl_vault.lock import DaemonLock
+from hitl_vault.journal.lock import DaemonLock
 
 from .helpers import (
     TEMPLATE_QUIET,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, Status, Vault
-from hitl_vault.daemon import Daemon
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import JournalUnavailableError, RulesError
-from hitl_vault.lock import daemon_running
+from hitl_vault.journal.lock import daemon_running
 
 from .helpers import Clock, set_status
 from .receivers import Receiver

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hitl_vault.gate import Call, guard
+from hitl_vault.agents.hookio import Call, guard
 
 from .test_gate import hook_input
 

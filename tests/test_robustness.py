@@ -22,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 
 from hitl_vault import Status, Vault
-from hitl_vault.cli import cli
-from hitl_vault.daemon import Daemon
+from hitl_vault.cli.main import cli
+from hitl_vault.daemon.loop import Daemon
+from hitl_vault.daemon.quiet import RETRY_WRITE
 from hitl_vault.errors import RulesError, UsageError
-from hitl_vault.quiet import RETRY_WRITE
-from hitl_vault.rulesfile import parse_policy
+from hitl_vault.policy.rulesfile import parse_policy
 
 from .helpers import (
     LOG_PREAMBLE,

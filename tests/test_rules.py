@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from hitl_vault.errors import RulesError
-from hitl_vault.rules import (
+from hitl_vault.policy.rules import (
     ActionSpec,
     Decision,
     Defaults,
@@ -21,7 +21,7 @@ from hitl_vault.rules import (
     RuleMatch,
     Ruling,
 )
-from hitl_vault.rulesfile import load_policy, parse_policy
+from hitl_vault.policy.rulesfile import load_policy, parse_policy
 
 from .helpers import returns_within
 

@@ -9,7 +9,7 @@ import pytest
 
 from hitl_vault import Status, Vault
 from hitl_vault.errors import DuplicateError, JournalUnavailableError
-from hitl_vault.journal import Journal
+from hitl_vault.journal.sqlite import Journal
 from hitl_vault.store import JournalStore
 
 
@@ -44,8 +44,7 @@ def test_the_journal_raises_its_own_errors_not_sqlite3s(tmp_path: Path) -> None:
     """A duplicate id and a lock held too long come out as hitl-vault's typed errors."""
     import sqlite3
 
-    from hitl_vault.model import Request, Transition
-    from hitl_vault.rules import Risk
+    from hitl_vault.model import Request, Risk, Transition
     from hitl_vault.times import utcnow
 
     journal = Journal(tmp_path / "j.db")

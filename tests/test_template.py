@@ -9,10 +9,10 @@ from pathlib import Path
 import yaml
 
 from hitl_vault import Decision, Vault
-from hitl_vault.dashboard import render_dashboard
-from hitl_vault.notestate import is_candidate
-from hitl_vault.rules import Proposal
-from hitl_vault.rulesfile import parse_policy
+from hitl_vault.daemon.dashboard import render_dashboard
+from hitl_vault.notes.state import is_candidate
+from hitl_vault.policy.rules import Proposal
+from hitl_vault.policy.rulesfile import parse_policy
 from hitl_vault.template import template_root
 from hitl_vault.times import utcnow
 

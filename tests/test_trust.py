@@ -1,4 +1,4 @@
-"""Who may change a vault's rules and state: hitl_vault.trust on real files."""
+"""Who may change a vault's rules and state: hitl_vault.policy.trust on real files."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from hitl_vault.errors import VaultError
-from hitl_vault.template import init_vault
-from hitl_vault.trust import (
+from hitl_vault.policy.trust import (
     MAX_DIFF_LINES,
     TrustReport,
     UntrustedVaultError,
@@ -18,6 +17,7 @@ from hitl_vault.trust import (
     policy_change,
     raise_for,
 )
+from hitl_vault.template import init_vault
 
 posix_only = pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
 as_root = pytest.mark.skipif(

@@ -27,7 +27,7 @@ from hitl_vault import (
     WaitTimeoutError,
 )
 from hitl_vault.errors import ParamsChangedError
-from hitl_vault.notefile import read_note
+from hitl_vault.notes.file import read_note
 from hitl_vault.times import utcnow
 
 from .helpers import save_by_rename, set_status

@@ -1,4 +1,4 @@
-"""The one pure answer to "may this decision stand?" (hitl_vault.verdict): no vault, no disk."""
+"""The one pure answer to "may this decision stand?" (policy.verdict): no vault, no disk."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from hitl_vault.model import Request, Status
-from hitl_vault.rules import Decision, Proposal, Risk, RuleMatch
-from hitl_vault.rulesfile import parse_policy
-from hitl_vault.verdict import Refusal, judge, judge_edit, judge_run
+from hitl_vault.model import Request, Risk, Status
+from hitl_vault.policy.rules import Decision, Proposal, RuleMatch
+from hitl_vault.policy.rulesfile import parse_policy
+from hitl_vault.policy.verdict import Refusal, judge, judge_edit, judge_run
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 RULES = """\

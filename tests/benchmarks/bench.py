@@ -60,7 +60,7 @@ from watchdog.observers import Observer
 
 import hitl_vault
 from hitl_vault import Vault
-from hitl_vault.daemon import Daemon
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.template import init_vault
 
 ACTION = "bench"

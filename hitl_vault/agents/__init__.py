@@ -1,0 +1,1 @@
+"""Agents asking the vault: hook formats, the gate, hook install, and the MCP server."""

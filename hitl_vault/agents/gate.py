@@ -1,0 +1,311 @@
+"""``hitl-vault gate``: decide one agent tool call with the vault's rules, and a human when
+they ask.
+
+An allowed call that nothing records costs one read of ``hitl-vault.yaml``: no journal,
+no note, no file watcher. Everything else opens the vault's :class:`Engine` (imported only
+then): a block is recorded as a rejected request, an ask becomes a pending request the
+gate waits on, and what monitor mode or ``min_risk`` let through is recorded as approved.
+A request the gate hands to the agent is journaled ``executing``, then ``executed`` with
+the result "run by the agent": the agent runs the tool, never the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import VaultError, VaultNotFoundError
+from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
+from ..policy.trust import check_vault, raise_for
+from .hookio import Answer, BadInput, Call, bad_input, cannot_update, guard, read_call, render
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from ..model import Request
+
+DEFAULT_WAIT = 9 * 60.0  # below the 600 s hook timeout `hook install` writes
+GUARD_RULE = "vault-guard"
+RUN_BY_AGENT = "run by the agent: the gate allowed its tool call"
+_RETRIES = 1000  # requests one session may make of one identical call (each approval is used once)
+
+
+def run(vault: str | Path, fmt: str, wait: float, stdin: bytes) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) for one hook call: the whole of ``hitl-vault gate``.
+
+    Input it cannot read exits 2 (every agent blocks the call then); anything it cannot
+    decide (no vault, a broken rules file, a full disk) is a deny naming the problem.
+    """
+    try:
+        call = read_call(stdin, fmt)
+    except BadInput as e:
+        return bad_input(str(e))
+    try:
+        try:
+            answer = decide(Path(vault), call, wait, fmt)
+        except VaultError as e:
+            answer = Answer(False, f"hitl-vault could not decide, so the call is denied: {e}")
+        return render(answer, fmt, call.params)
+    except Exception:  # a bug: still never let the agent's hook fail open
+        import traceback
+
+        return bad_input(f"internal error, please report it:\n{traceback.format_exc()}")
+
+
+def decide(vault: Path, call: Call, wait: float, fmt: str = "claude") -> Answer:
+    """What the vault says about ``call``, waiting at most ``wait`` seconds for a human."""
+    deadline = time.monotonic() + wait
+    given = Path(vault).expanduser().absolute()
+    if not given.is_dir() or not (
+        (given / RULES_FILE).exists() or any((given / f).is_dir() for f in REQUEST_FOLDERS)
+    ):
+        raise VaultNotFoundError(given, "create one with `hitl-vault init PATH` or fix --vault")
+    root = given.resolve()
+    raise_for(check_vault(root))  # rules anyone may rewrite decide nothing
+    policy = rules_in_force(root)
+    blocked = guard(call, root, given)
+    if blocked is not None:
+        if policy.gate_record is GateRecord.ASKS:
+            return Answer(False, blocked)
+        return _guarded(root, call, blocked)
+    ruling = policy.evaluate(Proposal(call.tool, call.params, call.summary, call.requested_by))
+    decision, _ = policy.applied(ruling)
+    if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
+        return Answer(True)  # the common case: nothing recorded, nothing more imported
+    if decision is Decision.BLOCK and policy.gate_record is GateRecord.ASKS:
+        return Answer(False, _blocked(ruling.rule, ruling.reason))
+    from ..engine import Engine
+
+    with Engine(root) as engine:
+        if decision is Decision.ASK:
+            return _ask(engine, call, deadline, fmt)
+        return _outcome(engine, _submit(engine, call), call, fmt)
+
+
+POLICY_CACHE = "gate-policy.pickle"
+MAX_CACHE_BYTES = 4 << 20
+
+
+def rules_in_force(root: Path) -> Policy:
+    """The policy ``hitl-vault.yaml`` states, as :func:`~hitl_vault.policy.rulesfile.load_policy`
+    reads it, kept parsed in ``.hitl/gate-policy.pickle`` for the next gate call.
+
+    The copy is used only for the very same bytes of the rules file read by the same
+    hitl-vault code and Python; anything else (or a copy that does not load) is parsed
+    afresh. Parsing needs PyYAML, which costs more to import than an allowed tool call
+    may take. ``.hitl/`` is trusted as the journal is: the caller checked who may write it.
+    """
+    import hashlib
+    import pickle
+    import sys
+
+    from .. import __version__
+    from ..durable import read_file
+    from ..errors import NoteError
+    from ..policy import rules
+
+    path = root / RULES_FILE
+    try:
+        raw: bytes | None = read_file(path, RULES_FILE, follow_links=True)
+    except FileNotFoundError:
+        raw = None
+    except NoteError:
+        raw = b"unreadable"  # load_policy says why
+    here = Path(rules.__file__ or ".").parent  # the code that reads and matches rules
+    sources = ("rules.py", "conditions.py", "quorum.py", "rulesfile.py")
+    code = [__version__, sys.version, *(here.joinpath(f).stat().st_mtime_ns for f in sources)]
+    key = hashlib.sha256(repr((code, raw)).encode()).hexdigest()
+    cache = root / STATE_DIR / POLICY_CACHE
+    try:
+        kept_key, kept = pickle.loads(_read_private(cache))
+        if kept_key == key and isinstance(kept, Policy):
+            return kept
+    except Exception:  # none yet, someone else's, or from other code: parse afresh
+        pass
+    from ..policy.rulesfile import load_policy
+
+    policy = load_policy(path, RULES_FILE)
+    if raw is not None and read_file(path, RULES_FILE, follow_links=True) != raw:
+        return policy  # changed while read: keep no copy of either
+    try:
+        _keep(cache, pickle_policy(key, policy))
+    except Exception:  # a copy that cannot be made only costs time
+        import logging
+
+        log = logging.getLogger(__name__)
+        log.warning("could not keep the parsed rules in %s", cache, exc_info=True)
+    return policy
+
+
+def _read_private(path: Path) -> bytes:
+    """The bytes of a regular file only this user may have written (else OSError): a
+    pickle runs code as it loads, so nobody else's is ever loaded."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        mine = not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
+        if not stat.S_ISREG(st.st_mode) or not mine or st.st_mode & 0o022:
+            raise PermissionError(f"{path} is not a private file of this user")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(MAX_CACHE_BYTES)
+    finally:
+        os.close(fd)
+
+
+def pickle_policy(key: str, policy: Policy) -> bytes:
+    import copyreg
+    import pickle
+    from types import MappingProxyType
+
+    def proxy(m: MappingProxyType[Any, Any]) -> tuple[Any, tuple[dict[Any, Any]]]:
+        return read_only, (dict(m),)
+
+    copyreg.pickle(MappingProxyType, proxy)
+    return pickle.dumps((key, policy), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_only(mapping: dict[Any, Any]) -> Mapping[Any, Any]:
+    """A mapping proxy again, as the rules hold their mappings (for unpickling)."""
+    from types import MappingProxyType
+
+    return MappingProxyType(mapping)
+
+
+def _keep(cache: Path, data: bytes) -> None:
+    """Write the copy through a temp file and a rename; a failure only costs time."""
+    import tempfile
+
+    try:
+        if not cache.parent.is_dir():  # as the journal makes it: private, whatever the umask
+            cache.parent.mkdir(mode=0o700)
+            os.chmod(cache.parent, 0o700)
+        fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", dir=cache.parent)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, cache)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _blocked(rule: str, reason: str) -> str:
+    return f"blocked by hitl-vault rule {rule}" + (f": {reason}" if reason else "")
+
+
+def _submit(engine: Engine, call: Call, source: str | None = None) -> Request:
+    return engine.submit(
+        call.tool, call.params, summary=call.summary, requested_by=call.requested_by,
+        carried_by_requester=True, source=source, context=call.context,
+    )  # fmt: skip
+
+
+def _guarded(root: Path, call: Call, why: str) -> Answer:
+    """Record the guard's deny as a request rejected by the rule ``vault-guard``."""
+    from dataclasses import replace
+
+    from ..engine import Engine
+    from ..model import Risk
+    from ..policy.rules import Mode
+
+    def vault_guard(_: Proposal) -> RuleMatch:
+        return RuleMatch(Decision.BLOCK, rule=GUARD_RULE, risk=Risk.CRITICAL, reason=why)
+
+    with Engine(root) as engine:
+        engine.policy = replace(engine.policy, mode=Mode.ENFORCE)  # the guard holds in monitor
+        engine.functions.append(vault_guard)
+        request = _submit(engine, call)
+    return Answer(False, f"{why} (recorded as {request.id})")
+
+
+def _ask(engine: Engine, call: Call, deadline: float, fmt: str) -> Answer:
+    """Find the request an identical earlier call made, or make one; wait for a human."""
+    from ..errors import DuplicateError, WaitTimeoutError
+    from ..model import Status
+
+    finished = (
+        Status.TIMED_OUT,
+        Status.CANCELLED,
+        Status.EXECUTING,
+        Status.EXECUTED,
+        Status.FAILED,
+    )
+    request = None
+    for n in range(_RETRIES):
+        source = f"gate:{call.key}:{n}"
+        found = engine.journal.proposal(source)
+        if found is None:
+            try:
+                request = _submit(engine, call, source)
+            except DuplicateError:  # an identical call made it a moment ago
+                found = engine.journal.proposal(source)
+                if found is None:
+                    raise
+        if found is not None:
+            request = engine.refresh(found)
+        assert request is not None
+        if request.status not in finished:  # an approval is handed out once: then ask anew
+            break
+    else:
+        return Answer(False, f"{_RETRIES} identical calls in this session; start a new session")
+    if request.status is Status.PENDING:
+        try:
+            request = engine.wait_sync(request.id, max(0.0, deadline - time.monotonic()))
+        except WaitTimeoutError:
+            where = f" ({request.path.relative_to(engine.root)})" if request.path else ""
+            return Answer(
+                False,
+                f"waiting for a human to approve hitl-vault request {request.id}{where}. "
+                "It stays pending: once it is approved, make exactly the same call again "
+                "and it will be allowed.",
+            )
+    return _outcome(engine, request, call, fmt)
+
+
+def _outcome(engine: Engine, request: Request, call: Call, fmt: str) -> Answer:
+    """Allow an approved request (handing it to the agent, once), deny anything else."""
+    from ..errors import NotRunnableError
+    from ..model import Status
+
+    if request.status is Status.REJECTED:
+        if not request.decided_by:  # a block rule, at submit
+            return Answer(False, f"{_blocked(request.rule, request.reason or '')} ({request.id})")
+        why = f": {request.reason}" if request.reason else ""
+        return Answer(
+            False, f"rejected by {request.decided_by}{why} (hitl-vault request {request.id})"
+        )
+    if request.status is not Status.APPROVED:
+        return Answer(False, f"hitl-vault request {request.id} is {request.status}; not run")
+    params = dict(request.params)
+    edited = params if params != call.params else None
+    try:
+        started = engine.start_execution(request.id, by=request.requested_by, params=params)
+    except NotRunnableError as e:
+        return Answer(False, str(e))
+    if started is None:
+        return Answer(False, f"hitl-vault request {request.id} was already handed out; ask again")
+    if started.to_status is Status.REJECTED:
+        engine.show_in_note(request.id, engine.now())
+        return Answer(False, f"{started.reason} (hitl-vault request {request.id})")
+    cannot = cannot_update(fmt, call.params, edited)
+    if cannot:
+        engine.finish_execution(request.id, False, error=f"not run: {cannot}")
+    else:
+        engine.finish_execution(request.id, True, result=RUN_BY_AGENT)
+    engine.show_in_note(request.id, engine.now())
+    return Answer(True, _allowed_because(request), edited)
+
+
+def _allowed_because(request: Request) -> str:
+    if request.decided_by:
+        why = f"approved by {request.decided_by}"
+    else:  # by the rules: record: all, monitor mode, min_risk
+        why = f"allowed ({request.reason})" if request.reason else "allowed"
+    return f"{why} (hitl-vault request {request.id})"

@@ -1,0 +1,322 @@
+"""``hitl-vault mcp``: the vault as a Model Context Protocol server over stdio.
+
+The only module that imports the ``mcp`` SDK (the optional extra
+``hitl-vault[mcp]``). Four tools ask and wait; nothing here runs an action: the
+daemon runs approved requests whose action has an executor, and the agent does the
+others itself once approved. A wait returns, still pending if nobody decided, after
+at most :data:`MAX_WAIT` seconds, since clients cancel a tool call after about a
+minute; the agent calls ``wait_for_approval`` again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from .. import __version__
+from ..errors import RequestNotFoundError, UsageError, VaultError, WaitTimeoutError
+from ..layout import RULES_FILE
+from ..model import Request, Status
+from ..shapes import listed_json, outcome, request_json
+from ..vault import Vault
+
+# The longest one wait_for_approval call waits: clients cancel a tool call after about 60 s.
+MAX_WAIT = 45.0
+# How often a wait tells the client it is still waiting.
+PROGRESS_EVERY = 10.0
+# How many requests list_requests returns when not told (newest first), and at most.
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+
+_INSTRUCTIONS = """\
+A human approves or rejects actions in a vault of notes (hitl-vault). Before an action
+that needs approval, call request_approval; while the status is "pending", call
+wait_for_approval with its id again and again (each call returns after at most 45 s).
+Do the action only once the status is "approved", with the params in the result (the
+human may have edited them); never after "rejected", "timed_out" or "cancelled". When
+"executor" is true the vault's daemon runs the action itself: do not do it as well."""
+
+
+def wait_used(seconds: float) -> float:
+    """How long ``wait_for_approval`` waits when asked for ``seconds``: no more than
+    :data:`MAX_WAIT`, and 0 (an answer at once) for zero, a negative number or NaN."""
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(seconds, 0.0), MAX_WAIT)
+
+
+def requester(client_name: str | None) -> str:
+    """``requested_by`` for a request made through this server: ``mcp:<client name>`` when
+    the client said its name when it connected, else ``mcp``."""
+    name = " ".join((client_name or "").split())[:80]
+    return f"mcp:{name}" if name else "mcp"
+
+
+class RulesFile:
+    """Reloads ``hitl-vault.yaml`` before a tool call when the file changed since the
+    rules in force were read (its size, times or inode differ: one ``stat``)."""
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        # Read once more on the first call: the file may have changed since the vault read it.
+        self._seen: tuple[int, ...] | None = ()
+
+    @staticmethod
+    def stamp(root: Path) -> tuple[int, ...] | None:
+        """What identifies the file's current version; None when there is none."""
+        try:
+            st = os.stat(root / RULES_FILE)
+        except FileNotFoundError:
+            return None
+        except OSError:  # unreadable: reloading says why
+            return (-1,)
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+
+    def current(self) -> None:
+        """Bring the rules up to date; :class:`RulesError` (the old rules stay in force)
+        while the file does not read, so the next call tries again."""
+        stamp = self.stamp(self._vault.root)  # before reading: a later change is seen next time
+        if stamp != self._seen:
+            self._vault.engine.reload_policy()
+            self._seen = stamp
+
+
+class Tools:
+    """The four tools over one open vault."""
+
+    def __init__(self, vault: Vault, rules: RulesFile) -> None:
+        self.vault = vault
+        self.rules = rules
+
+    # --- what a tool returns ------------------------------------------------------
+
+    def note(self, request: Request) -> str | None:
+        if request.path is None:
+            return None
+        try:
+            return request.path.relative_to(self.vault.root).as_posix()
+        except ValueError:
+            return str(request.path)
+
+    def shown(self, request: Request, **extra: Any) -> dict[str, Any]:
+        """The request as ``hitl-vault submit --json`` prints it, plus ``note`` (its path in
+        the vault), ``executor`` (whether the daemon runs it once approved) and ``next``
+        (what the agent should do now)."""
+        executor = request.action in self.vault.policy.actions
+        note = self.note(request)
+        votes = self.vault.votes(request.id) if request.history else None
+        return {
+            **request_json(request, votes),
+            "note": note,
+            "executor": executor,
+            "next": next_step(request, note, executor),
+            **extra,
+        }
+
+    def get(self, request_id: str) -> Request:
+        if not request_id.strip():
+            raise UsageError("id", "is empty", "pass the id request_approval returned")
+        try:
+            return self.vault.get(request_id.strip())
+        except RequestNotFoundError:
+            raise UsageError(
+                "id",
+                f"no request {request_id!r} in this vault",
+                "pass the id request_approval returned, or find it with list_requests",
+            ) from None
+
+    # --- the tools ----------------------------------------------------------------
+
+    def request_approval(
+        self,
+        action: str,
+        params: dict[str, Any],
+        client: str | None,
+        summary: str = "",
+        context: str | None = None,
+        timeout: str | float | None = None,
+    ) -> dict[str, Any]:
+        self.rules.current()  # never ask under rules the file no longer says
+        request = self.vault.submit(
+            action, params, summary=summary, timeout=timeout, requested_by=requester(client),
+            context=context,
+        )  # fmt: skip
+        return self.shown(request)
+
+    async def wait_for_approval(
+        self,
+        request_id: str,
+        wait_seconds: float,
+        progress: Callable[[float, float, str], Awaitable[None]],
+        clock: Callable[[], float] = time.monotonic,
+        every: float = PROGRESS_EVERY,
+    ) -> dict[str, Any]:
+        """The request once decided, or still pending after ``wait_used(wait_seconds)``;
+        ``progress(waited, of, message)`` every ``every`` seconds meanwhile."""
+        self.keep_rules_current()
+        used = wait_used(wait_seconds)
+        request = self.get(request_id)
+        started = clock()
+        while True:
+            left = used - (clock() - started)
+            try:
+                request = await self.vault.wait(request.id, max(0.0, min(every, left)))
+                break
+            except WaitTimeoutError:
+                waited = clock() - started
+                if waited >= used:
+                    request = self.vault.get(request.id)
+                    break
+                await progress(waited, used, f"{request.id}: still pending after {waited:.0f} s")
+        return self.shown(request, wait_seconds=used, waited=round(clock() - started, 1))
+
+    def get_request(self, request_id: str) -> dict[str, Any]:
+        self.keep_rules_current()
+        return self.shown(self.get(request_id))
+
+    def list_requests(self, status: str | None, limit: int) -> dict[str, Any]:
+        self.keep_rules_current()
+        wanted = Status.named(status) if status not in (None, "") else None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise UsageError("limit", f"{limit} is out of range", f"pass 1 to {MAX_LIMIT}")
+        found = self.vault.list(wanted, limit + 1)
+        return {
+            "requests": [{**listed_json(r), "note": self.note(r)} for r in found[:limit]],
+            "more": len(found) > limit,
+        }
+
+    def keep_rules_current(self) -> None:
+        """Reload changed rules for reading and waiting; a broken file keeps the old rules
+        (as the daemon does) instead of failing a read."""
+        with contextlib.suppress(VaultError):  # request_approval says why
+            self.rules.current()
+
+
+def next_step(request: Request, note: str | None, executor: bool) -> str:
+    """One sentence for the agent: what the status means for what it does now."""
+    status = request.status
+    if status is Status.PENDING:
+        where = f" in {note}" if note else ""
+        return (
+            f"A human decides{where}. Call wait_for_approval with this id (again while it says "
+            "pending); do not do the action before it is approved."
+        )
+    if status is Status.APPROVED:
+        who = (
+            f"approved by {request.decided_by}"
+            if request.decided_by
+            else (f"allowed at once by rule {request.rule}, no human asked")
+        )
+        if executor:
+            return (
+                f"{_first_up(who)}. The vault's daemon runs it (`hitl-vault run` must be "
+                "running); do not do it yourself. get_request shows when it is executed."
+            )
+        return f"{_first_up(who)}. Go ahead: do it with the params in this result."
+    if status is Status.EXECUTING:
+        return "Approved; the vault's daemon is running it now. Do not do it yourself."
+    if status is Status.EXECUTED:
+        return "Approved and done by the vault's daemon; its output is in result."
+    return f"{_first_up(outcome(request))}. Do not do the action."
+
+
+def _first_up(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def build_server(vault: Vault) -> MCPServer[Any]:
+    """The MCP server with its four tools over ``vault`` (already open)."""
+    tools = Tools(vault, RulesFile(vault))
+    server: MCPServer[Any] = MCPServer(
+        name="hitl-vault", version=__version__, instructions=_INSTRUCTIONS
+    )
+
+    def answer(call: Callable[[], dict[str, Any]]) -> str:
+        try:
+            return json.dumps(call(), indent=2, ensure_ascii=False)
+        except VaultError as e:  # a bad argument, a broken rules file: say which and the fix
+            raise ToolError(str(e)) from None
+
+    def client_name(ctx: Context[Any, Any]) -> str | None:
+        params = ctx.request_context.session.client_params
+        return params.client_info.name if params is not None else None
+
+    @server.tool(
+        description=(
+            "Ask a human to approve an action before you do it. `action`: a short name "
+            "(letters, digits, '-', '_', '.'), e.g. deploy or send_email; `params`: what "
+            "exactly would be done (a JSON object); `summary`: one line the human reads "
+            "first; `context`: why you ask; `timeout`: how long the request may wait for a "
+            "decision (90s, 15m, 1h, 2d; the rules may set a shorter one). Returns the "
+            "request as JSON at once: status pending (then call wait_for_approval with its "
+            "id), approved (allowed by a rule: go ahead) or rejected (blocked by a rule: "
+            "reason says why)."
+        ),
+        structured_output=False,
+    )
+    def request_approval(
+        action: str,
+        params: dict[str, Any],
+        ctx: Context[Any, Any],
+        summary: str = "",
+        context: str | None = None,
+        timeout: str | float | None = None,
+    ) -> str:
+        return answer(
+            lambda: tools.request_approval(
+                action, params, client_name(ctx), summary, context, timeout
+            )
+        )
+
+    @server.tool(
+        description=(
+            "Wait for the human's decision on a request. Returns the request as JSON as soon "
+            "as it is decided, or still pending after wait_seconds (at most 45, as clients "
+            "cancel tool calls after about a minute; 0 answers at once). While the status "
+            "is pending, call it again. Sends progress every 10 s while it waits."
+        ),
+        structured_output=False,
+    )
+    async def wait_for_approval(id: str, ctx: Context[Any, Any], wait_seconds: float = 30) -> str:
+        try:
+            data = await tools.wait_for_approval(id, wait_seconds, ctx.report_progress)
+        except VaultError as e:
+            raise ToolError(str(e)) from None
+        return json.dumps(data, indent=2, ensure_ascii=False)
+
+    @server.tool(
+        description="One request as JSON, with its history, by the id request_approval returned.",
+        structured_output=False,
+    )
+    def get_request(id: str) -> str:
+        return answer(lambda: tools.get_request(id))
+
+    @server.tool(
+        description=(
+            "Requests in this vault, newest first, as JSON: {requests: [...], more: true when "
+            "there are more than limit}. `status`: only those with this status (pending, "
+            "approved, rejected, timed_out, cancelled, executing, executed, failed); "
+            f"`limit`: how many (default {DEFAULT_LIMIT}, at most {MAX_LIMIT})."
+        ),
+        structured_output=False,
+    )
+    def list_requests(status: str | None = None, limit: int = DEFAULT_LIMIT) -> str:
+        return answer(lambda: tools.list_requests(status, limit))
+
+    return server
+
+
+def serve(vault: Vault) -> None:
+    """Serve ``vault`` over stdin/stdout until the client closes the connection."""
+    server = build_server(vault)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in a terminal: no traceback
+        server.run("stdio")

@@ -1,0 +1,1 @@
+"""The ``hitl-vault`` command: one module per group of commands."""

@@ -1,0 +1,116 @@
+"""The ``hitl-vault`` commands for agents: ``gate`` (a tool-call hook), ``hook install``
+and ``mcp`` (a Model Context Protocol server). Each imports what it needs when it runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .common import cli_errors, duration, open_vault, vault_path
+
+
+@click.command("mcp")
+@click.pass_context
+def mcp_server(ctx: click.Context) -> None:
+    """Serve the vault to an agent over stdio (Model Context Protocol): it asks and waits.
+
+    Needs the extra: pip install 'hitl-vault[mcp]'. Approved actions with an executor
+    are run by the daemon (`hitl-vault run`), not by this server.
+    """
+    try:
+        from ..agents.mcp_server import serve  # the SDK is loaded only by this command
+    except ImportError as e:
+        if (e.name or "").startswith("hitl_vault"):
+            raise
+        raise click.ClickException(
+            f"the MCP server needs the mcp package, version 2, which does not import here ({e}): "
+            "install hitl-vault[mcp], "
+            "e.g. pip install 'hitl-vault[mcp]'"
+        ) from None
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
+        serve(vault)
+
+
+@click.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["claude", "cursor", "gemini", "codex"]),
+    default="claude",
+    show_default=True,
+    help="The agent's hook format.",
+)
+@click.option(
+    "--wait",
+    default="9m",
+    show_default=True,
+    metavar="DURATION",
+    help="How long to wait for a human before denying (keep it below the hook's timeout).",
+)
+@click.pass_context
+def gate(ctx: click.Context, fmt: str, wait: str) -> None:
+    """An agent's PreToolUse hook: read the tool call on stdin, answer allow or deny.
+
+    The rules decide; an ask becomes a request a human approves in its note while the
+    gate waits up to --wait, then it denies and the agent's identical retry is matched
+    to the same request.
+    """
+    from ..agents.gate import run as run_gate
+
+    seconds = duration(wait, "--wait")
+    stdin: bytes = sys.stdin.buffer.read()
+    code, out, err = run_gate(vault_path(ctx), fmt, seconds, stdin)
+    click.echo(out, nl=False)
+    click.echo(err, nl=False, err=True)
+    ctx.exit(code)
+
+
+@click.group()
+def hook() -> None:
+    """Agent hooks that send tool calls through `hitl-vault gate`."""
+
+
+@hook.command("install")
+@click.option(
+    "--agent",
+    type=click.Choice(["claude"]),
+    default="claude",
+    show_default=True,
+    help="Whose settings file to change.",
+)
+@click.option(
+    "--project",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Install into DIR/.claude/settings.json (default: ~/.claude/settings.json).",
+)
+@click.option(
+    "--wait",
+    default="9m",
+    show_default=True,
+    metavar="DURATION",
+    help="How long the gate waits for a human; the hook's timeout is a minute more.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.pass_context
+def hook_install(
+    ctx: click.Context, agent: str, project: Path | None, wait: str, dry_run: bool
+) -> None:
+    """Add the gate to the agent's settings, keeping everything else (with a backup)."""
+    from ..agents.install import check_starts, command_line, install, settings_path
+
+    seconds = duration(wait, "--wait")
+    vault = vault_path(ctx)
+    if not vault.is_dir():
+        raise click.ClickException(
+            f"{vault}: no vault there (create one with `hitl-vault init {vault}`, or give --vault)"
+        )
+    target = settings_path(agent, project)
+    command = command_line(vault, wait)
+    with cli_errors():
+        check_starts(command, project if project and project.is_dir() else Path.cwd())
+        report = install(target, command, seconds, dry_run=dry_run)
+    click.echo(report)

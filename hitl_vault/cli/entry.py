@@ -1,0 +1,67 @@
+"""The ``hitl-vault`` command's first step: ``gate`` without click, the rest through it.
+
+An agent's hook runs ``hitl-vault gate`` before every tool call, so that command is
+parsed here by hand and runs importing only what it needs; any other command, and any
+``gate`` whose arguments are not plainly right (``--help``, an unknown ``--format``),
+goes to the click CLI in :mod:`hitl_vault.cli.main`, which also knows ``gate``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def gate_arguments(argv: list[str]) -> tuple[str, str, float] | None:
+    """(vault, format, wait seconds) of ``[--vault PATH] gate [--format F] [--wait DUR]``,
+    or None for anything else (click then parses it, and explains any mistake)."""
+    from ..agents.hookio import FORMATS
+    from ..errors import UsageError
+    from ..times import parse_duration
+
+    vault = os.environ.get("HITL_VAULT") or "vault"
+    given: dict[str, str] = {}
+    words = iter(argv)
+    seen_gate = False
+    for word in words:
+        if word == "gate" and not seen_gate:
+            seen_gate = True
+            continue
+        name, eq, value = word.partition("=")
+        allowed = ("--format", "--wait") if seen_gate else ("--vault",)
+        if name not in allowed or name in given:
+            return None
+        if not eq:
+            value = next(words, "")
+        if not value or value.startswith("-"):
+            return None
+        given[name] = value
+    if not seen_gate or given.get("--format", "claude") not in FORMATS:
+        return None
+    try:
+        wait = parse_duration(given.get("--wait", "9m"), "--wait").total_seconds()
+    except UsageError:  # click says what is wrong with it
+        return None
+    return given.get("--vault", vault), given.get("--format", "claude"), wait
+
+
+def main() -> None:
+    fast = gate_arguments(sys.argv[1:])
+    if fast is None:
+        from .main import main as cli_main
+
+        cli_main()
+        return
+    try:
+        from ..agents.gate import run
+
+        code, out, err = run(*fast, sys.stdin.buffer.read())
+    except BaseException as e:  # never exit 1 (Claude Code runs the tool then): fail closed
+        if isinstance(e, SystemExit) and e.code == 2:
+            raise
+        code, out, err = 2, "", f"hitl-vault gate failed ({type(e).__name__}: {e}); blocked\n"
+    # UTF-8 whatever the locale says: a reason with an accent must still block.
+    sys.stdout.buffer.write(out.encode("utf-8", "replace"))
+    sys.stderr.buffer.write(err.encode("utf-8", "replace"))
+    sys.stdout.flush()
+    sys.exit(code)

@@ -1,0 +1,448 @@
+"""The daemon: the loop around a Vault that reacts to saves, runs actions and times out requests.
+
+One step is :meth:`Daemon.run_once` (time injected, as huey and rq do);
+:meth:`Daemon.run_forever` is a loop around it that sleeps until the next
+event, expiry, quiet deadline or rescan, and never polls on a fixed interval.
+
+* A watcher thread only says "this path may have changed"; paths are coalesced,
+  so two events for one save cause one read.
+* A human's decision is journaled and its action started at once; the note is
+  rewritten or moved only after it has been quiet for ``defaults.quiet``.
+* Actions run on worker threads (:mod:`hitl_vault.daemon.workers`); ``executing`` is journaled
+  before each starts, and its outcome by the step after it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from ..engine import Engine
+from ..errors import (
+    CatchUpError,
+    RulesError,
+)
+from ..events import Event
+from ..journal.lock import DaemonLock
+from ..layout import LOCK_FILE, RULES_FILE, STATE_DIR
+from ..model import Kind, Request, Status, Transition
+from ..notes.render import history_line
+from ..watcher import Watcher
+from .dashboard import DashboardWriter
+from .notifier import Notifier
+from .paths import Looker
+from .quiet import QuietWriter
+from .retries import Retries
+from .signals import stop_on_signals
+from .workers import Actions
+
+log = logging.getLogger(__name__)
+
+RESCAN_EVERY = timedelta(minutes=5)
+# Decisions seen in one step are journaled in groups of this many, one fsync each.
+BATCH = 64
+# How long the daemon waits for a journal another process holds before it retries later.
+JOURNAL_WAIT = timedelta(seconds=5)
+# The part of a step that journals how actions went (see _part_failures).
+_OUTCOMES = "recording how actions went"
+_TELLING = "telling listeners what happened"
+
+
+def _precise_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _say(event: Event) -> None:
+    """The daemon's log line for each transition (its first listener)."""
+    log.info("%s %s", event.request_id, history_line(event.transition)[2 + 21 :])
+
+
+class Daemon:
+    """Watches one vault and keeps it moving."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] = _precise_now,
+        workers: int = 4,
+        rescan_every: timedelta = RESCAN_EVERY,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.rescan_every = rescan_every
+        self.quiet = QuietWriter(engine)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._dirty: set[Path] = set()
+        self._rescan_wanted = True
+        # heard: the request, the status a move took it to (None: no move), created?
+        self._followed: list[tuple[str, Status | None, bool]] = []
+        self.retries = Retries()
+        self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
+        self.actions = Actions(engine, workers, self._wake.set)
+        self.notifier = Notifier(engine, clock)
+        self.looker = Looker(engine, self.quiet, self.actions, self._publish)
+        self._next_rescan: datetime | None = None
+        self.dashboard = DashboardWriter(engine.root, engine.journal)
+        self._stopping = False
+        self._recovered = False
+        # Every transition, once committed, whichever process made it: said in the log
+        # (the first listener), then acted on (an approval made elsewhere runs here).
+        engine.listen(_say)
+        engine.listen(self._follow, every=True)  # a vote made elsewhere shows in the note too
+        # A journal held by another process for longer fails the step, which is retried
+        # within a second (RETRY_FIRST), instead of holding every other file up for 30 s.
+        engine.journal.wait_for_lock(JOURNAL_WAIT.total_seconds())
+
+    # --- events in ------------------------------------------------------------
+
+    def notice(self, path: Path) -> None:
+        """Called from the watcher thread: ``path`` may have changed."""
+        with self._lock:
+            self._dirty.add(path)
+        self.notifier.idle.clear()  # a decision may be coming: no new send until it is done
+        self._wake.set()
+
+    def overflow(self) -> None:
+        """Events were lost; everything gets looked at again."""
+        log.warning("file events were lost (watcher queue overflow); rescanning the vault")
+        with self._lock:
+            self._rescan_wanted = True
+        self._wake.set()
+
+    # --- one step ---------------------------------------------------------------
+
+    def run_once(self, now: datetime | None = None) -> bool:
+        """Do everything that is due now; True if anything happened."""
+        now = now or self.clock()
+        did = False
+        self.retries.new_step()
+        if not self._recovered:
+            did |= self._guarded("recovering after a restart", self._recover, now)
+        did |= self._record_outcomes()
+        self._act_on_followed()
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            rescan, self._rescan_wanted = self._rescan_wanted, False
+        if rescan or (self._next_rescan is not None and now >= self._next_rescan):
+            dirty |= self.looker.scan()
+            self._guarded("looking for missing notes", self.looker.check_missing_notes, now)
+            self._next_rescan = now + self.rescan_every
+            did = True
+        dirty |= self.looker.due(now) | self.retries.due(now)
+        if self.looker.rules_due is not None and now >= self.looker.rules_due:
+            did |= self._guarded("reloading the rules", self._reload_rules, now)
+        notes = sorted(p for p in dirty if self.looker.is_note(p))
+        for path in sorted(dirty.difference(notes)):  # each commits on its own
+            did |= self._look_safely([path], now, batch=False)
+        # Decisions in groups: one durable commit for each group, then its actions start.
+        for start in range(0, len(notes), BATCH):
+            did |= self._look_safely(notes[start : start + BATCH], now)
+            did |= self._record_outcomes()  # a long step leaves none waiting
+        did |= self._guarded("expiring requests", self._expire, now)
+        did |= self._guarded("escalating requests", self._escalate, now)
+        self._act_on_followed()  # what the parts above heard of (another process's approval)
+        did |= self._guarded("starting actions", self._claim_and_launch, now)
+        did |= self._guarded("writing notes", self._write_due, now)
+        did |= self._publish(now)  # what _recover and the parts above recorded
+        # After the decisions and actions, never before them; with no target, only the
+        # position moves (a notify: added later does not tell of what came before it).
+        self._guarded("recording notifications", self.notifier.record, now)
+        self.dashboard.step(now, changed=did)
+        return did
+
+    def _look_safely(self, paths: list[Path], now: datetime, *, batch: bool = True) -> bool:
+        """Look at ``paths`` in one durable commit; say what happened only once it is committed.
+
+        A path whose handling raises is retried on its own (an error in one file
+        never holds back another); when the commit itself fails (disk full, the
+        journal locked too long), none of it happened: every path is retried soon.
+        """
+        failed: dict[Path, Exception] = {}
+        did = False
+        try:
+            with self.engine.journal.batch() if batch else contextlib.nullcontext():
+                for path in paths:
+                    try:
+                        did |= self.looker.look(path, now)
+                    except Exception as e:  # kept apart and retried, below
+                        failed[path] = e
+                # Claims share the group's commit; alone, a path's commit is its own, and
+                # claims wait for the step's end (a failed claim must roll back whole).
+                claimed = self._claim() if batch else []
+        except Exception as e:  # the commit failed: nothing in it happened
+            self.actions.unclaim()
+            self.quiet.forget(paths)  # read them afresh when retried
+            self._retry_later(paths, now, e)
+            return False
+        for path in paths:
+            if path not in failed:
+                self.retries.path_ok(path)
+        self.quiet.forget(failed)
+        for path, error in failed.items():
+            self._retry_later([path], now, error)
+        did |= self._launch(claimed)
+        self._publish(now)  # once the actions started: telling never delays them
+        return did
+
+    def _guarded(self, what: str, work: Callable[[datetime], bool], now: datetime) -> bool:
+        """One part of a step; if it fails, the rest of the step goes on and it is tried again."""
+        return self.retries.guarded(what, work, now)
+
+    def _retry_later(self, paths: list[Path], now: datetime, error: BaseException) -> None:
+        """Look at ``paths`` again after a backoff (0.5 s, doubling, at most every 30 s)."""
+        self.retries.paths_failed(paths, now, error, self.engine.notes.rel)
+
+    def _publish(self, now: datetime) -> bool:
+        """Tell the listeners what the journal recorded since the last time; True if anything."""
+        return self._guarded(_TELLING, lambda _: self.engine.publish() > 0, now)
+
+    def _follow(self, event: Event) -> None:
+        """A transition, whoever made it (called on the thread that published): the step acts
+        on it, on the daemon's thread (runs an approval, shows it in the note)."""
+        moved = event.transition.kind is Kind.TRANSITION  # not a vote, an edit, a refusal
+        with self._lock:
+            created = event.transition.from_status is None
+            self._followed.append((event.request_id, event.status if moved else None, created))
+        self._wake.set()
+
+    def _act_on_followed(self) -> None:
+        with self._lock:
+            followed, self._followed = self._followed, []
+        for request_id, status, created in followed:
+            if status is Status.APPROVED:
+                self.actions.queue_if_runnable(request_id)
+            self.quiet.want(request_id)
+            made = self.engine.journal.get(request_id, history=False) if created else None
+            if made is not None and made.retry_of:  # its note links to the new one now
+                self.quiet.want(made.retry_of)
+
+    def _reload_rules(self, now: datetime) -> bool:
+        """Load hitl-vault.yaml again; a bad one is flagged and the last good rules stay."""
+        self.looker.rules_due = None
+        try:
+            self.engine.reload_policy(check_urls=True)
+        except RulesError as e:
+            log.error("%s; keeping the rules loaded before", e)
+            self.engine.journal.flag(
+                RULES_FILE, f"{e} (the daemon keeps the previous rules)", self.clock()
+            )
+            return True
+        self.engine.journal.unflag(RULES_FILE)
+        log.info("reloaded %s", RULES_FILE)
+        # Votes already in may decide a request under the new rules (a lower quorum), and
+        # who decides may have changed: each pending note shows it anew (votes: lines or not).
+        for request_id in self.engine.journal.ids(Status.PENDING):
+            self.engine.notes.settle(request_id, now)
+            self.quiet.want(request_id)
+        # An approval that waited for an executor the new rules name can run now.
+        for request_id in self.engine.journal.ids(Status.APPROVED):
+            self.actions.queue_if_runnable(request_id)
+        return True
+
+    def _escalate(self, now: datetime) -> bool:
+        due = self.engine.journal.escalating(before=now)
+        for request_id in due:
+            if self.engine.escalate(request_id, now) is not None:
+                self.quiet.want(request_id)
+        return bool(due)
+
+    def _expire(self, now: datetime) -> bool:
+        due = self.engine.journal.expiring(before=now)
+        for request_id, _ in due:
+            t = self.engine.expire(request_id, now)
+            if t is not None:
+                self.quiet.want(request_id)
+        return bool(due)
+
+    # --- running actions -------------------------------------------------------------
+
+    def _claim(self) -> list[tuple[Request, Transition]]:
+        return [] if self._stopping else self.actions.claim()
+
+    def _claim_and_launch(self, now: datetime) -> bool:
+        if not self.actions.waiting:  # no write lock taken for nothing (others may write)
+            return False
+        try:
+            with self.engine.journal.batch():  # one durable commit for every claim of the step
+                claimed = self._claim()
+        except Exception:  # nothing was claimed: the queue stays as it was
+            self.actions.unclaim()
+            raise
+        launched = self._launch(claimed)
+        self._publish(now)
+        return launched
+
+    def _write_due(self, now: datetime) -> bool:
+        return self.quiet.write_due(now, busy=bool(self._dirty))
+
+    def _launch(self, claimed: list[tuple[Request, Transition]]) -> bool:
+        self.actions.launched()
+        while self.actions.noted:  # a check that raised, now in the request's history
+            self.quiet.want(self.actions.noted.pop())
+        for request, t in claimed:
+            self.quiet.want(request.id)
+            if t.to_status is Status.EXECUTING:  # not one a block rule rejected at the last moment
+                self.actions.start(request)
+        return bool(claimed)
+
+    def _record_outcomes(self) -> bool:
+        """Journal how the actions that ended went; failing, they are kept to try again."""
+        return self._guarded(_OUTCOMES, self._journal_outcomes, self.clock())
+
+    def _journal_outcomes(self, now: datetime) -> bool:
+        ended = self.actions.record_outcomes()
+        self._publish(now)
+        for request_id in ended:
+            self.quiet.want(request_id)
+        return bool(ended)
+
+    def _recover(self, now: datetime) -> bool:
+        """After a restart: finish what a dead daemon left behind, never running anything twice
+        (see :meth:`Actions.recover`). Safe to repeat after a failure part way."""
+        self.engine.journal.unflag(RULES_FILE)  # the rules loaded: an earlier run's error is gone
+        for request_id in self.actions.recover(now, stopping=self._stopping):
+            self.quiet.want(request_id)
+        self._recovered = True
+        return True
+
+    # --- writing notes once quiet -----------------------------------------------------
+
+    def _next_deadline(self) -> datetime | None:
+        candidates: list[datetime] = []
+        for due in (self.engine.journal.next_expiry(), self.engine.journal.next_escalation()):
+            if due is not None:
+                candidates.append(due)
+        if self.quiet.next_at is not None:
+            candidates.append(self.quiet.next_at)
+        if self.looker.recheck:
+            candidates.append(min(self.looker.recheck.values()))
+        if self.dashboard.next_at is not None:
+            candidates.append(self.dashboard.next_at)
+        if self._next_rescan is not None:
+            candidates.append(self._next_rescan)
+        if self.retries.next_at is not None:
+            candidates.append(self.retries.next_at)
+        if self.looker.rules_due is not None:
+            candidates.append(self.looker.rules_due)
+        if self.actions.next_retry is not None:
+            candidates.append(self.actions.next_retry)
+        if self.notifier.next_reminder is not None:
+            candidates.append(self.notifier.next_reminder)
+        return min(candidates) if candidates else None
+
+    # --- the loop -----------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """``run --once``: rescan, apply, expire, run what is approved, write the notes, exit."""
+        while True:
+            self.run_once()
+            self.actions.wait()
+            if self.actions.finished and not self.retries.failing(_OUTCOMES):
+                continue  # record them now (failing, they wait for the retry below)
+            retrying = self._retries_left()
+            if self._stopping:  # what is queued stays approved for the next run
+                break
+            writing = self.quiet.waiting.difference(self.quiet.refused)
+            rechecking = bool(self.looker.recheck)
+            if not (self.actions.busy or writing or self._dirty or rechecking or retrying):
+                break
+            deadline = self._next_deadline()
+            if (writing or rechecking or retrying) and deadline is not None:
+                delay = (deadline - self.clock()).total_seconds()
+                if delay > 0:
+                    self._wake.wait(min(delay, self.engine.policy.defaults.quiet.total_seconds()))
+                    self._wake.clear()
+        self.gave_up += self.quiet.refused.values()
+        if self.engine.notify.targets:  # what is due goes out now; what fails, next run
+            self._guarded(
+                "sending notifications", lambda _: self.notifier.send_due() > 0, now=self.clock()
+            )
+        self.dashboard.write(self.clock())
+
+    def _retries_left(self) -> bool:
+        """``run --once``: paths still worth another look; those tried too often are given up."""
+        paths, stuck = self.retries.give_up()
+        for path, failures in paths:
+            where = self.engine.notes.rel(path)
+            self.gave_up.append(where)
+            log.error("%s: still failing after %d tries; left for the next run", where, failures)
+        if stuck:  # what is queued stays approved for the next run
+            self.gave_up += stuck
+            self._stopping = True
+            return False
+        return self.retries.waiting()
+
+    def run_forever(self, ready: threading.Event | None = None) -> None:
+        """Watch and act until :meth:`stop` (or SIGTERM / Ctrl-C) is called."""
+        with Watcher(self.engine.root, self.notice, self.overflow):
+            self._rescan_wanted = True
+            if ready is not None:
+                ready.set()
+            log.info("watching %s", self.engine.root)
+            self.notifier.start()
+            while not self._stopping:
+                self._wake.clear()
+                self.notifier.idle.clear()
+                try:
+                    self.run_once()
+                except Exception:  # a bug: say so loudly, keep watching, try again shortly
+                    log.exception("unexpected error; the daemon carries on")
+                    self._wake.wait(1.0)
+                    continue
+                deadline = self._next_deadline()
+                delay = None
+                if deadline is not None:
+                    delay = max(0.0, (deadline - self.clock()).total_seconds())
+                if not self._dirty:
+                    self.notifier.idle.set()
+                    self._wake.wait(delay)
+        self.notifier.idle.set()
+        self._finish_in_flight()
+
+    def _finish_in_flight(self) -> None:
+        log.info("stopping: letting actions in flight finish (signal again to exit at once)")
+        if self.actions.running:
+            log.info("finishing %d action(s) in flight before exiting", self.actions.running)
+        self.actions.shutdown()
+        self.run_once()
+        self.notifier.stop()
+
+    def stop(self) -> None:
+        """Ask :meth:`run_forever` to return once the actions in flight have finished."""
+        self._stopping = True
+        self._wake.set()
+
+    def close(self) -> None:
+        """Wait for actions in flight, journal how they went, release the worker threads."""
+        self.actions.shutdown()
+        self._record_outcomes()
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, once: bool = False) -> None:
+        """Hold the vault's daemon lock and run (``once``: catch up and exit)."""
+        if self.engine.notify.targets:  # like a broken rule: say so and do not start
+            self.engine.reload_policy(check_urls=True)
+        lock = DaemonLock(self.engine.root / STATE_DIR / LOCK_FILE).acquire()
+        restore = stop_on_signals(self.stop)
+        try:
+            if once:
+                self.catch_up()
+                self.actions.shutdown()
+                if self.gave_up:
+                    raise CatchUpError(self.gave_up)
+            else:
+                self.run_forever()
+        finally:
+            restore()
+            lock.release()

@@ -1,0 +1,280 @@
+"""The daemon's notifications: recorded in the journal's outbox, then sent in the background.
+
+:meth:`Notifier.record` reads the journal's entries from where it stopped last time (a
+cursor kept in the journal, so requests made while no daemon ran are told about when it
+starts) and records one notification per transition and target that wants it, plus the
+reminders that fell due, moving the cursor in the same commit. :meth:`Notifier.send_due`
+sends what is due and marks each sent; a failed send is tried again after 5 s, then at
+most 30 s apart, for 24 h, then given up and listed under Needs attention. A background
+thread calls it, so a slow or dead receiver never delays a decision or an execution.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from ..engine import Engine
+from ..errors import RulesError
+from ..model import Kind, Request, Status
+from ..notify.config import DECIDE_EVENTS, EVENT_OF_STATUS, Event, NotifyConfig, Target
+from ..notify.message import compose
+from ..notify.send import Message, send
+from ..policy.rules import Proposal, Ruling
+from ..store import Outgoing
+
+log = logging.getLogger(__name__)
+
+CURSOR = "notify"
+RETRY_FIRST = timedelta(seconds=5)
+RETRY_MAX = timedelta(seconds=30)
+GIVE_UP_AFTER = timedelta(hours=24)
+
+
+def flag_key(target: Target) -> str:
+    """Where Needs attention lists notifications to one target that were given up."""
+    return f"notify {target.shown}"
+
+
+class Notifier:
+    """Records notifications for one vault and sends them."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Set while the daemon waits for work: the background thread sends only then, so a
+        # decision never waits behind a send (each send is a few ms of this process's time).
+        self.idle = threading.Event()
+        self.idle.set()
+        self.next_reminder: datetime | None = None  # when a reminder falls due next
+        self._reminded: set[str] = set()  # recorded already (the journal also keeps each once)
+        self._remind_at: dict[str, datetime | None] = {}  # by the rules below
+        self._remind_policy: object = None
+
+    @property
+    def config(self) -> NotifyConfig:
+        return self.engine.notify
+
+    # --- recording ------------------------------------------------------------------
+
+    def record(self, now: datetime) -> bool:
+        """Record what the entries since the cursor, and the clock, call for; True if any."""
+        journal = self.engine.journal
+        targets = self.config.targets
+        start = journal.cursor(CURSOR)
+        last = journal.last_seq()
+        if not targets:  # only the position moves: a notify: added later tells of what follows
+            if start != last:
+                journal.enqueue([], now, (CURSOR, last))
+            return False
+        items: list[tuple[str, str, str]] = []
+        if start is None:  # the first time: what waits now, not the whole history
+            items += [
+                (r.id, Event.PENDING, t.url)
+                for r in journal.requests(Status.PENDING)
+                for t in targets
+                if t.wants(Event.PENDING, r)
+            ]
+        elif start < last:
+            for _, request_id, step in journal.feed(start):
+                if step.kind is Kind.ESCALATED:
+                    event: Event | None = Event.ESCALATED
+                elif step.kind is Kind.TRANSITION:
+                    event = EVENT_OF_STATUS.get(step.to_status)
+                else:
+                    continue
+                if event is None:
+                    continue
+                wanting = [t for t in targets if event in t.events]
+                request = journal.get(request_id, history=False) if wanting else None
+                asked = event in DECIDE_EVENTS
+                if request is not None and asked and request.status is not Status.PENDING:
+                    continue  # decided while no daemon ran: nobody is asked to decide it now
+                if request is not None:
+                    items += [
+                        (request_id, event, t.url) for t in wanting if t.wants(event, request)
+                    ]
+        reminders, reminded = self._reminders(now, targets)
+        items += reminders
+        if not items and start == last:
+            return False
+        new = journal.enqueue(items, now, (CURSOR, last))
+        self._reminded |= reminded  # only once the outbox has them
+        if new:
+            self._wake.set()
+        return new > 0
+
+    def _reminders(
+        self, now: datetime, targets: tuple[Target, ...]
+    ) -> tuple[list[tuple[str, str, str]], set[str]]:
+        """One reminder per pending request and target at ``expires - remind_before``, and the
+        requests they remind of; also sets :attr:`next_reminder`, when to look again."""
+        reminding = [t for t in targets if Event.REMINDER in t.events]
+        self.next_reminder = None
+        policy = self.engine.policy
+        if not reminding or not (
+            policy.defaults.remind_before or any(r.remind_before for r in policy.rules)
+        ):
+            return [], set()
+        if policy is not self._remind_policy:  # rules changed: work the times out again
+            self._remind_at, self._remind_policy = {}, policy
+        items: list[tuple[str, str, str]] = []
+        reminded: set[str] = set()
+        waiting = self.engine.journal.expiring()
+        live = {request_id for request_id, _ in waiting}  # forget what was decided since
+        self._reminded &= live
+        self._remind_at = {k: v for k, v in self._remind_at.items() if k in live}
+        for request_id, expires in waiting:
+            if request_id in self._reminded:
+                continue
+            if request_id not in self._remind_at:
+                self._remind_at[request_id] = self._remind_time(request_id, expires)
+            at = self._remind_at[request_id]
+            if at is None:
+                continue
+            if now < at:
+                self.next_reminder = min(self.next_reminder or at, at)
+                continue
+            request = self.engine.journal.get(request_id, history=False)
+            reminded.add(request_id)
+            if request is not None and now < expires:
+                items += [
+                    (request_id, Event.REMINDER, t.url)
+                    for t in reminding
+                    if t.wants(Event.REMINDER, request)
+                ]
+        return items, reminded
+
+    def _remind_time(self, request_id: str, expires: datetime) -> datetime | None:
+        """When the request's reminder is due, by the rules in force (None: no reminder)."""
+        request = self.engine.journal.get(request_id, history=False)
+        if request is None:
+            return None
+        before = self._ruling(request).remind_before
+        return None if before is None else expires - before
+
+    def _ruling(self, request: Request) -> Ruling:
+        """What the rules in force say of the request as it stands."""
+        proposal = Proposal(request.action, request.params, request.summary, request.requested_by)
+        return self.engine.policy.evaluate(proposal, self.engine.functions)
+
+    # --- sending --------------------------------------------------------------------
+
+    def send_due(self, now: datetime | None = None, *, polite: bool = False) -> bool:
+        """Send every notification due now; True if any was delivered. ``polite``: before
+        each send, wait until the daemon is :attr:`idle`."""
+        delivered = 0
+        for item in self.engine.journal.outgoing(now or self.clock()):
+            while polite and not self.idle.wait(0.5):
+                if self._stop.is_set():
+                    break
+            if self._stop.is_set():
+                break
+            try:
+                delivered += self._send(item)
+            except Exception:  # a bug, or the journal held too long: the others still go
+                log.exception("%s: error while sending the %s notification", item.request_id,
+                              item.event)  # fmt: skip
+        return delivered > 0
+
+    def _send(self, item: Outgoing) -> bool:
+        target = next((t for t in self.config.targets if t.url == item.target), None)
+        request = self.engine.journal.get(item.request_id, history=False)
+        if target is None or request is None:  # taken out of hitl-vault.yaml since
+            self.engine.journal.not_sent(item.id, self.clock(), "no such target now", None)
+            return False
+        try:
+            error = send(target.resolved_url(), self._message(item.event, request))
+        except Exception as e:  # a missing ${NAME}, or a bug: kept, tried again, said
+            error = str(e)
+        now = self.clock()
+        if error is None:
+            self.engine.journal.sent(item.id, now)
+            self.engine.journal.unflag(flag_key(target))  # it works again: nothing to fix
+            log.info("%s: told %s (%s)", item.request_id, target.shown, item.event)
+            return True
+        give_up = now - item.created >= GIVE_UP_AFTER
+        retry = None if give_up else now + min(RETRY_FIRST * 2 ** min(item.attempts, 8), RETRY_MAX)
+        self.engine.journal.not_sent(item.id, now, error, retry)
+        if give_up:
+            message = (
+                f"notifications to {target.shown} are failing: {error} (the {item.event} "
+                f"notification of {item.request_id} was given up after 24 h; fix the target "
+                "in hitl-vault.yaml or its receiver)"
+            )
+            self.engine.journal.flag(flag_key(target), message, now, item.request_id)
+            log.error("%s", message)
+        else:
+            log.warning(
+                "%s: could not tell %s (%s): %s; trying again", item.request_id,
+                target.shown, item.event, error,
+            )  # fmt: skip
+        return False
+
+    def _message(self, event: str, request: Request) -> Message:
+        # Where the note is, or is about to be: a daemon moves it once it is quiet.
+        name = request.path.name if request.path else f"{request.id}.md"
+        note = f"{request.status.folder}/{name}"
+        why = self._ruling(request).explanation
+        return compose(
+            event, request, note=note, why=why,
+            vault_name=self.config.vault_name or self.engine.root.name,
+        )  # fmt: skip
+
+    # --- the background thread ----------------------------------------------------------
+
+    def next_due(self) -> datetime | None:
+        pending = self.engine.journal.outgoing(limit=1)
+        return pending[0].due if pending else None
+
+    def start(self) -> None:
+        """Send in the background until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._loop, name="hitl-notify", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.send_due(polite=True)
+                due = self.next_due()
+            except Exception:  # the journal held too long, or a bug: say so, go on
+                log.exception("error while sending notifications; trying again shortly")
+                due = self.clock() + RETRY_FIRST
+            delay = None if due is None else max(0.0, (due - self.clock()).total_seconds())
+            self._wake.wait(delay)
+
+    def stop(self) -> None:
+        """Stop the thread once the send in flight ends (each is bounded to about 10 s)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def send_tests(engine: Engine) -> list[tuple[str, str | None]]:
+    """A test message to every target of ``notify:``: (the target as shown, None when it was
+    delivered, else why not). Raises RulesError for a target Apprise cannot read."""
+    engine.reload_policy(check_urls=True)
+    name = engine.notify.vault_name or engine.root.name
+    message = Message(
+        "hitl-vault: test notification",
+        f"A test from the vault {name!r}: notifications from hitl-vault reach you here.",
+    )
+    results: list[tuple[str, str | None]] = []
+    for target in engine.notify.targets:
+        try:
+            error = send(target.resolved_url(), message)
+        except RulesError as e:  # a ${NAME} that is not set
+            error = str(e)
+        results.append((target.shown, error))
+    return results

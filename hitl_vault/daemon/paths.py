@@ -1,0 +1,136 @@
+"""What a path that may have changed means to the daemon, by what it is.
+
+A request note (a human's decision or edit, journaled at once), an Inbox
+proposal (a new request), ``hitl-vault.yaml`` (reloaded once quiet), the
+journal (another process recorded transitions), or a request folder that
+appeared (everything in it). The daemon decides when to look and in which
+commit; this module decides what a look does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from ..engine import Engine
+from ..layout import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..notes.state import is_candidate
+from .inbox import Inbox
+from .quiet import QuietWriter
+from .workers import Actions
+
+log = logging.getLogger(__name__)
+
+
+class Looker:
+    """Looks at paths for one daemon; remembers what to look at again and what it said."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        quiet: QuietWriter,
+        actions: Actions,
+        journal_changed: Callable[[datetime], bool],
+    ) -> None:
+        self.engine = engine
+        self.quiet = quiet
+        self.actions = actions
+        self.inbox = Inbox(engine)
+        self._journal_changed = journal_changed
+        self.recheck: dict[Path, datetime] = {}  # half-saved notes: looked at again once quiet
+        self._reported: dict[Path, str] = {}  # the problem last logged for each path
+        self.rules_due: datetime | None = None  # hitl-vault.yaml changed: reload once quiet
+
+    def is_note(self, path: Path) -> bool:
+        try:
+            return is_candidate(path.relative_to(self.engine.root))
+        except ValueError:
+            return False
+
+    def due(self, now: datetime) -> set[Path]:
+        """The half-saved notes whose quiet period has passed."""
+        return {path for path, at in self.recheck.items() if now >= at}
+
+    def look(self, path: Path, now: datetime) -> bool:
+        """Handle one path that may have changed, by what it is; True if anything happened."""
+        try:
+            rel = path.relative_to(self.engine.root)
+        except ValueError:
+            return False
+        if self.engine.journal.touches(path):  # another process recorded transitions
+            return self._journal_changed(now)
+        if not rel.parts or rel.parts[0] == STATE_DIR:
+            return False
+        if rel.as_posix() == RULES_FILE:  # reloaded once quiet: an editor may be mid-save
+            self.rules_due = now + self.engine.policy.defaults.quiet
+            return False
+        if rel.parts[0] == INBOX_FOLDER:
+            return self._take_proposal(path, rel, now)
+        if len(rel.parts) == 1 and rel.parts[0] in REQUEST_FOLDERS and path.is_dir():
+            # A folder appeared or moved (a git checkout, a sync): look at all it holds.
+            return any([self.look(child, now) for child in path.iterdir()])
+        return is_candidate(rel) and self._look_at_note(path, rel, now)
+
+    def _take_proposal(self, path: Path, rel: Path, now: datetime) -> bool:
+        """An Inbox file: a proposal becomes a request (or is flagged)."""
+        for request in self.inbox.take(path, now):
+            log.info("%s: made from %s", request.id, rel)
+            self.actions.queue_if_runnable(request.id)
+        return True  # a request, or a flag: either way the dashboard may change
+
+    def _look_at_note(self, path: Path, rel: Path, now: datetime) -> bool:
+        """A request note: journal a human's decision or edit at once; flag what cannot be."""
+        recheck = self.recheck.pop(path, None)
+        due = recheck is not None and now >= recheck
+        content = self.quiet.new_content(path)
+        if content is None and not due:
+            return False
+        log.debug("%s: changed", rel)
+        self.quiet.touched(path, now)
+        hold = not due and self.quiet.recently_written(path, now)
+        data = content.data if content else None
+        finding = self.engine.notes.inspect(path, now, hold=hold, data=data)
+        if finding is None:
+            return False
+        if finding.held:  # maybe half-saved: flag it only if it still fails once quiet
+            log.debug("%s: does not parse yet; looking again once it is quiet", rel)
+            self.recheck[path] = now + self.engine.policy.defaults.quiet
+            return False
+        self.quiet.looked_at(path, content.digest if content else None)
+        if finding.problem and self._reported.get(path) != finding.problem:
+            log.warning("needs attention: %s", finding.problem)
+        if finding.problem:
+            self._reported[path] = finding.problem
+        else:
+            self._reported.pop(path, None)
+        if finding.acted is not None and finding.request_id:
+            self.actions.queue_if_runnable(finding.request_id)
+        if finding.request_id and finding.needs_sync:
+            self.quiet.want(finding.request_id)
+        return True
+
+    def scan(self) -> set[Path]:
+        """Every file in the Inbox and the request folders (a rescan looks at them all)."""
+        found: set[Path] = set()
+        for folder in (INBOX_FOLDER, *REQUEST_FOLDERS):
+            try:
+                found.update(p for p in (self.engine.root / folder).iterdir())
+            except FileNotFoundError:
+                continue
+            except OSError as e:  # a file where the folder should be, no permission
+                log.error(
+                    "cannot look into %s/: %s (make it a folder hitl-vault may read)",
+                    folder,
+                    e.strerror or e,
+                )
+        self.quiet.forget(found)
+        return found
+
+    def check_missing_notes(self, now: datetime) -> bool:
+        """A note deleted while nobody watched is written again from the journal."""
+        for request_id, rel in self.engine.journal.paths().items():
+            if not (self.engine.root / rel).exists():
+                self.quiet.want(request_id)
+        return True

@@ -1,0 +1,203 @@
+"""The daemon's side of the files: which notes to rewrite, when each is quiet, what it last saw.
+
+A note is rewritten (or moved) only once nobody has touched it for
+``defaults.quiet``; notes wait in a heap ordered by when they are next worth a
+look, and a few are written per step so that new saves are never kept waiting.
+The digests of what the daemon last wrote and last read let it ignore its own
+writes' events and the second and third events of one save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from ..durable import read_file
+from ..errors import ChangedUnderfootError, NoteError
+from ..layout import REQUEST_FOLDERS
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+log = logging.getLogger(__name__)
+
+# Notes rewritten per step at most, so a burst of rewrites never delays a new decision long.
+SYNC_STEP = 16
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+# A note the system refused to let us write is tried again after this.
+RETRY_WRITE = timedelta(seconds=30)
+
+
+class Content(NamedTuple):
+    """What a file held when the daemon looked: a digest, and its bytes if it can be a note."""
+
+    digest: str  # "" when the file is gone
+    data: bytes | None  # None: not readable as a note (gone, a link, a pipe, too big...)
+
+
+class QuietWriter:
+    """Rewrites notes once quiet, and remembers what it wrote and read, per file."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.waiting: set[str] = set()  # requests whose note should show the journal
+        self.refused: dict[str, str] = {}  # the system refused to write these notes: where
+        self.next_at: datetime | None = None  # when the next waiting note is worth a look
+        self._due: list[tuple[datetime, str]] = []  # a heap of (no sooner than, request id)
+        self._touched: dict[str, datetime] = {}  # by file stem: a request's note, anywhere
+        self._ours: dict[Path, str] = {}
+        self._seen: dict[Path, str] = {}
+
+    @property
+    def _quiet(self) -> timedelta:
+        return self.engine.policy.defaults.quiet
+
+    # --- what the files hold ------------------------------------------------------
+
+    def touched(self, path: Path, now: datetime) -> None:
+        """Someone (not us) changed ``path`` at ``now``: its quiet period starts again."""
+        self._touched[path.stem] = now
+
+    def recently_written(self, path: Path, now: datetime) -> bool:
+        try:
+            written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except OSError:
+            return False
+        return written > now - self._quiet
+
+    def new_content(self, path: Path) -> Content | None:
+        """What the file holds, or None when it is what we last wrote or last looked at.
+
+        An editor's save comes as two or three events: each content is read
+        once. What we looked at is forgotten when we rewrite or move the note,
+        so an old version that comes back (a git checkout) is looked at again.
+        A file that cannot be a note is told apart by its metadata, unread.
+        """
+        data: bytes | None = None
+        try:
+            data = read_file(path, path.name)
+            digest = hashlib.sha256(data).hexdigest()
+        except (OSError, NoteError):
+            try:
+                st = path.lstat()
+            except OSError:
+                self._seen.pop(path, None)
+                return Content("", None)
+            digest = (
+                f"stat {st.st_mode:o} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
+            )
+        if digest in (self._ours.get(path), self._seen.get(path)):
+            return None
+        self._ours.pop(path, None)
+        return Content(digest, data)
+
+    def looked_at(self, path: Path, digest: str | None) -> None:
+        if digest:
+            self._seen[path] = digest
+
+    def forget(self, paths: Iterable[Path]) -> None:
+        """A rescan: look at these files afresh."""
+        for path in paths:
+            self._ours.pop(path, None)
+            self._seen.pop(path, None)
+
+    # --- writing notes once quiet ---------------------------------------------------
+
+    def want(self, request_id: str, at: datetime | None = None) -> None:
+        """Make the note show the journal once it is quiet (and no sooner than ``at``)."""
+        if request_id in self.waiting and at is None:
+            return  # its entry in the heap stands; quiet is checked again when it comes up
+        self.waiting.add(request_id)
+        if at is None:
+            # A note someone just saved cannot be quiet before its save is ``quiet`` old:
+            # looking any sooner would only cost a journal query and a stat.
+            last = self._touched.get(request_id)
+            at = _EARLIEST if last is None else last + self._quiet
+        heapq.heappush(self._due, (at, request_id))
+        self.next_at = self._due[0][0]
+
+    def quiet_at(self, request_id: str) -> tuple[Path | None, datetime | None]:
+        """The request's note, and when it will have been quiet long enough to be rewritten."""
+        known = self.engine.journal.last_change(request_id)
+        if known is None:
+            return None, None
+        rel, last_entry = known
+        path = self.engine.notes.locate(request_id, rel)
+        if path is None:  # written back from the journal once its last change is quiet too
+            return None, last_entry + self._quiet
+        seen = self._touched.get(path.stem)
+        if seen is None:
+            try:
+                seen = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except OSError:
+                return path, None
+        return path, seen + self._quiet
+
+    def write_due(self, now: datetime, busy: bool) -> bool:
+        """Write the notes that are due and quiet, a few (one while ``busy``) per step."""
+        did = False
+        written = 0
+        due = self._due
+        while due and due[0][0] <= now and written < (1 if busy else SYNC_STEP):
+            _, request_id = heapq.heappop(due)
+            if request_id not in self.waiting:
+                continue  # already written through another entry
+            path, quiet_at = self.quiet_at(request_id)
+            if quiet_at is not None and now < quiet_at:
+                heapq.heappush(due, (quiet_at, request_id))
+                continue
+            written += 1
+            self.waiting.discard(request_id)
+            try:
+                done = self.engine.notes.sync(request_id, now)
+            except ChangedUnderfootError:
+                log.debug("%s: the note changed while being written; trying again", request_id)
+                if path is not None:
+                    self._touched[path.stem] = now
+                self.want(request_id, now + self._quiet)
+                continue
+            except NoteError as e:  # e.g. a file in the way of a move: the next rescan retries
+                if self.engine.journal.flag(e.where, str(e), now, request_id):
+                    log.warning("needs attention: %s", e)
+                did = True  # the dashboard lists it
+                continue
+            except OSError as e:  # refused by permissions, a full disk: flagged, retried later
+                where = self.engine.notes.rel(path) if path is not None else request_id
+                message = (
+                    f"{where}: cannot bring the note up to date: {e.strerror or e}"
+                    f"{f' ({e.filename})' if e.filename else ''} (check that hitl-vault may "
+                    "write this note and its folders; it tries again shortly)"
+                )
+                if self.engine.journal.flag(where, message, now, request_id):
+                    log.error("needs attention: %s", message)
+                self.refused[request_id] = where
+                self.want(request_id, now + RETRY_WRITE)
+                did = True
+                continue
+            except Exception:  # not this note's doing (a held journal, a bug): never forgotten
+                self.want(request_id, now + self._quiet)
+                raise
+            self.refused.pop(request_id, None)
+            if done:
+                log.debug("%s: note brought up to date with the journal", request_id)
+                self._remember_written(request_id)
+            did = True
+        self.next_at = due[0][0] if due else None
+        return did
+
+    def _remember_written(self, request_id: str) -> None:
+        for folder in REQUEST_FOLDERS:
+            self._seen.pop(self.engine.root / folder / f"{request_id}.md", None)
+        # The digest of the bytes we wrote, as the journal recorded them: reading the
+        # file again could pick up a save made a moment later and take it for ours.
+        rel, digest = self.engine.journal.note_sha(request_id)
+        if rel is None or digest is None:
+            return
+        path = self.engine.root / rel
+        self._ours[path] = digest
+        self._touched.pop(path.stem, None)

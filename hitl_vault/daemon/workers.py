@@ -1,0 +1,266 @@
+"""The daemon's actions: which approved requests to run, claiming them, worker threads, outcomes.
+
+A request is queued when it is approved, has an executor and was not made
+through ``approval()`` (its requester runs it). The daemon's step claims the
+queue (approved → executing, journaled before anything starts) and hands the
+claims to worker threads. A worker never touches the journal: it hands back the
+outcome and the time the action ended, and the daemon's next step journals all
+that came in, in one durable commit. Until then the request stays
+``executing``, so a crash in between counts as a crash during the action.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from ..engine import Engine
+from ..errors import JournalUnavailableError, NotRunnableError, VaultError
+from ..execute.executor import Outcome, execute
+from ..model import Request, Status, Transition
+from ..store import request_flag
+from ..text import one_line
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted: it may or may not have run; check before retrying"
+# A request whose check raised (a Python rule's error) is tried again after this.
+RETRY_CHECK = timedelta(seconds=30)
+
+
+# Where Needs attention lists a request refused at the last moment (not a note's path:
+# looking at the note again must not clear it).
+refusal_key = request_flag
+
+
+class Actions:
+    """Approved requests queued, claimed, run on worker threads and finished."""
+
+    def __init__(self, engine: Engine, workers: int, wake: Callable[[], None]) -> None:
+        self.engine = engine
+        self._wake = wake  # tells the daemon an action ended
+        self._lock = threading.Lock()
+        self._queued: dict[str, Request] = {}  # approved, with an executor, as read then
+        self._taken: dict[str, Request] = {}  # claimed in a commit that has not landed yet
+        self._later: dict[str, tuple[Request, datetime]] = {}  # deferred, and until when
+        self._workers = workers
+        self._running: dict[str, Future[None]] = {}
+        # Actions that ended, with how they went (None: a bug kept it from running), and when.
+        self._finished: dict[str, tuple[Outcome | None, datetime]] = {}
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="hitl-action")
+        self.noted: set[str] = set()  # requests whose history gained a line: notes to rewrite
+
+    @property
+    def running(self) -> int:
+        """Actions started that have not ended yet."""
+        with self._lock:
+            return len(self._running.keys() - self._finished.keys())
+
+    @property
+    def finished(self) -> bool:
+        """Some action ended and its outcome waits to be journaled."""
+        return bool(self._finished)
+
+    @property
+    def waiting(self) -> bool:
+        """Some approved request is queued or deferred: a claim may start it."""
+        return bool(self._queued or self._later)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queued or self._running or self._finished)
+
+    def queue_if_runnable(self, request_id: str) -> None:
+        if request_id in self._running:
+            return  # started already (the daemon also hears its own approvals as events)
+        # Read afresh every time: a copy queued inside a commit that failed may be stale.
+        request = self.engine.journal.get(request_id, history=False)
+        if (
+            request is not None
+            and request.status is Status.APPROVED
+            and not request.carried_by_requester
+            and (
+                request.action in self.engine.handlers
+                or request.action in self.engine.policy.actions
+            )
+        ):
+            self._queued[request_id] = request
+
+    def claim(self) -> list[tuple[Request, Transition]]:
+        """approved → executing for as many queued actions as there are idle workers.
+
+        Only what a worker will start at once is claimed: the rest stays ``approved``
+        (so a crash or a stop leaves it to run later, never "interrupted"). An approved
+        request's params and decision can no longer change, so the action gets the
+        request as it was read when queued; only its status moves on. Started after
+        the claim's commit (:meth:`launched`); :meth:`unclaim` if that commit failed.
+        """
+        claimed: list[tuple[Request, Transition]] = []
+        now = self.engine.now()
+        for request_id, (request, at) in list(self._later.items()):
+            if now >= at:
+                del self._later[request_id]
+                self._queued.setdefault(request_id, request)
+        idle = self._workers - self.running
+        for request_id in sorted(self._queued):
+            if len(claimed) >= idle:
+                break
+            request = self._queued.pop(request_id)
+            if request_id in self._running:
+                continue
+            self._taken[request_id] = request
+            try:
+                t = self.engine.start_execution(request_id, by="executor", params=request.params)
+            except NotRunnableError as e:
+                self.refuse(request_id, str(e))
+                continue
+            except VaultError as e:  # a Python rule that raised, say: not now, tried again later
+                self._defer(request, e)
+                continue
+            self.engine.journal.unflag(refusal_key(request_id))
+            if t is not None:
+                claimed.append((replace(request, status=t.to_status), t))
+        return claimed
+
+    def _defer(self, request: Request, error: VaultError) -> None:
+        """A check that could not be made (a Python rule raised): fail closed for now, flag
+        it, and try again in RETRY_CHECK, without holding back any other request."""
+        now = self.engine.now()
+        self._later[request.id] = (request, now + RETRY_CHECK)
+        if self.refuse(
+            request.id,
+            f"request {request.id}: not run yet: {error} (fix it; hitl-vault tries again "
+            f"every {RETRY_CHECK.seconds} s)",
+        ):  # the first time: in its history too
+            details = (one_line(f"not run yet: {error}", 400),)
+            self.engine.journal.record_ignored(request.id, now, details)
+            self.noted.add(request.id)
+
+    @property
+    def next_retry(self) -> datetime | None:
+        """When the first deferred request is tried again."""
+        return min((at for _, at in self._later.values()), default=None)
+
+    def refuse(self, request_id: str, message: str) -> bool:
+        """Not run: say so under Needs attention (kept there while it stays refused) and, the
+        first time, in the log; True that first time."""
+        if self.engine.journal.flag(
+            refusal_key(request_id), message, self.engine.now(), request_id
+        ):
+            log.error("%s", message)
+            return True
+        return False
+
+    def unclaim(self) -> None:
+        """The commit of the last claims failed: queue those requests again."""
+        self._queued.update(self._taken)
+        self._taken = {}
+
+    def launched(self) -> None:
+        """The last claims were committed: they are no longer queued."""
+        self._taken = {}
+
+    def start(self, request: Request) -> None:
+        """Run a claimed request's action on a worker thread."""
+        self._running[request.id] = self._pool.submit(self._carry_out, request)
+
+    def is_running(self, request_id: str) -> bool:
+        return request_id in self._running
+
+    def _carry_out(self, request: Request) -> None:
+        """On a worker thread: run the action; the daemon's next step journals how it went."""
+        outcome: Outcome | None = None
+        try:
+            spec = self.engine.policy.actions.get(request.action)
+            handler = self.engine.handlers.get(request.action)
+            outcome = execute(spec, request, cwd=self.engine.root, handler=handler)
+        except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
+            log.exception("%s: could not run the action", request.id)
+        finally:
+            with self._lock:
+                self._finished[request.id] = (outcome, self.engine.now())
+            self._wake()
+
+    def record_outcomes(self) -> list[str]:
+        """executing → executed or failed for the actions that ended: one durable commit for all.
+
+        Returns the requests whose actions ended.
+        """
+        with self._lock:
+            finished, self._finished = self._finished, {}
+        if not finished:
+            return []
+        try:
+            with self.engine.journal.batch():
+                for request_id, (outcome, at) in finished.items():
+                    if outcome is not None:
+                        self._record(request_id, outcome, at)
+        except Exception:  # the commit failed, so nothing was recorded: try again next step
+            with self._lock:
+                self._finished = {**finished, **self._finished}
+            raise
+        for request_id in finished:
+            self._running.pop(request_id, None)
+        return list(finished)
+
+    def _record(self, request_id: str, outcome: Outcome, at: datetime) -> None:
+        try:
+            self.engine.finish_execution(
+                request_id, outcome.ok, outcome.result, outcome.error, at=at
+            )
+        except (OSError, JournalUnavailableError):
+            raise  # a full disk, a held journal: record_outcomes keeps the group to record again
+        except Exception:  # the request moved on, or a bug: say so loudly; the rest go on
+            log.exception("%s: could not record the outcome", request_id)
+
+    def recover(self, now: datetime, *, stopping: bool) -> list[str]:
+        """After a restart: what a dead daemon left ``executing`` is run again if idempotent
+        (unless ``stopping``), else failed as interrupted; never run twice. A request whose
+        entries or note do not prove its approval is refused instead. Approved requests are
+        queued. Returns the requests whose state changed."""
+        journal = self.engine.journal
+        changed = []
+        for request in journal.requests(Status.EXECUTING):
+            if request.carried_by_requester or self.is_running(request.id):
+                continue
+            full = journal.get(request.id)
+            assert full is not None
+            problem = journal.unproven(
+                request.id, request.params, Status.EXECUTING
+            ) or self.engine.notes.later_in_note(full)
+            if problem:  # neither run again nor called interrupted: a human looks first
+                self.refuse(request.id, str(NotRunnableError(request.id, problem)))
+                continue
+            spec = self.engine.policy.actions.get(request.action)
+            if spec is not None and spec.idempotent:
+                if stopping:  # stays executing: run again at the next start
+                    continue
+                log.warning(
+                    "%s: was running when the daemon stopped; idempotent, so running it again",
+                    request.id,
+                )
+                self.start(request)
+                continue
+            t = journal.transition(
+                request.id, Status.FAILED, at=now, by="executor",
+                details=(f"error: {INTERRUPTED}",), expect={Status.EXECUTING},
+                fields={"executed_at": now, "error": INTERRUPTED},
+            )  # fmt: skip
+            if t is not None:
+                changed.append(request.id)
+        for request_id in journal.ids(Status.APPROVED):
+            self.queue_if_runnable(request_id)
+        return changed
+
+    def wait(self) -> None:
+        """Until every action started so far has ended."""
+        for future in list(self._running.values()):
+            future.result()
+
+    def shutdown(self) -> None:
+        """Wait for the actions in flight and release the worker threads."""
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,1 @@
+"""Carrying out an approved action: executors and the processes they run."""

@@ -1,0 +1,105 @@
+"""The journal's bookkeeping beside the requests: the rules in force over time, where each
+note is and the bytes it last matched, what needs attention, and which Inbox proposal
+became which request."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
+
+from ..policy.trust import policy_change
+from ..times import format_ts, parse_ts
+
+
+class Bookkeeping:
+    """Mixed into :class:`~hitl_vault.journal.sqlite.Journal`, which provides the connection."""
+
+    _db: sqlite3.Connection
+    _lock: threading.RLock
+    _write: Callable[..., AbstractContextManager[sqlite3.Connection]]
+
+    def record_policy(self, text: str | None, at: datetime) -> str | None:
+        """Journal the rules file's text if it differs from the last recorded; the change's
+        summary, or None when nothing changed (a missing file counts as empty)."""
+        text = text or ""
+        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        with self._lock:  # the usual case, unchanged: no write lock taken
+            last = self._db.execute(
+                "SELECT sha FROM policy_changes ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        if last is not None and last[0] == sha:
+            return None
+        with self._write() as db:
+            row = db.execute(
+                "SELECT sha, text FROM policy_changes ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if row is not None and row[0] == sha:
+                return None
+            _, summary = policy_change(row[1] if row else None, text)
+            db.execute(
+                "INSERT INTO policy_changes (at, sha, summary, text) VALUES (?,?,?,?)",
+                (format_ts(at), sha, summary, text),
+            )
+        return summary
+
+    def policy_changes(self, limit: int = 5) -> list[tuple[datetime, str, str]]:
+        """The latest changes of the rules in force: when, the new text's hash, what changed."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, sha, summary FROM policy_changes ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [(parse_ts(at), sha, summary) for at, sha, summary in rows]
+
+    def proposal(self, source: str) -> str | None:
+        """The request an Inbox proposal already became, if it did."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT request_id FROM proposals WHERE key = ?", (source,)
+            ).fetchone()
+        return row[0] if row else None
+
+    def set_path(
+        self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0
+    ) -> None:
+        """Where the request's note is; ``note_sha``: its bytes show the first ``entries``.
+
+        The digest is kept only while the journal still holds exactly that many entries
+        for the request: a transition committed by another thread while the note was
+        being written makes those bytes stale, and a rescan must not skip them.
+        """
+        with self._write(durable=False) as db:
+            db.execute(
+                "UPDATE requests SET path = ?, note_sha = CASE WHEN "
+                "(SELECT COUNT(*) FROM entries WHERE request_id = ?) = ? THEN ? END "
+                "WHERE id = ?",
+                (path, request_id, entries, note_sha, request_id),
+            )
+
+    def note_sha(self, request_id: str) -> tuple[str | None, str | None]:
+        """The note's known path and the SHA-256 its bytes had when they matched the journal."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT path, note_sha FROM requests WHERE id = ?", (request_id,)
+            ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def flag(self, path: str, message: str, at: datetime, request_id: str | None = None) -> bool:
+        """List a file under Needs attention; True if this is news (a new or changed message)."""
+        with self._write(durable=False) as db:
+            row = db.execute("SELECT message FROM attention WHERE path = ?", (path,)).fetchone()
+            if row is not None and row[0] == message:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO attention (path, request_id, message, since) "
+                "VALUES (?,?,?,?)",
+                (path, request_id, message, format_ts(at)),
+            )
+            return True
+
+    def unflag(self, path: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM attention WHERE path = ?", (path,))

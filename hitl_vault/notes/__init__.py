@@ -1,0 +1,2 @@
+"""Request notes: strict reading, surgical edits, rendering, and keeping notes and the
+journal in step."""

@@ -1,0 +1,263 @@
+"""What hitl-vault writes into notes: YAML values that read back unchanged, and new notes."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from ..model import Kind, Request, Status, Transition
+from ..text import inline, one_line
+from ..times import format_ts
+from .strict_yaml import dump_params, yaml_scalar
+
+# --- text from outside hitl-vault, in a note's body or Dashboard.md ---------------------
+
+
+# A rule's name shown as code, as hitl-vault writes it, only when nothing in it needs escaping.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?: [A-Za-z0-9_.-]+)*")
+# The sentences notestate.explanation and the note recreation write around a rule's name.
+_MATCHED = re.compile(r"Matched rule `([^`]*)`(?:(\.)|: (.*))")
+_NONE_MATCHED = re.compile(r"No rule matched; `([^`]*)` decided\.")
+
+
+def _name(name: str) -> str:
+    return f"`{name}`" if _PLAIN_NAME.fullmatch(name) else inline(name)
+
+
+def _explained(explanation: str) -> list[str]:
+    """The lines under the Details table, one per rule: hitl-vault's frame, the rest escaped.
+
+    The rule names and sentences come from hitl-vault.yaml and from Python rules, and
+    describe the submitted params, so only the fixed ``Matched rule `name`:`` frame is
+    kept as Markdown. A line break inside a rule's sentence becomes a space.
+    """
+    lines: list[str] = []
+    for line in explanation.splitlines():
+        if m := _MATCHED.fullmatch(line):
+            end = m.group(2) or ": " + inline(m.group(3))
+            lines.append(f"Matched rule {_name(m.group(1))}{end}")
+        elif m := _NONE_MATCHED.fullmatch(line):
+            lines.append(f"No rule matched; {_name(m.group(1))} decided.")
+        elif text := inline(line):
+            if lines:
+                lines[-1] = f"{lines[-1]} {text}"
+            else:
+                lines.append(text)
+    return lines
+
+
+# How the callout of a request decided by votes begins.
+VOTES_CALLOUT = "> [!question] Waiting for approvals until "
+
+
+def callout(
+    status: Status,
+    expires: datetime | None,
+    rule: str,
+    reason: str | None,
+    edited: str | None = None,
+    waiting: str | None = None,
+) -> list[str]:
+    """The callout under the title: what the reader should know about this status.
+
+    ``edited``: how the params were last edited while pending (``amount 1500 → 1000``),
+    shown so that whoever decides later sees it before approving. ``waiting``: where the
+    votes stand (``1 of 2 approvals; waiting for bob or carol``) for a request decided by
+    votes.
+    """
+    if status is Status.PENDING and waiting is not None:
+        until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
+        lines = [
+            f"{VOTES_CALLOUT}{until}",
+            "> Write `approved` or `rejected` after your own name under `votes:` (a reason",
+            "> may follow after a comma); hitl-vault sets `status` once the votes decide.",
+            f"> Still needed: {inline(waiting)}",
+        ]
+        if edited:
+            lines.append(
+                f"> **The params were edited since they were asked for:** {inline(edited)}"
+                " (votes before the edit no longer count)"
+            )
+        return lines
+    if status is Status.PENDING:
+        until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
+        lines = [
+            f"> [!question] Waiting for your decision until {until}",
+            "> Set `status` to `approved` or `rejected` (optionally fill `reason` and",
+            "> `decided_by`), or move this note into Approved/ or Rejected/.",
+        ]
+        if edited:
+            lines.append(
+                f"> **The params were edited since they were asked for:** {inline(edited)}"
+            )
+        return lines
+    kind = {
+        Status.APPROVED: "success",
+        Status.EXECUTING: "info",
+        Status.EXECUTED: "success",
+        Status.FAILED: "failure",
+        Status.REJECTED: "failure",
+        Status.TIMED_OUT: "warning",
+        Status.CANCELLED: "abstract",
+    }[status]
+    title = status.value.replace("_", " ").capitalize()
+    if status in (Status.APPROVED, Status.REJECTED) and rule and not reason:
+        title += f" (rule {inline(rule)})"
+    lines = [f"> [!{kind}] {title}"]
+    shown = inline(reason) if reason and status is Status.REJECTED else ""
+    if shown:
+        lines.append(f"> {shown}")
+    return lines
+
+
+def _cell(value: Any) -> str:
+    """A Details table cell: the text escaped (its ``|`` too), JSON for other values."""
+    return inline(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+
+
+def details_table(params: Mapping[str, Any]) -> list[str]:
+    """The lines under ``## Details``: the params that would run, one row each."""
+    if not params:
+        return ["No parameters."]
+    rows = [f"| {_cell(k)} | {_cell(v)} |" for k, v in params.items()]
+    return ["| param | value |", "|---|---|", *rows]
+
+
+def context_section(context: str | None) -> list[str]:
+    r"""The ``## Context`` section: what the requester said, as plain text; [] for none.
+
+    Each line of the text is escaped on its own with :func:`inline`, and runs of blank
+    lines become one, so its lines and paragraphs stay as the agent wrote them (reading
+    view shows a line break per line), in the note's own font. A fenced code block would
+    keep the text verbatim, but shows prose as code, needs a fence longer than any
+    inside, and hitl-vault's own line-based readers (the ``## History`` heading, history
+    lines, the status callout) would still see the lines inside it. Escaped, no line can
+    be read as anything but text: not a ``---``, a heading (``\## History``), a history
+    line (``\- 2026-…``), a callout, a list, a table, a link, HTML or a Dataview query.
+    Like every text from outside, it is shown, never trusted: hitl-vault reads nothing
+    back from this section (the journal keeps the context as given).
+    """
+    lines: list[str] = []
+    for line in (context or "").splitlines():
+        shown = inline(line)
+        if shown or (lines and lines[-1]):
+            lines.append(shown)
+    while lines and not lines[-1]:
+        lines.pop()
+    return ["## Context", *lines] if lines else []
+
+
+def render_new_note(
+    request: Request, explanation: str, votes: Sequence[str] = (), waiting: str | None = None
+) -> str:
+    """The whole text of a new request note, as the README shows one, with ``\\n`` endings.
+
+    ``votes``: the names whose empty line the ``votes:`` map starts with, and ``waiting``
+    what the votes still need, for a request decided by votes."""
+    fields: list[tuple[str, Any]] = [
+        ("id", request.id),
+        ("status", str(request.status)),
+        ("action", request.action),
+        ("summary", request.summary),
+        ("risk", str(request.risk)),
+        ("rule", request.rule),
+        ("requested_by", request.requested_by),
+        ("created", request.created),
+        ("expires", request.expires),
+    ]
+    out = ["---"]
+    out += [f"{k}: {yaml_scalar(v)}".rstrip() for k, v in fields]
+    out.append(dump_params(request.params).rstrip("\n"))
+    out += [f"decided_by: {yaml_scalar(request.decided_by)}".rstrip()]
+    out += [f"reason: {yaml_scalar(request.reason)}".rstrip()]
+    if waiting is not None:
+        out += ["votes:", *(f"  {yaml_scalar(name)}:" for name in votes)]
+    out.append("---")
+    out.append(f"# {inline(request.summary) or inline(request.action)}")
+    out.append("")
+    out += callout(request.status, request.expires, request.rule, request.reason, None, waiting)
+    out += ["", "## Details", *details_table(request.params)]
+    explained = _explained(explanation)
+    if explained:
+        out += ["", *explained]
+    context = context_section(request.context)
+    if context:
+        out += ["", *context]
+    out += ["", "## History"]
+    out += [history_line(t) for t in request.history]
+    return "\n".join(out) + "\n"
+
+
+# --- history lines ------------------------------------------------------------------
+
+_HISTORY_RE = re.compile(
+    r"^- (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) · ((?:\w+ → \w+)|(?:kept \w+)|(?:params edited)"
+    r"|(?:escalated)|(?:[A-Za-z0-9][\w.@+-]* (?:approved|rejected))"
+    r"|(?:(?:retry of|retried as) \[\[[\w.-]+\]\]))(?=\s|$)"
+)
+
+
+_REFUSED_VOTE = re.compile(r"(.+?)'s vote \((approved|rejected)\) not counted: (.*)", re.S)
+
+
+def refused_vote(name: str, vote: Status, why: str) -> str:
+    """The history detail of a vote line that did not count (see :func:`read_refused_vote`)."""
+    return f"{name}'s vote ({vote}) not counted: {why}"
+
+
+def read_refused_vote(t: Transition) -> tuple[str, str, str] | None:
+    """(name, vote, why) of an entry recording a vote line that did not count, else None."""
+    if t.kind is not Kind.IGNORED or not t.details:
+        return None
+    m = _REFUSED_VOTE.fullmatch(t.details[0])
+    return (m.group(1), m.group(2), m.group(3)) if m else None
+
+
+def history_key(line: str) -> tuple[str, str]:
+    """(timestamp, move) of a history line, or ("", "") for anything else."""
+    m = _HISTORY_RE.match(line.strip())
+    return (m.group(1), m.group(2)) if m else ("", "")
+
+
+def history_line(t: Transition) -> str:
+    """The Markdown list item for a step, exactly as the note shows it.
+
+    ``- <time> · <move>`` is hitl-vault's and starts every history line
+    (:func:`history_key` finds them by it); who, why and the details come from
+    outside and are escaped as inline Markdown (:func:`inline`).
+    """
+    parts = [format_ts(t.at), t.move]
+    if t.kind is Kind.VOTED and t.details:  # alice approved (1 of 2)
+        parts[1] += f" ({inline(one_line(t.details[0]))})"
+        t = replace(t, by="", details=t.details[1:])
+    elif t.kind is Kind.ESCALATED and t.details:  # escalated to dave
+        parts[1] += f" {inline(one_line(t.details[0]))}"
+        t = replace(t, by="", details=t.details[1:])
+    by = inline(one_line(t.by))
+    done = t.to_status in (Status.EXECUTED, Status.FAILED)  # "by executor" says nothing
+    if by and (t.kind is Kind.LINKED or (t.kind is not Kind.IGNORED and not done)):
+        parts.append(f"by {by}")
+    reason = inline(one_line(t.reason))
+    if reason:
+        parts.append(f'"{reason}"')
+    if t.kind is not Kind.LINKED:  # a link's detail is its move
+        parts.extend(text for text in (inline(one_line(d)) for d in t.details) if text)
+    return "- " + " · ".join(parts)
+
+
+def unescaped_history_line(t: Transition) -> str:
+    """The line as versions before the escaping wrote it (notes keep what was written)."""
+    if t.kind in (Kind.VOTED, Kind.ESCALATED):  # no version before the escaping wrote these
+        return history_line(t)
+    move = f"{t.from_status or 'created'} → {t.to_status}"  # edits were written so too
+    parts = [format_ts(t.at), f"kept {t.to_status}" if t.kind is Kind.IGNORED else move]
+    if t.kind is not Kind.IGNORED and t.by and t.to_status not in (Status.EXECUTED, Status.FAILED):
+        parts.append(f"by {one_line(t.by)}")
+    if t.reason:
+        parts.append(f'"{one_line(t.reason)}"')
+    parts.extend(one_line(d) for d in t.details if d)
+    return "- " + " · ".join(parts)

@@ -1,0 +1,289 @@
+"""Showing the journal in a request's note: status, owned fields, missing history lines,
+folder, changing only the lines hitl-vault owns, with a compare-and-swap on the bytes read.
+
+:class:`NoteSync` writes; :class:`~hitl_vault.notes.reconcile.Reconciler` builds on it to read
+what a human did to a note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from ..durable import interrupted_move, move_note, write_note
+from ..errors import ChangedUnderfootError, NoteError
+from ..layout import APPROVED_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS
+from ..model import Kind, Request, Status
+from ..params import describe_changes
+from ..store import JournalStore
+from ..text import one_line
+from .edit import NOT_COUNTED, edit_note, vote_lines
+from .file import Note, read_note
+from .render import (
+    VOTES_CALLOUT,
+    callout,
+    details_table,
+    history_key,
+    history_line,
+    read_refused_vote,
+    render_new_note,
+)
+from .state import NoteState, note_state, note_votes, owned_fields
+
+log = logging.getLogger(__name__)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _other_params(note: Note, request: Request) -> bool:
+    """The note shows params the journal did not record (an edit that was refused): its
+    listing under Needs attention stays until a human puts them back or changes them."""
+    shown = note.meta.get("params")
+    try:
+        return isinstance(shown, dict) and bool(describe_changes(request.params, shown))
+    except (TypeError, ValueError):  # a value JSON cannot hold: not what was recorded
+        return True
+
+
+def _not_counted(
+    lines: Mapping[str, tuple[Status | None, str]],
+    request: Request,
+    shown: set[tuple[str, str]],
+) -> dict[str, str]:
+    """The vote lines (``lines``: the note's votes) to mark ``# not counted: <why>``: refused
+    since the note last showed the history, and still reading as the vote refused."""
+    marks: dict[str, str] = {}
+    for t in request.history:
+        found = read_refused_vote(t)
+        if found is None or t.key in shown:
+            continue
+        name, vote, why = found
+        if name in lines and str(lines[name][0]) == vote:
+            marks[name] = one_line(why, 160)
+    return marks
+
+
+def _votes_callout(note: Note) -> list[list[str]]:
+    """The votes callout hitl-vault wrote under rules that asked for several approvals, as the
+    note shows it ([] if none): replaced when the rules no longer do."""
+    body = [line.rstrip("\r\n") for line in note.lines[note.fm_end + 1 :]]
+    start = next((i for i, line in enumerate(body) if line.startswith(VOTES_CALLOUT)), None)
+    if start is None:
+        return []
+    stop = start + 1
+    while stop < len(body) and body[stop].startswith("> "):
+        stop += 1
+    return [body[start:stop]]
+
+
+class NoteSync(ABC):
+    """Finds each request's note and makes it show what the journal knows."""
+
+    def __init__(self, root: Path, journal: JournalStore) -> None:
+        self.root = root
+        self.journal = journal
+
+    @abstractmethod
+    def record_decision(
+        self, path: Path, note: Note, request: Request, now: datetime
+    ) -> str | None:
+        """Journal the decision a note shows before it is written over; the problem that kept
+        it from counting, or None."""
+
+    def approval_view(self, request: Request) -> tuple[dict[str, str] | None, list[str]]:
+        """The ``votes:`` lines a note decided by votes shows, and what its callout says is
+        still needed (now first, then earlier texts); (None, []) when one person decides."""
+        return None, []
+
+    def rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    # --- where notes are -------------------------------------------------------
+
+    def locate(self, request_id: str, known: str | None = None) -> Path | None:
+        """The note of a request: its last known path, else ``<folder>/<id>.md`` in any folder."""
+        if known:
+            path = self.root / known
+            if path.is_file() and not path.is_symlink():
+                return path
+        for folder in REQUEST_FOLDERS:
+            path = self.root / folder / f"{request_id}.md"
+            if path.is_file() and not path.is_symlink():
+                return path
+        return None
+
+    def _finish_move(self, request: Request, a: Path, b: Path) -> Path:
+        """One note under two names (a move cut short by a crash): drop one; return the other.
+
+        The name kept is the one in the request's status folder, if either is;
+        both names show the same bytes, so removing one loses nothing.
+        """
+        keep, drop = (b, a) if b.parent.name == request.status.folder else (a, b)
+        drop.unlink(missing_ok=True)
+        log.info("%s: finished an interrupted move to %s", self.rel(drop), self.rel(keep))
+        return keep
+
+    # --- showing the journal in the note --------------------------------------------
+
+    def sync(self, request_id: str, now: datetime) -> bool:
+        """Make the note show the journal; True when it does (or there is nothing to show).
+
+        A missing note is written anew from the journal. A note that cannot be
+        parsed is left alone (False). A status the human typed that was not acted
+        on is set back with an ``ignored`` history line. Raises
+        :class:`ChangedUnderfootError` when the note changed while we wrote.
+        """
+        request = self.journal.get(request_id)
+        if request is None:
+            return True
+        path = self.locate(request_id, str(request.path) if request.path else None)
+        if path is None:
+            return self._recreate(request)
+        there = self.root / request.status.folder / path.name
+        if interrupted_move(path, there):
+            path = self._finish_move(request, path, there)
+        where = self.rel(path)
+        try:
+            note = read_note(path, where)
+        except NoteError:
+            return False
+        if note.id != request_id:
+            return False
+        state, _ = note_state(note, request)
+        why: str | None = None
+        if state is NoteState.DECISION:
+            # A decision not journaled yet (its save is still on its way to us):
+            # record it now rather than write over it. One that was refused
+            # (an approver rule, a changed owned field) is set back below.
+            problem = self.record_decision(path, note, request, now)
+            request = self.journal.get(request_id)
+            assert request is not None
+            state, _ = note_state(note, request)
+            if state is NoteState.DECISION:
+                if problem is None:
+                    raise ChangedUnderfootError(where)  # not decided yet: try again later
+                state = NoteState.ILLEGAL
+                why = problem
+        folder = path.parent.name
+        moved = False
+        if (
+            state is NoteState.SAME
+            and request.status is Status.PENDING
+            and folder in (APPROVED_FOLDER, REJECTED_FOLDER)
+        ):  # moved into a decision's folder, and not acted on: say why before moving it back
+            why = self.record_decision(path, note, request, now)
+            request = self.journal.get(request_id)
+            assert request is not None
+            if request.status is Status.PENDING and why:
+                state, moved = NoteState.ILLEGAL, True
+        refused: str | None = None  # what Needs attention keeps saying once it is set back
+        if state in (NoteState.UNKNOWN, NoteState.ILLEGAL):
+            ignored = f'ignored status "{" ".join(note.status_text.split())}"'
+            if moved:
+                ignored = f"ignored the move into {folder}/"
+            if why:  # what the human must fix before deciding again
+                said = rf"^{re.escape(where)}( line \d+)?: (request {re.escape(request_id)}: )?"
+                ignored += ": " + re.sub(said, "", why)
+            self.journal.record_ignored(request_id, now, (one_line(ignored, 400),))
+            request = self.journal.get(request_id)
+            assert request is not None
+            if request.status is Status.PENDING:
+                back = "moved back" if moved else "set back to pending"
+                refused = f"{ignored}; {back} (change the note to decide again)"
+        # A refusal stays listed until a human changes the note (inspect clears it then) or
+        # the request moves on: while its last entry is the refusal, the note is ours.
+        fields = owned_fields(note, request)
+        have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
+        try:
+            shown_votes: Mapping[str, tuple[Status | None, str]] | None = note_votes(note)
+        except NoteError:  # a line that reads as no vote (alice: ok): listed until fixed
+            shown_votes = None
+        marks = _not_counted(shown_votes or {}, request, have)
+        keep = request.status is Status.PENDING and (
+            request.history[-1].kind is Kind.IGNORED
+            or _other_params(note, request)
+            or bool(marks)
+            or any(NOT_COUNTED in line for line in vote_lines(note).values())
+            or shown_votes is None
+        )
+        missing = [history_line(t) for t in request.history if t.key not in have]
+        edits = [t.details[0] for t in request.history if t.kind is Kind.EDITED and t.details]
+        shown = edits[-1] if edits and request.status is Status.PENDING else None
+        votes, waits = self.approval_view(request)
+        now_waiting = waits[0] if waits and request.status is Status.PENDING else None
+        new_callout = callout(
+            request.status, request.expires, request.rule, request.reason, shown, now_waiting
+        )
+        olds = [
+            callout(s, request.expires, request.rule, request.reason, e, w)
+            for e in (None, *edits)
+            for s in Status
+            for w in (None, *dict.fromkeys(waits))
+        ] + _votes_callout(note)
+        table = details_table(request.params)
+        data = edit_note(note, fields, missing, (olds, new_callout), table, votes, marks)
+        dest = self.root / request.status.folder / path.name
+        if data == note.raw and dest == path:
+            if not keep:
+                self.journal.unflag(where)
+            self.journal.set_path(request_id, where, sha256(data), len(request.history))
+            return True
+        if dest == path:
+            write_note(path, data, note.raw, where)
+        else:
+            dest.parent.mkdir(exist_ok=True)
+            move_note(path, note.raw, dest, data, where)
+            self.journal.unflag(where)
+        new_where = self.rel(dest)
+        if refused is not None:
+            self.journal.flag(new_where, f"{new_where}: {refused}", now, request_id)
+        elif not keep:
+            self.journal.unflag(new_where)
+        self.journal.set_path(request_id, new_where, sha256(data), len(request.history))
+        return True
+
+    def sync_now(self, request_id: str, now: datetime, attempts: int = 5) -> bool:
+        """``sync``, retried a few times when the note changes underfoot (API and CLI use)."""
+        for _ in range(attempts):
+            try:
+                return self.sync(request_id, now)
+            except ChangedUnderfootError:
+                continue
+        return False
+
+    def _recreate(self, request: Request) -> bool:
+        path = self.root / request.status.folder / f"{request.id}.md"
+        path.parent.mkdir(exist_ok=True)
+        ruling_text = f"Matched rule `{request.rule}`."
+        votes, waits = self.approval_view(request)
+        pending = request.status is Status.PENDING and bool(waits)
+        text = render_new_note(
+            request, ruling_text, [n for n, v in (votes or {}).items() if not v],
+            waits[0] if pending else None,
+        )  # fmt: skip
+        data = text.encode("utf-8")
+        try:
+            write_note(path, data, None, self.rel(path))
+        except ChangedUnderfootError:
+            return False
+        self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
+        return True
+
+    def write_new(self, request: Request, text: str) -> Path:
+        """Write a brand-new request note (exclusive create)."""
+        path = self.root / request.status.folder / f"{request.id}.md"
+        path.parent.mkdir(exist_ok=True)
+        data = text.encode("utf-8")
+        write_note(path, data, None, self.rel(path))
+        self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
+        return path

@@ -1,0 +1,160 @@
+"""What to say: the plain-text message for one event of one request, with what a human
+needs to decide and a link that opens the note in Obsidian."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import PurePath
+from typing import Any
+from urllib.parse import quote
+
+from ..model import Request
+from ..text import NOT_PRINTABLE_ASCII, visible
+from .config import DECIDE_EVENTS, Event
+from .send import MESSAGE_LIMIT, Message
+
+
+def obsidian_uri(vault_name: str, file_rel_path: str | PurePath) -> str:
+    """``obsidian://open?vault=NAME&file=PATH``, each value percent-encoded (``/`` too).
+
+    The path is vault-relative with ``/`` between folders and keeps its ``.md``
+    (Obsidian accepts it with or without).
+    """
+    path = PurePath(file_rel_path).as_posix()
+    return f"obsidian://open?vault={quote(vault_name, safe='')}&file={quote(path, safe='')}"
+
+
+def _plain(text: object, limit: int) -> str:
+    """Text from outside on one line: no format or control characters, at most ``limit``."""
+    flat = " ".join(NOT_PRINTABLE_ASCII.sub(visible, str(text)).split())
+    return _cut(flat, limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+def _paragraphs(text: str) -> str:
+    """Several lines of text from outside: line breaks kept, nothing invisible."""
+    lines = [NOT_PRINTABLE_ASCII.sub(visible, line).rstrip() for line in text.splitlines()]
+    return "\n".join(lines).strip()
+
+
+def _minute(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _headline(event: Event, request: Request) -> str:
+    by = f" by {_plain(request.decided_by, 60)}" if request.decided_by else ""
+    return {
+        Event.PENDING: "waiting for approval",
+        Event.REMINDER: "still waiting for approval",
+        Event.ESCALATED: "escalated, waiting for approval",
+        Event.APPROVED: f"approved{by}",
+        Event.REJECTED: f"rejected{by}",
+        Event.TIMED_OUT: "timed out, nobody decided",
+        Event.CANCELLED: f"cancelled{by}",
+        Event.EXECUTED: "executed",
+        Event.FAILED: "failed",
+    }[event]
+
+
+def _outcome(event: Event, request: Request) -> list[str]:
+    """What came of the request: who decided, why, and what running it gave."""
+    who = _plain(request.decided_by, 100) if request.decided_by else "unknown"
+    when = f" at {_minute(request.decided_at)}" if request.decided_at else ""
+    lines = []
+    if event in (Event.APPROVED, Event.REJECTED, Event.CANCELLED):
+        lines.append(f"Decided: {event} by {who}{when}")
+    elif event in (Event.EXECUTED, Event.FAILED) and request.decided_by:
+        lines.append(f"Decided: approved by {who}{when}")
+    if request.reason:
+        lines.append(f"Reason: {_plain(request.reason, 300)}")
+    if event is Event.TIMED_OUT:
+        until = f" before {_minute(request.expires)}" if request.expires else ""
+        lines.append(f"Outcome: nobody decided{until}; it will never run")
+    if event is Event.EXECUTED:
+        lines.append(f"Result: {_plain(request.result or '(none)', 400)}")
+    if event is Event.FAILED:
+        lines.append(f"Error: {_plain(request.error or '(not recorded)', 400)}")
+    return lines
+
+
+def compose(
+    event: Event | str,
+    request: Request,
+    *,
+    note: str,
+    vault_name: str,
+    why: str = "",
+    context: str | None = None,
+) -> Message:
+    """The plain-text message for one event of one request, at most MESSAGE_LIMIT characters.
+
+    ``note`` is the note's vault-relative path, ``why`` the rule's explanation and
+    ``context`` what the agent said about it (by default the request's own
+    ``context``). When it is too long, params are cut first (the last line then
+    says "…and N more"), then the context.
+    """
+    event = Event(str(event))
+    summary = request.summary or request.action
+    title = f"[{request.risk}] {_plain(summary, 150)} — {_headline(event, request)}"
+    rule = _plain(request.rule, 100) or "(none)"
+    head = [_plain(summary, 300), "", f"Action: {_plain(request.action, 64)}"]
+    # The note's form "Matched rule `x`: <why>" need not name the rule twice.
+    reason = re.sub(rf"^Matched rule `{re.escape(request.rule)}`(?:: |\.$)", "", why.strip())
+    tail = [f"Rule: {rule}" + (f" — {_plain(reason, 400)}" if reason else "")]
+    if request.requested_by:
+        tail.append(f"Requested by: {_plain(request.requested_by, 100)}")
+    if event in DECIDE_EVENTS:
+        tail.append(f"Decide by: {_minute(request.expires)}" if request.expires else "No expiry")
+    tail += _outcome(event, request)
+    end = [""]
+    if event in DECIDE_EVENTS:
+        end += [
+            "To decide: set status: approved or status: rejected in the note, or run",
+            f"  hitl-vault approve {request.id}",
+            f"  hitl-vault reject {request.id}",
+        ]
+    end += [f"Note: {note}", f"Open in Obsidian: {obsidian_uri(vault_name, note)}"]
+    params = [
+        f"- {_plain(key, 60)}: {_plain(_value(value), 200)}"
+        for key, value in request.params.items()
+    ]
+    story = _paragraphs((request.context or "") if context is None else context)
+
+    def body(shown: int, context_text: str) -> str:
+        lines = list(head)
+        if params:
+            lines.append("Params:")
+            lines += params[:shown]
+            if shown < len(params):
+                lines.append(f"…and {len(params) - shown} more")
+        lines += tail
+        if context_text:
+            lines += ["", "Context:", context_text]
+        return "\n".join(lines + end)
+
+    room = MESSAGE_LIMIT - len(title)
+    if len(body(len(params), story)) <= room:
+        return Message(title, body(len(params), story))
+    low, high = 0, len(params)  # the most params that fit with the whole context
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if len(body(mid, story)) <= room else (low, mid - 1)
+    if len(body(low, story)) <= room:
+        return Message(title, body(low, story))
+    spare = room - len(body(0, ""))
+    if story and spare > len("\n\nContext:\n") + 20:
+        text = body(0, _cut(story, spare - len("\n\nContext:\n")))
+    else:
+        text = body(0, "")
+    return Message(title, _cut(text, room))

@@ -1,0 +1,1 @@
+"""Rules and what they decide: the rules file, conditions, approval plans, verdicts."""

@@ -1,0 +1,110 @@
+"""What a request looks like to a program or a terminal: the stable JSON shapes that the CLI's
+``--json`` and the MCP tools print, and the one-line outcome a person reads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .model import Request, Status
+from .notes.render import history_line
+from .policy.quorum import Count
+from .policy.rules import Ruling
+from .text import NOT_PRINTABLE_ASCII, visible
+from .times import format_duration, format_ts
+
+
+def request_json(request: Request, votes: Count | None = None) -> dict[str, Any]:
+    """The stable JSON form used by ``--json`` (documented in the README).
+
+    ``votes``: where its votes stand (:meth:`Vault.votes`), for ``votes``, ``stage`` and
+    the ``approvers`` who may still approve (null: anyone)."""
+
+    def ts(value: datetime | None) -> str | None:
+        return format_ts(value) if value else None
+
+    return {
+        "id": request.id,
+        "status": str(request.status),
+        "action": request.action,
+        "summary": request.summary,
+        "risk": str(request.risk),
+        "rule": request.rule,
+        "requested_by": request.requested_by,
+        "created": ts(request.created),
+        "expires": ts(request.expires),
+        "params": dict(request.params),
+        "decided_by": request.decided_by,
+        "reason": request.reason,
+        "decided_at": ts(request.decided_at),
+        "executed_at": ts(request.executed_at),
+        "result": request.result,
+        "error": request.error,
+        "path": str(request.path) if request.path else None,
+        "context": request.context,
+        **(votes_json(request, votes) if votes is not None else {}),
+        "retry_of": request.retry_of,
+        "retried_as": request.retried_as,
+        "history": [history_line(t)[2:] for t in request.history],
+    }
+
+
+def votes_json(request: Request, votes: Count) -> dict[str, Any]:
+    """``votes`` (name → approved | rejected | null), ``stage``, ``approvers`` still needed."""
+    pending = request.status is Status.PENDING
+    waiting = votes.waiting_for() if pending else []
+    shown: dict[str, str | None] = dict.fromkeys(waiting or ())
+    shown |= {t.by: str(t.to_status) for t in request.votes()}
+    return {
+        "votes": shown,
+        "stage": votes.stage_name if pending else None,
+        "approvers": waiting,
+    }
+
+
+def shown(text: object) -> str:
+    """Text from outside on one line for the terminal: no control or format characters
+    (no escape sequence reaches the terminal), blanks collapsed."""
+    return " ".join(NOT_PRINTABLE_ASCII.sub(visible, str(text)).split())
+
+
+def outcome(request: Request) -> str:
+    """Why a request that was waited for will not run: who decided, and their reason."""
+    if request.status is Status.TIMED_OUT:
+        until = f" by {format_ts(request.expires)}" if request.expires else ""
+        return f"timed out: nobody decided{until}"
+    if request.status is Status.FAILED:  # approved, run by the daemon, failed: all before we saw
+        return f"failed after it was approved: {shown(request.error or '(no error recorded)')}"
+    if request.status is Status.CANCELLED:
+        who = request.history[-1].by if request.history else request.requested_by
+        return f"cancelled by {shown(who)}"
+    if request.decided_by:
+        who = shown(request.decided_by)
+    elif request.rule:  # refused by a block rule, not by a person
+        who = f"rule {shown(request.rule)}"
+    else:
+        who = "unknown"
+    reason = shown(request.reason or "")
+    return f"{request.status} by {who}" + (f": {reason}" if reason else " (no reason given)")
+
+
+def listed_json(request: Request, votes: Count | None = None) -> dict[str, Any]:
+    data = request_json(request, votes)
+    del data["history"]
+    return data
+
+
+def ruling_json(ruling: Ruling, timeout: Any) -> dict[str, Any]:
+    return {
+        "decision": str(ruling.decision),
+        "risk": str(ruling.risk),
+        "timeout": format_duration(timeout),
+        "rule": ruling.rule,
+        "reason": ruling.reason,
+        "approvers": sorted(ruling.approvers) if ruling.approvers is not None else None,
+        "editable": ruling.editable,
+        "matches": [
+            {"rule": m.rule, "decision": str(m.decision), "explanation": m.explanation}
+            for m in ruling.matches
+        ],
+    }

@@ -1,0 +1,76 @@
+"""Text from outside hitl-vault made safe to show: as inline Markdown in a note or
+``Dashboard.md``, on one line of history, or on a terminal."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# What inline() escapes with a backslash (all ASCII punctuation, which CommonMark allows):
+#   anywhere: \ escapes; ` code spans, so Dataview's `= ...` and `$= ...`; * emphasis;
+#     [ ] links, [[wikilinks]], ![[embeds]], [^footnotes], [!callouts]; < HTML, <!-- -->
+#     and <autolinks>; # headings and #tags; | table cells; % Obsidian %%comments%%;
+#     $ math; ~ ~~strikethrough~~ and ~~~ fences; ^ ^block-ids; & &entities;
+#   two or more in a row: == ==highlights==; :: Dataview (key:: value) fields
+#     (a lone "a = b" or "10:30" stays as typed);
+#   _ unless between two letters or digits, where CommonMark never reads it as emphasis;
+#   at the very start, where a block would begin: - + = > and the . or ) of "12." / "3)".
+_SPECIAL = re.compile(r"[\\`*\[\]<#|%$~^&]|={2,}|:{2,}|(?<![^\W_])_|_(?![^\W_])")
+
+
+_BLOCK_START = re.compile(r"[-+=>]|[0-9]+(?=[.)])")
+
+
+# Characters worth a look for being invisible: all but printable ASCII.
+NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
+
+
+def visible(match: re.Match[str]) -> str:
+    """The character, or "" for a format character (Cf: bidi overrides and isolates,
+    zero-width characters, BOM...), a lone surrogate or a control character that is
+    not whitespace."""
+    ch = match.group()
+    category = unicodedata.category(ch)
+    if category in ("Cf", "Cs") or (category == "Cc" and not ch.isspace()):
+        return ""
+    return ch
+
+
+def _backslashed(match: re.Match[str]) -> str:
+    return "".join("\\" + ch for ch in match.group())
+
+
+def inline(text: object) -> str:
+    r"""``text`` (from a submitter, a file name, a rule) made safe as inline Markdown in Obsidian.
+
+    It shows as the same characters in reading view, and it can start nothing: no
+    link, embed, comment, HTML, code span (so no Dataview query), tag, highlight,
+    math, footnote or block id, and no new block or line. Format characters
+    (Unicode category Cf: right-to-left overrides, isolates, zero-width spaces, ...)
+    and control characters are removed, and every run of whitespace, line breaks
+    included, becomes one space.
+
+    The escape is CommonMark's: any ASCII punctuation character may be preceded by a
+    backslash and is then a literal character (Obsidian reads these escapes too).
+    Only the characters that can start something are escaped (see ``_SPECIAL``), so
+    ``Pay INV-2024-001 for $1,500 (urgent)`` is written
+    ``Pay INV-2024-001 for \$1,500 (urgent)``, and reads as typed. No two unescaped
+    ``% = [ ] ~ * :`` are ever left side by side, so even a tool that ignores
+    backslashes finds no ``%%``, ``[[``, ``==`` or ``::`` in the result.
+
+    Code spans are not used for such text: Dataview runs a code span that begins with
+    ``=`` or ``$=``, and a ``|`` needs its backslash inside one in a table all the same.
+    """
+    flat = " ".join(NOT_PRINTABLE_ASCII.sub(visible, str(text)).split())
+    escaped = _SPECIAL.sub(_backslashed, flat)
+    start = _BLOCK_START.match(escaped)
+    if start:
+        at = start.end() if escaped[0].isdigit() else 0
+        escaped = f"{escaped[:at]}\\{escaped[at:]}"
+    return escaped
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Text fit for one history line: no line breaks, no ` · ` ambiguity, bounded."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
