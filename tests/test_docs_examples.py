@@ -1,0 +1,169 @@
+"""Every ``sh`` and ``python`` block in README.md and docs/*.md runs, and any output shown is
+the output produced.
+
+One test per page: its blocks run in order, in a fresh folder that holds ``vault/`` (made by
+``hitl-vault init``, as the quick start leaves it), with this venv's ``bin`` first on PATH and
+HOME set to that folder. A ``sh`` block runs with ``bash -euo pipefail`` and must exit 0; a
+``python`` block runs in a namespace of its own (each is a whole program a reader can copy).
+An ``output`` block right after one of them is what it printed, with ids, times, the folder
+and this venv's path written as a reader sees them. ``console``, ``text`` and other blocks are
+shown only. ``<!-- skip: next "reason" -->`` before a block skips it, and must give a reason.
+
+The human in the examples is a thread that approves, as alice, every pending request with
+``amount: 1500`` (the amount the Python examples wait on); other amounts wait for nobody.
+Blocks are parsed with sybil, the same lexers that read MyST and Markdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+import threading
+import unittest
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sybil import Example, Sybil
+from sybil.parsers.myst import CodeBlockParser, SkipParser
+
+from hitl_vault import Status, Vault
+from hitl_vault.errors import IllegalTransitionError
+from hitl_vault.template import init_vault
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BIN = Path(sys.executable).parent
+
+_ID = re.compile(r"\b\d{8}T\d{6}Z-([A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*?)-[0-9a-f]{6}\b")
+_TIME = re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?Z?)?\b")
+_HEX = re.compile(r"\b(sha256 )[0-9a-f]{16}\b")
+
+
+@dataclass
+class Page:
+    """One page's run: its folder and environment, and what the last block printed."""
+
+    cwd: Path
+    env: dict[str, str]
+    printed: str | None = None
+    ran: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def normalise(self, text: str) -> str:
+        """The text as the docs show it: the folder is ~/code, this venv is the clone's."""
+        text = text.replace(str(BIN), "/home/you/hitl-vault/.venv/bin")
+        text = text.replace(str(self.cwd), "/home/you/code")
+        text = _ID.sub(r"<id:\1>", text)
+        text = _TIME.sub("<time>", text)
+        return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def run_sh(example: Example) -> str | None:
+    page: Page = example.namespace["page"]
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", example.parsed], cwd=page.cwd, env=page.env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    page.printed = proc.stdout
+    page.ran += 1
+    if proc.returncode != 0 or "Traceback" in proc.stderr:
+        return f"exit {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+    return None
+
+
+def run_python(example: Example) -> str | None:
+    page: Page = example.namespace["page"]
+    path = f"{example.path}:{example.line}"
+    code = compile(str(example.parsed), path, "exec")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, {"__name__": "__main__"})
+    page.printed = out.getvalue()
+    page.ran += 1
+    return None
+
+
+def check_output(example: Example) -> str | None:
+    page: Page = example.namespace["page"]
+    if page.printed is None:
+        return "an output block must follow the sh or python block that prints it"
+    shown, printed = page.normalise(str(example.parsed)), page.normalise(page.printed)
+    page.printed = None
+    if shown != printed:
+        return f"the page shows:\n{shown}\n\nthe block printed:\n{printed}"
+    return None
+
+
+SYBIL = Sybil(
+    parsers=[
+        SkipParser(),
+        CodeBlockParser("sh", run_sh),
+        CodeBlockParser("python", run_python),
+        CodeBlockParser("output", check_output),
+    ]
+)
+
+
+def examples(path: Path) -> list[Example]:
+    return list(SYBIL.parse(path).examples())
+
+
+@pytest.fixture
+def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Page]:
+    init_vault(tmp_path / "vault")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path)}
+    env.pop("HITL_VAULT", None)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("HITL_VAULT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    stop = threading.Event()
+
+    def human() -> None:
+        with Vault(tmp_path / "vault") as vault:
+            while not stop.wait(0.02):
+                for r in vault.list(status=Status.PENDING):
+                    if r.params.get("amount") == 1500:
+                        with contextlib.suppress(IllegalTransitionError):
+                            vault.approve(r.id, by="alice")
+
+    thread = threading.Thread(target=human, name="docs-human")
+    thread.start()
+    try:
+        yield Page(tmp_path, env)
+    finally:
+        stop.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_the_examples_of_a_page_run(path: Path, page: Page) -> None:
+    """Each sh and python block of the page runs, in order, and prints what the page shows."""
+    for example in examples(path):
+        example.namespace["page"] = page
+        try:
+            example.evaluate()
+        except unittest.SkipTest as skip:
+            page.skipped.append(f"line {example.line}: {skip}")
+    if not page.ran and not page.skipped:
+        pytest.skip("no sh or python block")
+
+
+def _is_skip(example: Example) -> bool:
+    return isinstance(example.parsed, tuple)
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_every_skip_says_why(path: Path) -> None:
+    """A skipped block names its reason (root, a service manager, a second host, CI)."""
+    for example in examples(path):
+        if _is_skip(example):
+            action, reason = example.parsed
+            assert action == "next", f"{path.name} line {example.line}: use skip: next"
+            assert reason and reason.strip('"\' '), f"{path.name} line {example.line}: no reason"
