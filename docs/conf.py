@@ -10,7 +10,7 @@ import hitl_vault
 
 project = "hitl-vault"
 author = "the hitl-vault authors"
-copyright = "the hitl-vault authors"  # noqa: A001 (the name Sphinx reads)
+copyright = "the hitl-vault authors"
 release = version = hitl_vault.__version__
 
 extensions = [

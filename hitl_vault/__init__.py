@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # Each public name and the submodule it lives in.
 _HOMES = {
-    "Approval": "asking",
+    "Approval": "approval",
     "DaemonRunningError": "errors",
     "DecisionRefusedError": "errors",
     "NotRetryableError": "errors",
