@@ -44,7 +44,6 @@ BIN = Path(sys.executable).parent
 
 _ID = re.compile(r"\b\d{8}T\d{6}Z-([A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*?)-[0-9a-f]{6}\b")
 _TIME = re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?Z?)?\b")
-_HEX = re.compile(r"\b(sha256 )[0-9a-f]{16}\b")
 
 
 @dataclass
@@ -127,12 +126,12 @@ def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Page]:
     text, n = re.subn(r"(?m)^(  quiet: )2s ", r"\g<1>200ms", rules.read_text(encoding="utf-8"))
     assert n == 1, "the template's quiet period moved: update this fixture"
     rules.write_text(text, encoding="utf-8")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path)}
-    env.pop("HITL_VAULT", None)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    # The python blocks run in this process, the sh blocks in bash: both see the same.
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("HITL_VAULT", raising=False)
     monkeypatch.chdir(tmp_path)
+    env = dict(os.environ)
     stop = threading.Event()
 
     def human() -> None:
