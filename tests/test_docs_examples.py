@@ -55,6 +55,14 @@ class Page:
     printed: str | None = None
     ran: int = 0
     skipped: list[str] = field(default_factory=list)
+    human_leaves: threading.Event = field(default_factory=threading.Event)
+    human: threading.Thread | None = None
+
+    def dismiss_human(self) -> None:
+        """Stop the stand-in human, and wait until it has."""
+        self.human_leaves.set()
+        if self.human is not None:
+            self.human.join()
 
     def normalise(self, text: str) -> str:
         """The text as the docs show it: the folder is ~/code, this venv is the clone's."""
@@ -131,24 +139,22 @@ def page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Page]:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("HITL_VAULT", raising=False)
     monkeypatch.chdir(tmp_path)
-    env = dict(os.environ)
-    stop = threading.Event()
+    page = Page(tmp_path, dict(os.environ))
 
     def human() -> None:
         with Vault(tmp_path / "vault") as vault:
-            while not stop.wait(0.02):
+            while not page.human_leaves.wait(0.02):
                 for r in vault.list(status=Status.PENDING):
                     if r.params.get("amount") == 1500:
                         with contextlib.suppress(IllegalTransitionError):
                             vault.approve(r.id, by="alice")
 
-    thread = threading.Thread(target=human, name="docs-human")
-    thread.start()
+    page.human = threading.Thread(target=human, name="docs-human")
+    page.human.start()
     try:
-        yield Page(tmp_path, env)
+        yield page
     finally:
-        stop.set()
-        thread.join()
+        page.dismiss_human()
 
 
 def _is_skip(example: Example) -> bool:
@@ -164,13 +170,18 @@ RUNNABLE = [path for path in PAGES if _runs(path)]
 
 @pytest.mark.parametrize("path", RUNNABLE, ids=[str(p.relative_to(ROOT)) for p in RUNNABLE])
 def test_the_examples_of_a_page_run(path: Path, page: Page) -> None:
-    """Each sh and python block of the page runs, in order, and prints what the page shows."""
+    """Each sh and python block of the page runs, in order, and prints what the page shows;
+    the vault the examples used still agrees with its journal afterwards."""
     for example in examples(path):
         example.namespace["page"] = page
         try:
             example.evaluate()
         except unittest.SkipTest as skip:
             page.skipped.append(f"line {example.line}: {skip}")
+    page.dismiss_human()
+    with Vault(page.cwd / "vault") as vault:
+        vault.run(once=True)  # the notes catch up with the last decisions, as after a session
+        assert vault.verify() == []
     if not page.ran:  # say why, as a skip, rather than pass having run nothing
         pytest.skip("; ".join(page.skipped))
 
