@@ -251,7 +251,8 @@ async def test_the_rules_are_read_again_when_the_file_changes(
 def test_without_the_mcp_extra_the_command_says_what_to_install(
     vault_path: Path, tmp_path: Path
 ) -> None:
-    """With the mcp package not importable: one line naming hitl-vault[mcp], exit 1."""
+    """With the mcp package not importable: one line saying what installs it, from an index
+    and from a clone (where the first finds nothing), exit 1."""
     hide_mcp = (
         "import sys; sys.modules['mcp'] = None; sys.argv[0] = 'hitl-vault';"
         "from hitl_vault.cli.main import main; main()"
@@ -264,8 +265,27 @@ def test_without_the_mcp_extra_the_command_says_what_to_install(
         timeout=30,
     )
     assert done.returncode == 1
-    assert "pip install 'hitl-vault[mcp]'" in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.endswith(
+        "install the mcp extra: pip install 'hitl-vault[mcp]', "
+        "or from a clone of hitl-vault: pip install '.[mcp]' in its folder"
+    )
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_mcp_help_says_what_installs_the_extra_from_a_clone_too() -> None:
+    """`hitl-vault mcp --help` gives both ways to install the SDK, as the error does."""
+    from click.testing import CliRunner
+
+    from hitl_vault.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["mcp", "--help"], obj={}, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert (
+        "Needs the mcp extra: pip install 'hitl-vault[mcp]', or from a clone of hitl-vault: "
+        "pip install '.[mcp]' in its folder."
+    ) in flat
 
 
 def test_the_cli_does_not_load_the_mcp_sdk(tmp_path: Path) -> None:

@@ -10,24 +10,33 @@ import click
 
 from .common import cli_errors, duration, open_vault, vault_path
 
+# What installs the MCP SDK: the package's extra from an index, or (the README's way of
+# installing hitl-vault) from a clone of its repository, where the first form finds nothing.
+INSTALL_MCP = (
+    "pip install 'hitl-vault[mcp]', or from a clone of hitl-vault: pip install '.[mcp]' in "
+    "its folder"
+)
 
-@click.command("mcp")
+
+@click.command(
+    "mcp",
+    help=(
+        "Serve the vault to an agent over stdio (Model Context Protocol): it asks and waits."
+        f"\n\nNeeds the mcp extra: {INSTALL_MCP}. Approved actions with an executor are run by the "
+        "daemon (`hitl-vault run`), not by this server."
+    ),
+)
 @click.pass_context
 def mcp_server(ctx: click.Context) -> None:
-    """Serve the vault to an agent over stdio (Model Context Protocol): it asks and waits.
-
-    Needs the extra: pip install 'hitl-vault[mcp]'. Approved actions with an executor
-    are run by the daemon (`hitl-vault run`), not by this server.
-    """
+    """Serve the vault to an agent over stdio (Model Context Protocol)."""
     try:
         from ..agents.mcp_server import serve  # the SDK is loaded only by this command
     except ImportError as e:
         if (e.name or "").startswith("hitl_vault"):
             raise
         raise click.ClickException(
-            f"the MCP server needs the mcp package, version 2, which does not import here ({e}): "
-            "install hitl-vault[mcp], "
-            "e.g. pip install 'hitl-vault[mcp]'"
+            f"the MCP server needs the mcp package, version 2, which does not import here "
+            f"({e}): install the mcp extra: {INSTALL_MCP}"
         ) from None
     vault = open_vault(ctx)
     with cli_errors(), vault:
