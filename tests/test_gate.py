@@ -605,3 +605,77 @@ def test_a_new_agent_format_is_one_record_that_the_gate_drives_end_to_end(
     assert code == 3 and "Pending_Approval/" in err and "same call again" in err
     code, out, err = run(vault_path, TOY, 5, b'{"op": "Read"}')
     assert (code, out) == (2, "") and err.startswith("hitl-vault gate: the toy hook input has no")
+
+
+_EDITED = (
+    "approved with edited input, and {}; not run as asked. "
+    'Call the tool again with exactly this input: {{"command": "ls -l"}}'
+)
+_CANNOT = "{} hooks cannot change a tool's input"
+
+
+def _out(data: dict[str, Any]) -> tuple[int, str, str]:
+    return 0, json.dumps(data) + "\n", ""
+
+
+@pytest.mark.parametrize(
+    ("fmt", "asked", "reply"),
+    [
+        (
+            "claude",
+            {"command": "ls", "d": "x"},
+            _out(
+                {
+                    "hookSpecificOutput": {
+                        "hookEventName": "PreToolUse",
+                        "permissionDecision": "allow",
+                        "permissionDecisionReason": "ok",
+                        "updatedInput": {"command": "ls -l"},
+                    }
+                }
+            ),
+        ),
+        (
+            "gemini",
+            {"command": "ls"},
+            _out(
+                {
+                    "decision": "allow",
+                    "reason": "ok",
+                    "hookSpecificOutput": {"tool_input": {"command": "ls -l"}},
+                }
+            ),
+        ),
+        (
+            "gemini",
+            {"command": "ls", "d": "x"},
+            _out(
+                {
+                    "decision": "deny",
+                    "reason": _EDITED.format(
+                        "Gemini CLI hooks can change but not remove input keys"
+                    ),
+                }
+            ),
+        ),
+        (
+            "cursor",
+            {"command": "ls"},
+            _out(
+                {
+                    "permission": "deny",
+                    "user_message": _EDITED.format(_CANNOT.format("Cursor")),
+                    "agent_message": _EDITED.format(_CANNOT.format("Cursor")),
+                }
+            ),
+        ),
+        ("codex", {"command": "ls"}, (2, "", _EDITED.format(_CANNOT.format("Codex")) + "\n")),
+    ],
+)
+def test_edited_input_goes_back_only_where_the_format_can_take_it(
+    fmt: str, asked: dict[str, Any], reply: tuple[int, str, str]
+) -> None:
+    """An approval with edited params: handed back whole, or a deny naming the input to use."""
+    from hitl_vault.agents.formats import FORMATS
+
+    assert FORMATS[fmt].render(Answer(True, "ok", {"command": "ls -l"}), asked) == reply
