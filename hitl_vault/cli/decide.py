@@ -1,0 +1,132 @@
+"""``approve``, ``reject``, ``cancel`` and ``retry``: deciding requests from the command line,
+exactly as editing their notes would."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..model import Status
+from .common import cli_errors, echo_json, json_option, open_vault, param_option
+
+if TYPE_CHECKING:
+    from ..model import Request
+    from ..vault import Vault
+
+
+def _decision_command(
+    name: str, method: Callable[[Vault], Callable[..., Request]]
+) -> click.Command:
+    @click.command(
+        name,
+        help=f"{name.capitalize()} pending requests (same as editing each note); each ID is "
+        "decided on its own, and the exit code is 0 only if all were.",
+    )
+    @click.argument("request_ids", metavar="ID...", nargs=-1, required=True)
+    @click.option("--by", metavar="NAME", help="Who decides (default: your user name).")
+    @click.option("--reason", default="", help="Why; shown in the note and the journal.")
+    @click.pass_context
+    def command(
+        ctx: click.Context, /, request_ids: tuple[str, ...], by: str | None, reason: str,
+        **kw: Any,
+    ) -> None:  # fmt: skip
+        from .text import parse_params
+
+        pairs, params_json = kw.pop("pairs", ()), kw.pop("params_json", None)
+        edits = pairs or params_json is not None
+        if len(request_ids) > 1 and (edits or kw.get("expect")):
+            raise click.UsageError("-p, --params-json and --expect go with one ID only")
+        with cli_errors():
+            typed = parse_params(pairs, params_json) if edits else None
+        vault = open_vault(ctx)
+        failed = 0
+        with vault:
+            for request_id in request_ids:
+                try:
+                    with cli_errors():
+                        if typed is not None:
+                            kw["params"] = _edited_params(
+                                vault, request_id, typed, params_json is not None, kw["expect"]
+                            )
+                        request = method(vault)(request_id, by=by, reason=reason, **kw)
+                        if request.status is Status.PENDING:  # one vote of several
+                            progress = vault.votes(request.id).progress()
+                except click.ClickException as e:
+                    if len(request_ids) == 1:
+                        raise
+                    click.echo(f"Error: {e.format_message()}", err=True)
+                    failed += 1
+                    continue
+                if request.status is Status.PENDING:  # say what is still missing
+                    click.echo(f"{request.id} pending: {progress}")
+                    continue
+                click.echo(f"{request.id} {request.status}")
+                ran = (Status.APPROVED, Status.EXECUTING, Status.EXECUTED, Status.FAILED)
+                if name == "approve" and request.status not in ran:  # (on its way already)
+                    click.echo(f"not approved: {request.reason}", err=True)
+                    failed += 1
+        if failed:
+            ctx.exit(1)
+
+    return command
+
+
+def _edited_params(
+    vault: Vault, request_id: str, typed: dict[str, Any], whole: bool, expect: str | None
+) -> dict[str, Any]:
+    """``approve ID -p k=v``: the params to run. ``--params-json`` gives all of them (``-p``
+    on top); ``-p`` alone changes those approving would run now, as ``show`` prints them
+    (edited in the note but not recorded: only with ``--expect``, as without ``-p``)."""
+    from ..params import check_expected
+
+    if whole:
+        return typed
+    base, sha, edited = vault.params_to_run(request_id)
+    if edited and expect is None:
+        check_expected(request_id, sha, None, edited)
+    return {**base, **typed}
+
+
+approve = _decision_command("approve", lambda v: v.approve)
+click.option(
+    "--expect",
+    metavar="HASH",
+    help="Approve only if the params to run (before -p) have this hash (as `show` prints it).",
+)(approve)
+click.option(
+    "--params-json", metavar="JSON", help="Run these params instead, all of them (-p wins)."
+)(approve)
+param_option(approve)
+reject = _decision_command("reject", lambda v: v.reject)
+
+
+@click.command()
+@click.argument("request_id", metavar="ID")
+@click.option("--by", metavar="NAME", help="Who withdraws it (default: see the README).")
+@click.pass_context
+def cancel(ctx: click.Context, request_id: str, by: str | None) -> None:
+    """Withdraw a pending request, or an approved one whose action has not started."""
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
+        request = vault.cancel(request_id, by=by)
+    click.echo(f"{request.id} {request.status}")
+
+
+@click.command()
+@click.argument("request_id", metavar="ID")
+@click.option("--by", metavar="NAME", help="Who retries it (default: your user name).")
+@json_option
+@click.pass_context
+def retry(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -> None:
+    """A new request from a failed or timed-out one, decided by the rules again."""
+    from ..shapes import request_json
+
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
+        request = vault.retry(request_id, by=by)
+        if as_json:
+            echo_json(request_json(request, vault.votes(request.id)))
+            return
+    click.echo(f"{request.id} {request.status}")
