@@ -10,6 +10,7 @@ import click
 
 from ..model import Status
 from .common import cli_errors, echo_json, json_option, open_vault, param_option
+from .ids import complete_ids, resolve_id
 
 if TYPE_CHECKING:
     from ..model import Request
@@ -22,9 +23,13 @@ def _decision_command(
     @click.command(
         name,
         help=f"{name.capitalize()} pending requests (same as editing each note); each ID is "
-        "decided on its own, and the exit code is 0 only if all were.",
+        "decided on its own, and the exit code is 0 only if all were. An ID may be the start "
+        "of an id that no other id starts with.",
     )
-    @click.argument("request_ids", metavar="ID...", nargs=-1, required=True)
+    @click.argument(
+        "request_ids", metavar="ID...", nargs=-1, required=True,
+        shell_complete=complete_ids(Status.PENDING),
+    )  # fmt: skip
     @click.option("--by", metavar="NAME", help="Who decides (default: your user name).")
     @click.option("--reason", default="", help="Why; shown in the note and the journal.")
     @click.pass_context
@@ -43,9 +48,10 @@ def _decision_command(
         vault = open_vault(ctx)
         failed = 0
         with vault:
-            for request_id in request_ids:
+            for given in request_ids:
                 try:
                     with cli_errors():
+                        request_id = resolve_id(vault, given)
                         if typed is not None:
                             kw["params"] = _edited_params(
                                 vault, request_id, typed, params_json is not None, kw["expect"]
@@ -103,19 +109,23 @@ reject = _decision_command("reject", lambda v: v.reject)
 
 
 @click.command()
-@click.argument("request_id", metavar="ID")
+@click.argument(
+    "request_id", metavar="ID", shell_complete=complete_ids(Status.PENDING, Status.APPROVED)
+)
 @click.option("--by", metavar="NAME", help="Who withdraws it (default: see the README).")
 @click.pass_context
 def cancel(ctx: click.Context, request_id: str, by: str | None) -> None:
     """Withdraw a pending request, or an approved one whose action has not started."""
     vault = open_vault(ctx)
     with cli_errors(), vault:
-        request = vault.cancel(request_id, by=by)
+        request = vault.cancel(resolve_id(vault, request_id), by=by)
     click.echo(f"{request.id} {request.status}")
 
 
 @click.command()
-@click.argument("request_id", metavar="ID")
+@click.argument(
+    "request_id", metavar="ID", shell_complete=complete_ids(Status.FAILED, Status.TIMED_OUT)
+)
 @click.option("--by", metavar="NAME", help="Who retries it (default: your user name).")
 @json_option
 @click.pass_context
@@ -125,7 +135,7 @@ def retry(ctx: click.Context, request_id: str, by: str | None, as_json: bool) ->
 
     vault = open_vault(ctx)
     with cli_errors(), vault:
-        request = vault.retry(request_id, by=by)
+        request = vault.retry(resolve_id(vault, request_id), by=by)
         if as_json:
             echo_json(request_json(request, vault.votes(request.id)))
             return

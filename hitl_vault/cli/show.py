@@ -8,6 +8,7 @@ import click
 
 from ..model import Status
 from .common import cli_errors, echo_json, json_option, open_vault
+from .ids import complete_ids, resolve_id
 
 
 @click.command("list")
@@ -36,11 +37,11 @@ def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("request_id", metavar="ID")
+@click.argument("request_id", metavar="ID", shell_complete=complete_ids())
 @json_option
 @click.pass_context
 def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
-    """Show one request with its history."""
+    """Show one request with its history (ID: the id, or its start if only one id has it)."""
     from ..notes.render import history_line
     from ..policy.trust import user_name
     from ..shapes import request_json
@@ -48,6 +49,7 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
 
     vault = open_vault(ctx)
     with cli_errors(), vault:
+        request_id = resolve_id(vault, request_id)
         request = vault.get(request_id)
         where = request.path.relative_to(vault.root).as_posix() if request.path else "(no note)"
         uid = vault.decided_uid(request_id)
