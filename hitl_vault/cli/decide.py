@@ -32,11 +32,13 @@ def _decision_command(
     )  # fmt: skip
     @click.option("--by", metavar="NAME", help="Who decides (default: your user name).")
     @click.option("--reason", default="", help="Why; shown in the note and the journal.")
+    @json_option
     @click.pass_context
     def command(
         ctx: click.Context, /, request_ids: tuple[str, ...], by: str | None, reason: str,
-        **kw: Any,
+        as_json: bool, **kw: Any,
     ) -> None:  # fmt: skip
+        from ..shapes import decided_json
         from .text import parse_params
 
         pairs, params_json = kw.pop("pairs", ()), kw.pop("params_json", None)
@@ -46,7 +48,8 @@ def _decision_command(
         with cli_errors():
             typed = parse_params(pairs, params_json) if edits else None
         vault = open_vault(ctx)
-        failed = 0
+        entries: list[dict[str, Any]] = []  # --json: one per ID, in the order given
+        error: click.ClickException | None = None
         with vault:
             for given in request_ids:
                 try:
@@ -57,26 +60,38 @@ def _decision_command(
                                 vault, request_id, typed, params_json is not None, kw["expect"]
                             )
                         request = method(vault)(request_id, by=by, reason=reason, **kw)
-                        if request.status is Status.PENDING:  # one vote of several
-                            progress = vault.votes(request.id).progress()
+                        votes = vault.votes(request.id)
                 except click.ClickException as e:
-                    if len(request_ids) == 1:
-                        raise
-                    click.echo(f"Error: {e.format_message()}", err=True)
-                    failed += 1
+                    entries.append(decided_json(given, None, None, e.format_message()))
+                    if len(request_ids) > 1:
+                        click.echo(f"Error: {e.format_message()}", err=True)
+                    error = e
                     continue
-                if request.status is Status.PENDING:  # say what is still missing
-                    click.echo(f"{request.id} pending: {progress}")
-                    continue
-                click.echo(f"{request.id} {request.status}")
-                ran = (Status.APPROVED, Status.EXECUTING, Status.EXECUTED, Status.FAILED)
-                if name == "approve" and request.status not in ran:  # (on its way already)
-                    click.echo(f"not approved: {request.reason}", err=True)
-                    failed += 1
-        if failed:
+                if request.status is Status.PENDING:  # one vote of several: say what is missing
+                    line, why = f"{request.id} pending: {votes.progress()}", None
+                else:
+                    line, why = f"{request.id} {request.status}", _not_approved(name, request)
+                entries.append(decided_json(request.id, request, votes, why))
+                if not as_json:
+                    click.echo(line)
+                if why:
+                    click.echo(why, err=True)
+        if as_json:
+            echo_json(entries)
+        if error is not None and len(request_ids) == 1:
+            raise error
+        if not all(entry["ok"] for entry in entries):
             ctx.exit(1)
 
     return command
+
+
+def _not_approved(name: str, request: Request) -> str | None:
+    """Why an ``approve`` did not approve (a block rule refused edited params), else None."""
+    ran = (Status.APPROVED, Status.EXECUTING, Status.EXECUTED, Status.FAILED)
+    if name == "approve" and request.status not in ran:  # (executing...: on its way already)
+        return f"not approved: {request.reason}"
+    return None
 
 
 def _edited_params(
@@ -113,12 +128,18 @@ reject = _decision_command("reject", lambda v: v.reject)
     "request_id", metavar="ID", shell_complete=complete_ids(Status.PENDING, Status.APPROVED)
 )
 @click.option("--by", metavar="NAME", help="Who withdraws it (default: see the README).")
+@json_option
 @click.pass_context
-def cancel(ctx: click.Context, request_id: str, by: str | None) -> None:
+def cancel(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -> None:
     """Withdraw a pending request, or an approved one whose action has not started."""
+    from ..shapes import request_json
+
     vault = open_vault(ctx)
     with cli_errors(), vault:
         request = vault.cancel(resolve_id(vault, request_id), by=by)
+        if as_json:
+            echo_json(request_json(request, vault.votes(request.id)))
+            return
     click.echo(f"{request.id} {request.status}")
 
 

@@ -152,6 +152,8 @@ def submit(
         )
         if not as_json:
             click.echo(f"{request.id} {request.status}")
+            if request.status is Status.REJECTED and not wait:  # blocked by a rule: say why
+                click.echo(outcome(request), err=True)
         if wait and request.status is Status.PENDING:
             request = vault.wait_sync(request.id)
             if not as_json:
@@ -170,21 +172,30 @@ def notify() -> None:
 
 
 @notify.command("test")
+@json_option
 @click.pass_context
-def notify_test(ctx: click.Context) -> None:
+def notify_test(ctx: click.Context, as_json: bool) -> None:
     """Send a test message to every target; say, per target, delivered or why not.
 
-    Exits 0 when every target got it, 1 otherwise.
+    Exits 0 when every target got it, 1 otherwise. --json prints {ok, targets: [{target,
+    delivered, error}]}.
     """
+    from ..shapes import tested_json
+
     vault = open_vault(ctx)
     with cli_errors(), vault:
         results = vault.send_test_notifications()
+    data = tested_json(results)
+    if as_json:
+        echo_json(data)
     if not results:
-        click.echo("no notify: targets in hitl-vault.yaml (see the README's Notifications)")
-        ctx.exit(1)
-    for shown, error in results:
-        click.echo(f"{shown}: {'delivered' if error is None else 'NOT delivered: ' + error}")
-    if any(error is not None for _, error in results):
+        click.echo(
+            "no notify: targets in hitl-vault.yaml (see the README's Notifications)", err=as_json
+        )
+    elif not as_json:
+        for shown, error in results:
+            click.echo(f"{shown}: {'delivered' if error is None else 'NOT delivered: ' + error}")
+    if not data["ok"]:
         ctx.exit(1)
 
 
@@ -228,22 +239,33 @@ def rules_check(ctx: click.Context, action: str, pairs: tuple[str, ...], as_json
 
 
 @cli.command()
+@json_option
 @click.pass_context
-def verify(ctx: click.Context) -> None:
-    """Check the journal's hash chain and that every note agrees with the journal."""
-    from ..times import format_ts, utcnow
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Check the journal's hash chain and that every note agrees with the journal.
+
+    --json prints {ok, requests, problems, checked_at}; the exit code is 1 when there are
+    problems, as without it.
+    """
+    from ..shapes import verified_json
+    from ..times import utcnow
 
     vault = open_vault(ctx)
     with cli_errors(), vault:
         problems = vault.verify()
         count = len(vault.list())
-    if problems:
+    data = verified_json(problems, count, utcnow())
+    if as_json:
+        echo_json(data)
+    elif problems:
         for problem in problems:
             click.echo(problem, err=True)
+    if problems:
         raise click.ClickException(f"{len(problems)} problem(s) found")
-    click.echo(
-        f"ok: {count} requests; the journal chain and every note agree ({format_ts(utcnow())})"
-    )
+    if not as_json:
+        click.echo(
+            f"ok: {count} requests; the journal chain and every note agree ({data['checked_at']})"
+        )
 
 
 for command in (list_, show, approve, reject, cancel, retry, gate, hook, mcp_server):

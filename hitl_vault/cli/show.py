@@ -17,23 +17,30 @@ from .ids import complete_ids, resolve_id
     type=click.Choice([s.value for s in Status]),
     help="Only requests with this status.",
 )
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", help="At most N requests (the newest)."
+)
 @json_option
 @click.pass_context
-def list_(ctx: click.Context, status: str | None, as_json: bool) -> None:
-    """List requests, newest first."""
-    from ..shapes import listed_json
+def list_(ctx: click.Context, status: str | None, limit: int | None, as_json: bool) -> None:
+    """List requests, newest first, under a header line (--json: a list of request objects,
+    without their history)."""
+    from ..shapes import listed_json, shown
 
     vault = open_vault(ctx)
     with cli_errors(), vault:
-        requests = vault.list(status=status)
+        requests = vault.list(status=status, limit=limit)
         if as_json:
             full = [vault.get(r.id) for r in requests]
             echo_json([listed_json(r, vault.votes(r.id)) for r in full])
             return
     if not requests:
         click.echo("no requests")
+        return
+    width = max(len(r.id) for r in requests)
+    click.echo(f"{'ID':<{width}}  {'STATUS':<9}  {'RISK':<8}  SUMMARY")
     for r in requests:
-        click.echo(f"{r.id}  {r.status:<9}  {r.risk:<8}  {r.summary or r.action}")
+        click.echo(f"{r.id:<{width}}  {r.status:<9}  {r.risk:<8}  {shown(r.summary or r.action)}")
 
 
 @click.command()
