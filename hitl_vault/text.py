@@ -95,9 +95,10 @@ def history_text(text: str, limit: int = 300, *, arrows: bool = True) -> str:
     A history line is ``- <time> · <move> · by <who> · "<why>" · <details>``, and a
     reader takes each `` · `` for the start of a field and ``→`` for a move. So no text
     from outside keeps either: a middle dot, a bullet or anything else named a dot
-    becomes ``.``, an arrow becomes ``->`` (``arrows=False`` keeps arrows, for the
-    ``amount 1500 → 1000`` hitl-vault writes in a ``params edited`` detail), and the
-    text is :func:`one_line`. The journal keeps the text as given; only the line changes.
+    becomes ``.``, an arrow becomes ``->`` (``arrows=False`` keeps arrows, for a detail,
+    where hitl-vault writes ``amount 1500 → 1000`` for edited params: without a `` · ``
+    of its own, no text there can pass for another field), and the text is
+    :func:`one_line`. The journal keeps the text as given; only the line changes.
     """
     text = str(text)
     if not text.isascii():

@@ -119,12 +119,16 @@ def test_a_note_written_before_the_separators_were_replaced_still_verifies(
         assert any("differs from the journal" in p for p in vault.verify())
 
 
-def test_a_params_edit_keeps_its_own_arrow() -> None:
-    """hitl-vault's `amount 1500 → 1000` in a params-edited line stays; a name loses its arrow."""
+def test_a_details_arrow_stays_but_not_its_dots() -> None:
+    """hitl-vault's `amount 1500 → 1000` in a detail stays (a name loses its arrow); a detail
+    loses its ` · ` all the same."""
     at = utcnow()
     edited = Transition(at, Status.PENDING, Status.PENDING, "a → b", "", ("amount 1500 → 1000",),
                         kind=Kind.EDITED)  # fmt: skip
     assert history_line(edited).endswith(" · params edited · by a -> b · amount 1500 → 1000")
+    approved = Transition(at, Status.PENDING, Status.APPROVED, "bob", "",
+                          ('memo "x · y" → "z"',))  # fmt: skip
+    assert history_line(approved).endswith(' · pending → approved · by bob · memo "x . y" → "z"')
 
 
 @given(st.text(st.one_of(st.sampled_from(f"{LOOKALIKES} ab-\n"), st.characters())))

@@ -251,8 +251,7 @@ def history_line(t: Transition, separators_kept: bool = False) -> str:
     if reason:
         parts.append(f'"{reason}"')
     if t.kind is not Kind.LINKED:  # a link's detail is its move; an edit's arrows are ours
-        details = (outside(d, arrows=t.kind is not Kind.EDITED) for d in t.details)
-        parts.extend(text for text in details if text)
+        parts.extend(text for text in (outside(d, arrows=False) for d in t.details) if text)
     return "- " + " · ".join(parts)
 
 
