@@ -89,9 +89,7 @@ def test_numeric_text_only_ever_makes_the_decision_stricter(op: str, bound: int,
     assert matches(policy(f'"{op} {bound}"', "block"), text) is expected
 
 
-WORDS = st.text(st.characters(blacklist_categories=("Nd",)), max_size=5).filter(
-    lambda t: t.strip().lower() not in ("inf", "infinity", "nan")
-)
+WORDS = st.text(st.characters(exclude_categories=["Nd"]), max_size=5)  # no digit: no number
 
 
 @given(value=st.one_of(st.booleans(), st.none(), WORDS, st.lists(st.integers())))
