@@ -20,7 +20,7 @@ from ..layout import DASHBOARD_FILE
 from ..model import Kind, Status
 from ..notes.render import history_line
 from ..policy.trust import user_name
-from ..text import inline, one_line
+from ..text import history_text, inline, one_line
 from ..times import format_ts
 
 # A person's decision: the name on it is a claim (see "Who can approve" in the README).
@@ -111,7 +111,7 @@ def render_dashboard(journal: JournalStore, now: datetime) -> str:
             line = f"- {_link(paths.get(rid), rid, rid)} {history_line(t)[2:]}"
             decided = t.kind is Kind.TRANSITION and t.from_status and t.to_status in _DECISIONS
             if t.by and t.by != "hitl-vault" and (t.kind is Kind.VOTED or decided):
-                line += f" · claimed by {inline(one_line(t.by))}" + (
+                line += f" · claimed by {inline(history_text(t.by))}" + (
                     f", recorded by {user_name(uid)}" if uid is not None else ""
                 )
             out.append(line)
