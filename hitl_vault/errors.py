@@ -199,6 +199,25 @@ class JournalDamagedError(VaultError):
         )
 
 
+class JournalMissingError(JournalDamagedError):
+    """The journal file was deleted (or replaced) while this process had it open: what it
+    writes now no other process would see, and they would find its requests "not found"."""
+
+    def __init__(self, path: Path, rescued: Path | None = None) -> None:
+        self.path, self.rescued = path, rescued
+        kept = (
+            f"; what this process still held is saved in {rescued}" if rescued is not None else ""
+        )
+        VaultError.__init__(
+            self,
+            f"{path}: the journal was deleted or replaced while hitl-vault was running, so "
+            f"nothing more is recorded{kept}. Stop every hitl-vault process (the daemon too), "
+            "put the journal back (from the backup taken with the vault"
+            + (", or move the saved copy to its place" if rescued is not None else "")
+            + "), then run `hitl-vault verify`",
+        )
+
+
 class JournalUnavailableError(VaultError):
     """The journal could not be read or written just now (held by another process for too
     long, a full disk, an I/O error): nothing was recorded, and trying again may work."""
