@@ -24,11 +24,10 @@ from typing import Any
 from ..errors import JournalMissingError
 from ..layout import LOCK_FILE
 from ..model import Request, Status, Transition
-from ..params import params_sha
 from ..store import Attention, Outgoing
 from .chain import Entry
 from .lock import DaemonLock, daemon_running
-from .replay import replay
+from .replay import unproven
 from .sqlite_book import Bookkeeping
 from .sqlite_db import Database
 from .sqlite_outbox import Outbox
@@ -102,7 +101,7 @@ class Journal:
     ) -> str | None:
         """Why the entries do not prove that ``params`` were approved and the request is at
         ``status`` now; None when they do. Checked right before an action runs."""
-        return unproven(self, request_id, params, status)
+        return unproven(self.entries(request_id), self.status_of(request_id), params, status)
 
     # --- the rest: handed to the collaborator whose job it is ------------------------------
 
@@ -262,17 +261,3 @@ class Journal:
     def sent_count(self, request_id: str | None = None) -> int:
         return self._outbox.sent_count(request_id)
 
-
-def unproven(store: Any, request_id: str, params: Mapping[str, Any], status: Status) -> str | None:
-    """What :meth:`JournalStore.unproven` says, from ``store``'s own entries and status."""
-    proof = replay(store.entries(request_id))
-    row = store.status_of(request_id)
-    if proof.problems:
-        return "; ".join(proof.problems[:3])
-    if proof.status is not status or row is not status:
-        return f"the journal's row says {row} but its entries end at {proof.status}"
-    if not proof.approved:
-        return "its entries hold no approval"
-    if proof.params_sha != params_sha(params):
-        return "the params to run are not the params that were approved"
-    return None
