@@ -95,7 +95,7 @@ def test_a_vault_runs_on_a_memory_journal(vault_path: Path, helper: VaultHelper)
         elsewhere = vault.submit("payment", {"amount": 904})  # decided by another thread
         decider = threading.Thread(
             target=lambda: (
-                eventually(lambda: journal._wakers),  # the waiter listens to the journal
+                eventually(lambda: journal._m.wakers),  # the waiter listens to the journal
                 vault.approve(elsewhere.id, by="carol"),
             )
         )

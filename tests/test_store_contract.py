@@ -57,7 +57,7 @@ def _memory(tmp_path: Path) -> Kit:
     store = MemoryJournal()
 
     def tamper(seq: int, by: str) -> None:
-        entries = store._state.entries
+        entries = store._m.state.entries
         entries[seq - 1] = replace(entries[seq - 1], by=by)
 
     return Kit(store, lambda: store, tamper)

@@ -260,4 +260,3 @@ class Journal:
 
     def sent_count(self, request_id: str | None = None) -> int:
         return self._outbox.sent_count(request_id)
-
