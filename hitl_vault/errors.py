@@ -200,21 +200,24 @@ class JournalDamagedError(VaultError):
 
 
 class JournalMissingError(JournalDamagedError):
-    """The journal file was deleted (or replaced) while this process had it open: what it
-    writes now no other process would see, and they would find its requests "not found"."""
+    """The journal file was deleted (or replaced) while a process had it open: what it would
+    write now no other process would see, and they would find its requests "not found".
+    ``rescued``: where a copy of what that process still held was saved."""
 
     def __init__(self, path: Path, rescued: Path | None = None) -> None:
         self.path, self.rescued = path, rescued
-        kept = (
-            f"; what this process still held is saved in {rescued}" if rescued is not None else ""
+        kept = f" (a copy of what it held is saved in {rescued})" if rescued else ""
+        back = (
+            f"move {rescued.name} to {path.name} (or restore .hitl/ from the backup taken "
+            "with the vault)"
+            if rescued
+            else "restore .hitl/ from the backup taken with the vault"
         )
         VaultError.__init__(
             self,
-            f"{path}: the journal was deleted or replaced while hitl-vault was running, so "
-            f"nothing more is recorded{kept}. Stop every hitl-vault process (the daemon too), "
-            "put the journal back (from the backup taken with the vault"
-            + (", or move the saved copy to its place" if rescued is not None else "")
-            + "), then run `hitl-vault verify`",
+            f"{path}: the journal was deleted or replaced while hitl-vault was running{kept}; "
+            f"nothing more is recorded until it is back. Stop every hitl-vault process (the "
+            f"daemon too), {back}, then run `hitl-vault verify`",
         )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..engine import Engine
 from ..errors import (
     CatchUpError,
+    JournalDamagedError,
     RulesError,
 )
 from ..events import Event
@@ -400,6 +401,11 @@ class Daemon:
                 self.notifier.idle.clear()
                 try:
                     self.run_once()
+                except JournalDamagedError:  # unreadable or gone: stop now, the error says why
+                    self._stopping = True
+                    self.notifier.stop()
+                    self.actions.shutdown()
+                    raise
                 except Exception:  # a bug: say so loudly, keep watching, try again shortly
                     log.exception("unexpected error; the daemon carries on")
                     self._wake.wait(1.0)

@@ -43,10 +43,13 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock_path = path.parent / LOCK_FILE
-        if not path.exists() and daemon_running(self._lock_path):
-            # A daemon runs on a journal that is not there: it was deleted under it. A new
-            # empty one here would make every request it knows "not found".
-            raise JournalMissingError(path)
+        if not path.exists():
+            # Deleted under a daemon that runs still, or that stopped saving a copy (see
+            # Database.check_present): a new empty journal here would make every request it
+            # knew "not found". Starting anew is deleting the copy.
+            rescued = sorted(path.parent.glob(f"{path.name}.rescued-*"))
+            if rescued or daemon_running(self._lock_path):
+                raise JournalMissingError(path, rescued[-1] if rescued else None)
         self._db = Database(path)
         self._steps = Steps(self._db)
         self._read = Reader(self._db)

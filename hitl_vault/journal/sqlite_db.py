@@ -40,7 +40,7 @@ _DAMAGE = ("malformed", "not a database", "could not decode", "corrupt")
 def _typed(path: Path, e: sqlite3.Error) -> Exception | None:
     """Our error for a storage error of SQLite's; None to let it through (an integrity
     error the statement expects, or a misuse, which is a bug)."""
-    text = str(e)
+    text = " ".join(str(e).split(" with text ")[0].split())  # one line, without the bytes
     if any(sign in text.lower() for sign in _DAMAGE):
         return JournalDamagedError(path, text)
     if isinstance(e, sqlite3.OperationalError):
