@@ -50,15 +50,13 @@ def _typed(path: Path, e: sqlite3.Error) -> Exception | None:
     return None
 
 
-@contextmanager
-def _translated(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as e:
-        typed = _typed(path, e)
-        if typed is None:
-            raise
-        raise typed from None
+def _ours(path: Path, e: sqlite3.Error) -> Exception:
+    """What to raise for ``e``: our error, or ``e`` itself when it is not ours to type."""
+    typed = _typed(path, e)
+    if typed is None:
+        return e
+    typed.__suppress_context__ = True
+    return typed
 
 
 class _Cursor(sqlite3.Cursor):
@@ -68,21 +66,29 @@ class _Cursor(sqlite3.Cursor):
     journal_path = Path()
 
     def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
-        with _translated(self.journal_path):
+        try:
             super().execute(sql, parameters)
+        except sqlite3.Error as e:
+            raise _ours(self.journal_path, e)  # noqa: B904 - the context is suppressed
         return self
 
     def fetchone(self) -> Any:
-        with _translated(self.journal_path):
+        try:
             return super().fetchone()
+        except sqlite3.Error as e:
+            raise _ours(self.journal_path, e)  # noqa: B904 - the context is suppressed
 
     def fetchall(self) -> list[Any]:
-        with _translated(self.journal_path):
+        try:
             return super().fetchall()
+        except sqlite3.Error as e:
+            raise _ours(self.journal_path, e)  # noqa: B904 - the context is suppressed
 
     def __next__(self) -> Any:
-        with _translated(self.journal_path):
+        try:
             return super().__next__()
+        except sqlite3.Error as e:
+            raise _ours(self.journal_path, e)  # noqa: B904 - the context is suppressed
 
 
 class _Connection(sqlite3.Connection):
