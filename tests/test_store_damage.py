@@ -6,7 +6,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from hitl_vault import Status, Vault
+from hitl_vault.errors import JournalDamagedError
 from hitl_vault.journal.sqlite import Journal
 
 from .helpers import DaemonProcess, VaultHelper, eventually
@@ -90,3 +93,26 @@ def test_a_journal_deleted_under_a_running_daemon_is_said_plainly(
         assert kept.status_of(request.id) is Status.PENDING  # nothing it knew was lost
     finally:
         kept.close()
+
+
+def test_a_row_hitl_vault_never_wrote_is_damage_not_a_traceback(
+    vault_path: Path, helper: VaultHelper
+) -> None:
+    """A status no one writes, a time that is not one: reading them is JournalDamagedError."""
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 900})
+    helper.sql("UPDATE requests SET status = 'aproved'")
+    helper.sql("INSERT INTO attention (path, message, since) VALUES ('x.md', 'm', 'noon')")
+    journal = Journal(vault_path / ".hitl" / "journal.db")
+    try:
+        for read in (
+            lambda: journal.get(request.id),
+            lambda: journal.status_of(request.id),
+            journal.requests,
+            journal.counts,
+            journal.attention,
+        ):
+            with pytest.raises(JournalDamagedError, match=r"journal\.db: the journal cannot be"):
+                read()
+    finally:
+        journal.close()

@@ -46,11 +46,11 @@ class Bookkeeping:
 
     def policy_changes(self, limit: int = 5) -> list[tuple[datetime, str, str]]:
         """The latest changes of the rules in force: when, the new text's hash, what changed."""
-        with self._db.lock:
-            rows = self._db.db.execute(
-                "SELECT at, sha, summary FROM policy_changes ORDER BY seq DESC LIMIT ?", (limit,)
-            ).fetchall()
-        return [(parse_ts(at), sha, summary) for at, sha, summary in rows]
+        return self._db.rows(
+            "SELECT at, sha, summary FROM policy_changes ORDER BY seq DESC LIMIT ?",
+            (limit,),
+            lambda r: (parse_ts(r[0]), r[1], r[2]),
+        )
 
     def proposal(self, source: str) -> str | None:
         """The request an Inbox proposal already became, if it did."""

@@ -14,11 +14,11 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import JournalDamagedError, JournalMissingError, JournalUnavailableError
 
@@ -33,6 +33,7 @@ _ADDED_COLUMNS = (
     ("requests", "escalate_at", "TEXT"),
     ("requests", "retry_of", "TEXT"),
 )
+T = TypeVar("T")
 # What SQLite says when the bytes themselves are wrong, whatever class it gives the error.
 _DAMAGE = ("malformed", "not a database", "could not decode", "corrupt")
 
@@ -175,6 +176,15 @@ class Database:
         with self.lock:
             return self.db.execute(sql, args).fetchall()
 
+    def rows(self, sql: str, args: Any, convert: Callable[[Any], T]) -> list[T]:
+        """Each row of one query, converted; a row hitl-vault cannot have written (a status
+        no one writes, JSON that is not) is :class:`JournalDamagedError`, naming the problem."""
+        rows = self.read(sql, args)
+        try:
+            return [convert(row) for row in rows]
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise JournalDamagedError(self.path, f"a row hitl-vault did not write: {e}") from None
+
     def read_one(self, sql: str, args: Any = ()) -> Any:
         """The first row of one query (None when there is none), under the lock."""
         with self.lock:
@@ -225,7 +235,9 @@ class Database:
             self.db.execute(commit)
         except BaseException:  # a failed COMMIT may leave the transaction open
             if not self.batching:  # (a savepoint's batch undoes itself, whole)
-                with contextlib.suppress(sqlite3.Error, JournalUnavailableError):
+                with contextlib.suppress(
+                    sqlite3.Error, JournalUnavailableError, JournalDamagedError
+                ):
                     self.db.execute("ROLLBACK")
             raise
 

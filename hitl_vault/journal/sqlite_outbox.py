@@ -58,14 +58,11 @@ class Outbox:
         if now is not None:
             query += " AND due <= ?"
             args = (format_ts(now),)
-        with self._db.lock:
-            rows = self._db.db.execute(
-                query + " ORDER BY due, id LIMIT ?", (*args, limit)
-            ).fetchall()
-        return [
-            Outgoing(i, rid, ev, target, parse_ts(created), parse_ts(due), n, error)
-            for i, rid, ev, target, created, due, n, error in rows
-        ]
+        return self._db.rows(
+            query + " ORDER BY due, id LIMIT ?",
+            (*args, limit),
+            lambda r: Outgoing(r[0], r[1], r[2], r[3], parse_ts(r[4]), parse_ts(r[5]), *r[6:8]),
+        )
 
     def sent(self, item_id: int, at: datetime) -> None:
         """The notification was delivered. Not fsynced: a power cut may lose the mark, and the

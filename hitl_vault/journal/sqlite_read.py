@@ -114,16 +114,19 @@ class Reader:
         return row[0] if row else None
 
     def last_change(self, request_id: str) -> tuple[str | None, datetime] | None:
-        row = self._db.read_one(
+        rows = self._db.rows(
             "SELECT r.path, (SELECT at FROM entries WHERE request_id = r.id "
             "ORDER BY seq DESC LIMIT 1) FROM requests r WHERE r.id = ?",
             (request_id,),
+            lambda row: (row[0], parse_ts(row[1])),
         )
-        return (row[0], parse_ts(row[1])) if row else None
+        return rows[0] if rows else None
 
     def status_of(self, request_id: str) -> Status | None:
-        row = self._db.read_one("SELECT status FROM requests WHERE id = ?", (request_id,))
-        return Status(row[0]) if row else None
+        rows = self._db.rows(
+            "SELECT status FROM requests WHERE id = ?", (request_id,), lambda row: Status(row[0])
+        )
+        return rows[0] if rows else None
 
     def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
         query = f"SELECT {REQUEST_COLUMNS} FROM requests"
@@ -168,9 +171,7 @@ class Reader:
         if before is not None:
             query += " AND expires <= ?"
             args.append(format_ts(before))
-        return [
-            (rid, parse_ts(exp)) for rid, exp in self._db.read(query + " ORDER BY expires", args)
-        ]
+        return self._db.rows(query + " ORDER BY expires", args, lambda r: (r[0], parse_ts(r[1])))
 
     def escalating(self, before: datetime) -> list[str]:
         rows = self._db.read(
@@ -214,10 +215,11 @@ class Reader:
         return [(row[0], t, row[8]) for row, t in zip(rows, steps, strict=True)]
 
     def attention(self) -> list[Attention]:
-        rows = self._db.read(
-            "SELECT path, request_id, message, since FROM attention ORDER BY since, path"
+        return self._db.rows(
+            "SELECT path, request_id, message, since FROM attention ORDER BY since, path",
+            (),
+            lambda r: Attention(r[0], r[1], r[2], parse_ts(r[3])),
         )
-        return [Attention(p, rid, msg, parse_ts(since)) for p, rid, msg, since in rows]
 
     def entries(self, request_id: str | None = None) -> list[Entry]:
         query = (
