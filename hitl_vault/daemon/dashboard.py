@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..durable import read_file, write_note
-from ..errors import VaultError
+from ..errors import JournalDamagedError, VaultError
 from ..layout import DASHBOARD_FILE
 from ..model import Kind, Status
 from ..notes.render import history_line
@@ -140,6 +140,8 @@ def write_or_report(root: Path, journal: JournalStore, now: datetime) -> None:
     would show, so a broken dashboard never hides a warning."""
     try:
         write_dashboard(root, journal, now)
+    except JournalDamagedError:  # not the dashboard's fault: the daemon stops, saying why
+        raise
     except (OSError, VaultError) as e:
         flagged = journal.attention()
         hidden = (

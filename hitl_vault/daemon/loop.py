@@ -24,11 +24,11 @@ from pathlib import Path
 from ..engine import Engine
 from ..errors import (
     CatchUpError,
+    JournalDamagedError,
     RulesError,
 )
 from ..events import Event
-from ..journal.lock import DaemonLock
-from ..layout import LOCK_FILE, RULES_FILE, STATE_DIR
+from ..layout import RULES_FILE
 from ..model import Kind, Request, Status, Transition
 from ..notes.render import history_line
 from ..watcher import Watcher
@@ -106,6 +106,12 @@ class Daemon:
         with self._lock:
             self._dirty.add(path)
         self.notifier.idle.clear()  # a decision may be coming: no new send until it is done
+        self._wake.set()
+
+    def _journal_changed(self) -> None:
+        """Called from the store's thread: another process may have written the journal (the
+        step tells the listeners, and acts on what they heard)."""
+        self.notifier.idle.clear()
         self._wake.set()
 
     def overflow(self) -> None:
@@ -380,7 +386,11 @@ class Daemon:
 
     def run_forever(self, ready: threading.Event | None = None) -> None:
         """Watch and act until :meth:`stop` (or SIGTERM / Ctrl-C) is called."""
-        with Watcher(self.engine.root, self.notice, self.overflow):
+        # Another process's writes come by the store's word (the vault's notes by the watcher).
+        with (
+            Watcher(self.engine.root, self.notice, self.overflow),
+            self.engine.journal.watch(self._journal_changed),
+        ):
             self._rescan_wanted = True
             if ready is not None:
                 ready.set()
@@ -391,6 +401,11 @@ class Daemon:
                 self.notifier.idle.clear()
                 try:
                     self.run_once()
+                except JournalDamagedError:  # unreadable or gone: stop now, the error says why
+                    self._stopping = True
+                    self.notifier.stop()
+                    self.actions.shutdown()
+                    raise
                 except Exception:  # a bug: say so loudly, keep watching, try again shortly
                     log.exception("unexpected error; the daemon carries on")
                     self._wake.wait(1.0)
@@ -433,7 +448,7 @@ class Daemon:
         """Hold the vault's daemon lock and run (``once``: catch up and exit)."""
         if self.engine.notify.targets:  # like a broken rule: say so and do not start
             self.engine.reload_policy(check_urls=True)
-        lock = DaemonLock(self.engine.root / STATE_DIR / LOCK_FILE).acquire()
+        lock = self.engine.journal.daemon_lock().acquire()
         restore = stop_on_signals(self.stop)
         try:
             if once:

@@ -59,8 +59,6 @@ class Looker:
             rel = path.relative_to(self.engine.root)
         except ValueError:
             return False
-        if self.engine.journal.touches(path):  # another process recorded transitions
-            return self._journal_changed(now)
         if not rel.parts or rel.parts[0] == STATE_DIR:
             return False
         if rel.as_posix() == RULES_FILE:  # reloaded once quiet: an editor may be mid-save

@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from ..engine import Engine
-from ..errors import JournalUnavailableError, NotRunnableError, VaultError
+from ..errors import JournalDamagedError, JournalUnavailableError, NotRunnableError, VaultError
 from ..execute.executor import Outcome, execute
 from ..model import Request, Status, Transition
 from ..store import request_flag
@@ -212,7 +212,7 @@ class Actions:
             self.engine.finish_execution(
                 request_id, outcome.ok, outcome.result, outcome.error, at=at
             )
-        except (OSError, JournalUnavailableError):
+        except (OSError, JournalUnavailableError, JournalDamagedError):
             raise  # a full disk, a held journal: record_outcomes keeps the group to record again
         except Exception:  # the request moved on, or a bug: say so loudly; the rest go on
             log.exception("%s: could not record the outcome", request_id)
