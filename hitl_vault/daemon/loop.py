@@ -322,8 +322,9 @@ class Daemon:
             candidates.append(self.quiet.next_at)
         if self.looker.recheck:
             candidates.append(min(self.looker.recheck.values()))
-        if self.dashboard.next_at is not None:
-            candidates.append(self.dashboard.next_at)
+        dashboard = self.dashboard.next_wake(self.clock())
+        if dashboard is not None:
+            candidates.append(dashboard)
         if self._next_rescan is not None:
             candidates.append(self._next_rescan)
         if self.retries.next_at is not None:

@@ -33,6 +33,13 @@ _EARLIEST = datetime.min.replace(tzinfo=UTC)
 RETRY_WRITE = timedelta(seconds=30)
 
 
+def refused_flag(request_id: str) -> str:
+    """Where Needs attention lists a note the system refused to let us write or move. Not the
+    note's path: the note itself may be fine (looking at it again must not clear the flag,
+    and a move cut short leaves our new content in it); the next write that works does."""
+    return f"note {request_id}"
+
+
 class Content(NamedTuple):
     """What a file held when the daemon looked: a digest, and its bytes if it can be a note."""
 
@@ -173,7 +180,7 @@ class QuietWriter:
                     f"{f' ({e.filename})' if e.filename else ''} (check that hitl-vault may "
                     "write this note and its folders; it tries again shortly)"
                 )
-                if self.engine.journal.flag(where, message, now, request_id):
+                if self.engine.journal.flag(refused_flag(request_id), message, now, request_id):
                     log.error("needs attention: %s", message)
                 self.refused[request_id] = where
                 self.want(request_id, now + RETRY_WRITE)
@@ -183,6 +190,7 @@ class QuietWriter:
                 self.want(request_id, now + self._quiet)
                 raise
             self.refused.pop(request_id, None)
+            self.engine.journal.unflag(refused_flag(request_id))  # a flag of an earlier run, too
             if done:
                 log.debug("%s: note brought up to date with the journal", request_id)
                 self._remember_written(request_id)
