@@ -164,6 +164,9 @@ class JournalStore(Protocol):
     def feed(self, seq: int) -> list[tuple[int, str, Transition]]:
         """Every entry after position ``seq``, in order: position, request id, step."""
 
+    def move_cursor(self, name: str, seq: int) -> None:
+        """The reader ``name`` has handled every entry up to ``seq`` (see :meth:`cursor`)."""
+
     def touches(self, path: Path) -> bool:
         """Whether a change to this file may be a change of the journal (it wakes waiters)."""
 

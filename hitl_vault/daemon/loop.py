@@ -150,9 +150,10 @@ class Daemon:
         did |= self._guarded("starting actions", self._claim_and_launch, now)
         did |= self._guarded("writing notes", self._write_due, now)
         did |= self._publish(now)  # what _recover and the parts above recorded
-        # After the decisions and actions, never before them; with no target, only the
-        # position moves (a notify: added later does not tell of what came before it).
-        self._guarded("recording notifications", self.notifier.record, now)
+        # After the decisions and actions, never before them: the durable listeners (the
+        # notifier) hear what the journal recorded since their cursors, whoever recorded it.
+        self._guarded("telling durable listeners", lambda _: self.engine.events.catch_up() > 0, now)
+        self._guarded("recording reminders", self.notifier.remind, now)
         self.dashboard.step(now, changed=did)
         return did
 
