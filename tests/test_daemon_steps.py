@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from hitl_vault import Status, Vault
+from hitl_vault import Request, Status, Vault
 from hitl_vault.daemon.loop import Daemon
+from hitl_vault.errors import JournalUnavailableError
 
-from .helpers import TEMPLATE_QUIET, Clock, VaultHelper, ended, eventually
+from .helpers import TEMPLATE_QUIET, Clock, VaultHelper, ended, eventually, set_status
 
 
 @contextmanager
@@ -64,3 +65,37 @@ def test_a_move_the_system_refuses_is_on_the_dashboard_in_the_same_step_and_stay
     daemon.run_once(clock.advance(timedelta(seconds=30)))  # the retry of the refused write
     assert (vault.root / "Done" / f"{request.id}.md").exists()
     assert "Nothing needs attention" in helper.attention(daemon, clock)
+
+
+# --- one path into the worker queue ------------------------------------------------------
+
+
+def test_an_approval_reaches_the_worker_queue_only_once_committed(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    """An approval saved in a note is queued from the journal's feed, after its commit: a step
+    whose commit fails (a disk I/O error, injected) queues nothing; the retry runs it once."""
+    vault = clocked_vault
+    request = vault.submit("payment", {"amount": 1500})
+    daemon.run_once(clock.now)
+    assert request.path is not None
+    real, calls = daemon._claim, []
+
+    def failing_commit() -> list[tuple[Request, object]]:  # the fault this machine cannot make
+        calls.append(1)
+        if len(calls) == 1:
+            raise JournalUnavailableError(vault.root / ".hitl" / "journal.db", "disk I/O error")
+        return real()  # type: ignore[return-value]
+
+    daemon._claim = failing_commit  # type: ignore[method-assign,assignment]
+    set_status(request.path, "approved", decided_by="alice")
+    daemon.notice(request.path)
+    daemon.run_once(clock.now)
+    assert vault.get(request.id).status is Status.PENDING
+    assert not daemon.actions.waiting, "a decision that was rolled back is in the queue"
+
+    daemon.run_once(clock.advance(timedelta(seconds=1)))
+    eventually(lambda: ran == [request.id])
+    ended(daemon, clock, request.id, Status.EXECUTED)
+    daemon.run_once(clock.advance(timedelta(seconds=5)))
+    assert ran == [request.id]

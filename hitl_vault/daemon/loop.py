@@ -8,6 +8,9 @@ event, expiry, quiet deadline or rescan, and never polls on a fixed interval.
   so two events for one save cause one read.
 * A human's decision is journaled and its action started at once; the note is
   rewritten or moved only after it has been quiet for ``defaults.quiet``.
+* An approval reaches the worker queue one way: the journal's feed, once it is
+  committed, whoever recorded it (a save seen here, the CLI, a script). Only a
+  start and a rules change look at every approved request again.
 * Actions run on worker threads (:mod:`hitl_vault.daemon.workers`); ``executing`` is journaled
   before each starts, and its outcome by the step after it ends.
 """
@@ -86,7 +89,7 @@ class Daemon:
         self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
         self.actions = Actions(engine, workers, self._wake.set)
         self.notifier = Notifier(engine, clock)
-        self.looker = Looker(engine, self.quiet, self.actions, self._publish)
+        self.looker = Looker(engine, self.quiet, self._publish)
         self._next_rescan: datetime | None = None
         self.dashboard = DashboardWriter(engine.root, engine.journal)
         self._stopping = False
@@ -189,6 +192,7 @@ class Daemon:
             self._retry_later([path], now, error)
         did |= self._launch(claimed)
         self._publish(now)  # once the actions started: telling never delays them
+        self._act_on_followed()  # its approvals: claimed with the next group, or by the step
         return did
 
     def _guarded(self, what: str, work: Callable[[datetime], bool], now: datetime) -> bool:

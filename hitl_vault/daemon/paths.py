@@ -4,7 +4,9 @@ A request note (a human's decision or edit, journaled at once), an Inbox
 proposal (a new request), ``hitl-vault.yaml`` (reloaded once quiet), the
 journal (another process recorded transitions), or a request folder that
 appeared (everything in it). The daemon decides when to look and in which
-commit; this module decides what a look does.
+commit; this module decides what a look does. A look never starts an action:
+what it journaled reaches the worker queue through the journal's feed, once
+committed, like an approval any other process made.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from ..layout import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..notes.state import is_candidate
 from .inbox import Inbox
 from .quiet import QuietWriter
-from .workers import Actions
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,10 @@ class Looker:
     """Looks at paths for one daemon; remembers what to look at again and what it said."""
 
     def __init__(
-        self,
-        engine: Engine,
-        quiet: QuietWriter,
-        actions: Actions,
-        journal_changed: Callable[[datetime], bool],
+        self, engine: Engine, quiet: QuietWriter, journal_changed: Callable[[datetime], bool]
     ) -> None:
         self.engine = engine
         self.quiet = quiet
-        self.actions = actions
         self.inbox = Inbox(engine)
         self._journal_changed = journal_changed
         self.recheck: dict[Path, datetime] = {}  # half-saved notes: looked at again once quiet
@@ -75,9 +71,8 @@ class Looker:
 
     def _take_proposal(self, path: Path, rel: Path, now: datetime) -> bool:
         """An Inbox file: a proposal becomes a request (or is flagged)."""
-        for request in self.inbox.take(path, now):
-            log.info("%s: made from %s", request.id, rel)
-            self.actions.queue_if_runnable(request.id)
+        for request in self.inbox.take(path, now):  # one an allow rule approved runs once
+            log.info("%s: made from %s", request.id, rel)  # the feed tells the daemon of it
         return True  # a request, or a flag: either way the dashboard may change
 
     def _look_at_note(self, path: Path, rel: Path, now: datetime) -> bool:
@@ -105,8 +100,6 @@ class Looker:
             self._reported[path] = finding.problem
         else:
             self._reported.pop(path, None)
-        if finding.acted is not None and finding.request_id:
-            self.actions.queue_if_runnable(finding.request_id)
         if finding.request_id and finding.needs_sync:
             self.quiet.want(finding.request_id)
         return True
