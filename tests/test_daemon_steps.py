@@ -7,13 +7,13 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from hitl_vault import Request, Status, Vault
-from hitl_vault.daemon.loop import Daemon
+from hitl_vault.daemon.loop import RESCAN_EVERY, Daemon
 from hitl_vault.errors import JournalUnavailableError
 
 from .helpers import TEMPLATE_QUIET, Clock, VaultHelper, ended, eventually, set_status
@@ -99,3 +99,56 @@ def test_an_approval_reaches_the_worker_queue_only_once_committed(
     ended(daemon, clock, request.id, Status.EXECUTED)
     daemon.run_once(clock.advance(timedelta(seconds=5)))
     assert ran == [request.id]
+
+
+# --- each part says when the daemon must next wake ----------------------------------------------
+
+
+def test_the_daemon_wakes_for_the_soonest_time_any_part_asks_for(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    """The next rescan, an expiry, the rules file quiet after an edit, a decided note quiet
+    at last: after each step the daemon's next wake is the soonest its parts wait for."""
+    vault = clocked_vault
+    daemon.run_once(clock.now)
+    start = clock.now
+    assert daemon.next_wake(start) == start + RESCAN_EVERY  # nothing else waits
+
+    request = vault.submit("payment", {"amount": 1500}, timeout="1m")
+    assert request.expires is not None and request.path is not None
+    daemon.run_once(clock.advance(timedelta(seconds=5)))
+    assert daemon.next_wake(clock.now) == request.expires
+
+    rules = vault.root / "hitl-vault.yaml"
+    rules.write_text(rules.read_text())
+    daemon.notice(rules)
+    daemon.run_once(clock.advance(timedelta(seconds=5)))
+    assert daemon.next_wake(clock.now) == clock.now + TEMPLATE_QUIET  # reloaded once quiet
+    daemon.run_once(clock.advance(TEMPLATE_QUIET))
+    assert daemon.next_wake(clock.now) == request.expires
+
+    set_status(request.path, "approved", decided_by="alice")
+    daemon.notice(request.path)
+    daemon.run_once(clock.advance(timedelta(seconds=5)))
+    assert daemon.next_wake(clock.now) == clock.now + TEMPLATE_QUIET  # the note, once quiet
+    eventually(lambda: ran == [request.id])
+    ended(daemon, clock, request.id, Status.EXECUTED)
+    daemon.run_once(clock.advance(TEMPLATE_QUIET))
+    assert (vault.root / "Done" / f"{request.id}.md").exists()
+    assert daemon.next_wake(clock.now) == start + RESCAN_EVERY
+
+
+def test_a_part_added_to_the_daemon_is_woken_for_without_the_loop_knowing_it(
+    daemon: Daemon, clock: Clock
+) -> None:
+    """A new part brings its own deadline: the loop wakes for it, however many others wait."""
+    daemon.run_once(clock.now)
+    soon = clock.now + timedelta(seconds=7)
+
+    class Reports:
+        def next_wake(self, now: datetime) -> datetime | None:
+            return soon if now < soon else None
+
+    daemon.parts.append(Reports())
+    assert daemon.next_wake(clock.now) == soon
+    assert daemon.next_wake(soon) == clock.now + RESCAN_EVERY

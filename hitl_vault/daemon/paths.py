@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..engine import Engine
@@ -29,15 +29,22 @@ class Looker:
     """Looks at paths for one daemon; remembers what to look at again and what it said."""
 
     def __init__(
-        self, engine: Engine, quiet: QuietWriter, journal_changed: Callable[[datetime], bool]
+        self,
+        engine: Engine,
+        quiet: QuietWriter,
+        journal_changed: Callable[[datetime], bool],
+        rules_changed: Callable[[datetime], None],
+        rescan_every: timedelta,
     ) -> None:
         self.engine = engine
         self.quiet = quiet
+        self._rules_changed = rules_changed
+        self.rescan_every = rescan_every
+        self.next_rescan: datetime | None = None  # None: at the next step (a start, an overflow)
         self.inbox = Inbox(engine)
         self._journal_changed = journal_changed
         self.recheck: dict[Path, datetime] = {}  # half-saved notes: looked at again once quiet
         self._reported: dict[Path, str] = {}  # the problem last logged for each path
-        self.rules_due: datetime | None = None  # hitl-vault.yaml changed: reload once quiet
 
     def is_note(self, path: Path) -> bool:
         try:
@@ -48,6 +55,19 @@ class Looker:
     def due(self, now: datetime) -> set[Path]:
         """The half-saved notes whose quiet period has passed."""
         return {path for path, at in self.recheck.items() if now >= at}
+
+    def rescan_due(self, now: datetime, *, wanted: bool = False) -> bool:
+        """Whether to look at every file again now (``wanted``: events were lost); if so, the
+        next rescan is planned from now."""
+        if not wanted and self.next_rescan is not None and now < self.next_rescan:
+            return False
+        self.next_rescan = now + self.rescan_every
+        return True
+
+    def next_wake(self, now: datetime) -> datetime | None:
+        """The soonest of: a half-saved note quiet at last, the next rescan."""
+        times = [*self.recheck.values(), self.next_rescan]
+        return min((t for t in times if t is not None), default=None)
 
     def look(self, path: Path, now: datetime) -> bool:
         """Handle one path that may have changed, by what it is; True if anything happened."""
@@ -60,7 +80,7 @@ class Looker:
         if not rel.parts or rel.parts[0] == STATE_DIR:
             return False
         if rel.as_posix() == RULES_FILE:  # reloaded once quiet: an editor may be mid-save
-            self.rules_due = now + self.engine.policy.defaults.quiet
+            self._rules_changed(now)
             return False
         if rel.parts[0] == INBOX_FOLDER:
             return self._take_proposal(path, rel, now)

@@ -54,7 +54,7 @@ class QuietWriter:
         self.engine = engine
         self.waiting: set[str] = set()  # requests whose note should show the journal
         self.refused: dict[str, str] = {}  # the system refused to write these notes: where
-        self.next_at: datetime | None = None  # when the next waiting note is worth a look
+        self._next_at: datetime | None = None  # when the next waiting note is worth a look
         self._due: list[tuple[datetime, str]] = []  # a heap of (no sooner than, request id)
         self._touched: dict[str, datetime] = {}  # by file stem: a request's note, anywhere
         self._ours: dict[Path, str] = {}
@@ -126,7 +126,11 @@ class QuietWriter:
             last = self._touched.get(request_id)
             at = _EARLIEST if last is None else last + self._quiet
         heapq.heappush(self._due, (at, request_id))
-        self.next_at = self._due[0][0]
+        self._next_at = self._due[0][0]
+
+    def next_wake(self, now: datetime) -> datetime | None:
+        """When the next waiting note is worth a look (it may still not be quiet then)."""
+        return self._next_at
 
     def quiet_at(self, request_id: str) -> tuple[Path | None, datetime | None]:
         """The request's note, and when it will have been quiet long enough to be rewritten."""
@@ -195,7 +199,7 @@ class QuietWriter:
                 log.debug("%s: note brought up to date with the journal", request_id)
                 self._remember_written(request_id)
             did = True
-        self.next_at = due[0][0] if due else None
+        self._next_at = due[0][0] if due else None
         return did
 
     def _remember_written(self, request_id: str) -> None:

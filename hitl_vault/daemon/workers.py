@@ -142,9 +142,9 @@ class Actions:
             self.engine.journal.record_ignored(request.id, now, details)
             self.noted.add(request.id)
 
-    @property
-    def next_retry(self) -> datetime | None:
-        """When the first deferred request is tried again."""
+    def next_wake(self, now: datetime) -> datetime | None:
+        """When the first deferred request is tried again (an action's end wakes the daemon
+        by itself)."""
         return min((at for _, at in self._later.values()), default=None)
 
     def refuse(self, request_id: str, message: str) -> bool:
