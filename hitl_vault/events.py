@@ -104,6 +104,17 @@ class Events:
             load = functools.partial(self.journal.get, history=False)
             return self.emit(Event(rid, t, seq, load) for seq, rid, t in entries)
 
+    def recorded(self) -> list[Event]:
+        """What the journal recorded after the published position, inside a batch its own
+        uncommitted entries too, without telling anyone or moving the position: for work
+        done in the same commit (the daemon claims an approval with it), which a rollback
+        undoes with them. Listeners hear these entries at the next :meth:`publish`."""
+        seen = self.seen
+        if seen is None:  # nobody listens: nothing is published either
+            return []
+        load = functools.partial(self.journal.get, history=False)
+        return [Event(rid, t, seq, load) for seq, rid, t in self.journal.feed(seen)]
+
     def durable(self, name: str, listener: Listener, *, first: Start | None = None) -> Listener:
         """Hand ``listener`` every journal entry once, across restarts, at :meth:`catch_up`.
 

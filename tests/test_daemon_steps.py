@@ -70,11 +70,12 @@ def test_a_move_the_system_refuses_is_on_the_dashboard_in_the_same_step_and_stay
 # --- one path into the worker queue ------------------------------------------------------
 
 
-def test_an_approval_reaches_the_worker_queue_only_once_committed(
+def test_an_approval_whose_commit_failed_leaves_nothing_queued_and_runs_once_on_the_retry(
     clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
 ) -> None:
-    """An approval saved in a note is queued from the journal's feed, after its commit: a step
-    whose commit fails (a disk I/O error, injected) queues nothing; the retry runs it once."""
+    """An approval saved in a note is queued from the journal's feed and claimed in the commit
+    that records it: when that commit fails (a disk I/O error, injected), nothing stays
+    queued; the retry runs it, once."""
     vault = clocked_vault
     request = vault.submit("payment", {"amount": 1500})
     daemon.run_once(clock.now)

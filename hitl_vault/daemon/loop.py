@@ -9,9 +9,10 @@ the daemon asks for (each part says its own), and never polls on a fixed interva
   so two events for one save cause one read.
 * A human's decision is journaled and its action started at once; the note is
   rewritten or moved only after it has been quiet for ``defaults.quiet``.
-* An approval reaches the worker queue one way: the journal's feed, once it is
-  committed, whoever recorded it (a save seen here, the CLI, a script). Only a
-  start and a rules change look at every approved request again.
+* An approval reaches the worker queue one way: the journal's feed, whoever
+  recorded it (a save seen here, the CLI, a script); a look at a note never
+  queues what it saw. Only a start and a rules change look at every approved
+  request again.
 * Actions run on worker threads (:mod:`hitl_vault.daemon.workers`); ``executing`` is journaled
   before each starts, and its outcome by the step after it ends.
 """
@@ -185,8 +186,13 @@ class Daemon:
                         did |= self.looker.look(path, now)
                     except Exception as e:  # kept apart and retried, below
                         failed[path] = e
-                # Claims share the group's commit; alone, a path's commit is its own, and
-                # claims wait for the step's end (a failed claim must roll back whole).
+                # Claims share the group's commit: the approvals it recorded are followed from
+                # the feed before the commit (a rollback undoes both; listeners hear them once
+                # committed). Alone, a path's commit is its own, and claims wait for the step.
+                if batch:
+                    for event in self.engine.events.recorded():
+                        self._follow(event)
+                    self._act_on_followed()
                 claimed = self._claim() if batch else []
         except Exception as e:  # the commit failed: nothing in it happened
             self.actions.unclaim()
@@ -201,7 +207,6 @@ class Daemon:
             self._retry_later([path], now, error)
         did |= self._launch(claimed)
         self._publish(now)  # once the actions started: telling never delays them
-        self._act_on_followed()  # its approvals: claimed with the next group, or by the step
         return did
 
     def _guarded(self, what: str, work: Callable[[datetime], bool], now: datetime) -> bool:
