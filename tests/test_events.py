@@ -216,3 +216,28 @@ def test_a_durable_listener_that_raises_undoes_its_writes_and_hears_the_same_aga
     assert heard == ["created → pending", "pending → approved"]
     assert len(journal.attention()) == 2
     assert vault.engine.events.catch_up() == 0
+
+
+def test_recorded_shows_a_batch_its_own_entries_and_listeners_hear_them_once_committed(
+    vault: Vault,
+) -> None:
+    """Inside a batch, ``recorded()`` shows what it wrote (for work in the same commit);
+    listeners hear it only after the commit, and never what was rolled back."""
+    heard: list[str] = []
+    vault.on()(lambda e: heard.append(e.transition.move))
+    req = vault.submit("payment", {"amount": 900})
+    journal, events = vault.engine.journal, vault.engine.events
+    clock = vault.engine.now
+    with pytest.raises(RuntimeError), journal.batch():
+        journal.transition(req.id, Status.APPROVED, at=clock(), by="alice")
+        assert [e.status for e in events.recorded()] == [Status.APPROVED]
+        assert events.publish() == 0  # not committed yet
+        raise RuntimeError("the commit failed")
+    assert events.recorded() == [] and events.publish() == 0
+    with journal.batch():
+        journal.transition(req.id, Status.APPROVED, at=clock(), by="alice")
+        assert [e.request_id for e in events.recorded()] == [req.id]
+    assert heard == ["created → pending"]
+    assert events.publish() == 1
+    assert heard == ["created → pending", "pending → approved"]
+    assert events.recorded() == []

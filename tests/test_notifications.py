@@ -873,7 +873,7 @@ def test_one_reminder_is_sent_remind_before_the_expiry(
         daemon.run_once(clock.advance(due - clock.now - timedelta(seconds=1)))
         daemon.notifier.send_due()
         assert [p.title for p in receiver.got()] == ["[high] Pay ACME — waiting for approval"]
-        assert daemon.notifier.next_reminder == due  # what the daemon wakes up for
+        assert daemon.notifier.next_wake(clock.now) == due  # what the daemon wakes up for
 
         daemon.run_once(clock.advance(timedelta(seconds=2)))
         daemon.notifier.send_due()
