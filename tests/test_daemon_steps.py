@@ -153,3 +153,26 @@ def test_a_part_added_to_the_daemon_is_woken_for_without_the_loop_knowing_it(
     daemon.parts.append(Reports())
     assert daemon.next_wake(clock.now) == soon
     assert daemon.next_wake(soon) == clock.now + RESCAN_EVERY
+
+
+def test_a_refused_move_made_by_hand_while_no_daemon_ran_leaves_the_dashboard_at_the_start(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
+) -> None:
+    """The daemon may not move a note and stops; a human moves it into Done/ by hand. The next
+    daemon finds the note where it belongs and takes the flag off Dashboard.md."""
+    vault = clocked_vault
+    request = vault.submit("payment", {"amount": 1500})
+    vault.approve(request.id, by="alice")
+    daemon.run_once(clock.now)
+    eventually(lambda: ran == [request.id])
+    ended(daemon, clock, request.id, Status.EXECUTED)
+    with refusing_new_files(vault.root / "Done"):
+        daemon.run_once(clock.advance(TEMPLATE_QUIET))
+    assert f"Approved/{request.id}.md" in helper.attention()
+    daemon.close()
+    note = vault.root / "Approved" / f"{request.id}.md"
+    note.rename(vault.root / "Done" / note.name)  # what the flag asked for, done by hand
+
+    with Daemon(vault.engine, clock=clock) as restarted:
+        restarted.run_once(clock.advance(timedelta(seconds=1)))
+        assert "Nothing needs attention" in helper.attention()

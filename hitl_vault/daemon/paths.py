@@ -20,7 +20,7 @@ from ..engine import Engine
 from ..layout import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..notes.state import is_candidate
 from .inbox import Inbox
-from .quiet import QuietWriter
+from .quiet import QuietWriter, refused_flag
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ class Looker:
             self._reported.pop(path, None)
         if finding.request_id and finding.needs_sync:
             self.quiet.want(finding.request_id)
+        elif finding.request_id:  # it shows the journal where it belongs: nothing to write
+            self.engine.journal.unflag(refused_flag(finding.request_id))
         return True
 
     def scan(self) -> set[Path]:
