@@ -4,9 +4,9 @@ A request note (a human's decision or edit, journaled at once), an Inbox
 proposal (a new request), ``hitl-vault.yaml`` (reloaded once quiet), the
 journal (another process recorded transitions), or a request folder that
 appeared (everything in it). The daemon decides when to look and in which
-commit; this module decides what a look does. A look never starts an action:
-what it journaled reaches the worker queue through the journal's feed, once
-committed, like an approval any other process made.
+commit; this module decides what a look does. A look never queues an action:
+an approval it journaled reaches the worker queue through the journal's feed,
+as one any other process made does.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ class Looker:
 
     def _take_proposal(self, path: Path, rel: Path, now: datetime) -> bool:
         """An Inbox file: a proposal becomes a request (or is flagged)."""
-        for request in self.inbox.take(path, now):  # one an allow rule approved runs once
-            log.info("%s: made from %s", request.id, rel)  # the feed tells the daemon of it
+        for request in self.inbox.take(path, now):  # one approved at once: the feed queues it
+            log.info("%s: made from %s", request.id, rel)
         return True  # a request, or a flag: either way the dashboard may change
 
     def _look_at_note(self, path: Path, rel: Path, now: datetime) -> bool:
