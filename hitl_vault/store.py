@@ -197,6 +197,9 @@ class JournalStore(Protocol):
     def feed(self, seq: int) -> list[tuple[int, str, Transition]]:
         """Every entry after position ``seq``, in order: position, request id, step."""
 
+    def move_cursor(self, name: str, seq: int) -> None:
+        """The reader ``name`` has handled every entry up to ``seq`` (see :meth:`cursor`)."""
+
     def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition, int | None]]:
         """The newest entries, newest first, with the user id of the process that recorded
         each (None where unknown)."""

@@ -254,6 +254,9 @@ class MemoryJournal:
     def cursor(self, name: str) -> int | None:
         return self._book.cursor(name)
 
+    def move_cursor(self, name: str, seq: int) -> None:
+        self._book.move_cursor(name, seq)
+
     def enqueue(
         self,
         items: Iterable[tuple[str, str, str]],

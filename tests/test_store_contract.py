@@ -265,6 +265,18 @@ class TestJournalStore:
         s.not_sent(again.id, T0 + HOUR, "still down", retry_at=None)  # given up
         assert s.outgoing() == [] and s.sent_count() == 1 and s.sent_count(B) == 0
 
+    def test_a_cursor_moves_alone_and_with_its_batch(self, kit: Kit) -> None:
+        """move_cursor keeps a durable listener's place; inside a batch that fails it is undone."""
+        s = kit.store
+        s.move_cursor("listener", 5)
+        assert s.cursor("listener") == 5 and s.cursor("other") is None
+        with pytest.raises(RuntimeError), s.batch():
+            s.move_cursor("listener", 9)
+            raise RuntimeError("the listener failed")
+        assert s.cursor("listener") == 5
+        s.move_cursor("listener", 7)
+        assert s.cursor("listener") == 7
+
     def test_flags_are_news_once_and_listed_oldest_first(self, kit: Kit) -> None:
         """flag is True for a new or changed message only; unflag takes it off."""
         s = kit.store

@@ -163,28 +163,37 @@ DASHBOARD_EVERY = timedelta(seconds=1)
 
 
 class DashboardWriter:
-    """The daemon's Dashboard.md: rewritten once per change, at most once a second."""
+    """The daemon's Dashboard.md: rewritten once per change, at most once a second, except
+    that a change of Needs attention is shown at once (a human must not wait to see it)."""
 
     def __init__(self, root: Path, journal: JournalStore) -> None:
         self.root, self.journal = root, journal
         self._stale = True
         self._written: datetime | None = None
+        self._shown: list[tuple[str, str]] | None = None  # Needs attention, as last written
 
     def step(self, now: datetime, *, changed: bool) -> None:
-        """After a step: write it if something changed and a second passed since the last."""
+        """After a step: write it if something changed and a second passed since the last, or
+        at once if what needs attention changed."""
         self._stale |= changed
-        if self._stale and (self._written is None or now >= self._written + DASHBOARD_EVERY):
+        if not self._stale:
+            return
+        due = self._written is None or now >= self._written + DASHBOARD_EVERY
+        if due or (changed and self._flags() != self._shown):
             self.write(now)
             self._stale = False  # a failed write is tried with the next change
             self._written = now
 
+    def _flags(self) -> list[tuple[str, str]]:
+        return [(a.path, a.message) for a in self.journal.attention()]
+
     def write(self, now: datetime) -> None:
         """Write it now (:func:`write_or_report`: a dashboard that stays broken is reported
         with every change it misses)."""
+        self._shown = self._flags()
         write_or_report(self.root, self.journal, now)
 
-    @property
-    def next_at(self) -> datetime | None:
+    def next_wake(self, now: datetime) -> datetime | None:
         """When a pending rewrite is due; None when nothing waits."""
         if self._stale and self._written is not None:
             return self._written + DASHBOARD_EVERY

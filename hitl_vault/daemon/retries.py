@@ -61,8 +61,7 @@ class Retries:
         """Whether the part ``what`` failed last time it ran."""
         return what in self._parts
 
-    @property
-    def next_at(self) -> datetime | None:
+    def next_wake(self, now: datetime) -> datetime | None:
         """When the soonest retry is due; None when nothing waits for one."""
         times = [*self._at.values(), *([self._soon] if self._soon is not None else [])]
         return min(times) if times else None

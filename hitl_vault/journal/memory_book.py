@@ -87,6 +87,10 @@ class MemoryBook:
         with self._m.lock:
             return self._m.state.cursors.get(name)
 
+    def move_cursor(self, name: str, seq: int) -> None:
+        with self._m.write() as s:
+            s.cursors[name] = seq
+
     def enqueue(
         self,
         items: Iterable[tuple[str, str, str]],

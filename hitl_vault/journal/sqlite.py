@@ -244,6 +244,9 @@ class Journal:
     def cursor(self, name: str) -> int | None:
         return self._outbox.cursor(name)
 
+    def move_cursor(self, name: str, seq: int) -> None:
+        self._outbox.move_cursor(name, seq)
+
     def enqueue(
         self,
         items: Iterable[tuple[str, str, str]],

@@ -25,6 +25,16 @@ class Outbox:
             row = self._db.db.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
         return None if row is None else int(row[0])
 
+    def move_cursor(self, name: str, seq: int) -> None:
+        """The reader ``name`` has handled every entry up to ``seq``. Durable with the batch it
+        is part of; alone, not fsynced (the reader is handed those entries again)."""
+        with self._write(durable=False) as db:
+            db.execute(
+                "INSERT INTO cursors (name, seq) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                (name, seq),
+            )
+
     def enqueue(
         self,
         items: Iterable[tuple[str, str, str]],
