@@ -31,9 +31,8 @@ from .errors import (
     VaultNotFoundError,
 )
 from .events import Events, Listener
-from .journal.lock import daemon_running
 from .journal.sqlite import Journal
-from .layout import JOURNAL_FILE, LOCK_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from .layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from .model import RETRYABLE, Kind, Request, Status, Transition, check_action, new_id
 from .notes.file import read_note
 from .notes.reconcile import Reconciler
@@ -92,7 +91,7 @@ class Engine:
         self.handlers: dict[str, Callable[[Request], Any]] = {}
         self.notes = Reconciler(self.root, self.journal, lambda: self.policy, self.functions)
         self.events = Events(self.journal)
-        self._waiting = Waiting(self.root, self.refresh, self.now, self.journal.touches)
+        self._waiting = Waiting(self.root, self.refresh, self.now, self.journal.watch)
 
     # --- events -------------------------------------------------------------------
 
@@ -390,7 +389,7 @@ class Engine:
 
     def show_in_note(self, request_id: str, now: datetime) -> None:
         """Bring the note up to date at once, unless a daemon will do it once the note is quiet."""
-        if daemon_running(self.root / STATE_DIR / LOCK_FILE):
+        if self.journal.daemon_running():
             return
         try:
             self.notes.sync_now(request_id, now)

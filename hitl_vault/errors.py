@@ -199,6 +199,28 @@ class JournalDamagedError(VaultError):
         )
 
 
+class JournalMissingError(JournalDamagedError):
+    """The journal file was deleted (or replaced) while a process had it open: what it would
+    write now no other process would see, and they would find its requests "not found".
+    ``rescued``: where a copy of what that process still held was saved."""
+
+    def __init__(self, path: Path, rescued: Path | None = None) -> None:
+        self.path, self.rescued = path, rescued
+        kept = f" (a copy of what it held is saved in {rescued})" if rescued else ""
+        back = (
+            f"move {rescued.name} to {path.name} (or restore .hitl/ from the backup taken "
+            "with the vault)"
+            if rescued
+            else "restore .hitl/ from the backup taken with the vault"
+        )
+        VaultError.__init__(
+            self,
+            f"{path}: the journal was deleted or replaced while hitl-vault was running{kept}; "
+            f"nothing more is recorded until it is back. Stop every hitl-vault process (the "
+            f"daemon too), {back}, then run `hitl-vault verify`",
+        )
+
+
 class JournalUnavailableError(VaultError):
     """The journal could not be read or written just now (held by another process for too
     long, a full disk, an I/O error): nothing was recorded, and trying again may work."""

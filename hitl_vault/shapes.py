@@ -94,6 +94,34 @@ def listed_json(request: Request, votes: Count | None = None) -> dict[str, Any]:
     return data
 
 
+def decided_json(
+    request_id: str, request: Request | None, votes: Count | None, error: str | None
+) -> dict[str, Any]:
+    """One ID given to ``approve`` or ``reject --json``: ``id`` (the whole id, or as given
+    when it named none), ``ok`` (it counts as done for the exit code), ``error`` (why not,
+    else null) and ``request`` (as :func:`request_json` prints it, null when it failed)."""
+    return {
+        "id": request_id,
+        "ok": error is None,
+        "error": error,
+        "request": request_json(request, votes) if request is not None else None,
+    }
+
+
+def verified_json(problems: list[str], requests: int, at: datetime) -> dict[str, Any]:
+    """``verify --json``: ``ok``, how many ``requests``, each of the ``problems`` (one line
+    each, as ``verify`` prints them) and when it was ``checked_at``."""
+    return {"ok": not problems, "requests": requests, "problems": problems,
+            "checked_at": format_ts(at)}  # fmt: skip
+
+
+def tested_json(results: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """``notify test --json``: ``ok`` (every target got it, and there is one) and per target
+    its ``target`` (as written, secrets left as ${NAME}), ``delivered`` and ``error``."""
+    targets = [{"target": t, "delivered": e is None, "error": e} for t, e in results]
+    return {"ok": bool(targets) and all(t["delivered"] for t in targets), "targets": targets}
+
+
 def ruling_json(ruling: Ruling, timeout: Any) -> dict[str, Any]:
     return {
         "decision": str(ruling.decision),

@@ -1,19 +1,31 @@
-"""What the rest of hitl-vault needs from a journal: :class:`JournalStore`.
+"""The one storage seam: :class:`JournalStore`, what the rest of hitl-vault needs from a
+journal, each method with its contract in one line (as huey's ``BaseStorage``).
 
-:class:`~hitl_vault.journal.sqlite.Journal` (SQLite) is the one implementation shipped;
-``Vault(path, journal=...)`` accepts another. Each method says its contract in
-one line. Errors are ours, never the storage's: :class:`DuplicateError` from
-``create``, :class:`JournalUnavailableError` when it cannot be used just now
-(try again), :class:`JournalDamagedError` when it cannot be read at all.
+Two stores ship: :class:`~hitl_vault.journal.sqlite.Journal` (SQLite in ``.hitl/``, the
+default) and :class:`~hitl_vault.testing.MemoryJournal` (in memory, one process);
+``Vault(path, journal=...)`` takes either, or another. A new backend (a database
+server, say) is one class that satisfies this protocol and passes
+``tests/test_store_contract.py``.
+
+What crosses the seam are our types and our errors, never the storage's (no
+``sqlite3`` exception): :class:`DuplicateError` from ``create``,
+:class:`RequestNotFoundError` for an unknown id where one must exist,
+:class:`IllegalTransitionError` for a move the model forbids,
+:class:`JournalUnavailableError` when it cannot be used just now (try again),
+:class:`JournalDamagedError` when it cannot be read at all, and its kind
+:class:`JournalMissingError` when it vanished under a running process.
+
+Besides the records, a store brings two things another process needs: word that
+something was written (:meth:`JournalStore.watch`) and the one-daemon lock
+(:meth:`JournalStore.daemon_lock`), so a store on a server brings its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .model import Request, Status, Transition
@@ -52,6 +64,16 @@ class Outgoing:
     last_error: str | None
 
 
+class VaultLock(Protocol):
+    """The one-daemon lock a store hands out (:meth:`JournalStore.daemon_lock`)."""
+
+    def acquire(self) -> VaultLock:
+        """Take it now, or raise :class:`DaemonRunningError` naming who holds it."""
+
+    def release(self) -> None:
+        """Give it back (a process that dies gives it back too)."""
+
+
 class JournalStore(Protocol):
     """The journal: what happened to every request, durable, shared by every process."""
 
@@ -67,7 +89,18 @@ class JournalStore(Protocol):
         """A write waits at most this long for another process's write, then fails."""
 
     def close(self) -> None:
-        """Release the storage; nothing is used after this."""
+        """Release the storage (and any watcher it started); nothing is used after this."""
+
+    # --- other processes: word of their writes, and the one-daemon lock ---------------------
+    def watch(self, wake: Callable[[], None]) -> AbstractContextManager[None]:
+        """While inside, call ``wake()`` (from any thread) soon after a write by any process
+        that shares the store; it may also wake for nothing (callers re-read)."""
+
+    def daemon_lock(self) -> VaultLock:
+        """The lock that lets one daemon at a time act for this journal (not taken yet)."""
+
+    def daemon_running(self) -> bool:
+        """Whether some daemon (this process's included) holds :meth:`daemon_lock` now."""
 
     # --- requests and their steps -------------------------------------------------------
     def create(
@@ -164,8 +197,8 @@ class JournalStore(Protocol):
     def feed(self, seq: int) -> list[tuple[int, str, Transition]]:
         """Every entry after position ``seq``, in order: position, request id, step."""
 
-    def touches(self, path: Path) -> bool:
-        """Whether a change to this file may be a change of the journal (it wakes waiters)."""
+    def move_cursor(self, name: str, seq: int) -> None:
+        """The reader ``name`` has handled every entry up to ``seq`` (see :meth:`cursor`)."""
 
     def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition, int | None]]:
         """The newest entries, newest first, with the user id of the process that recorded

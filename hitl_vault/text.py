@@ -71,6 +71,36 @@ def inline(text: object) -> str:
 
 
 def one_line(text: str, limit: int = 300) -> str:
-    """Text fit for one history line: no line breaks, no ` · ` ambiguity, bounded."""
+    """Text on one line (every run of whitespace, line breaks included, is one space),
+    bounded: for a log line, a stored detail, a label."""
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _separator(ch: str, arrows: bool) -> str:
+    """What a character that could pass for a history line's ``·`` or ``→`` becomes."""
+    if ch.isascii() or unicodedata.category(ch)[0] not in "PS":
+        return ch
+    name = unicodedata.name(ch, "")
+    if "DOT" in name or "BULLET" in name:
+        return "."
+    if arrows and ("ARROW" in name or "HARPOON" in name):
+        return "->"
+    return ch
+
+
+def history_text(text: str, limit: int = 300, *, arrows: bool = True) -> str:
+    """Text from outside (a name, a reason, a detail) fit for one history line.
+
+    A history line is ``- <time> · <move> · by <who> · "<why>" · <details>``, and a
+    reader takes each `` · `` for the start of a field and ``→`` for a move. So no text
+    from outside keeps either: a middle dot, a bullet or anything else named a dot
+    becomes ``.``, an arrow becomes ``->`` (``arrows=False`` keeps arrows, for a detail,
+    where hitl-vault writes ``amount 1500 → 1000`` for edited params: without a `` · ``
+    of its own, no text there can pass for another field), and the text is
+    :func:`one_line`. The journal keeps the text as given; only the line changes.
+    """
+    text = str(text)
+    if not text.isascii():
+        text = "".join(_separator(ch, arrows) for ch in text)
+    return one_line(text, limit)

@@ -95,7 +95,7 @@ def _note_problems(where: str, note: Note, request: Request) -> list[str]:
         if not lines:
             problems.append(f"{where}: history lacks journal entry {history_line(t)[2:]!r}")
             continue
-        for written in (history_line(t), unescaped_history_line(t)):
+        for written in (history_line(t), history_line(t, True), unescaped_history_line(t)):
             if written in lines:
                 lines.remove(written)
                 break

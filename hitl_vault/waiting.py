@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,13 +70,13 @@ class Waiting:
         root: Path,
         refresh: Callable[[str], Request],
         now: Callable[[], datetime],
-        touches_journal: Callable[[Path], bool],
+        journal_watch: Callable[[Callable[[], None]], AbstractContextManager[None]],
     ) -> None:
         self._changes = _FileChanges(root)
         self._root = root
         self._refresh = refresh
         self._now = now
-        self._touches_journal = touches_journal
+        self._journal_watch = journal_watch  # the store says when another process wrote
 
     async def wait(self, request_id: str, timeout: float | None = None) -> Request:
         """Return once the request is no longer pending; :class:`WaitTimeoutError` if
@@ -86,14 +86,13 @@ class Waiting:
         started = loop.time()
 
         def poke(path: Path) -> None:
-            if (
-                path.name.startswith(request_id)
-                or self._touches_journal(path)
-                or path == self._root
-            ):
+            if path.name.startswith(request_id) or path == self._root:
                 loop.call_soon_threadsafe(wake.set)
 
-        with self._changes.listening(poke):
+        def journal_changed() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        with self._changes.listening(poke), self._journal_watch(journal_changed):
             while True:
                 wake.clear()
                 request = self._refresh(request_id)

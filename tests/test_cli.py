@@ -322,7 +322,8 @@ def test_list_prints_requests_newest_first_and_filters_by_status(vault_path: Pat
     first = pending(vault_path)
     allowed = submitted(vault_path, "payment", "-p", "amount=5")["id"]
 
-    lines = invoke(vault_path, "list").stdout.splitlines()
+    header, *lines = invoke(vault_path, "list").stdout.splitlines()
+    assert header.split() == ["ID", "STATUS", "RISK", "SUMMARY"]
     assert [line.split()[:2] for line in lines] == [[allowed, "approved"], [first, "pending"]]
 
     only = json.loads(invoke(vault_path, "list", "--status", "pending", "--json").stdout)

@@ -143,3 +143,101 @@ def test_listeners_are_called_on_the_thread_that_published_never_concurrently(
     for t in threads:
         t.join()
     assert sorted(heard) == sorted(r.id for r in reqs)
+
+
+# --- durable listeners: a cursor kept in the journal ---------------------------------------
+
+
+def _durable(vault: Vault, heard: list[tuple[str, str]], started: list[int]) -> None:
+    """An ``audit`` durable listener on ``vault`` that notes each entry's request and move."""
+    vault.engine.events.durable(
+        "audit",
+        lambda e: heard.append((e.request_id, e.transition.move)),
+        first=lambda: started.append(vault.engine.journal.last_seq()),
+    )
+
+
+def test_a_durable_listener_hears_what_no_process_listened_to_once_across_restarts(
+    vault_path: Path,
+) -> None:
+    """The first time, no past (``first`` instead); then every entry once, also those made
+    while it did not run, and none again after a restart."""
+    with Vault(vault_path) as plain:
+        before = plain.submit("payment", {"amount": 900})
+    heard: list[tuple[str, str]] = []
+    started: list[int] = []
+    with Vault(vault_path) as vault:
+        _durable(vault, heard, started)
+        assert vault.engine.events.catch_up() == 0
+        assert heard == [] and started == [1]  # before's entry is the past
+        made = vault.submit("payment", {"amount": 901})
+        assert heard == []  # heard at catch_up, not at publish
+        assert vault.engine.events.catch_up() == 1
+    with Vault(vault_path) as plain:  # no durable listener runs: the CLI, a script
+        plain.approve(made.id, by="alice")
+        plain.reject(before.id, by="bob")
+    with Vault(vault_path) as vault:  # a restart
+        _durable(vault, heard, started)
+        assert vault.engine.events.catch_up() == 2
+        assert vault.engine.events.catch_up() == 0
+    assert started == [1]
+    assert heard == [
+        (made.id, "created → pending"),
+        (made.id, "pending → approved"),
+        (before.id, "pending → rejected"),
+    ]
+
+
+def test_a_durable_listener_that_raises_undoes_its_writes_and_hears_the_same_again(
+    vault: Vault,
+) -> None:
+    """Its journal writes and its cursor commit together: a failure leaves neither, and the
+    next catch-up hands it the same entries, each once."""
+    journal = vault.engine.journal
+    heard: list[str] = []
+    failing = [True]
+
+    def listener(event: Event) -> None:
+        journal.flag(f"seen {event.seq}", "seen", event.transition.at)
+        if event.status is Status.APPROVED and failing[0]:
+            raise RuntimeError("the audit log's disk is full")
+        heard.append(event.transition.move)
+
+    vault.engine.events.durable("audit", listener)
+    vault.engine.events.catch_up()  # the first time: from here on
+    req = vault.submit("payment", {"amount": 900})
+    vault.approve(req.id, by="alice")
+    with pytest.raises(RuntimeError, match="disk is full"):
+        vault.engine.events.catch_up()
+    assert journal.attention() == [] and heard == ["created → pending"]
+    failing[0] = False
+    heard.clear()
+    assert vault.engine.events.catch_up() == 2
+    assert heard == ["created → pending", "pending → approved"]
+    assert len(journal.attention()) == 2
+    assert vault.engine.events.catch_up() == 0
+
+
+def test_recorded_shows_a_batch_its_own_entries_and_listeners_hear_them_once_committed(
+    vault: Vault,
+) -> None:
+    """Inside a batch, ``recorded()`` shows what it wrote (for work in the same commit);
+    listeners hear it only after the commit, and never what was rolled back."""
+    heard: list[str] = []
+    vault.on()(lambda e: heard.append(e.transition.move))
+    req = vault.submit("payment", {"amount": 900})
+    journal, events = vault.engine.journal, vault.engine.events
+    clock = vault.engine.now
+    with pytest.raises(RuntimeError), journal.batch():
+        journal.transition(req.id, Status.APPROVED, at=clock(), by="alice")
+        assert [e.status for e in events.recorded()] == [Status.APPROVED]
+        assert events.publish() == 0  # not committed yet
+        raise RuntimeError("the commit failed")
+    assert events.recorded() == [] and events.publish() == 0
+    with journal.batch():
+        journal.transition(req.id, Status.APPROVED, at=clock(), by="alice")
+        assert [e.request_id for e in events.recorded()] == [req.id]
+    assert heard == ["created → pending"]
+    assert events.publish() == 1
+    assert heard == ["created → pending", "pending → approved"]
+    assert events.recorded() == []

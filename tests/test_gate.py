@@ -8,12 +8,15 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hitl_vault import Status, Vault
+from hitl_vault.agents.formats import Edits, HookFormat
+from hitl_vault.agents.hookio import Answer, BadInput, Call, guard
 
 from .helpers import COMMAND, DaemonProcess, VaultHelper, eventually, set_status
 
@@ -524,3 +527,155 @@ def test_the_templates_agent_rules_let_the_agent_ask_the_vault_and_plan() -> Non
     for tool in ("mcp__hitl-vault__wait_for_approval", "Task", "AskUserQuestion"):
         assert policy.evaluate(Proposal(tool, {})).decision == "allow", tool
     assert policy.evaluate(Proposal("mcp__other__do", {})).decision == "ask"
+
+
+def test_the_clis_format_and_agent_choices_are_the_registry() -> None:
+    """gate --format, its fast path and hook install --agent offer exactly the formats there are."""
+    import click
+
+    from hitl_vault.agents.formats import FORMATS, INSTALLABLE
+    from hitl_vault.cli.agents import gate as gate_command
+    from hitl_vault.cli.agents import hook_install
+    from hitl_vault.cli.entry import gate_arguments
+
+    def choices(command: click.Command, name: str) -> list[str]:
+        [option] = [p for p in command.params if p.name == name]
+        assert isinstance(option.type, click.Choice)
+        return [str(c) for c in option.type.choices]
+
+    assert choices(gate_command, "fmt") == list(FORMATS) == ["claude", "cursor", "gemini", "codex"]
+    assert choices(hook_install, "agent") == list(INSTALLABLE) == ["claude"]
+    for name, hook in FORMATS.items():
+        assert gate_arguments(["--vault", "/v", "gate", "--format", name]) == ("/v", hook, 540.0)
+    assert gate_arguments(["gate", "--format", "nope"]) is None  # click explains it
+
+
+def _toy_read(data: Mapping[str, Any], agent: str) -> Call:
+    try:
+        return Call(agent, data["chat"], data["op"], dict(data["args"]), Path(data["dir"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise BadInput(f"the toy hook input has no {e}") from None
+
+
+def _toy_answer(answer: Answer) -> tuple[int, str, str]:
+    if answer.allow:
+        return 0, json.dumps({"go": True, "args": answer.updated}) + "\n", ""
+    return 3, "", f"no: {answer.reason}\n"
+
+
+# An agent hitl-vault has never heard of: its own input fields, its own answer (a deny is
+# exit 3), an event name of its own, and input it can change but not shorten.
+TOY = HookFormat(
+    "toy", "toy-agent", "Toy", _toy_answer, event="before", edits=Edits.NO_REMOVALS, read=_toy_read
+)
+
+
+def _toy_input(op: str, args: dict[str, Any], cwd: Path, event: str = "before") -> bytes:
+    data = {"hook_event_name": event, "chat": "c-1", "op": op, "args": args, "dir": str(cwd)}
+    return json.dumps(data).encode()
+
+
+def test_a_new_agent_format_is_one_record_that_the_gate_drives_end_to_end(
+    vault_path: Path,
+) -> None:
+    """A HookFormat made here, in no registry: read, guarded, decided and answered in its shape."""
+    from hitl_vault.agents.gate import run
+
+    project = vault_path.parent
+    # The pure parts: its input read, the guard, its answers (edited input as it allows).
+    call = TOY.read_call(_toy_input("Write", {"file_path": "vault/Approved/x.md"}, project))
+    assert (call.requested_by, call.tool, call.cwd) == ("toy-agent:c-1", "Write", project)
+    why = guard(call, vault_path.resolve(), vault_path)
+    assert why is not None and "may not change the vault" in why
+    assert TOY.render(Answer(False, why), call.params) == (3, "", f"no: {why}\n")
+    edited = TOY.render(Answer(True, "ok", {"file_path": "b", "mode": "w"}), {"file_path": "a"})
+    assert edited == (0, '{"go": true, "args": {"file_path": "b", "mode": "w"}}\n', "")
+    shortened = TOY.render(Answer(True, "ok", {}), {"file_path": "a"})
+    assert shortened[0] == 3 and "Toy hooks can change but not remove input keys" in shortened[2]
+    with pytest.raises(BadInput, match="'after' hook; hitl-vault gate answers before hooks"):
+        TOY.read_call(_toy_input("Read", {}, project, event="after"))
+    # The whole gate, in this process: an allow, a block on record, an ask left pending.
+    read = _toy_input("Read", {"file_path": "/etc/hosts"}, project)
+    assert run(vault_path, TOY, 5, read) == (0, '{"go": true, "args": null}\n', "")
+    code, out, err = run(vault_path, TOY, 5, _toy_input("Bash", {"command": "rm -rf /"}, project))
+    assert (code, out) == (3, "") and "rm -rf is never run by an agent" in err
+    [blocked] = requests(vault_path)
+    assert blocked.requested_by == "toy-agent:c-1" and blocked.status is Status.REJECTED
+    code, _, err = run(vault_path, TOY, 0.3, _toy_input("Bash", {"command": "git push"}, project))
+    assert code == 3 and "Pending_Approval/" in err and "same call again" in err
+    code, out, err = run(vault_path, TOY, 5, b'{"op": "Read"}')
+    assert (code, out) == (2, "") and err.startswith("hitl-vault gate: the toy hook input has no")
+
+
+_EDITED = (
+    "approved with edited input, and {}; not run as asked. "
+    'Call the tool again with exactly this input: {{"command": "ls -l"}}'
+)
+_CANNOT = "{} hooks cannot change a tool's input"
+
+
+def _out(data: dict[str, Any]) -> tuple[int, str, str]:
+    return 0, json.dumps(data) + "\n", ""
+
+
+@pytest.mark.parametrize(
+    ("fmt", "asked", "reply"),
+    [
+        (
+            "claude",
+            {"command": "ls", "d": "x"},
+            _out(
+                {
+                    "hookSpecificOutput": {
+                        "hookEventName": "PreToolUse",
+                        "permissionDecision": "allow",
+                        "permissionDecisionReason": "ok",
+                        "updatedInput": {"command": "ls -l"},
+                    }
+                }
+            ),
+        ),
+        (
+            "gemini",
+            {"command": "ls"},
+            _out(
+                {
+                    "decision": "allow",
+                    "reason": "ok",
+                    "hookSpecificOutput": {"tool_input": {"command": "ls -l"}},
+                }
+            ),
+        ),
+        (
+            "gemini",
+            {"command": "ls", "d": "x"},
+            _out(
+                {
+                    "decision": "deny",
+                    "reason": _EDITED.format(
+                        "Gemini CLI hooks can change but not remove input keys"
+                    ),
+                }
+            ),
+        ),
+        (
+            "cursor",
+            {"command": "ls"},
+            _out(
+                {
+                    "permission": "deny",
+                    "user_message": _EDITED.format(_CANNOT.format("Cursor")),
+                    "agent_message": _EDITED.format(_CANNOT.format("Cursor")),
+                }
+            ),
+        ),
+        ("codex", {"command": "ls"}, (2, "", _EDITED.format(_CANNOT.format("Codex")) + "\n")),
+    ],
+)
+def test_edited_input_goes_back_only_where_the_format_can_take_it(
+    fmt: str, asked: dict[str, Any], reply: tuple[int, str, str]
+) -> None:
+    """An approval with edited params: handed back whole, or a deny naming the input to use."""
+    from hitl_vault.agents.formats import FORMATS
+
+    assert FORMATS[fmt].render(Answer(True, "ok", {"command": "ls -l"}), asked) == reply

@@ -107,7 +107,7 @@ def test_approval_records_the_params_hash(journal: Journal) -> None:
     journal.create(_request(), None)
     rid = "20261122T101500Z-payment-7f3a2c"
     journal.transition(rid, Status.APPROVED, at=T0, by="alice", fields={"params": {"amount": 1000}})
-    row = journal._db.execute(
+    row = journal._db.db.execute(
         "SELECT params_sha_created, params_sha_approved FROM requests WHERE id = ?", (rid,)
     ).fetchone()
     assert row == (params_sha({"amount": 1500}), params_sha({"amount": 1000}))
@@ -173,7 +173,7 @@ def test_writes_the_notes_can_restore_leave_every_transition_durable(tmp_path: P
         journal.set_path("20261122T101500Z-payment-7f3a2c", "Approved/x.md", "ab" * 32, 1)
         journal.flag("Inbox/bad.md", "bad", T0)
         full = 2
-        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == full
+        assert journal._db.db.execute("PRAGMA synchronous").fetchone()[0] == full
         other = Journal(tmp_path / ".hitl" / "journal.db")
         try:  # committed and visible to other processes all the same
             assert other.note_sha("20261122T101500Z-payment-7f3a2c") == ("Approved/x.md", "ab" * 32)

@@ -131,19 +131,25 @@ def test_a_folder_or_symlink_at_the_lock_path_is_left_alone(
 
 
 def test_the_journal_works_while_the_state_folder_is_locked(
-    vault_path: Path, lock_path: Path, held: DaemonLock
+    vault_path: Path, lock_path: Path
 ) -> None:
     """SQLite's own locks do not collide with the flock on .hitl/: the journal opens and writes."""
-    journal = returns_within(lambda: Journal(lock_path.parent / "journal.db"), "Journal()")
+    Journal(lock_path.parent / "journal.db").close()  # a daemon opens its journal, then locks
+    held = DaemonLock(lock_path).acquire()
     try:
-        assert returns_within(lambda: journal.flag("x.md", "broken", utcnow()), "a write") is True
-        assert [a.path for a in journal.attention()] == ["x.md"]
+        journal = returns_within(lambda: Journal(lock_path.parent / "journal.db"), "Journal()")
+        try:
+            write = returns_within(lambda: journal.flag("x.md", "broken", utcnow()), "a write")
+            assert write is True
+            assert [a.path for a in journal.attention()] == ["x.md"]
+        finally:
+            journal.close()
+        with Vault(vault_path) as vault:
+            request = returns_within(lambda: vault.submit("payment", {"amount": 1500}), "submit")
+            assert vault.engine.journal.status_of(request.id) is Status.PENDING
+        assert daemon_running(lock_path)
     finally:
-        journal.close()
-    with Vault(vault_path) as vault:
-        request = returns_within(lambda: vault.submit("payment", {"amount": 1500}), "submit")
-        assert vault.engine.journal.status_of(request.id) is Status.PENDING
-    assert daemon_running(lock_path)
+        held.release()
 
 
 def test_the_module_imports_and_locks_without_fcntl(tmp_path: Path) -> None:

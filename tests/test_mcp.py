@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +163,57 @@ async def test_an_undecided_request_is_still_pending_after_the_seconds_asked(
     assert now["status"] == "pending" and now["wait_seconds"] == 0 and at_once < 2
 
 
+@contextmanager
+def journal_write_locked(vault_path: Path, hold: float) -> Iterator[threading.Event]:
+    """Another writer holds the journal (an open ``BEGIN IMMEDIATE``) until the event is set,
+    or ``hold`` seconds pass."""
+    release = threading.Event()
+    locked = threading.Event()
+
+    def holder() -> None:
+        db = sqlite3.connect(vault_path / ".hitl" / "journal.db", isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            locked.set()
+            release.wait(hold)
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        yield release
+    finally:
+        release.set()
+        thread.join(30)
+
+
+async def test_a_request_waiting_for_the_journal_holds_no_other_call(
+    vault_path: Path, tmp_path: Path
+) -> None:
+    """While another process holds the journal, a request_approval waits and get_request answers."""
+    async with mcp_server(vault_path, tmp_path) as server:
+        first = await server.call("request_approval", action="deploy", params={"tag": "v1"})
+        with journal_write_locked(vault_path, hold=15) as release:
+            asking = asyncio.create_task(
+                server.call("request_approval", action="deploy", params={"tag": "v2"})
+            )
+            await asyncio.sleep(0.5)  # let the request reach the server; the assertions follow
+            started = time.monotonic()
+            seen = await asyncio.wait_for(server.call("get_request", id=first["id"]), 20)
+            took = time.monotonic() - started
+            assert took < 5, f"get_request took {took:.1f} s while the journal was held"
+            listed = await asyncio.wait_for(server.call("list_requests"), 20)
+            assert not asking.done()  # still waiting for the journal
+            release.set()
+            second = await asyncio.wait_for(asking, 30)
+    assert seen["id"] == first["id"] and seen["status"] == "pending"
+    assert [r["id"] for r in listed["requests"]] == [first["id"]]
+    assert second["status"] == "pending" and second["id"] != first["id"]
+
+
 def test_a_wait_is_capped_at_45_seconds_and_never_negative() -> None:
     """Clients cancel a tool call after about a minute: no wait is longer than 45 s."""
     assert MAX_WAIT == 45
@@ -251,7 +304,8 @@ async def test_the_rules_are_read_again_when_the_file_changes(
 def test_without_the_mcp_extra_the_command_says_what_to_install(
     vault_path: Path, tmp_path: Path
 ) -> None:
-    """With the mcp package not importable: one line naming hitl-vault[mcp], exit 1."""
+    """With the mcp package not importable: one line saying what installs it, from an index
+    and from a clone (where the first finds nothing), exit 1."""
     hide_mcp = (
         "import sys; sys.modules['mcp'] = None; sys.argv[0] = 'hitl-vault';"
         "from hitl_vault.cli.main import main; main()"
@@ -264,8 +318,27 @@ def test_without_the_mcp_extra_the_command_says_what_to_install(
         timeout=30,
     )
     assert done.returncode == 1
-    assert "pip install 'hitl-vault[mcp]'" in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.endswith(
+        "install the mcp extra: pip install 'hitl-vault[mcp]', "
+        "or from a clone of hitl-vault: pip install '.[mcp]' in its folder"
+    )
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_mcp_help_says_what_installs_the_extra_from_a_clone_too() -> None:
+    """`hitl-vault mcp --help` gives both ways to install the SDK, as the error does."""
+    from click.testing import CliRunner
+
+    from hitl_vault.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["mcp", "--help"], obj={}, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert (
+        "Needs the mcp extra: pip install 'hitl-vault[mcp]', or from a clone of hitl-vault: "
+        "pip install '.[mcp]' in its folder."
+    ) in flat
 
 
 def test_the_cli_does_not_load_the_mcp_sdk(tmp_path: Path) -> None:

@@ -513,6 +513,56 @@ def test_requests_made_while_no_daemon_ran_are_told_when_it_starts(
     }
 
 
+def test_requests_made_through_the_api_while_no_daemon_ran_are_told_once_at_its_start(
+    vault_path: Path, receiver: Receiver
+) -> None:
+    """Requests and decisions made with the Python API while no daemon ran are each told once
+    when ``Vault.run(once=True)`` next starts; a later start tells none of them again."""
+    add_notify(
+        vault_path,
+        f"""\
+        - url: json://127.0.0.1:{receiver.port}/hook
+          on: [pending, approved, rejected, executed]
+        """,
+    )
+
+    def start_daemon() -> None:
+        with Vault(vault_path) as vault:
+            vault.action("payment")(lambda r: f"paid {r.params['amount']}")
+            vault.run(once=True)
+
+    with Vault(vault_path) as vault:
+        early = vault.submit("payment", {"amount": 1500}, summary="early")
+    start_daemon()
+    assert [p.title for p in receiver.got()] == ["[high] early — waiting for approval"]
+
+    with Vault(vault_path) as vault:  # the daemon is gone: a script asks and decides
+        vault.approve(early.id, by="alice")
+        later = vault.submit("payment", {"amount": 2500}, summary="later")
+        vault.reject(later.id, by="bob")
+        third = vault.submit("payment", {"amount": 3500}, summary="third")
+    assert len(receiver.got()) == 1
+    start_daemon()
+    assert sorted(p.title for p in receiver.got()[1:]) == [
+        "[high] early — approved by alice",
+        "[high] early — executed",
+        "[high] later — rejected by bob",  # never asked for: decided before anyone was told
+        "[high] third — waiting for approval",
+    ]
+    start_daemon()  # a restart
+    assert len(receiver.got()) == 5
+    rows = [(r["request_id"], r["event"], r["attempts"]) for r in outbox(vault_path)]
+    assert sorted(rows) == sorted(
+        [
+            (early.id, "pending", 1),
+            (early.id, "approved", 1),
+            (early.id, "executed", 1),
+            (later.id, "rejected", 1),
+            (third.id, "pending", 1),
+        ]
+    )
+
+
 def test_run_once_keeps_what_it_could_not_send_for_a_later_run(
     vault_path: Path, helper: VaultHelper, late_receiver: Receiver
 ) -> None:
@@ -823,7 +873,7 @@ def test_one_reminder_is_sent_remind_before_the_expiry(
         daemon.run_once(clock.advance(due - clock.now - timedelta(seconds=1)))
         daemon.notifier.send_due()
         assert [p.title for p in receiver.got()] == ["[high] Pay ACME — waiting for approval"]
-        assert daemon.notifier.next_reminder == due  # what the daemon wakes up for
+        assert daemon.notifier.next_wake(clock.now) == due  # what the daemon wakes up for
 
         daemon.run_once(clock.advance(timedelta(seconds=2)))
         daemon.notifier.send_due()

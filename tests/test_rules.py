@@ -207,13 +207,16 @@ def test_comparison_operators_at_the_boundary(
 
 
 def test_comparison_reads_numeric_strings_and_floats() -> None:
-    """A numeric string or a float param compares as a number; '<=10' needs no space."""
-    policy = one_rule('"<=10"')
+    """A float compares as a number, a numeric string only in an ask or block rule (an allow
+    rule never matches text); '<=10' needs no space."""
+    policy = one_rule('"<=10"', "ask")
     assert matched(policy, n="10") == ["x"]
     assert matched(policy, n=" 9.5 ") == ["x"]
     assert matched(policy, n=10.0) == ["x"]
     assert matched(policy, n="10.5") == []
     assert matched(policy, n=10.000001) == []
+    assert matched(one_rule('"<=10"'), n="10") == []
+    assert matched(one_rule('"<=10"'), n=10.0) == ["x"]
 
 
 def test_comparison_does_not_hold_for_non_numbers() -> None:
@@ -224,8 +227,10 @@ def test_comparison_does_not_hold_for_non_numbers() -> None:
 
 
 def test_numeric_string_equals_number_both_ways() -> None:
-    """A plain numeric value equals the same number given as a string, and vice versa."""
-    assert matched(one_rule("1500"), n="1500") == ["x"]
+    """A plain numeric value equals the same number given as a string (in a rule that does
+    not allow), and vice versa."""
+    assert matched(one_rule("1500", "block"), n="1500") == ["x"]
+    assert matched(one_rule("1500"), n="1500") == []
     assert matched(one_rule("1500"), n=1500.0) == ["x"]
     assert matched(one_rule('"1500"'), n=1500) == ["x"]
     assert matched(one_rule("1500"), n=1501) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ from hitl_vault import Status, Vault
 from hitl_vault.errors import DuplicateError, JournalUnavailableError
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.store import JournalStore
+from hitl_vault.testing import MemoryJournal
+
+from .helpers import VaultHelper, eventually, set_status
 
 
 class Recording:
@@ -30,7 +34,7 @@ class Recording:
 def test_a_vault_works_through_the_journal_it_is_given(tmp_path: Path, vault_path: Path) -> None:
     """Submit, approve, verify: all of it goes through the store passed in, nowhere else."""
     store = Recording(Journal(tmp_path / "elsewhere.db"))
-    typed: JournalStore = store  # type: ignore[assignment]  # duck-typed, as a user's would be
+    typed: JournalStore = store  # duck-typed, as a user's would be
     with Vault(vault_path, journal=typed) as vault:
         req = vault.submit("payment", {"amount": 900})
         vault.approve(req.id, by="alice")
@@ -66,3 +70,46 @@ def test_the_journal_raises_its_own_errors_not_sqlite3s(tmp_path: Path) -> None:
         other.execute("ROLLBACK")
         other.close()
         journal.close()
+
+
+def test_a_vault_runs_on_a_memory_journal(vault_path: Path, helper: VaultHelper) -> None:
+    """submit, approve, reject, cancel, wait_sync and run(once=True) work on a MemoryJournal,
+    with the notes in a real folder and no journal file made."""
+    helper.record_runs()
+    journal = MemoryJournal()
+    with Vault(vault_path, journal=journal) as vault:
+        paid = vault.submit("payment", {"amount": 900})
+        assert paid.status is Status.PENDING and paid.path is not None and paid.path.exists()
+        assert vault.approve(paid.id, by="alice").status is Status.APPROVED
+        refused = vault.submit("payment", {"amount": 901})
+        assert vault.reject(refused.id, by="alice", reason="no").status is Status.REJECTED
+        assert helper.note_path(refused.id).parent.name == "Rejected"
+        withdrawn = vault.submit("payment", {"amount": 902})
+        assert vault.cancel(withdrawn.id).status is Status.CANCELLED
+
+        in_note = vault.submit("payment", {"amount": 903})  # decided by editing its note
+        assert in_note.path is not None
+        set_status(in_note.path, "rejected", decided_by="bob")
+        assert vault.wait_sync(in_note.id, timeout=30).status is Status.REJECTED
+
+        elsewhere = vault.submit("payment", {"amount": 904})  # decided by another thread
+        decider = threading.Thread(
+            target=lambda: (
+                eventually(lambda: journal._m.wakers),  # the waiter listens to the journal
+                vault.approve(elsewhere.id, by="carol"),
+            )
+        )
+        decider.start()
+        try:
+            assert vault.wait_sync(elsewhere.id, timeout=30).status is Status.APPROVED
+        finally:
+            decider.join(30)
+
+        vault.run(once=True)
+        assert sorted(helper.runs()) == sorted([paid.id, elsewhere.id])
+        for request_id in (paid.id, elsewhere.id):
+            assert vault.get(request_id).status is Status.EXECUTED
+            assert helper.note_path(request_id).parent.name == "Done"
+        assert vault.verify() == []
+        assert not journal.daemon_running()  # run() gave the lock back
+    assert not (vault_path / ".hitl" / "journal.db").exists()

@@ -23,7 +23,8 @@ from ..errors import VaultError, VaultNotFoundError
 from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for
-from .hookio import Answer, BadInput, Call, bad_input, cannot_update, guard, read_call, render
+from .formats import CLAUDE, HookFormat
+from .hookio import Answer, BadInput, Call, Reply, bad_input, guard
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -35,30 +36,32 @@ RUN_BY_AGENT = "run by the agent: the gate allowed its tool call"
 _RETRIES = 1000  # requests one session may make of one identical call (each approval is used once)
 
 
-def run(vault: str | Path, fmt: str, wait: float, stdin: bytes) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) for one hook call: the whole of ``hitl-vault gate``.
+def run(vault: str | Path, hook: HookFormat, wait: float, stdin: bytes) -> Reply:
+    """(exit code, stdout, stderr) for one hook call in ``hook``'s format: the whole of
+    ``hitl-vault gate``.
 
     Input it cannot read exits 2 (every agent blocks the call then); anything it cannot
     decide (no vault, a broken rules file, a full disk) is a deny naming the problem.
     """
     try:
-        call = read_call(stdin, fmt)
+        call = hook.read_call(stdin)
     except BadInput as e:
         return bad_input(str(e))
     try:
         try:
-            answer = decide(Path(vault), call, wait, fmt)
+            answer = decide(Path(vault), call, wait, hook)
         except VaultError as e:
             answer = Answer(False, f"hitl-vault could not decide, so the call is denied: {e}")
-        return render(answer, fmt, call.params)
+        return hook.render(answer, call.params)
     except Exception:  # a bug: still never let the agent's hook fail open
         import traceback
 
         return bad_input(f"internal error, please report it:\n{traceback.format_exc()}")
 
 
-def decide(vault: Path, call: Call, wait: float, fmt: str = "claude") -> Answer:
-    """What the vault says about ``call``, waiting at most ``wait`` seconds for a human."""
+def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> Answer:
+    """What the vault says about ``call``, waiting at most ``wait`` seconds for a human;
+    ``hook``: the format the answer goes back in (whether it can take edited input)."""
     deadline = time.monotonic() + wait
     given = Path(vault).expanduser().absolute()
     if not given.is_dir() or not (
@@ -83,8 +86,8 @@ def decide(vault: Path, call: Call, wait: float, fmt: str = "claude") -> Answer:
 
     with Engine(root) as engine:
         if decision is Decision.ASK:
-            return _ask(engine, call, deadline, fmt)
-        return _outcome(engine, _submit(engine, call), call, fmt)
+            return _ask(engine, call, deadline, hook)
+        return _outcome(engine, _submit(engine, call), call, hook)
 
 
 POLICY_CACHE = "gate-policy.pickle"
@@ -225,7 +228,7 @@ def _guarded(root: Path, call: Call, why: str) -> Answer:
     return Answer(False, f"{why} (recorded as {request.id})")
 
 
-def _ask(engine: Engine, call: Call, deadline: float, fmt: str) -> Answer:
+def _ask(engine: Engine, call: Call, deadline: float, hook: HookFormat) -> Answer:
     """Find the request an identical earlier call made, or make one; wait for a human."""
     from ..errors import DuplicateError, WaitTimeoutError
     from ..model import Status
@@ -266,10 +269,10 @@ def _ask(engine: Engine, call: Call, deadline: float, fmt: str) -> Answer:
                 "It stays pending: once it is approved, make exactly the same call again "
                 "and it will be allowed.",
             )
-    return _outcome(engine, request, call, fmt)
+    return _outcome(engine, request, call, hook)
 
 
-def _outcome(engine: Engine, request: Request, call: Call, fmt: str) -> Answer:
+def _outcome(engine: Engine, request: Request, call: Call, hook: HookFormat) -> Answer:
     """Allow an approved request (handing it to the agent, once), deny anything else."""
     from ..errors import NotRunnableError
     from ..model import Status
@@ -294,7 +297,7 @@ def _outcome(engine: Engine, request: Request, call: Call, fmt: str) -> Answer:
     if started.to_status is Status.REJECTED:
         engine.show_in_note(request.id, engine.now())
         return Answer(False, f"{started.reason} (hitl-vault request {request.id})")
-    cannot = cannot_update(fmt, call.params, edited)
+    cannot = hook.cannot_update(call.params, edited)
     if cannot:
         engine.finish_execution(request.id, False, error=f"not run: {cannot}")
     else:

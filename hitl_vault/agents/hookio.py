@@ -1,8 +1,10 @@
-"""The agent gate's pure part: a hook's JSON in, a tool call out; an answer in, the hook's
-output out, for each agent's hook format; and the guard that keeps agents out of the vault.
+"""The agent gate's pure part: a tool call and the gate's answer, reading the PreToolUse
+input the agents share, and the guard that keeps agents out of the vault.
 
-Nothing here reads the rules or the journal (that is :mod:`hitl_vault.agents.gate`); this
-module is imported before every tool call an agent makes, so it imports little.
+What differs between agents (their fields, their answers, their settings) is in
+:mod:`hitl_vault.agents.formats`, one record each. Nothing here reads the rules or the
+journal (that is :mod:`hitl_vault.agents.gate`); this module is imported before every
+tool call an agent makes, so it imports little.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from typing import Any
 from ..errors import UsageError
 from ..params import clean_params
 
-# Each --format, and the name its agent gets in ``requested_by``.
-AGENTS = {"claude": "claude-code", "cursor": "cursor", "gemini": "gemini-cli", "codex": "codex"}
-FORMATS = tuple(AGENTS)
+# What a hook answers: (exit code, stdout, stderr).
+Reply = tuple[int, str, str]
 
 # Keys of a tool's input that hold text, not a path; and tools that only read.
 _TEXT_KEYS = frozenset(
@@ -142,19 +143,21 @@ def _field(data: Mapping[str, Any], *names: str) -> Any:
     return next((data[n] for n in names if data.get(n) not in (None, "")), None)
 
 
-def read_call(raw: bytes, fmt: str) -> Call:
-    """The tool call a hook's stdin describes; :class:`BadInput` saying what is wrong."""
-    if fmt not in AGENTS:
-        raise BadInput(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+def read_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object on a hook's stdin; :class:`BadInput` if it is not one."""
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BadInput(f"the hook input on stdin is not JSON ({str(e)[:120]})") from None
     if not isinstance(data, dict):
         raise BadInput(f"the hook input is JSON {type(data).__name__}, not an object")
-    event = data.get("hook_event_name")
-    if fmt in ("claude", "codex") and event not in (None, "PreToolUse"):
-        raise BadInput(f"this is a {event!r} hook; hitl-vault gate answers PreToolUse hooks")
+    return data
+
+
+def tool_call(data: Mapping[str, Any], agent: str) -> Call:
+    """The tool call in a PreToolUse hook's input, as the agents share it: ``tool_name``,
+    ``tool_input``, ``session_id`` (Cursor: ``conversation_id``) and ``cwd`` (Cursor:
+    the first of ``workspace_roots``); :class:`BadInput` saying what is missing."""
     tool = data.get("tool_name")
     if not isinstance(tool, str) or not tool:
         raise BadInput('the hook input has no "tool_name" (is this a PreToolUse hook?)')
@@ -179,7 +182,7 @@ def read_call(raw: bytes, fmt: str) -> Call:
         for k in ("tool_use_id", "permission_mode", "transcript_path")
         if isinstance(data.get(k), str) and data[k]
     }
-    return Call(AGENTS[fmt], session, tool, params, Path(cwd), extra)
+    return Call(agent, session, tool, params, Path(cwd), extra)
 
 
 def _no_constant(word: str) -> None:
@@ -275,70 +278,9 @@ def _component(name: str) -> re.Pattern[str]:
     return re.compile(rf"(?:(?<![\w.-]){word}/|/{word}(?![\w.-]))")
 
 
-# --- answering in each agent's format ------------------------------------------------------
+# --- failing closed --------------------------------------------------------------------
 
 
-def render(answer: Answer, fmt: str, asked: Mapping[str, Any]) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) telling the agent ``answer`` in its hook format.
-
-    ``asked``: the tool input as the agent sent it. Edited params that a format cannot
-    hand back whole become a deny that names them, never a silent run of the old ones.
-    """
-    updated = answer.updated
-    cannot = cannot_update(fmt, asked, updated)
-    if cannot:
-        return _deny_edited(answer, fmt, cannot)
-    if fmt == "claude":
-        out: dict[str, Any] = {
-            "hookEventName": "PreToolUse",
-            "permissionDecision": "allow" if answer.allow else "deny",
-        }
-        if answer.reason:
-            out["permissionDecisionReason"] = answer.reason
-        if updated is not None:
-            out["updatedInput"] = updated
-        return 0, _json({"hookSpecificOutput": out}), ""
-    if fmt == "cursor":
-        cursor: dict[str, Any] = {"permission": "allow" if answer.allow else "deny"}
-        if answer.reason:
-            cursor |= {"user_message": answer.reason, "agent_message": answer.reason}
-        return 0, _json(cursor), ""
-    if fmt == "gemini":
-        gemini: dict[str, Any] = {"decision": "allow" if answer.allow else "deny"}
-        if answer.reason:
-            gemini["reason"] = answer.reason
-        if updated is not None:
-            gemini["hookSpecificOutput"] = {"tool_input": updated}
-        return 0, _json(gemini), ""
-    if answer.allow:  # codex: allow is exactly {} (any other field fails the hook: it runs)
-        return 0, "{}\n", ""
-    return 2, "", f"{answer.reason or 'denied by hitl-vault'}\n"
-
-
-def cannot_update(fmt: str, asked: Mapping[str, Any], updated: Mapping[str, Any] | None) -> str:
-    """Why ``fmt`` cannot hand the agent ``updated`` instead of ``asked`` ("" if it can)."""
-    if updated is None:
-        return ""
-    if fmt in ("codex", "cursor"):
-        return f"{fmt.capitalize()} hooks cannot change a tool's input"
-    if fmt == "gemini" and set(asked) - set(updated):
-        return "Gemini CLI hooks can change but not remove input keys"
-    return ""
-
-
-def _deny_edited(answer: Answer, fmt: str, cannot: str) -> tuple[int, str, str]:
-    shown = json.dumps(answer.updated, ensure_ascii=False, sort_keys=True)
-    reason = (
-        f"approved with edited input, and {cannot}; not run as asked. "
-        f"Call the tool again with exactly this input: {shown}"
-    )
-    return render(Answer(False, reason), fmt, {})
-
-
-def bad_input(problem: str) -> tuple[int, str, str]:
+def bad_input(problem: str) -> Reply:
     """Every format: exit 2 blocks the call and shows stderr (fail closed)."""
     return 2, "", f"hitl-vault gate: {problem}; the tool call is blocked\n"
-
-
-def _json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False) + "\n"

@@ -1,15 +1,13 @@
 """``hitl-vault hook install``: put the gate into an agent's settings file.
 
-The hook is merged into what the file holds (every other key and hook kept), the file
-is backed up first, and the hook's ``timeout`` is a minute longer than the gate's
-``--wait``: an agent runs the tool when a hook is killed at its timeout, so the gate
-must always answer first.
+The hook is merged into what the file holds (every other key and hook kept) and the
+file is backed up first. Where the file is and what the hook entry says (its timeout
+above the gate's ``--wait``) are the agent's :class:`~hitl_vault.agents.formats.HookSettings`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -20,15 +18,7 @@ from typing import Any
 
 from ..errors import UsageError, VaultError
 from ..times import utcnow
-
-MIN_TIMEOUT = 600  # seconds: Claude Code's own default for a command hook
-MARGIN = 60  # seconds between the gate's --wait and the hook's timeout
-
-
-def settings_path(agent: str, project: Path | None) -> Path:
-    """Claude Code's settings file: the project's, or the user's."""
-    base = project.expanduser().absolute() if project is not None else Path.home()
-    return base / ".claude" / "settings.json"
+from .formats import HookSettings
 
 
 def command_line(vault: Path, wait: str) -> str:
@@ -97,14 +87,15 @@ def _read(path: Path) -> tuple[dict[str, Any], str | None]:
     return data, text
 
 
-def _merge(data: dict[str, Any], entry: dict[str, Any], path: Path) -> str:
-    """Put ``entry`` (one hook) under hooks.PreToolUse: "added", "updated" or "unchanged"."""
+def _merge(data: dict[str, Any], entry: dict[str, Any], path: Path, where: HookSettings) -> str:
+    """Put ``entry`` (one hook) under hooks.<event>: "added", "updated" or "unchanged"."""
     hooks = data.setdefault("hooks", {})
     if not isinstance(hooks, dict):
         raise VaultError(f'{path}: "hooks" is not an object (fix it, then install again)')
-    groups = hooks.setdefault("PreToolUse", [])
+    groups = hooks.setdefault(where.event, [])
     if not isinstance(groups, list):
-        raise VaultError(f'{path}: "hooks.PreToolUse" is not a list (fix it, then install again)')
+        problem = f'"hooks.{where.event}" is not a list (fix it, then install again)'
+        raise VaultError(f"{path}: {problem}")
     for group in groups:
         inner = group.get("hooks") if isinstance(group, dict) else None
         if not isinstance(inner, list):
@@ -115,22 +106,24 @@ def _merge(data: dict[str, Any], entry: dict[str, Any], path: Path) -> str:
                     return "unchanged"
                 inner[i] = entry
                 return "updated"
-    groups.append({"matcher": "*", "hooks": [entry]})
+    groups.append({"matcher": where.matcher, "hooks": [entry]})
     return "added"
 
 
-def install(path: Path, command: str, wait: float, *, dry_run: bool = False) -> str:
-    """Merge the gate's hook into the settings file at ``path``; what was done, to print.
+def install(
+    path: Path, command: str, wait: float, where: HookSettings, *, dry_run: bool = False
+) -> str:
+    """Merge the gate's hook, as the agent's settings ``where`` write it, into the settings
+    file at ``path``; what was done, to print.
 
     A settings file that is a link (kept in a dotfiles repository) is written through it."""
     path = Path(os.path.realpath(path))
-    timeout = max(MIN_TIMEOUT, math.ceil(wait) + MARGIN)
-    entry = {"type": "command", "command": command, "timeout": timeout}
+    entry = where.entry(command, wait)
     data, before = _read(path)
-    what = _merge(data, entry, path)
+    what = _merge(data, entry, path, where)
     after = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     shown = json.dumps(entry, indent=2, ensure_ascii=False)
-    lines = [f"{path}: PreToolUse hook {what}:", shown]
+    lines = [f"{path}: {where.event} hook {what}:", shown]
     if what == "unchanged":
         return "\n".join([f"{path}: the hitl-vault gate is already installed; nothing changed"])
     if dry_run:
@@ -142,7 +135,7 @@ def install(path: Path, command: str, wait: float, *, dry_run: bool = False) -> 
     _write(path, after, path)
     if backup is not None:
         lines.append(f"the previous file is kept as {backup}")
-    lines.append("Claude Code reads hooks at start: restart it, or review the change under /hooks.")
+    lines.append(where.restart)
     return "\n".join(lines)
 
 

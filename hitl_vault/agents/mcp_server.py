@@ -6,6 +6,13 @@ daemon runs approved requests whose action has an executor, and the agent does t
 others itself once approved. A wait returns, still pending if nobody decided, after
 at most :data:`MAX_WAIT` seconds, since clients cancel a tool call after about a
 minute; the agent calls ``wait_for_approval`` again.
+
+What a tool does with the journal and the notes runs in a worker thread, never on the
+event loop: a request that waits for another process's write to the journal holds no
+other call. Requests are submitted through a vault of their own (a second connection to
+the journal): the journal serves one call of a connection at a time, so a submit waiting
+for the write lock would hold every read behind it, while reads on another connection
+go on (SQLite's WAL lets readers through a writer).
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ import contextlib
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -36,6 +45,8 @@ PROGRESS_EVERY = 10.0
 # How many requests list_requests returns when not told (newest first), and at most.
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+
+T = TypeVar("T")
 
 _INSTRUCTIONS = """\
 A human approves or rejects actions in a vault of notes (hitl-vault). Before an action
@@ -61,12 +72,20 @@ def requester(client_name: str | None) -> str:
     return f"mcp:{name}" if name else "mcp"
 
 
-class RulesFile:
-    """Reloads ``hitl-vault.yaml`` before a tool call when the file changed since the
-    rules in force were read (its size, times or inode differ: one ``stat``)."""
+async def off_loop(call: Callable[..., T], *args: object) -> T:
+    """``call(*args)`` in a worker thread: the event loop goes on serving other calls meanwhile."""
+    return await anyio.to_thread.run_sync(call, *args)
 
-    def __init__(self, vault: Vault) -> None:
+
+class RulesFile:
+    """Reloads ``hitl-vault.yaml`` into each of the server's vaults before a tool call when
+    the file changed since the rules in force were read (its size, times or inode differ:
+    one ``stat``)."""
+
+    def __init__(self, vault: Vault, *more: Vault) -> None:
         self._vault = vault
+        self._vaults = (vault, *more)
+        self._lock = threading.Lock()  # tool calls run in worker threads
         # Read once more on the first call: the file may have changed since the vault read it.
         self._seen: tuple[int, ...] | None = ()
 
@@ -84,18 +103,25 @@ class RulesFile:
     def current(self) -> None:
         """Bring the rules up to date; :class:`RulesError` (the old rules stay in force)
         while the file does not read, so the next call tries again."""
-        stamp = self.stamp(self._vault.root)  # before reading: a later change is seen next time
-        if stamp != self._seen:
-            self._vault.engine.reload_policy()
-            self._seen = stamp
+        with self._lock:
+            stamp = self.stamp(self._vault.root)  # before reading: a later change is seen next
+            if stamp != self._seen:
+                for vault in self._vaults:
+                    vault.engine.reload_policy()
+                self._seen = stamp
 
 
 class Tools:
-    """The four tools over one open vault."""
+    """The four tools over one open vault; ``asking``: the vault requests are submitted
+    through (another connection to the same folder's journal; ``vault`` when not given).
 
-    def __init__(self, vault: Vault, rules: RulesFile) -> None:
+    Each method but :meth:`wait_for_approval` blocks: the server runs it in a worker thread.
+    """
+
+    def __init__(self, vault: Vault, rules: RulesFile, asking: Vault | None = None) -> None:
         self.vault = vault
         self.rules = rules
+        self.asking = asking or vault
 
     # --- what a tool returns ------------------------------------------------------
 
@@ -146,7 +172,7 @@ class Tools:
         timeout: str | float | None = None,
     ) -> dict[str, Any]:
         self.rules.current()  # never ask under rules the file no longer says
-        request = self.vault.submit(
+        request = self.asking.submit(
             action, params, summary=summary, timeout=timeout, requested_by=requester(client),
             context=context,
         )  # fmt: skip
@@ -161,23 +187,27 @@ class Tools:
         every: float = PROGRESS_EVERY,
     ) -> dict[str, Any]:
         """The request once decided, or still pending after ``wait_used(wait_seconds)``;
-        ``progress(waited, of, message)`` every ``every`` seconds meanwhile."""
-        self.keep_rules_current()
+        ``progress(waited, of, message)`` every ``every`` seconds meanwhile.
+
+        Each step that reads or writes the vault runs in a worker thread, the wait itself
+        too (``wait_sync``, one ``every`` at a time, between progress reports)."""
+        await off_loop(self.keep_rules_current)
         used = wait_used(wait_seconds)
-        request = self.get(request_id)
+        request = await off_loop(self.get, request_id)
         started = clock()
         while True:
-            left = used - (clock() - started)
+            chunk = max(0.0, min(every, used - (clock() - started)))
             try:
-                request = await self.vault.wait(request.id, max(0.0, min(every, left)))
+                request = await off_loop(self.vault.wait_sync, request.id, chunk)
                 break
             except WaitTimeoutError:
                 waited = clock() - started
                 if waited >= used:
-                    request = self.vault.get(request.id)
+                    request = await off_loop(self.vault.get, request.id)
                     break
                 await progress(waited, used, f"{request.id}: still pending after {waited:.0f} s")
-        return self.shown(request, wait_seconds=used, waited=round(clock() - started, 1))
+        waited = round(clock() - started, 1)
+        return await off_loop(lambda: self.shown(request, wait_seconds=used, waited=waited))
 
     def get_request(self, request_id: str) -> dict[str, Any]:
         self.keep_rules_current()
@@ -233,16 +263,18 @@ def _first_up(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def build_server(vault: Vault) -> MCPServer[Any]:
-    """The MCP server with its four tools over ``vault`` (already open)."""
-    tools = Tools(vault, RulesFile(vault))
+def build_server(vault: Vault, asking: Vault | None = None) -> MCPServer[Any]:
+    """The MCP server with its four tools over ``vault`` (already open), submitting through
+    ``asking`` (see :class:`Tools`)."""
+    tools = Tools(vault, RulesFile(vault, *([asking] if asking else [])), asking)
     server: MCPServer[Any] = MCPServer(
         name="hitl-vault", version=__version__, instructions=_INSTRUCTIONS
     )
 
-    def answer(call: Callable[[], dict[str, Any]]) -> str:
+    async def answer(call: Callable[[], dict[str, Any]]) -> str:
+        """``call()`` run off the event loop, as the tool's JSON answer."""
         try:
-            return json.dumps(call(), indent=2, ensure_ascii=False)
+            return json.dumps(await off_loop(call), indent=2, ensure_ascii=False)
         except VaultError as e:  # a bad argument, a broken rules file: say which and the fix
             raise ToolError(str(e)) from None
 
@@ -263,7 +295,7 @@ def build_server(vault: Vault) -> MCPServer[Any]:
         ),
         structured_output=False,
     )
-    def request_approval(
+    async def request_approval(
         action: str,
         params: dict[str, Any],
         ctx: Context[Any, Any],
@@ -271,10 +303,9 @@ def build_server(vault: Vault) -> MCPServer[Any]:
         context: str | None = None,
         timeout: str | float | None = None,
     ) -> str:
-        return answer(
-            lambda: tools.request_approval(
-                action, params, client_name(ctx), summary, context, timeout
-            )
+        client = client_name(ctx)
+        return await answer(
+            lambda: tools.request_approval(action, params, client, summary, context, timeout)
         )
 
     @server.tool(
@@ -297,8 +328,8 @@ def build_server(vault: Vault) -> MCPServer[Any]:
         description="One request as JSON, with its history, by the id request_approval returned.",
         structured_output=False,
     )
-    def get_request(id: str) -> str:
-        return answer(lambda: tools.get_request(id))
+    async def get_request(id: str) -> str:
+        return await answer(lambda: tools.get_request(id))
 
     @server.tool(
         description=(
@@ -309,14 +340,15 @@ def build_server(vault: Vault) -> MCPServer[Any]:
         ),
         structured_output=False,
     )
-    def list_requests(status: str | None = None, limit: int = DEFAULT_LIMIT) -> str:
-        return answer(lambda: tools.list_requests(status, limit))
+    async def list_requests(status: str | None = None, limit: int = DEFAULT_LIMIT) -> str:
+        return await answer(lambda: tools.list_requests(status, limit))
 
     return server
 
 
 def serve(vault: Vault) -> None:
     """Serve ``vault`` over stdin/stdout until the client closes the connection."""
-    server = build_server(vault)
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in a terminal: no traceback
-        server.run("stdio")
+    with Vault(vault.root) as asking:  # a connection of its own for submits (see Tools)
+        server = build_server(vault, asking)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in a terminal: no traceback
+            server.run("stdio")

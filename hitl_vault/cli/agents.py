@@ -8,26 +8,36 @@ from pathlib import Path
 
 import click
 
+from ..agents.formats import FORMATS, INSTALLABLE
 from .common import cli_errors, duration, open_vault, vault_path
 
+# What installs the MCP SDK: the package's extra from an index, or (the README's way of
+# installing hitl-vault) from a clone of its repository, where the first form finds nothing.
+INSTALL_MCP = (
+    "pip install 'hitl-vault[mcp]', or from a clone of hitl-vault: pip install '.[mcp]' in "
+    "its folder"
+)
 
-@click.command("mcp")
+
+@click.command(
+    "mcp",
+    help=(
+        "Serve the vault to an agent over stdio (Model Context Protocol): it asks and waits."
+        f"\n\nNeeds the mcp extra: {INSTALL_MCP}. Approved actions with an executor are run by the "
+        "daemon (`hitl-vault run`), not by this server."
+    ),
+)
 @click.pass_context
 def mcp_server(ctx: click.Context) -> None:
-    """Serve the vault to an agent over stdio (Model Context Protocol): it asks and waits.
-
-    Needs the extra: pip install 'hitl-vault[mcp]'. Approved actions with an executor
-    are run by the daemon (`hitl-vault run`), not by this server.
-    """
+    """Serve the vault to an agent over stdio (Model Context Protocol)."""
     try:
         from ..agents.mcp_server import serve  # the SDK is loaded only by this command
     except ImportError as e:
         if (e.name or "").startswith("hitl_vault"):
             raise
         raise click.ClickException(
-            f"the MCP server needs the mcp package, version 2, which does not import here ({e}): "
-            "install hitl-vault[mcp], "
-            "e.g. pip install 'hitl-vault[mcp]'"
+            f"the MCP server needs the mcp package, version 2, which does not import here "
+            f"({e}): install the mcp extra: {INSTALL_MCP}"
         ) from None
     vault = open_vault(ctx)
     with cli_errors(), vault:
@@ -38,7 +48,7 @@ def mcp_server(ctx: click.Context) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["claude", "cursor", "gemini", "codex"]),
+    type=click.Choice(list(FORMATS)),
     default="claude",
     show_default=True,
     help="The agent's hook format.",
@@ -62,7 +72,7 @@ def gate(ctx: click.Context, fmt: str, wait: str) -> None:
 
     seconds = duration(wait, "--wait")
     stdin: bytes = sys.stdin.buffer.read()
-    code, out, err = run_gate(vault_path(ctx), fmt, seconds, stdin)
+    code, out, err = run_gate(vault_path(ctx), FORMATS[fmt], seconds, stdin)
     click.echo(out, nl=False)
     click.echo(err, nl=False, err=True)
     ctx.exit(code)
@@ -76,7 +86,7 @@ def hook() -> None:
 @hook.command("install")
 @click.option(
     "--agent",
-    type=click.Choice(["claude"]),
+    type=click.Choice(list(INSTALLABLE)),
     default="claude",
     show_default=True,
     help="Whose settings file to change.",
@@ -100,7 +110,7 @@ def hook_install(
     ctx: click.Context, agent: str, project: Path | None, wait: str, dry_run: bool
 ) -> None:
     """Add the gate to the agent's settings, keeping everything else (with a backup)."""
-    from ..agents.install import check_starts, command_line, install, settings_path
+    from ..agents.install import check_starts, command_line, install
 
     seconds = duration(wait, "--wait")
     vault = vault_path(ctx)
@@ -108,9 +118,9 @@ def hook_install(
         raise click.ClickException(
             f"{vault}: no vault there (create one with `hitl-vault init {vault}`, or give --vault)"
         )
-    target = settings_path(agent, project)
+    where = INSTALLABLE[agent]
     command = command_line(vault, wait)
     with cli_errors():
         check_starts(command, project if project and project.is_dir() else Path.cwd())
-        report = install(target, command, seconds, dry_run=dry_run)
+        report = install(where.path(project), command, seconds, where, dry_run=dry_run)
     click.echo(report)

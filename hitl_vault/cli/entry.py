@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..agents.formats import HookFormat
 
 
-def gate_arguments(argv: list[str]) -> tuple[str, str, float] | None:
+def gate_arguments(argv: list[str]) -> tuple[str, HookFormat, float] | None:
     """(vault, format, wait seconds) of ``[--vault PATH] gate [--format F] [--wait DUR]``,
     or None for anything else (click then parses it, and explains any mistake)."""
-    from ..agents.hookio import FORMATS
+    from ..agents.formats import FORMATS
     from ..errors import UsageError
     from ..times import parse_duration
 
@@ -42,7 +46,7 @@ def gate_arguments(argv: list[str]) -> tuple[str, str, float] | None:
         wait = parse_duration(given.get("--wait", "9m"), "--wait").total_seconds()
     except UsageError:  # click says what is wrong with it
         return None
-    return given.get("--vault", vault), given.get("--format", "claude"), wait
+    return given.get("--vault", vault), FORMATS[given.get("--format", "claude")], wait
 
 
 def main() -> None:

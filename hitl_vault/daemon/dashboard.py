@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..durable import read_file, write_note
-from ..errors import VaultError
+from ..errors import JournalDamagedError, VaultError
 from ..layout import DASHBOARD_FILE
 from ..model import Kind, Status
 from ..notes.render import history_line
 from ..policy.trust import user_name
-from ..text import inline, one_line
+from ..text import history_text, inline, one_line
 from ..times import format_ts
 
 # A person's decision: the name on it is a claim (see "Who can approve" in the README).
@@ -111,7 +111,7 @@ def render_dashboard(journal: JournalStore, now: datetime) -> str:
             line = f"- {_link(paths.get(rid), rid, rid)} {history_line(t)[2:]}"
             decided = t.kind is Kind.TRANSITION and t.from_status and t.to_status in _DECISIONS
             if t.by and t.by != "hitl-vault" and (t.kind is Kind.VOTED or decided):
-                line += f" · claimed by {inline(one_line(t.by))}" + (
+                line += f" · claimed by {inline(history_text(t.by))}" + (
                     f", recorded by {user_name(uid)}" if uid is not None else ""
                 )
             out.append(line)
@@ -140,6 +140,8 @@ def write_or_report(root: Path, journal: JournalStore, now: datetime) -> None:
     would show, so a broken dashboard never hides a warning."""
     try:
         write_dashboard(root, journal, now)
+    except JournalDamagedError:  # not the dashboard's fault: the daemon stops, saying why
+        raise
     except (OSError, VaultError) as e:
         flagged = journal.attention()
         hidden = (
@@ -161,28 +163,37 @@ DASHBOARD_EVERY = timedelta(seconds=1)
 
 
 class DashboardWriter:
-    """The daemon's Dashboard.md: rewritten once per change, at most once a second."""
+    """The daemon's Dashboard.md: rewritten once per change, at most once a second, except
+    that a change of Needs attention is shown at once (a human must not wait to see it)."""
 
     def __init__(self, root: Path, journal: JournalStore) -> None:
         self.root, self.journal = root, journal
         self._stale = True
         self._written: datetime | None = None
+        self._shown: list[tuple[str, str]] | None = None  # Needs attention, as last written
 
     def step(self, now: datetime, *, changed: bool) -> None:
-        """After a step: write it if something changed and a second passed since the last."""
+        """After a step: write it if something changed and a second passed since the last, or
+        at once if what needs attention changed."""
         self._stale |= changed
-        if self._stale and (self._written is None or now >= self._written + DASHBOARD_EVERY):
+        if not self._stale:
+            return
+        due = self._written is None or now >= self._written + DASHBOARD_EVERY
+        if due or (changed and self._flags() != self._shown):
             self.write(now)
             self._stale = False  # a failed write is tried with the next change
             self._written = now
 
+    def _flags(self) -> list[tuple[str, str]]:
+        return [(a.path, a.message) for a in self.journal.attention()]
+
     def write(self, now: datetime) -> None:
         """Write it now (:func:`write_or_report`: a dashboard that stays broken is reported
         with every change it misses)."""
+        self._shown = self._flags()
         write_or_report(self.root, self.journal, now)
 
-    @property
-    def next_at(self) -> datetime | None:
+    def next_wake(self, now: datetime) -> datetime | None:
         """When a pending rewrite is due; None when nothing waits."""
         if self._stale and self._written is not None:
             return self._written + DASHBOARD_EVERY

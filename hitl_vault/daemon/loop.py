@@ -1,13 +1,18 @@
 """The daemon: the loop around a Vault that reacts to saves, runs actions and times out requests.
 
 One step is :meth:`Daemon.run_once` (time injected, as huey and rq do);
-:meth:`Daemon.run_forever` is a loop around it that sleeps until the next
-event, expiry, quiet deadline or rescan, and never polls on a fixed interval.
+:meth:`Daemon.run_forever` is a loop around it that sleeps until the next file
+event, action's end, or :meth:`Daemon.next_wake`: the soonest time any part of
+the daemon asks for (each part says its own), and never polls on a fixed interval.
 
 * A watcher thread only says "this path may have changed"; paths are coalesced,
   so two events for one save cause one read.
 * A human's decision is journaled and its action started at once; the note is
   rewritten or moved only after it has been quiet for ``defaults.quiet``.
+* An approval reaches the worker queue one way: the journal's feed, whoever
+  recorded it (a save seen here, the CLI, a script); a look at a note never
+  queues what it saw. Only a start and a rules change look at every approved
+  request again.
 * Actions run on worker threads (:mod:`hitl_vault.daemon.workers`); ``executing`` is journaled
   before each starts, and its outcome by the step after it ends.
 """
@@ -20,15 +25,12 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from ..engine import Engine
-from ..errors import (
-    CatchUpError,
-    RulesError,
-)
+from ..errors import CatchUpError, JournalDamagedError
 from ..events import Event
-from ..journal.lock import DaemonLock
-from ..layout import LOCK_FILE, RULES_FILE, STATE_DIR
+from ..layout import RULES_FILE
 from ..model import Kind, Request, Status, Transition
 from ..notes.render import history_line
 from ..watcher import Watcher
@@ -36,8 +38,10 @@ from .dashboard import DashboardWriter
 from .notifier import Notifier
 from .paths import Looker
 from .quiet import QuietWriter
+from .reload import RulesReload
 from .retries import Retries
 from .signals import stop_on_signals
+from .timeouts import Timeouts
 from .workers import Actions
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,13 @@ _TELLING = "telling listeners what happened"
 
 def _precise_now() -> datetime:
     return datetime.now(UTC)
+
+
+class Part(Protocol):
+    """A part of the daemon with work that falls due by the clock."""
+
+    def next_wake(self, now: datetime) -> datetime | None:
+        """When it next has work by the clock (None: not by the clock; events wake the daemon)."""
 
 
 def _say(event: Event) -> None:
@@ -74,7 +85,6 @@ class Daemon:
     ) -> None:
         self.engine = engine
         self.clock = clock
-        self.rescan_every = rescan_every
         self.quiet = QuietWriter(engine)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -86,9 +96,13 @@ class Daemon:
         self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
         self.actions = Actions(engine, workers, self._wake.set)
         self.notifier = Notifier(engine, clock)
-        self.looker = Looker(engine, self.quiet, self.actions, self._publish)
-        self._next_rescan: datetime | None = None
+        self.rules = RulesReload(engine, self.quiet, self.actions.queue_if_runnable)
+        self.looker = Looker(engine, self.quiet, self._publish, self.rules.changed, rescan_every)
+        self.timeouts = Timeouts(engine, self.quiet.want)
         self.dashboard = DashboardWriter(engine.root, engine.journal)
+        # Each says when it next has work by the clock; the loop sleeps until the soonest.
+        self.parts: list[Part] = [self.retries, self.actions, self.looker, self.quiet]
+        self.parts += [self.rules, self.timeouts, self.notifier, self.dashboard]
         self._stopping = False
         self._recovered = False
         # Every transition, once committed, whichever process made it: said in the log
@@ -106,6 +120,12 @@ class Daemon:
         with self._lock:
             self._dirty.add(path)
         self.notifier.idle.clear()  # a decision may be coming: no new send until it is done
+        self._wake.set()
+
+    def _journal_changed(self) -> None:
+        """Called from the store's thread: another process may have written the journal (the
+        step tells the listeners, and acts on what they heard)."""
+        self.notifier.idle.clear()
         self._wake.set()
 
     def overflow(self) -> None:
@@ -129,14 +149,12 @@ class Daemon:
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             rescan, self._rescan_wanted = self._rescan_wanted, False
-        if rescan or (self._next_rescan is not None and now >= self._next_rescan):
+        if self.looker.rescan_due(now, wanted=rescan):
             dirty |= self.looker.scan()
             self._guarded("looking for missing notes", self.looker.check_missing_notes, now)
-            self._next_rescan = now + self.rescan_every
             did = True
         dirty |= self.looker.due(now) | self.retries.due(now)
-        if self.looker.rules_due is not None and now >= self.looker.rules_due:
-            did |= self._guarded("reloading the rules", self._reload_rules, now)
+        did |= self._guarded("reloading the rules", self.rules.reload_if_due, now)
         notes = sorted(p for p in dirty if self.looker.is_note(p))
         for path in sorted(dirty.difference(notes)):  # each commits on its own
             did |= self._look_safely([path], now, batch=False)
@@ -144,15 +162,16 @@ class Daemon:
         for start in range(0, len(notes), BATCH):
             did |= self._look_safely(notes[start : start + BATCH], now)
             did |= self._record_outcomes()  # a long step leaves none waiting
-        did |= self._guarded("expiring requests", self._expire, now)
-        did |= self._guarded("escalating requests", self._escalate, now)
+        did |= self._guarded("expiring requests", self.timeouts.expire, now)
+        did |= self._guarded("escalating requests", self.timeouts.escalate, now)
         self._act_on_followed()  # what the parts above heard of (another process's approval)
         did |= self._guarded("starting actions", self._claim_and_launch, now)
         did |= self._guarded("writing notes", self._write_due, now)
         did |= self._publish(now)  # what _recover and the parts above recorded
-        # After the decisions and actions, never before them; with no target, only the
-        # position moves (a notify: added later does not tell of what came before it).
-        self._guarded("recording notifications", self.notifier.record, now)
+        # After the decisions and actions, never before them: the durable listeners (the
+        # notifier) hear what the journal recorded since their cursors, whoever recorded it.
+        self._guarded("telling durable listeners", lambda _: self.engine.events.catch_up() > 0, now)
+        self._guarded("recording reminders", self.notifier.remind, now)
         self.dashboard.step(now, changed=did)
         return did
 
@@ -172,8 +191,13 @@ class Daemon:
                         did |= self.looker.look(path, now)
                     except Exception as e:  # kept apart and retried, below
                         failed[path] = e
-                # Claims share the group's commit; alone, a path's commit is its own, and
-                # claims wait for the step's end (a failed claim must roll back whole).
+                # Claims share the group's commit: the approvals it recorded are followed from
+                # the feed before the commit (a rollback undoes both; listeners hear them once
+                # committed). Alone, a path's commit is its own, and claims wait for the step.
+                if batch:
+                    for event in self.engine.events.recorded():
+                        self._follow(event)
+                    self._act_on_followed()
                 claimed = self._claim() if batch else []
         except Exception as e:  # the commit failed: nothing in it happened
             self.actions.unclaim()
@@ -221,44 +245,6 @@ class Daemon:
             made = self.engine.journal.get(request_id, history=False) if created else None
             if made is not None and made.retry_of:  # its note links to the new one now
                 self.quiet.want(made.retry_of)
-
-    def _reload_rules(self, now: datetime) -> bool:
-        """Load hitl-vault.yaml again; a bad one is flagged and the last good rules stay."""
-        self.looker.rules_due = None
-        try:
-            self.engine.reload_policy(check_urls=True)
-        except RulesError as e:
-            log.error("%s; keeping the rules loaded before", e)
-            self.engine.journal.flag(
-                RULES_FILE, f"{e} (the daemon keeps the previous rules)", self.clock()
-            )
-            return True
-        self.engine.journal.unflag(RULES_FILE)
-        log.info("reloaded %s", RULES_FILE)
-        # Votes already in may decide a request under the new rules (a lower quorum), and
-        # who decides may have changed: each pending note shows it anew (votes: lines or not).
-        for request_id in self.engine.journal.ids(Status.PENDING):
-            self.engine.notes.settle(request_id, now)
-            self.quiet.want(request_id)
-        # An approval that waited for an executor the new rules name can run now.
-        for request_id in self.engine.journal.ids(Status.APPROVED):
-            self.actions.queue_if_runnable(request_id)
-        return True
-
-    def _escalate(self, now: datetime) -> bool:
-        due = self.engine.journal.escalating(before=now)
-        for request_id in due:
-            if self.engine.escalate(request_id, now) is not None:
-                self.quiet.want(request_id)
-        return bool(due)
-
-    def _expire(self, now: datetime) -> bool:
-        due = self.engine.journal.expiring(before=now)
-        for request_id, _ in due:
-            t = self.engine.expire(request_id, now)
-            if t is not None:
-                self.quiet.want(request_id)
-        return bool(due)
 
     # --- running actions -------------------------------------------------------------
 
@@ -311,30 +297,12 @@ class Daemon:
         self._recovered = True
         return True
 
-    # --- writing notes once quiet -----------------------------------------------------
-
-    def _next_deadline(self) -> datetime | None:
-        candidates: list[datetime] = []
-        for due in (self.engine.journal.next_expiry(), self.engine.journal.next_escalation()):
-            if due is not None:
-                candidates.append(due)
-        if self.quiet.next_at is not None:
-            candidates.append(self.quiet.next_at)
-        if self.looker.recheck:
-            candidates.append(min(self.looker.recheck.values()))
-        if self.dashboard.next_at is not None:
-            candidates.append(self.dashboard.next_at)
-        if self._next_rescan is not None:
-            candidates.append(self._next_rescan)
-        if self.retries.next_at is not None:
-            candidates.append(self.retries.next_at)
-        if self.looker.rules_due is not None:
-            candidates.append(self.looker.rules_due)
-        if self.actions.next_retry is not None:
-            candidates.append(self.actions.next_retry)
-        if self.notifier.next_reminder is not None:
-            candidates.append(self.notifier.next_reminder)
-        return min(candidates) if candidates else None
+    def next_wake(self, now: datetime | None = None) -> datetime | None:
+        """When a step next has work by the clock: the soonest time any part asks for (None:
+        only a file event, an action's end or another process's write wakes the daemon)."""
+        now = now or self.clock()
+        wakes = [part.next_wake(now) for part in self.parts]
+        return min((t for t in wakes if t is not None), default=None)
 
     # --- the loop -----------------------------------------------------------------
 
@@ -352,7 +320,7 @@ class Daemon:
             rechecking = bool(self.looker.recheck)
             if not (self.actions.busy or writing or self._dirty or rechecking or retrying):
                 break
-            deadline = self._next_deadline()
+            deadline = self.next_wake()
             if (writing or rechecking or retrying) and deadline is not None:
                 delay = (deadline - self.clock()).total_seconds()
                 if delay > 0:
@@ -380,7 +348,11 @@ class Daemon:
 
     def run_forever(self, ready: threading.Event | None = None) -> None:
         """Watch and act until :meth:`stop` (or SIGTERM / Ctrl-C) is called."""
-        with Watcher(self.engine.root, self.notice, self.overflow):
+        # Another process's writes come by the store's word (the vault's notes by the watcher).
+        with (
+            Watcher(self.engine.root, self.notice, self.overflow),
+            self.engine.journal.watch(self._journal_changed),
+        ):
             self._rescan_wanted = True
             if ready is not None:
                 ready.set()
@@ -391,11 +363,16 @@ class Daemon:
                 self.notifier.idle.clear()
                 try:
                     self.run_once()
+                except JournalDamagedError:  # unreadable or gone: stop now, the error says why
+                    self._stopping = True
+                    self.notifier.stop()
+                    self.actions.shutdown()
+                    raise
                 except Exception:  # a bug: say so loudly, keep watching, try again shortly
                     log.exception("unexpected error; the daemon carries on")
                     self._wake.wait(1.0)
                     continue
-                deadline = self._next_deadline()
+                deadline = self.next_wake()
                 delay = None
                 if deadline is not None:
                     delay = max(0.0, (deadline - self.clock()).total_seconds())
@@ -433,7 +410,7 @@ class Daemon:
         """Hold the vault's daemon lock and run (``once``: catch up and exit)."""
         if self.engine.notify.targets:  # like a broken rule: say so and do not start
             self.engine.reload_policy(check_urls=True)
-        lock = DaemonLock(self.engine.root / STATE_DIR / LOCK_FILE).acquire()
+        lock = self.engine.journal.daemon_lock().acquire()
         restore = stop_on_signals(self.stop)
         try:
             if once:

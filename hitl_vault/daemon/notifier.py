@@ -1,12 +1,14 @@
 """The daemon's notifications: recorded in the journal's outbox, then sent in the background.
 
-:meth:`Notifier.record` reads the journal's entries from where it stopped last time (a
-cursor kept in the journal, so requests made while no daemon ran are told about when it
-starts) and records one notification per transition and target that wants it, plus the
-reminders that fell due, moving the cursor in the same commit. :meth:`Notifier.send_due`
-sends what is due and marks each sent; a failed send is tried again after 5 s, then at
-most 30 s apart, for 24 h, then given up and listed under Needs attention. A background
-thread calls it, so a slow or dead receiver never delays a decision or an execution.
+The notifier is a durable listener of the events (:meth:`Events.durable`): the
+journal keeps its cursor, so requests made while no daemon ran are told about
+when it starts, once, and a restart tells nothing twice. For each transition and
+target that wants it, :meth:`Notifier.hear` records one notification in the
+outbox, in the commit that moves the cursor; :meth:`Notifier.remind` records the
+reminders that fell due. :meth:`Notifier.send_due` sends what is due and marks
+each sent; a failed send is tried again after 5 s, then at most 30 s apart, for
+24 h, then given up and listed under Needs attention. A background thread calls
+it, so a slow or dead receiver never delays a decision or an execution.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from .. import events
 from ..engine import Engine
 from ..errors import RulesError
 from ..model import Kind, Request, Status
@@ -55,6 +58,9 @@ class Notifier:
         self._reminded: set[str] = set()  # recorded already (the journal also keeps each once)
         self._remind_at: dict[str, datetime | None] = {}  # by the rules below
         self._remind_policy: object = None
+        # The first time ever, only what is pending then: a notify: added later tells of
+        # what follows (with no target, only the cursor moves).
+        engine.events.durable(CURSOR, self.hear, first=self._pending_now)
 
     @property
     def config(self) -> NotifyConfig:
@@ -62,52 +68,54 @@ class Notifier:
 
     # --- recording ------------------------------------------------------------------
 
-    def record(self, now: datetime) -> bool:
-        """Record what the entries since the cursor, and the clock, call for; True if any."""
-        journal = self.engine.journal
+    def hear(self, heard: events.Event) -> None:
+        """One journal entry (as a durable listener): a notification to each target that
+        wants it, recorded in the commit that moves the notifier's cursor past it."""
+        step = heard.transition
+        if step.kind is Kind.ESCALATED:
+            event: Event | None = Event.ESCALATED
+        elif step.kind is Kind.TRANSITION:
+            event = EVENT_OF_STATUS.get(step.to_status)
+        else:
+            return
+        wanting = [t for t in self.config.targets if event in t.events]
+        request = heard.request if event is not None and wanting else None
+        if request is None or event is None:
+            return
+        if event in DECIDE_EVENTS and request.status is not Status.PENDING:
+            return  # decided while no daemon ran: nobody is asked to decide it now
+        self._record([(request.id, event, t.url) for t in wanting if t.wants(event, request)])
+
+    def _pending_now(self) -> None:
+        """The first time ever: what waits for a decision now, not the whole history."""
         targets = self.config.targets
-        start = journal.cursor(CURSOR)
-        last = journal.last_seq()
-        if not targets:  # only the position moves: a notify: added later tells of what follows
-            if start != last:
-                journal.enqueue([], now, (CURSOR, last))
-            return False
-        items: list[tuple[str, str, str]] = []
-        if start is None:  # the first time: what waits now, not the whole history
-            items += [
+        self._record(
+            [
                 (r.id, Event.PENDING, t.url)
-                for r in journal.requests(Status.PENDING)
+                for r in (self.engine.journal.requests(Status.PENDING) if targets else ())
                 for t in targets
                 if t.wants(Event.PENDING, r)
             ]
-        elif start < last:
-            for _, request_id, step in journal.feed(start):
-                if step.kind is Kind.ESCALATED:
-                    event: Event | None = Event.ESCALATED
-                elif step.kind is Kind.TRANSITION:
-                    event = EVENT_OF_STATUS.get(step.to_status)
-                else:
-                    continue
-                if event is None:
-                    continue
-                wanting = [t for t in targets if event in t.events]
-                request = journal.get(request_id, history=False) if wanting else None
-                asked = event in DECIDE_EVENTS
-                if request is not None and asked and request.status is not Status.PENDING:
-                    continue  # decided while no daemon ran: nobody is asked to decide it now
-                if request is not None:
-                    items += [
-                        (request_id, event, t.url) for t in wanting if t.wants(event, request)
-                    ]
-        reminders, reminded = self._reminders(now, targets)
-        items += reminders
-        if not items and start == last:
-            return False
-        new = journal.enqueue(items, now, (CURSOR, last))
-        self._reminded |= reminded  # only once the outbox has them
+        )
+
+    def _record(self, items: list[tuple[str, str, str]], at: datetime | None = None) -> int:
+        """Put ``items`` in the outbox (each once ever), due ``at``, and wake the sender; how
+        many were new. The sender reads the outbox once the commit they are in has landed."""
+        new = self.engine.journal.enqueue(items, at or self.clock()) if items else 0
         if new:
             self._wake.set()
+        return new
+
+    def remind(self, now: datetime) -> bool:
+        """Record the reminders that fell due by ``now``; True if any is new."""
+        items, reminded = self._reminders(now, self.config.targets)
+        new = self._record(items, now)
+        self._reminded |= reminded  # only once the outbox has them
         return new > 0
+
+    def next_wake(self, now: datetime) -> datetime | None:
+        """When the next reminder falls due (the notifier's own thread sends on its own)."""
+        return self.next_reminder
 
     def _reminders(
         self, now: datetime, targets: tuple[Target, ...]

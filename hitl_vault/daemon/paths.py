@@ -4,22 +4,23 @@ A request note (a human's decision or edit, journaled at once), an Inbox
 proposal (a new request), ``hitl-vault.yaml`` (reloaded once quiet), the
 journal (another process recorded transitions), or a request folder that
 appeared (everything in it). The daemon decides when to look and in which
-commit; this module decides what a look does.
+commit; this module decides what a look does. A look never queues an action:
+an approval it journaled reaches the worker queue through the journal's feed,
+as one any other process made does.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..engine import Engine
 from ..layout import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..notes.state import is_candidate
 from .inbox import Inbox
-from .quiet import QuietWriter
-from .workers import Actions
+from .quiet import QuietWriter, refused_flag
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +32,19 @@ class Looker:
         self,
         engine: Engine,
         quiet: QuietWriter,
-        actions: Actions,
         journal_changed: Callable[[datetime], bool],
+        rules_changed: Callable[[datetime], None],
+        rescan_every: timedelta,
     ) -> None:
         self.engine = engine
         self.quiet = quiet
-        self.actions = actions
+        self._rules_changed = rules_changed
+        self.rescan_every = rescan_every
+        self.next_rescan: datetime | None = None  # None: at the next step (a start, an overflow)
         self.inbox = Inbox(engine)
         self._journal_changed = journal_changed
         self.recheck: dict[Path, datetime] = {}  # half-saved notes: looked at again once quiet
         self._reported: dict[Path, str] = {}  # the problem last logged for each path
-        self.rules_due: datetime | None = None  # hitl-vault.yaml changed: reload once quiet
 
     def is_note(self, path: Path) -> bool:
         try:
@@ -53,18 +56,29 @@ class Looker:
         """The half-saved notes whose quiet period has passed."""
         return {path for path, at in self.recheck.items() if now >= at}
 
+    def rescan_due(self, now: datetime, *, wanted: bool = False) -> bool:
+        """Whether to look at every file again now (``wanted``: events were lost); if so, the
+        next rescan is planned from now."""
+        if not wanted and self.next_rescan is not None and now < self.next_rescan:
+            return False
+        self.next_rescan = now + self.rescan_every
+        return True
+
+    def next_wake(self, now: datetime) -> datetime | None:
+        """The soonest of: a half-saved note quiet at last, the next rescan."""
+        times = [*self.recheck.values(), self.next_rescan]
+        return min((t for t in times if t is not None), default=None)
+
     def look(self, path: Path, now: datetime) -> bool:
         """Handle one path that may have changed, by what it is; True if anything happened."""
         try:
             rel = path.relative_to(self.engine.root)
         except ValueError:
             return False
-        if self.engine.journal.touches(path):  # another process recorded transitions
-            return self._journal_changed(now)
         if not rel.parts or rel.parts[0] == STATE_DIR:
             return False
         if rel.as_posix() == RULES_FILE:  # reloaded once quiet: an editor may be mid-save
-            self.rules_due = now + self.engine.policy.defaults.quiet
+            self._rules_changed(now)
             return False
         if rel.parts[0] == INBOX_FOLDER:
             return self._take_proposal(path, rel, now)
@@ -75,9 +89,8 @@ class Looker:
 
     def _take_proposal(self, path: Path, rel: Path, now: datetime) -> bool:
         """An Inbox file: a proposal becomes a request (or is flagged)."""
-        for request in self.inbox.take(path, now):
+        for request in self.inbox.take(path, now):  # one approved at once: the feed queues it
             log.info("%s: made from %s", request.id, rel)
-            self.actions.queue_if_runnable(request.id)
         return True  # a request, or a flag: either way the dashboard may change
 
     def _look_at_note(self, path: Path, rel: Path, now: datetime) -> bool:
@@ -105,10 +118,10 @@ class Looker:
             self._reported[path] = finding.problem
         else:
             self._reported.pop(path, None)
-        if finding.acted is not None and finding.request_id:
-            self.actions.queue_if_runnable(finding.request_id)
         if finding.request_id and finding.needs_sync:
             self.quiet.want(finding.request_id)
+        elif finding.request_id:  # it shows the journal where it belongs: nothing to write
+            self.engine.journal.unflag(refused_flag(finding.request_id))
         return True
 
     def scan(self) -> set[Path]:

@@ -33,6 +33,13 @@ _EARLIEST = datetime.min.replace(tzinfo=UTC)
 RETRY_WRITE = timedelta(seconds=30)
 
 
+def refused_flag(request_id: str) -> str:
+    """Where Needs attention lists a note the system refused to let us write or move. Not the
+    note's path: the note itself may be fine (looking at it again must not clear the flag,
+    and a move cut short leaves our new content in it); the next write that works does."""
+    return f"note {request_id}"
+
+
 class Content(NamedTuple):
     """What a file held when the daemon looked: a digest, and its bytes if it can be a note."""
 
@@ -47,7 +54,7 @@ class QuietWriter:
         self.engine = engine
         self.waiting: set[str] = set()  # requests whose note should show the journal
         self.refused: dict[str, str] = {}  # the system refused to write these notes: where
-        self.next_at: datetime | None = None  # when the next waiting note is worth a look
+        self._next_at: datetime | None = None  # when the next waiting note is worth a look
         self._due: list[tuple[datetime, str]] = []  # a heap of (no sooner than, request id)
         self._touched: dict[str, datetime] = {}  # by file stem: a request's note, anywhere
         self._ours: dict[Path, str] = {}
@@ -119,7 +126,11 @@ class QuietWriter:
             last = self._touched.get(request_id)
             at = _EARLIEST if last is None else last + self._quiet
         heapq.heappush(self._due, (at, request_id))
-        self.next_at = self._due[0][0]
+        self._next_at = self._due[0][0]
+
+    def next_wake(self, now: datetime) -> datetime | None:
+        """When the next waiting note is worth a look (it may still not be quiet then)."""
+        return self._next_at
 
     def quiet_at(self, request_id: str) -> tuple[Path | None, datetime | None]:
         """The request's note, and when it will have been quiet long enough to be rewritten."""
@@ -173,7 +184,7 @@ class QuietWriter:
                     f"{f' ({e.filename})' if e.filename else ''} (check that hitl-vault may "
                     "write this note and its folders; it tries again shortly)"
                 )
-                if self.engine.journal.flag(where, message, now, request_id):
+                if self.engine.journal.flag(refused_flag(request_id), message, now, request_id):
                     log.error("needs attention: %s", message)
                 self.refused[request_id] = where
                 self.want(request_id, now + RETRY_WRITE)
@@ -183,11 +194,12 @@ class QuietWriter:
                 self.want(request_id, now + self._quiet)
                 raise
             self.refused.pop(request_id, None)
+            self.engine.journal.unflag(refused_flag(request_id))  # a flag of an earlier run, too
             if done:
                 log.debug("%s: note brought up to date with the journal", request_id)
                 self._remember_written(request_id)
             did = True
-        self.next_at = due[0][0] if due else None
+        self._next_at = due[0][0] if due else None
         return did
 
     def _remember_written(self, request_id: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ..errors import JournalUnavailableError
+from ..errors import JournalDamagedError, JournalUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ class Retries:
         """Whether the part ``what`` failed last time it ran."""
         return what in self._parts
 
-    @property
-    def next_at(self) -> datetime | None:
+    def next_wake(self, now: datetime) -> datetime | None:
         """When the soonest retry is due; None when nothing waits for one."""
         times = [*self._at.values(), *([self._soon] if self._soon is not None else [])]
         return min(times) if times else None
@@ -83,6 +82,8 @@ class Retries:
         """Run one part of a step; if it fails, say so and try it again soon (RETRY_FIRST)."""
         try:
             did = work(now)
+        except JournalDamagedError:  # unreadable or gone: no retry can help, the daemon stops
+            raise
         except (OSError, JournalUnavailableError) as e:  # a full disk, a journal held too long
             log.error("error while %s: %s; trying again shortly", what, e)
         except Exception:  # a bug: say where, loudly
@@ -96,7 +97,10 @@ class Retries:
     def paths_failed(
         self, paths: list[Path], now: datetime, error: BaseException, rel: Callable[[Path], str]
     ) -> None:
-        """Look at ``paths`` again after their backoff, saying why (loudly for a bug)."""
+        """Look at ``paths`` again after their backoff, saying why (loudly for a bug); a
+        journal unreadable or gone stops the daemon instead (no retry can help)."""
+        if isinstance(error, JournalDamagedError):
+            raise error
         for path in paths:
             self.path_failed(path, now)
         shown = rel(paths[0]) + (f" and {len(paths) - 1} more" if len(paths) > 1 else "")

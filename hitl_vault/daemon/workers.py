@@ -1,12 +1,14 @@
 """The daemon's actions: which approved requests to run, claiming them, worker threads, outcomes.
 
 A request is queued when it is approved, has an executor and was not made
-through ``approval()`` (its requester runs it). The daemon's step claims the
-queue (approved → executing, journaled before anything starts) and hands the
-claims to worker threads. A worker never touches the journal: it hands back the
-outcome and the time the action ended, and the daemon's next step journals all
-that came in, in one durable commit. Until then the request stays
-``executing``, so a crash in between counts as a crash during the action.
+through ``approval()`` (its requester runs it): when the journal's feed tells
+the daemon of its approval, once committed, whoever recorded it; and at a start
+or a rules change, when every approved request is looked at again. The daemon's
+step claims the queue (approved → executing, journaled before anything starts)
+and hands the claims to worker threads. A worker never touches the journal: it
+hands back the outcome and the time the action ended, and the daemon's next
+step journals all that came in, in one durable commit. Until then the request
+stays ``executing``, so a crash in between counts as a crash during the action.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from ..engine import Engine
-from ..errors import JournalUnavailableError, NotRunnableError, VaultError
+from ..errors import JournalDamagedError, JournalUnavailableError, NotRunnableError, VaultError
 from ..execute.executor import Outcome, execute
 from ..model import Request, Status, Transition
 from ..store import request_flag
@@ -77,7 +79,7 @@ class Actions:
     def queue_if_runnable(self, request_id: str) -> None:
         if request_id in self._running:
             return  # started already (the daemon also hears its own approvals as events)
-        # Read afresh every time: a copy queued inside a commit that failed may be stale.
+        # Read afresh every time: it may have moved on since it was approved (cancelled).
         request = self.engine.journal.get(request_id, history=False)
         if (
             request is not None
@@ -140,9 +142,9 @@ class Actions:
             self.engine.journal.record_ignored(request.id, now, details)
             self.noted.add(request.id)
 
-    @property
-    def next_retry(self) -> datetime | None:
-        """When the first deferred request is tried again."""
+    def next_wake(self, now: datetime) -> datetime | None:
+        """When the first deferred request is tried again (an action's end wakes the daemon
+        by itself)."""
         return min((at for _, at in self._later.values()), default=None)
 
     def refuse(self, request_id: str, message: str) -> bool:
@@ -212,7 +214,7 @@ class Actions:
             self.engine.finish_execution(
                 request_id, outcome.ok, outcome.result, outcome.error, at=at
             )
-        except (OSError, JournalUnavailableError):
+        except (OSError, JournalUnavailableError, JournalDamagedError):
             raise  # a full disk, a held journal: record_outcomes keeps the group to record again
         except Exception:  # the request moved on, or a bug: say so loudly; the rest go on
             log.exception("%s: could not record the outcome", request_id)

@@ -1,2 +1,4 @@
-"""Journal backends behind :class:`hitl_vault.store.JournalStore` (SQLite today), the hash
-chain, replay, and the daemon lock."""
+"""The stores behind :class:`hitl_vault.store.JournalStore`: SQLite (``sqlite*.py``, the
+default, one class in ``sqlite.py`` over its collaborators) and the in-memory one that
+:class:`hitl_vault.testing.MemoryJournal` assembles (``memory*.py``); the hash chain and its
+replay, shared by both; and the daemon lock. A new backend goes here, beside them."""

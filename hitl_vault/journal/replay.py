@@ -8,10 +8,12 @@ the params about to run, and ``verify`` holds every row against its replay.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..model import LEGAL_MOVES, Status
+from ..params import params_sha
 from .chain import Entry
 
 
@@ -66,3 +68,21 @@ def replay(entries: Sequence[Entry]) -> Replay:
         approved |= to is Status.APPROVED
         status = to
     return Replay(status, sha, approved, tuple(problems))
+
+
+def unproven(
+    entries: Sequence[Entry], row: Status | None, params: Mapping[str, Any], status: Status
+) -> str | None:
+    """Why a request's ``entries`` do not prove that ``params`` were approved and that it is
+    at ``status`` now (its row says ``row``); None when they do. Every store answers
+    :meth:`~hitl_vault.store.JournalStore.unproven` with this, right before an action runs."""
+    proof = replay(entries)
+    if proof.problems:
+        return "; ".join(proof.problems[:3])
+    if proof.status is not status or row is not status:
+        return f"the journal's row says {row} but its entries end at {proof.status}"
+    if not proof.approved:
+        return "its entries hold no approval"
+    if proof.params_sha != params_sha(params):
+        return "the params to run are not the params that were approved"
+    return None

@@ -5,30 +5,28 @@ became which request."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from datetime import datetime
 
 from ..policy.trust import policy_change
 from ..times import format_ts, parse_ts
+from .sqlite_db import Database
 
 
 class Bookkeeping:
-    """Mixed into :class:`~hitl_vault.journal.sqlite.Journal`, which provides the connection."""
+    """The bookkeeping of :class:`~hitl_vault.journal.sqlite.Journal`, on the database it is
+    handed."""
 
-    _db: sqlite3.Connection
-    _lock: threading.RLock
-    _write: Callable[..., AbstractContextManager[sqlite3.Connection]]
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._write = db.write
 
     def record_policy(self, text: str | None, at: datetime) -> str | None:
         """Journal the rules file's text if it differs from the last recorded; the change's
         summary, or None when nothing changed (a missing file counts as empty)."""
         text = text or ""
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        with self._lock:  # the usual case, unchanged: no write lock taken
-            last = self._db.execute(
+        with self._db.lock:  # the usual case, unchanged: no write lock taken
+            last = self._db.db.execute(
                 "SELECT sha FROM policy_changes ORDER BY seq DESC LIMIT 1"
             ).fetchone()
         if last is not None and last[0] == sha:
@@ -48,16 +46,16 @@ class Bookkeeping:
 
     def policy_changes(self, limit: int = 5) -> list[tuple[datetime, str, str]]:
         """The latest changes of the rules in force: when, the new text's hash, what changed."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT at, sha, summary FROM policy_changes ORDER BY seq DESC LIMIT ?", (limit,)
-            ).fetchall()
-        return [(parse_ts(at), sha, summary) for at, sha, summary in rows]
+        return self._db.rows(
+            "SELECT at, sha, summary FROM policy_changes ORDER BY seq DESC LIMIT ?",
+            (limit,),
+            lambda r: (parse_ts(r[0]), r[1], r[2]),
+        )
 
     def proposal(self, source: str) -> str | None:
         """The request an Inbox proposal already became, if it did."""
-        with self._lock:
-            row = self._db.execute(
+        with self._db.lock:
+            row = self._db.db.execute(
                 "SELECT request_id FROM proposals WHERE key = ?", (source,)
             ).fetchone()
         return row[0] if row else None
@@ -81,8 +79,8 @@ class Bookkeeping:
 
     def note_sha(self, request_id: str) -> tuple[str | None, str | None]:
         """The note's known path and the SHA-256 its bytes had when they matched the journal."""
-        with self._lock:
-            row = self._db.execute(
+        with self._db.lock:
+            row = self._db.db.execute(
                 "SELECT path, note_sha FROM requests WHERE id = ?", (request_id,)
             ).fetchone()
         return (row[0], row[1]) if row else (None, None)
@@ -101,5 +99,5 @@ class Bookkeeping:
             return True
 
     def unflag(self, path: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM attention WHERE path = ?", (path,))
+        with self._db.lock:
+            self._db.db.execute("DELETE FROM attention WHERE path = ?", (path,))

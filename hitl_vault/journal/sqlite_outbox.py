@@ -3,28 +3,37 @@ so a restart resends nothing that was sent and sends what was not."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from datetime import datetime
 
 from ..store import Outgoing
 from ..times import format_ts, parse_ts
+from .sqlite_db import Database
 
 
 class Outbox:
-    """Mixed into :class:`~hitl_vault.journal.sqlite.Journal`, which provides the connection."""
+    """The outbox of :class:`~hitl_vault.journal.sqlite.Journal`, on the database it is
+    handed."""
 
-    _db: sqlite3.Connection
-    _lock: threading.RLock
-    _write: Callable[..., AbstractContextManager[sqlite3.Connection]]
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._write = db.write
 
     def cursor(self, name: str) -> int | None:
         """How far the reader ``name`` has got in the entries; None before its first time."""
-        with self._lock:
-            row = self._db.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
+        with self._db.lock:
+            row = self._db.db.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
         return None if row is None else int(row[0])
+
+    def move_cursor(self, name: str, seq: int) -> None:
+        """The reader ``name`` has handled every entry up to ``seq``. Durable with the batch it
+        is part of; alone, not fsynced (the reader is handed those entries again)."""
+        with self._write(durable=False) as db:
+            db.execute(
+                "INSERT INTO cursors (name, seq) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+                (name, seq),
+            )
 
     def enqueue(
         self,
@@ -59,12 +68,11 @@ class Outbox:
         if now is not None:
             query += " AND due <= ?"
             args = (format_ts(now),)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY due, id LIMIT ?", (*args, limit)).fetchall()
-        return [
-            Outgoing(i, rid, ev, target, parse_ts(created), parse_ts(due), n, error)
-            for i, rid, ev, target, created, due, n, error in rows
-        ]
+        return self._db.rows(
+            query + " ORDER BY due, id LIMIT ?",
+            (*args, limit),
+            lambda r: Outgoing(r[0], r[1], r[2], r[3], parse_ts(r[4]), parse_ts(r[5]), *r[6:8]),
+        )
 
     def sent(self, item_id: int, at: datetime) -> None:
         """The notification was delivered. Not fsynced: a power cut may lose the mark, and the
@@ -95,5 +103,5 @@ class Outbox:
         args: tuple[str, ...] = ()
         if request_id is not None:
             query, args = query + " AND request_id = ?", (request_id,)
-        with self._lock:
-            return int(self._db.execute(query, args).fetchone()[0])
+        with self._db.lock:
+            return int(self._db.db.execute(query, args).fetchone()[0])

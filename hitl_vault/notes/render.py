@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ..model import Kind, Request, Status, Transition
-from ..text import inline, one_line
+from ..text import history_text, inline, one_line
 from ..times import format_ts
 from .strict_yaml import dump_params, yaml_scalar
 
@@ -223,29 +223,35 @@ def history_key(line: str) -> tuple[str, str]:
     return (m.group(1), m.group(2)) if m else ("", "")
 
 
-def history_line(t: Transition) -> str:
+def history_line(t: Transition, separators_kept: bool = False) -> str:
     """The Markdown list item for a step, exactly as the note shows it.
 
     ``- <time> · <move>`` is hitl-vault's and starts every history line
     (:func:`history_key` finds them by it); who, why and the details come from
-    outside and are escaped as inline Markdown (:func:`inline`).
+    outside, lose any `` · `` and ``→`` (:func:`history_text`) and are escaped as inline
+    Markdown (:func:`inline`). ``separators_kept``: the line as versions before
+    :func:`history_text` wrote it (notes keep what was written).
     """
+
+    def outside(text: str, arrows: bool = True) -> str:
+        return inline(one_line(text) if separators_kept else history_text(text, arrows=arrows))
+
     parts = [format_ts(t.at), t.move]
     if t.kind is Kind.VOTED and t.details:  # alice approved (1 of 2)
-        parts[1] += f" ({inline(one_line(t.details[0]))})"
+        parts[1] += f" ({outside(t.details[0])})"
         t = replace(t, by="", details=t.details[1:])
     elif t.kind is Kind.ESCALATED and t.details:  # escalated to dave
-        parts[1] += f" {inline(one_line(t.details[0]))}"
+        parts[1] += f" {outside(t.details[0])}"
         t = replace(t, by="", details=t.details[1:])
-    by = inline(one_line(t.by))
+    by = outside(t.by)
     done = t.to_status in (Status.EXECUTED, Status.FAILED)  # "by executor" says nothing
     if by and (t.kind is Kind.LINKED or (t.kind is not Kind.IGNORED and not done)):
         parts.append(f"by {by}")
-    reason = inline(one_line(t.reason))
+    reason = outside(t.reason)
     if reason:
         parts.append(f'"{reason}"')
-    if t.kind is not Kind.LINKED:  # a link's detail is its move
-        parts.extend(text for text in (inline(one_line(d)) for d in t.details) if text)
+    if t.kind is not Kind.LINKED:  # a link's detail is its move; an edit's arrows are ours
+        parts.extend(text for text in (outside(d, arrows=False) for d in t.details) if text)
     return "- " + " · ".join(parts)
 
 

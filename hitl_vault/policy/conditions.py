@@ -1,5 +1,14 @@
 """Conditions a rule sets on params (``amount: "< 500"``, ``re:``, lists), and which actions
-it covers. Pure: no I/O, nothing about files."""
+it covers. Pure: no I/O, nothing about files.
+
+A number condition (a comparison, or a plain number) compares numbers: an int or a float,
+negative ones too (-100 is below 500), never a bool. Text that reads as a number
+(``"499"``, ``" 4.99e2 "``) is not sure to be that number for the program that will run
+the action, so it may only make the decision stricter: each ``holds`` takes ``allowing``
+(the rule would allow the action), and then such text never matches; for an ask or block
+rule it is compared as the number it reads as, so sending a number as text escapes no
+stricter rule.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +49,13 @@ def as_number(value: Any) -> int | float | None:
     return None
 
 
+def real_number(value: Any) -> int | float | None:
+    """The value if it is an int or a float (not a bool), else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return None
+
+
 def as_text(value: Any) -> str | None:
     """A scalar as YAML would show it (bools as true/false); None for lists and mappings."""
     if isinstance(value, bool):
@@ -53,16 +69,18 @@ def as_text(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Equals:
-    """A plain value: the param equals it (a bool never equals a number; "1500" equals 1500)."""
+    """A plain value: the param equals it (a bool never equals a number; a param "1500"
+    equals 1500 only for a rule that does not allow, see the module's docstring)."""
 
     value: Any
 
-    def holds(self, actual: Any) -> bool:
+    def holds(self, actual: Any, allowing: bool = False) -> bool:
         expected = self.value
         if isinstance(expected, bool) or isinstance(actual, bool):
             return isinstance(expected, bool) and isinstance(actual, bool) and expected == actual
         if isinstance(expected, int | float) or isinstance(actual, int | float):
-            left, right = as_number(expected), as_number(actual)
+            left = as_number(expected)
+            right = real_number(actual) if allowing else as_number(actual)
             return left is not None and right is not None and left == right
         return bool(expected == actual)
 
@@ -72,14 +90,15 @@ class Equals:
 
 @dataclass(frozen=True)
 class Compare:
-    """``"< 500"`` and friends: the param must be a number (or read as one) and compare so."""
+    """``"< 500"`` and friends: the param must be a number (for a rule that does not allow,
+    text that reads as one counts too) and compare so."""
 
     op: str
     number: int | float
     written: str = field(default="", compare=False)
 
-    def holds(self, actual: Any) -> bool:
-        value = as_number(actual)
+    def holds(self, actual: Any, allowing: bool = False) -> bool:
+        value = real_number(actual) if allowing else as_number(actual)
         return value is not None and bool(OPERATORS[self.op](value, self.number))
 
     def describe(self, name: str) -> str:
@@ -92,7 +111,7 @@ class Matches:
 
     pattern: re.Pattern[str]
 
-    def holds(self, actual: Any) -> bool:
+    def holds(self, actual: Any, allowing: bool = False) -> bool:
         text = as_text(actual)
         return text is not None and self.pattern.fullmatch(text) is not None
 
@@ -106,8 +125,8 @@ class AnyOf:
 
     options: tuple[Condition, ...]
 
-    def holds(self, actual: Any) -> bool:
-        return any(option.holds(actual) for option in self.options)
+    def holds(self, actual: Any, allowing: bool = False) -> bool:
+        return any(option.holds(actual, allowing) for option in self.options)
 
     def describe(self, name: str) -> str:
         values = [as_text(o.value) for o in self.options if isinstance(o, Equals)]

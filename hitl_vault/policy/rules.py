@@ -196,8 +196,9 @@ class Rule:
         """What this rule says about the proposal, or None when it does not apply."""
         if self.action is not None and not self.action.matches(proposal.action):
             return None
+        allowing = self.decision is Decision.ALLOW  # numbers as text only make it stricter
         for name, condition in self.params.items():
-            if name not in proposal.params or not condition.holds(proposal.params[name]):
+            if name not in proposal.params or not condition.holds(proposal.params[name], allowing):
                 return None
         conditions = " and ".join(c.describe(n) for n, c in self.params.items())
         return RuleMatch(

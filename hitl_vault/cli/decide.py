@@ -1,0 +1,163 @@
+"""``approve``, ``reject``, ``cancel`` and ``retry``: deciding requests from the command line,
+exactly as editing their notes would."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..model import Status
+from .common import cli_errors, echo_json, json_option, open_vault, param_option
+from .ids import complete_ids, resolve_id
+
+if TYPE_CHECKING:
+    from ..model import Request
+    from ..vault import Vault
+
+
+def _decision_command(
+    name: str, method: Callable[[Vault], Callable[..., Request]]
+) -> click.Command:
+    @click.command(
+        name,
+        help=f"{name.capitalize()} pending requests (same as editing each note); each ID is "
+        "decided on its own, and the exit code is 0 only if all were. An ID may be the start "
+        "of an id that no other id starts with.",
+    )
+    @click.argument(
+        "request_ids", metavar="ID...", nargs=-1, required=True,
+        shell_complete=complete_ids(Status.PENDING),
+    )  # fmt: skip
+    @click.option("--by", metavar="NAME", help="Who decides (default: your user name).")
+    @click.option("--reason", default="", help="Why; shown in the note and the journal.")
+    @json_option
+    @click.pass_context
+    def command(
+        ctx: click.Context, /, request_ids: tuple[str, ...], by: str | None, reason: str,
+        as_json: bool, **kw: Any,
+    ) -> None:  # fmt: skip
+        from ..shapes import decided_json
+        from .text import parse_params
+
+        pairs, params_json = kw.pop("pairs", ()), kw.pop("params_json", None)
+        edits = pairs or params_json is not None
+        if len(request_ids) > 1 and (edits or kw.get("expect")):
+            raise click.UsageError("-p, --params-json and --expect go with one ID only")
+        with cli_errors():
+            typed = parse_params(pairs, params_json) if edits else None
+        vault = open_vault(ctx)
+        entries: list[dict[str, Any]] = []  # --json: one per ID, in the order given
+        error: click.ClickException | None = None
+        with vault:
+            for given in request_ids:
+                try:
+                    with cli_errors():
+                        request_id = resolve_id(vault, given)
+                        if typed is not None:
+                            kw["params"] = _edited_params(
+                                vault, request_id, typed, params_json is not None, kw["expect"]
+                            )
+                        request = method(vault)(request_id, by=by, reason=reason, **kw)
+                        votes = vault.votes(request.id)
+                except click.ClickException as e:
+                    entries.append(decided_json(given, None, None, e.format_message()))
+                    if len(request_ids) > 1:
+                        click.echo(f"Error: {e.format_message()}", err=True)
+                    error = e
+                    continue
+                if request.status is Status.PENDING:  # one vote of several: say what is missing
+                    line, why = f"{request.id} pending: {votes.progress()}", None
+                else:
+                    line, why = f"{request.id} {request.status}", _not_approved(name, request)
+                entries.append(decided_json(request.id, request, votes, why))
+                if not as_json:
+                    click.echo(line)
+                if why:
+                    click.echo(why, err=True)
+        if as_json:
+            echo_json(entries)
+        if error is not None and len(request_ids) == 1:
+            raise error
+        if not all(entry["ok"] for entry in entries):
+            ctx.exit(1)
+
+    return command
+
+
+def _not_approved(name: str, request: Request) -> str | None:
+    """Why an ``approve`` did not approve (a block rule refused edited params), else None."""
+    ran = (Status.APPROVED, Status.EXECUTING, Status.EXECUTED, Status.FAILED)
+    if name == "approve" and request.status not in ran:  # (executing...: on its way already)
+        return f"not approved: {request.reason}"
+    return None
+
+
+def _edited_params(
+    vault: Vault, request_id: str, typed: dict[str, Any], whole: bool, expect: str | None
+) -> dict[str, Any]:
+    """``approve ID -p k=v``: the params to run. ``--params-json`` gives all of them (``-p``
+    on top); ``-p`` alone changes those approving would run now, as ``show`` prints them
+    (edited in the note but not recorded: only with ``--expect``, as without ``-p``)."""
+    from ..params import check_expected
+
+    if whole:
+        return typed
+    base, sha, edited = vault.params_to_run(request_id)
+    if edited and expect is None:
+        check_expected(request_id, sha, None, edited)
+    return {**base, **typed}
+
+
+approve = _decision_command("approve", lambda v: v.approve)
+click.option(
+    "--expect",
+    metavar="HASH",
+    help="Approve only if the params to run (before -p) have this hash (as `show` prints it).",
+)(approve)
+click.option(
+    "--params-json", metavar="JSON", help="Run these params instead, all of them (-p wins)."
+)(approve)
+param_option(approve)
+reject = _decision_command("reject", lambda v: v.reject)
+
+
+@click.command()
+@click.argument(
+    "request_id", metavar="ID", shell_complete=complete_ids(Status.PENDING, Status.APPROVED)
+)
+@click.option("--by", metavar="NAME", help="Who withdraws it (default: see the README).")
+@json_option
+@click.pass_context
+def cancel(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -> None:
+    """Withdraw a pending request, or an approved one whose action has not started."""
+    from ..shapes import request_json
+
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
+        request = vault.cancel(resolve_id(vault, request_id), by=by)
+        if as_json:
+            echo_json(request_json(request, vault.votes(request.id)))
+            return
+    click.echo(f"{request.id} {request.status}")
+
+
+@click.command()
+@click.argument(
+    "request_id", metavar="ID", shell_complete=complete_ids(Status.FAILED, Status.TIMED_OUT)
+)
+@click.option("--by", metavar="NAME", help="Who retries it (default: your user name).")
+@json_option
+@click.pass_context
+def retry(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -> None:
+    """A new request from a failed or timed-out one, decided by the rules again."""
+    from ..shapes import request_json
+
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
+        request = vault.retry(resolve_id(vault, request_id), by=by)
+        if as_json:
+            echo_json(request_json(request, vault.votes(request.id)))
+            return
+    click.echo(f"{request.id} {request.status}")

@@ -1,0 +1,141 @@
+"""The in-memory journal's state and its transactions: what
+:class:`~hitl_vault.testing.MemoryJournal` holds, and the lock and undo that make each
+write atomic, as the SQLite journal's :class:`~.sqlite_db.Database` does for it."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..model import Kind, Request, Status, Transition
+from ..store import Attention, Outgoing
+from ..times import format_ts, parse_ts
+from .chain import Entry
+
+
+def ts(value: datetime) -> datetime:
+    """A time as the SQLite journal keeps it: UTC, to the second."""
+    return parse_ts(format_ts(value))
+
+
+def opt_ts(value: datetime | None) -> datetime | None:
+    return None if value is None else ts(value)
+
+
+def as_json(value: Mapping[str, Any]) -> dict[str, Any]:
+    """Params as stored: what JSON keeps of them (a tuple comes back a list)."""
+    stored: dict[str, Any] = json.loads(json.dumps(dict(value), ensure_ascii=False))
+    return stored
+
+
+@dataclass
+class Row:
+    """One request as stored (its history lives in the entries)."""
+
+    request: Request
+    path: str | None
+    params_created: dict[str, Any]
+    pinned: dict[str, Any] | None
+    note_sha: str | None = None
+
+
+@dataclass
+class Out:
+    """One notification in the outbox."""
+
+    item: Outgoing
+    sent_at: datetime | None = None
+    given_up_at: datetime | None = None
+
+
+@dataclass
+class State:
+    """Everything the journal holds; copied whole to undo a write that fails part way."""
+
+    rows: dict[str, Row] = field(default_factory=dict)
+    entries: list[Entry] = field(default_factory=list)
+    proposals: dict[str, str] = field(default_factory=dict)
+    policy: list[tuple[datetime, str, str, str]] = field(default_factory=list)
+    attention: dict[str, Attention] = field(default_factory=dict)
+    outbox: list[Out] = field(default_factory=list)
+    cursors: dict[str, int] = field(default_factory=dict)
+
+
+def transition_of(e: Entry) -> Transition:
+    """The step an entry records."""
+    frm = Status(e.from_status) if e.from_status else None
+    details = tuple(json.loads(e.details))
+    return Transition(
+        parse_ts(e.at), frm, Status(e.to_status), e.by, e.reason, details, Kind(e.kind)
+    )
+
+
+def pinned_as_stored(pinned: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the submitter's Python rules required, as stored (None: nothing)."""
+    return as_json(pinned) if pinned else None
+
+
+class Memory:
+    """The state of one in-memory journal, the lock its threads share, and the wakers told
+    after each committed write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path  # how errors name it
+        self.lock = threading.RLock()
+        self.state = State()
+        self.batching = False
+        self.wakers: dict[int, Callable[[], None]] = {}
+        self.daemon: str | None = None  # who holds the process-local daemon lock
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many writes, all or none; other threads wait until the batch ends."""
+        with self.lock:
+            if self.batching:
+                yield
+                return
+            saved = copy.deepcopy(self.state)
+            self.batching = True
+            try:
+                yield
+            except BaseException:
+                self.state = saved
+                raise
+            finally:
+                self.batching = False
+        self.tell()
+
+    @contextmanager
+    def write(self) -> Iterator[State]:
+        """One atomic write: what it changed is undone if it raises (inside a batch too)."""
+        with self.lock:
+            outer = not self.batching
+            saved = copy.deepcopy(self.state)
+            try:
+                yield self.state
+            except BaseException:
+                self.state = saved
+                raise
+        if outer:
+            self.tell()
+
+    def tell(self) -> None:
+        """Wake every watcher: something was committed."""
+        for wake in list(self.wakers.values()):
+            wake()
+
+    @contextmanager
+    def watching(self, wake: Callable[[], None]) -> Iterator[None]:
+        key = id(wake)
+        self.wakers[key] = wake
+        try:
+            yield
+        finally:
+            self.wakers.pop(key, None)

@@ -1,0 +1,265 @@
+"""The SQLite journal's connection: opened once, its errors made ours, its writes atomic.
+
+Every statement and every row read goes through :class:`_Connection` and
+:class:`_Cursor`, so no ``sqlite3`` error leaves the journal modules: a damaged file
+is :class:`JournalDamagedError`, a lock held too long, a full disk or an I/O error is
+:class:`JournalUnavailableError`, and a journal file deleted under a running process is
+:class:`JournalMissingError` (an ``IntegrityError`` is left to the statement that
+expects one; a misuse such as a closed connection is a bug and stays what it is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import JournalDamagedError, JournalMissingError, JournalUnavailableError
+
+SCHEMA = resources.files("hitl_vault.journal").joinpath("schema.sql").read_text(encoding="utf-8")
+
+# Columns added since the first release: a journal made before them gets them on open.
+_ADDED_COLUMNS = (
+    ("entries", "uid", "INTEGER"),
+    ("requests", "pinned", "TEXT"),
+    ("requests", "params_created", "TEXT"),
+    ("requests", "context", "TEXT"),
+    ("requests", "escalate_at", "TEXT"),
+    ("requests", "retry_of", "TEXT"),
+)
+T = TypeVar("T")
+# What SQLite says when the bytes themselves are wrong, whatever class it gives the error.
+_DAMAGE = ("malformed", "not a database", "could not decode", "corrupt")
+
+
+def _typed(path: Path, e: sqlite3.Error) -> Exception | None:
+    """Our error for a storage error of SQLite's; None to let it through (an integrity
+    error the statement expects, or a misuse, which is a bug)."""
+    text = " ".join(str(e).split(" with text ")[0].split())  # one line, without the bytes
+    if any(sign in text.lower() for sign in _DAMAGE):
+        return JournalDamagedError(path, text)
+    if isinstance(e, sqlite3.OperationalError):
+        return JournalUnavailableError(path, text)
+    if type(e) is sqlite3.DatabaseError:
+        return JournalDamagedError(path, text)
+    return None
+
+
+def _ours(path: Path, e: sqlite3.Error) -> Exception:
+    """What to raise for ``e``: our error, or ``e`` itself when it is not ours to type."""
+    typed = _typed(path, e)
+    if typed is None:
+        return e
+    typed.__suppress_context__ = True
+    return typed
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose statements and fetches raise our typed errors (a damaged page shows
+    only when its row is read)."""
+
+    journal_path = Path()
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        try:
+            super().execute(sql, parameters)
+        except sqlite3.Error as e:
+            raise _ours(self.journal_path, e)  # noqa: B904 - the context is suppressed
+        return self
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.Error as e:
+            raise _ours(self.journal_path, e)  # noqa: B904 - the context is suppressed
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.Error as e:
+            raise _ours(self.journal_path, e)  # noqa: B904 - the context is suppressed
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.Error as e:
+            raise _ours(self.journal_path, e)  # noqa: B904 - the context is suppressed
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements go through :class:`_Cursor`."""
+
+    journal_path = Path()
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _Cursor:
+        cursor = self.cursor(_Cursor)
+        cursor.journal_path = self.journal_path
+        return cursor.execute(sql, parameters)
+
+
+class Database:
+    """One SQLite database in WAL mode with durable (``synchronous=FULL``) commits, and the
+    lock that lets threads of one process share it. Any number of processes may open it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        if not path.exists():
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self.lock = threading.RLock()
+        self.batching = False
+        try:
+            db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30.0,
+                factory=_Connection,
+            )  # fmt: skip
+        except sqlite3.Error as e:  # cannot open it: a folder in its place, say
+            raise JournalUnavailableError(path, str(e)) from None
+        self.db: sqlite3.Connection = db
+        db.journal_path = path
+        self._inode = os.stat(path).st_ino
+        self._rescued: Path | bool | None = None  # the copy made once it was found gone
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        with self.write() as w:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    w.execute(statement)
+            for table, column, kind in _ADDED_COLUMNS:
+                have = {row[1] for row in w.execute(f"PRAGMA table_info({table})").fetchall()}
+                if column not in have:  # a journal made before this column
+                    w.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            # After the columns: a journal made before retry_of has no such column above.
+            w.execute("CREATE INDEX IF NOT EXISTS requests_retry_of ON requests (retry_of)")
+
+    def check_present(self) -> None:
+        """Raise :class:`JournalMissingError` if the file this connection opened is no longer
+        at its path (deleted or replaced): what is written now would be seen by no one."""
+        try:
+            inode: int | None = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        except OSError:  # cannot look (permissions): the statement itself will say
+            return
+        if inode != self._inode:
+            if self._rescued is None:
+                self._rescued = self._rescue()
+            rescued = self._rescued if isinstance(self._rescued, Path) else None
+            raise JournalMissingError(self.path, rescued)
+
+    def _rescue(self) -> Path | bool:
+        """Copy what this connection still holds (the deleted file lives on while it is open)
+        beside where the journal was; the copy's path, or False if it could not be made."""
+        target = self.path.with_name(f"{self.path.name}.rescued-{os.getpid()}")
+        try:
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            copy = sqlite3.connect(target)
+            try:
+                with self.lock:
+                    self.db.backup(copy)
+            finally:
+                copy.close()
+        except (OSError, sqlite3.Error):
+            return False
+        return target
+
+    def read(self, sql: str, args: Any = ()) -> list[Any]:
+        """Every row of one query, under the lock."""
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
+
+    def rows(self, sql: str, args: Any, convert: Callable[[Any], T]) -> list[T]:
+        """Each row of one query, converted; a row hitl-vault cannot have written (a status
+        no one writes, JSON that is not) is :class:`JournalDamagedError`, naming the problem."""
+        rows = self.read(sql, args)
+        try:
+            return [convert(row) for row in rows]
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise JournalDamagedError(self.path, f"a row hitl-vault did not write: {e}") from None
+
+    def read_one(self, sql: str, args: Any = ()) -> Any:
+        """The first row of one query (None when there is none), under the lock."""
+        with self.lock:
+            return self.db.execute(sql, args).fetchone()
+
+    def wait_for_lock(self, seconds: float) -> None:
+        with self.lock:
+            self.db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    @contextmanager
+    def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One atomic write: a transaction, or a savepoint inside :meth:`batch`.
+
+        ``durable=False`` is for what can be found again from the notes (where a
+        note is, its digest, a flag): the commit skips its fsync and becomes
+        durable with the next durable one. A power cut may lose it, never reorder it.
+        """
+        with self.lock:
+            if not self.batching:
+                self.check_present()
+            begin, commit, undo = (
+                ("SAVEPOINT w", "RELEASE w", "ROLLBACK TO w; RELEASE w")
+                if self.batching
+                else ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+            )
+            relaxed = not durable and not self.batching
+            if relaxed:
+                self.db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self.db.execute(begin)
+                try:
+                    yield self.db
+                except BaseException:
+                    for statement in undo.split("; "):
+                        self.db.execute(statement)
+                    raise
+                self._commit(commit)
+            finally:
+                if relaxed:
+                    self.db.execute("PRAGMA synchronous=FULL")
+
+    def _commit(self, commit: str) -> None:
+        try:
+            self.db.execute(commit)
+        except BaseException:  # a failed COMMIT may leave the transaction open
+            if not self.batching:  # (a savepoint's batch undoes itself, whole)
+                with contextlib.suppress(
+                    sqlite3.Error, JournalUnavailableError, JournalDamagedError
+                ):
+                    self.db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many writes, one durable commit: for a burst of decisions seen at once.
+
+        Each write inside stays atomic on its own (a savepoint); none is durable,
+        or visible to other processes, until the batch ends. Other threads wait.
+        """
+        with self.lock:
+            if self.batching:
+                yield
+                return
+            self.check_present()
+            self.db.execute("BEGIN IMMEDIATE")
+            self.batching = True
+            try:
+                yield
+            except BaseException:
+                self.batching = False
+                self.db.execute("ROLLBACK")
+                raise
+            self.batching = False
+            self._commit("COMMIT")

@@ -1,0 +1,140 @@
+"""History lines cannot be forged by text from outside: a requester's name (``--by``, an
+Inbox ``requested_by``, an MCP client's name), a decider's name or a reason keeps none of
+hitl-vault's separators (`` · `` and ``→``, nor characters that look like them), so no
+line reads as a step hitl-vault did not record, and the note's history still reads back."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hitl_vault import Status, Vault
+from hitl_vault.agents.mcp_server import requester
+from hitl_vault.cli.main import cli
+from hitl_vault.daemon.dashboard import render_dashboard
+from hitl_vault.daemon.loop import Daemon
+from hitl_vault.model import Kind, Transition
+from hitl_vault.notes.render import history_key, history_line
+from hitl_vault.text import history_text, inline, one_line
+from hitl_vault.times import utcnow
+
+from .helpers import Clock
+
+FORGED = "mallory · 2026-01-01T00:00:00Z · pending → approved · by alice"
+# The separators hitl-vault writes, and characters a reader would take for them.
+LOOKALIKES = "·•∙⋅・･⸱◦→⟶⇒➔⮕⟹↦"
+
+
+def hitl(vault: Path, *args: str) -> str:
+    result = CliRunner().invoke(cli, ["--vault", str(vault), *args], catch_exceptions=False)
+    assert result.exit_code == 0, (result.output, result.stderr)
+    return result.stdout
+
+
+def history(vault: Path, request_id: str) -> list[str]:
+    """The note's history lines, as a reader sees them."""
+    with Vault(vault) as v:
+        path = v.get(request_id).path
+    assert path is not None
+    return [line for line in path.read_text().splitlines() if history_key(line)[0]]
+
+
+def assert_only_ours(line: str, separators: int, arrows: int) -> None:
+    """The line holds exactly the separators hitl-vault wrote, and nothing like them."""
+    assert line.count(" · ") == separators, line
+    assert line.count("→") == arrows, line
+    assert not [ch for ch in LOOKALIKES if ch not in "·→" and ch in line], line
+
+
+def test_a_forged_by_and_reason_on_the_cli_stay_one_field_each(vault_path: Path) -> None:
+    """`submit --by` and `approve --by/--reason` with ` · ` and `→` write no extra step."""
+    out = json.loads(hitl(vault_path, "submit", "payment", "-p", "amount=900", "--by", FORGED,
+                          "--json"))  # fmt: skip
+    request_id = out["id"]
+    created = history(vault_path, request_id)[0]
+    assert_only_ours(created, separators=3, arrows=1)  # time · move · by · rule
+    assert history_key(created)[1] == "created → pending"
+    assert "by mallory . 2026-01-01T00:00:00Z . pending -> approved . by alice" in created
+    assert out["history"][0] == created[2:]
+    hitl(vault_path, "approve", request_id, "--by", "bob → alice", "--reason", f'ok" · {FORGED}')
+    approved = history(vault_path, request_id)[1]
+    assert_only_ours(approved, separators=3, arrows=1)  # time · move · by · "reason"
+    assert history_key(approved)[1] == "pending → approved"
+    shown = hitl(vault_path, "show", request_id)
+    for line in shown.split("history:\n")[1].splitlines():
+        assert line.count(" · ") <= 3 and line.count("→") == 1, line
+    assert "ok: 1 requests" in hitl(vault_path, "verify")
+
+
+def test_an_inbox_requested_by_cannot_forge_a_step(vault_path: Path, clock: Clock) -> None:
+    """An Inbox proposal's `requested_by` with separators shows as one field."""
+    with Vault(vault_path, clock=clock) as vault, Daemon(vault.engine, clock=clock) as daemon:
+        (vault_path / "Inbox" / "pay.json").write_text(
+            json.dumps({"action": "payment", "params": {"amount": 900}, "requested_by": FORGED})
+        )
+        daemon.run_once(clock.now)
+        (request,) = vault.list()
+    assert request.requested_by == FORGED  # the journal keeps what was given
+    (created,) = history(vault_path, request.id)
+    assert_only_ours(created, separators=3, arrows=1)
+    assert "ok: 1 requests" in hitl(vault_path, "verify")
+
+
+def test_the_api_and_an_mcp_client_name_cannot_forge_a_step(vault_path: Path) -> None:
+    """`Vault.submit(requested_by=...)`, an MCP client's name and a reject reason stay text."""
+    with Vault(vault_path) as vault:
+        via_mcp = vault.submit("payment", {"amount": 900}, requested_by=requester(FORGED))
+        direct = vault.submit("payment", {"amount": 901}, requested_by="eve ∙ pending ⟶ approved")
+        vault.reject(direct.id, by="carol ⋅ x → y", reason=f"no · {FORGED}")
+        assert vault.verify() == []
+        dashboard = render_dashboard(vault.engine.journal, utcnow())
+    assert_only_ours(history(vault_path, via_mcp.id)[0], separators=3, arrows=1)
+    created, rejected = history(vault_path, direct.id)
+    assert_only_ours(created, separators=3, arrows=1)
+    assert_only_ours(rejected, separators=3, arrows=1)
+    (line,) = [line for line in dashboard.splitlines() if "pending → rejected" in line]
+    assert_only_ours(line, separators=4, arrows=1)  # ... · "reason" · claimed by carol
+
+
+def test_a_note_written_before_the_separators_were_replaced_still_verifies(
+    vault_path: Path,
+) -> None:
+    """A history line that kept ` · ` from outside, as earlier versions wrote it, still
+    matches the journal for `verify`."""
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 900}, requested_by=FORGED)
+        assert request.path is not None
+        text = request.path.read_text()
+        new = history_line(request.history[0])
+        old = new.replace(inline(history_text(FORGED)), inline(one_line(FORGED)))
+        assert old != new
+        request.path.write_text(text.replace(new, old))
+        assert vault.verify() == []
+        request.path.write_text(text.replace(new, old.replace("mallory", "mal")))
+        assert any("differs from the journal" in p for p in vault.verify())
+
+
+def test_a_details_arrow_stays_but_not_its_dots() -> None:
+    """hitl-vault's `amount 1500 → 1000` in a detail stays (a name loses its arrow); a detail
+    loses its ` · ` all the same."""
+    at = utcnow()
+    edited = Transition(at, Status.PENDING, Status.PENDING, "a → b", "", ("amount 1500 → 1000",),
+                        kind=Kind.EDITED)  # fmt: skip
+    assert history_line(edited).endswith(" · params edited · by a -> b · amount 1500 → 1000")
+    approved = Transition(at, Status.PENDING, Status.APPROVED, "bob", "",
+                          ('memo "x · y" → "z"',))  # fmt: skip
+    assert history_line(approved).endswith(' · pending → approved · by bob · memo "x . y" → "z"')
+
+
+@given(st.text(st.one_of(st.sampled_from(f"{LOOKALIKES} ab-\n"), st.characters())))
+def test_any_outside_text_holds_no_separator(text: str) -> None:
+    """Whatever the text, a history line gets no ` · `, `→` or lookalike from it."""
+    shown = history_text(text)
+    assert not [ch for ch in LOOKALIKES if ch in shown]
+    assert "\n" not in shown and not re.search(r"\s{2}", shown)
+    assert history_text(shown) == shown

@@ -1,0 +1,368 @@
+"""The storage seam's contract: one class of tests, run against every store that ships.
+
+Each test gets a fresh store from the parametrized ``kit`` fixture: the SQLite
+``Journal`` in a temp folder, and the in-memory ``MemoryJournal``. A new backend
+passes by adding one more parameter here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from hitl_vault.errors import (
+    DaemonRunningError,
+    DuplicateError,
+    IllegalTransitionError,
+    NotRetryableError,
+    RequestNotFoundError,
+)
+from hitl_vault.journal.sqlite import Journal
+from hitl_vault.model import Kind, Request, Risk, Status, Transition
+from hitl_vault.store import JournalStore, request_flag
+from hitl_vault.testing import MemoryJournal
+
+T0 = datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+@dataclass
+class Kit:
+    """A fresh store, a second handle on it (for SQLite another connection, as another
+    process has; for memory the same object), and a way to edit an entry behind its back."""
+
+    store: JournalStore
+    other: Callable[[], JournalStore]
+    tamper: Callable[[int, str], None]  # set the ``by`` of entry ``seq``, outside hitl-vault
+
+
+def _sqlite(tmp_path: Path) -> Kit:
+    path = tmp_path / ".hitl" / "journal.db"
+
+    def tamper(seq: int, by: str) -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("UPDATE entries SET by = ? WHERE seq = ?", (by, seq))
+        db.close()
+
+    return Kit(Journal(path), lambda: Journal(path), tamper)
+
+
+def _memory(tmp_path: Path) -> Kit:
+    store = MemoryJournal()
+
+    def tamper(seq: int, by: str) -> None:
+        entries = store._m.state.entries
+        entries[seq - 1] = replace(entries[seq - 1], by=by)
+
+    return Kit(store, lambda: store, tamper)
+
+
+@pytest.fixture(params=[_sqlite, _memory], ids=["sqlite", "memory"])
+def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
+    made: Kit = request.param(tmp_path)
+    yield made
+    made.store.close()
+
+
+def _request(rid: str = "20261122T101500Z-payment-aaaaaa", **kw: object) -> Request:
+    fields: dict[str, object] = dict(
+        id=rid, status=Status.PENDING, action="payment", summary="s", risk=Risk.HIGH,
+        rule="large-payments", requested_by="bot", created=T0, expires=T0 + HOUR,
+        params={"amount": 1500}, context="why",
+        history=(Transition(T0, None, Status.PENDING, "bot", details=("rule large-payments",)),),
+    )  # fmt: skip
+    fields.update(kw)
+    return Request(**fields)  # type: ignore[arg-type]
+
+
+A = "20261122T101500Z-payment-aaaaaa"
+B = "20261122T101600Z-payment-bbbbbb"
+C = "20261122T101700Z-payment-cccccc"
+
+
+class TestJournalStore:
+    """What every JournalStore does, whatever keeps it."""
+
+    def test_a_created_request_reads_back_whole(self, kit: Kit) -> None:
+        """get returns the fields, the note path, the context and the first history entry."""
+        s = kit.store
+        s.create(_request(), "Pending_Approval/a.md", pinned={"approvers": ["alice"]})
+        got = s.get(A)
+        assert got is not None
+        assert (got.status, got.action, got.params, got.context) == (
+            Status.PENDING, "payment", {"amount": 1500}, "why",
+        )  # fmt: skip
+        assert got.path == Path("Pending_Approval/a.md")
+        assert got.created == T0 and got.expires == T0 + HOUR
+        assert [t.to_status for t in got.history] == [Status.PENDING]
+        assert s.get(A, history=False).history == ()  # type: ignore[union-attr]
+        assert s.pinned(A) == {"approvers": ["alice"]} and s.pinned(B) == {}
+        assert s.get(B) is None and s.status_of(B) is None
+
+    def test_an_id_or_a_proposal_is_recorded_once(self, kit: Kit) -> None:
+        """A second create with the same id or the same Inbox proposal is a DuplicateError."""
+        s = kit.store
+        s.create(_request(), None, source="Inbox/x.md#1")
+        with pytest.raises(DuplicateError, match=f"request {A}"):
+            s.create(_request(), None)
+        with pytest.raises(DuplicateError, match=r"proposal Inbox/x\.md#1"):
+            s.create(_request(B), None, source="Inbox/x.md#1")
+        assert s.proposal("Inbox/x.md#1") == A and s.proposal("other") is None
+        assert s.ids() == [A]
+
+    def test_a_transition_moves_only_from_where_it_is_expected(self, kit: Kit) -> None:
+        """expect decides whether it moves (else None); illegal moves and unknown ids raise."""
+        s = kit.store
+        s.create(_request(), None)
+        assert s.transition(A, Status.REJECTED, at=T0, by="x", expect={Status.APPROVED}) is None
+        t = s.transition(
+            A, Status.APPROVED, at=T0, by="alice", expect={Status.PENDING},
+            fields={"decided_by": "alice", "decided_at": T0},
+        )  # fmt: skip
+        assert t is not None and (t.from_status, t.to_status, t.by) == (
+            Status.PENDING, Status.APPROVED, "alice",
+        )  # fmt: skip
+        got = s.get(A)
+        assert got is not None and got.decided_by == "alice" and got.decided_at == T0
+        with pytest.raises(IllegalTransitionError):
+            s.transition(A, Status.PENDING, at=T0, by="x")
+        with pytest.raises(RequestNotFoundError):
+            s.transition(B, Status.APPROVED, at=T0, by="x")
+        with pytest.raises(ValueError, match="cannot set"):
+            s.transition(A, Status.EXECUTING, at=T0, by="x", fields={"status": "x"})
+        s.transition(A, Status.CANCELLED, at=T0, by="x")
+        assert s.transition(A, Status.EXECUTING, at=T0, by="x") is None  # final: nothing to do
+
+    def test_an_approval_proves_exactly_its_params(self, kit: Kit) -> None:
+        """unproven is None for the approved params, and says why for any other."""
+        s = kit.store
+        s.create(_request(), None)
+        assert s.unproven(A, {"amount": 1500}) is not None  # no approval yet
+        s.transition(A, Status.APPROVED, at=T0, by="alice", fields={"params": {"amount": 9}})
+        assert s.unproven(A, {"amount": 9}) is None
+        assert "not the params that were approved" in (s.unproven(A, {"amount": 1500}) or "")
+        assert s.get(A).params == {"amount": 9}  # type: ignore[union-attr]
+        assert s.created_params(A) == {"amount": 1500}
+
+    def test_a_step_clears_what_was_flagged_about_the_request(self, kit: Kit) -> None:
+        """A transition takes the request's own flag off Needs attention; a note's stays."""
+        s = kit.store
+        s.create(_request(), None)
+        assert s.flag(request_flag(A), "refused", T0, A) is True
+        assert s.flag("Pending_Approval/a.md", "bad yaml", T0, A) is True
+        s.transition(A, Status.APPROVED, at=T0, by="alice")
+        assert [a.path for a in s.attention()] == ["Pending_Approval/a.md"]
+
+    def test_votes_are_entries_while_pending(self, kit: Kit) -> None:
+        """A vote keeps the status, shows in the history, and is refused once decided."""
+        s = kit.store
+        s.create(_request(), None)
+        vote = s.record_vote(A, at=T0, by="bob", approve=True, reason="ok", count="1 of 2")
+        assert vote is not None and vote.kind is Kind.VOTED
+        got = s.get(A)
+        assert got is not None and got.status is Status.PENDING
+        assert [t.by for t in got.votes()] == ["bob"]
+        s.transition(A, Status.REJECTED, at=T0, by="carol")
+        assert s.record_vote(A, at=T0, by="d", approve=True, reason="", count="2 of 2") is None
+
+    def test_edits_while_pending_change_the_params_not_what_was_asked(self, kit: Kit) -> None:
+        """record_edit sets the params (what an approval runs) and keeps created_params."""
+        s = kit.store
+        s.create(_request(), None)
+        t = s.record_edit(A, {"amount": 10}, at=T0, by="alice", changes="amount: 1500 → 10")
+        assert t is not None and t.kind is Kind.EDITED
+        assert s.get(A).params == {"amount": 10}  # type: ignore[union-attr]
+        assert s.created_params(A) == {"amount": 1500}
+        s.transition(A, Status.APPROVED, at=T0, by="alice")
+        assert s.unproven(A, {"amount": 10}) is None
+        assert s.record_edit(A, {"amount": 1}, at=T0, by="x", changes="") is None
+        with pytest.raises(RequestNotFoundError):
+            s.created_params(B)
+
+    def test_an_escalation_falls_due_once(self, kit: Kit) -> None:
+        """escalating lists what is due; record_escalation happens once, then None."""
+        s = kit.store
+        s.create(_request(escalate_at=T0 + HOUR), None)
+        s.create(_request(B, escalate_at=T0 + 2 * HOUR), None)
+        assert s.next_escalation() == T0 + HOUR
+        assert s.escalating(T0) == [] and s.escalating(T0 + 3 * HOUR) == [A, B]
+        t = s.record_escalation(A, T0 + HOUR, "to carol")
+        assert t is not None and t.kind is Kind.ESCALATED
+        assert s.record_escalation(A, T0 + HOUR, "to carol") is None
+        assert s.get(A).escalated  # type: ignore[union-attr]
+        assert s.escalating(T0 + 3 * HOUR) == [B] and s.next_escalation() == T0 + 2 * HOUR
+
+    def test_expiry_queries_see_pending_requests_only(self, kit: Kit) -> None:
+        """expiring, next_expiry and pending_by_expiry: soonest first, never-expiring last."""
+        s = kit.store
+        s.create(_request(A, expires=T0 + 2 * HOUR), None)
+        s.create(_request(B, expires=T0 + HOUR), None)
+        s.create(_request(C, expires=None), None)
+        assert s.next_expiry() == T0 + HOUR
+        assert s.expiring() == [(B, T0 + HOUR), (A, T0 + 2 * HOUR)]
+        assert s.expiring(before=T0 + HOUR) == [(B, T0 + HOUR)]
+        assert [r.id for r in s.pending_by_expiry(10)] == [B, A, C]
+        s.transition(B, Status.TIMED_OUT, at=T0 + HOUR, by="hitl-vault")
+        assert s.expiring() == [(A, T0 + 2 * HOUR)] and s.next_expiry() == T0 + 2 * HOUR
+
+    def test_listing_is_newest_first_and_counts_every_status(self, kit: Kit) -> None:
+        """requests() newest first (with limit and status), ids, counts, status_of."""
+        s = kit.store
+        for n, rid in enumerate((A, B, C)):
+            s.create(_request(rid, created=T0 + timedelta(minutes=n)), None)
+        s.transition(B, Status.APPROVED, at=T0, by="alice")
+        assert [r.id for r in s.requests()] == [C, B, A]
+        assert [r.id for r in s.requests(limit=2)] == [C, B]
+        assert [r.id for r in s.requests(Status.PENDING)] == [C, A]
+        assert sorted(s.ids(Status.PENDING)) == [A, C]
+        counts = s.counts()
+        assert counts[Status.PENDING] == 2 and counts[Status.APPROVED] == 1
+        assert counts[Status.FAILED] == 0 and s.status_of(B) is Status.APPROVED
+
+    def test_an_ignored_status_is_recorded_and_changes_nothing(self, kit: Kit) -> None:
+        """record_ignored adds an entry that keeps the status; unknown ids raise."""
+        s = kit.store
+        s.create(_request(), None)
+        t = s.record_ignored(A, T0, ("status: aproved is not a status",))
+        assert t.kind is Kind.IGNORED and s.status_of(A) is Status.PENDING
+        with pytest.raises(RequestNotFoundError):
+            s.record_ignored(B, T0, ())
+
+    def test_a_retry_is_linked_both_ways_once(self, kit: Kit) -> None:
+        """A request made with retry_of links to its failed one; a second retry is refused."""
+        s = kit.store
+        s.create(_request(), None)
+        for to in (Status.APPROVED, Status.EXECUTING, Status.FAILED):
+            s.transition(A, to, at=T0, by="x")
+        s.create(_request(B, retry_of=A), None)
+        assert s.get(A).retried_as == B  # type: ignore[union-attr]
+        assert s.get(B).retry_of == A  # type: ignore[union-attr]
+        assert "retried as " + B in s.get(A).history[-1].details  # type: ignore[union-attr]
+        with pytest.raises(NotRetryableError):
+            s.create(_request(C, retry_of=A), None)
+        assert s.get(C) is None  # nothing of the refused one was kept
+
+    def test_the_outbox_records_each_notification_once_and_moves_the_cursor(self, kit: Kit) -> None:
+        """enqueue dedupes and moves the cursor; outgoing, sent, not_sent, sent_count."""
+        s = kit.store
+        s.create(_request(), None)
+        assert s.cursor("notifier") is None
+        items = [(A, "pending", "ntfy://a"), (A, "pending", "ntfy://b")]
+        assert s.enqueue(items, T0, ("notifier", 3)) == 2
+        assert s.enqueue(items, T0, ("notifier", 4)) == 0 and s.cursor("notifier") == 4
+        first, second = s.outgoing()
+        s.sent(first.id, T0)
+        s.not_sent(second.id, T0, "timeout", retry_at=T0 + HOUR)
+        assert s.outgoing(now=T0) == []
+        (again,) = s.outgoing(now=T0 + HOUR)
+        assert (again.target, again.attempts, again.last_error) == ("ntfy://b", 1, "timeout")
+        s.not_sent(again.id, T0 + HOUR, "still down", retry_at=None)  # given up
+        assert s.outgoing() == [] and s.sent_count() == 1 and s.sent_count(B) == 0
+
+    def test_a_cursor_moves_alone_and_with_its_batch(self, kit: Kit) -> None:
+        """move_cursor keeps a durable listener's place; inside a batch that fails it is undone."""
+        s = kit.store
+        s.move_cursor("listener", 5)
+        assert s.cursor("listener") == 5 and s.cursor("other") is None
+        with pytest.raises(RuntimeError), s.batch():
+            s.move_cursor("listener", 9)
+            raise RuntimeError("the listener failed")
+        assert s.cursor("listener") == 5
+        s.move_cursor("listener", 7)
+        assert s.cursor("listener") == 7
+
+    def test_flags_are_news_once_and_listed_oldest_first(self, kit: Kit) -> None:
+        """flag is True for a new or changed message only; unflag takes it off."""
+        s = kit.store
+        assert s.flag("b.md", "one", T0 + HOUR) is True
+        assert s.flag("b.md", "one", T0 + 2 * HOUR) is False
+        assert s.flag("a.md", "two", T0, A) is True
+        assert [(a.path, a.request_id) for a in s.attention()] == [("a.md", A), ("b.md", None)]
+        s.unflag("a.md")
+        assert [a.path for a in s.attention()] == ["b.md"]
+
+    def test_a_note_digest_is_kept_only_while_the_entries_match(self, kit: Kit) -> None:
+        """set_path keeps note_sha only if the note showed every entry; a step clears it."""
+        s = kit.store
+        s.create(_request(), None)
+        s.set_path(A, "Pending_Approval/a.md", "sha1", entries=1)
+        assert s.note_sha(A) == ("Pending_Approval/a.md", "sha1")
+        s.set_path(A, "Pending_Approval/a.md", "sha2", entries=0)  # stale bytes
+        assert s.note_sha(A) == ("Pending_Approval/a.md", None)
+        s.set_path(A, "Pending_Approval/a.md", "sha3", entries=1)
+        s.transition(A, Status.APPROVED, at=T0 + HOUR, by="alice")
+        assert s.note_sha(A) == ("Pending_Approval/a.md", None)
+        assert s.paths() == {A: "Pending_Approval/a.md"} and s.note_sha(B) == (None, None)
+        assert s.last_change(A) == ("Pending_Approval/a.md", T0 + HOUR)
+
+    def test_the_feed_and_the_chain(self, kit: Kit) -> None:
+        """feed/last_seq in order, recent_entries newest first, verify_chain finds an edit."""
+        s = kit.store
+        assert s.last_seq() == 0 and s.verify_chain() == []
+        s.create(_request(), None)
+        s.create(_request(B), None)
+        s.transition(A, Status.APPROVED, at=T0, by="alice")
+        assert s.last_seq() == 3
+        assert [(seq, rid) for seq, rid, _ in s.feed(1)] == [(2, B), (3, A)]
+        assert [rid for rid, _, _ in s.recent_entries(2)] == [A, B]
+        assert [e.seq for e in s.entries(A)] == [1, 3] and s.verify_chain() == []
+        assert s.decision_uid(A) == s.entries(A)[-1].uid and s.decision_uid(B) is None
+        kit.tamper(3, "mallory")
+        assert any("entry 3" in p and "edited" in p for p in s.verify_chain())
+        assert s.unproven(A, {"amount": 1500}) is not None
+
+    def test_the_rules_in_force_are_recorded_when_they_change(self, kit: Kit) -> None:
+        """record_policy: a summary on the first load and each change, None when unchanged."""
+        s = kit.store
+        first = s.record_policy("rules: []\n", T0)
+        assert first is not None and first.startswith("first load")
+        assert s.record_policy("rules: []\n", T0 + HOUR) is None
+        assert s.record_policy("rules: [x]\n", T0 + HOUR) is not None
+        assert [at for at, _, _ in s.policy_changes()] == [T0 + HOUR, T0]
+
+    def test_a_batch_commits_all_or_nothing(self, kit: Kit) -> None:
+        """A batch that raises leaves nothing of its writes; one that ends keeps them all."""
+        s = kit.store
+        with pytest.raises(RuntimeError), s.batch():
+            assert s.batching
+            s.create(_request(), None)
+            s.flag("a.md", "x", T0)
+            raise RuntimeError("part way")
+        assert not s.batching and s.get(A) is None and s.attention() == []
+        with s.batch():
+            s.create(_request(), None)
+            with pytest.raises(DuplicateError):  # one write fails alone, the batch goes on
+                s.create(_request(), None)
+            s.create(_request(B), None)
+        assert sorted(s.ids()) == [A, B] and s.last_seq() == 2
+
+    def test_a_write_by_another_handle_wakes_a_watcher(self, kit: Kit) -> None:
+        """watch calls wake soon after a write made through another handle on the store."""
+        woke = threading.Event()
+        other = kit.other()
+        with kit.store.watch(woke.set):
+            other.create(_request(), None)
+            assert woke.wait(10), "no wake after another handle wrote"
+        assert kit.store.status_of(A) is Status.PENDING
+        if other is not kit.store:
+            other.close()
+
+    def test_one_daemon_lock_at_a_time(self, kit: Kit) -> None:
+        """daemon_lock: a second acquire raises DaemonRunningError; release frees it."""
+        s = kit.store
+        assert not s.daemon_running()
+        lock = s.daemon_lock().acquire()
+        try:
+            assert s.daemon_running()
+            with pytest.raises(DaemonRunningError):
+                kit.other().daemon_lock().acquire()
+        finally:
+            lock.release()
+        assert not s.daemon_running()
+        s.daemon_lock().acquire().release()

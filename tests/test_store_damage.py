@@ -1,0 +1,118 @@
+"""A journal that is damaged, or deleted under a running daemon: one plain line saying what
+happened, naming the file and the fix; never a traceback, never a new empty journal."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hitl_vault import Status, Vault
+from hitl_vault.errors import JournalDamagedError
+from hitl_vault.journal.sqlite import Journal
+
+from .helpers import DaemonProcess, VaultHelper, eventually
+
+
+def _garble(vault_path: Path, statement: str) -> None:
+    """Bytes that are not UTF-8 where the journal keeps text, as a flipped bit leaves them."""
+    db = sqlite3.connect(vault_path / ".hitl" / "journal.db", isolation_level=None)
+    try:
+        db.execute(statement)
+    finally:
+        db.close()
+
+
+def _one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr, stderr
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_verify_on_a_damaged_journal_says_so_in_one_line(
+    vault_path: Path, helper: VaultHelper
+) -> None:
+    """`hitl-vault verify` on a journal whose bytes are damaged: exit 1, one line with the file
+    and the fix, no traceback."""
+    with Vault(vault_path) as vault:
+        vault.submit("payment", {"amount": 900})
+    _garble(vault_path, "UPDATE policy_changes SET sha = CAST(X'61ff62' AS TEXT)")
+    done = helper.hitl("verify")
+    assert done.returncode == 1
+    line = _one_line(done.stderr)
+    assert ".hitl/journal.db" in line and "cannot be read" in line and "restore" in line
+
+
+def test_run_once_on_a_damaged_journal_ends_in_one_line(
+    vault_path: Path, helper: VaultHelper
+) -> None:
+    """`hitl-vault run --once` when a request's row is damaged: one error line, no traceback
+    logged before it, no retries of what cannot heal."""
+    with Vault(vault_path) as vault:
+        vault.submit("payment", {"amount": 900})
+    _garble(vault_path, "UPDATE requests SET summary = CAST(X'41ff42' AS TEXT)")
+    done = helper.hitl("run", "--once")
+    assert done.returncode == 1
+    line = _one_line(done.stderr)
+    assert ".hitl/journal.db" in line and "cannot be read" in line and "restore" in line
+
+
+def test_a_journal_deleted_under_a_running_daemon_is_said_plainly(
+    vault_path: Path, helper: VaultHelper
+) -> None:
+    """Deleting .hitl/journal.db under a daemon: other commands refuse (no new empty journal,
+    no "not found"), the daemon stops saying what happened, and keeps a copy of what it held."""
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 900})
+    journal = vault_path / ".hitl" / "journal.db"
+    with DaemonProcess(vault_path) as daemon:
+        journal.unlink()
+        shown = helper.hitl("show", request.id)
+        assert shown.returncode == 1
+        line = _one_line(shown.stderr)
+        assert (
+            "journal.db: the journal was deleted or replaced while hitl-vault was running" in line
+        )
+        assert "hitl-vault verify" in line and "not found" not in line
+        assert not journal.exists()  # no empty journal made in its place
+        assert daemon.proc is not None
+        eventually(lambda: daemon.proc.poll() is not None, timeout=30)  # type: ignore[union-attr]
+        assert daemon.proc.returncode == 1
+        log = daemon.log()
+        assert "Traceback" not in log, log
+        assert "was deleted or replaced while hitl-vault was running" in log
+    (rescued,) = journal.parent.glob("journal.db.rescued-*")
+    assert f"saved in {rescued}" in log
+    again = helper.hitl("list")  # the daemon gone, its copy still says what happened
+    assert again.returncode == 1 and f"move {rescued.name} to journal.db" in _one_line(again.stderr)
+    assert not journal.exists()
+    kept = Journal(rescued)
+    try:
+        assert kept.status_of(request.id) is Status.PENDING  # nothing it knew was lost
+    finally:
+        kept.close()
+
+
+def test_a_row_hitl_vault_never_wrote_is_damage_not_a_traceback(
+    vault_path: Path, helper: VaultHelper
+) -> None:
+    """A status no one writes, a time that is not one: reading them is JournalDamagedError."""
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 900})
+    helper.sql("UPDATE requests SET status = 'aproved'")
+    helper.sql("INSERT INTO attention (path, message, since) VALUES ('x.md', 'm', 'noon')")
+    journal = Journal(vault_path / ".hitl" / "journal.db")
+    try:
+        for read in (
+            lambda: journal.get(request.id),
+            lambda: journal.status_of(request.id),
+            journal.requests,
+            journal.counts,
+            journal.attention,
+        ):
+            with pytest.raises(JournalDamagedError, match=r"journal\.db: the journal cannot be"):
+                read()
+    finally:
+        journal.close()
