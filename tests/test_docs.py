@@ -99,9 +99,11 @@ def test_the_architecture_page_names_every_room_and_the_four_jobs() -> None:
 
 
 def test_the_rules_examples_are_valid_rules_files() -> None:
-    """The rules shown in Concepts parse, with the rules and the action they show."""
-    rules, modes = blocks("concepts.md", "yaml")
+    """The rules shown in Concepts parse, with the rules, the action and the answers they show."""
+    rules, numbers, modes = blocks("concepts.md", "yaml")
     policy = parse_policy(rules, "docs/concepts.md")
+    negatives = parse_policy(f"rules:\n{numbers}", "docs/concepts.md")
+    assert negatives.evaluate(Proposal("payment", {"amount": -100})).decision == "ask"
     assert [r.name for r in policy.rules][:2] == ["small-payments", "large-payments"]
     assert "payment" in policy.actions
     assert parse_policy(modes, "docs/concepts.md").evaluate(Proposal("x", {})) is not None
