@@ -97,7 +97,7 @@ class Daemon:
         self.actions = Actions(engine, workers, self._wake.set)
         self.notifier = Notifier(engine, clock)
         self.rules = RulesReload(engine, self.quiet, self.actions.queue_if_runnable)
-        self.looker = Looker(engine, self.quiet, self._publish, self.rules.changed, rescan_every)
+        self.looker = Looker(engine, self.quiet, self.rules.changed, rescan_every)
         self.timeouts = Timeouts(engine, self.quiet.want)
         self.dashboard = DashboardWriter(engine.root, engine.journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.

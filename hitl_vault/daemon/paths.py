@@ -1,12 +1,12 @@
 """What a path that may have changed means to the daemon, by what it is.
 
 A request note (a human's decision or edit, journaled at once), an Inbox
-proposal (a new request), ``hitl-vault.yaml`` (reloaded once quiet), the
-journal (another process recorded transitions), or a request folder that
-appeared (everything in it). The daemon decides when to look and in which
-commit; this module decides what a look does. A look never queues an action:
-an approval it journaled reaches the worker queue through the journal's feed,
-as one any other process made does.
+proposal (a new request), ``hitl-vault.yaml`` (reloaded once quiet), or a
+request folder that appeared (everything in it); the journal's own changes reach
+the daemon through the store's ``watch``, not through here. The daemon decides
+when to look and in which commit; this module decides what a look does. A look
+never queues an action: an approval it journaled reaches the worker queue through
+the journal's feed, as one any other process made does.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ class Looker:
         self,
         engine: Engine,
         quiet: QuietWriter,
-        journal_changed: Callable[[datetime], bool],
         rules_changed: Callable[[datetime], None],
         rescan_every: timedelta,
     ) -> None:
@@ -42,7 +41,6 @@ class Looker:
         self.rescan_every = rescan_every
         self.next_rescan: datetime | None = None  # None: at the next step (a start, an overflow)
         self.inbox = Inbox(engine)
-        self._journal_changed = journal_changed
         self.recheck: dict[Path, datetime] = {}  # half-saved notes: looked at again once quiet
         self._reported: dict[Path, str] = {}  # the problem last logged for each path
 
