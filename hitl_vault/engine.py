@@ -35,6 +35,7 @@ from .journal.lock import daemon_running
 from .journal.sqlite import Journal
 from .layout import JOURNAL_FILE, LOCK_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from .model import RETRYABLE, Kind, Request, Status, Transition, check_action, new_id
+from .notes.decide import Decider
 from .notes.file import read_note
 from .notes.reconcile import Reconciler
 from .notes.render import render_new_note
@@ -90,7 +91,8 @@ class Engine:
         self._record_policy(text)
         self.functions: list[RuleFunction] = []
         self.handlers: dict[str, Callable[[Request], Any]] = {}
-        self.notes = Reconciler(self.root, self.journal, lambda: self.policy, self.functions)
+        self._decider = Decider(self.journal, lambda: self.policy, self.functions)
+        self.notes = Reconciler(self.root, self.journal, self._decider)
         self.events = Events(self.journal)
         self._waiting = Waiting(self.root, self.refresh, self.now, self.journal.touches)
 
@@ -344,13 +346,16 @@ class Engine:
                 check_expected(request_id, sha, expect, edited)
             params = params if given is None else given
         now = self.now()
-        try:
-            done = self.notes.decide(
-                request, to, by=by or default_user(), reason=reason, params=params, now=now
-            )
+        try:  # judged and read back in one transaction: what it returns is what it decided
+            with self.journal.batch():
+                request = self.get(request_id)
+                done = self._decider.decide(
+                    request, to, by=by or default_user(), reason=reason, params=params, now=now
+                )
+                decided = self.get(request_id)
         except RulesError as e:  # a Python rule raised: fail closed, pending, and say so
             what = "approval" if to is Status.APPROVED else "rejection"
-            self.notes.rule_failed(request, what, e, now)
+            self._decider.rule_failed(request, what, e, now)
             self.publish()
             self.show_in_note(request_id, now)
             raise
@@ -358,12 +363,12 @@ class Engine:
         if done is not None:
             self.show_in_note(request_id, now)
         if done is None or done.to_status is Status.TIMED_OUT:  # too late: it expired
-            raise IllegalTransitionError(request_id, self.get(request_id).status, to)
-        return self.get(request_id)
+            raise IllegalTransitionError(request_id, decided.status, to)
+        return replace(decided, path=self.notes.locate(request_id))  # (carried out since?)
 
     def votes(self, request: Request) -> Count:
         """Who decides ``request`` under the rules in force and where its votes stand."""
-        return counted(self.notes.plan(request), request)
+        return counted(self._decider.plan(request), request)
 
     def cancel(self, request_id: str, by: str | None = None) -> Request:
         """Withdraw a pending request, or an approved one whose action has not started
@@ -428,7 +433,7 @@ class Engine:
         """Nobody decided by ``escalate_after``: ``escalate_to`` may decide too (None: it
         was decided, or escalated, first)."""
         request = self.get(request_id)
-        names = sorted(self.notes.plan(request).escalate_to)
+        names = sorted(self._decider.plan(request).escalate_to)
         t = self.journal.record_escalation(request_id, now, "to " + (", ".join(names) or "nobody"))
         self.publish()
         return t
