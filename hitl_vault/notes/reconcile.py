@@ -111,6 +111,29 @@ class Reconciler:
         """Decide a pending request its recorded votes decide under the rules in force."""
         return self._decider.settle(request_id, now)
 
+    def note_first(self, request: Request, now: datetime) -> bool:
+        """Journal what a pending request's note says that the journal does not hold yet (a
+        save made before what is about to be recorded); whether it recorded anything."""
+        if request.status is not Status.PENDING or request.path is None:
+            return False
+        finding = self.inspect(request.path, now)
+        return finding is not None and finding.acted is not None
+
+    def params_shown(self, request: Request) -> dict[str, Any]:
+        """The params a pending request's note shows (a human may have edited them there),
+        else those recorded."""
+        params = dict(request.params)
+        if request.path is None or request.status is not Status.PENDING:
+            return params
+        try:
+            note = read_note(request.path, self.rel(request.path))
+        except NoteError:
+            return params
+        if isinstance(note.meta.get("params"), dict):
+            line = line_number(note, "params")
+            params = note_params(note.meta["params"], note.where, line)
+        return params
+
     def later_in_note(self, request: Request) -> str | None:
         """What in the note shows the request further on than the journal does, or None.
 
