@@ -154,7 +154,7 @@ def _swap(path: Path, tmp: Path, data: bytes, expected: bytes, where: str) -> No
     """Replace ``path`` by ``tmp`` if it holds ``expected``, keeping a human's save that
     lands meanwhile: ``old`` names the file replaced, so a save written into it in place
     after the compare shows there, and it is put back in place of ours."""
-    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.hitl-old")
+    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old.hitl-tmp")
     try:
         os.link(path, old)
     except FileNotFoundError:
