@@ -223,3 +223,25 @@ def test_a_status_saved_while_hitl_vault_writes_the_note_is_not_overwritten(
             write_note(path, before + b"\nhitl-vault's\n", before, "x")
         assert path.read_bytes() == theirs
         assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_flag_on_a_vanished_note_path_clears_at_run_once(tmp_path: Path) -> None:
+    """A Needs attention entry naming a note path nothing is at any more (its note moved on
+    while no daemon ran) is gone after ``hitl-vault run --once``; others stay."""
+    vault_path = tmp_path / "vault"
+    init_vault(vault_path)
+    with Vault(vault_path) as vault:
+        rid, path, _ = _pending_note(vault)
+        engine, journal = vault.engine, vault.engine.journal
+        vault.approve(rid, by="alice")
+        engine.start_execution(rid, by="bot")
+        engine.finish_execution(rid, True, result="paid")
+        engine.show_in_note(rid, engine.now())
+        assert (vault_path / "Done" / path.name).is_file()
+        where = f"Pending_Approval/{path.name}"
+        journal.flag(where, f"{where}: cannot move it", engine.now(), rid)
+        journal.flag("Inbox/other.md", "Inbox/other.md: not a proposal", engine.now())
+    done = _hitl(vault_path, "run", "--once")
+    assert done.returncode == 0, done.stderr
+    with Vault(vault_path) as vault:
+        assert [a.path for a in vault.engine.journal.attention()] == ["Inbox/other.md"]
