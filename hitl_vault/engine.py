@@ -233,7 +233,7 @@ class Engine:
         of at least 8 characters of) the hash ``show`` printed for them; with ``expect``,
         any other params are refused. ``params``: run these instead (all of them), judged
         as an edit of the note's params saved with the approval; ``expect`` then names the
-        params they were edited from.
+        params they were edited from. Returns the request as the approval left it.
         """
         edited = None if params is None else clean_params(params)
         return self._decide(request_id, Status.APPROVED, by, reason, expect, edited)

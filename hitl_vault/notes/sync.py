@@ -84,7 +84,7 @@ def _votes_callout(note: Note) -> list[list[str]]:
 
 # Journals what a human did to a note before it is written over (the note as read, its
 # request as the journal had it): the problem that kept it from counting, or None.
-Judge = Callable[[Path, Note, Request, datetime], "str | None"]
+Judge = Callable[[Path, Note, Request, datetime], str | None]
 # The ``votes:`` lines a note decided by votes shows, and what its callout says is still
 # needed (now first, then earlier texts); (None, []) when one person decides.
 ApprovalView = Callable[[Request], tuple[dict[str, str] | None, list[str]]]
