@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 
 from .errors import ChangedUnderfootError, NoteError
@@ -197,11 +198,12 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
         if _same_file(src, dest) or not _holds(src, expected):
             # Another process moved (or is moving) the note since we read it: read it again.
             raise ChangedUnderfootError(where)
-        raise NoteError(
-            where,
-            f"cannot move it: {dest.parent.name}/{dest.name} already exists",
-            "remove or rename the other file with this name",
-        )
+        if _stays(dest):  # (a move another process undoes leaves it there for a moment)
+            raise NoteError(
+                where,
+                f"cannot move it: {dest.parent.name}/{dest.name} already exists",
+                "remove or rename the other file with this name",
+            )
     if data != expected:
         write_note(src, data, expected, where)
     try:
@@ -226,6 +228,15 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
         raise ChangedUnderfootError(where)
     src.unlink(missing_ok=True)
     _fsync_dir(src.parent)
+
+
+def _stays(path: Path, tries: int = 5, pause: float = 0.02) -> bool:
+    """``path`` is still there after a few short pauses."""
+    for _ in range(tries):
+        if not os.path.lexists(path):
+            return False
+        time.sleep(pause)
+    return os.path.lexists(path)
 
 
 def interrupted_move(a: Path, b: Path) -> bool:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from hitl_vault import Status, Vault
 from hitl_vault.durable import move_note, write_note
-from hitl_vault.errors import ChangedUnderfootError
+from hitl_vault.errors import ChangedUnderfootError, NoteError
 from hitl_vault.template import init_vault
 
 from .helpers import eventually
@@ -247,3 +248,33 @@ def test_a_flag_on_a_vanished_note_path_clears_at_run_once(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     with Vault(vault_path) as vault:
         assert [a.path for a in vault.engine.journal.attention()] == ["Inbox/other.md"]
+
+
+def test_a_name_another_process_drops_again_at_once_is_not_in_the_way(tmp_path: Path) -> None:
+    """Another process's move undone (it found the note saved between its steps) leaves the
+    new name for a moment: the move waits it out rather than flag "already exists"."""
+    init_vault(tmp_path / "vault")
+    with Vault(tmp_path / "vault") as vault:
+        _, path, before = _pending_note(vault)
+        dest = tmp_path / "vault" / "Approved" / path.name
+        dest.write_bytes(b"another process's, about to be dropped\n")
+        dropping = threading.Timer(0.01, dest.unlink)
+        dropping.start()
+        try:
+            move_note(path, before, dest, before + b"\nours\n", "Pending_Approval/x.md")
+        finally:
+            dropping.join()
+        assert dest.read_bytes() == before + b"\nours\n"
+        assert not path.exists()
+
+
+def test_a_file_that_stays_in_the_way_is_flagged(tmp_path: Path) -> None:
+    """A different file under the name the note moves to is a real conflict: NoteError."""
+    init_vault(tmp_path / "vault")
+    with Vault(tmp_path / "vault") as vault:
+        _, path, before = _pending_note(vault)
+        dest = tmp_path / "vault" / "Approved" / path.name
+        dest.write_bytes(b"someone's own file\n")
+        with pytest.raises(NoteError, match="already exists"):
+            move_note(path, before, dest, before + b"\nours\n", "Pending_Approval/x.md")
+        assert path.read_bytes() == before
