@@ -288,12 +288,21 @@ class NoteSync:
                 self.journal.unflag(item.path)
 
     def sync_now(self, request_id: str, now: datetime, attempts: int = 5) -> bool:
-        """``sync``, retried a few times when the note changes underfoot (API and CLI use)."""
+        """``sync``, retried a few times when the note changes underfoot (API and CLI use).
+
+        Each attempt holds the journal's write lock, so two processes with no daemon (a
+        script in ``approval()`` and ``hitl-vault approve``, say) never move one note at
+        once; what an attempt journaled stands even when writing the note fails.
+        """
         for _ in range(attempts):
-            try:
-                return self.sync(request_id, now)
-            except ChangedUnderfootError:
-                continue
+            with self.journal.batch():
+                try:
+                    return self.sync(request_id, now)
+                except ChangedUnderfootError:
+                    continue
+                except NoteError as e:
+                    failed = e
+            raise failed
         return False
 
     def _recreate(self, request: Request) -> bool:
