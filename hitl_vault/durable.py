@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 
 from .errors import ChangedUnderfootError, NoteError
@@ -126,7 +127,9 @@ def _holds(path: Path, data: bytes) -> bool:
 def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> None:
     """Write ``data`` to ``path`` if it still holds ``expected`` (None: if it does not exist).
 
-    Raises :class:`ChangedUnderfootError` and leaves the file alone otherwise.
+    Raises :class:`ChangedUnderfootError` and leaves the file alone otherwise. The note
+    being replaced keeps a second name while we compare and swap: a save made in place
+    between the compare and the swap lands in it, and is put back (their save stands).
     """
     try:
         mode = path.stat().st_mode if expected is not None else None
@@ -134,18 +137,46 @@ def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> N
         raise ChangedUnderfootError(where) from None
     tmp = _write_temp(path.parent, path.name, data, mode)
     try:
-        if _current(path, where, expected) != expected:
-            raise ChangedUnderfootError(where)
         if expected is None:
+            if _current(path, where, expected) is not None:
+                raise ChangedUnderfootError(where)
             try:
                 os.link(tmp, path)
             except FileExistsError:
                 raise ChangedUnderfootError(where) from None
         else:
-            os.replace(tmp, path)
+            _swap(path, tmp, data, expected, where)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def _swap(path: Path, tmp: Path, data: bytes, expected: bytes, where: str) -> None:
+    """Replace ``path`` by ``tmp`` if it holds ``expected``, keeping a human's save that
+    lands meanwhile: ``old`` names the file replaced, so a save written into it in place
+    after the compare shows there, and it is put back in place of ours."""
+    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old.hitl-tmp")
+    try:
+        os.link(path, old)
+    except FileNotFoundError:
+        raise ChangedUnderfootError(where) from None
+    try:
+        if _current(old, where, expected) != expected or not _same_file(path, old):
+            raise ChangedUnderfootError(where)  # saved since we read it (in place or renamed)
+        os.replace(tmp, path)
+        if _current(old, where, expected) != expected:  # saved in place as we swapped
+            if _holds(path, data):
+                os.replace(old, path)
+            raise ChangedUnderfootError(where)
+    finally:
+        old.unlink(missing_ok=True)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -> None:
@@ -164,11 +195,15 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
                 src.unlink(missing_ok=True)
                 _fsync_dir(src.parent)
             return
-        raise NoteError(
-            where,
-            f"cannot move it: {dest.parent.name}/{dest.name} already exists",
-            "remove or rename the other file with this name",
-        )
+        if _same_file(src, dest) or not _holds(src, expected):
+            # Another process moved (or is moving) the note since we read it: read it again.
+            raise ChangedUnderfootError(where)
+        if _stays(dest):  # (a move another process undoes leaves it there for a moment)
+            raise NoteError(
+                where,
+                f"cannot move it: {dest.parent.name}/{dest.name} already exists",
+                "remove or rename the other file with this name",
+            )
     if data != expected:
         write_note(src, data, expected, where)
     try:
@@ -193,6 +228,15 @@ def move_note(src: Path, expected: bytes, dest: Path, data: bytes, where: str) -
         raise ChangedUnderfootError(where)
     src.unlink(missing_ok=True)
     _fsync_dir(src.parent)
+
+
+def _stays(path: Path, tries: int = 5, pause: float = 0.02) -> bool:
+    """``path`` is still there after a few short pauses."""
+    for _ in range(tries):
+        if not os.path.lexists(path):
+            return False
+        time.sleep(pause)
+    return os.path.lexists(path)
 
 
 def interrupted_move(a: Path, b: Path) -> bool:

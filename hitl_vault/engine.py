@@ -19,45 +19,35 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .deadlines import Deadlines
 from .errors import (
-    ChangedUnderfootError,
-    DuplicateError,
     IllegalTransitionError,
     NoteError,
-    NotRetryableError,
-    NotRunnableError,
     RequestNotFoundError,
     RulesError,
     VaultNotFoundError,
 )
 from .events import Events, Listener
+from .execution import Execution
 from .journal.sqlite import Journal
 from .layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
-from .model import RETRYABLE, Kind, Request, Status, Transition, check_action, new_id
-from .notes.file import read_note
+from .model import Request, Status, Transition, check_action, new_id
+from .notes.decide import Decider
 from .notes.reconcile import Reconciler
-from .notes.render import render_new_note
-from .notes.state import explanation, line_number
-from .notify.config import NotifyConfig, read_notify_config
-from .params import check_expected, clean_params, describe_changes, note_params, params_sha
-from .policy.intake import ask, check_context, check_size, default_user, storable
-from .policy.quorum import Count, count
-from .policy.rules import Policy, Proposal, RuleFunction, Ruling, code_matches
-from .policy.rulesfile import parse_policy, rules_text
-from .policy.trust import UntrustedVaultError, check_vault, raise_for
-from .policy.verdict import counted, judge_run
+from .params import check_expected, clean_params, describe_changes, params_sha
+from .policy.intake import default_user
+from .policy.quorum import Count
+from .policy.rules import Policy, Proposal, RuleFunction, Ruling
+from .policy.trust import UntrustedVaultError
+from .policy.verdict import counted
+from .rules_in_force import check_trust, read_rules, record_policy
 from .store import JournalStore
-from .text import one_line
-from .times import parse_duration, utcnow
+from .submission import Submissions
+from .times import utcnow
 from .verify import verify_vault
 from .waiting import Waiting
 
 log = logging.getLogger(__name__)
-
-
-def _storable(text: str | None) -> str | None:
-    """Text as UTF-8 can hold it: what cannot be encoded (a lone surrogate) becomes "?"."""
-    return None if text is None else storable(text)
 
 
 class Engine:
@@ -83,14 +73,23 @@ class Engine:
         self.root = root.resolve()
         self._clock = clock
         self._ids = ids
-        self._check_trust()  # before anything is created or chmodded through a link
-        self.policy, self.notify, text = self._read_rules()
+        check_trust(self.root)  # before anything is created or chmodded through a link
+        self.policy, self.notify, text = read_rules(self.root)
         self.journal: JournalStore = journal or Journal(self.root / STATE_DIR / JOURNAL_FILE)
-        self._record_policy(text)
+        record_policy(self.journal, text, self.now())
         self.functions: list[RuleFunction] = []
         self.handlers: dict[str, Callable[[Request], Any]] = {}
-        self.notes = Reconciler(self.root, self.journal, lambda: self.policy, self.functions)
+        rules = lambda: self.policy  # noqa: E731 - the rules in force, reloaded at times
+        self._decider = Decider(self.journal, rules, self.functions)
+        self.notes = Reconciler(self.root, self.journal, self._decider)
         self.events = Events(self.journal)
+        self._submissions = Submissions(
+            self.journal, self.notes, rules, self.functions, ids, self.now, self.publish
+        )
+        self._deadlines = Deadlines(self.journal, self._decider.plan, self.publish)
+        self._execution = Execution(
+            self.journal, self.notes.later_in_note, rules, self.functions, self.publish, self.now
+        )
         self._waiting = Waiting(self.root, self.refresh, self.now, self.journal.watch)
 
     # --- events -------------------------------------------------------------------
@@ -121,33 +120,12 @@ class Engine:
         Every change of the rules in force is journaled with its hash and a short diff.
         """
         try:
-            self._check_trust()
+            check_trust(self.root)
         except UntrustedVaultError as e:
             raise RulesError(RULES_FILE, str(e), "fix who may write it") from None
-        self.policy, self.notify, text = self._read_rules(check_urls=check_urls)
-        self._record_policy(text)
+        self.policy, self.notify, text = read_rules(self.root, check_urls=check_urls)
+        record_policy(self.journal, text, self.now())
         return self.policy
-
-    def _read_rules(self, *, check_urls: bool = False) -> tuple[Policy, NotifyConfig, str | None]:
-        """The rules file's policy and notification targets, and its text to journal (None
-        when there is no file)."""
-        text = rules_text(self.root / RULES_FILE, RULES_FILE) or ""
-        policy = parse_policy(text, RULES_FILE)
-        notify = read_notify_config(text, RULES_FILE, check_urls=check_urls)
-        return policy, notify, text or None
-
-    def _check_trust(self) -> None:
-        report = check_vault(self.root)
-        for warning in report.warnings:
-            log.warning("%s", warning)
-        raise_for(report)
-
-    def _record_policy(self, text: str | None) -> None:
-        summary = self.journal.record_policy(text, self.now())
-        if summary is not None and summary.startswith("first load"):
-            log.info("%s: %s", RULES_FILE, summary)
-        elif summary is not None:
-            log.info("%s changed:\n%s", RULES_FILE, summary)
 
     def close(self) -> None:
         self._waiting.close()
@@ -193,70 +171,28 @@ class Engine:
         a second submit with the same key raises :class:`DuplicateError`.
         ``retry``: (the request this one retries, who retries it), linked in both.
         """
-        check_action(action)
-        params = clean_params(params)
-        context = check_context(context)
-        limit = parse_duration(timeout, "timeout") if timeout is not None else None
-        proposal = Proposal(action, params, summary, requested_by or default_user())
-        code = code_matches(proposal, self.functions)  # each Python rule called once
-        asked = ask(
-            self.policy, proposal, code, asked_timeout=limit, now=self.now(),
-            carried_by_requester=carried_by_requester, context=context,
-        )  # fmt: skip
-        if retry is not None:
-            first = asked.request.history[0]
-            link = Transition(
-                first.at, first.to_status, first.to_status, retry[1], "",
-                (f"retry of {retry[0]}",), Kind.LINKED,
-            )  # fmt: skip
-            made = replace(asked.request, retry_of=retry[0], history=(first, link))
-            asked = replace(asked, request=made)
-        explained = explanation(asked.matches, asked.request.rule)
-        plan = asked.plan
-        none_yet = count(plan, (), requester=asked.request.requested_by)
-        names = sorted(none_yet.waiting_for() or ()) if plan.by_votes else []
-        pending = plan.by_votes and asked.request.status is Status.PENDING
-        waiting = none_yet.progress() if pending else None
-        for attempt in range(5):
-            request = asked.with_id(self._ids)
-            text = render_new_note(request, explained, names, waiting)
-            check_size(text)
-            try:
-                where = f"{request.status.folder}/{request.id}.md"
-                self.journal.create(request, where, source, asked.pinned)
-                break
-            except DuplicateError as e:  # the random tail of the id repeated: draw again
-                if attempt == 4 or e.what.startswith("proposal"):
-                    raise
-        try:
-            path: Path | None = self.notes.write_new(request, text)
-        except ChangedUnderfootError:  # a daemon that saw the journal entry wrote it first
-            path = self.notes.locate(request.id)
-            if path is None:
-                raise
-        finally:
-            self.publish()
+        request = self._submissions.submit(
+            action,
+            params,
+            summary=summary,
+            timeout=timeout,
+            requested_by=requested_by,
+            carried_by_requester=carried_by_requester,
+            source=source,
+            context=context,
+            retry=retry,
+        )
         if retry is not None:
             self.show_in_note(retry[0], request.created)
-        return replace(request, path=path)
+        return request
 
     def retry(self, request_id: str, by: str | None = None) -> Request:
         """A new request from a failed or timed-out one: the same action, params (those
         that ran, or as last recorded), summary, context and requester, decided by the
         rules again. Both notes link to each other; ``by`` is who retried it."""
-        old = self.get(request_id)
-        if old.status not in RETRYABLE or old.retried_as is not None:
-            raise NotRetryableError(request_id, old.status, old.retried_as)
-        if old.carried_by_requester:  # an agent's tool call: only the agent can make it again
-            why = (
-                f"it is {old.status} and was made by {old.requested_by}, which carries it "
-                "out itself: have the agent make the same call again (a new request)"
-            )
-            raise NotRetryableError(request_id, old.status, why=why)
-        return self.submit(
-            old.action, old.params, summary=old.summary, requested_by=old.requested_by,
-            context=old.context, retry=(old.id, by or default_user()),
-        )  # fmt: skip
+        request = self._submissions.retry(self.get(request_id), by or default_user())
+        self.show_in_note(request_id, request.created)
+        return request
 
     def get(self, request_id: str) -> Request:
         request = self.journal.get(request_id)
@@ -296,7 +232,7 @@ class Engine:
         of at least 8 characters of) the hash ``show`` printed for them; with ``expect``,
         any other params are refused. ``params``: run these instead (all of them), judged
         as an edit of the note's params saved with the approval; ``expect`` then names the
-        params they were edited from.
+        params they were edited from. Returns the request as the approval left it.
         """
         edited = None if params is None else clean_params(params)
         return self._decide(request_id, Status.APPROVED, by, reason, expect, edited)
@@ -309,16 +245,7 @@ class Engine:
         """What approving now would run: the params (the note's, if a human edited them
         there), their hash (``approve --expect``), and how they differ from the params as
         they were asked for ("" when they do not)."""
-        request = self.get(request_id)
-        params = dict(request.params)
-        if request.path is not None and request.status is Status.PENDING:
-            try:
-                note = read_note(request.path, self.notes.rel(request.path))
-            except NoteError:
-                note = None
-            if note is not None and isinstance(note.meta.get("params"), dict):
-                line = line_number(note, "params")
-                params = note_params(note.meta["params"], note.where, line)
+        params = self.notes.params_shown(self.get(request_id))
         edited = describe_changes(self.journal.created_params(request_id), params)
         return params, params_sha(params), edited
 
@@ -332,9 +259,12 @@ class Engine:
         given: Mapping[str, Any] | None = None,
     ) -> Request:
         request = self.get(request_id)
+        if self.notes.note_first(request, self.now()):  # a save made before this decision
+            self.publish()
+            request = self.get(request_id)
         if request.status is not Status.PENDING:
             raise IllegalTransitionError(request_id, request.status, to)
-        if self._escalate_if_due(request, self.now()) is not None:
+        if self._deadlines.escalate_if_due(request, self.now()) is not None:
             request = self.get(request_id)
         params: Mapping[str, Any] | None = None  # a rejection runs nothing: its params stand
         if to is Status.APPROVED:
@@ -343,13 +273,16 @@ class Engine:
                 check_expected(request_id, sha, expect, edited)
             params = params if given is None else given
         now = self.now()
-        try:
-            done = self.notes.decide(
-                request, to, by=by or default_user(), reason=reason, params=params, now=now
-            )
+        try:  # judged and read back in one transaction: what it returns is what it decided
+            with self.journal.batch():
+                request = self.get(request_id)
+                done = self._decider.decide(
+                    request, to, by=by or default_user(), reason=reason, params=params, now=now
+                )
+                decided = self.get(request_id)
         except RulesError as e:  # a Python rule raised: fail closed, pending, and say so
             what = "approval" if to is Status.APPROVED else "rejection"
-            self.notes.rule_failed(request, what, e, now)
+            self._decider.rule_failed(request, what, e, now)
             self.publish()
             self.show_in_note(request_id, now)
             raise
@@ -357,12 +290,12 @@ class Engine:
         if done is not None:
             self.show_in_note(request_id, now)
         if done is None or done.to_status is Status.TIMED_OUT:  # too late: it expired
-            raise IllegalTransitionError(request_id, self.get(request_id).status, to)
-        return self.get(request_id)
+            raise IllegalTransitionError(request_id, decided.status, to)
+        return replace(decided, path=self.notes.locate(request_id))  # (carried out since?)
 
     def votes(self, request: Request) -> Count:
         """Who decides ``request`` under the rules in force and where its votes stand."""
-        return counted(self.notes.plan(request), request)
+        return counted(self._decider.plan(request), request)
 
     def cancel(self, request_id: str, by: str | None = None) -> Request:
         """Withdraw a pending request, or an approved one whose action has not started
@@ -409,12 +342,10 @@ class Engine:
     def _refresh(self, request_id: str) -> Request:
         request = self.get(request_id)
         now = self.now()
-        if request.status is Status.PENDING and request.path is not None:
-            finding = self.notes.inspect(request.path, now)
-            if finding is not None and finding.acted is not None:
-                self.show_in_note(request_id, now)
-                return self.get(request_id)
-        if self._escalate_if_due(request, now) is not None:
+        if self.notes.note_first(request, now):
+            self.show_in_note(request_id, now)
+            return self.get(request_id)
+        if self._deadlines.escalate_if_due(request, now) is not None:
             self.show_in_note(request_id, now)
             request = self.get(request_id)
         if request.status is Status.PENDING and request.expires and request.expires <= now:
@@ -426,26 +357,11 @@ class Engine:
     def escalate(self, request_id: str, now: datetime) -> Transition | None:
         """Nobody decided by ``escalate_after``: ``escalate_to`` may decide too (None: it
         was decided, or escalated, first)."""
-        request = self.get(request_id)
-        names = sorted(self.notes.plan(request).escalate_to)
-        t = self.journal.record_escalation(request_id, now, "to " + (", ".join(names) or "nobody"))
-        self.publish()
-        return t
-
-    def _escalate_if_due(self, request: Request, now: datetime) -> Transition | None:
-        """The escalation of a pending request that fell due with no daemon to see it."""
-        due = request.escalate_at is not None and request.escalate_at <= now
-        if request.status is Status.PENDING and due:
-            return self.escalate(request.id, now)
-        return None
+        return self._deadlines.escalate(self.get(request_id), now)
 
     def expire(self, request_id: str, now: datetime) -> Transition | None:
         """pending → timed_out, unless it was decided first (then None)."""
-        t = self.journal.transition(
-            request_id, Status.TIMED_OUT, at=now, by="hitl-vault", expect={Status.PENDING}
-        )
-        self.publish()
-        return t
+        return self._deadlines.expire(request_id, now)
 
     # --- waiting ------------------------------------------------------------------
 
@@ -466,38 +382,8 @@ class Engine:
     def start_execution(
         self, request_id: str, by: str, params: Mapping[str, Any] | None = None
     ) -> Transition | None:
-        """approved → executing, durably, right before the action starts with ``params``.
-
-        None if it is no longer approved (already started, say). Raises
-        :class:`NotRunnableError`, recording nothing, unless the journal's own entries
-        prove an approval of exactly these params and the note shows no later state
-        than the journal. A block rule in force now rejects it instead (that
-        transition is returned).
-        """
-        request = self.journal.get(request_id)
-        if request is None:
-            raise RequestNotFoundError(request_id)
-        if request.status is not Status.APPROVED:
-            return None
-        run = request.params if params is None else params
-        problem = self.journal.unproven(request_id, run) or self.notes.later_in_note(request)
-        if problem and self.journal.status_of(request_id) is not Status.APPROVED:
-            return None  # cancelled meanwhile (by another process): nothing to run
-        if problem:
-            raise NotRunnableError(request_id, problem)
-        now = self.now()
-        blocked = judge_run(self.policy, request, run, self.functions)
-        if blocked is not None:
-            t = self.journal.transition(
-                request_id, Status.REJECTED, at=now, by="hitl-vault", reason=blocked,
-                expect={Status.APPROVED}, fields={"reason": blocked},
-            )  # fmt: skip
-        else:
-            t = self.journal.transition(
-                request_id, Status.EXECUTING, at=now, by=by, expect={Status.APPROVED}
-            )
-        self.publish()
-        return t
+        """approved → executing, right before the action starts (see :meth:`Execution.start`)."""
+        return self._execution.start(request_id, by, params)
 
     def finish_execution(
         self,
@@ -509,19 +395,4 @@ class Engine:
         at: datetime | None = None,
     ) -> Transition | None:
         """executing → executed (with its result) or failed (with the error), as of ``at``."""
-        now = at or self.now()
-        result, error = _storable(result), _storable(error)  # e.g. a file name's lone surrogate
-        if ok:
-            details = (f"result: {one_line(result or '', 200)}",) if result else ()
-            fields: dict[str, Any] = {"executed_at": now, "result": result or ""}
-            to = Status.EXECUTED
-        else:
-            details = (f"error: {one_line(error or '', 200)}",)
-            fields = {"executed_at": now, "error": error or "failed"}
-            to = Status.FAILED
-        t = self.journal.transition(
-            request_id, to, at=now, by="executor", details=details,
-            expect={Status.EXECUTING}, fields=fields,
-        )  # fmt: skip
-        self.publish()
-        return t
+        return self._execution.finish(request_id, ok, result, error, at=at)

@@ -137,9 +137,41 @@ def crash_loop(vault_path: Path, kills: int, seed: int, alive: tuple[float, floa
     rng = random.Random(seed)
     figures = Figures()
     helper = VaultHelper(vault_path)
-    log = vault_path.parent / f"crash-{vault_path.name}.log"
     started = time.monotonic()
-    kinds: dict[str, str] = {}
+    kinds: dict[str, str] = {}  # each request submitted: pay or refund
+    with Vault(vault_path) as vault:
+        _kill_while_approving(vault, vault_path, kills, rng, alive, figures, kinds)
+        _catch_up(vault, vault_path, figures, len(kinds))
+        figures.seconds = time.monotonic() - started
+        runs = collections.Counter(helper.runs("runs.log"))
+        effects = collections.Counter(helper.runs("effects.log"))
+        attempts = collections.Counter(helper.runs("attempts.log"))
+        for request_id, kind in kinds.items():
+            request = vault.get(request_id)
+            if kind == "pay":
+                _check_pay(request, runs[request_id], figures)
+            else:
+                _check_refund(request, effects[request_id], attempts[request_id], figures)
+            _check_note(vault_path, request, figures)
+        strangers = set(runs) - set(kinds)
+        if strangers:
+            figures.problems.append(f"runs of unknown requests: {sorted(strangers)}")
+        figures.problems += [f"verify: {p}" for p in vault.verify()]
+    return figures
+
+
+def _kill_while_approving(
+    vault: Vault,
+    vault_path: Path,
+    kills: int,
+    rng: random.Random,
+    alive: tuple[float, float],
+    figures: Figures,
+    kinds: dict[str, str],
+) -> None:
+    """Start a daemon, submit and approve for a random while, SIGKILL it; ``kills`` times.
+    What is left unapproved is approved with no daemon running."""
+    log = vault_path.parent / f"crash-{vault_path.name}.log"
     waiting: list[tuple[float, Request]] = []
 
     def approve(req: Request) -> None:
@@ -147,104 +179,105 @@ def crash_loop(vault_path: Path, kills: int, seed: int, alive: tuple[float, floa
         set_status(req.path, "approved", decided_by="alice")
         figures.approvals += 1
 
-    with Vault(vault_path) as vault:
-        for _ in range(kills):
-            before = log.read_text(errors="replace").count("watching ") if log.exists() else 0
-            proc = _spawn(vault_path, log)
-            until = time.monotonic() + rng.uniform(*alive)
-            while time.monotonic() < until:
-                kind = rng.choice(("pay", "refund"))
-                req = vault.submit(kind, {"n": figures.requests})
-                figures.requests += 1
-                kinds[req.id] = kind
-                waiting.append((time.monotonic(), req))
-                # Approve what was submitted a moment ago (approving within a millisecond of
-                # the note appearing is tested in test_editors.py), in place, as in VS Code.
-                while waiting and waiting[0][0] < time.monotonic() - 0.3:
-                    approve(waiting.pop(0)[1])
-                time.sleep(rng.uniform(0.02, 0.12))  # pacing the stream, not an assertion
-            executing = vault.engine.journal.ids(Status.EXECUTING)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
-            figures.kills += 1
-            after = log.read_text(errors="replace").count("watching ")
-            figures.kills_before_watching += after == before
-            figures.kills_mid_action += bool(executing)
-        while waiting:  # no daemon runs now
-            approve(waiting.pop(0)[1])
-        # The last start: it must catch up on everything and settle every note.
-        catch_up = time.monotonic()
-        final = DaemonProcess(vault_path)
-        final.log_path = vault_path.parent / f"final-{vault_path.name}.log"
-        with final:
+    for _ in range(kills):
+        before = log.read_text(errors="replace").count("watching ") if log.exists() else 0
+        proc = _spawn(vault_path, log)
+        until = time.monotonic() + rng.uniform(*alive)
+        while time.monotonic() < until:
+            kind = rng.choice(("pay", "refund"))
+            req = vault.submit(kind, {"n": figures.requests})
+            figures.requests += 1
+            kinds[req.id] = kind
+            waiting.append((time.monotonic(), req))
+            # Approve what was submitted a moment ago (approving within a millisecond of
+            # the note appearing is tested in test_editors.py), in place, as in VS Code.
+            while waiting and waiting[0][0] < time.monotonic() - 0.3:
+                approve(waiting.pop(0)[1])
+            time.sleep(rng.uniform(0.02, 0.12))  # pacing the stream, not an assertion
+        executing = vault.engine.journal.ids(Status.EXECUTING)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        figures.kills += 1
+        after = log.read_text(errors="replace").count("watching ")
+        figures.kills_before_watching += after == before
+        figures.kills_mid_action += bool(executing)
+    while waiting:  # no daemon runs now
+        approve(waiting.pop(0)[1])
 
-            def finished() -> bool:
-                counts = vault.engine.journal.counts()
-                return counts[Status.EXECUTED] + counts[Status.FAILED] == len(kinds)
 
-            with contextlib.suppress(AssertionError):  # reported below, request by request
-                eventually(finished, 40)
-                eventually(lambda: not any((vault_path / "Approved").glob("2*.md")), 10)
-                eventually(lambda: not any((vault_path / "Pending_Approval").glob("2*.md")), 5)
-            figures.catch_up_seconds = time.monotonic() - catch_up
-            time.sleep(0.3)  # orphaned executors of killed daemons finish their last write
-            code = final.stop()
-            if code != 0:
-                figures.problems.append(f"the last daemon exited {code}")
-        figures.seconds = time.monotonic() - started
-        runs = collections.Counter(helper.runs("runs.log"))
-        effects = collections.Counter(helper.runs("effects.log"))
-        attempts = collections.Counter(helper.runs("attempts.log"))
-        for request_id, kind in kinds.items():
-            request = vault.get(request_id)
-            status = request.status
-            if kind == "pay":
-                if runs[request_id] > 1:
-                    figures.problems.append(f"{request_id} ran {runs[request_id]} times")
-                if status is Status.EXECUTED:
-                    figures.executed += 1
-                    if runs[request_id] != 1:
-                        figures.problems.append(f"{request_id} executed but ran {runs[request_id]}")
-                elif status is Status.FAILED and request.error == INTERRUPTED:
-                    figures.interrupted += 1
-                else:
-                    figures.problems.append(
-                        f"{request_id} (pay) ended {status} ({request.error or 'no error'})"
-                    )
-            else:
-                if status is not Status.EXECUTED:
-                    figures.problems.append(
-                        f"{request_id} (refund, idempotent) ended {status} ({request.error})"
-                    )
-                else:
-                    figures.executed += 1
-                if effects[request_id] != 1:
-                    figures.problems.append(
-                        f"{request_id}: refund recorded {effects[request_id]} times"
-                    )
-                figures.refunds_run_again += attempts[request_id] > 1
-            note = vault_path / status.folder / f"{request_id}.md"
-            others = [
-                p.relative_to(vault_path).as_posix()
-                for p in vault_path.glob(f"*/{request_id}.md")
-                if p != note
-            ]
-            if not note.exists():
-                figures.problems.append(
-                    f"{request_id} is {status} but its note is only at {others}: "
-                    + ", ".join(f"{o} says {_status_line(vault_path / o)}" for o in others)
-                )
-            elif f"status: {status}" not in note.read_text():
-                figures.problems.append(f"{request_id}: its note does not show {status}")
-            elif others:
-                figures.problems.append(
-                    f"{request_id}: copies left behind besides {status.folder}/: {others}"
-                )
-        strangers = set(runs) - set(kinds)
-        if strangers:
-            figures.problems.append(f"runs of unknown requests: {sorted(strangers)}")
-        figures.problems += [f"verify: {p}" for p in vault.verify()]
-    return figures
+def _catch_up(vault: Vault, vault_path: Path, figures: Figures, submitted: int) -> None:
+    """The last start: it must catch up on everything and settle every note."""
+    catch_up = time.monotonic()
+    final = DaemonProcess(vault_path)
+    final.log_path = vault_path.parent / f"final-{vault_path.name}.log"
+    with final:
+
+        def finished() -> bool:
+            counts = vault.engine.journal.counts()
+            return counts[Status.EXECUTED] + counts[Status.FAILED] == submitted
+
+        with contextlib.suppress(AssertionError):  # reported below, request by request
+            eventually(finished, 40)
+            eventually(lambda: not any((vault_path / "Approved").glob("2*.md")), 10)
+            eventually(lambda: not any((vault_path / "Pending_Approval").glob("2*.md")), 5)
+        figures.catch_up_seconds = time.monotonic() - catch_up
+        time.sleep(0.3)  # orphaned executors of killed daemons finish their last write
+        code = final.stop()
+        if code != 0:
+            figures.problems.append(f"the last daemon exited {code}")
+
+
+def _check_pay(request: Request, runs: int, figures: Figures) -> None:
+    """A payment (not idempotent) ran at most once: executed having run once, or failed as
+    interrupted."""
+    status = request.status
+    if runs > 1:
+        figures.problems.append(f"{request.id} ran {runs} times")
+    if status is Status.EXECUTED:
+        figures.executed += 1
+        if runs != 1:
+            figures.problems.append(f"{request.id} executed but ran {runs}")
+    elif status is Status.FAILED and request.error == INTERRUPTED:
+        figures.interrupted += 1
+    else:
+        figures.problems.append(
+            f"{request.id} (pay) ended {request.status} ({request.error or 'no error'})"
+        )
+
+
+def _check_refund(request: Request, effects: int, attempts: int, figures: Figures) -> None:
+    """A refund (idempotent, keyed) executed, and its effect happened exactly once."""
+    if request.status is not Status.EXECUTED:
+        figures.problems.append(
+            f"{request.id} (refund, idempotent) ended {request.status} ({request.error})"
+        )
+    else:
+        figures.executed += 1
+    if effects != 1:
+        figures.problems.append(f"{request.id}: refund recorded {effects} times")
+    figures.refunds_run_again += attempts > 1
+
+
+def _check_note(vault_path: Path, request: Request, figures: Figures) -> None:
+    """One note, in its status's folder, showing its status."""
+    request_id, status = request.id, request.status
+    note = vault_path / status.folder / f"{request_id}.md"
+    others = [
+        p.relative_to(vault_path).as_posix()
+        for p in vault_path.glob(f"*/{request_id}.md")
+        if p != note
+    ]
+    if not note.exists():
+        figures.problems.append(
+            f"{request_id} is {status} but its note is only at {others}: "
+            + ", ".join(f"{o} says {_status_line(vault_path / o)}" for o in others)
+        )
+    elif f"status: {status}" not in note.read_text():
+        figures.problems.append(f"{request_id}: its note does not show {status}")
+    elif others:
+        figures.problems.append(
+            f"{request_id}: copies left behind besides {status.folder}/: {others}"
+        )
 
 
 def test_a_report_the_killed_daemon_never_showed_reaches_the_note_after_restart(

@@ -136,6 +136,9 @@ class Looker:
                     folder,
                     e.strerror or e,
                 )
+        # A note listed under Needs attention where no file is now: looking clears it.
+        flagged = (self.engine.root / a.path for a in self.engine.journal.attention())
+        found.update(p for p in flagged if self.is_note(p) and not p.exists())
         self.quiet.forget(found)
         return found
 

@@ -146,8 +146,30 @@ def edit_note(
     """
     fields = dict(fields or {})
     nl = note.newline
-    lines = list(note.lines)
-    fm_end = note.fm_end
+    lines, fm_end = _set_fields(note, list(note.lines), note.fm_end, fields)
+    if not isinstance(note.meta.get("votes", {}), dict | None):
+        votes = None  # not a map: flagged under Needs attention, never written over
+    if votes:
+        lines, fm_end = _set_votes(note, lines, fm_end, votes, marks or {})
+    if callouts is not None:
+        _replace_callout(lines, fm_end, *callouts, nl)
+    if table is not None and (span := details_span(lines, fm_end)) is not None:
+        start, stop = span
+        if [_content(line) for line in lines[start:stop]] != table:
+            lines[start:stop] = [text + nl for text in table]
+    _append_history(lines, fm_end, [line + nl for line in history], nl)
+    text = (BOM if note.bom else "") + "".join(lines)
+    data = text.encode("utf-8")
+    _check_edit(note, data, fields, votes or {})
+    return data
+
+
+def _set_fields(
+    note: Note, lines: list[str], fm_end: int, fields: Mapping[str, Any]
+) -> tuple[list[str], int]:
+    """``lines`` with each of ``fields`` set (a trailing comment on a one-line value kept),
+    and where the frontmatter ends then."""
+    nl = note.newline
     for key, value in fields.items():
         if isinstance(value, Mapping):  # params: a block of lines, as a new note has them
             block = dump_params(value).rstrip("\n").split("\n")
@@ -166,56 +188,51 @@ def edit_note(
         block[-1] += comment
         lines[index:stop] = [text + nl for text in block]
         fm_end -= stop - index - len(block)
-    if not isinstance(note.meta.get("votes", {}), dict | None):
-        votes = None  # not a map: flagged under Needs attention, never written over
-    if votes:
-        lines, fm_end = _set_votes(note, lines, fm_end, votes, marks or {})
-    if callouts is not None:
-        candidates, new = callouts
-        for old in candidates:
-            at = _find_block(lines, fm_end, old)
-            if at is not None:
-                if old != new:
-                    lines[at : at + len(old)] = [text + nl for text in new]
-                break
-    if table is not None and (span := details_span(lines, fm_end)) is not None:
-        start, stop = span
-        if [_content(line) for line in lines[start:stop]] != table:
-            lines[start:stop] = [text + nl for text in table]
-    extra = [line + nl for line in history]
-    if extra:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += nl
-        heading = next(
-            (
-                i
-                for i in range(fm_end + 1, len(lines))
-                if re.fullmatch(r"##\s+History\s*", _content(lines[i]), re.IGNORECASE)
-            ),
-            None,
-        )
-        if heading is None:
-            if lines and _content(lines[-1]).strip():
-                lines.append(nl)
-            lines += ["## History" + nl, *extra]
-        else:
-            end = next(
-                (
-                    i
-                    for i in range(heading + 1, len(lines))
-                    if re.match(r"#{1,2}\s", _content(lines[i]))
-                ),
-                len(lines),
-            )
-            last = heading
-            for i in range(heading + 1, end):
-                if _content(lines[i]).strip():
-                    last = i
-            lines[last + 1 : last + 1] = extra
-    text = (BOM if note.bom else "") + "".join(lines)
-    data = text.encode("utf-8")
-    _check_edit(note, data, fields, votes or {})
-    return data
+    return lines, fm_end
+
+
+def _replace_callout(
+    lines: list[str], fm_end: int, candidates: Sequence[list[str]], new: list[str], nl: str
+) -> None:
+    """The first of ``candidates`` found in the body, exactly as hitl-vault wrote it,
+    becomes ``new``; a callout the human edited is left alone."""
+    for old in candidates:
+        at = _find_block(lines, fm_end, old)
+        if at is not None:
+            if old != new:
+                lines[at : at + len(old)] = [text + nl for text in new]
+            return
+
+
+def _append_history(lines: list[str], fm_end: int, extra: list[str], nl: str) -> None:
+    """``extra`` lines after the last line under ``## History`` (the heading added if the
+    note has none)."""
+    if not extra:
+        return
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += nl
+    heading = next(
+        (
+            i
+            for i in range(fm_end + 1, len(lines))
+            if re.fullmatch(r"##\s+History\s*", _content(lines[i]), re.IGNORECASE)
+        ),
+        None,
+    )
+    if heading is None:
+        if lines and _content(lines[-1]).strip():
+            lines.append(nl)
+        lines += ["## History" + nl, *extra]
+        return
+    end = next(
+        (i for i in range(heading + 1, len(lines)) if re.match(r"#{1,2}\s", _content(lines[i]))),
+        len(lines),
+    )
+    last = heading
+    for i in range(heading + 1, end):
+        if _content(lines[i]).strip():
+            last = i
+    lines[last + 1 : last + 1] = extra
 
 
 def details_span(lines: Sequence[str], fm_end: int) -> tuple[int, int] | None:

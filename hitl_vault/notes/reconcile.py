@@ -16,42 +16,24 @@ which act on behalf of the person at the keyboard, call it at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..durable import interrupted_move, read_file
-from ..errors import DecisionRefusedError, NotAnApproverError, NoteError, RulesError
-from ..layout import APPROVED_FOLDER, DONE_FOLDER, REJECTED_FOLDER
+from ..errors import DecisionRefusedError, NoteError, RulesError
+from ..layout import DONE_FOLDER, REJECTED_FOLDER
 from ..model import Request, Status, Transition
 from ..params import describe_changes, note_params
-from ..policy.rules import Policy, RuleFunction
-from ..policy.verdict import (
-    Verdict,
-    judge,
-    judge_edit,
-)
-from ..store import JournalStore, request_flag
-from ..text import one_line
+from ..policy.verdict import judge_edit
+from ..store import JournalStore
+from .decide import Decider
 from .file import Note, parse_note, read_note
 from .render import history_key
-from .state import (
-    OWNED_AT_CREATION,
-    NoteState,
-    differs,
-    is_candidate,
-    is_conflict_copy,
-    line_number,
-    note_state,
-    same_value,
-)
+from .state import NoteState, Reading, differs, is_candidate, is_conflict_copy, line_number
 from .sync import NoteSync, sha256
-from .votes import Voting
-
-_FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
+from .votes import Votes
 
 
 def _later(move: str, status: Status) -> bool:
@@ -81,24 +63,76 @@ class Finding:
     held: bool = False  # a parse error not flagged yet (see Reconciler.inspect)
 
 
-class Reconciler(Voting, NoteSync):
-    """Keeps the notes of one vault and its journal telling the same story."""
+class Reconciler:
+    """Keeps the notes of one vault and its journal telling the same story.
 
-    def __init__(
-        self,
-        root: Path,
-        journal: JournalStore,
-        policy: Callable[[], Policy],
-        functions: Sequence[RuleFunction],
-    ) -> None:
-        super().__init__(root, journal)
-        self._policy = policy
-        self._functions = functions
+    Composes the :class:`Decider` it is handed (the rules and the journal), the
+    :class:`Votes` written in notes and the :class:`NoteSync` that shows the journal in a
+    note; reading a human's save (:meth:`inspect`) is its own job.
+    """
+
+    def __init__(self, root: Path, journal: JournalStore, decider: Decider) -> None:
+        self.root = root
+        self.journal = journal
+        self._decider = decider
+        self._votes = Votes(journal, decider)
+        self._sync = NoteSync(root, journal, self._votes.approval_view, self.record_decision)
 
     def record_decision(
         self, path: Path, note: Note, request: Request, now: datetime
     ) -> str | None:
+        """Journal what a note shows before it is written over; the problem that kept it
+        from counting, or None."""
         return self._judge(path, note, request, now).problem
+
+    # --- the notes, for the engine and the daemon --------------------------------
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the vault, as Needs attention and the journal name it."""
+        return self._sync.rel(path)
+
+    def locate(self, request_id: str, known: str | None = None) -> Path | None:
+        """The note of a request (see :meth:`NoteSync.locate`)."""
+        return self._sync.locate(request_id, known)
+
+    def sync(self, request_id: str, now: datetime) -> bool:
+        """Make the note show the journal (see :meth:`NoteSync.sync`)."""
+        return self._sync.sync(request_id, now)
+
+    def sync_now(self, request_id: str, now: datetime, attempts: int = 5) -> bool:
+        """``sync``, retried when the note changes underfoot (API and CLI use)."""
+        return self._sync.sync_now(request_id, now, attempts)
+
+    def write_new(self, request: Request, text: str) -> Path:
+        """Write a brand-new request note (exclusive create)."""
+        return self._sync.write_new(request, text)
+
+    def settle(self, request_id: str, now: datetime) -> Transition | None:
+        """Decide a pending request its recorded votes decide under the rules in force."""
+        return self._decider.settle(request_id, now)
+
+    def note_first(self, request: Request, now: datetime) -> bool:
+        """Journal what a pending request's note says that the journal does not hold yet (a
+        save made before what is about to be recorded); whether it recorded anything."""
+        if request.status is not Status.PENDING or request.path is None:
+            return False
+        finding = self.inspect(request.path, now)
+        return finding is not None and finding.acted is not None
+
+    def params_shown(self, request: Request) -> dict[str, Any]:
+        """The params a pending request's note shows (a human may have edited them there),
+        else those recorded."""
+        params = dict(request.params)
+        if request.path is None or request.status is not Status.PENDING:
+            return params
+        try:
+            note = read_note(request.path, self.rel(request.path))
+        except NoteError:
+            return params
+        if isinstance(note.meta.get("params"), dict):
+            line = line_number(note, "params")
+            params = note_params(note.meta["params"], note.where, line)
+        return params
 
     def later_in_note(self, request: Request) -> str | None:
         """What in the note shows the request further on than the journal does, or None.
@@ -182,7 +216,7 @@ class Reconciler(Voting, NoteSync):
             )
         known = self.locate(rid, str(request.path) if request.path else None)
         if known is not None and interrupted_move(known, path):
-            known = self._finish_move(request, known, path)
+            known = self._sync.finish_move(request, known, path)
             if known != path:
                 self.journal.unflag(where)
                 return None
@@ -215,93 +249,73 @@ class Reconciler(Voting, NoteSync):
         return Finding(path, rid, problem=message)
 
     def _judge(self, path: Path, note: Note, request: Request, now: datetime) -> Finding:
-        where = note.where
-        state, word_status = note_state(note, request)
-        folder = path.parent.name
-        tampered = [
-            key
-            for key in OWNED_AT_CREATION
-            if not same_value(note.meta.get(key), getattr(request, key))
-        ]
-        problem: str | None = None
+        """Journal what the note says (a decision, an edit of the params, votes) and list
+        what cannot count under Needs attention."""
+        reading = Reading.of(note, request, path.parent.name)
+        decided, problem = reading.decision()
         acted: Transition | None = None
-        decided = word_status if state is NoteState.DECISION else None
-        if request.status is Status.PENDING and folder in _FOLDER_DECISION:
-            by_folder = _FOLDER_DECISION[folder]
-            if decided is None and state is NoteState.SAME:
-                decided = by_folder
-            elif decided is not None and decided is not by_folder:
-                problem = (
-                    f"{where}: says {decided} but was moved into {folder}/; "
-                    "make the status and the folder agree"
-                )
-                decided = None
-        if state is NoteState.UNKNOWN:
-            problem = str(
-                NoteError(
-                    where,
-                    f'unknown status "{note.status_text}"',
-                    "use approved or rejected",
-                    line_number(note, "status"),
-                )
-            )
-        elif state is NoteState.ILLEGAL:
-            problem = (
-                f"{where}: status {note.status_text!r} ignored: the request is "
-                f"{request.status} and cannot become {word_status} (it will be set back)"
-            )
-        elif tampered:
-            problem = (
-                f"{where}: {', '.join(tampered)} changed; only hitl-vault sets "
-                f"{'it' if len(tampered) == 1 else 'them'} (it will be set back; edit params, "
-                "status, reason or decided_by instead)"
-            )
-            decided = None
-        if decided is not None and problem is None:
-            by = note.meta.get("decided_by")
-            reason = note.meta.get("reason")
-            try:
-                acted = self.decide(
-                    request,
-                    decided,
-                    by=str(by).strip() if by is not None else "",
-                    reason=str(reason).strip() if reason is not None else "",
-                    params=(  # a rejection runs nothing: whatever params say, it stands
-                        note_params(note.meta.get("params"), where, line_number(note, "params"))
-                        if decided is Status.APPROVED
-                        else None
-                    ),
-                    now=now,
-                    typed=True,
-                )
-            except NoteError as e:
-                problem = str(e)
-            except DecisionRefusedError as e:
-                problem = f"{where}: {e}"
-            except RulesError as e:  # fail closed: it stays pending (set back once quiet)
-                problem = f"{where}: {decided} not recorded, the request stays pending: {e}"
-        elif problem is None and request.status is Status.PENDING:
-            try:  # say so now, not only once someone approves
-                params = note_params(note.meta.get("params"), where, line_number(note, "params"))
-            except NoteError as e:
-                problem = f"{e} before approving"
-            else:
-                if state is NoteState.SAME:
-                    try:
-                        acted, problem = self._record_edit(note, request, params, now)
-                    except RulesError as e:  # fail closed: the edit is not recorded
-                        problem = self.rule_failed(request, "params edit", e, now, where)
-                if state is NoteState.SAME and problem is None and "votes" in note.meta:
-                    voted, problem = self._record_votes(note, request, params, now)
-                    acted = voted or acted
+        if decided is not None:
+            acted, problem = self._record_decision(note, request, decided, now)
+        elif problem is None and reading.pending:
+            acted, problem = self._record_pending(reading, now)
+        where = note.where
         if problem:
             self.journal.flag(where, problem, now, request.id)
         else:
             self.journal.unflag(where)
-        needs_sync = acted is not None or differs(note, folder, request)
+        needs_sync = acted is not None or differs(note, path.parent.name, request)
         if not (needs_sync or problem):
             self.journal.set_path(request.id, where, sha256(note.raw), len(request.history))
         return Finding(path, request.id, acted, needs_sync or problem is not None, problem)
+
+    def _record_decision(
+        self, note: Note, request: Request, decided: Status, now: datetime
+    ) -> tuple[Transition | None, str | None]:
+        """The status (or folder) a human decided with, journaled; or why it was not."""
+        where = note.where
+        by, reason = note.meta.get("decided_by"), note.meta.get("reason")
+        try:
+            params = (  # a rejection runs nothing: whatever params say, it stands
+                note_params(note.meta.get("params"), where, line_number(note, "params"))
+                if decided is Status.APPROVED
+                else None
+            )
+            acted = self._decider.decide(
+                request,
+                decided,
+                by=str(by).strip() if by is not None else "",
+                reason=str(reason).strip() if reason is not None else "",
+                params=params,
+                now=now,
+                typed=True,
+            )
+        except NoteError as e:
+            return None, str(e)
+        except DecisionRefusedError as e:
+            return None, f"{where}: {e}"
+        except RulesError as e:  # fail closed: it stays pending (set back once quiet)
+            return None, f"{where}: {decided} not recorded, the request stays pending: {e}"
+        return acted, None
+
+    def _record_pending(
+        self, reading: Reading, now: datetime
+    ) -> tuple[Transition | None, str | None]:
+        """A pending note with no decision: its params (an edit), then its votes, journaled."""
+        note, request = reading.note, reading.request
+        try:  # say so now, not only once someone approves
+            params = note_params(note.meta.get("params"), note.where, line_number(note, "params"))
+        except NoteError as e:
+            return None, f"{e} before approving"
+        if reading.state is not NoteState.SAME:
+            return None, None
+        try:
+            acted, problem = self._record_edit(note, request, params, now)
+        except RulesError as e:  # fail closed: the edit is not recorded
+            return None, self._decider.rule_failed(request, "params edit", e, now, note.where)
+        if problem is None and "votes" in note.meta:
+            voted, problem = self._votes.record(note, request, params, now)
+            acted = voted or acted
+        return acted, problem
 
     def _record_edit(
         self, note: Note, request: Request, params: dict[str, Any], now: datetime
@@ -319,8 +333,9 @@ class Reconciler(Voting, NoteSync):
                 "were; put them back (or reject it and ask again with the new params)"
             )
         fixed = judge_edit(
-            self._policy(), request, params, created=self.journal.created_params(request.id),
-            pinned=self.journal.pinned(request.id), functions=self._functions,
+            self._decider.policy(), request, params,
+            created=self.journal.created_params(request.id),
+            pinned=self.journal.pinned(request.id), functions=self._decider.functions,
         )  # fmt: skip
         if fixed:
             return None, (
@@ -331,97 +346,3 @@ class Reconciler(Voting, NoteSync):
         who = str(by).strip() if by is not None and str(by).strip() else "unknown"
         t = self.journal.record_edit(request.id, params, at=now, by=who, changes=changes)
         return t, None
-
-    def rule_failed(
-        self, request: Request, what: str, error: RulesError, now: datetime, where: str = ""
-    ) -> str:
-        """A Python rule raised while judging ``what`` (a decision, an edit) of a pending
-        request: nothing is recorded but that. It is listed under Needs attention (at
-        ``where``, else as the request) and, the first time, in its history. The message."""
-        message = f"{what} not recorded, the request stays pending: {error}"
-        shown = f"{where}: {message}" if where else f"request {request.id}: {message}"
-        if self.journal.flag(where or request_flag(request.id), shown, now, request.id):
-            self.journal.record_ignored(request.id, now, (one_line(message, 400),))
-        return shown
-
-    def decide(
-        self,
-        request: Request,
-        to: Status,
-        *,
-        by: str,
-        reason: str,
-        params: Mapping[str, Any] | None,
-        now: datetime,
-        typed: bool = False,
-    ) -> Transition | None:
-        """Judge a human's approval or rejection of a pending request (:func:`judge`) and
-        journal the verdict: a vote, then the decision when the votes make one. Raises
-        :class:`DecisionRefusedError` when ``by``'s decision does not count; None when the
-        request was no longer pending. ``typed``: a status typed in the note (or its folder),
-        which a request decided by votes refuses."""
-        verdict = self._verdict(request, to, by, reason, params, now, typed)
-        # The vote and the decision it completes are written together, judged on the votes
-        # the journal holds inside the same transaction: two people voting at the same
-        # moment are counted one after the other, never both as "1 of 2". (Inside the daemon's
-        # batch, that is its transaction.)
-        batching = self.journal.batching  # then ``request`` was read in this transaction
-        with nullcontext() if batching else self.journal.batch():
-            fresh = None if batching else self.journal.get(request.id)
-            if fresh is not None and len(fresh.history) != len(request.history):
-                request = fresh  # something was recorded meanwhile: judge again
-                verdict = self._verdict(request, to, by, reason, params, now, typed)
-            if verdict.vote is None or verdict.count is None:
-                return self._transition(request, verdict, by, now)
-            v, c = verdict.vote, verdict.count
-            done = sum(len(a) for a in c.approvals)
-            need = sum(s.quorum for s in c.plan.stages)
-            t = self.journal.record_vote(
-                request.id, at=now, by=v.name, approve=v.approve, reason=v.reason,
-                count=f"{done} of {need}" if v.approve else "rejects it",
-            )  # fmt: skip
-            if t is None or verdict.to is Status.PENDING:
-                return t
-            return self._transition(request, verdict, by, now)
-
-    def _verdict(
-        self,
-        request: Request,
-        to: Status,
-        by: str,
-        reason: str,
-        params: Mapping[str, Any] | None,
-        now: datetime,
-        typed: bool = False,
-    ) -> Verdict:
-        """:func:`judge`; raises :class:`DecisionRefusedError` when ``by``'s does not count."""
-        verdict = judge(
-            self._policy(), request, to, by=by, reason=reason, params=params, now=now,
-            created=self.journal.created_params(request.id),
-            pinned=self.journal.pinned(request.id), functions=self._functions, typed=typed,
-        )  # fmt: skip
-        if verdict.refused is not None:
-            r = verdict.refused
-            if r.problem:
-                raise DecisionRefusedError(request.id, r.by, r.problem)
-            raise NotAnApproverError(request.id, r.by, r.approvers, r.rule)
-        return verdict
-
-    def _transition(
-        self, request: Request, verdict: Verdict, by: str, now: datetime
-    ) -> Transition | None:
-        if verdict.to is Status.TIMED_OUT:
-            return self.journal.transition(
-                request.id, Status.TIMED_OUT, at=now, by="hitl-vault", expect={Status.PENDING},
-                details=verdict.details,
-            )  # fmt: skip
-        return self.journal.transition(
-            request.id,
-            verdict.to,
-            at=now,
-            by=str(verdict.fields.get("decided_by") or by or "unknown"),
-            reason=verdict.reason,
-            details=verdict.details,
-            expect={Status.PENDING},
-            fields=dict(verdict.fields),
-        )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ..errors import NoteError
-from ..layout import REQUEST_FOLDERS
+from ..layout import APPROVED_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS
 from ..model import Kind, Request, Status
 from ..times import parse_ts
 from .file import Note
@@ -210,3 +211,85 @@ def differs(note: Note, folder: str, request: Request) -> bool:
 def line_number(note: Note, key: str) -> int | None:
     index = note.key_line(key)
     return index + 1 if index is not None else None
+
+
+# The folders a note moved into decides it, as a status typed there would.
+_FOLDER_DECISION = {APPROVED_FOLDER: Status.APPROVED, REJECTED_FOLDER: Status.REJECTED}
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A note read against its request: what the human's save says, and what is wrong
+    with it, for the code that journals it."""
+
+    note: Note
+    request: Request
+    folder: str  # the folder the note is in
+    state: NoteState
+    status: Status | None  # what the note's status word means
+
+    @classmethod
+    def of(cls, note: Note, request: Request, folder: str) -> Reading:
+        state, status = note_state(note, request)
+        return cls(note, request, folder, state, status)
+
+    @property
+    def pending(self) -> bool:
+        return self.request.status is Status.PENDING
+
+    def tampered(self) -> list[str]:
+        """The keys written once at creation that the note shows changed."""
+        return [
+            key
+            for key in OWNED_AT_CREATION
+            if not same_value(self.note.meta.get(key), getattr(self.request, key))
+        ]
+
+    def decision(self) -> tuple[Status | None, str | None]:
+        """The decision the note makes (its status, or the folder it was moved into) and
+        the problem that keeps it, or the note, from counting (one of them is None)."""
+        decided, moved_wrong = self._by_folder()
+        problem = self._status_problem() or self._tampered_problem() or moved_wrong
+        return (None, problem) if problem else (decided, None)
+
+    def _tampered_problem(self) -> str | None:
+        tampered = self.tampered()
+        if not tampered:
+            return None
+        them = "it" if len(tampered) == 1 else "them"
+        return (
+            f"{self.note.where}: {', '.join(tampered)} changed; only hitl-vault sets {them} "
+            "(it will be set back; edit params, status, reason or decided_by instead)"
+        )
+
+    def _by_folder(self) -> tuple[Status | None, str | None]:
+        decided = self.status if self.state is NoteState.DECISION else None
+        by_folder = _FOLDER_DECISION.get(self.folder)
+        if not self.pending or by_folder is None:
+            return decided, None
+        if decided is None and self.state is NoteState.SAME:
+            return by_folder, None
+        if decided is not None and decided is not by_folder:
+            return None, (
+                f"{self.note.where}: says {decided} but was moved into {self.folder}/; "
+                "make the status and the folder agree"
+            )
+        return decided, None
+
+    def _status_problem(self) -> str | None:
+        note = self.note
+        if self.state is NoteState.UNKNOWN:
+            return str(
+                NoteError(
+                    note.where,
+                    f'unknown status "{note.status_text}"',
+                    "use approved or rejected",
+                    line_number(note, "status"),
+                )
+            )
+        if self.state is NoteState.ILLEGAL:
+            return (
+                f"{note.where}: status {note.status_text!r} ignored: the request is "
+                f"{self.request.status} and cannot become {self.status} (it will be set back)"
+            )
+        return None

@@ -1,8 +1,8 @@
 """Showing the journal in a request's note: status, owned fields, missing history lines,
 folder, changing only the lines hitl-vault owns, with a compare-and-swap on the bytes read.
 
-:class:`NoteSync` writes; :class:`~hitl_vault.notes.reconcile.Reconciler` builds on it to read
-what a human did to a note.
+:class:`NoteSync` writes; :class:`~hitl_vault.notes.reconcile.Reconciler`, which reads what a
+human did to a note, hands it the judge that journals that first.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from .render import (
     read_refused_vote,
     render_new_note,
 )
-from .state import NoteState, note_state, note_votes, owned_fields
+from .state import NoteState, is_candidate, note_state, note_votes, owned_fields
 
 log = logging.getLogger(__name__)
 
@@ -83,24 +82,26 @@ def _votes_callout(note: Note) -> list[list[str]]:
     return [body[start:stop]]
 
 
-class NoteSync(ABC):
-    """Finds each request's note and makes it show what the journal knows."""
+# Journals what a human did to a note before it is written over (the note as read, its
+# request as the journal had it): the problem that kept it from counting, or None.
+Judge = Callable[[Path, Note, Request, datetime], str | None]
+# The ``votes:`` lines a note decided by votes shows, and what its callout says is still
+# needed (now first, then earlier texts); (None, []) when one person decides.
+ApprovalView = Callable[[Request], tuple[dict[str, str] | None, list[str]]]
 
-    def __init__(self, root: Path, journal: JournalStore) -> None:
+
+class NoteSync:
+    """Finds each request's note and makes it show what the journal knows.
+
+    Handed the journal, ``view`` (what a voted note shows) and ``judge`` (what records a
+    human's edit before the note is written over).
+    """
+
+    def __init__(self, root: Path, journal: JournalStore, view: ApprovalView, judge: Judge) -> None:
         self.root = root
         self.journal = journal
-
-    @abstractmethod
-    def record_decision(
-        self, path: Path, note: Note, request: Request, now: datetime
-    ) -> str | None:
-        """Journal the decision a note shows before it is written over; the problem that kept
-        it from counting, or None."""
-
-    def approval_view(self, request: Request) -> tuple[dict[str, str] | None, list[str]]:
-        """The ``votes:`` lines a note decided by votes shows, and what its callout says is
-        still needed (now first, then earlier texts); (None, []) when one person decides."""
-        return None, []
+        self._view = view
+        self._judge = judge
 
     def rel(self, path: Path) -> str:
         try:
@@ -122,7 +123,7 @@ class NoteSync(ABC):
                 return path
         return None
 
-    def _finish_move(self, request: Request, a: Path, b: Path) -> Path:
+    def finish_move(self, request: Request, a: Path, b: Path) -> Path:
         """One note under two names (a move cut short by a crash): drop one; return the other.
 
         The name kept is the one in the request's status folder, if either is;
@@ -139,8 +140,9 @@ class NoteSync(ABC):
         """Make the note show the journal; True when it does (or there is nothing to show).
 
         A missing note is written anew from the journal. A note that cannot be
-        parsed is left alone (False). A status the human typed that was not acted
-        on is set back with an ``ignored`` history line. Raises
+        parsed is left alone (False). What a human did to the note and the journal
+        does not hold yet is journaled first; a status the human typed that was not
+        acted on is set back with an ``ignored`` history line. Raises
         :class:`ChangedUnderfootError` when the note changed while we wrote.
         """
         request = self.journal.get(request_id)
@@ -151,64 +153,85 @@ class NoteSync(ABC):
             return self._recreate(request)
         there = self.root / request.status.folder / path.name
         if interrupted_move(path, there):
-            path = self._finish_move(request, path, there)
-        where = self.rel(path)
+            path = self.finish_move(request, path, there)
         try:
-            note = read_note(path, where)
+            note = read_note(path, self.rel(path))
         except NoteError:
             return False
         if note.id != request_id:
             return False
+        request, refused = self._journal_first(path, note, request, now)
+        self._show(path, note, request, refused, now)
+        return True
+
+    def _current(self, request_id: str) -> Request:
+        request = self.journal.get(request_id)
+        assert request is not None  # requests are never deleted
+        return request
+
+    def _journal_first(
+        self, path: Path, note: Note, request: Request, now: datetime
+    ) -> tuple[Request, str | None]:
+        """Journal what the human did to the note before it is written over. The request as
+        the journal has it then, and the refusal Needs attention keeps listing (or None)."""
+        state, why, moved = self._judged(path, note, request, now)
+        request = self._current(request.id)
+        if state not in (NoteState.UNKNOWN, NoteState.ILLEGAL):
+            return request, None
+        ignored = f'ignored status "{" ".join(note.status_text.split())}"'
+        if moved:
+            ignored = f"ignored the move into {path.parent.name}/"
+        if why:  # what the human must fix before deciding again
+            where, rid = re.escape(note.where), re.escape(request.id)
+            ignored += ": " + re.sub(rf"^{where}( line \d+)?: (request {rid}: )?", "", why)
+        self.journal.record_ignored(request.id, now, (one_line(ignored, 400),))
+        request = self._current(request.id)
+        if request.status is not Status.PENDING:
+            return request, None
+        back = "moved back" if moved else "set back to pending"
+        return request, f"{ignored}; {back} (change the note to decide again)"
+
+    def _judged(
+        self, path: Path, note: Note, request: Request, now: datetime
+    ) -> tuple[NoteState, str | None, bool]:
+        """How the note's status stands once what the human did is journaled: its state,
+        why it was refused, and whether it was a move into a decision's folder refused."""
         state, _ = note_state(note, request)
-        why: str | None = None
         if state is NoteState.DECISION:
-            # A decision not journaled yet (its save is still on its way to us):
-            # record it now rather than write over it. One that was refused
-            # (an approver rule, a changed owned field) is set back below.
-            problem = self.record_decision(path, note, request, now)
-            request = self.journal.get(request_id)
-            assert request is not None
-            state, _ = note_state(note, request)
-            if state is NoteState.DECISION:
-                if problem is None:
-                    raise ChangedUnderfootError(where)  # not decided yet: try again later
-                state = NoteState.ILLEGAL
-                why = problem
-        folder = path.parent.name
-        moved = False
-        if (
-            state is NoteState.SAME
-            and request.status is Status.PENDING
-            and folder in (APPROVED_FOLDER, REJECTED_FOLDER)
-        ):  # moved into a decision's folder, and not acted on: say why before moving it back
-            why = self.record_decision(path, note, request, now)
-            request = self.journal.get(request_id)
-            assert request is not None
-            if request.status is Status.PENDING and why:
-                state, moved = NoteState.ILLEGAL, True
-        refused: str | None = None  # what Needs attention keeps saying once it is set back
-        if state in (NoteState.UNKNOWN, NoteState.ILLEGAL):
-            ignored = f'ignored status "{" ".join(note.status_text.split())}"'
-            if moved:
-                ignored = f"ignored the move into {folder}/"
-            if why:  # what the human must fix before deciding again
-                said = rf"^{re.escape(where)}( line \d+)?: (request {re.escape(request_id)}: )?"
-                ignored += ": " + re.sub(said, "", why)
-            self.journal.record_ignored(request_id, now, (one_line(ignored, 400),))
-            request = self.journal.get(request_id)
-            assert request is not None
-            if request.status is Status.PENDING:
-                back = "moved back" if moved else "set back to pending"
-                refused = f"{ignored}; {back} (change the note to decide again)"
-        # A refusal stays listed until a human changes the note (inspect clears it then) or
-        # the request moves on: while its last entry is the refusal, the note is ours.
-        fields = owned_fields(note, request)
+            # A decision not journaled yet (its save is still on its way to us): record it
+            # now rather than write over it. One that was refused (an approver rule, a
+            # changed owned field) is set back.
+            problem = self._judge(path, note, request, now)
+            state, _ = note_state(note, self._current(request.id))
+            if state is not NoteState.DECISION:
+                return state, None, False
+            if problem is None:
+                raise ChangedUnderfootError(note.where)  # not decided yet: try again later
+            return NoteState.ILLEGAL, problem, False
+        if state is not NoteState.SAME or request.status is not Status.PENDING:
+            return state, None, False
+        if path.parent.name in (APPROVED_FOLDER, REJECTED_FOLDER):
+            # Moved into a decision's folder, and not acted on: say why before moving it back.
+            why = self._judge(path, note, request, now)
+            refused = self._current(request.id).status is Status.PENDING and bool(why)
+            return (NoteState.ILLEGAL, why, True) if refused else (state, why, False)
+        if self.journal.note_sha(request.id) != (note.where, sha256(note.raw)):
+            self._judge(path, note, request, now)  # votes or params saved, not journaled yet
+        return state, None, False
+
+    def _show(
+        self, path: Path, note: Note, request: Request, refused: str | None, now: datetime
+    ) -> None:
+        """Write the note showing ``request``, moved to its status folder; list ``refused``
+        under Needs attention, or take the note off it when nothing there is left to fix."""
         have = {history_key(line) for line in note.lines[note.fm_end + 1 :]}
         try:
             shown_votes: Mapping[str, tuple[Status | None, str]] | None = note_votes(note)
         except NoteError:  # a line that reads as no vote (alice: ok): listed until fixed
             shown_votes = None
         marks = _not_counted(shown_votes or {}, request, have)
+        # A refusal stays listed until a human changes the note (inspect clears it then) or
+        # the request moves on: while its last entry is the refusal, the note is ours.
         keep = request.status is Status.PENDING and (
             request.history[-1].kind is Kind.IGNORED
             or _other_params(note, request)
@@ -216,11 +239,33 @@ class NoteSync(ABC):
             or any(NOT_COUNTED in line for line in vote_lines(note).values())
             or shown_votes is None
         )
+        data = self._edited(note, request, have, marks)
+        where = note.where
+        dest = self.root / request.status.folder / path.name
+        if dest != path:
+            dest.parent.mkdir(exist_ok=True)
+            move_note(path, note.raw, dest, data, where)
+            self.journal.unflag(where)
+        elif data != note.raw:
+            write_note(path, data, note.raw, where)
+        new_where = self.rel(dest)
+        if refused is not None:
+            self.journal.flag(new_where, f"{new_where}: {refused}", now, request.id)
+        elif not keep:
+            self.journal.unflag(new_where)
+        self.journal.set_path(request.id, new_where, sha256(data), len(request.history))
+        self._unflag_left(request.id, new_where)
+
+    def _edited(
+        self, note: Note, request: Request, have: set[tuple[str, str]], marks: dict[str, str]
+    ) -> bytes:
+        """The note's bytes showing ``request``: owned fields, callout, table, votes, history."""
         missing = [history_line(t) for t in request.history if t.key not in have]
         edits = [t.details[0] for t in request.history if t.kind is Kind.EDITED and t.details]
-        shown = edits[-1] if edits and request.status is Status.PENDING else None
-        votes, waits = self.approval_view(request)
-        now_waiting = waits[0] if waits and request.status is Status.PENDING else None
+        pending = request.status is Status.PENDING
+        shown = edits[-1] if edits and pending else None
+        votes, waits = self._view(request)
+        now_waiting = waits[0] if waits and pending else None
         new_callout = callout(
             request.status, request.expires, request.rule, request.reason, shown, now_waiting
         )
@@ -230,42 +275,41 @@ class NoteSync(ABC):
             for s in Status
             for w in (None, *dict.fromkeys(waits))
         ] + _votes_callout(note)
+        fields = owned_fields(note, request)
         table = details_table(request.params)
-        data = edit_note(note, fields, missing, (olds, new_callout), table, votes, marks)
-        dest = self.root / request.status.folder / path.name
-        if data == note.raw and dest == path:
-            if not keep:
-                self.journal.unflag(where)
-            self.journal.set_path(request_id, where, sha256(data), len(request.history))
-            return True
-        if dest == path:
-            write_note(path, data, note.raw, where)
-        else:
-            dest.parent.mkdir(exist_ok=True)
-            move_note(path, note.raw, dest, data, where)
-            self.journal.unflag(where)
-        new_where = self.rel(dest)
-        if refused is not None:
-            self.journal.flag(new_where, f"{new_where}: {refused}", now, request_id)
-        elif not keep:
-            self.journal.unflag(new_where)
-        self.journal.set_path(request_id, new_where, sha256(data), len(request.history))
-        return True
+        return edit_note(note, fields, missing, (olds, new_callout), table, votes, marks)
+
+    def _unflag_left(self, request_id: str, where: str) -> None:
+        """Take off Needs attention what names a note of this request at a path the note
+        has left (a writer that lost a race to move it listed it there): resolved."""
+        for item in self.journal.attention():
+            gone = item.path != where and not (self.root / item.path).exists()
+            if item.request_id == request_id and is_candidate(Path(item.path)) and gone:
+                self.journal.unflag(item.path)
 
     def sync_now(self, request_id: str, now: datetime, attempts: int = 5) -> bool:
-        """``sync``, retried a few times when the note changes underfoot (API and CLI use)."""
+        """``sync``, retried a few times when the note changes underfoot (API and CLI use).
+
+        Each attempt holds the journal's write lock, so two processes with no daemon (a
+        script in ``approval()`` and ``hitl-vault approve``, say) never move one note at
+        once; what an attempt journaled stands even when writing the note fails.
+        """
         for _ in range(attempts):
-            try:
-                return self.sync(request_id, now)
-            except ChangedUnderfootError:
-                continue
+            with self.journal.batch():
+                try:
+                    return self.sync(request_id, now)
+                except ChangedUnderfootError:
+                    continue
+                except NoteError as e:
+                    failed = e
+            raise failed
         return False
 
     def _recreate(self, request: Request) -> bool:
         path = self.root / request.status.folder / f"{request.id}.md"
         path.parent.mkdir(exist_ok=True)
         ruling_text = f"Matched rule `{request.rule}`."
-        votes, waits = self.approval_view(request)
+        votes, waits = self._view(request)
         pending = request.status is Status.PENDING and bool(waits)
         text = render_new_note(
             request, ruling_text, [n for n, v in (votes or {}).items() if not v],

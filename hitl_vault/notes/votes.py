@@ -1,50 +1,37 @@
-"""Votes in notes: who decides a request, the ``votes:`` lines its note shows, the votes
-written there, and votes that decide a request once the rules change.
+"""Votes in notes: the votes written under a note's ``votes:`` map, each judged and
+recorded, and the ``votes:`` lines and callout text a note decided by votes shows.
 
-:class:`Voting` is mixed into :class:`~hitl_vault.notes.reconcile.Reconciler`, which provides the
-journal, the rules and :meth:`~hitl_vault.notes.reconcile.Reconciler.decide`.
+:class:`Votes` is handed the journal and the :class:`~hitl_vault.notes.decide.Decider`
+each vote is judged by.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from ..errors import DecisionRefusedError, NoteError, RulesError
 from ..model import Request, Status, Transition
-from ..policy.quorum import Plan, count
-from ..policy.rules import Policy, RuleFunction
-from ..policy.verdict import Verdict, counted, plan_for, rulings, settled, votes_of
+from ..policy.quorum import count
+from ..policy.verdict import counted, votes_of
 from ..store import JournalStore
 from ..text import one_line
+from .decide import Decider
 from .edit import NOT_COUNTED, vote_lines
 from .file import Note
 from .render import history_key, read_refused_vote, refused_vote
 from .state import note_votes
 
 
-class Voting:
-    """Mixed into :class:`~hitl_vault.notes.reconcile.Reconciler`, which provides these."""
+class Votes:
+    """Records the votes written in notes and says what a voted note should show."""
 
-    journal: JournalStore
-    _policy: Callable[[], Policy]
-    _functions: Sequence[RuleFunction]
-    decide: Callable[..., Transition | None]
-    rule_failed: Callable[..., str]
-    _transition: Callable[[Request, Verdict, str, datetime], Transition | None]
+    def __init__(self, journal: JournalStore, decider: Decider) -> None:
+        self.journal = journal
+        self._decider = decider
 
-    def plan(self, request: Request, *, code: bool = True) -> Plan:
-        """Who decides ``request`` under the rules in force (its params as asked for, and as
-        they stand); ``code=False``: without calling this process's Python rules (what
-        they said at submit is pinned with the request)."""
-        policy = self._policy()
-        versions = (request.params, self.journal.created_params(request.id))
-        found = rulings(policy, request, versions, self._functions if code else ())
-        return plan_for(policy, found, self.journal.pinned(request.id))
-
-    def _record_votes(
+    def record(
         self, note: Note, request: Request, params: dict[str, Any], now: datetime
     ) -> tuple[Transition | None, str | None]:
         """The votes written under ``votes:`` that the journal does not hold yet, each
@@ -90,7 +77,7 @@ class Voting:
             if current is None or current.status is not Status.PENDING:
                 break
             try:
-                acted = self.decide(
+                acted = self._decider.decide(
                     current, vote, by=name, reason=reason, now=now,
                     params=params if vote is Status.APPROVED else None,
                 ) or acted  # fmt: skip
@@ -99,7 +86,8 @@ class Voting:
                 detail = one_line(refused_vote(name, vote, e.problem), 400)
                 self.journal.record_ignored(request.id, now, (detail,))
             except RulesError as e:  # fail closed: not recorded, pending, and said
-                problems.append(self.rule_failed(current, f"{name}'s vote", e, now, note.where))
+                what = f"{name}'s vote"
+                problems.append(self._decider.rule_failed(current, what, e, now, note.where))
                 break
         return acted, "; ".join(problems) or None
 
@@ -110,7 +98,8 @@ class Voting:
         pending = request.status is Status.PENDING
         if not pending and not request.votes():
             return None, []
-        plan = self.plan(request, code=False)  # only showing: what Python rules said is pinned
+        # Only showing: what Python rules said is pinned with the request.
+        plan = self._decider.plan(request, code=False)
         if not plan.by_votes:
             return None, []
         recorded = request.votes()
@@ -126,20 +115,3 @@ class Voting:
         for name in state.waiting_for() or ():
             votes.setdefault(name, "")
         return votes, [state.progress(), *said]
-
-    # --- deciding -------------------------------------------------------------
-
-    def settle(self, request_id: str, now: datetime) -> Transition | None:
-        """A pending request whose recorded votes decide it under the rules in force (they
-        changed since: a lower quorum, a stage gone) is decided so; None when they do not."""
-        first = self.journal.get(request_id)
-        if first is None or first.status is not Status.PENDING or not first.votes():
-            return None  # the usual case, with no write lock taken
-        with self.journal.batch():
-            request = self.journal.get(request_id)
-            if request is None or request.status is not Status.PENDING or not request.votes():
-                return None
-            state = counted(self.plan(request, code=False), request)
-            if not state.decided:
-                return None
-            return self._transition(request, settled(state, now), "", now)

@@ -156,30 +156,18 @@ def judge(
         return Verdict(to, refused=Refusal(by, problem=votes))
     state = counted(plan, request)
     vote = Vote(by, to is Status.APPROVED, now, reason)
-    extra = plan.escalate_to if state.escalated else frozenset()
-    if not plan.by_votes:  # one person decides: say which rule's approvers they are not among
-        for r in found:
-            if r.approvers is not None and by not in r.approvers | extra:
-                return Verdict(to, refused=Refusal(by, r.approvers, r.rule))
-        if "approvers" in pinned and by not in set(pinned["approvers"]) | extra:
-            rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
-            return Verdict(to, refused=Refusal(by, frozenset(pinned["approvers"]), rule))
-    if state.decided and to is Status.APPROVED:  # votes in meet the rules as they stand now
-        return settled(state, now)
-    if state.decided and state.rejected_by is None:  # they approve it, but nothing has run:
-        names = [plan.eligible(i, True) for i in range(len(plan.stages))]  # a no wins
-        if any(n is None or by in n for n in names):
-            no = {"decided_by": by or None, "reason": reason or None, "decided_at": now}
-            return Verdict(Status.REJECTED, reason=reason, fields=no)
-        return Verdict(to, refused=Refusal(by, problem=f"{by} is not among its approvers"))
+    early = _not_among_approvers(plan, found, pinned, state, to, by) or _already_decided(
+        plan, state, to, by, reason, now
+    )
+    if early is not None:
+        return early
     problem = refusal(state, vote, requester=request.requested_by)
-    if problem is not None:
-        return Verdict(to, refused=Refusal(by, problem=problem))
-    if plan.by_votes and to is Status.APPROVED and changes:
+    if problem is None and plan.by_votes and to is Status.APPROVED and changes:
         problem = (
             f"a vote is for the params as recorded, and these differ ({changes}); save the "
             "params edit in the note on its own first (before anyone votes), then vote"
         )
+    if problem is not None:
         return Verdict(to, refused=Refusal(by, problem=problem))
     after = add(state, vote)
     if plan.by_votes and not after.decided:  # a vote that counts; not decided yet
@@ -187,19 +175,7 @@ def judge(
     if plan.by_votes:
         by = ", ".join(n for names in after.approvals for n in names) if after.approved else by
     fixed = not_editable(found, pinned) if edited else []
-    ruling = found[0]
-    if to is Status.APPROVED and fixed:
-        to = Status.REJECTED
-        reason = (
-            f"params were edited ({edited}) but rule {fixed[0]} does not allow edits "
-            "(editable: false)"
-        )
-    elif to is Status.APPROVED and ruling.decision is Decision.BLOCK:  # a kill switch
-        to = Status.REJECTED
-        what = "the edited params are" if changes else "it is now"
-        reason = f"{what} blocked by rule {ruling.rule}" + (
-            f": {ruling.reason}" if ruling.reason else ""
-        )
+    to, reason = _standing(to, reason, found[0], fixed, edited, changes)
     fields: dict[str, Any] = {"decided_by": by or None, "reason": reason or None, "decided_at": now}
     if to is Status.APPROVED:
         fields["params"] = final
@@ -212,6 +188,63 @@ def judge(
         vote=vote if plan.by_votes else None,
         count=after if plan.by_votes else None,
     )
+
+
+def _not_among_approvers(
+    plan: Plan,
+    found: Sequence[Ruling],
+    pinned: Mapping[str, Any],
+    state: Count,
+    to: Status,
+    by: str,
+) -> Verdict | None:
+    """Where one person decides: the refusal naming the rule whose approvers ``by`` is not
+    among (those it escalated to count too), or None."""
+    if plan.by_votes:
+        return None
+    extra = plan.escalate_to if state.escalated else frozenset()
+    for r in found:
+        if r.approvers is not None and by not in r.approvers | extra:
+            return Verdict(to, refused=Refusal(by, r.approvers, r.rule))
+    if "approvers" in pinned and by not in set(pinned["approvers"]) | extra:
+        rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
+        return Verdict(to, refused=Refusal(by, frozenset(pinned["approvers"]), rule))
+    return None
+
+
+def _already_decided(
+    plan: Plan, state: Count, to: Status, by: str, reason: str, now: datetime
+) -> Verdict | None:
+    """Votes already in that meet the rules as they stand now: an approval settles it; a
+    "no" from someone who may decide still wins (nothing has run). None when they do not."""
+    if not state.decided:
+        return None
+    if to is Status.APPROVED:
+        return settled(state, now)
+    if state.rejected_by is not None:
+        return None
+    names = [plan.eligible(i, True) for i in range(len(plan.stages))]
+    if any(n is None or by in n for n in names):
+        no = {"decided_by": by or None, "reason": reason or None, "decided_at": now}
+        return Verdict(Status.REJECTED, reason=reason, fields=no)
+    return Verdict(to, refused=Refusal(by, problem=f"{by} is not among its approvers"))
+
+
+def _standing(
+    to: Status, reason: str, ruling: Ruling, fixed: Sequence[str], edited: str, changes: str
+) -> tuple[Status, str]:
+    """The move that stands and its reason: an approval of params a rule does not let be
+    edited, or that a ``block`` rule (a kill switch) stops now, becomes a rejection."""
+    if to is Status.APPROVED and fixed:
+        return Status.REJECTED, (
+            f"params were edited ({edited}) but rule {fixed[0]} does not allow edits "
+            "(editable: false)"
+        )
+    if to is Status.APPROVED and ruling.decision is Decision.BLOCK:
+        what = "the edited params are" if changes else "it is now"
+        why = f": {ruling.reason}" if ruling.reason else ""
+        return Status.REJECTED, f"{what} blocked by rule {ruling.rule}{why}"
+    return to, reason
 
 
 def judge_edit(
