@@ -7,12 +7,12 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from .layout import RULES_FILE
-from .notify.config import NotifyConfig, read_notify_config
-from .policy.rules import Policy
-from .policy.rulesfile import parse_policy, rules_text
-from .policy.trust import check_vault, raise_for
-from .store import JournalStore
+from ..layout import RULES_FILE
+from ..notify.config import NotifyConfig, read_notify_config
+from ..policy.rules import Policy
+from ..policy.rulesfile import parse_policy, rules_text
+from ..policy.trust import check_vault, raise_for
+from ..store import JournalStore
 
 log = logging.getLogger("hitl_vault.engine")  # where these lines were always logged
 

@@ -19,31 +19,31 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .deadlines import Deadlines
-from .errors import (
+from ..errors import (
     IllegalTransitionError,
     NoteError,
     RequestNotFoundError,
     RulesError,
     VaultNotFoundError,
 )
-from .events import Events, Listener
+from ..events import Events, Listener
+from ..journal.sqlite import Journal
+from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..model import Request, Status, Transition, check_action, new_id
+from ..notes.decide import Decider
+from ..notes.reconcile import Reconciler
+from ..params import check_expected, clean_params, describe_changes, params_sha
+from ..policy.intake import default_user
+from ..policy.quorum import Count
+from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
+from ..policy.trust import UntrustedVaultError
+from ..policy.verdict import counted
+from ..store import JournalStore
+from ..times import utcnow
+from .deadlines import Deadlines
 from .execution import Execution
-from .journal.sqlite import Journal
-from .layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
-from .model import Request, Status, Transition, check_action, new_id
-from .notes.decide import Decider
-from .notes.reconcile import Reconciler
-from .params import check_expected, clean_params, describe_changes, params_sha
-from .policy.intake import default_user
-from .policy.quorum import Count
-from .policy.rules import Policy, Proposal, RuleFunction, Ruling
-from .policy.trust import UntrustedVaultError
-from .policy.verdict import counted
 from .rules_in_force import check_trust, read_rules, record_policy
-from .store import JournalStore
 from .submission import Submissions
-from .times import utcnow
 from .verify import verify_vault
 from .waiting import Waiting
 

@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from .errors import NotRunnableError, RequestNotFoundError
-from .model import Request, Status, Transition
-from .policy.intake import storable
-from .policy.rules import Policy, RuleFunction
-from .policy.verdict import judge_run
-from .store import JournalStore
-from .text import one_line
+from ..errors import NotRunnableError, RequestNotFoundError
+from ..model import Request, Status, Transition
+from ..policy.intake import storable
+from ..policy.rules import Policy, RuleFunction
+from ..policy.verdict import judge_run
+from ..store import JournalStore
+from ..text import one_line
 
 
 def _storable(text: str | None) -> str | None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from .model import Request, Status, Transition
-from .policy.quorum import Plan
-from .store import JournalStore
+from ..model import Request, Status, Transition
+from ..policy.quorum import Plan
+from ..store import JournalStore
 
 
 class Deadlines:

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import NoteError
-from .journal.replay import replay
-from .model import Request, Status
-from .notes.file import Note, read_note
-from .notes.render import history_key, history_line, unescaped_history_line
-from .notes.state import read_status_word, same_value, votes_differ
-from .params import params_sha
+from ..errors import NoteError
+from ..journal.replay import replay
+from ..model import Request, Status
+from ..notes.file import Note, read_note
+from ..notes.render import history_key, history_line, unescaped_history_line
+from ..notes.state import read_status_word, same_value, votes_differ
+from ..params import params_sha
 
 if TYPE_CHECKING:
-    from .notes.reconcile import Reconciler
-    from .store import JournalStore
+    from ..notes.reconcile import Reconciler
+    from ..store import JournalStore
 
 # Fields the note must show as the journal has them, once the request was decided
 # (``reason`` stays the human's: a rule that refuses an approval gives its own in the journal).

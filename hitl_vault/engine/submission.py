@@ -13,17 +13,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ChangedUnderfootError, DuplicateError, NotRetryableError
-from .model import RETRYABLE, Kind, Request, Status, Transition, check_action
-from .notes.reconcile import Reconciler
-from .notes.render import render_new_note
-from .notes.state import explanation
-from .params import clean_params
-from .policy.intake import Asked, ask, check_context, check_size, default_user
-from .policy.quorum import count
-from .policy.rules import Policy, Proposal, RuleFunction, code_matches
-from .store import JournalStore
-from .times import parse_duration
+from ..errors import ChangedUnderfootError, DuplicateError, NotRetryableError
+from ..model import RETRYABLE, Kind, Request, Status, Transition, check_action
+from ..notes.reconcile import Reconciler
+from ..notes.render import render_new_note
+from ..notes.state import explanation
+from ..params import clean_params
+from ..policy.intake import Asked, ask, check_context, check_size, default_user
+from ..policy.quorum import count
+from ..policy.rules import Policy, Proposal, RuleFunction, code_matches
+from ..store import JournalStore
+from ..times import parse_duration
 
 
 class Submissions:

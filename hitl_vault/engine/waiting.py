@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError, WaitTimeoutError
-from .model import Request, Status
+from ..errors import UsageError, WaitTimeoutError
+from ..model import Request, Status
 
 # Longest a waiter sleeps without an event, as a net under lost events.
 _WAIT_SAFETY_NET = 30.0
@@ -42,7 +42,7 @@ class _FileChanges:
 
     @contextmanager
     def listening(self, listener: _FileListener) -> Iterator[None]:
-        from .watcher import Watcher  # watchdog is loaded only by processes that wait
+        from ..watcher import Watcher  # watchdog is loaded only by processes that wait
 
         with self._lock:
             if self._watcher is None:
