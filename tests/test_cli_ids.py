@@ -115,6 +115,21 @@ def test_an_unknown_prefix_says_not_found(vault_path: Path, ids: list[str], comm
     assert invoke(vault_path, command, "").exit_code == 1  # "" is no prefix of anything
 
 
+@pytest.mark.parametrize("command", ["show", "approve", "reject", "cancel"])
+def test_a_whole_id_no_request_has_is_not_a_prefix(vault_path: Path, command: str) -> None:
+    """A well-formed id that is not in the vault is not found, even when a longer id (its
+    action holding a dash) starts with it; nothing is decided."""
+    longer = f"{DAY}-pay-abcdef-123456"
+    with Vault(vault_path, ids=lambda action, now: longer) as vault:
+        vault.submit("pay-abcdef", {"amount": 1500})
+    result = invoke(vault_path, command, f"{DAY}-pay-abcdef")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stderr.startswith(f"Error: request {DAY}-pay-abcdef: not found")
+    assert status(vault_path, longer) is Status.PENDING
+    approved = invoke(vault_path, "approve", f"{DAY}-pay-abcdef-1")  # a prefix still works
+    assert (approved.exit_code, approved.stdout) == (0, f"{longer} approved\n")
+
+
 def test_the_installed_command_takes_a_prefix(vault_path: Path, ids: list[str]) -> None:
     """`hitl-vault show <prefix>` as a process: the request, or exit 2 when ambiguous."""
     argv = [str(COMMAND), "--vault", str(vault_path), "show"]

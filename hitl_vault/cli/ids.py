@@ -12,7 +12,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from ..errors import RequestNotFoundError, VaultError
-from ..model import Status
+from ..model import Status, is_request_id
 from .common import DEFAULT_VAULT, BadUsage
 
 if TYPE_CHECKING:
@@ -28,13 +28,16 @@ def resolve_id(vault: Vault, given: str) -> str:
     """The request id ``given`` is, or the one id it is the start of.
 
     An id that exists is taken as it is (one lookup); only otherwise are the vault's ids
-    read. No match is :class:`RequestNotFoundError` (exit 1, as for an unknown id), more
-    than one a usage error (exit 2) naming them.
+    read. A whole, well-formed id is never a prefix: one the vault does not have is not
+    found, even when a longer id starts with it (an action may hold a dash, so
+    ``…-pay-abcdef`` starts ``…-pay-abcdef-123456``). No match is
+    :class:`RequestNotFoundError` (exit 1, as for an unknown id), more than one a usage
+    error (exit 2) naming them.
     """
     try:
         return vault.get(given).id
     except RequestNotFoundError:
-        if not given:
+        if not given or is_request_id(given):
             raise
     found = [r.id for r in vault.list() if r.id.startswith(given)]
     if not found:
