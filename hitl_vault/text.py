@@ -77,16 +77,58 @@ def one_line(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _separator(ch: str, arrows: bool) -> str:
-    """What a character that could pass for a history line's ``·`` or ``→`` becomes."""
-    if ch.isascii() or unicodedata.category(ch)[0] not in "PS":
-        return ch
-    name = unicodedata.name(ch, "")
-    if "DOT" in name or "BULLET" in name:
+# Characters a reader takes for the `` · `` of a history line that neither their name nor
+# their NFKC form gives away: Runic, Tibetan and Hangul dots, and letters shaped as one.
+_DOTS = frozenset(
+    "\u16eb"  # RUNIC SINGLE PUNCTUATION
+    "\u0f0b"  # TIBETAN MARK INTERSYLLABIC TSHEG
+    "\u0f0c"  # TIBETAN MARK DELIMITER TSHEG BSTAR
+    "\u318d"  # HANGUL LETTER ARAEA
+    "\u119e"  # HANGUL JUNGSEONG ARAEA
+    "\u1427"  # CANADIAN SYLLABICS FINAL MIDDLE DOT (a letter)
+    "\ua78f"  # LATIN LETTER SINOLOGICAL DOT (a letter)
+)
+# Words that name a dot in a punctuation mark or a symbol (HYPHENATION POINT, Z NOTATION
+# SPOT, GREEK ANO TELEIA); "DOT" and "BULLET" are found anywhere in the name.
+_DOT_ENDS = (" POINT", " SPOT", " TELEIA")
+
+
+def _lookalike(ch: str, arrows: bool) -> str | None:
+    """``.`` or ``->`` for a character that could pass for ``·`` or ``→``, else None."""
+    if ch.isascii():
+        return None
+    if ch in _DOTS:
         return "."
-    if arrows and ("ARROW" in name or "HARPOON" in name):
-        return "->"
-    return ch
+    name = unicodedata.name(ch, "")
+    kind = unicodedata.category(ch)[0]
+    if kind in "PS":
+        if "DOT" in name or "BULLET" in name or name.endswith(_DOT_ENDS):
+            return "."
+        if arrows and ("ARROW" in name or "HARPOON" in name):
+            return "->"
+    # A letter named as a dot alone (ARABIC BASELINE ROUND DOT), not one with a dot on it
+    # (LATIN SMALL LETTER A WITH DOT BELOW) nor a syllable read "dot" (YI SYLLABLE DOT).
+    elif kind == "L" and name.endswith(" DOT") and " WITH " not in name and "SYLLABLE " not in name:
+        return "."
+    return None
+
+
+def _separator(ch: str, arrows: bool) -> str:
+    """What a character that could pass for a history line's ``·`` or ``→`` becomes: the
+    character itself and then each of its NFKC form (GREEK ANO TELEIA is a middle dot
+    there, and LATIN SMALL LETTER L WITH MIDDLE DOT an ``l`` and one) are looked at."""
+    if ch.isascii():
+        return ch
+    shown = _lookalike(ch, arrows)
+    if shown is not None:
+        return shown
+    folded = unicodedata.normalize("NFKC", ch)
+    if folded == ch:
+        return ch
+    parts = [(c, _lookalike(c, arrows)) for c in folded]
+    if all(found is None for _, found in parts):
+        return ch  # no separator in it: the text stays as given (a ligature, a fraction)
+    return "".join(c if found is None else found for c, found in parts)
 
 
 def history_text(text: str, limit: int = 300, *, arrows: bool = True) -> str:
@@ -94,8 +136,9 @@ def history_text(text: str, limit: int = 300, *, arrows: bool = True) -> str:
 
     A history line is ``- <time> · <move> · by <who> · "<why>" · <details>``, and a
     reader takes each `` · `` for the start of a field and ``→`` for a move. So no text
-    from outside keeps either: a middle dot, a bullet or anything else named a dot
-    becomes ``.``, an arrow becomes ``->`` (``arrows=False`` keeps arrows, for a detail,
+    from outside keeps either: a middle dot, a bullet, anything else named a dot or whose
+    NFKC form holds one, and a few more lookalikes (``_DOTS``) become ``.``, an arrow
+    becomes ``->`` (``arrows=False`` keeps arrows, for a detail,
     where hitl-vault writes ``amount 1500 → 1000`` for edited params: without a `` · ``
     of its own, no text there can pass for another field), and the text is
     :func:`one_line`. The journal keeps the text as given; only the line changes.

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +117,21 @@ def test_an_unknown_prefix_says_not_found(vault_path: Path, ids: list[str], comm
     assert invoke(vault_path, command, "").exit_code == 1  # "" is no prefix of anything
 
 
+@pytest.mark.parametrize("command", ["show", "approve", "reject", "cancel"])
+def test_a_whole_id_no_request_has_is_not_a_prefix(vault_path: Path, command: str) -> None:
+    """A well-formed id that is not in the vault is not found, even when a longer id (its
+    action holding a dash) starts with it; nothing is decided."""
+    longer = f"{DAY}-pay-abcdef-123456"
+    with Vault(vault_path, ids=lambda action, now: longer) as vault:
+        vault.submit("pay-abcdef", {"amount": 1500})
+    result = invoke(vault_path, command, f"{DAY}-pay-abcdef")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert result.stderr.startswith(f"Error: request {DAY}-pay-abcdef: not found")
+    assert status(vault_path, longer) is Status.PENDING
+    approved = invoke(vault_path, "approve", f"{DAY}-pay-abcdef-1")  # a prefix still works
+    assert (approved.exit_code, approved.stdout) == (0, f"{longer} approved\n")
+
+
 def test_the_installed_command_takes_a_prefix(vault_path: Path, ids: list[str]) -> None:
     """`hitl-vault show <prefix>` as a process: the request, or exit 2 when ambiguous."""
     argv = [str(COMMAND), "--vault", str(vault_path), "show"]
@@ -195,3 +212,50 @@ def test_the_installed_command_completes_ids(vault_path: Path, ids: list[str]) -
     }
     run = subprocess.run([str(COMMAND)], capture_output=True, text=True, env=env, timeout=60)
     assert (run.returncode, run.stdout, run.stderr) == (0, f"plain,{ids[2]}\n", "")
+
+
+def test_completion_in_a_fresh_vault_creates_nothing(vault_path: Path) -> None:
+    """`approve <TAB>` in a vault no command has opened yet offers nothing and makes no
+    journal (nor .hitl/)."""
+    assert not (vault_path / ".hitl").exists()
+    assert complete(f"hitl-vault --vault {vault_path} approve ") == []
+    assert not (vault_path / ".hitl").exists()
+
+
+def test_completion_only_reads_the_journal(vault_path: Path, ids: list[str]) -> None:
+    """Completing ids writes nothing to the journal and leaves no file behind in .hitl/."""
+    state = vault_path / ".hitl"
+
+    def entries() -> int:
+        db = sqlite3.connect(state / "journal.db")
+        try:
+            return int(db.execute("SELECT count(*) FROM entries").fetchone()[0])
+        finally:
+            db.close()
+
+    count = entries()
+    before = {p.name: p.stat().st_mtime_ns for p in state.iterdir()}
+    assert complete(f"hitl-vault --vault {vault_path} show {DAY}-payment-c") == [f"plain,{ids[3]}"]
+    assert {p.name: p.stat().st_mtime_ns for p in state.iterdir()} == before
+    assert entries() == count
+
+
+@pytest.mark.parametrize("exclusive", [False, True], ids=["write lock", "exclusive lock"])
+def test_completion_does_not_wait_for_a_journal_another_process_holds(
+    vault_path: Path, ids: list[str], exclusive: bool
+) -> None:
+    """While another connection holds the journal's write lock, `approve <TAB>` answers
+    within a couple of seconds: the ids when it can read them, else nothing."""
+    db = sqlite3.connect(vault_path / ".hitl" / "journal.db", isolation_level=None)
+    try:
+        if exclusive:  # readers are shut out too
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("BEGIN EXCLUSIVE")
+        db.execute("UPDATE requests SET summary = summary")
+        started = time.monotonic()
+        got = complete(f"hitl-vault --vault {vault_path} approve {DAY}-payment-c")
+        assert time.monotonic() - started < 5
+        assert got == ([] if exclusive else [f"plain,{ids[3]}"])
+    finally:
+        db.execute("ROLLBACK")
+        db.close()

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,6 +30,20 @@ from .helpers import Clock
 FORGED = "mallory · 2026-01-01T00:00:00Z · pending → approved · by alice"
 # The separators hitl-vault writes, and characters a reader would take for them.
 LOOKALIKES = "·•∙⋅・･⸱◦→⟶⇒➔⮕⟹↦"
+# Lookalikes a name with "DOT" or "ARROW" in a punctuation or symbol does not catch: NFC
+# or NFKC maps some to `·`; others are letters, or named otherwise.
+SUBTLE = {
+    "\u0387": "GREEK ANO TELEIA (NFC: a middle dot)",
+    "\u2027": "HYPHENATION POINT",
+    "\u1427": "CANADIAN SYLLABICS FINAL MIDDLE DOT (a letter)",
+    "\ua78f": "LATIN LETTER SINOLOGICAL DOT (a letter)",
+    "\u16eb": "RUNIC SINGLE PUNCTUATION",
+    "\u2e31": "WORD SEPARATOR MIDDLE DOT",
+    "\u318d": "HANGUL LETTER ARAEA",
+    "\u0140": "LATIN SMALL LETTER L WITH MIDDLE DOT (NFKC: l and a middle dot)",
+    "\u2e33": "RAISED DOT",
+    "\u2981": "Z NOTATION SPOT",
+}
 
 
 def hitl(vault: Path, *args: str) -> str:
@@ -48,7 +64,7 @@ def assert_only_ours(line: str, separators: int, arrows: int) -> None:
     """The line holds exactly the separators hitl-vault wrote, and nothing like them."""
     assert line.count(" · ") == separators, line
     assert line.count("→") == arrows, line
-    assert not [ch for ch in LOOKALIKES if ch not in "·→" and ch in line], line
+    assert not [ch for ch in LOOKALIKES + "".join(SUBTLE) if ch not in "·→" and ch in line], line
 
 
 def test_a_forged_by_and_reason_on_the_cli_stay_one_field_each(vault_path: Path) -> None:
@@ -131,10 +147,59 @@ def test_a_details_arrow_stays_but_not_its_dots() -> None:
     assert history_line(approved).endswith(' · pending → approved · by bob · memo "x . y" → "z"')
 
 
-@given(st.text(st.one_of(st.sampled_from(f"{LOOKALIKES} ab-\n"), st.characters())))
+@pytest.mark.parametrize("lookalike", list(SUBTLE), ids=list(SUBTLE.values()))
+def test_a_subtle_lookalike_of_the_middle_dot_becomes_a_full_stop(lookalike: str) -> None:
+    """Each lookalike a name check alone misses becomes `.`, in a name and a detail."""
+    forged = f"mallory {lookalike} pending → approved {lookalike} by alice"
+    for arrows in (True, False):
+        shown = history_text(forged, arrows=arrows)
+        assert lookalike not in shown and "·" not in shown, shown
+        assert ". pending" in shown and ". by alice" in shown, shown
+
+
+def test_letters_and_marks_that_are_no_separator_stay() -> None:
+    """Text that only has dots on its letters, or other scripts, is kept as written."""
+    for text in ("Đặng Thị Ngọc", "Ȧnne Żółć", "山田・", "ﬁle ½"):
+        kept = text.replace("・", ".")
+        assert history_text(text) == kept
+
+
+def test_a_subtle_lookalike_on_the_cli_writes_no_extra_step(vault_path: Path) -> None:
+    """`submit --by` with U+0387 and U+2027 as separators is one field; `verify` holds."""
+    forged = "mallory \u0387 pending \u2192 approved \u2027 by alice"
+    out = json.loads(hitl(vault_path, "submit", "payment", "-p", "amount=900", "--by", forged,
+                          "--json"))  # fmt: skip
+    (created,) = history(vault_path, out["id"])
+    assert_only_ours(created, separators=3, arrows=1)
+    assert "by mallory . pending -> approved . by alice" in created
+    assert "ok: 1 requests" in hitl(vault_path, "verify")
+
+
+def test_a_note_that_kept_a_subtle_lookalike_still_verifies(vault_path: Path) -> None:
+    """A line written before, with U+0387 from outside kept as given, still verifies."""
+    forged = "mallory \u0387 pending \u2192 approved \u1427 by alice"
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 900}, requested_by=forged)
+        assert request.path is not None
+        text = request.path.read_text()
+        new = history_line(request.history[0])
+        old = new.replace(inline(history_text(forged)), inline(one_line(forged)))
+        assert old != new
+        request.path.write_text(text.replace(new, old))
+        assert vault.verify() == []
+
+
+# A list of characters, not st.text: given an alphabet, st.text seldom draws these.
+OUTSIDE_TEXT = st.lists(
+    st.one_of(st.sampled_from(f"{LOOKALIKES}{''.join(SUBTLE)} ab-\n"), st.characters())
+).map("".join)
+
+
+@given(OUTSIDE_TEXT)
 def test_any_outside_text_holds_no_separator(text: str) -> None:
     """Whatever the text, a history line gets no ` · `, `→` or lookalike from it."""
     shown = history_text(text)
-    assert not [ch for ch in LOOKALIKES if ch in shown]
+    assert not [ch for ch in LOOKALIKES + "".join(SUBTLE) if ch in shown]
+    assert not [ch for ch in shown if "·" in unicodedata.normalize("NFKC", ch)]
     assert "\n" not in shown and not re.search(r"\s{2}", shown)
     assert history_text(shown) == shown

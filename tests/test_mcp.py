@@ -4,6 +4,7 @@ over stdio and calls its four tools (README: "The MCP server")."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import sqlite3
@@ -11,19 +12,30 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mcp import Client
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import Implementation
 
 from hitl_vault import Vault
-from hitl_vault.agents.mcp_server import MAX_WAIT, RulesFile, Tools, wait_used
+from hitl_vault.agents.mcp_server import MAX_WAIT, RulesFile, Tools, serving, wait_used
+from hitl_vault.testing import MemoryJournal
 
-from .helpers import set_status
+from .helpers import Clock, set_status
+
+DAY = "20260101T000000Z"
+
+
+def fixed_ids(tag: str) -> Callable[[str, datetime], str]:
+    """Ids ``<DAY>-<action>-<tag>001``, ``...002``, ... in the order they are asked for."""
+    count = itertools.count(1)
+    return lambda action, now: f"{DAY}-{action}-{tag}{next(count):03d}"
 
 
 class Server:
@@ -361,3 +373,48 @@ def test_list_requests_is_newest_first_and_says_when_there_are_more(vault: Vault
     assert [r["id"] for r in newest["requests"]] == [asked, paid[2]] and newest["more"] is True
     assert [r["id"] for r in approved["requests"]] == paid[::-1] and approved["more"] is False
     assert approved["requests"][0]["note"] == f"Approved/{paid[2]}.md"
+
+
+async def test_a_vault_on_another_store_is_served_from_that_store(
+    vault_path: Path, clock: Clock
+) -> None:
+    """Over `Vault(path, journal=MemoryJournal())`, request_approval submits into that store
+    with the vault's clock and ids, and get_request finds it; no SQLite journal is made."""
+    with (
+        Vault(vault_path, journal=MemoryJournal(), clock=clock, ids=fixed_ids("mem")) as vault,
+        serving(vault) as server,
+    ):
+        async with Client(server) as client:
+            asked = await client.call_tool(
+                "request_approval", {"action": "payment", "params": {"amount": 900}}
+            )
+            assert not asked.is_error, asked.content
+            req = json.loads(asked.content[0].text)  # type: ignore[union-attr]
+            got = await client.call_tool("get_request", {"id": req["id"]})
+        assert not got.is_error, got.content
+        assert req["id"] == f"{DAY}-payment-mem001"
+        assert req["created"] == json.loads(got.content[0].text)["created"]  # type: ignore[union-attr]
+        (request,) = vault.list()
+        assert (request.id, request.created) == (req["id"], clock.now)
+    assert not (vault_path / ".hitl" / "journal.db").exists()
+
+
+async def test_the_sqlite_vault_submits_with_its_clock_ids_and_python_rules(
+    vault_path: Path, clock: Clock
+) -> None:
+    """Served from its SQLite journal, a vault's submits (on a second connection) still use
+    its clock and ids, and its Python rules decide them."""
+    with Vault(vault_path, clock=clock, ids=fixed_ids("sql")) as vault:
+        vault.rule(lambda p: "block" if p.params.get("amount") == 13 else None)
+        with serving(vault) as server:
+            async with Client(server) as client:
+                asked = await client.call_tool(
+                    "request_approval", {"action": "payment", "params": {"amount": 900}}
+                )
+                blocked = await client.call_tool(
+                    "request_approval", {"action": "payment", "params": {"amount": 13}}
+                )
+        req = json.loads(asked.content[0].text)  # type: ignore[union-attr]
+        assert (req["id"], req["status"]) == (f"{DAY}-payment-sql001", "pending")
+        assert vault.get(req["id"]).created == clock.now
+        assert json.loads(blocked.content[0].text)["status"] == "rejected"  # type: ignore[union-attr]

@@ -128,3 +128,65 @@ def test_the_cli_asks_for_a_text_amount_that_a_rule_would_have_allowed(
     )
     assert result.exit_code == 0, result.output
     assert '"status": "pending"' in result.stdout
+
+
+MIN_RISK_RULES = """\
+defaults: {min_risk: medium}
+rules:
+  - name: small-payments
+    action: payment
+    params: {amount: "< 500"}
+    decision: ask
+    risk: low
+  - name: large-payments
+    action: payment
+    params: {amount: ">= 500"}
+    decision: ask
+    risk: high
+"""
+
+
+def test_min_risk_never_allows_an_ask_that_matched_only_through_numeric_text() -> None:
+    """Text held by a low-risk ask rule stays an ask under min_risk; a real number is allowed."""
+    p = parse_policy(MIN_RISK_RULES)
+    for text in (" 4.99e2 ", "499", "-5"):
+        ruling = p.evaluate(Proposal("payment", {"amount": text}))
+        assert ruling.rule == "small-payments" and ruling.decision is Decision.ASK
+        assert p.applied(ruling) == (Decision.ASK, ""), text
+    ruling = p.evaluate(Proposal("payment", {"amount": 499}))
+    assert p.applied(ruling)[0] is Decision.ALLOW
+    unmatched = p.evaluate(Proposal("payment", {"amount": "no number"}))
+    assert unmatched.rule == "defaults" and p.applied(unmatched)[0] is Decision.ASK
+
+
+def test_a_regex_matches_numeric_text_as_text_in_every_rule() -> None:
+    """A `re:` condition matches text as text: an allow rule's too, and min_risk allows a
+    low ask it made."""
+    p = parse_policy(
+        "defaults: {min_risk: medium}\n"
+        "rules:\n"
+        "  - {name: ref, action: payment, params: {ref: 're:[0-9]+'}, decision: ask, risk: low}\n"
+    )
+    ruling = p.evaluate(Proposal("payment", {"ref": "499"}))
+    assert ruling.rule == "ref" and p.applied(ruling)[0] is Decision.ALLOW
+    allow = parse_policy("rules:\n  - {name: x, params: {amount: 're:[0-9]+'}, decision: allow}\n")
+    assert matches(allow, "499")  # an allow rule's re: condition matches text as text
+
+
+@pytest.mark.parametrize("text", [" 4.99e2 ", "499"])
+def test_the_cli_keeps_a_text_amount_pending_under_min_risk(tmp_path: Path, text: str) -> None:
+    """`submit payment --params-json '{"amount": " 4.99e2 "}'` is not approved by min_risk."""
+    from click.testing import CliRunner
+
+    from hitl_vault.cli.main import cli
+
+    root = tmp_path / "vault"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init", str(root)]).exit_code == 0
+    (root / "hitl-vault.yaml").write_text(MIN_RISK_RULES)
+    submit = ["--vault", str(root), "submit", "payment", "--json", "--params-json"]
+    result = runner.invoke(cli, [*submit, json.dumps({"amount": text})])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "pending"
+    result = runner.invoke(cli, [*submit, json.dumps({"amount": 499})])
+    assert json.loads(result.stdout)["status"] == "approved", result.output

@@ -9,10 +9,11 @@ minute; the agent calls ``wait_for_approval`` again.
 
 What a tool does with the journal and the notes runs in a worker thread, never on the
 event loop: a request that waits for another process's write to the journal holds no
-other call. Requests are submitted through a vault of their own (a second connection to
-the journal): the journal serves one call of a connection at a time, so a submit waiting
-for the write lock would hold every read behind it, while reads on another connection
-go on (SQLite's WAL lets readers through a writer).
+other call. On the SQLite journal, requests are submitted through a vault of their own (a
+second connection to the journal, with the served vault's clock, ids and Python rules):
+the journal serves one call of a connection at a time, so a submit waiting for the write
+lock would hold every read behind it, while reads on another connection go on (SQLite's
+WAL lets readers through a writer). Any other store is used through the vault served.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from .. import __version__
 from ..errors import RequestNotFoundError, UsageError, VaultError, WaitTimeoutError
+from ..journal.sqlite import Journal
 from ..layout import RULES_FILE
 from ..model import Request, Status
 from ..shapes import listed_json, outcome, request_json
@@ -346,9 +348,23 @@ def build_server(vault: Vault, asking: Vault | None = None) -> MCPServer[Any]:
     return server
 
 
+@contextlib.contextmanager
+def serving(vault: Vault) -> Iterator[MCPServer[Any]]:
+    """The server :func:`serve` runs over ``vault``. On the SQLite journal, requests are
+    submitted through a second connection to the same file (see :class:`Tools`), opened
+    with the vault's clock, ids and Python rules; on any other store through ``vault``
+    itself, which has no second connection to open."""
+    engine = vault.engine
+    if type(engine.journal) is not Journal:
+        yield build_server(vault)
+        return
+    second = Journal(engine.journal.path)
+    with Vault(vault.root, clock=engine.now, ids=engine.ids, journal=second) as asking:
+        asking.engine.functions.extend(engine.functions)  # the rules it was given, in order
+        yield build_server(vault, asking)
+
+
 def serve(vault: Vault) -> None:
     """Serve ``vault`` over stdin/stdout until the client closes the connection."""
-    with Vault(vault.root) as asking:  # a connection of its own for submits (see Tools)
-        server = build_server(vault, asking)
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in a terminal: no traceback
-            server.run("stdio")
+    with serving(vault) as server, contextlib.suppress(KeyboardInterrupt):
+        server.run("stdio")  # Ctrl-C in a terminal: no traceback

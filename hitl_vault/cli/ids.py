@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.shell_completion import CompletionItem
 
-from ..errors import RequestNotFoundError, VaultError
-from ..model import Status
+from ..errors import RequestNotFoundError
+from ..model import Status, is_request_id
 from .common import DEFAULT_VAULT, BadUsage
 
 if TYPE_CHECKING:
@@ -22,19 +22,24 @@ if TYPE_CHECKING:
 
 # How many of the ids an ambiguous prefix matches are named in the error.
 _NAMED = 10
+# How long a completion waits for a journal another process holds (seconds).
+_WAIT = 1.0
 
 
 def resolve_id(vault: Vault, given: str) -> str:
     """The request id ``given`` is, or the one id it is the start of.
 
     An id that exists is taken as it is (one lookup); only otherwise are the vault's ids
-    read. No match is :class:`RequestNotFoundError` (exit 1, as for an unknown id), more
-    than one a usage error (exit 2) naming them.
+    read. A whole, well-formed id is never a prefix: one the vault does not have is not
+    found, even when a longer id starts with it (an action may hold a dash, so
+    ``…-pay-abcdef`` starts ``…-pay-abcdef-123456``). No match is
+    :class:`RequestNotFoundError` (exit 1, as for an unknown id), more than one a usage
+    error (exit 2) naming them.
     """
     try:
         return vault.get(given).id
     except RequestNotFoundError:
-        if not given:
+        if not given or is_request_id(given):
             raise
     found = [r.id for r in vault.list() if r.id.startswith(given)]
     if not found:
@@ -57,20 +62,16 @@ def complete_ids(*first: Status) -> Callable[[click.Context, Any, str], list[Com
     """A ``shell_complete`` for an ID argument: the ids starting with what was typed, newest
     first, those in a status of ``first`` (for ``approve``: pending) before the rest, and
     without the ids already on the line. Each comes with its status and summary, which
-    zsh and fish show. No vault there, or one that cannot be read: nothing to offer."""
+    zsh and fish show. The journal is only read, never created nor written, and not
+    waited for more than a second: no vault or journal there, or one another process
+    holds or that cannot be read, and there is nothing to offer."""
 
     def complete(ctx: click.Context, param: Any, incomplete: str) -> list[CompletionItem]:
+        from ..journal.sqlite_peek import read_ids
+        from ..layout import JOURNAL_FILE, STATE_DIR
         from ..shapes import shown
-        from ..vault import Vault
 
-        path = _completion_vault(ctx)
-        if not path.is_dir():
-            return []
-        try:
-            with Vault(path) as vault:
-                requests = vault.list()
-        except (VaultError, OSError):
-            return []
+        requests = read_ids(_completion_vault(ctx) / STATE_DIR / JOURNAL_FILE, _WAIT)
         typed = (ctx.params.get(param.name) or ()) if param.nargs == -1 else ()
         offered = [r for r in requests if r.id.startswith(incomplete) and r.id not in typed]
         offered.sort(key=lambda r: r.status not in first)  # stable: newest first within each

@@ -112,6 +112,11 @@ class Engine:
     def now(self) -> datetime:
         return self._clock()
 
+    @property
+    def ids(self) -> Callable[[str, datetime], str]:
+        """How this engine names a new request (the ``ids`` it was opened with)."""
+        return self._ids
+
     def reload_policy(self, *, check_urls: bool = False) -> Policy:
         """Read hitl-vault.yaml again; on error the old rules and notification targets stay
         and the error is raised. ``check_urls``: Apprise must read each ``notify:`` URL.

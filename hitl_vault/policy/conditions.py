@@ -5,9 +5,11 @@ A number condition (a comparison, or a plain number) compares numbers: an int or
 negative ones too (-100 is below 500), never a bool. Text that reads as a number
 (``"499"``, ``" 4.99e2 "``) is not sure to be that number for the program that will run
 the action, so it may only make the decision stricter: each ``holds`` takes ``allowing``
-(the rule would allow the action), and then such text never matches; for an ask or block
-rule it is compared as the number it reads as, so sending a number as text escapes no
-stricter rule.
+(the rule would allow the action), and then such text never meets a number condition (a
+``re:`` condition matches text as text all the same); for an ask or block rule it is
+compared as the number it reads as, so sending a number as text escapes no stricter rule.
+A match that held only so is marked, and ``defaults.min_risk`` never turns it into an
+allow (see :meth:`hitl_vault.policy.rules.Policy.applied`).
 """
 
 from __future__ import annotations

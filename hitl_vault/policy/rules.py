@@ -66,6 +66,9 @@ class RuleMatch:
     approval: Part = field(
         default_factory=Part
     )  # quorum, stages, escalation... (``approvers`` is above)
+    # It matched only because text that reads as a number was compared as that number
+    # (an ask or block rule): it may make the decision stricter, never let min_risk allow it.
+    by_numeric_text: bool = False
 
     @property
     def part(self) -> Part:
@@ -106,6 +109,7 @@ class Ruling:
     matches: tuple[RuleMatch, ...]
     remind_before: timedelta | None = None  # one reminder this long before expiry
     plan: Plan = field(default_factory=Plan)  # who decides: approvers, quorum, stages, escalation
+    by_numeric_text: bool = False  # a match held only through text read as a number
 
     @property
     def explanation(self) -> str:
@@ -197,9 +201,11 @@ class Rule:
         if self.action is not None and not self.action.matches(proposal.action):
             return None
         allowing = self.decision is Decision.ALLOW  # numbers as text only make it stricter
+        given = proposal.params
         for name, condition in self.params.items():
-            if name not in proposal.params or not condition.holds(proposal.params[name], allowing):
+            if name not in given or not condition.holds(given[name], allowing):
                 return None
+        by_text = not allowing and not all(c.holds(given[n], True) for n, c in self.params.items())
         conditions = " and ".join(c.describe(n) for n, c in self.params.items())
         return RuleMatch(
             decision=self.decision,
@@ -215,6 +221,7 @@ class Rule:
                 None, self.quorum, self.stages, self.prevent_self_approval, self.require_reason,
                 self.escalate_after, self.escalate_to,
             ),
+            by_numeric_text=by_text,
         )  # fmt: skip
 
 
@@ -310,7 +317,9 @@ class Policy:
         """The decision that takes effect for ``ruling`` under ``mode`` and
         ``defaults.min_risk``, and why it differs from the rules' ("" when it does not):
         monitor mode allows what would ask or block, and an ask below ``min_risk`` is
-        allowed."""
+        allowed, unless a rule matched only by reading text as a number (``" 4.99e2 "``):
+        such text may only make a decision stricter, and the rules would not match it so
+        were they all allowing (see :mod:`hitl_vault.policy.conditions`)."""
         decision = ruling.decision
         if decision is Decision.ALLOW:
             return decision, ""
@@ -319,7 +328,12 @@ class Policy:
             why = f": {ruling.reason}" if ruling.reason and decision is Decision.BLOCK else ""
             return Decision.ALLOW, f"{would} (monitor mode){why}"
         floor = self.defaults.min_risk
-        if decision is Decision.ASK and floor is not None and ruling.risk.rank < floor.rank:
+        if (
+            decision is Decision.ASK
+            and floor is not None
+            and ruling.risk.rank < floor.rank
+            and not ruling.by_numeric_text
+        ):
             return Decision.ALLOW, f"would ask (risk {ruling.risk} is below min_risk {floor})"
         return decision, ""
 
@@ -370,6 +384,7 @@ class Policy:
             matches=tuple(matches),
             remind_before=min(reminders) if reminders else self.defaults.remind_before,
             plan=self.plan_of(matches),
+            by_numeric_text=any(m.by_numeric_text for m in matches),
         )
 
     def plan_of(self, matches: Sequence[RuleMatch], pinned: Sequence[str] | None = None) -> Plan:
