@@ -72,7 +72,7 @@ class Engine:
             )
         self.root = root.resolve()
         self._clock = clock
-        self._ids = ids
+        self.ids = ids  # how a new request is named
         check_trust(self.root)  # before anything is created or chmodded through a link
         self.policy, self.notify, text = read_rules(self.root)
         self.journal: JournalStore = journal or Journal(self.root / STATE_DIR / JOURNAL_FILE)
@@ -111,11 +111,6 @@ class Engine:
 
     def now(self) -> datetime:
         return self._clock()
-
-    @property
-    def ids(self) -> Callable[[str, datetime], str]:
-        """How this engine names a new request (the ``ids`` it was opened with)."""
-        return self._ids
 
     def reload_policy(self, *, check_urls: bool = False) -> Policy:
         """Read hitl-vault.yaml again; on error the old rules and notification targets stay
