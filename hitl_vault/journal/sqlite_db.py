@@ -3,9 +3,10 @@
 Every statement and every row read goes through :class:`_Connection` and
 :class:`_Cursor`, so no ``sqlite3`` error leaves the journal modules: a damaged file
 is :class:`JournalDamagedError`, a lock held too long, a full disk or an I/O error is
-:class:`JournalUnavailableError`, and a journal file deleted under a running process is
-:class:`JournalMissingError` (an ``IntegrityError`` is left to the statement that
-expects one; a misuse such as a closed connection is a bug and stays what it is).
+:class:`JournalUnavailableError`, a journal file deleted under a running process is
+:class:`JournalMissingError`, and one that lives on elsewhere (the vault moved) is
+:class:`JournalMovedError` (an ``IntegrityError`` is left to the statement that expects
+one; a misuse such as a closed connection is a bug and stays what it is).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import JournalDamagedError, JournalMissingError, JournalUnavailableError
+from ..errors import (
+    JournalDamagedError,
+    JournalMissingError,
+    JournalMovedError,
+    JournalUnavailableError,
+)
 
 SCHEMA = resources.files("hitl_vault.journal").joinpath("schema.sql").read_text(encoding="utf-8")
 
@@ -103,6 +109,45 @@ class _Connection(sqlite3.Connection):
         return cursor.execute(sql, parameters)
 
 
+class _HeldFiles:
+    """One read-only fd per journal file this process has open, shared by every
+    :class:`Database` on that file, so a process can ask the file itself (``fstat``) whether
+    it was deleted or only moved. Closing any fd on a file drops every POSIX lock this process
+    holds on it, SQLite's included, so the fd is closed only once the last of those
+    connections is closed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[int, int], list[int]] = {}  # (dev, inode): [fd, users]
+
+    def hold(self, path: Path) -> tuple[int, int]:
+        """The key of the file at ``path``, whose fd is now held for one more user."""
+        with self._lock:
+            fd = os.open(path, os.O_RDONLY)
+            seen = os.fstat(fd)
+            key = (seen.st_dev, seen.st_ino)
+            if key in self._held:
+                os.close(fd)  # no connection of ours can hold a lock through this one yet
+                self._held[key][1] += 1
+            else:
+                self._held[key] = [fd, 1]
+            return key
+
+    def fd(self, key: tuple[int, int]) -> int:
+        return self._held[key][0]
+
+    def release(self, key: tuple[int, int]) -> None:
+        with self._lock:
+            held = self._held[key]
+            held[1] -= 1
+            if held[1] == 0:
+                del self._held[key]
+                os.close(held[0])
+
+
+_HELD = _HeldFiles()
+
+
 class Database:
     """One SQLite database in WAL mode with durable (``synchronous=FULL``) commits, and the
     lock that lets threads of one process share it. Any number of processes may open it."""
@@ -125,8 +170,17 @@ class Database:
             raise JournalUnavailableError(path, str(e)) from None
         self.db: sqlite3.Connection = db
         db.journal_path = path
-        self._inode = os.stat(path).st_ino
         self._rescued: Path | bool | None = None  # the copy made once it was found gone
+        self._file: tuple[int, int] | None = None
+        try:
+            self._file = _HELD.hold(path)
+            self._set_up()
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_up(self) -> None:
+        db = self.db
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         with self.write() as w:
@@ -141,26 +195,38 @@ class Database:
             w.execute("CREATE INDEX IF NOT EXISTS requests_retry_of ON requests (retry_of)")
 
     def check_present(self) -> None:
-        """Raise :class:`JournalMissingError` if the file this connection opened is no longer
-        at its path (deleted or replaced): what is written now would be seen by no one."""
+        """Raise if the file this connection opened is no longer at its path: what is written
+        now would be seen by no one who looks there. :class:`JournalMovedError` when the file
+        lives on elsewhere (the vault was moved or renamed: nothing is copied, and nothing
+        is made at the old place); :class:`JournalMissingError` when it was deleted or
+        replaced, with a copy of what this connection still holds saved beside it."""
+        if self._file is None:  # closed: the statement itself will say
+            return
         try:
-            inode: int | None = os.stat(self.path).st_ino
+            held = os.fstat(_HELD.fd(self._file))
+            here: os.stat_result | None = os.stat(self.path)
         except FileNotFoundError:
-            inode = None
+            here = None
         except OSError:  # cannot look (permissions): the statement itself will say
             return
-        if inode != self._inode:
-            if self._rescued is None:
-                self._rescued = self._rescue()
-            rescued = self._rescued if isinstance(self._rescued, Path) else None
-            raise JournalMissingError(self.path, rescued)
+        if here is not None and (here.st_dev, here.st_ino) == self._file:
+            return
+        if held.st_nlink > 0:
+            raise JournalMovedError(self.path)
+        if self._rescued is None:
+            self._rescued = self._rescue()
+        rescued = self._rescued if isinstance(self._rescued, Path) else None
+        raise JournalMissingError(self.path, rescued)
 
     def _rescue(self) -> Path | bool:
         """Copy what this connection still holds (the deleted file lives on while it is open)
-        beside where the journal was; the copy's path, or False if it could not be made."""
+        beside where the journal was, private like the journal; the copy's path, or False if
+        it could not be made (its folder is gone too: a vanished folder is never made again).
+        """
         target = self.path.with_name(f"{self.path.name}.rescued-{os.getpid()}")
         try:
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            os.chmod(target, 0o600)  # made by a process of the same pid long ago, maybe
             copy = sqlite3.connect(target)
             try:
                 with self.lock:
@@ -197,6 +263,9 @@ class Database:
     def close(self) -> None:
         with self.lock:
             self.db.close()
+            if self._file is not None:  # after the connection: see _HeldFiles
+                _HELD.release(self._file)
+                self._file = None
 
     @contextmanager
     def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
