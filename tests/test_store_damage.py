@@ -188,3 +188,35 @@ def test_the_saved_copy_is_private_and_the_newest_is_named(
     line = _one_line(listed.stderr)
     assert f"move {rescued.name} to journal.db" in line and old.name not in line
     assert f"to start a fresh journal instead, move {rescued.name} out of" in line
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "command"),
+    [
+        ("params", "null", "show"),
+        ("params", "null", "list"),
+        ("params", "[1, 2]", "approve"),
+        ("params", "[1, 2]", "list"),
+        ("pinned", "[1]", "approve"),
+        ("pinned", "{bad", "approve"),
+        ("params_created", "{bad", "approve"),
+        ("params_created", '"text"', "show"),
+    ],
+)
+def test_params_that_are_not_a_json_object_are_damage_in_one_line(
+    vault_path: Path, helper: VaultHelper, column: str, value: str, command: str
+) -> None:
+    """Params, pinned or first params in the journal that are not a JSON object: the command
+    that reads them says the journal is damaged, in one line naming the file and the fix."""
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 900})
+    helper.sql(f"UPDATE requests SET {column} = ?", value)
+    args = {"show": ("show", request.id), "list": ("list", "--json")}.get(
+        command, ("approve", request.id, "--by", "alice")
+    )
+    done = helper.hitl(*args)
+    assert done.returncode == 1, done.stdout
+    line = _one_line(done.stderr)
+    assert ".hitl/journal.db: the journal cannot be read" in line, line
+    assert "not a JSON object" in line or "is not JSON" in line, line
+    assert "restore .hitl/ from the backup" in line

@@ -12,10 +12,11 @@ one; a misuse such as a closed connection is a bug and stays what it is).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -42,6 +43,20 @@ _ADDED_COLUMNS = (
 T = TypeVar("T")
 # What SQLite says when the bytes themselves are wrong, whatever class it gives the error.
 _DAMAGE = ("malformed", "not a database", "could not decode", "corrupt")
+# What converting a row hitl-vault did not write raises (see Database.converted).
+_BAD_ROW = (ValueError, TypeError, KeyError, IndexError)
+
+
+def json_object(text: Any, what: str) -> dict[str, Any]:
+    """The JSON object (params, pinned params) a column holds; ValueError, naming ``what``,
+    for anything else: hitl-vault writes only objects there."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is {json.dumps(value)[:40]}, not a JSON object")
+    return value
 
 
 def _typed(path: Path, e: sqlite3.Error) -> Exception | None:
@@ -243,12 +258,16 @@ class Database:
             return self.db.execute(sql, args).fetchall()
 
     def rows(self, sql: str, args: Any, convert: Callable[[Any], T]) -> list[T]:
-        """Each row of one query, converted; a row hitl-vault cannot have written (a status
-        no one writes, JSON that is not) is :class:`JournalDamagedError`, naming the problem."""
-        rows = self.read(sql, args)
+        """Each row of one query, :meth:`converted`."""
+        return self.converted(self.read(sql, args), convert)
+
+    def converted(self, rows: Iterable[Any], convert: Callable[[Any], T]) -> list[T]:
+        """Each of ``rows`` converted; a row hitl-vault cannot have written (a status no one
+        writes, params that are not a JSON object) is :class:`JournalDamagedError`, naming
+        the problem: every value read from the journal comes through here."""
         try:
             return [convert(row) for row in rows]
-        except (ValueError, TypeError, KeyError, IndexError) as e:
+        except _BAD_ROW as e:
             raise JournalDamagedError(self.path, f"a row hitl-vault did not write: {e}") from None
 
     def read_one(self, sql: str, args: Any = ()) -> Any:
