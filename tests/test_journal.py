@@ -181,3 +181,34 @@ def test_writes_the_notes_can_restore_leave_every_transition_durable(tmp_path: P
             other.close()
     finally:
         journal.close()
+
+
+def test_a_failing_waker_never_stops_the_journal_watcher(journal: Journal) -> None:
+    """A waker that raises (a wait whose event loop closed meanwhile) is dropped; the other
+    wakers are still called, on this change and the next: the watcher's thread lives on."""
+    failed: list[str] = []
+    woken = threading.Event()
+
+    def closed_loop() -> None:
+        failed.append("called")
+        raise RuntimeError("Event loop is closed")
+
+    def wake() -> None:
+        woken.set()
+
+    with journal.watch(closed_loop), journal.watch(wake):
+        journal.create(_request("20261122T101500Z-payment-000001"), None)
+        assert woken.wait(10)
+        woken.clear()
+        journal.create(_request("20261122T101500Z-payment-000002"), None)
+        assert woken.wait(10)
+    assert failed == ["called"]
+
+
+def test_a_closed_journal_starts_no_watcher(tmp_path: Path) -> None:
+    """Watching a journal after close() starts no thread that nothing would stop."""
+    journal = Journal(tmp_path / ".hitl" / "journal.db")
+    journal.close()
+    before = set(threading.enumerate())
+    with journal.watch(lambda: None):
+        assert set(threading.enumerate()) - before == set()
