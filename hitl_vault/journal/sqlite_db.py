@@ -138,7 +138,7 @@ class _HeldFiles:
     def hold(self, path: Path) -> tuple[int, int]:
         """The key of the file at ``path``, whose fd is now held for one more user."""
         with self._lock:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never wait on it
             seen = os.fstat(fd)
             key = (seen.st_dev, seen.st_ino)
             if key in self._held:
@@ -188,7 +188,10 @@ class Database:
         self._rescued: Path | bool | None = None  # the copy made once it was found gone
         self._file: tuple[int, int] | None = None
         try:
-            self._file = _HELD.hold(path)
+            try:
+                self._file = _HELD.hold(path)
+            except OSError as e:  # cannot open it to read (its permissions, say)
+                raise JournalUnavailableError(path, e.strerror or str(e)) from None
             self._set_up()
         except BaseException:
             self.close()
