@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl_vault.errors import IllegalTransitionError, RequestNotFoundError
+from hitl_vault.errors import IllegalTransitionError, JournalMissingError, RequestNotFoundError
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.model import Request, Risk, Status, Transition
 from hitl_vault.notes.render import history_line
@@ -212,3 +212,19 @@ def test_a_closed_journal_starts_no_watcher(tmp_path: Path) -> None:
     before = set(threading.enumerate())
     with journal.watch(lambda: None):
         assert set(threading.enumerate()) - before == set()
+
+
+def test_a_journal_open_twice_in_one_process_still_sees_its_file_go(tmp_path: Path) -> None:
+    """Two journals on one file in one process share what watches the file: closing the
+    first leaves the second able to tell that the file was deleted under it."""
+    path = tmp_path / ".hitl" / "journal.db"
+    first, second = Journal(path), Journal(path)
+    try:
+        first.create(_request(), None)
+        first.close()
+        assert second.status_of(_request().id) is Status.PENDING
+        path.unlink()
+        with pytest.raises(JournalMissingError, match="deleted or replaced"):
+            second.create(_request("20261122T101500Z-payment-000003"), None)
+    finally:
+        second.close()
