@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -228,3 +230,25 @@ def test_a_journal_open_twice_in_one_process_still_sees_its_file_go(tmp_path: Pa
             second.create(_request("20261122T101500Z-payment-000003"), None)
     finally:
         second.close()
+
+
+def test_a_second_journal_on_the_file_keeps_the_first_ones_sqlite_locks(tmp_path: Path) -> None:
+    """Opening and closing a second journal on the same file in one process leaves the first
+    one's SQLite locks in place: another process still cannot take the file out of WAL mode
+    (closing any fd on a file drops every POSIX lock the process holds on it)."""
+    path = tmp_path / ".hitl" / "journal.db"
+    first = Journal(path)
+    try:
+        first.counts()
+        Journal(path).close()
+        probe = (
+            "import sqlite3, sys\n"
+            "db = sqlite3.connect(sys.argv[1], timeout=0)\n"
+            "print(db.execute('PRAGMA journal_mode=DELETE').fetchone()[0])\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1 and "database is locked" in done.stderr, done
+    finally:
+        first.close()

@@ -128,36 +128,38 @@ class _HeldFiles:
     """One read-only fd per journal file this process has open, shared by every
     :class:`Database` on that file, so a process can ask the file itself (``fstat``) whether
     it was deleted or only moved. Closing any fd on a file drops every POSIX lock this process
-    holds on it, SQLite's included, so the fd is closed only once the last of those
-    connections is closed."""
+    holds on it, SQLite's included, so no such fd is closed while a connection of this
+    process may hold one: a file already held is not opened again, and its fd is closed
+    only after the last of its connections."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: dict[tuple[int, int], list[int]] = {}  # (dev, inode): [fd, users]
+        self._fds: dict[tuple[int, int], list[int]] = {}  # (dev, inode): fds open on it
+        self._users: dict[tuple[int, int], int] = {}
 
     def hold(self, path: Path) -> tuple[int, int]:
-        """The key of the file at ``path``, whose fd is now held for one more user."""
+        """The key of the file at ``path``, now held for one more user."""
         with self._lock:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never wait on it
-            seen = os.fstat(fd)
+            seen = os.stat(path)
             key = (seen.st_dev, seen.st_ino)
-            if key in self._held:
-                os.close(fd)  # no connection of ours can hold a lock through this one yet
-                self._held[key][1] += 1
-            else:
-                self._held[key] = [fd, 1]
+            if key not in self._fds:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never wait
+                seen = os.fstat(fd)  # the file there now, if it was replaced meanwhile
+                key = (seen.st_dev, seen.st_ino)
+                self._fds.setdefault(key, []).append(fd)
+            self._users[key] = self._users.get(key, 0) + 1
             return key
 
     def fd(self, key: tuple[int, int]) -> int:
-        return self._held[key][0]
+        return self._fds[key][0]
 
     def release(self, key: tuple[int, int]) -> None:
         with self._lock:
-            held = self._held[key]
-            held[1] -= 1
-            if held[1] == 0:
-                del self._held[key]
-                os.close(held[0])
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                del self._users[key]
+                for fd in self._fds.pop(key):
+                    os.close(fd)
 
 
 _HELD = _HeldFiles()
