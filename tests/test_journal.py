@@ -252,3 +252,18 @@ def test_a_second_journal_on_the_file_keeps_the_first_ones_sqlite_locks(tmp_path
         assert done.returncode == 1 and "database is locked" in done.stderr, done
     finally:
         first.close()
+
+
+def test_a_journal_found_gone_stays_gone_after_it_is_closed(tmp_path: Path) -> None:
+    """Once a journal was found deleted, asking it again (a thread still at work while the
+    daemon closes it) says the same, never a closed-connection error or a second copy."""
+    path = tmp_path / ".hitl" / "journal.db"
+    journal = Journal(path)
+    path.unlink()
+    with pytest.raises(JournalMissingError) as first:
+        journal.create(_request(), None)
+    journal.close()
+    with pytest.raises(JournalMissingError) as again:
+        journal.feed(0)
+    assert str(again.value) == str(first.value)
+    assert len(list(path.parent.glob("journal.db.rescued-*"))) == 1

@@ -187,7 +187,7 @@ class Database:
             raise JournalUnavailableError(path, str(e)) from None
         self.db: sqlite3.Connection = db
         db.journal_path = path
-        self._rescued: Path | bool | None = None  # the copy made once it was found gone
+        self._gone: JournalMissingError | None = None  # once found gone: what it raises
         self._file: tuple[int, int] | None = None
         try:
             try:
@@ -219,42 +219,47 @@ class Database:
         now would be seen by no one who looks there. :class:`JournalMovedError` when the file
         lives on elsewhere (the vault was moved or renamed: nothing is copied, and nothing
         is made at the old place); :class:`JournalMissingError` when it was deleted or
-        replaced, with a copy of what this connection still holds saved beside it."""
-        if self._file is None:  # closed: the statement itself will say
-            return
+        replaced, with a copy of what this connection still holds saved beside it. Once
+        found gone, it stays gone for this connection, closed or not."""
+        with self.lock:  # one thread looks (and copies); none closes it meanwhile
+            if self._gone is None and self._file is not None:
+                self._gone = self._look()
+            gone = self._gone
+        if gone is not None:
+            raise gone.with_traceback(None)
+
+    def _look(self) -> JournalMissingError | None:
+        """What :meth:`check_present` raises now, or None while the file is at its path."""
+        assert self._file is not None
         try:
             held = os.fstat(_HELD.fd(self._file))
             here: os.stat_result | None = os.stat(self.path)
         except FileNotFoundError:
             here = None
         except OSError:  # cannot look (permissions): the statement itself will say
-            return
+            return None
         if here is not None and (here.st_dev, here.st_ino) == self._file:
-            return
+            return None
         if held.st_nlink > 0:
-            raise JournalMovedError(self.path)
-        if self._rescued is None:
-            self._rescued = self._rescue()
-        rescued = self._rescued if isinstance(self._rescued, Path) else None
-        raise JournalMissingError(self.path, rescued)
+            return JournalMovedError(self.path)
+        return JournalMissingError(self.path, self._rescue())
 
-    def _rescue(self) -> Path | bool:
+    def _rescue(self) -> Path | None:
         """Copy what this connection still holds (the deleted file lives on while it is open)
-        beside where the journal was, private like the journal; the copy's path, or False if
+        beside where the journal was, private like the journal; the copy's path, or None if
         it could not be made (its folder is gone too: a vanished folder is never made again).
         """
         target = self.path.with_name(f"{self.path.name}.rescued-{os.getpid()}")
         try:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o600))
             os.chmod(target, 0o600)  # made by a process of the same pid long ago, maybe
             copy = sqlite3.connect(target)
             try:
-                with self.lock:
-                    self.db.backup(copy)
+                self.db.backup(copy)  # replaces all it held, under SQLite's own locks
             finally:
                 copy.close()
         except (OSError, sqlite3.Error):
-            return False
+            return None
         return target
 
     def read(self, sql: str, args: Any = ()) -> list[Any]:
