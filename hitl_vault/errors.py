@@ -213,11 +213,31 @@ class JournalMissingError(JournalDamagedError):
             if rescued
             else "restore .hitl/ from the backup taken with the vault"
         )
+        fresh = (
+            f" (or, to start a fresh journal instead, move {rescued.name} out of {path.parent})"
+            if rescued
+            else ""
+        )
         VaultError.__init__(
             self,
             f"{path}: the journal was deleted or replaced while hitl-vault was running{kept}; "
             f"nothing more is recorded until it is back. Stop every hitl-vault process (the "
-            f"daemon too), {back}, then run `hitl-vault verify`",
+            f"daemon too), {back}, then run `hitl-vault verify`{fresh}",
+        )
+
+
+class JournalMovedError(JournalMissingError):
+    """The journal a process had open now lives elsewhere: the vault (or its ``.hitl/``
+    folder) was moved or renamed while the process ran. Nothing is lost and no copy is made;
+    the process stops, and is started again from the vault's new place."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.rescued = path, None
+        where = path.parent.parent if path.parent.name == ".hitl" else path.parent
+        VaultError.__init__(
+            self,
+            f"{path}: the vault moved from {where} while hitl-vault was running; nothing more "
+            "is recorded here: start it again from its new place",
         )
 
 

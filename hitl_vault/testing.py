@@ -92,7 +92,8 @@ class MemoryJournal:
         """Nothing to wait for: no other process writes it."""
 
     def close(self) -> None:
-        self._m.wakers.clear()
+        """Nothing to release. Every Vault given this journal closes it, so it must not
+        silence the others' waits: each wait's waker leaves when that wait ends."""
 
     def watch(self, wake: Callable[[], None]) -> AbstractContextManager[None]:
         """Wake after every committed write of this process (no other process can write it)."""

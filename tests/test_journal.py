@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from hitl_vault.errors import IllegalTransitionError, RequestNotFoundError
+from hitl_vault.errors import IllegalTransitionError, JournalMissingError, RequestNotFoundError
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.model import Request, Risk, Status, Transition
 from hitl_vault.notes.render import history_line
@@ -181,3 +183,87 @@ def test_writes_the_notes_can_restore_leave_every_transition_durable(tmp_path: P
             other.close()
     finally:
         journal.close()
+
+
+def test_a_failing_waker_never_stops_the_journal_watcher(journal: Journal) -> None:
+    """A waker that raises (a wait whose event loop closed meanwhile) is dropped; the other
+    wakers are still called, on this change and the next: the watcher's thread lives on."""
+    failed: list[str] = []
+    woken = threading.Event()
+
+    def closed_loop() -> None:
+        failed.append("called")
+        raise RuntimeError("Event loop is closed")
+
+    def wake() -> None:
+        woken.set()
+
+    with journal.watch(closed_loop), journal.watch(wake):
+        journal.create(_request("20261122T101500Z-payment-000001"), None)
+        assert woken.wait(10)
+        woken.clear()
+        journal.create(_request("20261122T101500Z-payment-000002"), None)
+        assert woken.wait(10)
+    assert failed == ["called"]
+
+
+def test_a_closed_journal_starts_no_watcher(tmp_path: Path) -> None:
+    """Watching a journal after close() starts no thread that nothing would stop."""
+    journal = Journal(tmp_path / ".hitl" / "journal.db")
+    journal.close()
+    before = set(threading.enumerate())
+    with journal.watch(lambda: None):
+        assert set(threading.enumerate()) - before == set()
+
+
+def test_a_journal_open_twice_in_one_process_still_sees_its_file_go(tmp_path: Path) -> None:
+    """Two journals on one file in one process share what watches the file: closing the
+    first leaves the second able to tell that the file was deleted under it."""
+    path = tmp_path / ".hitl" / "journal.db"
+    first, second = Journal(path), Journal(path)
+    try:
+        first.create(_request(), None)
+        first.close()
+        assert second.status_of(_request().id) is Status.PENDING
+        path.unlink()
+        with pytest.raises(JournalMissingError, match="deleted or replaced"):
+            second.create(_request("20261122T101500Z-payment-000003"), None)
+    finally:
+        second.close()
+
+
+def test_a_second_journal_on_the_file_keeps_the_first_ones_sqlite_locks(tmp_path: Path) -> None:
+    """Opening and closing a second journal on the same file in one process leaves the first
+    one's SQLite locks in place: another process still cannot take the file out of WAL mode
+    (closing any fd on a file drops every POSIX lock the process holds on it)."""
+    path = tmp_path / ".hitl" / "journal.db"
+    first = Journal(path)
+    try:
+        first.counts()
+        Journal(path).close()
+        probe = (
+            "import sqlite3, sys\n"
+            "db = sqlite3.connect(sys.argv[1], timeout=0)\n"
+            "print(db.execute('PRAGMA journal_mode=DELETE').fetchone()[0])\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 1 and "database is locked" in done.stderr, done
+    finally:
+        first.close()
+
+
+def test_a_journal_found_gone_stays_gone_after_it_is_closed(tmp_path: Path) -> None:
+    """Once a journal was found deleted, asking it again (a thread still at work while the
+    daemon closes it) says the same, never a closed-connection error or a second copy."""
+    path = tmp_path / ".hitl" / "journal.db"
+    journal = Journal(path)
+    path.unlink()
+    with pytest.raises(JournalMissingError) as first:
+        journal.create(_request(), None)
+    journal.close()
+    with pytest.raises(JournalMissingError) as again:
+        journal.feed(0)
+    assert str(again.value) == str(first.value)
+    assert len(list(path.parent.glob("journal.db.rescued-*"))) == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ from hitl_vault.errors import DuplicateError, JournalUnavailableError
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.store import JournalStore
 from hitl_vault.testing import MemoryJournal
+from hitl_vault.times import utcnow
+from hitl_vault.waiting import Waiting
 
 from .helpers import VaultHelper, eventually, set_status
 
@@ -113,3 +117,53 @@ def test_a_vault_runs_on_a_memory_journal(vault_path: Path, helper: VaultHelper)
         assert vault.verify() == []
         assert not journal.daemon_running()  # run() gave the lock back
     assert not (vault_path / ".hitl" / "journal.db").exists()
+
+
+def test_closing_one_vault_leaves_the_waits_of_another_on_the_same_memory_journal(
+    vault_path: Path,
+) -> None:
+    """Two Vaults given one MemoryJournal: closing one leaves the other's wakers listening."""
+    journal = MemoryJournal()
+    woken = threading.Event()
+    leaving = Vault(vault_path, journal=journal)
+    with Vault(vault_path, journal=journal) as staying, journal.watch(woken.set):
+        leaving.close()
+        staying.submit("payment", {"amount": 900})
+        assert woken.wait(10)
+
+
+def test_a_failing_waker_never_fails_a_memory_journal_write(vault_path: Path) -> None:
+    """A waker that raises after a write is dropped: the write stands and the others wake."""
+    journal = MemoryJournal()
+    woken = threading.Event()
+
+    def closed_loop() -> None:
+        raise RuntimeError("Event loop is closed")
+
+    with Vault(vault_path, journal=journal) as vault:
+        with journal.watch(closed_loop), journal.watch(woken.set):
+            request = vault.submit("payment", {"amount": 900})
+            assert woken.wait(10)
+        assert vault.get(request.id).status is Status.PENDING
+
+
+def test_a_wait_woken_after_it_ended_raises_nothing(vault_path: Path) -> None:
+    """The store may call a wait's waker just after the wait ended and closed its event loop:
+    that call does nothing, rather than raise into the store's thread."""
+    wakers: list[Callable[[], None]] = []
+
+    @contextmanager
+    def journal_watch(wake: Callable[[], None]) -> Iterator[None]:
+        wakers.append(wake)
+        yield
+
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 900})
+        vault.approve(request.id, by="alice")
+        waiting = Waiting(vault_path, vault.get, utcnow, journal_watch)
+        try:
+            assert waiting.wait_sync(request.id, timeout=10).status is Status.APPROVED
+        finally:
+            waiting.close()
+    (wake,) = wakers
+    wake()  # its loop is closed now

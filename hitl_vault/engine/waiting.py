@@ -85,14 +85,17 @@ class Waiting:
         wake = asyncio.Event()
         started = loop.time()
 
-        def poke(path: Path) -> None:
-            if path.name.startswith(request_id) or path == self._root:
+        def wake_up() -> None:
+            # Called on a watcher's thread, maybe just after this wait ended and its loop
+            # closed: there is nothing left to wake then, and the thread must live on.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(wake.set)
 
-        def journal_changed() -> None:
-            loop.call_soon_threadsafe(wake.set)
+        def poke(path: Path) -> None:
+            if path.name.startswith(request_id) or path == self._root:
+                wake_up()
 
-        with self._changes.listening(poke), self._journal_watch(journal_changed):
+        with self._changes.listening(poke), self._journal_watch(wake_up):
             while True:
                 wake.clear()
                 request = self._refresh(request_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ from ..model import Kind, Request, Status, Transition
 from ..store import Attention, Outgoing
 from ..times import format_ts, parse_ts
 from .chain import Entry
+
+log = logging.getLogger(__name__)
 
 
 def ts(value: datetime) -> datetime:
@@ -127,9 +130,15 @@ class Memory:
             self.tell()
 
     def tell(self) -> None:
-        """Wake every watcher: something was committed."""
-        for wake in list(self.wakers.values()):
-            wake()
+        """Wake every watcher: something was committed. A waker that fails (its wait ended
+        and closed its event loop) is logged and dropped; it never fails the write."""
+        for key, wake in list(self.wakers.items()):
+            try:
+                wake()
+            except Exception:
+                log.debug("dropped a waker of %s that failed", self.path, exc_info=True)
+                if self.wakers.get(key) is wake:
+                    del self.wakers[key]
 
     @contextmanager
     def watching(self, wake: Callable[[], None]) -> Iterator[None]:

@@ -15,6 +15,7 @@ one-daemon lock is a lock on that folder (:mod:`~.lock`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -36,6 +37,15 @@ from .sqlite_steps import Steps
 from .sqlite_watch import JournalWatch
 
 
+def _newest(paths: Iterable[Path]) -> Path | None:
+    """The most recently written of ``paths`` (the copy saved last), None if there are none."""
+    dated = []
+    for path in paths:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            dated.append((path.stat().st_mtime, path.name, path))
+    return max(dated)[2] if dated else None
+
+
 class Journal:
     """The SQLite store. Safe to share between threads of one process; any number of
     processes may open the same journal."""
@@ -46,10 +56,10 @@ class Journal:
         if not path.exists():
             # Deleted under a daemon that runs still, or that stopped saving a copy (see
             # Database.check_present): a new empty journal here would make every request it
-            # knew "not found". Starting anew is deleting the copy.
-            rescued = sorted(path.parent.glob(f"{path.name}.rescued-*"))
+            # knew "not found". Starting anew is moving the copy aside.
+            rescued = _newest(path.parent.glob(f"{path.name}.rescued-*"))
             if rescued or daemon_running(self._lock_path):
-                raise JournalMissingError(path, rescued[-1] if rescued else None)
+                raise JournalMissingError(path, rescued)
         self._db = Database(path)
         self._steps = Steps(self._db)
         self._read = Reader(self._db)

@@ -3,24 +3,31 @@
 Every statement and every row read goes through :class:`_Connection` and
 :class:`_Cursor`, so no ``sqlite3`` error leaves the journal modules: a damaged file
 is :class:`JournalDamagedError`, a lock held too long, a full disk or an I/O error is
-:class:`JournalUnavailableError`, and a journal file deleted under a running process is
-:class:`JournalMissingError` (an ``IntegrityError`` is left to the statement that
-expects one; a misuse such as a closed connection is a bug and stays what it is).
+:class:`JournalUnavailableError`, a journal file deleted under a running process is
+:class:`JournalMissingError`, and one that lives on elsewhere (the vault moved) is
+:class:`JournalMovedError` (an ``IntegrityError`` is left to the statement that expects
+one; a misuse such as a closed connection is a bug and stays what it is).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import JournalDamagedError, JournalMissingError, JournalUnavailableError
+from ..errors import (
+    JournalDamagedError,
+    JournalMissingError,
+    JournalMovedError,
+    JournalUnavailableError,
+)
 
 SCHEMA = resources.files("hitl_vault.journal").joinpath("schema.sql").read_text(encoding="utf-8")
 
@@ -36,6 +43,20 @@ _ADDED_COLUMNS = (
 T = TypeVar("T")
 # What SQLite says when the bytes themselves are wrong, whatever class it gives the error.
 _DAMAGE = ("malformed", "not a database", "could not decode", "corrupt")
+# What converting a row hitl-vault did not write raises (see Database.converted).
+_BAD_ROW = (ValueError, TypeError, KeyError, IndexError)
+
+
+def json_object(text: Any, what: str) -> dict[str, Any]:
+    """The JSON object (params, pinned params) a column holds; ValueError, naming ``what``,
+    for anything else: hitl-vault writes only objects there."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is {json.dumps(value)[:40]}, not a JSON object")
+    return value
 
 
 def _typed(path: Path, e: sqlite3.Error) -> Exception | None:
@@ -103,6 +124,47 @@ class _Connection(sqlite3.Connection):
         return cursor.execute(sql, parameters)
 
 
+class _HeldFiles:
+    """One read-only fd per journal file this process has open, shared by every
+    :class:`Database` on that file, so a process can ask the file itself (``fstat``) whether
+    it was deleted or only moved. Closing any fd on a file drops every POSIX lock this process
+    holds on it, SQLite's included, so no such fd is closed while a connection of this
+    process may hold one: a file already held is not opened again, and its fd is closed
+    only after the last of its connections."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fds: dict[tuple[int, int], list[int]] = {}  # (dev, inode): fds open on it
+        self._users: dict[tuple[int, int], int] = {}
+
+    def hold(self, path: Path) -> tuple[int, int]:
+        """The key of the file at ``path``, now held for one more user."""
+        with self._lock:
+            seen = os.stat(path)
+            key = (seen.st_dev, seen.st_ino)
+            if key not in self._fds:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never wait
+                seen = os.fstat(fd)  # the file there now, if it was replaced meanwhile
+                key = (seen.st_dev, seen.st_ino)
+                self._fds.setdefault(key, []).append(fd)
+            self._users[key] = self._users.get(key, 0) + 1
+            return key
+
+    def fd(self, key: tuple[int, int]) -> int:
+        return self._fds[key][0]
+
+    def release(self, key: tuple[int, int]) -> None:
+        with self._lock:
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                del self._users[key]
+                for fd in self._fds.pop(key):
+                    os.close(fd)
+
+
+_HELD = _HeldFiles()
+
+
 class Database:
     """One SQLite database in WAL mode with durable (``synchronous=FULL``) commits, and the
     lock that lets threads of one process share it. Any number of processes may open it."""
@@ -125,8 +187,20 @@ class Database:
             raise JournalUnavailableError(path, str(e)) from None
         self.db: sqlite3.Connection = db
         db.journal_path = path
-        self._inode = os.stat(path).st_ino
-        self._rescued: Path | bool | None = None  # the copy made once it was found gone
+        self._gone: JournalMissingError | None = None  # once found gone: what it raises
+        self._file: tuple[int, int] | None = None
+        try:
+            try:
+                self._file = _HELD.hold(path)
+            except OSError as e:  # cannot open it to read (its permissions, say)
+                raise JournalUnavailableError(path, e.strerror or str(e)) from None
+            self._set_up()
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_up(self) -> None:
+        db = self.db
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         with self.write() as w:
@@ -141,34 +215,51 @@ class Database:
             w.execute("CREATE INDEX IF NOT EXISTS requests_retry_of ON requests (retry_of)")
 
     def check_present(self) -> None:
-        """Raise :class:`JournalMissingError` if the file this connection opened is no longer
-        at its path (deleted or replaced): what is written now would be seen by no one."""
-        try:
-            inode: int | None = os.stat(self.path).st_ino
-        except FileNotFoundError:
-            inode = None
-        except OSError:  # cannot look (permissions): the statement itself will say
-            return
-        if inode != self._inode:
-            if self._rescued is None:
-                self._rescued = self._rescue()
-            rescued = self._rescued if isinstance(self._rescued, Path) else None
-            raise JournalMissingError(self.path, rescued)
+        """Raise if the file this connection opened is no longer at its path: what is written
+        now would be seen by no one who looks there. :class:`JournalMovedError` when the file
+        lives on elsewhere (the vault was moved or renamed: nothing is copied, and nothing
+        is made at the old place); :class:`JournalMissingError` when it was deleted or
+        replaced, with a copy of what this connection still holds saved beside it. Once
+        found gone, it stays gone for this connection, closed or not."""
+        with self.lock:  # one thread looks (and copies); none closes it meanwhile
+            if self._gone is None and self._file is not None:
+                self._gone = self._look()
+            gone = self._gone
+        if gone is not None:
+            raise gone.with_traceback(None)
 
-    def _rescue(self) -> Path | bool:
+    def _look(self) -> JournalMissingError | None:
+        """What :meth:`check_present` raises now, or None while the file is at its path."""
+        assert self._file is not None
+        try:
+            held = os.fstat(_HELD.fd(self._file))
+            here: os.stat_result | None = os.stat(self.path)
+        except FileNotFoundError:
+            here = None
+        except OSError:  # cannot look (permissions): the statement itself will say
+            return None
+        if here is not None and (here.st_dev, here.st_ino) == self._file:
+            return None
+        if held.st_nlink > 0:
+            return JournalMovedError(self.path)
+        return JournalMissingError(self.path, self._rescue())
+
+    def _rescue(self) -> Path | None:
         """Copy what this connection still holds (the deleted file lives on while it is open)
-        beside where the journal was; the copy's path, or False if it could not be made."""
+        beside where the journal was, private like the journal; the copy's path, or None if
+        it could not be made (its folder is gone too: a vanished folder is never made again).
+        """
         target = self.path.with_name(f"{self.path.name}.rescued-{os.getpid()}")
         try:
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.chmod(target, 0o600)  # made by a process of the same pid long ago, maybe
             copy = sqlite3.connect(target)
             try:
-                with self.lock:
-                    self.db.backup(copy)
+                self.db.backup(copy)  # replaces all it held, under SQLite's own locks
             finally:
                 copy.close()
         except (OSError, sqlite3.Error):
-            return False
+            return None
         return target
 
     def read(self, sql: str, args: Any = ()) -> list[Any]:
@@ -177,12 +268,16 @@ class Database:
             return self.db.execute(sql, args).fetchall()
 
     def rows(self, sql: str, args: Any, convert: Callable[[Any], T]) -> list[T]:
-        """Each row of one query, converted; a row hitl-vault cannot have written (a status
-        no one writes, JSON that is not) is :class:`JournalDamagedError`, naming the problem."""
-        rows = self.read(sql, args)
+        """Each row of one query, :meth:`converted`."""
+        return self.converted(self.read(sql, args), convert)
+
+    def converted(self, rows: Iterable[Any], convert: Callable[[Any], T]) -> list[T]:
+        """Each of ``rows`` converted; a row hitl-vault cannot have written (a status no one
+        writes, params that are not a JSON object) is :class:`JournalDamagedError`, naming
+        the problem: every value read from the journal comes through here."""
         try:
             return [convert(row) for row in rows]
-        except (ValueError, TypeError, KeyError, IndexError) as e:
+        except _BAD_ROW as e:
             raise JournalDamagedError(self.path, f"a row hitl-vault did not write: {e}") from None
 
     def read_one(self, sql: str, args: Any = ()) -> Any:
@@ -197,6 +292,9 @@ class Database:
     def close(self) -> None:
         with self.lock:
             self.db.close()
+            if self._file is not None:  # after the connection: see _HeldFiles
+                _HELD.release(self._file)
+                self._file = None
 
     @contextmanager
     def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:

@@ -7,12 +7,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import JournalDamagedError, RequestNotFoundError
+from ..errors import RequestNotFoundError
 from ..model import Kind, Request, Risk, Status, Transition
 from ..store import Attention
 from ..times import format_ts, parse_ts
 from .chain import Entry, chain_problems
-from .sqlite_db import Database
+from .sqlite_db import Database, json_object
 
 REQUEST_COLUMNS = (
     "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
@@ -21,8 +21,6 @@ REQUEST_COLUMNS = (
     "(SELECT r.id FROM requests r WHERE r.retry_of = requests.id)"
 )
 _STEP = "at, kind, from_status, to_status, by, reason, details"
-# What a row that is not what hitl-vault wrote raises while it is read.
-_BAD_ROW = (ValueError, TypeError, KeyError, IndexError)
 
 
 def _transition(row: Any) -> Transition:
@@ -49,7 +47,7 @@ def _request(row: Any, history: tuple[Transition, ...]) -> Request:
         requested_by=by,
         created=parse_ts(created),
         expires=parse_ts(expires) if expires else None,
-        params=json.loads(params),
+        params=json_object(params, f"the params of {rid}"),
         decided_by=decided_by,
         reason=reason,
         decided_at=parse_ts(decided_at) if decided_at else None,
@@ -75,16 +73,12 @@ class Reader:
         self._db = db
 
     def _requests(self, rows: list[Any], history: bool = False) -> list[Request]:
-        try:
-            return [_request(row, tuple(self.history(row[0])) if history else ()) for row in rows]
-        except _BAD_ROW as e:
-            raise JournalDamagedError(self._db.path, f"a request row: {e}") from None
+        return self._db.converted(
+            rows, lambda row: _request(row, tuple(self.history(row[0])) if history else ())
+        )
 
     def _steps(self, rows: list[Any]) -> list[Transition]:
-        try:
-            return [_transition(row) for row in rows]
-        except _BAD_ROW as e:
-            raise JournalDamagedError(self._db.path, f"an entry: {e}") from None
+        return self._db.converted(rows, _transition)
 
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
         rows = self._db.read(f"SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ?", (request_id,))
@@ -93,17 +87,22 @@ class Reader:
     def created_params(self, request_id: str) -> dict[str, Any]:
         """The params as they were asked for, before any edit (for requests journaled before
         they were kept apart, the current ones: such journals recorded no edit while pending)."""
-        row = self._db.read_one(
-            "SELECT coalesce(params_created, params) FROM requests WHERE id = ?", (request_id,)
+        rows = self._db.rows(
+            "SELECT coalesce(params_created, params) FROM requests WHERE id = ?",
+            (request_id,),
+            lambda row: json_object(row[0], f"the params {request_id} was asked with"),
         )
-        if row is None:
+        if not rows:
             raise RequestNotFoundError(request_id)
-        created: dict[str, Any] = json.loads(row[0])
-        return created
+        return rows[0]
 
     def pinned(self, request_id: str) -> dict[str, Any]:
-        row = self._db.read_one("SELECT pinned FROM requests WHERE id = ?", (request_id,))
-        return dict(json.loads(row[0])) if row and row[0] else {}
+        rows = self._db.rows(
+            "SELECT pinned FROM requests WHERE id = ?",
+            (request_id,),
+            lambda row: json_object(row[0], f"what {request_id} pinned") if row[0] else {},
+        )
+        return rows[0] if rows else {}
 
     def decision_uid(self, request_id: str) -> int | None:
         row = self._db.read_one(
@@ -190,11 +189,13 @@ class Reader:
         return parse_ts(row[0]) if row and row[0] else None
 
     def counts(self) -> dict[Status, int]:
-        rows = self._db.read("SELECT status, COUNT(*) FROM requests GROUP BY status")
-        try:
-            found = {Status(s): n for s, n in rows}
-        except ValueError as e:
-            raise JournalDamagedError(self._db.path, f"a request row: {e}") from None
+        found = dict(
+            self._db.rows(
+                "SELECT status, COUNT(*) FROM requests GROUP BY status",
+                (),
+                lambda row: (Status(row[0]), row[1]),
+            )
+        )
         return {s: found.get(s, 0) for s in Status}
 
     def last_seq(self) -> int:

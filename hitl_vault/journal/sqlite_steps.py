@@ -26,7 +26,7 @@ from ..params import params_sha
 from ..store import request_flag
 from ..times import format_ts
 from .chain import GENESIS, entry_hash
-from .sqlite_db import Database
+from .sqlite_db import Database, json_object
 
 # Who records an entry: the real user id of this process, whatever name it claims.
 _UID: int | None = os.getuid() if hasattr(os, "getuid") else None
@@ -187,9 +187,12 @@ class Steps:
             ).fetchone()
             if row is None:
                 raise RequestNotFoundError(request_id)
-            current = Status(row[0])
+            ((current, params),) = self._db.converted(
+                [row],
+                lambda r: (Status(r[0]), json_object(r[1], f"the params of {request_id}")),
+            )
             if to is Status.APPROVED and "params" not in fields:  # an approval names its params
-                fields["params"] = json.loads(row[1])
+                fields["params"] = params
             if expect is not None and current not in set(expect):
                 return None
             if to not in LEGAL_MOVES[current]:
