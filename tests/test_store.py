@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from hitl_vault import Status, Vault
+from hitl_vault.engine.waiting import Waiting
 from hitl_vault.errors import DuplicateError, JournalUnavailableError
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.store import JournalStore
 from hitl_vault.testing import MemoryJournal
 from hitl_vault.times import utcnow
-from hitl_vault.waiting import Waiting
 
 from .helpers import VaultHelper, eventually, set_status
 
