@@ -106,7 +106,7 @@ def _check_done(vault: Vault, request_id: str, n: int) -> None:
         for folder in ("Pending_Approval", "Approved", "Rejected")
     ]
     assert not any(p.exists() for p in others), "a second copy of the note was left behind"
-    history = vault.engine.journal.history(request_id)
+    history = vault.get(request_id).history
     assert [t.to_status for t in history if t.kind == "transition"] == [
         Status.PENDING,
         Status.APPROVED,
@@ -386,10 +386,11 @@ def test_an_editor_saving_again_right_after_the_daemon_moved_the_note(
         in_place_one_write(req.path, buffer)
         done = vault_path / "Done" / f"{req.id}.md"
         eventually(lambda: done.exists() and "status: executed" in done.read_text(), 30)
-        eventually(lambda: not req.path.exists())
-        in_place_two_writes(req.path, buffer + "Another line typed after it ran.\n")
+        note = req.path
+        eventually(lambda: not note.exists())
+        in_place_two_writes(note, buffer + "Another line typed after it ran.\n")
         # The stale copy is a second note for the same request: listed, never acted on.
-        eventually(lambda: req.path.name in helper.attention(), 15)
+        eventually(lambda: note.name in helper.attention(), 15)
         assert helper.runs() == [req.id]
         assert vault.engine.journal.status_of(req.id) is Status.EXECUTED
         assert "Another line typed after it ran." in req.path.read_text()

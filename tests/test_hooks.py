@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from hitl_vault.cli.main import cli
 
-EXISTING = {
+EXISTING: dict[str, Any] = {
     "permissions": {"allow": ["Bash(npm test)"], "deny": ["Read(./.env)"]},
     "env": {"FOO": "bar"},
     "hooks": {

@@ -23,7 +23,8 @@ from hitl_vault.errors import NoteError
 from hitl_vault.model import Request, Risk, Status, Transition
 from hitl_vault.notes.edit import edit_note
 from hitl_vault.notes.file import Note, parse_note
-from hitl_vault.notes.render import callout, history_line, render_new_note, yaml_scalar
+from hitl_vault.notes.render import callout, history_line, render_new_note
+from hitl_vault.notes.strict_yaml import yaml_scalar
 from hitl_vault.text import one_line
 from hitl_vault.times import parse_ts
 
@@ -81,9 +82,7 @@ TRICKY = st.sampled_from(
     ]
 )
 PLAIN_TEXT = st.text(
-    alphabet=st.characters(
-        blacklist_categories=("Cs",), blacklist_characters="\r\n\x85\u2028\u2029"
-    ),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\x85\u2028\u2029"),
     max_size=20,
 )
 VALUE = st.one_of(TRICKY, PLAIN_TEXT)
@@ -171,7 +170,7 @@ TIMES = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
 ).map(lambda d: d.replace(microsecond=0))
 RESULT_TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
+    alphabet=st.characters(exclude_categories=["Cs"]), max_size=40
 )  # may hold line breaks: stdout is free text
 
 
@@ -321,7 +320,7 @@ _REPEATS = (
     b"---\n---\n\n" + "\n".join(callout(Status.PENDING, EXPIRES, "large-payments", None)).encode()
     + b"\n## History\n# Pay $1500\n## History\n# Pay $1500"
 )  # fmt: skip
-_REPEATS_EDIT = (
+_REPEATS_EDIT: tuple[dict[str, Any], list[str], Any] = (
     {},
     [history_line(Transition(EXPIRES, Status.PENDING, Status.APPROVED, "alice", ""))],
     (

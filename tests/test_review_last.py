@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from hitl_vault.agents.hookio import Call, guard
 
 from .test_gate import hook_input
 
 
-def _guard(vault: Path, tool: str, params: dict[str, object], cwd: Path) -> str | None:
+def _guard(vault: Path, tool: str, params: dict[str, Any], cwd: Path) -> str | None:
     """What the vault guard says of one call (None: it lets the rules decide)."""
     return guard(Call("claude-code", "s1", tool, params, cwd), vault.resolve(), vault)
 

@@ -315,7 +315,7 @@ def test_a_kill_during_a_burst_interrupts_only_the_actions_that_had_started(
         executed = {r.id for r in vault.list(status=Status.EXECUTED)}
     assert failed == running and len(failed) == 4
     assert executed == set(ids) - running
-    assert all("interrupted" in Vault(vault_path).get(i).error for i in failed)
+    assert all("interrupted" in (Vault(vault_path).get(i).error or "") for i in failed)
 
 
 # --- 8. smaller promises ----------------------------------------------------------------

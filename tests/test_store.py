@@ -30,7 +30,7 @@ class Recording:
 def test_a_vault_works_through_the_journal_it_is_given(tmp_path: Path, vault_path: Path) -> None:
     """Submit, approve, verify: all of it goes through the store passed in, nowhere else."""
     store = Recording(Journal(tmp_path / "elsewhere.db"))
-    typed: JournalStore = store  # type: ignore[assignment]  # duck-typed, as a user's would be
+    typed: JournalStore = store  # duck-typed, as a user's would be
     with Vault(vault_path, journal=typed) as vault:
         req = vault.submit("payment", {"amount": 900})
         vault.approve(req.id, by="alice")

@@ -159,7 +159,7 @@ def test_the_remote_pending_version_comes_back_and_is_approved_again(
         set_status(req.path, "approved", decided_by="bob")  # and somebody approves it again
         eventually(lambda: helper.shows(request_id, Status.EXECUTED, "Done"), 30)
         assert helper.runs() == [request_id]
-        history = vault.engine.journal.history(request_id)
+        history = vault.get(request_id).history
         assert [t.by for t in history if t.to_status is Status.APPROVED] == ["alice"]
     assert daemon_process.stop() == 0
 
