@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,32 @@ from hitl_vault.daemon.loop import Daemon
 from hitl_vault.template import init_vault
 
 from .helpers import Clock, DaemonProcess, VaultHelper
+
+
+def _printable(text: str) -> str:
+    """``text`` with each lone surrogate written as its escape (``\\udcff``), so UTF-8 holds it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep a test's report encodable as UTF-8.
+
+    A test may make the code log text UTF-8 cannot hold (a handler failing on a file
+    name that is not UTF-8 logs its lone surrogate). The captured log and output go
+    into the report, and pytest-xdist sends each report from its worker as UTF-8: one
+    such character crashed the worker, and with it the run. Escaping them here keeps
+    the report readable and the run whole; what the test asserts is untouched.
+    """
+    report = yield
+    report.sections = [(title, _printable(text)) for title, text in report.sections]
+    if report.longrepr is not None:
+        shown = str(report.longrepr)
+        if _printable(shown) != shown:
+            report.longrepr = _printable(shown)
+    return report
 
 
 @pytest.fixture(autouse=True)
