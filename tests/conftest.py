@@ -1,5 +1,5 @@
 """Shared fixtures: a vault from the real template, its scaffold, a stepped daemon, a real
-daemon process, a guard on threads.
+daemon process, a guard on threads, and a watch on the processes a test starts.
 
 A module that needs the vault set up differently (an executor of its own, a short
 quiet period) overrides ``vault_path``; every fixture here then uses that vault.
@@ -7,6 +7,7 @@ quiet period) overrides ``vault_path``; every fixture here then uses that vault.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -19,6 +20,77 @@ from hitl_vault.daemon.loop import Daemon
 from hitl_vault.template import init_vault
 
 from .helpers import Clock, DaemonProcess, VaultHelper
+
+# --- real processes: the ``process`` marker --------------------------------------------
+#
+# A test that starts a process (a real daemon, the CLI as a user runs it, an action's
+# program) is marked ``process``; ``-m "not slow and not process"`` leaves them out for a
+# fast inner loop (CONTRIBUTING.md). Python announces every process it starts as an audit
+# event; a test that starts one unmarked fails when the run leaves process tests out (it
+# would slow that loop), and is listed at the end of any other run.
+
+_started: list[str] = []  # what the running test started, as the audit events named it
+_unmarked: list[str] = []  # tests that started a process unmarked (gathered from the reports)
+_UNMARKED = "started a process, not marked process"  # the user property that says so
+
+
+def _on_audit(event: str, args: tuple[object, ...]) -> None:
+    if event in ("subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec"):
+        _started.append(f"{event} {args[0]!r}" if args else event)
+
+
+sys.addaudithook(_on_audit)
+
+
+def _leaves_out_processes(config: pytest.Config) -> bool:
+    return "process" in (config.getoption("markexpr", "") or "")
+
+
+@pytest.fixture(autouse=True)
+def process_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that starts a process is marked ``process`` (see above)."""
+    _started.clear()
+    yield
+    if not _started or request.node.get_closest_marker("process") is not None:
+        return
+    request.node.user_properties.append((_UNMARKED, _started[0]))  # reaches the controller
+    if _leaves_out_processes(request.config):
+        pytest.fail(
+            f"{request.node.nodeid} started a process ({_started[0]}) but is not marked "
+            "process: add @pytest.mark.process, so the fast inner loop leaves it out",
+            pytrace=False,
+        )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown" and any(key == _UNMARKED for key, _ in report.user_properties):
+        _unmarked.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _unmarked:
+        terminalreporter.write_sep("=", "tests that start a process but are not marked process")
+        for nodeid in _unmarked:
+            terminalreporter.write_line(nodeid)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The README's checks run its snippets as processes; the slow tests and the grouped
+    ones (one worker each) go first, spread over the workers early, not left as the tail."""
+    for item in items:
+        if item.path.name == "test_readme.py":  # its owner may mark them there instead
+            item.add_marker(pytest.mark.process)
+    items.sort(key=_later)
+
+
+def _later(item: pytest.Item) -> bool:
+    """False for a test to start early: a slow one, or one of a group that runs on one worker."""
+    return (
+        item.get_closest_marker("slow") is None and item.get_closest_marker("xdist_group") is None
+    )
+
+
+# --- reports ------------------------------------------------------------------------------
 
 
 def _printable(text: str) -> str:

@@ -469,6 +469,7 @@ print("paid", request["params"]["amount"], "key", request["idempotency_key"])
 """
 
 
+@pytest.mark.process
 def test_the_installed_command_submits_and_prints_json(helper: VaultHelper) -> None:
     """The installed `hitl-vault` script submits with `--json`; an unknown id fails cleanly."""
     result = helper.hitl("submit", "payment", "-p", "amount=1500", "-p", "recipient=v@x.y",
@@ -483,6 +484,7 @@ def test_the_installed_command_submits_and_prints_json(helper: VaultHelper) -> N
     assert bad.stderr.startswith("Error: request nope: not found") and "Traceback" not in bad.stderr
 
 
+@pytest.mark.process
 def test_run_once_creates_a_missing_vault(tmp_path: Path) -> None:
     """`run --once` on a folder that does not exist makes a new vault there and says so."""
     result = VaultHelper(tmp_path / "fresh").hitl("run", "--once", script=True)
@@ -492,6 +494,7 @@ def test_run_once_creates_a_missing_vault(tmp_path: Path) -> None:
     assert (tmp_path / "fresh" / "Dashboard.md").exists()
 
 
+@pytest.mark.process
 def test_run_once_executes_what_was_approved_and_verbose_adds_only_our_debug_lines(
     vault_path: Path, helper: VaultHelper
 ) -> None:

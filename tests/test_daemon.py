@@ -251,6 +251,7 @@ def test_a_bad_rules_edit_keeps_the_old_rules_and_says_so(
     assert "hitl-vault.yaml" in attention and "alow" in attention
 
 
+@pytest.mark.process
 def test_after_a_crash_an_interrupted_action_fails_and_an_idempotent_one_reruns(
     vault_path: Path, clock: Clock, helper: VaultHelper
 ) -> None:

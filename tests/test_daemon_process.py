@@ -14,6 +14,8 @@ from hitl_vault.daemon.workers import INTERRUPTED
 
 from .helpers import DaemonProcess, VaultHelper, eventually, save_by_rename, set_status
 
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
+
 
 @pytest.fixture
 def vault_path(vault_path: Path) -> Path:

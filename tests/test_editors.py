@@ -19,6 +19,8 @@ from hitl_vault import Status, Vault
 
 from .helpers import QUIET, DaemonProcess, VaultHelper, eventually, save_by_rename
 
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
+
 
 def approve_text(text: str, n: int) -> str:
     """What the human's buffer holds after approving: status, decided_by and a line of their own."""

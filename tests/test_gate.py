@@ -17,6 +17,8 @@ from hitl_vault import Status, Vault
 
 from .helpers import COMMAND, DaemonProcess, VaultHelper, eventually, set_status
 
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
+
 RULES = """\
 defaults:
   decision: ask

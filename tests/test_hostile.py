@@ -222,6 +222,8 @@ def _place(vault: Vault, folder: str, outside: Path) -> dict[str, Placed]:
 
 
 _results: dict[str, GroupResult] = {}
+# The tests that read the module's group runs share one worker, so each group runs once.
+GROUPED = "hostile-groups"
 
 
 def _run_group(base: Path, folder: str) -> GroupResult:
@@ -301,6 +303,8 @@ def groups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str],
     _results.clear()
 
 
+@pytest.mark.process
+@pytest.mark.xdist_group(GROUPED)
 @pytest.mark.parametrize("case", CASE_NAMES)
 @pytest.mark.parametrize("folder", GROUPS)
 def test_hostile_file_is_flagged_and_left_alone(
@@ -336,6 +340,8 @@ def test_hostile_file_is_flagged_and_left_alone(
     assert FIX.search(said), f"the message names no fix: {message}"
 
 
+@pytest.mark.process
+@pytest.mark.xdist_group(GROUPED)
 @pytest.mark.parametrize("case", CASE_NAMES)
 @pytest.mark.parametrize("folder", GROUPS)
 def test_hostile_file_is_named_in_the_daemon_log(
@@ -352,6 +358,7 @@ def test_hostile_file_is_named_in_the_daemon_log(
 # --- valid notes with a BOM or CRLF line endings ------------------------------------------
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("bom", "crlf"), [(True, False), (False, True), (True, True)], ids=["bom", "crlf", "bom+crlf"]
 )
@@ -390,6 +397,8 @@ def test_a_note_saved_with_bom_or_crlf_is_approved_executed_and_keeps_them(
         assert daemon.stop() == 0
 
 
+@pytest.mark.process
+@pytest.mark.xdist_group(GROUPED)
 def test_hostile_files_leave_nothing_outside_the_vault(
     groups: Callable[[str], GroupResult],
 ) -> None:
@@ -430,6 +439,7 @@ def _kind(path: Path) -> str | None:
     return "folder" if stat.S_ISDIR(st.st_mode) else None
 
 
+@pytest.mark.process
 def test_pipes_devices_and_folders_named_like_notes_never_hang_the_daemon(
     vault_path: Path, helper: VaultHelper
 ) -> None:

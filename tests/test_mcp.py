@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import Implementation
@@ -22,6 +23,8 @@ from hitl_vault import Vault
 from hitl_vault.agents.mcp_server import MAX_WAIT, RulesFile, Tools, wait_used
 
 from .helpers import set_status
+
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
 
 
 class Server:

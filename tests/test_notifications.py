@@ -397,6 +397,7 @@ def test_a_message_failing_for_24_hours_is_given_up_and_listed(
 # --- 4. never repeated across restarts ---------------------------------------------------
 
 
+@pytest.mark.process
 def test_run_once_twice_sends_each_notification_once(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -432,6 +433,7 @@ def test_run_once_twice_sends_each_notification_once(
     assert all(r["sent_at"] for r in rows)
 
 
+@pytest.mark.process
 def test_a_notification_recorded_by_a_daemon_that_died_is_sent_by_the_next_once(
     vault_path: Path, clock: Clock, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -457,6 +459,7 @@ def test_a_notification_recorded_by_a_daemon_that_died_is_sent_by_the_next_once(
 # --- 5. requests made while no daemon ran ---------------------------------------------------
 
 
+@pytest.mark.process
 def test_requests_made_while_no_daemon_ran_are_told_when_it_starts(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -513,6 +516,7 @@ def test_requests_made_while_no_daemon_ran_are_told_when_it_starts(
     }
 
 
+@pytest.mark.process
 def test_run_once_keeps_what_it_could_not_send_for_a_later_run(
     vault_path: Path, helper: VaultHelper, late_receiver: Receiver
 ) -> None:
@@ -540,6 +544,7 @@ def test_run_once_keeps_what_it_could_not_send_for_a_later_run(
     assert row["attempts"] == 2 and row["sent_at"] is not None
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_a_daemon_killed_with_a_message_in_flight_sends_it_at_the_next_start(
     vault_path: Path, helper: VaultHelper
@@ -572,6 +577,7 @@ def test_a_daemon_killed_with_a_message_in_flight_sends_it_at_the_next_start(
 # --- 6. a slow or dead receiver never delays a decision -------------------------------------
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_a_silent_and_an_unreachable_receiver_never_delay_an_approval(
     vault_path: Path, helper: VaultHelper
@@ -617,6 +623,7 @@ def test_a_silent_and_an_unreachable_receiver_never_delay_an_approval(
 # --- 7. hitl-vault notify test ---------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_notify_test_says_delivered_for_every_target(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -641,6 +648,7 @@ def test_notify_test_says_delivered_for_every_target(
     assert outbox(vault_path) == []  # a test message is not a notification to keep
 
 
+@pytest.mark.process
 def test_notify_test_names_the_failing_target_and_keeps_secrets_out(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -677,6 +685,7 @@ def test_notify_test_names_the_failing_target_and_keeps_secrets_out(
     assert post.path == f"/hook/{token}"  # the value was used, only never shown
 
 
+@pytest.mark.process
 def test_a_daemon_keeps_secrets_out_of_the_journal_and_its_log(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -717,6 +726,7 @@ def test_a_daemon_keeps_secrets_out_of_the_journal_and_its_log(
 # --- 8. a broken notify entry -----------------------------------------------------------------
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("entry", "at", "says"),
     [
@@ -844,6 +854,7 @@ def test_one_reminder_is_sent_remind_before_the_expiry(
     assert [r["event"] for r in outbox(vault_path)] == ["pending", "reminder"]
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_a_reminder_falls_due_on_time_while_another_request_waits(
     vault_path: Path, helper: VaultHelper, receiver: Receiver

@@ -202,6 +202,7 @@ def test_a_parse_error_never_prints_a_password_from_the_file() -> None:
     assert "bogus" in error.problem  # Apprise's own reason
 
 
+@pytest.mark.process
 def test_importing_the_module_does_not_load_apprise() -> None:
     """Every CLI command may import notify.message; only sending or checking loads Apprise."""
     code = (

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,8 +29,10 @@ from hitl_vault.notes.strict_yaml import yaml_scalar
 from hitl_vault.text import one_line
 from hitl_vault.times import parse_ts
 
+# Examples each property tries in the suite; .ci/run tries 1,000 outside it (HITL_EXAMPLES).
+EXAMPLES = int(os.environ.get("HITL_EXAMPLES", "100"))
 SETTINGS = settings(
-    max_examples=250,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

@@ -126,6 +126,7 @@ def test_a_vote_word_it_does_not_understand_is_flagged(
     assert said or req.id in flagged(clocked_vault), note.read_text()
 
 
+@pytest.mark.process
 def test_an_agents_timed_out_call_is_not_retried_from_the_vault_but_asked_again(
     vault_path: Path, tmp_path: Path, helper: VaultHelper
 ) -> None:
@@ -240,6 +241,7 @@ def test_verify_names_a_vote_line_rewritten_after_the_request_ran(
     ), result.stdout
 
 
+@pytest.mark.process
 def test_a_hitl_vault_module_written_into_the_project_cannot_replace_the_gate(
     vault_path: Path, tmp_path: Path
 ) -> None:

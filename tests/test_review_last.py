@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hitl_vault.agents.hookio import Call, guard
 
 from .test_gate import hook_input
@@ -41,6 +43,7 @@ def test_a_write_whose_path_is_padded_past_4096_characters_is_still_denied(
     assert _guard(vault_path, "Write", params, tmp_path) is not None
 
 
+@pytest.mark.process
 def test_a_hook_installed_from_a_user_site_install_blocks_instead_of_failing_open(
     vault_path: Path, tmp_path: Path
 ) -> None:

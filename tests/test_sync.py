@@ -18,6 +18,8 @@ from hitl_vault import Status, Vault
 
 from .helpers import DaemonProcess, VaultHelper, eventually, set_status
 
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
+
 CONFLICT = ".sync-conflict-20261122-101500-ABCDEFG.md"
 
 
