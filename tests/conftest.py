@@ -7,6 +7,7 @@ quiet period) overrides ``vault_path``; every fixture here then uses that vault.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -75,19 +76,35 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The README's checks run its snippets as processes; the slow tests and the grouped
-    ones (one worker each) go first, spread over the workers early, not left as the tail."""
+    """The README's checks (its snippets run as processes, for seconds) are marked; then the
+    slow tests are dealt out, one at a time, to the front of each worker's share."""
     for item in items:
-        if item.path.name == "test_readme.py":  # its owner may mark them there instead
+        if item.path.name == "test_readme.py":  # the docs' file: its owner may mark them there
             item.add_marker(pytest.mark.process)
-    items.sort(key=_later)
+            item.add_marker(pytest.mark.slow)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    items[:] = _dealt(items, workers)
 
 
-def _later(item: pytest.Item) -> bool:
-    """False for a test to start early: a slow one, or one of a group that runs on one worker."""
-    return (
-        item.get_closest_marker("slow") is None and item.get_closest_marker("xdist_group") is None
-    )
+def _dealt(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """``items`` reordered so that each of ``workers`` starts its share with slow tests.
+
+    pytest-xdist's worksteal gives worker k the k-th of ``workers`` contiguous shares
+    (sizes as below) and lets an idle worker take from the end of a busy one's: slow
+    tests at the front of every share start at once, side by side, and never end a run.
+    Every worker computes the same order, as xdist requires.
+    """
+    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    rest = iter([item for item in items if item.get_closest_marker("slow") is None])
+    ordered: list[pytest.Item] = []
+    remaining = len(items)
+    for k in range(workers):
+        size = remaining // (workers - k)
+        remaining -= size
+        mine = slow[k::workers]
+        ordered += mine + [next(rest) for _ in range(max(0, size - len(mine)))]
+    ordered += list(rest)
+    return ordered
 
 
 # --- reports ------------------------------------------------------------------------------

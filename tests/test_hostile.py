@@ -222,8 +222,6 @@ def _place(vault: Vault, folder: str, outside: Path) -> dict[str, Placed]:
 
 
 _results: dict[str, GroupResult] = {}
-# The tests that read the module's group runs share one worker, so each group runs once.
-GROUPED = "hostile-groups"
 
 
 def _run_group(base: Path, folder: str) -> GroupResult:
@@ -292,7 +290,7 @@ def _run_group(base: Path, folder: str) -> GroupResult:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # a worker runs each group once, in whatever order it gets them
 def groups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], GroupResult]]:
     def get(folder: str) -> GroupResult:
         if folder not in _results:
@@ -304,7 +302,6 @@ def groups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str],
 
 
 @pytest.mark.process
-@pytest.mark.xdist_group(GROUPED)
 @pytest.mark.parametrize("case", CASE_NAMES)
 @pytest.mark.parametrize("folder", GROUPS)
 def test_hostile_file_is_flagged_and_left_alone(
@@ -341,7 +338,6 @@ def test_hostile_file_is_flagged_and_left_alone(
 
 
 @pytest.mark.process
-@pytest.mark.xdist_group(GROUPED)
 @pytest.mark.parametrize("case", CASE_NAMES)
 @pytest.mark.parametrize("folder", GROUPS)
 def test_hostile_file_is_named_in_the_daemon_log(
@@ -398,7 +394,6 @@ def test_a_note_saved_with_bom_or_crlf_is_approved_executed_and_keeps_them(
 
 
 @pytest.mark.process
-@pytest.mark.xdist_group(GROUPED)
 def test_hostile_files_leave_nothing_outside_the_vault(
     groups: Callable[[str], GroupResult],
 ) -> None:

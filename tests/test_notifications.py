@@ -459,6 +459,7 @@ def test_a_notification_recorded_by_a_daemon_that_died_is_sent_by_the_next_once(
 # --- 5. requests made while no daemon ran ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.process
 def test_requests_made_while_no_daemon_ran_are_told_when_it_starts(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
@@ -516,6 +517,7 @@ def test_requests_made_while_no_daemon_ran_are_told_when_it_starts(
     }
 
 
+@pytest.mark.slow
 @pytest.mark.process
 def test_run_once_keeps_what_it_could_not_send_for_a_later_run(
     vault_path: Path, helper: VaultHelper, late_receiver: Receiver
