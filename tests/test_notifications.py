@@ -864,7 +864,8 @@ def test_a_reminder_falls_due_on_time_while_another_request_waits(
     """A running daemon sends each request's reminder when it falls due, even while an older
     request, already reminded, is still pending."""
     helper.set_quiet(QUIET)
-    edit_rules(vault_path, "\ndefaults:\n", "\ndefaults:\n  remind_before: 3s\n")
+    # Seconds apart, so that a loaded machine cannot swap what the test orders.
+    edit_rules(vault_path, "\ndefaults:\n", "\ndefaults:\n  remind_before: 5s\n")
     add_notify(
         vault_path,
         f"""\
@@ -873,11 +874,11 @@ def test_a_reminder_falls_due_on_time_while_another_request_waits(
         """,
     )
     with DaemonProcess(vault_path) as proc:
-        submit_cli(helper, 1500, "older", "--timeout", "6s")  # reminded 3 s on, expires at 6 s
+        submit_cli(helper, 1500, "older", "--timeout", "10s")  # reminded 5 s on, expires at 10 s
         now = datetime.now(UTC)
         time.sleep(1.05 - now.microsecond / 1e6)  # pacing: expiries are kept to the second
-        submit_cli(helper, 1600, "newer", "--timeout", "6s")  # its reminder: before 6 s
-        receiver.wait_for(4, timeout=20)  # two reminders, two timeouts
+        submit_cli(helper, 1600, "newer", "--timeout", "10s")  # its reminder: 6 s, before 10 s
+        receiver.wait_for(4, timeout=40)  # two reminders, two timeouts
         proc.stop()
     titles = [p.title for p in receiver.got()]
     assert titles.index("[high] newer — still waiting for approval") < titles.index(
