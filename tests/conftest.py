@@ -7,8 +7,12 @@ quiet period) overrides ``vault_path``; every fixture here then uses that vault.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import stat
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -21,6 +25,33 @@ from hitl_vault.daemon.loop import Daemon
 from hitl_vault.template import init_vault
 
 from .helpers import Clock, DaemonProcess, VaultHelper
+
+# --- the processes a test starts share compiled bytecode ----------------------------------
+
+
+def _share_bytecode() -> None:
+    """With PYTHONDONTWRITEBYTECODE set (some sandboxes and CI images set it), each of the
+    hundreds of processes the suite starts compiled hitl_vault afresh, and each worker
+    rewrote every test module: a sixth of the CPU of a process-heavy file, seconds a
+    worker. They keep their bytecode in one folder of this user's instead
+    (PYTHONPYCACHEPREFIX), kept from run to run; nothing is written into the tree."""
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is None:
+        return
+    folder = Path(tempfile.gettempdir()) / f"hitl-vault-tests-pycache-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = folder.lstat()
+        private = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+    except OSError:
+        private = False
+    if not private:  # someone else's, or open to others: a folder for this run only
+        folder = Path(tempfile.mkdtemp(prefix="hitl-vault-pycache-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(folder)
+
+
+_share_bytecode()
+
 
 # --- real processes: the ``process`` marker --------------------------------------------
 #

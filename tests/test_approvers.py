@@ -609,6 +609,7 @@ def model(
     return approvals, rejected
 
 
+@pytest.mark.slow  # a long search: seconds of CPU
 @PROPS
 @given(plans(), votes_st, st.sampled_from(NAMES), st.booleans())
 def test_counting_matches_the_rules(

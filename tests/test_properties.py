@@ -16,6 +16,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
@@ -333,6 +334,7 @@ _REPEATS_EDIT: tuple[dict[str, Any], list[str], Any] = (
 )
 
 
+@pytest.mark.slow  # a long search: seconds of CPU
 @SETTINGS
 @given(notes(), daemon_edits())
 @example(_REPEATS, _REPEATS_EDIT)
@@ -361,6 +363,7 @@ def test_a_daemon_edit_keeps_every_other_key_and_every_other_byte(
     _check_only_owned_lines_changed(note, out, fields, history, swap)
 
 
+@pytest.mark.slow  # a long search: seconds of CPU
 @SETTINGS
 @given(notes(), daemon_edits())
 def test_a_daemon_edit_of_a_plain_note_is_never_refused(
@@ -415,6 +418,7 @@ PARAM_VALUES = st.recursive(
 )
 
 
+@pytest.mark.slow  # a long search: seconds of CPU
 @SETTINGS
 @given(
     params=st.dictionaries(st.text(min_size=1, max_size=12), PARAM_VALUES, max_size=5),
