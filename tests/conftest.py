@@ -8,6 +8,7 @@ quiet period) overrides ``vault_path``; every fixture here then uses that vault.
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import shutil
 import stat
@@ -133,7 +134,7 @@ def _dealt(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
         size = remaining // (workers - k)
         remaining -= size
         mine = slow[k::workers]
-        ordered += mine + [next(rest) for _ in range(max(0, size - len(mine)))]
+        ordered += mine + list(itertools.islice(rest, max(0, size - len(mine))))
     ordered += list(rest)
     return ordered
 
