@@ -59,6 +59,7 @@ def test_a_value_python_cannot_hold_never_stops_run_once(
     vault_path: Path, bad: str, helper: VaultHelper
 ) -> None:
     """A note with ``2026-02-30`` or a 5,000-digit number is flagged; approvals still run."""
+    helper.set_quiet(QUIET)  # run --once then waits 200 ms, not 2 s, before writing notes
     (vault_path / "Approved" / "notes.md").write_text(f"---\n{bad}\n---\nx\n")
     submitted = helper.hitl("submit", "payment", "-p", "amount=2500", "-p", "recipient=v@e")
     request_id = submitted.stdout.split()[0]
