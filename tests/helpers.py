@@ -51,8 +51,12 @@ def save_by_rename(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def eventually(check: Callable[[], object], timeout: float = 10.0) -> object:
-    """Wait for a condition with a generous timeout (never a fixed sleep as the assertion)."""
+def eventually(check: Callable[..., object], timeout: float = 10.0) -> object:
+    """Wait for a condition with a generous timeout (never a fixed sleep as the assertion).
+
+    ``check`` is called with no argument; it is typed ``Callable[..., object]`` so that a
+    lambda binding its loop variable as a default (``lambda r=r: ...``) type-checks.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -136,10 +140,14 @@ class DaemonProcess:
             )
         finally:
             log.close()
-        started = lambda: b"watching " in self._log_bytes()[start_at:]  # noqa: E731
-        eventually(lambda: started() or self.proc.poll() is not None, timeout)  # type: ignore[union-attr]
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+        proc = self.proc
+
+        def watching_or_gone() -> bool:
+            return b"watching " in self._log_bytes()[start_at:] or proc.poll() is not None
+
+        eventually(watching_or_gone, timeout)
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}:\n{self.log()}")
         return self
 
     def _log_bytes(self) -> bytes:

@@ -144,6 +144,7 @@ def vote_line(note: Path, name: str, value: str) -> None:
 # --- 1. quorum through the CLI --------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_cli_quorum_prints_progress_and_runs_once_only_after_the_second_vote(
     vault_path: Path,
     clocked_vault: Vault,
@@ -228,6 +229,7 @@ def test_single_approver_rules_keep_status_and_decided_by(vault_path: Path, vaul
 # --- 2. quorum through note edits, a real daemon ----------------------------------------------
 
 
+@pytest.mark.process
 def test_two_people_saving_their_own_lines_at_once_both_count_and_it_runs_once(
     vault_path: Path, helper: VaultHelper, daemon_process: DaemonProcess
 ) -> None:
@@ -505,6 +507,7 @@ def test_the_requester_may_reject_but_never_approve(vault_path: Path, vault: Vau
 # --- 6. a crash between two votes ---------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_a_vote_survives_a_daemon_killed_with_sigkill(
     vault_path: Path, helper: VaultHelper, daemon_process: DaemonProcess
 ) -> None:
@@ -525,6 +528,7 @@ def test_a_vote_survives_a_daemon_killed_with_sigkill(
     assert daemon_process.stop() == 0
 
 
+@pytest.mark.process
 def test_a_vote_by_the_cli_shows_in_the_note_a_running_daemon_keeps(
     vault_path: Path, helper: VaultHelper, daemon_process: DaemonProcess
 ) -> None:
@@ -605,6 +609,7 @@ def model(
     return approvals, rejected
 
 
+@pytest.mark.slow  # a long search: seconds of CPU
 @PROPS
 @given(plans(), votes_st, st.sampled_from(NAMES), st.booleans())
 def test_counting_matches_the_rules(

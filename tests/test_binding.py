@@ -21,6 +21,7 @@ from hitl_vault.notes.render import history_line
 from .helpers import Clock, VaultHelper, eventually, set_status
 
 
+@pytest.mark.process
 def test_a_row_set_to_approved_by_sql_never_runs_and_verify_says_why(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -41,6 +42,7 @@ def test_a_row_set_to_approved_by_sql_never_runs_and_verify_says_why(
     assert "row says approved but its entries end at pending" in verified.stderr
 
 
+@pytest.mark.process
 def test_params_changed_by_sql_after_an_approval_never_run(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -59,6 +61,7 @@ def test_params_changed_by_sql_after_an_approval_never_run(
         assert any("params are not those its entries recorded" in p for p in vault.verify())
 
 
+@pytest.mark.process
 def test_an_edited_entry_is_caught_before_anything_runs(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -77,6 +80,7 @@ def test_an_edited_entry_is_caught_before_anything_runs(
     assert helper.runs() == []
 
 
+@pytest.mark.process
 def test_a_journal_restored_from_before_an_execution_never_runs_it_again(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -144,6 +148,7 @@ def test_a_block_rule_added_while_pending_turns_an_approval_into_a_rejection(
     assert ran == []
 
 
+@pytest.mark.process
 def test_a_block_rule_added_after_the_approval_stops_it_before_it_runs(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -249,6 +254,7 @@ def test_a_rules_file_others_may_write_is_refused_and_the_last_good_rules_stay(
     assert any("hitl-vault.yaml: anyone may write it (chmod o-w" in m for m in attention)
 
 
+@pytest.mark.process
 def test_a_linked_request_folder_is_refused(
     vault_path: Path, tmp_path: Path, helper: VaultHelper
 ) -> None:
@@ -266,6 +272,7 @@ def test_a_linked_request_folder_is_refused(
 # --- who did it --------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_the_real_user_id_is_recorded_beside_the_claimed_name(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -329,6 +336,7 @@ def _rehash_without_uids(vault: Path) -> None:
 # --- Python rules bind every process -------------------------------------------------------
 
 
+@pytest.mark.process
 def test_approvers_set_by_a_python_rule_bind_the_cli_and_the_daemon(
     vault_path: Path, clock: Clock, helper: VaultHelper
 ) -> None:
@@ -408,6 +416,7 @@ def test_an_edit_a_rule_forbids_is_flagged_and_not_recorded(vault_path: Path, cl
         assert any("does not allow edits (editable: false); put them back" in m for m in flagged)
 
 
+@pytest.mark.process
 def test_show_prints_the_hash_that_approve_expects(vault_path: Path, helper: VaultHelper) -> None:
     """``show`` prints the params about to run and their hash; ``approve --expect`` takes it."""
     with Vault(vault_path) as vault:

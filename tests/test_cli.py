@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -42,7 +43,7 @@ def failed(result: Result, code: int) -> str:
     return result.stderr
 
 
-def submitted(vault: Path, *args: str) -> dict[str, object]:
+def submitted(vault: Path, *args: str) -> Any:
     result = invoke(vault, "submit", *args, "--json")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
@@ -237,7 +238,7 @@ def test_p_reads_plain_numbers_booleans_and_null_and_keeps_everything_else_as_ty
     """`-p` reads plain numbers, booleans and null; anything else (YAML 1.1 too) stays as typed."""
     request = submitted(vault_path, "lookup", "-p", f"value={given}")
     assert request["params"] == {"value": read}
-    assert type(request["params"]["value"]) is type(read)  # type: ignore[index]
+    assert type(request["params"]["value"]) is type(read)
 
 
 @pytest.mark.parametrize(
@@ -469,6 +470,7 @@ print("paid", request["params"]["amount"], "key", request["idempotency_key"])
 """
 
 
+@pytest.mark.process
 def test_the_installed_command_submits_and_prints_json(helper: VaultHelper) -> None:
     """The installed `hitl-vault` script submits with `--json`; an unknown id fails cleanly."""
     result = helper.hitl("submit", "payment", "-p", "amount=1500", "-p", "recipient=v@x.y",
@@ -483,6 +485,7 @@ def test_the_installed_command_submits_and_prints_json(helper: VaultHelper) -> N
     assert bad.stderr.startswith("Error: request nope: not found") and "Traceback" not in bad.stderr
 
 
+@pytest.mark.process
 def test_run_once_creates_a_missing_vault(tmp_path: Path) -> None:
     """`run --once` on a folder that does not exist makes a new vault there and says so."""
     result = VaultHelper(tmp_path / "fresh").hitl("run", "--once", script=True)
@@ -492,6 +495,7 @@ def test_run_once_creates_a_missing_vault(tmp_path: Path) -> None:
     assert (tmp_path / "fresh" / "Dashboard.md").exists()
 
 
+@pytest.mark.process
 def test_run_once_executes_what_was_approved_and_verbose_adds_only_our_debug_lines(
     vault_path: Path, helper: VaultHelper
 ) -> None:

@@ -333,6 +333,7 @@ def test_cli_context_file_reads_a_file_or_stdin(vault_path: Path, tmp_path: Path
     assert len(json.loads(invoke(vault_path, "list", "--json").stdout)) == 2
 
 
+@pytest.mark.process
 def test_the_real_command_takes_a_context(vault_path: Path, helper: VaultHelper) -> None:
     """`hitl-vault submit --context` in a process of its own keeps the context; `verify` is
     clean."""
@@ -345,6 +346,7 @@ def test_the_real_command_takes_a_context(vault_path: Path, helper: VaultHelper)
     assert helper.hitl("verify").returncode == 0
 
 
+@pytest.mark.process
 def test_submit_wait_prints_who_rejected_and_why(vault_path: Path, helper: VaultHelper) -> None:
     """`hitl-vault submit --wait`, rejected by a human while it waits, prints the status and,
     on stderr, who rejected it and their reason; it exits 1."""

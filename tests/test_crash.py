@@ -31,9 +31,12 @@ import pytest
 
 from hitl_vault import Request, Status, Vault
 from hitl_vault.daemon.workers import INTERRUPTED
+from hitl_vault.errors import JournalUnavailableError
 from hitl_vault.template import init_vault
 
 from .helpers import LOG_PREAMBLE, DaemonProcess, VaultHelper, eventually, set_status
+
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
 
 RULES = """\
 defaults:
@@ -64,6 +67,7 @@ KEYED = (
     LOG_PREAMBLE
     + """\
 import fcntl, random
+
 key = request["idempotency_key"]
 append("attempts.log", key)
 time.sleep(random.uniform(0, 0.15))
@@ -280,6 +284,29 @@ def _check_note(vault_path: Path, request: Request, figures: Figures) -> None:
         )
 
 
+def freeze_between_writes(proc: subprocess.Popen[bytes], vault: Vault, request_id: str) -> bool:
+    """SIGSTOP the daemon, then start the request's execution as its requester would.
+
+    A daemon frozen in the middle of a write holds the journal until it runs again (the
+    requester's write then fails after its wait, as it should): thaw it a moment and
+    freeze it again, until it is frozen between writes. Returns whether the execution
+    started (False also if the daemon was never caught between writes).
+    """
+    journal = vault.engine.journal
+    journal.wait_for_lock(2)
+    try:
+        for _ in range(30):
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                return vault.engine.start_execution(request_id, by="requester") is not None
+            except JournalUnavailableError:
+                proc.send_signal(signal.SIGCONT)
+                time.sleep(0.1)
+        return False
+    finally:
+        journal.wait_for_lock(30)
+
+
 def test_a_report_the_killed_daemon_never_showed_reaches_the_note_after_restart(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -303,8 +330,7 @@ def test_a_report_the_killed_daemon_never_showed_reaches_the_note_after_restart(
             moved = vault_path / "Approved" / req.path.name
             eventually(lambda: moved.exists() and "status: approved" in moved.read_text(), 30)
             assert first.proc is not None
-            first.proc.send_signal(signal.SIGSTOP)
-            assert vault.engine.start_execution(req.id, by="requester") is not None
+            assert freeze_between_writes(first.proc, vault, req.id)
             vault.engine.show_in_note(
                 req.id, vault.engine.now()
             )  # a daemon holds the lock: it will do it
@@ -324,12 +350,16 @@ def test_a_report_the_killed_daemon_never_showed_reaches_the_note_after_restart(
 
 
 @pytest.mark.slow
+@pytest.mark.process
 def test_sigkill_at_random_moments_never_runs_anything_twice(vault_path: Path) -> None:
-    """50 SIGKILLs amid a stream of approvals: nothing runs twice and every request ends right."""
-    figures = crash_loop(vault_path, kills=50, seed=int(os.environ.get("CRASH_SEED", "5")),
+    """20 SIGKILLs amid a stream of approvals: nothing runs twice and every request ends right.
+
+    .ci/run also runs the longer loop, tests/stress/crash_loop.py, outside the suite.
+    """
+    figures = crash_loop(vault_path, kills=20, seed=int(os.environ.get("CRASH_SEED", "5")),
                          alive=(0.05, 0.7))  # fmt: skip
     print(figures.show())
-    assert figures.kills >= 50
+    assert figures.kills >= 20
     assert figures.kills_before_watching > 0 and figures.kills_mid_action > 0, figures.show()
     assert not figures.problems, f"{figures.show()}\n" + "\n".join(figures.problems[:20])
 
@@ -349,13 +379,23 @@ FAST = "cat > /dev/null\nprintf '%s\\n' \"$HITL_REQUEST_ID\" >> scripts/fast.log
 
 
 @pytest.mark.slow
-def test_a_thousand_approvals_saved_while_the_daemon_is_frozen_all_run_once(
-    vault_path: Path, helper: VaultHelper
+@pytest.mark.process
+def test_hundreds_of_approvals_saved_while_the_daemon_is_frozen_all_run_once(
+    vault_path: Path,
 ) -> None:
-    """SIGSTOP, 1,000 approvals saved in place (far more events than it can take), SIGCONT."""
+    """SIGSTOP, 300 approvals saved in place (a burst of events at once), SIGCONT: all run once.
+
+    .ci/run also runs it with 1,000 (tests/stress/frozen_daemon.py), outside the suite.
+    """
+    frozen_approvals(vault_path, 300)
+
+
+def frozen_approvals(vault_path: Path, count: int) -> None:
+    """SIGSTOP a real daemon, save ``count`` approvals in place, SIGCONT: each runs once,
+    and every note reaches Done/ (shared with tests/stress/frozen_daemon.py)."""
+    helper = VaultHelper(vault_path)
     (vault_path / "hitl-vault.yaml").write_text(FAST_RULES)
     (vault_path / "scripts" / "fast.sh").write_text(FAST)
-    count = 1000
     with Vault(vault_path) as vault:
         reqs = [vault.submit("fast", {"n": n}) for n in range(count)]
         with DaemonProcess(vault_path) as daemon:

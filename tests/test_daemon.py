@@ -190,7 +190,12 @@ def test_editable_false_turns_an_edited_approval_into_a_rejection(
         rules.read_text().replace("    timeout: 1h\n", "    timeout: 1h\n    editable: false\n")
     )
     with Vault(vault_path, clock=clock) as vault, Daemon(vault.engine, clock=clock) as daemon:
-        vault.action("payment")(lambda r: ran.append(r.id) or "paid")
+
+        @vault.action("payment")
+        def pay(r: Request) -> str:
+            ran.append(r.id)
+            return "paid"
+
         req = vault.submit("payment", {"amount": 1500})
         assert req.path is not None
         text = req.path.read_text().replace("amount: 1500", "amount: 1000")
@@ -246,6 +251,7 @@ def test_a_bad_rules_edit_keeps_the_old_rules_and_says_so(
     assert "hitl-vault.yaml" in attention and "alow" in attention
 
 
+@pytest.mark.process
 def test_after_a_crash_an_interrupted_action_fails_and_an_idempotent_one_reruns(
     vault_path: Path, clock: Clock, helper: VaultHelper
 ) -> None:
@@ -387,7 +393,7 @@ def test_requests_made_through_approval_are_never_run_by_the_daemon(
 ) -> None:
     """A request from `requires_approval` is carried out by its requester, never by the daemon."""
     vault = clocked_vault
-    handed: list[Request] = []
+    handed: list[str] = []
 
     @vault.requires_approval("payment")
     def pay(amount: int) -> str:

@@ -14,6 +14,8 @@ from hitl_vault.daemon.workers import INTERRUPTED
 
 from .helpers import DaemonProcess, VaultHelper, eventually, save_by_rename, set_status
 
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
+
 
 @pytest.fixture
 def vault_path(vault_path: Path) -> Path:
@@ -63,8 +65,9 @@ def test_timeout_inbox_typo_and_revert(
         eventually(lambda: not (vault_path / "Inbox" / "rent.json").exists(), 30)
         rent = next(r for r in vault.list() if r.summary == "rent")
         eventually(lambda: helper.shows(rent.id, Status.EXECUTED, "Done", vault=vault), 30)
-        eventually(lambda: 'kept pending · ignored status "aproved"' in typo.path.read_text(), 30)
-        assert "status: pending" in typo.path.read_text()
+        typo_note = typo.path
+        eventually(lambda: 'kept pending · ignored status "aproved"' in typo_note.read_text(), 30)
+        assert "status: pending" in typo_note.read_text()
         eventually(lambda: helper.shows(done.id, Status.EXECUTED, "Done", vault=vault), 30)
         # A git revert brings the approved version back where it was.
         (vault_path / "Done" / done.path.name).unlink()

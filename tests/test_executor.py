@@ -82,6 +82,7 @@ def wait_for(check: Any, timeout: float = 5.0) -> bool:
 # --- run: a program ------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_request_arrives_as_json_on_stdin(tmp_path: Path) -> None:
     """Every payload field reaches the program on stdin, and idempotency_key is the id."""
     echo = script(tmp_path, "import sys; sys.stdout.write(sys.stdin.read())")
@@ -109,6 +110,7 @@ def test_payload_turns_params_into_plain_json() -> None:
     json.dumps(data)
 
 
+@pytest.mark.process
 def test_request_id_and_extra_env_in_environment(tmp_path: Path) -> None:
     """The program sees HITL_REQUEST_ID, the caller's extra env, and the inherited environment."""
     show = script(
@@ -123,6 +125,7 @@ def test_request_id_and_extra_env_in_environment(tmp_path: Path) -> None:
     assert outcome.result == f"{request.id} yes True"
 
 
+@pytest.mark.process
 def test_relative_script_resolves_against_cwd(tmp_path: Path) -> None:
     """A relative path in the argv (scripts/pay.py) is found in the given folder."""
     (tmp_path / "scripts").mkdir()
@@ -132,6 +135,7 @@ def test_relative_script_resolves_against_cwd(tmp_path: Path) -> None:
     assert Path(outcome.result or "").resolve() == tmp_path.resolve()
 
 
+@pytest.mark.process
 def test_stdout_is_trimmed_and_bounded(tmp_path: Path) -> None:
     """The result is stdout without surrounding whitespace, keeping only its last 4000 chars."""
     short = run_command(
@@ -146,6 +150,7 @@ def test_stdout_is_trimmed_and_bounded(tmp_path: Path) -> None:
     assert long.result.endswith("THE END") and long.result.startswith("…")
 
 
+@pytest.mark.process
 def test_output_is_decoded_leniently(tmp_path: Path) -> None:
     """Bytes that are not UTF-8 are replaced, not an exception."""
     outcome = run_command(
@@ -157,6 +162,7 @@ def test_output_is_decoded_leniently(tmp_path: Path) -> None:
     assert outcome.ok and outcome.result == "caf\ufffd ok"
 
 
+@pytest.mark.process
 def test_nonzero_exit_fails_with_stderr_tail(tmp_path: Path) -> None:
     """A non-zero exit is a failure naming the code and ending with the end of stderr."""
     fail = script(
@@ -178,6 +184,7 @@ def test_nonzero_exit_fails_with_stderr_tail(tmp_path: Path) -> None:
     assert quiet.error == "exit 2"
 
 
+@pytest.mark.process
 def test_killed_by_signal_is_named(tmp_path: Path) -> None:
     """A program killed by a signal fails with the signal's name."""
     outcome = run_command(
@@ -189,6 +196,7 @@ def test_killed_by_signal_is_named(tmp_path: Path) -> None:
     assert outcome.error == "killed by signal SIGKILL"
 
 
+@pytest.mark.process
 def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     """Over the timeout the program and its children die, even one that ignores SIGTERM."""
     pid_file = tmp_path / "child.pid"
@@ -215,6 +223,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert wait_for(lambda: not alive(child)), f"child {child} outlived the timeout"
 
 
+@pytest.mark.process
 def test_shell_syntax_in_params_is_never_run(tmp_path: Path) -> None:
     """Params with shell syntax arrive as literal strings and nothing is executed."""
     evil = {"to": "$(touch PWNED)", "memo": "; touch PWNED2 && reboot", "x": "`touch PWNED3`"}
@@ -227,6 +236,7 @@ def test_shell_syntax_in_params_is_never_run(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("PWNED*"))
 
 
+@pytest.mark.process
 def test_missing_program_cannot_start(tmp_path: Path) -> None:
     """A program that does not exist fails with its name and the fix, without raising."""
     outcome = run_command(["python9-nope"], make_request(), cwd=tmp_path, timeout=10)
@@ -241,6 +251,7 @@ def test_missing_program_cannot_start(tmp_path: Path) -> None:
     assert empty.error is not None and empty.error.startswith("cannot start the action")
 
 
+@pytest.mark.process
 def test_large_output_does_not_deadlock(tmp_path: Path) -> None:
     """A megabyte on stdout and on stderr is read without blocking either side."""
     noisy = script(
@@ -372,6 +383,7 @@ def test_execute_prefers_a_registered_handler(tmp_path: Path) -> None:
     assert outcome.result == "in process"
 
 
+@pytest.mark.process
 def test_execute_runs_the_spec_with_its_timeout(tmp_path: Path) -> None:
     """spec.run runs in cwd and spec.timeout bounds it."""
     ok = execute(

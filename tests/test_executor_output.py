@@ -12,10 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hitl_vault.execute.executor import ERROR_LIMIT, RESULT_LIMIT, payload, run_command
 from hitl_vault.model import Request
 
 from .test_executor import alive, make_request, script, wait_for
+
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
 
 PY = sys.executable
 
@@ -151,6 +155,7 @@ def escaping_action(tmp_path: Path, child: str, *, then: str) -> tuple[Path, Pat
 # The start of an escaping child: it leaves the group, then notes its pid (atomically).
 ESCAPE = """
 import os, sys
+
 os.setsid()
 with open(sys.argv[1] + ".tmp", "w") as f:
     f.write(str(os.getpid()))

@@ -20,6 +20,8 @@ from hitl_vault.agents.hookio import Answer, BadInput, Call, guard
 
 from .helpers import COMMAND, DaemonProcess, VaultHelper, eventually, set_status
 
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
+
 RULES = """\
 defaults:
   decision: ask

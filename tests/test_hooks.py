@@ -14,7 +14,9 @@ from click.testing import CliRunner
 
 from hitl_vault.cli.main import cli
 
-EXISTING = {
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
+
+EXISTING: dict[str, Any] = {
     "permissions": {"allow": ["Bash(npm test)"], "deny": ["Read(./.env)"]},
     "env": {"FOO": "bar"},
     "hooks": {

@@ -290,7 +290,7 @@ def _run_group(base: Path, folder: str) -> GroupResult:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # a worker runs each group once, in whatever order it gets them
 def groups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], GroupResult]]:
     def get(folder: str) -> GroupResult:
         if folder not in _results:
@@ -301,6 +301,7 @@ def groups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str],
     _results.clear()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("case", CASE_NAMES)
 @pytest.mark.parametrize("folder", GROUPS)
 def test_hostile_file_is_flagged_and_left_alone(
@@ -336,6 +337,7 @@ def test_hostile_file_is_flagged_and_left_alone(
     assert FIX.search(said), f"the message names no fix: {message}"
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("case", CASE_NAMES)
 @pytest.mark.parametrize("folder", GROUPS)
 def test_hostile_file_is_named_in_the_daemon_log(
@@ -352,6 +354,7 @@ def test_hostile_file_is_named_in_the_daemon_log(
 # --- valid notes with a BOM or CRLF line endings ------------------------------------------
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("bom", "crlf"), [(True, False), (False, True), (True, True)], ids=["bom", "crlf", "bom+crlf"]
 )
@@ -390,16 +393,17 @@ def test_a_note_saved_with_bom_or_crlf_is_approved_executed_and_keeps_them(
         assert daemon.stop() == 0
 
 
+@pytest.mark.process
+@pytest.mark.parametrize("folder", GROUPS)  # one folder a test: a worker runs only its groups
 def test_hostile_files_leave_nothing_outside_the_vault(
-    groups: Callable[[str], GroupResult],
+    groups: Callable[[str], GroupResult], folder: str
 ) -> None:
     """The symlink targets outside the vault are the only files there, unchanged."""
-    for folder in GROUPS:
-        result = groups(folder)
-        assert list(result.outside_after) == [f"{folder}-target.md"]
-        assert result.outside_after == result.outside_before
-        leftovers = [p for p in (result.vault / folder).iterdir() if p.name.endswith(".hitl-tmp")]
-        assert leftovers == []
+    result = groups(folder)
+    assert list(result.outside_after) == [f"{folder}-target.md"]
+    assert result.outside_after == result.outside_before
+    leftovers = [p for p in (result.vault / folder).iterdir() if p.name.endswith(".hitl-tmp")]
+    assert leftovers == []
 
 
 # --- things that are not files at all -------------------------------------------------------
@@ -430,6 +434,7 @@ def _kind(path: Path) -> str | None:
     return "folder" if stat.S_ISDIR(st.st_mode) else None
 
 
+@pytest.mark.process
 def test_pipes_devices_and_folders_named_like_notes_never_hang_the_daemon(
     vault_path: Path, helper: VaultHelper
 ) -> None:

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,9 +34,9 @@ def _request(rid: str = "20261122T101500Z-payment-7f3a2c", **kw: object) -> Requ
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Journal:
+def journal(tmp_path: Path) -> Iterator[Journal]:
     j = Journal(tmp_path / ".hitl" / "journal.db")
-    yield j  # type: ignore[misc]
+    yield j
     j.close()
 
 

@@ -63,6 +63,7 @@ def test_deleting_the_lock_file_does_not_free_the_lock(lock_path: Path) -> None:
     assert not daemon_running(lock_path)
 
 
+@pytest.mark.process
 def test_a_second_daemon_is_refused_after_the_lock_file_is_deleted(tmp_path: Path) -> None:
     """`rm .hitl/daemon.lock` under a running daemon does not let `run --once` start beside it."""
     helper = VaultHelper(tmp_path / "vault")  # not made yet: `init` makes it
@@ -80,6 +81,7 @@ def test_a_second_daemon_is_refused_after_the_lock_file_is_deleted(tmp_path: Pat
         assert first.stop() == 0
 
 
+@pytest.mark.process
 def test_a_fifo_at_the_lock_path_blocks_nothing(helper: VaultHelper, lock_path: Path) -> None:
     """A FIFO at daemon.lock: daemon_running, `approve` and acquire all return at once."""
     submitted = helper.hitl("submit", "payment", "-p", "amount=1500", "-p", "recipient=a@b.c",
@@ -152,6 +154,7 @@ def test_the_journal_works_while_the_state_folder_is_locked(
         held.release()
 
 
+@pytest.mark.process
 def test_the_module_imports_and_locks_without_fcntl(tmp_path: Path) -> None:
     """With fcntl missing and sys.platform "win32", lock.py imports and locks through msvcrt."""
     script = textwrap.dedent(

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from mcp import Client
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -36,6 +37,9 @@ def fixed_ids(tag: str) -> Callable[[str, datetime], str]:
     """Ids ``<DAY>-<action>-<tag>001``, ``...002``, ... in the order they are asked for."""
     count = itertools.count(1)
     return lambda action, now: f"{DAY}-{action}-{tag}{next(count):03d}"
+
+
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
 
 
 class Server:

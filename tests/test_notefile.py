@@ -16,7 +16,8 @@ from hitl_vault.errors import ChangedUnderfootError, NoteError
 from hitl_vault.model import Request, Risk, Status, Transition
 from hitl_vault.notes.edit import edit_note
 from hitl_vault.notes.file import parse_note, read_note
-from hitl_vault.notes.render import callout, render_new_note, yaml_scalar
+from hitl_vault.notes.render import callout, render_new_note
+from hitl_vault.notes.strict_yaml import yaml_scalar
 
 from .helpers import returns_within
 

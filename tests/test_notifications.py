@@ -26,7 +26,7 @@ from hitl_vault.daemon.loop import Daemon
 from hitl_vault.times import parse_ts
 
 from .helpers import QUIET, Clock, DaemonProcess, VaultHelper, ended, eventually, set_status
-from .receivers import Post, Receiver, free_port, smtp_server
+from .receivers import Receiver, free_port, smtp_server
 
 VAULT_NAME = "My Vault"
 RULES = "hitl-vault.yaml"
@@ -397,6 +397,7 @@ def test_a_message_failing_for_24_hours_is_given_up_and_listed(
 # --- 4. never repeated across restarts ---------------------------------------------------
 
 
+@pytest.mark.process
 def test_run_once_twice_sends_each_notification_once(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -432,6 +433,7 @@ def test_run_once_twice_sends_each_notification_once(
     assert all(r["sent_at"] for r in rows)
 
 
+@pytest.mark.process
 def test_a_notification_recorded_by_a_daemon_that_died_is_sent_by_the_next_once(
     vault_path: Path, clock: Clock, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -457,6 +459,8 @@ def test_a_notification_recorded_by_a_daemon_that_died_is_sent_by_the_next_once(
 # --- 5. requests made while no daemon ran ---------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.process
 def test_requests_made_while_no_daemon_ran_are_told_when_it_starts(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -563,11 +567,14 @@ def test_requests_made_through_the_api_while_no_daemon_ran_are_told_once_at_its_
     )
 
 
+@pytest.mark.slow
+@pytest.mark.process
 def test_run_once_keeps_what_it_could_not_send_for_a_later_run(
     vault_path: Path, helper: VaultHelper, late_receiver: Receiver
 ) -> None:
     """``run --once`` with the receiver down still exits 0 and keeps the message with why;
     a later run, once the retry is due, sends it, once."""
+    helper.set_quiet(QUIET)
     add_notify(vault_path, f"- url: json://127.0.0.1:{late_receiver.port}/hook")
     rid = submit_cli(helper, 1500, "Pay ACME")
     log = run_once(helper)
@@ -577,12 +584,10 @@ def test_run_once_keeps_what_it_could_not_send_for_a_later_run(
     assert "Connection refused" in row["last_error"]
 
     late_receiver.start()
-
-    def delivered() -> list[Post]:
-        run_once(helper)
-        return late_receiver.got()
-
-    eventually(delivered, 20)  # the retry is due 5 s after the failed try
+    due = parse_ts(row["due"])  # 5 s after the failed try
+    eventually(lambda: datetime.now(UTC) >= due, 20)  # then one run, not one run after another
+    run_once(helper)
+    assert late_receiver.got()
     run_once(helper)
     (post,) = late_receiver.got()
     assert rid in post.message
@@ -590,6 +595,7 @@ def test_run_once_keeps_what_it_could_not_send_for_a_later_run(
     assert row["attempts"] == 2 and row["sent_at"] is not None
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_a_daemon_killed_with_a_message_in_flight_sends_it_at_the_next_start(
     vault_path: Path, helper: VaultHelper
@@ -622,6 +628,7 @@ def test_a_daemon_killed_with_a_message_in_flight_sends_it_at_the_next_start(
 # --- 6. a slow or dead receiver never delays a decision -------------------------------------
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_a_silent_and_an_unreachable_receiver_never_delay_an_approval(
     vault_path: Path, helper: VaultHelper
@@ -667,6 +674,7 @@ def test_a_silent_and_an_unreachable_receiver_never_delay_an_approval(
 # --- 7. hitl-vault notify test ---------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_notify_test_says_delivered_for_every_target(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -691,6 +699,7 @@ def test_notify_test_says_delivered_for_every_target(
     assert outbox(vault_path) == []  # a test message is not a notification to keep
 
 
+@pytest.mark.process
 def test_notify_test_names_the_failing_target_and_keeps_secrets_out(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -727,6 +736,7 @@ def test_notify_test_names_the_failing_target_and_keeps_secrets_out(
     assert post.path == f"/hook/{token}"  # the value was used, only never shown
 
 
+@pytest.mark.process
 def test_a_daemon_keeps_secrets_out_of_the_journal_and_its_log(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
 ) -> None:
@@ -767,6 +777,7 @@ def test_a_daemon_keeps_secrets_out_of_the_journal_and_its_log(
 # --- 8. a broken notify entry -----------------------------------------------------------------
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("entry", "at", "says"),
     [
@@ -894,6 +905,7 @@ def test_one_reminder_is_sent_remind_before_the_expiry(
     assert [r["event"] for r in outbox(vault_path)] == ["pending", "reminder"]
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_a_reminder_falls_due_on_time_while_another_request_waits(
     vault_path: Path, helper: VaultHelper, receiver: Receiver
@@ -901,7 +913,8 @@ def test_a_reminder_falls_due_on_time_while_another_request_waits(
     """A running daemon sends each request's reminder when it falls due, even while an older
     request, already reminded, is still pending."""
     helper.set_quiet(QUIET)
-    edit_rules(vault_path, "\ndefaults:\n", "\ndefaults:\n  remind_before: 3s\n")
+    # Seconds apart, so that a loaded machine cannot swap what the test orders.
+    edit_rules(vault_path, "\ndefaults:\n", "\ndefaults:\n  remind_before: 5s\n")
     add_notify(
         vault_path,
         f"""\
@@ -910,11 +923,11 @@ def test_a_reminder_falls_due_on_time_while_another_request_waits(
         """,
     )
     with DaemonProcess(vault_path) as proc:
-        submit_cli(helper, 1500, "older", "--timeout", "6s")  # reminded 3 s on, expires at 6 s
+        submit_cli(helper, 1500, "older", "--timeout", "10s")  # reminded 5 s on, expires at 10 s
         now = datetime.now(UTC)
         time.sleep(1.05 - now.microsecond / 1e6)  # pacing: expiries are kept to the second
-        submit_cli(helper, 1600, "newer", "--timeout", "6s")  # its reminder: before 6 s
-        receiver.wait_for(4, timeout=20)  # two reminders, two timeouts
+        submit_cli(helper, 1600, "newer", "--timeout", "10s")  # its reminder: 6 s, before 10 s
+        receiver.wait_for(4, timeout=40)  # two reminders, two timeouts
         proc.stop()
     titles = [p.title for p in receiver.got()]
     assert titles.index("[high] newer — still waiting for approval") < titles.index(

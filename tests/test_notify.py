@@ -50,6 +50,7 @@ def a_request(**changes: Any) -> Request:
 def notify_node(text: str) -> Any:
     """The node under the top-level ``notify:`` of a rules file, as the daemon composes it."""
     root = yaml.compose(textwrap.dedent(text))
+    assert root is not None
     return next(value for key, value in root.value if key.value == "notify")
 
 
@@ -86,9 +87,9 @@ def test_targets_are_read_with_their_events_filters_and_lines() -> None:
     assert targets[0].events == {Event.PENDING}
     assert targets[0].risk is targets[0].rules is targets[0].actions is None
     assert targets[1].events == {"pending", "executed", "failed"}
-    assert targets[1].risk == {Risk.HIGH, Risk.CRITICAL}
-    assert targets[1].rules == {"large-payments"}
-    assert targets[1].actions == {"payment", "refund"}
+    assert targets[1].risk == frozenset({Risk.HIGH, Risk.CRITICAL})
+    assert targets[1].rules == frozenset({"large-payments"})
+    assert targets[1].actions == frozenset({"payment", "refund"})
     assert targets[2].events == EVENTS
 
 
@@ -201,6 +202,7 @@ def test_a_parse_error_never_prints_a_password_from_the_file() -> None:
     assert "bogus" in error.problem  # Apprise's own reason
 
 
+@pytest.mark.process
 def test_importing_the_module_does_not_load_apprise() -> None:
     """Every CLI command may import notify.message; only sending or checking loads Apprise."""
     code = (
@@ -214,9 +216,11 @@ def test_importing_the_module_does_not_load_apprise() -> None:
 def test_vault_name_is_one_line_of_text() -> None:
     """The vault name for links is read as text, and a blank one is refused at its line."""
     root = yaml.compose("vault_name: My Vault\nother: 1\n")
+    blank = yaml.compose('x: 1\nvault_name: "  "\n')
+    assert root is not None and blank is not None
     assert parse_vault_name(root.value[0][1]) == "My Vault"
     with pytest.raises(RulesError) as caught:
-        parse_vault_name(yaml.compose('x: 1\nvault_name: "  "\n').value[1][1])
+        parse_vault_name(blank.value[1][1])
     assert caught.value.line == 2
 
 

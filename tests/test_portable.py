@@ -86,6 +86,7 @@ def run_python(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.process
 def test_every_module_imports_without_posix_only_modules(tmp_path: Path) -> None:
     """Every hitl_vault module imports where fcntl, termios, resource, grp and pwd do not exist."""
     out = run_python(IMPORT_EVERYTHING.format(hidden=HIDDEN), tmp_path)
@@ -100,6 +101,7 @@ def test_every_module_imports_without_posix_only_modules(tmp_path: Path) -> None
     assert len(imported) >= 25, imported  # the walk found the whole package
 
 
+@pytest.mark.process
 def test_every_module_imports_with_windows_os_module(tmp_path: Path) -> None:
     """Every hitl_vault module imports where os, signal and select lack their POSIX-only names."""
     out = run_python(SIMULATE_WINDOWS.format(hidden=HIDDEN), tmp_path)
@@ -137,6 +139,7 @@ def _sleeper(code: str) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("code", "taskkilled"),
     [

@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
@@ -23,12 +25,15 @@ from hitl_vault.errors import NoteError
 from hitl_vault.model import Request, Risk, Status, Transition
 from hitl_vault.notes.edit import edit_note
 from hitl_vault.notes.file import Note, parse_note
-from hitl_vault.notes.render import callout, history_line, render_new_note, yaml_scalar
+from hitl_vault.notes.render import callout, history_line, render_new_note
+from hitl_vault.notes.strict_yaml import yaml_scalar
 from hitl_vault.text import one_line
 from hitl_vault.times import parse_ts
 
+# Examples each property tries in the suite; .ci/run tries 1,000 outside it (HITL_EXAMPLES).
+EXAMPLES = int(os.environ.get("HITL_EXAMPLES", "100"))
 SETTINGS = settings(
-    max_examples=250,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
@@ -81,9 +86,7 @@ TRICKY = st.sampled_from(
     ]
 )
 PLAIN_TEXT = st.text(
-    alphabet=st.characters(
-        blacklist_categories=("Cs",), blacklist_characters="\r\n\x85\u2028\u2029"
-    ),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\x85\u2028\u2029"),
     max_size=20,
 )
 VALUE = st.one_of(TRICKY, PLAIN_TEXT)
@@ -171,7 +174,7 @@ TIMES = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
 ).map(lambda d: d.replace(microsecond=0))
 RESULT_TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
+    alphabet=st.characters(exclude_categories=["Cs"]), max_size=40
 )  # may hold line breaks: stdout is free text
 
 
@@ -321,7 +324,7 @@ _REPEATS = (
     b"---\n---\n\n" + "\n".join(callout(Status.PENDING, EXPIRES, "large-payments", None)).encode()
     + b"\n## History\n# Pay $1500\n## History\n# Pay $1500"
 )  # fmt: skip
-_REPEATS_EDIT = (
+_REPEATS_EDIT: tuple[dict[str, Any], list[str], Any] = (
     {},
     [history_line(Transition(EXPIRES, Status.PENDING, Status.APPROVED, "alice", ""))],
     (
@@ -331,6 +334,7 @@ _REPEATS_EDIT = (
 )
 
 
+@pytest.mark.slow  # a long search: seconds of CPU
 @SETTINGS
 @given(notes(), daemon_edits())
 @example(_REPEATS, _REPEATS_EDIT)
@@ -359,6 +363,7 @@ def test_a_daemon_edit_keeps_every_other_key_and_every_other_byte(
     _check_only_owned_lines_changed(note, out, fields, history, swap)
 
 
+@pytest.mark.slow  # a long search: seconds of CPU
 @SETTINGS
 @given(notes(), daemon_edits())
 def test_a_daemon_edit_of_a_plain_note_is_never_refused(
@@ -413,6 +418,7 @@ PARAM_VALUES = st.recursive(
 )
 
 
+@pytest.mark.slow  # a long search: seconds of CPU
 @SETTINGS
 @given(
     params=st.dictionaries(st.text(min_size=1, max_size=12), PARAM_VALUES, max_size=5),

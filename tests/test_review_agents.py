@@ -19,6 +19,8 @@ from hitl_vault.template import init_vault
 
 from .helpers import COMMAND
 
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
+
 SESSION = "7d0c9f2e-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
 
 

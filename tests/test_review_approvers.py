@@ -174,6 +174,7 @@ def run_once(helper: VaultHelper) -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.process
 def test_an_approver_named_like_a_number_can_vote_in_the_note(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -191,6 +192,7 @@ def test_an_approver_named_like_a_number_can_vote_in_the_note(
         assert [t.by for t in vault.get(rid).votes()] == ["00123"], flagged(vault)
 
 
+@pytest.mark.process
 def test_a_comment_after_a_flow_style_votes_map_survives(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -206,6 +208,7 @@ def test_a_comment_after_a_flow_style_votes_map_survives(
     assert "alice phoned, ok by her" in note.read_text()  # today: the comment is gone
 
 
+@pytest.mark.process
 def test_a_voted_note_moved_into_approved_says_why_it_came_back(
     vault_path: Path, helper: VaultHelper
 ) -> None:

@@ -43,7 +43,7 @@ def test_a_python_rule_that_raises_for_one_request_holds_back_no_other(vault_pat
     with Vault(vault_path) as vault:  # real time: run --once waits for notes to be quiet
 
         @vault.rule
-        def big(proposal):  # type: ignore[no-untyped-def]
+        def big(proposal):
             return "ask" if proposal.params["amount"] > 10_000 else None  # KeyError for `bad`
 
         @vault.action("payment")
@@ -119,7 +119,7 @@ def test_an_outcome_the_journal_refuses_is_recorded_on_the_retry(
     request = vault.submit("payment", {"amount": 100})  # allowed at once
     real, calls = vault.engine.finish_execution, []
 
-    def full_disk(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def full_disk(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:
             raise JournalUnavailableError(
@@ -255,7 +255,7 @@ def test_an_approval_a_rule_could_not_judge_is_tried_again(
     calls: list[int] = []
 
     @vault.rule
-    def flaky(proposal):  # type: ignore[no-untyped-def]
+    def flaky(proposal):
         calls.append(1)
         if len(calls) == 2:  # the first call is at submit; the second, before running
             raise TimeoutError("the limits service did not answer")

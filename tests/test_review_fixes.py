@@ -67,7 +67,7 @@ def test_an_approval_saved_again_after_a_failed_commit_runs_the_params_approved(
                         fail.pop()
                         raise JournalUnavailableError(Path("journal.db"), "disk I/O error")
 
-            journal.batch = failing_batch  # type: ignore[method-assign,assignment]
+            journal.batch = failing_batch  # type: ignore[method-assign]
             daemon.notice(note)
             daemon.run_once(clock.advance(timedelta(seconds=1)))
             journal.batch = real  # type: ignore[method-assign]
@@ -121,7 +121,7 @@ def test_a_reminder_whose_recording_failed_is_recorded_on_the_next_step(
         def held(*args: object, **kwargs: object) -> int:
             raise JournalUnavailableError(Path("journal.db"), "database is locked")
 
-        journal.enqueue = held  # type: ignore[method-assign,assignment]
+        journal.enqueue = held  # type: ignore[method-assign]
         daemon.run_once(clock.advance(timedelta(minutes=11)))  # due; recording fails
         journal.enqueue = real  # type: ignore[method-assign]
         daemon.run_once(clock.advance(timedelta(seconds=1)))

@@ -8,13 +8,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from hitl_vault.agents.hookio import Call, guard
 
 from .test_gate import hook_input
 
 
-def _guard(vault: Path, tool: str, params: dict[str, object], cwd: Path) -> str | None:
+def _guard(vault: Path, tool: str, params: dict[str, Any], cwd: Path) -> str | None:
     """What the vault guard says of one call (None: it lets the rules decide)."""
     return guard(Call("claude-code", "s1", tool, params, cwd), vault.resolve(), vault)
 
@@ -40,6 +43,7 @@ def test_a_write_whose_path_is_padded_past_4096_characters_is_still_denied(
     assert _guard(vault_path, "Write", params, tmp_path) is not None
 
 
+@pytest.mark.process
 def test_a_hook_installed_from_a_user_site_install_blocks_instead_of_failing_open(
     vault_path: Path, tmp_path: Path
 ) -> None:

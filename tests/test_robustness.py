@@ -53,11 +53,13 @@ BAD_VALUES = {
 # --- 1. one bad value never stops catch-up ------------------------------------------------
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("bad", BAD_VALUES.values(), ids=BAD_VALUES.keys())
 def test_a_value_python_cannot_hold_never_stops_run_once(
     vault_path: Path, bad: str, helper: VaultHelper
 ) -> None:
     """A note with ``2026-02-30`` or a 5,000-digit number is flagged; approvals still run."""
+    helper.set_quiet(QUIET)  # run --once then waits 200 ms, not 2 s, before writing notes
     (vault_path / "Approved" / "notes.md").write_text(f"---\n{bad}\n---\nx\n")
     submitted = helper.hitl("submit", "payment", "-p", "amount=2500", "-p", "recipient=v@e")
     request_id = submitted.stdout.split()[0]
@@ -75,6 +77,7 @@ def test_a_value_python_cannot_hold_never_stops_run_once(
     assert verified.returncode == 0 and "Traceback" not in verified.stderr
 
 
+@pytest.mark.process
 def test_a_request_note_with_a_bad_value_is_named_by_verify(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -281,6 +284,7 @@ def _statuses(vault: Path, ids: list[str]) -> dict[Status, int]:
     return {s: found.count(s) for s in set(found)}
 
 
+@pytest.mark.process
 def test_sigterm_during_a_burst_finishes_what_runs_and_starts_nothing_new(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -298,6 +302,7 @@ def test_sigterm_during_a_burst_finishes_what_runs_and_starts_nothing_new(
     assert sorted(helper.runs("ended.log")) == sorted(ids)
 
 
+@pytest.mark.process
 def test_a_kill_during_a_burst_interrupts_only_the_actions_that_had_started(
     vault_path: Path, helper: VaultHelper
 ) -> None:
@@ -315,7 +320,7 @@ def test_a_kill_during_a_burst_interrupts_only_the_actions_that_had_started(
         executed = {r.id for r in vault.list(status=Status.EXECUTED)}
     assert failed == running and len(failed) == 4
     assert executed == set(ids) - running
-    assert all("interrupted" in Vault(vault_path).get(i).error for i in failed)
+    assert all("interrupted" in (Vault(vault_path).get(i).error or "") for i in failed)
 
 
 # --- 8. smaller promises ----------------------------------------------------------------
@@ -347,6 +352,7 @@ def test_a_rules_file_is_reloaded_only_once_quiet(
     assert vault.submit("payment", {"amount": 1500}).status is Status.APPROVED
 
 
+@pytest.mark.process
 def test_an_executor_added_to_the_rules_runs_what_was_already_approved(
     clocked_vault: Vault, daemon: Daemon, clock: Clock
 ) -> None:
@@ -380,6 +386,7 @@ def _immutable(folder: Path, on: bool) -> bool:
     return subprocess.run(["chattr", flag, str(folder)], capture_output=True).returncode == 0
 
 
+@pytest.mark.process
 def test_a_move_the_system_refuses_is_flagged_and_tried_again(
     clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
@@ -427,6 +434,7 @@ def test_a_dashboard_that_cannot_be_written_reports_every_new_problem(
         assert f"Pending_Approval/{name}" in errors[-1]
 
 
+@pytest.mark.process
 def test_a_damaged_journal_is_named_with_the_fix_by_every_command(
     vault_path: Path, helper: VaultHelper
 ) -> None:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from hitl_vault.errors import RulesError
+from hitl_vault.model import Risk
 from hitl_vault.policy.rules import (
     ActionSpec,
     Decision,
     Defaults,
     Policy,
     Proposal,
-    Risk,
     RuleMatch,
     Ruling,
 )

@@ -82,6 +82,7 @@ def hostile_params(canary: Path) -> dict[str, object]:
     }
 
 
+@pytest.mark.process
 def test_shell_metacharacters_in_params_reach_the_executor_as_literal_json(
     vault_path: Path, daemon_process: DaemonProcess, tmp_path: Path, helper: VaultHelper
 ) -> None:
@@ -136,6 +137,7 @@ def test_shell_metacharacters_in_params_reach_the_executor_as_literal_json(
     assert daemon_process.stop() == 0
 
 
+@pytest.mark.process
 def test_params_a_human_edits_before_approving_also_arrive_literally(
     vault_path: Path, daemon_process: DaemonProcess, tmp_path: Path, helper: VaultHelper
 ) -> None:
@@ -157,6 +159,7 @@ def test_params_a_human_edits_before_approving_also_arrive_literally(
     assert daemon_process.stop() == 0
 
 
+@pytest.mark.process
 def test_an_executor_given_as_a_shell_string_is_refused_at_start(
     vault_path: Path, tmp_path: Path, helper: VaultHelper
 ) -> None:
@@ -207,6 +210,7 @@ def test_submit_refuses_an_action_name_that_could_leave_the_folder(
     assert vault.list() == []
 
 
+@pytest.mark.process
 def test_the_cli_refuses_them_too_without_a_traceback(
     vault_path: Path, tmp_path: Path, helper: VaultHelper
 ) -> None:
@@ -232,6 +236,7 @@ def test_ids_that_point_outside_are_just_unknown(vault: Vault) -> None:
             vault.approve(request_id, by="mallory")
 
 
+@pytest.mark.process
 def test_inbox_proposals_with_weird_action_names_are_flagged_and_nothing_is_written_outside(
     vault_path: Path, daemon_process: DaemonProcess, tmp_path: Path, helper: VaultHelper
 ) -> None:
@@ -274,6 +279,7 @@ def test_inbox_proposals_with_weird_action_names_are_flagged_and_nothing_is_writ
     assert daemon_process.stop() == 0
 
 
+@pytest.mark.process
 def test_a_note_whose_id_points_outside_is_flagged_not_followed(
     vault_path: Path, daemon_process: DaemonProcess, tmp_path: Path, helper: VaultHelper
 ) -> None:
@@ -298,6 +304,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.process
 def test_state_folder_is_owner_only_even_with_a_permissive_umask(tmp_path: Path) -> None:
     """Under umask 000, init, run and submit still make nothing another user may write."""
     helper = VaultHelper(tmp_path / "vault")  # not made yet: init makes it, under that umask
@@ -318,6 +325,7 @@ def test_state_folder_is_owner_only_even_with_a_permissive_umask(tmp_path: Path)
         assert _mode(p) & 0o022 == 0, f"{p} is {oct(_mode(p))}: others may write it"
 
 
+@pytest.mark.process
 def test_an_open_state_folder_is_refused_until_fixed(tmp_path: Path) -> None:
     """A .hitl/ anyone may write may hold a forged journal: refused with the fix, never used."""
     helper = VaultHelper(tmp_path / "vault")

@@ -18,6 +18,8 @@ from hitl_vault import Status, Vault
 
 from .helpers import DaemonProcess, VaultHelper, eventually, set_status
 
+pytestmark = pytest.mark.process  # nearly every test here starts a real process
+
 CONFLICT = ".sync-conflict-20261122-101500-ABCDEFG.md"
 
 
@@ -159,7 +161,7 @@ def test_the_remote_pending_version_comes_back_and_is_approved_again(
         set_status(req.path, "approved", decided_by="bob")  # and somebody approves it again
         eventually(lambda: helper.shows(request_id, Status.EXECUTED, "Done"), 30)
         assert helper.runs() == [request_id]
-        history = vault.engine.journal.history(request_id)
+        history = vault.get(request_id).history
         assert [t.by for t in history if t.to_status is Status.APPROVED] == ["alice"]
     assert daemon_process.stop() == 0
 

@@ -137,6 +137,6 @@ def test_the_several_approvers_examples_read_as_their_comments_say() -> None:
     assert deploy.stages[0].quorum == 2 and deploy.prevent_self_approval and deploy.by_votes
     wire = policy.evaluate(Proposal("wire", {})).plan
     assert [s.name for s in wire.stages] == ["lead", "finance"]
-    assert wire.stages[1].approvers == {"alice", "bob"}
+    assert wire.stages[1].approvers == frozenset({"alice", "bob"})
     hotfix = policy.evaluate(Proposal("hotfix", {})).plan
     assert hotfix.escalate_to == {"dave"} and not hotfix.by_votes

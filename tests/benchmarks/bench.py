@@ -593,7 +593,7 @@ def bench_spawn_floor(tmp: Path, script: Path, out: Path, n: int) -> Dist:
     """How long the executor itself takes to start: Popen -> its time.time()."""
     dist = Dist("  (executor spawn alone: Popen -> its time.time())")
     for i in range(n):
-        rid = f"spawn-{i}"
+        rid = f"spawn-{os.getpid()}-{i}"  # unique per run: escaped processes are found by id
         t0 = time.time()
         proc = subprocess.Popen(
             [sys.executable, "-S", str(script), str(out)],

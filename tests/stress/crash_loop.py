@@ -8,7 +8,8 @@ watching, often with actions running); a last daemon then catches up. Exit
 status 0 when every guarantee held: nothing ran twice, every non-idempotent
 request executed once or failed as interrupted, every idempotent one executed
 with its key recorded once, every note shows its final status, verify is clean.
-Not collected by pytest (the suite runs a 50-kill version in tests/test_crash.py).
+Not collected by pytest (the suite runs a 20-kill version in tests/test_crash.py; .ci/run
+runs this one with 100 kills).
 """
 
 from __future__ import annotations
