@@ -78,9 +78,9 @@ def test_a_hook_installed_from_a_user_site_install_blocks_instead_of_failing_ope
 def test_the_quickstarts_vault_name_does_not_deny_ordinary_project_commands(
     tmp_path: Path,
 ) -> None:
-    """The vault name the README's Claude Code quickstart uses lets `git add src/<name>/` run."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("### Claude Code in two commands", 1)[1]
+    """The vault name the docs' Claude Code quickstart uses lets `git add src/<name>/` run."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "agents.md").read_text()
+    section = page.split("## Claude Code in two commands", 1)[1]
     name = section.split("hitl-vault init ", 1)[1].split()[0]
     vault = tmp_path / name
     vault.mkdir()
