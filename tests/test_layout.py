@@ -104,6 +104,18 @@ def test_each_room_is_a_folder_that_says_what_it_holds() -> None:
         assert ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))), init
 
 
+def test_every_room_is_installed() -> None:
+    """pip installs each sub-package: pyproject.toml lists them all (a room left out of the list
+    works from a checkout and fails on every non-editable install)."""
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    rooms = {f"hitl_vault.{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")}
+    rooms.discard("hitl_vault.vault_template")  # an installed copy of vault_template/
+    assert rooms - listed == set()
+
+
 def test_no_room_imports_what_it_may_never_import() -> None:
     """policy is pure; notes never reach the daemon; the base never imports the rooms above it."""
     strays = []
