@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .model import Request, Status, Transition
 
 if TYPE_CHECKING:
-    from .journal.chain import Entry
+    from .chain import Entry
 
 
 @dataclass(frozen=True)

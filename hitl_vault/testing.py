@@ -29,8 +29,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .chain import Entry
 from .errors import DaemonRunningError
-from .journal.chain import Entry
 from .journal.memory_book import MemoryBook
 from .journal.memory_read import MemoryReader
 from .journal.memory_state import Memory

@@ -318,7 +318,7 @@ def test_a_journal_from_before_uids_keeps_its_chain_and_records_uids_from_now_on
 
 def _rehash_without_uids(vault: Path) -> None:
     """Rewrite the chain as a journal from before uids were recorded would hold it."""
-    from hitl_vault.journal.chain import GENESIS, entry_hash
+    from hitl_vault.chain import GENESIS, entry_hash
 
     db = sqlite3.connect(vault / ".hitl" / "journal.db", isolation_level=None)
     prev = GENESIS

@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..chain import Entry, chain_problems
 from ..errors import RequestNotFoundError
 from ..model import Kind, Request, Status, Transition
-from .chain import Entry, chain_problems
 from .memory_state import Memory, Row, transition_of, ts
 from .replay import unproven
 

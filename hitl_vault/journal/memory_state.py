@@ -15,10 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..chain import Entry
 from ..model import Kind, Request, Status, Transition
 from ..store import Attention, Outgoing
 from ..times import format_ts, parse_ts
-from .chain import Entry
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from ..chain import GENESIS, Entry, entry_hash
 from ..errors import (
     DuplicateError,
     IllegalTransitionError,
@@ -20,7 +21,6 @@ from ..model import LEGAL_MOVES, RETRYABLE, Kind, Request, Status, Transition
 from ..params import params_sha
 from ..store import request_flag
 from ..times import format_ts
-from .chain import GENESIS, Entry, entry_hash
 from .memory_state import Memory, Row, State, as_json, opt_ts, pinned_as_stored, ts
 
 # Who records an entry: the real user id of this process, whatever name it claims.

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..chain import Entry
 from ..model import LEGAL_MOVES, Status
 from ..params import params_sha
-from .chain import Entry
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..chain import Entry
 from ..errors import JournalMissingError
 from ..layout import LOCK_FILE
 from ..model import Request, Status, Transition
 from ..store import Attention, Outgoing
-from .chain import Entry
 from .lock import DaemonLock, daemon_running
 from .replay import unproven
 from .sqlite_book import Bookkeeping

@@ -7,11 +7,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..chain import Entry, chain_problems
 from ..errors import RequestNotFoundError
 from ..model import Kind, Request, Risk, Status, Transition
 from ..store import Attention
 from ..times import format_ts, parse_ts
-from .chain import Entry, chain_problems
 from .sqlite_db import Database, json_object
 
 REQUEST_COLUMNS = (

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from ..chain import GENESIS, entry_hash
 from ..errors import (
     DuplicateError,
     IllegalTransitionError,
@@ -25,7 +26,6 @@ from ..model import LEGAL_MOVES, RETRYABLE, Kind, Request, Status, Transition
 from ..params import params_sha
 from ..store import request_flag
 from ..times import format_ts
-from .chain import GENESIS, entry_hash
 from .sqlite_db import Database, json_object
 
 # Who records an entry: the real user id of this process, whatever name it claims.
