@@ -132,6 +132,7 @@ def test_a_whole_id_no_request_has_is_not_a_prefix(vault_path: Path, command: st
     assert (approved.exit_code, approved.stdout) == (0, f"{longer} approved\n")
 
 
+@pytest.mark.process
 def test_the_installed_command_takes_a_prefix(vault_path: Path, ids: list[str]) -> None:
     """`hitl-vault show <prefix>` as a process: the request, or exit 2 when ambiguous."""
     argv = [str(COMMAND), "--vault", str(vault_path), "show"]
@@ -202,6 +203,7 @@ def test_completion_shows_status_and_summary_where_the_shell_can(
     assert got[2].startswith("pending") and "payment" in got[2]
 
 
+@pytest.mark.process
 def test_the_installed_command_completes_ids(vault_path: Path, ids: list[str]) -> None:
     """The console script answers bash's completion request with the vault's ids."""
     env = {

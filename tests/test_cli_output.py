@@ -168,6 +168,7 @@ def add_targets(vault: Path, *urls: str) -> None:
     rules.write_text(rules.read_text().rstrip("\n") + "\nnotify:\n" + items)
 
 
+@pytest.mark.process
 def test_notify_test_json_has_one_entry_per_target(
     vault_path: Path, receiver: Receiver, helper: VaultHelper
 ) -> None:

@@ -38,6 +38,8 @@ from hitl_vault import Status, Vault
 from hitl_vault.errors import IllegalTransitionError
 from hitl_vault.template import init_vault
 
+pytestmark = pytest.mark.process  # every test here starts a real process
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BIN = Path(sys.executable).parent

@@ -233,6 +233,7 @@ def test_a_journal_open_twice_in_one_process_still_sees_its_file_go(tmp_path: Pa
         second.close()
 
 
+@pytest.mark.process
 def test_a_second_journal_on_the_file_keeps_the_first_ones_sqlite_locks(tmp_path: Path) -> None:
     """Opening and closing a second journal on the same file in one process leaves the first
     one's SQLite locks in place: another process still cannot take the file out of WAL mode

@@ -76,6 +76,7 @@ def test_the_journal_raises_its_own_errors_not_sqlite3s(tmp_path: Path) -> None:
         journal.close()
 
 
+@pytest.mark.process
 def test_a_vault_runs_on_a_memory_journal(vault_path: Path, helper: VaultHelper) -> None:
     """submit, approve, reject, cancel, wait_sync and run(once=True) work on a MemoryJournal,
     with the notes in a real folder and no journal file made."""

@@ -16,6 +16,8 @@ from hitl_vault.journal.sqlite import Journal
 
 from .helpers import DaemonProcess, VaultHelper, eventually
 
+pytestmark = pytest.mark.process  # every test here starts a real process
+
 
 def _garble(vault_path: Path, statement: str) -> None:
     """Bytes that are not UTF-8 where the journal keeps text, as a flipped bit leaves them."""
