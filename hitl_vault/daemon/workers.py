@@ -123,7 +123,7 @@ class Actions:
         (so a crash or a stop leaves it to run later, never "interrupted"). An approved
         request's params and decision can no longer change, so the action gets the
         request as it was read when queued; only its status moves on. Started after
-        the claim's commit (:meth:`launched`); :meth:`unclaim` if that commit failed.
+        the claim's commit (:meth:`launch`); :meth:`unclaim` if that commit failed.
         """
         claimed: list[tuple[Request, Transition]] = []
         now = self._clock()
