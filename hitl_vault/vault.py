@@ -265,7 +265,8 @@ class Vault:
         """A test message to every ``notify:`` target: (target, None if delivered, else why)."""
         from .daemon.notifier import send_tests  # Apprise is loaded only to send
 
-        return send_tests(self.engine)
+        self.engine.reload_policy(check_urls=True)  # raises RulesError for a target unread
+        return send_tests(self.engine.notify, self.root.name)
 
     def verify(self) -> builtins.list[str]:
         """Every disagreement between the journal's chain, its entries and the notes."""

@@ -460,7 +460,7 @@ def test_an_inbox_proposal_with_a_context_key_and_a_body_is_flagged(
     both.write_text("---\naction: payment\ncontext: one\nparams: {amount: 5}\n---\ntwo\n")
     long = inbox / "long.md"
     long.write_text("---\naction: payment\nparams: {amount: 5}\n---\n" + "x" * 20_001 + "\n")
-    take = Inbox(vault.engine).take
+    take = Inbox(vault.root, vault.engine.journal, vault.engine.submit).take
     assert take(both, clock.now) == [] and both.exists()
     assert take(long, clock.now) == [] and long.exists()
     flagged = {a.path: a.message for a in vault.engine.journal.attention()}

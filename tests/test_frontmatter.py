@@ -265,7 +265,7 @@ def test_the_inbox_api_takes_a_toml_proposal(vault: Vault, clock: Clock) -> None
     """Inbox.take turns one TOML-fronted proposal file into one pending request."""
     path = vault.root / "Inbox" / "rent.md"
     path.write_text(TOML_PROPOSAL)
-    [request] = Inbox(vault.engine).take(path, clock.now)
+    [request] = Inbox(vault.root, vault.engine.journal, vault.engine.submit).take(path, clock.now)
     assert request.action == "payment"
     assert request.params == {"amount": 2000, "recipient": "landlord@example.com"}
     assert request.requested_by == "toml-bot"

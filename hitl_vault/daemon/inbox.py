@@ -18,15 +18,19 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..durable import read_file
-from ..engine import Engine
 from ..errors import DuplicateError, NoteError, VaultError
+from ..layout import INBOX_FOLDER
 from ..model import Request
 from ..notes.file import load_json, split_frontmatter
+
+if TYPE_CHECKING:
+    from ..store import JournalStore
 
 log = logging.getLogger(__name__)
 
@@ -88,24 +92,29 @@ def _identity(path: Path, raw: bytes) -> str:
 
 
 class Inbox:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    """Takes proposals from ``root``'s Inbox: ``submit`` (:meth:`Engine.submit`) makes each a
+    request; the journal keeps which file became which request, and what needs attention."""
+
+    def __init__(self, root: Path, journal: JournalStore, submit: Callable[..., Request]) -> None:
+        self.root = root
+        self.journal = journal
+        self._submit = submit
 
     def _flag(self, where: str, message: str, now: datetime) -> None:
-        if self.engine.journal.flag(where, message, now):
+        if self.journal.flag(where, message, now):
             log.warning("needs attention: %s", message)
 
     def take(self, path: Path, now: datetime) -> list[Request]:
         """Turn one proposal file into a request and remove it; [] if there is nothing to take."""
-        journal = self.engine.journal
-        where = self.engine.notes.rel(path)
+        journal = self.journal
         name = path.name
         if (
-            path.parent != self.engine.root / "Inbox"
+            path.parent != self.root / INBOX_FOLDER
             or name.startswith((".", "_"))
             or name.endswith(_IGNORED_SUFFIXES)
         ):
             return []
+        where = f"{INBOX_FOLDER}/{name}"  # as Needs attention names it
         if not path.exists() and not path.is_symlink():
             journal.unflag(where)
             return []
@@ -121,7 +130,7 @@ class Inbox:
                 created = []
             else:
                 data = _proposal(raw, where)
-                request = self.engine.submit(
+                request = self._submit(
                     data["action"],
                     data.get("params"),
                     summary=data.get("summary") or "",

@@ -31,10 +31,14 @@ from ..engine import Engine
 from ..errors import CatchUpError, JournalDamagedError
 from ..events import Event
 from ..layout import RULES_FILE
-from ..model import Kind, Request, Status, Transition
+from ..model import Request, Transition
 from ..notes.render import history_line
+from ..notify.config import NotifyConfig
+from ..policy.rules import Policy
 from ..watcher import Watcher
 from .dashboard import DashboardWriter
+from .feed import Followed
+from .inbox import Inbox
 from .notifier import Notifier
 from .paths import Looker
 from .quiet import QuietWriter
@@ -83,23 +87,50 @@ class Daemon:
         workers: int = 4,
         rescan_every: timedelta = RESCAN_EVERY,
     ) -> None:
+        # The one place that takes the engine apart: each part gets what it uses. What a
+        # reload replaces (the rules, ``notify:``) is read through callables, never copied.
         self.engine = engine
         self.clock = clock
-        self.quiet = QuietWriter(engine)
+        self.root = root = engine.root
+        self.journal = journal = engine.journal
+        self._events, notes = engine.events, engine.notes
+        self._rel = notes.rel  # a path as Needs attention names it
+        rules: Callable[[], Policy] = lambda: engine.policy  # noqa: E731 - the rules in force
+        self._notify: Callable[[], NotifyConfig] = lambda: engine.notify
+        self.quiet = QuietWriter(root, journal, notes, lambda: rules().defaults.quiet)
+        show = self.quiet.want  # the request's note is to show the journal (once quiet)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._dirty: set[Path] = set()
         self._rescan_wanted = True
-        # heard: the request, the status a move took it to (None: no move), created?
-        self._followed: list[tuple[str, Status | None, bool]] = []
         self.retries = Retries()
         self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
-        self.actions = Actions(engine, workers, self._wake.set)
-        self.notifier = Notifier(engine, clock)
-        self.rules = RulesReload(engine, self.quiet, self.actions.queue_if_runnable)
-        self.looker = Looker(engine, self.quiet, self.rules.changed, rescan_every)
-        self.timeouts = Timeouts(engine, self.quiet.want)
-        self.dashboard = DashboardWriter(engine.root, engine.journal)
+        self.actions = Actions(
+            journal,
+            rules=rules,
+            handlers=engine.handlers,
+            root=root,
+            clock=engine.now,
+            start=engine.start_execution,
+            finish=engine.finish_execution,
+            later_in_note=notes.later_in_note,
+            show=show,
+            workers=workers,
+            wake=self._wake.set,
+        )
+        queue = self.actions.queue_if_runnable  # an approved request that may run now
+        self.notifier = Notifier(
+            journal, self._events, rules, engine.functions, self._notify, root.name, clock
+        )
+        reload = lambda: engine.reload_policy(check_urls=True)  # noqa: E731
+        self.rules = RulesReload(journal, notes, reload, self.quiet, queue, engine.now)
+        inbox = Inbox(root, journal, engine.submit)
+        self.looker = Looker(
+            root, journal, notes, self.quiet, inbox, self.rules.changed, rescan_every
+        )
+        self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show)
+        self.followed = Followed(journal, queue, show, self._wake.set)
+        self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
         self.parts: list[Part] = [self.retries, self.actions, self.looker, self.quiet]
         self.parts += [self.rules, self.timeouts, self.notifier, self.dashboard]
@@ -108,10 +139,10 @@ class Daemon:
         # Every transition, once committed, whichever process made it: said in the log
         # (the first listener), then acted on (an approval made elsewhere runs here).
         engine.listen(_say)
-        engine.listen(self._follow, every=True)  # a vote made elsewhere shows in the note too
+        engine.listen(self.followed.hear, every=True)  # a vote made elsewhere shows in the note too
         # A journal held by another process for longer fails the step, which is retried
         # within a second (RETRY_FIRST), instead of holding every other file up for 30 s.
-        engine.journal.wait_for_lock(JOURNAL_WAIT.total_seconds())
+        journal.wait_for_lock(JOURNAL_WAIT.total_seconds())
 
     # --- events in ------------------------------------------------------------
 
@@ -145,7 +176,7 @@ class Daemon:
         if not self._recovered:
             did |= self._guarded("recovering after a restart", self._recover, now)
         did |= self._record_outcomes()
-        self._act_on_followed()
+        self.followed.act()
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             rescan, self._rescan_wanted = self._rescan_wanted, False
@@ -164,13 +195,13 @@ class Daemon:
             did |= self._record_outcomes()  # a long step leaves none waiting
         did |= self._guarded("expiring requests", self.timeouts.expire, now)
         did |= self._guarded("escalating requests", self.timeouts.escalate, now)
-        self._act_on_followed()  # what the parts above heard of (another process's approval)
+        self.followed.act()  # what the parts above heard of (another process's approval)
         did |= self._guarded("starting actions", self._claim_and_launch, now)
         did |= self._guarded("writing notes", self._write_due, now)
         did |= self._publish(now)  # what _recover and the parts above recorded
         # After the decisions and actions, never before them: the durable listeners (the
         # notifier) hear what the journal recorded since their cursors, whoever recorded it.
-        self._guarded("telling durable listeners", lambda _: self.engine.events.catch_up() > 0, now)
+        self._guarded("telling durable listeners", lambda _: self._events.catch_up() > 0, now)
         self._guarded("recording reminders", self.notifier.remind, now)
         self.dashboard.step(now, changed=did)
         return did
@@ -185,7 +216,7 @@ class Daemon:
         failed: dict[Path, Exception] = {}
         did = False
         try:
-            with self.engine.journal.batch() if batch else contextlib.nullcontext():
+            with self.journal.batch() if batch else contextlib.nullcontext():
                 for path in paths:
                     try:
                         did |= self.looker.look(path, now)
@@ -195,9 +226,9 @@ class Daemon:
                 # the feed before the commit (a rollback undoes both; listeners hear them once
                 # committed). Alone, a path's commit is its own, and claims wait for the step.
                 if batch:
-                    for event in self.engine.events.recorded():
-                        self._follow(event)
-                    self._act_on_followed()
+                    for event in self._events.recorded():
+                        self.followed.hear(event)
+                    self.followed.act()
                 claimed = self._claim() if batch else []
         except Exception as e:  # the commit failed: nothing in it happened
             self.actions.unclaim()
@@ -210,7 +241,7 @@ class Daemon:
         self.quiet.forget(failed)
         for path, error in failed.items():
             self._retry_later([path], now, error)
-        did |= self._launch(claimed)
+        did |= self.actions.launch(claimed)
         self._publish(now)  # once the actions started: telling never delays them
         return did
 
@@ -220,31 +251,11 @@ class Daemon:
 
     def _retry_later(self, paths: list[Path], now: datetime, error: BaseException) -> None:
         """Look at ``paths`` again after a backoff (0.5 s, doubling, at most every 30 s)."""
-        self.retries.paths_failed(paths, now, error, self.engine.notes.rel)
+        self.retries.paths_failed(paths, now, error, self._rel)
 
     def _publish(self, now: datetime) -> bool:
         """Tell the listeners what the journal recorded since the last time; True if anything."""
         return self._guarded(_TELLING, lambda _: self.engine.publish() > 0, now)
-
-    def _follow(self, event: Event) -> None:
-        """A transition, whoever made it (called on the thread that published): the step acts
-        on it, on the daemon's thread (runs an approval, shows it in the note)."""
-        moved = event.transition.kind is Kind.TRANSITION  # not a vote, an edit, a refusal
-        with self._lock:
-            created = event.transition.from_status is None
-            self._followed.append((event.request_id, event.status if moved else None, created))
-        self._wake.set()
-
-    def _act_on_followed(self) -> None:
-        with self._lock:
-            followed, self._followed = self._followed, []
-        for request_id, status, created in followed:
-            if status is Status.APPROVED:
-                self.actions.queue_if_runnable(request_id)
-            self.quiet.want(request_id)
-            made = self.engine.journal.get(request_id, history=False) if created else None
-            if made is not None and made.retry_of:  # its note links to the new one now
-                self.quiet.want(made.retry_of)
 
     # --- running actions -------------------------------------------------------------
 
@@ -255,27 +266,17 @@ class Daemon:
         if not self.actions.waiting:  # no write lock taken for nothing (others may write)
             return False
         try:
-            with self.engine.journal.batch():  # one durable commit for every claim of the step
+            with self.journal.batch():  # one durable commit for every claim of the step
                 claimed = self._claim()
         except Exception:  # nothing was claimed: the queue stays as it was
             self.actions.unclaim()
             raise
-        launched = self._launch(claimed)
+        launched = self.actions.launch(claimed)
         self._publish(now)
         return launched
 
     def _write_due(self, now: datetime) -> bool:
         return self.quiet.write_due(now, busy=bool(self._dirty))
-
-    def _launch(self, claimed: list[tuple[Request, Transition]]) -> bool:
-        self.actions.launched()
-        while self.actions.noted:  # a check that raised, now in the request's history
-            self.quiet.want(self.actions.noted.pop())
-        for request, t in claimed:
-            self.quiet.want(request.id)
-            if t.to_status is Status.EXECUTING:  # not one a block rule rejected at the last moment
-                self.actions.start(request)
-        return bool(claimed)
 
     def _record_outcomes(self) -> bool:
         """Journal how the actions that ended went; failing, they are kept to try again."""
@@ -284,16 +285,13 @@ class Daemon:
     def _journal_outcomes(self, now: datetime) -> bool:
         ended = self.actions.record_outcomes()
         self._publish(now)
-        for request_id in ended:
-            self.quiet.want(request_id)
         return bool(ended)
 
     def _recover(self, now: datetime) -> bool:
         """After a restart: finish what a dead daemon left behind, never running anything twice
         (see :meth:`Actions.recover`). Safe to repeat after a failure part way."""
-        self.engine.journal.unflag(RULES_FILE)  # the rules loaded: an earlier run's error is gone
-        for request_id in self.actions.recover(now, stopping=self._stopping):
-            self.quiet.want(request_id)
+        self.journal.unflag(RULES_FILE)  # the rules loaded: an earlier run's error is gone
+        self.actions.recover(now, stopping=self._stopping)
         self._recovered = True
         return True
 
@@ -324,10 +322,10 @@ class Daemon:
             if (writing or rechecking or retrying) and deadline is not None:
                 delay = (deadline - self.clock()).total_seconds()
                 if delay > 0:
-                    self._wake.wait(min(delay, self.engine.policy.defaults.quiet.total_seconds()))
+                    self._wake.wait(min(delay, self.quiet.period().total_seconds()))
                     self._wake.clear()
         self.gave_up += self.quiet.refused.values()
-        if self.engine.notify.targets:  # what is due goes out now; what fails, next run
+        if self._notify().targets:  # what is due goes out now; what fails, next run
             self._guarded(
                 "sending notifications", lambda _: self.notifier.send_due() > 0, now=self.clock()
             )
@@ -337,7 +335,7 @@ class Daemon:
         """``run --once``: paths still worth another look; those tried too often are given up."""
         paths, stuck = self.retries.give_up()
         for path, failures in paths:
-            where = self.engine.notes.rel(path)
+            where = self._rel(path)
             self.gave_up.append(where)
             log.error("%s: still failing after %d tries; left for the next run", where, failures)
         if stuck:  # what is queued stays approved for the next run
@@ -350,13 +348,13 @@ class Daemon:
         """Watch and act until :meth:`stop` (or SIGTERM / Ctrl-C) is called."""
         # Another process's writes come by the store's word (the vault's notes by the watcher).
         with (
-            Watcher(self.engine.root, self.notice, self.overflow),
-            self.engine.journal.watch(self._journal_changed),
+            Watcher(self.root, self.notice, self.overflow),
+            self.journal.watch(self._journal_changed),
         ):
             self._rescan_wanted = True
             if ready is not None:
                 ready.set()
-            log.info("watching %s", self.engine.root)
+            log.info("watching %s", self.root)
             self.notifier.start()
             while not self._stopping:
                 self._wake.clear()
@@ -408,9 +406,9 @@ class Daemon:
 
     def run(self, once: bool = False) -> None:
         """Hold the vault's daemon lock and run (``once``: catch up and exit)."""
-        if self.engine.notify.targets:  # like a broken rule: say so and do not start
+        if self._notify().targets:  # like a broken rule: say so and do not start
             self.engine.reload_policy(check_urls=True)
-        lock = self.engine.journal.daemon_lock().acquire()
+        lock = self.journal.daemon_lock().acquire()
         restore = stop_on_signals(self.stop)
         try:
             if once:

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from .. import events
-from ..engine import Engine
 from ..errors import RulesError
 from ..model import Kind, Request, Status
 from ..notify.config import DECIDE_EVENTS, EVENT_OF_STATUS, Event, NotifyConfig, Target
 from ..notify.message import compose
 from ..notify.send import Message, send
-from ..policy.rules import Proposal, Ruling
+from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
 from ..store import Outgoing
+
+if TYPE_CHECKING:
+    from ..store import JournalStore
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,21 @@ def flag_key(target: Target) -> str:
 class Notifier:
     """Records notifications for one vault and sends them."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime]) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        journal: JournalStore,
+        feed: events.Events,
+        rules: Callable[[], Policy],
+        functions: Sequence[RuleFunction],
+        notify: Callable[[], NotifyConfig],
+        folder_name: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.journal = journal
+        self._rules = rules  # the rules in force (they may reload): reminders, the "why"
+        self._functions = functions  # the Python rules, as the vault holds them
+        self._notify = notify  # ``notify:`` in force (it may reload)
+        self._folder_name = folder_name  # the vault's name when ``notify:`` gives none
         self.clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -60,11 +76,11 @@ class Notifier:
         self._remind_policy: object = None
         # The first time ever, only what is pending then: a notify: added later tells of
         # what follows (with no target, only the cursor moves).
-        engine.events.durable(CURSOR, self.hear, first=self._pending_now)
+        feed.durable(CURSOR, self.hear, first=self._pending_now)
 
     @property
     def config(self) -> NotifyConfig:
-        return self.engine.notify
+        return self._notify()
 
     # --- recording ------------------------------------------------------------------
 
@@ -92,7 +108,7 @@ class Notifier:
         self._record(
             [
                 (r.id, Event.PENDING, t.url)
-                for r in (self.engine.journal.requests(Status.PENDING) if targets else ())
+                for r in (self.journal.requests(Status.PENDING) if targets else ())
                 for t in targets
                 if t.wants(Event.PENDING, r)
             ]
@@ -101,7 +117,7 @@ class Notifier:
     def _record(self, items: list[tuple[str, str, str]], at: datetime | None = None) -> int:
         """Put ``items`` in the outbox (each once ever), due ``at``, and wake the sender; how
         many were new. The sender reads the outbox once the commit they are in has landed."""
-        new = self.engine.journal.enqueue(items, at or self.clock()) if items else 0
+        new = self.journal.enqueue(items, at or self.clock()) if items else 0
         if new:
             self._wake.set()
         return new
@@ -124,7 +140,7 @@ class Notifier:
         requests they remind of; also sets :attr:`next_reminder`, when to look again."""
         reminding = [t for t in targets if Event.REMINDER in t.events]
         self.next_reminder = None
-        policy = self.engine.policy
+        policy = self._rules()
         if not reminding or not (
             policy.defaults.remind_before or any(r.remind_before for r in policy.rules)
         ):
@@ -133,7 +149,7 @@ class Notifier:
             self._remind_at, self._remind_policy = {}, policy
         items: list[tuple[str, str, str]] = []
         reminded: set[str] = set()
-        waiting = self.engine.journal.expiring()
+        waiting = self.journal.expiring()
         live = {request_id for request_id, _ in waiting}  # forget what was decided since
         self._reminded &= live
         self._remind_at = {k: v for k, v in self._remind_at.items() if k in live}
@@ -148,7 +164,7 @@ class Notifier:
             if now < at:
                 self.next_reminder = min(self.next_reminder or at, at)
                 continue
-            request = self.engine.journal.get(request_id, history=False)
+            request = self.journal.get(request_id, history=False)
             reminded.add(request_id)
             if request is not None and now < expires:
                 items += [
@@ -160,7 +176,7 @@ class Notifier:
 
     def _remind_time(self, request_id: str, expires: datetime) -> datetime | None:
         """When the request's reminder is due, by the rules in force (None: no reminder)."""
-        request = self.engine.journal.get(request_id, history=False)
+        request = self.journal.get(request_id, history=False)
         if request is None:
             return None
         before = self._ruling(request).remind_before
@@ -169,7 +185,7 @@ class Notifier:
     def _ruling(self, request: Request) -> Ruling:
         """What the rules in force say of the request as it stands."""
         proposal = Proposal(request.action, request.params, request.summary, request.requested_by)
-        return self.engine.policy.evaluate(proposal, self.engine.functions)
+        return self._rules().evaluate(proposal, self._functions)
 
     # --- sending --------------------------------------------------------------------
 
@@ -177,7 +193,7 @@ class Notifier:
         """Send every notification due now; True if any was delivered. ``polite``: before
         each send, wait until the daemon is :attr:`idle`."""
         delivered = 0
-        for item in self.engine.journal.outgoing(now or self.clock()):
+        for item in self.journal.outgoing(now or self.clock()):
             while polite and not self.idle.wait(0.5):
                 if self._stop.is_set():
                     break
@@ -192,9 +208,9 @@ class Notifier:
 
     def _send(self, item: Outgoing) -> bool:
         target = next((t for t in self.config.targets if t.url == item.target), None)
-        request = self.engine.journal.get(item.request_id, history=False)
+        request = self.journal.get(item.request_id, history=False)
         if target is None or request is None:  # taken out of hitl-vault.yaml since
-            self.engine.journal.not_sent(item.id, self.clock(), "no such target now", None)
+            self.journal.not_sent(item.id, self.clock(), "no such target now", None)
             return False
         try:
             error = send(target.resolved_url(), self._message(item.event, request))
@@ -202,20 +218,20 @@ class Notifier:
             error = str(e)
         now = self.clock()
         if error is None:
-            self.engine.journal.sent(item.id, now)
-            self.engine.journal.unflag(flag_key(target))  # it works again: nothing to fix
+            self.journal.sent(item.id, now)
+            self.journal.unflag(flag_key(target))  # it works again: nothing to fix
             log.info("%s: told %s (%s)", item.request_id, target.shown, item.event)
             return True
         give_up = now - item.created >= GIVE_UP_AFTER
         retry = None if give_up else now + min(RETRY_FIRST * 2 ** min(item.attempts, 8), RETRY_MAX)
-        self.engine.journal.not_sent(item.id, now, error, retry)
+        self.journal.not_sent(item.id, now, error, retry)
         if give_up:
             message = (
                 f"notifications to {target.shown} are failing: {error} (the {item.event} "
                 f"notification of {item.request_id} was given up after 24 h; fix the target "
                 "in hitl-vault.yaml or its receiver)"
             )
-            self.engine.journal.flag(flag_key(target), message, now, item.request_id)
+            self.journal.flag(flag_key(target), message, now, item.request_id)
             log.error("%s", message)
         else:
             log.warning(
@@ -231,13 +247,13 @@ class Notifier:
         why = self._ruling(request).explanation
         return compose(
             event, request, note=note, why=why,
-            vault_name=self.config.vault_name or self.engine.root.name,
+            vault_name=self.config.vault_name or self._folder_name,
         )  # fmt: skip
 
     # --- the background thread ----------------------------------------------------------
 
     def next_due(self) -> datetime | None:
-        pending = self.engine.journal.outgoing(limit=1)
+        pending = self.journal.outgoing(limit=1)
         return pending[0].due if pending else None
 
     def start(self) -> None:
@@ -269,17 +285,17 @@ class Notifier:
             self._thread = None
 
 
-def send_tests(engine: Engine) -> list[tuple[str, str | None]]:
-    """A test message to every target of ``notify:``: (the target as shown, None when it was
-    delivered, else why not). Raises RulesError for a target Apprise cannot read."""
-    engine.reload_policy(check_urls=True)
-    name = engine.notify.vault_name or engine.root.name
+def send_tests(config: NotifyConfig, folder_name: str) -> list[tuple[str, str | None]]:
+    """A test message to every target of ``config`` (``notify:`` as just loaded, every URL
+    read by Apprise): (the target as shown, None when it was delivered, else why not).
+    ``folder_name`` names the vault when ``notify:`` gives no ``vault_name``."""
+    name = config.vault_name or folder_name
     message = Message(
         "hitl-vault: test notification",
         f"A test from the vault {name!r}: notifications from hitl-vault reach you here.",
     )
     results: list[tuple[str, str | None]] = []
-    for target in engine.notify.targets:
+    for target in config.targets:
         try:
             error = send(target.resolved_url(), message)
         except RulesError as e:  # a ${NAME} that is not set

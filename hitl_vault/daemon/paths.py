@@ -15,12 +15,16 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..engine import Engine
 from ..layout import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..notes.state import is_candidate
 from .inbox import Inbox
 from .quiet import QuietWriter, refused_flag
+
+if TYPE_CHECKING:
+    from ..notes.reconcile import Reconciler
+    from ..store import JournalStore
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +34,28 @@ class Looker:
 
     def __init__(
         self,
-        engine: Engine,
+        root: Path,
+        journal: JournalStore,
+        notes: Reconciler,
         quiet: QuietWriter,
+        inbox: Inbox,
         rules_changed: Callable[[datetime], None],
         rescan_every: timedelta,
     ) -> None:
-        self.engine = engine
+        self.root = root
+        self.journal = journal
+        self.notes = notes
         self.quiet = quiet
+        self.inbox = inbox
         self._rules_changed = rules_changed
         self.rescan_every = rescan_every
         self.next_rescan: datetime | None = None  # None: at the next step (a start, an overflow)
-        self.inbox = Inbox(engine)
         self.recheck: dict[Path, datetime] = {}  # half-saved notes: looked at again once quiet
         self._reported: dict[Path, str] = {}  # the problem last logged for each path
 
     def is_note(self, path: Path) -> bool:
         try:
-            return is_candidate(path.relative_to(self.engine.root))
+            return is_candidate(path.relative_to(self.root))
         except ValueError:
             return False
 
@@ -70,7 +79,7 @@ class Looker:
     def look(self, path: Path, now: datetime) -> bool:
         """Handle one path that may have changed, by what it is; True if anything happened."""
         try:
-            rel = path.relative_to(self.engine.root)
+            rel = path.relative_to(self.root)
         except ValueError:
             return False
         if not rel.parts or rel.parts[0] == STATE_DIR:
@@ -102,12 +111,12 @@ class Looker:
         self.quiet.touched(path, now)
         hold = not due and self.quiet.recently_written(path, now)
         data = content.data if content else None
-        finding = self.engine.notes.inspect(path, now, hold=hold, data=data)
+        finding = self.notes.inspect(path, now, hold=hold, data=data)
         if finding is None:
             return False
         if finding.held:  # maybe half-saved: flag it only if it still fails once quiet
             log.debug("%s: does not parse yet; looking again once it is quiet", rel)
-            self.recheck[path] = now + self.engine.policy.defaults.quiet
+            self.recheck[path] = now + self.quiet.period()
             return False
         self.quiet.looked_at(path, content.digest if content else None)
         if finding.problem and self._reported.get(path) != finding.problem:
@@ -119,7 +128,7 @@ class Looker:
         if finding.request_id and finding.needs_sync:
             self.quiet.want(finding.request_id)
         elif finding.request_id:  # it shows the journal where it belongs: nothing to write
-            self.engine.journal.unflag(refused_flag(finding.request_id))
+            self.journal.unflag(refused_flag(finding.request_id))
         return True
 
     def scan(self) -> set[Path]:
@@ -127,7 +136,7 @@ class Looker:
         found: set[Path] = set()
         for folder in (INBOX_FOLDER, *REQUEST_FOLDERS):
             try:
-                found.update(p for p in (self.engine.root / folder).iterdir())
+                found.update(p for p in (self.root / folder).iterdir())
             except FileNotFoundError:
                 continue
             except OSError as e:  # a file where the folder should be, no permission
@@ -137,14 +146,14 @@ class Looker:
                     e.strerror or e,
                 )
         # A note listed under Needs attention where no file is now: looking clears it.
-        flagged = (self.engine.root / a.path for a in self.engine.journal.attention())
+        flagged = (self.root / a.path for a in self.journal.attention())
         found.update(p for p in flagged if self.is_note(p) and not p.exists())
         self.quiet.forget(found)
         return found
 
     def check_missing_notes(self, now: datetime) -> bool:
         """A note deleted while nobody watched is written again from the journal."""
-        for request_id, rel in self.engine.journal.paths().items():
-            if not (self.engine.root / rel).exists():
+        for request_id, rel in self.journal.paths().items():
+            if not (self.root / rel).exists():
                 self.quiet.want(request_id)
         return True

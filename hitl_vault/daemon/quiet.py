@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -22,7 +22,8 @@ from ..errors import ChangedUnderfootError, NoteError
 from ..layout import REQUEST_FOLDERS
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from ..notes.reconcile import Reconciler
+    from ..store import JournalStore
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,17 @@ class Content(NamedTuple):
 class QuietWriter:
     """Rewrites notes once quiet, and remembers what it wrote and read, per file."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        root: Path,
+        journal: JournalStore,
+        notes: Reconciler,
+        quiet: Callable[[], timedelta],
+    ) -> None:
+        self.root = root
+        self.journal = journal
+        self.notes = notes
+        self.period = quiet  # ``defaults.quiet`` of the rules in force (they may reload)
         self.waiting: set[str] = set()  # requests whose note should show the journal
         self.refused: dict[str, str] = {}  # the system refused to write these notes: where
         self._next_at: datetime | None = None  # when the next waiting note is worth a look
@@ -62,7 +72,7 @@ class QuietWriter:
 
     @property
     def _quiet(self) -> timedelta:
-        return self.engine.policy.defaults.quiet
+        return self.period()
 
     # --- what the files hold ------------------------------------------------------
 
@@ -134,11 +144,11 @@ class QuietWriter:
 
     def quiet_at(self, request_id: str) -> tuple[Path | None, datetime | None]:
         """The request's note, and when it will have been quiet long enough to be rewritten."""
-        known = self.engine.journal.last_change(request_id)
+        known = self.journal.last_change(request_id)
         if known is None:
             return None, None
         rel, last_entry = known
-        path = self.engine.notes.locate(request_id, rel)
+        path = self.notes.locate(request_id, rel)
         if path is None:  # written back from the journal once its last change is quiet too
             return None, last_entry + self._quiet
         seen = self._touched.get(path.stem)
@@ -165,7 +175,7 @@ class QuietWriter:
             written += 1
             self.waiting.discard(request_id)
             try:
-                done = self.engine.notes.sync(request_id, now)
+                done = self.notes.sync(request_id, now)
             except ChangedUnderfootError:
                 log.debug("%s: the note changed while being written; trying again", request_id)
                 if path is not None:
@@ -173,18 +183,18 @@ class QuietWriter:
                 self.want(request_id, now + self._quiet)
                 continue
             except NoteError as e:  # e.g. a file in the way of a move: the next rescan retries
-                if self.engine.journal.flag(e.where, str(e), now, request_id):
+                if self.journal.flag(e.where, str(e), now, request_id):
                     log.warning("needs attention: %s", e)
                 did = True  # the dashboard lists it
                 continue
             except OSError as e:  # refused by permissions, a full disk: flagged, retried later
-                where = self.engine.notes.rel(path) if path is not None else request_id
+                where = self.notes.rel(path) if path is not None else request_id
                 message = (
                     f"{where}: cannot bring the note up to date: {e.strerror or e}"
                     f"{f' ({e.filename})' if e.filename else ''} (check that hitl-vault may "
                     "write this note and its folders; it tries again shortly)"
                 )
-                if self.engine.journal.flag(refused_flag(request_id), message, now, request_id):
+                if self.journal.flag(refused_flag(request_id), message, now, request_id):
                     log.error("needs attention: %s", message)
                 self.refused[request_id] = where
                 self.want(request_id, now + RETRY_WRITE)
@@ -194,7 +204,7 @@ class QuietWriter:
                 self.want(request_id, now + self._quiet)
                 raise
             self.refused.pop(request_id, None)
-            self.engine.journal.unflag(refused_flag(request_id))  # a flag of an earlier run, too
+            self.journal.unflag(refused_flag(request_id))  # a flag of an earlier run, too
             if done:
                 log.debug("%s: note brought up to date with the journal", request_id)
                 self._remember_written(request_id)
@@ -204,12 +214,12 @@ class QuietWriter:
 
     def _remember_written(self, request_id: str) -> None:
         for folder in REQUEST_FOLDERS:
-            self._seen.pop(self.engine.root / folder / f"{request_id}.md", None)
+            self._seen.pop(self.root / folder / f"{request_id}.md", None)
         # The digest of the bytes we wrote, as the journal recorded them: reading the
         # file again could pick up a save made a moment later and take it for ours.
-        rel, digest = self.engine.journal.note_sha(request_id)
+        rel, digest = self.journal.note_sha(request_id)
         if rel is None or digest is None:
             return
-        path = self.engine.root / rel
+        path = self.root / rel
         self._ours[path] = digest
         self._touched.pop(path.stem, None)

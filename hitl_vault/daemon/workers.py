@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..engine import Engine
 from ..errors import JournalDamagedError, JournalUnavailableError, NotRunnableError, VaultError
 from ..execute.executor import Outcome, execute
 from ..model import Request, Status, Transition
 from ..store import request_flag
 from ..text import one_line
+
+if TYPE_CHECKING:
+    from ..policy.rules import Policy
+    from ..store import JournalStore
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +47,30 @@ refusal_key = request_flag
 class Actions:
     """Approved requests queued, claimed, run on worker threads and finished."""
 
-    def __init__(self, engine: Engine, workers: int, wake: Callable[[], None]) -> None:
-        self.engine = engine
+    def __init__(
+        self,
+        journal: JournalStore,
+        *,
+        rules: Callable[[], Policy],
+        handlers: Mapping[str, Callable[[Request], Any]],
+        root: Path,
+        start: Callable[..., Transition | None],
+        finish: Callable[..., Transition | None],
+        later_in_note: Callable[[Request], str | None],
+        clock: Callable[[], datetime],
+        show: Callable[[str], None],
+        workers: int,
+        wake: Callable[[], None],
+    ) -> None:
+        self.journal = journal
+        self._rules = rules  # the rules in force (they may reload): the actions' executors
+        self._handlers = handlers  # Python actions, by name (``Vault.handler``)
+        self._root = root  # where commands run
+        self._start = start  # approved → executing (:meth:`Engine.start_execution`)
+        self._finish = finish  # executing → its outcome (:meth:`Engine.finish_execution`)
+        self._later_in_note = later_in_note  # what a note says that its entries do not prove
+        self._clock = clock
+        self._show = show  # the request's note is to show what happened (once quiet)
         self._wake = wake  # tells the daemon an action ended
         self._lock = threading.Lock()
         self._queued: dict[str, Request] = {}  # approved, with an executor, as read then
@@ -80,15 +107,12 @@ class Actions:
         if request_id in self._running:
             return  # started already (the daemon also hears its own approvals as events)
         # Read afresh every time: it may have moved on since it was approved (cancelled).
-        request = self.engine.journal.get(request_id, history=False)
+        request = self.journal.get(request_id, history=False)
         if (
             request is not None
             and request.status is Status.APPROVED
             and not request.carried_by_requester
-            and (
-                request.action in self.engine.handlers
-                or request.action in self.engine.policy.actions
-            )
+            and (request.action in self._handlers or request.action in self._rules().actions)
         ):
             self._queued[request_id] = request
 
@@ -99,10 +123,10 @@ class Actions:
         (so a crash or a stop leaves it to run later, never "interrupted"). An approved
         request's params and decision can no longer change, so the action gets the
         request as it was read when queued; only its status moves on. Started after
-        the claim's commit (:meth:`launched`); :meth:`unclaim` if that commit failed.
+        the claim's commit (:meth:`launch`); :meth:`unclaim` if that commit failed.
         """
         claimed: list[tuple[Request, Transition]] = []
-        now = self.engine.now()
+        now = self._clock()
         for request_id, (request, at) in list(self._later.items()):
             if now >= at:
                 del self._later[request_id]
@@ -116,14 +140,14 @@ class Actions:
                 continue
             self._taken[request_id] = request
             try:
-                t = self.engine.start_execution(request_id, by="executor", params=request.params)
+                t = self._start(request_id, by="executor", params=request.params)
             except NotRunnableError as e:
                 self.refuse(request_id, str(e))
                 continue
             except VaultError as e:  # a Python rule that raised, say: not now, tried again later
                 self._defer(request, e)
                 continue
-            self.engine.journal.unflag(refusal_key(request_id))
+            self.journal.unflag(refusal_key(request_id))
             if t is not None:
                 claimed.append((replace(request, status=t.to_status), t))
         return claimed
@@ -131,7 +155,7 @@ class Actions:
     def _defer(self, request: Request, error: VaultError) -> None:
         """A check that could not be made (a Python rule raised): fail closed for now, flag
         it, and try again in RETRY_CHECK, without holding back any other request."""
-        now = self.engine.now()
+        now = self._clock()
         self._later[request.id] = (request, now + RETRY_CHECK)
         if self.refuse(
             request.id,
@@ -139,7 +163,7 @@ class Actions:
             f"every {RETRY_CHECK.seconds} s)",
         ):  # the first time: in its history too
             details = (one_line(f"not run yet: {error}", 400),)
-            self.engine.journal.record_ignored(request.id, now, details)
+            self.journal.record_ignored(request.id, now, details)
             self.noted.add(request.id)
 
     def next_wake(self, now: datetime) -> datetime | None:
@@ -150,9 +174,7 @@ class Actions:
     def refuse(self, request_id: str, message: str) -> bool:
         """Not run: say so under Needs attention (kept there while it stays refused) and, the
         first time, in the log; True that first time."""
-        if self.engine.journal.flag(
-            refusal_key(request_id), message, self.engine.now(), request_id
-        ):
+        if self.journal.flag(refusal_key(request_id), message, self._clock(), request_id):
             log.error("%s", message)
             return True
         return False
@@ -162,9 +184,18 @@ class Actions:
         self._queued.update(self._taken)
         self._taken = {}
 
-    def launched(self) -> None:
-        """The last claims were committed: they are no longer queued."""
+    def launch(self, claimed: list[tuple[Request, Transition]]) -> bool:
+        """The last claims were committed: they are no longer queued, and each that moved to
+        ``executing`` starts (not one a block rule rejected at the last moment); their notes
+        are to show it. True if anything was claimed."""
         self._taken = {}
+        while self.noted:  # a check that raised, now in the request's history
+            self._show(self.noted.pop())
+        for request, t in claimed:
+            self._show(request.id)
+            if t.to_status is Status.EXECUTING:
+                self.start(request)
+        return bool(claimed)
 
     def start(self, request: Request) -> None:
         """Run a claimed request's action on a worker thread."""
@@ -177,27 +208,27 @@ class Actions:
         """On a worker thread: run the action; the daemon's next step journals how it went."""
         outcome: Outcome | None = None
         try:
-            spec = self.engine.policy.actions.get(request.action)
-            handler = self.engine.handlers.get(request.action)
-            outcome = execute(spec, request, cwd=self.engine.root, handler=handler)
+            spec = self._rules().actions.get(request.action)
+            handler = self._handlers.get(request.action)
+            outcome = execute(spec, request, cwd=self._root, handler=handler)
         except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
             log.exception("%s: could not run the action", request.id)
         finally:
             with self._lock:
-                self._finished[request.id] = (outcome, self.engine.now())
+                self._finished[request.id] = (outcome, self._clock())
             self._wake()
 
     def record_outcomes(self) -> list[str]:
         """executing → executed or failed for the actions that ended: one durable commit for all.
 
-        Returns the requests whose actions ended.
+        Returns the requests whose actions ended (their notes are to show it).
         """
         with self._lock:
             finished, self._finished = self._finished, {}
         if not finished:
             return []
         try:
-            with self.engine.journal.batch():
+            with self.journal.batch():
                 for request_id, (outcome, at) in finished.items():
                     if outcome is not None:
                         self._record(request_id, outcome, at)
@@ -207,13 +238,12 @@ class Actions:
             raise
         for request_id in finished:
             self._running.pop(request_id, None)
+            self._show(request_id)
         return list(finished)
 
     def _record(self, request_id: str, outcome: Outcome, at: datetime) -> None:
         try:
-            self.engine.finish_execution(
-                request_id, outcome.ok, outcome.result, outcome.error, at=at
-            )
+            self._finish(request_id, outcome.ok, outcome.result, outcome.error, at=at)
         except (OSError, JournalUnavailableError, JournalDamagedError):
             raise  # a full disk, a held journal: record_outcomes keeps the group to record again
         except Exception:  # the request moved on, or a bug: say so loudly; the rest go on
@@ -223,8 +253,8 @@ class Actions:
         """After a restart: what a dead daemon left ``executing`` is run again if idempotent
         (unless ``stopping``), else failed as interrupted; never run twice. A request whose
         entries or note do not prove its approval is refused instead. Approved requests are
-        queued. Returns the requests whose state changed."""
-        journal = self.engine.journal
+        queued. Returns the requests whose state changed (their notes are to show it)."""
+        journal = self.journal
         changed = []
         for request in journal.requests(Status.EXECUTING):
             if request.carried_by_requester or self.is_running(request.id):
@@ -233,11 +263,11 @@ class Actions:
             assert full is not None
             problem = journal.unproven(
                 request.id, request.params, Status.EXECUTING
-            ) or self.engine.notes.later_in_note(full)
+            ) or self._later_in_note(full)
             if problem:  # neither run again nor called interrupted: a human looks first
                 self.refuse(request.id, str(NotRunnableError(request.id, problem)))
                 continue
-            spec = self.engine.policy.actions.get(request.action)
+            spec = self._rules().actions.get(request.action)
             if spec is not None and spec.idempotent:
                 if stopping:  # stays executing: run again at the next start
                     continue
@@ -254,6 +284,7 @@ class Actions:
             )  # fmt: skip
             if t is not None:
                 changed.append(request.id)
+                self._show(request.id)
         for request_id in journal.ids(Status.APPROVED):
             self.queue_if_runnable(request_id)
         return changed
