@@ -43,7 +43,7 @@ from .notifier import Notifier
 from .paths import Looker
 from .quiet import QuietWriter
 from .reload import RulesReload
-from .retries import Retries
+from .retries import RETRY_FIRST, Retries
 from .signals import stop_on_signals
 from .timeouts import Timeouts
 from .workers import Actions
@@ -302,6 +302,15 @@ class Daemon:
         wakes = [part.next_wake(now) for part in self.parts]
         return min((t for t in wakes if t is not None), default=None)
 
+    def next_delay(self) -> float | None:
+        """Seconds until :meth:`next_wake` (None: no time); never under RETRY_FIRST after a
+        step in which a part failed, so a part that keeps failing never spins the loop."""
+        deadline = self.next_wake()
+        if deadline is None:
+            return None
+        delay = max(0.0, (deadline - self.clock()).total_seconds())
+        return max(delay, RETRY_FIRST.total_seconds()) if self.retries.failed_now else delay
+
     # --- the loop -----------------------------------------------------------------
 
     def catch_up(self) -> None:
@@ -318,12 +327,10 @@ class Daemon:
             rechecking = bool(self.looker.recheck)
             if not (self.actions.busy or writing or self._dirty or rechecking or retrying):
                 break
-            deadline = self.next_wake()
-            if (writing or rechecking or retrying) and deadline is not None:
-                delay = (deadline - self.clock()).total_seconds()
-                if delay > 0:
-                    self._wake.wait(min(delay, self.quiet.period().total_seconds()))
-                    self._wake.clear()
+            delay = self.next_delay()
+            if (writing or rechecking or retrying) and delay is not None and delay > 0:
+                self._wake.wait(min(delay, self.quiet.period().total_seconds()))
+                self._wake.clear()
         self.gave_up += self.quiet.refused.values()
         if self._notify().targets:  # what is due goes out now; what fails, next run
             self._guarded(
@@ -370,10 +377,7 @@ class Daemon:
                     log.exception("unexpected error; the daemon carries on")
                     self._wake.wait(1.0)
                     continue
-                deadline = self.next_wake()
-                delay = None
-                if deadline is not None:
-                    delay = max(0.0, (deadline - self.clock()).total_seconds())
+                delay = self.next_delay()
                 if not self._dirty:
                     self.notifier.idle.set()
                     self._wake.wait(delay)

@@ -25,6 +25,12 @@ RETRY_MAX = timedelta(seconds=30)
 ONCE_TRIES = 5
 
 
+def backoff(failures: int) -> timedelta:
+    """How long to wait after the ``failures``-th failure in a row: RETRY_FIRST, doubling,
+    at most RETRY_MAX."""
+    return min(RETRY_FIRST * int(2 ** min(failures - 1, 8)), RETRY_MAX)
+
+
 class Retries:
     """Failed paths with their backoff, and failing parts of the step."""
 
@@ -44,7 +50,7 @@ class Retries:
     def path_failed(self, path: Path, now: datetime) -> None:
         n = self._failures.get(path, 0) + 1
         self._failures[path] = n
-        self._at[path] = now + min(RETRY_FIRST * 2 ** min(n - 1, 8), RETRY_MAX)
+        self._at[path] = now + backoff(n)
 
     def path_ok(self, path: Path) -> None:
         self._failures.pop(path, None)
@@ -56,6 +62,11 @@ class Retries:
 
     def part_ok(self, what: str) -> None:
         self._parts.pop(what, None)
+
+    @property
+    def failed_now(self) -> bool:
+        """Whether a part failed in this step (the loop then waits at least RETRY_FIRST)."""
+        return self._soon is not None
 
     def failing(self, what: str) -> bool:
         """Whether the part ``what`` failed last time it ran."""
