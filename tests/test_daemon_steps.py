@@ -35,6 +35,7 @@ def refusing_new_files(folder: Path) -> Iterator[None]:
 # --- Needs attention, at once ----------------------------------------------------------------
 
 
+@pytest.mark.process  # chattr, to make a folder refuse new files
 def test_a_move_the_system_refuses_is_on_the_dashboard_in_the_same_step_and_stays(
     clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
@@ -155,6 +156,7 @@ def test_a_part_added_to_the_daemon_is_woken_for_without_the_loop_knowing_it(
     assert daemon.next_wake(soon) == clock.now + RESCAN_EVERY
 
 
+@pytest.mark.process  # chattr, to make a folder refuse new files
 def test_a_refused_move_made_by_hand_while_no_daemon_ran_leaves_the_dashboard_at_the_start(
     clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str], helper: VaultHelper
 ) -> None:
