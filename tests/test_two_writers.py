@@ -278,3 +278,44 @@ def test_a_file_that_stays_in_the_way_is_flagged(tmp_path: Path) -> None:
         with pytest.raises(NoteError, match="already exists"):
             move_note(path, before, dest, before + b"\nours\n", "Pending_Approval/x.md")
         assert path.read_bytes() == before
+
+
+# --- what cannot be brought up to date now is said, never dropped -------------------------
+
+
+def test_a_note_saved_during_every_attempt_is_flagged_then_brought_up_to_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A human saving the note during each attempt of ``approve`` (no daemon) to show the
+    decision: the approval stands, their saves stand, and Needs attention says the note does
+    not show it yet; the next sync, once they stop, brings it up to date and clears that."""
+    init_vault(tmp_path / "vault")
+    with Vault(tmp_path / "vault") as vault:
+        rid, path, _ = _pending_note(vault)
+        real = os.replace
+        saves: list[int] = []
+
+        def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+            if Path(dst) == path and ".old." not in Path(src).name and len(saves) < 50:
+                saves.append(len(saves))  # a save in place between hitl-vault's compare and swap
+                path.write_bytes(path.read_bytes() + f"\nmy notes {len(saves)}\n".encode())
+            real(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+        done = vault.approve(rid, by="alice")
+        assert done.status is Status.APPROVED
+        assert len(saves) == 5  # one save during each attempt
+        assert path.is_file() and f"my notes {len(saves)}" in path.read_text(encoding="utf-8")
+        where = f"Pending_Approval/{path.name}"
+        flagged = [(a.path, a.request_id) for a in vault.engine.journal.attention()]
+        assert flagged == [(where, rid)]
+        assert (
+            "does not show what the journal holds yet"
+            in vault.engine.journal.attention()[0].message
+        )
+        monkeypatch.undo()  # they stopped editing
+        vault.engine.show_in_note(rid, vault.engine.now())
+        text = (tmp_path / "vault" / "Approved" / path.name).read_text(encoding="utf-8")
+        assert "status: approved" in text and f"my notes {len(saves)}" in text
+        assert not path.exists()
+        assert vault.engine.journal.attention() == []

@@ -292,18 +292,29 @@ class NoteSync:
 
         Each attempt holds the journal's write lock, so two processes with no daemon (a
         script in ``approval()`` and ``hitl-vault approve``, say) never move one note at
-        once; what an attempt journaled stands even when writing the note fails.
+        once; what an attempt journaled stands even when writing the note fails. A note
+        that changed during every attempt raises :class:`NoteError` naming it, for the
+        caller to list under Needs attention: the note does not show the journal yet.
         """
+        changed: ChangedUnderfootError | None = None
         for _ in range(attempts):
             with self.journal.batch():
                 try:
                     return self.sync(request_id, now)
-                except ChangedUnderfootError:
+                except ChangedUnderfootError as e:
+                    changed = e
                     continue
                 except NoteError as e:
                     failed = e
             raise failed
-        return False
+        where = changed.where if changed is not None else request_id
+        raise NoteError(
+            where,
+            f"changed during each of {attempts} attempts to bring it up to date with the "
+            "journal, so it does not show what the journal holds yet (nothing is lost)",
+            "once nobody is editing it, a running daemon or `hitl-vault run --once` brings "
+            "it up to date",
+        ) from changed
 
     def _recreate(self, request: Request) -> bool:
         path = self.root / request.status.folder / f"{request.id}.md"
