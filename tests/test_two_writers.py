@@ -21,6 +21,8 @@ import pytest
 from hitl_vault import Status, Vault
 from hitl_vault.durable import move_note, write_note
 from hitl_vault.errors import ChangedUnderfootError, NoteError
+from hitl_vault.model import Request
+from hitl_vault.notes.sync import NoteSync
 from hitl_vault.template import init_vault
 
 from .helpers import eventually
@@ -319,3 +321,47 @@ def test_a_note_saved_during_every_attempt_is_flagged_then_brought_up_to_date(
         assert "status: approved" in text and f"my notes {len(saves)}" in text
         assert not path.exists()
         assert vault.engine.journal.attention() == []
+
+
+class MovedMeanwhile(NoteSync):
+    """A NoteSync whose first look for the note races another writer moving it to
+    Approved/: the note is moved right after it was found (``found``), or right before
+    (``found=False``: every folder was looked into before it arrived)."""
+
+    def __init__(self, vault: Vault, found: bool) -> None:
+        super().__init__(
+            vault.root, vault.engine.journal, self._one_approver, vault.engine.notes.record_decision
+        )
+        self.found = found
+        self.raced = False
+
+    @staticmethod
+    def _one_approver(request: Request) -> tuple[dict[str, str] | None, list[str]]:
+        return None, []
+
+    def locate(self, request_id: str, known: str | None = None) -> Path | None:
+        path = super().locate(request_id, known)
+        if self.raced or path is None:
+            return path
+        self.raced = True
+        path.rename(self.root / "Approved" / path.name)
+        return path if self.found else None
+
+
+@pytest.mark.parametrize("found", [True, False], ids=["after-found", "before-found"])
+def test_a_note_moved_while_being_looked_for_is_looked_for_again(
+    tmp_path: Path, found: bool
+) -> None:
+    """A note another writer moves as hitl-vault finds it (gone when read, or there when a
+    new one is written): read again and brought up to date, not a silent False."""
+    init_vault(tmp_path / "vault")
+    with Vault(tmp_path / "vault") as vault:
+        rid, path, _ = _pending_note(vault)
+        vault.engine.journal.transition(rid, Status.APPROVED, at=vault.engine.now(), by="alice")
+        sync = MovedMeanwhile(vault, found)
+        assert sync.sync_now(rid, vault.engine.now()) is True
+        assert sync.raced
+        text = (tmp_path / "vault" / "Approved" / path.name).read_text(encoding="utf-8")
+        assert "status: approved" in text
+        assert text.count("· pending → approved · by alice") == 1
+        assert vault.verify() == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -143,7 +144,8 @@ class NoteSync:
         parsed is left alone (False). What a human did to the note and the journal
         does not hold yet is journaled first; a status the human typed that was not
         acted on is set back with an ``ignored`` history line. Raises
-        :class:`ChangedUnderfootError` when the note changed while we wrote.
+        :class:`ChangedUnderfootError` when the note changed while we wrote, or moved
+        (or a new one appeared) since we looked for it: never a silent False for that.
         """
         request = self.journal.get(request_id)
         if request is None:
@@ -157,6 +159,8 @@ class NoteSync:
         try:
             note = read_note(path, self.rel(path))
         except NoteError:
+            if not os.path.lexists(path):  # moved or deleted since we found it: look again
+                raise ChangedUnderfootError(self.rel(path)) from None
             return False
         if note.id != request_id:
             return False
@@ -327,10 +331,7 @@ class NoteSync:
             waits[0] if pending else None,
         )  # fmt: skip
         data = text.encode("utf-8")
-        try:
-            write_note(path, data, None, self.rel(path))
-        except ChangedUnderfootError:
-            return False
+        write_note(path, data, None, self.rel(path))  # one appeared meanwhile: look again
         self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
         return True
 
