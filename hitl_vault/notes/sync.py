@@ -296,9 +296,11 @@ class NoteSync:
 
         Each attempt holds the journal's write lock, so two processes with no daemon (a
         script in ``approval()`` and ``hitl-vault approve``, say) never move one note at
-        once; what an attempt journaled stands even when writing the note fails. A note
-        that changed during every attempt raises :class:`NoteError` naming it, for the
-        caller to list under Needs attention: the note does not show the journal yet.
+        once; what an attempt journaled stands even when writing the note fails. False,
+        as from ``sync``: a note that cannot be read as this request's (its reader lists
+        it under Needs attention). A note that changed during every attempt raises
+        :class:`NoteError` naming it, for the caller to list there: it does not show the
+        journal yet.
         """
         changed: ChangedUnderfootError | None = None
         for _ in range(attempts):
@@ -314,10 +316,10 @@ class NoteSync:
         where = changed.where if changed is not None else request_id
         raise NoteError(
             where,
-            f"changed during each of {attempts} attempts to bring it up to date with the "
-            "journal, so it does not show what the journal holds yet (nothing is lost)",
-            "once nobody is editing it, a running daemon or `hitl-vault run --once` brings "
-            "it up to date",
+            f"changed during each of {attempts} attempts to bring it up to date, so it does "
+            "not show what the journal holds yet (the journal has it)",
+            "a running daemon or `hitl-vault run --once` brings it up to date once nobody is "
+            "editing it",
         ) from changed
 
     def _recreate(self, request: Request) -> bool:
