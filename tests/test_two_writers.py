@@ -62,6 +62,7 @@ def _hitl(vault: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("run", range(3))
 def test_approve_from_another_shell_while_approval_waits(tmp_path: Path, run: int) -> None:
     """``approve`` prints the decision it made, and nothing is flagged when approval() moves
@@ -230,6 +231,7 @@ def test_a_status_saved_while_hitl_vault_writes_the_note_is_not_overwritten(
         assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.process
 def test_a_flag_on_a_vanished_note_path_clears_at_run_once(tmp_path: Path) -> None:
     """A Needs attention entry naming a note path nothing is at any more (its note moved on
     while no daemon ran) is gone after ``hitl-vault run --once``; others stay."""
