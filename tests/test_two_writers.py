@@ -21,6 +21,8 @@ import pytest
 from hitl_vault import Status, Vault
 from hitl_vault.durable import move_note, write_note
 from hitl_vault.errors import ChangedUnderfootError, NoteError
+from hitl_vault.model import Request
+from hitl_vault.notes.sync import NoteSync
 from hitl_vault.template import init_vault
 
 from .helpers import eventually
@@ -60,6 +62,7 @@ def _hitl(vault: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.process
 @pytest.mark.parametrize("run", range(3))
 def test_approve_from_another_shell_while_approval_waits(tmp_path: Path, run: int) -> None:
     """``approve`` prints the decision it made, and nothing is flagged when approval() moves
@@ -228,6 +231,7 @@ def test_a_status_saved_while_hitl_vault_writes_the_note_is_not_overwritten(
         assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.process
 def test_a_flag_on_a_vanished_note_path_clears_at_run_once(tmp_path: Path) -> None:
     """A Needs attention entry naming a note path nothing is at any more (its note moved on
     while no daemon ran) is gone after ``hitl-vault run --once``; others stay."""
@@ -278,3 +282,88 @@ def test_a_file_that_stays_in_the_way_is_flagged(tmp_path: Path) -> None:
         with pytest.raises(NoteError, match="already exists"):
             move_note(path, before, dest, before + b"\nours\n", "Pending_Approval/x.md")
         assert path.read_bytes() == before
+
+
+# --- what cannot be brought up to date now is said, never dropped -------------------------
+
+
+def test_a_note_saved_during_every_attempt_is_flagged_then_brought_up_to_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A human saving the note during each attempt of ``approve`` (no daemon) to show the
+    decision: the approval stands, their saves stand, and Needs attention says the note does
+    not show it yet; the next sync, once they stop, brings it up to date and clears that."""
+    init_vault(tmp_path / "vault")
+    with Vault(tmp_path / "vault") as vault:
+        rid, path, _ = _pending_note(vault)
+        real = os.replace
+        saves: list[int] = []
+
+        def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+            if Path(dst) == path and ".old." not in Path(src).name and len(saves) < 50:
+                saves.append(len(saves))  # a save in place between hitl-vault's compare and swap
+                path.write_bytes(path.read_bytes() + f"\nmy notes {len(saves)}\n".encode())
+            real(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+        done = vault.approve(rid, by="alice")
+        assert done.status is Status.APPROVED
+        assert len(saves) == 5  # one save during each attempt
+        assert path.is_file() and f"my notes {len(saves)}" in path.read_text(encoding="utf-8")
+        where = f"Pending_Approval/{path.name}"
+        flagged = [(a.path, a.request_id) for a in vault.engine.journal.attention()]
+        assert flagged == [(where, rid)]
+        assert (
+            "does not show what the journal holds yet"
+            in vault.engine.journal.attention()[0].message
+        )
+        monkeypatch.undo()  # they stopped editing
+        vault.engine.show_in_note(rid, vault.engine.now())
+        text = (tmp_path / "vault" / "Approved" / path.name).read_text(encoding="utf-8")
+        assert "status: approved" in text and f"my notes {len(saves)}" in text
+        assert not path.exists()
+        assert vault.engine.journal.attention() == []
+
+
+class MovedMeanwhile(NoteSync):
+    """A NoteSync whose first look for the note races another writer moving it to
+    Approved/: the note is moved right after it was found (``found``), or right before
+    (``found=False``: every folder was looked into before it arrived)."""
+
+    def __init__(self, vault: Vault, found: bool) -> None:
+        super().__init__(
+            vault.root, vault.engine.journal, self._one_approver, vault.engine.notes.record_decision
+        )
+        self.found = found
+        self.raced = False
+
+    @staticmethod
+    def _one_approver(request: Request) -> tuple[dict[str, str] | None, list[str]]:
+        return None, []
+
+    def locate(self, request_id: str, known: str | None = None) -> Path | None:
+        path = super().locate(request_id, known)
+        if self.raced or path is None:
+            return path
+        self.raced = True
+        path.rename(self.root / "Approved" / path.name)
+        return path if self.found else None
+
+
+@pytest.mark.parametrize("found", [True, False], ids=["after-found", "before-found"])
+def test_a_note_moved_while_being_looked_for_is_looked_for_again(
+    tmp_path: Path, found: bool
+) -> None:
+    """A note another writer moves as hitl-vault finds it (gone when read, or there when a
+    new one is written): read again and brought up to date, not a silent False."""
+    init_vault(tmp_path / "vault")
+    with Vault(tmp_path / "vault") as vault:
+        rid, path, _ = _pending_note(vault)
+        vault.engine.journal.transition(rid, Status.APPROVED, at=vault.engine.now(), by="alice")
+        sync = MovedMeanwhile(vault, found)
+        assert sync.sync_now(rid, vault.engine.now()) is True
+        assert sync.raced
+        text = (tmp_path / "vault" / "Approved" / path.name).read_text(encoding="utf-8")
+        assert "status: approved" in text
+        assert text.count("· pending → approved · by alice") == 1
+        assert vault.verify() == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -143,7 +144,8 @@ class NoteSync:
         parsed is left alone (False). What a human did to the note and the journal
         does not hold yet is journaled first; a status the human typed that was not
         acted on is set back with an ``ignored`` history line. Raises
-        :class:`ChangedUnderfootError` when the note changed while we wrote.
+        :class:`ChangedUnderfootError` when the note changed while we wrote, or moved
+        (or a new one appeared) since we looked for it: never a silent False for that.
         """
         request = self.journal.get(request_id)
         if request is None:
@@ -157,6 +159,8 @@ class NoteSync:
         try:
             note = read_note(path, self.rel(path))
         except NoteError:
+            if not os.path.lexists(path):  # moved or deleted since we found it: look again
+                raise ChangedUnderfootError(self.rel(path)) from None
             return False
         if note.id != request_id:
             return False
@@ -292,18 +296,31 @@ class NoteSync:
 
         Each attempt holds the journal's write lock, so two processes with no daemon (a
         script in ``approval()`` and ``hitl-vault approve``, say) never move one note at
-        once; what an attempt journaled stands even when writing the note fails.
+        once; what an attempt journaled stands even when writing the note fails. False,
+        as from ``sync``: a note that cannot be read as this request's (its reader lists
+        it under Needs attention). A note that changed during every attempt raises
+        :class:`NoteError` naming it, for the caller to list there: it does not show the
+        journal yet.
         """
+        changed: ChangedUnderfootError | None = None
         for _ in range(attempts):
             with self.journal.batch():
                 try:
                     return self.sync(request_id, now)
-                except ChangedUnderfootError:
+                except ChangedUnderfootError as e:
+                    changed = e
                     continue
                 except NoteError as e:
                     failed = e
             raise failed
-        return False
+        where = changed.where if changed is not None else request_id
+        raise NoteError(
+            where,
+            f"changed during each of {attempts} attempts to bring it up to date, so it does "
+            "not show what the journal holds yet (the journal has it)",
+            "a running daemon or `hitl-vault run --once` brings it up to date once nobody is "
+            "editing it",
+        ) from changed
 
     def _recreate(self, request: Request) -> bool:
         path = self.root / request.status.folder / f"{request.id}.md"
@@ -316,10 +333,7 @@ class NoteSync:
             waits[0] if pending else None,
         )  # fmt: skip
         data = text.encode("utf-8")
-        try:
-            write_note(path, data, None, self.rel(path))
-        except ChangedUnderfootError:
-            return False
+        write_note(path, data, None, self.rel(path))  # one appeared meanwhile: look again
         self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
         return True
 
