@@ -113,10 +113,15 @@ class Reconciler:
 
     def note_first(self, request: Request, now: datetime) -> bool:
         """Journal what a pending request's note says that the journal does not hold yet (a
-        save made before what is about to be recorded); whether it recorded anything."""
+        save made before what is about to be recorded); whether it recorded anything.
+
+        A note that does not parse right now is neither read nor flagged (``hold``): an
+        editor may be between truncating it and writing it. The decision goes on; the note
+        is brought up to date by the next sync, and a reader that finds it still broken
+        once quiet lists it under Needs attention."""
         if request.status is not Status.PENDING or request.path is None:
             return False
-        finding = self.inspect(request.path, now)
+        finding = self.inspect(request.path, now, hold=True)
         return finding is not None and finding.acted is not None
 
     def params_shown(self, request: Request) -> dict[str, Any]:

@@ -298,15 +298,16 @@ class NoteSync:
         script in ``approval()`` and ``hitl-vault approve``, say) never move one note at
         once; what an attempt journaled stands even when writing the note fails. False,
         as from ``sync``: a note that cannot be read as this request's (its reader lists
-        it under Needs attention). A note that changed during every attempt raises
-        :class:`NoteError` naming it, for the caller to list there: it does not show the
+        it under Needs attention), except one that does not parse now (half-saved by an
+        editor, or broken), which raises :class:`NoteError` naming it, as does a note that
+        changed during every attempt, for the caller to list there: it does not show the
         journal yet.
         """
         changed: ChangedUnderfootError | None = None
         for _ in range(attempts):
             with self.journal.batch():
                 try:
-                    return self.sync(request_id, now)
+                    return self.sync(request_id, now) or self._unreadable(request_id)
                 except ChangedUnderfootError as e:
                     changed = e
                     continue
@@ -321,6 +322,25 @@ class NoteSync:
             "a running daemon or `hitl-vault run --once` brings it up to date once nobody is "
             "editing it",
         ) from changed
+
+    def _unreadable(self, request_id: str) -> bool:
+        """False when the request's note is another request's; raises :class:`NoteError` when
+        it does not parse (so it is listed until a sync succeeds, never a silent False)."""
+        request = self._current(request_id)
+        path = self.locate(request_id, str(request.path) if request.path else None)
+        if path is None:
+            return False
+        try:
+            read_note(path, self.rel(path))
+        except NoteError as e:
+            raise NoteError(
+                e.where,
+                f"does not show that the request is {request.status} yet: it could not be read "
+                f"as a note when hitl-vault went to update it, maybe mid-save ({e.problem})",
+                "a running daemon or `hitl-vault run --once` brings it up to date once it "
+                "reads as a note again",
+            ) from None
+        return False
 
     def _recreate(self, request: Request) -> bool:
         path = self.root / request.status.folder / f"{request.id}.md"
