@@ -11,10 +11,14 @@ write is abandoned with :class:`ChangedUnderfootError` and their edit stands.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import re
 import secrets
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ChangedUnderfootError, NoteError
@@ -124,6 +128,46 @@ def _holds(path: Path, data: bytes) -> bool:
         return False
 
 
+# ``.<note>.<random>.hitl-tmp``: new content on its way in; ``.<note>.<random>-<digest>.old
+# .hitl-tmp``: the second name of the note being replaced, ``digest`` the start of the
+# SHA-256 of the bytes the writer read (older versions wrote none).
+_LEFTOVER = re.compile(
+    r"\.(?P<name>.+)\.[0-9a-f]{8}(?:-(?P<read>[0-9a-f]{16}))?(?P<old>\.old)?\.hitl-tmp"
+)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A temp file of a write a crash cut short, beside the note it was for.
+
+    ``old``: the second name the note being replaced had during the swap; it may
+    hold a human's save made at that moment. ``read``: the start of the SHA-256 of
+    the bytes the writer read, when its name says so.
+    """
+
+    path: Path
+    note: Path
+    old: bool
+    read: str | None
+
+    @classmethod
+    def of(cls, path: Path) -> Leftover | None:
+        """The leftover ``path`` names, or None for any other file."""
+        found = _LEFTOVER.fullmatch(path.name)
+        if found is None:
+            return None
+        old = found["old"] is not None
+        return cls(path, path.with_name(found["name"]), old, found["read"] if old else None)
+
+    def holds_what_was_read(self, data: bytes) -> bool:
+        """``data`` (its bytes) is what the interrupted writer read: no one saved into it."""
+        return self.read is not None and _digest(data) == self.read
+
+
 def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> None:
     """Write ``data`` to ``path`` if it still holds ``expected`` (None: if it does not exist).
 
@@ -144,6 +188,8 @@ def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> N
                 os.link(tmp, path)
             except FileExistsError:
                 raise ChangedUnderfootError(where) from None
+            except FileNotFoundError:  # our temp file, taken for a crash's leftover
+                raise ChangedUnderfootError(where) from None
         else:
             _swap(path, tmp, data, expected, where)
     finally:
@@ -155,7 +201,8 @@ def _swap(path: Path, tmp: Path, data: bytes, expected: bytes, where: str) -> No
     """Replace ``path`` by ``tmp`` if it holds ``expected``, keeping a human's save that
     lands meanwhile: ``old`` names the file replaced, so a save written into it in place
     after the compare shows there, and it is put back in place of ours."""
-    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old.hitl-tmp")
+    name = f".{path.name}.{secrets.token_hex(4)}-{_digest(expected)}.old.hitl-tmp"
+    old = path.with_name(name)  # its name says what we read (see Leftover)
     try:
         os.link(path, old)
     except FileNotFoundError:
@@ -163,10 +210,15 @@ def _swap(path: Path, tmp: Path, data: bytes, expected: bytes, where: str) -> No
     try:
         if _current(old, where, expected) != expected or not _same_file(path, old):
             raise ChangedUnderfootError(where)  # saved since we read it (in place or renamed)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:  # our temp file, taken for a crash's leftover: nothing done
+            raise ChangedUnderfootError(where) from None
         if _current(old, where, expected) != expected:  # saved in place as we swapped
             if _holds(path, data):
-                os.replace(old, path)
+                # (gone: taken for a crash's leftover; ours stays, and is read again)
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(old, path)
             raise ChangedUnderfootError(where)
     finally:
         old.unlink(missing_ok=True)

@@ -181,6 +181,7 @@ class Daemon:
             dirty, self._dirty = self._dirty, set()
             rescan, self._rescan_wanted = self._rescan_wanted, False
         if self.looker.rescan_due(now, wanted=rescan):
+            self._guarded("clearing what interrupted writes left", self.looker.clear_leftovers, now)
             dirty |= self.looker.scan()
             self._guarded("looking for missing notes", self.looker.check_missing_notes, now)
             did = True

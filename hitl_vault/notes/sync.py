@@ -362,6 +362,14 @@ class NoteSync:
         path = self.root / request.status.folder / f"{request.id}.md"
         path.parent.mkdir(exist_ok=True)
         data = text.encode("utf-8")
-        write_note(path, data, None, self.rel(path))
+        for attempt in range(3):
+            try:
+                write_note(path, data, None, self.rel(path))
+                break
+            except ChangedUnderfootError:
+                # One appeared (the caller looks for it); else a daemon starting up took our
+                # temp file for a crash's leftover: write it again.
+                if os.path.lexists(path) or attempt == 2:
+                    raise
         self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
         return path
