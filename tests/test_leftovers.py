@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hitl_vault import Status, Vault
+from hitl_vault import Status, Vault, durable
 from hitl_vault.notes.leftovers import Leftovers
 from hitl_vault.template import init_vault
 
@@ -159,3 +159,33 @@ def test_after_start_only_leftovers_older_than_a_live_write_are_touched(tmp_path
         later = Leftovers(root, vault.engine.journal, wall_clock=lambda: time.time() + 120)
         later.clear(vault.engine.now())
         assert temp_files(root) == [] and note.exists()
+
+
+def test_a_writer_whose_temp_file_a_starting_daemon_removed_writes_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon starting up removes a live writer's temp file (it looks like a crash's): the
+    new note is written again, and an update is retried, never a FileNotFoundError."""
+    real = durable._write_temp
+    taken: list[str] = []
+
+    def taken_once(folder: Path, name: str, data: bytes, mode: int | None) -> Path:
+        tmp = real(folder, name, data, mode)
+        if len(taken) < 2 and name not in taken:  # the first temp file of each note
+            taken.append(name)
+            Leftovers(folder.parent, vault.engine.journal).clear(vault.engine.now(), starting=True)
+            assert not tmp.exists()
+        return tmp
+
+    init_vault(tmp_path / "vault")
+    with Vault(tmp_path / "vault") as vault:
+        monkeypatch.setattr(durable, "_write_temp", taken_once)
+        req = vault.submit("payment", {"amount": 1500}, requested_by="bot")
+        assert req.path is not None and "status: pending" in req.path.read_text(encoding="utf-8")
+        taken.clear()
+        assert vault.reject(req.id, by="alice").status is Status.REJECTED
+        assert taken  # the update's temp file was taken too
+        note = tmp_path / "vault" / "Rejected" / req.path.name
+        assert "status: rejected" in note.read_text(encoding="utf-8")
+        assert temp_files(tmp_path / "vault") == []
+        assert vault.engine.journal.attention() == []

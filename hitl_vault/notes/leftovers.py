@@ -11,7 +11,8 @@ not be put back) is listed, never deleted.
 
 A live writer in another process has the same files for a millisecond: they are looked
 at only once older than ``age``, except at a daemon's start, which holds the daemon lock
-and the journal's write lock (that every other note writer takes) while it looks.
+and the journal's write lock (which the API's and CLI's updates of a note hold) while it
+looks. A writer of a new note holds neither; if its temp file is taken, it writes again.
 """
 
 from __future__ import annotations
@@ -57,21 +58,29 @@ class Leftovers:
     def clear(self, now: datetime, *, starting: bool = False) -> bool:
         """Remove or list each leftover (``starting``: however young); True if any was found.
 
-        A listing whose file is gone is taken off Needs attention.
+        A listing whose file is gone is taken off Needs attention. The journal's write
+        lock is taken only when there is something to look at.
         """
-        found = False
+        found = [lo for lo in self._found() if starting or self._old_enough(lo)]
+        listed = [a.path for a in self.journal.attention() if Leftover.of(self.root / a.path)]
+        if not (found or listed):
+            return False
         with self.journal.batch() if starting else contextlib.nullcontext():
-            for folder in REQUEST_FOLDERS:
-                try:
-                    paths = list((self.root / folder).iterdir())
-                except OSError:  # no such folder (the rescan says so when it is not a folder)
-                    continue
-                for path in paths:
-                    leftover = Leftover.of(path)
-                    if leftover is not None and (starting or self._old_enough(leftover)):
-                        self._clear(leftover, now)
-                        found = True
-            self._unlist_gone()
+            for leftover in found:
+                self._clear(leftover, now)
+            for where in listed:
+                if not os.path.lexists(self.root / where):
+                    self.journal.unflag(where)
+        return bool(found)
+
+    def _found(self) -> list[Leftover]:
+        found: list[Leftover] = []
+        for folder in REQUEST_FOLDERS:
+            try:
+                paths = list((self.root / folder).iterdir())
+            except OSError:  # no such folder (the rescan says so when it is not a folder)
+                continue
+            found += [lo for lo in map(Leftover.of, paths) if lo is not None]
         return found
 
     def _old_enough(self, leftover: Leftover) -> bool:
@@ -120,10 +129,3 @@ class Leftovers:
         )
         if self.journal.flag(where, message, now, request_id if known else None):
             log.warning("needs attention: %s", message)
-
-    def _unlist_gone(self) -> None:
-        """Take off Needs attention the leftovers listed there that are gone now."""
-        for item in self.journal.attention():
-            path = self.root / item.path
-            if Leftover.of(path) is not None and not os.path.lexists(path):
-                self.journal.unflag(item.path)
