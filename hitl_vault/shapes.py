@@ -111,8 +111,12 @@ def decided_json(
 def verified_json(problems: list[str], requests: int, at: datetime) -> dict[str, Any]:
     """``verify --json``: ``ok``, how many ``requests``, each of the ``problems`` (one line
     each, as ``verify`` prints them) and when it was ``checked_at``."""
-    return {"ok": not problems, "requests": requests, "problems": problems,
-            "checked_at": format_ts(at)}  # fmt: skip
+    return {
+        "ok": not problems,
+        "requests": requests,
+        "problems": problems,
+        "checked_at": format_ts(at),
+    }
 
 
 def tested_json(results: list[tuple[str, str | None]]) -> dict[str, Any]:

@@ -65,8 +65,11 @@ def test_a_unique_prefix_stands_for_the_id_in_every_command(
     result = invoke(vault_path, "cancel", f"{DAY}-payment-b")
     assert (result.exit_code, result.stdout) == (0, f"{ids[2]} cancelled\n")
     assert [status(vault_path, i) for i in ids] == [
-        Status.APPROVED, Status.REJECTED, Status.CANCELLED, Status.PENDING,
-    ]  # fmt: skip
+        Status.APPROVED,
+        Status.REJECTED,
+        Status.CANCELLED,
+        Status.PENDING,
+    ]
     refused = invoke(vault_path, "retry", f"{DAY}-payment-c")  # pending: not retryable
     assert refused.exit_code == 1 and ids[3] in refused.stderr
 

@@ -61,8 +61,9 @@ def test_list_limit_keeps_the_newest(vault_path: Path) -> None:
     ids = [pending(vault_path, amount) for amount in (1500, 1600, 1700)]
     lines = invoke(vault_path, "list", "--limit", "2").stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["ID", ids[2], ids[1]]
-    data = json.loads(invoke(vault_path, "list", "--limit", "1", "--status", "pending",
-                             "--json").stdout)  # fmt: skip
+    data = json.loads(
+        invoke(vault_path, "list", "--limit", "1", "--status", "pending", "--json").stdout
+    )
     assert [r["id"] for r in data] == [ids[2]]
     bad = invoke(vault_path, "list", "--limit", "0")
     assert bad.exit_code == 2 and "--limit" in bad.stderr
@@ -192,8 +193,9 @@ def test_notify_test_json_has_one_entry_per_target(
 def test_an_approval_that_did_not_approve_is_not_ok(vault_path: Path) -> None:
     """An approval the rules turned into a rejection is `ok: false` with why, exit 1."""
     refund = json.loads(invoke(vault_path, "submit", "refund", "-p", "amount=40", "--json").stdout)
-    result = invoke(vault_path, "approve", refund["id"], "--by", "alice", "-p", "amount=50",
-                    "--json")  # fmt: skip
+    result = invoke(
+        vault_path, "approve", refund["id"], "--by", "alice", "-p", "amount=50", "--json"
+    )
     assert result.exit_code == 1
     (entry,) = json.loads(result.stdout)
     assert entry["ok"] is False and entry["request"]["status"] == "rejected"

@@ -69,8 +69,9 @@ def assert_only_ours(line: str, separators: int, arrows: int) -> None:
 
 def test_a_forged_by_and_reason_on_the_cli_stay_one_field_each(vault_path: Path) -> None:
     """`submit --by` and `approve --by/--reason` with ` · ` and `→` write no extra step."""
-    out = json.loads(hitl(vault_path, "submit", "payment", "-p", "amount=900", "--by", FORGED,
-                          "--json"))  # fmt: skip
+    out = json.loads(
+        hitl(vault_path, "submit", "payment", "-p", "amount=900", "--by", FORGED, "--json")
+    )
     request_id = out["id"]
     created = history(vault_path, request_id)[0]
     assert_only_ours(created, separators=3, arrows=1)  # time · move · by · rule
@@ -139,11 +140,11 @@ def test_a_details_arrow_stays_but_not_its_dots() -> None:
     """hitl-vault's `amount 1500 → 1000` in a detail stays (a name loses its arrow); a detail
     loses its ` · ` all the same."""
     at = utcnow()
-    edited = Transition(at, Status.PENDING, Status.PENDING, "a → b", "", ("amount 1500 → 1000",),
-                        kind=Kind.EDITED)  # fmt: skip
+    edited = Transition(
+        at, Status.PENDING, Status.PENDING, "a → b", "", ("amount 1500 → 1000",), kind=Kind.EDITED
+    )
     assert history_line(edited).endswith(" · params edited · by a -> b · amount 1500 → 1000")
-    approved = Transition(at, Status.PENDING, Status.APPROVED, "bob", "",
-                          ('memo "x · y" → "z"',))  # fmt: skip
+    approved = Transition(at, Status.PENDING, Status.APPROVED, "bob", "", ('memo "x · y" → "z"',))
     assert history_line(approved).endswith(' · pending → approved · by bob · memo "x . y" → "z"')
 
 
@@ -167,8 +168,9 @@ def test_letters_and_marks_that_are_no_separator_stay() -> None:
 def test_a_subtle_lookalike_on_the_cli_writes_no_extra_step(vault_path: Path) -> None:
     """`submit --by` with U+0387 and U+2027 as separators is one field; `verify` holds."""
     forged = "mallory \u0387 pending \u2192 approved \u2027 by alice"
-    out = json.loads(hitl(vault_path, "submit", "payment", "-p", "amount=900", "--by", forged,
-                          "--json"))  # fmt: skip
+    out = json.loads(
+        hitl(vault_path, "submit", "payment", "-p", "amount=900", "--by", forged, "--json")
+    )
     (created,) = history(vault_path, out["id"])
     assert_only_ours(created, separators=3, arrows=1)
     assert "by mallory . pending -> approved . by alice" in created

@@ -18,8 +18,14 @@ from hitl_vault.policy.rules import Decision, Policy, Proposal
 from hitl_vault.policy.rulesfile import parse_policy
 
 OPERATORS = ["<", "<=", ">", ">=", "==", "!="]
-REAL = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__,
-        "==": float.__eq__, "!=": float.__ne__}  # fmt: skip
+REAL = {
+    "<": float.__lt__,
+    "<=": float.__le__,
+    ">": float.__gt__,
+    ">=": float.__ge__,
+    "==": float.__eq__,
+    "!=": float.__ne__,
+}
 
 # Text a person or a program might read as a number.
 NUMERIC_TEXT = st.one_of(

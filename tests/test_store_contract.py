@@ -72,11 +72,19 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
 
 def _request(rid: str = "20261122T101500Z-payment-aaaaaa", **kw: object) -> Request:
     fields: dict[str, object] = dict(
-        id=rid, status=Status.PENDING, action="payment", summary="s", risk=Risk.HIGH,
-        rule="large-payments", requested_by="bot", created=T0, expires=T0 + HOUR,
-        params={"amount": 1500}, context="why",
+        id=rid,
+        status=Status.PENDING,
+        action="payment",
+        summary="s",
+        risk=Risk.HIGH,
+        rule="large-payments",
+        requested_by="bot",
+        created=T0,
+        expires=T0 + HOUR,
+        params={"amount": 1500},
+        context="why",
         history=(Transition(T0, None, Status.PENDING, "bot", details=("rule large-payments",)),),
-    )  # fmt: skip
+    )
     fields.update(kw)
     return Request(**fields)  # type: ignore[arg-type]
 
@@ -96,8 +104,11 @@ class TestJournalStore:
         got = s.get(A)
         assert got is not None
         assert (got.status, got.action, got.params, got.context) == (
-            Status.PENDING, "payment", {"amount": 1500}, "why",
-        )  # fmt: skip
+            Status.PENDING,
+            "payment",
+            {"amount": 1500},
+            "why",
+        )
         assert got.path == Path("Pending_Approval/a.md")
         assert got.created == T0 and got.expires == T0 + HOUR
         assert [t.to_status for t in got.history] == [Status.PENDING]
@@ -122,12 +133,18 @@ class TestJournalStore:
         s.create(_request(), None)
         assert s.transition(A, Status.REJECTED, at=T0, by="x", expect={Status.APPROVED}) is None
         t = s.transition(
-            A, Status.APPROVED, at=T0, by="alice", expect={Status.PENDING},
+            A,
+            Status.APPROVED,
+            at=T0,
+            by="alice",
+            expect={Status.PENDING},
             fields={"decided_by": "alice", "decided_at": T0},
-        )  # fmt: skip
+        )
         assert t is not None and (t.from_status, t.to_status, t.by) == (
-            Status.PENDING, Status.APPROVED, "alice",
-        )  # fmt: skip
+            Status.PENDING,
+            Status.APPROVED,
+            "alice",
+        )
         got = s.get(A)
         assert got is not None and got.decided_by == "alice" and got.decided_at == T0
         with pytest.raises(IllegalTransitionError):

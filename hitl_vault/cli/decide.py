@@ -27,17 +27,25 @@ def _decision_command(
         "of an id that no other id starts with.",
     )
     @click.argument(
-        "request_ids", metavar="ID...", nargs=-1, required=True,
+        "request_ids",
+        metavar="ID...",
+        nargs=-1,
+        required=True,
         shell_complete=complete_ids(Status.PENDING),
-    )  # fmt: skip
+    )
     @click.option("--by", metavar="NAME", help="Who decides (default: your user name).")
     @click.option("--reason", default="", help="Why; shown in the note and the journal.")
     @json_option
     @click.pass_context
     def command(
-        ctx: click.Context, /, request_ids: tuple[str, ...], by: str | None, reason: str,
-        as_json: bool, **kw: Any,
-    ) -> None:  # fmt: skip
+        ctx: click.Context,
+        /,
+        request_ids: tuple[str, ...],
+        by: str | None,
+        reason: str,
+        as_json: bool,
+        **kw: Any,
+    ) -> None:
         from ..shapes import decided_json
         from .text import parse_params
 

@@ -70,9 +70,23 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         return
     if data["decided_by"] and uid is not None:  # the name is claimed; the uid is the process's
         data["decided_by"] = f"{data['decided_by']} (recorded by {user_name(uid)})"
-    for key in ("id", "status", "action", "summary", "risk", "rule", "requested_by",
-                "created", "expires", "decided_by", "reason", "decided_at",
-                "executed_at", "result", "error"):  # fmt: skip
+    for key in (
+        "id",
+        "status",
+        "action",
+        "summary",
+        "risk",
+        "rule",
+        "requested_by",
+        "created",
+        "expires",
+        "decided_by",
+        "reason",
+        "decided_at",
+        "executed_at",
+        "result",
+        "error",
+    ):
         if data[key] not in (None, ""):
             click.echo(f"{key + ':':<14}{data[key]}")
     click.echo(f"{'note:':<14}{where}")

@@ -72,9 +72,14 @@ class Execution:
         blocked = judge_run(self._policy(), request, run, self._functions)
         if blocked is not None:
             t = journal.transition(
-                request_id, Status.REJECTED, at=now, by="hitl-vault", reason=blocked,
-                expect={Status.APPROVED}, fields={"reason": blocked},
-            )  # fmt: skip
+                request_id,
+                Status.REJECTED,
+                at=now,
+                by="hitl-vault",
+                reason=blocked,
+                expect={Status.APPROVED},
+                fields={"reason": blocked},
+            )
         else:
             t = journal.transition(
                 request_id, Status.EXECUTING, at=now, by=by, expect={Status.APPROVED}
@@ -103,8 +108,13 @@ class Execution:
             fields = {"executed_at": now, "error": error or "failed"}
             to = Status.FAILED
         t = self._journal.transition(
-            request_id, to, at=now, by="executor", details=details,
-            expect={Status.EXECUTING}, fields=fields,
-        )  # fmt: skip
+            request_id,
+            to,
+            at=now,
+            by="executor",
+            details=details,
+            expect={Status.EXECUTING},
+            fields=fields,
+        )
         self._publish()
         return t

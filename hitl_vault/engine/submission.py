@@ -69,9 +69,14 @@ class Submissions:
         proposal = Proposal(action, params, summary, requested_by or default_user())
         code = code_matches(proposal, self._functions)  # each Python rule called once
         asked = ask(
-            self._policy(), proposal, code, asked_timeout=limit, now=self._now(),
-            carried_by_requester=carried_by_requester, context=context,
-        )  # fmt: skip
+            self._policy(),
+            proposal,
+            code,
+            asked_timeout=limit,
+            now=self._now(),
+            carried_by_requester=carried_by_requester,
+            context=context,
+        )
         if retry is not None:
             asked = _linked(asked, *retry)
         request, text = self._record(asked, source)
@@ -98,9 +103,13 @@ class Submissions:
             )
             raise NotRetryableError(old.id, old.status, why=why)
         return self.submit(
-            old.action, old.params, summary=old.summary, requested_by=old.requested_by,
-            context=old.context, retry=(old.id, by),
-        )  # fmt: skip
+            old.action,
+            old.params,
+            summary=old.summary,
+            requested_by=old.requested_by,
+            context=old.context,
+            retry=(old.id, by),
+        )
 
     def _record(self, asked: Asked, source: str | None) -> tuple[Request, str]:
         """Journal the request under a fresh id; the request and its new note's text."""
@@ -128,8 +137,13 @@ def _linked(asked: Asked, retried: str, by: str) -> Asked:
     """The request linked, in its history, to the one it retries."""
     first = asked.request.history[0]
     link = Transition(
-        first.at, first.to_status, first.to_status, by, "",
-        (f"retry of {retried}",), Kind.LINKED,
-    )  # fmt: skip
+        first.at,
+        first.to_status,
+        first.to_status,
+        by,
+        "",
+        (f"retry of {retried}",),
+        Kind.LINKED,
+    )
     made = replace(asked.request, retry_of=retried, history=(first, link))
     return replace(asked, request=made)

@@ -118,9 +118,10 @@ class MemoryBook:
             due = [
                 o.item
                 for o in self._m.state.outbox
-                if o.sent_at is None and o.given_up_at is None
+                if o.sent_at is None
+                and o.given_up_at is None
                 and (now is None or o.item.due <= ts(now))
-            ]  # fmt: skip
+            ]
         return sorted(due, key=lambda o: (o.due, o.id))[:limit]
 
     def sent(self, item_id: int, at: datetime) -> None:

@@ -42,9 +42,12 @@ class MemoryReader:
             (r.request.id for r in self._m.state.rows.values() if r.request.retry_of == rid), None
         )
         return replace(
-            row.request, path=Path(row.path) if row.path else None, retried_as=retried_as,
-            history=steps if history else (), params=copy.deepcopy(row.request.params),
-        )  # fmt: skip
+            row.request,
+            path=Path(row.path) if row.path else None,
+            retried_as=retried_as,
+            history=steps if history else (),
+            params=copy.deepcopy(row.request.params),
+        )
 
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
         with self._m.lock:

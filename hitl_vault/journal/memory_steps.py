@@ -41,10 +41,16 @@ class MemorySteps:
     def _append(self, s: State, request_id: str, t: Transition, sha: str | None) -> None:
         prev = s.entries[-1].hash if s.entries else GENESIS
         fields = (
-            request_id, format_ts(t.at), str(t.kind),
-            str(t.from_status) if t.from_status is not None else None, str(t.to_status),
-            t.by, t.reason, json.dumps(list(t.details), ensure_ascii=False), sha,
-        )  # fmt: skip
+            request_id,
+            format_ts(t.at),
+            str(t.kind),
+            str(t.from_status) if t.from_status is not None else None,
+            str(t.to_status),
+            t.by,
+            t.reason,
+            json.dumps(list(t.details), ensure_ascii=False),
+            sha,
+        )
         digest = entry_hash(prev, fields, _UID)
         s.entries.append(Entry(len(s.entries) + 1, *fields, prev, digest, _UID))
 
@@ -72,11 +78,19 @@ class MemorySteps:
             if source is not None:
                 s.proposals[source] = request.id
             stored = replace(
-                request, created=ts(request.created), expires=opt_ts(request.expires),
-                decided_at=opt_ts(request.decided_at), escalate_at=opt_ts(request.escalate_at),
-                params=as_json(request.params), executed_at=None, result=None, error=None,
-                path=None, retried_as=None, history=(),
-            )  # fmt: skip
+                request,
+                created=ts(request.created),
+                expires=opt_ts(request.expires),
+                decided_at=opt_ts(request.decided_at),
+                escalate_at=opt_ts(request.escalate_at),
+                params=as_json(request.params),
+                executed_at=None,
+                result=None,
+                error=None,
+                path=None,
+                retried_as=None,
+                history=(),
+            )
             s.rows[request.id] = Row(
                 stored, path, as_json(request.params), pinned_as_stored(pinned)
             )

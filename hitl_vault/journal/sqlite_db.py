@@ -180,9 +180,12 @@ class Database:
         self.batching = False
         try:
             db = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=30.0,
+                path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
                 factory=_Connection,
-            )  # fmt: skip
+            )
         except sqlite3.Error as e:  # cannot open it: a folder in its place, say
             raise JournalUnavailableError(path, str(e)) from None
         self.db: sqlite3.Connection = db

@@ -27,9 +27,14 @@ def _transition(row: Any) -> Transition:
     """A Transition from the ``_STEP`` columns of an ``entries`` row."""
     at, kind, frm, to, by, reason, details = row
     return Transition(
-        parse_ts(at), Status(frm) if frm else None, Status(to), by, reason,
-        tuple(json.loads(details)), Kind(kind),
-    )  # fmt: skip
+        parse_ts(at),
+        Status(frm) if frm else None,
+        Status(to),
+        by,
+        reason,
+        tuple(json.loads(details)),
+        Kind(kind),
+    )
 
 
 def _request(row: Any, history: tuple[Transition, ...]) -> Request:

@@ -85,9 +85,13 @@ class Decider:
             done = sum(len(a) for a in c.approvals)
             need = sum(s.quorum for s in c.plan.stages)
             t = self.journal.record_vote(
-                request.id, at=now, by=v.name, approve=v.approve, reason=v.reason,
+                request.id,
+                at=now,
+                by=v.name,
+                approve=v.approve,
+                reason=v.reason,
                 count=f"{done} of {need}" if v.approve else "rejects it",
-            )  # fmt: skip
+            )
             if t is None or verdict.to is Status.PENDING:
                 return t
             return self.transition(request, verdict, by, now)
@@ -104,10 +108,18 @@ class Decider:
     ) -> Verdict:
         """:func:`judge`; raises :class:`DecisionRefusedError` when ``by``'s does not count."""
         verdict = judge(
-            self._policy(), request, to, by=by, reason=reason, params=params, now=now,
+            self._policy(),
+            request,
+            to,
+            by=by,
+            reason=reason,
+            params=params,
+            now=now,
             created=self.journal.created_params(request.id),
-            pinned=self.journal.pinned(request.id), functions=self._functions, typed=typed,
-        )  # fmt: skip
+            pinned=self.journal.pinned(request.id),
+            functions=self._functions,
+            typed=typed,
+        )
         if verdict.refused is not None:
             r = verdict.refused
             if r.problem:
@@ -121,9 +133,13 @@ class Decider:
         """Journal the move ``verdict`` makes of a pending request (None: not pending)."""
         if verdict.to is Status.TIMED_OUT:
             return self.journal.transition(
-                request.id, Status.TIMED_OUT, at=now, by="hitl-vault", expect={Status.PENDING},
+                request.id,
+                Status.TIMED_OUT,
+                at=now,
+                by="hitl-vault",
+                expect={Status.PENDING},
                 details=verdict.details,
-            )  # fmt: skip
+            )
         return self.journal.transition(
             request.id,
             verdict.to,

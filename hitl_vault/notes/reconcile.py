@@ -338,10 +338,13 @@ class Reconciler:
                 "were; put them back (or reject it and ask again with the new params)"
             )
         fixed = judge_edit(
-            self._decider.policy(), request, params,
+            self._decider.policy(),
+            request,
+            params,
             created=self.journal.created_params(request.id),
-            pinned=self.journal.pinned(request.id), functions=self._decider.functions,
-        )  # fmt: skip
+            pinned=self.journal.pinned(request.id),
+            functions=self._decider.functions,
+        )
         if fixed:
             return None, (
                 f"{note.where}: params edited ({changes}) but rule {fixed} does not allow "

@@ -349,9 +349,11 @@ class NoteSync:
         votes, waits = self._view(request)
         pending = request.status is Status.PENDING and bool(waits)
         text = render_new_note(
-            request, ruling_text, [n for n, v in (votes or {}).items() if not v],
+            request,
+            ruling_text,
+            [n for n, v in (votes or {}).items() if not v],
             waits[0] if pending else None,
-        )  # fmt: skip
+        )
         data = text.encode("utf-8")
         write_note(path, data, None, self.rel(path))  # one appeared meanwhile: look again
         self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
