@@ -269,3 +269,20 @@ def test_a_journal_found_gone_stays_gone_after_it_is_closed(tmp_path: Path) -> N
         journal.feed(0)
     assert str(again.value) == str(first.value)
     assert len(list(path.parent.glob("journal.db.rescued-*"))) == 1
+
+
+def test_opening_waits_out_another_connections_lock(tmp_path: Path) -> None:
+    """A process opening the journal while another holds its write lock waits for it (within
+    the open's bound) instead of failing "locked" at once."""
+    path = tmp_path / ".hitl" / "journal.db"
+    Journal(path).close()
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    released = threading.Timer(0.5, holder.execute, ("COMMIT",))
+    released.start()
+    try:
+        journal = Journal(path)  # set-up writes the schema: it needs the lock the holder has
+        journal.close()
+    finally:
+        released.join()
+        holder.close()

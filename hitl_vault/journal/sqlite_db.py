@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -70,6 +71,21 @@ def _typed(path: Path, e: sqlite3.Error) -> Exception | None:
     if type(e) is sqlite3.DatabaseError:
         return JournalDamagedError(path, text)
     return None
+
+
+def _busy(e: BaseException) -> bool:
+    """Whether ``e`` (ours) stands for SQLite's "busy" or "locked": another connection's lock,
+    which a later try may find gone."""
+    cause = e.__context__
+    code = getattr(cause, "sqlite_errorcode", 0) if isinstance(cause, sqlite3.Error) else 0
+    return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED and their extended codes
+
+
+# How long opening a journal may wait for other connections' locks in all. SQLite's busy
+# handler waits on most locks (the connection's own timeout), but not on every one that
+# setting up a WAL connection takes (a recovery of the WAL index by another connection
+# answers "locked" at once), so the set-up is tried again within this bound.
+OPEN_WAIT = 30.0
 
 
 def _ours(path: Path, e: sqlite3.Error) -> Exception:
@@ -197,10 +213,25 @@ class Database:
                 self._file = _HELD.hold(path)
             except OSError as e:  # cannot open it to read (its permissions, say)
                 raise JournalUnavailableError(path, e.strerror or str(e)) from None
-            self._set_up()
+            self._set_up_within(OPEN_WAIT)
         except BaseException:
             self.close()
             raise
+
+    def _set_up_within(self, seconds: float) -> None:
+        """:meth:`_set_up`, tried again while another connection's lock answers "busy", until
+        ``seconds`` have passed since the first try."""
+        deadline = time.monotonic() + seconds
+        pause = 0.01
+        while True:
+            try:
+                self._set_up()
+                return
+            except JournalUnavailableError as e:
+                if not _busy(e) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     def _set_up(self) -> None:
         db = self.db
