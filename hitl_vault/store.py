@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .model import Request, Status, Transition
@@ -95,6 +96,10 @@ class JournalStore(Protocol):
     def watch(self, wake: Callable[[], None]) -> AbstractContextManager[None]:
         """While inside, call ``wake()`` (from any thread) soon after a write by any process
         that shares the store; it may also wake for nothing (callers re-read)."""
+
+    def files(self) -> Path | None:
+        """The folder whose file changes stand for this store's writes (then a process that
+        already watches it may take its events for :meth:`watch`'s); None if not in files."""
 
     def daemon_lock(self) -> VaultLock:
         """The lock that lets one daemon at a time act for this journal (not taken yet)."""

@@ -99,6 +99,10 @@ class MemoryJournal:
         """Wake after every committed write of this process (no other process can write it)."""
         return self._m.watching(wake)
 
+    def files(self) -> None:
+        """Not kept in files."""
+        return None
+
     def daemon_lock(self) -> ProcessLock:
         return ProcessLock(self._m)
 

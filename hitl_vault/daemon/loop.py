@@ -136,6 +136,7 @@ class Daemon:
         self.parts += [self.rules, self.timeouts, self.notifier, self.dashboard]
         self._stopping = False
         self._recovered = False
+        self._journal_files: Path | None = None  # set by run_forever: see notice
         # Every transition, once committed, whichever process made it: said in the log
         # (the first listener), then acted on (an approval made elsewhere runs here).
         engine.listen(_say)
@@ -148,6 +149,9 @@ class Daemon:
 
     def notice(self, path: Path) -> None:
         """Called from the watcher thread: ``path`` may have changed."""
+        if path.parent == self._journal_files:  # the store's files: word of its writes
+            self._journal_changed()
+            return
         with self._lock:
             self._dirty.add(path)
         self.notifier.idle.clear()  # a decision may be coming: no new send until it is done
@@ -355,10 +359,13 @@ class Daemon:
     def run_forever(self, ready: threading.Event | None = None) -> None:
         """Watch and act until :meth:`stop` (or SIGTERM / Ctrl-C) is called."""
         # Another process's writes come by the store's word (the vault's notes by the watcher).
-        with (
-            Watcher(self.root, self.notice, self.overflow),
-            self.journal.watch(self._journal_changed),
-        ):
+        # A store kept in files inside the vault is already watched: its events are that word,
+        # and a second watcher on the same files would only handle each write twice.
+        files = self.journal.files()
+        inside = files is not None and files.resolve().is_relative_to(self.root.resolve())
+        self._journal_files = files.resolve() if files is not None and inside else None
+        word = contextlib.nullcontext() if inside else self.journal.watch(self._journal_changed)
+        with Watcher(self.root, self.notice, self.overflow), word:
             self._rescan_wanted = True
             if ready is not None:
                 ready.set()

@@ -92,6 +92,10 @@ class Journal:
         """Wake on every change of the journal's files (see :mod:`~.sqlite_watch`)."""
         return self._watch.watching(wake)
 
+    def files(self) -> Path:
+        """``.hitl/``: every commit changes ``journal.db``, its ``-wal`` or ``-shm`` there."""
+        return self.path.parent
+
     def daemon_lock(self) -> DaemonLock:
         """A lock on the journal's folder, ``daemon.lock`` beside it saying who holds it."""
         return DaemonLock(self._lock_path)
