@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,43 @@ def test_a_journal_deleted_under_a_running_daemon_is_said_plainly(
     kept = Journal(rescued)
     try:
         assert kept.status_of(request.id) is Status.PENDING  # nothing it knew was lost
+    finally:
+        kept.close()
+
+
+def test_a_journal_deleted_during_a_batch_is_rescued_without_waiting(vault_path: Path) -> None:
+    """Deleted while a batch writes, the journal is found gone at once: the batch's writes are
+    rolled back, the copy holds what was committed, and the batch ends in that error."""
+    with Vault(vault_path) as vault:
+        request = vault.submit("payment", {"amount": 900})
+    path = vault_path / ".hitl" / "journal.db"
+    journal = Journal(path)
+    raised: list[BaseException] = []
+
+    def batch_that_reads_the_feed() -> None:
+        try:
+            with journal.batch():
+                journal.flag("Inbox/x.md", "never committed", datetime.now(UTC))
+                path.unlink()
+                journal.feed(0)  # what the daemon's step reads inside its batch
+        except BaseException as e:
+            raised.append(e)
+
+    worker = threading.Thread(target=batch_that_reads_the_feed, daemon=True)
+    try:
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "copying the deleted journal never finished"
+    finally:
+        if not worker.is_alive():
+            journal.close()
+    (error,) = raised
+    (rescued,) = path.parent.glob("journal.db.rescued-*")
+    assert isinstance(error, JournalMissingError) and str(rescued) in str(error)
+    kept = Journal(rescued)
+    try:
+        assert kept.status_of(request.id) is Status.PENDING
+        assert kept.attention() == []  # the batch's write is not in the copy
     finally:
         kept.close()
 

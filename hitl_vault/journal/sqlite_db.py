@@ -30,6 +30,9 @@ from ..errors import (
     JournalUnavailableError,
 )
 
+# How long a copy of a journal deleted under this process may wait on SQLite's locks.
+RESCUE_WAIT = 10.0
+
 SCHEMA = resources.files("hitl_vault.journal").joinpath("schema.sql").read_text(encoding="utf-8")
 
 # Columns added since the first release: a journal made before them gets them on open.
@@ -181,6 +184,18 @@ class _HeldFiles:
 _HELD = _HeldFiles()
 
 
+class _Deadline:
+    """A ``backup`` progress callback that gives up once SQLite has said "busy" or "locked"
+    for ``seconds`` (``backup`` itself would retry for ever)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+
+    def check(self, status: int, remaining: int, total: int) -> None:
+        if status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) and time.monotonic() > self._end:
+            raise sqlite3.OperationalError("the journal stayed locked while being copied")
+
+
 class Database:
     """One SQLite database in WAL mode with durable (``synchronous=FULL``) commits, and the
     lock that lets threads of one process share it. Any number of processes may open it."""
@@ -282,17 +297,23 @@ class Database:
         """Copy what this connection still holds (the deleted file lives on while it is open)
         beside where the journal was, private like the journal; the copy's path, or None if
         it could not be made (its folder is gone too: a vanished folder is never made again).
-        """
+
+        Found inside a write (a batch that reads the feed), the write is rolled back first:
+        it could never be seen by anyone, and SQLite answers "locked" to a backup of a
+        connection that is writing, for ever (``backup`` retries it in a loop, which hung
+        the daemon). The copy holds what was committed, no more."""
         target = self.path.with_name(f"{self.path.name}.rescued-{os.getpid()}")
         try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o600))
             os.chmod(target, 0o600)  # made by a process of the same pid long ago, maybe
             copy = sqlite3.connect(target)
-            try:
-                self.db.backup(copy)  # replaces all it held, under SQLite's own locks
+            try:  # replaces all it held, under SQLite's own locks, never waiting for ever
+                self.db.backup(copy, progress=_Deadline(RESCUE_WAIT).check)
             finally:
                 copy.close()
-        except (OSError, sqlite3.Error):
+        except (OSError, sqlite3.Error, JournalUnavailableError, JournalDamagedError):
             return None
         return target
 
@@ -339,7 +360,7 @@ class Database:
         durable with the next durable one. A power cut may lose it, never reorder it.
         """
         with self.lock:
-            if not self.batching:
+            if not self.batching or self._gone is not None:  # a batch's own look: see batch
                 self.check_present()
             begin, commit, undo = (
                 ("SAVEPOINT w", "RELEASE w", "ROLLBACK TO w; RELEASE w")
@@ -354,8 +375,9 @@ class Database:
                 try:
                     yield self.db
                 except BaseException:
-                    for statement in undo.split("; "):
-                        self.db.execute(statement)
+                    if self.db.in_transaction:  # else found gone: _rescue rolled it back
+                        for statement in undo.split("; "):
+                            self.db.execute(statement)
                     raise
                 self._commit(commit)
             finally:
@@ -389,9 +411,12 @@ class Database:
             self.batching = True
             try:
                 yield
+                if self._gone is not None:  # found gone inside (and rolled back): never commit
+                    raise self._gone.with_traceback(None)
             except BaseException:
                 self.batching = False
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
                 raise
             self.batching = False
             self._commit("COMMIT")
