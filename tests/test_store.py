@@ -168,3 +168,14 @@ def test_a_wait_woken_after_it_ended_raises_nothing(vault_path: Path) -> None:
             waiting.close()
     (wake,) = wakers
     wake()  # its loop is closed now
+
+
+def test_a_store_says_whether_its_writes_show_as_files(tmp_path: Path) -> None:
+    """The SQLite journal's writes change files in .hitl/ (a daemon watching the vault takes
+    those events as its word); the in-memory store has no files."""
+    journal = Journal(tmp_path / ".hitl" / "journal.db")
+    try:
+        assert journal.files() == tmp_path / ".hitl"
+    finally:
+        journal.close()
+    assert MemoryJournal().files() is None
