@@ -99,8 +99,8 @@ class MemoryJournal:
         """Wake after every committed write of this process (no other process can write it)."""
         return self._m.watching(wake)
 
-    def files(self) -> None:
-        """Not kept in files."""
+    def files(self) -> Path | None:
+        """None: not kept in files."""
         return None
 
     def daemon_lock(self) -> ProcessLock:
