@@ -131,41 +131,46 @@ param_option(approve)
 reject = _decision_command("reject", lambda v: v.reject)
 
 
-@click.command()
-@click.argument(
-    "request_id", metavar="ID", shell_complete=complete_ids(Status.PENDING, Status.APPROVED)
+def _one_request_command(
+    name: str,
+    method: Callable[[Vault], Callable[..., Request]],
+    first: tuple[Status, ...],
+    by: str,
+    doc: str,
+) -> click.Command:
+    """A command that does one thing to one request and prints it (``first``: the statuses
+    completion offers first)."""
+
+    @click.command(name, help=doc)
+    @click.argument("request_id", metavar="ID", shell_complete=complete_ids(*first))
+    @click.option("--by", metavar="NAME", help=by)
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -> None:
+        from ..shapes import request_json
+
+        vault = open_vault(ctx)
+        with cli_errors(), vault:
+            request = method(vault)(resolve_id(vault, request_id), by=by)
+            if as_json:
+                echo_json(request_json(request, vault.votes(request.id)))
+                return
+        click.echo(f"{request.id} {request.status}")
+
+    return command
+
+
+cancel = _one_request_command(
+    "cancel",
+    lambda v: v.cancel,
+    (Status.PENDING, Status.APPROVED),
+    "Who withdraws it (default: see the README).",
+    "Withdraw a pending request, or an approved one whose action has not started.",
 )
-@click.option("--by", metavar="NAME", help="Who withdraws it (default: see the README).")
-@json_option
-@click.pass_context
-def cancel(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -> None:
-    """Withdraw a pending request, or an approved one whose action has not started."""
-    from ..shapes import request_json
-
-    vault = open_vault(ctx)
-    with cli_errors(), vault:
-        request = vault.cancel(resolve_id(vault, request_id), by=by)
-        if as_json:
-            echo_json(request_json(request, vault.votes(request.id)))
-            return
-    click.echo(f"{request.id} {request.status}")
-
-
-@click.command()
-@click.argument(
-    "request_id", metavar="ID", shell_complete=complete_ids(Status.FAILED, Status.TIMED_OUT)
+retry = _one_request_command(
+    "retry",
+    lambda v: v.retry,
+    (Status.FAILED, Status.TIMED_OUT),
+    "Who retries it (default: your user name).",
+    "A new request from a failed or timed-out one, decided by the rules again.",
 )
-@click.option("--by", metavar="NAME", help="Who retries it (default: your user name).")
-@json_option
-@click.pass_context
-def retry(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -> None:
-    """A new request from a failed or timed-out one, decided by the rules again."""
-    from ..shapes import request_json
-
-    vault = open_vault(ctx)
-    with cli_errors(), vault:
-        request = vault.retry(resolve_id(vault, request_id), by=by)
-        if as_json:
-            echo_json(request_json(request, vault.votes(request.id)))
-            return
-    click.echo(f"{request.id} {request.status}")
