@@ -4,6 +4,7 @@ so an entry edited, removed or inserted after it was written shows. Pure, no I/O
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,11 @@ def entry_hash(prev: str, fields: Iterable[Any], uid: int | None = None) -> str:
     values = [*fields] if uid is None else [*fields, uid]
     text = prev + "\x1f" + "\x1f".join("" if f is None else str(f) for f in values)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# Who records an entry, in every store: the real user id of this process, whatever name it
+# claims (None where the platform has none).
+RECORDER_UID: int | None = os.getuid() if hasattr(os, "getuid") else None
 
 
 @dataclass(frozen=True)

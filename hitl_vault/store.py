@@ -35,6 +35,12 @@ if TYPE_CHECKING:
     from .chain import Entry
 
 
+# The fields of a request that :meth:`JournalStore.transition` may set with its ``fields``.
+SETTABLE_FIELDS = frozenset(
+    {"decided_by", "reason", "decided_at", "executed_at", "result", "error", "params"}
+)
+
+
 @dataclass(frozen=True)
 class Attention:
     """A file that needs a human's eye: why, and since when."""

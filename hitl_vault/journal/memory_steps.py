@@ -4,13 +4,12 @@ same moves and the same hash chain as :class:`~.sqlite_steps.Steps`."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..chain import GENESIS, Entry, entry_hash
+from ..chain import GENESIS, RECORDER_UID, Entry, entry_hash
 from ..errors import (
     DuplicateError,
     IllegalTransitionError,
@@ -19,16 +18,9 @@ from ..errors import (
 )
 from ..model import LEGAL_MOVES, RETRYABLE, Kind, Request, Status, Transition
 from ..params import params_sha
-from ..store import request_flag
+from ..store import SETTABLE_FIELDS, request_flag
 from ..times import format_ts
 from .memory_state import Memory, Row, State, as_json, opt_ts, pinned_as_stored, ts
-
-# Who records an entry: the real user id of this process, whatever name it claims.
-_UID: int | None = os.getuid() if hasattr(os, "getuid") else None
-# Fields a transition may set on the request.
-_SETTABLE = frozenset(
-    {"decided_by", "reason", "decided_at", "executed_at", "result", "error", "params"}
-)
 
 
 class MemorySteps:
@@ -51,8 +43,8 @@ class MemorySteps:
             json.dumps(list(t.details), ensure_ascii=False),
             sha,
         )
-        digest = entry_hash(prev, fields, _UID)
-        s.entries.append(Entry(len(s.entries) + 1, *fields, prev, digest, _UID))
+        digest = entry_hash(prev, fields, RECORDER_UID)
+        s.entries.append(Entry(len(s.entries) + 1, *fields, prev, digest, RECORDER_UID))
 
     def _row(self, request_id: str) -> Row:
         row = self._m.state.rows.get(request_id)
@@ -126,7 +118,7 @@ class MemorySteps:
         fields: Mapping[str, Any] | None = None,
     ) -> Transition | None:
         fields = dict(fields or {})
-        unknown = set(fields) - _SETTABLE
+        unknown = set(fields) - SETTABLE_FIELDS
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)} in a transition")
         with self._m.write() as s:

@@ -9,13 +9,12 @@ so when two processes see the same human decision only one records it, and a sta
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from ..chain import GENESIS, entry_hash
+from ..chain import GENESIS, RECORDER_UID, entry_hash
 from ..errors import (
     DuplicateError,
     IllegalTransitionError,
@@ -24,16 +23,9 @@ from ..errors import (
 )
 from ..model import LEGAL_MOVES, RETRYABLE, Kind, Request, Status, Transition
 from ..params import params_sha
-from ..store import request_flag
+from ..store import SETTABLE_FIELDS, request_flag
 from ..times import format_ts
 from .sqlite_db import Database, json_object
-
-# Who records an entry: the real user id of this process, whatever name it claims.
-_UID: int | None = os.getuid() if hasattr(os, "getuid") else None
-# Fields a transition may set on the request row.
-_SETTABLE = frozenset(
-    {"decided_by", "reason", "decided_at", "executed_at", "result", "error", "params"}
-)
 
 
 class Steps:
@@ -63,7 +55,7 @@ class Steps:
         db.execute(
             "INSERT INTO entries (request_id, at, kind, from_status, to_status, by, reason, "
             "details, params_sha, prev_hash, hash, uid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (*fields, prev, entry_hash(prev, fields, _UID), _UID),
+            (*fields, prev, entry_hash(prev, fields, RECORDER_UID), RECORDER_UID),
         )
 
     def create(
@@ -178,7 +170,7 @@ class Steps:
         :class:`IllegalTransitionError` if the move is illegal from where it is.
         """
         fields = dict(fields or {})
-        unknown = set(fields) - _SETTABLE
+        unknown = set(fields) - SETTABLE_FIELDS
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)} in a transition")
         with self._write() as db:
