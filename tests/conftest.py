@@ -58,7 +58,7 @@ _share_bytecode()
 #
 # A test that starts a process (a real daemon, the CLI as a user runs it, an action's
 # program) is marked ``process``; ``-m "not slow and not process"`` leaves them out for a
-# fast inner loop (CONTRIBUTING.md). Python announces every process it starts as an audit
+# fast inner loop (docs/contributing.md). Python announces every process it starts as an audit
 # event; a test that starts one unmarked fails when the run leaves process tests out (it
 # would slow that loop), and is listed at the end of any other run.
 
