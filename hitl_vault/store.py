@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .model import Request, Status, Transition
+from .model import Kind, Request, Status, Transition
 
 if TYPE_CHECKING:
     from .chain import Entry
@@ -39,6 +39,26 @@ if TYPE_CHECKING:
 SETTABLE_FIELDS = frozenset(
     {"decided_by", "reason", "decided_at", "executed_at", "result", "error", "params"}
 )
+
+
+def settable(fields: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``fields`` as a transition sets them; a field no transition may set is a bug."""
+    fields = dict(fields or {})
+    unknown = set(fields) - SETTABLE_FIELDS
+    if unknown:
+        raise ValueError(f"cannot set {sorted(unknown)} in a transition")
+    return fields
+
+
+def retry_link(request: Request, old_status: Status) -> Transition:
+    """The entry a retried request (at ``old_status``) gets, naming ``request``, its retry: by
+    whom and when the retry's own link entry says, else its requester at its creation."""
+    link = next((t for t in request.history if t.kind is Kind.LINKED), None)
+    by = link.by if link is not None else request.requested_by
+    at = link.at if link is not None else request.created
+    return Transition(
+        at, old_status, old_status, by, "", (f"retried as {request.id}",), Kind.LINKED
+    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from ..errors import (
 )
 from ..model import LEGAL_MOVES, RETRYABLE, Kind, Request, Status, Transition
 from ..params import params_sha
-from ..store import SETTABLE_FIELDS, request_flag
+from ..store import request_flag, retry_link, settable
 from ..times import format_ts
 from .memory_state import Memory, Row, State, as_json, opt_ts, pinned_as_stored, ts
 
@@ -99,10 +99,7 @@ class MemorySteps:
         status = row.request.status
         if taken is not None or status not in RETRYABLE:
             raise NotRetryableError(old, status, taken)
-        link = next((t for t in request.history if t.kind is Kind.LINKED), None)
-        by = link.by if link is not None else request.requested_by
-        at = link.at if link is not None else request.created
-        t = Transition(at, status, status, by, "", (f"retried as {request.id}",), Kind.LINKED)
+        t = retry_link(request, status)
         self._append(s, old, t, None)
 
     def transition(
@@ -117,10 +114,7 @@ class MemorySteps:
         expect: Iterable[Status] | None = None,
         fields: Mapping[str, Any] | None = None,
     ) -> Transition | None:
-        fields = dict(fields or {})
-        unknown = set(fields) - SETTABLE_FIELDS
-        if unknown:
-            raise ValueError(f"cannot set {sorted(unknown)} in a transition")
+        fields = settable(fields)
         with self._m.write() as s:
             row = self._row(request_id)
             current = row.request.status

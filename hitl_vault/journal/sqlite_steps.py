@@ -23,7 +23,7 @@ from ..errors import (
 )
 from ..model import LEGAL_MOVES, RETRYABLE, Kind, Request, Status, Transition
 from ..params import params_sha
-from ..store import SETTABLE_FIELDS, request_flag
+from ..store import request_flag, retry_link, settable
 from ..times import format_ts
 from .sqlite_db import Database, json_object
 
@@ -145,10 +145,7 @@ class Steps:
         status = Status(row[0])
         if taken is not None or status not in RETRYABLE:
             raise NotRetryableError(old, status, taken[0] if taken else None)
-        link = next((t for t in request.history if t.kind is Kind.LINKED), None)
-        by = link.by if link is not None else request.requested_by
-        at = link.at if link is not None else request.created
-        t = Transition(at, status, status, by, "", (f"retried as {request.id}",), Kind.LINKED)
+        t = retry_link(request, status)
         self._append(db, old, t, None)
 
     def transition(
@@ -169,10 +166,7 @@ class Steps:
         moved on (another process got there first). Raises
         :class:`IllegalTransitionError` if the move is illegal from where it is.
         """
-        fields = dict(fields or {})
-        unknown = set(fields) - SETTABLE_FIELDS
-        if unknown:
-            raise ValueError(f"cannot set {sorted(unknown)} in a transition")
+        fields = settable(fields)
         with self._write() as db:
             row = db.execute(
                 "SELECT status, params FROM requests WHERE id = ?", (request_id,)
