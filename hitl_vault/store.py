@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .identity import Credential, Person
 from .model import Kind, Request, Status, Transition
 
 if TYPE_CHECKING:
@@ -75,6 +76,19 @@ def request_flag(request_id: str) -> str:
     """Where Needs attention lists a request itself rather than its note (a step refused for
     it); looking at the note again never clears it, its next transition does."""
     return f"request {request_id}"
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """One entry of the service log: a change to people, credentials or settings, or a
+    summary of failed sign-ins; chained like the requests' entries (``verify`` checks it)."""
+
+    seq: int
+    at: datetime
+    by: str  # who made the change (the OS user name, or a credential's name)
+    event: str  # ``person added``, ``token revoked``, ``setting changed``, ``auth failed``…
+    subject: str  # the person's, credential's or setting's name
+    details: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -294,3 +308,42 @@ class JournalStore(Protocol):
 
     def sent_count(self, request_id: str | None = None) -> int:
         """How many notifications were delivered (about one request)."""
+
+    # --- people, credentials and the service's settings (never in the synced vault) --------
+    def person(self, name: str) -> Person | None:
+        """The person called ``name`` (compared by :func:`~hitl_vault.identity.same_name`)."""
+
+    def people(self) -> list[Person]:
+        """Everyone in ``people``, disabled ones too, by name."""
+
+    def save_person(self, person: Person, at: datetime, by: str, event: str) -> None:
+        """Add or replace ``person`` and log ``event`` (``person added``…) in the same commit."""
+
+    def credentials(self, name: str | None = None) -> list[Credential]:
+        """Every credential (of ``name``), revoked and expired ones too, oldest first."""
+
+    def credential(self, credential_id: str) -> Credential | None:
+        """One credential by its id; None if unknown."""
+
+    def add_credential(self, credential: Credential, at: datetime, by: str) -> None:
+        """Record a new credential and log it (its hash only; the secret is never stored)."""
+
+    def revoke_credentials(self, ids: Iterable[str], at: datetime, by: str, why: str) -> int:
+        """Revoke these credentials (those not revoked yet) and log it; how many were."""
+
+    def credential_used(self, credential_id: str, at: datetime) -> None:
+        """When the credential was last used: kept outside the chain, never logged."""
+
+    def setting(self, name: str) -> str | None:
+        """A service setting (``public_url``, ``service_uid``…); None if never set."""
+
+    def set_setting(self, name: str, value: str, at: datetime, by: str) -> bool:
+        """Set a service setting, logging the change; False (nothing logged) if unchanged."""
+
+    def log_service(
+        self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...] = ()
+    ) -> ServiceEntry:
+        """Append an entry to the service log (chained; never holds a secret)."""
+
+    def service_log(self, limit: int | None = None) -> list[ServiceEntry]:
+        """The service log, newest first."""

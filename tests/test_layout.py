@@ -22,20 +22,25 @@ ROOMS = {
     "engine": "every operation on requests, under the Vault",
     "daemon": "the loop and its parts",
     "agents": "hook formats, the gate, hook install, MCP",
+    "access": "people and credentials, kept in the store",
+    "serve": "the service: HTTP API, MCP over HTTP, the Unix socket",
     "cli": "the hitl-vault command",
 }
 _FACADE = {"engine", "vault", "approval"}
+_UP = {"access", "serve"}  # the service's rooms, above everything but the CLI
 # What each room may never import (a room or a base module), so arrows only point down.
 NEVER = {
-    "policy": {"journal", "notes", "execute", "notify", "daemon", "agents", "cli", *_FACADE},
-    "journal": {"notes", "execute", "notify", "daemon", "agents", "cli", *_FACADE},
-    "notes": {"journal", "execute", "notify", "daemon", "agents", "cli", *_FACADE},
-    "execute": {"journal", "notes", "notify", "daemon", "agents", "cli", *_FACADE},
-    "notify": {"journal", "notes", "execute", "daemon", "agents", "cli", *_FACADE},
-    "engine": {"daemon", "agents", "cli", "vault", "approval"},
-    "daemon": {"agents", "cli", "vault", "approval"},
-    "agents": {"cli", "daemon"},
-    "base": {"daemon", "agents", "cli"},  # except the facade's lazy doors, listed below
+    "policy": {*_UP, "journal", "notes", "execute", "notify", "daemon", "agents", "cli", *_FACADE},
+    "journal": {*_UP, "notes", "execute", "notify", "daemon", "agents", "cli", *_FACADE},
+    "notes": {*_UP, "journal", "execute", "notify", "daemon", "agents", "cli", *_FACADE},
+    "execute": {*_UP, "journal", "notes", "notify", "daemon", "agents", "cli", *_FACADE},
+    "notify": {*_UP, "journal", "notes", "execute", "daemon", "agents", "cli", *_FACADE},
+    "engine": {*_UP, "daemon", "agents", "cli", "vault", "approval"},
+    "daemon": {*_UP, "agents", "cli", "vault", "approval"},
+    "agents": {*_UP, "cli", "daemon"},
+    "access": {"serve", "cli", "notes", "execute", "daemon", "agents", *_FACADE},
+    "serve": {"cli"},
+    "base": {*_UP, "daemon", "agents", "cli"},  # except the facade's lazy doors, listed below
 }
 # The base's only doors upward, each imported inside a function when it is used.
 DOORS = {
@@ -52,8 +57,11 @@ HOMES = {
     "frontmatter": {"notes.file"},
     "apprise": {"notify.send"},
     "mcp": {"agents.mcp_server"},  # the optional extra hitl-vault[mcp], imported when it runs
+    "starlette": {"serve."},
+    "uvicorn": {"serve."},
 }
-DECLARED = {"click", "watchdog", "yaml", "frontmatter", "apprise"}  # pyproject dependencies
+# pyproject dependencies
+DECLARED = {"click", "watchdog", "yaml", "frontmatter", "apprise", "starlette", "uvicorn"}
 
 
 def _name(path: Path) -> str:
