@@ -16,7 +16,8 @@ import pytest
 
 from hitl_vault import Status, Vault
 from hitl_vault.agents.formats import Edits, HookFormat
-from hitl_vault.agents.hookio import Answer, BadInput, Call, guard
+from hitl_vault.agents.guard import guard
+from hitl_vault.agents.hookio import Answer, BadInput, Call
 
 from .helpers import COMMAND, DaemonProcess, VaultHelper, eventually, set_status
 

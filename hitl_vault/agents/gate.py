@@ -24,7 +24,8 @@ from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
-from .hookio import Answer, BadInput, Call, Reply, bad_input, guard
+from .guard import guard
+from .hookio import Answer, BadInput, Call, Reply, bad_input
 
 if TYPE_CHECKING:
     from ..engine import Engine
