@@ -549,7 +549,8 @@ def test_the_clis_format_and_agent_choices_are_the_registry() -> None:
     assert choices(gate_command, "fmt") == list(FORMATS) == ["claude", "cursor", "gemini", "codex"]
     assert choices(hook_install, "agent") == list(INSTALLABLE) == ["claude"]
     for name, hook in FORMATS.items():
-        assert gate_arguments(["--vault", "/v", "gate", "--format", name]) == ("/v", hook, 540.0)
+        fast = gate_arguments(["--vault", "/v", "gate", "--format", name])
+        assert fast == ("/v", hook, 540.0, None, None)
     assert gate_arguments(["gate", "--format", "nope"]) is None  # click explains it
 
 
