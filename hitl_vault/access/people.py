@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from shlex import quote
 from urllib.parse import urlsplit
 
 from ..errors import AccessError, UsageError
@@ -124,7 +125,7 @@ class People:
             raise AccessError(
                 name,
                 f"is in people already (as {known.name})",
-                f"change them with hitl-vault people set {known.name!r}",
+                f"change them with hitl-vault people set {quote(known.name)}",
             )
         agents = [
             c
@@ -136,7 +137,7 @@ class People:
                 name,
                 f"is the name of an agent's token ({agents[0].id}), and a person's name is theirs "
                 "alone",
-                f"choose another name, or revoke the agent's: hitl-vault token revoke {name!r}",
+                f"choose another name, or revoke its tokens: hitl-vault token revoke {quote(name)}",
             )
         person = Person(name, self._uids(uids, name), self._urls(notify), created=now, changed=now)
         self._store.save_person(person, now, self._by, "person added")
@@ -190,7 +191,7 @@ class People:
             raise AccessError(
                 old.name,
                 "is disabled already",
-                f"enable them again with hitl-vault people set {old.name!r} --enable",
+                f"enable them again with hitl-vault people set {quote(old.name)} --enable",
             )
         new = replace(old, disabled=True)
         with self._store.batch():
@@ -233,7 +234,7 @@ class People:
                 raise AccessError(
                     name,
                     f"uid {uid} is {other.name}'s already",
-                    f"take it from them first: hitl-vault people set {other.name!r} --uid ...",
+                    f"take it from them first: hitl-vault people set {quote(other.name)} --uid ...",
                 )
         return kept
 

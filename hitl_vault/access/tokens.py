@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from shlex import quote
 
 from ..errors import AccessError, JournalUnavailableError, UsageError
 from ..identity import Credential, Role
@@ -74,7 +75,7 @@ def _check_owner(store: JournalStore, name: str, role: Role) -> str:
             raise AccessError(
                 name,
                 "is not in people, and an approver token is a person's",
-                f"add them first: hitl-vault people add {name!r} --uid UID",
+                f"add them first: hitl-vault people add {quote(name)} --uid UID",
             )
         if person.disabled:
             raise AccessError(
