@@ -21,7 +21,12 @@ from .formats import HookFormat
 from .hookio import Answer, BadInput, Reply, bad_input, read_object
 
 TOKEN_ENV = "HITL_VAULT_TOKEN"
-API_WAIT = 60.0  # the longest the service holds one answer (its ?wait limit)
+# How long one long-poll asks the service to hold its answer (its limit is 60 s). The
+# service holds it until the status changes from what it is when the poll starts, so a
+# decision made between the gate's "pending" and its poll is seen at the poll's end:
+# the polls start short (FIRST_POLL s) and double up to API_WAIT.
+API_WAIT = 16.0
+FIRST_POLL = 0.5
 MARGIN = 15.0  # seconds the connection may take beyond the service's wait
 MAX_ANSWER = 1 << 20  # bytes: an answer longer than this is not the service's
 _DECISIONS = ("none", "allow", "deny", "pending")
@@ -119,6 +124,7 @@ def decide(service: Service, hook_input: dict[str, Any], wait: float) -> Answer:
     identical call, which the service matches to that request."""
     body = json.dumps(hook_input, ensure_ascii=False).encode("utf-8")
     deadline = time.monotonic() + wait
+    poll = FIRST_POLL
     while True:
         data = service.ask("POST", "/api/v1/gate", body, wait=0.0)
         decision, reason = data["decision"], data["reason"]
@@ -135,8 +141,10 @@ def decide(service: Service, hook_input: dict[str, Any], wait: float) -> Answer:
             return Answer(False, reason)
         from urllib.parse import quote
 
-        path = f"/api/v1/requests/{quote(request_id, safe='')}?wait={min(left, API_WAIT):.1f}"
-        service.ask("GET", path, None, wait=min(left, API_WAIT))
+        hold = min(left, poll)
+        path = f"/api/v1/requests/{quote(request_id, safe='')}?wait={hold:.1f}"
+        service.ask("GET", path, None, wait=hold)
+        poll = min(poll * 2, API_WAIT)
 
 
 class Service:

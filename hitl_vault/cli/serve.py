@@ -74,7 +74,9 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
     """What mounts beside the REST API: the gate over HTTP (``POST /api/v1/gate``) and MCP
     at ``/mcp`` (with the ``mcp`` extra); as :func:`build_app` keywords, and a line that
     says whether ``/mcp`` is served."""
-    options: dict[str, Any] = {}
+    from ..serve.gate import gate_handler
+
+    options: dict[str, Any] = {"gate": gate_handler(service)}
     if importlib.util.find_spec("mcp") is None:
         return options, "/mcp not served (install hitl-vault[mcp] for it)"
     return options, "/mcp not served (this build has no MCP over HTTP yet)"
@@ -99,6 +101,14 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
     help="The reverse proxy's address: only its X-Forwarded-For/-Proto are believed.",
 )
 @click.option("--allow-remote", is_flag=True, help="Listen on an address other machines can reach.")
+@click.option(
+    "--socket",
+    "socket_path",
+    metavar="PATH",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The Unix socket people decide through, the kernel saying who they are "
+    "(default: /run/hitl-vault/<vault>-<hash>.sock if writable, else in $XDG_RUNTIME_DIR).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also log each note looked at, written or run.")
 @click.pass_context
 def serve(
@@ -107,6 +117,7 @@ def serve(
     public_url: str | None,
     trusted_proxy: str | None,
     allow_remote: bool,
+    socket_path: Path | None,
     verbose: bool,
 ) -> None:
     """Run the daemon and the HTTP service (REST API, the gate over HTTP, MCP at /mcp) in one
@@ -124,10 +135,16 @@ def serve(
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     path = vault_path(ctx)
     with cli_errors():
-        _serve(path, (host, port), url, proxy)
+        _serve(path, (host, port), url, proxy, socket_path)
 
 
-def _serve(path: Path, listen: tuple[str, int], url: str | None, proxy: str | None) -> None:
+def _serve(
+    path: Path,
+    listen: tuple[str, int],
+    url: str | None,
+    proxy: str | None,
+    socket_path: Path | None = None,
+) -> None:
     from ..serve.runner import Serving, bind
     from ..vault import Vault
 
@@ -142,6 +159,7 @@ def _serve(path: Path, listen: tuple[str, int], url: str | None, proxy: str | No
         serving = Serving(vault, listen, public_url=url, trusted_proxy=proxy, sock=sock)
         options, mcp_line = extras(serving.service)
         serving.app_options.update(options)
+        unix = _unix_socket(serving, socket_path)
         host, port = serving.address
         shown = f"[{host}]" if ":" in host else host
 
@@ -149,8 +167,23 @@ def _serve(path: Path, listen: tuple[str, int], url: str | None, proxy: str | No
             click.echo(f"serving {vault.root} on http://{shown}:{port}", err=True)
             click.echo(f"public URL: {url or '(none set: --public-url)'}", err=True)
             click.echo(mcp_line, err=True)
+            click.echo(unix, err=True)
 
         serving.run(on_ready=ready)
+
+
+def _unix_socket(serving: Any, given: Path | None) -> str:
+    """Add the Unix socket to what the app starts (:mod:`hitl_vault.serve.socket`); the
+    line ``serve`` prints about it. A path given that cannot be used stops ``serve``."""
+    from ..serve.socket import default_path, prepare, socket_lifespan
+
+    path = given.expanduser().absolute() if given is not None else default_path(serving.vault.root)
+    if given is not None:
+        prepare(path)
+    started = serving.app_options.get("lifespans", ())
+    listening = socket_lifespan(serving.service, path, required=given is not None)
+    serving.app_options["lifespans"] = [*started, listening]
+    return f"Unix socket: {path} (people decide with: hitl-vault --server unix:{path} ...)"
 
 
 def _record(vault: Vault, url: str | None) -> str | None:
