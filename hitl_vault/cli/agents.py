@@ -89,6 +89,8 @@ def gate(
     needed), and anything but its answer denies the call.
     """
     seconds = duration(wait, "--wait")
+    server = server or ctx.obj.get("server")  # hitl-vault --server URL gate: the same
+    token_file = token_file or ctx.obj.get("token_file")
     if token_file is not None and server is None:
         raise click.UsageError("--token-file goes with --server URL")
     stdin: bytes = sys.stdin.buffer.read()

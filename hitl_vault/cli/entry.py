@@ -28,7 +28,8 @@ class GateArguments(NamedTuple):
 
 def gate_arguments(argv: list[str]) -> GateArguments | None:
     """The arguments of ``[--vault PATH] gate [--format F] [--wait DUR] [--server URL
-    [--token-file PATH]]``, or None for anything else (click then parses it, and explains
+    [--token-file PATH]]`` (``--server``, or ``$HITL_VAULT_SERVER``, and ``--token-file``
+    also before ``gate``), or None for anything else (click then parses it, and explains
     any mistake)."""
     from ..agents.formats import FORMATS
     from ..errors import UsageError
@@ -43,7 +44,8 @@ def gate_arguments(argv: list[str]) -> GateArguments | None:
             seen_gate = True
             continue
         name, eq, value = word.partition("=")
-        allowed = ("--format", "--wait", "--server", "--token-file") if seen_gate else ("--vault",)
+        allowed: tuple[str, ...] = ("--format", "--wait") if seen_gate else ("--vault",)
+        allowed += ("--server", "--token-file")  # the root's and the gate's mean the same
         if name not in allowed or name in given:
             return None
         if not eq:
@@ -53,14 +55,15 @@ def gate_arguments(argv: list[str]) -> GateArguments | None:
         given[name] = value
     if not seen_gate or given.get("--format", "claude") not in FORMATS:
         return None
-    if "--token-file" in given and "--server" not in given:
-        return None  # click says --token-file needs --server
     try:
         wait = parse_duration(given.get("--wait", "9m"), "--wait").total_seconds()
     except UsageError:  # click says what is wrong with it
         return None
     hook = FORMATS[given.get("--format", "claude")]
-    server, token_file = given.get("--server"), given.get("--token-file")
+    server = given.get("--server") or os.environ.get("HITL_VAULT_SERVER") or None
+    token_file = given.get("--token-file")
+    if token_file is not None and server is None:
+        return None  # click says --token-file needs --server
     return GateArguments(given.get("--vault", vault), hook, wait, server, token_file)
 
 
