@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -179,7 +180,7 @@ def fake() -> Iterator[Callable[[Handler], str]]:
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handle)
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -296,20 +297,26 @@ def test_the_fast_path_reads_server_and_token_file() -> None:
 
 @pytest.mark.process
 def test_the_installed_command_denies_when_the_service_is_down(tmp_path: Path) -> None:
-    """`hitl-vault gate --server` in a real process, nothing listening: a deny, exit 0."""
+    """`hitl-vault gate --server` in a real process, nothing listening: a deny, exit 0,
+    having imported neither click nor the journal nor the vault's watcher."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "HITL_VAULT_TOKEN": "hv_test", "HITL_VAULT": str(tmp_path / "none")}
-    done = subprocess.run(
-        [str(COMMAND), "gate", "--server", f"http://127.0.0.1:{port}", "--wait", "1s"],
-        input=hook_input(), capture_output=True, timeout=60, env=env, check=False,
-    )  # fmt: skip
+    env["PYTHONPROFILEIMPORTTIME"] = "1"
+    argv = [str(COMMAND), "gate", "--server", f"http://127.0.0.1:{port}", "--wait", "1s"]
+    done = subprocess.run(argv, input=hook_input(), capture_output=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     spec = json.loads(done.stdout)["hookSpecificOutput"]
-    assert (
-        spec["permissionDecision"] == "deny" and "cannot reach" in spec["permissionDecisionReason"]
-    )
+    assert spec["permissionDecision"] == "deny"
+    assert "cannot reach" in spec["permissionDecisionReason"]
+    imported = {
+        m.group(1).split(b".")[0]
+        for m in re.finditer(rb"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", done.stderr, re.M)
+    }
+    assert b"http" in imported and b"hitl_vault" in imported  # the measurement works
+    heavy = {b"click", b"asyncio", b"sqlite3", b"yaml", b"watchdog", b"starlette", b"uvicorn"}
+    assert imported & heavy == set()  # http.client, and nothing of the vault's
 
 
 # --- hook install --server -----------------------------------------------------------------

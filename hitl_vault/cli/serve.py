@@ -17,6 +17,7 @@ import click
 from .common import BadUsage, cli_errors, vault_path
 
 if TYPE_CHECKING:
+    from ..serve.runner import Serving
     from ..serve.service import Service
     from ..vault import Vault
 
@@ -167,14 +168,20 @@ def _serve(
             click.echo(f"serving {vault.root} on http://{shown}:{port}", err=True)
             click.echo(f"public URL: {url or '(none set: --public-url)'}", err=True)
             click.echo(mcp_line, err=True)
-            click.echo(unix, err=True)
+            if unix.is_socket():
+                click.echo(
+                    f"Unix socket: {unix} (people decide: hitl-vault --server unix:{unix})",
+                    err=True,
+                )
+            else:
+                click.echo("no Unix socket (see the warning above)", err=True)
 
         serving.run(on_ready=ready)
 
 
-def _unix_socket(serving: Any, given: Path | None) -> str:
-    """Add the Unix socket to what the app starts (:mod:`hitl_vault.serve.socket`); the
-    line ``serve`` prints about it. A path given that cannot be used stops ``serve``."""
+def _unix_socket(serving: Serving, given: Path | None) -> Path:
+    """Add the Unix socket to what the app starts (:mod:`hitl_vault.serve.socket`); its
+    path. A path given that cannot be used stops ``serve``."""
     from ..serve.socket import default_path, prepare, socket_lifespan
 
     path = given.expanduser().absolute() if given is not None else default_path(serving.vault.root)
@@ -183,7 +190,7 @@ def _unix_socket(serving: Any, given: Path | None) -> str:
     started = serving.app_options.get("lifespans", ())
     listening = socket_lifespan(serving.service, path, required=given is not None)
     serving.app_options["lifespans"] = [*started, listening]
-    return f"Unix socket: {path} (people decide with: hitl-vault --server unix:{path} ...)"
+    return path
 
 
 def _record(vault: Vault, url: str | None) -> str | None:

@@ -90,7 +90,12 @@ def peer_uid(sock: socket.socket) -> int:
 
 def prepare(path: Path) -> None:
     """Make the socket's folder (0755, this user's) and clear a socket no service listens on;
-    :class:`UsageError` for anything else there."""
+    :class:`UsageError` for anything else there, or a system that cannot say who connects."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        raise UsageError(
+            "--socket", "this system does not say who is at the other end of a socket "
+            "(SO_PEERCRED, Linux)", "use the HTTP API with approver tokens instead",
+        )  # fmt: skip
     folder = path.parent
     if not folder.exists():
         folder.mkdir(mode=0o755, parents=True)
@@ -123,11 +128,6 @@ class SocketServer:
     """The Unix socket of one :class:`Service`: :meth:`start`, then :meth:`close`."""
 
     def __init__(self, service: Service, path: Path) -> None:
-        if not hasattr(socket, "SO_PEERCRED"):
-            raise UsageError(
-                "--socket", "this system does not say who is at the other end of a socket "
-                "(SO_PEERCRED, Linux)", "use the HTTP API with approver tokens instead",
-            )  # fmt: skip
         self.service = service
         self.path = Path(os.path.abspath(path))
         self._server: asyncio.AbstractServer | None = None
