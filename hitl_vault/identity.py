@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from .model import Kind, Transition
+
 
 class Role(StrEnum):
     """What a credential may do: an agent asks, an approver (a person) answers."""
@@ -112,3 +114,16 @@ def proven_via(details: tuple[str, ...]) -> str | None:
         if word == "via" and channel in CHANNELS:
             return channel
     return None
+
+
+def proven_by(step: Transition) -> str | None:
+    """The channel a decision or a vote was proven through (``api``), or None.
+
+    Only a decision (a move) and a vote can be proven, and only the engine writes their
+    ``via`` detail, always the last, from the :class:`Proof` the service hands it; what
+    any other entry's details say (an ignored note edit's, a note's text) is never read
+    as a proof.
+    """
+    if step.kind not in (Kind.TRANSITION, Kind.VOTED):
+        return None
+    return proven_via(step.details[-1:])
