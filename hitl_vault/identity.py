@@ -127,3 +127,20 @@ def proven_by(step: Transition) -> str | None:
     if step.kind not in (Kind.TRANSITION, Kind.VOTED):
         return None
     return proven_via(step.details[-1:])
+
+
+def proof_details(proof: Proof) -> tuple[str, ...]:
+    """The details the engine keeps last with a proven decision or vote: where it came
+    from (``from 10.0.0.5``), if the service knew, then ``via api``."""
+    client = " ".join(proof.client.split())[:200]
+    return ((f"from {client}",) if client else ()) + (proof.detail,)
+
+
+def proof_in(step: Transition) -> Proof | None:
+    """The proof a journaled decision or vote carries (see :func:`proof_details`), or None."""
+    via = proven_by(step)
+    if via is None:
+        return None
+    before = step.details[-2] if len(step.details) > 1 else ""
+    client = before[len("from ") :] if before.startswith("from ") else ""
+    return Proof(step.by, via, client)

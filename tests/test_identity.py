@@ -20,7 +20,7 @@ from hitl_vault import Status, Vault
 from hitl_vault.cli.main import cli
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import DecisionRefusedError, NotAnApproverError, RulesError
-from hitl_vault.identity import PROVEN, Proof, proven_by
+from hitl_vault.identity import PROVEN, Proof, proof_in, proven_by
 from hitl_vault.model import Kind, Transition
 from hitl_vault.notes.render import history_line
 from hitl_vault.policy.proven import unauthenticated
@@ -195,12 +195,16 @@ def test_proven_votes_meet_the_quorum_and_the_history_says_via_which_channel(
     assert done.status is Status.APPROVED and done.decided_by == "alice, bob"
     votes = vault.get(rid).votes()
     assert [(t.by, t.details, proven_by(t)) for t in votes] == [
-        ("alice", ("1 of 2", "via api"), "api"),
-        ("bob", ("2 of 2", "via socket"), "socket"),
+        ("alice", ("1 of 2", "from 10.0.0.5", "via api"), "api"),
+        ("bob", ("2 of 2", "from uid 1001", "via socket"), "socket"),
+    ]
+    assert [proof_in(t) for t in votes] == [
+        Proof("alice", "api", "10.0.0.5"),
+        Proof("bob", "socket", "uid 1001"),
     ]
     text = note(vault, rid).read_text()
-    assert "· alice approved (1 of 2) via api\n" in text
-    assert "· bob approved (2 of 2) via socket\n" in text
+    assert "· alice approved (1 of 2) via api from 10\\.0.0.5\n" in text  # escaped Markdown
+    assert "· bob approved (2 of 2) via socket from uid 1001\n" in text
     assert "· pending → approved · by alice, bob\n" in text  # the votes said who, not a channel
 
 

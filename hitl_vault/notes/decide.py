@@ -18,7 +18,7 @@ from ..errors import (
     RulesError,
     UnprovenDecisionError,
 )
-from ..identity import Proof, same_name
+from ..identity import Proof, proof_details, same_name
 from ..model import Request, Status, Transition
 from ..policy.quorum import Plan
 from ..policy.rules import Policy, RuleFunction
@@ -91,7 +91,7 @@ class Decider:
             if fresh is not None and len(fresh.history) != len(request.history):
                 request = fresh  # something was recorded meanwhile: judge again
                 verdict = self._verdict(request, to, by, reason, params, now, typed, via)
-            proven = () if proof is None else (proof.detail,)
+            proven = () if proof is None else proof_details(proof)
             if verdict.vote is None or verdict.count is None:
                 return self.transition(request, verdict, by, now, proven)
             v, c = verdict.vote, verdict.count
