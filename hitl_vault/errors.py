@@ -287,3 +287,45 @@ class ParamsChangedError(VaultError):
     def __init__(self, request_id: str, problem: str, fix: str) -> None:
         self.request_id = request_id
         super().__init__(f"request {request_id}: not approved: {problem} ({fix})")
+
+
+class ServiceError(VaultError):
+    """The service refused a request (``status``: the HTTP status it answered), or could
+    not be reached (``status`` 0); the message is the service's own, or says what failed."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class NotAuthenticatedError(ServiceError):
+    """No token, or one the service does not know, or a revoked or expired one (401)."""
+
+    def __init__(self, message: str = "", status: int = 401) -> None:
+        super().__init__(
+            message
+            or "the service did not accept the token (unknown, revoked or expired): ask the "
+            "service's owner for one (`hitl-vault token add NAME --role ...`)",
+            status,
+        )
+
+
+class ForbiddenError(ServiceError):
+    """The token is good, but its role or its actions do not allow this (403)."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message, status)
+
+
+class BodyTooLargeError(ServiceError):
+    """The body sent was over the service's limit (413)."""
+
+    def __init__(self, message: str, status: int = 413) -> None:
+        super().__init__(message, status)
+
+
+class TooManyAttemptsError(ServiceError):
+    """Too many failed sign-ins from this address: refused for a while (429)."""
+
+    def __init__(self, message: str, status: int = 429) -> None:
+        super().__init__(message, status)
