@@ -284,7 +284,7 @@ def test_a_note_edit_under_authenticated_stays_pending_and_says_what_is_missing(
 def test_a_votes_line_under_authenticated_is_not_counted(
     clocked_vault: Vault, daemon: Daemon, clock: Clock
 ) -> None:
-    """alice's line under ``votes:`` is marked not counted and listed; no vote is recorded."""
+    """alice's approving line is marked not counted and listed; bob's rejecting one stands."""
     vault = clocked_vault
     rid = vault.submit("deploy", {"v": 3}, requested_by="agent").id
     daemon.run_once(clock.now)
@@ -295,6 +295,10 @@ def test_a_votes_line_under_authenticated_is_not_counted(
     assert vault.get(rid).votes() == []
     assert PROVEN_WAY in flagged(vault)
     assert "alice: approved  # not counted: needs an approval proven" in path.read_text()
+    path.write_text(path.read_text().replace("\n  bob:\n", "\n  bob: rejected, too risky\n", 1))
+    saved(vault, daemon, clock, path)
+    assert vault.get(rid).status is Status.REJECTED  # stopping needs no proof
+    assert vault.get(rid).decided_by == "bob"
 
 
 def test_approve_by_on_the_command_line_is_refused_under_authenticated(
