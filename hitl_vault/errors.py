@@ -69,6 +69,15 @@ class UsageError(VaultError):
         super().__init__(f"{argument}: {problem} ({fix})")
 
 
+class AccessError(VaultError):
+    """A change to people or credentials that cannot be made as asked (an unknown person, a
+    name taken already): which person or token, why, and the fix."""
+
+    def __init__(self, subject: str, problem: str, fix: str) -> None:
+        self.subject, self.problem, self.fix = subject, problem, fix
+        super().__init__(f"{subject}: {problem} ({fix})")
+
+
 class RequestNotFoundError(VaultError):
     """No request with this id is in the journal."""
 
