@@ -47,9 +47,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def token(
-        self, name: str, role: str = "agent", actions: tuple[str, ...] | None = None
-    ) -> str:
+    def token(self, name: str, role: str = "agent", actions: tuple[str, ...] | None = None) -> str:
         """A new token's secret (an approver's NAME is added to people first)."""
         from hitl_vault.access.tokens import mint
 
@@ -57,7 +55,7 @@ class Server:
         if role == "approver" and journal.person(name) is None:
             journal.save_person(Person(name), now, "test", "person added")
         _, secret = mint(
-            journal, name, Role(role), actions=actions, expires=now + timedelta(days=1),
+            journal, name, Role(role), actions=actions, expires=timedelta(days=1),
             now=now, by="test",
         )  # fmt: skip
         return secret
@@ -98,9 +96,7 @@ def serving(root: Path, *, read_timeout: float = 1.0, **options: Any) -> Iterato
     if not root.exists():
         init_vault(root)
     with Vault(root) as vault:
-        runner = Serving(
-            vault, sock=bind("127.0.0.1", 0), read_timeout=read_timeout, **options
-        )
+        runner = Serving(vault, sock=bind("127.0.0.1", 0), read_timeout=read_timeout, **options)
         failed: list[BaseException] = []
 
         def run() -> None:

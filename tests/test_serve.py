@@ -4,6 +4,7 @@ service answers the same requests), then stopped with SIGTERM (exit 0)."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -58,6 +59,11 @@ class Running:
     lines: list[str] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
     port: int = 0
+    reader: threading.Thread = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reader = threading.Thread(target=self.read)
+        self.reader.start()
 
     def read(self) -> None:
         assert self.process.stderr is not None
@@ -66,8 +72,18 @@ class Running:
             found = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
             if found:
                 self.port = int(found.group(1))
+            if "/mcp" in line:  # the last of the lines it prints at start
                 self.started.set()
         self.started.set()
+
+    def stop(self) -> None:
+        """Killed if it still runs; its stderr read to the end and closed."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        self.reader.join(10)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
 
 
 def start(root: Path, *options: str) -> Running:
@@ -76,7 +92,6 @@ def start(root: Path, *options: str) -> Running:
         [*command, "--listen", "127.0.0.1:0", *options], stderr=subprocess.PIPE, text=True
     )
     running = Running(process)
-    threading.Thread(target=running.read, daemon=True).start()
     assert running.started.wait(30) and running.port, "".join(running.lines)
     return running
 
@@ -89,7 +104,7 @@ def mint(root: Path, name: str, role: Role) -> str:
         if role is Role.APPROVER:
             journal.save_person(Person(name), now, "test", "person added")
         _, secret = minted(
-            journal, name, role, actions=None, expires=now + timedelta(days=1), now=now,
+            journal, name, role, actions=None, expires=timedelta(days=1), now=now,
             by="test",
         )  # fmt: skip
     return secret
@@ -106,6 +121,13 @@ def test_killed_with_waits_open_nothing_decided_is_lost_and_sigterm_exits_0(
     init_vault(root)
     agent_token, alice_token = mint(root, "bot", Role.AGENT), mint(root, "alice", Role.APPROVER)
     first = start(root, "--public-url", "https://vault.example.com")
+    try:
+        _kill_and_restart(root, first, agent_token, alice_token)
+    finally:
+        first.stop()
+
+
+def _kill_and_restart(root: Path, first: Running, agent_token: str, alice_token: str) -> None:
     assert any("public URL: https://vault.example.com" in line for line in first.lines)
     agent = Client(f"http://127.0.0.1:{first.port}", agent_token)
     decided, waited = agent.submit("deploy")["id"], agent.submit("deploy")["id"]
@@ -128,12 +150,19 @@ def test_killed_with_waits_open_nothing_decided_is_lost_and_sigterm_exits_0(
     assert len(errors) == 3 and all(isinstance(e, ServiceError) for e in errors), errors
 
     second = start(root)
-    again = Client(f"http://127.0.0.1:{second.port}", agent_token)
-    assert again.get(decided)["status"] == "approved"
-    assert again.get(waited)["status"] == "pending"
-    assert any("public URL: https://vault.example.com" in line for line in second.lines)
-    second.process.send_signal(signal.SIGTERM)
-    assert second.process.wait(20) == 0, "".join(second.lines)
+    try:
+        again = Client(f"http://127.0.0.1:{second.port}", agent_token)
+        assert again.get(decided)["status"] == "approved"
+        assert again.get(waited)["status"] == "pending"
+        assert any("public URL: https://vault.example.com" in line for line in second.lines)
+        public = http.client.HTTPConnection("127.0.0.1", second.port, timeout=10)
+        public.request("GET", "/healthz", headers={"Host": "vault.example.com"})
+        assert public.getresponse().status == 200  # the kept public URL's host is answered
+        public.close()
+        second.process.send_signal(signal.SIGTERM)
+        assert second.process.wait(20) == 0, "".join(second.lines)
+    finally:
+        second.stop()
     with Vault(root) as vault:
         assert vault.engine.journal.setting("public_url") == "https://vault.example.com"
         assert vault.engine.journal.setting("service_uid") == str(os.getuid())

@@ -134,11 +134,10 @@ class Service:
 
     def _log_failures(self, client: str, count: int) -> None:
         """The service log's summary of failed sign-ins (an address and a count, no token)."""
+        from ..access.tokens import failed
+
         try:
-            self.engine.journal.log_service(
-                utcnow(), "hitl-vault", "auth failed", client,
-                (f"{count} failed sign-ins within a minute; refused for a minute",),
-            )  # fmt: skip
+            failed(self.engine.journal, client, count, utcnow())
         except Exception:  # the refusal stands either way; the log says why it is not kept
             log.exception("could not record failed sign-ins from %s", client)
         log.warning("%d failed sign-ins from %s: refused for a minute", count, client)
