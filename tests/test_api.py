@@ -13,13 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from hitl_vault.cli.main import cli
 
-from .servers import Server, serving
+from .servers import Answer, Server, serving
 
 RULES = """\
 defaults:
@@ -56,13 +57,13 @@ def alice(server: Server) -> str:
     return server.token("alice", "approver")
 
 
-def submit(server: Server, token: str, action: str = "deploy", **body: object) -> dict:
+def submit(server: Server, token: str, action: str = "deploy", **body: object) -> dict[str, Any]:
     answer = server.call("POST", "/api/v1/requests", {"action": action, **body}, token=token)
     assert answer.status == 201, answer.body
     return answer.body  # type: ignore[no-any-return]
 
 
-def cli_show(root: Path, request_id: str) -> dict:
+def cli_show(root: Path, request_id: str) -> dict[str, Any]:
     result = CliRunner().invoke(cli, ["--vault", str(root), "show", request_id, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.output)  # type: ignore[no-any-return]
@@ -183,7 +184,7 @@ def test_a_long_poll_returns_promptly_on_a_decision_made_by_another_process(
 ) -> None:
     """?wait= wakes on the journal's events: a CLI approval elsewhere ends it at once."""
     made = submit(server, agent)["id"]
-    answers: list = []
+    answers: list[Answer] = []
     polling = threading.Thread(
         target=lambda: answers.append(
             server.call("GET", f"/api/v1/requests/{made}?wait=30", token=agent)

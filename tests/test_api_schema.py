@@ -23,12 +23,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield s
 
 
+@pytest.mark.slow
 def test_no_input_gets_a_500_and_every_answer_is_as_documented(server: Server) -> None:
     """schemathesis, a bounded number of examples per route: no 5xx, status codes, content
     types and bodies as /openapi.json says (an agent token; decisions with an approver's)."""
     agent, approver = server.token("fuzz-bot"), server.token("alice", "approver")
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) >= 6
     for operation in operations:
         token = approver if operation.path.endswith("/decision") else agent
@@ -41,19 +42,19 @@ def test_no_input_gets_a_500_and_every_answer_is_as_documented(server: Server) -
 
 def _fuzz(
     server: Server,
-    operation: schemathesis.APIOperation,
+    operation: schemathesis.APIOperation,  # type: ignore[type-arg]
     mode: schemathesis.GenerationMode,
     headers: dict[str, str],
 ) -> None:
     @settings(
-        max_examples=6,
+        max_examples=5,
         deadline=None,
         database=None,
         derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(generation_mode=mode))
-    def check(case: schemathesis.Case) -> None:
+    def check(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
         response = case.call(base_url=server.url, headers=headers)
         assert response.status_code < 500, (case.method, case.formatted_path, response.text)
         case.validate_response(
