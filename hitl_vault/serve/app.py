@@ -100,6 +100,16 @@ def _answering(fn: Endpoint) -> Endpoint:
     return endpoint
 
 
+def _query(request: HttpRequest, *allowed: str) -> dict[str, str]:
+    """The query parameters, none but ``allowed`` (an unknown one is a 422, as a field is)."""
+    given = request.query_params
+    for name in given:
+        if name not in allowed:
+            names = ", ".join(allowed) or "none"
+            raise UsageError(name, "is not a parameter of this request", f"they are: {names}")
+    return {name: given[name] for name in given}
+
+
 def _wait_seconds(text: str | None) -> float:
     if text is None:
         return 0.0
@@ -137,6 +147,7 @@ class Routes:
     async def submit(self, request: HttpRequest) -> Response:
         s = self.service
         who = await authenticated(s, request)
+        _query(request)
         body = await read_json(request, _SUBMIT_FIELDS, required=("action",))
         created = await s.call(
             s.submit, who, body["action"], body.get("params") or {},
@@ -150,7 +161,7 @@ class Routes:
     async def get(self, request: HttpRequest) -> Response:
         s = self.service
         who = await authenticated(s, request)
-        seconds = _wait_seconds(request.query_params.get("wait"))
+        seconds = _wait_seconds(_query(request, "wait").get("wait"))
         request_id = request.path_params["id"]
         if seconds > 0:
             found = await s.wait(who, request_id, seconds)
@@ -161,15 +172,17 @@ class Routes:
     async def list(self, request: HttpRequest) -> Response:
         s = self.service
         who = await authenticated(s, request)
-        status = request.query_params.get("status")
+        query = _query(request, "status", "limit")
+        status = query.get("status")
         wanted = Status.named(status) if status is not None else None
-        limit = _limit(request.query_params.get("limit"))
+        limit = _limit(query.get("limit"))
         found = await s.call(s.list, who, wanted, limit)
         return JSONResponse(await s.call(s.listed, found))
 
     async def cancel(self, request: HttpRequest) -> Response:
         s = self.service
         who = await authenticated(s, request)
+        _query(request)
         await read_json(request, {}, empty=True)
         done = await s.call(s.cancel, who, request.path_params["id"])
         return JSONResponse(await s.call(s.shown, done))
@@ -177,6 +190,7 @@ class Routes:
     async def decide(self, request: HttpRequest) -> Response:
         s = self.service
         who = await authenticated(s, request)
+        _query(request)
         body = await read_json(request, _DECISION_FIELDS, required=("decision",))
         if body["decision"] not in ("approve", "reject"):
             raise UsageError(
@@ -193,6 +207,7 @@ class Routes:
     async def gate(self, request: HttpRequest, handler: GateHandler) -> Response:
         s = self.service
         who = await authenticated(s, request, Role.AGENT)
+        _query(request)
         body = await read_json(request, None)
         return JSONResponse(await s.call(handler, who, body))
 
