@@ -151,7 +151,7 @@ class Routes:
         body = await read_json(request, _SUBMIT_FIELDS, required=("action",))
         created = await s.call(
             s.submit, who, body["action"], body.get("params") or {},
-            summary=body.get("summary", ""), context=body.get("context"),
+            summary=body.get("summary") or "", context=body.get("context"),
             timeout=body.get("timeout"),
         )  # fmt: skip
         shown = await s.call(s.shown, created)
@@ -196,11 +196,11 @@ class Routes:
             raise UsageError(
                 "decision", f"{body['decision']!r} is not a decision", "give approve or reject"
             )
-        if body["decision"] == "reject" and "expect" in body:
+        if body["decision"] == "reject" and body.get("expect") is not None:
             raise UsageError("expect", "goes with an approval only", "leave it out of a rejection")
         done = await s.call(
             s.decide, who, request.path_params["id"], body["decision"] == "approve",
-            body.get("reason", ""), body.get("expect"),
+            body.get("reason") or "", body.get("expect"),
         )  # fmt: skip
         return JSONResponse(await s.call(s.shown, done))
 
