@@ -115,7 +115,7 @@ RULES = """\
 defaults:
   decision: ask
   timeout: 1h
-  quiet: 0s
+  quiet: 1s
 rules:
   - name: deploys
     action: deploy
