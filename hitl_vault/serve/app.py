@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from .. import __version__
 from ..errors import NotAuthenticatedError, TooManyAttemptsError, UsageError
@@ -217,29 +217,6 @@ async def healthz(request: HttpRequest) -> Response:
     return JSONResponse({"ok": True, "version": __version__})
 
 
-class _Authenticated:
-    """A mounted app (``/mcp``) behind the service's bearer tokens: only an agent's token
-    goes on, its principal in ``scope["state"]["principal"]``."""
-
-    def __init__(self, service: Service, app: ASGIApp) -> None:
-        self.service, self.app = service, app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        try:
-            who = await principal_of(self.service, scope, Role.AGENT)
-        except Exception as e:
-            answer = error_response(e)
-            if answer is None:
-                raise
-            await answer(scope, receive, send)
-            return
-        scope.setdefault("state", {})["principal"] = who
-        await self.app(scope, receive, send)
-
-
 def build_app(
     service: Service,
     *,
@@ -252,7 +229,8 @@ def build_app(
     read_timeout: float = READ_TIMEOUT,
 ) -> ASGIApp:
     """The service's ASGI app. ``gate``: the handler of ``POST /api/v1/gate`` (none: the
-    route is not there); ``mcp_app``: the MCP app mounted at ``/mcp`` behind agent tokens;
+    route is not there); ``mcp_app``: the app mounted at ``/mcp`` (it checks the bearer
+    token itself, with :meth:`Service.authenticate`);
     ``lifespans``: started with the app, after the service (the MCP session manager's).
     Requests whose Host or Origin is not ``public_url``'s host, this machine's or one of
     ``hosts`` are refused."""
@@ -274,7 +252,7 @@ def build_app(
 
         table.append(Route("/api/v1/gate", _answering(gating), methods=["POST"]))
     if mcp_app is not None:
-        table.append(Mount("/mcp", app=_Authenticated(service, mcp_app)))
+        table.append(Mount("/mcp", app=mcp_app))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -112,6 +112,8 @@ class Service:
         from one address get it refused for a while (see :meth:`refused_for`)."""
         from ..access.tokens import authenticate  # the access room, loaded with the service
 
+        if self.refused_for(client) > 0:  # every door: no more guesses from there for now
+            return None
         credential = None
         if 0 < len(secret) <= 512 and secret.isascii() and secret.isprintable():
             credential = authenticate(self.engine.journal, secret, utcnow())
@@ -127,6 +129,10 @@ class Service:
             actions=credential.actions,
             client=client,
         )
+
+    def executes(self, action: str) -> bool:
+        """Whether the daemon runs ``action`` itself once approved (an ``actions:`` entry)."""
+        return action in self.engine.policy.actions
 
     def refused_for(self, client: str) -> float:
         """Seconds ``client`` is still refused after repeated failed sign-ins (0: not)."""
