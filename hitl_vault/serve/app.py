@@ -20,10 +20,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Scope
 
 from .. import __version__
-from ..errors import NotAuthenticatedError, TooManyAttemptsError, UsageError
+from ..errors import ForbiddenError, NotAuthenticatedError, TooManyAttemptsError, UsageError
 from ..identity import Principal, Role
 from ..model import Status
-from .answers import Fields, error_response, read_json
+from .answers import Fields, error_response, parse_json
 from .guard import BODY_LIMIT, READ_TIMEOUT, Guard, allowed_hosts
 from .openapi import document
 from .service import Service
@@ -52,16 +52,10 @@ def _client(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-async def authenticated(
-    service: Service, request: HttpRequest, role: Role | None = None
-) -> Principal:
+def who_is(service: Service, scope: Scope, role: Role | None = None) -> Principal:
     """The principal of the request's bearer token (401, or 429 after repeated failures);
-    ``role``: only that role may go on (403)."""
-    return await principal_of(service, request.scope, role)
-
-
-async def principal_of(service: Service, scope: Scope, role: Role | None = None) -> Principal:
-    """:func:`authenticated` for any ASGI scope (the mounted apps)."""
+    ``role``: only that role may go on (403). It reads the store: call it on a service
+    thread (:meth:`Service.call`), with the rest of the request's work."""
     client = _client(scope)
     left = service.refused_for(client)
     if left > 0:
@@ -75,12 +69,10 @@ async def principal_of(service: Service, scope: Scope, role: Role | None = None)
     scheme, _, secret = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise NotAuthenticatedError()
-    who = await service.call(service.authenticate, secret.strip(), client)
+    who = service.authenticate(secret.strip(), client)
     if who is None:
         raise NotAuthenticatedError()
     if role is not None and who.role is not role:
-        from ..errors import ForbiddenError
-
         raise ForbiddenError(f"this needs an {role} token; {who.name} holds an {who.role} token")
     return who
 
@@ -139,77 +131,99 @@ def _limit(text: str | None) -> int:
 
 
 class Routes:
-    """The REST API's endpoints, each a thin call into the service."""
+    """The REST API's endpoints: each reads what the client sent on the event loop, then does
+    all of its journal work in one call on a service thread (who asks, what they may do,
+    the operation, the answer), so a request crosses threads once."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
 
     async def submit(self, request: HttpRequest) -> Response:
-        s = self.service
-        who = await authenticated(s, request)
-        _query(request)
-        body = await read_json(request, _SUBMIT_FIELDS, required=("action",))
-        created = await s.call(
-            s.submit, who, body["action"], body.get("params") or {},
-            summary=body.get("summary") or "", context=body.get("context"),
-            timeout=body.get("timeout"),
-        )  # fmt: skip
-        shown = await s.call(s.shown, created)
-        location = f"/api/v1/requests/{created.id}"
+        s, raw = self.service, await request.body()
+
+        def work() -> dict[str, Any]:
+            who = who_is(s, request.scope)
+            _query(request)
+            body = parse_json(raw, _SUBMIT_FIELDS, required=("action",))
+            made = s.submit(
+                who, body["action"], body.get("params") or {},
+                summary=body.get("summary") or "", context=body.get("context"),
+                timeout=body.get("timeout"),
+            )  # fmt: skip
+            return s.shown(made)
+
+        shown = await s.call(work)
+        location = f"/api/v1/requests/{shown['id']}"
         return JSONResponse(shown, status_code=201, headers={"Location": location})
 
     async def get(self, request: HttpRequest) -> Response:
         s = self.service
-        who = await authenticated(s, request)
-        seconds = _wait_seconds(_query(request, "wait").get("wait"))
         request_id = request.path_params["id"]
+
+        def asked() -> tuple[Principal, float]:
+            return who_is(s, request.scope), _wait_seconds(_query(request, "wait").get("wait"))
+
+        who, seconds = await s.call(asked)
         if seconds > 0:
-            found = await s.wait(who, request_id, seconds)
-        else:
-            found = await s.call(s.get, who, request_id)
-        return JSONResponse(await s.call(s.shown, found))
+            return JSONResponse(await s.wait_shown(who, request_id, seconds))
+        return JSONResponse(await s.call(lambda: s.shown(s.get(who, request_id))))
 
     async def list(self, request: HttpRequest) -> Response:
         s = self.service
-        who = await authenticated(s, request)
-        query = _query(request, "status", "limit")
-        status = query.get("status")
-        wanted = Status.named(status) if status is not None else None
-        limit = _limit(query.get("limit"))
-        found = await s.call(s.list, who, wanted, limit)
-        return JSONResponse(await s.call(s.listed, found))
+
+        def work() -> list[dict[str, Any]]:
+            who = who_is(s, request.scope)
+            query = _query(request, "status", "limit")
+            status = query.get("status")
+            wanted = Status.named(status) if status is not None else None
+            return s.listed(s.list(who, wanted, _limit(query.get("limit"))))
+
+        return JSONResponse(await s.call(work))
 
     async def cancel(self, request: HttpRequest) -> Response:
-        s = self.service
-        who = await authenticated(s, request)
-        _query(request)
-        await read_json(request, {}, empty=True)
-        done = await s.call(s.cancel, who, request.path_params["id"])
-        return JSONResponse(await s.call(s.shown, done))
+        s, raw = self.service, await request.body()
+
+        def work() -> dict[str, Any]:
+            who = who_is(s, request.scope)
+            _query(request)
+            parse_json(raw, {}, empty=True)
+            return s.shown(s.cancel(who, request.path_params["id"]))
+
+        return JSONResponse(await s.call(work))
 
     async def decide(self, request: HttpRequest) -> Response:
-        s = self.service
-        who = await authenticated(s, request)
-        _query(request)
-        body = await read_json(request, _DECISION_FIELDS, required=("decision",))
-        if body["decision"] not in ("approve", "reject"):
-            raise UsageError(
-                "decision", f"{body['decision']!r} is not a decision", "give approve or reject"
-            )
-        if body["decision"] == "reject" and body.get("expect") is not None:
-            raise UsageError("expect", "goes with an approval only", "leave it out of a rejection")
-        done = await s.call(
-            s.decide, who, request.path_params["id"], body["decision"] == "approve",
-            body.get("reason") or "", body.get("expect"),
-        )  # fmt: skip
-        return JSONResponse(await s.call(s.shown, done))
+        s, raw = self.service, await request.body()
+
+        def work() -> dict[str, Any]:
+            who = who_is(s, request.scope)
+            _query(request)
+            body = parse_json(raw, _DECISION_FIELDS, required=("decision",))
+            decision = body["decision"]
+            if decision not in ("approve", "reject"):
+                raise UsageError(
+                    "decision", f"{decision!r} is not a decision", "give approve or reject"
+                )
+            if decision == "reject" and body.get("expect") is not None:
+                raise UsageError(
+                    "expect", "goes with an approval only", "leave it out of a rejection"
+                )
+            done = s.decide(
+                who, request.path_params["id"], decision == "approve",
+                body.get("reason") or "", body.get("expect"),
+            )  # fmt: skip
+            return s.shown(done)
+
+        return JSONResponse(await s.call(work))
 
     async def gate(self, request: HttpRequest, handler: GateHandler) -> Response:
-        s = self.service
-        who = await authenticated(s, request, Role.AGENT)
-        _query(request)
-        body = await read_json(request, None)
-        return JSONResponse(await s.call(handler, who, body))
+        s, raw = self.service, await request.body()
+
+        def work() -> dict[str, Any]:
+            who = who_is(s, request.scope, Role.AGENT)
+            _query(request)
+            return handler(who, parse_json(raw, None))
+
+        return JSONResponse(await s.call(work))
 
 
 async def healthz(request: HttpRequest) -> Response:

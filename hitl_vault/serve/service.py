@@ -197,23 +197,38 @@ class Service:
     async def wait(self, who: Principal, request_id: str, seconds: float) -> Request:
         """The request once its status is other than it was, or after ``seconds`` (then as
         it is): at once if it is in a final status. Wakes on the journal's events only."""
-        request = await self.call(self.get, who, request_id)
-        if request.status.is_final or seconds <= 0:
-            return request
+        return await self._waited(who, request_id, seconds, self.engine.get)
+
+    async def wait_shown(self, who: Principal, request_id: str, seconds: float) -> dict[str, Any]:
+        """:meth:`wait`, the request as :meth:`shown` gives it (read once, when it is over)."""
+        return await self._waited(who, request_id, seconds, self._shown)
+
+    async def _waited(
+        self, who: Principal, request_id: str, seconds: float, then: Callable[[str], T]
+    ) -> T:
+        status = (await self.call(self.get, who, request_id)).status
+        if status.is_final or seconds <= 0:
+            return await self.call(then, request_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         status_of = self.engine.journal.status_of
+
+        def moved() -> tuple[bool, T | None]:  # one trip to a thread per wake
+            if status_of(request_id) is status:
+                return False, None
+            return True, then(request_id)
+
         with self.waiters.waiting(request_id) as wake:
             while True:
                 wake.clear()
-                if await self.call(status_of, request_id) is not request.status:
-                    break
+                done, result = await self.call(moved)
+                if done:
+                    return result  # type: ignore[return-value]
                 left = deadline - loop.time()
                 if left <= 0 or self.closing:
-                    break
+                    return await self.call(then, request_id)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), left)
-        return await self.call(self.engine.get, request_id)
 
     def decide(
         self,
@@ -247,8 +262,11 @@ class Service:
     # --- what a client is shown -------------------------------------------------------
 
     def shown(self, request: Request) -> dict[str, Any]:
-        """The request exactly as ``hitl-vault show --json`` prints it."""
-        request = self.engine.get(request.id)
+        """The request exactly as ``hitl-vault show --json`` prints it (read afresh)."""
+        return self._shown(request.id)
+
+    def _shown(self, request_id: str) -> dict[str, Any]:
+        request = self.engine.get(request_id)
         params, sha, edited = self.engine.params_to_run(request.id)
         data = {
             **request_json(request, self.engine.votes(request)),
