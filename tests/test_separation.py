@@ -166,8 +166,18 @@ def setup() -> Iterator[Setup]:
     url = f"http://127.0.0.1:{port}"
     sock = run / "hitl-vault.sock"
     server = subprocess.Popen(
-        [PYTHON, "-m", "hitl_vault", "--vault", str(vault), "serve",
-         "--listen", f"127.0.0.1:{port}", "--socket", str(sock)],  # fmt: skip
+        [
+            PYTHON,
+            "-m",
+            "hitl_vault",
+            "--vault",
+            str(vault),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--socket",
+            str(sock),
+        ],
         user=service.uid,
         group=service.gid,
         extra_groups=[],
@@ -218,14 +228,10 @@ def test_an_agent_asks_and_waits_through_the_service_but_cannot_read_the_vault(
     process cannot list the vault or read the journal."""
     s = setup
     assert (s.vault.stat().st_mode & 0o777) == 0o700
-    submitted = json.loads(
-        _as_agent(s, "submit", "deploy", "-p", "env=prod", "--json").stdout
-    )
+    submitted = json.loads(_as_agent(s, "submit", "deploy", "-p", "env=prod", "--json").stdout)
     assert submitted["status"] == "pending"
     assert submitted["requested_by"] == "builder"
-    peek = s.agent.python(
-        "-c", f"import os; os.listdir({str(s.vault)!r})", check=False
-    )
+    peek = s.agent.python("-c", f"import os; os.listdir({str(s.vault)!r})", check=False)
     assert peek.returncode != 0 and "PermissionError" in peek.stderr
     journal = s.agent.python(
         "-c", f"open({str(s.vault / '.hitl' / 'journal.db')!r}, 'rb')", check=False
@@ -255,8 +261,13 @@ def test_nothing_the_agent_writes_on_its_own_disk_fools_its_gate(setup: Setup) -
         f"open({str(fake / 'hitl-vault.yaml')!r}, 'w').write('defaults: {{decision: allow}}\\n')",
     )
     call = json.dumps(
-        {"session_id": "s1", "hook_event_name": "PreToolUse", "tool_name": "Bash",
-         "tool_input": {"command": "deploy --prod"}, "cwd": str(fake)}  # fmt: skip
+        {
+            "session_id": "s1",
+            "hook_event_name": "PreToolUse",
+            "tool_name": "Bash",
+            "tool_input": {"command": "deploy --prod"},
+            "cwd": str(fake),
+        }
     )
     env = {"HITL_VAULT": str(fake), "HITL_VAULT_TOKEN": s.token_file.read_text()}
     done = subprocess.run(
@@ -286,7 +297,8 @@ def test_a_person_decides_through_the_socket_and_it_counts_as_proven(setup: Setu
     assert shown["status"] in ("approved", "executing", "executed")
     assert shown["decided_by"] == "carol"
     note = s.service.python(
-        "-c", f"import pathlib; print(pathlib.Path({str(s.vault)!r}).rglob('*{request_id}*').__next__().read_text())"  # noqa: E501
+        "-c",
+        f"import pathlib; print(pathlib.Path({str(s.vault)!r}).rglob('*{request_id}*').__next__().read_text())",  # noqa: E501
     ).stdout
     assert "via socket" in note
 

@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,9 @@ class Api:
         return answer.status, json.loads(raw) if raw else None
 
     def submit(self, tag: str) -> str:
-        status, body = self.call("POST", "/api/v1/requests", {"action": "bench", "params": {"t": tag}})
+        status, body = self.call(
+            "POST", "/api/v1/requests", {"action": "bench", "params": {"t": tag}}
+        )
         assert status == 201, (status, body)
         return str(body["id"])
 
@@ -106,8 +108,16 @@ def served(root: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, str, str]
     port = free_port()
     log = open(root / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hitl_vault", "--vault", str(vault), "serve",
-         "--listen", f"127.0.0.1:{port}"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "hitl_vault",
+            "--vault",
+            str(vault),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -227,10 +237,8 @@ async def _hold(port: int, token: str, ids: list[str], stop: float) -> None:
                 f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode()
             )
             await writer.drain()
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(reader.read(), timeout=max(0.1, stop - time.monotonic()))
-            except TimeoutError:
-                pass
             writer.close()
 
     await asyncio.gather(*(one(i) for i in ids))
@@ -243,7 +251,8 @@ async def _submit_at(port: int, token: str, rate: float, stop: float) -> None:
     while time.monotonic() < stop:
         body = json.dumps({"action": "bench", "params": {"load": n}}).encode()
         writer.write(
-            b"POST /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"POST /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n"
             + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
@@ -275,7 +284,7 @@ def rss_mb(pid: int) -> float:
 async def _open_waits(port: int, token: str, ids: list[str], opened: Any, stop: Any) -> None:
     writers = []
     for request_id in ids:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             f"GET /api/v1/requests/{request_id}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Authorization: Bearer {token}\r\n\r\n".encode()
