@@ -246,10 +246,10 @@ class Service:
                 "(a person decides, with an approver token of their own)"
             )
         self.get(who, request_id)
-        proven = _proven(Proof(who.name, who.via, who.client))
+        proof = Proof(who.name, who.via, who.client)
         if approve:
-            return self.engine.approve(request_id, reason=reason, expect=expect, **proven)
-        return self.engine.reject(request_id, reason=reason, **proven)
+            return self.engine.approve(request_id, reason=reason, expect=expect, proof=proof)
+        return self.engine.reject(request_id, reason=reason, proof=proof)
 
     def cancel(self, who: Principal, request_id: str) -> Request:
         """Withdraw a request: an agent its own pending ones; an approver a pending one, or
@@ -282,12 +282,6 @@ class Service:
         """Requests as ``hitl-vault list --json`` prints them."""
         full = [self.engine.get(r.id) for r in requests]
         return [listed_json(r, self.engine.votes(r)) for r in full]
-
-
-def _proven(proof: Proof) -> dict[str, Any]:
-    """The engine's keywords for a proven decision."""
-    # SWITCH: once Engine.approve/reject take ``proof``, this is {"proof": proof}.
-    return {"by": proof.name}
 
 
 def _sees(who: Principal, request: Request) -> bool:
