@@ -33,6 +33,11 @@ rules:
     approvers: [alice, bob]
     quorum: 2
     decision: ask
+  - name: proven-only
+    action: guarded
+    approvers: [alice, bob]
+    authenticated: true
+    decision: ask
 """
 
 
@@ -165,6 +170,19 @@ def test_an_api_approval_is_one_vote_as_approve_by_would_be(
     result = CliRunner().invoke(cli, ["--vault", str(server.root), "approve", made, "--by", "bob"])
     assert result.exit_code == 0, result.output
     assert server.call("GET", f"/api/v1/requests/{made}", token=alice).body["status"] == "approved"
+
+
+def test_under_authenticated_rules_an_api_approval_counts_and_a_claimed_name_does_not(
+    server: Server, agent: str, alice: str
+) -> None:
+    """authenticated: true: `approve --by bob` leaves it pending; alice's API approval approves."""
+    made = submit(server, agent, "guarded")["id"]
+    claimed = CliRunner().invoke(cli, ["--vault", str(server.root), "approve", made, "--by", "bob"])
+    assert claimed.exit_code != 0
+    assert server.call("GET", f"/api/v1/requests/{made}", token=alice).body["status"] == "pending"
+    path = f"/api/v1/requests/{made}/decision"
+    done = server.call("POST", path, {"decision": "approve"}, token=alice)
+    assert done.status == 200 and done.body["status"] == "approved"
 
 
 def test_list_filters_by_status_and_limit(server: Server, agent: str, alice: str) -> None:
