@@ -11,6 +11,7 @@ import logging
 import urllib.parse
 from collections.abc import Iterable
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("hitl_vault.serve.access")
@@ -103,6 +104,9 @@ class Guard:
                 await answer(*refusal)
             else:
                 await self.app(scope, self._limited(receive, cut), sending)
+        except ClientDisconnect:  # the client left mid-body, or the guard cut it short
+            if cut.answer is not None and not status[0]:
+                await answer(*cut.answer)
         except Exception:  # a bug, or the app stopped at a body the guard cut short
             if cut.answer is None:
                 bugs.exception("bug answering %s %s", scope.get("method"), scope.get("path"))
