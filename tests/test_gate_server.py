@@ -410,3 +410,38 @@ def test_a_token_that_is_not_an_agents_is_denied(served: Served) -> None:
                        ("hv_nope_nope", "unknown, revoked or expired")):  # fmt: skip
         decision, reason = answered(gate_process(served, hook_input(), token=token))
         assert decision == "deny" and why in reason
+
+
+@pytest.mark.process
+def test_the_gate_route_answers_bad_input_with_422_never_500(served: Served) -> None:
+    """Bodies that are no hook input get 422 with the reason; a person's token 403."""
+    import http.client
+
+    def post(body: bytes, token: str = "") -> tuple[int, dict[str, Any]]:
+        host, port = served.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        headers = {"Authorization": f"Bearer {token or served.agent_token}",
+                   "Content-Type": "application/json"}  # fmt: skip
+        connection.request("POST", "/api/v1/gate", body, headers)
+        response = connection.getresponse()
+        status, raw = response.status, response.read()
+        connection.close()
+        return status, json.loads(raw)
+
+    good = json.loads(hook_input())
+    for body, said in [
+        (b"[1]", "object"),
+        (b"{", "JSON"),
+        (json.dumps({**good, "format": "emacs"}).encode(), "not a hook format"),
+        (json.dumps({**good, "format": 3}).encode(), "not a hook format"),
+        (json.dumps({**good, "tool_input": "ls"}).encode(), "tool_input"),
+        (json.dumps({**good, "cwd": "relative"}).encode(), "cwd"),
+        (json.dumps({**good, "hook_event_name": "PostToolUse"}).encode(), "PreToolUse"),
+        (json.dumps({**good, "tool_name": "../../etc"}).encode(), "action"),
+        (b'{"tool_input": {"a": ' * 200 + b"1" + b"}}" * 200, ""),
+    ]:
+        status, answer = post(body)
+        assert status == 422 and said in answer.get("error", ""), (body[:60], status, answer)
+    assert post(hook_input(), served.approver_token)[0] == 403
+    status, answer = post(json.dumps({**good, "format": "codex"}).encode())
+    assert status == 200 and answer["decision"] == "pending"

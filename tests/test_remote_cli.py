@@ -99,6 +99,7 @@ def test_an_approver_token_file_decides_over_http_and_an_agent_token_cannot(
     request_id = submitted(served, env="three")
     denied = agent(served, "approve", request_id)
     assert denied.exit_code == 1 and "agent token" in denied.output
+    assert "(the service answered 403)" in denied.output
     token = tmp_path / "alice.token"
     token.write_text(served.approver_token + "\n")
     token.chmod(0o600)

@@ -13,6 +13,8 @@ says who), an ID is the whole id (no prefix), and ``approve`` takes no edited pa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import click
@@ -46,6 +48,22 @@ def connect(ctx: click.Context) -> Any:
         raise click.ClickException(str(e)) from None
     with cli_errors():
         return Client(server, secret)
+
+
+@contextmanager
+def remote_errors() -> Iterator[None]:
+    """:func:`cli_errors`, and a refusal names the status the service answered with."""
+    from ..errors import ServiceError
+
+    try:
+        with cli_errors():
+            yield
+    except click.ClickException as e:
+        cause = e.__context__
+        if isinstance(cause, ServiceError) and cause.status:
+            said = f"{e.format_message()} (the service answered {cause.status})"
+            raise click.ClickException(said) from None
+        raise
 
 
 def _no_by(by: str | None) -> None:
@@ -109,14 +127,14 @@ def submit(
         with cli_errors():
             context = read_context(context_file)
     client = connect(ctx)
-    with cli_errors():
+    with remote_errors():
         data = client.submit(action, params, summary=summary, context=context, timeout=timeout)
         if not as_json:
             click.echo(f"{data['id']} {data['status']}")
             if data["status"] == Status.REJECTED and not wait:
                 click.echo(outcome(data), err=True)
         if wait and data["status"] == Status.PENDING:
-            data = client.wait(data["id"])
+            data = waited(client, data["id"])
             if not as_json:
                 click.echo(f"{data['id']} {data['status']}")
     if as_json:
@@ -125,6 +143,20 @@ def submit(
         if not as_json:
             click.echo(outcome(data), err=True)
         ctx.exit(1)
+
+
+def waited(client: Any, request_id: str) -> dict[str, Any]:
+    """The request once it is no longer pending, asked in long-polls that start short and
+    double (to 16 s): the service holds a poll until the status changes from what it is
+    when the poll starts, so a decision made just before is seen at the poll's end."""
+    from ..errors import WaitTimeoutError
+
+    poll = 0.5
+    while True:
+        try:
+            return client.wait(request_id, poll)  # type: ignore[no-any-return]
+        except WaitTimeoutError:
+            poll = min(poll * 2, 16.0)
 
 
 def outcome(data: dict[str, Any]) -> str:
@@ -149,7 +181,7 @@ def outcome(data: dict[str, Any]) -> str:
 def list_(ctx: click.Context, status: str | None, limit: int | None, as_json: bool) -> None:
     """List the requests the service shows you (an agent token: its own), newest first."""
     client = connect(ctx)
-    with cli_errors():
+    with remote_errors():
         found = client.list(status=status, limit=limit)
     if as_json:
         echo_json(found)
@@ -179,7 +211,7 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     from ..text import NOT_PRINTABLE_ASCII, visible
 
     client = connect(ctx)
-    with cli_errors():
+    with remote_errors():
         data = client.get(request_id)
     if as_json:
         echo_json(data)
@@ -237,7 +269,7 @@ def _decision(name: str) -> click.Command:
         error: click.ClickException | None = None
         for request_id in request_ids:
             try:
-                with cli_errors():
+                with remote_errors():
                     if approving:
                         data = client.approve(request_id, reason, expect)
                     else:
@@ -290,7 +322,7 @@ def cancel(ctx: click.Context, request_id: str, by: str | None, as_json: bool) -
     an approved one whose action has not started."""
     _no_by(by)
     client = connect(ctx)
-    with cli_errors():
+    with remote_errors():
         data = client.cancel(request_id)
     if as_json:
         echo_json(data)
