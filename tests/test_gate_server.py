@@ -276,8 +276,10 @@ def test_the_url_and_the_token_are_checked_before_anything_is_sent(
         gate_client.run("https://h.example", str(token), CLAUDE, 1, hook_input())
     )
     assert decision == "deny" and f"chmod 600 {token}" in reason
-    assert gate_client.loopback("127.0.0.1") and gate_client.loopback("::1")
-    assert not gate_client.loopback("127.0.0.1.example.com")
+    for url in ("http://127.0.0.2:8787", "http://[::1]:8787", "http://localhost"):
+        assert gate_client.check_url(url)[0] == "http"
+    with pytest.raises(gate_client.ServerError):
+        gate_client.check_url("http://127.0.0.1.example.com")
 
 
 def test_input_that_is_not_a_tool_call_exits_2_without_asking() -> None:
@@ -286,11 +288,18 @@ def test_input_that_is_not_a_tool_call_exits_2_without_asking() -> None:
     assert code == 2 and "not an object" in err
 
 
-def test_the_fast_path_reads_server_and_token_file() -> None:
-    """`gate --server URL --token-file PATH` is parsed without click; --token-file alone is not."""
+def test_the_fast_path_reads_server_and_token_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gate --server URL --token-file PATH` is parsed without click, as is `--server URL
+    gate` and $HITL_VAULT_SERVER; --token-file with no server goes to click to refuse."""
+    monkeypatch.delenv("HITL_VAULT_SERVER", raising=False)
     fast = gate_arguments(["gate", "--server", "https://h", "--token-file=/t", "--wait", "5s"])
     assert fast is not None and (fast.server, fast.token_file, fast.wait) == ("https://h", "/t", 5)
+    root = gate_arguments(["--server", "https://h", "gate"])
+    assert root is not None and root.server == "https://h"
     assert gate_arguments(["gate", "--token-file", "/t"]) is None
+    monkeypatch.setenv("HITL_VAULT_SERVER", "https://env")
+    from_env = gate_arguments(["gate"])
+    assert from_env is not None and from_env.server == "https://env"
 
 
 @pytest.mark.process

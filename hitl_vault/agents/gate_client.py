@@ -30,7 +30,6 @@ FIRST_POLL = 0.5
 MARGIN = 15.0  # seconds the connection may take beyond the service's wait
 MAX_ANSWER = 1 << 20  # bytes: an answer longer than this is not the service's
 _DECISIONS = ("none", "allow", "deny", "pending")
-_LOOPBACK = ("localhost", "::1")
 
 
 class ServerError(Exception):
@@ -41,6 +40,8 @@ def check_url(url: str) -> tuple[str, str, int | None, str]:
     """(scheme, host, port, path) of the service's URL; :class:`ServerError` for a URL that
     is not ``https://`` or an ``http://`` one to this machine."""
     from urllib.parse import urlsplit
+
+    from ..client import is_loopback
 
     try:
         parts = urlsplit(url)
@@ -55,20 +56,12 @@ def check_url(url: str) -> tuple[str, str, int | None, str]:
             f"--server {parts.scheme}://{host}/…: give the service's address only (a token "
             f"goes in ${TOKEN_ENV} or --token-file, never in the URL)"
         )
-    if parts.scheme == "http" and not loopback(host):
+    if parts.scheme == "http" and not is_loopback(host):
         raise ServerError(
             f"--server {url!r} is plain http:// to another machine, where the token would "
             "cross the network in the clear: use https:// (the service behind a TLS proxy)"
         )
     return parts.scheme, host, port, parts.path.rstrip("/")
-
-
-def loopback(host: str) -> bool:
-    """Whether ``host`` is this machine: ``localhost``, 127.0.0.0/8 or ::1."""
-    if host.lower() in _LOOPBACK:
-        return True
-    words = host.split(".")
-    return len(words) == 4 and words[0] == "127" and all(w.isdigit() for w in words)
 
 
 def read_token(token_file: str | None) -> str:
