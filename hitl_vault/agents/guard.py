@@ -50,6 +50,7 @@ _STATE_PART = re.compile(rf"(?:^|/){re.escape(STATE_DIR)}(?:/|$)")
 _SHELL_SPLIT = re.compile(r"[\s;&|<>()`]+|\$\(")
 _ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)=(.*)$")
 _VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+_MOST_GLOBS = 64  # globs one command may have expanded (a long here-doc is full of `*`)
 
 
 def own_code() -> tuple[Path, ...]:
@@ -157,6 +158,8 @@ def _words(command: str, cwd: Path) -> Iterator[tuple[str, str]]:
     simple ``NAME=value`` variables, ``--option=value`` and globs."""
     here = str(cwd)
     names: dict[str, str] = {}
+    seen: set[tuple[str, str]] = set()
+    globs = _MOST_GLOBS
     words = [w for w in _SHELL_SPLIT.split(command) if w]
     for n, word in enumerate(words):
         assigned = _ASSIGNMENT.match(word)
@@ -170,12 +173,13 @@ def _words(command: str, cwd: Path) -> Iterator[tuple[str, str]]:
             yield here, word
             continue
         for candidate in (word, word.partition("=")[2]):
-            if not candidate or not ("/" in candidate or candidate.startswith((".", "~"))):
-                if candidate and any(c in candidate for c in "*?["):
-                    yield from ((os.path.join(here, m), word) for m in _glob(here, candidate))
+            if not candidate or (here, candidate) in seen:
                 continue
-            yield os.path.join(here, os.path.expanduser(candidate)), word
-            if any(c in candidate for c in "*?["):
+            seen.add((here, candidate))
+            if "/" in candidate or candidate.startswith((".", "~")):
+                yield os.path.join(here, os.path.expanduser(candidate)), word
+            if globs and any(c in candidate for c in "*?["):
+                globs -= 1
                 yield from ((m, word) for m in _glob(here, os.path.expanduser(candidate)))
 
 
