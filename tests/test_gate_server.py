@@ -205,6 +205,7 @@ def replying(status: int, body: bytes, kind: str = "application/json") -> Handle
         (500, b'{"decision": "allow", "reason": ""}', "HTTP 500"),
         (401, b'{"error": "unauthorized"}', "unknown, revoked or expired"),
         (302, b"", "HTTP 302"),
+        (429, b'{"error": "refused for a minute\\n"}', "HTTP 429 (refused for a minute)"),
         (200, b"<html>allow</html>", "not JSON"),
         (200, b'["allow"]', "not an object"),
         (200, b'{"decision": "ALLOW", "reason": ""}', "no decision"),
@@ -269,6 +270,10 @@ def test_the_url_and_the_token_are_checked_before_anything_is_sent(
         assert decision == "deny" and fix in reason and "hv_secret" not in reason, url
     decision, reason = said(gate_client.run("https://h.example", None, CLAUDE, 1, hook_input()))
     assert "set $HITL_VAULT_TOKEN" in reason
+    monkeypatch.setenv("HITL_VAULT_TOKEN", "hv_x\r\nX-Evil: 1")
+    decision, reason = said(gate_client.run("https://h.example", None, CLAUDE, 1, hook_input()))
+    assert decision == "deny" and "characters a token never has" in reason
+    monkeypatch.delenv("HITL_VAULT_TOKEN")
     token = tmp_path / "token"
     token.write_text("hv_x\n")
     token.chmod(0o644)

@@ -71,7 +71,7 @@ def read_token(token_file: str | None) -> str:
         token = os.environ.get(TOKEN_ENV, "").strip()
         if not token:
             raise ServerError(f"no token: set ${TOKEN_ENV} or give --token-file PATH")
-        return token
+        return _checked_token(token, f"${TOKEN_ENV}")
     try:
         fd = os.open(token_file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
@@ -90,6 +90,13 @@ def read_token(token_file: str | None) -> str:
         os.close(fd)
     if not token:
         raise ServerError(f"--token-file {token_file}: is empty (put the agent's token in it)")
+    return _checked_token(token, f"--token-file {token_file}")
+
+
+def _checked_token(token: str, where: str) -> str:
+    """``token`` if it could be one (printable ASCII, no blanks): it goes in a header."""
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise ServerError(f"{where}: holds characters a token never has (give it as printed)")
     return token
 
 
@@ -113,8 +120,9 @@ def decide(service: Service, hook_input: dict[str, Any], wait: float) -> Answer:
     """The service's answer to the hook call, waiting at most ``wait`` s for a human.
 
     A "pending" answer names its request: the gate waits on it (``GET
-    /api/v1/requests/{id}?wait=``, at most a minute a time), then asks again with the
-    identical call, which the service matches to that request."""
+    /api/v1/requests/{id}?wait=``, in polls that start at FIRST_POLL s and double up to
+    API_WAIT), then asks again with the identical call, which the service matches to
+    that request."""
     body = json.dumps(hook_input, ensure_ascii=False).encode("utf-8")
     deadline = time.monotonic() + wait
     poll = FIRST_POLL
@@ -184,9 +192,10 @@ def _checked(shown: str, status: int, raw: bytes, *, gate: bool) -> dict[str, An
     """The answer's JSON object (``gate``: the gate's, checked field by field) if it is the
     documented one; :class:`ServerError` otherwise."""
     if status != 200:
-        said = {401: " (the token is unknown, revoked or expired)",
-                403: " (the token may not gate: an agent token is needed)"}  # fmt: skip
-        raise ServerError(f"{shown} answered HTTP {status}{said.get(status, '')}")
+        meaning = {401: "the token is unknown, revoked or expired",
+                   403: "the token may not gate: an agent token is needed"}  # fmt: skip
+        why = meaning.get(status) or _error_of(raw)
+        raise ServerError(f"{shown} answered HTTP {status}" + (f" ({why})" if why else ""))
     if len(raw) > MAX_ANSWER:
         raise ServerError(f"{shown} answered more than {MAX_ANSWER} bytes")
     try:
@@ -206,3 +215,15 @@ def _checked(shown: str, status: int, raw: bytes, *, gate: bool) -> dict[str, An
     if updated is not None and not isinstance(updated, dict):
         raise ServerError(f"{shown} answered an updated_input that is not an object")
     return data
+
+
+def _error_of(raw: bytes) -> str:
+    """The service's own ``error`` text in an error answer, on one short line ("" if none)."""
+    try:
+        said = json.loads(raw.decode("utf-8")).get("error")
+    except (UnicodeDecodeError, ValueError, RecursionError, AttributeError):
+        return ""
+    if not isinstance(said, str):
+        return ""
+    line = " ".join("".join(c if c.isprintable() else " " for c in said).split())
+    return line if len(line) <= 300 else line[:299] + "…"
