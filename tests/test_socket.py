@@ -190,3 +190,24 @@ def test_the_default_path_is_the_vaults_own(
     assert one != two and one.name.startswith("vault-") and one.suffix == ".sock"
     if not Path("/run/hitl-vault").is_dir():
         assert one.parent == tmp_path / "hitl-vault"
+
+
+def test_a_bug_behind_the_socket_is_an_answer_not_a_dropped_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An operation that raises what no error maps (a bug): status 500, and the log has it."""
+    import asyncio
+
+    from hitl_vault.serve.socket import SocketServer
+
+    class Broken:
+        """A service whose every call fails as a bug would (none can be made to here)."""
+
+        async def call(self, fn: Any, *args: Any) -> Any:
+            raise RuntimeError("a bug")
+
+    server = SocketServer(Broken(), Path("/nonexistent.sock"))  # type: ignore[arg-type]
+    answer = asyncio.run(server.answer(os.getuid(), b'{"op": "whoami"}\n'))
+    assert answer == {"ok": False, "status": 500, "error": answer["error"]}
+    assert "its log says why" in answer["error"]
+    assert "RuntimeError: a bug" in caplog.text
