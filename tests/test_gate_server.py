@@ -111,10 +111,12 @@ def test_agents_never_share_an_approval_and_a_rejection_says_why(engine: Engine)
 def test_an_agent_limited_to_actions_is_denied_the_others_and_a_person_cannot_gate(
     engine: Engine,
 ) -> None:
-    """A token's --actions bound what it may ask; an approver token is no agent."""
+    """A token's --actions bound what it may ask (what the rules allow unrecorded asks
+    nothing, and passes); an approver token is no agent."""
     limited = Principal("deployer", Role.AGENT, API, actions=("Bash",))
     answer = remote(engine, call("Write", {"file_path": "x", "content": ""}), limited)
     assert answer.decision == "deny" and "may not ask for Write" in answer.reason
+    assert remote(engine, call("Read", {"file_path": "x"}), limited).decision == "none"
     alice = Principal("alice", Role.APPROVER, API)
     assert remote(engine, call("Bash", {"command": "git push"}), alice).decision == "deny"
     assert engine.list() == []

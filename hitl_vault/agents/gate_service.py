@@ -4,9 +4,10 @@ answer ``hitl-vault gate`` would give: the same rules, the same identical-retry 
 the same once-only hand-out of an approval.
 
 The requester is the credential's name, never anything the agent says; a token limited
-with ``--actions`` is denied every other tool. The local guard (:mod:`.guard`) does not
-run here: it keeps an agent that shares the vault owner's OS user off the vault's files,
-and an agent of the service cannot reach them.
+with ``--actions`` is denied any other tool the rules would ask about, block on record or
+record (what they allow without a record asks nothing of anyone, and passes). The local
+guard (:mod:`.guard`) does not run here: it keeps an agent that shares the vault owner's
+OS user off the vault's files, and an agent of the service cannot reach them.
 """
 
 from __future__ import annotations
@@ -66,17 +67,17 @@ def decide_remote(engine: Engine, call: Call, principal: Principal, hook: HookFo
 
     if principal.role is not Role.AGENT:
         return GateAnswer("deny", f"{principal.name} is not an agent: only agent tokens gate")
-    if not principal.may_ask(call.tool):
-        allowed = ", ".join(principal.actions or ())
-        why = f"the agent {principal.name} may not ask for {call.tool} (its token allows {allowed})"
-        return GateAnswer("deny", why)
     policy = engine.policy
     ruling = policy.evaluate(
         Proposal(call.tool, call.params, call.summary, principal.name), engine.functions
     )
     decision, _ = policy.applied(ruling)
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
-        return GateAnswer("none")
+        return GateAnswer("none")  # nothing asked of anyone: the agent's own permissions apply
+    if not principal.may_ask(call.tool):
+        allowed = ", ".join(principal.actions or ())
+        why = f"the agent {principal.name} may not ask for {call.tool} (its token allows {allowed})"
+        return GateAnswer("deny", why)
     if decision is Decision.BLOCK and policy.gate_record is GateRecord.ASKS:
         return GateAnswer("deny", blocked_by(ruling.rule, ruling.reason))
     if decision is Decision.ASK:
