@@ -1,6 +1,7 @@
 """``hitl-vault serve`` as a user runs it: what it refuses at start, what it records, and a
 real process killed with -9 while clients wait (nothing decided is lost, and a restarted
-service answers the same requests), then stopped with SIGTERM (exit 0)."""
+service answers the same requests), then stopped with SIGTERM (exit 0); at start it warns
+of rules that count names anyone can claim."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ from hitl_vault.errors import ServiceError
 from hitl_vault.identity import Person, Role
 from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
+
+
+RULES = """\
+defaults:
+  decision: ask
+rules:
+  - name: two-people
+    action: release
+    approvers: [alice, bob]
+    quorum: 2
+    decision: ask
+"""
 
 
 def test_serve_refuses_a_remote_address_without_allow_remote(tmp_path: Path) -> None:
@@ -119,6 +132,7 @@ def test_killed_with_waits_open_nothing_decided_is_lost_and_sigterm_exits_0(
     stands, a restarted service answers the same requests; SIGTERM then exits 0."""
     root = tmp_path / "vault"
     init_vault(root)
+    (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
     agent_token, alice_token = mint(root, "bot", Role.AGENT), mint(root, "alice", Role.APPROVER)
     first = start(root, "--public-url", "https://vault.example.com")
     try:
@@ -161,6 +175,9 @@ def _kill_and_restart(root: Path, first: Running, agent_token: str, alice_token:
         public.close()
         second.process.send_signal(signal.SIGTERM)
         assert second.process.wait(20) == 0, "".join(second.lines)
+        second.reader.join(10)
+        warned = [line for line in second.lines if line.startswith("warning: ")]
+        assert len(warned) == 1 and "rule two-people asks for 2 approvals" in warned[0]
     finally:
         second.stop()
     with Vault(root) as vault:

@@ -128,6 +128,7 @@ def serve(
 
 
 def _serve(path: Path, listen: tuple[str, int], url: str | None, proxy: str | None) -> None:
+    from ..policy.proven import unauthenticated
     from ..serve.runner import Serving, bind
     from ..vault import Vault
 
@@ -149,6 +150,8 @@ def _serve(path: Path, listen: tuple[str, int], url: str | None, proxy: str | No
             click.echo(f"serving {vault.root} on http://{shown}:{port}", err=True)
             click.echo(f"public URL: {url or '(none set: --public-url)'}", err=True)
             click.echo(mcp_line, err=True)
+            for warning in unauthenticated(vault.policy):
+                click.echo(f"warning: {warning}", err=True)
 
         serving.run(on_ready=ready)
 

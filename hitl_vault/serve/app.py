@@ -150,7 +150,7 @@ class Routes:
                 summary=body.get("summary") or "", context=body.get("context"),
                 timeout=body.get("timeout"),
             )  # fmt: skip
-            return s.shown(made)
+            return s.shown_new(made)
 
         shown = await s.call(work)
         location = f"/api/v1/requests/{shown['id']}"
