@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +26,6 @@ from hitl_vault.errors import ServiceError
 from hitl_vault.identity import Person, Role
 from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
-
 
 RULES = """\
 defaults:
@@ -123,6 +123,13 @@ def mint(root: Path, name: str, role: Role) -> str:
     return secret
 
 
+def _wait_into(client: Client, request_id: str, errors: list[BaseException]) -> None:
+    try:
+        client.wait(request_id, timeout=30)
+    except BaseException as e:
+        errors.append(e)
+
+
 @pytest.mark.process
 @pytest.mark.slow
 def test_killed_with_waits_open_nothing_decided_is_lost_and_sigterm_exits_0(
@@ -173,8 +180,16 @@ def _kill_and_restart(root: Path, first: Running, agent_token: str, alice_token:
         public.request("GET", "/healthz", headers={"Host": "vault.example.com"})
         assert public.getresponse().status == 200  # the kept public URL's host is answered
         public.close()
+        held: list[BaseException] = []
+        holding = threading.Thread(target=lambda: _wait_into(again, waited, held))
+        holding.start()
+        time.sleep(0.2)  # the long-poll is open (it ends at the stop either way)
+        stopped = time.monotonic()
         second.process.send_signal(signal.SIGTERM)
         assert second.process.wait(20) == 0, "".join(second.lines)
+        assert time.monotonic() - stopped < 5  # the open long-poll did not hold the stop up
+        holding.join(20)
+        assert held and isinstance(held[0], ServiceError)
         second.reader.join(10)
         warned = [line for line in second.lines if line.startswith("warning: ")]
         assert len(warned) == 1 and "rule two-people asks for 2 approvals" in warned[0]
