@@ -193,7 +193,8 @@ def test_list_filters_by_status_and_limit(server: Server, agent: str, alice: str
     assert "history" not in listed[0]
     bad = server.call("GET", "/api/v1/requests?status=sleeping", token=alice)
     assert bad.status == 422 and "'sleeping' is not a status" in bad.body["error"]
-    assert server.call("GET", "/api/v1/requests?limit=0", token=alice).status == 422
+    for limit in ("0", "%C2%B2", "1001", "x"):  # "²" is a digit to str.isdigit, not to int
+        assert server.call("GET", f"/api/v1/requests?limit={limit}", token=alice).status == 422
 
 
 @pytest.mark.process

@@ -53,6 +53,7 @@ def test_serve_refuses_a_remote_address_without_allow_remote(tmp_path: Path) -> 
     ("option", "said"),
     [
         (["--listen", "8787"], "is not HOST:PORT"),
+        (["--listen", "127.0.0.1:²"], "is not HOST:PORT"),
         (["--public-url", "http://vault.example.com"], "unencrypted"),
         (["--public-url", "vault.example.com"], "not an http(s) URL"),
         (["--trusted-proxy", "proxy.local"], "not an IP address"),

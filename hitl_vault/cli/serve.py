@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8787`` for IPv6); exit 2 naming the option otherwise."""
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if (
+        not sep
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or not 0 <= int(port) <= 65535
+    ):
         raise BadUsage(f"--listen: {text!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
     return host.strip("[]"), int(port)
 

@@ -121,7 +121,7 @@ def _wait_seconds(text: str | None) -> float:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LISTED
-    if not text.isdigit() or not 1 <= int(text) <= MOST_LISTED:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MOST_LISTED:
         raise UsageError(
             "limit",
             f"{text!r} is not a number from 1 to {MOST_LISTED}",
