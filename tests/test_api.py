@@ -19,7 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from hitl_vault.cli.main import cli
+from hitl_vault.identity import Principal
 
+from .helpers import eventually
 from .servers import Answer, Server, serving
 
 RULES = """\
@@ -41,6 +43,13 @@ rules:
 """
 
 
+def gate(who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in for the gate's handler: the hook's place, and a bug on demand."""
+    if body.get("boom"):
+        raise RuntimeError("a bug in a handler")
+    return {"decision": "none", "reason": f"asked by {who.name}"}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("api") / "vault"
@@ -48,7 +57,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     init_vault(root)
     (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
-    with serving(root, trusted_proxy="127.0.0.1", read_timeout=0.3) as s:
+    options = {"app_options": {"gate": gate}}
+    with serving(root, trusted_proxy="127.0.0.1", read_timeout=0.3, **options) as s:
         yield s
 
 
@@ -296,6 +306,8 @@ def test_invalid_json_and_a_body_that_is_no_object_are_422(server: Server, agent
         b'{"action": "deploy", "params": {"x": NaN}}': "not valid JSON",
         b'{"action": "deploy", "params": [1]}': "params: must be an object",
         b'{"action": 7}': "action: must be text",
+        b'{"action": "deploy", "summary": "\\ud800"}': "summary: holds text that is not valid",
+        b'{"action": "deploy", "params": {"\\udfff": 1}}': "params: holds text that is not valid",
     }
     for body, said in cases.items():
         answer = server.call("POST", "/api/v1/requests", body, token=agent)
@@ -343,3 +355,17 @@ def test_the_openapi_document_lists_every_route(server: Server) -> None:
     } <= set(doc["paths"])
     submit_body = doc["paths"]["/api/v1/requests"]["post"]["requestBody"]
     assert submit_body["content"]["application/json"]["schema"]["additionalProperties"] is False
+
+
+def test_the_gate_hook_mounts_and_a_bug_is_a_logged_500_in_json(
+    server: Server, agent: str, alice: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """POST /api/v1/gate reaches the handler given to build_app (agent tokens only); a bug
+    in it answers 500 as JSON, its traceback in the log: the only way to a 500."""
+    answer = server.call("POST", "/api/v1/gate", {"tool_name": "Bash"}, token=agent)
+    assert answer.status == 200 and answer.body == {"decision": "none", "reason": "asked by bot"}
+    assert server.call("POST", "/api/v1/gate", {}, token=alice).status == 403
+    with caplog.at_level(logging.ERROR):
+        bug = server.call("POST", "/api/v1/gate", {"boom": True}, token=agent)
+        assert bug.status == 500 and "a bug" in bug.body["error"]
+        eventually(lambda: "RuntimeError: a bug in a handler" in caplog.text)

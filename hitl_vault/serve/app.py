@@ -279,7 +279,7 @@ def build_app(
         finally:
             await service.stop()
 
-    app = Starlette(routes=table, lifespan=lifespan)
+    app = Starlette(routes=table, lifespan=lifespan, exception_handlers={500: _bug})
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     return Guard(
@@ -294,6 +294,11 @@ def _openapi(gate: bool, mcp: bool) -> Endpoint:
         return JSONResponse(shown)
 
     return openapi
+
+
+async def _bug(request: HttpRequest, exc: Exception) -> Response:
+    """A bug's answer (the guard logs its traceback): JSON, as every other answer is."""
+    return JSONResponse({"error": "internal error (a bug; the service's log has it)"}, 500)
 
 
 async def _not_found(request: HttpRequest, exc: Exception) -> Response:
