@@ -136,14 +136,16 @@ def _wait_into(client: Client, request_id: str, errors: list[BaseException]) -> 
 def test_killed_with_waits_open_nothing_decided_is_lost_and_sigterm_exits_0(
     tmp_path: Path,
 ) -> None:
-    """kill -9 with long-polls open: the clients get an error, the approval made before
-    stands, a restarted service answers the same requests; SIGTERM then exits 0."""
-    root = tmp_path / "vault"
-    init_vault(root)
-    (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
-    agent_token, alice_token = mint(root, "bot", Role.AGENT), mint(root, "alice", Role.APPROVER)
+    """A new vault made at start; kill -9 with long-polls open: the clients get an error, the
+    approval made before stands, a restarted service answers the same requests; SIGTERM
+    then exits 0 at once, a long-poll open."""
+    root = tmp_path / "vault"  # none yet: serve makes it from the template, as run does
     first = start(root, "--public-url", "https://vault.example.com")
     try:
+        assert any(f"created a new vault at {root}" in line for line in first.lines)
+        (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
+        agent_token = mint(root, "bot", Role.AGENT)
+        alice_token = mint(root, "alice", Role.APPROVER)
         _kill_and_restart(root, first, agent_token, alice_token)
     finally:
         first.stop()

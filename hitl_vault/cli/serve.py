@@ -116,7 +116,10 @@ def serve(
 ) -> None:
     """Run the daemon and the HTTP service (REST API, the gate over HTTP, MCP at /mcp) in one
     process, until SIGTERM or Ctrl-C. Agents ask with agent tokens; people answer with
-    approver tokens (`hitl-vault token add`)."""
+    approver tokens (`hitl-vault token add`).
+
+    With no vault at the path yet, one is created from the template first.
+    """
     host, port = parse_listen(listen)
     check_listen(host, allow_remote)
     url = check_public_url(public_url) if public_url is not None else None
@@ -135,8 +138,12 @@ def serve(
 def _serve(path: Path, listen: tuple[str, int], url: str | None, proxy: str | None) -> None:
     from ..policy.proven import unauthenticated
     from ..serve.runner import Serving, bind
+    from ..template import init_vault
     from ..vault import Vault
 
+    if not path.exists():  # as `run` does: the quick start's first command serves
+        init_vault(path)
+        click.echo(f"created a new vault at {path}", err=True)
     with Vault(path) as vault:
         url = _record(vault, url)
         try:
