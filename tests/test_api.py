@@ -11,12 +11,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from hitl_vault.cli.main import cli
 from hitl_vault.identity import Principal
@@ -50,6 +53,23 @@ def gate(who: Principal, body: dict[str, Any]) -> dict[str, Any]:
     return {"decision": "none", "reason": f"asked by {who.name}"}
 
 
+MCP_RUNNING: list[bool] = []
+
+
+async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
+    """A stand-in for the MCP app: says whether its lifespan is running."""
+    await JSONResponse({"mcp": scope["path"], "running": MCP_RUNNING == [True]})(
+        scope, receive, send
+    )
+
+
+@asynccontextmanager
+async def mcp_running() -> AsyncIterator[None]:
+    MCP_RUNNING.append(True)
+    yield
+    MCP_RUNNING.append(False)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("api") / "vault"
@@ -57,7 +77,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     init_vault(root)
     (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
-    options = {"app_options": {"gate": gate}}
+    options = {"app_options": {"gate": gate, "mcp_app": mcp, "lifespans": [mcp_running]}}
     with serving(root, trusted_proxy="127.0.0.1", read_timeout=0.3, **options) as s:
         yield s
 
@@ -369,3 +389,13 @@ def test_the_gate_hook_mounts_and_a_bug_is_a_logged_500_in_json(
         bug = server.call("POST", "/api/v1/gate", {"boom": True}, token=agent)
         assert bug.status == 500 and "a bug" in bug.body["error"]
         eventually(lambda: "RuntimeError: a bug in a handler" in caplog.text)
+
+
+def test_the_mcp_app_mounts_at_mcp_with_its_lifespan_behind_the_guard(server: Server) -> None:
+    """/mcp (no redirect to /mcp/) reaches the app given to build_app, whose lifespan runs
+    with the service's; the Host check holds there too."""
+    for method in ("POST", "GET", "DELETE"):
+        answer = server.call(method, "/mcp", b"{}")
+        assert answer.status == 200 and answer.body == {"mcp": "/mcp", "running": True}
+    foreign = server.call("POST", "/mcp", b"{}", headers={"Host": "evil.example"})
+    assert foreign.status == 421

@@ -16,8 +16,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp, Scope
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import ForbiddenError, NotAuthenticatedError, TooManyAttemptsError, UsageError
@@ -231,6 +231,16 @@ async def healthz(request: HttpRequest) -> Response:
     return JSONResponse({"ok": True, "version": __version__})
 
 
+class _Asgi:
+    """An ASGI app as a route's endpoint (a plain function would be taken for a handler)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def build_app(
     service: Service,
     *,
@@ -265,8 +275,8 @@ def build_app(
             return await routes.gate(request, handler)
 
         table.append(Route("/api/v1/gate", _answering(gating), methods=["POST"]))
-    if mcp_app is not None:
-        table.append(Mount("/mcp", app=mcp_app))
+    if mcp_app is not None:  # the one path Streamable HTTP uses (no redirect to /mcp/)
+        table.append(Route("/mcp", _Asgi(mcp_app), methods=None))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
