@@ -16,8 +16,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp, Scope
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import ForbiddenError, NotAuthenticatedError, TooManyAttemptsError, UsageError
@@ -121,7 +121,7 @@ def _wait_seconds(text: str | None) -> float:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LISTED
-    if not text.isdigit() or not 1 <= int(text) <= MOST_LISTED:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MOST_LISTED:
         raise UsageError(
             "limit",
             f"{text!r} is not a number from 1 to {MOST_LISTED}",
@@ -150,7 +150,7 @@ class Routes:
                 summary=body.get("summary") or "", context=body.get("context"),
                 timeout=body.get("timeout"),
             )  # fmt: skip
-            return s.shown(made)
+            return s.shown_new(made)
 
         shown = await s.call(work)
         location = f"/api/v1/requests/{shown['id']}"
@@ -231,6 +231,16 @@ async def healthz(request: HttpRequest) -> Response:
     return JSONResponse({"ok": True, "version": __version__})
 
 
+class _Asgi:
+    """An ASGI app as a route's endpoint (a plain function would be taken for a handler)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def build_app(
     service: Service,
     *,
@@ -265,8 +275,8 @@ def build_app(
             return await routes.gate(request, handler)
 
         table.append(Route("/api/v1/gate", _answering(gating), methods=["POST"]))
-    if mcp_app is not None:
-        table.append(Mount("/mcp", app=mcp_app))
+    if mcp_app is not None:  # the one path Streamable HTTP uses (no redirect to /mcp/)
+        table.append(Route("/mcp", _Asgi(mcp_app), methods=None))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -279,7 +289,7 @@ def build_app(
         finally:
             await service.stop()
 
-    app = Starlette(routes=table, lifespan=lifespan)
+    app = Starlette(routes=table, lifespan=lifespan, exception_handlers={500: _bug})
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     return Guard(
@@ -294,6 +304,11 @@ def _openapi(gate: bool, mcp: bool) -> Endpoint:
         return JSONResponse(shown)
 
     return openapi
+
+
+async def _bug(request: HttpRequest, exc: Exception) -> Response:
+    """A bug's answer (the guard logs its traceback): JSON, as every other answer is."""
+    return JSONResponse({"error": "internal error (a bug; the service's log has it)"}, 500)
 
 
 async def _not_found(request: HttpRequest, exc: Exception) -> Response:
