@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
@@ -265,24 +265,89 @@ def _first_up(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def build_server(vault: Vault, asking: Vault | None = None) -> MCPServer[Any]:
-    """The MCP server with its four tools over ``vault`` (already open), submitting through
-    ``asking`` (see :class:`Tools`)."""
-    tools = Tools(vault, RulesFile(vault, *([asking] if asking else [])), asking)
-    server: MCPServer[Any] = MCPServer(
-        name="hitl-vault", version=__version__, instructions=_INSTRUCTIONS
-    )
+class ToolCalls(Protocol):
+    """What the four tools do for one call; ``ctx`` is the call's MCP context (who asks, and
+    the channel progress goes back on). Each returns the tool's answer as a JSON object and
+    raises :class:`VaultError` for a bad argument, which the tool reports as its error."""
 
-    async def answer(call: Callable[[], dict[str, Any]]) -> str:
-        """``call()`` run off the event loop, as the tool's JSON answer."""
+    async def request_approval(
+        self,
+        ctx: Context[Any, Any],
+        action: str,
+        params: dict[str, Any],
+        summary: str,
+        context: str | None,
+        timeout: str | float | None,
+    ) -> dict[str, Any]: ...
+
+    async def wait_for_approval(
+        self, ctx: Context[Any, Any], request_id: str, wait_seconds: float
+    ) -> dict[str, Any]: ...
+
+    async def get_request(self, ctx: Context[Any, Any], request_id: str) -> dict[str, Any]: ...
+
+    async def list_requests(
+        self, ctx: Context[Any, Any], status: str | None, limit: int
+    ) -> dict[str, Any]: ...
+
+
+class LocalCalls:
+    """The tools over an open vault (``hitl-vault mcp``): whoever holds the stdio pipe asks,
+    as ``mcp:<client name>``. The work of each call runs off the event loop."""
+
+    def __init__(self, tools: Tools) -> None:
+        self.tools = tools
+
+    async def request_approval(
+        self,
+        ctx: Context[Any, Any],
+        action: str,
+        params: dict[str, Any],
+        summary: str,
+        context: str | None,
+        timeout: str | float | None,
+    ) -> dict[str, Any]:
+        client = client_name(ctx)
+        return await off_loop(
+            lambda: self.tools.request_approval(action, params, client, summary, context, timeout)
+        )
+
+    async def wait_for_approval(
+        self, ctx: Context[Any, Any], request_id: str, wait_seconds: float
+    ) -> dict[str, Any]:
+        return await self.tools.wait_for_approval(request_id, wait_seconds, ctx.report_progress)
+
+    async def get_request(self, ctx: Context[Any, Any], request_id: str) -> dict[str, Any]:
+        return await off_loop(self.tools.get_request, request_id)
+
+    async def list_requests(
+        self, ctx: Context[Any, Any], status: str | None, limit: int
+    ) -> dict[str, Any]:
+        return await off_loop(self.tools.list_requests, status, limit)
+
+
+def client_name(ctx: Context[Any, Any]) -> str | None:
+    """The name the MCP client gave for itself (when it connected, or with this call)."""
+    params = ctx.request_context.session.client_params
+    return params.client_info.name if params is not None else None
+
+
+def new_server() -> MCPServer[Any]:
+    """An MCP server named hitl-vault, with the instructions agents read, and no tools yet."""
+    return MCPServer(name="hitl-vault", version=__version__, instructions=_INSTRUCTIONS)
+
+
+def add_tools(server: MCPServer[Any], calls: ToolCalls) -> None:
+    """Give ``server`` the four tools, each doing its work through ``calls``: one set of
+    names, arguments and descriptions, whether the agent asks over stdio or over HTTP."""
+
+    async def answer(work: Awaitable[dict[str, Any]]) -> str:
+        """The tool's JSON answer; a bad argument or a broken rules file is the tool's error,
+        which says which and the fix."""
         try:
-            return json.dumps(await off_loop(call), indent=2, ensure_ascii=False)
-        except VaultError as e:  # a bad argument, a broken rules file: say which and the fix
+            return json.dumps(await work, indent=2, ensure_ascii=False)
+        except VaultError as e:
             raise ToolError(str(e)) from None
-
-    def client_name(ctx: Context[Any, Any]) -> str | None:
-        params = ctx.request_context.session.client_params
-        return params.client_info.name if params is not None else None
 
     @server.tool(
         description=(
@@ -305,10 +370,7 @@ def build_server(vault: Vault, asking: Vault | None = None) -> MCPServer[Any]:
         context: str | None = None,
         timeout: str | float | None = None,
     ) -> str:
-        client = client_name(ctx)
-        return await answer(
-            lambda: tools.request_approval(action, params, client, summary, context, timeout)
-        )
+        return await answer(calls.request_approval(ctx, action, params, summary, context, timeout))
 
     @server.tool(
         description=(
@@ -320,18 +382,14 @@ def build_server(vault: Vault, asking: Vault | None = None) -> MCPServer[Any]:
         structured_output=False,
     )
     async def wait_for_approval(id: str, ctx: Context[Any, Any], wait_seconds: float = 30) -> str:
-        try:
-            data = await tools.wait_for_approval(id, wait_seconds, ctx.report_progress)
-        except VaultError as e:
-            raise ToolError(str(e)) from None
-        return json.dumps(data, indent=2, ensure_ascii=False)
+        return await answer(calls.wait_for_approval(ctx, id, wait_seconds))
 
     @server.tool(
         description="One request as JSON, with its history, by the id request_approval returned.",
         structured_output=False,
     )
-    async def get_request(id: str) -> str:
-        return await answer(lambda: tools.get_request(id))
+    async def get_request(id: str, ctx: Context[Any, Any]) -> str:
+        return await answer(calls.get_request(ctx, id))
 
     @server.tool(
         description=(
@@ -342,9 +400,19 @@ def build_server(vault: Vault, asking: Vault | None = None) -> MCPServer[Any]:
         ),
         structured_output=False,
     )
-    async def list_requests(status: str | None = None, limit: int = DEFAULT_LIMIT) -> str:
-        return await answer(lambda: tools.list_requests(status, limit))
+    async def list_requests(
+        ctx: Context[Any, Any], status: str | None = None, limit: int = DEFAULT_LIMIT
+    ) -> str:
+        return await answer(calls.list_requests(ctx, status, limit))
 
+
+def build_server(vault: Vault, asking: Vault | None = None) -> MCPServer[Any]:
+    """The MCP server with its four tools over ``vault`` (already open), submitting through
+    ``asking`` (see :class:`Tools`)."""
+    server = new_server()
+    add_tools(
+        server, LocalCalls(Tools(vault, RulesFile(vault, *([asking] if asking else [])), asking))
+    )
     return server
 
 
