@@ -130,7 +130,7 @@ if __name__ == "__main__":
 
 pytestmark = pytest.mark.process  # the server runs in a process of its own
 
-TOKENS = {
+TOKENS: dict[str, dict[str, Any]] = {
     "hv_agent_builder": {"name": "builder", "role": "agent"},
     "hv_agent_other": {"name": "other-agent", "role": "agent"},
     "hv_agent_deployer": {"name": "deployer", "role": "agent", "actions": ["deploy"]},
@@ -359,3 +359,22 @@ async def test_a_token_revoked_while_connected_stops_at_its_next_call(served: Se
     assert before == {"requests": [], "more": False}
     with Vault(served.vault_path) as vault:
         assert not [r for r in vault.list() if r.requested_by == "later-agent"]
+
+
+async def test_outside_the_lifespan_the_app_answers_503(vault: Vault, tmp_path: Path) -> None:
+    """Before the service's lifespan enters app.running() (or after it ends): 503, never a 500."""
+    from hitl_vault.agents.mcp_http import mcp_http_app
+
+    app = mcp_http_app(VaultDesk(vault, TOKENS, tmp_path / "none"))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    headers = [(b"authorization", b"Bearer hv_agent_builder")]
+    await app({"type": "http", "method": "POST", "path": "/", "headers": headers}, receive, send)
+    assert sent[0]["status"] == 503
+    assert json.loads(sent[1]["body"]) == {"error": "the MCP transport is not running"}

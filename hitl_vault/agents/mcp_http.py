@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
 from mcp.server.mcpserver import Context
@@ -211,9 +211,8 @@ class CallerCalls:
 
 class McpHttpApp:
     """The ASGI app served at ``/mcp``: the bearer-token gate before the SDK's stateless
-    Streamable HTTP transport. Its session manager runs inside :meth:`running`, which the
-    app that mounts it enters in its lifespan; served on its own (``uvicorn.run(app)``) it
-    runs it in its own ASGI lifespan."""
+    Streamable HTTP transport, whose task group runs inside :meth:`running`: the app that
+    mounts this one enters it in its lifespan."""
 
     def __init__(self, desk: Desk) -> None:
         self.desk = desk
@@ -225,16 +224,23 @@ class McpHttpApp:
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
         self.manager: StreamableHTTPSessionManager = server.session_manager
+        self.serving = False
 
-    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """The transport's lifetime: enter it once (in the lifespan) before serving a request."""
-        return self.manager.run()
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The transport's lifetime: enter it once, in the lifespan, to serve requests."""
+        async with self.manager.run():
+            self.serving = True
+            try:
+                yield
+            finally:
+                self.serving = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.lifespan(receive, send)
+        if scope["type"] != "http":  # the app that mounts this one has the lifespan
             return
-        if scope["type"] != "http":  # no websockets here
+        if not self.serving:  # outside the lifespan: starting up, or shutting down
+            await refuse(send, 503, "the MCP transport is not running")
             return
         secret = bearer(scope)
         client = scope.get("client")
@@ -252,17 +258,6 @@ class McpHttpApp:
             )
             return
         await self.manager.handle_request({**scope, PRINCIPAL: who}, receive, send)
-
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        """The ASGI lifespan protocol when this app is served on its own."""
-        message = await receive()
-        if message["type"] != "lifespan.startup":
-            return
-        async with self.running():
-            await send({"type": "lifespan.startup.complete"})
-            while (await receive())["type"] != "lifespan.shutdown":
-                pass
-        await send({"type": "lifespan.shutdown.complete"})
 
 
 def bearer(scope: Scope) -> str:
