@@ -57,7 +57,7 @@ HOMES = {
     "frontmatter": {"notes.file"},
     "apprise": {"notify.send"},
     # the optional extra hitl-vault[mcp], imported when it runs (stdio, and over HTTP at /mcp)
-    "mcp": {"agents.mcp_server", "agents.mcp_http"},
+    "mcp": {"agents.mcp_tools", "agents.mcp_server", "agents.mcp_http"},
     "starlette": {"serve."},
     "uvicorn": {"serve."},
 }

@@ -36,7 +36,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from ..errors import RequestNotFoundError, UsageError
 from ..identity import Principal, Role
 from ..model import Request, Status
-from .mcp_server import (
+from .mcp_tools import (
     MAX_LIMIT,
     PROGRESS_EVERY,
     add_tools,
