@@ -1,23 +1,19 @@
-"""MCP over Streamable HTTP at ``/mcp``, driven as agents on other machines drive it: a real
-uvicorn server on 127.0.0.1 (one per module, in a process of its own) and the official MCP
-client's HTTP transport with an agent's bearer token (docs: "Agents on other machines").
-
-Run as a script, this file is that server: ``python test_mcp_http.py VAULT TOKENS``."""
+"""MCP over Streamable HTTP at ``/mcp``, driven as an agent on another machine drives it: the
+service as ``hitl-vault serve`` runs it (the daemon and uvicorn on an ephemeral port of
+127.0.0.1, one per module) and the official MCP client's HTTP transport with a bearer token
+(docs: "Agents on other machines")."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.client
 import json
-import os
-import select
-import socket
-import subprocess
-import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,164 +25,21 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import Implementation
 
 from hitl_vault import Vault
+from hitl_vault.access.tokens import mint, revoke
+from hitl_vault.agents.mcp_http import mcp_http_app
 from hitl_vault.agents.mcp_server import build_server
-from hitl_vault.errors import RequestNotFoundError, UsageError
-from hitl_vault.identity import API, Principal, Role
-from hitl_vault.model import Request, Status
-from hitl_vault.shapes import request_json
+from hitl_vault.identity import Person, Role
+from hitl_vault.serve.runner import Serving, bind
 from hitl_vault.template import init_vault
+from hitl_vault.times import utcnow
 
-# --- the server, as the script this file is -----------------------------------------------
-
-
-class VaultDesk:
-    """What the service gives /mcp, over one vault and a fixed set of tokens."""
-
-    def __init__(self, vault: Vault, tokens: dict[str, dict[str, Any]], revoked: Path) -> None:
-        self.vault = vault
-        self.tokens = tokens
-        self.revoked = revoked
-
-    def authenticate(self, secret: str, client: str) -> Principal | None:
-        known = self.tokens.get(secret)
-        if known is None or secret in self.revoked.read_text(encoding="utf-8").split():
-            return None
-        actions = tuple(known["actions"]) if known.get("actions") else None
-        return Principal(known["name"], Role(known["role"]), API, actions=actions, client=client)
-
-    def submit(
-        self,
-        who: Principal,
-        action: str,
-        params: dict[str, Any],
-        *,
-        summary: str,
-        context: str | None,
-        timeout: str | float | None,
-    ) -> Request:
-        if not who.may_ask(action):
-            raise UsageError("action", f"{who.name} may not ask for {action!r}", "ask another")
-        return self.vault.submit(
-            action, params, summary=summary, context=context, timeout=timeout,
-            requested_by=who.name,
-        )  # fmt: skip
-
-    def get(self, who: Principal, request_id: str) -> Request:
-        request = self.vault.get(request_id)
-        if request.requested_by != who.name:
-            raise RequestNotFoundError(request_id)
-        return request
-
-    def list(self, who: Principal, status: Status | None, limit: int) -> list[Request]:
-        return [r for r in self.vault.list(status, 10_000) if r.requested_by == who.name][:limit]
-
-    async def wait(self, who: Principal, request_id: str, seconds: float) -> Request:
-        self.get(who, request_id)
-        deadline = time.monotonic() + seconds
-        while True:
-            request = self.vault.get(request_id)
-            if request.status is not Status.PENDING or time.monotonic() >= deadline:
-                return request
-            await asyncio.sleep(0.02)
-
-    def shown(self, request: Request) -> dict[str, Any]:
-        return request_json(request)
-
-    def executes(self, action: str) -> bool:
-        return action in self.vault.policy.actions
-
-
-def serve(vault_path: Path, tokens_file: Path) -> None:
-    """Serve /mcp on an ephemeral port of 127.0.0.1; print the port once it listens."""
-    import uvicorn
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-
-    from hitl_vault.agents.mcp_http import mcp_http_app
-
-    tokens = json.loads(tokens_file.read_text(encoding="utf-8"))
-    with Vault(vault_path) as vault:
-        mcp = mcp_http_app(VaultDesk(vault, tokens, tokens_file.with_suffix(".revoked")))
-
-        @contextlib.asynccontextmanager
-        async def lifespan(app: Starlette) -> AsyncIterator[None]:
-            async with mcp.running():
-                yield
-
-        app = Starlette(routes=[Route("/mcp", endpoint=mcp)], lifespan=lifespan)
-        listening = socket.socket()
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(64)
-        print(listening.getsockname()[1], flush=True)
-        config = uvicorn.Config(app, log_level="warning", lifespan="on")
-        uvicorn.Server(config).run(sockets=[listening])
-
-
-if __name__ == "__main__":
-    serve(Path(sys.argv[1]), Path(sys.argv[2]))
-
-
-# --- the tests --------------------------------------------------------------------------
-
-pytestmark = pytest.mark.process  # the server runs in a process of its own
-
-TOKENS: dict[str, dict[str, Any]] = {
-    "hv_agent_builder": {"name": "builder", "role": "agent"},
-    "hv_agent_other": {"name": "other-agent", "role": "agent"},
-    "hv_agent_deployer": {"name": "deployer", "role": "agent", "actions": ["deploy"]},
-    "hv_agent_gone": {"name": "gone-agent", "role": "agent"},
-    "hv_agent_later": {"name": "later-agent", "role": "agent"},
-    "hv_approver_alice": {"name": "alice", "role": "approver"},
-}
 TOOLS = {"request_approval", "wait_for_approval", "get_request", "list_requests"}
 
 
 @dataclass
-class Served:
-    """The server's vault, its /mcp address, and what it wrote to stderr."""
-
-    vault_path: Path
-    url: str
-    port: int
-    revoked: Path
-
-    @contextlib.asynccontextmanager
-    async def agent(
-        self, token: str | None, name: str = "test-agent", mode: str = "legacy"
-    ) -> AsyncIterator[Agent]:
-        """A connected MCP client sending ``token`` as its bearer token."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with (
-            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http,
-            Client(
-                streamable_http_client(self.url, http_client=http),
-                client_info=Implementation(name=name, version="1"),
-                mode=mode,
-            ) as client,
-        ):
-            yield Agent(client)
-
-    def revoke(self, token: str) -> None:
-        """Revoke ``token``: the server refuses it from its next request on."""
-        with open(self.revoked, "a", encoding="utf-8") as f:
-            f.write(f"{token}\n")
-
-    def status(self, method: str, token: str | None, body: bytes = b"{}") -> tuple[int, bytes]:
-        """A raw request to /mcp: its status and body."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            conn.request(method, "/mcp", body=body, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-
-@dataclass
 class Agent:
+    """A connected MCP client."""
+
     client: Client
 
     async def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
@@ -205,45 +58,117 @@ class Agent:
         return text
 
 
+@dataclass
+class Served:
+    """The running service: its vault's folder and port, and the owner's token commands."""
+
+    root: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def token(
+        self,
+        name: str,
+        role: Role = Role.AGENT,
+        actions: tuple[str, ...] | None = None,
+        age: timedelta = timedelta(0),
+    ) -> str:
+        """A new token's secret, as `hitl-vault token add` makes it (``age``: made that long
+        ago, to expire a day after; an approver's name is added to people first)."""
+        with Vault(self.root) as vault:
+            journal, now = vault.engine.journal, utcnow()
+            if role is Role.APPROVER and journal.person(name) is None:
+                journal.save_person(Person(name), now, "owner", "person added")
+            _, secret = mint(
+                journal, name, role, actions=actions, expires=timedelta(days=1),
+                now=now - age, by="owner",
+            )  # fmt: skip
+        return secret
+
+    def revoke(self, name: str) -> None:
+        """`hitl-vault token revoke NAME`."""
+        with Vault(self.root) as vault:
+            assert revoke(vault.engine.journal, name, utcnow(), "owner") >= 1
+
+    def requested_by(self, name: str) -> list[str]:
+        """The ids of the requests in the vault made in ``name``'s name."""
+        with Vault(self.root) as vault:
+            return [r.id for r in vault.list() if r.requested_by == name]
+
+    @asynccontextmanager
+    async def agent(
+        self, token: str | None, name: str = "test-agent", mode: str = "legacy"
+    ) -> AsyncIterator[Agent]:
+        """A connected MCP client sending ``token`` as its bearer token; ``mode="auto"``
+        speaks the 2026 protocol (no handshake, its name with each call)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=60)) as http,
+            Client(
+                streamable_http_client(self.url, http_client=http),
+                client_info=Implementation(name=name, version="1"),
+                mode=mode,
+            ) as client,
+        ):
+            yield Agent(client)
+
+    def post(self, token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """A raw MCP ping posted to /mcp: the status, the JSON body and the headers."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        ping = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        try:
+            conn.request("POST", "/mcp", body=ping, headers=headers)
+            response = conn.getresponse()
+            body = json.loads(response.read() or b"null")
+            return response.status, body, {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            conn.close()
+
+
+pytestmark = pytest.mark.slow  # a service started for the module: about a second
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One server for the module: /mcp over a fresh vault, on an ephemeral port."""
-    folder = tmp_path_factory.mktemp("mcp-http")
-    vault_path = folder / "vault"
-    init_vault(vault_path)
-    tokens = folder / "tokens.json"
-    tokens.write_text(json.dumps(TOKENS), encoding="utf-8")
-    revoked = tokens.with_suffix(".revoked")
-    revoked.write_text("", encoding="utf-8")
-    errlog = folder / "server-stderr.log"
-    with open(errlog, "w", encoding="utf-8") as err:
-        server = subprocess.Popen(
-            [sys.executable, __file__, str(vault_path), str(tokens)],
-            cwd=folder,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        assert server.stdout is not None
-        ready, _, _ = select.select([server.stdout], [], [], 30)
-        line = server.stdout.readline() if ready else b""
-        assert line.strip().isdigit(), errlog.read_text(encoding="utf-8")
-        port = int(line)
-        yield Served(vault_path, f"http://127.0.0.1:{port}/mcp", port, revoked)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        assert server.stdout is not None
-        server.stdout.close()
-    assert "Traceback" not in errlog.read_text(encoding="utf-8")
+    """One service for the module, /mcp mounted as `hitl-vault serve` mounts it."""
+    root = tmp_path_factory.mktemp("mcp-http") / "vault"
+    init_vault(root)
+    with Vault(root) as vault:
+        serving = Serving(vault, sock=bind("127.0.0.1", 0))
+        mcp = mcp_http_app(serving.service)
+        serving.app_options.update(mcp_app=mcp, lifespans=[mcp.running])
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                serving.run()
+            except BaseException as e:  # shown by the fixture, which waits for it
+                failed.append(e)
+                serving.ready.set()
+
+        thread = threading.Thread(target=run, name="test-mcp-http")
+        thread.start()
+        try:
+            assert serving.ready.wait(20) and not failed, failed
+            yield Served(root, serving.address[1])
+        finally:
+            serving.stop()
+            thread.join(20)
+            assert not thread.is_alive(), "the service did not stop"
+    assert not failed, failed
 
 
 async def test_the_tools_are_those_of_hitl_vault_mcp(served: Served) -> None:
     """An agent over HTTP sees the four tools of the stdio server, with the same arguments."""
-    async with served.agent("hv_agent_builder") as agent:
+    async with served.agent(served.token("lister")) as agent:
         over_http = {t.name: t for t in (await agent.client.list_tools()).tools}
-    with Vault(served.vault_path) as vault:
+    with Vault(served.root) as vault:
         async with Client(build_server(vault)) as local:
             over_stdio = {t.name: t for t in (await local.list_tools()).tools}
     assert set(over_http) == TOOLS == set(over_stdio)
@@ -255,37 +180,34 @@ async def test_the_tools_are_those_of_hitl_vault_mcp(served: Served) -> None:
 async def test_an_ask_is_pending_in_the_token_s_name_whatever_the_client_says(
     served: Served,
 ) -> None:
-    """request_approval returns pending with requested_by the token's name; a requested_by
-    argument does not change it."""
-    async with served.agent("hv_agent_builder", name="alice") as agent:
+    """request_approval returns pending with requested_by the token's name; neither the
+    client's name nor a requested_by argument changes it."""
+    async with served.agent(served.token("builder"), name="alice") as agent:
         asked = await agent.call(
             "request_approval",
             action="deploy",
             params={"environment": "production", "tag": "v9"},
             summary="Deploy v9",
         )
-        claimed = await agent.client.call_tool(
-            "request_approval",
-            {"action": "deploy", "params": {"tag": "v10"}, "requested_by": "alice"},
-        )
+        claimed = await agent.call(
+            "request_approval", action="deploy", params={"tag": "v10"}, requested_by="alice"
+        )  # an argument the tool does not take is ignored
     assert asked["status"] == "pending" and asked["requested_by"] == "builder"
     assert asked["rule"] == "production" and asked["executor"] is False
     assert "wait_for_approval" in asked["next"] and "note" not in asked
-    assert not claimed.is_error  # an argument the tool does not take is ignored
-    assert json.loads(claimed.content[0].text)["requested_by"] == "builder"  # type: ignore[union-attr]
-    with Vault(served.vault_path) as vault:
-        assert {r.requested_by for r in vault.list()} <= {"builder", "other-agent", "deployer"}
+    assert claimed["requested_by"] == "builder"
+    assert served.requested_by("alice") == []
 
 
 async def test_a_wait_returns_once_a_person_decides_in_the_vault(served: Served) -> None:
     """wait_for_approval, under way, returns approved as soon as the vault records alice's yes."""
-    async with served.agent("hv_agent_builder") as agent:
+    async with served.agent(served.token("waiter")) as agent:
         asked = await agent.call("request_approval", action="deploy", params={"tag": "v11"})
         started = time.monotonic()
         waiting = asyncio.create_task(agent.call("wait_for_approval", id=asked["id"]))
         await asyncio.sleep(0.3)  # let the wait get under way; the assertions follow
         assert not waiting.done()
-        with Vault(served.vault_path) as vault:
+        with Vault(served.root) as vault:  # `hitl-vault approve ID --by alice`
             vault.approve(asked["id"], by="alice")
         got = await asyncio.wait_for(waiting, 20)
     assert got["status"] == "approved" and got["decided_by"] == "alice"
@@ -295,77 +217,80 @@ async def test_a_wait_returns_once_a_person_decides_in_the_vault(served: Served)
 
 async def test_an_agent_sees_and_waits_on_its_own_requests_only(served: Served) -> None:
     """Another agent's request is not found by get, wait or list; its own are."""
-    async with served.agent("hv_agent_other") as other:
+    async with served.agent(served.token("other-agent")) as other:
         theirs = await other.call("request_approval", action="deploy", params={"tag": "x"})
-    async with served.agent("hv_agent_builder") as agent:
+    async with served.agent(served.token("own-agent")) as agent:
         mine = await agent.call("request_approval", action="lint", params={})
         got = await agent.error("get_request", id=theirs["id"])
         waited = await agent.error("wait_for_approval", id=theirs["id"], wait_seconds=0)
         listed = await agent.call("list_requests")
         seen = await agent.call("get_request", id=mine["id"])
     assert f"id: no request {theirs['id']!r} of yours" in got
-    assert f"no request {theirs['id']!r}" in waited
-    ids = [r["id"] for r in listed["requests"]]
-    assert mine["id"] in ids and theirs["id"] not in ids
-    assert {r["requested_by"] for r in listed["requests"]} == {"builder"}
+    assert f"id: no request {theirs['id']!r} of yours" in waited
+    assert [r["id"] for r in listed["requests"]] == [mine["id"]] and listed["more"] is False
     assert seen["id"] == mine["id"] and seen["history"]
 
 
 async def test_a_token_limited_to_some_actions_asks_for_those_only(served: Served) -> None:
     """An agent token made with --actions deploy cannot ask for a payment."""
-    async with served.agent("hv_agent_deployer") as agent:
+    async with served.agent(served.token("deployer", actions=("deploy",))) as agent:
         deploy = await agent.call("request_approval", action="deploy", params={})
         payment = await agent.error("request_approval", action="payment", params={"amount": 1})
     assert deploy["requested_by"] == "deployer"
-    assert "payment" in payment
+    assert "action 'payment': the token of deployer may ask for deploy only" in payment
+    assert [deploy["id"]] == served.requested_by("deployer")
 
 
-async def test_a_client_that_names_itself_with_each_call_is_served_too(served: Served) -> None:
-    """A 2026-era client (no handshake, its name with each call) asks and is the token."""
-    async with served.agent("hv_agent_builder", name="modern-agent", mode="auto") as agent:
-        asked = await agent.call("request_approval", action="lint", params={"n": 2})
-    assert asked["status"] == "pending" and asked["requested_by"] == "builder"
+async def test_a_client_that_names_itself_with_each_call_is_recorded_apart(
+    served: Served,
+) -> None:
+    """A 2026-era client (no handshake, its name with each call) asks as the token's name;
+    its own name goes in the request's context, on a line of its own."""
+    async with served.agent(served.token("modern"), name="agent-cli", mode="auto") as agent:
+        asked = await agent.call(
+            "request_approval", action="lint", params={"n": 2}, context="Tidy up."
+        )
+    assert asked["status"] == "pending" and asked["requested_by"] == "modern"
+    assert asked["context"] == "Tidy up.\n\n(asked by modern: client agent-cli)"
 
 
 async def test_without_a_live_agent_token_nothing_is_served(served: Served) -> None:
-    """No token, an unknown or revoked one: 401 with no detail; an approver's token: 403; the
-    official client fails to connect with either."""
-    served.revoke("hv_agent_gone")
-    ping = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode()
-    answers = {
-        token: served.status("POST", token, ping)
-        for token in (None, "", "hv_nobody", "hv_agent_gone", "hv_approver_alice")
-    }
-    for token in (None, "", "hv_nobody", "hv_agent_gone"):
-        assert answers[token] == (401, b'{"error": "unauthorized"}'), token
-    status, body = answers["hv_approver_alice"]
-    assert status == 403 and b"agent token" in body
-    for token in (None, "hv_approver_alice"):
+    """No token, an unknown, expired or revoked one: 401 with no detail; an approver's
+    token: 403; the official client cannot connect with either."""
+    revoked = served.token("revoked-agent")
+    served.revoke("revoked-agent")
+    expired = served.token("old-agent", age=timedelta(days=2))
+    approver = served.token("alice", Role.APPROVER)
+    for token in (None, "", "hv_nobody", revoked, expired):
+        status, body, headers = served.post(token)
+        assert (status, body) == (401, {"error": "unauthorized"}), token
+        assert headers["www-authenticate"] == "Bearer"
+    status, body, _ = served.post(approver)
+    assert status == 403 and "agent token" in body["error"]
+    for token in (None, approver):
         with pytest.raises(ExceptionGroup) as refused:
             async with served.agent(token):
                 pass
         assert refused.group_contains(MCPError, depth=None), token
-    with Vault(served.vault_path) as vault:
-        assert not [r for r in vault.list() if r.requested_by in ("alice", "gone-agent")]
+    assert served.requested_by("alice") == served.requested_by("revoked-agent") == []
 
 
 async def test_a_token_revoked_while_connected_stops_at_its_next_call(served: Served) -> None:
     """Each call is checked against the token as it stands: no session outlives a revocation."""
-    async with served.agent("hv_agent_later") as agent:
+    async with served.agent(served.token("later-agent")) as agent:
         before = await agent.call("list_requests")
-        served.revoke("hv_agent_later")
+        served.revoke("later-agent")
         with pytest.raises(MCPError):
             await agent.client.call_tool("request_approval", {"action": "lint", "params": {}})
     assert before == {"requests": [], "more": False}
-    with Vault(served.vault_path) as vault:
-        assert not [r for r in vault.list() if r.requested_by == "later-agent"]
+    assert served.requested_by("later-agent") == []
 
 
-async def test_outside_the_lifespan_the_app_answers_503(vault: Vault, tmp_path: Path) -> None:
+async def test_outside_the_lifespan_the_app_answers_503(vault: Vault) -> None:
     """Before the service's lifespan enters app.running() (or after it ends): 503, never a 500."""
-    from hitl_vault.agents.mcp_http import mcp_http_app
+    from hitl_vault.serve.service import Service
 
-    app = mcp_http_app(VaultDesk(vault, TOKENS, tmp_path / "none"))
+    app = mcp_http_app(Service(vault))
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -374,7 +299,7 @@ async def test_outside_the_lifespan_the_app_answers_503(vault: Vault, tmp_path: 
     async def send(message: Any) -> None:
         sent.append(dict(message))
 
-    headers = [(b"authorization", b"Bearer hv_agent_builder")]
+    headers = [(b"authorization", b"Bearer hv_whatever")]
     await app({"type": "http", "method": "POST", "path": "/", "headers": headers}, receive, send)
     assert sent[0]["status"] == 503
     assert json.loads(sent[1]["body"]) == {"error": "the MCP transport is not running"}

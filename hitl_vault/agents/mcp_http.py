@@ -1,12 +1,14 @@
 """MCP over Streamable HTTP: the tools of ``hitl-vault mcp`` for agents holding a token.
 
 The service mounts :func:`mcp_http_app` at ``/mcp``. Every HTTP request carries
-``Authorization: Bearer <token>``; the token is checked on each one (401 without a
-detail for none, an unknown, revoked or expired one; 403 for an approver's token, since
-an MCP client is an agent). The tools then act for that token's principal through the
-service (:class:`Desk`), as the REST API does: ``requested_by`` is the token's name,
-which no argument overrides; its ``--actions`` limit applies; it sees, waits on and lists
-its own requests only.
+``Authorization: Bearer <token>``; the token is checked on each one, as the REST API
+checks it (401 without a detail for none, an unknown, revoked or expired one; 429 while
+the address is refused after repeated failures; 403 for an approver's token, since an MCP
+client is an agent). The tools then act for that token's principal through the service
+(:class:`Desk`), as the REST API does: ``requested_by`` is the token's name, which no
+argument overrides; its ``--actions`` limit applies; it sees, waits on and lists its own
+requests only. What reads the store runs on the service's threads, never on the event
+loop; a wait holds no thread.
 
 Stateless Streamable HTTP: each POST is served on its own, and nothing about an agent is
 kept between requests. A restarted service answers the same agent at once (a stateful
@@ -22,18 +24,20 @@ This module imports the ``mcp`` SDK: without the ``mcp`` extra, importing it rai
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from mcp.server.mcpserver import Context
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
-from ..errors import RequestNotFoundError, UsageError
+from ..errors import RequestNotFoundError, UsageError, VaultError
 from ..identity import Principal, Role
 from ..model import Request, Status
 from .mcp_tools import (
@@ -43,7 +47,6 @@ from .mcp_tools import (
     client_name,
     new_server,
     next_step,
-    off_loop,
     wait_used,
 )
 
@@ -54,16 +57,28 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+T = TypeVar("T")
+# A wait the service ends this much before its time, still pending, was ended by a stop.
+EARLY = 0.05
 
 
 class Desk(Protocol):
-    """What MCP over HTTP asks of the service (``serve.service.Service``). Every call but
-    :meth:`authenticate` and :meth:`shown` names the caller, and the service decides what
-    that caller may do; each raises a :class:`VaultError` that says why not."""
+    """What MCP over HTTP asks of the service (``serve.service.Service``). The calls that
+    name a caller let the service decide what that caller may do; each raises a
+    :class:`VaultError` that says why not. All but :meth:`call` and :meth:`wait` may block
+    on the store: they run through :meth:`call`."""
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on one of the service's threads, awaited."""
+        ...
 
     def authenticate(self, secret: str, client: str) -> Principal | None:
         """The principal a bearer token proves, asked from address ``client``; None for an
-        unknown, revoked or expired token."""
+        unknown, revoked or expired token (a failure counted against ``client``)."""
+        ...
+
+    def refused_for(self, client: str) -> float:
+        """Seconds ``client`` is still refused after repeated failed sign-ins (0: not)."""
         ...
 
     def submit(
@@ -83,7 +98,9 @@ class Desk(Protocol):
         """One of ``who``'s requests; :class:`RequestNotFoundError` for any other."""
         ...
 
-    def list(self, who: Principal, status: Status | None, limit: int) -> list[Request]:
+    def list(
+        self, who: Principal, status: Status | None, limit: int | None
+    ) -> builtins.list[Request]:
         """``who``'s requests, newest first."""
         ...
 
@@ -93,6 +110,10 @@ class Desk(Protocol):
 
     def shown(self, request: Request) -> dict[str, Any]:
         """The request as ``show --json`` prints it."""
+        ...
+
+    def listed(self, requests: builtins.list[Request]) -> builtins.list[dict[str, Any]]:
+        """Requests as ``list --json`` prints them."""
         ...
 
     def executes(self, action: str) -> bool:
@@ -162,7 +183,7 @@ class CallerCalls:
             )
             return self.shown(request)
 
-        return await off_loop(ask)
+        return await self.desk.call(ask)
 
     async def wait_for_approval(
         self, ctx: Context[Any, Any], request_id: str, wait_seconds: float
@@ -171,24 +192,27 @@ class CallerCalls:
         with progress every ``every`` seconds meanwhile, as ``hitl-vault mcp`` waits."""
         who = self.caller(ctx)
         used = wait_used(wait_seconds)
-        request = await off_loop(self.get, who, request_id)
+        request = await self.desk.call(self.get, who, request_id)
         started = self.clock()
         while request.status is Status.PENDING:
             left = used - (self.clock() - started)
             if left <= 0:
                 break
-            request = await self.desk.wait(who, request.id, min(self.every, left))
+            chunk, asked = min(self.every, left), self.clock()
+            request = await self.desk.wait(who, request.id, chunk)
+            if request.status is Status.PENDING and self.clock() - asked < chunk - EARLY:
+                break  # answered early and still pending: the service is stopping
             waited = self.clock() - started
             if request.status is Status.PENDING and waited < used:
                 message = f"{request.id}: still pending after {waited:.0f} s"
                 await ctx.report_progress(waited, used, message)
         waited = round(self.clock() - started, 1)
-        shown = await off_loop(self.shown, request)
+        shown = await self.desk.call(self.shown, request)
         return {**shown, "wait_seconds": used, "waited": waited}
 
     async def get_request(self, ctx: Context[Any, Any], request_id: str) -> dict[str, Any]:
         who = self.caller(ctx)
-        return await off_loop(lambda: self.shown(self.get(who, request_id)))
+        return await self.desk.call(lambda: self.shown(self.get(who, request_id)))
 
     async def list_requests(
         self, ctx: Context[Any, Any], status: str | None, limit: int
@@ -200,13 +224,9 @@ class CallerCalls:
 
         def listed() -> dict[str, Any]:
             found = self.desk.list(who, wanted, limit + 1)
-            shown = [self.desk.shown(r) for r in found[:limit]]
-            return {
-                "requests": [{k: v for k, v in s.items() if k != "history"} for s in shown],
-                "more": len(found) > limit,
-            }
+            return {"requests": self.desk.listed(found[:limit]), "more": len(found) > limit}
 
-        return await off_loop(listed)
+        return await self.desk.call(listed)
 
 
 class McpHttpApp:
@@ -242,22 +262,38 @@ class McpHttpApp:
         if not self.serving:  # outside the lifespan: starting up, or shutting down
             await refuse(send, 503, "the MCP transport is not running")
             return
-        secret = bearer(scope)
+        try:
+            who = await self.desk.call(self.who_is, scope)
+        except VaultError as e:  # the store cannot be read: say so, as the REST API does
+            await refuse(send, 503, str(e))
+            return
+        if isinstance(who, Principal):
+            await self.manager.handle_request({**scope, PRINCIPAL: who}, receive, send)
+        else:
+            await refuse(send, *who)
+
+    def who_is(self, scope: Scope) -> Principal | tuple[int, str, list[tuple[bytes, bytes]]]:
+        """The agent the request's bearer token proves, or the refusal to answer with (as the
+        REST API refuses: 429 while the address is refused, 401 with no detail, 403)."""
         client = scope.get("client")
-        address = str(client[0]) if client else ""
-        who = await off_loop(self.desk.authenticate, secret, address) if secret else None
+        address = str(client[0]) if client else "unknown"
+        left = self.desk.refused_for(address)
+        if left > 0:
+            wait = str(math.ceil(left))
+            said = f"too many failed sign-ins from {address}: try again in {wait} s"
+            return 429, said, [(b"retry-after", wait.encode())]
+        secret = bearer(scope)
+        who = self.desk.authenticate(secret, address) if secret else None
         if who is None:
-            await refuse(send, 401, "unauthorized", [(b"www-authenticate", b"Bearer")])
-            return
+            return 401, "unauthorized", [(b"www-authenticate", b"Bearer")]
         if who.role is not Role.AGENT:
-            await refuse(
-                send,
+            return (
                 403,
-                "an MCP client is an agent, and this is an approver's token: give the "
-                "client an agent token (hitl-vault token add NAME --role agent)",
+                f"an MCP client is an agent, and {who.name} holds an {who.role} token: give "
+                "the client an agent token (hitl-vault token add NAME --role agent)",
+                [],
             )
-            return
-        await self.manager.handle_request({**scope, PRINCIPAL: who}, receive, send)
+        return who
 
 
 def bearer(scope: Scope) -> str:
