@@ -15,12 +15,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPError
 from mcp.types import Implementation
 
@@ -303,3 +305,55 @@ async def test_outside_the_lifespan_the_app_answers_503(vault: Vault) -> None:
     await app({"type": "http", "method": "POST", "path": "/", "headers": headers}, receive, send)
     assert sent[0]["status"] == 503
     assert json.loads(sent[1]["body"]) == {"error": "the MCP transport is not running"}
+
+
+@dataclass
+class _Call:
+    """What a tool call's MCP context gives CallerCalls: the HTTP request's scope (with the
+    gate's principal), the client's session, and the progress channel."""
+
+    scope: dict[str, Any]
+    told: list[tuple[float, float | None, str | None]]
+
+    @property
+    def request_context(self) -> Any:
+        session = SimpleNamespace(client_params=None)
+        return SimpleNamespace(request=SimpleNamespace(scope=self.scope), session=session)
+
+    async def report_progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        self.told.append((progress, total, message))
+
+
+async def test_a_wait_reports_progress_and_ends_when_the_service_stops(vault: Vault) -> None:
+    """While nobody decides, progress goes out at each interval; a service that is stopping
+    ends the wait at once, still pending, instead of the agent's call hanging on."""
+    from hitl_vault.agents.mcp_http import PRINCIPAL, CallerCalls
+    from hitl_vault.identity import API, Principal
+    from hitl_vault.serve.service import Service
+
+    service = Service(vault)
+    await service.start()
+    try:
+        who = Principal("builder", Role.AGENT, API)
+        request = await service.call(service.submit, who, "deploy", {})
+        call = _Call({PRINCIPAL: who}, [])
+        ctx = cast(Context[Any, Any], call)
+        waiting = asyncio.create_task(
+            CallerCalls(service, every=0.2).wait_for_approval(ctx, request.id, 30)
+        )
+        deadline = time.monotonic() + 20
+        while len(call.told) < 2 and time.monotonic() < deadline and not waiting.done():
+            await asyncio.sleep(0.05)
+        service.close()
+        got = await asyncio.wait_for(waiting, 10)
+    finally:
+        await service.stop()
+    assert len(call.told) >= 2 and [w for w, _, _ in call.told] == sorted(
+        w for w, _, _ in call.told
+    )
+    assert all(
+        of == 30 and (m or "").startswith(f"{request.id}: still pending") for _, of, m in call.told
+    )
+    assert got["status"] == "pending" and got["wait_seconds"] == 30 and got["waited"] < 10
