@@ -337,19 +337,21 @@ def test_invalid_json_and_a_body_that_is_no_object_are_422(server: Server, agent
 def test_a_slow_client_is_timed_out_while_others_are_answered(server: Server, agent: str) -> None:
     """Half a request, then silence: the connection is closed after the read timeout, and
     the service answers everyone else meanwhile."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+    address = ("127.0.0.1", server.port)
+    with (
+        socket.create_connection(address, timeout=10) as slow,
+        socket.create_connection(address, timeout=10) as stalled,
+    ):
         slow.sendall(b"GET /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthor")
-        started = time.monotonic()
-        assert server.call("GET", "/healthz").status == 200
-        assert slow.recv(100) == b""  # closed by the service
-        assert time.monotonic() - started < 5
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
-        stalled.sendall(
+        stalled.sendall(  # a whole head, then a body that stops after its first byte
             b"POST /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Authorization: Bearer " + agent.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
         )
+        started = time.monotonic()
         assert server.call("GET", "/healthz").status == 200
+        assert slow.recv(100) == b""  # closed by the service
         assert stalled.recv(100).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - started < 5
 
 
 def test_a_foreign_host_or_origin_is_refused(server: Server, agent: str) -> None:

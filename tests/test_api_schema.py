@@ -47,7 +47,7 @@ def _fuzz(
     headers: dict[str, str],
 ) -> None:
     @settings(
-        max_examples=5,
+        max_examples=3,
         deadline=None,
         database=None,
         derandomize=True,
