@@ -401,3 +401,16 @@ def test_the_mcp_app_mounts_at_mcp_with_its_lifespan_behind_the_guard(server: Se
         assert answer.status == 200 and answer.body == {"mcp": "/mcp", "running": True}
     foreign = server.call("POST", "/mcp", b"{}", headers={"Host": "evil.example"})
     assert foreign.status == 421
+
+
+def test_x_forwarded_for_counts_only_from_the_trusted_proxy(tmp_path: Path) -> None:
+    """Without --trusted-proxy, X-Forwarded-For is the client's word: ignored, so failed
+    sign-ins claiming ten addresses still count against the one they came from."""
+    with serving(tmp_path / "vault") as untrusting:
+        for n in range(10):
+            claimed = {"X-Forwarded-For": f"198.51.100.{n}"}
+            answer = untrusting.call("GET", "/api/v1/requests", token="hv_x", headers=claimed)
+            assert answer.status == 401
+        fresh = {"X-Forwarded-For": "198.51.100.99"}
+        answer = untrusting.call("GET", "/api/v1/requests", token="hv_x", headers=fresh)
+        assert answer.status == 429 and "127.0.0.1" in answer.body["error"]
