@@ -77,8 +77,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     init_vault(root)
     (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
-    options = {"app_options": {"gate": gate, "mcp_app": mcp, "lifespans": [mcp_running]}}
-    with serving(root, trusted_proxy="127.0.0.1", read_timeout=0.3, **options) as s:
+    mounted = {"gate": gate, "mcp_app": mcp, "lifespans": [mcp_running]}
+    with serving(root, trusted_proxy="127.0.0.1", read_timeout=0.3, app_options=mounted) as s:
         yield s
 
 
