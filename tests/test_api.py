@@ -414,3 +414,16 @@ def test_x_forwarded_for_counts_only_from_the_trusted_proxy(tmp_path: Path) -> N
         fresh = {"X-Forwarded-For": "198.51.100.99"}
         answer = untrusting.call("GET", "/api/v1/requests", token="hv_x", headers=fresh)
         assert answer.status == 429 and "127.0.0.1" in answer.body["error"]
+
+
+def test_a_long_poll_whose_client_hangs_up_is_dropped_at_once(server: Server, agent: str) -> None:
+    """A client that closes its connection mid-wait leaves no wait behind on the service."""
+    made = submit(server, agent)["id"]
+    waiters = server.serving.service.waiters
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            f"GET /api/v1/requests/{made}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {agent}\r\n\r\n".encode()
+        )
+        eventually(lambda: len(waiters) == 1)
+    eventually(lambda: len(waiters) == 0, timeout=5)
