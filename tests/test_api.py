@@ -274,17 +274,49 @@ def test_401_without_detail_for_no_unknown_or_revoked_tokens(server: Server) -> 
     assert (answer.status, answer.body) == (401, {"error": "unauthorized"})
 
 
-def test_repeated_failed_sign_ins_from_one_address_get_429(server: Server, agent: str) -> None:
-    """After 10 failures from one client address, it is refused (429), good token or not;
-    other addresses are not (the address comes from the trusted proxy's X-Forwarded-For)."""
+def test_repeated_failed_sign_ins_get_429_but_a_valid_token_still_works(
+    server: Server, agent: str
+) -> None:
+    """After 10 failures from one client address, its failures are 429 (no token or a
+    wrong one alike), while a valid token from there still works: behind a proxy every
+    agent shares that address. Other addresses are not refused (the address comes from
+    the trusted proxy's X-Forwarded-For)."""
     from_there = {"X-Forwarded-For": "203.0.113.9"}
     for _ in range(10):
         assert (
             server.call("GET", "/api/v1/requests", token="hv_x", headers=from_there).status == 401
         )
-    refused = server.call("GET", "/api/v1/requests", token=agent, headers=from_there)
-    assert refused.status == 429 and "retry-after" in refused.headers
-    assert server.call("GET", "/api/v1/requests", token=agent).status == 200
+    for token in ("hv_x", None):
+        refused = server.call("GET", "/api/v1/requests", token=token, headers=from_there)
+        assert refused.status == 429 and "retry-after" in refused.headers
+    assert server.call("GET", "/api/v1/requests", token=agent, headers=from_there).status == 200
+    made = server.call(
+        "POST", "/api/v1/requests", {"action": "deploy"}, token=agent, headers=from_there
+    )
+    assert made.status == 201
+    assert server.call("GET", "/api/v1/requests", token="hv_x").status == 401
+
+
+def test_failed_sign_ins_are_summarised_in_the_service_log(server: Server) -> None:
+    """A failed sign-in is in the service log at once, as an address and a count (never
+    the token); later ones are summarised at most once a minute, not once per block."""
+    journal = server.vault.engine.journal
+    from_there = {"X-Forwarded-For": "203.0.113.77"}
+
+    def told() -> list[tuple[str, ...]]:
+        return [
+            e.details
+            for e in journal.service_log()
+            if e.event == "auth failed" and e.subject == "203.0.113.77"
+        ]
+
+    for _ in range(3):
+        answer = server.call("GET", "/api/v1/requests", token="hv_guess", headers=from_there)
+        assert answer.status == 401
+    assert told() == [("1 failed",)]  # the first at once; the next two wait for the minute
+    server.serving.service.sign_ins.flush(everything=True)
+    assert told() == [("2 failed",), ("1 failed",)]
+    assert not any("hv_guess" in str(e) for e in journal.service_log())
 
 
 def test_a_token_in_the_url_is_refused_and_never_logged(

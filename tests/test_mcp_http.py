@@ -357,3 +357,26 @@ async def test_a_wait_reports_progress_and_ends_when_the_service_stops(vault: Va
         of == 30 and (m or "").startswith(f"{request.id}: still pending") for _, of, m in call.told
     )
     assert got["status"] == "pending" and got["wait_seconds"] == 30 and got["waited"] < 10
+
+
+def test_a_refused_address_still_serves_a_valid_agent_token(vault: Vault) -> None:
+    """After 10 failed sign-ins from an address, its failures are 429 but a valid agent
+    token from there is still served: a proxy's agents are not locked out by a guesser."""
+    from hitl_vault.identity import Principal
+    from hitl_vault.serve.service import Service
+
+    app = mcp_http_app(Service(vault))
+    _, secret = mint(
+        vault.engine.journal, "proxied-agent", Role.AGENT, actions=None,
+        expires=timedelta(days=1), now=utcnow(), by="test",
+    )  # fmt: skip
+
+    def scope(token: str) -> dict[str, Any]:
+        headers = [(b"authorization", f"Bearer {token}".encode())]
+        return {"type": "http", "client": ("10.0.0.9", 1234), "headers": headers}
+
+    for _ in range(10):
+        assert app.who_is(scope("hv_guess"))[0] == 401  # type: ignore[index]
+    assert app.who_is(scope("hv_guess"))[0] == 429  # type: ignore[index]
+    who = app.who_is(scope(secret))
+    assert isinstance(who, Principal) and who.name == "proxied-agent"

@@ -48,3 +48,29 @@ async def test_an_agents_session_and_client_go_in_the_context_not_its_name(
             await service.stop()
     assert made.requested_by == "bot"
     assert made.context == "why\n\n(asked by bot: session s-42, client claude-code)"
+
+
+def test_failed_sign_ins_refuse_an_address_and_are_told_once_a_minute() -> None:
+    """Ten failures in a minute refuse the address for a minute; the summaries come at the
+    first failure, then once a minute with the count since, and a flush tells the rest."""
+    from hitl_vault.serve.limits import FailedSignIns
+
+    now = [1000.0]
+    told: list[tuple[str, int]] = []
+    tries = FailedSignIns(lambda: now[0], lambda a, n: told.append((a, n)))
+    blocked = [tries.failed("10.0.0.1") for _ in range(9)]
+    assert not any(blocked) and tries.refused_for("10.0.0.1") == 0
+    assert told == [("10.0.0.1", 1)]
+    assert tries.failed("10.0.0.1") and tries.refused_for("10.0.0.1") == 60
+    now[0] += 30
+    tries.flush()  # not a minute since the last summary yet
+    assert told == [("10.0.0.1", 1)] and tries.refused_for("10.0.0.2") == 0
+    now[0] += 30
+    tries.failed("10.0.0.1")
+    assert told == [("10.0.0.1", 1), ("10.0.0.1", 10)]
+    tries.failed("10.0.0.1")
+    tries.flush(everything=True)
+    assert told[-1] == ("10.0.0.1", 1)
+    now[0] += 200
+    tries.flush()
+    assert tries.refused_for("10.0.0.1") == 0 and len(tries._by_address) == 0

@@ -78,7 +78,8 @@ class Desk(Protocol):
         ...
 
     def refused_for(self, client: str) -> float:
-        """Seconds ``client`` is still refused after repeated failed sign-ins (0: not)."""
+        """Seconds ``client``'s failed sign-ins are still answered 429 (0: not refused); a
+        valid token is never refused."""
         ...
 
     def submit(
@@ -274,16 +275,17 @@ class McpHttpApp:
 
     def who_is(self, scope: Scope) -> Principal | tuple[int, str, list[tuple[bytes, bytes]]]:
         """The agent the request's bearer token proves, or the refusal to answer with (as the
-        REST API refuses: 429 while the address is refused, 401 with no detail, 403)."""
+        REST API refuses: 401 with no detail, 429 instead while the address is refused,
+        403; a valid token is never refused)."""
         client = scope.get("client")
         address = str(client[0]) if client else "unknown"
-        left = self.desk.refused_for(address)
-        if left > 0:
+        left = self.desk.refused_for(address)  # before the token: its failure is a 401
+        secret = bearer(scope)
+        who = self.desk.authenticate(secret, address) if secret else None
+        if who is None and left > 0:  # a valid token is never refused, only failures
             wait = str(math.ceil(left))
             said = f"too many failed sign-ins from {address}: try again in {wait} s"
             return 429, said, [(b"retry-after", wait.encode())]
-        secret = bearer(scope)
-        who = self.desk.authenticate(secret, address) if secret else None
         if who is None:
             return 401, "unauthorized", [(b"www-authenticate", b"Bearer")]
         if who.role is not Role.AGENT:

@@ -33,7 +33,7 @@ from ..model import Request, Status
 from ..params import params_sha
 from ..shapes import listed_json, request_json
 from ..times import utcnow
-from .limits import FailedSignIns
+from .limits import SUMMARY_EVERY, FailedSignIns
 from .waiters import Waiters, following_journal
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ class Service:
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self._following: AbstractContextManager[None] | None = None
+        self._summaries: asyncio.Task[None] | None = None
 
     # --- lifetime ---------------------------------------------------------------------
 
@@ -76,6 +77,7 @@ class Service:
         ready = [self._executor.submit(time.sleep, 0.01) for _ in range(self._workers)]
         for future in ready:
             await asyncio.wrap_future(future)
+        self._summaries = asyncio.create_task(self._summarising())
         if not self.daemon_here:
             journal = self.engine.journal
             self._following = following_journal(journal.watch, self.engine.publish)
@@ -93,6 +95,12 @@ class Service:
         if self._following is not None:
             following, self._following = self._following, None
             await asyncio.to_thread(following.__exit__, None, None, None)
+        if self._summaries is not None:
+            self._summaries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._summaries
+            self._summaries = None
+            await asyncio.to_thread(self.sign_ins.flush, True)
         if self._executor is not None:
             executor, self._executor = self._executor, None
             await asyncio.to_thread(executor.shutdown)
@@ -109,19 +117,20 @@ class Service:
 
     def authenticate(self, secret: str, client: str) -> Principal | None:
         """The principal a bearer token proves, or None (unknown, revoked, expired, a
-        disabled person). ``client`` is where it came from (an address): too many failures
-        from one address get it refused for a while (see :meth:`refused_for`)."""
+        disabled person). ``client`` is where it came from (an address): a failure counts
+        against it, and a door answers failures from an address refused after too many
+        (:meth:`refused_for`) with 429 instead of 401. A valid token is never refused,
+        wherever it comes from: behind a proxy every agent shares one address, and a
+        guesser's failures there must not lock them out."""
         from ..access.tokens import authenticate  # the access room, loaded with the service
 
-        if self.refused_for(client) > 0:  # every door: no more guesses from there for now
-            return None
         credential = None
         if 0 < len(secret) <= 512 and secret.isascii() and secret.isprintable():
             credential = authenticate(self.engine.journal, secret, utcnow())
         if credential is None:
-            self.sign_ins.failed(client)
+            if self.sign_ins.failed(client):
+                log.warning("%s: too many failed sign-ins; its failures get 429 for now", client)
             return None
-        self.sign_ins.succeeded(client)
         return Principal(
             name=credential.name,
             role=Role(credential.role),
@@ -136,18 +145,27 @@ class Service:
         return action in self.engine.policy.actions
 
     def refused_for(self, client: str) -> float:
-        """Seconds ``client`` is still refused after repeated failed sign-ins (0: not)."""
+        """Seconds ``client``'s failed sign-ins are still answered 429 rather than 401 (0:
+        not refused). Read it before :meth:`authenticate`, so the failure that gets an
+        address refused is still a 401."""
         return self.sign_ins.refused_for(client)
 
     def _log_failures(self, client: str, count: int) -> None:
-        """The service log's summary of failed sign-ins (an address and a count, no token)."""
+        """The service log's summary of failed sign-ins (an address and a count, no token),
+        at most once a minute per address."""
         from ..access.tokens import failed
 
         try:
             failed(self.engine.journal, client, count, utcnow())
         except Exception:  # the refusal stands either way; the log says why it is not kept
             log.exception("could not record failed sign-ins from %s", client)
-        log.warning("%d failed sign-ins from %s: refused for a minute", count, client)
+        log.info("%d failed sign-in(s) from %s", count, client)
+
+    async def _summarising(self) -> None:
+        """Every minute, the failed sign-ins not yet in the service log go there."""
+        while True:
+            await asyncio.sleep(SUMMARY_EVERY)
+            await self.call(self.sign_ins.flush)
 
     # --- requests ---------------------------------------------------------------------
 
