@@ -386,6 +386,48 @@ def test_a_slow_client_is_timed_out_while_others_are_answered(server: Server, ag
         assert time.monotonic() - started < 5
 
 
+def test_a_body_that_trickles_in_is_cut_at_one_deadline_for_all_of_it(
+    server: Server, agent: str
+) -> None:
+    """A body sent a byte at a time, each well within the read timeout, still gets 408 once
+    the whole body's deadline passes (the module's server: 0.3 s), not when it ends."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + agent.encode() + b"\r\nContent-Length: 1000\r\n\r\n"
+        )
+        started = time.monotonic()
+        sock.settimeout(0.1)
+        answer = b""
+        while not answer and time.monotonic() - started < 5:
+            try:
+                sock.sendall(b" ")
+                answer = sock.recv(100)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - started < 2
+
+
+def test_connections_over_the_limit_are_answered_503(server: Server, agent: str) -> None:
+    """Over the service's connection limit (4,096 by default, here lowered for a moment), a
+    request is answered 503 at once; below it, as usual."""
+    from hitl_vault.serve.runner import MAX_CONNECTIONS
+
+    assert server.serving.max_connections == MAX_CONNECTIONS == 4096
+    running = server.serving._server
+    assert running is not None and running.config.limit_concurrency == MAX_CONNECTIONS
+    running.config.limit_concurrency = 2
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10):
+            assert server.call("GET", "/healthz").status == 503
+    finally:
+        running.config.limit_concurrency = MAX_CONNECTIONS
+    assert server.call("GET", "/api/v1/requests", token=agent).status == 200
+
+
 def test_a_foreign_host_or_origin_is_refused(server: Server, agent: str) -> None:
     """DNS rebinding: a Host or Origin that is not this machine's (or the public URL's)."""
     evil = server.call("GET", "/api/v1/requests", token=agent, headers={"Host": "evil.example"})

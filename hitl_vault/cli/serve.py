@@ -134,6 +134,10 @@ def serve(
     process, until SIGTERM or Ctrl-C. Agents ask with agent tokens; people answer with
     approver tokens (`hitl-vault token add`).
 
+    It serves at most 4,096 connections at once (beyond that a request is answered 503);
+    give the process an open-file limit above that (ulimit -n, systemd LimitNOFILE=). A
+    request's body must arrive whole within 10 seconds of its head (else 408).
+
     With no vault at the path yet, one is created from the template first.
     """
     host, port = parse_listen(listen)
