@@ -104,6 +104,48 @@ def cli_show(root: Path, request_id: str) -> dict[str, Any]:
     return json.loads(result.output)  # type: ignore[no-any-return]
 
 
+def as_agent_sees(shown: dict[str, Any]) -> dict[str, Any]:
+    """show --json's object without what an agent is not shown (its path aside)."""
+    return {k: v for k, v in shown.items() if k != "decided_uid"}
+
+
+def test_an_agent_is_not_shown_the_servers_paths_uids_or_an_approvers_address(
+    server: Server, agent: str, alice: str
+) -> None:
+    """An agent sees its request with path relative to the vault, no decided_uid, and
+    proven history lines without the approver's address; the approver sees all of it,
+    exactly as show --json prints it."""
+    made = submit(server, agent)["id"]
+    path = f"/api/v1/requests/{made}"
+    from_office = {"X-Forwarded-For": "10.0.0.5"}
+    decided = server.call(
+        "POST", f"{path}/decision", {"decision": "approve"}, token=alice, headers=from_office
+    ).body
+    said = decided["history"][-1]
+    assert said.endswith("by alice via api from 10\\.0.0.5")  # escaped as Markdown
+    notes = {  # where the note is: pending until the daemon moves it, a moment later
+        str(server.root / folder / f"{made}.md"): f"{folder}/{made}.md"
+        for folder in ("Pending_Approval", "Approved")
+    }
+    assert "decided_uid" in decided and decided["path"] in notes
+    views = [
+        server.call("GET", path, token=agent).body,
+        server.call("GET", f"{path}?wait=1", token=agent).body,
+        next(
+            r for r in server.call("GET", "/api/v1/requests", token=agent).body if r["id"] == made
+        ),
+    ]
+    for seen in views:
+        assert seen["path"] in notes.values() and "decided_uid" not in seen
+        assert str(server.root) not in json.dumps(seen) and "0.0.5" not in json.dumps(seen)
+    assert views[0]["history"][-1] == said.removesuffix(" from 10\\.0.0.5")
+    doc = server.call("GET", "/openapi.json").body
+    ok = doc["paths"]["/api/v1/requests/{id}"]["get"]["responses"]["200"]
+    schema = ok["content"]["application/json"]["schema"]
+    assert "approver" in schema["properties"]["decided_uid"]["description"]
+    assert "relative" in schema["properties"]["path"]["description"]
+
+
 def test_healthz_answers_without_credentials(server: Server) -> None:
     """GET /healthz needs no token and says nothing about the vault."""
     answer = server.call("GET", "/healthz")
@@ -116,7 +158,8 @@ def test_submit_answers_201_with_the_request_exactly_as_show_json_prints_it(
     """POST /api/v1/requests → 201, the object show --json prints, requested_by the token's."""
     made = submit(server, agent, params={"env": "prod"}, summary="ship it", context="why")
     assert made["requested_by"] == "bot" and made["status"] == "pending"
-    assert made == cli_show(server.root, made["id"])
+    shown = cli_show(server.root, made["id"])
+    assert made == {**as_agent_sees(shown), "path": f"Pending_Approval/{made['id']}.md"}
     assert server.call("GET", f"/api/v1/requests/{made['id']}", token=agent).body == made
 
 

@@ -185,7 +185,7 @@ class Routes:
                 summary=body.get("summary") or "", context=body.get("context"),
                 timeout=body.get("timeout"),
             )  # fmt: skip
-            return s.shown_new(made)
+            return s.shown_new(made, who)
 
         shown = await s.call(work)
         location = f"/api/v1/requests/{shown['id']}"
@@ -201,7 +201,7 @@ class Routes:
         who, seconds = await s.call(asked)
         if seconds > 0:
             return JSONResponse(await _unless_gone(request, s.wait_shown(who, request_id, seconds)))
-        return JSONResponse(await s.call(lambda: s.shown(s.get(who, request_id))))
+        return JSONResponse(await s.call(lambda: s.shown(s.get(who, request_id), who)))
 
     async def list(self, request: HttpRequest) -> Response:
         s = self.service
@@ -211,7 +211,7 @@ class Routes:
             query = _query(request, "status", "limit")
             status = query.get("status")
             wanted = Status.named(status) if status is not None else None
-            return s.listed(s.list(who, wanted, _limit(query.get("limit"))))
+            return s.listed(s.list(who, wanted, _limit(query.get("limit"))), who)
 
         return JSONResponse(await s.call(work))
 
@@ -222,7 +222,7 @@ class Routes:
             who = who_is(s, request.scope)
             _query(request)
             parse_json(raw, {}, empty=True)
-            return s.shown(s.cancel(who, request.path_params["id"]))
+            return s.shown(s.cancel(who, request.path_params["id"]), who)
 
         return JSONResponse(await s.call(work))
 
@@ -246,7 +246,7 @@ class Routes:
                 who, request.path_params["id"], decision == "approve",
                 body.get("reason") or "", body.get("expect"),
             )  # fmt: skip
-            return s.shown(done)
+            return s.shown(done, who)
 
         return JSONResponse(await s.call(work))
 

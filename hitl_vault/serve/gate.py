@@ -41,6 +41,7 @@ def gate_handler(service: Service) -> Callable[[Principal, dict[str, Any]], dict
         except BadInput as e:
             fix = "send the hook's input as the agent wrote it"
             raise UsageError("hook input", str(e), fix) from None
-        return decide_remote(service.engine, call, who, hook).json(service.shown)
+        answer = decide_remote(service.engine, call, who, hook)
+        return answer.json(lambda request: service.shown(request, who))
 
     return gate

@@ -25,11 +25,13 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundError
-from ..identity import API, Principal, Proof, Role, same_name
-from ..model import Request, Status
+from ..identity import API, Principal, Proof, Role, proof_in, same_name
+from ..model import Request, Status, Transition
 from ..params import params_sha
 from ..shapes import listed_json, request_json
 from ..times import utcnow
@@ -219,8 +221,9 @@ class Service:
         return await self._waited(who, request_id, seconds, self.engine.get)
 
     async def wait_shown(self, who: Principal, request_id: str, seconds: float) -> dict[str, Any]:
-        """:meth:`wait`, the request as :meth:`shown` gives it (read once, when it is over)."""
-        return await self._waited(who, request_id, seconds, self._shown)
+        """:meth:`wait`, the request as :meth:`shown` gives it to ``who`` (read once, when
+        it is over)."""
+        return await self._waited(who, request_id, seconds, lambda i: self._shown(i, who))
 
     async def _waited(
         self, who: Principal, request_id: str, seconds: float, then: Callable[[str], T]
@@ -280,44 +283,80 @@ class Service:
 
     # --- what a client is shown -------------------------------------------------------
 
-    def shown(self, request: Request) -> dict[str, Any]:
-        """The request exactly as ``hitl-vault show --json`` prints it (read afresh)."""
-        return self._shown(request.id)
+    def shown(self, request: Request, who: Principal | None = None) -> dict[str, Any]:
+        """The request exactly as ``hitl-vault show --json`` prints it (read afresh), as
+        ``who`` may see it: an agent is not shown where the service keeps its notes
+        (``path`` is relative to the vault), the uid that decided, or the address a
+        person decided from (see :func:`_as_seen`); ``None``: everything, as a person."""
+        return self._shown(request.id, who)
 
-    def shown_new(self, request: Request) -> dict[str, Any]:
+    def shown_new(self, request: Request, who: Principal | None = None) -> dict[str, Any]:
         """:meth:`shown` for a request :meth:`submit` just returned (it is what the journal
         holds): its params are those it was asked with, and the note it was just written
         to shows them, so nothing is read again."""
         params = dict(request.params)
-        return {
-            **request_json(request, self.engine.votes(request)),
+        data = {
+            **request_json(self._as_seen(request, who), self.engine.votes(request)),
             "decided_uid": self.engine.decided_uid(request.id),
             "params": params,
             "params_sha": params_sha(params),
         }
+        return _without_uid(data, who)
 
-    def _shown(self, request_id: str) -> dict[str, Any]:
+    def _shown(self, request_id: str, who: Principal | None = None) -> dict[str, Any]:
         request = self.engine.get(request_id)
         params, sha, edited = self.engine.params_to_run(request.id)
         data = {
-            **request_json(request, self.engine.votes(request)),
+            **request_json(self._as_seen(request, who), self.engine.votes(request)),
             "decided_uid": self.engine.decided_uid(request.id),
             "params": params,
             "params_sha": sha,
         }
         if edited:
             data["edited_in_note"] = edited
-        return data
+        return _without_uid(data, who)
 
-    def listed(self, requests: builtins.list[Request]) -> builtins.list[dict[str, Any]]:
-        """Requests as ``hitl-vault list --json`` prints them."""
+    def listed(
+        self, requests: builtins.list[Request], who: Principal | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Requests as ``hitl-vault list --json`` prints them, as ``who`` may see them."""
         full = [self.engine.get(r.id) for r in requests]
-        return [listed_json(r, self.engine.votes(r)) for r in full]
+        return [listed_json(self._as_seen(r, who), self.engine.votes(r)) for r in full]
+
+    def _as_seen(self, request: Request, who: Principal | None) -> Request:
+        """``request`` as ``who`` may see it: a person everything; an agent neither the
+        server's folders (``path`` relative to the vault) nor the address a person decided
+        from (``from 10.0.0.5`` left out of proven history lines; ``via api`` stays)."""
+        if who is None or who.role is not Role.AGENT:
+            return request
+        path = request.path
+        if path is not None:
+            path = (
+                path.relative_to(self.engine.root)
+                if path.is_relative_to(self.engine.root)
+                else Path(path.name)
+            )
+        return replace(request, path=path, history=tuple(_sourceless(t) for t in request.history))
 
 
 def _sees(who: Principal, request: Request) -> bool:
     """An approver sees every request; an agent its own."""
     return who.role is Role.APPROVER or same_name(request.requested_by) == same_name(who.name)
+
+
+def _sourceless(step: Transition) -> Transition:
+    """A proven step without the address it came from (the detail before ``via api``)."""
+    proof = proof_in(step)
+    if proof is None or not proof.client:
+        return step
+    return replace(step, details=step.details[:-2] + step.details[-1:])
+
+
+def _without_uid(data: dict[str, Any], who: Principal | None) -> dict[str, Any]:
+    """``decided_uid`` is for people: an agent has no use for the uids of the server."""
+    if who is not None and who.role is Role.AGENT:
+        del data["decided_uid"]
+    return data
 
 
 def _plausible(request_id: str) -> bool:
