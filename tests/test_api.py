@@ -215,6 +215,26 @@ def test_an_agent_sees_lists_waits_on_and_cancels_only_its_own(server: Server, a
     assert again.status == 409
 
 
+def test_an_agent_token_named_as_another_channels_requests_is_refused(server: Server) -> None:
+    """A token named inbox, mcp:CLIENT or as the OS user would see the requests those
+    channels make (params and all): it is refused (403, saying so) and sees none of them."""
+    from hitl_vault.access.names import os_user
+
+    for name in ("inbox", "mcp:claude", os_user()):
+        made = server.vault.submit("deploy", {"secret": "s3"}, requested_by=name)
+        token = server.token(name)
+        for method, path in (
+            ("GET", f"/api/v1/requests/{made.id}"),
+            ("GET", "/api/v1/requests"),
+            ("POST", f"/api/v1/requests/{made.id}/cancel"),
+        ):
+            answer = server.call(method, path, token=token)
+            assert answer.status == 403 and "a name of its own" in answer.body["error"], name
+        asked = server.call("POST", "/api/v1/requests", {"action": "deploy"}, token=token)
+        assert asked.status == 403, name
+        assert server.vault.get(made.id).status.value == "pending"
+
+
 def test_decisions_are_for_approver_tokens_and_say_via_api(
     server: Server, agent: str, alice: str
 ) -> None:

@@ -74,3 +74,18 @@ def test_failed_sign_ins_refuse_an_address_and_are_told_once_a_minute() -> None:
     now[0] += 200
     tries.flush()
     assert tries.refused_for("10.0.0.1") == 0 and len(tries._by_address) == 0
+
+
+def test_the_gate_over_http_refuses_an_agent_named_as_another_channel(vault_path: Path) -> None:
+    """POST /api/v1/gate's handler refuses an agent token named inbox (403): it would
+    otherwise wait on and see requests it did not make."""
+    import pytest
+
+    from hitl_vault.errors import ForbiddenError
+    from hitl_vault.serve.gate import gate_handler
+
+    with Vault(vault_path) as vault:
+        gate = gate_handler(Service(vault))
+        inbox = Principal("inbox", Role.AGENT, API)
+        with pytest.raises(ForbiddenError, match="a name of its own"):
+            gate(inbox, {"tool_name": "Bash", "tool_input": {"command": "ls"}})

@@ -31,6 +31,7 @@ def gate_handler(service: Service) -> Callable[[Principal, dict[str, Any]], dict
     answer's JSON, run on one of the service's threads."""
 
     def gate(who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        service.check_agent(who)
         name = body.get(FORMAT_KEY, "claude")
         hook = FORMATS.get(name) if isinstance(name, str) else None
         if hook is None:

@@ -36,6 +36,7 @@ from ..params import params_sha
 from ..shapes import listed_json, request_json
 from ..times import utcnow
 from .limits import SUMMARY_EVERY, FailedSignIns
+from .requesters import shared
 from .waiters import Waiters, following_journal
 
 if TYPE_CHECKING:
@@ -142,6 +143,17 @@ class Service:
             client=client,
         )
 
+    def check_agent(self, who: Principal) -> None:
+        """:class:`ForbiddenError` for an agent token named as another channel's requests
+        are (``inbox``, ``mcp:...``, the OS user: :mod:`.requesters`): it would see them."""
+        why = shared(who.name) if who.role is Role.AGENT else None
+        if why is not None:
+            raise ForbiddenError(
+                f"the agent token {who.name!r} is refused: {why}, so it would see requests "
+                "it did not make; give the agent a token under a name of its own "
+                "(hitl-vault token add NAME --role agent) and revoke this one"
+            )
+
     def executes(self, action: str) -> bool:
         """Whether the daemon runs ``action`` itself once approved (an ``actions:`` entry)."""
         return action in self.engine.policy.actions
@@ -182,6 +194,7 @@ class Service:
         timeout: str | float | None = None,
     ) -> Request:
         """A new request in ``who``'s name (an agent's only; an approver answers, never asks)."""
+        self.check_agent(who)
         if who.role is not Role.AGENT:
             raise ForbiddenError(
                 f"{who.name} holds an approver token, which decides requests; "
@@ -201,6 +214,7 @@ class Service:
     def get(self, who: Principal, request_id: str) -> Request:
         """One request with its history (:class:`RequestNotFoundError` for an id that is
         not there, or that is another agent's)."""
+        self.check_agent(who)
         request = self.engine.journal.get(request_id) if _plausible(request_id) else None
         if request is None or not _sees(who, request):
             raise RequestNotFoundError(request_id)
@@ -212,6 +226,7 @@ class Service:
         """Requests newest first (an agent's own only), without their history."""
         if who.role is Role.APPROVER:
             return self.engine.list(status, limit)
+        self.check_agent(who)
         mine = [r for r in self.engine.list(status) if _sees(who, r)]
         return mine[:limit] if limit is not None else mine
 
