@@ -183,7 +183,8 @@ async def test_an_ask_is_pending_in_the_token_s_name_whatever_the_client_says(
     served: Served,
 ) -> None:
     """request_approval returns pending with requested_by the token's name; neither the
-    client's name nor a requested_by argument changes it."""
+    client's name nor a requested_by argument changes it. The agent is not shown the
+    server's folders or uids."""
     async with served.agent(served.token("builder"), name="alice") as agent:
         asked = await agent.call(
             "request_approval",
@@ -197,6 +198,8 @@ async def test_an_ask_is_pending_in_the_token_s_name_whatever_the_client_says(
     assert asked["status"] == "pending" and asked["requested_by"] == "builder"
     assert asked["rule"] == "production" and asked["executor"] is False
     assert "wait_for_approval" in asked["next"] and "note" not in asked
+    assert asked["path"] == f"Pending_Approval/{asked['id']}.md"  # not where the server keeps it
+    assert "decided_uid" not in asked
     assert claimed["requested_by"] == "builder"
     assert served.requested_by("alice") == []
 
