@@ -30,6 +30,7 @@ from hitl_vault import Vault
 from hitl_vault.access.tokens import mint, revoke
 from hitl_vault.agents.mcp_http import mcp_http_app
 from hitl_vault.agents.mcp_server import build_server
+from hitl_vault.cli.serve import extras
 from hitl_vault.identity import Person, Role
 from hitl_vault.serve.runner import Serving, bind
 from hitl_vault.template import init_vault
@@ -138,13 +139,14 @@ pytestmark = pytest.mark.slow  # a service started for the module: about a secon
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One service for the module, /mcp mounted as `hitl-vault serve` mounts it."""
+    """One service for the module, with /mcp mounted as `hitl-vault serve` mounts it."""
     root = tmp_path_factory.mktemp("mcp-http") / "vault"
     init_vault(root)
     with Vault(root) as vault:
         serving = Serving(vault, sock=bind("127.0.0.1", 0))
-        mcp = mcp_http_app(serving.service)
-        serving.app_options.update(mcp_app=mcp, lifespans=[mcp.running])
+        options, said = extras(serving.service)  # what `hitl-vault serve` mounts beside the API
+        assert said.startswith("/mcp served")
+        serving.app_options.update(options)
         failed: list[BaseException] = []
 
         def run() -> None:
