@@ -118,18 +118,23 @@ class Served:
         ):
             yield Agent(client)
 
-    def post(self, token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """A raw MCP ping posted to /mcp: the status, the JSON body and the headers."""
+    def post(
+        self, token: str | None, path: str = "/mcp", **more: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """A raw MCP ping posted to ``path``: the status, the JSON body and the headers."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        accept = "application/json, text/event-stream"
+        headers = {"Content-Type": "application/json", "Accept": accept, **more}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         ping = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
         try:
-            conn.request("POST", "/mcp", body=ping, headers=headers)
+            conn.request("POST", path, body=ping, headers=headers)
             response = conn.getresponse()
-            body = json.loads(response.read() or b"null")
-            return response.status, body, {k.lower(): v for k, v in response.getheaders()}
+            raw, got = response.read(), {k.lower(): v for k, v in response.getheaders()}
+            json_body = got.get("content-type", "").startswith("application/json")
+            body = json.loads(raw) if json_body else {"text": raw.decode()}
+            return response.status, body, got
         finally:
             conn.close()
 
@@ -359,3 +364,15 @@ async def test_a_wait_reports_progress_and_ends_when_the_service_stops(vault: Va
         of == 30 and (m or "").startswith(f"{request.id}: still pending") for _, of, m in call.told
     )
     assert got["status"] == "pending" and got["wait_seconds"] == 30 and got["waited"] < 10
+
+
+async def test_mcp_is_behind_the_service_s_guard(served: Served) -> None:
+    """A live agent token still gets nothing from another site's page (Origin), a rebound
+    DNS name (Host), or a token in the URL; the same request without them is answered."""
+    token = served.token("guarded-agent")
+    status, body, _ = served.post(token)
+    assert status == 200 and 'data: {"jsonrpc":"2.0","id":1,"result":{}}' in body["text"]
+    assert served.post(token, Origin="http://evil.example")[0] == 403
+    assert served.post(token, Host="evil.example")[0] == 421
+    status, body, _ = served.post(None, f"/mcp?token={token}")
+    assert status == 400 and token not in json.dumps(body)
