@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -376,3 +378,30 @@ async def test_mcp_is_behind_the_service_s_guard(served: Served) -> None:
     assert served.post(token, Host="evil.example")[0] == 421
     status, body, _ = served.post(None, f"/mcp?token={token}")
     assert status == 400 and token not in json.dumps(body)
+
+
+@pytest.mark.process
+def test_serve_says_it_does_not_serve_mcp_when_the_sdk_does_not_import(vault_path: Path) -> None:
+    """An mcp package that is there but not the version 2 it needs: serve still starts, its
+    line at start says /mcp is not served and what installs it, and /mcp is not mounted."""
+    code = (
+        "import sys; sys.modules['mcp.server.mcpserver'] = None\n"
+        "from hitl_vault import Vault\n"
+        "from hitl_vault.cli.serve import extras\n"
+        "from hitl_vault.serve.service import Service\n"
+        "with Vault(sys.argv[1]) as vault:\n"
+        "    options, said = extras(Service(vault))\n"
+        "print(sorted(options)); print(said)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(vault_path)],
+        capture_output=True, text=True, timeout=60, cwd=vault_path.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    mounted, said = done.stdout.splitlines()
+    assert mounted == "['gate']"
+    assert said.startswith("/mcp not served: the mcp package, version 2, does not import here")
+    assert said.endswith(
+        "install the mcp extra: pip install 'hitl-vault[mcp]', or from a clone "
+        "of hitl-vault: pip install '.[mcp]' in its folder"
+    )
