@@ -141,12 +141,10 @@ class Served:
             conn.close()
 
 
-pytestmark = pytest.mark.slow  # a service started for the module: about a second
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One service for the module, with /mcp mounted as `hitl-vault serve` mounts it."""
+    """One service for the module, with /mcp mounted as `hitl-vault serve` mounts it (about a
+    second to start: the tests that use it are marked slow)."""
     root = tmp_path_factory.mktemp("mcp-http") / "vault"
     init_vault(root)
     with Vault(root) as vault:
@@ -175,6 +173,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     assert not failed, failed
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_the_tools_are_those_of_hitl_vault_mcp(served: Served) -> None:
     """An agent over HTTP sees the four tools of the stdio server, with the same arguments."""
     async with served.agent(served.token("lister")) as agent:
@@ -188,6 +187,7 @@ async def test_the_tools_are_those_of_hitl_vault_mcp(served: Served) -> None:
         assert over_http[name].description == over_stdio[name].description, name
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_an_ask_is_pending_in_the_token_s_name_whatever_the_client_says(
     served: Served,
 ) -> None:
@@ -210,6 +210,7 @@ async def test_an_ask_is_pending_in_the_token_s_name_whatever_the_client_says(
     assert served.requested_by("alice") == []
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_a_wait_returns_once_a_person_decides_in_the_vault(served: Served) -> None:
     """wait_for_approval, under way, returns approved as soon as the vault records alice's yes."""
     async with served.agent(served.token("waiter")) as agent:
@@ -226,6 +227,7 @@ async def test_a_wait_returns_once_a_person_decides_in_the_vault(served: Served)
     assert got["next"].startswith("Approved by alice. Go ahead")
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_an_agent_sees_and_waits_on_its_own_requests_only(served: Served) -> None:
     """Another agent's request is not found by get, wait or list; its own are."""
     async with served.agent(served.token("other-agent")) as other:
@@ -242,6 +244,7 @@ async def test_an_agent_sees_and_waits_on_its_own_requests_only(served: Served) 
     assert seen["id"] == mine["id"] and seen["history"]
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_a_token_limited_to_some_actions_asks_for_those_only(served: Served) -> None:
     """An agent token made with --actions deploy cannot ask for a payment."""
     async with served.agent(served.token("deployer", actions=("deploy",))) as agent:
@@ -252,6 +255,7 @@ async def test_a_token_limited_to_some_actions_asks_for_those_only(served: Serve
     assert [deploy["id"]] == served.requested_by("deployer")
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_a_client_that_names_itself_with_each_call_is_recorded_apart(
     served: Served,
 ) -> None:
@@ -265,6 +269,7 @@ async def test_a_client_that_names_itself_with_each_call_is_recorded_apart(
     assert asked["context"] == "Tidy up.\n\n(asked by modern: client agent-cli)"
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_without_a_live_agent_token_nothing_is_served(served: Served) -> None:
     """No token, an unknown, expired or revoked one: 401 with no detail; an approver's
     token: 403; the official client cannot connect with either."""
@@ -286,6 +291,7 @@ async def test_without_a_live_agent_token_nothing_is_served(served: Served) -> N
     assert served.requested_by("alice") == served.requested_by("revoked-agent") == []
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_a_token_revoked_while_connected_stops_at_its_next_call(served: Served) -> None:
     """Each call is checked against the token as it stands: no session outlives a revocation."""
     async with served.agent(served.token("later-agent")) as agent:
@@ -368,6 +374,7 @@ async def test_a_wait_reports_progress_and_ends_when_the_service_stops(vault: Va
     assert got["status"] == "pending" and got["wait_seconds"] == 30 and got["waited"] < 10
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_mcp_is_behind_the_service_s_guard(served: Served) -> None:
     """A live agent token still gets nothing from another site's page (Origin), a rebound
     DNS name (Host), or a token in the URL; the same request without them is answered."""
