@@ -210,3 +210,11 @@ def test_verify_reports_a_revoked_token_made_a_persons_behind_the_log(vault_path
     assert result.exit_code == 1
     said = result.stdout + result.stderr
     assert f"token {made['id']} (alice): differs from the service log" in said
+
+
+def test_people_add_refuses_the_uid_serve_recorded(vault_path: Path) -> None:
+    """The service's uid, as serve recorded it, is refused whoever runs people add (root too)."""
+    with journal(vault_path) as store:
+        store.set_setting("service_uid", "1234", utcnow(), "svc")
+    said = failed(vault_path, 2, "people", "add", "eve", "--uid", "1234")
+    assert "the service runs as" in said
