@@ -134,9 +134,13 @@ def person_details(person: Person) -> tuple[str, ...]:
     """A person's log line: uids, the kinds of channels, whether disabled, and the row's hash
     (which covers the URLs without showing them)."""
     uids = " ".join(str(uid) for uid in person.uids) or "none"
-    details = (f"uids {uids}", f"channels {channel_kinds(person.notify)}")
-    details = (*details, "disabled") if person.disabled else details
-    return (*details, ROW + person_row(person))
+    disabled = ("disabled",) if person.disabled else ()
+    return (
+        f"uids {uids}",
+        f"channels {channel_kinds(person.notify)}",
+        *disabled,
+        ROW + person_row(person),
+    )
 
 
 def credential_details(credential: Credential) -> tuple[str, ...]:
