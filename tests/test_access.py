@@ -333,3 +333,16 @@ def test_a_channel_is_checked_before_it_is_kept(store: JournalStore) -> None:
         people.add("erin", notify=["nosuchscheme://user:hunter2@host"], now=T0)
     assert "hunter2" not in str(e.value)
     assert store.people() == []
+
+
+def test_the_actor_of_a_change_is_the_os_account_not_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """os_user() names this process's uid from the OS; USER and LOGNAME do not change it."""
+    import pwd
+
+    from hitl_vault.access.names import os_user
+
+    monkeypatch.setenv("USER", "alice")
+    monkeypatch.setenv("LOGNAME", "alice")
+    assert os_user() == pwd.getpwuid(os.getuid()).pw_name != "alice"
