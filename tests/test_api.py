@@ -11,15 +11,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from hitl_vault.cli.main import cli
+from hitl_vault.identity import Principal
 
+from .helpers import eventually
 from .servers import Answer, Server, serving
 
 RULES = """\
@@ -41,6 +46,30 @@ rules:
 """
 
 
+def gate(who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in for the gate's handler: the hook's place, and a bug on demand."""
+    if body.get("boom"):
+        raise RuntimeError("a bug in a handler")
+    return {"decision": "none", "reason": f"asked by {who.name}"}
+
+
+MCP_RUNNING: list[bool] = []
+
+
+async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
+    """A stand-in for the MCP app: says whether its lifespan is running."""
+    await JSONResponse({"mcp": scope["path"], "running": MCP_RUNNING == [True]})(
+        scope, receive, send
+    )
+
+
+@asynccontextmanager
+async def mcp_running() -> AsyncIterator[None]:
+    MCP_RUNNING.append(True)
+    yield
+    MCP_RUNNING.append(False)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("api") / "vault"
@@ -48,7 +77,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     init_vault(root)
     (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
-    with serving(root, trusted_proxy="127.0.0.1", read_timeout=0.3) as s:
+    mounted = {"gate": gate, "mcp_app": mcp, "lifespans": [mcp_running]}
+    with serving(root, trusted_proxy="127.0.0.1", read_timeout=0.3, app_options=mounted) as s:
         yield s
 
 
@@ -193,7 +223,8 @@ def test_list_filters_by_status_and_limit(server: Server, agent: str, alice: str
     assert "history" not in listed[0]
     bad = server.call("GET", "/api/v1/requests?status=sleeping", token=alice)
     assert bad.status == 422 and "'sleeping' is not a status" in bad.body["error"]
-    assert server.call("GET", "/api/v1/requests?limit=0", token=alice).status == 422
+    for limit in ("0", "%C2%B2", "1001", "x"):  # "²" is a digit to str.isdigit, not to int
+        assert server.call("GET", f"/api/v1/requests?limit={limit}", token=alice).status == 422
 
 
 @pytest.mark.process
@@ -295,6 +326,8 @@ def test_invalid_json_and_a_body_that_is_no_object_are_422(server: Server, agent
         b'{"action": "deploy", "params": {"x": NaN}}': "not valid JSON",
         b'{"action": "deploy", "params": [1]}': "params: must be an object",
         b'{"action": 7}': "action: must be text",
+        b'{"action": "deploy", "summary": "\\ud800"}': "summary: holds text that is not valid",
+        b'{"action": "deploy", "params": {"\\udfff": 1}}': "params: holds text that is not valid",
     }
     for body, said in cases.items():
         answer = server.call("POST", "/api/v1/requests", body, token=agent)
@@ -304,19 +337,21 @@ def test_invalid_json_and_a_body_that_is_no_object_are_422(server: Server, agent
 def test_a_slow_client_is_timed_out_while_others_are_answered(server: Server, agent: str) -> None:
     """Half a request, then silence: the connection is closed after the read timeout, and
     the service answers everyone else meanwhile."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+    address = ("127.0.0.1", server.port)
+    with (
+        socket.create_connection(address, timeout=10) as slow,
+        socket.create_connection(address, timeout=10) as stalled,
+    ):
         slow.sendall(b"GET /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthor")
-        started = time.monotonic()
-        assert server.call("GET", "/healthz").status == 200
-        assert slow.recv(100) == b""  # closed by the service
-        assert time.monotonic() - started < 5
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
-        stalled.sendall(
+        stalled.sendall(  # a whole head, then a body that stops after its first byte
             b"POST /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Authorization: Bearer " + agent.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
         )
+        started = time.monotonic()
         assert server.call("GET", "/healthz").status == 200
+        assert slow.recv(100) == b""  # closed by the service
         assert stalled.recv(100).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - started < 5
 
 
 def test_a_foreign_host_or_origin_is_refused(server: Server, agent: str) -> None:
@@ -342,3 +377,53 @@ def test_the_openapi_document_lists_every_route(server: Server) -> None:
     } <= set(doc["paths"])
     submit_body = doc["paths"]["/api/v1/requests"]["post"]["requestBody"]
     assert submit_body["content"]["application/json"]["schema"]["additionalProperties"] is False
+
+
+def test_the_gate_hook_mounts_and_a_bug_is_a_logged_500_in_json(
+    server: Server, agent: str, alice: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """POST /api/v1/gate reaches the handler given to build_app (agent tokens only); a bug
+    in it answers 500 as JSON, its traceback in the log: the only way to a 500."""
+    answer = server.call("POST", "/api/v1/gate", {"tool_name": "Bash"}, token=agent)
+    assert answer.status == 200 and answer.body == {"decision": "none", "reason": "asked by bot"}
+    assert server.call("POST", "/api/v1/gate", {}, token=alice).status == 403
+    with caplog.at_level(logging.ERROR):
+        bug = server.call("POST", "/api/v1/gate", {"boom": True}, token=agent)
+        assert bug.status == 500 and "a bug" in bug.body["error"]
+        eventually(lambda: "RuntimeError: a bug in a handler" in caplog.text)
+
+
+def test_the_mcp_app_mounts_at_mcp_with_its_lifespan_behind_the_guard(server: Server) -> None:
+    """/mcp (no redirect to /mcp/) reaches the app given to build_app, whose lifespan runs
+    with the service's; the Host check holds there too."""
+    for method in ("POST", "GET", "DELETE"):
+        answer = server.call(method, "/mcp", b"{}")
+        assert answer.status == 200 and answer.body == {"mcp": "/mcp", "running": True}
+    foreign = server.call("POST", "/mcp", b"{}", headers={"Host": "evil.example"})
+    assert foreign.status == 421
+
+
+def test_x_forwarded_for_counts_only_from_the_trusted_proxy(tmp_path: Path) -> None:
+    """Without --trusted-proxy, X-Forwarded-For is the client's word: ignored, so failed
+    sign-ins claiming ten addresses still count against the one they came from."""
+    with serving(tmp_path / "vault") as untrusting:
+        for n in range(10):
+            claimed = {"X-Forwarded-For": f"198.51.100.{n}"}
+            answer = untrusting.call("GET", "/api/v1/requests", token="hv_x", headers=claimed)
+            assert answer.status == 401
+        fresh = {"X-Forwarded-For": "198.51.100.99"}
+        answer = untrusting.call("GET", "/api/v1/requests", token="hv_x", headers=fresh)
+        assert answer.status == 429 and "127.0.0.1" in answer.body["error"]
+
+
+def test_a_long_poll_whose_client_hangs_up_is_dropped_at_once(server: Server, agent: str) -> None:
+    """A client that closes its connection mid-wait leaves no wait behind on the service."""
+    made = submit(server, agent)["id"]
+    waiters = server.serving.service.waiters
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            f"GET /api/v1/requests/{made}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {agent}\r\n\r\n".encode()
+        )
+        eventually(lambda: len(waiters) == 1)
+    eventually(lambda: len(waiters) == 0, timeout=5)

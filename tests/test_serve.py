@@ -1,6 +1,7 @@
 """``hitl-vault serve`` as a user runs it: what it refuses at start, what it records, and a
 real process killed with -9 while clients wait (nothing decided is lost, and a restarted
-service answers the same requests), then stopped with SIGTERM (exit 0)."""
+service answers the same requests), then stopped with SIGTERM (exit 0); at start it warns
+of rules that count names anyone can claim."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +26,17 @@ from hitl_vault.errors import ServiceError
 from hitl_vault.identity import Person, Role
 from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
+
+RULES = """\
+defaults:
+  decision: ask
+rules:
+  - name: two-people
+    action: release
+    approvers: [alice, bob]
+    quorum: 2
+    decision: ask
+"""
 
 
 def test_serve_refuses_a_remote_address_without_allow_remote(tmp_path: Path) -> None:
@@ -40,6 +53,7 @@ def test_serve_refuses_a_remote_address_without_allow_remote(tmp_path: Path) -> 
     ("option", "said"),
     [
         (["--listen", "8787"], "is not HOST:PORT"),
+        (["--listen", "127.0.0.1:²"], "is not HOST:PORT"),
         (["--public-url", "http://vault.example.com"], "unencrypted"),
         (["--public-url", "vault.example.com"], "not an http(s) URL"),
         (["--trusted-proxy", "proxy.local"], "not an IP address"),
@@ -110,18 +124,28 @@ def mint(root: Path, name: str, role: Role) -> str:
     return secret
 
 
+def _wait_into(client: Client, request_id: str, errors: list[BaseException]) -> None:
+    try:
+        client.wait(request_id, timeout=30)
+    except BaseException as e:
+        errors.append(e)
+
+
 @pytest.mark.process
 @pytest.mark.slow
 def test_killed_with_waits_open_nothing_decided_is_lost_and_sigterm_exits_0(
     tmp_path: Path,
 ) -> None:
-    """kill -9 with long-polls open: the clients get an error, the approval made before
-    stands, a restarted service answers the same requests; SIGTERM then exits 0."""
-    root = tmp_path / "vault"
-    init_vault(root)
-    agent_token, alice_token = mint(root, "bot", Role.AGENT), mint(root, "alice", Role.APPROVER)
+    """A new vault made at start; kill -9 with long-polls open: the clients get an error, the
+    approval made before stands, a restarted service answers the same requests; SIGTERM
+    then exits 0 at once, a long-poll open."""
+    root = tmp_path / "vault"  # none yet: serve makes it from the template, as run does
     first = start(root, "--public-url", "https://vault.example.com")
     try:
+        assert any(f"created a new vault at {root}" in line for line in first.lines)
+        (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
+        agent_token = mint(root, "bot", Role.AGENT)
+        alice_token = mint(root, "alice", Role.APPROVER)
         _kill_and_restart(root, first, agent_token, alice_token)
     finally:
         first.stop()
@@ -157,10 +181,26 @@ def _kill_and_restart(root: Path, first: Running, agent_token: str, alice_token:
         assert any("public URL: https://vault.example.com" in line for line in second.lines)
         public = http.client.HTTPConnection("127.0.0.1", second.port, timeout=10)
         public.request("GET", "/healthz", headers={"Host": "vault.example.com"})
-        assert public.getresponse().status == 200  # the kept public URL's host is answered
+        answer = public.getresponse()
+        assert (answer.status, answer.read()[:6]) == (200, b'{"ok":')  # the kept URL's host
+        public.request("POST", "/mcp", b"{}", headers={"Content-Type": "application/json"})
+        answer = public.getresponse()
+        assert (answer.status, answer.read()) == (401, b'{"error": "unauthorized"}')  # mounted
         public.close()
+        assert any(line.startswith("/mcp served") for line in second.lines)
+        held: list[BaseException] = []
+        holding = threading.Thread(target=lambda: _wait_into(again, waited, held))
+        holding.start()
+        time.sleep(0.2)  # the long-poll is open (it ends at the stop either way)
+        stopped = time.monotonic()
         second.process.send_signal(signal.SIGTERM)
         assert second.process.wait(20) == 0, "".join(second.lines)
+        assert time.monotonic() - stopped < 5  # the open long-poll did not hold the stop up
+        holding.join(20)
+        assert held and isinstance(held[0], ServiceError)
+        second.reader.join(10)
+        warned = [line for line in second.lines if line.startswith("warning: ")]
+        assert len(warned) == 1 and "rule two-people asks for 2 approvals" in warned[0]
     finally:
         second.stop()
     with Vault(root) as vault:

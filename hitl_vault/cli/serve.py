@@ -25,7 +25,12 @@ if TYPE_CHECKING:
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8787`` for IPv6); exit 2 naming the option otherwise."""
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if (
+        not sep
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or not 0 <= int(port) <= 65535
+    ):
         raise BadUsage(f"--listen: {text!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
     return host.strip("[]"), int(port)
 
@@ -80,7 +85,11 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
     options: dict[str, Any] = {"gate": gate_handler(service)}
     if importlib.util.find_spec("mcp") is None:
         return options, "/mcp not served (install hitl-vault[mcp] for it)"
-    return options, "/mcp not served (this build has no MCP over HTTP yet)"
+    from ..agents.mcp_http import mcp_http_app
+
+    mcp = mcp_http_app(service)
+    options.update(mcp_app=mcp, lifespans=[mcp.running])
+    return options, "/mcp served: MCP over Streamable HTTP, for agent tokens"
 
 
 @click.command()
@@ -123,7 +132,10 @@ def serve(
 ) -> None:
     """Run the daemon and the HTTP service (REST API, the gate over HTTP, MCP at /mcp) in one
     process, until SIGTERM or Ctrl-C. Agents ask with agent tokens; people answer with
-    approver tokens (`hitl-vault token add`)."""
+    approver tokens (`hitl-vault token add`).
+
+    With no vault at the path yet, one is created from the template first.
+    """
     host, port = parse_listen(listen)
     check_listen(host, allow_remote)
     url = check_public_url(public_url) if public_url is not None else None
@@ -146,9 +158,14 @@ def _serve(
     proxy: str | None,
     socket_path: Path | None = None,
 ) -> None:
+    from ..policy.proven import unauthenticated
     from ..serve.runner import Serving, bind
+    from ..template import init_vault
     from ..vault import Vault
 
+    if not path.exists():  # as `run` does: the quick start's first command serves
+        init_vault(path)
+        click.echo(f"created a new vault at {path}", err=True)
     with Vault(path) as vault:
         url = _record(vault, url)
         try:
@@ -175,6 +192,8 @@ def _serve(
                 )
             else:
                 click.echo("no Unix socket (see the warning above)", err=True)
+            for warning in unauthenticated(vault.policy):
+                click.echo(f"warning: {warning}", err=True)
 
         serving.run(on_ready=ready)
 

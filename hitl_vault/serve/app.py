@@ -8,16 +8,18 @@ answer is JSON; every error is ``{"error": "..."}`` with the status the README l
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp, Scope
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import ForbiddenError, NotAuthenticatedError, TooManyAttemptsError, UsageError
@@ -27,6 +29,11 @@ from .answers import Fields, error_response, parse_json
 from .guard import BODY_LIMIT, READ_TIMEOUT, Guard, allowed_hosts
 from .openapi import document
 from .service import Service
+
+T = TypeVar("T")
+
+# What the access log says of a request whose client left before its answer (nobody reads it).
+CLIENT_GONE = 499
 
 # The longest a long-poll may hold (``?wait=``), and the most requests one list returns.
 LONGEST_WAIT = 60.0
@@ -83,6 +90,8 @@ def _answering(fn: Endpoint) -> Endpoint:
     async def endpoint(request: HttpRequest) -> Response:
         try:
             return await fn(request)
+        except ClientDisconnect:  # gone (or its body cut short: the guard answers that)
+            return Response(status_code=CLIENT_GONE)
         except Exception as e:
             answer = error_response(e)
             if answer is None:
@@ -121,13 +130,35 @@ def _wait_seconds(text: str | None) -> float:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LISTED
-    if not text.isdigit() or not 1 <= int(text) <= MOST_LISTED:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MOST_LISTED:
         raise UsageError(
             "limit",
             f"{text!r} is not a number from 1 to {MOST_LISTED}",
             "give the most requests to list",
         )
     return int(text)
+
+
+async def _unless_gone(request: HttpRequest, work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result; if the client hangs up first, ``work`` is cancelled (a long-poll
+    nobody waits for any more holds nothing) and :class:`ClientDisconnect` is raised."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_hung_up(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, watch):
+            if not pending.done():
+                pending.cancel()
+    if task.done() and not task.cancelled():
+        return task.result()
+    raise ClientDisconnect()
+
+
+async def _hung_up(request: HttpRequest) -> None:
+    """Returns when the client disconnects (the request's body read and dropped first)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class Routes:
@@ -150,7 +181,7 @@ class Routes:
                 summary=body.get("summary") or "", context=body.get("context"),
                 timeout=body.get("timeout"),
             )  # fmt: skip
-            return s.shown(made)
+            return s.shown_new(made)
 
         shown = await s.call(work)
         location = f"/api/v1/requests/{shown['id']}"
@@ -165,7 +196,7 @@ class Routes:
 
         who, seconds = await s.call(asked)
         if seconds > 0:
-            return JSONResponse(await s.wait_shown(who, request_id, seconds))
+            return JSONResponse(await _unless_gone(request, s.wait_shown(who, request_id, seconds)))
         return JSONResponse(await s.call(lambda: s.shown(s.get(who, request_id))))
 
     async def list(self, request: HttpRequest) -> Response:
@@ -231,6 +262,16 @@ async def healthz(request: HttpRequest) -> Response:
     return JSONResponse({"ok": True, "version": __version__})
 
 
+class _Asgi:
+    """An ASGI app as a route's endpoint (a plain function would be taken for a handler)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def build_app(
     service: Service,
     *,
@@ -265,8 +306,8 @@ def build_app(
             return await routes.gate(request, handler)
 
         table.append(Route("/api/v1/gate", _answering(gating), methods=["POST"]))
-    if mcp_app is not None:
-        table.append(Mount("/mcp", app=mcp_app))
+    if mcp_app is not None:  # the one path Streamable HTTP uses (no redirect to /mcp/)
+        table.append(Route("/mcp", _Asgi(mcp_app), methods=None))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -279,7 +320,7 @@ def build_app(
         finally:
             await service.stop()
 
-    app = Starlette(routes=table, lifespan=lifespan)
+    app = Starlette(routes=table, lifespan=lifespan, exception_handlers={500: _bug})
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     return Guard(
@@ -294,6 +335,11 @@ def _openapi(gate: bool, mcp: bool) -> Endpoint:
         return JSONResponse(shown)
 
     return openapi
+
+
+async def _bug(request: HttpRequest, exc: Exception) -> Response:
+    """A bug's answer (the guard logs its traceback): JSON, as every other answer is."""
+    return JSONResponse({"error": "internal error (a bug; the service's log has it)"}, 500)
 
 
 async def _not_found(request: HttpRequest, exc: Exception) -> Response:

@@ -142,7 +142,7 @@ class Guard:
         elif origin == "null":
             return 403, "requests from that Origin are refused"
         length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.body_limit:
+        if length.isascii() and length.isdigit() and int(length) > self.body_limit:
             return 413, f"the body is over {self.body_limit:,} bytes"
         return None
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundError
 from ..identity import API, Principal, Proof, Role, same_name
 from ..model import Request, Status
+from ..params import params_sha
 from ..shapes import listed_json, request_json
 from ..times import utcnow
 from .limits import FailedSignIns
@@ -264,6 +265,18 @@ class Service:
     def shown(self, request: Request) -> dict[str, Any]:
         """The request exactly as ``hitl-vault show --json`` prints it (read afresh)."""
         return self._shown(request.id)
+
+    def shown_new(self, request: Request) -> dict[str, Any]:
+        """:meth:`shown` for a request :meth:`submit` just returned (it is what the journal
+        holds): its params are those it was asked with, and the note it was just written
+        to shows them, so nothing is read again."""
+        params = dict(request.params)
+        return {
+            **request_json(request, self.engine.votes(request)),
+            "decided_uid": self.engine.decided_uid(request.id),
+            "params": params,
+            "params_sha": params_sha(params),
+        }
 
     def _shown(self, request_id: str) -> dict[str, Any]:
         request = self.engine.get(request_id)
