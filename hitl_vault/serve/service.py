@@ -29,13 +29,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..access.failures import FailureLog
 from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundError
 from ..identity import API, Principal, Proof, Role, proof_in, same_name
 from ..model import Request, Status, Transition
 from ..params import params_sha
 from ..shapes import listed_json, request_json
 from ..times import utcnow
-from .limits import SUMMARY_EVERY, FailedSignIns
+from .limits import FailedSignIns
 from .requesters import shared
 from .waiters import Waiters, following_journal
 
@@ -50,6 +51,8 @@ T = TypeVar("T")
 _SHOWN_MOST = 200
 # Threads that run the service's journal work (a wait holds none of them).
 WORKERS = 8
+# How often the failed sign-ins whose minute is over are written to the service log.
+FAILURES_FLUSHED_EVERY = 5.0
 
 
 class Service:
@@ -59,7 +62,9 @@ class Service:
         self.vault = vault
         self.engine = vault.engine
         self.waiters = Waiters()
-        self.sign_ins = FailedSignIns(time.monotonic, self._log_failures)
+        self.sign_ins = FailedSignIns(time.monotonic)  # who gets 429
+        # The service log's summaries of failed sign-ins, at most one a minute per address.
+        self.failures = FailureLog(vault.engine.journal)
         # Set by ``serve`` when the daemon runs in this process: it publishes every write,
         # whoever made it, so the waits need no watch of their own on the journal.
         self.daemon_here = False
@@ -103,7 +108,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._summaries
             self._summaries = None
-            await asyncio.to_thread(self.sign_ins.flush, True)
+            await asyncio.to_thread(self._flush_failures, True)
         if self._executor is not None:
             executor, self._executor = self._executor, None
             await asyncio.to_thread(executor.shutdown)
@@ -133,6 +138,8 @@ class Service:
         if credential is None:
             if self.sign_ins.failed(client):
                 log.warning("%s: too many failed sign-ins; its failures get 429 for now", client)
+            if self.failures.failed(client, utcnow()):  # its first, or a minute since
+                self._flush_failures()
             return None
         return Principal(
             name=credential.name,
@@ -164,22 +171,20 @@ class Service:
         address refused is still a 401."""
         return self.sign_ins.refused_for(client)
 
-    def _log_failures(self, client: str, count: int) -> None:
-        """The service log's summary of failed sign-ins (an address and a count, no token),
-        at most once a minute per address."""
-        from ..access.tokens import failed
-
+    def _flush_failures(self, everything: bool = False) -> None:
+        """The failed sign-ins due in the service log go there (``everything``: all of
+        them, as the service stops): an address and a count, never a token."""
         try:
-            failed(self.engine.journal, client, count, utcnow())
+            for entry in self.failures.flush(utcnow(), everything=everything):
+                log.info("%s from %s", entry.details[0], entry.subject)
         except Exception:  # the refusal stands either way; the log says why it is not kept
-            log.exception("could not record failed sign-ins from %s", client)
-        log.info("%d failed sign-in(s) from %s", count, client)
+            log.exception("could not record failed sign-ins")
 
     async def _summarising(self) -> None:
-        """Every minute, the failed sign-ins not yet in the service log go there."""
+        """Now and then, the failed sign-ins whose minute is over go to the service log."""
         while True:
-            await asyncio.sleep(SUMMARY_EVERY)
-            await self.call(self.sign_ins.flush)
+            await asyncio.sleep(FAILURES_FLUSHED_EVERY)
+            await self.call(self._flush_failures)
 
     # --- requests ---------------------------------------------------------------------
 
