@@ -11,11 +11,12 @@ set only through the CLI by the service's owner, never in the synced ``hitl-vaul
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
-from .model import Kind, Transition
+from .model import Kind, Request, Transition
 
 
 class Role(StrEnum):
@@ -144,3 +145,47 @@ def proof_in(step: Transition) -> Proof | None:
     before = step.details[-2] if len(step.details) > 1 else ""
     client = before[len("from ") :] if before.startswith("from ") else ""
     return Proof(step.by, via, client)
+
+
+# The store setting ``serve`` keeps: the OS user id the service runs as. A proof counts only
+# in a journal entry that user's process recorded (the entry's recorder uid, never a
+# name or a detail the writer chose).
+SERVICE_UID = "service_uid"
+
+
+def service_uid(setting: str | None) -> int | None:
+    """The service's uid from its store setting; None when none is kept (or it is not one)."""
+    try:
+        return int(setting) if setting is not None else None
+    except ValueError:
+        return None
+
+
+def proof_counts(recorder: int | None, service: int | None) -> bool:
+    """Whether a proof recorded by the process of user ``recorder`` counts: only the
+    service's own (``service``, None when no service ever ran: then nothing is proven)."""
+    return service is not None and recorder == service
+
+
+def proofs_kept(request: Request, uids: Sequence[int | None], service: int | None) -> Request:
+    """``request`` as the rules count it: each step's ``via`` detail is kept only where the
+    service recorded it (``uids``: the recorder of each history step, in order); any other
+    proof is taken off, so it counts as the name it claims and no more."""
+    if not any(proven_by(t) for t in request.history):
+        return request
+    if len(uids) != len(request.history):  # not the same reading: trust no proof
+        uids = [None] * len(request.history)
+    steps = tuple(
+        t
+        if proven_by(t) is None or proof_counts(uid, service)
+        else replace(t, details=t.details[:-1])
+        for t, uid in zip(request.history, uids, strict=True)
+    )
+    return replace(request, history=steps)
+
+
+def false_proof(step: Transition, recorder: int | None, service: int | None) -> str | None:
+    """The channel a journal step claims a proof through although the service did not
+    record it (``verify`` names such entries); None when it claims none or it counts."""
+    via = proven_by(step)
+    return via if via is not None and not proof_counts(recorder, service) else None

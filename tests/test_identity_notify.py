@@ -5,6 +5,7 @@ real HTTP receiver on 127.0.0.1, a daemon stepped on a clock, and one real ``run
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,7 +15,7 @@ import pytest
 
 from hitl_vault import Status, Vault
 from hitl_vault.daemon.loop import Daemon
-from hitl_vault.identity import Person, Proof
+from hitl_vault.identity import SERVICE_UID, Person, Proof
 from hitl_vault.template import init_vault
 
 from .helpers import Clock, VaultHelper
@@ -62,8 +63,10 @@ def url(receiver: Receiver, tmp_path: Path, who: str) -> str:
 
 
 def add_people(vault: Vault, receiver: Receiver, tmp_path: Path, clock: Clock) -> None:
-    """alice and bob in people, each with a channel of their own; carol with none."""
+    """alice and bob in people, each with a channel of their own; carol with none; this
+    process runs as the service's user (as ``serve`` keeps it), so its proofs count."""
     journal = vault.engine.journal
+    journal.set_setting(SERVICE_UID, str(os.getuid()), clock.now, "owner")
     for name in ("alice", "bob"):
         person = Person(name, notify=(url(receiver, tmp_path, name),))
         journal.save_person(person, clock.now, "owner", "person added")

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from hitl_vault import Status, Vault
 from hitl_vault.cli.main import cli
-from hitl_vault.errors import UnprovenDecisionError
-from hitl_vault.identity import SERVICE_UID, Proof
+from hitl_vault.errors import DecisionRefusedError, UnprovenDecisionError
+from hitl_vault.identity import SERVICE_UID, Proof, proven_by
 from hitl_vault.template import init_vault
 
 from .helpers import set_status
@@ -112,3 +112,72 @@ def test_the_rules_file_may_narrow_the_pinned_channels_but_never_widen_them(
     with pytest.raises(UnprovenDecisionError, match=r"proven through api \("):
         vault.engine.approve(rid, proof=Proof("alice", "link"))
     assert vault.engine.approve(rid, proof=Proof("alice", "api")).status is Status.APPROVED
+
+
+# --- 2. a proof counts only when the service's user recorded it -------------------------------
+
+
+def forged_vote(vault: Vault, request_id: str, name: str) -> None:
+    """What any process that can write the journal can do: a vote whose details say api."""
+    journal = vault.engine.journal
+    journal.record_vote(
+        request_id, at=vault.engine.now(), by=name, approve=True, reason="",
+        count="1 of 2", details=("via api",),
+    )  # fmt: skip
+
+
+def test_a_via_api_written_by_another_user_does_not_count_and_verify_names_it(
+    vault: Vault,
+) -> None:
+    """The service runs as another uid: this process's ``via api`` vote is no proof."""
+    as_service(vault, os.getuid() + 1)
+    rid = vault.submit("deploy", {"v": 2}, requested_by="agent").id
+    forged_vote(vault, rid, "alice")
+    assert vault.votes(rid).approvals == ((),)
+    problems = [p for p in vault.verify() if "claims a decision" in p]
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"request {rid}: journal entry ")
+    assert f"claims a decision by alice via api, but uid {os.getuid()} recorded it" in problems[0]
+    assert f"the service runs as uid {os.getuid() + 1}" in problems[0]
+
+
+def test_with_no_service_uid_kept_nothing_is_proven(vault_path: Path) -> None:
+    """No ``serve`` ever ran: a ``via api`` vote and a Proof handed to the engine prove nobody."""
+    with Vault(vault_path) as vault:
+        rid = vault.submit("deploy", {"v": 3}, requested_by="agent").id
+        forged_vote(vault, rid, "alice")
+        with pytest.raises(UnprovenDecisionError):
+            vault.engine.approve(rid, proof=Proof("bob", "api"))
+        assert vault.votes(rid).approvals == ((),)
+        assert vault.get(rid).status is Status.PENDING
+        assert any("no service uid is kept" in p for p in vault.verify())
+
+
+def test_a_proof_handed_to_the_engine_by_another_user_is_a_claimed_name(
+    vault: Vault,
+) -> None:
+    """Not the service's process: the Proof is refused, and no ``via`` is journaled."""
+    as_service(vault, os.getuid() + 1)
+    rid = vault.submit("payment", {"amount": 5}, requested_by="agent").id
+    with pytest.raises(UnprovenDecisionError):
+        vault.engine.approve(rid, proof=Proof("alice", "api"))
+    assert all(proven_by(t) is None for t in vault.get(rid).history)
+    assert not [p for p in vault.verify() if "claims a decision" in p]
+
+
+def test_the_services_own_proof_counts(vault: Vault) -> None:
+    """service_uid is this process's: a Proof counts, a vote it recorded counts, verify is quiet."""
+    rid = vault.submit("deploy", {"v": 4}, requested_by="agent").id
+    forged_vote(vault, rid, "alice")  # recorded by the service's own user: its proof stands
+    done = vault.engine.approve(rid, proof=Proof("bob", "api"))
+    assert done.status is Status.APPROVED and done.decided_by == "alice, bob"
+    assert vault.verify() == []
+
+
+def test_a_rejection_without_a_proof_still_rejects(vault: Vault) -> None:
+    """Another user's forged proof is only a name, and a claimed name may still stop it."""
+    as_service(vault, os.getuid() + 1)
+    rid = vault.submit("deploy", {"v": 5}, requested_by="agent").id
+    with pytest.raises(DecisionRefusedError):
+        vault.approve(rid, by="alice")
+    assert vault.reject(rid, by="carol").status is Status.REJECTED

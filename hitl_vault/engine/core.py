@@ -320,7 +320,7 @@ class Engine:
 
     def votes(self, request: Request) -> Count:
         """Who decides ``request`` under the rules in force and where its votes stand."""
-        return counted(self._decider.plan(request), request)
+        return counted(self._decider.plan(request), self._decider.counting(request))
 
     def cancel(self, request_id: str, by: str | None = None) -> Request:
         """Withdraw a pending request, or an approved one whose action has not started

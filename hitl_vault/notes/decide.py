@@ -12,13 +12,22 @@ from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
+from ..chain import RECORDER_UID
 from ..errors import (
     DecisionRefusedError,
     NotAnApproverError,
     RulesError,
     UnprovenDecisionError,
 )
-from ..identity import Proof, proof_details, same_name
+from ..identity import (
+    SERVICE_UID,
+    Proof,
+    proof_counts,
+    proof_details,
+    proofs_kept,
+    same_name,
+    service_uid,
+)
 from ..model import Request, Status, Transition
 from ..policy.quorum import Plan
 from ..policy.rules import Policy, RuleFunction
@@ -58,6 +67,18 @@ class Decider:
         found = rulings(policy, request, versions, self._functions if code else ())
         return plan_for(policy, found, self.journal.pinned(request.id))
 
+    def counting(self, request: Request) -> Request:
+        """``request`` as the rules count its votes: a proof stands only in an entry the
+        service recorded (the recorder's uid is the ``service_uid`` ``serve`` keeps);
+        another process's ``via`` detail is read as the name it claims and no more."""
+        service = service_uid(self.journal.setting(SERVICE_UID))
+        uids = [e.uid for e in self.journal.entries(request.id)]
+        return proofs_kept(request, uids, service)
+
+    def proof_counts(self) -> bool:
+        """Whether a proof this process records counts: it runs as the service's user."""
+        return proof_counts(RECORDER_UID, service_uid(self.journal.setting(SERVICE_UID)))
+
     def decide(
         self,
         request: Request,
@@ -76,9 +97,12 @@ class Decider:
         request was no longer pending. ``typed``: a status typed in the note (or its folder),
         which a request decided by votes refuses. ``proof``: the service proved who decides
         (``by`` is then its name); the vote, or the decision one person makes, keeps its
-        ``via`` detail, and ``authenticated:`` rules count it."""
+        ``via`` detail, and ``authenticated:`` rules count it, when this process runs as
+        the service's user (else ``by`` is only the name it claims)."""
         if proof is not None:
             by = proof.name
+            if not self.proof_counts():  # not the service's process: a name, not a proof
+                proof = None
         via = None if proof is None else proof.via
         verdict = self._verdict(request, to, by, reason, params, now, typed, via)
         # The vote and the decision it completes are written together, judged on the votes
@@ -124,7 +148,7 @@ class Decider:
         """:func:`judge`; raises :class:`DecisionRefusedError` when ``by``'s does not count."""
         verdict = judge(
             self._policy(),
-            request,
+            self.counting(request),
             to,
             by=by,
             reason=reason,
@@ -206,7 +230,7 @@ class Decider:
             request = self.journal.get(request_id)
             if request is None or request.status is not Status.PENDING or not request.votes():
                 return None
-            state = counted(self.plan(request, code=False), request)
+            state = counted(self.plan(request, code=False), self.counting(request))
             if not state.decided:
                 return None
             return self.transition(request, settled(state, now), "", now)
