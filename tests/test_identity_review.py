@@ -18,21 +18,30 @@ from click.testing import CliRunner
 
 from hitl_vault import Status, Vault
 from hitl_vault.cli.main import cli
-from hitl_vault.errors import DecisionRefusedError, UnprovenDecisionError
-from hitl_vault.identity import SERVICE_UID, Proof, proven_by
+from hitl_vault.errors import DecisionRefusedError, UnprovenDecisionError, UsageError
+from hitl_vault.identity import SERVICE_UID, Person, Proof, name_problem, proven_by, same_name
+from hitl_vault.policy.quorum import Plan, Stage, Vote, count, refusal
 from hitl_vault.template import init_vault
 
 from .helpers import set_status
 from .test_identity import PROVEN_WAY, RULES
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
+# A quorum anyone may vote in, counting proven approvals only.
+TEAM = """\
+  - name: team
+    action: team
+    decision: ask
+    quorum: 2
+    authenticated: true
+"""
 
 
 @pytest.fixture
 def vault_path(tmp_path: Path) -> Path:
     path = tmp_path / "vault"
     init_vault(path)
-    (path / "hitl-vault.yaml").write_text(RULES)
+    (path / "hitl-vault.yaml").write_text(RULES + TEAM)
     return path
 
 
@@ -181,3 +190,118 @@ def test_a_rejection_without_a_proof_still_rejects(vault: Vault) -> None:
     with pytest.raises(DecisionRefusedError):
         vault.approve(rid, by="alice")
     assert vault.reject(rid, by="carol").status is Status.REJECTED
+
+
+# --- 3. a claimed name cannot look proven ------------------------------------------------------
+
+LOOKS_PROVEN = ["alice via api", "Alice VIA socket", "bob  via   session", "carol via x"]
+
+
+@pytest.mark.parametrize("name", LOOKS_PROVEN)
+def test_a_name_that_reads_like_a_proof_is_refused_by_the_api(vault: Vault, name: str) -> None:
+    """Vault.approve/reject(by=), submit(requested_by=) and cancel(by=) refuse it, naming the
+    argument; nothing is recorded."""
+    rid = vault.submit("email", {"to": "x"}, requested_by="agent").id
+    with pytest.raises(UsageError, match=r"^by: .* reads like a proven decision"):
+        vault.approve(rid, by=name)
+    with pytest.raises(UsageError, match=r"^by: "):
+        vault.reject(rid, by=name)
+    with pytest.raises(UsageError, match=r"^by: "):
+        vault.cancel(rid, by=name)
+    with pytest.raises(UsageError, match=r"^requested_by: "):
+        vault.submit("email", {"to": "x"}, requested_by=name)
+    assert len(vault.get(rid).history) == 1
+
+
+def test_approve_by_a_name_that_reads_like_a_proof_fails_on_the_command_line(
+    vault: Vault,
+) -> None:
+    """``approve --by "alice via api"`` exits non-zero with the rule and no traceback."""
+    rid = vault.submit("email", {"to": "x"}, requested_by="agent").id
+    result = CliRunner().invoke(
+        cli, ["--vault", str(vault.root), "approve", rid, "--by", "alice via api"],
+        prog_name="hitl-vault",
+    )  # fmt: skip
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "reads like a proven decision" in result.stderr
+    assert vault.get(rid).status is Status.PENDING
+
+
+def test_a_notes_decided_by_that_reads_like_a_proof_is_not_acted_on(vault: Vault) -> None:
+    """``decided_by: alice via api`` in the note: pending, and Needs attention says why."""
+    rid = vault.submit("email", {"to": "x"}, requested_by="agent").id
+    set_status(note(vault, rid), "approved", decided_by="alice via api")
+    assert vault.engine.refresh(rid).status is Status.PENDING
+    flagged = [a.message for a in vault.engine.journal.attention()]
+    assert any("reads like a proven decision" in m for m in flagged), flagged
+
+
+def test_a_votes_line_named_like_a_proof_is_not_counted(vault: Vault) -> None:
+    """``alice via api: rejected`` under votes: is refused (not a name), and listed."""
+    rid = vault.submit("team", {}, requested_by="agent").id
+    path = note(vault, rid)
+    path.write_text(path.read_text().replace("votes:\n", "votes:\n  alice via api: rejected\n"))
+    assert vault.engine.refresh(rid).status is Status.PENDING
+    assert vault.get(rid).votes() == []
+    assert "alice via api's vote (rejected) not counted" in vault.get(rid).history[-1].details[0]
+    flagged = [a.message for a in vault.engine.journal.attention()]
+    assert any("reads like a proven decision" in m for m in flagged), flagged
+
+
+@pytest.mark.parametrize("name", ["alice", "Mary Ann", "josé", "o'brien", "Via", "ci-bot@x.org"])
+def test_names_people_have_are_names(name: str) -> None:
+    """Spaces, accents, apostrophes and a first word Via are all a name."""
+    assert name_problem(name) is None
+
+
+# --- 4. invisible characters ------------------------------------------------------------------
+
+INVISIBLE = ["alice\u200b", "al\xadice", "alice\u2060", "\ufeffalice", "ali\u200dce"]
+
+
+@pytest.mark.parametrize("name", INVISIBLE)
+def test_invisible_characters_are_not_part_of_a_name_compared(name: str) -> None:
+    """same_name drops format characters; the name rule refuses them outright."""
+    assert same_name(name) == "alice"
+    assert name_problem(name) is not None and "not printable" in str(name_problem(name))
+
+
+@pytest.mark.parametrize("name", INVISIBLE)
+def test_invisible_characters_get_past_neither_self_approval_nor_the_person_lookup(
+    vault: Vault, name: str
+) -> None:
+    """A requester alice with a zero-width character is alice; so is the person looked up."""
+    plan = Plan(stages=(Stage(quorum=1),), prevent_self_approval=True)
+    state = count(plan, (), requester=name)
+    assert "may not approve it" in str(refusal(state, Vote("alice", True), requester=name))
+    journal = vault.engine.journal
+    journal.save_person(Person("alice"), AT, "owner", "person added")
+    found = journal.person(name)
+    assert found is not None and found.name == "alice"
+    with pytest.raises(UsageError, match="not printable"):
+        vault.submit("email", {"to": "x"}, requested_by=name)
+    rid = vault.submit("email", {"to": "x"}, requested_by="agent").id
+    with pytest.raises(UsageError, match="not printable"):
+        vault.approve(rid, by=name)
+
+
+# --- 5. one name rule: a proven rejection by Mary Ann rejects ----------------------------------
+
+
+def test_a_proven_rejection_by_mary_ann_rejects_a_quorum_request(vault: Vault) -> None:
+    """People may be named Mary Ann; her proven "no" ends a request decided by votes."""
+    rid = vault.submit("team", {}, requested_by="agent").id
+    done = vault.engine.reject(rid, reason="not now", proof=Proof("Mary Ann", "api"))
+    assert done.status is Status.REJECTED and done.decided_by == "Mary Ann"
+    (vote,) = vault.get(rid).votes()
+    assert (vote.by, proven_by(vote)) == ("Mary Ann", "api")
+
+
+def test_votes_lines_take_the_names_people_have(vault: Vault) -> None:
+    """``Mary Ann: rejected`` and ``o'brien: rejected`` under votes: each reject."""
+    for name in ("Mary Ann", "o'brien"):
+        rid = vault.submit("team", {}, requested_by="agent").id
+        path = note(vault, rid)
+        path.write_text(path.read_text().replace("votes:\n", f"votes:\n  {name}: rejected\n"))
+        assert vault.engine.refresh(rid).status is Status.REJECTED
+        assert vault.get(rid).decided_by == name

@@ -20,11 +20,14 @@ from ..errors import (
     UnprovenDecisionError,
 )
 from ..identity import (
+    NAME_FIX,
     SERVICE_UID,
     Proof,
+    name_problem,
     proof_counts,
     proof_details,
     proofs_kept,
+    proven_by,
     same_name,
     service_uid,
 )
@@ -71,6 +74,8 @@ class Decider:
         """``request`` as the rules count its votes: a proof stands only in an entry the
         service recorded (the recorder's uid is the ``service_uid`` ``serve`` keeps);
         another process's ``via`` detail is read as the name it claims and no more."""
+        if not any(proven_by(t) for t in request.history):
+            return request  # the usual case: nothing to look up
         service = service_uid(self.journal.setting(SERVICE_UID))
         uids = [e.uid for e in self.journal.entries(request.id)]
         return proofs_kept(request, uids, service)
@@ -103,6 +108,9 @@ class Decider:
             by = proof.name
             if not self.proof_counts():  # not the service's process: a name, not a proof
                 proof = None
+        problem = name_problem(by) if by else None  # no name: "unknown", judged as such
+        if problem is not None:
+            raise DecisionRefusedError(request.id, by, f"{problem} ({NAME_FIX})")
         via = None if proof is None else proof.via
         verdict = self._verdict(request, to, by, reason, params, now, typed, via)
         # The vote and the decision it completes are written together, judged on the votes
