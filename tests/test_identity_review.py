@@ -8,6 +8,7 @@ applies note edits itself on ``refresh``), so every test here takes milliseconds
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from hitl_vault.cli.main import cli
 from hitl_vault.errors import DecisionRefusedError, UnprovenDecisionError, UsageError
 from hitl_vault.identity import SERVICE_UID, Person, Proof, name_problem, proven_by, same_name
 from hitl_vault.policy.quorum import Plan, Stage, Vote, count, refusal
+from hitl_vault.shapes import request_json
 from hitl_vault.template import init_vault
 
 from .helpers import set_status
@@ -252,6 +254,31 @@ def test_a_votes_line_named_like_a_proof_is_not_counted(vault: Vault) -> None:
 def test_names_people_have_are_names(name: str) -> None:
     """Spaces, accents, apostrophes and a first word Via are all a name."""
     assert name_problem(name) is None
+
+
+def test_show_json_says_which_channel_proved_a_decision_and_each_vote(vault: Vault) -> None:
+    """``decided_via`` is the proof's channel (null for a claimed name or votes);
+    ``votes_via`` gives each vote's (null: claimed)."""
+    proven = vault.submit("payment", {"amount": 5}, requested_by="agent").id
+    vault.engine.approve(proven, proof=Proof("alice", "api"))
+    claimed = vault.submit("email", {"to": "x"}, requested_by="agent").id
+    vault.approve(claimed, by="bob")
+    team = vault.submit("release", {"v": 1}, requested_by="agent").id
+    vault.engine.approve(team, proof=Proof("alice", "socket"))
+    vault.approve(team, by="bob")
+
+    def shown(rid: str) -> dict[str, object]:
+        out = CliRunner().invoke(cli, ["--vault", str(vault.root), "show", rid, "--json"])
+        assert out.exit_code == 0, out.output
+        data: dict[str, object] = json.loads(out.stdout)
+        return data
+
+    assert shown(proven)["decided_via"] == "api"
+    assert shown(claimed)["decided_via"] is None
+    voted = shown(team)
+    assert voted["decided_via"] is None and voted["decided_by"] == "alice, bob"
+    assert voted["votes_via"] == {"alice": "socket", "bob": None}
+    assert request_json(vault.get(proven))["decided_via"] == "api"
 
 
 # --- 4. invisible characters ------------------------------------------------------------------
