@@ -143,6 +143,27 @@ def test_a_rejection_by_a_vote_is_told_once(
     assert "a vote to reject in your name (bob)" in bob and "Reason: not now" in bob
 
 
+def test_a_via_api_another_user_wrote_is_told_as_not_proven(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, receiver: Receiver, tmp_path: Path
+) -> None:
+    """A vote whose details say ``via api``, written by a process that is not the service's
+    user, is told to alice as not proven (a name someone gave), never "proven by the service"."""
+    add_people(clocked_vault, receiver, tmp_path, clock)
+    journal = clocked_vault.engine.journal
+    journal.set_setting(SERVICE_UID, str(os.getuid() + 1), clock.now, "owner")
+    rid = clocked_vault.submit("deploy", {"v": 9}, requested_by="agent").id
+    daemon.run_once(clock.now)
+    journal.record_vote(
+        rid, at=clock.now, by="alice", approve=True, reason="", count="1 of 2",
+        details=("from 10.0.0.5", "via api"),
+    )  # fmt: skip
+    daemon.run_once(clock.advance(timedelta(seconds=1)))
+    daemon.notifier.send_due(clock.now)
+    (alice,) = told(receiver, tmp_path, "alice", 1)
+    assert "Channel: not proven: a note edit, --by NAME or a script gave your name" in alice
+    assert "proven by the service" not in alice
+
+
 def test_a_channel_taken_out_of_people_before_the_send_is_not_told(
     clocked_vault: Vault, daemon: Daemon, clock: Clock, receiver: Receiver, tmp_path: Path
 ) -> None:

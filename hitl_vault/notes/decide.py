@@ -74,11 +74,7 @@ class Decider:
         """``request`` as the rules count its votes: a proof stands only in an entry the
         service recorded (the recorder's uid is the ``service_uid`` ``serve`` keeps);
         another process's ``via`` detail is read as the name it claims and no more."""
-        if not any(proven_by(t) for t in request.history):
-            return request  # the usual case: nothing to look up
-        service = service_uid(self.journal.setting(SERVICE_UID))
-        uids = [e.uid for e in self.journal.entries(request.id)]
-        return proofs_kept(request, uids, service)
+        return counted_proofs(self.journal, request)
 
     def proof_counts(self) -> bool:
         """Whether a proof this process records counts: it runs as the service's user."""
@@ -242,6 +238,16 @@ class Decider:
             if not state.decided:
                 return None
             return self.transition(request, settled(state, now), "", now)
+
+
+def counted_proofs(journal: JournalStore, request: Request) -> Request:
+    """``request`` with a ``via`` detail kept only where the service's user recorded it
+    (see :func:`~hitl_vault.identity.proofs_kept`): what the rules count, and what a
+    person is told was proven."""
+    if not any(proven_by(t) for t in request.history):
+        return request  # the usual case: nothing to look up
+    service = service_uid(journal.setting(SERVICE_UID))
+    return proofs_kept(request, [e.uid for e in journal.entries(request.id)], service)
 
 
 def _one(verdict: Verdict, by: str) -> bool:
