@@ -332,3 +332,19 @@ def test_votes_lines_take_the_names_people_have(vault: Vault) -> None:
         path.write_text(path.read_text().replace("votes:\n", f"votes:\n  {name}: rejected\n"))
         assert vault.engine.refresh(rid).status is Status.REJECTED
         assert vault.get(rid).decided_by == name
+
+
+@pytest.mark.parametrize("name", ["Mary Ann", "o'brien", "a: b", "x #y", "x approved y", "b → x"])
+def test_a_vote_by_any_name_a_person_may_have_shows_once_and_verifies(
+    vault: Vault, name: str
+) -> None:
+    """Its votes: line and its history line are written once, however often the note is
+    brought up to date, and verify finds the note as the journal has it."""
+    rid = vault.submit("team", {}, requested_by="agent").id
+    vault.engine.approve(rid, proof=Proof(name, "api"))
+    assert vault.engine.approve(rid, proof=Proof("bob", "api")).status is Status.APPROVED
+    for _ in range(3):
+        vault.engine.notes.sync_now(rid, vault.engine.now())
+    text = note(vault, rid).read_text()
+    assert text.count(f" · {name} approved (1 of 2) via api") == 1, text
+    assert vault.verify() == []
