@@ -348,3 +348,16 @@ def test_a_vote_by_any_name_a_person_may_have_shows_once_and_verifies(
     text = note(vault, rid).read_text()
     assert text.count(f" · {name} approved (1 of 2) via api") == 1, text
     assert vault.verify() == []
+
+
+def test_a_params_edit_under_a_name_that_reads_like_a_proof_is_recorded_as_unknown(
+    vault: Vault,
+) -> None:
+    """``decided_by: alice via api`` beside an edit of the params: the edit is by unknown."""
+    rid = vault.submit("email", {"to": "x"}, requested_by="agent").id
+    path = note(vault, rid)
+    text = path.read_text().replace("decided_by:\n", "decided_by: alice via api\n", 1)
+    path.write_text(text.replace("  to: x\n", "  to: y\n", 1))
+    vault.engine.refresh(rid)
+    edit = vault.get(rid).history[-1]
+    assert (edit.move, edit.by) == ("params edited", "unknown")
