@@ -197,19 +197,24 @@ class Rule:
     escalate_to: frozenset[str] = frozenset()
     authenticated: frozenset[str] | None = None
     line: int = 0
+    # ``python: module:function``: it decides (``decision`` is then only a placeholder), on
+    # the proposals ``action`` and ``params`` let through; ``on_error`` when it cannot.
+    python: RuleFunction | None = None
+    on_error: Decision = Decision.ASK
 
     def match(self, proposal: Proposal) -> RuleMatch | None:
         """What this rule says about the proposal, or None when it does not apply."""
         if self.action is not None and not self.action.matches(proposal.action):
             return None
-        allowing = self.decision is Decision.ALLOW  # numbers as text only make it stricter
+        # numbers as text only make it stricter (a python rule may allow)
+        allowing = self.decision is Decision.ALLOW or self.python is not None
         given = proposal.params
         for name, condition in self.params.items():
             if name not in given or not condition.holds(given[name], allowing):
                 return None
         by_text = not allowing and not all(c.holds(given[n], True) for n, c in self.params.items())
         conditions = " and ".join(c.describe(n) for n, c in self.params.items())
-        return RuleMatch(
+        found = RuleMatch(
             decision=self.decision,
             rule=self.name,
             risk=self.risk,
@@ -225,6 +230,28 @@ class Rule:
             ),
             by_numeric_text=by_text,
         )  # fmt: skip
+        return found if self.python is None else self._ask_python(proposal, found, conditions)
+
+    def _ask_python(self, proposal: Proposal, found: RuleMatch, conditions: str) -> RuleMatch | None:
+        """What the rule's function says: a plain decision takes the rule's other fields; a
+        function that raises, cannot be loaded or answers nonsense gives ``on_error``."""
+        assert self.python is not None
+        try:
+            result = _result(self.python, proposal, self.name)
+            if result is None:
+                return None
+            if isinstance(result, str) and result in set(Decision):
+                decision = Decision(result)
+                text = _sentence(proposal.action, decision, conditions, self.reason)
+                return replace(found, decision=decision, explanation=text)
+            return _as_match(result, self.name, proposal)
+        except RulesError as e:
+            reason = f"the python rule {self.name} failed: {e.problem} ({e.fix})"
+            text = _sentence(proposal.action, self.on_error, conditions, reason)
+            # A rule that could not say is treated as the worst case: min_risk never allows it.
+            return replace(
+                found, decision=self.on_error, reason=reason, explanation=text, risk=Risk.CRITICAL
+            )
 
 
 _RETURN_FIX = (
@@ -270,13 +297,24 @@ def code_matches(proposal: Proposal, functions: Sequence[RuleFunction]) -> list[
 def _call(fn: RuleFunction, proposal: Proposal) -> RuleMatch | None:
     """Run a Python rule; anything but a clear answer raises (the vault fails closed)."""
     name = _function_name(fn)
-    where = f"rule function {name}"
+    result = _result(fn, proposal, name)
+    return None if result is None else _as_match(result, name, proposal)
+
+
+def _result(fn: RuleFunction, proposal: Proposal, name: str) -> Any:
+    """What ``fn`` returns; RulesError when it raises (a RulesError of its own passes)."""
     try:
-        result: Any = fn(proposal)
+        return fn(proposal)
+    except RulesError:
+        raise
     except Exception as e:
-        raise RulesError(where, f"raised {type(e).__name__}: {e}", _RETURN_FIX) from e
-    if result is None:
-        return None
+        where, fix = f"rule function {name}", "fix it, or have it return a decision instead"
+        raise RulesError(where, f"raised {type(e).__name__}: {e}", fix) from e
+
+
+def _as_match(result: Any, name: str, proposal: Proposal) -> RuleMatch:
+    """A rule function's answer as a RuleMatch named ``name`` unless it names itself."""
+    where = f"rule function {name}"
     if isinstance(result, RuleMatch):
         approvers, timeout = result.approvers, result.timeout
         try:

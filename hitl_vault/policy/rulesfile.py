@@ -31,7 +31,8 @@ from .conditions import (
     as_number,
 )
 from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
-from .rules import ActionSpec, Defaults, GateRecord, Mode, Policy, Rule
+from .pyrules import PythonRule
+from .rules import ActionSpec, Decision, Defaults, GateRecord, Mode, Policy, Rule
 from .yamlnodes import NodeReader, is_null, line_of, suggest
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -81,7 +82,10 @@ _RULE_FIELDS = {
     "escalate_after": "duration",
     "escalate_to": "approvers",
     "authenticated": "authenticated",
+    "python": "python",  # module:function: it decides
+    "on_error": "on_error",  # pending or reject, when the python function fails
 }
+_ON_ERROR = {"pending": Decision.ASK, "reject": Decision.BLOCK}
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
 _ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
 _PYTHON_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
@@ -104,9 +108,10 @@ def _argv_fix(command: Any) -> str:
 class _Reader(NodeReader):
     """Reads composed YAML nodes into a Policy, raising RulesError at the offending line."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, root: Path | None = None) -> None:
         super().__init__(where)
         self.group_names: dict[str, frozenset[str]] = {}
+        self.root = root
 
     # --- the sections ------------------------------------------------------------
 
@@ -173,12 +178,28 @@ class _Reader(NodeReader):
             raise self.error(node, "a rule has no name", "add name: some-name to it")
         name = self.name(name_node, "a rule's name")
         fields = self.fields(pairs, f"rule {name}", _RULE_FIELDS)
+        if "python" in fields:
+            self.python_rule(node, name, fields)
+        elif "on_error" in fields:
+            fix = "remove on_error, or add python: module:function"
+            raise self.error(node, f"rule {name} has on_error but no python function", fix)
         if "decision" not in fields:
-            raise self.error(
-                node, f"rule {name} has no decision", "add decision: allow, ask or block"
-            )
+            fix = "add decision: allow, ask or block (or python: module:function)"
+            raise self.error(node, f"rule {name} has no decision", fix)
         self.check_approval(node, f"rule {name}", fields)
         return Rule(**fields, line=line_of(node) or 0)
+
+    def python_rule(self, node: Any, name: str, fields: dict[str, Any]) -> None:
+        """The function decides: ``decision`` is left to it (ask stands for it until then)."""
+        if "decision" in fields:
+            problem = f"rule {name} has both decision and python"
+            raise self.error(node, problem, "remove decision: the function returns it")
+        root = "" if self.root is None else str(self.root)
+        fields["python"] = PythonRule(fields["python"], root)
+        fields["decision"] = Decision.ASK
+
+    def on_error(self, node: Any, what: str) -> Decision:
+        return _ON_ERROR[self.choice(node, what, list(_ON_ERROR))]
 
     def check_approval(self, node: Any, what: str, fields: Mapping[str, Any]) -> None:
         """A quorum the approvers can reach; an escalation that says when and to whom."""
@@ -406,27 +427,30 @@ def _empty_policy(where: str) -> Policy:
     return Policy(Defaults(), (), MappingProxyType({}), where)
 
 
-def parse_policy(text: str, where: str = "hitl-vault.yaml") -> Policy:
-    """The policy the text of a rules file states; raises RulesError with the line and fix."""
+def parse_policy(text: str, where: str = "hitl-vault.yaml", root: Path | None = None) -> Policy:
+    """The policy the text of a rules file states; raises RulesError with the line and fix.
+    ``root``: the vault folder, where ``python:`` rules look for their module too."""
     try:
-        root = yaml.compose(text, Loader=_Loader)
-        _check_nodes(text, root, where)
+        node = yaml.compose(text, Loader=_Loader)
+        _check_nodes(text, node, where)
     except yaml.MarkedYAMLError as e:
         problem = f"YAML error: {(e.problem or e.context or 'invalid YAML').strip()}"
         fix = 'fix the YAML syntax; quote values that start with a symbol, e.g. amount: ">= 500"'
         raise RulesError(where, problem, fix, line_of(e.problem_mark or e.context_mark)) from None
     except yaml.YAMLError as e:
         raise RulesError(where, f"YAML error: {e}", "fix the YAML syntax") from None
-    if root is None or is_null(root):
+    if node is None or is_null(node):
         return _empty_policy(where)
-    return _Reader(where).policy(root)
+    return _Reader(where, root).policy(node)
 
 
 def load_policy(path: Path, where: str | None = None) -> Policy:
     """Read the rules file; a missing file means no rules (everything asks: fail closed)."""
     where = where or str(path)
     text = rules_text(path, where)
-    return _empty_policy(where) if text is None else parse_policy(text, where)
+    if text is None:
+        return _empty_policy(where)
+    return parse_policy(text, where, Path(path).absolute().parent)
 
 
 def rules_text(path: Path, where: str) -> str | None:

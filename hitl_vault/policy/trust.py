@@ -159,6 +159,17 @@ def check_vault(root: Path) -> TrustReport:
     return TrustReport(tuple(found.errors), tuple(found.warnings))
 
 
+def check_module(path: Path) -> TrustReport:
+    """Check who may change the Python a rule or an executor runs: the file and the folder
+    holding it (whoever may write the folder may replace the file), under the same rules as
+    the vault's own files (see the module doc)."""
+    found = _Found()
+    for entry in (path, path.parent):
+        with contextlib.suppress(OSError):  # gone meanwhile: importing it says so
+            _mode_and_owner(str(entry), entry, os.stat(entry), found)
+    return TrustReport(tuple(found.errors), tuple(found.warnings))
+
+
 def _printable(line: str) -> str:
     """One line of the diff, cut to MAX_LINE_CHARS, with control characters made visible."""
     line = "".join(c if c.isprintable() or c == "\t" else "\ufffd" for c in line)

@@ -1,0 +1,96 @@
+"""``python: module:function`` rules in ``hitl-vault.yaml``: the function they name, found
+on the Python path or in the vault folder, imported the first time a proposal reaches it.
+
+The module is trusted as the rules file is: before it runs, its file and the folder
+holding it (and each package above it) are checked with
+:func:`~hitl_vault.policy.trust.check_module`, and a module others may write is refused.
+Nothing is imported while the rules are read, so a gate call that no ``python:`` rule
+matches imports nothing more. A function that cannot be loaded or refused raises
+:class:`~hitl_vault.errors.RulesError`; :meth:`~hitl_vault.policy.rules.Rule.match` turns
+that into the rule's ``on_error`` decision.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import RulesError
+from .trust import check_module
+
+_LOADED: dict[tuple[str, str], Callable[[Any], Any]] = {}
+_LOCK = threading.Lock()
+_FIX = "put the module in the vault folder, or install it where hitl-vault's Python finds it"
+
+
+@dataclass(frozen=True)
+class PythonRule:
+    """A rule's ``python: module:function``: called with the proposal, it returns what the
+    function returns. ``root``: the vault folder, searched after the Python path."""
+
+    target: str
+    root: str = ""
+
+    def __call__(self, proposal: Any) -> Any:
+        return self.function()(proposal)
+
+    def function(self) -> Callable[[Any], Any]:
+        """The function, imported once per process (RulesError when it cannot be)."""
+        key = (self.target, self.root)
+        with _LOCK:
+            if key not in _LOADED:
+                _LOADED[key] = _load(self.target, self.root)
+            return _LOADED[key]
+
+
+def _load(target: str, root: str) -> Callable[[Any], Any]:
+    where = f"python: {target}"
+    module_name, _, attr_path = target.partition(":")
+    if root and root not in sys.path:
+        sys.path.append(root)  # after the Python path: a vault file never shadows a library
+    parts = module_name.split(".")
+    for depth in range(1, len(parts) + 1):  # each package is checked before it runs
+        name = ".".join(parts[:depth])
+        try:
+            spec = importlib.util.find_spec(name)
+        except Exception as e:
+            raise RulesError(where, f"importing {name} failed: {_text(e)}", _FIX) from None
+        if spec is None:
+            raise RulesError(where, f"no module named {name!r}", _FIX)
+        _check(where, spec)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as e:
+        fix = "fix the module (or install what it needs) so it imports cleanly"
+        raise RulesError(where, f"importing {module_name} failed: {_text(e)}", fix) from None
+    for part in attr_path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            fix = "check the function name after the ':'"
+            raise RulesError(where, f"{module_name} has no attribute {attr_path!r}", fix)
+    if not callable(obj):
+        fix = "point it at a function that takes the proposal"
+        raise RulesError(where, f"{target} is a {type(obj).__name__}, not a function", fix)
+    function: Callable[[Any], Any] = obj
+    return function
+
+
+def _check(where: str, spec: Any) -> None:
+    """Refuse a module (or package) file that someone else may write."""
+    files = [Path(spec.origin)] if spec.has_location and spec.origin else []
+    files += [Path(p) / "__init__.py" for p in spec.submodule_search_locations or () if not files]
+    errors = [e for f in files for e in check_module(f).errors]
+    if errors:
+        problem = "its module may be changed by others: " + "; ".join(errors)
+        raise RulesError(where, problem, "make the module and its folder yours alone")
+
+
+def _text(e: BaseException) -> str:
+    message = str(e).strip()
+    return f"{type(e).__name__}: {message}" if message else type(e).__name__
