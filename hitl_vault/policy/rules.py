@@ -232,7 +232,7 @@ class Rule:
         )  # fmt: skip
         return found if self.python is None else self._ask_python(proposal, found, conditions)
 
-    def _ask_python(self, proposal: Proposal, found: RuleMatch, conditions: str) -> RuleMatch | None:
+    def _ask_python(self, proposal: Proposal, found: RuleMatch, said: str) -> RuleMatch | None:
         """What the rule's function says: a plain decision takes the rule's other fields; a
         function that raises, cannot be loaded or answers nonsense gives ``on_error``."""
         assert self.python is not None
@@ -242,12 +242,12 @@ class Rule:
                 return None
             if isinstance(result, str) and result in set(Decision):
                 decision = Decision(result)
-                text = _sentence(proposal.action, decision, conditions, self.reason)
+                text = _sentence(proposal.action, decision, said, self.reason)
                 return replace(found, decision=decision, explanation=text)
             return _as_match(result, self.name, proposal)
         except RulesError as e:
             reason = f"the python rule {self.name} failed: {e.problem} ({e.fix})"
-            text = _sentence(proposal.action, self.on_error, conditions, reason)
+            text = _sentence(proposal.action, self.on_error, said, reason)
             # A rule that could not say is treated as the worst case: min_risk never allows it.
             return replace(
                 found, decision=self.on_error, reason=reason, explanation=text, risk=Risk.CRITICAL

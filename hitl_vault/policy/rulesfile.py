@@ -30,10 +30,10 @@ from .conditions import (
     Matches,
     as_number,
 )
-from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
 from .pyrules import PythonRule
+from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
 from .rules import ActionSpec, Decision, Defaults, GateRecord, Mode, Policy, Rule
-from .yamlnodes import NodeReader, is_null, line_of, suggest
+from .yamlnodes import NodeReader, check_nodes, is_null, line_of, suggest
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -401,28 +401,6 @@ class _Reader(NodeReader):
         return target
 
 
-def _check_nodes(text: str, root: Any, where: str) -> None:
-    """Refuse anchors and aliases (alias bombs) and duplicate keys (PyYAML keeps the last)."""
-    for event in yaml.parse(text, Loader=_Loader):
-        if getattr(event, "anchor", None) is not None:
-            problem = "anchors and aliases are not allowed in hitl-vault.yaml"
-            raise RulesError(where, problem, "write each value out in full", line_of(event))
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[tuple[str, str], int | None] = {}
-            for key, value in node.value:
-                ident = (str(key.tag), str(key.value))
-                if isinstance(key, yaml.ScalarNode) and ident in seen:
-                    problem = f'the key "{key.value}" appears twice (first at line {seen[ident]})'
-                    raise RulesError(where, problem, "keep only one of them", line_of(key))
-                seen[ident] = line_of(key)
-                stack += [key, value]
-        elif isinstance(node, yaml.SequenceNode):
-            stack += node.value
-
-
 def _empty_policy(where: str) -> Policy:
     return Policy(Defaults(), (), MappingProxyType({}), where)
 
@@ -432,7 +410,7 @@ def parse_policy(text: str, where: str = "hitl-vault.yaml", root: Path | None = 
     ``root``: the vault folder, where ``python:`` rules look for their module too."""
     try:
         node = yaml.compose(text, Loader=_Loader)
-        _check_nodes(text, node, where)
+        check_nodes(text, node, where, _Loader)
     except yaml.MarkedYAMLError as e:
         problem = f"YAML error: {(e.problem or e.context or 'invalid YAML').strip()}"
         fix = 'fix the YAML syntax; quote values that start with a symbol, e.g. amount: ">= 500"'
