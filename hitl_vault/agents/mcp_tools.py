@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
@@ -178,7 +178,10 @@ def add_tools(server: MCPServer[Any], calls: ToolCalls) -> None:
         context: Why = None,
         timeout: Timeout = None,
     ) -> RequestShape:
-        return await answer(calls.request_approval(ctx, action, params, summary, context, timeout))
+        return cast(
+            RequestShape,
+            await answer(calls.request_approval(ctx, action, params, summary, context, timeout)),
+        )
 
     @server.tool(
         title="Wait for the human's decision",
@@ -194,7 +197,7 @@ def add_tools(server: MCPServer[Any], calls: ToolCalls) -> None:
     async def wait_for_approval(
         id: RequestId, ctx: Context[Any, Any], wait_seconds: WaitSeconds = 30
     ) -> RequestShape:
-        return await answer(calls.wait_for_approval(ctx, id, wait_seconds))
+        return cast(RequestShape, await answer(calls.wait_for_approval(ctx, id, wait_seconds)))
 
     @server.tool(
         title="Show one request",
@@ -203,7 +206,7 @@ def add_tools(server: MCPServer[Any], calls: ToolCalls) -> None:
         structured_output=True,
     )
     async def get_request(id: RequestId, ctx: Context[Any, Any]) -> RequestShape:
-        return await answer(calls.get_request(ctx, id))
+        return cast(RequestShape, await answer(calls.get_request(ctx, id)))
 
     @server.tool(
         title="List requests",
@@ -217,4 +220,4 @@ def add_tools(server: MCPServer[Any], calls: ToolCalls) -> None:
     async def list_requests(
         ctx: Context[Any, Any], status: StatusFilter = None, limit: Limit = DEFAULT_LIMIT
     ) -> RequestList:
-        return await answer(calls.list_requests(ctx, status, limit))
+        return cast(RequestList, await answer(calls.list_requests(ctx, status, limit)))
