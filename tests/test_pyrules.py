@@ -137,16 +137,25 @@ def test_a_function_that_raises_leaves_the_request_pending_with_the_error_in_its
     assert rejected.reason is not None and "raised KeyError: 'amount'" in rejected.reason
 
 
-def test_a_module_others_may_write_is_never_imported(tmp_path: Path) -> None:
-    """A world-writable module is refused before it runs: the request asks, saying so."""
-    module = python_vault(tmp_path / "vault")
-    source = tmp_path / "vault" / f"{module}.py"
-    source.chmod(0o666)
-    with Vault(tmp_path / "vault") as vault:
+@pytest.mark.parametrize("opened", ["the module", "its folder", "its __pycache__"])
+def test_a_module_others_may_write_is_never_imported(tmp_path: Path, opened: str) -> None:
+    """A module, a folder holding it or its __pycache__ that anyone may write is refused
+    before it runs: the request asks, saying which and the fix."""
+    root = tmp_path / "vault"
+    python_vault(root)
+    package = f"checks_{uuid.uuid4().hex[:10]}"
+    (root / package / "__pycache__").mkdir(parents=True)
+    (root / package / "__init__.py").write_text("", encoding="utf-8")
+    (root / package / "limits.py").write_text(MODULE, encoding="utf-8")
+    rules = RULES.format(module=f"{package}.limits")
+    (root / "hitl-vault.yaml").write_text(rules, encoding="utf-8")
+    opening = {"the module": "limits.py", "its folder": ".", "its __pycache__": "__pycache__"}
+    (root / package / opening[opened]).chmod(0o777)
+    with Vault(root) as vault:
         asked = vault.submit("invoice", {"amount": 20})
     assert asked.status is Status.PENDING
     assert "anyone may write it" in note_text(asked) and "chmod o-w" in note_text(asked)
-    assert not source.with_suffix(".imported").exists()
+    assert not list((root / package).glob("*.imported"))
 
 
 def test_submit_and_rules_check_run_the_function(vault_path: Path) -> None:

@@ -160,12 +160,13 @@ def check_vault(root: Path) -> TrustReport:
 
 
 def check_module(path: Path) -> TrustReport:
-    """Check who may change the Python a rule or an executor runs: the file and the folder
-    holding it (whoever may write the folder may replace the file), under the same rules as
-    the vault's own files (see the module doc)."""
+    """Check who may change the Python a rule runs: the file, the folder holding it
+    (whoever may write the folder may replace the file) and its ``__pycache__`` (Python
+    runs a cached copy whose header matches the file), under the same rules as the vault's
+    own files (see the module doc)."""
     found = _Found()
-    for entry in (path, path.parent):
-        with contextlib.suppress(OSError):  # gone meanwhile: importing it says so
+    for entry in (path, path.parent, path.parent / "__pycache__"):
+        with contextlib.suppress(OSError):  # none (no __pycache__ yet), or gone meanwhile
             _mode_and_owner(str(entry), entry, os.stat(entry), found)
     return TrustReport(tuple(found.errors), tuple(found.warnings))
 
