@@ -2,7 +2,8 @@
 
 Pure functions and frozen dataclasses: :meth:`Policy.evaluate` says what the
 rules decide about a :class:`Proposal`. Reading ``hitl-vault.yaml`` into a
-:class:`Policy` is :mod:`hitl_vault.policy.rulesfile`'s job.
+:class:`Policy` is :mod:`hitl_vault.policy.rulesfile`'s job. The one way out is a
+``python:`` rule, which calls the function it names (:mod:`hitl_vault.policy.pyrules`).
 """
 
 from __future__ import annotations
