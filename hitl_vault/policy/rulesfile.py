@@ -405,21 +405,21 @@ def _empty_policy(where: str) -> Policy:
     return Policy(Defaults(), (), MappingProxyType({}), where)
 
 
-def parse_policy(text: str, where: str = "hitl-vault.yaml", root: Path | None = None) -> Policy:
+def parse_policy(text: str, where: str = "hitl-vault.yaml", folder: Path | None = None) -> Policy:
     """The policy the text of a rules file states; raises RulesError with the line and fix.
-    ``root``: the vault folder, where ``python:`` rules look for their module too."""
+    ``folder``: the vault's, where ``python:`` rules look for their module too."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        check_nodes(text, node, where, _Loader)
+        root = yaml.compose(text, Loader=_Loader)
+        check_nodes(text, root, where, _Loader)
     except yaml.MarkedYAMLError as e:
         problem = f"YAML error: {(e.problem or e.context or 'invalid YAML').strip()}"
         fix = 'fix the YAML syntax; quote values that start with a symbol, e.g. amount: ">= 500"'
         raise RulesError(where, problem, fix, line_of(e.problem_mark or e.context_mark)) from None
     except yaml.YAMLError as e:
         raise RulesError(where, f"YAML error: {e}", "fix the YAML syntax") from None
-    if node is None or is_null(node):
+    if root is None or is_null(root):
         return _empty_policy(where)
-    return _Reader(where, root).policy(node)
+    return _Reader(where, folder).policy(root)
 
 
 def load_policy(path: Path, where: str | None = None) -> Policy:
