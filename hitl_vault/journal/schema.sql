@@ -139,7 +139,7 @@ CREATE TABLE IF NOT EXISTS service_log (
     uid INTEGER
 );
 -- "Always" allows (approve --always): the same call allowed again until `until`, never kept
--- in the synced vault; each change is in the service log.
+-- in the synced vault: each change is in the service log.
 CREATE TABLE IF NOT EXISTS allows (
     name TEXT PRIMARY KEY,
     action TEXT NOT NULL,
