@@ -206,7 +206,7 @@ class Vault:
         session: bool = False,
         prefix: bool = False,
         expect: str | None = None,
-    ) -> Allow:
+    ) -> Allow | None:
         """Approve a pending request (as :meth:`approve`) and allow the very same call again,
         without asking, for ``lasting`` (``24h``): the same action and params (a shell
         tool's ``command`` only; with ``prefix``, any command that starts with it, when it
@@ -214,7 +214,9 @@ class Vault:
         asked. A block rule still wins, and the allow stops at its end or when revoked
         (:meth:`revoke_allow`). Refused (:class:`DecisionRefusedError`, nothing done) where
         a matching rule asks for a quorum, stages or ``authenticated:`` approvals, unless
-        it says ``always: true``. The allow is kept in the journal, never in the notes."""
+        it says ``always: true``; there this is one vote, and only the vote that approves
+        it adds the allow (None before). The allow is kept in the journal, never in the
+        notes."""
         engine = self.engine
         request = engine.get(request_id)
         if request.status is not Status.PENDING:

@@ -144,6 +144,9 @@ def _approve(vault: Vault) -> Callable[..., Request]:
             request_id, kw["by"], kw["reason"], lasting=lasting or "24h", session=session,
             prefix=prefix, expect=kw.get("expect"),
         )  # fmt: skip
+        if allow is None:
+            click.echo("no always allow yet: the vote that approves it adds one", err=True)
+            return vault.get(request_id)
         click.echo(
             f"{allow.name}: {allow.describe()} allowed without asking until "
             f"{allow.until:%Y-%m-%d %H:%M} UTC (`hitl-vault rules revoke {allow.name}` ends it)",

@@ -89,12 +89,16 @@ class Allows:
         lasting: timedelta,
         session: bool = False,
         prefix: bool = False,
-    ) -> Allow:
+    ) -> Allow | None:
         """Approve ``request`` (``approve``) and allow the same call until ``lasting`` from
         now. Refused (nothing done) where :meth:`check` refuses; an approval that does not
-        stand (a block rule turned it into a rejection) adds no allow and says so."""
+        stand (a block rule turned it into a rejection) adds no allow and says so. Where
+        votes decide (a rule with ``always: true``), a vote that leaves it pending adds no
+        allow (None): the one that approves it does."""
         kept = self.check(request, lasting=lasting, session=session, prefix=prefix)
         decided = approve()
+        if decided.status is Status.PENDING:
+            return None
         if decided.status not in _APPROVED:
             why = f" ({decided.reason})" if decided.reason else ""
             problem = f"it is {decided.status}{why}, not approved: no always allow was added"
