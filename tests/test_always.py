@@ -1,4 +1,4 @@
-""""Always" allows: ``approve --always`` approves and lets the very same call through again
+""" "Always" allows: ``approve --always`` approves and lets the very same call through again
 without asking, until it ends or is revoked; block rules still win; refused under a quorum,
 stages or ``authenticated:`` unless the rule says ``always: true``."""
 
@@ -157,7 +157,7 @@ def test_always_is_refused_under_a_quorum_or_authenticated(av: Vault) -> None:
     """A quorum or authenticated: rule refuses --always (nothing recorded) unless it says
     always: true; there the allow comes with the vote that approves it."""
     big = av.submit("payment", {"amount": 5000}, requested_by="bot")
-    with pytest.raises(DecisionRefusedError, match="big-payments.*always: true"):
+    with pytest.raises(DecisionRefusedError, match=r"big-payments.*always: true"):
         av.always(big.id, "alice")
     deploy = av.submit("deploy", {"env": "prod"}, requested_by="bot")
     with pytest.raises(DecisionRefusedError, match="proven-deploys"):
