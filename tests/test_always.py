@@ -16,6 +16,7 @@ from hitl_vault import Status, Vault
 from hitl_vault.cli.main import cli
 from hitl_vault.daemon.dashboard import render_dashboard
 from hitl_vault.errors import DecisionRefusedError, UsageError
+from hitl_vault.policy.always import Allow
 from hitl_vault.template import init_vault
 
 from .helpers import Clock
@@ -63,6 +64,12 @@ def av(vault_path: Path, clock: Clock) -> Iterator[Vault]:
         yield v
 
 
+def made(allow: Allow | None) -> Allow:
+    """The allow an approval that decided the request made."""
+    assert allow is not None
+    return allow
+
+
 def agent_call(v: Vault, command: str, session: str = "claude:s1", **more: str) -> Status:
     """What the rules make of a Bash call an agent session submits (as the gate does)."""
     params = {"command": command, "description": f"run {command}", **more}
@@ -72,7 +79,7 @@ def agent_call(v: Vault, command: str, session: str = "claude:s1", **more: str) 
 def test_approve_always_allows_the_same_call_and_only_it(av: Vault) -> None:
     """After Vault.always the same action and params are approved at submit; others ask."""
     first = av.submit("payment", {"amount": 10, "to": "v@x.y"}, requested_by="bot")
-    allow = av.always(first.id, "alice")
+    allow = made(av.always(first.id, "alice"))
     assert av.get(first.id).status is Status.APPROVED
     again = av.submit("payment", {"amount": 10, "to": "v@x.y"}, requested_by="bot")
     assert again.status is Status.APPROVED and again.rule == allow.name
@@ -84,7 +91,7 @@ def test_approve_always_allows_the_same_call_and_only_it(av: Vault) -> None:
 def test_a_shell_allow_keeps_the_command_only(av: Vault) -> None:
     """The agent's description may change; the command may not, nor gain a tail."""
     asked = av.engine.submit("Bash", BASH, requested_by="claude:s1", carried_by_requester=True)
-    allow = av.always(asked.id, "alice")
+    allow = made(av.always(asked.id, "alice"))
     assert dict(allow.params) == {"command": "git status"}
     assert agent_call(av, "git status") is Status.APPROVED
     assert agent_call(av, "git status --short") is Status.PENDING
@@ -134,8 +141,8 @@ def test_an_allow_ends_when_it_expires_or_is_revoked(av: Vault, clock: Clock) ->
     """--for: after its end the call asks again; a revoked one at once; both logged."""
     one = av.submit("payment", {"amount": 1})
     two = av.submit("payment", {"amount": 2})
-    short = av.always(one.id, "alice", lasting="10m")
-    longer = av.always(two.id, "alice")
+    short = made(av.always(one.id, "alice", lasting="10m"))
+    longer = made(av.always(two.id, "alice"))
     assert short.until == clock.now + timedelta(minutes=10)
     assert longer.until == clock.now + timedelta(hours=24)
     clock.advance(timedelta(minutes=11))
@@ -166,15 +173,15 @@ def test_always_is_refused_under_a_quorum_or_authenticated(av: Vault) -> None:
     assert av.get(deploy.id).status is Status.PENDING and av.allows() == []
     release = av.submit("release", {"v": "1.2"}, requested_by="bot")
     assert av.always(release.id, "alice") is None  # one vote of two: no allow yet
-    allow = av.always(release.id, "bob")
-    assert allow is not None and av.get(release.id).status is Status.APPROVED
+    assert made(av.always(release.id, "bob")).request_id == release.id
+    assert av.get(release.id).status is Status.APPROVED
     assert av.submit("release", {"v": "1.2"}).status is Status.APPROVED
 
 
 def test_dashboard_shows_the_allows_in_force(av: Vault, clock: Clock) -> None:
     """Dashboard.md lists each allow: what it lets through, who made it, when it ends."""
     asked = av.engine.submit("Bash", BASH, carried_by_requester=True)
-    allow = av.always(asked.id, "alice", lasting="2h")
+    allow = made(av.always(asked.id, "alice", lasting="2h"))
     text = render_dashboard(av.engine.journal, clock.now)
     section = text[text.index("## Always allowed") : text.index("## Pending")]
     assert allow.name in section and "alice" in section and "git status" in section
