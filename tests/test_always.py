@@ -217,3 +217,22 @@ def test_the_cli_approves_always_lists_and_revokes(vault_path: Path) -> None:
     assert out == "no always allows in force\n"
     code, _, err = run("rules", "revoke", f"always-{rid}")
     assert code == 2 and "rules always" in err
+
+
+def test_the_daemons_dashboard_follows_allows_made_revoked_and_ended(
+    av: Vault, vault_path: Path, clock: Clock
+) -> None:
+    """DashboardWriter rewrites Dashboard.md when an allow is revoked (no request moved)
+    and wakes for the end of the first allow it shows."""
+    from hitl_vault.daemon.dashboard import DashboardWriter
+
+    allow = made(av.always(av.submit("payment", {"amount": 4}).id, "alice", lasting="1h"))
+    writer = DashboardWriter(vault_path, av.engine.journal)
+    writer.step(clock.now, changed=True)
+    dashboard = vault_path / "Dashboard.md"
+    assert allow.name in dashboard.read_text(encoding="utf-8")
+    assert writer.next_wake(clock.now) == allow.until
+    av.revoke_allow(allow.name)
+    writer.step(clock.advance(timedelta(seconds=5)), changed=False)
+    assert allow.name not in dashboard.read_text(encoding="utf-8")
+    assert writer.next_wake(clock.now) is None
