@@ -1,4 +1,4 @@
-""" "Always" allows: ``approve --always`` approves and lets the very same call through again
+"""The "always" allows: ``approve --always`` approves and lets the very same call through again
 without asking, until it ends or is revoked; block rules still win; refused under a quorum,
 stages or ``authenticated:`` unless the rule says ``always: true``."""
 

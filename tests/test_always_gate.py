@@ -1,4 +1,4 @@
-""" "Always" allows at the local gate: kept with the parsed rules, so an allowed call opens
+"""The "always" allows at the local gate: kept with the parsed rules, so an allowed call opens
 no journal; the cached copy follows each allow added or revoked, and an allow that ended
 stops matching though the copy still holds it."""
 

@@ -1,4 +1,4 @@
-""" "Always" allows at the gate over HTTP: the service consults them as the local gate does,
+"""The "always" allows at the gate over HTTP: the service consults them as the local gate does,
 so a covered call is "none" and recorded nowhere; another command still asks."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-""" "Always" allows made, listed and revoked: ``approve --always`` approves a request and
+"""The "always" allows made, listed and revoked: ``approve --always`` approves a request and
 allows the same call again for a while (see :mod:`hitl_vault.policy.always`).
 
 :class:`Allows` is handed the journal (where the allows are kept, each change in the
@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import DecisionRefusedError, UsageError
+from ..errors import DecisionRefusedError, JournalUnavailableError, UsageError
 from ..model import Request, Status
 from ..policy.always import SHELL_TOOLS, STAMP_FILE, Allow, covered, plain, refusal
 from ..policy.rules import Policy, Proposal, RuleFunction
@@ -115,33 +115,46 @@ class Allows:
             prefix=prefix,
             session=request.requested_by if session else None,
         )
-        self._journal.add_allow(allow, by)
-        self._stamp()
+        with self._stamping():
+            self._journal.add_allow(allow, by)
         return allow
 
     def revoke(self, name: str, by: str) -> None:
         """Revoke the allow ``name`` (journaled); unknown or revoked already: UsageError."""
-        if not self._journal.revoke_allow(name, self._clock(), by):
+        with self._stamping():
+            revoked = self._journal.revoke_allow(name, self._clock(), by)
+        if not revoked:
             raise UsageError(
                 "NAME", f"no allow called {name} stands", "list them with `hitl-vault rules always`"
             )
-        self._stamp()
 
     def _clock(self) -> datetime:
         return self._now()
 
-    def _stamp(self) -> None:
-        """Tell the gate its cached copy of the allows is stale: the stamp file's new bytes
-        no longer match the copy's. A stamp that cannot be written is logged by the gate
-        reading afresh (a missing stamp means "read the journal")."""
-        if self._state is None:
+    @contextlib.contextmanager
+    def _stamping(self) -> Iterator[None]:
+        """Around a change of the allows: the stamp file that tells the gate its cached copy
+        is stale gets new bytes once the change is made. Its new bytes are written first,
+        so a stamp that cannot be written stops the change before it is made (a revoked
+        allow the gate's copy still held would let calls through)."""
+        if self._state is None:  # a store of the caller's: no gate reads it
+            yield
             return
         path = self._state / STAMP_FILE
-        token = f"{format_ts(self._clock())} {secrets.token_hex(8)}\n".encode()
-        with contextlib.suppress(OSError):
-            self._state.mkdir(mode=0o700, exist_ok=True)
         tmp = path.with_name(f".{STAMP_FILE}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(token)
+        try:
+            self._state.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(f"{format_ts(self._clock())} {secrets.token_hex(8)}\n".encode())
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise JournalUnavailableError(path, f"cannot write it: {e.strerror or e}") from None
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         os.replace(tmp, path)

@@ -1,4 +1,4 @@
-""" "Always" allows: a human approved a call and said the very same call may go through
+"""The "always" allows: a human approved a call and said the very same call may go through
 again without asking, for a while. Pure, and light enough for the gate's fast path.
 
 An allow covers one action with exactly the params approved (for a shell tool, the
