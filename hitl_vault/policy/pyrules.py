@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RulesError
+from .rules import Decision
 from .trust import check_module
+
+# ``on_error:``: what a python rule says when its function cannot (raises, will not load).
+ON_ERROR = {"pending": Decision.ASK, "reject": Decision.BLOCK}
+# A python rule's ``decision`` until its function answers (what reads rules unrun sees).
+STANDS_IN = Decision.ASK
 
 _LOADED: dict[tuple[str, str], Callable[[Any], Any]] = {}
 _LOCK = threading.Lock()

@@ -197,6 +197,7 @@ class Rule:
     escalate_after: timedelta | None = None
     escalate_to: frozenset[str] = frozenset()
     authenticated: frozenset[str] | None = None
+    always: bool = False  # "approve --always" allowed despite a quorum, stages, authenticated
     line: int = 0
     # ``python: module:function``: it decides (``decision`` is then only a placeholder), on
     # the proposals ``action`` and ``params`` let through; ``on_error`` when it cannot.
@@ -205,17 +206,18 @@ class Rule:
 
     def match(self, proposal: Proposal) -> RuleMatch | None:
         """What this rule says about the proposal, or None when it does not apply."""
+        if self.python is not None:
+            return self._ask_python(proposal, self.python)
         if self.action is not None and not self.action.matches(proposal.action):
             return None
-        # numbers as text only make it stricter (a python rule may allow)
-        allowing = self.decision is Decision.ALLOW or self.python is not None
+        allowing = self.decision is Decision.ALLOW  # numbers as text only make it stricter
         given = proposal.params
         for name, condition in self.params.items():
             if name not in given or not condition.holds(given[name], allowing):
                 return None
         by_text = not allowing and not all(c.holds(given[n], True) for n, c in self.params.items())
         conditions = " and ".join(c.describe(n) for n, c in self.params.items())
-        found = RuleMatch(
+        return RuleMatch(
             decision=self.decision,
             rule=self.name,
             risk=self.risk,
@@ -231,28 +233,26 @@ class Rule:
             ),
             by_numeric_text=by_text,
         )  # fmt: skip
-        return found if self.python is None else self._ask_python(proposal, found, conditions)
 
-    def _ask_python(self, proposal: Proposal, found: RuleMatch, said: str) -> RuleMatch | None:
-        """What the rule's function says: a plain decision takes the rule's other fields; a
-        function that raises, cannot be loaded or answers nonsense gives ``on_error``."""
-        assert self.python is not None
+    def _ask_python(self, proposal: Proposal, function: RuleFunction) -> RuleMatch | None:
+        """What the rule's function says, on the proposals its other keys let through: a
+        plain decision takes the rule's other keys (as if the rule had said it); one that
+        raises, cannot be loaded or answers nonsense gives ``on_error``."""
+        static = replace(self, python=None)
+        if static.match(proposal) is None:
+            return None
         try:
-            result = _result(self.python, proposal, self.name)
+            result = _result(function, proposal, self.name)
             if result is None:
                 return None
             if isinstance(result, str) and result in set(Decision):
-                decision = Decision(result)
-                text = _sentence(proposal.action, decision, said, self.reason)
-                return replace(found, decision=decision, explanation=text)
+                return replace(static, decision=Decision(result)).match(proposal)
             return _as_match(result, self.name, proposal)
         except RulesError as e:
             reason = f"the python rule {self.name} failed: {e.problem} ({e.fix})"
-            text = _sentence(proposal.action, self.on_error, said, reason)
+            failed = replace(static, decision=self.on_error, reason=reason).match(proposal)
             # A rule that could not say is treated as the worst case: min_risk never allows it.
-            return replace(
-                found, decision=self.on_error, reason=reason, explanation=text, risk=Risk.CRITICAL
-            )
+            return None if failed is None else replace(failed, risk=Risk.CRITICAL)
 
 
 _RETURN_FIX = (

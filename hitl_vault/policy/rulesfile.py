@@ -30,9 +30,9 @@ from .conditions import (
     Matches,
     as_number,
 )
-from .pyrules import PythonRule
+from .pyrules import ON_ERROR, STANDS_IN, PythonRule
 from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
-from .rules import ActionSpec, Decision, Defaults, GateRecord, Mode, Policy, Rule
+from .rules import ActionSpec, Defaults, GateRecord, Mode, Policy, Rule
 from .yamlnodes import NodeReader, check_nodes, is_null, line_of, suggest
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -69,6 +69,8 @@ _RULE_FIELDS = {
     "action": "action",
     "params": "params",
     "decision": "decision",
+    "python": "python",  # module:function: it decides
+    "on_error": "on_error",  # pending or reject, when the python function fails
     "risk": "risk",
     "timeout": "duration",
     "approvers": "approvers",
@@ -82,10 +84,8 @@ _RULE_FIELDS = {
     "escalate_after": "duration",
     "escalate_to": "approvers",
     "authenticated": "authenticated",
-    "python": "python",  # module:function: it decides
-    "on_error": "on_error",  # pending or reject, when the python function fails
+    "always": "boolean",  # "approve --always" may be used despite a quorum, stages, authenticated
 }
-_ON_ERROR = {"pending": Decision.ASK, "reject": Decision.BLOCK}
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
 _ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
 _PYTHON_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
@@ -196,10 +196,10 @@ class _Reader(NodeReader):
             raise self.error(node, problem, "remove decision: the function returns it")
         root = "" if self.root is None else str(self.root)
         fields["python"] = PythonRule(fields["python"], root)
-        fields["decision"] = Decision.ASK
+        fields["decision"] = STANDS_IN
 
-    def on_error(self, node: Any, what: str) -> Decision:
-        return _ON_ERROR[self.choice(node, what, list(_ON_ERROR))]
+    def on_error(self, node: Any, what: str) -> Any:
+        return ON_ERROR[self.choice(node, what, list(ON_ERROR))]
 
     def check_approval(self, node: Any, what: str, fields: Mapping[str, Any]) -> None:
         """A quorum the approvers can reach; an escalation that says when and to whom."""
