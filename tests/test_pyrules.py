@@ -274,3 +274,22 @@ def test_a_function_in_a_package_is_found_on_the_python_path(tmp_path: Path) -> 
         assert policy.evaluate(Proposal("anything", {})).decision is Decision.BLOCK
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_a_python_executor_others_may_write_is_refused_as_a_rule_is(tmp_path: Path) -> None:
+    """The executors' loader refuses a world-writable module too, naming it and the fix."""
+    from hitl_vault.errors import UsageError
+    from hitl_vault.execute.executor import load_handler
+
+    name = f"pay_{uuid.uuid4().hex[:10]}"
+    source = tmp_path / f"{name}.py"
+    source.write_text(MODULE, encoding="utf-8")
+    source.chmod(0o666)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(UsageError, match="anyone may write it"):
+            load_handler(f"{name}:amounts")
+        source.chmod(0o644)
+        assert callable(load_handler(f"{name}:amounts"))
+    finally:
+        sys.path.remove(str(tmp_path))

@@ -60,19 +60,15 @@ def _load(target: str, root: str) -> Callable[[Any], Any]:
     module_name, _, attr_path = target.partition(":")
     if root and root not in sys.path:
         sys.path.append(root)  # after the Python path: a vault file never shadows a library
-    parts = module_name.split(".")
-    for depth in range(1, len(parts) + 1):  # each package is checked before it runs
-        name = ".".join(parts[:depth])
-        try:
-            spec = importlib.util.find_spec(name)
-        except Exception as e:
-            raise RulesError(where, f"importing {name} failed: {_text(e)}", _FIX) from None
-        if spec is None:
-            raise RulesError(where, f"no module named {name!r}", _FIX)
-        _check(where, spec)
+    problem = untrusted(module_name)
+    if problem is not None:
+        raise RulesError(where, problem, "make the module and its folder yours alone")
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as e:
+        missing = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
+        if missing and (module_name + ".").startswith(missing + "."):
+            raise RulesError(where, f"no module named {missing!r}", _FIX) from None
         fix = "fix the module (or install what it needs) so it imports cleanly"
         raise RulesError(where, f"importing {module_name} failed: {_text(e)}", fix) from None
     for part in attr_path.split("."):
@@ -87,14 +83,24 @@ def _load(target: str, root: str) -> Callable[[Any], Any]:
     return function
 
 
-def _check(where: str, spec: Any) -> None:
-    """Refuse a module (or package) file that someone else may write."""
-    files = [Path(spec.origin)] if spec.has_location and spec.origin else []
-    files += [Path(p) / "__init__.py" for p in spec.submodule_search_locations or () if not files]
-    errors = [e for f in files for e in check_module(f).errors]
-    if errors:
-        problem = "its module may be changed by others: " + "; ".join(errors)
-        raise RulesError(where, problem, "make the module and its folder yours alone")
+def untrusted(module_name: str) -> str | None:
+    """Why the module (or a package above it) may not be run: a file, folder or cache of it
+    that others may write (None: none found; a module that is not there is importing's to
+    report). Each package is checked before finding the next level runs its code."""
+    parts = module_name.split(".")
+    for depth in range(1, len(parts) + 1):
+        try:
+            spec = importlib.util.find_spec(".".join(parts[:depth]))
+        except Exception:
+            return None
+        if spec is None:
+            return None
+        files = [Path(spec.origin)] if spec.has_location and spec.origin else []
+        files += [Path(p) / "__init__.py" for p in spec.submodule_search_locations or ()]
+        errors = [e for f in files for e in check_module(f).errors]
+        if errors:
+            return "its module may be changed by others: " + "; ".join(dict.fromkeys(errors))
+    return None
 
 
 def _text(e: BaseException) -> str:
