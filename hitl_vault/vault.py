@@ -193,6 +193,23 @@ class Vault:
         recorded as who retried it. ``retry_of`` / ``retried_as`` link the two."""
         return self.engine.retry(request_id, by)
 
+    def done(
+        self,
+        request_id: str,
+        result: str | None = None,
+        error: str | None = None,
+        by: str | None = None,
+    ) -> Request:
+        """Record how an approved request that has no executor ended, once: ``executed``
+        with ``result``, or ``failed`` with ``error`` (one of the two). For what the caller
+        carried out itself, and for an agent's tool call the gate handed out.
+
+        :class:`NotReportableError` for a request the daemon runs (an executor is set for
+        its action), one that is not approved, or one whose outcome is recorded already.
+        ``by``: who reports it (default: its requester).
+        """
+        return self.engine.done(request_id, result, error, by)
+
     def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
         """What approving now would run: the params (the note's, if a human edited them
         there), their hash (``approve --expect``), and how they differ from the params as

@@ -30,7 +30,7 @@ from .common import (
     param_option,
     vault_path,
 )
-from .decide import approve, cancel, reject, retry
+from .decide import approve, cancel, done, posttool, reject, retry
 from .remote import SERVER_ENV, ServerAwareGroup
 from .serve import serve
 from .show import list_, show
@@ -286,7 +286,9 @@ def verify(ctx: click.Context, as_json: bool) -> None:
         )
 
 
-for command in (list_, show, approve, reject, cancel, retry, gate, hook, mcp_server, serve):
+for command in (list_, show, approve, reject, cancel, retry, done, gate, posttool, hook):
+    cli.add_command(command)
+for command in (mcp_server, serve):
     cli.add_command(command)
 cli.add_command(people)  # people and tokens for the service (cli/access.py)
 cli.add_command(token)

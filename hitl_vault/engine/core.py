@@ -25,6 +25,7 @@ from ..errors import (
     RequestNotFoundError,
     RulesError,
     UnprovenDecisionError,
+    UsageError,
     VaultNotFoundError,
 )
 from ..events import Events, Listener
@@ -411,10 +412,14 @@ class Engine:
     # --- carrying out an approved request ----------------------------------------------
 
     def start_execution(
-        self, request_id: str, by: str, params: Mapping[str, Any] | None = None
+        self,
+        request_id: str,
+        by: str,
+        params: Mapping[str, Any] | None = None,
+        details: tuple[str, ...] = (),
     ) -> Transition | None:
         """approved → executing, right before the action starts (see :meth:`Execution.start`)."""
-        return self._execution.start(request_id, by, params)
+        return self._execution.start(request_id, by, params, details)
 
     def finish_execution(
         self,
@@ -427,3 +432,28 @@ class Engine:
     ) -> Transition | None:
         """executing → executed (with its result) or failed (with the error), as of ``at``."""
         return self._execution.finish(request_id, ok, result, error, at=at)
+
+    def done(
+        self,
+        request_id: str,
+        result: str | None = None,
+        error: str | None = None,
+        by: str | None = None,
+    ) -> Request:
+        """Record the outcome of an approved request that has no executor (see
+        :meth:`hitl_vault.Vault.done`)."""
+        if (result is None) == (error is None):
+            raise UsageError(
+                "result", "give a result or an error, one of them", "--result TEXT or --error TEXT"
+            )
+        if by is not None:
+            check_name(by, "by", REQUESTER_LIMIT)
+        runs = lambda r: r.action in self.handlers or r.action in self.policy.actions  # noqa: E731
+        self._execution.report(request_id, result, error, by, runs)
+        self.show_in_note(request_id, self.now())
+        return self.get(request_id)
+
+    def unreported(self, request_id: str, now: datetime) -> Transition | None:
+        """A handed-out request whose outcome never came: ``executed``, ``outcome not
+        reported`` (None: reported first)."""
+        return self._execution.unreported(request_id, now)
