@@ -233,9 +233,14 @@ class Vault:
         """
         return await self.engine.wait(request_id, timeout)
 
-    def wait_sync(self, request_id: str, timeout: float | None = None) -> Request:
-        """``wait`` for code that is not async (it cannot be called from inside an event loop)."""
-        return self.engine.wait_sync(request_id, timeout)
+    def wait_sync(
+        self, request_id: str, timeout: float | None = None, *, outcome: bool = False
+    ) -> Request:
+        """``wait`` for code that is not async (it cannot be called from inside an event loop).
+
+        ``outcome``: wait until the request has ended instead (executed or failed, or
+        rejected, timed out or cancelled): for an action the daemon runs, its result."""
+        return self.engine.wait_sync(request_id, timeout, outcome=outcome)
 
     def approval(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from hitl_vault.cli.main import cli
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.engine.execution import NOT_REPORTED, OUTCOME_DEADLINE
 
-from .helpers import COMMAND, Clock
+from .helpers import COMMAND, Clock, DaemonProcess, VaultHelper
 
 SESSION = "5b0f6c1e-2d3a-4b5c-8d9e-0f1a2b3c4d5e"
 
@@ -229,3 +230,38 @@ def test_a_scripts_own_long_action_is_not_closed_by_the_deadline(
     daemon.run_once(clock.advance(OUTCOME_DEADLINE * 3))
     assert vault.get(request.id).status is Status.EXECUTING
     assert vault.done(request.id, result="took a while").status is Status.EXECUTED
+
+
+# --- submit --wait-result --------------------------------------------------------------
+
+
+def submit(vault: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(COMMAND), "--vault", str(vault), "submit", *args, "--wait-result"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.process
+@pytest.mark.slow  # a real daemon runs the executor
+def test_submit_wait_result_prints_the_result_and_exits_by_the_outcome(
+    vault_path: Path, helper: VaultHelper
+) -> None:
+    """With the daemon running the executor: executed prints its output (exit 0); a failed
+    run exits 1 with the error; an action with no executor is a usage error (exit 2)."""
+    helper.record_runs()
+    (helper.scripts / "fail.py").write_text("import sys\nsys.exit('card declined')\n")
+    text = helper.rules.read_text().replace(
+        "actions:\n", f"actions:\n  transfer:\n    run: [{sys.executable}, scripts/fail.py]\n", 1
+    )
+    helper.rules.write_text(text)
+    with DaemonProcess(vault_path):
+        ran = submit(vault_path, "payment", "-p", "amount=20")
+        assert ran.returncode == 0, ran.stderr
+        lines = ran.stdout.splitlines()
+        assert lines[0].endswith(" approved") and lines[1].endswith(" executed")
+        assert lines[2] == "paid 20"
+        failed = submit(vault_path, "transfer", "-p", "amount=30")
+        assert failed.returncode == 1 and failed.stdout.splitlines()[-1].endswith(" failed")
+        assert "card declined" in failed.stderr
+    refused = submit(vault_path, "deploy")
+    assert refused.returncode == 2 and "has no executor" in refused.stderr
+    assert "hitl-vault done ID" in refused.stderr

@@ -401,9 +401,13 @@ class Engine:
         """Return once the request is no longer pending (see :meth:`hitl_vault.Vault.wait`)."""
         return await self._waiting.wait(request_id, timeout)
 
-    def wait_sync(self, request_id: str, timeout: float | None = None) -> Request:
-        """``wait`` for code that is not async (it cannot be called from inside an event loop)."""
-        return self._waiting.wait_sync(request_id, timeout)
+    def wait_sync(
+        self, request_id: str, timeout: float | None = None, *, outcome: bool = False
+    ) -> Request:
+        """``wait`` for code that is not async (it cannot be called from inside an event loop);
+        ``outcome``: until the request has ended (executed, failed, or not run), not only
+        decided."""
+        return self._waiting.wait_sync(request_id, timeout, outcome=outcome)
 
     def verify(self) -> builtins.list[str]:
         """Every disagreement between the journal's chain, its entries and the notes."""
