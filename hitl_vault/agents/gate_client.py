@@ -116,8 +116,7 @@ def run(server: str, token_file: str | None, hook: HookFormat, wait: float, stdi
     except ServerError as e:
         answer = Answer(False, f"hitl-vault could not ask the service, so the call is denied: {e}")
     if answer.allow and request_ids:  # handed out: the PostToolUse hook reports its outcome
-        from .posttool import key_of, mark
-        from .posttool_client import client_marks
+        from .posttool import client_marks, key_of, mark
 
         with contextlib.suppress(OSError):  # no mark: the service's deadline closes it
             mark(client_marks(), [call.key, key_of(call, answer.updated)], request_ids[-1])

@@ -35,6 +35,14 @@ FAILURE_EVENTS = ("PostToolUseFailure",)
 _ERROR_LIMIT = 300
 
 
+def client_marks() -> Path:
+    """Where ``gate --server`` keeps the marks of the calls the service handed out."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(state) / "hitl-vault" / HANDED
+
+
 def key_of(call: Call, params: dict[str, Any] | None = None) -> str:
     """The identical-retry key of ``call``, or of the same call with ``params`` instead."""
     if params is None:

@@ -10,19 +10,9 @@ sends nothing.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 from .hookio import BadInput, Reply
-from .posttool import HANDED, outcome_of, read, take_mark
-
-
-def client_marks() -> Path:
-    """Where the gate client keeps the marks of the calls the service handed out."""
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return Path(state) / "hitl-vault" / HANDED
+from .posttool import client_marks, outcome_of, read, take_mark
 
 
 def run(server: str, token_file: str | None, agent: str, stdin: bytes) -> Reply:

@@ -25,7 +25,6 @@ from ..errors import (
     RequestNotFoundError,
     RulesError,
     UnprovenDecisionError,
-    UsageError,
     VaultNotFoundError,
 )
 from ..events import Events, Listener
@@ -404,9 +403,7 @@ class Engine:
     def wait_sync(
         self, request_id: str, timeout: float | None = None, *, outcome: bool = False
     ) -> Request:
-        """``wait`` for code that is not async (it cannot be called from inside an event loop);
-        ``outcome``: until the request has ended (executed, failed, or not run), not only
-        decided."""
+        """See :meth:`hitl_vault.Vault.wait_sync`."""
         return self._waiting.wait_sync(request_id, timeout, outcome=outcome)
 
     def verify(self) -> builtins.list[str]:
@@ -438,26 +435,15 @@ class Engine:
         return self._execution.finish(request_id, ok, result, error, at=at)
 
     def done(
-        self,
-        request_id: str,
-        result: str | None = None,
-        error: str | None = None,
+        self, request_id: str, result: str | None = None, error: str | None = None,
         by: str | None = None,
-    ) -> Request:
-        """Record the outcome of an approved request that has no executor (see
-        :meth:`hitl_vault.Vault.done`)."""
-        if (result is None) == (error is None):
-            raise UsageError(
-                "result", "give a result or an error, one of them", "--result TEXT or --error TEXT"
-            )
-        if by is not None:
-            check_name(by, "by", REQUESTER_LIMIT)
+    ) -> Request:  # fmt: skip
+        """See :meth:`hitl_vault.Vault.done`."""
         runs = lambda r: r.action in self.handlers or r.action in self.policy.actions  # noqa: E731
         self._execution.report(request_id, result, error, by, runs)
         self.show_in_note(request_id, self.now())
         return self.get(request_id)
 
     def unreported(self, request_id: str, now: datetime) -> Transition | None:
-        """A handed-out request whose outcome never came: ``executed``, ``outcome not
-        reported`` (None: reported first)."""
+        """A handed-out request whose outcome never came (see :meth:`Execution.unreported`)."""
         return self._execution.unreported(request_id, now)

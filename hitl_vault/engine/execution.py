@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import NotReportableError, NotRunnableError, RequestNotFoundError
+from ..errors import NotReportableError, NotRunnableError, RequestNotFoundError, UsageError
+from ..identity import REQUESTER_LIMIT, check_name
 from ..model import Request, Status, Transition
 from ..policy.intake import storable
 from ..policy.rules import Policy, RuleFunction
@@ -138,6 +139,10 @@ class Execution:
         → executed/failed for one the gate handed out. Recorded once:
         :class:`NotReportableError` for a request the daemon runs (``has_executor``),
         one not approved, or one whose outcome is recorded already."""
+        if (result is None) == (error is None):
+            raise UsageError("result", "give a result or an error, one of them", "give one")
+        if by is not None:
+            check_name(by, "by", REQUESTER_LIMIT)
         request = self._journal.get(request_id)
         if request is None:
             raise RequestNotFoundError(request_id)
