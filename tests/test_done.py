@@ -213,6 +213,7 @@ def test_an_outcome_never_reported_ends_after_the_deadline_and_recovery_leaves_i
     request = vault.get(pending.id)
     assert (request.status, request.result) == (Status.EXECUTED, NOT_REPORTED)
     assert request.history[-1].by == "hitl-vault"
+    assert request.history[-1].details == (NOT_REPORTED,)  # executed · outcome not reported
     with pytest.raises(NotReportableError):
         vault.done(pending.id, result="late")
 
@@ -265,3 +266,21 @@ def test_submit_wait_result_prints_the_result_and_exits_by_the_outcome(
     refused = submit(vault_path, "deploy")
     assert refused.returncode == 2 and "has no executor" in refused.stderr
     assert "hitl-vault done ID" in refused.stderr
+
+
+async def test_report_result_over_the_local_mcp_server(vault: Vault) -> None:
+    """hitl-vault mcp's report_result records the outcome, and a second report is the
+    tool's error saying it is recorded already."""
+    from mcp import Client
+
+    from hitl_vault.agents.mcp_server import build_server
+
+    request_id = approved(vault)
+    async with Client(build_server(vault)) as client:
+        got = await client.call_tool("report_result", {"id": request_id, "result": "sent"})
+        text = got.content[0].text  # type: ignore[union-attr]
+        assert not got.is_error, text
+        assert json.loads(text)["status"] == "executed"
+        again = await client.call_tool("report_result", {"id": request_id, "error": "x"})
+        assert again.is_error and "recorded already" in again.content[0].text  # type: ignore[union-attr]
+    assert vault.get(request_id).result == "sent"

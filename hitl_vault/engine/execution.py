@@ -166,7 +166,12 @@ class Execution:
     def unreported(self, request_id: str, now: datetime) -> Transition | None:
         """A handed-out request whose outcome never came: executed, ``outcome not reported``
         (None: it was reported first)."""
-        return self.finish(request_id, True, NOT_REPORTED, at=now, by="hitl-vault")
+        t = self._journal.transition(
+            request_id, Status.EXECUTED, at=now, by="hitl-vault", details=(NOT_REPORTED,),
+            expect={Status.EXECUTING}, fields={"executed_at": now, "result": NOT_REPORTED},
+        )  # fmt: skip
+        self._publish()
+        return t
 
 
 NOT_REPORTED = "outcome not reported"
