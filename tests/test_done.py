@@ -284,3 +284,18 @@ async def test_report_result_over_the_local_mcp_server(vault: Vault) -> None:
         again = await client.call_tool("report_result", {"id": request_id, "error": "x"})
         assert again.is_error and "recorded already" in again.content[0].text  # type: ignore[union-attr]
     assert vault.get(request_id).result == "sent"
+
+
+def test_posttool_refuses_a_pretooluse_input_and_records_nothing(
+    vault_path: Path, tmp_path: Path
+) -> None:
+    """posttool wired to the wrong event says so (exit 1, never 2: it cannot block) and
+    records nothing; its click form reads the same input."""
+    runner = CliRunner()
+    base = ["--vault", str(vault_path), "posttool"]
+    wrong = runner.invoke(cli, base, input=hook_input("PreToolUse", "ls", tmp_path))
+    assert wrong.exit_code == 1 and "answers PostToolUse hooks" in wrong.output
+    after = hook_input("PostToolUse", "ls", tmp_path, tool_response={"stdout": ""})
+    assert runner.invoke(cli, base, input=after).exit_code == 0
+    with Vault(vault_path) as vault:
+        assert vault.list() == []

@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .hookio import BadInput, Call, Reply, read_object, tool_call
+from .formats import HookFormat
+from .hookio import BadInput, Call, Reply, read_object
 
 HANDED = "handed"  # the folder of marks, under the vault's .hitl/ (or the client's state)
 FAILURE_EVENTS = ("PostToolUseFailure",)
@@ -101,18 +102,22 @@ def _size(response: Any) -> str:
     return "the tool succeeded"
 
 
-def read(stdin: bytes, agent: str) -> tuple[Call, dict[str, Any]]:
-    """The call the PostToolUse input describes, and the input itself."""
+def read(stdin: bytes, hook: HookFormat) -> tuple[Call, dict[str, Any]]:
+    """The call the PostToolUse input describes (read as the gate read it before the call,
+    so the two find the same key), and the input itself."""
     data = read_object(stdin)
-    return tool_call(data, agent), data
+    event = data.get("hook_event_name")
+    if isinstance(event, str) and event.lower().startswith(("pre", "before")):
+        raise BadInput(f"this is a {event!r} hook; hitl-vault posttool answers PostToolUse hooks")
+    return hook.read(data, hook.agent), data
 
 
-def run(vault: str | Path, agent: str, stdin: bytes) -> Reply:
+def run(vault: str | Path, hook: HookFormat, stdin: bytes) -> Reply:
     """(exit code, stdout, stderr): the whole of ``hitl-vault posttool`` on a vault."""
     from ..layout import STATE_DIR
 
     try:
-        call, data = read(stdin, agent)
+        call, data = read(stdin, hook)
     except BadInput as e:
         return 1, "", f"hitl-vault posttool: {e}\n"
     root = Path(vault).expanduser().absolute()

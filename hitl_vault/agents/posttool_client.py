@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 
+from .formats import HookFormat
 from .hookio import BadInput, Reply
 from .posttool import client_marks, outcome_of, read, take_mark
 
 
-def run(server: str, token_file: str | None, agent: str, stdin: bytes) -> Reply:
+def run(server: str, token_file: str | None, hook: HookFormat, stdin: bytes) -> Reply:
     """(exit code, stdout, stderr): the whole of ``hitl-vault posttool --server``."""
     try:
-        call, data = read(stdin, agent)
+        call, data = read(stdin, hook)
     except BadInput as e:
         return 1, "", f"hitl-vault posttool: {e}\n"
     request_id = take_mark(client_marks(), call)

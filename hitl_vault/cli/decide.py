@@ -239,14 +239,14 @@ def posttool(ctx: click.Context, fmt: str, server: str | None, token_file: str |
     if token_file is not None and server is None:
         raise click.UsageError("--token-file goes with --server URL")
     stdin = sys.stdin.buffer.read()
-    agent = FORMATS[fmt].agent
+    hook = FORMATS[fmt]
     if server is not None:
         from ..agents.posttool_client import run as run_remote
 
-        code, _, err = run_remote(server, token_file, agent, stdin)
+        code, _, err = run_remote(server, token_file, hook, stdin)
     else:
         from ..agents.posttool import run
 
-        code, _, err = run(vault_path(ctx), agent, stdin)
+        code, _, err = run(vault_path(ctx), hook, stdin)
     click.echo(err, nl=False, err=True)
     ctx.exit(code)

@@ -79,11 +79,11 @@ def posttool(fast: GateArguments) -> None:
         if fast.server is not None:
             from ..agents.posttool_client import run as run_remote
 
-            code, _, err = run_remote(fast.server, fast.token_file, fast.hook.agent, stdin)
+            code, _, err = run_remote(fast.server, fast.token_file, fast.hook, stdin)
         else:
             from ..agents.posttool import run
 
-            code, _, err = run(fast.vault, fast.hook.agent, stdin)
+            code, _, err = run(fast.vault, fast.hook, stdin)
     except Exception as e:  # a bug: say so, and let the agent go on
         code, err = 1, f"hitl-vault posttool failed ({type(e).__name__}: {e})\n"
     sys.stderr.buffer.write(err.encode("utf-8", "replace"))
