@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import VaultError, VaultNotFoundError
-from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..policy.always import STAMP_FILE, Allow, consult
 from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
@@ -73,13 +74,18 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
         raise VaultNotFoundError(given, "create one with `hitl-vault init PATH` or fix --vault")
     root = given.resolve()
     raise_for(check_vault(root))  # rules anyone may rewrite decide nothing
-    policy = rules_in_force(root)
+    policy, allows = in_force(root)
     blocked = guard(call, root, given)
     if blocked is not None:
         if policy.gate_record is GateRecord.ASKS:
             return Answer(False, blocked)
         return _guarded(root, call, blocked)
-    ruling = policy.evaluate(Proposal(call.tool, call.params, call.summary, call.requested_by))
+    proposal = Proposal(call.tool, call.params, call.summary, call.requested_by)
+    ruling = policy.evaluate(proposal)
+    if allows:  # "always" allows, kept with the rules: still no journal opened
+        from ..times import utcnow
+
+        ruling = consult(policy, ruling, allows, proposal, utcnow())
     decision, _ = policy.applied(ruling)
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
         return Answer(True)  # the common case: nothing recorded, nothing more imported
@@ -98,12 +104,19 @@ MAX_CACHE_BYTES = 4 << 20
 
 
 def rules_in_force(root: Path) -> Policy:
+    """The policy ``hitl-vault.yaml`` states (see :func:`in_force`)."""
+    return in_force(root)[0]
+
+
+def in_force(root: Path) -> tuple[Policy, tuple[Allow, ...]]:
     """The policy ``hitl-vault.yaml`` states, as :func:`~hitl_vault.policy.rulesfile.load_policy`
-    reads it, kept parsed in ``.hitl/gate-policy.pickle`` for the next gate call.
+    reads it, and the "always" allows the journal holds, kept in ``.hitl/gate-policy.pickle``
+    for the next gate call (an allow that expires since stops matching all the same).
 
     The copy is used only for the very same bytes of the rules file read by the same
-    hitl-vault code and Python; anything else (or a copy that does not load) is parsed
-    afresh. Parsing needs PyYAML, which costs more to import than an allowed tool call
+    hitl-vault code and Python, and the same bytes of ``.hitl/always-stamp`` (rewritten
+    after each allow added or revoked); anything else (or a copy that does not load) is
+    read afresh. Parsing needs PyYAML, which costs more to import than an allowed tool call
     may take. ``.hitl/`` is trusted as the journal is: the caller checked who may write it.
     """
     import hashlib
@@ -123,29 +136,55 @@ def rules_in_force(root: Path) -> Policy:
     except NoteError:
         raw = b"unreadable"  # load_policy says why
     here = Path(rules.__file__ or ".").parent  # the code that reads and matches rules
-    sources = ("rules.py", "conditions.py", "quorum.py", "rulesfile.py")
+    sources = ("rules.py", "conditions.py", "quorum.py", "rulesfile.py", "always.py")
     code = [__version__, sys.version, *(here.joinpath(f).stat().st_mtime_ns for f in sources)]
-    key = hashlib.sha256(repr((code, raw)).encode()).hexdigest()
+    stamp = _stamp(root)
+    key = hashlib.sha256(repr((code, raw, stamp)).encode()).hexdigest()
     cache = root / STATE_DIR / POLICY_CACHE
     try:
-        kept_key, kept = pickle.loads(_read_private(cache))
-        if kept_key == key and isinstance(kept, Policy):
-            return kept
+        kept_key, kept, allows = pickle.loads(_read_private(cache))
+        if kept_key == key and isinstance(kept, Policy) and isinstance(allows, tuple):
+            return kept, allows
     except Exception:  # none yet, someone else's, or from other code: parse afresh
         pass
     from ..policy.rulesfile import load_policy
 
     policy = load_policy(path, RULES_FILE)
+    allows = _allows(root)
     if raw is not None and read_file(path, RULES_FILE, follow_links=True) != raw:
-        return policy  # changed while read: keep no copy of either
+        return policy, allows  # changed while read: keep no copy of either
     try:
-        _keep(cache, pickle_policy(key, policy))
+        _keep(cache, pickle_policy(key, policy, allows))
     except Exception:  # a copy that cannot be made only costs time
         import logging
 
         log = logging.getLogger(__name__)
         log.warning("could not keep the parsed rules in %s", cache, exc_info=True)
-    return policy
+    return policy, allows
+
+
+def _stamp(root: Path) -> bytes | None:
+    """The stamp's bytes (None: no allow was ever added here)."""
+    try:
+        return _read_private(root / STATE_DIR / STAMP_FILE)
+    except FileNotFoundError:
+        return None
+    except OSError:  # not this user's, or not a file: never trust a copy keyed on it
+        return os.urandom(16)
+
+
+def _allows(root: Path) -> tuple[Allow, ...]:
+    """The allows in force in the vault's journal (none without one: nothing to open)."""
+    if not (root / STATE_DIR / JOURNAL_FILE).is_file():
+        return ()
+    from ..journal.sqlite import Journal
+    from ..times import utcnow
+
+    journal = Journal(root / STATE_DIR / JOURNAL_FILE)
+    try:
+        return tuple(journal.allows(utcnow()))
+    finally:
+        journal.close()
 
 
 def _read_private(path: Path) -> bytes:
@@ -163,7 +202,7 @@ def _read_private(path: Path) -> bytes:
         os.close(fd)
 
 
-def pickle_policy(key: str, policy: Policy) -> bytes:
+def pickle_policy(key: str, policy: Policy, allows: tuple[Allow, ...] = ()) -> bytes:
     import copyreg
     import pickle
     from types import MappingProxyType
@@ -172,7 +211,7 @@ def pickle_policy(key: str, policy: Policy) -> bytes:
         return read_only, (dict(m),)
 
     copyreg.pickle(MappingProxyType, proxy)
-    return pickle.dumps((key, policy), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((key, policy, allows), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def read_only(mapping: dict[Any, Any]) -> Mapping[Any, Any]:

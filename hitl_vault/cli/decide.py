@@ -119,7 +119,68 @@ def _edited_params(
     return {**base, **typed}
 
 
-approve = _decision_command("approve", lambda v: v.approve)
+def _approve(vault: Vault) -> Callable[..., Request]:
+    """``approve``, or with ``--always`` approve and allow the same call again for a while."""
+
+    def approve(
+        request_id: str,
+        *,
+        always: bool = False,
+        lasting: str | None = None,
+        session: bool = False,
+        prefix: bool = False,
+        **kw: Any,
+    ) -> Request:
+        from ..errors import UsageError
+
+        if not always:
+            if lasting is not None or session or prefix:
+                raise UsageError("--for, --session, --prefix", "go with --always", "add --always")
+            return vault.approve(request_id, **kw)
+        if kw.get("params") is not None:
+            raise UsageError(
+                "--always", "cannot go with -p or --params-json", "approve the call as asked"
+            )
+        allow = vault.always(
+            request_id, kw["by"], kw["reason"], lasting=lasting or "24h", session=session,
+            prefix=prefix, expect=kw.get("expect"),
+        )  # fmt: skip
+        if allow is None:
+            click.echo("no always allow yet: the vote that approves it adds one", err=True)
+            return vault.get(request_id)
+        click.echo(
+            f"{allow.name}: {allow.describe()} allowed without asking until "
+            f"{allow.until:%Y-%m-%d %H:%M} UTC (`hitl-vault rules revoke {allow.name}` ends it)",
+            err=True,
+        )
+        return vault.get(request_id)
+
+    return approve
+
+
+approve = _decision_command("approve", _approve)
+click.option(
+    "--prefix",
+    is_flag=True,
+    help="With --always, for a shell command with no metacharacters: allow every command "
+    "that starts with it.",
+)(approve)
+click.option(
+    "--session",
+    is_flag=True,
+    help="With --always: only for the agent session that asked.",
+)(approve)
+click.option(
+    "--for",
+    "lasting",
+    metavar="DUR",
+    help="With --always: how long the allow lasts (default 24h).",
+)(approve)
+click.option(
+    "--always",
+    is_flag=True,
+    help="Also allow the very same call again without asking (see `hitl-vault rules always`).",
+)(approve)
 click.option(
     "--expect",
     metavar="HASH",

@@ -21,6 +21,7 @@ from .. import __version__
 from ..model import Status
 from .access import people, token
 from .agents import gate, hook, mcp_server
+from .always import rules_always, rules_revoke
 from .common import (
     DEFAULT_VAULT,
     cli_errors,
@@ -339,6 +340,8 @@ for command in (list_, show, approve, reject, cancel, retry, done, gate, posttoo
 for command in (mcp_server, serve):
     cli.add_command(command)
 cli.add_command(people)  # people and tokens for the service (cli/access.py)
+rules.add_command(rules_always)  # "always" allows (cli/always.py)
+rules.add_command(rules_revoke)
 cli.add_command(token)
 
 

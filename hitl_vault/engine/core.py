@@ -42,6 +42,7 @@ from ..policy.trust import UntrustedVaultError
 from ..policy.verdict import counted
 from ..store import JournalStore
 from ..times import utcnow
+from .always import Allows
 from .deadlines import Deadlines
 from .execution import Execution
 from .rules_in_force import check_trust, read_rules, record_policy
@@ -93,6 +94,8 @@ class Engine:
             self.journal, self.notes.later_in_note, rules, self.functions, self.publish, self.now
         )
         self._waiting = Waiting(self.root, self.refresh, self.now, self.journal.watch)
+        state = self.root / STATE_DIR if journal is None else None  # where the gate looks
+        self.allows = Allows(self.journal, rules, self.functions, self.now, state)
 
     # --- events -------------------------------------------------------------------
 
@@ -413,12 +416,9 @@ class Engine:
     # --- carrying out an approved request ----------------------------------------------
 
     def start_execution(
-        self,
-        request_id: str,
-        by: str,
-        params: Mapping[str, Any] | None = None,
+        self, request_id: str, by: str, params: Mapping[str, Any] | None = None,
         details: tuple[str, ...] = (),
-    ) -> Transition | None:
+    ) -> Transition | None:  # fmt: skip
         """approved → executing, right before the action starts (see :meth:`Execution.start`)."""
         return self._execution.start(request_id, by, params, details)
 
