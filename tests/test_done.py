@@ -17,7 +17,9 @@ from click.testing import CliRunner
 from hitl_vault import NotReportableError, Status, Vault
 from hitl_vault.agents.formats import CLAUDE
 from hitl_vault.agents.gate import decide
+from hitl_vault.agents.gate import run as run_gate
 from hitl_vault.agents.hookio import Call
+from hitl_vault.agents.posttool import run as run_posttool
 from hitl_vault.cli.main import cli
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.engine.execution import NOT_REPORTED, OUTCOME_DEADLINE
@@ -147,19 +149,20 @@ def test_the_gate_hands_out_executing_and_posttool_records_the_outcome(
     assert "secret-token" not in json.dumps([str(t) for t in request.history])
     assert hook(vault_path, "posttool", after).returncode == 0  # nothing left to record
 
-    assert b'"deny"' in hook(vault_path, "gate", ask).stdout  # an approval is used once
+    # The same pair in this process (the subprocesses above showed the commands).
+    assert b'"deny"' in run_gate(vault_path, CLAUDE, 0.1, ask)[1].encode()  # used once
     with Vault(vault_path) as vault:
         second = next(r for r in vault.list() if r.status is Status.PENDING)
         vault.approve(second.id, by="alice")
-    assert b'"allow"' in hook(vault_path, "gate", ask).stdout
+    assert b'"allow"' in run_gate(vault_path, CLAUDE, 0.1, ask)[1].encode()
     failed = hook_input("PostToolUseFailure", "make deploy", tmp_path, error="exit 2: no rule")
-    assert hook(vault_path, "posttool", failed).returncode == 0
+    assert run_posttool(vault_path, CLAUDE, failed) == (0, "", "")
     with Vault(vault_path) as vault:
         assert vault.get(second.id).status is Status.FAILED
         assert vault.get(second.id).error == "exit 2: no rule"
 
     other = hook_input("PostToolUse", "ls", tmp_path, tool_response={"stdout": ""})
-    assert hook(vault_path, "posttool", other).returncode == 0
+    assert run_posttool(vault_path, CLAUDE, other) == (0, "", "")
     with Vault(vault_path) as vault:
         assert len(vault.list()) == 2
 
