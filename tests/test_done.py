@@ -293,7 +293,7 @@ def test_posttool_refuses_a_pretooluse_input_and_records_nothing(
     vault_path: Path, tmp_path: Path
 ) -> None:
     """posttool wired to the wrong event says so (exit 1, never 2: it cannot block) and
-    records nothing; its click form reads the same input."""
+    records nothing; its click form reads the same input, with --server too."""
     runner = CliRunner()
     base = ["--vault", str(vault_path), "posttool"]
     wrong = runner.invoke(cli, base, input=hook_input("PreToolUse", "ls", tmp_path))
@@ -302,3 +302,6 @@ def test_posttool_refuses_a_pretooluse_input_and_records_nothing(
     assert runner.invoke(cli, base, input=after).exit_code == 0
     with Vault(vault_path) as vault:
         assert vault.list() == []
+    remote = ["--server", "http://127.0.0.1:9", "posttool"]  # nothing handed out: no request
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    assert runner.invoke(cli, remote, input=after, env=env).exit_code == 0

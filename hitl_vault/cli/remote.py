@@ -390,8 +390,8 @@ class ServerAwareGroup(click.Group):
         return _refused(cmd_name)
 
 
-# Commands that never touch a vault, or have their own way to a service (gate --server).
-_EVERYWHERE = frozenset({"gate", "hook", "init"})
+# Commands that never touch a vault, or have their own way to a service (gate, posttool).
+_EVERYWHERE = frozenset({"gate", "hook", "init", "posttool"})
 
 
 def _refused(name: str) -> click.Command:
