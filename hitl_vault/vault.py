@@ -196,6 +196,23 @@ class Vault:
         recorded as who retried it. ``retry_of`` / ``retried_as`` link the two."""
         return self.engine.retry(request_id, by)
 
+    def done(
+        self,
+        request_id: str,
+        result: str | None = None,
+        error: str | None = None,
+        by: str | None = None,
+    ) -> Request:
+        """Record how an approved request that has no executor ended, once: ``executed``
+        with ``result``, or ``failed`` with ``error`` (one of the two). For what the caller
+        carried out itself, and for an agent's tool call the gate handed out.
+
+        :class:`NotReportableError` for a request the daemon runs (an executor is set for
+        its action), one that is not approved, or one whose outcome is recorded already.
+        ``by``: who reports it (default: its requester).
+        """
+        return self.engine.done(request_id, result, error, by)
+
     def always(
         self,
         request_id: str,
@@ -262,9 +279,14 @@ class Vault:
         """
         return await self.engine.wait(request_id, timeout)
 
-    def wait_sync(self, request_id: str, timeout: float | None = None) -> Request:
-        """``wait`` for code that is not async (it cannot be called from inside an event loop)."""
-        return self.engine.wait_sync(request_id, timeout)
+    def wait_sync(
+        self, request_id: str, timeout: float | None = None, *, outcome: bool = False
+    ) -> Request:
+        """``wait`` for code that is not async (it cannot be called from inside an event loop).
+
+        ``outcome``: wait until the request has ended instead (executed or failed, or
+        rejected, timed out or cancelled): for an action the daemon runs, its result."""
+        return self.engine.wait_sync(request_id, timeout, outcome=outcome)
 
     def approval(
         self,

@@ -5,8 +5,10 @@ An allowed call that nothing records costs one read of ``hitl-vault.yaml``: no j
 no note, no file watcher. Everything else opens the vault's :class:`Engine` (imported only
 then): a block is recorded as a rejected request, an ask becomes a pending request the
 gate waits on, and what monitor mode or ``min_risk`` let through is recorded as approved.
-A request the gate hands to the agent is journaled ``executing``, then ``executed`` with
-the result "run by the agent": the agent runs the tool, never the daemon.
+A request the gate hands to the agent is journaled ``executing``: the agent runs the tool,
+never the daemon, and its PostToolUse hook (``hitl-vault posttool``) records ``executed``
+or ``failed``; without that report the daemon closes it as ``executed · outcome not
+reported`` an hour later.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
     with Engine(root) as engine:
         if decision is Decision.ASK:
             return _ask(engine, call, deadline, hook)
-        return handed_out(engine, submit_call(engine, call), call, hook)
+        return handed_out(engine, submit_call(engine, call), call, hook, _marks(engine))
 
 
 POLICY_CACHE = "gate-policy.pickle"
@@ -285,7 +287,13 @@ def _ask(engine: Engine, call: Call, deadline: float, hook: HookFormat) -> Answe
         except WaitTimeoutError:
             where = f" ({request.path.relative_to(engine.root)})" if request.path else ""
             return Answer(False, waiting(request, where))
-    return handed_out(engine, request, call, hook)
+    return handed_out(engine, request, call, hook, _marks(engine))
+
+
+def _marks(engine: Engine) -> Path:
+    from .posttool import HANDED
+
+    return engine.root / STATE_DIR / HANDED
 
 
 TOO_MANY = f"{_RETRIES} identical calls in this session; start a new session"
@@ -333,8 +341,12 @@ def asked(engine: Engine, call: Call, key: str, requested_by: str) -> Request | 
     return None
 
 
-def handed_out(engine: Engine, request: Request, call: Call, hook: HookFormat) -> Answer:
-    """Allow an approved request (handing it to the agent, once), deny anything else."""
+def handed_out(
+    engine: Engine, request: Request, call: Call, hook: HookFormat, marks: Path | None = None
+) -> Answer:
+    """Allow an approved request (handing it to the agent, once: ``executing`` until its
+    outcome is reported), deny anything else. ``marks``: the folder where the agent's
+    PostToolUse hook (:mod:`hitl_vault.agents.posttool`) finds which request this call is."""
     from ..errors import NotRunnableError
     from ..model import Status
 
@@ -347,10 +359,16 @@ def handed_out(engine: Engine, request: Request, call: Call, hook: HookFormat) -
         )
     if request.status is not Status.APPROVED:
         return Answer(False, f"hitl-vault request {request.id} is {request.status}; not run")
+    from ..engine.execution import HANDED_OUT
+
     params = dict(request.params)
     edited = params if params != call.params else None
+    cannot = hook.cannot_update(call.params, edited)
     try:
-        started = engine.start_execution(request.id, by=request.requested_by, params=params)
+        started = engine.start_execution(
+            request.id, by=request.requested_by, params=params,
+            details=() if cannot else (HANDED_OUT,),
+        )  # fmt: skip
     except NotRunnableError as e:
         return Answer(False, str(e))
     if started is None:
@@ -358,11 +376,12 @@ def handed_out(engine: Engine, request: Request, call: Call, hook: HookFormat) -
     if started.to_status is Status.REJECTED:
         engine.show_in_note(request.id, engine.now())
         return Answer(False, f"{started.reason} (hitl-vault request {request.id})")
-    cannot = hook.cannot_update(call.params, edited)
     if cannot:
         engine.finish_execution(request.id, False, error=f"not run: {cannot}")
-    else:
-        engine.finish_execution(request.id, True, result=RUN_BY_AGENT)
+    elif marks is not None:  # the agent's PostToolUse hook reports how it ended
+        from .posttool import key_of, mark
+
+        mark(marks, [call.key, key_of(call, edited)], request.id)
     engine.show_in_note(request.id, engine.now())
     return Answer(True, _allowed_because(request), edited)
 

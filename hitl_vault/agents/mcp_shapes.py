@@ -59,6 +59,14 @@ StatusFilter = Annotated[
     ),
 ]
 Limit = Annotated[int, Field(description="How many requests, newest first: 1 to 1000.")]
+ReportedResult = Annotated[
+    str | None,
+    Field(description="What the action did, when it worked (the request becomes executed)."),
+]
+ReportedError = Annotated[
+    str | None,
+    Field(description="Why the action failed, when it did (the request becomes failed)."),
+]
 
 # --- the answers -----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..agents.formats import FORMATS
 from ..model import Status
 from .common import cli_errors, echo_json, json_option, open_vault, param_option
 from .ids import complete_ids, resolve_id
@@ -235,3 +236,78 @@ retry = _one_request_command(
     "Who retries it (default: your user name).",
     "A new request from a failed or timed-out one, decided by the rules again.",
 )
+
+
+@click.command(
+    "done",
+    help="Record how an approved request that has no executor ended: executed with --result, "
+    "or failed with --error (once). For an action you carried out yourself, or an agent's "
+    "tool call the gate handed out; the daemon records the outcome of what it runs.",
+)
+@click.argument(
+    "request_id", metavar="ID", shell_complete=complete_ids(Status.APPROVED, Status.EXECUTING)
+)
+@click.option("--result", metavar="TEXT", help="What it did: the request becomes executed.")
+@click.option("--error", metavar="TEXT", help="Why it failed: the request becomes failed.")
+@click.option("--by", metavar="NAME", help="Who reports it (default: its requester).")
+@json_option
+@click.pass_context
+def done(
+    ctx: click.Context,
+    request_id: str,
+    result: str | None,
+    error: str | None,
+    by: str | None,
+    as_json: bool,
+) -> None:
+    from ..shapes import request_json
+
+    if (result is None) == (error is None):
+        raise click.UsageError("give --result TEXT or --error TEXT (one of them)")
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
+        request = vault.done(resolve_id(vault, request_id), result=result, error=error, by=by)
+        if as_json:
+            echo_json(request_json(request, vault.votes(request.id)))
+            return
+    click.echo(f"{request.id} {request.status}")
+
+
+@click.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(FORMATS)),
+    default="claude",
+    show_default=True,
+    help="The agent's hook format.",
+)
+@click.option("--server", metavar="URL", help="Report to the hitl-vault service at URL.")
+@click.option("--token-file", metavar="PATH", help="A file (mode 600) holding the agent's token.")
+@click.pass_context
+def posttool(ctx: click.Context, fmt: str, server: str | None, token_file: str | None) -> None:
+    """An agent's PostToolUse hook: record how a call the gate handed out ended.
+
+    Reads the hook input on stdin; a call the gate handed out becomes executed (or failed,
+    with the tool's error). Any other call records nothing. Exits 0, or 1 with the problem.
+    """
+    import sys
+
+    from .common import vault_path
+
+    server = server or ctx.obj.get("server")
+    token_file = token_file or ctx.obj.get("token_file")
+    if token_file is not None and server is None:
+        raise click.UsageError("--token-file goes with --server URL")
+    stdin = sys.stdin.buffer.read()
+    hook = FORMATS[fmt]
+    if server is not None:
+        from ..agents.posttool_client import run as run_remote
+
+        code, _, err = run_remote(server, token_file, hook, stdin)
+    else:
+        from ..agents.posttool import run
+
+        code, _, err = run(vault_path(ctx), hook, stdin)
+    click.echo(err, nl=False, err=True)
+    ctx.exit(code)
