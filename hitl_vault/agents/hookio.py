@@ -166,9 +166,9 @@ def cursor_call(data: Mapping[str, Any], agent: str) -> Call:
     ``beforeShellExecution`` (``command``, ``cwd``) is the tool ``Shell``;
     ``beforeReadFile`` (``file_path``, and the file's ``content``, which is never kept) is
     ``Read``; ``beforeMCPExecution`` (``tool_name``, ``tool_input`` as JSON text, the
-    server's ``url`` or ``command``) is ``MCP:<tool_name>``, as Cursor's ``preToolUse``
-    names it; anything else (``preToolUse``) is read as the agents share it. The session is
-    ``conversation_id``, the folder ``cwd`` or the first of ``workspace_roots``."""
+    server's ``url`` or ``command``, which name no server) is ``mcp__<tool_name>``, so the
+    rules' ``re:mcp__.*`` covers it; anything else (``preToolUse``) is read as the agents
+    share it. The session is ``conversation_id``, the folder ``cwd`` or the first of ``workspace_roots``."""
     event = data.get("hook_event_name")
     if event == "beforeShellExecution":
         command = data.get("command")
@@ -196,7 +196,7 @@ def cursor_call(data: Mapping[str, Any], agent: str) -> Call:
             raise BadInput(f'the "tool_input" of {tool} is {type(raw).__name__}, not an object')
         server = _field(data, "url", "command")
         extra = {"mcp_server": server} if isinstance(server, str) else {}
-        return _cursor(data, agent, f"MCP:{tool}", raw, extra)
+        return _cursor(data, agent, f"mcp__{tool}", raw, extra)
     return tool_call(data, agent)
 
 

@@ -282,7 +282,12 @@ def _save(
         return "\n".join([*lines, "".join(diff).rstrip("\n"), "dry run: nothing written"])
     backup = None
     if before is not None:
-        backup = path.with_name(f"{path.name}.{utcnow().strftime('%Y%m%dT%H%M%S%fZ')}.bak")
+        stamp = utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+        backup = path.with_name(f"{path.name}.{stamp}.bak")
+        for n in range(2, 100):  # never over an earlier backup made in the same instant
+            if not backup.exists():
+                break
+            backup = path.with_name(f"{path.name}.{stamp}-{n}.bak")
         _write(backup, before, path)
     _write(path, after, path)
     if backup is not None:
