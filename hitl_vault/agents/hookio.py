@@ -168,7 +168,8 @@ def cursor_call(data: Mapping[str, Any], agent: str) -> Call:
     ``Read``; ``beforeMCPExecution`` (``tool_name``, ``tool_input`` as JSON text, the
     server's ``url`` or ``command``, which name no server) is ``mcp__<tool_name>``, so the
     rules' ``re:mcp__.*`` covers it; anything else (``preToolUse``) is read as the agents
-    share it. The session is ``conversation_id``, the folder ``cwd`` or the first of ``workspace_roots``."""
+    share it. The session is ``conversation_id``, the folder ``cwd`` or the first of
+    ``workspace_roots``."""
     event = data.get("hook_event_name")
     if event == "beforeShellExecution":
         command = data.get("command")
