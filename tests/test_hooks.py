@@ -61,7 +61,7 @@ def test_install_into_a_new_project_writes_the_hook_with_a_timeout_above_the_wai
     assert hook["type"] == "command" and hook["timeout"] == 600
     argv = shlex.split(hook["command"])
     assert argv[argv.index("--vault") + 1] == str(vault_path.resolve())
-    assert argv[-3:] == ["gate", "--wait", "9m"]
+    assert argv[-6:] == ["gate", "--wait", "9m", "||", "exit", "2"]  # fails closed
     assert str(settings_file) in result.output and "added" in result.output
     assert list(settings_file.parent.glob("*.bak")) == []
 
@@ -110,7 +110,7 @@ def test_installing_again_never_adds_a_second_hook(vault_path: Path, tmp_path: P
     assert install(vault_path, "--project", str(tmp_path), "--wait", "20m").exit_code == 0
     settings = json.loads(settings_file.read_text())
     [hook] = ours(settings)
-    assert hook["timeout"] == 20 * 60 + 60 and hook["command"].endswith("--wait 20m")
+    assert hook["timeout"] == 20 * 60 + 60 and hook["command"].endswith("--wait 20m || exit 2")
     assert len(settings["hooks"]["PreToolUse"]) == 1
 
 

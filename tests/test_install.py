@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from hitl_vault.agents.formats import INSTALLABLE
+from hitl_vault.agents.formats import FAIL_CLOSED, INSTALLABLE
 from hitl_vault.agents.install import install, server_command_line, uninstall
 from hitl_vault.cli.main import cli
 from hitl_vault.errors import VaultError
@@ -74,7 +75,7 @@ def test_each_agent_gets_its_own_file_events_and_a_timeout_above_the_wait(
     settings = json.loads(path.read_text())
     for event in events:
         [hook] = gate_hooks(settings, event)
-        assert hook["command"] == COMMAND
+        assert hook["command"] == COMMAND + ("" if agent == "cursor" else FAIL_CLOSED)
         timeout = hook["timeout"] / 1000 if agent == "gemini" else hook["timeout"]
         assert timeout == 31 * 60  # a minute above the 30-minute wait
         assert hook.get("failClosed") is (True if agent == "cursor" else None)
@@ -123,12 +124,12 @@ def test_dry_runs_print_the_unified_diff_and_write_nothing(tmp_path: Path) -> No
     before = path.read_text()
     shown = install(path, COMMAND, WAIT, where, dry_run=True)
     assert f"--- {path}\n+++ {path}\n@@ " in shown
-    assert f'+            "command": "{COMMAND}",' in shown and "dry run: nothing written" in shown
+    assert f'+            "command": "{COMMAND}{FAIL_CLOSED}",' in shown and "dry run: nothing written" in shown
     assert path.read_text() == before and list(path.parent.iterdir()) == [path]
     install(path, COMMAND, WAIT, where)
     after = path.read_text()
     shown = uninstall(path, where, dry_run=True)
-    assert f'-            "command": "{COMMAND}",' in shown and "dry run: nothing written" in shown
+    assert f'-            "command": "{COMMAND}{FAIL_CLOSED}",' in shown and "dry run: nothing written" in shown
     assert path.read_text() == after
     new = tmp_path / "new"
     assert "--- /dev/null" in install(where.path(new), COMMAND, WAIT, where, dry_run=True)
@@ -163,7 +164,8 @@ def test_another_vaults_gate_is_taken_over_only_with_replace(agent: str, tmp_pat
     install(path, COMMAND, WAIT, where, replace=True)
     settings = json.loads(path.read_text())
     for event in where.events:
-        assert [h["command"] for h in gate_hooks(settings, event)] == [COMMAND]
+        [hook] = gate_hooks(settings, event)
+        assert shlex.split(hook["command"])[2] == "/srv/vault"
 
 
 def test_a_narrow_matcher_is_kept_and_refused_unless_replace(tmp_path: Path) -> None:
@@ -243,3 +245,29 @@ def test_the_server_command_installs_for_every_agent(tmp_path: Path) -> None:
             words = shlex.split(hook["command"])
             assert words[words.index("--server") + 1] == "https://vault.example.com"
             assert words[words.index("--token-file") + 1] == str(token)
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("agent", ["claude", "gemini", "codex"])
+def test_a_moved_install_blocks_the_call_instead_of_letting_it_run(
+    agent: str, tmp_path: Path
+) -> None:
+    """The hook's program gone (exit 127 in the agent's shell): exit 2, which these agents
+    treat as "blocked", where any other code would let the tool run."""
+    where = INSTALLABLE[agent]
+    moved = f"{tmp_path}/old-venv/bin/hitl-vault --vault /srv/vault gate --wait 9m"
+    [hook] = gate_hooks(json.loads(_installed(where, moved, tmp_path)), where.events[0])
+    done = subprocess.run(
+        ["/bin/sh", "-c", hook["command"]],
+        input=b'{"tool_name": "Bash"}',
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2 and b"old-venv/bin/hitl-vault" in done.stderr
+
+
+def _installed(where: Any, command: str, folder: Path) -> str:
+    """The settings file's text after installing ``command``."""
+    install(where.path(folder), command, WAIT, where)
+    return where.path(folder).read_text()

@@ -178,14 +178,20 @@ def _timeout(wait: float) -> int:
     return max(MIN_TIMEOUT, math.ceil(wait) + MARGIN)
 
 
+# Claude Code, Gemini CLI and Codex run a hook's command through a shell and let the tool
+# run when it exits with anything but 0 or 2, and have no setting against it: a command
+# that cannot start (a moved install: 126, 127) becomes exit 2, which blocks the call.
+FAIL_CLOSED = " || exit 2"
+
+
 def _claude_entry(command: str, wait: float) -> dict[str, Any]:
-    return {"type": "command", "command": command, "timeout": _timeout(wait)}
+    return {"type": "command", "command": command + FAIL_CLOSED, "timeout": _timeout(wait)}
 
 
 def _gemini_entry(command: str, wait: float) -> dict[str, Any]:
     """Gemini CLI counts a hook's timeout in milliseconds (its default, 60000, is below
     the gate's wait)."""
-    return {"name": "hitl-vault", "type": "command", "command": command,
+    return {"name": "hitl-vault", "type": "command", "command": command + FAIL_CLOSED,
             "timeout": _timeout(wait) * 1000}  # fmt: skip
 
 
