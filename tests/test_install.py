@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from hitl_vault.agents.formats import FAIL_CLOSED, INSTALLABLE
-from hitl_vault.agents.install import install, server_command_line, uninstall
+from hitl_vault.agents.install import install, posttool_line, server_command_line, uninstall
 from hitl_vault.cli.main import cli
 from hitl_vault.errors import VaultError
 
@@ -124,12 +124,18 @@ def test_dry_runs_print_the_unified_diff_and_write_nothing(tmp_path: Path) -> No
     before = path.read_text()
     shown = install(path, COMMAND, WAIT, where, dry_run=True)
     assert f"--- {path}\n+++ {path}\n@@ " in shown
-    assert f'+            "command": "{COMMAND}{FAIL_CLOSED}",' in shown and "dry run: nothing written" in shown
+    assert (
+        f'+            "command": "{COMMAND}{FAIL_CLOSED}",' in shown
+        and "dry run: nothing written" in shown
+    )
     assert path.read_text() == before and list(path.parent.iterdir()) == [path]
     install(path, COMMAND, WAIT, where)
     after = path.read_text()
     shown = uninstall(path, where, dry_run=True)
-    assert f'-            "command": "{COMMAND}{FAIL_CLOSED}",' in shown and "dry run: nothing written" in shown
+    assert (
+        f'-            "command": "{COMMAND}{FAIL_CLOSED}",' in shown
+        and "dry run: nothing written" in shown
+    )
     assert path.read_text() == after
     new = tmp_path / "new"
     assert "--- /dev/null" in install(where.path(new), COMMAND, WAIT, where, dry_run=True)
@@ -271,3 +277,53 @@ def _installed(where: Any, command: str, folder: Path) -> str:
     """The settings file's text after installing ``command``."""
     install(where.path(folder), command, WAIT, where)
     return where.path(folder).read_text()
+
+
+def outcome_hooks(settings: dict[str, Any], event: str) -> list[dict[str, Any]]:
+    """Every `hitl-vault posttool` entry under hooks.<event>."""
+    found = []
+    for item in settings["hooks"].get(event, []):
+        for hook in item.get("hooks", [item]):
+            if "hitl" in hook.get("command", "") and " posttool" in hook["command"]:
+                found.append(hook)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("agent", "events"),
+    [
+        ("claude", ["PostToolUse", "PostToolUseFailure"]),
+        ("cursor", ["postToolUse", "postToolUseFailure"]),
+        ("gemini", ["AfterTool"]),
+        ("codex", ["PostToolUse"]),
+    ],
+)
+def test_the_outcome_hook_goes_after_each_tool_and_comes_out_again(
+    agent: str, events: list[str], tmp_path: Path
+) -> None:
+    """`posttool --format <agent>` with the gate's vault, in each event after a tool runs,
+    never failing closed (it cannot block); uninstall takes it out with the gate."""
+    where = INSTALLABLE[agent]
+    path = where.path(tmp_path)
+    path.parent.mkdir()
+    theirs = CURSOR_THEIRS if agent == "cursor" else THEIRS
+    path.write_text(json.dumps(theirs))
+    outcome = posttool_line(COMMAND, agent)
+    assert outcome == f"/opt/hitl-vault/bin/hitl-vault --vault /srv/vault posttool --format {agent}"
+    report = install(path, COMMAND, WAIT, where, outcome=outcome)
+    assert list(where.after) == events and "outcome hook added" in report
+    settings = json.loads(path.read_text())
+    for event in events:
+        [hook] = outcome_hooks(settings, event)
+        assert hook["command"] == outcome and "failClosed" not in hook
+    assert "already installed" in install(path, COMMAND, WAIT, where, outcome=outcome)
+    uninstall(path, where)
+    assert json.loads(path.read_text()) == theirs
+
+
+def test_the_outcome_hook_asks_the_same_server(tmp_path: Path) -> None:
+    """--server URL --token-file PATH: the outcome hook reports to the same service."""
+    gate = "/bin/hitl-vault gate --wait 9m --server https://v.example --token-file /t/tok"
+    assert posttool_line(gate, "codex") == (
+        "/bin/hitl-vault posttool --format codex --server https://v.example --token-file /t/tok"
+    )

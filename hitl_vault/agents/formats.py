@@ -58,6 +58,10 @@ class HookSettings:
     matcher: str | None = "*"
     top: Mapping[str, Any] = field(default_factory=dict)  # keys the file needs: Cursor's version
     fail_closed: str = ""  # the entry's key that makes a hook that cannot start block ("": none)
+    # The events the outcome hook (``hitl-vault posttool``) goes in, after a tool ran, and
+    # its entry for a command: it never blocks, so it has no fail-closed part.
+    after: tuple[str, ...] = ("PostToolUse",)
+    after_entry: Callable[[str], dict[str, Any]] = lambda command: _outcome_entry(command)
     # Tool names the gate must see (the guard keeps agents out of the vault through any of
     # them): a matcher that misses one is narrower than the guard needs.
     tools: tuple[str, ...] = ("Bash", "Read", "Write", "Edit", "WebFetch", "mcp__s__t", "Zz")
@@ -184,6 +188,13 @@ def _timeout(wait: float) -> int:
 FAIL_CLOSED = " || exit 2"
 
 
+OUTCOME_TIMEOUT = 60  # seconds: the outcome hook records one line and exits
+
+
+def _outcome_entry(command: str) -> dict[str, Any]:
+    return {"type": "command", "command": command, "timeout": OUTCOME_TIMEOUT}
+
+
 def _claude_entry(command: str, wait: float) -> dict[str, Any]:
     return {"type": "command", "command": command + FAIL_CLOSED, "timeout": _timeout(wait)}
 
@@ -210,6 +221,7 @@ CLAUDE = HookFormat(
         _settings(".claude", "settings.json"),
         _claude_entry,
         "Claude Code reads hooks at start: restart it, or review the change under /hooks.",
+        after=("PostToolUse", "PostToolUseFailure"),
     ),
 )
 CURSOR = HookFormat(
@@ -227,6 +239,8 @@ CURSOR = HookFormat(
         matcher=None,
         top={"version": 1},
         fail_closed="failClosed",
+        after=("postToolUse", "postToolUseFailure"),
+        after_entry=lambda command: {"command": command, "timeout": OUTCOME_TIMEOUT},
     ),
 )
 GEMINI = HookFormat(
@@ -240,6 +254,13 @@ GEMINI = HookFormat(
         _gemini_entry,
         "Gemini CLI reads its settings at start: restart it (/hooks lists them).",
         events=("BeforeTool",),
+        after=("AfterTool",),
+        after_entry=lambda command: {
+            "name": "hitl-vault-outcome",
+            "type": "command",
+            "command": command,
+            "timeout": OUTCOME_TIMEOUT * 1000,
+        },
         matcher=".*",
         tools=("run_shell_command", "read_file", "write_file", "replace", "web_fetch", "mcp_s_t"),
     ),

@@ -8,12 +8,14 @@ above the gate's ``--wait``) are the agent's :class:`~hitl_vault.agents.formats.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import os
 import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,31 @@ def _is_ours(hook: Any) -> bool:
     return "gate" in words and any("hitl-vault" in w or "hitl_vault" in w for w in words)
 
 
+def _is_outcome(hook: Any) -> bool:
+    command = hook.get("command", "") if isinstance(hook, dict) else ""
+    words = command.split() if isinstance(command, str) else []
+    return "posttool" in words and any("hitl-vault" in w or "hitl_vault" in w for w in words)
+
+
+def outcome_command(command: str, agent: str) -> str | None:
+    """The outcome hook's command beside the gate's ``command`` (the same program, vault,
+    or server and token): ``posttool --format <agent>``, which records how a call the gate
+    handed out ended. None where this hitl-vault has no ``posttool``."""
+    if importlib.util.find_spec("hitl_vault.agents.posttool") is None:
+        return None
+    return posttool_line(command, agent)
+
+
+def posttool_line(command: str, agent: str) -> str:
+    """The gate's ``command`` made ``posttool --format <agent>`` (no ``--wait``)."""
+    words = shlex.split(command)
+    at = words.index("gate")
+    rest = words[at + 1 :]
+    if "--wait" in rest:
+        del rest[rest.index("--wait") : rest.index("--wait") + 2]
+    return shlex.join([*words[:at], "posttool", "--format", agent, *rest])
+
+
 def _target(command: Any) -> str:
     """Whom a gate command asks: its ``--vault`` or ``--server`` ("" if neither)."""
     try:
@@ -127,13 +154,13 @@ def _read(path: Path) -> tuple[dict[str, Any], str | None]:
     return data, text
 
 
-def _lists(data: dict[str, Any], path: Path, where: HookSettings) -> dict[str, list[Any]]:
-    """hooks.<event> for each of the agent's events, made where missing."""
+def _lists(data: dict[str, Any], path: Path, events: list[str]) -> dict[str, list[Any]]:
+    """hooks.<event> for each of ``events``, made where missing."""
     hooks = data.setdefault("hooks", {})
     if not isinstance(hooks, dict):
         raise VaultError(f'{path}: "hooks" is not an object (fix it, then install again)')
     lists = {}
-    for event in where.events:
+    for event in events:
         found = hooks.setdefault(event, [])
         if not isinstance(found, list):
             problem = f'"hooks.{event}" is not a list (fix it, then install again)'
@@ -142,30 +169,40 @@ def _lists(data: dict[str, Any], path: Path, where: HookSettings) -> dict[str, l
     return lists
 
 
-def _ours_in(found: list[Any], where: HookSettings) -> tuple[list[Any], int, dict[str, Any]] | None:
-    """The first gate hook in an event's list: (the list holding it, its index, the dict
+Mine = Callable[[Any], bool]  # which hooks are ours: the gate's, or the outcome hook's
+
+
+def _ours_in(
+    found: list[Any], where: HookSettings, mine: Mine = _is_ours
+) -> tuple[list[Any], int, dict[str, Any]] | None:
+    """The first of our hooks in an event's list: (the list holding it, its index, the dict
     whose ``matcher`` covers it: its group, or the entry itself in a flat list)."""
     for n, item in enumerate(found):
         if not isinstance(item, dict):
             continue
         if where.matcher is None:
-            if _is_ours(item):
+            if mine(item):
                 return found, n, item
             continue
         inner = item.get("hooks")
         for i, hook in enumerate(inner if isinstance(inner, list) else []):
-            if _is_ours(hook):
+            if mine(hook):
                 assert isinstance(inner, list)
                 return inner, i, item
     return None
 
 
 def _merge(
-    found: list[Any], entry: dict[str, Any], where: HookSettings, replace: bool, problems: list[str]
+    found: list[Any],
+    entry: dict[str, Any],
+    where: HookSettings,
+    replace: bool,
+    problems: list[str],
+    mine: Mine,
 ) -> str:
     """Put ``entry`` into an event's list: "added", "updated" or "unchanged"; what stops
     it without ``--replace`` goes to ``problems``."""
-    ours = _ours_in(found, where)
+    ours = _ours_in(found, where, mine)
     if ours is None:
         found.append(
             entry if where.matcher is None else {"matcher": where.matcher, "hooks": [entry]}
@@ -199,6 +236,7 @@ def install(
     wait: float,
     where: HookSettings,
     *,
+    outcome: str | None = None,
     replace: bool = False,
     dry_run: bool = False,
 ) -> str:
@@ -218,17 +256,23 @@ def install(
         )
     for key, value in where.top.items():
         data.setdefault(key, value)
+    hooks: list[tuple[str, list[str], dict[str, Any], Mine]] = [
+        ("hook", list(where.events), entry, _is_ours)
+    ]
+    if outcome is not None:  # `hitl-vault posttool`, after each tool call
+        hooks.append(("outcome hook", list(where.after), where.after_entry(outcome), _is_outcome))
+    lists = _lists(data, path, [event for _, events, _, _ in hooks for event in events])
     problems: list[str] = []
-    done = {
-        event: _merge(found, entry, where, replace, problems)
-        for event, found in _lists(data, path, where).items()
-    }
+    lines, changed = [], False
+    for name, events, one, mine in hooks:
+        done = {e: _merge(lists[e], one, where, replace, problems, mine) for e in events}
+        changed = changed or set(done.values()) != {"unchanged"}
+        what = "/".join(dict.fromkeys(done.values()))
+        lines += [f"{path}: {', '.join(done)} {name} {what}:", json.dumps(one, indent=2)]
     if problems:
         raise VaultError(f"{path}: " + "; ".join(dict.fromkeys(problems)))
-    if set(done.values()) == {"unchanged"}:
+    if not changed:
         return f"{path}: the hitl-vault gate is already installed; nothing changed"
-    what = "/".join(dict.fromkeys(done.values()))
-    lines = [f"{path}: {', '.join(done)} hook {what}:", json.dumps(entry, indent=2)]
     return _save(path, before, data, where, lines, dry_run)
 
 
@@ -241,23 +285,23 @@ def uninstall(path: Path, where: HookSettings, *, dry_run: bool = False) -> str:
     if not isinstance(hooks, dict):
         hooks = {}
     removed = []
-    for event in where.events:
-        found = hooks.get(event)
-        while isinstance(found, list) and (ours := _ours_in(found, where)) is not None:
-            inner, i, holder = ours
-            removed.append(
-                f"{event} (asking {_target(inner[i].get('command')) or 'the default vault'})"
-            )
-            del inner[i]
-            if inner is not found and not inner:
-                found.remove(holder)
-        if found == []:
-            del hooks[event]
+    for events, mine in ((where.events, _is_ours), (where.after, _is_outcome)):
+        for event in events:
+            found = hooks.get(event)
+            while isinstance(found, list) and (ours := _ours_in(found, where, mine)) is not None:
+                inner, i, holder = ours
+                asks = _target(inner[i].get("command")) or "the default vault"
+                removed.append(f"{event} ({asks})")
+                del inner[i]
+                if inner is not found and not inner:
+                    found.remove(holder)
+            if found == []:
+                del hooks[event]
     if not removed:
         return f"{path}: no hitl-vault gate hook here; nothing changed"
     if hooks == {}:
         data.pop("hooks")
-    lines = [f"{path}: hitl-vault gate hook removed from {', '.join(removed)}"]
+    lines = [f"{path}: hitl-vault hooks removed from {', '.join(removed)}"]
     return _save(path, before, data, where, lines, dry_run)
 
 

@@ -177,6 +177,7 @@ def hook_install(
         check_starts,
         command_line,
         install,
+        outcome_command,
         server_command_line,
         vault_inside,
     )
@@ -202,7 +203,13 @@ def hook_install(
     with cli_errors():
         check_starts(command, project or Path.cwd())
         report = install(
-            where.path(project), command, seconds, where, replace=replace, dry_run=dry_run
+            where.path(project),
+            command,
+            seconds,
+            where,
+            outcome=outcome_command(command, agent),
+            replace=replace,
+            dry_run=dry_run,
         )
     click.echo(report)
     if warning:
