@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hitl_vault.agents.formats import FAIL_CLOSED, INSTALLABLE
+from hitl_vault.agents.formats import FAIL_CLOSED, INSTALLABLE, HookSettings
 from hitl_vault.agents.install import install, posttool_line, server_command_line, uninstall
 from hitl_vault.cli.main import cli
 from hitl_vault.errors import VaultError
@@ -273,7 +273,7 @@ def test_a_moved_install_blocks_the_call_instead_of_letting_it_run(
     assert done.returncode == 2 and b"old-venv/bin/hitl-vault" in done.stderr
 
 
-def _installed(where: Any, command: str, folder: Path) -> str:
+def _installed(where: HookSettings, command: str, folder: Path) -> str:
     """The settings file's text after installing ``command``."""
     install(where.path(folder), command, WAIT, where)
     return where.path(folder).read_text()
