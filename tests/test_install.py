@@ -155,6 +155,18 @@ def test_disable_all_hooks_is_refused_with_the_fix(tmp_path: Path) -> None:
     assert path.read_text() == '{"disableAllHooks": true}'
 
 
+def test_disable_all_hooks_in_the_local_settings_is_refused_too(tmp_path: Path) -> None:
+    """settings.local.json beside the project's settings turns its hooks off as well."""
+    where = INSTALLABLE["claude"]
+    path = where.path(tmp_path)
+    path.parent.mkdir()
+    local = path.with_name("settings.local.json")
+    local.write_text('{"disableAllHooks": true}')
+    with pytest.raises(VaultError, match=f'{local}: "disableAllHooks": true .*{path} too'):
+        install(path, COMMAND, WAIT, where)
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("agent", ["claude", "cursor"])
 def test_another_vaults_gate_is_taken_over_only_with_replace(agent: str, tmp_path: Path) -> None:
     """A gate asking another vault: refused, naming both; --replace makes it ask this one."""

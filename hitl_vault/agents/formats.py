@@ -62,6 +62,8 @@ class HookSettings:
     # its entry for a command: it never blocks, so it has no fail-closed part.
     after: tuple[str, ...] = ("PostToolUse",)
     after_entry: Callable[[str], dict[str, Any]] = lambda command: _outcome_entry(command)
+    # Other settings files whose "disableAllHooks": true also turns off the file's hooks.
+    overriding: Callable[[Path], list[Path]] = lambda path: []
     # Tool names the gate must see (the guard keeps agents out of the vault through any of
     # them): a matcher that misses one is narrower than the guard needs.
     tools: tuple[str, ...] = ("Bash", "Read", "Write", "Edit", "WebFetch", "mcp__s__t", "Zz")
@@ -222,6 +224,10 @@ CLAUDE = HookFormat(
         _claude_entry,
         "Claude Code reads hooks at start: restart it, or review the change under /hooks.",
         after=("PostToolUse", "PostToolUseFailure"),
+        overriding=lambda path: [
+            path.with_name("settings.local.json"),
+            Path.home() / ".claude" / "settings.json",
+        ],
     ),
 )
 CURSOR = HookFormat(

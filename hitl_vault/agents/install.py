@@ -154,6 +154,15 @@ def _read(path: Path) -> tuple[dict[str, Any], str | None]:
     return data, text
 
 
+def _quiet_read(path: Path) -> dict[str, Any]:
+    """Another settings file's JSON object ({} if it is missing or unreadable)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _lists(data: dict[str, Any], path: Path, events: list[str]) -> dict[str, list[Any]]:
     """hooks.<event> for each of ``events``, made where missing."""
     hooks = data.setdefault("hooks", {})
@@ -249,11 +258,14 @@ def install(
     path = Path(os.path.realpath(path))
     entry = where.entry(command, wait)
     data, before = _read(path)
-    if data.get("disableAllHooks") is True:
-        raise VaultError(
-            f'{path}: "disableAllHooks": true turns every hook off, the gate included '
-            "(remove that line, then install again)"
-        )
+    for where_off in [path, *where.overriding(path)]:
+        off = data if where_off == path else _quiet_read(where_off)
+        if off.get("disableAllHooks") is True:
+            also = "" if where_off == path else f" (those of {path} too)"
+            raise VaultError(
+                f'{where_off}: "disableAllHooks": true turns every hook off{also}, the gate '
+                "included (remove that line, then install again)"
+            )
     for key, value in where.top.items():
         data.setdefault(key, value)
     hooks: list[tuple[str, list[str], dict[str, Any], Mine]] = [
