@@ -204,6 +204,24 @@ def test_a_narrow_matcher_is_kept_and_refused_unless_replace(tmp_path: Path) -> 
     assert group["matcher"] == "*" and group["hooks"][0]["timeout"] == 21 * 60
 
 
+def test_widening_leaves_the_users_hooks_in_a_narrow_group_as_they_were(tmp_path: Path) -> None:
+    """The gate in the user's Bash group beside their lint hook: --replace moves the gate to
+    a group of its own on every tool; the lint hook still runs on Bash only."""
+    where = INSTALLABLE["claude"]
+    path = where.path(tmp_path)
+    path.parent.mkdir()
+    lint = {"type": "command", "command": "./lint"}
+    gate = {"type": "command", "command": COMMAND + FAIL_CLOSED, "timeout": 600}
+    path.write_text(
+        json.dumps({"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [lint, gate]}]}})
+    )
+    with pytest.raises(VaultError, match="narrower than the guard needs"):
+        install(path, COMMAND, WAIT, where)
+    install(path, COMMAND, WAIT, where, replace=True)
+    groups = json.loads(path.read_text())["hooks"]["PreToolUse"]
+    assert groups == [{"matcher": "Bash", "hooks": [lint]}, {"matcher": "*", "hooks": [gate]}]
+
+
 def test_matchers_wide_enough_for_the_guard() -> None:
     """Every tool, every MCP tool and tools not yet invented must reach the gate."""
     claude, gemini = INSTALLABLE["claude"], INSTALLABLE["gemini"]

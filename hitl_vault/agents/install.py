@@ -231,6 +231,10 @@ def _merge(
             f"its matcher {holder.get('matcher')!r} is narrower than the guard needs: tools it "
             "does not match skip the gate and the vault's guard (give --replace to widen it)"
         )
+    if narrow and where.matcher is not None and len(inner) > 1:
+        del inner[i]  # the user's other hooks in that group keep their matcher
+        found.append({"matcher": where.matcher, "hooks": [entry]})
+        return "updated"
     if narrow and where.matcher is not None:
         holder["matcher"] = where.matcher
     if old == entry and not narrow:
