@@ -78,7 +78,7 @@ def test_install_keeps_every_other_setting_and_backs_up_the_file(
     assert result.exit_code == 0, result.output
     after = json.loads(settings_file.read_text())
     assert after["permissions"] == EXISTING["permissions"] and after["env"] == {"FOO": "bar"}
-    assert after["hooks"]["PostToolUse"] == EXISTING["hooks"]["PostToolUse"]
+    assert after["hooks"]["PostToolUse"][0] == EXISTING["hooks"]["PostToolUse"][0]
     assert after["hooks"]["PreToolUse"][0] == EXISTING["hooks"]["PreToolUse"][0]
     [hook] = ours(after)
     assert hook["timeout"] == 15 * 60 + 60
