@@ -357,3 +357,27 @@ def test_the_outcome_hook_asks_the_same_server(tmp_path: Path) -> None:
     assert posttool_line(gate, "codex") == (
         "/bin/hitl-vault posttool --format codex --server https://v.example --token-file /t/tok"
     )
+
+
+@pytest.mark.process
+def test_the_installed_outcome_hook_runs_and_never_blocks(vault_path: Path, tmp_path: Path) -> None:
+    """`hook install` writes this hitl-vault's posttool beside the gate; run as Claude Code
+    runs it after a call the gate did not hand out, it records nothing and exits 0."""
+    project = tmp_path / "app"
+    project.mkdir()
+    done = run("--vault", str(vault_path), "hook", "install", "--project", str(project))
+    assert done.exit_code == 0, done.output
+    settings = json.loads((project / ".claude" / "settings.json").read_text())
+    [hook] = outcome_hooks(settings, "PostToolUse")
+    assert outcome_hooks(settings, "PostToolUseFailure") == [hook]
+    call = {"session_id": "s", "cwd": str(project), "hook_event_name": "PostToolUse",
+            "tool_name": "Bash", "tool_input": {"command": "ls"},
+            "tool_response": {"stdout": "a\n"}}  # fmt: skip
+    ran = subprocess.run(
+        ["/bin/sh", "-c", hook["command"]],
+        input=json.dumps(call).encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0 and ran.stderr == b"", ran.stderr

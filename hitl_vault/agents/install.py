@@ -8,7 +8,6 @@ above the gate's ``--wait``) are the agent's :class:`~hitl_vault.agents.formats.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import json
 import os
 import shlex
@@ -101,17 +100,10 @@ def _is_outcome(hook: Any) -> bool:
     return "posttool" in words and any("hitl-vault" in w or "hitl_vault" in w for w in words)
 
 
-def outcome_command(command: str, agent: str) -> str | None:
+def posttool_line(command: str, agent: str) -> str:
     """The outcome hook's command beside the gate's ``command`` (the same program, vault,
     or server and token): ``posttool --format <agent>``, which records how a call the gate
-    handed out ended. None where this hitl-vault has no ``posttool``."""
-    if importlib.util.find_spec("hitl_vault.agents.posttool") is None:
-        return None
-    return posttool_line(command, agent)
-
-
-def posttool_line(command: str, agent: str) -> str:
-    """The gate's ``command`` made ``posttool --format <agent>`` (no ``--wait``)."""
+    handed out ended."""
     words = shlex.split(command)
     at = words.index("gate")
     rest = words[at + 1 :]

@@ -177,7 +177,7 @@ def hook_install(
         check_starts,
         command_line,
         install,
-        outcome_command,
+        posttool_line,
         server_command_line,
         vault_inside,
     )
@@ -207,7 +207,7 @@ def hook_install(
             command,
             seconds,
             where,
-            outcome=outcome_command(command, agent),
+            outcome=posttool_line(command, agent),
             replace=replace,
             dry_run=dry_run,
         )
