@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from .formats import HookFormat
-from .hookio import Answer, BadInput, Reply, bad_input, read_object
+from .hookio import Answer, BadInput, Call, Reply, bad_input, read_object
 
 TOKEN_ENV = "HITL_VAULT_TOKEN"
 # How long one long-poll asks the service to hold its answer (its limit is 60 s). The
@@ -110,10 +110,21 @@ def run(server: str, token_file: str | None, hook: HookFormat, wait: float, stdi
         return bad_input(str(e))
     try:
         service = Service(check_url(server), read_token(token_file))
-        answer = decide(service, {**data, "format": hook.name}, wait)
+        answer = decide(service, {**data, "format": hook.name, **_diff_of(call)}, wait)
     except ServerError as e:
         answer = Answer(False, f"hitl-vault could not ask the service, so the call is denied: {e}")
     return hook.render(answer, call.params)
+
+
+def _diff_of(call: Call) -> dict[str, str]:
+    """``agent_diff``: what a file tool's call will change, read here (the service cannot
+    read this machine's files, and shows it as the agent's side computed it)."""
+    from .diffs import FILE_TOOLS, gate_pitch
+
+    if call.tool not in FILE_TOOLS:
+        return {}
+    pitch = gate_pitch(call.tool, call.params, call.cwd)
+    return {"agent_diff": pitch.diff} if pitch is not None and pitch.diff else {}
 
 
 def decide(service: Service, hook_input: dict[str, Any], wait: float) -> Answer:

@@ -12,6 +12,7 @@ from typing import Any
 from ..durable import MAX_NOTE_BYTES
 from ..errors import UsageError
 from ..model import Request, Status, Transition
+from ..pitch import Pitch
 from ..text import one_line
 from .quorum import Plan
 from .rules import Decision, Policy, Proposal, RuleMatch, pinned
@@ -105,6 +106,7 @@ def ask(
     now: datetime,
     carried_by_requester: bool = False,
     context: str | None = None,
+    pitch: Pitch | None = None,
 ) -> Asked:
     """The request the rules make of ``proposal`` (``code``: what Python rules said of it):
     pending until the shortest timeout asked or ruled, approved or rejected at once.
@@ -139,6 +141,7 @@ def ask(
         carried_by_requester=carried_by_requester,
         context=context,
         escalate_at=escalate_at,
+        pitch=pitch,
         history=(first,),
     )
     kept = pinned(code)

@@ -45,6 +45,7 @@ class Proposal:
     params: Mapping[str, Any]
     summary: str = ""
     requested_by: str = ""
+    confidence: float | None = None  # the requester's own, 0 to 1 (see confidence_allows)
 
 
 @dataclass(frozen=True)
