@@ -108,11 +108,9 @@ def check_confidence(value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UsageError(
-            "confidence", f"is {type(value).__name__}, not a number", "give a number from 0 to 1"
-        )
+        raise UsageError("confidence", f"{value!r} is not a number", "give a number from 0 to 1")
     if not math.isfinite(value) or not 0 <= value <= 1:
-        raise UsageError("confidence", f"is {value}, outside 0–1", "give a number from 0 to 1")
+        raise UsageError("confidence", f"{value} is outside 0–1", "give a number from 0 to 1")
     return float(value)
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import WithJsonSchema
 
 from .. import __version__
 from ..errors import VaultError
@@ -90,6 +91,13 @@ def _first_up(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+# The schemas of request_approval's structured context; any JSON is taken, and checked by
+# make_pitch, so a wrong value gets the error every entry gives (as the tool's error).
+_TEXT = {"type": ["string", "null"], "maxLength": 20000}
+_CONFIDENCE = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_TEXTS = {"type": ["array", "null"], "items": {"type": "string"}, "maxItems": 20}
+
+
 class ToolCalls(Protocol):
     """What the four tools do for one call; ``ctx`` is the call's MCP context (who asks, and
     the channel progress goes back on). Each returns the tool's answer as a JSON object and
@@ -103,6 +111,7 @@ class ToolCalls(Protocol):
         summary: str,
         context: str | None,
         timeout: str | float | None,
+        proposal: dict[str, Any] | None = None,
     ) -> dict[str, Any]: ...
 
     async def wait_for_approval(
@@ -159,8 +168,18 @@ def add_tools(server: MCPServer[Any], calls: ToolCalls) -> None:
         summary: str = "",
         context: str | None = None,
         timeout: str | float | None = None,
+        reasoning: Annotated[Any, WithJsonSchema(_TEXT)] = None,
+        confidence: Annotated[Any, WithJsonSchema(_CONFIDENCE)] = None,
+        alternatives: Annotated[Any, WithJsonSchema(_TEXTS)] = None,
+        risk_factors: Annotated[Any, WithJsonSchema(_TEXTS)] = None,
     ) -> str:
-        return await answer(calls.request_approval(ctx, action, params, summary, context, timeout))
+        proposal = {
+            "reasoning": reasoning, "confidence": confidence, "alternatives": alternatives,
+            "risk_factors": risk_factors,
+        }  # fmt: skip
+        return await answer(
+            calls.request_approval(ctx, action, params, summary, context, timeout, proposal)
+        )
 
     @server.tool(
         description=(

@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import RulesError
 from ..model import Risk
 from .conditions import ActionMatcher, Condition
+from .confidence import confidence_holds
 from .quorum import Part, Plan, RequireReason, Stage, combine
 
 # --- the nouns: decisions, risks, proposals, what rules say -----------------------
@@ -197,11 +198,14 @@ class Rule:
     escalate_after: timedelta | None = None
     escalate_to: frozenset[str] = frozenset()
     authenticated: frozenset[str] | None = None
+    confidence: Condition | None = None  # only to ask or block (see policy.confidence)
     line: int = 0
 
     def match(self, proposal: Proposal) -> RuleMatch | None:
         """What this rule says about the proposal, or None when it does not apply."""
         if self.action is not None and not self.action.matches(proposal.action):
+            return None
+        if not confidence_holds(self.confidence, proposal.confidence):
             return None
         allowing = self.decision is Decision.ALLOW  # numbers as text only make it stricter
         given = proposal.params
@@ -210,6 +214,9 @@ class Rule:
                 return None
         by_text = not allowing and not all(c.holds(given[n], True) for n, c in self.params.items())
         conditions = " and ".join(c.describe(n) for n, c in self.params.items())
+        if self.confidence is not None:
+            told = self.confidence.describe("confidence")
+            conditions = f"{conditions} and {told}" if conditions else told
         return RuleMatch(
             decision=self.decision,
             rule=self.name,

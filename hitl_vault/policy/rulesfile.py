@@ -30,6 +30,7 @@ from .conditions import (
     Matches,
     as_number,
 )
+from .confidence import ALLOW_FIX, confidence_problem
 from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
 from .rules import ActionSpec, Defaults, GateRecord, Mode, Policy, Rule
 from .yamlnodes import NodeReader, is_null, line_of, suggest
@@ -81,6 +82,7 @@ _RULE_FIELDS = {
     "escalate_after": "duration",
     "escalate_to": "approvers",
     "authenticated": "authenticated",
+    "confidence": "confidence",
 }
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
 _ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
@@ -178,7 +180,14 @@ class _Reader(NodeReader):
                 node, f"rule {name} has no decision", "add decision: allow, ask or block"
             )
         self.check_approval(node, f"rule {name}", fields)
+        problem = confidence_problem(fields["decision"], fields.get("confidence"), name)
+        if problem is not None:
+            raise self.error(node, problem, ALLOW_FIX)
         return Rule(**fields, line=line_of(node) or 0)
+
+    def confidence(self, node: Any, what: str) -> Condition:
+        """A condition on the requester's confidence, like one on a params number."""
+        return self.condition(node, what, True)
 
     def check_approval(self, node: Any, what: str, fields: Mapping[str, Any]) -> None:
         """A quorum the approvers can reach; an escalation that says when and to whom."""
