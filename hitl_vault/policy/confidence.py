@@ -8,12 +8,10 @@ no confidence matches no ``confidence:`` condition. Pure: no I/O.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
+from ..errors import RulesError
 from .conditions import Condition
-
-if TYPE_CHECKING:
-    from .rules import Decision
 
 ALLOW_FIX = (
     "use decision: ask or block with a confidence condition (the requester asserts its "
@@ -29,8 +27,32 @@ def confidence_holds(condition: Condition | None, confidence: float | None) -> b
     return confidence is not None and condition.holds(confidence)
 
 
-def confidence_problem(decision: Decision, condition: Condition | None, rule: str) -> str | None:
-    """Why a rule with this decision cannot match confidence, or None when it may."""
-    if condition is None or str(decision) != "allow":
-        return None
-    return f"rule {rule} says allow on a confidence condition, which the requester asserts"
+class _Rule(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def decision(self) -> str: ...
+    @property
+    def confidence(self) -> Condition | None: ...
+    @property
+    def line(self) -> int: ...
+
+
+class _Policy(Protocol):
+    @property
+    def rules(self) -> tuple[_Rule, ...]: ...
+    @property
+    def source(self) -> str: ...
+
+
+P = TypeVar("P", bound=_Policy)
+
+
+def checked_confidence(policy: P) -> P:
+    """The policy, once no allow rule in it has a ``confidence:`` condition; RulesError
+    naming the file, the rule's line and the fix for the first that has one."""
+    for rule in policy.rules:
+        if rule.confidence is not None and rule.decision == "allow":
+            problem = f"rule {rule.name} allows on confidence, which the requester asserts"
+            raise RulesError(policy.source, problem, ALLOW_FIX, rule.line or None)
+    return policy

@@ -46,7 +46,7 @@ class Proposal:
     params: Mapping[str, Any]
     summary: str = ""
     requested_by: str = ""
-    confidence: float | None = None  # the requester's own, 0 to 1 (see confidence_allows)
+    confidence: float | None = None  # the requester's own, 0 to 1 (see policy.confidence)
 
 
 @dataclass(frozen=True)

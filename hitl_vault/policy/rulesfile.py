@@ -30,7 +30,7 @@ from .conditions import (
     Matches,
     as_number,
 )
-from .confidence import ALLOW_FIX, confidence_problem
+from .confidence import checked_confidence
 from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
 from .rules import ActionSpec, Defaults, GateRecord, Mode, Policy, Rule
 from .yamlnodes import NodeReader, is_null, line_of, suggest
@@ -82,7 +82,7 @@ _RULE_FIELDS = {
     "escalate_after": "duration",
     "escalate_to": "approvers",
     "authenticated": "authenticated",
-    "confidence": "confidence",
+    "confidence": "condition",  # only to ask or block: see policy.confidence
 }
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
 _ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
@@ -180,14 +180,7 @@ class _Reader(NodeReader):
                 node, f"rule {name} has no decision", "add decision: allow, ask or block"
             )
         self.check_approval(node, f"rule {name}", fields)
-        problem = confidence_problem(fields["decision"], fields.get("confidence"), name)
-        if problem is not None:
-            raise self.error(node, problem, ALLOW_FIX)
         return Rule(**fields, line=line_of(node) or 0)
-
-    def confidence(self, node: Any, what: str) -> Condition:
-        """A condition on the requester's confidence, like one on a params number."""
-        return self.condition(node, what, True)
 
     def check_approval(self, node: Any, what: str, fields: Mapping[str, Any]) -> None:
         """A quorum the approvers can reach; an escalation that says when and to whom."""
@@ -239,7 +232,7 @@ class _Reader(NodeReader):
         pairs = self.pairs(node, what, fix)
         return MappingProxyType({k: self.condition(v, f"{what} {k}", True) for k, _, v in pairs})
 
-    def condition(self, node: Any, what: str, top: bool) -> Condition:
+    def condition(self, node: Any, what: str, top: bool = True) -> Condition:
         if isinstance(node, yaml.MappingNode):
             raise self.error(node, f"{what} is a mapping, which is not a condition", _CONDITION_FIX)
         if isinstance(node, yaml.SequenceNode):
@@ -428,7 +421,7 @@ def parse_policy(text: str, where: str = "hitl-vault.yaml") -> Policy:
         raise RulesError(where, f"YAML error: {e}", "fix the YAML syntax") from None
     if root is None or is_null(root):
         return _empty_policy(where)
-    return _Reader(where).policy(root)
+    return checked_confidence(_Reader(where).policy(root))
 
 
 def load_policy(path: Path, where: str | None = None) -> Policy:
