@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     )
     from .events import Event, Listener
     from .model import Request, Risk, Status, Transition
+    from .pitch import Pitch
     from .policy.rules import Decision, Proposal, RuleMatch, Ruling
     from .vault import Vault
 
@@ -67,6 +68,7 @@ _HOMES = {
     "Event": "events",
     "Listener": "events",
     "Request": "model",
+    "Pitch": "pitch",
     "Status": "model",
     "Transition": "model",
     "Decision": "policy.rules",
@@ -92,6 +94,7 @@ __all__ = [
     "NotAuthenticatedError",
     "NotRetryableError",
     "NoteError",
+    "Pitch",
     "Proposal",
     "Refused",
     "Rejected",
