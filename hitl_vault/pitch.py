@@ -165,20 +165,22 @@ def _diff(value: object) -> str | None:
 
 
 def cut_diff(diff: str | None) -> str | None:
-    """The diff kept to ``MAX_DIFF_LINES`` lines and ``MAX_DIFF_CHARS`` characters; what is
-    left out is said in a last line."""
+    """The diff kept to ``MAX_DIFF_LINES`` lines and ``MAX_DIFF_CHARS`` characters, what is
+    left out said in its last line; a diff within both is kept as it is (so a cut diff
+    read back is the same diff)."""
     if diff is None:
         return None
     lines = diff.splitlines()
+    if len(lines) <= MAX_DIFF_LINES and len(diff) <= MAX_DIFF_CHARS:
+        return diff
     kept: list[str] = []
     size = 0
-    for line in lines[:MAX_DIFF_LINES]:
+    for line in lines[: MAX_DIFF_LINES - 1]:
         size += len(line) + 1
-        if size > MAX_DIFF_CHARS:
+        if size > MAX_DIFF_CHARS - 100:  # room for the last line
             break
         kept.append(line)
-    if len(kept) < len(lines):
-        kept.append(f"… {len(lines) - len(kept)} more lines not shown")
+    kept.append(f"… {len(lines) - len(kept)} more lines not shown")
     return "\n".join(kept)
 
 

@@ -25,7 +25,7 @@ from hitl_vault.cli.main import cli
 from hitl_vault.identity import API, Principal, Role
 from hitl_vault.notes.render import history_key
 from hitl_vault.notify.message import DIFF_LINES, compose
-from hitl_vault.pitch import MAX_DIFF_LINES, cut_diff
+from hitl_vault.pitch import MAX_DIFF_CHARS, MAX_DIFF_LINES, cut_diff
 from hitl_vault.template import init_vault
 
 from .servers import Server, serving
@@ -117,19 +117,33 @@ def test_an_old_string_the_file_lacks_is_shown_and_said(project: Path) -> None:
     assert diff.splitlines()[-2:] == ["-zz", "+q"]
 
 
+def test_gate_server_makes_diffs_for_the_same_tools_without_importing_them_for_others() -> None:
+    """The HTTP gate's own list of file tools is the diff maker's (it imports no more for
+    any other tool)."""
+    from hitl_vault.agents import diffs
+
+    assert gate_client.FILE_TOOLS == diffs.FILE_TOOLS
+
+
 def test_other_tools_and_unreadable_files_give_no_diff(project: Path) -> None:
     """Bash has no diff; a binary file or a folder gives none, and the call is still asked."""
     assert call_diff("Bash", {"command": "ls"}, project) is None
     (project / "bin.dat").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(UnicodeDecodeError):
         call_diff("Write", {"file_path": "bin.dat", "content": "x"}, project)
+    (project / "odd.ipynb").write_text("[1, 2]", encoding="utf-8")
+    odd = call_diff("NotebookEdit", {"notebook_path": "odd.ipynb", "new_source": "x"}, project)
+    assert odd is not None and odd.splitlines()[-1] == "+x"  # a notebook it cannot read: added
 
 
 def test_a_long_diff_is_cut_and_says_how_much_is_left_out() -> None:
     """A diff over the note's limit keeps its first lines and says how many are missing."""
     diff = cut_diff("\n".join(f"+{n}" for n in range(MAX_DIFF_LINES + 50)))
-    assert diff is not None
-    assert diff.splitlines()[-1] == "… 50 more lines not shown"
+    assert diff is not None and len(diff.splitlines()) == MAX_DIFF_LINES
+    assert diff.splitlines()[-1] == "… 51 more lines not shown"
+    assert cut_diff(diff) == diff  # read back from the journal, it is the same diff
+    wide = cut_diff("\n".join("+" + "x" * 999 for _ in range(100)))
+    assert wide is not None and len(wide) <= MAX_DIFF_CHARS and cut_diff(wide) == wide
 
 
 # --- in the note, from the local gate ---------------------------------------------------------

@@ -131,7 +131,9 @@ def _notebook(old: str | None, params: Mapping[str, Any], shown: str) -> str | N
     source = params.get("new_source")
     mode = params.get("edit_mode") or "replace"
     cell_id = params.get("cell_id")
-    cells = json.loads(old).get("cells", []) if old is not None else []
+    loaded = json.loads(old) if old is not None else {}
+    cells = loaded.get("cells") if isinstance(loaded, dict) else None
+    cells = cells if isinstance(cells, list) else []
     found = next(
         (c for c in cells if isinstance(c, dict) and cell_id and c.get("id") == cell_id), None
     )
@@ -145,4 +147,4 @@ def _notebook(old: str | None, params: Mapping[str, Any], shown: str) -> str | N
 
 def _cell_source(cell: Mapping[str, Any]) -> str:
     source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else str(source)
+    return "".join(map(str, source)) if isinstance(source, list) else str(source)

@@ -116,13 +116,17 @@ def run(server: str, token_file: str | None, hook: HookFormat, wait: float, stdi
     return hook.render(answer, call.params)
 
 
+# The tools a diff is made for (:data:`hitl_vault.agents.diffs.FILE_TOOLS`).
+FILE_TOOLS = frozenset({"Edit", "MultiEdit", "Write", "NotebookEdit"})
+
+
 def _diff_of(call: Call) -> dict[str, str]:
     """``agent_diff``: what a file tool's call will change, read here (the service cannot
     read this machine's files, and shows it as the agent's side computed it)."""
-    from .diffs import FILE_TOOLS, gate_pitch
-
     if call.tool not in FILE_TOOLS:
-        return {}
+        return {}  # nothing more imported: an allowed call stays fast
+    from .diffs import gate_pitch
+
     pitch = gate_pitch(call.tool, call.params, call.cwd)
     return {"agent_diff": pitch.diff} if pitch is not None and pitch.diff else {}
 
