@@ -233,6 +233,10 @@ def test_the_api_takes_the_case_and_shows_it_in_the_request_object(server: Serve
     assert made.body["rule"] == "unsure"
     got = server.call("GET", f"/api/v1/requests/{made.body['id']}", token=token)
     assert got.body["proposal"]["confidence"] == 0.3
+    from hitl_vault import Client
+
+    sent = Client(server.url, token).submit("deploy", {}, confidence=0.05, risk_factors=["late"])
+    assert (sent["status"], sent["proposal"]["risk_factors"]) == ("rejected", ["late"])
 
 
 @pytest.mark.parametrize(("bad", "said"), [*BAD, ({"confidence": True}, "confidence: True")])
