@@ -173,6 +173,11 @@ class Request:
     history: tuple[Transition, ...] = field(default=(), compare=False)
 
     @property
+    def confidence(self) -> float | None:
+        """The requester's own confidence (0 to 1), which rules may ask or block on."""
+        return self.pitch.confidence if self.pitch else None
+
+    @property
     def escalated(self) -> bool:
         return any(t.kind is Kind.ESCALATED for t in self.history)
 

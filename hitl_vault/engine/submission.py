@@ -79,15 +79,17 @@ class Submissions:
             pitch.confidence if pitch else None,
         )
         code = code_matches(proposal, self._functions)  # each Python rule called once
+        now = self._now()
         asked = ask(
             self._policy(),
             proposal,
             code,
             asked_timeout=limit,
-            now=self._now(),
+            now=now,
             carried_by_requester=carried_by_requester,
             context=context,
             pitch=pitch,
+            allows=self._journal.allows(now),  # "always" allows: approve --always
         )
         if retry is not None:
             asked = _linked(asked, *retry)

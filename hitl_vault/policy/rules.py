@@ -199,6 +199,7 @@ class Rule:
     escalate_to: frozenset[str] = frozenset()
     authenticated: frozenset[str] | None = None
     confidence: Condition | None = None  # only to ask or block (see policy.confidence)
+    always: bool = False  # "approve --always" allowed despite a quorum, stages, authenticated
     line: int = 0
 
     def match(self, proposal: Proposal) -> RuleMatch | None:

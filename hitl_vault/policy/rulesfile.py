@@ -83,6 +83,7 @@ _RULE_FIELDS = {
     "escalate_to": "approvers",
     "authenticated": "authenticated",
     "confidence": "condition",  # only to ask or block: see policy.confidence
+    "always": "boolean",  # "approve --always" may be used despite a quorum, stages, authenticated
 }
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
 _ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
