@@ -19,7 +19,7 @@ from hitl_vault import Vault
 from hitl_vault.agents.mcp_server import serving as mcp_serving
 from hitl_vault.cli.main import cli
 from hitl_vault.daemon.inbox import Inbox
-from hitl_vault.errors import RulesError, UsageError
+from hitl_vault.errors import RulesError, UsageError, VaultError
 from hitl_vault.notify.message import compose
 from hitl_vault.policy.rules import Decision
 from hitl_vault.template import init_vault
@@ -165,6 +165,23 @@ def test_rules_ask_or_block_on_confidence_and_ignore_a_request_without_one(
     assert (sure.rule, sure.status.value) == ("defaults", "approved")
     assert (silent.rule, silent.status.value) == ("defaults", "approved")
     assert Vault(vault_path).evaluate("deploy").decision is Decision.ALLOW
+
+
+def test_approvers_a_confidence_rule_names_still_decide_when_it_is_approved(
+    vault_path: Path,
+) -> None:
+    """The rules read again at the decision see the request's confidence: someone the
+    confidence rule does not name cannot approve it."""
+    (vault_path / "hitl-vault.yaml").write_text(
+        "defaults: {decision: ask}\nrules:\n  - name: unsure\n    action: deploy\n"
+        "    confidence: '< 0.5'\n    approvers: [senior]\n    decision: ask\n",
+        encoding="utf-8",
+    )
+    with Vault(vault_path) as v:
+        request = v.submit("deploy", {}, confidence=0.2)
+        with pytest.raises(VaultError, match="senior"):
+            v.approve(request.id, by="bob")
+        assert v.approve(request.id, by="senior").status.value == "approved"
 
 
 def test_an_allow_rule_on_confidence_is_refused_with_its_line_and_the_fix(
