@@ -180,17 +180,10 @@ class Engine:
         ``retry``: (the request this one retries, who retries it), linked in both.
         """
         request = self._submissions.submit(
-            action,
-            params,
-            summary=summary,
-            timeout=timeout,
-            requested_by=requested_by,
-            carried_by_requester=carried_by_requester,
-            source=source,
-            context=context,
-            retry=retry,
-            pitch=pitch,
-        )
+            action, params, summary=summary, timeout=timeout, requested_by=requested_by,
+            carried_by_requester=carried_by_requester, source=source, context=context,
+            retry=retry, pitch=pitch,
+        )  # fmt: skip
         if retry is not None:
             self.show_in_note(retry[0], request.created)
         return request
