@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     )
     from .events import Event, Listener
     from .model import Request, Risk, Status, Transition
+    from .pitch import Pitch
     from .policy.rules import Decision, Proposal, RuleMatch, Ruling
     from .vault import Vault
 
@@ -69,6 +70,7 @@ _HOMES = {
     "Event": "events",
     "Listener": "events",
     "Request": "model",
+    "Pitch": "pitch",
     "Status": "model",
     "Transition": "model",
     "Decision": "policy.rules",
@@ -95,6 +97,7 @@ __all__ = [
     "NotReportableError",
     "NotRetryableError",
     "NoteError",
+    "Pitch",
     "Proposal",
     "Refused",
     "Rejected",

@@ -115,13 +115,19 @@ class Client:
         summary: str = "",
         context: str | None = None,
         timeout: str | float | None = None,
+        reasoning: str | None = None,
+        confidence: float | None = None,
+        alternatives: list[str] | None = None,
+        risk_factors: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Ask for ``action``; the new request (``pending``, or what a rule decided)."""
+        """Ask for ``action``; the new request (``pending``, or what a rule decided).
+        ``reasoning``, ``confidence`` (0 to 1), ``alternatives``, ``risk_factors``: the
+        requester's case, as :meth:`hitl_vault.Vault.submit` takes it."""
         body: dict[str, Any] = {"action": action, "params": params or {}, "summary": summary}
-        if context is not None:
-            body["context"] = context
-        if timeout is not None:
-            body["timeout"] = timeout
+        given = {"context": context, "timeout": timeout, "reasoning": reasoning,
+                 "confidence": confidence, "alternatives": alternatives,
+                 "risk_factors": risk_factors}  # fmt: skip
+        body |= {key: value for key, value in given.items() if value is not None}
         return self._json("POST", "/requests", body)  # type: ignore[no-any-return]
 
     def get(self, request_id: str) -> dict[str, Any]:

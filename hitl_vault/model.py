@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import UsageError
 from .layout import APPROVED_FOLDER, DONE_FOLDER, PENDING_FOLDER, REJECTED_FOLDER
+from .pitch import Pitch
 from .times import format_ts
 
 
@@ -167,7 +168,14 @@ class Request:
     escalate_at: datetime | None = None
     retry_of: str | None = None  # the failed or timed-out request this one retries
     retried_as: str | None = None  # the request made to retry this one
+    # Reasoning, confidence, alternatives, risk factors and the diff (``## Proposal``).
+    pitch: Pitch | None = None
     history: tuple[Transition, ...] = field(default=(), compare=False)
+
+    @property
+    def confidence(self) -> float | None:
+        """The requester's own confidence (0 to 1), which rules may ask or block on."""
+        return self.pitch.confidence if self.pitch else None
 
     @property
     def escalated(self) -> bool:

@@ -44,6 +44,7 @@ def request_json(request: Request, votes: Count | None = None) -> dict[str, Any]
         "error": request.error,
         "path": str(request.path) if request.path else None,
         "context": request.context,
+        "proposal": request.pitch.as_json() if request.pitch else None,
         **(votes_json(request, votes) if votes is not None else {}),
         "retry_of": request.retry_of,
         "retried_as": request.retried_as,

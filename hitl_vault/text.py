@@ -70,6 +70,16 @@ def inline(text: object) -> str:
     return escaped
 
 
+def fenced(text: str, info: str = "") -> list[str]:
+    """``text`` as a fenced code block no line of it can close or escape: the fence is
+    backticks, longer than any run of backticks or tildes in the text (at least three).
+    Format and control characters (but tabs) are removed, as everywhere text is shown."""
+    lines = [NOT_PRINTABLE_ASCII.sub(visible, line) for line in text.splitlines()]
+    runs = [len(run) for run in re.findall(r"`+|~+", "\n".join(lines))]
+    fence = "`" * max(3, max(runs, default=0) + 1)
+    return [fence + info, *lines, fence]
+
+
 def one_line(text: str, limit: int = 300) -> str:
     """Text on one line (every run of whitespace, line breaks included, is one space),
     bounded: for a log line, a stored detail, a label."""

@@ -8,7 +8,7 @@ here works the same with or without a daemon running.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +21,7 @@ from .engine import Engine
 from .errors import IllegalTransitionError
 from .events import Listener
 from .model import Request, Status, check_action, new_id
+from .pitch import make_pitch
 from .policy.always import Allow
 from .policy.intake import default_user
 from .policy.quorum import Count
@@ -129,6 +130,10 @@ class Vault:
         timeout: str | float | None = None,
         requested_by: str | None = None,
         context: str | None = None,
+        reasoning: str | None = None,
+        confidence: float | None = None,
+        alternatives: Sequence[str] | None = None,
+        risk_factors: Sequence[str] | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
 
@@ -137,10 +142,20 @@ class Vault:
         characters, more is a :class:`UsageError`), shown as plain text in a
         ``## Context`` section of the note, and put in notifications. The rules do not
         see it.
+
+        ``reasoning`` (text), ``confidence`` (a number from 0 to 1), ``alternatives`` and
+        ``risk_factors`` (lists of strings) are the requester's structured case, kept as
+        ``Request.pitch`` and shown in a ``## Proposal`` section; a value of the wrong type
+        or out of range is a :class:`UsageError`. Rules may match ``confidence`` to ask or
+        block, never to allow: the requester asserts it.
         """
+        pitch = make_pitch(
+            reasoning=reasoning, confidence=confidence, alternatives=alternatives,
+            risk_factors=risk_factors,
+        )  # fmt: skip
         return self.engine.submit(
             action, params, summary=summary, timeout=timeout, requested_by=requested_by,
-            context=context,
+            context=context, pitch=pitch,
         )  # fmt: skip
 
     def get(self, request_id: str) -> Request:

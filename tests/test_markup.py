@@ -80,6 +80,8 @@ def assert_inert(text: str, own: set[str] = OWN_LINES) -> None:
             continue
         if line.startswith("Matched rule `large-payments`: "):
             line = line.removeprefix("Matched rule `large-payments`")
+        if line.startswith("| "):  # a Details cell keeps a value's lines with hitl-vault's <br>
+            line = re.sub(r"(?<!\\)<br>", " ", line)
         found = [t for t in TOKENS if unescaped(line, t)]
         assert found == [], f"unescaped {found} in {line!r}"
 
@@ -107,7 +109,7 @@ def test_a_hostile_summary_params_and_requester_are_shown_as_text(vault: Vault) 
     assert rows == [
         "| param | value |",
         "| amount | 1500 |",
-        "| memo\\%\\% | " + inline(flat) + " |",
+        "| memo\\%\\% | " + "<br>".join(inline(x) for x in HOSTILE.splitlines()) + " |",
         '| list | \\[1, "\\`= this\\`", "\\[\\[x\\]\\]"\\] |',
     ]
     for row in rows:  # every cell's | is escaped: two columns, as Obsidian splits them

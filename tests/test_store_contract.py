@@ -27,6 +27,7 @@ from hitl_vault.errors import (
 from hitl_vault.identity import Credential, Person, Role, same_name
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.model import Kind, Request, Risk, Status, Transition
+from hitl_vault.pitch import Pitch
 from hitl_vault.store import JournalStore, request_flag
 from hitl_vault.testing import MemoryJournal
 from hitl_vault.times import format_ts
@@ -179,6 +180,17 @@ class TestJournalStore:
         assert s.get(A, history=False).history == ()  # type: ignore[union-attr]
         assert s.pinned(A) == {"approvers": ["alice"]} and s.pinned(B) == {}
         assert s.get(B) is None and s.status_of(B) is None
+
+    def test_a_requests_pitch_reads_back_whole_and_its_absence_as_none(self, kit: Kit) -> None:
+        """The requester's reasoning, confidence, lists and diff come back as stored; a
+        request that said nothing has no pitch, in every listing too."""
+        s = kit.store
+        pitch = Pitch("why", 0.25, ("wait",), ("prod",), "--- a/x\n+++ b/x\n+y", "agent")
+        s.create(_request(pitch=pitch), "Pending_Approval/a.md")
+        s.create(_request(B), "Pending_Approval/b.md")
+        assert s.get(A).pitch == pitch  # type: ignore[union-attr]
+        assert s.get(B).pitch is None  # type: ignore[union-attr]
+        assert {r.id: r.pitch for r in s.requests()} == {A: pitch, B: None}
 
     def test_an_id_or_a_proposal_is_recorded_once(self, kit: Kit) -> None:
         """A second create with the same id or the same Inbox proposal is a DuplicateError."""

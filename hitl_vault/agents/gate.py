@@ -246,12 +246,23 @@ def blocked_by(rule: str, reason: str) -> str:
 
 
 def submit_call(
-    engine: Engine, call: Call, source: str | None = None, requested_by: str | None = None
+    engine: Engine,
+    call: Call,
+    source: str | None = None,
+    requested_by: str | None = None,
+    agent_diff: object = None,
+    *,
+    here: bool = True,
 ) -> Request:
+    """Record the call as a request, with the diff a file tool makes: read from the file
+    ``here``, else the ``agent_diff`` the agent's side sent (labelled as the agent's)."""
+    from .diffs import agent_pitch, gate_pitch
+
+    pitch = gate_pitch(call.tool, call.params, call.cwd) if here else agent_pitch(agent_diff)
     return engine.submit(
         call.tool, call.params, summary=call.summary,
         requested_by=requested_by or call.requested_by, carried_by_requester=True,
-        source=source, context=call.context,
+        source=source, context=call.context, pitch=pitch,
     )  # fmt: skip
 
 
@@ -308,7 +319,15 @@ def waiting(request: Request, where: str = "") -> str:
     )
 
 
-def asked(engine: Engine, call: Call, key: str, requested_by: str) -> Request | None:
+def asked(
+    engine: Engine,
+    call: Call,
+    key: str,
+    requested_by: str,
+    agent_diff: object = None,
+    *,
+    here: bool = True,
+) -> Request | None:
     """The request that ``call`` (an identical retry: the same ``key``) made and that is
     still to be used, or a new one; None once the session made too many.
 
@@ -329,7 +348,7 @@ def asked(engine: Engine, call: Call, key: str, requested_by: str) -> Request | 
         found = engine.journal.proposal(source)
         if found is None:
             try:
-                request = submit_call(engine, call, source, requested_by)
+                request = submit_call(engine, call, source, requested_by, agent_diff, here=here)
             except DuplicateError:  # an identical call made it a moment ago
                 found = engine.journal.proposal(source)
                 if found is None:

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from .formats import HookFormat
-from .hookio import Answer, BadInput, Reply, bad_input, read_object
+from .hookio import Answer, BadInput, Call, Reply, bad_input, read_object
 
 TOKEN_ENV = "HITL_VAULT_TOKEN"
 # How long one long-poll asks the service to hold its answer (its limit is 60 s). The
@@ -112,7 +112,8 @@ def run(server: str, token_file: str | None, hook: HookFormat, wait: float, stdi
     request_ids: list[str] = []
     try:
         service = Service(check_url(server), read_token(token_file))
-        answer = decide(service, {**data, "format": hook.name}, wait, request_ids)
+        asked = {**data, "format": hook.name, **_diff_of(call)}
+        answer = decide(service, asked, wait, request_ids)
     except ServerError as e:
         answer = Answer(False, f"hitl-vault could not ask the service, so the call is denied: {e}")
     if answer.allow and request_ids:  # handed out: the PostToolUse hook reports its outcome
@@ -121,6 +122,21 @@ def run(server: str, token_file: str | None, hook: HookFormat, wait: float, stdi
         with contextlib.suppress(OSError):  # no mark: the service's deadline closes it
             mark(client_marks(), [call.key, key_of(call, answer.updated)], request_ids[-1])
     return hook.render(answer, call.params)
+
+
+# The tools a diff is made for (:data:`hitl_vault.agents.diffs.FILE_TOOLS`).
+FILE_TOOLS = frozenset({"Edit", "MultiEdit", "Write", "NotebookEdit"})
+
+
+def _diff_of(call: Call) -> dict[str, str]:
+    """``agent_diff``: what a file tool's call will change, read here (the service cannot
+    read this machine's files, and shows it as the agent's side computed it)."""
+    if call.tool not in FILE_TOOLS:
+        return {}  # nothing more imported: an allowed call stays fast
+    from .diffs import gate_pitch
+
+    pitch = gate_pitch(call.tool, call.params, call.cwd)
+    return {"agent_diff": pitch.diff} if pitch is not None and pitch.diff else {}
 
 
 def decide(

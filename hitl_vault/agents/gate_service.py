@@ -60,10 +60,14 @@ def gate_key(principal: Principal, call: Call) -> str:
     return hashlib.sha256(f"{principal.name}\0{call.key}".encode()).hexdigest()
 
 
-def decide_remote(engine: Engine, call: Call, principal: Principal, hook: HookFormat) -> GateAnswer:
+def decide_remote(
+    engine: Engine, call: Call, principal: Principal, hook: HookFormat, agent_diff: object = None
+) -> GateAnswer:
     """What the vault says about ``call`` now, for ``principal`` (an agent), without waiting:
     a request still waiting for a human is "pending"; the caller waits on it (the
-    service's long-poll) and asks again, which the identical-retry matching answers."""
+    service's long-poll) and asks again, which the identical-retry matching answers.
+    ``agent_diff``: the diff the agent's side made of a file tool's call; the service
+    cannot read the agent's files, so it keeps that one, labelled as the agent's."""
     from ..model import Status
 
     if principal.role is not Role.AGENT:
@@ -82,13 +86,14 @@ def decide_remote(engine: Engine, call: Call, principal: Principal, hook: HookFo
     if decision is Decision.BLOCK and policy.gate_record is GateRecord.ASKS:
         return GateAnswer("deny", blocked_by(ruling.rule, ruling.reason))
     if decision is Decision.ASK:
-        request = asked(engine, call, gate_key(principal, call), principal.name)
+        key = gate_key(principal, call)
+        request = asked(engine, call, key, principal.name, agent_diff, here=False)
         if request is None:
             return GateAnswer("deny", TOO_MANY)
         if request.status is Status.PENDING:
             return GateAnswer("pending", waiting(request), request=request)
     else:
-        request = submit_call(engine, call, None, principal.name)
+        request = submit_call(engine, call, None, principal.name, agent_diff, here=False)
     answer = handed_out(engine, request, call, hook)
     final = engine.get(request.id)
     return GateAnswer("allow" if answer.allow else "deny", answer.reason, answer.updated, final)

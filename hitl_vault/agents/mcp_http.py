@@ -40,6 +40,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from ..errors import RequestNotFoundError, UsageError, VaultError
 from ..identity import Principal, Role
 from ..model import Request, Status
+from ..pitch import Pitch, make_pitch
 from .mcp_tools import (
     MAX_LIMIT,
     PROGRESS_EVERY,
@@ -91,6 +92,7 @@ class Desk(Protocol):
         summary: str,
         context: str | None,
         timeout: str | float | None,
+        pitch: Pitch | None = None,
     ) -> Request:
         """A new request in ``who``'s name (``requested_by`` is its name)."""
         ...
@@ -184,13 +186,16 @@ class CallerCalls:
         summary: str,
         context: str | None,
         timeout: str | float | None,
+        proposal: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         who = self.caller(ctx)
 
         def ask() -> dict[str, Any]:
+            pitch = make_pitch(**(proposal or {}))
             request = self.desk.submit(
-                who, action, params, summary=summary, context=context, timeout=timeout
-            )
+                who, action, params, summary=summary, context=context, timeout=timeout,
+                pitch=pitch,
+            )  # fmt: skip
             return self.shown(request, who)
 
         return await self.desk.call(ask)

@@ -144,11 +144,12 @@ class Tools:
         summary: str = "",
         context: str | None = None,
         timeout: str | float | None = None,
+        proposal: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         self.rules.current()  # never ask under rules the file no longer says
         request = self.asking.submit(
             action, params, summary=summary, timeout=timeout, requested_by=requester(client),
-            context=context,
+            context=context, **(proposal or {}),
         )  # fmt: skip
         return self.shown(request)
 
@@ -230,10 +231,13 @@ class LocalCalls:
         summary: str,
         context: str | None,
         timeout: str | float | None,
+        proposal: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         client = client_name(ctx)
         return await off_loop(
-            lambda: self.tools.request_approval(action, params, client, summary, context, timeout)
+            lambda: self.tools.request_approval(
+                action, params, client, summary, context, timeout, proposal
+            )
         )
 
     async def wait_for_approval(

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar, cast
+from typing import Annotated, Any, Protocol, TypeVar, cast
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
+from pydantic import WithJsonSchema
 
 from .. import __version__
 from ..errors import VaultError
@@ -112,6 +113,33 @@ def _first_up(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+# The schemas of request_approval's structured context; any JSON is taken, and checked by
+# make_pitch, so a wrong value gets the error every entry gives (as the tool's error).
+_TEXT = {
+    "type": ["string", "null"],
+    "maxLength": 20000,
+    "description": "Why you ask: your reasoning, for whoever decides.",
+}
+_CONFIDENCE = {
+    "type": ["number", "null"],
+    "minimum": 0,
+    "maximum": 1,
+    "description": "How sure you are this is right, from 0 to 1 (rules may ask below a level).",
+}
+_ALTERNATIVES = {
+    "type": ["array", "null"],
+    "items": {"type": "string"},
+    "maxItems": 20,
+    "description": "Other ways you considered, one line each.",
+}
+_RISKS = {
+    "type": ["array", "null"],
+    "items": {"type": "string"},
+    "maxItems": 20,
+    "description": "What could go wrong, one line each.",
+}
+
+
 class ToolCalls(Protocol):
     """What the five tools do for one call; ``ctx`` is the call's MCP context (who asks, and
     the channel progress goes back on). Each returns the tool's answer as a JSON object and
@@ -125,6 +153,7 @@ class ToolCalls(Protocol):
         summary: str,
         context: str | None,
         timeout: str | float | None,
+        proposal: dict[str, Any] | None = None,
     ) -> dict[str, Any]: ...
 
     async def wait_for_approval(
@@ -190,10 +219,20 @@ def add_tools(server: MCPServer[Any], calls: ToolCalls) -> None:
         summary: Summary = "",
         context: Why = None,
         timeout: Timeout = None,
+        reasoning: Annotated[Any, WithJsonSchema(_TEXT)] = None,
+        confidence: Annotated[Any, WithJsonSchema(_CONFIDENCE)] = None,
+        alternatives: Annotated[Any, WithJsonSchema(_ALTERNATIVES)] = None,
+        risk_factors: Annotated[Any, WithJsonSchema(_RISKS)] = None,
     ) -> RequestShape:
+        proposal = {
+            "reasoning": reasoning, "confidence": confidence, "alternatives": alternatives,
+            "risk_factors": risk_factors,
+        }  # fmt: skip
         return cast(
             RequestShape,
-            await answer(calls.request_approval(ctx, action, params, summary, context, timeout)),
+            await answer(
+                calls.request_approval(ctx, action, params, summary, context, timeout, proposal)
+            ),
         )
 
     @server.tool(

@@ -142,6 +142,12 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
     is_flag=True,
     help="Block until decided; exit 0 if approved, 1 if not (then print who decided and why).",
 )
+@click.option("--reasoning", metavar="TEXT", help="Why this action (## Proposal).")
+@click.option("--confidence", metavar="0-1", help="How sure the requester is, from 0 to 1.")
+@click.option("--alternative", "alternatives", multiple=True, metavar="TEXT",
+              help="Another way considered (repeatable).")  # fmt: skip
+@click.option("--risk-factor", "risk_factors", multiple=True, metavar="TEXT",
+              help="Something that could go wrong (repeatable).")  # fmt: skip
 @click.option(
     "--wait-result",
     is_flag=True,
@@ -161,6 +167,10 @@ def submit(
     context: str | None,
     context_file: BinaryIO | None,
     wait: bool,
+    reasoning: str | None,
+    confidence: str | None,
+    alternatives: tuple[str, ...],
+    risk_factors: tuple[str, ...],
     wait_result: bool,
     as_json: bool,
 ) -> None:
@@ -180,8 +190,10 @@ def submit(
         if wait_result:
             _check_executor(vault, action)
         request = vault.submit(
-            action, params, summary=summary, timeout=timeout, requested_by=by, context=context
-        )
+            action, params, summary=summary, timeout=timeout, requested_by=by, context=context,
+            reasoning=reasoning, confidence=_number(confidence), alternatives=alternatives,
+            risk_factors=risk_factors,
+        )  # fmt: skip
         if not as_json:
             click.echo(f"{request.id} {request.status}")
             if request.status is Status.REJECTED and not wait:  # blocked by a rule: say why
@@ -202,6 +214,16 @@ def submit(
         if not as_json:  # --json has it all in the object
             click.echo(outcome(request), err=True)
         ctx.exit(1)
+
+
+def _number(text: str | None) -> float | None:
+    """``--confidence`` as a number; other text gets the error every entry gives."""
+    from ..pitch import check_confidence
+
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return check_confidence(text)
 
 
 _ENDED = frozenset(s for s in Status if s.is_final)

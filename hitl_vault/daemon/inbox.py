@@ -1,8 +1,9 @@
 """``Inbox/``: proposals dropped by agents or scripts in any language.
 
 A proposal is a Markdown note whose frontmatter has ``action`` and ``params``
-(optionally ``summary``, ``timeout``, ``requested_by``), or the same keys as a
-``.json`` file (which may add ``context``). A Markdown proposal's body text is the
+(optionally ``summary``, ``timeout``, ``requested_by``, and the structured context:
+``reasoning``, ``confidence``, ``alternatives``, ``risk_factors``), or the same keys
+as a ``.json`` file (which may add ``context``). A Markdown proposal's body text is the
 request's context, for the approver. The frontmatter may be YAML between ``---`` lines, TOML between
 ``+++`` lines or JSON between a line ``{`` and a line ``}`` (the forms
 python-frontmatter knows; see :func:`~hitl_vault.notes.file.parse_frontmatter`).
@@ -28,13 +29,15 @@ from ..errors import DuplicateError, NoteError, VaultError
 from ..layout import INBOX_FOLDER
 from ..model import Request
 from ..notes.file import load_json, split_frontmatter
+from ..pitch import make_pitch
 
 if TYPE_CHECKING:
     from ..store import JournalStore
 
 log = logging.getLogger(__name__)
 
-KEYS = ("action", "params", "summary", "timeout", "requested_by", "context")
+PROPOSAL_KEYS = ("reasoning", "confidence", "alternatives", "risk_factors")
+KEYS = ("action", "params", "summary", "timeout", "requested_by", "context", *PROPOSAL_KEYS)
 _IGNORED_SUFFIXES = ("~", ".tmp", ".swp", ".swx", ".part", ".crdownload", ".hitl-tmp")
 
 
@@ -130,6 +133,7 @@ class Inbox:
                 created = []
             else:
                 data = _proposal(raw, where)
+                pitch = make_pitch(**{key: data.get(key) for key in PROPOSAL_KEYS})
                 request = self._submit(
                     data["action"],
                     data.get("params"),
@@ -138,6 +142,7 @@ class Inbox:
                     requested_by=data.get("requested_by") or "inbox",
                     source=source,
                     context=data.get("context"),
+                    pitch=pitch,
                 )
                 created = [request]
         except FileNotFoundError:  # taken by another process, or deleted, a moment ago

@@ -211,7 +211,10 @@ class Notifier:
 
     def _ruling(self, request: Request) -> Ruling:
         """What the rules in force say of the request as it stands."""
-        proposal = Proposal(request.action, request.params, request.summary, request.requested_by)
+        proposal = Proposal(
+            request.action, request.params, request.summary, request.requested_by,
+            request.confidence,
+        )  # fmt: skip
         return self._rules().evaluate(proposal, self._functions)
 
     # --- sending --------------------------------------------------------------------

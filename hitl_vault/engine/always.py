@@ -56,7 +56,10 @@ class Allows:
         if not timedelta(0) < lasting <= LONGEST:
             long = f"{lasting} is not a time an allow may last"
             raise UsageError("--for", long, "use 1m to 366d")
-        proposal = Proposal(request.action, request.params, request.summary, request.requested_by)
+        proposal = Proposal(
+            request.action, request.params, request.summary, request.requested_by,
+            request.confidence,
+        )  # fmt: skip
         policy = self._policy()
         why = refusal(policy, policy.evaluate(proposal, self._functions))
         if why is not None:

@@ -35,6 +35,7 @@ from ..model import Request, Status, Transition, check_action, new_id
 from ..notes.decide import Decider
 from ..notes.reconcile import Reconciler
 from ..params import check_expected, clean_params, describe_changes, params_sha
+from ..pitch import Pitch
 from ..policy.intake import default_user
 from ..policy.quorum import Count
 from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
@@ -168,25 +169,21 @@ class Engine:
         source: str | None = None,
         context: str | None = None,
         retry: tuple[str, str] | None = None,
+        pitch: Pitch | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
 
-        ``context`` is what the requester tells the approver (see :meth:`Vault.submit`).
+        ``context`` is what the requester tells the approver (see :meth:`Vault.submit`);
+        ``pitch``: its reasoning, confidence, alternatives, risk factors and diff.
         ``source`` (used for Inbox proposals) is a key recorded with the request;
         a second submit with the same key raises :class:`DuplicateError`.
         ``retry``: (the request this one retries, who retries it), linked in both.
         """
         request = self._submissions.submit(
-            action,
-            params,
-            summary=summary,
-            timeout=timeout,
-            requested_by=requested_by,
-            carried_by_requester=carried_by_requester,
-            source=source,
-            context=context,
-            retry=retry,
-        )
+            action, params, summary=summary, timeout=timeout, requested_by=requested_by,
+            carried_by_requester=carried_by_requester, source=source, context=context,
+            retry=retry, pitch=pitch,
+        )  # fmt: skip
         if retry is not None:
             self.show_in_note(retry[0], request.created)
         return request

@@ -20,6 +20,7 @@ from ..notes.reconcile import Reconciler
 from ..notes.render import render_new_note
 from ..notes.state import explanation
 from ..params import clean_params
+from ..pitch import Pitch
 from ..policy.intake import Asked, ask, check_context, check_size, default_user
 from ..policy.quorum import count
 from ..policy.rules import Policy, Proposal, RuleFunction, code_matches
@@ -60,6 +61,7 @@ class Submissions:
         source: str | None = None,
         context: str | None = None,
         retry: tuple[str, str] | None = None,
+        pitch: Pitch | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided
         (see :meth:`hitl_vault.engine.Engine.submit`)."""
@@ -69,7 +71,13 @@ class Submissions:
         limit = parse_duration(timeout, "timeout") if timeout is not None else None
         if requested_by:  # one rule for names (an agent's carries its session: longer)
             check_name(requested_by, "requested_by", REQUESTER_LIMIT)
-        proposal = Proposal(action, params, summary, requested_by or default_user())
+        proposal = Proposal(
+            action,
+            params,
+            summary,
+            requested_by or default_user(),
+            pitch.confidence if pitch else None,
+        )
         code = code_matches(proposal, self._functions)  # each Python rule called once
         now = self._now()
         asked = ask(
@@ -80,6 +88,7 @@ class Submissions:
             now=now,
             carried_by_requester=carried_by_requester,
             context=context,
+            pitch=pitch,
             allows=self._journal.allows(now),  # "always" allows: approve --always
         )
         if retry is not None:
@@ -114,6 +123,7 @@ class Submissions:
             requested_by=old.requested_by,
             context=old.context,
             retry=(old.id, by),
+            pitch=old.pitch,
         )
 
     def _record(self, asked: Asked, source: str | None) -> tuple[Request, str]:

@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS requests (
     escalate_at TEXT,
     -- The failed or timed-out request this one retries (`hitl-vault retry`), if any.
     retry_of TEXT,
+    -- What the requester put forward beside the params (JSON: reasoning, confidence,
+    -- alternatives, risk_factors, diff, diff_by), NULL when nothing was put forward.
+    proposal TEXT,
     -- SHA-256 of the note's bytes when they last matched this row, cleared by every
     -- transition. A rescan skips a note whose bytes still have it.
     note_sha TEXT

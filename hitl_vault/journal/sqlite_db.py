@@ -43,6 +43,7 @@ _ADDED_COLUMNS = (
     ("requests", "context", "TEXT"),
     ("requests", "escalate_at", "TEXT"),
     ("requests", "retry_of", "TEXT"),
+    ("requests", "proposal", "TEXT"),
 )
 T = TypeVar("T")
 # What SQLite says when the bytes themselves are wrong, whatever class it gives the error.

@@ -10,6 +10,7 @@ from typing import Any
 from ..chain import Entry, chain_problems
 from ..errors import RequestNotFoundError
 from ..model import Kind, Request, Risk, Status, Transition
+from ..pitch import Pitch
 from ..store import Attention
 from ..times import format_ts, parse_ts
 from .sqlite_db import Database, json_object
@@ -18,7 +19,7 @@ REQUEST_COLUMNS = (
     "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
     "decided_by, reason, decided_at, executed_at, result, error, path, carried_by_requester, "
     "context, escalate_at, retry_of, "
-    "(SELECT r.id FROM requests r WHERE r.retry_of = requests.id)"
+    "(SELECT r.id FROM requests r WHERE r.retry_of = requests.id), proposal"
 )
 _STEP = "at, kind, from_status, to_status, by, reason, details"
 
@@ -41,7 +42,7 @@ def _request(row: Any, history: tuple[Transition, ...]) -> Request:
     """A Request from a row of ``REQUEST_COLUMNS``."""
     (rid, action, status, summary, risk, rule, by, created, expires, params) = row[:10]
     (decided_by, reason, decided_at, executed_at, result, error, path, requester) = row[10:18]
-    context, escalate_at, retry_of, retried_as = row[18:22]
+    context, escalate_at, retry_of, retried_as, proposal = row[18:23]
     return Request(
         id=rid,
         status=Status(status),
@@ -65,6 +66,9 @@ def _request(row: Any, history: tuple[Transition, ...]) -> Request:
         escalate_at=parse_ts(escalate_at) if escalate_at else None,
         retry_of=retry_of,
         retried_as=retried_as,
+        pitch=Pitch.from_json(json_object(proposal, f"the proposal of {rid}"))
+        if proposal
+        else None,
         history=history,
     )
 

@@ -104,7 +104,8 @@ class Steps:
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
                 "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
                 "reason, decided_at, path, carried_by_requester, pinned, params_created, context, "
-                "escalate_at, retry_of) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "escalate_at, retry_of, proposal) "
+                f"VALUES ({', '.join('?' * 23)})",
                 (
                     request.id,
                     request.action,
@@ -128,6 +129,9 @@ class Steps:
                     request.context,
                     format_ts(request.escalate_at) if request.escalate_at else None,
                     request.retry_of,
+                    json.dumps(request.pitch.as_json(), ensure_ascii=False)
+                    if request.pitch
+                    else None,
                 ),
             )
             for t in request.history:

@@ -11,7 +11,8 @@ from typing import Any
 
 from ..identity import proof_in
 from ..model import Kind, Request, Status, Transition
-from ..text import history_text, inline, one_line
+from ..pitch import Pitch
+from ..text import fenced, history_text, inline, one_line
 from ..times import format_ts
 from .strict_yaml import dump_params, yaml_scalar
 
@@ -116,8 +117,15 @@ def callout(
 
 
 def _cell(value: Any) -> str:
-    """A Details table cell: the text escaped (its ``|`` too), JSON for other values."""
-    return inline(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    """A Details table cell: the text escaped (its ``|`` too), JSON for other values.
+    A text of several lines keeps them: each line escaped on its own, joined by the
+    ``<br>`` a table cell needs for a line break (escaped text holds no ``<`` of its own)."""
+    if not isinstance(value, str):
+        return inline(json.dumps(value, ensure_ascii=False))
+    lines = [inline(line) for line in value.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return "<br>".join(lines)
 
 
 def details_table(params: Mapping[str, Any]) -> list[str]:
@@ -150,6 +158,38 @@ def context_section(context: str | None) -> list[str]:
     while lines and not lines[-1]:
         lines.pop()
     return ["## Context", *lines] if lines else []
+
+
+def proposal_section(pitch: Pitch | None) -> list[str]:
+    """The ``## Proposal`` section: the requester's reasoning, confidence, alternatives and
+    risk factors, escaped like the context (:func:`context_section`); [] for none."""
+    if pitch is None or not pitch.proposed:
+        return []
+    lines = ["## Proposal"]
+    if pitch.confidence is not None:
+        lines.append(f"**Confidence:** {pitch.confidence:g} (as the requester asserts it)")
+    if pitch.reasoning:
+        lines += ["", "**Reasoning:**", *context_section(pitch.reasoning)[1:]]
+    for title, items in (
+        ("Alternatives", pitch.alternatives),
+        ("Risk factors", pitch.risk_factors),
+    ):
+        if items:
+            lines += ["", f"**{title}:**", *(f"- {inline(item)}" for item in items)]
+    return lines
+
+
+DIFF_BY_AGENT = "Diff as the agent's side computed it (the service could not read the file):"
+DIFF_BY_GATE = "Diff against the file as the gate read it:"
+
+
+def diff_section(pitch: Pitch | None) -> list[str]:
+    """The ``## Diff`` section: what the edit will change, in a fenced block no line of the
+    diff can close; it says who made it. [] for none."""
+    if pitch is None or not pitch.diff:
+        return []
+    label = DIFF_BY_AGENT if pitch.diff_by == "agent" else DIFF_BY_GATE
+    return ["## Diff", label, "", *fenced(pitch.diff, "diff")]
 
 
 def render_new_note(
@@ -185,9 +225,13 @@ def render_new_note(
     explained = _explained(explanation)
     if explained:
         out += ["", *explained]
-    context = context_section(request.context)
-    if context:
-        out += ["", *context]
+    for section in (
+        diff_section(request.pitch),
+        proposal_section(request.pitch),
+        context_section(request.context),
+    ):
+        if section:
+            out += ["", *section]
     out += ["", "## History"]
     out += [history_line(t) for t in request.history]
     return "\n".join(out) + "\n"

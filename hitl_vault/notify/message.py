@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 from ..identity import proof_in
 from ..model import Kind, Request, Status, Transition
-from ..text import NOT_PRINTABLE_ASCII, visible
+from ..pitch import Pitch
+from ..text import NOT_PRINTABLE_ASCII, fenced, visible
 from .config import DECIDE_EVENTS, Event
 from .send import MESSAGE_LIMIT, Message
 
@@ -51,6 +52,44 @@ def _value(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+# How many lines of a diff a message shows (the note has it whole).
+DIFF_LINES = 20
+
+
+def _proposal(pitch: Pitch | None) -> list[str]:
+    """The requester's case: confidence, reasoning, alternatives, risk factors (bounded)."""
+    if pitch is None or not pitch.proposed:
+        return []
+    lines = [""]
+    if pitch.confidence is not None:
+        lines.append(f"Confidence (the requester's own): {pitch.confidence:g}")
+    if pitch.reasoning:
+        lines.append(f"Reasoning: {_plain(pitch.reasoning, 600)}")
+    for title, items in (
+        ("Alternatives", pitch.alternatives),
+        ("Risk factors", pitch.risk_factors),
+    ):
+        if items:
+            lines.append(f"{title}:")
+            lines += [f"- {_plain(item, 200)}" for item in items[:5]]
+            if len(items) > 5:
+                lines.append(f"…and {len(items) - 5} more")
+    return lines
+
+
+def _diff(pitch: Pitch | None) -> list[str]:
+    """The first DIFF_LINES lines of the diff, fenced so no line of it can end the block."""
+    if pitch is None or not pitch.diff:
+        return []
+    lines = pitch.diff.splitlines()
+    by = "as the agent's side computed it" if pitch.diff_by == "agent" else "against the file"
+    more = len(lines) - DIFF_LINES
+    shown = [_cut(line, 200) for line in lines[:DIFF_LINES]]
+    if more > 0:
+        shown.append(f"… {more} more lines in the note")
+    return ["", f"Diff ({by}):", *fenced("\n".join(shown), "diff")]
 
 
 def _headline(event: Event, request: Request) -> str:
@@ -118,6 +157,7 @@ def compose(
     if event in DECIDE_EVENTS:
         tail.append(f"Decide by: {_minute(request.expires)}" if request.expires else "No expiry")
     tail += _outcome(event, request)
+    tail += _diff(request.pitch) + _proposal(request.pitch)
     end = [""]
     if event in DECIDE_EVENTS:
         end += [

@@ -12,6 +12,7 @@ from typing import Any
 from ..durable import MAX_NOTE_BYTES
 from ..errors import UsageError
 from ..model import Request, Status, Transition
+from ..pitch import Pitch
 from ..text import one_line
 from .always import Allow, consult
 from .quorum import Plan
@@ -106,6 +107,7 @@ def ask(
     now: datetime,
     carried_by_requester: bool = False,
     context: str | None = None,
+    pitch: Pitch | None = None,
     allows: Sequence[Allow] = (),
 ) -> Asked:
     """The request the rules make of ``proposal`` (``code``: what Python rules said of it):
@@ -145,6 +147,7 @@ def ask(
         carried_by_requester=carried_by_requester,
         context=context,
         escalate_at=escalate_at,
+        pitch=pitch,
         history=(first,),
     )
     kept = pinned(code)

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import RulesError
 from ..model import Risk
 from .conditions import ActionMatcher, Condition
+from .confidence import confidence_holds
 from .quorum import Part, Plan, RequireReason, Stage, combine
 
 # --- the nouns: decisions, risks, proposals, what rules say -----------------------
@@ -46,6 +47,7 @@ class Proposal:
     params: Mapping[str, Any]
     summary: str = ""
     requested_by: str = ""
+    confidence: float | None = None  # the requester's own, 0 to 1 (see policy.confidence)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ class Rule:
     escalate_after: timedelta | None = None
     escalate_to: frozenset[str] = frozenset()
     authenticated: frozenset[str] | None = None
+    confidence: Condition | None = None  # only to ask or block (see policy.confidence)
     always: bool = False  # "approve --always" allowed despite a quorum, stages, authenticated
     line: int = 0
     # ``python: module:function``: it decides (``decision`` is then only a placeholder), on
@@ -210,6 +213,8 @@ class Rule:
             return self._ask_python(proposal, self.python)
         if self.action is not None and not self.action.matches(proposal.action):
             return None
+        if not confidence_holds(self.confidence, proposal.confidence):
+            return None
         allowing = self.decision is Decision.ALLOW  # numbers as text only make it stricter
         given = proposal.params
         for name, condition in self.params.items():
@@ -217,6 +222,9 @@ class Rule:
                 return None
         by_text = not allowing and not all(c.holds(given[n], True) for n, c in self.params.items())
         conditions = " and ".join(c.describe(n) for n, c in self.params.items())
+        if self.confidence is not None:
+            told = self.confidence.describe("confidence")
+            conditions = f"{conditions} and {told}" if conditions else told
         return RuleMatch(
             decision=self.decision,
             rule=self.name,

@@ -30,6 +30,7 @@ from .conditions import (
     Matches,
     as_number,
 )
+from .confidence import checked_confidence
 from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
 from .rules import ActionSpec, Defaults, GateRecord, Mode, Policy, Rule
 from .yamlnodes import NodeReader, check_nodes, is_null, line_of, suggest
@@ -83,6 +84,7 @@ _RULE_FIELDS = {
     "escalate_after": "duration",
     "escalate_to": "approvers",
     "authenticated": "authenticated",
+    "confidence": "condition",  # only to ask or block: see policy.confidence
     "always": "boolean",  # "approve --always" may be used despite a quorum, stages, authenticated
 }
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
@@ -238,7 +240,7 @@ class _Reader(NodeReader):
         pairs = self.pairs(node, what, fix)
         return MappingProxyType({k: self.condition(v, f"{what} {k}", True) for k, _, v in pairs})
 
-    def condition(self, node: Any, what: str, top: bool) -> Condition:
+    def condition(self, node: Any, what: str, top: bool = True) -> Condition:
         if isinstance(node, yaml.MappingNode):
             raise self.error(node, f"{what} is a mapping, which is not a condition", _CONDITION_FIX)
         if isinstance(node, yaml.SequenceNode):
@@ -364,7 +366,7 @@ def parse_policy(text: str, where: str = "hitl-vault.yaml", folder: Path | None 
         raise RulesError(where, f"YAML error: {e}", "fix the YAML syntax") from None
     if root is None or is_null(root):
         return _empty_policy(where)
-    return _Reader(where, folder).policy(root)
+    return checked_confidence(_Reader(where, folder).policy(root))
 
 
 def load_policy(path: Path, where: str | None = None) -> Policy:

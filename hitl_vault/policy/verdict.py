@@ -68,7 +68,8 @@ def rulings(
         distinct.setdefault(params_sha(p), p)
     return [
         policy.evaluate(
-            Proposal(request.action, p, request.summary, request.requested_by), functions
+            Proposal(request.action, p, request.summary, request.requested_by, request.confidence),
+            functions,
         )
         for p in distinct.values()
     ]
@@ -292,7 +293,9 @@ def judge_run(
     """An approved request about to run ``params``: why a ``block`` rule in force now
     stops it (the reason to reject it with), or None when it may run (always, in
     monitor mode)."""
-    proposal = Proposal(request.action, params, request.summary, request.requested_by)
+    proposal = Proposal(
+        request.action, params, request.summary, request.requested_by, request.confidence
+    )
     ruling = policy.evaluate(proposal, functions)
     if ruling.decision is not Decision.BLOCK or policy.mode is Mode.MONITOR:
         return None  # monitor mode recorded "would block" at submit and lets it run

@@ -25,6 +25,7 @@ from .. import __version__
 from ..errors import ForbiddenError, NotAuthenticatedError, TooManyAttemptsError, UsageError
 from ..identity import Principal, Role
 from ..model import Status
+from ..pitch import make_pitch
 from .answers import Fields, error_response, parse_json
 from .guard import BODY_LIMIT, READ_TIMEOUT, Guard, allowed_hosts
 from .openapi import document
@@ -50,6 +51,8 @@ _SUBMIT_FIELDS: Fields = {
     "summary": str,
     "context": str,
     "timeout": (str, int, float),
+    # Any JSON here: make_pitch checks them, with the error every entry gives.
+    **dict.fromkeys(("reasoning", "confidence", "alternatives", "risk_factors"), (object, bool)),
 }
 _DECISION_FIELDS: Fields = {"decision": str, "reason": str, "expect": str}
 _RESULT_FIELDS: Fields = {"result": str, "error": str}
@@ -181,10 +184,14 @@ class Routes:
             who = who_is(s, request.scope)
             _query(request)
             body = parse_json(raw, _SUBMIT_FIELDS, required=("action",))
+            pitch = make_pitch(
+                reasoning=body.get("reasoning"), confidence=body.get("confidence"),
+                alternatives=body.get("alternatives"), risk_factors=body.get("risk_factors"),
+            )  # fmt: skip
             made = s.submit(
                 who, body["action"], body.get("params") or {},
                 summary=body.get("summary") or "", context=body.get("context"),
-                timeout=body.get("timeout"),
+                timeout=body.get("timeout"), pitch=pitch,
             )  # fmt: skip
             return s.shown_new(made, who)
 

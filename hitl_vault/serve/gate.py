@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .service import Service
 
 FORMAT_KEY = "format"
+# The diff of a file tool's call, as the agent's side made it (``gate --server`` sends it).
+DIFF_KEY = "agent_diff"
 
 
 def gate_handler(service: Service) -> Callable[[Principal, dict[str, Any]], dict[str, Any]]:
@@ -42,7 +44,7 @@ def gate_handler(service: Service) -> Callable[[Principal, dict[str, Any]], dict
         except BadInput as e:
             fix = "send the hook's input as the agent wrote it"
             raise UsageError("hook input", str(e), fix) from None
-        answer = decide_remote(service.engine, call, who, hook)
+        answer = decide_remote(service.engine, call, who, hook, body.get(DIFF_KEY))
         return answer.json(lambda request: service.shown(request, who))
 
     return gate

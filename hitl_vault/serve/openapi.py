@@ -43,6 +43,13 @@ _REQUEST = {
         "params": {"type": "object"},
         "params_sha": {"type": "string"},
         "requested_by": {"type": "string"},
+        "proposal": {
+            "type": ["object", "null"],
+            "description": "what the requester put forward: reasoning, confidence, "
+            "alternatives, risk_factors, and the diff of a file tool's call with diff_by "
+            "(gate: made from the file as the gate read it; agent: as the agent's side "
+            "computed it, the service cannot read the agent's files)",
+        },
         "path": {
             "type": ["string", "null"],
             "description": "the request's note: its full path for an approver token, "
@@ -62,6 +69,11 @@ _REQUEST = {
     },
 }
 _LISTED = {**_REQUEST, "required": ["id", "status", "action", "params", "requested_by"]}
+_TEXTS = {
+    "type": ["array", "null"],
+    "maxItems": 20,
+    "items": {"type": "string", "maxLength": 1000},
+}
 _SUBMIT = {
     "type": "object",
     "additionalProperties": False,
@@ -75,6 +87,15 @@ _SUBMIT = {
         "params": {"type": ["object", "null"]},
         "summary": {"type": ["string", "null"]},
         "context": {"type": ["string", "null"], "maxLength": 20000},
+        "reasoning": {"type": ["string", "null"], "maxLength": 20000},
+        "confidence": {
+            "description": "how sure the agent is, from 0 to 1; rules may ask or block on it",
+            "type": ["number", "null"],
+            "minimum": 0,
+            "maximum": 1,
+        },
+        "alternatives": _TEXTS,
+        "risk_factors": _TEXTS,
         "timeout": {
             "description": "how long it may stay pending: 90s, 15m, 1h, 2d, or seconds",
             "type": ["string", "number", "null"],
@@ -109,7 +130,9 @@ _RESULT = {
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 _GATE = {
     "type": "object",
-    "description": "The agent's hook input, as the local gate reads it on stdin.",
+    "description": "The agent's hook input, as the local gate reads it on stdin; "
+    "`hitl-vault gate --server` adds `agent_diff`, the diff of a file tool's call made "
+    "on the agent's machine (shown as the agent's side computed it).",
 }
 _GATE_ANSWER = {
     "type": "object",

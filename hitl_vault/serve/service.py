@@ -34,6 +34,7 @@ from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundErro
 from ..identity import API, Principal, Proof, Role, proof_in, same_name
 from ..model import Request, Status, Transition
 from ..params import params_sha
+from ..pitch import Pitch
 from ..shapes import listed_json, request_json
 from ..times import utcnow
 from .limits import FailedSignIns
@@ -197,8 +198,10 @@ class Service:
         summary: str = "",
         context: str | None = None,
         timeout: str | float | None = None,
+        pitch: Pitch | None = None,
     ) -> Request:
-        """A new request in ``who``'s name (an agent's only; an approver answers, never asks)."""
+        """A new request in ``who``'s name (an agent's only; an approver answers, never asks);
+        ``pitch``: its reasoning, confidence, alternatives and risk factors."""
         self.check_agent(who)
         if who.role is not Role.AGENT:
             raise ForbiddenError(
@@ -213,7 +216,7 @@ class Service:
             )
         return self.engine.submit(
             action, params, summary=summary, timeout=timeout, requested_by=who.name,
-            context=_with_origin(context, who),
+            context=_with_origin(context, who), pitch=pitch,
         )  # fmt: skip
 
     def get(self, who: Principal, request_id: str) -> Request:
