@@ -103,7 +103,7 @@ def render_dashboard(journal: JournalStore, now: datetime) -> str:
             )
         out.append("\nEach ends early with `hitl-vault rules revoke NAME`.")
     else:
-        out.append("No always allows in force (`hitl-vault approve ID --always` makes one).")
+        out.append("No always allows in force (hitl-vault approve ID --always makes one).")
     out += ["", "## Pending, by expiry"]
     pending = journal.pending_by_expiry(_SHOWN)
     if pending:

@@ -19,6 +19,8 @@ from ..errors import RulesError
 from ..model import Risk
 from .conditions import ActionMatcher, Condition
 from .confidence import confidence_holds
+from .modes import GateRecord as GateRecord
+from .modes import Mode as Mode
 from .quorum import Part, Plan, RequireReason, Stage, combine
 
 # --- the nouns: decisions, risks, proposals, what rules say -----------------------
@@ -159,23 +161,6 @@ class Defaults:
             self.approvers, self.quorum, (), self.prevent_self_approval, self.require_reason,
             self.escalate_after, self.escalate_to, self.authenticated,
         )  # fmt: skip
-
-
-class Mode(StrEnum):
-    """``mode:`` in hitl-vault.yaml: enforce the rules, or only record what they would do."""
-
-    ENFORCE = "enforce"
-    MONITOR = "monitor"  # ask and block are recorded as "would ask/block" and allowed
-
-
-class GateRecord(StrEnum):
-    """``gate: {record: ...}``: which of the agent gate's decisions become requests.
-
-    An ask always does (a human decides it in its note)."""
-
-    ASKS = "asks"  # only asks: a blocked tool call is denied without a trace
-    BLOCKS = "blocks"  # asks and blocks (the default)
-    ALL = "all"  # also every allowed tool call
 
 
 @dataclass(frozen=True)
