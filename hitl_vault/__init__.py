@@ -12,18 +12,24 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .approval import Approval
+    from .client import Client
     from .errors import (
+        BodyTooLargeError,
         DaemonRunningError,
         DecisionRefusedError,
+        ForbiddenError,
         IllegalTransitionError,
         NotAnApproverError,
+        NotAuthenticatedError,
         NoteError,
         NotRetryableError,
         Refused,
         Rejected,
         RequestNotFoundError,
         RulesError,
+        ServiceError,
         TimedOut,
+        TooManyAttemptsError,
         UsageError,
         VaultError,
         VaultNotFoundError,
@@ -36,7 +42,13 @@ if TYPE_CHECKING:
 
 # Each public name and the submodule it lives in.
 _HOMES = {
+    "TooManyAttemptsError": "errors",
+    "ServiceError": "errors",
+    "NotAuthenticatedError": "errors",
+    "ForbiddenError": "errors",
+    "BodyTooLargeError": "errors",
     "Approval": "approval",
+    "Client": "client",
     "DaemonRunningError": "errors",
     "DecisionRefusedError": "errors",
     "NotRetryableError": "errors",
@@ -67,13 +79,17 @@ _HOMES = {
 
 __all__ = [
     "Approval",
+    "BodyTooLargeError",
+    "Client",
     "DaemonRunningError",
     "Decision",
     "DecisionRefusedError",
     "Event",
+    "ForbiddenError",
     "IllegalTransitionError",
     "Listener",
     "NotAnApproverError",
+    "NotAuthenticatedError",
     "NotRetryableError",
     "NoteError",
     "Proposal",
@@ -85,8 +101,10 @@ __all__ = [
     "RuleMatch",
     "RulesError",
     "Ruling",
+    "ServiceError",
     "Status",
     "TimedOut",
+    "TooManyAttemptsError",
     "Transition",
     "UsageError",
     "Vault",

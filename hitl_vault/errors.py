@@ -69,6 +69,15 @@ class UsageError(VaultError):
         super().__init__(f"{argument}: {problem} ({fix})")
 
 
+class AccessError(VaultError):
+    """A change to people or credentials that cannot be made as asked (an unknown person, a
+    name taken already): which person or token, why, and the fix."""
+
+    def __init__(self, subject: str, problem: str, fix: str) -> None:
+        self.subject, self.problem, self.fix = subject, problem, fix
+        super().__init__(f"{subject}: {problem} ({fix})")
+
+
 class RequestNotFoundError(VaultError):
     """No request with this id is in the journal."""
 
@@ -278,3 +287,45 @@ class ParamsChangedError(VaultError):
     def __init__(self, request_id: str, problem: str, fix: str) -> None:
         self.request_id = request_id
         super().__init__(f"request {request_id}: not approved: {problem} ({fix})")
+
+
+class ServiceError(VaultError):
+    """The service refused a request (``status``: the HTTP status it answered), or could
+    not be reached (``status`` 0); the message is the service's own, or says what failed."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class NotAuthenticatedError(ServiceError):
+    """No token, or one the service does not know, or a revoked or expired one (401)."""
+
+    def __init__(self, message: str = "", status: int = 401) -> None:
+        super().__init__(
+            message
+            or "the service did not accept the token (unknown, revoked or expired): ask the "
+            "service's owner for one (`hitl-vault token add NAME --role ...`)",
+            status,
+        )
+
+
+class ForbiddenError(ServiceError):
+    """The token is good, but its role or its actions do not allow this (403)."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message, status)
+
+
+class BodyTooLargeError(ServiceError):
+    """The body sent was over the service's limit (413)."""
+
+    def __init__(self, message: str, status: int = 413) -> None:
+        super().__init__(message, status)
+
+
+class TooManyAttemptsError(ServiceError):
+    """Too many failed sign-ins from this address: refused for a while (429)."""
+
+    def __init__(self, message: str, status: int = 429) -> None:
+        super().__init__(message, status)

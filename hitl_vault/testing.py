@@ -4,8 +4,9 @@
 wait, ``run(once=True)``) with the journal in this process's memory and the notes
 in a real folder. It keeps the SQLite journal's semantics, held by one contract
 test run against both (``tests/test_store_contract.py``): the same status moves,
-the same hash chain (each entry's SHA-256 covers the one before it, so
-``verify_chain`` finds an edited entry), history, outbox, cursors and flags, and
+the same hash chains (each entry's SHA-256 covers the one before it, so
+``verify_chain`` finds an edited entry), history, outbox, cursors and flags, people,
+credentials, settings and the service log, and
 times kept to the second as SQLite keeps them.
 
 What it cannot do, it does for its own process only:
@@ -31,12 +32,14 @@ from typing import Any
 
 from .chain import Entry
 from .errors import DaemonRunningError
+from .identity import Credential, Person
+from .journal.memory_access import MemoryAccess
 from .journal.memory_book import MemoryBook
 from .journal.memory_read import MemoryReader
 from .journal.memory_state import Memory
 from .journal.memory_steps import MemorySteps
 from .model import Request, Status, Transition
-from .store import Attention, Outgoing
+from .store import Attention, Outgoing, ServiceEntry
 
 
 class ProcessLock:
@@ -69,6 +72,7 @@ class MemoryJournal:
         self._steps = MemorySteps(self._m)
         self._read = MemoryReader(self._m)
         self._book = MemoryBook(self._m)
+        self._access = MemoryAccess(self._m)
 
     def __repr__(self) -> str:
         return f"MemoryJournal({self._m.path.name!r})"
@@ -225,7 +229,7 @@ class MemoryJournal:
         return self._read.entries(request_id)
 
     def verify_chain(self) -> list[str]:
-        return self._read.verify_chain()
+        return self._read.verify_chain() + self._access.service_problems()
 
     def set_path(
         self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0
@@ -281,3 +285,41 @@ class MemoryJournal:
 
     def sent_count(self, request_id: str | None = None) -> int:
         return self._book.sent_count(request_id)
+
+    def person(self, name: str) -> Person | None:
+        return self._access.person(name)
+
+    def people(self) -> list[Person]:
+        return self._access.people()
+
+    def save_person(self, person: Person, at: datetime, by: str, event: str) -> None:
+        self._access.save_person(person, at, by, event)
+
+    def credentials(self, name: str | None = None) -> list[Credential]:
+        return self._access.credentials(name)
+
+    def credential(self, credential_id: str) -> Credential | None:
+        return self._access.credential(credential_id)
+
+    def add_credential(self, credential: Credential, at: datetime, by: str) -> None:
+        self._access.add_credential(credential, at, by)
+
+    def revoke_credentials(self, ids: Iterable[str], at: datetime, by: str, why: str) -> int:
+        return self._access.revoke_credentials(ids, at, by, why)
+
+    def credential_used(self, credential_id: str, at: datetime) -> None:
+        self._access.credential_used(credential_id, at)
+
+    def setting(self, name: str) -> str | None:
+        return self._access.setting(name)
+
+    def set_setting(self, name: str, value: str, at: datetime, by: str) -> bool:
+        return self._access.set_setting(name, value, at, by)
+
+    def log_service(
+        self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...] = ()
+    ) -> ServiceEntry:
+        return self._access.log_service(at, by, event, subject, details)
+
+    def service_log(self, limit: int | None = None) -> list[ServiceEntry]:
+        return self._access.service_log(limit)

@@ -23,6 +23,7 @@ from hitl_vault.errors import (
     NotRetryableError,
     RequestNotFoundError,
 )
+from hitl_vault.identity import Credential, Person, Role
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.model import Kind, Request, Risk, Status, Transition
 from hitl_vault.store import JournalStore, request_flag
@@ -40,6 +41,8 @@ class Kit:
     store: JournalStore
     other: Callable[[], JournalStore]
     tamper: Callable[[int, str], None]  # set the ``by`` of entry ``seq``, outside hitl-vault
+    # set the ``by`` of service-log entry ``seq`` (None: remove it), outside hitl-vault
+    tamper_service: Callable[[int, str | None], None]
 
 
 def _sqlite(tmp_path: Path) -> Kit:
@@ -50,7 +53,15 @@ def _sqlite(tmp_path: Path) -> Kit:
         db.execute("UPDATE entries SET by = ? WHERE seq = ?", (by, seq))
         db.close()
 
-    return Kit(Journal(path), lambda: Journal(path), tamper)
+    def tamper_service(seq: int, by: str | None) -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        if by is None:
+            db.execute("DELETE FROM service_log WHERE seq = ?", (seq,))
+        else:
+            db.execute("UPDATE service_log SET by = ? WHERE seq = ?", (by, seq))
+        db.close()
+
+    return Kit(Journal(path), lambda: Journal(path), tamper, tamper_service)
 
 
 def _memory(tmp_path: Path) -> Kit:
@@ -60,7 +71,15 @@ def _memory(tmp_path: Path) -> Kit:
         entries = store._m.state.entries
         entries[seq - 1] = replace(entries[seq - 1], by=by)
 
-    return Kit(store, lambda: store, tamper)
+    def tamper_service(seq: int, by: str | None) -> None:
+        rows = store._m.state.service
+        (at,) = [n for n, row in enumerate(rows) if row.seq == seq]
+        if by is None:
+            del rows[at]
+        else:
+            rows[at] = replace(rows[at], by=by)
+
+    return Kit(store, lambda: store, tamper, tamper_service)
 
 
 @pytest.fixture(params=[_sqlite, _memory], ids=["sqlite", "memory"])
@@ -383,3 +402,133 @@ class TestJournalStore:
             lock.release()
         assert not s.daemon_running()
         s.daemon_lock().acquire().release()
+
+
+def _credential(cid: str, name: str = "deploy-bot", **kw: object) -> Credential:
+    fields: dict[str, object] = dict(
+        id=cid,
+        name=name,
+        role=Role.AGENT,
+        secret_sha="ab" * 32,
+        created=T0,
+        expires=T0 + 90 * 24 * HOUR,
+    )
+    fields.update(kw)
+    return Credential(**fields)  # type: ignore[arg-type]
+
+
+class TestPeopleAndCredentials:
+    """What every JournalStore keeps of people, credentials, settings and the service log."""
+
+    def test_a_person_is_found_by_the_name_as_compared_and_replaced_whole(self, kit: Kit) -> None:
+        """save_person adds or replaces (by same_name), keeps created, logs the event."""
+        s = kit.store
+        s.save_person(
+            Person("Alice", (1001,), ("json://127.0.0.1:9/a",)), T0, "owner", "person added"
+        )
+        s.save_person(Person("bob"), T0, "owner", "person added")
+        alice = s.person(" ALICE ")
+        assert alice is not None and alice.name == "Alice" and alice.uids == (1001,)
+        assert (alice.created, alice.changed, alice.disabled) == (T0, T0, False)
+        s.save_person(
+            Person("alice", (1002, 1003), disabled=True), T0 + HOUR, "owner", "person set"
+        )
+        alice = s.person("Alice")
+        assert alice is not None and alice.name == "alice" and alice.uids == (1002, 1003)
+        assert (alice.notify, alice.disabled) == ((), True)
+        assert (alice.created, alice.changed) == (T0, T0 + HOUR)
+        assert [p.name for p in s.people()] == ["alice", "bob"] and s.person("carol") is None
+        newest = s.service_log()[0]
+        assert (newest.event, newest.subject, newest.by, newest.at) == (
+            "person set",
+            "alice",
+            "owner",
+            T0 + HOUR,
+        )
+        logged = " ".join(d for e in s.service_log() for d in e.details)
+        assert "json" in logged and "127.0.0.1" not in logged  # a channel's kind, not its URL
+
+    def test_credentials_are_kept_by_id_and_name_and_revoked_once(self, kit: Kit) -> None:
+        """add_credential, credential, credentials(name) oldest first, revoke counts the live."""
+        s = kit.store
+        s.add_credential(_credential("c2", created=T0 + HOUR, actions=("deploy",)), T0, "owner")
+        s.add_credential(_credential("c1"), T0, "owner")
+        s.add_credential(_credential("c3", "Alice", role=Role.APPROVER, expires=None), T0, "o")
+        with pytest.raises(DuplicateError, match="credential c1"):
+            s.add_credential(_credential("c1"), T0, "owner")
+        assert [c.id for c in s.credentials()] == ["c1", "c3", "c2"]
+        assert [c.id for c in s.credentials("DEPLOY-BOT ")] == ["c1", "c2"]
+        got = s.credential("c2")
+        assert got is not None and got.actions == ("deploy",) and got.role is Role.AGENT
+        assert got.expires == T0 + 90 * 24 * HOUR and got.revoked is None
+        c3 = s.credential("c3")
+        assert c3 is not None and c3.expires is None and c3.actions is None
+        assert s.credential("nope") is None
+        assert s.revoke_credentials(["c1", "c2", "nope"], T0 + HOUR, "owner", "by name") == 2
+        assert s.revoke_credentials(["c1"], T0 + HOUR, "owner", "again") == 0
+        assert s.credential("c1").revoked == T0 + HOUR  # type: ignore[union-attr]
+        assert not s.credential("c1").live(T0 + 2 * HOUR)  # type: ignore[union-attr]
+        log = s.service_log()
+        assert [e.event for e in log] == ["token revoked"] * 2 + ["token added"] * 3
+        assert "id c2" in log[0].details and "ab" * 32 not in repr(log)  # never the hash
+
+    def test_marking_a_credential_used_touches_no_chain(self, kit: Kit) -> None:
+        """credential_used sets last_used only: no service-log entry, no journal entry."""
+        s = kit.store
+        s.add_credential(_credential("c1"), T0, "owner")
+        seq, logged = s.last_seq(), len(s.service_log())
+        s.credential_used("c1", T0 + HOUR)
+        s.credential_used("unknown", T0 + HOUR)  # nothing to mark, nothing raised
+        assert s.credential("c1").last_used == T0 + HOUR  # type: ignore[union-attr]
+        assert s.last_seq() == seq and len(s.service_log()) == logged
+        assert kit.other().credential("c1").last_used == T0 + HOUR  # type: ignore[union-attr]
+        assert s.verify_chain() == []
+
+    def test_a_setting_is_logged_only_when_it_changes(self, kit: Kit) -> None:
+        """set_setting: True and logged when new or changed, False and silent when the same."""
+        s = kit.store
+        assert s.setting("public_url") is None
+        assert s.set_setting("public_url", "https://a.example", T0, "owner") is True
+        assert s.set_setting("public_url", "https://a.example", T0, "owner") is False
+        assert s.set_setting("public_url", "https://b.example", T0, "owner") is True
+        assert s.setting("public_url") == "https://b.example"
+        assert [e.details for e in s.service_log()] == [
+            ("was https://a.example", "now https://b.example"),
+            ("was not set", "now https://a.example"),
+        ]
+
+    def test_the_service_log_is_a_chain_of_its_own(self, kit: Kit) -> None:
+        """log_service numbers entries; verify_chain reports an edited or removed one."""
+        s = kit.store
+        for n in range(4):
+            entry = s.log_service(T0, "server", "auth failed", "127.0.0.1", (f"{n + 1} tries",))
+            assert entry.seq == n + 1 and entry.details == (f"{n + 1} tries",)
+        assert [e.seq for e in s.service_log(limit=2)] == [4, 3]
+        assert s.last_seq() == 0 and s.verify_chain() == []  # the requests' chain is apart
+        kit.tamper_service(2, "mallory")
+        assert any("service log entry 2" in p and "edited" in p for p in s.verify_chain())
+        kit.tamper_service(2, "server")
+        assert s.verify_chain() == []
+        kit.tamper_service(3, None)
+        assert any("service log entry 4" in p and "removed" in p for p in s.verify_chain())
+
+    def test_a_removed_newest_service_entry_shows(self, kit: Kit) -> None:
+        """Removing the last service-log entry is reported, and the next entry does not hide it."""
+        s = kit.store
+        s.log_service(T0, "owner", "person added", "alice")
+        s.log_service(T0, "owner", "person added", "bob")
+        kit.tamper_service(2, None)
+        assert any("service log entry 2" in p and "missing" in p for p in s.verify_chain())
+        assert s.log_service(T0, "owner", "person added", "carol").seq == 3
+        assert s.verify_chain() != []
+
+    def test_a_change_and_its_log_line_commit_together(self, kit: Kit) -> None:
+        """A batch that fails undoes a person, a credential and their log entries alike."""
+        s = kit.store
+        with pytest.raises(RuntimeError), s.batch():
+            s.save_person(Person("alice"), T0, "owner", "person added")
+            s.add_credential(_credential("c1", "alice", role=Role.APPROVER), T0, "owner")
+            raise RuntimeError("part way")
+        assert s.people() == [] and s.credentials() == [] and s.service_log() == []
+        s.log_service(T0, "owner", "person added", "bob")
+        assert s.verify_chain() == []

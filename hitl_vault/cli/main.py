@@ -19,6 +19,7 @@ import click
 
 from .. import __version__
 from ..model import Status
+from .access import people, token
 from .agents import gate, hook, mcp_server
 from .common import (
     DEFAULT_VAULT,
@@ -30,6 +31,7 @@ from .common import (
     vault_path,
 )
 from .decide import approve, cancel, reject, retry
+from .serve import serve
 from .show import list_, show
 
 # What a command needs is imported inside it: `--version`, `--help` and the agent gate
@@ -268,8 +270,10 @@ def verify(ctx: click.Context, as_json: bool) -> None:
         )
 
 
-for command in (list_, show, approve, reject, cancel, retry, gate, hook, mcp_server):
+for command in (list_, show, approve, reject, cancel, retry, gate, hook, mcp_server, serve):
     cli.add_command(command)
+cli.add_command(people)  # people and tokens for the service (cli/access.py)
+cli.add_command(token)
 
 
 def main() -> None:

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..chain import Entry
+from ..identity import Credential, Person
 from ..model import Kind, Request, Status, Transition
 from ..store import Attention, Outgoing
 from ..times import format_ts, parse_ts
+from .service_chain import ServiceRow
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,11 @@ class State:
     attention: dict[str, Attention] = field(default_factory=dict)
     outbox: list[Out] = field(default_factory=list)
     cursors: dict[str, int] = field(default_factory=dict)
+    people: dict[str, Person] = field(default_factory=dict)  # by the name as compared
+    credentials: dict[str, Credential] = field(default_factory=dict)  # by id, oldest first
+    settings: dict[str, str] = field(default_factory=dict)
+    service: list[ServiceRow] = field(default_factory=list)
+    service_seq: int = 0  # the highest position the service log ever gave out
 
 
 def transition_of(e: Entry) -> Transition:

@@ -93,3 +93,48 @@ CREATE TABLE IF NOT EXISTS cursors (
     name TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
 );
+-- People, credentials and the service's settings: set only through the CLI by the service's
+-- owner, never in the synced vault. Names are kept as written, `key` is the name as compared
+-- (identity.same_name).
+CREATE TABLE IF NOT EXISTS people (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    uids TEXT NOT NULL,
+    notify TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL,
+    changed TEXT NOT NULL
+);
+-- A credential keeps the SHA-256 of its secret only. last_used is outside every chain: using
+-- a credential logs nothing.
+CREATE TABLE IF NOT EXISTS credentials (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    role TEXT NOT NULL,
+    secret_sha TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT,
+    actions TEXT,
+    revoked TEXT,
+    last_used TEXT
+);
+CREATE INDEX IF NOT EXISTS credentials_key ON credentials (key);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    changed TEXT NOT NULL
+);
+-- The service log: every change to people, credentials and settings, and summaries of failed
+-- sign-ins, in a hash chain of its own (AUTOINCREMENT: a removed newest entry shows).
+CREATE TABLE IF NOT EXISTS service_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    by TEXT NOT NULL,
+    event TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    uid INTEGER
+);

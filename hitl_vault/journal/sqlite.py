@@ -8,7 +8,8 @@ happens to requests (every move one transaction that checks the status, appended
 a SHA-256 hash chain so an edited or deleted entry is detected),
 :class:`~.sqlite_read.Reader` answers the queries, :class:`~.sqlite_book.Bookkeeping`
 keeps the rules in force, where notes are and what needs attention, and
-:class:`~.sqlite_outbox.Outbox` the notifications. Word of other processes' writes
+:class:`~.sqlite_outbox.Outbox` the notifications, and :class:`~.sqlite_access.Access`
+people, credentials, settings and the service log. Word of other processes' writes
 comes from a file watcher on the journal's folder (:mod:`~.sqlite_watch`), and the
 one-daemon lock is a lock on that folder (:mod:`~.lock`).
 """
@@ -24,11 +25,13 @@ from typing import Any
 
 from ..chain import Entry
 from ..errors import JournalMissingError
+from ..identity import Credential, Person
 from ..layout import LOCK_FILE
 from ..model import Request, Status, Transition
-from ..store import Attention, Outgoing
+from ..store import Attention, Outgoing, ServiceEntry
 from .lock import DaemonLock, daemon_running
 from .replay import unproven
+from .sqlite_access import Access
 from .sqlite_book import Bookkeeping
 from .sqlite_db import Database
 from .sqlite_outbox import Outbox
@@ -65,6 +68,7 @@ class Journal:
         self._read = Reader(self._db)
         self._book = Bookkeeping(self._db)
         self._outbox = Outbox(self._db)
+        self._access = Access(self._db)
         self._watch = JournalWatch(path)
 
     def __repr__(self) -> str:
@@ -224,7 +228,8 @@ class Journal:
         return self._read.entries(request_id)
 
     def verify_chain(self) -> list[str]:
-        return self._read.verify_chain()
+        """Every break in the requests' chain and the service log's, and damage in the file."""
+        return self._read.verify_chain() + self._access.service_problems()
 
     def set_path(
         self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0
@@ -280,3 +285,41 @@ class Journal:
 
     def sent_count(self, request_id: str | None = None) -> int:
         return self._outbox.sent_count(request_id)
+
+    def person(self, name: str) -> Person | None:
+        return self._access.person(name)
+
+    def people(self) -> list[Person]:
+        return self._access.people()
+
+    def save_person(self, person: Person, at: datetime, by: str, event: str) -> None:
+        self._access.save_person(person, at, by, event)
+
+    def credentials(self, name: str | None = None) -> list[Credential]:
+        return self._access.credentials(name)
+
+    def credential(self, credential_id: str) -> Credential | None:
+        return self._access.credential(credential_id)
+
+    def add_credential(self, credential: Credential, at: datetime, by: str) -> None:
+        self._access.add_credential(credential, at, by)
+
+    def revoke_credentials(self, ids: Iterable[str], at: datetime, by: str, why: str) -> int:
+        return self._access.revoke_credentials(ids, at, by, why)
+
+    def credential_used(self, credential_id: str, at: datetime) -> None:
+        self._access.credential_used(credential_id, at)
+
+    def setting(self, name: str) -> str | None:
+        return self._access.setting(name)
+
+    def set_setting(self, name: str, value: str, at: datetime, by: str) -> bool:
+        return self._access.set_setting(name, value, at, by)
+
+    def log_service(
+        self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...] = ()
+    ) -> ServiceEntry:
+        return self._access.log_service(at, by, event, subject, details)
+
+    def service_log(self, limit: int | None = None) -> list[ServiceEntry]:
+        return self._access.service_log(limit)

@@ -1,0 +1,267 @@
+"""People: who may decide, the OS users that are them, and the channels that reach them.
+
+Kept in the store, changed only here (through ``hitl-vault people``) by the service's
+owner. Every change goes in the service log with who made it, and is told to the
+person's channels, the old ones and the new, so that nobody can quietly redirect where
+someone's messages go. Telling is best effort: a channel that is down never fails the
+change, and each failure is reported back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from shlex import quote
+from urllib.parse import urlsplit
+
+from ..errors import AccessError, UsageError
+from ..identity import Person, Role
+from ..notify.send import (
+    PLACEHOLDER,
+    SCHEME,
+    Message,
+    mask_url,
+    placeholders,
+    send,
+    url_problem,
+)
+from ..store import JournalStore
+from ..times import format_ts
+from .names import check_name
+
+# Sends one message to one URL: None when delivered, else why not (notify.send.send).
+Sender = Callable[[str, Message], str | None]
+UID_MAX = 2**32 - 2  # (uid_t)-1 means "no user"
+
+
+@dataclass(frozen=True)
+class Told:
+    """One channel told of a change: the URL as shown (secrets masked), and why it was not
+    delivered (None: it was)."""
+
+    channel: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a change to a person did: the person now, the channels told, the tokens ended."""
+
+    person: Person
+    event: str
+    told: tuple[Told, ...] = ()
+    revoked: int = 0
+
+
+def person_for_uid(store: JournalStore, uid: int) -> Person | None:
+    """The enabled person the OS user ``uid`` is, or None."""
+    return next((p for p in store.people() if not p.disabled and uid in p.uids), None)
+
+
+def _kinds(urls: Iterable[str]) -> str:
+    """Channels as a message names them: their kinds only (never a URL, which holds tokens)."""
+    return ", ".join(urlsplit(url).scheme or "?" for url in urls) or "none"
+
+
+def _uids_text(uids: Iterable[int]) -> str:
+    return " ".join(str(uid) for uid in uids) or "none"
+
+
+def _end_access(store: JournalStore, person: Person, now: datetime, by: str) -> int:
+    """End at once everything that lets ``person`` act through the service: every token of
+    theirs (how many were live is returned). Their signed-in sessions and outstanding
+    decision links end here too, once the service has them. Called inside the write that
+    disables them, so no use of the old ones slips in between."""
+    live = [c.id for c in store.credentials(person.name) if c.revoked is None]
+    return store.revoke_credentials(live, now, by, f"{person.name} disabled")
+
+
+class People:
+    """The people of one store, changed by ``by`` (the OS user name running the command).
+
+    ``owner_uid``: the uid of the service's owner (this process's), which may never be a
+    person's: that user can act as anyone on the vault. ``send`` sends one message;
+    ``env`` fills the ``${NAME}`` of a channel's URL when it is sent.
+    """
+
+    def __init__(
+        self,
+        store: JournalStore,
+        *,
+        by: str,
+        owner_uid: int | None = None,
+        send: Sender = send,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._store = store
+        self._by = by
+        self._owner = os.getuid() if owner_uid is None else owner_uid
+        self._send = send
+        self._env = os.environ if env is None else env
+
+    def list(self) -> list[Person]:
+        """Everyone, disabled people too, by name."""
+        return self._store.people()
+
+    def get(self, name: str) -> Person:
+        """The person called ``name``; :class:`AccessError` if there is none."""
+        person = self._store.person(name)
+        if person is None:
+            raise AccessError(
+                name.strip(), "is not in people", "see them with hitl-vault people list"
+            )
+        return person
+
+    def add(
+        self, name: str, uids: Iterable[int] = (), notify: Iterable[str] = (), *, now: datetime
+    ) -> Change:
+        """Add a person. Refused: a name taken by a person or by a live agent token, root's
+        uid, the owner's, or a uid that is another person's already."""
+        name = check_name(name)
+        known = self._store.person(name)
+        if known is not None:
+            raise AccessError(
+                name,
+                f"is in people already (as {known.name})",
+                f"change them with hitl-vault people set {quote(known.name)}",
+            )
+        agents = [
+            c
+            for c in self._store.credentials(name)
+            if c.role is Role.AGENT and c.revoked is None and c.live(now)
+        ]
+        if agents:
+            raise AccessError(
+                name,
+                f"is the name of an agent's token ({agents[0].id}), and a person's name is theirs "
+                "alone",
+                f"choose another name, or revoke its tokens: hitl-vault token revoke {quote(name)}",
+            )
+        person = Person(name, self._uids(uids, name), self._urls(notify), created=now, changed=now)
+        self._store.save_person(person, now, self._by, "person added")
+        body = (
+            f"{self._by} added you ({name}) to the people of this hitl-vault service at "
+            f"{format_ts(now)}: OS users {_uids_text(person.uids)}, channels "
+            f"{_kinds(person.notify)}. Decisions made in your name will be told here."
+        )
+        told = self._tell(person.notify, "hitl-vault: you were added to people", body)
+        return Change(self._stored(name), "person added", told)
+
+    def set(
+        self,
+        name: str,
+        uids: Iterable[int] | None = None,
+        notify: Iterable[str] | None = None,
+        *,
+        enable: bool = False,
+        now: datetime,
+    ) -> Change:
+        """Replace a person's uids and/or channels (those given), and enable them again if
+        ``enable``; told to the old channels and the new."""
+        old = self.get(name)
+        if uids is None and notify is None and not enable:
+            raise UsageError("people set", "nothing to change", "give --uid, --notify or --enable")
+        new = replace(
+            old,
+            uids=old.uids if uids is None else self._uids(uids, old.name),
+            notify=old.notify if notify is None else self._urls(notify),
+            disabled=old.disabled and not enable,
+        )
+        if new == old:
+            raise UsageError("people set", f"{old.name} is like this already", "nothing to do")
+        event = "person enabled" if old.disabled and not new.disabled else "person changed"
+        self._store.save_person(new, now, self._by, event)
+        lines = [f"{self._by} changed your entry ({old.name}) at {format_ts(now)}:"]
+        if new.uids != old.uids:
+            lines.append(f"OS users were {_uids_text(old.uids)}, now {_uids_text(new.uids)}")
+        if new.notify != old.notify:
+            lines.append(f"channels were {_kinds(old.notify)}, now {_kinds(new.notify)}")
+        if event == "person enabled":
+            lines.append("you are enabled again (tokens revoked before stay revoked)")
+        channels = dict.fromkeys([*old.notify, *new.notify])
+        told = self._tell(channels, "hitl-vault: your entry in people changed", "\n".join(lines))
+        return Change(self._stored(old.name), event, told)
+
+    def disable(self, name: str, *, now: datetime) -> Change:
+        """Disable a person and end, in the same write, every token of theirs."""
+        old = self.get(name)
+        if old.disabled:
+            raise AccessError(
+                old.name,
+                "is disabled already",
+                f"enable them again with hitl-vault people set {quote(old.name)} --enable",
+            )
+        new = replace(old, disabled=True)
+        with self._store.batch():
+            self._store.save_person(new, now, self._by, "person disabled")
+            revoked = _end_access(self._store, new, now, self._by)
+        body = (
+            f"{self._by} disabled you ({old.name}) at {format_ts(now)}: {revoked} token(s) "
+            "revoked. Nothing can be decided in your name through the service any more."
+        )
+        told = self._tell(old.notify, "hitl-vault: you were disabled", body)
+        return Change(self._stored(old.name), "person disabled", told, revoked)
+
+    # --- checks and telling -----------------------------------------------------------
+
+    def _stored(self, name: str) -> Person:
+        person = self._store.person(name)
+        assert person is not None, "saved just now"
+        return person
+
+    def _uids(self, uids: Iterable[int], name: str) -> tuple[int, ...]:
+        kept = tuple(dict.fromkeys(uids))
+        for uid in kept:
+            if type(uid) is not int or not 0 <= uid <= UID_MAX:
+                raise UsageError("--uid", f"{uid!r} is not a user id", "give a number like 1001")
+            if uid == 0:
+                raise UsageError(
+                    "--uid",
+                    "0 is root, who can act as anyone: a decision from root proves no person",
+                    "give the person's own uid",
+                )
+            if uid == self._owner:
+                raise UsageError(
+                    "--uid",
+                    f"{uid} is the uid of the service's owner, who can act as anyone on the "
+                    "vault: a decision from it proves no person",
+                    "give the person's own uid (run the service as a user of its own)",
+                )
+            other = person_for_uid(self._store, uid)
+            if other is not None and other.name != name:
+                raise AccessError(
+                    name,
+                    f"uid {uid} is {other.name}'s already",
+                    f"take it from them first: hitl-vault people set {quote(other.name)} --uid ...",
+                )
+        return kept
+
+    def _urls(self, urls: Iterable[str]) -> tuple[str, ...]:
+        kept = tuple(dict.fromkeys(url.strip() for url in urls))
+        for url in kept:
+            scheme = SCHEME.match(url)
+            if scheme is None:
+                raise UsageError(
+                    "--notify",
+                    f'"{mask_url(url)}" is not a URL',
+                    "write an Apprise URL like ntfy://ntfy.sh/my-topic or mailto://…",
+                )
+            problem = url_problem(url, scheme.group(1))
+            if problem is not None:
+                raise UsageError("--notify", f'"{mask_url(url)}" {problem[0]}', problem[1])
+        return kept
+
+    def _tell(self, urls: Iterable[str], title: str, body: str) -> tuple[Told, ...]:
+        """Send the message to each URL, best effort; what happened at each."""
+        message = Message(title, body + "\nIf you did not expect this, tell the service's owner.")
+        told = []
+        for url in urls:
+            missing = sorted({n for n in placeholders(url) if not self._env.get(n)})
+            if missing:
+                error: str | None = f"needs {', '.join(missing)}, which is not set"
+            else:
+                error = self._send(PLACEHOLDER.sub(lambda m: self._env[m.group(1)], url), message)
+            told.append(Told(mask_url(url), error))
+        return tuple(told)

@@ -1,0 +1,165 @@
+"""``hitl-vault serve``: the daemon and the HTTP service in one process (``run`` stays the
+daemon alone)."""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import logging
+import os
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .common import BadUsage, cli_errors, vault_path
+
+if TYPE_CHECKING:
+    from ..serve.service import Service
+    from ..vault import Vault
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8787`` for IPv6); exit 2 naming the option otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise BadUsage(f"--listen: {text!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
+    return host.strip("[]"), int(port)
+
+
+def _loopback(host: str) -> bool:
+    from ..client import is_loopback
+
+    return is_loopback(host)
+
+
+def check_listen(host: str, allow_remote: bool) -> None:
+    """A non-loopback address only with --allow-remote (exit 2 with the reason)."""
+    if _loopback(host) or allow_remote:
+        return
+    raise BadUsage(
+        f"--listen: {host} can be reached from other machines, and the service speaks "
+        "plain HTTP: put it behind a TLS reverse proxy (Caddy, tailscale serve) on "
+        "127.0.0.1, or pass --allow-remote if something else protects it"
+    )
+
+
+def check_public_url(url: str) -> str:
+    """An http(s) URL with a host: plain http only for this machine (tokens travel in it)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadUsage(
+            f"--public-url: {url!r} is not an http(s) URL (e.g. https://vault.example.com)"
+        )
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise BadUsage(
+            f"--public-url: {url!r} would have tokens sent unencrypted: give the https:// "
+            "address of the TLS proxy in front of the service"
+        )
+    return url.strip().rstrip("/")
+
+
+def check_proxy(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address.strip().strip("[]")))
+    except ValueError:
+        raise BadUsage(
+            f"--trusted-proxy: {address!r} is not an IP address (the proxy's, e.g. 127.0.0.1)"
+        ) from None
+
+
+def extras(service: Service) -> tuple[dict[str, Any], str]:
+    """What mounts beside the REST API: the gate over HTTP (``POST /api/v1/gate``) and MCP
+    at ``/mcp`` (with the ``mcp`` extra); as :func:`build_app` keywords, and a line that
+    says whether ``/mcp`` is served."""
+    options: dict[str, Any] = {}
+    if importlib.util.find_spec("mcp") is None:
+        return options, "/mcp not served (install hitl-vault[mcp] for it)"
+    return options, "/mcp not served (this build has no MCP over HTTP yet)"
+
+
+@click.command()
+@click.option(
+    "--listen",
+    default="127.0.0.1:8787",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to listen (a non-loopback address needs --allow-remote).",
+)
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="The address people reach it at (the TLS proxy's https:// URL); kept in the store.",
+)
+@click.option(
+    "--trusted-proxy",
+    metavar="ADDR",
+    help="The reverse proxy's address: only its X-Forwarded-For/-Proto are believed.",
+)
+@click.option("--allow-remote", is_flag=True, help="Listen on an address other machines can reach.")
+@click.option("-v", "--verbose", is_flag=True, help="Also log each note looked at, written or run.")
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    listen: str,
+    public_url: str | None,
+    trusted_proxy: str | None,
+    allow_remote: bool,
+    verbose: bool,
+) -> None:
+    """Run the daemon and the HTTP service (REST API, the gate over HTTP, MCP at /mcp) in one
+    process, until SIGTERM or Ctrl-C. Agents ask with agent tokens; people answer with
+    approver tokens (`hitl-vault token add`)."""
+    host, port = parse_listen(listen)
+    check_listen(host, allow_remote)
+    url = check_public_url(public_url) if public_url is not None else None
+    proxy = check_proxy(trusted_proxy) if trusted_proxy is not None else None
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("watchdog").setLevel(logging.WARNING)
+    path = vault_path(ctx)
+    with cli_errors():
+        _serve(path, (host, port), url, proxy)
+
+
+def _serve(path: Path, listen: tuple[str, int], url: str | None, proxy: str | None) -> None:
+    from ..serve.runner import Serving, bind
+    from ..vault import Vault
+
+    with Vault(path) as vault:
+        url = _record(vault, url)
+        try:
+            sock = bind(*listen)
+        except OSError as e:
+            raise BadUsage(
+                f"--listen: cannot listen on {listen[0]}:{listen[1]} ({e.strerror})"
+            ) from None
+        serving = Serving(vault, listen, public_url=url, trusted_proxy=proxy, sock=sock)
+        options, mcp_line = extras(serving.service)
+        serving.app_options.update(options)
+        host, port = serving.address
+        shown = f"[{host}]" if ":" in host else host
+
+        def ready() -> None:
+            click.echo(f"serving {vault.root} on http://{shown}:{port}", err=True)
+            click.echo(f"public URL: {url or '(none set: --public-url)'}", err=True)
+            click.echo(mcp_line, err=True)
+
+        serving.run(on_ready=ready)
+
+
+def _record(vault: Vault, url: str | None) -> str | None:
+    """Keep the public URL (journaled when it changes) and the service's uid in the store;
+    the public URL in force (the one kept before, when none is given)."""
+    from ..policy.intake import default_user
+
+    journal, now, by = vault.engine.journal, vault.engine.now(), default_user()
+    if url is not None:
+        journal.set_setting("public_url", url, now, by)
+    journal.set_setting("service_uid", str(os.getuid()), now, by)
+    return url or journal.setting("public_url")

@@ -1,0 +1,211 @@
+"""People, credentials, the service's settings and the service log, in the SQLite journal.
+
+Every change is one transaction with its service-log entry, so a change is never made
+without its log line nor logged without being made. Marking a credential used is the
+exception: it touches only its own column, outside every chain, without an fsync.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from ..chain import GENESIS, RECORDER_UID
+from ..errors import DuplicateError
+from ..identity import Credential, Person, Role, same_name
+from ..store import ServiceEntry
+from ..times import format_ts, parse_ts
+from .service_chain import ServiceRow, credential_details, person_details, service_problems
+from .sqlite_db import Database
+
+_PERSON = "SELECT name, uids, notify, disabled, created, changed FROM people"
+_CREDENTIAL = (
+    "SELECT id, name, role, secret_sha, created, expires, actions, revoked, last_used "
+    "FROM credentials"
+)
+_SERVICE = "SELECT seq, at, by, event, subject, details, prev_hash, hash, uid FROM service_log"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    values = json.loads(text)
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        raise ValueError(f"uids {text[:40]} are not a list of numbers")
+    return tuple(values)
+
+
+def _texts(text: str, what: str) -> tuple[str, ...]:
+    values = json.loads(text)
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"{what} {text[:40]} are not a list of text")
+    return tuple(values)
+
+
+def _person(r: Any) -> Person:
+    return Person(
+        r[0], _ints(r[1]), _texts(r[2], "channels"), bool(r[3]), parse_ts(r[4]), parse_ts(r[5])
+    )
+
+
+def _opt_ts(value: str | None) -> datetime | None:
+    return None if value is None else parse_ts(value)
+
+
+def _credential(r: Any) -> Credential:
+    actions = None if r[6] is None else _texts(r[6], "actions")
+    return Credential(
+        r[0], r[1], Role(r[2]), r[3], parse_ts(r[4]), _opt_ts(r[5]), actions, _opt_ts(r[7]),
+        _opt_ts(r[8]),
+    )  # fmt: skip
+
+
+class Access:
+    """The people, credentials, settings and service log of
+    :class:`~hitl_vault.journal.sqlite.Journal`, on the database it is handed."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._write = db.write
+
+    # --- the service log --------------------------------------------------------------------
+
+    def _log(
+        self,
+        db: sqlite3.Connection,
+        at: datetime,
+        by: str,
+        event: str,
+        subject: str,
+        details: tuple[str, ...],
+    ) -> ServiceEntry:
+        last = db.execute("SELECT seq, hash FROM service_log ORDER BY seq DESC LIMIT 1").fetchone()
+        seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'service_log'").fetchone()
+        prev = last[1] if last else GENESIS
+        row = ServiceRow.make(
+            (seq[0] if seq else 0) + 1, prev, at, by, event, subject, details, RECORDER_UID
+        )
+        db.execute(
+            "INSERT INTO service_log (seq, at, by, event, subject, details, prev_hash, hash, uid) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (row.seq, row.at, row.by, row.event, row.subject, row.details, row.prev_hash,
+             row.hash, row.uid),
+        )  # fmt: skip
+        return row.entry()
+
+    def log_service(
+        self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...] = ()
+    ) -> ServiceEntry:
+        with self._write() as db:
+            return self._log(db, at, by, event, subject, details)
+
+    def service_log(self, limit: int | None = None) -> list[ServiceEntry]:
+        rows = self._db.rows(
+            _SERVICE + " ORDER BY seq DESC LIMIT ?",
+            (-1 if limit is None else limit,),
+            lambda r: ServiceRow(*r),
+        )
+        return self._db.converted(rows, ServiceRow.entry)
+
+    def service_problems(self) -> list[str]:
+        """Every break in the service log's chain."""
+        rows = self._db.rows(_SERVICE + " ORDER BY seq", (), lambda r: ServiceRow(*r))
+        seq = self._db.read_one("SELECT seq FROM sqlite_sequence WHERE name = 'service_log'")
+        return service_problems(rows, seq[0] if seq else 0)
+
+    # --- people ---------------------------------------------------------------------------
+
+    def person(self, name: str) -> Person | None:
+        found = self._db.rows(_PERSON + " WHERE key = ?", (same_name(name),), _person)
+        return found[0] if found else None
+
+    def people(self) -> list[Person]:
+        return self._db.rows(_PERSON + " ORDER BY key", (), _person)
+
+    def save_person(self, person: Person, at: datetime, by: str, event: str) -> None:
+        key = same_name(person.name)
+        with self._write() as db:
+            row = db.execute("SELECT created FROM people WHERE key = ?", (key,)).fetchone()
+            created = row[0] if row else format_ts(person.created or at)
+            db.execute(
+                "INSERT OR REPLACE INTO people (key, name, uids, notify, disabled, created, "
+                "changed) VALUES (?,?,?,?,?,?,?)",
+                (key, person.name, json.dumps(list(person.uids)),
+                 json.dumps(list(person.notify), ensure_ascii=False), int(person.disabled),
+                 created, format_ts(at)),
+            )  # fmt: skip
+            self._log(db, at, by, event, person.name, person_details(person))
+
+    # --- credentials ----------------------------------------------------------------------
+
+    def credentials(self, name: str | None = None) -> list[Credential]:
+        if name is None:
+            return self._db.rows(_CREDENTIAL + " ORDER BY created, rowid", (), _credential)
+        return self._db.rows(
+            _CREDENTIAL + " WHERE key = ? ORDER BY created, rowid", (same_name(name),), _credential
+        )
+
+    def credential(self, credential_id: str) -> Credential | None:
+        found = self._db.rows(_CREDENTIAL + " WHERE id = ?", (credential_id,), _credential)
+        return found[0] if found else None
+
+    def add_credential(self, credential: Credential, at: datetime, by: str) -> None:
+        c = credential
+        actions = None if c.actions is None else json.dumps(list(c.actions), ensure_ascii=False)
+        try:
+            with self._write() as db:
+                db.execute(
+                    "INSERT INTO credentials (id, name, key, role, secret_sha, created, expires, "
+                    "actions, revoked) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (c.id, c.name, same_name(c.name), str(c.role), c.secret_sha,
+                     format_ts(c.created), c.expires and format_ts(c.expires), actions,
+                     c.revoked and format_ts(c.revoked)),
+                )  # fmt: skip
+                self._log(db, at, by, "token added", c.name, credential_details(c))
+        except sqlite3.IntegrityError:
+            raise DuplicateError(f"credential {c.id}") from None
+
+    def revoke_credentials(self, ids: Iterable[str], at: datetime, by: str, why: str) -> int:
+        revoked = 0
+        with self._write() as db:
+            for credential_id in dict.fromkeys(ids):
+                row = db.execute(
+                    "SELECT name FROM credentials WHERE id = ? AND revoked IS NULL",
+                    (credential_id,),
+                ).fetchone()
+                if row is None:
+                    continue
+                db.execute(
+                    "UPDATE credentials SET revoked = ? WHERE id = ?",
+                    (format_ts(at), credential_id),
+                )
+                details = (f"id {credential_id}", why) if why else (f"id {credential_id}",)
+                self._log(db, at, by, "token revoked", row[0], details)
+                revoked += 1
+        return revoked
+
+    def credential_used(self, credential_id: str, at: datetime) -> None:
+        with self._write(durable=False) as db:  # can be lost to a power cut, and nothing fsyncs
+            db.execute(
+                "UPDATE credentials SET last_used = ? WHERE id = ?", (format_ts(at), credential_id)
+            )
+
+    # --- settings -------------------------------------------------------------------------
+
+    def setting(self, name: str) -> str | None:
+        row = self._db.read_one("SELECT value FROM settings WHERE name = ?", (name,))
+        return None if row is None else str(row[0])
+
+    def set_setting(self, name: str, value: str, at: datetime, by: str) -> bool:
+        with self._write() as db:
+            row = db.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] == value:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO settings (name, value, changed) VALUES (?,?,?)",
+                (name, value, format_ts(at)),
+            )
+            was = f"was {row[0]}" if row is not None else "was not set"
+            self._log(db, at, by, "setting changed", name, (was, f"now {value}"))
+        return True

@@ -1,0 +1,291 @@
+"""The service layer: every operation the HTTP API, MCP over HTTP and the Unix socket offer,
+for a principal (who a credential, a session or a socket peer proved to be).
+
+What each may do is decided here, once, for every door:
+
+* An agent asks: its requests have its name as ``requested_by`` (it cannot say otherwise),
+  only for the actions its credential lists (if it lists any), and it sees, lists, waits
+  on and cancels its own requests only; another's is "not found" (404), not "forbidden",
+  so an agent cannot learn which ids exist.
+* An approver (a person) sees every request and decides them; the decision is recorded
+  with its proof (``by alice via api``) and counts exactly as ``approve --by alice`` would.
+
+The methods are plain calls (the journal is SQLite: they block for a moment); the HTTP
+app runs them on the service's own threads (:meth:`Service.call`), and ``wait`` is async:
+a wait holds no thread (see :mod:`~hitl_vault.serve.waiters`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundError
+from ..identity import API, Principal, Proof, Role, same_name
+from ..model import Request, Status
+from ..shapes import listed_json, request_json
+from ..times import utcnow
+from .limits import FailedSignIns
+from .waiters import Waiters, following_journal
+
+if TYPE_CHECKING:
+    from ..vault import Vault
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The most a client's session id or client name may add to a request's context.
+_SHOWN_MOST = 200
+# Threads that run the service's journal work (a wait holds none of them).
+WORKERS = 8
+
+
+class Service:
+    """The vault as a service: what a principal may ask of it, decided in one place."""
+
+    def __init__(self, vault: Vault, *, workers: int = WORKERS) -> None:
+        self.vault = vault
+        self.engine = vault.engine
+        self.waiters = Waiters()
+        self.sign_ins = FailedSignIns(time.monotonic, self._log_failures)
+        # Set by ``serve`` when the daemon runs in this process: it publishes every write,
+        # whoever made it, so the waits need no watch of their own on the journal.
+        self.daemon_here = False
+        self.closing = False  # stopping: the open waits answer now, as things stand
+        self._workers = workers
+        self._executor: ThreadPoolExecutor | None = None
+        self._following: AbstractContextManager[None] | None = None
+
+    # --- lifetime ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start serving on the running event loop (the app's lifespan calls it)."""
+        self.waiters.bind(asyncio.get_running_loop())
+        self.engine.listen(self.waiters.heard)
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="hitl-vault-api")
+        # Every worker thread now, not on first use: the threads a service has are known.
+        ready = [self._executor.submit(time.sleep, 0.01) for _ in range(self._workers)]
+        for future in ready:
+            await asyncio.wrap_future(future)
+        if not self.daemon_here:
+            journal = self.engine.journal
+            self._following = following_journal(journal.watch, self.engine.publish)
+            self._following.__enter__()
+
+    def close(self) -> None:
+        """The service is stopping: every open wait answers now (on the event loop)."""
+        self.closing = True
+        self.waiters.poke_all()
+
+    async def stop(self) -> None:
+        """Stop: the open waits are woken (their requests re-read) and the threads end."""
+        self.engine.events.remove(self.waiters.heard)
+        self.close()
+        if self._following is not None:
+            following, self._following = self._following, None
+            await asyncio.to_thread(following.__exit__, None, None, None)
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on one of the service's threads (it may block on the
+        journal), awaited on the event loop."""
+        if self._executor is None:
+            raise RuntimeError("the service is not started (await Service.start() first)")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    # --- who is asking ----------------------------------------------------------------
+
+    def authenticate(self, secret: str, client: str) -> Principal | None:
+        """The principal a bearer token proves, or None (unknown, revoked, expired, a
+        disabled person). ``client`` is where it came from (an address): too many failures
+        from one address get it refused for a while (see :meth:`refused_for`)."""
+        from ..access.tokens import authenticate  # the access room, loaded with the service
+
+        credential = None
+        if 0 < len(secret) <= 512 and secret.isascii() and secret.isprintable():
+            credential = authenticate(self.engine.journal, secret, utcnow())
+        if credential is None:
+            self.sign_ins.failed(client)
+            return None
+        self.sign_ins.succeeded(client)
+        return Principal(
+            name=credential.name,
+            role=Role(credential.role),
+            via=API,
+            credential=credential.id,
+            actions=credential.actions,
+            client=client,
+        )
+
+    def refused_for(self, client: str) -> float:
+        """Seconds ``client`` is still refused after repeated failed sign-ins (0: not)."""
+        return self.sign_ins.refused_for(client)
+
+    def _log_failures(self, client: str, count: int) -> None:
+        """The service log's summary of failed sign-ins (an address and a count, no token)."""
+        try:
+            self.engine.journal.log_service(
+                utcnow(), "hitl-vault", "auth failed", client,
+                (f"{count} failed sign-ins within a minute; refused for a minute",),
+            )  # fmt: skip
+        except Exception:  # the refusal stands either way; the log says why it is not kept
+            log.exception("could not record failed sign-ins from %s", client)
+        log.warning("%d failed sign-ins from %s: refused for a minute", count, client)
+
+    # --- requests ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        who: Principal,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        summary: str = "",
+        context: str | None = None,
+        timeout: str | float | None = None,
+    ) -> Request:
+        """A new request in ``who``'s name (an agent's only; an approver answers, never asks)."""
+        if who.role is not Role.AGENT:
+            raise ForbiddenError(
+                f"{who.name} holds an approver token, which decides requests; "
+                "submit with an agent token (`hitl-vault token add NAME --role agent`)"
+            )
+        if not who.may_ask(action):
+            allowed = ", ".join(who.actions or ())
+            raise ForbiddenError(
+                f"action {action!r}: the token of {who.name} may ask for {allowed} only "
+                "(ask the service's owner for a token with --actions that include it)"
+            )
+        return self.engine.submit(
+            action, params, summary=summary, timeout=timeout, requested_by=who.name,
+            context=_with_origin(context, who),
+        )  # fmt: skip
+
+    def get(self, who: Principal, request_id: str) -> Request:
+        """One request with its history (:class:`RequestNotFoundError` for an id that is
+        not there, or that is another agent's)."""
+        request = self.engine.journal.get(request_id) if _plausible(request_id) else None
+        if request is None or not _sees(who, request):
+            raise RequestNotFoundError(request_id)
+        return self.engine.get(request_id)
+
+    def list(
+        self, who: Principal, status: Status | str | None = None, limit: int | None = None
+    ) -> builtins.list[Request]:
+        """Requests newest first (an agent's own only), without their history."""
+        if who.role is Role.APPROVER:
+            return self.engine.list(status, limit)
+        mine = [r for r in self.engine.list(status) if _sees(who, r)]
+        return mine[:limit] if limit is not None else mine
+
+    async def wait(self, who: Principal, request_id: str, seconds: float) -> Request:
+        """The request once its status is other than it was, or after ``seconds`` (then as
+        it is): at once if it is in a final status. Wakes on the journal's events only."""
+        request = await self.call(self.get, who, request_id)
+        if request.status.is_final or seconds <= 0:
+            return request
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        status_of = self.engine.journal.status_of
+        with self.waiters.waiting(request_id) as wake:
+            while True:
+                wake.clear()
+                if await self.call(status_of, request_id) is not request.status:
+                    break
+                left = deadline - loop.time()
+                if left <= 0 or self.closing:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), left)
+        return await self.call(self.engine.get, request_id)
+
+    def decide(
+        self,
+        who: Principal,
+        request_id: str,
+        approve: bool,
+        reason: str = "",
+        expect: str | None = None,
+    ) -> Request:
+        """``who``'s approval or rejection (their vote, where several are needed), proven:
+        the history says ``by NAME via api``. Approver tokens only."""
+        if who.role is not Role.APPROVER:
+            raise ForbiddenError(
+                f"{who.name} holds an agent token, which asks but never decides "
+                "(a person decides, with an approver token of their own)"
+            )
+        self.get(who, request_id)
+        proven = _proven(Proof(who.name, who.via, who.client))
+        if approve:
+            return self.engine.approve(request_id, reason=reason, expect=expect, **proven)
+        return self.engine.reject(request_id, reason=reason, **proven)
+
+    def cancel(self, who: Principal, request_id: str) -> Request:
+        """Withdraw a request: an agent its own pending ones; an approver a pending one, or
+        an approved one whose action has not started."""
+        request = self.get(who, request_id)
+        if who.role is Role.AGENT and request.status is not Status.PENDING:
+            raise IllegalTransitionError(request_id, request.status, Status.CANCELLED)
+        return self.engine.cancel(request_id, who.name)
+
+    # --- what a client is shown -------------------------------------------------------
+
+    def shown(self, request: Request) -> dict[str, Any]:
+        """The request exactly as ``hitl-vault show --json`` prints it."""
+        request = self.engine.get(request.id)
+        params, sha, edited = self.engine.params_to_run(request.id)
+        data = {
+            **request_json(request, self.engine.votes(request)),
+            "decided_uid": self.engine.decided_uid(request.id),
+            "params": params,
+            "params_sha": sha,
+        }
+        if edited:
+            data["edited_in_note"] = edited
+        return data
+
+    def listed(self, requests: builtins.list[Request]) -> builtins.list[dict[str, Any]]:
+        """Requests as ``hitl-vault list --json`` prints them."""
+        full = [self.engine.get(r.id) for r in requests]
+        return [listed_json(r, self.engine.votes(r)) for r in full]
+
+
+def _proven(proof: Proof) -> dict[str, Any]:
+    """The engine's keywords for a proven decision."""
+    # SWITCH: once Engine.approve/reject take ``proof``, this is {"proof": proof}.
+    return {"by": proof.name}
+
+
+def _sees(who: Principal, request: Request) -> bool:
+    """An approver sees every request; an agent its own."""
+    return who.role is Role.APPROVER or same_name(request.requested_by) == same_name(who.name)
+
+
+def _plausible(request_id: str) -> bool:
+    """An id worth looking up (any text reaches here from a URL)."""
+    return 0 < len(request_id) <= 200 and request_id.isprintable()
+
+
+def _with_origin(context: str | None, who: Principal) -> str | None:
+    """The context as the agent gave it, with the session and client it said it was in, on
+    a last line of their own (they are the agent's word, shown, never matched by rules)."""
+    said = [
+        f"{label} {value[:_SHOWN_MOST]}"
+        for label, value in (("session", who.session), ("client", who.client_name))
+        if value
+    ]
+    if not said:
+        return context
+    origin = f"(asked by {who.name}: {', '.join(said)})"
+    return f"{context.rstrip()}\n\n{origin}" if context else origin
