@@ -111,7 +111,7 @@ def test_the_rules_examples_are_valid_rules_files() -> None:
 
 def test_the_who_can_approve_example_says_who_decides() -> None:
     """The several-approvers example: two of three, lead then finance, escalation."""
-    (rules,) = blocks("approvers.md", "yaml")
+    rules = blocks("approvers.md", "yaml")[0]
     policy = parse_policy(rules, "docs/approvers.md")
     deploy = policy.evaluate(Proposal("deploy", {})).plan
     assert deploy.stages[0].quorum == 2 and deploy.prevent_self_approval
