@@ -119,6 +119,11 @@ class DecisionRefusedError(VaultError):
         super().__init__(f"request {request_id}: {problem}")
 
 
+class UnprovenDecisionError(DecisionRefusedError):
+    """An approval under ``authenticated:`` that did not come proven through the service
+    (a note edit, ``--by``, a script's name): the request stays pending."""
+
+
 class NotRetryableError(VaultError):
     """``retry`` of a request that did not fail or time out, or that was retried already."""
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from .model import Kind, Transition
+
 
 class Role(StrEnum):
     """What a credential may do: an agent asks, an approver (a person) answers."""
@@ -112,3 +114,33 @@ def proven_via(details: tuple[str, ...]) -> str | None:
         if word == "via" and channel in CHANNELS:
             return channel
     return None
+
+
+def proven_by(step: Transition) -> str | None:
+    """The channel a decision or a vote was proven through (``api``), or None.
+
+    Only a decision (a move) and a vote can be proven, and only the engine writes their
+    ``via`` detail, always the last, from the :class:`Proof` the service hands it; what
+    any other entry's details say (an ignored note edit's, a note's text) is never read
+    as a proof.
+    """
+    if step.kind not in (Kind.TRANSITION, Kind.VOTED):
+        return None
+    return proven_via(step.details[-1:])
+
+
+def proof_details(proof: Proof) -> tuple[str, ...]:
+    """The details the engine keeps last with a proven decision or vote: where it came
+    from (``from 10.0.0.5``), if the service knew, then ``via api``."""
+    client = " ".join(proof.client.split())[:200]
+    return ((f"from {client}",) if client else ()) + (proof.detail,)
+
+
+def proof_in(step: Transition) -> Proof | None:
+    """The proof a journaled decision or vote carries (see :func:`proof_details`), or None."""
+    via = proven_by(step)
+    if via is None:
+        return None
+    before = step.details[-2] if len(step.details) > 1 else ""
+    client = before[len("from ") :] if before.startswith("from ") else ""
+    return Proof(step.by, via, client)

@@ -181,9 +181,18 @@ class JournalStore(Protocol):
         """Record that a status typed in the note was not acted on, and why."""
 
     def record_vote(
-        self, request_id: str, *, at: datetime, by: str, approve: bool, reason: str, count: str
+        self,
+        request_id: str,
+        *,
+        at: datetime,
+        by: str,
+        approve: bool,
+        reason: str,
+        count: str,
+        details: tuple[str, ...] = (),
     ) -> Transition | None:
-        """Record one person's vote while pending (None: it is not pending any more)."""
+        """Record one person's vote while pending (None: it is not pending any more);
+        ``details`` follow ``count`` (the ``via`` of a proven vote)."""
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
         """Record that nobody decided in time (None: not pending, or escalated already)."""

@@ -156,10 +156,18 @@ class MemoryJournal:
         return self._steps.record_ignored(request_id, at, details)
 
     def record_vote(
-        self, request_id: str, *, at: datetime, by: str, approve: bool, reason: str, count: str
+        self,
+        request_id: str,
+        *,
+        at: datetime,
+        by: str,
+        approve: bool,
+        reason: str,
+        count: str,
+        details: tuple[str, ...] = (),
     ) -> Transition | None:
         return self._steps.record_vote(
-            request_id, at=at, by=by, approve=approve, reason=reason, count=count
+            request_id, at=at, by=by, approve=approve, reason=reason, count=count, details=details
         )
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:

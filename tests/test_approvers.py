@@ -596,6 +596,9 @@ def model(
         ):
             continue
         if v.approve:
+            named = plan.prevent_self_approval or any(s.approvers for s in plan.stages)
+            if not v.name and (plan.by_votes or named):
+                continue  # an approval with no name never satisfies such a rule
             if plan.prevent_self_approval and v.name == requester:
                 continue
             if not eligible(stage, v.name):

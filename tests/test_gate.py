@@ -16,7 +16,8 @@ import pytest
 
 from hitl_vault import Status, Vault
 from hitl_vault.agents.formats import Edits, HookFormat
-from hitl_vault.agents.hookio import Answer, BadInput, Call, guard
+from hitl_vault.agents.guard import guard
+from hitl_vault.agents.hookio import Answer, BadInput, Call
 
 from .helpers import COMMAND, DaemonProcess, VaultHelper, eventually, set_status
 
@@ -548,7 +549,8 @@ def test_the_clis_format_and_agent_choices_are_the_registry() -> None:
     assert choices(gate_command, "fmt") == list(FORMATS) == ["claude", "cursor", "gemini", "codex"]
     assert choices(hook_install, "agent") == list(INSTALLABLE) == ["claude"]
     for name, hook in FORMATS.items():
-        assert gate_arguments(["--vault", "/v", "gate", "--format", name]) == ("/v", hook, 540.0)
+        fast = gate_arguments(["--vault", "/v", "gate", "--format", name])
+        assert fast == ("/v", hook, 540.0, None, None)
     assert gate_arguments(["gate", "--format", "nope"]) is None  # click explains it
 
 

@@ -56,7 +56,8 @@ HOMES = {
     "yaml": {"notes.strict_yaml", "policy.rulesfile", "policy.yamlnodes", "notify.config"},
     "frontmatter": {"notes.file"},
     "apprise": {"notify.send"},
-    "mcp": {"agents.mcp_server"},  # the optional extra hitl-vault[mcp], imported when it runs
+    # the optional extra hitl-vault[mcp], imported when it runs (stdio, and over HTTP at /mcp)
+    "mcp": {"agents.mcp_tools", "agents.mcp_server", "agents.mcp_http"},
     "starlette": {"serve."},
     "uvicorn": {"serve."},
 }

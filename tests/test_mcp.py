@@ -25,7 +25,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import Implementation
 
 from hitl_vault import Vault
-from hitl_vault.agents.mcp_server import MAX_WAIT, RulesFile, Tools, serving, wait_used
+from hitl_vault.agents.mcp_server import RulesFile, Tools, serving
+from hitl_vault.agents.mcp_tools import MAX_WAIT, wait_used
 from hitl_vault.testing import MemoryJournal
 
 from .helpers import Clock, set_status

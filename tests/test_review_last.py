@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from hitl_vault.agents.hookio import Call, guard
+from hitl_vault.agents.guard import guard
+from hitl_vault.agents.hookio import Call
 
 from .test_gate import hook_input
 

@@ -115,7 +115,7 @@ RULES = """\
 defaults:
   decision: ask
   timeout: 1h
-  quiet: 0s
+  quiet: 1s
 rules:
   - name: deploys
     action: deploy
@@ -166,8 +166,18 @@ def setup() -> Iterator[Setup]:
     url = f"http://127.0.0.1:{port}"
     sock = run / "hitl-vault.sock"
     server = subprocess.Popen(
-        [PYTHON, "-m", "hitl_vault", "--vault", str(vault), "serve",
-         "--listen", f"127.0.0.1:{port}", "--socket", str(sock)],  # fmt: skip
+        [
+            PYTHON,
+            "-m",
+            "hitl_vault",
+            "--vault",
+            str(vault),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--socket",
+            str(sock),
+        ],
         user=service.uid,
         group=service.gid,
         extra_groups=[],
@@ -198,11 +208,29 @@ def setup() -> Iterator[Setup]:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
 def _as_agent(s: Setup, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return s.agent.run("--server", s.url, "--token-file", str(s.token_file), *args, check=check)
+
+
+def _note_says(s: Setup, request_id: str, text: str, timeout: float = 30) -> bool:
+    """Whether the request's note (read as the service user) comes to hold ``text``: the
+    daemon rewrites it once the note has been quiet for a while."""
+    look = (
+        "import pathlib, sys, time\n"
+        f"deadline = time.monotonic() + {timeout}\n"
+        "while time.monotonic() < deadline:\n"
+        f"    for p in pathlib.Path({str(s.vault)!r}).rglob('*{request_id}*.md'):\n"
+        f"        if {text!r} in p.read_text(encoding='utf-8'): sys.exit(0)\n"
+        "    time.sleep(0.05)\n"
+        "sys.exit(1)\n"
+    )
+    return s.service.python("-c", look, check=False).returncode == 0
 
 
 def _show(s: Setup, request_id: str) -> dict[str, object]:
@@ -218,14 +246,10 @@ def test_an_agent_asks_and_waits_through_the_service_but_cannot_read_the_vault(
     process cannot list the vault or read the journal."""
     s = setup
     assert (s.vault.stat().st_mode & 0o777) == 0o700
-    submitted = json.loads(
-        _as_agent(s, "submit", "deploy", "-p", "env=prod", "--json").stdout
-    )
+    submitted = json.loads(_as_agent(s, "submit", "deploy", "-p", "env=prod", "--json").stdout)
     assert submitted["status"] == "pending"
     assert submitted["requested_by"] == "builder"
-    peek = s.agent.python(
-        "-c", f"import os; os.listdir({str(s.vault)!r})", check=False
-    )
+    peek = s.agent.python("-c", f"import os; os.listdir({str(s.vault)!r})", check=False)
     assert peek.returncode != 0 and "PermissionError" in peek.stderr
     journal = s.agent.python(
         "-c", f"open({str(s.vault / '.hitl' / 'journal.db')!r}, 'rb')", check=False
@@ -255,8 +279,13 @@ def test_nothing_the_agent_writes_on_its_own_disk_fools_its_gate(setup: Setup) -
         f"open({str(fake / 'hitl-vault.yaml')!r}, 'w').write('defaults: {{decision: allow}}\\n')",
     )
     call = json.dumps(
-        {"session_id": "s1", "hook_event_name": "PreToolUse", "tool_name": "Bash",
-         "tool_input": {"command": "deploy --prod"}, "cwd": str(fake)}  # fmt: skip
+        {
+            "session_id": "s1",
+            "hook_event_name": "PreToolUse",
+            "tool_name": "Bash",
+            "tool_input": {"command": "deploy --prod"},
+            "cwd": str(fake),
+        }
     )
     env = {"HITL_VAULT": str(fake), "HITL_VAULT_TOKEN": s.token_file.read_text()}
     done = subprocess.run(
@@ -285,10 +314,7 @@ def test_a_person_decides_through_the_socket_and_it_counts_as_proven(setup: Setu
     shown = _show(s, request_id)
     assert shown["status"] in ("approved", "executing", "executed")
     assert shown["decided_by"] == "carol"
-    note = s.service.python(
-        "-c", f"import pathlib; print(pathlib.Path({str(s.vault)!r}).rglob('*{request_id}*').__next__().read_text())"  # noqa: E501
-    ).stdout
-    assert "via socket" in note
+    assert _note_says(s, request_id, "via socket")
 
 
 def test_a_claimed_name_does_not_count_where_proof_is_required(setup: Setup) -> None:

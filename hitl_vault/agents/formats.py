@@ -70,7 +70,10 @@ class HookFormat:
 
     def read_call(self, raw: bytes) -> Call:
         """The tool call the hook's stdin describes; :class:`BadInput` saying what is wrong."""
-        data = read_object(raw)
+        return self.call_of(read_object(raw))
+
+    def call_of(self, data: Mapping[str, Any]) -> Call:
+        """The tool call a hook's input object describes; :class:`BadInput` if it is not one."""
         event = data.get("hook_event_name")
         if self.event is not None and event not in (None, self.event):
             raise BadInput(f"this is a {event!r} hook; hitl-vault gate answers {self.event} hooks")

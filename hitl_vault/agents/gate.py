@@ -24,7 +24,8 @@ from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
-from .hookio import Answer, BadInput, Call, Reply, bad_input, guard
+from .guard import guard
+from .hookio import Answer, BadInput, Call, Reply, bad_input
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -81,13 +82,13 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
         return Answer(True)  # the common case: nothing recorded, nothing more imported
     if decision is Decision.BLOCK and policy.gate_record is GateRecord.ASKS:
-        return Answer(False, _blocked(ruling.rule, ruling.reason))
+        return Answer(False, blocked_by(ruling.rule, ruling.reason))
     from ..engine import Engine
 
     with Engine(root) as engine:
         if decision is Decision.ASK:
             return _ask(engine, call, deadline, hook)
-        return _outcome(engine, _submit(engine, call), call, hook)
+        return handed_out(engine, submit_call(engine, call), call, hook)
 
 
 POLICY_CACHE = "gate-policy.pickle"
@@ -199,14 +200,17 @@ def _keep(cache: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-def _blocked(rule: str, reason: str) -> str:
+def blocked_by(rule: str, reason: str) -> str:
     return f"blocked by hitl-vault rule {rule}" + (f": {reason}" if reason else "")
 
 
-def _submit(engine: Engine, call: Call, source: str | None = None) -> Request:
+def submit_call(
+    engine: Engine, call: Call, source: str | None = None, requested_by: str | None = None
+) -> Request:
     return engine.submit(
-        call.tool, call.params, summary=call.summary, requested_by=call.requested_by,
-        carried_by_requester=True, source=source, context=call.context,
+        call.tool, call.params, summary=call.summary,
+        requested_by=requested_by or call.requested_by, carried_by_requester=True,
+        source=source, context=call.context,
     )  # fmt: skip
 
 
@@ -224,13 +228,46 @@ def _guarded(root: Path, call: Call, why: str) -> Answer:
     with Engine(root) as engine:
         engine.policy = replace(engine.policy, mode=Mode.ENFORCE)  # the guard holds in monitor
         engine.functions.append(vault_guard)
-        request = _submit(engine, call)
+        request = submit_call(engine, call)
     return Answer(False, f"{why} (recorded as {request.id})")
 
 
 def _ask(engine: Engine, call: Call, deadline: float, hook: HookFormat) -> Answer:
     """Find the request an identical earlier call made, or make one; wait for a human."""
-    from ..errors import DuplicateError, WaitTimeoutError
+    from ..errors import WaitTimeoutError
+    from ..model import Status
+
+    request = asked(engine, call, call.key, call.requested_by)
+    if request is None:
+        return Answer(False, TOO_MANY)
+    if request.status is Status.PENDING:
+        try:
+            request = engine.wait_sync(request.id, max(0.0, deadline - time.monotonic()))
+        except WaitTimeoutError:
+            where = f" ({request.path.relative_to(engine.root)})" if request.path else ""
+            return Answer(False, waiting(request, where))
+    return handed_out(engine, request, call, hook)
+
+
+TOO_MANY = f"{_RETRIES} identical calls in this session; start a new session"
+
+
+def waiting(request: Request, where: str = "") -> str:
+    """What the agent is told while its request waits for a human."""
+    return (
+        f"waiting for a human to approve hitl-vault request {request.id}{where}. "
+        "It stays pending: once it is approved, make exactly the same call again "
+        "and it will be allowed."
+    )
+
+
+def asked(engine: Engine, call: Call, key: str, requested_by: str) -> Request | None:
+    """The request that ``call`` (an identical retry: the same ``key``) made and that is
+    still to be used, or a new one; None once the session made too many.
+
+    An approval is handed out once: a request already handed out, timed out or
+    cancelled sends the next identical call to a new request."""
+    from ..errors import DuplicateError
     from ..model import Status
 
     finished = (
@@ -240,46 +277,31 @@ def _ask(engine: Engine, call: Call, deadline: float, hook: HookFormat) -> Answe
         Status.EXECUTED,
         Status.FAILED,
     )
-    request = None
     for n in range(_RETRIES):
-        source = f"gate:{call.key}:{n}"
+        source = f"gate:{key}:{n}"
         found = engine.journal.proposal(source)
         if found is None:
             try:
-                request = _submit(engine, call, source)
+                request = submit_call(engine, call, source, requested_by)
             except DuplicateError:  # an identical call made it a moment ago
                 found = engine.journal.proposal(source)
                 if found is None:
                     raise
         if found is not None:
             request = engine.refresh(found)
-        assert request is not None
-        if request.status not in finished:  # an approval is handed out once: then ask anew
-            break
-    else:
-        return Answer(False, f"{_RETRIES} identical calls in this session; start a new session")
-    if request.status is Status.PENDING:
-        try:
-            request = engine.wait_sync(request.id, max(0.0, deadline - time.monotonic()))
-        except WaitTimeoutError:
-            where = f" ({request.path.relative_to(engine.root)})" if request.path else ""
-            return Answer(
-                False,
-                f"waiting for a human to approve hitl-vault request {request.id}{where}. "
-                "It stays pending: once it is approved, make exactly the same call again "
-                "and it will be allowed.",
-            )
-    return _outcome(engine, request, call, hook)
+        if request.status not in finished:
+            return request
+    return None
 
 
-def _outcome(engine: Engine, request: Request, call: Call, hook: HookFormat) -> Answer:
+def handed_out(engine: Engine, request: Request, call: Call, hook: HookFormat) -> Answer:
     """Allow an approved request (handing it to the agent, once), deny anything else."""
     from ..errors import NotRunnableError
     from ..model import Status
 
     if request.status is Status.REJECTED:
         if not request.decided_by:  # a block rule, at submit
-            return Answer(False, f"{_blocked(request.rule, request.reason or '')} ({request.id})")
+            return Answer(False, f"{blocked_by(request.rule, request.reason or '')} ({request.id})")
         why = f": {request.reason}" if request.reason else ""
         return Answer(
             False, f"rejected by {request.decided_by}{why} (hitl-vault request {request.id})"

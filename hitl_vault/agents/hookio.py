@@ -1,5 +1,6 @@
 """The agent gate's pure part: a tool call and the gate's answer, reading the PreToolUse
-input the agents share, and the guard that keeps agents out of the vault.
+input the agents share (the guard that keeps agents out of the vault is
+:mod:`hitl_vault.agents.guard`).
 
 What differs between agents (their fields, their answers, their settings) is in
 :mod:`hitl_vault.agents.formats`, one record each. Nothing here reads the rules or the
@@ -12,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,35 +23,8 @@ from ..params import clean_params
 # What a hook answers: (exit code, stdout, stderr).
 Reply = tuple[int, str, str]
 
-# Keys of a tool's input that hold text, not a path; and tools that only read.
-_TEXT_KEYS = frozenset(
-    {"content", "new_string", "old_string", "new_source", "description", "prompt", "text",
-     "body", "message", "query", "pattern", "title", "summary", "reason", "explanation"}
-)  # fmt: skip
-_READ_ONLY = frozenset(
-    {"Read", "Glob", "Grep", "LS", "NotebookRead", "WebFetch", "WebSearch", "TodoWrite",
-     "read_file", "read_many_files", "glob", "search_file_content", "list_directory"}
-)  # fmt: skip
-# Words that mark a shell command as reaching for hitl-vault itself (its CLI, its package,
-# its journal folder), wherever the vault is.
-_OWN_WORDS = ("hitl-vault", "hitl_vault", ".hitl")
-# Names only a hitl-vault vault has: a command naming them reaches for one.
-_VAULT_WORDS = ("Pending_Approval",)
 # Keys of a tool's input that name the file it works on (also the request's summary).
-_PATH_KEYS = ("file_path", "notebook_path", "path", "filePath", "target_file", "absolute_path")
-# More keys whose value is a path, whatever it looks like (file servers, copy and move).
-_MORE_PATH_KEYS = frozenset(
-    {"paths", "source", "destination", "target", "dest", "src", "new_path", "old_path",
-     "directory", "dir", "folder", "file", "filename", "output", "out"}
-)  # fmt: skip
-
-
-def _own_code() -> tuple[Path, ...]:
-    """hitl-vault's own code: the package, and the ``hitl-vault`` command the hook runs."""
-    found = [Path(os.path.realpath(os.path.dirname(__file__)))]
-    if os.path.basename(sys.argv[0]).startswith("hitl-vault"):
-        found.append(Path(os.path.realpath(sys.argv[0])))
-    return tuple(found)
+PATH_KEYS = ("file_path", "notebook_path", "path", "filePath", "target_file", "absolute_path")
 
 
 class BadInput(Exception):
@@ -102,9 +74,9 @@ class Call:
     @property
     def summary(self) -> str:
         """A title for the note: the command a shell tool runs, the file a file tool writes."""
-        command = _command(self.params)
+        command = command_of(self.params)
         target = next(
-            (self.params[k] for k in _PATH_KEYS if isinstance(self.params.get(k), str)), ""
+            (self.params[k] for k in PATH_KEYS if isinstance(self.params.get(k), str)), ""
         )
         shown = f"{self.tool}: {command}" if command else f"{self.tool} {target}" if target else ""
         shown = " ".join(shown.split())
@@ -189,93 +161,12 @@ def _no_constant(word: str) -> None:
     raise ValueError(f"{word} is not JSON")
 
 
-# --- the guard ------------------------------------------------------------------------
-
-
-def _command(params: Mapping[str, Any]) -> str:
+def command_of(params: Mapping[str, Any]) -> str:
     """The shell command a tool's input holds ("" if none): text, or an argv list."""
     command = params.get("command", params.get("cmd"))
     if isinstance(command, list):
         return " ".join(str(word) for word in command)
     return command if isinstance(command, str) else ""
-
-
-def _inside(path: str, cwd: Path, root: Path) -> bool:
-    """Whether ``path`` (relative to ``cwd``, ``~`` expanded) lands in ``root`` once every
-    link on the way is followed; a path that cannot be resolved counts as inside."""
-    try:
-        target = Path(os.path.realpath(os.path.normpath(cwd / Path(path).expanduser())))
-    except (ValueError, OSError):  # a NUL, a name too long: fail closed
-        return True
-    return target == root or target.is_relative_to(root)
-
-
-def _spellings(root: Path, given: Path, cwd: Path) -> list[re.Pattern[str]]:
-    """The ways a shell command can name the vault: absolute (as given and resolved),
-    from the home folder (``~/``, ``$HOME/``), and relative to the call's folder."""
-    absolute = {str(root), str(given)}
-    home = Path(os.path.expanduser("~"))
-    forms = set(absolute)
-    for path in absolute:
-        if Path(path).is_relative_to(home) and Path(path) != home:
-            rel = Path(path).relative_to(home).as_posix()
-            forms |= {f"~/{rel}", f"$HOME/{rel}", f"${{HOME}}/{rel}"}
-    for path in absolute:
-        rel = os.path.relpath(path, cwd)
-        forms |= {rel, f"./{rel}"}
-    # Not part of a longer name on either side (``vault`` is not ``myvault`` or ``vaults``).
-    return [re.compile(rf"(?<![\w.~/-]){re.escape(f)}(?![\w.-])") for f in sorted(forms)]
-
-
-def guard(call: Call, root: Path, given: Path) -> str | None:
-    """Why the call must be denied whatever the rules say (None: let the rules decide).
-
-    A tool that writes a file into the vault (``.hitl/`` included), or a shell command
-    that names the vault, its journal folder or hitl-vault itself, could approve the
-    agent's own request. ``root`` is the vault resolved; ``given`` as configured.
-    """
-    why = "an agent may not change the vault that approves its own requests"
-    if call.tool not in _READ_ONLY:  # any path it is given: file_path, source, destination…
-        for value in _paths(call.params):
-            if any(_inside(value, call.cwd, place) for place in (root, *_own_code())):
-                return f"{call.tool} would write {value}, inside the hitl-vault vault: {why}"
-    command = _command(call.params)
-    if not command:
-        return None
-    if _inside(".", call.cwd, root):
-        return f"{call.tool} would run inside the hitl-vault vault ({call.cwd}): {why}"
-    flat = re.sub(r"/(?:\./)+|/{2,}", "/", command)  # /code//vault, /code/./vault
-    for word in (*_OWN_WORDS, *_VAULT_WORDS):
-        if word in flat:
-            return f"{call.tool} names {word!r} in its command: {why}"
-    for pattern in (*_spellings(root, given, call.cwd), _component(root.name)):
-        if pattern.search(flat):
-            return f"{call.tool} names the hitl-vault vault in its command: {why}"
-    return None
-
-
-def _paths(value: Any, key: str = "") -> list[str]:
-    """The strings of a tool's input that could be paths it writes: every value of a key
-    that names a path, whatever it holds, and any other value that looks like one (not its
-    text: ``content``, ``new_string``, …)."""
-    if isinstance(value, Mapping):
-        return [p for k, v in value.items() for p in _paths(v, str(k))]
-    if isinstance(value, list):
-        return [p for v in value for p in _paths(v, key)]
-    if not isinstance(value, str) or not value:
-        return []
-    if key in _PATH_KEYS or key in _MORE_PATH_KEYS:
-        return [value]
-    if key in _TEXT_KEYS or key in ("command", "cmd") or "\n" in value:
-        return []
-    return [value] if "/" in value or value.startswith(("~", ".")) else []
-
-
-def _component(name: str) -> re.Pattern[str]:
-    """The vault's folder name next to a slash (``cd .. && sed … vault/Pending_Approval``);
-    alone, a word like ``vault`` may mean anything."""
-    word = re.escape(name)
-    return re.compile(rf"(?:(?<![\w.-]){word}/|/{word}(?![\w.-]))")
 
 
 # --- failing closed --------------------------------------------------------------------

@@ -27,6 +27,31 @@ def command_line(vault: Path, wait: str) -> str:
     A relative path or a bare ``hitl-vault`` could resolve elsewhere (or nowhere: a hook
     that cannot start is a non-blocking error, and the tool runs).
     """
+    vault_abs = os.path.abspath(vault.expanduser())
+    return shlex.join([*_program(), "--vault", vault_abs, "gate", "--wait", wait])
+
+
+def server_command_line(server: str, token_file: str | None, wait: str) -> str:
+    """The hook's command that asks the service at ``server`` with the agent token in
+    ``token_file`` (by absolute path; None: ``$HITL_VAULT_TOKEN`` in the agent's
+    environment). Raises :class:`UsageError` for a URL the gate would refuse, or a token
+    file it could not use."""
+    from .gate_client import ServerError, check_url, read_token
+
+    try:
+        check_url(server)
+        if token_file is not None:
+            read_token(token_file)
+    except ServerError as e:
+        raise UsageError("hook install", str(e), "fix it and install again") from None
+    words = [*_program(), "gate", "--wait", wait, "--server", server]
+    if token_file is not None:
+        words += ["--token-file", os.path.abspath(os.path.expanduser(token_file))]
+    return shlex.join(words)
+
+
+def _program() -> list[str]:
+    """This hitl-vault, as a hook runs it: the script by absolute path, or this Python."""
     script = Path(sys.argv[0])
     if script.name.startswith("hitl-vault") and script.is_file():
         program = [os.path.abspath(script)]
@@ -35,8 +60,7 @@ def command_line(vault: Path, wait: str) -> str:
         # hitl_vault.py there is never imported in place of the gate (a --user install and
         # PYTHONPATH still work, as they would not under -I).
         program = [os.path.abspath(sys.executable), "-P", "-m", "hitl_vault"]
-    vault_abs = os.path.abspath(vault.expanduser())
-    return shlex.join([*program, "--vault", vault_abs, "gate", "--wait", wait])
+    return program
 
 
 def check_starts(command: str, folder: Path) -> None:
@@ -45,7 +69,7 @@ def check_starts(command: str, folder: Path) -> None:
 
     Raises :class:`UsageError` naming what failed."""
     words = shlex.split(command)
-    program = words[: words.index("--vault")]
+    program = words[: words.index("--vault" if "--vault" in words else "gate")]
     try:
         done = subprocess.run(
             [*program, "--version"], cwd=folder, capture_output=True, timeout=60, check=False

@@ -1,11 +1,9 @@
 """``hitl-vault mcp``: the vault as a Model Context Protocol server over stdio.
 
-The only module that imports the ``mcp`` SDK (the optional extra
-``hitl-vault[mcp]``). Four tools ask and wait; nothing here runs an action: the
-daemon runs approved requests whose action has an executor, and the agent does the
-others itself once approved. A wait returns, still pending if nobody decided, after
-at most :data:`MAX_WAIT` seconds, since clients cancel a tool call after about a
-minute; the agent calls ``wait_for_approval`` again.
+Loaded only by that command (the SDK is the optional extra ``hitl-vault[mcp]``). The
+four tools of :mod:`.mcp_tools` ask and wait; nothing here runs an action: the daemon
+runs approved requests whose action has an executor, and the agent does the others
+itself once approved. Whoever holds the pipe asks, as ``mcp:<client name>``.
 
 What a tool does with the journal and the notes runs in a worker thread, never on the
 event loop: a request that waits for another process's write to the journal holds no
@@ -19,52 +17,31 @@ WAL lets readers through a writer). Any other store is used through the vault se
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 
-from .. import __version__
 from ..errors import RequestNotFoundError, UsageError, VaultError, WaitTimeoutError
 from ..journal.sqlite import Journal
 from ..layout import RULES_FILE
 from ..model import Request, Status
-from ..shapes import listed_json, outcome, request_json
+from ..shapes import listed_json, request_json
 from ..vault import Vault
-
-# The longest one wait_for_approval call waits: clients cancel a tool call after about 60 s.
-MAX_WAIT = 45.0
-# How often a wait tells the client it is still waiting.
-PROGRESS_EVERY = 10.0
-# How many requests list_requests returns when not told (newest first), and at most.
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 1000
-
-T = TypeVar("T")
-
-_INSTRUCTIONS = """\
-A human approves or rejects actions in a vault of notes (hitl-vault). Before an action
-that needs approval, call request_approval; while the status is "pending", call
-wait_for_approval with its id again and again (each call returns after at most 45 s).
-Do the action only once the status is "approved", with the params in the result (the
-human may have edited them); never after "rejected", "timed_out" or "cancelled". When
-"executor" is true the vault's daemon runs the action itself: do not do it as well."""
-
-
-def wait_used(seconds: float) -> float:
-    """How long ``wait_for_approval`` waits when asked for ``seconds``: no more than
-    :data:`MAX_WAIT`, and 0 (an answer at once) for zero, a negative number or NaN."""
-    if math.isnan(seconds):
-        return 0.0
-    return min(max(seconds, 0.0), MAX_WAIT)
+from .mcp_tools import (
+    MAX_LIMIT,
+    PROGRESS_EVERY,
+    add_tools,
+    client_name,
+    new_server,
+    next_step,
+    off_loop,
+    wait_used,
+)
 
 
 def requester(client_name: str | None) -> str:
@@ -72,11 +49,6 @@ def requester(client_name: str | None) -> str:
     the client said its name when it connected, else ``mcp``."""
     name = " ".join((client_name or "").split())[:80]
     return f"mcp:{name}" if name else "mcp"
-
-
-async def off_loop(call: Callable[..., T], *args: object) -> T:
-    """``call(*args)`` in a worker thread: the event loop goes on serving other calls meanwhile."""
-    return await anyio.to_thread.run_sync(call, *args)
 
 
 class RulesFile:
@@ -233,118 +205,48 @@ class Tools:
             self.rules.current()
 
 
-def next_step(request: Request, note: str | None, executor: bool) -> str:
-    """One sentence for the agent: what the status means for what it does now."""
-    status = request.status
-    if status is Status.PENDING:
-        where = f" in {note}" if note else ""
-        return (
-            f"A human decides{where}. Call wait_for_approval with this id (again while it says "
-            "pending); do not do the action before it is approved."
-        )
-    if status is Status.APPROVED:
-        who = (
-            f"approved by {request.decided_by}"
-            if request.decided_by
-            else (f"allowed at once by rule {request.rule}, no human asked")
-        )
-        if executor:
-            return (
-                f"{_first_up(who)}. The vault's daemon runs it (`hitl-vault run` must be "
-                "running); do not do it yourself. get_request shows when it is executed."
-            )
-        return f"{_first_up(who)}. Go ahead: do it with the params in this result."
-    if status is Status.EXECUTING:
-        return "Approved; the vault's daemon is running it now. Do not do it yourself."
-    if status is Status.EXECUTED:
-        return "Approved and done by the vault's daemon; its output is in result."
-    return f"{_first_up(outcome(request))}. Do not do the action."
+class LocalCalls:
+    """The tools over an open vault (``hitl-vault mcp``): whoever holds the stdio pipe asks,
+    as ``mcp:<client name>``. The work of each call runs off the event loop."""
 
+    def __init__(self, tools: Tools) -> None:
+        self.tools = tools
 
-def _first_up(text: str) -> str:
-    return text[:1].upper() + text[1:]
+    async def request_approval(
+        self,
+        ctx: Context[Any, Any],
+        action: str,
+        params: dict[str, Any],
+        summary: str,
+        context: str | None,
+        timeout: str | float | None,
+    ) -> dict[str, Any]:
+        client = client_name(ctx)
+        return await off_loop(
+            lambda: self.tools.request_approval(action, params, client, summary, context, timeout)
+        )
+
+    async def wait_for_approval(
+        self, ctx: Context[Any, Any], request_id: str, wait_seconds: float
+    ) -> dict[str, Any]:
+        return await self.tools.wait_for_approval(request_id, wait_seconds, ctx.report_progress)
+
+    async def get_request(self, ctx: Context[Any, Any], request_id: str) -> dict[str, Any]:
+        return await off_loop(self.tools.get_request, request_id)
+
+    async def list_requests(
+        self, ctx: Context[Any, Any], status: str | None, limit: int
+    ) -> dict[str, Any]:
+        return await off_loop(self.tools.list_requests, status, limit)
 
 
 def build_server(vault: Vault, asking: Vault | None = None) -> MCPServer[Any]:
     """The MCP server with its four tools over ``vault`` (already open), submitting through
     ``asking`` (see :class:`Tools`)."""
-    tools = Tools(vault, RulesFile(vault, *([asking] if asking else [])), asking)
-    server: MCPServer[Any] = MCPServer(
-        name="hitl-vault", version=__version__, instructions=_INSTRUCTIONS
+    server = new_server()
+    add_tools(
+        server, LocalCalls(Tools(vault, RulesFile(vault, *([asking] if asking else [])), asking))
     )
-
-    async def answer(call: Callable[[], dict[str, Any]]) -> str:
-        """``call()`` run off the event loop, as the tool's JSON answer."""
-        try:
-            return json.dumps(await off_loop(call), indent=2, ensure_ascii=False)
-        except VaultError as e:  # a bad argument, a broken rules file: say which and the fix
-            raise ToolError(str(e)) from None
-
-    def client_name(ctx: Context[Any, Any]) -> str | None:
-        params = ctx.request_context.session.client_params
-        return params.client_info.name if params is not None else None
-
-    @server.tool(
-        description=(
-            "Ask a human to approve an action before you do it. `action`: a short name "
-            "(letters, digits, '-', '_', '.'), e.g. deploy or send_email; `params`: what "
-            "exactly would be done (a JSON object); `summary`: one line the human reads "
-            "first; `context`: why you ask; `timeout`: how long the request may wait for a "
-            "decision (90s, 15m, 1h, 2d; the rules may set a shorter one). Returns the "
-            "request as JSON at once: status pending (then call wait_for_approval with its "
-            "id), approved (allowed by a rule: go ahead) or rejected (blocked by a rule: "
-            "reason says why)."
-        ),
-        structured_output=False,
-    )
-    async def request_approval(
-        action: str,
-        params: dict[str, Any],
-        ctx: Context[Any, Any],
-        summary: str = "",
-        context: str | None = None,
-        timeout: str | float | None = None,
-    ) -> str:
-        client = client_name(ctx)
-        return await answer(
-            lambda: tools.request_approval(action, params, client, summary, context, timeout)
-        )
-
-    @server.tool(
-        description=(
-            "Wait for the human's decision on a request. Returns the request as JSON as soon "
-            "as it is decided, or still pending after wait_seconds (at most 45, as clients "
-            "cancel tool calls after about a minute; 0 answers at once). While the status "
-            "is pending, call it again. Sends progress every 10 s while it waits."
-        ),
-        structured_output=False,
-    )
-    async def wait_for_approval(id: str, ctx: Context[Any, Any], wait_seconds: float = 30) -> str:
-        try:
-            data = await tools.wait_for_approval(id, wait_seconds, ctx.report_progress)
-        except VaultError as e:
-            raise ToolError(str(e)) from None
-        return json.dumps(data, indent=2, ensure_ascii=False)
-
-    @server.tool(
-        description="One request as JSON, with its history, by the id request_approval returned.",
-        structured_output=False,
-    )
-    async def get_request(id: str) -> str:
-        return await answer(lambda: tools.get_request(id))
-
-    @server.tool(
-        description=(
-            "Requests in this vault, newest first, as JSON: {requests: [...], more: true when "
-            "there are more than limit}. `status`: only those with this status (pending, "
-            "approved, rejected, timed_out, cancelled, executing, executed, failed); "
-            f"`limit`: how many (default {DEFAULT_LIMIT}, at most {MAX_LIMIT})."
-        ),
-        structured_output=False,
-    )
-    async def list_requests(status: str | None = None, limit: int = DEFAULT_LIMIT) -> str:
-        return await answer(lambda: tools.list_requests(status, limit))
-
     return server
 
 

@@ -4,11 +4,13 @@ and ``mcp`` (a Model Context Protocol server). Each imports what it needs when i
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from ..agents.formats import FORMATS, INSTALLABLE
+from ..agents.gate_client import TOKEN_ENV
 from .common import cli_errors, duration, open_vault, vault_path
 
 # What installs the MCP SDK: the package's extra from an index, or (the README's way of
@@ -44,6 +46,20 @@ def mcp_server(ctx: click.Context) -> None:
         serve(vault)
 
 
+def server_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--server URL and --token-file PATH: the gate asks the service, with an agent token."""
+    command = click.option(
+        "--token-file",
+        metavar="PATH",
+        help=f"A file (mode 600) holding the agent's token (default: ${TOKEN_ENV}).",
+    )(command)
+    return click.option(
+        "--server",
+        metavar="URL",
+        help="Ask the hitl-vault service at URL (https://, or http:// to this machine).",
+    )(command)
+
+
 @click.command()
 @click.option(
     "--format",
@@ -60,19 +76,32 @@ def mcp_server(ctx: click.Context) -> None:
     metavar="DURATION",
     help="How long to wait for a human before denying (keep it below the hook's timeout).",
 )
+@server_options
 @click.pass_context
-def gate(ctx: click.Context, fmt: str, wait: str) -> None:
+def gate(
+    ctx: click.Context, fmt: str, wait: str, server: str | None, token_file: str | None
+) -> None:
     """An agent's PreToolUse hook: read the tool call on stdin, answer allow or deny.
 
     The rules decide; an ask becomes a request a human approves in its note while the
     gate waits up to --wait, then it denies and the agent's identical retry is matched
-    to the same request.
+    to the same request. With --server, the service decides (no access to the vault
+    needed), and anything but its answer denies the call.
     """
-    from ..agents.gate import run as run_gate
-
     seconds = duration(wait, "--wait")
+    server = server or ctx.obj.get("server")  # hitl-vault --server URL gate: the same
+    token_file = token_file or ctx.obj.get("token_file")
+    if token_file is not None and server is None:
+        raise click.UsageError("--token-file goes with --server URL")
     stdin: bytes = sys.stdin.buffer.read()
-    code, out, err = run_gate(vault_path(ctx), FORMATS[fmt], seconds, stdin)
+    if server is not None:
+        from ..agents import gate_client
+
+        code, out, err = gate_client.run(server, token_file, FORMATS[fmt], seconds, stdin)
+    else:
+        from ..agents.gate import run as run_gate
+
+        code, out, err = run_gate(vault_path(ctx), FORMATS[fmt], seconds, stdin)
     click.echo(out, nl=False)
     click.echo(err, nl=False, err=True)
     ctx.exit(code)
@@ -105,21 +134,38 @@ def hook() -> None:
     help="How long the gate waits for a human; the hook's timeout is a minute more.",
 )
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@server_options
 @click.pass_context
 def hook_install(
-    ctx: click.Context, agent: str, project: Path | None, wait: str, dry_run: bool
+    ctx: click.Context,
+    agent: str,
+    project: Path | None,
+    wait: str,
+    dry_run: bool,
+    server: str | None,
+    token_file: str | None,
 ) -> None:
-    """Add the gate to the agent's settings, keeping everything else (with a backup)."""
-    from ..agents.install import check_starts, command_line, install
+    """Add the gate to the agent's settings, keeping everything else (with a backup).
+
+    With --server URL --token-file PATH, the hook asks the service with the agent's token
+    and needs no vault on this machine."""
+    from ..agents.install import check_starts, command_line, install, server_command_line
 
     seconds = duration(wait, "--wait")
-    vault = vault_path(ctx)
-    if not vault.is_dir():
-        raise click.ClickException(
-            f"{vault}: no vault there (create one with `hitl-vault init {vault}`, or give --vault)"
-        )
     where = INSTALLABLE[agent]
-    command = command_line(vault, wait)
+    if server is not None:
+        with cli_errors():
+            command = server_command_line(server, token_file, wait)
+    elif token_file is not None:
+        raise click.UsageError("--token-file goes with --server URL")
+    else:
+        vault = vault_path(ctx)
+        if not vault.is_dir():
+            raise click.ClickException(
+                f"{vault}: no vault there (create one with `hitl-vault init {vault}`, "
+                "or give --vault)"
+            )
+        command = command_line(vault, wait)
     with cli_errors():
         check_starts(command, project if project and project.is_dir() else Path.cwd())
         report = install(where.path(project), command, seconds, where, dry_run=dry_run)

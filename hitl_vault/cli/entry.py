@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from ..agents.formats import HookFormat
 
 
-def gate_arguments(argv: list[str]) -> tuple[str, HookFormat, float] | None:
-    """(vault, format, wait seconds) of ``[--vault PATH] gate [--format F] [--wait DUR]``,
-    or None for anything else (click then parses it, and explains any mistake)."""
+class GateArguments(NamedTuple):
+    """``hitl-vault gate``'s arguments: the vault's, or the service's and its token file."""
+
+    vault: str
+    hook: HookFormat
+    wait: float
+    server: str | None = None  # --server URL: ask the service, not the vault
+    token_file: str | None = None
+
+
+def gate_arguments(argv: list[str]) -> GateArguments | None:
+    """The arguments of ``[--vault PATH] gate [--format F] [--wait DUR] [--server URL
+    [--token-file PATH]]`` (``--server``, or ``$HITL_VAULT_SERVER``, and ``--token-file``
+    also before ``gate``), or None for anything else (click then parses it, and explains
+    any mistake)."""
     from ..agents.formats import FORMATS
     from ..errors import UsageError
     from ..times import parse_duration
@@ -32,7 +44,8 @@ def gate_arguments(argv: list[str]) -> tuple[str, HookFormat, float] | None:
             seen_gate = True
             continue
         name, eq, value = word.partition("=")
-        allowed = ("--format", "--wait") if seen_gate else ("--vault",)
+        allowed: tuple[str, ...] = ("--format", "--wait") if seen_gate else ("--vault",)
+        allowed += ("--server", "--token-file")  # the root's and the gate's mean the same
         if name not in allowed or name in given:
             return None
         if not eq:
@@ -46,7 +59,12 @@ def gate_arguments(argv: list[str]) -> tuple[str, HookFormat, float] | None:
         wait = parse_duration(given.get("--wait", "9m"), "--wait").total_seconds()
     except UsageError:  # click says what is wrong with it
         return None
-    return given.get("--vault", vault), FORMATS[given.get("--format", "claude")], wait
+    hook = FORMATS[given.get("--format", "claude")]
+    server = given.get("--server") or os.environ.get("HITL_VAULT_SERVER") or None
+    token_file = given.get("--token-file")
+    if token_file is not None and server is None:
+        return None  # click says --token-file needs --server
+    return GateArguments(given.get("--vault", vault), hook, wait, server, token_file)
 
 
 def main() -> None:
@@ -57,9 +75,17 @@ def main() -> None:
         cli_main()
         return
     try:
-        from ..agents.gate import run
+        if fast.server is not None:
+            from ..agents import gate_client
 
-        code, out, err = run(*fast, sys.stdin.buffer.read())
+            stdin = sys.stdin.buffer.read()
+            code, out, err = gate_client.run(
+                fast.server, fast.token_file, fast.hook, fast.wait, stdin
+            )
+        else:
+            from ..agents.gate import run
+
+            code, out, err = run(fast.vault, fast.hook, fast.wait, sys.stdin.buffer.read())
     except BaseException as e:  # never exit 1 (Claude Code runs the tool then): fail closed
         if isinstance(e, SystemExit) and e.code == 2:
             raise

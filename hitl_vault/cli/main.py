@@ -31,6 +31,7 @@ from .common import (
     vault_path,
 )
 from .decide import approve, cancel, reject, retry
+from .remote import SERVER_ENV, ServerAwareGroup
 from .serve import serve
 from .show import list_, show
 
@@ -38,7 +39,7 @@ from .show import list_, show
 # start without the journal, the notes, the file watcher and the notifier.
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ServerAwareGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--vault",
     envvar="HITL_VAULT",
@@ -47,12 +48,27 @@ from .show import list_, show
     metavar="PATH",
     help="The vault folder (or set $HITL_VAULT).",
 )
+@click.option(
+    "--server",
+    envvar=SERVER_ENV,
+    metavar="URL|unix:PATH",
+    help="Run submit, show, list, approve, reject and cancel against the service at URL "
+    "(a token in $HITL_VAULT_TOKEN or --token-file), or at its Unix socket (no token: "
+    f"your OS user says who you are). Or set ${SERVER_ENV}.",
+)
+@click.option(
+    "--token-file",
+    metavar="PATH",
+    help="With --server URL: a file (mode 600) holding your token (default: $HITL_VAULT_TOKEN).",
+)
 @click.version_option(__version__, prog_name="hitl-vault")
 @click.pass_context
-def cli(ctx: click.Context, vault: str) -> None:
+def cli(ctx: click.Context, vault: str, server: str | None, token_file: str | None) -> None:
     """A human-in-the-loop approval gate that lives in a folder of Markdown notes."""
     ctx.ensure_object(dict)
     ctx.obj["vault"] = vault
+    ctx.obj["server"] = server
+    ctx.obj["token_file"] = token_file
 
 
 @cli.command()

@@ -17,6 +17,7 @@ import click
 from .common import BadUsage, cli_errors, vault_path
 
 if TYPE_CHECKING:
+    from ..serve.runner import Serving
     from ..serve.service import Service
     from ..vault import Vault
 
@@ -24,7 +25,12 @@ if TYPE_CHECKING:
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8787`` for IPv6); exit 2 naming the option otherwise."""
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if (
+        not sep
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or not 0 <= int(port) <= 65535
+    ):
         raise BadUsage(f"--listen: {text!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
     return host.strip("[]"), int(port)
 
@@ -74,7 +80,9 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
     """What mounts beside the REST API: the gate over HTTP (``POST /api/v1/gate``) and MCP
     at ``/mcp`` (with the ``mcp`` extra); as :func:`build_app` keywords, and a line that
     says whether ``/mcp`` is served."""
-    options: dict[str, Any] = {}
+    from ..serve.gate import gate_handler
+
+    options: dict[str, Any] = {"gate": gate_handler(service)}
     if importlib.util.find_spec("mcp") is None:
         return options, "/mcp not served (install hitl-vault[mcp] for it)"
     return options, "/mcp not served (this build has no MCP over HTTP yet)"
@@ -99,6 +107,14 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
     help="The reverse proxy's address: only its X-Forwarded-For/-Proto are believed.",
 )
 @click.option("--allow-remote", is_flag=True, help="Listen on an address other machines can reach.")
+@click.option(
+    "--socket",
+    "socket_path",
+    metavar="PATH",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The Unix socket people decide through, the kernel saying who they are "
+    "(default: /run/hitl-vault/<vault>-<hash>.sock if writable, else in $XDG_RUNTIME_DIR).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also log each note looked at, written or run.")
 @click.pass_context
 def serve(
@@ -107,11 +123,15 @@ def serve(
     public_url: str | None,
     trusted_proxy: str | None,
     allow_remote: bool,
+    socket_path: Path | None,
     verbose: bool,
 ) -> None:
     """Run the daemon and the HTTP service (REST API, the gate over HTTP, MCP at /mcp) in one
     process, until SIGTERM or Ctrl-C. Agents ask with agent tokens; people answer with
-    approver tokens (`hitl-vault token add`)."""
+    approver tokens (`hitl-vault token add`).
+
+    With no vault at the path yet, one is created from the template first.
+    """
     host, port = parse_listen(listen)
     check_listen(host, allow_remote)
     url = check_public_url(public_url) if public_url is not None else None
@@ -124,13 +144,24 @@ def serve(
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     path = vault_path(ctx)
     with cli_errors():
-        _serve(path, (host, port), url, proxy)
+        _serve(path, (host, port), url, proxy, socket_path)
 
 
-def _serve(path: Path, listen: tuple[str, int], url: str | None, proxy: str | None) -> None:
+def _serve(
+    path: Path,
+    listen: tuple[str, int],
+    url: str | None,
+    proxy: str | None,
+    socket_path: Path | None = None,
+) -> None:
+    from ..policy.proven import unauthenticated
     from ..serve.runner import Serving, bind
+    from ..template import init_vault
     from ..vault import Vault
 
+    if not path.exists():  # as `run` does: the quick start's first command serves
+        init_vault(path)
+        click.echo(f"created a new vault at {path}", err=True)
     with Vault(path) as vault:
         url = _record(vault, url)
         try:
@@ -142,6 +173,7 @@ def _serve(path: Path, listen: tuple[str, int], url: str | None, proxy: str | No
         serving = Serving(vault, listen, public_url=url, trusted_proxy=proxy, sock=sock)
         options, mcp_line = extras(serving.service)
         serving.app_options.update(options)
+        unix = _unix_socket(serving, socket_path)
         host, port = serving.address
         shown = f"[{host}]" if ":" in host else host
 
@@ -149,8 +181,31 @@ def _serve(path: Path, listen: tuple[str, int], url: str | None, proxy: str | No
             click.echo(f"serving {vault.root} on http://{shown}:{port}", err=True)
             click.echo(f"public URL: {url or '(none set: --public-url)'}", err=True)
             click.echo(mcp_line, err=True)
+            if unix.is_socket():
+                click.echo(
+                    f"Unix socket: {unix} (people decide: hitl-vault --server unix:{unix})",
+                    err=True,
+                )
+            else:
+                click.echo("no Unix socket (see the warning above)", err=True)
+            for warning in unauthenticated(vault.policy):
+                click.echo(f"warning: {warning}", err=True)
 
         serving.run(on_ready=ready)
+
+
+def _unix_socket(serving: Serving, given: Path | None) -> Path:
+    """Add the Unix socket to what the app starts (:mod:`hitl_vault.serve.socket`); its
+    path. A path given that cannot be used stops ``serve``."""
+    from ..serve.socket import default_path, prepare, socket_lifespan
+
+    path = given.expanduser().absolute() if given is not None else default_path(serving.vault.root)
+    if given is not None:
+        prepare(path)
+    started = serving.app_options.get("lifespans", ())
+    listening = socket_lifespan(serving.service, path, required=given is not None)
+    serving.app_options["lifespans"] = [*started, listening]
+    return path
 
 
 def _record(vault: Vault, url: str | None) -> str | None:

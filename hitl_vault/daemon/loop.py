@@ -337,7 +337,9 @@ class Daemon:
                 self._wake.wait(min(delay, self.quiet.period().total_seconds()))
                 self._wake.clear()
         self.gave_up += self.quiet.refused.values()
-        if self._notify().targets:  # what is due goes out now; what fails, next run
+        # What is due goes out now (shared targets, or a person's own channels); what
+        # fails, next run.
+        if self._notify().targets or self.notifier.next_due() is not None:
             self._guarded(
                 "sending notifications", lambda _: self.notifier.send_due() > 0, now=self.clock()
             )

@@ -14,6 +14,7 @@ it, so a slow or dead receiver never delays a decision or an execution.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -21,10 +22,11 @@ from typing import TYPE_CHECKING
 
 from .. import events
 from ..errors import RulesError
-from ..model import Kind, Request, Status
+from ..identity import same_name
+from ..model import Kind, Request, Status, Transition
 from ..notify.config import DECIDE_EVENTS, EVENT_OF_STATUS, Event, NotifyConfig, Target
-from ..notify.message import compose
-from ..notify.send import Message, send
+from ..notify.message import compose, in_your_name
+from ..notify.send import PLACEHOLDER, Message, mask_url, placeholders, send
 from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
 from ..store import Outgoing
 
@@ -37,6 +39,9 @@ CURSOR = "notify"
 RETRY_FIRST = timedelta(seconds=5)
 RETRY_MAX = timedelta(seconds=30)
 GIVE_UP_AFTER = timedelta(hours=24)
+# The outbox event of a decision told to the person it names: ``in your name #3``, the
+# entry's place in the request's history (so each is told once, to each of their channels).
+YOURS = "in your name #"
 
 
 def flag_key(target: Target) -> str:
@@ -86,8 +91,10 @@ class Notifier:
 
     def hear(self, heard: events.Event) -> None:
         """One journal entry (as a durable listener): a notification to each target that
-        wants it, recorded in the commit that moves the notifier's cursor past it."""
+        wants it, recorded in the commit that moves the notifier's cursor past it; and a
+        decision or vote made in a person's name, to that person's own channels."""
         step = heard.transition
+        self._tell_in_their_name(heard)
         if step.kind is Kind.ESCALATED:
             event: Event | None = Event.ESCALATED
         elif step.kind is Kind.TRANSITION:
@@ -101,6 +108,25 @@ class Notifier:
         if event in DECIDE_EVENTS and request.status is not Status.PENDING:
             return  # decided while no daemon ran: nobody is asked to decide it now
         self._record([(request.id, event, t.url) for t in wanting if t.wants(event, request)])
+
+    def _tell_in_their_name(self, heard: events.Event) -> None:
+        """An approval, rejection or vote recorded in the name of someone in ``people``:
+        one notification to each of their own channels (shared targets are not told)."""
+        step = heard.transition
+        if not _decided(step):
+            return
+        person = self.journal.person(step.by)
+        wanted = person is not None and bool(person.notify)
+        request = self.journal.get(heard.request_id) if wanted else None  # with its history
+        if person is None or request is None:
+            return
+        place = _place(request.history, step)
+        if place is None:
+            return
+        earlier = request.history[place - 1] if place else None
+        if step.kind is Kind.TRANSITION and earlier is not None and _their_vote(earlier, step):
+            return  # the vote that decided it was told already
+        self._record([(request.id, f"{YOURS}{place}", url) for url in person.notify])
 
     def _pending_now(self) -> None:
         """The first time ever: what waits for a decision now, not the whole history."""
@@ -207,6 +233,8 @@ class Notifier:
         return delivered > 0
 
     def _send(self, item: Outgoing) -> bool:
+        if item.event.startswith(YOURS):
+            return self._send_yours(item)
         target = next((t for t in self.config.targets if t.url == item.target), None)
         request = self.journal.get(item.request_id, history=False)
         if target is None or request is None:  # taken out of hitl-vault.yaml since
@@ -216,37 +244,66 @@ class Notifier:
             error = send(target.resolved_url(), self._message(item.event, request))
         except Exception as e:  # a missing ${NAME}, or a bug: kept, tried again, said
             error = str(e)
+        return self._sent(item, error, target.shown, "the target in hitl-vault.yaml")
+
+    def _send_yours(self, item: Outgoing) -> bool:
+        """A decision told to the person it names, at one of their channels as ``people``
+        has them now (a channel taken out since is not told)."""
+        request = self.journal.get(item.request_id)
+        place = int(item.event[len(YOURS) :])
+        step = request.history[place] if request and place < len(request.history) else None
+        person = self.journal.person(step.by) if step is not None else None
+        if request is None or step is None or person is None or item.target not in person.notify:
+            self.journal.not_sent(item.id, self.clock(), "not one of their channels now", None)
+            return False
+        missing = [name for name in placeholders(item.target) if not os.environ.get(name)]
+        if missing:
+            error: str | None = f"needs {', '.join(missing)}, which is not set"
+        else:
+            url = PLACEHOLDER.sub(lambda m: os.environ[m.group(1)], item.target)
+            name = self.config.vault_name or self._folder_name
+            message = in_your_name(request, step, note=self._note(request), vault_name=name)
+            error = send(url, message)
+        fix = f"{person.name}'s channel (hitl-vault people set {person.name} --notify ...)"
+        return self._sent(item, error, mask_url(item.target), fix)
+
+    def _sent(self, item: Outgoing, error: str | None, shown: str, fix: str) -> bool:
+        """Mark the send done, or keep it to try again (given up after 24 h, and listed)."""
         now = self.clock()
+        key = f"notify {shown}"  # as flag_key(target) names a shared target
         if error is None:
             self.journal.sent(item.id, now)
-            self.journal.unflag(flag_key(target))  # it works again: nothing to fix
-            log.info("%s: told %s (%s)", item.request_id, target.shown, item.event)
+            self.journal.unflag(key)  # it works again: nothing to fix
+            log.info("%s: told %s (%s)", item.request_id, shown, item.event)
             return True
         give_up = now - item.created >= GIVE_UP_AFTER
         retry = None if give_up else now + min(RETRY_FIRST * 2 ** min(item.attempts, 8), RETRY_MAX)
         self.journal.not_sent(item.id, now, error, retry)
         if give_up:
             message = (
-                f"notifications to {target.shown} are failing: {error} (the {item.event} "
-                f"notification of {item.request_id} was given up after 24 h; fix the target "
-                "in hitl-vault.yaml or its receiver)"
+                f"notifications to {shown} are failing: {error} (the {item.event} "
+                f"notification of {item.request_id} was given up after 24 h; fix {fix} "
+                "or its receiver)"
             )
-            self.journal.flag(flag_key(target), message, now, item.request_id)
+            self.journal.flag(key, message, now, item.request_id)
             log.error("%s", message)
         else:
             log.warning(
                 "%s: could not tell %s (%s): %s; trying again", item.request_id,
-                target.shown, item.event, error,
+                shown, item.event, error,
             )  # fmt: skip
         return False
 
-    def _message(self, event: str, request: Request) -> Message:
-        # Where the note is, or is about to be: a daemon moves it once it is quiet.
+    @staticmethod
+    def _note(request: Request) -> str:
+        """Where the note is, or is about to be: a daemon moves it once it is quiet."""
         name = request.path.name if request.path else f"{request.id}.md"
-        note = f"{request.status.folder}/{name}"
+        return f"{request.status.folder}/{name}"
+
+    def _message(self, event: str, request: Request) -> Message:
         why = self._ruling(request).explanation
         return compose(
-            event, request, note=note, why=why,
+            event, request, note=self._note(request), why=why,
             vault_name=self.config.vault_name or self._folder_name,
         )  # fmt: skip
 
@@ -283,6 +340,29 @@ class Notifier:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+def _decided(step: Transition) -> bool:
+    """An approval, a rejection or a vote a person made (or someone made in their name)."""
+    if step.kind is Kind.VOTED:
+        return True
+    return (
+        step.kind is Kind.TRANSITION
+        and step.from_status is Status.PENDING
+        and step.to_status in (Status.APPROVED, Status.REJECTED)
+        and bool(step.by)
+    )
+
+
+def _place(history: Sequence[Transition], step: Transition) -> int | None:
+    """Where ``step`` is in ``history`` (the last such entry), or None."""
+    return next((i for i in range(len(history) - 1, -1, -1) if history[i] == step), None)
+
+
+def _their_vote(vote: Transition, step: Transition) -> bool:
+    """``vote`` is the same person's vote that made the decision ``step``, at once."""
+    same = same_name(vote.by) == same_name(step.by)
+    return vote.kind is Kind.VOTED and vote.at == step.at and same
 
 
 def send_tests(config: NotifyConfig, folder_name: str) -> list[tuple[str, str | None]]:

@@ -24,9 +24,11 @@ from ..errors import (
     NoteError,
     RequestNotFoundError,
     RulesError,
+    UnprovenDecisionError,
     VaultNotFoundError,
 )
 from ..events import Events, Listener
+from ..identity import Proof
 from ..journal.sqlite import Journal
 from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..model import Request, Status, Transition, check_action, new_id
@@ -224,6 +226,8 @@ class Engine:
         reason: str = "",
         expect: str | None = None,
         params: Mapping[str, Any] | None = None,
+        *,
+        proof: Proof | None = None,
     ) -> Request:
         """Approve a pending request, exactly as setting ``status: approved`` in its note would.
 
@@ -233,13 +237,26 @@ class Engine:
         any other params are refused. ``params``: run these instead (all of them), judged
         as an edit of the note's params saved with the approval; ``expect`` then names the
         params they were edited from. Returns the request as the approval left it.
+
+        ``proof``: who the service proved decides, and through which channel (only the
+        service hands one; ``by`` is then its name). The history says ``by alice via api``
+        and rules with ``authenticated:`` count it; without it they refuse an approval
+        (:class:`UnprovenDecisionError`, listed under Needs attention).
         """
         edited = None if params is None else clean_params(params)
-        return self._decide(request_id, Status.APPROVED, by, reason, expect, edited)
+        return self._decide(request_id, Status.APPROVED, by, reason, expect, edited, proof=proof)
 
-    def reject(self, request_id: str, by: str | None = None, reason: str = "") -> Request:
-        """Reject a pending request, exactly as setting ``status: rejected`` in its note would."""
-        return self._decide(request_id, Status.REJECTED, by, reason)
+    def reject(
+        self,
+        request_id: str,
+        by: str | None = None,
+        reason: str = "",
+        *,
+        proof: Proof | None = None,
+    ) -> Request:
+        """Reject a pending request, exactly as setting ``status: rejected`` in its note would
+        (``proof``: as for :meth:`approve`)."""
+        return self._decide(request_id, Status.REJECTED, by, reason, proof=proof)
 
     def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
         """What approving now would run: the params (the note's, if a human edited them
@@ -257,6 +274,8 @@ class Engine:
         reason: str,
         expect: str | None = None,
         given: Mapping[str, Any] | None = None,
+        *,
+        proof: Proof | None = None,
     ) -> Request:
         request = self.get(request_id)
         if self.notes.note_first(request, self.now()):  # a save made before this decision
@@ -277,9 +296,15 @@ class Engine:
             with self.journal.batch():
                 request = self.get(request_id)
                 done = self._decider.decide(
-                    request, to, by=by or default_user(), reason=reason, params=params, now=now
-                )
+                    request, to, by=by or default_user(), reason=reason, params=params, now=now,
+                    proof=proof,
+                )  # fmt: skip
                 decided = self.get(request_id)
+        except UnprovenDecisionError as e:  # pending; the owner sees the attempt
+            self._decider.unproven(request, e, now)
+            self.publish()
+            self.show_in_note(request_id, now)
+            raise
         except RulesError as e:  # a Python rule raised: fail closed, pending, and say so
             what = "approval" if to is Status.APPROVED else "rejection"
             self._decider.rule_failed(request, what, e, now)

@@ -163,10 +163,18 @@ class MemorySteps:
             return t
 
     def record_vote(
-        self, request_id: str, *, at: datetime, by: str, approve: bool, reason: str, count: str
+        self,
+        request_id: str,
+        *,
+        at: datetime,
+        by: str,
+        approve: bool,
+        reason: str,
+        count: str,
+        details: tuple[str, ...] = (),
     ) -> Transition | None:
         to = Status.APPROVED if approve else Status.REJECTED
-        t = Transition(at, Status.PENDING, to, by, reason, (count,), kind=Kind.VOTED)
+        t = Transition(at, Status.PENDING, to, by, reason, (count, *details), kind=Kind.VOTED)
         return self._pending_entry(request_id, t)
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:

@@ -225,12 +225,20 @@ class Steps:
             return t
 
     def record_vote(
-        self, request_id: str, *, at: datetime, by: str, approve: bool, reason: str, count: str
+        self,
+        request_id: str,
+        *,
+        at: datetime,
+        by: str,
+        approve: bool,
+        reason: str,
+        count: str,
+        details: tuple[str, ...] = (),
     ) -> Transition | None:
         """One person's vote on a pending request (``count``: ``1 of 2``); the status stays
         until :meth:`transition` says otherwise. None when it is no longer pending."""
         to = Status.APPROVED if approve else Status.REJECTED
-        t = Transition(at, Status.PENDING, to, by, reason, (count,), kind=Kind.VOTED)
+        t = Transition(at, Status.PENDING, to, by, reason, (count, *details), kind=Kind.VOTED)
         return self._pending_entry(request_id, t)
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:

@@ -12,7 +12,13 @@ from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
-from ..errors import DecisionRefusedError, NotAnApproverError, RulesError
+from ..errors import (
+    DecisionRefusedError,
+    NotAnApproverError,
+    RulesError,
+    UnprovenDecisionError,
+)
+from ..identity import Proof, proof_details, same_name
 from ..model import Request, Status, Transition
 from ..policy.quorum import Plan
 from ..policy.rules import Policy, RuleFunction
@@ -62,13 +68,19 @@ class Decider:
         params: Mapping[str, Any] | None,
         now: datetime,
         typed: bool = False,
+        proof: Proof | None = None,
     ) -> Transition | None:
         """Judge a human's approval or rejection of a pending request (:func:`judge`) and
         journal the verdict: a vote, then the decision when the votes make one. Raises
         :class:`DecisionRefusedError` when ``by``'s decision does not count; None when the
         request was no longer pending. ``typed``: a status typed in the note (or its folder),
-        which a request decided by votes refuses."""
-        verdict = self._verdict(request, to, by, reason, params, now, typed)
+        which a request decided by votes refuses. ``proof``: the service proved who decides
+        (``by`` is then its name); the vote, or the decision one person makes, keeps its
+        ``via`` detail, and ``authenticated:`` rules count it."""
+        if proof is not None:
+            by = proof.name
+        via = None if proof is None else proof.via
+        verdict = self._verdict(request, to, by, reason, params, now, typed, via)
         # The vote and the decision it completes are written together, judged on the votes
         # the journal holds inside the same transaction: two people voting at the same
         # moment are counted one after the other, never both as "1 of 2". (Inside the daemon's
@@ -78,9 +90,10 @@ class Decider:
             fresh = None if batching else self.journal.get(request.id)
             if fresh is not None and len(fresh.history) != len(request.history):
                 request = fresh  # something was recorded meanwhile: judge again
-                verdict = self._verdict(request, to, by, reason, params, now, typed)
+                verdict = self._verdict(request, to, by, reason, params, now, typed, via)
+            proven = () if proof is None else proof_details(proof)
             if verdict.vote is None or verdict.count is None:
-                return self.transition(request, verdict, by, now)
+                return self.transition(request, verdict, by, now, proven)
             v, c = verdict.vote, verdict.count
             done = sum(len(a) for a in c.approvals)
             need = sum(s.quorum for s in c.plan.stages)
@@ -91,6 +104,7 @@ class Decider:
                 approve=v.approve,
                 reason=v.reason,
                 count=f"{done} of {need}" if v.approve else "rejects it",
+                details=proven,
             )
             if t is None or verdict.to is Status.PENDING:
                 return t
@@ -105,6 +119,7 @@ class Decider:
         params: Mapping[str, Any] | None,
         now: datetime,
         typed: bool = False,
+        via: str | None = None,
     ) -> Verdict:
         """:func:`judge`; raises :class:`DecisionRefusedError` when ``by``'s does not count."""
         verdict = judge(
@@ -119,18 +134,27 @@ class Decider:
             pinned=self.journal.pinned(request.id),
             functions=self._functions,
             typed=typed,
+            via=via,
         )
         if verdict.refused is not None:
             r = verdict.refused
+            if r.unproven:
+                raise UnprovenDecisionError(request.id, r.by, r.problem)
             if r.problem:
                 raise DecisionRefusedError(request.id, r.by, r.problem)
             raise NotAnApproverError(request.id, r.by, r.approvers, r.rule)
         return verdict
 
     def transition(
-        self, request: Request, verdict: Verdict, by: str, now: datetime
+        self,
+        request: Request,
+        verdict: Verdict,
+        by: str,
+        now: datetime,
+        proven: tuple[str, ...] = (),
     ) -> Transition | None:
-        """Journal the move ``verdict`` makes of a pending request (None: not pending)."""
+        """Journal the move ``verdict`` makes of a pending request (None: not pending);
+        ``proven``: the ``via`` detail of the one person who made it, kept last."""
         if verdict.to is Status.TIMED_OUT:
             return self.journal.transition(
                 request.id,
@@ -146,7 +170,7 @@ class Decider:
             at=now,
             by=str(verdict.fields.get("decided_by") or by or "unknown"),
             reason=verdict.reason,
-            details=verdict.details,
+            details=verdict.details + (proven if _one(verdict, by) else ()),
             expect={Status.PENDING},
             fields=dict(verdict.fields),
         )
@@ -163,6 +187,15 @@ class Decider:
             self.journal.record_ignored(request.id, now, (one_line(message, 400),))
         return shown
 
+    def unproven(self, request: Request, error: UnprovenDecisionError, now: datetime) -> None:
+        """An approval made through the API or the CLI that ``authenticated:`` does not
+        count: journaled as not acted on and listed under Needs attention, as a refused
+        note edit is, so the owner sees that someone approved in a name without proof."""
+        message = f"{error.who or 'someone'}'s approval not counted: {error.problem}"
+        shown = f"request {request.id}: {message}"
+        if self.journal.flag(request_flag(request.id), shown, now, request.id):
+            self.journal.record_ignored(request.id, now, (one_line(message, 400),))
+
     def settle(self, request_id: str, now: datetime) -> Transition | None:
         """A pending request whose recorded votes decide it under the rules in force (they
         changed since: a lower quorum, a stage gone) is decided so; None when they do not."""
@@ -177,3 +210,8 @@ class Decider:
             if not state.decided:
                 return None
             return self.transition(request, settled(state, now), "", now)
+
+
+def _one(verdict: Verdict, by: str) -> bool:
+    """Whether ``by`` alone made the decision ``verdict`` records (not votes already in)."""
+    return same_name(str(verdict.fields.get("decided_by") or by)) == same_name(by)

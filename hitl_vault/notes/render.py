@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from ..identity import proof_in
 from ..model import Kind, Request, Status, Transition
 from ..text import history_text, inline, one_line
 from ..times import format_ts
@@ -237,8 +238,13 @@ def history_line(t: Transition, separators_kept: bool = False) -> str:
         return inline(one_line(text) if separators_kept else history_text(text, arrows=arrows))
 
     parts = [format_ts(t.at), t.move]
-    if t.kind is Kind.VOTED and t.details:  # alice approved (1 of 2)
-        parts[1] += f" ({outside(t.details[0])})"
+    proof = proof_in(t)  # the service proved who: "by alice via api from 10.0.0.5"
+    via = ""
+    if proof is not None:
+        via = f" via {proof.via}" + (f" from {outside(proof.client)}" if proof.client else "")
+        t = replace(t, details=t.details[: -2 if proof.client else -1])
+    if t.kind is Kind.VOTED and t.details:  # alice approved (1 of 2) [via api]
+        parts[1] += f" ({outside(t.details[0])}){via}"
         t = replace(t, by="", details=t.details[1:])
     elif t.kind is Kind.ESCALATED and t.details:  # escalated to dave
         parts[1] += f" {outside(t.details[0])}"
@@ -246,7 +252,7 @@ def history_line(t: Transition, separators_kept: bool = False) -> str:
     by = outside(t.by)
     done = t.to_status in (Status.EXECUTED, Status.FAILED)  # "by executor" says nothing
     if by and (t.kind is Kind.LINKED or (t.kind is not Kind.IGNORED and not done)):
-        parts.append(f"by {by}")
+        parts.append(f"by {by}{via}")
     reason = outside(t.reason)
     if reason:
         parts.append(f'"{reason}"')

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import DecisionRefusedError, NoteError, RulesError
+from ..identity import same_name
 from ..model import Request, Status, Transition
 from ..policy.quorum import count
 from ..policy.verdict import counted, votes_of
@@ -45,9 +46,9 @@ class Votes:
             lines = note_votes(note)
         except NoteError as e:
             return None, str(e)
-        recorded = {t.by: t.to_status for t in request.votes()}
+        recorded = {same_name(t.by): (t.by, t.to_status) for t in request.votes()}
         refused = {
-            (found[0], found[1]): t
+            (same_name(found[0]), found[1]): t
             for t in request.history
             if (found := read_refused_vote(t)) is not None
         }
@@ -56,9 +57,10 @@ class Votes:
         acted: Transition | None = None
         problems: list[str] = []
         for name, (vote, reason) in lines.items():
-            if vote is None or recorded.get(name) is vote:
+            key = same_name(name)  # Alice and alice are one person
+            if vote is None or recorded.get(key, ("", None))[1] is vote:
                 continue
-            earlier = refused.get((name, str(vote)))
+            earlier = refused.get((key, str(vote)))
             if earlier is not None and (
                 NOT_COUNTED in raw.get(name, "") or earlier.key not in shown
             ):
@@ -67,10 +69,11 @@ class Votes:
                     "comment on the line to vote again)"
                 )
                 continue
-            if name in recorded:
+            if key in recorded:
+                known, status = recorded[key]
                 problems.append(
-                    f"{note.where}: {name} {recorded[name]} already; a vote cannot be changed "
-                    f"(it will be shown as {recorded[name]} again)"
+                    f"{note.where}: {known} {status} already; a vote cannot be changed "
+                    f"(it will be shown as {status} again)"
                 )
                 continue
             current = self.journal.get(request.id)

@@ -10,7 +10,8 @@ from pathlib import PurePath
 from typing import Any
 from urllib.parse import quote
 
-from ..model import Request
+from ..identity import proof_in
+from ..model import Kind, Request, Status, Transition
 from ..text import NOT_PRINTABLE_ASCII, visible
 from .config import DECIDE_EVENTS, Event
 from .send import MESSAGE_LIMIT, Message
@@ -158,3 +159,46 @@ def compose(
     else:
         text = body(0, "")
     return Message(title, _cut(text, room))
+
+
+def in_your_name(request: Request, step: Transition, *, note: str, vault_name: str) -> Message:
+    """What a person's own channels are told when a decision or a vote is recorded in
+    their name (``step``): which request, which decision, through which channel, and
+    from where when the service knew. A name nobody proved (a note edit, ``--by``, a
+    script) says so, so that someone who did not decide learns it at once."""
+    approve = step.to_status is Status.APPROVED
+    if step.kind is Kind.VOTED:
+        what = "a vote to approve" if approve else "a vote to reject"
+        counted = _plain(step.details[0], 40) if step.details else ""
+        decision = f"approved (vote {counted})" if approve else "rejected (a vote that rejects it)"
+    else:
+        what = "an approval" if approve else "a rejection"
+        decision = str(step.to_status)
+    who = _plain(step.by, 100)
+    summary = request.summary or request.action
+    title = f"hitl-vault: {what} in your name ({who}) — {_plain(summary, 120)}"
+    proof = proof_in(step)
+    if proof is not None:
+        channel = f"via {proof.via}, proven by the service"
+    else:
+        channel = "not proven: a note edit, --by NAME or a script gave your name"
+    lines = [
+        f"{what[0].upper()}{what[1:]} was recorded in your name in the vault {vault_name!r}.",
+        "",
+        f"Request: {request.id}",
+        f"Summary: {_plain(summary, 300)}",
+        f"Action: {_plain(request.action, 64)}",
+        f"Decision: {decision}",
+    ]
+    if step.reason:
+        lines.append(f"Reason: {_plain(step.reason, 300)}")
+    lines += [f"At: {_minute(step.at)}", f"Channel: {channel}"]
+    if proof is not None and proof.client:
+        lines.append(f"From: {_plain(proof.client, 200)}")
+    lines += [
+        "",
+        "If this was not you, reject the request while it is pending and tell the service's owner.",
+        f"Note: {note}",
+        f"Open in Obsidian: {obsidian_uri(vault_name, note)}",
+    ]
+    return Message(title[:200], _cut("\n".join(lines), MESSAGE_LIMIT - len(title[:200])))

@@ -15,9 +15,47 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from ..identity import same_name
+
 # What a name in ``approvers:`` or on a vote line may look like: a user name or an address.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
 NAME_FIX = "use letters, digits, '_', '.', '@', '+' or '-', starting with a letter or digit"
+# The name a decision gets when nobody said who made it and no user name could be found.
+NO_NAME = "unknown"
+
+
+def unnamed(name: str) -> bool:
+    """A decision made by nobody in particular: no name, or :data:`NO_NAME`."""
+    return same_name(name) in ("", NO_NAME)
+
+
+def among(name: str, names: Iterable[str]) -> bool:
+    """Whether ``name`` is one of ``names``, compared as :func:`same_name` compares them."""
+    wanted = same_name(name)
+    return bool(wanted) and any(same_name(n) == wanted for n in names)
+
+
+def proof_needed(channels: frozenset[str]) -> str:
+    """What an approval lacks under ``authenticated:`` (a sentence with the fix)."""
+    if not channels:
+        return (
+            "needs an approval proven through a channel, but its rules' authenticated: lists "
+            "have none in common; fix hitl-vault.yaml"
+        )
+    ways = {
+        "api": "`hitl-vault --server URL approve`",
+        "session": "the service's signed-in pages",
+        "socket": "the CLI through the service's socket",
+        "link": "the decision link sent to you",
+    }
+    names = sorted(channels, key=lambda c: list(ways).index(c) if c in ways else len(ways))
+    shown = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+    shown_ways = [c for c in names if c != "session"] or names  # pages: a later release
+    how = " or ".join(ways.get(c, c) for c in shown_ways)
+    return (
+        f"needs an approval proven through {shown} (its rules say authenticated:); a note "
+        f"edit, a votes: line, --by or a name given to a script proves nobody: decide with {how}"
+    )
 
 
 class RequireReason(StrEnum):
@@ -54,6 +92,18 @@ class Plan:
     require_reason: RequireReason = RequireReason.NONE
     escalate_after: timedelta | None = None
     escalate_to: frozenset[str] = frozenset()
+    # ``authenticated:``: the channels an approval must be proven through (None: any
+    # decision counts, a claimed name too).
+    authenticated: frozenset[str] | None = None
+
+    @property
+    def named(self) -> bool:
+        """Whether it matters who approves: approvers named, votes, or no self-approval."""
+        return (
+            self.by_votes
+            or self.prevent_self_approval
+            or any(s.approvers is not None for s in self.stages)
+        )
 
     @property
     def by_votes(self) -> bool:
@@ -79,12 +129,14 @@ class Part:
     require_reason: RequireReason = RequireReason.NONE
     escalate_after: timedelta | None = None
     escalate_to: frozenset[str] = frozenset()
+    authenticated: frozenset[str] | None = None
 
 
 def combine(parts: Iterable[Part]) -> Plan:
     """The strictest plan all ``parts`` allow: the names every ``approvers`` list holds, the
     largest quorum, every stage (each once, in order), self-approval refused if any part
-    refuses it, the strictest ``require_reason``, the shortest escalation (to everyone named).
+    refuses it, the strictest ``require_reason``, the shortest escalation (to everyone named),
+    and only the channels every ``authenticated:`` allows.
 
     A part's own ``approvers``/``quorum`` form the first stage; ``stages`` follow it.
     """
@@ -101,6 +153,10 @@ def combine(parts: Iterable[Part]) -> Plan:
         stages.insert(0, Stage("", approvers, max(quorums, default=1)))
     escalations = [p.escalate_after for p in parts if p.escalate_after is not None]
     to = frozenset().union(*(p.escalate_to for p in parts)) if escalations else frozenset()
+    proven: frozenset[str] | None = None
+    for p in parts:
+        if p.authenticated is not None:
+            proven = p.authenticated if proven is None else proven & p.authenticated
     return Plan(
         stages=tuple(stages),
         prevent_self_approval=any(p.prevent_self_approval for p in parts),
@@ -109,6 +165,7 @@ def combine(parts: Iterable[Part]) -> Plan:
         ),
         escalate_after=min(escalations) if escalations else None,
         escalate_to=to,
+        authenticated=proven,
     )
 
 
@@ -120,6 +177,7 @@ class Vote:
     approve: bool
     at: datetime | None = None
     reason: str = ""
+    via: str | None = None  # the channel it was proven through (``api``); None: a claim
 
 
 @dataclass(frozen=True)
@@ -131,7 +189,7 @@ class Count:
     approvals: tuple[tuple[str, ...], ...]  # who counted in each stage, in order
     rejected_by: str | None = None
     escalated: bool = False
-    voters: frozenset[str] = field(default_factory=frozenset)
+    voters: frozenset[str] = field(default_factory=frozenset)  # as :func:`same_name` has them
     requester: str = ""  # who asked (not among those waited for under prevent_self_approval)
 
     @property
@@ -156,8 +214,8 @@ class Count:
         names = self.plan.eligible(self.stage, self.escalated)
         if names is None:
             return None
-        barred = {self.requester} if self.plan.prevent_self_approval else set()
-        return sorted(names - self.voters - barred)
+        barred = {same_name(self.requester)} if self.plan.prevent_self_approval else set()
+        return sorted(n for n in names if same_name(n) not in self.voters | barred)
 
     def progress(self) -> str:
         """``1 of 2 approvals; waiting for bob or carol`` (one line, for people)."""
@@ -171,6 +229,8 @@ class Count:
         text = f"{len(self.approvals[self.stage])} of {stage.quorum} approvals"
         if len(stages) > 1:
             text += f" in {stage.title} (stage {self.stage + 1} of {len(stages)})"
+        if self.plan.authenticated is not None:
+            text += ", each proven (authenticated)"
         waiting = self.waiting_for()
         if waiting is None:
             return text + "; waiting for anyone"
@@ -194,7 +254,7 @@ def count(
 
 
 def _add(state: Count, vote: Vote) -> Count:
-    voters = state.voters | {vote.name}
+    voters = state.voters | {same_name(vote.name)}
     if not vote.approve:
         return replace(state, rejected_by=vote.name, voters=voters)
     approvals = list(state.approvals)
@@ -220,9 +280,17 @@ def refusal(state: Count, vote: Vote, *, requester: str = "") -> str | None:
         return "say who you are: decide with --by NAME, or write your name's line under votes:"
     if plan.by_votes and not NAME_RE.fullmatch(vote.name):
         return f"{vote.name!r} is not a name hitl-vault accepts ({NAME_FIX})"
+    if vote.approve and plan.named and unnamed(vote.name):
+        return (
+            f"an approval by {who} counts for nobody here (its rules name approvers, count "
+            "votes or prevent self-approval): say who you are (--by NAME, or decided_by: in "
+            "the note)"
+        )
+    if vote.approve and plan.authenticated is not None and vote.via not in plan.authenticated:
+        return proof_needed(plan.authenticated)
     if state.decided:
         return "it is decided already"
-    if vote.name in state.voters:
+    if same_name(vote.name) in state.voters:
         return f"{who} has voted on it already; each person counts once"
     needs = plan.require_reason
     if not vote.reason.strip() and (
@@ -230,15 +298,15 @@ def refusal(state: Count, vote: Vote, *, requester: str = "") -> str | None:
     ):
         what = "every decision" if needs is RequireReason.ALWAYS else "a rejection"
         return f"{what} needs a reason here (require_reason: {needs}); add one"
-    if vote.approve and plan.prevent_self_approval and vote.name == requester:
+    if vote.approve and plan.prevent_self_approval and same_name(vote.name) == same_name(requester):
         return f"{who} asked for it and may not approve it (prevent_self_approval)"
     now = plan.eligible(state.stage, state.escalated)
-    if now is None or vote.name in now:
+    if now is None or among(vote.name, now):
         return None
     later = [
         i
         for i in range(state.stage + 1, len(plan.stages))
-        if (names := plan.eligible(i, state.escalated)) is None or vote.name in names
+        if (names := plan.eligible(i, state.escalated)) is None or among(vote.name, names)
     ]
     if later and not vote.approve:  # a later stage's approver may stop it early: never unsafe
         return None
@@ -248,7 +316,7 @@ def refusal(state: Count, vote: Vote, *, requester: str = "") -> str | None:
             f"{who} approves in {plan.stages[later[0]].title}, which comes after {first}; "
             f"wait until {first} is met"
         )
-    if any(vote.name in (plan.eligible(i, state.escalated) or ()) for i in range(state.stage)):
+    if any(among(vote.name, plan.eligible(i, state.escalated) or ()) for i in range(state.stage)):
         done = ", ".join(plan.stages[i].title for i in range(state.stage))
         return f"{who} decides in {done}, which is met already; {_waiting(state)}"
     stages = range(len(plan.stages))

@@ -148,12 +148,13 @@ class Defaults:
     require_reason: RequireReason = RequireReason.NONE
     escalate_after: timedelta | None = None
     escalate_to: frozenset[str] = frozenset()
+    authenticated: frozenset[str] | None = None  # the channels an approval must come through
 
     @property
     def part(self) -> Part:
         return Part(
             self.approvers, self.quorum, (), self.prevent_self_approval, self.require_reason,
-            self.escalate_after, self.escalate_to,
+            self.escalate_after, self.escalate_to, self.authenticated,
         )  # fmt: skip
 
 
@@ -194,6 +195,7 @@ class Rule:
     require_reason: RequireReason = RequireReason.NONE
     escalate_after: timedelta | None = None
     escalate_to: frozenset[str] = frozenset()
+    authenticated: frozenset[str] | None = None
     line: int = 0
 
     def match(self, proposal: Proposal) -> RuleMatch | None:
@@ -219,7 +221,7 @@ class Rule:
             remind_before=self.remind_before,
             approval=Part(
                 None, self.quorum, self.stages, self.prevent_self_approval, self.require_reason,
-                self.escalate_after, self.escalate_to,
+                self.escalate_after, self.escalate_to, self.authenticated,
             ),
             by_numeric_text=by_text,
         )  # fmt: skip

@@ -18,6 +18,7 @@ import yaml
 
 from ..durable import read_file
 from ..errors import NoteError, RulesError, UsageError
+from ..identity import CHANNELS, PROVEN
 from ..model import check_action
 from .conditions import (
     OPERATORS,
@@ -59,6 +60,7 @@ _DEFAULT_FIELDS = {
     "require_reason": "require_reason",
     "escalate_after": "duration",
     "escalate_to": "approvers",
+    "authenticated": "authenticated",
 }
 _GATE_FIELDS = {"record": "gate_record"}
 _RULE_FIELDS = {
@@ -78,6 +80,7 @@ _RULE_FIELDS = {
     "require_reason": "require_reason",
     "escalate_after": "duration",
     "escalate_to": "approvers",
+    "authenticated": "authenticated",
 }
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
 _ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
@@ -292,6 +295,22 @@ class _Reader(NodeReader):
                 node, f"{what} must be a whole number from 1 to 100, not {value!r}", fix
             )
         return value
+
+    def authenticated(self, node: Any, what: str) -> frozenset[str]:
+        """``true`` (api, session or socket) or a list of channels an approval must come
+        through; ``false`` says nothing (a rule cannot relax the defaults), so it is refused."""
+        fix = f"write authenticated: true, or a list of channels from {', '.join(CHANNELS)}"
+        if isinstance(node, yaml.SequenceNode):
+            if not node.value:  # an empty set would let no approval count, silently
+                raise self.error(node, f"{what} is an empty list", fix)
+            return frozenset(self.choice(item, what, list(CHANNELS)) for item in node.value)
+        value = self.scalar(node, what, fix)
+        if value is True:
+            return PROVEN
+        if value is False:
+            problem = f"{what} is false, which counts any decision, as leaving it out does"
+            raise self.error(node, problem, "remove the line, or write authenticated: true")
+        raise self.error(node, f"{what} must be true or a list of channels, not {value!r}", fix)
 
     def require_reason(self, node: Any, what: str) -> RequireReason:
         return RequireReason(self.choice(node, what, [str(r) for r in RequireReason]))

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..identity import proven_by
 from ..model import Request, Status
 from ..params import describe_changes, params_sha
 from ..times import format_ts
-from .quorum import Count, Plan, Vote, add, count, refusal
+from .quorum import Count, Plan, Vote, add, among, count, proof_needed, refusal
 from .rules import Decision, Mode, Policy, Proposal, RuleFunction, Ruling
 
 
@@ -30,6 +31,7 @@ class Refusal:
     approvers: frozenset[str] = frozenset()
     rule: str = ""
     problem: str = ""
+    unproven: bool = False  # an approval ``authenticated:`` does not count: not proven
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,12 @@ def plan_for(policy: Policy, found: Sequence[Ruling], pinned: Mapping[str, Any])
 
 
 def votes_of(request: Request) -> list[Vote]:
-    """The votes that count for the request's params as they stand."""
-    return [Vote(t.by, t.to_status is Status.APPROVED, t.at, t.reason) for t in request.votes()]
+    """The votes that count for the request's params as they stand (each with the channel
+    it was proven through, if it was)."""
+    return [
+        Vote(t.by, t.to_status is Status.APPROVED, t.at, t.reason, proven_by(t))
+        for t in request.votes()
+    ]
 
 
 def counted(plan: Plan, request: Request) -> Count:
@@ -124,6 +130,7 @@ def judge(
     pinned: Mapping[str, Any],
     functions: Sequence[RuleFunction] = (),
     typed: bool = False,
+    via: str | None = None,
 ) -> Verdict:
     """A human's approval or rejection of a pending request, judged.
 
@@ -139,6 +146,10 @@ def judge(
     ``to`` stays ``pending`` until they decide. Votes already in that meet rules changed
     since settle an approval; a "no" from someone who may decide still wins then.
     ``typed``: a status typed in the note, which such a request refuses.
+
+    ``via``: the channel the decision was proven through (the service's, never a name
+    someone wrote). Under ``authenticated:`` an approval without a channel it allows is
+    refused (``unproven`` set); a rejection is judged as any other: stopping is safe.
     """
     if request.expires is not None and now >= request.expires:
         late = f"{to} seen after it expired at {format_ts(request.expires)}"
@@ -148,6 +159,9 @@ def judge(
     edited = describe_changes(created, final)
     found = rulings(policy, request, (final, created, request.params), functions)
     plan = plan_for(policy, found, pinned)
+    if to is Status.APPROVED and plan.authenticated is not None and via not in plan.authenticated:
+        unproven = proof_needed(plan.authenticated)
+        return Verdict(to, refused=Refusal(by, problem=unproven, unproven=True))
     if typed and plan.by_votes:  # a status typed in the note: votes decide this one
         votes = (
             "this request is decided by votes: write approved or rejected after your own "
@@ -155,7 +169,7 @@ def judge(
         )
         return Verdict(to, refused=Refusal(by, problem=votes))
     state = counted(plan, request)
-    vote = Vote(by, to is Status.APPROVED, now, reason)
+    vote = Vote(by, to is Status.APPROVED, now, reason, via)
     early = _not_among_approvers(plan, found, pinned, state, to, by) or _already_decided(
         plan, state, to, by, reason, now
     )
@@ -204,9 +218,9 @@ def _not_among_approvers(
         return None
     extra = plan.escalate_to if state.escalated else frozenset()
     for r in found:
-        if r.approvers is not None and by not in r.approvers | extra:
+        if r.approvers is not None and not among(by, r.approvers | extra):
             return Verdict(to, refused=Refusal(by, r.approvers, r.rule))
-    if "approvers" in pinned and by not in set(pinned["approvers"]) | extra:
+    if "approvers" in pinned and not among(by, set(pinned["approvers"]) | extra):
         rule = ", ".join(pinned.get("rules", ())) or "a Python rule"
         return Verdict(to, refused=Refusal(by, frozenset(pinned["approvers"]), rule))
     return None
@@ -224,7 +238,7 @@ def _already_decided(
     if state.rejected_by is not None:
         return None
     names = [plan.eligible(i, True) for i in range(len(plan.stages))]
-    if any(n is None or by in n for n in names):
+    if any(n is None or among(by, n) for n in names):
         no = {"decided_by": by or None, "reason": reason or None, "decided_at": now}
         return Verdict(Status.REJECTED, reason=reason, fields=no)
     return Verdict(to, refused=Refusal(by, problem=f"{by} is not among its approvers"))

@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.requests import ClientDisconnect
-from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse
 
 from ..errors import (
@@ -39,29 +38,18 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-async def read_json(
-    request: HttpRequest,
+def parse_json(
+    raw: bytes,
     fields: Fields | None,
     *,
     required: Sequence[str] = (),
     empty: bool = False,
 ) -> dict[str, Any]:
     """The body as a JSON object with only ``fields`` (None: any), each of its type
-    (``empty``: no body at all is ``{}``). A client that leaves mid-body raises
-    :class:`ClientDisconnect` (the guard answers 413 or 408 when it cut the body)."""
-    raw = await request.body()
+    (``empty``: no body at all is ``{}``)."""
     if empty and not raw.strip():
         return {}
-    try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
-    except UnicodeDecodeError:
-        raise UsageError("body", "is not UTF-8", "send JSON in UTF-8") from None
-    except RecursionError:
-        raise UsageError("body", "nested too deeply", "flatten it") from None
-    except ValueError as e:  # JSONDecodeError, NaN, a number of more than 4,300 digits
-        raise UsageError("body", f"not valid JSON: {e}", "fix the JSON") from None
-    if not isinstance(body, dict):
-        raise UsageError("body", "must be a JSON object", 'send {"key": value, ...}')
+    body = _loaded(raw)
     if fields is None:
         return body
     unknown = sorted(set(body) - set(fields))
@@ -84,6 +72,45 @@ async def read_json(
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(name, "is not a finite number", "give a number")
     return body
+
+
+def _loaded(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object whose every text is valid Unicode."""
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise UsageError("body", "is not UTF-8", "send JSON in UTF-8") from None
+    except RecursionError:
+        raise UsageError("body", "nested too deeply", "flatten it") from None
+    except ValueError as e:  # JSONDecodeError, NaN, a number of more than 4,300 digits
+        raise UsageError("body", f"not valid JSON: {e}", "fix the JSON") from None
+    if not isinstance(body, dict):
+        raise UsageError("body", "must be a JSON object", 'send {"key": value, ...}')
+    for name, value in body.items():
+        if not _unicode(name) or not _unicode(value):
+            raise UsageError(
+                name if _unicode(name) else "body",
+                "holds text that is not valid Unicode (a lone surrogate, \\ud800 and the like)",
+                "send UTF-8 text",
+            )
+    return body
+
+
+def _unicode(value: Any) -> bool:
+    """Whether every text in ``value`` (keys too) can be written as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+    return True
 
 
 def _json_error(status: int, error: str, **extra: Any) -> JSONResponse:

@@ -16,14 +16,14 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import NotAuthenticatedError, TooManyAttemptsError, UsageError
+from ..errors import ForbiddenError, NotAuthenticatedError, TooManyAttemptsError, UsageError
 from ..identity import Principal, Role
 from ..model import Status
-from .answers import Fields, error_response, read_json
+from .answers import Fields, error_response, parse_json
 from .guard import BODY_LIMIT, READ_TIMEOUT, Guard, allowed_hosts
 from .openapi import document
 from .service import Service
@@ -52,16 +52,10 @@ def _client(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-async def authenticated(
-    service: Service, request: HttpRequest, role: Role | None = None
-) -> Principal:
+def who_is(service: Service, scope: Scope, role: Role | None = None) -> Principal:
     """The principal of the request's bearer token (401, or 429 after repeated failures);
-    ``role``: only that role may go on (403)."""
-    return await principal_of(service, request.scope, role)
-
-
-async def principal_of(service: Service, scope: Scope, role: Role | None = None) -> Principal:
-    """:func:`authenticated` for any ASGI scope (the mounted apps)."""
+    ``role``: only that role may go on (403). It reads the store: call it on a service
+    thread (:meth:`Service.call`), with the rest of the request's work."""
     client = _client(scope)
     left = service.refused_for(client)
     if left > 0:
@@ -75,12 +69,10 @@ async def principal_of(service: Service, scope: Scope, role: Role | None = None)
     scheme, _, secret = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise NotAuthenticatedError()
-    who = await service.call(service.authenticate, secret.strip(), client)
+    who = service.authenticate(secret.strip(), client)
     if who is None:
         raise NotAuthenticatedError()
     if role is not None and who.role is not role:
-        from ..errors import ForbiddenError
-
         raise ForbiddenError(f"this needs an {role} token; {who.name} holds an {who.role} token")
     return who
 
@@ -98,6 +90,16 @@ def _answering(fn: Endpoint) -> Endpoint:
             return answer
 
     return endpoint
+
+
+def _query(request: HttpRequest, *allowed: str) -> dict[str, str]:
+    """The query parameters, none but ``allowed`` (an unknown one is a 422, as a field is)."""
+    given = request.query_params
+    for name in given:
+        if name not in allowed:
+            names = ", ".join(allowed) or "none"
+            raise UsageError(name, "is not a parameter of this request", f"they are: {names}")
+    return {name: given[name] for name in given}
 
 
 def _wait_seconds(text: str | None) -> float:
@@ -119,7 +121,7 @@ def _wait_seconds(text: str | None) -> float:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LISTED
-    if not text.isdigit() or not 1 <= int(text) <= MOST_LISTED:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MOST_LISTED:
         raise UsageError(
             "limit",
             f"{text!r} is not a number from 1 to {MOST_LISTED}",
@@ -129,72 +131,99 @@ def _limit(text: str | None) -> int:
 
 
 class Routes:
-    """The REST API's endpoints, each a thin call into the service."""
+    """The REST API's endpoints: each reads what the client sent on the event loop, then does
+    all of its journal work in one call on a service thread (who asks, what they may do,
+    the operation, the answer), so a request crosses threads once."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
 
     async def submit(self, request: HttpRequest) -> Response:
-        s = self.service
-        who = await authenticated(s, request)
-        body = await read_json(request, _SUBMIT_FIELDS, required=("action",))
-        created = await s.call(
-            s.submit, who, body["action"], body.get("params") or {},
-            summary=body.get("summary", ""), context=body.get("context"),
-            timeout=body.get("timeout"),
-        )  # fmt: skip
-        shown = await s.call(s.shown, created)
-        location = f"/api/v1/requests/{created.id}"
+        s, raw = self.service, await request.body()
+
+        def work() -> dict[str, Any]:
+            who = who_is(s, request.scope)
+            _query(request)
+            body = parse_json(raw, _SUBMIT_FIELDS, required=("action",))
+            made = s.submit(
+                who, body["action"], body.get("params") or {},
+                summary=body.get("summary") or "", context=body.get("context"),
+                timeout=body.get("timeout"),
+            )  # fmt: skip
+            return s.shown_new(made)
+
+        shown = await s.call(work)
+        location = f"/api/v1/requests/{shown['id']}"
         return JSONResponse(shown, status_code=201, headers={"Location": location})
 
     async def get(self, request: HttpRequest) -> Response:
         s = self.service
-        who = await authenticated(s, request)
-        seconds = _wait_seconds(request.query_params.get("wait"))
         request_id = request.path_params["id"]
+
+        def asked() -> tuple[Principal, float]:
+            return who_is(s, request.scope), _wait_seconds(_query(request, "wait").get("wait"))
+
+        who, seconds = await s.call(asked)
         if seconds > 0:
-            found = await s.wait(who, request_id, seconds)
-        else:
-            found = await s.call(s.get, who, request_id)
-        return JSONResponse(await s.call(s.shown, found))
+            return JSONResponse(await s.wait_shown(who, request_id, seconds))
+        return JSONResponse(await s.call(lambda: s.shown(s.get(who, request_id))))
 
     async def list(self, request: HttpRequest) -> Response:
         s = self.service
-        who = await authenticated(s, request)
-        status = request.query_params.get("status")
-        wanted = Status.named(status) if status is not None else None
-        limit = _limit(request.query_params.get("limit"))
-        found = await s.call(s.list, who, wanted, limit)
-        return JSONResponse(await s.call(s.listed, found))
+
+        def work() -> list[dict[str, Any]]:
+            who = who_is(s, request.scope)
+            query = _query(request, "status", "limit")
+            status = query.get("status")
+            wanted = Status.named(status) if status is not None else None
+            return s.listed(s.list(who, wanted, _limit(query.get("limit"))))
+
+        return JSONResponse(await s.call(work))
 
     async def cancel(self, request: HttpRequest) -> Response:
-        s = self.service
-        who = await authenticated(s, request)
-        await read_json(request, {}, empty=True)
-        done = await s.call(s.cancel, who, request.path_params["id"])
-        return JSONResponse(await s.call(s.shown, done))
+        s, raw = self.service, await request.body()
+
+        def work() -> dict[str, Any]:
+            who = who_is(s, request.scope)
+            _query(request)
+            parse_json(raw, {}, empty=True)
+            return s.shown(s.cancel(who, request.path_params["id"]))
+
+        return JSONResponse(await s.call(work))
 
     async def decide(self, request: HttpRequest) -> Response:
-        s = self.service
-        who = await authenticated(s, request)
-        body = await read_json(request, _DECISION_FIELDS, required=("decision",))
-        if body["decision"] not in ("approve", "reject"):
-            raise UsageError(
-                "decision", f"{body['decision']!r} is not a decision", "give approve or reject"
-            )
-        if body["decision"] == "reject" and "expect" in body:
-            raise UsageError("expect", "goes with an approval only", "leave it out of a rejection")
-        done = await s.call(
-            s.decide, who, request.path_params["id"], body["decision"] == "approve",
-            body.get("reason", ""), body.get("expect"),
-        )  # fmt: skip
-        return JSONResponse(await s.call(s.shown, done))
+        s, raw = self.service, await request.body()
+
+        def work() -> dict[str, Any]:
+            who = who_is(s, request.scope)
+            _query(request)
+            body = parse_json(raw, _DECISION_FIELDS, required=("decision",))
+            decision = body["decision"]
+            if decision not in ("approve", "reject"):
+                raise UsageError(
+                    "decision", f"{decision!r} is not a decision", "give approve or reject"
+                )
+            if decision == "reject" and body.get("expect") is not None:
+                raise UsageError(
+                    "expect", "goes with an approval only", "leave it out of a rejection"
+                )
+            done = s.decide(
+                who, request.path_params["id"], decision == "approve",
+                body.get("reason") or "", body.get("expect"),
+            )  # fmt: skip
+            return s.shown(done)
+
+        return JSONResponse(await s.call(work))
 
     async def gate(self, request: HttpRequest, handler: GateHandler) -> Response:
-        s = self.service
-        who = await authenticated(s, request, Role.AGENT)
-        body = await read_json(request, None)
-        return JSONResponse(await s.call(handler, who, body))
+        s, raw = self.service, await request.body()
+
+        def work() -> dict[str, Any]:
+            who = who_is(s, request.scope, Role.AGENT)
+            _query(request)
+            return handler(who, parse_json(raw, None))
+
+        return JSONResponse(await s.call(work))
 
 
 async def healthz(request: HttpRequest) -> Response:
@@ -202,26 +231,13 @@ async def healthz(request: HttpRequest) -> Response:
     return JSONResponse({"ok": True, "version": __version__})
 
 
-class _Authenticated:
-    """A mounted app (``/mcp``) behind the service's bearer tokens: only an agent's token
-    goes on, its principal in ``scope["state"]["principal"]``."""
+class _Asgi:
+    """An ASGI app as a route's endpoint (a plain function would be taken for a handler)."""
 
-    def __init__(self, service: Service, app: ASGIApp) -> None:
-        self.service, self.app = service, app
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        try:
-            who = await principal_of(self.service, scope, Role.AGENT)
-        except Exception as e:
-            answer = error_response(e)
-            if answer is None:
-                raise
-            await answer(scope, receive, send)
-            return
-        scope.setdefault("state", {})["principal"] = who
         await self.app(scope, receive, send)
 
 
@@ -237,7 +253,8 @@ def build_app(
     read_timeout: float = READ_TIMEOUT,
 ) -> ASGIApp:
     """The service's ASGI app. ``gate``: the handler of ``POST /api/v1/gate`` (none: the
-    route is not there); ``mcp_app``: the MCP app mounted at ``/mcp`` behind agent tokens;
+    route is not there); ``mcp_app``: the app mounted at ``/mcp`` (it checks the bearer
+    token itself, with :meth:`Service.authenticate`);
     ``lifespans``: started with the app, after the service (the MCP session manager's).
     Requests whose Host or Origin is not ``public_url``'s host, this machine's or one of
     ``hosts`` are refused."""
@@ -258,8 +275,8 @@ def build_app(
             return await routes.gate(request, handler)
 
         table.append(Route("/api/v1/gate", _answering(gating), methods=["POST"]))
-    if mcp_app is not None:
-        table.append(Mount("/mcp", app=_Authenticated(service, mcp_app)))
+    if mcp_app is not None:  # the one path Streamable HTTP uses (no redirect to /mcp/)
+        table.append(Route("/mcp", _Asgi(mcp_app), methods=None))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -272,7 +289,7 @@ def build_app(
         finally:
             await service.stop()
 
-    app = Starlette(routes=table, lifespan=lifespan)
+    app = Starlette(routes=table, lifespan=lifespan, exception_handlers={500: _bug})
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     return Guard(
@@ -287,6 +304,11 @@ def _openapi(gate: bool, mcp: bool) -> Endpoint:
         return JSONResponse(shown)
 
     return openapi
+
+
+async def _bug(request: HttpRequest, exc: Exception) -> Response:
+    """A bug's answer (the guard logs its traceback): JSON, as every other answer is."""
+    return JSONResponse({"error": "internal error (a bug; the service's log has it)"}, 500)
 
 
 async def _not_found(request: HttpRequest, exc: Exception) -> Response:

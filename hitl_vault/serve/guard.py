@@ -11,6 +11,7 @@ import logging
 import urllib.parse
 from collections.abc import Iterable
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("hitl_vault.serve.access")
@@ -103,6 +104,9 @@ class Guard:
                 await answer(*refusal)
             else:
                 await self.app(scope, self._limited(receive, cut), sending)
+        except ClientDisconnect:  # the client left mid-body, or the guard cut it short
+            if cut.answer is not None and not status[0]:
+                await answer(*cut.answer)
         except Exception:  # a bug, or the app stopped at a body the guard cut short
             if cut.answer is None:
                 bugs.exception("bug answering %s %s", scope.get("method"), scope.get("path"))
@@ -138,7 +142,7 @@ class Guard:
         elif origin == "null":
             return 403, "requests from that Origin are refused"
         length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.body_limit:
+        if length.isascii() and length.isdigit() and int(length) > self.body_limit:
             return 413, f"the body is over {self.body_limit:,} bytes"
         return None
 

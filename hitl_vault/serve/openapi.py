@@ -51,13 +51,19 @@ _SUBMIT = {
     "additionalProperties": False,
     "required": ["action"],
     "properties": {
-        "action": {"type": "string", "description": "letters, digits, '-', '_' or '.'"},
+        "action": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+            "description": "letters, digits, '-', '_' or '.', starting with a letter or digit",
+        },
         "params": {"type": ["object", "null"]},
         "summary": {"type": ["string", "null"]},
         "context": {"type": ["string", "null"], "maxLength": 20000},
         "timeout": {
             "description": "how long it may stay pending: 90s, 15m, 1h, 2d, or seconds",
             "type": ["string", "number", "null"],
+            "exclusiveMinimum": 0,
+            "maximum": 3153600000,
         },
     },
 }

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundError
 from ..identity import API, Principal, Proof, Role, same_name
 from ..model import Request, Status
+from ..params import params_sha
 from ..shapes import listed_json, request_json
 from ..times import utcnow
 from .limits import FailedSignIns
@@ -112,6 +113,8 @@ class Service:
         from one address get it refused for a while (see :meth:`refused_for`)."""
         from ..access.tokens import authenticate  # the access room, loaded with the service
 
+        if self.refused_for(client) > 0:  # every door: no more guesses from there for now
+            return None
         credential = None
         if 0 < len(secret) <= 512 and secret.isascii() and secret.isprintable():
             credential = authenticate(self.engine.journal, secret, utcnow())
@@ -128,17 +131,20 @@ class Service:
             client=client,
         )
 
+    def executes(self, action: str) -> bool:
+        """Whether the daemon runs ``action`` itself once approved (an ``actions:`` entry)."""
+        return action in self.engine.policy.actions
+
     def refused_for(self, client: str) -> float:
         """Seconds ``client`` is still refused after repeated failed sign-ins (0: not)."""
         return self.sign_ins.refused_for(client)
 
     def _log_failures(self, client: str, count: int) -> None:
         """The service log's summary of failed sign-ins (an address and a count, no token)."""
+        from ..access.tokens import failed
+
         try:
-            self.engine.journal.log_service(
-                utcnow(), "hitl-vault", "auth failed", client,
-                (f"{count} failed sign-ins within a minute; refused for a minute",),
-            )  # fmt: skip
+            failed(self.engine.journal, client, count, utcnow())
         except Exception:  # the refusal stands either way; the log says why it is not kept
             log.exception("could not record failed sign-ins from %s", client)
         log.warning("%d failed sign-ins from %s: refused for a minute", count, client)
@@ -192,23 +198,38 @@ class Service:
     async def wait(self, who: Principal, request_id: str, seconds: float) -> Request:
         """The request once its status is other than it was, or after ``seconds`` (then as
         it is): at once if it is in a final status. Wakes on the journal's events only."""
-        request = await self.call(self.get, who, request_id)
-        if request.status.is_final or seconds <= 0:
-            return request
+        return await self._waited(who, request_id, seconds, self.engine.get)
+
+    async def wait_shown(self, who: Principal, request_id: str, seconds: float) -> dict[str, Any]:
+        """:meth:`wait`, the request as :meth:`shown` gives it (read once, when it is over)."""
+        return await self._waited(who, request_id, seconds, self._shown)
+
+    async def _waited(
+        self, who: Principal, request_id: str, seconds: float, then: Callable[[str], T]
+    ) -> T:
+        status = (await self.call(self.get, who, request_id)).status
+        if status.is_final or seconds <= 0:
+            return await self.call(then, request_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         status_of = self.engine.journal.status_of
+
+        def moved() -> tuple[bool, T | None]:  # one trip to a thread per wake
+            if status_of(request_id) is status:
+                return False, None
+            return True, then(request_id)
+
         with self.waiters.waiting(request_id) as wake:
             while True:
                 wake.clear()
-                if await self.call(status_of, request_id) is not request.status:
-                    break
+                done, result = await self.call(moved)
+                if done:
+                    return result  # type: ignore[return-value]
                 left = deadline - loop.time()
                 if left <= 0 or self.closing:
-                    break
+                    return await self.call(then, request_id)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), left)
-        return await self.call(self.engine.get, request_id)
 
     def decide(
         self,
@@ -226,10 +247,10 @@ class Service:
                 "(a person decides, with an approver token of their own)"
             )
         self.get(who, request_id)
-        proven = _proven(Proof(who.name, who.via, who.client))
+        proof = Proof(who.name, who.via, who.client)
         if approve:
-            return self.engine.approve(request_id, reason=reason, expect=expect, **proven)
-        return self.engine.reject(request_id, reason=reason, **proven)
+            return self.engine.approve(request_id, reason=reason, expect=expect, proof=proof)
+        return self.engine.reject(request_id, reason=reason, proof=proof)
 
     def cancel(self, who: Principal, request_id: str) -> Request:
         """Withdraw a request: an agent its own pending ones; an approver a pending one, or
@@ -242,8 +263,23 @@ class Service:
     # --- what a client is shown -------------------------------------------------------
 
     def shown(self, request: Request) -> dict[str, Any]:
-        """The request exactly as ``hitl-vault show --json`` prints it."""
-        request = self.engine.get(request.id)
+        """The request exactly as ``hitl-vault show --json`` prints it (read afresh)."""
+        return self._shown(request.id)
+
+    def shown_new(self, request: Request) -> dict[str, Any]:
+        """:meth:`shown` for a request :meth:`submit` just returned (it is what the journal
+        holds): its params are those it was asked with, and the note it was just written
+        to shows them, so nothing is read again."""
+        params = dict(request.params)
+        return {
+            **request_json(request, self.engine.votes(request)),
+            "decided_uid": self.engine.decided_uid(request.id),
+            "params": params,
+            "params_sha": params_sha(params),
+        }
+
+    def _shown(self, request_id: str) -> dict[str, Any]:
+        request = self.engine.get(request_id)
         params, sha, edited = self.engine.params_to_run(request.id)
         data = {
             **request_json(request, self.engine.votes(request)),
@@ -259,12 +295,6 @@ class Service:
         """Requests as ``hitl-vault list --json`` prints them."""
         full = [self.engine.get(r.id) for r in requests]
         return [listed_json(r, self.engine.votes(r)) for r in full]
-
-
-def _proven(proof: Proof) -> dict[str, Any]:
-    """The engine's keywords for a proven decision."""
-    # SWITCH: once Engine.approve/reject take ``proof``, this is {"proof": proof}.
-    return {"by": proof.name}
 
 
 def _sees(who: Principal, request: Request) -> bool:

@@ -1,0 +1,93 @@
+"""The gate as the service answers it (``POST /api/v1/gate``): an agent on another machine,
+or running as another OS user, sends its hook's input with its agent token, and gets the
+answer ``hitl-vault gate`` would give: the same rules, the same identical-retry matching,
+the same once-only hand-out of an approval.
+
+The requester is the credential's name, never anything the agent says; a token limited
+with ``--actions`` is denied any other tool the rules would ask about, block on record or
+record (what they allow without a record asks nothing of anyone, and passes). The local
+guard (:mod:`.guard`) does not run here: it keeps an agent that shares the vault owner's
+OS user off the vault's files, and an agent of the service cannot reach them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..identity import Principal, Role
+from ..policy.rules import Decision, GateRecord, Proposal
+from .formats import HookFormat
+from .gate import TOO_MANY, asked, blocked_by, handed_out, submit_call, waiting
+from .hookio import Call
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from ..model import Request
+
+# What the service answers, as ``decision``: "none" (the rules allow it and nothing is
+# recorded: the agent's own permissions apply, as with the local gate's plain allow),
+# "allow" (allowed on record: an approval handed out, or what monitor mode let through),
+# "deny", and "pending" (a human has yet to decide; the identical call asks again).
+DECISIONS = ("none", "allow", "deny", "pending")
+
+
+@dataclass(frozen=True)
+class GateAnswer:
+    """The service's answer to one hook call, and the request it concerns, if any."""
+
+    decision: str  # one of DECISIONS
+    reason: str = ""
+    updated: dict[str, Any] | None = None  # the params as the human left them, if edited
+    request: Request | None = None
+
+    def json(self, shown: Callable[[Request], dict[str, Any]]) -> dict[str, Any]:
+        """The response body; ``shown``: a request as ``show --json`` prints it."""
+        data: dict[str, Any] = {"decision": self.decision, "reason": self.reason}
+        if self.updated is not None:
+            data["updated_input"] = self.updated
+        if self.request is not None:
+            data["request"] = shown(self.request)
+        return data
+
+
+def gate_key(principal: Principal, call: Call) -> str:
+    """The identical-retry key of ``call`` made with ``principal``'s credential: two agents
+    never share an approval, whatever their hook input says."""
+    return hashlib.sha256(f"{principal.name}\0{call.key}".encode()).hexdigest()
+
+
+def decide_remote(engine: Engine, call: Call, principal: Principal, hook: HookFormat) -> GateAnswer:
+    """What the vault says about ``call`` now, for ``principal`` (an agent), without waiting:
+    a request still waiting for a human is "pending"; the caller waits on it (the
+    service's long-poll) and asks again, which the identical-retry matching answers."""
+    from ..model import Status
+
+    if principal.role is not Role.AGENT:
+        return GateAnswer("deny", f"{principal.name} is not an agent: only agent tokens gate")
+    policy = engine.policy
+    ruling = policy.evaluate(
+        Proposal(call.tool, call.params, call.summary, principal.name), engine.functions
+    )
+    decision, _ = policy.applied(ruling)
+    if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
+        return GateAnswer("none")  # nothing asked of anyone: the agent's own permissions apply
+    if not principal.may_ask(call.tool):
+        allowed = ", ".join(principal.actions or ())
+        why = f"the agent {principal.name} may not ask for {call.tool} (its token allows {allowed})"
+        return GateAnswer("deny", why)
+    if decision is Decision.BLOCK and policy.gate_record is GateRecord.ASKS:
+        return GateAnswer("deny", blocked_by(ruling.rule, ruling.reason))
+    if decision is Decision.ASK:
+        request = asked(engine, call, gate_key(principal, call), principal.name)
+        if request is None:
+            return GateAnswer("deny", TOO_MANY)
+        if request.status is Status.PENDING:
+            return GateAnswer("pending", waiting(request), request=request)
+    else:
+        request = submit_call(engine, call, None, principal.name)
+    answer = handed_out(engine, request, call, hook)
+    final = engine.get(request.id)
+    return GateAnswer("allow" if answer.allow else "deny", answer.reason, answer.updated, final)

@@ -1,0 +1,196 @@
+"""The four MCP tools as agents see them: their names, arguments and descriptions, the
+instructions the server gives, and what an answer says the agent should do next.
+
+``hitl-vault mcp`` (:mod:`.mcp_server`, over stdio and a local vault) and MCP over HTTP
+(:mod:`.mcp_http`, an agent's token through the service) both build their server here, so
+an agent finds the same tools on either. Each gives the tools a :class:`ToolCalls` that
+does the work. A wait returns, still pending if nobody decided, after at most
+:data:`MAX_WAIT` seconds, since clients cancel a tool call after about a minute; the agent
+calls ``wait_for_approval`` again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from .. import __version__
+from ..errors import VaultError
+from ..model import Request, Status
+from ..shapes import outcome
+
+# The longest one wait_for_approval call waits: clients cancel a tool call after about 60 s.
+MAX_WAIT = 45.0
+# How often a wait tells the client it is still waiting.
+PROGRESS_EVERY = 10.0
+# How many requests list_requests returns when not told (newest first), and at most.
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1000
+
+_INSTRUCTIONS = """\
+A human approves or rejects actions in a vault of notes (hitl-vault). Before an action
+that needs approval, call request_approval; while the status is "pending", call
+wait_for_approval with its id again and again (each call returns after at most 45 s).
+Do the action only once the status is "approved", with the params in the result (the
+human may have edited them); never after "rejected", "timed_out" or "cancelled". When
+"executor" is true the vault's daemon runs the action itself: do not do it as well."""
+
+
+def wait_used(seconds: float) -> float:
+    """How long ``wait_for_approval`` waits when asked for ``seconds``: no more than
+    :data:`MAX_WAIT`, and 0 (an answer at once) for zero, a negative number or NaN."""
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(seconds, 0.0), MAX_WAIT)
+
+
+T = TypeVar("T")
+
+
+async def off_loop(call: Callable[..., T], *args: object) -> T:
+    """``call(*args)`` in a worker thread: the event loop goes on serving other calls meanwhile."""
+    return await anyio.to_thread.run_sync(call, *args)
+
+
+def next_step(request: Request, note: str | None, executor: bool) -> str:
+    """One sentence for the agent: what the status means for what it does now."""
+    status = request.status
+    if status is Status.PENDING:
+        where = f" in {note}" if note else ""
+        return (
+            f"A human decides{where}. Call wait_for_approval with this id (again while it says "
+            "pending); do not do the action before it is approved."
+        )
+    if status is Status.APPROVED:
+        who = (
+            f"approved by {request.decided_by}"
+            if request.decided_by
+            else (f"allowed at once by rule {request.rule}, no human asked")
+        )
+        if executor:
+            return (
+                f"{_first_up(who)}. The vault's daemon runs it (`hitl-vault run` or `serve` "
+                "must be running); do not do it yourself. get_request shows when it is executed."
+            )
+        return f"{_first_up(who)}. Go ahead: do it with the params in this result."
+    if status is Status.EXECUTING:
+        return "Approved; the vault's daemon is running it now. Do not do it yourself."
+    if status is Status.EXECUTED:
+        return "Approved and done by the vault's daemon; its output is in result."
+    return f"{_first_up(outcome(request))}. Do not do the action."
+
+
+def _first_up(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+class ToolCalls(Protocol):
+    """What the four tools do for one call; ``ctx`` is the call's MCP context (who asks, and
+    the channel progress goes back on). Each returns the tool's answer as a JSON object and
+    raises :class:`VaultError` for a bad argument, which the tool reports as its error."""
+
+    async def request_approval(
+        self,
+        ctx: Context[Any, Any],
+        action: str,
+        params: dict[str, Any],
+        summary: str,
+        context: str | None,
+        timeout: str | float | None,
+    ) -> dict[str, Any]: ...
+
+    async def wait_for_approval(
+        self, ctx: Context[Any, Any], request_id: str, wait_seconds: float
+    ) -> dict[str, Any]: ...
+
+    async def get_request(self, ctx: Context[Any, Any], request_id: str) -> dict[str, Any]: ...
+
+    async def list_requests(
+        self, ctx: Context[Any, Any], status: str | None, limit: int
+    ) -> dict[str, Any]: ...
+
+
+def client_name(ctx: Context[Any, Any]) -> str | None:
+    """The name the MCP client gave for itself (when it connected, or with this call)."""
+    params = ctx.request_context.session.client_params
+    return params.client_info.name if params is not None else None
+
+
+def new_server() -> MCPServer[Any]:
+    """An MCP server named hitl-vault, with the instructions agents read, and no tools yet."""
+    return MCPServer(name="hitl-vault", version=__version__, instructions=_INSTRUCTIONS)
+
+
+def add_tools(server: MCPServer[Any], calls: ToolCalls) -> None:
+    """Give ``server`` the four tools, each doing its work through ``calls``: one set of
+    names, arguments and descriptions, whether the agent asks over stdio or over HTTP."""
+
+    async def answer(work: Awaitable[dict[str, Any]]) -> str:
+        """The tool's JSON answer; a bad argument or a broken rules file is the tool's error,
+        which says which and the fix."""
+        try:
+            return json.dumps(await work, indent=2, ensure_ascii=False)
+        except VaultError as e:
+            raise ToolError(str(e)) from None
+
+    @server.tool(
+        description=(
+            "Ask a human to approve an action before you do it. `action`: a short name "
+            "(letters, digits, '-', '_', '.'), e.g. deploy or send_email; `params`: what "
+            "exactly would be done (a JSON object); `summary`: one line the human reads "
+            "first; `context`: why you ask; `timeout`: how long the request may wait for a "
+            "decision (90s, 15m, 1h, 2d; the rules may set a shorter one). Returns the "
+            "request as JSON at once: status pending (then call wait_for_approval with its "
+            "id), approved (allowed by a rule: go ahead) or rejected (blocked by a rule: "
+            "reason says why)."
+        ),
+        structured_output=False,
+    )
+    async def request_approval(
+        action: str,
+        params: dict[str, Any],
+        ctx: Context[Any, Any],
+        summary: str = "",
+        context: str | None = None,
+        timeout: str | float | None = None,
+    ) -> str:
+        return await answer(calls.request_approval(ctx, action, params, summary, context, timeout))
+
+    @server.tool(
+        description=(
+            "Wait for the human's decision on a request. Returns the request as JSON as soon "
+            "as it is decided, or still pending after wait_seconds (at most 45, as clients "
+            "cancel tool calls after about a minute; 0 answers at once). While the status "
+            "is pending, call it again. Sends progress every 10 s while it waits."
+        ),
+        structured_output=False,
+    )
+    async def wait_for_approval(id: str, ctx: Context[Any, Any], wait_seconds: float = 30) -> str:
+        return await answer(calls.wait_for_approval(ctx, id, wait_seconds))
+
+    @server.tool(
+        description="One request as JSON, with its history, by the id request_approval returned.",
+        structured_output=False,
+    )
+    async def get_request(id: str, ctx: Context[Any, Any]) -> str:
+        return await answer(calls.get_request(ctx, id))
+
+    @server.tool(
+        description=(
+            "Requests in this vault, newest first, as JSON: {requests: [...], more: true when "
+            "there are more than limit}. `status`: only those with this status (pending, "
+            "approved, rejected, timed_out, cancelled, executing, executed, failed); "
+            f"`limit`: how many (default {DEFAULT_LIMIT}, at most {MAX_LIMIT})."
+        ),
+        structured_output=False,
+    )
+    async def list_requests(
+        ctx: Context[Any, Any], status: str | None = None, limit: int = DEFAULT_LIMIT
+    ) -> str:
+        return await answer(calls.list_requests(ctx, status, limit))

@@ -1,0 +1,401 @@
+"""The REST API of ``hitl-vault serve``, over a real uvicorn on 127.0.0.1: its routes and
+status codes, what an agent token may see and do, an approver's proven decision, the
+long-poll, and what bad input and hostile requests get."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from hitl_vault.cli.main import cli
+from hitl_vault.identity import Principal
+
+from .helpers import eventually
+from .servers import Answer, Server, serving
+
+RULES = """\
+defaults:
+  decision: ask
+  timeout: 24h
+  quiet: 1s
+rules:
+  - name: two-people
+    action: release
+    approvers: [alice, bob]
+    quorum: 2
+    decision: ask
+  - name: proven-only
+    action: guarded
+    approvers: [alice, bob]
+    authenticated: true
+    decision: ask
+"""
+
+
+def gate(who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in for the gate's handler: the hook's place, and a bug on demand."""
+    if body.get("boom"):
+        raise RuntimeError("a bug in a handler")
+    return {"decision": "none", "reason": f"asked by {who.name}"}
+
+
+MCP_RUNNING: list[bool] = []
+
+
+async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
+    """A stand-in for the MCP app: says whether its lifespan is running."""
+    await JSONResponse({"mcp": scope["path"], "running": MCP_RUNNING == [True]})(
+        scope, receive, send
+    )
+
+
+@asynccontextmanager
+async def mcp_running() -> AsyncIterator[None]:
+    MCP_RUNNING.append(True)
+    yield
+    MCP_RUNNING.append(False)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("api") / "vault"
+    from hitl_vault.template import init_vault
+
+    init_vault(root)
+    (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
+    options = {"app_options": {"gate": gate, "mcp_app": mcp, "lifespans": [mcp_running]}}
+    with serving(root, trusted_proxy="127.0.0.1", read_timeout=0.3, **options) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def agent(server: Server) -> str:
+    return server.token("bot")
+
+
+@pytest.fixture(scope="module")
+def alice(server: Server) -> str:
+    return server.token("alice", "approver")
+
+
+def submit(server: Server, token: str, action: str = "deploy", **body: object) -> dict[str, Any]:
+    answer = server.call("POST", "/api/v1/requests", {"action": action, **body}, token=token)
+    assert answer.status == 201, answer.body
+    return answer.body  # type: ignore[no-any-return]
+
+
+def cli_show(root: Path, request_id: str) -> dict[str, Any]:
+    result = CliRunner().invoke(cli, ["--vault", str(root), "show", request_id, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)  # type: ignore[no-any-return]
+
+
+def test_healthz_answers_without_credentials(server: Server) -> None:
+    """GET /healthz needs no token and says nothing about the vault."""
+    answer = server.call("GET", "/healthz")
+    assert answer.status == 200 and answer.body["ok"] is True
+
+
+def test_submit_answers_201_with_the_request_exactly_as_show_json_prints_it(
+    server: Server, agent: str
+) -> None:
+    """POST /api/v1/requests → 201, the object show --json prints, requested_by the token's."""
+    made = submit(server, agent, params={"env": "prod"}, summary="ship it", context="why")
+    assert made["requested_by"] == "bot" and made["status"] == "pending"
+    assert made == cli_show(server.root, made["id"])
+    assert server.call("GET", f"/api/v1/requests/{made['id']}", token=agent).body == made
+
+
+def test_requested_by_cannot_be_given_and_unknown_fields_are_422(
+    server: Server, agent: str
+) -> None:
+    """The caller cannot name another requester: any field beyond the API's is a 422."""
+    answer = server.call(
+        "POST", "/api/v1/requests", {"action": "deploy", "requested_by": "alice"}, token=agent
+    )
+    assert answer.status == 422
+    assert "requested_by: is not a field" in answer.body["error"]
+
+
+def test_a_bad_action_is_422_with_the_message_the_cli_gives(server: Server, agent: str) -> None:
+    """422 carries the very words `hitl-vault submit` prints for the same input."""
+    answer = server.call("POST", "/api/v1/requests", {"action": "no way"}, token=agent)
+    result = CliRunner().invoke(cli, ["--vault", str(server.root), "submit", "no way"])
+    assert answer.status == 422 and result.exit_code == 2
+    assert answer.body["error"] in result.output
+    timeout = server.call(
+        "POST", "/api/v1/requests", {"action": "deploy", "timeout": "soon"}, token=agent
+    )
+    result = CliRunner().invoke(
+        cli, ["--vault", str(server.root), "submit", "deploy", "--timeout", "soon"]
+    )
+    assert timeout.status == 422 and timeout.body["error"] in result.output
+
+
+def test_an_agent_token_limited_to_actions_is_403_for_others(server: Server) -> None:
+    """--actions: the token may ask for those actions only."""
+    limited = server.token("deployer", actions=("deploy",))
+    assert submit(server, limited)["requested_by"] == "deployer"
+    answer = server.call("POST", "/api/v1/requests", {"action": "payment"}, token=limited)
+    assert answer.status == 403 and "deploy only" in answer.body["error"]
+
+
+def test_an_agent_sees_lists_waits_on_and_cancels_only_its_own(server: Server, agent: str) -> None:
+    """Another agent's request is 404 to get, wait on and cancel, and never listed."""
+    other = server.token("other-bot")
+    mine = submit(server, agent)["id"]
+    theirs = submit(server, other)["id"]
+    for path in (f"/api/v1/requests/{theirs}", f"/api/v1/requests/{theirs}?wait=1"):
+        assert server.call("GET", path, token=agent).status == 404
+    assert server.call("POST", f"/api/v1/requests/{theirs}/cancel", token=agent).status == 404
+    listed = server.call("GET", "/api/v1/requests?limit=1000", token=agent).body
+    ids = {r["id"] for r in listed}
+    assert mine in ids and theirs not in ids
+    assert {r["requested_by"] for r in listed} == {"bot"}
+    cancelled = server.call("POST", f"/api/v1/requests/{mine}/cancel", token=agent)
+    assert cancelled.status == 200 and cancelled.body["status"] == "cancelled"
+    again = server.call("POST", f"/api/v1/requests/{mine}/cancel", token=agent)
+    assert again.status == 409
+
+
+def test_decisions_are_for_approver_tokens_and_say_via_api(
+    server: Server, agent: str, alice: str
+) -> None:
+    """An agent's decision is 403; an approver's counts, and its history line says via api."""
+    made = submit(server, agent)["id"]
+    path = f"/api/v1/requests/{made}/decision"
+    assert server.call("POST", path, {"decision": "approve"}, token=agent).status == 403
+    done = server.call("POST", path, {"decision": "reject", "reason": "no"}, token=alice)
+    assert done.status == 200 and done.body["status"] == "rejected"
+    assert done.body["decided_by"] == "alice"
+    assert "by alice via api" in done.body["history"][-1]
+    assert server.call("POST", path, {"decision": "approve"}, token=alice).status == 409
+    assert server.call("POST", path, {"decision": "maybe"}, token=alice).status == 422
+
+
+def test_an_api_approval_is_one_vote_as_approve_by_would_be(
+    server: Server, agent: str, alice: str
+) -> None:
+    """Under quorum 2, alice's API approval is her vote; bob's CLI vote completes it."""
+    made = submit(server, agent, "release")["id"]
+    path = f"/api/v1/requests/{made}/decision"
+    voted = server.call("POST", path, {"decision": "approve"}, token=alice).body
+    assert voted["status"] == "pending" and voted["votes"] == {"alice": "approved", "bob": None}
+    twice = server.call("POST", path, {"decision": "approve"}, token=alice)
+    assert twice.status == 403  # her vote counts once, as with approve --by alice
+    result = CliRunner().invoke(cli, ["--vault", str(server.root), "approve", made, "--by", "bob"])
+    assert result.exit_code == 0, result.output
+    assert server.call("GET", f"/api/v1/requests/{made}", token=alice).body["status"] == "approved"
+
+
+def test_under_authenticated_rules_an_api_approval_counts_and_a_claimed_name_does_not(
+    server: Server, agent: str, alice: str
+) -> None:
+    """authenticated: true: `approve --by bob` leaves it pending; alice's API approval approves."""
+    made = submit(server, agent, "guarded")["id"]
+    claimed = CliRunner().invoke(cli, ["--vault", str(server.root), "approve", made, "--by", "bob"])
+    assert claimed.exit_code != 0
+    assert server.call("GET", f"/api/v1/requests/{made}", token=alice).body["status"] == "pending"
+    path = f"/api/v1/requests/{made}/decision"
+    done = server.call("POST", path, {"decision": "approve"}, token=alice)
+    assert done.status == 200 and done.body["status"] == "approved"
+
+
+def test_list_filters_by_status_and_limit(server: Server, agent: str, alice: str) -> None:
+    """GET /api/v1/requests?status=S&limit=N, newest first, as list --json prints them."""
+    a, b = submit(server, agent)["id"], submit(server, agent)["id"]
+    listed = server.call("GET", "/api/v1/requests?status=pending&limit=2", token=alice).body
+    assert [r["id"] for r in listed] == [b, a]
+    assert "history" not in listed[0]
+    bad = server.call("GET", "/api/v1/requests?status=sleeping", token=alice)
+    assert bad.status == 422 and "'sleeping' is not a status" in bad.body["error"]
+    for limit in ("0", "%C2%B2", "1001", "x"):  # "²" is a digit to str.isdigit, not to int
+        assert server.call("GET", f"/api/v1/requests?limit={limit}", token=alice).status == 422
+
+
+@pytest.mark.process
+def test_a_long_poll_returns_promptly_on_a_decision_made_by_another_process(
+    server: Server, agent: str
+) -> None:
+    """?wait= wakes on the journal's events: a CLI approval elsewhere ends it at once."""
+    made = submit(server, agent)["id"]
+    answers: list[Answer] = []
+    polling = threading.Thread(
+        target=lambda: answers.append(
+            server.call("GET", f"/api/v1/requests/{made}?wait=30", token=agent)
+        )
+    )
+    polling.start()
+    time.sleep(0.2)  # the poll is open (not an assertion: it returns on the decision anyway)
+    cmd = [sys.executable, "-m", "hitl_vault", "--vault", str(server.root), "approve", made]
+    subprocess.run([*cmd, "--by", "alice"], check=True, capture_output=True, timeout=30)
+    decided = time.monotonic()
+    polling.join(30)
+    assert answers and answers[0].status == 200 and answers[0].body["status"] == "approved"
+    assert time.monotonic() - decided < 3
+
+
+def test_a_long_poll_ends_with_the_time_and_wait_is_bounded(server: Server, agent: str) -> None:
+    """?wait= past 60 s is 422; a short one returns the request as it stands."""
+    made = submit(server, agent)["id"]
+    too_long = server.call("GET", f"/api/v1/requests/{made}?wait=61", token=agent)
+    assert too_long.status == 422
+    started = time.monotonic()
+    held = server.call("GET", f"/api/v1/requests/{made}?wait=0.3", token=agent)
+    assert held.status == 200 and held.body["status"] == "pending"
+    assert 0.25 < time.monotonic() - started < 5
+
+
+def test_401_without_detail_for_no_unknown_or_revoked_tokens(server: Server) -> None:
+    """No token, a wrong scheme, an unknown or a revoked one: 401, and nothing more said."""
+    from hitl_vault.access.tokens import revoke
+    from hitl_vault.times import utcnow
+
+    gone = server.token("leaver")
+    revoke(server.vault.engine.journal, "leaver", utcnow(), "test")
+    for headers in ({}, {"Authorization": "Basic Ym90OmJvdA=="}, {"Authorization": "Bearer x"}):
+        answer = server.call("GET", "/api/v1/requests", headers=headers)
+        assert (answer.status, answer.body) == (401, {"error": "unauthorized"})
+    answer = server.call("GET", "/api/v1/requests", token=gone)
+    assert (answer.status, answer.body) == (401, {"error": "unauthorized"})
+
+
+def test_repeated_failed_sign_ins_from_one_address_get_429(server: Server, agent: str) -> None:
+    """After 10 failures from one client address, it is refused (429), good token or not;
+    other addresses are not (the address comes from the trusted proxy's X-Forwarded-For)."""
+    from_there = {"X-Forwarded-For": "203.0.113.9"}
+    for _ in range(10):
+        assert (
+            server.call("GET", "/api/v1/requests", token="hv_x", headers=from_there).status == 401
+        )
+    refused = server.call("GET", "/api/v1/requests", token=agent, headers=from_there)
+    assert refused.status == 429 and "retry-after" in refused.headers
+    assert server.call("GET", "/api/v1/requests", token=agent).status == 200
+
+
+def test_a_token_in_the_url_is_refused_and_never_logged(
+    server: Server, agent: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """?token= or ?access_token= is a 400, even with a good token, and the log never has it."""
+    caplog.set_level(logging.DEBUG)
+    for name in ("token", "access_token"):
+        answer = server.call("GET", f"/api/v1/requests?{name}={agent}")
+        assert answer.status == 400 and "Authorization: Bearer" in answer.body["error"]
+    assert agent not in caplog.text
+    assert "/api/v1/requests" in caplog.text  # the access log has the request, not its query
+
+
+def test_a_body_over_the_limit_is_413_counted_as_it_arrives(server: Server, agent: str) -> None:
+    """Over 1 MiB: 413 from Content-Length at once, and from a chunked body as it comes."""
+    big = json.dumps({"action": "deploy", "context": "x" * (1024 * 1024)}).encode()
+    assert server.call("POST", "/api/v1/requests", big, token=agent).status == 413
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + agent.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"x" * 65536
+        try:
+            for _ in range(20):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except OSError:
+            pass  # the service closed it: what it answered first is below
+        assert sock.recv(100).startswith(b"HTTP/1.1 413")
+
+
+def test_invalid_json_and_a_body_that_is_no_object_are_422(server: Server, agent: str) -> None:
+    """Bad JSON, a list, NaN, a wrong type: 422 naming what is wrong."""
+    cases = {
+        b"{not json": "not valid JSON",
+        b"[1, 2]": "must be a JSON object",
+        b'{"action": "deploy", "params": {"x": NaN}}': "not valid JSON",
+        b'{"action": "deploy", "params": [1]}': "params: must be an object",
+        b'{"action": 7}': "action: must be text",
+        b'{"action": "deploy", "summary": "\\ud800"}': "summary: holds text that is not valid",
+        b'{"action": "deploy", "params": {"\\udfff": 1}}': "params: holds text that is not valid",
+    }
+    for body, said in cases.items():
+        answer = server.call("POST", "/api/v1/requests", body, token=agent)
+        assert answer.status == 422 and said in answer.body["error"], (body, answer.body)
+
+
+def test_a_slow_client_is_timed_out_while_others_are_answered(server: Server, agent: str) -> None:
+    """Half a request, then silence: the connection is closed after the read timeout, and
+    the service answers everyone else meanwhile."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        slow.sendall(b"GET /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthor")
+        started = time.monotonic()
+        assert server.call("GET", "/healthz").status == 200
+        assert slow.recv(100) == b""  # closed by the service
+        assert time.monotonic() - started < 5
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
+        stalled.sendall(
+            b"POST /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + agent.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
+        )
+        assert server.call("GET", "/healthz").status == 200
+        assert stalled.recv(100).startswith(b"HTTP/1.1 408")
+
+
+def test_a_foreign_host_or_origin_is_refused(server: Server, agent: str) -> None:
+    """DNS rebinding: a Host or Origin that is not this machine's (or the public URL's)."""
+    evil = server.call("GET", "/api/v1/requests", token=agent, headers={"Host": "evil.example"})
+    assert evil.status == 421
+    origin = {"Origin": "http://evil.example"}
+    assert server.call("GET", "/api/v1/requests", token=agent, headers=origin).status == 403
+    local = {"Origin": f"http://localhost:{server.port}", "Host": f"localhost:{server.port}"}
+    assert server.call("GET", "/api/v1/requests", token=agent, headers=local).status == 200
+
+
+def test_the_openapi_document_lists_every_route(server: Server) -> None:
+    """/openapi.json is an OpenAPI 3 document of every route, bodies closed to other fields."""
+    doc = server.call("GET", "/openapi.json").body
+    assert doc["openapi"].startswith("3.")
+    assert {
+        "/healthz",
+        "/api/v1/requests",
+        "/api/v1/requests/{id}",
+        "/api/v1/requests/{id}/cancel",
+        "/api/v1/requests/{id}/decision",
+    } <= set(doc["paths"])
+    submit_body = doc["paths"]["/api/v1/requests"]["post"]["requestBody"]
+    assert submit_body["content"]["application/json"]["schema"]["additionalProperties"] is False
+
+
+def test_the_gate_hook_mounts_and_a_bug_is_a_logged_500_in_json(
+    server: Server, agent: str, alice: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """POST /api/v1/gate reaches the handler given to build_app (agent tokens only); a bug
+    in it answers 500 as JSON, its traceback in the log: the only way to a 500."""
+    answer = server.call("POST", "/api/v1/gate", {"tool_name": "Bash"}, token=agent)
+    assert answer.status == 200 and answer.body == {"decision": "none", "reason": "asked by bot"}
+    assert server.call("POST", "/api/v1/gate", {}, token=alice).status == 403
+    with caplog.at_level(logging.ERROR):
+        bug = server.call("POST", "/api/v1/gate", {"boom": True}, token=agent)
+        assert bug.status == 500 and "a bug" in bug.body["error"]
+        eventually(lambda: "RuntimeError: a bug in a handler" in caplog.text)
+
+
+def test_the_mcp_app_mounts_at_mcp_with_its_lifespan_behind_the_guard(server: Server) -> None:
+    """/mcp (no redirect to /mcp/) reaches the app given to build_app, whose lifespan runs
+    with the service's; the Host check holds there too."""
+    for method in ("POST", "GET", "DELETE"):
+        answer = server.call(method, "/mcp", b"{}")
+        assert answer.status == 200 and answer.body == {"mcp": "/mcp", "running": True}
+    foreign = server.call("POST", "/mcp", b"{}", headers={"Host": "evil.example"})
+    assert foreign.status == 421
