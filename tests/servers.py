@@ -91,12 +91,19 @@ class Server:
 
 
 @contextmanager
-def serving(root: Path, *, read_timeout: float = 1.0, **options: Any) -> Iterator[Server]:
-    """``hitl-vault serve`` over a new vault at ``root`` until the block ends."""
+def serving(
+    root: Path, *, read_timeout: float = 1.0, gate: bool = False, **options: Any
+) -> Iterator[Server]:
+    """``hitl-vault serve`` over a new vault at ``root`` until the block ends (``gate``: with
+    the gate over HTTP, as serve mounts it)."""
     if not root.exists():
         init_vault(root)
     with Vault(root) as vault:
         runner = Serving(vault, sock=bind("127.0.0.1", 0), read_timeout=read_timeout, **options)
+        if gate:
+            from hitl_vault.serve.gate import gate_handler
+
+            runner.app_options["gate"] = gate_handler(runner.service)
         failed: list[BaseException] = []
 
         def run() -> None:

@@ -77,8 +77,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     init_vault(root)
     (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
-    options = {"app_options": {"gate": gate, "mcp_app": mcp, "lifespans": [mcp_running]}}
-    with serving(root, trusted_proxy="127.0.0.1", read_timeout=0.3, **options) as s:
+    mounted = {"gate": gate, "mcp_app": mcp, "lifespans": [mcp_running]}
+    with serving(root, trusted_proxy="127.0.0.1", read_timeout=0.3, app_options=mounted) as s:
         yield s
 
 
@@ -337,19 +337,21 @@ def test_invalid_json_and_a_body_that_is_no_object_are_422(server: Server, agent
 def test_a_slow_client_is_timed_out_while_others_are_answered(server: Server, agent: str) -> None:
     """Half a request, then silence: the connection is closed after the read timeout, and
     the service answers everyone else meanwhile."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+    address = ("127.0.0.1", server.port)
+    with (
+        socket.create_connection(address, timeout=10) as slow,
+        socket.create_connection(address, timeout=10) as stalled,
+    ):
         slow.sendall(b"GET /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthor")
-        started = time.monotonic()
-        assert server.call("GET", "/healthz").status == 200
-        assert slow.recv(100) == b""  # closed by the service
-        assert time.monotonic() - started < 5
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
-        stalled.sendall(
+        stalled.sendall(  # a whole head, then a body that stops after its first byte
             b"POST /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Authorization: Bearer " + agent.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
         )
+        started = time.monotonic()
         assert server.call("GET", "/healthz").status == 200
+        assert slow.recv(100) == b""  # closed by the service
         assert stalled.recv(100).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - started < 5
 
 
 def test_a_foreign_host_or_origin_is_refused(server: Server, agent: str) -> None:
@@ -399,3 +401,29 @@ def test_the_mcp_app_mounts_at_mcp_with_its_lifespan_behind_the_guard(server: Se
         assert answer.status == 200 and answer.body == {"mcp": "/mcp", "running": True}
     foreign = server.call("POST", "/mcp", b"{}", headers={"Host": "evil.example"})
     assert foreign.status == 421
+
+
+def test_x_forwarded_for_counts_only_from_the_trusted_proxy(tmp_path: Path) -> None:
+    """Without --trusted-proxy, X-Forwarded-For is the client's word: ignored, so failed
+    sign-ins claiming ten addresses still count against the one they came from."""
+    with serving(tmp_path / "vault") as untrusting:
+        for n in range(10):
+            claimed = {"X-Forwarded-For": f"198.51.100.{n}"}
+            answer = untrusting.call("GET", "/api/v1/requests", token="hv_x", headers=claimed)
+            assert answer.status == 401
+        fresh = {"X-Forwarded-For": "198.51.100.99"}
+        answer = untrusting.call("GET", "/api/v1/requests", token="hv_x", headers=fresh)
+        assert answer.status == 429 and "127.0.0.1" in answer.body["error"]
+
+
+def test_a_long_poll_whose_client_hangs_up_is_dropped_at_once(server: Server, agent: str) -> None:
+    """A client that closes its connection mid-wait leaves no wait behind on the service."""
+    made = submit(server, agent)["id"]
+    waiters = server.serving.service.waiters
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            f"GET /api/v1/requests/{made}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {agent}\r\n\r\n".encode()
+        )
+        eventually(lambda: len(waiters) == 1)
+    eventually(lambda: len(waiters) == 0, timeout=5)

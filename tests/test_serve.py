@@ -181,8 +181,13 @@ def _kill_and_restart(root: Path, first: Running, agent_token: str, alice_token:
         assert any("public URL: https://vault.example.com" in line for line in second.lines)
         public = http.client.HTTPConnection("127.0.0.1", second.port, timeout=10)
         public.request("GET", "/healthz", headers={"Host": "vault.example.com"})
-        assert public.getresponse().status == 200  # the kept public URL's host is answered
+        answer = public.getresponse()
+        assert (answer.status, answer.read()[:6]) == (200, b'{"ok":')  # the kept URL's host
+        public.request("POST", "/mcp", b"{}", headers={"Content-Type": "application/json"})
+        answer = public.getresponse()
+        assert (answer.status, answer.read()) == (401, b'{"error": "unauthorized"}')  # mounted
         public.close()
+        assert any(line.startswith("/mcp served") for line in second.lines)
         held: list[BaseException] = []
         holding = threading.Thread(target=lambda: _wait_into(again, waited, held))
         holding.start()

@@ -85,7 +85,11 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
     options: dict[str, Any] = {"gate": gate_handler(service)}
     if importlib.util.find_spec("mcp") is None:
         return options, "/mcp not served (install hitl-vault[mcp] for it)"
-    return options, "/mcp not served (this build has no MCP over HTTP yet)"
+    from ..agents.mcp_http import mcp_http_app
+
+    mcp = mcp_http_app(service)
+    options.update(mcp_app=mcp, lifespans=[mcp.running])
+    return options, "/mcp served: MCP over Streamable HTTP, for agent tokens"
 
 
 @click.command()

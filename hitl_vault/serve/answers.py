@@ -9,7 +9,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from ..errors import (
@@ -146,6 +145,4 @@ def error_response(e: Exception) -> JSONResponse | None:
     if isinstance(e, VaultError):  # a rule that raised, a note it cannot write: it says why
         log.warning("refused: %s", e)
         return _json_error(503, str(e))
-    if isinstance(e, ClientDisconnect):
-        raise e  # the client left (or the guard cut its body): the guard answers
     return None

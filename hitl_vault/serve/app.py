@@ -8,12 +8,14 @@ answer is JSON; every error is ``{"error": "..."}`` with the status the README l
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -27,6 +29,11 @@ from .answers import Fields, error_response, parse_json
 from .guard import BODY_LIMIT, READ_TIMEOUT, Guard, allowed_hosts
 from .openapi import document
 from .service import Service
+
+T = TypeVar("T")
+
+# What the access log says of a request whose client left before its answer (nobody reads it).
+CLIENT_GONE = 499
 
 # The longest a long-poll may hold (``?wait=``), and the most requests one list returns.
 LONGEST_WAIT = 60.0
@@ -83,6 +90,8 @@ def _answering(fn: Endpoint) -> Endpoint:
     async def endpoint(request: HttpRequest) -> Response:
         try:
             return await fn(request)
+        except ClientDisconnect:  # gone (or its body cut short: the guard answers that)
+            return Response(status_code=CLIENT_GONE)
         except Exception as e:
             answer = error_response(e)
             if answer is None:
@@ -130,6 +139,28 @@ def _limit(text: str | None) -> int:
     return int(text)
 
 
+async def _unless_gone(request: HttpRequest, work: Coroutine[Any, Any, T]) -> T:
+    """``work``'s result; if the client hangs up first, ``work`` is cancelled (a long-poll
+    nobody waits for any more holds nothing) and :class:`ClientDisconnect` is raised."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_hung_up(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, watch):
+            if not pending.done():
+                pending.cancel()
+    if task.done() and not task.cancelled():
+        return task.result()
+    raise ClientDisconnect()
+
+
+async def _hung_up(request: HttpRequest) -> None:
+    """Returns when the client disconnects (the request's body read and dropped first)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 class Routes:
     """The REST API's endpoints: each reads what the client sent on the event loop, then does
     all of its journal work in one call on a service thread (who asks, what they may do,
@@ -165,7 +196,7 @@ class Routes:
 
         who, seconds = await s.call(asked)
         if seconds > 0:
-            return JSONResponse(await s.wait_shown(who, request_id, seconds))
+            return JSONResponse(await _unless_gone(request, s.wait_shown(who, request_id, seconds)))
         return JSONResponse(await s.call(lambda: s.shown(s.get(who, request_id))))
 
     async def list(self, request: HttpRequest) -> Response:
