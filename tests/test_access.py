@@ -4,7 +4,9 @@ proves it, and that every change is logged and told to the person's channels."""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -237,6 +239,46 @@ def test_a_uid_or_a_name_belongs_to_one_person(store: JournalStore) -> None:
         people.set("carol", [1003], now=T0)
 
 
+def test_the_services_uid_and_the_vaults_owner_are_never_a_person(
+    store: JournalStore, tmp_path: Path
+) -> None:
+    """add and set refuse the uid serve recorded and the uid owning the vault folder."""
+    store.set_setting("service_uid", "1234", T0, "owner")
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    if os.getuid() == 0:
+        os.chown(vault, 1500, -1)  # the service's user owns it, as in production
+    people = People(store, by="owner", owner_uid=OWNER, vault=vault)
+    with pytest.raises(UsageError, match="the service runs as"):
+        people.add("eve", [1234], now=T0)
+    with pytest.raises(UsageError, match="owns the vault"):
+        people.add("eve", [vault.stat().st_uid], now=T0)
+    people.add("eve", [1001], now=T0)
+    with pytest.raises(UsageError, match="the service runs as"):
+        people.set("eve", [1001, 1234], now=T0)
+    assert store.people()[0].uids == (1001,)
+
+
+def test_enabling_a_person_checks_their_uids_again(
+    store: JournalStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A uid given to another while its person was disabled stops their enabling; shared: nobody."""
+    people = _people(store)
+    people.add("zed", [1001], now=T0)
+    people.disable("zed", now=T0)
+    amy = people.add("amy", [1001], now=T0).person  # zed is disabled: the uid is free
+    with pytest.raises(AccessError, match="uid 1001 is amy's already"):
+        people.set("zed", enable=True, now=T0)
+    assert store.person("zed").disabled  # type: ignore[union-attr]
+    assert person_for_uid(store, 1001) == amy
+    people.set("zed", [1002], enable=True, now=T0)  # with a uid of their own, they may
+    # Two enabled people with one uid (written around these checks): it proves neither.
+    store.save_person(replace(amy, uids=(1001, 1002)), T0, "owner", "person changed")
+    assert person_for_uid(store, 1002) is None and person_for_uid(store, 1001) == store.person(
+        "amy"
+    )
+
+
 def test_a_change_is_told_to_the_old_and_the_new_channels(
     store: JournalStore, channels: Channels
 ) -> None:
@@ -291,3 +333,16 @@ def test_a_channel_is_checked_before_it_is_kept(store: JournalStore) -> None:
         people.add("erin", notify=["nosuchscheme://user:hunter2@host"], now=T0)
     assert "hunter2" not in str(e.value)
     assert store.people() == []
+
+
+def test_the_actor_of_a_change_is_the_os_account_not_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """os_user() names this process's uid from the OS; USER and LOGNAME do not change it."""
+    import pwd
+
+    from hitl_vault.access.names import os_user
+
+    monkeypatch.setenv("USER", "alice")
+    monkeypatch.setenv("LOGNAME", "alice")
+    assert os_user() == pwd.getpwuid(os.getuid()).pw_name != "alice"

@@ -193,3 +193,28 @@ def test_verify_reports_an_edited_service_log(vault_path: Path) -> None:
     db.close()
     result = invoke(vault_path, "verify")
     assert result.exit_code == 1 and "service log entry 1" in result.stdout + result.stderr
+
+
+def test_verify_reports_a_revoked_token_made_a_persons_behind_the_log(vault_path: Path) -> None:
+    """A revoked agent token edited in SQLite into alice's approver token fails verify."""
+    ok(vault_path, "people", "add", "alice", "--uid", "1001")
+    made = json.loads(ok(vault_path, "token", "add", "bot", "--role", "agent", "--json").stdout)
+    ok(vault_path, "token", "revoke", "bot")
+    db = sqlite3.connect(vault_path / STATE_DIR / JOURNAL_FILE, isolation_level=None)
+    db.execute("UPDATE credentials SET revoked=NULL, role='approver', name='alice', key='alice'")
+    db.close()
+    with journal(vault_path) as store:
+        forged = tokens.authenticate(store, made["token"], utcnow())
+        assert forged is not None and forged.name == "alice"  # what verify has to catch
+    result = invoke(vault_path, "verify")
+    assert result.exit_code == 1
+    said = result.stdout + result.stderr
+    assert f"token {made['id']} (alice): differs from the service log" in said
+
+
+def test_people_add_refuses_the_uid_serve_recorded(vault_path: Path) -> None:
+    """The service's uid, as serve recorded it, is refused whoever runs people add (root too)."""
+    with journal(vault_path) as store:
+        store.set_setting("service_uid", "1234", utcnow(), "svc")
+    said = failed(vault_path, 2, "people", "add", "eve", "--uid", "1234")
+    assert "the service runs as" in said

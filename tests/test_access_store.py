@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hitl_vault.errors import JournalDamagedError
-from hitl_vault.identity import Person
+from hitl_vault.identity import Credential, Person, Role
 from hitl_vault.journal.sqlite import Journal
 
 T0 = datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
@@ -45,5 +45,26 @@ def test_a_person_row_hitl_vault_did_not_write_is_damage(tmp_path: Path) -> None
         db.close()
         with pytest.raises(JournalDamagedError, match="uids"):
             journal.person("alice")
+    finally:
+        journal.close()
+
+
+def test_verify_names_a_row_under_another_key_or_unreadable(tmp_path: Path) -> None:
+    """A credential moved to another name's key, or a person unreadable, is named by verify."""
+    path = tmp_path / ".hitl" / "journal.db"
+    journal = Journal(path)
+    try:
+        journal.save_person(Person("alice", (1001,)), T0, "owner", "person added")
+        journal.add_credential(
+            Credential("c1", "bot", Role.AGENT, "ab" * 32, T0, None), T0, "owner"
+        )
+        assert journal.verify_chain() == []
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("UPDATE credentials SET key = 'alice'")
+        db.execute("UPDATE people SET uids = '\"root\"'")
+        db.close()
+        problems = journal.verify_chain()
+        assert [p for p in problems if p.startswith("token c1 (bot): kept under another")]
+        assert [p for p in problems if p.startswith("person alice: a row hitl-vault did not")]
     finally:
         journal.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +32,7 @@ from hitl_vault import Vault
 from hitl_vault.access.tokens import mint, revoke
 from hitl_vault.agents.mcp_http import mcp_http_app
 from hitl_vault.agents.mcp_server import build_server
+from hitl_vault.cli.serve import extras
 from hitl_vault.identity import Person, Role
 from hitl_vault.serve.runner import Serving, bind
 from hitl_vault.template import init_vault
@@ -117,34 +120,38 @@ class Served:
         ):
             yield Agent(client)
 
-    def post(self, token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """A raw MCP ping posted to /mcp: the status, the JSON body and the headers."""
+    def post(
+        self, token: str | None, path: str = "/mcp", **more: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """A raw MCP ping posted to ``path``: the status, the JSON body and the headers."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        accept = "application/json, text/event-stream"
+        headers = {"Content-Type": "application/json", "Accept": accept, **more}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         ping = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
         try:
-            conn.request("POST", "/mcp", body=ping, headers=headers)
+            conn.request("POST", path, body=ping, headers=headers)
             response = conn.getresponse()
-            body = json.loads(response.read() or b"null")
-            return response.status, body, {k.lower(): v for k, v in response.getheaders()}
+            raw, got = response.read(), {k.lower(): v for k, v in response.getheaders()}
+            json_body = got.get("content-type", "").startswith("application/json")
+            body = json.loads(raw) if json_body else {"text": raw.decode()}
+            return response.status, body, got
         finally:
             conn.close()
 
 
-pytestmark = pytest.mark.slow  # a service started for the module: about a second
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """One service for the module, /mcp mounted as `hitl-vault serve` mounts it."""
+    """One service for the module, with /mcp mounted as `hitl-vault serve` mounts it (about a
+    second to start: the tests that use it are marked slow)."""
     root = tmp_path_factory.mktemp("mcp-http") / "vault"
     init_vault(root)
     with Vault(root) as vault:
         serving = Serving(vault, sock=bind("127.0.0.1", 0))
-        mcp = mcp_http_app(serving.service)
-        serving.app_options.update(mcp_app=mcp, lifespans=[mcp.running])
+        options, said = extras(serving.service)  # what `hitl-vault serve` mounts beside the API
+        assert said.startswith("/mcp served")
+        serving.app_options.update(options)
         failed: list[BaseException] = []
 
         def run() -> None:
@@ -166,6 +173,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     assert not failed, failed
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_the_tools_are_those_of_hitl_vault_mcp(served: Served) -> None:
     """An agent over HTTP sees the four tools of the stdio server, with the same arguments."""
     async with served.agent(served.token("lister")) as agent:
@@ -179,6 +187,7 @@ async def test_the_tools_are_those_of_hitl_vault_mcp(served: Served) -> None:
         assert over_http[name].description == over_stdio[name].description, name
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_an_ask_is_pending_in_the_token_s_name_whatever_the_client_says(
     served: Served,
 ) -> None:
@@ -201,6 +210,7 @@ async def test_an_ask_is_pending_in_the_token_s_name_whatever_the_client_says(
     assert served.requested_by("alice") == []
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_a_wait_returns_once_a_person_decides_in_the_vault(served: Served) -> None:
     """wait_for_approval, under way, returns approved as soon as the vault records alice's yes."""
     async with served.agent(served.token("waiter")) as agent:
@@ -217,6 +227,7 @@ async def test_a_wait_returns_once_a_person_decides_in_the_vault(served: Served)
     assert got["next"].startswith("Approved by alice. Go ahead")
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_an_agent_sees_and_waits_on_its_own_requests_only(served: Served) -> None:
     """Another agent's request is not found by get, wait or list; its own are."""
     async with served.agent(served.token("other-agent")) as other:
@@ -233,6 +244,7 @@ async def test_an_agent_sees_and_waits_on_its_own_requests_only(served: Served) 
     assert seen["id"] == mine["id"] and seen["history"]
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_a_token_limited_to_some_actions_asks_for_those_only(served: Served) -> None:
     """An agent token made with --actions deploy cannot ask for a payment."""
     async with served.agent(served.token("deployer", actions=("deploy",))) as agent:
@@ -243,6 +255,7 @@ async def test_a_token_limited_to_some_actions_asks_for_those_only(served: Serve
     assert [deploy["id"]] == served.requested_by("deployer")
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_a_client_that_names_itself_with_each_call_is_recorded_apart(
     served: Served,
 ) -> None:
@@ -256,6 +269,7 @@ async def test_a_client_that_names_itself_with_each_call_is_recorded_apart(
     assert asked["context"] == "Tidy up.\n\n(asked by modern: client agent-cli)"
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_without_a_live_agent_token_nothing_is_served(served: Served) -> None:
     """No token, an unknown, expired or revoked one: 401 with no detail; an approver's
     token: 403; the official client cannot connect with either."""
@@ -277,6 +291,7 @@ async def test_without_a_live_agent_token_nothing_is_served(served: Served) -> N
     assert served.requested_by("alice") == served.requested_by("revoked-agent") == []
 
 
+@pytest.mark.slow  # the module\'s service: about a second to start
 async def test_a_token_revoked_while_connected_stops_at_its_next_call(served: Served) -> None:
     """Each call is checked against the token as it stands: no session outlives a revocation."""
     async with served.agent(served.token("later-agent")) as agent:
@@ -357,3 +372,43 @@ async def test_a_wait_reports_progress_and_ends_when_the_service_stops(vault: Va
         of == 30 and (m or "").startswith(f"{request.id}: still pending") for _, of, m in call.told
     )
     assert got["status"] == "pending" and got["wait_seconds"] == 30 and got["waited"] < 10
+
+
+@pytest.mark.slow  # the module\'s service: about a second to start
+async def test_mcp_is_behind_the_service_s_guard(served: Served) -> None:
+    """A live agent token still gets nothing from another site's page (Origin), a rebound
+    DNS name (Host), or a token in the URL; the same request without them is answered."""
+    token = served.token("guarded-agent")
+    status, body, _ = served.post(token)
+    assert status == 200 and 'data: {"jsonrpc":"2.0","id":1,"result":{}}' in body["text"]
+    assert served.post(token, Origin="http://evil.example")[0] == 403
+    assert served.post(token, Host="evil.example")[0] == 421
+    status, body, _ = served.post(None, f"/mcp?token={token}")
+    assert status == 400 and token not in json.dumps(body)
+
+
+@pytest.mark.process
+def test_serve_says_it_does_not_serve_mcp_when_the_sdk_does_not_import(vault_path: Path) -> None:
+    """An mcp package that is there but not the version 2 it needs: serve still starts, its
+    line at start says /mcp is not served and what installs it, and /mcp is not mounted."""
+    code = (
+        "import sys; sys.modules['mcp.server.mcpserver'] = None\n"
+        "from hitl_vault import Vault\n"
+        "from hitl_vault.cli.serve import extras\n"
+        "from hitl_vault.serve.service import Service\n"
+        "with Vault(sys.argv[1]) as vault:\n"
+        "    options, said = extras(Service(vault))\n"
+        "print(sorted(options)); print(said)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(vault_path)],
+        capture_output=True, text=True, timeout=60, cwd=vault_path.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    mounted, said = done.stdout.splitlines()
+    assert mounted == "['gate']"
+    assert said.startswith("/mcp not served: the mcp package, version 2, does not import here")
+    assert said.endswith(
+        "install the mcp extra: pip install 'hitl-vault[mcp]', or from a clone "
+        "of hitl-vault: pip install '.[mcp]' in its folder"
+    )

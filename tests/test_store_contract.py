@@ -7,6 +7,7 @@ passes by adding one more parameter here.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -23,11 +24,12 @@ from hitl_vault.errors import (
     NotRetryableError,
     RequestNotFoundError,
 )
-from hitl_vault.identity import Credential, Person, Role
+from hitl_vault.identity import Credential, Person, Role, same_name
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.model import Kind, Request, Risk, Status, Transition
 from hitl_vault.store import JournalStore, request_flag
 from hitl_vault.testing import MemoryJournal
+from hitl_vault.times import format_ts
 
 T0 = datetime(2026, 11, 22, 10, 15, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -43,6 +45,10 @@ class Kit:
     tamper: Callable[[int, str], None]  # set the ``by`` of entry ``seq``, outside hitl-vault
     # set the ``by`` of service-log entry ``seq`` (None: remove it), outside hitl-vault
     tamper_service: Callable[[int, str | None], None]
+    # write a person, a credential or a (setting, value) straight into the store, no log
+    forge: Callable[[Person | Credential | tuple[str, str]], None]
+    # remove a person (by name) or a credential (by id) straight from the store, no log
+    drop: Callable[[str], None]
 
 
 def _sqlite(tmp_path: Path) -> Kit:
@@ -61,7 +67,33 @@ def _sqlite(tmp_path: Path) -> Kit:
             db.execute("UPDATE service_log SET by = ? WHERE seq = ?", (by, seq))
         db.close()
 
-    return Kit(Journal(path), lambda: Journal(path), tamper, tamper_service)
+    def forge(row: Person | Credential | tuple[str, str]) -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        if isinstance(row, Person):
+            db.execute(
+                "INSERT OR REPLACE INTO people VALUES (?,?,?,?,?,?,?)",
+                (same_name(row.name), row.name, json.dumps(list(row.uids)),
+                 json.dumps(list(row.notify)), int(row.disabled), format_ts(T0), format_ts(T0)),
+            )  # fmt: skip
+        elif isinstance(row, Credential):
+            db.execute(
+                "INSERT OR REPLACE INTO credentials VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (row.id, row.name, same_name(row.name), str(row.role), row.secret_sha,
+                 format_ts(row.created), row.expires and format_ts(row.expires),
+                 None if row.actions is None else json.dumps(list(row.actions)),
+                 row.revoked and format_ts(row.revoked), None),
+            )  # fmt: skip
+        else:
+            db.execute("INSERT OR REPLACE INTO settings VALUES (?,?,?)", (*row, format_ts(T0)))
+        db.close()
+
+    def drop(name_or_id: str) -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("DELETE FROM people WHERE key = ?", (same_name(name_or_id),))
+        db.execute("DELETE FROM credentials WHERE id = ?", (name_or_id,))
+        db.close()
+
+    return Kit(Journal(path), lambda: Journal(path), tamper, tamper_service, forge, drop)
 
 
 def _memory(tmp_path: Path) -> Kit:
@@ -79,7 +111,20 @@ def _memory(tmp_path: Path) -> Kit:
         else:
             rows[at] = replace(rows[at], by=by)
 
-    return Kit(store, lambda: store, tamper, tamper_service)
+    def forge(row: Person | Credential | tuple[str, str]) -> None:
+        state = store._m.state
+        if isinstance(row, Person):
+            state.people[same_name(row.name)] = replace(row, created=T0, changed=T0)
+        elif isinstance(row, Credential):
+            state.credentials[row.id] = row
+        else:
+            state.settings[row[0]] = row[1]
+
+    def drop(name_or_id: str) -> None:
+        store._m.state.people.pop(same_name(name_or_id), None)
+        store._m.state.credentials.pop(name_or_id, None)
+
+    return Kit(store, lambda: store, tamper, tamper_service, forge, drop)
 
 
 @pytest.fixture(params=[_sqlite, _memory], ids=["sqlite", "memory"])
@@ -532,3 +577,45 @@ class TestPeopleAndCredentials:
         assert s.people() == [] and s.credentials() == [] and s.service_log() == []
         s.log_service(T0, "owner", "person added", "bob")
         assert s.verify_chain() == []
+
+    def test_verify_holds_people_credentials_and_settings_against_the_service_log(
+        self, kit: Kit
+    ) -> None:
+        """A row changed, added or removed behind the log's back is reported; last_used is not."""
+        s = kit.store
+        alice = Person("alice", (1001,), ("json://127.0.0.1:9/alice",))
+        s.save_person(alice, T0, "owner", "person added")
+        s.save_person(Person("bob"), T0, "owner", "person added")
+        s.add_credential(_credential("c1", "bot"), T0, "owner")
+        s.add_credential(_credential("c2", "alice", role=Role.APPROVER), T0, "owner")
+        s.revoke_credentials(["c1"], T0 + HOUR, "owner", "by name")
+        s.set_setting("service_uid", "1234", T0, "owner")
+        s.credential_used("c2", T0 + HOUR)
+        assert s.verify_chain() == []
+        logged = repr(s.service_log())
+        assert "127.0.0.1" not in logged and "ab" * 32 not in logged  # hashes of rows only
+        revoked = s.credential("c1")
+        assert revoked is not None
+        # The revoked agent token made alice's approver token: name, role, not revoked.
+        kit.forge(replace(revoked, revoked=None, role=Role.APPROVER, name="alice"))
+        assert [p for p in s.verify_chain() if "token c1" in p and "differs" in p]
+        kit.forge(revoked)
+        assert s.verify_chain() == []
+        kit.forge(replace(revoked, secret_sha="cd" * 32))  # another secret, same fields
+        assert any("token c1" in p for p in s.verify_chain())
+        kit.forge(revoked)
+        kit.forge(replace(alice, notify=("json://127.0.0.1:9/mallory",)))  # same channel kind
+        kit.forge(Person("mallory", (1002,)))
+        kit.forge(_credential("c9", "mallory", role=Role.APPROVER))
+        kit.forge(("service_uid", "0"))
+        kit.drop("bob")
+        problems = s.verify_chain()
+        for found in (
+            "person alice: differs",
+            "person mallory: not in the service log",
+            "token c9 (mallory): not in the service log",
+            "setting service_uid",
+            "person bob: in the service log but gone",
+        ):
+            assert [p for p in problems if found in p], (found, problems)
+        assert len(problems) == 5

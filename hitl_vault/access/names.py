@@ -31,7 +31,9 @@ def check_name(name: str, argument: str = "NAME") -> str:
 
 def os_user() -> str:
     """The OS user running this process, by name (``uid N`` where the system has none): who
-    changes people and credentials, as the service log records it."""
+    made a change, as the service log records it, for people, tokens and settings alike
+    (``public_url``, ``service_uid``). From the OS account (``pwd``), never from ``$USER``
+    or ``$LOGNAME``, which the caller sets."""
     uid = os.getuid()
     try:
         import pwd  # POSIX only

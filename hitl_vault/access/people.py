@@ -9,15 +9,18 @@ change, and each failure is reported back.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from shlex import quote
 from urllib.parse import urlsplit
 
 from ..errors import AccessError, UsageError
-from ..identity import Person, Role
+from ..identity import Person, Role, same_name
 from ..notify.send import (
     PLACEHOLDER,
     SCHEME,
@@ -30,6 +33,8 @@ from ..notify.send import (
 from ..store import JournalStore
 from ..times import format_ts
 from .names import check_name
+
+log = logging.getLogger(__name__)
 
 # Sends one message to one URL: None when delivered, else why not (notify.send.send).
 Sender = Callable[[str, Message], str | None]
@@ -55,9 +60,29 @@ class Change:
     revoked: int = 0
 
 
+def service_uid(store: JournalStore) -> int | None:
+    """The uid the service runs as, as ``hitl-vault serve`` recorded it (None: never, or not
+    a number)."""
+    value = store.setting("service_uid")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
 def person_for_uid(store: JournalStore, uid: int) -> Person | None:
-    """The enabled person the OS user ``uid`` is, or None."""
-    return next((p for p in store.people() if not p.disabled and uid in p.uids), None)
+    """The enabled person the OS user ``uid`` is, or None: nobody's, or a uid more than one
+    enabled person has (it proves none of them; logged)."""
+    found = [p for p in store.people() if not p.disabled and uid in p.uids]
+    if len(found) > 1:
+        log.warning(
+            "uid %d is the uid of %s at once, so it proves none of them: give it to one "
+            "(hitl-vault people set NAME --uid UID)",
+            uid,
+            " and ".join(p.name for p in found),
+        )
+        return None
+    return found[0] if found else None
 
 
 def _kinds(urls: Iterable[str]) -> str:
@@ -81,9 +106,10 @@ def _end_access(store: JournalStore, person: Person, now: datetime, by: str) -> 
 class People:
     """The people of one store, changed by ``by`` (the OS user name running the command).
 
-    ``owner_uid``: the uid of the service's owner (this process's), which may never be a
-    person's: that user can act as anyone on the vault. ``send`` sends one message;
-    ``env`` fills the ``${NAME}`` of a channel's URL when it is sent.
+    No person may have a uid that can act as anyone on the vault: root's, ``owner_uid``
+    (this process's, by default), the uid the service runs as (recorded in the store by
+    ``hitl-vault serve``), or the uid that owns the ``vault`` folder. ``send`` sends one
+    message; ``env`` fills the ``${NAME}`` of a channel's URL when it is sent.
     """
 
     def __init__(
@@ -92,12 +118,14 @@ class People:
         *,
         by: str,
         owner_uid: int | None = None,
+        vault: Path | None = None,
         send: Sender = send,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self._store = store
         self._by = by
         self._owner = os.getuid() if owner_uid is None else owner_uid
+        self._vault = vault
         self._send = send
         self._env = os.environ if env is None else env
 
@@ -139,7 +167,8 @@ class People:
                 "alone",
                 f"choose another name, or revoke its tokens: hitl-vault token revoke {quote(name)}",
             )
-        person = Person(name, self._uids(uids, name), self._urls(notify), created=now, changed=now)
+        person = Person(name, self._uids(uids), self._urls(notify), created=now, changed=now)
+        self._check_uids(person)
         self._store.save_person(person, now, self._by, "person added")
         body = (
             f"{self._by} added you ({name}) to the people of this hitl-vault service at "
@@ -165,12 +194,13 @@ class People:
             raise UsageError("people set", "nothing to change", "give --uid, --notify or --enable")
         new = replace(
             old,
-            uids=old.uids if uids is None else self._uids(uids, old.name),
+            uids=old.uids if uids is None else self._uids(uids),
             notify=old.notify if notify is None else self._urls(notify),
             disabled=old.disabled and not enable,
         )
         if new == old:
             raise UsageError("people set", f"{old.name} is like this already", "nothing to do")
+        self._check_uids(new)
         event = "person enabled" if old.disabled and not new.disabled else "person changed"
         self._store.save_person(new, now, self._by, event)
         lines = [f"{self._by} changed your entry ({old.name}) at {format_ts(now)}:"]
@@ -211,32 +241,54 @@ class People:
         assert person is not None, "saved just now"
         return person
 
-    def _uids(self, uids: Iterable[int], name: str) -> tuple[int, ...]:
+    def _uids(self, uids: Iterable[int]) -> tuple[int, ...]:
         kept = tuple(dict.fromkeys(uids))
         for uid in kept:
             if type(uid) is not int or not 0 <= uid <= UID_MAX:
                 raise UsageError("--uid", f"{uid!r} is not a user id", "give a number like 1001")
+        return kept
+
+    def _anyone(self) -> dict[int, str]:
+        """The uids that can act as anyone on the vault, each with what it is."""
+        anyone = {self._owner: "the uid of the service's owner (running this command)"}
+        if self._vault is not None:
+            with contextlib.suppress(OSError):  # no folder: opening the vault says so
+                anyone[self._vault.stat().st_uid] = f"the uid that owns the vault ({self._vault})"
+        recorded = service_uid(self._store)
+        if recorded is not None:
+            anyone[recorded] = "the uid the service runs as (recorded by hitl-vault serve)"
+        anyone[0] = "root"
+        return anyone
+
+    def _check_uids(self, person: Person) -> None:
+        """Refuse a uid that can act as anyone on the vault, and, unless ``person`` is
+        disabled, a uid another enabled person has (enabling a person checks again)."""
+        anyone = self._anyone()
+        for uid in person.uids:
             if uid == 0:
                 raise UsageError(
                     "--uid",
                     "0 is root, who can act as anyone: a decision from root proves no person",
                     "give the person's own uid",
                 )
-            if uid == self._owner:
+            if uid in anyone:
                 raise UsageError(
                     "--uid",
-                    f"{uid} is the uid of the service's owner, who can act as anyone on the "
-                    "vault: a decision from it proves no person",
+                    f"{uid} is {anyone[uid]}, who can act as anyone on the vault: a decision "
+                    "from it proves no person",
                     "give the person's own uid (run the service as a user of its own)",
                 )
-            other = person_for_uid(self._store, uid)
-            if other is not None and other.name != name:
-                raise AccessError(
-                    name,
-                    f"uid {uid} is {other.name}'s already",
-                    f"take it from them first: hitl-vault people set {quote(other.name)} --uid ...",
-                )
-        return kept
+        if person.disabled:
+            return  # checked again when they are enabled
+        for other in self._store.people():
+            shared = sorted(set(other.uids) & set(person.uids))
+            if other.disabled or same_name(other.name) == same_name(person.name) or not shared:
+                continue
+            raise AccessError(
+                person.name,
+                f"uid {shared[0]} is {other.name}'s already",
+                f"take it from them first: hitl-vault people set {quote(other.name)} --uid ...",
+            )
 
     def _urls(self, urls: Iterable[str]) -> tuple[str, ...]:
         kept = tuple(dict.fromkeys(url.strip() for url in urls))

@@ -25,6 +25,7 @@ from ..errors import AccessError, JournalUnavailableError, UsageError
 from ..identity import Credential, Role
 from ..model import check_action
 from ..store import JournalStore, ServiceEntry
+from ..times import format_ts
 from .names import check_name
 
 log = logging.getLogger(__name__)
@@ -189,9 +190,25 @@ def state(credential: Credential, now: datetime, store: JournalStore) -> str:
     return "live"
 
 
+def client_name(client: str) -> str:
+    """A client's address as the service log keeps it: one line, at most 200 characters
+    (it may come from a header), ``unknown`` when empty."""
+    return " ".join(str(client).split())[:200] or "unknown"
+
+
 def failed(
-    store: JournalStore, client: str, count: int, now: datetime, by: str = "hitl-vault"
+    store: JournalStore,
+    client: str,
+    count: int,
+    now: datetime,
+    by: str = "hitl-vault",
+    *,
+    since: datetime | None = None,
 ) -> ServiceEntry:
-    """Log a summary of failed authentication: from which client address, how many times
-    (never the token that was presented)."""
-    return store.log_service(now, by, "auth failed", client, (f"{count} failed",))
+    """Log one summary of failed authentication: from which client address (one line, at
+    most 200 characters), how many times, since when (never the token that was
+    presented). One store write: per failure, count with
+    :class:`~hitl_vault.access.failures.FailureLog`, which calls this at most once a minute
+    per client."""
+    details = (f"{count} failed",) + ((f"since {format_ts(since)}",) if since else ())
+    return store.log_service(now, by, "auth failed", client_name(client), details)

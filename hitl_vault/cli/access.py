@@ -40,11 +40,16 @@ def _told(change: Change) -> None:
         click.echo(f"  told {told.channel}: {said}")
 
 
-def _people(store: JournalStore) -> People:
+@contextmanager
+def _people(ctx: click.Context) -> Iterator[People]:
+    """The vault's people, for one command by this OS user (who, like the vault folder's
+    owner and the service's, is nobody's uid); its errors as the CLI's."""
     from ..access.names import os_user
     from ..access.people import People
 
-    return People(store, by=os_user())
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
+        yield People(vault.engine.journal, by=os_user(), vault=vault.root)
 
 
 uid_option = click.option(
@@ -53,7 +58,10 @@ uid_option = click.option(
     type=int,
     multiple=True,
     metavar="UID",
-    help="An OS user id that is this person (never root's or the service owner's). Repeatable.",
+    help=(
+        "An OS user id that is this person (never root's, the service's or the vault "
+        "owner's). Repeatable."
+    ),
 )
 notify_option = click.option(
     "--notify",
@@ -78,8 +86,8 @@ def people_add(ctx: click.Context, name: str, uids: tuple[int, ...], urls: tuple
     """Add a person called NAME; logged, and told on their channels."""
     from ..times import utcnow
 
-    with _store(ctx) as store:
-        change = _people(store).add(name, uids, urls, now=utcnow())
+    with _people(ctx) as register:
+        change = register.add(name, uids, urls, now=utcnow())
     click.echo(f"added {change.person.name}")
     _told(change)
 
@@ -96,8 +104,8 @@ def people_set(
     """Replace NAME's uids (--uid) and/or channels (--notify); told on the old and new ones."""
     from ..times import utcnow
 
-    with _store(ctx) as store:
-        change = _people(store).set(name, uids or None, urls or None, enable=enable, now=utcnow())
+    with _people(ctx) as register:
+        change = register.set(name, uids or None, urls or None, enable=enable, now=utcnow())
     click.echo(f"changed {change.person.name}" + (" (enabled)" if enable else ""))
     _told(change)
 
@@ -147,8 +155,8 @@ def people_disable(ctx: click.Context, name: str) -> None:
     """Disable NAME and revoke all their tokens at once; logged, and told on their channels."""
     from ..times import utcnow
 
-    with _store(ctx) as store:
-        change = _people(store).disable(name, now=utcnow())
+    with _people(ctx) as register:
+        change = register.disable(name, now=utcnow())
     click.echo(f"disabled {change.person.name}; {change.revoked} token(s) revoked")
     _told(change)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .agents import INSTALL_MCP
 from .common import BadUsage, cli_errors, vault_path
 
 if TYPE_CHECKING:
@@ -85,8 +86,15 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
     options: dict[str, Any] = {"gate": gate_handler(service)}
     if importlib.util.find_spec("mcp") is None:
         return options, "/mcp not served (install hitl-vault[mcp] for it)"
-    from ..agents.mcp_http import mcp_http_app
-
+    try:
+        from ..agents.mcp_http import mcp_http_app
+    except ImportError as e:  # an mcp package of another major version
+        if (e.name or "").startswith("hitl_vault"):
+            raise
+        return options, (
+            f"/mcp not served: the mcp package, version 2, does not import here ({e}); "
+            f"install the mcp extra: {INSTALL_MCP}"
+        )
     mcp = mcp_http_app(service)
     options.update(mcp_app=mcp, lifespans=[mcp.running])
     return options, "/mcp served: MCP over Streamable HTTP, for agent tokens"

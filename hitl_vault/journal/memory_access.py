@@ -13,7 +13,15 @@ from ..errors import DuplicateError
 from ..identity import Credential, Person, same_name
 from ..store import ServiceEntry
 from .memory_state import Memory, State, opt_ts, ts
-from .service_chain import ServiceRow, credential_details, person_details, service_problems
+from .service_chain import (
+    ServiceRow,
+    credential_details,
+    expected_state,
+    person_details,
+    revocation_details,
+    service_problems,
+    state_problems,
+)
 
 
 def _stored(c: Credential) -> Credential:
@@ -59,8 +67,16 @@ class MemoryAccess:
         return [row.entry() for row in (newest if limit is None else newest[:limit])]
 
     def service_problems(self) -> list[str]:
+        """Every break in the service log's chain, and every person, credential and setting
+        that is not what the log says (see :func:`.service_chain.state_problems`)."""
         with self._m.lock:
-            return service_problems(list(self._m.state.service), self._m.state.service_seq)
+            s = self._m.state
+            rows = list(s.service)
+            problems = service_problems(rows, s.service_seq)
+            people, credentials, settings = dict(s.people), dict(s.credentials), dict(s.settings)
+        keys = [(k, p.name) for k, p in people.items() if k != same_name(p.name)]
+        problems += [f"person {name}: kept under another name's key ({k})" for k, name in keys]
+        return problems + state_problems(expected_state(rows), people, credentials, settings)
 
     # --- people ---------------------------------------------------------------------------
 
@@ -117,7 +133,7 @@ class MemoryAccess:
                 if c is None or c.revoked is not None:
                     continue
                 s.credentials[credential_id] = replace(c, revoked=ts(at))
-                details = (f"id {credential_id}", why) if why else (f"id {credential_id}",)
+                details = revocation_details(s.credentials[credential_id], why)
                 self._log(s, at, by, "token revoked", c.name, details)
                 revoked += 1
         return revoked

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -18,8 +19,16 @@ from ..errors import DuplicateError
 from ..identity import Credential, Person, Role, same_name
 from ..store import ServiceEntry
 from ..times import format_ts, parse_ts
-from .service_chain import ServiceRow, credential_details, person_details, service_problems
-from .sqlite_db import Database
+from .service_chain import (
+    ServiceRow,
+    credential_details,
+    expected_state,
+    person_details,
+    revocation_details,
+    service_problems,
+    state_problems,
+)
+from .sqlite_db import _BAD_ROW, Database
 
 _PERSON = "SELECT name, uids, notify, disabled, created, changed FROM people"
 _CREDENTIAL = (
@@ -108,11 +117,51 @@ class Access:
         )
         return self._db.converted(rows, ServiceRow.entry)
 
+    def _snapshot(self, *queries: str) -> list[list[Any]]:
+        """Every row of each query, all read in one transaction: what one moment held."""
+        with self._db.lock:
+            db = self._db.db
+            own = not db.in_transaction
+            if own:
+                db.execute("BEGIN")
+            try:
+                return [db.execute(query).fetchall() for query in queries]
+            finally:
+                if own:
+                    db.execute("COMMIT")
+
     def service_problems(self) -> list[str]:
-        """Every break in the service log's chain."""
-        rows = self._db.rows(_SERVICE + " ORDER BY seq", (), lambda r: ServiceRow(*r))
-        seq = self._db.read_one("SELECT seq FROM sqlite_sequence WHERE name = 'service_log'")
-        return service_problems(rows, seq[0] if seq else 0)
+        """Every break in the service log's chain, and every row of people, credentials and
+        settings that is not what the log says (see :func:`.service_chain.state_problems`)."""
+        log, last, people_rows, credential_rows, setting_rows = self._snapshot(
+            _SERVICE + " ORDER BY seq",
+            "SELECT seq FROM sqlite_sequence WHERE name = 'service_log'",
+            "SELECT key, name, uids, notify, disabled, created, changed FROM people",
+            "SELECT key, " + _CREDENTIAL[len("SELECT ") :],
+            "SELECT name, value FROM settings",
+        )
+        rows = self._db.converted(log, lambda r: ServiceRow(*r))
+        problems = service_problems(rows, last[0][0] if last else 0)
+        people: dict[str, Person] = {}
+        for key, *row in people_rows:
+            try:
+                people[key] = _person(row)
+            except _BAD_ROW as e:
+                problems.append(f"person {row[0]}: a row hitl-vault did not write ({e})")
+                continue
+            if key != same_name(row[0]):
+                problems.append(f"person {row[0]}: kept under another name's key ({key})")
+        credentials: dict[str, Credential] = {}
+        for key, *row in credential_rows:
+            try:
+                credentials[row[0]] = _credential(row)
+            except _BAD_ROW as e:
+                problems.append(f"token {row[0]}: a row hitl-vault did not write ({e})")
+                continue
+            if key != same_name(row[1]):
+                problems.append(f"token {row[0]} ({row[1]}): kept under another name's key")
+        settings = {str(name): str(value) for name, value in setting_rows}
+        return problems + state_problems(expected_state(rows), people, credentials, settings)
 
     # --- people ---------------------------------------------------------------------------
 
@@ -171,8 +220,7 @@ class Access:
         with self._write() as db:
             for credential_id in dict.fromkeys(ids):
                 row = db.execute(
-                    "SELECT name FROM credentials WHERE id = ? AND revoked IS NULL",
-                    (credential_id,),
+                    _CREDENTIAL + " WHERE id = ? AND revoked IS NULL", (credential_id,)
                 ).fetchone()
                 if row is None:
                     continue
@@ -180,8 +228,9 @@ class Access:
                     "UPDATE credentials SET revoked = ? WHERE id = ?",
                     (format_ts(at), credential_id),
                 )
-                details = (f"id {credential_id}", why) if why else (f"id {credential_id}",)
-                self._log(db, at, by, "token revoked", row[0], details)
+                revoked_now = replace(self._db.converted([row], _credential)[0], revoked=at)
+                details = revocation_details(revoked_now, why)
+                self._log(db, at, by, "token revoked", revoked_now.name, details)
                 revoked += 1
         return revoked
 
