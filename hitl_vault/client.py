@@ -39,9 +39,10 @@ LONGEST_POLL = 60.0
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    """Whether ``host`` names this machine: ``localhost`` itself, a 127.0.0.0/8 literal or
+    ``::1``. Not ``*.localhost``: glibc asks DNS for those, and DNS may answer anything."""
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -11,11 +11,13 @@ set only through the CLI by the service's owner, never in the synced ``hitl-vaul
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
-from .model import Kind, Transition
+from .errors import UsageError
+from .model import Kind, Request, Transition
 
 
 class Role(StrEnum):
@@ -36,9 +38,56 @@ PROVEN = frozenset({API, SESSION, SOCKET})
 
 
 def same_name(name: str) -> str:
-    """A name as compared: Unicode NFKC, casefolded, stripped (``Alice`` and ``alice `` are
-    ``alice``). Names are kept as written; only comparisons use this."""
-    return unicodedata.normalize("NFKC", name).casefold().strip()
+    """A name as compared: Unicode NFKC, without invisible characters (format and control
+    characters such as a zero-width space or a soft hyphen), casefolded, stripped
+    (``Alice``, ``alice `` and ``al\\u00adice`` are ``alice``). Names are kept as written;
+    only comparisons use this."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(c for c in folded if unicodedata.category(c) not in _INVISIBLE).strip()
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})  # control, format, unassigned...
+NAME_LIMIT = 64  # characters: a name is shown in notes, lists and messages
+REQUESTER_LIMIT = 200  # an agent's requested_by: ``claude-code:<session id>``, ``mcp:<client>``
+NAME_FIX = (
+    "give a name such as alice, Mary Ann or deploy-bot: letters, digits, spaces and "
+    f"punctuation, at most {NAME_LIMIT} characters, and no 'via' after the first word"
+)
+
+
+def name_problem(name: object, limit: int = NAME_LIMIT) -> str | None:
+    """What is wrong with ``name`` as a person's or an agent's name, or None when it is one.
+
+    One rule for every name that asks or decides: ``people`` and tokens, ``--by``,
+    ``decided_by:`` in a note, ``votes:`` lines, ``Vault.approve(by=...)`` and
+    ``requested_by``. A name is not empty, at most :data:`NAME_LIMIT` characters, holds
+    only printable characters (no newline, tab, or invisible character such as a
+    zero-width space), and never reads like a proven decision's line: ``alice via api``
+    would be shown as ``by alice via api``, so no word after the first may be ``via``.
+    ``limit``: a longer one for an agent's ``requested_by``, which carries its session.
+    """
+    if not isinstance(name, str) or not same_name(name):
+        return "a name cannot be empty"
+    kept = name.strip()
+    if not kept.isprintable():
+        return (
+            f"{kept!r} holds a character that is not printable (a newline, a tab, or an "
+            "invisible one such as a zero-width space)"
+        )
+    if len(kept) > limit:
+        return f"{kept[:20]!r}… is longer than {limit} characters"
+    if "via" in same_name(kept).split()[1:]:  # ``ｖｉａ`` too
+        return f"{kept!r} reads like a proven decision (by NAME via CHANNEL)"
+    return None
+
+
+def check_name(name: str, argument: str = "NAME", limit: int = NAME_LIMIT) -> str:
+    """``name`` as it will be kept (stripped), or a :class:`UsageError` naming ``argument``
+    and saying what is wrong (see :func:`name_problem`)."""
+    problem = name_problem(name, limit)
+    if problem is not None:
+        raise UsageError(argument, problem, NAME_FIX)
+    return name.strip()
 
 
 @dataclass(frozen=True)
@@ -144,3 +193,47 @@ def proof_in(step: Transition) -> Proof | None:
     before = step.details[-2] if len(step.details) > 1 else ""
     client = before[len("from ") :] if before.startswith("from ") else ""
     return Proof(step.by, via, client)
+
+
+# The store setting ``serve`` keeps: the OS user id the service runs as. A proof counts only
+# in a journal entry that user's process recorded (the entry's recorder uid, never a
+# name or a detail the writer chose).
+SERVICE_UID = "service_uid"
+
+
+def service_uid(setting: str | None) -> int | None:
+    """The service's uid from its store setting; None when none is kept (or it is not one)."""
+    try:
+        return int(setting) if setting is not None else None
+    except ValueError:
+        return None
+
+
+def proof_counts(recorder: int | None, service: int | None) -> bool:
+    """Whether a proof recorded by the process of user ``recorder`` counts: only the
+    service's own (``service``, None when no service ever ran: then nothing is proven)."""
+    return service is not None and recorder == service
+
+
+def proofs_kept(request: Request, uids: Sequence[int | None], service: int | None) -> Request:
+    """``request`` as the rules count it: each step's ``via`` detail is kept only where the
+    service recorded it (``uids``: the recorder of each history step, in order); any other
+    proof is taken off, so it counts as the name it claims and no more."""
+    if not any(proven_by(t) for t in request.history):
+        return request
+    if len(uids) != len(request.history):  # not the same reading: trust no proof
+        uids = [None] * len(request.history)
+    steps = tuple(
+        t
+        if proven_by(t) is None or proof_counts(uid, service)
+        else replace(t, details=t.details[:-1])
+        for t, uid in zip(request.history, uids, strict=True)
+    )
+    return replace(request, history=steps)
+
+
+def false_proof(step: Transition, recorder: int | None, service: int | None) -> str | None:
+    """The channel a journal step claims a proof through although the service did not
+    record it (``verify`` names such entries); None when it claims none or it counts."""
+    via = proven_by(step)
+    return via if via is not None and not proof_counts(recorder, service) else None

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .model import Request, Status
+from .identity import proven_by
+from .model import Kind, Request, Status
 from .notes.render import history_line
 from .policy.quorum import Count
 from .policy.rules import Ruling
@@ -35,6 +36,7 @@ def request_json(request: Request, votes: Count | None = None) -> dict[str, Any]
         "expires": ts(request.expires),
         "params": dict(request.params),
         "decided_by": request.decided_by,
+        "decided_via": decided_via(request),
         "reason": request.reason,
         "decided_at": ts(request.decided_at),
         "executed_at": ts(request.executed_at),
@@ -49,14 +51,25 @@ def request_json(request: Request, votes: Count | None = None) -> dict[str, Any]
     }
 
 
+def decided_via(request: Request) -> str | None:
+    """The channel the decision of one person was proven through (``api``), or None: a
+    claimed name, votes (each says its own in ``votes_via``), or no decision yet."""
+    for t in reversed(request.history):
+        if t.kind is Kind.TRANSITION and t.from_status is Status.PENDING:
+            return proven_by(t)
+    return None
+
+
 def votes_json(request: Request, votes: Count) -> dict[str, Any]:
-    """``votes`` (name → approved | rejected | null), ``stage``, ``approvers`` still needed."""
+    """``votes`` (name → approved | rejected | null), ``votes_via`` (name → the channel
+    each recorded vote was proven through, or null), ``stage``, ``approvers`` still needed."""
     pending = request.status is Status.PENDING
     waiting = votes.waiting_for() if pending else []
     shown: dict[str, str | None] = dict.fromkeys(waiting or ())
     shown |= {t.by: str(t.to_status) for t in request.votes()}
     return {
         "votes": shown,
+        "votes_via": {t.by: proven_by(t) for t in request.votes()},
         "stage": votes.stage_name if pending else None,
         "approvers": waiting,
     }

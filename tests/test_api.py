@@ -104,6 +104,48 @@ def cli_show(root: Path, request_id: str) -> dict[str, Any]:
     return json.loads(result.output)  # type: ignore[no-any-return]
 
 
+def as_agent_sees(shown: dict[str, Any]) -> dict[str, Any]:
+    """show --json's object without what an agent is not shown (its path aside)."""
+    return {k: v for k, v in shown.items() if k != "decided_uid"}
+
+
+def test_an_agent_is_not_shown_the_servers_paths_uids_or_an_approvers_address(
+    server: Server, agent: str, alice: str
+) -> None:
+    """An agent sees its request with path relative to the vault, no decided_uid, and
+    proven history lines without the approver's address; the approver sees all of it,
+    exactly as show --json prints it."""
+    made = submit(server, agent)["id"]
+    path = f"/api/v1/requests/{made}"
+    from_office = {"X-Forwarded-For": "10.0.0.5"}
+    decided = server.call(
+        "POST", f"{path}/decision", {"decision": "approve"}, token=alice, headers=from_office
+    ).body
+    said = decided["history"][-1]
+    assert said.endswith("by alice via api from 10\\.0.0.5")  # escaped as Markdown
+    notes = {  # where the note is: pending until the daemon moves it, a moment later
+        str(server.root / folder / f"{made}.md"): f"{folder}/{made}.md"
+        for folder in ("Pending_Approval", "Approved")
+    }
+    assert "decided_uid" in decided and decided["path"] in notes
+    views = [
+        server.call("GET", path, token=agent).body,
+        server.call("GET", f"{path}?wait=1", token=agent).body,
+        next(
+            r for r in server.call("GET", "/api/v1/requests", token=agent).body if r["id"] == made
+        ),
+    ]
+    for seen in views:
+        assert seen["path"] in notes.values() and "decided_uid" not in seen
+        assert str(server.root) not in json.dumps(seen) and "0.0.5" not in json.dumps(seen)
+    assert views[0]["history"][-1] == said.removesuffix(" from 10\\.0.0.5")
+    doc = server.call("GET", "/openapi.json").body
+    ok = doc["paths"]["/api/v1/requests/{id}"]["get"]["responses"]["200"]
+    schema = ok["content"]["application/json"]["schema"]
+    assert "approver" in schema["properties"]["decided_uid"]["description"]
+    assert "relative" in schema["properties"]["path"]["description"]
+
+
 def test_healthz_answers_without_credentials(server: Server) -> None:
     """GET /healthz needs no token and says nothing about the vault."""
     answer = server.call("GET", "/healthz")
@@ -116,7 +158,8 @@ def test_submit_answers_201_with_the_request_exactly_as_show_json_prints_it(
     """POST /api/v1/requests → 201, the object show --json prints, requested_by the token's."""
     made = submit(server, agent, params={"env": "prod"}, summary="ship it", context="why")
     assert made["requested_by"] == "bot" and made["status"] == "pending"
-    assert made == cli_show(server.root, made["id"])
+    shown = cli_show(server.root, made["id"])
+    assert made == {**as_agent_sees(shown), "path": f"Pending_Approval/{made['id']}.md"}
     assert server.call("GET", f"/api/v1/requests/{made['id']}", token=agent).body == made
 
 
@@ -170,6 +213,26 @@ def test_an_agent_sees_lists_waits_on_and_cancels_only_its_own(server: Server, a
     assert cancelled.status == 200 and cancelled.body["status"] == "cancelled"
     again = server.call("POST", f"/api/v1/requests/{mine}/cancel", token=agent)
     assert again.status == 409
+
+
+def test_an_agent_token_named_as_another_channels_requests_is_refused(server: Server) -> None:
+    """A token named inbox, mcp:CLIENT or as the OS user would see the requests those
+    channels make (params and all): it is refused (403, saying so) and sees none of them."""
+    from hitl_vault.access.names import os_user
+
+    for name in ("inbox", "mcp:claude", os_user()):
+        made = server.vault.submit("deploy", {"secret": "s3"}, requested_by=name)
+        token = server.token(name)
+        for method, path in (
+            ("GET", f"/api/v1/requests/{made.id}"),
+            ("GET", "/api/v1/requests"),
+            ("POST", f"/api/v1/requests/{made.id}/cancel"),
+        ):
+            answer = server.call(method, path, token=token)
+            assert answer.status == 403 and "a name of its own" in answer.body["error"], name
+        asked = server.call("POST", "/api/v1/requests", {"action": "deploy"}, token=token)
+        assert asked.status == 403, name
+        assert server.vault.get(made.id).status.value == "pending"
 
 
 def test_decisions_are_for_approver_tokens_and_say_via_api(
@@ -274,17 +337,49 @@ def test_401_without_detail_for_no_unknown_or_revoked_tokens(server: Server) -> 
     assert (answer.status, answer.body) == (401, {"error": "unauthorized"})
 
 
-def test_repeated_failed_sign_ins_from_one_address_get_429(server: Server, agent: str) -> None:
-    """After 10 failures from one client address, it is refused (429), good token or not;
-    other addresses are not (the address comes from the trusted proxy's X-Forwarded-For)."""
+def test_repeated_failed_sign_ins_get_429_but_a_valid_token_still_works(
+    server: Server, agent: str
+) -> None:
+    """After 10 failures from one client address, its failures are 429 (no token or a
+    wrong one alike), while a valid token from there still works: behind a proxy every
+    agent shares that address. Other addresses are not refused (the address comes from
+    the trusted proxy's X-Forwarded-For)."""
     from_there = {"X-Forwarded-For": "203.0.113.9"}
     for _ in range(10):
         assert (
             server.call("GET", "/api/v1/requests", token="hv_x", headers=from_there).status == 401
         )
-    refused = server.call("GET", "/api/v1/requests", token=agent, headers=from_there)
-    assert refused.status == 429 and "retry-after" in refused.headers
-    assert server.call("GET", "/api/v1/requests", token=agent).status == 200
+    for token in ("hv_x", None):
+        refused = server.call("GET", "/api/v1/requests", token=token, headers=from_there)
+        assert refused.status == 429 and "retry-after" in refused.headers
+    assert server.call("GET", "/api/v1/requests", token=agent, headers=from_there).status == 200
+    made = server.call(
+        "POST", "/api/v1/requests", {"action": "deploy"}, token=agent, headers=from_there
+    )
+    assert made.status == 201
+    assert server.call("GET", "/api/v1/requests", token="hv_x").status == 401
+
+
+def test_failed_sign_ins_are_summarised_in_the_service_log(server: Server) -> None:
+    """A failed sign-in is in the service log at once, as an address and a count (never
+    the token); later ones are summarised at most once a minute, not once per block."""
+    journal = server.vault.engine.journal
+    from_there = {"X-Forwarded-For": "203.0.113.77"}
+
+    def told() -> list[str]:
+        return [
+            e.details[0]
+            for e in journal.service_log()
+            if e.event == "auth failed" and e.subject == "203.0.113.77"
+        ]
+
+    for _ in range(3):
+        answer = server.call("GET", "/api/v1/requests", token="hv_guess", headers=from_there)
+        assert answer.status == 401
+    assert told() == ["1 failed"]  # the first at once; the next two wait for the minute
+    server.serving.service._flush_failures(everything=True)  # as the service stops
+    assert told() == ["2 failed", "1 failed"]
+    assert not any("hv_guess" in str(e) for e in journal.service_log())
 
 
 def test_a_token_in_the_url_is_refused_and_never_logged(
@@ -352,6 +447,48 @@ def test_a_slow_client_is_timed_out_while_others_are_answered(server: Server, ag
         assert slow.recv(100) == b""  # closed by the service
         assert stalled.recv(100).startswith(b"HTTP/1.1 408")
         assert time.monotonic() - started < 5
+
+
+def test_a_body_that_trickles_in_is_cut_at_one_deadline_for_all_of_it(
+    server: Server, agent: str
+) -> None:
+    """A body sent a byte at a time, each well within the read timeout, still gets 408 once
+    the whole body's deadline passes (the module's server: 0.3 s), not when it ends."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/v1/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + agent.encode() + b"\r\nContent-Length: 1000\r\n\r\n"
+        )
+        started = time.monotonic()
+        sock.settimeout(0.1)
+        answer = b""
+        while not answer and time.monotonic() - started < 5:
+            try:
+                sock.sendall(b" ")
+                answer = sock.recv(100)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - started < 2
+
+
+def test_connections_over_the_limit_are_answered_503(server: Server, agent: str) -> None:
+    """Over the service's connection limit (4,096 by default, here lowered for a moment), a
+    request is answered 503 at once; below it, as usual."""
+    from hitl_vault.serve.runner import MAX_CONNECTIONS
+
+    assert server.serving.max_connections == MAX_CONNECTIONS == 4096
+    running = server.serving._server
+    assert running is not None and running.config.limit_concurrency == MAX_CONNECTIONS
+    running.config.limit_concurrency = 2
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10):
+            assert server.call("GET", "/healthz").status == 503
+    finally:
+        running.config.limit_concurrency = MAX_CONNECTIONS
+    assert server.call("GET", "/api/v1/requests", token=agent).status == 200
 
 
 def test_a_foreign_host_or_origin_is_refused(server: Server, agent: str) -> None:

@@ -98,6 +98,15 @@ def test_plain_http_goes_to_this_machine_only() -> None:
         Client("http://vault.example.com", "hv_x")
     with pytest.raises(UsageError, match="not an http"):
         Client("ftp://vault.example.com", "hv_x")
+    for elsewhere in (
+        "http://evil.localhost:8787",
+        "http://localhost.evil.example",
+        "http://0x7f.1",
+    ):
+        with pytest.raises(UsageError, match="unencrypted"):  # names DNS answers for
+            Client(elsewhere, "hv_x")
+    for here in ("http://localhost:8787", "http://127.0.0.2", "http://[::1]"):
+        assert Client(here, "hv_x").url == here
     assert Client("https://vault.example.com/base", "hv_x").url == "https://vault.example.com/base"
     assert "hv_secret" not in repr(Client("http://[::1]:8787", "hv_secret"))
 

@@ -8,6 +8,7 @@ applies note edits itself on ``refresh``), so every test here takes milliseconds
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from hitl_vault import Status, Vault
 from hitl_vault.cli.main import cli
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import DecisionRefusedError, NotAnApproverError, RulesError
-from hitl_vault.identity import PROVEN, Proof, proof_in, proven_by
+from hitl_vault.identity import PROVEN, SERVICE_UID, Proof, proof_in, proven_by
 from hitl_vault.model import Kind, Transition
 from hitl_vault.notes.render import history_line
 from hitl_vault.policy.proven import unauthenticated
@@ -77,8 +78,17 @@ def vault_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def vault(vault_path: Path) -> Iterator[Vault]:
+    """The vault, in a process that runs as the service's user (as ``serve`` keeps it in
+    the store), so the proofs it hands the engine count."""
     with Vault(vault_path) as v:
+        as_service(v)
         yield v
+
+
+def as_service(vault: Vault, uid: int | None = None) -> None:
+    """Keep ``uid`` (this process's, unless given) as the service's, as ``serve`` does."""
+    journal = vault.engine.journal
+    journal.set_setting(SERVICE_UID, str(os.getuid() if uid is None else uid), AT, "owner")
 
 
 def flagged(vault: Vault) -> str:

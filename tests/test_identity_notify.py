@@ -5,6 +5,7 @@ real HTTP receiver on 127.0.0.1, a daemon stepped on a clock, and one real ``run
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,7 +15,7 @@ import pytest
 
 from hitl_vault import Status, Vault
 from hitl_vault.daemon.loop import Daemon
-from hitl_vault.identity import Person, Proof
+from hitl_vault.identity import SERVICE_UID, Person, Proof
 from hitl_vault.template import init_vault
 
 from .helpers import Clock, VaultHelper
@@ -62,8 +63,10 @@ def url(receiver: Receiver, tmp_path: Path, who: str) -> str:
 
 
 def add_people(vault: Vault, receiver: Receiver, tmp_path: Path, clock: Clock) -> None:
-    """alice and bob in people, each with a channel of their own; carol with none."""
+    """alice and bob in people, each with a channel of their own; carol with none; this
+    process runs as the service's user (as ``serve`` keeps it), so its proofs count."""
     journal = vault.engine.journal
+    journal.set_setting(SERVICE_UID, str(os.getuid()), clock.now, "owner")
     for name in ("alice", "bob"):
         person = Person(name, notify=(url(receiver, tmp_path, name),))
         journal.save_person(person, clock.now, "owner", "person added")
@@ -138,6 +141,27 @@ def test_a_rejection_by_a_vote_is_told_once(
     receiver.wait_for(1, f"/{tmp_path.name}/shared")
     (bob,) = told(receiver, tmp_path, "bob", 1)
     assert "a vote to reject in your name (bob)" in bob and "Reason: not now" in bob
+
+
+def test_a_via_api_another_user_wrote_is_told_as_not_proven(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, receiver: Receiver, tmp_path: Path
+) -> None:
+    """A vote whose details say ``via api``, written by a process that is not the service's
+    user, is told to alice as not proven (a name someone gave), never "proven by the service"."""
+    add_people(clocked_vault, receiver, tmp_path, clock)
+    journal = clocked_vault.engine.journal
+    journal.set_setting(SERVICE_UID, str(os.getuid() + 1), clock.now, "owner")
+    rid = clocked_vault.submit("deploy", {"v": 9}, requested_by="agent").id
+    daemon.run_once(clock.now)
+    journal.record_vote(
+        rid, at=clock.now, by="alice", approve=True, reason="", count="1 of 2",
+        details=("from 10.0.0.5", "via api"),
+    )  # fmt: skip
+    daemon.run_once(clock.advance(timedelta(seconds=1)))
+    daemon.notifier.send_due(clock.now)
+    (alice,) = told(receiver, tmp_path, "alice", 1)
+    assert "Channel: not proven: a note edit, --by NAME or a script gave your name" in alice
+    assert "proven by the service" not in alice
 
 
 def test_a_channel_taken_out_of_people_before_the_send_is_not_told(

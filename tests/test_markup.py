@@ -15,12 +15,14 @@ import re
 import unicodedata
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hitl_vault import Vault
 from hitl_vault.daemon.dashboard import render_dashboard
 from hitl_vault.daemon.loop import Daemon
+from hitl_vault.errors import UsageError
 from hitl_vault.model import Kind, Status, Transition
 from hitl_vault.notes.file import parse_note
 from hitl_vault.notes.render import history_key, history_line
@@ -85,7 +87,9 @@ def assert_inert(text: str, own: set[str] = OWN_LINES) -> None:
 def test_a_hostile_summary_params_and_requester_are_shown_as_text(vault: Vault) -> None:
     """A reviewer sees every character the submitter sent, and none of it acts as markup."""
     params = {"amount": 1500, f"memo{RLO}%%": HOSTILE, "list": [1, "`= this`", "[[x]]"]}
-    req = vault.submit("payment", params, summary=HOSTILE, requested_by=f"bot{RLO}%%\n# evil")
+    with pytest.raises(UsageError, match="not printable"):  # a name is one printable line
+        vault.submit("payment", params, requested_by=f"bot{RLO}%%\n# evil")
+    req = vault.submit("payment", params, summary=HOSTILE, requested_by="bot%% # evil")
     assert req.path is not None
     text = body(req.path)
     assert_inert(text)
@@ -127,7 +131,7 @@ def test_the_note_keeps_the_exact_values_in_its_frontmatter(vault: Vault) -> Non
 def test_a_hostile_note_can_still_be_decided_and_verified(vault: Vault) -> None:
     """The daemon still finds and extends the history of a note full of hostile text."""
     req = vault.submit("payment", {"amount": 1500, "memo": HOSTILE}, summary=HOSTILE)
-    decided = vault.approve(req.id, by=f"alice %% [[x]]{RLO}", reason="ok ==really== `= 1`")
+    decided = vault.approve(req.id, by="alice %% [[x]]", reason="ok ==really== `= 1`")
     assert decided.status is Status.APPROVED
     assert decided.path is not None
     text = body(decided.path)
@@ -177,7 +181,7 @@ def test_a_python_rule_sentence_is_escaped_and_stays_on_its_line(vault: Vault) -
 def test_the_dashboard_shows_hostile_file_names_and_summaries_as_text(vault: Vault) -> None:
     """Dashboard.md lists a badly named file and a hostile request without running either."""
     (vault.root / "Inbox" / "![[x]] %%.md").write_text("---\naction: [broken\n---\n")
-    req = vault.submit("payment", {"amount": 1500}, summary=HOSTILE, requested_by=f"x{RLO}%%")
+    req = vault.submit("payment", {"amount": 1500}, summary=HOSTILE, requested_by="x%%")
     assert req.path is not None
     renamed = req.path.with_name("a ]( %% [[b #c.md")
     req.path.rename(renamed)

@@ -192,7 +192,8 @@ async def test_an_ask_is_pending_in_the_token_s_name_whatever_the_client_says(
     served: Served,
 ) -> None:
     """request_approval returns pending with requested_by the token's name; neither the
-    client's name nor a requested_by argument changes it."""
+    client's name nor a requested_by argument changes it. The agent is not shown the
+    server's folders or uids."""
     async with served.agent(served.token("builder"), name="alice") as agent:
         asked = await agent.call(
             "request_approval",
@@ -206,6 +207,8 @@ async def test_an_ask_is_pending_in_the_token_s_name_whatever_the_client_says(
     assert asked["status"] == "pending" and asked["requested_by"] == "builder"
     assert asked["rule"] == "production" and asked["executor"] is False
     assert "wait_for_approval" in asked["next"] and "note" not in asked
+    assert asked["path"] == f"Pending_Approval/{asked['id']}.md"  # not where the server keeps it
+    assert "decided_uid" not in asked
     assert claimed["requested_by"] == "builder"
     assert served.requested_by("alice") == []
 
@@ -412,3 +415,26 @@ def test_serve_says_it_does_not_serve_mcp_when_the_sdk_does_not_import(vault_pat
         "install the mcp extra: pip install 'hitl-vault[mcp]', or from a clone "
         "of hitl-vault: pip install '.[mcp]' in its folder"
     )
+
+
+def test_a_refused_address_still_serves_a_valid_agent_token(vault: Vault) -> None:
+    """After 10 failed sign-ins from an address, its failures are 429 but a valid agent
+    token from there is still served: a proxy's agents are not locked out by a guesser."""
+    from hitl_vault.identity import Principal
+    from hitl_vault.serve.service import Service
+
+    app = mcp_http_app(Service(vault))
+    _, secret = mint(
+        vault.engine.journal, "proxied-agent", Role.AGENT, actions=None,
+        expires=timedelta(days=1), now=utcnow(), by="test",
+    )  # fmt: skip
+
+    def scope(token: str) -> dict[str, Any]:
+        headers = [(b"authorization", f"Bearer {token}".encode())]
+        return {"type": "http", "client": ("10.0.0.9", 1234), "headers": headers}
+
+    for _ in range(10):
+        assert app.who_is(scope("hv_guess"))[0] == 401  # type: ignore[index]
+    assert app.who_is(scope("hv_guess"))[0] == 429  # type: ignore[index]
+    who = app.who_is(scope(secret))
+    assert isinstance(who, Principal) and who.name == "proxied-agent"

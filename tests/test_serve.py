@@ -55,6 +55,8 @@ def test_serve_refuses_a_remote_address_without_allow_remote(tmp_path: Path) -> 
         (["--listen", "8787"], "is not HOST:PORT"),
         (["--listen", "127.0.0.1:²"], "is not HOST:PORT"),
         (["--public-url", "http://vault.example.com"], "unencrypted"),
+        (["--public-url", "http://evil.localhost"], "unencrypted"),
+        (["--listen", "evil.localhost:8787"], "--allow-remote"),
         (["--public-url", "vault.example.com"], "not an http(s) URL"),
         (["--trusted-proxy", "proxy.local"], "not an IP address"),
     ],
@@ -63,6 +65,23 @@ def test_serve_names_the_bad_option(tmp_path: Path, option: list[str], said: str
     """Each bad option is exit 2 with a message naming it and the fix."""
     result = CliRunner().invoke(cli, ["--vault", str(tmp_path), "serve", *option])
     assert result.exit_code == 2 and option[0] in result.output and said in result.output
+
+
+def test_the_public_url_change_is_journaled_as_the_os_user_not_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The public URL's change is recorded by the OS user running serve; $USER, which any
+    caller sets, is not believed."""
+    from hitl_vault.access.names import os_user
+    from hitl_vault.cli.serve import _record
+
+    init_vault(tmp_path / "v")
+    for variable in ("USER", "LOGNAME", "LNAME", "USERNAME"):
+        monkeypatch.setenv(variable, "mallory")
+    with Vault(tmp_path / "v") as vault:
+        assert _record(vault, "https://vault.example.com") == "https://vault.example.com"
+        changed = [e for e in vault.engine.journal.service_log() if e.subject == "public_url"]
+    assert [e.by for e in changed] == [os_user()] and os_user() != "mallory"
 
 
 @dataclass

@@ -48,3 +48,52 @@ async def test_an_agents_session_and_client_go_in_the_context_not_its_name(
             await service.stop()
     assert made.requested_by == "bot"
     assert made.context == "why\n\n(asked by bot: session s-42, client claude-code)"
+
+
+def test_ten_failed_sign_ins_refuse_an_address_for_a_minute() -> None:
+    """Ten failures within a minute refuse the address (its failures get 429) for a
+    minute; another address is not refused, and a minute later neither is."""
+    from hitl_vault.serve.limits import FailedSignIns
+
+    now = [1000.0]
+    tries = FailedSignIns(lambda: now[0])
+    assert not any(tries.failed("10.0.0.1") for _ in range(9))
+    assert tries.refused_for("10.0.0.1") == 0
+    assert tries.failed("10.0.0.1") and tries.refused_for("10.0.0.1") == 60
+    assert tries.refused_for("10.0.0.2") == 0
+    now[0] += 60
+    assert tries.refused_for("10.0.0.1") == 0
+
+
+def test_the_gate_over_http_refuses_an_agent_named_as_another_channel(vault_path: Path) -> None:
+    """POST /api/v1/gate's handler refuses an agent token named inbox (403): it would
+    otherwise wait on and see requests it did not make."""
+    import pytest
+
+    from hitl_vault.errors import ForbiddenError
+    from hitl_vault.serve.gate import gate_handler
+
+    with Vault(vault_path) as vault:
+        gate = gate_handler(Service(vault))
+        inbox = Principal("inbox", Role.AGENT, API)
+        with pytest.raises(ForbiddenError, match="a name of its own"):
+            gate(inbox, {"tool_name": "Bash", "tool_input": {"command": "ls"}})
+
+
+async def test_failed_sign_ins_not_yet_journaled_are_when_the_service_stops(
+    vault_path: Path,
+) -> None:
+    """The first failure from an address is in the service log at once; the ones after it
+    within the minute are written when the service stops, none lost."""
+    with Vault(vault_path) as vault:
+        service = Service(vault, workers=2)
+        await service.start()
+        try:
+            for _ in range(3):
+                assert await service.call(service.authenticate, "hv_guess", "10.0.0.8") is None
+            told = [e.details[0] for e in vault.engine.journal.service_log()]
+            assert told == ["1 failed"]
+        finally:
+            await service.stop()
+        told = [e.details[0] for e in vault.engine.journal.service_log()]
+        assert told == ["2 failed", "1 failed"]

@@ -4,29 +4,9 @@ from __future__ import annotations
 
 import os
 
-from ..errors import UsageError
-from ..identity import same_name
-
-NAME_LIMIT = 64  # characters: a name is shown in notes, lists and messages
-
-
-def check_name(name: str, argument: str = "NAME") -> str:
-    """``name`` as it will be kept (stripped), or a :class:`UsageError` saying what is wrong:
-    empty, too long, or holding a character that is not printable (a newline, a tab)."""
-    if not isinstance(name, str) or not same_name(name):
-        raise UsageError(argument, "a name cannot be empty", "give a name like alice or deploy-bot")
-    kept = name.strip()
-    if not kept.isprintable():
-        raise UsageError(
-            argument,
-            f"{kept!r} holds a character that is not printable (a newline or a tab, say)",
-            "use letters, digits, spaces and punctuation only",
-        )
-    if len(kept) > NAME_LIMIT:
-        raise UsageError(
-            argument, f"{kept[:20]!r}… is longer than {NAME_LIMIT} characters", "use a shorter name"
-        )
-    return kept
+# One rule for every name that asks or decides, kept with the base (the rules and the
+# notes check names too): people and tokens use it as they are.
+from ..identity import check_name as check_name
 
 
 def os_user() -> str:

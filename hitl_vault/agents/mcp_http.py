@@ -78,7 +78,8 @@ class Desk(Protocol):
         ...
 
     def refused_for(self, client: str) -> float:
-        """Seconds ``client`` is still refused after repeated failed sign-ins (0: not)."""
+        """Seconds ``client``'s failed sign-ins are still answered 429 (0: not refused); a
+        valid token is never refused."""
         ...
 
     def submit(
@@ -108,12 +109,14 @@ class Desk(Protocol):
         """One of ``who``'s requests once its status changes, or as it is after ``seconds``."""
         ...
 
-    def shown(self, request: Request) -> dict[str, Any]:
-        """The request as ``show --json`` prints it."""
+    def shown(self, request: Request, who: Principal | None = None) -> dict[str, Any]:
+        """The request as ``show --json`` prints it, as ``who`` may see it."""
         ...
 
-    def listed(self, requests: builtins.list[Request]) -> builtins.list[dict[str, Any]]:
-        """Requests as ``list --json`` prints them."""
+    def listed(
+        self, requests: builtins.list[Request], who: Principal | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Requests as ``list --json`` prints them, as ``who`` may see them."""
         ...
 
     def executes(self, action: str) -> bool:
@@ -144,12 +147,13 @@ class CallerCalls:
         name = " ".join((client_name(ctx) or "").split())[:80]
         return dataclasses.replace(who, client_name=name) if name and not who.client_name else who
 
-    def shown(self, request: Request) -> dict[str, Any]:
-        """The request as ``show --json`` prints it, plus ``executor`` and ``next`` as
-        ``hitl-vault mcp`` gives them (no ``note``: the agent has no access to the vault)."""
+    def shown(self, request: Request, who: Principal) -> dict[str, Any]:
+        """The request as ``show --json`` prints it (as the agent ``who`` may see it), plus
+        ``executor`` and ``next`` as ``hitl-vault mcp`` gives them (no ``note``: the agent
+        has no access to the vault)."""
         executor = self.desk.executes(request.action)
         return {
-            **self.desk.shown(request),
+            **self.desk.shown(request, who),
             "executor": executor,
             "next": next_step(request, None, executor),
         }
@@ -181,7 +185,7 @@ class CallerCalls:
             request = self.desk.submit(
                 who, action, params, summary=summary, context=context, timeout=timeout
             )
-            return self.shown(request)
+            return self.shown(request, who)
 
         return await self.desk.call(ask)
 
@@ -207,12 +211,12 @@ class CallerCalls:
                 message = f"{request.id}: still pending after {waited:.0f} s"
                 await ctx.report_progress(waited, used, message)
         waited = round(self.clock() - started, 1)
-        shown = await self.desk.call(self.shown, request)
+        shown = await self.desk.call(self.shown, request, who)
         return {**shown, "wait_seconds": used, "waited": waited}
 
     async def get_request(self, ctx: Context[Any, Any], request_id: str) -> dict[str, Any]:
         who = self.caller(ctx)
-        return await self.desk.call(lambda: self.shown(self.get(who, request_id)))
+        return await self.desk.call(lambda: self.shown(self.get(who, request_id), who))
 
     async def list_requests(
         self, ctx: Context[Any, Any], status: str | None, limit: int
@@ -224,7 +228,8 @@ class CallerCalls:
 
         def listed() -> dict[str, Any]:
             found = self.desk.list(who, wanted, limit + 1)
-            return {"requests": self.desk.listed(found[:limit]), "more": len(found) > limit}
+            shown = self.desk.listed(found[:limit], who)
+            return {"requests": shown, "more": len(found) > limit}
 
         return await self.desk.call(listed)
 
@@ -274,16 +279,17 @@ class McpHttpApp:
 
     def who_is(self, scope: Scope) -> Principal | tuple[int, str, list[tuple[bytes, bytes]]]:
         """The agent the request's bearer token proves, or the refusal to answer with (as the
-        REST API refuses: 429 while the address is refused, 401 with no detail, 403)."""
+        REST API refuses: 401 with no detail, 429 instead while the address is refused,
+        403; a valid token is never refused)."""
         client = scope.get("client")
         address = str(client[0]) if client else "unknown"
-        left = self.desk.refused_for(address)
-        if left > 0:
+        left = self.desk.refused_for(address)  # before the token: its failure is a 401
+        secret = bearer(scope)
+        who = self.desk.authenticate(secret, address) if secret else None
+        if who is None and left > 0:  # a valid token is never refused, only failures
             wait = str(math.ceil(left))
             said = f"too many failed sign-ins from {address}: try again in {wait} s"
             return 429, said, [(b"retry-after", wait.encode())]
-        secret = bearer(scope)
-        who = self.desk.authenticate(secret, address) if secret else None
         if who is None:
             return 401, "unauthorized", [(b"www-authenticate", b"Bearer")]
         if who.role is not Role.AGENT:

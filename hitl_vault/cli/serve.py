@@ -142,6 +142,10 @@ def serve(
     process, until SIGTERM or Ctrl-C. Agents ask with agent tokens; people answer with
     approver tokens (`hitl-vault token add`).
 
+    It serves at most 4,096 connections at once (beyond that a request is answered 503);
+    give the process an open-file limit above that (ulimit -n, systemd LimitNOFILE=). A
+    request's body must arrive whole within 10 seconds of its head (else 408).
+
     With no vault at the path yet, one is created from the template first.
     """
     host, port = parse_listen(listen)
@@ -223,9 +227,10 @@ def _unix_socket(serving: Serving, given: Path | None) -> Path:
 def _record(vault: Vault, url: str | None) -> str | None:
     """Keep the public URL (journaled when it changes) and the service's uid in the store;
     the public URL in force (the one kept before, when none is given)."""
-    from ..policy.intake import default_user
+    from ..access.names import os_user
 
-    journal, now, by = vault.engine.journal, vault.engine.now(), default_user()
+    # The OS user running the service (its uid's name), not $USER, which anyone can set.
+    journal, now, by = vault.engine.journal, vault.engine.now(), os_user()
     if url is not None:
         journal.set_setting("public_url", url, now, by)
     journal.set_setting("service_uid", str(os.getuid()), now, by)

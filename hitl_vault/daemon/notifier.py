@@ -24,6 +24,7 @@ from .. import events
 from ..errors import RulesError
 from ..identity import same_name
 from ..model import Kind, Request, Status, Transition
+from ..notes.decide import counted_proofs
 from ..notify.config import DECIDE_EVENTS, EVENT_OF_STATUS, Event, NotifyConfig, Target
 from ..notify.message import compose, in_your_name
 from ..notify.send import PLACEHOLDER, Message, mask_url, placeholders, send
@@ -250,6 +251,8 @@ class Notifier:
         """A decision told to the person it names, at one of their channels as ``people``
         has them now (a channel taken out since is not told)."""
         request = self.journal.get(item.request_id)
+        if request is not None:  # a "via api" another user's process wrote is no proof
+            request = counted_proofs(self.journal, request)
         place = int(item.event[len(YOURS) :])
         step = request.history[place] if request and place < len(request.history) else None
         person = self.journal.person(step.by) if step is not None else None

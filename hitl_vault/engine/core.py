@@ -28,7 +28,7 @@ from ..errors import (
     VaultNotFoundError,
 )
 from ..events import Events, Listener
-from ..identity import Proof
+from ..identity import REQUESTER_LIMIT, Proof, check_name
 from ..journal.sqlite import Journal
 from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..model import Request, Status, Transition, check_action, new_id
@@ -197,10 +197,12 @@ class Engine:
         return request
 
     def get(self, request_id: str) -> Request:
+        """The request, its history as the rules count it: a ``via`` detail stands only
+        where the service's user recorded it (``verify`` names any other)."""
         request = self.journal.get(request_id)
         if request is None:
             raise RequestNotFoundError(request_id)
-        return self._located(request)
+        return self._located(self._decider.counting(request))
 
     def decided_uid(self, request_id: str) -> int | None:
         """The real user id of the process that recorded the decision (``decided_by`` is only
@@ -277,6 +279,8 @@ class Engine:
         *,
         proof: Proof | None = None,
     ) -> Request:
+        if by is not None and proof is None:  # a name claimed: it must be one (not "x via api")
+            check_name(by, "by")
         request = self.get(request_id)
         if self.notes.note_first(request, self.now()):  # a save made before this decision
             self.publish()
@@ -320,13 +324,15 @@ class Engine:
 
     def votes(self, request: Request) -> Count:
         """Who decides ``request`` under the rules in force and where its votes stand."""
-        return counted(self._decider.plan(request), request)
+        return counted(self._decider.plan(request), self._decider.counting(request))
 
     def cancel(self, request_id: str, by: str | None = None) -> Request:
         """Withdraw a pending request, or an approved one whose action has not started
         (approved → executing checks the status in the same transaction, so the action
         either started first or never starts). ``by``: the requester (pending) or the
         user at the keyboard (approved) unless given."""
+        if by is not None:
+            check_name(by, "by", REQUESTER_LIMIT)  # an agent cancels in its requested_by
         request = self.get(request_id)
         now = self.now()
         if request.status is Status.APPROVED:  # the approval's decided_by/_at stay

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ChangedUnderfootError, DuplicateError, NotRetryableError
+from ..identity import REQUESTER_LIMIT, check_name
 from ..model import RETRYABLE, Kind, Request, Status, Transition, check_action
 from ..notes.reconcile import Reconciler
 from ..notes.render import render_new_note
@@ -66,6 +67,8 @@ class Submissions:
         params = clean_params(params)
         context = check_context(context)
         limit = parse_duration(timeout, "timeout") if timeout is not None else None
+        if requested_by:  # one rule for names (an agent's carries its session: longer)
+            check_name(requested_by, "requested_by", REQUESTER_LIMIT)
         proposal = Proposal(action, params, summary, requested_by or default_user())
         code = code_matches(proposal, self._functions)  # each Python rule called once
         asked = ask(

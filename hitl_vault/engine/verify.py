@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NoteError
+from ..identity import SERVICE_UID, false_proof, service_uid
 from ..journal.replay import replay
 from ..model import Request, Status
 from ..notes.file import Note, read_note
@@ -26,10 +27,12 @@ _ALWAYS = ("decided_at", "executed_at", "result", "error")
 def verify_vault(journal: JournalStore, notes: Reconciler) -> list[str]:
     """Every disagreement between the journal's chain, its entries and the notes."""
     problems = journal.verify_chain()
+    service = service_uid(journal.setting(SERVICE_UID))
     for summary in journal.requests():
         request = journal.get(summary.id)
         assert request is not None
         problems += _replayed(journal, request)
+        problems += _false_proofs(journal, request, service)
         path = notes.locate(request.id, str(request.path) if request.path else None)
         if path is None:
             problems.append(
@@ -60,6 +63,31 @@ def _replayed(journal: JournalStore, request: Request) -> list[str]:
         found.append(
             f"request {request.id}: its params are not those its entries recorded "
             "(the row was changed outside hitl-vault)"
+        )
+    return found
+
+
+def _false_proofs(journal: JournalStore, request: Request, service: int | None) -> list[str]:
+    """Each decision or vote whose details claim a proof (``via api``) that the service did
+    not record: written by a process of another user, it counts as a claimed name only."""
+    entries = journal.entries(request.id)
+    if len(entries) != len(request.history):
+        return []  # _replayed has said what is wrong with them
+    found: list[str] = []
+    for entry, step in zip(entries, request.history, strict=True):
+        via = false_proof(step, entry.uid, service)
+        if via is None:
+            continue
+        who = "an unknown user" if entry.uid is None else f"uid {entry.uid}"
+        service_is = (
+            "no service uid is kept (hitl-vault serve keeps it)"
+            if service is None
+            else f"the service runs as uid {service}"
+        )
+        found.append(
+            f"request {request.id}: journal entry {entry.seq} claims a decision by {step.by} "
+            f"via {via}, but {who} recorded it and {service_is}: it was not proven, and the "
+            "rules count it as a claimed name only"
         )
     return found
 

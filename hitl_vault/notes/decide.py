@@ -12,13 +12,25 @@ from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
+from ..chain import RECORDER_UID
 from ..errors import (
     DecisionRefusedError,
     NotAnApproverError,
     RulesError,
     UnprovenDecisionError,
 )
-from ..identity import Proof, proof_details, same_name
+from ..identity import (
+    NAME_FIX,
+    SERVICE_UID,
+    Proof,
+    name_problem,
+    proof_counts,
+    proof_details,
+    proofs_kept,
+    proven_by,
+    same_name,
+    service_uid,
+)
 from ..model import Request, Status, Transition
 from ..policy.quorum import Plan
 from ..policy.rules import Policy, RuleFunction
@@ -58,6 +70,16 @@ class Decider:
         found = rulings(policy, request, versions, self._functions if code else ())
         return plan_for(policy, found, self.journal.pinned(request.id))
 
+    def counting(self, request: Request) -> Request:
+        """``request`` as the rules count its votes: a proof stands only in an entry the
+        service recorded (the recorder's uid is the ``service_uid`` ``serve`` keeps);
+        another process's ``via`` detail is read as the name it claims and no more."""
+        return counted_proofs(self.journal, request)
+
+    def proof_counts(self) -> bool:
+        """Whether a proof this process records counts: it runs as the service's user."""
+        return proof_counts(RECORDER_UID, service_uid(self.journal.setting(SERVICE_UID)))
+
     def decide(
         self,
         request: Request,
@@ -76,9 +98,15 @@ class Decider:
         request was no longer pending. ``typed``: a status typed in the note (or its folder),
         which a request decided by votes refuses. ``proof``: the service proved who decides
         (``by`` is then its name); the vote, or the decision one person makes, keeps its
-        ``via`` detail, and ``authenticated:`` rules count it."""
+        ``via`` detail, and ``authenticated:`` rules count it, when this process runs as
+        the service's user (else ``by`` is only the name it claims)."""
         if proof is not None:
             by = proof.name
+            if not self.proof_counts():  # not the service's process: a name, not a proof
+                proof = None
+        problem = name_problem(by) if by else None  # no name: "unknown", judged as such
+        if problem is not None:
+            raise DecisionRefusedError(request.id, by, f"{problem} ({NAME_FIX})")
         via = None if proof is None else proof.via
         verdict = self._verdict(request, to, by, reason, params, now, typed, via)
         # The vote and the decision it completes are written together, judged on the votes
@@ -124,7 +152,7 @@ class Decider:
         """:func:`judge`; raises :class:`DecisionRefusedError` when ``by``'s does not count."""
         verdict = judge(
             self._policy(),
-            request,
+            self.counting(request),
             to,
             by=by,
             reason=reason,
@@ -206,10 +234,20 @@ class Decider:
             request = self.journal.get(request_id)
             if request is None or request.status is not Status.PENDING or not request.votes():
                 return None
-            state = counted(self.plan(request, code=False), request)
+            state = counted(self.plan(request, code=False), self.counting(request))
             if not state.decided:
                 return None
             return self.transition(request, settled(state, now), "", now)
+
+
+def counted_proofs(journal: JournalStore, request: Request) -> Request:
+    """``request`` with a ``via`` detail kept only where the service's user recorded it
+    (see :func:`~hitl_vault.identity.proofs_kept`): what the rules count, and what a
+    person is told was proven."""
+    if not any(proven_by(t) for t in request.history):
+        return request  # the usual case: nothing to look up
+    service = service_uid(journal.setting(SERVICE_UID))
+    return proofs_kept(request, [e.uid for e in journal.entries(request.id)], service)
 
 
 def _one(verdict: Verdict, by: str) -> bool:

@@ -4,6 +4,7 @@ refused if anything else would read differently."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -46,7 +47,11 @@ def _normalise(value: Any) -> Any:
     return parse_ts(value) if isinstance(value, datetime) else value
 
 
-_VOTE_LINE = re.compile(r"([ \t]+)([^\s:#][^:#]*?)[ \t]*:(?:[ \t]|$)")
+# A vote line's key: quoted as hitl-vault writes a name holding ": " or " #" (``"a: b"``),
+# or plain.
+_VOTE_LINE = re.compile(
+    r"""([ \t]+)("(?:[^"\\]|\\.)*"|'(?:[^']|'')*'|[^\s:#"'][^:#]*?)[ \t]*:(?:[ \t]|$)"""
+)
 # What hitl-vault appends to a vote line it did not count; the human deletes it to vote again.
 NOT_COUNTED = "# not counted"
 
@@ -54,7 +59,14 @@ NOT_COUNTED = "# not counted"
 def _key(text: str) -> str:
     """A ``votes:`` line's key as written, without the quotes hitl-vault may put around it."""
     text = text.strip()
-    return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'" else text
+    if len(text) < 2 or text[0] != text[-1] or text[0] not in "\"'":
+        return text
+    if text[0] == "'":
+        return text[1:-1].replace("''", "'")
+    try:  # the escapes a name can need (a quote, a backslash) read as JSON reads them
+        return str(json.loads(text))
+    except ValueError:
+        return text[1:-1]
 
 
 def vote_lines(note: Note) -> dict[str, str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..durable import interrupted_move, read_file
 from ..errors import DecisionRefusedError, NoteError, RulesError
+from ..identity import name_problem
 from ..layout import DONE_FOLDER, REJECTED_FOLDER
 from ..model import Request, Status, Transition
 from ..params import describe_changes, note_params
@@ -351,6 +352,8 @@ class Reconciler:
                 "edits (editable: false); put them back as they were asked for"
             )
         by = note.meta.get("decided_by")
-        who = str(by).strip() if by is not None and str(by).strip() else "unknown"
+        named = str(by).strip() if by is not None else ""
+        # Who edited, as the note says: a name breaking the rule (``alice via api``) is none.
+        who = named if named and name_problem(named) is None else "unknown"
         t = self.journal.record_edit(request.id, params, at=now, by=who, changes=changes)
         return t, None

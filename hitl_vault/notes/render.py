@@ -196,8 +196,12 @@ def render_new_note(
 # --- history lines ------------------------------------------------------------------
 
 _HISTORY_RE = re.compile(
-    r"^- (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) · ((?:\w+ → \w+)|(?:kept \w+)|(?:params edited)"
-    r"|(?:escalated)|(?:[A-Za-z0-9][\w.@+-]* (?:approved|rejected))"
+    # A vote first: its name (any a person may have, "Mary Ann" or "bob → x" too) up to
+    # the count that always follows it (so a name holding "approved" is read whole), then
+    # the vote; never past a separator, so no other line reads as one.
+    r"^- (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) · ((?:\S(?:(?! · ).)*? (?:approved|rejected)(?= \())"
+    r"|(?:\w+ → \w+)|(?:kept \w+)|(?:params edited)|(?:escalated)"
+    r"|(?:[A-Za-z0-9][\w.@+-]* (?:approved|rejected))"
     r"|(?:(?:retry of|retried as) \[\[[\w.-]+\]\]))(?=\s|$)"
 )
 

@@ -101,6 +101,7 @@ class Votes:
         pending = request.status is Status.PENDING
         if not pending and not request.votes():
             return None, []
+        request = self._decider.counting(request)  # only the service's proofs count
         # Only showing: what Python rules said is pinned with the request.
         plan = self._decider.plan(request, code=False)
         if not plan.by_votes:

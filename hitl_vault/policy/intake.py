@@ -81,8 +81,9 @@ def check_size(text: str) -> None:
 
 @dataclass(frozen=True)
 class Asked:
-    """What a proposal becomes: the request (its id still to draw), why, and what Python
-    rules pinned (see :func:`hitl_vault.policy.rules.pinned`)."""
+    """What a proposal becomes: the request (its id still to draw), why, and what is
+    pinned with it: what Python rules required (see :func:`hitl_vault.policy.rules.pinned`)
+    and the channels ``authenticated:`` counted at submit."""
 
     request: Request
     matches: tuple[RuleMatch, ...]
@@ -140,4 +141,9 @@ def ask(
         escalate_at=escalate_at,
         history=(first,),
     )
-    return Asked(request, ruling.matches, pinned(code), ruling.plan)
+    kept = pinned(code)
+    if status is Status.PENDING and ruling.plan.authenticated is not None:
+        # The channels that count, kept with the request: an edit of the synced rules
+        # file may later narrow them, never lift them (see :func:`plan_for`).
+        kept["authenticated"] = sorted(ruling.plan.authenticated)
+    return Asked(request, ruling.matches, kept, ruling.plan)

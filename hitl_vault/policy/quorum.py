@@ -15,9 +15,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from ..identity import same_name
+from ..identity import NAME_FIX as PERSON_FIX
+from ..identity import name_problem, same_name
 
-# What a name in ``approvers:`` or on a vote line may look like: a user name or an address.
+# What a name in ``approvers:`` (in the rules file) may look like: a user name or an address.
+# A vote's name follows the rule for everyone who decides (:func:`name_problem`) instead.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
 NAME_FIX = "use letters, digits, '_', '.', '@', '+' or '-', starting with a letter or digit"
 # The name a decision gets when nobody said who made it and no user name could be found.
@@ -278,8 +280,8 @@ def refusal(state: Count, vote: Vote, *, requester: str = "") -> str | None:
     who = vote.name or "an unnamed person"
     if plan.by_votes and not vote.name:
         return "say who you are: decide with --by NAME, or write your name's line under votes:"
-    if plan.by_votes and not NAME_RE.fullmatch(vote.name):
-        return f"{vote.name!r} is not a name hitl-vault accepts ({NAME_FIX})"
+    if plan.by_votes and (problem := name_problem(vote.name)) is not None:
+        return f"{problem}: not a name hitl-vault accepts ({PERSON_FIX})"
     if vote.approve and plan.named and unnamed(vote.name):
         return (
             f"an approval by {who} counts for nobody here (its rules name approvers, count "

@@ -389,10 +389,18 @@ class Policy:
             by_numeric_text=any(m.by_numeric_text for m in matches),
         )
 
-    def plan_of(self, matches: Sequence[RuleMatch], pinned: Sequence[str] | None = None) -> Plan:
-        """Who decides when all of ``matches`` apply (the defaults too, and the approvers
-        the submitter's Python rules pinned): see :func:`hitl_vault.policy.quorum.combine`."""
+    def plan_of(
+        self,
+        matches: Sequence[RuleMatch],
+        pinned: Sequence[str] | None = None,
+        authenticated: Sequence[str] | None = None,
+    ) -> Plan:
+        """Who decides when all of ``matches`` apply (the defaults too, the approvers the
+        submitter's Python rules pinned, and the ``authenticated`` channels pinned at
+        submit): see :func:`hitl_vault.policy.quorum.combine`."""
         parts = [self.defaults.part, *(m.part for m in matches)]
         if pinned is not None:
             parts.append(Part(approvers=frozenset(pinned)))
+        if authenticated is not None:
+            parts.append(Part(authenticated=frozenset(authenticated)))
         return combine(parts)

@@ -75,9 +75,12 @@ def rulings(
 
 
 def plan_for(policy: Policy, found: Sequence[Ruling], pinned: Mapping[str, Any]) -> Plan:
-    """Who decides a request whose params were ``found`` so by the rules (every version)."""
+    """Who decides a request whose params were ``found`` so by the rules (every version),
+    with what was ``pinned`` at submit. The ``authenticated:`` channels pinned then still
+    hold: the channels that count are those both they and the rules in force allow, so an
+    edit of the synced rules file can narrow them, never lift them."""
     matches = [m for r in found for m in r.matches]
-    return policy.plan_of(matches, pinned.get("approvers"))
+    return policy.plan_of(matches, pinned.get("approvers"), pinned.get("authenticated"))
 
 
 def votes_of(request: Request) -> list[Vote]:

@@ -60,23 +60,27 @@ def _client(scope: Scope) -> str:
 
 
 def who_is(service: Service, scope: Scope, role: Role | None = None) -> Principal:
-    """The principal of the request's bearer token (401, or 429 after repeated failures);
+    """The principal of the request's bearer token (401; 429 from an address refused
+    after repeated failures, a valid token excepted);
     ``role``: only that role may go on (403). It reads the store: call it on a service
     thread (:meth:`Service.call`), with the rest of the request's work."""
     client = _client(scope)
-    left = service.refused_for(client)
-    if left > 0:
-        raise TooManyAttemptsError(
-            f"too many failed sign-ins from {client}: try again in {math.ceil(left)} s"
-        )
     header = ""
     for name, value in scope["headers"]:
         if name.lower() == b"authorization":
             header = value.decode("latin-1")
     scheme, _, secret = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise NotAuthenticatedError()
-    who = service.authenticate(secret.strip(), client)
+    # The token first: a valid one is never refused (behind a proxy, every agent shares
+    # the proxy's address with whoever guesses). From a refused address, every failure
+    # is a 429, a guess as much as no token: the answer says nothing about what was sent.
+    left = service.refused_for(client)
+    who = None
+    if scheme.lower() == "bearer" and secret.strip():
+        who = service.authenticate(secret.strip(), client)
+    if who is None and left > 0:
+        raise TooManyAttemptsError(
+            f"too many failed sign-ins from {client}: try again in {math.ceil(left)} s"
+        )
     if who is None:
         raise NotAuthenticatedError()
     if role is not None and who.role is not role:
@@ -181,7 +185,7 @@ class Routes:
                 summary=body.get("summary") or "", context=body.get("context"),
                 timeout=body.get("timeout"),
             )  # fmt: skip
-            return s.shown_new(made)
+            return s.shown_new(made, who)
 
         shown = await s.call(work)
         location = f"/api/v1/requests/{shown['id']}"
@@ -197,7 +201,7 @@ class Routes:
         who, seconds = await s.call(asked)
         if seconds > 0:
             return JSONResponse(await _unless_gone(request, s.wait_shown(who, request_id, seconds)))
-        return JSONResponse(await s.call(lambda: s.shown(s.get(who, request_id))))
+        return JSONResponse(await s.call(lambda: s.shown(s.get(who, request_id), who)))
 
     async def list(self, request: HttpRequest) -> Response:
         s = self.service
@@ -207,7 +211,7 @@ class Routes:
             query = _query(request, "status", "limit")
             status = query.get("status")
             wanted = Status.named(status) if status is not None else None
-            return s.listed(s.list(who, wanted, _limit(query.get("limit"))))
+            return s.listed(s.list(who, wanted, _limit(query.get("limit"))), who)
 
         return JSONResponse(await s.call(work))
 
@@ -218,7 +222,7 @@ class Routes:
             who = who_is(s, request.scope)
             _query(request)
             parse_json(raw, {}, empty=True)
-            return s.shown(s.cancel(who, request.path_params["id"]))
+            return s.shown(s.cancel(who, request.path_params["id"]), who)
 
         return JSONResponse(await s.call(work))
 
@@ -242,7 +246,7 @@ class Routes:
                 who, request.path_params["id"], decision == "approve",
                 body.get("reason") or "", body.get("expect"),
             )  # fmt: skip
-            return s.shown(done)
+            return s.shown(done, who)
 
         return JSONResponse(await s.call(work))
 

@@ -31,6 +31,7 @@ def gate_handler(service: Service) -> Callable[[Principal, dict[str, Any]], dict
     answer's JSON, run on one of the service's threads."""
 
     def gate(who: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        service.check_agent(who)
         name = body.get(FORMAT_KEY, "claude")
         hook = FORMATS.get(name) if isinstance(name, str) else None
         if hook is None:
@@ -41,6 +42,7 @@ def gate_handler(service: Service) -> Callable[[Principal, dict[str, Any]], dict
         except BadInput as e:
             fix = "send the hook's input as the agent wrote it"
             raise UsageError("hook input", str(e), fix) from None
-        return decide_remote(service.engine, call, who, hook).json(service.shown)
+        answer = decide_remote(service.engine, call, who, hook)
+        return answer.json(lambda request: service.shown(request, who))
 
     return gate

@@ -30,7 +30,8 @@ _WHY = {
 _STATUSES = [
     "pending", "approved", "rejected", "timed_out", "cancelled", "executing", "executed", "failed",
 ]  # fmt: skip
-# A request exactly as ``hitl-vault show --json`` prints it (the README documents each field).
+# A request exactly as ``hitl-vault show --json`` prints it (the README documents each
+# field), to an approver token; an agent token is shown less (see ``path``, ``decided_uid``).
 _REQUEST = {
     "type": "object",
     "required": ["id", "status", "action", "params", "requested_by", "history"],
@@ -42,7 +43,22 @@ _REQUEST = {
         "params": {"type": "object"},
         "params_sha": {"type": "string"},
         "requested_by": {"type": "string"},
-        "history": {"type": "array", "items": {"type": "string"}},
+        "path": {
+            "type": ["string", "null"],
+            "description": "the request's note: its full path for an approver token, "
+            "relative to the vault for an agent token",
+        },
+        "decided_uid": {
+            "type": ["integer", "null"],
+            "description": "the OS user that decided, where one did: for approver tokens "
+            "only (an agent token's view leaves it out)",
+        },
+        "history": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "one line per step; a proven decision says 'via api', and to an "
+            "approver token also where it came from ('from 10.0.0.5')",
+        },
     },
 }
 _LISTED = {**_REQUEST, "required": ["id", "status", "action", "params", "requested_by"]}

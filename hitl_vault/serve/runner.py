@@ -34,6 +34,11 @@ from .service import Service
 log = logging.getLogger("hitl_vault.serve")
 
 DEFAULT_LISTEN = ("127.0.0.1", 8787)
+# The most connections served at once; beyond it a new request is answered 503 at once.
+# Well above the 1,000 open long-polls the service is built for, and low enough that a
+# flood of connections cannot take every file descriptor: raise the process's limit
+# (``ulimit -n``, systemd's LimitNOFILE=) above it.
+MAX_CONNECTIONS = 4096
 
 
 class _TimedH11(H11Protocol):
@@ -114,6 +119,7 @@ class Serving:
     trusted_proxy: str | None = None
     sock: socket.socket | None = None
     read_timeout: float = READ_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
     app_options: dict[str, Any] = field(default_factory=dict)
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -211,6 +217,7 @@ class Serving:
             forwarded_allow_ips=trusted,
             server_header=False,
             timeout_keep_alive=5,
+            limit_concurrency=self.max_connections,
             timeout_graceful_shutdown=3,
             log_config=None,
         )

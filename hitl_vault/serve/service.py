@@ -25,15 +25,19 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..access.failures import FailureLog
 from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundError
-from ..identity import API, Principal, Proof, Role, same_name
-from ..model import Request, Status
+from ..identity import API, Principal, Proof, Role, proof_in, same_name
+from ..model import Request, Status, Transition
 from ..params import params_sha
 from ..shapes import listed_json, request_json
 from ..times import utcnow
 from .limits import FailedSignIns
+from .requesters import shared
 from .waiters import Waiters, following_journal
 
 if TYPE_CHECKING:
@@ -47,6 +51,8 @@ T = TypeVar("T")
 _SHOWN_MOST = 200
 # Threads that run the service's journal work (a wait holds none of them).
 WORKERS = 8
+# How often the failed sign-ins whose minute is over are written to the service log.
+FAILURES_FLUSHED_EVERY = 5.0
 
 
 class Service:
@@ -56,7 +62,9 @@ class Service:
         self.vault = vault
         self.engine = vault.engine
         self.waiters = Waiters()
-        self.sign_ins = FailedSignIns(time.monotonic, self._log_failures)
+        self.sign_ins = FailedSignIns(time.monotonic)  # who gets 429
+        # The service log's summaries of failed sign-ins, at most one a minute per address.
+        self.failures = FailureLog(vault.engine.journal)
         # Set by ``serve`` when the daemon runs in this process: it publishes every write,
         # whoever made it, so the waits need no watch of their own on the journal.
         self.daemon_here = False
@@ -64,6 +72,7 @@ class Service:
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self._following: AbstractContextManager[None] | None = None
+        self._summaries: asyncio.Task[None] | None = None
 
     # --- lifetime ---------------------------------------------------------------------
 
@@ -76,6 +85,7 @@ class Service:
         ready = [self._executor.submit(time.sleep, 0.01) for _ in range(self._workers)]
         for future in ready:
             await asyncio.wrap_future(future)
+        self._summaries = asyncio.create_task(self._summarising())
         if not self.daemon_here:
             journal = self.engine.journal
             self._following = following_journal(journal.watch, self.engine.publish)
@@ -93,6 +103,12 @@ class Service:
         if self._following is not None:
             following, self._following = self._following, None
             await asyncio.to_thread(following.__exit__, None, None, None)
+        if self._summaries is not None:
+            self._summaries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._summaries
+            self._summaries = None
+            await asyncio.to_thread(self._flush_failures, True)
         if self._executor is not None:
             executor, self._executor = self._executor, None
             await asyncio.to_thread(executor.shutdown)
@@ -109,19 +125,22 @@ class Service:
 
     def authenticate(self, secret: str, client: str) -> Principal | None:
         """The principal a bearer token proves, or None (unknown, revoked, expired, a
-        disabled person). ``client`` is where it came from (an address): too many failures
-        from one address get it refused for a while (see :meth:`refused_for`)."""
+        disabled person). ``client`` is where it came from (an address): a failure counts
+        against it, and a door answers failures from an address refused after too many
+        (:meth:`refused_for`) with 429 instead of 401. A valid token is never refused,
+        wherever it comes from: behind a proxy every agent shares one address, and a
+        guesser's failures there must not lock them out."""
         from ..access.tokens import authenticate  # the access room, loaded with the service
 
-        if self.refused_for(client) > 0:  # every door: no more guesses from there for now
-            return None
         credential = None
         if 0 < len(secret) <= 512 and secret.isascii() and secret.isprintable():
             credential = authenticate(self.engine.journal, secret, utcnow())
         if credential is None:
-            self.sign_ins.failed(client)
+            if self.sign_ins.failed(client):
+                log.warning("%s: too many failed sign-ins; its failures get 429 for now", client)
+            if self.failures.failed(client, utcnow()):  # its first, or a minute since
+                self._flush_failures()
             return None
-        self.sign_ins.succeeded(client)
         return Principal(
             name=credential.name,
             role=Role(credential.role),
@@ -131,23 +150,41 @@ class Service:
             client=client,
         )
 
+    def check_agent(self, who: Principal) -> None:
+        """:class:`ForbiddenError` for an agent token named as another channel's requests
+        are (``inbox``, ``mcp:...``, the OS user: :mod:`.requesters`): it would see them."""
+        why = shared(who.name) if who.role is Role.AGENT else None
+        if why is not None:
+            raise ForbiddenError(
+                f"the agent token {who.name!r} is refused: {why}, so it would see requests "
+                "it did not make; give the agent a token under a name of its own "
+                "(hitl-vault token add NAME --role agent) and revoke this one"
+            )
+
     def executes(self, action: str) -> bool:
         """Whether the daemon runs ``action`` itself once approved (an ``actions:`` entry)."""
         return action in self.engine.policy.actions
 
     def refused_for(self, client: str) -> float:
-        """Seconds ``client`` is still refused after repeated failed sign-ins (0: not)."""
+        """Seconds ``client``'s failed sign-ins are still answered 429 rather than 401 (0:
+        not refused). Read it before :meth:`authenticate`, so the failure that gets an
+        address refused is still a 401."""
         return self.sign_ins.refused_for(client)
 
-    def _log_failures(self, client: str, count: int) -> None:
-        """The service log's summary of failed sign-ins (an address and a count, no token)."""
-        from ..access.tokens import failed
-
+    def _flush_failures(self, everything: bool = False) -> None:
+        """The failed sign-ins due in the service log go there (``everything``: all of
+        them, as the service stops): an address and a count, never a token."""
         try:
-            failed(self.engine.journal, client, count, utcnow())
+            for entry in self.failures.flush(utcnow(), everything=everything):
+                log.info("%s from %s", entry.details[0], entry.subject)
         except Exception:  # the refusal stands either way; the log says why it is not kept
-            log.exception("could not record failed sign-ins from %s", client)
-        log.warning("%d failed sign-ins from %s: refused for a minute", count, client)
+            log.exception("could not record failed sign-ins")
+
+    async def _summarising(self) -> None:
+        """Now and then, the failed sign-ins whose minute is over go to the service log."""
+        while True:
+            await asyncio.sleep(FAILURES_FLUSHED_EVERY)
+            await self.call(self._flush_failures)
 
     # --- requests ---------------------------------------------------------------------
 
@@ -162,6 +199,7 @@ class Service:
         timeout: str | float | None = None,
     ) -> Request:
         """A new request in ``who``'s name (an agent's only; an approver answers, never asks)."""
+        self.check_agent(who)
         if who.role is not Role.AGENT:
             raise ForbiddenError(
                 f"{who.name} holds an approver token, which decides requests; "
@@ -181,6 +219,7 @@ class Service:
     def get(self, who: Principal, request_id: str) -> Request:
         """One request with its history (:class:`RequestNotFoundError` for an id that is
         not there, or that is another agent's)."""
+        self.check_agent(who)
         request = self.engine.journal.get(request_id) if _plausible(request_id) else None
         if request is None or not _sees(who, request):
             raise RequestNotFoundError(request_id)
@@ -192,6 +231,7 @@ class Service:
         """Requests newest first (an agent's own only), without their history."""
         if who.role is Role.APPROVER:
             return self.engine.list(status, limit)
+        self.check_agent(who)
         mine = [r for r in self.engine.list(status) if _sees(who, r)]
         return mine[:limit] if limit is not None else mine
 
@@ -201,8 +241,9 @@ class Service:
         return await self._waited(who, request_id, seconds, self.engine.get)
 
     async def wait_shown(self, who: Principal, request_id: str, seconds: float) -> dict[str, Any]:
-        """:meth:`wait`, the request as :meth:`shown` gives it (read once, when it is over)."""
-        return await self._waited(who, request_id, seconds, self._shown)
+        """:meth:`wait`, the request as :meth:`shown` gives it to ``who`` (read once, when
+        it is over)."""
+        return await self._waited(who, request_id, seconds, lambda i: self._shown(i, who))
 
     async def _waited(
         self, who: Principal, request_id: str, seconds: float, then: Callable[[str], T]
@@ -262,44 +303,80 @@ class Service:
 
     # --- what a client is shown -------------------------------------------------------
 
-    def shown(self, request: Request) -> dict[str, Any]:
-        """The request exactly as ``hitl-vault show --json`` prints it (read afresh)."""
-        return self._shown(request.id)
+    def shown(self, request: Request, who: Principal | None = None) -> dict[str, Any]:
+        """The request exactly as ``hitl-vault show --json`` prints it (read afresh), as
+        ``who`` may see it: an agent is not shown where the service keeps its notes
+        (``path`` is relative to the vault), the uid that decided, or the address a
+        person decided from (see :func:`_as_seen`); ``None``: everything, as a person."""
+        return self._shown(request.id, who)
 
-    def shown_new(self, request: Request) -> dict[str, Any]:
+    def shown_new(self, request: Request, who: Principal | None = None) -> dict[str, Any]:
         """:meth:`shown` for a request :meth:`submit` just returned (it is what the journal
         holds): its params are those it was asked with, and the note it was just written
         to shows them, so nothing is read again."""
         params = dict(request.params)
-        return {
-            **request_json(request, self.engine.votes(request)),
+        data = {
+            **request_json(self._as_seen(request, who), self.engine.votes(request)),
             "decided_uid": self.engine.decided_uid(request.id),
             "params": params,
             "params_sha": params_sha(params),
         }
+        return _without_uid(data, who)
 
-    def _shown(self, request_id: str) -> dict[str, Any]:
+    def _shown(self, request_id: str, who: Principal | None = None) -> dict[str, Any]:
         request = self.engine.get(request_id)
         params, sha, edited = self.engine.params_to_run(request.id)
         data = {
-            **request_json(request, self.engine.votes(request)),
+            **request_json(self._as_seen(request, who), self.engine.votes(request)),
             "decided_uid": self.engine.decided_uid(request.id),
             "params": params,
             "params_sha": sha,
         }
         if edited:
             data["edited_in_note"] = edited
-        return data
+        return _without_uid(data, who)
 
-    def listed(self, requests: builtins.list[Request]) -> builtins.list[dict[str, Any]]:
-        """Requests as ``hitl-vault list --json`` prints them."""
+    def listed(
+        self, requests: builtins.list[Request], who: Principal | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Requests as ``hitl-vault list --json`` prints them, as ``who`` may see them."""
         full = [self.engine.get(r.id) for r in requests]
-        return [listed_json(r, self.engine.votes(r)) for r in full]
+        return [listed_json(self._as_seen(r, who), self.engine.votes(r)) for r in full]
+
+    def _as_seen(self, request: Request, who: Principal | None) -> Request:
+        """``request`` as ``who`` may see it: a person everything; an agent neither the
+        server's folders (``path`` relative to the vault) nor the address a person decided
+        from (``from 10.0.0.5`` left out of proven history lines; ``via api`` stays)."""
+        if who is None or who.role is not Role.AGENT:
+            return request
+        path = request.path
+        if path is not None:
+            path = (
+                path.relative_to(self.engine.root)
+                if path.is_relative_to(self.engine.root)
+                else Path(path.name)
+            )
+        return replace(request, path=path, history=tuple(_sourceless(t) for t in request.history))
 
 
 def _sees(who: Principal, request: Request) -> bool:
     """An approver sees every request; an agent its own."""
     return who.role is Role.APPROVER or same_name(request.requested_by) == same_name(who.name)
+
+
+def _sourceless(step: Transition) -> Transition:
+    """A proven step without the address it came from (the detail before ``via api``)."""
+    proof = proof_in(step)
+    if proof is None or not proof.client:
+        return step
+    return replace(step, details=step.details[:-2] + step.details[-1:])
+
+
+def _without_uid(data: dict[str, Any], who: Principal | None) -> dict[str, Any]:
+    """``decided_uid`` is for people: an agent has no use for the uids of the server."""
+    if who is not None and who.role is Role.AGENT:
+        del data["decided_uid"]
+    return data
 
 
 def _plausible(request_id: str) -> bool:
