@@ -171,8 +171,8 @@ def test_ask_then_approve_while_the_gate_waits(vault_path: Path) -> None:
     assert "updatedInput" not in spec
     with Vault(vault_path) as v:
         request = v.get(note.stem)
-    assert request.status is Status.EXECUTED
-    assert request.result == "run by the agent: the gate allowed its tool call"
+    assert request.status is Status.EXECUTING  # until the PostToolUse hook reports
+    assert request.history[-1].details == ("handed to the agent",)
 
 
 def test_params_the_human_edited_in_the_note_come_back_as_updated_input(
@@ -216,7 +216,7 @@ def test_an_undecided_ask_is_denied_and_the_identical_retry_is_allowed_once_appr
     spec = decision(gate(vault_path, call, "--wait", "300ms"))
     assert spec["permissionDecision"] == "deny"
     statuses = sorted(r.status for r in requests(vault_path))
-    assert statuses == [Status.EXECUTED, Status.PENDING]
+    assert statuses == [Status.EXECUTING, Status.PENDING]
     # Another session's identical call is its own request.
     other = call.replace(SESSION.encode(), b"another-session")
     assert decision(gate(vault_path, other, "--wait", "300ms"))["permissionDecision"] == "deny"
@@ -393,7 +393,7 @@ def test_record_all_journals_allowed_calls_and_record_asks_keeps_blocks_off_the_
     spec = decision(gate(vault_path, read))
     assert spec["permissionDecision"] == "allow"
     [request] = requests(vault_path)
-    assert request.action == "Read" and request.status is Status.EXECUTED
+    assert request.action == "Read" and request.status is Status.EXECUTING
     assert request.id in spec["permissionDecisionReason"]
     rules.write_text(RULES + "gate:\n  record: asks\n", encoding="utf-8")
     block = hook_input("Bash", {"command": "rm -rf /"}, cwd=vault_path.parent)
@@ -414,7 +414,7 @@ def test_monitor_mode_allows_and_records_what_would_be_asked_or_blocked(
     spec = decision(gate(vault_path, push, "--wait", "30s"))
     assert spec["permissionDecision"] == "allow"
     assert "would ask (monitor mode)" in spec["permissionDecisionReason"]
-    assert {r.status for r in requests(vault_path)} == {Status.EXECUTED}
+    assert {r.status for r in requests(vault_path)} == {Status.EXECUTING}
     into = hook_input("Bash", {"command": f"echo x > {vault_path}/Done/x.md"}, cwd=vault_path)
     assert decision(gate(vault_path, into))["permissionDecision"] == "deny"
 
@@ -509,11 +509,14 @@ def test_a_running_daemon_never_runs_or_fails_what_the_gate_hands_to_the_agent(
             v.approve(note.stem, by="alice")
         out, err = waiting.communicate(timeout=30)
         assert json.loads(out)["hookSpecificOutput"]["permissionDecision"] == "allow", err
+        with Vault(vault_path) as v:
+            assert v.get(note.stem).status is Status.EXECUTING
+            v.done(note.stem, result="pushed")  # as the agent's PostToolUse hook reports it
         done = vault_path / "Done" / note.name
         eventually(lambda: done.exists() and "status: executed" in done.read_text(), timeout=20)
         assert daemon.stop() == 0
     assert not marker.exists()
-    assert "run by the agent" in done.read_text()
+    assert "handed to the agent" in done.read_text()
     assert " ERROR " not in daemon.log() and "failed" not in daemon.log()
 
 

@@ -5,8 +5,10 @@ An allowed call that nothing records costs one read of ``hitl-vault.yaml``: no j
 no note, no file watcher. Everything else opens the vault's :class:`Engine` (imported only
 then): a block is recorded as a rejected request, an ask becomes a pending request the
 gate waits on, and what monitor mode or ``min_risk`` let through is recorded as approved.
-A request the gate hands to the agent is journaled ``executing``, then ``executed`` with
-the result "run by the agent": the agent runs the tool, never the daemon.
+A request the gate hands to the agent is journaled ``executing``: the agent runs the tool,
+never the daemon, and its PostToolUse hook (``hitl-vault posttool``) records ``executed``
+or ``failed``; without that report the daemon closes it as ``executed · outcome not
+reported`` an hour later.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import VaultError, VaultNotFoundError
-from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..policy.always import STAMP_FILE, Allow, consult
 from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
@@ -71,13 +74,18 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
         raise VaultNotFoundError(given, "create one with `hitl-vault init PATH` or fix --vault")
     root = given.resolve()
     raise_for(check_vault(root))  # rules anyone may rewrite decide nothing
-    policy = rules_in_force(root)
+    policy, allows = in_force(root)
     blocked = guard(call, root, given)
     if blocked is not None:
         if policy.gate_record is GateRecord.ASKS:
             return Answer(False, blocked)
         return _guarded(root, call, blocked)
-    ruling = policy.evaluate(Proposal(call.tool, call.params, call.summary, call.requested_by))
+    proposal = Proposal(call.tool, call.params, call.summary, call.requested_by)
+    ruling = policy.evaluate(proposal)
+    if allows:  # "always" allows, kept with the rules: still no journal opened
+        from ..times import utcnow
+
+        ruling = consult(policy, ruling, allows, proposal, utcnow())
     decision, _ = policy.applied(ruling)
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
         return Answer(True)  # the common case: nothing recorded, nothing more imported
@@ -88,7 +96,7 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
     with Engine(root) as engine:
         if decision is Decision.ASK:
             return _ask(engine, call, deadline, hook)
-        return handed_out(engine, submit_call(engine, call), call, hook)
+        return handed_out(engine, submit_call(engine, call), call, hook, _marks(engine))
 
 
 POLICY_CACHE = "gate-policy.pickle"
@@ -96,12 +104,19 @@ MAX_CACHE_BYTES = 4 << 20
 
 
 def rules_in_force(root: Path) -> Policy:
+    """The policy ``hitl-vault.yaml`` states (see :func:`in_force`)."""
+    return in_force(root)[0]
+
+
+def in_force(root: Path) -> tuple[Policy, tuple[Allow, ...]]:
     """The policy ``hitl-vault.yaml`` states, as :func:`~hitl_vault.policy.rulesfile.load_policy`
-    reads it, kept parsed in ``.hitl/gate-policy.pickle`` for the next gate call.
+    reads it, and the "always" allows the journal holds, kept in ``.hitl/gate-policy.pickle``
+    for the next gate call (an allow that expires since stops matching all the same).
 
     The copy is used only for the very same bytes of the rules file read by the same
-    hitl-vault code and Python; anything else (or a copy that does not load) is parsed
-    afresh. Parsing needs PyYAML, which costs more to import than an allowed tool call
+    hitl-vault code and Python, and the same bytes of ``.hitl/always-stamp`` (rewritten
+    after each allow added or revoked); anything else (or a copy that does not load) is
+    read afresh. Parsing needs PyYAML, which costs more to import than an allowed tool call
     may take. ``.hitl/`` is trusted as the journal is: the caller checked who may write it.
     """
     import hashlib
@@ -121,29 +136,55 @@ def rules_in_force(root: Path) -> Policy:
     except NoteError:
         raw = b"unreadable"  # load_policy says why
     here = Path(rules.__file__ or ".").parent  # the code that reads and matches rules
-    sources = ("rules.py", "conditions.py", "quorum.py", "rulesfile.py")
+    sources = ("rules.py", "conditions.py", "quorum.py", "rulesfile.py", "always.py")
     code = [__version__, sys.version, *(here.joinpath(f).stat().st_mtime_ns for f in sources)]
-    key = hashlib.sha256(repr((code, raw)).encode()).hexdigest()
+    stamp = _stamp(root)
+    key = hashlib.sha256(repr((code, raw, stamp)).encode()).hexdigest()
     cache = root / STATE_DIR / POLICY_CACHE
     try:
-        kept_key, kept = pickle.loads(_read_private(cache))
-        if kept_key == key and isinstance(kept, Policy):
-            return kept
+        kept_key, kept, allows = pickle.loads(_read_private(cache))
+        if kept_key == key and isinstance(kept, Policy) and isinstance(allows, tuple):
+            return kept, allows
     except Exception:  # none yet, someone else's, or from other code: parse afresh
         pass
     from ..policy.rulesfile import load_policy
 
     policy = load_policy(path, RULES_FILE)
+    allows = _allows(root)
     if raw is not None and read_file(path, RULES_FILE, follow_links=True) != raw:
-        return policy  # changed while read: keep no copy of either
+        return policy, allows  # changed while read: keep no copy of either
     try:
-        _keep(cache, pickle_policy(key, policy))
+        _keep(cache, pickle_policy(key, policy, allows))
     except Exception:  # a copy that cannot be made only costs time
         import logging
 
         log = logging.getLogger(__name__)
         log.warning("could not keep the parsed rules in %s", cache, exc_info=True)
-    return policy
+    return policy, allows
+
+
+def _stamp(root: Path) -> bytes | None:
+    """The stamp's bytes (None: no allow was ever added here)."""
+    try:
+        return _read_private(root / STATE_DIR / STAMP_FILE)
+    except FileNotFoundError:
+        return None
+    except OSError:  # not this user's, or not a file: never trust a copy keyed on it
+        return os.urandom(16)
+
+
+def _allows(root: Path) -> tuple[Allow, ...]:
+    """The allows in force in the vault's journal (none without one: nothing to open)."""
+    if not (root / STATE_DIR / JOURNAL_FILE).is_file():
+        return ()
+    from ..journal.sqlite import Journal
+    from ..times import utcnow
+
+    journal = Journal(root / STATE_DIR / JOURNAL_FILE)
+    try:
+        return tuple(journal.allows(utcnow()))
+    finally:
+        journal.close()
 
 
 def _read_private(path: Path) -> bytes:
@@ -161,7 +202,7 @@ def _read_private(path: Path) -> bytes:
         os.close(fd)
 
 
-def pickle_policy(key: str, policy: Policy) -> bytes:
+def pickle_policy(key: str, policy: Policy, allows: tuple[Allow, ...] = ()) -> bytes:
     import copyreg
     import pickle
     from types import MappingProxyType
@@ -170,7 +211,7 @@ def pickle_policy(key: str, policy: Policy) -> bytes:
         return read_only, (dict(m),)
 
     copyreg.pickle(MappingProxyType, proxy)
-    return pickle.dumps((key, policy), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((key, policy, allows), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def read_only(mapping: dict[Any, Any]) -> Mapping[Any, Any]:
@@ -246,7 +287,13 @@ def _ask(engine: Engine, call: Call, deadline: float, hook: HookFormat) -> Answe
         except WaitTimeoutError:
             where = f" ({request.path.relative_to(engine.root)})" if request.path else ""
             return Answer(False, waiting(request, where))
-    return handed_out(engine, request, call, hook)
+    return handed_out(engine, request, call, hook, _marks(engine))
+
+
+def _marks(engine: Engine) -> Path:
+    from .posttool import HANDED
+
+    return engine.root / STATE_DIR / HANDED
 
 
 TOO_MANY = f"{_RETRIES} identical calls in this session; start a new session"
@@ -294,8 +341,12 @@ def asked(engine: Engine, call: Call, key: str, requested_by: str) -> Request | 
     return None
 
 
-def handed_out(engine: Engine, request: Request, call: Call, hook: HookFormat) -> Answer:
-    """Allow an approved request (handing it to the agent, once), deny anything else."""
+def handed_out(
+    engine: Engine, request: Request, call: Call, hook: HookFormat, marks: Path | None = None
+) -> Answer:
+    """Allow an approved request (handing it to the agent, once: ``executing`` until its
+    outcome is reported), deny anything else. ``marks``: the folder where the agent's
+    PostToolUse hook (:mod:`hitl_vault.agents.posttool`) finds which request this call is."""
     from ..errors import NotRunnableError
     from ..model import Status
 
@@ -308,10 +359,16 @@ def handed_out(engine: Engine, request: Request, call: Call, hook: HookFormat) -
         )
     if request.status is not Status.APPROVED:
         return Answer(False, f"hitl-vault request {request.id} is {request.status}; not run")
+    from ..engine.execution import HANDED_OUT
+
     params = dict(request.params)
     edited = params if params != call.params else None
+    cannot = hook.cannot_update(call.params, edited)
     try:
-        started = engine.start_execution(request.id, by=request.requested_by, params=params)
+        started = engine.start_execution(
+            request.id, by=request.requested_by, params=params,
+            details=() if cannot else (HANDED_OUT,),
+        )  # fmt: skip
     except NotRunnableError as e:
         return Answer(False, str(e))
     if started is None:
@@ -319,11 +376,12 @@ def handed_out(engine: Engine, request: Request, call: Call, hook: HookFormat) -
     if started.to_status is Status.REJECTED:
         engine.show_in_note(request.id, engine.now())
         return Answer(False, f"{started.reason} (hitl-vault request {request.id})")
-    cannot = hook.cannot_update(call.params, edited)
     if cannot:
         engine.finish_execution(request.id, False, error=f"not run: {cannot}")
-    else:
-        engine.finish_execution(request.id, True, result=RUN_BY_AGENT)
+    elif marks is not None:  # the agent's PostToolUse hook reports how it ended
+        from .posttool import key_of, mark
+
+        mark(marks, [call.key, key_of(call, edited)], request.id)
     engine.show_in_note(request.id, engine.now())
     return Answer(True, _allowed_because(request), edited)
 

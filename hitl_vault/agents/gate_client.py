@@ -11,6 +11,7 @@ standard library's ``http.client`` (and ``ssl`` for ``https``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -108,21 +109,29 @@ def run(server: str, token_file: str | None, hook: HookFormat, wait: float, stdi
         call = hook.call_of(data)
     except BadInput as e:
         return bad_input(str(e))
+    request_ids: list[str] = []
     try:
         service = Service(check_url(server), read_token(token_file))
-        answer = decide(service, {**data, "format": hook.name}, wait)
+        answer = decide(service, {**data, "format": hook.name}, wait, request_ids)
     except ServerError as e:
         answer = Answer(False, f"hitl-vault could not ask the service, so the call is denied: {e}")
+    if answer.allow and request_ids:  # handed out: the PostToolUse hook reports its outcome
+        from .posttool import client_marks, key_of, mark
+
+        with contextlib.suppress(OSError):  # no mark: the service's deadline closes it
+            mark(client_marks(), [call.key, key_of(call, answer.updated)], request_ids[-1])
     return hook.render(answer, call.params)
 
 
-def decide(service: Service, hook_input: dict[str, Any], wait: float) -> Answer:
+def decide(
+    service: Service, hook_input: dict[str, Any], wait: float, handed: list[str] | None = None
+) -> Answer:
     """The service's answer to the hook call, waiting at most ``wait`` s for a human.
 
     A "pending" answer names its request: the gate waits on it (``GET
     /api/v1/requests/{id}?wait=``, in polls that start at FIRST_POLL s and double up to
     API_WAIT), then asks again with the identical call, which the service matches to
-    that request."""
+    that request. ``handed``: where the id of a request handed out to the agent goes."""
     body = json.dumps(hook_input, ensure_ascii=False).encode("utf-8")
     deadline = time.monotonic() + wait
     poll = FIRST_POLL
@@ -132,6 +141,13 @@ def decide(service: Service, hook_input: dict[str, Any], wait: float) -> Answer:
         if decision == "none":
             return Answer(True)
         if decision == "allow":
+            given = data.get("request")
+            if (
+                handed is not None
+                and isinstance(given, dict)
+                and given.get("status") == "executing"
+            ):
+                handed.append(str(given.get("id")))
             return Answer(True, reason, data.get("updated_input"))
         if decision == "deny":
             return Answer(False, reason)

@@ -99,6 +99,12 @@ class Desk(Protocol):
         """One of ``who``'s requests; :class:`RequestNotFoundError` for any other."""
         ...
 
+    def done(
+        self, who: Principal, request_id: str, result: str | None, error: str | None
+    ) -> Request:
+        """How one of ``who``'s approved requests without an executor ended, once."""
+        ...
+
     def list(
         self, who: Principal, status: Status | None, limit: int | None
     ) -> builtins.list[Request]:
@@ -125,7 +131,7 @@ class Desk(Protocol):
 
 
 class CallerCalls:
-    """The four tools, each call made by the principal the gate found for its HTTP request."""
+    """The five tools, each call made by the principal the gate found for its HTTP request."""
 
     def __init__(
         self,
@@ -217,6 +223,18 @@ class CallerCalls:
     async def get_request(self, ctx: Context[Any, Any], request_id: str) -> dict[str, Any]:
         who = self.caller(ctx)
         return await self.desk.call(lambda: self.shown(self.get(who, request_id), who))
+
+    async def report_result(
+        self, ctx: Context[Any, Any], request_id: str, result: str | None, error: str | None
+    ) -> dict[str, Any]:
+        """How an approved request of the agent's own ended (another agent's is not found)."""
+        who = self.caller(ctx)
+
+        def report() -> dict[str, Any]:
+            request = self.get(who, request_id)
+            return self.shown(self.desk.done(who, request.id, result, error), who)
+
+        return await self.desk.call(report)
 
     async def list_requests(
         self, ctx: Context[Any, Any], status: str | None, limit: int

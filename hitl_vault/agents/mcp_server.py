@@ -1,7 +1,7 @@
 """``hitl-vault mcp``: the vault as a Model Context Protocol server over stdio.
 
 Loaded only by that command (the SDK is the optional extra ``hitl-vault[mcp]``). The
-four tools of :mod:`.mcp_tools` ask and wait; nothing here runs an action: the daemon
+five tools of :mod:`.mcp_tools` ask and wait; nothing here runs an action: the daemon
 runs approved requests whose action has an executor, and the agent does the others
 itself once approved. Whoever holds the pipe asks, as ``mcp:<client name>``.
 
@@ -86,7 +86,7 @@ class RulesFile:
 
 
 class Tools:
-    """The four tools over one open vault; ``asking``: the vault requests are submitted
+    """The five tools over one open vault; ``asking``: the vault requests are submitted
     through (another connection to the same folder's journal; ``vault`` when not given).
 
     Each method but :meth:`wait_for_approval` blocks: the server runs it in a worker thread.
@@ -205,6 +205,12 @@ class Tools:
             self.rules.current()
 
 
+def _report(tools: Tools, request_id: str, result: str | None, error: str | None) -> dict[str, Any]:
+    """``report_result`` over the vault: the request as the outcome left it."""
+    request = tools.get(request_id)
+    return tools.shown(tools.vault.done(request.id, result=result, error=error))
+
+
 class LocalCalls:
     """The tools over an open vault (``hitl-vault mcp``): whoever holds the stdio pipe asks,
     as ``mcp:<client name>``. The work of each call runs off the event loop."""
@@ -239,9 +245,14 @@ class LocalCalls:
     ) -> dict[str, Any]:
         return await off_loop(self.tools.list_requests, status, limit)
 
+    async def report_result(
+        self, ctx: Context[Any, Any], request_id: str, result: str | None, error: str | None
+    ) -> dict[str, Any]:
+        return await off_loop(_report, self.tools, request_id, result, error)
+
 
 def build_server(vault: Vault, asking: Vault | None = None) -> MCPServer[Any]:
-    """The MCP server with its four tools over ``vault`` (already open), submitting through
+    """The MCP server with its five tools over ``vault`` (already open), submitting through
     ``asking`` (see :class:`Tools`)."""
     server = new_server()
     add_tools(

@@ -1,4 +1,4 @@
-"""The four MCP tools as agents see them: their names, arguments and descriptions, the
+"""The five MCP tools as agents see them: their names, arguments and descriptions, the
 instructions the server gives, and what an answer says the agent should do next.
 
 ``hitl-vault mcp`` (:mod:`.mcp_server`, over stdio and a local vault) and MCP over HTTP
@@ -39,7 +39,8 @@ that needs approval, call request_approval; while the status is "pending", call
 wait_for_approval with its id again and again (each call returns after at most 45 s).
 Do the action only once the status is "approved", with the params in the result (the
 human may have edited them); never after "rejected", "timed_out" or "cancelled". When
-"executor" is true the vault's daemon runs the action itself: do not do it as well."""
+"executor" is true the vault's daemon runs the action itself: do not do it as well.
+Otherwise, once you have done it, call report_result with what it did (or the error)."""
 
 
 def wait_used(seconds: float) -> float:
@@ -78,11 +79,17 @@ def next_step(request: Request, note: str | None, executor: bool) -> str:
                 f"{_first_up(who)}. The vault's daemon runs it (`hitl-vault run` or `serve` "
                 "must be running); do not do it yourself. get_request shows when it is executed."
             )
-        return f"{_first_up(who)}. Go ahead: do it with the params in this result."
+        return (
+            f"{_first_up(who)}. Go ahead: do it with the params in this result, then call "
+            "report_result with what it did (or the error)."
+        )
+    if status is Status.EXECUTING and request.carried_by_requester:
+        return "Handed to you: once done, call report_result with what it did (or the error)."
     if status is Status.EXECUTING:
         return "Approved; the vault's daemon is running it now. Do not do it yourself."
     if status is Status.EXECUTED:
-        return "Approved and done by the vault's daemon; its output is in result."
+        by = "its requester" if request.carried_by_requester else "the vault's daemon"
+        return f"Approved and done by {by}; its output is in result."
     return f"{_first_up(outcome(request))}. Do not do the action."
 
 
@@ -91,7 +98,7 @@ def _first_up(text: str) -> str:
 
 
 class ToolCalls(Protocol):
-    """What the four tools do for one call; ``ctx`` is the call's MCP context (who asks, and
+    """What the five tools do for one call; ``ctx`` is the call's MCP context (who asks, and
     the channel progress goes back on). Each returns the tool's answer as a JSON object and
     raises :class:`VaultError` for a bad argument, which the tool reports as its error."""
 
@@ -115,6 +122,10 @@ class ToolCalls(Protocol):
         self, ctx: Context[Any, Any], status: str | None, limit: int
     ) -> dict[str, Any]: ...
 
+    async def report_result(
+        self, ctx: Context[Any, Any], request_id: str, result: str | None, error: str | None
+    ) -> dict[str, Any]: ...
+
 
 def client_name(ctx: Context[Any, Any]) -> str | None:
     """The name the MCP client gave for itself (when it connected, or with this call)."""
@@ -128,7 +139,7 @@ def new_server() -> MCPServer[Any]:
 
 
 def add_tools(server: MCPServer[Any], calls: ToolCalls) -> None:
-    """Give ``server`` the four tools, each doing its work through ``calls``: one set of
+    """Give ``server`` the five tools, each doing its work through ``calls``: one set of
     names, arguments and descriptions, whether the agent asks over stdio or over HTTP."""
 
     async def answer(work: Awaitable[dict[str, Any]]) -> str:
@@ -194,3 +205,17 @@ def add_tools(server: MCPServer[Any], calls: ToolCalls) -> None:
         ctx: Context[Any, Any], status: str | None = None, limit: int = DEFAULT_LIMIT
     ) -> str:
         return await answer(calls.list_requests(ctx, status, limit))
+
+    @server.tool(
+        description=(
+            "Report how an approved action you did yourself ended (one with executor "
+            "false), once: `result` says what it did (the request becomes executed), or "
+            "`error` why it failed (failed); give one of them. Refused for an action the "
+            "vault's daemon runs, one not approved, or one reported already."
+        ),
+        structured_output=False,
+    )
+    async def report_result(
+        id: str, ctx: Context[Any, Any], result: str | None = None, error: str | None = None
+    ) -> str:
+        return await answer(calls.report_result(ctx, id, result, error))

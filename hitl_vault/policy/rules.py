@@ -196,6 +196,7 @@ class Rule:
     escalate_after: timedelta | None = None
     escalate_to: frozenset[str] = frozenset()
     authenticated: frozenset[str] | None = None
+    always: bool = False  # "approve --always" allowed despite a quorum, stages, authenticated
     line: int = 0
 
     def match(self, proposal: Proposal) -> RuleMatch | None:
