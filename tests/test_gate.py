@@ -550,7 +550,7 @@ def test_the_clis_format_and_agent_choices_are_the_registry() -> None:
         return [str(c) for c in option.type.choices]
 
     assert choices(gate_command, "fmt") == list(FORMATS) == ["claude", "cursor", "gemini", "codex"]
-    assert choices(hook_install, "agent") == list(INSTALLABLE) == ["claude"]
+    assert choices(hook_install, "agent") == list(INSTALLABLE) == list(FORMATS)
     for name, hook in FORMATS.items():
         fast = gate_arguments(["--vault", "/v", "gate", "--format", name])
         assert fast == ("/v", hook, 540.0, None, None)

@@ -247,6 +247,9 @@ class CallerCalls:
         def listed() -> dict[str, Any]:
             found = self.desk.list(who, wanted, limit + 1)
             shown = self.desk.listed(found[:limit], who)
+            for request, item in zip(found, shown, strict=False):  # and what to do next
+                item["executor"] = executor = self.desk.executes(request.action)
+                item["next"] = next_step(request, None, executor)
             return {"requests": shown, "more": len(found) > limit}
 
         return await self.desk.call(listed)

@@ -30,7 +30,7 @@ from ..errors import RequestNotFoundError, UsageError, VaultError, WaitTimeoutEr
 from ..journal.sqlite import Journal
 from ..layout import RULES_FILE
 from ..model import Request, Status
-from ..shapes import listed_json, request_json
+from ..shapes import request_json
 from ..vault import Vault
 from .mcp_tools import (
     MAX_LIMIT,
@@ -193,10 +193,14 @@ class Tools:
         if not 1 <= limit <= MAX_LIMIT:
             raise UsageError("limit", f"{limit} is out of range", f"pass 1 to {MAX_LIMIT}")
         found = self.vault.list(wanted, limit + 1)
-        return {
-            "requests": [{**listed_json(r), "note": self.note(r)} for r in found[:limit]],
-            "more": len(found) > limit,
-        }
+        return {"requests": [self.listed(r) for r in found[:limit]], "more": len(found) > limit}
+
+    def listed(self, request: Request) -> dict[str, Any]:
+        """One request as ``list_requests`` shows it: as :meth:`shown`, its votes and next
+        step included, without its history."""
+        shown = self.shown(self.vault.get(request.id))
+        del shown["history"]
+        return shown
 
     def keep_rules_current(self) -> None:
         """Reload changed rules for reading and waiting; a broken file keeps the old rules

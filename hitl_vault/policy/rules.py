@@ -2,7 +2,8 @@
 
 Pure functions and frozen dataclasses: :meth:`Policy.evaluate` says what the
 rules decide about a :class:`Proposal`. Reading ``hitl-vault.yaml`` into a
-:class:`Policy` is :mod:`hitl_vault.policy.rulesfile`'s job.
+:class:`Policy` is :mod:`hitl_vault.policy.rulesfile`'s job. The one way out is a
+``python:`` rule, which calls the function it names (:mod:`hitl_vault.policy.pyrules`).
 """
 
 from __future__ import annotations
@@ -198,9 +199,15 @@ class Rule:
     authenticated: frozenset[str] | None = None
     always: bool = False  # "approve --always" allowed despite a quorum, stages, authenticated
     line: int = 0
+    # ``python: module:function``: it decides (``decision`` is then only a placeholder), on
+    # the proposals ``action`` and ``params`` let through; ``on_error`` when it cannot.
+    python: RuleFunction | None = None
+    on_error: Decision = Decision.ASK
 
     def match(self, proposal: Proposal) -> RuleMatch | None:
         """What this rule says about the proposal, or None when it does not apply."""
+        if self.python is not None:
+            return self._ask_python(proposal, self.python)
         if self.action is not None and not self.action.matches(proposal.action):
             return None
         allowing = self.decision is Decision.ALLOW  # numbers as text only make it stricter
@@ -226,6 +233,26 @@ class Rule:
             ),
             by_numeric_text=by_text,
         )  # fmt: skip
+
+    def _ask_python(self, proposal: Proposal, function: RuleFunction) -> RuleMatch | None:
+        """What the rule's function says, on the proposals its other keys let through: a
+        plain decision takes the rule's other keys (as if the rule had said it); one that
+        raises, cannot be loaded or answers nonsense gives ``on_error``."""
+        static = replace(self, python=None)
+        if static.match(proposal) is None:
+            return None
+        try:
+            result = _result(function, proposal, self.name)
+            if result is None:
+                return None
+            if isinstance(result, str) and result in set(Decision):
+                return replace(static, decision=Decision(result)).match(proposal)
+            return _as_match(result, self.name, proposal)
+        except RulesError as e:
+            reason = f"the python rule {self.name} failed: {e.problem} ({e.fix})"
+            failed = replace(static, decision=self.on_error, reason=reason).match(proposal)
+            # A rule that could not say is treated as the worst case: min_risk never allows it.
+            return None if failed is None else replace(failed, risk=Risk.CRITICAL)
 
 
 _RETURN_FIX = (
@@ -271,13 +298,24 @@ def code_matches(proposal: Proposal, functions: Sequence[RuleFunction]) -> list[
 def _call(fn: RuleFunction, proposal: Proposal) -> RuleMatch | None:
     """Run a Python rule; anything but a clear answer raises (the vault fails closed)."""
     name = _function_name(fn)
-    where = f"rule function {name}"
+    result = _result(fn, proposal, name)
+    return None if result is None else _as_match(result, name, proposal)
+
+
+def _result(fn: RuleFunction, proposal: Proposal, name: str) -> Any:
+    """What ``fn`` returns; RulesError when it raises (a RulesError of its own passes)."""
     try:
-        result: Any = fn(proposal)
+        return fn(proposal)
+    except RulesError:
+        raise
     except Exception as e:
-        raise RulesError(where, f"raised {type(e).__name__}: {e}", _RETURN_FIX) from e
-    if result is None:
-        return None
+        where, fix = f"rule function {name}", "fix it, or have it return a decision instead"
+        raise RulesError(where, f"raised {type(e).__name__}: {e}", fix) from e
+
+
+def _as_match(result: Any, name: str, proposal: Proposal) -> RuleMatch:
+    """A rule function's answer as a RuleMatch named ``name`` unless it names itself."""
+    where = f"rule function {name}"
     if isinstance(result, RuleMatch):
         approvers, timeout = result.approvers, result.timeout
         try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,8 @@ from ..model import Risk
 from ..times import parse_duration
 from .conditions import as_text
 from .rules import Decision
+
+_PYTHON_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 
 def line_of(node: Any) -> int | None:
@@ -103,6 +106,14 @@ class NodeReader:
             raise self.error(node, problem, "write true or false, without quotes")
         return value
 
+    def python(self, node: Any, what: str) -> str:
+        """``package.module:function``: a Python function an executor or a rule names."""
+        target = self.text(node, what, "write it as package.module:function").strip()
+        if not _PYTHON_RE.fullmatch(target):
+            problem = f'{what} "{target}" is not in the form package.module:function'
+            raise self.error(node, problem, "write it like payments.executor:pay")
+        return target
+
     def pairs(self, node: Any, what: str, fix: str, allowed: Sequence[str] | None = None) -> Any:
         """(key, key node, value node) of a mapping whose keys are text (and ``allowed``)."""
         if not isinstance(node, yaml.MappingNode):
@@ -121,3 +132,25 @@ class NodeReader:
     def fields(self, pairs: Any, what: str, table: Mapping[str, str]) -> dict[str, Any]:
         """Each value read by the method ``table`` names for its key."""
         return {key: getattr(self, table[key])(value, f"{what} {key}") for key, _, value in pairs}
+
+
+def check_nodes(text: str, root: Any, where: str, loader: Any) -> None:
+    """Refuse anchors and aliases (alias bombs) and duplicate keys (PyYAML keeps the last)."""
+    for event in yaml.parse(text, Loader=loader):
+        if getattr(event, "anchor", None) is not None:
+            problem = "anchors and aliases are not allowed in hitl-vault.yaml"
+            raise RulesError(where, problem, "write each value out in full", line_of(event))
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int | None] = {}
+            for key, value in node.value:
+                ident = (str(key.tag), str(key.value))
+                if isinstance(key, yaml.ScalarNode) and ident in seen:
+                    problem = f'the key "{key.value}" appears twice (first at line {seen[ident]})'
+                    raise RulesError(where, problem, "keep only one of them", line_of(key))
+                seen[ident] = line_of(key)
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
