@@ -8,11 +8,13 @@ The strict Sphinx build itself runs in .ci/run; the examples run in test_docs_ex
 from __future__ import annotations
 
 import re
+import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
+from click.testing import CliRunner
 
 import hitl_vault
 from hitl_vault.cli.main import cli
@@ -111,7 +113,7 @@ def test_the_rules_examples_are_valid_rules_files() -> None:
 
 def test_the_who_can_approve_example_says_who_decides() -> None:
     """The several-approvers example: two of three, lead then finance, escalation."""
-    (rules,) = blocks("approvers.md", "yaml")
+    rules = blocks("approvers.md", "yaml")[0]
     policy = parse_policy(rules, "docs/approvers.md")
     deploy = policy.evaluate(Proposal("deploy", {})).plan
     assert deploy.stages[0].quorum == 2 and deploy.prevent_self_approval
@@ -139,3 +141,28 @@ def test_the_service_examples_run_the_daemon() -> None:
     (plist,) = blocks("service.md", "xml")
     args = [e.text for e in ET.fromstring(plist.split("\n", 2)[2]).iter("string")]
     assert args[-1] == "run" and str(args[1]).endswith("/hitl-vault")
+
+
+def test_the_proven_decisions_examples_ask_for_proof() -> None:
+    """The rules in Who can approve's proven decisions and in Separate users parse, and
+    their deploys rule counts only proven approvals (api, session, socket)."""
+    proven = frozenset({"api", "session", "socket"})
+    (_, quorum) = blocks("approvers.md", "yaml")
+    plan = parse_policy(quorum, "docs/approvers.md").evaluate(Proposal("deploy", {})).plan
+    assert plan.authenticated == proven and plan.stages[0].quorum == 2
+    (rules,) = blocks("separate-users.md", "yaml")
+    plan = parse_policy(rules, "docs/separate-users.md").evaluate(Proposal("deploy", {})).plan
+    assert plan.authenticated == proven and plan.stages[0].approvers == frozenset({"alice"})
+
+
+def test_the_separate_users_unit_serves_as_its_own_user() -> None:
+    """The systemd unit in Separate users runs `hitl-vault ... serve` as the user hitl, with
+    options the command has, and makes the folder its socket is in."""
+    (unit,) = blocks("separate-users.md", "ini")
+    settings = dict(re.findall(r"(?m)^(\w+)=(.*)$", unit))
+    assert settings["User"] == "hitl" and settings["RuntimeDirectory"] == "hitl-vault"
+    program, *args = shlex.split(settings["ExecStart"])
+    assert program.endswith("/hitl-vault") and "serve" in args
+    assert "/run/hitl-vault/" in args[args.index("--socket") + 1]
+    result = CliRunner().invoke(cli, [*args, "--help"], prog_name="hitl-vault")
+    assert result.exit_code == 0 and "Usage: hitl-vault serve" in result.output, result.output
