@@ -33,10 +33,10 @@ def test_the_readme_fits_on_a_few_screens() -> None:
 
 
 def test_the_quick_start_is_two_commands() -> None:
-    """The quick start is two sh commands (install and run; install and test), run by CI."""
+    """The quick start is two sh commands (install and serve; install and test), run by CI."""
     sh = [body for lang, body in BLOCK.findall(quick_start()) if lang == "sh"]
     install_and_run, install_and_test = sh
-    assert install_and_run.strip().endswith("hitl-vault run")
+    assert install_and_run.strip().endswith("hitl-vault serve")
     assert "pip install '.[test]'" in install_and_test and "pytest" in install_and_test
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "## Quick start" in ci, ".ci/run must run the README's quick start commands"
