@@ -1,6 +1,9 @@
 """``hitl-vault gate``: decide one agent tool call with the vault's rules, and a human when
 they ask.
 
+The gate adds a human; it never removes the agent's own checks. A call the rules allow
+gets no decision (the agent's own permission settings apply), unless a matching rule says
+``agent_prompt: skip``; an approval is an allow, a block or a rejection a deny.
 An allowed call that nothing records costs one read of ``hitl-vault.yaml``: no journal,
 no note, no file watcher. Everything else opens the vault's :class:`Engine` (imported only
 then): a block is recorded as a rejected request, an ask becomes a pending request the
@@ -24,12 +27,14 @@ from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
-from .guard import guard
-from .hookio import Answer, BadInput, Call, Reply, bad_input
+from .guard import guard, where_of
+from .hookio import NO_DECISION, Answer, BadInput, Call, Reply, bad_input
 
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..model import Request
+    from ..policy.conditions import Where
+    from ..policy.rules import Ruling
 
 DEFAULT_WAIT = 9 * 60.0  # below the 600 s hook timeout `hook install` writes
 GUARD_RULE = "vault-guard"
@@ -77,18 +82,29 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
         if policy.gate_record is GateRecord.ASKS:
             return Answer(False, blocked)
         return _guarded(root, call, blocked)
-    ruling = policy.evaluate(Proposal(call.tool, call.params, call.summary, call.requested_by))
+    where = where_of(call)
+    proposal = Proposal(call.tool, call.params, call.summary, call.requested_by, where)
+    ruling = policy.evaluate(proposal)
     decision, _ = policy.applied(ruling)
+    skip = skips_prompt(ruling)
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
-        return Answer(True)  # the common case: nothing recorded, nothing more imported
+        # the common case: nothing recorded, nothing more imported
+        return Answer(True, f"allowed by hitl-vault rule {ruling.rule}") if skip else NO_DECISION
     if decision is Decision.BLOCK and policy.gate_record is GateRecord.ASKS:
         return Answer(False, blocked_by(ruling.rule, ruling.reason))
     from ..engine import Engine
 
     with Engine(root) as engine:
         if decision is Decision.ASK:
-            return _ask(engine, call, deadline, hook)
-        return handed_out(engine, submit_call(engine, call), call, hook)
+            return _ask(engine, call, deadline, hook, where)
+        request = submit_call(engine, call, where=where)
+        return handed_out(engine, request, call, hook, skip)
+
+
+def skips_prompt(ruling: Ruling) -> bool:
+    """Whether an allow is answered as one (``agent_prompt: skip`` on a matching rule):
+    otherwise what the rules let through gets no decision from the gate."""
+    return ruling.decision is Decision.ALLOW and any(m.skip_prompt for m in ruling.matches)
 
 
 POLICY_CACHE = "gate-policy.pickle"
@@ -205,12 +221,16 @@ def blocked_by(rule: str, reason: str) -> str:
 
 
 def submit_call(
-    engine: Engine, call: Call, source: str | None = None, requested_by: str | None = None
+    engine: Engine,
+    call: Call,
+    source: str | None = None,
+    requested_by: str | None = None,
+    where: Where | None = None,
 ) -> Request:
     return engine.submit(
         call.tool, call.params, summary=call.summary,
         requested_by=requested_by or call.requested_by, carried_by_requester=True,
-        source=source, context=call.context,
+        source=source, context=call.context, where=where,
     )  # fmt: skip
 
 
@@ -228,16 +248,18 @@ def _guarded(root: Path, call: Call, why: str) -> Answer:
     with Engine(root) as engine:
         engine.policy = replace(engine.policy, mode=Mode.ENFORCE)  # the guard holds in monitor
         engine.functions.append(vault_guard)
-        request = submit_call(engine, call)
+        request = submit_call(engine, call, where=where_of(call))
     return Answer(False, f"{why} (recorded as {request.id})")
 
 
-def _ask(engine: Engine, call: Call, deadline: float, hook: HookFormat) -> Answer:
+def _ask(
+    engine: Engine, call: Call, deadline: float, hook: HookFormat, where: Where | None
+) -> Answer:
     """Find the request an identical earlier call made, or make one; wait for a human."""
     from ..errors import WaitTimeoutError
     from ..model import Status
 
-    request = asked(engine, call, call.key, call.requested_by)
+    request = asked(engine, call, call.key, call.requested_by, where)
     if request is None:
         return Answer(False, TOO_MANY)
     if request.status is Status.PENDING:
@@ -261,7 +283,9 @@ def waiting(request: Request, where: str = "") -> str:
     )
 
 
-def asked(engine: Engine, call: Call, key: str, requested_by: str) -> Request | None:
+def asked(
+    engine: Engine, call: Call, key: str, requested_by: str, where: Where | None = None
+) -> Request | None:
     """The request that ``call`` (an identical retry: the same ``key``) made and that is
     still to be used, or a new one; None once the session made too many.
 
@@ -282,7 +306,7 @@ def asked(engine: Engine, call: Call, key: str, requested_by: str) -> Request | 
         found = engine.journal.proposal(source)
         if found is None:
             try:
-                request = submit_call(engine, call, source, requested_by)
+                request = submit_call(engine, call, source, requested_by, where)
             except DuplicateError:  # an identical call made it a moment ago
                 found = engine.journal.proposal(source)
                 if found is None:
@@ -294,8 +318,13 @@ def asked(engine: Engine, call: Call, key: str, requested_by: str) -> Request | 
     return None
 
 
-def handed_out(engine: Engine, request: Request, call: Call, hook: HookFormat) -> Answer:
-    """Allow an approved request (handing it to the agent, once), deny anything else."""
+def handed_out(
+    engine: Engine, request: Request, call: Call, hook: HookFormat, skip: bool = False
+) -> Answer:
+    """Allow an approved request (handing it to the agent, once), deny anything else.
+
+    What a human approved is an allow; what the rules let through (``record: all``,
+    monitor mode, ``min_risk``) is no decision, unless ``skip`` (``agent_prompt: skip``)."""
     from ..errors import NotRunnableError
     from ..model import Status
 
@@ -325,7 +354,7 @@ def handed_out(engine: Engine, request: Request, call: Call, hook: HookFormat) -
     else:
         engine.finish_execution(request.id, True, result=RUN_BY_AGENT)
     engine.show_in_note(request.id, engine.now())
-    return Answer(True, _allowed_because(request), edited)
+    return Answer(True, _allowed_because(request), edited, decided=bool(request.decided_by) or skip)
 
 
 def _allowed_because(request: Request) -> str:

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from .formats import HookFormat
-from .hookio import Answer, BadInput, Reply, bad_input, read_object
+from .hookio import NO_DECISION, Answer, BadInput, Reply, bad_input, read_object
 
 TOKEN_ENV = "HITL_VAULT_TOKEN"
 # How long one long-poll asks the service to hold its answer (its limit is 60 s). The
@@ -130,7 +130,7 @@ def decide(service: Service, hook_input: dict[str, Any], wait: float) -> Answer:
         data = service.ask("POST", "/api/v1/gate", body, wait=0.0)
         decision, reason = data["decision"], data["reason"]
         if decision == "none":
-            return Answer(True)
+            return NO_DECISION
         if decision == "allow":
             return Answer(True, reason, data.get("updated_input"))
         if decision == "deny":

@@ -37,6 +37,7 @@ from ..notes.reconcile import Reconciler
 from ..params import check_expected, clean_params, describe_changes, params_sha
 from ..policy.intake import default_user
 from ..policy.quorum import Count
+from ..policy.conditions import Where
 from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
 from ..policy.trust import UntrustedVaultError
 from ..policy.verdict import counted
@@ -165,6 +166,7 @@ class Engine:
         source: str | None = None,
         context: str | None = None,
         retry: tuple[str, str] | None = None,
+        where: Where | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
 
@@ -172,6 +174,7 @@ class Engine:
         ``source`` (used for Inbox proposals) is a key recorded with the request;
         a second submit with the same key raises :class:`DuplicateError`.
         ``retry``: (the request this one retries, who retries it), linked in both.
+        ``where``: the project and paths the agent gate resolved, for ``path:`` rules.
         """
         request = self._submissions.submit(
             action,
@@ -183,6 +186,7 @@ class Engine:
             source=source,
             context=context,
             retry=retry,
+            where=where,
         )
         if retry is not None:
             self.show_in_note(retry[0], request.created)

@@ -22,6 +22,7 @@ from ..notes.state import explanation
 from ..params import clean_params
 from ..policy.intake import Asked, ask, check_context, check_size, default_user
 from ..policy.quorum import count
+from ..policy.conditions import Where
 from ..policy.rules import Policy, Proposal, RuleFunction, code_matches
 from ..store import JournalStore
 from ..times import parse_duration
@@ -60,6 +61,7 @@ class Submissions:
         source: str | None = None,
         context: str | None = None,
         retry: tuple[str, str] | None = None,
+        where: Where | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided
         (see :meth:`hitl_vault.engine.Engine.submit`)."""
@@ -69,7 +71,7 @@ class Submissions:
         limit = parse_duration(timeout, "timeout") if timeout is not None else None
         if requested_by:  # one rule for names (an agent's carries its session: longer)
             check_name(requested_by, "requested_by", REQUESTER_LIMIT)
-        proposal = Proposal(action, params, summary, requested_by or default_user())
+        proposal = Proposal(action, params, summary, requested_by or default_user(), where)
         code = code_matches(proposal, self._functions)  # each Python rule called once
         asked = ask(
             self._policy(),

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import RulesError
 from ..model import Risk
-from .conditions import ActionMatcher, Condition
+from .conditions import ActionMatcher, Condition, PathCondition, Where
 from .quorum import Part, Plan, RequireReason, Stage, combine
 
 # --- the nouns: decisions, risks, proposals, what rules say -----------------------
@@ -45,6 +45,7 @@ class Proposal:
     params: Mapping[str, Any]
     summary: str = ""
     requested_by: str = ""
+    where: Where | None = None  # the project and the paths named, as the gate resolved them
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class RuleMatch:
     # It matched only because text that reads as a number was compared as that number
     # (an ask or block rule): it may make the decision stricter, never let min_risk allow it.
     by_numeric_text: bool = False
+    # ``agent_prompt: skip`` on an allow rule: the gate answers "allow" (the agent skips its
+    # own permission prompt) instead of no decision at all.
+    skip_prompt: bool = False
 
     @property
     def part(self) -> Part:
@@ -196,11 +200,15 @@ class Rule:
     escalate_after: timedelta | None = None
     escalate_to: frozenset[str] = frozenset()
     authenticated: frozenset[str] | None = None
+    path: PathCondition | None = None  # where the call's paths land (a gate call only)
+    agent_prompt: str = "keep"  # "skip": an allow the gate answers as allow, not no decision
     line: int = 0
 
     def match(self, proposal: Proposal) -> RuleMatch | None:
         """What this rule says about the proposal, or None when it does not apply."""
         if self.action is not None and not self.action.matches(proposal.action):
+            return None
+        if self.path is not None and not self.path.holds(proposal.where):
             return None
         allowing = self.decision is Decision.ALLOW  # numbers as text only make it stricter
         given = proposal.params
@@ -209,6 +217,8 @@ class Rule:
                 return None
         by_text = not allowing and not all(c.holds(given[n], True) for n, c in self.params.items())
         conditions = " and ".join(c.describe(n) for n, c in self.params.items())
+        if self.path is not None:
+            conditions = " and ".join(filter(None, (conditions, self.path.describe())))
         return RuleMatch(
             decision=self.decision,
             rule=self.name,
@@ -224,6 +234,7 @@ class Rule:
                 self.escalate_after, self.escalate_to, self.authenticated,
             ),
             by_numeric_text=by_text,
+            skip_prompt=self.agent_prompt == "skip" and allowing,
         )  # fmt: skip
 
 
@@ -304,6 +315,14 @@ def _call(fn: RuleFunction, proposal: Proposal) -> RuleMatch | None:
     return match
 
 
+def people_matter(ruling: Ruling) -> bool:
+    """Whether a human must decide ``ruling`` whatever its risk, so ``min_risk`` may not
+    allow it: no rule matched (the fail-closed default), or the rules name approvers, a
+    quorum, stages, no self-approval or ``authenticated:`` channels."""
+    plan = ruling.plan
+    return not ruling.matches or plan.named or plan.authenticated is not None
+
+
 @dataclass(frozen=True)
 class Policy:
     """Everything ``hitl-vault.yaml`` says: defaults, rules in file order, executors."""
@@ -321,7 +340,8 @@ class Policy:
         monitor mode allows what would ask or block, and an ask below ``min_risk`` is
         allowed, unless a rule matched only by reading text as a number (``" 4.99e2 "``):
         such text may only make a decision stricter, and the rules would not match it so
-        were they all allowing (see :mod:`hitl_vault.policy.conditions`)."""
+        were they all allowing (see :mod:`hitl_vault.policy.conditions`); nor when it
+        matters who decides (:func:`people_matter`)."""
         decision = ruling.decision
         if decision is Decision.ALLOW:
             return decision, ""
@@ -335,6 +355,7 @@ class Policy:
             and floor is not None
             and ruling.risk.rank < floor.rank
             and not ruling.by_numeric_text
+            and not people_matter(ruling)
         ):
             return Decision.ALLOW, f"would ask (risk {ruling.risk} is below min_risk {floor})"
         return decision, ""

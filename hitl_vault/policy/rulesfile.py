@@ -21,6 +21,7 @@ from ..errors import NoteError, RulesError, UsageError
 from ..identity import CHANNELS, PROVEN
 from ..model import check_action
 from .conditions import (
+    INSIDE_PROJECT,
     OPERATORS,
     ActionMatcher,
     AnyOf,
@@ -28,11 +29,12 @@ from .conditions import (
     Condition,
     Equals,
     Matches,
+    PathCondition,
     as_number,
 )
 from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
 from .rules import ActionSpec, Defaults, GateRecord, Mode, Policy, Rule
-from .yamlnodes import NodeReader, is_null, line_of, suggest
+from .yamlnodes import NodeReader, check_nodes, is_null, line_of, suggest
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -81,6 +83,8 @@ _RULE_FIELDS = {
     "escalate_after": "duration",
     "escalate_to": "approvers",
     "authenticated": "authenticated",
+    "path": "path",
+    "agent_prompt": "agent_prompt",
 }
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
 _ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
@@ -254,6 +258,19 @@ class _Reader(NodeReader):
             raise self.error(node, problem, fix)
         return Compare(op, number, rest)
 
+    def path(self, node: Any, what: str) -> PathCondition:
+        """``path: inside-project``, or ``path: "re:<regex>"`` on the resolved paths."""
+        fix = f'write path: {INSIDE_PROJECT}, or path: "re:<regex>" (matched on resolved paths)'
+        value = self.scalar(node, what, fix)
+        if value == INSIDE_PROJECT:
+            return PathCondition(inside_project=True)
+        if isinstance(value, str) and value.startswith("re:"):
+            return PathCondition(pattern=self.regex(value, node, what))
+        raise self.error(node, f"{what} {value!r} is not a path condition", fix)
+
+    def agent_prompt(self, node: Any, what: str) -> str:
+        return self.choice(node, what, ["keep", "skip"])
+
     def approvers(self, node: Any, what: str) -> frozenset[str]:
         fix = "write a name, or a list of names or groups: approvers: [alice, group:finance]"
         names = self.words(node, what, fix)
@@ -380,28 +397,6 @@ class _Reader(NodeReader):
         return target
 
 
-def _check_nodes(text: str, root: Any, where: str) -> None:
-    """Refuse anchors and aliases (alias bombs) and duplicate keys (PyYAML keeps the last)."""
-    for event in yaml.parse(text, Loader=_Loader):
-        if getattr(event, "anchor", None) is not None:
-            problem = "anchors and aliases are not allowed in hitl-vault.yaml"
-            raise RulesError(where, problem, "write each value out in full", line_of(event))
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[tuple[str, str], int | None] = {}
-            for key, value in node.value:
-                ident = (str(key.tag), str(key.value))
-                if isinstance(key, yaml.ScalarNode) and ident in seen:
-                    problem = f'the key "{key.value}" appears twice (first at line {seen[ident]})'
-                    raise RulesError(where, problem, "keep only one of them", line_of(key))
-                seen[ident] = line_of(key)
-                stack += [key, value]
-        elif isinstance(node, yaml.SequenceNode):
-            stack += node.value
-
-
 def _empty_policy(where: str) -> Policy:
     return Policy(Defaults(), (), MappingProxyType({}), where)
 
@@ -410,7 +405,7 @@ def parse_policy(text: str, where: str = "hitl-vault.yaml") -> Policy:
     """The policy the text of a rules file states; raises RulesError with the line and fix."""
     try:
         root = yaml.compose(text, Loader=_Loader)
-        _check_nodes(text, root, where)
+        check_nodes(text, root, where, _Loader)
     except yaml.MarkedYAMLError as e:
         problem = f"YAML error: {(e.problem or e.context or 'invalid YAML').strip()}"
         fix = 'fix the YAML syntax; quote values that start with a symbol, e.g. amount: ">= 500"'

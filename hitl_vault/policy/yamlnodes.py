@@ -121,3 +121,25 @@ class NodeReader:
     def fields(self, pairs: Any, what: str, table: Mapping[str, str]) -> dict[str, Any]:
         """Each value read by the method ``table`` names for its key."""
         return {key: getattr(self, table[key])(value, f"{what} {key}") for key, _, value in pairs}
+
+
+def check_nodes(text: str, root: Any, where: str, loader: Any) -> None:
+    """Refuse anchors and aliases (alias bombs) and duplicate keys (PyYAML keeps the last)."""
+    for event in yaml.parse(text, Loader=loader):
+        if getattr(event, "anchor", None) is not None:
+            problem = "anchors and aliases are not allowed in hitl-vault.yaml"
+            raise RulesError(where, problem, "write each value out in full", line_of(event))
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int | None] = {}
+            for key, value in node.value:
+                ident = (str(key.tag), str(key.value))
+                if isinstance(key, yaml.ScalarNode) and ident in seen:
+                    problem = f'the key "{key.value}" appears twice (first at line {seen[ident]})'
+                    raise RulesError(where, problem, "keep only one of them", line_of(key))
+                seen[ident] = line_of(key)
+                stack += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += node.value
