@@ -133,9 +133,10 @@ def test_git_status_with_an_fsmonitor_asks_and_the_gate_runs_nothing(
     config = setup.project / ".git" / "config"
     config.write_text(config.read_text() + f"[core]\n\tfsmonitor = touch {marker}\n")
     spec = said(setup.call("Bash", command="git status"))
-    assert spec["permissionDecision"] == "deny" and "waiting for a human" in spec[
-        "permissionDecisionReason"
-    ]
+    assert (
+        spec["permissionDecision"] == "deny"
+        and "waiting for a human" in spec["permissionDecisionReason"]
+    )
     assert not marker.exists()
     [request] = setup.requests()
     assert request.status is Status.PENDING and request.params == {"command": "git status"}

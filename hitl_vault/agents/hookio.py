@@ -119,9 +119,7 @@ class Answer:
 
     def __repr__(self) -> str:
         said = "" if self.decided else ", decided=False"
-        return (
-            f"Answer(allow={self.allow}, reason={self.reason!r}, updated={self.updated!r}{said})"
-        )
+        return f"Answer(allow={self.allow}, reason={self.reason!r}, updated={self.updated!r}{said})"
 
 
 # The rules let the call through: no decision, the agent's own checks apply.

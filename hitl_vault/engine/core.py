@@ -35,9 +35,9 @@ from ..model import Request, Status, Transition, check_action, new_id
 from ..notes.decide import Decider
 from ..notes.reconcile import Reconciler
 from ..params import check_expected, clean_params, describe_changes, params_sha
+from ..policy.conditions import Where
 from ..policy.intake import default_user
 from ..policy.quorum import Count
-from ..policy.conditions import Where
 from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
 from ..policy.trust import UntrustedVaultError
 from ..policy.verdict import counted
