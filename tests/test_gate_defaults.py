@@ -4,6 +4,7 @@ plain work inside the project goes through with no note and no decision from the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,83 @@ def test_a_path_condition_that_is_not_one_names_the_line_and_the_fix(tmp_path: P
     with pytest.raises(RulesError) as e:
         parse_policy("rules:\n  - name: x\n    agent_prompt: never\n    decision: allow\n")
     assert "keep, skip" in str(e.value)
+
+
+def test_the_fast_path_answers_only_what_the_full_gate_lets_through(setup: Setup) -> None:
+    """Once the full gate kept its table, the fast path answers an in-project read, and
+    never a call the full gate would ask about, deny or record."""
+    from hitl_vault.agents import fastgate
+
+    app = str(setup.project / "src" / "app.py")
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("Read", {"file_path": app}),
+        ("Glob", {"pattern": "**/*.py"}),
+        ("TodoWrite", {"todos": [{"content": "x", "status": "pending"}]}),
+        ("Read", {"file_path": "~/.ssh/id_rsa"}),
+        ("Read", {"file_path": "/etc/shadow"}),
+        ("Read", {"file_path": f"{setup.project}/../outside.txt"}),
+        ("Read", {"file_path": str(setup.vault / ".hitl" / "journal.db")}),
+        ("Glob", {"pattern": "../approvals-vault/.h*/*"}),
+        ("WebFetch", {"url": "https://example.com/"}),
+        ("Bash", {"command": "ls"}),
+        ("Edit", {"file_path": app, "old_string": "a", "new_string": "b"}),
+    ]
+    setup.call("Read", file_path=app)  # the full gate keeps the table
+    answered = []
+    for tool, tool_input in calls:
+        stdin = json.dumps({"session_id": "s1", "cwd": str(setup.project),
+                            "hook_event_name": "PreToolUse", "tool_name": tool,
+                            "tool_input": tool_input}).encode()  # fmt: skip
+        fast = fastgate.answer(str(setup.vault), "claude", stdin)
+        if fast is not None:
+            answered.append(tool)
+            assert setup.call(tool, **tool_input) == (0, "", ""), (tool, tool_input)
+    assert answered == ["Read", "Glob", "TodoWrite"]
+
+
+def test_the_fast_path_steps_aside_when_rules_or_trust_change(setup: Setup) -> None:
+    """A changed rules file, a vault others may write, or a table others could have
+    written: the fast path answers nothing, and the full gate decides."""
+    from hitl_vault.agents import fastgate
+
+    app = str(setup.project / "src" / "app.py")
+    stdin = json.dumps({"session_id": "s1", "cwd": str(setup.project), "tool_name": "Read",
+                        "tool_input": {"file_path": app}}).encode()  # fmt: skip
+    setup.call("Read", file_path=app)
+    assert fastgate.answer(str(setup.vault), "claude", stdin) == ""
+    rules = setup.vault / "hitl-vault.yaml"
+    rules.write_text(rules.read_text().replace("  - name: agent-reads-in-project\n",
+                     "  - name: agent-reads-in-project\n    reason: changed\n"))  # fmt: skip
+    assert fastgate.answer(str(setup.vault), "claude", stdin) is None
+    setup.call("Read", file_path=app)
+    assert fastgate.answer(str(setup.vault), "claude", stdin) == ""
+    setup.vault.chmod(0o777)
+    assert fastgate.answer(str(setup.vault), "claude", stdin) is None
+    setup.vault.chmod(0o755)
+    table = setup.vault / ".hitl" / fastgate.TABLE
+    table.chmod(0o666)
+    assert fastgate.answer(str(setup.vault), "claude", stdin) is None
+    table.chmod(0o600)
+    assert fastgate.answer(str(setup.vault), "cursor", stdin) is None  # no fast answer
+    assert fastgate.answer(str(setup.vault), "codex", stdin) == "{}\n"
+
+
+@pytest.mark.process
+def test_an_allowed_read_imports_nothing_but_the_fast_path(setup: Setup) -> None:
+    """The command itself: an in-project read loads no rules classes, journal or gate."""
+    import re
+    import subprocess
+
+    from .helpers import COMMAND
+
+    app = str(setup.project / "src" / "app.py")
+    setup.call("Read", file_path=app)
+    stdin = json.dumps({"session_id": "s1", "cwd": str(setup.project), "tool_name": "Read",
+                        "tool_input": {"file_path": app}})  # fmt: skip
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    done = subprocess.run([str(COMMAND), "--vault", str(setup.vault), "gate"], input=stdin,
+                          capture_output=True, text=True, env=env, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0 and done.stdout == ""
+    imported = set(re.findall(r"\|\s*(hitl_vault[\w.]*)$", done.stderr, re.M))
+    assert "hitl_vault.agents.fastgate" in imported
+    assert not {"hitl_vault.policy.rules", "hitl_vault.agents.gate", "hitl_vault.model"} & imported

@@ -115,12 +115,11 @@ def rules_in_force(root: Path) -> Policy:
     """The policy ``hitl-vault.yaml`` states, as :func:`~hitl_vault.policy.rulesfile.load_policy`
     reads it, kept parsed in ``.hitl/gate-policy.pickle`` for the next gate call.
 
-    The copy is used only for the very same bytes of the rules file read by the same
+    The plain table of :mod:`.fastgate` is kept beside it. The copy is used only for the very same bytes of the rules file read by the same
     hitl-vault code and Python; anything else (or a copy that does not load) is parsed
     afresh. Parsing needs PyYAML, which costs more to import than an allowed tool call
     may take. ``.hitl/`` is trusted as the journal is: the caller checked who may write it.
     """
-    import hashlib
     import pickle
     import sys
 
@@ -139,11 +138,12 @@ def rules_in_force(root: Path) -> Policy:
     here = Path(rules.__file__ or ".").parent  # the code that reads and matches rules
     sources = ("rules.py", "conditions.py", "quorum.py", "rulesfile.py")
     code = [__version__, sys.version, *(here.joinpath(f).stat().st_mtime_ns for f in sources)]
-    key = hashlib.sha256(repr((code, raw)).encode()).hexdigest()
+    key = (code, raw)  # compared whole: no hash to import and compute on every call
     cache = root / STATE_DIR / POLICY_CACHE
     try:
         kept_key, kept = pickle.loads(_read_private(cache))
         if kept_key == key and isinstance(kept, Policy):
+            _fast_table(root, raw, kept)
             return kept
     except Exception:  # none yet, someone else's, or from other code: parse afresh
         pass
@@ -159,7 +159,16 @@ def rules_in_force(root: Path) -> Policy:
 
         log = logging.getLogger(__name__)
         log.warning("could not keep the parsed rules in %s", cache, exc_info=True)
+    _fast_table(root, raw, policy)
     return policy
+
+
+def _fast_table(root: Path, raw: bytes | None, policy: Policy) -> None:
+    """Keep the rules as the fast path reads them (:mod:`.fastgate`), with the bytes they
+    were read from (the caller found the vault trusted)."""
+    from . import fastgate
+
+    fastgate.keep(str(root), raw, fastgate.table_of(policy))
 
 
 def _read_private(path: Path) -> bytes:
@@ -177,7 +186,7 @@ def _read_private(path: Path) -> bytes:
         os.close(fd)
 
 
-def pickle_policy(key: str, policy: Policy) -> bytes:
+def pickle_policy(key: Any, policy: Policy) -> bytes:
     import copyreg
     import pickle
     from types import MappingProxyType

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..layout import STATE_DIR
 from ..policy.conditions import Where
+from .fastgate import READ_ONLY  # one list: the fast path answers only for these
 from .hookio import PATH_KEYS, Call, command_of
 
 WHY = "an agent may not change the vault that approves its own requests"
@@ -28,10 +29,6 @@ WHY = "an agent may not change the vault that approves its own requests"
 _TEXT_KEYS = frozenset(
     {"content", "new_string", "old_string", "new_source", "description", "prompt", "text",
      "body", "message", "query", "pattern", "title", "summary", "reason", "explanation"}
-)  # fmt: skip
-READ_ONLY = frozenset(
-    {"Read", "Glob", "Grep", "LS", "NotebookRead", "WebFetch", "WebSearch", "TodoWrite",
-     "read_file", "read_many_files", "glob", "search_file_content", "list_directory"}
 )  # fmt: skip
 # Words that mark a shell command as reaching for hitl-vault itself (its CLI, its package,
 # its journal folder), wherever the vault is.

@@ -10,7 +10,6 @@ tool call an agent makes, so it imports little.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -69,6 +68,8 @@ class Call:
             separators=(",", ":"),
             ensure_ascii=False,
         )
+        import hashlib  # only when a request is made: an allowed call never needs it
+
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     @property

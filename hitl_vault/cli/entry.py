@@ -68,6 +68,18 @@ def gate_arguments(argv: list[str]) -> GateArguments | None:
 
 
 def main() -> None:
+    stdin: bytes | None = None
+    if "gate" in sys.argv:  # an allowed call is answered here, importing next to nothing
+        from ..agents import fastgate
+
+        plain = fastgate.arguments(sys.argv[1:])
+        if plain is not None:
+            stdin = sys.stdin.buffer.read()
+            said = fastgate.answer(*plain, stdin)
+            if said is not None:
+                sys.stdout.write(said)
+                sys.stdout.flush()
+                sys.exit(0)
     fast = gate_arguments(sys.argv[1:])
     if fast is None:
         from .main import main as cli_main
@@ -75,17 +87,18 @@ def main() -> None:
         cli_main()
         return
     try:
+        if stdin is None:
+            stdin = sys.stdin.buffer.read()
         if fast.server is not None:
             from ..agents import gate_client
 
-            stdin = sys.stdin.buffer.read()
             code, out, err = gate_client.run(
                 fast.server, fast.token_file, fast.hook, fast.wait, stdin
             )
         else:
             from ..agents.gate import run
 
-            code, out, err = run(fast.vault, fast.hook, fast.wait, sys.stdin.buffer.read())
+            code, out, err = run(fast.vault, fast.hook, fast.wait, stdin)
     except BaseException as e:  # never exit 1 (Claude Code runs the tool then): fail closed
         if isinstance(e, SystemExit) and e.code == 2:
             raise
