@@ -281,8 +281,10 @@ def test_an_allowed_read_imports_nothing_but_the_fast_path(setup: Setup) -> None
     stdin = json.dumps({"session_id": "s1", "cwd": str(setup.project), "tool_name": "Read",
                         "tool_input": {"file_path": app}})  # fmt: skip
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
-    done = subprocess.run([str(COMMAND), "--vault", str(setup.vault), "gate"], input=stdin,
-                          capture_output=True, text=True, env=env, timeout=60, check=False)  # fmt: skip
+    argv = [str(COMMAND), "--vault", str(setup.vault), "gate"]
+    done = subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
+    )
     assert done.returncode == 0 and done.stdout == ""
     imported = set(re.findall(r"\|\s*(hitl_vault[\w.]*)$", done.stderr, re.M))
     assert "hitl_vault.agents.fastgate" in imported

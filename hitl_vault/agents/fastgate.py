@@ -277,9 +277,9 @@ def _allowed(table: tuple[Any, ...], tool: str, params: dict[str, Any], where: A
     default, rules = table
     matched = False
     for decision, any_action, names, patterns, conditions, path, skip in rules:
-        if not any_action and tool not in names:
-            if not any(_compiled(p, f).fullmatch(tool) for p, f in patterns):
-                continue
+        named = any_action or tool in names
+        if not named and not any(_compiled(p, f).fullmatch(tool) for p, f in patterns):
+            continue
         allowing = decision == "allow"
         holds = _holds(conditions, path, params, where, allowing)
         if holds is False:
@@ -329,8 +329,8 @@ def _condition(condition: Any, actual: Any, allowing: bool) -> bool:
 
 
 def _compare(op: str, left: Any, right: Any) -> bool:
-    return {"<=": left <= right, ">=": left >= right, "==": left == right,
-            "!=": left != right, "<": left < right, ">": left > right}[op]  # fmt: skip
+    return bool({"<=": left <= right, ">=": left >= right, "==": left == right,
+            "!=": left != right, "<": left < right, ">": left > right}[op])  # fmt: skip
 
 
 def _real(value: Any) -> Any:

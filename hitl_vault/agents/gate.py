@@ -115,10 +115,11 @@ def rules_in_force(root: Path) -> Policy:
     """The policy ``hitl-vault.yaml`` states, as :func:`~hitl_vault.policy.rulesfile.load_policy`
     reads it, kept parsed in ``.hitl/gate-policy.pickle`` for the next gate call.
 
-    The plain table of :mod:`.fastgate` is kept beside it. The copy is used only for the very same bytes of the rules file read by the same
-    hitl-vault code and Python; anything else (or a copy that does not load) is parsed
-    afresh. Parsing needs PyYAML, which costs more to import than an allowed tool call
-    may take. ``.hitl/`` is trusted as the journal is: the caller checked who may write it.
+    The plain table of :mod:`.fastgate` is kept beside it. The copy is used only for the
+    very same bytes of the rules file read by the same hitl-vault code and Python;
+    anything else (or a copy that does not load) is parsed afresh. Parsing needs PyYAML,
+    which costs more to import than an allowed tool call may take. ``.hitl/`` is trusted
+    as the journal is: the caller checked who may write it.
     """
     import pickle
     import sys
@@ -275,8 +276,8 @@ def _ask(
         try:
             request = engine.wait_sync(request.id, max(0.0, deadline - time.monotonic()))
         except WaitTimeoutError:
-            where = f" ({request.path.relative_to(engine.root)})" if request.path else ""
-            return Answer(False, waiting(request, where))
+            shown = f" ({request.path.relative_to(engine.root)})" if request.path else ""
+            return Answer(False, waiting(request, shown))
     return handed_out(engine, request, call, hook)
 
 
