@@ -44,19 +44,21 @@ class _Doubt(Exception):
     """The fast path cannot be sure: the full gate decides."""
 
 
-def arguments(argv: list[str]) -> tuple[str, str] | None:
-    """(vault, format) of ``[--vault V] gate [--format F] [--wait DUR]`` in its plainest
-    spelling, for a format with a fast answer; None for anything else."""
-    if os.environ.get("HITL_VAULT_SERVER"):
-        return None
+def arguments(argv: list[str]) -> tuple[str, str, str, str | None] | None:
+    """(vault, format, wait, server URL or None) of ``[--vault V] gate [--format F]
+    [--wait DUR] [--server URL]`` in its plainest spelling, for a format with a fast
+    answer; None for anything else (``--token-file`` too)."""
+    server = os.environ.get("HITL_VAULT_SERVER") or None
     vault, fmt, given, seen_gate = os.environ.get("HITL_VAULT") or "vault", "claude", set(), False
+    wait = "9m"
     words = iter(argv)
     for word in words:
         if word == "gate" and not seen_gate:
             seen_gate = True
             continue
         name, eq, value = word.partition("=")
-        if name not in (("--format", "--wait") if seen_gate else ("--vault",)) or name in given:
+        allowed = ("--format", "--wait") if seen_gate else ("--vault",)
+        if name not in (*allowed, "--server") or name in given:
             return None
         given.add(name)
         value = value if eq else next(words, "")
@@ -66,9 +68,13 @@ def arguments(argv: list[str]) -> tuple[str, str] | None:
             vault = value
         elif name == "--format":
             fmt = value
-        elif not _plain_duration(value):
+        elif name == "--server":
+            server = value
+        elif _plain_duration(value):
+            wait = value
+        else:
             return None
-    return (vault, fmt) if seen_gate and fmt in NO_DECISION else None
+    return (vault, fmt, wait, server) if seen_gate and fmt in NO_DECISION else None
 
 
 def _plain_duration(value: str) -> bool:
@@ -76,6 +82,13 @@ def _plain_duration(value: str) -> bool:
     number = value[:-2] if value.endswith("ms") else value[:-1]
     unit_ok = value.endswith(("ms", "s", "m", "h"))
     return unit_ok and number.isdigit() and number.isascii() and len(number) <= 4
+
+
+def seconds(duration: str) -> float:
+    """A duration :func:`arguments` accepted, in seconds."""
+    if duration.endswith("ms"):
+        return int(duration[:-2]) / 1000
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
 
 
 def answer(vault: str, fmt: str, stdin: bytes) -> str | None:
@@ -94,6 +107,97 @@ def answer(vault: str, fmt: str, stdin: bytes) -> str | None:
     except (_Doubt, OSError, ValueError, TypeError, EOFError, RecursionError):
         return None
     return NO_DECISION[fmt]
+
+
+def answer_remote(server: str, fmt: str, wait: str, stdin: bytes) -> tuple[int, str, str] | None:
+    """``gate --server`` to this machine's service over plain HTTP, with the token in
+    ``$HITL_VAULT_TOKEN``: the reply, or None (nothing sent: the full client decides).
+    A "none" answer is no decision at once; any other goes to the full client, which
+    carries on from it (:func:`hitl_vault.agents.gate_client.continued`)."""
+    host, port, path = _loopback(server)
+    token = os.environ.get("HITL_VAULT_TOKEN", "").strip()
+    if fmt not in NO_DECISION or not host or not token.isascii() or not token.isprintable():
+        return None
+    try:
+        _, params, _ = _call(stdin, fmt)
+        _texts(params)
+        data = json.loads(stdin.decode("utf-8"))
+        body = json.dumps({**data, "format": fmt}, ensure_ascii=False).encode("utf-8")
+    except (_Doubt, ValueError, TypeError, RecursionError):
+        return None
+    if " " in token:
+        return None
+    request = (
+        f"POST {path}/api/v1/gate HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Bearer {token}\r\nAccept: application/json\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("ascii") + body
+    status, raw = _exchange(host, port, request)
+    if status == 200:
+        try:
+            said = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            said = None
+        if isinstance(said, dict) and said.get("decision") == "none":
+            return 0, NO_DECISION[fmt], ""
+    from .formats import FORMATS
+    from .gate_client import continued
+
+    return continued(server, FORMATS[fmt], seconds(wait), stdin, status, raw)
+
+
+def _loopback(server: str) -> tuple[str, int, str]:
+    """(host, port, path) of ``http://127.0.0.1:PORT[/path]`` or ``http://localhost:…``;
+    ("", 0, "") for any other URL (the full client checks and explains those)."""
+    if not server.startswith("http://"):
+        return "", 0, ""
+    address, _, path = server[len("http://") :].partition("/")
+    host, _, port = address.rpartition(":")
+    fine = host in ("127.0.0.1", "localhost") and port.isdigit() and port.isascii()
+    if not fine or "?" in path or "#" in path or "%" in path or " " in path:
+        return "", 0, ""
+    return host, int(port), ("/" + path).rstrip("/") if path else ""
+
+
+def _exchange(host: str, port: int, request: bytes) -> tuple[int, bytes]:
+    """(HTTP status, body) of one request on its own connection; (0, why) when it could
+    not be sent or read (the full client then denies, naming the problem)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=15) as connection:
+            connection.sendall(request)
+            chunks = []
+            while chunk := connection.recv(65536):
+                chunks.append(chunk)
+                if sum(map(len, chunks)) > (1 << 20) + 65536:
+                    break
+    except OSError as e:
+        return 0, f"cannot reach http://{host}:{port} ({type(e).__name__}: {e})".encode()
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    words = lines[0].split(b" ") if lines else []
+    if len(words) < 2 or not words[1].isdigit():
+        return 0, b"an answer that is not HTTP"
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(b":") for h in lines[1:])}
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        body = _unchunked(body)
+    elif headers.get(b"content-length", b"").isdigit():
+        body = body[: int(headers[b"content-length"])]
+    return int(words[1]), body
+
+
+def _unchunked(body: bytes) -> bytes:
+    out, rest = [], body
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size.split(b";")[0] or b"0", 16)
+        if n == 0:
+            break
+        out.append(rest[:n])
+        rest = rest[n + 2 :]
+    return b"".join(out)
 
 
 def _call(stdin: bytes, fmt: str) -> tuple[str, dict[str, Any], str]:

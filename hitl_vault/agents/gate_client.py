@@ -116,18 +116,43 @@ def run(server: str, token_file: str | None, hook: HookFormat, wait: float, stdi
     return hook.render(answer, call.params)
 
 
-def decide(service: Service, hook_input: dict[str, Any], wait: float) -> Answer:
+def continued(
+    server: str, hook: HookFormat, wait: float, stdin: bytes, status: int, raw: bytes
+) -> Reply:
+    """The rest of ``hitl-vault gate --server`` once the service gave its first answer
+    (``status``, ``raw``) to the hook call in ``stdin`` (the fast path sent it): the same
+    checks and waits as :func:`run`, without asking again."""
+    try:
+        data = read_object(stdin)
+        call = hook.call_of(data)
+    except BadInput as e:
+        return bad_input(str(e))
+    try:
+        service = Service(check_url(server), read_token(None))
+        if status == 0:  # not sent, or no HTTP answer: ``raw`` says why
+            raise ServerError(raw.decode("utf-8", "replace"))
+        first = _checked(service.shown, status, raw, gate=True)
+        answer = decide(service, {**data, "format": hook.name}, wait, first)
+    except ServerError as e:
+        answer = Answer(False, f"hitl-vault could not ask the service, so the call is denied: {e}")
+    return hook.render(answer, call.params)
+
+
+def decide(
+    service: Service, hook_input: dict[str, Any], wait: float, first: dict[str, Any] | None = None
+) -> Answer:
     """The service's answer to the hook call, waiting at most ``wait`` s for a human.
 
     A "pending" answer names its request: the gate waits on it (``GET
     /api/v1/requests/{id}?wait=``, in polls that start at FIRST_POLL s and double up to
     API_WAIT), then asks again with the identical call, which the service matches to
-    that request."""
+    that request. ``first``: the service's answer to the first ask, if already made."""
     body = json.dumps(hook_input, ensure_ascii=False).encode("utf-8")
     deadline = time.monotonic() + wait
     poll = FIRST_POLL
     while True:
-        data = service.ask("POST", "/api/v1/gate", body, wait=0.0)
+        data = first if first is not None else service.ask("POST", "/api/v1/gate", body, wait=0.0)
+        first = None
         decision, reason = data["decision"], data["reason"]
         if decision == "none":
             return NO_DECISION
