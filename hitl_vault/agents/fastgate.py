@@ -40,7 +40,7 @@ _SOURCES = (
 )  # fmt: skip
 
 
-class _Doubt(Exception):
+class Doubt(Exception):
     """The fast path cannot be sure: the full gate decides."""
 
 
@@ -98,121 +98,30 @@ def answer(vault: str, fmt: str, stdin: bytes) -> str | None:
     try:
         root = os.path.realpath(os.path.abspath(os.path.expanduser(vault)))
         table = _table(root)
-        tool, params, cwd = _call(stdin, fmt)
+        tool, params, cwd = read_call(stdin, fmt)
         if tool not in READ_ONLY:
-            raise _Doubt
+            raise Doubt
         places = _places(params, cwd, root)
         if not _allowed(table, tool, params, (os.path.realpath(cwd), places)):
             return None
-    except (_Doubt, OSError, ValueError, TypeError, EOFError, RecursionError):
+    except (Doubt, OSError, ValueError, TypeError, EOFError, RecursionError):
         return None
     return NO_DECISION[fmt]
 
 
-def answer_remote(server: str, fmt: str, wait: str, stdin: bytes) -> tuple[int, str, str] | None:
-    """``gate --server`` to this machine's service over plain HTTP, with the token in
-    ``$HITL_VAULT_TOKEN``: the reply, or None (nothing sent: the full client decides).
-    A "none" answer is no decision at once; any other goes to the full client, which
-    carries on from it (:func:`hitl_vault.agents.gate_client.continued`)."""
-    host, port, path = _loopback(server)
-    token = os.environ.get("HITL_VAULT_TOKEN", "").strip()
-    if fmt not in NO_DECISION or not host or not token.isascii() or not token.isprintable():
-        return None
-    try:
-        _, params, _ = _call(stdin, fmt)
-        _texts(params)
-        data = json.loads(stdin.decode("utf-8"))
-        body = json.dumps({**data, "format": fmt}, ensure_ascii=False).encode("utf-8")
-    except (_Doubt, ValueError, TypeError, RecursionError):
-        return None
-    if " " in token:
-        return None
-    request = (
-        f"POST {path}/api/v1/gate HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Authorization: Bearer {token}\r\nAccept: application/json\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode("ascii") + body
-    status, raw = _exchange(host, port, request)
-    if status == 200:
-        try:
-            said = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            said = None
-        if isinstance(said, dict) and said.get("decision") == "none":
-            return 0, NO_DECISION[fmt], ""
-    from .formats import FORMATS
-    from .gate_client import continued
-
-    return continued(server, FORMATS[fmt], seconds(wait), stdin, status, raw)
-
-
-def _loopback(server: str) -> tuple[str, int, str]:
-    """(host, port, path) of ``http://127.0.0.1:PORT[/path]`` or ``http://localhost:…``;
-    ("", 0, "") for any other URL (the full client checks and explains those)."""
-    if not server.startswith("http://"):
-        return "", 0, ""
-    address, _, path = server[len("http://") :].partition("/")
-    host, _, port = address.rpartition(":")
-    fine = host in ("127.0.0.1", "localhost") and port.isdigit() and port.isascii()
-    if not fine or "?" in path or "#" in path or "%" in path or " " in path:
-        return "", 0, ""
-    return host, int(port), ("/" + path).rstrip("/") if path else ""
-
-
-def _exchange(host: str, port: int, request: bytes) -> tuple[int, bytes]:
-    """(HTTP status, body) of one request on its own connection; (0, why) when it could
-    not be sent or read (the full client then denies, naming the problem)."""
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=15) as connection:
-            connection.sendall(request)
-            chunks = []
-            while chunk := connection.recv(65536):
-                chunks.append(chunk)
-                if sum(map(len, chunks)) > (1 << 20) + 65536:
-                    break
-    except OSError as e:
-        return 0, f"cannot reach http://{host}:{port} ({type(e).__name__}: {e})".encode()
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    words = lines[0].split(b" ") if lines else []
-    if len(words) < 2 or not words[1].isdigit():
-        return 0, b"an answer that is not HTTP"
-    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(b":") for h in lines[1:])}
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        body = _unchunked(body)
-    elif headers.get(b"content-length", b"").isdigit():
-        body = body[: int(headers[b"content-length"])]
-    return int(words[1]), body
-
-
-def _unchunked(body: bytes) -> bytes:
-    out, rest = [], body
-    while rest:
-        size, _, rest = rest.partition(b"\r\n")
-        n = int(size.split(b";")[0] or b"0", 16)
-        if n == 0:
-            break
-        out.append(rest[:n])
-        rest = rest[n + 2 :]
-    return b"".join(out)
-
-
-def _call(stdin: bytes, fmt: str) -> tuple[str, dict[str, Any], str]:
-    """(tool, input, cwd) of a hook call as the full gate reads it; _Doubt if unsure."""
+def read_call(stdin: bytes, fmt: str) -> tuple[str, dict[str, Any], str]:
+    """(tool, input, cwd) of a hook call as the full gate reads it; Doubt if unsure."""
     data = json.loads(stdin.decode("utf-8"), parse_constant=_no_constant)
     if not isinstance(data, dict) or data.get("hook_event_name") not in (None, EVENTS[fmt]):
-        raise _Doubt
+        raise Doubt
     tool, params = data.get("tool_name"), data.get("tool_input")
     session = next((data[k] for k in ("session_id", "conversation_id") if data.get(k)), None)
     roots = data.get("workspace_roots")
     cwd = data.get("cwd") or (roots[0] if isinstance(roots, list) and roots else None)
     if not (isinstance(tool, str) and tool and isinstance(params, dict)):
-        raise _Doubt
+        raise Doubt
     if not (isinstance(session, str) and isinstance(cwd, str) and os.path.isabs(cwd)):
-        raise _Doubt
+        raise Doubt
     return tool, params, cwd
 
 
@@ -220,35 +129,35 @@ def _no_constant(word: str) -> None:
     raise ValueError(word)
 
 
-def _texts(value: Any, depth: int = 0) -> list[str]:
-    """Every string of a tool's input; _Doubt for what the full gate might refuse."""
+def texts(value: Any, depth: int = 0) -> list[str]:
+    """Every string of a tool's input; Doubt for what the full gate might refuse."""
     if depth > 16:
-        raise _Doubt
+        raise Doubt
     if isinstance(value, str):
         if len(value) > _MAX_TEXT or "\0" in value or "file:" in value.lower():
-            raise _Doubt
+            raise Doubt
         value.encode("utf-8")  # a lone surrogate raises (UnicodeEncodeError is a ValueError)
         return [value]
     if isinstance(value, dict):
-        return [t for k, v in value.items() for t in (*_texts(k, depth), *_texts(v, depth + 1))]
+        return [t for k, v in value.items() for t in (*texts(k, depth), *texts(v, depth + 1))]
     if isinstance(value, list):
-        return [t for v in value for t in _texts(v, depth + 1)]
+        return [t for v in value for t in texts(v, depth + 1)]
     if isinstance(value, float) and not (value == value and abs(value) != float("inf")):
-        raise _Doubt
+        raise Doubt
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1000:
-        raise _Doubt
+        raise Doubt
     return []
 
 
 def _places(params: dict[str, Any], cwd: str, root: str) -> tuple[str, ...]:
     """Where every string of the input would land as a path (more than the paths the call
     names: each string, and a glob's fixed folders), resolved as the guard resolves them;
-    _Doubt if any could reach ``.hitl/``."""
+    Doubt if any could reach ``.hitl/``."""
     state = os.path.join(root, STATE_DIR)
     found: list[str] = []
-    for text in _texts(params):
+    for text in texts(params):
         if STATE_DIR in text:
-            raise _Doubt
+            raise Doubt
         fixed = []
         for part in text.split("/"):
             if any(c in part for c in "*?[{"):
@@ -258,7 +167,7 @@ def _places(params: dict[str, Any], cwd: str, root: str) -> tuple[str, ...]:
             joined = os.path.join(cwd, os.path.expanduser(candidate))
             for landed in (os.path.realpath(joined), os.path.realpath(os.path.normpath(joined))):
                 if _under(landed, state):
-                    raise _Doubt
+                    raise Doubt
                 found.append(landed)
     return tuple(found)
 
@@ -304,7 +213,7 @@ def _rules_bytes(root: str) -> bytes | None:
     except FileNotFoundError:
         return None
     if len(raw) > _MAX_BYTES:
-        raise _Doubt
+        raise Doubt
     return raw
 
 
@@ -319,16 +228,16 @@ def _table(root: str) -> tuple[Any, ...]:
             or st.st_mode & 0o022
             or not (st.st_mode & 0o170000) == 0o100000
         ):
-            raise _Doubt  # only this user's own private file
+            raise Doubt  # only this user's own private file
         with os.fdopen(fd, "rb", closefd=False) as f:
             kept = marshal.loads(f.read(_MAX_BYTES))
     finally:
         os.close(fd)
     if not isinstance(kept, tuple) or len(kept) != 4:
-        raise _Doubt
+        raise Doubt
     code, raw, prints, table = kept
     if code != _code_key() or raw != _rules_bytes(root) or prints != fingerprints(root):
-        raise _Doubt
+        raise Doubt
     return table  # type: ignore[no-any-return]
 
 
@@ -496,7 +405,7 @@ def table_of(policy: Any) -> tuple[Any, ...] | None:
             return ("cmp", c.op, c.number)
         if isinstance(c, Equals) and (c.value is None or isinstance(c.value, str | int | float)):
             return ("eq", c.value)
-        raise _Doubt
+        raise Doubt
 
     if {f.name for f in fields(policy)} - _POLICY_FIELDS or str(policy.gate_record) == "all":
         return None
@@ -516,6 +425,6 @@ def table_of(policy: Any) -> tuple[Any, ...] | None:
                 else ("re", path.pattern.pattern, path.pattern.flags),
                 rule.agent_prompt == "skip",
             ))  # fmt: skip
-    except _Doubt:
+    except Doubt:
         return None
     return (str(policy.defaults.decision), tuple(rules))

@@ -106,7 +106,9 @@ def _fast(argv: list[str]) -> tuple[int, str, str] | None:
     stdin = sys.stdin.buffer.read()
     _STDIN.append(stdin)
     if server is not None:
-        return fastgate.answer_remote(server, fmt, wait, stdin)
+        from ..agents.fastremote import answer_remote
+
+        return answer_remote(server, fmt, wait, stdin)
     said = fastgate.answer(vault, fmt, stdin)
     return None if said is None else (0, said, "")
 
