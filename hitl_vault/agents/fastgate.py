@@ -37,6 +37,7 @@ _SOURCES = (
     ("agents", "fastgate.py"), ("agents", "gate.py"), ("agents", "guard.py"),
     ("agents", "formats.py"), ("agents", "hookio.py"), ("policy", "rules.py"),
     ("policy", "conditions.py"), ("policy", "quorum.py"), ("policy", "rulesfile.py"),
+    ("policy", "trust.py"), ("params.py",), ("layout.py",),
 )  # fmt: skip
 
 
@@ -115,7 +116,8 @@ def read_call(stdin: bytes, fmt: str) -> tuple[str, dict[str, Any], str]:
     if not isinstance(data, dict) or data.get("hook_event_name") not in (None, EVENTS[fmt]):
         raise Doubt
     tool, params = data.get("tool_name"), data.get("tool_input")
-    session = next((data[k] for k in ("session_id", "conversation_id") if data.get(k)), None)
+    names = ("session_id", "conversation_id")
+    session = next((data[k] for k in names if data.get(k) not in (None, "")), None)
     roots = data.get("workspace_roots")
     cwd = data.get("cwd") or (roots[0] if isinstance(roots, list) and roots else None)
     if not (isinstance(tool, str) and tool and isinstance(params, dict)):
@@ -395,6 +397,7 @@ def table_of(policy: Any) -> tuple[Any, ...] | None:
     from dataclasses import fields
 
     from ..policy.conditions import AnyOf, Compare, Equals, Matches
+    from ..policy.rules import Rule
 
     def condition(c: Any) -> tuple[Any, ...]:
         if isinstance(c, AnyOf):
@@ -412,7 +415,7 @@ def table_of(policy: Any) -> tuple[Any, ...] | None:
     rules = []
     try:
         for rule in policy.rules:
-            if {f.name for f in fields(rule)} - _RULE_FIELDS:
+            if type(rule) is not Rule or {f.name for f in fields(rule)} - _RULE_FIELDS:
                 return None
             action, path = rule.action, rule.path
             rules.append((
