@@ -138,6 +138,17 @@ class NotRetryableError(VaultError):
         super().__init__(f"request {request_id}: cannot be retried: {why}")
 
 
+class NotReportableError(VaultError):
+    """``done`` of a request whose outcome is not the caller's to report: one the daemon
+    runs (it has an executor), one not approved, or one whose outcome is recorded already."""
+
+    def __init__(self, request_id: str, current: str, why: str) -> None:
+        self.request_id, self.current = request_id, current
+        super().__init__(
+            f"request {request_id}: is {current}, so no outcome can be reported ({why})"
+        )
+
+
 class NotAnApproverError(DecisionRefusedError):
     """Someone outside a rule's ``approvers`` tried to decide."""
 

@@ -34,6 +34,7 @@ from .model import Kind, Request, Status, Transition
 
 if TYPE_CHECKING:
     from .chain import Entry
+    from .policy.always import Allow
 
 
 # The fields of a request that :meth:`JournalStore.transition` may set with its ``fields``.
@@ -356,3 +357,13 @@ class JournalStore(Protocol):
 
     def service_log(self, limit: int | None = None) -> list[ServiceEntry]:
         """The service log, newest first."""
+
+    # --- "always" allows (approve --always; never in the synced vault) ----------------------
+    def allows(self, now: datetime | None = None) -> list[Allow]:
+        """The allows not revoked (and, given ``now``, not expired by then), oldest first."""
+
+    def add_allow(self, allow: Allow, by: str) -> None:
+        """Record a new allow and log ``allow added`` in one commit (DuplicateError: name taken)."""
+
+    def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
+        """Revoke the allow ``name`` and log it; False (nothing logged) if none such stands."""

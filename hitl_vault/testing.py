@@ -34,11 +34,13 @@ from .chain import Entry
 from .errors import DaemonRunningError
 from .identity import Credential, Person
 from .journal.memory_access import MemoryAccess
+from .journal.memory_allows import MemoryAllows
 from .journal.memory_book import MemoryBook
 from .journal.memory_read import MemoryReader
 from .journal.memory_state import Memory
 from .journal.memory_steps import MemorySteps
 from .model import Request, Status, Transition
+from .policy.always import Allow
 from .store import Attention, Outgoing, ServiceEntry
 
 
@@ -73,6 +75,7 @@ class MemoryJournal:
         self._read = MemoryReader(self._m)
         self._book = MemoryBook(self._m)
         self._access = MemoryAccess(self._m)
+        self._allows = MemoryAllows(self._m, self._access._log)
 
     def __repr__(self) -> str:
         return f"MemoryJournal({self._m.path.name!r})"
@@ -331,3 +334,12 @@ class MemoryJournal:
 
     def service_log(self, limit: int | None = None) -> list[ServiceEntry]:
         return self._access.service_log(limit)
+
+    def allows(self, now: datetime | None = None) -> list[Allow]:
+        return self._allows.allows(now)
+
+    def add_allow(self, allow: Allow, by: str) -> None:
+        self._allows.add_allow(allow, by)
+
+    def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
+        return self._allows.revoke_allow(name, at, by)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -18,12 +18,15 @@ from typing import Any, TypeVar
 from . import approval
 from .approval import Approval
 from .engine import Engine
+from .errors import IllegalTransitionError
 from .events import Listener
 from .model import Request, Status, check_action, new_id
+from .policy.always import Allow
+from .policy.intake import default_user
 from .policy.quorum import Count
 from .policy.rules import Policy, RuleFunction, Ruling
 from .store import JournalStore
-from .times import utcnow
+from .times import parse_duration, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -193,6 +196,66 @@ class Vault:
         recorded as who retried it. ``retry_of`` / ``retried_as`` link the two."""
         return self.engine.retry(request_id, by)
 
+    def done(
+        self,
+        request_id: str,
+        result: str | None = None,
+        error: str | None = None,
+        by: str | None = None,
+    ) -> Request:
+        """Record how an approved request that has no executor ended, once: ``executed``
+        with ``result``, or ``failed`` with ``error`` (one of the two). For what the caller
+        carried out itself, and for an agent's tool call the gate handed out.
+
+        :class:`NotReportableError` for a request the daemon runs (an executor is set for
+        its action), one that is not approved, or one whose outcome is recorded already.
+        ``by``: who reports it (default: its requester).
+        """
+        return self.engine.done(request_id, result, error, by)
+
+    def always(
+        self,
+        request_id: str,
+        by: str | None = None,
+        reason: str = "",
+        *,
+        lasting: str | float | timedelta = "24h",
+        session: bool = False,
+        prefix: bool = False,
+        expect: str | None = None,
+    ) -> Allow | None:
+        """Approve a pending request (as :meth:`approve`) and allow the very same call again,
+        without asking, for ``lasting`` (``24h``): the same action and params (a shell
+        tool's ``command`` only; with ``prefix``, any command that starts with it, when it
+        has no shell metacharacters); with ``session``, only for the agent session that
+        asked. A block rule still wins, and the allow stops at its end or when revoked
+        (:meth:`revoke_allow`). Refused (:class:`DecisionRefusedError`, nothing done) where
+        a matching rule asks for a quorum, stages or ``authenticated:`` approvals, unless
+        it says ``always: true``; there this is one vote, and only the vote that approves
+        it adds the allow (None before). The allow is kept in the journal, never in the
+        notes."""
+        engine = self.engine
+        request = engine.get(request_id)
+        if request.status is not Status.PENDING:
+            raise IllegalTransitionError(request_id, request.status, Status.APPROVED)
+        return engine.allows.add(
+            request,
+            lambda: engine.approve(request_id, by, reason, expect),
+            by=by or default_user(),
+            lasting=parse_duration(lasting, "--for"),
+            session=session,
+            prefix=prefix,
+        )
+
+    def allows(self) -> builtins.list[Allow]:
+        """The "always" allows in force now (not revoked, not expired), oldest first."""
+        return self.engine.allows.in_force()
+
+    def revoke_allow(self, name: str, by: str | None = None) -> None:
+        """Revoke the "always" allow ``name`` (journaled in the service log); an unknown or
+        revoked one is a :class:`UsageError`."""
+        self.engine.allows.revoke(name, by or default_user())
+
     def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
         """What approving now would run: the params (the note's, if a human edited them
         there), their hash (``approve --expect``), and how they differ from the params as
@@ -216,9 +279,14 @@ class Vault:
         """
         return await self.engine.wait(request_id, timeout)
 
-    def wait_sync(self, request_id: str, timeout: float | None = None) -> Request:
-        """``wait`` for code that is not async (it cannot be called from inside an event loop)."""
-        return self.engine.wait_sync(request_id, timeout)
+    def wait_sync(
+        self, request_id: str, timeout: float | None = None, *, outcome: bool = False
+    ) -> Request:
+        """``wait`` for code that is not async (it cannot be called from inside an event loop).
+
+        ``outcome``: wait until the request has ended instead (executed or failed, or
+        rejected, timed out or cancelled): for an action the daemon runs, its result."""
+        return self.engine.wait_sync(request_id, timeout, outcome=outcome)
 
     def approval(
         self,

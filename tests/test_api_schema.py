@@ -30,7 +30,7 @@ def test_no_input_gets_a_500_and_every_answer_is_as_documented(server: Server) -
     agent, approver = server.token("fuzz-bot"), server.token("alice", "approver")
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 7  # the gate over HTTP too
+    assert len(operations) == 8  # the gate over HTTP too
     for operation in operations:
         token = approver if operation.path.endswith("/decision") else agent
         modes = list(schemathesis.GenerationMode)  # valid requests, and invalid ones

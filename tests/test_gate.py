@@ -172,8 +172,8 @@ def test_ask_then_approve_while_the_gate_waits(vault_path: Path) -> None:
     assert "updatedInput" not in spec
     with Vault(vault_path) as v:
         request = v.get(note.stem)
-    assert request.status is Status.EXECUTED
-    assert request.result == "run by the agent: the gate allowed its tool call"
+    assert request.status is Status.EXECUTING  # until the PostToolUse hook reports
+    assert request.history[-1].details == ("handed to the agent",)
 
 
 def test_params_the_human_edited_in_the_note_come_back_as_updated_input(
@@ -217,7 +217,7 @@ def test_an_undecided_ask_is_denied_and_the_identical_retry_is_allowed_once_appr
     spec = decision(gate(vault_path, call, "--wait", "300ms"))
     assert spec["permissionDecision"] == "deny"
     statuses = sorted(r.status for r in requests(vault_path))
-    assert statuses == [Status.EXECUTED, Status.PENDING]
+    assert statuses == [Status.EXECUTING, Status.PENDING]
     # Another session's identical call is its own request.
     other = call.replace(SESSION.encode(), b"another-session")
     assert decision(gate(vault_path, other, "--wait", "300ms"))["permissionDecision"] == "deny"
@@ -398,7 +398,7 @@ def test_record_all_journals_allowed_calls_and_record_asks_keeps_blocks_off_the_
     spec = decision(gate(vault_path, read))
     assert spec["permissionDecision"] == "none"
     [request] = requests(vault_path)
-    assert request.action == "Read" and request.status is Status.EXECUTED
+    assert request.action == "Read" and request.status is Status.EXECUTING
     rules.write_text(RULES + "gate:\n  record: asks\n", encoding="utf-8")
     block = hook_input("Bash", {"command": "rm -rf /"}, cwd=vault_path.parent)
     assert decision(gate(vault_path, block))["permissionDecision"] == "deny"
@@ -416,7 +416,7 @@ def test_monitor_mode_allows_and_records_what_would_be_asked_or_blocked(
     push = hook_input("Bash", {"command": "git push"}, cwd=vault_path.parent)
     assert decision(gate(vault_path, push, "--wait", "30s"))["permissionDecision"] == "none"
     found = requests(vault_path)
-    assert {r.status for r in found} == {Status.EXECUTED}
+    assert {r.status for r in found} == {Status.EXECUTING}
     assert {r.reason for r in found} == {
         "would block (monitor mode): rm -rf is never run by an agent",
         "would ask (monitor mode)",
@@ -514,11 +514,14 @@ def test_a_running_daemon_never_runs_or_fails_what_the_gate_hands_to_the_agent(
             v.approve(note.stem, by="alice")
         out, err = waiting.communicate(timeout=30)
         assert json.loads(out)["hookSpecificOutput"]["permissionDecision"] == "allow", err
+        with Vault(vault_path) as v:
+            assert v.get(note.stem).status is Status.EXECUTING
+            v.done(note.stem, result="pushed")  # as the agent's PostToolUse hook reports it
         done = vault_path / "Done" / note.name
         eventually(lambda: done.exists() and "status: executed" in done.read_text(), timeout=20)
         assert daemon.stop() == 0
     assert not marker.exists()
-    assert "run by the agent" in done.read_text()
+    assert "handed to the agent" in done.read_text()
     assert " ERROR " not in daemon.log() and "failed" not in daemon.log()
 
 
@@ -549,7 +552,7 @@ def test_the_clis_format_and_agent_choices_are_the_registry() -> None:
         return [str(c) for c in option.type.choices]
 
     assert choices(gate_command, "fmt") == list(FORMATS) == ["claude", "cursor", "gemini", "codex"]
-    assert choices(hook_install, "agent") == list(INSTALLABLE) == ["claude"]
+    assert choices(hook_install, "agent") == list(INSTALLABLE) == list(FORMATS)
     for name, hook in FORMATS.items():
         fast = gate_arguments(["--vault", "/v", "gate", "--format", name])
         assert fast == ("/v", hook, 540.0, None, None)

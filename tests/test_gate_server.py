@@ -89,7 +89,7 @@ def test_an_ask_is_pending_then_allowed_once_after_an_approval(engine: Engine) -
     handed = remote(engine, push)
     assert handed.decision == "allow" and "approved by alice" in handed.reason
     assert handed.updated == {"command": "git push --dry-run"}
-    assert handed.request is not None and handed.request.status is Status.EXECUTED
+    assert handed.request is not None and handed.request.status is Status.EXECUTING
     again = remote(engine, push)  # an approval is used once
     assert again.decision == "pending" and again.request is not None
     assert again.request.id != first.request.id

@@ -54,7 +54,7 @@ def answered(process: subprocess.Popen[bytes]) -> tuple[str, str]:
 @pytest.mark.slow
 def test_a_remote_agent_waits_for_a_person_and_runs_once_approved(served: Served) -> None:
     """The gate long-polls while a human decides; the approval reaches the waiting hook,
-    is recorded as run by the agent, and the next identical call asks again."""
+    is handed to the agent (executing), and the next identical call asks again."""
     allowed = gate_process(served, hook_input("Read", "cat x"), "--wait", "2s")
     assert answered(allowed)[0] == "none"  # the rules allow it: no decision
     push = hook_input("Bash", "git push origin main")
@@ -66,7 +66,7 @@ def test_a_remote_agent_waits_for_a_person_and_runs_once_approved(served: Served
     alice.approve(request["id"], "go")
     decision, reason = answered(waiting)
     assert decision == "allow" and "approved by alice" in reason
-    assert alice.get(request["id"])["status"] == "executed"
+    assert alice.get(request["id"])["status"] == "executing"  # until the agent reports
     again = gate_process(served, push, "--wait", "1s")
     decision, reason = answered(again)
     assert decision == "deny" and "waiting for a human" in reason

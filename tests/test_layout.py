@@ -53,7 +53,13 @@ HOMES = {
     "click": {"cli."},
     "watchdog": {"watcher"},
     "sqlite3": {"journal."},
-    "yaml": {"notes.strict_yaml", "policy.rulesfile", "policy.yamlnodes", "notify.config"},
+    "yaml": {
+        "notes.strict_yaml",
+        "policy.rulesfile",
+        "policy.actionsfile",
+        "policy.yamlnodes",
+        "notify.config",
+    },
     "frontmatter": {"notes.file"},
     "apprise": {"notify.send"},
     # the optional extra hitl-vault[mcp], imported when it runs (stdio, and over HTTP at /mcp)

@@ -94,7 +94,13 @@ async def test_the_server_offers_four_tools_and_says_how_long_a_wait_may_be(
     """An agent sees request_approval, wait_for_approval, get_request and list_requests."""
     async with mcp_server(vault_path, tmp_path) as server:
         tools = {t.name: t for t in (await server.session.list_tools()).tools}
-    assert set(tools) == {"request_approval", "wait_for_approval", "get_request", "list_requests"}
+    assert set(tools) == {
+        "request_approval",
+        "wait_for_approval",
+        "get_request",
+        "list_requests",
+        "report_result",
+    }
     assert tools["request_approval"].input_schema["required"] == ["action", "params"]
     assert "at most 45" in (tools["wait_for_approval"].description or "")
 

@@ -38,7 +38,7 @@ from hitl_vault.serve.runner import Serving, bind
 from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 
-TOOLS = {"request_approval", "wait_for_approval", "get_request", "list_requests"}
+TOOLS = {"request_approval", "wait_for_approval", "get_request", "list_requests", "report_result"}
 
 
 @dataclass

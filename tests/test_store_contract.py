@@ -619,3 +619,41 @@ class TestPeopleAndCredentials:
         ):
             assert [p for p in problems if found in p], (found, problems)
         assert len(problems) == 5
+
+    def test_an_allow_is_kept_listed_and_logged(self, kit: Kit) -> None:
+        """add_allow: kept for every handle, listed oldest first, expired ones left out given
+        now, its name taken once, and logged as "allow added" in the service log."""
+        from hitl_vault.policy.always import Allow
+
+        s = kit.store
+        first = Allow("always-a", "Bash", {"command": "git status"}, "alice", T0, T0 + HOUR, "a")
+        later = Allow("always-b", "pay", {"n": 1}, "bob", T0 + HOUR, T0 + 3 * HOUR, "b",
+                      session="claude:s1")  # fmt: skip
+        s.add_allow(first, "alice")
+        s.add_allow(later, "bob")
+        assert s.allows() == [first, later] and kit.other().allows() == [first, later]
+        assert s.allows(T0 + 2 * HOUR) == [later]  # the first one ended
+        with pytest.raises(DuplicateError):
+            s.add_allow(first, "alice")
+        log = s.service_log()
+        assert [(e.event, e.subject, e.by) for e in log] == [
+            ("allow added", "always-b", "bob"),
+            ("allow added", "always-a", "alice"),
+        ]
+        assert 'command "git status"' in " ".join(log[1].details)
+        assert s.verify_chain() == []
+
+    def test_an_allow_is_revoked_once_and_logged(self, kit: Kit) -> None:
+        """revoke_allow: True and logged the first time, False and silent after; gone from
+        allows() for every handle."""
+        from hitl_vault.policy.always import Allow
+
+        s = kit.store
+        s.add_allow(Allow("always-a", "pay", {"n": 1}, "alice", T0, T0 + HOUR, "a"), "alice")
+        assert s.revoke_allow("always-a", T0, "bob") is True
+        assert s.revoke_allow("always-a", T0, "bob") is False
+        assert s.revoke_allow("never-made", T0, "bob") is False
+        assert s.allows() == [] and kit.other().allows() == []
+        log = s.service_log()
+        events = [(e.event, e.by) for e in log]
+        assert events == [("allow revoked", "bob"), ("allow added", "alice")]

@@ -386,7 +386,8 @@ def _as_text(value: Any) -> str | None:
 _RULE_FIELDS = frozenset(
     {"name", "decision", "action", "params", "risk", "timeout", "approvers", "editable",
      "reason", "remind_before", "quorum", "stages", "prevent_self_approval", "require_reason",
-     "escalate_after", "escalate_to", "authenticated", "path", "agent_prompt", "line"}
+     "escalate_after", "escalate_to", "authenticated", "path", "agent_prompt", "line",
+     "always", "python", "on_error"}
 )  # fmt: skip
 _POLICY_FIELDS = frozenset({"defaults", "rules", "actions", "source", "mode", "gate_record"})
 
@@ -417,15 +418,24 @@ def table_of(policy: Any) -> tuple[Any, ...] | None:
         for rule in policy.rules:
             if type(rule) is not Rule or {f.name for f in fields(rule)} - _RULE_FIELDS:
                 return None
+            if rule.python is not None:  # Python decides: only the full gate runs it
+                return None
             action, path = rule.action, rule.path
+            pattern = path.pattern if path is not None else None
+            where: tuple[Any, ...] | None = None
+            if path is not None and path.inside_project:
+                where = ("inside",)
+            if path is not None and where is None:
+                if pattern is None:
+                    return None
+                where = ("re", pattern.pattern, pattern.flags)
             rules.append((
                 str(rule.decision),
                 action is None,
                 tuple(sorted(action.names)) if action is not None else (),
                 tuple((p.pattern, p.flags) for p in action.patterns) if action is not None else (),
                 tuple((name, condition(c)) for name, c in rule.params.items()),
-                None if path is None else ("inside",) if path.inside_project
-                else ("re", path.pattern.pattern, path.pattern.flags),
+                where,
                 rule.agent_prompt == "skip",
             ))  # fmt: skip
     except Doubt:

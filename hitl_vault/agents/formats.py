@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .hookio import Answer, BadInput, Call, Reply, read_object, tool_call
+from .hookio import Answer, BadInput, Call, Reply, cursor_call, read_object, tool_call
 
 # The hook's JSON object and the agent's name (``requested_by`` before the session) in,
 # the tool call out; :class:`BadInput` saying what is missing.
@@ -46,13 +47,37 @@ class Edits(Enum):
 
 @dataclass(frozen=True)
 class HookSettings:
-    """Where ``hook install`` puts the gate for an agent, and the hook entry it writes."""
+    """Where ``hook install`` puts the gate for an agent, and the hook entries it writes."""
 
     path: Callable[[Path | None], Path]  # the settings file: a project's (given), or the user's
     entry: Callable[[str, float], dict[str, Any]]  # the entry for a command and the gate's wait
     restart: str  # what to do for the agent to read the new hook
-    event: str = "PreToolUse"  # the key under "hooks" the entry goes in
-    matcher: str = "*"  # the tools a new entry's group matches (an existing one is kept)
+    events: tuple[str, ...] = ("PreToolUse",)  # the keys under "hooks" an entry goes in
+    # The tools a new entry's group matches; None: the agent keeps entries in flat lists
+    # under each event, with no group and no matcher (Cursor: each event is every call).
+    matcher: str | None = "*"
+    top: Mapping[str, Any] = field(default_factory=dict)  # keys the file needs: Cursor's version
+    fail_closed: str = ""  # the entry's key that makes a hook that cannot start block ("": none)
+    # The events the outcome hook (``hitl-vault posttool``) goes in, after a tool ran, and
+    # its entry for a command: it never blocks, so it has no fail-closed part.
+    after: tuple[str, ...] = ("PostToolUse",)
+    after_entry: Callable[[str], dict[str, Any]] = lambda command: _outcome_entry(command)
+    # Other settings files whose "disableAllHooks": true also turns off the file's hooks.
+    overriding: Callable[[Path], list[Path]] = lambda path: []
+    # Tool names the gate must see (the guard keeps agents out of the vault through any of
+    # them): a matcher that misses one is narrower than the guard needs.
+    tools: tuple[str, ...] = ("Bash", "Read", "Write", "Edit", "WebFetch", "mcp__s__t", "Zz")
+
+    def wide_enough(self, matcher: Any) -> bool:
+        """Whether a group's ``matcher`` lets every tool call through to the gate."""
+        if matcher in (None, "", "*"):
+            return True
+        if not isinstance(matcher, str):
+            return False
+        try:
+            return all(re.fullmatch(matcher, tool) for tool in self.tools)
+        except re.error:
+            return False
 
 
 @dataclass(frozen=True)
@@ -150,16 +175,49 @@ MIN_TIMEOUT = 600  # seconds: Claude Code's own default for a command hook
 MARGIN = 60  # seconds between the gate's --wait and the hook's timeout
 
 
-def _claude_settings(project: Path | None) -> Path:
-    base = project.expanduser().absolute() if project is not None else Path.home()
-    return base / ".claude" / "settings.json"
+def _settings(folder: str, name: str) -> Callable[[Path | None], Path]:
+    """The settings file ``folder/name`` in a project (given), or in the user's home."""
+
+    def path(project: Path | None) -> Path:
+        base = project.expanduser().absolute() if project is not None else Path.home()
+        return base / folder / name
+
+    return path
+
+
+def _timeout(wait: float) -> int:
+    """Seconds: a minute above the gate's wait, and never below 600. An agent runs the
+    tool when a hook is killed at its timeout, so the gate must answer first."""
+    return max(MIN_TIMEOUT, math.ceil(wait) + MARGIN)
+
+
+# Claude Code, Gemini CLI and Codex run a hook's command through a shell and let the tool
+# run when it exits with anything but 0 or 2, and have no setting against it: a command
+# that cannot start (a moved install: 126, 127) becomes exit 2, which blocks the call.
+FAIL_CLOSED = " || exit 2"
+
+
+OUTCOME_TIMEOUT = 60  # seconds: the outcome hook records one line and exits
+
+
+def _outcome_entry(command: str) -> dict[str, Any]:
+    return {"type": "command", "command": command, "timeout": OUTCOME_TIMEOUT}
 
 
 def _claude_entry(command: str, wait: float) -> dict[str, Any]:
-    """A command hook whose timeout is a minute above the gate's wait: Claude Code runs
-    the tool when a hook is killed at its timeout, so the gate must answer first."""
-    timeout = max(MIN_TIMEOUT, math.ceil(wait) + MARGIN)
-    return {"type": "command", "command": command, "timeout": timeout}
+    return {"type": "command", "command": command + FAIL_CLOSED, "timeout": _timeout(wait)}
+
+
+def _gemini_entry(command: str, wait: float) -> dict[str, Any]:
+    """Gemini CLI counts a hook's timeout in milliseconds (its default, 60000, is below
+    the gate's wait)."""
+    return {"name": "hitl-vault", "type": "command", "command": command + FAIL_CLOSED,
+            "timeout": _timeout(wait) * 1000}  # fmt: skip
+
+
+def _cursor_entry(command: str, wait: float) -> dict[str, Any]:
+    """Cursor runs the call when a hook fails, unless ``failClosed``."""
+    return {"command": command, "timeout": _timeout(wait), "failClosed": True}
 
 
 CLAUDE = HookFormat(
@@ -169,14 +227,72 @@ CLAUDE = HookFormat(
     _claude,
     event="PreToolUse",
     settings=HookSettings(
-        _claude_settings,
+        _settings(".claude", "settings.json"),
         _claude_entry,
         "Claude Code reads hooks at start: restart it, or review the change under /hooks.",
+        after=("PostToolUse", "PostToolUseFailure"),
+        overriding=lambda path: [
+            path.with_name("settings.local.json"),
+            Path.home() / ".claude" / "settings.json",
+        ],
     ),
 )
-CURSOR = HookFormat("cursor", "cursor", "Cursor", _cursor, edits=Edits.NONE)
-GEMINI = HookFormat("gemini", "gemini-cli", "Gemini CLI", _gemini, edits=Edits.NO_REMOVALS)
-CODEX = HookFormat("codex", "codex", "Codex", _codex, event="PreToolUse", edits=Edits.NONE)
+CURSOR = HookFormat(
+    "cursor",
+    "cursor",
+    "Cursor",
+    _cursor,
+    edits=Edits.NONE,
+    read=cursor_call,
+    settings=HookSettings(
+        _settings(".cursor", "hooks.json"),
+        _cursor_entry,
+        "Cursor reads hooks.json at start: restart it (Settings > Hooks shows them).",
+        events=("preToolUse", "beforeShellExecution", "beforeMCPExecution", "beforeReadFile"),
+        matcher=None,
+        top={"version": 1},
+        fail_closed="failClosed",
+        after=("postToolUse", "postToolUseFailure"),
+        after_entry=lambda command: {"command": command, "timeout": OUTCOME_TIMEOUT},
+    ),
+)
+GEMINI = HookFormat(
+    "gemini",
+    "gemini-cli",
+    "Gemini CLI",
+    _gemini,
+    edits=Edits.NO_REMOVALS,
+    settings=HookSettings(
+        _settings(".gemini", "settings.json"),
+        _gemini_entry,
+        "Gemini CLI reads its settings at start: restart it (/hooks lists them).",
+        events=("BeforeTool",),
+        after=("AfterTool",),
+        after_entry=lambda command: {
+            "name": "hitl-vault-outcome",
+            "type": "command",
+            "command": command,
+            "timeout": OUTCOME_TIMEOUT * 1000,
+        },
+        matcher=".*",
+        tools=("run_shell_command", "read_file", "write_file", "replace", "web_fetch", "mcp_s_t"),
+    ),
+)
+CODEX = HookFormat(
+    "codex",
+    "codex",
+    "Codex",
+    _codex,
+    event="PreToolUse",
+    edits=Edits.NONE,
+    settings=HookSettings(
+        _settings(".codex", "hooks.json"),
+        _claude_entry,
+        "Codex reads hooks at start: restart it, and trust the new hook when it asks.",
+        matcher=".*",
+        tools=("Bash", "shell", "apply_patch", "Read", "mcp__s__t", "Zz"),
+    ),
+)
 
 # Every format by its --format name, the default first.
 FORMATS: Mapping[str, HookFormat] = {f.name: f for f in (CLAUDE, CURSOR, GEMINI, CODEX)}

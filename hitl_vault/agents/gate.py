@@ -8,8 +8,10 @@ An allowed call that nothing records costs one read of ``hitl-vault.yaml``: no j
 no note, no file watcher. Everything else opens the vault's :class:`Engine` (imported only
 then): a block is recorded as a rejected request, an ask becomes a pending request the
 gate waits on, and what monitor mode or ``min_risk`` let through is recorded as approved.
-A request the gate hands to the agent is journaled ``executing``, then ``executed`` with
-the result "run by the agent": the agent runs the tool, never the daemon.
+A request the gate hands to the agent is journaled ``executing``: the agent runs the tool,
+never the daemon, and its PostToolUse hook (``hitl-vault posttool``) records ``executed``
+or ``failed``; without that report the daemon closes it as ``executed · outcome not
+reported`` an hour later.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import VaultError, VaultNotFoundError
-from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..policy.always import STAMP_FILE, Allow, consult
 from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
@@ -76,7 +79,7 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
         raise VaultNotFoundError(given, "create one with `hitl-vault init PATH` or fix --vault")
     root = given.resolve()
     raise_for(check_vault(root))  # rules anyone may rewrite decide nothing
-    policy = rules_in_force(root)
+    policy, allows = in_force(root)
     blocked = guard(call, root, given)
     if blocked is not None:
         if policy.gate_record is GateRecord.ASKS:
@@ -85,8 +88,13 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
     where = where_of(call)
     proposal = Proposal(call.tool, call.params, call.summary, call.requested_by, where)
     ruling = policy.evaluate(proposal)
+    said = ruling
+    if allows:  # "always" allows, kept with the rules: still no journal opened
+        from ..times import utcnow
+
+        ruling = consult(policy, ruling, allows, proposal, utcnow())
     decision, _ = policy.applied(ruling)
-    skip = skips_prompt(ruling)
+    skip = skips_prompt(ruling) or ruling is not said  # a human's "always" answers allow
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
         # the common case: nothing recorded, nothing more imported
         return Answer(True, f"allowed by hitl-vault rule {ruling.rule}") if skip else NO_DECISION
@@ -98,7 +106,7 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
         if decision is Decision.ASK:
             return _ask(engine, call, deadline, hook, where)
         request = submit_call(engine, call, where=where)
-        return handed_out(engine, request, call, hook, skip)
+        return handed_out(engine, request, call, hook, _marks(engine), skip)
 
 
 def skips_prompt(ruling: Ruling) -> bool:
@@ -112,14 +120,21 @@ MAX_CACHE_BYTES = 4 << 20
 
 
 def rules_in_force(root: Path) -> Policy:
-    """The policy ``hitl-vault.yaml`` states, as :func:`~hitl_vault.policy.rulesfile.load_policy`
-    reads it, kept parsed in ``.hitl/gate-policy.pickle`` for the next gate call.
+    """The policy ``hitl-vault.yaml`` states (see :func:`in_force`)."""
+    return in_force(root)[0]
 
-    The plain table of :mod:`.fastgate` is kept beside it. The copy is used only for the
-    very same bytes of the rules file read by the same hitl-vault code and Python;
-    anything else (or a copy that does not load) is parsed afresh. Parsing needs PyYAML,
-    which costs more to import than an allowed tool call may take. ``.hitl/`` is trusted
-    as the journal is: the caller checked who may write it.
+
+def in_force(root: Path) -> tuple[Policy, tuple[Allow, ...]]:
+    """The policy ``hitl-vault.yaml`` states, as :func:`~hitl_vault.policy.rulesfile.load_policy`
+    reads it, and the "always" allows the journal holds, kept in ``.hitl/gate-policy.pickle``
+    for the next gate call (an allow that expires since stops matching all the same).
+
+    The copy is used only for the very same bytes of the rules file read by the same
+    hitl-vault code and Python, and the same bytes of ``.hitl/always-stamp`` (rewritten
+    after each allow added or revoked); anything else (or a copy that does not load) is
+    read afresh. Parsing needs PyYAML, which costs more to import than an allowed tool call
+    may take. ``.hitl/`` is trusted as the journal is: the caller checked who may write it.
+    The plain table of :mod:`.fastgate` is kept beside it.
     """
     import pickle
     import sys
@@ -137,31 +152,57 @@ def rules_in_force(root: Path) -> Policy:
     except NoteError:
         raw = b"unreadable"  # load_policy says why
     here = Path(rules.__file__ or ".").parent  # the code that reads and matches rules
-    sources = ("rules.py", "conditions.py", "quorum.py", "rulesfile.py")
+    sources = ("rules.py", "conditions.py", "quorum.py", "rulesfile.py", "always.py")
     code = [__version__, sys.version, *(here.joinpath(f).stat().st_mtime_ns for f in sources)]
-    key = (code, raw)  # compared whole: no hash to import and compute on every call
+    stamp = _stamp(root)
+    key = (code, raw, stamp)  # compared whole: no hash to import and compute on every call
     cache = root / STATE_DIR / POLICY_CACHE
     try:
-        kept_key, kept = pickle.loads(_read_private(cache))
-        if kept_key == key and isinstance(kept, Policy):
+        kept_key, kept, allows = pickle.loads(_read_private(cache))
+        if kept_key == key and isinstance(kept, Policy) and isinstance(allows, tuple):
             _fast_table(root, raw, kept)
-            return kept
+            return kept, allows
     except Exception:  # none yet, someone else's, or from other code: parse afresh
         pass
     from ..policy.rulesfile import load_policy
 
     policy = load_policy(path, RULES_FILE)
+    allows = _allows(root)
     if raw is not None and read_file(path, RULES_FILE, follow_links=True) != raw:
-        return policy  # changed while read: keep no copy of either
+        return policy, allows  # changed while read: keep no copy of either
     try:
-        _keep(cache, pickle_policy(key, policy))
+        _keep(cache, pickle_policy(key, policy, allows))
     except Exception:  # a copy that cannot be made only costs time
         import logging
 
         log = logging.getLogger(__name__)
         log.warning("could not keep the parsed rules in %s", cache, exc_info=True)
     _fast_table(root, raw, policy)
-    return policy
+    return policy, allows
+
+
+def _stamp(root: Path) -> bytes | None:
+    """The stamp's bytes (None: no allow was ever added here)."""
+    try:
+        return _read_private(root / STATE_DIR / STAMP_FILE)
+    except FileNotFoundError:
+        return None
+    except OSError:  # not this user's, or not a file: never trust a copy keyed on it
+        return os.urandom(16)
+
+
+def _allows(root: Path) -> tuple[Allow, ...]:
+    """The allows in force in the vault's journal (none without one: nothing to open)."""
+    if not (root / STATE_DIR / JOURNAL_FILE).is_file():
+        return ()
+    from ..journal.sqlite import Journal
+    from ..times import utcnow
+
+    journal = Journal(root / STATE_DIR / JOURNAL_FILE)
+    try:
+        return tuple(journal.allows(utcnow()))
+    finally:
+        journal.close()
 
 
 def _fast_table(root: Path, raw: bytes | None, policy: Policy) -> None:
@@ -187,7 +228,7 @@ def _read_private(path: Path) -> bytes:
         os.close(fd)
 
 
-def pickle_policy(key: Any, policy: Policy) -> bytes:
+def pickle_policy(key: Any, policy: Policy, allows: tuple[Allow, ...] = ()) -> bytes:
     import copyreg
     import pickle
     from types import MappingProxyType
@@ -196,7 +237,7 @@ def pickle_policy(key: Any, policy: Policy) -> bytes:
         return read_only, (dict(m),)
 
     copyreg.pickle(MappingProxyType, proxy)
-    return pickle.dumps((key, policy), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((key, policy, allows), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def read_only(mapping: dict[Any, Any]) -> Mapping[Any, Any]:
@@ -278,7 +319,13 @@ def _ask(
         except WaitTimeoutError:
             shown = f" ({request.path.relative_to(engine.root)})" if request.path else ""
             return Answer(False, waiting(request, shown))
-    return handed_out(engine, request, call, hook)
+    return handed_out(engine, request, call, hook, _marks(engine))
+
+
+def _marks(engine: Engine) -> Path:
+    from .posttool import HANDED
+
+    return engine.root / STATE_DIR / HANDED
 
 
 TOO_MANY = f"{_RETRIES} identical calls in this session; start a new session"
@@ -329,9 +376,16 @@ def asked(
 
 
 def handed_out(
-    engine: Engine, request: Request, call: Call, hook: HookFormat, skip: bool = False
+    engine: Engine,
+    request: Request,
+    call: Call,
+    hook: HookFormat,
+    marks: Path | None = None,
+    skip: bool = False,
 ) -> Answer:
-    """Allow an approved request (handing it to the agent, once), deny anything else.
+    """Allow an approved request (handing it to the agent, once: ``executing`` until its
+    outcome is reported), deny anything else. ``marks``: the folder where the agent's
+    PostToolUse hook (:mod:`hitl_vault.agents.posttool`) finds which request this call is.
 
     What a human approved is an allow; what the rules let through (``record: all``,
     monitor mode, ``min_risk``) is no decision, unless ``skip`` (``agent_prompt: skip``)."""
@@ -347,10 +401,16 @@ def handed_out(
         )
     if request.status is not Status.APPROVED:
         return Answer(False, f"hitl-vault request {request.id} is {request.status}; not run")
+    from ..engine.execution import HANDED_OUT
+
     params = dict(request.params)
     edited = params if params != call.params else None
+    cannot = hook.cannot_update(call.params, edited)
     try:
-        started = engine.start_execution(request.id, by=request.requested_by, params=params)
+        started = engine.start_execution(
+            request.id, by=request.requested_by, params=params,
+            details=() if cannot else (HANDED_OUT,),
+        )  # fmt: skip
     except NotRunnableError as e:
         return Answer(False, str(e))
     if started is None:
@@ -358,11 +418,12 @@ def handed_out(
     if started.to_status is Status.REJECTED:
         engine.show_in_note(request.id, engine.now())
         return Answer(False, f"{started.reason} (hitl-vault request {request.id})")
-    cannot = hook.cannot_update(call.params, edited)
     if cannot:
         engine.finish_execution(request.id, False, error=f"not run: {cannot}")
-    else:
-        engine.finish_execution(request.id, True, result=RUN_BY_AGENT)
+    elif marks is not None:  # the agent's PostToolUse hook reports how it ended
+        from .posttool import key_of, mark
+
+        mark(marks, [call.key, key_of(call, edited)], request.id)
     engine.show_in_note(request.id, engine.now())
     return Answer(True, _allowed_because(request), edited, decided=bool(request.decided_by) or skip)
 

@@ -11,6 +11,7 @@ standard library's ``http.client`` (and ``ssl`` for ``https``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -18,7 +19,7 @@ import time
 from typing import Any
 
 from .formats import HookFormat
-from .hookio import NO_DECISION, Answer, BadInput, Reply, bad_input, read_object
+from .hookio import NO_DECISION, Answer, BadInput, Call, Reply, bad_input, read_object
 
 TOKEN_ENV = "HITL_VAULT_TOKEN"
 # How long one long-poll asks the service to hold its answer (its limit is 60 s). The
@@ -108,11 +109,13 @@ def run(server: str, token_file: str | None, hook: HookFormat, wait: float, stdi
         call = hook.call_of(data)
     except BadInput as e:
         return bad_input(str(e))
+    request_ids: list[str] = []
     try:
         service = Service(check_url(server), read_token(token_file))
-        answer = decide(service, {**data, "format": hook.name}, wait)
+        answer = decide(service, {**data, "format": hook.name}, wait, request_ids)
     except ServerError as e:
         answer = Answer(False, f"hitl-vault could not ask the service, so the call is denied: {e}")
+    _mark_handed(call, answer, request_ids)
     return hook.render(answer, call.params)
 
 
@@ -127,26 +130,41 @@ def continued(
         call = hook.call_of(data)
     except BadInput as e:
         return bad_input(str(e))
+    request_ids: list[str] = []
     try:
         service = Service(check_url(server), read_token(None))
         if status == 0:  # not sent, or no HTTP answer: ``raw`` says why
             raise ServerError(raw.decode("utf-8", "replace"))
         first = _checked(service.shown, status, raw, gate=True)
-        answer = decide(service, {**data, "format": hook.name}, wait, first)
+        answer = decide(service, {**data, "format": hook.name}, wait, request_ids, first)
     except ServerError as e:
         answer = Answer(False, f"hitl-vault could not ask the service, so the call is denied: {e}")
+    _mark_handed(call, answer, request_ids)
     return hook.render(answer, call.params)
 
 
+def _mark_handed(call: Call, answer: Answer, request_ids: list[str]) -> None:
+    if answer.allow and request_ids:  # handed out: the PostToolUse hook reports its outcome
+        from .posttool import client_marks, key_of, mark
+
+        with contextlib.suppress(OSError):  # no mark: the service's deadline closes it
+            mark(client_marks(), [call.key, key_of(call, answer.updated)], request_ids[-1])
+
+
 def decide(
-    service: Service, hook_input: dict[str, Any], wait: float, first: dict[str, Any] | None = None
+    service: Service,
+    hook_input: dict[str, Any],
+    wait: float,
+    handed: list[str] | None = None,
+    first: dict[str, Any] | None = None,
 ) -> Answer:
     """The service's answer to the hook call, waiting at most ``wait`` s for a human.
 
     A "pending" answer names its request: the gate waits on it (``GET
     /api/v1/requests/{id}?wait=``, in polls that start at FIRST_POLL s and double up to
     API_WAIT), then asks again with the identical call, which the service matches to
-    that request. ``first``: the service's answer to the first ask, if already made."""
+    that request. ``handed``: where the id of a request handed out to the agent goes;
+    ``first``: the service's answer to the first ask, if already made."""
     body = json.dumps(hook_input, ensure_ascii=False).encode("utf-8")
     deadline = time.monotonic() + wait
     poll = FIRST_POLL
@@ -154,6 +172,10 @@ def decide(
         data = first if first is not None else service.ask("POST", "/api/v1/gate", body, wait=0.0)
         first = None
         decision, reason = data["decision"], data["reason"]
+        given = data.get("request")
+        shown = given if isinstance(given, dict) and decision in ("none", "allow") else {}
+        if handed is not None and shown.get("status") == "executing":
+            handed.append(str(shown.get("id")))  # handed out (record: all, or approved)
         if decision == "none":
             return NO_DECISION
         if decision == "allow":

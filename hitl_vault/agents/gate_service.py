@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..identity import Principal, Role
+from ..policy.always import consult
 from ..policy.rules import Decision, GateRecord, Proposal
 from .formats import HookFormat
 from .gate import TOO_MANY, asked, blocked_by, handed_out, skips_prompt, submit_call, waiting
@@ -68,9 +69,9 @@ def decide_remote(engine: Engine, call: Call, principal: Principal, hook: HookFo
     if principal.role is not Role.AGENT:
         return GateAnswer("deny", f"{principal.name} is not an agent: only agent tokens gate")
     policy = engine.policy
-    ruling = policy.evaluate(
-        Proposal(call.tool, call.params, call.summary, principal.name), engine.functions
-    )
+    proposal = Proposal(call.tool, call.params, call.summary, principal.name)
+    ruling = policy.evaluate(proposal, engine.functions)
+    ruling = consult(policy, ruling, engine.allows.in_force(), proposal, engine.now())
     decision, _ = policy.applied(ruling)
     skip = skips_prompt(ruling)
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
@@ -91,7 +92,7 @@ def decide_remote(engine: Engine, call: Call, principal: Principal, hook: HookFo
             return GateAnswer("pending", waiting(request), request=request)
     else:
         request = submit_call(engine, call, None, principal.name)
-    answer = handed_out(engine, request, call, hook, skip)
+    answer = handed_out(engine, request, call, hook, skip=skip)
     final = engine.get(request.id)
     said = "deny" if not answer.allow else "allow" if answer.decided else "none"
     return GateAnswer(said, answer.reason, answer.updated, final)

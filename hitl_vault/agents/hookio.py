@@ -173,6 +173,70 @@ def tool_call(data: Mapping[str, Any], agent: str) -> Call:
     return Call(agent, session, tool, params, Path(cwd), extra)
 
 
+# Cursor's events that carry no tool_name/tool_input: the tool each one stands for.
+CURSOR_SHELL, CURSOR_READ = "Shell", "Read"
+
+
+def cursor_call(data: Mapping[str, Any], agent: str) -> Call:
+    """The tool call in a Cursor hook's input, by its ``hook_event_name``:
+    ``beforeShellExecution`` (``command``, ``cwd``) is the tool ``Shell``;
+    ``beforeReadFile`` (``file_path``, and the file's ``content``, which is never kept) is
+    ``Read``; ``beforeMCPExecution`` (``tool_name``, ``tool_input`` as JSON text, the
+    server's ``url`` or ``command``, which name no server) is ``mcp__<tool_name>``, so the
+    rules' ``re:mcp__.*`` covers it; anything else (``preToolUse``) is read as the agents
+    share it. The session is ``conversation_id``, the folder ``cwd`` or the first of
+    ``workspace_roots``."""
+    event = data.get("hook_event_name")
+    if event == "beforeShellExecution":
+        command = data.get("command")
+        if not isinstance(command, str) or not command:
+            raise BadInput('the beforeShellExecution input has no "command" (text)')
+        return _cursor(data, agent, CURSOR_SHELL, {"command": command}, {})
+    if event == "beforeReadFile":
+        path = data.get("file_path")
+        if not isinstance(path, str) or not path:
+            raise BadInput('the beforeReadFile input has no "file_path" (text)')
+        return _cursor(data, agent, CURSOR_READ, {"file_path": path}, {})
+    if event == "beforeMCPExecution":
+        tool = data.get("tool_name")
+        if not isinstance(tool, str) or not tool:
+            raise BadInput('the beforeMCPExecution input has no "tool_name" (text)')
+        raw = data.get("tool_input")
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw, parse_constant=_no_constant) if raw.strip() else {}
+            except (ValueError, RecursionError) as e:
+                raise BadInput(f'the "tool_input" of {tool} is not JSON ({str(e)[:120]})') from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise BadInput(f'the "tool_input" of {tool} is {type(raw).__name__}, not an object')
+        server = _field(data, "url", "command")
+        extra = {"mcp_server": server} if isinstance(server, str) else {}
+        return _cursor(data, agent, f"mcp__{tool}", raw, extra)
+    return tool_call(data, agent)
+
+
+def _cursor(
+    data: Mapping[str, Any], agent: str, tool: str, params: dict[str, Any], extra: dict[str, str]
+) -> Call:
+    """A Call of a Cursor event's input, the tool and its params already read."""
+    event = data.get("hook_event_name")
+    try:
+        params = clean_params(params, f"{event} input")
+    except UsageError as e:
+        raise BadInput(str(e)) from None
+    session = _field(data, "conversation_id", "session_id")
+    if not isinstance(session, str):
+        raise BadInput(f'the {event} input has no "conversation_id" (text)')
+    roots = data.get("workspace_roots")
+    cwd = _field(data, "cwd") or (roots[0] if isinstance(roots, list) and roots else None)
+    if not isinstance(cwd, str) or not os.path.isabs(cwd):
+        raise BadInput(f'the {event} input has no "cwd" nor "workspace_roots" (absolute paths)')
+    extra |= {k: data[k] for k in ("generation_id",) if isinstance(data.get(k), str) and data[k]}
+    return Call(agent, session, tool, params, Path(cwd), extra)
+
+
 def _no_constant(word: str) -> None:
     raise ValueError(f"{word} is not JSON")
 

@@ -99,6 +99,12 @@ class Desk(Protocol):
         """One of ``who``'s requests; :class:`RequestNotFoundError` for any other."""
         ...
 
+    def done(
+        self, who: Principal, request_id: str, result: str | None, error: str | None
+    ) -> Request:
+        """How one of ``who``'s approved requests without an executor ended, once."""
+        ...
+
     def list(
         self, who: Principal, status: Status | None, limit: int | None
     ) -> builtins.list[Request]:
@@ -125,7 +131,7 @@ class Desk(Protocol):
 
 
 class CallerCalls:
-    """The four tools, each call made by the principal the gate found for its HTTP request."""
+    """The five tools, each call made by the principal the gate found for its HTTP request."""
 
     def __init__(
         self,
@@ -218,6 +224,18 @@ class CallerCalls:
         who = self.caller(ctx)
         return await self.desk.call(lambda: self.shown(self.get(who, request_id), who))
 
+    async def report_result(
+        self, ctx: Context[Any, Any], request_id: str, result: str | None, error: str | None
+    ) -> dict[str, Any]:
+        """How an approved request of the agent's own ended (another agent's is not found)."""
+        who = self.caller(ctx)
+
+        def report() -> dict[str, Any]:
+            request = self.get(who, request_id)
+            return self.shown(self.desk.done(who, request.id, result, error), who)
+
+        return await self.desk.call(report)
+
     async def list_requests(
         self, ctx: Context[Any, Any], status: str | None, limit: int
     ) -> dict[str, Any]:
@@ -229,6 +247,9 @@ class CallerCalls:
         def listed() -> dict[str, Any]:
             found = self.desk.list(who, wanted, limit + 1)
             shown = self.desk.listed(found[:limit], who)
+            for request, item in zip(found, shown, strict=False):  # and what to do next
+                item["executor"] = executor = self.desk.executes(request.action)
+                item["next"] = next_step(request, None, executor)
             return {"requests": shown, "more": len(found) > limit}
 
         return await self.desk.call(listed)

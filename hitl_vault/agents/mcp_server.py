@@ -1,7 +1,7 @@
 """``hitl-vault mcp``: the vault as a Model Context Protocol server over stdio.
 
 Loaded only by that command (the SDK is the optional extra ``hitl-vault[mcp]``). The
-four tools of :mod:`.mcp_tools` ask and wait; nothing here runs an action: the daemon
+five tools of :mod:`.mcp_tools` ask and wait; nothing here runs an action: the daemon
 runs approved requests whose action has an executor, and the agent does the others
 itself once approved. Whoever holds the pipe asks, as ``mcp:<client name>``.
 
@@ -30,7 +30,7 @@ from ..errors import RequestNotFoundError, UsageError, VaultError, WaitTimeoutEr
 from ..journal.sqlite import Journal
 from ..layout import RULES_FILE
 from ..model import Request, Status
-from ..shapes import listed_json, request_json
+from ..shapes import request_json
 from ..vault import Vault
 from .mcp_tools import (
     MAX_LIMIT,
@@ -86,7 +86,7 @@ class RulesFile:
 
 
 class Tools:
-    """The four tools over one open vault; ``asking``: the vault requests are submitted
+    """The five tools over one open vault; ``asking``: the vault requests are submitted
     through (another connection to the same folder's journal; ``vault`` when not given).
 
     Each method but :meth:`wait_for_approval` blocks: the server runs it in a worker thread.
@@ -193,16 +193,26 @@ class Tools:
         if not 1 <= limit <= MAX_LIMIT:
             raise UsageError("limit", f"{limit} is out of range", f"pass 1 to {MAX_LIMIT}")
         found = self.vault.list(wanted, limit + 1)
-        return {
-            "requests": [{**listed_json(r), "note": self.note(r)} for r in found[:limit]],
-            "more": len(found) > limit,
-        }
+        return {"requests": [self.listed(r) for r in found[:limit]], "more": len(found) > limit}
+
+    def listed(self, request: Request) -> dict[str, Any]:
+        """One request as ``list_requests`` shows it: as :meth:`shown`, its votes and next
+        step included, without its history."""
+        shown = self.shown(self.vault.get(request.id))
+        del shown["history"]
+        return shown
 
     def keep_rules_current(self) -> None:
         """Reload changed rules for reading and waiting; a broken file keeps the old rules
         (as the daemon does) instead of failing a read."""
         with contextlib.suppress(VaultError):  # request_approval says why
             self.rules.current()
+
+
+def _report(tools: Tools, request_id: str, result: str | None, error: str | None) -> dict[str, Any]:
+    """``report_result`` over the vault: the request as the outcome left it."""
+    request = tools.get(request_id)
+    return tools.shown(tools.vault.done(request.id, result=result, error=error))
 
 
 class LocalCalls:
@@ -239,9 +249,14 @@ class LocalCalls:
     ) -> dict[str, Any]:
         return await off_loop(self.tools.list_requests, status, limit)
 
+    async def report_result(
+        self, ctx: Context[Any, Any], request_id: str, result: str | None, error: str | None
+    ) -> dict[str, Any]:
+        return await off_loop(_report, self.tools, request_id, result, error)
+
 
 def build_server(vault: Vault, asking: Vault | None = None) -> MCPServer[Any]:
-    """The MCP server with its four tools over ``vault`` (already open), submitting through
+    """The MCP server with its five tools over ``vault`` (already open), submitting through
     ``asking`` (see :class:`Tools`)."""
     server = new_server()
     add_tools(

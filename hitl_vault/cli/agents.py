@@ -112,20 +112,39 @@ def hook() -> None:
     """Agent hooks that send tool calls through `hitl-vault gate`."""
 
 
+def _agent_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--agent, --project DIR and --dry-run: whose settings file, where, and only the diff."""
+    command = click.option(
+        "--dry-run", is_flag=True, help="Print the diff of the settings file; change nothing."
+    )(command)
+    command = click.option(
+        "--project",
+        metavar="DIR",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The project's settings (DIR/.claude/settings.json, DIR/.cursor/hooks.json, "
+        "DIR/.gemini/settings.json, DIR/.codex/hooks.json); default: the user's, under ~.",
+    )(command)
+    return click.option(
+        "--agent",
+        type=click.Choice(list(INSTALLABLE)),
+        default="claude",
+        show_default=True,
+        help="Whose settings file to change.",
+    )(command)
+
+
+def _project(project: Path | None) -> Path | None:
+    """--project as given, refused (naming it) when it is not a folder."""
+    if project is not None and not project.is_dir():
+        raise click.ClickException(
+            f"--project {project}: no such folder (give the folder the agent works in; "
+            "create it first if the project is new)"
+        )
+    return project
+
+
 @hook.command("install")
-@click.option(
-    "--agent",
-    type=click.Choice(list(INSTALLABLE)),
-    default="claude",
-    show_default=True,
-    help="Whose settings file to change.",
-)
-@click.option(
-    "--project",
-    metavar="DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Install into DIR/.claude/settings.json (default: ~/.claude/settings.json).",
-)
+@_agent_options
 @click.option(
     "--wait",
     default="9m",
@@ -133,15 +152,20 @@ def hook() -> None:
     metavar="DURATION",
     help="How long the gate waits for a human; the hook's timeout is a minute more.",
 )
-@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Take over another vault's gate, and widen a matcher narrower than the guard needs.",
+)
 @server_options
 @click.pass_context
 def hook_install(
     ctx: click.Context,
     agent: str,
     project: Path | None,
-    wait: str,
     dry_run: bool,
+    wait: str,
+    replace: bool,
     server: str | None,
     token_file: str | None,
 ) -> None:
@@ -149,10 +173,19 @@ def hook_install(
 
     With --server URL --token-file PATH, the hook asks the service with the agent's token
     and needs no vault on this machine."""
-    from ..agents.install import check_starts, command_line, install, server_command_line
+    from ..agents.install import (
+        check_starts,
+        command_line,
+        install,
+        posttool_line,
+        server_command_line,
+        vault_inside,
+    )
 
     seconds = duration(wait, "--wait")
+    project = _project(project)
     where = INSTALLABLE[agent]
+    warning = ""
     if server is not None:
         with cli_errors():
             command = server_command_line(server, token_file, wait)
@@ -166,7 +199,32 @@ def hook_install(
                 "or give --vault)"
             )
         command = command_line(vault, wait)
+        warning = vault_inside(vault, project)
     with cli_errors():
-        check_starts(command, project if project and project.is_dir() else Path.cwd())
-        report = install(where.path(project), command, seconds, where, dry_run=dry_run)
+        check_starts(command, project or Path.cwd())
+        report = install(
+            where.path(project),
+            command,
+            seconds,
+            where,
+            outcome=posttool_line(command, agent),
+            replace=replace,
+            dry_run=dry_run,
+        )
+    click.echo(report)
+    if warning:
+        click.echo(warning, err=True)
+
+
+@hook.command("uninstall")
+@_agent_options
+def hook_uninstall(agent: str, project: Path | None, dry_run: bool) -> None:
+    """Take the hitl-vault gate out of the agent's settings, keeping everything else
+    (with a backup)."""
+    from ..agents.install import uninstall
+
+    project = _project(project)
+    where = INSTALLABLE[agent]
+    with cli_errors():
+        report = uninstall(where.path(project), where, dry_run=dry_run)
     click.echo(report)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..agents.formats import FORMATS
 from ..model import Status
 from .common import cli_errors, echo_json, json_option, open_vault, param_option
 from .ids import complete_ids, resolve_id
@@ -118,7 +119,68 @@ def _edited_params(
     return {**base, **typed}
 
 
-approve = _decision_command("approve", lambda v: v.approve)
+def _approve(vault: Vault) -> Callable[..., Request]:
+    """``approve``, or with ``--always`` approve and allow the same call again for a while."""
+
+    def approve(
+        request_id: str,
+        *,
+        always: bool = False,
+        lasting: str | None = None,
+        session: bool = False,
+        prefix: bool = False,
+        **kw: Any,
+    ) -> Request:
+        from ..errors import UsageError
+
+        if not always:
+            if lasting is not None or session or prefix:
+                raise UsageError("--for, --session, --prefix", "go with --always", "add --always")
+            return vault.approve(request_id, **kw)
+        if kw.get("params") is not None:
+            raise UsageError(
+                "--always", "cannot go with -p or --params-json", "approve the call as asked"
+            )
+        allow = vault.always(
+            request_id, kw["by"], kw["reason"], lasting=lasting or "24h", session=session,
+            prefix=prefix, expect=kw.get("expect"),
+        )  # fmt: skip
+        if allow is None:
+            click.echo("no always allow yet: the vote that approves it adds one", err=True)
+            return vault.get(request_id)
+        click.echo(
+            f"{allow.name}: {allow.describe()} allowed without asking until "
+            f"{allow.until:%Y-%m-%d %H:%M} UTC (`hitl-vault rules revoke {allow.name}` ends it)",
+            err=True,
+        )
+        return vault.get(request_id)
+
+    return approve
+
+
+approve = _decision_command("approve", _approve)
+click.option(
+    "--prefix",
+    is_flag=True,
+    help="With --always, for a shell command with no metacharacters: allow every command "
+    "that starts with it.",
+)(approve)
+click.option(
+    "--session",
+    is_flag=True,
+    help="With --always: only for the agent session that asked.",
+)(approve)
+click.option(
+    "--for",
+    "lasting",
+    metavar="DUR",
+    help="With --always: how long the allow lasts (default 24h).",
+)(approve)
+click.option(
+    "--always",
+    is_flag=True,
+    help="Also allow the very same call again without asking (see `hitl-vault rules always`).",
+)(approve)
 click.option(
     "--expect",
     metavar="HASH",
@@ -174,3 +236,78 @@ retry = _one_request_command(
     "Who retries it (default: your user name).",
     "A new request from a failed or timed-out one, decided by the rules again.",
 )
+
+
+@click.command(
+    "done",
+    help="Record how an approved request that has no executor ended: executed with --result, "
+    "or failed with --error (once). For an action you carried out yourself, or an agent's "
+    "tool call the gate handed out; the daemon records the outcome of what it runs.",
+)
+@click.argument(
+    "request_id", metavar="ID", shell_complete=complete_ids(Status.APPROVED, Status.EXECUTING)
+)
+@click.option("--result", metavar="TEXT", help="What it did: the request becomes executed.")
+@click.option("--error", metavar="TEXT", help="Why it failed: the request becomes failed.")
+@click.option("--by", metavar="NAME", help="Who reports it (default: its requester).")
+@json_option
+@click.pass_context
+def done(
+    ctx: click.Context,
+    request_id: str,
+    result: str | None,
+    error: str | None,
+    by: str | None,
+    as_json: bool,
+) -> None:
+    from ..shapes import request_json
+
+    if (result is None) == (error is None):
+        raise click.UsageError("give --result TEXT or --error TEXT (one of them)")
+    vault = open_vault(ctx)
+    with cli_errors(), vault:
+        request = vault.done(resolve_id(vault, request_id), result=result, error=error, by=by)
+        if as_json:
+            echo_json(request_json(request, vault.votes(request.id)))
+            return
+    click.echo(f"{request.id} {request.status}")
+
+
+@click.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(FORMATS)),
+    default="claude",
+    show_default=True,
+    help="The agent's hook format.",
+)
+@click.option("--server", metavar="URL", help="Report to the hitl-vault service at URL.")
+@click.option("--token-file", metavar="PATH", help="A file (mode 600) holding the agent's token.")
+@click.pass_context
+def posttool(ctx: click.Context, fmt: str, server: str | None, token_file: str | None) -> None:
+    """An agent's PostToolUse hook: record how a call the gate handed out ended.
+
+    Reads the hook input on stdin; a call the gate handed out becomes executed (or failed,
+    with the tool's error). Any other call records nothing. Exits 0, or 1 with the problem.
+    """
+    import sys
+
+    from .common import vault_path
+
+    server = server or ctx.obj.get("server")
+    token_file = token_file or ctx.obj.get("token_file")
+    if token_file is not None and server is None:
+        raise click.UsageError("--token-file goes with --server URL")
+    stdin = sys.stdin.buffer.read()
+    hook = FORMATS[fmt]
+    if server is not None:
+        from ..agents.posttool_client import run as run_remote
+
+        code, _, err = run_remote(server, token_file, hook, stdin)
+    else:
+        from ..agents.posttool import run
+
+        code, _, err = run(vault_path(ctx), hook, stdin)
+    click.echo(err, nl=False, err=True)
+    ctx.exit(code)

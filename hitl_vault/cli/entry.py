@@ -1,9 +1,11 @@
-"""The ``hitl-vault`` command's first step: ``gate`` without click, the rest through it.
+"""The ``hitl-vault`` command's first step: ``gate`` and ``posttool`` without click, the
+rest through it.
 
-An agent's hook runs ``hitl-vault gate`` before every tool call, so that command is
-parsed here by hand and runs importing only what it needs; any other command, and any
-``gate`` whose arguments are not plainly right (``--help``, an unknown ``--format``),
-goes to the click CLI in :mod:`hitl_vault.cli.main`, which also knows ``gate``.
+An agent's hook runs ``hitl-vault gate`` before every tool call (and ``hitl-vault
+posttool`` after it), so those commands are parsed here by hand and run importing only
+what they need; any other command, and any whose arguments are not plainly right
+(``--help``, an unknown ``--format``), goes to the click CLI in :mod:`hitl_vault.cli.main`,
+which also knows ``gate`` and ``posttool``.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ class GateArguments(NamedTuple):
     token_file: str | None = None
 
 
-def gate_arguments(argv: list[str]) -> GateArguments | None:
+def gate_arguments(argv: list[str], command: str = "gate") -> GateArguments | None:
     """The arguments of ``[--vault PATH] gate [--format F] [--wait DUR] [--server URL
     [--token-file PATH]]`` (``--server``, or ``$HITL_VAULT_SERVER``, and ``--token-file``
     also before ``gate``), or None for anything else (click then parses it, and explains
-    any mistake)."""
+    any mistake). ``command="posttool"``: the same for ``posttool``, which has no
+    ``--wait``."""
     from ..agents.formats import FORMATS
     from ..errors import UsageError
     from ..times import parse_duration
@@ -40,11 +43,12 @@ def gate_arguments(argv: list[str]) -> GateArguments | None:
     words = iter(argv)
     seen_gate = False
     for word in words:
-        if word == "gate" and not seen_gate:
+        if word == command and not seen_gate:
             seen_gate = True
             continue
         name, eq, value = word.partition("=")
-        allowed: tuple[str, ...] = ("--format", "--wait") if seen_gate else ("--vault",)
+        after = ("--format", "--wait") if command == "gate" else ("--format",)
+        allowed: tuple[str, ...] = after if seen_gate else ("--vault",)
         allowed += ("--server", "--token-file")  # the root's and the gate's mean the same
         if name not in allowed or name in given:
             return None
@@ -67,7 +71,30 @@ def gate_arguments(argv: list[str]) -> GateArguments | None:
     return GateArguments(given.get("--vault", vault), hook, wait, server, token_file)
 
 
+def posttool(fast: GateArguments) -> None:
+    """``hitl-vault posttool``: record how a call the gate handed out ended; never exit 2
+    (a PostToolUse hook cannot undo the call, and 2 reads as a blocking error)."""
+    stdin = sys.stdin.buffer.read()
+    try:
+        if fast.server is not None:
+            from ..agents.posttool_client import run as run_remote
+
+            code, _, err = run_remote(fast.server, fast.token_file, fast.hook, stdin)
+        else:
+            from ..agents.posttool import run
+
+            code, _, err = run(fast.vault, fast.hook, stdin)
+    except Exception as e:  # a bug: say so, and let the agent go on
+        code, err = 1, f"hitl-vault posttool failed ({type(e).__name__}: {e})\n"
+    sys.stderr.buffer.write(err.encode("utf-8", "replace"))
+    sys.exit(code)
+
+
 def main() -> None:
+    after = gate_arguments(sys.argv[1:], "posttool")
+    if after is not None:
+        posttool(after)
+        return
     reply: tuple[int, str, str] | None = None
     try:
         reply = _fast(sys.argv[1:])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -21,6 +21,7 @@ from .. import __version__
 from ..model import Status
 from .access import people, token
 from .agents import gate, hook, mcp_server
+from .always import rules_always, rules_revoke
 from .common import (
     DEFAULT_VAULT,
     cli_errors,
@@ -30,10 +31,14 @@ from .common import (
     param_option,
     vault_path,
 )
-from .decide import approve, cancel, reject, retry
+from .decide import approve, cancel, done, posttool, reject, retry
 from .remote import SERVER_ENV, ServerAwareGroup
 from .serve import serve
 from .show import list_, show
+
+if TYPE_CHECKING:
+    from ..model import Request
+    from ..vault import Vault
 
 # What a command needs is imported inside it: `--version`, `--help` and the agent gate
 # start without the journal, the notes, the file watcher and the notifier.
@@ -137,6 +142,12 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
     is_flag=True,
     help="Block until decided; exit 0 if approved, 1 if not (then print who decided and why).",
 )
+@click.option(
+    "--wait-result",
+    is_flag=True,
+    help="For an action the daemon runs: block until it has run and print its result; "
+    "exit 0 if executed, 1 otherwise.",
+)
 @json_option
 @click.pass_context
 def submit(
@@ -150,6 +161,7 @@ def submit(
     context: str | None,
     context_file: BinaryIO | None,
     wait: bool,
+    wait_result: bool,
     as_json: bool,
 ) -> None:
     """Propose an action; prints its id and status."""
@@ -165,6 +177,8 @@ def submit(
             context = read_context(context_file)
     vault = open_vault(ctx)
     with cli_errors(), vault:
+        if wait_result:
+            _check_executor(vault, action)
         request = vault.submit(
             action, params, summary=summary, timeout=timeout, requested_by=by, context=context
         )
@@ -176,12 +190,47 @@ def submit(
             request = vault.wait_sync(request.id)
             if not as_json:
                 click.echo(f"{request.id} {request.status}")
+        if wait_result and request.status not in _ENDED:
+            request = vault.wait_sync(request.id, outcome=True)
+            if not as_json:
+                click.echo(f"{request.id} {request.status}")
         if as_json:
             echo_json(request_json(request, vault.votes(request.id)))
+    if wait_result:
+        _print_result(ctx, request, as_json)
     if wait and request.status not in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED):
         if not as_json:  # --json has it all in the object
             click.echo(outcome(request), err=True)
         ctx.exit(1)
+
+
+_ENDED = frozenset(s for s in Status if s.is_final)
+
+
+def _check_executor(vault: Vault, action: str) -> None:
+    """--wait-result waits for the daemon: refused for an action it never runs."""
+    from ..errors import UsageError
+
+    if action not in vault.policy.actions:
+        raise UsageError(
+            "--wait-result",
+            f"the action {action!r} has no executor (actions: in hitl-vault.yaml), so the "
+            "daemon never runs it",
+            "use --wait, carry it out yourself, then `hitl-vault done ID --result TEXT`",
+        )
+
+
+def _print_result(ctx: click.Context, request: Request, as_json: bool) -> None:
+    """--wait-result: the result on stdout and exit 0 if executed, else why not and exit 1."""
+    from ..shapes import outcome
+
+    if request.status is Status.EXECUTED:
+        if not as_json and request.result:
+            click.echo(request.result)
+        return
+    if not as_json:
+        click.echo(request.error if request.status is Status.FAILED else outcome(request), err=True)
+    ctx.exit(1)
 
 
 @cli.group()
@@ -290,9 +339,13 @@ def verify(ctx: click.Context, as_json: bool) -> None:
         )
 
 
-for command in (list_, show, approve, reject, cancel, retry, gate, hook, mcp_server, serve):
+for command in (list_, show, approve, reject, cancel, retry, done, gate, posttool, hook):
+    cli.add_command(command)
+for command in (mcp_server, serve):
     cli.add_command(command)
 cli.add_command(people)  # people and tokens for the service (cli/access.py)
+rules.add_command(rules_always)  # "always" allows (cli/always.py)
+rules.add_command(rules_revoke)
 cli.add_command(token)
 
 

@@ -91,6 +91,11 @@ by_refused = click.option("--by", metavar="NAME", hidden=True, help="Not over --
     help="The context from a UTF-8 file ('-' reads stdin).",
 )
 @click.option("--wait", is_flag=True, help="Block until decided; exit 0 if approved, 1 if not.")
+@click.option(
+    "--wait-result",
+    is_flag=True,
+    help="Block until it has run and print its result; exit 0 if executed, 1 otherwise.",
+)
 @by_refused
 @json_option
 @click.pass_context
@@ -104,6 +109,7 @@ def submit(
     context: str | None,
     context_file: BinaryIO | None,
     wait: bool,
+    wait_result: bool,
     by: str | None,
     as_json: bool,
 ) -> None:
@@ -137,8 +143,14 @@ def submit(
             data = waited(client, data["id"])
             if not as_json:
                 click.echo(f"{data['id']} {data['status']}")
+        if wait_result and not Status(data["status"]).is_final:
+            data = ended(client, data["id"])
+            if not as_json:
+                click.echo(f"{data['id']} {data['status']}")
     if as_json:
         echo_json(data)
+    if wait_result:
+        _said_result(ctx, data, as_json)
     if wait and data["status"] not in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED):
         if not as_json:
             click.echo(outcome(data), err=True)
@@ -157,6 +169,32 @@ def waited(client: Any, request_id: str) -> dict[str, Any]:
             return client.wait(request_id, poll)  # type: ignore[no-any-return]
         except WaitTimeoutError:
             poll = min(poll * 2, 16.0)
+
+
+def _said_result(ctx: click.Context, data: dict[str, Any], as_json: bool) -> None:
+    """--wait-result: the result and exit 0 if executed, else why not and exit 1."""
+    if data["status"] != Status.EXECUTED:
+        if not as_json:
+            click.echo(outcome(data), err=True)
+        ctx.exit(1)
+    if not as_json and data["result"]:
+        click.echo(shown(data["result"]))
+
+
+def ended(client: Any, request_id: str) -> dict[str, Any]:
+    """The request once it has ended (executed, failed, rejected, timed out, cancelled),
+    asked in long-polls as :func:`waited` asks them."""
+    from ..errors import WaitTimeoutError
+
+    poll = 0.5
+    while True:
+        try:
+            data: dict[str, Any] = client.wait(request_id, poll)
+        except WaitTimeoutError:
+            data = {"status": Status.PENDING}
+        if Status(data["status"]).is_final:
+            return data
+        poll = min(poll * 2, 16.0)
 
 
 def outcome(data: dict[str, Any]) -> str:
@@ -352,8 +390,8 @@ class ServerAwareGroup(click.Group):
         return _refused(cmd_name)
 
 
-# Commands that never touch a vault, or have their own way to a service (gate --server).
-_EVERYWHERE = frozenset({"gate", "hook", "init"})
+# Commands that never touch a vault, or have their own way to a service (gate, posttool).
+_EVERYWHERE = frozenset({"gate", "hook", "init", "posttool"})
 
 
 def _refused(name: str) -> click.Command:

@@ -91,6 +91,19 @@ def render_dashboard(journal: JournalStore, now: datetime) -> str:
         out += [f"- {format_ts(at)} · hitl-vault.yaml sha256 {sha[:12]}", "", fence, summary, fence]
     if not changes:
         out.append("No change since hitl-vault.yaml was first loaded.")
+    out += ["", "## Always allowed", ""]
+    allows = journal.allows(now)
+    if allows:
+        out += ["| allow | lets through | made by | ends |", "|---|---|---|---|"]
+        for a in allows[:_SHOWN]:
+            what = a.describe() + (f" (only for {a.session})" if a.session else "")
+            out.append(
+                f"| {inline(a.name)} | {inline(one_line(what, 200))} | {inline(a.by)} "
+                f"| {format_ts(a.until)} |"
+            )
+        out.append("\nEach ends early with `hitl-vault rules revoke NAME`.")
+    else:
+        out.append("No always allows in force (`hitl-vault approve ID --always` makes one).")
     out += ["", "## Pending, by expiry"]
     pending = journal.pending_by_expiry(_SHOWN)
     if pending:
@@ -171,11 +184,12 @@ class DashboardWriter:
         self._stale = True
         self._written: datetime | None = None
         self._shown: list[tuple[str, str]] | None = None  # Needs attention, as last written
+        self._allowed: list[tuple[str, datetime]] = []  # the allows as last written
 
     def step(self, now: datetime, *, changed: bool) -> None:
         """After a step: write it if something changed and a second passed since the last, or
         at once if what needs attention changed."""
-        self._stale |= changed
+        self._stale |= changed or self._allows(now) != self._allowed  # made, revoked, ended
         if not self._stale:
             return
         due = self._written is None or now >= self._written + DASHBOARD_EVERY
@@ -191,10 +205,15 @@ class DashboardWriter:
         """Write it now (:func:`write_or_report`: a dashboard that stays broken is reported
         with every change it misses)."""
         self._shown = self._flags()
+        self._allowed = self._allows(now)
         write_or_report(self.root, self.journal, now)
 
+    def _allows(self, now: datetime) -> list[tuple[str, datetime]]:
+        return [(a.name, a.until) for a in self.journal.allows(now)]
+
     def next_wake(self, now: datetime) -> datetime | None:
-        """When a pending rewrite is due; None when nothing waits."""
+        """When a pending rewrite is due, or the first allow shown ends; None when nothing
+        waits."""
         if self._stale and self._written is not None:
             return self._written + DASHBOARD_EVERY
-        return None
+        return min((until for _, until in self._allowed), default=None)

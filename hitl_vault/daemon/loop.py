@@ -128,7 +128,7 @@ class Daemon:
         self.looker = Looker(
             root, journal, notes, self.quiet, inbox, self.rules.changed, rescan_every
         )
-        self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show)
+        self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show, engine.unreported)
         self.followed = Followed(journal, queue, show, self._wake.set)
         self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
@@ -200,6 +200,7 @@ class Daemon:
             did |= self._record_outcomes()  # a long step leaves none waiting
         did |= self._guarded("expiring requests", self.timeouts.expire, now)
         did |= self._guarded("escalating requests", self.timeouts.escalate, now)
+        did |= self._guarded("closing unreported outcomes", self.timeouts.close_unreported, now)
         self.followed.act()  # what the parts above heard of (another process's approval)
         did |= self._guarded("starting actions", self._claim_and_launch, now)
         did |= self._guarded("writing notes", self._write_due, now)

@@ -1,9 +1,12 @@
-"""The daemon's clock-driven part for pending requests: expiry and escalation.
+"""The daemon's clock-driven part: expiry, escalation and outcomes never reported.
 
 A pending request nobody decided in time times out at ``expires``; one that has
 ``escalate_after`` is escalated when that falls due (``escalate_to`` may decide
-too). Both are journaled at once (the note shows it once quiet), and the part
-says when the next one falls due, so the daemon sleeps until then.
+too). A request the gate handed to an agent whose PostToolUse hook never reported
+how the call ended (the agent crashed, its own rules denied the call) becomes
+``executed`` with the result ``outcome not reported`` an hour after it was handed
+out (``OUTCOME_DEADLINE``). Each is journaled at once (the note shows it once quiet),
+and the part says when the next one falls due, so the daemon sleeps until then.
 
 A request whose escalation (or expiry) raises, say a Python rule that fails, is
 put off on its own: the others go on, it is tried again after a growing delay
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ..engine.execution import OUTCOME_DEADLINE, handed_out_at
 from ..errors import JournalDamagedError, JournalUnavailableError, VaultError
 from ..model import Status
 from ..text import one_line
@@ -36,7 +40,8 @@ Step = Callable[[str, datetime], "Transition | None"]
 
 EXPIRY = "expiry"
 ESCALATION = "escalation"
-_DONE = {EXPIRY: "timed out", ESCALATION: "escalated"}  # as the log and the flag say it
+OUTCOME = "outcome"
+_DONE = {EXPIRY: "timed out", ESCALATION: "escalated", OUTCOME: "closed"}  # as the log says
 
 
 def timeout_flag(kind: str, request_id: str) -> str:
@@ -58,13 +63,20 @@ class Timeouts:
     """Expires and escalates the pending requests whose time came."""
 
     def __init__(
-        self, journal: JournalStore, expire: Step, escalate: Step, show: Callable[[str], None]
+        self,
+        journal: JournalStore,
+        expire: Step,
+        escalate: Step,
+        show: Callable[[str], None],
+        unreported: Step | None = None,
     ) -> None:
         self.journal = journal
         self._steps = {
             EXPIRY: expire,  # pending → timed_out (:meth:`Engine.expire`)
             ESCALATION: escalate,  # escalate_to may decide too (:meth:`Engine.escalate`)
         }
+        if unreported is not None:  # executing → executed (:meth:`Engine.unreported`)
+            self._steps[OUTCOME] = unreported
         self._show = show  # the request's note is to show what happened (once quiet)
         self.put_off: dict[tuple[str, str], PutOff] = {}  # (kind, request) whose step raised
         self._tidied: set[str] = set()  # kinds whose flags of an earlier run were looked at
@@ -76,6 +88,27 @@ class Timeouts:
     def escalate(self, now: datetime) -> bool:
         """Escalate each request whose ``escalate_after`` passed; True if any was tried."""
         return self._move(ESCALATION, self.journal.escalating(before=now), now)
+
+    def close_unreported(self, now: datetime) -> bool:
+        """executed, ``outcome not reported``, for each request handed to an agent more than
+        ``OUTCOME_DEADLINE`` ago whose outcome never came; True if any was tried."""
+        if OUTCOME not in self._steps:
+            return False
+        due = [rid for rid, at in self._handed_out() if at <= now]
+        return self._move(OUTCOME, due, now)
+
+    def _handed_out(self) -> list[tuple[str, datetime]]:
+        """(request, when its outcome is due) for each request the gate handed out that is
+        still executing: those the daemon runs, or a script carries out, are never listed."""
+        found = []
+        for listed in self.journal.requests(Status.EXECUTING):
+            if not listed.carried_by_requester:
+                continue
+            request = self.journal.get(listed.id)
+            at = None if request is None else handed_out_at(request)
+            if at is not None:
+                found.append((listed.id, at + OUTCOME_DEADLINE))
+        return found
 
     def _move(self, kind: str, due: list[str], now: datetime) -> bool:
         """Take the step ``kind`` for each request in ``due`` but those put off until later;
@@ -144,6 +177,9 @@ class Timeouts:
         (None: none will). What is put off is not due before its time, however overdue."""
         wakes: list[datetime | None] = [held.until for held in self.put_off.values()]
         wakes += [self._next_expiry(now), self._next_escalation(now)]
+        if OUTCOME in self._steps:
+            held = self.put_off
+            wakes += [at for rid, at in self._handed_out() if (OUTCOME, rid) not in held]
         return min((t for t in wakes if t is not None), default=None)
 
     def _held(self, kind: str) -> bool:

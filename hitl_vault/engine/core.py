@@ -43,6 +43,7 @@ from ..policy.trust import UntrustedVaultError
 from ..policy.verdict import counted
 from ..store import JournalStore
 from ..times import utcnow
+from .always import Allows
 from .deadlines import Deadlines
 from .execution import Execution
 from .rules_in_force import check_trust, read_rules, record_policy
@@ -94,6 +95,8 @@ class Engine:
             self.journal, self.notes.later_in_note, rules, self.functions, self.publish, self.now
         )
         self._waiting = Waiting(self.root, self.refresh, self.now, self.journal.watch)
+        state = self.root / STATE_DIR if journal is None else None  # where the gate looks
+        self.allows = Allows(self.journal, rules, self.functions, self.now, state)
 
     # --- events -------------------------------------------------------------------
 
@@ -177,17 +180,10 @@ class Engine:
         ``where``: the project and paths the agent gate resolved, for ``path:`` rules.
         """
         request = self._submissions.submit(
-            action,
-            params,
-            summary=summary,
-            timeout=timeout,
-            requested_by=requested_by,
-            carried_by_requester=carried_by_requester,
-            source=source,
-            context=context,
-            retry=retry,
-            where=where,
-        )
+            action, params, summary=summary, timeout=timeout, requested_by=requested_by,
+            carried_by_requester=carried_by_requester, source=source, context=context,
+            retry=retry, where=where,
+        )  # fmt: skip
         if retry is not None:
             self.show_in_note(retry[0], request.created)
         return request
@@ -404,9 +400,11 @@ class Engine:
         """Return once the request is no longer pending (see :meth:`hitl_vault.Vault.wait`)."""
         return await self._waiting.wait(request_id, timeout)
 
-    def wait_sync(self, request_id: str, timeout: float | None = None) -> Request:
-        """``wait`` for code that is not async (it cannot be called from inside an event loop)."""
-        return self._waiting.wait_sync(request_id, timeout)
+    def wait_sync(
+        self, request_id: str, timeout: float | None = None, *, outcome: bool = False
+    ) -> Request:
+        """See :meth:`hitl_vault.Vault.wait_sync`."""
+        return self._waiting.wait_sync(request_id, timeout, outcome=outcome)
 
     def verify(self) -> builtins.list[str]:
         """Every disagreement between the journal's chain, its entries and the notes."""
@@ -415,10 +413,11 @@ class Engine:
     # --- carrying out an approved request ----------------------------------------------
 
     def start_execution(
-        self, request_id: str, by: str, params: Mapping[str, Any] | None = None
-    ) -> Transition | None:
+        self, request_id: str, by: str, params: Mapping[str, Any] | None = None,
+        details: tuple[str, ...] = (),
+    ) -> Transition | None:  # fmt: skip
         """approved → executing, right before the action starts (see :meth:`Execution.start`)."""
-        return self._execution.start(request_id, by, params)
+        return self._execution.start(request_id, by, params, details)
 
     def finish_execution(
         self,
@@ -431,3 +430,17 @@ class Engine:
     ) -> Transition | None:
         """executing → executed (with its result) or failed (with the error), as of ``at``."""
         return self._execution.finish(request_id, ok, result, error, at=at)
+
+    def done(
+        self, request_id: str, result: str | None = None, error: str | None = None,
+        by: str | None = None,
+    ) -> Request:  # fmt: skip
+        """See :meth:`hitl_vault.Vault.done`."""
+        runs = lambda r: r.action in self.handlers or r.action in self.policy.actions  # noqa: E731
+        self._execution.report(request_id, result, error, by, runs)
+        self.show_in_note(request_id, self.now())
+        return self.get(request_id)
+
+    def unreported(self, request_id: str, now: datetime) -> Transition | None:
+        """A handed-out request whose outcome never came (see :meth:`Execution.unreported`)."""
+        return self._execution.unreported(request_id, now)

@@ -9,10 +9,11 @@ gate all claim and finish through it (by way of the engine).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import NotRunnableError, RequestNotFoundError
+from ..errors import NotReportableError, NotRunnableError, RequestNotFoundError, UsageError
+from ..identity import REQUESTER_LIMIT, check_name
 from ..model import Request, Status, Transition
 from ..policy.intake import storable
 from ..policy.rules import Policy, RuleFunction
@@ -46,7 +47,11 @@ class Execution:
         self._now = now
 
     def start(
-        self, request_id: str, by: str, params: Mapping[str, Any] | None = None
+        self,
+        request_id: str,
+        by: str,
+        params: Mapping[str, Any] | None = None,
+        details: tuple[str, ...] = (),
     ) -> Transition | None:
         """approved → executing, durably, right before the action starts with ``params``.
 
@@ -82,8 +87,9 @@ class Execution:
             )
         else:
             t = journal.transition(
-                request_id, Status.EXECUTING, at=now, by=by, expect={Status.APPROVED}
-            )
+                request_id, Status.EXECUTING, at=now, by=by, expect={Status.APPROVED},
+                details=details,
+            )  # fmt: skip
         self._publish()
         return t
 
@@ -95,6 +101,7 @@ class Execution:
         error: str | None = None,
         *,
         at: datetime | None = None,
+        by: str = "executor",
     ) -> Transition | None:
         """executing → executed (with its result) or failed (with the error), as of ``at``."""
         now = at or self._now()
@@ -111,10 +118,83 @@ class Execution:
             request_id,
             to,
             at=now,
-            by="executor",
+            by=by,
             details=details,
             expect={Status.EXECUTING},
             fields=fields,
         )
         self._publish()
         return t
+
+    def report(
+        self,
+        request_id: str,
+        result: str | None,
+        error: str | None,
+        by: str | None,
+        has_executor: Callable[[Request], bool],
+    ) -> Transition:
+        """The outcome of an action its requester carried out (``done``): approved →
+        executing → executed (``result``) or failed (``error``) in one commit, or executing
+        → executed/failed for one the gate handed out. Recorded once:
+        :class:`NotReportableError` for a request the daemon runs (``has_executor``),
+        one not approved, or one whose outcome is recorded already."""
+        if (result is None) == (error is None):
+            raise UsageError("result", "give a result or an error, one of them", "give one")
+        if by is not None:
+            check_name(by, "by", REQUESTER_LIMIT)
+        request = self._journal.get(request_id)
+        if request is None:
+            raise RequestNotFoundError(request_id)
+        _check_reportable(request, has_executor)
+        who = by or request.requested_by
+        now = self._now()
+        with self._journal.batch():
+            if request.status is Status.APPROVED:
+                self._journal.transition(
+                    request_id, Status.EXECUTING, at=now, by=who, expect={Status.APPROVED},
+                    details=("carried out by its requester",),
+                )  # fmt: skip
+            t = self.finish(request_id, error is None, result, error, at=now, by=who)
+        if t is None:  # reported (or cancelled) by someone else a moment ago
+            current = self._journal.get(request_id)
+            assert current is not None
+            _check_reportable(current, has_executor)
+            raise NotReportableError(request_id, current.status, "it moved on meanwhile")
+        return t
+
+    def unreported(self, request_id: str, now: datetime) -> Transition | None:
+        """A handed-out request whose outcome never came: executed, ``outcome not reported``
+        (None: it was reported first)."""
+        t = self._journal.transition(
+            request_id, Status.EXECUTED, at=now, by="hitl-vault", details=(NOT_REPORTED,),
+            expect={Status.EXECUTING}, fields={"executed_at": now, "result": NOT_REPORTED},
+        )  # fmt: skip
+        self._publish()
+        return t
+
+
+NOT_REPORTED = "outcome not reported"
+# The detail of the gate's approved → executing: the agent runs the tool and its PostToolUse
+# hook reports the outcome; one that never comes is recorded NOT_REPORTED after this long.
+HANDED_OUT = "handed to the agent"
+OUTCOME_DEADLINE = timedelta(hours=1)
+
+
+def handed_out_at(request: Request) -> datetime | None:
+    """When the gate handed ``request`` (with its history) to the agent, if it did."""
+    for t in reversed(request.history):
+        if t.to_status is Status.EXECUTING and t.from_status is Status.APPROVED:
+            return t.at if HANDED_OUT in t.details else None
+    return None
+
+
+def _check_reportable(request: Request, has_executor: Callable[[Request], bool]) -> None:
+    status, rid = request.status, request.id
+    if status in (Status.EXECUTED, Status.FAILED):
+        raise NotReportableError(rid, status, "its outcome is recorded already, once")
+    if status not in (Status.APPROVED, Status.EXECUTING):
+        raise NotReportableError(rid, status, "only an approved request can be reported done")
+    if not request.carried_by_requester and (status is Status.EXECUTING or has_executor(request)):
+        why = "it has an executor: the daemon runs it and records its outcome"
+        raise NotReportableError(rid, status, why)

@@ -30,7 +30,7 @@ def read_rules(root: Path, *, check_urls: bool = False) -> tuple[Policy, NotifyC
     """The rules file's policy and notification targets, and its text to journal (None
     when there is no file). ``check_urls``: Apprise must read each ``notify:`` URL."""
     text = rules_text(root / RULES_FILE, RULES_FILE) or ""
-    policy = parse_policy(text, RULES_FILE)
+    policy = parse_policy(text, RULES_FILE, root)
     notify = read_notify_config(text, RULES_FILE, check_urls=check_urls)
     return policy, notify, text or None
 

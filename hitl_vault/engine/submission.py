@@ -73,14 +73,16 @@ class Submissions:
             check_name(requested_by, "requested_by", REQUESTER_LIMIT)
         proposal = Proposal(action, params, summary, requested_by or default_user(), where)
         code = code_matches(proposal, self._functions)  # each Python rule called once
+        now = self._now()
         asked = ask(
             self._policy(),
             proposal,
             code,
             asked_timeout=limit,
-            now=self._now(),
+            now=now,
             carried_by_requester=carried_by_requester,
             context=context,
+            allows=self._journal.allows(now),  # "always" allows: approve --always
         )
         if retry is not None:
             asked = _linked(asked, *retry)

@@ -19,6 +19,8 @@ from ..model import Request, Status
 _WAIT_SAFETY_NET = 30.0
 
 _FileListener = Callable[[Path], None]
+_UNTIL_DECIDED = frozenset({Status.PENDING})
+_UNTIL_OUTCOME = frozenset({Status.PENDING, Status.APPROVED, Status.EXECUTING})
 
 
 class _FileChanges:
@@ -78,9 +80,13 @@ class Waiting:
         self._now = now
         self._journal_watch = journal_watch  # the store says when another process wrote
 
-    async def wait(self, request_id: str, timeout: float | None = None) -> Request:
-        """Return once the request is no longer pending; :class:`WaitTimeoutError` if
+    async def wait(
+        self, request_id: str, timeout: float | None = None, *, outcome: bool = False
+    ) -> Request:
+        """Return once the request is no longer pending (``outcome``: once it has ended:
+        executed, failed, rejected, timed out or cancelled); :class:`WaitTimeoutError` if
         ``timeout`` seconds pass first."""
+        waiting = _UNTIL_OUTCOME if outcome else _UNTIL_DECIDED
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         started = loop.time()
@@ -99,10 +105,10 @@ class Waiting:
             while True:
                 wake.clear()
                 request = self._refresh(request_id)
-                if request.status is not Status.PENDING:
+                if request.status not in waiting:
                     return request
                 delay = _WAIT_SAFETY_NET
-                if request.expires is not None:
+                if request.expires is not None and request.status is Status.PENDING:
                     left_to_expiry = (request.expires - self._now()).total_seconds()
                     delay = min(delay, max(0.0, left_to_expiry) + 0.05)
                 if timeout is not None:
@@ -113,12 +119,14 @@ class Waiting:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), delay)
 
-    def wait_sync(self, request_id: str, timeout: float | None = None) -> Request:
+    def wait_sync(
+        self, request_id: str, timeout: float | None = None, *, outcome: bool = False
+    ) -> Request:
         """``wait`` for code that is not async (it cannot be called from inside an event loop)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.wait(request_id, timeout))
+            return asyncio.run(self.wait(request_id, timeout, outcome=outcome))
         raise UsageError(
             "wait_sync", "called from inside a running event loop", "use `await vault.wait(...)`"
         )

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..model import Request
+from ..policy.pyrules import untrusted
 from ..policy.rules import ActionSpec
 from ..times import format_duration
 from .processes import (
@@ -254,6 +255,9 @@ def load_handler(target: str) -> Handler:
         raise UsageError(
             argument, "is not a function reference", 'write it as "package.module:function"'
         )
+    problem = untrusted(module_name)  # run only what no one else may change
+    if problem is not None:
+        raise UsageError(argument, problem, "make the module and its folder yours alone")
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as e:

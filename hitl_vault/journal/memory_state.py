@@ -18,6 +18,7 @@ from typing import Any
 from ..chain import Entry
 from ..identity import Credential, Person
 from ..model import Kind, Request, Status, Transition
+from ..policy.always import Allow
 from ..store import Attention, Outgoing
 from ..times import format_ts, parse_ts
 from .service_chain import ServiceRow
@@ -76,6 +77,7 @@ class State:
     settings: dict[str, str] = field(default_factory=dict)
     service: list[ServiceRow] = field(default_factory=list)
     service_seq: int = 0  # the highest position the service log ever gave out
+    allows: dict[str, tuple[Allow, datetime | None]] = field(default_factory=dict)  # revoked at
 
 
 def transition_of(e: Entry) -> Transition:

@@ -138,3 +138,17 @@ CREATE TABLE IF NOT EXISTS service_log (
     hash TEXT NOT NULL,
     uid INTEGER
 );
+-- "Always" allows (approve --always): the same call allowed again until `until`, never kept
+-- in the synced vault: each change is in the service log.
+CREATE TABLE IF NOT EXISTS allows (
+    name TEXT PRIMARY KEY,
+    action TEXT NOT NULL,
+    params TEXT NOT NULL,
+    by TEXT NOT NULL,
+    created TEXT NOT NULL,
+    until TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    prefix INTEGER NOT NULL DEFAULT 0,
+    session TEXT,
+    revoked TEXT
+);

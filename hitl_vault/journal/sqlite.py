@@ -28,10 +28,12 @@ from ..errors import JournalMissingError
 from ..identity import Credential, Person
 from ..layout import LOCK_FILE
 from ..model import Request, Status, Transition
+from ..policy.always import Allow
 from ..store import Attention, Outgoing, ServiceEntry
 from .lock import DaemonLock, daemon_running
 from .replay import unproven
 from .sqlite_access import Access
+from .sqlite_allows import AllowTable
 from .sqlite_book import Bookkeeping
 from .sqlite_db import Database
 from .sqlite_outbox import Outbox
@@ -69,6 +71,7 @@ class Journal:
         self._book = Bookkeeping(self._db)
         self._outbox = Outbox(self._db)
         self._access = Access(self._db)
+        self._allows = AllowTable(self._db, self._access._log)
         self._watch = JournalWatch(path)
 
     def __repr__(self) -> str:
@@ -331,3 +334,12 @@ class Journal:
 
     def service_log(self, limit: int | None = None) -> list[ServiceEntry]:
         return self._access.service_log(limit)
+
+    def allows(self, now: datetime | None = None) -> list[Allow]:
+        return self._allows.allows(now)
+
+    def add_allow(self, allow: Allow, by: str) -> None:
+        self._allows.add_allow(allow, by)
+
+    def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
+        return self._allows.revoke_allow(name, at, by)

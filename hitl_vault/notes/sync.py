@@ -147,8 +147,6 @@ class NoteSync:
         :class:`ChangedUnderfootError` when the note changed while we wrote, or moved
         (or a new one appeared) since we looked for it: never a silent False for that.
         """
-        if self._shows_journal(request_id):
-            return True
         request = self.journal.get(request_id)
         if request is None:
             return True
@@ -169,20 +167,6 @@ class NoteSync:
         request, refused = self._journal_first(path, note, request, now)
         self._show(path, note, request, refused, now)
         return True
-
-    def _shows_journal(self, request_id: str) -> bool:
-        """Whether the note holds the bytes last written for the journal as it is now: their
-        digest is recorded and no entry came since (a transition clears it). Then there is
-        nothing to read, judge or write; a request's own submitter, whose new note a daemon
-        hears of as any change, costs it one hash instead of a parse and a render."""
-        rel, digest = self.journal.note_sha(request_id)
-        if rel is None or digest is None:
-            return False
-        try:
-            raw = (self.root / rel).read_bytes()
-        except OSError:
-            return False
-        return sha256(raw) == digest
 
     def _current(self, request_id: str) -> Request:
         request = self.journal.get(request_id)

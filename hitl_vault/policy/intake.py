@@ -13,6 +13,7 @@ from ..durable import MAX_NOTE_BYTES
 from ..errors import UsageError
 from ..model import Request, Status, Transition
 from ..text import one_line
+from .always import Allow, consult
 from .quorum import Plan
 from .rules import Decision, Policy, Proposal, RuleMatch, pinned
 
@@ -105,12 +106,15 @@ def ask(
     now: datetime,
     carried_by_requester: bool = False,
     context: str | None = None,
+    allows: Sequence[Allow] = (),
 ) -> Asked:
     """The request the rules make of ``proposal`` (``code``: what Python rules said of it):
     pending until the shortest timeout asked or ruled, approved or rejected at once.
     What monitor mode or ``min_risk`` allowed is approved with the reason "would ask"
-    or "would block" (see :meth:`Policy.applied`)."""
+    or "would block" (see :meth:`Policy.applied`); an ask an "always" allow covers, with
+    who allowed it (see :func:`hitl_vault.policy.always.consult`)."""
     ruling = policy.evaluate(proposal, code=code)
+    ruling = consult(policy, ruling, allows, proposal, now) if allows else ruling
     decision, would = policy.applied(ruling)  # monitor mode, min_risk: "would ask", allowed
     status = _OUTCOME[decision]
     expires = escalate_at = None
@@ -120,6 +124,8 @@ def ask(
         if ruling.plan.escalate_after is not None and now + ruling.plan.escalate_after < expires:
             escalate_at = now + ruling.plan.escalate_after
     reason = ruling.reason if status is Status.REJECTED else would
+    if ruling.decision is Decision.ALLOW and any(a.name == ruling.rule for a in allows):
+        reason = ruling.reason  # allowed always by NAME until ...
     params = proposal.params
     first = Transition(now, None, status, proposal.requested_by, reason, (f"rule {ruling.rule}",))
     request = Request(

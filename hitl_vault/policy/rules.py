@@ -2,7 +2,8 @@
 
 Pure functions and frozen dataclasses: :meth:`Policy.evaluate` says what the
 rules decide about a :class:`Proposal`. Reading ``hitl-vault.yaml`` into a
-:class:`Policy` is :mod:`hitl_vault.policy.rulesfile`'s job.
+:class:`Policy` is :mod:`hitl_vault.policy.rulesfile`'s job. The one way out is a
+``python:`` rule, which calls the function it names (:mod:`hitl_vault.policy.pyrules`).
 """
 
 from __future__ import annotations
@@ -70,9 +71,7 @@ class RuleMatch:
     # It matched only because text that reads as a number was compared as that number
     # (an ask or block rule): it may make the decision stricter, never let min_risk allow it.
     by_numeric_text: bool = False
-    # ``agent_prompt: skip`` on an allow rule: the gate answers "allow" (the agent skips its
-    # own permission prompt) instead of no decision at all.
-    skip_prompt: bool = False
+    skip_prompt: bool = False  # agent_prompt: skip: the gate answers allow, not no decision
 
     @property
     def part(self) -> Part:
@@ -202,10 +201,17 @@ class Rule:
     authenticated: frozenset[str] | None = None
     path: PathCondition | None = None  # where the call's paths land (a gate call only)
     agent_prompt: str = "keep"  # "skip": an allow the gate answers as allow, not no decision
+    always: bool = False  # "approve --always" allowed despite a quorum, stages, authenticated
     line: int = 0
+    # ``python: module:function``: it decides (``decision`` is then only a placeholder), on
+    # the proposals ``action`` and ``params`` let through; ``on_error`` when it cannot.
+    python: RuleFunction | None = None
+    on_error: Decision = Decision.ASK
 
     def match(self, proposal: Proposal) -> RuleMatch | None:
         """What this rule says about the proposal, or None when it does not apply."""
+        if self.python is not None:
+            return self._ask_python(proposal, self.python)
         if self.action is not None and not self.action.matches(proposal.action):
             return None
         if self.path is not None and not self.path.holds(proposal.where):
@@ -216,9 +222,8 @@ class Rule:
             if name not in given or not condition.holds(given[name], allowing):
                 return None
         by_text = not allowing and not all(c.holds(given[n], True) for n, c in self.params.items())
-        conditions = " and ".join(c.describe(n) for n, c in self.params.items())
-        if self.path is not None:
-            conditions = " and ".join(filter(None, (conditions, self.path.describe())))
+        said = [c.describe(n) for n, c in self.params.items()]
+        conditions = " and ".join(said + ([self.path.describe()] if self.path else []))
         return RuleMatch(
             decision=self.decision,
             rule=self.name,
@@ -236,6 +241,26 @@ class Rule:
             by_numeric_text=by_text,
             skip_prompt=self.agent_prompt == "skip" and allowing,
         )  # fmt: skip
+
+    def _ask_python(self, proposal: Proposal, function: RuleFunction) -> RuleMatch | None:
+        """What the rule's function says, on the proposals its other keys let through: a
+        plain decision takes the rule's other keys (as if the rule had said it); one that
+        raises, cannot be loaded or answers nonsense gives ``on_error``."""
+        static = replace(self, python=None)
+        if static.match(proposal) is None:
+            return None
+        try:
+            result = _result(function, proposal, self.name)
+            if result is None:
+                return None
+            if isinstance(result, str) and result in set(Decision):
+                return replace(static, decision=Decision(result)).match(proposal)
+            return _as_match(result, self.name, proposal)
+        except RulesError as e:
+            reason = f"the python rule {self.name} failed: {e.problem} ({e.fix})"
+            failed = replace(static, decision=self.on_error, reason=reason).match(proposal)
+            # A rule that could not say is treated as the worst case: min_risk never allows it.
+            return None if failed is None else replace(failed, risk=Risk.CRITICAL)
 
 
 _RETURN_FIX = (
@@ -281,13 +306,24 @@ def code_matches(proposal: Proposal, functions: Sequence[RuleFunction]) -> list[
 def _call(fn: RuleFunction, proposal: Proposal) -> RuleMatch | None:
     """Run a Python rule; anything but a clear answer raises (the vault fails closed)."""
     name = _function_name(fn)
-    where = f"rule function {name}"
+    result = _result(fn, proposal, name)
+    return None if result is None else _as_match(result, name, proposal)
+
+
+def _result(fn: RuleFunction, proposal: Proposal, name: str) -> Any:
+    """What ``fn`` returns; RulesError when it raises (a RulesError of its own passes)."""
     try:
-        result: Any = fn(proposal)
+        return fn(proposal)
+    except RulesError:
+        raise
     except Exception as e:
-        raise RulesError(where, f"raised {type(e).__name__}: {e}", _RETURN_FIX) from e
-    if result is None:
-        return None
+        where, fix = f"rule function {name}", "fix it, or have it return a decision instead"
+        raise RulesError(where, f"raised {type(e).__name__}: {e}", fix) from e
+
+
+def _as_match(result: Any, name: str, proposal: Proposal) -> RuleMatch:
+    """A rule function's answer as a RuleMatch named ``name`` unless it names itself."""
+    where = f"rule function {name}"
     if isinstance(result, RuleMatch):
         approvers, timeout = result.approvers, result.timeout
         try:
@@ -315,14 +351,6 @@ def _call(fn: RuleFunction, proposal: Proposal) -> RuleMatch | None:
     return match
 
 
-def people_matter(ruling: Ruling) -> bool:
-    """Whether a human must decide ``ruling`` whatever its risk, so ``min_risk`` may not
-    allow it: no rule matched (the fail-closed default), or the rules name approvers, a
-    quorum, stages, no self-approval or ``authenticated:`` channels."""
-    plan = ruling.plan
-    return not ruling.matches or plan.named or plan.authenticated is not None
-
-
 @dataclass(frozen=True)
 class Policy:
     """Everything ``hitl-vault.yaml`` says: defaults, rules in file order, executors."""
@@ -340,8 +368,7 @@ class Policy:
         monitor mode allows what would ask or block, and an ask below ``min_risk`` is
         allowed, unless a rule matched only by reading text as a number (``" 4.99e2 "``):
         such text may only make a decision stricter, and the rules would not match it so
-        were they all allowing (see :mod:`hitl_vault.policy.conditions`); nor when it
-        matters who decides (:func:`people_matter`)."""
+        were they all allowing (see :mod:`hitl_vault.policy.conditions`)."""
         decision = ruling.decision
         if decision is Decision.ALLOW:
             return decision, ""
@@ -350,13 +377,9 @@ class Policy:
             why = f": {ruling.reason}" if ruling.reason and decision is Decision.BLOCK else ""
             return Decision.ALLOW, f"{would} (monitor mode){why}"
         floor = self.defaults.min_risk
-        if (
-            decision is Decision.ASK
-            and floor is not None
-            and ruling.risk.rank < floor.rank
-            and not ruling.by_numeric_text
-            and not people_matter(ruling)
-        ):
+        below = floor is not None and ruling.risk.rank < floor.rank and not ruling.by_numeric_text
+        # never the fail-closed default (no rule matched), nor where the rules name who decides
+        if decision is Decision.ASK and below and ruling.matches and not ruling.plan.people:
             return Decision.ALLOW, f"would ask (risk {ruling.risk} is below min_risk {floor})"
         return decision, ""
 

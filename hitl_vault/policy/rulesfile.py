@@ -8,7 +8,6 @@ every problem is reported with its line and the fix; a bad file raises
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -20,6 +19,7 @@ from ..durable import read_file
 from ..errors import NoteError, RulesError, UsageError
 from ..identity import CHANNELS, PROVEN
 from ..model import check_action
+from .actionsfile import ACTION_NAME_FIX, ActionsReader
 from .conditions import (
     INSIDE_PROJECT,
     OPERATORS,
@@ -70,6 +70,8 @@ _RULE_FIELDS = {
     "action": "action",
     "params": "params",
     "decision": "decision",
+    "python": "python",  # module:function: it decides
+    "on_error": "on_error",  # pending or reject, when the python function fails
     "risk": "risk",
     "timeout": "duration",
     "approvers": "approvers",
@@ -85,32 +87,19 @@ _RULE_FIELDS = {
     "authenticated": "authenticated",
     "path": "path",
     "agent_prompt": "agent_prompt",
+    "always": "boolean",  # "approve --always" may be used despite a quorum, stages, authenticated
 }
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
-_ACTION_FIELDS = {"run": "run", "python": "python", "timeout": "duration", "idempotent": "boolean"}
-_PYTHON_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
-_BARE_WORD = re.compile(r"[\w./@%+=-]+")
 _CONDITION_FIX = 'write a value, a comparison like "< 500", "re:<regex>", or a list of those'
-_ACTION_NAME_FIX = "use letters, digits, '-', '_' or '.', starting with a letter or digit"
-
-
-def _argv_fix(command: Any) -> str:
-    """How to write a shell-like command string as an argv list."""
-    try:
-        words = shlex.split(command) if isinstance(command, str) else []
-    except ValueError:
-        words = []
-    words = words or ["python3", "scripts/pay.py"]
-    shown = ", ".join(w if _BARE_WORD.fullmatch(w) else f'"{w}"' for w in words)
-    return f"write it as a list: run: [{shown}] (a shell is never used)"
 
 
 class _Reader(NodeReader):
     """Reads composed YAML nodes into a Policy, raising RulesError at the offending line."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, root: Path | None = None) -> None:
         super().__init__(where)
         self.group_names: dict[str, frozenset[str]] = {}
+        self.root = root
 
     # --- the sections ------------------------------------------------------------
 
@@ -177,12 +166,31 @@ class _Reader(NodeReader):
             raise self.error(node, "a rule has no name", "add name: some-name to it")
         name = self.name(name_node, "a rule's name")
         fields = self.fields(pairs, f"rule {name}", _RULE_FIELDS)
+        if "python" in fields:
+            self.python_rule(node, name, fields)
+        elif "on_error" in fields:
+            fix = "remove on_error, or add python: module:function"
+            raise self.error(node, f"rule {name} has on_error but no python function", fix)
         if "decision" not in fields:
-            raise self.error(
-                node, f"rule {name} has no decision", "add decision: allow, ask or block"
-            )
+            fix = "add decision: allow, ask or block (or python: module:function)"
+            raise self.error(node, f"rule {name} has no decision", fix)
         self.check_approval(node, f"rule {name}", fields)
         return Rule(**fields, line=line_of(node) or 0)
+
+    def python_rule(self, node: Any, name: str, fields: dict[str, Any]) -> None:
+        """The function decides: ``decision`` is left to it (ask stands for it until then)."""
+        from .pyrules import STANDS_IN, PythonRule  # only a rules file with python: needs it
+
+        if "decision" in fields:
+            problem = f"rule {name} has both decision and python"
+            raise self.error(node, problem, "remove decision: the function returns it")
+        fields["python"] = PythonRule(fields["python"], str(self.root or ""))
+        fields["decision"] = STANDS_IN
+
+    def on_error(self, node: Any, what: str) -> Any:
+        from .pyrules import ON_ERROR
+
+        return ON_ERROR[self.choice(node, what, list(ON_ERROR))]
 
     def check_approval(self, node: Any, what: str, fields: Mapping[str, Any]) -> None:
         """A quorum the approvers can reach; an escalation that says when and to whom."""
@@ -219,7 +227,7 @@ class _Reader(NodeReader):
                 names.add(check_action(word))
             except UsageError:
                 problem = f'{what} "{word}" is not a valid action name'
-                raise self.error(item, problem, _ACTION_NAME_FIX + " (or re:<regex>)") from None
+                raise self.error(item, problem, ACTION_NAME_FIX + " (or re:<regex>)") from None
         return ActionMatcher(frozenset(names), tuple(patterns))
 
     def regex(self, word: str, node: Any, what: str) -> re.Pattern[str]:
@@ -352,57 +360,16 @@ class _Reader(NodeReader):
         return tuple(stages)
 
     def actions(self, node: Any) -> dict[str, ActionSpec]:
-        fix = "write each action's name, then run: [...] or python: module:function under it"
-        specs: dict[str, ActionSpec] = {}
-        for name, key_node, value in self.pairs(node, "actions", fix):
-            try:
-                check_action(name)
-            except UsageError:
-                problem = f'"{name}" is not a valid action name'
-                raise self.error(key_node, problem, _ACTION_NAME_FIX) from None
-            specs[name] = self.action_spec(name, key_node, value)
-        return specs
-
-    def action_spec(self, name: str, key_node: Any, node: Any) -> ActionSpec:
-        what = f"action {name}"
-        how = "give it run: [program, arg, ...] or python: package.module:function"
-        fields = self.fields(
-            self.pairs(node, what, how, tuple(_ACTION_FIELDS)), what, _ACTION_FIELDS
-        )
-        if "run" in fields and "python" in fields:
-            raise self.error(key_node, f"{what} has both run and python", "keep only one of them")
-        if "run" not in fields and "python" not in fields:
-            raise self.error(key_node, f"{what} has neither run nor python", how)
-        return ActionSpec(name=name, **fields)
-
-    def run(self, node: Any, what: str) -> tuple[str, ...]:
-        if isinstance(node, yaml.ScalarNode):
-            value = self.scalar(node, what, _argv_fix(None))
-            raise self.error(node, f"{what} is a single string, not a list", _argv_fix(value))
-        if not isinstance(node, yaml.SequenceNode) or not node.value:
-            raise self.error(node, f"{what} must be a non-empty list", _argv_fix(None))
-        argv = tuple(self.scalar(item, what, _argv_fix(None)) for item in node.value)
-        for item, value in zip(node.value, argv, strict=True):
-            if not isinstance(value, str):
-                raise self.error(item, f"{what}: {value!r} is not text", f'quote it: "{value}"')
-        if not argv[0].strip():
-            raise self.error(node, f"{what}: the program is empty", _argv_fix(None))
-        return argv
-
-    def python(self, node: Any, what: str) -> str:
-        target = self.text(node, what, "write it as package.module:function").strip()
-        if not _PYTHON_RE.fullmatch(target):
-            problem = f'{what} "{target}" is not in the form package.module:function'
-            raise self.error(node, problem, "write it like payments.executor:pay")
-        return target
+        return ActionsReader(self.where).actions(node)
 
 
 def _empty_policy(where: str) -> Policy:
     return Policy(Defaults(), (), MappingProxyType({}), where)
 
 
-def parse_policy(text: str, where: str = "hitl-vault.yaml") -> Policy:
-    """The policy the text of a rules file states; raises RulesError with the line and fix."""
+def parse_policy(text: str, where: str = "hitl-vault.yaml", folder: Path | None = None) -> Policy:
+    """The policy the text of a rules file states; raises RulesError with the line and fix.
+    ``folder``: the vault's, where ``python:`` rules look for their module too."""
     try:
         root = yaml.compose(text, Loader=_Loader)
         check_nodes(text, root, where, _Loader)
@@ -414,14 +381,16 @@ def parse_policy(text: str, where: str = "hitl-vault.yaml") -> Policy:
         raise RulesError(where, f"YAML error: {e}", "fix the YAML syntax") from None
     if root is None or is_null(root):
         return _empty_policy(where)
-    return _Reader(where).policy(root)
+    return _Reader(where, folder).policy(root)
 
 
 def load_policy(path: Path, where: str | None = None) -> Policy:
     """Read the rules file; a missing file means no rules (everything asks: fail closed)."""
     where = where or str(path)
     text = rules_text(path, where)
-    return _empty_policy(where) if text is None else parse_policy(text, where)
+    if text is None:
+        return _empty_policy(where)
+    return parse_policy(text, where, Path(path).absolute().parent)
 
 
 def rules_text(path: Path, where: str) -> str | None:

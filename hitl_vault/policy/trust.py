@@ -162,6 +162,18 @@ def check_vault(root: Path) -> TrustReport:
     return TrustReport(tuple(found.errors), tuple(found.warnings))
 
 
+def check_module(path: Path) -> TrustReport:
+    """Check who may change the Python a rule runs: the file, the folder holding it
+    (whoever may write the folder may replace the file) and its ``__pycache__`` (Python
+    runs a cached copy whose header matches the file), under the same rules as the vault's
+    own files (see the module doc)."""
+    found = _Found()
+    for entry in (path, path.parent, path.parent / "__pycache__"):
+        with contextlib.suppress(OSError):  # none (no __pycache__ yet), or gone meanwhile
+            _mode_and_owner(str(entry), entry, os.stat(entry), found)
+    return TrustReport(tuple(found.errors), tuple(found.warnings))
+
+
 def _printable(line: str) -> str:
     """One line of the diff, cut to MAX_LINE_CHARS, with control characters made visible."""
     line = "".join(c if c.isprintable() or c == "\t" else "\ufffd" for c in line)

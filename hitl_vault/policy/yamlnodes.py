@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,8 @@ from ..model import Risk
 from ..times import parse_duration
 from .conditions import as_text
 from .rules import Decision
+
+_PYTHON_RE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 
 
 def line_of(node: Any) -> int | None:
@@ -102,6 +105,14 @@ class NodeReader:
             problem = f"{what} must be true or false, not {value!r}"
             raise self.error(node, problem, "write true or false, without quotes")
         return value
+
+    def python(self, node: Any, what: str) -> str:
+        """``package.module:function``: a Python function an executor or a rule names."""
+        target = self.text(node, what, "write it as package.module:function").strip()
+        if not _PYTHON_RE.fullmatch(target):
+            problem = f'{what} "{target}" is not in the form package.module:function'
+            raise self.error(node, problem, "write it like payments.executor:pay")
+        return target
 
     def pairs(self, node: Any, what: str, fix: str, allowed: Sequence[str] | None = None) -> Any:
         """(key, key node, value node) of a mapping whose keys are text (and ``allowed``)."""

@@ -19,6 +19,7 @@ from ..errors import (
     JournalDamagedError,
     JournalUnavailableError,
     NotAuthenticatedError,
+    NotReportableError,
     ParamsChangedError,
     RequestNotFoundError,
     TooManyAttemptsError,
@@ -130,6 +131,8 @@ def error_response(e: Exception) -> JSONResponse | None:
         return _json_error(404, str(e), id=e.request_id)
     if isinstance(e, ParamsChangedError):
         return _json_error(409, str(e), id=e.request_id, type="params_changed")
+    if isinstance(e, NotReportableError):
+        return _json_error(409, str(e), id=e.request_id, current=str(e.current))
     if isinstance(e, IllegalTransitionError):
         extra = {"id": e.request_id, "current": str(e.current), "wanted": str(e.wanted)}
         return _json_error(409, str(e), **extra)

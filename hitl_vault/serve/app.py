@@ -52,6 +52,7 @@ _SUBMIT_FIELDS: Fields = {
     "timeout": (str, int, float),
 }
 _DECISION_FIELDS: Fields = {"decision": str, "reason": str, "expect": str}
+_RESULT_FIELDS: Fields = {"result": str, "error": str}
 
 
 def _client(scope: Scope) -> str:
@@ -250,6 +251,20 @@ class Routes:
 
         return JSONResponse(await s.call(work))
 
+    async def result(self, request: HttpRequest) -> Response:
+        s, raw = self.service, await request.body()
+
+        def work() -> dict[str, Any]:
+            who = who_is(s, request.scope)
+            _query(request)
+            body = parse_json(raw, _RESULT_FIELDS)
+            result, error = body.get("result"), body.get("error")
+            if (result is None) == (error is None):
+                raise UsageError("result", "give result or error, one of them", "send one")
+            return s.shown(s.done(who, request.path_params["id"], result, error), who)
+
+        return JSONResponse(await s.call(work))
+
     async def gate(self, request: HttpRequest, handler: GateHandler) -> Response:
         s, raw = self.service, await request.body()
 
@@ -302,6 +317,7 @@ def build_app(
         Route("/api/v1/requests/{id}", _answering(routes.get), methods=["GET"]),
         Route("/api/v1/requests/{id}/cancel", _answering(routes.cancel), methods=["POST"]),
         Route("/api/v1/requests/{id}/decision", _answering(routes.decide), methods=["POST"]),
+        Route("/api/v1/requests/{id}/result", _answering(routes.result), methods=["POST"]),
     ]
     if gate is not None:
         handler = gate

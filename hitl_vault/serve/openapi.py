@@ -96,6 +96,16 @@ _DECISION = {
         },
     },
 }
+_RESULT = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "result (it ran: executed) or error (it failed: failed), one of them",
+    "properties": {"result": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}},
+    "oneOf": [
+        {"required": ["result"], "properties": {"result": {"type": "string"}}},
+        {"required": ["error"], "properties": {"error": {"type": "string"}}},
+    ],
+}
 _EMPTY = {"type": "object", "additionalProperties": False, "properties": {}}
 _GATE = {
     "type": "object",
@@ -224,6 +234,19 @@ def document(*, gate: bool = False, mcp: bool = False) -> dict[str, Any]:
                 "requestBody": _body(_DECISION),
                 "responses": {
                     **_ok(200, _REQUEST, "The request as the decision left it."),
+                    **_errors(*_ALWAYS, *_TOKEN, 404, 409, 422),
+                },
+            }
+        },
+        "/api/v1/requests/{id}/result": {
+            "post": {
+                "summary": "How an approved request without an executor ended, once (an "
+                "agent token: its own): executed with result, or failed with error",
+                "security": _AUTH,
+                "parameters": [_ID],
+                "requestBody": _body(_RESULT),
+                "responses": {
+                    **_ok(200, _REQUEST, "The request, executed or failed."),
                     **_errors(*_ALWAYS, *_TOKEN, 404, 409, 422),
                 },
             }

@@ -301,6 +301,14 @@ class Service:
             raise IllegalTransitionError(request_id, request.status, Status.CANCELLED)
         return self.engine.cancel(request_id, who.name)
 
+    def done(
+        self, who: Principal, request_id: str, result: str | None, error: str | None
+    ) -> Request:
+        """How an approved request without an executor ended (:meth:`Vault.done`): an
+        agent reports on its own requests, an approver on any; ``by`` is the token's name."""
+        self.get(who, request_id)
+        return self.engine.done(request_id, result, error, by=who.name)
+
     # --- what a client is shown -------------------------------------------------------
 
     def shown(self, request: Request, who: Principal | None = None) -> dict[str, Any]:

@@ -1,0 +1,65 @@
+"""The "always" allows in the SQLite journal: a table of their own, each change in one
+transaction with its service-log entry."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from ..errors import DuplicateError
+from ..policy.always import Allow
+from ..store import ServiceEntry
+from ..times import format_ts, parse_ts
+from .allow_rows import allow_details
+from .sqlite_db import Database
+
+_ALLOW = "SELECT name, action, params, by, created, until, request_id, prefix, session FROM allows"
+Log = Callable[[sqlite3.Connection, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
+
+
+def _allow(r: Any) -> Allow:
+    params = json.loads(r[2])
+    if not isinstance(params, dict):
+        raise ValueError(f"params {r[2][:40]} are not a JSON object")
+    return Allow(r[0], r[1], params, r[3], parse_ts(r[4]), parse_ts(r[5]), r[6], bool(r[7]), r[8])
+
+
+class AllowTable:
+    """The allows of :class:`~hitl_vault.journal.sqlite.Journal`, on the database it is
+    handed, logged through ``log`` (the service log, in the same transaction)."""
+
+    def __init__(self, db: Database, log: Log) -> None:
+        self._db = db
+        self._log = log
+
+    def allows(self, now: datetime | None = None) -> list[Allow]:
+        kept = self._db.rows(_ALLOW + " WHERE revoked IS NULL ORDER BY created, rowid", (), _allow)
+        return [a for a in kept if now is None or a.until > now]
+
+    def add_allow(self, allow: Allow, by: str) -> None:
+        a = allow
+        try:
+            with self._db.write() as db:
+                db.execute(
+                    "INSERT INTO allows (name, action, params, by, created, until, request_id, "
+                    "prefix, session) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (a.name, a.action, json.dumps(dict(a.params), ensure_ascii=False), a.by,
+                     format_ts(a.created), format_ts(a.until), a.request_id, int(a.prefix),
+                     a.session),
+                )  # fmt: skip
+                self._log(db, a.created, by, "allow added", a.name, allow_details(a))
+        except sqlite3.IntegrityError:
+            raise DuplicateError(f"allow {a.name}") from None
+
+    def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
+        with self._db.write() as db:
+            done = db.execute(
+                "UPDATE allows SET revoked = ? WHERE name = ? AND revoked IS NULL",
+                (format_ts(at), name),
+            ).rowcount
+            if done:
+                self._log(db, at, by, "allow revoked", name, ())
+        return bool(done)

@@ -1,0 +1,93 @@
+"""The "always" allows at the local gate: kept with the parsed rules, so an allowed call opens
+no journal; the cached copy follows each allow added or revoked, and an allow that ended
+stops matching though the copy still holds it."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from hitl_vault import Vault
+from hitl_vault.agents.gate import in_force
+from hitl_vault.policy.always import consult
+from hitl_vault.policy.rules import Decision, Proposal
+from hitl_vault.times import utcnow
+
+from .test_gate import RULES, SESSION, decision, gate, hook_input
+
+WAITING = "waiting for a human"
+
+
+@pytest.fixture
+def vault_path(tmp_path: Path) -> Path:
+    from hitl_vault.template import init_vault
+
+    path = tmp_path / "vault"
+    init_vault(path)
+    (path / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
+    return path
+
+
+def bash(vault: Path, command: str, description: str = "", *env: str) -> dict[str, object]:
+    """The gate's answer to a Bash call (no wait for a human)."""
+    params = {"command": command, "description": description or f"run {command}"}
+    call = hook_input("Bash", params, cwd=vault.parent)
+    extra = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"} if env else None
+    done = gate(vault, call, "--wait", "10ms", env=extra)
+    spec = decision(done)
+    spec["imported"] = {
+        m.group(1).split(".")[0]
+        for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", done.stderr, re.M)
+    }
+    return spec
+
+
+@pytest.mark.process
+def test_an_always_allow_lets_the_same_command_through_the_gate(vault_path: Path) -> None:
+    """Asked once and approved always: the same command (another description) is allowed
+    without a journal opened; another command still asks; revoked, it asks again."""
+    asked = bash(vault_path, "git push origin main")
+    assert asked["permissionDecision"] == "deny" and WAITING in str(
+        asked["permissionDecisionReason"]
+    )
+    with Vault(vault_path) as v:
+        [request] = v.list()
+        allow = v.always(request.id, "alice")
+    assert allow is not None
+    bash(vault_path, "git push origin main", "Push again")  # reads the allows afresh
+    again = bash(vault_path, "git push origin main", "Push once more", "profile")
+    assert again["permissionDecision"] == "allow"
+    imported = again["imported"]
+    assert isinstance(imported, set) and "sqlite3" not in imported and "hitl_vault" in imported
+    other = bash(vault_path, "git push --force origin main")
+    assert other["permissionDecision"] == "deny" and WAITING in str(
+        other["permissionDecisionReason"]
+    )
+    with Vault(vault_path) as v:
+        v.revoke_allow(allow.name)
+    after = bash(vault_path, "git push origin main", "Push after the revoke")
+    assert after["permissionDecision"] == "deny" and WAITING in str(
+        after["permissionDecisionReason"]
+    )
+
+
+def test_the_cached_allows_stop_matching_when_they_end(vault_path: Path) -> None:
+    """The gate's copy holds the allow, with its end: past it the call is asked again."""
+    with Vault(vault_path) as v:
+        params = {"command": "git push", "description": "push"}
+        request = v.engine.submit(
+            "Bash", params, requested_by=f"claude-code:{SESSION}", carried_by_requester=True
+        )
+        allow = v.always(request.id, "alice", lasting="1h")
+    assert allow is not None
+    policy, allows = in_force(vault_path.resolve())
+    assert in_force(vault_path.resolve())[1] == allows == (allow,)  # the copy, read back
+    proposal = Proposal("Bash", {"command": "git push", "description": "again"})
+    ruling = policy.evaluate(proposal)
+    assert consult(policy, ruling, allows, proposal, utcnow()).decision is Decision.ALLOW
+    ended = utcnow() + timedelta(hours=1, seconds=1)
+    assert consult(policy, ruling, allows, proposal, ended).decision is Decision.ASK
