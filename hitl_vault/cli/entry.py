@@ -91,7 +91,7 @@ def posttool(fast: GateArguments) -> None:
 
 
 def main() -> None:
-    after = gate_arguments(sys.argv[1:], "posttool")
+    after = gate_arguments(sys.argv[1:], "posttool") if "posttool" in sys.argv else None
     if after is not None:
         posttool(after)
         return
