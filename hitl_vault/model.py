@@ -9,7 +9,6 @@ in :mod:`hitl_vault.policy.rules`; how a transition reads in a note, in
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -211,6 +210,8 @@ def check_action(action: str, argument: str = "action") -> str:
 
 def new_id(action: str, now: datetime, token: str | None = None) -> str:
     """``YYYYMMDDTHHMMSSZ-<action>-<6 hex>``: sortable by time, unique by its random tail."""
+    import secrets  # only when a request is made: an allowed gate call never needs it
+
     tail = token if token is not None else secrets.token_hex(3)
     return f"{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{check_action(action)}-{tail}"
 
