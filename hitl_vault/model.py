@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -231,3 +231,17 @@ class Risk(StrEnum):
     @property
     def rank(self) -> int:
         return list(Risk).index(self)
+
+
+# --- a call the agent's gate handed out, whose outcome the agent reports ------------------
+
+HANDED_OUT = "handed to the agent"
+OUTCOME_DEADLINE = timedelta(hours=1)
+
+
+def handed_out_at(request: Request) -> datetime | None:
+    """When the gate handed ``request`` (with its history) to the agent, if it did."""
+    for t in reversed(request.history):
+        if t.to_status is Status.EXECUTING and t.from_status is Status.APPROVED:
+            return t.at if HANDED_OUT in t.details else None
+    return None
