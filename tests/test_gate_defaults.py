@@ -290,3 +290,15 @@ def test_an_allowed_read_imports_nothing_but_the_fast_path(setup: Setup) -> None
     assert "hitl_vault.agents.fastgate" in imported
     heavy = {"hitl_vault.policy.rules", "hitl_vault.agents.gate", "hitl_vault.agents.formats"}
     assert not heavy & imported
+
+
+def test_date_is_not_on_the_short_list_since_date_f_prints_any_file(tmp_path: Path) -> None:
+    """`date -f FILE` prints every line of FILE in its errors: the template asks for it."""
+    from hitl_vault import Vault
+    from hitl_vault.template import init_vault
+
+    init_vault(tmp_path / "v")
+    with Vault(tmp_path / "v") as vault:
+        ruling = vault.evaluate("Bash", {"command": "date -f /etc/shadow"})
+        assert ruling.decision.value == "ask", ruling.rule
+        assert vault.evaluate("Bash", {"command": "pwd"}).decision.value == "allow"

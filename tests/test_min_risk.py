@@ -77,3 +77,21 @@ def test_rules_check_says_what_the_rules_say_and_what_submit_would_do(
     assert bool(data["would_reason"]) is (would == "allow")
     with Vault(vault) as v:
         assert v.list() == []  # a dry run: nothing made
+
+
+def test_min_risk_never_allows_what_a_confidence_rule_made_a_low_risk_ask(tmp_path: Path) -> None:
+    """An agent that asserts a high confidence to match a low-risk ask rule does not get
+    min_risk to approve the request: the match only ever makes things stricter."""
+    from hitl_vault import Vault
+    from hitl_vault.template import init_vault
+
+    init_vault(tmp_path / "v")
+    (tmp_path / "v" / "hitl-vault.yaml").write_text(
+        "defaults:\n  decision: ask\n  min_risk: medium\nrules:\n"
+        '  - name: sure\n    action: wire\n    confidence: "> 0.9"\n'
+        "    decision: ask\n    risk: low\n",
+        encoding="utf-8",
+    )
+    with Vault(tmp_path / "v") as vault:
+        sure = vault.submit("wire", {"amount": 100000}, confidence=0.95)
+        assert sure.status.value == "pending", sure.history

@@ -116,7 +116,9 @@ class Ruling:
     matches: tuple[RuleMatch, ...]
     remind_before: timedelta | None = None  # one reminder this long before expiry
     plan: Plan = field(default_factory=Plan)  # who decides: approvers, quorum, stages, escalation
-    by_numeric_text: bool = False  # a match held only through text read as a number
+    # a match held only through text read as a number, or through the requester's own
+    # confidence: either may make a decision stricter, never let min_risk allow it
+    by_numeric_text: bool = False
 
     @property
     def explanation(self) -> str:
@@ -212,6 +214,7 @@ class Rule:
             if name not in given or not condition.holds(given[name], allowing):
                 return None
         by_text = not allowing and not all(c.holds(given[n], True) for n, c in self.params.items())
+        by_text = by_text or self.confidence is not None  # asserted: it too only makes stricter
         said = [c.describe(n) for n, c in self.params.items()]
         if self.confidence is not None:
             said.append(self.confidence.describe("confidence"))
