@@ -178,13 +178,12 @@ def test_a_block_with_a_non_ascii_reason_blocks_whatever_stdouts_encoding(
 
 
 def _template_with_agent_rules() -> Any:
+    """The template's rules, its agent rules on as it ships them."""
     from hitl_vault.policy.rulesfile import parse_policy
 
     text = (Path(__file__).parents[1] / "vault_template" / "hitl-vault.yaml").read_text()
-    start = text.index("#  - name: agent-reads")
-    end = text.index("\n\n", start)
-    block = "\n".join(line[1:] for line in text[start:end].splitlines())
-    return parse_policy(text[:start] + block + text[end:])
+    assert "\n  - name: agent-safe-commands" in text, "the template ships its agent rules on"
+    return parse_policy(text)
 
 
 @pytest.mark.parametrize(

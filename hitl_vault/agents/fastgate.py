@@ -37,7 +37,8 @@ _SOURCES = (
     ("agents", "fastgate.py"), ("agents", "gate.py"), ("agents", "guard.py"),
     ("agents", "formats.py"), ("agents", "hookio.py"), ("policy", "rules.py"),
     ("policy", "conditions.py"), ("policy", "quorum.py"), ("policy", "rulesfile.py"),
-    ("policy", "trust.py"), ("params.py",), ("layout.py",),
+    ("policy", "trust.py"), ("policy", "confidence.py"), ("policy", "modes.py"),
+    ("params.py",), ("layout.py",),
 )  # fmt: skip
 
 
@@ -387,7 +388,7 @@ _RULE_FIELDS = frozenset(
     {"name", "decision", "action", "params", "risk", "timeout", "approvers", "editable",
      "reason", "remind_before", "quorum", "stages", "prevent_self_approval", "require_reason",
      "escalate_after", "escalate_to", "authenticated", "path", "agent_prompt", "line",
-     "always", "python", "on_error"}
+     "always", "python", "on_error", "confidence"}
 )  # fmt: skip
 _POLICY_FIELDS = frozenset({"defaults", "rules", "actions", "source", "mode", "gate_record"})
 
@@ -420,6 +421,8 @@ def table_of(policy: Any) -> tuple[Any, ...] | None:
                 return None
             if rule.python is not None:  # Python decides: only the full gate runs it
                 return None
+            if rule.confidence is not None:  # a gate call asserts no confidence: never holds
+                continue
             action, path = rule.action, rule.path
             pattern = path.pattern if path is not None else None
             where: tuple[Any, ...] | None = None

@@ -16,13 +16,10 @@ reported`` an hour later.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import VaultError, VaultNotFoundError
 from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
@@ -32,6 +29,7 @@ from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
 from .guard import guard, where_of
 from .hookio import NO_DECISION, Answer, BadInput, Call, Reply, bad_input
+from .policycache import keep_copy, pickle_policy, read_private
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -116,7 +114,6 @@ def skips_prompt(ruling: Ruling) -> bool:
 
 
 POLICY_CACHE = "gate-policy.pickle"
-MAX_CACHE_BYTES = 4 << 20
 
 
 def rules_in_force(root: Path) -> Policy:
@@ -160,7 +157,7 @@ def in_force(root: Path) -> tuple[Policy, tuple[Allow, ...]]:
     key = (code, raw, stamp)  # compared whole: no hash to import and compute on every call
     cache = root / STATE_DIR / POLICY_CACHE
     try:
-        kept_key, kept, allows = pickle.loads(_read_private(cache))
+        kept_key, kept, allows = pickle.loads(read_private(cache))
         if kept_key == key and isinstance(kept, Policy) and isinstance(allows, tuple):
             _fast_table(root, raw, kept)
             return kept, allows
@@ -173,7 +170,7 @@ def in_force(root: Path) -> tuple[Policy, tuple[Allow, ...]]:
     if raw is not None and read_file(path, RULES_FILE, follow_links=True) != raw:
         return policy, allows  # changed while read: keep no copy of either
     try:
-        _keep(cache, pickle_policy(key, policy, allows))
+        keep_copy(cache, pickle_policy(key, policy, allows))
     except Exception:  # a copy that cannot be made only costs time
         import logging
 
@@ -186,7 +183,7 @@ def in_force(root: Path) -> tuple[Policy, tuple[Allow, ...]]:
 def _stamp(root: Path) -> bytes | None:
     """The stamp's bytes (None: no allow was ever added here)."""
     try:
-        return _read_private(root / STATE_DIR / STAMP_FILE)
+        return read_private(root / STATE_DIR / STAMP_FILE)
     except FileNotFoundError:
         return None
     except OSError:  # not this user's, or not a file: never trust a copy keyed on it
@@ -213,60 +210,6 @@ def _fast_table(root: Path, raw: bytes | None, policy: Policy) -> None:
     from . import fastgate
 
     fastgate.keep(str(root), raw, fastgate.table_of(policy))
-
-
-def _read_private(path: Path) -> bytes:
-    """The bytes of a regular file only this user may have written (else OSError): a
-    pickle runs code as it loads, so nobody else's is ever loaded."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    try:
-        st = os.fstat(fd)
-        mine = not hasattr(os, "geteuid") or st.st_uid == os.geteuid()
-        if not stat.S_ISREG(st.st_mode) or not mine or st.st_mode & 0o022:
-            raise PermissionError(f"{path} is not a private file of this user")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(MAX_CACHE_BYTES)
-    finally:
-        os.close(fd)
-
-
-def pickle_policy(key: Any, policy: Policy, allows: tuple[Allow, ...] = ()) -> bytes:
-    import copyreg
-    import pickle
-    from types import MappingProxyType
-
-    def proxy(m: MappingProxyType[Any, Any]) -> tuple[Any, tuple[dict[Any, Any]]]:
-        return read_only, (dict(m),)
-
-    copyreg.pickle(MappingProxyType, proxy)
-    return pickle.dumps((key, policy, allows), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def read_only(mapping: dict[Any, Any]) -> Mapping[Any, Any]:
-    """A mapping proxy again, as the rules hold their mappings (for unpickling)."""
-    from types import MappingProxyType
-
-    return MappingProxyType(mapping)
-
-
-def _keep(cache: Path, data: bytes) -> None:
-    """Write the copy through a temp file and a rename; a failure only costs time."""
-    import tempfile
-
-    try:
-        if not cache.parent.is_dir():  # as the journal makes it: private, whatever the umask
-            cache.parent.mkdir(mode=0o700)
-            os.chmod(cache.parent, 0o700)
-        fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", dir=cache.parent)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, cache)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def blocked_by(rule: str, reason: str) -> str:
@@ -320,7 +263,7 @@ def _ask(
     from ..errors import WaitTimeoutError
     from ..model import Status
 
-    request = asked(engine, call, call.key, call.requested_by, where)
+    request = asked(engine, call, call.key, call.requested_by, where=where)
     if request is None:
         return Answer(False, TOO_MANY)
     if request.status is Status.PENDING:
