@@ -284,3 +284,28 @@ def test_multi_line_params_keep_their_lines_in_the_details_table(vault: Path) ->
     assert rows == ["| body | first \\| a<br>\\# second\\<br><br><br>\\- third |"]
     assert len(re.split(r"(?<!\\)\|", rows[0])) == 4
     assert request.status is Status.PENDING
+
+
+# --- what is never read: calls the rules block ---------------------------------------------
+
+def test_a_call_the_rules_block_keeps_no_diff(tmp_path: Path, project: Path) -> None:
+    """A Write a block rule denies is recorded without a diff: the rejected note, the
+    journal and messages hold nothing of the file it names."""
+    init_vault(tmp_path / "blocks")
+    rules = (
+        "defaults: {decision: ask, timeout: 1h}\nrules:\n"
+        "  - {name: no-writes, action: Write, decision: block, reason: not here}\n"
+    )
+    (tmp_path / "blocks" / "hitl-vault.yaml").write_text(rules, encoding="utf-8")
+    (project / "private.txt").write_text("TOP SECRET\n", encoding="utf-8")
+    call = Call("claude-code", "s1", "Write", {"file_path": "private.txt", "content": ""},
+                project)  # fmt: skip
+    answer = decide(tmp_path / "blocks", call, 0.0)
+    assert not answer.allow and "no-writes" in answer.reason
+    with Vault(tmp_path / "blocks") as v:
+        (request,) = v.list()
+        request = v.get(request.id)
+    assert request.status is Status.REJECTED and request.pitch is None
+    assert request.path is not None
+    assert "TOP SECRET" not in (tmp_path / "blocks" / request.path).read_text(encoding="utf-8")
+    assert "TOP SECRET" not in compose("rejected", request, note="x.md", vault_name="v").body
