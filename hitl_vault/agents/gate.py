@@ -320,7 +320,7 @@ def _ask(
     from ..errors import WaitTimeoutError
     from ..model import Status
 
-    request = asked(engine, call, call.key, call.requested_by, where)
+    request = asked(engine, call, call.key, call.requested_by, where=where)
     if request is None:
         return Answer(False, TOO_MANY)
     if request.status is Status.PENDING:
