@@ -387,7 +387,7 @@ _RULE_FIELDS = frozenset(
     {"name", "decision", "action", "params", "risk", "timeout", "approvers", "editable",
      "reason", "remind_before", "quorum", "stages", "prevent_self_approval", "require_reason",
      "escalate_after", "escalate_to", "authenticated", "path", "agent_prompt", "line",
-     "always", "python", "on_error"}
+     "always", "python", "on_error", "confidence"}
 )  # fmt: skip
 _POLICY_FIELDS = frozenset({"defaults", "rules", "actions", "source", "mode", "gate_record"})
 
@@ -420,6 +420,8 @@ def table_of(policy: Any) -> tuple[Any, ...] | None:
                 return None
             if rule.python is not None:  # Python decides: only the full gate runs it
                 return None
+            if rule.confidence is not None:  # a hook call states none: the rule never holds
+                continue
             action, path = rule.action, rule.path
             pattern = path.pattern if path is not None else None
             where: tuple[Any, ...] | None = None
