@@ -28,7 +28,7 @@ from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
 from .guard import guard, where_of
 from .hookio import NO_DECISION, Answer, BadInput, Call, Reply, bad_input
-from .policycache import in_force
+from .policycache import in_force as in_force  # where callers of the gate find it
 
 if TYPE_CHECKING:
     from ..engine import Engine
