@@ -381,3 +381,26 @@ def test_a_call_the_rules_block_keeps_no_diff(tmp_path: Path, project: Path) -> 
     assert request.path is not None
     assert "TOP SECRET" not in (tmp_path / "blocks" / request.path).read_text(encoding="utf-8")
     assert "TOP SECRET" not in compose("rejected", request, note="x.md", vault_name="v").body
+
+
+def test_an_ask_about_a_key_shows_why_there_is_no_diff_on_both_sides(
+    vault: Path, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Write that empties ~/.ssh/id_rsa asks with "no diff: ..." in the note and the
+    message, and `gate --server` sends that line, never the key."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("PRIVATE KEY\n", encoding="utf-8")
+    monkeypatch.setenv("HOME", str(home))
+    params = {"file_path": "~/.ssh/id_rsa", "content": ""}
+    decide(vault, Call("claude-code", "s1", "Write", params, project), 0.0)
+    with Vault(vault) as v:
+        (request,) = v.list()
+        request = v.get(request.id)
+    assert request.status is Status.PENDING and request.path is not None
+    note = (vault / request.path).read_text(encoding="utf-8")
+    message = compose("pending", request, note="x.md", vault_name="v").body
+    for shown in (note, message):
+        assert "no diff: a secrets path" in shown and "PRIVATE" not in shown
+    sent = gate_client._diff_of(Call("claude-code", "s1", "Write", params, project))
+    assert sent["agent_diff"].startswith("no diff: a secrets path")
