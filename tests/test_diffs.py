@@ -284,3 +284,123 @@ def test_multi_line_params_keep_their_lines_in_the_details_table(vault: Path) ->
     assert rows == ["| body | first \\| a<br>\\# second\\<br><br><br>\\- third |"]
     assert len(re.split(r"(?<!\\)\|", rows[0])) == 4
     assert request.status is Status.PENDING
+
+
+# --- what is never read: secrets, FIFOs, devices, and calls the rules block -----------------
+
+
+def _gate_diff(tool: str, params: dict[str, Any], cwd: Path) -> str | None:
+    from hitl_vault.agents.diffs import gate_pitch
+
+    pitch = gate_pitch(tool, params, cwd)
+    return pitch.diff if pitch is not None else None
+
+
+def test_the_template_secrets_rule_is_the_list_no_diff_is_made_of(tmp_path: Path) -> None:
+    """The agent-secrets rule of a new vault matches exactly the paths no diff shows."""
+    import yaml
+
+    from hitl_vault.agents.diffs import SECRETS_PATH
+
+    init_vault(tmp_path / "v")
+    rules = yaml.safe_load((tmp_path / "v" / "hitl-vault.yaml").read_text(encoding="utf-8"))
+    (rule,) = [r for r in rules["rules"] if r["name"] == "agent-secrets"]
+    assert rule["path"] == "re:" + SECRETS_PATH
+
+
+def test_a_secrets_path_is_never_read_however_it_is_named(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """~/.ssh/id_rsa, .env files, keys and a link or `..` that lands on one give
+    "no diff: ...", never a line of the file."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("PRIVATE KEY\n", encoding="utf-8")
+    monkeypatch.setenv("HOME", str(home))
+    (project / ".env.local").write_text("PRIVATE KEY\n", encoding="utf-8")
+    (project / "server.pem").write_text("PRIVATE KEY\n", encoding="utf-8")
+    (project / "harmless.txt").symlink_to(home / ".ssh" / "id_rsa")
+    for named in (
+        "~/.ssh/id_rsa",
+        str(home / "x" / ".." / ".ssh" / "id_rsa"),
+        ".env.local",
+        "server.pem",
+        "harmless.txt",
+    ):
+        diff = _gate_diff("Write", {"file_path": named, "content": ""}, project)
+        assert diff is not None and diff.startswith("no diff: a secrets path"), named
+        assert "PRIVATE" not in diff
+
+
+def test_a_fifo_or_a_device_is_refused_without_waiting(project: Path) -> None:
+    """A Write to a FIFO nobody writes to, or an Edit of /dev/zero, gives "no diff: not a
+    regular file" at once (no hang, no read of an endless device)."""
+    import os
+    import threading
+
+    os.mkfifo(project / "fifo")
+    got: list[str | None] = []
+    params = {"file_path": "fifo", "content": "x"}
+    worker = threading.Thread(
+        target=lambda: got.append(_gate_diff("Write", params, project)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive() and got == ["no diff: not a regular file"]
+    edit = {"file_path": "/dev/zero", "old_string": "a", "new_string": "b"}
+    assert _gate_diff("Edit", edit, project) == "no diff: not a regular file"
+
+
+def test_a_file_over_the_limit_is_not_read_and_says_so(project: Path) -> None:
+    """A file over the size limit gives "no diff: the file is over ... bytes"."""
+    from hitl_vault.agents.diffs import MAX_FILE_BYTES
+
+    (project / "big.txt").write_bytes(b"a" * (MAX_FILE_BYTES + 1))
+    diff = _gate_diff("Write", {"file_path": "big.txt", "content": "b"}, project)
+    assert diff is not None and diff.startswith("no diff: the file is over")
+
+
+def test_a_call_the_rules_block_keeps_no_diff(tmp_path: Path, project: Path) -> None:
+    """A Write a block rule denies is recorded without a diff: the rejected note, the
+    journal and messages hold nothing of the file it names."""
+    init_vault(tmp_path / "blocks")
+    rules = (
+        "defaults: {decision: ask, timeout: 1h}\nrules:\n"
+        "  - {name: no-writes, action: Write, decision: block, reason: not here}\n"
+    )
+    (tmp_path / "blocks" / "hitl-vault.yaml").write_text(rules, encoding="utf-8")
+    (project / "private.txt").write_text("TOP SECRET\n", encoding="utf-8")
+    call = Call("claude-code", "s1", "Write", {"file_path": "private.txt", "content": ""},
+                project)  # fmt: skip
+    answer = decide(tmp_path / "blocks", call, 0.0)
+    assert not answer.allow and "no-writes" in answer.reason
+    with Vault(tmp_path / "blocks") as v:
+        (request,) = v.list()
+        request = v.get(request.id)
+    assert request.status is Status.REJECTED and request.pitch is None
+    assert request.path is not None
+    assert "TOP SECRET" not in (tmp_path / "blocks" / request.path).read_text(encoding="utf-8")
+    assert "TOP SECRET" not in compose("rejected", request, note="x.md", vault_name="v").body
+
+
+def test_an_ask_about_a_key_shows_why_there_is_no_diff_on_both_sides(
+    vault: Path, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Write that empties ~/.ssh/id_rsa asks with "no diff: ..." in the note and the
+    message, and `gate --server` sends that line, never the key."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("PRIVATE KEY\n", encoding="utf-8")
+    monkeypatch.setenv("HOME", str(home))
+    params = {"file_path": "~/.ssh/id_rsa", "content": ""}
+    decide(vault, Call("claude-code", "s1", "Write", params, project), 0.0)
+    with Vault(vault) as v:
+        (request,) = v.list()
+        request = v.get(request.id)
+    assert request.status is Status.PENDING and request.path is not None
+    note = (vault / request.path).read_text(encoding="utf-8")
+    message = compose("pending", request, note="x.md", vault_name="v").body
+    for shown in (note, message):
+        assert "no diff: a secrets path" in shown and "PRIVATE" not in shown
+    sent = gate_client._diff_of(Call("claude-code", "s1", "Write", params, project))
+    assert sent["agent_diff"].startswith("no diff: a secrets path")

@@ -6,11 +6,20 @@ and ``hitl-vault gate --server`` before it asks the service, which sends it as
 ``agent_diff``). The service never reads the agent's disk: it keeps what the agent's side
 sent, labelled as such (:data:`hitl_vault.pitch.DIFF_BY`). Loaded only when a request is
 made, never for an allowed call.
+
+Nothing is read of a secrets path (:data:`SECRETS_PATH`, the pattern of the template's
+``agent-secrets`` rule) or of anything but a regular file (a FIFO, a device: opened without
+waiting, and at most :data:`MAX_FILE_BYTES` + 1 bytes read); the diff then says
+``no diff: <why>``. A call the rules block keeps no diff (see
+:func:`hitl_vault.policy.intake.ask`): only an ask has a human to show it to.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,18 +32,34 @@ FILE_TOOLS = frozenset({"Edit", "MultiEdit", "Write", "NotebookEdit"})
 MAX_FILE_BYTES = 2 << 20
 # Lines of context around each change.
 CONTEXT_LINES = 3
+# The secrets paths no diff is made of: the ``path:`` of the template's ``agent-secrets``
+# rule is ``re:`` and this (a test keeps the two the same), matched against the absolute
+# path as named and as it lands once links and ``..`` are followed.
+SECRETS_PATH = (
+    r"(?i).*/(\.ssh|\.aws|\.gnupg|\.kube|\.docker|\.config/gcloud|\.password-store)(/.*)?"
+    r"|.*/(\.env(\.[^/]*)?|\.netrc|\.pgpass|\.git-credentials|\.npmrc|\.pypirc"
+    r"|id_(rsa|dsa|ecdsa|ed25519)[^/]*|[^/]*\.(pem|key|p12|pfx|kdbx))"
+    r"|/etc/(shadow|gshadow|sudoers(\.d)?|master\.passwd)(/.*)?"
+)
+_SECRETS = re.compile(SECRETS_PATH)
+
+
+class NoDiff(Exception):
+    """Why no diff is made of a file (its path is a secret, it is not a regular file, it
+    is too large or not text): shown as ``no diff: <why>``, never its content."""
 
 
 def call_diff(tool: str, params: Mapping[str, Any], cwd: Path) -> str | None:
     """The unified diff ``tool`` with ``params`` makes of its file (a path relative to
-    ``cwd``), or None: not a file tool, no change, or input that says no change."""
+    ``cwd``), or None: not a file tool, no change, or input that says no change.
+    :class:`NoDiff` where the file must not or cannot be shown."""
     if tool not in FILE_TOOLS:
         return None
     key = "notebook_path" if tool == "NotebookEdit" else "file_path"
     shown = params.get(key)
     if not isinstance(shown, str) or not shown:
         return None
-    old = _read(cwd / Path(shown).expanduser())
+    old = _read(os.path.join(cwd, os.path.expanduser(shown)))
     if tool == "Write":
         new = params.get("content")
         return _unified(old, new, shown) if isinstance(new, str) else None
@@ -58,23 +83,47 @@ def agent_pitch(sent: object) -> Pitch | None:
 
 
 def _safe_diff(tool: str, params: Mapping[str, Any], cwd: Path) -> str | None:
-    """:func:`call_diff`, with a file that cannot be read (a folder, no permission, not
-    text) giving no diff: the request is made all the same."""
+    """:func:`call_diff`, with a file that must not or cannot be read (a secret, a FIFO,
+    a folder, no permission, not text) giving ``no diff: <why>``: the request is made all
+    the same."""
     try:
         return call_diff(tool, params, cwd)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return None
+    except NoDiff as e:
+        return f"no diff: {e}"
+    except UnicodeDecodeError:
+        return "no diff: the file is not UTF-8 text"
+    except OSError as e:
+        return f"no diff: the file cannot be read ({e.strerror or type(e).__name__})"
+    except (ValueError, RecursionError):
+        return "no diff: the notebook cannot be read"
 
 
-def _read(path: Path) -> str | None:
-    """The file's text, None if there is no such file; OSError/ValueError when it cannot
-    be shown (too large, not UTF-8)."""
+def secret_path(path: str) -> bool:
+    """Whether the absolute ``path`` (as named or as it lands) is a secrets path."""
+    return _SECRETS.fullmatch(path) is not None
+
+
+def _read(named: str) -> str | None:
+    """The text of the regular file at ``named`` (absolute), None if there is no such
+    file; :class:`NoDiff` for a secrets path or anything else, OSError if it cannot be
+    opened, UnicodeDecodeError if it is not text. Never waits: a FIFO or a device is
+    opened without blocking and refused before a byte is read."""
+    lands = os.path.realpath(named)  # links and ".." followed
+    if secret_path(os.path.normpath(named)) or secret_path(lands):
+        raise NoDiff("a secrets path (the agent-secrets rule's list) is never shown")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ValueError(f"{path} is over {MAX_FILE_BYTES} bytes")
-        return path.read_bytes().decode("utf-8")
+        fd = os.open(lands, flags)  # O_NOFOLLOW: a link put there since is refused
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise NoDiff("not a regular file")
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise NoDiff(f"the file is over {MAX_FILE_BYTES:,} bytes")
+    return data.decode("utf-8")
 
 
 def _unified(old: str | None, new: str, shown: str) -> str | None:

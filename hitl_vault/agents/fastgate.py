@@ -421,7 +421,7 @@ def table_of(policy: Any) -> tuple[Any, ...] | None:
                 return None
             if rule.python is not None:  # Python decides: only the full gate runs it
                 return None
-            if rule.confidence is not None:  # a gate call asserts no confidence: never holds
+            if rule.confidence is not None:  # a hook call states none: the rule never holds
                 continue
             action, path = rule.action, rule.path
             pattern = path.pattern if path is not None else None

@@ -16,20 +16,19 @@ reported`` an hour later.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import VaultError, VaultNotFoundError
-from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
-from ..policy.always import STAMP_FILE, Allow, consult
-from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
+from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..policy.always import consult
+from ..policy.rules import Decision, GateRecord, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
 from .guard import guard, where_of
 from .hookio import NO_DECISION, Answer, BadInput, Call, Reply, bad_input
-from .policycache import keep_copy, pickle_policy, read_private
+from .policycache import in_force as in_force  # where callers of the gate find it
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -111,105 +110,6 @@ def skips_prompt(ruling: Ruling) -> bool:
     """Whether an allow is answered as one (``agent_prompt: skip`` on a matching rule):
     otherwise what the rules let through gets no decision from the gate."""
     return ruling.decision is Decision.ALLOW and any(m.skip_prompt for m in ruling.matches)
-
-
-POLICY_CACHE = "gate-policy.pickle"
-
-
-def rules_in_force(root: Path) -> Policy:
-    """The policy ``hitl-vault.yaml`` states (see :func:`in_force`)."""
-    return in_force(root)[0]
-
-
-def in_force(root: Path) -> tuple[Policy, tuple[Allow, ...]]:
-    """The policy ``hitl-vault.yaml`` states, as :func:`~hitl_vault.policy.rulesfile.load_policy`
-    reads it, and the "always" allows the journal holds, kept in ``.hitl/gate-policy.pickle``
-    for the next gate call (an allow that expires since stops matching all the same).
-
-    The copy is used only for the very same bytes of the rules file read by the same
-    hitl-vault code and Python, and the same bytes of ``.hitl/always-stamp`` (rewritten
-    after each allow added or revoked); anything else (or a copy that does not load) is
-    read afresh. Parsing needs PyYAML, which costs more to import than an allowed tool call
-    may take. ``.hitl/`` is trusted as the journal is: the caller checked who may write it.
-    The plain table of :mod:`.fastgate` is kept beside it.
-    """
-    import pickle
-    import sys
-
-    from .. import __version__
-    from ..durable import read_file
-    from ..errors import NoteError
-    from ..policy import rules
-
-    path = root / RULES_FILE
-    try:
-        raw: bytes | None = read_file(path, RULES_FILE, follow_links=True)
-    except FileNotFoundError:
-        raw = None
-    except NoteError:
-        raw = b"unreadable"  # load_policy says why
-    here = Path(rules.__file__ or ".").parent  # the code that reads and matches rules
-    # Every module of policy/ (a new one is covered without a list to keep up to date).
-    with os.scandir(here) as found:
-        mtimes = sorted((e.name, e.stat().st_mtime_ns) for e in found if e.name.endswith(".py"))
-    code = [__version__, sys.version, mtimes]
-    stamp = _stamp(root)
-    key = (code, raw, stamp)  # compared whole: no hash to import and compute on every call
-    cache = root / STATE_DIR / POLICY_CACHE
-    try:
-        kept_key, kept, allows = pickle.loads(read_private(cache))
-        if kept_key == key and isinstance(kept, Policy) and isinstance(allows, tuple):
-            _fast_table(root, raw, kept)
-            return kept, allows
-    except Exception:  # none yet, someone else's, or from other code: parse afresh
-        pass
-    from ..policy.rulesfile import load_policy
-
-    policy = load_policy(path, RULES_FILE)
-    allows = _allows(root)
-    if raw is not None and read_file(path, RULES_FILE, follow_links=True) != raw:
-        return policy, allows  # changed while read: keep no copy of either
-    try:
-        keep_copy(cache, pickle_policy(key, policy, allows))
-    except Exception:  # a copy that cannot be made only costs time
-        import logging
-
-        log = logging.getLogger(__name__)
-        log.warning("could not keep the parsed rules in %s", cache, exc_info=True)
-    _fast_table(root, raw, policy)
-    return policy, allows
-
-
-def _stamp(root: Path) -> bytes | None:
-    """The stamp's bytes (None: no allow was ever added here)."""
-    try:
-        return read_private(root / STATE_DIR / STAMP_FILE)
-    except FileNotFoundError:
-        return None
-    except OSError:  # not this user's, or not a file: never trust a copy keyed on it
-        return os.urandom(16)
-
-
-def _allows(root: Path) -> tuple[Allow, ...]:
-    """The allows in force in the vault's journal (none without one: nothing to open)."""
-    if not (root / STATE_DIR / JOURNAL_FILE).is_file():
-        return ()
-    from ..journal.sqlite import Journal
-    from ..times import utcnow
-
-    journal = Journal(root / STATE_DIR / JOURNAL_FILE)
-    try:
-        return tuple(journal.allows(utcnow()))
-    finally:
-        journal.close()
-
-
-def _fast_table(root: Path, raw: bytes | None, policy: Policy) -> None:
-    """Keep the rules as the fast path reads them (:mod:`.fastgate`), with the bytes they
-    were read from (the caller found the vault trusted)."""
-    from . import fastgate
-
-    fastgate.keep(str(root), raw, fastgate.table_of(policy))
 
 
 def blocked_by(rule: str, reason: str) -> str:

@@ -98,6 +98,18 @@ class Asked:
         return replace(self.request, id=make_id(self.request.action, self.request.created))
 
 
+def _without_diff(pitch: Pitch | None) -> Pitch | None:
+    """The pitch of a request the rules decided at once: no diff, which would copy the
+    file a blocked call names into the note, the journal and messages; a diff is kept
+    only for an ask, where a human must see what changes."""
+    from dataclasses import replace
+
+    if pitch is None or pitch.diff is None:
+        return pitch
+    kept = replace(pitch, diff=None, diff_by=None)
+    return kept if kept.proposed else None
+
+
 def ask(
     policy: Policy,
     proposal: Proposal,
@@ -114,7 +126,8 @@ def ask(
     pending until the shortest timeout asked or ruled, approved or rejected at once.
     What monitor mode or ``min_risk`` allowed is approved with the reason "would ask"
     or "would block" (see :meth:`Policy.applied`); an ask an "always" allow covers, with
-    who allowed it (see :func:`hitl_vault.policy.always.consult`)."""
+    who allowed it (see :func:`hitl_vault.policy.always.consult`). Only a pending
+    request keeps the ``pitch``'s diff."""
     ruling = policy.evaluate(proposal, code=code)
     ruling = consult(policy, ruling, allows, proposal, now) if allows else ruling
     decision, would = policy.applied(ruling)  # monitor mode, min_risk: "would ask", allowed
@@ -147,7 +160,7 @@ def ask(
         carried_by_requester=carried_by_requester,
         context=context,
         escalate_at=escalate_at,
-        pitch=pitch,
+        pitch=pitch if status is Status.PENDING else _without_diff(pitch),
         history=(first,),
     )
     kept = pinned(code)
