@@ -9,10 +9,9 @@ in :mod:`hitl_vault.policy.rules`; how a transition reads in a note, in
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -211,6 +210,8 @@ def check_action(action: str, argument: str = "action") -> str:
 
 def new_id(action: str, now: datetime, token: str | None = None) -> str:
     """``YYYYMMDDTHHMMSSZ-<action>-<6 hex>``: sortable by time, unique by its random tail."""
+    import secrets  # only when a request is made: an allowed gate call never needs it
+
     tail = token if token is not None else secrets.token_hex(3)
     return f"{now.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}-{check_action(action)}-{tail}"
 
@@ -230,3 +231,17 @@ class Risk(StrEnum):
     @property
     def rank(self) -> int:
         return list(Risk).index(self)
+
+
+# --- a call the agent's gate handed out, whose outcome the agent reports ------------------
+
+HANDED_OUT = "handed to the agent"
+OUTCOME_DEADLINE = timedelta(hours=1)
+
+
+def handed_out_at(request: Request) -> datetime | None:
+    """When the gate handed ``request`` (with its history) to the agent, if it did."""
+    for t in reversed(request.history):
+        if t.to_status is Status.EXECUTING and t.from_status is Status.APPROVED:
+            return t.at if HANDED_OUT in t.details else None
+    return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -109,6 +108,8 @@ def check_expected(request_id: str, sha: str, expect: str | None, edited: str) -
 def params_sha(params: Mapping[str, Any]) -> str:
     """SHA-256 of the params in canonical JSON (sorted keys, no spaces)."""
     canonical = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    import hashlib  # not at import: the agent gate loads this module before every call
+
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

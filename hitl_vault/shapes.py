@@ -140,9 +140,16 @@ def tested_json(results: list[tuple[str, str | None]]) -> dict[str, Any]:
     return {"ok": bool(targets) and all(t["delivered"] for t in targets), "targets": targets}
 
 
-def ruling_json(ruling: Ruling, timeout: Any) -> dict[str, Any]:
+def ruling_json(
+    ruling: Ruling, timeout: Any, would: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """What ``rules check --json`` prints: what the rules say (``decision``) and, given
+    ``would`` (the decision in effect and why it differs), what ``submit`` would do."""
+    applied, why = would if would is not None else (str(ruling.decision), "")
     return {
         "decision": str(ruling.decision),
+        "would": str(applied),
+        "would_reason": why,
         "risk": str(ruling.risk),
         "timeout": format_duration(timeout),
         "rule": ruling.rule,

@@ -406,14 +406,17 @@ def test_someone_outside_a_rules_approvers_is_refused_naming_the_rule(vault_path
 def test_rules_check_explains_the_decision_and_creates_nothing(vault_path: Path) -> None:
     """`rules check` explains the decision, rule and reason (also as JSON) and creates nothing."""
     text = invoke(vault_path, "rules", "check", "payment", "-p", "amount=1500").stdout
-    assert text.splitlines()[:3] == ["decision: ask", "risk:     high", "timeout:  1h"]
+    assert text.splitlines()[:4] == [
+        "decision: ask", "would:    ask", "risk:     high", "timeout:  1h"
+    ]  # fmt: skip
     assert "matched large-payments: ask" in text
 
     data = json.loads(invoke(vault_path, "rules", "check", "shell", "--json").stdout)
     assert data["decision"] == "block" and data["rule"] == "no-shell"
     assert data["reason"] == "Shell commands are blocked by policy"
     assert set(data) == {
-        "decision", "risk", "timeout", "rule", "reason", "approvers", "editable", "matches"
+        "decision", "would", "would_reason", "risk", "timeout", "rule", "reason", "approvers",
+        "editable", "matches",
     }  # fmt: skip
 
     unknown = invoke(vault_path, "rules", "check", "water_plants").stdout

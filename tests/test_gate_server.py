@@ -152,9 +152,11 @@ def hook_input(tool: str = "Bash", command: str = "git push") -> bytes:
 
 
 def said(reply: tuple[int, str, str]) -> tuple[str, str]:
-    """(permissionDecision, reason) of a Claude Code answer."""
+    """(permissionDecision, reason) of a Claude Code answer ("none": no output, no decision)."""
     code, out, err = reply
     assert code == 0, err
+    if out == "":
+        return "none", ""
     spec = json.loads(out)["hookSpecificOutput"]
     return spec["permissionDecision"], spec.get("permissionDecisionReason", "")
 

@@ -276,3 +276,17 @@ def test_the_openapi_document_describes_the_fields() -> None:
     props = schema["properties"]
     assert props["confidence"]["minimum"] == 0 and props["confidence"]["maximum"] == 1
     assert props["risk_factors"]["items"]["type"] == "string"
+
+
+def test_a_python_rule_may_not_match_on_confidence(tmp_path: Path) -> None:
+    """A python: rule's function may answer allow, so a confidence: condition on it is
+    refused when the rules are read, as on an allow rule."""
+    from hitl_vault.errors import RulesError
+    from hitl_vault.policy.rulesfile import parse_policy
+
+    text = (
+        "rules:\n  - name: by-code\n    action: transfer\n"
+        '    confidence: "> 0.9"\n    python: mymodule:decide\n'
+    )
+    with pytest.raises(RulesError, match="by-code allows on confidence"):
+        parse_policy(text, "hitl-vault.yaml", tmp_path)

@@ -166,8 +166,9 @@ def uncomment(text: str, first: str, last: str) -> str:
     return "".join(out)
 
 
-def test_the_templates_groups_and_agent_rules_can_both_be_uncommented(tmp_path: Path) -> None:
-    """A new user uncomments groups: (for group:finance) and the agent rules: it loads."""
+def test_the_templates_groups_can_be_uncommented_beside_its_agent_rules(tmp_path: Path) -> None:
+    """A new user uncomments groups: (for group:finance) beside the agent rules, which the
+    template has on: it loads, and the agent rules still apply."""
     from hitl_vault.template import init_vault
 
     path = tmp_path / "fresh"
@@ -175,12 +176,10 @@ def test_the_templates_groups_and_agent_rules_can_both_be_uncommented(tmp_path: 
     rules = path / "hitl-vault.yaml"
     text = rules.read_text().replace("# groups:", "groups:", 1)
     text = text.replace("#   finance: [alice, bob]", "  finance: [alice, bob]", 1)
-    text = uncomment(text, "#  - name: agent-reads", "# Executors")
     rules.write_text(text)
-    result = invoke(path, "rules", "check", "Read")
-    # today: exit 1, "hitl-vault.yaml line 95: YAML error: did not find expected key"
+    result = invoke(path, "rules", "check", "TodoWrite")
     assert result.exit_code == 0, result.stderr
-    assert "agent-reads" in result.stdout
+    assert "agent-planning" in result.stdout
 
 
 def test_the_templates_remind_before_example_can_be_uncommented(tmp_path: Path) -> None:
@@ -266,9 +265,11 @@ def test_a_hitl_vault_module_written_into_the_project_cannot_replace_the_gate(
     (project / "hitl_vault.py").write_text(f"print({json.dumps(allow)!r})\n")
     call = hook_input("Bash", {"command": "git push --force origin main"}, cwd=project)
     argv = shlex.split(hook["command"])
-    argv[argv.index("--wait") + 1] = "1s"  # the real gate asks, then denies after a second
-    done = subprocess.run(
-        argv, input=call, cwd=project, capture_output=True, timeout=60, check=False
-    )
+    wait = argv[argv.index("--wait") + 1]  # the real gate asks, then denies after a second
+    command = hook["command"].replace(f"--wait {wait}", "--wait 1s")
+    done = subprocess.run(  # through a shell, as the agent runs a hook command
+        ["/bin/sh", "-c", command], input=call, cwd=project, capture_output=True, timeout=60,
+        check=False,
+    )  # fmt: skip
     assert b'"allow"' not in done.stdout, (hook["command"], done.stdout)
     assert b'"deny"' in done.stdout and b"waiting for a human" in done.stdout, done.stdout

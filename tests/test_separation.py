@@ -55,6 +55,7 @@ class User:
     name: str
     uid: int
     gid: int
+    home: Path  # this run's own folder for the user (the suite's workers share the users)
 
     def run(
         self, *args: str, env: dict[str, str] | None = None, check: bool = True
@@ -82,27 +83,29 @@ class User:
 
 
 def _env(user: User, extra: dict[str, str] | None) -> dict[str, str]:
-    home = pwd.getpwuid(user.uid).pw_dir
+    home = str(user.home)
     env = {"PATH": "/usr/bin:/bin", "HOME": home, "USER": user.name, "LANG": "C.UTF-8"}
     env.update(extra or {})
     return env
 
 
 def _user(name: str, home: Path) -> User:
+    """The system user ``name`` (made once, kept for later runs), with ``home`` as this run's
+    folder for it; tests on other workers may use the same user at the same time."""
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--home-dir", str(home), "--shell", "/usr/sbin/nologin", name],
-            check=True,
+        made = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             capture_output=True,
         )
-        entry = pwd.getpwnam(name)
-    else:
-        subprocess.run(["usermod", "--home", str(home), name], check=True, capture_output=True)
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:  # not made by another worker either
+            raise AssertionError(f"useradd {name}: {made.stderr!r}") from None
     home.mkdir(mode=0o700, exist_ok=True)
     os.chown(home, entry.pw_uid, entry.pw_gid)
-    return User(name, entry.pw_uid, entry.pw_gid)
+    return User(name, entry.pw_uid, entry.pw_gid, home)
 
 
 def _free_port() -> int:
@@ -272,7 +275,7 @@ def test_nothing_the_agent_writes_on_its_own_disk_fools_its_gate(setup: Setup) -
     """An agent that writes a vault of its own, rules that allow everything and an
     approved note, still gets its call held by the service's gate."""
     s = setup
-    fake = Path(pwd.getpwuid(s.agent.uid).pw_dir) / "vault"
+    fake = s.agent.home / "vault"
     s.agent.run("init", str(fake))
     s.agent.python(
         "-c",

@@ -131,6 +131,8 @@ def _json(data: Any) -> str:
 
 
 def _claude(answer: Answer) -> Reply:
+    if not answer.decided:  # no JSON decision: Claude Code's own permission settings apply
+        return 0, "", ""
     out: dict[str, Any] = {
         "hookEventName": "PreToolUse",
         "permissionDecision": "allow" if answer.allow else "deny",
@@ -143,6 +145,8 @@ def _claude(answer: Answer) -> Reply:
 
 
 def _cursor(answer: Answer) -> Reply:
+    # Cursor wants a permission in every answer and has no "not mine to say": no decision
+    # is its allow, and its own settings (allowlists, auto-run) still apply to the call.
     out: dict[str, Any] = {"permission": "allow" if answer.allow else "deny"}
     if answer.reason:
         out |= {"user_message": answer.reason, "agent_message": answer.reason}
@@ -150,6 +154,8 @@ def _cursor(answer: Answer) -> Reply:
 
 
 def _gemini(answer: Answer) -> Reply:
+    if not answer.decided:  # no output: Gemini CLI goes on as if no hook had answered
+        return 0, "", ""
     out: dict[str, Any] = {"decision": "allow" if answer.allow else "deny"}
     if answer.reason:
         out["reason"] = answer.reason
@@ -159,7 +165,8 @@ def _gemini(answer: Answer) -> Reply:
 
 
 def _codex(answer: Answer) -> Reply:
-    if answer.allow:  # exactly {}: any other field fails the hook, and the tool runs
+    if answer.allow:  # exactly {}: any other field fails the hook, and the tool runs; {} is
+        # no decision, so Codex's own approval policy applies to what the gate allows too
         return 0, "{}\n", ""
     return 2, "", f"{answer.reason or 'denied by hitl-vault'}\n"
 

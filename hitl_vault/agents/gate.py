@@ -1,6 +1,9 @@
 """``hitl-vault gate``: decide one agent tool call with the vault's rules, and a human when
 they ask.
 
+The gate adds a human; it never removes the agent's own checks. A call the rules allow
+gets no decision (the agent's own permission settings apply), unless a matching rule says
+``agent_prompt: skip``; an approval is an allow, a block or a rejection a deny.
 An allowed call that nothing records costs one read of ``hitl-vault.yaml``: no journal,
 no note, no file watcher. Everything else opens the vault's :class:`Engine` (imported only
 then): a block is recorded as a rejected request, an ask becomes a pending request the
@@ -27,12 +30,14 @@ from ..policy.always import STAMP_FILE, Allow, consult
 from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
-from .guard import guard
-from .hookio import Answer, BadInput, Call, Reply, bad_input
+from .guard import guard, where_of
+from .hookio import NO_DECISION, Answer, BadInput, Call, Reply, bad_input
 
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..model import Request
+    from ..policy.conditions import Where
+    from ..policy.rules import Ruling
 
 DEFAULT_WAIT = 9 * 60.0  # below the 600 s hook timeout `hook install` writes
 GUARD_RULE = "vault-guard"
@@ -80,23 +85,34 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
         if policy.gate_record is GateRecord.ASKS:
             return Answer(False, blocked)
         return _guarded(root, call, blocked)
-    proposal = Proposal(call.tool, call.params, call.summary, call.requested_by)
+    where = where_of(call)
+    proposal = Proposal(call.tool, call.params, call.summary, call.requested_by, where=where)
     ruling = policy.evaluate(proposal)
+    said = ruling
     if allows:  # "always" allows, kept with the rules: still no journal opened
         from ..times import utcnow
 
         ruling = consult(policy, ruling, allows, proposal, utcnow())
     decision, _ = policy.applied(ruling)
+    skip = skips_prompt(ruling) or ruling is not said  # a human's "always" answers allow
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
-        return Answer(True)  # the common case: nothing recorded, nothing more imported
+        # the common case: nothing recorded, nothing more imported
+        return Answer(True, f"allowed by hitl-vault rule {ruling.rule}") if skip else NO_DECISION
     if decision is Decision.BLOCK and policy.gate_record is GateRecord.ASKS:
         return Answer(False, blocked_by(ruling.rule, ruling.reason))
     from ..engine import Engine
 
     with Engine(root) as engine:
         if decision is Decision.ASK:
-            return _ask(engine, call, deadline, hook)
-        return handed_out(engine, submit_call(engine, call), call, hook, _marks(engine))
+            return _ask(engine, call, deadline, hook, where)
+        request = submit_call(engine, call, where=where)
+        return handed_out(engine, request, call, hook, _marks(engine), skip)
+
+
+def skips_prompt(ruling: Ruling) -> bool:
+    """Whether an allow is answered as one (``agent_prompt: skip`` on a matching rule):
+    otherwise what the rules let through gets no decision from the gate."""
+    return ruling.decision is Decision.ALLOW and any(m.skip_prompt for m in ruling.matches)
 
 
 POLICY_CACHE = "gate-policy.pickle"
@@ -118,8 +134,8 @@ def in_force(root: Path) -> tuple[Policy, tuple[Allow, ...]]:
     after each allow added or revoked); anything else (or a copy that does not load) is
     read afresh. Parsing needs PyYAML, which costs more to import than an allowed tool call
     may take. ``.hitl/`` is trusted as the journal is: the caller checked who may write it.
+    The plain table of :mod:`.fastgate` is kept beside it.
     """
-    import hashlib
     import pickle
     import sys
 
@@ -141,11 +157,12 @@ def in_force(root: Path) -> tuple[Policy, tuple[Allow, ...]]:
         mtimes = sorted((e.name, e.stat().st_mtime_ns) for e in found if e.name.endswith(".py"))
     code = [__version__, sys.version, mtimes]
     stamp = _stamp(root)
-    key = hashlib.sha256(repr((code, raw, stamp)).encode()).hexdigest()
+    key = (code, raw, stamp)  # compared whole: no hash to import and compute on every call
     cache = root / STATE_DIR / POLICY_CACHE
     try:
         kept_key, kept, allows = pickle.loads(_read_private(cache))
         if kept_key == key and isinstance(kept, Policy) and isinstance(allows, tuple):
+            _fast_table(root, raw, kept)
             return kept, allows
     except Exception:  # none yet, someone else's, or from other code: parse afresh
         pass
@@ -162,6 +179,7 @@ def in_force(root: Path) -> tuple[Policy, tuple[Allow, ...]]:
 
         log = logging.getLogger(__name__)
         log.warning("could not keep the parsed rules in %s", cache, exc_info=True)
+    _fast_table(root, raw, policy)
     return policy, allows
 
 
@@ -189,6 +207,14 @@ def _allows(root: Path) -> tuple[Allow, ...]:
         journal.close()
 
 
+def _fast_table(root: Path, raw: bytes | None, policy: Policy) -> None:
+    """Keep the rules as the fast path reads them (:mod:`.fastgate`), with the bytes they
+    were read from (the caller found the vault trusted)."""
+    from . import fastgate
+
+    fastgate.keep(str(root), raw, fastgate.table_of(policy))
+
+
 def _read_private(path: Path) -> bytes:
     """The bytes of a regular file only this user may have written (else OSError): a
     pickle runs code as it loads, so nobody else's is ever loaded."""
@@ -204,7 +230,7 @@ def _read_private(path: Path) -> bytes:
         os.close(fd)
 
 
-def pickle_policy(key: str, policy: Policy, allows: tuple[Allow, ...] = ()) -> bytes:
+def pickle_policy(key: Any, policy: Policy, allows: tuple[Allow, ...] = ()) -> bytes:
     import copyreg
     import pickle
     from types import MappingProxyType
@@ -255,6 +281,7 @@ def submit_call(
     agent_diff: object = None,
     *,
     here: bool = True,
+    where: Where | None = None,
 ) -> Request:
     """Record the call as a request, with the diff a file tool makes: read from the file
     ``here``, else the ``agent_diff`` the agent's side sent (labelled as the agent's)."""
@@ -264,7 +291,7 @@ def submit_call(
     return engine.submit(
         call.tool, call.params, summary=call.summary,
         requested_by=requested_by or call.requested_by, carried_by_requester=True,
-        source=source, context=call.context, pitch=pitch,
+        source=source, context=call.context, pitch=pitch, where=where,
     )  # fmt: skip
 
 
@@ -282,24 +309,26 @@ def _guarded(root: Path, call: Call, why: str) -> Answer:
     with Engine(root) as engine:
         engine.policy = replace(engine.policy, mode=Mode.ENFORCE)  # the guard holds in monitor
         engine.functions.append(vault_guard)
-        request = submit_call(engine, call)
+        request = submit_call(engine, call, where=where_of(call))
     return Answer(False, f"{why} (recorded as {request.id})")
 
 
-def _ask(engine: Engine, call: Call, deadline: float, hook: HookFormat) -> Answer:
+def _ask(
+    engine: Engine, call: Call, deadline: float, hook: HookFormat, where: Where | None
+) -> Answer:
     """Find the request an identical earlier call made, or make one; wait for a human."""
     from ..errors import WaitTimeoutError
     from ..model import Status
 
-    request = asked(engine, call, call.key, call.requested_by)
+    request = asked(engine, call, call.key, call.requested_by, where)
     if request is None:
         return Answer(False, TOO_MANY)
     if request.status is Status.PENDING:
         try:
             request = engine.wait_sync(request.id, max(0.0, deadline - time.monotonic()))
         except WaitTimeoutError:
-            where = f" ({request.path.relative_to(engine.root)})" if request.path else ""
-            return Answer(False, waiting(request, where))
+            shown = f" ({request.path.relative_to(engine.root)})" if request.path else ""
+            return Answer(False, waiting(request, shown))
     return handed_out(engine, request, call, hook, _marks(engine))
 
 
@@ -329,6 +358,7 @@ def asked(
     agent_diff: object = None,
     *,
     here: bool = True,
+    where: Where | None = None,
 ) -> Request | None:
     """The request that ``call`` (an identical retry: the same ``key``) made and that is
     still to be used, or a new one; None once the session made too many.
@@ -350,7 +380,9 @@ def asked(
         found = engine.journal.proposal(source)
         if found is None:
             try:
-                request = submit_call(engine, call, source, requested_by, agent_diff, here=here)
+                request = submit_call(
+                    engine, call, source, requested_by, agent_diff, here=here, where=where
+                )
             except DuplicateError:  # an identical call made it a moment ago
                 found = engine.journal.proposal(source)
                 if found is None:
@@ -363,11 +395,19 @@ def asked(
 
 
 def handed_out(
-    engine: Engine, request: Request, call: Call, hook: HookFormat, marks: Path | None = None
+    engine: Engine,
+    request: Request,
+    call: Call,
+    hook: HookFormat,
+    marks: Path | None = None,
+    skip: bool = False,
 ) -> Answer:
     """Allow an approved request (handing it to the agent, once: ``executing`` until its
     outcome is reported), deny anything else. ``marks``: the folder where the agent's
-    PostToolUse hook (:mod:`hitl_vault.agents.posttool`) finds which request this call is."""
+    PostToolUse hook (:mod:`hitl_vault.agents.posttool`) finds which request this call is.
+
+    What a human approved is an allow; what the rules let through (``record: all``,
+    monitor mode, ``min_risk``) is no decision, unless ``skip`` (``agent_prompt: skip``)."""
     from ..errors import NotRunnableError
     from ..model import Status
 
@@ -404,7 +444,7 @@ def handed_out(
 
         mark(marks, [call.key, key_of(call, edited)], request.id)
     engine.show_in_note(request.id, engine.now())
-    return Answer(True, _allowed_because(request), edited)
+    return Answer(True, _allowed_because(request), edited, decided=bool(request.decided_by) or skip)
 
 
 def _allowed_because(request: Request) -> str:

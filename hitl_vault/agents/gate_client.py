@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from .formats import HookFormat
-from .hookio import Answer, BadInput, Call, Reply, bad_input, read_object
+from .hookio import NO_DECISION, Answer, BadInput, Call, Reply, bad_input, read_object
 
 TOKEN_ENV = "HITL_VAULT_TOKEN"
 # How long one long-poll asks the service to hold its answer (its limit is 60 s). The
@@ -116,12 +116,40 @@ def run(server: str, token_file: str | None, hook: HookFormat, wait: float, stdi
         answer = decide(service, asked, wait, request_ids)
     except ServerError as e:
         answer = Answer(False, f"hitl-vault could not ask the service, so the call is denied: {e}")
+    _mark_handed(call, answer, request_ids)
+    return hook.render(answer, call.params)
+
+
+def continued(
+    server: str, hook: HookFormat, wait: float, stdin: bytes, status: int, raw: bytes
+) -> Reply:
+    """The rest of ``hitl-vault gate --server`` once the service gave its first answer
+    (``status``, ``raw``) to the hook call in ``stdin`` (the fast path sent it): the same
+    checks and waits as :func:`run`, without asking again."""
+    try:
+        data = read_object(stdin)
+        call = hook.call_of(data)
+    except BadInput as e:
+        return bad_input(str(e))
+    request_ids: list[str] = []
+    try:
+        service = Service(check_url(server), read_token(None))
+        if status == 0:  # not sent, or no HTTP answer: ``raw`` says why
+            raise ServerError(raw.decode("utf-8", "replace"))
+        first = _checked(service.shown, status, raw, gate=True)
+        answer = decide(service, {**data, "format": hook.name}, wait, request_ids, first)
+    except ServerError as e:
+        answer = Answer(False, f"hitl-vault could not ask the service, so the call is denied: {e}")
+    _mark_handed(call, answer, request_ids)
+    return hook.render(answer, call.params)
+
+
+def _mark_handed(call: Call, answer: Answer, request_ids: list[str]) -> None:
     if answer.allow and request_ids:  # handed out: the PostToolUse hook reports its outcome
         from .posttool import client_marks, key_of, mark
 
         with contextlib.suppress(OSError):  # no mark: the service's deadline closes it
             mark(client_marks(), [call.key, key_of(call, answer.updated)], request_ids[-1])
-    return hook.render(answer, call.params)
 
 
 # The tools a diff is made for (:data:`hitl_vault.agents.diffs.FILE_TOOLS`).
@@ -140,30 +168,33 @@ def _diff_of(call: Call) -> dict[str, str]:
 
 
 def decide(
-    service: Service, hook_input: dict[str, Any], wait: float, handed: list[str] | None = None
+    service: Service,
+    hook_input: dict[str, Any],
+    wait: float,
+    handed: list[str] | None = None,
+    first: dict[str, Any] | None = None,
 ) -> Answer:
     """The service's answer to the hook call, waiting at most ``wait`` s for a human.
 
     A "pending" answer names its request: the gate waits on it (``GET
     /api/v1/requests/{id}?wait=``, in polls that start at FIRST_POLL s and double up to
     API_WAIT), then asks again with the identical call, which the service matches to
-    that request. ``handed``: where the id of a request handed out to the agent goes."""
+    that request. ``handed``: where the id of a request handed out to the agent goes;
+    ``first``: the service's answer to the first ask, if already made."""
     body = json.dumps(hook_input, ensure_ascii=False).encode("utf-8")
     deadline = time.monotonic() + wait
     poll = FIRST_POLL
     while True:
-        data = service.ask("POST", "/api/v1/gate", body, wait=0.0)
+        data = first if first is not None else service.ask("POST", "/api/v1/gate", body, wait=0.0)
+        first = None
         decision, reason = data["decision"], data["reason"]
+        given = data.get("request")
+        shown = given if isinstance(given, dict) and decision in ("none", "allow") else {}
+        if handed is not None and shown.get("status") == "executing":
+            handed.append(str(shown.get("id")))  # handed out (record: all, or approved)
         if decision == "none":
-            return Answer(True)
+            return NO_DECISION
         if decision == "allow":
-            given = data.get("request")
-            if (
-                handed is not None
-                and isinstance(given, dict)
-                and given.get("status") == "executing"
-            ):
-                handed.append(str(given.get("id")))
             return Answer(True, reason, data.get("updated_input"))
         if decision == "deny":
             return Answer(False, reason)

@@ -21,16 +21,16 @@ from ..identity import Principal, Role
 from ..policy.always import consult
 from ..policy.rules import Decision, GateRecord, Proposal
 from .formats import HookFormat
-from .gate import TOO_MANY, asked, blocked_by, handed_out, submit_call, waiting
+from .gate import TOO_MANY, asked, blocked_by, handed_out, skips_prompt, submit_call, waiting
 from .hookio import Call
 
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..model import Request
 
-# What the service answers, as ``decision``: "none" (the rules allow it and nothing is
-# recorded: the agent's own permissions apply, as with the local gate's plain allow),
-# "allow" (allowed on record: an approval handed out, or what monitor mode let through),
+# What the service answers, as ``decision``: "none" (the rules let it through: the agent's
+# own permissions apply, as with the local gate; a request recorded, if any, comes with
+# it), "allow" (a human's approval handed out, or a rule with ``agent_prompt: skip``),
 # "deny", and "pending" (a human has yet to decide; the identical call asks again).
 DECISIONS = ("none", "allow", "deny", "pending")
 
@@ -77,7 +77,10 @@ def decide_remote(
     ruling = policy.evaluate(proposal, engine.functions)
     ruling = consult(policy, ruling, engine.allows.in_force(), proposal, engine.now())
     decision, _ = policy.applied(ruling)
+    skip = skips_prompt(ruling)
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
+        if skip:
+            return GateAnswer("allow", f"allowed by hitl-vault rule {ruling.rule}")
         return GateAnswer("none")  # nothing asked of anyone: the agent's own permissions apply
     if not principal.may_ask(call.tool):
         allowed = ", ".join(principal.actions or ())
@@ -94,6 +97,7 @@ def decide_remote(
             return GateAnswer("pending", waiting(request), request=request)
     else:
         request = submit_call(engine, call, None, principal.name, agent_diff, here=False)
-    answer = handed_out(engine, request, call, hook)
+    answer = handed_out(engine, request, call, hook, skip=skip)
     final = engine.get(request.id)
-    return GateAnswer("allow" if answer.allow else "deny", answer.reason, answer.updated, final)
+    said = "deny" if not answer.allow else "allow" if answer.decided else "none"
+    return GateAnswer(said, answer.reason, answer.updated, final)

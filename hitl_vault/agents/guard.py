@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..layout import STATE_DIR
+from ..policy.conditions import Where
+from .fastgate import READ_ONLY  # one list: the fast path answers only for these
 from .hookio import PATH_KEYS, Call, command_of
 
 WHY = "an agent may not change the vault that approves its own requests"
@@ -27,10 +29,6 @@ WHY = "an agent may not change the vault that approves its own requests"
 _TEXT_KEYS = frozenset(
     {"content", "new_string", "old_string", "new_source", "description", "prompt", "text",
      "body", "message", "query", "pattern", "title", "summary", "reason", "explanation"}
-)  # fmt: skip
-READ_ONLY = frozenset(
-    {"Read", "Glob", "Grep", "LS", "NotebookRead", "WebFetch", "WebSearch", "TodoWrite",
-     "read_file", "read_many_files", "glob", "search_file_content", "list_directory"}
 )  # fmt: skip
 # Words that mark a shell command as reaching for hitl-vault itself (its CLI, its package,
 # its journal folder), wherever the vault is.
@@ -108,6 +106,27 @@ def inside(path: str, cwd: Path, places: tuple[Path, ...]) -> bool:
     except (ValueError, OSError):
         return True
     return any(t == p or t.is_relative_to(p) for t in targets for p in places)
+
+
+def where_of(call: Call) -> Where:
+    """The call's project (its folder) and every path it names (a glob's fixed leading
+    folders), each resolved as :func:`landing` does, for the rules' ``path:`` conditions.
+    A path that cannot be resolved is kept as ``""``: inside no project."""
+    named = [*_paths(call.params), *_uris(call.params)]
+    if call.tool in _GLOB_TOOLS and isinstance(call.params.get("pattern"), str):
+        fixed = []
+        for part in call.params["pattern"].split("/"):
+            if any(c in part for c in "*?[{"):
+                break
+            fixed.append(part)
+        named.append("/".join(fixed) or ("/" if call.params["pattern"].startswith("/") else "."))
+    paths: list[str] = []
+    for value in named:
+        try:
+            paths += [str(p) for p in landing(value, call.cwd)]
+        except (ValueError, OSError):
+            paths.append("")
+    return Where(os.path.realpath(call.cwd), tuple(dict.fromkeys(paths)))
 
 
 def guard(call: Call, root: Path, given: Path) -> str | None:

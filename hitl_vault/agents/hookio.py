@@ -10,7 +10,6 @@ tool call an agent makes, so it imports little.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -69,6 +68,8 @@ class Call:
             separators=(",", ":"),
             ensure_ascii=False,
         )
+        import hashlib  # only when a request is made: an allowed call never needs it
+
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     @property
@@ -98,17 +99,32 @@ class Call:
 
 class Answer:
     """What the gate says about a call: allow or deny, why, and the input to run instead
-    (the params as the human left them, if edited)."""
+    (the params as the human left them, if edited).
 
-    __slots__ = ("allow", "reason", "updated")
+    ``decided`` False is no decision at all (a call the rules let through): the agent's
+    own permission settings then apply, as if the gate were not there."""
 
-    def __init__(self, allow: bool, reason: str = "", updated: dict[str, Any] | None = None):
+    __slots__ = ("allow", "decided", "reason", "updated")
+
+    def __init__(
+        self,
+        allow: bool,
+        reason: str = "",
+        updated: dict[str, Any] | None = None,
+        decided: bool = True,
+    ):
         self.allow = allow
         self.reason = reason
         self.updated = updated
+        self.decided = decided or not allow  # a deny is always a decision
 
     def __repr__(self) -> str:
-        return f"Answer(allow={self.allow}, reason={self.reason!r}, updated={self.updated!r})"
+        said = "" if self.decided else ", decided=False"
+        return f"Answer(allow={self.allow}, reason={self.reason!r}, updated={self.updated!r}{said})"
+
+
+# The rules let the call through: no decision, the agent's own checks apply.
+NO_DECISION = Answer(True, decided=False)
 
 
 def _field(data: Mapping[str, Any], *names: str) -> Any:

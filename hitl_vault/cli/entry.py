@@ -91,34 +91,68 @@ def posttool(fast: GateArguments) -> None:
 
 
 def main() -> None:
-    after = gate_arguments(sys.argv[1:], "posttool")
+    after = gate_arguments(sys.argv[1:], "posttool") if "posttool" in sys.argv else None
     if after is not None:
         posttool(after)
         return
-    fast = gate_arguments(sys.argv[1:])
-    if fast is None:
-        from .main import main as cli_main
-
-        cli_main()
-        return
+    reply: tuple[int, str, str] | None = None
     try:
-        if fast.server is not None:
-            from ..agents import gate_client
-
-            stdin = sys.stdin.buffer.read()
-            code, out, err = gate_client.run(
-                fast.server, fast.token_file, fast.hook, fast.wait, stdin
-            )
-        else:
-            from ..agents.gate import run
-
-            code, out, err = run(fast.vault, fast.hook, fast.wait, sys.stdin.buffer.read())
+        reply = _fast(sys.argv[1:])
     except BaseException as e:  # never exit 1 (Claude Code runs the tool then): fail closed
-        if isinstance(e, SystemExit) and e.code == 2:
-            raise
-        code, out, err = 2, "", f"hitl-vault gate failed ({type(e).__name__}: {e}); blocked\n"
+        reply = 2, "", f"hitl-vault gate failed ({type(e).__name__}: {e}); blocked\n"
+    if reply is None:
+        fast = gate_arguments(sys.argv[1:])
+        if fast is None:
+            from .main import main as cli_main
+
+            cli_main()
+            return
+        reply = _gate(fast, _STDIN.pop() if _STDIN else None)
+    code, out, err = reply
     # UTF-8 whatever the locale says: a reason with an accent must still block.
     sys.stdout.buffer.write(out.encode("utf-8", "replace"))
     sys.stderr.buffer.write(err.encode("utf-8", "replace"))
     sys.stdout.flush()
     sys.exit(code)
+
+
+_STDIN: list[bytes] = []  # what the fast path read, for the full gate
+
+
+def _fast(argv: list[str]) -> tuple[int, str, str] | None:
+    """The reply when :mod:`~hitl_vault.agents.fastgate` can give it (an allowed call),
+    importing next to nothing; None: the full gate or the CLI goes on."""
+    if "gate" not in argv:
+        return None
+    from ..agents import fastgate
+
+    plain = fastgate.arguments(argv)
+    if plain is None:
+        return None
+    vault, fmt, wait, server = plain
+    stdin = sys.stdin.buffer.read()
+    _STDIN.append(stdin)
+    if server is not None:
+        from ..agents.fastremote import answer_remote
+
+        return answer_remote(server, fmt, wait, stdin)
+    said = fastgate.answer(vault, fmt, stdin)
+    return None if said is None else (0, said, "")
+
+
+def _gate(fast: GateArguments, stdin: bytes | None) -> tuple[int, str, str]:
+    """The full gate's reply, locally or from the service; it fails closed."""
+    try:
+        if stdin is None:
+            stdin = sys.stdin.buffer.read()
+        if fast.server is not None:
+            from ..agents import gate_client
+
+            return gate_client.run(fast.server, fast.token_file, fast.hook, fast.wait, stdin)
+        from ..agents.gate import run
+
+        return run(fast.vault, fast.hook, fast.wait, stdin)
+    except BaseException as e:  # never exit 1 (Claude Code runs the tool then): fail closed
+        if isinstance(e, SystemExit) and e.code == 2:
+            raise
+        return 2, "", f"hitl-vault gate failed ({type(e).__name__}: {e}); blocked\n"

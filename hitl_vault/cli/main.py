@@ -299,7 +299,8 @@ def rules() -> None:
 @json_option
 @click.pass_context
 def rules_check(ctx: click.Context, action: str, pairs: tuple[str, ...], as_json: bool) -> None:
-    """Dry run: what the rules decide for ACTION with these params (creates nothing)."""
+    """Dry run: what the rules decide for ACTION with these params (decision), and what
+    submit would do with it under mode: and min_risk (would); creates nothing."""
     from ..shapes import ruling_json
     from .text import parse_params
 
@@ -309,11 +310,14 @@ def rules_check(ctx: click.Context, action: str, pairs: tuple[str, ...], as_json
     with cli_errors(), vault:
         ruling = vault.evaluate(action, params)
         timeout = ruling.timeout or vault.policy.defaults.timeout
-    data = ruling_json(ruling, timeout)
+        would = vault.policy.applied(ruling)
+    data = ruling_json(ruling, timeout, would)
     if as_json:
         echo_json(data)
         return
     click.echo(f"decision: {data['decision']}")
+    shown = f" ({data['would_reason']})" if data["would_reason"] else ""
+    click.echo(f"would:    {data['would']}{shown}")
     click.echo(f"risk:     {data['risk']}")
     if ruling.decision == "ask":
         click.echo(f"timeout:  {data['timeout']}")

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ..engine.execution import OUTCOME_DEADLINE, handed_out_at
 from ..errors import JournalDamagedError, JournalUnavailableError, VaultError
-from ..model import Status
+from ..model import OUTCOME_DEADLINE, Status, handed_out_at
 from ..text import one_line
 from .retries import RETRY_MAX, backoff
 

@@ -36,6 +36,7 @@ from ..notes.decide import Decider
 from ..notes.reconcile import Reconciler
 from ..params import check_expected, clean_params, describe_changes, params_sha
 from ..pitch import Pitch
+from ..policy.conditions import Where
 from ..policy.intake import default_user
 from ..policy.quorum import Count
 from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
@@ -170,6 +171,7 @@ class Engine:
         context: str | None = None,
         retry: tuple[str, str] | None = None,
         pitch: Pitch | None = None,
+        where: Where | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
 
@@ -178,11 +180,12 @@ class Engine:
         ``source`` (used for Inbox proposals) is a key recorded with the request;
         a second submit with the same key raises :class:`DuplicateError`.
         ``retry``: (the request this one retries, who retries it), linked in both.
+        ``where``: the project and paths the agent gate resolved, for ``path:`` rules.
         """
         request = self._submissions.submit(
             action, params, summary=summary, timeout=timeout, requested_by=requested_by,
             carried_by_requester=carried_by_requester, source=source, context=context,
-            retry=retry, pitch=pitch,
+            retry=retry, pitch=pitch, where=where,
         )  # fmt: skip
         if retry is not None:
             self.show_in_note(retry[0], request.created)

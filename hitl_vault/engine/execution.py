@@ -9,11 +9,13 @@ gate all claim and finish through it (by way of the engine).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ..errors import NotReportableError, NotRunnableError, RequestNotFoundError, UsageError
 from ..identity import REQUESTER_LIMIT, check_name
+from ..model import HANDED_OUT as HANDED_OUT
+from ..model import OUTCOME_DEADLINE as OUTCOME_DEADLINE
 from ..model import Request, Status, Transition
 from ..policy.intake import storable
 from ..policy.rules import Policy, RuleFunction
@@ -175,20 +177,10 @@ class Execution:
 
 
 NOT_REPORTED = "outcome not reported"
+
+
 # The detail of the gate's approved → executing: the agent runs the tool and its PostToolUse
 # hook reports the outcome; one that never comes is recorded NOT_REPORTED after this long.
-HANDED_OUT = "handed to the agent"
-OUTCOME_DEADLINE = timedelta(hours=1)
-
-
-def handed_out_at(request: Request) -> datetime | None:
-    """When the gate handed ``request`` (with its history) to the agent, if it did."""
-    for t in reversed(request.history):
-        if t.to_status is Status.EXECUTING and t.from_status is Status.APPROVED:
-            return t.at if HANDED_OUT in t.details else None
-    return None
-
-
 def _check_reportable(request: Request, has_executor: Callable[[Request], bool]) -> None:
     status, rid = request.status, request.id
     if status in (Status.EXECUTED, Status.FAILED):

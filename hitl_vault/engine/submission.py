@@ -21,6 +21,7 @@ from ..notes.render import render_new_note
 from ..notes.state import explanation
 from ..params import clean_params
 from ..pitch import Pitch
+from ..policy.conditions import Where
 from ..policy.intake import Asked, ask, check_context, check_size, default_user
 from ..policy.quorum import count
 from ..policy.rules import Policy, Proposal, RuleFunction, code_matches
@@ -62,6 +63,7 @@ class Submissions:
         context: str | None = None,
         retry: tuple[str, str] | None = None,
         pitch: Pitch | None = None,
+        where: Where | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided
         (see :meth:`hitl_vault.engine.Engine.submit`)."""
@@ -76,7 +78,8 @@ class Submissions:
             params,
             summary,
             requested_by or default_user(),
-            pitch.confidence if pitch else None,
+            confidence=pitch.confidence if pitch else None,
+            where=where,
         )
         code = code_matches(proposal, self._functions)  # each Python rule called once
         now = self._now()

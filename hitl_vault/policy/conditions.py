@@ -149,3 +149,44 @@ class ActionMatcher:
 
     def matches(self, action: str) -> bool:
         return action in self.names or any(p.fullmatch(action) for p in self.patterns)
+
+
+INSIDE_PROJECT = "inside-project"
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a tool call works, as the gate resolved it: the project (the call's folder)
+    and every path the call names, each absolute with links followed and ``..`` taken (a
+    path that may land in two places, as the kernel and as a path-tidying agent open it,
+    is here twice). The gate finds these; the rules only compare them."""
+
+    project: str
+    paths: tuple[str, ...] = ()
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+@dataclass(frozen=True)
+class PathCondition:
+    """``path:`` on a rule: ``inside-project`` (every path the call names lands inside its
+    project; a call that names none works in its folder) or ``"re:<regex>"`` (some path
+    it names, resolved, full-matches). Only a call through the gate has a :class:`Where`:
+    anywhere else (submit, MCP, ``rules check``, re-checking an approval) it never holds."""
+
+    inside_project: bool = False
+    pattern: re.Pattern[str] | None = None
+
+    def holds(self, where: Where | None) -> bool:
+        if where is None:
+            return False
+        if self.inside_project:
+            return all(_under(p, where.project) for p in where.paths)
+        return self.pattern is not None and any(self.pattern.fullmatch(p) for p in where.paths)
+
+    def describe(self) -> str:
+        if self.inside_project:
+            return "every path inside the project"
+        return f"a path matching re:{self.pattern.pattern if self.pattern else ''}"

@@ -36,6 +36,8 @@ class _Rule(Protocol):
     def confidence(self) -> Condition | None: ...
     @property
     def line(self) -> int: ...
+    @property
+    def python(self) -> object: ...
 
 
 class _Policy(Protocol):
@@ -49,10 +51,11 @@ P = TypeVar("P", bound=_Policy)
 
 
 def checked_confidence(policy: P) -> P:
-    """The policy, once no allow rule in it has a ``confidence:`` condition; RulesError
-    naming the file, the rule's line and the fix for the first that has one."""
+    """The policy, once no rule that may allow (an allow rule, or a ``python:`` rule, whose
+    function may answer allow) has a ``confidence:`` condition; RulesError naming the file,
+    the rule's line and the fix for the first that has one."""
     for rule in policy.rules:
-        if rule.confidence is not None and rule.decision == "allow":
+        if rule.confidence is not None and (rule.decision == "allow" or rule.python is not None):
             problem = f"rule {rule.name} allows on confidence, which the requester asserts"
             raise RulesError(policy.source, problem, ALLOW_FIX, rule.line or None)
     return policy

@@ -108,6 +108,12 @@ class Plan:
         )
 
     @property
+    def people(self) -> bool:
+        """Whether a human must decide whatever the risk (``min_risk`` never allows it):
+        approvers named, votes, no self-approval, or ``authenticated:`` channels."""
+        return self.named or self.authenticated is not None
+
+    @property
     def by_votes(self) -> bool:
         """Decided by votes (a ``votes:`` map in the note), not by one person's ``status``."""
         return len(self.stages) > 1 or self.stages[0].quorum > 1

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import RulesError
 from ..model import Risk
-from .conditions import ActionMatcher, Condition
+from .conditions import ActionMatcher, Condition, PathCondition, Where
 from .confidence import confidence_holds
 from .modes import GateRecord as GateRecord
 from .modes import Mode as Mode
@@ -50,6 +50,7 @@ class Proposal:
     summary: str = ""
     requested_by: str = ""
     confidence: float | None = None  # the requester's own, 0 to 1 (see policy.confidence)
+    where: Where | None = None  # the project and the paths named, as the gate resolved them
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class RuleMatch:
     # It matched only because text that reads as a number was compared as that number
     # (an ask or block rule): it may make the decision stricter, never let min_risk allow it.
     by_numeric_text: bool = False
+    skip_prompt: bool = False  # agent_prompt: skip: the gate answers allow, not no decision
 
     @property
     def part(self) -> Part:
@@ -114,7 +116,9 @@ class Ruling:
     matches: tuple[RuleMatch, ...]
     remind_before: timedelta | None = None  # one reminder this long before expiry
     plan: Plan = field(default_factory=Plan)  # who decides: approvers, quorum, stages, escalation
-    by_numeric_text: bool = False  # a match held only through text read as a number
+    # a match held only through text read as a number, or through the requester's own
+    # confidence: either may make a decision stricter, never let min_risk allow it
+    by_numeric_text: bool = False
 
     @property
     def explanation(self) -> str:
@@ -185,6 +189,8 @@ class Rule:
     escalate_to: frozenset[str] = frozenset()
     authenticated: frozenset[str] | None = None
     confidence: Condition | None = None  # only to ask or block (see policy.confidence)
+    path: PathCondition | None = None  # where the call's paths land (a gate call only)
+    agent_prompt: str = "keep"  # "skip": an allow the gate answers as allow, not no decision
     always: bool = False  # "approve --always" allowed despite a quorum, stages, authenticated
     line: int = 0
     # ``python: module:function``: it decides (``decision`` is then only a placeholder), on
@@ -200,16 +206,19 @@ class Rule:
             return None
         if not confidence_holds(self.confidence, proposal.confidence):
             return None
+        if self.path is not None and not self.path.holds(proposal.where):
+            return None
         allowing = self.decision is Decision.ALLOW  # numbers as text only make it stricter
         given = proposal.params
         for name, condition in self.params.items():
             if name not in given or not condition.holds(given[name], allowing):
                 return None
         by_text = not allowing and not all(c.holds(given[n], True) for n, c in self.params.items())
-        conditions = " and ".join(c.describe(n) for n, c in self.params.items())
+        by_text = by_text or self.confidence is not None  # asserted: it too only makes stricter
+        said = [c.describe(n) for n, c in self.params.items()]
         if self.confidence is not None:
-            told = self.confidence.describe("confidence")
-            conditions = f"{conditions} and {told}" if conditions else told
+            said.append(self.confidence.describe("confidence"))
+        conditions = " and ".join(said + ([self.path.describe()] if self.path else []))
         return RuleMatch(
             decision=self.decision,
             rule=self.name,
@@ -225,6 +234,7 @@ class Rule:
                 self.escalate_after, self.escalate_to, self.authenticated,
             ),
             by_numeric_text=by_text,
+            skip_prompt=self.agent_prompt == "skip" and allowing,
         )  # fmt: skip
 
     def _ask_python(self, proposal: Proposal, function: RuleFunction) -> RuleMatch | None:
@@ -362,12 +372,9 @@ class Policy:
             why = f": {ruling.reason}" if ruling.reason and decision is Decision.BLOCK else ""
             return Decision.ALLOW, f"{would} (monitor mode){why}"
         floor = self.defaults.min_risk
-        if (
-            decision is Decision.ASK
-            and floor is not None
-            and ruling.risk.rank < floor.rank
-            and not ruling.by_numeric_text
-        ):
+        below = floor is not None and ruling.risk.rank < floor.rank and not ruling.by_numeric_text
+        # never the fail-closed default (no rule matched), nor where the rules name who decides
+        if decision is Decision.ASK and below and ruling.matches and not ruling.plan.people:
             return Decision.ALLOW, f"would ask (risk {ruling.risk} is below min_risk {floor})"
         return decision, ""
 

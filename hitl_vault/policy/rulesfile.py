@@ -21,6 +21,7 @@ from ..identity import CHANNELS, PROVEN
 from ..model import check_action
 from .actionsfile import ACTION_NAME_FIX, ActionsReader
 from .conditions import (
+    INSIDE_PROJECT,
     OPERATORS,
     ActionMatcher,
     AnyOf,
@@ -28,6 +29,7 @@ from .conditions import (
     Condition,
     Equals,
     Matches,
+    PathCondition,
     as_number,
 )
 from .confidence import checked_confidence
@@ -85,6 +87,8 @@ _RULE_FIELDS = {
     "escalate_to": "approvers",
     "authenticated": "authenticated",
     "confidence": "condition",  # only to ask or block: see policy.confidence
+    "path": "path",
+    "agent_prompt": "agent_prompt",
     "always": "boolean",  # "approve --always" may be used despite a quorum, stages, authenticated
 }
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
@@ -263,6 +267,19 @@ class _Reader(NodeReader):
             fix = f'write a number after {op}, e.g. "{op} 500"; to match text use re:<regex>'
             raise self.error(node, problem, fix)
         return Compare(op, number, rest)
+
+    def path(self, node: Any, what: str) -> PathCondition:
+        """``path: inside-project``, or ``path: "re:<regex>"`` on the resolved paths."""
+        fix = f'write path: {INSIDE_PROJECT}, or path: "re:<regex>" (matched on resolved paths)'
+        value = self.scalar(node, what, fix)
+        if value == INSIDE_PROJECT:
+            return PathCondition(inside_project=True)
+        if isinstance(value, str) and value.startswith("re:"):
+            return PathCondition(pattern=self.regex(value, node, what))
+        raise self.error(node, f"{what} {value!r} is not a path condition", fix)
+
+    def agent_prompt(self, node: Any, what: str) -> str:
+        return self.choice(node, what, ["keep", "skip"])
 
     def approvers(self, node: Any, what: str) -> frozenset[str]:
         fix = "write a name, or a list of names or groups: approvers: [alice, group:finance]"

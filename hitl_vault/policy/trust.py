@@ -35,10 +35,7 @@ summary of what changed, to journal on every reload and show on the dashboard.
 from __future__ import annotations
 
 import contextlib
-import difflib
-import hashlib
 import os
-import shlex
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +94,16 @@ def _mode_and_owner(where: str, path: Path, st: os.stat_result, found: _Found) -
     """World-writable or foreign-owned: an error; group-writable: a warning."""
     if not _POSIX:
         return
+    me = os.geteuid()
+    if not st.st_mode & (stat.S_IWOTH | stat.S_IWGRP) and st.st_uid in (me, 0):
+        return  # the common case, checked before every agent tool call: nothing to quote
+    import shlex
+
     quoted = shlex.quote(os.path.abspath(path))
     if st.st_mode & stat.S_IWOTH:
         found.error(where, "anyone may write it", f"chmod o-w {quoted}")
     if st.st_mode & stat.S_IWGRP:
         found.warn(where, "its group may write it", f"chmod g-w {quoted}")
-    me = os.geteuid()
     if st.st_uid not in (me, 0):
         found.error(
             where,
@@ -147,6 +148,8 @@ def check_vault(root: Path) -> TrustReport:
         if st is None:
             continue
         if stat.S_ISLNK(st.st_mode):
+            import shlex
+
             link, moved = shlex.quote(os.path.abspath(path)), shlex.quote(os.path.realpath(path))
             found.error(
                 name,
@@ -185,6 +188,9 @@ def policy_change(old_text: str | None, new_text: str) -> tuple[str, str]:
     MAX_DIFF_CHARS characters with ``…and N more changed lines``. ``old_text``
     None (nothing loaded before) gives ``first load (N lines)``.
     """
+    import difflib  # here, not at import: the agent gate loads this module before every call
+    import hashlib
+
     digest = hashlib.sha256(new_text.encode("utf-8", "surrogateescape")).hexdigest()
     new_lines = new_text.splitlines()
     if old_text is None:
