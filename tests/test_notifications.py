@@ -185,7 +185,7 @@ def test_a_pending_request_sends_one_email_saying_what_why_and_how_to_decide(
         f"Decide by: {req.expires:%Y-%m-%dT%H:%M}Z",
         f"hitl-vault approve {req.id}",
         f"Note: {note}",
-        f"obsidian://open?vault=My%20Vault&file=Pending_Approval%2F{req.id}.md",
+        f"obsidian://open?vault=My%20Vault&file={req.id}.md",
     ):
         assert said in body, f"{said!r} not in the e-mail:\n{body}"
     assert (vault_path / note).exists()
