@@ -27,17 +27,10 @@ from ..errors import RulesError
 from ..identity import same_name
 from ..model import Kind, Request, Status, Transition
 from ..notes.decide import counted_proofs
+from ..notify import send as sending
 from ..notify.config import DECIDE_EVENTS, EVENT_OF_STATUS, Event, NotifyConfig, Target
 from ..notify.message import compose, in_your_name
-from ..notify.send import (
-    PLACEHOLDER,
-    SEND_TIMEOUT,
-    Message,
-    mask_url,
-    placeholders,
-    send,
-    send_within,
-)
+from ..notify.send import PLACEHOLDER, Message, mask_url, placeholders, send
 from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
 from ..store import Outgoing
 from .lanes import Lanes
@@ -80,7 +73,7 @@ class Notifier:
         self._notify = notify  # ``notify:`` in force (it may reload)
         self._folder_name = folder_name  # the vault's name when ``notify:`` gives none
         self.clock = clock
-        self.send_timeout = SEND_TIMEOUT  # one send in all, before it counts as failed
+        self.send_timeout = sending.SEND_TIMEOUT  # one send in all, before it counts as failed
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -255,9 +248,8 @@ class Notifier:
             self.journal.not_sent(item.id, self.clock(), "no such target now", None)
             return False
         try:
-            error = send_within(
-                target.resolved_url(), self._message(item.event, request), self.send_timeout
-            )
+            message = self._message(item.event, request)
+            error = sending.send_within(target.resolved_url(), message, self.send_timeout)
         except Exception as e:  # a missing ${NAME}, or a bug: kept, tried again, said
             error = str(e)
         return self._sent(item, error, target.shown, "the target in hitl-vault.yaml")
@@ -281,7 +273,7 @@ class Notifier:
             url = PLACEHOLDER.sub(lambda m: os.environ[m.group(1)], item.target)
             name = self.config.vault_name or self._folder_name
             message = in_your_name(request, step, note=self._note(request), vault_name=name)
-            error = send_within(url, message, self.send_timeout)
+            error = sending.send_within(url, message, self.send_timeout)
         fix = f"{person.name}'s channel (hitl-vault people set {person.name} --notify ...)"
         return self._sent(item, error, mask_url(item.target), fix)
 
@@ -342,8 +334,7 @@ class Notifier:
         self._wake.set()
 
     def _loop(self) -> None:
-        """Hand what is due to each target's thread; look again when one is done (a failed
-        try has a new due time) or when something new is recorded."""
+        """Hand what is due to its target's thread; again when one is done or one is new."""
         lanes = Lanes(self._polite_send, self._wake.set)
         try:
             while not self._stop.is_set():
