@@ -76,7 +76,6 @@ def both(root: Path, silent: Silent, healthy: Receiver) -> None:
     )
 
 
-@pytest.mark.slow
 def test_a_hanging_receiver_never_holds_up_a_healthy_one(
     vault_path: Path, silent: Silent, healthy: Stamped
 ) -> None:
