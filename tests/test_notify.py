@@ -28,7 +28,7 @@ from hitl_vault.notify.send import MESSAGE_LIMIT, Message, send
 from .receivers import Receiver, free_port, smtp_server
 
 NOTE = "Pending_Approval/20261122T101500Z-payment-7f3a2c.md"
-LINK = "obsidian://open?vault=My%20Vault&file=Pending_Approval%2F20261122T101500Z-payment-7f3a2c.md"
+LINK = "obsidian://open?vault=My%20Vault&file=20261122T101500Z-payment-7f3a2c.md"
 
 
 def a_request(**changes: Any) -> Request:

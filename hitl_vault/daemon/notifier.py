@@ -7,8 +7,10 @@ target that wants it, :meth:`Notifier.hear` records one notification in the
 outbox, in the commit that moves the cursor; :meth:`Notifier.remind` records the
 reminders that fell due. :meth:`Notifier.send_due` sends what is due and marks
 each sent; a failed send is tried again after 5 s, then at most 30 s apart, for
-24 h, then given up and listed under Needs attention. A background thread calls
-it, so a slow or dead receiver never delays a decision or an execution.
+24 h, then given up and listed under Needs attention. A background thread hands
+what is due to one sending thread per target (:class:`~.lanes.Lanes`), so a slow or
+dead receiver never delays a decision, an execution or another target's messages;
+a send with no answer within :attr:`Notifier.send_timeout` is a failed try.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from ..errors import RulesError
 from ..identity import same_name
 from ..model import Kind, Request, Status, Transition
 from ..notes.decide import counted_proofs
+from ..notify import send as sending
 from ..notify.config import DECIDE_EVENTS, EVENT_OF_STATUS, Event, NotifyConfig, Target
 from ..notify.message import compose, in_your_name
 from ..notify.send import PLACEHOLDER, Message, mask_url, placeholders, send
 from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
 from ..store import Outgoing
+from .lanes import Lanes
 
 if TYPE_CHECKING:
     from ..store import JournalStore
@@ -69,6 +73,7 @@ class Notifier:
         self._notify = notify  # ``notify:`` in force (it may reload)
         self._folder_name = folder_name  # the vault's name when ``notify:`` gives none
         self.clock = clock
+        self.send_timeout = sending.SEND_TIMEOUT  # one send in all, before it counts as failed
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -219,22 +224,20 @@ class Notifier:
 
     # --- sending --------------------------------------------------------------------
 
-    def send_due(self, now: datetime | None = None, *, polite: bool = False) -> bool:
-        """Send every notification due now; True if any was delivered. ``polite``: before
-        each send, wait until the daemon is :attr:`idle`."""
-        delivered = 0
-        for item in self.journal.outgoing(now or self.clock()):
-            while polite and not self.idle.wait(0.5):
-                if self._stop.is_set():
-                    break
+    def send_due(self, now: datetime | None = None) -> bool:
+        """Send every notification due now, each target's in its own thread, and wait for
+        them all; True if any was delivered."""
+        lanes = Lanes(self._send, lambda: None)
+        lanes.offer(self.journal.outgoing(now or self.clock()))
+        lanes.drain()
+        return lanes.delivered > 0
+
+    def _polite_send(self, item: Outgoing) -> bool:
+        """The background thread's send: only while the daemon is :attr:`idle`."""
+        while not self.idle.wait(0.5):
             if self._stop.is_set():
-                break
-            try:
-                delivered += self._send(item)
-            except Exception:  # a bug, or the journal held too long: the others still go
-                log.exception("%s: error while sending the %s notification", item.request_id,
-                              item.event)  # fmt: skip
-        return delivered > 0
+                return False
+        return not self._stop.is_set() and self._send(item)
 
     def _send(self, item: Outgoing) -> bool:
         if item.event.startswith(YOURS):
@@ -245,7 +248,8 @@ class Notifier:
             self.journal.not_sent(item.id, self.clock(), "no such target now", None)
             return False
         try:
-            error = send(target.resolved_url(), self._message(item.event, request))
+            message = self._message(item.event, request)
+            error = sending.send_within(target.resolved_url(), message, self.send_timeout)
         except Exception as e:  # a missing ${NAME}, or a bug: kept, tried again, said
             error = str(e)
         return self._sent(item, error, target.shown, "the target in hitl-vault.yaml")
@@ -269,7 +273,7 @@ class Notifier:
             url = PLACEHOLDER.sub(lambda m: os.environ[m.group(1)], item.target)
             name = self.config.vault_name or self._folder_name
             message = in_your_name(request, step, note=self._note(request), vault_name=name)
-            error = send(url, message)
+            error = sending.send_within(url, message, self.send_timeout)
         fix = f"{person.name}'s channel (hitl-vault people set {person.name} --notify ...)"
         return self._sent(item, error, mask_url(item.target), fix)
 
@@ -315,9 +319,11 @@ class Notifier:
 
     # --- the background thread ----------------------------------------------------------
 
-    def next_due(self) -> datetime | None:
-        pending = self.journal.outgoing(limit=1)
-        return pending[0].due if pending else None
+    def next_due(self, taken: set[int] | None = None) -> datetime | None:
+        """When the next notification is due, leaving out those in ``taken`` (in hand)."""
+        skip = taken or set()
+        pending = self.journal.outgoing(limit=len(skip) + 1)
+        return next((item.due for item in pending if item.id not in skip), None)
 
     def start(self) -> None:
         """Send in the background until :meth:`stop`."""
@@ -328,19 +334,27 @@ class Notifier:
         self._wake.set()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self.send_due(polite=True)
-                due = self.next_due()
-            except Exception:  # the journal held too long, or a bug: say so, go on
-                log.exception("error while sending notifications; trying again shortly")
-                due = self.clock() + RETRY_FIRST
-            delay = None if due is None else max(0.0, (due - self.clock()).total_seconds())
-            self._wake.wait(delay)
+        """Hand what is due to its target's thread; again when one is done or one is new."""
+        lanes = Lanes(self._polite_send, self._wake.set)
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                try:
+                    taken = lanes.taken()  # before reading: see Lanes.offer
+                    lanes.offer(self.journal.outgoing(self.clock(), len(taken) + 100), taken)
+                    due = self.next_due(lanes.taken())
+                except Exception:  # the journal held too long, or a bug: say so, go on
+                    log.exception("error while sending notifications; trying again shortly")
+                    due = self.clock() + RETRY_FIRST
+                delay = None if due is None else max(0.0, (due - self.clock()).total_seconds())
+                self._wake.wait(delay)
+        finally:
+            if not lanes.stop(2 * self.send_timeout + 1):
+                log.warning("a notification send is still in flight; it is tried again later")
 
     def stop(self) -> None:
-        """Stop the thread once the send in flight ends (each is bounded to about 10 s)."""
+        """Stop the threads once the sends in flight end (each within :attr:`send_timeout`;
+        what waits behind them stays in the outbox for the next start)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

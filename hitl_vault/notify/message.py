@@ -1,5 +1,6 @@
 """What to say: the plain-text message for one event of one request, with what a human
-needs to decide and a link that opens the note in Obsidian."""
+needs to decide and a link that opens the note in Obsidian (by its name, so it still
+opens the note once it has moved to another folder)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,18 @@ def obsidian_uri(vault_name: str, file_rel_path: str | PurePath) -> str:
     """
     path = PurePath(file_rel_path).as_posix()
     return f"obsidian://open?vault={quote(vault_name, safe='')}&file={quote(path, safe='')}"
+
+
+def note_link(vault_name: str, note: str | PurePath) -> str:
+    """The Obsidian link to a request's note by its file name alone, no folder.
+
+    A note moves (Pending_Approval/ to Approved/, then Done/ or Rejected/) after its
+    message went out, so a link naming the folder would break. Obsidian's ``file=``
+    takes "a file name or a vault-relative path" and finds a bare name the way it
+    resolves a ``[[wikilink]]``; every note is named ``<request id>.md``, unique in the
+    vault, so the name alone opens it wherever it rests now.
+    """
+    return obsidian_uri(vault_name, PurePath(note).name)
 
 
 def _plain(text: object, limit: int) -> str:
@@ -165,7 +178,7 @@ def compose(
             f"  hitl-vault approve {request.id}",
             f"  hitl-vault reject {request.id}",
         ]
-    end += [f"Note: {note}", f"Open in Obsidian: {obsidian_uri(vault_name, note)}"]
+    end += [f"Note: {note}", f"Open in Obsidian: {note_link(vault_name, note)}"]
     params = [
         f"- {_plain(key, 60)}: {_plain(_value(value), 200)}"
         for key, value in request.params.items()
@@ -239,6 +252,6 @@ def in_your_name(request: Request, step: Transition, *, note: str, vault_name: s
         "",
         "If this was not you, reject the request while it is pending and tell the service's owner.",
         f"Note: {note}",
-        f"Open in Obsidian: {obsidian_uri(vault_name, note)}",
+        f"Open in Obsidian: {note_link(vault_name, note)}",
     ]
     return Message(title[:200], _cut("\n".join(lines), MESSAGE_LIMIT - len(title[:200])))

@@ -20,6 +20,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..text import one_line
 
+# One send in all (however many steps, however slowly a receiver trickles) is given up
+# after SEND_TIMEOUT by :func:`send_within`: a failed try, tried again later.
+SEND_TIMEOUT = 15.0
 # Every network step of one send (connect, then each read) is bounded by these,
 # Apprise's cto= and rto= (a URL that sets them keeps its own). HTTP services give
 # up on a receiver that does not answer after CONNECT + READ, 10 s; e-mail applies
@@ -311,6 +314,33 @@ def send(url: str, message: Message) -> str | None:
         return None
     why = _why(lines, "Apprise reported a failure without saying why")
     return _redact(why, _secrets(url), url, "***")
+
+
+_LEFT = threading.local()  # per sending thread: a send given up on that has not ended yet
+
+
+def send_within(url: str, message: Message, seconds: float = SEND_TIMEOUT) -> str | None:
+    """:func:`send`, given up after ``seconds`` in all: then a text saying so, as for any
+    failure (the outbox tries again later). The send given up on goes on in a thread of
+    its own until its socket bounds end it; the next send from the same thread first
+    waits (at most ``seconds``) for it to end, so one receiver never has more than one
+    connection from a thread at a time."""
+    earlier: threading.Thread | None = getattr(_LEFT, "send", None)
+    if earlier is not None:
+        earlier.join(seconds)
+        if earlier.is_alive():
+            return f"no answer to an earlier message after {seconds * 2:g} s (send timeout)"
+        _LEFT.send = None
+    said: list[str | None] = []
+    sending = threading.Thread(
+        target=lambda: said.append(send(url, message)), name="hitl-notify-send", daemon=True
+    )
+    sending.start()
+    sending.join(seconds)
+    if sending.is_alive():
+        _LEFT.send = sending
+        return f"no answer within {seconds:g} s (send timeout)"
+    return said[0] if said else "the send ended without a result (a bug)"
 
 
 # --- what the message says ----------------------------------------------------------
