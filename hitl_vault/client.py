@@ -141,7 +141,8 @@ class Client:
         while True:
             left = LONGEST_POLL if timeout is None else timeout - (time.monotonic() - start)
             hold = max(0.0, min(LONGEST_POLL, left))
-            path = f"/requests/{_quoted(request_id)}?wait={hold:.3f}"
+            # status=pending: back at once once it is not, whenever that happened
+            path = f"/requests/{_quoted(request_id)}?wait={hold:.3f}&status=pending"
             request: dict[str, Any] = self._json("GET", path, hold=hold)
             if request.get("status") != "pending":
                 return request

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -53,6 +54,18 @@ def test_submit_wait_and_approve_from_two_clients(agent: Client, alice: Client) 
     done = agent.wait(made["id"], timeout=20)
     assert done["status"] == "approved" and done["decided_by"] == "alice"
     assert made["id"] in [r["id"] for r in agent.list(status="approved", limit=5)]
+
+
+def test_a_wait_on_a_request_decided_already_returns_at_once(
+    agent: Client, alice: Client
+) -> None:
+    """A request approved before the wait began (an action with no executor stays approved)
+    is answered at once, not after the longest poll."""
+    made = agent.submit("deploy", {"env": "stage"})
+    alice.approve(made["id"])
+    started = time.monotonic()
+    assert agent.wait(made["id"], timeout=30)["status"] == "approved"
+    assert time.monotonic() - started < 20  # the poll would hold for up to 60 s otherwise
 
 
 def test_reject_cancel_and_a_wait_that_times_out(agent: Client, alice: Client) -> None:

@@ -203,12 +203,15 @@ class Routes:
         s = self.service
         request_id = request.path_params["id"]
 
-        def asked() -> tuple[Principal, float]:
-            return who_is(s, request.scope), _wait_seconds(_query(request, "wait").get("wait"))
+        def asked() -> tuple[Principal, float, Status | None]:
+            query = _query(request, "wait", "status")
+            since = Status.named(query["status"]) if "status" in query else None
+            return who_is(s, request.scope), _wait_seconds(query.get("wait")), since
 
-        who, seconds = await s.call(asked)
+        who, seconds, since = await s.call(asked)
         if seconds > 0:
-            return JSONResponse(await _unless_gone(request, s.wait_shown(who, request_id, seconds)))
+            waited = s.wait_shown(who, request_id, seconds, since)
+            return JSONResponse(await _unless_gone(request, waited))
         return JSONResponse(await s.call(lambda: s.shown(s.get(who, request_id), who)))
 
     async def list(self, request: HttpRequest) -> Response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..model import Status
 
 _ERROR = {
     "type": "object",
@@ -178,6 +179,15 @@ def document(*, gate: bool = False, mcp: bool = False) -> dict[str, Any]:
                     "in": "query",
                     "required": False,
                     "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                },
+                {
+                    "name": "status",
+                    "in": "query",
+                    "required": False,
+                    "description": "With wait: hold only while the request is in this status "
+                    "(answered at once if it is in another already); without it, while the "
+                    "status is what it was when the wait began.",
+                    "schema": {"type": "string", "enum": [s.value for s in Status]},
                 },
             ],
             "responses": {

@@ -238,21 +238,33 @@ class Service:
         mine = [r for r in self.engine.list(status) if _sees(who, r)]
         return mine[:limit] if limit is not None else mine
 
-    async def wait(self, who: Principal, request_id: str, seconds: float) -> Request:
-        """The request once its status is other than it was, or after ``seconds`` (then as
-        it is): at once if it is in a final status. Wakes on the journal's events only."""
-        return await self._waited(who, request_id, seconds, self.engine.get)
+    async def wait(
+        self, who: Principal, request_id: str, seconds: float, since: Status | None = None
+    ) -> Request:
+        """The request once its status is other than ``since`` (None: than it was), or
+        after ``seconds`` (then as it is): at once if it is in a final status, or already
+        other than ``since``. Wakes on the journal's events only."""
+        return await self._waited(who, request_id, seconds, self.engine.get, since)
 
-    async def wait_shown(self, who: Principal, request_id: str, seconds: float) -> dict[str, Any]:
+    async def wait_shown(
+        self, who: Principal, request_id: str, seconds: float, since: Status | None = None
+    ) -> dict[str, Any]:
         """:meth:`wait`, the request as :meth:`shown` gives it to ``who`` (read once, when
         it is over)."""
-        return await self._waited(who, request_id, seconds, lambda i: self._shown(i, who))
+        then = lambda i: self._shown(i, who)  # noqa: E731
+        return await self._waited(who, request_id, seconds, then, since)
 
     async def _waited(
-        self, who: Principal, request_id: str, seconds: float, then: Callable[[str], T]
+        self,
+        who: Principal,
+        request_id: str,
+        seconds: float,
+        then: Callable[[str], T],
+        since: Status | None = None,
     ) -> T:
-        status = (await self.call(self.get, who, request_id)).status
-        if status.is_final or seconds <= 0:
+        now = (await self.call(self.get, who, request_id)).status
+        status = now if since is None else since
+        if now.is_final or seconds <= 0 or now is not status:
             return await self.call(then, request_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
