@@ -109,7 +109,8 @@ def test_an_always_allow_holds_in_its_folder_with_its_input_only(
     """An allow made for `make` in one project covers it there alone: from another folder,
     or with the sandbox turned off, a timeout or in the background, the call asks."""
     here, there = tmp_path / "projA", tmp_path / "projB"
-    here.mkdir(), there.mkdir()
+    here.mkdir()
+    there.mkdir()
     assert WAITING in str(bash(vault_path, "make", cwd=here)["permissionDecisionReason"])
     with Vault(vault_path) as v:
         [request] = v.list()
