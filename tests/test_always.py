@@ -14,12 +14,14 @@ import pytest
 from click.testing import CliRunner
 
 from hitl_vault import Status, Vault
+from hitl_vault.agents.gate import skips_prompt
 from hitl_vault.agents.hookio import Call
 from hitl_vault.cli.main import cli
 from hitl_vault.daemon.dashboard import render_dashboard
 from hitl_vault.errors import DecisionRefusedError, UsageError
-from hitl_vault.policy.always import NOWHERE, Allow, covered, place_of
-from hitl_vault.policy.rules import Proposal
+from hitl_vault.policy.always import NOWHERE, Allow, consult, covered, place_of
+from hitl_vault.policy.rules import Decision, Proposal
+from hitl_vault.policy.rulesfile import parse_policy
 from hitl_vault.template import init_vault
 
 from .helpers import Clock
@@ -296,3 +298,22 @@ def test_an_allow_made_at_the_gate_keeps_its_place_in_the_journal(av: Vault) -> 
     assert av.allows() == [allow]
     assert "in /p/a" in allow.describe()
     assert agent_call(av, "git status") is Status.PENDING  # submit names no folder
+
+
+def test_an_always_allow_is_no_decision_unless_its_rule_skips_the_prompt() -> None:
+    """The gate answers an allowed call as allow only where the matching rule says
+    agent_prompt: skip; otherwise, as any allow, no decision."""
+    policy = parse_policy(
+        "defaults: {decision: ask}\nrules:\n"
+        "  - {name: builds, action: Bash, params: {command: make}, decision: ask,"
+        " agent_prompt: skip}\n"
+    )
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    allows = [
+        Allow("a", a, {"command": c}, "al", now, now + timedelta(hours=1), "r", cwd="/p")
+        for a, c in (("Bash", "make"), ("Bash", "ls"))
+    ]
+    for command, skip in (("make", True), ("ls", False)):
+        proposal = Proposal("Bash", {"command": command})
+        ruling = consult(policy, policy.evaluate(proposal), allows, proposal, now, ("/p", None))
+        assert ruling.decision is Decision.ALLOW and skips_prompt(ruling) is skip

@@ -162,7 +162,13 @@ def consult(
     found = next((a for a in allows if a.matches(proposal, now, place)), None)
     if found is None or refusal(policy, ruling) is not None:
         return ruling
-    return replace(ruling, decision=Decision.ALLOW, rule=found.name, reason=allowed(found))
+    # What the allow lets through is answered as any allow: no decision at the gate, unless
+    # a matching rule says agent_prompt: skip (an ask rule's says so for its allows).
+    skipping = {r.name for r in policy.rules if r.agent_prompt == "skip"}
+    matches = tuple(replace(m, skip_prompt=m.rule in skipping) for m in ruling.matches)
+    return replace(
+        ruling, decision=Decision.ALLOW, rule=found.name, reason=allowed(found), matches=matches
+    )
 
 
 def allowed(allow: Allow) -> str:
