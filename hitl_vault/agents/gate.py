@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import VaultError, VaultNotFoundError
 from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
-from ..policy.always import STAMP_FILE, Allow, Place, consult
+from ..policy.always import STAMP_FILE, Allow, consult
 from ..policy.rules import Decision, GateRecord, Policy, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for
 from .formats import CLAUDE, HookFormat
@@ -91,7 +91,7 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
     if allows:  # "always" allows, kept with the rules: still no journal opened
         from ..times import utcnow
 
-        ruling = consult(policy, ruling, allows, proposal, utcnow(), place_of_call(call))
+        ruling = consult(policy, ruling, allows, proposal, utcnow(), call.place)
     decision, _ = policy.applied(ruling)
     skip = skips_prompt(ruling)  # an "always" allow too is no decision, as any allow
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
@@ -106,11 +106,6 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
             return _ask(engine, call, deadline, hook, where)
         request = submit_call(engine, call, where=where)
         return handed_out(engine, request, call, hook, _marks(engine), skip)
-
-
-def place_of_call(call: Call) -> Place:
-    """Where ``call`` is made, as an "always" allow compares it: its folder and MCP server."""
-    return str(call.cwd), call.extra.get("mcp_server")
 
 
 def skips_prompt(ruling: Ruling) -> bool:

@@ -26,7 +26,6 @@ from .gate import (
     asked,
     blocked_by,
     handed_out,
-    place_of_call,
     skips_prompt,
     submit_call,
     waiting,
@@ -85,7 +84,7 @@ def decide_remote(
     proposal = Proposal(call.tool, call.params, call.summary, principal.name)
     ruling = policy.evaluate(proposal, engine.functions)
     allows = engine.allows.in_force()
-    ruling = consult(policy, ruling, allows, proposal, engine.now(), place_of_call(call))
+    ruling = consult(policy, ruling, allows, proposal, engine.now(), call.place)
     decision, _ = policy.applied(ruling)
     skip = skips_prompt(ruling)
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
