@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from hitl_vault import Status, Vault
+from hitl_vault.agents.gate import skips_prompt
+from hitl_vault.agents.hookio import Call
 from hitl_vault.cli.main import cli
 from hitl_vault.daemon.dashboard import render_dashboard
 from hitl_vault.errors import DecisionRefusedError, UsageError
-from hitl_vault.policy.always import Allow
+from hitl_vault.policy.always import NOWHERE, Allow, consult, covered, place_of
+from hitl_vault.policy.rules import Decision, Proposal
+from hitl_vault.policy.rulesfile import parse_policy
 from hitl_vault.template import init_vault
 
 from .helpers import Clock
@@ -236,3 +241,79 @@ def test_the_daemons_dashboard_follows_allows_made_revoked_and_ended(
     writer.step(clock.advance(timedelta(seconds=5)), changed=False)
     assert allow.name not in dashboard.read_text(encoding="utf-8")
     assert writer.next_wake(clock.now) is None
+
+
+def test_an_allow_keeps_the_shell_calls_input_but_its_description() -> None:
+    """A shell tool's allow compares every input key but description; others compare all."""
+    shell = {"command": "make", "description": "d", "dangerouslyDisableSandbox": True}
+    assert covered("Bash", shell) == {"command": "make", "dangerouslyDisableSandbox": True}
+    gemini = {"command": "make", "directory": "/srv", "description": "d"}
+    assert covered("run_shell_command", gemini) == {"command": "make", "directory": "/srv"}
+    assert covered("payment", {"amount": 1, "description": "x"}) == {
+        "amount": 1,
+        "description": "x",
+    }
+
+
+def test_an_allow_matches_only_at_the_place_it_was_made() -> None:
+    """Folder and MCP server must be those of the approved call; prefix keeps other keys."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    allow = Allow(
+        "a", "Bash", {"command": "git log"}, "alice", now, now + timedelta(hours=1), "r",
+        prefix=True, cwd="/p/a",
+    )  # fmt: skip
+    log = Proposal("Bash", {"command": "git log -5", "description": "x"})
+    assert allow.matches(log, now, ("/p/a", None))
+    assert not allow.matches(log, now, ("/p/b", None))
+    assert not allow.matches(log, now)  # a call made elsewhere than at the gate
+    unboxed = Proposal("Bash", {"command": "git log -5", "dangerouslyDisableSandbox": True})
+    assert not allow.matches(unboxed, now, ("/p/a", None))
+    mcp = replace(allow, action="mcp__fetch", params={"url": "u"}, prefix=False, server="srvA")
+    fetch = Proposal("mcp__fetch", {"url": "u"})
+    assert mcp.matches(fetch, now, ("/p/a", "srvA"))
+    assert not mcp.matches(fetch, now, ("/p/a", "srvB"))
+    assert not mcp.matches(fetch, now, ("/p/a", None))
+
+
+def test_the_place_is_read_back_from_the_context_the_gate_writes() -> None:
+    """place_of reads the folder and Cursor's MCP server from Call.context; others: none."""
+    shell = Call("claude-code", "s", "Bash", {"command": "make"}, Path("/p/a."))
+    assert place_of("Bash", shell.context) == ("/p/a.", None)
+    mcp = Call("cursor", "s", "mcp__fetch", {}, Path("/p/a"), {"mcp_server": "npx srv"})
+    assert place_of("mcp__fetch", mcp.context) == ("/p/a", "npx srv")
+    assert place_of("Write", shell.context) == NOWHERE  # another tool's context
+    assert place_of("Bash", "I want to run make") == NOWHERE
+    assert place_of("Bash", None) == NOWHERE
+
+
+def test_an_allow_made_at_the_gate_keeps_its_place_in_the_journal(av: Vault) -> None:
+    """The folder of the call approved is stored with the allow and read back."""
+    call = Call("claude-code", "s1", "Bash", dict(BASH), Path("/p/a"))
+    asked = av.engine.submit(
+        "Bash", call.params, requested_by=call.requested_by, carried_by_requester=True,
+        context=call.context,
+    )  # fmt: skip
+    allow = made(av.always(asked.id, "alice"))
+    assert (allow.cwd, allow.server) == ("/p/a", None)
+    assert av.allows() == [allow]
+    assert "in /p/a" in allow.describe()
+    assert agent_call(av, "git status") is Status.PENDING  # submit names no folder
+
+
+def test_an_always_allow_is_no_decision_unless_its_rule_skips_the_prompt() -> None:
+    """The gate answers an allowed call as allow only where the matching rule says
+    agent_prompt: skip; otherwise, as any allow, no decision."""
+    policy = parse_policy(
+        "defaults: {decision: ask}\nrules:\n"
+        "  - {name: builds, action: Bash, params: {command: make}, decision: ask,"
+        " agent_prompt: skip}\n"
+    )
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    allows = [
+        Allow("a", a, {"command": c}, "al", now, now + timedelta(hours=1), "r", cwd="/p")
+        for a, c in (("Bash", "make"), ("Bash", "ls"))
+    ]
+    for command, skip in (("make", True), ("ls", False)):
+        proposal = Proposal("Bash", {"command": command})
+        ruling = consult(policy, policy.evaluate(proposal), allows, proposal, now, ("/p", None))
+        assert ruling.decision is Decision.ALLOW and skips_prompt(ruling) is skip

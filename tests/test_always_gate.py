@@ -32,10 +32,18 @@ def vault_path(tmp_path: Path) -> Path:
     return path
 
 
-def bash(vault: Path, command: str, description: str = "", *env: str) -> dict[str, object]:
-    """The gate's answer to a Bash call (no wait for a human)."""
-    params = {"command": command, "description": description or f"run {command}"}
-    call = hook_input("Bash", params, cwd=vault.parent)
+def bash(
+    vault: Path,
+    command: str,
+    description: str = "",
+    *env: str,
+    cwd: Path | None = None,
+    **more: object,
+) -> dict[str, object]:
+    """The gate's answer to a Bash call (no wait for a human), made in ``cwd`` (the vault's
+    parent unless given), with ``more`` input keys."""
+    params = {"command": command, "description": description or f"run {command}", **more}
+    call = hook_input("Bash", params, cwd=cwd or vault.parent)
     extra = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"} if env else None
     done = gate(vault, call, "--wait", "10ms", env=extra)
     spec = decision(done)
@@ -48,8 +56,9 @@ def bash(vault: Path, command: str, description: str = "", *env: str) -> dict[st
 
 @pytest.mark.process
 def test_an_always_allow_lets_the_same_command_through_the_gate(vault_path: Path) -> None:
-    """Asked once and approved always: the same command (another description) is allowed
-    without a journal opened; another command still asks; revoked, it asks again."""
+    """Asked once and approved always: the same command (another description) passes with
+    no decision (the agent's own checks apply) and no journal opened; another command
+    still asks; revoked, it asks again."""
     asked = bash(vault_path, "git push origin main")
     assert asked["permissionDecision"] == "deny" and WAITING in str(
         asked["permissionDecisionReason"]
@@ -60,7 +69,7 @@ def test_an_always_allow_lets_the_same_command_through_the_gate(vault_path: Path
     assert allow is not None
     bash(vault_path, "git push origin main", "Push again")  # reads the allows afresh
     again = bash(vault_path, "git push origin main", "Push once more", "profile")
-    assert again["permissionDecision"] == "allow"
+    assert again["permissionDecision"] == "none"
     imported = again["imported"]
     assert isinstance(imported, set) and "sqlite3" not in imported and "hitl_vault" in imported
     other = bash(vault_path, "git push --force origin main")
@@ -91,3 +100,29 @@ def test_the_cached_allows_stop_matching_when_they_end(vault_path: Path) -> None
     assert consult(policy, ruling, allows, proposal, utcnow()).decision is Decision.ALLOW
     ended = utcnow() + timedelta(hours=1, seconds=1)
     assert consult(policy, ruling, allows, proposal, ended).decision is Decision.ASK
+
+
+@pytest.mark.process
+def test_an_always_allow_holds_in_its_folder_with_its_input_only(
+    vault_path: Path, tmp_path: Path
+) -> None:
+    """An allow made for `make` in one project covers it there alone: from another folder,
+    or with the sandbox turned off, a timeout or in the background, the call asks."""
+    here, there = tmp_path / "projA", tmp_path / "projB"
+    here.mkdir()
+    there.mkdir()
+    assert WAITING in str(bash(vault_path, "make", cwd=here)["permissionDecisionReason"])
+    with Vault(vault_path) as v:
+        [request] = v.list()
+        allow = v.always(request.id, "alice", session=True)
+    assert allow is not None and allow.cwd == str(here)
+    assert bash(vault_path, "make", "build it", cwd=here)["permissionDecision"] == "none"
+    for asked in (
+        bash(vault_path, "make", cwd=there, dangerouslyDisableSandbox=True),
+        bash(vault_path, "make", cwd=there),
+        bash(vault_path, "make", cwd=here, dangerouslyDisableSandbox=True),
+        bash(vault_path, "make", cwd=here, run_in_background=True),
+        bash(vault_path, "make", cwd=here, timeout=600000),
+    ):
+        assert asked["permissionDecision"] == "deny", asked
+        assert WAITING in str(asked["permissionDecisionReason"])

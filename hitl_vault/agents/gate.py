@@ -85,13 +85,12 @@ def decide(vault: Path, call: Call, wait: float, hook: HookFormat = CLAUDE) -> A
     where = where_of(call)
     proposal = Proposal(call.tool, call.params, call.summary, call.requested_by, where=where)
     ruling = policy.evaluate(proposal)
-    said = ruling
     if allows:  # "always" allows, kept with the rules: still no journal opened
         from ..times import utcnow
 
-        ruling = consult(policy, ruling, allows, proposal, utcnow())
+        ruling = consult(policy, ruling, allows, proposal, utcnow(), call.place)
     decision, _ = policy.applied(ruling)
-    skip = skips_prompt(ruling) or ruling is not said  # a human's "always" answers allow
+    skip = skips_prompt(ruling)  # an "always" allow too is no decision, as any allow
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:
         # the common case: nothing recorded, nothing more imported
         return Answer(True, f"allowed by hitl-vault rule {ruling.rule}") if skip else NO_DECISION

@@ -21,7 +21,15 @@ from ..identity import Principal, Role
 from ..policy.always import consult
 from ..policy.rules import Decision, GateRecord, Proposal
 from .formats import HookFormat
-from .gate import TOO_MANY, asked, blocked_by, handed_out, skips_prompt, submit_call, waiting
+from .gate import (
+    TOO_MANY,
+    asked,
+    blocked_by,
+    handed_out,
+    skips_prompt,
+    submit_call,
+    waiting,
+)
 from .hookio import Call
 
 if TYPE_CHECKING:
@@ -75,7 +83,8 @@ def decide_remote(
     policy = engine.policy
     proposal = Proposal(call.tool, call.params, call.summary, principal.name)
     ruling = policy.evaluate(proposal, engine.functions)
-    ruling = consult(policy, ruling, engine.allows.in_force(), proposal, engine.now())
+    allows = engine.allows.in_force()
+    ruling = consult(policy, ruling, allows, proposal, engine.now(), call.place)
     decision, _ = policy.applied(ruling)
     skip = skips_prompt(ruling)
     if ruling.decision is Decision.ALLOW and policy.gate_record is not GateRecord.ALL:

@@ -73,6 +73,12 @@ class Call:
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     @property
+    def place(self) -> tuple[str, str | None]:
+        """Where the call is made, as an "always" allow compares it: its folder and, for a
+        Cursor MCP call, the server (as :attr:`context` names them)."""
+        return str(self.cwd), self.extra.get("mcp_server")
+
+    @property
     def summary(self) -> str:
         """A title for the note: the command a shell tool runs, the file a file tool writes."""
         command = command_of(self.params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 
 from ..errors import UsageError, VaultError
 from ..times import utcnow
-from .formats import HookSettings
+from .formats import FAIL_CLOSED, HookSettings
 
 
 def command_line(vault: Path, wait: str) -> str:
@@ -89,15 +90,55 @@ def check_starts(command: str, folder: Path) -> None:
 
 
 def _is_ours(hook: Any) -> bool:
-    command = hook.get("command", "") if isinstance(hook, dict) else ""
-    words = command.split() if isinstance(command, str) else []
-    return "gate" in words and any("hitl-vault" in w or "hitl_vault" in w for w in words)
+    return _subcommand_of(hook) == "gate"
 
 
 def _is_outcome(hook: Any) -> bool:
+    return _subcommand_of(hook) == "posttool"
+
+
+_ROOT_VALUED = ("--vault", "--server", "--token-file")
+_ENV_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*")
+_PYTHON = re.compile(r"python[0-9.]*")
+
+
+def _subcommand(command: str) -> str | None:
+    """The hitl-vault command a hook's ``command`` runs (``gate``, ``posttool``, ...), as
+    ``hook install`` writes it: after optional ``NAME=value`` words, a program called
+    ``hitl-vault`` or a Python with ``-m hitl_vault``, then the root's options, with
+    ``|| exit 2`` after it or not; None for any other command (the user's own hooks)."""
+    command = command.strip()
+    if command.endswith(FAIL_CLOSED.strip()):
+        command = command[: -len(FAIL_CLOSED.strip())]
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    while words and _ENV_WORD.fullmatch(words[0]):
+        words = words[1:]
+    if not words:
+        return None
+    program, words = os.path.basename(words[0]), words[1:]
+    if _PYTHON.fullmatch(program):
+        while words and words[0].startswith("-") and words[0] not in ("-m", "-c"):
+            words = words[1:]  # -P, -I, -s, ...
+        if words[:2] != ["-m", "hitl_vault"]:
+            return None
+        words = words[2:]
+    elif program != "hitl-vault":
+        return None
+    rest = iter(words)
+    for word in rest:
+        if word in _ROOT_VALUED:
+            next(rest, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _subcommand_of(hook: Any) -> str | None:
     command = hook.get("command", "") if isinstance(hook, dict) else ""
-    words = command.split() if isinstance(command, str) else []
-    return "posttool" in words and any("hitl-vault" in w or "hitl_vault" in w for w in words)
+    return _subcommand(command) if isinstance(command, str) else None
 
 
 def posttool_line(command: str, agent: str) -> str:

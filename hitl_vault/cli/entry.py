@@ -90,10 +90,32 @@ def posttool(fast: GateArguments) -> None:
     sys.exit(code)
 
 
+_ROOT_VALUED = ("--vault", "--server", "--token-file")  # the root options that take a value
+
+
+def subcommand(argv: list[str]) -> str | None:
+    """The command ``argv`` names (the first word after the root's options), or None."""
+    words = iter(argv)
+    for word in words:
+        if word in _ROOT_VALUED:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main() -> None:
     after = gate_arguments(sys.argv[1:], "posttool") if "posttool" in sys.argv else None
     if after is not None:
         posttool(after)
+        return
+    if subcommand(sys.argv[1:]) == "posttool":  # not plainly right: click says why, exit 1
+        from .main import main as cli_main
+
+        try:
+            cli_main()
+        except SystemExit as e:
+            sys.exit(1 if e.code == 2 else e.code)  # never 2: that reads as a blocking error
         return
     reply: tuple[int, str, str] | None = None
     try:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import DecisionRefusedError, JournalUnavailableError, UsageError
 from ..model import Request, Status
-from ..policy.always import SHELL_TOOLS, STAMP_FILE, Allow, covered, plain, refusal
+from ..policy.always import SHELL_TOOLS, STAMP_FILE, Allow, covered, place_of, plain, refusal
 from ..policy.rules import Policy, Proposal, RuleFunction
 from ..store import JournalStore
 from ..times import format_ts, utcnow
@@ -71,7 +71,7 @@ class Allows:
                 "leave out --session: the allow then holds for every requester",
             )
         params = covered(request.action, request.params)
-        if prefix and (request.action not in SHELL_TOOLS or set(params) != {"command"}):
+        if prefix and (request.action not in SHELL_TOOLS or "command" not in params):
             raise UsageError(
                 "--prefix", f"request {request.id} is not a shell command", "leave out --prefix"
             )
@@ -107,6 +107,7 @@ class Allows:
             problem = f"it is {decided.status}{why}, not approved: no always allow was added"
             raise DecisionRefusedError(request.id, by, problem)
         now = self._clock()
+        cwd, server = place_of(request.action, request.context)
         allow = Allow(
             name=f"always-{request.id}",
             action=request.action,
@@ -117,6 +118,8 @@ class Allows:
             request_id=request.id,
             prefix=prefix,
             session=request.requested_by if session else None,
+            cwd=cwd,
+            server=server,
         )
         with self._stamping():
             self._journal.add_allow(allow, by)

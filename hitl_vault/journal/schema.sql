@@ -153,5 +153,7 @@ CREATE TABLE IF NOT EXISTS allows (
     request_id TEXT NOT NULL,
     prefix INTEGER NOT NULL DEFAULT 0,
     session TEXT,
-    revoked TEXT
+    revoked TEXT,
+    cwd TEXT,     -- the folder the approved call was made in (NULL: it named none)
+    server TEXT   -- the MCP server it went to (NULL: none)
 );

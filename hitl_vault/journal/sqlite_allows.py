@@ -16,7 +16,10 @@ from ..times import format_ts, parse_ts
 from .allow_rows import allow_details
 from .sqlite_db import Database
 
-_ALLOW = "SELECT name, action, params, by, created, until, request_id, prefix, session FROM allows"
+_ALLOW = (
+    "SELECT name, action, params, by, created, until, request_id, prefix, session, cwd, server "
+    "FROM allows"
+)
 Log = Callable[[sqlite3.Connection, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
 
 
@@ -24,7 +27,8 @@ def _allow(r: Any) -> Allow:
     params = json.loads(r[2])
     if not isinstance(params, dict):
         raise ValueError(f"params {r[2][:40]} are not a JSON object")
-    return Allow(r[0], r[1], params, r[3], parse_ts(r[4]), parse_ts(r[5]), r[6], bool(r[7]), r[8])
+    when = parse_ts(r[4]), parse_ts(r[5])
+    return Allow(r[0], r[1], params, r[3], *when, r[6], bool(r[7]), r[8], r[9], r[10])
 
 
 class AllowTable:
@@ -45,10 +49,10 @@ class AllowTable:
             with self._db.write() as db:
                 db.execute(
                     "INSERT INTO allows (name, action, params, by, created, until, request_id, "
-                    "prefix, session) VALUES (?,?,?,?,?,?,?,?,?)",
+                    "prefix, session, cwd, server) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (a.name, a.action, json.dumps(dict(a.params), ensure_ascii=False), a.by,
                      format_ts(a.created), format_ts(a.until), a.request_id, int(a.prefix),
-                     a.session),
+                     a.session, a.cwd, a.server),
                 )  # fmt: skip
                 self._log(db, a.created, by, "allow added", a.name, allow_details(a))
         except sqlite3.IntegrityError:

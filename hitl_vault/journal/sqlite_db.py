@@ -44,6 +44,8 @@ _ADDED_COLUMNS = (
     ("requests", "escalate_at", "TEXT"),
     ("requests", "retry_of", "TEXT"),
     ("requests", "proposal", "TEXT"),
+    ("allows", "cwd", "TEXT"),
+    ("allows", "server", "TEXT"),
 )
 T = TypeVar("T")
 # What SQLite says when the bytes themselves are wrong, whatever class it gives the error.
