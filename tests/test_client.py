@@ -56,9 +56,7 @@ def test_submit_wait_and_approve_from_two_clients(agent: Client, alice: Client) 
     assert made["id"] in [r["id"] for r in agent.list(status="approved", limit=5)]
 
 
-def test_a_wait_on_a_request_decided_already_returns_at_once(
-    agent: Client, alice: Client
-) -> None:
+def test_a_wait_on_a_request_decided_already_returns_at_once(agent: Client, alice: Client) -> None:
     """A request approved before the wait began (an action with no executor stays approved)
     is answered at once, not after the longest poll."""
     made = agent.submit("deploy", {"env": "stage"})
