@@ -129,7 +129,8 @@ class Daemon:
             root, journal, notes, self.quiet, inbox, self.rules.changed, rescan_every
         )
         self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show, engine.unreported)
-        self.followed = Followed(journal, queue, show, self._wake.set)
+        heard = lambda request_id: self.quiet.want(request_id, unless_shown=True)  # noqa: E731
+        self.followed = Followed(journal, queue, heard, self._wake.set)
         self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
         self.parts: list[Part] = [self.retries, self.actions, self.looker, self.quiet]

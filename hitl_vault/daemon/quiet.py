@@ -63,6 +63,9 @@ class QuietWriter:
         self.notes = notes
         self.period = quiet  # ``defaults.quiet`` of the rules in force (they may reload)
         self.waiting: set[str] = set()  # requests whose note should show the journal
+        # Of those, the ones a look found in need (a save, new rules): the others came from
+        # the feed and are skipped if the note shows the journal by the time they are due.
+        self._needed: set[str] = set()
         self.refused: dict[str, str] = {}  # the system refused to write these notes: where
         self._next_at: datetime | None = None  # when the next waiting note is worth a look
         self._due: list[tuple[datetime, str]] = []  # a heap of (no sooner than, request id)
@@ -125,8 +128,14 @@ class QuietWriter:
 
     # --- writing notes once quiet ---------------------------------------------------
 
-    def want(self, request_id: str, at: datetime | None = None) -> None:
-        """Make the note show the journal once it is quiet (and no sooner than ``at``)."""
+    def want(
+        self, request_id: str, at: datetime | None = None, *, unless_shown: bool = False
+    ) -> None:
+        """Make the note show the journal once it is quiet (and no sooner than ``at``);
+        ``unless_shown``: not if by then it holds the bytes last written for the journal as it
+        is (whoever made the entry wrote the note too: a submitter, a CLI decision)."""
+        if not unless_shown:
+            self._needed.add(request_id)
         if request_id in self.waiting and at is None:
             return  # its entry in the heap stands; quiet is checked again when it comes up
         self.waiting.add(request_id)
@@ -172,8 +181,11 @@ class QuietWriter:
             if quiet_at is not None and now < quiet_at:
                 heapq.heappush(due, (quiet_at, request_id))
                 continue
-            written += 1
             self.waiting.discard(request_id)
+            if request_id not in self._needed and self._shows_journal(request_id):
+                continue  # nothing to read, judge or write
+            self._needed.discard(request_id)
+            written += 1
             try:
                 done = self.notes.sync(request_id, now)
             except ChangedUnderfootError:
@@ -211,6 +223,18 @@ class QuietWriter:
             did = True
         self._next_at = due[0][0] if due else None
         return did
+
+    def _shows_journal(self, request_id: str) -> bool:
+        """The note holds the bytes last written for the journal as it is now (their digest
+        is kept only then, and each later entry clears it)."""
+        rel, digest = self.journal.note_sha(request_id)
+        if rel is None or digest is None:
+            return False
+        try:
+            data = read_file(self.root / rel, rel)
+        except (OSError, NoteError):
+            return False
+        return hashlib.sha256(data).hexdigest() == digest
 
     def _remember_written(self, request_id: str) -> None:
         for folder in REQUEST_FOLDERS:
