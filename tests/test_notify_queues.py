@@ -80,7 +80,7 @@ def test_a_hanging_receiver_never_holds_up_a_healthy_one(
     vault_path: Path, silent: Silent, healthy: Stamped
 ) -> None:
     """With a receiver that accepts and never answers beside it, a healthy json:// target
-    hears of each of 20 requests within seconds of it being made, in order."""
+    hears of each of 20 requests within seconds of it being made."""
     both(vault_path, silent, healthy)
     made: dict[str, float] = {}
     with running(vault_path) as (vault, _):
@@ -90,7 +90,8 @@ def test_a_hanging_receiver_never_holds_up_a_healthy_one(
         posts = healthy.wait_for(20, timeout=30)
         eventually(lambda: silent.held, 15)  # its first send is on its way, unanswered
         silent.close()
-    assert [p.title for p in posts] == list(made)
+    # each once (a send the receiver cut short is tried again later, so not always in order)
+    assert sorted(p.title for p in posts) == sorted(made)
     late = {title: healthy.at[title] - at for title, at in made.items()}
     # A receiver read by the same thread would hold each message for its 5 s read timeout.
     assert max(late.values()) < 4, late
