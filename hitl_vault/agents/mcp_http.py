@@ -71,17 +71,14 @@ class Desk(Protocol):
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` on one of the service's threads, awaited."""
-        ...
 
     def authenticate(self, secret: str, client: str) -> Principal | None:
         """The principal a bearer token proves, asked from address ``client``; None for an
         unknown, revoked or expired token (a failure counted against ``client``)."""
-        ...
 
     def refused_for(self, client: str) -> float:
         """Seconds ``client``'s failed sign-ins are still answered 429 (0: not refused); a
         valid token is never refused."""
-        ...
 
     def submit(
         self,
@@ -95,41 +92,33 @@ class Desk(Protocol):
         pitch: Pitch | None = None,
     ) -> Request:
         """A new request in ``who``'s name (``requested_by`` is its name)."""
-        ...
 
     def get(self, who: Principal, request_id: str) -> Request:
         """One of ``who``'s requests; :class:`RequestNotFoundError` for any other."""
-        ...
 
     def done(
         self, who: Principal, request_id: str, result: str | None, error: str | None
     ) -> Request:
         """How one of ``who``'s approved requests without an executor ended, once."""
-        ...
 
     def list(
         self, who: Principal, status: Status | None, limit: int | None
     ) -> builtins.list[Request]:
         """``who``'s requests, newest first."""
-        ...
 
     async def wait(self, who: Principal, request_id: str, seconds: float) -> Request:
         """One of ``who``'s requests once its status changes, or as it is after ``seconds``."""
-        ...
 
     def shown(self, request: Request, who: Principal | None = None) -> dict[str, Any]:
         """The request as ``show --json`` prints it, as ``who`` may see it."""
-        ...
 
     def listed(
         self, requests: builtins.list[Request], who: Principal | None = None
     ) -> builtins.list[dict[str, Any]]:
         """Requests as ``list --json`` prints them, as ``who`` may see them."""
-        ...
 
     def executes(self, action: str) -> bool:
         """Whether the service's daemon runs ``action`` itself once approved."""
-        ...
 
 
 class CallerCalls:
