@@ -31,7 +31,8 @@ class Followed:
     ) -> None:
         self.journal = journal
         self._queue = queue  # an approved request that may run now
-        self._show = show  # the request's note is to show what happened (once quiet)
+        # the request's note is to show what happened (once quiet, unless it already does)
+        self._show = show
         self._wake = wake  # tells the daemon there is something to act on
         self._lock = threading.Lock()
         # heard: the request, the status a move took it to (None: no move), created?
@@ -46,14 +47,6 @@ class Followed:
             self._heard.append((event.request_id, event.status if moved else None, created))
         self._wake()
 
-    def _shown_already(self, request_id: str) -> bool:
-        """Whoever made the entry wrote the note too, showing every entry (its digest is
-        kept only then, and each later entry clears it): a submitter's new note, a CLI's
-        decision. Showing it again would only parse and render it to write nothing; a
-        human's later save reaches the daemon as a change of the file instead."""
-        _, digest = self.journal.note_sha(request_id)
-        return digest is not None
-
     def act(self) -> None:
         """On the daemon's thread: queue what was approved; each note is to show the journal."""
         with self._lock:
@@ -61,8 +54,7 @@ class Followed:
         for request_id, status, created in heard:
             if status is Status.APPROVED:
                 self._queue(request_id)
-            if not self._shown_already(request_id):
-                self._show(request_id)
+            self._show(request_id)
             made = self.journal.get(request_id, history=False) if created else None
             if made is not None and made.retry_of:  # its note links to the new one now
                 self._show(made.retry_of)

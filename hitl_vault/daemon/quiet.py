@@ -182,7 +182,7 @@ class QuietWriter:
                 heapq.heappush(due, (quiet_at, request_id))
                 continue
             self.waiting.discard(request_id)
-            if request_id not in self._needed and self._shows_journal(request_id):
+            if request_id not in self._needed and self.notes.shows_journal(request_id):
                 continue  # nothing to read, judge or write
             self._needed.discard(request_id)
             written += 1
@@ -223,18 +223,6 @@ class QuietWriter:
             did = True
         self._next_at = due[0][0] if due else None
         return did
-
-    def _shows_journal(self, request_id: str) -> bool:
-        """The note holds the bytes last written for the journal as it is now (their digest
-        is kept only then, and each later entry clears it)."""
-        rel, digest = self.journal.note_sha(request_id)
-        if rel is None or digest is None:
-            return False
-        try:
-            data = read_file(self.root / rel, rel)
-        except (OSError, NoteError):
-            return False
-        return hashlib.sha256(data).hexdigest() == digest
 
     def _remember_written(self, request_id: str) -> None:
         for folder in REQUEST_FOLDERS:

@@ -238,6 +238,12 @@ class Reconciler:
             self.journal.set_path(rid, where)
         return self._judge(path, note, request, now)
 
+    def shows_journal(self, request_id: str) -> bool:
+        """The request's note holds the bytes last written for the journal as it is now
+        (their digest is kept only then, and each later entry clears it)."""
+        where, _ = self.journal.note_sha(request_id)
+        return where is not None and self._unchanged(self.root / where, where, None)
+
     def _unchanged(self, path: Path, where: str, data: bytes | None) -> bool:
         """The note still holds the bytes it had when it last matched the journal."""
         known, digest = self.journal.note_sha(path.stem)
