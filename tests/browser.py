@@ -17,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +61,20 @@ def missing() -> str | None:
     except ImportError:
         return "Playwright is not installed: pip install -e '.[test]'"
     return None
+
+
+@contextmanager
+def threads_end_with_it(timeout: float = 10.0) -> Iterator[None]:
+    """Around a module's service: every thread started inside the block has ended soon after
+    it. conftest's ``no_leaked_threads`` checks each test; a browser test module replaces
+    that with this, because its service starts its workers (an action's, a notification
+    channel's) as the first test needs them and keeps them as long as it runs."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + timeout
+    while left := [t for t in threading.enumerate() if t not in before and t.is_alive()]:
+        assert time.monotonic() < deadline, f"threads left running after the service: {left}"
+        time.sleep(0.02)
 
 
 @dataclass
@@ -120,6 +137,11 @@ def browser() -> Iterator[Chromium]:
             executable_path=str(CHROMIUM), headless=True, args=list(FLAGS), timeout=30_000
         )
         chromium = Chromium(launched, asyncio.get_running_loop())  # Playwright's, marked
+        # Playwright writes screenshots on its loop's default executor: one thread, started
+        # now, so that no test sees a thread appear (conftest's no_leaked_threads).
+        files = ThreadPoolExecutor(1, thread_name_prefix="playwright-files")
+        files.submit(lambda: None).result()
+        chromium.loop.set_default_executor(files)
         asyncio._set_running_loop(None)
         try:
             yield chromium

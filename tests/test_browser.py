@@ -5,12 +5,13 @@ something."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .browser import Tab
+from .browser import ARTIFACTS, Tab
 from .servers import Server, serving
 
 pytestmark = [pytest.mark.process]
@@ -34,3 +35,15 @@ def test_a_dialog_a_script_opens_is_recorded(tab: Tab) -> None:
     tab.page.set_content("<p>page</p><script>alert('opened')</script>")
     tab.page.wait_for_function("true")
     assert tab.dialogs == ["alert: opened"]
+
+
+def test_a_screenshot_is_kept_in_the_artifacts_folder_at_a_phones_width(tab: Tab) -> None:
+    """Tab.screenshot writes a PNG, 360 px wide, to tests/artifacts/, which git ignores."""
+    tab.page.set_content("<p>a page</p>")
+    shot = tab.screenshot("browser-self-test")
+    assert shot == ARTIFACTS / "browser-self-test.png"
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") == 360  # the IHDR chunk's width
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(shot)], cwd=ARTIFACTS.parent)
+    assert ignored.returncode == 0, "tests/artifacts/ is not in .gitignore"
