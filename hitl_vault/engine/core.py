@@ -233,6 +233,7 @@ class Engine:
         params: Mapping[str, Any] | None = None,
         *,
         proof: Proof | None = None,
+        spend: Callable[[], None] | None = None,
     ) -> Request:
         """Approve a pending request, exactly as setting ``status: approved`` in its note would.
 
@@ -247,9 +248,15 @@ class Engine:
         service hands one; ``by`` is then its name). The history says ``by alice via api``
         and rules with ``authenticated:`` count it; without it they refuse an approval
         (:class:`UnprovenDecisionError`, listed under Needs attention).
+
+        ``spend``: called inside the decision's transaction, before it is judged (a decision
+        link marks itself spent there); what it raises refuses the decision, and what it
+        wrote is undone with a decision that fails, so a link decides once.
         """
         edited = None if params is None else clean_params(params)
-        return self._decide(request_id, Status.APPROVED, by, reason, expect, edited, proof=proof)
+        return self._decide(
+            request_id, Status.APPROVED, by, reason, expect, edited, proof=proof, spend=spend
+        )
 
     def reject(
         self,
@@ -258,10 +265,11 @@ class Engine:
         reason: str = "",
         *,
         proof: Proof | None = None,
+        spend: Callable[[], None] | None = None,
     ) -> Request:
         """Reject a pending request, exactly as setting ``status: rejected`` in its note would
-        (``proof``: as for :meth:`approve`)."""
-        return self._decide(request_id, Status.REJECTED, by, reason, proof=proof)
+        (``proof`` and ``spend``: as for :meth:`approve`)."""
+        return self._decide(request_id, Status.REJECTED, by, reason, proof=proof, spend=spend)
 
     def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
         """What approving now would run: the params (the note's, if a human edited them
@@ -281,6 +289,7 @@ class Engine:
         given: Mapping[str, Any] | None = None,
         *,
         proof: Proof | None = None,
+        spend: Callable[[], None] | None = None,
     ) -> Request:
         if by is not None and proof is None:  # a name claimed: it must be one (not "x via api")
             check_name(by, "by")
@@ -301,6 +310,8 @@ class Engine:
         now = self.now()
         try:  # judged and read back in one transaction: what it returns is what it decided
             with self.journal.batch():
+                if spend is not None:
+                    spend()
                 request = self.get(request_id)
                 done = self._decider.decide(
                     request, to, by=by or default_user(), reason=reason, params=params, now=now,
