@@ -247,29 +247,19 @@ class Engine:
         ``proof``: who the service proved decides, and through which channel (only the
         service hands one; ``by`` is then its name). The history says ``by alice via api``
         and rules with ``authenticated:`` count it; without it they refuse an approval
-        (:class:`UnprovenDecisionError`, listed under Needs attention).
-
-        ``spend``: called inside the decision's transaction, before it is judged (a decision
-        link marks itself spent there); what it raises refuses the decision, and what it
-        wrote is undone with a decision that fails, so a link decides once.
+        (:class:`UnprovenDecisionError`, listed under Needs attention). ``spend``: called in
+        the decision's transaction (a decision link is spent there, so it decides once).
         """
         edited = None if params is None else clean_params(params)
-        return self._decide(
-            request_id, Status.APPROVED, by, reason, expect, edited, proof=proof, spend=spend
-        )
+        return self._decide(request_id, Status.APPROVED, by, reason, expect, edited, proof, spend)
 
     def reject(
-        self,
-        request_id: str,
-        by: str | None = None,
-        reason: str = "",
-        *,
-        proof: Proof | None = None,
-        spend: Callable[[], None] | None = None,
-    ) -> Request:
+        self, request_id: str, by: str | None = None, reason: str = "", *,
+        proof: Proof | None = None, spend: Callable[[], None] | None = None,
+    ) -> Request:  # fmt: skip
         """Reject a pending request, exactly as setting ``status: rejected`` in its note would
         (``proof`` and ``spend``: as for :meth:`approve`)."""
-        return self._decide(request_id, Status.REJECTED, by, reason, proof=proof, spend=spend)
+        return self._decide(request_id, Status.REJECTED, by, reason, None, None, proof, spend)
 
     def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
         """What approving now would run: the params (the note's, if a human edited them
@@ -287,7 +277,6 @@ class Engine:
         reason: str,
         expect: str | None = None,
         given: Mapping[str, Any] | None = None,
-        *,
         proof: Proof | None = None,
         spend: Callable[[], None] | None = None,
     ) -> Request:
