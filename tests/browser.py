@@ -6,7 +6,8 @@ closed network needs, on a fresh profile (Playwright gives each launch a new emp
 (its own cookies) and a tab that records every JavaScript dialog it was shown. No browser is
 ever downloaded: ``/usr/bin/chromium`` comes from Debian (``.ci/run`` installs it as root).
 Without it the browser tests skip and say why, except under ``CI=true``, where a missing
-chromium fails them. Screenshots go to ``tests/artifacts/`` (git-ignored).
+chromium fails them. Screenshots go to ``tests/artifacts/`` (git-ignored), and so does one
+of the page a failing test left.
 
 The fixtures are registered for the whole suite by ``tests/conftest.py``; Playwright itself
 is imported only when a browser test runs.
@@ -151,8 +152,10 @@ def browser() -> Iterator[Chromium]:
 
 
 @pytest.fixture
-def tab(browser: Chromium) -> Iterator[Tab]:
-    """A new context (no cookies, a phone's width) and one page in it."""
+def tab(browser: Chromium, request: pytest.FixtureRequest) -> Iterator[Tab]:
+    """A new context (no cookies, a phone's width) and one page in it. When the test fails,
+    the page as it was is kept as ``tests/artifacts/failed-TEST.png``."""
+    failed_before = request.session.testsfailed
     with browser.awake() as chromium:
         context = chromium.new_context(viewport=PHONE)
         context.set_default_timeout(TIMEOUT_MS)
@@ -160,5 +163,7 @@ def tab(browser: Chromium) -> Iterator[Tab]:
             opened = Tab(context.new_page())
             opened.page.on("dialog", opened._opened)
             yield opened
+            if request.session.testsfailed > failed_before:  # the call's report came first
+                opened.screenshot(f"failed-{request.node.name}")
         finally:
             context.close()
