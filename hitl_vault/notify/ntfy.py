@@ -1,0 +1,68 @@
+"""ntfy's action buttons on a person's message: Approve and Reject as ``http`` POST actions to
+the decision link's one-tap endpoints (``clear=true``: the notification goes once the answer
+is in), and Open as a ``view`` action on the decision page.
+
+They travel through Apprise's ntfy plugin, which sends the ``actions=`` of its URL as the
+``X-Actions`` header, in ntfy's short form (``http, Approve, URL, method=POST, clear=true;
+view, Open, URL``; at most three actions, ntfy's own limit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+SCHEMES = frozenset({"ntfy", "ntfys"})
+MAIL_SCHEMES = frozenset({"mailto", "mailtos"})
+
+
+def scheme_of(url: str) -> str:
+    """The scheme of a person's channel, lower case ("" when it has none)."""
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:
+        return ""
+
+
+@dataclass(frozen=True)
+class Buttons:
+    """Which buttons a message to a person's ntfy channel carries (Open always does)."""
+
+    approve: bool
+    reject: bool
+    why_not: str = ""  # why a one-tap button was left out, said in the message
+
+
+def buttons(*, cut: bool, token: bool, approve_reason: bool, reject_reason: bool) -> Buttons:
+    """The one-tap buttons the message may carry: none when it had to cut the params (the
+    phone would not show everything that would run) or when the channel has no access
+    token (ntfy topic names work like passwords: anyone who guesses the topic would see
+    them); no one-tap Approve where an approval needs a reason, no one-tap Reject where a
+    rejection does (the page asks for it)."""
+    if cut:
+        return Buttons(False, False, "the params did not fit in the message: open the page")
+    if not token:
+        return Buttons(False, False, "this ntfy channel has no access token: open the page")
+    why = "this request needs a reason: open the page" if approve_reason or reject_reason else ""
+    return Buttons(not approve_reason, not reject_reason, why)
+
+
+def actions(page: str, approve: str, reject: str, shown: Buttons) -> str:
+    """The ``X-Actions`` value: Approve and Reject (as ``shown`` allows), then Open.
+
+    The URLs are the decision link's (URL-safe, so no comma or semicolon ends a field)."""
+    parts = []
+    if shown.approve:
+        parts.append(f"http, Approve, {approve}, method=POST, clear=true")
+    if shown.reject:
+        parts.append(f"http, Reject, {reject}, method=POST, clear=true")
+    parts.append(f"view, Open, {page}")
+    return "; ".join(parts)
+
+
+def with_actions(url: str, value: str) -> str:
+    """The resolved ntfy ``url`` with ``actions=`` set to ``value`` (Apprise's ntfy plugin
+    sends it as ``X-Actions``); the URL's own ``#`` part, if any, stays last."""
+    base, hash_mark, fragment = url.partition("#")
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}actions={quote(value, safe='')}{hash_mark}{fragment}"
