@@ -78,6 +78,8 @@ class Asking:
 
     def items(self, request_id: str, event: Event, step: Transition | None = None) -> list[Item]:
         """The items asking each person who may decide the request now (none once decided)."""
+        if not self.anyone():  # the usual case: nobody has a channel of their own
+            return []
         request = self.journal.get(request_id)
         if request is None or request.status is not Status.PENDING:
             return []
@@ -90,10 +92,12 @@ class Asking:
         if request is None or request.status is not Status.PENDING:
             return []
         place = next((i for i, t in enumerate(request.history) if t == vote), None)
-        if place is None:
+        if place is None or not self.anyone():
             return []
-        before = self._count(replace(request, history=request.history[:place]))
-        if self._count(request).stage == before.stage:
+        plan = self._decider.plan(request, code=False)
+        proven = self._decider.counting(request)  # the whole history: each proof read right
+        before = counted(plan, replace(proven, history=proven.history[:place]))
+        if counted(plan, proven).stage == before.stage:
             return []
         return channels(self._deciders(request, Event.PENDING, None), Event.PENDING, request.id)
 
@@ -119,6 +123,8 @@ class Asking:
         if found is None or request is None or request.status is not Status.PENDING:
             return "skip: decided since, nothing to ask"
         event, name = found
+        if request.expires is not None and now >= request.expires:
+            return "skip: expired, nothing to ask"
         person = self.journal.person(name)
         if person is None or person.disabled or channel not in person.notify:
             return "skip: not one of their channels now"
