@@ -8,20 +8,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from hitl_vault import Vault
+from hitl_vault import Status, Vault
 from hitl_vault.access import links
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.identity import Person
+from hitl_vault.notes.render import history_line
 from hitl_vault.notify.ntfy import Buttons, actions, buttons
 from hitl_vault.serve.message_links import decision_links
 from hitl_vault.store import JournalStore
 from hitl_vault.template import init_vault
+from hitl_vault.times import utcnow
 
 from .helpers import Clock
 from .receivers import Post, Receiver
+from .servers import serving
 
 PUBLIC = "https://vault.example.com"
 RULES = """\
@@ -144,3 +148,30 @@ def test_the_buttons_rule_in_one_place() -> None:
     shown = buttons(cut=False, token=True, approve_reason=False, reject_reason=False)
     value = actions("https://h/d/s", "https://h/d/s/approve", "https://h/d/s/reject", shown)
     assert value.count(";") == 2 and value.endswith("view, Open, https://h/d/s")
+
+
+@pytest.mark.process
+def test_the_approve_button_of_a_real_service_approves_as_the_person_via_link(
+    tmp_path: Path,
+) -> None:
+    """``serve``'s own daemon sends alice the buttons at the public URL it recorded; the
+    Approve button's POST, as ntfy makes it, approves the request as alice via link."""
+    root = tmp_path / "vault"
+    init_vault(root)
+    (root / "hitl-vault.yaml").write_text(RULES)
+    with Receiver().start() as receiver, serving(root) as server:
+        journal = server.vault.engine.journal
+        journal.set_setting("public_url", server.url, utcnow(), "owner")
+        phone = f"ntfy://tk_alicetoken@127.0.0.1:{receiver.port}/alice-phone"
+        journal.save_person(Person("alice", notify=(phone,)), utcnow(), "owner", "added")
+        rid = server.vault.submit("deploy", {"service": "api"}, requested_by="agent").id
+        (post,) = receiver.wait_for(1)
+        approve = _actions(post)[0]
+        assert approve[:2] == ["http", "Approve"] and approve[2].startswith(f"{server.url}/d/")
+        answer = server.call("POST", approve[2].removeprefix(server.url))
+        assert answer.status == 200, answer.body
+        request = server.vault.get(rid)
+    assert request.status in (Status.APPROVED, Status.EXECUTING, Status.EXECUTED, Status.FAILED)
+    assert request.decided_by == "alice"
+    lines = [history_line(t) for t in request.history]
+    assert any("by alice via link" in line for line in lines), lines
