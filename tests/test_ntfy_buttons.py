@@ -17,7 +17,8 @@ from hitl_vault.access import links
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.identity import Person
 from hitl_vault.notes.render import history_line
-from hitl_vault.notify.ntfy import Buttons, actions, buttons
+from hitl_vault.notify.ntfy import Buttons, actions, buttons, too_long
+from hitl_vault.notify.send import Message
 from hitl_vault.serve.message_links import decision_links
 from hitl_vault.store import JournalStore
 from hitl_vault.template import init_vault
@@ -141,13 +142,15 @@ def test_a_reason_the_rules_require_leaves_out_the_button_that_needs_it(asked: A
 
 def test_the_buttons_rule_in_one_place() -> None:
     """The choice, alone: a cut message or no token drops both one-tap buttons whatever
-    the reasons; at most three actions, Open last."""
+    the reasons; at most three actions, Open last; a message ntfy would not show as text
+    (over 4,096 bytes, though under 4,000 characters) counts as cut."""
     assert buttons(cut=True, token=True, approve_reason=False, reject_reason=False) == Buttons(
         False, False, "the params did not fit in the message: open the page"
     )
     shown = buttons(cut=False, token=True, approve_reason=False, reject_reason=False)
     value = actions("https://h/d/s", "https://h/d/s/approve", "https://h/d/s/reject", shown)
     assert value.count(";") == 2 and value.endswith("view, Open, https://h/d/s")
+    assert too_long(Message("t", "é" * 2100)) and not too_long(Message("t", "e" * 4000))
 
 
 @pytest.mark.process

@@ -12,8 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from .send import Message
+
 SCHEMES = frozenset({"ntfy", "ntfys"})
 MAIL_SCHEMES = frozenset({"mailto", "mailtos"})
+# What ntfy shows as a message: a longer one arrives as an attachment, its text unseen.
+MESSAGE_BYTES = 4096
 
 
 def scheme_of(url: str) -> str:
@@ -22,6 +26,12 @@ def scheme_of(url: str) -> str:
         return urlsplit(url).scheme.lower()
     except ValueError:
         return ""
+
+
+def too_long(message: Message) -> bool:
+    """Whether ntfy would not show ``message`` as text (over :data:`MESSAGE_BYTES` in UTF-8:
+    the 4,000 characters messages keep to can be more bytes)."""
+    return len(message.title.encode()) + len(message.body.encode()) > MESSAGE_BYTES
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from ..identity import Person, same_name
 from ..model import Request, Transition
 from .config import DECIDE_EVENTS, Event
 from .message import compose
-from .ntfy import MAIL_SCHEMES, SCHEMES, actions, buttons, scheme_of
+from .ntfy import MAIL_SCHEMES, SCHEMES, actions, buttons, scheme_of, too_long
 from .send import Message
 
 # The outbox event of a message asking one person: ``pending for alice``.
@@ -154,7 +154,7 @@ def ask(
         cut=False, token=token, approve_reason=approve_reason, reject_reason=reject_reason
     )
     message = build([shown.why_not] if shown.why_not else [])
-    if message.cut:  # what the phone shows is not all that would run: the page, not a tap
+    if message.cut or too_long(message):  # the phone would not show all that would run
         shown = buttons(cut=True, token=token, approve_reason=True, reject_reason=True)
         message = build([shown.why_not])
     return Asked(message, actions(link.page, link.tap_approve, link.tap_reject, shown))
