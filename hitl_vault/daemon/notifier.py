@@ -11,6 +11,10 @@ each sent; a failed send is tried again after 5 s, then at most 30 s apart, for
 what is due to one sending thread per target (:class:`~.lanes.Lanes`), so a slow or
 dead receiver never delays a decision, an execution or another target's messages;
 a send with no answer within :attr:`Notifier.send_timeout` is a failed try.
+
+Besides the shared targets of ``notify:``, people's own channels hear what that person may
+decide now (:class:`~.asking.Asking`, with their decision links) and what was decided in
+their name (:class:`~.yours.InTheirName`), from the same outbox.
 """
 
 from __future__ import annotations
