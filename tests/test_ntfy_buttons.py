@@ -17,8 +17,8 @@ from hitl_vault.access import links
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.identity import Person
 from hitl_vault.notes.render import history_line
-from hitl_vault.notify.ntfy import Buttons, actions, buttons, too_long
-from hitl_vault.notify.send import Message
+from hitl_vault.notify.ntfy import Buttons, actions, buttons, too_long, with_actions
+from hitl_vault.notify.send import Message, send
 from hitl_vault.serve.message_links import decision_links
 from hitl_vault.store import JournalStore
 from hitl_vault.template import init_vault
@@ -151,6 +151,20 @@ def test_the_buttons_rule_in_one_place() -> None:
     value = actions("https://h/d/s", "https://h/d/s/approve", "https://h/d/s/reject", shown)
     assert value.count(";") == 2 and value.endswith("view, Open, https://h/d/s")
     assert too_long(Message("t", "é" * 2100)) and not too_long(Message("t", "e" * 4000))
+
+
+def test_the_actions_reach_ntfy_exactly_as_made() -> None:
+    """A public URL with a ``%``, a comma and a semicolon in its path: Apprise hands the
+    actions to ntfy unchanged, and no field ends early."""
+    page = "https://h.example/a%41,b;c/d/s"
+    shown = Buttons(True, True)
+    value = actions(page, f"{page}/approve", f"{page}/reject", shown)
+    with Receiver().start() as receiver:
+        url = with_actions(f"ntfy://tk_x@127.0.0.1:{receiver.port}/t", value)
+        assert send(url, Message("t", "b")) is None
+        (post,) = receiver.wait_for(1)
+    assert post.headers["X-Actions"] == value
+    assert _actions(post)[2] == ["view", "Open", "https://h.example/a%41%2Cb%3Bc/d/s"]
 
 
 @pytest.mark.process

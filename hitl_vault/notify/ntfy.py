@@ -57,10 +57,15 @@ def buttons(*, cut: bool, token: bool, approve_reason: bool, reject_reason: bool
     return Buttons(not approve_reason, not reject_reason, why)
 
 
-def actions(page: str, approve: str, reject: str, shown: Buttons) -> str:
-    """The ``X-Actions`` value: Approve and Reject (as ``shown`` allows), then Open.
+def _field(url: str) -> str:
+    """A URL as one field of ntfy's short form: a comma or a semicolon in it (a public URL's
+    path may hold one) would end the field or the action, so they travel percent-encoded."""
+    return url.replace(",", "%2C").replace(";", "%3B")
 
-    The URLs are the decision link's (URL-safe, so no comma or semicolon ends a field)."""
+
+def actions(page: str, approve: str, reject: str, shown: Buttons) -> str:
+    """The ``X-Actions`` value: Approve and Reject (as ``shown`` allows), then Open."""
+    page, approve, reject = _field(page), _field(approve), _field(reject)
     parts = []
     if shown.approve:
         parts.append(f"http, Approve, {approve}, method=POST, clear=true")
@@ -72,7 +77,10 @@ def actions(page: str, approve: str, reject: str, shown: Buttons) -> str:
 
 def with_actions(url: str, value: str) -> str:
     """The resolved ntfy ``url`` with ``actions=`` set to ``value`` (Apprise's ntfy plugin
-    sends it as ``X-Actions``); the URL's own ``#`` part, if any, stays last."""
+    sends it as ``X-Actions``); the URL's own ``#`` part, if any, stays last. Apprise
+    decodes the value twice (reading the query, then the plugin's own unquote), so it is
+    encoded twice: a ``%`` in a URL arrives as written."""
     base, hash_mark, fragment = url.partition("#")
     joiner = "&" if "?" in base else "?"
-    return f"{base}{joiner}actions={quote(value, safe='')}{hash_mark}{fragment}"
+    encoded = quote(quote(value, safe=""), safe="")
+    return f"{base}{joiner}actions={encoded}{hash_mark}{fragment}"
