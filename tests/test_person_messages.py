@@ -118,13 +118,14 @@ def team(tmp_path: Path, receiver: Receiver, clock: Clock) -> Iterator[Team]:
         t.close()
 
 
-def test_an_approver_is_asked_by_name_with_a_link_of_their_own(team: Team) -> None:
-    """alice and bob (the rule's approvers) are each asked with a link that checks out as
-    theirs for this request; carol (no approver) and disabled erin hear nothing; the shared
-    target hears of it with no link."""
+def test_who_may_decide_is_asked_by_name_with_a_link_of_their_own(team: Team) -> None:
+    """alice and bob (the deploy rule's approvers) are each asked with a link that checks
+    out as theirs for this request; carol (no approver) and disabled erin are not; a rule
+    with no approvers asks every enabled person; the shared target hears with no link."""
     rid = team.vault.submit("deploy", {"service": "api"}, requested_by="agent").id
+    team.vault.submit("email", {"to": "x@example.com"}, requested_by="agent")
     team.step()
-    (alice,) = team.told("alice", 1)
+    alice = next(m for m in team.told("alice", 2) if "deploy" in m.splitlines()[0])
     assert alice.startswith("You may approve: [medium] deploy: service=api — waiting for")
     assert "alice, you may approve or reject this request in the vault 'vault'." in alice
     assert f"hitl-vault approve {rid} --by alice" in alice
@@ -132,22 +133,16 @@ def test_an_approver_is_asked_by_name_with_a_link_of_their_own(team: Team) -> No
     assert found is not None and f"Decide here: {found.group()}" in alice
     grant = links.check(team.journal, found.group(1), now=team.clock.now)
     assert (grant.request_id, grant.person) == (rid, "alice")
-    (bob,) = team.told("bob", 1)
+    bob = next(m for m in team.told("bob", 2) if "deploy" in m.splitlines()[0])
     bob_link = LINK.search(bob)
     assert bob_link is not None and bob_link.group(1) != found.group(1)
-    (shared,) = team.told("shared", 1)
-    assert "/d/" not in shared and "You may" not in shared and PUBLIC not in shared
-    assert team.got("carol") == [] and team.got("erin") == [] and team.got("dave") == []
-
-
-def test_a_rule_without_approvers_asks_every_enabled_person(team: Team) -> None:
-    """No ``approvers:``: everyone enabled with a channel may decide, so everyone is asked."""
-    team.vault.submit("email", {"to": "x@example.com"}, requested_by="agent")
-    team.step()
-    for name in ("alice", "bob", "carol", "dave"):
+    for name in ("carol", "dave"):  # no approver of the deploy; asked for the e-mail
         (message,) = team.told(name, 1)
-        assert message.startswith("You may approve: ") and f"{name}, you may" in message
+        assert message.startswith("You may approve: [") and "email: to=x@example.com" in message
+        assert f"{name}, you may" in message
     assert team.got("erin") == []
+    shared = team.told("shared", 2)
+    assert all("/d/" not in m and "You may" not in m and PUBLIC not in m for m in shared)
 
 
 def test_escalation_and_the_next_stage_ask_the_people_they_make_deciders(team: Team) -> None:
