@@ -49,6 +49,11 @@ rules:
     decision: ask
     approvers: [alice]
     require_reason: reject
+  - name: rotate
+    action: rotate
+    decision: ask
+    approvers: [alice]
+    authenticated: true
 """
 
 
@@ -86,12 +91,13 @@ def asked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asked]:
                 ("deploy", many),
                 ("drop", {"table": "users"}),
                 ("refund", {"amount": 5}),
+                ("rotate", {"key": "k1"}),
             ):
                 vault.submit(action, params, requested_by="agent")
             daemon.run_once(clock.advance(timedelta(seconds=1)))
             daemon.notifier.send_due(clock.now)
             posts = {}
-            for post in receiver.wait_for(8):
+            for post in receiver.wait_for(10):
                 action = post.title.split("] ")[1].split(":")[0]
                 cut = " cut" if "…and" in post.message else ""
                 posts[(post.payload["topic"], action + cut)] = post
@@ -138,6 +144,14 @@ def test_a_reason_the_rules_require_leaves_out_the_button_that_needs_it(asked: A
     assert "this request needs a reason" in drop.message
     refund = [a[:2] for a in _actions(asked.posts[("alice-phone", "refund")])]
     assert refund == [["http", "Approve"], ["view", "Open"]]
+
+
+def test_where_a_link_cannot_approve_only_reject_is_one_tap(asked: Asked) -> None:
+    """``authenticated: true`` (a link proves no one): no one-tap Approve, and the message
+    says an approval through the link does not count; Reject (always safe) stays."""
+    rotate = asked.posts[("alice-phone", "rotate")]
+    assert [a[:2] for a in _actions(rotate)] == [["http", "Reject"], ["view", "Open"]]
+    assert "An approval through this link does not count here: it needs" in rotate.message
 
 
 def test_the_buttons_rule_in_one_place() -> None:

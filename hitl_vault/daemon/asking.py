@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from ..identity import Person, same_name
+from ..identity import LINK, Person, same_name
 from ..model import Request, Status, Transition
 from ..notes.decide import Decider
 from ..notify.config import Event
@@ -30,7 +30,7 @@ from ..notify.people import (
     who_decides,
 )
 from ..notify.send import PLACEHOLDER, Message, has_token, placeholders
-from ..policy.quorum import Count
+from ..policy.quorum import Count, proof_needed
 from ..policy.verdict import counted
 from ..store import JournalStore
 
@@ -138,11 +138,13 @@ class Asking:
         link = self._links(request, person.name, now) if self._links is not None else None
         ntfy = link is not None and scheme_of(channel) in SCHEMES
         plan = self._decider.plan(request, code=False)
+        proven = plan.authenticated
+        unproven = proof_needed(proven) if proven is not None and LINK not in proven else ""
         note, why, vault_name = self._wording(request)
         told = ask(
             event, request, name=person.name, channel=channel, link=link,
             token=ntfy and has_token(url), reasons=needs_reason(str(plan.require_reason)),
-            note=note, vault_name=vault_name, why=why,
+            note=note, vault_name=vault_name, why=why, unproven=unproven,
         )  # fmt: skip
         hide = (link.secret,) if link is not None else ()
         return Send(with_actions(url, told.actions) if told.actions else url, told.message, hide)

@@ -43,18 +43,26 @@ class Buttons:
     why_not: str = ""  # why a one-tap button was left out, said in the message
 
 
-def buttons(*, cut: bool, token: bool, approve_reason: bool, reject_reason: bool) -> Buttons:
+def buttons(
+    *,
+    cut: bool,
+    token: bool,
+    approve_reason: bool,
+    reject_reason: bool,
+    link_approves: bool = True,
+) -> Buttons:
     """The one-tap buttons the message may carry: none when it had to cut the params (the
     phone would not show everything that would run) or when the channel has no access
     token (ntfy topic names work like passwords: anyone who guesses the topic would see
-    them); no one-tap Approve where an approval needs a reason, no one-tap Reject where a
-    rejection does (the page asks for it)."""
+    them); no one-tap Approve where an approval needs a reason or a link's approval does
+    not count (``authenticated:``), no one-tap Reject where a rejection needs a reason
+    (the page asks for it)."""
     if cut:
         return Buttons(False, False, "the params did not fit in the message: open the page")
     if not token:
         return Buttons(False, False, "this ntfy channel has no access token: open the page")
     why = "this request needs a reason: open the page" if approve_reason or reject_reason else ""
-    return Buttons(not approve_reason, not reject_reason, why)
+    return Buttons(link_approves and not approve_reason, not reject_reason, why)
 
 
 def _field(url: str) -> str:

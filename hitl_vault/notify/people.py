@@ -109,11 +109,16 @@ def ask(
     note: str,
     vault_name: str,
     why: str = "",
+    unproven: str = "",
 ) -> Asked:
     """The message asking ``name`` to decide ``request`` at one of their channels (its URL
     as written). ``token``: the channel is an ntfy one with an access token; ``reasons``:
-    whether an approval and a rejection need a reason under its rules."""
+    whether an approval and a rejection need a reason under its rules; ``unproven``: what
+    an approval lacks when its rules' ``authenticated:`` does not count a link (then the
+    message offers the link to reject and to read, and says so)."""
     scheme = scheme_of(channel)
+    warning = [f"An approval through this link does not count here: it {unproven}."]
+    warning = warning if unproven and link is not None else []
     cli = [
         "Or set status: approved or status: rejected in the note, or run",
         f"  hitl-vault approve {request.id} --by {quote(name)}",
@@ -125,16 +130,18 @@ def ask(
     elif scheme in MAIL_SCHEMES:
         lead = [
             f"{name}, you may approve or reject this request in the vault {vault_name!r}.",
-            f"Approve: {link.approve}",
+            *([] if unproven else [f"Approve: {link.approve}"]),
             f"Reject: {link.reject}",
             "Each link opens the decision page with that choice selected: nothing is decided "
             "until you press the button there.",
+            *warning,
         ]
         how = [f"Decision page: {link.page}", *cli]
     else:
         lead = [
             f"{name}, you may approve or reject this request in the vault {vault_name!r}.",
             f"Decide here: {link.page}",
+            *warning,
         ]
         how = [
             "The link is yours alone and decides once: do not forward it.",
@@ -151,8 +158,9 @@ def ask(
         return Asked(build([]))
     approve_reason, reject_reason = reasons
     shown = buttons(
-        cut=False, token=token, approve_reason=approve_reason, reject_reason=reject_reason
-    )
+        cut=False, token=token, approve_reason=approve_reason, reject_reason=reject_reason,
+        link_approves=not unproven,
+    )  # fmt: skip
     message = build([shown.why_not] if shown.why_not else [])
     if message.cut or too_long(message):  # the phone would not show all that would run
         shown = buttons(cut=True, token=token, approve_reason=True, reject_reason=True)
