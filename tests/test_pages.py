@@ -315,13 +315,24 @@ def test_two_people_approve_by_their_links_and_a_racing_tap_decides_once(
     assert voted.count("bob") == 1
 
 
-def test_a_foreign_origin_cannot_tap(server: Server, agent: str) -> None:
-    """A one-tap POST from a foreign page's Origin is refused (403) before it decides."""
+def test_a_foreign_origin_is_refused_and_a_browsers_null_origin_is_not(
+    server: Server, agent: str
+) -> None:
+    """A POST from a foreign page's Origin is refused (403) before it decides; the page's own
+    form, which a browser posts with ``Origin: null`` (the page sends no Referer), decides;
+    the API still refuses ``Origin: null``."""
     made = submit(server, agent)
     secret = link(server, made)
-    answer = server.call("POST", f"/d/{secret}/approve", headers={"Origin": "https://evil.example"})
-    assert answer.status == 403
+    for path in (f"/d/{secret}/approve", f"/d/{secret}"):
+        answer = server.call("POST", path, headers={"Origin": "https://evil.example"})
+        assert answer.status == 403
     assert server.vault.engine.journal.status_of(made) is Status.PENDING
+    token = csrf_of(server.call("GET", f"/d/{secret}"))
+    body = f"csrf={token}&decision=reject&reason=no".encode()
+    answer = server.call("POST", f"/d/{secret}", body, headers={**FORM, "Origin": "null"})
+    assert answer.status == 200 and "Rejected by alice via link" in text(answer)
+    api = server.call("GET", "/api/v1/requests", token=agent, headers={"Origin": "null"})
+    assert api.status == 403
 
 
 def test_forged_links_from_one_address_get_it_refused_for_a_while(
