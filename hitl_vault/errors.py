@@ -278,6 +278,44 @@ class JournalUnavailableError(VaultError):
         )
 
 
+class ServerUnavailableError(JournalUnavailableError):
+    """The journal's PostgreSQL server cannot be reached or used just now (down, refusing the
+    connection, a lock held too long): nothing was recorded, and trying again may work.
+    ``where`` is the server's URL without its password."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.path, self.where = Path(where), where
+        VaultError.__init__(
+            self,
+            f"{where}: the journal cannot be used just now ({problem}); nothing was recorded: "
+            "try again (check that the server runs and admits this host: pg_hba.conf, "
+            "~/.pgpass)",
+        )
+
+
+class ServerDamagedError(JournalDamagedError):
+    """The journal's PostgreSQL server holds something hitl-vault did not write, or says its
+    data is damaged. ``where`` is the server's URL without its password."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.path, self.where = Path(where), where
+        VaultError.__init__(
+            self,
+            f"{where}: the journal cannot be read ({problem}); restore the database from a "
+            "backup, then run `hitl-vault verify`",
+        )
+
+
+class ServerJournalError(VaultError):
+    """A journal on a server that cannot be used as this host is set up: a schema to create
+    or upgrade, a newer schema than this code, another vault's database, or a host whose
+    ``.hitl/`` says its journal is on a server but was given none (or the other way round)."""
+
+    def __init__(self, where: str, problem: str, fix: str) -> None:
+        self.where, self.problem, self.fix = where, problem, fix
+        super().__init__(f"{where}: {problem} ({fix})")
+
+
 class DuplicateError(VaultError):
     """The journal has a request with this id, or made from this Inbox proposal, already."""
 
