@@ -121,14 +121,22 @@ class PgDatabase:
         self.batching = False
         self._conn: psycopg.Connection[Any] | None = None
         self._lock_timeout = 30.0
+        try:
+            self.vault_id = self._vault()
+        except BaseException:
+            self.close()
+            raise
+        self.channel = f"hitl_vault_{self.vault_id}"
+
+    def _vault(self) -> str:
+        """The vault's id, once the tables are found to be this code's."""
         with self.lock, self._errors():
             conn = self._connection()
             check_schema(schema_version(conn), self.where)
             row = conn.execute("SELECT value FROM meta WHERE key = 'vault'").fetchone()
         if row is None:
             raise ServerDamagedError(self.where, "its journal names no vault (meta has no row)")
-        self.vault_id = str(row[0])
-        self.channel = f"hitl_vault_{self.vault_id}"
+        return str(row[0])
 
     def _connection(self) -> psycopg.Connection[Any]:
         """The connection, made again if it was lost (never inside a batch: that is lost)."""
