@@ -166,8 +166,8 @@ class NotAnApproverError(DecisionRefusedError):
 class DaemonRunningError(VaultError):
     """Another daemon holds the vault's lock."""
 
-    def __init__(self, lock: Path, holder: str) -> None:
-        self.lock = lock
+    def __init__(self, lock: Path | str, holder: str) -> None:
+        self.lock = lock  # the lock's folder, or the server journal's URL (no password)
         super().__init__(
             f"{lock}: another hitl-vault daemon is already running on this vault ({holder}); "
             "stop it first, or run this one on another vault"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,15 +34,24 @@ from .sqlite_db import json_object
 Tx = Any  # the connection a write hands out (psycopg's; only pg_db names the driver)
 
 
-def lock_head(db: Tx) -> tuple[int, str]:
+@dataclass
+class Head:
+    """The newest entry's position and hash, as this transaction (which locked them) sees
+    them: advanced by each :func:`append`."""
+
+    seq: int
+    hash: str
+
+
+def lock_head(db: Tx) -> Head:
     """Lock the head row for this transaction: the newest entry's position and hash."""
     seq, hash_ = db.execute("SELECT seq, hash FROM head FOR UPDATE").fetchone()
-    return int(seq), str(hash_)
+    return Head(int(seq), str(hash_))
 
 
-def append(db: Tx, request_id: str, t: Transition, sha: str | None) -> int:
-    """Add ``t`` after the newest entry (the head locked by this transaction); its position."""
-    seq, prev = lock_head(db)
+def append(db: Tx, head: Head, request_id: str, t: Transition, sha: str | None) -> int:
+    """Add ``t`` after the newest entry (``head``, locked by this transaction), moving the
+    head row in the same statement; its position."""
     fields = (
         request_id,
         format_ts(t.at),
@@ -53,15 +63,16 @@ def append(db: Tx, request_id: str, t: Transition, sha: str | None) -> int:
         json.dumps(list(t.details), ensure_ascii=False),
         sha,
     )
-    digest = entry_hash(prev, fields, RECORDER_UID)
+    digest = entry_hash(head.hash, fields, RECORDER_UID)
     db.execute(
-        "INSERT INTO entries (seq, request_id, at, kind, from_status, to_status, by, reason, "
-        "details, params_sha, prev_hash, hash, uid) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
-        "%s,%s)",
-        (seq + 1, *fields, prev, digest, RECORDER_UID),
+        "WITH added AS (INSERT INTO entries (seq, request_id, at, kind, from_status, to_status, "
+        "by, reason, details, params_sha, prev_hash, hash, uid) VALUES (%s,%s,%s,%s,%s,%s,%s,"
+        "%s,%s,%s,%s,%s,%s) RETURNING seq, hash) "
+        "UPDATE head SET seq = added.seq, hash = added.hash FROM added",
+        (head.seq + 1, *fields, head.hash, digest, RECORDER_UID),
     )
-    db.execute("UPDATE head SET seq = %s, hash = %s", (seq + 1, digest))
-    return seq + 1
+    head.seq, head.hash = head.seq + 1, digest
+    return head.seq
 
 
 def _status(db: Tx, request_id: str, where: str = "") -> Status | None:
@@ -104,13 +115,13 @@ class PgSteps:
     ) -> None:
         r = request
         with self._write() as db:
-            lock_head(db)
+            head = lock_head(db)
             if source is not None:
                 db.execute(
                     "INSERT INTO proposals (key, request_id) VALUES (%s, %s)", (source, r.id)
                 )
             if r.retry_of is not None:
-                self._link_retry(db, r)
+                self._link_retry(db, head, r)
             params = json.dumps(dict(r.params), ensure_ascii=False)
             db.execute(
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
@@ -128,9 +139,9 @@ class PgSteps:
                  json.dumps(r.pitch.as_json(), ensure_ascii=False) if r.pitch else None),
             )  # fmt: skip
             for t in r.history:
-                append(db, r.id, t, sha)
+                append(db, head, r.id, t, sha)
 
-    def _link_retry(self, db: Tx, request: Request) -> None:
+    def _link_retry(self, db: Tx, head: Head, request: Request) -> None:
         """The ``retried as`` entry on the request ``request`` retries: at most one retry each,
         and only of a failed or timed-out request."""
         old = request.retry_of
@@ -141,7 +152,7 @@ class PgSteps:
         taken = db.execute("SELECT id FROM requests WHERE retry_of = %s", (old,)).fetchone()
         if taken is not None or status not in RETRYABLE:
             raise NotRetryableError(old, status, taken[0] if taken else None)
-        append(db, old, retry_link(request, status), None)
+        append(db, head, old, retry_link(request, status), None)
 
     def transition(
         self,
@@ -160,7 +171,7 @@ class PgSteps:
         first). :class:`IllegalTransitionError` if the move is illegal from where it is."""
         fields = settable(fields)
         with self._write() as db:
-            lock_head(db)
+            head = lock_head(db)
             row = db.execute(
                 "SELECT status, params FROM requests WHERE id = %s", (request_id,)
             ).fetchone()
@@ -192,7 +203,7 @@ class PgSteps:
                 f"UPDATE requests SET status = %s, note_sha = NULL{assigns} WHERE id = %s",
                 (str(to), *fields.values(), request_id),
             )
-            append(db, request_id, t, sha)
+            append(db, head, request_id, t, sha)
             # What was listed about the request itself (a step refused) is stale now.
             db.execute("DELETE FROM attention WHERE path = %s", (request_flag(request_id),))
             return t
@@ -204,7 +215,7 @@ class PgSteps:
         request is no longer pending."""
         sha = params_sha(params)
         with self._write() as db:
-            lock_head(db)
+            head = lock_head(db)
             status = _status(db, request_id)
             if status is None:
                 raise RequestNotFoundError(request_id)
@@ -215,7 +226,7 @@ class PgSteps:
                 "UPDATE requests SET params = %s, note_sha = NULL WHERE id = %s",
                 (json.dumps(dict(params), ensure_ascii=False), request_id),
             )
-            append(db, request_id, t, sha)
+            append(db, head, request_id, t, sha)
             return t
 
     def record_vote(
@@ -242,7 +253,7 @@ class PgSteps:
 
     def _pending_entry(self, request_id: str, t: Transition, where: str = "") -> Transition | None:
         with self._write() as db:
-            lock_head(db)
+            head = lock_head(db)
             if _status(db, request_id, where) is not Status.PENDING:
                 return None
             db.execute(
@@ -250,17 +261,17 @@ class PgSteps:
                 "ELSE escalate_at END WHERE id = %s",
                 (t.kind is Kind.ESCALATED, request_id),
             )
-            append(db, request_id, t, None)
+            append(db, head, request_id, t, None)
             return t
 
     def record_ignored(self, request_id: str, at: datetime, details: tuple[str, ...]) -> Transition:
         """Record that a note edit was not acted on (the status it kept, and why)."""
         with self._write() as db:
-            lock_head(db)
+            head = lock_head(db)
             status = _status(db, request_id)
             if status is None:
                 raise RequestNotFoundError(request_id)
             t = Transition(at, status, status, "hitl-vault", "", details, kind=Kind.IGNORED)
             db.execute("UPDATE requests SET note_sha = NULL WHERE id = %s", (request_id,))
-            append(db, request_id, t, None)
+            append(db, head, request_id, t, None)
             return t

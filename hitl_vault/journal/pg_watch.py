@@ -18,7 +18,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -127,7 +126,7 @@ class PgDaemonLock:
         if not got or not got[0]:
             conn.close()
             holder = holder_of(self._db, self._key) or "a process on another connection"
-            raise DaemonRunningError(Path(self._db.where), holder)
+            raise DaemonRunningError(self._db.where, holder)
         self._conn = conn
         return self
 
