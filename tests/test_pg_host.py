@@ -108,13 +108,14 @@ def test_a_lost_connection_is_unavailable_then_found_again(pg_url: str) -> None:
 
 
 def test_db_import_moves_a_sqlite_journal_with_its_chain(pg_url: str, vault_path: Path) -> None:
-    """db import copies every request and entry (verify is clean on the server), records the
-    server in .hitl/, moves the local file aside, and refuses to import twice."""
+    """db import copies every request and entry (verify is clean on the server) and the link
+    key, records the server in .hitl/, moves the local file aside, and refuses a second time."""
     url = fresh_journal(pg_url)
     with Vault(vault_path) as vault:
         kept = vault.submit("payment", {"amount": 5000})
         vault.approve(kept.id, by="alice")
         later = vault.submit("payment", {"amount": 7000})
+        key = vault.engine.journal.link_key()
     code, out = _run("--vault", str(vault_path), "db", "import", "--journal", url)
     assert code == 0 and "imported 2 requests" in out, out
     assert (vault_path / ".hitl" / "journal.db.imported").is_file()
@@ -125,5 +126,6 @@ def test_db_import_moves_a_sqlite_journal_with_its_chain(pg_url: str, vault_path
         assert vault.get(later.id).status is Status.PENDING
         vault.reject(later.id, by="alice")  # appends after the imported chain
         assert vault.verify() == []
+        assert vault.engine.journal.link_key() == key  # links sent before stay good
     code, out = _run("--vault", str(vault_path), "db", "import", "--journal", url)
     assert code == 1 and "on a server already" in out

@@ -9,7 +9,8 @@ row first, so positions follow commit order with no gap, and the chain never for
 :class:`~.pg_read.PgReader` answers the queries, :class:`~.pg_book.PgBookkeeping` keeps the
 rules in force, where notes are and what needs attention, :class:`~.pg_outbox.PgOutbox` the
 notifications, :class:`~.pg_access.PgAccess` people, credentials, settings and the service
-log, and :class:`~.pg_allows.PgAllowTable` the allows. Word of other processes' writes comes
+log, :class:`~.pg_allows.PgAllowTable` the allows, and :class:`~.pg_links.PgLinkTable` the
+decision links' key and the links spent. Word of other processes' writes comes
 through ``LISTEN``/``NOTIFY`` and the one-daemon lock is an advisory lock
 (:mod:`~.pg_watch`).
 
@@ -34,6 +35,7 @@ from .pg_access import PgAccess
 from .pg_allows import PgAllowTable
 from .pg_book import PgBookkeeping
 from .pg_db import PgDatabase
+from .pg_links import PgLinkTable
 from .pg_outbox import PgOutbox
 from .pg_read import PgReader
 from .pg_steps import PgSteps
@@ -55,6 +57,7 @@ class PgJournal:
         self._outbox = PgOutbox(self._db)
         self._access = PgAccess(self._db)
         self._allows = PgAllowTable(self._db, self._access._log)
+        self._links = PgLinkTable(self._db)
         self._watch = PgWatch(url, self._db.channel)
 
     def __repr__(self) -> str:
@@ -333,3 +336,12 @@ class PgJournal:
 
     def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
         return self._allows.revoke_allow(name, at, by)
+
+    def link_key(self) -> bytes:
+        return self._links.link_key()
+
+    def spend_link(self, link: str, request_id: str, at: datetime) -> bool:
+        return self._links.spend_link(link, request_id, at)
+
+    def link_spent(self, link: str) -> bool:
+        return self._links.link_spent(link)

@@ -11,6 +11,7 @@ chain is the same chain, and ``verify`` checks it.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import uuid
 from dataclasses import dataclass
@@ -73,6 +74,10 @@ def migrate(url: str) -> Migrated:
                 "ON CONFLICT DO NOTHING",
                 (GENESIS, GENESIS),
             )
+            conn.execute(  # the key that signs decision links: made once, kept ever after
+                "INSERT INTO link_key (id, key) VALUES (1, %s) ON CONFLICT DO NOTHING",
+                (secrets.token_bytes(32),),
+            )
             row = conn.execute("SELECT value FROM meta WHERE key = 'vault'").fetchone()
             assert row is not None  # inserted just above if it was not there
     except psycopg.Error as e:
@@ -97,6 +102,8 @@ _TABLES = (
     ("settings", "rowid"),
     ("service_log", "seq"),
     ("allows", "rowid"),
+    ("link_key", "id"),  # the vault's own key, so the links already sent stay good
+    ("spent_links", "rowid"),
 )
 
 
@@ -117,6 +124,7 @@ def import_sqlite(url: str, path: Path) -> dict[str, int]:
                     "its journal has requests already, so it cannot take another",
                     "import into a database of its own, made with `db migrate`",
                 )
+            conn.execute("DELETE FROM link_key")  # the one db migrate made gives way
             counts = {table: _copy(source, conn, table, order) for table, order in _TABLES}
             _set_head(source, conn)
     except psycopg.Error as e:

@@ -157,3 +157,15 @@ CREATE TABLE allows (
     cwd vtext,
     server vtext
 );
+-- Decision links (hitl_vault.access.links): the one key that signs them, made by `db migrate`,
+-- never logged, never in a chain; and the links spent, by a hash of the link, each written in
+-- the transaction of the decision it made, so a link decides once.
+CREATE TABLE link_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key BYTEA NOT NULL
+);
+CREATE TABLE spent_links (
+    link vtext PRIMARY KEY,
+    request_id vtext NOT NULL,
+    at vtext NOT NULL
+);
