@@ -280,16 +280,22 @@ class JournalUnavailableError(VaultError):
 
 class ServerUnavailableError(JournalUnavailableError):
     """The journal's PostgreSQL server cannot be reached or used just now (down, refusing the
-    connection, a lock held too long): nothing was recorded, and trying again may work.
-    ``where`` is the server's URL without its password."""
+    connection, a lock held too long): nothing was recorded, and trying again may work;
+    ``at_commit``: the connection was lost while committing, so the write may have been
+    recorded after all. ``where`` is the server's URL without its password."""
 
-    def __init__(self, where: str, problem: str) -> None:
-        self.path, self.where = Path(where), where
+    def __init__(self, where: str, problem: str, at_commit: bool = False) -> None:
+        self.path, self.where, self.at_commit = Path(where), where, at_commit
+        said = (
+            "the server may have recorded it before the connection was lost: look (show, "
+            "list) before trying again"
+            if at_commit
+            else "nothing was recorded: try again"
+        )
         VaultError.__init__(
             self,
-            f"{where}: the journal cannot be used just now ({problem}); nothing was recorded: "
-            "try again (check that the server runs and admits this host: pg_hba.conf, "
-            "~/.pgpass)",
+            f"{where}: the journal cannot be used just now ({problem}); {said} (check that "
+            "the server runs and admits this host: pg_hba.conf, ~/.pgpass)",
         )
 
 

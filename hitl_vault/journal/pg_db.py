@@ -154,6 +154,20 @@ class PgDatabase:
         except psycopg.Error as e:
             raise typed(self.where, e) from None
 
+    @contextmanager
+    def _committing(self, commits: bool) -> Iterator[list[bool]]:
+        """:meth:`_errors` around a transaction; ``commits``: it is the outermost, so a
+        connection lost once its body ended (``ended`` holds True) was lost at the commit,
+        which the server may have made: the error says so."""
+        ended: list[bool] = []
+        try:
+            yield ended
+        except psycopg.Error as e:
+            error = typed(self.where, e)
+            if commits and ended and isinstance(error, ServerUnavailableError):
+                error = ServerUnavailableError(self.where, _said(e), at_commit=True)
+            raise error from None
+
     def read(self, sql: str, args: Any = ()) -> list[Any]:
         """Every row of one query, under the lock."""
         with self.lock, self._errors():
@@ -205,7 +219,7 @@ class PgDatabase:
         that listen are told at its commit. ``durable=False`` is for what can be found again
         from the notes (where a note is, a flag): its commit does not wait for the server's
         disk (``synchronous_commit = off``), and it becomes durable with the next one."""
-        with self.lock, self._errors():
+        with self.lock, self._committing(not self.batching) as ended:
             conn = self._connection()
             with conn.transaction():
                 if not self.batching:
@@ -213,6 +227,7 @@ class PgDatabase:
                         conn.execute("SET LOCAL synchronous_commit = off")
                     conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
                 yield conn
+                ended.append(True)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -222,7 +237,7 @@ class PgDatabase:
             if self.batching:
                 yield
                 return
-            with self._errors():
+            with self._committing(True) as ended:
                 conn = self._connection()
                 with conn.transaction():
                     conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
@@ -231,3 +246,4 @@ class PgDatabase:
                         yield
                     finally:
                         self.batching = False
+                    ended.append(True)
