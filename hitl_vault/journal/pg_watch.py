@@ -131,7 +131,11 @@ class PgDaemonLock:
         return self
 
     def release(self) -> None:
+        """Unlock, then close: the server ends a closed connection's session a moment later,
+        and whoever asks meanwhile must not find the lock still held."""
         if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, self._key))
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
