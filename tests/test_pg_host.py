@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from hitl_vault import Vault
 from hitl_vault.cli.main import cli
-from hitl_vault.errors import ServerJournalError, ServerUnavailableError
+from hitl_vault.errors import ServerDamagedError, ServerJournalError, ServerUnavailableError
 from hitl_vault.journal.pg import PgJournal
 from hitl_vault.journal.pg_host import RECORD_FILE, open_journal
 from hitl_vault.journal.pg_url import JOURNAL_ENV
@@ -129,3 +129,18 @@ def test_db_import_moves_a_sqlite_journal_with_its_chain(pg_url: str, vault_path
         assert vault.engine.journal.link_key() == key  # links sent before stay good
     code, out = _run("--vault", str(vault_path), "db", "import", "--journal", url)
     assert code == 1 and "on a server already" in out
+
+
+def test_tables_or_rows_hitl_vault_did_not_write_are_damage(pg_url: str) -> None:
+    """A table dropped behind the journal's back, or a row with a status no one writes, is
+    ServerDamagedError naming the problem, never a driver error or a traceback."""
+    url = fresh_journal(pg_url)
+    with closing(PgJournal(url)) as store:
+        _sql(url, "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
+                  "created, params, params_sha_created) VALUES ('r1', 'a', 'bogus', 's', 'low', "
+                  "'r', 'b', '2026-12-06T12:00:00Z', '{}', 'x')")  # fmt: skip
+        with pytest.raises(ServerDamagedError, match="a row hitl-vault did not write"):
+            store.requests()
+        _sql(url, "DROP TABLE attention")
+        with pytest.raises(ServerDamagedError, match="not what hitl-vault made"):
+            store.attention()
