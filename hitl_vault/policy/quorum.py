@@ -9,7 +9,6 @@ why one more vote would not count.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -18,10 +17,6 @@ from enum import StrEnum
 from ..identity import NAME_FIX as PERSON_FIX
 from ..identity import name_problem, same_name
 
-# What a name in ``approvers:`` (in the rules file) may look like: a user name or an address.
-# A vote's name follows the rule for everyone who decides (:func:`name_problem`) instead.
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
-NAME_FIX = "use letters, digits, '_', '.', '@', '+' or '-', starting with a letter or digit"
 # The name a decision gets when nobody said who made it and no user name could be found.
 NO_NAME = "unknown"
 
@@ -35,6 +30,13 @@ def among(name: str, names: Iterable[str]) -> bool:
     """Whether ``name`` is one of ``names``, compared as :func:`same_name` compares them."""
     wanted = same_name(name)
     return bool(wanted) and any(same_name(n) == wanted for n in names)
+
+
+def common(names: frozenset[str], others: frozenset[str]) -> frozenset[str]:
+    """The names of ``names`` that ``others`` holds too, compared as :func:`same_name`
+    compares them (``Alice`` in one rule and ``alice`` in another are one person)."""
+    wanted = {same_name(n) for n in others}
+    return frozenset(n for n in names if same_name(n) in wanted)
 
 
 def proof_needed(channels: frozenset[str]) -> str:
@@ -152,7 +154,7 @@ def combine(parts: Iterable[Part]) -> Plan:
     approvers: frozenset[str] | None = None
     for p in parts:
         if p.approvers is not None:
-            approvers = p.approvers if approvers is None else approvers & p.approvers
+            approvers = p.approvers if approvers is None else common(approvers, p.approvers)
     quorums = [p.quorum for p in parts if p.quorum is not None]
     stages: list[Stage] = []
     for p in parts:
