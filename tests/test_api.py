@@ -216,8 +216,9 @@ def test_an_agent_sees_lists_waits_on_and_cancels_only_its_own(server: Server, a
 
 
 def test_an_agent_token_named_as_another_channels_requests_is_refused(server: Server) -> None:
-    """A token named inbox, mcp:CLIENT or as the OS user would see the requests those
-    channels make (params and all): it is refused (403, saying so) and sees none of them."""
+    """A token named inbox, mcp:CLIENT or as the OS user would ask in that channel's name
+    (its requests read as the Inbox's, a local gate session's, the owner's): it is refused
+    (403, saying so), and it never sees what those channels made."""
     from hitl_vault.access.names import os_user
 
     for name in ("inbox", "mcp:claude", os_user()):
@@ -233,6 +234,57 @@ def test_an_agent_token_named_as_another_channels_requests_is_refused(server: Se
         asked = server.call("POST", "/api/v1/requests", {"action": "deploy"}, token=token)
         assert asked.status == 403, name
         assert server.vault.get(made.id).status.value == "pending"
+
+
+def test_an_agents_session_and_client_are_fields_of_their_own(server: Server) -> None:
+    """The session and client an agent gives go in the request's own fields, beside the id
+    of the token that asked: in the API's object, show --json and the note; the context
+    stays as the agent wrote it, and a request made another way has none of them."""
+    token = server.token("fielded")
+    ids = {c.id for c in server.vault.engine.journal.credentials("fielded")}
+    made = submit(server, token, context="why\n\nno more", session="s-42", client="ci 1.2")
+    said = ("credential", "session", "client", "context", "requested_by")
+    assert made["credential"] in ids
+    expected = (made["credential"], "s-42", "ci 1.2", "why\n\nno more", "fielded")
+    assert tuple(made[k] for k in said) == expected
+    shown = cli_show(server.root, made["id"])
+    assert tuple(shown[k] for k in said) == expected
+    note = Path(shown["path"]).read_text(encoding="utf-8")
+    assert (
+        f"Asked through the service with the agent token {made['credential']} of fielded "
+        "(session s-42, client ci 1.2)."
+    ) in note
+    plain = submit(server, token)
+    assert (plain["session"], plain["client"], plain["context"]) == (None, None, None)
+    local = cli_show(server.root, server.vault.submit("deploy", requested_by="fielded").id)
+    assert (local["credential"], local["session"], local["client"]) == (None, None, None)
+
+
+def test_an_agent_lists_what_its_tokens_asked_never_a_local_request_in_its_name(
+    server: Server,
+) -> None:
+    """The store picks an agent's requests (those a token of its name asked), so a limit
+    returns that many though newer ones are others'; a request made locally (the CLI, the
+    Inbox) that names the agent as requested_by is not its: 404, never listed."""
+    token, other = server.token("lister"), server.token("other-lister")
+    mine = [submit(server, token)["id"] for _ in range(3)]
+    for _ in range(3):
+        submit(server, other)
+    by_cli = CliRunner().invoke(
+        cli, ["--vault", str(server.root), "submit", "deploy", "--by", "lister", "--json"]
+    )
+    assert by_cli.exit_code == 0, by_cli.output
+    local = json.loads(by_cli.output)["id"]
+    inbox = server.vault.submit("deploy", requested_by="LISTER").id
+    listed = server.call("GET", "/api/v1/requests?limit=2", token=token).body
+    assert [r["id"] for r in listed] == mine[::-1][:2]
+    everything = server.call("GET", "/api/v1/requests?status=pending", token=token).body
+    assert [r["id"] for r in everything] == mine[::-1]
+    for theirs in (local, inbox):
+        for path in (f"/api/v1/requests/{theirs}", f"/api/v1/requests/{theirs}?wait=1"):
+            assert server.call("GET", path, token=token).status == 404
+        assert server.call("POST", f"/api/v1/requests/{theirs}/cancel", token=token).status == 404
+        assert server.vault.get(theirs).status.value == "pending"
 
 
 def test_decisions_are_for_approver_tokens_and_say_via_api(

@@ -31,7 +31,7 @@ from ..events import Events, Listener
 from ..identity import REQUESTER_LIMIT, Proof, check_name
 from ..journal.sqlite import Journal
 from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
-from ..model import Request, Status, Transition, check_action, new_id
+from ..model import Origin, Request, Status, Transition, check_action, new_id
 from ..notes.decide import Decider
 from ..notes.reconcile import Reconciler
 from ..params import check_expected, clean_params, describe_changes, params_sha
@@ -172,6 +172,7 @@ class Engine:
         retry: tuple[str, str] | None = None,
         pitch: Pitch | None = None,
         where: Where | None = None,
+        origin: Origin | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
 
@@ -179,13 +180,13 @@ class Engine:
         ``pitch``: its reasoning, confidence, alternatives, risk factors and diff.
         ``source`` (used for Inbox proposals) is a key recorded with the request;
         a second submit with the same key raises :class:`DuplicateError`.
-        ``retry``: (the request this one retries, who retries it), linked in both.
-        ``where``: the project and paths the agent gate resolved, for ``path:`` rules.
+        ``retry``: (the retried request, who retries it), linked in both; ``origin``: the
+        token that asked through the service; ``where``: what the gate resolved (``path:``).
         """
         request = self._submissions.submit(
             action, params, summary=summary, timeout=timeout, requested_by=requested_by,
             carried_by_requester=carried_by_requester, source=source, context=context,
-            retry=retry, pitch=pitch, where=where,
+            retry=retry, pitch=pitch, where=where, origin=origin,
         )  # fmt: skip
         if retry is not None:
             self.show_in_note(retry[0], request.created)

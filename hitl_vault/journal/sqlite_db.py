@@ -44,6 +44,9 @@ _ADDED_COLUMNS = (
     ("requests", "escalate_at", "TEXT"),
     ("requests", "retry_of", "TEXT"),
     ("requests", "proposal", "TEXT"),
+    ("requests", "credential", "TEXT"),
+    ("requests", "session", "TEXT"),
+    ("requests", "client", "TEXT"),
     ("allows", "cwd", "TEXT"),
     ("allows", "server", "TEXT"),
 )
@@ -265,6 +268,9 @@ class Database:
                     w.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             # After the columns: a journal made before retry_of has no such column above.
             w.execute("CREATE INDEX IF NOT EXISTS requests_retry_of ON requests (retry_of)")
+            w.execute(
+                "CREATE INDEX IF NOT EXISTS requests_credential ON requests (credential, created)"
+            )
 
     def check_present(self) -> None:
         """Raise if the file this connection opened is no longer at its path: what is written

@@ -192,6 +192,24 @@ def diff_section(pitch: Pitch | None) -> list[str]:
     return ["## Diff", label, "", *fenced(pitch.diff, "diff")]
 
 
+def origin_line(request: Request) -> list[str]:
+    """The line that says a request was asked through the service: the agent token that
+    asked (its id), and the session and client the agent said (its word, escaped); [] for
+    a request asked another way."""
+    if request.credential is None:
+        return []
+    said = [
+        f"{label} {inline(value)}"
+        for label, value in (("session", request.session), ("client", request.client))
+        if value
+    ]
+    token = inline(request.credential)
+    line = (
+        f"Asked through the service with the agent token {token} of {inline(request.requested_by)}"
+    )
+    return [line + (f" ({', '.join(said)})." if said else ".")]
+
+
 def render_new_note(
     request: Request, explanation: str, votes: Sequence[str] = (), waiting: str | None = None
 ) -> str:
@@ -225,6 +243,9 @@ def render_new_note(
     explained = _explained(explanation)
     if explained:
         out += ["", *explained]
+    asked = origin_line(request)
+    if asked:
+        out += ["", *asked]
     for section in (
         diff_section(request.pitch),
         proposal_section(request.pitch),

@@ -322,7 +322,7 @@ class _Reader(NodeReader):
                 problem = f'a group name: "{name}" is not a valid group name'
                 raise self.error(key_node, problem, _GROUP_FIX)
             people = self.words(value, f"group {name}", fix)
-            members = {}
+            members: dict[str, str] = {}
             for w, n in people:
                 person = self.person(w.strip(), n, f"group {name}")
                 members.setdefault(same_name(person), person)
