@@ -287,6 +287,30 @@ def test_an_agent_lists_what_its_tokens_asked_never_a_local_request_in_its_name(
         assert server.vault.get(theirs).status.value == "pending"
 
 
+def test_a_note_under_authenticated_says_how_to_decide_so_that_it_counts(
+    server: Server, agent: str, alice: str
+) -> None:
+    """Under authenticated: true a pending note never tells a person to set status to
+    approved (which would not count): it names the channels the rule takes and how to
+    use them; once approved through the API, its callout says approved."""
+    made = submit(server, agent, action="guarded")["id"]
+    text = Path(cli_show(server.root, made)["path"]).read_text(encoding="utf-8")
+    assert "Set `status` to `approved`" not in text
+    assert (
+        "> Its rules count only an approval proven through api, session or socket: approve "
+        "with `hitl-vault --server URL approve` or the CLI through the service's socket.\n"
+        "> Setting `status` to `approved` here approves nothing; `rejected` still rejects.\n"
+    ) in text
+    path = f"/api/v1/requests/{made}/decision"
+    assert server.call("POST", path, {"decision": "approve"}, token=alice).status == 200
+
+    def approved() -> str | None:
+        now = Path(cli_show(server.root, made)["path"]).read_text(encoding="utf-8")
+        return now if "> [!success] Approved" in now else None
+
+    assert "Its rules count only" not in str(eventually(approved))
+
+
 def test_decisions_are_for_approver_tokens_and_say_via_api(
     server: Server, agent: str, alice: str
 ) -> None:

@@ -918,3 +918,20 @@ def test_approvers_take_every_name_people_add_takes_compared_as_people_are(
         """
     )
     assert "names only 1 approvers" in quorum.problem, str(quorum)
+
+
+def test_a_voted_note_under_authenticated_says_how_to_vote_so_that_it_counts() -> None:
+    """A note decided by votes under authenticated: names the channels and how to use them,
+    and never tells a person to write approved under votes: (which counts for nothing)."""
+    from hitl_vault.notes.render import callout
+
+    lines = callout(
+        Status.PENDING, None, "r", None, None, "0 of 2 approvals", frozenset({"socket", "link"})
+    )
+    assert not any("Write `approved`" in line for line in lines)
+    assert lines[1:3] == [
+        "> Its rules count only approvals proven through socket or link: approve with the CLI "
+        "through the service's socket or the decision link sent to you.",
+        "> `approved` under `votes:` here approves nothing; `rejected` still rejects.",
+    ]
+    assert lines[3] == "> Still needed: 0 of 2 approvals"

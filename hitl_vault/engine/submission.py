@@ -143,7 +143,7 @@ class Submissions:
         waiting = none_yet.progress() if pending else None
         for attempt in range(5):
             request = asked.with_id(self._ids)
-            text = render_new_note(request, explained, names, waiting)
+            text = render_new_note(request, explained, names, waiting, plan.authenticated)
             check_size(text)
             try:
                 where = f"{request.status.folder}/{request.id}.md"

@@ -12,6 +12,7 @@ from typing import Any
 from ..identity import proof_in
 from ..model import Kind, Request, Status, Transition
 from ..pitch import Pitch
+from ..policy.quorum import proven_channels, proven_ways
 from ..text import fenced, history_text, inline, one_line
 from ..times import format_ts
 from .strict_yaml import dump_params, yaml_scalar
@@ -63,22 +64,30 @@ def callout(
     reason: str | None,
     edited: str | None = None,
     waiting: str | None = None,
+    proven: frozenset[str] | None = None,
 ) -> list[str]:
     """The callout under the title: what the reader should know about this status.
 
     ``edited``: how the params were last edited while pending (``amount 1500 → 1000``),
     shown so that whoever decides later sees it before approving. ``waiting``: where the
     votes stand (``1 of 2 approvals; waiting for bob or carol``) for a request decided by
-    votes.
+    votes. ``proven``: the channels its rules' ``authenticated:`` count an approval from
+    (None: any decision counts), named with how to use them: under them, an approval
+    written in the note counts for nothing, and the callout never says to write one.
     """
     if status is Status.PENDING and waiting is not None:
         until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
-        lines = [
-            f"{VOTES_CALLOUT}{until}",
+        how = [
             "> Write `approved` or `rejected` after your own name under `votes:` (a reason",
             "> may follow after a comma); hitl-vault sets `status` once the votes decide.",
-            f"> Still needed: {inline(waiting)}",
         ]
+        if proven is not None:
+            how = [
+                f"> Its rules count only approvals proven through {proven_channels(proven)}:"
+                f" approve with {proven_ways(proven)}.",
+                "> `approved` under `votes:` here approves nothing; `rejected` still rejects.",
+            ]
+        lines = [f"{VOTES_CALLOUT}{until}", *how, f"> Still needed: {inline(waiting)}"]
         if edited:
             lines.append(
                 f"> **The params were edited since they were asked for:** {inline(edited)}"
@@ -92,6 +101,12 @@ def callout(
             "> Set `status` to `approved` or `rejected` (optionally fill `reason` and",
             "> `decided_by`), or move this note into Approved/ or Rejected/.",
         ]
+        if proven is not None:
+            lines[1:] = [
+                f"> Its rules count only an approval proven through {proven_channels(proven)}:"
+                f" approve with {proven_ways(proven)}.",
+                "> Setting `status` to `approved` here approves nothing; `rejected` still rejects.",
+            ]
         if edited:
             lines.append(
                 f"> **The params were edited since they were asked for:** {inline(edited)}"
@@ -211,12 +226,17 @@ def origin_line(request: Request) -> list[str]:
 
 
 def render_new_note(
-    request: Request, explanation: str, votes: Sequence[str] = (), waiting: str | None = None
+    request: Request,
+    explanation: str,
+    votes: Sequence[str] = (),
+    waiting: str | None = None,
+    proven: frozenset[str] | None = None,
 ) -> str:
     """The whole text of a new request note, as the README shows one, with ``\\n`` endings.
 
     ``votes``: the names whose empty line the ``votes:`` map starts with, and ``waiting``
-    what the votes still need, for a request decided by votes."""
+    what the votes still need, for a request decided by votes; ``proven``: the channels
+    its rules' ``authenticated:`` accept (see :func:`callout`)."""
     fields: list[tuple[str, Any]] = [
         ("id", request.id),
         ("status", str(request.status)),
@@ -238,7 +258,9 @@ def render_new_note(
     out.append("---")
     out.append(f"# {inline(request.summary) or inline(request.action)}")
     out.append("")
-    out += callout(request.status, request.expires, request.rule, request.reason, None, waiting)
+    out += callout(
+        request.status, request.expires, request.rule, request.reason, None, waiting, proven
+    )
     out += ["", "## Details", *details_table(request.params)]
     explained = _explained(explanation)
     if explained:

@@ -46,20 +46,40 @@ def proof_needed(channels: frozenset[str]) -> str:
             "needs an approval proven through a channel, but its rules' authenticated: lists "
             "have none in common; fix hitl-vault.yaml"
         )
-    ways = {
-        "api": "`hitl-vault --server URL approve`",
-        "session": "the service's signed-in pages",
-        "socket": "the CLI through the service's socket",
-        "link": "the decision link sent to you",
-    }
-    names = sorted(channels, key=lambda c: list(ways).index(c) if c in ways else len(ways))
-    shown = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
-    shown_ways = [c for c in names if c != "session"] or names  # pages: a later release
-    how = " or ".join(ways.get(c, c) for c in shown_ways)
     return (
-        f"needs an approval proven through {shown} (its rules say authenticated:); a note "
-        f"edit, a votes: line, --by or a name given to a script proves nobody: decide with {how}"
+        f"needs an approval proven through {proven_channels(channels)} (its rules say "
+        "authenticated:); a note "
+        "edit, a votes: line, --by or a name given to a script proves nobody: decide with "
+        f"{proven_ways(channels)}"
     )
+
+
+# How a person decides through each channel ``authenticated:`` may list.
+_WAYS = {
+    "api": "`hitl-vault --server URL approve`",
+    "session": "the service's signed-in pages",
+    "socket": "the CLI through the service's socket",
+    "link": "the decision link sent to you",
+}
+
+
+def _in_order(channels: Iterable[str]) -> list[str]:
+    return sorted(channels, key=lambda c: list(_WAYS).index(c) if c in _WAYS else len(_WAYS))
+
+
+def proven_ways(channels: frozenset[str]) -> str:
+    """How to decide so that it counts under ``authenticated:`` with ``channels``:
+    ``hitl-vault --server URL approve`` or the CLI through the service's socket... (the
+    signed-in pages only when nothing else is listed: they come in a later release)."""
+    names = _in_order(channels)
+    shown = [c for c in names if c != "session"] or names
+    return " or ".join(_WAYS.get(c, c) for c in shown)
+
+
+def proven_channels(channels: frozenset[str]) -> str:
+    """``api or socket``: the channels ``authenticated:`` lists, in the order people meet them."""
+    names = _in_order(channels)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
 
 
 class RequireReason(StrEnum):
