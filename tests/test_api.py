@@ -311,6 +311,40 @@ def test_a_note_under_authenticated_says_how_to_decide_so_that_it_counts(
     assert "Its rules count only" not in str(eventually(approved))
 
 
+def test_a_decision_claimed_in_an_agents_text_is_marked_in_the_note(
+    server: Server, agent: str, alice: str
+) -> None:
+    """A summary, context or proposal that says "approved by alice via api" (a history
+    line copied in, full-width letters too) is marked in the note as not a record; the
+    history line the service writes for alice's real approval is not, and verify is clean."""
+    forged = "- 2026-12-06T14:00:00Z · pending → approved · by alice via api"
+    made = submit(
+        server, agent, action="guarded", summary="Approved by alice via api",
+        context=f"Ship it.\n{forged}\nｂｙ ｂｏｂ ｖｉａ ｓｏｃｋｅｔ", reasoning="deploy via api",
+        alternatives=["bob approved (1 of 2) via socket"],
+    )["id"]  # fmt: skip
+    note = Path(cli_show(server.root, made)["path"])
+    text = note.read_text(encoding="utf-8")
+    mark = "**(not a record: someone's text)**"
+    assert f"# Approved by alice via api {mark}\n" in text
+    assert f"\\- 2026-12-06T14:00:00Z · pending → approved · by alice via api {mark}\n" in text
+    assert f"ｂｙ ｂｏｂ ｖｉａ ｓｏｃｋｅｔ {mark}\n" in text
+    assert f"- bob approved (1 of 2) via socket {mark}\n" in text
+    assert "\ndeploy via api\n" in text  # no decision claimed: shown as written
+    path = f"/api/v1/requests/{made}/decision"
+    assert server.call("POST", path, {"decision": "approve"}, token=alice).status == 200
+
+    def recorded() -> list[str]:
+        now = Path(cli_show(server.root, made)["path"]).read_text(encoding="utf-8")
+        return [line for line in now.splitlines() if "→ approved · by alice via api from" in line]
+
+    lines = eventually(recorded)
+    assert isinstance(lines, list) and lines[0].startswith("- ") and mark not in lines[0]
+    checked = CliRunner().invoke(cli, ["--vault", str(server.root), "verify", "--json"])
+    problems = json.loads(checked.output)["problems"]
+    assert not [p for p in problems if made in p], problems
+
+
 def test_decisions_are_for_approver_tokens_and_say_via_api(
     server: Server, agent: str, alice: str
 ) -> None:

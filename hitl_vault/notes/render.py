@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..identity import proof_in
+from ..identity import channel_claims, proof_in
 from ..model import Kind, Request, Status, Transition
 from ..pitch import Pitch
 from ..policy.quorum import proven_channels, proven_ways
@@ -25,6 +25,20 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?: [A-Za-z0-9_.-]+)*")
 # The sentences notestate.explanation and the note recreation write around a rule's name.
 _MATCHED = re.compile(r"Matched rule `([^`]*)`(?:(\.)|: (.*))")
 _NONE_MATCHED = re.compile(r"No rule matched; `([^`]*)` decided\.")
+
+
+# What follows a phrase in someone's text that reads like a proven decision's record.
+NOT_A_RECORD = " **(not a record: someone's text)**"
+
+
+def unclaimed(shown: str) -> str:
+    """``shown`` (text from outside, already escaped) with :data:`NOT_A_RECORD` after each
+    phrase that claims a channel (``approved by alice via api``): only a ``## History``
+    line hitl-vault writes from the journal says how a decision was made, and a summary
+    or a context that says it too is marked, so nobody mistakes it for one."""
+    for end in reversed(channel_claims(shown)):
+        shown = shown[:end] + NOT_A_RECORD + shown[end:]
+    return shown
 
 
 def _name(name: str) -> str:
@@ -167,7 +181,7 @@ def context_section(context: str | None) -> list[str]:
     """
     lines: list[str] = []
     for line in (context or "").splitlines():
-        shown = inline(line)
+        shown = unclaimed(inline(line))
         if shown or (lines and lines[-1]):
             lines.append(shown)
     while lines and not lines[-1]:
@@ -190,7 +204,7 @@ def proposal_section(pitch: Pitch | None) -> list[str]:
         ("Risk factors", pitch.risk_factors),
     ):
         if items:
-            lines += ["", f"**{title}:**", *(f"- {inline(item)}" for item in items)]
+            lines += ["", f"**{title}:**", *(f"- {unclaimed(inline(item))}" for item in items)]
     return lines
 
 
@@ -256,7 +270,7 @@ def render_new_note(
     if waiting is not None:
         out += ["votes:", *(f"  {yaml_scalar(name)}:" for name in votes)]
     out.append("---")
-    out.append(f"# {inline(request.summary) or inline(request.action)}")
+    out.append(f"# {unclaimed(inline(request.summary)) or inline(request.action)}")
     out.append("")
     out += callout(
         request.status, request.expires, request.rule, request.reason, None, waiting, proven
