@@ -36,6 +36,7 @@ from .sqlite_access import Access
 from .sqlite_allows import AllowTable
 from .sqlite_book import Bookkeeping
 from .sqlite_db import Database
+from .sqlite_links import LinkTable
 from .sqlite_outbox import Outbox
 from .sqlite_read import Reader
 from .sqlite_steps import Steps
@@ -72,6 +73,7 @@ class Journal:
         self._outbox = Outbox(self._db)
         self._access = Access(self._db)
         self._allows = AllowTable(self._db, self._access._log)
+        self._links = LinkTable(self._db)
         self._watch = JournalWatch(path)
 
     def __repr__(self) -> str:
@@ -345,3 +347,12 @@ class Journal:
 
     def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
         return self._allows.revoke_allow(name, at, by)
+
+    def link_key(self) -> bytes:
+        return self._links.link_key()
+
+    def spend_link(self, link: str, request_id: str, at: datetime) -> bool:
+        return self._links.spend_link(link, request_id, at)
+
+    def link_spent(self, link: str) -> bool:
+        return self._links.link_spent(link)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -270,6 +271,11 @@ class Database:
             w.execute("CREATE INDEX IF NOT EXISTS requests_retry_of ON requests (retry_of)")
             w.execute(
                 "CREATE INDEX IF NOT EXISTS requests_credential ON requests (credential, created)"
+            )
+            # The key that signs decision links: made with the journal, or for a journal
+            # made before links were, the first time this version opens it; kept ever after.
+            w.execute(
+                "INSERT OR IGNORE INTO link_key (id, key) VALUES (1, ?)", (secrets.token_bytes(32),)
             )
 
     def check_present(self) -> None:
