@@ -104,6 +104,14 @@ def cli_show(root: Path, request_id: str) -> dict[str, Any]:
     return json.loads(result.output)  # type: ignore[no-any-return]
 
 
+def note_text(root: Path, request_id: str) -> str:
+    """The request's note as it reads now ("" while the daemon is moving it)."""
+    try:
+        return Path(cli_show(root, request_id)["path"]).read_text(encoding="utf-8")
+    except FileNotFoundError:  # moved between show and the read: the next look finds it
+        return ""
+
+
 def as_agent_sees(shown: dict[str, Any]) -> dict[str, Any]:
     """show --json's object without what an agent is not shown (its path aside)."""
     return {k: v for k, v in shown.items() if k != "decided_uid"}
@@ -305,7 +313,7 @@ def test_a_note_under_authenticated_says_how_to_decide_so_that_it_counts(
     assert server.call("POST", path, {"decision": "approve"}, token=alice).status == 200
 
     def approved() -> str | None:
-        now = Path(cli_show(server.root, made)["path"]).read_text(encoding="utf-8")
+        now = note_text(server.root, made)
         return now if "> [!success] Approved" in now else None
 
     assert "Its rules count only" not in str(eventually(approved))
@@ -335,7 +343,7 @@ def test_a_decision_claimed_in_an_agents_text_is_marked_in_the_note(
     assert server.call("POST", path, {"decision": "approve"}, token=alice).status == 200
 
     def recorded() -> list[str]:
-        now = Path(cli_show(server.root, made)["path"]).read_text(encoding="utf-8")
+        now = note_text(server.root, made)
         return [line for line in now.splitlines() if "→ approved · by alice via api from" in line]
 
     lines = eventually(recorded)
