@@ -25,7 +25,7 @@ from typing import Any
 
 from ..chain import Entry
 from ..errors import JournalMissingError
-from ..identity import Credential, Person
+from ..identity import Credential, Person, Session, SignInLink
 from ..layout import LOCK_FILE
 from ..model import Request, Status, Transition
 from ..policy.always import Allow
@@ -38,6 +38,7 @@ from .sqlite_book import Bookkeeping
 from .sqlite_db import Database
 from .sqlite_outbox import Outbox
 from .sqlite_read import Reader
+from .sqlite_sessions import SessionTable
 from .sqlite_steps import Steps
 from .sqlite_watch import JournalWatch
 
@@ -72,6 +73,7 @@ class Journal:
         self._outbox = Outbox(self._db)
         self._access = Access(self._db)
         self._allows = AllowTable(self._db, self._access._log)
+        self._sessions = SessionTable(self._db, self._access._log)
         self._watch = JournalWatch(path)
 
     def __repr__(self) -> str:
@@ -343,3 +345,23 @@ class Journal:
 
     def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
         return self._allows.revoke_allow(name, at, by)
+
+    def add_sign_in_link(self, link: SignInLink, at: datetime, by: str) -> None:
+        self._sessions.add_sign_in_link(link, at, by)
+
+    def sign_in_link(self, key: str) -> SignInLink | None:
+        return self._sessions.sign_in_link(key)
+
+    def spend_sign_in_link(self, key: str, at: datetime) -> bool:
+        return self._sessions.spend_sign_in_link(key, at)
+
+    def add_session(self, session: Session, at: datetime, by: str) -> None:
+        self._sessions.add_session(session, at, by)
+
+    def session(self, key: str) -> Session | None:
+        return self._sessions.session(key)
+
+    def end_sessions(
+        self, name: str, at: datetime, by: str, why: str, key: str | None = None
+    ) -> int:
+        return self._sessions.end_sessions(name, at, by, why, key)
