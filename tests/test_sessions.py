@@ -15,7 +15,7 @@ from hitl_vault.access.people import People
 from hitl_vault.access.sessions import Sessions, csrf_ok, csrf_token, login_link
 from hitl_vault.cli.main import cli
 from hitl_vault.errors import AccessError, NotAuthenticatedError, UsageError
-from hitl_vault.identity import Person, Role
+from hitl_vault.identity import Person, Principal, Role
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.layout import JOURNAL_FILE, STATE_DIR
 from hitl_vault.notify.message import Message
@@ -44,6 +44,12 @@ def _store(public_url: str | None = PUBLIC) -> MemoryJournal:
     if public_url:
         store.set_setting("public_url", public_url, T0, "owner")
     return store
+
+
+def _who(store: MemoryJournal, name: str, role: Role) -> Principal:
+    """Who a new token of ``name`` proves to be, as the service's authenticate gives it."""
+    credential, _ = tokens.mint(store, name, role, now=T0, by="owner")
+    return Principal(name, role, "api", credential.id, client="10.0.0.5")
 
 
 def _secret(address: str) -> str:
@@ -99,15 +105,15 @@ def test_a_link_needs_the_recorded_public_url_and_an_enabled_person() -> None:
 
 
 def test_an_approver_token_signs_in_and_an_agent_token_does_not() -> None:
-    """with_credential: a person's approver token opens a session; an agent's is refused."""
+    """with_token: a person's approver token opens a session; an agent's is refused."""
     store = _store()
     sessions = Sessions(store, send=Told())
-    approver, _ = tokens.mint(store, "alice", Role.APPROVER, now=T0, by="owner")
-    signed = sessions.with_credential(approver, "10.0.0.5", T0)
-    assert signed.session.how == f"token {approver.id}"
-    agent, _ = tokens.mint(store, "deploy-bot", Role.AGENT, now=T0, by="owner")
+    approver = _who(store, "alice", Role.APPROVER)
+    signed = sessions.with_token(approver, T0)
+    assert signed.session.how == f"token {approver.credential}"
+    assert signed.session.client == "10.0.0.5"
     with pytest.raises(NotAuthenticatedError, match="agent"):
-        sessions.with_credential(agent, "10.0.0.5", T0)
+        sessions.with_token(_who(store, "deploy-bot", Role.AGENT), T0)
     assert [e.event for e in store.service_log(limit=2)] == ["token added", "signed in"]
 
 
@@ -115,16 +121,16 @@ def test_a_session_ends_after_twelve_hours_at_sign_out_and_when_disabled() -> No
     """find: open for 12 hours; sign_out ends it (logged); people disable ends every one."""
     store = _store()
     sessions = Sessions(store, send=Told())
-    approver, _ = tokens.mint(store, "alice", Role.APPROVER, now=T0, by="owner")
-    first = sessions.with_credential(approver, "a", T0)
+    approver = _who(store, "alice", Role.APPROVER)
+    first = sessions.with_token(approver, T0)
     assert sessions.find(first.secret, T0 + timedelta(hours=11, minutes=59)) is not None
     assert sessions.find(first.secret, T0 + timedelta(hours=12)) is None
-    second = sessions.with_credential(approver, "a", T0)
+    second = sessions.with_token(approver, T0)
     assert sessions.sign_out(second.session, T0 + MINUTE) is True
     assert sessions.find(second.secret, T0 + 2 * MINUTE) is None
     assert sessions.sign_out(second.session, T0 + 2 * MINUTE) is False
     assert store.service_log()[0].details == (f"session {second.session.id}", "signed out")
-    phone, laptop = (sessions.with_credential(approver, "a", T0) for _ in range(2))
+    phone, laptop = (sessions.with_token(approver, T0) for _ in range(2))
     change = People(store, by="owner", send=Told()).disable("alice", now=T0 + MINUTE)
     assert (change.revoked, change.ended) == (1, 3)  # the first one, the phone, the laptop
     for signed in (first, phone, laptop):

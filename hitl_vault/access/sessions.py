@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from shlex import quote
 
 from ..errors import AccessError, NotAuthenticatedError, UsageError
-from ..identity import Credential, Person, Role, Session, SignInLink
+from ..identity import Person, Principal, Role, Session, SignInLink
 from ..notify.send import send
 from ..store import JournalStore
 from ..times import format_ts
@@ -164,18 +164,19 @@ class Sessions:
             session, secret = self._open(person, SIGNED_IN_BY_LINK, client, now)
         return SignedIn(session, secret, self._tell(person, session))
 
-    def with_credential(self, credential: Credential, client: str, now: datetime) -> SignedIn:
-        """Sign in with a live credential (:func:`~.tokens.authenticate` checked its token):
-        a person's approver token only. :class:`NotAuthenticatedError` for an agent's."""
-        if credential.role is not Role.APPROVER:
+    def with_token(self, who: Principal, now: datetime) -> SignedIn:
+        """Sign in as ``who``, whom an approver token proved to be (the service checked the
+        token, and counts failures): a person's only. :class:`NotAuthenticatedError` for an
+        agent's token, or a person disabled meanwhile."""
+        if who.role is not Role.APPROVER:
             raise NotAuthenticatedError(
-                f"{credential.name}'s token is an agent's: an agent asks and never decides, so "
-                "it signs nobody in (sign in with your own approver token)"
+                f"{who.name}'s token is an agent's: an agent asks and never decides, so it "
+                "signs nobody in (sign in with your own approver token)"
             )
-        person = self._store.person(credential.name)
+        person = self._store.person(who.name)
         if person is None or person.disabled:
             raise NotAuthenticatedError()
-        session, secret = self._open(person, f"token {credential.id}", client, now)
+        session, secret = self._open(person, f"token {who.credential}", who.client, now)
         return SignedIn(session, secret, self._tell(person, session))
 
     def find(self, secret: object, now: datetime) -> Session | None:
