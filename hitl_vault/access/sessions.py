@@ -41,6 +41,15 @@ _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 random bytes, url-safe, no padd
 SIGNED_IN_BY_LINK = "sign-in link"
 
 
+class SignInError(NotAuthenticatedError):
+    """A sign-in link that signs nobody in, and why; ``unknown``: not one this service made
+    (a guess, which counts as a failed sign-in from its address)."""
+
+    def __init__(self, message: str, *, unknown: bool = False) -> None:
+        self.unknown = unknown
+        super().__init__(message)
+
+
 def _secret(entropy: Entropy) -> str:
     return base64.urlsafe_b64encode(entropy(32)).decode()[:43]
 
@@ -136,46 +145,46 @@ class Sessions:
         self._entropy = entropy
 
     def with_link(self, secret: str, client: str, now: datetime) -> SignedIn:
-        """Sign in with a one-time link's secret, spending it. :class:`NotAuthenticatedError`
-        saying why not: unknown, used already, expired, or its person disabled."""
+        """Sign in with a one-time link's secret, spending it. :class:`SignInError` saying why
+        not: unknown, used already, expired, or its person disabled."""
         key = _key(secret)
         link = self._store.sign_in_link(key) if key is not None else None
         fix = "ask the service's owner for a new one (hitl-vault token login NAME)"
         if link is None or key is None:
-            raise NotAuthenticatedError(f"this sign-in link is not one this service made: {fix}")
+            raise SignInError(
+                f"this sign-in link is not one this service made: {fix}", unknown=True
+            )
         if link.used is not None:
-            raise NotAuthenticatedError(
+            raise SignInError(
                 f"this sign-in link was used already, at {format_ts(link.used)}, and a link "
                 f"signs in once: {fix}"
             )
         if now >= link.expires:
-            raise NotAuthenticatedError(
+            raise SignInError(
                 f"this sign-in link expired at {format_ts(link.expires)} (a link is valid for "
                 f"{int(LINK_VALID.total_seconds() // 60)} minutes): {fix}"
             )
         person = self._store.person(link.name)
         if person is None or person.disabled:
-            raise NotAuthenticatedError(
-                f"{link.name} is disabled, and a disabled person signs in nowhere"
-            )
+            raise SignInError(f"{link.name} is disabled, and a disabled person signs in nowhere")
         with self._store.batch():
             if not self._store.spend_sign_in_link(key, now):  # another tab was quicker
-                raise NotAuthenticatedError(f"this sign-in link was used already: {fix}")
+                raise SignInError(f"this sign-in link was used already: {fix}")
             session, secret = self._open(person, SIGNED_IN_BY_LINK, client, now)
         return SignedIn(session, secret, self._tell(person, session))
 
     def with_token(self, who: Principal, now: datetime) -> SignedIn:
         """Sign in as ``who``, whom an approver token proved to be (the service checked the
-        token, and counts failures): a person's only. :class:`NotAuthenticatedError` for an
-        agent's token, or a person disabled meanwhile."""
+        token, and counts failures): a person's only. :class:`SignInError` for an agent's
+        token, or a person disabled meanwhile."""
         if who.role is not Role.APPROVER:
-            raise NotAuthenticatedError(
+            raise SignInError(
                 f"{who.name}'s token is an agent's: an agent asks and never decides, so it "
                 "signs nobody in (sign in with your own approver token)"
             )
         person = self._store.person(who.name)
         if person is None or person.disabled:
-            raise NotAuthenticatedError()
+            raise SignInError(f"{who.name} is disabled, and a disabled person signs in nowhere")
         session, secret = self._open(person, f"token {who.credential}", who.client, now)
         return SignedIn(session, secret, self._tell(person, session))
 
