@@ -388,3 +388,16 @@ class JournalStore(Protocol):
         self, name: str, at: datetime, by: str, why: str, key: str | None = None
     ) -> int:
         """End ``name``'s sessions open at ``at`` (only ``key``'s, given) and log each; how many."""
+
+    # --- decision links (hitl_vault.access.links; never in the synced vault) ---------------
+    def link_key(self) -> bytes:
+        """The key that signs decision links: 32 random bytes made with the store (or when
+        this version first opens a store made before), the same ever after; never logged."""
+
+    def spend_link(self, link: str, request_id: str, at: datetime) -> bool:
+        """Mark ``link`` (a hash of a decision link, never the link) spent on ``request_id``;
+        False, changing nothing, if it was spent already. Called inside the :meth:`batch`
+        of the decision it makes, so both commit or neither does."""
+
+    def link_spent(self, link: str) -> bool:
+        """Whether ``link`` (as :meth:`spend_link` took it) was spent."""

@@ -36,6 +36,7 @@ from .identity import Credential, Person, Session, SignInLink
 from .journal.memory_access import MemoryAccess
 from .journal.memory_allows import MemoryAllows
 from .journal.memory_book import MemoryBook
+from .journal.memory_links import MemoryLinks
 from .journal.memory_read import MemoryReader
 from .journal.memory_sessions import MemorySessions
 from .journal.memory_state import Memory
@@ -78,6 +79,7 @@ class MemoryJournal:
         self._access = MemoryAccess(self._m)
         self._allows = MemoryAllows(self._m, self._access._log)
         self._sessions = MemorySessions(self._m, self._access._log)
+        self._links = MemoryLinks(self._m)
 
     def __repr__(self) -> str:
         return f"MemoryJournal({self._m.path.name!r})"
@@ -365,3 +367,12 @@ class MemoryJournal:
         self, name: str, at: datetime, by: str, why: str, key: str | None = None
     ) -> int:
         return self._sessions.end_sessions(name, at, by, why, key)
+
+    def link_key(self) -> bytes:
+        return self._links.link_key()
+
+    def spend_link(self, link: str, request_id: str, at: datetime) -> bool:
+        return self._links.spend_link(link, request_id, at)
+
+    def link_spent(self, link: str) -> bool:
+        return self._links.link_spent(link)

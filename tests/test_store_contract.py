@@ -670,6 +670,34 @@ class TestPeopleAndCredentials:
         events = [(e.event, e.by) for e in log]
         assert events == [("allow revoked", "bob"), ("allow added", "alice")]
 
+    def test_the_link_key_is_made_with_the_store_and_kept(self, kit: Kit) -> None:
+        """link_key: 32 bytes or more, the same for every handle and every call, logged nowhere."""
+        key = kit.store.link_key()
+        assert len(key) >= 32
+        assert kit.store.link_key() == key and kit.other().link_key() == key
+        assert kit.store.service_log() == []  # making it is no change to log
+
+    def test_a_link_is_spent_once(self, kit: Kit) -> None:
+        """spend_link: True the first time, False after (for every handle); link_spent says so."""
+        s = kit.store
+        assert s.link_spent("h1") is False
+        assert s.spend_link("h1", "req-1", T0) is True
+        assert s.spend_link("h1", "req-1", T0) is False
+        assert kit.other().link_spent("h1") is True and s.link_spent("h2") is False
+        assert kit.other().spend_link("h1", "req-1", T0) is False
+
+    def test_a_link_spent_in_a_batch_that_fails_is_not_spent(self, kit: Kit) -> None:
+        """A decision that fails takes its link's spending with it: the batch is all or none."""
+        s = kit.store
+        with pytest.raises(RuntimeError), s.batch():
+            assert s.spend_link("h1", "req-1", T0) is True
+            raise RuntimeError("the decision failed")
+        assert s.link_spent("h1") is False
+        with s.batch():
+            assert s.spend_link("h1", "req-1", T0) is True
+            assert s.spend_link("h1", "req-1", T0) is False  # inside the same batch too
+        assert kit.other().link_spent("h1") is True
+
 
 class TestSessions:
     """What every JournalStore keeps of the web inbox's sign-in links and sessions."""

@@ -233,6 +233,7 @@ class Engine:
         params: Mapping[str, Any] | None = None,
         *,
         proof: Proof | None = None,
+        spend: Callable[[], None] | None = None,
     ) -> Request:
         """Approve a pending request, exactly as setting ``status: approved`` in its note would.
 
@@ -246,22 +247,19 @@ class Engine:
         ``proof``: who the service proved decides, and through which channel (only the
         service hands one; ``by`` is then its name). The history says ``by alice via api``
         and rules with ``authenticated:`` count it; without it they refuse an approval
-        (:class:`UnprovenDecisionError`, listed under Needs attention).
+        (:class:`UnprovenDecisionError`, listed under Needs attention). ``spend``: called in
+        the decision's transaction (a decision link is spent there, so it decides once).
         """
         edited = None if params is None else clean_params(params)
-        return self._decide(request_id, Status.APPROVED, by, reason, expect, edited, proof=proof)
+        return self._decide(request_id, Status.APPROVED, by, reason, expect, edited, proof, spend)
 
     def reject(
-        self,
-        request_id: str,
-        by: str | None = None,
-        reason: str = "",
-        *,
-        proof: Proof | None = None,
-    ) -> Request:
+        self, request_id: str, by: str | None = None, reason: str = "", *,
+        proof: Proof | None = None, spend: Callable[[], None] | None = None,
+    ) -> Request:  # fmt: skip
         """Reject a pending request, exactly as setting ``status: rejected`` in its note would
-        (``proof``: as for :meth:`approve`)."""
-        return self._decide(request_id, Status.REJECTED, by, reason, proof=proof)
+        (``proof`` and ``spend``: as for :meth:`approve`)."""
+        return self._decide(request_id, Status.REJECTED, by, reason, None, None, proof, spend)
 
     def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
         """What approving now would run: the params (the note's, if a human edited them
@@ -279,8 +277,8 @@ class Engine:
         reason: str,
         expect: str | None = None,
         given: Mapping[str, Any] | None = None,
-        *,
         proof: Proof | None = None,
+        spend: Callable[[], None] | None = None,
     ) -> Request:
         if by is not None and proof is None:  # a name claimed: it must be one (not "x via api")
             check_name(by, "by")
@@ -301,6 +299,8 @@ class Engine:
         now = self.now()
         try:  # judged and read back in one transaction: what it returns is what it decided
             with self.journal.batch():
+                if spend is not None:
+                    spend()
                 request = self.get(request_id)
                 done = self._decider.decide(
                     request, to, by=by or default_user(), reason=reason, params=params, now=now,

@@ -178,3 +178,16 @@ CREATE TABLE IF NOT EXISTS sessions (
     ended TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_person ON sessions (person, ended);
+-- Decision links (hitl_vault.access.links): the one key that signs them, made with the
+-- store (or when this version first opens a store made before), never logged, never in a
+-- chain. And the links spent, by a hash of the link (never the link itself), each written
+-- in the transaction of the decision it made, so a link decides once.
+CREATE TABLE IF NOT EXISTS link_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spent_links (
+    link TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    at TEXT NOT NULL
+);

@@ -36,6 +36,7 @@ from .sqlite_access import Access
 from .sqlite_allows import AllowTable
 from .sqlite_book import Bookkeeping
 from .sqlite_db import Database
+from .sqlite_links import LinkTable
 from .sqlite_outbox import Outbox
 from .sqlite_read import Reader
 from .sqlite_sessions import SessionTable
@@ -74,6 +75,7 @@ class Journal:
         self._access = Access(self._db)
         self._allows = AllowTable(self._db, self._access._log)
         self._sessions = SessionTable(self._db, self._access._log)
+        self._links = LinkTable(self._db)
         self._watch = JournalWatch(path)
 
     def __repr__(self) -> str:
@@ -365,3 +367,12 @@ class Journal:
         self, name: str, at: datetime, by: str, why: str, key: str | None = None
     ) -> int:
         return self._sessions.end_sessions(name, at, by, why, key)
+
+    def link_key(self) -> bytes:
+        return self._links.link_key()
+
+    def spend_link(self, link: str, request_id: str, at: datetime) -> bool:
+        return self._links.spend_link(link, request_id, at)
+
+    def link_spent(self, link: str) -> bool:
+        return self._links.link_spent(link)

@@ -28,6 +28,21 @@ SECRET_PARAMS = frozenset({"token", "access_token", "api_key", "apikey", "key", 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
+# Paths whose last part is a secret (a decision link, a one-time sign-in): logged without it.
+SECRET_PATHS = ("/d/", "/login/")
+
+
+def logged_path(path: object) -> str:
+    """``path`` as a log may show it: ``/d/…`` for a decision link, never its secret."""
+    text = str(path)
+    for prefix in SECRET_PATHS:
+        if text.startswith(prefix) and len(text) > len(prefix):
+            rest = text[len(prefix) :]
+            tail = rest.partition("/")[2]
+            return f"{prefix}…" + (f"/{tail}" if tail else "")
+    return text
+
+
 class _Cut:
     """Why the guard cut a request's body short (then it answers, not the app)."""
 
@@ -111,7 +126,8 @@ class Guard:
                 await answer(*cut.answer)
         except Exception:  # a bug, or the app stopped at a body the guard cut short
             if cut.answer is None:
-                bugs.exception("bug answering %s %s", scope.get("method"), scope.get("path"))
+                path = logged_path(scope.get("path"))
+                bugs.exception("bug answering %s %s", scope.get("method"), path)
                 cut.answer = (500, "internal error (a bug; the service's log has it)", [])
             if not status[0]:
                 await answer(*cut.answer)
@@ -124,7 +140,7 @@ class Guard:
                 "%s %s %s %s",
                 client[0] if client else "-",
                 scope.get("method"),
-                scope.get("path"),  # never the query string: it may hold what it must not
+                logged_path(scope.get("path")),  # never the query string, nor a link's secret
                 status[0] or "-",
             )
 

@@ -137,10 +137,7 @@ class Service:
         if 0 < len(secret) <= 512 and secret.isascii() and secret.isprintable():
             credential = authenticate(self.engine.journal, secret, utcnow())
         if credential is None:
-            if self.sign_ins.failed(client):
-                log.warning("%s: too many failed sign-ins; its failures get 429 for now", client)
-            if self.failures.failed(client, utcnow()):  # its first, or a minute since
-                self._flush_failures()
+            self.failed_attempt(client)
             return None
         return Principal(
             name=credential.name,
@@ -150,6 +147,15 @@ class Service:
             actions=credential.actions,
             client=client,
         )
+
+    def failed_attempt(self, client: str) -> None:
+        """One more failed sign-in from ``client`` (a bad token, a forged decision link):
+        counted for :meth:`refused_for`, and summarised in the service log (never what was
+        sent)."""
+        if self.sign_ins.failed(client):
+            log.warning("%s: too many failed sign-ins; its failures get 429 for now", client)
+        if self.failures.failed(client, utcnow()):  # its first, or a minute since
+            self._flush_failures()
 
     def check_agent(self, who: Principal) -> None:
         """:class:`ForbiddenError` for an agent token named as another channel's requests
@@ -294,9 +300,13 @@ class Service:
         approve: bool,
         reason: str = "",
         expect: str | None = None,
+        *,
+        spend: Callable[[], None] | None = None,
     ) -> Request:
         """``who``'s approval or rejection (their vote, where several are needed), proven:
-        the history says ``by NAME via api``. Approver tokens only."""
+        the history says ``by NAME via api`` (``via link`` for a decision link's). Approvers
+        only. ``spend``: called inside the decision's transaction (see :meth:`Engine.approve`);
+        a decision link marks itself spent there."""
         if who.role is not Role.APPROVER:
             raise ForbiddenError(
                 f"{who.name} holds an agent token, which asks but never decides "
@@ -305,8 +315,10 @@ class Service:
         self.get(who, request_id)
         proof = Proof(who.name, who.via, who.client)
         if approve:
-            return self.engine.approve(request_id, reason=reason, expect=expect, proof=proof)
-        return self.engine.reject(request_id, reason=reason, proof=proof)
+            return self.engine.approve(
+                request_id, reason=reason, expect=expect, proof=proof, spend=spend
+            )
+        return self.engine.reject(request_id, reason=reason, proof=proof, spend=spend)
 
     def cancel(self, who: Principal, request_id: str) -> Request:
         """Withdraw a request: an agent its own pending ones; an approver a pending one, or
