@@ -7,16 +7,13 @@ whoever could change it would collect the links). The link is valid for
 token. Either way they get a session: a random secret in a cookie, kept in the store as
 its SHA-256 only, for :data:`SESSION_LIFETIME`, until they sign out, or until ``people
 disable`` ends it. Each sign-in is in the service log and told to the person's own
-channels, so that nobody signs in as them unseen. A form in a session carries a CSRF token
-derived from the session's secret (:func:`csrf_token`): a page of another site cannot
-know it.
+channels, so that nobody signs in as them unseen. The pages (:mod:`hitl_vault.web.inbox`)
+set the cookie and bind their forms' CSRF tokens to the session.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import Mapping
@@ -59,17 +56,6 @@ def _key(secret: object) -> str | None:
     if not isinstance(secret, str) or _SECRET.fullmatch(secret) is None:
         return None
     return digest(secret)
-
-
-def csrf_token(secret: str) -> str:
-    """The CSRF token of the session whose cookie holds ``secret``: derived from it, so it is
-    bound to the session and needs no storage; a page of another site cannot know it."""
-    return hmac.new(secret.encode(), b"hitl-vault csrf", hashlib.sha256).hexdigest()
-
-
-def csrf_ok(secret: str, sent: object) -> bool:
-    """Whether ``sent`` (a form's field) is the CSRF token of this session (constant time)."""
-    return isinstance(sent, str) and hmac.compare_digest(csrf_token(secret), sent)
 
 
 def _enabled(store: JournalStore, name: str) -> Person:
