@@ -244,7 +244,9 @@ class MemoryJournal:
         return self._read.entries(request_id)
 
     def verify_chain(self) -> list[str]:
-        return self._read.verify_chain() + self._access.service_problems()
+        return (
+            self._read.verify_chain() + self._access.service_problems() + self._sessions.problems()
+        )
 
     def set_path(
         self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0

@@ -250,7 +250,7 @@ def test_a_session_ends_after_twelve_hours_at_sign_out_and_when_disabled(
     out = as_browser(server, "POST", "/logout", cookie, {"csrf": csrf(inbox)})
     assert out.status == 303 and "Max-Age=0" in out.headers["set-cookie"]
     assert "Sign in" in html(as_browser(server, "GET", "/", cookie))
-    assert journal.service_log()[0].details[-1] == "signed out"
+    assert "signed out" in journal.service_log()[0].details
     phone = sign_in(server, "carol")
     People(journal, by="owner").disable("carol", now=utcnow())
     assert "Sign in" in html(as_browser(server, "GET", "/", phone))

@@ -768,3 +768,35 @@ class TestSessions:
             raise RuntimeError("part way")
         assert s.session("01" * 32) is None and len(s.service_log()) == 1
         assert s.sign_in_link("ab" * 32).used is None  # type: ignore[union-attr]
+
+    def test_verify_holds_sessions_and_sign_in_links_against_the_service_log(
+        self, kit: Kit
+    ) -> None:
+        """A session or a link written, changed or removed behind the log's back is reported."""
+        from hitl_vault.identity import Session, SignInLink
+
+        s = kit.store
+        s.add_sign_in_link(SignInLink("ab" * 32, "alice", T0, T0 + HOUR), T0, "owner")
+        s.add_session(Session("01" * 32, "alice", T0, T0 + HOUR, "sign-in link"), T0, "alice")
+        assert s.spend_sign_in_link("ab" * 32, T0) and s.end_sessions("alice", T0, "a", "out")
+        assert s.verify_chain() == []
+        forged = Session("02" * 32, "mallory", T0, T0 + 12 * HOUR, "token 0123456789ab")
+        if isinstance(s, Journal):
+            db = sqlite3.connect(s.path, isolation_level=None)
+            db.execute(
+                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,NULL)",
+                (forged.key, "mallory", "mallory", format_ts(T0), format_ts(T0 + 12 * HOUR),
+                 forged.how, ""),
+            )  # fmt: skip
+            db.execute("UPDATE sessions SET ended = NULL WHERE key = ?", ("01" * 32,))
+            db.execute("DELETE FROM sign_in_links")
+            db.close()
+        else:
+            state = s._m.state  # type: ignore[attr-defined]
+            state.sessions[forged.key] = forged
+            state.sessions["01" * 32] = replace(state.sessions["01" * 32], ended=None)
+            state.sign_in_links.clear()
+        problems = "\n".join(s.verify_chain())
+        assert f"session {'02' * 6} (mallory): not in the service log" in problems
+        assert f"session {'01' * 6} (alice): differs from the service log" in problems
+        assert f"sign-in link {'ab' * 6}: in the service log but gone" in problems

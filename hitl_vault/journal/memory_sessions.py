@@ -18,6 +18,7 @@ from .session_rows import (
     end_details,
     link_details,
     session_details,
+    session_problems,
 )
 
 Log = Callable[[State, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
@@ -30,6 +31,18 @@ class MemorySessions:
     def __init__(self, memory: Memory, log: Log) -> None:
         self._m = memory
         self._log = log
+
+    def problems(self) -> list[str]:
+        """Every session and sign-in link that is not what the service log says (see
+        :func:`.session_rows.session_problems`)."""
+        with self._m.lock:
+            s = self._m.state
+            rows, sessions, links = (
+                list(s.service),
+                list(s.sessions.values()),
+                list(s.sign_in_links.values()),
+            )
+        return session_problems(rows, sessions, links)
 
     def add_sign_in_link(self, link: SignInLink, at: datetime, by: str) -> None:
         with self._m.write() as s:
@@ -77,6 +90,7 @@ class MemorySessions:
                 if key is not None and session.key != key:
                     continue
                 s.sessions[session.key] = replace(session, ended=when)
-                self._log(s, at, by, SESSION_ENDED, session.name, end_details(session, why))
+                details = end_details(s.sessions[session.key], why)
+                self._log(s, at, by, SESSION_ENDED, session.name, details)
                 ended += 1
         return ended

@@ -74,7 +74,7 @@ class Journal:
         self._outbox = Outbox(self._db)
         self._access = Access(self._db)
         self._allows = AllowTable(self._db, self._access._log)
-        self._sessions = SessionTable(self._db, self._access._log)
+        self._sessions = SessionTable(self._db, self._access._log, self._access._snapshot)
         self._links = LinkTable(self._db)
         self._watch = JournalWatch(path)
 
@@ -244,7 +244,9 @@ class Journal:
 
     def verify_chain(self) -> list[str]:
         """Every break in the requests' chain and the service log's, and damage in the file."""
-        return self._read.verify_chain() + self._access.service_problems()
+        return (
+            self._read.verify_chain() + self._access.service_problems() + self._sessions.problems()
+        )
 
     def set_path(
         self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from ..errors import DuplicateError
 from ..identity import Session, SignInLink, same_name
 from ..store import ServiceEntry
 from ..times import format_ts, parse_ts
+from .service_chain import ServiceRow
 from .session_rows import (
     LINK_MADE,
     SESSION_ENDED,
@@ -20,12 +22,19 @@ from .session_rows import (
     end_details,
     link_details,
     session_details,
+    session_problems,
 )
-from .sqlite_db import Database
+from .sqlite_db import _BAD_ROW, Database
 
 _LINK = "SELECT key, name, created, expires, used FROM sign_in_links"
 _SESSION = "SELECT key, name, created, expires, how, client, ended FROM sessions"
+_LOGGED = (
+    "SELECT seq, at, by, event, subject, details, prev_hash, hash, uid FROM service_log "
+    f"WHERE event IN ('{LINK_MADE}', '{SIGNED_IN}', '{SESSION_ENDED}') ORDER BY seq"
+)
 Log = Callable[[sqlite3.Connection, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
+# Every row of each query, all read in one transaction (Access._snapshot).
+Snapshot = Callable[..., list[list[Any]]]
 
 
 def _opt_ts(value: str | None) -> datetime | None:
@@ -42,11 +51,35 @@ def _session(r: Any) -> Session:
 
 class SessionTable:
     """The sign-in links and sessions of :class:`~hitl_vault.journal.sqlite.Journal`, on the
-    database it is handed, logged through ``log`` (in the same transaction)."""
+    database it is handed, logged through ``log`` (in the same transaction) and read at one
+    moment with the log through ``snapshot``."""
 
-    def __init__(self, db: Database, log: Log) -> None:
+    def __init__(self, db: Database, log: Log, snapshot: Snapshot) -> None:
         self._db = db
         self._log = log
+        self._snapshot = snapshot
+
+    def problems(self) -> list[str]:
+        """Every session and sign-in link that is not what the service log says (see
+        :func:`.session_rows.session_problems`), all read at one moment."""
+        log, sessions, links = self._snapshot(_LOGGED, _SESSION, _LINK)
+        problems: list[str] = []
+        kept: list[Session] = []
+        for row in sessions:
+            try:
+                kept.append(_session(row))
+            except _BAD_ROW as e:
+                problems.append(f"session {str(row[0])[:12]}: a row hitl-vault did not write ({e})")
+        made: list[SignInLink] = []
+        for row in links:
+            try:
+                made.append(_link(row))
+            except _BAD_ROW as e:
+                problems.append(
+                    f"sign-in link {str(row[0])[:12]}: a row hitl-vault did not write ({e})"
+                )
+        rows = [ServiceRow(*r) for r in log]
+        return problems + session_problems(rows, kept, made)
 
     def add_sign_in_link(self, link: SignInLink, at: datetime, by: str) -> None:
         try:
@@ -102,6 +135,7 @@ class SessionTable:
             ).fetchall()  # fmt: skip
             for session in self._db.converted(rows, _session):
                 db.execute("UPDATE sessions SET ended = ? WHERE key = ?", (when, session.key))
-                self._log(db, at, by, SESSION_ENDED, session.name, end_details(session, why))
+                ended_now = replace(session, ended=parse_ts(when))
+                self._log(db, at, by, SESSION_ENDED, session.name, end_details(ended_now, why))
                 ended += 1
         return ended
