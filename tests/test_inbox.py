@@ -121,24 +121,29 @@ def csrf(page: str) -> str:
 
 
 def test_a_sign_in_link_signs_in_once_then_never_again(server: Server, receiver: Receiver) -> None:
-    """GET /login/SECRET: a session cookie (HttpOnly, SameSite=Strict, Path=/) and on to /;
-    the same link again, or one made over 10 minutes ago, is refused and sets no cookie."""
+    """GET /login/SECRET asks and changes nothing; its button (POST) sets the session cookie
+    (HttpOnly, SameSite=Strict, Path=/) and goes on to /; the link again, or one made over
+    10 minutes ago, is refused and sets no cookie."""
     journal = server.vault.engine.journal
     _, address = login_link(journal, "dave", now=utcnow(), by="owner")
     path = urllib.parse.urlsplit(address).path
-    signed = as_browser(server, "GET", path, None)
-    assert signed.status == 200 and signed.headers["refresh"] == "0; url=/"
-    assert "Signed in as dave" in html(signed)
+    for _ in range(2):  # a mail scanner's fetch, then the person's
+        asked = as_browser(server, "GET", path, None)
+        assert asked.status == 200 and "set-cookie" not in asked.headers
+        assert "Sign in as dave" in html(asked) and f'action="{path}"' in html(asked)
+    signed = as_browser(server, "POST", path, None, {})
+    assert signed.status == 303 and signed.headers["location"] == "/"
     cookie, flags = cookie_of(signed)
     assert {"HttpOnly", "Path=/", "SameSite=strict", "Max-Age=43200"} <= set(flags)
     assert "Secure" not in flags  # plain http, no https public URL
     inbox = html(as_browser(server, "GET", "/", cookie))
     assert "For you to decide, dave" in inbox and "Nothing waits for you now" in inbox
-    again = as_browser(server, "GET", path, None)
-    assert again.status == 410 and "used already" in html(again)
-    assert "set-cookie" not in again.headers
+    for method in ("GET", "POST"):
+        again = as_browser(server, method, path, None, {} if method == "POST" else None)
+        assert again.status == 410 and "used already" in html(again)
+        assert "set-cookie" not in again.headers
     _, stale = login_link(journal, "dave", now=utcnow() - timedelta(minutes=10), by="owner")
-    late = as_browser(server, "GET", urllib.parse.urlsplit(stale).path, None)
+    late = as_browser(server, "POST", urllib.parse.urlsplit(stale).path, None, {})
     assert late.status == 410 and "expired" in html(late) and "set-cookie" not in late.headers
     signed_in = [e for e in journal.service_log(limit=10) if e.event == "signed in"]
     assert signed_in[0].subject == "dave" and "with sign-in link" in signed_in[0].details

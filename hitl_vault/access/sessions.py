@@ -36,6 +36,7 @@ LOGIN_PATH = "/login/"  # a sign-in link is the public URL, this, and its secret
 PUBLIC_URL = "public_url"  # the store setting ``serve --public-url`` records
 _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 random bytes, url-safe, no padding
 SIGNED_IN_BY_LINK = "sign-in link"
+_FIX = "ask the service's owner for a new one (hitl-vault token login NAME)"
 
 
 class SignInError(NotAuthenticatedError):
@@ -130,34 +131,40 @@ class Sessions:
         self._env = env
         self._entropy = entropy
 
-    def with_link(self, secret: str, client: str, now: datetime) -> SignedIn:
-        """Sign in with a one-time link's secret, spending it. :class:`SignInError` saying why
-        not: unknown, used already, expired, or its person disabled."""
+    def check_link(self, secret: str, now: datetime) -> Person:
+        """The person a one-time link would sign in, changing nothing (the page a link opens
+        asks first: mail scanners and chat previews fetch links). :class:`SignInError`
+        saying why not: unknown, used already, expired, or its person disabled."""
         key = _key(secret)
         link = self._store.sign_in_link(key) if key is not None else None
-        fix = "ask the service's owner for a new one (hitl-vault token login NAME)"
-        if link is None or key is None:
+        if link is None:
             raise SignInError(
-                f"this sign-in link is not one this service made: {fix}", unknown=True
+                f"this sign-in link is not one this service made: {_FIX}", unknown=True
             )
         if link.used is not None:
             raise SignInError(
                 f"this sign-in link was used already, at {format_ts(link.used)}, and a link "
-                f"signs in once: {fix}"
+                f"signs in once: {_FIX}"
             )
         if now >= link.expires:
             raise SignInError(
                 f"this sign-in link expired at {format_ts(link.expires)} (a link is valid for "
-                f"{int(LINK_VALID.total_seconds() // 60)} minutes): {fix}"
+                f"{int(LINK_VALID.total_seconds() // 60)} minutes): {_FIX}"
             )
         person = self._store.person(link.name)
         if person is None or person.disabled:
             raise SignInError(f"{link.name} is disabled, and a disabled person signs in nowhere")
+        return person
+
+    def with_link(self, secret: str, client: str, now: datetime) -> SignedIn:
+        """Sign in with a one-time link's secret, spending it (:meth:`check_link` says why
+        not, with :class:`SignInError`)."""
+        person = self.check_link(secret, now)
         with self._store.batch():
-            if not self._store.spend_sign_in_link(key, now):  # another tab was quicker
-                raise SignInError(f"this sign-in link was used already: {fix}")
-            session, secret = self._open(person, SIGNED_IN_BY_LINK, client, now)
-        return SignedIn(session, secret, self._tell(person, session))
+            if not self._store.spend_sign_in_link(digest(secret), now):  # another tab was first
+                raise SignInError(f"this sign-in link was used already: {_FIX}")
+            session, cookie = self._open(person, SIGNED_IN_BY_LINK, client, now)
+        return SignedIn(session, cookie, self._tell(person, session))
 
     def with_token(self, who: Principal, now: datetime) -> SignedIn:
         """Sign in as ``who``, whom an approver token proved to be (the service checked the

@@ -6,11 +6,10 @@ link's, for a browser or a phone.
   sign-in page.
 * ``POST /login``: sign in with an approver token, sent in the form's ``token`` field
   (never in the URL); then to ``/``.
-* ``GET /login/{secret}``: sign in with a one-time link (``hitl-vault token login``), then
-  on to ``/``. The page that signs in sends the browser on with a ``Refresh`` header, not
-  a 303: a cookie kept ``SameSite=Strict`` is not sent on a redirect that began on
-  another site (a link tapped in a mail app), and the browser would show the sign-in page
-  once more.
+* ``GET /login/{secret}``: the page a one-time sign-in link (``hitl-vault token login``)
+  opens: whom it signs in, and a button. It changes nothing: mail scanners and chat apps
+  fetch links to preview them, and would spend the link (and hold the session).
+* ``POST /login/{secret}``: that button: signs in, spending the link, then to ``/``.
 * ``POST /logout``: sign out (the form's ``csrf``).
 * ``GET /r/{id}`` and ``POST /r/{id}``: the decision page (``csrf``, ``decision``,
   ``reason``), decided as the person ``via session`` through :meth:`Service.decide`, the
@@ -129,9 +128,25 @@ class InboxPages:
 
         return await self._answered(work)
 
+    async def link_page(self, request: HttpRequest) -> Response:
+        secret, client = request.path_params["secret"], client_of(request.scope)
+
+        def work() -> Response:
+            left = self.service.refused_for(client)
+            if left > 0:
+                return _too_many(left)
+            try:
+                person = self.sessions.check_link(secret, utcnow())
+            except SignInError as e:
+                return self._link_refused(e, client)
+            return page("login.html", link_for=person.name, message="", secret=secret)
+
+        return await self._answered(work)
+
     async def login_link(self, request: HttpRequest) -> Response:
         secret, client = request.path_params["secret"], client_of(request.scope)
         https = _https(request)
+        await request.body()
 
         def work() -> Response:
             left = self.service.refused_for(client)
@@ -140,14 +155,18 @@ class InboxPages:
             try:
                 signed = self.sessions.with_link(secret, client, utcnow())
             except SignInError as e:
-                if e.unknown:
-                    self.service.failed_attempt(client)
-                return self._sign_in_page(410 if not e.unknown else 404, message=str(e))
-            answer = page("login.html", signed_in=signed.session.name, message="")
-            answer.headers["Refresh"] = "0; url=/"
-            return self._signed_in(answer, signed, https)
+                return self._link_refused(e, client)
+            return self._signed_in(RedirectResponse("/", 303, headers=HEADERS), signed, https)
 
         return await self._answered(work)
+
+    def _link_refused(self, e: SignInError, client: str) -> Response:
+        """The sign-in page saying why a link does not sign in: 404 for one this service
+        never made (a guess: a failed sign-in from ``client``), 410 for one used, expired, or
+        whose person is disabled."""
+        if e.unknown:
+            self.service.failed_attempt(client)
+        return self._sign_in_page(404 if e.unknown else 410, message=str(e))
 
     async def logout(self, request: HttpRequest) -> Response:
         cookie, raw = request.cookies.get(COOKIE), await request.body()
@@ -254,7 +273,7 @@ class InboxPages:
     def _sign_in_page(
         self, status: int = 200, *, message: str = "", cookie: str | None = None
     ) -> Response:
-        answer = page("login.html", status, signed_in=None, message=message)
+        answer = page("login.html", status, link_for=None, message=message, secret="")
         if cookie is not None:  # a cookie of a session that ended: forget it
             answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return answer
@@ -320,7 +339,8 @@ def routes(service: Service) -> list[BaseRoute]:
     return [
         Route("/", inbox.home, methods=["GET"]),
         Route("/login", inbox.login, methods=["POST"]),
-        Route("/login/{secret}", inbox.login_link, methods=["GET"]),
+        Route("/login/{secret}", inbox.link_page, methods=["GET"]),
+        Route("/login/{secret}", inbox.login_link, methods=["POST"]),
         Route("/logout", inbox.logout, methods=["POST"]),
         Route("/r/{id}", inbox.show, methods=["GET"]),
         Route("/r/{id}", inbox.decide, methods=["POST"]),
