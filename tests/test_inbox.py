@@ -74,10 +74,9 @@ def agent(server: Server) -> str:
     return server.token("bot")
 
 
-def submit(server: Server, agent: str, action: str, **params: Any) -> str:
-    made = server.call(
-        "POST", "/api/v1/requests", {"action": action, "params": params}, token=agent
-    )
+def submit(server: Server, agent: str, action: str, summary: str = "", **params: Any) -> str:
+    body = {"action": action, "params": params, "summary": summary}
+    made = server.call("POST", "/api/v1/requests", body, token=agent)
     assert made.status == 201, made.body
     return str(made.body["id"])
 
@@ -218,15 +217,16 @@ def test_a_decision_in_a_session_is_via_session_and_needs_the_pages_csrf(
 def test_the_inbox_lists_what_the_person_may_decide_now_newest_first(
     server: Server, agent: str
 ) -> None:
-    """alice sees her own requests and the pair's, not bob's; once she has voted, the pair's
-    leaves her inbox and stays in bob's."""
-    mine = submit(server, agent, "alice_job", n=2)
+    """alice sees her own requests and the pair's, not bob's, each summary as text; once she
+    has voted, the pair's leaves her inbox and stays in bob's."""
+    mine = submit(server, agent, "alice_job", "<script>alert(1)</script>", n=2)
     pair = submit(server, agent, "pair_job", n=3)
     bobs = submit(server, agent, "bob_job", n=4)
     alice, bob = sign_in(server, "alice"), sign_in(server, "bob")
     listed = html(as_browser(server, "GET", "/", alice))
     assert pair in listed and mine in listed and bobs not in listed
     assert listed.index(pair) < listed.index(mine)  # newest first
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in listed and "<script>" not in listed
     page = html(as_browser(server, "GET", f"/r/{pair}", alice))
     form = {"csrf": csrf(page), "decision": "approve", "reason": ""}
     assert as_browser(server, "POST", f"/r/{pair}", alice, form).status == 303
