@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from hitl_vault.access import links
 from hitl_vault.access.people import People
 from hitl_vault.access.sessions import Sessions, login_link
 from hitl_vault.identity import SESSION, Person, Principal, Role
@@ -237,10 +238,11 @@ def test_the_inbox_lists_what_the_person_may_decide_now_newest_first(
 
 
 def test_a_session_ends_after_twelve_hours_at_sign_out_and_when_disabled(
-    server: Server,
+    server: Server, agent: str
 ) -> None:
     """A session made 12 hours ago, one signed out (with its CSRF token) and one of a person
-    disabled since all land on the sign-in page, and their cookie is cleared."""
+    disabled since all land on the sign-in page, and their cookie is cleared; the disabled
+    person's decision link made before is refused too."""
     journal = server.vault.engine.journal
     carol = Principal("carol", Role.APPROVER, SESSION, "000000000000", client="127.0.0.1")
     old = Sessions(journal).with_token(carol, utcnow() - timedelta(hours=12, seconds=1))
@@ -257,6 +259,12 @@ def test_a_session_ends_after_twelve_hours_at_sign_out_and_when_disabled(
     assert "Sign in" in html(as_browser(server, "GET", "/", cookie))
     assert "signed out" in journal.service_log()[0].details
     phone = sign_in(server, "carol")
+    request = journal.get(submit(server, agent, "alice_job", n=5))
+    assert request is not None
+    link = links.mint(journal, request, "carol", now=utcnow())
     People(journal, by="owner").disable("carol", now=utcnow())
+    with pytest.raises(links.LinkError) as refused_link:
+        links.check(journal, link, now=utcnow())
+    assert refused_link.value.problem is links.LinkProblem.PERSON_DISABLED
     assert "Sign in" in html(as_browser(server, "GET", "/", phone))
     assert as_browser(server, "GET", "/r/anything", phone).status == 401
