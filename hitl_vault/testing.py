@@ -6,8 +6,8 @@ in a real folder. It keeps the SQLite journal's semantics, held by one contract
 test run against both (``tests/test_store_contract.py``): the same status moves,
 the same hash chains (each entry's SHA-256 covers the one before it, so
 ``verify_chain`` finds an edited entry), history, outbox, cursors and flags, people,
-credentials, settings and the service log, and
-times kept to the second as SQLite keeps them.
+credentials, settings and the service log, the decision links' key and the
+links spent, and times kept to the second as SQLite keeps them.
 
 What it cannot do, it does for its own process only:
 

@@ -342,6 +342,7 @@ def build_app(
     from ..web.inbox import routes as inbox_routes
     from ..web.pages import routes as page_routes
     from ..web.render import static_routes
+    from ..web.safety import FORMS
 
     table += [*page_routes(service), *inbox_routes(service), *static_routes()]
 
@@ -360,8 +361,9 @@ def build_app(
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     return Guard(
-        app, allowed_hosts(public_url, hosts), body_limit=body_limit, read_timeout=read_timeout
-    )
+        app, allowed_hosts(public_url, hosts), body_limit=body_limit, read_timeout=read_timeout,
+        forms=FORMS,
+    )  # fmt: skip
 
 
 def _openapi(gate: bool, mcp: bool) -> Endpoint:
