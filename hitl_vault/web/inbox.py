@@ -24,6 +24,8 @@ address as every door's do; once it is refused, its failures are answered 429.
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -51,6 +53,10 @@ from .render import page
 from .safety import HEADERS, client_of, csrf_ok, csrf_token
 
 COOKIE = "hitl_vault_session"
+# The sign-in forms' own cookie: a random value their CSRF token is bound to.
+SIGN_IN_COOKIE = "hitl_vault_sign_in"
+_NONCE = re.compile(r"[A-Za-z0-9_-]{43}")
+_STALE_FORM = "This sign-in form is out of date, or came from another page: sign in here again."
 LISTED_MOST = 200  # pending requests looked through for one person's inbox
 CHOICES = ("approve", "reject")
 
@@ -99,7 +105,7 @@ class InboxPages:
             now = utcnow()
             session = self.sessions.find(cookie, now)
             if session is None:
-                return self._sign_in_page(cookie=cookie)
+                return self._sign_in_page(request, forget=cookie is not None)
             items = [_item(self.service, r) for r in awaiting(self.service, session.name, now)]
             return page(
                 "inbox.html", person=session.name, items=items, csrf=self._csrf(session),
@@ -112,18 +118,21 @@ class InboxPages:
         raw, client, https = await request.body(), client_of(request.scope), _https(request)
 
         def work() -> Response:
-            token = _form(raw).get("token", "").strip()
+            form = _form(raw)
+            if not self._sign_in_form_ok(request, form):
+                return self._sign_in_page(request, 403, message=_STALE_FORM)
+            token = form.get("token", "").strip()
             left = self.service.refused_for(client)
             who = self.service.authenticate(token, client) if token else None
             if who is None and left > 0:
                 return _too_many(left)
             if who is None:
                 message = "give your approver token" if not token else "that token signs nobody in"
-                return self._sign_in_page(401, message=message)
+                return self._sign_in_page(request, 401, message=message)
             try:
                 signed = self.sessions.with_token(who, utcnow())
             except SignInError as e:
-                return self._sign_in_page(403, message=str(e))
+                return self._sign_in_page(request, 403, message=str(e))
             return self._signed_in(RedirectResponse("/", 303, headers=HEADERS), signed, https)
 
         return await self._answered(work)
@@ -138,35 +147,39 @@ class InboxPages:
             try:
                 person = self.sessions.check_link(secret, utcnow())
             except SignInError as e:
-                return self._link_refused(e, client)
-            return page("login.html", link_for=person.name, message="", secret=secret)
+                return self._link_refused(request, e, client)
+            return self._sign_in_page(request, link_for=person.name, secret=secret)
 
         return await self._answered(work)
 
     async def login_link(self, request: HttpRequest) -> Response:
         secret, client = request.path_params["secret"], client_of(request.scope)
-        https = _https(request)
-        await request.body()
+        raw, https = await request.body(), _https(request)
 
         def work() -> Response:
             left = self.service.refused_for(client)
             if left > 0:
                 return _too_many(left)
             try:
+                if not self._sign_in_form_ok(request, _form(raw)):
+                    person = self.sessions.check_link(secret, utcnow())
+                    return self._sign_in_page(
+                        request, 403, message=_STALE_FORM, link_for=person.name, secret=secret
+                    )
                 signed = self.sessions.with_link(secret, client, utcnow())
             except SignInError as e:
-                return self._link_refused(e, client)
+                return self._link_refused(request, e, client)
             return self._signed_in(RedirectResponse("/", 303, headers=HEADERS), signed, https)
 
         return await self._answered(work)
 
-    def _link_refused(self, e: SignInError, client: str) -> Response:
+    def _link_refused(self, request: HttpRequest, e: SignInError, client: str) -> Response:
         """The sign-in page saying why a link does not sign in: 404 for one this service
         never made (a guess: a failed sign-in from ``client``), 410 for one used, expired, or
         whose person is disabled."""
         if e.unknown:
             self.service.failed_attempt(client)
-        return self._sign_in_page(404 if e.unknown else 410, message=str(e))
+        return self._sign_in_page(request, 404 if e.unknown else 410, message=str(e))
 
     async def logout(self, request: HttpRequest) -> Response:
         cookie, raw = request.cookies.get(COOKIE), await request.body()
@@ -192,7 +205,7 @@ class InboxPages:
         def work() -> Response:
             session = self.sessions.find(cookie, utcnow())
             if session is None:
-                return self._sign_in_page(401, cookie=cookie)
+                return self._sign_in_page(request, 401, forget=cookie is not None)
             return page("decision.html", **self._decision(session, request_id))
 
         return await self._answered(work)
@@ -204,7 +217,7 @@ class InboxPages:
         def work() -> Response:
             session = self.sessions.find(cookie, utcnow())
             if session is None:
-                return self._sign_in_page(401, cookie=cookie)
+                return self._sign_in_page(request, 401, forget=cookie is not None)
             form = _form(raw)
             values = self._decision(session, request_id)
             decision, reason = form.get("decision", ""), form.get("reason", "").strip()
@@ -271,20 +284,49 @@ class InboxPages:
         return f"You {mine[-1].to_status} {what!r} ({request.id}); it is {request.status} now."
 
     def _sign_in_page(
-        self, status: int = 200, *, message: str = "", cookie: str | None = None
+        self,
+        request: HttpRequest,
+        status: int = 200,
+        *,
+        message: str = "",
+        link_for: str | None = None,
+        secret: str = "",
+        forget: bool = False,
     ) -> Response:
-        answer = page("login.html", status, link_for=None, message=message, secret="")
-        if cookie is not None:  # a cookie of a session that ended: forget it
+        """The sign-in page (``link_for``: a one-time link's, which signs that person in).
+        Its form is bound to a random value in a cookie of its own, kept SameSite=Strict: a
+        page of another site cannot sign the browser in as someone else. ``forget``: the
+        request's session cookie is of a session that ended, and is cleared."""
+        given = request.cookies.get(SIGN_IN_COOKIE, "")
+        nonce = given if _NONCE.fullmatch(given) else secrets.token_urlsafe(32)
+        answer = page(
+            "login.html", status, link_for=link_for, message=message, secret=secret,
+            csrf=csrf_token(self._key(), f"sign-in {nonce}"),
+        )  # fmt: skip
+        answer.set_cookie(
+            SIGN_IN_COOKIE, nonce, path="/login", secure=self._secure(_https(request)),
+            httponly=True, samesite="strict",
+        )  # fmt: skip
+        if forget:
             answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return answer
 
+    def _sign_in_form_ok(self, request: HttpRequest, form: dict[str, str]) -> bool:
+        """Whether a sign-in form came from a sign-in page this browser was shown."""
+        nonce = request.cookies.get(SIGN_IN_COOKIE, "")
+        bound = f"sign-in {nonce}"
+        return bool(_NONCE.fullmatch(nonce)) and csrf_ok(self._key(), bound, form.get("csrf", ""))
+
+    def _secure(self, https: bool) -> bool:
+        """Whether a cookie is Secure: the request came over https, or the public URL
+        ``serve`` recorded is https (the browser reaches the service so)."""
+        return https or (self.store.setting(PUBLIC_URL) or "").lower().startswith("https://")
+
     def _signed_in(self, answer: Response, signed: SignedIn, https: bool) -> Response:
-        """``answer`` with the new session's cookie: Secure when the request came over https,
-        or when the public URL ``serve`` recorded is https (the browser reaches it so)."""
-        public = (self.store.setting(PUBLIC_URL) or "").lower()
+        """``answer`` with the new session's cookie (see :meth:`_secure`)."""
         answer.set_cookie(
             COOKIE, signed.secret, max_age=int(SESSION_LIFETIME.total_seconds()), path="/",
-            secure=https or public.startswith("https://"), httponly=True, samesite="strict",
+            secure=self._secure(https), httponly=True, samesite="strict",
         )  # fmt: skip
         return answer
 
