@@ -29,8 +29,8 @@ from ..errors import (
 )
 from ..events import Events, Listener
 from ..identity import REQUESTER_LIMIT, Proof, check_name
-from ..journal.sqlite import Journal
-from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..journal.pg_host import open_journal
+from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..model import Request, Status, Transition, check_action, new_id
 from ..notes.decide import Decider
 from ..notes.reconcile import Reconciler
@@ -80,7 +80,8 @@ class Engine:
         self.ids = ids  # how a new request is named
         check_trust(self.root)  # before anything is created or chmodded through a link
         self.policy, self.notify, text = read_rules(self.root)
-        self.journal: JournalStore = journal or Journal(self.root / STATE_DIR / JOURNAL_FILE)
+        # the SQLite file in .hitl/, or the server $HITL_VAULT_JOURNAL names (journal/pg_host)
+        self.journal: JournalStore = journal or open_journal(self.root)
         record_policy(self.journal, text, self.now())
         self.functions: list[RuleFunction] = []
         self.handlers: dict[str, Callable[[Request], Any]] = {}
