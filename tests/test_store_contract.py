@@ -858,11 +858,23 @@ class TestSessions:
             db.execute("UPDATE sessions SET ended = NULL WHERE key = ?", ("01" * 32,))
             db.execute("DELETE FROM sign_in_links")
             db.close()
-        else:
-            state = s._m.state  # type: ignore[attr-defined]
+        elif isinstance(s, MemoryJournal):
+            state = s._m.state
             state.sessions[forged.key] = forged
             state.sessions["01" * 32] = replace(state.sessions["01" * 32], ended=None)
             state.sign_in_links.clear()
+        else:
+            import psycopg
+
+            with psycopg.connect(s._db.url, autocommit=True) as pg:  # type: ignore[attr-defined]
+                pg.execute(
+                    "INSERT INTO sessions (key, name, person, created, expires, how, client) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,'')",
+                    (forged.key, "mallory", "mallory", format_ts(T0),
+                     format_ts(T0 + 12 * HOUR), forged.how),
+                )  # fmt: skip
+                pg.execute("UPDATE sessions SET ended = NULL WHERE key = %s", ("01" * 32,))
+                pg.execute("DELETE FROM sign_in_links")
         problems = "\n".join(s.verify_chain())
         assert f"session {'02' * 6} (mallory): not in the service log" in problems
         assert f"session {'01' * 6} (alice): differs from the service log" in problems
