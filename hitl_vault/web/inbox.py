@@ -57,6 +57,11 @@ COOKIE = "hitl_vault_session"
 SIGN_IN_COOKIE = "hitl_vault_sign_in"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{43}")
 _STALE_FORM = "This sign-in form is out of date, or came from another page: sign in here again."
+_NO_TOKEN = "Give your approver token."
+_BAD_TOKEN = (
+    "That token signs nobody in (unknown, revoked or expired): ask the service's owner for "
+    "an approver token of yours (hitl-vault token add NAME --role approver)."
+)
 LISTED_MOST = 200  # pending requests looked through for one person's inbox
 CHOICES = ("approve", "reject")
 
@@ -127,7 +132,7 @@ class InboxPages:
             if who is None and left > 0:
                 return _too_many(left)
             if who is None:
-                message = "give your approver token" if not token else "that token signs nobody in"
+                message = _NO_TOKEN if not token else _BAD_TOKEN
                 return self._sign_in_page(request, 401, message=message)
             try:
                 signed = self.sessions.with_token(who, utcnow())
