@@ -385,6 +385,42 @@ class TestJournalStore:
         assert counts[Status.PENDING] == 2 and counts[Status.APPROVED] == 1
         assert counts[Status.FAILED] == 0 and s.status_of(B) is Status.APPROVED
 
+    def test_an_agents_requests_are_those_its_tokens_asked_with_where_they_came_from(
+        self, kit: Kit
+    ) -> None:
+        """requests(agent=NAME): those a token of that name (compared as names are, revoked
+        ones too) asked for, newest first, limited after the pick; a request that only
+        names the agent is not among them. The token, session and client read back."""
+        s = kit.store
+        s.add_credential(_credential("c1", "Bot"), T0, "owner")
+        s.add_credential(_credential("c2", "bot", created=T0 + HOUR), T0, "owner")
+        s.add_credential(_credential("c3", "other"), T0, "owner")
+        s.revoke_credentials(["c1"], T0, "owner", "rotated")
+        made = [
+            (A, dict(credential="c1", session="s-1", client="cli 2")),
+            (B, dict(credential="c2")),
+            (C, dict(credential="c3", requested_by="other")),
+            ("20261122T101800Z-payment-dddddd", {}),  # names bot, asked by no token
+        ]
+        for n, (rid, origin) in enumerate(made):
+            s.create(_request(rid, created=T0 + timedelta(minutes=n), **origin), None)
+        assert [r.id for r in s.requests(agent="BOT")] == [B, A]
+        assert [r.id for r in s.requests(agent="bot", limit=1)] == [B]
+        assert [r.id for r in s.requests(Status.PENDING, agent="other")] == [C]
+        assert s.requests(agent="nobody") == []
+        got = s.get(A)
+        assert got is not None and (got.credential, got.session, got.client) == (
+            "c1",
+            "s-1",
+            "cli 2",
+        )
+        plain = s.get(made[3][0])
+        assert plain is not None and (plain.credential, plain.session, plain.client) == (
+            None,
+            None,
+            None,
+        )
+
     def test_an_ignored_status_is_recorded_and_changes_nothing(self, kit: Kit) -> None:
         """record_ignored adds an entry that keeps the status; unknown ids raise."""
         s = kit.store

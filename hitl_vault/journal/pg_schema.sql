@@ -48,10 +48,16 @@ CREATE TABLE requests (
     escalate_at vtext,
     retry_of vtext,
     proposal vtext,
-    note_sha vtext
+    note_sha vtext,
+    -- The agent token that asked through the service (NULL: asked another way), and the
+    -- session and client the agent named.
+    credential vtext,
+    session vtext,
+    client vtext
 );
 CREATE INDEX requests_status_expires ON requests (status, expires);
 CREATE INDEX requests_retry_of ON requests (retry_of);
+CREATE INDEX requests_credential ON requests (credential, created);
 CREATE TABLE entries (
     seq BIGINT PRIMARY KEY,
     request_id vtext NOT NULL,
