@@ -36,7 +36,6 @@ from enum import StrEnum
 from urllib.parse import quote
 
 from ..errors import UsageError, VaultError
-from ..identity import same_name
 from ..model import Request, Status
 from ..params import params_sha
 from ..store import JournalStore
@@ -162,7 +161,7 @@ def check(store: JournalStore, secret: str, *, now: datetime) -> LinkGrant:
     if request.status is not Status.PENDING:
         raise LinkError(LinkProblem.DECIDED, _decided(request), request_id)
     known = store.person(person)
-    if known is None or known.disabled or same_name(known.name) != same_name(person):
+    if known is None or known.disabled:
         raise LinkError(LinkProblem.PERSON_DISABLED, _disabled(person), request_id)
     if params_sha(request.params) != grant.params_sha:
         raise LinkError(LinkProblem.PARAMS_CHANGED, PARAMS_CHANGED, request_id)

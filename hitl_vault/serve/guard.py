@@ -91,11 +91,15 @@ class Guard:
         *,
         body_limit: int = BODY_LIMIT,
         read_timeout: float = READ_TIMEOUT,
+        forms: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.hosts = hosts
         self.body_limit = body_limit
         self.read_timeout = read_timeout
+        # Pages' form paths (``/d/`` a prefix, ``/login`` exact): a browser posts their forms
+        # with ``Origin: null``, since the pages send ``Referrer-Policy: no-referrer``.
+        self.forms = tuple(forms)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,12 +161,21 @@ class Guard:
             name = urllib.parse.urlsplit(origin).netloc
             if host_only(name) not in self.hosts:
                 return 403, "requests from that Origin are refused"
-        elif origin == "null":
+        elif origin == "null" and not self._form(str(scope.get("path", ""))):
             return 403, "requests from that Origin are refused"
         length = headers.get("content-length", "")
         if length.isascii() and length.isdigit() and int(length) > self.body_limit:
             return 413, f"the body is over {self.body_limit:,} bytes"
         return None
+
+    def _form(self, path: str) -> bool:
+        """Whether ``path`` is a page's form, which may come with ``Origin: null``: a page
+        that sends no Referer makes the browser hide its own origin too (the Fetch
+        standard), so the form's CSRF token, or the link in its URL, is what counts there."""
+        return any(
+            path.startswith(form) if form.endswith("/") and len(form) > 1 else path == form
+            for form in self.forms
+        )
 
     def _limited(self, receive: Receive, cut: _Cut) -> Receive:
         """``receive`` that counts the body and gives up on one not whole ``read_timeout``

@@ -26,6 +26,7 @@ def environment() -> jinja2.Environment:
         loader=jinja2.PackageLoader("hitl_vault.web", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        auto_reload=False,  # installed templates do not change under a running service
         trim_blocks=True,
         lstrip_blocks=True,
     )
