@@ -2,9 +2,10 @@
 
 One chromium per test session (per worker), started headless with the flags this machine's
 closed network needs, on a fresh profile (Playwright gives each launch a new empty
-``--user-data-dir`` of its own and removes it at the end); each test gets a new context
-(its own cookies) and a tab that records every JavaScript dialog it was shown. No browser is
-ever downloaded: ``/usr/bin/chromium`` comes from Debian (``.ci/run`` installs it as root).
+``--user-data-dir`` of its own and removes it at the end), with one page at a phone's
+width that each test gets blank, without cookies, recording every JavaScript dialog it
+shows. No browser is ever downloaded: ``/usr/bin/chromium`` comes from Debian (``.ci/run``
+installs it as root).
 Without it the browser tests skip and say why, except under ``CI=true``, where a missing
 chromium fails them. Screenshots go to ``tests/artifacts/`` (git-ignored), and so does one
 of the page a failing test left.
@@ -80,8 +81,8 @@ def threads_end_with_it(timeout: float = 10.0) -> Iterator[None]:
 
 @dataclass
 class Tab:
-    """One page in a fresh browser context, and every dialog (alert, confirm, prompt) a
-    script opened in it: a page that escapes what submitters wrote opens none."""
+    """The browser's page for one test, and every dialog (alert, confirm, prompt) a script
+    opened in it meanwhile: a page that escapes what submitters wrote opens none."""
 
     page: Page
     dialogs: list[str] = field(default_factory=list)
@@ -104,7 +105,8 @@ class Tab:
 
 @dataclass
 class Chromium:
-    """The session's browser, and the event loop of Playwright's sync API.
+    """The session's browser, its one page (a new page costs a renderer process, a fifth of a
+    second each), and the event loop of Playwright's sync API.
 
     Between two of its calls that API marks its loop as the one running on the thread, so
     that no other loop starts there; but the suite's asyncio tests (pytest-asyncio) share
@@ -113,13 +115,14 @@ class Chromium:
     """
 
     browser: Browser
+    page: Page
     loop: asyncio.AbstractEventLoop
 
     @contextmanager
-    def awake(self) -> Iterator[Browser]:
+    def awake(self) -> Iterator[Page]:
         asyncio._set_running_loop(self.loop)
         try:
-            yield self.browser
+            yield self.page
         finally:
             asyncio._set_running_loop(None)
 
@@ -137,13 +140,15 @@ def browser() -> Iterator[Chromium]:
         launched = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=list(FLAGS), timeout=30_000
         )
-        chromium = Chromium(launched, asyncio.get_running_loop())  # Playwright's, marked
+        context = launched.new_context(viewport=PHONE)
+        context.set_default_timeout(TIMEOUT_MS)
+        chromium = Chromium(launched, context.new_page(), asyncio.get_running_loop())
         # Playwright writes screenshots on its loop's default executor: one thread, started
         # now, so that no test sees a thread appear (conftest's no_leaked_threads).
         files = ThreadPoolExecutor(1, thread_name_prefix="playwright-files")
         files.submit(lambda: None).result()
         chromium.loop.set_default_executor(files)
-        asyncio._set_running_loop(None)
+        asyncio._set_running_loop(None)  # Playwright marked its loop running (see Chromium)
         try:
             yield chromium
         finally:
@@ -153,17 +158,18 @@ def browser() -> Iterator[Chromium]:
 
 @pytest.fixture
 def tab(browser: Chromium, request: pytest.FixtureRequest) -> Iterator[Tab]:
-    """A new context (no cookies, a phone's width) and one page in it. When the test fails,
-    the page as it was is kept as ``tests/artifacts/failed-TEST.png``."""
+    """The session's page, blank, with no cookies and no dialogs recorded yet, at a phone's
+    width. When the test fails, the page as it was is kept as
+    ``tests/artifacts/failed-TEST.png``."""
     failed_before = request.session.testsfailed
-    with browser.awake() as chromium:
-        context = chromium.new_context(viewport=PHONE)
-        context.set_default_timeout(TIMEOUT_MS)
+    with browser.awake() as page:
+        page.context.clear_cookies()
+        page.goto("about:blank")
+        opened = Tab(page)
+        page.on("dialog", opened._opened)
         try:
-            opened = Tab(context.new_page())
-            opened.page.on("dialog", opened._opened)
             yield opened
             if request.session.testsfailed > failed_before:  # the call's report came first
                 opened.screenshot(f"failed-{request.node.name}")
         finally:
-            context.close()
+            page.remove_listener("dialog", opened._opened)
