@@ -7,7 +7,7 @@ typed; a link used once gives a page saying so, with a 4xx, the second time; wha
 submitter wrote is shown as text (no script runs: no dialog opens); and at a phone's 360 px
 the page does not scroll sideways (its screenshot is kept in tests/artifacts/). The inbox:
 alice signs in with a one-time link (``hitl-vault token login alice``), finds the request
-there, and approves it ``via session``.
+there (the inbox fits 360 px too), and approves it ``via session``.
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ def test_the_page_fits_a_360_px_phone(
 def test_the_inbox_signs_in_with_a_one_time_link_and_decides_via_session(
     server: Server, agent: str, receiver: Receiver, deploys: Deploys, tab: Tab
 ) -> None:
-    """token login's one-time link signs alice in; the inbox lists the request, and her
-    approval there runs it and is recorded via session."""
+    """token login's one-time link signs alice in; the inbox lists the request (fitting
+    360 px; screenshot kept), and her approval there runs it and is recorded via session."""
     made, _ = ask(server, agent, receiver, params={"version": "5.0.0"}, summary="Deploy 5.0.0")
     said = CliRunner().invoke(cli, ["--vault", str(server.root), "token", "login", "alice"])
     assert said.exit_code == 0, said.output
@@ -232,6 +232,8 @@ def test_the_inbox_signs_in_with_a_one_time_link_and_decides_via_session(
     page.wait_for_url(f"{server.url}/")
     entry = page.locator(f'a[href$="/r/{made}"]')
     assert entry.inner_text() == "Deploy 5.0.0"
+    assert tab.scroll_width() <= 360  # the inbox reads on a phone too
+    tab.screenshot("inbox-360px")
     entry.click()
     assert '"5.0.0"' in page.locator("dl.params").inner_text()
     page.locator('button[name="decision"][value="approve"]').click()
