@@ -207,8 +207,11 @@ class JournalStore(Protocol):
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
         """One request, with its history unless ``history=False``; None if unknown."""
 
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
-        """Requests (of ``status``), newest first, without their history."""
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
+        """Requests (of ``status``; ``agent``: asked with a token of that name, compared as
+        names are, never one that only names it), newest first, without their history."""
 
     def ids(self, status: Status | None = None) -> list[str]:
         """The ids of the requests (of ``status``)."""

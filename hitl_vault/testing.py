@@ -191,8 +191,10 @@ class MemoryJournal:
         """The request's steps in order (what ``get(...).history`` holds)."""
         return self._read.history(request_id)
 
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
-        return self._read.requests(status, limit)
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
+        return self._read.requests(status, limit, agent)
 
     def ids(self, status: Status | None = None) -> list[str]:
         return self._read.ids(status)

@@ -1,8 +1,9 @@
 """The storage seam's contract: one class of tests, run against every store that ships.
 
 Each test gets a fresh store from the parametrized ``kit`` fixture: the SQLite
-``Journal`` in a temp folder, and the in-memory ``MemoryJournal``. A new backend
-passes by adding one more parameter here.
+``Journal`` in a temp folder, the in-memory ``MemoryJournal``, and ``PgJournal`` in a
+schema of its own on a PostgreSQL server (the ``pg_url`` fixture: skipped, saying why,
+where none can be started). A new backend passes by adding one more parameter here.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Kit:
     forge: Callable[[Person | Credential | tuple[str, str]], None]
     # remove a person (by name) or a credential (by id) straight from the store, no log
     drop: Callable[[str], None]
+    close: Callable[[], None] = lambda: None  # close the handles ``other`` made
 
 
 def _sqlite(tmp_path: Path) -> Kit:
@@ -128,10 +130,75 @@ def _memory(tmp_path: Path) -> Kit:
     return Kit(store, lambda: store, tamper, tamper_service, forge, drop)
 
 
-@pytest.fixture(params=[_sqlite, _memory], ids=["sqlite", "memory"])
+def _postgres(url: str) -> Kit:
+    import psycopg
+
+    from hitl_vault.journal.pg import PgJournal
+
+    from .pgserver import fresh_journal
+
+    url = fresh_journal(url)
+
+    def sql(statement: str, *args: object) -> None:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(statement.encode(), args)
+
+    def tamper(seq: int, by: str) -> None:
+        sql("UPDATE entries SET by = %s WHERE seq = %s", by, seq)
+
+    def tamper_service(seq: int, by: str | None) -> None:
+        if by is None:
+            sql("DELETE FROM service_log WHERE seq = %s", seq)
+        else:
+            sql("UPDATE service_log SET by = %s WHERE seq = %s", by, seq)
+
+    def forge(row: Person | Credential | tuple[str, str]) -> None:
+        if isinstance(row, Person):
+            sql("DELETE FROM people WHERE key = %s", same_name(row.name))
+            sql(
+                "INSERT INTO people VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                same_name(row.name), row.name, json.dumps(list(row.uids)),
+                json.dumps(list(row.notify)), int(row.disabled), format_ts(T0), format_ts(T0),
+            )  # fmt: skip
+        elif isinstance(row, Credential):
+            sql("DELETE FROM credentials WHERE id = %s", row.id)
+            sql(
+                "INSERT INTO credentials (id, name, key, role, secret_sha, created, expires, "
+                "actions, revoked) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                row.id, row.name, same_name(row.name), str(row.role), row.secret_sha,
+                format_ts(row.created), row.expires and format_ts(row.expires),
+                None if row.actions is None else json.dumps(list(row.actions)),
+                row.revoked and format_ts(row.revoked),
+            )  # fmt: skip
+        else:
+            sql("DELETE FROM settings WHERE name = %s", row[0])
+            sql("INSERT INTO settings VALUES (%s,%s,%s)", *row, format_ts(T0))
+
+    def drop(name_or_id: str) -> None:
+        sql("DELETE FROM people WHERE key = %s", same_name(name_or_id))
+        sql("DELETE FROM credentials WHERE id = %s", name_or_id)
+
+    others: list[PgJournal] = []
+
+    def other() -> PgJournal:
+        others.append(PgJournal(url))
+        return others[-1]
+
+    def close() -> None:
+        for store in others:
+            store.close()
+
+    return Kit(PgJournal(url), other, tamper, tamper_service, forge, drop, close)
+
+
+@pytest.fixture(params=[_sqlite, _memory, _postgres], ids=["sqlite", "memory", "postgresql"])
 def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
-    made: Kit = request.param(tmp_path)
+    if request.param is _postgres:
+        made = _postgres(request.getfixturevalue("pg_url"))
+    else:
+        made = request.param(tmp_path)
     yield made
+    made.close()
     made.store.close()
 
 
@@ -317,6 +384,42 @@ class TestJournalStore:
         counts = s.counts()
         assert counts[Status.PENDING] == 2 and counts[Status.APPROVED] == 1
         assert counts[Status.FAILED] == 0 and s.status_of(B) is Status.APPROVED
+
+    def test_an_agents_requests_are_those_its_tokens_asked_with_where_they_came_from(
+        self, kit: Kit
+    ) -> None:
+        """requests(agent=NAME): those a token of that name (compared as names are, revoked
+        ones too) asked for, newest first, limited after the pick; a request that only
+        names the agent is not among them. The token, session and client read back."""
+        s = kit.store
+        s.add_credential(_credential("c1", "Bot"), T0, "owner")
+        s.add_credential(_credential("c2", "bot", created=T0 + HOUR), T0, "owner")
+        s.add_credential(_credential("c3", "other"), T0, "owner")
+        s.revoke_credentials(["c1"], T0, "owner", "rotated")
+        made = [
+            (A, dict(credential="c1", session="s-1", client="cli 2")),
+            (B, dict(credential="c2")),
+            (C, dict(credential="c3", requested_by="other")),
+            ("20261122T101800Z-payment-dddddd", {}),  # names bot, asked by no token
+        ]
+        for n, (rid, origin) in enumerate(made):
+            s.create(_request(rid, created=T0 + timedelta(minutes=n), **origin), None)
+        assert [r.id for r in s.requests(agent="BOT")] == [B, A]
+        assert [r.id for r in s.requests(agent="bot", limit=1)] == [B]
+        assert [r.id for r in s.requests(Status.PENDING, agent="other")] == [C]
+        assert s.requests(agent="nobody") == []
+        got = s.get(A)
+        assert got is not None and (got.credential, got.session, got.client) == (
+            "c1",
+            "s-1",
+            "cli 2",
+        )
+        plain = s.get(made[3][0])
+        assert plain is not None and (plain.credential, plain.session, plain.client) == (
+            None,
+            None,
+            None,
+        )
 
     def test_an_ignored_status_is_recorded_and_changes_nothing(self, kit: Kit) -> None:
         """record_ignored adds an entry that keeps the status; unknown ids raise."""

@@ -16,6 +16,7 @@ import click
 
 from .agents import INSTALL_MCP
 from .common import BadUsage, cli_errors, vault_path
+from .db import journal_option
 
 if TYPE_CHECKING:
     from ..serve.runner import Serving
@@ -128,6 +129,7 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
     "(default: /run/hitl-vault/<vault>-<hash>.sock if writable, else in $XDG_RUNTIME_DIR).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also log each note looked at, written or run.")
+@journal_option
 @click.pass_context
 def serve(
     ctx: click.Context,

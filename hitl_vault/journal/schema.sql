@@ -36,7 +36,14 @@ CREATE TABLE IF NOT EXISTS requests (
     proposal TEXT,
     -- SHA-256 of the note's bytes when they last matched this row, cleared by every
     -- transition. A rescan skips a note whose bytes still have it.
-    note_sha TEXT
+    note_sha TEXT,
+    -- Asked through the service: the id of the agent token that asked (NULL: asked any other
+    -- way, by the CLI or the Inbox, say: an agent sees the requests its name's tokens asked,
+    -- never one that only names it), and the session and client the agent said it asked
+    -- from (NULL: none said). No semicolon in a comment here: the file is split on them.
+    credential TEXT,
+    session TEXT,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_status_expires ON requests (status, expires);
 -- entries.uid: the real user id of the process that recorded the entry (NULL where the

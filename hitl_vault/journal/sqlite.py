@@ -198,8 +198,10 @@ class Journal:
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
         return self._read.get(request_id, history=history)
 
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
-        return self._read.requests(status, limit)
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
+        return self._read.requests(status, limit, agent)
 
     def ids(self, status: Status | None = None) -> list[str]:
         return self._read.ids(status)

@@ -12,6 +12,7 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
@@ -51,6 +52,9 @@ _SUBMIT_FIELDS: Fields = {
     "summary": str,
     "context": str,
     "timeout": (str, int, float),
+    # The agent's own session id and client name: kept in fields of their own, shown.
+    "session": str,
+    "client": str,
     # Any JSON here: make_pitch checks them, with the error every entry gives.
     **dict.fromkeys(("reasoning", "confidence", "alternatives", "risk_factors"), (object, bool)),
 }
@@ -184,6 +188,9 @@ class Routes:
             who = who_is(s, request.scope)
             _query(request)
             body = parse_json(raw, _SUBMIT_FIELDS, required=("action",))
+            who = replace(
+                who, session=body.get("session") or "", client_name=body.get("client") or ""
+            )
             pitch = make_pitch(
                 reasoning=body.get("reasoning"), confidence=body.get("confidence"),
                 alternatives=body.get("alternatives"), risk_factors=body.get("risk_factors"),
