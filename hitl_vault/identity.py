@@ -123,6 +123,42 @@ class Credential:
 
 
 @dataclass(frozen=True)
+class SignInLink:
+    """A one-time link that signs a person in to the web inbox (``hitl-vault token login``):
+    kept as the SHA-256 of its secret only, valid until ``expires``, used at most once."""
+
+    key: str  # the SHA-256 (hex) of the link's secret
+    name: str  # the person's name, as people spells it
+    created: datetime
+    expires: datetime
+    used: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    """A person signed in to the web inbox: kept as the SHA-256 of its cookie's secret only,
+    open until ``expires`` or until ``ended`` (sign-out, or the person disabled)."""
+
+    key: str  # the SHA-256 (hex) of the cookie's secret
+    name: str  # the person's name, as people spells it
+    created: datetime
+    expires: datetime
+    how: str  # how they signed in: ``sign-in link``, ``token 0123456789ab``
+    client: str = ""  # where from (an address), as the service saw it
+    ended: datetime | None = None
+
+    @property
+    def id(self) -> str:
+        """How logs and lists name it: the first 12 hex digits of its hash (never the
+        secret)."""
+        return self.key[:12]
+
+    def open(self, now: datetime) -> bool:
+        """Not ended and not expired at ``now``."""
+        return self.ended is None and now < self.expires
+
+
+@dataclass(frozen=True)
 class Principal:
     """Who a request to the service proved to be (from a credential, a session or a socket
     peer), and the details that go in its fields (never in ``requested_by``)."""

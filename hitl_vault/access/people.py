@@ -58,6 +58,7 @@ class Change:
     event: str
     told: tuple[Told, ...] = ()
     revoked: int = 0
+    ended: int = 0  # sessions of the web inbox ended
 
 
 def service_uid(store: JournalStore) -> int | None:
@@ -94,13 +95,16 @@ def _uids_text(uids: Iterable[int]) -> str:
     return " ".join(str(uid) for uid in uids) or "none"
 
 
-def _end_access(store: JournalStore, person: Person, now: datetime, by: str) -> int:
+def _end_access(store: JournalStore, person: Person, now: datetime, by: str) -> tuple[int, int]:
     """End at once everything that lets ``person`` act through the service: every token of
-    theirs (how many were live is returned). Their signed-in sessions and outstanding
-    decision links end here too, once the service has them. Called inside the write that
-    disables them, so no use of the old ones slips in between."""
+    theirs and every session they signed in to the web inbox (how many of each were live
+    is returned). Their outstanding links die with them: a decision link or a sign-in link
+    of a disabled person is refused when it is used. Called inside the write that disables
+    them, so no use of the old ones slips in between."""
+    why = f"{person.name} disabled"
     live = [c.id for c in store.credentials(person.name) if c.revoked is None]
-    return store.revoke_credentials(live, now, by, f"{person.name} disabled")
+    revoked = store.revoke_credentials(live, now, by, why)
+    return revoked, store.end_sessions(person.name, now, by, why)
 
 
 class People:
@@ -215,7 +219,7 @@ class People:
         return Change(self._stored(old.name), event, told)
 
     def disable(self, name: str, *, now: datetime) -> Change:
-        """Disable a person and end, in the same write, every token of theirs."""
+        """Disable a person and end, in the same write, every token and session of theirs."""
         old = self.get(name)
         if old.disabled:
             raise AccessError(
@@ -226,13 +230,14 @@ class People:
         new = replace(old, disabled=True)
         with self._store.batch():
             self._store.save_person(new, now, self._by, "person disabled")
-            revoked = _end_access(self._store, new, now, self._by)
+            revoked, ended = _end_access(self._store, new, now, self._by)
         body = (
             f"{self._by} disabled you ({old.name}) at {format_ts(now)}: {revoked} token(s) "
-            "revoked. Nothing can be decided in your name through the service any more."
+            f"revoked, {ended} session(s) signed out. Nothing can be decided in your name "
+            "through the service any more."
         )
         told = self._tell(old.notify, "hitl-vault: you were disabled", body)
-        return Change(self._stored(old.name), "person disabled", told, revoked)
+        return Change(self._stored(old.name), "person disabled", told, revoked, ended)
 
     # --- checks and telling -----------------------------------------------------------
 
@@ -304,6 +309,11 @@ class People:
             if problem is not None:
                 raise UsageError("--notify", f'"{mask_url(url)}" {problem[0]}', problem[1])
         return kept
+
+    def tell(self, person: Person, title: str, body: str) -> tuple[Told, ...]:
+        """Tell ``person`` something on their own channels, best effort (a sign-in, say);
+        what happened at each."""
+        return self._tell(person.notify, title, body)
 
     def _tell(self, urls: Iterable[str], title: str, body: str) -> tuple[Told, ...]:
         """Send the message to each URL, best effort; what happened at each."""

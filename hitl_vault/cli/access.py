@@ -152,12 +152,16 @@ def people_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.pass_context
 def people_disable(ctx: click.Context, name: str) -> None:
-    """Disable NAME and revoke all their tokens at once; logged, and told on their channels."""
+    """Disable NAME, revoking all their tokens and ending their inbox sessions at once; logged,
+    and told on their channels."""
     from ..times import utcnow
 
     with _people(ctx) as register:
         change = register.disable(name, now=utcnow())
-    click.echo(f"disabled {change.person.name}; {change.revoked} token(s) revoked")
+    click.echo(
+        f"disabled {change.person.name}; {change.revoked} token(s) revoked, {change.ended} "
+        "session(s) signed out"
+    )
     _told(change)
 
 
@@ -304,3 +308,21 @@ def token_revoke(ctx: click.Context, name_or_id: str) -> None:
         click.echo(f"revoked {count} token(s) ({name_or_id})")
     else:
         click.echo(f"nothing to revoke: every token of {name_or_id} is revoked already")
+
+
+@token.command("login")
+@click.argument("name")
+@click.pass_context
+def token_login(ctx: click.Context, name: str) -> None:
+    """Print a one-time link that signs NAME in to the web inbox (valid 10 minutes, once).
+
+    The link goes to stdout (what it is goes to stderr). It uses the public URL that
+    `hitl-vault serve --public-url` recorded; send it to the person on a channel of theirs.
+    """
+    from ..access.names import os_user
+    from ..access.sessions import login_link
+
+    with _store(ctx) as store:
+        link, address = login_link(store, name, now=_now(), by=os_user())
+    click.echo(f"sign-in link for {link.name}, valid until {_when(link.expires)}, once:", err=True)
+    click.echo(address)

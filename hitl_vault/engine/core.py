@@ -1,9 +1,9 @@
-"""The engine under a Vault: every operation on requests, for the Vault, the daemon,
-its workers and ``approval()``. It composes the journal (what happened), the rules (what needs a human), the
-notes (what the human sees and edits) and, for ``wait``, a watcher, so that
-every operation works the same with or without a daemon running. After each
-operation it publishes what the journal recorded to the listeners
-(:mod:`hitl_vault.events`). Scripts use the small public :class:`~hitl_vault.vault.Vault`.
+"""The engine under a Vault: every operation on requests, for the Vault, the daemon, its
+workers and ``approval()``. It composes the journal (what happened), the rules (what needs a
+human), the notes (what the human sees and edits) and, for ``wait``, a watcher, so that every
+operation works the same with or without a daemon running. After each operation it publishes
+what the journal recorded to the listeners (:mod:`hitl_vault.events`). Scripts use the small
+public :class:`~hitl_vault.vault.Vault`.
 """
 
 from __future__ import annotations

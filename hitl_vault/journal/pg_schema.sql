@@ -175,3 +175,25 @@ CREATE TABLE spent_links (
     request_id vtext NOT NULL,
     at vtext NOT NULL
 );
+-- The web inbox (hitl_vault.access.sessions): one-time sign-in links and signed-in sessions,
+-- each kept as the SHA-256 of its secret only (key). Making a link, signing in and a
+-- session's end are in the service log.
+CREATE TABLE sign_in_links (
+    key vtext PRIMARY KEY,
+    name vtext NOT NULL,
+    created vtext NOT NULL,
+    expires vtext NOT NULL,
+    used vtext
+);
+CREATE TABLE sessions (
+    key vtext PRIMARY KEY,
+    n BIGINT GENERATED ALWAYS AS IDENTITY,
+    name vtext NOT NULL,
+    person vtext NOT NULL,
+    created vtext NOT NULL,
+    expires vtext NOT NULL,
+    how vtext NOT NULL,
+    client vtext NOT NULL,
+    ended vtext
+);
+CREATE INDEX sessions_person ON sessions (person, ended);

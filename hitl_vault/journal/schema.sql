@@ -164,6 +164,27 @@ CREATE TABLE IF NOT EXISTS allows (
     cwd TEXT,     -- the folder the approved call was made in (NULL: it named none)
     server TEXT   -- the MCP server it went to (NULL: none)
 );
+-- The web inbox: one-time sign-in links (hitl-vault token login) and signed-in sessions, each
+-- kept as the SHA-256 of its secret only (key), never in the synced vault. Making a link,
+-- signing in and a session's end are in the service log.
+CREATE TABLE IF NOT EXISTS sign_in_links (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    used TEXT
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    person TEXT NOT NULL,  -- the name as compared (identity.same_name)
+    created TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    how TEXT NOT NULL,
+    client TEXT NOT NULL,
+    ended TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_person ON sessions (person, ended);
 -- Decision links (hitl_vault.access.links): the one key that signs them, made with the
 -- store (or when this version first opens a store made before), never logged, never in a
 -- chain. And the links spent, by a hash of the link (never the link itself), each written

@@ -346,11 +346,12 @@ def build_app(
     if mcp_app is not None:  # the one path Streamable HTTP uses (no redirect to /mcp/)
         table.append(Route("/mcp", _Asgi(mcp_app), methods=None))
     # The pages people decide on (hitl_vault.web): loaded with the app, not with the API.
+    from ..web.inbox import routes as inbox_routes
     from ..web.pages import routes as page_routes
     from ..web.render import static_routes
     from ..web.safety import FORMS
 
-    table += [*page_routes(service), *static_routes()]
+    table += [*page_routes(service), *inbox_routes(service), *static_routes()]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -31,7 +31,7 @@ _CSRF = b"hitl-vault form\n"
 # The paths the pages' forms post to (one ending in "/" is a prefix, any other exact): there
 # the service's guard takes ``Origin: null``, which a browser sends for a form on a page
 # with ``Referrer-Policy: no-referrer``; the form's CSRF token (or the link) is what counts.
-FORMS = ("/d/", "/r/", "/login", "/logout")
+FORMS = ("/d/", "/r/", "/login", "/login/", "/logout")
 
 
 def csrf_token(key: bytes, bound_to: str) -> str:
