@@ -226,8 +226,8 @@ def test_a_required_reason_is_asked_for_and_then_the_rejection_stands(
 def test_each_refused_link_gets_a_clear_page_and_changes_nothing(
     server: Server, agent: str
 ) -> None:
-    """Decided since (409), params edited since (409), a disabled person (403), expired
-    (410), not ours (404): the page says why, and the request stays as it was."""
+    """Decided since (409), params edited since (409), a disabled person (403), ended (410),
+    expired (410), not ours (404): the page says why, and the request stays as it was."""
     store = server.vault.engine.journal
     decided = submit(server, agent)
     decided_link = link(server, decided)
@@ -242,6 +242,9 @@ def test_each_refused_link_gets_a_clear_page_and_changes_nothing(
     dora = submit(server, agent)
     dora_link = link(server, dora, "dora")
     store.save_person(Person("dora", disabled=True), utcnow(), "test", "person disabled")
+    ended = submit(server, agent)
+    ended_link = link(server, ended, "bob")
+    links.end(store, "bob", now=utcnow(), by="owner")  # his links sent so far, at once
     expired = submit(server, agent)
     request = store.get(expired)
     assert request is not None
@@ -253,6 +256,7 @@ def test_each_refused_link_gets_a_clear_page_and_changes_nothing(
         (decided_link, 409, "decided since"),
         (edited_link, 409, "params changed"),
         (dora_link, 403, "may not decide any more"),
+        (ended_link, 410, "this link was ended"),
         (expired_link, 410, "expired"),
         (decided_link[:-3] + "AAA", 404, "not a decision link"),
     ]
@@ -264,7 +268,8 @@ def test_each_refused_link_gets_a_clear_page_and_changes_nothing(
                 text(answer)[-600:],
             )
         assert "Nothing was changed." in text(server.call("GET", f"/d/{secret}"))
-    assert store.status_of(edited) is Status.PENDING and store.status_of(dora) is Status.PENDING
+    for pending in (edited, dora, ended):
+        assert store.status_of(pending) is Status.PENDING
     fresh = text(server.call("GET", f"/d/{link(server, edited)}"))  # a link made since
     assert '<dt>env <span class="badge">edited</span></dt>' in fresh and "Edited since" in fresh
     assert len(history(server, edited)) == 2  # created, edited: no decision

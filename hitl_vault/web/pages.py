@@ -12,7 +12,7 @@
   in one line of plain text.
 
 A link that cannot decide (used, expired, decided since, params changed, a disabled person,
-not one of ours) gets a page saying why with a 4xx status, and nothing changes. Forged links
+ended, not one of ours) gets a page saying why with a 4xx status, and nothing changes. Forged links
 count as failed sign-ins from the client's address; once refused (429), its every link
 attempt is, until the block ends. A link's secret is never logged (the access log shows
 ``/d/…``).
@@ -61,6 +61,7 @@ REFUSALS = {
     LinkProblem.DECIDED: (409, "This request was decided since"),
     LinkProblem.PARAMS_CHANGED: (409, "The params changed since this link was sent"),
     LinkProblem.PERSON_DISABLED: (403, "This link's person may not decide"),
+    LinkProblem.ENDED: (410, "This link was ended"),
 }
 
 
