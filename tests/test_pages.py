@@ -189,6 +189,22 @@ def test_a_link_decides_once_as_its_person_via_link(
     assert "/d/…" in logged and secret not in logged and secret[:40] not in logged
 
 
+def test_an_approval_right_after_an_edit_in_the_note_is_refused(server: Server, agent: str) -> None:
+    """Params edited in the note just before the form's approval (whether or not the daemon
+    has read the note yet): refused 409 as changed, and nothing is decided."""
+    made = submit(server, agent, params={"env": "prod"})
+    secret = link(server, made)
+    eventually(lambda: "env: prod" in note_text(server, made))
+    token = csrf_of(server.call("GET", f"/d/{secret}"))
+    note = server.vault.engine.get(made).path
+    assert note is not None
+    note.write_text(note_text(server, made).replace("env: prod", "env: dev"), encoding="utf-8")
+    refused = post_form(server, secret, csrf=token, decision="approve")
+    assert refused.status == 409 and links.PARAMS_CHANGED in text(refused)  # the page's words
+    assert server.vault.engine.journal.status_of(made) is Status.PENDING
+    assert not [t for t in history(server, made) if t.to_status is not Status.PENDING]
+
+
 def test_the_form_needs_its_csrf_token(server: Server, agent: str) -> None:
     """A POST without the page's CSRF token, or with another link's, is refused 403 and
     changes nothing."""
