@@ -67,10 +67,12 @@ CONNECTIONS = 8  # the burst's clients
 
 @dataclass(frozen=True)
 class Journal:
-    """One column: a name, and the server's URL (None: the SQLite file in ``.hitl/``)."""
+    """One column: a name, the journal's URL (None: the SQLite file in ``.hitl/``), and
+    the server's, where more journals are made."""
 
     name: str
     url: str | None
+    server: str | None = None
 
 
 @contextmanager
@@ -224,10 +226,11 @@ async def _until_executed(port: int, token: str, request_id: str) -> str:
     since = "pending"
     while True:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
+        ask = (
             f"GET /api/v1/requests/{request_id}?wait=60&status={since} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode()
+            f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
         )
+        writer.write(ask.encode())
         await writer.drain()
         raw = await reader.read()
         writer.close()
@@ -355,9 +358,9 @@ def main() -> int:
         with pg_server(not args.no_tcp) as (socket_url, tcp_url, how):
             print(f"# server: {server_facts(socket_url)}, {how}")
             journals = [Journal("SQLite", None)]
-            journals.append(Journal("PostgreSQL socket", pgserver.fresh_journal(socket_url)))
-            if tcp_url is not None:
-                journals.append(Journal("PostgreSQL TCP", pgserver.fresh_journal(tcp_url)))
+            for name, url in (("PostgreSQL socket", socket_url), ("PostgreSQL TCP", tcp_url)):
+                if url is not None:
+                    journals.append(Journal(name, pgserver.fresh_journal(url), url))
             rows = {j.name: measure(j, tmp / f"j{k}", sizes) for k, j in enumerate(journals)}
             show(rows, sizes[3])
     finally:
