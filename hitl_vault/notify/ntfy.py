@@ -67,11 +67,11 @@ def buttons(
     link_approves: bool = True,
 ) -> Buttons:
     """The one-tap buttons the message may carry: none when it is ``cut`` (it does not
-    show every param exactly as it would run, or ntfy would not show it as text) or when the channel has no access
-    token (ntfy topic names work like passwords: anyone who guesses the topic would see
-    them); no one-tap Approve where an approval needs a reason or a link's approval does
-    not count (``authenticated:``), no one-tap Reject where a rejection needs a reason
-    (the page asks for it)."""
+    show every param exactly as it would run, or ntfy would not show it as text) or when
+    the channel has no access token (ntfy topic names work like passwords: anyone who
+    guesses the topic would see them); no one-tap Approve where an approval needs a
+    reason or a link's approval does not count (``authenticated:``), no one-tap Reject
+    where a rejection needs a reason (the page asks for it)."""
     if cut:
         return Buttons(False, False, CUT)
     if not token:
