@@ -1,9 +1,9 @@
 """Asking people at their own channels: who may decide a request now, the outbox items that
 ask them, and, when one is sent, the message (with its decision link) and where it goes.
 
-Who may decide now: the approvers the rules name for the stage collecting approvals
-(those who have not voted yet; not the requester under ``prevent_self_approval``), or every
-enabled person when the rules name none; an escalation asks the people it names. Each
+Who may decide now: the approvers the rules name for the stage collecting approvals, or
+every enabled person when the rules name none; in either case not those who voted already,
+nor the requester under ``prevent_self_approval``. An escalation asks the people it names. Each
 is asked once per request and event (the outbox keeps each item once ever), at send time
 only if it is still theirs to decide, at the channels ``people`` has for them then.
 """
@@ -74,7 +74,9 @@ class Asking:
             told = escalated_to(step)
             keys = {same_name(n) for n in told}
             names = told if names is None else [n for n in names if same_name(n) in keys]
-        return who_decides(self.journal.people(), names)
+        left_out = state.left_out()  # named or not: never who voted, nor a barred requester
+        people = who_decides(self.journal.people(), names)
+        return [p for p in people if same_name(p.name) not in left_out]
 
     def items(self, request_id: str, event: Event, step: Transition | None = None) -> list[Item]:
         """The items asking each person who may decide the request now (none once decided)."""
@@ -128,9 +130,12 @@ class Asking:
         person = self.journal.person(name)
         if person is None or person.disabled or channel not in person.notify:
             return "skip: not one of their channels now"
-        waiting = self._count(request).waiting_for()
-        if waiting is not None and same_name(name) not in {same_name(n) for n in waiting}:
-            return "skip: not theirs to decide now (decided by others, or voted already)"
+        state = self._count(request)
+        waiting = state.waiting_for()
+        if same_name(name) in state.left_out() or (
+            waiting is not None and same_name(name) not in {same_name(n) for n in waiting}
+        ):
+            return "skip: not theirs to decide now (voted, asked for it, or no approver)"
         missing = [n for n in placeholders(channel) if not os.environ.get(n)]
         if missing:
             return f"needs {', '.join(missing)}, which is not set"
