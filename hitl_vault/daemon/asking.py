@@ -46,6 +46,9 @@ class Send:
     message: Message
     hide: tuple[str, ...] = ()
 
+    def __repr__(self) -> str:  # the URL, the body and ``hide`` may all hold the secret
+        return f"Send({self.message.title!r}, ***)"
+
 
 class Asking:
     """Asks the people who may decide a request, at their own channels."""
