@@ -11,9 +11,10 @@ only if it is still theirs to decide, at the channels ``people`` has for them th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from shlex import quote
 
 from ..identity import LINK, Person, same_name
 from ..model import Request, Status, Transition
@@ -21,10 +22,13 @@ from ..notes.decide import Decider
 from ..notify.config import Event
 from ..notify.ntfy import SCHEMES, scheme_of, with_actions
 from ..notify.people import (
+    NO_LINK,
+    SHARED,
     LinkMaker,
     ask,
     asked,
     channels,
+    clash,
     escalated_to,
     needs_reason,
     who_decides,
@@ -59,11 +63,13 @@ class Asking:
         decider: Decider,
         links: LinkMaker | None,
         wording: Callable[[Request], tuple[str, str, str]],
+        shared: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.journal = journal
         self._decider = decider
         self._links = links  # None: this process makes no links (no service runs)
         self._wording = wording  # (the note's path, the rule's "why", the vault's name)
+        self._shared = shared  # the ``notify:`` targets' URLs in force, as written
 
     def _count(self, request: Request) -> Count:
         """Where the votes leave ``request`` under the rules in force (its history loaded)."""
@@ -143,7 +149,12 @@ class Asking:
         if missing:
             return f"needs {', '.join(missing)}, which is not set"
         url = PLACEHOLDER.sub(lambda m: os.environ[m.group(1)], channel)
-        link = self._links(request, person.name, now) if self._links is not None else None
+        # A channel that is a shared target's or another person's too gets no link.
+        also = clash(channel, person.name, self._shared(), self.journal.people())
+        link = None
+        if self._links is not None and not also:
+            link = self._links(request, person.name, now)
+        no_link = SHARED.format(clash=also, name=quote(person.name)) if also else NO_LINK
         ntfy = link is not None and scheme_of(channel) in SCHEMES
         plan = self._decider.plan(request, code=False)
         proven = plan.authenticated
@@ -153,6 +164,7 @@ class Asking:
             event, request, name=person.name, channel=channel, link=link,
             token=ntfy and has_token(url), reasons=needs_reason(str(plan.require_reason)),
             note=note, vault_name=vault_name, why=why, unproven=unproven,
+            no_link=no_link,
         )  # fmt: skip
         hide = (link.secret,) if link is not None else ()
         return Send(with_actions(url, told.actions) if told.actions else url, told.message, hide)
