@@ -340,7 +340,7 @@ class People:
                     "--notify",
                     f'"{mask_url(url)}" is {also}: {name}\'s decision links there would reach '
                     "whoever reads it",
-                    f"give {name} a channel of their own (a topic or an address only they read)",
+                    f"give {name} a channel of their own: a topic or an address only they read",
                 )
         return kept
 
