@@ -13,13 +13,17 @@ import time
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from hitl_vault.errors import NotLeaderError, ServerUnavailableError
+from hitl_vault.errors import DaemonRunningError, NotLeaderError, ServerUnavailableError
 from hitl_vault.journal.pg import PgJournal
 from hitl_vault.journal.pg_lease import PgLease
+from hitl_vault.journal.pg_url import JOURNAL_ENV
 from hitl_vault.model import Request, Risk, Status, Transition
+from hitl_vault.template import init_vault
+from hitl_vault.vault import Vault
 
 from .helpers import eventually
 from .pgserver import fresh_journal
@@ -179,3 +183,26 @@ def test_a_claim_carries_its_term_and_only_that_term_records_its_outcome(
     assert a.verify_chain() == []
     lease_a.close()
     lease_b.close()
+
+
+@pytest.mark.slow
+def test_run_once_leads_one_term_or_refuses_while_another_host_leads(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hitl-vault run --once`` on a shared journal acts only in a term of its own: refused
+    while another host leads, and it hands its term back when done."""
+    url = fresh_journal(pg_url)
+    monkeypatch.setenv(JOURNAL_ENV, url)
+    root = tmp_path / "vault"
+    init_vault(root)
+    with closing(PgJournal(url)) as other, Vault(root) as vault:
+        lease = other.lease(30)
+        term = lease.take()
+        assert term is not None
+        with pytest.raises(DaemonRunningError, match=f"leads in term {term}"):
+            vault.run(once=True)
+        lease.release(term)
+        vault.run(once=True)
+        leader = other.leader()
+        assert leader is not None and leader.term == term + 1 and not leader.live
+        lease.close()

@@ -28,7 +28,7 @@ from .pg_db import PgDatabase, application_name, connect, typed
 
 # The least time a leader's transaction may stay idle before the server ends its session
 # (PgDatabase.limit_idle): a frozen leader holds up its successor's election no longer.
-IDLE_AT_LEAST = 5.0
+IDLE_AT_LEAST = 2.0
 _ELECT = (
     "UPDATE lease SET term = term + 1, holder = %s, taken = now(), "
     "expires = now() + make_interval(secs => %s) WHERE expires <= now() RETURNING term"
