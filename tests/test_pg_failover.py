@@ -212,7 +212,7 @@ def _settled(cluster: Cluster, ids: list[str]) -> dict[str, Any]:
 def _check_ran_once(cluster: Cluster, ids: list[str], idempotent: set[str]) -> None:
     """Executed non-idempotent actions ran exactly once, interrupted ones at most once,
     idempotent ones at least once, and nothing ran that was not one of ``ids``."""
-    done = eventually(lambda: _quietly(_settled, cluster, ids), timeout=40)
+    done = eventually(lambda: _quietly(_settled, cluster, ids), timeout=40 + 0.1 * len(ids))
     assert isinstance(done, dict)
     ran = cluster.ran()
     assert set(ran) <= cluster.asked, set(ran) - cluster.asked  # nothing unknown ran
@@ -273,7 +273,7 @@ def test_the_other_host_leads_within_the_lease_after_kill_9_and_nothing_runs_twi
     killed_at: list[float] = []
 
     def kill() -> None:
-        time.sleep(random.uniform(0.0, 1.0) * APPROVALS / 12)  # a random moment in the flow
+        time.sleep(random.uniform(0.0, 0.05 * APPROVALS))  # a moment while approvals come in
         assert leader.process is not None
         leader.process.send_signal(signal.SIGKILL)
         killed_at.append(time.monotonic())
