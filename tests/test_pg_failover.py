@@ -107,6 +107,7 @@ class Cluster:
     approver: str
     hosts: list[Host] = field(default_factory=list)
     asked: set[str] = field(default_factory=set)  # every request asked for, by any test
+    noted: dict[str, str | None] = field(default_factory=dict)  # where the API put its note
 
     def start(self, host: Host) -> None:
         log = host.home / f"{host.name}.log"
@@ -154,6 +155,7 @@ class Cluster:
         made = via.call("/api/v1/requests", {"action": action, "params": {"n": n}}, self.agent)
         assert made["status"] == "pending", made
         self.asked.add(made["id"])
+        self.noted[made["id"]] = made["path"]
         return str(made["id"])
 
     def approve(self, via: Host, rid: str) -> None:
@@ -226,8 +228,11 @@ def _check_ran_once(cluster: Cluster, ids: list[str], idempotent: set[str]) -> N
         else:
             assert ran[rid] == 1, (rid, ran[rid])
         assert request.decided_by == "alice", rid
-    with Vault(cluster.root) as vault:
+    with Vault(cluster.root) as vault:  # every note written (by a leader), as the journal says
         assert eventually(lambda: vault.verify() == [], timeout=20)
+        for rid in ids:
+            path = vault.get(rid).path
+            assert path is not None and (cluster.root / path).is_file(), (rid, path)
 
 
 def _quietly(check: Any, *args: Any) -> Any:
@@ -302,6 +307,7 @@ def test_a_frozen_leader_is_replaced_and_rejoins_as_a_follower(cluster: Cluster)
     other = next(h for h in cluster.hosts if h is not frozen)
     old = frozen.health()["term"]
     before, idempotent = _approving(cluster, other, 3, 1, every=1000)
+    assert [cluster.noted[rid] for rid in before] == [None] * 3  # a follower writes no note
     assert frozen.process is not None
     frozen.process.send_signal(signal.SIGSTOP)
     stopped = time.monotonic()

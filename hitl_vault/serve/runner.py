@@ -138,8 +138,11 @@ class Serving:
         self.daemon: Daemon | None = None  # the daemon of the term led now (None: following)
         if isinstance(journal, LeasedStore):  # the daemon runs while this host leads
             lease, renew = lease_settings(os.environ)
-            self.leadership = Leadership(journal, self._daemon_for_term, lease=lease, renew=renew)
-            self.service.leadership = self.leadership
+            self.leadership = leadership = Leadership(
+                journal, self._daemon_for_term, lease=lease, renew=renew
+            )
+            self.service.leadership = leadership
+            self.vault.engine.notes.leave_notes = lambda: leadership.term is None  # a follower
         else:  # the daemon's lock is the lease: the daemon runs here, and publishes every write
             self.service.daemon_here = True
             self.daemon = Daemon(self.vault.engine, links=decision_links(journal))
