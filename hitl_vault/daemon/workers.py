@@ -86,6 +86,9 @@ class Actions:
         # Idempotent actions another host was running, to run again (from when) after a takeover.
         self._rerun: dict[str, tuple[Request, datetime]] = {}
         self.abandoned = False  # the lease is lost: nothing more is started or recorded
+        # Whether this process may still act (a leader: its lease is not overdue), asked
+        # right before each action starts, on its worker thread.
+        self.may_act: Callable[[], bool] = lambda: True
         self._workers = workers
         self._running: dict[str, Future[None]] = {}
         # Actions that ended, with how they went (None: a bug kept it from running), and when.
@@ -224,6 +227,9 @@ class Actions:
         """On a worker thread: run the action; the daemon's next step journals how it went."""
         outcome: Outcome | None = None
         try:
+            if self.abandoned or not self.may_act():  # left executing: the next leader decides
+                log.error("%s: not started: this host no longer leads", request.id)
+                return
             spec = self._rules().actions.get(request.action)
             handler = self._handlers.get(request.action)
             outcome = execute(spec, request, cwd=self._root, handler=handler)
