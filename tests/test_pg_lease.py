@@ -206,3 +206,23 @@ def test_run_once_leads_one_term_or_refuses_while_another_host_leads(
         leader = other.leader()
         assert leader is not None and leader.term == term + 1 and not leader.live
         lease.close()
+
+
+def test_db_migrate_brings_a_schema_1_journal_to_the_lease(pg_url: str) -> None:
+    """A journal made by the first version (no lease) is upgraded by ``db migrate``: the
+    lease row is there, nobody leads yet, and its requests keep their rows."""
+    import psycopg
+
+    from hitl_vault.journal import pg_migrate
+
+    url = fresh_journal(pg_url)
+    with psycopg.connect(url, autocommit=True) as conn:  # back to what schema 1 had
+        conn.execute("DROP TABLE lease")
+        conn.execute("ALTER TABLE requests DROP COLUMN claimed_term")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    done = pg_migrate.migrate(url)
+    assert (done.before, done.after) == (1, 2)
+    with closing(PgJournal(url)) as store:
+        assert store.leader() is None and not store.daemon_running()
+        _new(store, 1)
+        assert _claimed_term(store, "20261206T120000Z-lease-0001") is None
