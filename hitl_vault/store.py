@@ -123,6 +123,7 @@ class Lease(Protocol):
 
     seconds: float  # how long a term holds without a renewal
     holder: str  # how this process shows as the holder (host and pid)
+    deadline: float  # by time.monotonic(): when the term last taken or renewed may end
 
     def take(self) -> int | None:
         """Become the leader if the lease has run out: the new term, else None."""

@@ -65,7 +65,6 @@ class Leadership:
         *,
         lease: float = DEFAULT_LEASE,
         renew: float = DEFAULT_RENEW,
-        clock: Callable[[], float] = time.monotonic,
         once: bool = False,
     ) -> None:
         if not 0 < renew < lease:
@@ -75,7 +74,7 @@ class Leadership:
         self._lease = store.lease(lease)
         self._make_daemon = make_daemon
         self._renew_every = renew
-        self._clock = clock
+        self._clock = time.monotonic  # the lease's deadlines are by this clock
         self._once = once  # ``run --once``: one term if the lease is free, else refused
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -107,16 +106,14 @@ class Leadership:
             self._lease.close()
 
     def _lead_once(self) -> None:
-        sent = self._clock()
         term = self._lease.take()
         if term is None:
             leader = f"the host that leads in term {self._lease.current()}"
             raise DaemonRunningError("the vault's lease", leader)
-        self._deadline = sent + self._lease.seconds
+        self._deadline = self._lease.deadline
         self._lead(term)
 
     def _try_to_lead(self) -> int | None:
-        sent = self._clock()
         try:
             term = self._lease.take()
             if term is None:
@@ -125,7 +122,7 @@ class Leadership:
             log.warning("cannot reach the journal to lead: %s", e)
             return None
         if term is not None:
-            self._deadline = sent + self._lease.seconds
+            self._deadline = self._lease.deadline
         return term
 
     def health(self) -> dict[str, Any]:
@@ -144,8 +141,12 @@ class Leadership:
             daemon.stop()
         log.info("leading the vault (term %d)", term)
         held = threading.Event()  # set when the term ends, whichever way
-        keeper = threading.Thread(target=self._keep, args=(term, held), name="hitl-vault-lease")
-        keeper.start()
+        keepers = [
+            threading.Thread(target=work, args=(term, held), name=f"hitl-vault-lease-{name}")
+            for name, work in (("renew", self._keep), ("watch", self._watch))
+        ]
+        for keeper in keepers:
+            keeper.start()
         try:
             with self._store.owner(term):
                 try:
@@ -154,7 +155,8 @@ class Leadership:
                     daemon.close()
         finally:
             held.set()
-            keeper.join()
+            for keeper in keepers:
+                keeper.join()
             with self._lock:
                 lost = self.term is None
                 self.term, self._daemon, self.seen_term = None, None, term
@@ -163,19 +165,8 @@ class Leadership:
             log.info("no longer leading (term %d)", term)
 
     def _keep(self, term: int, ended: threading.Event) -> None:
-        """Renew ``term`` every ``renew`` seconds; lose it when a renewal fails or is late."""
-        next_renewal = self._clock() + self._renew_every
-        while True:
-            wait = min(next_renewal, self._deadline) - self._clock()
-            if ended.wait(max(wait, 0.0)):
-                return
-            if self._clock() >= self._deadline:
-                self._lose(term, "its lease ran out before it could renew it")
-                return
-            if self._clock() < next_renewal:
-                continue
-            sent = self._clock()
-            next_renewal = sent + self._renew_every
+        """Renew ``term`` every ``renew`` seconds; lose it when another term is elected."""
+        while not ended.wait(self._renew_every) and self.term == term:
             try:
                 renewed = self._lease.renew(term)
             except JournalUnavailableError as e:
@@ -184,7 +175,14 @@ class Leadership:
             if not renewed:
                 self._lose(term, "another host leads now")
                 return
-            self._deadline = sent + self._lease.seconds
+            self._deadline = self._lease.deadline
+
+    def _watch(self, term: int, ended: threading.Event) -> None:
+        """Lose ``term`` once its deadline passes unrenewed, however long a renewal hangs."""
+        while (left := self._deadline - self._clock()) > 0:
+            if ended.wait(left):
+                return
+        self._lose(term, "its lease ran out before it could renew it")
 
     def _lose(self, term: int, why: str) -> None:
         """Stop acting at once: kill the actions' programs, then let the daemon wind down."""

@@ -191,7 +191,8 @@ class PgDatabase:
     def _holds_lease(self, conn: psycopg.Connection[Any], term: int) -> bool:
         """Lock the lease row of ``term`` for this transaction if that term still leads."""
         row = conn.execute(
-            "SELECT 1 FROM lease WHERE term = %s AND expires > now() FOR KEY SHARE", (term,)
+            "SELECT 1 FROM lease WHERE term = %s AND expires > clock_timestamp() FOR KEY SHARE",
+            (term,),
         ).fetchone()
         return row is not None
 

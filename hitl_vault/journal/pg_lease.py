@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,16 +30,23 @@ from .pg_db import PgDatabase, application_name, connect, typed
 # The least time a leader's transaction may stay idle before the server ends its session
 # (PgDatabase.limit_idle): a frozen leader holds up its successor's election no longer.
 IDLE_AT_LEAST = 2.0
+# Times are the server's clock when the row is written (clock_timestamp()). An election
+# first locks a lease that has run out, waiting for the owner's writes under way, and only
+# then counts its own lease from the server's clock: never from before that wait.
+_RUN_OUT = "SELECT 1 FROM lease WHERE expires <= clock_timestamp() FOR UPDATE"
 _ELECT = (
-    "UPDATE lease SET term = term + 1, holder = %s, taken = now(), "
-    "expires = now() + make_interval(secs => %s) WHERE expires <= now() RETURNING term"
+    "UPDATE lease SET term = term + 1, holder = %s, taken = clock_timestamp(), "
+    "expires = clock_timestamp() + make_interval(secs => %s) "
+    "WHERE expires <= clock_timestamp() RETURNING term"
 )
 _RENEW = (
-    "UPDATE lease SET expires = now() + make_interval(secs => %s) "
-    "WHERE term = %s AND holder = %s AND expires > now() RETURNING term"
+    "UPDATE lease SET expires = clock_timestamp() + make_interval(secs => %s) "
+    "WHERE term = %s AND holder = %s AND expires > clock_timestamp() RETURNING term"
 )
-_RELEASE = "UPDATE lease SET expires = now() WHERE term = %s AND holder = %s RETURNING term"
-_STATE = "SELECT term, holder, expires > now() FROM lease"
+_RELEASE = (
+    "UPDATE lease SET expires = clock_timestamp() WHERE term = %s AND holder = %s RETURNING term"
+)
+_STATE = "SELECT term, holder, expires > clock_timestamp() FROM lease"
 
 
 @dataclass(frozen=True)
@@ -67,25 +75,40 @@ class PgLease:
         self._db = db
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
+        # By time.monotonic(): when the term taken or renewed last may be over, at the
+        # earliest (its lease counted from before the statement that set it was sent).
+        self.deadline = 0.0
         db.limit_idle(max(2 * seconds, IDLE_AT_LEAST))
 
-    def _run(self, sql: str, args: tuple[Any, ...]) -> Any:
-        """One statement on the lease's connection, made again after a loss; it may wait
-        for the row at most one lease long."""
+    def _run(self, sql: str, args: tuple[Any, ...], *, first: str | None = None) -> Any:
+        """One statement on the lease's connection, made again after a loss (``first``: in
+        one transaction after that one, which must find a row); each may wait for the row
+        at most one lease long. Sets :attr:`deadline` if it returns a row."""
         with self._lock:
             try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = connect(self._db.url)
-                    wait = int(self.seconds * 1000)
-                    self._conn.execute(f"SET statement_timeout = {wait}")
-                return self._conn.execute(sql, args).fetchone()
+                conn = self._connection()
+                with conn.transaction():
+                    if first is not None and conn.execute(first).fetchone() is None:
+                        return None
+                    sent = time.monotonic()
+                    row = conn.execute(sql, args).fetchone()
+                if row is not None:
+                    self.deadline = sent + self.seconds
+                return row
             except psycopg.Error as e:
                 self._drop()
                 raise typed(self._db.where, e) from None
 
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._db.url)
+            self._conn.execute(f"SET statement_timeout = {int(self.seconds * 1000)}")
+        return self._conn
+
     def take(self) -> int | None:
-        """Elect this process if the lease has run out: its term, or None (another leads)."""
-        row = self._run(_ELECT, (self.holder, self.seconds))
+        """Elect this process if the lease has run out: its term, or None (another leads).
+        The election waits for the owner's writes under way."""
+        row = self._run(_ELECT, (self.holder, self.seconds), first=_RUN_OUT)
         return None if row is None else int(row[0])
 
     def renew(self, term: int) -> bool:
