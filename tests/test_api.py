@@ -306,7 +306,8 @@ def test_a_note_under_authenticated_says_how_to_decide_so_that_it_counts(
     assert "Set `status` to `approved`" not in text
     assert (
         "> Its rules count only an approval proven through api, session or socket: approve "
-        "with `hitl-vault --server URL approve` or the CLI through the service's socket.\n"
+        "with `hitl-vault --server URL approve`, the service's web inbox or the CLI through "
+        "the service's socket.\n"
         "> Setting `status` to `approved` here approves nothing; `rejected` still rejects.\n"
     ) in text
     path = f"/api/v1/requests/{made}/decision"
