@@ -22,7 +22,9 @@ from hitl_vault.identity import (
     unclaimed_text,
 )
 from hitl_vault.model import Origin
-from hitl_vault.notes.render import callout, callouts_written, history_line, unclaimed
+from hitl_vault.notes.callout import callout, callouts_written
+from hitl_vault.notes.claims import unclaimed
+from hitl_vault.notes.render import history_line
 from hitl_vault.policy.quorum import proof_needed, proven_ways
 from hitl_vault.template import init_vault
 

@@ -23,12 +23,10 @@ from ..model import Kind, Request, Status
 from ..params import describe_changes
 from ..store import JournalStore
 from ..text import one_line
+from .callout import VOTES_CALLOUT, callout, callouts_written
 from .edit import NOT_COUNTED, edit_note, vote_lines
 from .file import Note, read_note
 from .render import (
-    VOTES_CALLOUT,
-    callout,
-    callouts_written,
     details_table,
     history_key,
     history_line,
