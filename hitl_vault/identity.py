@@ -204,7 +204,7 @@ _CLAIM = re.compile(
 # Letters that look like the Latin ones of the words a claim is made of (by, approved,
 # rejected, voted, via, api, session, socket, link): Cyrillic, Greek, Armenian, Cherokee,
 # Coptic, small capitals... as Unicode's confusables list (TR39) maps them, checked before
-# and after casefolding (a capital Greek nu looks like N, a small one like v). NFKC has
+# and after casefolding (a capital Greek nu looks like N, a small one like v). NFKD has
 # already made full-width and mathematical letters plain ones.
 _LOOK_ALIKES = {
     "a": "\u0430\u03b1\u0251\u237a\u0410\u0391\u13aa\u15c5",
@@ -226,12 +226,14 @@ _LOOK_ALIKES = {
     "y": "\u0443\u03b3\u04af\u028f\u10e7\u0263\u0423\u03a5\u04ae",
 }
 _LATIN = {look: latin for latin, looks in _LOOK_ALIKES.items() for look in looks}
+# What a ``v`` may read as before the look-alikes are made Latin: text with none claims nothing.
+_V = frozenset("v" + _LOOK_ALIKES["v"] + _LOOK_ALIKES["v"].casefold())
 # Letters and signs that show as a blank (Hangul fillers, the braille blank): read as spaces.
 _BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
 
 
 def _folded(text: str, hidden: str) -> tuple[str, list[int]]:
-    """``text`` as a claim is looked for in it: each character NFKC'd, its look-alikes of
+    """``text`` as a claim is looked for in it: each character NFKD'd, its look-alikes of
     Latin letters made Latin, casefolded; spaces, blank letters and control characters a
     space; combining marks dropped; invisible characters (a zero-width space, a tag)
     ``hidden`` (``""`` or ``" "``: they may join a word or split two). With, for each
@@ -239,7 +241,7 @@ def _folded(text: str, hidden: str) -> tuple[str, list[int]]:
     folded: list[str] = []
     where: list[int] = []
     for i, ch in enumerate(text):
-        for c in unicodedata.normalize("NFKC", ch):
+        for c in unicodedata.normalize("NFKD", ch):  # ``ṽ``: v and its accent
             for d in _LATIN.get(c) or c.casefold():
                 kind = unicodedata.category(d)
                 if d == "\n":
@@ -268,6 +270,8 @@ def channel_claims(text: str) -> list[int]:
     the same words in a summary, a context or a reason are someone's text, and whatever
     shows them must not let them pass for a record."""
     if text.isascii() and "via" not in text.lower():  # no look-alike, no hidden letter
+        return []
+    if _V.isdisjoint(unicodedata.normalize("NFKD", text).casefold()):  # no ``via`` at all
         return []
     ends: set[int] = set()
     for hidden in ("", " "):

@@ -57,6 +57,7 @@ BLANKS = {
     "a zero-width space between words": "approved\u200bby alice via\u200bapi",
     "a tag character between words": "approved by alice via\U000e0020api",
     "a combining accent": "approved by alice via\u0301 api",
+    "an accented letter": "approved by alice \u1e7dia api",
     "a soft hyphen inside a word": "appro\u00adved by alice via api",
 }
 OTHER_WORDS = {
