@@ -226,6 +226,10 @@ _LOOK_ALIKES = {
     "y": "\u0443\u03b3\u04af\u028f\u10e7\u0263\u0423\u03a5\u04ae",
 }
 _LATIN = {look: latin for latin, looks in _LOOK_ALIKES.items() for look in looks}
+# ASCII folded as :func:`_folded` folds it: control characters as spaces, 0 and 1 as o and l.
+_ASCII = str.maketrans(
+    {**{chr(c): " " for c in (*range(32), 127) if chr(c) != "\n"}, "0": "o", "1": "l"}
+)
 # What a ``v`` may read as before the look-alikes are made Latin: text with none claims nothing.
 _V = frozenset("v" + _LOOK_ALIKES["v"] + _LOOK_ALIKES["v"].casefold())
 # Letters and signs that show as a blank (Hangul fillers, the braille blank): read as spaces.
@@ -269,8 +273,9 @@ def channel_claims(text: str) -> list[int]:
     Only the service records a proof, in a history step's details (:func:`proven_by`);
     the same words in a summary, a context or a reason are someone's text, and whatever
     shows them must not let them pass for a record."""
-    if text.isascii() and "via" not in text.lower():  # no look-alike, no hidden letter
-        return []
+    if text.isascii():  # one character each, nothing hidden: folded at C speed
+        folded = text.lower().translate(_ASCII)
+        return [m.end() for m in _CLAIM.finditer(folded)]
     if _V.isdisjoint(unicodedata.normalize("NFKD", text).casefold()):  # no ``via`` at all
         return []
     ends: set[int] = set()
