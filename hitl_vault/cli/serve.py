@@ -7,6 +7,7 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import re
 import sys
 import urllib.parse
 from pathlib import Path
@@ -54,12 +55,40 @@ def check_listen(host: str, allow_remote: bool) -> None:
     )
 
 
+# A public URL's path: plain segments (``/vault``, ``/tools/hitl``), each a name a proxy's
+# ``handle_path`` can strip; no ``.`` or ``..``, nothing percent-encoded.
+_PATH = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*")
+
+
 def check_public_url(url: str) -> str:
-    """An http(s) URL with a host: plain http only for this machine (tokens travel in it)."""
+    """An http(s) URL with a host, and perhaps a path (the prefix a proxy strips, as Caddy's
+    ``handle_path`` does), nothing else: no user or password, query or fragment (a link is
+    the URL followed by ``/d/<secret>``). Plain http only for this machine (tokens travel
+    in it). Returned without its last ``/``."""
     parts = urllib.parse.urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadUsage(
             f"--public-url: {url!r} is not an http(s) URL (e.g. https://vault.example.com)"
+        )
+    extra = [
+        what
+        for what, given in (
+            ("a user or password", parts.username is not None or parts.password is not None),
+            ("a query", bool(parts.query) or "?" in url),
+            ("a fragment", bool(parts.fragment) or "#" in url),
+        )
+        if given
+    ]
+    if extra:
+        raise BadUsage(
+            f"--public-url: {url!r} has {' and '.join(extra)}: give the address alone, as "
+            "the phone opens it (e.g. https://vault.example.com or https://example.com/vault)"
+        )
+    path = parts.path.rstrip("/")
+    if not _PATH.fullmatch(path):
+        raise BadUsage(
+            f"--public-url: {url!r} has a path a link cannot go under ({parts.path!r}): give "
+            "plain names, no '.', '..' or '%' (e.g. https://example.com/vault)"
         )
     if parts.scheme == "http" and not _loopback(parts.hostname):
         raise BadUsage(
