@@ -90,7 +90,8 @@ def test_a_sign_in_link_signs_in_once_within_ten_minutes() -> None:
 
 
 def test_a_link_needs_the_recorded_public_url_and_an_enabled_person() -> None:
-    """No public URL: the error names serve --public-url; nobody, or a disabled person: refused."""
+    """No public URL: the error names serve --public-url; nobody, or a disabled person: refused,
+    and a link made before a disable stays dead once they are enabled again."""
     with pytest.raises(UsageError, match="--public-url"):
         login_link(_store(public_url=None), "alice", now=T0, by="owner")
     store = _store()
@@ -102,6 +103,11 @@ def test_a_link_needs_the_recorded_public_url_and_an_enabled_person() -> None:
         login_link(store, "bob", now=T0, by="owner")
     with pytest.raises(NotAuthenticatedError, match="bob is disabled"):
         Sessions(store, send=Told()).with_link(_secret(address), "x", T0 + 2 * MINUTE)
+    People(store, by="owner", send=Told()).set("bob", enable=True, now=T0 + 3 * MINUTE)
+    with pytest.raises(NotAuthenticatedError, match="before bob's entry in people last changed"):
+        Sessions(store, send=Told()).with_link(_secret(address), "x", T0 + 4 * MINUTE)
+    _, fresh = login_link(store, "bob", now=T0 + 4 * MINUTE, by="owner")
+    assert Sessions(store, send=Told()).with_link(_secret(fresh), "x", T0 + 5 * MINUTE)
 
 
 def test_an_approver_token_signs_in_and_an_agent_token_does_not() -> None:

@@ -32,6 +32,7 @@ from ..notify.send import (
 )
 from ..store import JournalStore
 from ..times import format_ts
+from . import links
 from .names import check_name
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,9 @@ def _end_access(store: JournalStore, person: Person, now: datetime, by: str) -> 
     """End at once everything that lets ``person`` act through the service: every token of
     theirs and every session they signed in to the web inbox (how many of each were live
     is returned). Their outstanding links die with them: a decision link or a sign-in link
-    of a disabled person is refused when it is used. Called inside the write that disables
-    them, so no use of the old ones slips in between."""
+    of a disabled person is refused when it is used (and their decision links stay dead
+    once they are enabled again: :meth:`People.set` ends them). Called inside the write that
+    disables them, so no use of the old ones slips in between."""
     why = f"{person.name} disabled"
     live = [c.id for c in store.credentials(person.name) if c.revoked is None]
     revoked = store.revoke_credentials(live, now, by, why)
@@ -206,14 +208,20 @@ class People:
             raise UsageError("people set", f"{old.name} is like this already", "nothing to do")
         self._check_uids(new)
         event = "person enabled" if old.disabled and not new.disabled else "person changed"
-        self._store.save_person(new, now, self._by, event)
+        with self._store.batch():
+            self._store.save_person(new, now, self._by, event)
+            if event == "person enabled":  # the links made before they were disabled stay dead
+                links.end(self._store, new.name, now=now, by=self._by)
         lines = [f"{self._by} changed your entry ({old.name}) at {format_ts(now)}:"]
         if new.uids != old.uids:
             lines.append(f"OS users were {_uids_text(old.uids)}, now {_uids_text(new.uids)}")
         if new.notify != old.notify:
             lines.append(f"channels were {_kinds(old.notify)}, now {_kinds(new.notify)}")
         if event == "person enabled":
-            lines.append("you are enabled again (tokens revoked before stay revoked)")
+            lines.append(
+                "you are enabled again (tokens revoked before stay revoked, and decision "
+                "links sent before stay dead)"
+            )
         channels = dict.fromkeys([*old.notify, *new.notify])
         told = self._tell(channels, "hitl-vault: your entry in people changed", "\n".join(lines))
         return Change(self._stored(old.name), event, told)

@@ -154,6 +154,13 @@ class Sessions:
         person = self._store.person(link.name)
         if person is None or person.disabled:
             raise SignInError(f"{link.name} is disabled, and a disabled person signs in nowhere")
+        if person.changed is not None and link.created < person.changed:
+            # Disabled and enabled again since (or given other channels): a link sent before
+            # stays dead, as their tokens and decision links do.
+            raise SignInError(
+                f"this sign-in link was made before {person.name}'s entry in people last "
+                f"changed, at {format_ts(person.changed)}: {_FIX}"
+            )
         return person
 
     def with_link(self, secret: str, client: str, now: datetime) -> SignedIn:

@@ -96,7 +96,9 @@ def people_add(ctx: click.Context, name: str, uids: tuple[int, ...], urls: tuple
 @click.argument("name")
 @uid_option
 @notify_option
-@click.option("--enable", is_flag=True, help="Enable a disabled person again (no tokens back).")
+@click.option(
+    "--enable", is_flag=True, help="Enable a disabled person again (no tokens or old links back)."
+)
 @click.pass_context
 def people_set(
     ctx: click.Context, name: str, uids: tuple[int, ...], urls: tuple[str, ...], enable: bool
@@ -265,6 +267,29 @@ def token_add(
     click.echo(
         "This token will not be shown again: store it now (only its hash is kept).", err=True
     )
+
+
+@token.command("end-links")
+@click.argument("name", required=False)
+@click.pass_context
+def token_end_links(ctx: click.Context, name: str | None) -> None:
+    """End every decision link sent so far, at once and for good, or NAME's only; logged.
+
+    A link sent before is refused from now on (its page says it was ended); links in the
+    messages sent after work, and decisions made through links stand.
+    """
+    from ..access import links
+    from ..access.names import os_user
+    from ..errors import AccessError
+
+    with _store(ctx) as store:
+        person = None if name is None else store.person(name)
+        if name is not None and person is None:
+            fix = "see them with hitl-vault people list"
+            raise AccessError(name.strip(), "is not in people", fix)
+        links.end(store, None if person is None else person.name, now=_now(), by=os_user())
+    whose = "every decision link" if person is None else f"every decision link of {person.name}"
+    click.echo(f"ended {whose} sent so far (links sent from now on work)")
 
 
 @token.command("list")

@@ -12,7 +12,7 @@
   in one line of plain text.
 
 A link that cannot decide (used, expired, decided since, params changed, a disabled person,
-not one of ours) gets a page saying why with a 4xx status, and nothing changes. Forged links
+ended, not one of ours) gets a page saying why with a 4xx status, and nothing changes. Forged links
 count as failed sign-ins from the client's address; once refused (429), its every link
 attempt is, until the block ends. A link's secret is never logged (the access log shows
 ``/d/…``).
@@ -61,6 +61,7 @@ REFUSALS = {
     LinkProblem.DECIDED: (409, "This request was decided since"),
     LinkProblem.PARAMS_CHANGED: (409, "The params changed since this link was sent"),
     LinkProblem.PERSON_DISABLED: (403, "This link's person may not decide"),
+    LinkProblem.ENDED: (410, "This link was ended"),
 }
 
 
@@ -175,6 +176,12 @@ class LinkPages:
             raise LinkError(LinkProblem.PARAMS_CHANGED, links.PARAMS_CHANGED, grant.request_id)
         return values
 
+    def _params_unchanged(self, grant: LinkGrant) -> None:
+        """The params that would run are the link's (read as :meth:`_checked` reads them,
+        without the rest of the page)."""
+        if self.service.engine.params_to_run(grant.request_id)[1] != grant.params_sha:
+            raise LinkError(LinkProblem.PARAMS_CHANGED, links.PARAMS_CHANGED, grant.request_id)
+
     def _page(self, base: str, secret: str, grant: LinkGrant, **extra: Any) -> dict[str, Any]:
         return {
             **self._checked(grant),
@@ -245,13 +252,19 @@ class LinkPages:
             raise UsageError("decision", f"{decision[:20]!r} is not a decision", "press a button")
         if len(reason) > REASON_LIMIT:
             raise UsageError("reason", f"is over {REASON_LIMIT} characters", "say it shorter")
-        self._checked(grant)
         approve = decision == "approve"
+        if not approve:  # a rejection runs nothing, so the engine compares no params
+            self._params_unchanged(grant)
         who = Principal(grant.person, Role.APPROVER, LINK, client=client)
-        done = self.service.decide(
-            who, grant.request_id, approve, reason, grant.params_sha if approve else None,
-            spend=lambda: links.spend(self.store, grant, utcnow()),
-        )  # fmt: skip
+        try:  # an approval: the engine refuses any params but the link's (the note's too)
+            done = self.service.decide(
+                who, grant.request_id, approve, reason, grant.params_sha if approve else None,
+                spend=lambda: links.spend(self.store, grant, utcnow()),
+            )  # fmt: skip
+        except ParamsChangedError:
+            raise LinkError(
+                LinkProblem.PARAMS_CHANGED, links.PARAMS_CHANGED, grant.request_id
+            ) from None
         word = "approved" if approve else "rejected"
         pending = done.status is Status.PENDING
         said = f"{word} by {grant.person} via link"
