@@ -11,10 +11,12 @@ import re
 import unicodedata
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hitl_vault import Vault
 from hitl_vault.access import links
 from hitl_vault.cli.common import BadUsage
 from hitl_vault.cli.serve import check_public_url
@@ -322,3 +324,23 @@ def test_a_public_url_with_a_path_is_kept_without_its_last_slash() -> None:
     """A path prefix is kept (``https://host/vault/`` → ``https://host/vault``)."""
     assert check_public_url(" https://host.example/vault/ ") == "https://host.example/vault"
     assert check_public_url("https://host.example/") == "https://host.example"
+
+
+def test_serve_refuses_to_start_with_a_kept_public_url_links_cannot_use(tmp_path: Path) -> None:
+    """A public URL kept by an earlier release with a query stops ``serve`` at start (exit
+    2), naming the fix, before anything listens."""
+    from hitl_vault.cli.serve import _record
+    from hitl_vault.template import init_vault
+
+    root = tmp_path / "vault"
+    init_vault(root)
+    with Vault(root) as vault:
+        kept = "https://vault.example.com/?from=old"
+        vault.engine.journal.set_setting("public_url", kept, utcnow(), "owner")
+        with pytest.raises(BadUsage) as refused:
+            _record(vault, None)
+        assert refused.value.exit_code == 2
+        assert "has a query" in str(refused.value) and "give serve --public-url again" in str(
+            refused.value
+        )
+        assert _record(vault, "https://vault.example.com") == "https://vault.example.com"

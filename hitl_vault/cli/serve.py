@@ -257,12 +257,22 @@ def _unix_socket(serving: Serving, given: Path | None) -> Path:
 
 def _record(vault: Vault, url: str | None) -> str | None:
     """Keep the public URL (journaled when it changes) and the service's uid in the store;
-    the public URL in force (the one kept before, when none is given)."""
+    the public URL in force (the one kept before, when none is given, checked as
+    ``--public-url`` is: one kept by an earlier release may hold what links cannot)."""
     from ..access.names import os_user
 
     # The OS user running the service (its uid's name), not $USER, which anyone can set.
     journal, now, by = vault.engine.journal, vault.engine.now(), os_user()
+    kept = journal.setting("public_url") if url is None else None
+    if kept is not None:
+        try:
+            check_public_url(kept)
+        except BadUsage as e:
+            raise BadUsage(
+                f"{e.message} (the public URL kept in the store: give serve --public-url "
+                "again to replace it)"
+            ) from None
     if url is not None:
         journal.set_setting("public_url", url, now, by)
     journal.set_setting("service_uid", str(os.getuid()), now, by)
-    return url or journal.setting("public_url")
+    return url or kept
