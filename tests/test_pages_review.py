@@ -144,8 +144,7 @@ def found(pattern: str, page: Answer) -> str:
 def test_a_public_url_with_a_path_works_end_to_end_behind_a_proxy(
     server: Server, agent: str, keep: bool
 ) -> None:
-    """Under https://host/vault, the link's page, its stylesheet, its form, the inbox's
-    sign-in, links, redirects, cookies and sign-out all stay under /vault."""
+    """Under host/vault: page, stylesheet, forms, sign-in, links, redirects, cookies stay there."""
     browser = Browser(server, keep=keep)
     made = submit(server, agent, summary="ship it")
     address = links.address(str(server.vault.engine.journal.setting("public_url")),
@@ -182,8 +181,7 @@ def test_a_public_url_with_a_path_works_end_to_end_behind_a_proxy(
 def test_the_access_log_never_shows_what_follows_d_or_login(
     server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Behind a proxy that keeps the prefix, and for malformed paths, the log hides the
-    secret: only a final approve or reject after one hidden part is shown."""
+    """The log hides all after /d/ or /login/ (a kept prefix too) but a link's approve|reject."""
     assert logged_path("/vault/d/SECRET") == "/vault/d/…"
     assert logged_path("/d/SECRET/approve") == "/d/…/approve"
     assert logged_path("/d//SECRET") == "/d/…"
@@ -201,8 +199,7 @@ def test_the_access_log_never_shows_what_follows_d_or_login(
 def test_invisible_and_reordering_characters_show_as_marked_escapes(
     server: Server, agent: str
 ) -> None:
-    """A right-to-left override, a zero-width space or an isolate in the summary, a param's
-    name or value, the context or a vote's reason shows as a marked \\uXXXX, never as it is."""
+    """Bidi and zero-width characters show as marked codes in summary, params, context, reasons."""
     made = submit(
         server, agent, "release", summary="harmless \u202eeteled\u202c",
         params={"cmd": "echo safe #\u202e hs | x.evil//:sptth lruc", "k\u2066ey": 1},
@@ -235,8 +232,7 @@ def test_invisible_and_reordering_characters_show_as_marked_escapes(
 def test_every_answer_has_the_safe_headers_and_no_secret_path(
     server: Server, method: str, path: str, headers: dict[str, str]
 ) -> None:
-    """Error answers, the guard's and the API's too, are not cached, sniffed, framed or
-    referred, and none repeats the secret in its path."""
+    """Error answers (the guard's, the API's) carry the safe headers and never echo a secret."""
     answer = server.call(method, path, headers=headers)
     assert answer.status >= 400
     for name, value in SAFE.items():
@@ -293,8 +289,7 @@ async def test_a_bugs_500_has_the_safe_headers_too() -> None:
 def test_origin_null_is_taken_on_the_forms_exact_routes_only(
     server: Server, path: str, taken: bool
 ) -> None:
-    """``Origin: null`` (a no-referrer page's form) passes the guard on the routes that check
-    a CSRF token or a link, and nowhere else."""
+    """``Origin: null`` passes only on the exact routes that check a CSRF token or a link."""
     answer = server.call("POST", path, b"", headers={"Origin": "null"})
     refused = answer.status == 403 and "Origin" in said(answer)
     assert refused is not taken, (answer.status, answer.body)
@@ -327,8 +322,7 @@ def test_a_public_url_with_a_path_is_kept_without_its_last_slash() -> None:
 
 
 def test_serve_refuses_to_start_with_a_kept_public_url_links_cannot_use(tmp_path: Path) -> None:
-    """A public URL kept by an earlier release with a query stops ``serve`` at start (exit
-    2), naming the fix, before anything listens."""
+    """A kept public URL with a query stops ``serve`` before it listens (exit 2, the fix)."""
     from hitl_vault.cli.serve import _record
     from hitl_vault.template import init_vault
 
