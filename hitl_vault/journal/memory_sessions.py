@@ -13,12 +13,14 @@ from ..store import ServiceEntry
 from .memory_state import Memory, State, ts
 from .session_rows import (
     LINK_MADE,
+    LINK_USED,
     SESSION_ENDED,
     SIGNED_IN,
     end_details,
     link_details,
     session_details,
     session_problems,
+    used_details,
 )
 
 Log = Callable[[State, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
@@ -61,7 +63,8 @@ class MemorySessions:
             link = s.sign_in_links.get(key)
             if link is None or link.used is not None:
                 return False
-            s.sign_in_links[key] = replace(link, used=ts(at))
+            s.sign_in_links[key] = spent = replace(link, used=ts(at))
+            self._log(s, at, link.name, LINK_USED, link.name, used_details(spent))
         return True
 
     def add_session(self, session: Session, at: datetime, by: str) -> None:

@@ -17,20 +17,23 @@ from ..times import format_ts, parse_ts
 from .service_chain import ServiceRow
 from .session_rows import (
     LINK_MADE,
+    LINK_USED,
     SESSION_ENDED,
     SIGNED_IN,
     end_details,
     link_details,
     session_details,
     session_problems,
+    used_details,
 )
 from .sqlite_db import _BAD_ROW, Database
 
 _LINK = "SELECT key, name, created, expires, used FROM sign_in_links"
-_SESSION = "SELECT key, name, created, expires, how, client, ended FROM sessions"
+_SESSION = "SELECT key, name, created, expires, how, client, ended, credential FROM sessions"
 _LOGGED = (
     "SELECT seq, at, by, event, subject, details, prev_hash, hash, uid FROM service_log "
-    f"WHERE event IN ('{LINK_MADE}', '{SIGNED_IN}', '{SESSION_ENDED}') ORDER BY seq"
+    f"WHERE event IN ('{LINK_MADE}', '{LINK_USED}', '{SIGNED_IN}', '{SESSION_ENDED}') "
+    "ORDER BY seq"
 )
 Log = Callable[[sqlite3.Connection, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
 # Every row of each query, all read in one transaction (Access._snapshot).
@@ -46,7 +49,7 @@ def _link(r: Any) -> SignInLink:
 
 
 def _session(r: Any) -> Session:
-    return Session(r[0], r[1], parse_ts(r[2]), parse_ts(r[3]), r[4], r[5], _opt_ts(r[6]))
+    return Session(r[0], r[1], parse_ts(r[2]), parse_ts(r[3]), r[4], r[5], _opt_ts(r[6]), r[7])
 
 
 class SessionTable:
@@ -102,6 +105,9 @@ class SessionTable:
                 "UPDATE sign_in_links SET used = ? WHERE key = ? AND used IS NULL",
                 (format_ts(at), key),
             ).rowcount
+            if spent:  # logged in the same transaction: a spend undone shows in verify
+                link = _link(db.execute(_LINK + " WHERE key = ?", (key,)).fetchone())
+                self._log(db, at, link.name, LINK_USED, link.name, used_details(link))
         return bool(spent)
 
     def add_session(self, session: Session, at: datetime, by: str) -> None:
@@ -109,10 +115,11 @@ class SessionTable:
         try:
             with self._db.write() as db:
                 db.execute(
-                    "INSERT INTO sessions (key, name, person, created, expires, how, client) "
-                    "VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO sessions (key, name, person, created, expires, how, client, "
+                    "credential) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
                     (s.key, s.name, same_name(s.name), format_ts(s.created),
-                     format_ts(s.expires), s.how, s.client),
+                     format_ts(s.expires), s.how, s.client, s.credential),
                 )  # fmt: skip
                 self._log(db, at, by, SIGNED_IN, s.name, session_details(s))
         except sqlite3.IntegrityError:
