@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
+import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import timedelta
@@ -292,6 +294,24 @@ def test_the_inbox_looks_at_every_pending_request_and_says_how_many_more_wait(
     listed = erin.go("GET", "/").body
     assert all(made in listed for made in newer) and old not in listed
     assert "1 more, older, wait for you" in listed
+
+
+def test_a_channel_that_hangs_holds_no_sign_in(server: Server) -> None:
+    """Signing in does not wait on the person's channel: a receiver that never answers."""
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)
+    hang.settimeout(10)
+    try:
+        gina = Person("gina", notify=(f"json://127.0.0.1:{hang.getsockname()[1]}/x",))
+        server.vault.engine.journal.save_person(gina, utcnow(), "owner", "person added")
+        started = time.monotonic()
+        browser = signed_in(server, "gina")
+        assert time.monotonic() - started < 2 and browser.session
+        accepted, _ = hang.accept()  # the notice is on its way, off the service's threads
+        accepted.close()  # and fails: logged, not retried
+    finally:
+        hang.close()
 
 
 def test_a_sign_in_cookie_planted_by_another_host_signs_nobody_in(server: Server) -> None:
