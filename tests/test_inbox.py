@@ -344,9 +344,10 @@ def test_a_session_ends_after_twelve_hours_at_sign_out_and_when_disabled(
     person's decision link made before is refused too."""
     journal = server.vault.engine.journal
     then = utcnow() - timedelta(hours=12, seconds=1)
-    credential, _ = tokens.mint(journal, "carol", Role.APPROVER, now=then, by="owner")
-    carol = Principal("carol", Role.APPROVER, SESSION, credential.id, client="127.0.0.1")
-    old = Sessions(journal).with_token(carol, then)
+    journal.save_person(Person("frank"), then, "owner", "person added")  # 12 hours ago
+    credential, _ = tokens.mint(journal, "frank", Role.APPROVER, now=then, by="owner")
+    frank = Principal("frank", Role.APPROVER, SESSION, credential.id, client="127.0.0.1")
+    old = Sessions(journal).with_token(frank, then)
     stale = Browser(server)
     stale.jar[SESSION_COOKIE] = old.secret
     assert "Sign in" in stale.go("GET", "/").body and stale.session is None

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from hitl_vault.access import tokens
 from hitl_vault.access.people import People
-from hitl_vault.access.sessions import Sessions, login_link
+from hitl_vault.access.sessions import Sessions, SignInError, login_link
 from hitl_vault.cli.main import cli
 from hitl_vault.errors import AccessError, NotAuthenticatedError, UsageError
 from hitl_vault.identity import Person, Principal, Role
@@ -162,19 +162,29 @@ def test_a_session_ends_after_twelve_hours_at_sign_out_and_when_disabled() -> No
     ]
 
 
-def test_a_session_opened_as_its_person_is_disabled_stays_dead_once_they_are_enabled() -> None:
-    """A session added after its person was read, but as they were disabled, never comes back."""
+def test_a_session_opened_as_its_person_is_disabled_is_refused_and_never_comes_back() -> None:
+    """A disable between reading the person and the session's write: refused, nothing kept."""
     store = _store()
     sessions = Sessions(store, send=Told())
     person = store.person("alice")  # with_token and with_link read the person: enabled
     assert person is not None and not person.disabled
-    People(store, by="owner", send=Told()).disable("alice", now=T0 + MINUTE)  # meanwhile
-    _, secret = sessions._open(person, "token 000000000000", "10.0.0.5", T0 + 2 * MINUTE)
-    assert sessions.find(secret, T0 + 3 * MINUTE) is None
-    People(store, by="owner", send=Told()).set("alice", enable=True, now=T0 + 4 * MINUTE)
-    assert sessions.find(secret, T0 + 5 * MINUTE) is None
-    fresh = sessions.with_token(_who(store, "alice", Role.APPROVER), T0 + 5 * MINUTE)
-    assert sessions.find(fresh.secret, T0 + 6 * MINUTE) == fresh.session
+    People(store, by="owner", send=Told()).disable("alice", now=T0)  # meanwhile, that second
+    with pytest.raises(SignInError, match="alice was disabled"):
+        sessions._open(person, "token 000000000000", "10.0.0.5", T0)
+    People(store, by="owner", send=Told()).set("alice", enable=True, now=T0)
+    assert "signed in" not in [e.event for e in store.service_log()]
+    fresh = sessions.with_token(_who(store, "alice", Role.APPROVER), T0 + MINUTE)
+    assert sessions.find(fresh.secret, T0 + 2 * MINUTE) == fresh.session
+
+
+def test_a_change_to_the_persons_entry_ends_the_sessions_opened_before_it() -> None:
+    """find refuses a session made before its person's entry last changed (a re-enable too)."""
+    store = _store()
+    sessions = Sessions(store, send=Told())
+    signed = sessions.with_token(_who(store, "bob", Role.APPROVER), T0)
+    People(store, by="owner", send=Told()).set("bob", uids=[1001], now=T0 + MINUTE)
+    assert sessions.find(signed.secret, T0 + 2 * MINUTE) is None
+    assert store.session(signed.session.key).ended is None  # type: ignore[union-attr]
 
 
 def test_a_session_ends_with_the_token_it_was_opened_with() -> None:

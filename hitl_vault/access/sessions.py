@@ -291,7 +291,9 @@ class Sessions:
         until: datetime | None = None,
     ) -> tuple[Session, str]:
         """A new session of ``person`` (``credential``: the token's id; ``until``: when that
-        token expires, which the session never outlives), recorded and logged."""
+        token expires, which the session never outlives), recorded and logged.
+        :class:`SignInError` if the store's write finds them disabled (or changed) since
+        they were read: ``people disable`` landed in between."""
         secret = _secret(self._entropy)
         at = now.replace(microsecond=0)
         where = " ".join(client.split())[:200]
@@ -299,7 +301,11 @@ class Sessions:
         session = Session(
             digest(secret), person.name, at, expires, how, where, credential=credential
         )
-        self._store.add_session(session, now, person.name)
+        if not self._store.add_session(session, now, person.name):
+            raise SignInError(
+                f"{person.name} was disabled, or their entry in people changed, as they signed "
+                "in: sign in again (a disabled person signs in nowhere)"
+            )
         return session, secret
 
     def _tell(self, person: Person, session: Session) -> None:

@@ -27,7 +27,7 @@ from .session_rows import (
     session_problems,
     used_details,
 )
-from .sqlite_sessions import _link, _session
+from .sqlite_sessions import _link, _may_open, _session
 
 _LINK = "SELECT key, name, created, expires, used FROM sign_in_links"
 _SESSION = "SELECT key, name, created, expires, how, client, ended, credential FROM sessions"
@@ -97,11 +97,16 @@ class PgSessionTable:
                 self._log(db, at, link.name, LINK_USED, link.name, used_details(link))
         return bool(spent)
 
-    def add_session(self, session: Session, at: datetime, by: str) -> None:
+    def add_session(self, session: Session, at: datetime, by: str) -> bool:
         s = session
         try:
             with self._db.write() as db:
                 lock_head(db)  # first: writers never wait on each other in a circle
+                person = db.execute(
+                    "SELECT disabled, changed FROM people WHERE key = %s", (same_name(s.name),)
+                ).fetchone()
+                if not _may_open(person, s):
+                    return False
                 db.execute(
                     "INSERT INTO sessions (key, name, person, created, expires, how, client, "
                     "credential) "
@@ -112,6 +117,7 @@ class PgSessionTable:
                 self._log(db, at, by, SIGNED_IN, s.name, session_details(s))
         except Conflict:
             raise DuplicateError(f"session {s.id}") from None
+        return True
 
     def session(self, key: str) -> Session | None:
         found = self._db.rows(_SESSION + " WHERE key = %s", (key,), _session)

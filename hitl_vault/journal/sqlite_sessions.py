@@ -52,6 +52,12 @@ def _session(r: Any) -> Session:
     return Session(r[0], r[1], parse_ts(r[2]), parse_ts(r[3]), r[4], r[5], _opt_ts(r[6]), r[7])
 
 
+def _may_open(person: Any, session: Session) -> bool:
+    """Whether a person's row as a session's write reads it (``disabled, changed``; None: no
+    such person) lets the session be opened: enabled, unchanged since it was made."""
+    return person is not None and not person[0] and parse_ts(person[1]) <= session.created
+
+
 class SessionTable:
     """The sign-in links and sessions of :class:`~hitl_vault.journal.sqlite.Journal`, on the
     database it is handed, logged through ``log`` (in the same transaction) and read at one
@@ -110,10 +116,15 @@ class SessionTable:
                 self._log(db, at, link.name, LINK_USED, link.name, used_details(link))
         return bool(spent)
 
-    def add_session(self, session: Session, at: datetime, by: str) -> None:
+    def add_session(self, session: Session, at: datetime, by: str) -> bool:
         s = session
         try:
             with self._db.write() as db:
+                person = db.execute(
+                    "SELECT disabled, changed FROM people WHERE key = ?", (same_name(s.name),)
+                ).fetchone()
+                if not _may_open(person, s):
+                    return False
                 db.execute(
                     "INSERT INTO sessions (key, name, person, created, expires, how, client, "
                     "credential) "
@@ -124,6 +135,7 @@ class SessionTable:
                 self._log(db, at, by, SIGNED_IN, s.name, session_details(s))
         except sqlite3.IntegrityError:
             raise DuplicateError(f"session {s.id}") from None
+        return True
 
     def session(self, key: str) -> Session | None:
         found = self._db.rows(_SESSION + " WHERE key = ?", (key,), _session)
