@@ -274,8 +274,9 @@ MESSAGE_LIMIT = 4000  # title + body, in characters; ntfy takes 4,096 bytes
 
 @dataclass(frozen=True)
 class Message:
-    """A notification: a one-line title and a plain-text body. ``cut``: the body had to
-    leave some of the request's params out to fit (the note has them all)."""
+    """A notification: a one-line title and a plain-text body. ``cut``: the body does not
+    show every param exactly as it would run (some left out to fit, or shown shortened or
+    on one line; the note has them all)."""
 
     title: str
     body: str
