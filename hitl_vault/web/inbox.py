@@ -325,7 +325,8 @@ class InboxPages:
         )  # fmt: skip
         secure = self._secure(_https(request))
         answer.set_cookie(
-            self._name(SIGN_IN_COOKIE, secure), nonce, path="/", secure=secure, httponly=True,
+            self._name(SIGN_IN_COOKIE, secure), nonce, path=_path(base, secure), secure=secure,
+            httponly=True,
             samesite="strict",
         )  # fmt: skip
         if forget:
@@ -357,7 +358,11 @@ class InboxPages:
         """Clear the session cookie (with the attributes it was set with)."""
         secure = self._secure(_https(request))
         answer.delete_cookie(
-            self._name(COOKIE, secure), path="/", secure=secure, httponly=True, samesite="strict"
+            self._name(COOKIE, secure),
+            path=_path(base_of(request), secure),
+            secure=secure,
+            httponly=True,
+            samesite="strict",
         )
 
     def _signed_in(self, request: HttpRequest, signed: SignedIn, https: bool) -> Response:
@@ -367,7 +372,8 @@ class InboxPages:
         secure = self._secure(https)
         lasts = (signed.session.expires - signed.session.created).total_seconds()
         answer.set_cookie(
-            self._name(COOKIE, secure), signed.secret, max_age=int(lasts), path="/",
+            self._name(COOKIE, secure), signed.secret, max_age=int(lasts),
+            path=_path(base_of(request), secure),
             secure=secure, httponly=True, samesite="strict",
         )  # fmt: skip
         return answer
@@ -382,6 +388,12 @@ class InboxPages:
         except VaultError as e:
             status, title = page_refusal(e)
             return page("refused.html", status, base=base, title=title, message=str(e))
+
+
+def _path(base: str, secure: bool) -> str:
+    """A cookie's Path: the service's own (the public URL's path, ``base``), except for a
+    Secure cookie, whose ``__Host-`` name the browser takes only with ``Path=/``."""
+    return "/" if secure or not base else base
 
 
 def _bound(session: Session) -> str:
