@@ -137,7 +137,8 @@ class SignInLink:
 @dataclass(frozen=True)
 class Session:
     """A person signed in to the web inbox: kept as the SHA-256 of its cookie's secret only,
-    open until ``expires`` or until ``ended`` (sign-out, or the person disabled)."""
+    open until ``expires`` or until ``ended`` (sign-out, or the person disabled); one opened
+    with a token never outlives it."""
 
     key: str  # the SHA-256 (hex) of the cookie's secret
     name: str  # the person's name, as people spells it
@@ -146,6 +147,7 @@ class Session:
     how: str  # how they signed in: ``sign-in link``, ``token 0123456789ab``
     client: str = ""  # where from (an address), as the service saw it
     ended: datetime | None = None
+    credential: str = ""  # the id of the token it was opened with ("": a sign-in link)
 
     @property
     def id(self) -> str:

@@ -381,8 +381,11 @@ class JournalStore(Protocol):
     def spend_sign_in_link(self, key: str, at: datetime) -> bool:
         """Mark the link used, once for every process: False if it was used already."""
 
-    def add_session(self, session: Session, at: datetime, by: str) -> None:
-        """Record a new session (its secret's hash only) and log the sign-in, in one commit."""
+    def add_session(self, session: Session, at: datetime, by: str) -> bool:
+        """Record a new session (its secret's hash only) and log the sign-in, in one commit;
+        False, writing nothing, if its person is not in people, is disabled, or their entry
+        changed after the session's ``created``, as that write found them (a ``people
+        disable`` between reading the person and this write)."""
 
     def session(self, key: str) -> Session | None:
         """The session whose secret has the SHA-256 ``key``, ended ones too; None if unknown."""

@@ -19,8 +19,11 @@ from pathlib import Path
 from shlex import quote
 from urllib.parse import urlsplit
 
-from ..errors import AccessError, UsageError
+from ..errors import AccessError, UsageError, VaultError
 from ..identity import Person, Role, same_name
+from ..layout import RULES_FILE
+from ..notify.config import read_notify_config
+from ..notify.people import clash
 from ..notify.send import (
     PLACEHOLDER,
     SCHEME,
@@ -30,6 +33,7 @@ from ..notify.send import (
     send,
     url_problem,
 )
+from ..policy.rulesfile import rules_text
 from ..store import JournalStore
 from ..times import format_ts
 from . import links
@@ -173,7 +177,7 @@ class People:
                 "alone",
                 f"choose another name, or revoke its tokens: hitl-vault token revoke {quote(name)}",
             )
-        person = Person(name, self._uids(uids), self._urls(notify), created=now, changed=now)
+        person = Person(name, self._uids(uids), self._urls(notify, name), created=now, changed=now)
         self._check_uids(person)
         self._store.save_person(person, now, self._by, "person added")
         body = (
@@ -201,7 +205,7 @@ class People:
         new = replace(
             old,
             uids=old.uids if uids is None else self._uids(uids),
-            notify=old.notify if notify is None else self._urls(notify),
+            notify=old.notify if notify is None else self._urls(notify, old.name),
             disabled=old.disabled and not enable,
         )
         if new == old:
@@ -303,8 +307,22 @@ class People:
                 f"take it from them first: hitl-vault people set {quote(other.name)} --uid ...",
             )
 
-    def _urls(self, urls: Iterable[str]) -> tuple[str, ...]:
+    def _shared(self) -> tuple[str, ...]:
+        """The ``notify:`` targets' URLs in the vault's rules file (none when it has none,
+        or cannot be read: the daemon says why)."""
+        if self._vault is None:
+            return ()
+        try:
+            text = rules_text(self._vault / RULES_FILE, RULES_FILE) or ""
+            return tuple(target.url for target in read_notify_config(text).targets)
+        except VaultError:
+            return ()
+
+    def _urls(self, urls: Iterable[str], name: str) -> tuple[str, ...]:
+        """``name``'s channels as given, each checked: an Apprise URL, and theirs alone (not
+        a ``notify:`` target, not another person's: their decision links would land there)."""
         kept = tuple(dict.fromkeys(url.strip() for url in urls))
+        shared, people = self._shared(), self._store.people()
         for url in kept:
             scheme = SCHEME.match(url)
             if scheme is None:
@@ -316,6 +334,14 @@ class People:
             problem = url_problem(url, scheme.group(1))
             if problem is not None:
                 raise UsageError("--notify", f'"{mask_url(url)}" {problem[0]}', problem[1])
+            also = clash(url, name, shared, people)
+            if also:
+                raise UsageError(
+                    "--notify",
+                    f'"{mask_url(url)}" is {also}: {name}\'s decision links there would reach '
+                    "whoever reads it",
+                    f"give {name} a channel of their own: a topic or an address only they read",
+                )
         return kept
 
     def tell(self, person: Person, title: str, body: str) -> tuple[Told, ...]:

@@ -257,8 +257,16 @@ class Count:
         names = self.plan.eligible(self.stage, self.escalated)
         if names is None:
             return None
-        barred = {same_name(self.requester)} if self.plan.prevent_self_approval else set()
-        return sorted(n for n in names if same_name(n) not in self.voters | barred)
+        left_out = self.left_out()
+        return sorted(n for n in names if same_name(n) not in left_out)
+
+    def left_out(self) -> frozenset[str]:
+        """Who may not approve now whoever the approvers are, as :func:`same_name` has
+        them: those who voted already and, under ``prevent_self_approval``, the requester
+        (for a rule that names no approvers, where :meth:`waiting_for` says anyone)."""
+        if self.plan.prevent_self_approval and self.requester:
+            return self.voters | {same_name(self.requester)}
+        return self.voters
 
     def progress(self) -> str:
         """``1 of 2 approvals; waiting for bob or carol`` (one line, for people)."""
