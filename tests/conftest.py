@@ -28,6 +28,9 @@ from hitl_vault.template import init_vault
 
 from .helpers import Clock, DaemonProcess, VaultHelper
 
+# The real browser of the pages' tests (``browser``, ``tab``): see tests/browser.py.
+pytest_plugins = ("tests.browser",)
+
 # --- the processes a test starts share compiled bytecode ----------------------------------
 
 

@@ -11,10 +11,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from hitl_vault import Vault
 from hitl_vault.access import links
 from hitl_vault.access.links import LinkError, LinkProblem
+from hitl_vault.access.people import People
+from hitl_vault.cli.main import cli
 from hitl_vault.errors import UsageError
 from hitl_vault.identity import Person
 from hitl_vault.journal.sqlite import Journal
@@ -207,3 +210,63 @@ def test_a_link_minted_for_an_earlier_expiry_expires_then(vault: Vault) -> None:
     with pytest.raises(LinkError) as caught:
         links.check(store, secret, now=soon + timedelta(seconds=1))
     assert caught.value.problem is LinkProblem.EXPIRED
+
+
+def test_a_person_disabled_and_enabled_again_finds_their_old_links_dead(vault: Vault) -> None:
+    """people disable refuses a person's links at once; enabled again (people set --enable),
+    the links sent before stay refused, as ended, and links made since work."""
+    store = vault.engine.journal
+    people = People(store, by="owner", owner_uid=-1, send=lambda url, message: None)
+    people.add("erin", now=utcnow())
+    made = _pending(vault)
+    old = _mint(vault, made, "erin")
+    people.disable("erin", now=utcnow())
+    _refused(vault, old, LinkProblem.PERSON_DISABLED)
+    people.set("Erin", enable=True, now=utcnow())
+    assert "erin was disabled since" in str(_refused(vault, old, LinkProblem.ENDED))
+    assert links.check(store, _mint(vault, made, "erin"), now=utcnow()).person == "erin"
+
+
+def test_ending_links_refuses_those_sent_before_and_is_in_the_service_log(vault: Vault) -> None:
+    """links.end for a person ends their links only; for everyone, every link; each change
+    is in the service log with who made it, and links made after work."""
+    store = vault.engine.journal
+    store.save_person(Person("fay"), utcnow(), "test", "person added")
+    made = _pending(vault)
+    alice, fay = _mint(vault, made), _mint(vault, made, "fay")
+    links.end(store, "Fay", now=utcnow(), by="owner")
+    _refused(vault, fay, LinkProblem.ENDED)
+    assert links.check(store, alice, now=utcnow()).person == "alice"
+    entry = store.service_log(limit=1)[0]
+    assert (entry.event, entry.subject, entry.by) == (
+        "setting changed",
+        "links ended for fay",
+        "owner",
+    )
+    links.end(store, None, now=utcnow(), by="owner")
+    _refused(vault, alice, LinkProblem.ENDED)
+    assert store.service_log(limit=1)[0].subject == "links ended"
+    for person in ("alice", "fay"):
+        assert links.check(store, _mint(vault, made, person), now=utcnow()).person == person
+
+
+def test_token_end_links_ends_everyones_or_one_persons_links(vault: Vault) -> None:
+    """hitl-vault token end-links [NAME]: says what it ended; an unknown NAME is an error
+    naming it, and nothing is ended."""
+    made = _pending(vault)
+    alice = _mint(vault, made)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(
+            cli, ["--vault", str(vault.root), "token", "end-links", *args], prog_name="hitl-vault"
+        )
+        return result.exit_code, result.stdout, result.stderr
+
+    code, out, err = run("nobody")
+    assert code != 0 and "nobody: is not in people" in err and not out
+    assert links.check(vault.engine.journal, alice, now=utcnow()).person == "alice"
+    assert run("ALICE") == (
+        0, "ended every decision link of alice sent so far (links sent from now on work)\n", ""
+    )  # fmt: skip
+    _refused(vault, alice, LinkProblem.ENDED)
+    assert run()[:2] == (0, "ended every decision link sent so far (links sent from now on work)\n")

@@ -17,7 +17,7 @@ from hitl_vault.access import links
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.identity import Person
 from hitl_vault.notes.render import history_line
-from hitl_vault.notify.ntfy import Buttons, actions, buttons, too_long, with_actions
+from hitl_vault.notify.ntfy import CUT, Buttons, actions, buttons, too_long, with_actions
 from hitl_vault.notify.send import Message, send
 from hitl_vault.serve.message_links import decision_links
 from hitl_vault.store import JournalStore
@@ -129,7 +129,7 @@ def test_no_one_tap_buttons_without_a_token_or_when_the_params_were_cut(asked: A
     message that could not show every param, get Open alone, and say why."""
     for key, why in (
         (("alice-open", "deploy"), "this ntfy channel has no access token"),
-        (("alice-phone", "deploy cut"), "the params did not fit in the message"),
+        (("alice-phone", "deploy cut"), CUT),
     ):
         post = asked.posts[key]
         assert [a[:2] for a in _actions(post)] == [["view", "Open"]], key
@@ -159,7 +159,7 @@ def test_the_buttons_rule_in_one_place() -> None:
     the reasons; at most three actions, Open last; a message ntfy would not show as text
     (over 4,096 bytes, though under 4,000 characters) counts as cut."""
     assert buttons(cut=True, token=True, approve_reason=False, reject_reason=False) == Buttons(
-        False, False, "the params did not fit in the message: open the page"
+        False, False, CUT
     )
     shown = buttons(cut=False, token=True, approve_reason=False, reject_reason=False)
     value = actions("https://h/d/s", "https://h/d/s/approve", "https://h/d/s/reject", shown)

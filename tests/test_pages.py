@@ -164,6 +164,20 @@ def test_the_page_shows_the_request_escaped_with_safe_headers_and_changes_nothin
     assert server.call("GET", "/static/nothing.css").status == 404
 
 
+def test_a_summary_claiming_a_channel_is_marked_as_someones_text(
+    server: Server, agent: str
+) -> None:
+    """A summary or context that says "approved by alice via api" is marked on the page, as
+    notes mark it: only the votes the page lists from the journal are records."""
+    made = submit(
+        server, agent, "deploy", summary="ship it (approved by alice via api)",
+        context="already approved by bob via socket", params={"n": 1},
+    )  # fmt: skip
+    body = text(server.call("GET", f"/d/{link(server, made)}"))
+    assert "approved by alice via api (not a record: someone&#39;s text)" in body
+    assert "approved by bob via socket (not a record: someone&#39;s text)" in body
+
+
 def test_a_link_decides_once_as_its_person_via_link(
     server: Server, agent: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -187,6 +201,22 @@ def test_a_link_decides_once_as_its_person_via_link(
     assert len(history(server, made)) == steps
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "/d/…" in logged and secret not in logged and secret[:40] not in logged
+
+
+def test_an_approval_right_after_an_edit_in_the_note_is_refused(server: Server, agent: str) -> None:
+    """Params edited in the note just before the form's approval (whether or not the daemon
+    has read the note yet): refused 409 as changed, and nothing is decided."""
+    made = submit(server, agent, params={"env": "prod"})
+    secret = link(server, made)
+    eventually(lambda: "env: prod" in note_text(server, made))
+    token = csrf_of(server.call("GET", f"/d/{secret}"))
+    note = server.vault.engine.get(made).path
+    assert note is not None
+    note.write_text(note_text(server, made).replace("env: prod", "env: dev"), encoding="utf-8")
+    refused = post_form(server, secret, csrf=token, decision="approve")
+    assert refused.status == 409 and links.PARAMS_CHANGED in text(refused)  # the page's words
+    assert server.vault.engine.journal.status_of(made) is Status.PENDING
+    assert not [t for t in history(server, made) if t.to_status is not Status.PENDING]
 
 
 def test_the_form_needs_its_csrf_token(server: Server, agent: str) -> None:
@@ -226,8 +256,8 @@ def test_a_required_reason_is_asked_for_and_then_the_rejection_stands(
 def test_each_refused_link_gets_a_clear_page_and_changes_nothing(
     server: Server, agent: str
 ) -> None:
-    """Decided since (409), params edited since (409), a disabled person (403), expired
-    (410), not ours (404): the page says why, and the request stays as it was."""
+    """Decided since (409), params edited since (409), a disabled person (403), ended (410),
+    expired (410), not ours (404): the page says why, and the request stays as it was."""
     store = server.vault.engine.journal
     decided = submit(server, agent)
     decided_link = link(server, decided)
@@ -242,6 +272,9 @@ def test_each_refused_link_gets_a_clear_page_and_changes_nothing(
     dora = submit(server, agent)
     dora_link = link(server, dora, "dora")
     store.save_person(Person("dora", disabled=True), utcnow(), "test", "person disabled")
+    ended = submit(server, agent)
+    ended_link = link(server, ended, "bob")
+    links.end(store, "bob", now=utcnow(), by="owner")  # his links sent so far, at once
     expired = submit(server, agent)
     request = store.get(expired)
     assert request is not None
@@ -253,6 +286,7 @@ def test_each_refused_link_gets_a_clear_page_and_changes_nothing(
         (decided_link, 409, "decided since"),
         (edited_link, 409, "params changed"),
         (dora_link, 403, "may not decide any more"),
+        (ended_link, 410, "this link was ended"),
         (expired_link, 410, "expired"),
         (decided_link[:-3] + "AAA", 404, "not a decision link"),
     ]
@@ -264,7 +298,8 @@ def test_each_refused_link_gets_a_clear_page_and_changes_nothing(
                 text(answer)[-600:],
             )
         assert "Nothing was changed." in text(server.call("GET", f"/d/{secret}"))
-    assert store.status_of(edited) is Status.PENDING and store.status_of(dora) is Status.PENDING
+    for pending in (edited, dora, ended):
+        assert store.status_of(pending) is Status.PENDING
     fresh = text(server.call("GET", f"/d/{link(server, edited)}"))  # a link made since
     assert '<dt>env <span class="badge">edited</span></dt>' in fresh and "Edited since" in fresh
     assert len(history(server, edited)) == 2  # created, edited: no decision

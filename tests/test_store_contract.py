@@ -385,6 +385,42 @@ class TestJournalStore:
         assert counts[Status.PENDING] == 2 and counts[Status.APPROVED] == 1
         assert counts[Status.FAILED] == 0 and s.status_of(B) is Status.APPROVED
 
+    def test_an_agents_requests_are_those_its_tokens_asked_with_where_they_came_from(
+        self, kit: Kit
+    ) -> None:
+        """requests(agent=NAME): those a token of that name (compared as names are, revoked
+        ones too) asked for, newest first, limited after the pick; a request that only
+        names the agent is not among them. The token, session and client read back."""
+        s = kit.store
+        s.add_credential(_credential("c1", "Bot"), T0, "owner")
+        s.add_credential(_credential("c2", "bot", created=T0 + HOUR), T0, "owner")
+        s.add_credential(_credential("c3", "other"), T0, "owner")
+        s.revoke_credentials(["c1"], T0, "owner", "rotated")
+        made = [
+            (A, dict(credential="c1", session="s-1", client="cli 2")),
+            (B, dict(credential="c2")),
+            (C, dict(credential="c3", requested_by="other")),
+            ("20261122T101800Z-payment-dddddd", {}),  # names bot, asked by no token
+        ]
+        for n, (rid, origin) in enumerate(made):
+            s.create(_request(rid, created=T0 + timedelta(minutes=n), **origin), None)
+        assert [r.id for r in s.requests(agent="BOT")] == [B, A]
+        assert [r.id for r in s.requests(agent="bot", limit=1)] == [B]
+        assert [r.id for r in s.requests(Status.PENDING, agent="other")] == [C]
+        assert s.requests(agent="nobody") == []
+        got = s.get(A)
+        assert got is not None and (got.credential, got.session, got.client) == (
+            "c1",
+            "s-1",
+            "cli 2",
+        )
+        plain = s.get(made[3][0])
+        assert plain is not None and (plain.credential, plain.session, plain.client) == (
+            None,
+            None,
+            None,
+        )
+
     def test_an_ignored_status_is_recorded_and_changes_nothing(self, kit: Kit) -> None:
         """record_ignored adds an entry that keeps the status; unknown ids raise."""
         s = kit.store
@@ -764,3 +800,186 @@ class TestPeopleAndCredentials:
             assert s.spend_link("h1", "req-1", T0) is True
             assert s.spend_link("h1", "req-1", T0) is False  # inside the same batch too
         assert kit.other().link_spent("h1") is True
+
+
+def _people(s: JournalStore, *names: str) -> None:
+    """Add these people, before T0 (a session is opened for someone in people only)."""
+    for name in names:
+        s.save_person(Person(name), T0 - HOUR, "owner", "person added")
+
+
+class TestSessions:
+    """What every JournalStore keeps of the web inbox's sign-in links and sessions."""
+
+    def test_a_sign_in_link_is_kept_by_hash_logged_and_spent_once(self, kit: Kit) -> None:
+        """add_sign_in_link logs it; spend_sign_in_link is True once, for every handle, and
+        logged."""
+        from hitl_vault.identity import SignInLink
+
+        s = kit.store
+        link = SignInLink("ab" * 32, "alice", T0, T0 + HOUR)
+        s.add_sign_in_link(link, T0, "owner")
+        with pytest.raises(DuplicateError):
+            s.add_sign_in_link(link, T0, "owner")
+        assert s.sign_in_link("ab" * 32) == link and s.sign_in_link("cd" * 32) is None
+        assert s.spend_sign_in_link("ab" * 32, T0 + HOUR / 2) is True
+        assert kit.other().spend_sign_in_link("ab" * 32, T0 + HOUR / 2) is False
+        assert s.spend_sign_in_link("cd" * 32, T0) is False
+        assert kit.other().sign_in_link("ab" * 32).used == T0 + HOUR / 2  # type: ignore[union-attr]
+        used, made = s.service_log()
+        assert (made.event, made.subject, made.by) == ("sign-in link made", "alice", "owner")
+        assert (used.event, used.subject, used.by) == ("sign-in link used", "alice", "alice")
+        assert used.details[0] == f"link {'ab' * 6}"
+        assert "ab" * 32 not in repr([made, used]) and s.verify_chain() == []
+
+    def test_a_session_is_logged_and_ends_once_per_person_or_alone(self, kit: Kit) -> None:
+        """add_session logs the sign-in; end_sessions ends the open ones (of a name, or one)."""
+        from hitl_vault.identity import Session
+
+        s = kit.store
+        _people(s, "alice", "bob")
+        one = Session("01" * 32, "Alice", T0, T0 + 12 * HOUR, "sign-in link", "10.0.0.5")
+        two = Session(
+            "02" * 32, "alice", T0, T0 + 12 * HOUR, "token 0123456789ab", credential="0123456789ab"
+        )
+        old = Session("03" * 32, "alice", T0, T0 + HOUR, "token 0123456789ab")
+        bob = Session("04" * 32, "bob", T0, T0 + 12 * HOUR, "sign-in link")
+        for made in (one, two, old, bob):
+            assert s.add_session(made, T0, "alice") is True
+        with pytest.raises(DuplicateError):
+            s.add_session(one, T0, "alice")
+        assert s.session("01" * 32) == one and s.session("ff" * 32) is None
+        assert kit.other().session("02" * 32) == two and one.credential == ""
+        assert one.open(T0) and not old.open(T0 + HOUR)
+        assert s.end_sessions("ALICE", T0 + 2 * HOUR, "alice", "signed out", "02" * 32) == 1
+        assert s.end_sessions("alice", T0 + 2 * HOUR, "owner", "alice disabled") == 1  # one
+        assert s.end_sessions("alice", T0 + 2 * HOUR, "owner", "again") == 0
+        assert kit.other().session("01" * 32).ended == T0 + 2 * HOUR  # type: ignore[union-attr]
+        assert s.session("03" * 32).ended is None  # type: ignore[union-attr]  # expired, not ended
+        assert s.session("04" * 32).open(T0 + 2 * HOUR)  # type: ignore[union-attr]
+        log = s.service_log()
+        assert [(e.event, e.details[0]) for e in log[:2]] == [
+            ("session ended", f"session {'01' * 6}"),
+            ("session ended", f"session {'02' * 6}"),
+        ]
+        assert log[0].details[1] == "alice disabled"
+        signed_in = log[-3]  # after the two people added
+        assert signed_in.event == "signed in" and signed_in.subject == "Alice"
+        assert signed_in.details[:3] == (
+            f"session {'01' * 6}",
+            "with sign-in link",
+            "from 10.0.0.5",
+        )
+        assert "01" * 32 not in repr(log) and s.verify_chain() == []
+
+    def test_a_session_is_opened_only_for_someone_enabled_and_unchanged_since(
+        self, kit: Kit
+    ) -> None:
+        """add_session writes nothing, False, for a person unknown, disabled or changed since."""
+        from hitl_vault.identity import Session
+
+        s = kit.store
+        _people(s, "alice", "bob")
+        s.save_person(Person("bob", disabled=True), T0, "owner", "person disabled")
+        s.save_person(Person("carol"), T0 + HOUR, "owner", "person added")  # after the session
+        before = len(s.service_log())
+        for n, name in enumerate(("dave", "BOB", "carol")):
+            made = Session(f"0{n}" * 32, name, T0, T0 + HOUR, "sign-in link")
+            assert s.add_session(made, T0, name) is False
+            assert kit.other().session(made.key) is None
+        assert len(s.service_log()) == before
+        assert s.add_session(Session("09" * 32, "ALICE", T0, T0 + HOUR, "sign-in link"), T0, "a")
+
+    def test_a_sign_in_and_its_log_line_commit_together(self, kit: Kit) -> None:
+        """A batch that fails undoes a spent link, a session and their log entries alike."""
+        from hitl_vault.identity import Session, SignInLink
+
+        s = kit.store
+        _people(s, "alice")
+        s.add_sign_in_link(SignInLink("ab" * 32, "alice", T0, T0 + HOUR), T0, "owner")
+        with pytest.raises(RuntimeError), s.batch():
+            assert s.spend_sign_in_link("ab" * 32, T0)
+            s.add_session(Session("01" * 32, "alice", T0, T0 + HOUR, "sign-in link"), T0, "a")
+            raise RuntimeError("part way")
+        assert s.session("01" * 32) is None and len(s.service_log()) == 2
+        assert s.sign_in_link("ab" * 32).used is None  # type: ignore[union-attr]
+
+    def test_verify_holds_sessions_and_sign_in_links_against_the_service_log(
+        self, kit: Kit
+    ) -> None:
+        """A session or a link written, changed or removed behind the log's back is reported."""
+        from hitl_vault.identity import Session, SignInLink
+
+        s = kit.store
+        _people(s, "alice")
+        s.add_sign_in_link(SignInLink("ab" * 32, "alice", T0, T0 + HOUR), T0, "owner")
+        s.add_session(Session("01" * 32, "alice", T0, T0 + HOUR, "sign-in link"), T0, "alice")
+        assert s.spend_sign_in_link("ab" * 32, T0) and s.end_sessions("alice", T0, "a", "out")
+        assert s.verify_chain() == []
+        forged = Session("02" * 32, "mallory", T0, T0 + 12 * HOUR, "token 0123456789ab")
+        if isinstance(s, Journal):
+            db = sqlite3.connect(s.path, isolation_level=None)
+            db.execute(
+                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,NULL,'')",
+                (forged.key, "mallory", "mallory", format_ts(T0), format_ts(T0 + 12 * HOUR),
+                 forged.how, ""),
+            )  # fmt: skip
+            db.execute("UPDATE sessions SET ended = NULL WHERE key = ?", ("01" * 32,))
+            db.execute("DELETE FROM sign_in_links")
+            db.close()
+        elif isinstance(s, MemoryJournal):
+            state = s._m.state
+            state.sessions[forged.key] = forged
+            state.sessions["01" * 32] = replace(state.sessions["01" * 32], ended=None)
+            state.sign_in_links.clear()
+        else:
+            import psycopg
+
+            with psycopg.connect(s._db.url, autocommit=True) as pg:  # type: ignore[attr-defined]
+                pg.execute(
+                    "INSERT INTO sessions (key, name, person, created, expires, how, client) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,'')",
+                    (forged.key, "mallory", "mallory", format_ts(T0),
+                     format_ts(T0 + 12 * HOUR), forged.how),
+                )  # fmt: skip
+                pg.execute("UPDATE sessions SET ended = NULL WHERE key = %s", ("01" * 32,))
+                pg.execute("DELETE FROM sign_in_links")
+        problems = "\n".join(s.verify_chain())
+        assert f"session {'02' * 6} (mallory): not in the service log" in problems
+        assert f"session {'01' * 6} (alice): differs from the service log" in problems
+        assert f"sign-in link {'ab' * 6}: in the service log but gone" in problems
+
+    def test_verify_names_a_used_link_set_unused_and_a_session_let_off_its_token(
+        self, kit: Kit
+    ) -> None:
+        """A spent link re-armed, or a session's token cleared, behind the log's back is named."""
+        from hitl_vault.identity import Session, SignInLink
+
+        s = kit.store
+        _people(s, "alice")
+        s.add_sign_in_link(SignInLink("ab" * 32, "alice", T0, T0 + HOUR), T0, "owner")
+        assert s.spend_sign_in_link("ab" * 32, T0)
+        by_token = Session("01" * 32, "alice", T0, T0 + HOUR, "token 0123456789ab", "", None,
+                           "0123456789ab")  # fmt: skip
+        s.add_session(by_token, T0, "alice")
+        assert s.verify_chain() == []
+        rearm = "UPDATE sign_in_links SET used = NULL"
+        loose = "UPDATE sessions SET credential = ''"
+        if isinstance(s, Journal):
+            db = sqlite3.connect(s.path, isolation_level=None)
+            db.execute(rearm)
+            db.execute(loose)
+            db.close()
+        elif isinstance(s, MemoryJournal):
+            state = s._m.state
+            state.sign_in_links["ab" * 32] = replace(state.sign_in_links["ab" * 32], used=None)
+            state.sessions["01" * 32] = replace(state.sessions["01" * 32], credential="")
+        else:
+            import psycopg
+
+            with psycopg.connect(s._db.url, autocommit=True) as pg:  # type: ignore[attr-defined]
+                pg.execute(rearm)
+                pg.execute(loose)
+        problems = "\n".join(s.verify_chain())
+        assert f"sign-in link {'ab' * 6} (alice): differs from the service log" in problems
+        assert f"session {'01' * 6} (alice): differs from the service log" in problems

@@ -1,8 +1,9 @@
 """Signed decision links: a person decides one request from a message, once.
 
 A link's secret reads ``<payload>.<signature>``, both URL-safe base64: the payload names the
-request, the person, the request's expiry and the SHA-256 of its params (as canonical
-JSON, :func:`~hitl_vault.params.params_sha`), and the signature is their HMAC-SHA256
+request, the person, the request's expiry, the SHA-256 of its params (as canonical
+JSON, :func:`~hitl_vault.params.params_sha`) and how many times links had been ended when
+it was made (:func:`end`), and the signature is their HMAC-SHA256
 (256 bits) under the store's link key (:meth:`~hitl_vault.store.JournalStore.link_key`,
 made with the store and never logged). Nothing is stored when a link is made, so the same
 request, params and person always give the same link: a reminder carries the link the
@@ -10,11 +11,14 @@ first message did.
 
 :func:`check` refuses a link, saying why (:class:`LinkProblem`), when it was not made with
 this store's key, when it was used already, when its request expired or was decided since,
-when the params changed since it was made (an edit in the note), or when its person was
-disabled. A link decides once: :func:`spend` marks it spent inside the decision's own
-transaction (the engine's ``spend``), so two requests racing with one link decide once, and a
-decision that fails leaves the link as it was. The secret itself is never stored, logged
-or journaled: only a hash of its signature, once it is spent.
+when the params changed since it was made (an edit in the note), when its person was
+disabled, or when it was ended (:func:`end`: every link of the person, or every link, at
+once and for good; ``people set --enable`` ends a person's old links, so a person disabled
+and enabled again finds none of them working). A link decides once: :func:`spend` marks
+it spent inside the decision's own transaction (the engine's ``spend``), so two requests
+racing with one link decide once, and a decision that fails leaves the link as it was. The
+secret itself is never stored, logged or journaled: only a hash of its signature, once it
+is spent.
 
 What a link proves: only that someone holds the person's channel (mail is forwarded; an
 ntfy topic name works like a password). A decision made through one is recorded ``by NAME
@@ -36,6 +40,7 @@ from enum import StrEnum
 from urllib.parse import quote
 
 from ..errors import UsageError, VaultError
+from ..identity import same_name
 from ..model import Request, Status
 from ..params import params_sha
 from ..store import JournalStore
@@ -58,6 +63,7 @@ class LinkProblem(StrEnum):
     DECIDED = "decided"
     PARAMS_CHANGED = "params changed"
     PERSON_DISABLED = "person disabled"
+    ENDED = "ended"
 
 
 class LinkError(VaultError):
@@ -116,7 +122,9 @@ def mint(store: JournalStore, request: Request, person: str, *, now: datetime) -
     expires = format_ts(request.expires) if request.expires is not None else None
     sha = _b64(bytes.fromhex(params_sha(request.params)))
     payload = json.dumps(
-        [VERSION, request.id, known.name, expires, sha], separators=(",", ":"), ensure_ascii=False
+        [VERSION, request.id, known.name, expires, sha, _ends(store, known.name)],
+        separators=(",", ":"),
+        ensure_ascii=False,
     ).encode("utf-8")
     return f"{_b64(payload)}.{_b64(_signature(store.link_key(), payload))}"
 
@@ -135,12 +143,12 @@ def check(store: JournalStore, secret: str, *, now: datetime) -> LinkGrant:
     cannot decide (its :class:`LinkProblem`). Reads the store; changes nothing."""
     payload, signature = _opened(store, secret)
     try:
-        version, request_id, person, expiry, sha = json.loads(payload)
+        version, request_id, person, expiry, sha, ends = json.loads(payload)
         digest = _unb64(sha)
         expires = parse_ts(expiry) if expiry is not None else None
         if version != VERSION or digest is None or not isinstance(request_id, str):
             raise ValueError("not a link this version makes")
-        if not isinstance(person, str):
+        if not isinstance(person, str) or not isinstance(ends, list):
             raise ValueError("no person")
     except (ValueError, TypeError):  # signed with our key, yet not ours: refused all the same
         raise LinkError(LinkProblem.BAD, _BAD) from None
@@ -163,6 +171,8 @@ def check(store: JournalStore, secret: str, *, now: datetime) -> LinkGrant:
     known = store.person(person)
     if known is None or known.disabled:
         raise LinkError(LinkProblem.PERSON_DISABLED, _disabled(person), request_id)
+    if _ends(store, person) != ends:
+        raise LinkError(LinkProblem.ENDED, _ended(person), request_id)
     if params_sha(request.params) != grant.params_sha:
         raise LinkError(LinkProblem.PARAMS_CHANGED, PARAMS_CHANGED, request_id)
     return grant
@@ -177,6 +187,31 @@ def spend(store: JournalStore, grant: LinkGrant, now: datetime) -> None:
             "this link was used already: a link decides once (its decision stands)",
             grant.request_id,
         )
+
+
+def end(store: JournalStore, person: str | None, *, now: datetime, by: str) -> int:
+    """End at once and for good every link made so far for ``person``, or with None every
+    link of everyone: each is refused from now on (``ended``), the links made after work.
+    Kept as a count in the store's settings (``links ended``, ``links ended for NAME``), so
+    the change is in the service log with ``by``; the count now is returned."""
+    name = _ENDED if person is None else f"{_ENDED} for {same_name(person)}"
+    count = _count(store.setting(name)) + 1
+    store.set_setting(name, str(count), now, by)
+    return count
+
+
+_ENDED = "links ended"
+
+
+def _count(value: str | None) -> int:
+    return int(value) if value is not None and value.isascii() and value.isdigit() else 0
+
+
+def _ends(store: JournalStore, person: str) -> list[int]:
+    """How many times every link, and every link of ``person``, was ended: a link carries
+    both as they were when it was made."""
+    everyone = _count(store.setting(_ENDED))
+    return [everyone, _count(store.setting(f"{_ENDED} for {same_name(person)}"))]
 
 
 def _opened(store: JournalStore, secret: str) -> tuple[bytes, bytes]:
@@ -206,6 +241,13 @@ def _expired(request_id: str) -> str:
 
 def _decided(request: Request) -> str:
     return f"request {request.id} was decided since this link was sent: it is {request.status} now"
+
+
+def _ended(person: str) -> str:
+    return (
+        f"this link was ended since it was sent ({person} was disabled since, or the "
+        "service's owner ended their links): decide from a newer message, the inbox or the note"
+    )
 
 
 def _disabled(person: str) -> str:

@@ -1,9 +1,9 @@
 """Asking people at their own channels: who may decide a request now, the outbox items that
 ask them, and, when one is sent, the message (with its decision link) and where it goes.
 
-Who may decide now: the approvers the rules name for the stage collecting approvals
-(those who have not voted yet; not the requester under ``prevent_self_approval``), or every
-enabled person when the rules name none; an escalation asks the people it names. Each
+Who may decide now: the approvers the rules name for the stage collecting approvals, or
+every enabled person when the rules name none; in either case not those who voted already,
+nor the requester under ``prevent_self_approval``. An escalation asks the people it names. Each
 is asked once per request and event (the outbox keeps each item once ever), at send time
 only if it is still theirs to decide, at the channels ``people`` has for them then.
 """
@@ -11,9 +11,10 @@ only if it is still theirs to decide, at the channels ``people`` has for them th
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from shlex import quote
 
 from ..identity import LINK, Person, same_name
 from ..model import Request, Status, Transition
@@ -21,10 +22,13 @@ from ..notes.decide import Decider
 from ..notify.config import Event
 from ..notify.ntfy import SCHEMES, scheme_of, with_actions
 from ..notify.people import (
+    NO_LINK,
+    SHARED,
     LinkMaker,
     ask,
     asked,
     channels,
+    clash,
     escalated_to,
     needs_reason,
     who_decides,
@@ -46,6 +50,9 @@ class Send:
     message: Message
     hide: tuple[str, ...] = ()
 
+    def __repr__(self) -> str:  # the URL, the body and ``hide`` may all hold the secret
+        return f"Send({self.message.title!r}, ***)"
+
 
 class Asking:
     """Asks the people who may decide a request, at their own channels."""
@@ -56,11 +63,13 @@ class Asking:
         decider: Decider,
         links: LinkMaker | None,
         wording: Callable[[Request], tuple[str, str, str]],
+        shared: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.journal = journal
         self._decider = decider
         self._links = links  # None: this process makes no links (no service runs)
         self._wording = wording  # (the note's path, the rule's "why", the vault's name)
+        self._shared = shared  # the ``notify:`` targets' URLs in force, as written
 
     def _count(self, request: Request) -> Count:
         """Where the votes leave ``request`` under the rules in force (its history loaded)."""
@@ -74,7 +83,9 @@ class Asking:
             told = escalated_to(step)
             keys = {same_name(n) for n in told}
             names = told if names is None else [n for n in names if same_name(n) in keys]
-        return who_decides(self.journal.people(), names)
+        left_out = state.left_out()  # named or not: never who voted, nor a barred requester
+        people = who_decides(self.journal.people(), names)
+        return [p for p in people if same_name(p.name) not in left_out]
 
     def items(self, request_id: str, event: Event, step: Transition | None = None) -> list[Item]:
         """The items asking each person who may decide the request now (none once decided)."""
@@ -128,14 +139,22 @@ class Asking:
         person = self.journal.person(name)
         if person is None or person.disabled or channel not in person.notify:
             return "skip: not one of their channels now"
-        waiting = self._count(request).waiting_for()
-        if waiting is not None and same_name(name) not in {same_name(n) for n in waiting}:
-            return "skip: not theirs to decide now (decided by others, or voted already)"
+        state = self._count(request)
+        waiting = state.waiting_for()
+        if same_name(name) in state.left_out() or (
+            waiting is not None and same_name(name) not in {same_name(n) for n in waiting}
+        ):
+            return "skip: not theirs to decide now (voted, asked for it, or no approver)"
         missing = [n for n in placeholders(channel) if not os.environ.get(n)]
         if missing:
             return f"needs {', '.join(missing)}, which is not set"
         url = PLACEHOLDER.sub(lambda m: os.environ[m.group(1)], channel)
-        link = self._links(request, person.name, now) if self._links is not None else None
+        # A channel that is a shared target's or another person's too gets no link.
+        also = clash(channel, person.name, self._shared(), self.journal.people())
+        link = None
+        if self._links is not None and not also:
+            link = self._links(request, person.name, now)
+        no_link = SHARED.format(clash=also, name=quote(person.name)) if also else NO_LINK
         ntfy = link is not None and scheme_of(channel) in SCHEMES
         plan = self._decider.plan(request, code=False)
         proven = plan.authenticated
@@ -145,6 +164,7 @@ class Asking:
             event, request, name=person.name, channel=channel, link=link,
             token=ntfy and has_token(url), reasons=needs_reason(str(plan.require_reason)),
             note=note, vault_name=vault_name, why=why, unproven=unproven,
+            no_link=no_link,
         )  # fmt: skip
         hide = (link.secret,) if link is not None else ()
         return Send(with_actions(url, told.actions) if told.actions else url, told.message, hide)

@@ -72,7 +72,10 @@ class Notifier:
     ) -> None:
         self.journal = journal
         # People's own channels: asked what they may decide now, with links from ``links``.
-        self.asking = Asking(journal, Decider(journal, rules, functions), links, self._wording)
+        self.asking = Asking(
+            journal, Decider(journal, rules, functions), links, self._wording,
+            lambda: [target.url for target in self.config.targets],
+        )  # fmt: skip
         self.yours = InTheirName(journal, self._wording)  # decisions made in their name
         self._rules = rules  # the rules in force (they may reload): reminders, the "why"
         self._functions = functions  # the Python rules, as the vault holds them

@@ -1,11 +1,9 @@
-"""The engine under a Vault: every operation on requests, for the Vault, the daemon,
-its workers and ``approval()``.
-
-It composes the journal (what happened), the rules (what needs a human), the
-notes (what the human sees and edits) and, for ``wait``, a watcher, so that
-every operation works the same with or without a daemon running. After each
-operation it publishes what the journal recorded to the listeners
-(:mod:`hitl_vault.events`). Scripts use the small public :class:`~hitl_vault.vault.Vault`.
+"""The engine under a Vault: every operation on requests, for the Vault, the daemon, its
+workers and ``approval()``. It composes the journal (what happened), the rules (what needs a
+human), the notes (what the human sees and edits) and, for ``wait``, a watcher, so that every
+operation works the same with or without a daemon running. After each operation it publishes
+what the journal recorded to the listeners (:mod:`hitl_vault.events`). Scripts use the small
+public :class:`~hitl_vault.vault.Vault`.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from ..events import Events, Listener
 from ..identity import REQUESTER_LIMIT, Proof, check_name
 from ..journal.pg_host import open_journal
 from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
-from ..model import Request, Status, Transition, check_action, new_id
+from ..model import Origin, Request, Status, Transition, check_action, new_id
 from ..notes.decide import Decider
 from ..notes.reconcile import Reconciler
 from ..params import check_expected, clean_params, describe_changes, params_sha
@@ -173,6 +171,7 @@ class Engine:
         retry: tuple[str, str] | None = None,
         pitch: Pitch | None = None,
         where: Where | None = None,
+        origin: Origin | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
 
@@ -180,13 +179,13 @@ class Engine:
         ``pitch``: its reasoning, confidence, alternatives, risk factors and diff.
         ``source`` (used for Inbox proposals) is a key recorded with the request;
         a second submit with the same key raises :class:`DuplicateError`.
-        ``retry``: (the request this one retries, who retries it), linked in both.
-        ``where``: the project and paths the agent gate resolved, for ``path:`` rules.
+        ``retry``: (the retried request, who retries it), linked in both; ``origin``: the
+        token that asked through the service; ``where``: what the gate resolved (``path:``).
         """
         request = self._submissions.submit(
             action, params, summary=summary, timeout=timeout, requested_by=requested_by,
             carried_by_requester=carried_by_requester, source=source, context=context,
-            retry=retry, pitch=pitch, where=where,
+            retry=retry, pitch=pitch, where=where, origin=origin,
         )  # fmt: skip
         if retry is not None:
             self.show_in_note(retry[0], request.created)

@@ -9,8 +9,9 @@ row first, so positions follow commit order with no gap, and the chain never for
 :class:`~.pg_read.PgReader` answers the queries, :class:`~.pg_book.PgBookkeeping` keeps the
 rules in force, where notes are and what needs attention, :class:`~.pg_outbox.PgOutbox` the
 notifications, :class:`~.pg_access.PgAccess` people, credentials, settings and the service
-log, :class:`~.pg_allows.PgAllowTable` the allows, and :class:`~.pg_links.PgLinkTable` the
-decision links' key and the links spent. Word of other processes' writes comes
+log, :class:`~.pg_allows.PgAllowTable` the allows, :class:`~.pg_links.PgLinkTable` the
+decision links' key and the links spent, and :class:`~.pg_sessions.PgSessionTable` the web
+inbox's sign-in links and sessions. Word of other processes' writes comes
 through ``LISTEN``/``NOTIFY`` and the one-daemon lock is an advisory lock
 (:mod:`~.pg_watch`). Which host does the owner's work is a lease with terms
 (:mod:`~.pg_lease`): :meth:`PgJournal.lease` takes and renews it, and a thread inside
@@ -29,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from ..chain import Entry
-from ..identity import Credential, Person
+from ..identity import Credential, Person, Session, SignInLink
 from ..model import Request, Status, Transition
 from ..policy.always import Allow
 from ..store import Attention, Outgoing, ServiceEntry
@@ -41,6 +42,7 @@ from .pg_lease import Leader, PgLease, leader_of
 from .pg_links import PgLinkTable
 from .pg_outbox import PgOutbox
 from .pg_read import PgReader
+from .pg_sessions import PgSessionTable
 from .pg_steps import PgSteps
 from .pg_watch import PgDaemonLock, PgWatch, daemon_key, holder_of
 from .replay import unproven
@@ -61,6 +63,7 @@ class PgJournal:
         self._access = PgAccess(self._db)
         self._allows = PgAllowTable(self._db, self._access._log)
         self._links = PgLinkTable(self._db)
+        self._sessions = PgSessionTable(self._db, self._access._log)
         self._watch = PgWatch(url, self._db.channel)
 
     def __repr__(self) -> str:
@@ -211,8 +214,10 @@ class PgJournal:
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
         return self._read.get(request_id, history=history)
 
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
-        return self._read.requests(status, limit)
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
+        return self._read.requests(status, limit, agent)
 
     def ids(self, status: Status | None = None) -> list[str]:
         return self._read.ids(status)
@@ -255,7 +260,9 @@ class PgJournal:
 
     def verify_chain(self) -> list[str]:
         """Every break in the requests' chain and the service log's, and damage in the file."""
-        return self._read.verify_chain() + self._access.service_problems()
+        return (
+            self._read.verify_chain() + self._access.service_problems() + self._sessions.problems()
+        )
 
     def set_path(
         self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0
@@ -367,3 +374,23 @@ class PgJournal:
 
     def link_spent(self, link: str) -> bool:
         return self._links.link_spent(link)
+
+    def add_sign_in_link(self, link: SignInLink, at: datetime, by: str) -> None:
+        self._sessions.add_sign_in_link(link, at, by)
+
+    def sign_in_link(self, key: str) -> SignInLink | None:
+        return self._sessions.sign_in_link(key)
+
+    def spend_sign_in_link(self, key: str, at: datetime) -> bool:
+        return self._sessions.spend_sign_in_link(key, at)
+
+    def add_session(self, session: Session, at: datetime, by: str) -> bool:
+        return self._sessions.add_session(session, at, by)
+
+    def session(self, key: str) -> Session | None:
+        return self._sessions.session(key)
+
+    def end_sessions(
+        self, name: str, at: datetime, by: str, why: str, key: str | None = None
+    ) -> int:
+        return self._sessions.end_sessions(name, at, by, why, key)

@@ -105,6 +105,8 @@ _TABLES = (
     ("allows", "rowid"),
     ("link_key", "id"),  # the vault's own key, so the links already sent stay good
     ("spent_links", "rowid"),
+    ("sign_in_links", "rowid"),
+    ("sessions", "rowid"),
 )
 
 

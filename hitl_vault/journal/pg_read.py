@@ -10,6 +10,7 @@ from typing import Any
 
 from ..chain import Entry, chain_problems
 from ..errors import RequestNotFoundError
+from ..identity import same_name
 from ..model import Request, Status, Transition
 from ..store import Attention
 from ..times import format_ts, parse_ts
@@ -85,12 +86,20 @@ class PgReader:
         )
         return rows[0] if rows else None
 
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
         query = f"SELECT {REQUEST_COLUMNS} FROM requests"
+        where: list[str] = []
         args: list[Any] = []
         if status is not None:
-            query += " WHERE status = %s"
+            where.append("status = %s")
             args.append(str(status))
+        if agent is not None:  # asked with one of the tokens of that name (names as compared)
+            where.append("credential IN (SELECT id FROM credentials WHERE key = %s)")
+            args.append(same_name(agent))
+        if where:
+            query += " WHERE " + " AND ".join(where)
         query += " ORDER BY created DESC, n DESC"  # n: the order they were journaled
         if limit is not None:
             query += " LIMIT %s"

@@ -48,10 +48,16 @@ CREATE TABLE requests (
     escalate_at vtext,
     retry_of vtext,
     proposal vtext,
-    note_sha vtext
+    note_sha vtext,
+    -- The agent token that asked through the service (NULL: asked another way), and the
+    -- session and client the agent named.
+    credential vtext,
+    session vtext,
+    client vtext
 );
 CREATE INDEX requests_status_expires ON requests (status, expires);
 CREATE INDEX requests_retry_of ON requests (retry_of);
+CREATE INDEX requests_credential ON requests (credential, created);
 CREATE TABLE entries (
     seq BIGINT PRIMARY KEY,
     request_id vtext NOT NULL,
@@ -169,3 +175,27 @@ CREATE TABLE spent_links (
     request_id vtext NOT NULL,
     at vtext NOT NULL
 );
+-- The web inbox (hitl_vault.access.sessions): one-time sign-in links and signed-in sessions,
+-- each kept as the SHA-256 of its secret only (key). Making a link, using it, signing in
+-- and a session's end are in the service log. A session's credential: the token it was
+-- opened with ('' for a sign-in link).
+CREATE TABLE sign_in_links (
+    key vtext PRIMARY KEY,
+    name vtext NOT NULL,
+    created vtext NOT NULL,
+    expires vtext NOT NULL,
+    used vtext
+);
+CREATE TABLE sessions (
+    key vtext PRIMARY KEY,
+    n BIGINT GENERATED ALWAYS AS IDENTITY,
+    name vtext NOT NULL,
+    person vtext NOT NULL,
+    created vtext NOT NULL,
+    expires vtext NOT NULL,
+    how vtext NOT NULL,
+    client vtext NOT NULL,
+    ended vtext,
+    credential vtext NOT NULL DEFAULT ''
+);
+CREATE INDEX sessions_person ON sessions (person, ended);

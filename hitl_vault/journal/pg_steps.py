@@ -128,8 +128,8 @@ class PgSteps:
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
                 "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
                 "reason, decided_at, path, carried_by_requester, pinned, params_created, context, "
-                "escalate_at, retry_of, proposal) "
-                f"VALUES ({', '.join(['%s'] * 23)})",
+                "escalate_at, retry_of, proposal, credential, session, client) "
+                f"VALUES ({', '.join(['%s'] * 26)})",
                 (r.id, r.action, r.status, r.summary, r.risk, r.rule, r.requested_by,
                  format_ts(r.created), format_ts(r.expires) if r.expires else None, params, sha,
                  sha if r.status is Status.APPROVED else None, r.decided_by, r.reason,
@@ -137,7 +137,8 @@ class PgSteps:
                  int(r.carried_by_requester), json.dumps(dict(pinned)) if pinned else None,
                  params, r.context, format_ts(r.escalate_at) if r.escalate_at else None,
                  r.retry_of,
-                 json.dumps(r.pitch.as_json(), ensure_ascii=False) if r.pitch else None),
+                 json.dumps(r.pitch.as_json(), ensure_ascii=False) if r.pitch else None,
+                 r.credential, r.session, r.client),
             )  # fmt: skip
             for t in r.history:
                 append(db, head, r.id, t, sha)

@@ -45,8 +45,12 @@ _ADDED_COLUMNS = (
     ("requests", "escalate_at", "TEXT"),
     ("requests", "retry_of", "TEXT"),
     ("requests", "proposal", "TEXT"),
+    ("requests", "credential", "TEXT"),
+    ("requests", "session", "TEXT"),
+    ("requests", "client", "TEXT"),
     ("allows", "cwd", "TEXT"),
     ("allows", "server", "TEXT"),
+    ("sessions", "credential", "TEXT NOT NULL DEFAULT ''"),
 )
 T = TypeVar("T")
 # What SQLite says when the bytes themselves are wrong, whatever class it gives the error.
@@ -266,6 +270,9 @@ class Database:
                     w.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             # After the columns: a journal made before retry_of has no such column above.
             w.execute("CREATE INDEX IF NOT EXISTS requests_retry_of ON requests (retry_of)")
+            w.execute(
+                "CREATE INDEX IF NOT EXISTS requests_credential ON requests (credential, created)"
+            )
             # The key that signs decision links: made with the journal, or for a journal
             # made before links were, the first time this version opens it; kept ever after.
             w.execute(

@@ -78,7 +78,9 @@ class Reconciler:
         self.journal = journal
         self._decider = decider
         self._votes = Votes(journal, decider)
-        self._sync = NoteSync(root, journal, self._votes.approval_view, self.record_decision)
+        self._sync = NoteSync(
+            root, journal, self._votes.approval_view, self.record_decision, self._votes.proven
+        )
         # True while another process writes every note (this one follows the leader of a
         # shared journal): new notes and updates are left to it.
         self.leave_notes: Callable[[], bool] = lambda: False

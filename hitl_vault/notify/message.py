@@ -159,7 +159,10 @@ def compose(
     ``note`` is the note's vault-relative path, ``why`` the rule's explanation and
     ``context`` what the agent said about it (by default the request's own
     ``context``). When it is too long, params are cut first (the last line then
-    says "…and N more", and the message is marked ``cut``), then the context.
+    says "…and N more"), then the context. The message is marked ``cut`` whenever it
+    does not show every param exactly as it would run: one left out, or a key or value
+    shown otherwise (cut short, its whitespace folded onto one line, an invisible
+    character left out).
     A message to one person puts ``lead`` lines first (never cut: the decision link),
     says ``how`` to decide instead of the note and CLI lines, and starts its title
     with ``title_lead``.
@@ -190,10 +193,14 @@ def compose(
             f"  hitl-vault reject {request.id}",
         ]
     end += [f"Note: {note}", f"Open in Obsidian: {note_link(vault_name, note)}"]
-    params = [
-        f"- {_plain(key, 60)}: {_plain(_value(value), 200)}"
-        for key, value in request.params.items()
-    ]
+    shown = [(_plain(key, 60), _plain(_value(value), 200)) for key, value in request.params.items()]
+    params = [f"- {key}: {value}" for key, value in shown]
+    # A key or value shown otherwise than it runs (cut, whitespace folded, an invisible
+    # character left out) makes the message one that does not show all that would run.
+    altered = any(
+        (key, value) != (str(k), _value(v))
+        for (key, value), (k, v) in zip(shown, request.params.items(), strict=True)
+    )
     story = _paragraphs((request.context or "") if context is None else context)
 
     def body(shown: int, context_text: str) -> str:
@@ -210,19 +217,19 @@ def compose(
 
     room = MESSAGE_LIMIT - len(title)
     if len(body(len(params), story)) <= room:
-        return Message(title, body(len(params), story))
+        return Message(title, body(len(params), story), cut=altered)
     low, high = 0, len(params)  # the most params that fit with the whole context
     while low < high:
         mid = (low + high + 1) // 2
         low, high = (mid, high) if len(body(mid, story)) <= room else (low, mid - 1)
     if len(body(low, story)) <= room:
-        return Message(title, body(low, story), cut=low < len(params))
+        return Message(title, body(low, story), cut=altered or low < len(params))
     spare = room - len(body(0, ""))
     if story and spare > len("\n\nContext:\n") + 20:
         text = body(0, _cut(story, spare - len("\n\nContext:\n")))
     else:
         text = body(0, "")
-    return Message(title, _cut(text, room), cut=bool(params) or len(text) > room)
+    return Message(title, _cut(text, room), cut=altered or bool(params) or len(text) > room)
 
 
 def in_your_name(request: Request, step: Transition, *, note: str, vault_name: str) -> Message:

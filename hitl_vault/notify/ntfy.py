@@ -9,6 +9,7 @@ view, Open, URL``; at most three actions, ntfy's own limit).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -18,6 +19,12 @@ SCHEMES = frozenset({"ntfy", "ntfys"})
 MAIL_SCHEMES = frozenset({"mailto", "mailtos"})
 # What ntfy shows as a message: a longer one arrives as an attachment, its text unseen.
 MESSAGE_BYTES = 4096
+# Apprise's ntfy plugin sends a message as JSON with every non-ASCII character escaped
+# (``\u6570``, an emoji as two of them) and sends one over this many characters as an
+# attachment instead (its ``ntfy_json_upstream_size_limit``).
+JSON_CHARS = 8000
+# The longest topic ntfy takes, counted in full so that any topic fits.
+TOPIC_CHARS = 64
 
 
 def scheme_of(url: str) -> str:
@@ -29,9 +36,17 @@ def scheme_of(url: str) -> str:
 
 
 def too_long(message: Message) -> bool:
-    """Whether ntfy would not show ``message`` as text (over :data:`MESSAGE_BYTES` in UTF-8:
-    the 4,000 characters messages keep to can be more bytes)."""
-    return len(message.title.encode()) + len(message.body.encode()) > MESSAGE_BYTES
+    """Whether ntfy would not show ``message`` as text: over :data:`MESSAGE_BYTES` in UTF-8
+    (the 4,000 characters messages keep to can be more bytes), or over Apprise's
+    :data:`JSON_CHARS` once escaped as Apprise sends it (CJK text and emoji grow
+    sixfold), either of which makes it an attachment."""
+    if len(message.title.encode()) + len(message.body.encode()) > MESSAGE_BYTES:
+        return True
+    sent = {"topic": "t" * TOPIC_CHARS, "title": message.title, "message": message.body}
+    return len(json.dumps(sent)) > JSON_CHARS
+
+
+CUT = "the message does not show the params exactly as they would run: open the page"
 
 
 @dataclass(frozen=True)
@@ -51,14 +66,14 @@ def buttons(
     reject_reason: bool,
     link_approves: bool = True,
 ) -> Buttons:
-    """The one-tap buttons the message may carry: none when it had to cut the params (the
-    phone would not show everything that would run) or when the channel has no access
-    token (ntfy topic names work like passwords: anyone who guesses the topic would see
-    them); no one-tap Approve where an approval needs a reason or a link's approval does
-    not count (``authenticated:``), no one-tap Reject where a rejection needs a reason
-    (the page asks for it)."""
+    """The one-tap buttons the message may carry: none when it is ``cut`` (it does not
+    show every param exactly as it would run, or ntfy would not show it as text) or when
+    the channel has no access token (ntfy topic names work like passwords: anyone who
+    guesses the topic would see them); no one-tap Approve where an approval needs a
+    reason or a link's approval does not count (``authenticated:``), no one-tap Reject
+    where a rejection needs a reason (the page asks for it)."""
     if cut:
-        return Buttons(False, False, "the params did not fit in the message: open the page")
+        return Buttons(False, False, CUT)
     if not token:
         return Buttons(False, False, "this ntfy channel has no access token: open the page")
     why = "this request needs a reason: open the page" if approve_reason or reject_reason else ""

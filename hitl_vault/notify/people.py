@@ -4,7 +4,8 @@ with a decision link of their own when the service has a public URL; each kind o
 as suits it (ntfy: buttons; e-mail: an approve and a reject link; any other: the page).
 
 These messages go only to the channels ``hitl-vault people`` keeps for the person, never to
-the shared ``notify:`` targets, which get no links.
+the shared ``notify:`` targets, which get no links; nor does a person's channel that is
+also a shared target or another person's (:func:`clash`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from shlex import quote
+from urllib.parse import parse_qsl, urlsplit
 
 from ..identity import Person, same_name
 from ..model import Request, Transition
@@ -27,6 +29,54 @@ NO_LINK = (
     "No decision link: the service has no public address. Its owner gives one with "
     "hitl-vault serve --public-url https://..., and messages carry links from then on."
 )
+# Why a channel that is not the person's alone gets no link: {clash}, {name}.
+SHARED = (
+    "No decision link: this channel is not yours alone (it is {clash}), and a link there "
+    "would reach whoever reads it. The service's owner gives you one of your own with "
+    "hitl-vault people set {name} --notify URL."
+)
+# Options that carry credentials, not where a message lands.
+_CREDENTIALS = frozenset({"token", "auth", "user", "username", "password", "pass", "pwd"})
+# Kinds whose URL's user only signs in (elsewhere, as in mailto://alice@..., it may name
+# the mailbox or the account the message goes to).
+_USER_SIGNS_IN = frozenset({"ntfy", "json", "xml", "form"})
+
+
+def place(url: str) -> tuple[str, ...]:
+    """Where a channel's messages land, to tell two channels that are one place: its kind
+    (``ntfys`` as ``ntfy``, ``mailtos`` as ``mailto``), host, port, path and options, less
+    what only proves who sends (a password, the user of an ntfy channel or a webhook, a
+    ``token=`` option): the same ntfy topic with another token is the same place."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return (text,)
+    scheme = parts.scheme.lower()
+    kind = scheme[:-1] if scheme.endswith("s") and len(scheme) > 2 else scheme
+    user = "" if kind in _USER_SIGNS_IN else parts.username or ""
+    options = sorted(
+        (key.lower(), value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if key.lower() not in _CREDENTIALS
+    )
+    where = [kind, user, parts.hostname or "", str(port or ""), parts.path.rstrip("/")]
+    return (*where, *(f"{key}={value}" for key, value in options))
+
+
+def clash(url: str, name: str, shared: Iterable[str], people: Iterable[Person]) -> str:
+    """What else ``url`` (one of ``name``'s channels) is: ``a notify: target in
+    hitl-vault.yaml`` or ``bob's channel``; "" when it is ``name``'s alone."""
+    here = place(url)
+    if any(place(target) == here for target in shared):
+        return "a notify: target in hitl-vault.yaml"
+    for other in people:
+        if same_name(other.name) != same_name(name) and any(
+            place(theirs) == here for theirs in other.notify
+        ):
+            return f"{other.name}'s channel"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -110,12 +160,14 @@ def ask(
     vault_name: str,
     why: str = "",
     unproven: str = "",
+    no_link: str = NO_LINK,
 ) -> Asked:
     """The message asking ``name`` to decide ``request`` at one of their channels (its URL
     as written). ``token``: the channel is an ntfy one with an access token; ``reasons``:
     whether an approval and a rejection need a reason under its rules; ``unproven``: what
     an approval lacks when its rules' ``authenticated:`` does not count a link (then the
-    message offers the link to reject and to read, and says so)."""
+    message offers the link to reject and to read, and says so); ``no_link``: why there
+    is no link, said when ``link`` is None."""
     scheme = scheme_of(channel)
     warning = [f"An approval through this link does not count here: it {unproven}."]
     warning = warning if unproven and link is not None else []
@@ -126,7 +178,7 @@ def ask(
     ]
     if link is None:
         lead = [f"{name}, you may approve or reject this request in the vault {vault_name!r}."]
-        how = [NO_LINK, *cli]
+        how = [no_link, *cli]
     elif scheme in MAIL_SCHEMES:
         lead = [
             f"{name}, you may approve or reject this request in the vault {vault_name!r}.",

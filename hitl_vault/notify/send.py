@@ -61,6 +61,8 @@ def mask_url(url: str) -> str:
     head, userinfo, host, tail = _split(url)
     if url_password(url):
         userinfo = userinfo.partition(":")[0] + ":****@"
+    elif _TOKEN_AS_USER.fullmatch(head) and userinfo and not only_placeholders(userinfo[:-1]):
+        userinfo = "****@"  # ntfy's ``{token}@host``: an access token where a user would be
     path, question, query = tail.partition("?")
     if question:
         items = []
@@ -74,6 +76,7 @@ def mask_url(url: str) -> str:
 
 
 SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_TOKEN_AS_USER = re.compile(r"ntfys?://", re.IGNORECASE)
 
 
 def only_placeholders(text: str) -> bool:
@@ -274,8 +277,9 @@ MESSAGE_LIMIT = 4000  # title + body, in characters; ntfy takes 4,096 bytes
 
 @dataclass(frozen=True)
 class Message:
-    """A notification: a one-line title and a plain-text body. ``cut``: the body had to
-    leave some of the request's params out to fit (the note has them all)."""
+    """A notification: a one-line title and a plain-text body. ``cut``: the body does not
+    show every param exactly as it would run (some left out to fit, or shown shortened or
+    on one line; the note has them all)."""
 
     title: str
     body: str
