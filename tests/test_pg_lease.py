@@ -28,7 +28,7 @@ from hitl_vault.vault import Vault
 from .helpers import eventually
 from .pgserver import fresh_journal
 
-LEASE = 0.4  # seconds: short enough to run out while a test waits
+LEASE = 0.25  # seconds: short enough to run out while a test waits
 AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
 
@@ -57,6 +57,15 @@ def _lead(store: PgJournal) -> tuple[PgLease, int]:
     term = eventually(lease.take, timeout=10)
     assert isinstance(term, int)
     return lease, term
+
+
+def _waiting_for_the_lease(store: PgJournal) -> bool:
+    """Some election is waiting, on the server, for a lock on the lease row."""
+    row = store._db.read_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+        ("%FROM lease WHERE expires%FOR UPDATE%",),
+    )
+    return bool(row[0])
 
 
 def _claimed_term(store: PgJournal, rid: str) -> int | None:
@@ -140,7 +149,7 @@ def test_an_election_waits_for_the_owners_write_under_way_and_a_renewal_does_not
         voter.start()
         # The lease runs out meanwhile; the election is blocked on this batch's write.
         eventually(lambda: b._db.read_one("SELECT expires < now() FROM lease")[0], timeout=10)
-        voter.join(0.5)
+        eventually(lambda: _waiting_for_the_lease(b), timeout=10)
         assert voter.is_alive() and not elected
         _new(a, 2)
     voter.join(10)
