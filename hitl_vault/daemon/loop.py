@@ -88,6 +88,7 @@ class Daemon:
         workers: int = 4,
         rescan_every: timedelta = RESCAN_EVERY,
         links: LinkMaker | None = None,
+        takeover: bool = False,  # leading after another host: see Actions.recover
     ) -> None:
         # The one place that takes the engine apart: each part gets what it uses. What a
         # reload replaces (the rules, ``notify:``) is read through callables, never copied.
@@ -138,7 +139,7 @@ class Daemon:
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
         self.parts: list[Part] = [self.retries, self.actions, self.looker, self.quiet]
         self.parts += [self.rules, self.timeouts, self.notifier, self.dashboard]
-        self._stopping = False
+        self._stopping, self._takeover = False, takeover
         self._recovered = False
         self._journal_files: Path | None = None  # set by run_forever: see notice
         # Every transition, once committed, whichever process made it: said in the log
@@ -301,7 +302,7 @@ class Daemon:
         """After a restart: finish what a dead daemon left behind, never running anything twice
         (see :meth:`Actions.recover`). Safe to repeat after a failure part way."""
         self.journal.unflag(RULES_FILE)  # the rules loaded: an earlier run's error is gone
-        self.actions.recover(now, stopping=self._stopping)
+        self.actions.recover(now, stopping=self._stopping, takeover=self._takeover)
         self._recovered = True
         return True
 
@@ -404,7 +405,8 @@ class Daemon:
         if self.actions.running:
             log.info("finishing %d action(s) in flight before exiting", self.actions.running)
         self.actions.shutdown()
-        self.run_once()
+        if not self.actions.abandoned:  # a leader deposed writes nothing more, notes included
+            self.run_once()
         self.notifier.stop()
 
     def stop(self) -> None:
@@ -413,9 +415,12 @@ class Daemon:
         self._wake.set()
 
     def close(self) -> None:
-        """Wait for actions in flight, journal how they went, release the worker threads."""
+        """Wait for actions in flight, journal how they went, release the worker threads; it
+        no longer listens to the engine (a later daemon may)."""
         self.actions.shutdown()
         self._record_outcomes()
+        self._events.remove(_say)
+        self._events.remove(self.followed.hear)
 
     def __enter__(self) -> Daemon:
         return self

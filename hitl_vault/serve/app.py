@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -28,7 +29,7 @@ from ..identity import Principal, Role
 from ..model import Status
 from ..pitch import make_pitch
 from .answers import Fields, error_response, parse_json
-from .guard import BODY_LIMIT, READ_TIMEOUT, Guard, allowed_hosts
+from .guard import BODY_LIMIT, READ_TIMEOUT, Guard, allowed_hosts, logged_path
 from .openapi import document
 from .service import Service
 
@@ -293,9 +294,13 @@ class Routes:
         return JSONResponse(await s.call(work))
 
 
-async def healthz(request: HttpRequest) -> Response:
-    """Up and answering; no credentials, nothing about the vault."""
-    return JSONResponse({"ok": True, "version": __version__})
+def _healthz(service: Service) -> Callable[[HttpRequest], Awaitable[Response]]:
+    async def healthz(request: HttpRequest) -> Response:
+        """Up and answering, and whether this host leads; no credentials, nothing about the
+        vault's requests."""
+        return JSONResponse({"ok": True, "version": __version__, **service.health()})
+
+    return healthz
 
 
 class _Asgi:
@@ -327,7 +332,7 @@ def build_app(
     ``hosts`` are refused."""
     routes = Routes(service)
     table: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/healthz", _healthz(service), methods=["GET"]),
         Route("/openapi.json", _openapi(gate is not None, mcp_app is not None), methods=["GET"]),
         Route("/api/v1/requests", _answering(routes.submit), methods=["POST"]),
         Route("/api/v1/requests", _answering(routes.list), methods=["GET"]),
@@ -369,7 +374,7 @@ def build_app(
     app.add_exception_handler(405, _not_allowed)
     return Guard(
         app, allowed_hosts(public_url, hosts), body_limit=body_limit, read_timeout=read_timeout,
-        forms=FORMS,
+        forms=FORMS, prefix=urllib.parse.urlsplit(public_url or "").path,
     )  # fmt: skip
 
 
@@ -388,9 +393,8 @@ async def _bug(request: HttpRequest, exc: Exception) -> Response:
 
 
 async def _not_found(request: HttpRequest, exc: Exception) -> Response:
-    return JSONResponse(
-        {"error": f"{request.url.path}: no such route (see /openapi.json)"}, status_code=404
-    )
+    path = logged_path(request.scope.get("path", ""))  # never a link's secret
+    return JSONResponse({"error": f"{path}: no such route (see /openapi.json)"}, status_code=404)
 
 
 async def _not_allowed(request: HttpRequest, exc: Exception) -> Response:

@@ -47,7 +47,7 @@ from ..model import Status
 from ..policy.quorum import proof_needed
 from ..serve.service import Service
 from ..times import format_ts, utcnow
-from .render import page, plain
+from .render import any_hidden, base_of, page, plain
 from .safety import client_of, csrf_ok, csrf_token
 
 REASON_LIMIT = 2000  # characters of a reason typed on the page
@@ -79,6 +79,10 @@ def decision_values(service: Service, request_id: str, via: str) -> dict[str, An
     if plan.authenticated is not None and via not in plan.authenticated:
         needed = proof_needed(plan.authenticated)
         proof_note = f"An approval from this page does not count here: it {needed}."
+    # Whether anything the page shows holds a character that does not show as itself.
+    shown = [request.action, request.summary, request.context or "", request.requested_by]
+    shown += [*created, *params, *(json.dumps(v, ensure_ascii=False) for v in params.values())]
+    shown += [f"{t.by} {t.reason}" for t in request.votes()]
     return {
         "r": {
             "id": request.id,
@@ -108,10 +112,11 @@ def decision_values(service: Service, request_id: str, via: str) -> dict[str, An
         "reason_required": str(plan.require_reason),
         "reason_limit": REASON_LIMIT,
         "proof_note": proof_note,
+        "hidden": any_hidden(shown),
     }
 
 
-def _refusal(e: VaultError) -> tuple[int, str]:
+def page_refusal(e: VaultError) -> tuple[int, str]:
     """The status and title of a page for an error a decision may meet."""
     if isinstance(e, LinkError):
         return REFUSALS[e.problem]
@@ -130,7 +135,7 @@ def _refusal(e: VaultError) -> tuple[int, str]:
     return 503, "The service cannot decide this"
 
 
-def _form(raw: bytes) -> dict[str, str]:
+def parse_form(raw: bytes) -> dict[str, str]:
     """The urlencoded form's fields (the first of each name)."""
     if len(raw) > FORM_LIMIT:
         raise UsageError("form", f"is over {FORM_LIMIT} bytes", "send the page's form as it is")
@@ -177,11 +182,12 @@ class LinkPages:
         if self.service.engine.params_to_run(grant.request_id)[1] != grant.params_sha:
             raise LinkError(LinkProblem.PARAMS_CHANGED, links.PARAMS_CHANGED, grant.request_id)
 
-    def _page(self, secret: str, grant: LinkGrant, **extra: Any) -> dict[str, Any]:
+    def _page(self, base: str, secret: str, grant: LinkGrant, **extra: Any) -> dict[str, Any]:
         return {
             **self._checked(grant),
+            "base": base,
             "person": grant.person,
-            "form_action": f"/d/{secret}",
+            "form_action": f"{base}/d/{secret}",
             "csrf": csrf_token(self.store.link_key(), grant.spent_as),
             "choice": None,
             "reason": "",
@@ -191,22 +197,22 @@ class LinkPages:
 
     async def show(self, request: HttpRequest) -> Response:
         secret, client = request.path_params["secret"], client_of(request.scope)
-        choice = request.query_params.get("choice")
+        choice, base = request.query_params.get("choice"), base_of(request)
 
         def work() -> Response:
             grant = self._grant(secret, client)
             chosen = choice if choice in CHOICES else None
-            return page("decision.html", **self._page(secret, grant, choice=chosen))
+            return page("decision.html", **self._page(base, secret, grant, choice=chosen))
 
-        return await self._answered(work, html=True)
+        return await self._answered(work, base)
 
     async def decide(self, request: HttpRequest) -> Response:
         secret, client = request.path_params["secret"], client_of(request.scope)
-        raw = await request.body()
+        raw, base = await request.body(), base_of(request)
 
         def work() -> Response:
             grant = self._grant(secret, client)
-            form = _form(raw)
+            form = parse_form(raw)
             key = self.store.link_key()
             if not csrf_ok(key, grant.spent_as, form.get("csrf", "")):
                 raise ForbiddenError(
@@ -215,14 +221,14 @@ class LinkPages:
                 )
             decision, reason = form.get("decision", ""), form.get("reason", "").strip()
             try:
-                return self._decided(grant, client, decision, reason, one_line=False)
+                return self._decided(grant, client, decision, reason, base=base)
             except (DecisionRefusedError, UsageError) as e:  # the form again, saying why
-                status, _ = _refusal(e)
-                values = self._page(secret, grant, reason=reason, message=str(e))
+                status, _ = page_refusal(e)
+                values = self._page(base, secret, grant, reason=reason, message=str(e))
                 values["choice"] = decision if decision in CHOICES else None
                 return page("decision.html", status, **values)
 
-        return await self._answered(work, html=True)
+        return await self._answered(work, base)
 
     def one_tap(self, decision: str) -> Callable[[HttpRequest], Awaitable[Response]]:
         async def tapped(request: HttpRequest) -> Response:
@@ -231,17 +237,17 @@ class LinkPages:
 
             def work() -> Response:
                 grant = self._grant(secret, client)
-                return self._decided(grant, client, decision, "", one_line=True)
+                return self._decided(grant, client, decision, "", base=None)
 
-            return await self._answered(work, html=False)
+            return await self._answered(work, None)
 
         return tapped
 
     def _decided(
-        self, grant: LinkGrant, client: str, decision: str, reason: str, *, one_line: bool
+        self, grant: LinkGrant, client: str, decision: str, reason: str, *, base: str | None
     ) -> Response:
         """Decide as the link's person, via link, spending the link in the decision's
-        transaction."""
+        transaction; the answer is a page under ``base``, or one line (``base`` None)."""
         if decision not in CHOICES:
             raise UsageError("decision", f"{decision[:20]!r} is not a decision", "press a button")
         if len(reason) > REASON_LIMIT:
@@ -263,31 +269,35 @@ class LinkPages:
         pending = done.status is Status.PENDING
         said = f"{word} by {grant.person} via link"
         said += " (a vote; more are needed)" if pending else ""
-        if one_line:
+        if base is None:
             return plain(f"{said}: request {done.id} is {done.status}")
         progress = self.service.engine.votes(done).progress() if pending else ""
         return page(
-            "done.html", title=f"You {word} it" if not pending else "Your vote is recorded",
+            "done.html", base=base,
+            title=f"You {word} it" if not pending else "Your vote is recorded",
             message=said[:1].upper() + said[1:], progress=progress, request_id=done.id,
             status=str(done.status),
         )  # fmt: skip
 
-    async def _answered(self, work: Callable[[], Response], *, html: bool) -> Response:
-        """``work``'s page; a refusal as a page (or a line) saying why, with its 4xx."""
+    async def _answered(self, work: Callable[[], Response], base: str | None) -> Response:
+        """``work``'s page; a refusal as a page under ``base`` (or a line, ``base`` None)
+        saying why, with its 4xx."""
         try:
             return await self.service.call(work)
         except _TooMany as e:
             text = f"too many failed attempts from your address: try again in {e.seconds} s"
-            if html:
-                answer = page("refused.html", 429, title="Too many attempts", message=text)
+            if base is not None:
+                answer = page(
+                    "refused.html", 429, base=base, title="Too many attempts", message=text
+                )
             else:
                 answer = plain(text, 429)
             answer.headers["Retry-After"] = str(e.seconds)
             return answer
         except VaultError as e:
-            status, title = _refusal(e)
-            if html:
-                return page("refused.html", status, title=title, message=str(e))
+            status, title = page_refusal(e)
+            if base is not None:
+                return page("refused.html", status, base=base, title=title, message=str(e))
             return plain(str(e), status)
 
 

@@ -28,10 +28,18 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 _CSRF = b"hitl-vault form\n"
-# The paths the pages' forms post to (one ending in "/" is a prefix, any other exact): there
-# the service's guard takes ``Origin: null``, which a browser sends for a form on a page
-# with ``Referrer-Policy: no-referrer``; the form's CSRF token (or the link) is what counts.
-FORMS = ("/d/", "/r/", "/login", "/login/", "/logout")
+# The routes the pages' forms post to, each a regular expression matching a whole path:
+# there the service's guard takes ``Origin: null``, which a browser sends for a form on a
+# page with ``Referrer-Policy: no-referrer``. Each checks the form's CSRF token (or the
+# link in its path), which is what counts there; nowhere else is ``Origin: null`` taken.
+FORMS = (
+    r"/d/[^/]+",  # a link's form
+    r"/d/[^/]+/(?:approve|reject)",  # a link's one-tap answers
+    r"/r/[^/]+",  # the inbox's decision form
+    r"/login",  # the sign-in form
+    r"/login/[^/]+",  # a one-time sign-in link's form
+    r"/logout",
+)
 
 
 def csrf_token(key: bytes, bound_to: str) -> str:
