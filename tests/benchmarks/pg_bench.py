@@ -14,7 +14,7 @@ here.
 Columns: the SQLite journal in ``.hitl/``; PostgreSQL over its Unix socket; over TCP to
 127.0.0.1 (left out with ``--no-tcp``, or when the server was given).
 
-Sections, each on every journal
+Sections 1-3, on every journal
   1. submit     requests/s: POST /api/v1/requests on one keep-alive connection, and
                 Vault.submit in this process, interleaved rounds on the same served vault
                 (issue 25's goal, for one host: HTTP at least half the Vault's rate)
@@ -23,6 +23,17 @@ Sections, each on every journal
   3. burst      N submits at once over 8 connections, then N approvals at once over 8
                 connections; from the first approval until every request is executed
                 (its ``run:`` action is /bin/true), as long-polls waiting on each see it
+
+Then, on the last PostgreSQL journal (TCP if there is one), two ``serve`` processes on one
+vault folder and one journal, as two hosts (one leads by the lease, the other follows):
+  4. across     a decision through one host -> a long-poll already waiting on the other
+                returns, both ways; and both on the follower, for comparison
+                (issue 28's goal: median across hosts <= 50 ms)
+  5. takeover   kill -9 of the leader's process group at a random moment of its renewals ->
+                the other's /healthz says it leads, with the default lease; and -> a
+                request approved through it just after the kill is executed
+                (issue 28's goal: within 15 s). The killed host is started again to follow,
+                and the next round kills the new leader
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -56,13 +68,23 @@ from hitl_vault.template import init_vault
 if __name__ == "__main__":  # run as a script: tests/ is a package of the project's root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests import pgserver
-from tests.benchmarks.serve_bench import Api, bench_submit, bench_wake, free_port, med, pct
+from tests.benchmarks.serve_bench import (
+    Api,
+    _poll,
+    bench_submit,
+    bench_wake,
+    free_port,
+    med,
+    pct,
+)
 
 RULES = (
     "defaults:\n  decision: ask\n  timeout: 1h\n  quiet: 0.2s\nrules: []\n"
     "actions:\n  bench:\n    run: [/bin/true]\n    timeout: 60s\n"
 )
 CONNECTIONS = 8  # the burst's clients
+# A host's lease settings: unset for every serve started here, so it runs the default lease.
+LEASE_VARS = ("HITL_VAULT_LEASE", "HITL_VAULT_LEASE_RENEW")
 
 
 @dataclass(frozen=True)
@@ -164,7 +186,7 @@ def new_vault(root: Path, url: str | None) -> tuple[Path, str, str]:
 def start_serve(vault: Path, url: str | None, log: Path) -> tuple[subprocess.Popen[bytes], int]:
     """``hitl-vault serve`` on ``vault`` (journal ``url``), once its /healthz answers 200."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != JOURNAL_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in (JOURNAL_ENV, *LEASE_VARS)}
     if url is not None:
         env[JOURNAL_ENV] = url
     with open(log, "ab") as out:
@@ -298,6 +320,95 @@ def bench_burst(s: Served, n: int) -> dict[str, float]:
     }
 
 
+# --------------------------------------------------------------------------- 4, 5. two hosts
+
+
+@contextmanager
+def two_hosts(root: Path, url: str) -> Iterator[tuple[Served, Served]]:
+    """Two ``serve`` processes on one vault folder and one journal, as two hosts: (the
+    leader, the follower), each answering on a port of its own."""
+    with served(root, url) as a:
+        proc, port = start_serve(a.vault, url, root / "serve-b.log")
+        b = Served(proc, port, a.agent, a.approver, a.vault)
+        try:
+            leader = wait_for_leader([a, b], 60)
+            yield (a, b) if leader is a else (b, a)
+        finally:
+            stop(b.proc)
+
+
+def wait_for_leader(hosts: list[Served], seconds: float) -> Served:
+    """The host whose /healthz says it leads (SystemExit if none does within ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for host in hosts:
+            said = health(host.port)
+            if said is not None and said.get("role") == "leader":
+                return host
+        time.sleep(0.02)
+    raise SystemExit(f"no host leads after {seconds} s: {[health(h.port) for h in hosts]}")
+
+
+def bench_across(decide_on: Served, wait_on: Served, n: int) -> list[float]:
+    """A decision through one host -> a long-poll already waiting on the other returns."""
+    asker, decider = Api(wait_on.port, wait_on.agent), Api(decide_on.port, decide_on.approver)
+    latencies = []
+    for i in range(n):
+        request_id = asker.submit(f"x{i}")
+        returned: list[float] = []
+        poller = threading.Thread(
+            target=_poll, args=(wait_on.port, wait_on.agent, request_id, returned)
+        )
+        poller.start()
+        time.sleep(0.03)  # let the long-poll reach the server and wait
+        t = time.perf_counter()
+        _approve(decider, request_id)
+        poller.join(60)
+        latencies.append((returned[0] - t) * 1000)
+    asker.close()
+    decider.close()
+    return latencies
+
+
+def bench_takeover(root: Path, url: str, rounds: int) -> list[tuple[float, float]]:
+    """kill -9 of the leader (at a random moment of its renewals) -> the other host's
+    /healthz says it leads; and -> an approval made through it just after the kill is
+    executed. One pair of seconds per round; the killed host is started again, to follow."""
+    results = []
+    with two_hosts(root, url) as (leader, follower):
+        hosts = [leader, follower]
+        for r in range(rounds):
+            time.sleep(random.uniform(0, 3))
+            api = Api(follower.port, follower.agent)
+            request_id = api.submit(f"takeover{r}")
+            api.close()
+            t = time.perf_counter()
+            os.killpg(leader.proc.pid, signal.SIGKILL)
+            leader.proc.wait(10)
+            decider = Api(follower.port, follower.approver)
+            _approve(decider, request_id)
+            decider.close()
+            out: dict[str, Any] = {}
+            ready = threading.Event()
+            watcher = threading.Thread(
+                target=_watch, args=(follower.port, follower.agent, [request_id], out, ready)
+            )
+            watcher.start()
+            wait_for_leader([follower], 60)
+            led = time.perf_counter() - t
+            watcher.join(120)
+            assert out.get("statuses") == ["executed"], out
+            results.append((led, out["done"] - t))
+            log = root / f"serve-{r}.log"
+            proc, port = start_serve(leader.vault, url, log)
+            dead = hosts.index(leader)
+            hosts[dead] = Served(proc, port, leader.agent, leader.approver, leader.vault)
+            leader, follower = follower, hosts[dead]
+        for host in hosts:
+            stop(host.proc)
+    return results
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -338,6 +449,34 @@ def show(rows: dict[str, dict[str, Any]], burst: int) -> None:
     line("   executed /s", lambda r: f"{burst / r['executed s']:.0f}")
 
 
+def hosts(journal: Journal, tmp: Path, n: int, rounds: int) -> None:
+    assert journal.server is not None
+    with two_hosts(tmp / "hosts", pgserver.fresh_journal(journal.server)) as (leader, follower):
+        to_follower = bench_across(leader, follower, n)
+        to_leader = bench_across(follower, leader, n)
+        here = bench_across(follower, follower, n)
+    both = to_follower + to_leader
+    for label, values in (
+        ("decision on the leader, wait on the follower", to_follower),
+        ("decision on the follower, wait on the leader", to_leader),
+        ("both on the follower (no host between)", here),
+    ):
+        print(f"  4. across  {label}: median {med(values):.1f} ms, p90 {pct(values, 0.9):.1f} ms")
+    print(
+        f"             across hosts: median {med(both):.1f} ms (goal <= 50) {ok(med(both) <= 50)}"
+    )
+    taken = bench_takeover(tmp / "takeover", pgserver.fresh_journal(journal.server), rounds)
+    led = [x for x, _ in taken]
+    print(
+        f"  5. takeover kill -9 of the leader -> the other leads (default lease): "
+        f"{', '.join(f'{x:.1f}' for x in led)} s (goal <= 15) {ok(max(led) <= 15)}"
+    )
+    print(
+        "             an approval made through it just after the kill, executed after "
+        f"{', '.join(f'{y:.1f}' for _, y in taken)} s"
+    )
+
+
 def ok(met: bool) -> str:
     return "ok" if met else "MISSED"
 
@@ -363,6 +502,9 @@ def main() -> int:
                     journals.append(Journal(name, pgserver.fresh_journal(url), url))
             rows = {j.name: measure(j, tmp / f"j{k}", sizes) for k, j in enumerate(journals)}
             show(rows, sizes[3])
+            across = journals[-1]
+            print(f"  two serve processes on one vault folder and one journal ({across.name}):")
+            hosts(across, tmp, sizes[2], 1 if args.quick else 3)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"# load at the end {os.getloadavg()[0]:.1f}")
