@@ -237,7 +237,9 @@ def _check_ran_once(cluster: Cluster, ids: list[str], idempotent: set[str]) -> N
 
 
 def _follows(health: dict[str, Any], term: int) -> bool:
-    return bool(health["role"] == "follower" and health["term"] >= term)
+    # A follower that has not read the lease since it woke says no term yet.
+    seen = health["term"]
+    return bool(health["role"] == "follower" and seen is not None and seen >= term)
 
 
 def _quietly(check: Any, *args: Any) -> Any:
