@@ -98,5 +98,11 @@ class PgBookkeeping:
             return True
 
     def unflag(self, path: str) -> None:
+        """Take the file off Needs attention. The usual case, nothing listed, is one read:
+        no write, and no ``NOTIFY`` to wake every host. Safe: what this read sees is all
+        committed before it, so a flag it misses is written after it, as if this call came
+        first; and a flag it sees is deleted as before, by a write of its own."""
+        if self._db.read_one("SELECT 1 FROM attention WHERE path = %s", (path,)) is None:
+            return
         with self._write(durable=False) as db:
             db.execute("DELETE FROM attention WHERE path = %s", (path,))

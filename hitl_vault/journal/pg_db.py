@@ -294,9 +294,14 @@ class PgDatabase:
             with conn.transaction():
                 self._check_owner(conn, outcome_of)
                 if not self.batching:
-                    if not durable:
-                        conn.execute("SET LOCAL synchronous_commit = off")
-                    conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+                    if durable:
+                        conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+                    else:  # both in one round trip
+                        conn.execute(
+                            "SELECT set_config('synchronous_commit', 'off', true), "
+                            "pg_notify(%s, '')",
+                            (self.channel,),
+                        )
                 yield conn
                 ended.append(True)
 

@@ -40,8 +40,23 @@ class PgReader:
         return self._db.converted(rows, _transition)
 
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
-        rows = self._db.read(f"SELECT {REQUEST_COLUMNS} FROM requests WHERE id = %s", (request_id,))
-        return self._requests(rows, history)[0] if rows else None
+        """The request, with its history read in the same query (one round trip, and the
+        two seen as of one moment)."""
+        if not history:
+            rows = self._db.read(
+                f"SELECT {REQUEST_COLUMNS} FROM requests WHERE id = %s", (request_id,)
+            )
+            return self._requests(rows)[0] if rows else None
+        rows = self._db.read(
+            f"SELECT {REQUEST_COLUMNS}, (SELECT coalesce(json_agg(json_build_array({_STEP}) "
+            "ORDER BY seq), '[]') FROM entries WHERE request_id = requests.id) "
+            "FROM requests WHERE id = %s",
+            (request_id,),
+        )
+        found = self._db.converted(
+            rows, lambda row: _request(row[:-1], tuple(_transition(step) for step in row[-1]))
+        )
+        return found[0] if found else None
 
     def created_params(self, request_id: str) -> dict[str, Any]:
         """The params as they were asked for, before any edit (for requests journaled before
