@@ -29,11 +29,9 @@ def store(pg_url: str) -> Iterator[PgJournal]:
 def _wakes_before_marker(listener: psycopg.Connection[object], channel: str) -> int:
     """How many NOTIFYs on ``channel`` came before the marker sent now (commit order)."""
     listener.execute("SELECT pg_notify(%s, 'marker')", (channel,))
-    wakes = 0
-    for note in listener.notifies(timeout=30):
+    for wakes, note in enumerate(listener.notifies(timeout=30)):
         if note.payload == "marker":
             return wakes
-        wakes += 1
     raise AssertionError("the marker NOTIFY never came")
 
 
