@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from hitl_vault import Status, Vault
 from hitl_vault.chain import RECORDER_ACTOR, RECORDER_HOST, entry_hash
 from hitl_vault.cli.main import cli
+from hitl_vault.daemon.dashboard import render_dashboard
 from hitl_vault.identity import SERVICE_UID, keep_service_uid, service_uid_on
 
 from .test_identity_review import AT, as_service, forged_vote
@@ -103,8 +104,8 @@ def test_an_entry_of_version_1_is_judged_by_the_vault_wide_service_uid(vault: Va
 
 
 def test_show_names_the_host_and_the_user_that_recorded_the_decision(vault: Vault) -> None:
-    """``show`` says who recorded a decision as ``user on host (uid N)``; ``--json`` gives
-    ``decided_actor`` (``host/user``) beside ``decided_uid``."""
+    """``show`` and the dashboard say who recorded a decision as ``user on host (uid N)``;
+    ``--json`` gives ``decided_actor`` (``host/user``) beside ``decided_uid``."""
     rid = vault.submit("tidy", {"v": 4}, requested_by="agent").id
     vault.approve(rid, by="alice")
     root = str(vault.root)
@@ -114,4 +115,7 @@ def test_show_names_the_host_and_the_user_that_recorded_the_decision(vault: Vaul
     assert (data["decided_actor"], data["decided_uid"]) == (RECORDER_ACTOR, os.getuid())
     text = CliRunner().invoke(cli, ["--vault", root, "show", rid]).output
     user = RECORDER_ACTOR.partition("/")[2]
-    assert f"alice (recorded by {user} on {RECORDER_HOST} (uid {os.getuid()}))" in text, text
+    who = f"{user} on {RECORDER_HOST} (uid {os.getuid()})"
+    assert f"alice (recorded by {who})" in text, text
+    dashboard = render_dashboard(vault.engine.journal, vault.engine.now())
+    assert f"claimed by alice, recorded by {who}" in dashboard, dashboard

@@ -123,7 +123,7 @@ def _memory(tmp_path: Path) -> Kit:
 
     def rewrite(seq: int, column: str, value: object) -> None:
         entries = store._m.state.entries
-        entries[seq - 1] = replace(entries[seq - 1], **{column: value})
+        entries[seq - 1] = replace(entries[seq - 1], **{column: value})  # type: ignore[arg-type]
 
     def tamper_service(seq: int, by: str | None) -> None:
         rows = store._m.state.service
@@ -530,7 +530,7 @@ class TestJournalStore:
         s.transition(A, Status.APPROVED, at=T0, by="alice")
         assert s.last_seq() == 3
         assert [(seq, rid) for seq, rid, _ in s.feed(1)] == [(2, B), (3, A)]
-        assert [rid for rid, _, _ in s.recent_entries(2)] == [A, B]
+        assert [rid for rid, *_ in s.recent_entries(2)] == [A, B]
         assert [e.seq for e in s.entries(A)] == [1, 3] and s.verify_chain() == []
         assert s.decision_uid(A) == s.entries(A)[-1].uid and s.decision_uid(B) is None
         kit.tamper(3, "mallory")
@@ -538,13 +538,15 @@ class TestJournalStore:
         assert s.unproven(A, {"amount": 1500}) is not None
 
     def test_each_entry_records_its_actor_under_chain_version_2(self, kit: Kit) -> None:
-        """A new entry keeps this process's uid and actor (``host/user``) and its hash covers
-        both; an actor changed or taken off, or a uid changed, shows as an edit."""
+        """A new entry keeps this process's uid and actor (``host/user``), read back by
+        entries and recent_entries, and its hash covers both; an actor changed or taken off,
+        or a uid changed, shows as an edit."""
         s = kit.store
         s.create(_request(), None)
         s.transition(A, Status.APPROVED, at=T0, by="alice")
         found = [(e.uid, e.actor, e.version) for e in s.entries(A)]
         assert found == [(RECORDER_UID, RECORDER_ACTOR, CHAIN_VERSION)] * 2
+        assert s.recent_entries(1)[0][2:] == (RECORDER_UID, RECORDER_ACTOR)  # the dashboard's
         assert s.verify_chain() == [] and s.unproven(A, {"amount": 1500}) is None
         for column, value in (("actor", "elsewhere/hitl"), ("actor", None), ("uid", 4242)):
             kit.rewrite(2, column, value)
