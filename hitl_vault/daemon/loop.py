@@ -129,7 +129,9 @@ class Daemon:
             root, journal, notes, self.quiet, inbox, self.rules.changed, rescan_every
         )
         self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show, engine.unreported)
-        heard = lambda request_id: self.quiet.want(request_id, unless_shown=True)  # noqa: E731
+        heard = lambda request_id, now: self.quiet.want(  # noqa: E731
+            request_id, unless_shown=True, heard=now
+        )
         self.followed = Followed(journal, queue, heard, self._wake.set)
         self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
@@ -181,7 +183,7 @@ class Daemon:
         if not self._recovered:
             did |= self._guarded("recovering after a restart", self._recover, now)
         did |= self._record_outcomes()
-        self.followed.act()
+        self.followed.act(now)
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             rescan, self._rescan_wanted = self._rescan_wanted, False
@@ -202,7 +204,7 @@ class Daemon:
         did |= self._guarded("expiring requests", self.timeouts.expire, now)
         did |= self._guarded("escalating requests", self.timeouts.escalate, now)
         did |= self._guarded("closing unreported outcomes", self.timeouts.close_unreported, now)
-        self.followed.act()  # what the parts above heard of (another process's approval)
+        self.followed.act(now)  # what the parts above heard of (another process's approval)
         did |= self._guarded("starting actions", self._claim_and_launch, now)
         did |= self._guarded("writing notes", self._write_due, now)
         did |= self._publish(now)  # what _recover and the parts above recorded
@@ -235,7 +237,7 @@ class Daemon:
                 if batch:
                     for event in self._events.recorded():
                         self.followed.hear(event)
-                    self.followed.act()
+                    self.followed.act(now)
                 claimed = self._claim() if batch else []
         except Exception as e:  # the commit failed: nothing in it happened
             self.actions.unclaim()
