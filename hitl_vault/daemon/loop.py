@@ -2,8 +2,10 @@
 
 One step is :meth:`Daemon.run_once` (time injected, as huey and rq do);
 :meth:`Daemon.run_forever` is a loop around it that sleeps until the next file
-event, action's end, or :meth:`Daemon.next_wake`: the soonest time any part of
-the daemon asks for (each part says its own), and never polls on a fixed interval.
+event, action's end, word of the journal's writes (gathered for a moment: one step
+for a burst, see :mod:`~hitl_vault.daemon.wakes`), or :meth:`Daemon.next_wake`: the
+soonest time any part of the daemon asks for (each part says its own), and never
+polls on a fixed interval.
 
 * A watcher thread only says "this path may have changed"; paths are coalesced,
   so two events for one save cause one read.
@@ -46,6 +48,7 @@ from .reload import RulesReload
 from .retries import RETRY_FIRST, Retries
 from .signals import stop_on_signals
 from .timeouts import Timeouts
+from .wakes import Wakes
 from .workers import Actions
 
 log = logging.getLogger(__name__)
@@ -100,7 +103,7 @@ class Daemon:
         self.quiet = QuietWriter(root, journal, notes, lambda: rules().defaults.quiet)
         show = self.quiet.want  # the request's note is to show the journal (once quiet)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self.wakes = Wakes()  # a file or an action's end: a step now; the journal's word: soon
         self._dirty: set[Path] = set()
         self._rescan_wanted = True
         self.retries = Retries()
@@ -116,7 +119,7 @@ class Daemon:
             later_in_note=notes.later_in_note,
             show=show,
             workers=workers,
-            wake=self._wake.set,
+            wake=self.wakes.now,
         )
         queue = self.actions.queue_if_runnable  # an approved request that may run now
         self.notifier = Notifier(
@@ -132,7 +135,7 @@ class Daemon:
         heard = lambda request_id, now: self.quiet.want(  # noqa: E731
             request_id, unless_shown=True, heard=now
         )
-        self.followed = Followed(journal, queue, heard, self._wake.set)
+        self.followed = Followed(journal, queue, heard, self.wakes.soon)
         self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
         self.parts: list[Part] = [self.retries, self.actions, self.looker, self.quiet]
@@ -155,23 +158,25 @@ class Daemon:
         if path.parent == self._journal_files:  # the store's files: word of its writes
             self._journal_changed()
             return
+        if not self.looker.wants(path):  # nothing a look would act on
+            return
         with self._lock:
             self._dirty.add(path)
         self.notifier.idle.clear()  # a decision may be coming: no new send until it is done
-        self._wake.set()
+        self.wakes.now()
 
     def _journal_changed(self) -> None:
         """Called from the store's thread: another process may have written the journal (the
         step tells the listeners, and acts on what they heard)."""
         self.notifier.idle.clear()
-        self._wake.set()
+        self.wakes.soon()
 
     def overflow(self) -> None:
         """Events were lost; everything gets looked at again."""
         log.warning("file events were lost (watcher queue overflow); rescanning the vault")
         with self._lock:
             self._rescan_wanted = True
-        self._wake.set()
+        self.wakes.now()
 
     # --- one step ---------------------------------------------------------------
 
@@ -210,7 +215,8 @@ class Daemon:
         did |= self._publish(now)  # what _recover and the parts above recorded
         # After the decisions and actions, never before them: the durable listeners (the
         # notifier) hear what the journal recorded since their cursors, whoever recorded it.
-        self._guarded("telling durable listeners", lambda _: self._events.catch_up() > 0, now)
+        if not self.wakes.put_off():  # a step for a file leaves it to one soon (wakes.py)
+            self._guarded("telling durable listeners", lambda _: self._events.catch_up() > 0, now)
         self._guarded("recording reminders", self.notifier.remind, now)
         self.dashboard.step(now, changed=did)
         return did
@@ -338,8 +344,8 @@ class Daemon:
                 break
             delay = self.next_delay()
             if (writing or rechecking or retrying) and delay is not None and delay > 0:
-                self._wake.wait(min(delay, self.quiet.period().total_seconds()))
-                self._wake.clear()
+                self.wakes.wait(min(delay, self.quiet.period().total_seconds()))
+                self.wakes.clear()
         self.gave_up += self.quiet.refused.values()
         # What is due goes out now (shared targets, or a person's own channels); what
         # fails, next run.
@@ -378,7 +384,7 @@ class Daemon:
             log.info("watching %s", self.root)
             self.notifier.start()
             while not self._stopping:
-                self._wake.clear()
+                self.wakes.begin()
                 self.notifier.idle.clear()
                 try:
                     self.run_once()
@@ -389,12 +395,12 @@ class Daemon:
                     raise
                 except Exception:  # a bug: say so loudly, keep watching, try again shortly
                     log.exception("unexpected error; the daemon carries on")
-                    self._wake.wait(1.0)
+                    self.wakes.wait(1.0)
                     continue
                 delay = self.next_delay()
                 if not self._dirty:
                     self.notifier.idle.set()
-                    self._wake.wait(delay)
+                    self.wakes.wait(delay)
         self.notifier.idle.set()
         self._finish_in_flight()
 
@@ -403,13 +409,14 @@ class Daemon:
         if self.actions.running:
             log.info("finishing %d action(s) in flight before exiting", self.actions.running)
         self.actions.shutdown()
+        self.wakes.clear()  # the last step puts nothing off
         self.run_once()
         self.notifier.stop()
 
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return once the actions in flight have finished."""
         self._stopping = True
-        self._wake.set()
+        self.wakes.now()
 
     def close(self) -> None:
         """Wait for actions in flight, journal how they went, release the worker threads."""

@@ -1,0 +1,80 @@
+"""What wakes the daemon's loop, and how soon a step follows.
+
+A file someone saved, an action that ended, a stop or lost events want a step at once
+(:meth:`Wakes.now`). Word that the journal changed (another thread's or process's write,
+heard through the store's files or the feed) wants one soon (:meth:`Wakes.soon`): one
+write comes as several such words (a submit alone commits twice and its note is written
+between), so the loop gathers them for :data:`GATHER` and takes one step for the burst,
+and a wake that wants a step at once ends the gathering.
+
+A step taken at once may put off what can wait that long (:meth:`Wakes.put_off`): the
+durable listeners' commit, which would otherwise follow each of a burst of new notes and
+hold the journal while the decision the step made is read by those waiting on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+# How long word of the journal's writes is gathered before the step that acts on them,
+# and the longest a step taken at once puts off what can wait.
+GATHER = 0.01
+
+
+class Wakes:
+    """The daemon loop's wake-ups: any thread asks, the loop waits."""
+
+    def __init__(self, gather: float = GATHER) -> None:
+        self.gather = gather
+        self._any = threading.Event()  # a step is wanted
+        self._now = threading.Event()  # ... at once
+        self.hasty = False  # the step under way was wanted at once
+        self._put_off_at: float | None = None  # when a step first put off what can wait
+
+    def now(self) -> None:
+        """A step at once (any thread)."""
+        self._now.set()
+        self._any.set()
+
+    def soon(self) -> None:
+        """A step soon, with what else comes meanwhile (any thread)."""
+        self._any.set()
+
+    def begin(self) -> None:
+        """The loop's step starts (:attr:`hasty` if it was wanted at once): what is asked
+        from now on wants another."""
+        self.hasty = self._now.is_set()
+        self._now.clear()
+        self._any.clear()
+
+    def clear(self) -> None:
+        """A step starts that puts nothing off (``run --once``, the last one)."""
+        self.hasty = False
+        self._now.clear()
+        self._any.clear()
+
+    def put_off(self) -> bool:
+        """In a step taken at once: whether to leave what can wait to a step soon after (one
+        is asked for), unless it has waited :attr:`gather` already; never in another step."""
+        if not self.hasty:
+            self._put_off_at = None
+            return False
+        now = time.monotonic()
+        if self._put_off_at is None:
+            self._put_off_at = now
+        if now < self._put_off_at + self.gather:
+            self.soon()
+            return True
+        self._put_off_at = None
+        return False
+
+    def wait(self, timeout: float | None) -> bool:
+        """Until a step is wanted (True) or ``timeout`` seconds pass (False; None: no limit);
+        a step wanted only soon is wanted once the gathering is over, or at once if a wake
+        that wants it at once comes meanwhile."""
+        if not self._any.wait(timeout):
+            return False
+        if not self._now.is_set():
+            self._now.wait(self.gather)
+        return True
