@@ -2,10 +2,9 @@
 
 One step is :meth:`Daemon.run_once` (time injected, as huey and rq do);
 :meth:`Daemon.run_forever` is a loop around it that sleeps until the next file
-event, action's end, word of the journal's writes (gathered for a moment: one step
-for a burst, see :mod:`~hitl_vault.daemon.wakes`), or :meth:`Daemon.next_wake`: the
-soonest time any part of the daemon asks for (each part says its own), and never
-polls on a fixed interval.
+event, action's end, word of the journal's writes (:mod:`~hitl_vault.daemon.wakes`),
+or :meth:`Daemon.next_wake`: the soonest time any part of the daemon asks for (each
+part says its own); it never polls on a fixed interval.
 
 * A watcher thread only says "this path may have changed"; paths are coalesced,
   so two events for one save cause one read.
@@ -163,7 +162,8 @@ class Daemon:
         with self._lock:
             self._dirty.add(path)
         self.notifier.idle.clear()  # a decision may be coming: no new send until it is done
-        self.wakes.now()
+        # A note it knows (a save: a decision?): a step now; a new one (a submitter's): soon
+        (self.wakes.now if self.quiet.knows(path) else self.wakes.soon)()
 
     def _journal_changed(self) -> None:
         """Called from the store's thread: another process may have written the journal (the

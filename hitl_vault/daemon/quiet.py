@@ -119,6 +119,11 @@ class QuietWriter:
         self._ours.pop(path, None)
         return Content(digest, data)
 
+    def knows(self, path: Path) -> bool:
+        """Whether the daemon wrote or looked at ``path`` before (a note someone may be
+        deciding in), rather than a file new to it (a submitter's new note)."""
+        return path in self._seen or path in self._ours
+
     def looked_at(self, path: Path, digest: str | None) -> None:
         if digest:
             self._seen[path] = digest

@@ -1,11 +1,12 @@
 """What wakes the daemon's loop, and how soon a step follows.
 
-A file someone saved, an action that ended, a stop or lost events want a step at once
-(:meth:`Wakes.now`). Word that the journal changed (another thread's or process's write,
-heard through the store's files or the feed) wants one soon (:meth:`Wakes.soon`): one
-write comes as several such words (a submit alone commits twice and its note is written
-between), so the loop gathers them for :data:`GATHER` and takes one step for the burst,
-and a wake that wants a step at once ends the gathering.
+A note the daemon knows saved (someone may be deciding), an action that ended, a stop or
+lost events want a step at once (:meth:`Wakes.now`). Word that the journal changed
+(another thread's or process's write, heard through the store's files or the feed) and
+any other file the daemon looks at (a note new to it, the rules, the Inbox) want one
+soon (:meth:`Wakes.soon`): a submit alone commits twice and writes its new note between,
+so the loop gathers such words for :data:`GATHER` and takes one step for the burst, and
+a wake that wants a step at once ends the gathering.
 
 A step taken at once may put off what can wait that long (:meth:`Wakes.put_off`): the
 durable listeners' commit, which would otherwise follow each of a burst of new notes and
