@@ -215,7 +215,7 @@ class Daemon:
         did |= self._publish(now)  # what _recover and the parts above recorded
         # After the decisions and actions, never before them: the durable listeners (the
         # notifier) hear what the journal recorded since their cursors, whoever recorded it.
-        if not self.wakes.put_off():  # a step for a file leaves it to one soon (wakes.py)
+        if not self.wakes.put_off():  # a burst of steps commits it once (see wakes.py)
             self._guarded("telling durable listeners", lambda _: self._events.catch_up() > 0, now)
         self._guarded("recording reminders", self.notifier.remind, now)
         self.dashboard.step(now, changed=did)

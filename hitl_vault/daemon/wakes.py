@@ -8,9 +8,10 @@ soon (:meth:`Wakes.soon`): a submit alone commits twice and writes its new note 
 so the loop gathers such words for :data:`GATHER` and takes one step for the burst, and
 a wake that wants a step at once ends the gathering.
 
-A step taken at once may put off what can wait that long (:meth:`Wakes.put_off`): the
-durable listeners' commit, which would otherwise follow each of a burst of new notes and
-hold the journal while the decision the step made is read by those waiting on it.
+A step of the loop may put off, for at most :data:`PATIENCE`, what can wait that long
+(:meth:`Wakes.put_off`): the durable listeners' commit (the notifier's cursor), an fsync
+that holds the journal, which would otherwise follow nearly every step of a burst of
+submits and keep the decisions of the steps between waiting.
 """
 
 from __future__ import annotations
@@ -18,19 +19,21 @@ from __future__ import annotations
 import threading
 import time
 
-# How long word of the journal's writes is gathered before the step that acts on them,
-# and the longest a step taken at once puts off what can wait.
+# How long word of the journal's writes is gathered before the step that acts on them.
 GATHER = 0.01
+# The longest a step of the loop puts off what can wait (the loop wakes for it by then).
+PATIENCE = 0.05
 
 
 class Wakes:
     """The daemon loop's wake-ups: any thread asks, the loop waits."""
 
-    def __init__(self, gather: float = GATHER) -> None:
+    def __init__(self, gather: float = GATHER, patience: float = PATIENCE) -> None:
         self.gather = gather
+        self.patience = patience
         self._any = threading.Event()  # a step is wanted
         self._now = threading.Event()  # ... at once
-        self.hasty = False  # the step under way was wanted at once
+        self._looping = False  # the step under way is the loop's: it may put off
         self._put_off_at: float | None = None  # when a step first put off what can wait
 
     def now(self) -> None:
@@ -43,37 +46,39 @@ class Wakes:
         self._any.set()
 
     def begin(self) -> None:
-        """The loop's step starts (:attr:`hasty` if it was wanted at once): what is asked
-        from now on wants another."""
-        self.hasty = self._now.is_set()
+        """A step of the loop starts (it may put off): what is asked from now on wants
+        another."""
+        self._looping = True
         self._now.clear()
         self._any.clear()
 
     def clear(self) -> None:
         """A step starts that puts nothing off (``run --once``, the last one)."""
-        self.hasty = False
+        self._looping = False
         self._now.clear()
         self._any.clear()
 
     def put_off(self) -> bool:
-        """In a step taken at once: whether to leave what can wait to a step soon after (one
-        is asked for), unless it has waited :attr:`gather` already; never in another step."""
-        if not self.hasty:
+        """In a step of the loop: whether to leave what can wait to a later step, unless it
+        has waited :attr:`patience` already (the loop wakes by then); never in another."""
+        if not self._looping:
             self._put_off_at = None
             return False
         now = time.monotonic()
         if self._put_off_at is None:
             self._put_off_at = now
-        if now < self._put_off_at + self.gather:
-            self.soon()
+        if now < self._put_off_at + self.patience:
             return True
         self._put_off_at = None
         return False
 
     def wait(self, timeout: float | None) -> bool:
-        """Until a step is wanted (True) or ``timeout`` seconds pass (False; None: no limit);
-        a step wanted only soon is wanted once the gathering is over, or at once if a wake
-        that wants it at once comes meanwhile."""
+        """Until a step is wanted (True) or ``timeout`` seconds pass (False; None: no limit),
+        or what a step put off is due; a step wanted only soon is wanted once the gathering
+        is over, or at once if a wake that wants it at once comes meanwhile."""
+        if self._put_off_at is not None:
+            due = max(0.0, self._put_off_at + self.patience - time.monotonic())
+            timeout = due if timeout is None else min(timeout, due)
         if not self._any.wait(timeout):
             return False
         if not self._now.is_set():
