@@ -166,8 +166,8 @@ class NotAnApproverError(DecisionRefusedError):
 class DaemonRunningError(VaultError):
     """Another daemon holds the vault's lock."""
 
-    def __init__(self, lock: Path, holder: str) -> None:
-        self.lock = lock
+    def __init__(self, lock: Path | str, holder: str) -> None:
+        self.lock = lock  # the lock's folder, or the server journal's URL (no password)
         super().__init__(
             f"{lock}: another hitl-vault daemon is already running on this vault ({holder}); "
             "stop it first, or run this one on another vault"
@@ -276,6 +276,50 @@ class JournalUnavailableError(VaultError):
             f"{path}: the journal cannot be used just now ({problem}); nothing was recorded: "
             "try again (free disk space, or stop what holds it)"
         )
+
+
+class ServerUnavailableError(JournalUnavailableError):
+    """The journal's PostgreSQL server cannot be reached or used just now (down, refusing the
+    connection, a lock held too long): nothing was recorded, and trying again may work;
+    ``at_commit``: the connection was lost while committing, so the write may have been
+    recorded after all. ``where`` is the server's URL without its password."""
+
+    def __init__(self, where: str, problem: str, at_commit: bool = False) -> None:
+        self.path, self.where, self.at_commit = Path(where), where, at_commit
+        said = (
+            "the server may have recorded it before the connection was lost: look (show, "
+            "list) before trying again"
+            if at_commit
+            else "nothing was recorded: try again"
+        )
+        VaultError.__init__(
+            self,
+            f"{where}: the journal cannot be used just now ({problem}); {said} (check that "
+            "the server runs and admits this host: pg_hba.conf, ~/.pgpass)",
+        )
+
+
+class ServerDamagedError(JournalDamagedError):
+    """The journal's PostgreSQL server holds something hitl-vault did not write, or says its
+    data is damaged. ``where`` is the server's URL without its password."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.path, self.where = Path(where), where
+        VaultError.__init__(
+            self,
+            f"{where}: the journal cannot be read ({problem}); restore the database from a "
+            "backup, then run `hitl-vault verify`",
+        )
+
+
+class ServerJournalError(VaultError):
+    """A journal on a server that cannot be used as this host is set up: a schema to create
+    or upgrade, a newer schema than this code, another vault's database, or a host whose
+    ``.hitl/`` says its journal is on a server but was given none (or the other way round)."""
+
+    def __init__(self, where: str, problem: str, fix: str) -> None:
+        self.where, self.problem, self.fix = where, problem, fix
+        super().__init__(f"{where}: {problem} ({fix})")
 
 
 class DuplicateError(VaultError):

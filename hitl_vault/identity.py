@@ -10,6 +10,7 @@ set only through the CLI by the service's owner, never in the synced ``hitl-vaul
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -122,6 +123,42 @@ class Credential:
 
 
 @dataclass(frozen=True)
+class SignInLink:
+    """A one-time link that signs a person in to the web inbox (``hitl-vault token login``):
+    kept as the SHA-256 of its secret only, valid until ``expires``, used at most once."""
+
+    key: str  # the SHA-256 (hex) of the link's secret
+    name: str  # the person's name, as people spells it
+    created: datetime
+    expires: datetime
+    used: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    """A person signed in to the web inbox: kept as the SHA-256 of its cookie's secret only,
+    open until ``expires`` or until ``ended`` (sign-out, or the person disabled)."""
+
+    key: str  # the SHA-256 (hex) of the cookie's secret
+    name: str  # the person's name, as people spells it
+    created: datetime
+    expires: datetime
+    how: str  # how they signed in: ``sign-in link``, ``token 0123456789ab``
+    client: str = ""  # where from (an address), as the service saw it
+    ended: datetime | None = None
+
+    @property
+    def id(self) -> str:
+        """How logs and lists name it: the first 12 hex digits of its hash (never the
+        secret)."""
+        return self.key[:12]
+
+    def open(self, now: datetime) -> bool:
+        """Not ended and not expired at ``now``."""
+        return self.ended is None and now < self.expires
+
+
+@dataclass(frozen=True)
 class Principal:
     """Who a request to the service proved to be (from a credential, a session or a socket
     peer), and the details that go in its fields (never in ``requested_by``)."""
@@ -154,6 +191,31 @@ class Proof:
     def detail(self) -> str:
         """The line the journal keeps with the decision: ``via api``."""
         return f"via {self.via}"
+
+
+# A decision's claim of a channel in free text, as a history line says one: ``by alice via
+# api``, ``alice approved (1 of 2) via socket``; read in text folded as names are compared.
+_CLAIM = re.compile(
+    rf"\b(?:by|approved|rejected)\b[^·\n]{{0,100}}?\bvia\s+(?:{'|'.join(CHANNELS)})\b"
+)
+
+
+def channel_claims(text: str) -> list[int]:
+    """Where, in ``text``, a phrase ends that claims a decision was proven through a channel
+    (``approved by alice via api``), found however it is written (``ｖｉａ ＡＰＩ`` too:
+    each character is folded as :func:`same_name` folds names): the end offsets, in order.
+
+    Only the service records a proof, in a history step's details (:func:`proven_by`);
+    the same words in a summary, a context or a reason are someone's text, and whatever
+    shows them must not let them pass for a record."""
+    folded: list[str] = []
+    where: list[int] = []  # for each folded character, the offset after its own in ``text``
+    for i, ch in enumerate(text):
+        for c in unicodedata.normalize("NFKC", ch).casefold():
+            if unicodedata.category(c) not in _INVISIBLE or c == "\n":
+                folded.append(c)
+                where.append(i + 1)
+    return [where[m.end() - 1] for m in _CLAIM.finditer("".join(folded))]
 
 
 def proven_via(details: tuple[str, ...]) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -169,6 +169,12 @@ class Request:
     retried_as: str | None = None  # the request made to retry this one
     # Reasoning, confidence, alternatives, risk factors and the diff (``## Proposal``).
     pitch: Pitch | None = None
+    # Asked through the service: the id of the agent token that asked (which agent sees it),
+    # and the session and client the agent said it asked from (its word: shown, never
+    # matched by rules). None for a request made any other way (CLI, Inbox, local gate).
+    credential: str | None = None
+    session: str | None = None
+    client: str | None = None
     history: tuple[Transition, ...] = field(default=(), compare=False)
 
     @property
@@ -190,6 +196,42 @@ class Request:
             elif t.kind is Kind.VOTED:
                 found.append(t)
         return found
+
+
+# The most of a session id or a client's name a request keeps (the agent's word, shown).
+ORIGIN_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request asked through the service came from: the agent token that asked
+    (its id), and the session and client the agent said it asked from (its word, kept on
+    one line, at most :data:`ORIGIN_LIMIT` characters; empty: none said)."""
+
+    credential: str
+    session: str = ""
+    client: str = ""
+
+    def applied(self, request: Request) -> Request:
+        """``request`` with the fields this origin sets."""
+
+        def said(text: str) -> str | None:
+            flat = " ".join("".join(c for c in text if c.isprintable() or c.isspace()).split())
+            return flat[:ORIGIN_LIMIT] or None
+
+        return replace(
+            request,
+            credential=self.credential,
+            session=said(self.session),
+            client=said(self.client),
+        )
+
+    @classmethod
+    def of(cls, request: Request) -> Origin | None:
+        """The origin ``request`` was asked with (None: not through the service)."""
+        if request.credential is None:
+            return None
+        return cls(request.credential, request.session or "", request.client or "")
 
 
 ACTION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .identity import Credential, Person
+from .identity import Credential, Person, Session, SignInLink
 from .model import Kind, Request, Status, Transition
 
 if TYPE_CHECKING:
@@ -207,8 +207,11 @@ class JournalStore(Protocol):
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
         """One request, with its history unless ``history=False``; None if unknown."""
 
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
-        """Requests (of ``status``), newest first, without their history."""
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
+        """Requests (of ``status``; ``agent``: asked with a token of that name, compared as
+        names are, never one that only names it), newest first, without their history."""
 
     def ids(self, status: Status | None = None) -> list[str]:
         """The ids of the requests (of ``status``)."""
@@ -367,3 +370,37 @@ class JournalStore(Protocol):
 
     def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
         """Revoke the allow ``name`` and log it; False (nothing logged) if none such stands."""
+
+    # --- the web inbox: sessions and one-time sign-in links (never in the synced vault) ------
+    def add_sign_in_link(self, link: SignInLink, at: datetime, by: str) -> None:
+        """Record a one-time sign-in link (its secret's hash only) and log it."""
+
+    def sign_in_link(self, key: str) -> SignInLink | None:
+        """The sign-in link whose secret has the SHA-256 ``key``; None if unknown."""
+
+    def spend_sign_in_link(self, key: str, at: datetime) -> bool:
+        """Mark the link used, once for every process: False if it was used already."""
+
+    def add_session(self, session: Session, at: datetime, by: str) -> None:
+        """Record a new session (its secret's hash only) and log the sign-in, in one commit."""
+
+    def session(self, key: str) -> Session | None:
+        """The session whose secret has the SHA-256 ``key``, ended ones too; None if unknown."""
+
+    def end_sessions(
+        self, name: str, at: datetime, by: str, why: str, key: str | None = None
+    ) -> int:
+        """End ``name``'s sessions open at ``at`` (only ``key``'s, given) and log each; how many."""
+
+    # --- decision links (hitl_vault.access.links; never in the synced vault) ---------------
+    def link_key(self) -> bytes:
+        """The key that signs decision links: 32 random bytes made with the store (or when
+        this version first opens a store made before), the same ever after; never logged."""
+
+    def spend_link(self, link: str, request_id: str, at: datetime) -> bool:
+        """Mark ``link`` (a hash of a decision link, never the link) spent on ``request_id``;
+        False, changing nothing, if it was spent already. Called inside the :meth:`batch`
+        of the decision it makes, so both commit or neither does."""
+
+    def link_spent(self, link: str) -> bool:
+        """Whether ``link`` (as :meth:`spend_link` took it) was spent."""

@@ -6,8 +6,8 @@ in a real folder. It keeps the SQLite journal's semantics, held by one contract
 test run against both (``tests/test_store_contract.py``): the same status moves,
 the same hash chains (each entry's SHA-256 covers the one before it, so
 ``verify_chain`` finds an edited entry), history, outbox, cursors and flags, people,
-credentials, settings and the service log, and
-times kept to the second as SQLite keeps them.
+credentials, settings and the service log, the decision links' key and the
+links spent, and times kept to the second as SQLite keeps them.
 
 What it cannot do, it does for its own process only:
 
@@ -32,11 +32,13 @@ from typing import Any
 
 from .chain import Entry
 from .errors import DaemonRunningError
-from .identity import Credential, Person
+from .identity import Credential, Person, Session, SignInLink
 from .journal.memory_access import MemoryAccess
 from .journal.memory_allows import MemoryAllows
 from .journal.memory_book import MemoryBook
+from .journal.memory_links import MemoryLinks
 from .journal.memory_read import MemoryReader
+from .journal.memory_sessions import MemorySessions
 from .journal.memory_state import Memory
 from .journal.memory_steps import MemorySteps
 from .model import Request, Status, Transition
@@ -76,6 +78,8 @@ class MemoryJournal:
         self._book = MemoryBook(self._m)
         self._access = MemoryAccess(self._m)
         self._allows = MemoryAllows(self._m, self._access._log)
+        self._sessions = MemorySessions(self._m, self._access._log)
+        self._links = MemoryLinks(self._m)
 
     def __repr__(self) -> str:
         return f"MemoryJournal({self._m.path.name!r})"
@@ -189,8 +193,10 @@ class MemoryJournal:
         """The request's steps in order (what ``get(...).history`` holds)."""
         return self._read.history(request_id)
 
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
-        return self._read.requests(status, limit)
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
+        return self._read.requests(status, limit, agent)
 
     def ids(self, status: Status | None = None) -> list[str]:
         return self._read.ids(status)
@@ -240,7 +246,9 @@ class MemoryJournal:
         return self._read.entries(request_id)
 
     def verify_chain(self) -> list[str]:
-        return self._read.verify_chain() + self._access.service_problems()
+        return (
+            self._read.verify_chain() + self._access.service_problems() + self._sessions.problems()
+        )
 
     def set_path(
         self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0
@@ -343,3 +351,32 @@ class MemoryJournal:
 
     def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
         return self._allows.revoke_allow(name, at, by)
+
+    def add_sign_in_link(self, link: SignInLink, at: datetime, by: str) -> None:
+        self._sessions.add_sign_in_link(link, at, by)
+
+    def sign_in_link(self, key: str) -> SignInLink | None:
+        return self._sessions.sign_in_link(key)
+
+    def spend_sign_in_link(self, key: str, at: datetime) -> bool:
+        return self._sessions.spend_sign_in_link(key, at)
+
+    def add_session(self, session: Session, at: datetime, by: str) -> None:
+        self._sessions.add_session(session, at, by)
+
+    def session(self, key: str) -> Session | None:
+        return self._sessions.session(key)
+
+    def end_sessions(
+        self, name: str, at: datetime, by: str, why: str, key: str | None = None
+    ) -> int:
+        return self._sessions.end_sessions(name, at, by, why, key)
+
+    def link_key(self) -> bytes:
+        return self._links.link_key()
+
+    def spend_link(self, link: str, request_id: str, at: datetime) -> bool:
+        return self._links.spend_link(link, request_id, at)
+
+    def link_spent(self, link: str) -> bool:
+        return self._links.link_spent(link)

@@ -12,6 +12,7 @@ import itertools
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -26,6 +27,9 @@ from hitl_vault.daemon.loop import Daemon
 from hitl_vault.template import init_vault
 
 from .helpers import Clock, DaemonProcess, VaultHelper
+
+# The real browser of the pages' tests (``browser``, ``tab``): see tests/browser.py.
+pytest_plugins = ("tests.browser",)
 
 # --- the processes a test starts share compiled bytecode ----------------------------------
 
@@ -180,6 +184,38 @@ def no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.02)
     assert not leaked, f"threads left running: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL server's URL: ``$HITL_VAULT_TEST_PG`` (``.ci/run`` starts one), else a
+    throwaway server started for this session (tests/pgserver.py). Where none can be
+    started the tests that need one are skipped, saying why, except under ``CI=true``,
+    where they fail: CI must test the PostgreSQL journal."""
+    from . import pgserver
+
+    given = os.environ.get(pgserver.TEST_PG_ENV)
+    if given:
+        yield given
+        return
+    why = ""
+    try:
+        import psycopg  # noqa: F401 - the postgres extra, which the test extra has too
+
+        before = len(_started)
+        server = pgserver.start()
+        del _started[before:]  # the session's server, not a process of the test that asked
+    except ImportError as e:
+        why = f"psycopg is not installed ({e}): pip install -e '.[test]'"
+    except (OSError, KeyError, subprocess.SubprocessError) as e:
+        why = pgserver.why_not(e)
+    if why:
+        message = f"no PostgreSQL server could be started here: {why}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

@@ -83,7 +83,7 @@ def test_people_are_added_changed_listed_and_disabled(vault_path: Path) -> None:
     assert table[0].split() == ["NAME", "STATE", "UIDS", "TOKENS", "CHANNELS"]
     assert table[1].split()[:4] == ["alice", "enabled", "1002", "1"]
     gone = ok(vault_path, "people", "disable", "alice")
-    assert gone.stdout.startswith("disabled alice; 1 token(s) revoked\n")
+    assert gone.stdout.startswith("disabled alice; 1 token(s) revoked, 0 session(s) signed out\n")
     assert listed(vault_path, "people")[0]["disabled"] is True
     assert [t["state"] for t in listed(vault_path, "token")] == ["revoked"]
 

@@ -104,6 +104,14 @@ def cli_show(root: Path, request_id: str) -> dict[str, Any]:
     return json.loads(result.output)  # type: ignore[no-any-return]
 
 
+def note_text(root: Path, request_id: str) -> str:
+    """The request's note as it reads now ("" while the daemon is moving it)."""
+    try:
+        return Path(cli_show(root, request_id)["path"]).read_text(encoding="utf-8")
+    except FileNotFoundError:  # moved between show and the read: the next look finds it
+        return ""
+
+
 def as_agent_sees(shown: dict[str, Any]) -> dict[str, Any]:
     """show --json's object without what an agent is not shown (its path aside)."""
     return {k: v for k, v in shown.items() if k != "decided_uid"}
@@ -216,8 +224,9 @@ def test_an_agent_sees_lists_waits_on_and_cancels_only_its_own(server: Server, a
 
 
 def test_an_agent_token_named_as_another_channels_requests_is_refused(server: Server) -> None:
-    """A token named inbox, mcp:CLIENT or as the OS user would see the requests those
-    channels make (params and all): it is refused (403, saying so) and sees none of them."""
+    """A token named inbox, mcp:CLIENT or as the OS user would ask in that channel's name
+    (its requests read as the Inbox's, a local gate session's, the owner's): it is refused
+    (403, saying so), and it never sees what those channels made."""
     from hitl_vault.access.names import os_user
 
     for name in ("inbox", "mcp:claude", os_user()):
@@ -233,6 +242,111 @@ def test_an_agent_token_named_as_another_channels_requests_is_refused(server: Se
         asked = server.call("POST", "/api/v1/requests", {"action": "deploy"}, token=token)
         assert asked.status == 403, name
         assert server.vault.get(made.id).status.value == "pending"
+
+
+def test_an_agents_session_and_client_are_fields_of_their_own(server: Server) -> None:
+    """The session and client an agent gives go in the request's own fields, beside the id
+    of the token that asked: in the API's object, show --json and the note; the context
+    stays as the agent wrote it, and a request made another way has none of them."""
+    token = server.token("fielded")
+    ids = {c.id for c in server.vault.engine.journal.credentials("fielded")}
+    made = submit(server, token, context="why\n\nno more", session="s-42", client="ci 1.2")
+    said = ("credential", "session", "client", "context", "requested_by")
+    assert made["credential"] in ids
+    expected = (made["credential"], "s-42", "ci 1.2", "why\n\nno more", "fielded")
+    assert tuple(made[k] for k in said) == expected
+    shown = cli_show(server.root, made["id"])
+    assert tuple(shown[k] for k in said) == expected
+    note = Path(shown["path"]).read_text(encoding="utf-8")
+    assert (
+        f"Asked through the service with the agent token {made['credential']} of fielded "
+        "(session s-42, client ci 1.2)."
+    ) in note
+    plain = submit(server, token)
+    assert (plain["session"], plain["client"], plain["context"]) == (None, None, None)
+    local = cli_show(server.root, server.vault.submit("deploy", requested_by="fielded").id)
+    assert (local["credential"], local["session"], local["client"]) == (None, None, None)
+
+
+def test_an_agent_lists_what_its_tokens_asked_never_a_local_request_in_its_name(
+    server: Server,
+) -> None:
+    """The store picks an agent's requests (those a token of its name asked), so a limit
+    returns that many though newer ones are others'; a request made locally (the CLI, the
+    Inbox) that names the agent as requested_by is not its: 404, never listed."""
+    token, other = server.token("lister"), server.token("other-lister")
+    mine = [submit(server, token)["id"] for _ in range(3)]
+    for _ in range(3):
+        submit(server, other)
+    by_cli = CliRunner().invoke(
+        cli, ["--vault", str(server.root), "submit", "deploy", "--by", "lister", "--json"]
+    )
+    assert by_cli.exit_code == 0, by_cli.output
+    local = json.loads(by_cli.output)["id"]
+    inbox = server.vault.submit("deploy", requested_by="LISTER").id
+    listed = server.call("GET", "/api/v1/requests?limit=2", token=token).body
+    assert [r["id"] for r in listed] == mine[::-1][:2]
+    everything = server.call("GET", "/api/v1/requests?status=pending", token=token).body
+    assert [r["id"] for r in everything] == mine[::-1]
+    for theirs in (local, inbox):
+        for path in (f"/api/v1/requests/{theirs}", f"/api/v1/requests/{theirs}?wait=1"):
+            assert server.call("GET", path, token=token).status == 404
+        assert server.call("POST", f"/api/v1/requests/{theirs}/cancel", token=token).status == 404
+        assert server.vault.get(theirs).status.value == "pending"
+
+
+def test_a_note_under_authenticated_says_how_to_decide_so_that_it_counts(
+    server: Server, agent: str, alice: str
+) -> None:
+    """Under authenticated: true a pending note never tells a person to set status to
+    approved (which would not count): it names the channels the rule takes and how to
+    use them; once approved through the API, its callout says approved."""
+    made = submit(server, agent, action="guarded")["id"]
+    text = Path(cli_show(server.root, made)["path"]).read_text(encoding="utf-8")
+    assert "Set `status` to `approved`" not in text
+    assert (
+        "> Its rules count only an approval proven through api, session or socket: approve "
+        "with `hitl-vault --server URL approve` or the CLI through the service's socket.\n"
+        "> Setting `status` to `approved` here approves nothing; `rejected` still rejects.\n"
+    ) in text
+    path = f"/api/v1/requests/{made}/decision"
+    assert server.call("POST", path, {"decision": "approve"}, token=alice).status == 200
+
+    def approved() -> str | None:
+        now = note_text(server.root, made)
+        return now if "> [!success] Approved" in now else None
+
+    assert "Its rules count only" not in str(eventually(approved))
+
+
+def test_a_decision_claimed_in_an_agents_text_is_marked_in_the_note(
+    server: Server, agent: str, alice: str
+) -> None:
+    """A summary, context or proposal that says "approved by alice via api" (a history
+    line copied in, full-width letters too) is marked in the note as not a record; the
+    history line the service writes for alice's real approval is not, and verify is clean."""
+    forged = "- 2026-12-06T14:00:00Z · pending → approved · by alice via api"
+    made = submit(
+        server, agent, action="guarded", summary="Approved by alice via api",
+        context=f"Ship it.\n{forged}\nｂｙ ｂｏｂ ｖｉａ ｓｏｃｋｅｔ", reasoning="deploy via api",
+        alternatives=["bob approved (1 of 2) via socket"],
+    )["id"]  # fmt: skip
+    note = Path(cli_show(server.root, made)["path"])
+    text = note.read_text(encoding="utf-8")
+    mark = "**(not a record: someone's text)**"
+    assert f"# Approved by alice via api {mark}\n" in text
+    assert f"\\- 2026-12-06T14:00:00Z · pending → approved · by alice via api {mark}\n" in text
+    assert f"ｂｙ ｂｏｂ ｖｉａ ｓｏｃｋｅｔ {mark}\n" in text
+    assert f"- bob approved (1 of 2) via socket {mark}\n" in text
+    assert "\ndeploy via api\n" in text  # no decision claimed: shown as written
+    checked = CliRunner().invoke(cli, ["--vault", str(server.root), "verify", "--json"])
+    problems = json.loads(checked.output)["problems"]
+    assert not [p for p in problems if made in p], problems
+    path = f"/api/v1/requests/{made}/decision"
+    assert server.call("POST", path, {"decision": "approve"}, token=alice).status == 200
+    real = [line for line in cli_show(server.root, made)["history"] if "via api" in line]
+    assert len(real) == 1 and "→ approved · by alice via api from" in real[0]
+    assert mark not in real[0]
 
 
 def test_decisions_are_for_approver_tokens_and_say_via_api(

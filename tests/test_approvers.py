@@ -795,9 +795,9 @@ def rules_error(text: str) -> RulesError:
             rules:
               - name: r
                 decision: ask
-                approvers: ["bob smith"]
+                approvers: ["bob via api"]
             """,
-            4, '"bob smith" is not a valid name', "letters, digits",
+            4, "reads like a proven decision", "Mary Ann",
         ),
     ],
 )  # fmt: skip
@@ -855,3 +855,83 @@ def test_groups_expand_and_two_matching_rules_combine_to_the_strictest() -> None
     assert "yan" in plan.escalate_to
     alone = policy.evaluate(Proposal("other", {})).plan
     assert not alone.by_votes and alone.stages[0].approvers is None
+
+
+def test_approvers_take_every_name_people_add_takes_compared_as_people_are(
+    tmp_path: Path,
+) -> None:
+    """``approvers:`` take any name ``people add`` takes (spaces, accents, an apostrophe),
+    compared after NFKC and casefolding: a vote in another case or in full-width counts,
+    and two rules naming one person differently still share her."""
+    init_vault(tmp_path)
+    (tmp_path / "hitl-vault.yaml").write_text(
+        textwrap.dedent(
+            """\
+            groups:
+              legal: ["Zoë O'Brien", Mary Ann]
+            rules:
+              - name: a
+                action: payment
+                decision: ask
+                approvers: [Mary Ann, "Zoë O'Brien", bob@example.com]
+              - name: b
+                action: payment
+                decision: ask
+                approvers: [mary ann, group:legal]
+              - name: c
+                action: deploy
+                decision: ask
+                approvers: [Mary Ann, MARY ANN, ｍａｒｙ ａｎｎ]
+            """
+        )
+    )
+    people = CliRunner().invoke(cli, ["--vault", str(tmp_path), "people", "add", "Zoë O'Brien"])
+    assert people.exit_code == 0, people.output
+    with Vault(tmp_path) as v:
+        plan = v.engine.policy.evaluate(Proposal("payment", {})).plan
+        assert plan.stages[0].approvers == frozenset({"Mary Ann", "Zoë O'Brien"})
+        # One person written three ways is one approver, kept as first written.
+        deploy = v.engine.policy.evaluate(Proposal("deploy", {})).plan
+        assert deploy.stages[0].approvers == frozenset({"Mary Ann"})
+        r = v.submit("payment", {"amount": 1})
+        with pytest.raises(DecisionRefusedError, match="bob may not decide it"):
+            v.approve(r.id, by="bob")
+        assert v.approve(r.id, by="ＭＡＲＹ ＡＮＮ").status is Status.APPROVED
+        r2 = v.submit("payment", {"amount": 2})
+        assert v.approve(r2.id, by="zoë o'brien").status is Status.APPROVED
+    refused = rules_error(
+        """\
+        rules:
+          - name: r
+            decision: ask
+            approvers: ["Mary\\tAnn"]
+        """
+    )
+    assert refused.line == 4 and "not printable" in refused.problem, str(refused)
+    quorum = rules_error(
+        """\
+        rules:
+          - name: r
+            decision: ask
+            approvers: [Alice, alice]
+            quorum: 2
+        """
+    )
+    assert "names only 1 approvers" in quorum.problem, str(quorum)
+
+
+def test_a_voted_note_under_authenticated_says_how_to_vote_so_that_it_counts() -> None:
+    """A note decided by votes under authenticated: names the channels and how to use them,
+    and never tells a person to write approved under votes: (which counts for nothing)."""
+    from hitl_vault.notes.render import callout
+
+    lines = callout(
+        Status.PENDING, None, "r", None, None, "0 of 2 approvals", frozenset({"socket", "link"})
+    )
+    assert not any("Write `approved`" in line for line in lines)
+    assert lines[1:3] == [
+        "> Its rules count only approvals proven through socket or link: approve with the CLI "
+        "through the service's socket or the decision link sent to you.",
+        "> `approved` under `votes:` here approves nothing; `rejected` still rejects.",
+    ]
+    assert lines[3] == "> Still needed: 0 of 2 approvals"

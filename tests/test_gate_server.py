@@ -71,11 +71,14 @@ def test_what_the_rules_allow_is_none_and_leaves_no_trace(engine: Engine) -> Non
 
 
 def test_a_block_is_denied_and_recorded_in_the_tokens_name(engine: Engine) -> None:
-    """A blocked call is denied with the rule's reason; the requester is the token's name."""
+    """A blocked call is denied with the rule's reason; the requester is the token's name,
+    with the token's id and the hook's session and agent in fields of their own."""
     answer = remote(engine, call("Bash", {"command": "rm -rf /"}))
     assert answer.decision == "deny" and "no rm" in answer.reason
     assert answer.request is not None and answer.request.requested_by == "ci-bot"
     assert answer.request.status is Status.REJECTED
+    kept = engine.get(answer.request.id)
+    assert (kept.credential, kept.session, kept.client) == ("c1", "s1", "claude-code")
 
 
 def test_an_ask_is_pending_then_allowed_once_after_an_approval(engine: Engine) -> None:

@@ -24,10 +24,11 @@ ROOMS = {
     "agents": "hook formats, the gate, hook install, MCP",
     "access": "people and credentials, kept in the store",
     "serve": "the service: HTTP API, MCP over HTTP, the Unix socket",
+    "web": "the pages people decide on: templates, stylesheet, safe headers",
     "cli": "the hitl-vault command",
 }
 _FACADE = {"engine", "vault", "approval"}
-_UP = {"access", "serve"}  # the service's rooms, above everything but the CLI
+_UP = {"access", "serve", "web"}  # the service's rooms, above everything but the CLI
 # What each room may never import (a room or a base module), so arrows only point down.
 NEVER = {
     "policy": {*_UP, "journal", "notes", "execute", "notify", "daemon", "agents", "cli", *_FACADE},
@@ -38,8 +39,10 @@ NEVER = {
     "engine": {*_UP, "daemon", "agents", "cli", "vault", "approval"},
     "daemon": {*_UP, "agents", "cli", "vault", "approval"},
     "agents": {*_UP, "cli", "daemon"},
-    "access": {"serve", "cli", "notes", "execute", "daemon", "agents", *_FACADE},
+    "access": {"serve", "web", "cli", "notes", "execute", "daemon", "agents", *_FACADE},
     "serve": {"cli"},
+    # The pages sit beside the service, which mounts them; they decide through it.
+    "web": {"cli", "daemon", "agents", "journal", "notes", "execute", "notify"},
     "base": {*_UP, "daemon", "agents", "cli"},  # except the facade's lazy doors, listed below
 }
 # The base's only doors upward, each imported inside a function when it is used.
@@ -64,11 +67,23 @@ HOMES = {
     "apprise": {"notify.send"},
     # the optional extra hitl-vault[mcp], imported when it runs (stdio, and over HTTP at /mcp)
     "mcp": {"agents.mcp_tools", "agents.mcp_server", "agents.mcp_http"},
-    "starlette": {"serve."},
+    # the optional extra hitl-vault[postgres]: the driver stays behind the store's seam
+    "psycopg": {"journal.pg_db", "journal.pg_watch", "journal.pg_migrate"},
+    "starlette": {"serve.", "web."},
+    "jinja2": {"web.render"},
     "uvicorn": {"serve."},
 }
 # pyproject dependencies
-DECLARED = {"click", "watchdog", "yaml", "frontmatter", "apprise", "starlette", "uvicorn"}
+DECLARED = {
+    "click",
+    "watchdog",
+    "yaml",
+    "frontmatter",
+    "apprise",
+    "starlette",
+    "uvicorn",
+    "jinja2",
+}
 
 
 def _name(path: Path) -> str:

@@ -263,13 +263,13 @@ async def test_a_client_that_names_itself_with_each_call_is_recorded_apart(
     served: Served,
 ) -> None:
     """A 2026-era client (no handshake, its name with each call) asks as the token's name;
-    its own name goes in the request's context, on a line of its own."""
+    its own name goes in the request's client field; the context is as it wrote it."""
     async with served.agent(served.token("modern"), name="agent-cli", mode="auto") as agent:
         asked = await agent.call(
             "request_approval", action="lint", params={"n": 2}, context="Tidy up."
         )
     assert asked["status"] == "pending" and asked["requested_by"] == "modern"
-    assert asked["context"] == "Tidy up.\n\n(asked by modern: client agent-cli)"
+    assert (asked["context"], asked["client"]) == ("Tidy up.", "agent-cli")
 
 
 @pytest.mark.slow  # the module\'s service: about a second to start
@@ -354,7 +354,7 @@ async def test_a_wait_reports_progress_and_ends_when_the_service_stops(vault: Va
     service = Service(vault)
     await service.start()
     try:
-        who = Principal("builder", Role.AGENT, API)
+        who = Principal("builder", Role.AGENT, API, credential="t-builder")
         request = await service.call(service.submit, who, "deploy", {})
         call = _Call({PRINCIPAL: who}, [])
         ctx = cast(Context[Any, Any], call)

@@ -1,6 +1,6 @@
 """The Service layer on its own (as the socket and MCP doors call it): a wait without a
 daemon in the process still wakes on another writer's decision, and an agent's session
-and client name are kept apart from its name."""
+and client name are kept in fields of their own."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from hitl_vault import Vault
 from hitl_vault.identity import API, Principal, Role
 from hitl_vault.serve.service import Service
 
-BOT = Principal("bot", Role.AGENT, API, session="s-42", client_name="claude-code")
+BOT = Principal(
+    "bot", Role.AGENT, API, credential="tok-bot", session="s-42", client_name="claude-code"
+)
 
 
 async def test_a_wait_without_a_daemon_wakes_on_another_writers_decision(
@@ -35,10 +37,11 @@ async def test_a_wait_without_a_daemon_wakes_on_another_writers_decision(
             await service.stop()
 
 
-async def test_an_agents_session_and_client_go_in_the_context_not_its_name(
+async def test_an_agents_session_and_client_go_in_fields_of_their_own(
     vault_path: Path,
 ) -> None:
-    """requested_by is the token's name; the session and client it gave are shown apart."""
+    """requested_by is the token's name; the token, and the session and client the agent
+    gave, are fields of their own, and the context is as the agent wrote it."""
     with Vault(vault_path) as vault:
         service = Service(vault, workers=1)
         await service.start()
@@ -47,7 +50,8 @@ async def test_an_agents_session_and_client_go_in_the_context_not_its_name(
         finally:
             await service.stop()
     assert made.requested_by == "bot"
-    assert made.context == "why\n\n(asked by bot: session s-42, client claude-code)"
+    assert (made.context, made.credential) == ("why", "tok-bot")
+    assert (made.session, made.client) == ("s-42", "claude-code")
 
 
 def test_ten_failed_sign_ins_refuse_an_address_for_a_minute() -> None:
@@ -66,8 +70,8 @@ def test_ten_failed_sign_ins_refuse_an_address_for_a_minute() -> None:
 
 
 def test_the_gate_over_http_refuses_an_agent_named_as_another_channel(vault_path: Path) -> None:
-    """POST /api/v1/gate's handler refuses an agent token named inbox (403): it would
-    otherwise wait on and see requests it did not make."""
+    """POST /api/v1/gate's handler refuses an agent token named inbox (403): its calls
+    would otherwise be asked in the Inbox's name."""
     import pytest
 
     from hitl_vault.errors import ForbiddenError

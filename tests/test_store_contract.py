@@ -1,8 +1,9 @@
 """The storage seam's contract: one class of tests, run against every store that ships.
 
 Each test gets a fresh store from the parametrized ``kit`` fixture: the SQLite
-``Journal`` in a temp folder, and the in-memory ``MemoryJournal``. A new backend
-passes by adding one more parameter here.
+``Journal`` in a temp folder, the in-memory ``MemoryJournal``, and ``PgJournal`` in a
+schema of its own on a PostgreSQL server (the ``pg_url`` fixture: skipped, saying why,
+where none can be started). A new backend passes by adding one more parameter here.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Kit:
     forge: Callable[[Person | Credential | tuple[str, str]], None]
     # remove a person (by name) or a credential (by id) straight from the store, no log
     drop: Callable[[str], None]
+    close: Callable[[], None] = lambda: None  # close the handles ``other`` made
 
 
 def _sqlite(tmp_path: Path) -> Kit:
@@ -128,10 +130,75 @@ def _memory(tmp_path: Path) -> Kit:
     return Kit(store, lambda: store, tamper, tamper_service, forge, drop)
 
 
-@pytest.fixture(params=[_sqlite, _memory], ids=["sqlite", "memory"])
+def _postgres(url: str) -> Kit:
+    import psycopg
+
+    from hitl_vault.journal.pg import PgJournal
+
+    from .pgserver import fresh_journal
+
+    url = fresh_journal(url)
+
+    def sql(statement: str, *args: object) -> None:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(statement.encode(), args)
+
+    def tamper(seq: int, by: str) -> None:
+        sql("UPDATE entries SET by = %s WHERE seq = %s", by, seq)
+
+    def tamper_service(seq: int, by: str | None) -> None:
+        if by is None:
+            sql("DELETE FROM service_log WHERE seq = %s", seq)
+        else:
+            sql("UPDATE service_log SET by = %s WHERE seq = %s", by, seq)
+
+    def forge(row: Person | Credential | tuple[str, str]) -> None:
+        if isinstance(row, Person):
+            sql("DELETE FROM people WHERE key = %s", same_name(row.name))
+            sql(
+                "INSERT INTO people VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                same_name(row.name), row.name, json.dumps(list(row.uids)),
+                json.dumps(list(row.notify)), int(row.disabled), format_ts(T0), format_ts(T0),
+            )  # fmt: skip
+        elif isinstance(row, Credential):
+            sql("DELETE FROM credentials WHERE id = %s", row.id)
+            sql(
+                "INSERT INTO credentials (id, name, key, role, secret_sha, created, expires, "
+                "actions, revoked) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                row.id, row.name, same_name(row.name), str(row.role), row.secret_sha,
+                format_ts(row.created), row.expires and format_ts(row.expires),
+                None if row.actions is None else json.dumps(list(row.actions)),
+                row.revoked and format_ts(row.revoked),
+            )  # fmt: skip
+        else:
+            sql("DELETE FROM settings WHERE name = %s", row[0])
+            sql("INSERT INTO settings VALUES (%s,%s,%s)", *row, format_ts(T0))
+
+    def drop(name_or_id: str) -> None:
+        sql("DELETE FROM people WHERE key = %s", same_name(name_or_id))
+        sql("DELETE FROM credentials WHERE id = %s", name_or_id)
+
+    others: list[PgJournal] = []
+
+    def other() -> PgJournal:
+        others.append(PgJournal(url))
+        return others[-1]
+
+    def close() -> None:
+        for store in others:
+            store.close()
+
+    return Kit(PgJournal(url), other, tamper, tamper_service, forge, drop, close)
+
+
+@pytest.fixture(params=[_sqlite, _memory, _postgres], ids=["sqlite", "memory", "postgresql"])
 def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
-    made: Kit = request.param(tmp_path)
+    if request.param is _postgres:
+        made = _postgres(request.getfixturevalue("pg_url"))
+    else:
+        made = request.param(tmp_path)
     yield made
+    made.close()
     made.store.close()
 
 
@@ -317,6 +384,42 @@ class TestJournalStore:
         counts = s.counts()
         assert counts[Status.PENDING] == 2 and counts[Status.APPROVED] == 1
         assert counts[Status.FAILED] == 0 and s.status_of(B) is Status.APPROVED
+
+    def test_an_agents_requests_are_those_its_tokens_asked_with_where_they_came_from(
+        self, kit: Kit
+    ) -> None:
+        """requests(agent=NAME): those a token of that name (compared as names are, revoked
+        ones too) asked for, newest first, limited after the pick; a request that only
+        names the agent is not among them. The token, session and client read back."""
+        s = kit.store
+        s.add_credential(_credential("c1", "Bot"), T0, "owner")
+        s.add_credential(_credential("c2", "bot", created=T0 + HOUR), T0, "owner")
+        s.add_credential(_credential("c3", "other"), T0, "owner")
+        s.revoke_credentials(["c1"], T0, "owner", "rotated")
+        made = [
+            (A, dict(credential="c1", session="s-1", client="cli 2")),
+            (B, dict(credential="c2")),
+            (C, dict(credential="c3", requested_by="other")),
+            ("20261122T101800Z-payment-dddddd", {}),  # names bot, asked by no token
+        ]
+        for n, (rid, origin) in enumerate(made):
+            s.create(_request(rid, created=T0 + timedelta(minutes=n), **origin), None)
+        assert [r.id for r in s.requests(agent="BOT")] == [B, A]
+        assert [r.id for r in s.requests(agent="bot", limit=1)] == [B]
+        assert [r.id for r in s.requests(Status.PENDING, agent="other")] == [C]
+        assert s.requests(agent="nobody") == []
+        got = s.get(A)
+        assert got is not None and (got.credential, got.session, got.client) == (
+            "c1",
+            "s-1",
+            "cli 2",
+        )
+        plain = s.get(made[3][0])
+        assert plain is not None and (plain.credential, plain.session, plain.client) == (
+            None,
+            None,
+            None,
+        )
 
     def test_an_ignored_status_is_recorded_and_changes_nothing(self, kit: Kit) -> None:
         """record_ignored adds an entry that keeps the status; unknown ids raise."""
@@ -669,3 +772,146 @@ class TestPeopleAndCredentials:
         log = s.service_log()
         events = [(e.event, e.by) for e in log]
         assert events == [("allow revoked", "bob"), ("allow added", "alice")]
+
+    def test_the_link_key_is_made_with_the_store_and_kept(self, kit: Kit) -> None:
+        """link_key: 32 bytes or more, the same for every handle and every call, logged nowhere."""
+        key = kit.store.link_key()
+        assert len(key) >= 32
+        assert kit.store.link_key() == key and kit.other().link_key() == key
+        assert kit.store.service_log() == []  # making it is no change to log
+
+    def test_a_link_is_spent_once(self, kit: Kit) -> None:
+        """spend_link: True the first time, False after (for every handle); link_spent says so."""
+        s = kit.store
+        assert s.link_spent("h1") is False
+        assert s.spend_link("h1", "req-1", T0) is True
+        assert s.spend_link("h1", "req-1", T0) is False
+        assert kit.other().link_spent("h1") is True and s.link_spent("h2") is False
+        assert kit.other().spend_link("h1", "req-1", T0) is False
+
+    def test_a_link_spent_in_a_batch_that_fails_is_not_spent(self, kit: Kit) -> None:
+        """A decision that fails takes its link's spending with it: the batch is all or none."""
+        s = kit.store
+        with pytest.raises(RuntimeError), s.batch():
+            assert s.spend_link("h1", "req-1", T0) is True
+            raise RuntimeError("the decision failed")
+        assert s.link_spent("h1") is False
+        with s.batch():
+            assert s.spend_link("h1", "req-1", T0) is True
+            assert s.spend_link("h1", "req-1", T0) is False  # inside the same batch too
+        assert kit.other().link_spent("h1") is True
+
+
+class TestSessions:
+    """What every JournalStore keeps of the web inbox's sign-in links and sessions."""
+
+    def test_a_sign_in_link_is_kept_by_hash_logged_and_spent_once(self, kit: Kit) -> None:
+        """add_sign_in_link logs it; spend_sign_in_link is True once, for every handle."""
+        from hitl_vault.identity import SignInLink
+
+        s = kit.store
+        link = SignInLink("ab" * 32, "alice", T0, T0 + HOUR)
+        s.add_sign_in_link(link, T0, "owner")
+        with pytest.raises(DuplicateError):
+            s.add_sign_in_link(link, T0, "owner")
+        assert s.sign_in_link("ab" * 32) == link and s.sign_in_link("cd" * 32) is None
+        assert s.spend_sign_in_link("ab" * 32, T0 + HOUR / 2) is True
+        assert kit.other().spend_sign_in_link("ab" * 32, T0 + HOUR / 2) is False
+        assert s.spend_sign_in_link("cd" * 32, T0) is False
+        assert kit.other().sign_in_link("ab" * 32).used == T0 + HOUR / 2  # type: ignore[union-attr]
+        (made,) = s.service_log()
+        assert (made.event, made.subject, made.by) == ("sign-in link made", "alice", "owner")
+        assert "ab" * 32 not in repr(made) and s.verify_chain() == []
+
+    def test_a_session_is_logged_and_ends_once_per_person_or_alone(self, kit: Kit) -> None:
+        """add_session logs the sign-in; end_sessions ends the open ones (of a name, or one)."""
+        from hitl_vault.identity import Session
+
+        s = kit.store
+        one = Session("01" * 32, "Alice", T0, T0 + 12 * HOUR, "sign-in link", "10.0.0.5")
+        two = Session("02" * 32, "alice", T0, T0 + 12 * HOUR, "token 0123456789ab")
+        old = Session("03" * 32, "alice", T0, T0 + HOUR, "token 0123456789ab")
+        bob = Session("04" * 32, "bob", T0, T0 + 12 * HOUR, "sign-in link")
+        for made in (one, two, old, bob):
+            s.add_session(made, T0, "alice")
+        with pytest.raises(DuplicateError):
+            s.add_session(one, T0, "alice")
+        assert s.session("01" * 32) == one and s.session("ff" * 32) is None
+        assert one.open(T0) and not old.open(T0 + HOUR)
+        assert s.end_sessions("ALICE", T0 + 2 * HOUR, "alice", "signed out", "02" * 32) == 1
+        assert s.end_sessions("alice", T0 + 2 * HOUR, "owner", "alice disabled") == 1  # one
+        assert s.end_sessions("alice", T0 + 2 * HOUR, "owner", "again") == 0
+        assert kit.other().session("01" * 32).ended == T0 + 2 * HOUR  # type: ignore[union-attr]
+        assert s.session("03" * 32).ended is None  # type: ignore[union-attr]  # expired, not ended
+        assert s.session("04" * 32).open(T0 + 2 * HOUR)  # type: ignore[union-attr]
+        log = s.service_log()
+        assert [(e.event, e.details[0]) for e in log[:2]] == [
+            ("session ended", f"session {'01' * 6}"),
+            ("session ended", f"session {'02' * 6}"),
+        ]
+        assert log[0].details[1] == "alice disabled"
+        signed_in = log[-1]
+        assert signed_in.event == "signed in" and signed_in.subject == "Alice"
+        assert signed_in.details[:3] == (
+            f"session {'01' * 6}",
+            "with sign-in link",
+            "from 10.0.0.5",
+        )
+        assert "01" * 32 not in repr(log) and s.verify_chain() == []
+
+    def test_a_sign_in_and_its_log_line_commit_together(self, kit: Kit) -> None:
+        """A batch that fails undoes a spent link, a session and their log entries alike."""
+        from hitl_vault.identity import Session, SignInLink
+
+        s = kit.store
+        s.add_sign_in_link(SignInLink("ab" * 32, "alice", T0, T0 + HOUR), T0, "owner")
+        with pytest.raises(RuntimeError), s.batch():
+            assert s.spend_sign_in_link("ab" * 32, T0)
+            s.add_session(Session("01" * 32, "alice", T0, T0 + HOUR, "sign-in link"), T0, "a")
+            raise RuntimeError("part way")
+        assert s.session("01" * 32) is None and len(s.service_log()) == 1
+        assert s.sign_in_link("ab" * 32).used is None  # type: ignore[union-attr]
+
+    def test_verify_holds_sessions_and_sign_in_links_against_the_service_log(
+        self, kit: Kit
+    ) -> None:
+        """A session or a link written, changed or removed behind the log's back is reported."""
+        from hitl_vault.identity import Session, SignInLink
+
+        s = kit.store
+        s.add_sign_in_link(SignInLink("ab" * 32, "alice", T0, T0 + HOUR), T0, "owner")
+        s.add_session(Session("01" * 32, "alice", T0, T0 + HOUR, "sign-in link"), T0, "alice")
+        assert s.spend_sign_in_link("ab" * 32, T0) and s.end_sessions("alice", T0, "a", "out")
+        assert s.verify_chain() == []
+        forged = Session("02" * 32, "mallory", T0, T0 + 12 * HOUR, "token 0123456789ab")
+        if isinstance(s, Journal):
+            db = sqlite3.connect(s.path, isolation_level=None)
+            db.execute(
+                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,NULL)",
+                (forged.key, "mallory", "mallory", format_ts(T0), format_ts(T0 + 12 * HOUR),
+                 forged.how, ""),
+            )  # fmt: skip
+            db.execute("UPDATE sessions SET ended = NULL WHERE key = ?", ("01" * 32,))
+            db.execute("DELETE FROM sign_in_links")
+            db.close()
+        elif isinstance(s, MemoryJournal):
+            state = s._m.state
+            state.sessions[forged.key] = forged
+            state.sessions["01" * 32] = replace(state.sessions["01" * 32], ended=None)
+            state.sign_in_links.clear()
+        else:
+            import psycopg
+
+            with psycopg.connect(s._db.url, autocommit=True) as pg:  # type: ignore[attr-defined]
+                pg.execute(
+                    "INSERT INTO sessions (key, name, person, created, expires, how, client) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,'')",
+                    (forged.key, "mallory", "mallory", format_ts(T0),
+                     format_ts(T0 + 12 * HOUR), forged.how),
+                )  # fmt: skip
+                pg.execute("UPDATE sessions SET ended = NULL WHERE key = %s", ("01" * 32,))
+                pg.execute("DELETE FROM sign_in_links")
+        problems = "\n".join(s.verify_chain())
+        assert f"session {'02' * 6} (mallory): not in the service log" in problems
+        assert f"session {'01' * 6} (alice): differs from the service log" in problems
+        assert f"sign-in link {'ab' * 6}: in the service log but gone" in problems

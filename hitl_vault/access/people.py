@@ -19,8 +19,11 @@ from pathlib import Path
 from shlex import quote
 from urllib.parse import urlsplit
 
-from ..errors import AccessError, UsageError
+from ..errors import AccessError, UsageError, VaultError
 from ..identity import Person, Role, same_name
+from ..layout import RULES_FILE
+from ..notify.config import read_notify_config
+from ..notify.people import clash
 from ..notify.send import (
     PLACEHOLDER,
     SCHEME,
@@ -30,8 +33,10 @@ from ..notify.send import (
     send,
     url_problem,
 )
+from ..policy.rulesfile import rules_text
 from ..store import JournalStore
 from ..times import format_ts
+from . import links
 from .names import check_name
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,7 @@ class Change:
     event: str
     told: tuple[Told, ...] = ()
     revoked: int = 0
+    ended: int = 0  # sessions of the web inbox ended
 
 
 def service_uid(store: JournalStore) -> int | None:
@@ -94,13 +100,17 @@ def _uids_text(uids: Iterable[int]) -> str:
     return " ".join(str(uid) for uid in uids) or "none"
 
 
-def _end_access(store: JournalStore, person: Person, now: datetime, by: str) -> int:
+def _end_access(store: JournalStore, person: Person, now: datetime, by: str) -> tuple[int, int]:
     """End at once everything that lets ``person`` act through the service: every token of
-    theirs (how many were live is returned). Their signed-in sessions and outstanding
-    decision links end here too, once the service has them. Called inside the write that
+    theirs and every session they signed in to the web inbox (how many of each were live
+    is returned). Their outstanding links die with them: a decision link or a sign-in link
+    of a disabled person is refused when it is used (and their decision links stay dead
+    once they are enabled again: :meth:`People.set` ends them). Called inside the write that
     disables them, so no use of the old ones slips in between."""
+    why = f"{person.name} disabled"
     live = [c.id for c in store.credentials(person.name) if c.revoked is None]
-    return store.revoke_credentials(live, now, by, f"{person.name} disabled")
+    revoked = store.revoke_credentials(live, now, by, why)
+    return revoked, store.end_sessions(person.name, now, by, why)
 
 
 class People:
@@ -167,7 +177,7 @@ class People:
                 "alone",
                 f"choose another name, or revoke its tokens: hitl-vault token revoke {quote(name)}",
             )
-        person = Person(name, self._uids(uids), self._urls(notify), created=now, changed=now)
+        person = Person(name, self._uids(uids), self._urls(notify, name), created=now, changed=now)
         self._check_uids(person)
         self._store.save_person(person, now, self._by, "person added")
         body = (
@@ -195,27 +205,33 @@ class People:
         new = replace(
             old,
             uids=old.uids if uids is None else self._uids(uids),
-            notify=old.notify if notify is None else self._urls(notify),
+            notify=old.notify if notify is None else self._urls(notify, old.name),
             disabled=old.disabled and not enable,
         )
         if new == old:
             raise UsageError("people set", f"{old.name} is like this already", "nothing to do")
         self._check_uids(new)
         event = "person enabled" if old.disabled and not new.disabled else "person changed"
-        self._store.save_person(new, now, self._by, event)
+        with self._store.batch():
+            self._store.save_person(new, now, self._by, event)
+            if event == "person enabled":  # the links made before they were disabled stay dead
+                links.end(self._store, new.name, now=now, by=self._by)
         lines = [f"{self._by} changed your entry ({old.name}) at {format_ts(now)}:"]
         if new.uids != old.uids:
             lines.append(f"OS users were {_uids_text(old.uids)}, now {_uids_text(new.uids)}")
         if new.notify != old.notify:
             lines.append(f"channels were {_kinds(old.notify)}, now {_kinds(new.notify)}")
         if event == "person enabled":
-            lines.append("you are enabled again (tokens revoked before stay revoked)")
+            lines.append(
+                "you are enabled again (tokens revoked before stay revoked, and decision "
+                "links sent before stay dead)"
+            )
         channels = dict.fromkeys([*old.notify, *new.notify])
         told = self._tell(channels, "hitl-vault: your entry in people changed", "\n".join(lines))
         return Change(self._stored(old.name), event, told)
 
     def disable(self, name: str, *, now: datetime) -> Change:
-        """Disable a person and end, in the same write, every token of theirs."""
+        """Disable a person and end, in the same write, every token and session of theirs."""
         old = self.get(name)
         if old.disabled:
             raise AccessError(
@@ -226,13 +242,14 @@ class People:
         new = replace(old, disabled=True)
         with self._store.batch():
             self._store.save_person(new, now, self._by, "person disabled")
-            revoked = _end_access(self._store, new, now, self._by)
+            revoked, ended = _end_access(self._store, new, now, self._by)
         body = (
             f"{self._by} disabled you ({old.name}) at {format_ts(now)}: {revoked} token(s) "
-            "revoked. Nothing can be decided in your name through the service any more."
+            f"revoked, {ended} session(s) signed out. Nothing can be decided in your name "
+            "through the service any more."
         )
         told = self._tell(old.notify, "hitl-vault: you were disabled", body)
-        return Change(self._stored(old.name), "person disabled", told, revoked)
+        return Change(self._stored(old.name), "person disabled", told, revoked, ended)
 
     # --- checks and telling -----------------------------------------------------------
 
@@ -290,8 +307,22 @@ class People:
                 f"take it from them first: hitl-vault people set {quote(other.name)} --uid ...",
             )
 
-    def _urls(self, urls: Iterable[str]) -> tuple[str, ...]:
+    def _shared(self) -> tuple[str, ...]:
+        """The ``notify:`` targets' URLs in the vault's rules file (none when it has none,
+        or cannot be read: the daemon says why)."""
+        if self._vault is None:
+            return ()
+        try:
+            text = rules_text(self._vault / RULES_FILE, RULES_FILE) or ""
+            return tuple(target.url for target in read_notify_config(text).targets)
+        except VaultError:
+            return ()
+
+    def _urls(self, urls: Iterable[str], name: str) -> tuple[str, ...]:
+        """``name``'s channels as given, each checked: an Apprise URL, and theirs alone (not
+        a ``notify:`` target, not another person's: their decision links would land there)."""
         kept = tuple(dict.fromkeys(url.strip() for url in urls))
+        shared, people = self._shared(), self._store.people()
         for url in kept:
             scheme = SCHEME.match(url)
             if scheme is None:
@@ -303,7 +334,20 @@ class People:
             problem = url_problem(url, scheme.group(1))
             if problem is not None:
                 raise UsageError("--notify", f'"{mask_url(url)}" {problem[0]}', problem[1])
+            also = clash(url, name, shared, people)
+            if also:
+                raise UsageError(
+                    "--notify",
+                    f'"{mask_url(url)}" is {also}: {name}\'s decision links there would reach '
+                    "whoever reads it",
+                    f"give {name} a channel of their own: a topic or an address only they read",
+                )
         return kept
+
+    def tell(self, person: Person, title: str, body: str) -> tuple[Told, ...]:
+        """Tell ``person`` something on their own channels, best effort (a sign-in, say);
+        what happened at each."""
+        return self._tell(person.notify, title, body)
 
     def _tell(self, urls: Iterable[str], title: str, body: str) -> tuple[Told, ...]:
         """Send the message to each URL, best effort; what happened at each."""

@@ -32,7 +32,7 @@ from .policycache import in_force as in_force  # where callers of the gate find 
 
 if TYPE_CHECKING:
     from ..engine import Engine
-    from ..model import Request
+    from ..model import Origin, Request
     from ..policy.conditions import Where
     from ..policy.rules import Ruling
 
@@ -124,16 +124,18 @@ def submit_call(
     *,
     here: bool = True,
     where: Where | None = None,
+    origin: Origin | None = None,
 ) -> Request:
     """Record the call as a request, with the diff a file tool makes: read from the file
-    ``here``, else the ``agent_diff`` the agent's side sent (labelled as the agent's)."""
+    ``here``, else the ``agent_diff`` the agent's side sent (labelled as the agent's);
+    ``origin``: the agent token that asked through the service."""
     from .diffs import agent_pitch, gate_pitch
 
     pitch = gate_pitch(call.tool, call.params, call.cwd) if here else agent_pitch(agent_diff)
     return engine.submit(
         call.tool, call.params, summary=call.summary,
         requested_by=requested_by or call.requested_by, carried_by_requester=True,
-        source=source, context=call.context, pitch=pitch, where=where,
+        source=source, context=call.context, pitch=pitch, where=where, origin=origin,
     )  # fmt: skip
 
 
@@ -201,6 +203,7 @@ def asked(
     *,
     here: bool = True,
     where: Where | None = None,
+    origin: Origin | None = None,
 ) -> Request | None:
     """The request that ``call`` (an identical retry: the same ``key``) made and that is
     still to be used, or a new one; None once the session made too many.
@@ -223,8 +226,9 @@ def asked(
         if found is None:
             try:
                 request = submit_call(
-                    engine, call, source, requested_by, agent_diff, here=here, where=where
-                )
+                    engine, call, source, requested_by, agent_diff, here=here, where=where,
+                    origin=origin,
+                )  # fmt: skip
             except DuplicateError:  # an identical call made it a moment ago
                 found = engine.journal.proposal(source)
                 if found is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..identity import Principal, Role
+from ..model import Origin
 from ..policy.always import consult
 from ..policy.rules import Decision, GateRecord, Proposal
 from .formats import HookFormat
@@ -99,14 +100,32 @@ def decide_remote(
         return GateAnswer("deny", blocked_by(ruling.rule, ruling.reason))
     if decision is Decision.ASK:
         key = gate_key(principal, call)
-        request = asked(engine, call, key, principal.name, agent_diff, here=False)
+        request = asked(
+            engine,
+            call,
+            key,
+            principal.name,
+            agent_diff,
+            here=False,
+            origin=_origin(principal, call),
+        )
         if request is None:
             return GateAnswer("deny", TOO_MANY)
         if request.status is Status.PENDING:
             return GateAnswer("pending", waiting(request), request=request)
     else:
-        request = submit_call(engine, call, None, principal.name, agent_diff, here=False)
+        request = submit_call(
+            engine, call, None, principal.name, agent_diff, here=False,
+            origin=_origin(principal, call),
+        )  # fmt: skip
     answer = handed_out(engine, request, call, hook, skip=skip)
     final = engine.get(request.id)
     said = "deny" if not answer.allow else "allow" if answer.decided else "none"
     return GateAnswer(said, answer.reason, answer.updated, final)
+
+
+def _origin(principal: Principal, call: Call) -> Origin | None:
+    """The agent token that asks, and the session and agent its hook input names."""
+    if principal.credential is None:
+        return None
+    return Origin(principal.credential, call.session, call.agent)

@@ -96,7 +96,9 @@ def people_add(ctx: click.Context, name: str, uids: tuple[int, ...], urls: tuple
 @click.argument("name")
 @uid_option
 @notify_option
-@click.option("--enable", is_flag=True, help="Enable a disabled person again (no tokens back).")
+@click.option(
+    "--enable", is_flag=True, help="Enable a disabled person again (no tokens or old links back)."
+)
 @click.pass_context
 def people_set(
     ctx: click.Context, name: str, uids: tuple[int, ...], urls: tuple[str, ...], enable: bool
@@ -152,12 +154,16 @@ def people_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 @click.pass_context
 def people_disable(ctx: click.Context, name: str) -> None:
-    """Disable NAME and revoke all their tokens at once; logged, and told on their channels."""
+    """Disable NAME, revoking all their tokens and ending their inbox sessions at once; logged,
+    and told on their channels."""
     from ..times import utcnow
 
     with _people(ctx) as register:
         change = register.disable(name, now=utcnow())
-    click.echo(f"disabled {change.person.name}; {change.revoked} token(s) revoked")
+    click.echo(
+        f"disabled {change.person.name}; {change.revoked} token(s) revoked, {change.ended} "
+        "session(s) signed out"
+    )
     _told(change)
 
 
@@ -263,6 +269,29 @@ def token_add(
     )
 
 
+@token.command("end-links")
+@click.argument("name", required=False)
+@click.pass_context
+def token_end_links(ctx: click.Context, name: str | None) -> None:
+    """End every decision link sent so far, at once and for good, or NAME's only; logged.
+
+    A link sent before is refused from now on (its page says it was ended); links in the
+    messages sent after work, and decisions made through links stand.
+    """
+    from ..access import links
+    from ..access.names import os_user
+    from ..errors import AccessError
+
+    with _store(ctx) as store:
+        person = None if name is None else store.person(name)
+        if name is not None and person is None:
+            fix = "see them with hitl-vault people list"
+            raise AccessError(name.strip(), "is not in people", fix)
+        links.end(store, None if person is None else person.name, now=_now(), by=os_user())
+    whose = "every decision link" if person is None else f"every decision link of {person.name}"
+    click.echo(f"ended {whose} sent so far (links sent from now on work)")
+
+
 @token.command("list")
 @json_option
 @click.pass_context
@@ -304,3 +333,21 @@ def token_revoke(ctx: click.Context, name_or_id: str) -> None:
         click.echo(f"revoked {count} token(s) ({name_or_id})")
     else:
         click.echo(f"nothing to revoke: every token of {name_or_id} is revoked already")
+
+
+@token.command("login")
+@click.argument("name")
+@click.pass_context
+def token_login(ctx: click.Context, name: str) -> None:
+    """Print a one-time link that signs NAME in to the web inbox (valid 10 minutes, once).
+
+    The link goes to stdout (what it is goes to stderr). It uses the public URL that
+    `hitl-vault serve --public-url` recorded; send it to the person on a channel of theirs.
+    """
+    from ..access.names import os_user
+    from ..access.sessions import login_link
+
+    with _store(ctx) as store:
+        link, address = login_link(store, name, now=_now(), by=os_user())
+    click.echo(f"sign-in link for {link.name}, valid until {_when(link.expires)}, once:", err=True)
+    click.echo(address)

@@ -31,6 +31,7 @@ from .common import (
     param_option,
     vault_path,
 )
+from .db import db, journal_option
 from .decide import approve, cancel, done, posttool, reject, retry
 from .remote import SERVER_ENV, ServerAwareGroup
 from .serve import serve
@@ -94,6 +95,7 @@ def init(ctx: click.Context, path: Path | None) -> None:
 @cli.command()
 @click.option("--once", is_flag=True, help="Catch up on everything, then exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Also log each note looked at, written or run.")
+@journal_option
 @click.pass_context
 def run(ctx: click.Context, once: bool, verbose: bool) -> None:
     """Run the daemon: watch the vault, apply decisions, execute, time out.
@@ -369,6 +371,7 @@ cli.add_command(people)  # people and tokens for the service (cli/access.py)
 rules.add_command(rules_always)  # "always" allows (cli/always.py)
 rules.add_command(rules_revoke)
 cli.add_command(token)
+cli.add_command(db)  # the journal on a PostgreSQL server (cli/db.py)
 
 
 def main() -> None:

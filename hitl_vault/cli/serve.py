@@ -7,6 +7,7 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import re
 import sys
 import urllib.parse
 from pathlib import Path
@@ -16,6 +17,7 @@ import click
 
 from .agents import INSTALL_MCP
 from .common import BadUsage, cli_errors, vault_path
+from .db import journal_option
 
 if TYPE_CHECKING:
     from ..serve.runner import Serving
@@ -53,12 +55,40 @@ def check_listen(host: str, allow_remote: bool) -> None:
     )
 
 
+# A public URL's path: plain segments (``/vault``, ``/tools/hitl``), each a name a proxy's
+# ``handle_path`` can strip; no ``.`` or ``..``, nothing percent-encoded.
+_PATH = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*")
+
+
 def check_public_url(url: str) -> str:
-    """An http(s) URL with a host: plain http only for this machine (tokens travel in it)."""
+    """An http(s) URL with a host, and perhaps a path (the prefix a proxy strips, as Caddy's
+    ``handle_path`` does), nothing else: no user or password, query or fragment (a link is
+    the URL followed by ``/d/<secret>``). Plain http only for this machine (tokens travel
+    in it). Returned without its last ``/``."""
     parts = urllib.parse.urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadUsage(
             f"--public-url: {url!r} is not an http(s) URL (e.g. https://vault.example.com)"
+        )
+    extra = [
+        what
+        for what, given in (
+            ("a user or password", parts.username is not None or parts.password is not None),
+            ("a query", bool(parts.query) or "?" in url),
+            ("a fragment", bool(parts.fragment) or "#" in url),
+        )
+        if given
+    ]
+    if extra:
+        raise BadUsage(
+            f"--public-url: {url!r} has {' and '.join(extra)}: give the address alone, as "
+            "the phone opens it (e.g. https://vault.example.com or https://example.com/vault)"
+        )
+    path = parts.path.rstrip("/")
+    if not _PATH.fullmatch(path):
+        raise BadUsage(
+            f"--public-url: {url!r} has a path a link cannot go under ({parts.path!r}): give "
+            "plain names, no '.', '..' or '%' (e.g. https://example.com/vault)"
         )
     if parts.scheme == "http" and not _loopback(parts.hostname):
         raise BadUsage(
@@ -128,6 +158,7 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
     "(default: /run/hitl-vault/<vault>-<hash>.sock if writable, else in $XDG_RUNTIME_DIR).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also log each note looked at, written or run.")
+@journal_option
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -226,12 +257,22 @@ def _unix_socket(serving: Serving, given: Path | None) -> Path:
 
 def _record(vault: Vault, url: str | None) -> str | None:
     """Keep the public URL (journaled when it changes) and the service's uid in the store;
-    the public URL in force (the one kept before, when none is given)."""
+    the public URL in force (the one kept before, when none is given, checked as
+    ``--public-url`` is: one kept by an earlier release may hold what links cannot)."""
     from ..access.names import os_user
 
     # The OS user running the service (its uid's name), not $USER, which anyone can set.
     journal, now, by = vault.engine.journal, vault.engine.now(), os_user()
+    kept = journal.setting("public_url") if url is None else None
+    if kept is not None:
+        try:
+            check_public_url(kept)
+        except BadUsage as e:
+            raise BadUsage(
+                f"{e.message} (the public URL kept in the store: give serve --public-url "
+                "again to replace it)"
+            ) from None
     if url is not None:
         journal.set_setting("public_url", url, now, by)
     journal.set_setting("service_uid", str(os.getuid()), now, by)
-    return url or journal.setting("public_url")
+    return url or kept

@@ -35,6 +35,7 @@ from ..layout import RULES_FILE
 from ..model import Request, Transition
 from ..notes.render import history_line
 from ..notify.config import NotifyConfig
+from ..notify.people import LinkMaker
 from ..policy.rules import Policy
 from ..watcher import Watcher
 from .dashboard import DashboardWriter
@@ -88,6 +89,7 @@ class Daemon:
         clock: Callable[[], datetime] = _precise_now,
         workers: int = 4,
         rescan_every: timedelta = RESCAN_EVERY,
+        links: LinkMaker | None = None,
     ) -> None:
         # The one place that takes the engine apart: each part gets what it uses. What a
         # reload replaces (the rules, ``notify:``) is read through callables, never copied.
@@ -121,8 +123,9 @@ class Daemon:
             wake=self.wakes.now,
         )
         queue = self.actions.queue_if_runnable  # an approved request that may run now
+        # ``links``: people's decision links (the service makes them; ``run`` alone has none)
         self.notifier = Notifier(
-            journal, self._events, rules, engine.functions, self._notify, root.name, clock
+            journal, self._events, rules, engine.functions, self._notify, root.name, clock, links
         )
         reload = lambda: engine.reload_policy(check_urls=True)  # noqa: E731
         self.rules = RulesReload(journal, notes, reload, self.quiet, queue, engine.now)

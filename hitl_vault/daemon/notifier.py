@@ -11,12 +11,15 @@ each sent; a failed send is tried again after 5 s, then at most 30 s apart, for
 what is due to one sending thread per target (:class:`~.lanes.Lanes`), so a slow or
 dead receiver never delays a decision, an execution or another target's messages;
 a send with no answer within :attr:`Notifier.send_timeout` is a failed try.
+
+Besides the shared targets of ``notify:``, people's own channels hear what that person may
+decide now (:class:`~.asking.Asking`, with their decision links) and what was decided in
+their name (:class:`~.yours.InTheirName`), from the same outbox.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -24,16 +27,18 @@ from typing import TYPE_CHECKING
 
 from .. import events
 from ..errors import RulesError
-from ..identity import same_name
-from ..model import Kind, Request, Status, Transition
-from ..notes.decide import counted_proofs
+from ..model import Kind, Request, Status
+from ..notes.decide import Decider
 from ..notify import send as sending
 from ..notify.config import DECIDE_EVENTS, EVENT_OF_STATUS, Event, NotifyConfig, Target
-from ..notify.message import compose, in_your_name
-from ..notify.send import PLACEHOLDER, Message, mask_url, placeholders, send
+from ..notify.message import compose
+from ..notify.people import LinkMaker, asked
+from ..notify.send import Message, mask_url, send
 from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
 from ..store import Outgoing
+from .asking import Asking, Send
 from .lanes import Lanes
+from .yours import YOURS, InTheirName
 
 if TYPE_CHECKING:
     from ..store import JournalStore
@@ -44,9 +49,6 @@ CURSOR = "notify"
 RETRY_FIRST = timedelta(seconds=5)
 RETRY_MAX = timedelta(seconds=30)
 GIVE_UP_AFTER = timedelta(hours=24)
-# The outbox event of a decision told to the person it names: ``in your name #3``, the
-# entry's place in the request's history (so each is told once, to each of their channels).
-YOURS = "in your name #"
 
 
 def flag_key(target: Target) -> str:
@@ -66,8 +68,15 @@ class Notifier:
         notify: Callable[[], NotifyConfig],
         folder_name: str,
         clock: Callable[[], datetime],
+        links: LinkMaker | None = None,
     ) -> None:
         self.journal = journal
+        # People's own channels: asked what they may decide now, with links from ``links``.
+        self.asking = Asking(
+            journal, Decider(journal, rules, functions), links, self._wording,
+            lambda: [target.url for target in self.config.targets],
+        )  # fmt: skip
+        self.yours = InTheirName(journal, self._wording)  # decisions made in their name
         self._rules = rules  # the rules in force (they may reload): reminders, the "why"
         self._functions = functions  # the Python rules, as the vault holds them
         self._notify = notify  # ``notify:`` in force (it may reload)
@@ -97,16 +106,21 @@ class Notifier:
 
     def hear(self, heard: events.Event) -> None:
         """One journal entry (as a durable listener): a notification to each target that
-        wants it, recorded in the commit that moves the notifier's cursor past it; and a
-        decision or vote made in a person's name, to that person's own channels."""
+        wants it, recorded in the commit that moves the notifier's cursor past it; the
+        people who may decide it now asked at their own channels; and a decision or vote
+        made in a person's name, told to that person's own channels."""
         step = heard.transition
-        self._tell_in_their_name(heard)
+        self._record(self.yours.items(heard))
+        if step.kind is Kind.VOTED:  # a stage met: its next approvers may decide now
+            self._record(self.asking.opened(heard.request_id, step))
         if step.kind is Kind.ESCALATED:
             event: Event | None = Event.ESCALATED
         elif step.kind is Kind.TRANSITION:
             event = EVENT_OF_STATUS.get(step.to_status)
         else:
             return
+        if event in DECIDE_EVENTS:  # asks no one once decided
+            self._record(self.asking.items(heard.request_id, event, step))
         wanting = [t for t in self.config.targets if event in t.events]
         request = heard.request if event is not None and wanting else None
         if request is None or event is None:
@@ -115,36 +129,20 @@ class Notifier:
             return  # decided while no daemon ran: nobody is asked to decide it now
         self._record([(request.id, event, t.url) for t in wanting if t.wants(event, request)])
 
-    def _tell_in_their_name(self, heard: events.Event) -> None:
-        """An approval, rejection or vote recorded in the name of someone in ``people``:
-        one notification to each of their own channels (shared targets are not told)."""
-        step = heard.transition
-        if not _decided(step):
-            return
-        person = self.journal.person(step.by)
-        wanted = person is not None and bool(person.notify)
-        request = self.journal.get(heard.request_id) if wanted else None  # with its history
-        if person is None or request is None:
-            return
-        place = _place(request.history, step)
-        if place is None:
-            return
-        earlier = request.history[place - 1] if place else None
-        if step.kind is Kind.TRANSITION and earlier is not None and _their_vote(earlier, step):
-            return  # the vote that decided it was told already
-        self._record([(request.id, f"{YOURS}{place}", url) for url in person.notify])
-
     def _pending_now(self) -> None:
         """The first time ever: what waits for a decision now, not the whole history."""
         targets = self.config.targets
-        self._record(
-            [
-                (r.id, Event.PENDING, t.url)
-                for r in (self.journal.requests(Status.PENDING) if targets else ())
-                for t in targets
-                if t.wants(Event.PENDING, r)
-            ]
-        )
+        asking = self.asking.anyone()
+        pending = self.journal.requests(Status.PENDING) if targets or asking else []
+        items: list[tuple[str, str, str]] = [
+            (r.id, Event.PENDING, t.url)
+            for r in pending
+            for t in targets
+            if t.wants(Event.PENDING, r)
+        ]
+        for r in pending if asking else []:
+            items += self.asking.items(r.id, Event.PENDING)  # with its votes, if any
+        self._record(items)
 
     def _record(self, items: list[tuple[str, str, str]], at: datetime | None = None) -> int:
         """Put ``items`` in the outbox (each once ever), due ``at``, and wake the sender; how
@@ -173,9 +171,9 @@ class Notifier:
         reminding = [t for t in targets if Event.REMINDER in t.events]
         self.next_reminder = None
         policy = self._rules()
-        if not reminding or not (
-            policy.defaults.remind_before or any(r.remind_before for r in policy.rules)
-        ):
+        if not (policy.defaults.remind_before or any(r.remind_before for r in policy.rules)):
+            return [], set()
+        if not reminding and not self.asking.anyone():  # nobody to remind
             return [], set()
         if policy is not self._remind_policy:  # rules changed: work the times out again
             self._remind_at, self._remind_policy = {}, policy
@@ -204,6 +202,7 @@ class Notifier:
                     for t in reminding
                     if t.wants(Event.REMINDER, request)
                 ]
+                items += self.asking.items(request_id, Event.REMINDER)
         return items, reminded
 
     def _remind_time(self, request_id: str, expires: datetime) -> datetime | None:
@@ -241,7 +240,11 @@ class Notifier:
 
     def _send(self, item: Outgoing) -> bool:
         if item.event.startswith(YOURS):
-            return self._send_yours(item)
+            ready, name = self.yours.prepare(item.request_id, item.event, item.target)
+            return self._send_person(item, ready, name)
+        if (person := asked(item.event)) is not None:
+            ready = self.asking.prepare((item.request_id, item.event, item.target), self.clock())
+            return self._send_person(item, ready, person[1])
         target = next((t for t in self.config.targets if t.url == item.target), None)
         request = self.journal.get(item.request_id, history=False)
         if target is None or request is None:  # taken out of hitl-vault.yaml since
@@ -254,27 +257,19 @@ class Notifier:
             error = str(e)
         return self._sent(item, error, target.shown, "the target in hitl-vault.yaml")
 
-    def _send_yours(self, item: Outgoing) -> bool:
-        """A decision told to the person it names, at one of their channels as ``people``
-        has them now (a channel taken out since is not told)."""
-        request = self.journal.get(item.request_id)
-        if request is not None:  # a "via api" another user's process wrote is no proof
-            request = counted_proofs(self.journal, request)
-        place = int(item.event[len(YOURS) :])
-        step = request.history[place] if request and place < len(request.history) else None
-        person = self.journal.person(step.by) if step is not None else None
-        if request is None or step is None or person is None or item.target not in person.notify:
-            self.journal.not_sent(item.id, self.clock(), "not one of their channels now", None)
+    def _send_person(self, item: Outgoing, ready: Send | str, name: str) -> bool:
+        """A message to one of a person's own channels: sent, or skipped for good (``skip:``,
+        say why), or failed (tried again)."""
+        if isinstance(ready, str) and ready.startswith("skip: "):  # nothing to tell now
+            self.journal.not_sent(item.id, self.clock(), ready.removeprefix("skip: "), None)
             return False
-        missing = [name for name in placeholders(item.target) if not os.environ.get(name)]
-        if missing:
-            error: str | None = f"needs {', '.join(missing)}, which is not set"
+        if isinstance(ready, str):
+            error: str | None = ready
         else:
-            url = PLACEHOLDER.sub(lambda m: os.environ[m.group(1)], item.target)
-            name = self.config.vault_name or self._folder_name
-            message = in_your_name(request, step, note=self._note(request), vault_name=name)
-            error = sending.send_within(url, message, self.send_timeout)
-        fix = f"{person.name}'s channel (hitl-vault people set {person.name} --notify ...)"
+            error = sending.send_within(
+                ready.url, ready.message, self.send_timeout, hide=ready.hide
+            )
+        fix = f"{name}'s channel (hitl-vault people set {name} --notify ...)"
         return self._sent(item, error, mask_url(item.target), fix)
 
     def _sent(self, item: Outgoing, error: str | None, shown: str, fix: str) -> bool:
@@ -309,6 +304,11 @@ class Notifier:
         """Where the note is, or is about to be: a daemon moves it once it is quiet."""
         name = request.path.name if request.path else f"{request.id}.md"
         return f"{request.status.folder}/{name}"
+
+    def _wording(self, request: Request) -> tuple[str, str, str]:
+        """(the note's path, the rule's "why", the vault's name) for a message about it."""
+        name = self.config.vault_name or self._folder_name
+        return self._note(request), self._ruling(request).explanation, name
 
     def _message(self, event: str, request: Request) -> Message:
         why = self._ruling(request).explanation
@@ -360,29 +360,6 @@ class Notifier:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-
-
-def _decided(step: Transition) -> bool:
-    """An approval, a rejection or a vote a person made (or someone made in their name)."""
-    if step.kind is Kind.VOTED:
-        return True
-    return (
-        step.kind is Kind.TRANSITION
-        and step.from_status is Status.PENDING
-        and step.to_status in (Status.APPROVED, Status.REJECTED)
-        and bool(step.by)
-    )
-
-
-def _place(history: Sequence[Transition], step: Transition) -> int | None:
-    """Where ``step`` is in ``history`` (the last such entry), or None."""
-    return next((i for i in range(len(history) - 1, -1, -1) if history[i] == step), None)
-
-
-def _their_vote(vote: Transition, step: Transition) -> bool:
-    """``vote`` is the same person's vote that made the decision ``step``, at once."""
-    same = same_name(vote.by) == same_name(step.by)
-    return vote.kind is Kind.VOTED and vote.at == step.at and same
 
 
 def send_tests(config: NotifyConfig, folder_name: str) -> list[tuple[str, str | None]]:

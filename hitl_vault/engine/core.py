@@ -1,11 +1,9 @@
-"""The engine under a Vault: every operation on requests, for the Vault, the daemon,
-its workers and ``approval()``.
-
-It composes the journal (what happened), the rules (what needs a human), the
-notes (what the human sees and edits) and, for ``wait``, a watcher, so that
-every operation works the same with or without a daemon running. After each
-operation it publishes what the journal recorded to the listeners
-(:mod:`hitl_vault.events`). Scripts use the small public :class:`~hitl_vault.vault.Vault`.
+"""The engine under a Vault: every operation on requests, for the Vault, the daemon, its
+workers and ``approval()``. It composes the journal (what happened), the rules (what needs a
+human), the notes (what the human sees and edits) and, for ``wait``, a watcher, so that every
+operation works the same with or without a daemon running. After each operation it publishes
+what the journal recorded to the listeners (:mod:`hitl_vault.events`). Scripts use the small
+public :class:`~hitl_vault.vault.Vault`.
 """
 
 from __future__ import annotations
@@ -29,9 +27,9 @@ from ..errors import (
 )
 from ..events import Events, Listener
 from ..identity import REQUESTER_LIMIT, Proof, check_name
-from ..journal.sqlite import Journal
-from ..layout import JOURNAL_FILE, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
-from ..model import Request, Status, Transition, check_action, new_id
+from ..journal.pg_host import open_journal
+from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..model import Origin, Request, Status, Transition, check_action, new_id
 from ..notes.decide import Decider
 from ..notes.reconcile import Reconciler
 from ..params import check_expected, clean_params, describe_changes, params_sha
@@ -80,7 +78,8 @@ class Engine:
         self.ids = ids  # how a new request is named
         check_trust(self.root)  # before anything is created or chmodded through a link
         self.policy, self.notify, text = read_rules(self.root)
-        self.journal: JournalStore = journal or Journal(self.root / STATE_DIR / JOURNAL_FILE)
+        # the SQLite file in .hitl/, or the server $HITL_VAULT_JOURNAL names (journal/pg_host)
+        self.journal: JournalStore = journal or open_journal(self.root)
         record_policy(self.journal, text, self.now())
         self.functions: list[RuleFunction] = []
         self.handlers: dict[str, Callable[[Request], Any]] = {}
@@ -172,6 +171,7 @@ class Engine:
         retry: tuple[str, str] | None = None,
         pitch: Pitch | None = None,
         where: Where | None = None,
+        origin: Origin | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
 
@@ -179,13 +179,13 @@ class Engine:
         ``pitch``: its reasoning, confidence, alternatives, risk factors and diff.
         ``source`` (used for Inbox proposals) is a key recorded with the request;
         a second submit with the same key raises :class:`DuplicateError`.
-        ``retry``: (the request this one retries, who retries it), linked in both.
-        ``where``: the project and paths the agent gate resolved, for ``path:`` rules.
+        ``retry``: (the retried request, who retries it), linked in both; ``origin``: the
+        token that asked through the service; ``where``: what the gate resolved (``path:``).
         """
         request = self._submissions.submit(
             action, params, summary=summary, timeout=timeout, requested_by=requested_by,
             carried_by_requester=carried_by_requester, source=source, context=context,
-            retry=retry, pitch=pitch, where=where,
+            retry=retry, pitch=pitch, where=where, origin=origin,
         )  # fmt: skip
         if retry is not None:
             self.show_in_note(retry[0], request.created)
@@ -233,6 +233,7 @@ class Engine:
         params: Mapping[str, Any] | None = None,
         *,
         proof: Proof | None = None,
+        spend: Callable[[], None] | None = None,
     ) -> Request:
         """Approve a pending request, exactly as setting ``status: approved`` in its note would.
 
@@ -246,22 +247,19 @@ class Engine:
         ``proof``: who the service proved decides, and through which channel (only the
         service hands one; ``by`` is then its name). The history says ``by alice via api``
         and rules with ``authenticated:`` count it; without it they refuse an approval
-        (:class:`UnprovenDecisionError`, listed under Needs attention).
+        (:class:`UnprovenDecisionError`, listed under Needs attention). ``spend``: called in
+        the decision's transaction (a decision link is spent there, so it decides once).
         """
         edited = None if params is None else clean_params(params)
-        return self._decide(request_id, Status.APPROVED, by, reason, expect, edited, proof=proof)
+        return self._decide(request_id, Status.APPROVED, by, reason, expect, edited, proof, spend)
 
     def reject(
-        self,
-        request_id: str,
-        by: str | None = None,
-        reason: str = "",
-        *,
-        proof: Proof | None = None,
-    ) -> Request:
+        self, request_id: str, by: str | None = None, reason: str = "", *,
+        proof: Proof | None = None, spend: Callable[[], None] | None = None,
+    ) -> Request:  # fmt: skip
         """Reject a pending request, exactly as setting ``status: rejected`` in its note would
-        (``proof``: as for :meth:`approve`)."""
-        return self._decide(request_id, Status.REJECTED, by, reason, proof=proof)
+        (``proof`` and ``spend``: as for :meth:`approve`)."""
+        return self._decide(request_id, Status.REJECTED, by, reason, None, None, proof, spend)
 
     def params_to_run(self, request_id: str) -> tuple[dict[str, Any], str, str]:
         """What approving now would run: the params (the note's, if a human edited them
@@ -279,8 +277,8 @@ class Engine:
         reason: str,
         expect: str | None = None,
         given: Mapping[str, Any] | None = None,
-        *,
         proof: Proof | None = None,
+        spend: Callable[[], None] | None = None,
     ) -> Request:
         if by is not None and proof is None:  # a name claimed: it must be one (not "x via api")
             check_name(by, "by")
@@ -301,6 +299,8 @@ class Engine:
         now = self.now()
         try:  # judged and read back in one transaction: what it returns is what it decided
             with self.journal.batch():
+                if spend is not None:
+                    spend()
                 request = self.get(request_id)
                 done = self._decider.decide(
                     request, to, by=by or default_user(), reason=reason, params=params, now=now,

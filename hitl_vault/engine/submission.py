@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ChangedUnderfootError, DuplicateError, NotRetryableError
 from ..identity import REQUESTER_LIMIT, check_name
-from ..model import RETRYABLE, Kind, Request, Status, Transition, check_action
+from ..model import RETRYABLE, Kind, Origin, Request, Status, Transition, check_action
 from ..notes.reconcile import Reconciler
 from ..notes.render import render_new_note
 from ..notes.state import explanation
@@ -64,6 +64,7 @@ class Submissions:
         retry: tuple[str, str] | None = None,
         pitch: Pitch | None = None,
         where: Where | None = None,
+        origin: Origin | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided
         (see :meth:`hitl_vault.engine.Engine.submit`)."""
@@ -96,6 +97,8 @@ class Submissions:
         )
         if retry is not None:
             asked = _linked(asked, *retry)
+        if origin is not None:
+            asked = replace(asked, request=origin.applied(asked.request))
         request, text = self._record(asked, source)
         try:
             path: Path | None = self._notes.write_new(request, text)
@@ -127,6 +130,7 @@ class Submissions:
             context=old.context,
             retry=(old.id, by),
             pitch=old.pitch,
+            origin=Origin.of(old),  # the agent that asked sees the retry of its request
         )
 
     def _record(self, asked: Asked, source: str | None) -> tuple[Request, str]:
@@ -139,7 +143,7 @@ class Submissions:
         waiting = none_yet.progress() if pending else None
         for attempt in range(5):
             request = asked.with_id(self._ids)
-            text = render_new_note(request, explained, names, waiting)
+            text = render_new_note(request, explained, names, waiting, plan.authenticated)
             check_size(text)
             try:
                 where = f"{request.status.folder}/{request.id}.md"

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..chain import Entry, chain_problems
 from ..errors import RequestNotFoundError
+from ..identity import same_name
 from ..model import Kind, Request, Status, Transition
 from .memory_state import Memory, Row, transition_of, ts
 from .replay import unproven
@@ -59,15 +60,26 @@ class MemoryReader:
         with self._m.lock:
             return [transition_of(e) for e in self._m.state.entries if e.request_id == request_id]
 
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
         with self._m.lock:
+            tokens = self._tokens(agent)
             rows = [
                 (r.request.created, n, r)
                 for n, r in enumerate(self._m.state.rows.values())
-                if status is None or r.request.status is status
+                if (status is None or r.request.status is status)
+                and (tokens is None or r.request.credential in tokens)
             ]
             rows.sort(key=lambda x: (x[0], x[1]), reverse=True)
             return [self._full(r, False) for _, _, r in rows[:limit]]
+
+    def _tokens(self, agent: str | None) -> set[str] | None:
+        """The ids of the tokens named ``agent`` (names as compared); None: no ``agent``."""
+        if agent is None:
+            return None
+        key = same_name(agent)
+        return {c.id for c in self._m.state.credentials.values() if same_name(c.name) == key}
 
     def ids(self, status: Status | None = None) -> list[str]:
         with self._m.lock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..chain import Entry
-from ..identity import Credential, Person
+from ..identity import Credential, Person, Session, SignInLink
 from ..model import Kind, Request, Status, Transition
 from ..policy.always import Allow
 from ..store import Attention, Outgoing
@@ -78,6 +79,12 @@ class State:
     service: list[ServiceRow] = field(default_factory=list)
     service_seq: int = 0  # the highest position the service log ever gave out
     allows: dict[str, tuple[Allow, datetime | None]] = field(default_factory=dict)  # revoked at
+    sign_in_links: dict[str, SignInLink] = field(default_factory=dict)  # by hash
+    sessions: dict[str, Session] = field(default_factory=dict)  # by hash, oldest first
+    # The key that signs decision links (made with the journal), and the links spent: by a
+    # hash of the link, the request it decided and when.
+    link_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    spent_links: dict[str, tuple[str, datetime]] = field(default_factory=dict)
 
 
 def transition_of(e: Entry) -> Transition:

@@ -36,7 +36,14 @@ CREATE TABLE IF NOT EXISTS requests (
     proposal TEXT,
     -- SHA-256 of the note's bytes when they last matched this row, cleared by every
     -- transition. A rescan skips a note whose bytes still have it.
-    note_sha TEXT
+    note_sha TEXT,
+    -- Asked through the service: the id of the agent token that asked (NULL: asked any other
+    -- way, by the CLI or the Inbox, say: an agent sees the requests its name's tokens asked,
+    -- never one that only names it), and the session and client the agent said it asked
+    -- from (NULL: none said). No semicolon in a comment here: the file is split on them.
+    credential TEXT,
+    session TEXT,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_status_expires ON requests (status, expires);
 -- entries.uid: the real user id of the process that recorded the entry (NULL where the
@@ -156,4 +163,38 @@ CREATE TABLE IF NOT EXISTS allows (
     revoked TEXT,
     cwd TEXT,     -- the folder the approved call was made in (NULL: it named none)
     server TEXT   -- the MCP server it went to (NULL: none)
+);
+-- The web inbox: one-time sign-in links (hitl-vault token login) and signed-in sessions, each
+-- kept as the SHA-256 of its secret only (key), never in the synced vault. Making a link,
+-- signing in and a session's end are in the service log.
+CREATE TABLE IF NOT EXISTS sign_in_links (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    used TEXT
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    person TEXT NOT NULL,  -- the name as compared (identity.same_name)
+    created TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    how TEXT NOT NULL,
+    client TEXT NOT NULL,
+    ended TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_person ON sessions (person, ended);
+-- Decision links (hitl_vault.access.links): the one key that signs them, made with the
+-- store (or when this version first opens a store made before), never logged, never in a
+-- chain. And the links spent, by a hash of the link (never the link itself), each written
+-- in the transaction of the decision it made, so a link decides once.
+CREATE TABLE IF NOT EXISTS link_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spent_links (
+    link TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    at TEXT NOT NULL
 );

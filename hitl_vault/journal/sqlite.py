@@ -25,7 +25,7 @@ from typing import Any
 
 from ..chain import Entry
 from ..errors import JournalMissingError
-from ..identity import Credential, Person
+from ..identity import Credential, Person, Session, SignInLink
 from ..layout import LOCK_FILE
 from ..model import Request, Status, Transition
 from ..policy.always import Allow
@@ -36,8 +36,10 @@ from .sqlite_access import Access
 from .sqlite_allows import AllowTable
 from .sqlite_book import Bookkeeping
 from .sqlite_db import Database
+from .sqlite_links import LinkTable
 from .sqlite_outbox import Outbox
 from .sqlite_read import Reader
+from .sqlite_sessions import SessionTable
 from .sqlite_steps import Steps
 from .sqlite_watch import JournalWatch
 
@@ -72,6 +74,8 @@ class Journal:
         self._outbox = Outbox(self._db)
         self._access = Access(self._db)
         self._allows = AllowTable(self._db, self._access._log)
+        self._sessions = SessionTable(self._db, self._access._log, self._access._snapshot)
+        self._links = LinkTable(self._db)
         self._watch = JournalWatch(path)
 
     def __repr__(self) -> str:
@@ -196,8 +200,10 @@ class Journal:
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
         return self._read.get(request_id, history=history)
 
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
-        return self._read.requests(status, limit)
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
+        return self._read.requests(status, limit, agent)
 
     def ids(self, status: Status | None = None) -> list[str]:
         return self._read.ids(status)
@@ -240,7 +246,9 @@ class Journal:
 
     def verify_chain(self) -> list[str]:
         """Every break in the requests' chain and the service log's, and damage in the file."""
-        return self._read.verify_chain() + self._access.service_problems()
+        return (
+            self._read.verify_chain() + self._access.service_problems() + self._sessions.problems()
+        )
 
     def set_path(
         self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0
@@ -343,3 +351,32 @@ class Journal:
 
     def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
         return self._allows.revoke_allow(name, at, by)
+
+    def add_sign_in_link(self, link: SignInLink, at: datetime, by: str) -> None:
+        self._sessions.add_sign_in_link(link, at, by)
+
+    def sign_in_link(self, key: str) -> SignInLink | None:
+        return self._sessions.sign_in_link(key)
+
+    def spend_sign_in_link(self, key: str, at: datetime) -> bool:
+        return self._sessions.spend_sign_in_link(key, at)
+
+    def add_session(self, session: Session, at: datetime, by: str) -> None:
+        self._sessions.add_session(session, at, by)
+
+    def session(self, key: str) -> Session | None:
+        return self._sessions.session(key)
+
+    def end_sessions(
+        self, name: str, at: datetime, by: str, why: str, key: str | None = None
+    ) -> int:
+        return self._sessions.end_sessions(name, at, by, why, key)
+
+    def link_key(self) -> bytes:
+        return self._links.link_key()
+
+    def spend_link(self, link: str, request_id: str, at: datetime) -> bool:
+        return self._links.spend_link(link, request_id, at)
+
+    def link_spent(self, link: str) -> bool:
+        return self._links.link_spent(link)

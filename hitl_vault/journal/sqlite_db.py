@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -44,6 +45,9 @@ _ADDED_COLUMNS = (
     ("requests", "escalate_at", "TEXT"),
     ("requests", "retry_of", "TEXT"),
     ("requests", "proposal", "TEXT"),
+    ("requests", "credential", "TEXT"),
+    ("requests", "session", "TEXT"),
+    ("requests", "client", "TEXT"),
     ("allows", "cwd", "TEXT"),
     ("allows", "server", "TEXT"),
 )
@@ -265,6 +269,14 @@ class Database:
                     w.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             # After the columns: a journal made before retry_of has no such column above.
             w.execute("CREATE INDEX IF NOT EXISTS requests_retry_of ON requests (retry_of)")
+            w.execute(
+                "CREATE INDEX IF NOT EXISTS requests_credential ON requests (credential, created)"
+            )
+            # The key that signs decision links: made with the journal, or for a journal
+            # made before links were, the first time this version opens it; kept ever after.
+            w.execute(
+                "INSERT OR IGNORE INTO link_key (id, key) VALUES (1, ?)", (secrets.token_bytes(32),)
+            )
 
     def check_present(self) -> None:
         """Raise if the file this connection opened is no longer at its path: what is written

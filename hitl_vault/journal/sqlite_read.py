@@ -9,6 +9,7 @@ from typing import Any
 
 from ..chain import Entry, chain_problems
 from ..errors import RequestNotFoundError
+from ..identity import same_name
 from ..model import Kind, Request, Risk, Status, Transition
 from ..pitch import Pitch
 from ..store import Attention
@@ -19,7 +20,8 @@ REQUEST_COLUMNS = (
     "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
     "decided_by, reason, decided_at, executed_at, result, error, path, carried_by_requester, "
     "context, escalate_at, retry_of, "
-    "(SELECT r.id FROM requests r WHERE r.retry_of = requests.id), proposal"
+    "(SELECT r.id FROM requests r WHERE r.retry_of = requests.id), proposal, "
+    "credential, session, client"
 )
 _STEP = "at, kind, from_status, to_status, by, reason, details"
 
@@ -43,6 +45,7 @@ def _request(row: Any, history: tuple[Transition, ...]) -> Request:
     (rid, action, status, summary, risk, rule, by, created, expires, params) = row[:10]
     (decided_by, reason, decided_at, executed_at, result, error, path, requester) = row[10:18]
     context, escalate_at, retry_of, retried_as, proposal = row[18:23]
+    credential, session, client = row[23:26]
     return Request(
         id=rid,
         status=Status(status),
@@ -69,6 +72,9 @@ def _request(row: Any, history: tuple[Transition, ...]) -> Request:
         pitch=Pitch.from_json(json_object(proposal, f"the proposal of {rid}"))
         if proposal
         else None,
+        credential=credential,
+        session=session,
+        client=client,
         history=history,
     )
 
@@ -136,12 +142,20 @@ class Reader:
         )
         return rows[0] if rows else None
 
-    def requests(self, status: Status | None = None, limit: int | None = None) -> list[Request]:
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
         query = f"SELECT {REQUEST_COLUMNS} FROM requests"
+        where: list[str] = []
         args: list[Any] = []
         if status is not None:
-            query += " WHERE status = ?"
+            where.append("status = ?")
             args.append(str(status))
+        if agent is not None:  # asked with one of the tokens of that name (names as compared)
+            where.append("credential IN (SELECT id FROM credentials WHERE key = ?)")
+            args.append(same_name(agent))
+        if where:
+            query += " WHERE " + " AND ".join(where)
         query += " ORDER BY created DESC, rowid DESC"  # rowid: the order they were journaled
         if limit is not None:
             query += " LIMIT ?"

@@ -104,8 +104,8 @@ class Steps:
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
                 "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
                 "reason, decided_at, path, carried_by_requester, pinned, params_created, context, "
-                "escalate_at, retry_of, proposal) "
-                f"VALUES ({', '.join('?' * 23)})",
+                "escalate_at, retry_of, proposal, credential, session, client) "
+                f"VALUES ({', '.join('?' * 26)})",
                 (
                     request.id,
                     request.action,
@@ -132,6 +132,9 @@ class Steps:
                     json.dumps(request.pitch.as_json(), ensure_ascii=False)
                     if request.pitch
                     else None,
+                    request.credential,
+                    request.session,
+                    request.client,
                 ),
             )
             for t in request.history:

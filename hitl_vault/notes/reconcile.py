@@ -77,7 +77,9 @@ class Reconciler:
         self.journal = journal
         self._decider = decider
         self._votes = Votes(journal, decider)
-        self._sync = NoteSync(root, journal, self._votes.approval_view, self.record_decision)
+        self._sync = NoteSync(
+            root, journal, self._votes.approval_view, self.record_decision, self._votes.proven
+        )
 
     def record_decision(
         self, path: Path, note: Note, request: Request, now: datetime

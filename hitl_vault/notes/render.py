@@ -9,9 +9,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..identity import proof_in
+from ..identity import channel_claims, proof_in
 from ..model import Kind, Request, Status, Transition
 from ..pitch import Pitch
+from ..policy.quorum import proven_channels, proven_ways
 from ..text import fenced, history_text, inline, one_line
 from ..times import format_ts
 from .strict_yaml import dump_params, yaml_scalar
@@ -24,6 +25,20 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?: [A-Za-z0-9_.-]+)*")
 # The sentences notestate.explanation and the note recreation write around a rule's name.
 _MATCHED = re.compile(r"Matched rule `([^`]*)`(?:(\.)|: (.*))")
 _NONE_MATCHED = re.compile(r"No rule matched; `([^`]*)` decided\.")
+
+
+# What follows a phrase in someone's text that reads like a proven decision's record.
+NOT_A_RECORD = " **(not a record: someone's text)**"
+
+
+def unclaimed(shown: str) -> str:
+    """``shown`` (text from outside, already escaped) with :data:`NOT_A_RECORD` after each
+    phrase that claims a channel (``approved by alice via api``): only a ``## History``
+    line hitl-vault writes from the journal says how a decision was made, and a summary
+    or a context that says it too is marked, so nobody mistakes it for one."""
+    for end in reversed(channel_claims(shown)):
+        shown = shown[:end] + NOT_A_RECORD + shown[end:]
+    return shown
 
 
 def _name(name: str) -> str:
@@ -63,22 +78,30 @@ def callout(
     reason: str | None,
     edited: str | None = None,
     waiting: str | None = None,
+    proven: frozenset[str] | None = None,
 ) -> list[str]:
     """The callout under the title: what the reader should know about this status.
 
     ``edited``: how the params were last edited while pending (``amount 1500 → 1000``),
     shown so that whoever decides later sees it before approving. ``waiting``: where the
     votes stand (``1 of 2 approvals; waiting for bob or carol``) for a request decided by
-    votes.
+    votes. ``proven``: the channels its rules' ``authenticated:`` count an approval from
+    (None: any decision counts), named with how to use them: under them, an approval
+    written in the note counts for nothing, and the callout never says to write one.
     """
     if status is Status.PENDING and waiting is not None:
         until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
-        lines = [
-            f"{VOTES_CALLOUT}{until}",
+        how = [
             "> Write `approved` or `rejected` after your own name under `votes:` (a reason",
             "> may follow after a comma); hitl-vault sets `status` once the votes decide.",
-            f"> Still needed: {inline(waiting)}",
         ]
+        if proven is not None:
+            how = [
+                f"> Its rules count only approvals proven through {proven_channels(proven)}:"
+                f" approve with {proven_ways(proven)}.",
+                "> `approved` under `votes:` here approves nothing; `rejected` still rejects.",
+            ]
+        lines = [f"{VOTES_CALLOUT}{until}", *how, f"> Still needed: {inline(waiting)}"]
         if edited:
             lines.append(
                 f"> **The params were edited since they were asked for:** {inline(edited)}"
@@ -92,6 +115,12 @@ def callout(
             "> Set `status` to `approved` or `rejected` (optionally fill `reason` and",
             "> `decided_by`), or move this note into Approved/ or Rejected/.",
         ]
+        if proven is not None:
+            lines[1:] = [
+                f"> Its rules count only an approval proven through {proven_channels(proven)}:"
+                f" approve with {proven_ways(proven)}.",
+                "> Setting `status` to `approved` here approves nothing; `rejected` still rejects.",
+            ]
         if edited:
             lines.append(
                 f"> **The params were edited since they were asked for:** {inline(edited)}"
@@ -152,7 +181,7 @@ def context_section(context: str | None) -> list[str]:
     """
     lines: list[str] = []
     for line in (context or "").splitlines():
-        shown = inline(line)
+        shown = unclaimed(inline(line))
         if shown or (lines and lines[-1]):
             lines.append(shown)
     while lines and not lines[-1]:
@@ -175,7 +204,7 @@ def proposal_section(pitch: Pitch | None) -> list[str]:
         ("Risk factors", pitch.risk_factors),
     ):
         if items:
-            lines += ["", f"**{title}:**", *(f"- {inline(item)}" for item in items)]
+            lines += ["", f"**{title}:**", *(f"- {unclaimed(inline(item))}" for item in items)]
     return lines
 
 
@@ -192,13 +221,36 @@ def diff_section(pitch: Pitch | None) -> list[str]:
     return ["## Diff", label, "", *fenced(pitch.diff, "diff")]
 
 
+def origin_line(request: Request) -> list[str]:
+    """The line that says a request was asked through the service: the agent token that
+    asked (its id), and the session and client the agent said (its word, escaped); [] for
+    a request asked another way."""
+    if request.credential is None:
+        return []
+    said = [
+        f"{label} {inline(value)}"
+        for label, value in (("session", request.session), ("client", request.client))
+        if value
+    ]
+    token = inline(request.credential)
+    line = (
+        f"Asked through the service with the agent token {token} of {inline(request.requested_by)}"
+    )
+    return [line + (f" ({', '.join(said)})." if said else ".")]
+
+
 def render_new_note(
-    request: Request, explanation: str, votes: Sequence[str] = (), waiting: str | None = None
+    request: Request,
+    explanation: str,
+    votes: Sequence[str] = (),
+    waiting: str | None = None,
+    proven: frozenset[str] | None = None,
 ) -> str:
     """The whole text of a new request note, as the README shows one, with ``\\n`` endings.
 
     ``votes``: the names whose empty line the ``votes:`` map starts with, and ``waiting``
-    what the votes still need, for a request decided by votes."""
+    what the votes still need, for a request decided by votes; ``proven``: the channels
+    its rules' ``authenticated:`` accept (see :func:`callout`)."""
     fields: list[tuple[str, Any]] = [
         ("id", request.id),
         ("status", str(request.status)),
@@ -218,13 +270,18 @@ def render_new_note(
     if waiting is not None:
         out += ["votes:", *(f"  {yaml_scalar(name)}:" for name in votes)]
     out.append("---")
-    out.append(f"# {inline(request.summary) or inline(request.action)}")
+    out.append(f"# {unclaimed(inline(request.summary)) or inline(request.action)}")
     out.append("")
-    out += callout(request.status, request.expires, request.rule, request.reason, None, waiting)
+    out += callout(
+        request.status, request.expires, request.rule, request.reason, None, waiting, proven
+    )
     out += ["", "## Details", *details_table(request.params)]
     explained = _explained(explanation)
     if explained:
         out += ["", *explained]
+    asked = origin_line(request)
+    if asked:
+        out += ["", *asked]
     for section in (
         diff_section(request.pitch),
         proposal_section(request.pitch),

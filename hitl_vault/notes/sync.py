@@ -98,11 +98,19 @@ class NoteSync:
     human's edit before the note is written over).
     """
 
-    def __init__(self, root: Path, journal: JournalStore, view: ApprovalView, judge: Judge) -> None:
+    def __init__(
+        self,
+        root: Path,
+        journal: JournalStore,
+        view: ApprovalView,
+        judge: Judge,
+        proven: Callable[[Request], frozenset[str] | None] = lambda _: None,
+    ) -> None:
         self.root = root
         self.journal = journal
         self._view = view
         self._judge = judge
+        self._proven = proven  # the channels ``authenticated:`` counts (the callout says them)
 
     def rel(self, path: Path) -> str:
         try:
@@ -270,14 +278,17 @@ class NoteSync:
         shown = edits[-1] if edits and pending else None
         votes, waits = self._view(request)
         now_waiting = waits[0] if waits and pending else None
+        proven = self._proven(request)  # a pending callout said them: found by them too
         new_callout = callout(
-            request.status, request.expires, request.rule, request.reason, shown, now_waiting
-        )
+            request.status, request.expires, request.rule, request.reason, shown, now_waiting,
+            proven if pending else None,
+        )  # fmt: skip
         olds = [
-            callout(s, request.expires, request.rule, request.reason, e, w)
+            callout(s, request.expires, request.rule, request.reason, e, w, p)
             for e in (None, *edits)
             for s in Status
             for w in (None, *dict.fromkeys(waits))
+            for p in dict.fromkeys((None, proven))
         ] + _votes_callout(note)
         fields = owned_fields(note, request)
         table = details_table(request.params)
@@ -353,6 +364,7 @@ class NoteSync:
             ruling_text,
             [n for n, v in (votes or {}).items() if not v],
             waits[0] if pending else None,
+            self._proven(request) if request.status is Status.PENDING else None,
         )
         data = text.encode("utf-8")
         write_note(path, data, None, self.rel(path))  # one appeared meanwhile: look again

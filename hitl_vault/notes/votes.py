@@ -94,6 +94,11 @@ class Votes:
                 break
         return acted, "; ".join(problems) or None
 
+    def proven(self, request: Request) -> frozenset[str] | None:
+        """The channels its rules' ``authenticated:`` count an approval from (None: any
+        decision counts), for what its note tells a person to do."""
+        return self._decider.plan(request, code=False).authenticated
+
     def approval_view(self, request: Request) -> tuple[dict[str, str] | None, list[str]]:
         """For a request decided by votes: the ``votes:`` lines its note should show, and
         what the callout says is still needed (now first, then what it said before, to

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
@@ -149,19 +150,30 @@ def compose(
     vault_name: str,
     why: str = "",
     context: str | None = None,
+    lead: Sequence[str] = (),
+    how: Sequence[str] | None = None,
+    title_lead: str = "",
 ) -> Message:
     """The plain-text message for one event of one request, at most MESSAGE_LIMIT characters.
 
     ``note`` is the note's vault-relative path, ``why`` the rule's explanation and
     ``context`` what the agent said about it (by default the request's own
     ``context``). When it is too long, params are cut first (the last line then
-    says "…and N more"), then the context.
+    says "…and N more"), then the context. The message is marked ``cut`` whenever it
+    does not show every param exactly as it would run: one left out, or a key or value
+    shown otherwise (cut short, its whitespace folded onto one line, an invisible
+    character left out).
+    A message to one person puts ``lead`` lines first (never cut: the decision link),
+    says ``how`` to decide instead of the note and CLI lines, and starts its title
+    with ``title_lead``.
     """
     event = Event(str(event))
     summary = request.summary or request.action
-    title = f"[{request.risk}] {_plain(summary, 150)} — {_headline(event, request)}"
+    title = f"{title_lead}[{request.risk}] {_plain(summary, 150)} — {_headline(event, request)}"
+    title = _cut(title, 250)
     rule = _plain(request.rule, 100) or "(none)"
-    head = [_plain(summary, 300), "", f"Action: {_plain(request.action, 64)}"]
+    head = [*lead, *([""] if lead else [])]
+    head += [_plain(summary, 300), "", f"Action: {_plain(request.action, 64)}"]
     # The note's form "Matched rule `x`: <why>" need not name the rule twice.
     reason = re.sub(rf"^Matched rule `{re.escape(request.rule)}`(?:: |\.$)", "", why.strip())
     tail = [f"Rule: {rule}" + (f" — {_plain(reason, 400)}" if reason else "")]
@@ -172,17 +184,23 @@ def compose(
     tail += _outcome(event, request)
     tail += _diff(request.pitch) + _proposal(request.pitch)
     end = [""]
-    if event in DECIDE_EVENTS:
+    if event in DECIDE_EVENTS and how is not None:
+        end += list(how)
+    elif event in DECIDE_EVENTS:
         end += [
             "To decide: set status: approved or status: rejected in the note, or run",
             f"  hitl-vault approve {request.id}",
             f"  hitl-vault reject {request.id}",
         ]
     end += [f"Note: {note}", f"Open in Obsidian: {note_link(vault_name, note)}"]
-    params = [
-        f"- {_plain(key, 60)}: {_plain(_value(value), 200)}"
-        for key, value in request.params.items()
-    ]
+    shown = [(_plain(key, 60), _plain(_value(value), 200)) for key, value in request.params.items()]
+    params = [f"- {key}: {value}" for key, value in shown]
+    # A key or value shown otherwise than it runs (cut, whitespace folded, an invisible
+    # character left out) makes the message one that does not show all that would run.
+    altered = any(
+        (key, value) != (str(k), _value(v))
+        for (key, value), (k, v) in zip(shown, request.params.items(), strict=True)
+    )
     story = _paragraphs((request.context or "") if context is None else context)
 
     def body(shown: int, context_text: str) -> str:
@@ -199,19 +217,19 @@ def compose(
 
     room = MESSAGE_LIMIT - len(title)
     if len(body(len(params), story)) <= room:
-        return Message(title, body(len(params), story))
+        return Message(title, body(len(params), story), cut=altered)
     low, high = 0, len(params)  # the most params that fit with the whole context
     while low < high:
         mid = (low + high + 1) // 2
         low, high = (mid, high) if len(body(mid, story)) <= room else (low, mid - 1)
     if len(body(low, story)) <= room:
-        return Message(title, body(low, story))
+        return Message(title, body(low, story), cut=altered or low < len(params))
     spare = room - len(body(0, ""))
     if story and spare > len("\n\nContext:\n") + 20:
         text = body(0, _cut(story, spare - len("\n\nContext:\n")))
     else:
         text = body(0, "")
-    return Message(title, _cut(text, room))
+    return Message(title, _cut(text, room), cut=altered or bool(params) or len(text) > room)
 
 
 def in_your_name(request: Request, step: Transition, *, note: str, vault_name: str) -> Message:

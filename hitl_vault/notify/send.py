@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -274,17 +274,21 @@ MESSAGE_LIMIT = 4000  # title + body, in characters; ntfy takes 4,096 bytes
 
 @dataclass(frozen=True)
 class Message:
-    """A notification: a one-line title and a plain-text body."""
+    """A notification: a one-line title and a plain-text body. ``cut``: the body does not
+    show every param exactly as it would run (some left out to fit, or shown shortened or
+    on one line; the note has them all)."""
 
     title: str
     body: str
+    cut: bool = False
 
 
-def send(url: str, message: Message) -> str | None:
+def send(url: str, message: Message, *, hide: Sequence[str] = ()) -> str | None:
     """Send ``message`` to one resolved Apprise URL, in this thread; None when delivered.
 
     Otherwise a one-line text saying why, made from Apprise's own log for this send
-    (Apprise returns False without raising), with the URL's secret parts masked.
+    (Apprise returns False without raising), with the URL's secret parts masked, and
+    each text of ``hide`` (a decision link's secret the message carries) as ``***``.
     Never raises for a delivery failure, and logs nothing: Apprise's records made
     during the send are captured, not passed on, as they may quote the URL.
     Each network step is bounded (CONNECT_TIMEOUT, READ_TIMEOUT) unless the URL
@@ -294,13 +298,14 @@ def send(url: str, message: Message) -> str | None:
         apprise = _apprise()
     except ImportError:
         return "Apprise is not installed (pip install apprise)"
+    secrets = sorted({*_secrets(url), *(h for h in hide if h)}, key=len, reverse=True)
     with _apprise_log() as lines:
         try:
             asset = _asset()
             plugin = apprise.Apprise.instantiate(url, asset=asset)
             if plugin is None:
                 why = _why(lines, "it cannot read it")
-                return "Apprise cannot use this URL: " + _redact(why, _secrets(url), url, "***")
+                return "Apprise cannot use this URL: " + _redact(why, secrets, url, "***")
             _bounded(plugin, url)
             sender = apprise.Apprise(asset=asset)
             sender.add(plugin)
@@ -309,17 +314,32 @@ def send(url: str, message: Message) -> str | None:
             )
         except Exception as e:
             why = one_line(f"Apprise failed: {type(e).__name__}: {e}", 400)
-            return _redact(why, _secrets(url), url, "***")
+            return _redact(why, secrets, url, "***")
     if delivered:
         return None
     why = _why(lines, "Apprise reported a failure without saying why")
-    return _redact(why, _secrets(url), url, "***")
+    return _redact(why, secrets, url, "***")
+
+
+def has_token(url: str) -> bool:
+    """Whether Apprise reads an access token in ``url`` (resolved): for ntfy,
+    ``ntfy://tk_...@host/topic``, ``?token=`` or ``?auth=token``. False when it cannot
+    read the URL at all."""
+    try:
+        apprise = _apprise()
+        with _apprise_log():
+            plugin = apprise.Apprise.instantiate(url, asset=_asset())
+    except Exception:  # Apprise missing, or a plugin that raises: no token we can vouch for
+        return False
+    return bool(getattr(plugin, "token", None))
 
 
 _LEFT = threading.local()  # per sending thread: a send given up on that has not ended yet
 
 
-def send_within(url: str, message: Message, seconds: float = SEND_TIMEOUT) -> str | None:
+def send_within(
+    url: str, message: Message, seconds: float = SEND_TIMEOUT, *, hide: Sequence[str] = ()
+) -> str | None:
     """:func:`send`, given up after ``seconds`` in all: then a text saying so, as for any
     failure (the outbox tries again later). The send given up on goes on in a thread of
     its own until its socket bounds end it; the next send from the same thread first
@@ -333,7 +353,9 @@ def send_within(url: str, message: Message, seconds: float = SEND_TIMEOUT) -> st
         _LEFT.send = None
     said: list[str | None] = []
     sending = threading.Thread(
-        target=lambda: said.append(send(url, message)), name="hitl-notify-send", daemon=True
+        target=lambda: said.append(send(url, message, hide=hide)),
+        name="hitl-notify-send",
+        daemon=True,
     )
     sending.start()
     sending.join(seconds)

@@ -9,7 +9,6 @@ why one more vote would not count.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -18,10 +17,6 @@ from enum import StrEnum
 from ..identity import NAME_FIX as PERSON_FIX
 from ..identity import name_problem, same_name
 
-# What a name in ``approvers:`` (in the rules file) may look like: a user name or an address.
-# A vote's name follows the rule for everyone who decides (:func:`name_problem`) instead.
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
-NAME_FIX = "use letters, digits, '_', '.', '@', '+' or '-', starting with a letter or digit"
 # The name a decision gets when nobody said who made it and no user name could be found.
 NO_NAME = "unknown"
 
@@ -37,6 +32,13 @@ def among(name: str, names: Iterable[str]) -> bool:
     return bool(wanted) and any(same_name(n) == wanted for n in names)
 
 
+def common(names: frozenset[str], others: frozenset[str]) -> frozenset[str]:
+    """The names of ``names`` that ``others`` holds too, compared as :func:`same_name`
+    compares them (``Alice`` in one rule and ``alice`` in another are one person)."""
+    wanted = {same_name(n) for n in others}
+    return frozenset(n for n in names if same_name(n) in wanted)
+
+
 def proof_needed(channels: frozenset[str]) -> str:
     """What an approval lacks under ``authenticated:`` (a sentence with the fix)."""
     if not channels:
@@ -44,20 +46,40 @@ def proof_needed(channels: frozenset[str]) -> str:
             "needs an approval proven through a channel, but its rules' authenticated: lists "
             "have none in common; fix hitl-vault.yaml"
         )
-    ways = {
-        "api": "`hitl-vault --server URL approve`",
-        "session": "the service's signed-in pages",
-        "socket": "the CLI through the service's socket",
-        "link": "the decision link sent to you",
-    }
-    names = sorted(channels, key=lambda c: list(ways).index(c) if c in ways else len(ways))
-    shown = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
-    shown_ways = [c for c in names if c != "session"] or names  # pages: a later release
-    how = " or ".join(ways.get(c, c) for c in shown_ways)
     return (
-        f"needs an approval proven through {shown} (its rules say authenticated:); a note "
-        f"edit, a votes: line, --by or a name given to a script proves nobody: decide with {how}"
+        f"needs an approval proven through {proven_channels(channels)} (its rules say "
+        "authenticated:); a note "
+        "edit, a votes: line, --by or a name given to a script proves nobody: decide with "
+        f"{proven_ways(channels)}"
     )
+
+
+# How a person decides through each channel ``authenticated:`` may list.
+_WAYS = {
+    "api": "`hitl-vault --server URL approve`",
+    "session": "the service's signed-in pages",
+    "socket": "the CLI through the service's socket",
+    "link": "the decision link sent to you",
+}
+
+
+def _in_order(channels: Iterable[str]) -> list[str]:
+    return sorted(channels, key=lambda c: list(_WAYS).index(c) if c in _WAYS else len(_WAYS))
+
+
+def proven_ways(channels: frozenset[str]) -> str:
+    """How to decide so that it counts under ``authenticated:`` with ``channels``:
+    ``hitl-vault --server URL approve`` or the CLI through the service's socket... (the
+    signed-in pages only when nothing else is listed: they come in a later release)."""
+    names = _in_order(channels)
+    shown = [c for c in names if c != "session"] or names
+    return " or ".join(_WAYS.get(c, c) for c in shown)
+
+
+def proven_channels(channels: frozenset[str]) -> str:
+    """``api or socket``: the channels ``authenticated:`` lists, in the order people meet them."""
+    names = _in_order(channels)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
 
 
 class RequireReason(StrEnum):
@@ -152,7 +174,7 @@ def combine(parts: Iterable[Part]) -> Plan:
     approvers: frozenset[str] | None = None
     for p in parts:
         if p.approvers is not None:
-            approvers = p.approvers if approvers is None else approvers & p.approvers
+            approvers = p.approvers if approvers is None else common(approvers, p.approvers)
     quorums = [p.quorum for p in parts if p.quorum is not None]
     stages: list[Stage] = []
     for p in parts:
@@ -222,8 +244,16 @@ class Count:
         names = self.plan.eligible(self.stage, self.escalated)
         if names is None:
             return None
-        barred = {same_name(self.requester)} if self.plan.prevent_self_approval else set()
-        return sorted(n for n in names if same_name(n) not in self.voters | barred)
+        left_out = self.left_out()
+        return sorted(n for n in names if same_name(n) not in left_out)
+
+    def left_out(self) -> frozenset[str]:
+        """Who may not approve now whoever the approvers are, as :func:`same_name` has
+        them: those who voted already and, under ``prevent_self_approval``, the requester
+        (for a rule that names no approvers, where :meth:`waiting_for` says anyone)."""
+        if self.plan.prevent_self_approval and self.requester:
+            return self.voters | {same_name(self.requester)}
+        return self.voters
 
     def progress(self) -> str:
         """``1 of 2 approvals; waiting for bob or carol`` (one line, for people)."""

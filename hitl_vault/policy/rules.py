@@ -21,7 +21,7 @@ from .conditions import ActionMatcher, Condition, PathCondition, Where
 from .confidence import confidence_holds
 from .modes import GateRecord as GateRecord
 from .modes import Mode as Mode
-from .quorum import Part, Plan, RequireReason, Stage, combine
+from .quorum import Part, Plan, RequireReason, Stage, combine, common
 
 # --- the nouns: decisions, risks, proposals, what rules say -----------------------
 
@@ -273,7 +273,7 @@ def _approvers(matches: Sequence[RuleMatch]) -> frozenset[str] | None:
     approvers: frozenset[str] | None = None
     for m in matches:
         if m.approvers is not None:
-            approvers = m.approvers if approvers is None else approvers & m.approvers
+            approvers = m.approvers if approvers is None else common(approvers, m.approvers)
     return approvers
 
 

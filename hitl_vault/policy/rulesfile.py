@@ -17,7 +17,7 @@ import yaml
 
 from ..durable import read_file
 from ..errors import NoteError, RulesError, UsageError
-from ..identity import CHANNELS, PROVEN
+from ..identity import CHANNELS, NAME_FIX, PROVEN, name_problem, same_name
 from ..model import check_action
 from .actionsfile import ACTION_NAME_FIX, ActionsReader
 from .conditions import (
@@ -33,7 +33,7 @@ from .conditions import (
     as_number,
 )
 from .confidence import checked_confidence
-from .quorum import NAME_FIX, NAME_RE, RequireReason, Stage
+from .quorum import RequireReason, Stage
 from .rules import ActionSpec, Defaults, GateRecord, Mode, Policy, Rule
 from .yamlnodes import NodeReader, check_nodes, is_null, line_of, suggest
 
@@ -91,6 +91,9 @@ _RULE_FIELDS = {
     "agent_prompt": "agent_prompt",
     "always": "boolean",  # "approve --always" may be used despite a quorum, stages, authenticated
 }
+# A group's name (``group:finance``): a word, as an action's name is.
+_GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}")
+_GROUP_FIX = "use letters, digits, '_', '.', '@', '+' or '-', starting with a letter or digit"
 _STAGE_FIELDS = {"name": "name", "approvers": "approvers", "quorum": "quorum"}
 _CONDITION_FIX = 'write a value, a comparison like "< 500", "re:<regex>", or a list of those'
 
@@ -286,7 +289,7 @@ class _Reader(NodeReader):
         names = self.words(node, what, fix)
         if isinstance(node, yaml.ScalarNode) and "," in names[0][0]:
             raise self.error(node, f'{what} "{names[0][0]}" holds several names', fix)
-        found: set[str] = set()
+        found: dict[str, str] = {}  # each person once, as compared (``Alice`` is ``alice``)
         for word, item in names:
             word = word.strip()
             if word.startswith("group:"):
@@ -295,23 +298,35 @@ class _Reader(NodeReader):
                     known = sorted(self.group_names)
                     fix = suggest(group, known) if known else "define it under groups: at the top"
                     raise self.error(item, f'{what}: no group named "{group}"', fix)
-                found |= self.group_names[group]
+                for person in self.group_names[group]:
+                    found.setdefault(same_name(person), person)
             else:
-                found.add(self.person(word, item, what))
-        return frozenset(found)
+                person = self.person(word, item, what)
+                found.setdefault(same_name(person), person)
+        return frozenset(found.values())
 
-    def person(self, word: str, node: Any, what: str) -> str:
-        if not NAME_RE.fullmatch(word):
-            raise self.error(node, f'{what}: "{word}" is not a valid name', NAME_FIX)
-        return word
+    def person(self, word: object, node: Any, what: str) -> str:
+        """A person's name, by the one rule ``people add`` follows (printable, at most 64
+        characters, no ``via`` after the first word: :func:`~hitl_vault.identity.name_problem`),
+        kept as written; every comparison folds it (:func:`~hitl_vault.identity.same_name`)."""
+        problem = name_problem(word)
+        if problem is not None:
+            raise self.error(node, f"{what}: {problem}", NAME_FIX)
+        return str(word).strip()
 
     def groups(self, node: Any) -> dict[str, frozenset[str]]:
         fix = "write each group as name: [alice, bob] under groups:"
         found: dict[str, frozenset[str]] = {}
         for name, key_node, value in self.pairs(node, "groups", fix):
-            self.person(name, key_node, "a group name")
+            if not _GROUP_RE.fullmatch(name):
+                problem = f'a group name: "{name}" is not a valid group name'
+                raise self.error(key_node, problem, _GROUP_FIX)
             people = self.words(value, f"group {name}", fix)
-            found[name] = frozenset(self.person(w.strip(), n, f"group {name}") for w, n in people)
+            members: dict[str, str] = {}
+            for w, n in people:
+                person = self.person(w.strip(), n, f"group {name}")
+                members.setdefault(same_name(person), person)
+            found[name] = frozenset(members.values())
         return found
 
     def quorum(self, node: Any, what: str) -> int:

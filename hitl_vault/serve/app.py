@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
@@ -27,7 +29,7 @@ from ..identity import Principal, Role
 from ..model import Status
 from ..pitch import make_pitch
 from .answers import Fields, error_response, parse_json
-from .guard import BODY_LIMIT, READ_TIMEOUT, Guard, allowed_hosts
+from .guard import BODY_LIMIT, READ_TIMEOUT, Guard, allowed_hosts, logged_path
 from .openapi import document
 from .service import Service
 
@@ -51,6 +53,9 @@ _SUBMIT_FIELDS: Fields = {
     "summary": str,
     "context": str,
     "timeout": (str, int, float),
+    # The agent's own session id and client name: kept in fields of their own, shown.
+    "session": str,
+    "client": str,
     # Any JSON here: make_pitch checks them, with the error every entry gives.
     **dict.fromkeys(("reasoning", "confidence", "alternatives", "risk_factors"), (object, bool)),
 }
@@ -184,6 +189,9 @@ class Routes:
             who = who_is(s, request.scope)
             _query(request)
             body = parse_json(raw, _SUBMIT_FIELDS, required=("action",))
+            who = replace(
+                who, session=body.get("session") or "", client_name=body.get("client") or ""
+            )
             pitch = make_pitch(
                 reasoning=body.get("reasoning"), confidence=body.get("confidence"),
                 alternatives=body.get("alternatives"), risk_factors=body.get("risk_factors"),
@@ -338,6 +346,13 @@ def build_app(
         table.append(Route("/api/v1/gate", _answering(gating), methods=["POST"]))
     if mcp_app is not None:  # the one path Streamable HTTP uses (no redirect to /mcp/)
         table.append(Route("/mcp", _Asgi(mcp_app), methods=None))
+    # The pages people decide on (hitl_vault.web): loaded with the app, not with the API.
+    from ..web.inbox import routes as inbox_routes
+    from ..web.pages import routes as page_routes
+    from ..web.render import static_routes
+    from ..web.safety import FORMS
+
+    table += [*page_routes(service), *inbox_routes(service), *static_routes()]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -354,8 +369,9 @@ def build_app(
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _not_allowed)
     return Guard(
-        app, allowed_hosts(public_url, hosts), body_limit=body_limit, read_timeout=read_timeout
-    )
+        app, allowed_hosts(public_url, hosts), body_limit=body_limit, read_timeout=read_timeout,
+        forms=FORMS, prefix=urllib.parse.urlsplit(public_url or "").path,
+    )  # fmt: skip
 
 
 def _openapi(gate: bool, mcp: bool) -> Endpoint:
@@ -373,9 +389,8 @@ async def _bug(request: HttpRequest, exc: Exception) -> Response:
 
 
 async def _not_found(request: HttpRequest, exc: Exception) -> Response:
-    return JSONResponse(
-        {"error": f"{request.url.path}: no such route (see /openapi.json)"}, status_code=404
-    )
+    path = logged_path(request.scope.get("path", ""))  # never a link's secret
+    return JSONResponse({"error": f"{path}: no such route (see /openapi.json)"}, status_code=404)
 
 
 async def _not_allowed(request: HttpRequest, exc: Exception) -> Response:

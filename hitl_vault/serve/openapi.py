@@ -43,7 +43,24 @@ _REQUEST = {
         "summary": {"type": "string"},
         "params": {"type": "object"},
         "params_sha": {"type": "string"},
-        "requested_by": {"type": "string"},
+        "requested_by": {
+            "type": "string",
+            "description": "for a request an agent token asked for, the token's name",
+        },
+        "credential": {
+            "type": ["string", "null"],
+            "description": "the id of the agent token that asked for it (null: asked "
+            "another way, such as the CLI or the Inbox; no agent sees those)",
+        },
+        "session": {
+            "type": ["string", "null"],
+            "description": "the session the agent said it asked from (its word)",
+        },
+        "client": {
+            "type": ["string", "null"],
+            "description": "the client the agent said it asked with (its word): the "
+            "submit body's client, the MCP client's name, or the hook's agent at the gate",
+        },
         "proposal": {
             "type": ["object", "null"],
             "description": "what the requester put forward: reasoning, confidence, "
@@ -97,6 +114,16 @@ _SUBMIT = {
         },
         "alternatives": _TEXTS,
         "risk_factors": _TEXTS,
+        "session": {
+            "type": ["string", "null"],
+            "description": "the agent's own session id, kept in the request's session field "
+            "(shown, never matched by rules; at most 200 characters are kept)",
+        },
+        "client": {
+            "type": ["string", "null"],
+            "description": "the agent's client (its program's name), kept in the request's "
+            "client field (shown, never matched by rules; at most 200 characters are kept)",
+        },
         "timeout": {
             "description": "how long it may stay pending: 90s, 15m, 1h, 2d, or seconds",
             "type": ["string", "number", "null"],

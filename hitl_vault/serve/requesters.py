@@ -1,15 +1,17 @@
 """Names that channels other than the service write as ``requested_by``, which an agent
 token must not hold.
 
-An agent token sees, waits on and cancels the requests whose ``requested_by`` is its
-name. Other channels write that field too, with no credential behind it: the Inbox
-(``inbox``, or what a dropped note says), ``hitl-vault mcp`` (``mcp``, ``mcp:CLIENT``), the
-local gate (``AGENT:SESSION``) and the CLI (``--by``, else the OS user). An agent token
-holding one of those names would see (params and all) and could cancel every request that
-channel makes. The service refuses such a token its requests (403, with the fix), so it
-is of no use, whatever ``token add`` let through. What this cannot tell apart is an Inbox
-note or ``submit --by NAME`` that names an existing agent on purpose: that needs the
-store to record which credential asked for a request.
+Which requests an agent sees is settled by the store: those a token of its name asked
+for (the request keeps the token's id), never one that merely names it, so an Inbox note
+or ``submit --by NAME`` naming an agent shows nothing to that agent. A token's name is
+still its requests' ``requested_by``, though, and other channels write that field too,
+with no credential behind it: the Inbox (``inbox``, or what a dropped note says),
+``hitl-vault mcp`` (``mcp``, ``mcp:CLIENT``), the local gate (``AGENT:SESSION``) and the
+CLI (``--by``, else the OS user). An agent token holding one of those names would ask in
+that channel's name: a person reads its requests as the Inbox's or the owner's, Python
+rules take them for that channel's, and an "always" allow given to a local gate session
+(``approve --always --session``) would let its calls through. The service refuses such
+a token everything (403, with the fix), whatever ``token add`` let through.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def _os_users() -> frozenset[str]:
 
 
 def shared(name: str) -> str | None:
-    """Why an agent named ``name`` would see requests other channels make, or None."""
+    """Why an agent named ``name`` would ask in the name another channel writes, or None."""
     kept = same_name(name)
     if kept in CHANNELS:
         return f"{kept!r} is what a channel other than the service writes as requested_by"

@@ -29,6 +29,7 @@ from ..daemon.signals import stop_on_signals
 from ..vault import Vault
 from .app import build_app
 from .guard import READ_TIMEOUT
+from .message_links import decision_links
 from .service import Service
 
 log = logging.getLogger("hitl_vault.serve")
@@ -126,7 +127,8 @@ class Serving:
     def __post_init__(self) -> None:
         self.service = Service(self.vault)
         self.service.daemon_here = True
-        self.daemon = Daemon(self.vault.engine)
+        journal = self.vault.engine.journal
+        self.daemon = Daemon(self.vault.engine, links=decision_links(journal))
         self._server: _Server | None = None
         self._daemon_failed: BaseException | None = None
 

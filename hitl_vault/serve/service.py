@@ -3,10 +3,12 @@ for a principal (who a credential, a session or a socket peer proved to be).
 
 What each may do is decided here, once, for every door:
 
-* An agent asks: its requests have its name as ``requested_by`` (it cannot say otherwise),
-  only for the actions its credential lists (if it lists any), and it sees, lists, waits
-  on and cancels its own requests only; another's is "not found" (404), not "forbidden",
-  so an agent cannot learn which ids exist.
+* An agent asks: its requests have its name as ``requested_by`` (it cannot say otherwise)
+  and record the token that asked (its id) and the session and client it said it was in,
+  in fields of their own; only for the actions its credential lists (if it lists any). It
+  sees, lists, waits on and cancels its own requests only: those a token of its name asked
+  for, never one made another way that merely names it; another's is "not found" (404),
+  not "forbidden", so an agent cannot learn which ids exist.
 * An approver (a person) sees every request and decides them; the decision is recorded
   with its proof (``by alice via api``) and counts exactly as ``approve --by alice`` would.
 
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..access.failures import FailureLog
 from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundError
 from ..identity import API, Principal, Proof, Role, proof_in, same_name
-from ..model import Request, Status, Transition
+from ..model import Origin, Request, Status, Transition
 from ..params import params_sha
 from ..pitch import Pitch
 from ..shapes import listed_json, request_json
@@ -48,8 +50,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The most a client's session id or client name may add to a request's context.
-_SHOWN_MOST = 200
 # Threads that run the service's journal work (a wait holds none of them).
 WORKERS = 8
 # How often the failed sign-ins whose minute is over are written to the service log.
@@ -137,10 +137,7 @@ class Service:
         if 0 < len(secret) <= 512 and secret.isascii() and secret.isprintable():
             credential = authenticate(self.engine.journal, secret, utcnow())
         if credential is None:
-            if self.sign_ins.failed(client):
-                log.warning("%s: too many failed sign-ins; its failures get 429 for now", client)
-            if self.failures.failed(client, utcnow()):  # its first, or a minute since
-                self._flush_failures()
+            self.failed_attempt(client)
             return None
         return Principal(
             name=credential.name,
@@ -151,14 +148,24 @@ class Service:
             client=client,
         )
 
+    def failed_attempt(self, client: str) -> None:
+        """One more failed sign-in from ``client`` (a bad token, a forged decision link):
+        counted for :meth:`refused_for`, and summarised in the service log (never what was
+        sent)."""
+        if self.sign_ins.failed(client):
+            log.warning("%s: too many failed sign-ins; its failures get 429 for now", client)
+        if self.failures.failed(client, utcnow()):  # its first, or a minute since
+            self._flush_failures()
+
     def check_agent(self, who: Principal) -> None:
         """:class:`ForbiddenError` for an agent token named as another channel's requests
-        are (``inbox``, ``mcp:...``, the OS user: :mod:`.requesters`): it would see them."""
+        are (``inbox``, ``mcp:...``, the OS user: :mod:`.requesters`): it would ask in
+        that channel's name."""
         why = shared(who.name) if who.role is Role.AGENT else None
         if why is not None:
             raise ForbiddenError(
-                f"the agent token {who.name!r} is refused: {why}, so it would see requests "
-                "it did not make; give the agent a token under a name of its own "
+                f"the agent token {who.name!r} is refused: {why}, so its requests would pass "
+                "for that channel's; give the agent a token under a name of its own "
                 "(hitl-vault token add NAME --role agent) and revoke this one"
             )
 
@@ -216,7 +223,7 @@ class Service:
             )
         return self.engine.submit(
             action, params, summary=summary, timeout=timeout, requested_by=who.name,
-            context=_with_origin(context, who), pitch=pitch,
+            context=context, pitch=pitch, origin=_origin(who),
         )  # fmt: skip
 
     def get(self, who: Principal, request_id: str) -> Request:
@@ -231,12 +238,13 @@ class Service:
     def list(
         self, who: Principal, status: Status | str | None = None, limit: int | None = None
     ) -> builtins.list[Request]:
-        """Requests newest first (an agent's own only), without their history."""
+        """Requests newest first (an agent's own only: the store picks them), without their
+        history."""
         if who.role is Role.APPROVER:
             return self.engine.list(status, limit)
         self.check_agent(who)
-        mine = [r for r in self.engine.list(status) if _sees(who, r)]
-        return mine[:limit] if limit is not None else mine
+        wanted = Status.named(status) if status is not None else None
+        return self.engine.journal.requests(wanted, limit, agent=who.name)  # paths: relative
 
     async def wait(
         self, who: Principal, request_id: str, seconds: float, since: Status | None = None
@@ -294,9 +302,13 @@ class Service:
         approve: bool,
         reason: str = "",
         expect: str | None = None,
+        *,
+        spend: Callable[[], None] | None = None,
     ) -> Request:
         """``who``'s approval or rejection (their vote, where several are needed), proven:
-        the history says ``by NAME via api``. Approver tokens only."""
+        the history says ``by NAME via api`` (``via link`` for a decision link's). Approvers
+        only. ``spend``: called inside the decision's transaction (see :meth:`Engine.approve`);
+        a decision link marks itself spent there."""
         if who.role is not Role.APPROVER:
             raise ForbiddenError(
                 f"{who.name} holds an agent token, which asks but never decides "
@@ -305,8 +317,10 @@ class Service:
         self.get(who, request_id)
         proof = Proof(who.name, who.via, who.client)
         if approve:
-            return self.engine.approve(request_id, reason=reason, expect=expect, proof=proof)
-        return self.engine.reject(request_id, reason=reason, proof=proof)
+            return self.engine.approve(
+                request_id, reason=reason, expect=expect, proof=proof, spend=spend
+            )
+        return self.engine.reject(request_id, reason=reason, proof=proof, spend=spend)
 
     def cancel(self, who: Principal, request_id: str) -> Request:
         """Withdraw a request: an agent its own pending ones; an approver a pending one, or
@@ -383,8 +397,19 @@ class Service:
 
 
 def _sees(who: Principal, request: Request) -> bool:
-    """An approver sees every request; an agent its own."""
-    return who.role is Role.APPROVER or same_name(request.requested_by) == same_name(who.name)
+    """An approver sees every request; an agent its own: asked through the service (with a
+    token, whose name the service wrote as ``requested_by``) in its name. A request made
+    another way that names it (``submit --by``, an Inbox note) was asked by no token."""
+    if who.role is Role.APPROVER:
+        return True
+    return request.credential is not None and same_name(request.requested_by) == same_name(who.name)
+
+
+def _origin(who: Principal) -> Origin | None:
+    """The token that asks, and the session and client its agent said (None: no token)."""
+    if who.credential is None:
+        return None
+    return Origin(who.credential, who.session, who.client_name)
 
 
 def _sourceless(step: Transition) -> Transition:
@@ -405,17 +430,3 @@ def _without_uid(data: dict[str, Any], who: Principal | None) -> dict[str, Any]:
 def _plausible(request_id: str) -> bool:
     """An id worth looking up (any text reaches here from a URL)."""
     return 0 < len(request_id) <= 200 and request_id.isprintable()
-
-
-def _with_origin(context: str | None, who: Principal) -> str | None:
-    """The context as the agent gave it, with the session and client it said it was in, on
-    a last line of their own (they are the agent's word, shown, never matched by rules)."""
-    said = [
-        f"{label} {value[:_SHOWN_MOST]}"
-        for label, value in (("session", who.session), ("client", who.client_name))
-        if value
-    ]
-    if not said:
-        return context
-    origin = f"(asked by {who.name}: {', '.join(said)})"
-    return f"{context.rstrip()}\n\n{origin}" if context else origin

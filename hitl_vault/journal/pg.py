@@ -1,0 +1,374 @@
+"""The PostgreSQL journal: one vault's journal in a PostgreSQL database that several hosts
+share (``pip install 'hitl-vault[postgres]'``, ``HITL_VAULT_JOURNAL=postgresql://…``).
+
+:class:`PgJournal` is the same store (:class:`~hitl_vault.store.JournalStore`) as the SQLite
+:class:`~hitl_vault.journal.sqlite.Journal`, cut the same way: it holds one
+:class:`~.pg_db.PgDatabase` and hands the work to collaborators given that database:
+:class:`~.pg_steps.PgSteps` records what happens to requests (each append locks the one head
+row first, so positions follow commit order with no gap, and the chain never forks),
+:class:`~.pg_read.PgReader` answers the queries, :class:`~.pg_book.PgBookkeeping` keeps the
+rules in force, where notes are and what needs attention, :class:`~.pg_outbox.PgOutbox` the
+notifications, :class:`~.pg_access.PgAccess` people, credentials, settings and the service
+log, :class:`~.pg_allows.PgAllowTable` the allows, :class:`~.pg_links.PgLinkTable` the
+decision links' key and the links spent, and :class:`~.pg_sessions.PgSessionTable` the web
+inbox's sign-in links and sessions. Word of other processes' writes comes
+through ``LISTEN``/``NOTIFY`` and the one-daemon lock is an advisory lock
+(:mod:`~.pg_watch`).
+
+The tables are made and upgraded only by ``hitl-vault db migrate`` (:mod:`~.pg_migrate`); a
+store opened on a database without them, or with another version of them, refuses with the
+fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from ..chain import Entry
+from ..identity import Credential, Person, Session, SignInLink
+from ..model import Request, Status, Transition
+from ..policy.always import Allow
+from ..store import Attention, Outgoing, ServiceEntry
+from .pg_access import PgAccess
+from .pg_allows import PgAllowTable
+from .pg_book import PgBookkeeping
+from .pg_db import PgDatabase
+from .pg_links import PgLinkTable
+from .pg_outbox import PgOutbox
+from .pg_read import PgReader
+from .pg_sessions import PgSessionTable
+from .pg_steps import PgSteps
+from .pg_watch import PgDaemonLock, PgWatch, daemon_key, holder_of
+from .replay import unproven
+
+
+class PgJournal:
+    """The PostgreSQL store. Safe to share between threads of one process; any number of
+    processes on any number of hosts may open the same database."""
+
+    def __init__(self, url: str) -> None:
+        """Open the journal at ``url`` (a ``postgresql://`` URL without a password): unavailable
+        if the server cannot be reached, refused if it holds no journal of this version."""
+        self._db = PgDatabase(url)
+        self._steps = PgSteps(self._db)
+        self._read = PgReader(self._db)
+        self._book = PgBookkeeping(self._db)
+        self._outbox = PgOutbox(self._db)
+        self._access = PgAccess(self._db)
+        self._allows = PgAllowTable(self._db, self._access._log)
+        self._links = PgLinkTable(self._db)
+        self._sessions = PgSessionTable(self._db, self._access._log)
+        self._watch = PgWatch(url, self._db.channel)
+
+    def __repr__(self) -> str:
+        return f"PgJournal({self._db.where!r})"
+
+    @property
+    def where(self) -> str:
+        """The server's URL, without any password: what messages show."""
+        return self._db.where
+
+    @property
+    def vault_id(self) -> str:
+        """The id of the vault this database holds (each host's ``.hitl/`` names it)."""
+        return self._db.vault_id
+
+    # --- lifetime, transactions, other processes ----------------------------------------
+
+    @property
+    def batching(self) -> bool:
+        return self._db.batching
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Many writes, one durable commit (see :meth:`PgDatabase.batch`)."""
+        return self._db.batch()
+
+    def wait_for_lock(self, seconds: float) -> None:
+        """How long a write waits for another's locks before it fails (30 s at first)."""
+        self._db.wait_for_lock(seconds)
+
+    def close(self) -> None:
+        self._watch.close()
+        self._db.close()
+
+    def watch(self, wake: Callable[[], None]) -> AbstractContextManager[None]:
+        """Wake on every notification of a write, from any host (see :mod:`~.pg_watch`)."""
+        return self._watch.watching(wake)
+
+    def files(self) -> None:
+        """None: no file stands for this journal's writes."""
+        return None
+
+    def daemon_lock(self) -> PgDaemonLock:
+        """An advisory lock on the server, held while its connection lives."""
+        return PgDaemonLock(self._db)
+
+    def daemon_running(self) -> bool:
+        return holder_of(self._db, daemon_key(self._db.vault_id)) is not None
+
+    def feed(self, seq: int) -> list[tuple[int, str, Transition]]:
+        return self._read.feed(seq)
+
+    def history(self, request_id: str) -> list[Transition]:
+        """The request's steps in order (what ``get(...).history`` holds)."""
+        return self._read.history(request_id)
+
+    def unproven(
+        self, request_id: str, params: Mapping[str, Any], status: Status = Status.APPROVED
+    ) -> str | None:
+        """Why the entries do not prove that ``params`` were approved and the request is at
+        ``status`` now; None when they do. Checked right before an action runs."""
+        return unproven(self.entries(request_id), self.status_of(request_id), params, status)
+
+    # --- the rest: handed to the collaborator whose job it is ------------------------------
+
+    def create(
+        self,
+        request: Request,
+        path: str | None,
+        source: str | None = None,
+        pinned: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._steps.create(request, path, source, pinned)
+
+    def transition(
+        self,
+        request_id: str,
+        to: Status,
+        *,
+        at: datetime,
+        by: str,
+        reason: str = "",
+        details: tuple[str, ...] = (),
+        expect: Iterable[Status] | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> Transition | None:
+        return self._steps.transition(
+            request_id,
+            to,
+            at=at,
+            by=by,
+            reason=reason,
+            details=details,
+            expect=expect,
+            fields=fields,
+        )
+
+    def record_edit(
+        self, request_id: str, params: Mapping[str, Any], *, at: datetime, by: str, changes: str
+    ) -> Transition | None:
+        return self._steps.record_edit(request_id, params, at=at, by=by, changes=changes)
+
+    def record_ignored(self, request_id: str, at: datetime, details: tuple[str, ...]) -> Transition:
+        return self._steps.record_ignored(request_id, at, details)
+
+    def record_vote(
+        self,
+        request_id: str,
+        *,
+        at: datetime,
+        by: str,
+        approve: bool,
+        reason: str,
+        count: str,
+        details: tuple[str, ...] = (),
+    ) -> Transition | None:
+        return self._steps.record_vote(
+            request_id, at=at, by=by, approve=approve, reason=reason, count=count, details=details
+        )
+
+    def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
+        return self._steps.record_escalation(request_id, at, to)
+
+    def escalating(self, before: datetime) -> list[str]:
+        return self._read.escalating(before)
+
+    def next_escalation(self) -> datetime | None:
+        return self._read.next_escalation()
+
+    def get(self, request_id: str, *, history: bool = True) -> Request | None:
+        return self._read.get(request_id, history=history)
+
+    def requests(
+        self, status: Status | None = None, limit: int | None = None, agent: str | None = None
+    ) -> list[Request]:
+        return self._read.requests(status, limit, agent)
+
+    def ids(self, status: Status | None = None) -> list[str]:
+        return self._read.ids(status)
+
+    def status_of(self, request_id: str) -> Status | None:
+        return self._read.status_of(request_id)
+
+    def counts(self) -> dict[Status, int]:
+        return self._read.counts()
+
+    def pending_by_expiry(self, limit: int) -> list[Request]:
+        return self._read.pending_by_expiry(limit)
+
+    def expiring(self, before: datetime | None = None) -> list[tuple[str, datetime]]:
+        return self._read.expiring(before)
+
+    def next_expiry(self) -> datetime | None:
+        return self._read.next_expiry()
+
+    def created_params(self, request_id: str) -> dict[str, Any]:
+        return self._read.created_params(request_id)
+
+    def pinned(self, request_id: str) -> dict[str, Any]:
+        return self._read.pinned(request_id)
+
+    def decision_uid(self, request_id: str) -> int | None:
+        return self._read.decision_uid(request_id)
+
+    def proposal(self, source: str) -> str | None:
+        return self._book.proposal(source)
+
+    def last_seq(self) -> int:
+        return self._read.last_seq()
+
+    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition, int | None]]:
+        return self._read.recent_entries(limit)
+
+    def entries(self, request_id: str | None = None) -> list[Entry]:
+        return self._read.entries(request_id)
+
+    def verify_chain(self) -> list[str]:
+        """Every break in the requests' chain and the service log's, and damage in the file."""
+        return (
+            self._read.verify_chain() + self._access.service_problems() + self._sessions.problems()
+        )
+
+    def set_path(
+        self, request_id: str, path: str, note_sha: str | None = None, entries: int = 0
+    ) -> None:
+        self._book.set_path(request_id, path, note_sha, entries)
+
+    def note_sha(self, request_id: str) -> tuple[str | None, str | None]:
+        return self._book.note_sha(request_id)
+
+    def paths(self) -> dict[str, str]:
+        return self._read.paths()
+
+    def last_change(self, request_id: str) -> tuple[str | None, datetime] | None:
+        return self._read.last_change(request_id)
+
+    def record_policy(self, text: str | None, at: datetime) -> str | None:
+        return self._book.record_policy(text, at)
+
+    def policy_changes(self, limit: int = 5) -> list[tuple[datetime, str, str]]:
+        return self._book.policy_changes(limit)
+
+    def flag(self, path: str, message: str, at: datetime, request_id: str | None = None) -> bool:
+        return self._book.flag(path, message, at, request_id)
+
+    def unflag(self, path: str) -> None:
+        self._book.unflag(path)
+
+    def attention(self) -> list[Attention]:
+        return self._read.attention()
+
+    def cursor(self, name: str) -> int | None:
+        return self._outbox.cursor(name)
+
+    def move_cursor(self, name: str, seq: int) -> None:
+        self._outbox.move_cursor(name, seq)
+
+    def enqueue(
+        self,
+        items: Iterable[tuple[str, str, str]],
+        at: datetime,
+        cursor: tuple[str, int] | None = None,
+    ) -> int:
+        return self._outbox.enqueue(items, at, cursor)
+
+    def outgoing(self, now: datetime | None = None, limit: int = 100) -> list[Outgoing]:
+        return self._outbox.outgoing(now, limit)
+
+    def sent(self, item_id: int, at: datetime) -> None:
+        self._outbox.sent(item_id, at)
+
+    def not_sent(self, item_id: int, at: datetime, error: str, retry_at: datetime | None) -> None:
+        self._outbox.not_sent(item_id, at, error, retry_at)
+
+    def sent_count(self, request_id: str | None = None) -> int:
+        return self._outbox.sent_count(request_id)
+
+    def person(self, name: str) -> Person | None:
+        return self._access.person(name)
+
+    def people(self) -> list[Person]:
+        return self._access.people()
+
+    def save_person(self, person: Person, at: datetime, by: str, event: str) -> None:
+        self._access.save_person(person, at, by, event)
+
+    def credentials(self, name: str | None = None) -> list[Credential]:
+        return self._access.credentials(name)
+
+    def credential(self, credential_id: str) -> Credential | None:
+        return self._access.credential(credential_id)
+
+    def add_credential(self, credential: Credential, at: datetime, by: str) -> None:
+        self._access.add_credential(credential, at, by)
+
+    def revoke_credentials(self, ids: Iterable[str], at: datetime, by: str, why: str) -> int:
+        return self._access.revoke_credentials(ids, at, by, why)
+
+    def credential_used(self, credential_id: str, at: datetime) -> None:
+        self._access.credential_used(credential_id, at)
+
+    def setting(self, name: str) -> str | None:
+        return self._access.setting(name)
+
+    def set_setting(self, name: str, value: str, at: datetime, by: str) -> bool:
+        return self._access.set_setting(name, value, at, by)
+
+    def log_service(
+        self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...] = ()
+    ) -> ServiceEntry:
+        return self._access.log_service(at, by, event, subject, details)
+
+    def service_log(self, limit: int | None = None) -> list[ServiceEntry]:
+        return self._access.service_log(limit)
+
+    def allows(self, now: datetime | None = None) -> list[Allow]:
+        return self._allows.allows(now)
+
+    def add_allow(self, allow: Allow, by: str) -> None:
+        self._allows.add_allow(allow, by)
+
+    def revoke_allow(self, name: str, at: datetime, by: str) -> bool:
+        return self._allows.revoke_allow(name, at, by)
+
+    def link_key(self) -> bytes:
+        return self._links.link_key()
+
+    def spend_link(self, link: str, request_id: str, at: datetime) -> bool:
+        return self._links.spend_link(link, request_id, at)
+
+    def link_spent(self, link: str) -> bool:
+        return self._links.link_spent(link)
+
+    def add_sign_in_link(self, link: SignInLink, at: datetime, by: str) -> None:
+        self._sessions.add_sign_in_link(link, at, by)
+
+    def sign_in_link(self, key: str) -> SignInLink | None:
+        return self._sessions.sign_in_link(key)
+
+    def spend_sign_in_link(self, key: str, at: datetime) -> bool:
+        return self._sessions.spend_sign_in_link(key, at)
+
+    def add_session(self, session: Session, at: datetime, by: str) -> None:
+        self._sessions.add_session(session, at, by)
+
+    def session(self, key: str) -> Session | None:
+        return self._sessions.session(key)
+
+    def end_sessions(
+        self, name: str, at: datetime, by: str, why: str, key: str | None = None
+    ) -> int:
+        return self._sessions.end_sessions(name, at, by, why, key)

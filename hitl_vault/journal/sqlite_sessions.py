@@ -1,0 +1,141 @@
+"""The web inbox's sign-in links and sessions in the SQLite journal: tables of their own,
+each change in one transaction with its service-log entry; a link is spent by one
+``UPDATE`` that checks it is unspent, so two processes cannot both use it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from ..errors import DuplicateError
+from ..identity import Session, SignInLink, same_name
+from ..store import ServiceEntry
+from ..times import format_ts, parse_ts
+from .service_chain import ServiceRow
+from .session_rows import (
+    LINK_MADE,
+    SESSION_ENDED,
+    SIGNED_IN,
+    end_details,
+    link_details,
+    session_details,
+    session_problems,
+)
+from .sqlite_db import _BAD_ROW, Database
+
+_LINK = "SELECT key, name, created, expires, used FROM sign_in_links"
+_SESSION = "SELECT key, name, created, expires, how, client, ended FROM sessions"
+_LOGGED = (
+    "SELECT seq, at, by, event, subject, details, prev_hash, hash, uid FROM service_log "
+    f"WHERE event IN ('{LINK_MADE}', '{SIGNED_IN}', '{SESSION_ENDED}') ORDER BY seq"
+)
+Log = Callable[[sqlite3.Connection, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
+# Every row of each query, all read in one transaction (Access._snapshot).
+Snapshot = Callable[..., list[list[Any]]]
+
+
+def _opt_ts(value: str | None) -> datetime | None:
+    return None if value is None else parse_ts(value)
+
+
+def _link(r: Any) -> SignInLink:
+    return SignInLink(r[0], r[1], parse_ts(r[2]), parse_ts(r[3]), _opt_ts(r[4]))
+
+
+def _session(r: Any) -> Session:
+    return Session(r[0], r[1], parse_ts(r[2]), parse_ts(r[3]), r[4], r[5], _opt_ts(r[6]))
+
+
+class SessionTable:
+    """The sign-in links and sessions of :class:`~hitl_vault.journal.sqlite.Journal`, on the
+    database it is handed, logged through ``log`` (in the same transaction) and read at one
+    moment with the log through ``snapshot``."""
+
+    def __init__(self, db: Database, log: Log, snapshot: Snapshot) -> None:
+        self._db = db
+        self._log = log
+        self._snapshot = snapshot
+
+    def problems(self) -> list[str]:
+        """Every session and sign-in link that is not what the service log says (see
+        :func:`.session_rows.session_problems`), all read at one moment."""
+        log, sessions, links = self._snapshot(_LOGGED, _SESSION, _LINK)
+        problems: list[str] = []
+        kept: list[Session] = []
+        for row in sessions:
+            try:
+                kept.append(_session(row))
+            except _BAD_ROW as e:
+                problems.append(f"session {str(row[0])[:12]}: a row hitl-vault did not write ({e})")
+        made: list[SignInLink] = []
+        for row in links:
+            try:
+                made.append(_link(row))
+            except _BAD_ROW as e:
+                problems.append(
+                    f"sign-in link {str(row[0])[:12]}: a row hitl-vault did not write ({e})"
+                )
+        rows = [ServiceRow(*r) for r in log]
+        return problems + session_problems(rows, kept, made)
+
+    def add_sign_in_link(self, link: SignInLink, at: datetime, by: str) -> None:
+        try:
+            with self._db.write() as db:
+                db.execute(
+                    "INSERT INTO sign_in_links (key, name, created, expires) VALUES (?,?,?,?)",
+                    (link.key, link.name, format_ts(link.created), format_ts(link.expires)),
+                )
+                self._log(db, at, by, LINK_MADE, link.name, link_details(link))
+        except sqlite3.IntegrityError:
+            raise DuplicateError(f"sign-in link {link.key[:12]}") from None
+
+    def sign_in_link(self, key: str) -> SignInLink | None:
+        found = self._db.rows(_LINK + " WHERE key = ?", (key,), _link)
+        return found[0] if found else None
+
+    def spend_sign_in_link(self, key: str, at: datetime) -> bool:
+        with self._db.write() as db:
+            spent = db.execute(
+                "UPDATE sign_in_links SET used = ? WHERE key = ? AND used IS NULL",
+                (format_ts(at), key),
+            ).rowcount
+        return bool(spent)
+
+    def add_session(self, session: Session, at: datetime, by: str) -> None:
+        s = session
+        try:
+            with self._db.write() as db:
+                db.execute(
+                    "INSERT INTO sessions (key, name, person, created, expires, how, client) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (s.key, s.name, same_name(s.name), format_ts(s.created),
+                     format_ts(s.expires), s.how, s.client),
+                )  # fmt: skip
+                self._log(db, at, by, SIGNED_IN, s.name, session_details(s))
+        except sqlite3.IntegrityError:
+            raise DuplicateError(f"session {s.id}") from None
+
+    def session(self, key: str) -> Session | None:
+        found = self._db.rows(_SESSION + " WHERE key = ?", (key,), _session)
+        return found[0] if found else None
+
+    def end_sessions(
+        self, name: str, at: datetime, by: str, why: str, key: str | None = None
+    ) -> int:
+        when = format_ts(at)
+        ended = 0
+        with self._db.write() as db:
+            rows = db.execute(
+                _SESSION + " WHERE person = ? AND ended IS NULL AND expires > ?"
+                + (" AND key = ?" if key is not None else "") + " ORDER BY created, rowid",
+                (same_name(name), when, *((key,) if key is not None else ())),
+            ).fetchall()  # fmt: skip
+            for session in self._db.converted(rows, _session):
+                db.execute("UPDATE sessions SET ended = ? WHERE key = ?", (when, session.key))
+                ended_now = replace(session, ended=parse_ts(when))
+                self._log(db, at, by, SESSION_ENDED, session.name, end_details(ended_now, why))
+                ended += 1
+        return ended
