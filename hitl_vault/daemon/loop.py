@@ -134,9 +134,7 @@ class Daemon:
             root, journal, notes, self.quiet, inbox, self.rules.changed, rescan_every
         )
         self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show, engine.unreported)
-        heard = lambda request_id, now: self.quiet.want(  # noqa: E731
-            request_id, unless_shown=True, heard=now
-        )
+        heard = lambda rid, now: self.quiet.want(rid, unless_shown=True, heard=now)  # noqa: E731
         self.followed = Followed(journal, queue, heard, self.wakes.soon)
         self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
