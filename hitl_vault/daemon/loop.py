@@ -135,7 +135,7 @@ class Daemon:
         )
         self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show, engine.unreported)
         heard = lambda rid, now: self.quiet.want(rid, unless_shown=True, heard=now)  # noqa: E731
-        self.followed = Followed(journal, queue, heard, self.wakes.soon)
+        self.followed = Followed(journal, queue, heard, self.wakes.heard)
         self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
         self.parts: list[Part] = [self.retries, self.actions, self.looker, self.quiet]

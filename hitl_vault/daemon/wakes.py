@@ -35,6 +35,7 @@ class Wakes:
         self._now = threading.Event()  # ... at once
         self._looping = False  # the step under way is the loop's: it may put off
         self._put_off_at: float | None = None  # when a step first put off what can wait
+        self._loop_thread: int | None = None  # the thread the loop's steps run on
 
     def now(self) -> None:
         """A step at once (any thread)."""
@@ -45,10 +46,19 @@ class Wakes:
         """A step soon, with what else comes meanwhile (any thread)."""
         self._any.set()
 
+    def heard(self) -> None:
+        """Word of a journal entry from the feed: from the loop's own thread (what its step
+        recorded) a step at once, as that step's sequel; from another thread, soon."""
+        if threading.get_ident() == self._loop_thread:
+            self.now()
+        else:
+            self.soon()
+
     def begin(self) -> None:
         """A step of the loop starts (it may put off): what is asked from now on wants
         another."""
         self._looping = True
+        self._loop_thread = threading.get_ident()
         self._now.clear()
         self._any.clear()
 
@@ -75,12 +85,13 @@ class Wakes:
     def wait(self, timeout: float | None) -> bool:
         """Until a step is wanted (True) or ``timeout`` seconds pass (False; None: no limit),
         or what a step put off is due; a step wanted only soon is wanted once the gathering
-        is over, or at once if a wake that wants it at once comes meanwhile."""
+        is over (or ``timeout``, if sooner), or at once if a wake that wants it at once comes
+        meanwhile."""
         if self._put_off_at is not None:
             due = max(0.0, self._put_off_at + self.patience - time.monotonic())
             timeout = due if timeout is None else min(timeout, due)
         if not self._any.wait(timeout):
             return False
-        if not self._now.is_set():
-            self._now.wait(self.gather)
+        if not self._now.is_set():  # never past the time a part asked for
+            self._now.wait(self.gather if timeout is None else min(self.gather, timeout))
         return True
