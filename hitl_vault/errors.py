@@ -299,6 +299,20 @@ class ServerUnavailableError(JournalUnavailableError):
         )
 
 
+class NotLeaderError(ServerUnavailableError):
+    """A write only the vault's leader may make, from a host whose term is over (another
+    host leads now, or this one's lease ran out): refused inside the database, nothing was
+    recorded. The leader of the current term does this work instead."""
+
+    def __init__(self, where: str, term: int) -> None:
+        self.path, self.where, self.at_commit, self.term = Path(where), where, False, term
+        VaultError.__init__(
+            self,
+            f"{where}: this host no longer leads the vault (its term {term} is over); nothing "
+            "was recorded: the host that leads now does this work",
+        )
+
+
 class ServerDamagedError(JournalDamagedError):
     """The journal's PostgreSQL server holds something hitl-vault did not write, or says its
     data is damaged. ``where`` is the server's URL without its password."""

@@ -137,7 +137,8 @@ class SignInLink:
 @dataclass(frozen=True)
 class Session:
     """A person signed in to the web inbox: kept as the SHA-256 of its cookie's secret only,
-    open until ``expires`` or until ``ended`` (sign-out, or the person disabled)."""
+    open until ``expires`` or until ``ended`` (sign-out, or the person disabled); one opened
+    with a token never outlives it."""
 
     key: str  # the SHA-256 (hex) of the cookie's secret
     name: str  # the person's name, as people spells it
@@ -146,6 +147,7 @@ class Session:
     how: str  # how they signed in: ``sign-in link``, ``token 0123456789ab``
     client: str = ""  # where from (an address), as the service saw it
     ended: datetime | None = None
+    credential: str = ""  # the id of the token it was opened with ("": a sign-in link)
 
     @property
     def id(self) -> str:
@@ -194,28 +196,117 @@ class Proof:
 
 
 # A decision's claim of a channel in free text, as a history line says one: ``by alice via
-# api``, ``alice approved (1 of 2) via socket``; read in text folded as names are compared.
+# api``, ``alice approved (1 of 2) via socket``, ``voted ... via link``; read in text folded
+# by :func:`_folded` (look-alike letters as the Latin ones, blanks as spaces).
 _CLAIM = re.compile(
-    rf"\b(?:by|approved|rejected)\b[^·\n]{{0,100}}?\bvia\s+(?:{'|'.join(CHANNELS)})\b"
+    r"\b(?:by|approved|approvals?|rejected|rejection|voted|decided)\b[^\n]{0,100}?"
+    rf"\bvia\s*(?:{'|'.join(CHANNELS)})\b"
 )
+
+# Letters that look like the Latin ones of the words a claim is made of (by, approved,
+# rejected, voted, via, api, session, socket, link): Cyrillic, Greek, Armenian, Cherokee,
+# Coptic, small capitals... as Unicode's confusables list (TR39) maps them, checked before
+# and after casefolding (a capital Greek nu looks like N, a small one like v). NFKD has
+# already made full-width and mathematical letters plain ones.
+_LOOK_ALIKES = {
+    "a": "\u0430\u03b1\u0251\u237a\u0410\u0391\u13aa\u15c5",
+    "b": "\u044c\u0184\u0185\u13cf\u15af\u1472\u0412\u0392\u13f4\u15f7",
+    "c": "\u0441\u03f2\u03c2\u1d04\u2ca5\u0421\u03f9\u13df",
+    "d": "\u0501\u146f\ua4d2\u13e7\u13a0\u15ea",
+    "e": "\u0435\u04bd\u212e\uab32\u0415\u0395\u13ac",
+    "i": "\u0456\u03b9\u0269\u0131\u04cf\ua647\u0406\u0399\u04c0\u2373",
+    "j": "\u0458\u03f3\u0408\u037f\u13ab",
+    "k": "\u043a\u03ba\u041a\u039a\u13e6",
+    "l": "\u01c0\u05d5\u2223\u13de\u14aa1",
+    "n": "\u0578\u0274\u039d",
+    "o": "\u043e\u03bf\u03c3\u0585\u1040\u1d0f\u2c9f\u0966\u09e6\u041e\u039f\u0555\u0d20" + "0",
+    "p": "\u0440\u03c1\u03f1\u2ca3\u0420\u03a1\u13e2",
+    "r": "\u0433\u1d26\u2c85\u13a1\u01a6\u1587",
+    "s": "\u0455\ua731\u01bd\u0405\u13da\u054f",
+    "t": "\u0442\u03c4\u0422\u03a4\u13a2",
+    "v": "\u03bd\u0475\u1d20\u2228\u13d9\u0474",
+    "y": "\u0443\u03b3\u04af\u028f\u10e7\u0263\u0423\u03a5\u04ae",
+}
+_LATIN = {look: latin for latin, looks in _LOOK_ALIKES.items() for look in looks}
+# ASCII folded as :func:`_folded` folds it: control characters as spaces, 0 and 1 as o and l.
+_ASCII = str.maketrans(
+    {**{chr(c): " " for c in (*range(32), 127) if chr(c) != "\n"}, "0": "o", "1": "l"}
+)
+# What a ``v`` may read as before the look-alikes are made Latin: text with none claims nothing.
+_V = frozenset("v" + _LOOK_ALIKES["v"] + _LOOK_ALIKES["v"].casefold())
+# Letters and signs that show as a blank (Hangul fillers, the braille blank): read as spaces.
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
+
+
+def _folded(text: str, hidden: str) -> tuple[str, list[int]]:
+    """``text`` as a claim is looked for in it: each character NFKD'd, its look-alikes of
+    Latin letters made Latin, casefolded; spaces, blank letters and control characters a
+    space; combining marks dropped; invisible characters (a zero-width space, a tag)
+    ``hidden`` (``""`` or ``" "``: they may join a word or split two). With, for each
+    folded character, the offset after its own in ``text``."""
+    folded: list[str] = []
+    where: list[int] = []
+    for i, ch in enumerate(text):
+        for c in unicodedata.normalize("NFKD", ch):  # ``ṽ``: v and its accent
+            for d in _LATIN.get(c) or c.casefold():
+                kind = unicodedata.category(d)
+                if d == "\n":
+                    e = d
+                elif d in _BLANKS or kind[0] == "Z" or kind == "Cc" or d.isspace():
+                    e = " "
+                elif kind in ("Mn", "Me"):
+                    e = ""
+                elif kind in _INVISIBLE:
+                    e = hidden
+                else:
+                    e = _LATIN.get(d, d)
+                folded += e
+                where += [i + 1] * len(e)
+    return "".join(folded), where
 
 
 def channel_claims(text: str) -> list[int]:
     """Where, in ``text``, a phrase ends that claims a decision was proven through a channel
-    (``approved by alice via api``), found however it is written (``ｖｉａ ＡＰＩ`` too:
-    each character is folded as :func:`same_name` folds names): the end offsets, in order.
+    (``approved by alice via api``), found however it is written: in full-width letters,
+    with look-alike letters from other scripts (a Cyrillic ``і`` in ``via``), with blank
+    letters for spaces or invisible characters inside or between its words (see
+    :func:`_folded`): the end offsets, in order.
 
     Only the service records a proof, in a history step's details (:func:`proven_by`);
     the same words in a summary, a context or a reason are someone's text, and whatever
     shows them must not let them pass for a record."""
-    folded: list[str] = []
-    where: list[int] = []  # for each folded character, the offset after its own in ``text``
-    for i, ch in enumerate(text):
-        for c in unicodedata.normalize("NFKC", ch).casefold():
-            if unicodedata.category(c) not in _INVISIBLE or c == "\n":
-                folded.append(c)
-                where.append(i + 1)
-    return [where[m.end() - 1] for m in _CLAIM.finditer("".join(folded))]
+    if text.isascii():  # one character each, nothing hidden: folded at C speed
+        folded = text.lower().translate(_ASCII)
+        return [m.end() for m in _CLAIM.finditer(folded)]
+    if _V.isdisjoint(unicodedata.normalize("NFKD", text).casefold()):  # no ``via`` at all
+        return []
+    ends: set[int] = set()
+    for hidden in ("", " "):
+        folded, where = _folded(text, hidden)
+        ends.update(where[m.end() - 1] for m in _CLAIM.finditer(folded))
+    return sorted(_past_marks(text, end) for end in ends)
+
+
+def _past_marks(text: str, end: int) -> int:
+    """``end`` moved past the combining marks and invisible characters that follow it (they
+    belong to the letter before)."""
+    while end < len(text) and unicodedata.category(text[end]) in ("Mn", "Me", *_INVISIBLE):
+        end += 1
+    return end
+
+
+# What follows such a phrase in text shown as it is (a page escapes it itself).
+NOT_A_RECORD = " (not a record: someone's text)"
+
+
+def unclaimed_text(text: str, mark: str = NOT_A_RECORD) -> str:
+    """``text`` with ``mark`` after each phrase that claims a channel
+    (:func:`channel_claims`), so that nobody takes someone's text for a record: as a note
+    shows it (its mark in bold), and as a page may, for a template that escapes the result
+    (Jinja's autoescape: ``{{ r.summary | unclaimed }}``)."""
+    for end in reversed(channel_claims(text)):
+        text = text[:end] + mark + text[end:]
+    return text
 
 
 def proven_via(details: tuple[str, ...]) -> str | None:
@@ -261,6 +352,9 @@ def proof_in(step: Transition) -> Proof | None:
 # in a journal entry that user's process recorded (the entry's recorder uid, never a
 # name or a detail the writer chose).
 SERVICE_UID = "service_uid"
+# The store setting ``serve --public-url`` keeps: where people reach the service (its web
+# inbox is there), for the notes that name it.
+PUBLIC_URL = "public_url"
 
 
 def service_uid(setting: str | None) -> int | None:

@@ -17,7 +17,9 @@ What crosses the seam are our types and our errors, never the storage's (no
 
 Besides the records, a store brings two things another process needs: word that
 something was written (:meth:`JournalStore.watch`) and the one-daemon lock
-(:meth:`JournalStore.daemon_lock`), so a store on a server brings its own.
+(:meth:`JournalStore.daemon_lock`), so a store on a server brings its own. A store
+that several hosts share also brings leadership (:class:`LeasedStore`): which of them acts
+for the vault is a lease with terms, and the leader's writes carry its term.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .identity import Credential, Person, Session, SignInLink
 from .model import Kind, Request, Status, Transition
@@ -114,6 +116,42 @@ class VaultLock(Protocol):
 
     def release(self) -> None:
         """Give it back (a process that dies gives it back too)."""
+
+
+class Lease(Protocol):
+    """This process's side of a shared store's leadership lease (:meth:`LeasedStore.lease`)."""
+
+    seconds: float  # how long a term holds without a renewal
+    holder: str  # how this process shows as the holder (host and pid)
+    deadline: float  # by time.monotonic(): when the term last taken or renewed may end
+
+    def take(self) -> int | None:
+        """Become the leader if the lease has run out: the new term, else None."""
+
+    def renew(self, term: int) -> bool:
+        """Hold ``term`` one lease longer from now; False once it is over."""
+
+    def current(self) -> int:
+        """The term elected last, live or run out (0: none yet)."""
+
+    def release(self, term: int) -> None:
+        """Hand ``term`` back at once (a graceful stop)."""
+
+    def close(self) -> None:
+        """Let go of what it holds open (never the term: see :meth:`release`)."""
+
+
+@runtime_checkable
+class LeasedStore(Protocol):
+    """A store several hosts share, whose leader is chosen by a lease (PostgreSQL). On any
+    other store the one-daemon lock is the lease: whoever holds it leads."""
+
+    def lease(self, seconds: float) -> Lease:
+        """This process's side of the vault's lease, ``seconds`` long (not taken yet)."""
+
+    def owner(self, term: int) -> AbstractContextManager[None]:
+        """While inside, this thread writes as the leader of ``term``, each write refused
+        (:class:`NotLeaderError`) once that term is over."""
 
 
 class JournalStore(Protocol):
@@ -381,8 +419,11 @@ class JournalStore(Protocol):
     def spend_sign_in_link(self, key: str, at: datetime) -> bool:
         """Mark the link used, once for every process: False if it was used already."""
 
-    def add_session(self, session: Session, at: datetime, by: str) -> None:
-        """Record a new session (its secret's hash only) and log the sign-in, in one commit."""
+    def add_session(self, session: Session, at: datetime, by: str) -> bool:
+        """Record a new session (its secret's hash only) and log the sign-in, in one commit;
+        False, writing nothing, if its person is not in people, is disabled, or their entry
+        changed after the session's ``created``, as that write found them (a ``people
+        disable`` between reading the person and this write)."""
 
     def session(self, key: str) -> Session | None:
         """The session whose secret has the SHA-256 ``key``, ended ones too; None if unknown."""

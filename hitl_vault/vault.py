@@ -8,6 +8,7 @@ here works the same with or without a daemon running.
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from .policy.always import Allow
 from .policy.intake import default_user
 from .policy.quorum import Count
 from .policy.rules import Policy, RuleFunction, Ruling
-from .store import JournalStore
+from .store import JournalStore, LeasedStore
 from .times import parse_duration, utcnow
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,6 +118,12 @@ class Vault:
         """
         from .daemon.loop import Daemon  # loaded only here: it brings the file watcher
 
+        journal = self.engine.journal
+        if isinstance(journal, LeasedStore):  # several hosts: it acts while it holds the lease
+            from .daemon.leader import lead
+
+            lead(journal, lambda: Daemon(self.engine, takeover=True), os.environ, once)
+            return
         Daemon(self.engine).run(once=once)
 
     # --- requests ---------------------------------------------------------------

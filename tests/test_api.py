@@ -155,9 +155,12 @@ def test_an_agent_is_not_shown_the_servers_paths_uids_or_an_approvers_address(
 
 
 def test_healthz_answers_without_credentials(server: Server) -> None:
-    """GET /healthz needs no token and says nothing about the vault."""
+    """GET /healthz needs no token and says nothing about the vault; on SQLite the service
+    leads (its daemon holds the lock, the lease there) and has no term."""
     answer = server.call("GET", "/healthz")
     assert answer.status == 200 and answer.body["ok"] is True
+    assert answer.body["role"] == "leader" and answer.body["term"] is None
+    assert answer.body["lease"] == "lock"
 
 
 def test_submit_answers_201_with_the_request_exactly_as_show_json_prints_it(
@@ -306,7 +309,8 @@ def test_a_note_under_authenticated_says_how_to_decide_so_that_it_counts(
     assert "Set `status` to `approved`" not in text
     assert (
         "> Its rules count only an approval proven through api, session or socket: approve "
-        "with `hitl-vault --server URL approve` or the CLI through the service's socket.\n"
+        "with `hitl-vault --server URL approve`, the service's web inbox or the CLI through "
+        "the service's socket.\n"
         "> Setting `status` to `approved` here approves nothing; `rejected` still rejects.\n"
     ) in text
     path = f"/api/v1/requests/{made}/decision"

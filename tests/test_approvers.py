@@ -923,7 +923,7 @@ def test_approvers_take_every_name_people_add_takes_compared_as_people_are(
 def test_a_voted_note_under_authenticated_says_how_to_vote_so_that_it_counts() -> None:
     """A note decided by votes under authenticated: names the channels and how to use them,
     and never tells a person to write approved under votes: (which counts for nothing)."""
-    from hitl_vault.notes.render import callout
+    from hitl_vault.notes.callout import callout
 
     lines = callout(
         Status.PENDING, None, "r", None, None, "0 of 2 approvals", frozenset({"socket", "link"})

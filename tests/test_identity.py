@@ -180,7 +180,10 @@ def test_one_process_cannot_meet_a_quorum_as_alice_then_bob_under_authenticated(
     assert request.status is Status.PENDING and request.votes() == []
     assert [t.kind for t in request.history[1:]] == [Kind.IGNORED, Kind.IGNORED]
     assert f"request {rid}: bob's approval not counted: {PROVEN_WAY}" in flagged(vault)
-    how = "`hitl-vault --server URL approve` or the CLI through the service's socket"
+    how = (
+        "`hitl-vault --server URL approve`, the service's web inbox or the CLI through the "
+        "service's socket"
+    )
     assert how in flagged(vault)
     text = note(vault, rid).read_text()
     assert "status: pending" in text

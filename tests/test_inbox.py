@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
+import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from hitl_vault.access import links
+from hitl_vault.access import links, tokens
 from hitl_vault.access.people import People
 from hitl_vault.access.sessions import Sessions, login_link
 from hitl_vault.identity import SESSION, Person, Principal, Role
 from hitl_vault.model import Status
 from hitl_vault.times import utcnow
+from hitl_vault.web import inbox
 
 from .receivers import Receiver
 from .servers import Answer, Server, serving
@@ -38,6 +41,10 @@ rules:
     action: bob_job
     decision: ask
     approvers: [bob]
+  - name: erins
+    action: erin_job
+    decision: ask
+    approvers: [erin]
   - name: pairs
     action: pair_job
     decision: ask
@@ -47,6 +54,7 @@ rules:
 """
 SESSION_COOKIE = "hitl_vault_session"
 SIGN_IN_COOKIE = "hitl_vault_sign_in"
+HOST_ONLY = "__Host-"  # a Secure cookie's name begins so
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iter
         journal, now = s.vault.engine.journal, utcnow()
         # dave decides nothing here: his channel hears of his sign-ins only.
         dave = Person("dave", notify=(f"json://127.0.0.1:{receiver.port}/dave",))
-        for person in (Person("alice"), Person("bob"), Person("carol"), dave):
+        for person in (Person("alice"), Person("bob"), Person("carol"), Person("erin"), dave):
             journal.save_person(person, now, "owner", "person added")
         journal.set_setting("public_url", s.url, now, "owner")
         yield s
@@ -123,7 +131,7 @@ class Browser:
 
     @property
     def session(self) -> str | None:
-        return self.jar.get(SESSION_COOKIE)
+        return self.jar.get(SESSION_COOKIE) or self.jar.get(HOST_ONLY + SESSION_COOKIE)
 
 
 def submit(server: Server, agent: str, action: str, summary: str = "", **params: Any) -> str:
@@ -162,7 +170,7 @@ def test_a_sign_in_link_signs_in_once_then_never_again(server: Server, receiver:
         asked = browser.go("GET", path)
         assert asked.status == 200 and browser.session is None
         assert "Sign in as dave" in asked.body and f'action="{path}"' in asked.body
-        assert {"HttpOnly", "Path=/login", "SameSite=strict"} <= set(browser.set[SIGN_IN_COOKIE])
+        assert {"HttpOnly", "Path=/", "SameSite=strict"} <= set(browser.set[SIGN_IN_COOKIE])
     signed = phone.go("POST", path, {"csrf": csrf(asked.body)}, {"Origin": "null"})
     assert signed.status == 303 and signed.headers["location"] == "/"
     flags = set(phone.set[SESSION_COOKIE])
@@ -188,11 +196,11 @@ def test_an_approver_token_signs_in_and_an_agent_token_does_not(server: Server, 
     the trusted proxy, or when the public URL is https); an agent's or a wrong one: none;
     nor a form that did not come from this browser's sign-in page."""
     proxied = signed_in(server, "bob", **{"X-Forwarded-Proto": "https"})
-    assert "Secure" in proxied.set[SESSION_COOKIE]
+    assert {"Secure", "Path=/"} <= set(proxied.set[HOST_ONLY + SESSION_COOKIE])
     journal = server.vault.engine.journal
     journal.set_setting("public_url", "https://vault.example.com", utcnow(), "owner")
     try:
-        assert "Secure" in signed_in(server, "bob").set[SESSION_COOKIE]
+        assert "Secure" in signed_in(server, "bob").set[HOST_ONLY + SESSION_COOKIE]
     finally:
         journal.set_setting("public_url", server.url, utcnow(), "owner")
     bob = server.token("bob", "approver")
@@ -271,6 +279,63 @@ def test_the_inbox_lists_what_the_person_may_decide_now_newest_first(
     assert pair in for_bob and bobs in for_bob and mine not in for_bob
 
 
+def test_the_inbox_looks_at_every_pending_request_and_says_how_many_more_wait(
+    server: Server, agent: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Others' newer requests hide none of erin's; past the cap, the page says how many more."""
+    monkeypatch.setattr(inbox, "SHOWN_MOST", 2)
+    old = submit(server, agent, "erin_job", n=1)
+    for n in range(3):  # newer than erin's, more than the page shows: bob's
+        submit(server, agent, "bob_job", n=n)
+    erin = signed_in(server, "erin")
+    listed = erin.go("GET", "/").body
+    assert old in listed and 'id="more"' not in listed
+    newer = [submit(server, agent, "erin_job", n=n) for n in (2, 3)]
+    listed = erin.go("GET", "/").body
+    assert all(made in listed for made in newer) and old not in listed
+    assert "1 more, older, wait for you" in listed
+
+
+def test_a_channel_that_hangs_holds_no_sign_in(server: Server) -> None:
+    """Signing in does not wait on the person's channel: a receiver that never answers."""
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)
+    hang.settimeout(10)
+    try:
+        gina = Person("gina", notify=(f"json://127.0.0.1:{hang.getsockname()[1]}/x",))
+        server.vault.engine.journal.save_person(gina, utcnow(), "owner", "person added")
+        started = time.monotonic()
+        browser = signed_in(server, "gina")
+        assert time.monotonic() - started < 2 and browser.session
+        accepted, _ = hang.accept()  # the notice is on its way, off the service's threads
+        accepted.close()  # and fails: logged, not retried
+    finally:
+        hang.close()
+
+
+def test_a_sign_in_cookie_planted_by_another_host_signs_nobody_in(server: Server) -> None:
+    """Secure, the sign-in form's cookie is __Host- (Path=/); one of the plain name, which a
+    sibling host or a plain-http page could plant, does not make another's form good."""
+    journal = server.vault.engine.journal
+    journal.set_setting("public_url", "https://vault.example.com", utcnow(), "owner")
+    try:
+        attacker = Browser(server)
+        page = attacker.go("GET", "/")
+        flags = set(attacker.set[HOST_ONLY + SIGN_IN_COOKIE])
+        assert {"Secure", "Path=/", "HttpOnly", "SameSite=strict"} <= flags
+        nonce, form = attacker.jar[HOST_ONLY + SIGN_IN_COOKIE], csrf(page.body)
+        victim = Browser(server)
+        victim.jar[SIGN_IN_COOKIE] = nonce  # tossed in by a sibling host (Domain=.example.com)
+        token = server.token("bob", "approver")
+        tossed = victim.go("POST", "/login", {"csrf": form, "token": token}, {"Origin": "null"})
+        assert tossed.status == 403 and victim.session is None
+        own = attacker.go("POST", "/login", {"csrf": form, "token": token})
+        assert own.status == 303 and attacker.session  # the page's own browser signs in
+    finally:
+        journal.set_setting("public_url", server.url, utcnow(), "owner")
+
+
 def test_a_session_ends_after_twelve_hours_at_sign_out_and_when_disabled(
     server: Server, agent: str
 ) -> None:
@@ -278,8 +343,11 @@ def test_a_session_ends_after_twelve_hours_at_sign_out_and_when_disabled(
     disabled since all land on the sign-in page, and their cookie is cleared; the disabled
     person's decision link made before is refused too."""
     journal = server.vault.engine.journal
-    carol = Principal("carol", Role.APPROVER, SESSION, "000000000000", client="127.0.0.1")
-    old = Sessions(journal).with_token(carol, utcnow() - timedelta(hours=12, seconds=1))
+    then = utcnow() - timedelta(hours=12, seconds=1)
+    journal.save_person(Person("frank"), then, "owner", "person added")  # 12 hours ago
+    credential, _ = tokens.mint(journal, "frank", Role.APPROVER, now=then, by="owner")
+    frank = Principal("frank", Role.APPROVER, SESSION, credential.id, client="127.0.0.1")
+    old = Sessions(journal).with_token(frank, then)
     stale = Browser(server)
     stale.jar[SESSION_COOKIE] = old.secret
     assert "Sign in" in stale.go("GET", "/").body and stale.session is None

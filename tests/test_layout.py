@@ -68,7 +68,7 @@ HOMES = {
     # the optional extra hitl-vault[mcp], imported when it runs (stdio, and over HTTP at /mcp)
     "mcp": {"agents.mcp_tools", "agents.mcp_server", "agents.mcp_http"},
     # the optional extra hitl-vault[postgres]: the driver stays behind the store's seam
-    "psycopg": {"journal.pg_db", "journal.pg_watch", "journal.pg_migrate"},
+    "psycopg": {"journal.pg_db", "journal.pg_watch", "journal.pg_migrate", "journal.pg_lease"},
     "starlette": {"serve.", "web."},
     "jinja2": {"web.render"},
     "uvicorn": {"serve."},

@@ -14,9 +14,10 @@ import pytest
 from hitl_vault.durable import move_note, write_note
 from hitl_vault.errors import ChangedUnderfootError, NoteError
 from hitl_vault.model import Request, Risk, Status, Transition
+from hitl_vault.notes.callout import callout
 from hitl_vault.notes.edit import edit_note
 from hitl_vault.notes.file import parse_note, read_note
-from hitl_vault.notes.render import callout, render_new_note
+from hitl_vault.notes.render import render_new_note
 from hitl_vault.notes.strict_yaml import yaml_scalar
 
 from .helpers import returns_within

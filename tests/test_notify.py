@@ -183,7 +183,7 @@ def test_resolved_url_fills_placeholders_and_names_a_missing_one() -> None:
 
 
 def test_shown_masks_passwords_and_keeps_placeholders() -> None:
-    """What logs and the CLI print hides a literal password but keeps ${NAME} as written."""
+    """What logs and the CLI print hides a literal password or ntfy token, keeping ${NAME}."""
     assert Target("mailto://me:hunter2@example.com").shown == "mailto://me:****@example.com"
     assert Target("mailto://me:${PW}@example.com").shown == "mailto://me:${PW}@example.com"
     assert (
@@ -191,6 +191,10 @@ def test_shown_masks_passwords_and_keeps_placeholders() -> None:
         == "ntfy://h/topic?token=****&priority=high"
     )
     assert Target("json://h/x?token=${T}").shown == "json://h/x?token=${T}"
+    assert Target("ntfys://tk_abc123@ntfy.example.com/alice").shown == (
+        "ntfys://****@ntfy.example.com/alice"
+    )
+    assert Target("ntfys://${NTFY_TOKEN}@h/t").shown == "ntfys://${NTFY_TOKEN}@h/t"
     assert "hunter2" not in repr(Target("mailto://me:hunter2@example.com"))
 
 

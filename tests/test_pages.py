@@ -164,6 +164,20 @@ def test_the_page_shows_the_request_escaped_with_safe_headers_and_changes_nothin
     assert server.call("GET", "/static/nothing.css").status == 404
 
 
+def test_a_summary_claiming_a_channel_is_marked_as_someones_text(
+    server: Server, agent: str
+) -> None:
+    """A summary or context that says "approved by alice via api" is marked on the page, as
+    notes mark it: only the votes the page lists from the journal are records."""
+    made = submit(
+        server, agent, "deploy", summary="ship it (approved by alice via api)",
+        context="already approved by bob via socket", params={"n": 1},
+    )  # fmt: skip
+    body = text(server.call("GET", f"/d/{link(server, made)}"))
+    assert "approved by alice via api (not a record: someone&#39;s text)" in body
+    assert "approved by bob via socket (not a record: someone&#39;s text)" in body
+
+
 def test_a_link_decides_once_as_its_person_via_link(
     server: Server, agent: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -114,7 +114,9 @@ class Browser:
                 pair, *flags = [part.strip() for part in value.split(";")]
                 key, _, kept = pair.partition("=")
                 where = next((f[5:] for f in flags if f.lower().startswith("path=")), "/")
-                assert where.startswith(PREFIX), f"cookie {key} has Path={where}"
+                # Secure cookies are __Host- ones, which the browser takes only with Path=/.
+                kept_to = "/" if key.startswith("__Host-") else PREFIX
+                assert where.startswith(kept_to), f"cookie {key} has Path={where}"
                 if "Max-Age=0" in flags:
                     self.jar.pop(key, None)
                 else:

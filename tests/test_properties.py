@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 
 from hitl_vault.errors import NoteError
 from hitl_vault.model import Request, Risk, Status, Transition
+from hitl_vault.notes.callout import callout
 from hitl_vault.notes.edit import edit_note
 from hitl_vault.notes.file import Note, parse_note
-from hitl_vault.notes.render import callout, history_line, render_new_note
+from hitl_vault.notes.render import history_line, render_new_note
 from hitl_vault.notes.strict_yaml import yaml_scalar
 from hitl_vault.text import one_line
 from hitl_vault.times import parse_ts

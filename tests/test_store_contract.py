@@ -802,11 +802,18 @@ class TestPeopleAndCredentials:
         assert kit.other().link_spent("h1") is True
 
 
+def _people(s: JournalStore, *names: str) -> None:
+    """Add these people, before T0 (a session is opened for someone in people only)."""
+    for name in names:
+        s.save_person(Person(name), T0 - HOUR, "owner", "person added")
+
+
 class TestSessions:
     """What every JournalStore keeps of the web inbox's sign-in links and sessions."""
 
     def test_a_sign_in_link_is_kept_by_hash_logged_and_spent_once(self, kit: Kit) -> None:
-        """add_sign_in_link logs it; spend_sign_in_link is True once, for every handle."""
+        """add_sign_in_link logs it; spend_sign_in_link is True once, for every handle, and
+        logged."""
         from hitl_vault.identity import SignInLink
 
         s = kit.store
@@ -819,24 +826,30 @@ class TestSessions:
         assert kit.other().spend_sign_in_link("ab" * 32, T0 + HOUR / 2) is False
         assert s.spend_sign_in_link("cd" * 32, T0) is False
         assert kit.other().sign_in_link("ab" * 32).used == T0 + HOUR / 2  # type: ignore[union-attr]
-        (made,) = s.service_log()
+        used, made = s.service_log()
         assert (made.event, made.subject, made.by) == ("sign-in link made", "alice", "owner")
-        assert "ab" * 32 not in repr(made) and s.verify_chain() == []
+        assert (used.event, used.subject, used.by) == ("sign-in link used", "alice", "alice")
+        assert used.details[0] == f"link {'ab' * 6}"
+        assert "ab" * 32 not in repr([made, used]) and s.verify_chain() == []
 
     def test_a_session_is_logged_and_ends_once_per_person_or_alone(self, kit: Kit) -> None:
         """add_session logs the sign-in; end_sessions ends the open ones (of a name, or one)."""
         from hitl_vault.identity import Session
 
         s = kit.store
+        _people(s, "alice", "bob")
         one = Session("01" * 32, "Alice", T0, T0 + 12 * HOUR, "sign-in link", "10.0.0.5")
-        two = Session("02" * 32, "alice", T0, T0 + 12 * HOUR, "token 0123456789ab")
+        two = Session(
+            "02" * 32, "alice", T0, T0 + 12 * HOUR, "token 0123456789ab", credential="0123456789ab"
+        )
         old = Session("03" * 32, "alice", T0, T0 + HOUR, "token 0123456789ab")
         bob = Session("04" * 32, "bob", T0, T0 + 12 * HOUR, "sign-in link")
         for made in (one, two, old, bob):
-            s.add_session(made, T0, "alice")
+            assert s.add_session(made, T0, "alice") is True
         with pytest.raises(DuplicateError):
             s.add_session(one, T0, "alice")
         assert s.session("01" * 32) == one and s.session("ff" * 32) is None
+        assert kit.other().session("02" * 32) == two and one.credential == ""
         assert one.open(T0) and not old.open(T0 + HOUR)
         assert s.end_sessions("ALICE", T0 + 2 * HOUR, "alice", "signed out", "02" * 32) == 1
         assert s.end_sessions("alice", T0 + 2 * HOUR, "owner", "alice disabled") == 1  # one
@@ -850,7 +863,7 @@ class TestSessions:
             ("session ended", f"session {'02' * 6}"),
         ]
         assert log[0].details[1] == "alice disabled"
-        signed_in = log[-1]
+        signed_in = log[-3]  # after the two people added
         assert signed_in.event == "signed in" and signed_in.subject == "Alice"
         assert signed_in.details[:3] == (
             f"session {'01' * 6}",
@@ -859,17 +872,36 @@ class TestSessions:
         )
         assert "01" * 32 not in repr(log) and s.verify_chain() == []
 
+    def test_a_session_is_opened_only_for_someone_enabled_and_unchanged_since(
+        self, kit: Kit
+    ) -> None:
+        """add_session writes nothing, False, for a person unknown, disabled or changed since."""
+        from hitl_vault.identity import Session
+
+        s = kit.store
+        _people(s, "alice", "bob")
+        s.save_person(Person("bob", disabled=True), T0, "owner", "person disabled")
+        s.save_person(Person("carol"), T0 + HOUR, "owner", "person added")  # after the session
+        before = len(s.service_log())
+        for n, name in enumerate(("dave", "BOB", "carol")):
+            made = Session(f"0{n}" * 32, name, T0, T0 + HOUR, "sign-in link")
+            assert s.add_session(made, T0, name) is False
+            assert kit.other().session(made.key) is None
+        assert len(s.service_log()) == before
+        assert s.add_session(Session("09" * 32, "ALICE", T0, T0 + HOUR, "sign-in link"), T0, "a")
+
     def test_a_sign_in_and_its_log_line_commit_together(self, kit: Kit) -> None:
         """A batch that fails undoes a spent link, a session and their log entries alike."""
         from hitl_vault.identity import Session, SignInLink
 
         s = kit.store
+        _people(s, "alice")
         s.add_sign_in_link(SignInLink("ab" * 32, "alice", T0, T0 + HOUR), T0, "owner")
         with pytest.raises(RuntimeError), s.batch():
             assert s.spend_sign_in_link("ab" * 32, T0)
             s.add_session(Session("01" * 32, "alice", T0, T0 + HOUR, "sign-in link"), T0, "a")
             raise RuntimeError("part way")
-        assert s.session("01" * 32) is None and len(s.service_log()) == 1
+        assert s.session("01" * 32) is None and len(s.service_log()) == 2
         assert s.sign_in_link("ab" * 32).used is None  # type: ignore[union-attr]
 
     def test_verify_holds_sessions_and_sign_in_links_against_the_service_log(
@@ -879,6 +911,7 @@ class TestSessions:
         from hitl_vault.identity import Session, SignInLink
 
         s = kit.store
+        _people(s, "alice")
         s.add_sign_in_link(SignInLink("ab" * 32, "alice", T0, T0 + HOUR), T0, "owner")
         s.add_session(Session("01" * 32, "alice", T0, T0 + HOUR, "sign-in link"), T0, "alice")
         assert s.spend_sign_in_link("ab" * 32, T0) and s.end_sessions("alice", T0, "a", "out")
@@ -887,7 +920,7 @@ class TestSessions:
         if isinstance(s, Journal):
             db = sqlite3.connect(s.path, isolation_level=None)
             db.execute(
-                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,NULL)",
+                "INSERT INTO sessions VALUES (?,?,?,?,?,?,?,NULL,'')",
                 (forged.key, "mallory", "mallory", format_ts(T0), format_ts(T0 + 12 * HOUR),
                  forged.how, ""),
             )  # fmt: skip
@@ -915,3 +948,38 @@ class TestSessions:
         assert f"session {'02' * 6} (mallory): not in the service log" in problems
         assert f"session {'01' * 6} (alice): differs from the service log" in problems
         assert f"sign-in link {'ab' * 6}: in the service log but gone" in problems
+
+    def test_verify_names_a_used_link_set_unused_and_a_session_let_off_its_token(
+        self, kit: Kit
+    ) -> None:
+        """A spent link re-armed, or a session's token cleared, behind the log's back is named."""
+        from hitl_vault.identity import Session, SignInLink
+
+        s = kit.store
+        _people(s, "alice")
+        s.add_sign_in_link(SignInLink("ab" * 32, "alice", T0, T0 + HOUR), T0, "owner")
+        assert s.spend_sign_in_link("ab" * 32, T0)
+        by_token = Session("01" * 32, "alice", T0, T0 + HOUR, "token 0123456789ab", "", None,
+                           "0123456789ab")  # fmt: skip
+        s.add_session(by_token, T0, "alice")
+        assert s.verify_chain() == []
+        rearm = "UPDATE sign_in_links SET used = NULL"
+        loose = "UPDATE sessions SET credential = ''"
+        if isinstance(s, Journal):
+            db = sqlite3.connect(s.path, isolation_level=None)
+            db.execute(rearm)
+            db.execute(loose)
+            db.close()
+        elif isinstance(s, MemoryJournal):
+            state = s._m.state
+            state.sign_in_links["ab" * 32] = replace(state.sign_in_links["ab" * 32], used=None)
+            state.sessions["01" * 32] = replace(state.sessions["01" * 32], credential="")
+        else:
+            import psycopg
+
+            with psycopg.connect(s._db.url, autocommit=True) as pg:  # type: ignore[attr-defined]
+                pg.execute(rearm)
+                pg.execute(loose)
+        problems = "\n".join(s.verify_chain())
+        assert f"sign-in link {'ab' * 6} (alice): differs from the service log" in problems
+        assert f"session {'01' * 6} (alice): differs from the service log" in problems

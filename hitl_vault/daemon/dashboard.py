@@ -18,6 +18,7 @@ from ..durable import read_file, write_note
 from ..errors import JournalDamagedError, VaultError
 from ..layout import DASHBOARD_FILE
 from ..model import Kind, Status
+from ..notes.claims import unclaimed
 from ..notes.render import history_line
 from ..policy.trust import user_name
 from ..text import history_text, inline, one_line
@@ -53,7 +54,7 @@ def _link(rel: str | None, text: str, fallback: str) -> str:
     a Markdown link, so a file name can neither end the link nor start anything.
     ``fallback`` (an id) labels it when ``text`` shows nothing.
     """
-    label = inline(one_line(text, 80)) or inline(fallback)
+    label = unclaimed(inline(one_line(text, 80))) or inline(fallback)
     if not rel:
         return label
     return f"[{label}]({quote(rel, safe='/')})"

@@ -2,9 +2,8 @@
 
 One step is :meth:`Daemon.run_once` (time injected, as huey and rq do);
 :meth:`Daemon.run_forever` is a loop around it that sleeps until the next file
-event, action's end, word of the journal's writes (:mod:`~hitl_vault.daemon.wakes`),
-or :meth:`Daemon.next_wake`: the soonest time any part of the daemon asks for (each
-part says its own); it never polls on a fixed interval.
+event, action's end, or :meth:`Daemon.next_wake`: the soonest time any part of
+the daemon asks for (each part says its own), and never polls on a fixed interval.
 
 * A watcher thread only says "this path may have changed"; paths are coalesced,
   so two events for one save cause one read.
@@ -90,6 +89,7 @@ class Daemon:
         workers: int = 4,
         rescan_every: timedelta = RESCAN_EVERY,
         links: LinkMaker | None = None,
+        takeover: bool = False,  # leading after another host: see Actions.recover
     ) -> None:
         # The one place that takes the engine apart: each part gets what it uses. What a
         # reload replaces (the rules, ``notify:``) is read through callables, never copied.
@@ -134,13 +134,12 @@ class Daemon:
             root, journal, notes, self.quiet, inbox, self.rules.changed, rescan_every
         )
         self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show, engine.unreported)
-        heard = lambda rid, now: self.quiet.want(rid, unless_shown=True, heard=now)  # noqa: E731
-        self.followed = Followed(journal, queue, heard, self.wakes.heard)
+        self.followed = Followed(journal, queue, self.quiet.heard, self.wakes.heard)
         self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
         self.parts: list[Part] = [self.retries, self.actions, self.looker, self.quiet]
         self.parts += [self.rules, self.timeouts, self.notifier, self.dashboard]
-        self._stopping = False
+        self._stopping, self._takeover = False, takeover
         self._recovered = False
         self._journal_files: Path | None = None  # set by run_forever: see notice
         # Every transition, once committed, whichever process made it: said in the log
@@ -163,8 +162,7 @@ class Daemon:
         with self._lock:
             self._dirty.add(path)
         self.notifier.idle.clear()  # a decision may be coming: no new send until it is done
-        # A note it knows (a save: a decision?): a step now; a new one (a submitter's): soon
-        (self.wakes.now if self.quiet.knows(path) else self.wakes.soon)()
+        (self.wakes.now if self.quiet.knows(path) else self.wakes.soon)()  # see wakes.py
 
     def _journal_changed(self) -> None:
         """Called from the store's thread: another process may have written the journal (the
@@ -307,7 +305,7 @@ class Daemon:
         """After a restart: finish what a dead daemon left behind, never running anything twice
         (see :meth:`Actions.recover`). Safe to repeat after a failure part way."""
         self.journal.unflag(RULES_FILE)  # the rules loaded: an earlier run's error is gone
-        self.actions.recover(now, stopping=self._stopping)
+        self.actions.recover(now, stopping=self._stopping, takeover=self._takeover)
         self._recovered = True
         return True
 
@@ -410,19 +408,22 @@ class Daemon:
         if self.actions.running:
             log.info("finishing %d action(s) in flight before exiting", self.actions.running)
         self.actions.shutdown()
-        self.wakes.clear()  # the last step puts nothing off
-        self.run_once()
+        if not self.actions.abandoned:  # a leader deposed writes nothing more, notes included
+            self.run_once()
         self.notifier.stop()
 
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return once the actions in flight have finished."""
         self._stopping = True
-        self.wakes.now()
+        self.wakes.finish()  # the steps left put nothing off
 
     def close(self) -> None:
-        """Wait for actions in flight, journal how they went, release the worker threads."""
+        """Wait for actions in flight, journal how they went, release the worker threads; it
+        no longer listens to the engine (a later daemon may)."""
         self.actions.shutdown()
         self._record_outcomes()
+        self._events.remove(_say)
+        self._events.remove(self.followed.hear)
 
     def __enter__(self) -> Daemon:
         return self

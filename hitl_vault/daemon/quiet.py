@@ -165,6 +165,11 @@ class QuietWriter:
         heapq.heappush(self._due, (at, request_id))
         self._next_at = self._due[0][0]
 
+    def heard(self, request_id: str, now: datetime) -> None:
+        """An entry someone else made, heard from the feed at ``now``: the note is to show
+        the journal, unless it does once its maker has had quiet to write it (:meth:`want`)."""
+        self.want(request_id, unless_shown=True, heard=now)
+
     def next_wake(self, now: datetime) -> datetime | None:
         """When the next waiting note is worth a look (it may still not be quiet then)."""
         return self._next_at

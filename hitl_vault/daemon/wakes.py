@@ -36,6 +36,7 @@ class Wakes:
         self._looping = False  # the step under way is the loop's: it may put off
         self._put_off_at: float | None = None  # when a step first put off what can wait
         self._loop_thread: int | None = None  # the thread the loop's steps run on
+        self._finishing = False  # stopping: no step puts anything off any more
 
     def now(self) -> None:
         """A step at once (any thread)."""
@@ -55,12 +56,18 @@ class Wakes:
             self.soon()
 
     def begin(self) -> None:
-        """A step of the loop starts (it may put off): what is asked from now on wants
-        another."""
-        self._looping = True
+        """A step of the loop starts (it may put off, unless stopping): what is asked from
+        now on wants another."""
+        self._looping = not self._finishing
         self._loop_thread = threading.get_ident()
         self._now.clear()
         self._any.clear()
+
+    def finish(self) -> None:
+        """Stopping (any thread): a step at once, and none from now on puts anything off."""
+        self._finishing = True
+        self._looping = False
+        self.now()
 
     def clear(self) -> None:
         """A step starts that puts nothing off (``run --once``, the last one)."""

@@ -9,6 +9,12 @@ and hands the claims to worker threads. A worker never touches the journal: it
 hands back the outcome and the time the action ended, and the daemon's next
 step journals all that came in, in one durable commit. Until then the request
 stays ``executing``, so a crash in between counts as a crash during the action.
+
+A leader that takes over from another host (:mod:`hitl_vault.daemon.leader`) recovers
+with ``takeover``: the old holder may still be alive (frozen, or cut off), so an idempotent
+action it was running runs again only once the action's own timeout has run out since
+(a ``python:`` one, which has none, is interrupted instead); and a leader that loses its
+lease :meth:`Actions.abandon` s what it runs.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalDamagedError, JournalUnavailableError, NotRunnableError, VaultError
 from ..execute.executor import Outcome, execute
+from ..execute.processes import KILL_GRACE, kill_all
 from ..model import Request, Status, Transition
 from ..store import request_flag
 from ..text import one_line
@@ -76,6 +83,12 @@ class Actions:
         self._queued: dict[str, Request] = {}  # approved, with an executor, as read then
         self._taken: dict[str, Request] = {}  # claimed in a commit that has not landed yet
         self._later: dict[str, tuple[Request, datetime]] = {}  # deferred, and until when
+        # Idempotent actions another host was running, to run again (from when) after a takeover.
+        self._rerun: dict[str, tuple[Request, datetime]] = {}
+        self.abandoned = False  # the lease is lost: nothing more is started or recorded
+        # Whether this process may still act (a leader: its lease is not overdue), asked
+        # right before each action starts, on its worker thread.
+        self.may_act: Callable[[], bool] = lambda: True
         self._workers = workers
         self._running: dict[str, Future[None]] = {}
         # Actions that ended, with how they went (None: a bug kept it from running), and when.
@@ -97,7 +110,7 @@ class Actions:
     @property
     def waiting(self) -> bool:
         """Some approved request is queued or deferred: a claim may start it."""
-        return bool(self._queued or self._later)
+        return bool(self._queued or self._later or self._rerun)
 
     @property
     def busy(self) -> bool:
@@ -127,6 +140,9 @@ class Actions:
         """
         claimed: list[tuple[Request, Transition]] = []
         now = self._clock()
+        if self.abandoned:
+            return claimed
+        self._run_again(now)
         for request_id, (request, at) in list(self._later.items()):
             if now >= at:
                 del self._later[request_id]
@@ -144,6 +160,8 @@ class Actions:
             except NotRunnableError as e:
                 self.refuse(request_id, str(e))
                 continue
+            except JournalUnavailableError:  # not claimed: unclaim() queues it again
+                raise
             except VaultError as e:  # a Python rule that raised, say: not now, tried again later
                 self._defer(request, e)
                 continue
@@ -169,7 +187,8 @@ class Actions:
     def next_wake(self, now: datetime) -> datetime | None:
         """When the first deferred request is tried again (an action's end wakes the daemon
         by itself)."""
-        return min((at for _, at in self._later.values()), default=None)
+        waits = [at for _, at in self._later.values()] + [at for _, at in self._rerun.values()]
+        return min(waits, default=None)
 
     def refuse(self, request_id: str, message: str) -> bool:
         """Not run: say so under Needs attention (kept there while it stays refused) and, the
@@ -208,6 +227,9 @@ class Actions:
         """On a worker thread: run the action; the daemon's next step journals how it went."""
         outcome: Outcome | None = None
         try:
+            if self.abandoned or not self.may_act():  # left executing: the next leader decides
+                log.error("%s: not started: this host no longer leads", request.id)
+                return
             spec = self._rules().actions.get(request.action)
             handler = self._handlers.get(request.action)
             outcome = execute(spec, request, cwd=self._root, handler=handler)
@@ -225,7 +247,7 @@ class Actions:
         """
         with self._lock:
             finished, self._finished = self._finished, {}
-        if not finished:
+        if not finished or self.abandoned:  # killed with the lease: the next leader decides
             return []
         try:
             with self.journal.batch():
@@ -249,11 +271,12 @@ class Actions:
         except Exception:  # the request moved on, or a bug: say so loudly; the rest go on
             log.exception("%s: could not record the outcome", request_id)
 
-    def recover(self, now: datetime, *, stopping: bool) -> list[str]:
+    def recover(self, now: datetime, *, stopping: bool, takeover: bool = False) -> list[str]:
         """After a restart: what a dead daemon left ``executing`` is run again if idempotent
         (unless ``stopping``), else failed as interrupted; never run twice. A request whose
         entries or note do not prove its approval is refused instead. Approved requests are
-        queued. Returns the requests whose state changed (their notes are to show it)."""
+        queued. Returns the requests whose state changed (their notes are to show it).
+        ``takeover``: another host may still be running them (see the module's note)."""
         journal = self.journal
         changed = []
         for request in journal.requests(Status.EXECUTING):
@@ -268,8 +291,19 @@ class Actions:
                 self.refuse(request.id, str(NotRunnableError(request.id, problem)))
                 continue
             spec = self._rules().actions.get(request.action)
-            if spec is not None and spec.idempotent:
+            timed = (
+                spec is not None and spec.run is not None and request.action not in self._handlers
+            )
+            if spec is not None and spec.idempotent and (timed or not takeover):
                 if stopping:  # stays executing: run again at the next start
+                    continue
+                if takeover:  # the old holder's run has its timeout (and the kill's grace)
+                    wait = spec.timeout + timedelta(seconds=KILL_GRACE)
+                    self._rerun[request.id] = (request, now + wait)
+                    log.warning(
+                        "%s: was running on the host that led before; idempotent, so running "
+                        "it again once its timeout has passed there", request.id,
+                    )  # fmt: skip
                     continue
                 log.warning(
                     "%s: was running when the daemon stopped; idempotent, so running it again",
@@ -288,6 +322,26 @@ class Actions:
         for request_id in journal.ids(Status.APPROVED):
             self.queue_if_runnable(request_id)
         return changed
+
+    def _run_again(self, now: datetime) -> None:
+        """Start the idempotent actions a takeover waited for, if still unfinished."""
+        for request_id, (request, at) in list(self._rerun.items()):
+            if now < at:
+                continue
+            del self._rerun[request_id]
+            if self.journal.status_of(request_id) is Status.EXECUTING:
+                log.warning("%s: running it again, with the same idempotency key", request_id)
+                self.start(request)
+
+    def abandon(self) -> int:
+        """The lease is lost: kill every action's program this process runs, start nothing
+        more, and record none of their outcomes (the next leader closes them); how many
+        programs were killed."""
+        self.abandoned = True
+        self._queued.clear()
+        self._later.clear()
+        self._rerun.clear()
+        return kill_all()
 
     def wait(self) -> None:
         """Until every action started so far has ended."""

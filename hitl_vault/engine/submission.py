@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ChangedUnderfootError, DuplicateError, NotRetryableError
-from ..identity import REQUESTER_LIMIT, check_name
+from ..identity import PUBLIC_URL, REQUESTER_LIMIT, check_name
 from ..model import RETRYABLE, Kind, Origin, Request, Status, Transition, check_action
 from ..notes.reconcile import Reconciler
 from ..notes.render import render_new_note
@@ -143,7 +143,8 @@ class Submissions:
         waiting = none_yet.progress() if pending else None
         for attempt in range(5):
             request = asked.with_id(self._ids)
-            text = render_new_note(request, explained, names, waiting, plan.authenticated)
+            inbox = self._journal.setting(PUBLIC_URL)  # the web inbox the note names
+            text = render_new_note(request, explained, names, waiting, plan.authenticated, inbox)
             check_size(text)
             try:
                 where = f"{request.status.folder}/{request.id}.md"

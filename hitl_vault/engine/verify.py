@@ -10,7 +10,7 @@ from ..identity import SERVICE_UID, false_proof, service_uid
 from ..journal.replay import replay
 from ..model import Request, Status
 from ..notes.file import Note, read_note
-from ..notes.render import history_key, history_line, unescaped_history_line
+from ..notes.render import history_key, history_line, history_lines_written
 from ..notes.state import read_status_word, same_value, votes_differ
 from ..params import params_sha
 
@@ -123,7 +123,7 @@ def _note_problems(where: str, note: Note, request: Request) -> list[str]:
         if not lines:
             problems.append(f"{where}: history lacks journal entry {history_line(t)[2:]!r}")
             continue
-        for written in (history_line(t), history_line(t, True), unescaped_history_line(t)):
+        for written in history_lines_written(t):
             if written in lines:
                 lines.remove(written)
                 break

@@ -39,6 +39,7 @@ from .processes import (
     settle,
     stop,
     tail_text,
+    tracked,
 )
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def run_command(
     except (ValueError, TypeError) as e:
         return _failed(f"cannot start {program or 'the action'}: {e} ({RUN_FIX})", started)
 
-    with Pipes(proc, stdin) as pipes:
+    with tracked(proc), Pipes(proc, stdin) as pipes:
         if not settle(proc, pipes, deadline):
             exited = proc.poll() is not None
             escaped = stop(proc, pipes, request_tag(request.id))

@@ -20,7 +20,9 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for an action over its timeout
@@ -40,6 +42,36 @@ if sys.platform == "win32":
 else:
     NEW_SESSION = True  # a session of its own: its pid is its process group's id
     CREATION_FLAGS = 0
+
+
+# The actions' programs this process runs now, so a leader that loses its lease can kill them.
+_RUNNING: set[subprocess.Popen[bytes]] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def tracked(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """While inside, ``proc`` is one of the programs :func:`kill_all` kills."""
+    with _RUNNING_LOCK:
+        _RUNNING.add(proc)
+    try:
+        yield
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(proc)
+
+
+def kill_all() -> int:
+    """Kill the process group of every action's program this process runs now, at once
+    (a leader whose lease is over must stop acting); how many there were."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for proc in running:
+        if sys.platform == "win32":
+            _kill_tree(proc)
+        else:
+            _signal_group(proc, signal.SIGKILL)
+    return len(running)
 
 
 class Tail:

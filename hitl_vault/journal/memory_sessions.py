@@ -13,12 +13,14 @@ from ..store import ServiceEntry
 from .memory_state import Memory, State, ts
 from .session_rows import (
     LINK_MADE,
+    LINK_USED,
     SESSION_ENDED,
     SIGNED_IN,
     end_details,
     link_details,
     session_details,
     session_problems,
+    used_details,
 )
 
 Log = Callable[[State, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
@@ -61,18 +63,24 @@ class MemorySessions:
             link = s.sign_in_links.get(key)
             if link is None or link.used is not None:
                 return False
-            s.sign_in_links[key] = replace(link, used=ts(at))
+            s.sign_in_links[key] = spent = replace(link, used=ts(at))
+            self._log(s, at, link.name, LINK_USED, link.name, used_details(spent))
         return True
 
-    def add_session(self, session: Session, at: datetime, by: str) -> None:
+    def add_session(self, session: Session, at: datetime, by: str) -> bool:
         with self._m.write() as s:
             if session.key in s.sessions:
                 raise DuplicateError(f"session {session.id}")
+            person = s.people.get(same_name(session.name))
+            changed = person.changed or person.created if person is not None else None
+            if person is None or person.disabled or (changed and changed > session.created):
+                return False
             kept = replace(
                 session, created=ts(session.created), expires=ts(session.expires), ended=None
             )
             s.sessions[session.key] = kept
             self._log(s, at, by, SIGNED_IN, session.name, session_details(kept))
+        return True
 
     def session(self, key: str) -> Session | None:
         with self._m.lock:

@@ -13,7 +13,9 @@ log, :class:`~.pg_allows.PgAllowTable` the allows, :class:`~.pg_links.PgLinkTabl
 decision links' key and the links spent, and :class:`~.pg_sessions.PgSessionTable` the web
 inbox's sign-in links and sessions. Word of other processes' writes comes
 through ``LISTEN``/``NOTIFY`` and the one-daemon lock is an advisory lock
-(:mod:`~.pg_watch`).
+(:mod:`~.pg_watch`). Which host does the owner's work is a lease with terms
+(:mod:`~.pg_lease`): :meth:`PgJournal.lease` takes and renews it, and a thread inside
+:meth:`PgJournal.owner` writes as the leader of one term, refused once that term is over.
 
 The tables are made and upgraded only by ``hitl-vault db migrate`` (:mod:`~.pg_migrate`); a
 store opened on a database without them, or with another version of them, refuses with the
@@ -36,6 +38,7 @@ from .pg_access import PgAccess
 from .pg_allows import PgAllowTable
 from .pg_book import PgBookkeeping
 from .pg_db import PgDatabase
+from .pg_lease import Leader, PgLease, leader_of
 from .pg_links import PgLinkTable
 from .pg_outbox import PgOutbox
 from .pg_read import PgReader
@@ -107,7 +110,26 @@ class PgJournal:
         return PgDaemonLock(self._db)
 
     def daemon_running(self) -> bool:
+        """A live lease anywhere (a leader acts for the vault), or a daemon's lock held."""
+        leader = leader_of(self._db)
+        if leader is not None and leader.live:
+            return True
         return holder_of(self._db, daemon_key(self._db.vault_id)) is not None
+
+    # --- leadership (several hosts) ---------------------------------------------------------
+
+    def lease(self, seconds: float) -> PgLease:
+        """This process's side of the vault's lease, ``seconds`` long (not taken yet)."""
+        return PgLease(self._db, seconds)
+
+    def owner(self, term: int) -> AbstractContextManager[None]:
+        """While inside, this thread writes as the leader of ``term``: each write is refused
+        inside the database (:class:`~hitl_vault.errors.NotLeaderError`) once it is over."""
+        return self._db.owner(term)
+
+    def leader(self) -> Leader | None:
+        """Who leads now, as the server says (None: nobody ever did)."""
+        return leader_of(self._db)
 
     def feed(self, seq: int) -> list[tuple[int, str, Transition]]:
         return self._read.feed(seq)
@@ -362,8 +384,8 @@ class PgJournal:
     def spend_sign_in_link(self, key: str, at: datetime) -> bool:
         return self._sessions.spend_sign_in_link(key, at)
 
-    def add_session(self, session: Session, at: datetime, by: str) -> None:
-        self._sessions.add_session(session, at, by)
+    def add_session(self, session: Session, at: datetime, by: str) -> bool:
+        return self._sessions.add_session(session, at, by)
 
     def session(self, key: str) -> Session | None:
         return self._sessions.session(key)

@@ -11,6 +11,12 @@ statement that expects one. A misuse (a bad statement) is a bug and stays what i
 The connection is one per store, shared by its threads under a lock, as the SQLite one is.
 It runs in autocommit mode: a read sees what is committed now, a write is one transaction
 (a savepoint inside :meth:`PgDatabase.batch`).
+
+A thread inside :meth:`PgDatabase.owner` writes as the vault's leader of one term (the
+lease, :mod:`~.pg_lease`): each of its writes first takes ``FOR KEY SHARE`` on the lease
+row of that term, still live, and is refused (:class:`NotLeaderError`) if there is none.
+So a deposed or frozen leader cannot write once its successor is elected, and an election
+waits for the owner's writes under way.
 """
 
 from __future__ import annotations
@@ -26,12 +32,12 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pgerrors
 
-from ..errors import ServerDamagedError, ServerJournalError, ServerUnavailableError
+from ..errors import NotLeaderError, ServerDamagedError, ServerJournalError, ServerUnavailableError
 from .pg_url import shown
 
 T = TypeVar("T")
 # The schema this code reads and writes (pg_schema.sql; `hitl-vault db migrate` makes it).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # What converting a row hitl-vault did not write raises (see PgDatabase.converted).
 BAD_ROW = (ValueError, TypeError, KeyError, IndexError)
 # How long opening a connection may take before the server counts as unreachable.
@@ -121,6 +127,9 @@ class PgDatabase:
         self.batching = False
         self._conn: psycopg.Connection[Any] | None = None
         self._lock_timeout = 30.0
+        self._idle_limit: float | None = None  # see limit_idle
+        self._owner = threading.local()  # .term: the leader's term this thread writes as
+        self._batch_owned = False  # the batch open now holds its thread's term's lease
         try:
             self.vault_id = self._vault()
         except BaseException:
@@ -145,7 +154,64 @@ class PgDatabase:
                 raise ServerUnavailableError(self.where, "the connection was lost in a batch")
             self._conn = connect(self.url)
             self._conn.execute(f"SET lock_timeout = {int(self._lock_timeout * 1000)}")
+            if self._idle_limit is not None:
+                self._limit_idle(self._conn)
         return self._conn
+
+    def limit_idle(self, seconds: float) -> None:
+        """End this connection's session when a transaction stays idle for ``seconds``: a
+        leader frozen inside a write would otherwise hold its lease row, and with it the
+        election of its successor, for as long as it stays frozen."""
+        with self.lock, self._errors():
+            self._idle_limit = seconds
+            if self._conn is not None and not self._conn.closed:
+                self._limit_idle(self._conn)
+
+    def _limit_idle(self, conn: psycopg.Connection[Any]) -> None:
+        assert self._idle_limit is not None
+        conn.execute(f"SET idle_in_transaction_session_timeout = {int(self._idle_limit * 1000)}")
+
+    @contextmanager
+    def owner(self, term: int) -> Iterator[None]:
+        """While inside, this thread's writes are the leader's of ``term``: each is refused
+        inside the database once that term is over (see the module's note)."""
+        before = getattr(self._owner, "term", None)
+        self._owner.term = term
+        try:
+            yield
+        finally:
+            self._owner.term = before
+
+    @property
+    def owner_term(self) -> int | None:
+        """The leader's term this thread writes as (None: not the leader's work)."""
+        term: int | None = getattr(self._owner, "term", None)
+        return term
+
+    def _holds_lease(self, conn: psycopg.Connection[Any], term: int) -> bool:
+        """Lock the lease row of ``term`` for this transaction if that term still leads."""
+        row = conn.execute(
+            "SELECT 1 FROM lease WHERE term = %s AND expires > clock_timestamp() FOR KEY SHARE",
+            (term,),
+        ).fetchone()
+        return row is not None
+
+    def _check_owner(self, conn: psycopg.Connection[Any], outcome_of: str | None) -> None:
+        """Refuse a write of this thread's term once that term is over, except the outcome
+        of a request that term claimed (``outcome_of``) and nobody closed since."""
+        term = self.owner_term
+        if term is None or (self.batching and self._batch_owned):
+            return
+        if self._holds_lease(conn, term):
+            return
+        if outcome_of is not None:
+            claimed = conn.execute(
+                "SELECT 1 FROM requests WHERE id = %s AND claimed_term = %s AND status = %s",
+                (outcome_of, term, "executing"),
+            ).fetchone()
+            if claimed is not None:
+                return
+        raise NotLeaderError(self.where, term)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -214,14 +280,19 @@ class PgDatabase:
             self._conn = None
 
     @contextmanager
-    def write(self, durable: bool = True) -> Iterator[psycopg.Connection[Any]]:
+    def write(
+        self, durable: bool = True, outcome_of: str | None = None
+    ) -> Iterator[psycopg.Connection[Any]]:
         """One atomic write: a transaction, or a savepoint inside :meth:`batch`; the hosts
         that listen are told at its commit. ``durable=False`` is for what can be found again
         from the notes (where a note is, a flag): its commit does not wait for the server's
-        disk (``synchronous_commit = off``), and it becomes durable with the next one."""
+        disk (``synchronous_commit = off``), and it becomes durable with the next one.
+        Inside :meth:`owner`, refused unless the term still leads (``outcome_of``: or it
+        records how that request's action went, and this term claimed it)."""
         with self.lock, self._committing(not self.batching) as ended:
             conn = self._connection()
             with conn.transaction():
+                self._check_owner(conn, outcome_of)
                 if not self.batching:
                     if not durable:
                         conn.execute("SET LOCAL synchronous_commit = off")
@@ -241,9 +312,12 @@ class PgDatabase:
                 conn = self._connection()
                 with conn.transaction():
                     conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
+                    term = self.owner_term
+                    self._batch_owned = term is not None and self._holds_lease(conn, term)
                     self.batching = True
                     try:
                         yield
                     finally:
                         self.batching = False
+                        self._batch_owned = False
                     ended.append(True)

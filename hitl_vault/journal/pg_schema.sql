@@ -176,8 +176,9 @@ CREATE TABLE spent_links (
     at vtext NOT NULL
 );
 -- The web inbox (hitl_vault.access.sessions): one-time sign-in links and signed-in sessions,
--- each kept as the SHA-256 of its secret only (key). Making a link, signing in and a
--- session's end are in the service log.
+-- each kept as the SHA-256 of its secret only (key). Making a link, using it, signing in
+-- and a session's end are in the service log. A session's credential: the token it was
+-- opened with ('' for a sign-in link).
 CREATE TABLE sign_in_links (
     key vtext PRIMARY KEY,
     name vtext NOT NULL,
@@ -194,6 +195,7 @@ CREATE TABLE sessions (
     expires vtext NOT NULL,
     how vtext NOT NULL,
     client vtext NOT NULL,
-    ended vtext
+    ended vtext,
+    credential vtext NOT NULL DEFAULT ''
 );
 CREATE INDEX sessions_person ON sessions (person, ended);

@@ -18,20 +18,23 @@ from .pg_steps import Tx, lock_head
 from .service_chain import ServiceRow
 from .session_rows import (
     LINK_MADE,
+    LINK_USED,
     SESSION_ENDED,
     SIGNED_IN,
     end_details,
     link_details,
     session_details,
     session_problems,
+    used_details,
 )
-from .sqlite_sessions import _link, _session
+from .sqlite_sessions import _link, _may_open, _session
 
 _LINK = "SELECT key, name, created, expires, used FROM sign_in_links"
-_SESSION = "SELECT key, name, created, expires, how, client, ended FROM sessions"
+_SESSION = "SELECT key, name, created, expires, how, client, ended, credential FROM sessions"
 _LOGGED = (
     "SELECT seq, at, by, event, subject, details, prev_hash, hash, uid FROM service_log "
-    f"WHERE event IN ('{LINK_MADE}', '{SIGNED_IN}', '{SESSION_ENDED}') ORDER BY seq"
+    f"WHERE event IN ('{LINK_MADE}', '{LINK_USED}', '{SIGNED_IN}', '{SESSION_ENDED}') "
+    "ORDER BY seq"
 )
 Log = Callable[[Tx, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
 
@@ -89,22 +92,32 @@ class PgSessionTable:
                 "UPDATE sign_in_links SET used = %s WHERE key = %s AND used IS NULL",
                 (format_ts(at), key),
             ).rowcount
+            if spent:  # logged in the same transaction: a spend undone shows in verify
+                link = _link(db.execute(_LINK + " WHERE key = %s", (key,)).fetchone())
+                self._log(db, at, link.name, LINK_USED, link.name, used_details(link))
         return bool(spent)
 
-    def add_session(self, session: Session, at: datetime, by: str) -> None:
+    def add_session(self, session: Session, at: datetime, by: str) -> bool:
         s = session
         try:
             with self._db.write() as db:
                 lock_head(db)  # first: writers never wait on each other in a circle
+                person = db.execute(
+                    "SELECT disabled, changed FROM people WHERE key = %s", (same_name(s.name),)
+                ).fetchone()
+                if not _may_open(person, s):
+                    return False
                 db.execute(
-                    "INSERT INTO sessions (key, name, person, created, expires, how, client) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    "INSERT INTO sessions (key, name, person, created, expires, how, client, "
+                    "credential) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
                     (s.key, s.name, same_name(s.name), format_ts(s.created),
-                     format_ts(s.expires), s.how, s.client),
+                     format_ts(s.expires), s.how, s.client, s.credential),
                 )  # fmt: skip
                 self._log(db, at, by, SIGNED_IN, s.name, session_details(s))
         except Conflict:
             raise DuplicateError(f"session {s.id}") from None
+        return True
 
     def session(self, key: str) -> Session | None:
         found = self._db.rows(_SESSION + " WHERE key = %s", (key,), _session)

@@ -23,6 +23,7 @@ from ..errors import (
     IllegalTransitionError,
     NotRetryableError,
     RequestNotFoundError,
+    ServerUnavailableError,
 )
 from ..model import LEGAL_MOVES, RETRYABLE, Kind, Request, Status, Transition
 from ..params import params_sha
@@ -171,11 +172,23 @@ class PgSteps:
         the step recorded, or None when it had moved on already (another host got there
         first). :class:`IllegalTransitionError` if the move is illegal from where it is."""
         fields = settable(fields)
-        with self._write() as db:
+        expected = None if expect is None else set(expect)
+        claim = to is Status.EXECUTING and expected == {Status.APPROVED}
+        outcome = to in (Status.EXECUTED, Status.FAILED) and expected == {Status.EXECUTING}
+        term = self._db.owner_term
+        if claim and term is not None:  # the leader's claim carries its term
+            fields["claimed_term"] = term
+        with self._db.write(outcome_of=request_id if outcome else None) as db:
             head = lock_head(db)
             row = db.execute(
-                "SELECT status, params FROM requests WHERE id = %s", (request_id,)
+                "SELECT status, params FROM requests WHERE id = %s"
+                + (" FOR UPDATE SKIP LOCKED" if claim else ""),
+                (request_id,),
             ).fetchone()
+            if row is None and claim and _status(db, request_id) is not None:
+                raise ServerUnavailableError(  # written by another transaction: claimed later
+                    self._db.where, f"request {request_id} is being written by another host"
+                )
             if row is None:
                 raise RequestNotFoundError(request_id)
             ((current, params),) = self._db.converted(
@@ -184,7 +197,7 @@ class PgSteps:
             )
             if to is Status.APPROVED and "params" not in fields:  # an approval names its params
                 fields["params"] = params
-            if expect is not None and current not in set(expect):
+            if expected is not None and current not in expected:
                 return None
             if to not in LEGAL_MOVES[current]:
                 if expect is None and current.is_final:

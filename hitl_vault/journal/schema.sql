@@ -166,7 +166,7 @@ CREATE TABLE IF NOT EXISTS allows (
 );
 -- The web inbox: one-time sign-in links (hitl-vault token login) and signed-in sessions, each
 -- kept as the SHA-256 of its secret only (key), never in the synced vault. Making a link,
--- signing in and a session's end are in the service log.
+-- using it, signing in and a session's end are in the service log.
 CREATE TABLE IF NOT EXISTS sign_in_links (
     key TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -182,7 +182,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires TEXT NOT NULL,
     how TEXT NOT NULL,
     client TEXT NOT NULL,
-    ended TEXT
+    ended TEXT,
+    credential TEXT NOT NULL DEFAULT ''  -- the token it was opened with ('': a sign-in link)
 );
 CREATE INDEX IF NOT EXISTS sessions_person ON sessions (person, ended);
 -- Decision links (hitl_vault.access.links): the one key that signs them, made with the

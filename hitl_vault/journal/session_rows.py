@@ -16,6 +16,7 @@ from ..times import format_ts
 from .service_chain import ROW, ServiceRow
 
 LINK_MADE = "sign-in link made"
+LINK_USED = "sign-in link used"
 SIGNED_IN = "signed in"
 SESSION_ENDED = "session ended"
 
@@ -26,21 +27,30 @@ def _sha(values: list[object]) -> str:
 
 
 def link_row(link: SignInLink) -> str:
-    """The SHA-256 of a sign-in link's row as made (not when it was used: spending it is
-    part of the sign-in its session's entry records)."""
-    return _sha([link.key, link.name, format_ts(link.created), format_ts(link.expires)])
+    """The SHA-256 of a sign-in link's row as written: every column, when it was used too
+    (a used link set unused again behind the log's back would sign someone in again)."""
+    used = None if link.used is None else format_ts(link.used)
+    return _sha([link.key, link.name, format_ts(link.created), format_ts(link.expires), used])
 
 
 def session_row(session: Session) -> str:
     """The SHA-256 of a session's row as written: every column, its end too."""
     s = session
     ended = None if s.ended is None else format_ts(s.ended)
-    return _sha([s.key, s.name, format_ts(s.created), format_ts(s.expires), s.how, s.client, ended])
+    return _sha(
+        [s.key, s.name, format_ts(s.created), format_ts(s.expires), s.how, s.client, ended,
+         s.credential]
+    )  # fmt: skip
 
 
 def link_details(link: SignInLink) -> tuple[str, ...]:
     """A new sign-in link: which one (the first 12 hex digits of its hash), until when."""
     return (f"link {link.key[:12]}", f"expires {format_ts(link.expires)}", ROW + link_row(link))
+
+
+def used_details(link: SignInLink) -> tuple[str, ...]:
+    """A sign-in link used: which one, and the hash of its row as spent."""
+    return (f"link {link.key[:12]}", ROW + link_row(link))
 
 
 def session_details(session: Session) -> tuple[str, ...]:
@@ -93,7 +103,7 @@ def session_problems(
         {s.id: (s.name, session_row(s)) for s in sessions},
     ) + _compare(
         "sign-in link",
-        _logged(rows, (LINK_MADE,), "link"),
+        _logged(rows, (LINK_MADE, LINK_USED), "link"),
         {k.key[:12]: (k.name, link_row(k)) for k in links},
     )
 

@@ -361,8 +361,8 @@ class Journal:
     def spend_sign_in_link(self, key: str, at: datetime) -> bool:
         return self._sessions.spend_sign_in_link(key, at)
 
-    def add_session(self, session: Session, at: datetime, by: str) -> None:
-        self._sessions.add_session(session, at, by)
+    def add_session(self, session: Session, at: datetime, by: str) -> bool:
+        return self._sessions.add_session(session, at, by)
 
     def session(self, key: str) -> Session | None:
         return self._sessions.session(key)

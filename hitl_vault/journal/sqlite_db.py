@@ -50,6 +50,7 @@ _ADDED_COLUMNS = (
     ("requests", "client", "TEXT"),
     ("allows", "cwd", "TEXT"),
     ("allows", "server", "TEXT"),
+    ("sessions", "credential", "TEXT NOT NULL DEFAULT ''"),
 )
 T = TypeVar("T")
 # What SQLite says when the bytes themselves are wrong, whatever class it gives the error.

@@ -17,20 +17,23 @@ from ..times import format_ts, parse_ts
 from .service_chain import ServiceRow
 from .session_rows import (
     LINK_MADE,
+    LINK_USED,
     SESSION_ENDED,
     SIGNED_IN,
     end_details,
     link_details,
     session_details,
     session_problems,
+    used_details,
 )
 from .sqlite_db import _BAD_ROW, Database
 
 _LINK = "SELECT key, name, created, expires, used FROM sign_in_links"
-_SESSION = "SELECT key, name, created, expires, how, client, ended FROM sessions"
+_SESSION = "SELECT key, name, created, expires, how, client, ended, credential FROM sessions"
 _LOGGED = (
     "SELECT seq, at, by, event, subject, details, prev_hash, hash, uid FROM service_log "
-    f"WHERE event IN ('{LINK_MADE}', '{SIGNED_IN}', '{SESSION_ENDED}') ORDER BY seq"
+    f"WHERE event IN ('{LINK_MADE}', '{LINK_USED}', '{SIGNED_IN}', '{SESSION_ENDED}') "
+    "ORDER BY seq"
 )
 Log = Callable[[sqlite3.Connection, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
 # Every row of each query, all read in one transaction (Access._snapshot).
@@ -46,7 +49,13 @@ def _link(r: Any) -> SignInLink:
 
 
 def _session(r: Any) -> Session:
-    return Session(r[0], r[1], parse_ts(r[2]), parse_ts(r[3]), r[4], r[5], _opt_ts(r[6]))
+    return Session(r[0], r[1], parse_ts(r[2]), parse_ts(r[3]), r[4], r[5], _opt_ts(r[6]), r[7])
+
+
+def _may_open(person: Any, session: Session) -> bool:
+    """Whether a person's row as a session's write reads it (``disabled, changed``; None: no
+    such person) lets the session be opened: enabled, unchanged since it was made."""
+    return person is not None and not person[0] and parse_ts(person[1]) <= session.created
 
 
 class SessionTable:
@@ -102,21 +111,31 @@ class SessionTable:
                 "UPDATE sign_in_links SET used = ? WHERE key = ? AND used IS NULL",
                 (format_ts(at), key),
             ).rowcount
+            if spent:  # logged in the same transaction: a spend undone shows in verify
+                link = _link(db.execute(_LINK + " WHERE key = ?", (key,)).fetchone())
+                self._log(db, at, link.name, LINK_USED, link.name, used_details(link))
         return bool(spent)
 
-    def add_session(self, session: Session, at: datetime, by: str) -> None:
+    def add_session(self, session: Session, at: datetime, by: str) -> bool:
         s = session
         try:
             with self._db.write() as db:
+                person = db.execute(
+                    "SELECT disabled, changed FROM people WHERE key = ?", (same_name(s.name),)
+                ).fetchone()
+                if not _may_open(person, s):
+                    return False
                 db.execute(
-                    "INSERT INTO sessions (key, name, person, created, expires, how, client) "
-                    "VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO sessions (key, name, person, created, expires, how, client, "
+                    "credential) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
                     (s.key, s.name, same_name(s.name), format_ts(s.created),
-                     format_ts(s.expires), s.how, s.client),
+                     format_ts(s.expires), s.how, s.client, s.credential),
                 )  # fmt: skip
                 self._log(db, at, by, SIGNED_IN, s.name, session_details(s))
         except sqlite3.IntegrityError:
             raise DuplicateError(f"session {s.id}") from None
+        return True
 
     def session(self, key: str) -> Session | None:
         found = self._db.rows(_SESSION + " WHERE key = ?", (key,), _session)

@@ -16,6 +16,7 @@ which act on behalf of the person at the keyboard, call it at once.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +81,9 @@ class Reconciler:
         self._sync = NoteSync(
             root, journal, self._votes.approval_view, self.record_decision, self._votes.proven
         )
+        # True while another process writes every note (this one follows the leader of a
+        # shared journal): new notes and updates are left to it.
+        self.leave_notes: Callable[[], bool] = lambda: False
 
     def record_decision(
         self, path: Path, note: Note, request: Request, now: datetime
@@ -103,11 +107,17 @@ class Reconciler:
         return self._sync.sync(request_id, now)
 
     def sync_now(self, request_id: str, now: datetime, attempts: int = 5) -> bool:
-        """``sync``, retried when the note changes underfoot (API and CLI use)."""
+        """``sync``, retried when the note changes underfoot (API and CLI use); False, with
+        nothing written, while the notes are left to another process."""
+        if self.leave_notes():
+            return False
         return self._sync.sync_now(request_id, now, attempts)
 
-    def write_new(self, request: Request, text: str) -> Path:
-        """Write a brand-new request note (exclusive create)."""
+    def write_new(self, request: Request, text: str) -> Path | None:
+        """Write a brand-new request note (exclusive create); None, with nothing written,
+        while the notes are left to another process (which writes it from the journal)."""
+        if self.leave_notes():
+            return None
         return self._sync.write_new(request, text)
 
     def settle(self, request_id: str, now: datetime) -> Transition | None:

@@ -6,15 +6,15 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
-from ..identity import channel_claims, proof_in
+from ..identity import proof_in
 from ..model import Kind, Request, Status, Transition
 from ..pitch import Pitch
-from ..policy.quorum import proven_channels, proven_ways
 from ..text import fenced, history_text, inline, one_line
 from ..times import format_ts
+from .callout import callout
+from .claims import unclaimed
 from .strict_yaml import dump_params, yaml_scalar
 
 # --- text from outside hitl-vault, in a note's body or Dashboard.md ---------------------
@@ -25,20 +25,6 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?: [A-Za-z0-9_.-]+)*")
 # The sentences notestate.explanation and the note recreation write around a rule's name.
 _MATCHED = re.compile(r"Matched rule `([^`]*)`(?:(\.)|: (.*))")
 _NONE_MATCHED = re.compile(r"No rule matched; `([^`]*)` decided\.")
-
-
-# What follows a phrase in someone's text that reads like a proven decision's record.
-NOT_A_RECORD = " **(not a record: someone's text)**"
-
-
-def unclaimed(shown: str) -> str:
-    """``shown`` (text from outside, already escaped) with :data:`NOT_A_RECORD` after each
-    phrase that claims a channel (``approved by alice via api``): only a ``## History``
-    line hitl-vault writes from the journal says how a decision was made, and a summary
-    or a context that says it too is marked, so nobody mistakes it for one."""
-    for end in reversed(channel_claims(shown)):
-        shown = shown[:end] + NOT_A_RECORD + shown[end:]
-    return shown
 
 
 def _name(name: str) -> str:
@@ -55,7 +41,7 @@ def _explained(explanation: str) -> list[str]:
     lines: list[str] = []
     for line in explanation.splitlines():
         if m := _MATCHED.fullmatch(line):
-            end = m.group(2) or ": " + inline(m.group(3))
+            end = m.group(2) or ": " + unclaimed(inline(m.group(3)))
             lines.append(f"Matched rule {_name(m.group(1))}{end}")
         elif m := _NONE_MATCHED.fullmatch(line):
             lines.append(f"No rule matched; {_name(m.group(1))} decided.")
@@ -67,91 +53,13 @@ def _explained(explanation: str) -> list[str]:
     return lines
 
 
-# How the callout of a request decided by votes begins.
-VOTES_CALLOUT = "> [!question] Waiting for approvals until "
-
-
-def callout(
-    status: Status,
-    expires: datetime | None,
-    rule: str,
-    reason: str | None,
-    edited: str | None = None,
-    waiting: str | None = None,
-    proven: frozenset[str] | None = None,
-) -> list[str]:
-    """The callout under the title: what the reader should know about this status.
-
-    ``edited``: how the params were last edited while pending (``amount 1500 → 1000``),
-    shown so that whoever decides later sees it before approving. ``waiting``: where the
-    votes stand (``1 of 2 approvals; waiting for bob or carol``) for a request decided by
-    votes. ``proven``: the channels its rules' ``authenticated:`` count an approval from
-    (None: any decision counts), named with how to use them: under them, an approval
-    written in the note counts for nothing, and the callout never says to write one.
-    """
-    if status is Status.PENDING and waiting is not None:
-        until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
-        how = [
-            "> Write `approved` or `rejected` after your own name under `votes:` (a reason",
-            "> may follow after a comma); hitl-vault sets `status` once the votes decide.",
-        ]
-        if proven is not None:
-            how = [
-                f"> Its rules count only approvals proven through {proven_channels(proven)}:"
-                f" approve with {proven_ways(proven)}.",
-                "> `approved` under `votes:` here approves nothing; `rejected` still rejects.",
-            ]
-        lines = [f"{VOTES_CALLOUT}{until}", *how, f"> Still needed: {inline(waiting)}"]
-        if edited:
-            lines.append(
-                f"> **The params were edited since they were asked for:** {inline(edited)}"
-                " (votes before the edit no longer count)"
-            )
-        return lines
-    if status is Status.PENDING:
-        until = expires.strftime("%Y-%m-%d %H:%M UTC") if expires else "it is decided"
-        lines = [
-            f"> [!question] Waiting for your decision until {until}",
-            "> Set `status` to `approved` or `rejected` (optionally fill `reason` and",
-            "> `decided_by`), or move this note into Approved/ or Rejected/.",
-        ]
-        if proven is not None:
-            lines[1:] = [
-                f"> Its rules count only an approval proven through {proven_channels(proven)}:"
-                f" approve with {proven_ways(proven)}.",
-                "> Setting `status` to `approved` here approves nothing; `rejected` still rejects.",
-            ]
-        if edited:
-            lines.append(
-                f"> **The params were edited since they were asked for:** {inline(edited)}"
-            )
-        return lines
-    kind = {
-        Status.APPROVED: "success",
-        Status.EXECUTING: "info",
-        Status.EXECUTED: "success",
-        Status.FAILED: "failure",
-        Status.REJECTED: "failure",
-        Status.TIMED_OUT: "warning",
-        Status.CANCELLED: "abstract",
-    }[status]
-    title = status.value.replace("_", " ").capitalize()
-    if status in (Status.APPROVED, Status.REJECTED) and rule and not reason:
-        title += f" (rule {inline(rule)})"
-    lines = [f"> [!{kind}] {title}"]
-    shown = inline(reason) if reason and status is Status.REJECTED else ""
-    if shown:
-        lines.append(f"> {shown}")
-    return lines
-
-
 def _cell(value: Any) -> str:
     """A Details table cell: the text escaped (its ``|`` too), JSON for other values.
     A text of several lines keeps them: each line escaped on its own, joined by the
     ``<br>`` a table cell needs for a line break (escaped text holds no ``<`` of its own)."""
     if not isinstance(value, str):
-        return inline(json.dumps(value, ensure_ascii=False))
-    lines = [inline(line) for line in value.splitlines()]
+        return unclaimed(inline(json.dumps(value, ensure_ascii=False)))
+    lines = [unclaimed(inline(line)) for line in value.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     return "<br>".join(lines)
@@ -236,7 +144,7 @@ def origin_line(request: Request) -> list[str]:
     line = (
         f"Asked through the service with the agent token {token} of {inline(request.requested_by)}"
     )
-    return [line + (f" ({', '.join(said)})." if said else ".")]
+    return [line + (f" ({unclaimed(', '.join(said))})." if said else ".")]
 
 
 def render_new_note(
@@ -245,12 +153,14 @@ def render_new_note(
     votes: Sequence[str] = (),
     waiting: str | None = None,
     proven: frozenset[str] | None = None,
+    inbox: str | None = None,
 ) -> str:
     """The whole text of a new request note, as the README shows one, with ``\\n`` endings.
 
     ``votes``: the names whose empty line the ``votes:`` map starts with, and ``waiting``
     what the votes still need, for a request decided by votes; ``proven``: the channels
-    its rules' ``authenticated:`` accept (see :func:`callout`)."""
+    its rules' ``authenticated:`` accept, and ``inbox`` the service's public URL, where
+    its web inbox is, if known (see :func:`callout`)."""
     fields: list[tuple[str, Any]] = [
         ("id", request.id),
         ("status", str(request.status)),
@@ -273,8 +183,9 @@ def render_new_note(
     out.append(f"# {unclaimed(inline(request.summary)) or inline(request.action)}")
     out.append("")
     out += callout(
-        request.status, request.expires, request.rule, request.reason, None, waiting, proven
-    )
+        request.status, request.expires, request.rule, request.reason, None, waiting, proven,
+        inbox,
+    )  # fmt: skip
     out += ["", "## Details", *details_table(request.params)]
     explained = _explained(explanation)
     if explained:
@@ -329,18 +240,25 @@ def history_key(line: str) -> tuple[str, str]:
     return (m.group(1), m.group(2)) if m else ("", "")
 
 
-def history_line(t: Transition, separators_kept: bool = False) -> str:
+def history_line(t: Transition, separators_kept: bool = False, *, marked: bool = True) -> str:
     """The Markdown list item for a step, exactly as the note shows it.
 
     ``- <time> · <move>`` is hitl-vault's and starts every history line
     (:func:`history_key` finds them by it); who, why and the details come from
     outside, lose any `` · `` and ``→`` (:func:`history_text`) and are escaped as inline
-    Markdown (:func:`inline`). ``separators_kept``: the line as versions before
-    :func:`history_text` wrote it (notes keep what was written).
+    Markdown (:func:`inline`); a reason or a detail that claims a channel is
+    :func:`unclaimed` (the ``by alice via api`` the service proved never is).
+    ``separators_kept``: the line as versions before :func:`history_text` wrote it, and
+    ``marked=False`` as versions before the marking did (notes keep what was written:
+    :func:`history_lines_written`).
     """
 
     def outside(text: str, arrows: bool = True) -> str:
         return inline(one_line(text) if separators_kept else history_text(text, arrows=arrows))
+
+    def said(text: str, arrows: bool = True) -> str:  # someone's words, beside no proof
+        shown = outside(text, arrows)
+        return unclaimed(shown) if marked and not separators_kept else shown
 
     parts = [format_ts(t.at), t.move]
     proof = proof_in(t)  # the service proved who: "by alice via api from 10.0.0.5"
@@ -358,12 +276,28 @@ def history_line(t: Transition, separators_kept: bool = False) -> str:
     done = t.to_status in (Status.EXECUTED, Status.FAILED)  # "by executor" says nothing
     if by and (t.kind is Kind.LINKED or (t.kind is not Kind.IGNORED and not done)):
         parts.append(f"by {by}{via}")
-    reason = outside(t.reason)
+    reason = said(t.reason)
     if reason:
         parts.append(f'"{reason}"')
     if t.kind is not Kind.LINKED:  # a link's detail is its move; an edit's arrows are ours
-        parts.extend(text for text in (outside(d, arrows=False) for d in t.details) if text)
+        parts.extend(text for text in (said(d, arrows=False) for d in t.details) if text)
     return "- " + " · ".join(parts)
+
+
+def history_lines_written(t: Transition) -> tuple[str, ...]:
+    """Each line hitl-vault's versions may have written for ``t`` in a note (``verify``
+    holds a note's line against them): now, before the marking of claims, before
+    :func:`history_text`, before the escaping."""
+    return tuple(
+        dict.fromkeys(
+            (
+                history_line(t),
+                history_line(t, marked=False),
+                history_line(t, True),
+                unescaped_history_line(t),
+            )
+        )
+    )
 
 
 def unescaped_history_line(t: Transition) -> str:

@@ -17,16 +17,16 @@ from pathlib import Path
 
 from ..durable import interrupted_move, move_note, write_note
 from ..errors import ChangedUnderfootError, NoteError
+from ..identity import PUBLIC_URL
 from ..layout import APPROVED_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS
 from ..model import Kind, Request, Status
 from ..params import describe_changes
 from ..store import JournalStore
 from ..text import one_line
+from .callout import VOTES_CALLOUT, callout, callouts_written
 from .edit import NOT_COUNTED, edit_note, vote_lines
 from .file import Note, read_note
 from .render import (
-    VOTES_CALLOUT,
-    callout,
     details_table,
     history_key,
     history_line,
@@ -279,16 +279,20 @@ class NoteSync:
         votes, waits = self._view(request)
         now_waiting = waits[0] if waits and pending else None
         proven = self._proven(request)  # a pending callout said them: found by them too
+        inbox = self.journal.setting(PUBLIC_URL)  # where the web inbox is, to name it
         new_callout = callout(
             request.status, request.expires, request.rule, request.reason, shown, now_waiting,
-            proven if pending else None,
+            proven if pending else None, inbox,
         )  # fmt: skip
         olds = [
-            callout(s, request.expires, request.rule, request.reason, e, w, p)
+            written
             for e in (None, *edits)
             for s in Status
             for w in (None, *dict.fromkeys(waits))
             for p in dict.fromkeys((None, proven))
+            for written in callouts_written(
+                s, request.expires, request.rule, request.reason, e, w, p, inbox
+            )
         ] + _votes_callout(note)
         fields = owned_fields(note, request)
         table = details_table(request.params)
@@ -365,6 +369,7 @@ class NoteSync:
             [n for n, v in (votes or {}).items() if not v],
             waits[0] if pending else None,
             self._proven(request) if request.status is Status.PENDING else None,
+            self.journal.setting(PUBLIC_URL),
         )
         data = text.encode("utf-8")
         write_note(path, data, None, self.rel(path))  # one appeared meanwhile: look again

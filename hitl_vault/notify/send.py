@@ -61,6 +61,8 @@ def mask_url(url: str) -> str:
     head, userinfo, host, tail = _split(url)
     if url_password(url):
         userinfo = userinfo.partition(":")[0] + ":****@"
+    elif _TOKEN_AS_USER.fullmatch(head) and userinfo and not only_placeholders(userinfo[:-1]):
+        userinfo = "****@"  # ntfy's ``{token}@host``: an access token where a user would be
     path, question, query = tail.partition("?")
     if question:
         items = []
@@ -74,6 +76,7 @@ def mask_url(url: str) -> str:
 
 
 SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_TOKEN_AS_USER = re.compile(r"ntfys?://", re.IGNORECASE)
 
 
 def only_placeholders(text: str) -> bool:

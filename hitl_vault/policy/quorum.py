@@ -39,8 +39,9 @@ def common(names: frozenset[str], others: frozenset[str]) -> frozenset[str]:
     return frozenset(n for n in names if same_name(n) in wanted)
 
 
-def proof_needed(channels: frozenset[str]) -> str:
-    """What an approval lacks under ``authenticated:`` (a sentence with the fix)."""
+def proof_needed(channels: frozenset[str], inbox: str | None = None) -> str:
+    """What an approval lacks under ``authenticated:`` (a sentence with the fix); ``inbox``:
+    the service's public URL, where the web inbox is, when the caller knows it."""
     if not channels:
         return (
             "needs an approval proven through a channel, but its rules' authenticated: lists "
@@ -50,14 +51,15 @@ def proof_needed(channels: frozenset[str]) -> str:
         f"needs an approval proven through {proven_channels(channels)} (its rules say "
         "authenticated:); a note "
         "edit, a votes: line, --by or a name given to a script proves nobody: decide with "
-        f"{proven_ways(channels)}"
+        f"{proven_ways(channels, inbox)}"
     )
 
 
 # How a person decides through each channel ``authenticated:`` may list.
+INBOX_WAY = "the service's web inbox"  # ``session``: signed in, on a phone too
 _WAYS = {
     "api": "`hitl-vault --server URL approve`",
-    "session": "the service's signed-in pages",
+    "session": INBOX_WAY,
     "socket": "the CLI through the service's socket",
     "link": "the decision link sent to you",
 }
@@ -67,13 +69,24 @@ def _in_order(channels: Iterable[str]) -> list[str]:
     return sorted(channels, key=lambda c: list(_WAYS).index(c) if c in _WAYS else len(_WAYS))
 
 
-def proven_ways(channels: frozenset[str]) -> str:
+def proven_ways(channels: frozenset[str], inbox: str | None = None) -> str:
     """How to decide so that it counts under ``authenticated:`` with ``channels``:
-    ``hitl-vault --server URL approve`` or the CLI through the service's socket... (the
-    signed-in pages only when nothing else is listed: they come in a later release)."""
+    ``hitl-vault --server URL approve``, the service's web inbox (a phone's way; at
+    ``inbox``, the service's public URL, when the caller knows it) or the CLI through the
+    service's socket..."""
+    ways = dict(_WAYS)
+    if inbox:
+        ways["session"] = f"the web inbox at {inbox.rstrip('/')}/"
+    shown = [ways.get(c, c) for c in _in_order(channels)]
+    return ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else "".join(shown)
+
+
+def former_ways(channels: frozenset[str]) -> str:
+    """:func:`proven_ways` as versions before the web inbox wrote it, in notes that keep
+    it: the signed-in pages named only when nothing else was listed."""
     names = _in_order(channels)
-    shown = [c for c in names if c != "session"] or names
-    return " or ".join(_WAYS.get(c, c) for c in shown)
+    ways = {**_WAYS, "session": "the service's signed-in pages"}
+    return " or ".join(ways.get(c, c) for c in [c for c in names if c != "session"] or names)
 
 
 def proven_channels(channels: frozenset[str]) -> str:

@@ -294,9 +294,13 @@ class Routes:
         return JSONResponse(await s.call(work))
 
 
-async def healthz(request: HttpRequest) -> Response:
-    """Up and answering; no credentials, nothing about the vault."""
-    return JSONResponse({"ok": True, "version": __version__})
+def _healthz(service: Service) -> Callable[[HttpRequest], Awaitable[Response]]:
+    async def healthz(request: HttpRequest) -> Response:
+        """Up and answering, and whether this host leads; no credentials, nothing about the
+        vault's requests."""
+        return JSONResponse({"ok": True, "version": __version__, **service.health()})
+
+    return healthz
 
 
 class _Asgi:
@@ -328,7 +332,7 @@ def build_app(
     ``hosts`` are refused."""
     routes = Routes(service)
     table: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/healthz", _healthz(service), methods=["GET"]),
         Route("/openapi.json", _openapi(gate is not None, mcp_app is not None), methods=["GET"]),
         Route("/api/v1/requests", _answering(routes.submit), methods=["POST"]),
         Route("/api/v1/requests", _answering(routes.list), methods=["GET"]),

@@ -179,6 +179,21 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": _WHY[c], "content": json} for c in codes}
 
 
+# /healthz: this host's role (it does the owner's work, or another host does) and the term;
+# ``lease`` says what decides the leader (``lock``: the one-daemon lock, no term).
+_HEALTH = {
+    "type": "object",
+    "required": ["ok", "version", "role", "term", "lease"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "version": {"type": "string"},
+        "role": {"type": "string", "enum": ["leader", "follower"]},
+        "term": {"type": ["integer", "null"], "minimum": 0},
+        "lease": {"type": "string", "enum": ["database", "lock"]},
+    },
+}
+
+
 def _ok(code: int, schema: dict[str, Any], what: str) -> dict[str, Any]:
     return {str(code): {"description": what, "content": {"application/json": {"schema": schema}}}}
 
@@ -226,10 +241,10 @@ def document(*, gate: bool = False, mcp: bool = False) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/healthz": {
             "get": {
-                "summary": "Up and answering (no credentials)",
+                "summary": "Up and answering, and whether this host leads (no credentials)",
                 "security": [],
                 "responses": {
-                    **_ok(200, {"type": "object"}, "Up."),
+                    **_ok(200, _HEALTH, "Up."),
                     **_errors(*_ALWAYS),
                 },
             }

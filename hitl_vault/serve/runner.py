@@ -8,12 +8,17 @@ thread): the first SIGTERM or Ctrl-C stops both gracefully (uvicorn stops taking
 connections and ends the open ones, the daemon lets actions in flight finish), a second
 exits at once. One engine serves both, so the daemon's events (every write, whoever made
 it) wake the long-polls.
+
+On a journal several hosts share (PostgreSQL), the daemon runs only while this host leads
+(:class:`~hitl_vault.daemon.leader.Leadership`): every host serves the API, one at a time
+does the owner's work, and the service follows the journal's writes on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -24,8 +29,10 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..daemon.leader import Leadership, lease_settings
 from ..daemon.loop import Daemon
 from ..daemon.signals import stop_on_signals
+from ..store import LeasedStore
 from ..vault import Vault
 from .app import build_app
 from .guard import READ_TIMEOUT
@@ -126,9 +133,19 @@ class Serving:
 
     def __post_init__(self) -> None:
         self.service = Service(self.vault)
-        self.service.daemon_here = True
         journal = self.vault.engine.journal
-        self.daemon = Daemon(self.vault.engine, links=decision_links(journal))
+        self.leadership: Leadership | None = None
+        self.daemon: Daemon | None = None  # the daemon of the term led now (None: following)
+        if isinstance(journal, LeasedStore):  # the daemon runs while this host leads
+            lease, renew = lease_settings(os.environ)
+            self.leadership = leadership = Leadership(
+                journal, self._daemon_for_term, lease=lease, renew=renew
+            )
+            self.service.leadership = leadership
+            self.vault.engine.notes.leave_notes = lambda: leadership.term is None  # a follower
+        else:  # the daemon's lock is the lease: the daemon runs here, and publishes every write
+            self.service.daemon_here = True
+            self.daemon = Daemon(self.vault.engine, links=decision_links(journal))
         self._server: _Server | None = None
         self._daemon_failed: BaseException | None = None
 
@@ -142,11 +159,12 @@ class Serving:
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until stopped. Holds the vault's daemon lock (:class:`DaemonRunningError`
-        if another daemon has it); raises what stopped the daemon, if it stopped itself."""
+        if another daemon has it), or on a shared journal leads while it holds the lease;
+        raises what stopped the daemon, if it stopped itself."""
         engine = self.vault.engine
         if engine.notify.targets:  # a notification URL Apprise cannot read: refuse to start
             engine.reload_policy(check_urls=True)
-        lock = engine.journal.daemon_lock().acquire()
+        lock = None if self.leadership else engine.journal.daemon_lock().acquire()
         restore = stop_on_signals(self.stop)
         try:
             if self.sock is None:
@@ -157,12 +175,14 @@ class Serving:
             try:
                 asyncio.run(self._serve(on_ready))
             finally:
-                self.daemon.stop()
+                self.stop()
                 thread.join()
-                self.daemon.close()
+                if self.leadership is None and self.daemon is not None:
+                    self.daemon.close()
         finally:
             restore()
-            lock.release()
+            if lock is not None:
+                lock.release()
             if self.sock is not None:
                 self.sock.close()
         if self._daemon_failed is not None:
@@ -185,9 +205,18 @@ class Serving:
             await asyncio.sleep(0.1)
         await task
 
+    def _daemon_for_term(self) -> Daemon:
+        """A daemon for a term this host leads: it catches up first, as after a takeover."""
+        journal = self.vault.engine.journal
+        self.daemon = Daemon(self.vault.engine, links=decision_links(journal), takeover=True)
+        return self.daemon
+
     def _run_daemon(self) -> None:
         try:
-            self.daemon.run_forever()
+            if self.leadership is not None:
+                self.leadership.run()
+            elif self.daemon is not None:
+                self.daemon.run_forever()
         except BaseException as e:  # the journal is gone or damaged: the service stops too
             log.error("the daemon stopped: %s", e)
             self._daemon_failed = e
@@ -197,7 +226,10 @@ class Serving:
         """Stop both, gracefully (any thread, or a signal handler)."""
         if self._server is not None:
             self._server.should_exit = True
-        self.daemon.stop()
+        if self.leadership is not None:
+            self.leadership.stop()
+        elif self.daemon is not None:
+            self.daemon.stop()
 
     def _config(self) -> uvicorn.Config:
         host, _ = self.address

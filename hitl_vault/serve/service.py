@@ -44,6 +44,7 @@ from .requesters import shared
 from .waiters import Waiters, following_journal
 
 if TYPE_CHECKING:
+    from ..daemon.leader import Leadership
     from ..vault import Vault
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,19 @@ class Service:
         # Set by ``serve`` when the daemon runs in this process: it publishes every write,
         # whoever made it, so the waits need no watch of their own on the journal.
         self.daemon_here = False
+        self.leadership: Leadership | None = None  # set by ``serve`` on a shared journal
         self.closing = False  # stopping: the open waits answer now, as things stand
         self._workers = workers
         self._executor: ThreadPoolExecutor | None = None
         self._following: AbstractContextManager[None] | None = None
         self._summaries: asyncio.Task[None] | None = None
+
+    def health(self) -> dict[str, Any]:
+        """Whether this host does the owner's work (leader) or another does (follower), and
+        the term; on a journal with no lease (SQLite: its lock is the lease) no term."""
+        if self.leadership is not None:
+            return {**self.leadership.health(), "lease": "database"}
+        return {"role": "leader" if self.daemon_here else "follower", "term": None, "lease": "lock"}
 
     # --- lifetime ---------------------------------------------------------------------
 

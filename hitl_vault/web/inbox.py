@@ -2,8 +2,9 @@
 link's, for a browser or a phone.
 
 * ``GET /``: the requests the signed-in person may decide now, newest first (one they voted
-  on already, or whose rules leave them out at this stage, is not listed); signed out, the
-  sign-in page.
+  on already, or whose rules leave them out at this stage, is not listed): every pending
+  request is looked at, the newest :data:`SHOWN_MOST` of theirs are shown, and the page says
+  how many more wait; signed out, the sign-in page.
 * ``POST /login``: sign in with an approver token, sent in the form's ``token`` field
   (never in the URL); then to ``/``.
 * ``GET /login/{secret}``: the page a one-time sign-in link (``hitl-vault token login``)
@@ -16,7 +17,9 @@ link's, for a browser or a phone.
   API's own path.
 
 The session's cookie is ``HttpOnly``, ``SameSite=Strict``, ``Path=/``, and ``Secure`` when
-the public URL is https or the request came over https through the trusted proxy. A form's
+the public URL is https or the request came over https through the trusted proxy; a Secure
+cookie's name has the ``__Host-`` prefix, which a browser lets no other host of the domain
+(and no plain-http page) set, and a cookie of the plain name is then ignored. A form's
 CSRF token is bound to the session (and a decision's to the request and the params the
 page showed: approving runs exactly those). Failed sign-ins count against the client's
 address as every door's do; once it is refused, its failures are answered 429.
@@ -34,7 +37,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..access.sessions import PUBLIC_URL, SESSION_LIFETIME, Sessions, SignedIn, SignInError
+from ..access.sessions import PUBLIC_URL, Sessions, SignedIn, SignInError
 from ..errors import (
     DecisionRefusedError,
     IllegalTransitionError,
@@ -55,6 +58,7 @@ from .safety import HEADERS, client_of, csrf_ok, csrf_token
 COOKIE = "hitl_vault_session"
 # The sign-in forms' own cookie: a random value their CSRF token is bound to.
 SIGN_IN_COOKIE = "hitl_vault_sign_in"
+HOST_ONLY = "__Host-"  # a Secure cookie's name begins so: only this host sets it, Path=/
 _NONCE = re.compile(r"[A-Za-z0-9_-]{43}")
 _STALE_FORM = "This sign-in form is out of date, or came from another page: sign in here again."
 _NO_TOKEN = "Give your approver token."
@@ -62,7 +66,7 @@ _BAD_TOKEN = (
     "That token signs nobody in (unknown, revoked or expired): ask the service's owner for "
     "an approver token of yours (hitl-vault token add NAME --role approver)."
 )
-LISTED_MOST = 200  # pending requests looked through for one person's inbox
+SHOWN_MOST = 200  # requests one inbox page lists; it says how many more wait
 CHOICES = ("approve", "reject")
 
 
@@ -80,10 +84,11 @@ def may_decide(service: Service, request: Request, name: str) -> bool:
 
 
 def awaiting(service: Service, name: str, now: datetime) -> list[Request]:
-    """What ``name`` may decide now, newest first (see :func:`may_decide`)."""
+    """What ``name`` may decide now, newest first (see :func:`may_decide`), of every pending
+    request: others' newer ones hide none of theirs."""
     journal = service.engine.journal
     found = []
-    for listed in journal.requests(Status.PENDING, LISTED_MOST):
+    for listed in journal.requests(Status.PENDING):
         if listed.expires is not None and listed.expires <= now:
             continue  # the daemon is about to time it out
         request = journal.get(listed.id)
@@ -103,19 +108,21 @@ class InboxPages:
     # --- the pages ----------------------------------------------------------------------
 
     async def home(self, request: HttpRequest) -> Response:
-        cookie, base = request.cookies.get(COOKIE), base_of(request)
+        base = base_of(request)
         decided = request.query_params.get("decided", "")
 
         def work() -> Response:
-            now = utcnow()
+            now, cookie = utcnow(), self._cookie(request, COOKIE)
             session = self.sessions.find(cookie, now)
             if session is None:
                 return self._sign_in_page(request, forget=cookie is not None)
-            items = [_item(self.service, r) for r in awaiting(self.service, session.name, now)]
+            found = awaiting(self.service, session.name, now)
+            items = [_item(self.service, r) for r in found[:SHOWN_MOST]]
             return page(
                 "inbox.html", base=base, person=session.name, items=items,
                 csrf=self._csrf(session),
                 ends=format_ts(session.expires), done=self._done(session, decided),
+                more=max(0, len(found) - SHOWN_MOST),
             )  # fmt: skip
 
         return await self._answered(work, base)
@@ -190,10 +197,10 @@ class InboxPages:
         return self._sign_in_page(request, 404 if e.unknown else 410, message=str(e))
 
     async def logout(self, request: HttpRequest) -> Response:
-        cookie, raw, base = request.cookies.get(COOKIE), await request.body(), base_of(request)
+        raw, base = await request.body(), base_of(request)
 
         def work() -> Response:
-            session = self.sessions.find(cookie, utcnow())
+            session = self.sessions.find(self._cookie(request, COOKIE), utcnow())
             if session is not None:
                 if not csrf_ok(self._key(), _bound(session), parse_form(raw).get("csrf", "")):
                     return page(
@@ -202,16 +209,16 @@ class InboxPages:
                     )  # fmt: skip
                 self.sessions.sign_out(session, utcnow())
             answer = RedirectResponse(f"{base}/", 303, headers=HEADERS)
-            answer.delete_cookie(COOKIE, path=base or "/", httponly=True, samesite="strict")
+            self._forget(request, answer)
             return answer
 
         return await self._answered(work, base)
 
     async def show(self, request: HttpRequest) -> Response:
-        cookie, request_id = request.cookies.get(COOKIE), request.path_params["id"]
-        base = base_of(request)
+        request_id, base = request.path_params["id"], base_of(request)
 
         def work() -> Response:
+            cookie = self._cookie(request, COOKIE)
             session = self.sessions.find(cookie, utcnow())
             if session is None:
                 return self._sign_in_page(request, 401, forget=cookie is not None)
@@ -220,10 +227,11 @@ class InboxPages:
         return await self._answered(work, base)
 
     async def decide(self, request: HttpRequest) -> Response:
-        cookie, request_id = request.cookies.get(COOKIE), request.path_params["id"]
+        request_id = request.path_params["id"]
         raw, client, base = await request.body(), client_of(request.scope), base_of(request)
 
         def work() -> Response:
+            cookie = self._cookie(request, COOKIE)
             session = self.sessions.find(cookie, utcnow())
             if session is None:
                 return self._sign_in_page(request, 401, forget=cookie is not None)
@@ -305,26 +313,29 @@ class InboxPages:
         forget: bool = False,
     ) -> Response:
         """The sign-in page (``link_for``: a one-time link's, which signs that person in).
-        Its form is bound to a random value in a cookie of its own, kept SameSite=Strict: a
-        page of another site cannot sign the browser in as someone else. ``forget``: the
-        request's session cookie is of a session that ended, and is cleared."""
-        given, base = request.cookies.get(SIGN_IN_COOKIE, ""), base_of(request)
+        Its form is bound to a random value in a cookie of its own, kept SameSite=Strict
+        (and ``__Host-`` when Secure: a sibling host cannot plant one): a page of another
+        site cannot sign the browser in as someone else. ``forget``: the request's session
+        cookie is of a session that ended, and is cleared."""
+        given, base = self._cookie(request, SIGN_IN_COOKIE) or "", base_of(request)
         nonce = given if _NONCE.fullmatch(given) else secrets.token_urlsafe(32)
         answer = page(
             "login.html", status, base=base, link_for=link_for, message=message,
             secret=secret, csrf=csrf_token(self._key(), f"sign-in {nonce}"),
         )  # fmt: skip
+        secure = self._secure(_https(request))
         answer.set_cookie(
-            SIGN_IN_COOKIE, nonce, path=f"{base}/login", secure=self._secure(_https(request)),
-            httponly=True, samesite="strict",
+            self._name(SIGN_IN_COOKIE, secure), nonce, path=_path(base, secure), secure=secure,
+            httponly=True,
+            samesite="strict",
         )  # fmt: skip
         if forget:
-            answer.delete_cookie(COOKIE, path=base or "/", httponly=True, samesite="strict")
+            self._forget(request, answer)
         return answer
 
     def _sign_in_form_ok(self, request: HttpRequest, form: dict[str, str]) -> bool:
         """Whether a sign-in form came from a sign-in page this browser was shown."""
-        nonce = request.cookies.get(SIGN_IN_COOKIE, "")
+        nonce = self._cookie(request, SIGN_IN_COOKIE) or ""
         bound = f"sign-in {nonce}"
         return bool(_NONCE.fullmatch(nonce)) and csrf_ok(self._key(), bound, form.get("csrf", ""))
 
@@ -333,15 +344,37 @@ class InboxPages:
         ``serve`` recorded is https (the browser reaches the service so)."""
         return https or (self.store.setting(PUBLIC_URL) or "").lower().startswith("https://")
 
+    @staticmethod
+    def _name(cookie: str, secure: bool) -> str:
+        """A cookie's name: with the ``__Host-`` prefix when it is Secure."""
+        return HOST_ONLY + cookie if secure else cookie
+
+    def _cookie(self, request: HttpRequest, cookie: str) -> str | None:
+        """The request's ``cookie``, by the name this service gives it now (see :meth:`_name`;
+        one of the other name, which anyone on the domain could have set, is ignored)."""
+        return request.cookies.get(self._name(cookie, self._secure(_https(request))))
+
+    def _forget(self, request: HttpRequest, answer: Response) -> None:
+        """Clear the session cookie (with the attributes it was set with)."""
+        secure = self._secure(_https(request))
+        answer.delete_cookie(
+            self._name(COOKIE, secure),
+            path=_path(base_of(request), secure),
+            secure=secure,
+            httponly=True,
+            samesite="strict",
+        )
+
     def _signed_in(self, request: HttpRequest, signed: SignedIn, https: bool) -> Response:
-        """To the inbox, with the new session's cookie (see :meth:`_secure`), kept to the
-        service's own path (the public URL's)."""
-        base = base_of(request)
-        answer = RedirectResponse(f"{base}/", 303, headers=HEADERS)
+        """To the inbox, with the new session's cookie (see :meth:`_secure`), never outliving
+        the session (``Path=/``, as a ``__Host-`` cookie must have)."""
+        answer = RedirectResponse(f"{base_of(request)}/", 303, headers=HEADERS)
+        secure = self._secure(https)
+        lasts = (signed.session.expires - signed.session.created).total_seconds()
         answer.set_cookie(
-            COOKIE, signed.secret, max_age=int(SESSION_LIFETIME.total_seconds()),
-            path=base or "/",
-            secure=self._secure(https), httponly=True, samesite="strict",
+            self._name(COOKIE, secure), signed.secret, max_age=int(lasts),
+            path=_path(base_of(request), secure),
+            secure=secure, httponly=True, samesite="strict",
         )  # fmt: skip
         return answer
 
@@ -355,6 +388,12 @@ class InboxPages:
         except VaultError as e:
             status, title = page_refusal(e)
             return page("refused.html", status, base=base, title=title, message=str(e))
+
+
+def _path(base: str, secure: bool) -> str:
+    """A cookie's Path: the service's own (the public URL's path, ``base``), except for a
+    Secure cookie, whose ``__Host-`` name the browser takes only with ``Path=/``."""
+    return "/" if secure or not base else base
 
 
 def _bound(session: Session) -> str:

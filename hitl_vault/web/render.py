@@ -23,6 +23,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from ..identity import unclaimed_text
 from .safety import HEADERS
 
 # Characters that may not show as themselves: all but printable ASCII, a tab and a line break
@@ -84,6 +85,9 @@ def environment() -> jinja2.Environment:
     )
     made.filters["reveal"] = reveal
     made.filters["revealed"] = revealed
+    # Someone's text that claims a channel ("approved by alice via api") is marked, as notes
+    # mark it: only the votes the page lists from the journal say how a decision was made.
+    made.filters["unclaimed"] = unclaimed_text
     return made
 
 
