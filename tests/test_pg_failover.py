@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 
 from hitl_vault.access.tokens import mint
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.workers import INTERRUPTED
 from hitl_vault.identity import Person, Role
 from hitl_vault.journal.pg_url import JOURNAL_ENV
 from hitl_vault.model import Status
-from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 from hitl_vault.vault import Vault
 

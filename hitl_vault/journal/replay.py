@@ -1,7 +1,7 @@
 """What a request's own journal entries prove, replayed as a state machine: pure, no I/O.
 
 The ``requests`` row is a summary that any SQL ``UPDATE`` can change; the
-entries are a hash chain (:mod:`hitl_vault.journal.chain`). Nothing runs unless the
+entries are a hash chain (:mod:`hitl_vault.chain`). Nothing runs unless the
 entries themselves show a legal path ending in an approval that covered exactly
 the params about to run, and ``verify`` holds every row against its replay.
 """

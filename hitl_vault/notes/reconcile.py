@@ -25,8 +25,7 @@ from typing import Any
 from ..durable import interrupted_move, read_file
 from ..errors import DecisionRefusedError, NoteError, RulesError
 from ..identity import name_problem
-from ..layout import DONE_FOLDER, REJECTED_FOLDER
-from ..model import Request, Status, Transition
+from ..model import DONE_FOLDER, REJECTED_FOLDER, Request, Status, Transition
 from ..params import describe_changes, note_params
 from ..policy.verdict import judge_edit
 from ..store import JournalStore
