@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import closing, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -31,10 +32,12 @@ from hitl_vault.access.tokens import mint
 from hitl_vault.identity import Person, Role
 from hitl_vault.journal.pg import PgJournal
 from hitl_vault.journal.pg_url import JOURNAL_ENV
+from hitl_vault.model import Kind
 from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 from hitl_vault.vault import Vault
 
+from . import pgserver
 from .helpers import eventually
 from .pgserver import fresh_journal
 from .test_cli import submitted
@@ -48,7 +51,14 @@ from .test_pg_failover import (
     _follows,
 )
 
-APPROVALS = int(os.environ.get("HITL_PG_NETWORK_APPROVALS", "6"))
+# Approvals while the leader is cut off (the stress step of ``.ci/run``: 200).
+APPROVALS = int(os.environ.get("HITL_PG_NETWORK_APPROVALS", "4"))
+# Long-polls open while the server restarts (the stress step of ``.ci/run``: 200).
+POLLS = int(os.environ.get("HITL_PG_RESTART_POLLS", "10"))
+# An action asked about and decided, with nothing to run (no executor).
+MEMO = """\
+  - {name: memo, action: memo, decision: ask}
+"""
 
 
 @pytest.mark.slow
@@ -188,16 +198,29 @@ def _post(host: Host, path: str, body: dict[str, Any], token: str) -> tuple[int,
 
 
 @pytest.fixture(scope="module")
+def server(pg_url: str) -> Iterator[pgserver.Server]:
+    """A server of this module's own, which a test restarts (``pg_url`` says whether one
+    can be started here, and skips saying why if not)."""
+    own = pgserver.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+@pytest.fixture(scope="module")
 def proxied(
-    pg_url: str, tmp_path_factory: pytest.TempPathFactory
+    server: pgserver.Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Cluster, dict[str, Proxy]]]:
     """Two hosts, each reaching the journal through a proxy of its own."""
     home = Path(tmp_path_factory.mktemp("cut-off"))
     root = home / "vault"
     init_vault(root)
-    (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
+    (root / "hitl-vault.yaml").write_text(
+        RULES.replace("actions:", MEMO + "actions:"), encoding="utf-8"
+    )
     (root / "ran.py").write_text(RAN, encoding="utf-8")
-    journal = fresh_journal(pg_url)
+    journal = fresh_journal(server.url)
     proxies = {name: Proxy(journal) for name in ("a", "b")}
     os.environ[JOURNAL_ENV] = journal
     try:
@@ -301,4 +324,75 @@ def test_a_follower_cut_off_answers_503_and_loses_nothing_it_acknowledged(
     given = [said["id"] for s, said in answers if s == 201]
     with Vault(cluster.root) as vault:
         assert all(vault.get(rid).action == "pay" for rid in given)
-        assert vault.verify() == []
+        assert eventually(lambda: vault.verify() == [], timeout=30)  # the leader's notes too
+
+
+def _get(host: Host, path: str, token: str, timeout: float = 90) -> tuple[int, Any]:
+    """The status and body of one GET, whatever the status."""
+    request = urllib.request.Request(
+        f"{host.url}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def _approve(cluster: Cluster, via: Host, rid: str) -> tuple[int, Any]:
+    body = {"decision": "approve"}
+    return _post(via, f"/api/v1/requests/{rid}/decision", body, cluster.approver)
+
+
+def _until_not_503(call: Any) -> tuple[int, Any]:
+    """``call()`` again while it answers 503 (the journal cannot be used just now), as a
+    client is told to; any other answer is returned."""
+    answer = eventually(lambda: (got := call())[0] != 503 and got, timeout=30)
+    assert isinstance(answer, tuple)
+    return answer
+
+
+@pytest.mark.slow
+@pytest.mark.process
+def test_long_polls_open_while_the_database_restarts_all_return_the_decision(
+    proxied: tuple[Cluster, dict[str, Proxy]], server: pgserver.Server
+) -> None:
+    """The server restarted (``pg_ctl restart -m fast``) while long-polls wait on both
+    hosts: both reconnect, one leads, every poll returns its request's decision once,
+    each request is decided once, and verify is clean."""
+    cluster, _ = proxied
+    hosts = cluster.running()
+    ids = []
+    for n in range(POLLS):
+        via = hosts[n % 2]
+        made = via.call("/api/v1/requests", {"action": "memo", "params": {"n": n}}, cluster.agent)
+        assert made["status"] == "pending", made
+        ids.append(made["id"])
+    answers: dict[str, tuple[int, Any]] = {}
+
+    def poll(n: int, rid: str) -> None:
+        answers[rid] = _get(hosts[n % 2], f"/api/v1/requests/{rid}?wait=60", cluster.agent)
+
+    polls = [threading.Thread(target=poll, args=(n, rid)) for n, rid in enumerate(ids)]
+    for thread in polls:
+        thread.start()
+    time.sleep(1.0)  # let the polls reach their wait: nothing outside the server shows it
+    assert not answers, answers  # all still waiting for a decision
+    data = server.folder / "data"
+    restart = ["pg_ctl", "restart", "-D", str(data), "-m", "fast", "-w", "-t", "60", "-l", "log"]
+    pgserver._run(restart, server.folder)
+    for n, rid in enumerate(ids):  # decided through the other host than the one polled
+        status, said = _until_not_503(partial(_approve, cluster, hosts[(n + 1) % 2], rid))
+        assert status == 200 and said["status"] == "approved", (status, said)
+    for thread in polls:
+        thread.join(90)
+    assert sorted(answers) == sorted(ids)
+    assert {rid: a[1]["status"] for rid, a in answers.items() if a[0] != 200} == {}
+    assert {a[1]["status"] for a in answers.values()} == {"approved"}
+    cluster.leader()  # both answer again, and one of them leads
+    with Vault(cluster.root) as vault:
+        for rid in ids:
+            history = vault.get(rid).history
+            moves = [t.to_status for t in history if t.kind is Kind.TRANSITION][1:]
+            assert [str(m) for m in moves] == ["approved"], (rid, moves)
+        assert eventually(lambda: vault.verify() == [], timeout=30)  # the leader's notes too
