@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 
 from hitl_vault.access.tokens import mint
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.identity import Person, Role
 from hitl_vault.journal.pg import PgJournal
 from hitl_vault.journal.pg_url import JOURNAL_ENV
@@ -83,6 +84,39 @@ def test_a_cli_leaves_new_notes_to_the_leader_while_a_lease_is_live(
         lease.close()
     alone = submitted(root, *args)
     assert alone["path"] is not None and (root / alone["path"]).is_file()
+
+
+@pytest.mark.slow
+def test_a_deposed_leaders_notifier_cannot_mark_what_it_sent(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notifier's sending threads write as the leader's term: once another term leads,
+    the old leader's mark on a notification is refused and it stays due for the new one."""
+    root = tmp_path / "vault"
+    init_vault(root)
+    url = fresh_journal(pg_url)
+    monkeypatch.setenv(JOURNAL_ENV, url)
+    with Vault(root) as vault, closing(PgJournal(url)) as other:
+        store = vault.engine.journal
+        assert isinstance(store, PgJournal)
+        rid = vault.submit("payment", {"amount": 1500, "recipient": "v@x.y"}).id
+        ours, theirs = store.lease(0.25), other.lease(0.25)
+        old = eventually(ours.take, timeout=10)
+        assert isinstance(old, int)
+        store.enqueue([(rid, "pending", "json://127.0.0.1:9/gone")], utcnow())
+        [item] = store.outgoing()
+        daemon = Daemon(vault.engine, takeover=True)
+        daemon.notifier.as_owner = lambda: store.owner(old)  # as daemon/leader.py sets it
+        assert eventually(theirs.take, timeout=10) == old + 1
+        sent: list[bool] = []  # sent from a thread of its own, as the notifier's lanes do
+        sender = threading.Thread(target=lambda: sent.append(daemon.notifier._send(item)))
+        sender.start()
+        sender.join(10)
+        daemon.close()
+        ours.close()
+        theirs.close()
+        assert sent == [False]
+        assert [(i.id, i.attempts) for i in store.outgoing()] == [(item.id, 0)]
 
 
 class Proxy:

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .. import events
-from ..errors import RulesError
+from ..errors import NotLeaderError, RulesError
 from ..model import Kind, Request, Status
 from ..notes.decide import Decider
 from ..notify import send as sending
@@ -245,7 +245,11 @@ class Notifier:
     def _send(self, item: Outgoing) -> bool:
         """Send one, in whichever thread: its marks are the leader's (:attr:`as_owner`)."""
         with self.as_owner():
-            return self._send_one(item)
+            try:
+                return self._send_one(item)
+            except NotLeaderError as e:  # deposed: the next leader sends it (again)
+                log.warning("%s: not marked as sent: %s", item.request_id, e)
+                return False
 
     def _send_one(self, item: Outgoing) -> bool:
         if item.event.startswith(YOURS):
