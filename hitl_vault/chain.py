@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -12,17 +13,68 @@ from typing import Any
 GENESIS = "0" * 64  # the hash before the first entry
 
 
-def entry_hash(prev: str, fields: Iterable[Any], uid: int | None = None) -> str:
-    """The chain's link: the previous hash and the entry's fields (``uid`` only when known,
-    so entries written before it was recorded keep their hashes)."""
-    values = [*fields] if uid is None else [*fields, uid]
+# The chain's versions. 1: an entry's hash covers its fields and, once it was recorded, the
+# recorder's uid. 2: it also covers the actor (``host/user``), behind a mark of the version,
+# so an actor added to, changed in or taken off an entry shows as an edit.
+CHAIN_VERSION = 2
+_V2 = "chain 2"
+
+
+def entry_hash(
+    prev: str, fields: Iterable[Any], uid: int | None = None, actor: str | None = None
+) -> str:
+    """The chain's link: the previous hash and the entry's fields. An entry with an
+    ``actor`` is of version 2 (its hash covers the version, the uid and the actor); one
+    without is of version 1 (``uid`` only when known, so entries written before it was
+    recorded keep their hashes)."""
+    if actor is not None:
+        values: list[Any] = [*fields, _V2, uid, actor]
+    else:
+        values = [*fields] if uid is None else [*fields, uid]
     text = prev + "\x1f" + "\x1f".join("" if f is None else str(f) for f in values)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _user(uid: int | None) -> str:
+    """This process's OS user by name, from the account (never ``$USER``)."""
+    if uid is None:
+        return "unknown"
+    try:
+        import pwd  # POSIX only
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
 # Who records an entry, in every store: the real user id of this process, whatever name it
-# claims (None where the platform has none).
+# claims (None where the platform has none), and its actor, ``host/user``: the host's name
+# and that user's, which say who recorded it across the hosts that share one journal.
 RECORDER_UID: int | None = os.getuid() if hasattr(os, "getuid") else None
+RECORDER_HOST: str = socket.gethostname() or "localhost"
+RECORDER_ACTOR: str = f"{RECORDER_HOST}/{_user(RECORDER_UID)}"
+
+
+def actor_host(actor: str | None) -> str | None:
+    """The host an actor names (``build-1`` of ``build-1/hitl``); None for an entry of
+    version 1, which names none."""
+    return actor.partition("/")[0] if actor else None
+
+
+def recorded_by(uid: int | None, actor: str | None) -> str:
+    """Who recorded an entry, for people: ``hitl on build-1 (uid 998)``, or, for an entry
+    of version 1, ``uid 998`` (its name on this host where known)."""
+    if actor:
+        host, _, user = actor.partition("/")
+        return f"{user} on {host}" + (f" (uid {uid})" if uid is not None else "")
+    if uid is None:
+        return "an unknown user"
+    try:
+        import pwd  # POSIX only
+
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
 
 
 @dataclass(frozen=True)
@@ -42,6 +94,12 @@ class Entry:
     prev_hash: str
     hash: str
     uid: int | None = None
+    actor: str | None = None  # ``host/user`` (NULL in entries of version 1)
+
+    @property
+    def version(self) -> int:
+        """The chain version its hash was made under (see :func:`entry_hash`)."""
+        return 2 if self.actor is not None else 1
 
     def intact(self) -> bool:
         """Its content still matches the hash it was written with."""
@@ -49,7 +107,14 @@ class Entry:
             self.request_id, self.at, self.kind, self.from_status, self.to_status, self.by,
             self.reason, self.details, self.params_sha,
         )  # fmt: skip
-        return entry_hash(self.prev_hash, fields, self.uid) == self.hash
+        return entry_hash(self.prev_hash, fields, self.uid, self.actor) == self.hash
+
+
+def decision_entry(entries: Iterable[Entry]) -> Entry | None:
+    """The entry that recorded a request's decision (its first move to approved, rejected
+    or cancelled), of the request's ``entries`` in order; None before a decision."""
+    decided = ("approved", "rejected", "cancelled")
+    return next((e for e in entries if e.kind == "transition" and e.to_status in decided), None)
 
 
 def chain_problems(entries: Iterable[Entry]) -> list[str]:

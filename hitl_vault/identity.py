@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
+from .chain import RECORDER_HOST, actor_host
 from .errors import UsageError
 from .model import Kind, Request, Transition
 
@@ -348,13 +350,37 @@ def proof_in(step: Transition) -> Proof | None:
     return Proof(step.by, via, client)
 
 
-# The store setting ``serve`` keeps: the OS user id the service runs as. A proof counts only
-# in a journal entry that user's process recorded (the entry's recorder uid, never a
-# name or a detail the writer chose).
+# The store setting ``serve`` keeps: the OS user id the service runs as (on the host that
+# started it last). A proof in an entry of chain version 1 (no actor) counts only where that
+# user's process recorded it (the entry's recorder uid, never a name or a detail the writer
+# chose).
 SERVICE_UID = "service_uid"
 # The store setting ``serve --public-url`` keeps: where people reach the service (its web
 # inbox is there), for the notes that name it.
 PUBLIC_URL = "public_url"
+
+
+class Settings(Protocol):
+    """The store's settings, as the proof reads them (a JournalStore is one)."""
+
+    def setting(self, name: str) -> str | None: ...
+
+    def set_setting(self, name: str, value: str, at: datetime, by: str) -> bool: ...
+
+
+def service_uid_on(host: str) -> str:
+    """The store setting ``serve`` keeps on ``host``: the uid the service runs as there. A
+    proof in an entry of chain version 2 (``host/user``) counts only where its host's
+    service user recorded it, so a service on host A and a follower on host B are both the
+    service, and no other user on either host is."""
+    return f"{SERVICE_UID}@{host}"
+
+
+def keep_service_uid(journal: Settings, uid: int, at: datetime, by: str) -> None:
+    """Keep ``uid`` as the service's user, vault-wide and on this host (``serve`` does at
+    start), so that the proofs this host's service records count."""
+    journal.set_setting(SERVICE_UID, str(uid), at, by)
+    journal.set_setting(service_uid_on(RECORDER_HOST), str(uid), at, by)
 
 
 def service_uid(setting: str | None) -> int | None:
@@ -365,31 +391,42 @@ def service_uid(setting: str | None) -> int | None:
         return None
 
 
-def proof_counts(recorder: int | None, service: int | None) -> bool:
-    """Whether a proof recorded by the process of user ``recorder`` counts: only the
-    service's own (``service``, None when no service ever ran: then nothing is proven)."""
-    return service is not None and recorder == service
+def proof_counts(journal: Settings, uid: int | None, actor: str | None) -> bool:
+    """Whether a proof recorded by the process of user ``uid`` (``actor``: its
+    ``host/user``, None in an entry of chain version 1) counts: only a service process's of
+    this vault, whichever host it runs on. Version 2: ``uid`` is the service's user kept for
+    the actor's host (:func:`service_uid_on`); version 1: it is :data:`SERVICE_UID`. Nothing
+    counts where no service ever ran (on that host)."""
+    host = actor_host(actor)
+    key = SERVICE_UID if host is None else service_uid_on(host)
+    service = service_uid(journal.setting(key))
+    return service is not None and uid == service
 
 
-def proofs_kept(request: Request, uids: Sequence[int | None], service: int | None) -> Request:
+def proofs_kept(
+    journal: Settings, request: Request, recorders: Sequence[tuple[int | None, str | None]]
+) -> Request:
     """``request`` as the rules count it: each step's ``via`` detail is kept only where the
-    service recorded it (``uids``: the recorder of each history step, in order); any other
-    proof is taken off, so it counts as the name it claims and no more."""
+    service recorded it (``recorders``: the uid and actor of each history step's entry, in
+    order; see :func:`proof_counts`); any other proof is taken off, so it counts as the name
+    it claims and no more."""
     if not any(proven_by(t) for t in request.history):
         return request
-    if len(uids) != len(request.history):  # not the same reading: trust no proof
-        uids = [None] * len(request.history)
+    if len(recorders) != len(request.history):  # not the same reading: trust no proof
+        recorders = [(None, None)] * len(request.history)
     steps = tuple(
         t
-        if proven_by(t) is None or proof_counts(uid, service)
+        if proven_by(t) is None or proof_counts(journal, *recorder)
         else replace(t, details=t.details[:-1])
-        for t, uid in zip(request.history, uids, strict=True)
+        for t, recorder in zip(request.history, recorders, strict=True)
     )
     return replace(request, history=steps)
 
 
-def false_proof(step: Transition, recorder: int | None, service: int | None) -> str | None:
+def false_proof(
+    journal: Settings, step: Transition, uid: int | None, actor: str | None
+) -> str | None:
     """The channel a journal step claims a proof through although the service did not
     record it (``verify`` names such entries); None when it claims none or it counts."""
     via = proven_by(step)
-    return via if via is not None and not proof_counts(recorder, service) else None
+    return via if via is not None and not proof_counts(journal, uid, actor) else None

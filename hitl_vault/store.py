@@ -296,9 +296,11 @@ class JournalStore(Protocol):
     def move_cursor(self, name: str, seq: int) -> None:
         """The reader ``name`` has handled every entry up to ``seq`` (see :meth:`cursor`)."""
 
-    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition, int | None]]:
-        """The newest entries, newest first, with the user id of the process that recorded
-        each (None where unknown)."""
+    def recent_entries(
+        self, limit: int = 20
+    ) -> list[tuple[str, Transition, int | None, str | None]]:
+        """The newest entries, newest first, with the uid and actor (``host/user``) of the
+        process that recorded each (None where unknown, or in an entry of chain version 1)."""
 
     def entries(self, request_id: str | None = None) -> list[Entry]:
         """The stored entries (of one request), in order, with their hashes."""

@@ -239,7 +239,9 @@ class MemoryJournal:
     def feed(self, seq: int) -> list[tuple[int, str, Transition]]:
         return self._read.feed(seq)
 
-    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition, int | None]]:
+    def recent_entries(
+        self, limit: int = 20
+    ) -> list[tuple[str, Transition, int | None, str | None]]:
         return self._read.recent_entries(limit)
 
     def entries(self, request_id: str | None = None) -> list[Entry]:

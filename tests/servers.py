@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hitl_vault import Vault
-from hitl_vault.identity import SERVICE_UID, Person, Role
+from hitl_vault.identity import Person, Role, keep_service_uid
 from hitl_vault.serve.runner import Serving, bind
 from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
@@ -101,7 +101,7 @@ def serving(
         init_vault(root)
     with Vault(root) as vault:
         # As ``serve`` does: the service's user is kept, so the proofs it records count.
-        vault.engine.journal.set_setting(SERVICE_UID, str(os.getuid()), utcnow(), "test")
+        keep_service_uid(vault.engine.journal, os.getuid(), utcnow(), "test")
         runner = Serving(vault, sock=bind("127.0.0.1", 0), read_timeout=read_timeout, **options)
         if gate:
             from hitl_vault.serve.gate import gate_handler

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from hitl_vault.chain import RECORDER_ACTOR
 from hitl_vault.cli.main import cli
 from hitl_vault.identity import Principal
 
@@ -114,7 +115,7 @@ def note_text(root: Path, request_id: str) -> str:
 
 def as_agent_sees(shown: dict[str, Any]) -> dict[str, Any]:
     """show --json's object without what an agent is not shown (its path aside)."""
-    return {k: v for k, v in shown.items() if k != "decided_uid"}
+    return {k: v for k, v in shown.items() if k not in ("decided_uid", "decided_actor")}
 
 
 def test_an_agent_is_not_shown_the_servers_paths_uids_or_an_approvers_address(
@@ -136,6 +137,7 @@ def test_an_agent_is_not_shown_the_servers_paths_uids_or_an_approvers_address(
         for folder in ("Pending_Approval", "Approved")
     }
     assert "decided_uid" in decided and decided["path"] in notes
+    assert decided["decided_actor"] == RECORDER_ACTOR  # the service's process, host/user
     views = [
         server.call("GET", path, token=agent).body,
         server.call("GET", f"{path}?wait=1", token=agent).body,
@@ -145,6 +147,7 @@ def test_an_agent_is_not_shown_the_servers_paths_uids_or_an_approvers_address(
     ]
     for seen in views:
         assert seen["path"] in notes.values() and "decided_uid" not in seen
+        assert "decided_actor" not in seen
         assert str(server.root) not in json.dumps(seen) and "0.0.5" not in json.dumps(seen)
     assert views[0]["history"][-1] == said.removesuffix(" from 10\\.0.0.5")
     doc = server.call("GET", "/openapi.json").body

@@ -14,6 +14,7 @@ import pytest
 
 from hitl_vault import Decision, Proposal, Rejected, RuleMatch, Status, Vault
 from hitl_vault.approval import carrying_out
+from hitl_vault.chain import RECORDER_ACTOR, recorded_by
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import ParamsChangedError
 from hitl_vault.notes.render import history_line
@@ -276,7 +277,8 @@ def test_a_linked_request_folder_is_refused(
 def test_the_real_user_id_is_recorded_beside_the_claimed_name(
     vault_path: Path, helper: VaultHelper
 ) -> None:
-    """``LOGNAME=alice hitl-vault approve`` says alice, and show says which uid recorded it."""
+    """``LOGNAME=alice hitl-vault approve`` says alice, and show says which uid, host and user
+    recorded it."""
     with Vault(vault_path) as vault:
         request_id = vault.submit("payment", {"amount": 1500}).id
     env = {**os.environ, "LOGNAME": "alice", "USER": "alice"}
@@ -288,8 +290,8 @@ def test_the_real_user_id_is_recorded_beside_the_claimed_name(
 
     data = json.loads(shown.stdout)
     assert data["decided_by"] == "alice"
-    assert data["decided_uid"] == os.getuid()
-    assert f"decided_by:   alice (recorded by uid {os.getuid()}" in text
+    assert (data["decided_uid"], data["decided_actor"]) == (os.getuid(), RECORDER_ACTOR)
+    assert f"decided_by:   alice (recorded by {recorded_by(os.getuid(), RECORDER_ACTOR)})" in text
 
 
 def test_a_journal_from_before_uids_keeps_its_chain_and_records_uids_from_now_on(
@@ -300,7 +302,8 @@ def test_a_journal_from_before_uids_keeps_its_chain_and_records_uids_from_now_on
         old = vault.submit("payment", {"amount": 1500}).id
     db = sqlite3.connect(vault_path / ".hitl" / "journal.db", isolation_level=None)
     db.execute("UPDATE entries SET uid = NULL")  # as written before uids were recorded...
-    db.execute("ALTER TABLE entries DROP COLUMN uid")  # ...into a table without the column
+    for column in ("actor", "uid"):  # ...into a table without the columns
+        db.execute(f"ALTER TABLE entries DROP COLUMN {column}")
     for column in ("pinned", "params_created"):  # and requests without these
         db.execute(f"ALTER TABLE requests DROP COLUMN {column}")
     rows = db.execute("SELECT prev_hash, hash FROM entries").fetchall()

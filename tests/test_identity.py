@@ -21,7 +21,7 @@ from hitl_vault import Status, Vault
 from hitl_vault.cli.main import cli
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import DecisionRefusedError, NotAnApproverError, RulesError
-from hitl_vault.identity import PROVEN, SERVICE_UID, Proof, proof_in, proven_by
+from hitl_vault.identity import PROVEN, Proof, keep_service_uid, proof_in, proven_by
 from hitl_vault.model import Kind, Transition
 from hitl_vault.notes.render import history_line
 from hitl_vault.policy.proven import unauthenticated
@@ -88,7 +88,7 @@ def vault(vault_path: Path) -> Iterator[Vault]:
 def as_service(vault: Vault, uid: int | None = None) -> None:
     """Keep ``uid`` (this process's, unless given) as the service's, as ``serve`` does."""
     journal = vault.engine.journal
-    journal.set_setting(SERVICE_UID, str(os.getuid() if uid is None else uid), AT, "owner")
+    keep_service_uid(journal, os.getuid() if uid is None else uid, AT, "owner")
 
 
 def flagged(vault: Vault) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from hitl_vault import Status, Vault
 from hitl_vault.daemon.loop import Daemon
-from hitl_vault.identity import SERVICE_UID, Person, Proof
+from hitl_vault.identity import Person, Proof, keep_service_uid
 from hitl_vault.template import init_vault
 
 from .helpers import Clock, VaultHelper, eventually
@@ -66,7 +66,7 @@ def add_people(vault: Vault, receiver: Receiver, tmp_path: Path, clock: Clock) -
     """alice and bob in people, each with a channel of their own; carol with none; this
     process runs as the service's user (as ``serve`` keeps it), so its proofs count."""
     journal = vault.engine.journal
-    journal.set_setting(SERVICE_UID, str(os.getuid()), clock.now, "owner")
+    keep_service_uid(journal, os.getuid(), clock.now, "owner")
     for name in ("alice", "bob"):
         person = Person(name, notify=(url(receiver, tmp_path, name),))
         journal.save_person(person, clock.now, "owner", "person added")
@@ -157,7 +157,7 @@ def test_a_via_api_another_user_wrote_is_told_as_not_proven(
     user, is told to alice as not proven (a name someone gave), never "proven by the service"."""
     add_people(clocked_vault, receiver, tmp_path, clock)
     journal = clocked_vault.engine.journal
-    journal.set_setting(SERVICE_UID, str(os.getuid() + 1), clock.now, "owner")
+    keep_service_uid(journal, os.getuid() + 1, clock.now, "owner")
     rid = clocked_vault.submit("deploy", {"v": 9}, requested_by="agent").id
     daemon.run_once(clock.now)
     journal.record_vote(

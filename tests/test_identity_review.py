@@ -18,9 +18,17 @@ import pytest
 from click.testing import CliRunner
 
 from hitl_vault import Status, Vault
+from hitl_vault.chain import RECORDER_ACTOR, RECORDER_HOST, recorded_by
 from hitl_vault.cli.main import cli
 from hitl_vault.errors import DecisionRefusedError, UnprovenDecisionError, UsageError
-from hitl_vault.identity import SERVICE_UID, Person, Proof, name_problem, proven_by, same_name
+from hitl_vault.identity import (
+    Person,
+    Proof,
+    keep_service_uid,
+    name_problem,
+    proven_by,
+    same_name,
+)
 from hitl_vault.policy.quorum import Plan, Stage, Vote, count, refusal
 from hitl_vault.shapes import request_json
 from hitl_vault.template import init_vault
@@ -58,7 +66,7 @@ def vault(vault_path: Path) -> Iterator[Vault]:
 def as_service(vault: Vault, uid: int | None = None) -> None:
     """Keep ``uid`` (this process's, unless given) as the service's, as ``serve`` does."""
     journal = vault.engine.journal
-    journal.set_setting(SERVICE_UID, str(os.getuid() if uid is None else uid), AT, "owner")
+    keep_service_uid(journal, os.getuid() if uid is None else uid, AT, "owner")
 
 
 def edit_rules(vault: Vault, old: str, new: str) -> None:
@@ -148,8 +156,9 @@ def test_a_via_api_written_by_another_user_does_not_count_and_verify_names_it(
     problems = [p for p in vault.verify() if "claims a decision" in p]
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"request {rid}: journal entry ")
-    assert f"claims a decision by alice via api, but uid {os.getuid()} recorded it" in problems[0]
-    assert f"the service runs as uid {os.getuid() + 1}" in problems[0]
+    me = recorded_by(os.getuid(), RECORDER_ACTOR)  # root on this host (uid 0)
+    assert f"claims a decision by alice via api, but {me} recorded it" in problems[0]
+    assert f"the service runs as uid {os.getuid() + 1} on {RECORDER_HOST}" in problems[0]
 
 
 def test_with_no_service_uid_kept_nothing_is_proven(vault_path: Path) -> None:

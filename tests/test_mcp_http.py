@@ -208,7 +208,7 @@ async def test_an_ask_is_pending_in_the_token_s_name_whatever_the_client_says(
     assert asked["rule"] == "production" and asked["executor"] is False
     assert "wait_for_approval" in asked["next"] and "note" not in asked
     assert asked["path"] == f"Pending_Approval/{asked['id']}.md"  # not where the server keeps it
-    assert "decided_uid" not in asked
+    assert "decided_uid" not in asked and "decided_actor" not in asked
     assert claimed["requested_by"] == "builder"
     assert served.requested_by("alice") == []
 

@@ -18,6 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from hitl_vault.chain import (
+    CHAIN_VERSION,
+    GENESIS,
+    RECORDER_ACTOR,
+    RECORDER_UID,
+    Entry,
+    entry_hash,
+)
 from hitl_vault.errors import (
     DaemonRunningError,
     DuplicateError,
@@ -51,6 +59,8 @@ class Kit:
     forge: Callable[[Person | Credential | tuple[str, str]], None]
     # remove a person (by name) or a credential (by id) straight from the store, no log
     drop: Callable[[str], None]
+    # set one column of entry ``seq`` (and the head's hash with its newest's), outside
+    rewrite: Callable[[int, str, object], None]
     close: Callable[[], None] = lambda: None  # close the handles ``other`` made
 
 
@@ -60,6 +70,11 @@ def _sqlite(tmp_path: Path) -> Kit:
     def tamper(seq: int, by: str) -> None:
         db = sqlite3.connect(path, isolation_level=None)
         db.execute("UPDATE entries SET by = ? WHERE seq = ?", (by, seq))
+        db.close()
+
+    def rewrite(seq: int, column: str, value: object) -> None:
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute(f"UPDATE entries SET {column} = ? WHERE seq = ?", (value, seq))
         db.close()
 
     def tamper_service(seq: int, by: str | None) -> None:
@@ -96,7 +111,7 @@ def _sqlite(tmp_path: Path) -> Kit:
         db.execute("DELETE FROM credentials WHERE id = ?", (name_or_id,))
         db.close()
 
-    return Kit(Journal(path), lambda: Journal(path), tamper, tamper_service, forge, drop)
+    return Kit(Journal(path), lambda: Journal(path), tamper, tamper_service, forge, drop, rewrite)
 
 
 def _memory(tmp_path: Path) -> Kit:
@@ -105,6 +120,10 @@ def _memory(tmp_path: Path) -> Kit:
     def tamper(seq: int, by: str) -> None:
         entries = store._m.state.entries
         entries[seq - 1] = replace(entries[seq - 1], by=by)
+
+    def rewrite(seq: int, column: str, value: object) -> None:
+        entries = store._m.state.entries
+        entries[seq - 1] = replace(entries[seq - 1], **{column: value})  # type: ignore[arg-type]
 
     def tamper_service(seq: int, by: str | None) -> None:
         rows = store._m.state.service
@@ -127,7 +146,7 @@ def _memory(tmp_path: Path) -> Kit:
         store._m.state.people.pop(same_name(name_or_id), None)
         store._m.state.credentials.pop(name_or_id, None)
 
-    return Kit(store, lambda: store, tamper, tamper_service, forge, drop)
+    return Kit(store, lambda: store, tamper, tamper_service, forge, drop, rewrite)
 
 
 def _postgres(url: str) -> Kit:
@@ -145,6 +164,11 @@ def _postgres(url: str) -> Kit:
 
     def tamper(seq: int, by: str) -> None:
         sql("UPDATE entries SET by = %s WHERE seq = %s", by, seq)
+
+    def rewrite(seq: int, column: str, value: object) -> None:
+        sql(f"UPDATE entries SET {column} = %s WHERE seq = %s", value, seq)
+        if column == "hash":  # the head row keeps the newest entry's hash
+            sql("UPDATE head SET hash = %s WHERE seq = %s", value, seq)
 
     def tamper_service(seq: int, by: str | None) -> None:
         if by is None:
@@ -188,7 +212,7 @@ def _postgres(url: str) -> Kit:
         for store in others:
             store.close()
 
-    return Kit(PgJournal(url), other, tamper, tamper_service, forge, drop, close)
+    return Kit(PgJournal(url), other, tamper, tamper_service, forge, drop, rewrite, close)
 
 
 @pytest.fixture(params=[_sqlite, _memory, _postgres], ids=["sqlite", "memory", "postgresql"])
@@ -506,12 +530,42 @@ class TestJournalStore:
         s.transition(A, Status.APPROVED, at=T0, by="alice")
         assert s.last_seq() == 3
         assert [(seq, rid) for seq, rid, _ in s.feed(1)] == [(2, B), (3, A)]
-        assert [rid for rid, _, _ in s.recent_entries(2)] == [A, B]
+        assert [rid for rid, *_ in s.recent_entries(2)] == [A, B]
         assert [e.seq for e in s.entries(A)] == [1, 3] and s.verify_chain() == []
         assert s.decision_uid(A) == s.entries(A)[-1].uid and s.decision_uid(B) is None
         kit.tamper(3, "mallory")
         assert any("entry 3" in p and "edited" in p for p in s.verify_chain())
         assert s.unproven(A, {"amount": 1500}) is not None
+
+    def test_each_entry_records_its_actor_under_chain_version_2(self, kit: Kit) -> None:
+        """A new entry keeps this process's uid and actor (``host/user``), read back by
+        entries and recent_entries, and its hash covers both; an actor changed or taken off,
+        or a uid changed, shows as an edit."""
+        s = kit.store
+        s.create(_request(), None)
+        s.transition(A, Status.APPROVED, at=T0, by="alice")
+        found = [(e.uid, e.actor, e.version) for e in s.entries(A)]
+        assert found == [(RECORDER_UID, RECORDER_ACTOR, CHAIN_VERSION)] * 2
+        assert s.recent_entries(1)[0][2:] == (RECORDER_UID, RECORDER_ACTOR)  # the dashboard's
+        assert s.verify_chain() == [] and s.unproven(A, {"amount": 1500}) is None
+        for column, value in (("actor", "elsewhere/hitl"), ("actor", None), ("uid", 4242)):
+            kit.rewrite(2, column, value)
+            assert any("entry 2" in p and "edited" in p for p in s.verify_chain()), column
+            kit.rewrite(2, column, RECORDER_ACTOR if column == "actor" else RECORDER_UID)
+        assert s.verify_chain() == []
+
+    def test_a_chain_of_version_1_entries_then_version_2_verifies(self, kit: Kit) -> None:
+        """A journal written before the actor (version 1: no actor, its hash without one)
+        goes on under version 2, and the whole chain verifies."""
+        s = kit.store
+        s.create(_request(), None)
+        old = s.entries(A)[0]
+        kit.rewrite(1, "actor", None)
+        kit.rewrite(1, "hash", entry_hash(GENESIS, _fields(old), old.uid))
+        assert s.entries(A)[0].version == 1 and s.verify_chain() == []
+        s.transition(A, Status.APPROVED, at=T0, by="alice")
+        assert [e.version for e in s.entries(A)] == [1, 2]
+        assert s.verify_chain() == [] and s.unproven(A, {"amount": 1500}) is None
 
     def test_the_rules_in_force_are_recorded_when_they_change(self, kit: Kit) -> None:
         """record_policy: a summary on the first load and each change, None when unchanged."""
@@ -562,6 +616,14 @@ class TestJournalStore:
             lock.release()
         assert not s.daemon_running()
         s.daemon_lock().acquire().release()
+
+
+def _fields(e: Entry) -> tuple[object, ...]:
+    """What an entry's hash covers besides its recorder, as the stores write it."""
+    return (
+        e.request_id, e.at, e.kind, e.from_status, e.to_status, e.by, e.reason, e.details,
+        e.params_sha,
+    )  # fmt: skip
 
 
 def _credential(cid: str, name: str = "deploy-bot", **kw: object) -> Credential:

@@ -260,6 +260,7 @@ def _record(vault: Vault, url: str | None) -> str | None:
     the public URL in force (the one kept before, when none is given, checked as
     ``--public-url`` is: one kept by an earlier release may hold what links cannot)."""
     from ..access.names import os_user
+    from ..identity import keep_service_uid
 
     # The OS user running the service (its uid's name), not $USER, which anyone can set.
     journal, now, by = vault.engine.journal, vault.engine.now(), os_user()
@@ -274,5 +275,5 @@ def _record(vault: Vault, url: str | None) -> str | None:
             ) from None
     if url is not None:
         journal.set_setting("public_url", url, now, by)
-    journal.set_setting("service_uid", str(os.getuid()), now, by)
+    keep_service_uid(journal, os.getuid(), now, by)
     return url or kept

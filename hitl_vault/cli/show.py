@@ -49,8 +49,8 @@ def list_(ctx: click.Context, status: str | None, limit: int | None, as_json: bo
 @click.pass_context
 def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
     """Show one request with its history (ID: the id, or its start if only one id has it)."""
+    from ..chain import decision_entry, recorded_by
     from ..notes.render import history_line
-    from ..policy.trust import user_name
     from ..shapes import request_json
     from ..text import NOT_PRINTABLE_ASCII, visible
 
@@ -59,17 +59,19 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         request_id = resolve_id(vault, request_id)
         request = vault.get(request_id)
         where = request.path.relative_to(vault.root).as_posix() if request.path else "(no note)"
-        uid = vault.decided_uid(request_id)
+        decider = decision_entry(vault.engine.journal.entries(request_id))
         params, sha, edited = vault.params_to_run(request_id)
         votes = vault.votes(request_id)
-    data = {**request_json(request, votes), "decided_uid": uid, "params": params, "params_sha": sha}
+    uid, actor = (decider.uid, decider.actor) if decider else (None, None)
+    data = {**request_json(request, votes), "decided_uid": uid, "decided_actor": actor}
+    data |= {"params": params, "params_sha": sha}
     if edited:
         data["edited_in_note"] = edited
     if as_json:
         echo_json(data)
         return
-    if data["decided_by"] and uid is not None:  # the name is claimed; the uid is the process's
-        data["decided_by"] = f"{data['decided_by']} (recorded by {user_name(uid)})"
+    if data["decided_by"] and (uid, actor) != (None, None):  # the name is claimed, not these
+        data["decided_by"] = f"{data['decided_by']} (recorded by {recorded_by(uid, actor)})"
     for key in (
         "id",
         "status",

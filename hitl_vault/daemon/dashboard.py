@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from ..chain import recorded_by
 from ..durable import read_file, write_note
 from ..errors import JournalDamagedError, VaultError
 from ..layout import DASHBOARD_FILE
 from ..model import Kind, Status
 from ..notes.claims import unclaimed
 from ..notes.render import history_line
-from ..policy.trust import user_name
 from ..text import history_text, inline, one_line
 from ..times import format_ts
 
@@ -121,12 +121,14 @@ def render_dashboard(journal: JournalStore, now: datetime) -> str:
     recent = journal.recent_entries(20)
     paths = journal.paths()
     if recent:
-        for rid, t, uid in recent:
+        for rid, t, uid, actor in recent:
             line = f"- {_link(paths.get(rid), rid, rid)} {history_line(t)[2:]}"
             decided = t.kind is Kind.TRANSITION and t.from_status and t.to_status in _DECISIONS
             if t.by and t.by != "hitl-vault" and (t.kind is Kind.VOTED or decided):
                 line += f" · claimed by {inline(history_text(t.by))}" + (
-                    f", recorded by {user_name(uid)}" if uid is not None else ""
+                    f", recorded by {recorded_by(uid, actor)}"
+                    if (uid, actor) != (None, None)
+                    else ""
                 )
             out.append(line)
     else:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..chain import actor_host, recorded_by
 from ..errors import NoteError
-from ..identity import SERVICE_UID, false_proof, service_uid
+from ..identity import SERVICE_UID, false_proof, service_uid, service_uid_on
 from ..journal.replay import replay
 from ..model import Request, Status
 from ..notes.file import Note, read_note
@@ -27,12 +28,11 @@ _ALWAYS = ("decided_at", "executed_at", "result", "error")
 def verify_vault(journal: JournalStore, notes: Reconciler) -> list[str]:
     """Every disagreement between the journal's chain, its entries and the notes."""
     problems = journal.verify_chain()
-    service = service_uid(journal.setting(SERVICE_UID))
     for summary in journal.requests():
         request = journal.get(summary.id)
         assert request is not None
         problems += _replayed(journal, request)
-        problems += _false_proofs(journal, request, service)
+        problems += _false_proofs(journal, request)
         path = notes.locate(request.id, str(request.path) if request.path else None)
         if path is None:
             problems.append(
@@ -67,22 +67,27 @@ def _replayed(journal: JournalStore, request: Request) -> list[str]:
     return found
 
 
-def _false_proofs(journal: JournalStore, request: Request, service: int | None) -> list[str]:
-    """Each decision or vote whose details claim a proof (``via api``) that the service did
-    not record: written by a process of another user, it counts as a claimed name only."""
+def _false_proofs(journal: JournalStore, request: Request) -> list[str]:
+    """Each decision or vote whose details claim a proof (``via api``) that no service
+    process recorded: written by a process of another user, or on a host where no service
+    runs, it counts as a claimed name only."""
     entries = journal.entries(request.id)
     if len(entries) != len(request.history):
         return []  # _replayed has said what is wrong with them
     found: list[str] = []
     for entry, step in zip(entries, request.history, strict=True):
-        via = false_proof(step, entry.uid, service)
+        via = false_proof(journal, step, entry.uid, entry.actor)
         if via is None:
             continue
-        who = "an unknown user" if entry.uid is None else f"uid {entry.uid}"
+        who = recorded_by(entry.uid, entry.actor)
+        host = actor_host(entry.actor)
+        kept = SERVICE_UID if host is None else service_uid_on(host)
+        service = service_uid(journal.setting(kept))
+        on = "" if host is None else f" on {host}"
         service_is = (
-            "no service uid is kept (hitl-vault serve keeps it)"
+            f"no service uid is kept{on} (hitl-vault serve keeps it)"
             if service is None
-            else f"the service runs as uid {service}"
+            else f"the service runs as uid {service}{on}"
         )
         found.append(
             f"request {request.id}: journal entry {entry.seq} claims a decision by {step.by} "

@@ -173,10 +173,12 @@ class MemoryReader:
         with self._m.lock:
             return [(e.seq, e.request_id, transition_of(e)) for e in self._m.state.entries[seq:]]
 
-    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition, int | None]]:
+    def recent_entries(
+        self, limit: int = 20
+    ) -> list[tuple[str, Transition, int | None, str | None]]:
         with self._m.lock:
             newest = self._m.state.entries[::-1][:limit]
-        return [(e.request_id, transition_of(e), e.uid) for e in newest]
+        return [(e.request_id, transition_of(e), e.uid, e.actor) for e in newest]
 
     def entries(self, request_id: str | None = None) -> list[Entry]:
         with self._m.lock:

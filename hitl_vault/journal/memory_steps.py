@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..chain import GENESIS, RECORDER_UID, Entry, entry_hash
+from ..chain import GENESIS, RECORDER_ACTOR, RECORDER_UID, Entry, entry_hash
 from ..errors import (
     DuplicateError,
     IllegalTransitionError,
@@ -43,8 +43,10 @@ class MemorySteps:
             json.dumps(list(t.details), ensure_ascii=False),
             sha,
         )
-        digest = entry_hash(prev, fields, RECORDER_UID)
-        s.entries.append(Entry(len(s.entries) + 1, *fields, prev, digest, RECORDER_UID))
+        digest = entry_hash(prev, fields, RECORDER_UID, RECORDER_ACTOR)
+        s.entries.append(
+            Entry(len(s.entries) + 1, *fields, prev, digest, RECORDER_UID, RECORDER_ACTOR)
+        )
 
     def _row(self, request_id: str) -> Row:
         row = self._m.state.rows.get(request_id)

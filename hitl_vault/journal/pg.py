@@ -252,7 +252,9 @@ class PgJournal:
     def last_seq(self) -> int:
         return self._read.last_seq()
 
-    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition, int | None]]:
+    def recent_entries(
+        self, limit: int = 20
+    ) -> list[tuple[str, Transition, int | None, str | None]]:
         return self._read.recent_entries(limit)
 
     def entries(self, request_id: str | None = None) -> list[Entry]:

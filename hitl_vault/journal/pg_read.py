@@ -175,12 +175,15 @@ class PgReader:
         steps = self._steps([row[2:] for row in rows])
         return [(row[0], row[1], t) for row, t in zip(rows, steps, strict=True)]
 
-    def recent_entries(self, limit: int = 20) -> list[tuple[str, Transition, int | None]]:
+    def recent_entries(
+        self, limit: int = 20
+    ) -> list[tuple[str, Transition, int | None, str | None]]:
         rows = self._db.read(
-            f"SELECT request_id, {_STEP}, uid FROM entries ORDER BY seq DESC LIMIT %s", (limit,)
+            f"SELECT request_id, {_STEP}, uid, actor FROM entries ORDER BY seq DESC LIMIT %s",
+            (limit,),
         )
         steps = self._steps([row[1:8] for row in rows])
-        return [(row[0], t, row[8]) for row, t in zip(rows, steps, strict=True)]
+        return [(row[0], t, row[8], row[9]) for row, t in zip(rows, steps, strict=True)]
 
     def attention(self) -> list[Attention]:
         return self._db.rows(
@@ -192,7 +195,7 @@ class PgReader:
     def entries(self, request_id: str | None = None) -> list[Entry]:
         query = (
             "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
-            "params_sha, prev_hash, hash, uid FROM entries"
+            "params_sha, prev_hash, hash, uid, actor FROM entries"
         )
         args: tuple[str, ...] = ()
         if request_id is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..chain import RECORDER_UID, entry_hash
+from ..chain import RECORDER_ACTOR, RECORDER_UID, entry_hash
 from ..errors import (
     DuplicateError,
     IllegalTransitionError,
@@ -64,13 +64,13 @@ def append(db: Tx, head: Head, request_id: str, t: Transition, sha: str | None) 
         json.dumps(list(t.details), ensure_ascii=False),
         sha,
     )
-    digest = entry_hash(head.hash, fields, RECORDER_UID)
+    digest = entry_hash(head.hash, fields, RECORDER_UID, RECORDER_ACTOR)
     db.execute(
         "WITH added AS (INSERT INTO entries (seq, request_id, at, kind, from_status, to_status, "
-        "by, reason, details, params_sha, prev_hash, hash, uid) VALUES (%s,%s,%s,%s,%s,%s,%s,"
-        "%s,%s,%s,%s,%s,%s) RETURNING seq, hash) "
+        "by, reason, details, params_sha, prev_hash, hash, uid, actor) VALUES (%s,%s,%s,%s,%s,"
+        "%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING seq, hash) "
         "UPDATE head SET seq = added.seq, hash = added.hash FROM added",
-        (head.seq + 1, *fields, head.hash, digest, RECORDER_UID),
+        (head.seq + 1, *fields, head.hash, digest, RECORDER_UID, RECORDER_ACTOR),
     )
     head.seq, head.hash = head.seq + 1, digest
     return head.seq

@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_status_expires ON requests (status, expires);
 -- entries.uid: the real user id of the process that recorded the entry (NULL where the
 -- system has none, and in entries older than the column), part of the hash when present.
+-- entries.actor: who recorded it across hosts, `host/user` (the host's name and the OS
+-- user's), NULL in entries of chain version 1 (written before it was recorded). An entry
+-- with an actor is of chain version 2: its hash covers the uid and the actor too.
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
     request_id TEXT NOT NULL,
@@ -61,7 +64,8 @@ CREATE TABLE IF NOT EXISTS entries (
     params_sha TEXT,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL,
-    uid INTEGER
+    uid INTEGER,
+    actor TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_request ON entries (request_id, seq);
 CREATE TABLE IF NOT EXISTS proposals (

@@ -39,6 +39,7 @@ SCHEMA = resources.files("hitl_vault.journal").joinpath("schema.sql").read_text(
 # Columns added since the first release: a journal made before them gets them on open.
 _ADDED_COLUMNS = (
     ("entries", "uid", "INTEGER"),
+    ("entries", "actor", "TEXT"),
     ("requests", "pinned", "TEXT"),
     ("requests", "params_created", "TEXT"),
     ("requests", "context", "TEXT"),

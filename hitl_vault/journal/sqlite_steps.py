@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from ..chain import GENESIS, RECORDER_UID, entry_hash
+from ..chain import GENESIS, RECORDER_ACTOR, RECORDER_UID, entry_hash
 from ..errors import (
     DuplicateError,
     IllegalTransitionError,
@@ -52,10 +52,12 @@ class Steps:
             json.dumps(list(t.details), ensure_ascii=False),
             sha,
         )
+        digest = entry_hash(prev, fields, RECORDER_UID, RECORDER_ACTOR)
         db.execute(
             "INSERT INTO entries (request_id, at, kind, from_status, to_status, by, reason, "
-            "details, params_sha, prev_hash, hash, uid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (*fields, prev, entry_hash(prev, fields, RECORDER_UID), RECORDER_UID),
+            "details, params_sha, prev_hash, hash, uid, actor) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (*fields, prev, digest, RECORDER_UID, RECORDER_ACTOR),
         )
 
     def create(

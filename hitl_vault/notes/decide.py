@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
-from ..chain import RECORDER_UID
+from ..chain import RECORDER_ACTOR, RECORDER_UID
 from ..errors import (
     DecisionRefusedError,
     NotAnApproverError,
@@ -21,7 +21,6 @@ from ..errors import (
 )
 from ..identity import (
     NAME_FIX,
-    SERVICE_UID,
     Proof,
     name_problem,
     proof_counts,
@@ -29,7 +28,6 @@ from ..identity import (
     proofs_kept,
     proven_by,
     same_name,
-    service_uid,
 )
 from ..model import Request, Status, Transition
 from ..policy.quorum import Plan
@@ -72,13 +70,14 @@ class Decider:
 
     def counting(self, request: Request) -> Request:
         """``request`` as the rules count its votes: a proof stands only in an entry the
-        service recorded (the recorder's uid is the ``service_uid`` ``serve`` keeps);
+        service recorded (the recorder's uid is the one ``serve`` keeps for its host);
         another process's ``via`` detail is read as the name it claims and no more."""
         return counted_proofs(self.journal, request)
 
     def proof_counts(self) -> bool:
-        """Whether a proof this process records counts: it runs as the service's user."""
-        return proof_counts(RECORDER_UID, service_uid(self.journal.setting(SERVICE_UID)))
+        """Whether a proof this process records counts: it runs as the service's user on
+        this host."""
+        return proof_counts(self.journal, RECORDER_UID, RECORDER_ACTOR)
 
     def decide(
         self,
@@ -241,13 +240,13 @@ class Decider:
 
 
 def counted_proofs(journal: JournalStore, request: Request) -> Request:
-    """``request`` with a ``via`` detail kept only where the service's user recorded it
+    """``request`` with a ``via`` detail kept only where a service process recorded it
     (see :func:`~hitl_vault.identity.proofs_kept`): what the rules count, and what a
     person is told was proven."""
     if not any(proven_by(t) for t in request.history):
         return request  # the usual case: nothing to look up
-    service = service_uid(journal.setting(SERVICE_UID))
-    return proofs_kept(request, [e.uid for e in journal.entries(request.id)], service)
+    recorders = [(e.uid, e.actor) for e in journal.entries(request.id)]
+    return proofs_kept(journal, request, recorders)
 
 
 def _one(verdict: Verdict, by: str) -> bool:

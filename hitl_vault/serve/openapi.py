@@ -32,7 +32,8 @@ _STATUSES = [
     "pending", "approved", "rejected", "timed_out", "cancelled", "executing", "executed", "failed",
 ]  # fmt: skip
 # A request exactly as ``hitl-vault show --json`` prints it (the README documents each
-# field), to an approver token; an agent token is shown less (see ``path``, ``decided_uid``).
+# field), to an approver token; an agent token is shown less (see ``path``,
+# ``decided_uid``, ``decided_actor``).
 _REQUEST = {
     "type": "object",
     "required": ["id", "status", "action", "params", "requested_by", "history"],
@@ -77,6 +78,12 @@ _REQUEST = {
             "type": ["integer", "null"],
             "description": "the OS user that decided, where one did: for approver tokens "
             "only (an agent token's view leaves it out)",
+        },
+        "decided_actor": {
+            "type": ["string", "null"],
+            "description": "the host and OS user ('host/user') of the process that recorded "
+            "the decision (null before one, or in a journal entry older than the actor): for "
+            "approver tokens only",
         },
         "history": {
             "type": "array",

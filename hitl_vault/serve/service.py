@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..access.failures import FailureLog
+from ..chain import Entry, decision_entry
 from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundError
 from ..identity import API, Principal, Proof, Role, proof_in, same_name
 from ..model import Origin, Request, Status, Transition
@@ -363,24 +364,22 @@ class Service:
         params = dict(request.params)
         data = {
             **request_json(self._as_seen(request, who), self.engine.votes(request)),
-            "decided_uid": self.engine.decided_uid(request.id),
             "params": params,
             "params_sha": params_sha(params),
         }
-        return _without_uid(data, who)
+        return _with_recorder(data, self.engine.journal.entries(request.id), who)
 
     def _shown(self, request_id: str, who: Principal | None = None) -> dict[str, Any]:
         request = self.engine.get(request_id)
         params, sha, edited = self.engine.params_to_run(request.id)
         data = {
             **request_json(self._as_seen(request, who), self.engine.votes(request)),
-            "decided_uid": self.engine.decided_uid(request.id),
             "params": params,
             "params_sha": sha,
         }
         if edited:
             data["edited_in_note"] = edited
-        return _without_uid(data, who)
+        return _with_recorder(data, self.engine.journal.entries(request.id), who)
 
     def listed(
         self, requests: builtins.list[Request], who: Principal | None = None
@@ -429,10 +428,15 @@ def _sourceless(step: Transition) -> Transition:
     return replace(step, details=step.details[:-2] + step.details[-1:])
 
 
-def _without_uid(data: dict[str, Any], who: Principal | None) -> dict[str, Any]:
-    """``decided_uid`` is for people: an agent has no use for the uids of the server."""
-    if who is not None and who.role is Role.AGENT:
-        del data["decided_uid"]
+def _with_recorder(
+    data: dict[str, Any], entries: list[Entry], who: Principal | None
+) -> dict[str, Any]:
+    """``data`` with who recorded the decision (``decided_uid``, ``decided_actor``: the
+    process's ``host/user``), for people: an agent has no use for the server's users."""
+    if who is None or who.role is not Role.AGENT:
+        entry = decision_entry(entries)
+        data["decided_uid"] = entry.uid if entry else None
+        data["decided_actor"] = entry.actor if entry else None
     return data
 
 
