@@ -81,6 +81,7 @@ class Host:
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
     said: int = 0  # bytes of its log written before this run
+    journal: str = ""  # its own URL for the journal (a proxy's), else the cluster's
 
     def health(self, timeout: float = 5.0) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/healthz", timeout=timeout) as answer:
@@ -114,7 +115,7 @@ class Cluster:
         host.said = log.stat().st_size if log.exists() else 0  # what an earlier run wrote
         argv = [str(COMMAND), "--vault", str(self.root), "serve", "--listen", "127.0.0.1:0",
                 "--socket", str(host.home / f"{host.name}.sock")]  # fmt: skip
-        env = {**os.environ, JOURNAL_ENV: self.journal, **ENV}
+        env = {**os.environ, JOURNAL_ENV: host.journal or self.journal, **ENV}
         with open(log, "ab") as out:
             host.process = subprocess.Popen(argv, stderr=out, stdin=subprocess.DEVNULL, env=env)
 
