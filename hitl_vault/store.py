@@ -153,6 +153,11 @@ class LeasedStore(Protocol):
         """While inside, this thread writes as the leader of ``term``, each write refused
         (:class:`NotLeaderError`) once that term is over."""
 
+    def reclaim(self, request_id: str, at: datetime) -> Transition | None:
+        """Claim an action an earlier term left executing for this thread's term, journaled
+        ("running again, same key") before it runs again: from then on only this term may
+        record its outcome. None when it is no longer executing."""
+
 
 class JournalStore(Protocol):
     """The journal: what happened to every request, durable, shared by every process."""

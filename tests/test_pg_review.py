@@ -4,6 +4,7 @@ term's sole right to close a claim (a re-run after a takeover claims it anew).""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,15 +15,18 @@ from click.testing import CliRunner
 
 from hitl_vault import Vault
 from hitl_vault.cli.main import cli
-from hitl_vault.errors import ServerJournalError, UsageError
+from hitl_vault.daemon.workers import INTERRUPTED
+from hitl_vault.errors import NotLeaderError, ServerJournalError, UsageError
 from hitl_vault.identity import Person
 from hitl_vault.journal.pg import PgJournal
 from hitl_vault.journal.pg_migrate import import_sqlite
 from hitl_vault.journal.pg_url import check_url, shown
 from hitl_vault.journal.sqlite import Journal
+from hitl_vault.model import Kind, Status
 
+from .helpers import eventually
 from .pgserver import fresh_journal
-from .test_pg_lease import _new
+from .test_pg_lease import _claimed_term, _lead, _new
 
 AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -80,3 +84,71 @@ def test_a_url_with_an_sslpassword_is_refused_and_masked(key: str) -> None:
     with pytest.raises(UsageError, match="holds a password"):
         check_url(url)
     assert "s3cret" not in shown(url) and f"{key}=***" in shown(url)
+
+
+@pytest.fixture
+def hosts(pg_url: str) -> Iterator[tuple[PgJournal, PgJournal]]:
+    """Two stores on one fresh journal: two hosts."""
+    url = fresh_journal(pg_url)
+    with closing(PgJournal(url)) as a, closing(PgJournal(url)) as b:
+        yield a, b
+
+
+def _claimed_by_a_then_b_leads(a: PgJournal, b: PgJournal) -> tuple[str, int, int]:
+    """A request term A claimed, then A's lease ran out and B leads: (id, A's, B's term)."""
+    lease_a, ta = _lead(a)  # a quarter of a second: it runs out while B waits for it
+    lease_a.close()
+    rid = _new(a, 1, Status.APPROVED)
+    with a.owner(ta):
+        assert a.transition(rid, Status.EXECUTING, at=AT, by="executor", expect={Status.APPROVED})
+    with closing(b.lease(60)) as lease_b:  # B's term outlasts the test
+        tb = eventually(lease_b.take, timeout=10)
+    assert isinstance(tb, int)
+    return rid, ta, tb
+
+
+@pytest.mark.slow
+def test_a_rerun_is_claimed_and_journaled_so_the_old_terms_late_outcome_is_refused(
+    hosts: tuple[PgJournal, PgJournal],
+) -> None:
+    """After B re-claims A's claim, A's late outcome is refused and B's re-run's counts."""
+    a, b = hosts
+    rid, ta, tb = _claimed_by_a_then_b_leads(a, b)
+    with b.owner(tb):
+        rerun = b.reclaim(rid, AT)
+        assert rerun is not None and rerun.kind is Kind.RERUN
+        assert b.reclaim(rid, AT) is None  # claimed once
+    assert _claimed_term(b, rid) == tb
+    with a.owner(ta), pytest.raises(NotLeaderError):
+        a.transition(
+            rid, Status.FAILED, at=AT, by="executor", expect={Status.EXECUTING},
+            fields={"executed_at": AT, "error": "the old run's late outcome"},
+        )  # fmt: skip
+    with b.owner(tb):
+        done = b.transition(
+            rid, Status.EXECUTED, at=AT, by="executor", expect={Status.EXECUTING},
+            fields={"executed_at": AT},
+        )  # fmt: skip
+    assert done is not None and b.status_of(rid) is Status.EXECUTED
+    assert [e.kind for e in b.entries(rid)][-2:] == ["rerun", "transition"]
+    assert b.verify_chain() == []
+
+
+@pytest.mark.slow
+def test_a_new_leader_records_no_outcome_of_an_earlier_claim_but_interrupted(
+    hosts: tuple[PgJournal, PgJournal],
+) -> None:
+    """Term B cannot record how term A's claimed action went, only call it interrupted."""
+    a, b = hosts
+    rid, _, tb = _claimed_by_a_then_b_leads(a, b)
+    with b.owner(tb):
+        ran = b.transition(
+            rid, Status.EXECUTED, at=AT, by="executor", expect={Status.EXECUTING},
+            fields={"executed_at": AT},
+        )  # fmt: skip
+        assert ran is None and b.status_of(rid) is Status.EXECUTING
+        closed = b.transition(
+            rid, Status.FAILED, at=AT, by="executor", expect={Status.EXECUTING},
+            fields={"executed_at": AT, "error": INTERRUPTED},
+        )  # fmt: skip
+    assert closed is not None and b.status_of(rid) is Status.FAILED

@@ -32,7 +32,7 @@ from ..errors import JournalDamagedError, JournalUnavailableError, NotRunnableEr
 from ..execute.executor import Outcome, execute
 from ..execute.processes import KILL_GRACE, kill_all
 from ..model import Request, Status, Transition
-from ..store import request_flag
+from ..store import LeasedStore, request_flag
 from ..text import one_line
 
 if TYPE_CHECKING:
@@ -329,8 +329,13 @@ class Actions:
             if now < at:
                 continue
             del self._rerun[request_id]
-            if self.journal.status_of(request_id) is Status.EXECUTING:
+            journal = self.journal
+            # Claimed for this term and journaled first: the old term's outcome is refused.
+            if isinstance(journal, LeasedStore) and journal.reclaim(request_id, now) is None:
+                continue
+            if journal.status_of(request_id) is Status.EXECUTING:
                 log.warning("%s: running it again, with the same idempotency key", request_id)
+                self._show(request_id)
                 self.start(request)
 
     def abandon(self) -> int:
