@@ -154,9 +154,7 @@ class LeasedStore(Protocol):
         (:class:`NotLeaderError`) once that term is over."""
 
     def reclaim(self, request_id: str, at: datetime) -> Transition | None:
-        """Claim an action an earlier term left executing for this thread's term, journaled
-        ("running again, same key") before it runs again: from then on only this term may
-        record its outcome. None when it is no longer executing."""
+        """Claim, journaled, what an earlier term left executing (None: no longer executing)."""
 
 
 class JournalStore(Protocol):

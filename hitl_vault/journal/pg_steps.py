@@ -33,7 +33,7 @@ from .pg_db import Conflict, PgDatabase
 from .sqlite_db import json_object
 
 # The error a takeover closes another term's claim with (daemon/workers.py INTERRUPTED).
-INTERRUPTED_PREFIX = "interrupted:"
+INTERRUPTED_PREFIX = "interrupted"
 Tx = Any  # the connection a write hands out (psycopg's; only pg_db names the driver)
 
 
