@@ -1,9 +1,15 @@
 """What a review of the PostgreSQL journal found: an import into a journal with rows in any
-table, a head row moved back past a removed entry, a URL's ``sslpassword``, and the claiming
-term's sole right to close a claim (a re-run after a takeover claims it anew)."""
+table, a head row moved back past a removed entry, a URL's ``sslpassword``, the claiming
+term's sole right to close a claim (a re-run after a takeover claims it anew), and a frozen
+daemon's action ended at its timeout all the same (the watchdog)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime
@@ -17,12 +23,13 @@ from hitl_vault import Vault
 from hitl_vault.cli.main import cli
 from hitl_vault.daemon.workers import INTERRUPTED
 from hitl_vault.errors import NotLeaderError, ServerJournalError, UsageError
+from hitl_vault.execute.executor import run_command
 from hitl_vault.identity import Person
 from hitl_vault.journal.pg import PgJournal
 from hitl_vault.journal.pg_migrate import import_sqlite
 from hitl_vault.journal.pg_url import check_url, shown
 from hitl_vault.journal.sqlite import Journal
-from hitl_vault.model import Kind, Status
+from hitl_vault.model import Kind, Request, Risk, Status
 
 from .helpers import eventually
 from .pgserver import fresh_journal
@@ -152,3 +159,79 @@ def test_a_new_leader_records_no_outcome_of_an_earlier_claim_but_interrupted(
             fields={"executed_at": AT, "error": INTERRUPTED},
         )  # fmt: skip
     assert closed is not None and b.status_of(rid) is Status.FAILED
+
+
+_FROZEN_DAEMON = """
+import pathlib, sys
+from datetime import UTC, datetime
+from hitl_vault.execute import processes
+from hitl_vault.execute.executor import run_command
+from hitl_vault.model import Request, Risk, Status
+processes.KILL_GRACE = 0.2
+at = datetime(2026, 12, 6, tzinfo=UTC)
+request = Request(
+    id="20261206T000000Z-frozen-0001", status=Status.EXECUTING, action="a", summary="s",
+    risk=Risk.LOW, rule="r", requested_by="bot", created=at, expires=None, params={},
+    history=(),
+)
+pid_file = sys.argv[1]
+run_command(
+    ("sh", "-c", f"echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 60"),
+    request, cwd=pathlib.Path(pid_file).parent, timeout=0.3, watched=True,
+)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not reaped by its frozen parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.process
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the watchdog needs /proc (Linux)")
+def test_a_frozen_daemons_action_is_ended_at_its_timeout_by_the_watchdog(tmp_path: Path) -> None:
+    """A watched run: program is ended at its deadline even while its daemon is SIGSTOPped."""
+    pid_file = tmp_path / "pid"
+    daemon = subprocess.Popen([sys.executable, "-c", _FROZEN_DAEMON, str(pid_file)])
+    try:
+        eventually(pid_file.exists, timeout=20)
+        os.kill(daemon.pid, signal.SIGSTOP)  # frozen: its own timeout can no longer act
+        program = int(pid_file.read_text())
+        eventually(lambda: not _running(program), timeout=20)
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
+def _watchdogs() -> list[int]:
+    """The watchdog processes running now."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and b"deadline.py" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.process
+@pytest.mark.skipif(sys.platform != "linux", reason="the watchdog needs /proc (Linux)")
+def test_a_watched_run_keeps_its_exit_code_and_output_and_its_watchdog_ends(
+    tmp_path: Path,
+) -> None:
+    """Watched or not, a run's outcome is the same, and no watchdog outlives it."""
+    request = Request(
+        id="20261206T000000Z-watched-0001", status=Status.EXECUTING, action="a", summary="s",
+        risk=Risk.LOW, rule="r", requested_by="bot", created=AT, expires=None, params={},
+        history=(),
+    )  # fmt: skip
+    before = set(_watchdogs())
+    for argv in (("sh", "-c", "echo out; echo err >&2; exit 3"), ("sh", "-c", "cat")):
+        plain = run_command(argv, request, cwd=tmp_path, timeout=10)
+        watched = run_command(argv, request, cwd=tmp_path, timeout=10, watched=True)
+        assert (watched.ok, watched.result, watched.error) == (plain.ok, plain.result, plain.error)
+    assert set(_watchdogs()) <= before

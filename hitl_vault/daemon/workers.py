@@ -232,7 +232,8 @@ class Actions:
                 return
             spec = self._rules().actions.get(request.action)
             handler = self._handlers.get(request.action)
-            outcome = execute(spec, request, cwd=self._root, handler=handler)
+            shared = isinstance(self.journal, LeasedStore)  # another host may take over
+            outcome = execute(spec, request, cwd=self._root, handler=handler, watched=shared)
         except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
             log.exception("%s: could not run the action", request.id)
         finally:
@@ -297,8 +298,8 @@ class Actions:
             if spec is not None and spec.idempotent and (timed or not takeover):
                 if stopping:  # stays executing: run again at the next start
                     continue
-                if takeover:  # the old holder's run has its timeout (and the kill's grace)
-                    wait = spec.timeout + timedelta(seconds=KILL_GRACE)
+                if takeover:  # the old holder's watchdog ends its run by then (twice the grace)
+                    wait = spec.timeout + timedelta(seconds=2 * KILL_GRACE)
                     self._rerun[request.id] = (request, now + wait)
                     log.warning(
                         "%s: was running on the host that led before; idempotent, so running "
