@@ -13,8 +13,10 @@ stays ``executing``, so a crash in between counts as a crash during the action.
 A leader that takes over from another host (:mod:`hitl_vault.daemon.leader`) recovers
 with ``takeover``: the old holder may still be alive (frozen, or cut off), so an idempotent
 action it was running runs again only once the action's own timeout has run out since
-(a ``python:`` one, which has none, is interrupted instead); and a leader that loses its
-lease :meth:`Actions.abandon` s what it runs.
+(the old host's watchdog ends it by then; a ``python:`` one, which has no timeout, is
+interrupted instead), claimed for the new term and journaled before it starts, so the old
+term's late outcome is refused; and a leader that loses its lease :meth:`Actions.abandon` s
+what it runs.
 """
 
 from __future__ import annotations
