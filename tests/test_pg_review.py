@@ -26,6 +26,7 @@ from hitl_vault.errors import NotLeaderError, ServerJournalError, UsageError
 from hitl_vault.execute.executor import run_command
 from hitl_vault.identity import Person
 from hitl_vault.journal.pg import PgJournal
+from hitl_vault.journal.pg_db import Conflict, typed
 from hitl_vault.journal.pg_migrate import import_sqlite
 from hitl_vault.journal.pg_url import check_url, shown
 from hitl_vault.journal.sqlite import Journal
@@ -235,3 +236,16 @@ def test_a_watched_run_keeps_its_exit_code_and_output_and_its_watchdog_ends(
         watched = run_command(argv, request, cwd=tmp_path, timeout=10, watched=True)
         assert (watched.ok, watched.result, watched.error) == (plain.ok, plain.result, plain.error)
     assert set(_watchdogs()) <= before
+
+
+def test_a_unique_key_clash_becomes_a_typed_error_with_the_fix(pg_url: str) -> None:
+    """A driver's unique-key clash is a ServerJournalError naming the key and the fix."""
+    url = fresh_journal(pg_url)
+    with (
+        psycopg.connect(url, autocommit=True) as db,
+        pytest.raises(psycopg.IntegrityError) as raised,
+    ):
+        db.execute("INSERT INTO meta (key, value) VALUES ('schema', '2')")
+    error = typed("db", raised.value)
+    assert isinstance(error, Conflict) and isinstance(error, ServerJournalError)
+    assert error.constraint and error.constraint in str(error) and "retry" in error.fix
