@@ -59,7 +59,7 @@ def test_an_approved_request_cancelled_before_the_daemon_claims_it_never_runs(
     vault = clocked_vault
     req = vault.submit("payment", {"amount": 1500})
     vault.approve(req.id, by="alice")  # the daemon hears it and queues the action ...
-    daemon.followed.act()  # ... on its own thread, at the start of its next step
+    daemon.followed.act(clock.now)  # ... on its own thread, at the start of its next step
     assert daemon.actions.waiting
     cancelled = vault.cancel(req.id, by="bob")
     assert cancelled.status is Status.CANCELLED

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..model import Kind, Status
@@ -26,12 +27,13 @@ class Followed:
         self,
         journal: JournalStore,
         queue: Callable[[str], None],
-        show: Callable[[str], None],
+        show: Callable[[str, datetime], None],
         wake: Callable[[], None],
     ) -> None:
         self.journal = journal
         self._queue = queue  # an approved request that may run now
-        # the request's note is to show what happened (once quiet, unless it already does)
+        # the request's note is to show what happened (once quiet, unless it already does),
+        # told when the daemon heard of it
         self._show = show
         self._wake = wake  # tells the daemon there is something to act on
         self._lock = threading.Lock()
@@ -47,14 +49,15 @@ class Followed:
             self._heard.append((event.request_id, event.status if moved else None, created))
         self._wake()
 
-    def act(self) -> None:
-        """On the daemon's thread: queue what was approved; each note is to show the journal."""
+    def act(self, now: datetime) -> None:
+        """On the daemon's thread, at ``now``: queue what was approved; each note is to show
+        the journal."""
         with self._lock:
             heard, self._heard = self._heard, []
         for request_id, status, created in heard:
             if status is Status.APPROVED:
                 self._queue(request_id)
-            self._show(request_id)
+            self._show(request_id, now)
             made = self.journal.get(request_id, history=False) if created else None
             if made is not None and made.retry_of:  # its note links to the new one now
-                self._show(made.retry_of)
+                self._show(made.retry_of, now)

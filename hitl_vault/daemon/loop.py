@@ -47,6 +47,7 @@ from .reload import RulesReload
 from .retries import RETRY_FIRST, Retries
 from .signals import stop_on_signals
 from .timeouts import Timeouts
+from .wakes import Wakes
 from .workers import Actions
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class Daemon:
         self.quiet = QuietWriter(root, journal, notes, lambda: rules().defaults.quiet)
         show = self.quiet.want  # the request's note is to show the journal (once quiet)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self.wakes = Wakes()  # a file or an action's end: a step now; the journal's word: soon
         self._dirty: set[Path] = set()
         self._rescan_wanted = True
         self.retries = Retries()
@@ -119,7 +120,7 @@ class Daemon:
             later_in_note=notes.later_in_note,
             show=show,
             workers=workers,
-            wake=self._wake.set,
+            wake=self.wakes.now,
         )
         queue = self.actions.queue_if_runnable  # an approved request that may run now
         # ``links``: people's decision links (the service makes them; ``run`` alone has none)
@@ -133,8 +134,7 @@ class Daemon:
             root, journal, notes, self.quiet, inbox, self.rules.changed, rescan_every
         )
         self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show, engine.unreported)
-        heard = lambda request_id: self.quiet.want(request_id, unless_shown=True)  # noqa: E731
-        self.followed = Followed(journal, queue, heard, self._wake.set)
+        self.followed = Followed(journal, queue, self.quiet.heard, self.wakes.heard)
         self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
         self.parts: list[Part] = [self.retries, self.actions, self.looker, self.quiet]
@@ -157,23 +157,25 @@ class Daemon:
         if path.parent == self._journal_files:  # the store's files: word of its writes
             self._journal_changed()
             return
+        if not self.looker.wants(path):  # nothing a look would act on
+            return
         with self._lock:
             self._dirty.add(path)
         self.notifier.idle.clear()  # a decision may be coming: no new send until it is done
-        self._wake.set()
+        (self.wakes.now if self.quiet.knows(path) else self.wakes.soon)()  # see wakes.py
 
     def _journal_changed(self) -> None:
         """Called from the store's thread: another process may have written the journal (the
         step tells the listeners, and acts on what they heard)."""
         self.notifier.idle.clear()
-        self._wake.set()
+        self.wakes.soon()
 
     def overflow(self) -> None:
         """Events were lost; everything gets looked at again."""
         log.warning("file events were lost (watcher queue overflow); rescanning the vault")
         with self._lock:
             self._rescan_wanted = True
-        self._wake.set()
+        self.wakes.now()
 
     # --- one step ---------------------------------------------------------------
 
@@ -185,7 +187,7 @@ class Daemon:
         if not self._recovered:
             did |= self._guarded("recovering after a restart", self._recover, now)
         did |= self._record_outcomes()
-        self.followed.act()
+        self.followed.act(now)
         with self._lock:
             dirty, self._dirty = self._dirty, set()
             rescan, self._rescan_wanted = self._rescan_wanted, False
@@ -206,13 +208,14 @@ class Daemon:
         did |= self._guarded("expiring requests", self.timeouts.expire, now)
         did |= self._guarded("escalating requests", self.timeouts.escalate, now)
         did |= self._guarded("closing unreported outcomes", self.timeouts.close_unreported, now)
-        self.followed.act()  # what the parts above heard of (another process's approval)
+        self.followed.act(now)  # what the parts above heard of (another process's approval)
         did |= self._guarded("starting actions", self._claim_and_launch, now)
         did |= self._guarded("writing notes", self._write_due, now)
         did |= self._publish(now)  # what _recover and the parts above recorded
         # After the decisions and actions, never before them: the durable listeners (the
         # notifier) hear what the journal recorded since their cursors, whoever recorded it.
-        self._guarded("telling durable listeners", lambda _: self._events.catch_up() > 0, now)
+        if not self.wakes.put_off():  # a burst of steps commits it once (see wakes.py)
+            self._guarded("telling durable listeners", lambda _: self._events.catch_up() > 0, now)
         self._guarded("recording reminders", self.notifier.remind, now)
         self.dashboard.step(now, changed=did)
         return did
@@ -239,7 +242,7 @@ class Daemon:
                 if batch:
                     for event in self._events.recorded():
                         self.followed.hear(event)
-                    self.followed.act()
+                    self.followed.act(now)
                 claimed = self._claim() if batch else []
         except Exception as e:  # the commit failed: nothing in it happened
             self.actions.unclaim()
@@ -340,8 +343,8 @@ class Daemon:
                 break
             delay = self.next_delay()
             if (writing or rechecking or retrying) and delay is not None and delay > 0:
-                self._wake.wait(min(delay, self.quiet.period().total_seconds()))
-                self._wake.clear()
+                self.wakes.wait(min(delay, self.quiet.period().total_seconds()))
+                self.wakes.clear()
         self.gave_up += self.quiet.refused.values()
         # What is due goes out now (shared targets, or a person's own channels); what
         # fails, next run.
@@ -380,7 +383,7 @@ class Daemon:
             log.info("watching %s", self.root)
             self.notifier.start()
             while not self._stopping:
-                self._wake.clear()
+                self.wakes.begin()
                 self.notifier.idle.clear()
                 try:
                     self.run_once()
@@ -391,12 +394,12 @@ class Daemon:
                     raise
                 except Exception:  # a bug: say so loudly, keep watching, try again shortly
                     log.exception("unexpected error; the daemon carries on")
-                    self._wake.wait(1.0)
+                    self.wakes.wait(1.0)
                     continue
                 delay = self.next_delay()
                 if not self._dirty:
                     self.notifier.idle.set()
-                    self._wake.wait(delay)
+                    self.wakes.wait(delay)
         self.notifier.idle.set()
         self._finish_in_flight()
 
@@ -412,7 +415,7 @@ class Daemon:
     def stop(self) -> None:
         """Ask :meth:`run_forever` to return once the actions in flight have finished."""
         self._stopping = True
-        self._wake.set()
+        self.wakes.finish()  # the steps left put nothing off
 
     def close(self) -> None:
         """Wait for actions in flight, journal how they went, release the worker threads; it

@@ -62,6 +62,20 @@ class Looker:
         except ValueError:
             return False
 
+    def wants(self, path: Path) -> bool:
+        """Whether :meth:`look` may do anything with ``path`` (a note, an Inbox file, the rules,
+        a request folder): a write of anything else (a temp file of ours, the dashboard, a
+        file elsewhere in the vault) is no reason to wake the daemon."""
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            return False
+        if not rel.parts or rel.parts[0] == STATE_DIR:
+            return False
+        if rel.parts[0] == INBOX_FOLDER or rel.as_posix() == RULES_FILE:
+            return True
+        return (len(rel.parts) == 1 and rel.parts[0] in REQUEST_FOLDERS) or is_candidate(rel)
+
     def due(self, now: datetime) -> set[Path]:
         """The half-saved notes whose quiet period has passed."""
         return {path for path, at in self.recheck.items() if now >= at}

@@ -66,6 +66,9 @@ class QuietWriter:
         # Of those, the ones a look found in need (a save, new rules): the others came from
         # the feed and are skipped if the note shows the journal by the time they are due.
         self._needed: set[str] = set()
+        # Of those, when each one's maker (a submitter, a CLI decision), who writes its note
+        # too, has had quiet to do so: until then, a note not written yet is not the daemon's.
+        self._makers: dict[str, datetime] = {}
         self.refused: dict[str, str] = {}  # the system refused to write these notes: where
         self._next_at: datetime | None = None  # when the next waiting note is worth a look
         self._due: list[tuple[datetime, str]] = []  # a heap of (no sooner than, request id)
@@ -116,6 +119,11 @@ class QuietWriter:
         self._ours.pop(path, None)
         return Content(digest, data)
 
+    def knows(self, path: Path) -> bool:
+        """Whether the daemon wrote or looked at ``path`` before (a note someone may be
+        deciding in), rather than a file new to it (a submitter's new note)."""
+        return path in self._seen or path in self._ours
+
     def looked_at(self, path: Path, digest: str | None) -> None:
         if digest:
             self._seen[path] = digest
@@ -129,13 +137,23 @@ class QuietWriter:
     # --- writing notes once quiet ---------------------------------------------------
 
     def want(
-        self, request_id: str, at: datetime | None = None, *, unless_shown: bool = False
+        self,
+        request_id: str,
+        at: datetime | None = None,
+        *,
+        unless_shown: bool = False,
+        heard: datetime | None = None,
     ) -> None:
         """Make the note show the journal once it is quiet (and no sooner than ``at``);
         ``unless_shown``: not if by then it holds the bytes last written for the journal as it
-        is (whoever made the entry wrote the note too: a submitter, a CLI decision)."""
+        is (whoever made the entry wrote the note too: a submitter, a CLI decision), and
+        ``heard``: when the daemon heard of that entry (its maker has until quiet after that
+        to write the note; the entry's own time, kept to the second, is no measure of it)."""
         if not unless_shown:
             self._needed.add(request_id)
+        elif heard is not None:
+            until = heard + self._quiet
+            self._makers[request_id] = max(until, self._makers.get(request_id, until))
         if request_id in self.waiting and at is None:
             return  # its entry in the heap stands; quiet is checked again when it comes up
         self.waiting.add(request_id)
@@ -146,6 +164,11 @@ class QuietWriter:
             at = _EARLIEST if last is None else last + self._quiet
         heapq.heappush(self._due, (at, request_id))
         self._next_at = self._due[0][0]
+
+    def heard(self, request_id: str, now: datetime) -> None:
+        """An entry someone else made, heard from the feed at ``now``: the note is to show
+        the journal, unless it does once its maker has had quiet to write it (:meth:`want`)."""
+        self.want(request_id, unless_shown=True, heard=now)
 
     def next_wake(self, now: datetime) -> datetime | None:
         """When the next waiting note is worth a look (it may still not be quiet then)."""
@@ -181,9 +204,17 @@ class QuietWriter:
             if quiet_at is not None and now < quiet_at:
                 heapq.heappush(due, (quiet_at, request_id))
                 continue
+            if request_id not in self._needed:
+                if self.notes.shows_journal(request_id):
+                    self.waiting.discard(request_id)
+                    self._makers.pop(request_id, None)
+                    continue  # nothing to read, judge or write
+                maker = self._makers.get(request_id)
+                if maker is not None and now < maker:  # its maker may not have written it yet
+                    heapq.heappush(due, (maker, request_id))
+                    continue
             self.waiting.discard(request_id)
-            if request_id not in self._needed and self.notes.shows_journal(request_id):
-                continue  # nothing to read, judge or write
+            self._makers.pop(request_id, None)
             self._needed.discard(request_id)
             written += 1
             try:

@@ -73,7 +73,11 @@ class Api:
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        self.conn.request(method, path, body=data, headers=self.headers)
+        try:
+            self.conn.request(method, path, body=data, headers=self.headers)
+        except (BrokenPipeError, ConnectionResetError):  # the server ended an idle keep-alive
+            self.conn.close()  # the request never left: send it on a new connection
+            self.conn.request(method, path, body=data, headers=self.headers)
         answer = self.conn.getresponse()
         raw = answer.read()
         return answer.status, json.loads(raw) if raw else None
@@ -359,6 +363,10 @@ def main() -> int:
                 f"4. waits    1,000 open long-polls: VmRSS {during:.0f} MB (before {before:.0f} "
                 f"MB) (goal <= 150) {'ok' if during <= 150 else 'MISSED'}"
             )
+    except BaseException:  # what the service said may tell why
+        with suppress(OSError):
+            print((tmp / "serve.log").read_text()[-4000:], file=sys.stderr)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

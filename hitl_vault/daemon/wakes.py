@@ -1,0 +1,104 @@
+"""What wakes the daemon's loop, and how soon a step follows.
+
+A note the daemon knows saved (someone may be deciding), an action that ended, a stop or
+lost events want a step at once (:meth:`Wakes.now`). Word that the journal changed
+(another thread's or process's write, heard through the store's files or the feed) and
+any other file the daemon looks at (a note new to it, the rules, the Inbox) want one
+soon (:meth:`Wakes.soon`): a submit alone commits twice and writes its new note between,
+so the loop gathers such words for :data:`GATHER` and takes one step for the burst, and
+a wake that wants a step at once ends the gathering.
+
+A step of the loop may put off, for at most :data:`PATIENCE`, what can wait that long
+(:meth:`Wakes.put_off`): the durable listeners' commit (the notifier's cursor), an fsync
+that holds the journal, which would otherwise follow nearly every step of a burst of
+submits and keep the decisions of the steps between waiting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+# How long word of the journal's writes is gathered before the step that acts on them.
+GATHER = 0.01
+# The longest a step of the loop puts off what can wait (the loop wakes for it by then).
+PATIENCE = 0.05
+
+
+class Wakes:
+    """The daemon loop's wake-ups: any thread asks, the loop waits."""
+
+    def __init__(self, gather: float = GATHER, patience: float = PATIENCE) -> None:
+        self.gather = gather
+        self.patience = patience
+        self._any = threading.Event()  # a step is wanted
+        self._now = threading.Event()  # ... at once
+        self._looping = False  # the step under way is the loop's: it may put off
+        self._put_off_at: float | None = None  # when a step first put off what can wait
+        self._loop_thread: int | None = None  # the thread the loop's steps run on
+        self._finishing = False  # stopping: no step puts anything off any more
+
+    def now(self) -> None:
+        """A step at once (any thread)."""
+        self._now.set()
+        self._any.set()
+
+    def soon(self) -> None:
+        """A step soon, with what else comes meanwhile (any thread)."""
+        self._any.set()
+
+    def heard(self) -> None:
+        """Word of a journal entry from the feed: from the loop's own thread (what its step
+        recorded) a step at once, as that step's sequel; from another thread, soon."""
+        if threading.get_ident() == self._loop_thread:
+            self.now()
+        else:
+            self.soon()
+
+    def begin(self) -> None:
+        """A step of the loop starts (it may put off, unless stopping): what is asked from
+        now on wants another."""
+        self._looping = not self._finishing
+        self._loop_thread = threading.get_ident()
+        self._now.clear()
+        self._any.clear()
+
+    def finish(self) -> None:
+        """Stopping (any thread): a step at once, and none from now on puts anything off."""
+        self._finishing = True
+        self._looping = False
+        self.now()
+
+    def clear(self) -> None:
+        """A step starts that puts nothing off (``run --once``, the last one)."""
+        self._looping = False
+        self._now.clear()
+        self._any.clear()
+
+    def put_off(self) -> bool:
+        """In a step of the loop: whether to leave what can wait to a later step, unless it
+        has waited :attr:`patience` already (the loop wakes by then); never in another."""
+        if not self._looping:
+            self._put_off_at = None
+            return False
+        now = time.monotonic()
+        if self._put_off_at is None:
+            self._put_off_at = now
+        if now < self._put_off_at + self.patience:
+            return True
+        self._put_off_at = None
+        return False
+
+    def wait(self, timeout: float | None) -> bool:
+        """Until a step is wanted (True) or ``timeout`` seconds pass (False; None: no limit),
+        or what a step put off is due; a step wanted only soon is wanted once the gathering
+        is over (or ``timeout``, if sooner), or at once if a wake that wants it at once comes
+        meanwhile."""
+        if self._put_off_at is not None:
+            due = max(0.0, self._put_off_at + self.patience - time.monotonic())
+            timeout = due if timeout is None else min(timeout, due)
+        if not self._any.wait(timeout):
+            return False
+        if not self._now.is_set():  # never past the time a part asked for
+            self._now.wait(self.gather if timeout is None else min(self.gather, timeout))
+        return True
