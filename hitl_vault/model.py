@@ -110,6 +110,7 @@ class Kind(StrEnum):
     VOTED = "voted"  # one person's vote (to_status: approved or rejected); the status stays
     ESCALATED = "escalated"  # nobody decided in time: escalate_to may decide too
     LINKED = "linked"  # a retry made or was made from another request; the status was kept
+    RERUN = "rerun"  # an idempotent action left executing runs again, same key (re-claimed)
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,9 @@ class LeasedStore(Protocol):
         """While inside, this thread writes as the leader of ``term``, each write refused
         (:class:`NotLeaderError`) once that term is over."""
 
+    def reclaim(self, request_id: str, at: datetime) -> Transition | None:
+        """Claim, journaled, what an earlier term left executing (None: no longer executing)."""
+
 
 class JournalStore(Protocol):
     """The journal: what happened to every request, durable, shared by every process."""

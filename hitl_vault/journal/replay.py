@@ -43,7 +43,7 @@ def replay(entries: Sequence[Entry]) -> Replay:
         except ValueError:
             problems.append(f"{where}: unknown status {e.to_status!r}")
             continue
-        if e.kind in ("ignored", "linked"):  # a note on the way; the status stays
+        if e.kind in ("ignored", "linked", "rerun"):  # a note on the way; the status stays
             if to is not status:
                 problems.append(f"{where}: keeps {to}, but the request was {status}")
             continue
