@@ -29,12 +29,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 
 from hitl_vault.access.tokens import mint
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.identity import Person, Role
 from hitl_vault.journal.pg import PgJournal
 from hitl_vault.journal.pg_url import JOURNAL_ENV
 from hitl_vault.model import Kind
-from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 from hitl_vault.vault import Vault
 
