@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     )
     from .events import Event, Listener
     from .model import Request, Risk, Status, Transition
-    from .pitch import Pitch
+    from .policy.pitch import Pitch
     from .policy.rules import Decision, Proposal, RuleMatch, Ruling
     from .vault import Vault
 
@@ -70,7 +70,7 @@ _HOMES = {
     "Event": "events",
     "Listener": "events",
     "Request": "model",
-    "Pitch": "pitch",
+    "Pitch": "policy.pitch",
     "Status": "model",
     "Transition": "model",
     "Decision": "policy.rules",

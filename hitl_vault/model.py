@@ -1,4 +1,4 @@
-"""The model: statuses, requests and transitions.
+"""The model: statuses, requests and transitions, and where they live in a vault.
 
 Frozen dataclasses and tables, no I/O, so the rest of the package (and its
 tests) can reason about a request without touching disk. What rules say lives
@@ -18,9 +18,21 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import UsageError
-from .layout import APPROVED_FOLDER, DONE_FOLDER, PENDING_FOLDER, REJECTED_FOLDER
-from .pitch import Pitch
+from .policy.pitch import Pitch
 from .times import format_ts
+
+# Where things are in a vault: the folders a request moves through, and hitl-vault's files.
+PENDING_FOLDER = "Pending_Approval"
+APPROVED_FOLDER = "Approved"
+DONE_FOLDER = "Done"
+REJECTED_FOLDER = "Rejected"
+INBOX_FOLDER = "Inbox"
+REQUEST_FOLDERS = (PENDING_FOLDER, APPROVED_FOLDER, DONE_FOLDER, REJECTED_FOLDER)
+RULES_FILE = "hitl-vault.yaml"
+DASHBOARD_FILE = "Dashboard.md"
+STATE_DIR = ".hitl"  # the journal and the daemon lock
+JOURNAL_FILE = "journal.db"
+LOCK_FILE = "daemon.lock"
 
 
 class Status(StrEnum):
@@ -98,6 +110,7 @@ class Kind(StrEnum):
     VOTED = "voted"  # one person's vote (to_status: approved or rejected); the status stays
     ESCALATED = "escalated"  # nobody decided in time: escalate_to may decide too
     LINKED = "linked"  # a retry made or was made from another request; the status was kept
+    RERUN = "rerun"  # an idempotent action left executing runs again, same key (re-claimed)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,10 @@
 """The one storage seam: :class:`JournalStore`, what the rest of hitl-vault needs from a
 journal, each method with its contract in one line (as huey's ``BaseStorage``).
 
-Two stores ship: :class:`~hitl_vault.journal.sqlite.Journal` (SQLite in ``.hitl/``, the
-default) and :class:`~hitl_vault.testing.MemoryJournal` (in memory, one process);
-``Vault(path, journal=...)`` takes either, or another. A new backend (a database
-server, say) is one class that satisfies this protocol and passes
-``tests/test_store_contract.py``.
+Three stores ship: :class:`~hitl_vault.journal.sqlite.Journal` (SQLite in ``.hitl/``, the
+default), :class:`~hitl_vault.journal.pg.PgJournal` (PostgreSQL, shared by several hosts)
+and :class:`~hitl_vault.testing.MemoryJournal` (in memory); ``Vault(path, journal=...)``
+takes any. A new one satisfies this protocol and passes ``tests/test_store_contract.py``.
 
 What crosses the seam are our types and our errors, never the storage's (no
 ``sqlite3`` exception): :class:`DuplicateError` from ``create``,
@@ -15,9 +14,8 @@ What crosses the seam are our types and our errors, never the storage's (no
 :class:`JournalDamagedError` when it cannot be read at all, and its kind
 :class:`JournalMissingError` when it vanished under a running process.
 
-Besides the records, a store brings two things another process needs: word that
-something was written (:meth:`JournalStore.watch`) and the one-daemon lock
-(:meth:`JournalStore.daemon_lock`), so a store on a server brings its own. A store
+Besides the records, a store brings word that something was written
+(:meth:`JournalStore.watch`) and the one-daemon lock (:meth:`JournalStore.daemon_lock`); one
 that several hosts share also brings leadership (:class:`LeasedStore`): which of them acts
 for the vault is a lease with terms, and the leader's writes carry its term.
 """
@@ -152,6 +150,9 @@ class LeasedStore(Protocol):
     def owner(self, term: int) -> AbstractContextManager[None]:
         """While inside, this thread writes as the leader of ``term``, each write refused
         (:class:`NotLeaderError`) once that term is over."""
+
+    def reclaim(self, request_id: str, at: datetime) -> Transition | None:
+        """Claim, journaled, what an earlier term left executing (None: no longer executing)."""
 
 
 class JournalStore(Protocol):

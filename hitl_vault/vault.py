@@ -22,9 +22,9 @@ from .engine import Engine
 from .errors import IllegalTransitionError
 from .events import Listener
 from .model import Request, Status, check_action, new_id
-from .pitch import make_pitch
 from .policy.always import Allow
 from .policy.intake import default_user
+from .policy.pitch import make_pitch
 from .policy.quorum import Count
 from .policy.rules import Policy, RuleFunction, Ruling
 from .store import JournalStore, LeasedStore

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.loop import Daemon
-from hitl_vault.template import init_vault
 
 from .helpers import Clock, DaemonProcess, VaultHelper
 

@@ -60,7 +60,7 @@ class Served:
 
 def serving(rules: str = RULES) -> Iterator[Served]:
     """Start the service (for a module-scoped fixture); stop it and clean up after."""
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     # Short (AF_UNIX paths have ~100 bytes) and traversable by any user (0755).
     home = Path(tempfile.mkdtemp(prefix="hv-"))

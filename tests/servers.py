@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hitl_vault import Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.identity import Person, Role, keep_service_uid
 from hitl_vault.serve.runner import Serving, bind
-from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from hitl_vault.access import tokens
 from hitl_vault.cli.main import cli
 from hitl_vault.journal.sqlite import Journal
-from hitl_vault.layout import JOURNAL_FILE, STATE_DIR
+from hitl_vault.model import JOURNAL_FILE, STATE_DIR
 from hitl_vault.times import utcnow
 
 from .helpers import COMMAND

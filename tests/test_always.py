@@ -17,12 +17,12 @@ from hitl_vault import Status, Vault
 from hitl_vault.agents.gate import skips_prompt
 from hitl_vault.agents.hookio import Call
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.dashboard import render_dashboard
 from hitl_vault.errors import DecisionRefusedError, UsageError
 from hitl_vault.policy.always import NOWHERE, Allow, consult, covered, place_of
 from hitl_vault.policy.rules import Decision, Proposal
 from hitl_vault.policy.rulesfile import parse_policy
-from hitl_vault.template import init_vault
 
 from .helpers import Clock
 

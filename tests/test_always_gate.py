@@ -24,7 +24,7 @@ WAITING = "waiting for a human"
 
 @pytest.fixture
 def vault_path(tmp_path: Path) -> Path:
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     path = tmp_path / "vault"
     init_vault(path)

@@ -74,7 +74,7 @@ async def mcp_running() -> AsyncIterator[None]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("api") / "vault"
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     init_vault(root)
     (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")

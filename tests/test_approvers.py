@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from hitl_vault import Request, Status, Vault
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import (
     DecisionRefusedError,
@@ -34,7 +35,6 @@ from hitl_vault.model import Kind
 from hitl_vault.policy.quorum import Count, Plan, RequireReason, Stage, Vote, add, count, refusal
 from hitl_vault.policy.rules import Proposal
 from hitl_vault.policy.rulesfile import parse_policy
-from hitl_vault.template import init_vault
 
 from .helpers import RECORD, Clock, DaemonProcess, VaultHelper, ended, eventually
 from .receivers import Receiver

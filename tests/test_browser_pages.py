@@ -23,9 +23,9 @@ from click.testing import CliRunner
 
 from hitl_vault import Request
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.identity import Person
 from hitl_vault.model import Status
-from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 
 from .browser import Tab, threads_end_with_it

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 
 from hitl_vault import Status, Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.errors import DecisionRefusedError
 from hitl_vault.identity import (
     PUBLIC_URL,
@@ -26,7 +27,6 @@ from hitl_vault.notes.callout import callout, callouts_written
 from hitl_vault.notes.claims import unclaimed
 from hitl_vault.notes.render import history_line
 from hitl_vault.policy.quorum import proof_needed, proven_ways
-from hitl_vault.template import init_vault
 
 from .test_identity import RULES, as_service, flagged
 

@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 
 from hitl_vault import Status, Vault
 from hitl_vault.cli.main import cli
-from hitl_vault.template import init_vault
+from hitl_vault.cli.template import init_vault
 
 from .helpers import VaultHelper, eventually, set_status
 

@@ -143,7 +143,7 @@ def test_a_lone_surrogate_in_the_context_is_stored_as_a_question_mark(
 
 def test_context_is_request_data_and_leaves_the_hash_chain_as_it_was(tmp_path: Path) -> None:
     """The journal's entries and their hashes are the same with and without a context."""
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     clock = Clock()
     chains = []

@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, Status, Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.workers import INTERRUPTED
 from hitl_vault.errors import JournalUnavailableError
-from hitl_vault.template import init_vault
 
 from .helpers import LOG_PREAMBLE, DaemonProcess, VaultHelper, eventually, set_status
 

@@ -22,11 +22,11 @@ from hitl_vault.agents.gate import decide
 from hitl_vault.agents.gate_service import decide_remote
 from hitl_vault.agents.hookio import Call
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.identity import API, Principal, Role
 from hitl_vault.notes.render import history_key
 from hitl_vault.notify.message import DIFF_LINES, compose
-from hitl_vault.pitch import MAX_DIFF_CHARS, MAX_DIFF_LINES, cut_diff
-from hitl_vault.template import init_vault
+from hitl_vault.policy.pitch import MAX_DIFF_CHARS, MAX_DIFF_LINES, cut_diff
 
 from .servers import Server, serving
 

@@ -35,8 +35,8 @@ from sybil import Example, Sybil
 from sybil.parsers.myst import CodeBlockParser, SkipParser
 
 from hitl_vault import Status, Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.errors import IllegalTransitionError
-from hitl_vault.template import init_vault
 
 pytestmark = pytest.mark.process  # every test here starts a real process
 

@@ -19,8 +19,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from hitl_vault import Status, Vault
 from hitl_vault.cli.serve import extras
+from hitl_vault.cli.template import init_vault
 from hitl_vault.serve.runner import Serving, bind
-from hitl_vault.template import init_vault
 
 from .helpers import COMMAND
 from .servers import Server

@@ -51,7 +51,7 @@ SESSION = "3f1c2a4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b"
 @pytest.fixture
 def vault_path(tmp_path: Path) -> Path:
     """The template vault with rules for a coding agent."""
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     path = tmp_path / "vault"
     init_vault(path)
@@ -263,7 +263,7 @@ def _vault_writes(vault: Path) -> list[tuple[str, dict[str, Any], Path]]:
 
 def test_writes_into_the_vault_are_denied_whatever_the_rules_say(tmp_path: Path) -> None:
     """With every call allowed, an agent still cannot write the vault or run hitl-vault."""
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     vault = tmp_path / "vault"
     init_vault(vault)

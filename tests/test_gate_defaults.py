@@ -14,8 +14,8 @@ import pytest
 from hitl_vault import Vault
 from hitl_vault.agents.formats import FORMATS
 from hitl_vault.agents.gate import run
+from hitl_vault.cli.template import init_vault
 from hitl_vault.model import Status
-from hitl_vault.template import init_vault
 
 
 class Setup:
@@ -298,7 +298,7 @@ def test_an_allowed_read_imports_nothing_but_the_fast_path(setup: Setup) -> None
 def test_date_is_not_on_the_short_list_since_date_f_prints_any_file(tmp_path: Path) -> None:
     """`date -f FILE` prints every line of FILE in its errors: the template asks for it."""
     from hitl_vault import Vault
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     init_vault(tmp_path / "v")
     with Vault(tmp_path / "v") as vault:

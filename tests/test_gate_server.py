@@ -44,7 +44,7 @@ AGENT = Principal("ci-bot", Role.AGENT, API, credential="c1")
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     """The engine of a template vault with rules for a coding agent."""
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     init_vault(tmp_path / "vault")
     (tmp_path / "vault" / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")

@@ -22,7 +22,7 @@ from hitl_vault.agents.hookio import Call
 @pytest.fixture
 def places(tmp_path: Path) -> tuple[Path, Path]:
     """(vault, project): a template vault with a pending note, and a project beside it."""
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     vault = tmp_path / "vault"
     init_vault(vault)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hitl_vault import Status, Vault
-from hitl_vault.template import init_vault
+from hitl_vault.cli.template import init_vault
 
 
 def test_a_rejection_made_while_the_note_is_truncated_shows_after_the_next_sync(

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Status, Vault
-from hitl_vault.template import init_vault
+from hitl_vault.cli.template import init_vault
 
 from .helpers import DaemonProcess, VaultHelper, eventually, set_status
 

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from hitl_vault import Status, Vault
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import DecisionRefusedError, NotAnApproverError, RulesError
 from hitl_vault.identity import PROVEN, Proof, keep_service_uid, proof_in, proven_by
@@ -28,7 +29,6 @@ from hitl_vault.policy.proven import unauthenticated
 from hitl_vault.policy.quorum import Part, combine
 from hitl_vault.policy.rules import Proposal
 from hitl_vault.policy.rulesfile import parse_policy
-from hitl_vault.template import init_vault
 
 from .helpers import Clock, set_status
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Status, Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.identity import Person, Proof, keep_service_uid
-from hitl_vault.template import init_vault
 
 from .helpers import Clock, VaultHelper, eventually
 from .receivers import Receiver

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from hitl_vault import Status, Vault
 from hitl_vault.chain import RECORDER_ACTOR, RECORDER_HOST, recorded_by
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.errors import DecisionRefusedError, UnprovenDecisionError, UsageError
 from hitl_vault.identity import (
     Person,
@@ -31,7 +32,6 @@ from hitl_vault.identity import (
 )
 from hitl_vault.policy.quorum import Plan, Stage, Vote, count, refusal
 from hitl_vault.shapes import request_json
-from hitl_vault.template import init_vault
 
 from .helpers import set_status
 from .test_identity import PROVEN_WAY, RULES

@@ -65,7 +65,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterator[Server]:
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     root = tmp_path_factory.mktemp("inbox") / "vault"
     init_vault(root)

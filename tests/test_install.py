@@ -246,7 +246,7 @@ def test_a_project_that_does_not_exist_is_refused(vault_path: Path, tmp_path: Pa
 @pytest.mark.process
 def test_a_vault_inside_the_project_is_installed_with_a_warning(tmp_path: Path) -> None:
     """The vault under the project's folder: installed, and a warning says to move it."""
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     project = tmp_path / "app"
     project.mkdir()

@@ -46,7 +46,7 @@ rules:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A project folder beside a vault with rules for Cursor's tools."""
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     init_vault(tmp_path / "vault")
     (tmp_path / "vault" / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Status, Vault, durable
+from hitl_vault.cli.template import init_vault
 from hitl_vault.notes.leftovers import Leftovers
-from hitl_vault.template import init_vault
 
 from .helpers import eventually
 

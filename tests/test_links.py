@@ -18,11 +18,11 @@ from hitl_vault.access import links
 from hitl_vault.access.links import LinkError, LinkProblem
 from hitl_vault.access.people import People
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.errors import UsageError
 from hitl_vault.identity import Person
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.params import params_sha
-from hitl_vault.template import init_vault
 from hitl_vault.testing import MemoryJournal
 from hitl_vault.times import utcnow
 

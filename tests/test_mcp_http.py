@@ -33,9 +33,9 @@ from hitl_vault.access.tokens import mint, revoke
 from hitl_vault.agents.mcp_http import mcp_http_app
 from hitl_vault.agents.mcp_server import build_server
 from hitl_vault.cli.serve import extras
+from hitl_vault.cli.template import init_vault
 from hitl_vault.identity import Person, Role
 from hitl_vault.serve.runner import Serving, bind
-from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 
 TOOLS = {"request_approval", "wait_for_approval", "get_request", "list_requests", "report_result"}

@@ -23,9 +23,9 @@ from hitl_vault import Vault
 from hitl_vault.access.tokens import mint
 from hitl_vault.agents.mcp_server import build_server
 from hitl_vault.cli.serve import extras
+from hitl_vault.cli.template import init_vault
 from hitl_vault.identity import Role
 from hitl_vault.serve.runner import Serving, bind
-from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 
 RULES = """\

@@ -19,6 +19,7 @@ import pytest
 
 from hitl_vault import Vault
 from hitl_vault.access.people import People
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.asking import Send
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import VaultError
@@ -30,7 +31,6 @@ from hitl_vault.notify.ntfy import too_long
 from hitl_vault.notify.people import Link, ask
 from hitl_vault.notify.send import Message, send
 from hitl_vault.serve.message_links import decision_links
-from hitl_vault.template import init_vault
 
 from .helpers import Clock
 

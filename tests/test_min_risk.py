@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from hitl_vault import Vault
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.model import Status
-from hitl_vault.template import init_vault
 
 RULES = """\
 defaults:
@@ -83,7 +83,7 @@ def test_min_risk_never_allows_what_a_confidence_rule_made_a_low_risk_ask(tmp_pa
     """An agent that asserts a high confidence to match a low-risk ask rule does not get
     min_risk to approve the request: the match only ever makes things stricter."""
     from hitl_vault import Vault
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     init_vault(tmp_path / "v")
     (tmp_path / "v" / "hitl-vault.yaml").write_text(

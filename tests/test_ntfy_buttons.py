@@ -14,6 +14,7 @@ import pytest
 
 from hitl_vault import Status, Vault
 from hitl_vault.access import links
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.identity import Person
 from hitl_vault.notes.render import history_line
@@ -21,7 +22,6 @@ from hitl_vault.notify.ntfy import CUT, Buttons, actions, buttons, too_long, wit
 from hitl_vault.notify.send import Message, send
 from hitl_vault.serve.message_links import decision_links
 from hitl_vault.store import JournalStore
-from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 
 from .helpers import Clock

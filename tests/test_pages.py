@@ -56,7 +56,7 @@ ELSEWHERE = {"X-Forwarded-For": "10.9.9.9"}  # the attempt limit's test, on its 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("pages") / "vault"
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     init_vault(root)
     (root / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")

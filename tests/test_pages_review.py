@@ -49,7 +49,7 @@ SAFE = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     root = tmp_path_factory.mktemp("pages-review") / "vault"
     init_vault(root)
@@ -326,7 +326,7 @@ def test_a_public_url_with_a_path_is_kept_without_its_last_slash() -> None:
 def test_serve_refuses_to_start_with_a_kept_public_url_links_cannot_use(tmp_path: Path) -> None:
     """A kept public URL with a query stops ``serve`` before it listens (exit 2, the fix)."""
     from hitl_vault.cli.serve import _record
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     root = tmp_path / "vault"
     init_vault(root)

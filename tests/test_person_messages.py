@@ -22,11 +22,11 @@ import pytest
 
 from hitl_vault import Vault
 from hitl_vault.access import links
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.identity import Person
 from hitl_vault.notify.people import NO_LINK
 from hitl_vault.serve.message_links import decision_links
-from hitl_vault.template import init_vault
 
 from .helpers import Clock, eventually
 from .receivers import Receiver, smtp_server

@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 
 from hitl_vault.access.tokens import mint
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.workers import INTERRUPTED
 from hitl_vault.identity import Person, Role
 from hitl_vault.journal.pg_url import JOURNAL_ENV
 from hitl_vault.model import Status
-from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 from hitl_vault.vault import Vault
 
@@ -81,6 +81,7 @@ class Host:
     process: subprocess.Popen[bytes] | None = None
     url: str = ""
     said: int = 0  # bytes of its log written before this run
+    journal: str = ""  # its own URL for the journal (a proxy's), else the cluster's
 
     def health(self, timeout: float = 5.0) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/healthz", timeout=timeout) as answer:
@@ -114,7 +115,7 @@ class Cluster:
         host.said = log.stat().st_size if log.exists() else 0  # what an earlier run wrote
         argv = [str(COMMAND), "--vault", str(self.root), "serve", "--listen", "127.0.0.1:0",
                 "--socket", str(host.home / f"{host.name}.sock")]  # fmt: skip
-        env = {**os.environ, JOURNAL_ENV: self.journal, **ENV}
+        env = {**os.environ, JOURNAL_ENV: host.journal or self.journal, **ENV}
         with open(log, "ab") as out:
             host.process = subprocess.Popen(argv, stderr=out, stdin=subprocess.DEVNULL, env=env)
 

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from hitl_vault.cli.template import init_vault
 from hitl_vault.errors import DaemonRunningError, NotLeaderError, ServerUnavailableError
 from hitl_vault.journal.pg import PgJournal
 from hitl_vault.journal.pg_lease import PgLease
 from hitl_vault.journal.pg_url import JOURNAL_ENV
 from hitl_vault.model import Request, Risk, Status, Transition
-from hitl_vault.template import init_vault
 from hitl_vault.vault import Vault
 
 from .helpers import eventually

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from hitl_vault.cli.template import init_vault
 from hitl_vault.journal.pg import PgJournal
 from hitl_vault.journal.pg_url import JOURNAL_ENV
 from hitl_vault.model import Status
-from hitl_vault.template import init_vault
 
 from .helpers import eventually
 from .pgserver import fresh_journal

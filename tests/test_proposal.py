@@ -18,11 +18,11 @@ from mcp import Client
 from hitl_vault import Vault
 from hitl_vault.agents.mcp_server import serving as mcp_serving
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.inbox import Inbox
 from hitl_vault.errors import RulesError, UsageError, VaultError
 from hitl_vault.notify.message import compose
 from hitl_vault.policy.rules import Decision
-from hitl_vault.template import init_vault
 
 from .servers import Server, serving
 

@@ -24,12 +24,12 @@ from hitl_vault.agents.gate_service import decide_remote
 from hitl_vault.agents.hookio import Call
 from hitl_vault.agents.mcp_server import build_server
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.errors import RulesError
 from hitl_vault.identity import API, Principal, Role
 from hitl_vault.policy.rules import Decision, Proposal
 from hitl_vault.policy.rulesfile import parse_policy
-from hitl_vault.template import init_vault
 
 from .helpers import COMMAND, Clock
 from .servers import serving

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Request, Status, Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.notes.file import Note, parse_note
 from hitl_vault.notes.state import NoteState, Reading
-from hitl_vault.template import init_vault
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ def uncomment(text: str, first: str, last: str) -> str:
 def test_the_templates_groups_can_be_uncommented_beside_its_agent_rules(tmp_path: Path) -> None:
     """A new user uncomments groups: (for group:finance) beside the agent rules, which the
     template has on: it loads, and the agent rules still apply."""
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     path = tmp_path / "fresh"
     init_vault(path)
@@ -184,7 +184,7 @@ def test_the_templates_groups_can_be_uncommented_beside_its_agent_rules(tmp_path
 
 def test_the_templates_remind_before_example_can_be_uncommented(tmp_path: Path) -> None:
     """Uncommenting the template's `# defaults:` / `#   remind_before: 15m` lines loads."""
-    from hitl_vault.template import init_vault
+    from hitl_vault.cli.template import init_vault
 
     path = tmp_path / "fresh"
     init_vault(path)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Status, Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.errors import RequestNotFoundError, UsageError
 from hitl_vault.policy.trust import UntrustedVaultError
-from hitl_vault.template import init_vault
 
 from .helpers import DaemonProcess, VaultHelper, eventually, set_status
 

@@ -22,9 +22,9 @@ from click.testing import CliRunner
 
 from hitl_vault import Client, Vault
 from hitl_vault.cli.main import cli
+from hitl_vault.cli.template import init_vault
 from hitl_vault.errors import ServiceError
 from hitl_vault.identity import Person, Role
-from hitl_vault.template import init_vault
 from hitl_vault.times import utcnow
 
 RULES = """\

@@ -18,7 +18,7 @@ from hitl_vault.cli.main import cli
 from hitl_vault.errors import AccessError, NotAuthenticatedError, UsageError
 from hitl_vault.identity import Person, Principal, Role
 from hitl_vault.journal.sqlite import Journal
-from hitl_vault.layout import JOURNAL_FILE, STATE_DIR
+from hitl_vault.model import JOURNAL_FILE, STATE_DIR
 from hitl_vault.notify.send import Message
 from hitl_vault.testing import MemoryJournal
 

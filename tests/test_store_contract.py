@@ -36,7 +36,7 @@ from hitl_vault.errors import (
 from hitl_vault.identity import Credential, Person, Role, same_name
 from hitl_vault.journal.sqlite import Journal
 from hitl_vault.model import Kind, Request, Risk, Status, Transition
-from hitl_vault.pitch import Pitch
+from hitl_vault.policy.pitch import Pitch
 from hitl_vault.store import JournalStore, request_flag
 from hitl_vault.testing import MemoryJournal
 from hitl_vault.times import format_ts

@@ -9,11 +9,11 @@ from pathlib import Path
 import yaml
 
 from hitl_vault import Decision, Vault
+from hitl_vault.cli.template import template_root
 from hitl_vault.daemon.dashboard import render_dashboard
 from hitl_vault.notes.state import is_candidate
 from hitl_vault.policy.rules import Proposal
 from hitl_vault.policy.rulesfile import parse_policy
-from hitl_vault.template import template_root
 from hitl_vault.times import utcnow
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "vault_template"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hitl_vault.cli.template import init_vault
 from hitl_vault.errors import VaultError
 from hitl_vault.policy.trust import (
     MAX_DIFF_LINES,
@@ -17,7 +18,6 @@ from hitl_vault.policy.trust import (
     policy_change,
     raise_for,
 )
-from hitl_vault.template import init_vault
 
 posix_only = pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
 as_root = pytest.mark.skipif(

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from hitl_vault import Status, Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.durable import move_note, write_note
 from hitl_vault.errors import ChangedUnderfootError, NoteError
 from hitl_vault.model import Request
 from hitl_vault.notes.sync import NoteSync
-from hitl_vault.template import init_vault
 
 from .helpers import eventually
 from .test_approvers import vote_line, write_vault

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from ..errors import AccessError, UsageError, VaultError
 from ..identity import Person, Role, same_name
-from ..layout import RULES_FILE
+from ..model import RULES_FILE
 from ..notify.config import read_notify_config
 from ..notify.people import clash
 from ..notify.send import (

@@ -4,7 +4,7 @@
 Made where the file can be read: by the gate on the agent's machine (``hitl-vault gate``,
 and ``hitl-vault gate --server`` before it asks the service, which sends it as
 ``agent_diff``). The service never reads the agent's disk: it keeps what the agent's side
-sent, labelled as such (:data:`hitl_vault.pitch.DIFF_BY`). Loaded only when a request is
+sent, labelled as such (:data:`hitl_vault.policy.pitch.DIFF_BY`). Loaded only when a request is
 made, never for an allowed call.
 
 Nothing is read of a secrets path (:data:`SECRETS_PATH`, the pattern of the template's
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..pitch import Pitch, make_pitch
+from ..policy.pitch import Pitch, make_pitch
 
 # The tools whose input says what a file will hold.
 FILE_TOOLS = frozenset({"Edit", "MultiEdit", "Write", "NotebookEdit"})

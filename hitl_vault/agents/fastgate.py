@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 TABLE = "gate-fast.marshal"
-STATE_DIR = ".hitl"  # as hitl_vault.layout says: this module imports nothing of the package
+STATE_DIR = ".hitl"  # as hitl_vault.model says: this module imports nothing of the package
 RULES_FILE = "hitl-vault.yaml"
 FOLDERS = ("Inbox", "Pending_Approval", "Approved", "Done", "Rejected")
 # Tools that only read (the guard lets them near the vault, never into .hitl/).
@@ -38,7 +38,7 @@ _SOURCES = (
     ("agents", "formats.py"), ("agents", "hookio.py"), ("policy", "rules.py"),
     ("policy", "conditions.py"), ("policy", "quorum.py"), ("policy", "rulesfile.py"),
     ("policy", "trust.py"), ("policy", "confidence.py"), ("policy", "modes.py"),
-    ("params.py",), ("layout.py",),
+    ("params.py",), ("model.py",),
 )  # fmt: skip
 
 

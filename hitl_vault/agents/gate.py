@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import VaultError, VaultNotFoundError
-from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..model import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..policy.always import consult
 from ..policy.rules import Decision, GateRecord, Proposal, RuleMatch
 from ..policy.trust import check_vault, raise_for

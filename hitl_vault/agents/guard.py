@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..layout import STATE_DIR
+from ..model import STATE_DIR
 from ..policy.conditions import Where
 from .fastgate import READ_ONLY  # one list: the fast path answers only for these
 from .hookio import PATH_KEYS, Call, command_of

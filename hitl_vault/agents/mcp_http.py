@@ -40,7 +40,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from ..errors import RequestNotFoundError, UsageError, VaultError
 from ..identity import Principal, Role
 from ..model import Request, Status
-from ..pitch import Pitch, make_pitch
+from ..policy.pitch import Pitch, make_pitch
 from .mcp_tools import (
     MAX_LIMIT,
     PROGRESS_EVERY,

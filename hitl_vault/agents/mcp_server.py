@@ -28,8 +28,7 @@ from mcp.server.mcpserver import Context, MCPServer
 
 from ..errors import RequestNotFoundError, UsageError, VaultError, WaitTimeoutError
 from ..journal.sqlite import Journal
-from ..layout import RULES_FILE
-from ..model import Request, Status
+from ..model import RULES_FILE, Request, Status
 from ..shapes import request_json
 from ..vault import Vault
 from .mcp_tools import (

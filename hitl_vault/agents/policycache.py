@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..layout import JOURNAL_FILE, RULES_FILE, STATE_DIR
+from ..model import JOURNAL_FILE, RULES_FILE, STATE_DIR
 from ..policy.always import STAMP_FILE, Allow
 from ..policy.rules import Policy
 

@@ -114,7 +114,7 @@ def read(stdin: bytes, hook: HookFormat) -> tuple[Call, dict[str, Any]]:
 
 def run(vault: str | Path, hook: HookFormat, stdin: bytes) -> Reply:
     """(exit code, stdout, stderr): the whole of ``hitl-vault posttool`` on a vault."""
-    from ..layout import STATE_DIR
+    from ..model import STATE_DIR
 
     try:
         call, data = read(stdin, hook)

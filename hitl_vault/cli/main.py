@@ -82,7 +82,7 @@ def cli(ctx: click.Context, vault: str, server: str | None, token_file: str | No
 @click.pass_context
 def init(ctx: click.Context, path: Path | None) -> None:
     """Create a vault from the template (PATH defaults to --vault); never overwrites a file."""
-    from ..template import init_vault
+    from .template import init_vault
 
     target = path or vault_path(ctx)
     with cli_errors():
@@ -102,8 +102,8 @@ def run(ctx: click.Context, once: bool, verbose: bool) -> None:
 
     With no vault at the path yet, one is created from the template first.
     """
-    from ..template import init_vault
     from ..vault import Vault
+    from .template import init_vault
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -220,7 +220,7 @@ def submit(
 
 def _number(text: str | None) -> float | None:
     """``--confidence`` as a number; other text gets the error every entry gives."""
-    from ..pitch import check_confidence
+    from ..policy.pitch import check_confidence
 
     try:
         return float(text) if text is not None else None

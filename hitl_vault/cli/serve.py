@@ -203,8 +203,8 @@ def _serve(
 ) -> None:
     from ..policy.proven import unauthenticated
     from ..serve.runner import Serving, bind
-    from ..template import init_vault
     from ..vault import Vault
+    from .template import init_vault
 
     if not path.exists():  # as `run` does: the quick start's first command serves
         init_vault(path)

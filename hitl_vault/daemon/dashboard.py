@@ -17,8 +17,7 @@ from urllib.parse import quote
 from ..chain import recorded_by
 from ..durable import read_file, write_note
 from ..errors import JournalDamagedError, VaultError
-from ..layout import DASHBOARD_FILE
-from ..model import Kind, Status
+from ..model import DASHBOARD_FILE, Kind, Status
 from ..notes.claims import unclaimed
 from ..notes.render import history_line
 from ..text import history_text, inline, one_line

@@ -26,10 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..durable import read_file
 from ..errors import DuplicateError, NoteError, VaultError
-from ..layout import INBOX_FOLDER
-from ..model import Request
+from ..model import INBOX_FOLDER, Request
 from ..notes.file import load_json, split_frontmatter
-from ..pitch import make_pitch
+from ..policy.pitch import make_pitch
 
 if TYPE_CHECKING:
     from ..store import JournalStore

@@ -133,6 +133,7 @@ class Leadership:
     def _lead(self, term: int) -> None:
         """Run a daemon for ``term`` until it stops or the lease is lost."""
         daemon = self._make_daemon()
+        daemon.notifier.as_owner = lambda: self._store.owner(term)  # its sending threads
         daemon.actions.may_act = lambda: self.term == term and self._clock() < self._deadline
         with self._lock:
             self.term = self.last_term = term

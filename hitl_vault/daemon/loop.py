@@ -30,8 +30,7 @@ from typing import Protocol
 from ..engine import Engine
 from ..errors import CatchUpError, JournalDamagedError
 from ..events import Event
-from ..layout import RULES_FILE
-from ..model import Request, Transition
+from ..model import RULES_FILE, Request, Transition
 from ..notes.render import history_line
 from ..notify.config import NotifyConfig
 from ..notify.people import LinkMaker

@@ -22,11 +22,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .. import events
-from ..errors import RulesError
+from ..errors import NotLeaderError, RulesError
 from ..model import Kind, Request, Status
 from ..notes.decide import Decider
 from ..notify import send as sending
@@ -90,6 +91,9 @@ class Notifier:
         # decision never waits behind a send (each send is a few ms of this process's time).
         self.idle = threading.Event()
         self.idle.set()
+        # On a shared journal, the leader's term (daemon/leader.py sets it): every sending
+        # thread marks what it sent as that term's owner, refused once another term leads.
+        self.as_owner: Callable[[], AbstractContextManager[None]] = nullcontext
         self.next_reminder: datetime | None = None  # when a reminder falls due next
         self._reminded: set[str] = set()  # recorded already (the journal also keeps each once)
         self._remind_at: dict[str, datetime | None] = {}  # by the rules below
@@ -239,6 +243,15 @@ class Notifier:
         return not self._stop.is_set() and self._send(item)
 
     def _send(self, item: Outgoing) -> bool:
+        """Send one, in whichever thread: its marks are the leader's (:attr:`as_owner`)."""
+        with self.as_owner():
+            try:
+                return self._send_one(item)
+            except NotLeaderError as e:  # deposed: the next leader sends it (again)
+                log.warning("%s: not marked as sent: %s", item.request_id, e)
+                return False
+
+    def _send_one(self, item: Outgoing) -> bool:
         if item.event.startswith(YOURS):
             ready, name = self.yours.prepare(item.request_id, item.event, item.target)
             return self._send_person(item, ready, name)

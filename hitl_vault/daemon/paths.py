@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..layout import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..model import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..notes.leftovers import Leftovers
 from ..notes.state import is_candidate
 from .inbox import Inbox

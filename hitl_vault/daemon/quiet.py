@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ..durable import read_file
 from ..errors import ChangedUnderfootError, NoteError
-from ..layout import REQUEST_FOLDERS
+from ..model import REQUEST_FOLDERS
 
 if TYPE_CHECKING:
     from ..notes.reconcile import Reconciler

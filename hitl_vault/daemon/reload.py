@@ -14,8 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..errors import RulesError
-from ..layout import RULES_FILE
-from ..model import Status
+from ..model import RULES_FILE, Status
 from .quiet import QuietWriter
 
 if TYPE_CHECKING:

@@ -13,8 +13,10 @@ stays ``executing``, so a crash in between counts as a crash during the action.
 A leader that takes over from another host (:mod:`hitl_vault.daemon.leader`) recovers
 with ``takeover``: the old holder may still be alive (frozen, or cut off), so an idempotent
 action it was running runs again only once the action's own timeout has run out since
-(a ``python:`` one, which has none, is interrupted instead); and a leader that loses its
-lease :meth:`Actions.abandon` s what it runs.
+(the old host's watchdog ends it by then; a ``python:`` one, which has no timeout, is
+interrupted instead), claimed for the new term and journaled before it starts, so the old
+term's late outcome is refused; and a leader that loses its lease :meth:`Actions.abandon` s
+what it runs.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..errors import JournalDamagedError, JournalUnavailableError, NotRunnableEr
 from ..execute.executor import Outcome, execute
 from ..execute.processes import KILL_GRACE, kill_all
 from ..model import Request, Status, Transition
-from ..store import request_flag
+from ..store import LeasedStore, request_flag
 from ..text import one_line
 
 if TYPE_CHECKING:
@@ -232,7 +234,8 @@ class Actions:
                 return
             spec = self._rules().actions.get(request.action)
             handler = self._handlers.get(request.action)
-            outcome = execute(spec, request, cwd=self._root, handler=handler)
+            shared = isinstance(self.journal, LeasedStore)  # another host may take over
+            outcome = execute(spec, request, cwd=self._root, handler=handler, watched=shared)
         except Exception:  # a bug, not an action's failure: keep the daemon alive, say so loudly
             log.exception("%s: could not run the action", request.id)
         finally:
@@ -297,8 +300,8 @@ class Actions:
             if spec is not None and spec.idempotent and (timed or not takeover):
                 if stopping:  # stays executing: run again at the next start
                     continue
-                if takeover:  # the old holder's run has its timeout (and the kill's grace)
-                    wait = spec.timeout + timedelta(seconds=KILL_GRACE)
+                if takeover:  # the old holder's watchdog ends its run by then (twice the grace)
+                    wait = spec.timeout + timedelta(seconds=2 * KILL_GRACE)
                     self._rerun[request.id] = (request, now + wait)
                     log.warning(
                         "%s: was running on the host that led before; idempotent, so running "
@@ -329,8 +332,13 @@ class Actions:
             if now < at:
                 continue
             del self._rerun[request_id]
-            if self.journal.status_of(request_id) is Status.EXECUTING:
+            journal = self.journal
+            # Claimed for this term and journaled first: the old term's outcome is refused.
+            if isinstance(journal, LeasedStore) and journal.reclaim(request_id, now) is None:
+                continue
+            if journal.status_of(request_id) is Status.EXECUTING:
                 log.warning("%s: running it again, with the same idempotency key", request_id)
+                self._show(request_id)
                 self.start(request)
 
     def abandon(self) -> int:

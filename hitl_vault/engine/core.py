@@ -23,19 +23,26 @@ from ..errors import (
     RequestNotFoundError,
     RulesError,
     UnprovenDecisionError,
-    VaultNotFoundError,
 )
 from ..events import Events, Listener
 from ..identity import REQUESTER_LIMIT, Proof, check_name
 from ..journal.pg_host import open_journal
-from ..layout import REQUEST_FOLDERS, RULES_FILE, STATE_DIR
-from ..model import Origin, Request, Status, Transition, check_action, new_id
+from ..model import (
+    RULES_FILE,
+    STATE_DIR,
+    Origin,
+    Request,
+    Status,
+    Transition,
+    check_action,
+    new_id,
+)
 from ..notes.decide import Decider
 from ..notes.reconcile import Reconciler
 from ..params import check_expected, clean_params, describe_changes, params_sha
-from ..pitch import Pitch
 from ..policy.conditions import Where
 from ..policy.intake import default_user
+from ..policy.pitch import Pitch
 from ..policy.quorum import Count
 from ..policy.rules import Policy, Proposal, RuleFunction, Ruling
 from ..policy.trust import UntrustedVaultError
@@ -45,7 +52,7 @@ from ..times import utcnow
 from .always import Allows
 from .deadlines import Deadlines
 from .execution import Execution
-from .rules_in_force import check_trust, read_rules, record_policy
+from .rules_in_force import check_trust, read_rules, record_policy, vault_root
 from .submission import Submissions
 from .verify import verify_vault
 from .waiting import Waiting
@@ -64,16 +71,7 @@ class Engine:
         ids: Callable[[str, datetime], str] = new_id,
         journal: JournalStore | None = None,
     ) -> None:
-        root = Path(path).expanduser()
-        if not root.is_dir():
-            raise VaultNotFoundError(root, "create one with `hitl-vault init PATH`")
-        if not (root / RULES_FILE).exists() and not any(
-            (root / f).is_dir() for f in REQUEST_FOLDERS
-        ):
-            raise VaultNotFoundError(
-                root, f"it has no {RULES_FILE} and no request folders; run `hitl-vault init {root}`"
-            )
-        self.root = root.resolve()
+        self.root = vault_root(path)
         self._clock = clock
         self.ids = ids  # how a new request is named
         check_trust(self.root)  # before anything is created or chmodded through a link

@@ -7,7 +7,8 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from ..layout import RULES_FILE
+from ..errors import VaultNotFoundError
+from ..model import REQUEST_FOLDERS, RULES_FILE
 from ..notify.config import NotifyConfig, read_notify_config
 from ..policy.rules import Policy
 from ..policy.rulesfile import parse_policy, rules_text
@@ -15,6 +16,19 @@ from ..policy.trust import check_vault, raise_for
 from ..store import JournalStore
 
 log = logging.getLogger("hitl_vault.engine")  # where these lines were always logged
+
+
+def vault_root(path: str | Path) -> Path:
+    """The vault folder ``path`` names, resolved: a folder with the rules file or a request
+    folder (:class:`VaultNotFoundError` naming ``hitl-vault init`` otherwise)."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise VaultNotFoundError(root, "create one with `hitl-vault init PATH`")
+    if not (root / RULES_FILE).exists() and not any((root / f).is_dir() for f in REQUEST_FOLDERS):
+        raise VaultNotFoundError(
+            root, f"it has no {RULES_FILE} and no request folders; run `hitl-vault init {root}`"
+        )
+    return root.resolve()
 
 
 def check_trust(root: Path) -> None:

@@ -20,9 +20,9 @@ from ..notes.reconcile import Reconciler
 from ..notes.render import render_new_note
 from ..notes.state import explanation
 from ..params import clean_params
-from ..pitch import Pitch
 from ..policy.conditions import Where
 from ..policy.intake import Asked, ask, check_context, check_size, default_user
+from ..policy.pitch import Pitch
 from ..policy.quorum import count
 from ..policy.rules import Policy, Proposal, RuleFunction, code_matches
 from ..store import JournalStore

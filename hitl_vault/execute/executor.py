@@ -10,6 +10,7 @@ Whatever the action does, a failure comes back as an :class:`Outcome` with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import json
@@ -40,6 +41,7 @@ from .processes import (
     stop,
     tail_text,
     tracked,
+    watchdog,
 )
 
 log = logging.getLogger(__name__)
@@ -76,9 +78,15 @@ def payload(request: Request) -> dict[str, object]:
 
 
 def execute(
-    spec: ActionSpec | None, request: Request, *, cwd: Path, handler: Handler | None = None
+    spec: ActionSpec | None,
+    request: Request,
+    *,
+    cwd: Path,
+    handler: Handler | None = None,
+    watched: bool = False,
 ) -> Outcome:
     """Run the request's action: an in-process ``handler`` first, else the spec's run or python.
+    ``watched``: a ``run:`` program's timeout is kept by a process of its own as well.
 
     Raises ValueError only when there is nothing to run at all (a bug in the caller).
     """
@@ -87,7 +95,8 @@ def execute(
     if spec is None:
         raise ValueError(f"request {request.id}: no executor for action {request.action!r}")
     if spec.run is not None:
-        return run_command(spec.run, request, cwd=cwd, timeout=spec.timeout.total_seconds())
+        timeout = spec.timeout.total_seconds()
+        return run_command(spec.run, request, cwd=cwd, timeout=timeout, watched=watched)
     if spec.python is not None:
         started = time.monotonic()
         try:
@@ -109,6 +118,7 @@ def run_command(
     cwd: Path,
     timeout: float,
     env: Mapping[str, str] | None = None,
+    watched: bool = False,
 ) -> Outcome:
     """Run ``argv`` in ``cwd`` with the request as JSON on stdin, never through a shell.
 
@@ -117,7 +127,8 @@ def run_command(
     tails of its stdout and stderr are kept, so memory stays flat whatever it
     prints. Over ``timeout`` its whole process group is terminated (then killed
     after a short grace), and so is every process it started that left the group
-    (found by ``HITL_REQUEST_ID``).
+    (found by ``HITL_REQUEST_ID``). ``watched``: a process outside this one ends the
+    group too, should this one freeze (:func:`~.processes.watchdog`; a shared journal).
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -146,7 +157,8 @@ def run_command(
     except (ValueError, TypeError) as e:
         return _failed(f"cannot start {program or 'the action'}: {e} ({RUN_FIX})", started)
 
-    with tracked(proc), Pipes(proc, stdin) as pipes:
+    guarded = watchdog(proc, deadline, request.id) if watched else contextlib.nullcontext()
+    with tracked(proc), guarded, Pipes(proc, stdin) as pipes:
         if not settle(proc, pipes, deadline):
             exited = proc.poll() is not None
             escaped = stop(proc, pipes, request_tag(request.id))

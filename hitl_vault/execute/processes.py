@@ -211,6 +211,35 @@ def stop(proc: subprocess.Popen[bytes], pipes: Pipes, tag: bytes) -> int:
     return len(escaped)
 
 
+@contextlib.contextmanager
+def watchdog(proc: subprocess.Popen[bytes], deadline: float, request_id: str) -> Iterator[None]:
+    """While inside, a process of its own (``deadline.py``) terminates ``proc``'s process
+    group once ``deadline`` (by ``time.monotonic()``) and one ``KILL_GRACE`` have passed,
+    and kills it after another: a daemon that froze still cannot let its action outlive its
+    timeout. Ended on the way out. Only where process groups and /proc exist (Linux)."""
+    if sys.platform != "linux":
+        yield
+        return
+    script = os.path.join(os.path.dirname(__file__), "deadline.py")
+    argv = [sys.executable, "-I", script, str(proc.pid), repr(deadline + KILL_GRACE)]
+    try:
+        guard = subprocess.Popen(
+            [*argv, repr(KILL_GRACE), request_id],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # neither a Ctrl-C nor the group's own end reaches it
+        )
+    except OSError:  # the daemon's own timeout still holds while the daemon runs
+        yield
+        return
+    try:
+        yield
+    finally:
+        guard.kill()
+        guard.wait()
+
+
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     if sys.platform == "win32":  # no process groups to signal: the process itself (stop()
         proc.terminate()  # uses _stop_tree there, which also ends what it started)

@@ -187,6 +187,9 @@ class PgJournal:
     def record_ignored(self, request_id: str, at: datetime, details: tuple[str, ...]) -> Transition:
         return self._steps.record_ignored(request_id, at, details)
 
+    def reclaim(self, request_id: str, at: datetime) -> Transition | None:
+        return self._steps.reclaim(request_id, at)
+
     def record_vote(
         self,
         request_id: str,

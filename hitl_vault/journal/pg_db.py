@@ -46,12 +46,15 @@ CONNECT_TIMEOUT = 10
 LOCK_CLASS = 0x68766C74
 
 
-class Conflict(Exception):
-    """A unique key was taken already: ``constraint`` names which (the statement decides)."""
+class Conflict(ServerJournalError):
+    """A unique key was taken already: ``constraint`` names which (the statement decides,
+    and the stores catch it where a clash is expected; one that escapes says what to do)."""
 
-    def __init__(self, constraint: str) -> None:
+    def __init__(self, constraint: str, where: str = "the server's journal") -> None:
         self.constraint = constraint
-        super().__init__(constraint)
+        problem = f"a row with this key ({constraint or 'a unique key'}) is there already"
+        fix = "another host may have written it first: look with `hitl-vault show`, and retry"
+        super().__init__(where, problem, fix)
 
 
 def application_name() -> str:
@@ -81,7 +84,7 @@ def _said(e: BaseException) -> str:
 def typed(where: str, e: psycopg.Error) -> Exception:
     """Our error for a driver error (``e`` itself when it is a bug: a misuse)."""
     if isinstance(e, psycopg.IntegrityError):
-        return Conflict(e.diag.constraint_name or "")
+        return Conflict(e.diag.constraint_name or "", where)
     if isinstance(e, pgerrors.DataCorrupted | pgerrors.IndexCorrupted):
         return ServerDamagedError(where, _said(e))
     if isinstance(e, pgerrors.UndefinedTable | pgerrors.UndefinedColumn):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServerJournalError
-from ..layout import JOURNAL_FILE, LOCK_FILE, STATE_DIR
+from ..model import JOURNAL_FILE, LOCK_FILE, STATE_DIR
 from ..store import JournalStore
 from .pg_url import JOURNAL_ENV, journal_url, shown
 from .sqlite import Journal

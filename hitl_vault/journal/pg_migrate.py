@@ -24,7 +24,7 @@ from psycopg import sql
 
 from ..chain import GENESIS
 from ..errors import ServerJournalError
-from .pg_db import LOCK_CLASS, SCHEMA_VERSION, connect, schema_version, typed
+from .pg_db import LOCK_CLASS, SCHEMA_VERSION, Conflict, connect, schema_version, typed
 from .pg_url import shown
 from .sqlite import Journal
 
@@ -113,7 +113,7 @@ _TABLES = (
 def import_sqlite(url: str, path: Path) -> dict[str, int]:
     """Copy the SQLite journal at ``path`` into the empty journal at ``url`` (made by
     :func:`migrate`), in one transaction; how many rows each table got. Refused, changing
-    nothing, if the server's journal has requests or entries already."""
+    nothing, if any table of the server's journal holds rows already (naming it)."""
     where = shown(url)
     Journal(path).close()  # brings an older SQLite journal's columns up to date
     source = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
@@ -121,21 +121,38 @@ def import_sqlite(url: str, path: Path) -> dict[str, int]:
     try:
         with conn.transaction():
             conn.execute("SELECT seq FROM head FOR UPDATE")  # no append meanwhile
-            if conn.execute("SELECT EXISTS (SELECT 1 FROM requests)").fetchone() != (False,):
-                raise ServerJournalError(
-                    where,
-                    "its journal has requests already, so it cannot take another",
-                    "import into a database of its own, made with `db migrate`",
-                )
+            _refuse_rows(conn, where)
             conn.execute("DELETE FROM link_key")  # the one db migrate made gives way
             counts = {table: _copy(source, conn, table, order) for table, order in _TABLES}
             _set_head(source, conn)
     except psycopg.Error as e:
-        raise typed(where, e) from None
+        error = typed(where, e)
+        if isinstance(error, Conflict):  # only if a row came in meanwhile: say which key
+            raise ServerJournalError(
+                where,
+                f"a row the import copies is there already ({error.constraint or 'a unique key'})",
+                "import into a database of its own, made with `db migrate`",
+            ) from None
+        raise error from None
     finally:
         conn.close()
         source.close()
     return counts
+
+
+def _refuse_rows(conn: psycopg.Connection[Any], where: str) -> None:
+    """Refuse a journal any table of which holds rows already (but the vault's own key,
+    which the import replaces): an import adds to nothing, so no row of it can clash."""
+    for table, _ in _TABLES:
+        if table == "link_key":
+            continue
+        query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(table))
+        if conn.execute(query).fetchone() != (False,):
+            raise ServerJournalError(
+                where,
+                f"its journal holds rows in {table} already, so it cannot take another",
+                "import into a database of its own, made with `db migrate`",
+            )
 
 
 def _copy(source: sqlite3.Connection, conn: psycopg.Connection[Any], table: str, order: str) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..chain import Entry, chain_problems
+from ..chain import GENESIS, Entry, chain_problems
 from ..errors import RequestNotFoundError
 from ..identity import same_name
 from ..model import Request, Status, Transition
@@ -222,10 +222,16 @@ class PgReader:
         """Every break in the hash chain, and entries the head row does not account for: the
         newest ones removed, or some added behind its back."""
         problems = chain_problems(self.entries())
-        head, newest = self._db.read_one(
-            "SELECT seq, (SELECT coalesce(max(seq), 0) FROM entries) FROM head"
+        head, newest, head_hash, newest_hash = self._db.read_one(
+            "SELECT seq, (SELECT coalesce(max(seq), 0) FROM entries), hash, "
+            "(SELECT hash FROM entries ORDER BY seq DESC LIMIT 1) FROM head"
         )
-        if head > newest:
+        if head == newest and head_hash != (newest_hash or GENESIS):
+            problems.append(
+                f"journal entry {head}: is not the newest written (the head row names another "
+                "hash: entries after it removed, and the head row moved back)"
+            )
+        elif head > newest:
             which = f"entry {head}" if head == newest + 1 else f"entries {newest + 1}-{head}"
             problems.append(f"journal {which}: missing (removed after it was written)")
         elif newest > head:

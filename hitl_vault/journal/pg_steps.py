@@ -32,6 +32,8 @@ from ..times import format_ts
 from .pg_db import Conflict, PgDatabase
 from .sqlite_db import json_object
 
+# The error a takeover closes another term's claim with (daemon/workers.py INTERRUPTED).
+INTERRUPTED_PREFIX = "interrupted"
 Tx = Any  # the connection a write hands out (psycopg's; only pg_db names the driver)
 
 
@@ -199,6 +201,8 @@ class PgSteps:
                 fields["params"] = params
             if expected is not None and current not in expected:
                 return None
+            if outcome and term is not None and not _closes(db, request_id, term, fields):
+                return None  # another term claimed it: only that term records how it went
             if to not in LEGAL_MOVES[current]:
                 if expect is None and current.is_final:
                     return None
@@ -289,3 +293,37 @@ class PgSteps:
             db.execute("UPDATE requests SET note_sha = NULL WHERE id = %s", (request_id,))
             append(db, head, request_id, t, None)
             return t
+
+    def reclaim(self, request_id: str, at: datetime) -> Transition | None:
+        """Claim an action an earlier term left executing for this thread's term (a
+        compare-and-set of ``claimed_term``), journaled before it runs again; None when it is
+        no longer executing."""
+        term = self._db.owner_term
+        assert term is not None, "only the leader's work re-claims"
+        with self._db.write() as db:
+            head = lock_head(db)
+            row = db.execute(
+                "SELECT claimed_term FROM requests WHERE id = %s AND status = %s FOR UPDATE",
+                (request_id, str(Status.EXECUTING)),
+            ).fetchone()
+            if row is None or row[0] == term:
+                return None
+            details = ("running again, same key",)
+            t = Transition(
+                at, Status.EXECUTING, Status.EXECUTING, "executor", "", details, kind=Kind.RERUN
+            )
+            db.execute("UPDATE requests SET claimed_term = %s WHERE id = %s", (term, request_id))
+            append(db, head, request_id, t, None)
+            return t
+
+
+def _closes(db: Tx, request_id: str, term: int, fields: Mapping[str, Any]) -> bool:
+    """Whether ``term`` may record how the action of ``request_id`` went: it claimed it (or
+    no term did), or it is the takeover calling another term's claim interrupted."""
+    row = db.execute("SELECT claimed_term FROM requests WHERE id = %s", (request_id,)).fetchone()
+    claimed = row[0] if row else None
+    return (
+        claimed is None
+        or claimed == term
+        or str(fields.get("error", "")).startswith(INTERRUPTED_PREFIX)
+    )

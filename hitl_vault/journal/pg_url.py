@@ -17,6 +17,13 @@ from ..errors import UsageError
 
 JOURNAL_ENV = "HITL_VAULT_JOURNAL"
 SCHEMES = ("postgresql", "postgres")
+# Query keys that hold a secret (libpq's ``sslpassword`` unlocks the client's key), compared
+# without regard to case.
+SECRET_KEYS = ("password", "sslpassword")
+
+
+def _secret(key: str) -> bool:
+    return key.lower() in SECRET_KEYS
 
 
 def journal_url(given: str | None = None) -> str | None:
@@ -41,11 +48,11 @@ def check_url(url: str, where: str = JOURNAL_ENV) -> str:
             "give postgresql://USER@HOST:PORT/DATABASE, or unset it for the SQLite journal",
         )
     query = urllib.parse.parse_qs(parts.query)
-    if parts.password is not None or "password" in query:
+    if parts.password is not None or any(map(_secret, query)):
         raise UsageError(
             where,
-            "the URL holds a password, which every local user could read (on a command line, "
-            "or copied from an environment)",
+            "the URL holds a password (or sslpassword), which every local user could read "
+            "(on a command line, or copied from an environment)",
             "remove it from the URL and put it in ~/.pgpass (mode 600), a service file "
             "(PGSERVICEFILE) or PGPASSWORD",
         )
@@ -62,7 +69,7 @@ def shown(url: str) -> str:
             user, _, host = parts.netloc.rpartition("@")
             netloc = f"{user.partition(':')[0]}:***@{host}"
         query = "&".join(
-            f"{k}=***" if k == "password" else f"{k}={v}"
+            f"{k}=***" if _secret(k) else f"{k}={v}"
             for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
         )
     except ValueError:

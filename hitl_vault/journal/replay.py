@@ -1,7 +1,7 @@
 """What a request's own journal entries prove, replayed as a state machine: pure, no I/O.
 
 The ``requests`` row is a summary that any SQL ``UPDATE`` can change; the
-entries are a hash chain (:mod:`hitl_vault.journal.chain`). Nothing runs unless the
+entries are a hash chain (:mod:`hitl_vault.chain`). Nothing runs unless the
 entries themselves show a legal path ending in an approval that covered exactly
 the params about to run, and ``verify`` holds every row against its replay.
 """
@@ -43,7 +43,7 @@ def replay(entries: Sequence[Entry]) -> Replay:
         except ValueError:
             problems.append(f"{where}: unknown status {e.to_status!r}")
             continue
-        if e.kind in ("ignored", "linked"):  # a note on the way; the status stays
+        if e.kind in ("ignored", "linked", "rerun"):  # a note on the way; the status stays
             if to is not status:
                 problems.append(f"{where}: keeps {to}, but the request was {status}")
             continue

@@ -26,8 +26,7 @@ from typing import Any
 from ..chain import Entry
 from ..errors import JournalMissingError
 from ..identity import Credential, Person, Session, SignInLink
-from ..layout import LOCK_FILE
-from ..model import Request, Status, Transition
+from ..model import LOCK_FILE, Request, Status, Transition
 from ..policy.always import Allow
 from ..store import Attention, Outgoing, ServiceEntry
 from .lock import DaemonLock, daemon_running

@@ -11,7 +11,7 @@ from ..chain import Entry, chain_problems
 from ..errors import RequestNotFoundError
 from ..identity import same_name
 from ..model import Kind, Request, Risk, Status, Transition
-from ..pitch import Pitch
+from ..policy.pitch import Pitch
 from ..store import Attention
 from ..times import format_ts, parse_ts
 from .sqlite_db import Database, json_object

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..durable import Leftover, interrupted_move, read_file
 from ..errors import NoteError
-from ..layout import REQUEST_FOLDERS
+from ..model import REQUEST_FOLDERS
 from ..store import JournalStore
 from .sync import sha256
 

@@ -25,11 +25,10 @@ from typing import Any
 from ..durable import interrupted_move, read_file
 from ..errors import DecisionRefusedError, NoteError, RulesError
 from ..identity import name_problem
-from ..layout import DONE_FOLDER, REJECTED_FOLDER
-from ..model import Request, Status, Transition
+from ..model import DONE_FOLDER, REJECTED_FOLDER, Request, Status, Transition
 from ..params import describe_changes, note_params
 from ..policy.verdict import judge_edit
-from ..store import JournalStore
+from ..store import JournalStore, LeasedStore
 from .decide import Decider
 from .file import Note, parse_note, read_note
 from .render import history_key
@@ -82,8 +81,12 @@ class Reconciler:
             root, journal, self._votes.approval_view, self.record_decision, self._votes.proven
         )
         # True while another process writes every note (this one follows the leader of a
-        # shared journal): new notes and updates are left to it.
-        self.leave_notes: Callable[[], bool] = lambda: False
+        # shared journal): new notes and updates are left to it. On a shared journal a CLI
+        # or a library leaves them while a lease is live (a leader writes them from the
+        # journal); ``serve`` and ``run`` say instead whether this process follows.
+        self.leave_notes: Callable[[], bool] = (
+            journal.daemon_running if isinstance(journal, LeasedStore) else lambda: False
+        )
 
     def record_decision(
         self, path: Path, note: Note, request: Request, now: datetime

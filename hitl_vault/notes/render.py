@@ -10,7 +10,7 @@ from typing import Any
 
 from ..identity import proof_in
 from ..model import Kind, Request, Status, Transition
-from ..pitch import Pitch
+from ..policy.pitch import Pitch
 from ..text import fenced, history_text, inline, one_line
 from ..times import format_ts
 from .callout import callout

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NoteError
-from ..layout import APPROVED_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS
-from ..model import Kind, Request, Status
+from ..model import APPROVED_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS, Kind, Request, Status
 from ..times import parse_ts
 from .file import Note
 from .render import history_key

@@ -18,8 +18,7 @@ from pathlib import Path
 from ..durable import interrupted_move, move_note, write_note
 from ..errors import ChangedUnderfootError, NoteError
 from ..identity import PUBLIC_URL
-from ..layout import APPROVED_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS
-from ..model import Kind, Request, Status
+from ..model import APPROVED_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS, Kind, Request, Status
 from ..params import describe_changes
 from ..store import JournalStore
 from ..text import one_line

@@ -19,8 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import RulesError
-from ..layout import RULES_FILE
-from ..model import Request, Risk, Status
+from ..model import RULES_FILE, Request, Risk, Status
 from ..policy.yamlnodes import NodeReader, is_null, line_of, suggest
 from .send import PLACEHOLDER, SCHEME, mask_url, placeholders, url_problem
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from ..identity import proof_in
 from ..model import Kind, Request, Status, Transition
-from ..pitch import Pitch
+from ..policy.pitch import Pitch
 from ..text import NOT_PRINTABLE_ASCII, fenced, visible
 from .config import DECIDE_EVENTS, Event
 from .send import MESSAGE_LIMIT, Message

@@ -12,9 +12,9 @@ from typing import Any
 from ..durable import MAX_NOTE_BYTES
 from ..errors import UsageError
 from ..model import Request, Status, Transition
-from ..pitch import Pitch
 from ..text import one_line
 from .always import Allow, consult
+from .pitch import Pitch
 from .quorum import Plan
 from .rules import Decision, Policy, Proposal, RuleMatch, pinned
 

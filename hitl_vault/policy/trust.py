@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import VaultError, located
-from ..layout import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
+from ..model import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 
 _POSIX = hasattr(os, "geteuid")
 

@@ -27,7 +27,7 @@ from .. import __version__
 from ..errors import ForbiddenError, NotAuthenticatedError, TooManyAttemptsError, UsageError
 from ..identity import Principal, Role
 from ..model import Status
-from ..pitch import make_pitch
+from ..policy.pitch import make_pitch
 from .answers import Fields, error_response, parse_json
 from .guard import BODY_LIMIT, READ_TIMEOUT, Guard, allowed_hosts, logged_path
 from .openapi import document

@@ -37,7 +37,7 @@ from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundErro
 from ..identity import API, Principal, Proof, Role, proof_in, same_name
 from ..model import Origin, Request, Status, Transition
 from ..params import params_sha
-from ..pitch import Pitch
+from ..policy.pitch import Pitch
 from ..shapes import listed_json, request_json
 from ..times import utcnow
 from .limits import FailedSignIns

@@ -60,8 +60,8 @@ from watchdog.observers import Observer
 
 import hitl_vault
 from hitl_vault import Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.loop import Daemon
-from hitl_vault.template import init_vault
 
 ACTION = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from hitl_vault import Vault
+from hitl_vault.cli.template import init_vault
 from hitl_vault.daemon.loop import Daemon
-from hitl_vault.template import init_vault
 
 GOAL = 2.0  # seconds, the slowest request's
 

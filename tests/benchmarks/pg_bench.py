@@ -61,9 +61,9 @@ from typing import Any
 from hitl_vault import Vault
 from hitl_vault.access import tokens
 from hitl_vault.access.people import People
+from hitl_vault.cli.template import init_vault
 from hitl_vault.identity import Role
 from hitl_vault.journal.pg_url import JOURNAL_ENV
-from hitl_vault.template import init_vault
 
 if __name__ == "__main__":  # run as a script: tests/ is a package of the project's root
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

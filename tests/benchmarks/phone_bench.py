@@ -50,7 +50,7 @@ from urllib.parse import urlencode
 from hitl_vault import Vault
 from hitl_vault.access import links
 from hitl_vault.access.people import People
-from hitl_vault.template import init_vault
+from hitl_vault.cli.template import init_vault
 
 GOAL_MS = 20.0
 SETTLE = 0.5  # s: the daemon's quiet period (0.2 s) and its note writing, done

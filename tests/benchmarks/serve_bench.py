@@ -43,8 +43,8 @@ from typing import Any
 
 from hitl_vault import Vault
 from hitl_vault.access import tokens
+from hitl_vault.cli.template import init_vault
 from hitl_vault.identity import Role
-from hitl_vault.template import init_vault
 
 RULES = "defaults:\n  decision: ask\n  timeout: 1h\n  quiet: 0.2s\nrules: []\n"
 

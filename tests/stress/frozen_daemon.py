@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from hitl_vault.template import init_vault
+from hitl_vault.cli.template import init_vault
 from tests.test_crash import frozen_approvals
 
 

@@ -9,8 +9,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from .errors import UsageError
-from .layout import INBOX_FOLDER, REQUEST_FOLDERS
+from ..errors import UsageError
+from ..model import INBOX_FOLDER, REQUEST_FOLDERS
 
 
 def template_root() -> Traversable:
@@ -21,7 +21,7 @@ def template_root() -> Traversable:
             return root
     except ModuleNotFoundError:
         pass
-    return Path(__file__).resolve().parent.parent / "vault_template"
+    return Path(__file__).resolve().parents[2] / "vault_template"  # hitl_vault/cli/ → the checkout
 
 
 @dataclass

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 # The most text each part may hold; a diff longer than its limit is cut with a marker,
 # never refused (a large Write still asks), and the note keeps its size.
