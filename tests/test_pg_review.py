@@ -200,13 +200,25 @@ def test_a_frozen_daemons_action_is_ended_at_its_timeout_by_the_watchdog(tmp_pat
     pid_file = tmp_path / "pid"
     daemon = subprocess.Popen([sys.executable, "-c", _FROZEN_DAEMON, str(pid_file)])
     try:
-        eventually(pid_file.exists, timeout=20)
+        # Frozen once its program runs and that program's watchdog is started (under load,
+        # a freeze between the two would leave no watchdog to test).
+        eventually(lambda: pid_file.exists() and _watchdog_of(daemon.pid), timeout=20)
         os.kill(daemon.pid, signal.SIGSTOP)  # frozen: its own timeout can no longer act
         program = int(pid_file.read_text())
         eventually(lambda: not _running(program), timeout=20)
     finally:
         daemon.kill()
         daemon.wait()
+
+
+def _watchdog_of(parent: int) -> bool:
+    """Whether a watchdog that ``parent`` started runs now."""
+    for pid in _watchdogs():
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if int(stat.rpartition(")")[2].split()[1]) == parent:
+                return True
+    return False
 
 
 def _watchdogs() -> list[int]:
