@@ -15,20 +15,29 @@ GENESIS = "0" * 64  # the hash before the first entry
 
 # The chain's versions. 1: an entry's hash covers its fields and, once it was recorded, the
 # recorder's uid. 2: it also covers the actor (``host/user``), behind a mark of the version,
-# so an actor added to, changed in or taken off an entry shows as an edit.
-CHAIN_VERSION = 2
+# so an actor added to, changed in or taken off an entry shows as an edit. 3: it also covers
+# the credential the step was asked or decided with through the service (``token ci-bot
+# (id 1a2b...)``, ``session alice``): each version's entries keep verifying as they were made.
+CHAIN_VERSION = 3
 _V2 = "chain 2"
+_V3 = "chain 3"
 
 
 def entry_hash(
-    prev: str, fields: Iterable[Any], uid: int | None = None, actor: str | None = None
+    prev: str,
+    fields: Iterable[Any],
+    uid: int | None = None,
+    actor: str | None = None,
+    credential: str | None = None,
 ) -> str:
-    """The chain's link: the previous hash and the entry's fields. An entry with an
-    ``actor`` is of version 2 (its hash covers the version, the uid and the actor); one
-    without is of version 1 (``uid`` only when known, so entries written before it was
-    recorded keep their hashes)."""
-    if actor is not None:
-        values: list[Any] = [*fields, _V2, uid, actor]
+    """The chain's link: the previous hash and the entry's fields. An entry with a
+    ``credential`` is of version 3 (its hash covers the version, the uid, the actor and the
+    credential); one with an ``actor`` only, of version 2; one without either, of version 1
+    (``uid`` only when known, so entries written before it was recorded keep their hashes)."""
+    if credential is not None:
+        values: list[Any] = [*fields, _V3, uid, actor, credential]
+    elif actor is not None:
+        values = [*fields, _V2, uid, actor]
     else:
         values = [*fields] if uid is None else [*fields, uid]
     text = prev + "\x1f" + "\x1f".join("" if f is None else str(f) for f in values)
@@ -61,9 +70,12 @@ def actor_host(actor: str | None) -> str | None:
     return actor.partition("/")[0] if actor else None
 
 
-def recorded_by(uid: int | None, actor: str | None) -> str:
-    """Who recorded an entry, for people: ``hitl on build-1 (uid 998)``, or, for an entry
-    of version 1, ``uid 998`` (its name on this host where known)."""
+def recorded_by(uid: int | None, actor: str | None, credential: str | None = None) -> str:
+    """Who recorded an entry, for people: ``hitl on build-1 (uid 998)``, with ``for token
+    ci-bot (id 1a2b...)`` when a credential asked for it (version 3), or, for an entry of
+    version 1, ``uid 998`` (its name on this host where known)."""
+    if credential:
+        return f"{recorded_by(uid, actor)} for {credential}"
     if actor:
         host, _, user = actor.partition("/")
         return f"{user} on {host}" + (f" (uid {uid})" if uid is not None else "")
@@ -95,11 +107,12 @@ class Entry:
     hash: str
     uid: int | None = None
     actor: str | None = None  # ``host/user`` (NULL in entries of version 1)
+    credential: str | None = None  # ``token ci-bot (id ...)`` (only in entries of version 3)
 
     @property
     def version(self) -> int:
         """The chain version its hash was made under (see :func:`entry_hash`)."""
-        return 2 if self.actor is not None else 1
+        return 3 if self.credential is not None else 2 if self.actor is not None else 1
 
     def intact(self) -> bool:
         """Its content still matches the hash it was written with."""
@@ -107,7 +120,8 @@ class Entry:
             self.request_id, self.at, self.kind, self.from_status, self.to_status, self.by,
             self.reason, self.details, self.params_sha,
         )  # fmt: skip
-        return entry_hash(self.prev_hash, fields, self.uid, self.actor) == self.hash
+        recorder = (self.uid, self.actor, self.credential)
+        return entry_hash(self.prev_hash, fields, *recorder) == self.hash
 
 
 def decision_entry(entries: Iterable[Entry]) -> Entry | None:

@@ -189,14 +189,12 @@ class JournalStore(Protocol):
 
     # --- requests and their steps -------------------------------------------------------
     def create(
-        self,
-        request: Request,
-        path: str | None,
-        source: str | None = None,
-        pinned: Mapping[str, Any] | None = None,
-    ) -> None:
+        self, request: Request, path: str | None, source: str | None = None,
+        pinned: Mapping[str, Any] | None = None, *, credential: str | None = None,
+    ) -> None:  # fmt: skip
         """Record a new request (its ``context`` too) with its history, once per id and per
-        ``source`` proposal."""
+        ``source`` proposal; ``credential``: the one the service was asked with (see
+        :attr:`~hitl_vault.identity.Principal.recorded`), kept in its entries (chain 3)."""
 
     def transition(
         self,
@@ -209,8 +207,10 @@ class JournalStore(Protocol):
         details: tuple[str, ...] = (),
         expect: Iterable[Status] | None = None,
         fields: Mapping[str, Any] | None = None,
+        credential: str | None = None,
     ) -> Transition | None:
-        """Move the request to ``to`` if it is in ``expect`` (else None), setting ``fields``."""
+        """Move the request to ``to`` if it is in ``expect`` (else None), setting ``fields``;
+        ``credential``: the one the step was asked or decided with, kept in its entry."""
 
     def record_edit(
         self, request_id: str, params: Mapping[str, Any], *, at: datetime, by: str, changes: str
@@ -221,18 +221,12 @@ class JournalStore(Protocol):
         """Record that a status typed in the note was not acted on, and why."""
 
     def record_vote(
-        self,
-        request_id: str,
-        *,
-        at: datetime,
-        by: str,
-        approve: bool,
-        reason: str,
-        count: str,
-        details: tuple[str, ...] = (),
-    ) -> Transition | None:
+        self, request_id: str, *, at: datetime, by: str, approve: bool, reason: str,
+        count: str, details: tuple[str, ...] = (), credential: str | None = None,
+    ) -> Transition | None:  # fmt: skip
         """Record one person's vote while pending (None: it is not pending any more);
-        ``details`` follow ``count`` (the ``via`` of a proven vote)."""
+        ``details`` follow ``count`` (the ``via`` of a proven vote); ``credential``: as for
+        :meth:`transition`."""
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
         """Record that nobody decided in time (None: not pending, or escalated already)."""

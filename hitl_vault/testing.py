@@ -128,8 +128,10 @@ class MemoryJournal:
         path: str | None,
         source: str | None = None,
         pinned: Mapping[str, Any] | None = None,
+        *,
+        credential: str | None = None,
     ) -> None:
-        self._steps.create(request, path, source, pinned)
+        self._steps.create(request, path, source, pinned, credential=credential)
 
     def transition(
         self,
@@ -142,6 +144,7 @@ class MemoryJournal:
         details: tuple[str, ...] = (),
         expect: Iterable[Status] | None = None,
         fields: Mapping[str, Any] | None = None,
+        credential: str | None = None,
     ) -> Transition | None:
         return self._steps.transition(
             request_id,
@@ -152,6 +155,7 @@ class MemoryJournal:
             details=details,
             expect=expect,
             fields=fields,
+            credential=credential,
         )
 
     def record_edit(
@@ -172,10 +176,12 @@ class MemoryJournal:
         reason: str,
         count: str,
         details: tuple[str, ...] = (),
+        credential: str | None = None,
     ) -> Transition | None:
         return self._steps.record_vote(
-            request_id, at=at, by=by, approve=approve, reason=reason, count=count, details=details
-        )
+            request_id, at=at, by=by, approve=approve, reason=reason, count=count,
+            details=details, credential=credential,
+        )  # fmt: skip
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
         return self._steps.record_escalation(request_id, at, to)

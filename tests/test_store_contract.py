@@ -545,7 +545,7 @@ class TestJournalStore:
         s.create(_request(), None)
         s.transition(A, Status.APPROVED, at=T0, by="alice")
         found = [(e.uid, e.actor, e.version) for e in s.entries(A)]
-        assert found == [(RECORDER_UID, RECORDER_ACTOR, CHAIN_VERSION)] * 2
+        assert found == [(RECORDER_UID, RECORDER_ACTOR, 2)] * 2  # no credential: version 2
         assert s.recent_entries(1)[0][2:] == (RECORDER_UID, RECORDER_ACTOR)  # the dashboard's
         assert s.verify_chain() == [] and s.unproven(A, {"amount": 1500}) is None
         for column, value in (("actor", "elsewhere/hitl"), ("actor", None), ("uid", 4242)):
@@ -566,6 +566,31 @@ class TestJournalStore:
         s.transition(A, Status.APPROVED, at=T0, by="alice")
         assert [e.version for e in s.entries(A)] == [1, 2]
         assert s.verify_chain() == [] and s.unproven(A, {"amount": 1500}) is None
+
+    def test_each_credential_is_recorded_under_chain_version_3(self, kit: Kit) -> None:
+        """A request asked, voted on and decided with a credential keeps it in those entries
+        (version 3, the hash covering it), after entries of versions 1 and 2 in one chain that
+        verifies; a credential changed, taken off or added shows as an edit."""
+        s = kit.store
+        s.create(_request(B), None)  # version 2, made version 1 below
+        old = s.entries(B)[0]
+        kit.rewrite(1, "actor", None)
+        kit.rewrite(1, "hash", entry_hash(GENESIS, _fields(old), old.uid))
+        s.transition(B, Status.CANCELLED, at=T0, by="bob")  # version 2
+        token, link = "token ci-bot (id c1)", "link alice"
+        s.create(_request(), None, credential=token)
+        s.record_vote(A, at=T0, by="alice", approve=True, reason="", count="1 of 2",
+                      credential=link)  # fmt: skip
+        s.transition(A, Status.APPROVED, at=T0, by="alice", credential=link)
+        found = [(e.seq, e.version, e.credential) for e in s.entries()]
+        assert found == [(1, 1, None), (2, 2, None), (3, 3, token), (4, 3, link), (5, 3, link)]
+        assert CHAIN_VERSION == 3 and s.verify_chain() == []
+        assert s.unproven(A, {"amount": 1500}) is None
+        for seq, value in ((3, "token other (id c2)"), (4, None), (2, "session bob")):
+            kit.rewrite(seq, "credential", value)
+            assert any(f"entry {seq}" in p and "edited" in p for p in s.verify_chain()), value
+            kit.rewrite(seq, "credential", {3: token, 4: link, 2: None}[seq])
+        assert s.verify_chain() == []
 
     def test_the_rules_in_force_are_recorded_when_they_change(self, kit: Kit) -> None:
         """record_policy: a summary on the first load and each change, None when unchanged."""

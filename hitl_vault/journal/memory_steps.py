@@ -30,7 +30,14 @@ class MemorySteps:
     def __init__(self, memory: Memory) -> None:
         self._m = memory
 
-    def _append(self, s: State, request_id: str, t: Transition, sha: str | None) -> None:
+    def _append(
+        self,
+        s: State,
+        request_id: str,
+        t: Transition,
+        sha: str | None,
+        credential: str | None = None,
+    ) -> None:
         prev = s.entries[-1].hash if s.entries else GENESIS
         fields = (
             request_id,
@@ -43,9 +50,10 @@ class MemorySteps:
             json.dumps(list(t.details), ensure_ascii=False),
             sha,
         )
-        digest = entry_hash(prev, fields, RECORDER_UID, RECORDER_ACTOR)
+        digest = entry_hash(prev, fields, RECORDER_UID, RECORDER_ACTOR, credential)
+        seq = len(s.entries) + 1
         s.entries.append(
-            Entry(len(s.entries) + 1, *fields, prev, digest, RECORDER_UID, RECORDER_ACTOR)
+            Entry(seq, *fields, prev, digest, RECORDER_UID, RECORDER_ACTOR, credential)
         )
 
     def _row(self, request_id: str) -> Row:
@@ -60,6 +68,8 @@ class MemorySteps:
         path: str | None,
         source: str | None = None,
         pinned: Mapping[str, Any] | None = None,
+        *,
+        credential: str | None = None,
     ) -> None:
         sha = params_sha(request.params)
         with self._m.write() as s:
@@ -89,7 +99,7 @@ class MemorySteps:
                 stored, path, as_json(request.params), pinned_as_stored(pinned)
             )
             for t in request.history:
-                self._append(s, request.id, t, sha)
+                self._append(s, request.id, t, sha, credential)
 
     def _link_retry(self, s: State, request: Request) -> None:
         old = request.retry_of
@@ -115,6 +125,7 @@ class MemorySteps:
         details: tuple[str, ...] = (),
         expect: Iterable[Status] | None = None,
         fields: Mapping[str, Any] | None = None,
+        credential: str | None = None,
     ) -> Transition | None:
         fields = settable(fields)
         with self._m.write() as s:
@@ -138,7 +149,7 @@ class MemorySteps:
                     fields[key] = ts(value)
             row.request = replace(row.request, status=to, **fields)
             row.note_sha = None
-            self._append(s, request_id, t, sha)
+            self._append(s, request_id, t, sha, credential)
             s.attention.pop(request_flag(request_id), None)  # a step refused: stale now
             return t
 
@@ -174,16 +185,19 @@ class MemorySteps:
         reason: str,
         count: str,
         details: tuple[str, ...] = (),
+        credential: str | None = None,
     ) -> Transition | None:
         to = Status.APPROVED if approve else Status.REJECTED
         t = Transition(at, Status.PENDING, to, by, reason, (count, *details), kind=Kind.VOTED)
-        return self._pending_entry(request_id, t)
+        return self._pending_entry(request_id, t, credential)
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
         t = Transition(at, Status.PENDING, Status.PENDING, "hitl-vault", "", (to,), Kind.ESCALATED)
         return self._pending_entry(request_id, t)
 
-    def _pending_entry(self, request_id: str, t: Transition) -> Transition | None:
+    def _pending_entry(
+        self, request_id: str, t: Transition, credential: str | None = None
+    ) -> Transition | None:
         with self._m.write() as s:
             row = s.rows.get(request_id)
             if row is None or row.request.status is not Status.PENDING:
@@ -193,5 +207,5 @@ class MemorySteps:
                     return None
                 row.request = replace(row.request, escalate_at=None)
             row.note_sha = None
-            self._append(s, request_id, t, None)
+            self._append(s, request_id, t, None, credential)
             return t

@@ -153,8 +153,10 @@ class PgJournal:
         path: str | None,
         source: str | None = None,
         pinned: Mapping[str, Any] | None = None,
+        *,
+        credential: str | None = None,
     ) -> None:
-        self._steps.create(request, path, source, pinned)
+        self._steps.create(request, path, source, pinned, credential=credential)
 
     def transition(
         self,
@@ -167,6 +169,7 @@ class PgJournal:
         details: tuple[str, ...] = (),
         expect: Iterable[Status] | None = None,
         fields: Mapping[str, Any] | None = None,
+        credential: str | None = None,
     ) -> Transition | None:
         return self._steps.transition(
             request_id,
@@ -177,6 +180,7 @@ class PgJournal:
             details=details,
             expect=expect,
             fields=fields,
+            credential=credential,
         )
 
     def record_edit(
@@ -200,10 +204,12 @@ class PgJournal:
         reason: str,
         count: str,
         details: tuple[str, ...] = (),
+        credential: str | None = None,
     ) -> Transition | None:
         return self._steps.record_vote(
-            request_id, at=at, by=by, approve=approve, reason=reason, count=count, details=details
-        )
+            request_id, at=at, by=by, approve=approve, reason=reason, count=count,
+            details=details, credential=credential,
+        )  # fmt: skip
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
         return self._steps.record_escalation(request_id, at, to)

@@ -52,9 +52,17 @@ def lock_head(db: Tx) -> Head:
     return Head(int(seq), str(hash_))
 
 
-def append(db: Tx, head: Head, request_id: str, t: Transition, sha: str | None) -> int:
+def append(
+    db: Tx,
+    head: Head,
+    request_id: str,
+    t: Transition,
+    sha: str | None,
+    credential: str | None = None,
+) -> int:
     """Add ``t`` after the newest entry (``head``, locked by this transaction), moving the
-    head row in the same statement; its position."""
+    head row in the same statement; its position. ``credential``: the one the step was asked
+    or decided with through the service (chain version 3)."""
     fields = (
         request_id,
         format_ts(t.at),
@@ -66,13 +74,13 @@ def append(db: Tx, head: Head, request_id: str, t: Transition, sha: str | None) 
         json.dumps(list(t.details), ensure_ascii=False),
         sha,
     )
-    digest = entry_hash(head.hash, fields, RECORDER_UID, RECORDER_ACTOR)
+    digest = entry_hash(head.hash, fields, RECORDER_UID, RECORDER_ACTOR, credential)
     db.execute(
         "WITH added AS (INSERT INTO entries (seq, request_id, at, kind, from_status, to_status, "
-        "by, reason, details, params_sha, prev_hash, hash, uid, actor) VALUES (%s,%s,%s,%s,%s,"
-        "%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING seq, hash) "
+        "by, reason, details, params_sha, prev_hash, hash, uid, actor, credential) VALUES (%s,"
+        "%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING seq, hash) "
         "UPDATE head SET seq = added.seq, hash = added.hash FROM added",
-        (head.seq + 1, *fields, head.hash, digest, RECORDER_UID, RECORDER_ACTOR),
+        (head.seq + 1, *fields, head.hash, digest, RECORDER_UID, RECORDER_ACTOR, credential),
     )
     head.seq, head.hash = head.seq + 1, digest
     return head.seq
@@ -97,12 +105,15 @@ class PgSteps:
         path: str | None,
         source: str | None = None,
         pinned: Mapping[str, Any] | None = None,
+        *,
+        credential: str | None = None,
     ) -> None:
         """Record a new request and its history in one transaction, with the Inbox proposal
-        it came from and the ``retried as`` entry of the request it retries.
+        it came from and the ``retried as`` entry of the request it retries (``credential``:
+        the one it was asked with through the service, kept with its entries).
         :class:`DuplicateError` when the id or the proposal is recorded already."""
         try:
-            self._create(request, path, source, pinned, params_sha(request.params))
+            self._create(request, path, source, pinned, params_sha(request.params), credential)
         except Conflict as e:
             if e.constraint.startswith("proposals"):
                 raise DuplicateError(f"proposal {source}") from None
@@ -115,6 +126,7 @@ class PgSteps:
         source: str | None,
         pinned: Mapping[str, Any] | None,
         sha: str,
+        credential: str | None = None,
     ) -> None:
         r = request
         with self._write() as db:
@@ -143,7 +155,7 @@ class PgSteps:
                  r.credential, r.session, r.client),
             )  # fmt: skip
             for t in r.history:
-                append(db, head, r.id, t, sha)
+                append(db, head, r.id, t, sha, credential)
 
     def _link_retry(self, db: Tx, head: Head, request: Request) -> None:
         """The ``retried as`` entry on the request ``request`` retries: at most one retry each,
@@ -169,6 +181,7 @@ class PgSteps:
         details: tuple[str, ...] = (),
         expect: Iterable[Status] | None = None,
         fields: Mapping[str, Any] | None = None,
+        credential: str | None = None,
     ) -> Transition | None:
         """Move a request to ``to`` if it is still in ``expect`` (default: any legal source):
         the step recorded, or None when it had moved on already (another host got there
@@ -221,7 +234,7 @@ class PgSteps:
                 f"UPDATE requests SET status = %s, note_sha = NULL{assigns} WHERE id = %s",
                 (str(to), *fields.values(), request_id),
             )
-            append(db, head, request_id, t, sha)
+            append(db, head, request_id, t, sha, credential)
             # What was listed about the request itself (a step refused) is stale now.
             db.execute("DELETE FROM attention WHERE path = %s", (request_flag(request_id),))
             return t
@@ -257,11 +270,12 @@ class PgSteps:
         reason: str,
         count: str,
         details: tuple[str, ...] = (),
+        credential: str | None = None,
     ) -> Transition | None:
         """One person's vote on a pending request; None when it is no longer pending."""
         to = Status.APPROVED if approve else Status.REJECTED
         t = Transition(at, Status.PENDING, to, by, reason, (count, *details), kind=Kind.VOTED)
-        return self._pending_entry(request_id, t)
+        return self._pending_entry(request_id, t, credential=credential)
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
         """Nobody decided in time: ``to`` (names) may decide too. None when no longer pending
@@ -269,7 +283,9 @@ class PgSteps:
         t = Transition(at, Status.PENDING, Status.PENDING, "hitl-vault", "", (to,), Kind.ESCALATED)
         return self._pending_entry(request_id, t, "AND escalate_at IS NOT NULL")
 
-    def _pending_entry(self, request_id: str, t: Transition, where: str = "") -> Transition | None:
+    def _pending_entry(
+        self, request_id: str, t: Transition, where: str = "", credential: str | None = None
+    ) -> Transition | None:
         with self._write() as db:
             head = lock_head(db)
             if _status(db, request_id, where) is not Status.PENDING:
@@ -279,7 +295,7 @@ class PgSteps:
                 "ELSE escalate_at END WHERE id = %s",
                 (t.kind is Kind.ESCALATED, request_id),
             )
-            append(db, head, request_id, t, None)
+            append(db, head, request_id, t, None, credential)
             return t
 
     def record_ignored(self, request_id: str, at: datetime, details: tuple[str, ...]) -> Transition:

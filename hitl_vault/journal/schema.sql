@@ -51,6 +51,9 @@ CREATE INDEX IF NOT EXISTS requests_status_expires ON requests (status, expires)
 -- entries.actor: who recorded it across hosts, `host/user` (the host's name and the OS
 -- user's), NULL in entries of chain version 1 (written before it was recorded). An entry
 -- with an actor is of chain version 2: its hash covers the uid and the actor too.
+-- entries.credential: the credential the step was asked or decided with through the service
+-- (`token ci-bot (id ...)`, `session alice`, `link alice`), NULL otherwise. An entry with
+-- one is of chain version 3: its hash covers the uid, the actor and the credential.
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
     request_id TEXT NOT NULL,
@@ -65,7 +68,8 @@ CREATE TABLE IF NOT EXISTS entries (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL,
     uid INTEGER,
-    actor TEXT
+    actor TEXT,
+    credential TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_request ON entries (request_id, seq);
 CREATE TABLE IF NOT EXISTS proposals (

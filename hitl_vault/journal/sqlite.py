@@ -138,8 +138,10 @@ class Journal:
         path: str | None,
         source: str | None = None,
         pinned: Mapping[str, Any] | None = None,
+        *,
+        credential: str | None = None,
     ) -> None:
-        self._steps.create(request, path, source, pinned)
+        self._steps.create(request, path, source, pinned, credential=credential)
 
     def transition(
         self,
@@ -152,6 +154,7 @@ class Journal:
         details: tuple[str, ...] = (),
         expect: Iterable[Status] | None = None,
         fields: Mapping[str, Any] | None = None,
+        credential: str | None = None,
     ) -> Transition | None:
         return self._steps.transition(
             request_id,
@@ -162,6 +165,7 @@ class Journal:
             details=details,
             expect=expect,
             fields=fields,
+            credential=credential,
         )
 
     def record_edit(
@@ -182,10 +186,12 @@ class Journal:
         reason: str,
         count: str,
         details: tuple[str, ...] = (),
+        credential: str | None = None,
     ) -> Transition | None:
         return self._steps.record_vote(
-            request_id, at=at, by=by, approve=approve, reason=reason, count=count, details=details
-        )
+            request_id, at=at, by=by, approve=approve, reason=reason, count=count,
+            details=details, credential=credential,
+        )  # fmt: skip
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
         return self._steps.record_escalation(request_id, at, to)

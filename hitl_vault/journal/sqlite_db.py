@@ -40,6 +40,7 @@ SCHEMA = resources.files("hitl_vault.journal").joinpath("schema.sql").read_text(
 _ADDED_COLUMNS = (
     ("entries", "uid", "INTEGER"),
     ("entries", "actor", "TEXT"),
+    ("entries", "credential", "TEXT"),
     ("requests", "pinned", "TEXT"),
     ("requests", "params_created", "TEXT"),
     ("requests", "context", "TEXT"),

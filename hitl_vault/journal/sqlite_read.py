@@ -251,7 +251,7 @@ class Reader:
     def entries(self, request_id: str | None = None) -> list[Entry]:
         query = (
             "SELECT seq, request_id, at, kind, from_status, to_status, by, reason, details, "
-            "params_sha, prev_hash, hash, uid, actor FROM entries"
+            "params_sha, prev_hash, hash, uid, actor, credential FROM entries"
         )
         args: tuple[str, ...] = ()
         if request_id is not None:

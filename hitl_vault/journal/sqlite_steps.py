@@ -37,7 +37,12 @@ class Steps:
         self._write = db.write
 
     def _append(
-        self, db: sqlite3.Connection, request_id: str, t: Transition, sha: str | None
+        self,
+        db: sqlite3.Connection,
+        request_id: str,
+        t: Transition,
+        sha: str | None,
+        credential: str | None = None,
     ) -> None:
         row = db.execute("SELECT hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
         prev = row[0] if row else GENESIS
@@ -52,12 +57,12 @@ class Steps:
             json.dumps(list(t.details), ensure_ascii=False),
             sha,
         )
-        digest = entry_hash(prev, fields, RECORDER_UID, RECORDER_ACTOR)
+        digest = entry_hash(prev, fields, RECORDER_UID, RECORDER_ACTOR, credential)
         db.execute(
             "INSERT INTO entries (request_id, at, kind, from_status, to_status, by, reason, "
-            "details, params_sha, prev_hash, hash, uid, actor) VALUES "
-            "(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (*fields, prev, digest, RECORDER_UID, RECORDER_ACTOR),
+            "details, params_sha, prev_hash, hash, uid, actor, credential) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (*fields, prev, digest, RECORDER_UID, RECORDER_ACTOR, credential),
         )
 
     def create(
@@ -66,19 +71,22 @@ class Steps:
         path: str | None,
         source: str | None = None,
         pinned: Mapping[str, Any] | None = None,
+        *,
+        credential: str | None = None,
     ) -> None:
         """Record a new request and its first history entry (``created → status``).
 
         ``source`` identifies the Inbox proposal it came from, recorded in the
         same transaction, so a proposal is never turned into two requests.
         ``pinned``: what the submitter's Python rules required (see :meth:`pinned`).
+        ``credential``: the one it was asked with through the service, kept with its entries.
         A request with ``retry_of`` gets a ``retried as`` entry on that request in the
         same transaction (:class:`NotRetryableError` if it was retried already).
         Raises :class:`DuplicateError` when the id or the proposal is recorded already.
         """
         sha = params_sha(request.params)
         try:
-            self._create(request, path, source, pinned, sha)
+            self._create(request, path, source, pinned, sha, credential)
         except sqlite3.IntegrityError:
             known = source is not None and self._db.read_one(
                 "SELECT 1 FROM proposals WHERE key = ?", (source,)
@@ -94,6 +102,7 @@ class Steps:
         source: str | None,
         pinned: Mapping[str, Any] | None,
         sha: str,
+        credential: str | None = None,
     ) -> None:
         with self._write() as db:
             if source is not None:
@@ -140,7 +149,7 @@ class Steps:
                 ),
             )
             for t in request.history:
-                self._append(db, request.id, t, sha)
+                self._append(db, request.id, t, sha, credential)
 
     def _link_retry(self, db: sqlite3.Connection, request: Request) -> None:
         """The ``retried as`` entry on the request ``request`` retries: at most one retry each,
@@ -168,8 +177,10 @@ class Steps:
         details: tuple[str, ...] = (),
         expect: Iterable[Status] | None = None,
         fields: Mapping[str, Any] | None = None,
+        credential: str | None = None,
     ) -> Transition | None:
-        """Move a request to ``to`` if it is still in ``expect`` (default: any legal source).
+        """Move a request to ``to`` if it is still in ``expect`` (default: any legal source);
+        ``credential``: the one it was asked or decided with through the service.
 
         Returns the recorded transition, or None when the request had already
         moved on (another process got there first). Raises
@@ -208,7 +219,7 @@ class Steps:
                 f"UPDATE requests SET status = ?, note_sha = NULL{assigns} WHERE id = ?",
                 (to, *fields.values(), request_id),
             )
-            self._append(db, request_id, t, sha)
+            self._append(db, request_id, t, sha, credential)
             # What was listed about the request itself (a step refused) is stale now.
             db.execute("DELETE FROM attention WHERE path = ?", (request_flag(request_id),))
             return t
@@ -243,12 +254,13 @@ class Steps:
         reason: str,
         count: str,
         details: tuple[str, ...] = (),
+        credential: str | None = None,
     ) -> Transition | None:
         """One person's vote on a pending request (``count``: ``1 of 2``); the status stays
         until :meth:`transition` says otherwise. None when it is no longer pending."""
         to = Status.APPROVED if approve else Status.REJECTED
         t = Transition(at, Status.PENDING, to, by, reason, (count, *details), kind=Kind.VOTED)
-        return self._pending_entry(request_id, t)
+        return self._pending_entry(request_id, t, credential=credential)
 
     def record_escalation(self, request_id: str, at: datetime, to: str) -> Transition | None:
         """Nobody decided in time: ``to`` (names) may decide too. None when no longer pending
@@ -256,7 +268,9 @@ class Steps:
         t = Transition(at, Status.PENDING, Status.PENDING, "hitl-vault", "", (to,), Kind.ESCALATED)
         return self._pending_entry(request_id, t, "AND escalate_at IS NOT NULL")
 
-    def _pending_entry(self, request_id: str, t: Transition, where: str = "") -> Transition | None:
+    def _pending_entry(
+        self, request_id: str, t: Transition, where: str = "", credential: str | None = None
+    ) -> Transition | None:
         with self._write() as db:
             row = db.execute(
                 f"SELECT status FROM requests WHERE id = ? {where}", (request_id,)
@@ -268,7 +282,7 @@ class Steps:
                 "ELSE escalate_at END WHERE id = ?",
                 (t.kind is Kind.ESCALATED, request_id),
             )
-            self._append(db, request_id, t, None)
+            self._append(db, request_id, t, None, credential)
             return t
 
     def record_ignored(self, request_id: str, at: datetime, details: tuple[str, ...]) -> Transition:
