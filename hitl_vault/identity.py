@@ -177,6 +177,15 @@ class Principal:
     client_name: str = ""  # the agent's client (an MCP client's name), if known
     extra: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def recorded(self) -> str:
+        """The credential, as the journal's entries of what it asked or decided keep it (chain
+        version 3): ``token ci-bot (id 1a2b...)`` for a token, ``session alice``, ``link
+        alice`` or ``socket alice`` (the person and the channel) otherwise."""
+        if self.credential is not None:
+            return f"token {self.name} (id {self.credential})"
+        return f"{self.via} {self.name}"
+
     def may_ask(self, action: str) -> bool:
         """Whether this principal may submit ``action`` (an agent limited by ``--actions``)."""
         return self.role is Role.AGENT and (self.actions is None or action in self.actions)
@@ -190,6 +199,7 @@ class Proof:
     name: str
     via: str
     client: str = ""
+    credential: str | None = None  # :attr:`Principal.recorded`, kept with the entries
 
     @property
     def detail(self) -> str:

@@ -115,7 +115,8 @@ def note_text(root: Path, request_id: str) -> str:
 
 def as_agent_sees(shown: dict[str, Any]) -> dict[str, Any]:
     """show --json's object without what an agent is not shown (its path aside)."""
-    return {k: v for k, v in shown.items() if k not in ("decided_uid", "decided_actor")}
+    hidden = ("decided_uid", "decided_actor", "decided_credential")
+    return {k: v for k, v in shown.items() if k not in hidden}
 
 
 def test_an_agent_is_not_shown_the_servers_paths_uids_or_an_approvers_address(
@@ -138,6 +139,9 @@ def test_an_agent_is_not_shown_the_servers_paths_uids_or_an_approvers_address(
     }
     assert "decided_uid" in decided and decided["path"] in notes
     assert decided["decided_actor"] == RECORDER_ACTOR  # the service's process, host/user
+    assert decided["decided_credential"].startswith("token alice (id ")  # the token it used
+    asked = server.vault.engine.journal.entries(made)[0]  # the agent's token asked for it
+    assert asked.version == 3 and (asked.credential or "").startswith("token bot (id ")
     views = [
         server.call("GET", path, token=agent).body,
         server.call("GET", f"{path}?wait=1", token=agent).body,
@@ -147,7 +151,7 @@ def test_an_agent_is_not_shown_the_servers_paths_uids_or_an_approvers_address(
     ]
     for seen in views:
         assert seen["path"] in notes.values() and "decided_uid" not in seen
-        assert "decided_actor" not in seen
+        assert "decided_actor" not in seen and "decided_credential" not in seen
         assert str(server.root) not in json.dumps(seen) and "0.0.5" not in json.dumps(seen)
     assert views[0]["history"][-1] == said.removesuffix(" from 10\\.0.0.5")
     doc = server.call("GET", "/openapi.json").body

@@ -36,7 +36,8 @@ def pending(vault: Path, amount: int = 1500) -> str:
 def shown_keys(vault: Path, request_id: str) -> set[str]:
     """The keys `show --json` prints, less those only `show` adds."""
     data = json.loads(invoke(vault, "show", request_id, "--json").stdout)
-    return set(data) - {"decided_uid", "decided_actor", "params_sha", "edited_in_note"}
+    only_show = {"decided_uid", "decided_actor", "decided_credential", "params_sha"}
+    return set(data) - only_show - {"edited_in_note"}
 
 
 # --- list -------------------------------------------------------------------------------

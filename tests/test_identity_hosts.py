@@ -22,7 +22,7 @@ from hitl_vault import Status, Vault
 from hitl_vault.chain import RECORDER_ACTOR, RECORDER_HOST, entry_hash
 from hitl_vault.cli.main import cli
 from hitl_vault.daemon.dashboard import render_dashboard
-from hitl_vault.identity import SERVICE_UID, keep_service_uid, service_uid_on
+from hitl_vault.identity import SERVICE_UID, Proof, keep_service_uid, service_uid_on
 
 from .test_identity_review import AT, as_service, forged_vote
 from .test_identity_review import vault_path as vault_path  # the rules those tests use
@@ -101,6 +101,23 @@ def test_an_entry_of_version_1_is_judged_by_the_vault_wide_service_uid(vault: Va
     assert vault.votes(rid).approvals == (("alice",),) and journal_problems(vault) == []
     assert journal.entries(rid)[-1].version == 1
     assert vault.get(rid).status is Status.PENDING
+
+
+def test_show_names_the_credential_a_decision_came_with(vault: Vault) -> None:
+    """A decision the service recorded for a link (or a token, a session) says so: ``show``
+    ends ``recorded by user on host (uid N) for link alice``, ``--json`` gives
+    ``decided_credential``, and the entry is of chain version 3."""
+    as_service(vault)  # this process is the service's, as in ``serve``
+    rid = vault.submit("tidy", {"v": 5}, requested_by="agent").id
+    vault.engine.approve(rid, proof=Proof("alice", "link", credential="link alice"))
+    root = str(vault.root)
+    data = json.loads(CliRunner().invoke(cli, ["--vault", root, "show", rid, "--json"]).output)
+    assert data["decided_credential"] == "link alice"
+    assert vault.engine.journal.entries(rid)[-1].version == 3
+    text = CliRunner().invoke(cli, ["--vault", root, "show", rid]).output
+    user = RECORDER_ACTOR.partition("/")[2]
+    who = f"{user} on {RECORDER_HOST} (uid {os.getuid()}) for link alice"
+    assert f"alice (recorded by {who})" in text, text
 
 
 def test_show_names_the_host_and_the_user_that_recorded_the_decision(vault: Vault) -> None:

@@ -63,7 +63,9 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         params, sha, edited = vault.params_to_run(request_id)
         votes = vault.votes(request_id)
     uid, actor = (decider.uid, decider.actor) if decider else (None, None)
+    credential = decider.credential if decider else None
     data = {**request_json(request, votes), "decided_uid": uid, "decided_actor": actor}
+    data["decided_credential"] = credential
     data |= {"params": params, "params_sha": sha}
     if edited:
         data["edited_in_note"] = edited
@@ -71,7 +73,8 @@ def show(ctx: click.Context, request_id: str, as_json: bool) -> None:
         echo_json(data)
         return
     if data["decided_by"] and (uid, actor) != (None, None):  # the name is claimed, not these
-        data["decided_by"] = f"{data['decided_by']} (recorded by {recorded_by(uid, actor)})"
+        who = recorded_by(uid, actor, credential)
+        data["decided_by"] = f"{data['decided_by']} (recorded by {who})"
     for key in (
         "id",
         "status",

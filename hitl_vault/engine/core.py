@@ -170,20 +170,20 @@ class Engine:
         pitch: Pitch | None = None,
         where: Where | None = None,
         origin: Origin | None = None,
+        credential: str | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided.
 
         ``context`` is what the requester tells the approver (see :meth:`Vault.submit`);
         ``pitch``: its reasoning, confidence, alternatives, risk factors and diff.
-        ``source`` (used for Inbox proposals) is a key recorded with the request;
-        a second submit with the same key raises :class:`DuplicateError`.
-        ``retry``: (the retried request, who retries it), linked in both; ``origin``: the
-        token that asked through the service; ``where``: what the gate resolved (``path:``).
-        """
+        ``source`` (Inbox proposals): a key recorded with the request, once (a second submit
+        with it raises :class:`DuplicateError`). ``retry``: (the retried request, who retries it),
+        linked in both; ``origin``: the token that asked through the service; ``where``: what the
+        gate resolved (``path:``); ``credential``: the one it asked with, kept in its entries."""
         request = self._submissions.submit(
             action, params, summary=summary, timeout=timeout, requested_by=requested_by,
             carried_by_requester=carried_by_requester, source=source, context=context,
-            retry=retry, pitch=pitch, where=where, origin=origin,
+            retry=retry, pitch=pitch, where=where, origin=origin, credential=credential,
         )  # fmt: skip
         if retry is not None:
             self.show_in_note(retry[0], request.created)
@@ -327,11 +327,13 @@ class Engine:
         """Who decides ``request`` under the rules in force and where its votes stand."""
         return counted(self._decider.plan(request), self._decider.counting(request))
 
-    def cancel(self, request_id: str, by: str | None = None) -> Request:
-        """Withdraw a pending request, or an approved one whose action has not started
-        (approved → executing checks the status in the same transaction, so the action
-        either started first or never starts). ``by``: the requester (pending) or the
-        user at the keyboard (approved) unless given."""
+    def cancel(
+        self, request_id: str, by: str | None = None, *, credential: str | None = None
+    ) -> Request:
+        """Withdraw a pending request, or an approved one whose action has not started (approved
+        → executing checks the status in one transaction: it started first or never starts).
+        ``by``: by default the requester, or the user for an approved one; ``credential``: as
+        for :meth:`submit`."""
         if by is not None:
             check_name(by, "by", REQUESTER_LIMIT)  # an agent cancels in its requested_by
         request = self.get(request_id)
@@ -340,11 +342,12 @@ class Engine:
             done = self.journal.transition(
                 request_id, Status.CANCELLED, at=now, by=by or default_user(),
                 expect={Status.APPROVED}, details=("withdrawn before its action started",),
+                credential=credential,
             )  # fmt: skip
         else:
             done = self.journal.transition(
                 request_id, Status.CANCELLED, at=now, by=by or request.requested_by,
-                expect={Status.PENDING}, fields={"decided_at": now},
+                expect={Status.PENDING}, fields={"decided_at": now}, credential=credential,
             )  # fmt: skip
         self.publish()
         if done is None:
@@ -434,11 +437,11 @@ class Engine:
 
     def done(
         self, request_id: str, result: str | None = None, error: str | None = None,
-        by: str | None = None,
+        by: str | None = None, *, credential: str | None = None,
     ) -> Request:  # fmt: skip
-        """See :meth:`hitl_vault.Vault.done`."""
+        """See :meth:`hitl_vault.Vault.done` (``credential``: as for :meth:`cancel`)."""
         runs = lambda r: r.action in self.handlers or r.action in self.policy.actions  # noqa: E731
-        self._execution.report(request_id, result, error, by, runs)
+        self._execution.report(request_id, result, error, by, runs, credential)
         self.show_in_note(request_id, self.now())
         return self.get(request_id)
 

@@ -104,8 +104,10 @@ class Execution:
         *,
         at: datetime | None = None,
         by: str = "executor",
+        credential: str | None = None,
     ) -> Transition | None:
-        """executing → executed (with its result) or failed (with the error), as of ``at``."""
+        """executing → executed (with its result) or failed (with the error), as of ``at``
+        (``credential``: the one its outcome was reported with, kept in the entry)."""
         now = at or self._now()
         result, error = _storable(result), _storable(error)  # e.g. a file name's lone surrogate
         if ok:
@@ -124,6 +126,7 @@ class Execution:
             details=details,
             expect={Status.EXECUTING},
             fields=fields,
+            credential=credential,
         )
         self._publish()
         return t
@@ -135,12 +138,14 @@ class Execution:
         error: str | None,
         by: str | None,
         has_executor: Callable[[Request], bool],
+        credential: str | None = None,
     ) -> Transition:
         """The outcome of an action its requester carried out (``done``): approved →
         executing → executed (``result``) or failed (``error``) in one commit, or executing
         → executed/failed for one the gate handed out. Recorded once:
         :class:`NotReportableError` for a request the daemon runs (``has_executor``),
-        one not approved, or one whose outcome is recorded already."""
+        one not approved, or one whose outcome is recorded already. ``credential``: the one
+        the outcome was reported with through the service, kept in both entries."""
         if (result is None) == (error is None):
             raise UsageError("result", "give a result or an error, one of them", "give one")
         if by is not None:
@@ -155,9 +160,11 @@ class Execution:
             if request.status is Status.APPROVED:
                 self._journal.transition(
                     request_id, Status.EXECUTING, at=now, by=who, expect={Status.APPROVED},
-                    details=("carried out by its requester",),
+                    details=("carried out by its requester",), credential=credential,
                 )  # fmt: skip
-            t = self.finish(request_id, error is None, result, error, at=now, by=who)
+            t = self.finish(
+                request_id, error is None, result, error, at=now, by=who, credential=credential
+            )
         if t is None:  # reported (or cancelled) by someone else a moment ago
             current = self._journal.get(request_id)
             assert current is not None

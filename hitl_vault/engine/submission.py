@@ -65,6 +65,7 @@ class Submissions:
         pitch: Pitch | None = None,
         where: Where | None = None,
         origin: Origin | None = None,
+        credential: str | None = None,
     ) -> Request:
         """Propose an action; returns ``pending`` at once, or what an allow/block rule decided
         (see :meth:`hitl_vault.engine.Engine.submit`)."""
@@ -99,7 +100,7 @@ class Submissions:
             asked = _linked(asked, *retry)
         if origin is not None:
             asked = replace(asked, request=origin.applied(asked.request))
-        request, text = self._record(asked, source)
+        request, text = self._record(asked, source, credential)
         try:
             path: Path | None = self._notes.write_new(request, text)
         except ChangedUnderfootError:  # a daemon that saw the journal entry wrote it first
@@ -133,8 +134,11 @@ class Submissions:
             origin=Origin.of(old),  # the agent that asked sees the retry of its request
         )
 
-    def _record(self, asked: Asked, source: str | None) -> tuple[Request, str]:
-        """Journal the request under a fresh id; the request and its new note's text."""
+    def _record(
+        self, asked: Asked, source: str | None, credential: str | None = None
+    ) -> tuple[Request, str]:
+        """Journal the request under a fresh id (its entries keep ``credential``, the one it
+        was asked with through the service); the request and its new note's text."""
         explained = explanation(asked.matches, asked.request.rule)
         plan = asked.plan
         none_yet = count(plan, (), requester=asked.request.requested_by)
@@ -148,7 +152,7 @@ class Submissions:
             check_size(text)
             try:
                 where = f"{request.status.folder}/{request.id}.md"
-                self._journal.create(request, where, source, asked.pinned)
+                self._journal.create(request, where, source, asked.pinned, credential=credential)
                 break
             except DuplicateError as e:  # the random tail of the id repeated: draw again
                 if attempt == 4 or e.what.startswith("proposal"):

@@ -79,7 +79,7 @@ def _false_proofs(journal: JournalStore, request: Request) -> list[str]:
         via = false_proof(journal, step, entry.uid, entry.actor)
         if via is None:
             continue
-        who = recorded_by(entry.uid, entry.actor)
+        who = recorded_by(entry.uid, entry.actor, entry.credential)
         host = actor_host(entry.actor)
         kept = SERVICE_UID if host is None else service_uid_on(host)
         service = service_uid(journal.setting(kept))

@@ -99,6 +99,7 @@ class Decider:
         (``by`` is then its name); the vote, or the decision one person makes, keeps its
         ``via`` detail, and ``authenticated:`` rules count it, when this process runs as
         the service's user (else ``by`` is only the name it claims)."""
+        credential = None if proof is None else proof.credential  # kept even as a claim
         if proof is not None:
             by = proof.name
             if not self.proof_counts():  # not the service's process: a name, not a proof
@@ -120,7 +121,7 @@ class Decider:
                 verdict = self._verdict(request, to, by, reason, params, now, typed, via)
             proven = () if proof is None else proof_details(proof)
             if verdict.vote is None or verdict.count is None:
-                return self.transition(request, verdict, by, now, proven)
+                return self.transition(request, verdict, by, now, proven, credential)
             v, c = verdict.vote, verdict.count
             done = sum(len(a) for a in c.approvals)
             need = sum(s.quorum for s in c.plan.stages)
@@ -132,10 +133,11 @@ class Decider:
                 reason=v.reason,
                 count=f"{done} of {need}" if v.approve else "rejects it",
                 details=proven,
+                credential=credential,
             )
             if t is None or verdict.to is Status.PENDING:
                 return t
-            return self.transition(request, verdict, by, now)
+            return self.transition(request, verdict, by, now, credential=credential)
 
     def _verdict(
         self,
@@ -179,9 +181,11 @@ class Decider:
         by: str,
         now: datetime,
         proven: tuple[str, ...] = (),
+        credential: str | None = None,
     ) -> Transition | None:
         """Journal the move ``verdict`` makes of a pending request (None: not pending);
-        ``proven``: the ``via`` detail of the one person who made it, kept last."""
+        ``proven``: the ``via`` detail of the one person who made it, kept last;
+        ``credential``: the one the decision came with through the service."""
         if verdict.to is Status.TIMED_OUT:
             return self.journal.transition(
                 request.id,
@@ -200,6 +204,7 @@ class Decider:
             details=verdict.details + (proven if _one(verdict, by) else ()),
             expect={Status.PENDING},
             fields=dict(verdict.fields),
+            credential=credential,
         )
 
     def rule_failed(

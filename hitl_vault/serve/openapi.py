@@ -33,7 +33,7 @@ _STATUSES = [
 ]  # fmt: skip
 # A request exactly as ``hitl-vault show --json`` prints it (the README documents each
 # field), to an approver token; an agent token is shown less (see ``path``,
-# ``decided_uid``, ``decided_actor``).
+# ``decided_uid``, ``decided_actor``, ``decided_credential``).
 _REQUEST = {
     "type": "object",
     "required": ["id", "status", "action", "params", "requested_by", "history"],
@@ -84,6 +84,13 @@ _REQUEST = {
             "description": "the host and OS user ('host/user') of the process that recorded "
             "the decision (null before one, or in a journal entry older than the actor): for "
             "approver tokens only",
+        },
+        "decided_credential": {
+            "type": ["string", "null"],
+            "description": "the credential the decision came through the service with: 'token "
+            "NAME (id ID)' for a token, 'session NAME', 'link NAME' or 'socket NAME' for a "
+            "person (null before a decision, for one made in a note or the CLI, or in a journal "
+            "entry older than it): for approver tokens only",
         },
         "history": {
             "type": "array",

@@ -233,7 +233,7 @@ class Service:
             )
         return self.engine.submit(
             action, params, summary=summary, timeout=timeout, requested_by=who.name,
-            context=context, pitch=pitch, origin=_origin(who),
+            context=context, pitch=pitch, origin=_origin(who), credential=who.recorded,
         )  # fmt: skip
 
     def get(self, who: Principal, request_id: str) -> Request:
@@ -325,7 +325,7 @@ class Service:
                 "(a person decides, with an approver token of their own)"
             )
         self.get(who, request_id)
-        proof = Proof(who.name, who.via, who.client)
+        proof = Proof(who.name, who.via, who.client, who.recorded)
         if approve:
             return self.engine.approve(
                 request_id, reason=reason, expect=expect, proof=proof, spend=spend
@@ -338,7 +338,7 @@ class Service:
         request = self.get(who, request_id)
         if who.role is Role.AGENT and request.status is not Status.PENDING:
             raise IllegalTransitionError(request_id, request.status, Status.CANCELLED)
-        return self.engine.cancel(request_id, who.name)
+        return self.engine.cancel(request_id, who.name, credential=who.recorded)
 
     def done(
         self, who: Principal, request_id: str, result: str | None, error: str | None
@@ -346,7 +346,7 @@ class Service:
         """How an approved request without an executor ended (:meth:`Vault.done`): an
         agent reports on its own requests, an approver on any; ``by`` is the token's name."""
         self.get(who, request_id)
-        return self.engine.done(request_id, result, error, by=who.name)
+        return self.engine.done(request_id, result, error, by=who.name, credential=who.recorded)
 
     # --- what a client is shown -------------------------------------------------------
 
@@ -432,11 +432,13 @@ def _with_recorder(
     data: dict[str, Any], entries: list[Entry], who: Principal | None
 ) -> dict[str, Any]:
     """``data`` with who recorded the decision (``decided_uid``, ``decided_actor``: the
-    process's ``host/user``), for people: an agent has no use for the server's users."""
+    process's ``host/user``, ``decided_credential``: the credential it came with), for people:
+    an agent has no use for the server's users, nor for other people's credentials."""
     if who is None or who.role is not Role.AGENT:
         entry = decision_entry(entries)
         data["decided_uid"] = entry.uid if entry else None
         data["decided_actor"] = entry.actor if entry else None
+        data["decided_credential"] = entry.credential if entry else None
     return data
 
 
