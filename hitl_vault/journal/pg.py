@@ -7,13 +7,13 @@ share (``pip install 'hitl-vault[postgres]'``, ``HITL_VAULT_JOURNAL=postgresql:/
 :class:`~.pg_steps.PgSteps` records what happens to requests (each append locks the one head
 row first, so positions follow commit order with no gap, and the chain never forks),
 :class:`~.pg_read.PgReader` answers the queries, :class:`~.pg_book.PgBookkeeping` keeps the
-rules in force, where notes are and what needs attention, :class:`~.pg_outbox.PgOutbox` the
-notifications, :class:`~.pg_access.PgAccess` people, credentials, settings and the service
-log, :class:`~.pg_allows.PgAllowTable` the allows, :class:`~.pg_links.PgLinkTable` the
-decision links' key and the links spent, and :class:`~.pg_sessions.PgSessionTable` the web
-inbox's sign-in links and sessions. Word of other processes' writes comes
-through ``LISTEN``/``NOTIFY`` and the one-daemon lock is an advisory lock
-(:mod:`~.pg_watch`). Which host does the owner's work is a lease with terms
+rules in force, where notes are and what needs attention, :class:`~.outbox.Outbox` (shared
+with SQLite, on a :class:`~.pg_handle.PgHandle`) the notifications, :class:`~.pg_access.PgAccess`
+people, credentials, settings and the service log, :class:`~.pg_allows.PgAllowTable` the
+allows, :class:`~.pg_links.PgLinkTable` the decision links' key and the links spent, and
+:class:`~.pg_sessions.PgSessionTable` the web inbox's sign-in links and sessions. Word of
+other processes' writes comes through ``LISTEN``/``NOTIFY`` and the one-daemon lock is an
+advisory lock (:mod:`~.pg_watch`). Which host does the owner's work is a lease with terms
 (:mod:`~.pg_lease`): :meth:`PgJournal.lease` takes and renews it, and a thread inside
 :meth:`PgJournal.owner` writes as the leader of one term, refused once that term is over.
 
@@ -34,13 +34,14 @@ from ..identity import Credential, Person, Session, SignInLink
 from ..model import Request, Status, Transition
 from ..policy.always import Allow
 from ..store import Attention, Outgoing, ServiceEntry
+from .outbox import Outbox
 from .pg_access import PgAccess
 from .pg_allows import PgAllowTable
 from .pg_book import PgBookkeeping
 from .pg_db import PgDatabase
+from .pg_handle import PgHandle
 from .pg_lease import Leader, PgLease, leader_of
 from .pg_links import PgLinkTable
-from .pg_outbox import PgOutbox
 from .pg_read import PgReader
 from .pg_sessions import PgSessionTable
 from .pg_steps import PgSteps
@@ -59,7 +60,8 @@ class PgJournal:
         self._steps = PgSteps(self._db)
         self._read = PgReader(self._db)
         self._book = PgBookkeeping(self._db)
-        self._outbox = PgOutbox(self._db)
+        self._handle = PgHandle(self._db)  # the shared collaborators' way in
+        self._outbox = Outbox(self._handle)
         self._access = PgAccess(self._db)
         self._allows = PgAllowTable(self._db, self._access._log)
         self._links = PgLinkTable(self._db)

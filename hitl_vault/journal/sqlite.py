@@ -8,7 +8,8 @@ happens to requests (every move one transaction that checks the status, appended
 a SHA-256 hash chain so an edited or deleted entry is detected),
 :class:`~.sqlite_read.Reader` answers the queries, :class:`~.sqlite_book.Bookkeeping`
 keeps the rules in force, where notes are and what needs attention, and
-:class:`~.sqlite_outbox.Outbox` the notifications, and :class:`~.sqlite_access.Access`
+:class:`~.outbox.Outbox` (shared with PostgreSQL, on a :class:`~.sqlite_handle.SqliteHandle`)
+the notifications, and :class:`~.sqlite_access.Access`
 people, credentials, settings and the service log. Word of other processes' writes
 comes from a file watcher on the journal's folder (:mod:`~.sqlite_watch`), and the
 one-daemon lock is a lock on that folder (:mod:`~.lock`).
@@ -30,13 +31,14 @@ from ..model import LOCK_FILE, Request, Status, Transition
 from ..policy.always import Allow
 from ..store import Attention, Outgoing, ServiceEntry
 from .lock import DaemonLock, daemon_running
+from .outbox import Outbox
 from .replay import unproven
 from .sqlite_access import Access
 from .sqlite_allows import AllowTable
 from .sqlite_book import Bookkeeping
 from .sqlite_db import Database
+from .sqlite_handle import SqliteHandle
 from .sqlite_links import LinkTable
-from .sqlite_outbox import Outbox
 from .sqlite_read import Reader
 from .sqlite_sessions import SessionTable
 from .sqlite_steps import Steps
@@ -70,7 +72,8 @@ class Journal:
         self._steps = Steps(self._db)
         self._read = Reader(self._db)
         self._book = Bookkeeping(self._db)
-        self._outbox = Outbox(self._db)
+        self._handle = SqliteHandle(self._db)  # the shared collaborators' way in
+        self._outbox = Outbox(self._handle)
         self._access = Access(self._db)
         self._allows = AllowTable(self._db, self._access._log)
         self._sessions = SessionTable(self._db, self._access._log, self._access._snapshot)
