@@ -3,6 +3,7 @@ psycopg is handed ``%s`` in its place, every other character as it was meant."""
 
 from __future__ import annotations
 
+from hitl_vault.journal.pg_access import PgAccess
 from hitl_vault.journal.pg_db import PgDatabase
 from hitl_vault.journal.pg_handle import PgHandle, pg_sql
 
@@ -28,7 +29,7 @@ def test_the_server_reads_them_as_written(pg_url: str) -> None:
     """PostgreSQL, through the handle, gets the value and the literals as SQLite would."""
     db = PgDatabase(fresh_journal(pg_url))
     try:
-        row = PgHandle(db).read_one("SELECT 'why?', 'a%' || ?, 7 % ?", ("b", 4))
+        row = PgHandle(db, PgAccess(db)._log).read_one("SELECT 'why?', 'a%' || ?, 7 % ?", ("b", 4))
     finally:
         db.close()
     assert tuple(row) == ("why?", "a%b", 3)

@@ -3,18 +3,24 @@ same calls on SQLite and PostgreSQL, so a table's code and its SQL are written o
 
 The SQL is written once, with ``?`` for each value, as SQLite takes it unchanged (the default
 store's statements go to :mod:`sqlite3` as they are written); the PostgreSQL handle turns it
-into psycopg's ``%s`` once per statement text. Where the stores really differ (how a
-write is locked and who is told of it, the leader's term, which error a duplicate key
-raises, what a damaged row is called), the handle holds the difference, not the SQL.
+into psycopg's ``%s`` once per statement text. Where the stores really differ (how writers
+are kept in one order, who is told of a write, the leader's term, which error a duplicate
+key raises, what a damaged row is called, the column that keeps rows in the order they
+were added), the handle holds the difference, not the SQL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from ..store import ServiceEntry
+
 T = TypeVar("T")
+# What converting a row hitl-vault did not write raises (as each database's `converted`).
+BAD_ROW = (ValueError, TypeError, KeyError, IndexError)
 
 
 class Cursor(Protocol):
@@ -29,13 +35,32 @@ class Cursor(Protocol):
 
 
 class Tx(Protocol):
-    """The transaction a write hands out: statements run in it commit together."""
+    """The transaction a write hands out: what is done in it commits together."""
 
-    def execute(self, sql: str, args: Any = (), /) -> Cursor: ...
+    def execute(self, sql: str, args: Any = (), /) -> Cursor:
+        """Run one statement (``?`` for each value)."""
+        ...
+
+    def lock_head(self) -> None:
+        """Before anything else, take the lock every writer of the journal's entries takes,
+        so no two writes ever wait on each other in a circle (PostgreSQL's head row; an
+        SQLite write holds its one writer's lock from the start already)."""
+        ...
+
+    def log(
+        self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...]
+    ) -> ServiceEntry:
+        """Append an entry to the service log, in this transaction."""
+        ...
 
 
 class Handle(Protocol):
     """A journal's database as its shared collaborators use it."""
+
+    # What a write raises when a unique key is taken already.
+    conflict: type[Exception]
+    # The column that orders a table's rows as they were added.
+    added: str
 
     def read(self, sql: str, args: Any = ()) -> list[Any]:
         """Every row of one query."""
@@ -46,8 +71,20 @@ class Handle(Protocol):
         ...
 
     def rows(self, sql: str, args: Any, convert: Callable[[Any], T]) -> list[T]:
-        """Each row of one query converted; a row hitl-vault cannot have written is the
-        store's damaged-journal error."""
+        """Each row of one query, :meth:`converted`."""
+        ...
+
+    def converted(self, rows: Iterable[Any], convert: Callable[[Any], T]) -> list[T]:
+        """Each of ``rows`` converted; a row hitl-vault cannot have written is the store's
+        damaged-journal error."""
+        ...
+
+    def snapshot(self, *queries: str) -> list[list[Any]]:
+        """Every row of each query (none takes values), all read at one moment."""
+        ...
+
+    def damaged(self, problem: str) -> Exception:
+        """The store's damaged-journal error, saying ``problem``."""
         ...
 
     def write(self, durable: bool = True) -> AbstractContextManager[Tx]:

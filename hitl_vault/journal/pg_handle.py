@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
+from ..errors import ServerDamagedError
+from ..store import ServiceEntry
 from .handle import Cursor
-from .pg_db import PgDatabase
+from .pg_db import Conflict, PgDatabase
+from .pg_steps import Tx as Connection
+from .pg_steps import lock_head
 
 T = TypeVar("T")
+# Appends to the service log inside a write (PgAccess._log).
+Log = Callable[[Connection, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
 # A quoted literal ('it''s' included), left as it is but for its '%'.
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
@@ -32,19 +39,33 @@ def pg_sql(sql: str) -> str:
 class _PgTx:
     """The transaction of one write, taking the statements as the collaborators write them."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Connection, log: Log) -> None:
         self._conn = conn
+        self._log = log
 
     def execute(self, sql: str, args: Any = (), /) -> Cursor:
         cursor: Cursor = self._conn.execute(pg_sql(sql), args)
         return cursor
 
+    def lock_head(self) -> None:
+        lock_head(self._conn)
+
+    def log(
+        self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...]
+    ) -> ServiceEntry:
+        return self._log(self._conn, at, by, event, subject, details)
+
 
 class PgHandle:
-    """The calls of :class:`~.handle.Handle` on a :class:`~.pg_db.PgDatabase`."""
+    """The calls of :class:`~.handle.Handle` on a :class:`~.pg_db.PgDatabase`, logging
+    through ``log`` (the store's PgAccess)."""
 
-    def __init__(self, db: PgDatabase) -> None:
+    conflict: type[Exception] = Conflict
+    added = "n"
+
+    def __init__(self, db: PgDatabase, log: Log) -> None:
         self._db = db
+        self._log = log
 
     def read(self, sql: str, args: Any = ()) -> list[Any]:
         return self._db.read(pg_sql(sql), args)
@@ -55,10 +76,20 @@ class PgHandle:
     def rows(self, sql: str, args: Any, convert: Callable[[Any], T]) -> list[T]:
         return self._db.rows(pg_sql(sql), args, convert)
 
+    def converted(self, rows: Iterable[Any], convert: Callable[[Any], T]) -> list[T]:
+        return self._db.converted(rows, convert)
+
+    def snapshot(self, *queries: str) -> list[list[Any]]:
+        """Passed as written: psycopg reads a ``%`` as a placeholder only when values are."""
+        return self._db.snapshot(*queries)
+
+    def damaged(self, problem: str) -> Exception:
+        return ServerDamagedError(self._db.where, problem)
+
     @contextmanager
     def write(self, durable: bool = True) -> Iterator[_PgTx]:
         with self._db.write(durable) as conn:
-            yield _PgTx(conn)
+            yield _PgTx(conn, self._log)
 
     def batch(self) -> AbstractContextManager[None]:
         return self._db.batch()
