@@ -47,6 +47,11 @@ class Tx(Protocol):
         SQLite write holds its one writer's lock from the start already)."""
         ...
 
+    def share_head(self) -> None:
+        """Before anything else, wait for a write of the entries under way and hold the next
+        one back until this commits (nothing to do on SQLite, for the same reason)."""
+        ...
+
     def log(
         self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...]
     ) -> ServiceEntry:
@@ -61,6 +66,9 @@ class Handle(Protocol):
     conflict: type[Exception]
     # The column that orders a table's rows as they were added.
     added: str
+    # What a query inside a write ends with to keep the rows it reads from other writers
+    # until it commits (nothing on SQLite, whose write holds the whole database).
+    locked: str
 
     def read(self, sql: str, args: Any = ()) -> list[Any]:
         """Every row of one query."""

@@ -6,13 +6,13 @@ share (``pip install 'hitl-vault[postgres]'``, ``HITL_VAULT_JOURNAL=postgresql:/
 :class:`~.pg_db.PgDatabase` and hands the work to collaborators given that database:
 :class:`~.pg_steps.PgSteps` records what happens to requests (each append locks the one head
 row first, so positions follow commit order with no gap, and the chain never forks),
-:class:`~.pg_read.PgReader` answers the queries, :class:`~.pg_book.PgBookkeeping` keeps the
-rules in force, where notes are and what needs attention, :class:`~.pg_access.PgAccess`
+:class:`~.pg_read.PgReader` answers the queries and :class:`~.pg_access.PgAccess` keeps
 people, credentials, settings and the service log. The tables whose SQL is the same as
 SQLite's have one collaborator for both, handed a :class:`~.pg_handle.PgHandle`:
-:class:`~.outbox.Outbox` the notifications, :class:`~.allow_table.AllowTable` the allows,
-:class:`~.link_table.LinkTable` the decision links' key and the links spent, and
-:class:`~.session_table.SessionTable` the web inbox's sign-in links and sessions. Word of
+:class:`~.bookkeeping.Bookkeeping` keeps the rules in force, where notes are and what needs
+attention, :class:`~.outbox.Outbox` the notifications, :class:`~.allow_table.AllowTable`
+the allows, :class:`~.link_table.LinkTable` the decision links' key and the links spent,
+and :class:`~.session_table.SessionTable` the web inbox's sign-in links and sessions. Word of
 other processes' writes comes through ``LISTEN``/``NOTIFY`` and the one-daemon lock is an
 advisory lock (:mod:`~.pg_watch`). Which host does the owner's work is a lease with terms
 (:mod:`~.pg_lease`): :meth:`PgJournal.lease` takes and renews it, and a thread inside
@@ -36,10 +36,10 @@ from ..model import Request, Status, Transition
 from ..policy.always import Allow
 from ..store import Attention, Outgoing, ServiceEntry
 from .allow_table import AllowTable
+from .bookkeeping import Bookkeeping
 from .link_table import LinkTable
 from .outbox import Outbox
 from .pg_access import PgAccess
-from .pg_book import PgBookkeeping
 from .pg_db import PgDatabase
 from .pg_handle import PgHandle
 from .pg_lease import Leader, PgLease, leader_of
@@ -60,9 +60,9 @@ class PgJournal:
         self._db = PgDatabase(url)
         self._steps = PgSteps(self._db)
         self._read = PgReader(self._db)
-        self._book = PgBookkeeping(self._db)
         self._access = PgAccess(self._db)
         self._handle = PgHandle(self._db, self._access._log)  # the shared collaborators' way in
+        self._book = Bookkeeping(self._handle)
         self._outbox = Outbox(self._handle)
         self._allows = AllowTable(self._handle)
         self._links = LinkTable(self._handle)

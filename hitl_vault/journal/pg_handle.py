@@ -50,6 +50,9 @@ class _PgTx:
     def lock_head(self) -> None:
         lock_head(self._conn)
 
+    def share_head(self) -> None:
+        self._conn.execute("SELECT 1 FROM head FOR SHARE")
+
     def log(
         self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...]
     ) -> ServiceEntry:
@@ -62,6 +65,7 @@ class PgHandle:
 
     conflict: type[Exception] = Conflict
     added = "n"
+    locked = " FOR UPDATE"
 
     def __init__(self, db: PgDatabase, log: Log) -> None:
         self._db = db

@@ -35,6 +35,9 @@ class _SqliteTx:
     def lock_head(self) -> None:
         """Nothing to take: ``BEGIN IMMEDIATE`` holds SQLite's one writer's lock."""
 
+    def share_head(self) -> None:
+        """Nothing to take, as for :meth:`lock_head`."""
+
     def log(
         self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...]
     ) -> ServiceEntry:
@@ -47,6 +50,7 @@ class SqliteHandle:
 
     conflict: type[Exception] = sqlite3.IntegrityError
     added = "rowid"
+    locked = ""
 
     def __init__(self, db: Database, log: Log, snapshot: Snapshot) -> None:
         self._db = db
