@@ -91,6 +91,10 @@ class Handle(Protocol):
         """Every row of each query (none takes values), all read at one moment."""
         ...
 
+    def problems(self) -> list[str]:
+        """What the database finds wrong in itself, beside the hash chain."""
+        ...
+
     def damaged(self, problem: str) -> Exception:
         """The store's damaged-journal error, saying ``problem``."""
         ...

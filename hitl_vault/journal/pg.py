@@ -6,9 +6,10 @@ share (``pip install 'hitl-vault[postgres]'``, ``HITL_VAULT_JOURNAL=postgresql:/
 :class:`~.pg_db.PgDatabase` and hands the work to collaborators given that database:
 :class:`~.pg_steps.PgSteps` records what happens to requests (each append locks the one head
 row first, so positions follow commit order with no gap, and the chain never forks),
-:class:`~.pg_read.PgReader` answers the queries and :class:`~.pg_access.PgAccess` keeps
-people, credentials, settings and the service log. The tables whose SQL is the same as
-SQLite's have one collaborator for both, handed a :class:`~.pg_handle.PgHandle`:
+:class:`~.pg_read.PgReader` reads a request with its history in one query, and
+:class:`~.pg_access.PgAccess` keeps people, credentials, settings and the service log. The
+tables whose SQL is the same as SQLite's have one collaborator for both, handed a
+:class:`~.pg_handle.PgHandle`: :class:`~.reader.Reader` answers the other queries,
 :class:`~.bookkeeping.Bookkeeping` keeps the rules in force, where notes are and what needs
 attention, :class:`~.outbox.Outbox` the notifications, :class:`~.allow_table.AllowTable`
 the allows, :class:`~.link_table.LinkTable` the decision links' key and the links spent,
@@ -46,6 +47,7 @@ from .pg_lease import Leader, PgLease, leader_of
 from .pg_read import PgReader
 from .pg_steps import PgSteps
 from .pg_watch import PgDaemonLock, PgWatch, daemon_key, holder_of
+from .reader import Reader
 from .replay import unproven
 from .session_table import SessionTable
 
@@ -59,9 +61,10 @@ class PgJournal:
         if the server cannot be reached, refused if it holds no journal of this version."""
         self._db = PgDatabase(url)
         self._steps = PgSteps(self._db)
-        self._read = PgReader(self._db)
         self._access = PgAccess(self._db)
         self._handle = PgHandle(self._db, self._access._log)  # the shared collaborators' way in
+        self._read = Reader(self._handle)
+        self._get = PgReader(self._handle, self._read)  # a request and its history at once
         self._book = Bookkeeping(self._handle)
         self._outbox = Outbox(self._handle)
         self._allows = AllowTable(self._handle)
@@ -218,7 +221,7 @@ class PgJournal:
         return self._read.next_escalation()
 
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
-        return self._read.get(request_id, history=history)
+        return self._get.get(request_id, history=history)
 
     def requests(
         self, status: Status | None = None, limit: int | None = None, agent: str | None = None

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
+from ..chain import GENESIS
 from ..errors import ServerDamagedError
 from ..store import ServiceEntry
 from .handle import Cursor
@@ -86,6 +87,28 @@ class PgHandle:
     def snapshot(self, *queries: str) -> list[list[Any]]:
         """Passed as written: psycopg reads a ``%`` as a placeholder only when values are."""
         return self._db.snapshot(*queries)
+
+    def problems(self) -> list[str]:
+        """Entries the head row does not account for: the newest ones removed, or some added
+        behind its back."""
+        head, newest, head_hash, newest_hash = self._db.read_one(
+            "SELECT seq, (SELECT coalesce(max(seq), 0) FROM entries), hash, "
+            "(SELECT hash FROM entries ORDER BY seq DESC LIMIT 1) FROM head"
+        )
+        if head == newest and head_hash != (newest_hash or GENESIS):
+            return [
+                f"journal entry {head}: is not the newest written (the head row names another "
+                "hash: entries after it removed, and the head row moved back)"
+            ]
+        if head > newest:
+            which = f"entry {head}" if head == newest + 1 else f"entries {newest + 1}-{head}"
+            return [f"journal {which}: missing (removed after it was written)"]
+        if newest > head:
+            return [
+                f"journal entries {head + 1}-{newest}: added outside hitl-vault (the head row "
+                f"says {head} entries were written)"
+            ]
+        return []
 
     def damaged(self, problem: str) -> Exception:
         return ServerDamagedError(self._db.where, problem)

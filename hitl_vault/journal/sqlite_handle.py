@@ -69,6 +69,11 @@ class SqliteHandle:
     def converted(self, rows: Iterable[Any], convert: Callable[[Any], T]) -> list[T]:
         return self._db.converted(rows, convert)
 
+    def problems(self) -> list[str]:
+        """Any damage SQLite finds in the file."""
+        damage = [r[0] for r in self._db.read("PRAGMA quick_check")]
+        return [f"journal file damaged: {text}" for text in damage[:20] if damage != ["ok"]]
+
     def damaged(self, problem: str) -> Exception:
         return JournalDamagedError(self._db.path, problem)
 
