@@ -131,8 +131,18 @@ class Leadership:
         return {"role": self.role, "term": term if term is not None else self.seen_term}
 
     def _lead(self, term: int) -> None:
-        """Run a daemon for ``term`` until it stops or the lease is lost."""
-        daemon = self._make_daemon()
+        """Run a daemon for ``term`` until it stops or the lease is lost. A journal that
+        cannot be reached while the daemon is made or sets up hands the term back and
+        follows again (``once``: says so); only a damaged journal ends it all."""
+        try:
+            daemon = self._make_daemon()
+        except BaseException as e:
+            self.seen_term = term
+            self._lease.release(term)
+            if self._once or not isinstance(e, JournalUnavailableError):
+                raise
+            self._follow_again(term, e)
+            return
         daemon.notifier.as_owner = lambda: self._store.owner(term)  # its sending threads
         daemon.actions.may_act = lambda: self.term == term and self._clock() < self._deadline
         with self._lock:
@@ -148,12 +158,17 @@ class Leadership:
         ]
         for keeper in keepers:
             keeper.start()
+        failed: JournalUnavailableError | None = None
         try:
             with self._store.owner(term):
                 try:
                     daemon.run(once=True) if self._once else daemon.run_forever()
                 finally:
                     daemon.close()
+        except JournalUnavailableError as e:  # only its setup: its loop carries on through one
+            if self._once:
+                raise
+            failed = e
         finally:
             held.set()
             for keeper in keepers:
@@ -164,6 +179,13 @@ class Leadership:
             if not lost:  # a stop, not a loss: hand the term back
                 self._lease.release(term)
             log.info("no longer leading (term %d)", term)
+        if failed is not None:
+            self._follow_again(term, failed)
+
+    def _follow_again(self, term: int, why: JournalUnavailableError) -> None:
+        """Say why ``term`` ended early, and wait one renewal before the next try to lead."""
+        log.warning("could not lead in term %d: %s; following again", term, why)
+        self._stop.wait(self._renew_every)
 
     def _keep(self, term: int, ended: threading.Event) -> None:
         """Renew ``term`` every ``renew`` seconds; lose it when another term is elected."""

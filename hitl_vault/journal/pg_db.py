@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pgerrors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import NotLeaderError, ServerDamagedError, ServerJournalError, ServerUnavailableError
 from .pg_url import shown
@@ -42,6 +43,18 @@ SCHEMA_VERSION = 3
 BAD_ROW = (ValueError, TypeError, KeyError, IndexError)
 # How long opening a connection may take before the server counts as unreachable.
 CONNECT_TIMEOUT = 10
+# How a TCP connection that goes silent without closing (the database failed over to
+# another machine, a NAT or firewall dropped the flow) is given up: probed after 5 s idle,
+# every 2 s, dropped after 3 probes unanswered, or once data sent stays unacknowledged for
+# 10 s (about the default lease). A URL that names any of them keeps its own. A Unix
+# socket has none of this: the listener and the lease watch their connections themselves.
+SILENT = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 # The first key of every advisory lock hitl-vault takes ("hvlt"); the second says which.
 LOCK_CLASS = 0x68766C74
 
@@ -66,14 +79,45 @@ def connect(url: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     """A new connection to ``url`` (unavailable, with the server's reason, if none can be
     made: down, refused by pg_hba.conf, no password found)."""
     try:
+        named = conninfo_to_dict(url)
+        given = {key: value for key, value in SILENT.items() if key not in named}
         return psycopg.connect(
-            url,
+            make_conninfo(url, **given),
             autocommit=autocommit,
             connect_timeout=CONNECT_TIMEOUT,
             application_name=application_name(),
         )
     except psycopg.Error as e:
         raise ServerUnavailableError(shown(url), _said(e)) from None
+
+
+@contextmanager
+def deadline(conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+    """What runs inside must end within ``seconds``, or ``conn`` is cut from this side: its
+    socket is shut down, so a wait for an answer that will not come (a silent network) ends
+    in an error, :class:`psycopg.OperationalError`. A cancel would not do: it asks the
+    server, which never saw the statement."""
+    lock = threading.Lock()
+    done = False
+
+    def cut() -> None:
+        with lock:
+            if done or conn.closed:
+                return
+            with contextlib.suppress(OSError, psycopg.Error):
+                end = socket.socket(fileno=os.dup(conn.pgconn.socket))
+                with end:
+                    end.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        with lock:
+            done = True
+        timer.cancel()
 
 
 def _said(e: BaseException) -> str:

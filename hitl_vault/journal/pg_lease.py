@@ -11,7 +11,11 @@ KEY UPDATE``, which never waits for the owner's own writes (each holds ``FOR KEY
 the row of its term, :meth:`~.pg_db.PgDatabase.owner`), while an election takes ``FOR
 UPDATE``, which waits for every owner's write under way; once it commits, every write of
 the old term finds no row of its term and is refused. The lease has a connection of its
-own, so a renewal never waits behind the journal's connection, busy or lost.
+own, so a renewal never waits behind the journal's connection, busy or lost. Each of its
+transactions must end within one and a half leases by this process's clock, or that
+connection is given up and the next try opens another: the server's ``statement_timeout``
+bounds a wait for a lock, but not a statement lost on a network gone silent, which the
+server never saw.
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ from typing import Any
 import psycopg
 
 from ..errors import ServerUnavailableError
-from .pg_db import PgDatabase, application_name, connect, typed
+from .pg_db import PgDatabase, application_name, connect, deadline, typed
 
 # The least time a leader's transaction may stay idle before the server ends its session
 # (PgDatabase.limit_idle): a frozen leader holds up its successor's election no longer.
 IDLE_AT_LEAST = 2.0
+# How many leases a transaction on the lease's connection may take, by this process's clock,
+# before that connection is given up: more than the server's own limit of one lease on a
+# statement (a wait for the row), so a wait that the server ends says so itself.
+GIVE_UP = 1.5
 # Times are the server's clock when the row is written (clock_timestamp()). An election
 # first locks a lease that has run out, waiting for the owner's writes under way, and only
 # then counts its own lease from the server's clock: never from before that wait.
@@ -83,11 +91,12 @@ class PgLease:
     def _run(self, sql: str, args: tuple[Any, ...], *, first: str | None = None) -> Any:
         """One statement on the lease's connection, made again after a loss (``first``: in
         one transaction after that one, which must find a row); each may wait for the row
-        at most one lease long. Sets :attr:`deadline` if it returns a row."""
+        at most one lease long, and the whole :data:`GIVE_UP` leases. Sets :attr:`deadline`
+        if it returns a row."""
         with self._lock:
             try:
                 conn = self._connection()
-                with conn.transaction():
+                with deadline(conn, GIVE_UP * self.seconds), conn.transaction():
                     if first is not None and conn.execute(first).fetchone() is None:
                         return None
                     sent = time.monotonic()
@@ -102,7 +111,8 @@ class PgLease:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._db.url)
-            self._conn.execute(f"SET statement_timeout = {int(self.seconds * 1000)}")
+            with deadline(self._conn, GIVE_UP * self.seconds):
+                self._conn.execute(f"SET statement_timeout = {int(self.seconds * 1000)}")
         return self._conn
 
     def take(self) -> int | None:

@@ -5,7 +5,12 @@ Every write of :class:`~.pg_db.PgDatabase` sends ``NOTIFY`` on the vault's chann
 the server delivers at its commit. :class:`PgWatch` listens on a connection of its own, on
 one thread started by the first waiter, and wakes every waiter on each notification, and
 after every (re)connection, since notifications sent while it was away are lost: a waker
-re-reads from where it got to, so a wake-up is a hint, never the news itself.
+re-reads from where it got to, so a wake-up is a hint, never the news itself. It also wakes
+every waiter every :data:`_POLL` seconds whatever it heard (the fallback: a wake costs a
+read), and every :data:`_CHECK` seconds asks its connection for ``SELECT 1``, giving it
+up and connecting again unless the answer comes within as long: a connection that goes
+silent without closing (a failover, a dropped flow) would otherwise bring no notification,
+and no error, ever again.
 
 :class:`PgDaemonLock` is a session advisory lock on a connection of its own: the server
 drops it when that connection ends, however its process ends, so there is no stale lock.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import DaemonRunningError, ServerUnavailableError
-from .pg_db import LOCK_CLASS, PgDatabase, connect
+from .pg_db import LOCK_CLASS, PgDatabase, connect, deadline
 
 Wake = Callable[[], None]
 log = logging.getLogger(__name__)
@@ -33,6 +39,10 @@ log = logging.getLogger(__name__)
 # and how long it waits before connecting again after losing the server.
 _TICK = 0.25
 _RETRY = 1.0
+# How often every waiter is woken whatever the listener heard, and how often (and within
+# how long) the listener's connection must answer, or is given up and made again.
+_POLL = 2.0
+_CHECK = 2.0
 
 
 def daemon_key(vault_id: str) -> int:
@@ -67,11 +77,21 @@ class PgWatch:
             conn: psycopg.Connection[Any] | None = None
             try:
                 conn = connect(self._url)
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                with deadline(conn, _CHECK):
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                 self._wake_all()  # whatever was written while no one listened
+                polled = checked = time.monotonic()
                 while not self._stop.is_set():
                     for _ in conn.notifies(timeout=_TICK, stop_after=1):
                         self._wake_all()
+                    now = time.monotonic()
+                    if now - checked >= _CHECK:
+                        with deadline(conn, _CHECK):
+                            conn.execute("SELECT 1")
+                        checked = now
+                    if now - polled >= _POLL:
+                        self._wake_all()
+                        polled = now
             except (psycopg.Error, ServerUnavailableError) as e:
                 log.debug("lost the journal's notifications (%s); listening again", e)
                 self._stop.wait(_RETRY)
