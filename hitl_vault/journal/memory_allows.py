@@ -1,4 +1,4 @@
-"""The in-memory journal's "always" allows (as :mod:`.sqlite_allows` keeps them): each
+"""The in-memory journal's "always" allows (as :mod:`.allow_table` keeps them): each
 change made with its service-log entry."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The in-memory journal's bookkeeping and outbox: where notes are, the rules in force,
-what needs attention, and notifications (as :class:`~.sqlite_book.Bookkeeping` and
-:class:`~.sqlite_outbox.Outbox` keep them in SQLite)."""
+what needs attention, and notifications (as :class:`~.bookkeeping.Bookkeeping` and
+:class:`~.outbox.Outbox` keep them in a database)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The in-memory journal's decision links (as :class:`~.sqlite_links.LinkTable` keeps them
-in SQLite): the key made with the journal, and the links spent, each in the write (or the
-batch) of the decision it made."""
+"""The in-memory journal's decision links (as :class:`~.link_table.LinkTable` keeps them
+in a database): the key made with the journal, and the links spent, each in the write (or
+the batch) of the decision it made."""
 
 from __future__ import annotations
 

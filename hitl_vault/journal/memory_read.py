@@ -1,4 +1,4 @@
-"""Reading the in-memory journal: the queries :class:`~.sqlite_read.Reader` answers for
+"""Reading the in-memory journal: the queries :class:`~.reader.Reader` answers for
 SQLite, with the same orders and the same answers."""
 
 from __future__ import annotations

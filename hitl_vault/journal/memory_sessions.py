@@ -1,4 +1,4 @@
-"""The in-memory journal's sign-in links and sessions (as :mod:`.sqlite_sessions` keeps
+"""The in-memory journal's sign-in links and sessions (as :mod:`.session_table` keeps
 them): each change made with its service-log entry, in one write."""
 
 from __future__ import annotations

@@ -6,14 +6,16 @@ share (``pip install 'hitl-vault[postgres]'``, ``HITL_VAULT_JOURNAL=postgresql:/
 :class:`~.pg_db.PgDatabase` and hands the work to collaborators given that database:
 :class:`~.pg_steps.PgSteps` records what happens to requests (each append locks the one head
 row first, so positions follow commit order with no gap, and the chain never forks),
-:class:`~.pg_read.PgReader` answers the queries, :class:`~.pg_book.PgBookkeeping` keeps the
-rules in force, where notes are and what needs attention, :class:`~.pg_outbox.PgOutbox` the
-notifications, :class:`~.pg_access.PgAccess` people, credentials, settings and the service
-log, :class:`~.pg_allows.PgAllowTable` the allows, :class:`~.pg_links.PgLinkTable` the
-decision links' key and the links spent, and :class:`~.pg_sessions.PgSessionTable` the web
-inbox's sign-in links and sessions. Word of other processes' writes comes
-through ``LISTEN``/``NOTIFY`` and the one-daemon lock is an advisory lock
-(:mod:`~.pg_watch`). Which host does the owner's work is a lease with terms
+:class:`~.pg_read.PgReader` reads a request with its history in one query, and
+:class:`~.pg_access.PgAccess` keeps people, credentials, settings and the service log. The
+tables whose SQL is the same as SQLite's have one collaborator for both, handed a
+:class:`~.pg_handle.PgHandle`: :class:`~.reader.Reader` answers the other queries,
+:class:`~.bookkeeping.Bookkeeping` keeps the rules in force, where notes are and what needs
+attention, :class:`~.outbox.Outbox` the notifications, :class:`~.allow_table.AllowTable`
+the allows, :class:`~.link_table.LinkTable` the decision links' key and the links spent,
+and :class:`~.session_table.SessionTable` the web inbox's sign-in links and sessions. Word of
+other processes' writes comes through ``LISTEN``/``NOTIFY`` and the one-daemon lock is an
+advisory lock (:mod:`~.pg_watch`). Which host does the owner's work is a lease with terms
 (:mod:`~.pg_lease`): :meth:`PgJournal.lease` takes and renews it, and a thread inside
 :meth:`PgJournal.owner` writes as the leader of one term, refused once that term is over.
 
@@ -34,18 +36,20 @@ from ..identity import Credential, Person, Session, SignInLink
 from ..model import Request, Status, Transition
 from ..policy.always import Allow
 from ..store import Attention, Outgoing, ServiceEntry
+from .allow_table import AllowTable
+from .bookkeeping import Bookkeeping
+from .link_table import LinkTable
+from .outbox import Outbox
 from .pg_access import PgAccess
-from .pg_allows import PgAllowTable
-from .pg_book import PgBookkeeping
 from .pg_db import PgDatabase
+from .pg_handle import PgHandle
 from .pg_lease import Leader, PgLease, leader_of
-from .pg_links import PgLinkTable
-from .pg_outbox import PgOutbox
 from .pg_read import PgReader
-from .pg_sessions import PgSessionTable
 from .pg_steps import PgSteps
 from .pg_watch import PgDaemonLock, PgWatch, daemon_key, holder_of
+from .reader import Reader
 from .replay import unproven
+from .session_table import SessionTable
 
 
 class PgJournal:
@@ -57,13 +61,15 @@ class PgJournal:
         if the server cannot be reached, refused if it holds no journal of this version."""
         self._db = PgDatabase(url)
         self._steps = PgSteps(self._db)
-        self._read = PgReader(self._db)
-        self._book = PgBookkeeping(self._db)
-        self._outbox = PgOutbox(self._db)
         self._access = PgAccess(self._db)
-        self._allows = PgAllowTable(self._db, self._access._log)
-        self._links = PgLinkTable(self._db)
-        self._sessions = PgSessionTable(self._db, self._access._log)
+        self._handle = PgHandle(self._db, self._access._log)  # the shared collaborators' way in
+        self._read = Reader(self._handle)
+        self._get = PgReader(self._handle, self._read)  # a request and its history at once
+        self._book = Bookkeeping(self._handle)
+        self._outbox = Outbox(self._handle)
+        self._allows = AllowTable(self._handle)
+        self._links = LinkTable(self._handle)
+        self._sessions = SessionTable(self._handle)
         self._watch = PgWatch(url, self._db.channel)
 
     def __repr__(self) -> str:
@@ -221,7 +227,7 @@ class PgJournal:
         return self._read.next_escalation()
 
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
-        return self._read.get(request_id, history=history)
+        return self._get.get(request_id, history=history)
 
     def requests(
         self, status: Status | None = None, limit: int | None = None, agent: str | None = None

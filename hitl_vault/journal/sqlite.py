@@ -6,12 +6,15 @@ holds one :class:`~hitl_vault.journal.sqlite_db.Database` and hands the work to
 collaborators, each given that database: :class:`~.sqlite_steps.Steps` records what
 happens to requests (every move one transaction that checks the status, appended to
 a SHA-256 hash chain so an edited or deleted entry is detected),
-:class:`~.sqlite_read.Reader` answers the queries, :class:`~.sqlite_book.Bookkeeping`
-keeps the rules in force, where notes are and what needs attention, and
-:class:`~.sqlite_outbox.Outbox` the notifications, and :class:`~.sqlite_access.Access`
-people, credentials, settings and the service log. Word of other processes' writes
-comes from a file watcher on the journal's folder (:mod:`~.sqlite_watch`), and the
-one-daemon lock is a lock on that folder (:mod:`~.lock`).
+:class:`~.sqlite_access.Access` keeps people, credentials, settings and the service
+log. The tables whose SQL is the same as PostgreSQL's have one collaborator for both,
+handed a :class:`~.sqlite_handle.SqliteHandle`: :class:`~.reader.Reader` answers the
+queries, :class:`~.bookkeeping.Bookkeeping` keeps the rules in force, where notes are and
+what needs attention, :class:`~.outbox.Outbox` the notifications,
+:class:`~.allow_table.AllowTable` the allows, :class:`~.link_table.LinkTable` the decision
+links, and :class:`~.session_table.SessionTable` the web inbox's sign-ins.
+Word of other processes' writes comes from a file watcher on the journal's folder
+(:mod:`~.sqlite_watch`), and the one-daemon lock is a lock on that folder (:mod:`~.lock`).
 """
 
 from __future__ import annotations
@@ -29,16 +32,17 @@ from ..identity import Credential, Person, Session, SignInLink
 from ..model import LOCK_FILE, Request, Status, Transition
 from ..policy.always import Allow
 from ..store import Attention, Outgoing, ServiceEntry
+from .allow_table import AllowTable
+from .bookkeeping import Bookkeeping
+from .link_table import LinkTable
 from .lock import DaemonLock, daemon_running
+from .outbox import Outbox
+from .reader import Reader
 from .replay import unproven
+from .session_table import SessionTable
 from .sqlite_access import Access
-from .sqlite_allows import AllowTable
-from .sqlite_book import Bookkeeping
 from .sqlite_db import Database
-from .sqlite_links import LinkTable
-from .sqlite_outbox import Outbox
-from .sqlite_read import Reader
-from .sqlite_sessions import SessionTable
+from .sqlite_handle import SqliteHandle
 from .sqlite_steps import Steps
 from .sqlite_watch import JournalWatch
 
@@ -68,13 +72,15 @@ class Journal:
                 raise JournalMissingError(path, rescued)
         self._db = Database(path)
         self._steps = Steps(self._db)
-        self._read = Reader(self._db)
-        self._book = Bookkeeping(self._db)
-        self._outbox = Outbox(self._db)
         self._access = Access(self._db)
-        self._allows = AllowTable(self._db, self._access._log)
-        self._sessions = SessionTable(self._db, self._access._log, self._access._snapshot)
-        self._links = LinkTable(self._db)
+        # the shared collaborators' way in
+        self._handle = SqliteHandle(self._db, self._access._log, self._access._snapshot)
+        self._read = Reader(self._handle)
+        self._book = Bookkeeping(self._handle)
+        self._outbox = Outbox(self._handle)
+        self._allows = AllowTable(self._handle)
+        self._sessions = SessionTable(self._handle)
+        self._links = LinkTable(self._handle)
         self._watch = JournalWatch(path)
 
     def __repr__(self) -> str:

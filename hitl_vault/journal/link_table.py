@@ -1,40 +1,40 @@
-"""Decision links in the SQLite journal: the key that signs them, and the links spent.
+"""Decision links in the journal: the key that signs them, and the links spent.
 
-The key is made with the journal (:meth:`~.sqlite_db.Database._set_up`) and only read
-here. A spent link is one row, keyed by a hash of the link, written inside the batch of
-the decision it made: both commit, or neither does.
+The key is made with the journal (SQLite: :meth:`~.sqlite_db.Database._set_up`;
+PostgreSQL: ``db migrate``) and only read here. A spent link is one row, keyed by a hash of
+the link, written inside the batch of the decision it made: both commit, or neither does.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 
-from ..errors import JournalDamagedError
 from ..times import format_ts
-from .sqlite_db import Database
+from .handle import Handle
 
 
 class LinkTable:
-    """The link key and the spent links of :class:`~hitl_vault.journal.sqlite.Journal`."""
+    """The link key and the spent links of both journals, on the database handle it is
+    handed."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Handle) -> None:
         self._db = db
 
     def link_key(self) -> bytes:
         row = self._db.read_one("SELECT key FROM link_key WHERE id = 1")
         if row is None or not isinstance(row[0], bytes) or len(row[0]) < 32:
-            raise JournalDamagedError(self._db.path, "its decision-link key is missing or short")
+            raise self._db.damaged("its decision-link key is missing or short")
         return bytes(row[0])
 
     def spend_link(self, link: str, request_id: str, at: datetime) -> bool:
         try:
             with self._db.write() as db:
+                db.lock_head()  # first, as every write: none waits on another in a circle
                 db.execute(
                     "INSERT INTO spent_links (link, request_id, at) VALUES (?,?,?)",
                     (link, request_id, format_ts(at)),
                 )
-        except sqlite3.IntegrityError:
+        except self._db.conflict:
             return False
         return True
 

@@ -8,20 +8,20 @@ from datetime import datetime
 
 from ..store import Outgoing
 from ..times import format_ts, parse_ts
-from .pg_db import PgDatabase
+from .handle import Handle
 
 
-class PgOutbox:
-    """The outbox of :class:`~hitl_vault.journal.pg.PgJournal`, on the database it is
-    handed."""
+class Outbox:
+    """The outbox of both journals (:class:`~hitl_vault.journal.sqlite.Journal`,
+    :class:`~hitl_vault.journal.pg.PgJournal`), on the database handle it is handed."""
 
-    def __init__(self, db: PgDatabase) -> None:
+    def __init__(self, db: Handle) -> None:
         self._db = db
         self._write = db.write
 
     def cursor(self, name: str) -> int | None:
         """How far the reader ``name`` has got in the entries; None before its first time."""
-        row = self._db.read_one("SELECT seq FROM cursors WHERE name = %s", (name,))
+        row = self._db.read_one("SELECT seq FROM cursors WHERE name = ?", (name,))
         return None if row is None else int(row[0])
 
     def move_cursor(self, name: str, seq: int) -> None:
@@ -29,7 +29,7 @@ class PgOutbox:
         is part of; alone, not fsynced (the reader is handed those entries again)."""
         with self._write(durable=False) as db:
             db.execute(
-                "INSERT INTO cursors (name, seq) VALUES (%s, %s) "
+                "INSERT INTO cursors (name, seq) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
                 (name, seq),
             )
@@ -48,12 +48,12 @@ class PgOutbox:
             for request_id, event, target in items:
                 new += db.execute(
                     "INSERT INTO outbox (request_id, event, target, created, due) "
-                    "VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                    "VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (request_id, event, target, format_ts(at), format_ts(at)),
                 ).rowcount
             if cursor is not None:
                 db.execute(
-                    "INSERT INTO cursors (name, seq) VALUES (%s, %s) "
+                    "INSERT INTO cursors (name, seq) VALUES (?, ?) "
                     "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
                     cursor,
                 )
@@ -65,10 +65,10 @@ class PgOutbox:
         query += "outbox WHERE sent_at IS NULL AND given_up_at IS NULL"
         args: tuple[object, ...] = ()
         if now is not None:
-            query += " AND due <= %s"
+            query += " AND due <= ?"
             args = (format_ts(now),)
         return self._db.rows(
-            query + " ORDER BY due, id LIMIT %s",
+            query + " ORDER BY due, id LIMIT ?",
             (*args, limit),
             lambda r: Outgoing(r[0], r[1], r[2], r[3], parse_ts(r[4]), parse_ts(r[5]), *r[6:8]),
         )
@@ -78,7 +78,7 @@ class PgOutbox:
         message is then sent again (at least once, never lost), but no send waits on a disk."""
         with self._write(durable=False) as db:
             db.execute(
-                "UPDATE outbox SET sent_at = %s, attempts = attempts + 1 WHERE id = %s",
+                "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
                 (format_ts(at), item_id),
             )
 
@@ -86,8 +86,8 @@ class PgOutbox:
         """A try failed with ``error``; tried again at ``retry_at`` (None: given up)."""
         with self._write(durable=False) as db:
             db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = %s, due = %s, "
-                "given_up_at = %s WHERE id = %s",
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, due = ?, "
+                "given_up_at = ? WHERE id = ?",
                 (
                     error,
                     format_ts(retry_at or at),
@@ -101,5 +101,5 @@ class PgOutbox:
         query = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL"
         args: tuple[str, ...] = ()
         if request_id is not None:
-            query, args = query + " AND request_id = %s", (request_id,)
+            query, args = query + " AND request_id = ?", (request_id,)
         return int(self._db.read_one(query, args)[0])

@@ -1,20 +1,17 @@
-"""The web inbox's sign-in links and sessions in the PostgreSQL journal (as
-:mod:`.sqlite_sessions` keeps them in SQLite): tables of their own, each change in one
-transaction with its service-log entry; a link is spent by one ``UPDATE`` that checks it is
-unspent, so two hosts cannot both use it."""
+"""The web inbox's sign-in links and sessions in the journal: tables of their own, each
+change in one transaction with its service-log entry; a link is spent by one ``UPDATE``
+that checks it is unspent, so two processes (or hosts) cannot both use it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from ..errors import DuplicateError
 from ..identity import Session, SignInLink, same_name
-from ..store import ServiceEntry
 from ..times import format_ts, parse_ts
-from .pg_db import BAD_ROW, Conflict, PgDatabase
-from .pg_steps import Tx, lock_head
+from .handle import BAD_ROW, Handle
 from .service_chain import ServiceRow
 from .session_rows import (
     LINK_MADE,
@@ -27,7 +24,6 @@ from .session_rows import (
     session_problems,
     used_details,
 )
-from .sqlite_sessions import _link, _may_open, _session
 
 _LINK = "SELECT key, name, created, expires, used FROM sign_in_links"
 _SESSION = "SELECT key, name, created, expires, how, client, ended, credential FROM sessions"
@@ -36,21 +32,38 @@ _LOGGED = (
     f"WHERE event IN ('{LINK_MADE}', '{LINK_USED}', '{SIGNED_IN}', '{SESSION_ENDED}') "
     "ORDER BY seq"
 )
-Log = Callable[[Tx, datetime, str, str, str, tuple[str, ...]], ServiceEntry]
 
 
-class PgSessionTable:
-    """The sign-in links and sessions of :class:`~hitl_vault.journal.pg.PgJournal`, on the
-    database it is handed, logged through ``log`` (in the same transaction)."""
+def _opt_ts(value: str | None) -> datetime | None:
+    return None if value is None else parse_ts(value)
 
-    def __init__(self, db: PgDatabase, log: Log) -> None:
+
+def _link(r: Any) -> SignInLink:
+    return SignInLink(r[0], r[1], parse_ts(r[2]), parse_ts(r[3]), _opt_ts(r[4]))
+
+
+def _session(r: Any) -> Session:
+    return Session(r[0], r[1], parse_ts(r[2]), parse_ts(r[3]), r[4], r[5], _opt_ts(r[6]), r[7])
+
+
+def _may_open(person: Any, session: Session) -> bool:
+    """Whether a person's row as a session's write reads it (``disabled, changed``; None: no
+    such person) lets the session be opened: enabled, unchanged since it was made."""
+    return person is not None and not person[0] and parse_ts(person[1]) <= session.created
+
+
+class SessionTable:
+    """The sign-in links and sessions of both journals, on the database handle it is handed
+    (whose writes log to the service log, in the same transaction)."""
+
+    def __init__(self, db: Handle) -> None:
         self._db = db
-        self._log = log
 
     def problems(self) -> list[str]:
         """Every session and sign-in link that is not what the service log says (see
         :func:`.session_rows.session_problems`), all read at one moment."""
-        log, sessions, links = self._db.snapshot(_LOGGED, _SESSION + " ORDER BY n", _LINK)
+        by_age = f"{_SESSION} ORDER BY {self._db.added}"
+        log, sessions, links = self._db.snapshot(_LOGGED, by_age, _LINK)
         problems: list[str] = []
         kept: list[Session] = []
         for row in sessions:
@@ -72,55 +85,55 @@ class PgSessionTable:
     def add_sign_in_link(self, link: SignInLink, at: datetime, by: str) -> None:
         try:
             with self._db.write() as db:
-                lock_head(db)  # first: writers never wait on each other in a circle
+                db.lock_head()  # first: writers never wait on each other in a circle
                 db.execute(
-                    "INSERT INTO sign_in_links (key, name, created, expires) VALUES (%s,%s,%s,%s)",
+                    "INSERT INTO sign_in_links (key, name, created, expires) VALUES (?,?,?,?)",
                     (link.key, link.name, format_ts(link.created), format_ts(link.expires)),
                 )
-                self._log(db, at, by, LINK_MADE, link.name, link_details(link))
-        except Conflict:
+                db.log(at, by, LINK_MADE, link.name, link_details(link))
+        except self._db.conflict:
             raise DuplicateError(f"sign-in link {link.key[:12]}") from None
 
     def sign_in_link(self, key: str) -> SignInLink | None:
-        found = self._db.rows(_LINK + " WHERE key = %s", (key,), _link)
+        found = self._db.rows(_LINK + " WHERE key = ?", (key,), _link)
         return found[0] if found else None
 
     def spend_sign_in_link(self, key: str, at: datetime) -> bool:
         with self._db.write() as db:
-            lock_head(db)  # first, as every write: none waits on another in a circle
+            db.lock_head()  # first, as every write: none waits on another in a circle
             spent = db.execute(
-                "UPDATE sign_in_links SET used = %s WHERE key = %s AND used IS NULL",
+                "UPDATE sign_in_links SET used = ? WHERE key = ? AND used IS NULL",
                 (format_ts(at), key),
             ).rowcount
             if spent:  # logged in the same transaction: a spend undone shows in verify
-                link = _link(db.execute(_LINK + " WHERE key = %s", (key,)).fetchone())
-                self._log(db, at, link.name, LINK_USED, link.name, used_details(link))
+                link = _link(db.execute(_LINK + " WHERE key = ?", (key,)).fetchone())
+                db.log(at, link.name, LINK_USED, link.name, used_details(link))
         return bool(spent)
 
     def add_session(self, session: Session, at: datetime, by: str) -> bool:
         s = session
         try:
             with self._db.write() as db:
-                lock_head(db)  # first: writers never wait on each other in a circle
+                db.lock_head()  # first: writers never wait on each other in a circle
                 person = db.execute(
-                    "SELECT disabled, changed FROM people WHERE key = %s", (same_name(s.name),)
+                    "SELECT disabled, changed FROM people WHERE key = ?", (same_name(s.name),)
                 ).fetchone()
                 if not _may_open(person, s):
                     return False
                 db.execute(
                     "INSERT INTO sessions (key, name, person, created, expires, how, client, "
                     "credential) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s)",
+                    "VALUES (?,?,?,?,?,?,?,?)",
                     (s.key, s.name, same_name(s.name), format_ts(s.created),
                      format_ts(s.expires), s.how, s.client, s.credential),
                 )  # fmt: skip
-                self._log(db, at, by, SIGNED_IN, s.name, session_details(s))
-        except Conflict:
+                db.log(at, by, SIGNED_IN, s.name, session_details(s))
+        except self._db.conflict:
             raise DuplicateError(f"session {s.id}") from None
         return True
 
     def session(self, key: str) -> Session | None:
-        found = self._db.rows(_SESSION + " WHERE key = %s", (key,), _session)
+        found = self._db.rows(_SESSION + " WHERE key = ?", (key,), _session)
         return found[0] if found else None
 
     def end_sessions(
@@ -128,16 +141,17 @@ class PgSessionTable:
     ) -> int:
         when = format_ts(at)
         ended = 0
+        order = f" ORDER BY created, {self._db.added}"  # oldest first
         with self._db.write() as db:
-            lock_head(db)  # first: writers never wait on each other in a circle
+            db.lock_head()  # first: writers never wait on each other in a circle
             rows = db.execute(
-                _SESSION + " WHERE person = %s AND ended IS NULL AND expires > %s"
-                + (" AND key = %s" if key is not None else "") + " ORDER BY n",
+                _SESSION + " WHERE person = ? AND ended IS NULL AND expires > ?"
+                + (" AND key = ?" if key is not None else "") + order,
                 (same_name(name), when, *((key,) if key is not None else ())),
             ).fetchall()  # fmt: skip
             for session in self._db.converted(rows, _session):
-                db.execute("UPDATE sessions SET ended = %s WHERE key = %s", (when, session.key))
+                db.execute("UPDATE sessions SET ended = ? WHERE key = ?", (when, session.key))
                 ended_now = replace(session, ended=parse_ts(when))
-                self._log(db, at, by, SESSION_ENDED, session.name, end_details(ended_now, why))
+                db.log(at, by, SESSION_ENDED, session.name, end_details(ended_now, why))
                 ended += 1
         return ended

@@ -1,4 +1,5 @@
-"""Reading the SQLite journal: requests, their histories, what needs attention, the chain."""
+"""Reading the journal, SQLite's or PostgreSQL's: requests, their histories, what needs
+attention, the chain."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from ..model import Kind, Request, Risk, Status, Transition
 from ..policy.pitch import Pitch
 from ..store import Attention
 from ..times import format_ts, parse_ts
-from .sqlite_db import Database, json_object
+from .handle import Handle
+from .sqlite_db import json_object
 
 REQUEST_COLUMNS = (
     "id, action, status, summary, risk, rule, requested_by, created, expires, params, "
@@ -23,11 +25,11 @@ REQUEST_COLUMNS = (
     "(SELECT r.id FROM requests r WHERE r.retry_of = requests.id), proposal, "
     "credential, session, client"
 )
-_STEP = "at, kind, from_status, to_status, by, reason, details"
+STEP = "at, kind, from_status, to_status, by, reason, details"
 
 
-def _transition(row: Any) -> Transition:
-    """A Transition from the ``_STEP`` columns of an ``entries`` row."""
+def transition(row: Any) -> Transition:
+    """A Transition from the ``STEP`` columns of an ``entries`` row."""
     at, kind, frm, to, by, reason, details = row
     return Transition(
         parse_ts(at),
@@ -40,7 +42,7 @@ def _transition(row: Any) -> Transition:
     )
 
 
-def _request(row: Any, history: tuple[Transition, ...]) -> Request:
+def request(row: Any, history: tuple[Transition, ...]) -> Request:
     """A Request from a row of ``REQUEST_COLUMNS``."""
     (rid, action, status, summary, risk, rule, by, created, expires, params) = row[:10]
     (decided_by, reason, decided_at, executed_at, result, error, path, requester) = row[10:18]
@@ -80,20 +82,20 @@ def _request(row: Any, history: tuple[Transition, ...]) -> Request:
 
 
 class Reader:
-    """The queries of :class:`~hitl_vault.journal.sqlite.Journal`, on the database it is
-    handed. A row that is not what hitl-vault writes (a status no one writes, JSON that
-    is not) raises :class:`JournalDamagedError` naming it: damage, never a traceback."""
+    """The queries of both journals, on the database handle it is handed. A row that is not
+    what hitl-vault writes (a status no one writes, JSON that is not) raises the store's
+    damaged-journal error naming it: damage, never a traceback."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Handle) -> None:
         self._db = db
 
     def _requests(self, rows: list[Any], history: bool = False) -> list[Request]:
         return self._db.converted(
-            rows, lambda row: _request(row, tuple(self.history(row[0])) if history else ())
+            rows, lambda row: request(row, tuple(self.history(row[0])) if history else ())
         )
 
     def _steps(self, rows: list[Any]) -> list[Transition]:
-        return self._db.converted(rows, _transition)
+        return self._db.converted(rows, transition)
 
     def get(self, request_id: str, *, history: bool = True) -> Request | None:
         rows = self._db.read(f"SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ?", (request_id,))
@@ -156,7 +158,7 @@ class Reader:
             args.append(same_name(agent))
         if where:
             query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY created DESC, rowid DESC"  # rowid: the order they were journaled
+        query += f" ORDER BY created DESC, {self._db.added} DESC"  # as they were journaled
         if limit is not None:
             query += " LIMIT ?"
             args.append(limit)
@@ -165,7 +167,7 @@ class Reader:
     def pending_by_expiry(self, limit: int) -> list[Request]:
         rows = self._db.read(
             f"SELECT {REQUEST_COLUMNS} FROM requests WHERE status = 'pending' "
-            "ORDER BY expires IS NULL, expires, id LIMIT ?",
+            "ORDER BY expires IS NULL, expires, requests.id LIMIT ?",
             (limit,),
         )
         return self._requests(rows)
@@ -183,7 +185,7 @@ class Reader:
 
     def history(self, request_id: str) -> list[Transition]:
         rows = self._db.read(
-            f"SELECT {_STEP} FROM entries WHERE request_id = ? ORDER BY seq", (request_id,)
+            f"SELECT {STEP} FROM entries WHERE request_id = ? ORDER BY seq", (request_id,)
         )
         return self._steps(rows)
 
@@ -226,7 +228,7 @@ class Reader:
 
     def feed(self, seq: int) -> list[tuple[int, str, Transition]]:
         rows = self._db.read(
-            f"SELECT seq, request_id, {_STEP} FROM entries WHERE seq > ? ORDER BY seq", (seq,)
+            f"SELECT seq, request_id, {STEP} FROM entries WHERE seq > ? ORDER BY seq", (seq,)
         )
         steps = self._steps([row[2:] for row in rows])
         return [(row[0], row[1], t) for row, t in zip(rows, steps, strict=True)]
@@ -235,7 +237,7 @@ class Reader:
         self, limit: int = 20
     ) -> list[tuple[str, Transition, int | None, str | None]]:
         rows = self._db.read(
-            f"SELECT request_id, {_STEP}, uid, actor FROM entries ORDER BY seq DESC LIMIT ?",
+            f"SELECT request_id, {STEP}, uid, actor FROM entries ORDER BY seq DESC LIMIT ?",
             (limit,),
         )
         steps = self._steps([row[1:8] for row in rows])
@@ -260,7 +262,5 @@ class Reader:
         return [Entry(*row) for row in self._db.read(query + " ORDER BY seq", args)]
 
     def verify_chain(self) -> list[str]:
-        """Every break in the hash chain, and any damage SQLite finds in the file."""
-        damage = [r[0] for r in self._db.read("PRAGMA quick_check")]
-        problems = [f"journal file damaged: {text}" for text in damage[:20] if damage != ["ok"]]
-        return problems + chain_problems(self.entries())
+        """Every break in the hash chain, after what the database finds wrong in itself."""
+        return self._db.problems() + chain_problems(self.entries())

@@ -9,14 +9,13 @@ from datetime import datetime
 
 from ..policy.trust import policy_change
 from ..times import format_ts, parse_ts
-from .sqlite_db import Database
+from .handle import Handle
 
 
 class Bookkeeping:
-    """The bookkeeping of :class:`~hitl_vault.journal.sqlite.Journal`, on the database it is
-    handed."""
+    """The bookkeeping of both journals, on the database handle it is handed."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Handle) -> None:
         self._db = db
         self._write = db.write
 
@@ -25,13 +24,12 @@ class Bookkeeping:
         summary, or None when nothing changed (a missing file counts as empty)."""
         text = text or ""
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        with self._db.lock:  # the usual case, unchanged: no write lock taken
-            last = self._db.db.execute(
-                "SELECT sha FROM policy_changes ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
+        # the usual case, unchanged: nothing written
+        last = self._db.read_one("SELECT sha FROM policy_changes ORDER BY seq DESC LIMIT 1")
         if last is not None and last[0] == sha:
             return None
         with self._write() as db:
+            db.lock_head()  # one writer at a time, so a change is recorded once
             row = db.execute(
                 "SELECT sha, text FROM policy_changes ORDER BY seq DESC LIMIT 1"
             ).fetchone()
@@ -54,10 +52,7 @@ class Bookkeeping:
 
     def proposal(self, source: str) -> str | None:
         """The request an Inbox proposal already became, if it did."""
-        with self._db.lock:
-            row = self._db.db.execute(
-                "SELECT request_id FROM proposals WHERE key = ?", (source,)
-            ).fetchone()
+        row = self._db.read_one("SELECT request_id FROM proposals WHERE key = ?", (source,))
         return row[0] if row else None
 
     def set_path(
@@ -67,9 +62,11 @@ class Bookkeeping:
 
         The digest is kept only while the journal still holds exactly that many entries
         for the request: a transition committed by another thread while the note was
-        being written makes those bytes stale, and a rescan must not skip them.
+        being written makes those bytes stale, and a rescan must not skip them: the write
+        waits for an append under way and holds the next one back meanwhile.
         """
         with self._write(durable=False) as db:
+            db.share_head()
             db.execute(
                 "UPDATE requests SET path = ?, note_sha = CASE WHEN "
                 "(SELECT COUNT(*) FROM entries WHERE request_id = ?) = ? THEN ? END "
@@ -79,25 +76,32 @@ class Bookkeeping:
 
     def note_sha(self, request_id: str) -> tuple[str | None, str | None]:
         """The note's known path and the SHA-256 its bytes had when they matched the journal."""
-        with self._db.lock:
-            row = self._db.db.execute(
-                "SELECT path, note_sha FROM requests WHERE id = ?", (request_id,)
-            ).fetchone()
+        row = self._db.read_one("SELECT path, note_sha FROM requests WHERE id = ?", (request_id,))
         return (row[0], row[1]) if row else (None, None)
 
     def flag(self, path: str, message: str, at: datetime, request_id: str | None = None) -> bool:
         """List a file under Needs attention; True if this is news (a new or changed message)."""
         with self._write(durable=False) as db:
-            row = db.execute("SELECT message FROM attention WHERE path = ?", (path,)).fetchone()
+            row = db.execute(
+                "SELECT message FROM attention WHERE path = ?" + self._db.locked, (path,)
+            ).fetchone()
             if row is not None and row[0] == message:
                 return False
             db.execute(
-                "INSERT OR REPLACE INTO attention (path, request_id, message, since) "
-                "VALUES (?,?,?,?)",
+                "INSERT INTO attention (path, request_id, message, since) VALUES (?,?,?,?) "
+                "ON CONFLICT (path) DO UPDATE SET request_id = excluded.request_id, "
+                "message = excluded.message, since = excluded.since",
                 (path, request_id, message, format_ts(at)),
             )
             return True
 
     def unflag(self, path: str) -> None:
-        with self._db.lock:
-            self._db.db.execute("DELETE FROM attention WHERE path = ?", (path,))
+        """Take the file off Needs attention. The usual case, nothing listed, is one read:
+        no write, and nothing to wake other processes (no ``NOTIFY`` to every host). Safe:
+        what this read sees is all committed before it, so a flag it misses is written after
+        it, as if this call came first; and a flag it sees is deleted by a write of its own
+        (not waiting for a disk, as :meth:`flag`: the next scan finds out again)."""
+        if self._db.read_one("SELECT 1 FROM attention WHERE path = ?", (path,)) is None:
+            return
+        with self._write(durable=False) as db:
+            db.execute("DELETE FROM attention WHERE path = ?", (path,))
