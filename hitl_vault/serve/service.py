@@ -23,6 +23,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -92,8 +93,10 @@ class Service:
         self.waiters.bind(asyncio.get_running_loop())
         self.engine.listen(self.waiters.heard)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="hitl-vault-api")
-        # Every worker thread now, not on first use: the threads a service has are known.
-        ready = [self._executor.submit(time.sleep, 0.01) for _ in range(self._workers)]
+        # Every worker thread now, not on first use, each waiting for all the others (so
+        # none is reused and the pool never grows later): the threads a service has are known.
+        everyone = threading.Barrier(self._workers)
+        ready = [self._executor.submit(everyone.wait, 30) for _ in range(self._workers)]
         for future in ready:
             await asyncio.wrap_future(future)
         self._summaries = asyncio.create_task(self._summarising())
