@@ -39,24 +39,20 @@ class Tx(Protocol):
 
     def execute(self, sql: str, args: Any = (), /) -> Cursor:
         """Run one statement (``?`` for each value)."""
-        ...
 
     def lock_head(self) -> None:
         """Before anything else, take the lock every writer of the journal's entries takes,
         so no two writes ever wait on each other in a circle (PostgreSQL's head row; an
         SQLite write holds its one writer's lock from the start already)."""
-        ...
 
     def share_head(self) -> None:
         """Before anything else, wait for a write of the entries under way and hold the next
         one back until this commits (nothing to do on SQLite, for the same reason)."""
-        ...
 
     def log(
         self, at: datetime, by: str, event: str, subject: str, details: tuple[str, ...]
     ) -> ServiceEntry:
         """Append an entry to the service log, in this transaction."""
-        ...
 
 
 class Handle(Protocol):
@@ -72,38 +68,29 @@ class Handle(Protocol):
 
     def read(self, sql: str, args: Any = ()) -> list[Any]:
         """Every row of one query."""
-        ...
 
     def read_one(self, sql: str, args: Any = ()) -> Any:
         """The first row of one query; None when there is none."""
-        ...
 
     def rows(self, sql: str, args: Any, convert: Callable[[Any], T]) -> list[T]:
         """Each row of one query, :meth:`converted`."""
-        ...
 
     def converted(self, rows: Iterable[Any], convert: Callable[[Any], T]) -> list[T]:
         """Each of ``rows`` converted; a row hitl-vault cannot have written is the store's
         damaged-journal error."""
-        ...
 
     def snapshot(self, *queries: str) -> list[list[Any]]:
         """Every row of each query (none takes values), all read at one moment."""
-        ...
 
     def problems(self) -> list[str]:
         """What the database finds wrong in itself, beside the hash chain."""
-        ...
 
     def damaged(self, problem: str) -> Exception:
         """The store's damaged-journal error, saying ``problem``."""
-        ...
 
     def write(self, durable: bool = True) -> AbstractContextManager[Tx]:
         """One atomic write (a savepoint inside :meth:`batch`); ``durable=False`` for what
         can be found again from the notes, whose commit need not wait for a disk."""
-        ...
 
     def batch(self) -> AbstractContextManager[None]:
         """Many writes, one durable commit."""
-        ...
