@@ -29,6 +29,7 @@ class Followed:
         queue: Callable[[str], None],
         show: Callable[[str, datetime], None],
         wake: Callable[[], None],
+        wake_now: Callable[[], None] | None = None,
     ) -> None:
         self.journal = journal
         self._queue = queue  # an approved request that may run now
@@ -36,6 +37,8 @@ class Followed:
         # told when the daemon heard of it
         self._show = show
         self._wake = wake  # tells the daemon there is something to act on
+        # ... and that it is an approval, which someone waits to see run: a step at once
+        self._wake_now = wake_now or wake
         self._lock = threading.Lock()
         # heard: the request, the status a move took it to (None: no move), created?
         self._heard: list[tuple[str, Status | None, bool]] = []
@@ -47,7 +50,7 @@ class Followed:
         created = event.transition.from_status is None
         with self._lock:
             self._heard.append((event.request_id, event.status if moved else None, created))
-        self._wake()
+        (self._wake_now if moved and event.status is Status.APPROVED else self._wake)()
 
     def act(self, now: datetime) -> None:
         """On the daemon's thread, at ``now``: queue what was approved; each note is to show

@@ -6,7 +6,8 @@ lost events want a step at once (:meth:`Wakes.now`). Word that the journal chang
 any other file the daemon looks at (a note new to it, the rules, the Inbox) want one
 soon (:meth:`Wakes.soon`): a submit alone commits twice and writes its new note between,
 so the loop gathers such words for :data:`GATHER` and takes one step for the burst, and
-a wake that wants a step at once ends the gathering.
+a wake that wants a step at once ends the gathering: an approval heard from the feed is
+one (someone waits to see it run).
 
 A step of the loop may put off, for at most :data:`PATIENCE`, what can wait that long
 (:meth:`Wakes.put_off`): the durable listeners' commit (the notifier's cursor), an fsync
@@ -42,6 +43,11 @@ class Wakes:
         """A step at once (any thread)."""
         self._now.set()
         self._any.set()
+
+    @property
+    def wanted(self) -> str | None:
+        """What is asked of the loop now: ``"now"``, ``"soon"`` or None (nothing)."""
+        return "now" if self._now.is_set() else "soon" if self._any.is_set() else None
 
     def soon(self) -> None:
         """A step soon, with what else comes meanwhile (any thread)."""
