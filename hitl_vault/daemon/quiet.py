@@ -122,7 +122,7 @@ class QuietWriter:
     def knows(self, path: Path) -> bool:
         """Whether the daemon wrote or looked at ``path`` before (a note someone may be
         deciding in), rather than a file new to it (a submitter's new note)."""
-        return path in self._seen or path in self._ours
+        return path in self._seen or path in self._ours or self.notes.written.knows(path)
 
     def looked_at(self, path: Path, digest: str | None) -> None:
         if digest:
@@ -200,15 +200,18 @@ class QuietWriter:
             _, request_id = heapq.heappop(due)
             if request_id not in self.waiting:
                 continue  # already written through another entry
+            if request_id not in self._needed and self.notes.shows_journal(request_id):
+                # Its maker wrote it already (a submitter, a CLI decision): whatever comes
+                # next (a save, another entry) asks again. Before any quiet wait, so a
+                # burst of submits leaves no wake-up behind for each of their notes.
+                self.waiting.discard(request_id)
+                self._makers.pop(request_id, None)
+                continue  # nothing to read, judge or write
             path, quiet_at = self.quiet_at(request_id)
             if quiet_at is not None and now < quiet_at:
                 heapq.heappush(due, (quiet_at, request_id))
                 continue
             if request_id not in self._needed:
-                if self.notes.shows_journal(request_id):
-                    self.waiting.discard(request_id)
-                    self._makers.pop(request_id, None)
-                    continue  # nothing to read, judge or write
                 maker = self._makers.get(request_id)
                 if maker is not None and now < maker:  # its maker may not have written it yet
                     heapq.heappush(due, (maker, request_id))
