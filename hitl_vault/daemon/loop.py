@@ -133,7 +133,7 @@ class Daemon:
             root, journal, notes, self.quiet, inbox, self.rules.changed, rescan_every
         )
         self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show, engine.unreported)
-        self.followed = Followed(journal, queue, self.quiet.heard, self.wakes.heard, self.wakes.now)
+        self.followed = Followed(journal, queue, self.quiet.heard, self.wakes.soon, self.wakes.now)
         self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
         self.parts: list[Part] = [self.retries, self.actions, self.looker, self.quiet]
@@ -158,6 +158,8 @@ class Daemon:
             return
         if not self.looker.wants(path):  # nothing a look would act on
             return
+        if self.looker.is_note(path) and self.looker.notes.written.holds_ours(path):
+            return  # what this process wrote (the journal has it): no news, no step
         with self._lock:
             self._dirty.add(path)
         self.notifier.idle.clear()  # a decision may be coming: no new send until it is done

@@ -35,6 +35,7 @@ from .render import history_key
 from .state import NoteState, Reading, differs, is_candidate, is_conflict_copy, line_number
 from .sync import NoteSync, sha256
 from .votes import Votes
+from .written import WrittenHere
 
 
 def _later(move: str, status: Status) -> bool:
@@ -100,6 +101,11 @@ class Reconciler:
     def rel(self, path: Path) -> str:
         """``path`` relative to the vault, as Needs attention and the journal name it."""
         return self._sync.rel(path)
+
+    @property
+    def written(self) -> WrittenHere:
+        """What this process wrote last to each note (its own writes' events are no news)."""
+        return self._sync.written
 
     def locate(self, request_id: str, known: str | None = None) -> Path | None:
         """The note of a request (see :meth:`NoteSync.locate`)."""

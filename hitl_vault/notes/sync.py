@@ -33,6 +33,7 @@ from .render import (
     render_new_note,
 )
 from .state import NoteState, is_candidate, note_state, note_votes, owned_fields
+from .written import WrittenHere
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class NoteSync:
         self._view = view
         self._judge = judge
         self._proven = proven  # the channels ``authenticated:`` counts (the callout says them)
+        self.written = WrittenHere()  # what this process wrote to each note
 
     def rel(self, path: Path) -> str:
         try:
@@ -256,9 +258,11 @@ class NoteSync:
         if dest != path:
             dest.parent.mkdir(exist_ok=True)
             move_note(path, note.raw, dest, data, where)
+            self.written.wrote(dest, data)
             self.journal.unflag(where)
         elif data != note.raw:
             write_note(path, data, note.raw, where)
+            self.written.wrote(dest, data)
         new_where = self.rel(dest)
         if refused is not None:
             self.journal.flag(new_where, f"{new_where}: {refused}", now, request.id)
@@ -372,6 +376,7 @@ class NoteSync:
         )
         data = text.encode("utf-8")
         write_note(path, data, None, self.rel(path))  # one appeared meanwhile: look again
+        self.written.wrote(path, data)
         self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
         return True
 
@@ -389,5 +394,6 @@ class NoteSync:
                 # temp file for a crash's leftover: write it again.
                 if os.path.lexists(path) or attempt == 2:
                     raise
+        self.written.wrote(path, data)
         self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
         return path
