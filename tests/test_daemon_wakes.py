@@ -5,12 +5,18 @@ run)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+from hitl_vault import Vault
 from hitl_vault.daemon.feed import Followed
+from hitl_vault.daemon.loop import Daemon
 from hitl_vault.daemon.wakes import Wakes
 from hitl_vault.events import Event
 from hitl_vault.model import Status, Transition
+from hitl_vault.notes.written import WrittenHere
 from hitl_vault.testing import MemoryJournal
+
+from .helpers import Clock, eventually, set_status
 
 AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -19,12 +25,49 @@ def _event(seq: int, before: Status | None, after: Status) -> Event:
     return Event("r1", Transition(AT, before, after, by="alice"), seq, lambda _: None)
 
 
-def test_an_approval_heard_from_another_thread_wakes_the_loop_at_once() -> None:
-    """A new request heard from another thread waits to be gathered; an approval asks for a
-    step at once, so the action starts without the gathering's delay."""
+def test_an_approval_heard_from_the_feed_wakes_the_loop_at_once() -> None:
+    """A new request heard from the feed waits to be gathered (whichever thread published
+    it: the loop's own step often publishes the service's entries first); an approval asks
+    for a step at once, so the action starts without the gathering's delay."""
     wakes = Wakes()
-    followed = Followed(MemoryJournal(), lambda _: None, lambda *_: None, wakes.heard, wakes.now)
+    followed = Followed(MemoryJournal(), lambda _: None, lambda *_: None, wakes.soon, wakes.now)
     followed.hear(_event(1, None, Status.PENDING))
     assert wakes.wanted == "soon"  # gathered with the rest of a burst
     followed.hear(_event(2, Status.PENDING, Status.APPROVED))
     assert wakes.wanted == "now"
+
+
+def test_a_note_this_process_wrote_wakes_nothing_and_a_save_over_it_wakes_at_once(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, ran: list[str]
+) -> None:
+    """In ``serve`` the service writes each new request's note in the daemon's process: its
+    file events are no news (the journal has those bytes) and wake no step, and the request
+    leaves no wake-up behind for its note. A human's save over it, even one made at once
+    (same size, same clock tick), is news: a step at once, and the decision counts."""
+    request = clocked_vault.submit("payment", {"amount": 1500})
+    note = clocked_vault.root / "Pending_Approval" / f"{request.id}.md"
+    daemon.run_once(clock.now)  # what the feed said of the submit
+    daemon.wakes.begin()
+    daemon.notice(note)  # the events of the service's own write
+    assert daemon.wakes.wanted is None
+    assert daemon.quiet.next_wake(clock.now) is None  # no look at the note later, either
+    set_status(note, "approved")
+    daemon.notice(note)
+    assert daemon.wakes.wanted == "now"
+    daemon.run_once(clock.now)
+    eventually(lambda: ran == [request.id])
+
+
+def test_a_save_of_other_bytes_over_our_write_is_never_taken_for_ours(tmp_path: Path) -> None:
+    """Content decides, not times: the same size written in the same clock tick still
+    counts as someone's save, and so does a note that is gone."""
+    written = WrittenHere()
+    note = tmp_path / "r1.md"
+    note.write_bytes(b"status: pending\n")
+    written.wrote(note, b"status: pending\n")
+    assert written.holds_ours(note)
+    note.write_bytes(b"status: PENDING\n")  # same length, same tick
+    assert not written.holds_ours(note)
+    note.unlink()
+    assert not written.holds_ours(note)
+    assert written.knows(note) and not written.knows(tmp_path / "r2.md")

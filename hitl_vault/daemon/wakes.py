@@ -36,7 +36,6 @@ class Wakes:
         self._now = threading.Event()  # ... at once
         self._looping = False  # the step under way is the loop's: it may put off
         self._put_off_at: float | None = None  # when a step first put off what can wait
-        self._loop_thread: int | None = None  # the thread the loop's steps run on
         self._finishing = False  # stopping: no step puts anything off any more
 
     def now(self) -> None:
@@ -53,19 +52,10 @@ class Wakes:
         """A step soon, with what else comes meanwhile (any thread)."""
         self._any.set()
 
-    def heard(self) -> None:
-        """Word of a journal entry from the feed: from the loop's own thread (what its step
-        recorded) a step at once, as that step's sequel; from another thread, soon."""
-        if threading.get_ident() == self._loop_thread:
-            self.now()
-        else:
-            self.soon()
-
     def begin(self) -> None:
         """A step of the loop starts (it may put off, unless stopping): what is asked from
         now on wants another."""
         self._looping = not self._finishing
-        self._loop_thread = threading.get_ident()
         self._now.clear()
         self._any.clear()
 
