@@ -191,10 +191,13 @@ class JournalStore(Protocol):
     def create(
         self, request: Request, path: str | None, source: str | None = None,
         pinned: Mapping[str, Any] | None = None, *, credential: str | None = None,
+        note_sha: str | None = None,
     ) -> None:  # fmt: skip
         """Record a new request (its ``context`` too) with its history, once per id and per
         ``source`` proposal; ``credential``: the one the service was asked with (see
-        :attr:`~hitl_vault.identity.Principal.recorded`), kept in its entries (chain 3)."""
+        :attr:`~hitl_vault.identity.Principal.recorded`), kept in its entries (chain 3);
+        ``note_sha``: the digest of the note about to be written at ``path`` (as
+        :meth:`set_path` records it, in the same transaction: no second write for it)."""
 
     def transition(
         self,

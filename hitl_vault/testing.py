@@ -130,8 +130,9 @@ class MemoryJournal:
         pinned: Mapping[str, Any] | None = None,
         *,
         credential: str | None = None,
+        note_sha: str | None = None,
     ) -> None:
-        self._steps.create(request, path, source, pinned, credential=credential)
+        self._steps.create(request, path, source, pinned, credential=credential, note_sha=note_sha)
 
     def transition(
         self,

@@ -19,6 +19,7 @@ from ..model import RETRYABLE, Kind, Origin, Request, Status, Transition, check_
 from ..notes.reconcile import Reconciler
 from ..notes.render import render_new_note
 from ..notes.state import explanation
+from ..notes.sync import sha256
 from ..params import clean_params
 from ..policy.conditions import Where
 from ..policy.intake import Asked, ask, check_context, check_size, default_user
@@ -152,7 +153,10 @@ class Submissions:
             check_size(text)
             try:
                 where = f"{request.status.folder}/{request.id}.md"
-                self._journal.create(request, where, source, asked.pinned, credential=credential)
+                self._journal.create(
+                    request, where, source, asked.pinned, credential=credential,
+                    note_sha=sha256(text.encode("utf-8")),  # the note written next (write_new)
+                )  # fmt: skip
                 break
             except DuplicateError as e:  # the random tail of the id repeated: draw again
                 if attempt == 4 or e.what.startswith("proposal"):

@@ -70,6 +70,7 @@ class MemorySteps:
         pinned: Mapping[str, Any] | None = None,
         *,
         credential: str | None = None,
+        note_sha: str | None = None,
     ) -> None:
         sha = params_sha(request.params)
         with self._m.write() as s:
@@ -96,7 +97,7 @@ class MemorySteps:
                 history=(),
             )
             s.rows[request.id] = Row(
-                stored, path, as_json(request.params), pinned_as_stored(pinned)
+                stored, path, as_json(request.params), pinned_as_stored(pinned), note_sha
             )
             for t in request.history:
                 self._append(s, request.id, t, sha, credential)

@@ -107,13 +107,15 @@ class PgSteps:
         pinned: Mapping[str, Any] | None = None,
         *,
         credential: str | None = None,
+        note_sha: str | None = None,
     ) -> None:
         """Record a new request and its history in one transaction, with the Inbox proposal
         it came from and the ``retried as`` entry of the request it retries (``credential``:
         the one it was asked with through the service, kept with its entries).
         :class:`DuplicateError` when the id or the proposal is recorded already."""
         try:
-            self._create(request, path, source, pinned, params_sha(request.params), credential)
+            sha = params_sha(request.params)
+            self._create(request, path, source, pinned, sha, credential, note_sha)
         except Conflict as e:
             if e.constraint.startswith("proposals"):
                 raise DuplicateError(f"proposal {source}") from None
@@ -127,6 +129,7 @@ class PgSteps:
         pinned: Mapping[str, Any] | None,
         sha: str,
         credential: str | None = None,
+        note_sha: str | None = None,
     ) -> None:
         r = request
         with self._write() as db:
@@ -142,8 +145,8 @@ class PgSteps:
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
                 "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
                 "reason, decided_at, path, carried_by_requester, pinned, params_created, context, "
-                "escalate_at, retry_of, proposal, credential, session, client) "
-                f"VALUES ({', '.join(['%s'] * 26)})",
+                "escalate_at, retry_of, proposal, credential, session, client, note_sha) "
+                f"VALUES ({', '.join(['%s'] * 27)})",
                 (r.id, r.action, r.status, r.summary, r.risk, r.rule, r.requested_by,
                  format_ts(r.created), format_ts(r.expires) if r.expires else None, params, sha,
                  sha if r.status is Status.APPROVED else None, r.decided_by, r.reason,
@@ -152,7 +155,7 @@ class PgSteps:
                  params, r.context, format_ts(r.escalate_at) if r.escalate_at else None,
                  r.retry_of,
                  json.dumps(r.pitch.as_json(), ensure_ascii=False) if r.pitch else None,
-                 r.credential, r.session, r.client),
+                 r.credential, r.session, r.client, note_sha),
             )  # fmt: skip
             for t in r.history:
                 append(db, head, r.id, t, sha, credential)

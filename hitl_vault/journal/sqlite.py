@@ -146,8 +146,9 @@ class Journal:
         pinned: Mapping[str, Any] | None = None,
         *,
         credential: str | None = None,
+        note_sha: str | None = None,
     ) -> None:
-        self._steps.create(request, path, source, pinned, credential=credential)
+        self._steps.create(request, path, source, pinned, credential=credential, note_sha=note_sha)
 
     def transition(
         self,

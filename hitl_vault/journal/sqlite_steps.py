@@ -73,6 +73,7 @@ class Steps:
         pinned: Mapping[str, Any] | None = None,
         *,
         credential: str | None = None,
+        note_sha: str | None = None,
     ) -> None:
         """Record a new request and its first history entry (``created → status``).
 
@@ -86,7 +87,7 @@ class Steps:
         """
         sha = params_sha(request.params)
         try:
-            self._create(request, path, source, pinned, sha, credential)
+            self._create(request, path, source, pinned, sha, credential, note_sha)
         except sqlite3.IntegrityError:
             known = source is not None and self._db.read_one(
                 "SELECT 1 FROM proposals WHERE key = ?", (source,)
@@ -103,6 +104,7 @@ class Steps:
         pinned: Mapping[str, Any] | None,
         sha: str,
         credential: str | None = None,
+        note_sha: str | None = None,
     ) -> None:
         with self._write() as db:
             if source is not None:
@@ -115,8 +117,8 @@ class Steps:
                 "INSERT INTO requests (id, action, status, summary, risk, rule, requested_by, "
                 "created, expires, params, params_sha_created, params_sha_approved, decided_by, "
                 "reason, decided_at, path, carried_by_requester, pinned, params_created, context, "
-                "escalate_at, retry_of, proposal, credential, session, client) "
-                f"VALUES ({', '.join('?' * 26)})",
+                "escalate_at, retry_of, proposal, credential, session, client, note_sha) "
+                f"VALUES ({', '.join('?' * 27)})",
                 (
                     request.id,
                     request.action,
@@ -146,6 +148,7 @@ class Steps:
                     request.credential,
                     request.session,
                     request.client,
+                    note_sha,
                 ),
             )
             for t in request.history:
