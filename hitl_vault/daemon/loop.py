@@ -30,12 +30,12 @@ from typing import Protocol
 from ..engine import Engine
 from ..errors import CatchUpError, JournalDamagedError
 from ..events import Event
-from ..model import RULES_FILE, Request, Transition
+from ..model import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, Request, Transition
 from ..notes.render import history_line
 from ..notify.config import NotifyConfig
 from ..notify.people import LinkMaker
 from ..policy.rules import Policy
-from ..watcher import Watcher
+from ..watcher import FolderWatcher
 from .dashboard import DashboardWriter
 from .feed import Followed
 from .inbox import Inbox
@@ -156,10 +156,8 @@ class Daemon:
         if path.parent == self._journal_files:  # the store's files: word of its writes
             self._journal_changed()
             return
-        if not self.looker.wants(path):  # nothing a look would act on
+        if not self.looker.wants(path):  # nothing a look would act on (our own writes too)
             return
-        if self.looker.is_note(path) and self.looker.notes.written.holds_ours(path):
-            return  # what this process wrote (the journal has it): no news, no step
         with self._lock:
             self._dirty.add(path)
         self.notifier.idle.clear()  # a decision may be coming: no new send until it is done
@@ -370,14 +368,15 @@ class Daemon:
 
     def run_forever(self, ready: threading.Event | None = None) -> None:
         """Watch and act until :meth:`stop` (or SIGTERM / Ctrl-C) is called."""
-        # Another process's writes come by the store's word (the vault's notes by the watcher).
-        # A store kept in files inside the vault is already watched: its events are that word,
-        # and a second watcher on the same files would only handle each write twice.
+        # Another process's writes come by the store's word. The watcher sees the vault's own
+        # folders (not the rest of a vault): a store in one of them (``.hitl/``) is watched
+        # already, its events that word (a second watcher would handle each write twice).
         files = self.journal.files()
-        inside = files is not None and files.resolve().is_relative_to(self.root.resolve())
-        self._journal_files = files.resolve() if files is not None and inside else None
+        inside = files is not None and files.parent.resolve() == self.root.resolve()
+        self._journal_files = self.root / files.name if files and inside else None
         word = contextlib.nullcontext() if inside else self.journal.watch(self._journal_changed)
-        with Watcher(self.root, self.notice, self.overflow), word:
+        folders = [*REQUEST_FOLDERS, INBOX_FOLDER, *([files.name] if files and inside else [])]
+        with FolderWatcher(self.root, folders, self.notice, self.overflow), word:
             self._rescan_wanted = True
             if ready is not None:
                 ready.set()

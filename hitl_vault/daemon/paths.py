@@ -74,7 +74,11 @@ class Looker:
             return False
         if rel.parts[0] == INBOX_FOLDER or rel.as_posix() == RULES_FILE:
             return True
-        return (len(rel.parts) == 1 and rel.parts[0] in REQUEST_FOLDERS) or is_candidate(rel)
+        if len(rel.parts) == 1 and rel.parts[0] in REQUEST_FOLDERS:
+            return True
+        # A note holding what this process last wrote there (the service's new note, our own
+        # rewrite) has no news: the journal recorded those bytes.
+        return is_candidate(rel) and not self.notes.written.holds_ours(path)
 
     def due(self, now: datetime) -> set[Path]:
         """The half-saved notes whose quiet period has passed."""
