@@ -233,9 +233,9 @@ class Guard:
             nonlocal seen, whole
             if whole or cut.answer is not None:
                 return await receive() if cut.answer is None else {"type": "http.disconnect"}
-            try:
-                left = deadline - asyncio.get_running_loop().time()
-                message = await asyncio.wait_for(receive(), max(left, 0.0))
+            try:  # (a deadline, not wait_for: no task made for every message)
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 cut.answer = (
                     408,
