@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -217,18 +217,20 @@ class FolderWatcher:
         self.stop()
 
 
-class _Backend:
+class _Backend(Protocol):
+    """A way of watching folders one by one, without recursion."""
+
     def add(self, folder: Path) -> None:
-        raise NotImplementedError
+        """Watch ``folder`` (nothing if it is watched already, or gone again)."""
 
     def remove(self, folder: Path) -> None:
-        raise NotImplementedError
+        """Stop watching ``folder`` (nothing if it is not watched)."""
 
     def close(self) -> None:
-        raise NotImplementedError
+        """Stop watching everything; no callback comes after."""
 
 
-class _ObserverBackend(_Backend):
+class _ObserverBackend:
     """watchdog's observer, one schedule per folder without recursion (any platform)."""
 
     def __init__(self, owner: FolderWatcher) -> None:
@@ -302,7 +304,7 @@ def _inotify_backend(owner: FolderWatcher) -> _Backend | None:
         return None
 
 
-class _InotifyBackend(_Backend):
+class _InotifyBackend:
     """One inotify instance of this watcher's own (watchdog's ``InotifyFD``: a reading thread
     and a dispatching one), a watch per folder; callbacks come on the dispatching thread."""
 
