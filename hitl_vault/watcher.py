@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -158,6 +159,9 @@ class FolderWatcher:
     path that may have changed in them goes to ``on_change``. A named folder that appears
     later (created, moved in, synced) is watched from then on, and reported itself so the
     caller looks at what it already holds; one that goes away is dropped until it comes back.
+    Any change in ``root`` (the rules, the dashboard) also watches a named folder that exists
+    and is not watched yet: where the system does not report a new folder (macOS's FSEvents
+    does not, to a watch without recursion), the next write beside it does.
     """
 
     def __init__(
@@ -171,16 +175,14 @@ class FolderWatcher:
         self.folders = frozenset(folders)
         self._on_change = on_change
         self._on_overflow = on_overflow or (lambda: None)
+        self._overflowed_at = -1.0
         self._backend: _Backend | None = None
 
     def start(self) -> FolderWatcher:
         if self._backend is None:
-            backend = _inotify_backend(self) or _ObserverBackend(self)
-            backend.add(self.root)
-            for name in sorted(self.folders):
-                if (self.root / name).is_dir():  # else added once it appears (see changed)
-                    backend.add(self.root / name)
-            self._backend = backend
+            self._backend = _inotify_backend(self) or _ObserverBackend(self)
+            self._backend.add(self.root)
+            self._watch_named()
         return self
 
     def stop(self) -> None:
@@ -188,27 +190,38 @@ class FolderWatcher:
         if backend is not None:
             backend.close()
 
+    def _watch_named(self) -> None:
+        backend = self._backend
+        for name in sorted(self.folders):
+            if backend is not None and (self.root / name).is_dir():
+                backend.add(self.root / name)  # (nothing if watched already)
+
     def changed(self, folder: Path, name: str, is_dir: bool, arrived: bool, left: bool) -> None:
         """From the backend's thread: ``name`` in ``folder`` may have changed; ``arrived``: it
         was created or moved in, ``left``: deleted or moved away."""
         path = folder / name
         backend = self._backend
-        if folder == self.root and name in self.folders and is_dir and backend is not None:
-            if arrived:
-                backend.add(path)
-            elif left:
+        if backend is not None and folder == self.root:
+            if name in self.folders and is_dir and left:
                 backend.remove(path)
+            else:
+                self._watch_named()
         self._on_change(path)
 
-    def gone(self, folder: Path) -> None:
-        """From the backend's thread: ``folder`` itself was deleted or moved away."""
+    def gone(self, folder: Path, watch: object) -> None:
+        """From the backend's thread: ``folder`` itself was deleted or moved away (``watch``:
+        the watch that said so, which a newer one on a folder made again outlives)."""
         backend = self._backend
         if backend is not None and folder != self.root:
-            backend.remove(folder)
+            backend.remove(folder, watch)
         self._on_change(folder)
 
     def overflowed(self) -> None:
-        self._on_overflow()
+        """Events were lost (said once, however many folders heard it)."""
+        now = time.monotonic()
+        if now - self._overflowed_at > 1.0:
+            self._overflowed_at = now
+            self._on_overflow()
 
     def __enter__(self) -> FolderWatcher:
         return self.start()
@@ -223,11 +236,11 @@ class _Backend(Protocol):
     def add(self, folder: Path) -> None:
         """Watch ``folder`` (nothing if it is watched already, or gone again)."""
 
-    def remove(self, folder: Path) -> None:
-        """Stop watching ``folder`` (nothing if it is not watched)."""
+    def remove(self, folder: Path, watch: object | None = None) -> None:
+        """Stop watching ``folder`` (only if ``watch`` is still its watch, when given)."""
 
     def close(self) -> None:
-        """Stop watching everything; no callback comes after."""
+        """Stop watching everything."""
 
 
 class _ObserverBackend:
@@ -236,7 +249,7 @@ class _ObserverBackend:
     def __init__(self, owner: FolderWatcher) -> None:
         self._owner = owner
         self._lock = threading.Lock()
-        self._watches: dict[Path, object] = {}
+        self._watches: dict[Path, tuple[Any, _FolderHandler]] = {}
         self._listener = _OverflowListener(owner.overflowed)
         for name in _WATCHDOG_LOGGERS:
             logging.getLogger(name).addHandler(self._listener)
@@ -250,16 +263,19 @@ class _ObserverBackend:
                 return
             handler = _FolderHandler(self._owner, folder)
             with contextlib.suppress(OSError):  # gone again already: nothing to watch
-                self._watches[folder] = self._observer.schedule(
+                watch = self._observer.schedule(
                     handler, str(folder), recursive=False, event_filter=_WANTED
                 )
+                self._watches[folder] = (watch, handler)
 
-    def remove(self, folder: Path) -> None:
+    def remove(self, folder: Path, watch: object | None = None) -> None:
         with self._lock:
-            watch = self._watches.pop(folder, None)
-        if watch is not None:
-            with contextlib.suppress(KeyError, OSError):
-                self._observer.unschedule(watch)  # type: ignore[arg-type]
+            held = self._watches.get(folder)
+            if held is None or (watch is not None and held[1] is not watch):
+                return
+            del self._watches[folder]
+        with contextlib.suppress(KeyError, OSError):
+            self._observer.unschedule(held[0])
 
     def close(self) -> None:
         for name in _WATCHDOG_LOGGERS:
@@ -287,7 +303,7 @@ class _FolderHandler(FileSystemEventHandler):
             path = Path(os.fsdecode(raw))
             if path == self._folder:
                 if left:
-                    self._owner.gone(self._folder)
+                    self._owner.gone(self._folder, self)
             elif path.parent == self._folder:
                 self._owner.changed(self._folder, path.name, is_dir, arrived, left)
 
@@ -299,55 +315,63 @@ def _inotify_backend(owner: FolderWatcher) -> _Backend | None:
     except (ImportError, OSError, AttributeError):  # no inotify here, or another watchdog
         return None
     try:
-        return _InotifyBackend(owner, InotifyFD, InotifyConstants)
+        return _InotifyBackend(owner, InotifyFD.get_instance(), InotifyConstants)
     except OSError:  # inotify refused (too many instances): the observer may still work
         return None
 
 
 class _InotifyBackend:
-    """One inotify instance of this watcher's own (watchdog's ``InotifyFD``: a reading thread
-    and a dispatching one), a watch per folder; callbacks come on the dispatching thread."""
+    """A watch per folder on the process's one shared inotify instance (watchdog's
+    ``InotifyFD.get_instance()``: a reading thread and a dispatching one, started once and
+    kept for the life of the process, so starting and stopping daemons never leaks an
+    instance; watchdog's observers use instances of their own). Callbacks come on the
+    dispatching thread, and none is acted on once closed."""
 
-    def __init__(self, owner: FolderWatcher, fd_class: Any, c: Any) -> None:
+    def __init__(self, owner: FolderWatcher, shared: Any, c: Any) -> None:
         self._owner = owner
-        self._c = c
+        self._fd = shared
+        # The events the observer asks for in Watcher (_WANTED), links never followed.
         self._mask = (
             c.IN_CREATE | c.IN_MODIFY | c.IN_CLOSE_WRITE | c.IN_MOVED_FROM | c.IN_MOVED_TO
-            | c.IN_DELETE | c.IN_DELETE_SELF | c.IN_MOVE_SELF | c.IN_ONLYDIR
+            | c.IN_DELETE | c.IN_DELETE_SELF | c.IN_ATTRIB | c.IN_DONT_FOLLOW
         )  # fmt: skip
         self._lock = threading.Lock()
-        self._watches: dict[Path, int] = {}
-        self._fd = fd_class()  # its own: a mask set here never replaces an observer's
-        self._fd.start()
+        self._watches: dict[Path, tuple[int, _InotifyCallback]] = {}
+        self.closed = False
 
     def add(self, folder: Path) -> None:
         with self._lock:
-            if folder in self._watches:
+            if folder in self._watches or self.closed:
                 return
+            callback = _InotifyCallback(self, folder)
             try:
-                wd = self._fd.add_callback(
-                    os.fsencode(folder), self._mask, _InotifyCallback(self, folder), id(self)
-                )
+                wd = self._fd.add_callback(os.fsencode(folder), self._mask, callback, id(self))
             except OSError:  # gone again already: its creation is reported, nothing to watch
                 return
-            self._watches[folder] = wd
+            self._watches[folder] = (wd, callback)
 
-    def remove(self, folder: Path) -> None:
+    def remove(self, folder: Path, watch: object | None = None) -> None:
         with self._lock:
-            wd = self._watches.pop(folder, None)
-        if wd is not None:
-            with contextlib.suppress(OSError):
-                self._fd.remove_callbacks([(wd, id(self))])
+            held = self._watches.get(folder)
+            if held is None or (watch is not None and held[1] is not watch):
+                return
+            del self._watches[folder]
+        with contextlib.suppress(OSError):
+            self._fd.remove_callbacks([(held[0], id(self))])
 
-    def forget(self, folder: Path, wd: int) -> None:
+    def forget(self, folder: Path, callback: _InotifyCallback) -> None:
         """The kernel dropped the watch (its folder is gone)."""
         with self._lock:
-            if self._watches.get(folder) == wd:
+            held = self._watches.get(folder)
+            if held is not None and held[1] is callback:
                 del self._watches[folder]
 
     def close(self) -> None:
-        self._fd.stop()
-        self._fd.join(timeout=10)
+        with self._lock:
+            self.closed = True
+            held, self._watches = list(self._watches.values()), {}
+        with contextlib.suppress(OSError):
+            self._fd.remove_callbacks([(wd, id(self)) for wd, _ in held])
 
 
 class _InotifyCallback:
@@ -358,21 +382,22 @@ class _InotifyCallback:
         self._folder = folder
 
     def on_event(self, event: Any) -> None:
+        if self._backend.closed:
+            return
         owner = self._backend._owner
-        if event.is_delete_self or event.is_move_self:
-            owner.gone(self._folder)
+        if event.is_delete_self:
+            owner.gone(self._folder, self)
         elif event.name:
-            arrived, left = (
-                event.is_create or event.is_moved_to,
-                event.is_delete or event.is_moved_from,
-            )
+            arrived = event.is_create or event.is_moved_to
+            left = event.is_delete or event.is_moved_from
             owner.changed(self._folder, os.fsdecode(event.name), event.is_directory, arrived, left)
 
     def on_watch_deleted(self, wd: int) -> None:
-        self._backend.forget(self._folder, wd)
+        self._backend.forget(self._folder, self)
 
     def on_queue_overflow(self) -> None:
-        self._backend._owner.overflowed()
+        if not self._backend.closed:
+            self._backend._owner.overflowed()
 
     def on_events_lost(self) -> None:
         pass  # on_queue_overflow said so already

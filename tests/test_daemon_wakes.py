@@ -4,6 +4,7 @@ run)."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,3 +72,35 @@ def test_a_save_of_other_bytes_over_our_write_is_never_taken_for_ours(tmp_path: 
     note.unlink()
     assert not written.holds_ours(note)
     assert written.knows(note) and not written.knows(tmp_path / "r2.md")
+
+
+def test_an_inbox_that_appears_with_proposals_in_it_is_taken_at_once(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, tmp_path: Path
+) -> None:
+    """The Inbox synced in whole, a proposal already inside: the folder's own event is all
+    the watcher reports, and the daemon looks at what it holds (not at the next rescan)."""
+    inbox = clocked_vault.root / "Inbox"
+    shutil.rmtree(inbox, ignore_errors=True)
+    daemon.run_once(clock.now)  # (the first step's rescan is behind it)
+    synced = tmp_path / "Inbox"
+    synced.mkdir()
+    (synced / "rent.json").write_text('{"action": "payment", "params": {"amount": 1600}}')
+    synced.rename(inbox)
+    daemon.notice(inbox)
+    daemon.run_once(clock.now)
+    assert [r.action for r in clocked_vault.list()] == ["payment"]
+
+
+def test_a_copy_of_a_moved_note_that_comes_back_is_looked_at(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
+) -> None:
+    """The daemon moved a rejected note to Rejected/; a sync or a checkout then brings the
+    old pending copy back to Pending_Approval/: that is news (it is flagged or put right),
+    even though this process once wrote those very bytes there."""
+    request = clocked_vault.submit("payment", {"amount": 1500})
+    pending = clocked_vault.root / "Pending_Approval" / f"{request.id}.md"
+    old = pending.read_bytes()
+    clocked_vault.reject(request.id, by="alice")  # no daemon holds the lock: moved at once
+    assert not pending.exists()
+    pending.write_bytes(old)
+    assert daemon.looker.wants(pending)

@@ -5,6 +5,7 @@ watchdog's observer (every platform)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import threading
@@ -116,3 +117,20 @@ def test_a_folder_moved_away_reports_nothing_under_its_old_name(
     marker.write_text("rules: []\n")
     eventually(lambda: marker in seen)
     assert root / "Pending_Approval" / "r3.md" not in seen
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+def test_starting_and_stopping_many_watchers_leaves_no_file_descriptor_open(
+    tmp_path: Path,
+) -> None:
+    """A process that starts and stops daemons (tests, a supervisor in Python) keeps the
+    same number of open files: the inotify instance is the process's one, not one each."""
+    (tmp_path / "Pending_Approval").mkdir()
+    seen = Seen()
+    with FolderWatcher(tmp_path, FOLDERS, seen):
+        pass  # the shared reader exists from here on
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        with FolderWatcher(tmp_path, FOLDERS, seen):
+            (tmp_path / "hitl-vault.yaml").write_text("rules: []\n")
+    assert len(os.listdir("/proc/self/fd")) <= before

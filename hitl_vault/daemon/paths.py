@@ -108,11 +108,11 @@ class Looker:
         if rel.as_posix() == RULES_FILE:  # reloaded once quiet: an editor may be mid-save
             self._rules_changed(now)
             return False
+        folder = len(rel.parts) == 1 and rel.parts[0] in (*REQUEST_FOLDERS, INBOX_FOLDER)
+        if folder and path.is_dir():  # it appeared or moved in (a git checkout, a sync)
+            return any([self.look(child, now) for child in path.iterdir()])  # all it holds
         if rel.parts[0] == INBOX_FOLDER:
             return self._take_proposal(path, rel, now)
-        if len(rel.parts) == 1 and rel.parts[0] in REQUEST_FOLDERS and path.is_dir():
-            # A folder appeared or moved (a git checkout, a sync): look at all it holds.
-            return any([self.look(child, now) for child in path.iterdir()])
         return is_candidate(rel) and self._look_at_note(path, rel, now)
 
     def _take_proposal(self, path: Path, rel: Path, now: datetime) -> bool:

@@ -141,6 +141,7 @@ class NoteSync:
         """
         keep, drop = (b, a) if b.parent.name == request.status.folder else (a, b)
         drop.unlink(missing_ok=True)
+        self.written.forget(drop)
         log.info("%s: finished an interrupted move to %s", self.rel(drop), self.rel(keep))
         return keep
 
@@ -259,6 +260,7 @@ class NoteSync:
             dest.parent.mkdir(exist_ok=True)
             move_note(path, note.raw, dest, data, where)
             self.written.wrote(dest, data)
+            self.written.forget(path)
             self.journal.unflag(where)
         elif data != note.raw:
             write_note(path, data, note.raw, where)

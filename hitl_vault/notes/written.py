@@ -44,6 +44,12 @@ class WrittenHere:
             while len(self._by_path) > self._limit:
                 self._by_path.popitem(last=False)
 
+    def forget(self, path: Path) -> None:
+        """``path`` is no longer a note this process keeps there (moved away): bytes of ours
+        that come back to it (a sync, a checkout) are news."""
+        with self._lock:
+            self._by_path.pop(path, None)
+
     def knows(self, path: Path) -> bool:
         """Whether this process wrote ``path`` (whatever it holds now)."""
         with self._lock:
