@@ -181,6 +181,9 @@ class JournalStore(Protocol):
         """The folder whose file changes stand for this store's writes (then a process that
         already watches it may take its events for :meth:`watch`'s); None if not in files."""
 
+    def written_elsewhere(self, changed: Path) -> bool:
+        """Whether ``changed`` (in :meth:`files`) may be another's write, not this one's."""
+
     def daemon_lock(self) -> VaultLock:
         """The lock that lets one daemon at a time act for this journal (not taken yet)."""
 

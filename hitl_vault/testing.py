@@ -114,6 +114,9 @@ class MemoryJournal:
         """None: not kept in files."""
         return None
 
+    def written_elsewhere(self, changed: Path) -> bool:
+        return True  # (no files: never asked)
+
     def daemon_lock(self) -> ProcessLock:
         return ProcessLock(self._m)
 

@@ -104,3 +104,24 @@ def test_a_copy_of_a_moved_note_that_comes_back_is_looked_at(
     assert not pending.exists()
     pending.write_bytes(old)
     assert daemon.looker.wants(pending)
+
+
+def test_the_journal_changing_wakes_the_daemon_for_another_writer_only(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
+) -> None:
+    """A commit shows as a change of the journal's -wal. One made through the daemon's own
+    connection (the service in its process) is told through the feed and wakes nothing
+    here; one made by any other connection (a CLI, a script's Vault) wakes the daemon."""
+    wal = clocked_vault.root / ".hitl" / "journal.db-wal"
+    daemon.notice(wal)  # (the first look has nothing to compare with)
+    clocked_vault.submit("payment", {"amount": 1500})  # this connection (the feed tells it)
+    daemon.wakes.begin()
+    daemon.notice(wal)
+    assert daemon.wakes.wanted is None
+    with Vault(clocked_vault.root) as other:  # another connection, as another process's
+        other.submit("payment", {"amount": 1600})
+    daemon.notice(wal)
+    assert daemon.wakes.wanted == "soon"
+    daemon.wakes.begin()
+    daemon.notice(clocked_vault.root / ".hitl" / "journal.db")  # anything else: may be news
+    assert daemon.wakes.wanted == "soon"

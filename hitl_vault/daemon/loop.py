@@ -140,7 +140,11 @@ class Daemon:
         self.parts += [self.rules, self.timeouts, self.notifier, self.dashboard]
         self._stopping, self._takeover = False, takeover
         self._recovered = False
-        self._journal_files: Path | None = None  # set by run_forever: see notice
+        # A store kept in a folder directly in the vault (``.hitl/``): the watcher sees its
+        # files, their events the store's word (see notice and run_forever).
+        files = journal.files()
+        inside = files is not None and files.parent.resolve() == root.resolve()
+        self._journal_files = root / files.name if files is not None and inside else None
         # Every transition, once committed, whichever process made it: said in the log
         # (the first listener), then acted on (an approval made elsewhere runs here).
         engine.listen(_say)
@@ -153,9 +157,8 @@ class Daemon:
 
     def notice(self, path: Path) -> None:
         """Called from the watcher thread: ``path`` may have changed."""
-        if path.parent == self._journal_files:  # the store's files: word of its writes
-            self._journal_changed()
-            return
+        if path.parent == self._journal_files:  # the store's files: word of others' writes
+            return self._journal_changed() if self.journal.written_elsewhere(path) else None
         if not self.looker.wants(path):  # nothing a look would act on (our own writes too)
             return
         with self._lock:
@@ -368,14 +371,11 @@ class Daemon:
 
     def run_forever(self, ready: threading.Event | None = None) -> None:
         """Watch and act until :meth:`stop` (or SIGTERM / Ctrl-C) is called."""
-        # Another process's writes come by the store's word. The watcher sees the vault's own
-        # folders (not the rest of a vault): a store in one of them (``.hitl/``) is watched
-        # already, its events that word (a second watcher would handle each write twice).
-        files = self.journal.files()
-        inside = files is not None and files.parent.resolve() == self.root.resolve()
-        self._journal_files = self.root / files.name if files and inside else None
+        # Another process's writes come by the store's word: the watcher's events of a store
+        # in the vault's folders (a second watcher would handle each write twice), else watch.
+        inside = self._journal_files
         word = contextlib.nullcontext() if inside else self.journal.watch(self._journal_changed)
-        folders = [*REQUEST_FOLDERS, INBOX_FOLDER, *([files.name] if files and inside else [])]
+        folders = [*REQUEST_FOLDERS, INBOX_FOLDER, *([inside.name] if inside else [])]
         with FolderWatcher(self.root, folders, self.notice, self.overflow), word:
             self._rescan_wanted = True
             if ready is not None:

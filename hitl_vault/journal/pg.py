@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..chain import Entry
@@ -110,6 +111,9 @@ class PgJournal:
     def files(self) -> None:
         """None: no file stands for this journal's writes."""
         return None
+
+    def written_elsewhere(self, changed: Path) -> bool:
+        return True  # (no files: never asked)
 
     def daemon_lock(self) -> PgDaemonLock:
         """An advisory lock on the server, held while its connection lives."""

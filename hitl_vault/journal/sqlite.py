@@ -78,6 +78,7 @@ class Journal:
         self._read = Reader(self._handle)
         self._book = Bookkeeping(self._handle)
         self._outbox = Outbox(self._handle)
+        self._data_version: int | None = None  # see written_elsewhere
         self._allows = AllowTable(self._handle)
         self._sessions = SessionTable(self._handle)
         self._links = LinkTable(self._handle)
@@ -111,6 +112,16 @@ class Journal:
     def files(self) -> Path:
         """``.hitl/``: every commit changes ``journal.db``, its ``-wal`` or ``-shm`` there."""
         return self.path.parent
+
+    def written_elsewhere(self, changed: Path) -> bool:
+        """A commit shows as a change of ``-wal``; SQLite's ``data_version`` of this
+        connection moves only with another connection's commits (another process's, another
+        Vault's). Anything else in the folder (the journal itself replaced, gone) may be."""
+        if changed.name != f"{self.path.name}-wal":
+            return True
+        version: int = self._db.read_one("PRAGMA data_version")[0]
+        seen, self._data_version = self._data_version, version
+        return version != seen
 
     def daemon_lock(self) -> DaemonLock:
         """A lock on the journal's folder, ``daemon.lock`` beside it saying who holds it."""
