@@ -243,13 +243,30 @@ class _Backend(Protocol):
         """Stop watching everything."""
 
 
+class _Watches:
+    """Each watched folder's watch and what set it (the handler its events come through),
+    for a backend on any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_folder: dict[Path, tuple[Any, object]] = {}
+
+    def take(self, folder: Path, setter: object | None = None) -> tuple[Any, object] | None:
+        """Forget ``folder``'s watch (only if ``setter`` set it, when given) and return it."""
+        with self.lock:
+            held = self.by_folder.get(folder)
+            if held is None or (setter is not None and held[1] is not setter):
+                return None
+            del self.by_folder[folder]
+            return held
+
+
 class _ObserverBackend:
     """watchdog's observer, one schedule per folder without recursion (any platform)."""
 
     def __init__(self, owner: FolderWatcher) -> None:
         self._owner = owner
-        self._lock = threading.Lock()
-        self._watches: dict[Path, tuple[Any, _FolderHandler]] = {}
+        self._watches = _Watches()
         self._listener = _OverflowListener(owner.overflowed)
         for name in _WATCHDOG_LOGGERS:
             logging.getLogger(name).addHandler(self._listener)
@@ -258,24 +275,21 @@ class _ObserverBackend:
         self._observer.start()
 
     def add(self, folder: Path) -> None:
-        with self._lock:
-            if folder in self._watches:
+        with self._watches.lock:
+            if folder in self._watches.by_folder:
                 return
             handler = _FolderHandler(self._owner, folder)
             with contextlib.suppress(OSError):  # gone again already: nothing to watch
                 watch = self._observer.schedule(
                     handler, str(folder), recursive=False, event_filter=_WANTED
                 )
-                self._watches[folder] = (watch, handler)
+                self._watches.by_folder[folder] = (watch, handler)
 
     def remove(self, folder: Path, watch: object | None = None) -> None:
-        with self._lock:
-            held = self._watches.get(folder)
-            if held is None or (watch is not None and held[1] is not watch):
-                return
-            del self._watches[folder]
-        with contextlib.suppress(KeyError, OSError):
-            self._observer.unschedule(held[0])
+        held = self._watches.take(folder, watch)
+        if held is not None:
+            with contextlib.suppress(KeyError, OSError):
+                self._observer.unschedule(held[0])
 
     def close(self) -> None:
         for name in _WATCHDOG_LOGGERS:
@@ -335,41 +349,35 @@ class _InotifyBackend:
             c.IN_CREATE | c.IN_MODIFY | c.IN_CLOSE_WRITE | c.IN_MOVED_FROM | c.IN_MOVED_TO
             | c.IN_DELETE | c.IN_DELETE_SELF | c.IN_ATTRIB | c.IN_DONT_FOLLOW
         )  # fmt: skip
-        self._lock = threading.Lock()
-        self._watches: dict[Path, tuple[int, _InotifyCallback]] = {}
+        self._watches = _Watches()
         self.closed = False
 
     def add(self, folder: Path) -> None:
-        with self._lock:
-            if folder in self._watches or self.closed:
+        with self._watches.lock:
+            if folder in self._watches.by_folder or self.closed:
                 return
             callback = _InotifyCallback(self, folder)
             try:
                 wd = self._fd.add_callback(os.fsencode(folder), self._mask, callback, id(self))
             except OSError:  # gone again already: its creation is reported, nothing to watch
                 return
-            self._watches[folder] = (wd, callback)
+            self._watches.by_folder[folder] = (wd, callback)
 
     def remove(self, folder: Path, watch: object | None = None) -> None:
-        with self._lock:
-            held = self._watches.get(folder)
-            if held is None or (watch is not None and held[1] is not watch):
-                return
-            del self._watches[folder]
-        with contextlib.suppress(OSError):
-            self._fd.remove_callbacks([(held[0], id(self))])
+        held = self._watches.take(folder, watch)
+        if held is not None:
+            with contextlib.suppress(OSError):
+                self._fd.remove_callbacks([(held[0], id(self))])
 
     def forget(self, folder: Path, callback: _InotifyCallback) -> None:
         """The kernel dropped the watch (its folder is gone)."""
-        with self._lock:
-            held = self._watches.get(folder)
-            if held is not None and held[1] is callback:
-                del self._watches[folder]
+        self._watches.take(folder, callback)
 
     def close(self) -> None:
-        with self._lock:
+        with self._watches.lock:
             self.closed = True
-            held, self._watches = list(self._watches.values()), {}
+            held = list(self._watches.by_folder.values())
+            self._watches.by_folder.clear()
         with contextlib.suppress(OSError):
             self._fd.remove_callbacks([(wd, id(self)) for wd, _ in held])
 
