@@ -55,6 +55,7 @@ class _StopRace(logging.Filter):
 
 
 logging.getLogger("watchdog.observers.inotify").addFilter(_StopRace())
+_log = logging.getLogger(__name__)
 
 # Events that cannot change a file's content. A folder's own "modified" comes with
 # every change inside it, which is reported for the file itself; a folder that
@@ -393,12 +394,16 @@ class _InotifyCallback:
         if self._backend.closed:
             return
         owner = self._backend._owner
-        if event.is_delete_self:
-            owner.gone(self._folder, self)
-        elif event.name:
-            arrived = event.is_create or event.is_moved_to
-            left = event.is_delete or event.is_moved_from
-            owner.changed(self._folder, os.fsdecode(event.name), event.is_directory, arrived, left)
+        try:
+            if event.is_delete_self:
+                owner.gone(self._folder, self)
+            elif event.name:
+                arrived = event.is_create or event.is_moved_to
+                left = event.is_delete or event.is_moved_from
+                name = os.fsdecode(event.name)
+                owner.changed(self._folder, name, event.is_directory, arrived, left)
+        except Exception:  # never out of here: it would stop the process's one reader
+            _log.exception("a file event in %s could not be handled", self._folder)
 
     def on_watch_deleted(self, wd: int) -> None:
         self._backend.forget(self._folder, self)

@@ -134,3 +134,22 @@ def test_starting_and_stopping_many_watchers_leaves_no_file_descriptor_open(
         with FolderWatcher(tmp_path, FOLDERS, seen):
             (tmp_path / "hitl-vault.yaml").write_text("rules: []\n")
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_callback_that_raises_does_not_stop_the_watching(tmp_path: Path) -> None:
+    """A bug in what handles one event is logged; the next events still come (the reader
+    is the process's one: nothing may end it)."""
+    (tmp_path / "Pending_Approval").mkdir()
+    seen = Seen()
+    first = tmp_path / "Pending_Approval" / "r1.md"
+
+    def flaky(path: Path) -> None:
+        if path == first:
+            raise RuntimeError("a bug")
+        seen(path)
+
+    with FolderWatcher(tmp_path, FOLDERS, flaky):
+        first.write_text("one")
+        second = tmp_path / "Pending_Approval" / "r2.md"
+        second.write_text("two")
+        eventually(lambda: second in seen)

@@ -20,6 +20,7 @@ Word of other processes' writes comes from a file watcher on the journal's folde
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..chain import Entry
-from ..errors import JournalMissingError
+from ..errors import JournalMissingError, VaultError
 from ..identity import Credential, Person, Session, SignInLink
 from ..model import LOCK_FILE, Request, Status, Transition
 from ..policy.always import Allow
@@ -119,7 +120,10 @@ class Journal:
         Vault's). Anything else in the folder (the journal itself replaced, gone) may be."""
         if changed.name != f"{self.path.name}-wal":
             return True
-        version: int = self._db.read_one("PRAGMA data_version")[0]
+        try:
+            version: int = self._db.read_one("PRAGMA data_version")[0]
+        except (sqlite3.Error, VaultError):  # the step that follows says what is wrong
+            return True
         seen, self._data_version = self._data_version, version
         return version != seen
 
