@@ -206,7 +206,8 @@ def decide(
         from urllib.parse import quote
 
         hold = min(left, poll)
-        path = f"/api/v1/requests/{quote(request_id, safe='')}?wait={hold:.1f}"
+        # Held while pending only: decided before the wait began, it answers at once.
+        path = f"/api/v1/requests/{quote(request_id, safe='')}?wait={hold:.1f}&status=pending"
         service.ask("GET", path, None, wait=hold)
         poll = min(poll * 2, API_WAIT)
 
