@@ -27,6 +27,7 @@ from hitl_vault.daemon.loop import Daemon
 from hitl_vault.daemon.quiet import RETRY_WRITE
 from hitl_vault.errors import RulesError, UsageError
 from hitl_vault.policy.rulesfile import parse_policy
+from hitl_vault.times import utcnow
 
 from .helpers import (
     LOG_PREAMBLE,
@@ -426,6 +427,9 @@ def test_a_dashboard_that_cannot_be_written_reports_every_new_problem(
     for n, name in enumerate(["one.md", "two.md"]):
         broken = vault.root / "Pending_Approval" / name
         broken.write_text("no frontmatter\n")
+        # The note's own time counts (a save is quiet once ``quiet`` old): a slow set-up
+        # must not leave the test's clock behind it.
+        clock.now = max(clock.now, utcnow())
         daemon.notice(broken)
         daemon.run_once(clock.advance(timedelta(seconds=TEMPLATE_QUIET.total_seconds() + 1)))
         daemon.run_once(clock.advance(timedelta(seconds=1)))
