@@ -415,7 +415,7 @@ def bench_takeover(root: Path, url: str, rounds: int) -> list[tuple[float, float
 def measure(journal: Journal, root: Path, sizes: tuple[int, int, int, int]) -> dict[str, Any]:
     n, rounds, m, burst = sizes
     with served(root, journal.url) as s, journal_env(journal.url):
-        submit = bench_submit(s.vault, s.port, s.agent, n, rounds)
+        submit = bench_submit(s.vault, s.port, s.agent, n, rounds, s.proc.pid)
         wake = bench_wake(s.port, s.agent, s.approver, m)
         b = bench_burst(s, burst)
     return {**submit, "wake": wake, **b}
