@@ -62,15 +62,21 @@ class Looker:
         except ValueError:
             return False
 
+    def _relative(self, path: Path) -> Path | None:
+        """``path`` relative to the vault, unless it is outside it, the vault itself or in
+        the journal's folder (None: nothing a look acts on)."""
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            return None
+        return None if not rel.parts or rel.parts[0] == STATE_DIR else rel
+
     def wants(self, path: Path) -> bool:
         """Whether :meth:`look` may do anything with ``path`` (a note, an Inbox file, the rules,
         a request folder): a write of anything else (a temp file of ours, the dashboard, a
         file elsewhere in the vault) is no reason to wake the daemon."""
-        try:
-            rel = path.relative_to(self.root)
-        except ValueError:
-            return False
-        if not rel.parts or rel.parts[0] == STATE_DIR:
+        rel = self._relative(path)
+        if rel is None:
             return False
         if rel.parts[0] == INBOX_FOLDER or rel.as_posix() == RULES_FILE:
             return True
@@ -99,11 +105,8 @@ class Looker:
 
     def look(self, path: Path, now: datetime) -> bool:
         """Handle one path that may have changed, by what it is; True if anything happened."""
-        try:
-            rel = path.relative_to(self.root)
-        except ValueError:
-            return False
-        if not rel.parts or rel.parts[0] == STATE_DIR:
+        rel = self._relative(path)
+        if rel is None:
             return False
         if rel.as_posix() == RULES_FILE:  # reloaded once quiet: an editor may be mid-save
             self._rules_changed(now)
