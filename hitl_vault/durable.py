@@ -22,6 +22,8 @@ from pathlib import Path
 from .errors import ChangedUnderfootError, NoteError
 
 MAX_NOTE_BYTES = 1024 * 1024
+# How the name of each temp file of a write ends (see :class:`Leftover`).
+TEMP_SUFFIX = ".hitl-tmp"
 # Opening a pipe must not wait for a writer.
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)  # 0: Windows
 
@@ -97,7 +99,7 @@ def _fsync_dir(folder: Path) -> None:
 def _write_temp(folder: Path, name: str, data: bytes, mode: int | None) -> Path:
     import secrets  # here: reading (all the agent gate does on an allowed call) needs none
 
-    tmp = folder / f".{name}.{secrets.token_hex(4)}.hitl-tmp"
+    tmp = folder / f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # a new note: owner writes
     try:
         if mode is not None:
@@ -132,7 +134,8 @@ def _holds(path: Path, data: bytes) -> bool:
 # .hitl-tmp``: the second name of the note being replaced, ``digest`` the start of the
 # SHA-256 of the bytes the writer read (older versions wrote none).
 _LEFTOVER = re.compile(
-    r"\.(?P<name>.+)\.[0-9a-f]{8}(?:-(?P<read>[0-9a-f]{16}))?(?P<old>\.old)?\.hitl-tmp"
+    r"\.(?P<name>.+)\.[0-9a-f]{8}(?:-(?P<read>[0-9a-f]{16}))?(?P<old>\.old)?"
+    + re.escape(TEMP_SUFFIX)
 )
 
 
@@ -205,7 +208,7 @@ def _swap(path: Path, tmp: Path, data: bytes, expected: bytes, where: str) -> No
     after the compare shows there, and it is put back in place of ours."""
     import secrets
 
-    name = f".{path.name}.{secrets.token_hex(4)}-{_digest(expected)}.old.hitl-tmp"
+    name = f".{path.name}.{secrets.token_hex(4)}-{_digest(expected)}.old{TEMP_SUFFIX}"
     old = path.with_name(name)  # its name says what we read (see Leftover)
     try:
         os.link(path, old)

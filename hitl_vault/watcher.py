@@ -163,6 +163,10 @@ class FolderWatcher:
     Any change in ``root`` (the rules, the dashboard) also watches a named folder that exists
     and is not watched yet: where the system does not report a new folder (macOS's FSEvents
     does not, to a watch without recursion), the next write beside it does.
+
+    A file whose name ends with one of ``ignored`` is never reported: the temp files of the
+    caller's own writes (a new note costs five events under its temp name, and one under its
+    own), which nothing waits for.
     """
 
     def __init__(
@@ -171,9 +175,12 @@ class FolderWatcher:
         folders: Iterable[str],
         on_change: Callable[[Path], None],
         on_overflow: Callable[[], None] | None = None,
+        *,
+        ignored: tuple[str, ...] = (),
     ) -> None:
         self.root = root
         self.folders = frozenset(folders)
+        self.ignored = ignored
         self._on_change = on_change
         self._on_overflow = on_overflow or (lambda: None)
         self._overflowed_at = -1.0
@@ -200,6 +207,8 @@ class FolderWatcher:
     def changed(self, folder: Path, name: str, is_dir: bool, arrived: bool, left: bool) -> None:
         """From the backend's thread: ``name`` in ``folder`` may have changed; ``arrived``: it
         was created or moved in, ``left``: deleted or moved away."""
+        if self.ignored and name.endswith(self.ignored) and not is_dir:
+            return
         path = folder / name
         backend = self._backend
         if backend is not None and folder == self.root:

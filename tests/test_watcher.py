@@ -54,7 +54,7 @@ def watching(
     (root / "Pending_Approval").mkdir(parents=True)
     (root / "Other" / "deep").mkdir(parents=True)
     seen = Seen()
-    with FolderWatcher(root, FOLDERS, seen) as watching:
+    with FolderWatcher(root, FOLDERS, seen, ignored=(".hitl-tmp",)) as watching:
         inotify = isinstance(watching._backend, watcher._InotifyBackend)
         assert inotify == (request.param == "inotify")
         yield root, seen
@@ -75,6 +75,25 @@ def test_a_save_in_a_watched_folder_is_reported_and_the_rest_of_the_vault_is_not
     (root / "hitl-vault.yaml").write_text("rules: []\n")
     eventually(lambda: note in seen and root / "hitl-vault.yaml" in seen)
     assert not [p for p in seen.paths if "Other" in p.parts or "sub" in p.parts[-2:-1]]
+
+
+def test_the_temp_files_of_our_own_writes_are_never_reported(
+    watching: tuple[Path, Seen],
+) -> None:
+    """A note written through a temp file (created, written, linked, deleted): only the note
+    is reported, its temp file costs the daemon nothing; a folder so named still counts."""
+    root, seen = watching
+    tmp = root / "Pending_Approval" / ".r1.md.0a1b2c3d.hitl-tmp"
+    tmp.write_text("status: pending\n")
+    os.link(tmp, root / "Pending_Approval" / "r1.md")
+    tmp.unlink()
+    (root / "Pending_Approval" / "odd.hitl-tmp").mkdir()
+    marker = root / "Pending_Approval" / "r2.md"
+    marker.write_text("status: pending\n")  # last, in the same folder: reported after the rest
+    eventually(lambda: marker in seen)
+    assert root / "Pending_Approval" / "r1.md" in seen
+    assert root / "Pending_Approval" / "odd.hitl-tmp" in seen
+    assert tmp not in seen
 
 
 def test_a_folder_that_appears_later_is_watched_from_then_on(

@@ -1,18 +1,16 @@
 """The daemon: the loop around a Vault that reacts to saves, runs actions and times out requests.
 
-One step is :meth:`Daemon.run_once` (time injected, as huey and rq do);
-:meth:`Daemon.run_forever` is a loop around it that sleeps until the next file
-event, action's end, or :meth:`Daemon.next_wake`: the soonest time any part of
-the daemon asks for (each part says its own), and never polls on a fixed interval.
+One step is :meth:`Daemon.run_once` (time injected, as huey and rq do); ``run_forever`` is a
+loop around it that sleeps until the next file event, action's end, or :meth:`Daemon.next_wake`:
+the soonest time any part of the daemon asks for; it never polls on a fixed interval.
 
-* A watcher thread only says "this path may have changed"; paths are coalesced,
-  so two events for one save cause one read.
+* A watcher thread only says "this path may have changed"; paths are coalesced, so two
+  events for one save cause one read.
 * A human's decision is journaled and its action started at once; the note is
   rewritten or moved only after it has been quiet for ``defaults.quiet``.
-* An approval reaches the worker queue one way: the journal's feed, whoever
-  recorded it (a save seen here, the CLI, a script); a look at a note never
-  queues what it saw. Only a start and a rules change look at every approved
-  request again.
+* An approval reaches the worker queue one way: the journal's feed, whoever recorded it (a
+  save seen here, the CLI, a script); a look at a note never queues what it saw. Only a
+  start and a rules change look at every approved request again.
 * Actions run on worker threads (:mod:`hitl_vault.daemon.workers`); ``executing`` is journaled
   before each starts, and its outcome by the step after it ends.
 """
@@ -27,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from ..durable import TEMP_SUFFIX
 from ..engine import Engine
 from ..errors import CatchUpError, JournalDamagedError
 from ..events import Event
@@ -376,7 +375,8 @@ class Daemon:
         inside = self._journal_files
         word = contextlib.nullcontext() if inside else self.journal.watch(self._journal_changed)
         folders = [*REQUEST_FOLDERS, INBOX_FOLDER, *([inside.name] if inside else [])]
-        with FolderWatcher(self.root, folders, self.notice, self.overflow), word:
+        ours = (TEMP_SUFFIX,)  # the temp files of our own writes: nothing waits for them
+        with FolderWatcher(self.root, folders, self.notice, self.overflow, ignored=ours), word:
             self._rescan_wanted = True
             if ready is not None:
                 ready.set()
