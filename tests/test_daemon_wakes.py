@@ -5,37 +5,46 @@ run)."""
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
+import threading
+import time
 from pathlib import Path
 
 from hitl_vault import Vault
-from hitl_vault.daemon.feed import Followed
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.daemon.wakes import Wakes
-from hitl_vault.events import Event
-from hitl_vault.model import Status, Transition
 from hitl_vault.notes.written import WrittenHere
-from hitl_vault.testing import MemoryJournal
 
 from .helpers import Clock, eventually, set_status
 
-AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+def test_an_approval_heard_from_the_feed_wakes_the_loop_at_once(
+    clocked_vault: Vault, daemon: Daemon
+) -> None:
+    """A new request heard from the feed (the service submits in the daemon's process) waits
+    to be gathered with the rest of a stream of submits; an approval asks for a step at once,
+    so the action starts without the gathering's delay."""
+    daemon.wakes.begin()
+    request = clocked_vault.submit("payment", {"amount": 1500})
+    assert daemon.wakes.wanted == "later"  # its note already shows it
+    clocked_vault.approve(request.id, by="alice")
+    assert daemon.wakes.wanted == "now"
 
 
-def _event(seq: int, before: Status | None, after: Status) -> Event:
-    return Event("r1", Transition(AT, before, after, by="alice"), seq, lambda _: None)
-
-
-def test_an_approval_heard_from_the_feed_wakes_the_loop_at_once() -> None:
-    """A new request heard from the feed waits to be gathered (whichever thread published
-    it: the loop's own step often publishes the service's entries first); an approval asks
-    for a step at once, so the action starts without the gathering's delay."""
-    wakes = Wakes()
-    followed = Followed(MemoryJournal(), lambda _: None, lambda *_: None, wakes.soon, wakes.now)
-    followed.hear(_event(1, None, Status.PENDING))
-    assert wakes.wanted == "soon"  # gathered with the rest of a burst
-    followed.hear(_event(2, Status.PENDING, Status.APPROVED))
-    assert wakes.wanted == "now"
+def test_what_can_wait_is_gathered_until_something_sooner_comes() -> None:
+    """Words that can wait (:meth:`Wakes.later`) are gathered for the patience the daemon
+    allows them, ended at once by a file saved or the journal written by another process."""
+    wakes = Wakes(gather=0.01, patience=0.05)
+    wakes.later()
+    assert wakes.wait(None)  # over once the patience is
+    wakes.begin()
+    patient = Wakes(gather=0.01, patience=600)
+    patient.later()
+    woken = threading.Timer(0.05, patient.soon)
+    woken.start()
+    started = time.monotonic()
+    assert patient.wait(None)
+    assert time.monotonic() - started < 300  # the soon word ended the ten minutes' gathering
+    woken.join()
 
 
 def test_a_note_this_process_wrote_wakes_nothing_and_a_save_over_it_wakes_at_once(
