@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..access.failures import FailureLog
-from ..chain import Entry, decision_entry
+from ..chain import decision_entry
 from ..errors import ForbiddenError, IllegalTransitionError, RequestNotFoundError
 from ..identity import API, Principal, Proof, Role, proof_in, same_name
 from ..model import Origin, Request, Status, Transition
@@ -370,7 +370,7 @@ class Service:
             "params": params,
             "params_sha": params_sha(params),
         }
-        return _with_recorder(data, self.engine.journal.entries(request.id), who)
+        return self._with_recorder(data, request.id, who)
 
     def _shown(self, request_id: str, who: Principal | None = None) -> dict[str, Any]:
         request = self.engine.get(request_id)
@@ -382,7 +382,7 @@ class Service:
         }
         if edited:
             data["edited_in_note"] = edited
-        return _with_recorder(data, self.engine.journal.entries(request.id), who)
+        return self._with_recorder(data, request.id, who)
 
     def listed(
         self, requests: builtins.list[Request], who: Principal | None = None
@@ -390,6 +390,20 @@ class Service:
         """Requests as ``hitl-vault list --json`` prints them, as ``who`` may see them."""
         full = [self.engine.get(r.id) for r in requests]
         return [listed_json(self._as_seen(r, who), self.engine.votes(r)) for r in full]
+
+    def _with_recorder(
+        self, data: dict[str, Any], request_id: str, who: Principal | None
+    ) -> dict[str, Any]:
+        """``data`` with who recorded the decision (``decided_uid``, ``decided_actor``: the
+        process's ``host/user``, ``decided_credential``: the credential it came with), for
+        people: an agent has no use for the server's users, nor for other people's credentials
+        (nor its answer for the journal's entries read)."""
+        if who is None or who.role is not Role.AGENT:
+            entry = decision_entry(self.engine.journal.entries(request_id))
+            data["decided_uid"] = entry.uid if entry else None
+            data["decided_actor"] = entry.actor if entry else None
+            data["decided_credential"] = entry.credential if entry else None
+        return data
 
     def _as_seen(self, request: Request, who: Principal | None) -> Request:
         """``request`` as ``who`` may see it: a person everything; an agent neither the
@@ -429,20 +443,6 @@ def _sourceless(step: Transition) -> Transition:
     if proof is None or not proof.client:
         return step
     return replace(step, details=step.details[:-2] + step.details[-1:])
-
-
-def _with_recorder(
-    data: dict[str, Any], entries: list[Entry], who: Principal | None
-) -> dict[str, Any]:
-    """``data`` with who recorded the decision (``decided_uid``, ``decided_actor``: the
-    process's ``host/user``, ``decided_credential``: the credential it came with), for people:
-    an agent has no use for the server's users, nor for other people's credentials."""
-    if who is None or who.role is not Role.AGENT:
-        entry = decision_entry(entries)
-        data["decided_uid"] = entry.uid if entry else None
-        data["decided_actor"] = entry.actor if entry else None
-        data["decided_credential"] = entry.credential if entry else None
-    return data
 
 
 def _plausible(request_id: str) -> bool:
