@@ -7,7 +7,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -286,3 +286,49 @@ def test_opening_waits_out_another_connections_lock(tmp_path: Path) -> None:
     finally:
         released.join()
         holder.close()
+
+
+def _vm_steps(journal: Journal, ask: Callable[[], object]) -> int:
+    """How many steps of SQLite's virtual machine answering ``ask`` took (in hundreds)."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0  # go on
+
+    db = journal._db.db
+    db.set_progress_handler(count, 100)
+    try:
+        ask()
+    finally:
+        db.set_progress_handler(None, 100)
+    return steps[0]
+
+
+def test_the_daemons_questions_of_each_step_cost_the_same_however_many_requests_wait(
+    journal: Journal,
+) -> None:
+    """Every step of the daemon asks when the next request expires and escalates, and which
+    are due: with 2,000 requests pending, each is answered from an index as with 5, never by
+    reading every pending request."""
+    later = T0 + timedelta(hours=5)
+
+    def pending(count: int, start: int) -> None:
+        with journal.batch():
+            for i in range(start, start + count):
+                journal.create(
+                    _request(f"20261122T101500Z-payment-{i:06x}", escalate_at=later), None
+                )
+
+    questions: list[Callable[[], object]] = [
+        journal.next_expiry,
+        journal.next_escalation,
+        lambda: journal.expiring(before=T0),
+        lambda: journal.escalating(before=T0),
+    ]
+    pending(5, 0)
+    few = [_vm_steps(journal, ask) for ask in questions]
+    pending(2000, 5)
+    many = [_vm_steps(journal, ask) for ask in questions]
+    assert journal.next_escalation() == later  # (the questions see them all)
+    assert all(m <= f + 5 for f, m in zip(few, many, strict=True)), (few, many)

@@ -275,6 +275,12 @@ class Database:
             w.execute(
                 "CREATE INDEX IF NOT EXISTS requests_credential ON requests (credential, created)"
             )
+            # The daemon's every step asks for the next escalation and the ones due: without it,
+            # each read every pending request (1.2 ms at 5,000 pending, twice a step).
+            w.execute(
+                "CREATE INDEX IF NOT EXISTS requests_status_escalate "
+                "ON requests (status, escalate_at)"
+            )
             # The key that signs decision links: made with the journal, or for a journal
             # made before links were, the first time this version opens it; kept ever after.
             w.execute(
