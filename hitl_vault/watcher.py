@@ -9,10 +9,11 @@ re-read, coalesce, and rescan.
 :class:`Watcher` watches a whole tree. :class:`FolderWatcher` watches a folder and the named
 folders directly in it, and nothing deeper: the daemon's view of a vault (its request
 folders, the Inbox, the rules, the journal's folder), which the rest of a vault (other
-notes, ``.obsidian/``, ``.git/``) costs nothing. On Linux it reads inotify through watchdog's
-own inotify file descriptor and calls back from its reading thread, without the observer's
-two further threads and queues per event: the file events of a request written by the
-service in the daemon's own process were a third of its work per request.
+notes, ``.obsidian/``, ``.git/``) costs nothing. On Linux it reads an inotify instance of its
+own (through watchdog's bindings) and calls back from its reading thread, without the
+observer's further threads and queues per event: the file events of a request written by
+the service in the daemon's own process were a third of its work per request, and each
+hand-off between threads waits for the interpreter while the service is busy.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -335,91 +338,103 @@ class _FolderHandler(FileSystemEventHandler):
 def _inotify_backend(owner: FolderWatcher) -> _Backend | None:
     """The inotify backend where there is inotify (Linux), else None."""
     try:
-        from watchdog.observers.inotify_c import InotifyConstants, InotifyFD
+        from watchdog.observers import inotify_c as c
     except (ImportError, OSError, AttributeError):  # no inotify here, or another watchdog
         return None
-    try:
-        return _InotifyBackend(owner, InotifyFD.get_instance(), InotifyConstants)
-    except OSError:  # inotify refused (too many instances): the observer may still work
+    fd = c.inotify_init()
+    if fd < 0:  # refused (too many instances): the observer may still work
         return None
+    return _InotifyBackend(owner, fd, c)
 
 
 class _InotifyBackend:
-    """A watch per folder on the process's one shared inotify instance (watchdog's
-    ``InotifyFD.get_instance()``: a reading thread and a dispatching one, started once and
-    kept for the life of the process, so starting and stopping daemons never leaks an
-    instance; watchdog's observers use instances of their own). Callbacks come on the
-    dispatching thread, and none is acted on once closed."""
+    """A watch per folder on an inotify instance of its own, read by a thread of its own that
+    calls back at once: the kernel's event reaches the caller through one thread, not through
+    watchdog's reader and dispatcher and the millisecond its reader gathers close reads for."""
 
-    def __init__(self, owner: FolderWatcher, shared: Any, c: Any) -> None:
+    def __init__(self, owner: FolderWatcher, fd: int, c: Any) -> None:
         self._owner = owner
-        self._fd = shared
-        # The events the observer asks for in Watcher (_WANTED), links never followed.
+        self._fd = fd
+        self._c = c
+        k = c.InotifyConstants  # the events the observer asks for in Watcher (_WANTED)
         self._mask = (
-            c.IN_CREATE | c.IN_MODIFY | c.IN_CLOSE_WRITE | c.IN_MOVED_FROM | c.IN_MOVED_TO
-            | c.IN_DELETE | c.IN_DELETE_SELF | c.IN_ATTRIB | c.IN_DONT_FOLLOW
+            k.IN_CREATE | k.IN_MODIFY | k.IN_CLOSE_WRITE | k.IN_MOVED_FROM | k.IN_MOVED_TO
+            | k.IN_DELETE | k.IN_DELETE_SELF | k.IN_ATTRIB | k.IN_DONT_FOLLOW
         )  # fmt: skip
         self._watches = _Watches()
+        self._folders: dict[int, Path] = {}  # by watch descriptor
         self.closed = False
+        os.set_inheritable(fd, False)
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._read, name="hitl-vault-watcher", daemon=True)
+        self._thread.start()
 
     def add(self, folder: Path) -> None:
         with self._watches.lock:
             if folder in self._watches.by_folder or self.closed:
                 return
-            callback = _InotifyCallback(self, folder)
-            try:
-                wd = self._fd.add_callback(os.fsencode(folder), self._mask, callback, id(self))
-            except OSError:  # gone again already: its creation is reported, nothing to watch
+            wd = self._c.inotify_add_watch(self._fd, os.fsencode(folder), self._mask)
+            if wd < 0:  # gone again already: its creation is reported, nothing to watch
                 return
-            self._watches.by_folder[folder] = (wd, callback)
+            self._watches.by_folder[folder] = (wd, wd)
+            self._folders[wd] = folder
 
     def remove(self, folder: Path, watch: object | None = None) -> None:
         held = self._watches.take(folder, watch)
         if held is not None:
-            with contextlib.suppress(OSError):
-                self._fd.remove_callbacks([(held[0], id(self))])
-
-    def forget(self, folder: Path, callback: _InotifyCallback) -> None:
-        """The kernel dropped the watch (its folder is gone)."""
-        self._watches.take(folder, callback)
+            with self._watches.lock:
+                self._folders.pop(held[0], None)
+            self._c.inotify_rm_watch(self._fd, held[0])  # (-1 if the kernel dropped it first)
 
     def close(self) -> None:
         with self._watches.lock:
             self.closed = True
-            held = list(self._watches.by_folder.values())
             self._watches.by_folder.clear()
-        with contextlib.suppress(OSError):
-            self._fd.remove_callbacks([(wd, id(self)) for wd, _ in held])
+        os.write(self._wake_w, b"!")
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
 
-
-class _InotifyCallback:
-    """watchdog's ``WatchCallback`` for one folder."""
-
-    def __init__(self, backend: _InotifyBackend, folder: Path) -> None:
-        self._backend = backend
-        self._folder = folder
-
-    def on_event(self, event: Any) -> None:
-        if self._backend.closed:
-            return
-        owner = self._backend._owner
+    def _read(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
         try:
-            if event.is_delete_self:
-                owner.gone(self._folder, self)
-            elif event.name:
-                arrived = event.is_create or event.is_moved_to
-                left = event.is_delete or event.is_moved_from
-                name = os.fsdecode(event.name)
-                owner.changed(self._folder, name, event.is_directory, arrived, left)
-        except Exception:  # never out of here: it would stop the process's one reader
-            _log.exception("a file event in %s could not be handled", self._folder)
+            while not self.closed:
+                poller.poll()
+                if self.closed:
+                    break
+                try:
+                    data = os.read(self._fd, 65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                self._dispatch(data)
+        finally:
+            for fd in (self._fd, self._wake_r, self._wake_w):
+                os.close(fd)
 
-    def on_watch_deleted(self, wd: int) -> None:
-        self._backend.forget(self._folder, self)
-
-    def on_queue_overflow(self) -> None:
-        if not self._backend.closed:
-            self._backend._owner.overflowed()
-
-    def on_events_lost(self) -> None:
-        pass  # on_queue_overflow said so already
+    def _dispatch(self, data: bytes) -> None:
+        k, owner, at = self._c.InotifyConstants, self._owner, 0
+        while at + 16 <= len(data):
+            wd, mask, _cookie, size = struct.unpack_from("iIII", data, at)
+            name = data[at + 16 : at + 16 + size].rstrip(b"\0")
+            at += 16 + size
+            if mask & k.IN_Q_OVERFLOW:
+                owner.overflowed()
+                continue
+            with self._watches.lock:
+                folder = self._folders.get(wd)
+                if mask & k.IN_IGNORED:  # the watch is gone: its folder was, or it unmounted
+                    self._folders.pop(wd, None)
+            if folder is None or self.closed or mask & k.IN_DELETE_SELF:  # (ignored next)
+                continue
+            try:
+                if mask & k.IN_IGNORED:
+                    self._watches.take(folder, wd)
+                    owner.gone(folder, wd)
+                elif name:
+                    arrived = bool(mask & (k.IN_CREATE | k.IN_MOVED_TO))
+                    left = bool(mask & (k.IN_DELETE | k.IN_MOVED_FROM))
+                    is_dir = bool(mask & k.IN_ISDIR)
+                    owner.changed(folder, os.fsdecode(name), is_dir, arrived, left)
+            except Exception:  # never out of here: the vault would go unwatched
+                _log.exception("a file event in %s could not be handled", folder)

@@ -8,7 +8,6 @@ quiet period) overrides ``vault_path``; every fixture here then uses that vault.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import itertools
 import os
 import shutil
@@ -171,17 +170,6 @@ def pytest_runtest_makereport(
         if _printable(shown) != shown:
             report.longrepr = _printable(shown)
     return report
-
-
-@pytest.fixture(scope="session", autouse=True)
-def shared_inotify_reader() -> None:
-    """The process's one inotify reader, which the daemon's folder watcher starts on first use
-    and keeps for the life of the process (hitl_vault/watcher.py): started before any test,
-    so no test counts its threads as ones it left running."""
-    with contextlib.suppress(ImportError, OSError, AttributeError):
-        from watchdog.observers.inotify_c import InotifyFD
-
-        InotifyFD.get_instance()
 
 
 @pytest.fixture(autouse=True)

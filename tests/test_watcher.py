@@ -143,11 +143,10 @@ def test_starting_and_stopping_many_watchers_leaves_no_file_descriptor_open(
     tmp_path: Path,
 ) -> None:
     """A process that starts and stops daemons (tests, a supervisor in Python) keeps the
-    same number of open files: the inotify instance is the process's one, not one each."""
+    same number of open files: each watcher closes its inotify instance and its wake-up pipe
+    when it stops."""
     (tmp_path / "Pending_Approval").mkdir()
     seen = Seen()
-    with FolderWatcher(tmp_path, FOLDERS, seen):
-        pass  # the shared reader exists from here on
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(50):
         with FolderWatcher(tmp_path, FOLDERS, seen):
@@ -156,8 +155,8 @@ def test_starting_and_stopping_many_watchers_leaves_no_file_descriptor_open(
 
 
 def test_a_callback_that_raises_does_not_stop_the_watching(tmp_path: Path) -> None:
-    """A bug in what handles one event is logged; the next events still come (the reader
-    is the process's one: nothing may end it)."""
+    """A bug in what handles one event is logged; the next events still come, those read
+    with it too (nothing may end the reading: the vault would go unwatched)."""
     (tmp_path / "Pending_Approval").mkdir()
     seen = Seen()
     first = tmp_path / "Pending_Approval" / "r1.md"
