@@ -5,12 +5,16 @@ and client name are kept in fields of their own."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from hitl_vault import Vault
 from hitl_vault.identity import API, Principal, Role
 from hitl_vault.serve.service import Service
+from hitl_vault.serve.waiters import Waiters
 
 BOT = Principal(
     "bot", Role.AGENT, API, credential="tok-bot", session="s-42", client_name="claude-code"
@@ -101,3 +105,43 @@ async def test_failed_sign_ins_not_yet_journaled_are_when_the_service_stops(
             await service.stop()
         told = [e.details[0] for e in vault.engine.journal.service_log()]
         assert told == ["2 failed", "1 failed"]
+
+
+def _publish(waiters: Waiters, request_id: str) -> None:
+    """What the engine's listener does on a thread that published an entry of the request."""
+    thread = threading.Thread(target=waiters.poke, args=(request_id,), kwargs={"look": True})
+    thread.start()
+    thread.join()
+
+
+async def test_a_long_poll_is_answered_by_the_thread_that_published_its_requests_move() -> None:
+    """The publishing thread reads the answer of a wait whose request moved, and only then
+    wakes the loop to send it (no trip to another thread on the way); an entry that moved
+    nothing (a vote) wakes nothing; an answer that could not be read is raised at the wait."""
+    waiters = Waiters()
+    waiters.bind(asyncio.get_running_loop())
+    moved: dict[str, bool] = {"r1": False, "r2": True}
+    read_on: list[str] = []
+
+    def look(request_id: str) -> tuple[bool, str | None]:
+        read_on.append(threading.current_thread().name)
+        if request_id == "r2":
+            raise OSError("the note could not be read")
+        return (True, "approved") if moved[request_id] else (False, None)
+
+    with (
+        waiters.waiting("r1", lambda: look("r1")) as first,
+        waiters.waiting("r2", lambda: look("r2")) as second,
+    ):
+        _publish(waiters, "r1")  # a vote: still pending
+        await asyncio.sleep(0)  # (a wake-up it scheduled would run here)
+        assert not first.wake.is_set() and first.answer() == (False, None)
+        moved["r1"] = True
+        _publish(waiters, "r1")
+        await asyncio.wait_for(first.wake.wait(), 10)
+        assert first.answer() == (True, "approved")
+        assert threading.current_thread().name not in read_on  # never on the loop
+        _publish(waiters, "r2")
+        await asyncio.wait_for(second.wake.wait(), 10)
+        with pytest.raises(OSError, match="could not be read"):
+            second.answer()

@@ -291,22 +291,22 @@ class Service:
         deadline = loop.time() + seconds
         status_of = self.engine.journal.status_of
 
-        def moved() -> tuple[bool, T | None]:  # one trip to a thread per wake
-            if status_of(request_id) is status:
-                return False, None
-            return True, then(request_id)
+        def moved() -> tuple[bool, T | None]:  # on the thread that published, or a worker
+            return (False, None) if status_of(request_id) is status else (True, then(request_id))
 
-        with self.waiters.waiting(request_id) as wake:
-            while True:
-                wake.clear()
-                done, result = await self.call(moved)
-                if done:
-                    return result  # type: ignore[return-value]
+        with self.waiters.waiting(request_id, moved) as wait:
+            done, result = await self.call(moved)  # (a move meanwhile: answered by both)
+            while not done:
                 left = deadline - loop.time()
                 if left <= 0 or self.closing:
                     return await self.call(then, request_id)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), left)
+                    await asyncio.wait_for(wait.wake.wait(), left)
+                wait.wake.clear()
+                done, result = wait.answer()
+                if not done and loop.time() < deadline:  # woken without it: events lost
+                    done, result = await self.call(moved)
+            return result  # type: ignore[return-value]
 
     def decide(
         self,
@@ -395,9 +395,8 @@ class Service:
         self, data: dict[str, Any], request_id: str, who: Principal | None
     ) -> dict[str, Any]:
         """``data`` with who recorded the decision (``decided_uid``, ``decided_actor``: the
-        process's ``host/user``, ``decided_credential``: the credential it came with), for
-        people: an agent has no use for the server's users, nor for other people's credentials
-        (nor its answer for the journal's entries read)."""
+        process's ``host/user``, ``decided_credential``: its credential), for people only (an
+        agent has no use for the server's users, nor for other people's credentials)."""
         if who is None or who.role is not Role.AGENT:
             entry = decision_entry(self.engine.journal.entries(request_id))
             data["decided_uid"] = entry.uid if entry else None
