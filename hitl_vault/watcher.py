@@ -19,6 +19,8 @@ hand-off between threads waits for the interpreter while the service is busy.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import select
@@ -27,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 from watchdog.events import (
@@ -149,12 +150,7 @@ class Watcher:
     def __enter__(self) -> Watcher:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -165,11 +161,9 @@ class FolderWatcher:
     caller looks at what it already holds; one that goes away is dropped until it comes back.
     Any change in ``root`` (the rules, the dashboard) also watches a named folder that exists
     and is not watched yet: where the system does not report a new folder (macOS's FSEvents
-    does not, to a watch without recursion), the next write beside it does.
-
-    A file whose name ends with one of ``ignored`` is never reported: the temp files of the
-    caller's own writes (a new note costs five events under its temp name, and one under its
-    own), which nothing waits for.
+    does not, to a watch without recursion), the next write beside it does. A file whose
+    name ends with one of ``ignored`` is never reported: the temp files of the caller's own
+    writes (five events of a new note's six), which nothing waits for.
     """
 
     def __init__(
@@ -257,8 +251,8 @@ class _Backend(Protocol):
 
 
 class _Watches:
-    """Each watched folder's watch and what set it (the handler its events come through),
-    for a backend on any thread."""
+    """Each watched folder's watch and what set it (its handler, or its descriptor), for a
+    backend on any thread (``take`` compares setters by ``==``: descriptors are numbers)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -268,7 +262,7 @@ class _Watches:
         """Forget ``folder``'s watch (only if ``setter`` set it, when given) and return it."""
         with self.lock:
             held = self.by_folder.get(folder)
-            if held is None or (setter is not None and held[1] is not setter):
+            if held is None or (setter is not None and held[1] != setter):
                 return None
             del self.by_folder[folder]
             return held
@@ -364,6 +358,7 @@ class _InotifyBackend:
         self._watches = _Watches()
         self._folders: dict[int, Path] = {}  # by watch descriptor
         self.closed = False
+        self._close_at_end = False  # closed from the reading thread: it closes the files
         os.set_inheritable(fd, False)
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._read, name="hitl-vault-watcher", daemon=True)
@@ -374,7 +369,11 @@ class _InotifyBackend:
             if folder in self._watches.by_folder or self.closed:
                 return
             wd = self._c.inotify_add_watch(self._fd, os.fsencode(folder), self._mask)
-            if wd < 0:  # gone again already: its creation is reported, nothing to watch
+            if wd < 0:
+                code = ctypes.get_errno()
+                if code not in (errno.ENOENT, errno.ENOTDIR):  # (else gone again already)
+                    why = os.strerror(code)
+                    _log.warning("cannot watch %s (%s): changes seen at rescans only", folder, why)
                 return
             self._watches.by_folder[folder] = (wd, wd)
             self._folders[wd] = folder
@@ -384,15 +383,24 @@ class _InotifyBackend:
         if held is not None:
             with self._watches.lock:
                 self._folders.pop(held[0], None)
-            self._c.inotify_rm_watch(self._fd, held[0])  # (-1 if the kernel dropped it first)
+                if not self.closed:  # (its descriptor may be closed, its number reused)
+                    self._c.inotify_rm_watch(self._fd, held[0])  # (-1: the kernel dropped it)
 
     def close(self) -> None:
         with self._watches.lock:
             self.closed = True
             self._watches.by_folder.clear()
+        if threading.current_thread() is self._thread:  # (a callback stopped the watching)
+            self._close_at_end = True
+            return
         os.write(self._wake_w, b"!")
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=10)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():  # (else it is stuck in a callback: left open)
+            self._close_files()
+
+    def _close_files(self) -> None:
+        for fd in (self._fd, self._wake_r, self._wake_w):
+            os.close(fd)
 
     def _read(self) -> None:
         poller = select.poll()
@@ -408,9 +416,11 @@ class _InotifyBackend:
                 except (BlockingIOError, InterruptedError):
                     continue
                 self._dispatch(data)
+        except OSError:  # a bug of ours or the system's: said, and the rescans still run
+            _log.exception("the file watcher stopped; changes are seen at each rescan")
         finally:
-            for fd in (self._fd, self._wake_r, self._wake_w):
-                os.close(fd)
+            if self._close_at_end:
+                self._close_files()
 
     def _dispatch(self, data: bytes) -> None:
         k, owner, at = self._c.InotifyConstants, self._owner, 0
@@ -418,20 +428,20 @@ class _InotifyBackend:
             wd, mask, _cookie, size = struct.unpack_from("iIII", data, at)
             name = data[at + 16 : at + 16 + size].rstrip(b"\0")
             at += 16 + size
-            if mask & k.IN_Q_OVERFLOW:
-                owner.overflowed()
-                continue
             with self._watches.lock:
                 folder = self._folders.get(wd)
                 if mask & k.IN_IGNORED:  # the watch is gone: its folder was, or it unmounted
                     self._folders.pop(wd, None)
-            if folder is None or self.closed or mask & k.IN_DELETE_SELF:  # (ignored next)
-                continue
+            overflow = mask & k.IN_Q_OVERFLOW  # (on no watch)
+            if (folder is None and not overflow) or self.closed or mask & k.IN_DELETE_SELF:
+                continue  # (a deleted folder's watch is ignored next)
             try:
-                if mask & k.IN_IGNORED:
+                if overflow:
+                    owner.overflowed()
+                elif mask & k.IN_IGNORED and folder is not None:
                     self._watches.take(folder, wd)
                     owner.gone(folder, wd)
-                elif name:
+                elif name and folder is not None:
                     arrived = bool(mask & (k.IN_CREATE | k.IN_MOVED_TO))
                     left = bool(mask & (k.IN_DELETE | k.IN_MOVED_FROM))
                     is_dir = bool(mask & k.IN_ISDIR)

@@ -171,3 +171,15 @@ def test_a_callback_that_raises_does_not_stop_the_watching(tmp_path: Path) -> No
         second = tmp_path / "Pending_Approval" / "r2.md"
         second.write_text("two")
         eventually(lambda: second in seen)
+
+
+def test_a_folders_watch_is_forgotten_by_its_number_however_high(tmp_path: Path) -> None:
+    """The kernel numbers watches on from 1 and never reuses a number soon: a folder deleted
+    and made again for the 300th time is forgotten by its watch's number (compared by value:
+    above 256, two equal numbers are two objects), so the next watch on it is made."""
+    watches = watcher._Watches()
+    folder = tmp_path / "Pending_Approval"
+    number = int("300")  # (as the kernel's event reads it: another object than the first)
+    watches.by_folder[folder] = (300, 300)
+    assert watches.take(folder, number) == (300, 300)
+    assert folder not in watches.by_folder

@@ -37,17 +37,18 @@ class Wait:
         """On the publishing thread: whether the request moved (the answer is read then)."""
         if self._look is None:
             return True
-        with self._lock:
-            if self._answer is not None:
-                return False  # answered already: its loop is on its way
-            error: Exception | None = None
-            try:
-                moved, answer = self._look()
-            except Exception as e:  # raised where the wait is
-                moved, answer, error = True, None, e
-            if moved:
-                self._answer = (answer, error)
-            return moved
+        if self._answer is not None:
+            return False  # answered already: its loop is on its way
+        error: Exception | None = None
+        try:
+            moved, answer = self._look()
+        except Exception as e:  # raised where the wait is
+            moved, answer, error = True, None, e
+        with self._lock:  # (two threads that published at once: the first answer stands)
+            if not moved or self._answer is not None:
+                return False
+            self._answer = (answer, error)
+        return True
 
     def answer(self) -> tuple[bool, Any]:
         """On the loop, once woken: (True, the answer) if the publishing thread read one
