@@ -49,7 +49,7 @@ def test_a_host_on_the_server_records_there_and_names_its_vault(
     .hitl/ names the server's vault, and no local journal is made."""
     url = fresh_journal(pg_url)
     code, out = _run("db", "migrate", "--journal", url)
-    assert code == 0 and "schema 4 (up to date)" in out, out
+    assert code == 0 and "schema 5 (up to date)" in out, out
     with Vault(vault_path, journal=open_journal(vault_path, url)) as vault:
         request = vault.submit("payment", {"amount": 5000})
     with closing(PgJournal(url)) as store:

@@ -38,7 +38,7 @@ from .pg_url import shown
 
 T = TypeVar("T")
 # The schema this code reads and writes (pg_schema.sql; `hitl-vault db migrate` makes it).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # What converting a row hitl-vault did not write raises (see PgDatabase.converted).
 BAD_ROW = (ValueError, TypeError, KeyError, IndexError)
 # How long opening a connection may take before the server counts as unreachable.
