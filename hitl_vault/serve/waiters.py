@@ -27,16 +27,14 @@ class Wait:
     """One open wait: the event its loop waits on, and, once its request has moved, the
     answer (or the error) the publishing thread read for it."""
 
-    def __init__(self, look: Callable[[], tuple[bool, Any]] | None) -> None:
+    def __init__(self, look: Callable[[], tuple[bool, Any]]) -> None:
         self.wake = asyncio.Event()
-        self._look = look  # (moved?, the answer), on any thread; None: wake to look
+        self._look = look  # (moved?, the answer), on any thread
         self._lock = threading.Lock()
         self._answer: tuple[Any, BaseException | None] | None = None
 
     def looked(self) -> bool:
         """On the publishing thread: whether the request moved (the answer is read then)."""
-        if self._look is None:
-            return True
         if self._answer is not None:
             return False  # answered already: its loop is on its way
         error: Exception | None = None
@@ -104,11 +102,10 @@ class Waiters:
             self.poke(request_id)
 
     @contextlib.contextmanager
-    def waiting(
-        self, request_id: str, look: Callable[[], tuple[bool, Any]] | None = None
-    ) -> Iterator[Wait]:
-        """A wait on ``request_id``, woken whenever it may have moved (with ``look``: whenever
-        ``look`` says it did, and with what it read), for as long as inside."""
+    def waiting(self, request_id: str, look: Callable[[], tuple[bool, Any]]) -> Iterator[Wait]:
+        """A wait on ``request_id``, for as long as inside: woken when ``look`` (called on
+        the publishing thread) says it moved, with what it read, and whenever events may
+        have been lost."""
         wait = Wait(look)
         with self._lock:
             self._by_id.setdefault(request_id, set()).add(wait)
