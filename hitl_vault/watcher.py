@@ -25,6 +25,7 @@ import logging
 import os
 import select
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -69,15 +70,9 @@ _NOISE = (FileOpenedEvent, FileClosedNoWriteEvent, DirModifiedEvent)
 # the inotify mask, so the kernel never queues the open/close-without-write pair that
 # every read makes (our own reads included) and no thread wakes up for them.
 _WANTED: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileClosedEvent,
-    FileMovedEvent,
-    FileDeletedEvent,
-    DirCreatedEvent,
-    DirMovedEvent,
-    DirDeletedEvent,
-]
+    FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent,
+    DirCreatedEvent, DirMovedEvent, DirDeletedEvent,
+]  # fmt: skip
 
 
 class _Handler(FileSystemEventHandler):
@@ -331,6 +326,8 @@ class _FolderHandler(FileSystemEventHandler):
 
 def _inotify_backend(owner: FolderWatcher) -> _Backend | None:
     """The inotify backend where there is inotify (Linux), else None."""
+    if not sys.platform.startswith("linux"):  # (elsewhere its bindings raise an error of theirs)
+        return None
     try:
         from watchdog.observers import inotify_c as c
     except (ImportError, OSError, AttributeError):  # no inotify here, or another watchdog
