@@ -347,10 +347,12 @@ class _InotifyBackend:
         self._owner = owner
         self._fd = fd
         self._c = c
-        k = c.InotifyConstants  # the events the observer asks for in Watcher (_WANTED)
+        # The events the observer asks for in Watcher (_WANTED); a watch whose folder goes
+        # ends with IN_IGNORED, whatever the mask.
+        k = c.InotifyConstants
         self._mask = (
             k.IN_CREATE | k.IN_MODIFY | k.IN_CLOSE_WRITE | k.IN_MOVED_FROM | k.IN_MOVED_TO
-            | k.IN_DELETE | k.IN_DELETE_SELF | k.IN_ATTRIB | k.IN_DONT_FOLLOW
+            | k.IN_DELETE | k.IN_ATTRIB | k.IN_DONT_FOLLOW
         )  # fmt: skip
         self._watches = _Watches()
         self._folders: dict[int, Path] = {}  # by watch descriptor
@@ -430,8 +432,8 @@ class _InotifyBackend:
                 if mask & k.IN_IGNORED:  # the watch is gone: its folder was, or it unmounted
                     self._folders.pop(wd, None)
             overflow = mask & k.IN_Q_OVERFLOW  # (on no watch)
-            if (folder is None and not overflow) or self.closed or mask & k.IN_DELETE_SELF:
-                continue  # (a deleted folder's watch is ignored next)
+            if (folder is None and not overflow) or self.closed:
+                continue
             try:
                 if overflow:
                     owner.overflowed()
