@@ -5,6 +5,7 @@ circle. The architecture page of the docs explains the rooms; this test keeps th
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,9 +92,14 @@ def _name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _modules() -> dict[str, ast.Module]:
+@functools.cache
+def _edges() -> dict[str, tuple[tuple[str, bool], ...]]:
+    """Every module of the package, with what it imports (see :func:`_imports`). Parsed
+    once: each check below reads the same package, and parsing it is most of their time."""
     return {
-        _name(path): ast.parse(path.read_text(encoding="utf-8"), str(path))
+        (name := _name(path)): tuple(
+            _imports(name, ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        )
         for path in sorted(PACKAGE.rglob("*.py"))
         if "vault_template" not in path.parts
     }
@@ -149,9 +155,9 @@ def test_every_room_is_installed() -> None:
 def test_no_room_imports_what_it_may_never_import() -> None:
     """policy is pure; notes never reach the daemon; the base never imports the rooms above it."""
     strays = []
-    for name, tree in _modules().items():
+    for name, edges in _edges().items():
         room = _room(name)
-        for target, inside in _imports(name, tree):
+        for target, inside in edges:
             if not inside or not target:
                 continue
             top = target.split(".")[0]
@@ -166,8 +172,8 @@ def test_each_outside_library_is_imported_only_in_its_home() -> None:
     """click in the CLI, watchdog in the watcher, sqlite3 in the journal, and so on."""
     strays = [
         f"{name} imports {lib} (its home: {', '.join(sorted(HOMES[lib]))})"
-        for name, tree in _modules().items()
-        for target, inside in _imports(name, tree)
+        for name, edges in _edges().items()
+        for target, inside in edges
         if not inside and (lib := target.split(".")[0]) in HOMES
         if not any(name == h or (h.endswith(".") and name.startswith(h)) for h in HOMES[lib])
     ]
@@ -178,8 +184,8 @@ def test_every_declared_library_is_used() -> None:
     """A dependency in pyproject.toml that nothing imports is dead weight for every user."""
     used = {
         target.split(".")[0]
-        for name, tree in _modules().items()
-        for target, inside in _imports(name, tree)
+        for name, edges in _edges().items()
+        for target, inside in edges
         if not inside
     }
     assert DECLARED - used == set()
@@ -187,11 +193,11 @@ def test_every_declared_library_is_used() -> None:
 
 def test_no_modules_import_each_other_in_a_circle() -> None:
     """The daemon is built on the vault, never the other way round: the graph has no cycle."""
-    modules = _modules()
+    modules = _edges()
     graph: dict[str, set[str]] = {}
-    for name, tree in modules.items():
+    for name, edges in modules.items():
         graph[name] = set()
-        for target, inside in _imports(name, tree):
+        for target, inside in edges:
             # "from .policy import rules" names a module; "from .model import Risk" a name in one
             while inside and target and target not in modules:
                 target = target.rpartition(".")[0]
