@@ -11,7 +11,7 @@ from .model import Kind, Request, Status
 from .notes.render import history_line
 from .policy.quorum import Count
 from .policy.rules import Ruling
-from .text import NOT_PRINTABLE_ASCII, visible
+from .text import shown
 from .times import format_duration, format_ts
 
 
@@ -77,12 +77,6 @@ def votes_json(request: Request, votes: Count) -> dict[str, Any]:
         "stage": votes.stage_name if pending else None,
         "approvers": waiting,
     }
-
-
-def shown(text: object) -> str:
-    """Text from outside on one line for the terminal: no control or format characters
-    (no escape sequence reaches the terminal), blanks collapsed."""
-    return " ".join(NOT_PRINTABLE_ASCII.sub(visible, str(text)).split())
 
 
 def outcome(request: Request) -> str:

@@ -157,3 +157,9 @@ def history_text(text: str, limit: int = 300, *, arrows: bool = True) -> str:
     if not text.isascii():
         text = "".join(_separator(ch, arrows) for ch in text)
     return one_line(text, limit)
+
+
+def shown(text: object) -> str:
+    """Text from outside on one line for the terminal: no control or format characters
+    (no escape sequence reaches the terminal), blanks collapsed."""
+    return " ".join(NOT_PRINTABLE_ASCII.sub(visible, str(text)).split())

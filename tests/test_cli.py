@@ -8,6 +8,8 @@ since ``run`` installs signal handlers and configures logging for its process.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -533,3 +535,37 @@ def test_run_once_executes_what_was_approved_and_verbose_adds_only_our_debug_lin
 def test_click_usage_errors_exit_2_too(vault_path: Path, args: tuple[str, ...], names: str) -> None:
     """An unknown command, a missing argument or an unknown option exits 2 naming it."""
     assert names in failed(invoke(vault_path, *args), 2)
+
+
+# What a command imports is what a person waits for each time they type it.
+LOADS = """\
+import sys
+from hitl_vault.cli.entry import main
+sys.argv = ["hitl-vault", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = ("yaml", "sqlite3", "asyncio", "watchdog", "frontmatter", "starlette", "apprise")
+ours = ("hitl_vault.engine", "hitl_vault.journal", "hitl_vault.notes", "hitl_vault.daemon")
+print(sorted({m.split(".")[0] if not m.startswith("hitl_vault") else ".".join(m.split(".")[:2])
+              for m in sys.modules if m.startswith(heavy) or m.startswith(ours)}), file=sys.stderr)
+"""
+
+
+def _loaded(cwd: Path, *args: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", LOADS, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, check=True)  # fmt: skip
+    return json.loads(done.stderr.strip().splitlines()[-1].replace("'", '"'))
+
+
+@pytest.mark.process
+def test_version_and_help_start_without_the_vaults_machinery(helper: VaultHelper) -> None:
+    """`--version` and `--help` import no journal, notes, engine, YAML or SQLite; a command
+    that never waits (`list`) starts without asyncio, and none but the daemon loads the
+    file watcher."""
+    assert _loaded(helper.root, "--version") == []
+    assert _loaded(helper.root, "--help") == []
+    listed = _loaded(helper.root, "--vault", str(helper.root), "list")
+    assert {"hitl_vault.engine", "hitl_vault.journal", "sqlite3", "yaml"} <= set(listed)
+    assert "asyncio" not in listed and "watchdog" not in listed

@@ -69,7 +69,7 @@ def complete_ids(*first: Status) -> Callable[[click.Context, Any, str], list[Com
     def complete(ctx: click.Context, param: Any, incomplete: str) -> list[CompletionItem]:
         from ..journal.sqlite_peek import read_ids
         from ..model import JOURNAL_FILE, STATE_DIR
-        from ..shapes import shown
+        from ..text import shown
 
         requests = read_ids(_completion_vault(ctx) / STATE_DIR / JOURNAL_FILE, _WAIT)
         typed = (ctx.params.get(param.name) or ()) if param.nargs == -1 else ()

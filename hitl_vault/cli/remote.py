@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import click
 
 from ..model import Status
-from ..shapes import shown
+from ..text import shown
 from .common import cli_errors, echo_json, json_option, param_option
 
 SERVER_ENV = "HITL_VAULT_SERVER"

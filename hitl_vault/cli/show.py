@@ -25,7 +25,8 @@ from .ids import complete_ids, resolve_id
 def list_(ctx: click.Context, status: str | None, limit: int | None, as_json: bool) -> None:
     """List requests, newest first, under a header line (--json: a list of request objects,
     without their history)."""
-    from ..shapes import listed_json, shown
+    from ..shapes import listed_json
+    from ..text import shown
 
     vault = open_vault(ctx)
     with cli_errors(), vault:

@@ -3,7 +3,6 @@ process and started on first use, and the loop that applies what it sees."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
@@ -86,6 +85,8 @@ class Waiting:
         """Return once the request is no longer pending (``outcome``: once it has ended:
         executed, failed, rejected, timed out or cancelled); :class:`WaitTimeoutError` if
         ``timeout`` seconds pass first."""
+        import asyncio  # here: a command that never waits starts without it
+
         waiting = _UNTIL_OUTCOME if outcome else _UNTIL_DECIDED
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
@@ -123,6 +124,8 @@ class Waiting:
         self, request_id: str, timeout: float | None = None, *, outcome: bool = False
     ) -> Request:
         """``wait`` for code that is not async (it cannot be called from inside an event loop)."""
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:

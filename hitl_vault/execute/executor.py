@@ -9,7 +9,6 @@ Whatever the action does, a failure comes back as an :class:`Outcome` with
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import inspect
@@ -239,6 +238,8 @@ def run_handler(handler: Handler, request: Request) -> Outcome:
 
 def _run_coroutine(coro: Any) -> object:
     """Run an async handler's coroutine; on a thread of its own if this one has a running loop."""
+    import asyncio  # here: only an async handler needs it, and a daemon starts without it
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
