@@ -40,15 +40,11 @@ def fixed_ids(tag: str) -> Callable[[str, datetime], str]:
     return lambda action, now: f"{DAY}-{action}-{tag}{next(count):03d}"
 
 
-pytestmark = pytest.mark.process  # nearly every test here starts a real process
-
-
 class Server:
-    """A connected client session, and what the server wrote to stderr."""
+    """A connected client session."""
 
-    def __init__(self, session: ClientSession, errlog: Path) -> None:
+    def __init__(self, session: ClientSession) -> None:
         self.session = session
-        self.errlog = errlog
 
     async def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
         """The tool's JSON answer; fails the test if the tool said it failed."""
@@ -66,10 +62,25 @@ class Server:
         return text
 
 
+CLIENT = Implementation(name="test-agent", version="1")
+
+
 @asynccontextmanager
-async def mcp_server(vault_path: Path, tmp_path: Path) -> AsyncIterator[Server]:
+async def mcp_server(
+    vault_path: Path, tmp_path: Path, *, process: bool = True
+) -> AsyncIterator[Server]:
     """``hitl-vault --vault <vault> mcp`` spawned by the SDK's stdio client, as a client
-    named test-agent; its stderr must hold no traceback when it ends."""
+    named test-agent; its stderr must hold no traceback when it ends.
+
+    ``process=False``: the same server (:func:`serving`, over the vault as the command
+    opens it) in this process, through the SDK's in-memory transport, for the tests
+    that check what the tools answer rather than the command (starting the command
+    costs most of a test's time)."""
+    if not process:
+        with Vault(vault_path) as vault, serving(vault) as served:
+            async with Client(served, client_info=CLIENT) as client:
+                yield Server(client.session)
+        return
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "hitl_vault", "--vault", str(vault_path), "mcp"],
@@ -79,15 +90,14 @@ async def mcp_server(vault_path: Path, tmp_path: Path) -> AsyncIterator[Server]:
     with open(errlog, "w", encoding="utf-8") as err:
         async with (
             stdio_client(params, errlog=err) as (read, write),
-            ClientSession(
-                read, write, client_info=Implementation(name="test-agent", version="1")
-            ) as session,
+            ClientSession(read, write, client_info=CLIENT) as session,
         ):
             await session.initialize()
-            yield Server(session, errlog)
+            yield Server(session)
     assert "Traceback" not in errlog.read_text(encoding="utf-8")
 
 
+@pytest.mark.process
 async def test_the_server_offers_four_tools_and_says_how_long_a_wait_may_be(
     vault_path: Path, tmp_path: Path
 ) -> None:
@@ -109,7 +119,7 @@ async def test_an_ask_comes_back_pending_at_once_with_its_note_in_the_vault(
     vault_path: Path, tmp_path: Path
 ) -> None:
     """request_approval returns the pending request and its note; the client is the requester."""
-    async with mcp_server(vault_path, tmp_path) as server:
+    async with mcp_server(vault_path, tmp_path, process=False) as server:
         started = time.monotonic()
         req = await server.call(
             "request_approval",
@@ -132,6 +142,7 @@ async def test_an_ask_comes_back_pending_at_once_with_its_note_in_the_vault(
     assert [r["id"] for r in listed["requests"]] == [req["id"]] and listed["more"] is False
 
 
+@pytest.mark.process
 async def test_a_human_approving_in_the_note_ends_a_wait_under_way(
     vault_path: Path, tmp_path: Path
 ) -> None:
@@ -152,6 +163,7 @@ async def test_a_human_approving_in_the_note_ends_a_wait_under_way(
     assert got["next"].startswith("Approved by alice. Go ahead")
 
 
+@pytest.mark.process
 async def test_a_rejection_by_another_process_ends_a_wait_with_its_reason(
     vault_path: Path, tmp_path: Path
 ) -> None:
@@ -173,7 +185,7 @@ async def test_an_undecided_request_is_still_pending_after_the_seconds_asked(
     vault_path: Path, tmp_path: Path
 ) -> None:
     """wait_seconds=1 returns pending after about a second; 0 answers at once."""
-    async with mcp_server(vault_path, tmp_path) as server:
+    async with mcp_server(vault_path, tmp_path, process=False) as server:
         req = await server.call("request_approval", action="deploy", params={})
         started = time.monotonic()
         got = await server.call("wait_for_approval", id=req["id"], wait_seconds=1)
@@ -217,7 +229,7 @@ async def test_a_request_waiting_for_the_journal_holds_no_other_call(
     vault_path: Path, tmp_path: Path
 ) -> None:
     """While another process holds the journal, a request_approval waits and get_request answers."""
-    async with mcp_server(vault_path, tmp_path) as server:
+    async with mcp_server(vault_path, tmp_path, process=False) as server:
         first = await server.call("request_approval", action="deploy", params={"tag": "v1"})
         with journal_write_locked(vault_path, hold=15) as release:
             asking = asyncio.create_task(
@@ -266,7 +278,7 @@ async def test_allowed_and_blocked_actions_are_decided_at_once(
     """An allow rule approves at once (the daemon runs it); a block rule rejects with its reason.
 
     A wait asked for 600 s is capped at 45 and returns at once for a decided request."""
-    async with mcp_server(vault_path, tmp_path) as server:
+    async with mcp_server(vault_path, tmp_path, process=False) as server:
         paid = await server.call("request_approval", action="payment", params={"amount": 20})
         shell = await server.call("request_approval", action="shell", params={"cmd": "ls"})
         # Asked to wait 600 s: the answer says 45 were allowed, and a decided one comes at once.
@@ -280,6 +292,7 @@ async def test_allowed_and_blocked_actions_are_decided_at_once(
     assert "Do not do the action" in shell["next"]
 
 
+@pytest.mark.process
 async def test_bad_arguments_are_errors_that_name_the_argument_and_the_fix(
     vault_path: Path, tmp_path: Path
 ) -> None:
@@ -308,7 +321,7 @@ async def test_the_rules_are_read_again_when_the_file_changes(
     """A rule added while the server runs applies to the next request; a broken file refuses."""
     rules = vault_path / "hitl-vault.yaml"
     text = rules.read_text(encoding="utf-8")
-    async with mcp_server(vault_path, tmp_path) as server:
+    async with mcp_server(vault_path, tmp_path, process=False) as server:
         before = await server.call("request_approval", action="lint", params={})
         rules.write_text(
             text.replace("rules:\n", "rules:\n  - {name: lint, action: lint, decision: allow}\n"),
@@ -324,6 +337,7 @@ async def test_the_rules_are_read_again_when_the_file_changes(
     assert still["status"] == "approved"
 
 
+@pytest.mark.process
 def test_without_the_mcp_extra_the_command_says_what_to_install(
     vault_path: Path, tmp_path: Path
 ) -> None:
@@ -364,6 +378,7 @@ def test_mcp_help_says_what_installs_the_extra_from_a_clone_too() -> None:
     ) in flat
 
 
+@pytest.mark.process
 def test_the_cli_does_not_load_the_mcp_sdk(tmp_path: Path) -> None:
     """Only `hitl-vault mcp` pays for importing the SDK."""
     loads = "import sys, hitl_vault.cli.main; print(sorted(m for m in sys.modules if m == 'mcp'))"
