@@ -4,17 +4,15 @@ valid and not, to every route; never a 500, and every answer as the document say
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from .servers import Server, serving
 
-# Not checked: that every schema-valid body is accepted. A duration, the params' depth and
-# the size of their numbers have limits the document states in words (the CLI's 422s), and
-# a decision on a request that does not exist is a 404: refusals the document lists.
-positive_data_acceptance = schemathesis.checks.positive_data_acceptance
+if TYPE_CHECKING:  # imported by the test itself: each worker of the suite collects this file
+    import schemathesis
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +25,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_no_input_gets_a_500_and_every_answer_is_as_documented(server: Server) -> None:
     """schemathesis, a bounded number of examples per route: no 5xx, status codes, content
     types and bodies as /openapi.json says (an agent token; decisions with an approver's)."""
+    import schemathesis
+
     agent, approver = server.token("fuzz-bot"), server.token("alice", "approver")
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
@@ -46,6 +46,13 @@ def _fuzz(
     mode: schemathesis.GenerationMode,
     headers: dict[str, str],
 ) -> None:
+    import schemathesis
+
+    # Not checked: that every schema-valid body is accepted. A duration, the params' depth
+    # and the size of their numbers have limits the document states in words (the CLI's
+    # 422s), and a decision on a request that does not exist is a 404: refusals it lists.
+    positive_data_acceptance = schemathesis.checks.positive_data_acceptance
+
     @settings(
         max_examples=3,
         deadline=None,
