@@ -74,8 +74,10 @@ def serving(rules: str = RULES) -> Iterator[Served]:
         store, now = v.engine.journal, utcnow()
         _, served.agent_token = mint(store, "ci-bot", Role.AGENT, now=now, by="test")
         _, served.approver_token = mint(store, "alice", Role.APPROVER, now=now, by="test")
+    # --no-mcp: these tests use the REST API, the gate and the socket, and a start that
+    # loads the MCP SDK costs a second of CPU (tests/test_mcp_http.py serves /mcp).
     argv = [str(COMMAND), "--vault", str(vault), "serve", "--listen", "127.0.0.1:0",
-            "--socket", str(served.socket)]  # fmt: skip
+            "--socket", str(served.socket), "--no-mcp"]  # fmt: skip
     served.log = home / "serve.log"
     with open(served.log, "wb") as log:  # a file, not a pipe nobody drains
         served.process = subprocess.Popen(argv, stderr=log, stdin=subprocess.DEVNULL)

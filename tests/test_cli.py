@@ -556,7 +556,8 @@ print(sorted({m.split(".")[0] if not m.startswith("hitl_vault") else ".".join(m.
 def _loaded(cwd: Path, *args: str) -> list[str]:
     done = subprocess.run([sys.executable, "-c", LOADS, *args], cwd=cwd, capture_output=True,
                           text=True, timeout=60, check=True)  # fmt: skip
-    return json.loads(done.stderr.strip().splitlines()[-1].replace("'", '"'))
+    loaded: list[str] = json.loads(done.stderr.strip().splitlines()[-1].replace("'", '"'))
+    return loaded
 
 
 @pytest.mark.process

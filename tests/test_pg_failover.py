@@ -113,8 +113,9 @@ class Cluster:
     def start(self, host: Host) -> None:
         log = host.home / f"{host.name}.log"
         host.said = log.stat().st_size if log.exists() else 0  # what an earlier run wrote
+        # --no-mcp: the hosts are asked over the REST API; loading the SDK costs a second.
         argv = [str(COMMAND), "--vault", str(self.root), "serve", "--listen", "127.0.0.1:0",
-                "--socket", str(host.home / f"{host.name}.sock")]  # fmt: skip
+                "--socket", str(host.home / f"{host.name}.sock"), "--no-mcp"]  # fmt: skip
         env = {**os.environ, JOURNAL_ENV: host.journal or self.journal, **ENV}
         with open(log, "ab") as out:
             host.process = subprocess.Popen(argv, stderr=out, stdin=subprocess.DEVNULL, env=env)

@@ -152,3 +152,28 @@ def test_what_needs_the_vault_itself_is_refused_with_server(served: Served) -> N
     assert done.exit_code == 2 and "people decide" in done.output
     nowhere = run("unix:/nonexistent/hv.sock", "list")
     assert nowhere.exit_code == 1 and "no such socket" in nowhere.output
+
+
+def test_no_mcp_serves_no_mcp_and_says_so(served: Served) -> None:
+    """`serve --no-mcp` (as tests/served.py starts it): its start says /mcp is not served,
+    /mcp is not there for a valid agent token, and the OpenAPI document lists no /mcp."""
+    import http.client
+    import urllib.parse
+
+    assert served.log is not None
+    assert "/mcp not served (--no-mcp)" in served.log.read_text(encoding="utf-8")
+    where = urllib.parse.urlsplit(served.url)
+    connection = http.client.HTTPConnection(where.hostname or "", where.port, timeout=30)
+    try:
+        auth = {"Authorization": f"Bearer {served.agent_token}", "Content-Type": "application/json"}
+        connection.request("POST", "/mcp", b"{}", headers=auth)
+        missing = connection.getresponse()
+        missing.read()
+        assert missing.status == 404
+        connection.request("GET", "/openapi.json")
+        answer = connection.getresponse()
+        document = json.loads(answer.read())
+    finally:
+        connection.close()
+    assert answer.status == 200 and "/api/v1/gate" in document["paths"]
+    assert "/mcp" not in document["paths"]

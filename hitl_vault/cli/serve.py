@@ -107,13 +107,15 @@ def check_proxy(address: str) -> str:
         ) from None
 
 
-def extras(service: Service) -> tuple[dict[str, Any], str]:
+def extras(service: Service, mcp: bool = True) -> tuple[dict[str, Any], str]:
     """What mounts beside the REST API: the gate over HTTP (``POST /api/v1/gate``) and MCP
-    at ``/mcp`` (with the ``mcp`` extra); as :func:`build_app` keywords, and a line that
-    says whether ``/mcp`` is served."""
+    at ``/mcp`` (with the ``mcp`` extra, unless ``mcp`` is false: ``--no-mcp``); as
+    :func:`build_app` keywords, and a line that says whether ``/mcp`` is served."""
     from ..serve.gate import gate_handler
 
     options: dict[str, Any] = {"gate": gate_handler(service)}
+    if not mcp:
+        return options, "/mcp not served (--no-mcp)"
     if importlib.util.find_spec("mcp") is None:
         return options, "/mcp not served (install hitl-vault[mcp] for it)"
     try:
@@ -125,8 +127,8 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
             f"/mcp not served: the mcp package, version 2, does not import here ({e}); "
             f"install the mcp extra: {INSTALL_MCP}"
         )
-    mcp = mcp_http_app(service)
-    options.update(mcp_app=mcp, lifespans=[mcp.running])
+    app = mcp_http_app(service)
+    options.update(mcp_app=app, lifespans=[app.running])
     return options, "/mcp served: MCP over Streamable HTTP, for agent tokens"
 
 
@@ -157,6 +159,13 @@ def extras(service: Service) -> tuple[dict[str, Any], str]:
     help="The Unix socket people decide through, the kernel saying who they are "
     "(default: /run/hitl-vault/<vault>-<hash>.sock if writable, else in $XDG_RUNTIME_DIR).",
 )
+@click.option(
+    "--no-mcp",
+    "no_mcp",
+    is_flag=True,
+    help="Do not serve /mcp, though the mcp extra is installed (agents use the REST API and "
+    "the gate; the service starts without loading the MCP SDK).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also log each note looked at, written or run.")
 @journal_option
 @click.pass_context
@@ -167,6 +176,7 @@ def serve(
     trusted_proxy: str | None,
     allow_remote: bool,
     socket_path: Path | None,
+    no_mcp: bool,
     verbose: bool,
 ) -> None:
     """Run the daemon and the HTTP service (REST API, the gate over HTTP, MCP at /mcp) in one
@@ -191,7 +201,7 @@ def serve(
     logging.getLogger("watchdog").setLevel(logging.WARNING)
     path = vault_path(ctx)
     with cli_errors():
-        _serve(path, (host, port), url, proxy, socket_path)
+        _serve(path, (host, port), url, proxy, socket_path, mcp=not no_mcp)
 
 
 def _serve(
@@ -200,6 +210,8 @@ def _serve(
     url: str | None,
     proxy: str | None,
     socket_path: Path | None = None,
+    *,
+    mcp: bool = True,
 ) -> None:
     from ..policy.proven import unauthenticated
     from ..serve.runner import Serving, bind
@@ -218,7 +230,7 @@ def _serve(
                 f"--listen: cannot listen on {listen[0]}:{listen[1]} ({e.strerror})"
             ) from None
         serving = Serving(vault, listen, public_url=url, trusted_proxy=proxy, sock=sock)
-        options, mcp_line = extras(serving.service)
+        options, mcp_line = extras(serving.service, mcp)
         serving.app_options.update(options)
         unix = _unix_socket(serving, socket_path)
         host, port = serving.address
