@@ -225,3 +225,26 @@ def _kill_and_restart(root: Path, first: Running, agent_token: str, alice_token:
     with Vault(root) as vault:
         assert vault.engine.journal.setting("public_url") == "https://vault.example.com"
         assert vault.engine.journal.setting("service_uid") == str(os.getuid())
+
+
+def test_the_service_is_ready_only_once_its_daemon_watches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service says it serves (Serving.ready, and the CLI's "serving ... on" line with
+    it) only once its daemon watches the vault, the watcher and the notifier running, even
+    when the daemon is slower to start than the HTTP server (made so here: half a second)."""
+    from hitl_vault.daemon.loop import Daemon
+
+    from .servers import serving
+
+    start = Daemon.run_forever
+
+    def slow_start(self: Daemon, ready: threading.Event | None = None) -> None:
+        time.sleep(0.5)  # the race made certain: the HTTP server is up first
+        start(self, ready)
+
+    monkeypatch.setattr(Daemon, "run_forever", slow_start)
+    with serving(tmp_path / "vault") as server:
+        running = {t.name for t in threading.enumerate() if t.is_alive()}
+        assert server.call("GET", "/healthz").status == 200
+    assert {"hitl-notify", "hitl-vault-watcher"} <= running

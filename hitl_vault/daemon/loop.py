@@ -378,10 +378,10 @@ class Daemon:
         ours = (TEMP_SUFFIX,)  # the temp files of our own writes: nothing waits for them
         with FolderWatcher(self.root, folders, self.notice, self.overflow, ignored=ours), word:
             self._rescan_wanted = True
+            self.notifier.start()  # before ready: whoever waits for it finds every thread up
             if ready is not None:
                 ready.set()
             log.info("watching %s", self.root)
-            self.notifier.start()
             while not self._stopping:
                 self.wakes.begin()
                 self.notifier.idle.clear()

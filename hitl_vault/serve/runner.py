@@ -148,6 +148,7 @@ class Serving:
             self.daemon = Daemon(self.vault.engine, links=decision_links(journal))
         self._server: _Server | None = None
         self._daemon_failed: BaseException | None = None
+        self._daemon_ready = threading.Event()  # set once the daemon watches, its threads up
 
     @property
     def address(self) -> tuple[str, int]:
@@ -192,9 +193,12 @@ class Serving:
         assert self._server is not None and self.sock is not None
         server = self._server
         task = asyncio.create_task(server.serve(sockets=[self.sock]))
-        while not server.started and not task.done():
+        # Ready once the daemon watches too, its watcher and notifier up (a follower's daemon
+        # waits for the lease): what the service says at start holds for the whole process.
+        watching = self._daemon_ready if self.leadership is None else None
+        while not task.done() and not (server.started and (watching is None or watching.is_set())):
             await asyncio.sleep(0.01)
-        if server.started:
+        if server.started and not task.done():
             self.ready.set()
             if on_ready is not None:
                 on_ready()
@@ -216,7 +220,7 @@ class Serving:
             if self.leadership is not None:
                 self.leadership.run()
             elif self.daemon is not None:
-                self.daemon.run_forever()
+                self.daemon.run_forever(self._daemon_ready)
         except BaseException as e:  # the journal is gone or damaged: the service stops too
             log.error("the daemon stopped: %s", e)
             self._daemon_failed = e
