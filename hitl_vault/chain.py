@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +59,20 @@ def _user(uid: int | None) -> str:
 # claims (None where the platform has none), and its actor, ``host/user``: the host's name
 # and that user's, which say who recorded it across the hosts that share one journal.
 RECORDER_UID: int | None = os.getuid() if hasattr(os, "getuid") else None
-RECORDER_HOST: str = socket.gethostname() or "localhost"
+
+
+def _host_name() -> str:
+    """This machine's name, as :func:`socket.gethostname` gives it: the kernel's node name
+    where there is one (without the socket module, which every command would load)."""
+    uname = getattr(os, "uname", None)
+    if uname is not None:
+        return str(uname().nodename)
+    import socket  # Windows
+
+    return socket.gethostname()
+
+
+RECORDER_HOST: str = _host_name() or "localhost"
 RECORDER_ACTOR: str = f"{RECORDER_HOST}/{_user(RECORDER_UID)}"
 
 

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import stat
 import sys
 from pathlib import Path
 
+from ..chain import RECORDER_HOST
 from ..errors import DaemonRunningError, VaultError
 from ..times import format_ts, utcnow
 
@@ -201,7 +201,7 @@ class DaemonLock:
         note = _open_holder(self.path, os.O_WRONLY | os.O_CREAT)
         if note is None:
             return
-        text = f"pid {os.getpid()} on {socket.gethostname()} since {format_ts(utcnow())}\n"
+        text = f"pid {os.getpid()} on {RECORDER_HOST} since {format_ts(utcnow())}\n"
         try:
             os.ftruncate(note, 0)
             os.write(note, text.encode())

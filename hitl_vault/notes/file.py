@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +69,8 @@ class TOMLFrontmatter(BaseHandler):
     START_DELIMITER = END_DELIMITER = "+++"
 
     def load(self, fm: str, **kwargs: object) -> Any:
+        import tomllib  # here: few notes are TOML, and every command reads notes
+
         return tomllib.loads(fm)
 
 
@@ -262,6 +263,8 @@ _TOML_WHERE = re.compile(r"(.*) \(at (?:line (\d+), column \d+|end of document)\
 
 def load_toml(text: str, where: str, last_line: int | None = None) -> dict[str, Any]:
     """Parse TOML (its line 1 is the file's); an error at its end is put on ``last_line``."""
+    import tomllib
+
     try:
         data: dict[str, Any] = TOML.load(text)
     except tomllib.TOMLDecodeError as e:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import difflib
 import logging
 import re
 import threading
@@ -245,6 +244,8 @@ def url_problem(url: str, scheme: str) -> tuple[str, str] | None:
     with contextlib.suppress(Exception):  # in case a later Apprise drops NotificationManager
         schemes = {str(s).lower() for s in apprise.NotificationManager().schemas()}
         if schemes and scheme.lower() not in schemes:
+            import difflib  # here: only a mistake needs it
+
             close = difflib.get_close_matches(scheme.lower(), sorted(schemes), n=1)
             hint = f'did you mean "{close[0]}://"?' if close else "see Apprise's list of services"
             return f'uses "{scheme}://", which Apprise does not know', hint

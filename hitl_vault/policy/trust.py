@@ -188,7 +188,6 @@ def policy_change(old_text: str | None, new_text: str) -> tuple[str, str]:
     MAX_DIFF_CHARS characters with ``…and N more changed lines``. ``old_text``
     None (nothing loaded before) gives ``first load (N lines)``.
     """
-    import difflib  # here, not at import: the agent gate loads this module before every call
     import hashlib
 
     digest = hashlib.sha256(new_text.encode("utf-8", "surrogateescape")).hexdigest()
@@ -197,6 +196,8 @@ def policy_change(old_text: str | None, new_text: str) -> tuple[str, str]:
         return digest, f"first load ({len(new_lines)} lines)"
     if old_text == new_text:
         return digest, "no change"
+    import difflib  # here, once there is a change: the agent gate loads this module each call
+
     diff = difflib.unified_diff(old_text.splitlines(), new_lines, lineterm="", n=0)
     body = [line for line in diff if not line.startswith(("---", "+++"))]
     if not body:

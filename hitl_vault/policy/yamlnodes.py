@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -33,6 +32,8 @@ def is_null(node: Any) -> bool:
 
 def suggest(word: str, options: Sequence[str]) -> str:
     """A fix for a word that is not one of ``options``: the closest one, and the list."""
+    import difflib  # here: only a mistake needs it, and every command reads the rules
+
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     listing = ", ".join(options)
     return f'did you mean "{close[0]}"? allowed: {listing}' if close else f"use one of: {listing}"
