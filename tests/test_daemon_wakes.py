@@ -134,3 +134,14 @@ def test_the_journal_changing_wakes_the_daemon_for_another_writer_only(
     daemon.wakes.begin()
     daemon.notice(clocked_vault.root / ".hitl" / "journal.db")  # anything else: may be news
     assert daemon.wakes.wanted == "soon"
+
+
+def test_a_stop_just_before_a_step_begins_is_not_waited_past() -> None:
+    """SIGTERM between the loop's look at "stopping" and its next step: the step's start
+    clears what was asked, yet the wait after it returns at once (it used to sleep until the
+    next timed step, minutes on a quiet vault, and the daemon outlived its service manager's
+    patience)."""
+    wakes = Wakes()
+    wakes.finish()  # the stop, as Daemon.stop asks for it
+    wakes.begin()  # the step the loop had already decided to take
+    assert wakes.wait(30) is True  # woken, not timed out

@@ -66,11 +66,14 @@ class Wakes:
 
     def begin(self) -> None:
         """A step of the loop starts (it may put off, unless stopping): what is asked from
-        now on wants another."""
+        now on wants another. Once stopping, every step wants another at once: a stop that
+        came between the loop's last look at it and this step is never waited past."""
         self._looping = not self._finishing
         self._now.clear()
         self._soon.clear()
         self._any.clear()
+        if self._finishing:
+            self.now()
 
     def finish(self) -> None:
         """Stopping (any thread): a step at once, and none from now on puts anything off."""
