@@ -5,8 +5,10 @@ as the OS user people maps to alice."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,9 +159,6 @@ def test_what_needs_the_vault_itself_is_refused_with_server(served: Served) -> N
 def test_no_mcp_serves_no_mcp_and_says_so(served: Served) -> None:
     """`serve --no-mcp` (as tests/served.py starts it): its start says /mcp is not served,
     /mcp is not there for a valid agent token, and the OpenAPI document lists no /mcp."""
-    import http.client
-    import urllib.parse
-
     assert served.log is not None
     assert "/mcp not served (--no-mcp)" in served.log.read_text(encoding="utf-8")
     where = urllib.parse.urlsplit(served.url)

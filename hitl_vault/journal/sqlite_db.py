@@ -33,12 +33,9 @@ from ..errors import (
 # How long a copy of a journal deleted under this process may wait on SQLite's locks.
 RESCUE_WAIT = 10.0
 
-
-def _schema() -> str:
-    """The tables a journal holds: schema.sql beside this module (importlib.resources, for
-    packages run from a zip, would cost each process that opens a journal 7 ms)."""
-    return Path(__file__).with_name("schema.sql").read_text(encoding="utf-8")
-
+# The tables, from schema.sql beside this module (importlib.resources, for packages run
+# from a zip, would cost each process that opens a journal 7 ms of imports).
+SCHEMA = Path(__file__).with_name("schema.sql").read_text(encoding="utf-8")
 
 # Columns added since the first release: a journal made before them gets them on open.
 _ADDED_COLUMNS = (
@@ -267,7 +264,7 @@ class Database:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         with self.write() as w:
-            for statement in _schema().split(";"):
+            for statement in SCHEMA.split(";"):
                 if statement.strip():
                     w.execute(statement)
             for table, column, kind in _ADDED_COLUMNS:
