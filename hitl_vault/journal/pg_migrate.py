@@ -31,7 +31,9 @@ from .sqlite import Journal
 # Each version's script, applied in order from the one a database has (v1: the tables, v2:
 # the leadership lease and the claiming term, v3: each entry's actor, v4: its credential,
 # v5: an index for the daemon's escalation questions).
-_SCRIPTS = {v: f"pg_schema_{v}.sql" if v > 1 else "pg_schema.sql" for v in range(1, 6)}
+_SCRIPTS = {
+    v: f"pg_schema_{v}.sql" if v > 1 else "pg_schema.sql" for v in range(1, SCHEMA_VERSION + 1)
+}
 _MIGRATE_KEY = 0  # the advisory lock (LOCK_CLASS, 0): one migration at a time per database
 _REPEAT = 10_000  # rows copied per statement by an import
 
