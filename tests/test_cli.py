@@ -539,7 +539,7 @@ def test_click_usage_errors_exit_2_too(vault_path: Path, args: tuple[str, ...], 
 
 # What a command imports is what a person waits for each time they type it.
 LOADS = """\
-import sys
+import json, sys
 from hitl_vault.cli.entry import main
 sys.argv = ["hitl-vault", *sys.argv[1:]]
 try:
@@ -549,15 +549,17 @@ except SystemExit:
 heavy = ("yaml", "sqlite3", "asyncio", "watchdog", "frontmatter", "starlette", "apprise",
          "socket", "difflib", "tomllib")
 ours = ("hitl_vault.engine", "hitl_vault.journal", "hitl_vault.notes", "hitl_vault.daemon")
-print(sorted({m.split(".")[0] if not m.startswith("hitl_vault") else ".".join(m.split(".")[:2])
-              for m in sys.modules if m.startswith(heavy) or m.startswith(ours)}), file=sys.stderr)
+print(json.dumps(sorted({m.split(".")[0] if not m.startswith("hitl_vault")
+                         else ".".join(m.split(".")[:2])
+                         for m in sys.modules if m.startswith(heavy) or m.startswith(ours)})),
+      file=sys.stderr)
 """
 
 
 def _loaded(cwd: Path, *args: str) -> list[str]:
     done = subprocess.run([sys.executable, "-c", LOADS, *args], cwd=cwd, capture_output=True,
                           text=True, timeout=60, check=True)  # fmt: skip
-    loaded: list[str] = json.loads(done.stderr.strip().splitlines()[-1].replace("'", '"'))
+    loaded: list[str] = json.loads(done.stderr.strip().splitlines()[-1])
     return loaded
 
 
