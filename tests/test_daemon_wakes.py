@@ -7,11 +7,18 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from hitl_vault import Vault
+import pytest
+
+from hitl_vault import Vault, durable
 from hitl_vault.daemon.loop import Daemon
 from hitl_vault.daemon.wakes import Wakes
+from hitl_vault.model import Status
+from hitl_vault.notes import sync
 from hitl_vault.notes.written import WrittenHere
 
 from .helpers import Clock, eventually, set_status
@@ -66,6 +73,35 @@ def test_a_note_this_process_wrote_wakes_nothing_and_a_save_over_it_wakes_at_onc
     assert daemon.wakes.wanted == "now"
     daemon.run_once(clock.now)
     eventually(lambda: ran == [request.id])
+
+
+def test_our_write_is_ours_from_the_moment_its_bytes_land(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher's thread hears a note the moment it lands, while the writing thread is
+    still in its syscalls: the service's new note, and the daemon's own move of a decided
+    note, must be known as ours by then, or every submit costs the daemon a look."""
+    landed: list[tuple[str, bool]] = []
+
+    def heard_at_once(write: Callable[..., None], dest: int) -> Callable[..., None]:
+        def landing(*args: Any) -> None:
+            write(*args)
+            path = args[dest]
+            landed.append((path.parent.name, daemon.looker.wants(path)))
+
+        return landing
+
+    monkeypatch.setattr(sync, "write_note", heard_at_once(durable.write_note, 0))
+    monkeypatch.setattr(sync, "move_note", heard_at_once(durable.move_note, 2))
+    request = clocked_vault.submit("payment", {"amount": 1500})
+    note = clocked_vault.root / "Pending_Approval" / f"{request.id}.md"
+    set_status(note, "rejected")
+    daemon.notice(note)  # a human's save: journaled at once, moved once quiet
+    daemon.run_once(clock.now)
+    daemon.run_once(clock.advance(timedelta(minutes=1)))
+    assert clocked_vault.get(request.id).status is Status.REJECTED
+    assert ("Pending_Approval", False) in landed and ("Rejected", False) in landed
+    assert all(not wanted for _, wanted in landed), landed
 
 
 def test_a_save_of_other_bytes_over_our_write_is_never_taken_for_ours(tmp_path: Path) -> None:

@@ -258,13 +258,13 @@ class NoteSync:
         dest = self.root / request.status.folder / path.name
         if dest != path:
             dest.parent.mkdir(exist_ok=True)
-            move_note(path, note.raw, dest, data, where)
             self.written.wrote(dest, data)
+            move_note(path, note.raw, dest, data, where)
             self.written.forget(path)
             self.journal.unflag(where)
         elif data != note.raw:
-            write_note(path, data, note.raw, where)
             self.written.wrote(dest, data)
+            write_note(path, data, note.raw, where)
         new_where = self.rel(dest)
         if refused is not None:
             self.journal.flag(new_where, f"{new_where}: {refused}", now, request.id)
@@ -377,8 +377,8 @@ class NoteSync:
             self.journal.setting(PUBLIC_URL),
         )
         data = text.encode("utf-8")
-        write_note(path, data, None, self.rel(path))  # one appeared meanwhile: look again
         self.written.wrote(path, data)
+        write_note(path, data, None, self.rel(path))  # one appeared meanwhile: look again
         self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
         return True
 
@@ -387,6 +387,7 @@ class NoteSync:
         path = self.root / request.status.folder / f"{request.id}.md"
         path.parent.mkdir(exist_ok=True)
         data = text.encode("utf-8")
+        self.written.wrote(path, data)
         for attempt in range(3):
             try:
                 write_note(path, data, None, self.rel(path))
@@ -396,7 +397,6 @@ class NoteSync:
                 # temp file for a crash's leftover: write it again.
                 if os.path.lexists(path) or attempt == 2:
                     raise
-        self.written.wrote(path, data)
         where, digest = self.rel(path), sha256(data)
         # A submitter's create recorded these already (one write fewer per submit).
         if self.journal.note_sha(request.id) != (where, digest):

@@ -36,7 +36,12 @@ class WrittenHere:
         self._by_path: OrderedDict[Path, str] = OrderedDict()
 
     def wrote(self, path: Path, data: bytes) -> None:
-        """This process has just written ``data`` to ``path`` (and the journal recorded it)."""
+        """This process is about to write ``data`` to ``path`` (bytes the journal has).
+
+        Said before the write, never after: the write's own file events reach the watcher
+        thread while the writing thread is still in its syscalls, and must find it here.
+        Until the bytes land, the file holds something else, which :meth:`holds_ours` tells.
+        """
         digest = hashlib.sha256(data).hexdigest()
         with self._lock:
             self._by_path[path] = digest
