@@ -23,10 +23,8 @@ import asyncio
 import builtins
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +42,7 @@ from ..times import utcnow
 from .limits import FailedSignIns
 from .requesters import shared
 from .waiters import Waiters, following_journal
+from .workers import Workers
 
 if TYPE_CHECKING:
     from ..daemon.leader import Leadership
@@ -75,7 +74,7 @@ class Service:
         self.leadership: Leadership | None = None  # set by ``serve`` on a shared journal
         self.closing = False  # stopping: the open waits answer now, as things stand
         self._workers = workers
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Workers | None = None
         self._following: AbstractContextManager[None] | None = None
         self._summaries: asyncio.Task[None] | None = None
 
@@ -92,13 +91,7 @@ class Service:
         """Start serving on the running event loop (the app's lifespan calls it)."""
         self.waiters.bind(asyncio.get_running_loop())
         self.engine.listen(self.waiters.heard)
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="hitl-vault-api")
-        # Every worker thread now, not on first use, each waiting for all the others (so
-        # none is reused and the pool never grows later): the threads a service has are known.
-        everyone = threading.Barrier(self._workers)
-        ready = [self._executor.submit(everyone.wait, 30) for _ in range(self._workers)]
-        for future in ready:
-            await asyncio.wrap_future(future)
+        self._executor = Workers(self._workers, "hitl-vault-api")
         self._summaries = asyncio.create_task(self._summarising())
         if not self.daemon_here:
             journal = self.engine.journal
