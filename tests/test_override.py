@@ -165,6 +165,23 @@ def test_retry_of_a_failed_request_runs_the_params_that_ran_and_links_both_notes
     assert again.exit_code == 1 and f"retried already as {new['id']}" in again.stderr
 
 
+def test_the_daemon_hears_a_retry_as_news_of_both_requests(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
+) -> None:
+    """A retry made anywhere reaches the daemon's feed as entries of both requests (the new
+    one's creation, the old one's ``retried as``): both notes are to show the journal, the
+    old one with its link to the new."""
+    old = failed_payment(clocked_vault)
+    daemon.run_once(clock.now)
+    daemon.run_once(clock.advance(TEMPLATE_QUIET + timedelta(seconds=1)))
+    daemon.actions.wait()
+    daemon.run_once(clock.now)
+    assert not daemon.quiet.waiting
+    new = clocked_vault.retry(old.id, by="carol")
+    daemon.followed.act(clock.now)
+    assert {old.id, new.id} <= daemon.quiet.waiting
+
+
 def test_retry_of_a_timed_out_request_is_judged_by_the_rules_now(
     vault_path: Path, clock: Clock
 ) -> None:

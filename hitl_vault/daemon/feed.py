@@ -17,7 +17,6 @@ from ..model import Kind, Status
 
 if TYPE_CHECKING:
     from ..events import Event
-    from ..store import JournalStore
 
 
 class Followed:
@@ -25,13 +24,11 @@ class Followed:
 
     def __init__(
         self,
-        journal: JournalStore,
         queue: Callable[[str], None],
         show: Callable[[str, datetime], None],
         wake: Callable[[], None],
         wake_now: Callable[[], None] | None = None,
     ) -> None:
-        self.journal = journal
         self._queue = queue  # an approved request that may run now
         # the request's note is to show what happened (once quiet, unless it already does),
         # told when the daemon heard of it
@@ -40,16 +37,15 @@ class Followed:
         # ... and that it is an approval, which someone waits to see run: a step at once
         self._wake_now = wake_now or wake
         self._lock = threading.Lock()
-        # heard: the request, the status a move took it to (None: no move), created?
-        self._heard: list[tuple[str, Status | None, bool]] = []
+        # heard: the request, the status a move took it to (None: no move)
+        self._heard: list[tuple[str, Status | None]] = []
 
     def hear(self, event: Event) -> None:
         """A journal entry, whoever made it (called on the thread that published); the
         daemon's step acts on it (runs an approval, shows it in the note)."""
         moved = event.transition.kind is Kind.TRANSITION  # not a vote, an edit, a refusal
-        created = event.transition.from_status is None
         with self._lock:
-            self._heard.append((event.request_id, event.status if moved else None, created))
+            self._heard.append((event.request_id, event.status if moved else None))
         (self._wake_now if moved and event.status is Status.APPROVED else self._wake)()
 
     def act(self, now: datetime) -> None:
@@ -57,10 +53,9 @@ class Followed:
         the journal."""
         with self._lock:
             heard, self._heard = self._heard, []
-        for request_id, status, created in heard:
+        # A retry's creation journals a ``retried as`` entry on the request it retries, in
+        # the same commit: heard as an entry of that request, whose note then shows the link.
+        for request_id, status in heard:
             if status is Status.APPROVED:
                 self._queue(request_id)
             self._show(request_id, now)
-            made = self.journal.get(request_id, history=False) if created else None
-            if made is not None and made.retry_of:  # its note links to the new one now
-                self._show(made.retry_of, now)

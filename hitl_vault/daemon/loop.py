@@ -132,7 +132,7 @@ class Daemon:
             root, journal, notes, self.quiet, inbox, self.rules.changed, rescan_every
         )
         self.timeouts = Timeouts(journal, engine.expire, engine.escalate, show, engine.unreported)
-        self.followed = Followed(journal, queue, self.quiet.heard, self.wakes.later, self.wakes.now)
+        self.followed = Followed(queue, self.quiet.heard, self.wakes.later, self.wakes.now)
         self.dashboard = DashboardWriter(root, journal)
         # Each says when it next has work by the clock; the loop sleeps until the soonest.
         self.parts: list[Part] = [self.retries, self.actions, self.looker, self.quiet]
