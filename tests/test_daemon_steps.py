@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -178,3 +179,48 @@ def test_a_refused_move_made_by_hand_while_no_daemon_ran_leaves_the_dashboard_at
     with Daemon(vault.engine, clock=clock) as restarted:
         restarted.run_once(clock.advance(timedelta(seconds=1)))
         assert "Nothing needs attention" in helper.attention()
+
+
+# --- which looks hold the journal ------------------------------------------------------------
+
+
+def test_a_note_its_maker_wrote_elsewhere_is_looked_at_without_holding_the_journal(
+    vault_path: Path,
+    clocked_vault: Vault,
+    daemon: Daemon,
+    clock: Clock,
+    ran: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process's submit (a script, the CLI) lands a note holding exactly what its
+    journal entry recorded: the daemon's look finds nothing to journal, and opens no batch
+    for it (a batch holds the journal from everyone else, the service's threads too, while
+    it lasts). A human's save in that note is looked at in one, and counts."""
+    batch, look, looks = daemon.journal.batch, daemon.looker.look, list[Path]()
+    for_looks: list[bool] = []  # each batch the daemon opened: was it for a look?
+
+    def spied() -> AbstractContextManager[None]:
+        for_looks.append(any(f.name == "_look_safely" for f in traceback.extract_stack()))
+        return batch()
+
+    def looking(path: Path, now: datetime) -> bool:
+        looks.append(path)
+        return look(path, now)
+
+    monkeypatch.setattr(daemon.journal, "batch", spied)
+    monkeypatch.setattr(daemon.looker, "look", looking)
+    daemon.run_once(clock.now)
+    with Vault(vault_path, clock=clock) as elsewhere:
+        request = elsewhere.submit("payment", {"amount": 1500})
+    note = clocked_vault.root / "Pending_Approval" / f"{request.id}.md"
+    for_looks.clear()
+    looks.clear()
+    daemon.notice(note)
+    assert daemon.run_once(clock.now)  # looked at: the dashboard shows the new request
+    assert looks == [] and not any(for_looks) and daemon.quiet.knows(note)
+    set_status(note, "approved")
+    daemon.notice(note)
+    daemon.run_once(clock.now)
+    assert looks == [note] and any(for_looks)
+    ended(daemon, clock, request.id, Status.EXECUTED)
+    assert ran == [request.id]

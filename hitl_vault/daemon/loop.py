@@ -229,26 +229,26 @@ class Daemon:
         journal locked too long), none of it happened: every path is retried soon.
         """
         failed: dict[Path, Exception] = {}
-        did = False
+        rest, did = self.looker.settle(paths, now) if batch else (paths, False)
+        grouped = batch and bool(rest)  # (no batch, which holds the journal, for nothing)
         try:
-            with self.journal.batch() if batch else contextlib.nullcontext():
-                for path in paths:
+            with self.journal.batch() if grouped else contextlib.nullcontext():
+                for path in rest:
                     try:
                         did |= self.looker.look(path, now)
                     except Exception as e:  # kept apart and retried, below
                         failed[path] = e
-                # Claims share the group's commit: the approvals it recorded are followed from
-                # the feed before the commit (a rollback undoes both; listeners hear them once
-                # committed). Alone, a path's commit is its own, and claims wait for the step.
-                if batch:
+                # Claims share the group's commit: its approvals are followed from the feed first
+                # (a rollback undoes both). Alone, a path's commit is its own; claims wait.
+                if grouped:
                     for event in self._events.recorded():
                         self.followed.hear(event)
                     self.followed.act(now)
-                claimed = self._claim() if batch else []
+                claimed = self._claim() if grouped else []
         except Exception as e:  # the commit failed: nothing in it happened
             self.actions.unclaim()
-            self.quiet.forget(paths)  # read them afresh when retried
-            self._retry_later(paths, now, e)
+            self.quiet.forget(rest)  # read them afresh when retried
+            self._retry_later(rest, now, e)
             return False
         for path in paths:
             if path not in failed:

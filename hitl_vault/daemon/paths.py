@@ -118,6 +118,40 @@ class Looker:
             return self._take_proposal(path, rel, now)
         return is_candidate(rel) and self._look_at_note(path, rel, now)
 
+    def settle(self, notes: list[Path], now: datetime) -> tuple[list[Path], bool]:
+        """Look at the notes of ``notes`` that need no write: those unchanged since the last
+        look, and those holding exactly what the journal recorded for them (a maker's write
+        seen from another process: a submit, a CLI decision). The step's batch holds the
+        journal, and the service's threads wait for it, so it is opened only for the rest,
+        returned for :meth:`look` (a save, a half-saved note); True with them if anything
+        was looked at."""
+        rest: list[Path] = []
+        did = False
+        for path in notes:
+            try:
+                settled = self._settled(path, now)
+            except Exception:  # the look in the batch says what is wrong, and retries it
+                settled = None
+            if settled is None:
+                rest.append(path)
+            did |= bool(settled)
+        return rest, did
+
+    def _settled(self, path: Path, now: datetime) -> bool | None:
+        """What :meth:`_look_at_note` would find without writing (None: it may write)."""
+        if path in self.recheck or not self.is_note(path):
+            return None
+        content = self.quiet.new_content(path)
+        if content is None:
+            return False  # what it held when last looked at or written here
+        if content.data is None or not self.notes.matches_journal(path, content.data):
+            return None
+        self.quiet.touched(path, now)
+        self.quiet.looked_at(path, content.digest)
+        self._reported.pop(path, None)
+        self.journal.unflag(refused_flag(path.stem))  # (a read, unless it is listed)
+        return True
+
     def _take_proposal(self, path: Path, rel: Path, now: datetime) -> bool:
         """An Inbox file: a proposal becomes a request (or is flagged)."""
         for request in self.inbox.take(path, now):  # one approved at once: the feed queues it

@@ -262,14 +262,25 @@ class Reconciler:
     def shows_journal(self, request_id: str) -> bool:
         """The request's note holds the bytes last written for the journal as it is now
         (their digest is kept only then, and each later entry clears it)."""
-        where, _ = self.journal.note_sha(request_id)
-        return where is not None and self._unchanged(self.root / where, where, None)
-
-    def _unchanged(self, path: Path, where: str, data: bytes | None) -> bool:
-        """The note still holds the bytes it had when it last matched the journal."""
-        known, digest = self.journal.note_sha(path.stem)
-        if digest is None or known != where:
+        where, digest = self.journal.note_sha(request_id)
+        if where is None or digest is None:
             return False
+        return self._unchanged(self.root / where, where, None, digest)
+
+    def matches_journal(self, path: Path, data: bytes) -> bool:
+        """``data``, just read from the note ``path``, is what the journal last recorded it
+        holds (its maker's write): there is nothing in it to journal."""
+        return not is_conflict_copy(path.name) and self._unchanged(path, self.rel(path), data)
+
+    def _unchanged(
+        self, path: Path, where: str, data: bytes | None, digest: str | None = None
+    ) -> bool:
+        """The note still holds the bytes it had when it last matched the journal (whose
+        digest of them the caller may have read already)."""
+        if digest is None:
+            known, digest = self.journal.note_sha(path.stem)
+            if digest is None or known != where:
+                return False
         if data is None:
             try:
                 data = read_file(path, where)
