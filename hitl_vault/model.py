@@ -300,3 +300,16 @@ def handed_out_at(request: Request) -> datetime | None:
         if t.to_status is Status.EXECUTING and t.from_status is Status.APPROVED:
             return t.at if HANDED_OUT in t.details else None
     return None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A pending request as Dashboard.md lists it: only what its row shows, read without the
+    rest of the request (a busy vault's dashboard lists 200 of them every second)."""
+
+    id: str
+    path: str | None
+    summary: str
+    action: str
+    risk: str
+    expires: datetime | None

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .identity import Credential, Person, Session, SignInLink
-from .model import Kind, Request, Status, Transition
+from .model import Kind, Request, Status, Transition, Waiting
 
 if TYPE_CHECKING:
     from .chain import Entry
@@ -261,7 +261,7 @@ class JournalStore(Protocol):
     def counts(self) -> dict[Status, int]:
         """How many requests there are in each status."""
 
-    def pending_by_expiry(self, limit: int) -> list[Request]:
+    def pending_by_expiry(self, limit: int) -> list[Waiting]:
         """The pending requests that expire first (those that never expire last)."""
 
     def expiring(self, before: datetime | None = None) -> list[tuple[str, datetime]]:

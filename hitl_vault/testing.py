@@ -41,7 +41,7 @@ from .journal.memory_read import MemoryReader
 from .journal.memory_sessions import MemorySessions
 from .journal.memory_state import Memory
 from .journal.memory_steps import MemorySteps
-from .model import Request, Status, Transition
+from .model import Request, Status, Transition, Waiting
 from .policy.always import Allow
 from .store import Attention, Outgoing, ServiceEntry
 
@@ -217,7 +217,7 @@ class MemoryJournal:
     def counts(self) -> dict[Status, int]:
         return self._read.counts()
 
-    def pending_by_expiry(self, limit: int) -> list[Request]:
+    def pending_by_expiry(self, limit: int) -> list[Waiting]:
         return self._read.pending_by_expiry(limit)
 
     def expiring(self, before: datetime | None = None) -> list[tuple[str, datetime]]:

@@ -110,7 +110,7 @@ def render_dashboard(journal: JournalStore, now: datetime) -> str:
         out += ["| request | action | risk | expires |", "|---|---|---|---|"]
         for r in pending:
             expires = format_ts(r.expires) if r.expires else "never"
-            link = _link(str(r.path) if r.path else None, r.summary, r.id)
+            link = _link(r.path, r.summary, r.id)
             out.append(f"| {link} | {inline(r.action)} | {r.risk} | {expires} |")
         if counts[Status.PENDING] > _SHOWN:
             out.append(f"\n…and {counts[Status.PENDING] - _SHOWN} more (see Approvals.base).")
@@ -118,10 +118,10 @@ def render_dashboard(journal: JournalStore, now: datetime) -> str:
         out.append("Nothing is waiting for a decision.")
     out += ["", "## Recent transitions"]
     recent = journal.recent_entries(20)
-    paths = journal.paths()
+    paths = {rid: journal.note_sha(rid)[0] for rid, *_ in recent}  # (not every request's)
     if recent:
         for rid, t, uid, actor in recent:
-            line = f"- {_link(paths.get(rid), rid, rid)} {history_line(t)[2:]}"
+            line = f"- {_link(paths[rid], rid, rid)} {history_line(t)[2:]}"
             decided = t.kind is Kind.TRANSITION and t.from_status and t.to_status in _DECISIONS
             if t.by and t.by != "hitl-vault" and (t.kind is Kind.VOTED or decided):
                 line += f" · claimed by {inline(history_text(t.by))}" + (

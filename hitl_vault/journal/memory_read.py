@@ -13,7 +13,7 @@ from typing import Any
 from ..chain import Entry, chain_problems
 from ..errors import RequestNotFoundError
 from ..identity import same_name
-from ..model import Kind, Request, Status, Transition
+from ..model import Kind, Request, Status, Transition, Waiting
 from .memory_state import Memory, Row, transition_of, ts
 from .replay import unproven
 
@@ -99,11 +99,15 @@ class MemoryReader:
             found = [r.request.status for r in self._m.state.rows.values()]
         return {s: found.count(s) for s in Status}
 
-    def pending_by_expiry(self, limit: int) -> list[Request]:
+    def pending_by_expiry(self, limit: int) -> list[Waiting]:
         with self._m.lock:
             pending = self._pending()
             pending.sort(key=lambda r: (r.expires is None, r.expires or r.created, r.id))
-            return [self._full(self._m.state.rows[r.id], False) for r in pending[:limit]]
+            rows = self._m.state.rows
+            return [
+                Waiting(r.id, rows[r.id].path, r.summary, r.action, str(r.risk), r.expires)
+                for r in pending[:limit]
+            ]
 
     def expiring(self, before: datetime | None = None) -> list[tuple[str, datetime]]:
         with self._m.lock:

@@ -11,7 +11,7 @@ from typing import Any
 from ..chain import Entry, chain_problems
 from ..errors import RequestNotFoundError
 from ..identity import same_name
-from ..model import Kind, Request, Risk, Status, Transition
+from ..model import Kind, Request, Risk, Status, Transition, Waiting
 from ..policy.pitch import Pitch
 from ..store import Attention
 from ..times import format_ts, parse_ts
@@ -164,13 +164,13 @@ class Reader:
             args.append(limit)
         return self._requests(self._db.read(query, args))
 
-    def pending_by_expiry(self, limit: int) -> list[Request]:
-        rows = self._db.read(
-            f"SELECT {REQUEST_COLUMNS} FROM requests WHERE status = 'pending' "
-            "ORDER BY expires IS NULL, expires, requests.id LIMIT ?",
+    def pending_by_expiry(self, limit: int) -> list[Waiting]:
+        return self._db.rows(
+            "SELECT id, path, summary, action, risk, expires FROM requests "
+            "WHERE status = 'pending' ORDER BY expires IS NULL, expires, id LIMIT ?",
             (limit,),
+            lambda r: Waiting(r[0], r[1], r[2], r[3], r[4], parse_ts(r[5]) if r[5] else None),
         )
-        return self._requests(rows)
 
     def ids(self, status: Status | None = None) -> list[str]:
         if status is None:

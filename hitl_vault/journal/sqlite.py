@@ -30,7 +30,7 @@ from typing import Any
 from ..chain import Entry
 from ..errors import JournalMissingError, VaultError
 from ..identity import Credential, Person, Session, SignInLink
-from ..model import LOCK_FILE, Request, Status, Transition
+from ..model import LOCK_FILE, Request, Status, Transition, Waiting
 from ..policy.always import Allow
 from ..store import Attention, Outgoing, ServiceEntry
 from .allow_table import AllowTable
@@ -241,7 +241,7 @@ class Journal:
     def counts(self) -> dict[Status, int]:
         return self._read.counts()
 
-    def pending_by_expiry(self, limit: int) -> list[Request]:
+    def pending_by_expiry(self, limit: int) -> list[Waiting]:
         return self._read.pending_by_expiry(limit)
 
     def expiring(self, before: datetime | None = None) -> list[tuple[str, datetime]]:
