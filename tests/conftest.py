@@ -130,17 +130,30 @@ def _dealt(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
     tests at the front of every share start at once, side by side, and never end a run.
     Every worker computes the same order, as xdist requires.
     """
-    slow = [item for item in items if item.get_closest_marker("slow") is not None]
+    slow = _units([item for item in items if item.get_closest_marker("slow") is not None])
     rest = iter([item for item in items if item.get_closest_marker("slow") is None])
     ordered: list[pytest.Item] = []
     remaining = len(items)
     for k in range(workers):
         size = remaining // (workers - k)
         remaining -= size
-        mine = slow[k::workers]
+        mine = [item for unit in slow[k::workers] for item in unit]
         ordered += mine + list(itertools.islice(rest, max(0, size - len(mine))))
     ordered += list(rest)
     return ordered
+
+
+def _units(slow: list[pytest.Item]) -> list[list[pytest.Item]]:
+    """The slow tests, one by one, except that those of a module sharing a fixture set up
+    once per module (a service, a PostgreSQL server, OS users) stay together: dealt apart,
+    each worker that ran one of them set the fixture up again."""
+    units: dict[object, list[pytest.Item]] = {}
+    for item in slow:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        shared = any(d and d[-1].scope in ("module", "class") for d in defs)
+        units.setdefault(item.path if shared else item, []).append(item)
+    return list(units.values())
 
 
 # --- reports ------------------------------------------------------------------------------
