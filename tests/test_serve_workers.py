@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from concurrent.futures import CancelledError
 
 import pytest
@@ -14,13 +15,15 @@ from hitl_vault.serve.workers import Workers
 
 def test_calls_one_at_a_time_run_on_the_one_warm_thread() -> None:
     """Requests one after another (an agent's submits on one connection) are each handed to
-    the thread that went idle last, not passed round every thread of the service."""
+    the thread that went idle last, not passed round every thread of the service (a thread
+    preempted between handing back its answer and going idle may miss one)."""
     workers = Workers(4, "w")
     try:
-        names = {
+        names = [
             workers.submit(lambda: threading.current_thread().name).result(5) for _ in range(50)
-        }
-        assert len(names) == 1 and names.pop().startswith("w_")
+        ]
+        (name, runs), *_ = Counter(names).most_common(1)
+        assert runs >= 45 and name.startswith("w_"), Counter(names)
     finally:
         workers.shutdown()
 
