@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 from ..model import INBOX_FOLDER, REQUEST_FOLDERS, RULES_FILE, STATE_DIR
 from ..notes.leftovers import Leftovers
+from ..notes.reconcile import Finding
 from ..notes.state import is_candidate
 from .inbox import Inbox
-from .quiet import QuietWriter, refused_flag
+from .quiet import Content, QuietWriter, refused_flag
 
 if TYPE_CHECKING:
     from ..notes.reconcile import Reconciler
@@ -147,10 +148,7 @@ class Looker:
         if content.data is None or not self.notes.matches_journal(path, content.data):
             return None
         self.quiet.touched(path, now)
-        self.quiet.looked_at(path, content.digest)
-        self._reported.pop(path, None)
-        self.journal.unflag(refused_flag(path.stem))  # (a read, unless it is listed)
-        return True
+        return self._found(path, content, Finding(path, path.stem))  # as inspect finds it
 
     def _take_proposal(self, path: Path, rel: Path, now: datetime) -> bool:
         """An Inbox file: a proposal becomes a request (or is flagged)."""
@@ -176,6 +174,10 @@ class Looker:
             log.debug("%s: does not parse yet; looking again once it is quiet", rel)
             self.recheck[path] = now + self.quiet.period()
             return False
+        return self._found(path, content, finding)
+
+    def _found(self, path: Path, content: Content | None, finding: Finding) -> bool:
+        """Remember what a look at a note found, and say it (True: it was looked at)."""
         self.quiet.looked_at(path, content.digest if content else None)
         if finding.problem and self._reported.get(path) != finding.problem:
             log.warning("needs attention: %s", finding.problem)
