@@ -118,7 +118,7 @@ def render_dashboard(journal: JournalStore, now: datetime) -> str:
         out.append("Nothing is waiting for a decision.")
     out += ["", "## Recent transitions"]
     recent = journal.recent_entries(20)
-    paths = {rid: journal.note_sha(rid)[0] for rid, *_ in recent}  # (not every request's)
+    paths = {rid: journal.note_sha(rid)[0] for rid in {rid for rid, *_ in recent}}
     if recent:
         for rid, t, uid, actor in recent:
             line = f"- {_link(paths[rid], rid, rid)} {history_line(t)[2:]}"
