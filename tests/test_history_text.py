@@ -205,3 +205,30 @@ def test_any_outside_text_holds_no_separator(text: str) -> None:
     assert not [ch for ch in shown if "·" in unicodedata.normalize("NFKC", ch)]
     assert "\n" not in shown and not re.search(r"\s{2}", shown)
     assert history_text(shown) == shown
+
+
+STEPS = st.builds(
+    Transition,
+    at=st.sampled_from(
+        [utcnow().replace(microsecond=0), utcnow().replace(microsecond=0, second=0)]
+    ),
+    from_status=st.sampled_from([None, Status.PENDING, Status.APPROVED]),
+    to_status=st.sampled_from([Status.PENDING, Status.APPROVED, Status.REJECTED]),
+    by=st.sampled_from(["", "alice", "bob", "alice · forged"]),
+    reason=st.sampled_from(["", "ok", "ok →"]),
+    details=st.lists(st.sampled_from(["1 of 2", "retry of x", "via", "api"]), max_size=3).map(
+        tuple
+    ),
+    kind=st.sampled_from(list(Kind)),
+).filter(lambda t: t.kind is not Kind.LINKED or bool(t.details))  # (a link names its other)
+
+
+@given(st.lists(STEPS, min_size=2, max_size=6))
+def test_a_kept_history_line_is_the_line_its_step_renders_to(steps: list[Transition]) -> None:
+    """Lines are kept once rendered; each is still exactly what its own step renders to,
+    whichever steps (differing in any field) were shown before it, in each of the forms."""
+    from hitl_vault.notes.render import _history_line
+
+    for t in steps + steps[::-1]:
+        for kept, marked in ((False, True), (False, False), (True, True)):
+            assert history_line(t, kept, marked=marked) == _history_line(t, kept, marked)

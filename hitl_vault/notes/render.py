@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,9 @@ from ..times import format_ts
 from .callout import callout
 from .claims import unclaimed
 from .strict_yaml import dump_params, yaml_scalar
+
+# History lines kept rendered (see :func:`history_line`): a few hundred bytes each.
+LINES_KEPT = 4096
 
 # --- text from outside hitl-vault, in a note's body or Dashboard.md ---------------------
 
@@ -251,8 +255,17 @@ def history_line(t: Transition, separators_kept: bool = False, *, marked: bool =
     ``separators_kept``: the line as versions before :func:`history_text` wrote it, and
     ``marked=False`` as versions before the marking did (notes keep what was written:
     :func:`history_lines_written`).
-    """
 
+    A line is a function of its step alone, and the same steps are shown again and again
+    (the note, the daemon's log line, every answer of the API, the dashboard each second):
+    the lines of the last :data:`LINES_KEPT` steps are kept.
+    """
+    if type(t.details) is not tuple:  # (a step built by hand with a list: not hashable)
+        return _history_line(t, separators_kept, marked)
+    return _kept_history_line(t, separators_kept, marked)
+
+
+def _history_line(t: Transition, separators_kept: bool, marked: bool) -> str:
     def outside(text: str, arrows: bool = True) -> str:
         return inline(one_line(text) if separators_kept else history_text(text, arrows=arrows))
 
@@ -282,6 +295,9 @@ def history_line(t: Transition, separators_kept: bool = False, *, marked: bool =
     if t.kind is not Kind.LINKED:  # a link's detail is its move; an edit's arrows are ours
         parts.extend(text for text in (said(d, arrows=False) for d in t.details) if text)
     return "- " + " · ".join(parts)
+
+
+_kept_history_line = functools.lru_cache(maxsize=LINES_KEPT)(_history_line)
 
 
 def history_lines_written(t: Transition) -> tuple[str, ...]:
