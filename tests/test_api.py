@@ -54,21 +54,21 @@ def gate(who: Principal, body: dict[str, Any]) -> dict[str, Any]:
     return {"decision": "none", "reason": f"asked by {who.name}"}
 
 
-MCP_RUNNING: list[bool] = []
+# Whether the stand-in's lifespan is running now (a worker may start this module's server
+# more than once: each start and stop sets it).
+MCP_RUNNING = {"now": False}
 
 
 async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
     """A stand-in for the MCP app: says whether its lifespan is running."""
-    await JSONResponse({"mcp": scope["path"], "running": MCP_RUNNING == [True]})(
-        scope, receive, send
-    )
+    await JSONResponse({"mcp": scope["path"], "running": MCP_RUNNING["now"]})(scope, receive, send)
 
 
 @asynccontextmanager
 async def mcp_running() -> AsyncIterator[None]:
-    MCP_RUNNING.append(True)
+    MCP_RUNNING["now"] = True
     yield
-    MCP_RUNNING.append(False)
+    MCP_RUNNING["now"] = False
 
 
 @pytest.fixture(scope="module")
