@@ -7,11 +7,15 @@ Every write goes through a temp file and fsync, then checks that the file still
 holds the bytes we read before it replaces it (``os.replace``, or an exclusive
 link for a new file), then fsyncs the folder. If someone saved meanwhile, the
 write is abandoned with :class:`ChangedUnderfootError` and their edit stands.
+A new file's temp file may be written in a staging folder of the caller's on the same
+filesystem (the vault's ``.hitl/new/``): then the folder of the note sees one event, the
+note appearing whole, and no temp file comes and goes beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -173,18 +177,23 @@ class Leftover:
         return self.read is not None and _digest(data) == self.read
 
 
-def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> None:
+def write_note(
+    path: Path, data: bytes, expected: bytes | None, where: str, *, staging: Path | None = None
+) -> None:
     """Write ``data`` to ``path`` if it still holds ``expected`` (None: if it does not exist).
 
     Raises :class:`ChangedUnderfootError` and leaves the file alone otherwise. The note
     being replaced keeps a second name while we compare and swap: a save made in place
     between the compare and the swap lands in it, and is put back (their save stands).
+    ``staging``: for a new file, a folder on the same filesystem to write its temp file in
+    (made if missing, its parent not); beside the note when it cannot be used.
     """
     try:
         mode = path.stat().st_mode if expected is not None else None
     except FileNotFoundError:
         raise ChangedUnderfootError(where) from None
-    tmp = _write_temp(path.parent, path.name, data, mode)
+    staged = _staged(staging, path.name, data) if staging and expected is None else None
+    tmp = staged or _write_temp(path.parent, path.name, data, mode)
     try:
         if expected is None:
             if _current(path, where, expected) is not None:
@@ -195,11 +204,25 @@ def write_note(path: Path, data: bytes, expected: bytes | None, where: str) -> N
                 raise ChangedUnderfootError(where) from None
             except FileNotFoundError:  # our temp file, taken for a crash's leftover
                 raise ChangedUnderfootError(where) from None
+            except OSError as e:
+                if staged is None or e.errno != errno.EXDEV:
+                    raise
+                staged.unlink(missing_ok=True)  # another filesystem after all: beside it
+                return write_note(path, data, expected, where)
         else:
             _swap(path, tmp, data, expected, where)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def _staged(staging: Path, name: str, data: bytes) -> Path | None:
+    """A temp file holding ``data`` in ``staging``, or None where it cannot be written."""
+    try:
+        staging.mkdir(mode=0o700, exist_ok=True)
+        return _write_temp(staging, name, data, None)
+    except OSError:  # no such parent, no permission, a file of that name: beside the note
+        return None
 
 
 def _swap(path: Path, tmp: Path, data: bytes, expected: bytes, where: str) -> None:

@@ -33,6 +33,7 @@ DASHBOARD_FILE = "Dashboard.md"
 STATE_DIR = ".hitl"  # the journal and the daemon lock
 JOURNAL_FILE = "journal.db"
 LOCK_FILE = "daemon.lock"
+STAGING_DIR = "new"  # in STATE_DIR: new notes' content, on its way into a request folder
 
 
 class Status(StrEnum):

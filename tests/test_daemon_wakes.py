@@ -84,8 +84,8 @@ def test_our_write_is_ours_from_the_moment_its_bytes_land(
     landed: list[tuple[str, bool]] = []
 
     def heard_at_once(write: Callable[..., None], dest: int) -> Callable[..., None]:
-        def landing(*args: Any) -> None:
-            write(*args)
+        def landing(*args: Any, **options: Any) -> None:
+            write(*args, **options)
             path = args[dest]
             landed.append((path.parent.name, daemon.looker.wants(path)))
 

@@ -48,7 +48,13 @@ CHILD = textwrap.dedent(
 
 
 def temp_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*.hitl-tmp") if ".hitl" not in p.relative_to(root).parts)
+    """The temp files of writes: beside the notes, and new notes' in ``.hitl/new/``."""
+    staging = root / ".hitl" / "new"
+    return sorted(
+        p
+        for p in root.rglob("*.hitl-tmp")
+        if p.parent == staging or ".hitl" not in p.relative_to(root).parts
+    )
 
 
 def pending(root: Path) -> tuple[Vault, str, Path]:
@@ -173,12 +179,13 @@ def test_a_writer_whose_temp_file_a_starting_daemon_removed_writes_again(
         tmp = real(folder, name, data, mode)
         if len(taken) < 2 and name not in taken:  # the first temp file of each note
             taken.append(name)
-            Leftovers(folder.parent, vault.engine.journal).clear(vault.engine.now(), starting=True)
+            Leftovers(root, vault.engine.journal).clear(vault.engine.now(), starting=True)
             assert not tmp.exists()
         return tmp
 
-    init_vault(tmp_path / "vault")
-    with Vault(tmp_path / "vault") as vault:
+    root = tmp_path / "vault"
+    init_vault(root)
+    with Vault(root) as vault:
         monkeypatch.setattr(durable, "_write_temp", taken_once)
         req = vault.submit("payment", {"amount": 1500}, requested_by="bot")
         assert req.path is not None and "status: pending" in req.path.read_text(encoding="utf-8")
@@ -189,3 +196,75 @@ def test_a_writer_whose_temp_file_a_starting_daemon_removed_writes_again(
         assert "status: rejected" in note.read_text(encoding="utf-8")
         assert temp_files(tmp_path / "vault") == []
         assert vault.engine.journal.attention() == []
+
+
+def test_a_new_note_appears_whole_and_no_temp_file_comes_and_goes_beside_it(
+    tmp_path: Path,
+) -> None:
+    """A sync tool (or any watcher) of a request folder sees a new note appear once, whole:
+    its content was written in ``.hitl/new/`` and linked into place."""
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    root = tmp_path / "vault"
+    init_vault(root)
+    seen: list[str] = []
+
+    class Names(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            seen.append(Path(str(event.src_path)).name)
+
+    observer = Observer()
+    observer.schedule(Names(), str(root / "Pending_Approval"))
+    observer.start()
+    try:
+        with Vault(root) as vault:
+            req = vault.submit("payment", {"amount": 1500}, requested_by="bot")
+        assert req.path is not None
+        eventually(lambda: req.path is not None and req.path.name in seen, 10)
+        made = {p.name for p in (root / "Pending_Approval").iterdir()} - {"_README.md"}
+    finally:
+        observer.stop()
+        observer.join(10)
+    assert made == {req.path.name}
+    assert not [name for name in seen if name.endswith(".hitl-tmp")], seen
+    assert list((root / ".hitl" / "new").iterdir()) == []
+
+
+def test_new_content_a_crash_left_in_the_staging_folder_is_removed_at_start(
+    tmp_path: Path,
+) -> None:
+    """New content is hitl-vault's own (the journal has it): a crash's leftover in
+    ``.hitl/new/`` goes at the next start, and the note stands."""
+    root = tmp_path / "vault"
+    vault, _, note = pending(root)
+    with vault:
+        left = root / ".hitl" / "new" / f".{note.name}.0000000d.hitl-tmp"
+        left.write_bytes(note.read_bytes())
+        assert temp_files(root) == [left]
+        vault.run(once=True)
+        assert temp_files(root) == [] and note.exists()
+        assert vault.engine.journal.attention() == []
+
+
+def test_a_new_note_is_written_beside_itself_where_the_staging_folder_cannot_be_used(
+    tmp_path: Path,
+) -> None:
+    """No staging folder (its parent missing), or one on another filesystem: the note is
+    written as before, its temp file beside it, and nothing is left anywhere."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    durable.write_note(folder / "a.md", b"a\n", None, "a.md", staging=tmp_path / "no" / "new")
+    assert (folder / "a.md").read_bytes() == b"a\n" and not (tmp_path / "no").exists()
+    elsewhere = Path("/dev/shm")
+    if not elsewhere.is_dir() or elsewhere.stat().st_dev == folder.stat().st_dev:
+        pytest.skip("no second filesystem here to stage on")
+    staging = elsewhere / f"hitl-vault-test-{os.getpid()}"
+    try:
+        durable.write_note(folder / "b.md", b"b\n", None, "b.md", staging=staging)
+        assert (folder / "b.md").read_bytes() == b"b\n"
+        assert list(staging.iterdir()) == [] and sorted(os.listdir(folder)) == ["a.md", "b.md"]
+    finally:
+        for p in staging.glob("*"):
+            p.unlink()
+        staging.rmdir()

@@ -2,12 +2,13 @@
 anyone's, listed under Needs attention when they may hold a human's save.
 
 :func:`~hitl_vault.durable.write_note` writes new content to ``.<note>.<x>.hitl-tmp``
-and, while it swaps, keeps a second name ``.<note>.<x>-<digest>.old.hitl-tmp`` on the
-note it replaces. A process killed in between leaves them behind, where sync tools and
-git see them. New content is hitl-vault's own (the journal writes it again), so such a
-file goes. A second name goes when it is the note itself, or holds what the writer read
-or what the journal last recorded for the note; any other (it may hold a save that could
-not be put back) is listed, never deleted.
+(a new note's in ``.hitl/new/``, others' beside the note) and, while it swaps, keeps a
+second name ``.<note>.<x>-<digest>.old.hitl-tmp`` on the note it replaces. A process
+killed in between leaves them behind, beside a note where sync tools and git see them.
+New content is hitl-vault's own (the journal writes it again), so such a file goes. A
+second name goes when it is the note itself, or holds what the writer read or what the
+journal last recorded for the note; any other (it may hold a save that could not be put
+back) is listed, never deleted.
 
 A live writer in another process has the same files for a millisecond: they are looked
 at only once older than ``age``, except at a daemon's start, which holds the daemon lock
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from ..durable import Leftover, interrupted_move, read_file
 from ..errors import NoteError
-from ..model import REQUEST_FOLDERS
+from ..model import REQUEST_FOLDERS, STAGING_DIR, STATE_DIR
 from ..store import JournalStore
 from .sync import sha256
 
@@ -75,7 +76,7 @@ class Leftovers:
 
     def _found(self) -> list[Leftover]:
         found: list[Leftover] = []
-        for folder in REQUEST_FOLDERS:
+        for folder in (*REQUEST_FOLDERS, f"{STATE_DIR}/{STAGING_DIR}"):
             try:
                 paths = list((self.root / folder).iterdir())
             except OSError:  # no such folder (the rescan says so when it is not a folder)

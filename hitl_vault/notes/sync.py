@@ -18,7 +18,16 @@ from pathlib import Path
 from ..durable import interrupted_move, move_note, write_note
 from ..errors import ChangedUnderfootError, NoteError
 from ..identity import PUBLIC_URL
-from ..model import APPROVED_FOLDER, REJECTED_FOLDER, REQUEST_FOLDERS, Kind, Request, Status
+from ..model import (
+    APPROVED_FOLDER,
+    REJECTED_FOLDER,
+    REQUEST_FOLDERS,
+    STAGING_DIR,
+    STATE_DIR,
+    Kind,
+    Request,
+    Status,
+)
 from ..params import describe_changes
 from ..store import JournalStore
 from ..text import one_line
@@ -112,6 +121,9 @@ class NoteSync:
         self._judge = judge
         self._proven = proven  # the channels ``authenticated:`` counts (the callout says them)
         self.written = WrittenHere()  # what this process wrote to each note
+        # A new note's content is written here first: its folder then sees the note appear
+        # whole, and the watchers (ours, a sync tool's) no temp file come and go beside it.
+        self.staging = root / STATE_DIR / STAGING_DIR
 
     def rel(self, path: Path) -> str:
         try:
@@ -378,7 +390,8 @@ class NoteSync:
         )
         data = text.encode("utf-8")
         self.written.wrote(path, data)
-        write_note(path, data, None, self.rel(path))  # one appeared meanwhile: look again
+        # (one appeared meanwhile: ChangedUnderfootError, and the caller looks again)
+        write_note(path, data, None, self.rel(path), staging=self.staging)
         self.journal.set_path(request.id, self.rel(path), sha256(data), len(request.history))
         return True
 
@@ -390,7 +403,7 @@ class NoteSync:
         self.written.wrote(path, data)
         for attempt in range(3):
             try:
-                write_note(path, data, None, self.rel(path))
+                write_note(path, data, None, self.rel(path), staging=self.staging)
                 break
             except ChangedUnderfootError:
                 # One appeared (the caller looks for it); else a daemon starting up took our
