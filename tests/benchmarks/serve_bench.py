@@ -358,7 +358,7 @@ def main() -> int:
             ratio = s["http/s"] / s["vault/s"]
             print(
                 f"1. submit   HTTP {s['http/s']:.0f}/s, Vault.submit {s['vault/s']:.0f}/s: "
-                f"{ratio:.2f} of the Vault's rate (goal >= 0.5) "
+                f"{ratio:.3f} of the Vault's rate (goal >= 0.5) "
                 f"{'ok' if ratio >= 0.5 else 'MISSED'}; the service's CPU per HTTP submit "
                 f"{s['cpu']:.2f} ms"
             )
@@ -374,7 +374,7 @@ def main() -> int:
             factor = med(loaded) / med(idle)
             print(
                 f"3. load     note-save -> decision: idle median {med(idle):.1f} ms, with 200 "
-                f"long-polls + 200 submits/s {med(loaded):.1f} ms: {factor:.2f}x "
+                f"long-polls + 200 submits/s {med(loaded):.1f} ms: {factor:.3f}x "
                 f"(goal <= 1.5x) {'ok' if factor <= 1.5 else 'MISSED'}; the service used "
                 f"{busy:.0f}% of a core meanwhile"
             )
