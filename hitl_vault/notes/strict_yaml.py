@@ -136,7 +136,7 @@ def yaml_scalar(value: Any) -> str:
             text = f"{mantissa}.0e{exponent}"
         return text
     text = str(value)
-    if text and text == text.strip() and _PLAIN_SAFE.fullmatch(text) and _plain(text):
+    if text and text == text.strip() and _PLAIN_SAFE.fullmatch(text) and _reads_as(text, text):
         return text
     return _double_quoted(text)
 
@@ -165,13 +165,6 @@ def _double_quoted(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-@functools.lru_cache(maxsize=1024)
-def _plain(text: str) -> bool:
-    """Whether ``text`` written plain reads back as itself. A parse per value, and the same
-    values (an action, a requester, a status, a risk) come in note after note: kept."""
-    return _reads_as(text, text)
-
-
 def _reads_as(scalar: str, expected: str) -> bool:
     try:
         return bool(yaml.load(f"k: {scalar}\n", Loader=_Loader) == {"k": expected})
