@@ -256,6 +256,7 @@ def test_a_new_note_is_written_beside_itself_where_the_staging_folder_cannot_be_
     folder.mkdir()
     durable.write_note(folder / "a.md", b"a\n", None, "a.md", staging=tmp_path / "no" / "new")
     assert (folder / "a.md").read_bytes() == b"a\n" and not (tmp_path / "no").exists()
+    assert os.listdir(folder) == ["a.md"]  # its temp file beside it, gone
     elsewhere = Path("/dev/shm")
     if not elsewhere.is_dir() or elsewhere.stat().st_dev == folder.stat().st_dev:
         pytest.skip("no second filesystem here to stage on")
