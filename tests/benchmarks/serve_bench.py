@@ -14,8 +14,9 @@ Sections (the goals are issue 25's)
                 returns (goal: median at most 10 ms)
   3. load       note-save of ``status: approved`` -> a waiting long-poll returns, idle and
                 with 200 open long-polls plus a client submitting 200 a second
-                (goal: loaded median within 1.5x of idle); with ``--rates``, also at each of
-                those submit rates, with the serve process's CPU use meanwhile
+                (goal: loaded median within 1.5x of idle), the two taken in turns of ten;
+                with ``--rates``, also at each of those submit rates, with the serve
+                process's CPU use meanwhile
   4. waits      1,000 open long-polls: the serve process's VmRSS (goal: at most 150 MB)
 """
 
@@ -47,6 +48,9 @@ from hitl_vault import Vault
 from hitl_vault.access import tokens
 from hitl_vault.cli.template import init_vault
 from hitl_vault.identity import Role
+
+# Section 3 takes its idle and loaded samples in turns of this many each.
+TURN = 10
 
 RULES = "defaults:\n  decision: ask\n  timeout: 1h\n  quiet: 0.2s\nrules: []\n"
 
@@ -295,19 +299,28 @@ def _load(port: int, token: str, ids: list[str], rate: float, seconds: float) ->
 def under_load(
     vault: Path, port: int, agent: str, held: list[str], rate: float, m: int, pid: int
 ) -> tuple[list[float], list[float], float]:
-    """Section 3 at ``rate`` submits a second: note-save -> long-poll latencies idle, then
+    """Section 3 at ``rate`` submits a second: note-save -> long-poll latencies idle, and
     with a long-poll open on each of ``held`` and the submits running, and the share of a
-    core (%) the service used meanwhile."""
-    idle = note_save_latency(vault, port, agent, m)
-    seconds = 4 + m * 0.2
-    loader = mp.get_context("spawn").Process(target=_load, args=(port, agent, held, rate, seconds))
-    loader.start()
-    time.sleep(1.5)  # the polls are open and the submits running
-    used, t = cpu_ms(pid), time.perf_counter()
-    loaded = note_save_latency(vault, port, agent, m)
-    busy = (cpu_ms(pid) - used) / ((time.perf_counter() - t) * 1000) * 100
-    loader.join(seconds + 30)
-    return idle, loaded, busy
+    core (%) the service used meanwhile. Interleaved: ``m`` of each, taken in turns of
+    :data:`TURN` idle then :data:`TURN` loaded, so that a change in the machine's speed
+    over the run weighs on both sides alike."""
+    idle: list[float] = []
+    loaded: list[float] = []
+    used = spent = 0.0
+    while len(loaded) < m:
+        k = min(TURN, m - len(loaded))
+        idle += note_save_latency(vault, port, agent, k)
+        seconds = 2.5 + k * 0.2
+        loader = mp.get_context("spawn").Process(
+            target=_load, args=(port, agent, held, rate, seconds)
+        )
+        loader.start()
+        time.sleep(1.5)  # the polls are open and the submits running
+        cpu, t = cpu_ms(pid), time.perf_counter()
+        loaded += note_save_latency(vault, port, agent, k)
+        used, spent = used + cpu_ms(pid) - cpu, spent + (time.perf_counter() - t) * 1000
+        loader.join(seconds + 30)
+    return idle, loaded, used / spent * 100
 
 
 def rss_mb(pid: int) -> float:
