@@ -164,6 +164,20 @@ def cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
+def settle(pid: int, timeout: float = 5.0) -> None:
+    """Until the serve process is quiet (under 10 ms of CPU in 200 ms), at most ``timeout``
+    seconds: its daemon's steps after one round (the notes of another process's submits
+    are looked at as they come) are not charged to the next."""
+    deadline = time.monotonic() + timeout
+    used = cpu_ms(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = cpu_ms(pid)
+        if now - used < 10:
+            return
+        used = now
+
+
 def bench_submit(
     vault: Path, port: int, agent: str, n: int, rounds: int, pid: int
 ) -> dict[str, float]:
@@ -171,11 +185,13 @@ def bench_submit(
     http_rates, vault_rates, cpu = [], [], []
     with Vault(vault) as v:
         for r in range(rounds):
+            settle(pid)
             t, used = time.perf_counter(), cpu_ms(pid)
             for i in range(n):
                 api.submit(f"h{r}-{i}")
             http_rates.append(n / (time.perf_counter() - t))
             cpu.append((cpu_ms(pid) - used) / n)
+            settle(pid)
             t = time.perf_counter()
             for i in range(n):
                 v.submit("bench", {"t": f"v{r}-{i}"})
