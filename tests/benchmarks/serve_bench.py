@@ -325,6 +325,7 @@ def under_load(
     used = spent = 0.0
     while len(loaded) < m:
         k = min(TURN, m - len(loaded))
+        settle(pid)  # the last loaded turn's work done: idle is idle
         idle += note_save_latency(vault, port, agent, k)
         seconds = 2.5 + k * 0.2
         loader = mp.get_context("spawn").Process(
