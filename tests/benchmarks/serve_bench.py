@@ -7,9 +7,10 @@ over a temporary vault; everything it starts is stopped here.
 
 Sections (the goals are issue 25's)
   1. submit     requests/s: POST /api/v1/requests on one keep-alive connection against
-                Vault.submit in this process, interleaved rounds on the same served vault
-                (goal: HTTP at least half the Vault's rate); and the serve process's CPU
-                time (user + system, from /proc) per HTTP submit
+                Vault.submit in this process, interleaved rounds on the same served vault,
+                each begun with the service quiet (goal: HTTP at least half the Vault's
+                rate); and the serve process's CPU time (user + system, from /proc) per
+                HTTP submit
   2. wake       a decision over the API -> a long-poll already waiting on the request
                 returns (goal: median at most 10 ms)
   3. load       note-save of ``status: approved`` -> a waiting long-poll returns, idle and
