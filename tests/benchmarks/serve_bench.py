@@ -324,8 +324,7 @@ def under_load(
     idle: list[float] = []
     loaded: list[float] = []
     used = spent = 0.0
-    while len(loaded) < m:
-        k = min(TURN, m - len(loaded))
+    for k in [TURN] * (m // TURN) + [m % TURN] * bool(m % TURN):
         settle(pid)  # the last loaded turn's work done: idle is idle
         idle += note_save_latency(vault, port, agent, k)
         seconds = 2.5 + k * 0.2
