@@ -324,7 +324,8 @@ def under_load(
     idle: list[float] = []
     loaded: list[float] = []
     used = spent = 0.0
-    for k in [TURN] * (m // TURN) + [m % TURN] * bool(m % TURN):
+    for start in range(0, m, TURN):
+        k = min(TURN, m - start)
         settle(pid)  # the last loaded turn's work done: idle is idle
         idle += note_save_latency(vault, port, agent, k)
         seconds = 2.5 + k * 0.2
