@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,8 +101,11 @@ class Api:
 
 
 @contextmanager
-def served(root: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, str, str]]:
-    """A vault, an agent and an approver token, and ``hitl-vault serve`` on it."""
+def served(
+    root: Path, command: tuple[str, ...] = (sys.executable, "-m", "hitl_vault")
+) -> Iterator[tuple[subprocess.Popen[bytes], int, str, str]]:
+    """A vault, an agent and an approver token, and ``hitl-vault serve`` on it (``command``:
+    how ``hitl-vault`` is started)."""
     vault = root / "vault"
     init_vault(vault)
     (vault / "hitl-vault.yaml").write_text(RULES, encoding="utf-8")
@@ -120,9 +123,7 @@ def served(root: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, str, str]
     log = open(root / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "hitl_vault",
+            *command,
             "--vault",
             str(vault),
             "serve",
@@ -245,9 +246,12 @@ def save_approved(path: Path) -> None:
         f.truncate()
 
 
-def note_save_latency(vault: Path, port: int, agent: str, n: int) -> list[float]:
+def note_saves(vault: Path, port: int, agent: str, n: int) -> list[tuple[str, str, float, float]]:
+    """``n`` note-saves, one at a time: a new request, its note saved with ``status:
+    approved`` while a long-poll waits on it; for each, the request's id, its note's name,
+    and the moments (``time.perf_counter``) of the save and of the long-poll's return."""
     api = Api(port, agent)
-    latencies = []
+    taken = []
     for i in range(n):
         request_id = api.submit(f"s{i}")
         path = note_of(vault, request_id)
@@ -260,9 +264,14 @@ def note_save_latency(vault: Path, port: int, agent: str, n: int) -> list[float]
         save_approved(path)
         poller.join(30)
         if returned:
-            latencies.append((returned[0] - t) * 1000)
+            taken.append((request_id, path.stem, t, returned[0]))
     api.close()
-    return latencies
+    return taken
+
+
+def note_save_latency(vault: Path, port: int, agent: str, n: int) -> list[float]:
+    """:func:`note_saves`' latencies, save -> long-poll returned (ms)."""
+    return [(back - saved) * 1000 for _, _, saved, back in note_saves(vault, port, agent, n)]
 
 
 async def _hold(port: int, token: str, ids: list[str], stop: float) -> None:
@@ -314,20 +323,28 @@ def _load(port: int, token: str, ids: list[str], rate: float, seconds: float) ->
 
 
 def under_load(
-    vault: Path, port: int, agent: str, held: list[str], rate: float, m: int, pid: int
+    vault: Path,
+    port: int,
+    agent: str,
+    held: list[str],
+    rate: float,
+    m: int,
+    pid: int,
+    saves: Callable[[Path, int, str, int], list[float]] = note_save_latency,
 ) -> tuple[list[float], list[float], float]:
     """Section 3 at ``rate`` submits a second: note-save -> long-poll latencies idle, and
     with a long-poll open on each of ``held`` and the submits running, and the share of a
     core (%) the service used meanwhile. Interleaved: ``m`` of each, taken in turns of
     :data:`TURN` idle then :data:`TURN` loaded, so that a change in the machine's speed
-    over the run weighs on both sides alike."""
+    over the run weighs on both sides alike; ``saves(vault, port, agent, k)`` takes a turn's
+    ``k`` saves."""
     idle: list[float] = []
     loaded: list[float] = []
     used = spent = 0.0
     for start in range(0, m, TURN):
         k = min(TURN, m - start)
         settle(pid)  # the last loaded turn's work done: idle is idle
-        idle += note_save_latency(vault, port, agent, k)
+        idle += saves(vault, port, agent, k)
         seconds = 2.5 + k * 0.2
         loader = mp.get_context("spawn").Process(
             target=_load, args=(port, agent, held, rate, seconds)
@@ -335,7 +352,7 @@ def under_load(
         loader.start()
         time.sleep(1.5)  # the polls are open and the submits running
         cpu, t = cpu_ms(pid), time.perf_counter()
-        loaded += note_save_latency(vault, port, agent, k)
+        loaded += saves(vault, port, agent, k)
         used, spent = used + cpu_ms(pid) - cpu, spent + (time.perf_counter() - t) * 1000
         loader.join(seconds + 30)
     return idle, loaded, used / spent * 100
