@@ -4,8 +4,8 @@ under load: the instrument behind docs/speed.md's account of the loaded note-sav
 Run:  python tests/benchmarks/decision_trace.py [--rate 200] [--samples 40]
 
 Not a pytest module. The service is ``hitl-vault serve`` started through this file
-(``--serve``), which first wraps a few of the watcher's, the daemon's and the long-polls'
-methods with timestamps and writes them out when the service stops (SIGTERM). The saves are
+(``--serve``), which first wraps a few of the daemon's and the long-polls' methods with
+timestamps and writes them out when the service stops (SIGTERM). The saves are
 those of serve_bench.py's section 3: a note saved with ``status: approved`` while a
 long-poll waits on its request, ten idle, then ten with 200 long-polls open and a client
 submitting ``--rate`` a second, in turns. Both processes read ``time.perf_counter``
