@@ -37,6 +37,26 @@ def test_an_approval_heard_from_the_feed_wakes_the_loop_at_once(
     assert daemon.wakes.wanted == "now"
 
 
+def test_a_submit_in_the_daemons_process_leaves_it_no_note_to_check(
+    clocked_vault: Vault, daemon: Daemon, clock: Clock
+) -> None:
+    """The service submits in the daemon's process and writes each new note whole after
+    journaling it: hearing the creation, the daemon has nothing to check in that note once
+    quiet (a journal query, a read and a digest a submit). A request whose note another
+    process wrote is still checked (its maker may have died before writing it)."""
+    ours = clocked_vault.submit("payment", {"amount": 1500})
+    with Vault(clocked_vault.root, clock=clock) as other:  # its own engine: another writer
+        theirs = other.submit("payment", {"amount": 1600})
+    clocked_vault.engine.publish()  # the daemon's engine reads the other's entry
+    daemon.followed.act(clock.now)
+    assert theirs.id in daemon.quiet.waiting
+    assert ours.id not in daemon.quiet.waiting
+    # Anything after the creation is news again: the note is to show it once quiet.
+    clocked_vault.approve(ours.id, by="alice")
+    daemon.followed.act(clock.now)
+    assert ours.id in daemon.quiet.waiting
+
+
 def test_what_can_wait_is_gathered_until_something_sooner_comes() -> None:
     """Words that can wait (:meth:`Wakes.later`) are gathered for the patience the daemon
     allows them, ended at once by a file saved or the journal written by another process."""

@@ -25,27 +25,28 @@ class Followed:
     def __init__(
         self,
         queue: Callable[[str], None],
-        show: Callable[[str, datetime], None],
+        show: Callable[[str, datetime, bool], None],
         wake: Callable[[], None],
         wake_now: Callable[[], None] | None = None,
     ) -> None:
         self._queue = queue  # an approved request that may run now
         # the request's note is to show what happened (once quiet, unless it already does),
-        # told when the daemon heard of it
+        # told when the daemon heard of it and whether the entry is the request's creation
         self._show = show
         self._wake = wake  # tells the daemon there is something to act on
         # ... and that it is an approval, which someone waits to see run: a step at once
         self._wake_now = wake_now or wake
         self._lock = threading.Lock()
-        # heard: the request, the status a move took it to (None: no move)
-        self._heard: list[tuple[str, Status | None]] = []
+        # heard: the request, the status a move took it to (None: no move), its creation?
+        self._heard: list[tuple[str, Status | None, bool]] = []
 
     def hear(self, event: Event) -> None:
         """A journal entry, whoever made it (called on the thread that published); the
         daemon's step acts on it (runs an approval, shows it in the note)."""
         moved = event.transition.kind is Kind.TRANSITION  # not a vote, an edit, a refusal
+        created = event.transition.from_status is None
         with self._lock:
-            self._heard.append((event.request_id, event.status if moved else None))
+            self._heard.append((event.request_id, event.status if moved else None, created))
         (self._wake_now if moved and event.status is Status.APPROVED else self._wake)()
 
     def act(self, now: datetime) -> None:
@@ -55,7 +56,7 @@ class Followed:
             heard, self._heard = self._heard, []
         # A retry's creation journals a ``retried as`` entry on the request it retries, in
         # the same commit: heard as an entry of that request, whose note then shows the link.
-        for request_id, status in heard:
+        for request_id, status, created in heard:
             if status is Status.APPROVED:
                 self._queue(request_id)
-            self._show(request_id, now)
+            self._show(request_id, now, created)

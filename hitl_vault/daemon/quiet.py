@@ -165,9 +165,14 @@ class QuietWriter:
         heapq.heappush(self._due, (at, request_id))
         self._next_at = self._due[0][0]
 
-    def heard(self, request_id: str, now: datetime) -> None:
+    def heard(self, request_id: str, now: datetime, created: bool = False) -> None:
         """An entry someone else made, heard from the feed at ``now``: the note is to show
-        the journal, unless it does once its maker has had quiet to write it (:meth:`want`)."""
+        the journal, unless it does once its maker has had quiet to write it (:meth:`want`).
+        A request's creation (``created``) whose new note this process wrote, whole, after
+        journaling it (a submit through the service, or a script's, here) asks nothing: the
+        note shows it, and whatever comes next (a save, another entry) asks again."""
+        if created and self.notes.written.took_new(request_id):
+            return
         self.want(request_id, unless_shown=True, heard=now)
 
     def next_wake(self, now: datetime) -> datetime | None:

@@ -414,4 +414,5 @@ class NoteSync:
         # A submitter's create recorded these already (one write fewer per submit).
         if self.journal.note_sha(request.id) != (where, digest):
             self.journal.set_path(request.id, where, digest, len(request.history))
+        self.written.wrote_new(request.id)
         return path

@@ -10,6 +10,9 @@ Content, never times, decides: a save in the same clock tick as our write has th
 mtime (file times move in ticks of a few milliseconds), and a save of other bytes is a
 save, whatever its times say. The check reads the file (a few syscalls and a SHA-256 of a
 few kilobytes), on whichever thread asks.
+
+It also keeps which requests' new notes this process wrote, whole, after journaling them (the
+service's submits): the daemon, hearing such a creation, has nothing to check in the note.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class WrittenHere:
         self._limit = limit
         self._lock = threading.Lock()
         self._by_path: OrderedDict[Path, str] = OrderedDict()
+        self._new: OrderedDict[str, bool] = OrderedDict()  # requests whose new note we wrote
 
     def wrote(self, path: Path, data: bytes) -> None:
         """This process is about to write ``data`` to ``path`` (bytes the journal has).
@@ -48,6 +52,19 @@ class WrittenHere:
             self._by_path.move_to_end(path)
             while len(self._by_path) > self._limit:
                 self._by_path.popitem(last=False)
+
+    def wrote_new(self, request_id: str) -> None:
+        """This process wrote ``request_id``'s new note, whole, after journaling it."""
+        with self._lock:
+            self._new[request_id] = True
+            while len(self._new) > self._limit:
+                self._new.popitem(last=False)
+
+    def took_new(self, request_id: str) -> bool:
+        """Whether this process wrote ``request_id``'s new note (:meth:`wrote_new`); told
+        once, then forgotten."""
+        with self._lock:
+            return self._new.pop(request_id, False)
 
     def forget(self, path: Path) -> None:
         """``path`` is no longer a note this process keeps there (moved away): bytes of ours
