@@ -303,6 +303,37 @@ def test_sigterm_during_a_burst_finishes_what_runs_and_starts_nothing_new(
     assert sorted(helper.runs("ended.log")) == sorted(ids)
 
 
+# A stop that needs a lock the main thread holds when the signal comes: the daemon's loop
+# holds a threading.Event's lock for a moment each time it waits on or clears one, and a
+# leader's stop takes the leadership's. The signal's handler runs in that thread, there.
+SIGNALLED_INSIDE_A_LOCK = """
+import os, signal, threading
+from hitl_vault.daemon.signals import stop_on_signals
+lock, stopped = threading.Lock(), threading.Event()
+def stop():
+    with lock:
+        stopped.set()
+restore = stop_on_signals(stop)
+with lock:
+    os.kill(os.getpid(), signal.SIGTERM)
+    sum(range(100_000))  # bytecodes: the handler runs among them, the lock held
+assert stopped.wait(20), "stop was never called"
+restore()
+print("stopped")
+"""
+
+
+@pytest.mark.process
+def test_a_sigterm_that_comes_while_the_main_thread_holds_a_lock_still_stops() -> None:
+    """The first SIGTERM calls the daemon's ``stop`` wherever the main thread was. A handler
+    that called it there waited forever for a lock that thread held: the daemon never
+    stopped, and only a second signal (its exit at once) ended it."""
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNALLED_INSIDE_A_LOCK], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "stopped"), done.stderr
+
+
 @pytest.mark.process
 def test_a_kill_during_a_burst_interrupts_only_the_actions_that_had_started(
     vault_path: Path, helper: VaultHelper
