@@ -46,8 +46,7 @@ SETTABLE_FIELDS = frozenset(
 def settable(fields: Mapping[str, Any] | None) -> dict[str, Any]:
     """``fields`` as a transition sets them; a field no transition may set is a bug."""
     fields = dict(fields or {})
-    unknown = set(fields) - SETTABLE_FIELDS
-    if unknown:
+    if unknown := set(fields) - SETTABLE_FIELDS:
         raise ValueError(f"cannot set {sorted(unknown)} in a transition")
     return fields
 
@@ -74,15 +73,13 @@ class Attention:
 
 
 def request_flag(request_id: str) -> str:
-    """Where Needs attention lists a request itself rather than its note (a step refused for
-    it); looking at the note again never clears it, its next transition does."""
+    """How Needs attention lists a request itself (a step refused): cleared by its next step."""
     return f"request {request_id}"
 
 
 @dataclass(frozen=True)
 class ServiceEntry:
-    """One entry of the service log: a change to people, credentials or settings, or a
-    summary of failed sign-ins; chained like the requests' entries (``verify`` checks it)."""
+    """One entry of the service log (people, credentials, settings, failed sign-ins), chained."""
 
     seq: int
     at: datetime
@@ -168,6 +165,9 @@ class JournalStore(Protocol):
 
     def wait_for_lock(self, seconds: float) -> None:
         """A write waits at most this long for another process's write, then fails."""
+
+    def commits(self) -> int:
+        """Counts the transactions this object commits: unchanged, it wrote nothing (cf. watch)."""
 
     def close(self) -> None:
         """Release the storage (and any watcher it started); nothing is used after this."""

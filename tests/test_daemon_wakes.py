@@ -201,3 +201,54 @@ def test_a_stop_just_before_a_step_begins_is_not_waited_past() -> None:
     wakes.finish()  # the stop, as Daemon.stop asks for it
     wakes.begin()  # the step the loop had already decided to take
     assert wakes.wait(30) is True  # woken, not timed out
+
+
+def test_a_step_reads_the_feed_only_when_something_may_be_new(
+    clocked_vault: Vault,
+    daemon: Daemon,
+    clock: Clock,
+    ran: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each step tells the listeners four times or more, and under a stream of the service's
+    submits (whose threads tell their own) each reading found nothing and waited for the
+    connection they hold. While the store's word of others' writes comes, a step reads the
+    feed only after this process's connection ended a transaction, or on that word; what
+    is new is never missed: a commit whose own telling a batch held back, another
+    connection's approval."""
+    journal = clocked_vault.engine.journal
+    reads: list[int] = []
+    feed = journal.feed
+
+    def counted(seq: int) -> list[tuple[int, str, Any]]:
+        reads.append(seq)
+        return feed(seq)
+
+    monkeypatch.setattr(journal, "feed", counted)
+    wal = clocked_vault.root / ".hitl" / "journal.db-wal"
+    first = clocked_vault.submit("payment", {"amount": 1500})
+    second = clocked_vault.submit("payment", {"amount": 1600})
+    with daemon.telling.hearing():  # as run_forever, once its watchers run
+        daemon.notice(wal)  # (the first look at the journal's files has nothing to compare)
+        daemon.run_once(clock.now)
+        daemon.run_once(clock.now)  # (the first step's last commit, the notifier's cursor)
+        reads.clear()
+        daemon.run_once(clock.now)
+        assert reads == []  # nothing new: not one reading
+        with journal.batch():  # as the daemon's own batch, while a service thread approves
+            clocked_vault.approve(first.id, by="alice")  # (its telling finds the batch open)
+        daemon.run_once(clock.now)
+        eventually(lambda: ran == [first.id])
+        for _ in range(3):  # its outcome journaled, the notes brought up to date: quiet again
+            clock.advance(timedelta(seconds=1))
+            reads.clear()
+            daemon.run_once(clock.now)
+        assert reads == []
+        with Vault(clocked_vault.root, clock=clock) as other:  # another connection
+            other.approve(second.id, by="alice")
+        daemon.notice(wal)  # the watcher's event of its commit
+        daemon.run_once(clock.now)
+        eventually(lambda: ran == [first.id, second.id])
+    reads.clear()
+    daemon.run_once(clock.now)  # without the store's word (no watcher): every telling reads
+    assert reads != []

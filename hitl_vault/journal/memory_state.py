@@ -110,6 +110,7 @@ class Memory:
         self.lock = threading.RLock()
         self.state = State()
         self.batching = False
+        self.commits = 0  # writes and batches ended (see JournalStore.commits)
         self.wakers: dict[int, Callable[[], None]] = {}
         self.daemon: str | None = None  # who holds the process-local daemon lock
 
@@ -129,6 +130,7 @@ class Memory:
                 raise
             finally:
                 self.batching = False
+                self.commits += 1
         self.tell()
 
     @contextmanager
@@ -142,6 +144,9 @@ class Memory:
             except BaseException:
                 self.state = saved
                 raise
+            finally:
+                if outer:
+                    self.commits += 1
         if outer:
             self.tell()
 

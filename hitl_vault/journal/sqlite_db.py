@@ -220,6 +220,7 @@ class Database:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.lock = threading.RLock()
         self.batching = False
+        self.commits = 0  # transactions this connection ended (see JournalStore.commits)
         try:
             db = sqlite3.connect(
                 path,
@@ -404,6 +405,7 @@ class Database:
                         for statement in undo.split("; "):
                             self.db.execute(statement)
                     raise
+                self.commits += not self.batching  # (a reader of the feed waits for the lock)
                 self._commit(commit)
             finally:
                 if relaxed:
@@ -444,4 +446,5 @@ class Database:
                     self.db.execute("ROLLBACK")
                 raise
             self.batching = False
+            self.commits += 1  # (a reader of the feed waits for the lock, held to the commit)
             self._commit("COMMIT")
