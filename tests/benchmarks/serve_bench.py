@@ -15,7 +15,8 @@ Sections (the goals are issue 25's)
                 returns (goal: median at most 10 ms)
   3. load       note-save of ``status: approved`` -> a waiting long-poll returns, idle and
                 with 200 open long-polls plus a client submitting 200 a second
-                (goal: loaded median within 1.5x of idle), the two taken in turns of ten;
+                (goal: loaded median within 1.5x of idle), the two taken in turns of ten,
+                each save after a pause drawn at random (PAUSES);
                 with ``--rates``, also at each of those submit rates, with the serve
                 process's CPU use meanwhile
   4. waits      1,000 open long-polls: the serve process's VmRSS (goal: at most 150 MB)
@@ -29,6 +30,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import random
 import re
 import shutil
 import signal
@@ -52,6 +54,11 @@ from hitl_vault.identity import Role
 
 # Section 3 takes its idle and loaded samples in turns of this many each.
 TURN = 10
+# Section 3's pause before each save, drawn from here: at fixed pauses the saves kept step
+# with the daemon's rewrite of the note saved two before (once quiet, 0.2 s after its save),
+# and a loaded turn's slightly longer round put every save inside that rewrite (see
+# docs/speed.md). Drawn, a save meets a rewrite as often as a human's would, idle or loaded.
+PAUSES = random.Random(25)
 
 RULES = "defaults:\n  decision: ask\n  timeout: 1h\n  quiet: 0.2s\nrules: []\n"
 
@@ -259,7 +266,7 @@ def note_saves(vault: Path, port: int, agent: str, n: int) -> list[tuple[str, st
         returned: list[float] = []
         poller = threading.Thread(target=_poll, args=(port, agent, request_id, returned))
         poller.start()
-        time.sleep(0.03)
+        time.sleep(PAUSES.uniform(0.03, 0.33))  # (the long-poll is open by then)
         t = time.perf_counter()
         save_approved(path)
         poller.join(30)
@@ -345,7 +352,7 @@ def under_load(
         k = min(TURN, m - start)
         settle(pid)  # the last loaded turn's work done: idle is idle
         idle += saves(vault, port, agent, k)
-        seconds = 2.5 + k * 0.2
+        seconds = 2.5 + k * 0.4  # (a save takes 0.1-0.4 s: the submits outlast the turn)
         loader = mp.get_context("spawn").Process(
             target=_load, args=(port, agent, held, rate, seconds)
         )
