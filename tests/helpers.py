@@ -248,13 +248,14 @@ class VaultHelper:
     def executor(self, name: str, script: str, *, quiet: timedelta | None = QUIET) -> Path:
         """Write ``script`` to scripts/<name> and make it the payment action's executor.
 
-        It runs under this Python. ``quiet`` also sets the quiet period (None keeps
-        the template's 2 s). Returns the script's path.
+        It runs under this Python, without ``site`` (``-S``: a third less to start; the
+        scripts use the standard library only). ``quiet`` also sets the quiet period (None
+        keeps the template's 2 s). Returns the script's path.
         """
         path = self.scripts / name
         path.write_text(script)
         self._edit_rules(
-            "run: [python3, scripts/pay.py]", f"run: [{sys.executable}, scripts/{name}]"
+            "run: [python3, scripts/pay.py]", f"run: [{sys.executable}, -S, scripts/{name}]"
         )
         if quiet is not None:
             self.set_quiet(quiet)
