@@ -81,7 +81,7 @@ rules:
     approvers: [alice, bob]
 actions:
   payment:
-    run: [PYTHON, scripts/record.py]
+    run: [PYTHON, -S, scripts/record.py]
     timeout: 60s
     idempotent: false
 """

@@ -46,11 +46,11 @@ defaults:
 rules: []
 actions:
   pay:
-    run: [{python}, scripts/once.py]
+    run: [{python}, -S, scripts/once.py]
     timeout: 30s
     idempotent: false
   refund:
-    run: [{python}, scripts/keyed.py]
+    run: [{python}, -S, scripts/keyed.py]
     timeout: 30s
     idempotent: true
 """
