@@ -70,7 +70,6 @@ class Events:
         # (listener, the statuses it wants or None, whether it hears every kind of entry)
         self._listeners: list[tuple[Listener, frozenset[Status] | None, bool]] = []
         self.seen: int | None = None  # the journal position published up to
-        self._read_at: int | None = None  # the journal's commits() when the feed was last read
         # Held while reading the feed and calling listeners, so no entry is handed on twice;
         # re-entrant, so a listener may act on the vault (its own events follow at once).
         self.publishing = threading.RLock()
@@ -87,27 +86,19 @@ class Events:
             self.seen = self.journal.last_seq()
         return self.add(listener, statuses, every=every)
 
-    def publish(self, *, ours_only: bool = False) -> int:
+    def publish(self) -> int:
         """Hand what the journal recorded since the last call to the listeners, once each.
 
         Called after every operation, and by the daemon after each commit; inside a
         batch that has not committed yet it waits for the commit. Returns how many
         entries there were (0 when nobody listens: then nothing is read).
-
-        ``ours_only``: the caller knows that nobody else wrote the journal since the last
-        call (the store's :meth:`~hitl_vault.store.JournalStore.watch` would have said so);
-        then the feed is read only if a transaction of this journal object ended since.
         """
         if not self or self.journal.batching:
             return 0
         with self.publishing:  # one thread at a time: each entry is handed on once
-            commits = self.journal.commits()  # (counted when they end: the feed holds them)
-            if ours_only and commits == self._read_at:
-                return 0
             if self.seen is None:
                 self.seen = self.journal.last_seq()
             entries = self.journal.feed(self.seen)
-            self._read_at = commits
             if entries:
                 self.seen = entries[-1][0]
             load = functools.partial(self.journal.get, history=False)

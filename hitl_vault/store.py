@@ -46,7 +46,8 @@ SETTABLE_FIELDS = frozenset(
 def settable(fields: Mapping[str, Any] | None) -> dict[str, Any]:
     """``fields`` as a transition sets them; a field no transition may set is a bug."""
     fields = dict(fields or {})
-    if unknown := set(fields) - SETTABLE_FIELDS:
+    unknown = set(fields) - SETTABLE_FIELDS
+    if unknown:
         raise ValueError(f"cannot set {sorted(unknown)} in a transition")
     return fields
 
@@ -73,13 +74,15 @@ class Attention:
 
 
 def request_flag(request_id: str) -> str:
-    """How Needs attention lists a request itself (a step refused): cleared by its next step."""
+    """Where Needs attention lists a request itself rather than its note (a step refused for
+    it); looking at the note again never clears it, its next transition does."""
     return f"request {request_id}"
 
 
 @dataclass(frozen=True)
 class ServiceEntry:
-    """One entry of the service log (people, credentials, settings, failed sign-ins), chained."""
+    """One entry of the service log: a change to people, credentials or settings, or a
+    summary of failed sign-ins; chained like the requests' entries (``verify`` checks it)."""
 
     seq: int
     at: datetime
@@ -165,9 +168,6 @@ class JournalStore(Protocol):
 
     def wait_for_lock(self, seconds: float) -> None:
         """A write waits at most this long for another process's write, then fails."""
-
-    def commits(self) -> int:
-        """Counts the transactions this object commits: unchanged, it wrote nothing (cf. watch)."""
 
     def close(self) -> None:
         """Release the storage (and any watcher it started); nothing is used after this."""

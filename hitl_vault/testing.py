@@ -102,9 +102,6 @@ class MemoryJournal:
     def wait_for_lock(self, seconds: float) -> None:
         """Nothing to wait for: no other process writes it."""
 
-    def commits(self) -> int:
-        return self._m.commits
-
     def close(self) -> None:
         """Nothing to release. Every Vault given this journal closes it, so it must not
         silence the others' waits: each wait's waker leaves when that wait ends."""

@@ -617,29 +617,6 @@ class TestJournalStore:
             s.create(_request(B), None)
         assert sorted(s.ids()) == [A, B] and s.last_seq() == 2
 
-    def test_commits_moves_with_every_transaction_of_this_handle_only(self, kit: Kit) -> None:
-        """A daemon reads the feed only when ``commits()`` moved or the store's word came:
-        every write moves it, a batch once when it ends, a read never."""
-        s = kit.store
-        start = s.commits()
-        s.create(_request(), None)
-        assert s.commits() == start + 1
-        s.get(A), s.feed(0), s.last_seq()
-        assert s.commits() == start + 1
-        with pytest.raises(DuplicateError):
-            s.create(_request(), None)
-        failed = s.commits()  # (may count or not: then a reader reads once for nothing)
-        with s.batch():
-            s.create(_request(B), None)
-            s.flag("b.md", "x", T0)
-            assert s.commits() == failed  # (not ended yet: not in the feed either)
-        assert s.commits() == failed + 1
-        other = kit.other()
-        if other is not kit.store:  # another process's writes: the store's watch tells those
-            other.create(_request("20261122T101500Z-payment-cccccc"), None)
-            assert s.commits() == failed + 1
-            other.close()
-
     def test_a_write_by_another_handle_wakes_a_watcher(self, kit: Kit) -> None:
         """watch calls wake soon after a write made through another handle on the store."""
         woke = threading.Event()

@@ -44,7 +44,6 @@ from .quiet import QuietWriter
 from .reload import RulesReload
 from .retries import RETRY_FIRST, Retries
 from .signals import stop_on_signals
-from .telling import Telling
 from .timeouts import Timeouts
 from .wakes import Wakes
 from .workers import Actions
@@ -106,7 +105,6 @@ class Daemon:
         self.wakes = Wakes()  # a file or an action's end: a step now; the journal's word: soon
         self._dirty: set[Path] = set()
         self._rescan_wanted = True
-        self.telling = Telling(engine.publish)  # when a telling reads the feed (telling.py)
         self.retries = Retries()
         self.gave_up: list[str] = []  # ``run --once``: paths it could not handle
         self.actions = Actions(
@@ -170,7 +168,6 @@ class Daemon:
     def _journal_changed(self) -> None:
         """Called from the store's thread: another process may have written the journal (the
         step tells the listeners, and acts on what they heard)."""
-        self.telling.written_elsewhere()
         self.notifier.idle.clear()
         self.wakes.soon()
 
@@ -179,7 +176,6 @@ class Daemon:
         log.warning("file events were lost (watcher queue overflow); rescanning the vault")
         with self._lock:
             self._rescan_wanted = True
-        self.telling.written_elsewhere()
         self.wakes.now()
 
     # --- one step ---------------------------------------------------------------
@@ -215,8 +211,7 @@ class Daemon:
         did |= self._guarded("closing unreported outcomes", self.timeouts.close_unreported, now)
         self.followed.act(now)  # what the parts above heard of (another process's approval)
         did |= self._guarded("starting actions", self._claim_and_launch, now)
-        write = lambda at: self.quiet.write_due(at, busy=bool(self._dirty))  # noqa: E731
-        did |= self._guarded("writing notes", write, now)
+        did |= self._guarded("writing notes", self._write_due, now)
         did |= self._publish(now)  # what _recover and the parts above recorded
         # After the decisions and actions, never before them: the durable listeners (the
         # notifier) hear what the journal recorded since their cursors, whoever recorded it.
@@ -253,14 +248,14 @@ class Daemon:
         except Exception as e:  # the commit failed: nothing in it happened
             self.actions.unclaim()
             self.quiet.forget(rest)  # read them afresh when retried
-            self.retries.paths_failed(rest, now, e, self._rel)  # (0.5 s, doubling, to 30 s)
+            self._retry_later(rest, now, e)
             return False
         for path in paths:
             if path not in failed:
                 self.retries.path_ok(path)
         self.quiet.forget(failed)
         for path, error in failed.items():
-            self.retries.paths_failed([path], now, error, self._rel)
+            self._retry_later([path], now, error)
         did |= self.actions.launch(claimed)
         self._publish(now)  # once the actions started: telling never delays them
         return did
@@ -269,10 +264,13 @@ class Daemon:
         """One part of a step; if it fails, the rest of the step goes on and it is tried again."""
         return self.retries.guarded(what, work, now)
 
+    def _retry_later(self, paths: list[Path], now: datetime, error: BaseException) -> None:
+        """Look at ``paths`` again after a backoff (0.5 s, doubling, at most every 30 s)."""
+        self.retries.paths_failed(paths, now, error, self._rel)
+
     def _publish(self, now: datetime) -> bool:
-        """Tell the listeners what the journal recorded since the last telling (read only if
-        something may be new: see telling.py); True if anything."""
-        return self._guarded(_TELLING, lambda _: self.telling.tell() > 0, now)
+        """Tell the listeners what the journal recorded since the last time; True if anything."""
+        return self._guarded(_TELLING, lambda _: self.engine.publish() > 0, now)
 
     # --- running actions -------------------------------------------------------------
 
@@ -291,6 +289,9 @@ class Daemon:
         launched = self.actions.launch(claimed)
         self._publish(now)
         return launched
+
+    def _write_due(self, now: datetime) -> bool:
+        return self.quiet.write_due(now, busy=bool(self._dirty))
 
     def _record_outcomes(self) -> bool:
         """Journal how the actions that ended went; failing, they are kept to try again."""
@@ -375,8 +376,7 @@ class Daemon:
         word = contextlib.nullcontext() if inside else self.journal.watch(self._journal_changed)
         folders = [*REQUEST_FOLDERS, INBOX_FOLDER, *([inside.name] if inside else [])]
         ours = (TEMP_SUFFIX,)  # the temp files of our own writes: nothing waits for them
-        watching = FolderWatcher(self.root, folders, self.notice, self.overflow, ignored=ours)
-        with watching, word, self.telling.hearing():
+        with FolderWatcher(self.root, folders, self.notice, self.overflow, ignored=ours), word:
             self._rescan_wanted = True
             self.notifier.start()  # before ready: whoever waits for it finds every thread up
             if ready is not None:

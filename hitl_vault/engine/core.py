@@ -105,10 +105,10 @@ class Engine:
         ``every``, for each journal entry (votes, escalations, edits) too."""
         return self.events.listen(listener, statuses, every=every)
 
-    def publish(self, *, ours_only: bool = False) -> int:
+    def publish(self) -> int:
         """Hand what the journal recorded since the last call to the listeners, once each
         (see :meth:`Events.publish`); the count of entries."""
-        return self.events.publish(ours_only=ours_only)
+        return self.events.publish()
 
     def __repr__(self) -> str:
         return f"Engine({str(self.root)!r})"

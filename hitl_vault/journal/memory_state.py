@@ -110,7 +110,6 @@ class Memory:
         self.lock = threading.RLock()
         self.state = State()
         self.batching = False
-        self.commits = 0  # writes and batches ended (see JournalStore.commits)
         self.wakers: dict[int, Callable[[], None]] = {}
         self.daemon: str | None = None  # who holds the process-local daemon lock
 
@@ -130,7 +129,6 @@ class Memory:
                 raise
             finally:
                 self.batching = False
-                self.commits += 1
         self.tell()
 
     @contextmanager
@@ -144,9 +142,6 @@ class Memory:
             except BaseException:
                 self.state = saved
                 raise
-            finally:
-                if outer:
-                    self.commits += 1
         if outer:
             self.tell()
 

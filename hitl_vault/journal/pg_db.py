@@ -172,7 +172,6 @@ class PgDatabase:
         self.where = shown(url)
         self.lock = threading.RLock()
         self.batching = False
-        self.commits = 0  # transactions this connection ended (see JournalStore.commits)
         self._conn: psycopg.Connection[Any] | None = None
         self._lock_timeout = 30.0
         self._idle_limit: float | None = None  # see limit_idle
@@ -337,11 +336,7 @@ class PgDatabase:
         disk (``synchronous_commit = off``), and it becomes durable with the next one.
         Inside :meth:`owner`, refused unless the term still leads (``outcome_of``: or it
         records how that request's action went, and this term claimed it)."""
-        with (
-            self.lock,
-            self._counted(not self.batching),
-            self._committing(not self.batching) as ended,
-        ):
+        with self.lock, self._committing(not self.batching) as ended:
             conn = self._connection()
             with conn.transaction():
                 self._check_owner(conn, outcome_of)
@@ -358,15 +353,6 @@ class PgDatabase:
                 ended.append(True)
 
     @contextmanager
-    def _counted(self, outermost: bool) -> Iterator[None]:
-        """Count the transaction once it ends (or fails: a reader may look again for nothing)."""
-        try:
-            yield
-        finally:
-            if outermost:
-                self.commits += 1
-
-    @contextmanager
     def batch(self) -> Iterator[None]:
         """Many writes, one durable commit: each stays atomic on its own (a savepoint), none
         is visible to other processes until the batch ends. Other threads wait."""
@@ -374,7 +360,7 @@ class PgDatabase:
             if self.batching:
                 yield
                 return
-            with self._counted(True), self._committing(True) as ended:
+            with self._committing(True) as ended:
                 conn = self._connection()
                 with conn.transaction():
                     conn.execute("SELECT pg_notify(%s, '')", (self.channel,))

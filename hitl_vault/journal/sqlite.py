@@ -102,9 +102,6 @@ class Journal:
         """How long a write waits for another process's write before it fails (30 s at first)."""
         self._db.wait_for_lock(seconds)
 
-    def commits(self) -> int:
-        return self._db.commits
-
     def close(self) -> None:
         self._watch.close()
         self._db.close()

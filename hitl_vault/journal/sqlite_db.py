@@ -220,7 +220,6 @@ class Database:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.lock = threading.RLock()
         self.batching = False
-        self.commits = 0  # transactions this connection ended (see JournalStore.commits)
         try:
             db = sqlite3.connect(
                 path,
@@ -405,7 +404,6 @@ class Database:
                         for statement in undo.split("; "):
                             self.db.execute(statement)
                     raise
-                self.commits += not self.batching  # (a reader of the feed waits for the lock)
                 self._commit(commit)
             finally:
                 if relaxed:
@@ -446,5 +444,4 @@ class Database:
                     self.db.execute("ROLLBACK")
                 raise
             self.batching = False
-            self.commits += 1  # (a reader of the feed waits for the lock, held to the commit)
             self._commit("COMMIT")
